@@ -1,0 +1,76 @@
+"""The ``lossbench`` command line.
+
+Each sub-command imports what it needs when it runs, so ``lossbench losses`` stays fast and
+the core install (torch only) can run everything that does not need the bench's extras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lossbench._table import format_table
+
+
+def _space(param) -> str:
+    if param.space is None:
+        return f"{param.name}={param.default!r}"
+    return f"{param.name}={param.default!r} in {param.space}"
+
+
+def cmd_losses(args: argparse.Namespace) -> int:
+    from lossbench.losses import LOSSES
+
+    rows = []
+    for name, info in LOSSES.items():
+        params = "; ".join(_space(p) for p in info.hyperparams) or "-"
+        needs = ", ".join(info.requires) or "-"
+        rows.append((name, info.signature, ",".join(info.tasks), params, needs, info.reference))
+    if args.verbose:
+        print(format_table(("loss", "signature", "tasks", "hyperparameters", "needs", "reference"), rows))
+    else:
+        print(format_table(("loss", "signature", "tasks", "reference"), [(r[0], r[1], r[2], r[5]) for r in rows]))
+    return 0
+
+
+def cmd_toy(args: argparse.Namespace) -> int:
+    from lossbench.reproduce.toy_1d import results_table, run_toy
+
+    temperatures = [None if t <= 0 else t for t in args.temperature]
+    print("EXACT paper's 1-D example: points (-0.25,-1), (0,-1), (0.25,+1); model sign((x - b) / T)")
+    print(results_table(run_toy(temperatures)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lossbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("losses", help="list every registered loss with its reference")
+    p.add_argument("-v", "--verbose", action="store_true", help="also show hyperparameters and search spaces")
+    p.set_defaults(func=cmd_losses)
+
+    p = sub.add_parser("toy", help="the EXACT paper's 1-D example: optimal threshold per loss")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.1],
+        help="temperatures T to try (0 = no temperature); default: 0 0.1",
+    )
+    p.set_defaults(func=cmd_toy)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as err:  # bad input from the user: one clear line, no traceback
+        print(f"lossbench: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

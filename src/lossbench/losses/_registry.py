@@ -1,0 +1,146 @@
+"""The loss registry: every loss with its module twin, input signature and tuning metadata."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lossbench.registry import HyperParam, Registry
+
+# What a loss consumes.  The registry drives the bench and the generic tests from these.
+SIGNATURES: dict[str, str] = {
+    "softmax": "logits (B, C); target (B,) int64 class indices, ignore_index allowed",
+    "sigmoid": "logits of any shape; target of the same shape, float in [0, 1] or int in {0, 1, ignore_index}",
+    "multilabel": "logits (B, C); target (B, C) float in [0, 1] (hard or soft labels)",
+    "multilabel_sparse": "logits (B, C); target (B, K) int64 positive-class indices padded with ignore_index",
+    "nway": "logits (B, n, m); target (B, n) int64 class index per task, ignore_index allowed",
+}
+
+# Which dataset task kinds a signature can serve ("binary" means a two-class dataset with a
+# single logit per sample; a two-class dataset is also "multiclass" for softmax losses).
+SIGNATURE_TASKS: dict[str, tuple[str, ...]] = {
+    "softmax": ("multiclass",),
+    "sigmoid": ("binary", "multilabel"),
+    "multilabel": ("multilabel",),
+    "multilabel_sparse": ("multilabel",),
+    "nway": ("multitask",),
+}
+
+
+@dataclass(frozen=True)
+class LossInfo:
+    """A registered loss.
+
+    ``requires`` names data-dependent arguments the caller must supply (e.g. ``class_counts``
+    from the training split).  ``batch_level`` losses (soft F1, Dice) are not a mean of
+    per-sample terms; their ``reduction="none"`` output is documented per loss.
+    """
+
+    name: str
+    function: Callable[..., torch.Tensor]
+    module: type[nn.Module]
+    signature: str
+    reference: str
+    summary: str
+    hyperparams: tuple[HyperParam, ...] = ()
+    requires: tuple[str, ...] = ()
+    batch_level: bool = False
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return SIGNATURE_TASKS[self.signature]
+
+
+LOSSES: Registry[LossInfo] = Registry("loss")
+
+
+def register_loss(
+    name: str,
+    function: Callable[..., torch.Tensor],
+    module: type[nn.Module],
+    *,
+    signature: str,
+    reference: str,
+    hyperparams: tuple[HyperParam, ...] = (),
+    requires: tuple[str, ...] = (),
+    batch_level: bool = False,
+    summary: str | None = None,
+) -> LossInfo:
+    if signature not in SIGNATURES:
+        raise ValueError(f"unknown loss signature {signature!r}; known: {sorted(SIGNATURES)}")
+    params = inspect.signature(function).parameters
+    for p in (*hyperparams, *(HyperParam(r, None) for r in requires)):
+        if p.name not in params:
+            raise ValueError(f"loss {name!r}: {function.__name__} has no argument {p.name!r}")
+    doc = inspect.getdoc(function) or ""
+    info = LossInfo(
+        name=name,
+        function=function,
+        module=module,
+        signature=signature,
+        reference=reference,
+        summary=summary or doc.split("\n\n")[0].replace("\n", " "),
+        hyperparams=hyperparams,
+        requires=requires,
+        batch_level=batch_level,
+    )
+    return LOSSES.add(name, info)
+
+
+def get_loss(name: str) -> LossInfo:
+    return LOSSES.get(name)
+
+
+class LossModule(nn.Module):
+    """Base of the module twins: stores the function's keyword arguments, calls the function.
+
+    Tensor arguments (class weights, class counts, ...) become buffers so that ``.to(device)``
+    moves them with the module.
+    """
+
+    function: Callable[..., torch.Tensor]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        bound = _keyword_signature(type(self).function).bind(**kwargs)
+        self._options: dict[str, Any] = {}
+        for key, value in bound.arguments.items():
+            if isinstance(value, torch.Tensor):
+                self.register_buffer(key, value)
+            else:
+                self._options[key] = value
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        kwargs = dict(self._options)
+        kwargs.update(self._buffers)
+        return type(self).function(logits, target, **kwargs)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self._options.items())
+
+
+def _keyword_signature(function: Callable[..., Any]) -> inspect.Signature:
+    """The function's signature without its two positional inputs (logits, target)."""
+    params = list(inspect.signature(function).parameters.values())[2:]
+    return inspect.Signature(params)
+
+
+def loss_module(function: Callable[..., torch.Tensor], name: str) -> type[LossModule]:
+    """Build the ``nn.Module`` twin of a functional loss, with the function's keyword signature."""
+    sig = _keyword_signature(function)
+
+    def __init__(self: LossModule, **kwargs: Any) -> None:
+        LossModule.__init__(self, **kwargs)
+
+    __init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *sig.parameters.values()]
+    )
+    doc = f"Module form of :func:`{function.__name__}`; arguments as there.\n\n" + (inspect.getdoc(function) or "")
+    namespace = {"function": staticmethod(function), "__init__": __init__, "__doc__": doc,
+                 "__module__": function.__module__, "__qualname__": name}
+    return type(name, (LossModule,), namespace)

@@ -1,0 +1,200 @@
+"""Argument checks and reductions shared by every loss.
+
+Each check raises ``ValueError`` naming the argument, the bad value and what was expected.
+Checks that read tensor values (finiteness, label ranges) run only when ``validate=True``;
+shape, dtype and hyperparameter checks are cheap and always run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def compute_dtype(logits: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision inputs, the input dtype otherwise."""
+    return torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
+
+
+def check_logits(logits: torch.Tensor, ndim: int | None, validate: bool, name: str = "logits") -> None:
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor of raw scores, got dtype {logits.dtype}")
+    if ndim is not None and logits.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(logits.shape)}")
+    if validate and not bool(torch.isfinite(logits).all()):
+        raise ValueError(f"{name} contains non-finite values (nan or inf)")
+
+
+def check_index_target(
+    target: torch.Tensor,
+    num_classes: int,
+    batch_shape: Sequence[int],
+    ignore_index: int,
+    validate: bool,
+    name: str = "target",
+) -> None:
+    """Class-index targets: integer dtype, given shape, values in [0, C) or ``ignore_index``."""
+    if not isinstance(target, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
+    if target.is_floating_point() or target.dtype == torch.bool:
+        raise ValueError(
+            f"{name} must hold integer class indices of shape {tuple(batch_shape)}, got dtype "
+            f"{target.dtype}; this loss does not take probabilities or one-hot targets"
+        )
+    if tuple(target.shape) != tuple(batch_shape):
+        raise ValueError(f"{name} must have shape {tuple(batch_shape)}, got {tuple(target.shape)}")
+    if validate and target.numel():
+        bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+        if bool(bad.any()):
+            value = int(target[bad][0])
+            raise ValueError(
+                f"{name} has class index {value} outside [0, {num_classes}) "
+                f"(and it is not ignore_index={ignore_index})"
+            )
+
+
+def check_binary_target(
+    target: torch.Tensor, shape: Sequence[int], ignore_index: int, validate: bool, name: str = "target"
+) -> None:
+    """Sigmoid targets: same shape as the logits; floats in [0, 1] or integers in {0, 1, ignore_index}."""
+    if not isinstance(target, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
+    if tuple(target.shape) != tuple(shape):
+        raise ValueError(f"{name} must have the logits' shape {tuple(shape)}, got {tuple(target.shape)}")
+    if not validate or not target.numel():
+        return
+    if target.is_floating_point():
+        if bool(((target < 0) | (target > 1) | torch.isnan(target)).any()):
+            raise ValueError(f"{name} must hold probabilities in [0, 1]; found values outside")
+    else:
+        t = target.long()
+        if bool(((t != 0) & (t != 1) & (t != ignore_index)).any()):
+            raise ValueError(
+                f"{name} must hold 0/1 labels (or ignore_index={ignore_index}); found {int(t[(t != 0) & (t != 1) & (t != ignore_index)][0])}"
+            )
+
+
+def check_dense_target(target: torch.Tensor, shape: Sequence[int], validate: bool, name: str = "target") -> None:
+    """Multi-label / soft targets: float tensor of the logits' shape with values in [0, 1]."""
+    if not isinstance(target, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
+    if not target.is_floating_point():
+        raise ValueError(
+            f"{name} must be a float tensor of per-class targets in [0, 1] with shape {tuple(shape)}, "
+            f"got dtype {target.dtype}; this loss does not take class indices"
+        )
+    if tuple(target.shape) != tuple(shape):
+        raise ValueError(f"{name} must have the logits' shape {tuple(shape)}, got {tuple(target.shape)}")
+    if validate and target.numel() and bool(((target < 0) | (target > 1) | torch.isnan(target)).any()):
+        raise ValueError(f"{name} must hold values in [0, 1]; found values outside")
+
+
+def check_class_weight(weight: torch.Tensor | None, num_classes: int, name: str = "weight") -> None:
+    if weight is None:
+        return
+    if not isinstance(weight, torch.Tensor) or weight.shape != (num_classes,):
+        shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ValueError(f"{name} must be a tensor of shape ({num_classes},), got {shape}")
+    if bool((weight < 0).any()) or not bool(torch.isfinite(weight).all()):
+        raise ValueError(f"{name} must hold finite non-negative values")
+
+
+def check_class_counts(counts: torch.Tensor, num_classes: int, name: str = "class_counts") -> torch.Tensor:
+    """Per-class training counts (or priors) used to form log-priors: positive and finite."""
+    counts = torch.as_tensor(counts)
+    if counts.shape != (num_classes,):
+        raise ValueError(f"{name} must have shape ({num_classes},), got {tuple(counts.shape)}")
+    if not bool(torch.isfinite(counts).all()) or bool((counts <= 0).any()):
+        bad = [i for i, c in enumerate(counts.tolist()) if not c > 0]
+        raise ValueError(
+            f"{name} must be positive for every class (a log-prior of a class never seen is -inf); "
+            f"classes {bad} have counts {[counts.tolist()[i] for i in bad]}"
+        )
+    return counts
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or value != value:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+
+
+def check_interval(name: str, value: float, low: float, high: float, *, closed: str = "both") -> None:
+    """Check ``value`` lies in the interval; ``closed`` is one of both, left, right, neither."""
+    lo_ok = value >= low if closed in ("both", "left") else value > low
+    hi_ok = value <= high if closed in ("both", "right") else value < high
+    if not (lo_ok and hi_ok):
+        lb = "[" if closed in ("both", "left") else "("
+        rb = "]" if closed in ("both", "right") else ")"
+        raise ValueError(f"{name} must lie in {lb}{low}, {high}{rb}, got {value}")
+
+
+def reduce(
+    loss: torch.Tensor,
+    reduction: str,
+    valid: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reduce per-element losses that are already zero at ignored positions.
+
+    ``mean`` divides by the summed ``weight`` of valid elements when weights are given (as
+    PyTorch's weighted cross-entropy does), by the number of ``valid`` elements otherwise.
+    A mean over zero valid elements is nan, as in PyTorch.
+    """
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if weight is not None:
+        return loss.sum() / weight.sum()
+    if valid is not None:
+        return loss.sum() / valid.sum()
+    return loss.mean()
+
+
+def softmax_inputs(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int, reduction: str, validate: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check a (logits (B, C), class-index target (B,)) pair.
+
+    Returns the logits in the compute dtype, the target with ignored entries replaced by 0
+    (safe to ``gather`` with) and the boolean mask of valid entries.
+    """
+    check_reduction(reduction)
+    check_logits(logits, 2, validate)
+    check_index_target(target, logits.shape[1], logits.shape[:1], ignore_index, validate)
+    valid = target != ignore_index
+    safe = torch.where(valid, target, torch.zeros_like(target)).long()
+    return logits.to(compute_dtype(logits)), safe, valid
+
+
+def sigmoid_inputs(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int, reduction: str, validate: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check an elementwise (logits, 0/1-or-probability target) pair of equal shapes.
+
+    Returns the logits in the compute dtype, the target as floats of that dtype (ignored
+    entries set to 0) and the boolean mask of valid entries.
+    """
+    check_reduction(reduction)
+    check_logits(logits, None, validate)
+    check_binary_target(target, logits.shape, ignore_index, validate)
+    dtype = compute_dtype(logits)
+    if target.is_floating_point():
+        valid = torch.ones_like(target, dtype=torch.bool)
+        t = target.to(dtype)
+    else:
+        valid = target != ignore_index
+        t = torch.where(valid, target, torch.zeros_like(target)).to(dtype)
+    return logits.to(dtype), t, valid

@@ -1,0 +1,63 @@
+"""Multi-class hinge loss (Crammer-Singer-style sum over rivals, as in PyTorch)."""
+
+from __future__ import annotations
+
+import torch
+
+from lossbench.losses._registry import loss_module, register_loss
+from lossbench.losses._validation import check_class_weight, check_positive, reduce, softmax_inputs
+from lossbench.registry import Choice, HyperParam
+
+
+def multi_class_hinge(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    margin: float = 1.0,
+    p: int = 1,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """``w_y / C * sum_{j != y} max(0, margin - s_y + s_j) ** p``.
+
+    Per-sample values (and ``reduction="sum"``) equal ``torch.nn.functional.multi_margin_loss``.
+    One deliberate difference: with class weights, ``reduction="mean"`` divides by the summed
+    weights of the non-ignored targets, as every weighted loss in lossbench (and PyTorch's
+    cross-entropy) does; ``multi_margin_loss`` divides by the batch size.  Adds ``ignore_index``.
+
+    Args:
+        logits: raw scores ``(B, C)``; target: class indices ``(B,)``.
+        margin: ``> 0``; p: 1 or 2.
+    """
+    x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
+    check_positive("margin", margin)
+    if p not in (1, 2):
+        raise ValueError(f"p must be 1 or 2, got {p!r}")
+    check_class_weight(weight, x.shape[1])
+    true = x.gather(1, y[:, None])
+    terms = torch.clamp(margin - true + x, min=0) ** p
+    rivals = torch.ones_like(x, dtype=torch.bool).scatter_(1, y[:, None], False)
+    per_sample = torch.where(rivals, terms, torch.zeros_like(terms)).sum(1) / x.shape[1]
+    w_valid = None
+    if weight is not None:
+        w_valid = torch.where(valid, weight.to(x.dtype)[y], torch.zeros_like(per_sample))
+        per_sample = per_sample * w_valid
+    loss = torch.where(valid, per_sample, torch.zeros_like(per_sample))
+    return reduce(loss, reduction, valid, w_valid).to(logits.dtype)
+
+
+MultiClassHingeLoss = loss_module(multi_class_hinge, "MultiClassHingeLoss")
+
+register_loss(
+    "hinge",
+    multi_class_hinge,
+    MultiClassHingeLoss,
+    signature="softmax",
+    reference="PyTorch F.multi_margin_loss; Weston & Watkins 1999",
+    hyperparams=(
+        HyperParam("margin", 1.0, None, "hinge margin (redundant with the logit scale)"),
+        HyperParam("p", 1, Choice((1, 2)), "1: hinge, 2: squared hinge"),
+    ),
+)

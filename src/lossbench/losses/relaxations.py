@@ -1,0 +1,221 @@
+"""Smooth relaxations of the 0-1 loss compared against in the EXACT paper, and Poly-1.
+
+The three relaxations act on the pairwise margins ``d_j = (s_y - s_j) / T`` of the true class
+over each rival ``j != y`` and sum a per-margin surrogate of ``1[d_j < 0]`` over the rivals,
+as the EXACT paper's code does (arXiv 2205.09615, its ``Relaxed01Loss``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lossbench.losses._registry import loss_module, register_loss
+from lossbench.losses._validation import check_interval, check_positive, reduce, softmax_inputs
+from lossbench.losses.cross_entropy import cross_entropy
+from lossbench.registry import FloatRange, HyperParam
+
+_TEMPERATURE = HyperParam("temperature", 1.0, FloatRange(0.05, 20.0, log=True), "margins are divided by T")
+
+
+def _sum_over_rivals(
+    surrogate, logits, target, temperature, ignore_index, reduction, validate
+) -> torch.Tensor:
+    x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
+    check_positive("temperature", temperature)
+    margins = (x.gather(1, y[:, None]) - x) / temperature
+    rivals = torch.ones_like(x, dtype=torch.bool).scatter_(1, y[:, None], False)
+    terms = surrogate(margins)
+    per_sample = torch.where(rivals, terms, torch.zeros_like(terms)).sum(1)
+    loss = torch.where(valid, per_sample, torch.zeros_like(per_sample))
+    return reduce(loss, reduction, valid).to(logits.dtype)
+
+
+def sigmoid_relaxation(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """Sigmoid 0-1 relaxation ``sum_{j != y} (1 - sigma((s_y - s_j) / T))``.
+
+    Nguyen & Sanner, "Algorithms for Direct 0-1 Loss Optimization in Binary Classification",
+    ICML 2013; multi-class form as in the EXACT paper's baselines.  Target: class indices.
+    """
+    return _sum_over_rivals(
+        lambda d: torch.sigmoid(-d), logits, target, temperature, ignore_index, reduction, validate
+    )
+
+
+def polynomial_relaxation(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """Cubic 0-1 relaxation ``sum_{j != y} (d^3 / 4 - 3 d / 4 + 1/2)``, ``d = clip((s_y - s_j)/T, -1, 1)``.
+
+    The polynomial goes from 1 at ``d = -1`` to 0 at ``d = 1`` with zero slope at both ends;
+    outside ``[-1, 1]`` the loss is flat (no gradient).  Zhao et al., "A Robust Loss Function
+    for Multiclass Classification", 2013, as implemented in the EXACT paper's baselines.
+    Target: class indices.
+    """
+    return _sum_over_rivals(
+        lambda d: 0.25 * d.clamp(-1, 1) ** 3 - 0.75 * d.clamp(-1, 1) + 0.5,
+        logits,
+        target,
+        temperature,
+        ignore_index,
+        reduction,
+        validate,
+    )
+
+
+def beta_bernoulli_relaxation(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    prior_weight: float | torch.Tensor = 0.5,
+    theta: float | torch.Tensor = 0.5,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """Beta-Bernoulli relaxation ``sum_{j != y} -log(w theta + (1 - w) sigma((s_y - s_j) / T))``.
+
+    The probability of a correct pairwise decision is a mixture of a prior ``theta`` (weight
+    ``w``) and the sigmoid of the margin, so the per-rival loss is bounded by ``-log(w theta)``.
+    Computed as a ``logaddexp`` of log-terms.  ``prior_weight`` and ``theta`` may be tensors
+    (learned; see :class:`BetaBernoulliRelaxationLoss`).  Target: class indices.
+
+    Reference: "A New Smooth Approximation to the Zero One Loss with a Probabilistic
+    Interpretation" (2020), as implemented in the EXACT paper's baselines.
+    """
+    w = torch.as_tensor(prior_weight, dtype=torch.float64)
+    th = torch.as_tensor(theta, dtype=torch.float64)
+    if validate and not (bool(((w > 0) & (w < 1)).all()) and bool(((th > 0) & (th <= 1)).all())):
+        raise ValueError(f"prior_weight must lie in (0, 1) and theta in (0, 1], got {prior_weight}, {theta}")
+
+    def surrogate(d: torch.Tensor) -> torch.Tensor:
+        wt = torch.as_tensor(prior_weight, dtype=d.dtype, device=d.device)
+        tt = torch.as_tensor(theta, dtype=d.dtype, device=d.device)
+        return -torch.logaddexp(torch.log(wt * tt), torch.log1p(-wt) + F.logsigmoid(d))
+
+    return _sum_over_rivals(surrogate, logits, target, temperature, ignore_index, reduction, validate)
+
+
+def poly1_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    epsilon: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """Poly-1 loss ``CE + epsilon (1 - p_y)`` (Leng et al., "PolyLoss", ICLR 2022, arXiv 2204.12511).
+
+    ``epsilon = 0`` is cross-entropy; ``epsilon = -1`` removes the first polynomial term of CE's
+    Taylor expansion.  Target: class indices.
+    """
+    check_interval("epsilon", epsilon, -1.0, math.inf)
+    x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
+    log_p = F.log_softmax(x, dim=1).gather(1, y[:, None]).squeeze(1)
+    per_sample = -log_p + epsilon * (1 - log_p.exp())
+    loss = torch.where(valid, per_sample, torch.zeros_like(per_sample))
+    return reduce(loss, reduction, valid).to(logits.dtype)
+
+
+SigmoidRelaxationLoss = loss_module(sigmoid_relaxation, "SigmoidRelaxationLoss")
+PolynomialRelaxationLoss = loss_module(polynomial_relaxation, "PolynomialRelaxationLoss")
+Poly1CrossEntropyLoss = loss_module(poly1_cross_entropy, "Poly1CrossEntropyLoss")
+
+
+class BetaBernoulliRelaxationLoss(nn.Module):
+    """Module form of :func:`beta_bernoulli_relaxation` with ``prior_weight`` and ``theta`` learned.
+
+    Both are stored as logits (``w = sigmoid(a)``, ``theta = sigmoid(b)``) initialised at 0.5,
+    as in the EXACT paper's code; pass ``learnable=False`` to keep them fixed.  When learned,
+    give the module's parameters to the optimiser together with the model's.
+    """
+
+    def __init__(
+        self,
+        *,
+        prior_weight: float = 0.5,
+        theta: float = 0.5,
+        learnable: bool = True,
+        temperature: float = 1.0,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        validate: bool = True,
+    ) -> None:
+        super().__init__()
+        check_interval("prior_weight", prior_weight, 0.0, 1.0, closed="neither")
+        check_interval("theta", theta, 0.0, 1.0, closed="neither")
+        raw = torch.logit(torch.tensor([prior_weight, theta], dtype=torch.float32))
+        if learnable:
+            self.raw = nn.Parameter(raw)
+        else:
+            self.register_buffer("raw", raw)
+        self.temperature, self.ignore_index = temperature, ignore_index
+        self.reduction, self.validate = reduction, validate
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        w, theta = torch.sigmoid(self.raw).unbind()
+        return beta_bernoulli_relaxation(
+            logits,
+            target,
+            prior_weight=w,
+            theta=theta,
+            temperature=self.temperature,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            validate=self.validate,
+        )
+
+
+_EXACT_BASELINES = "baseline in the EXACT paper, arXiv 2205.09615"
+
+register_loss(
+    "sigmoid_relaxation",
+    sigmoid_relaxation,
+    SigmoidRelaxationLoss,
+    signature="softmax",
+    reference=f"Nguyen & Sanner, ICML 2013; {_EXACT_BASELINES}",
+    hyperparams=(_TEMPERATURE,),
+)
+register_loss(
+    "polynomial_relaxation",
+    polynomial_relaxation,
+    PolynomialRelaxationLoss,
+    signature="softmax",
+    reference=f"Zhao et al. 2013, 'A Robust Loss Function for Multiclass Classification'; {_EXACT_BASELINES}",
+    hyperparams=(_TEMPERATURE,),
+)
+register_loss(
+    "beta_bernoulli_relaxation",
+    beta_bernoulli_relaxation,
+    BetaBernoulliRelaxationLoss,
+    signature="softmax",
+    reference=f"'A New Smooth Approximation to the Zero One Loss with a Probabilistic Interpretation' (2020); {_EXACT_BASELINES}",
+    hyperparams=(_TEMPERATURE,),
+)
+register_loss(
+    "poly1",
+    poly1_cross_entropy,
+    Poly1CrossEntropyLoss,
+    signature="softmax",
+    reference="Leng et al., 'PolyLoss', ICLR 2022, arXiv 2204.12511",
+    hyperparams=(HyperParam("epsilon", 1.0, FloatRange(-1.0, 10.0), "weight of the (1 - p_y) term"),),
+)

@@ -1,0 +1,61 @@
+"""Smooth accuracy: the expected 0-1 accuracy under the model's own predictive distribution."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lossbench.losses._registry import loss_module, register_loss
+from lossbench.losses._validation import reduce, sigmoid_inputs, softmax_inputs
+
+_REFERENCE = "Su, 'How to train your accuracy', kexue.fm/archives/9098"
+
+
+def smooth_accuracy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """``1 - softmax(s)_y``: one minus the smooth (expected) accuracy.
+
+    Bounded in [0, 1]; its gradient vanishes on confidently wrong samples, unlike
+    cross-entropy's.  Target: class indices ``(B,)``.
+    """
+    x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
+    p_true = F.log_softmax(x, dim=1).gather(1, y[:, None]).squeeze(1).exp()
+    loss = torch.where(valid, 1 - p_true, torch.zeros_like(p_true))
+    return reduce(loss, reduction, valid).to(logits.dtype)
+
+
+def binary_smooth_accuracy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """``1 - [t sigma(s) + (1 - t) sigma(-s)]`` elementwise, for a single logit per decision.
+
+    Target: same shape as the logits, 0/1 labels or probabilities ``t`` in [0, 1].
+    """
+    x, t, valid = sigmoid_inputs(logits, target, ignore_index, reduction, validate)
+    accuracy = t * torch.sigmoid(x) + (1 - t) * torch.sigmoid(-x)
+    loss = torch.where(valid, 1 - accuracy, torch.zeros_like(accuracy))
+    return reduce(loss, reduction, valid).to(logits.dtype)
+
+
+SmoothAccuracyLoss = loss_module(smooth_accuracy, "SmoothAccuracyLoss")
+BinarySmoothAccuracyLoss = loss_module(binary_smooth_accuracy, "BinarySmoothAccuracyLoss")
+
+register_loss("smooth_accuracy", smooth_accuracy, SmoothAccuracyLoss, signature="softmax", reference=_REFERENCE)
+register_loss(
+    "binary_smooth_accuracy",
+    binary_smooth_accuracy,
+    BinarySmoothAccuracyLoss,
+    signature="sigmoid",
+    reference=_REFERENCE,
+)

@@ -1,0 +1,1 @@
+"""Reproductions of published claims (the EXACT paper's toy example, its tables, ...)."""

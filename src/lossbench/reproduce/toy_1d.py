@@ -1,0 +1,121 @@
+"""The EXACT paper's 1-D example (Karpukhin et al., arXiv 2205.09615).
+
+Three points ``{(-0.25, -1), (0, -1), (0.25, +1)}``, a threshold model ``f(x) = (x - b) / T``
+that predicts ``sign f``.  Any ``b`` in ``(0, 0.25)`` is 100 % accurate, yet without a
+temperature the cross-entropy optimum is ``b = 0.70`` and the hinge optimum is the whole
+interval ``[0.75, 1]``, both 2/3 accurate.  A small temperature lets them reach a correct ``b``.
+
+Each loss is evaluated with lossbench's own softmax losses on the two logits ``(-f/2, f/2)``,
+for which cross-entropy is the sigmoid cross-entropy ``log(1 + exp(-y f))``, smooth accuracy is
+``1 - sigma(y f)`` and the hinge is ``max(0, 1 - y f) / 2``; the optimum is found by an exhaustive
+grid over ``b``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lossbench._table import format_table
+from lossbench.losses import cross_entropy, multi_class_hinge, smooth_accuracy
+
+X = torch.tensor([-0.25, 0.0, 0.25], dtype=torch.float64)
+Y = torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64)
+
+# name -> total loss over the three points for each threshold; f has shape (grid, 3).
+LossOnGrid = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _softmax_loss(loss) -> LossOnGrid:
+    def total(f: torch.Tensor) -> torch.Tensor:
+        logits = torch.stack([-f / 2, f / 2], dim=-1).reshape(-1, 2)
+        target = (Y > 0).long().repeat(f.shape[0])
+        return loss(logits, target, reduction="none").reshape(f.shape).sum(1)
+
+    return total
+
+
+LOSSES_ON_GRID: dict[str, LossOnGrid] = {
+    "cross_entropy": _softmax_loss(cross_entropy),
+    "hinge": _softmax_loss(multi_class_hinge),
+    "smooth_accuracy": _softmax_loss(smooth_accuracy),
+}
+
+
+@dataclass(frozen=True)
+class ToyResult:
+    method: str
+    temperature: float | None  # None: no temperature (T = 1)
+    b_low: float  # the optimal thresholds form [b_low, b_high] on the grid
+    b_high: float
+    accuracy: float  # accuracy of sign(x - b) at every optimal b (min over them)
+    loss: float
+    at_grid_edge: bool  # the loss still decreases beyond the searched range
+
+    @property
+    def b(self) -> str:
+        if self.b_high - self.b_low < 1e-9:
+            return f"{self.b_low:.3f}"
+        return f"[{self.b_low:.3f}, {self.b_high:.3f}]"
+
+
+def accuracy_at(b: torch.Tensor) -> torch.Tensor:
+    """Accuracy of ``sign(x - b)`` for each threshold (``f = 0`` counts as wrong)."""
+    f = X[None, :] - b[:, None]
+    return ((Y[None, :] * f) > 0).double().mean(1)
+
+
+def solve(
+    method: str,
+    temperature: float | None,
+    grid: torch.Tensor,
+    loss_on_grid: LossOnGrid | None = None,
+    tolerance: float = 1e-9,
+) -> ToyResult:
+    """Grid-minimise the method's total loss over ``b`` and describe the optimal set."""
+    total_fn = loss_on_grid or LOSSES_ON_GRID[method]
+    t = 1.0 if temperature is None else temperature
+    f = (X[None, :] - grid[:, None]) / t
+    with torch.no_grad():
+        total = total_fn(f)
+    best = total.min()
+    optimal = total <= best + tolerance * max(1.0, abs(float(best)))
+    b_opt = grid[optimal]
+    edge = bool(optimal[0] or optimal[-1])
+    return ToyResult(
+        method=method,
+        temperature=temperature,
+        b_low=float(b_opt.min()),
+        b_high=float(b_opt.max()),
+        accuracy=float(accuracy_at(b_opt).min()),
+        loss=float(best),
+        at_grid_edge=edge,
+    )
+
+
+def run_toy(
+    temperatures: Sequence[float | None] = (None, 0.1),
+    grid: torch.Tensor | None = None,
+    extra: dict[str, LossOnGrid] | None = None,
+) -> list[ToyResult]:
+    """Every registered toy method at every temperature; ``extra`` adds methods (e.g. EXACT)."""
+    grid = torch.linspace(-1.0, 2.0, 3001, dtype=torch.float64) if grid is None else grid
+    methods = {**LOSSES_ON_GRID, **(extra or {})}
+    return [solve(name, t, grid, fn) for t in temperatures for name, fn in methods.items()]
+
+
+def results_table(results: Sequence[ToyResult]) -> str:
+    header = ("method", "temperature", "optimal b", "accuracy", "loss")
+    rows = [
+        (
+            r.method,
+            "none" if r.temperature is None else f"{r.temperature:g}",
+            r.b + (" (grid edge)" if r.at_grid_edge else ""),
+            f"{r.accuracy:.3f}",
+            f"{r.loss:.4f}",
+        )
+        for r in results
+    ]
+    return format_table(header, rows)

@@ -1,0 +1,160 @@
+"""Registry-driven checks that every registered loss must pass (scikit-learn's test_common idea)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lossbench.losses import LOSSES, LossInfo
+from lossbench.losses._validation import REDUCTIONS
+
+from .cases import IGNORE, extra_kwargs, make_case, make_target, with_ignored
+
+ALL = [LOSSES.get(n) for n in LOSSES.names()]
+ids = [i.name for i in ALL]
+
+
+def call(info: LossInfo, logits, target, **kwargs):
+    return info.function(logits, target, **kwargs)
+
+
+def test_registry_metadata_is_complete():
+    assert len(ALL) > 0
+    for info in ALL:
+        assert info.reference.strip(), info.name
+        assert info.summary.strip(), info.name
+        assert info.function.__doc__, f"{info.name} has no docstring"
+        assert info.tasks, info.name
+
+
+@pytest.mark.parametrize("info", ALL, ids=ids)
+def test_gradcheck_float64(info):
+    logits, target, kw = make_case(info, dtype=torch.float64)
+    kw = {k: v.double() for k, v in kw.items()}
+    logits.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: call(info, x, target, **kw), (logits,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("magnitude", [1e4, 1e2])
+@pytest.mark.parametrize("info", ALL, ids=ids)
+def test_finite_at_extreme_logits(info, magnitude):
+    logits, target, kw = make_case(info, dtype=torch.float32, seed=1)
+    signs = torch.sign(torch.randn(logits.shape, generator=torch.Generator().manual_seed(3)))
+    x = (magnitude * signs).requires_grad_(True)
+    loss = call(info, x, target, **kw)
+    loss.backward()
+    assert torch.isfinite(loss).all(), f"{info.name}: loss {loss}"
+    assert torch.isfinite(x.grad).all(), f"{info.name}: non-finite gradient"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("info", ALL, ids=ids)
+def test_half_precision_inputs(info, dtype):
+    logits, target, kw = make_case(info, dtype=torch.float32, seed=2)
+    half = logits.to(dtype).requires_grad_(True)
+    out = call(info, half, target, **kw)
+    assert out.dtype == dtype
+    ref = call(info, half.detach().float(), target, **kw)
+    torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
+    out.backward()
+    assert half.grad is not None and half.grad.dtype == dtype
+    assert torch.isfinite(half.grad.float()).all()
+
+
+@pytest.mark.parametrize("info", ALL, ids=ids)
+def test_reduction_consistency(info):
+    logits, target, kw = make_case(info, seed=4)
+    none = call(info, logits, target, reduction="none", **kw)
+    total = call(info, logits, target, reduction="sum", **kw)
+    mean = call(info, logits, target, reduction="mean", **kw)
+    assert total.ndim == 0 and mean.ndim == 0
+    torch.testing.assert_close(total, none.sum())
+    torch.testing.assert_close(mean, none.mean())
+    if not info.batch_level:
+        assert none.shape[0] == logits.shape[0], "per-sample losses keep the batch dimension"
+
+
+@pytest.mark.parametrize("info", [i for i in ALL if with_ignored(i, torch.zeros(1)) is not None], ids=lambda i: i.name)
+def test_ignored_targets_are_excluded(info):
+    logits, target, kw = make_case(info, batch=9, seed=5)
+    target_ign, kept = with_ignored(info, target)
+    x = logits.clone().requires_grad_(True)
+    call(info, x, target_ign, **kw).backward()
+    # The ignored entries' logits (whole rows for class-index targets) get no gradient.
+    assert torch.count_nonzero(x.grad[~kept]) == 0, f"{info.name}: ignored entries received gradient"
+    if info.signature == "softmax":
+        full, subset = (logits, target_ign), (logits[kept], target[kept])
+    elif info.signature == "sigmoid":  # one decision per sample: a 1-D batch
+        full = (logits[:, 0], target_ign[:, 0])
+        subset = (logits[:, 0][kept[:, 0]], target[:, 0][kept[:, 0]])
+    else:
+        return
+    for reduction in ("mean", "sum"):
+        torch.testing.assert_close(
+            call(info, *full, reduction=reduction, **kw), call(info, *subset, reduction=reduction, **kw)
+        )
+
+
+@pytest.mark.parametrize("info", ALL, ids=ids)
+def test_module_equals_function(info):
+    logits, target, kw = make_case(info, dtype=torch.float32, seed=6)
+    for reduction in REDUCTIONS:
+        module = info.module(reduction=reduction, **kw)
+        torch.testing.assert_close(module(logits, target), call(info, logits, target, reduction=reduction, **kw))
+
+
+@pytest.mark.parametrize("info", ALL, ids=ids)
+def test_bad_inputs_raise_clear_errors(info):
+    logits, target, kw = make_case(info, dtype=torch.float32, seed=7)
+    with pytest.raises(ValueError, match="reduction"):
+        call(info, logits, target, reduction="average", **kw)
+    bad = logits.clone()
+    bad.view(-1)[0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        call(info, bad, target, **kw)
+    with pytest.raises(ValueError, match="shape|dimensions"):
+        call(info, logits[:-1], target, **kw)
+    with pytest.raises(ValueError, match="logits"):
+        call(info, logits.long(), target, **kw)
+    if info.signature in ("softmax", "nway", "multilabel_sparse"):
+        big = target.clone()
+        big.view(-1)[0] = logits.shape[-1]
+        with pytest.raises(ValueError, match=str(logits.shape[-1])):
+            call(info, logits, big, **kw)
+        with pytest.raises(ValueError, match="integer|index"):
+            call(info, logits, target.float(), **kw)
+    if info.signature == "multilabel":
+        with pytest.raises(ValueError, match="float"):
+            call(info, logits, target.long(), **kw)
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            call(info, logits, target * 2, **kw)
+    if info.signature == "sigmoid":
+        with pytest.raises(ValueError, match="0/1|\\[0, 1\\]"):
+            call(info, logits, target * 3, **kw)
+    # validate=False skips the value checks (the hot path) but still computes.
+    out = call(info, logits, target, validate=False, **kw)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("info", ALL, ids=ids)
+def test_hyperparameter_defaults_are_accepted(info):
+    logits, target, kw = make_case(info, dtype=torch.float32, seed=8)
+    for p in info.hyperparams:
+        kw[p.name] = p.default
+    assert torch.isfinite(call(info, logits, target, **kw))
+
+
+@pytest.mark.parametrize("info", [i for i in ALL if "class_counts" in i.requires], ids=lambda i: i.name)
+def test_zero_class_counts_are_rejected(info):
+    logits, target, kw = make_case(info, dtype=torch.float32, seed=9)
+    kw["class_counts"] = kw["class_counts"].clone()
+    kw["class_counts"][1] = 0
+    with pytest.raises(ValueError, match="class_counts"):
+        call(info, logits, target, **kw)
+
+
+def test_make_target_covers_every_signature():
+    for info in ALL:
+        logits, target, _ = make_case(info)
+        assert make_target(info, logits, torch.Generator().manual_seed(0)).shape == target.shape
+        assert extra_kwargs(info) is not None

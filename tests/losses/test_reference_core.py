@@ -1,0 +1,133 @@
+"""Reference tests: cross-entropy, hinge, smooth accuracy, the EXACT paper's relaxations, Poly-1."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lossbench import losses as L
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    return 3 * torch.randn(16, 5, generator=g, dtype=torch.float64), torch.randint(0, 5, (16,), generator=g)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_cross_entropy_equals_pytorch(batch, label_smoothing, weighted, reduction):
+    x, y = batch
+    y = y.clone()
+    y[3] = -100
+    w = torch.linspace(0.5, 2.0, 5, dtype=torch.float64) if weighted else None
+    ours = L.cross_entropy(x, y, weight=w, label_smoothing=label_smoothing, reduction=reduction)
+    ref = F.cross_entropy(x, y, weight=w, label_smoothing=label_smoothing, reduction=reduction)
+    torch.testing.assert_close(ours, ref)
+
+
+def test_cross_entropy_temperature_divides_logits(batch):
+    x, y = batch
+    torch.testing.assert_close(L.cross_entropy(x, y, temperature=0.25), F.cross_entropy(x / 0.25, y))
+
+
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("margin", [1.0, 0.3])
+def test_hinge_equals_multi_margin_loss(batch, p, margin):
+    x, y = batch
+    w = torch.linspace(0.5, 2.0, 5, dtype=torch.float64)
+    for kw in ({}, {"weight": w}):
+        for reduction in ("none", "sum"):
+            torch.testing.assert_close(
+                L.multi_class_hinge(x, y, p=p, margin=margin, reduction=reduction, **kw),
+                F.multi_margin_loss(x, y, p=p, margin=margin, reduction=reduction, **kw),
+            )
+    torch.testing.assert_close(L.multi_class_hinge(x, y, p=p, margin=margin), F.multi_margin_loss(x, y, p=p, margin=margin))
+    # Weighted mean: divided by the summed weights, the lossbench-wide convention.
+    torch.testing.assert_close(
+        L.multi_class_hinge(x, y, p=p, weight=w),
+        F.multi_margin_loss(x, y, p=p, weight=w, reduction="sum") / w[y].sum(),
+    )
+
+
+def test_hinge_rejects_unsupported_p(batch):
+    with pytest.raises(ValueError, match="p must be 1 or 2"):
+        L.multi_class_hinge(*batch, p=3)
+
+
+def test_smooth_accuracy_is_one_minus_true_class_probability(batch):
+    x, y = batch
+    p = torch.softmax(x, 1)[torch.arange(len(y)), y]
+    torch.testing.assert_close(L.smooth_accuracy(x, y, reduction="none"), 1 - p)
+
+
+def test_binary_smooth_accuracy_matches_two_logit_softmax_form(batch):
+    s = batch[0][:, 0]
+    t = (batch[1] % 2).long()
+    two = torch.stack([-s / 2, s / 2], 1)
+    torch.testing.assert_close(L.binary_smooth_accuracy(s, t, reduction="none"), L.smooth_accuracy(two, t, reduction="none"))
+    soft = torch.rand(len(s), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    expected = 1 - (soft * torch.sigmoid(s) + (1 - soft) * (1 - torch.sigmoid(s)))
+    torch.testing.assert_close(L.binary_smooth_accuracy(s, soft, reduction="none"), expected)
+
+
+def rival_margins(x, y, temperature=1.0):
+    """(B, C-1) margins s_y - s_j over the rivals, built by explicit loops (independent of the library)."""
+    rows = []
+    for i in range(x.shape[0]):
+        rows.append(torch.stack([(x[i, y[i]] - x[i, j]) / temperature for j in range(x.shape[1]) if j != y[i]]))
+    return torch.stack(rows)
+
+
+def test_sigmoid_relaxation(batch):
+    x, y = batch
+    d = rival_margins(x, y, 0.5)
+    torch.testing.assert_close(
+        L.sigmoid_relaxation(x, y, temperature=0.5, reduction="none"), (1 / (1 + torch.exp(d))).sum(1)
+    )
+
+
+def test_polynomial_relaxation_endpoints_and_formula(batch):
+    x, y = batch
+    d = rival_margins(x, y).clamp(-1, 1)
+    torch.testing.assert_close(L.polynomial_relaxation(x, y, reduction="none"), (0.25 * d**3 - 0.75 * d + 0.5).sum(1))
+    two = torch.tensor([[5.0, 0.0], [0.0, 5.0], [0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(
+        L.polynomial_relaxation(two, torch.tensor([0, 0, 0]), reduction="none"),
+        torch.tensor([0.0, 1.0, 0.5], dtype=torch.float64),
+    )
+
+
+def test_beta_bernoulli_relaxation(batch):
+    x, y = batch
+    d = rival_margins(x, y)
+    w, theta = 0.3, 0.8
+    expected = -torch.log(w * theta + (1 - w) / (1 + torch.exp(-d))).sum(1)
+    torch.testing.assert_close(
+        L.beta_bernoulli_relaxation(x, y, prior_weight=w, theta=theta, reduction="none"), expected
+    )
+    # Bounded per rival by -log(w theta), however wrong the sample.
+    far = torch.tensor([[-1e4, 0.0, 0.0]], dtype=torch.float64)
+    value = L.beta_bernoulli_relaxation(far, torch.tensor([0]), prior_weight=w, theta=theta)
+    assert float(value) == pytest.approx(-2 * math.log(w * theta), rel=1e-6)
+
+
+def test_beta_bernoulli_module_learns_its_mixture(batch):
+    x, y = batch
+    module = L.BetaBernoulliRelaxationLoss()
+    assert sum(p.numel() for p in module.parameters()) == 2
+    module(x.float(), y).backward()
+    assert module.raw.grad is not None and torch.isfinite(module.raw.grad).all()
+    assert list(L.BetaBernoulliRelaxationLoss(learnable=False).parameters()) == []
+
+
+def test_poly1_is_ce_plus_epsilon_one_minus_p(batch):
+    x, y = batch
+    p = torch.softmax(x, 1)[torch.arange(len(y)), y]
+    ce = F.cross_entropy(x, y, reduction="none")
+    torch.testing.assert_close(L.poly1_cross_entropy(x, y, epsilon=2.0, reduction="none"), ce + 2.0 * (1 - p))
+    torch.testing.assert_close(L.poly1_cross_entropy(x, y, epsilon=0.0), F.cross_entropy(x, y))
+    with pytest.raises(ValueError, match="epsilon"):
+        L.poly1_cross_entropy(x, y, epsilon=-2.0)

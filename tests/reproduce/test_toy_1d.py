@@ -1,0 +1,40 @@
+import pytest
+import torch
+
+from lossbench.reproduce.toy_1d import accuracy_at, run_toy, solve
+
+
+@pytest.fixture(scope="module")
+def results():
+    return {(r.method, r.temperature): r for r in run_toy((None, 0.1))}
+
+
+def test_without_temperature_ce_and_hinge_miss_the_accurate_thresholds(results):
+    ce, hinge = results[("cross_entropy", None)], results[("hinge", None)]
+    assert ce.b_low == ce.b_high == pytest.approx(0.70, abs=1e-3)
+    assert (hinge.b_low, hinge.b_high) == (pytest.approx(0.75, abs=1e-3), pytest.approx(1.0, abs=1e-3))
+    assert ce.accuracy == hinge.accuracy == pytest.approx(2 / 3)
+
+
+def test_a_temperature_reaches_a_perfect_threshold(results):
+    for method in ("cross_entropy", "hinge", "smooth_accuracy"):
+        r = results[(method, 0.1)]
+        assert 0 < r.b_low <= r.b_high < 0.25 and r.accuracy == 1.0, r
+    assert results[("cross_entropy", 0.1)].b_low == pytest.approx(0.131, abs=2e-3)
+
+
+def test_smooth_accuracy_without_temperature_runs_off_the_grid(results):
+    r = results[("smooth_accuracy", None)]
+    assert r.at_grid_edge and r.b_low == pytest.approx(2.0)
+
+
+def test_ce_optimum_is_the_stationary_point_of_the_closed_form():
+    # d/db sum softplus(-y (x - b)) = 0  <=>  sigma(b - 0.25) = sigma(-0.25 - b) + sigma(-b)
+    b = torch.tensor(solve("cross_entropy", None, torch.linspace(0.6, 0.8, 20001, dtype=torch.float64)).b_low)
+    residual = torch.sigmoid(b - 0.25) - torch.sigmoid(-0.25 - b) - torch.sigmoid(-b)
+    assert abs(float(residual)) < 1e-4
+
+
+def test_accuracy_at_thresholds():
+    acc = accuracy_at(torch.tensor([0.1, 0.0, 0.25, 0.7, -0.3], dtype=torch.float64))
+    assert acc.tolist() == pytest.approx([1.0, 2 / 3, 2 / 3, 2 / 3, 1 / 3])
