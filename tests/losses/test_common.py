@@ -100,7 +100,10 @@ def test_module_equals_function(info):
     logits, target, kw = make_case(info, dtype=torch.float32, seed=6)
     for reduction in REDUCTIONS:
         module = info.module(reduction=reduction, **kw)
-        torch.testing.assert_close(module(logits, target), call(info, logits, target, reduction=reduction, **kw))
+        expected = call(info, logits, target, reduction=reduction, **kw)
+        torch.testing.assert_close(module(logits, target), expected)
+        # forward's reduction= overrides the stored one (training-step transforms need per-sample values)
+        torch.testing.assert_close(info.module(**kw)(logits, target, reduction=reduction), expected)
 
 
 @pytest.mark.parametrize("info", ALL, ids=ids)

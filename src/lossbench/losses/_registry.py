@@ -115,9 +115,12 @@ class LossModule(nn.Module):
             else:
                 self._options[key] = value
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, reduction: str | None = None) -> torch.Tensor:
+        """``reduction`` overrides the stored one for this call (per-sample values for iFlood, say)."""
         kwargs = dict(self._options)
         kwargs.update(self._buffers)
+        if reduction is not None:
+            kwargs["reduction"] = reduction
         return type(self).function(logits, target, **kwargs)
 
     def extra_repr(self) -> str:

@@ -171,7 +171,7 @@ class BetaBernoulliRelaxationLoss(nn.Module):
         self.temperature, self.ignore_index = temperature, ignore_index
         self.reduction, self.validate = reduction, validate
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, reduction: str | None = None) -> torch.Tensor:
         w, theta = torch.sigmoid(self.raw).unbind()
         return beta_bernoulli_relaxation(
             logits,
@@ -180,7 +180,7 @@ class BetaBernoulliRelaxationLoss(nn.Module):
             theta=theta,
             temperature=self.temperature,
             ignore_index=self.ignore_index,
-            reduction=self.reduction,
+            reduction=reduction or self.reduction,
             validate=self.validate,
         )
 
