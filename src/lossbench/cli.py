@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from lossbench._table import format_table
 
@@ -43,6 +44,77 @@ def cmd_toy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def _finish(spec, storage, out: str) -> int:
+    from lossbench.bench.console import console, print_leaderboards
+    from lossbench.bench.report import incomplete, write_report
+    from lossbench.bench.results import collect
+
+    results = collect(spec, storage)
+    print_leaderboards(results)
+    files = write_report(spec, results, out)
+    console.print(f"report: {files[0]} (also {', '.join(p.name for p in files[1:4])} and plots/)")
+    missing = incomplete(results)
+    if missing:
+        console.print(f"[yellow]{len(missing)} method(s) are not complete yet; the report shows what is stored.")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lossbench.bench.console import run_progress
+    from lossbench.bench.runner import Runner
+    from lossbench.bench.spec import load_preset, load_spec
+    from lossbench.bench.storage import default_storage_url, open_storage
+
+    if args.spec and args.preset:
+        raise ValueError("give a spec file or --preset, not both")
+    spec = load_spec(args.spec) if args.spec else load_preset(args.preset or "builtin")
+    storage = open_storage(args.storage or default_storage_url(args.out), spec.heartbeat_interval)
+    runner = Runner(spec, storage, _device(args.device), data_dir=args.data_dir)
+    with run_progress(f"{spec.name}") as progress:
+        runner.run(progress)
+    return _finish(spec, storage, args.out)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from lossbench.bench.console import console, run_progress
+    from lossbench.bench.runner import Runner
+    from lossbench.bench.storage import open_storage, stored_spec
+
+    spec = stored_spec(open_storage(args.storage), args.study)
+    storage = open_storage(args.storage, spec.heartbeat_interval)
+    runner = Runner(spec, storage, _device(args.device), data_dir=args.data_dir)
+    with run_progress(f"{spec.name} (worker)") as progress:
+        runner.run(progress)
+    console.print(f"study {spec.name!r} is complete; `lossbench report --storage ...` writes the report")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lossbench.bench.storage import default_storage_url, open_storage, stored_spec, stored_spec_names
+
+    url = args.storage or default_storage_url(args.out)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise ValueError(f"no results database at {url.removeprefix('sqlite:///')}; run `lossbench run` first")
+    storage = open_storage(url)
+    names = [args.study] if args.study else stored_spec_names(storage)
+    if not names:
+        raise ValueError(f"storage {url!r} holds no lossbench study")
+    for name in names:
+        out = args.out if len(names) == 1 else str(Path(args.out) / name)
+        _finish(stored_spec(storage, name), storage, out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lossbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +132,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="temperatures T to try (0 = no temperature); default: 0 0.1",
     )
     p.set_defaults(func=cmd_toy)
+
+    def common(p: argparse.ArgumentParser, storage_help: str) -> None:
+        p.add_argument("--storage", help=storage_help)
+        p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+        p.add_argument("--data-dir", help="where dataset files are found or downloaded to")
+
+    p = sub.add_parser("run", help="run or resume a study and print its leaderboard")
+    p.add_argument("spec", nargs="?", help="a study spec (TOML); default: the built-in preset")
+    p.add_argument("--preset", help="a built-in spec by name (default: builtin)")
+    p.add_argument("--out", default="lossbench-out", help="report directory, and SQLite file when no --storage")
+    common(p, "SQLAlchemy URL of the trial storage (default: sqlite in --out); e.g. postgresql://...")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("worker", help="join a study stored at --storage from another process or machine")
+    p.add_argument("study", help="the study (spec) name")
+    common(p, "SQLAlchemy URL of the shared trial storage")
+    p.set_defaults(func=cmd_worker)
+    p._option_string_actions["--storage"].required = True
+
+    p = sub.add_parser("report", help="rebuild the report from storage alone")
+    p.add_argument("study", nargs="?", help="the study name (default: every study in the storage)")
+    p.add_argument("--out", default="lossbench-out", help="report directory (and SQLite file when no --storage)")
+    p.add_argument("--storage", help="SQLAlchemy URL (default: sqlite in --out)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -1,0 +1,153 @@
+"""One training run: build the model and the method, train, score on the held-out split.
+
+Tuning runs train on the training part of the stratified train/validation split and are scored
+on the validation part; final runs train on the whole training split and are scored on the test
+split.  The test split is never touched during tuning.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lossbench.bench.methods import Method, check_compatible, output_width
+from lossbench.bench.metrics import compute_metrics, selection_metric
+from lossbench.bench.spec import DatasetSpec, Spec
+from lossbench.data import Dataset, load_dataset, stratified_split
+from lossbench.models import build_model
+from lossbench.train import eval_logits, fit
+
+STAGES = ("tune", "final")
+
+
+@dataclass
+class Split:
+    """One dataset's tensors for one stage, already on the device."""
+
+    dataset: Dataset
+    stage: str
+    x_fit: torch.Tensor
+    y_fit: torch.Tensor
+    x_eval: torch.Tensor
+    y_eval: torch.Tensor
+    class_counts: torch.Tensor  # of the fit part: what count-based losses may know
+
+    @property
+    def task(self) -> str:
+        return self.dataset.task
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+
+def class_counts(y: torch.Tensor, task: str, num_classes: int) -> torch.Tensor:
+    if task == "multilabel":
+        return y.float().sum(0)
+    return torch.bincount(y, minlength=num_classes).float()
+
+
+class DataCache:
+    """Loads each dataset once per process and keeps both stages' splits on the device."""
+
+    def __init__(self, spec: Spec, device: torch.device, data_dir: str | None = None) -> None:
+        self.spec, self.device, self.data_dir = spec, device, data_dir
+        self._splits: dict[tuple[str, str], Split] = {}
+
+    def get(self, ds: DatasetSpec, stage: str) -> Split:
+        key = (ds.label, stage)
+        if key not in self._splits:
+            data = load_dataset(ds.name, data_dir=self.data_dir, **ds.params)
+            for s in STAGES:
+                self._splits[(ds.label, s)] = self._split(data, s)
+        return self._splits[key]
+
+    def _split(self, data: Dataset, stage: str) -> Split:
+        if stage == "tune":
+            # The same seeded split for every method: their validation scores are comparable.
+            fit_idx, val_idx = stratified_split(data.y_train, val_fraction=self.spec.val_fraction, seed=self.spec.seed)
+            x_fit, y_fit = data.x_train[fit_idx], data.y_train[fit_idx]
+            x_eval, y_eval = data.x_train[val_idx], data.y_train[val_idx]
+        else:
+            x_fit, y_fit, x_eval, y_eval = data.x_train, data.y_train, data.x_test, data.y_test
+        dev = self.device
+        return Split(
+            data, stage, x_fit.to(dev), y_fit.to(dev), x_eval.to(dev), y_eval.to(dev),
+            class_counts(y_fit, data.task, data.num_classes),
+        )  # fmt: skip
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, float]
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.metrics.get("diverged", 0.0))
+
+
+def run_seed(stage: str, trial_number: int, spec: Spec, seed: int | None = None) -> int:
+    """The training seed of a run: a tuning trial's is derived from the study seed and its number."""
+    if stage == "final":
+        assert seed is not None
+        return seed
+    return spec.seed * 100_003 + trial_number
+
+
+def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: Spec, seed: int) -> RunResult:
+    """Train the spec's model with the method at ``params`` and score it on ``split.x_eval``.
+
+    Per-epoch curves: mean training loss, held-out loss (the method's own loss) and the held-out
+    selection metric.
+    """
+    start = time.perf_counter()
+    task, num_classes = split.task, split.num_classes
+    check_compatible(method.loss, task, num_classes, f"method {method.name!r} on {split.dataset.name!r}")
+    torch.manual_seed(seed)
+    model = build_model(
+        spec.train.model, split.dataset, num_outputs=output_width(method.loss, task, num_classes),
+        **spec.train.model_params,
+    ).to(split.x_fit.device)  # fmt: skip
+    loss = method.build_loss(params, {"class_counts": split.class_counts.to(split.x_fit.device)}, task)
+    loss = loss.to(split.x_fit.device)
+    metric = selection_metric(spec.selection_metric, task)
+    curves: dict[str, list[float]] = {"train_loss": [], "heldout_loss": [], f"heldout_{metric}": []}
+
+    def on_epoch_end(epoch: int, stats: dict[str, float]) -> None:
+        logits = eval_logits(model, split.x_eval, batch_size=4096)
+        with torch.no_grad():
+            heldout = float(loss(logits, split.y_eval, reduction="mean"))
+        curves["train_loss"].append(float(stats.get("loss", math.nan)))
+        curves["heldout_loss"].append(heldout)
+        curves[f"heldout_{metric}"].append(compute_metrics(logits, split.y_eval, task, num_classes).get(metric, math.nan))
+        if hasattr(loss.loss, "set_epoch"):  # e.g. EXACT's sigma schedule, LDAM's deferred re-weighting
+            loss.loss.set_epoch(epoch + 1, spec.train.epochs)
+
+    if hasattr(loss.loss, "set_epoch"):
+        loss.loss.set_epoch(0, spec.train.epochs)
+    generator = torch.Generator().manual_seed(seed)
+    fit(
+        model,
+        loss,
+        split.x_fit,
+        split.y_fit,
+        epochs=spec.train.epochs,
+        batch_size=spec.train.batch_size,
+        optimizer=spec.train.optimizer,
+        lr=params["lr"],
+        weight_decay=params.get("weight_decay", 0.0),
+        momentum=spec.train.momentum,
+        lr_final=spec.train.lr_final,
+        transforms=method.transform_list(params),
+        generator=generator,
+        on_epoch_end=on_epoch_end,
+    )
+    logits = eval_logits(model, split.x_eval, batch_size=4096)
+    metrics = compute_metrics(logits, split.y_eval, task, num_classes)
+    return RunResult(metrics, curves, time.perf_counter() - start)

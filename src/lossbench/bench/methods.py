@@ -1,0 +1,172 @@
+"""A spec's method resolved against the registries: its search space and how to build it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+
+from lossbench.bench.spec import MethodSpec, Range, SpecError
+from lossbench.losses import LOSSES, LossInfo
+from lossbench.registry import Choice, FloatRange, HyperParam, IntRange
+from lossbench.train import TRANSFORMS
+
+Distribution = optuna.distributions.BaseDistribution
+
+
+def _distribution(space: FloatRange | IntRange | Choice | Range) -> Distribution:
+    if isinstance(space, (FloatRange, Range)):
+        return optuna.distributions.FloatDistribution(float(space.low), float(space.high), log=space.log)
+    if isinstance(space, IntRange):
+        return optuna.distributions.IntDistribution(space.low, space.high, log=space.log)
+    return optuna.distributions.CategoricalDistribution(list(space.options))
+
+
+def suggest(trial: optuna.Trial, name: str, dist: Distribution) -> Any:
+    """Ask the trial for one parameter (returns the enqueued value for enqueued trials)."""
+    if isinstance(dist, optuna.distributions.FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+    return trial.suggest_categorical(name, dist.choices)
+
+
+def output_width(loss: LossInfo, task: str, num_classes: int) -> int:
+    """Logit width the model needs for this loss on this task (one logit for binary sigmoid forms)."""
+    if loss.signature == "sigmoid" and task == "multiclass":
+        return 1
+    return num_classes
+
+
+def check_compatible(loss: LossInfo, task: str, num_classes: int, where: str) -> None:
+    ok = {
+        "softmax": task == "multiclass",
+        "sigmoid": task == "multilabel" or (task == "multiclass" and num_classes == 2),
+        "multilabel": task == "multilabel",
+        "multilabel_sparse": task == "multilabel",
+    }.get(loss.signature, False)
+    if not ok:
+        kind = "two-class " if loss.signature == "sigmoid" else ""
+        raise SpecError(
+            f"{where}: loss {loss.name!r} ({loss.signature} signature, for {kind}{'/'.join(loss.tasks)} "
+            f"tasks) cannot run on a {task} dataset with {num_classes} classes; restrict the method with "
+            f"datasets = [...]"
+        )
+
+
+@dataclass(frozen=True)
+class Method:
+    spec: MethodSpec
+    loss: LossInfo
+    transforms: tuple[tuple[str, dict[str, Any], tuple[HyperParam, ...]], ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def search_space(self, shared: dict[str, Range]) -> dict[str, Distribution]:
+        """Optuna distributions keyed ``lr``, ``weight_decay``, ``loss.<p>``, ``<transform>.<p>``.
+
+        A registered hyperparameter is tuned when it has a search space and the method does not
+        fix it; the method's ``search`` table replaces registered ranges.
+        """
+        space = {k: _distribution(r) for k, r in shared.items()}
+        for p in self.loss.hyperparams:
+            key = f"loss.{p.name}"
+            if p.space is not None and p.name not in self.spec.params:
+                space[key] = _distribution(self.spec.search.get(key, p.space))
+        for tname, fixed, params in self.transforms:
+            for p in params:
+                key = f"{tname}.{p.name}"
+                if p.space is not None and p.name not in fixed:
+                    space[key] = _distribution(self.spec.search.get(key, p.space))
+        return space
+
+    def main_hyperparameter(self, shared: dict[str, Range]) -> str:
+        """The parameter a report plots the metric against: the first method-specific one, else lr."""
+        own = [k for k in self.search_space(shared) if k not in shared]
+        return own[0] if own else "lr"
+
+    def loss_kwargs(self, params: dict[str, Any], requirements: dict[str, Any]) -> dict[str, Any]:
+        tuned = {k[5:]: v for k, v in params.items() if k.startswith("loss.")}
+        needed = {r: requirements[r] for r in self.loss.requires}
+        return {**self.spec.params, **tuned, **needed}
+
+    def transform_list(self, params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for tname, fixed, _ in self.transforms:
+            tuned = {k[len(tname) + 1 :]: v for k, v in params.items() if k.startswith(f"{tname}.")}
+            out.append((tname, {**fixed, **tuned}))
+        return out
+
+    def build_loss(self, params: dict[str, Any], requirements: dict[str, Any], task: str) -> nn.Module:
+        module = self.loss.module(**self.loss_kwargs(params, requirements))
+        return LossAdapter(module, self.loss.signature, task)
+
+
+class LossAdapter(nn.Module):
+    """Feeds a loss the logits and targets in its own signature.
+
+    The bench stores single-label targets as class indices and multi-label targets as dense
+    0/1 rows; a binary sigmoid loss gets the model's single logit as a (B,) vector, a sparse
+    multi-label loss gets padded positive-index lists.
+    """
+
+    def __init__(self, loss: nn.Module, signature: str, task: str) -> None:
+        super().__init__()
+        self.loss, self.signature, self.task = loss, signature, task
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, reduction: str | None = None) -> torch.Tensor:
+        if self.signature == "sigmoid" and self.task == "multiclass":
+            logits = logits.squeeze(-1)
+        elif self.signature == "multilabel_sparse":
+            target = dense_to_index_lists(target)
+        return self.loss(logits, target, reduction=reduction)
+
+
+def dense_to_index_lists(target: torch.Tensor, pad: int = -100) -> torch.Tensor:
+    """0/1 rows (B, C) -> positive class indices (B, K) padded with ``pad`` (K = max positives)."""
+    positive = target > 0.5
+    k = max(int(positive.sum(1).max()), 1)
+    # Sort so positives come first, keeping class order among them.
+    order = torch.argsort((~positive).to(torch.int8), dim=1, stable=True)[:, :k]
+    taken = positive.gather(1, order)
+    return torch.where(taken, order, torch.full_like(order, pad))
+
+
+def resolve_method(spec: MethodSpec) -> Method:
+    where = f"method {spec.name!r}"
+    if spec.loss not in LOSSES:
+        raise SpecError(f"{where}: unknown loss {spec.loss!r}; registered: {', '.join(LOSSES.names())}")
+    loss = LOSSES.get(spec.loss)
+    names = {p.name for p in loss.hyperparams}
+    accepted = set(_accepted_kwargs(loss)) - set(loss.requires)
+    for key in spec.params:
+        if key not in accepted:
+            raise SpecError(f"{where}: loss {loss.name!r} has no parameter {key!r}; it takes {sorted(accepted)}")
+    transforms = []
+    for t in spec.transforms:
+        if t.name not in TRANSFORMS:
+            raise SpecError(f"{where}: unknown transform {t.name!r}; registered: {', '.join(TRANSFORMS.names())}")
+        params = tuple(TRANSFORMS.get(t.name).hyperparams)
+        known = {p.name for p in params}
+        for key in t.params:
+            if key not in known:
+                raise SpecError(f"{where}: transform {t.name!r} has no parameter {key!r}; it takes {sorted(known)}")
+        transforms.append((t.name, dict(t.params), params))
+    method = Method(spec, loss, tuple(transforms))
+    valid_keys = {f"loss.{n}" for n in names} | {f"{t}.{p.name}" for t, _, ps in transforms for p in ps}
+    for key in spec.search:
+        if key not in valid_keys:
+            raise SpecError(f"{where}: search key {key!r} names no tunable parameter; use one of {sorted(valid_keys)}")
+    return method
+
+
+def _accepted_kwargs(loss: LossInfo) -> list[str]:
+    import inspect
+
+    params = list(inspect.signature(loss.function).parameters.values())[2:]
+    return [p.name for p in params if p.name not in ("reduction", "validate")]

@@ -1,0 +1,77 @@
+"""Report figures (matplotlib, PNG bytes): learning curves and metric vs. main hyperparameter."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lossbench.bench.methods import resolve_method  # noqa: E402
+from lossbench.bench.results import DatasetResult  # noqa: E402
+from lossbench.bench.spec import Range, Spec  # noqa: E402
+
+
+def _mean_curve(runs, key: str) -> np.ndarray | None:
+    curves = [t.user_attrs.get("curves", {}).get(key) for t in runs]
+    curves = [c for c in curves if c]
+    if not curves:
+        return None
+    length = min(len(c) for c in curves)
+    return np.nanmean(np.array([c[:length] for c in curves], dtype=float), axis=0)
+
+
+def learning_curves(result: DatasetResult) -> bytes:
+    """Mean over evaluation seeds of each method's training loss and test metric per epoch."""
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
+    for row in result.methods:
+        runs = list(row.runs.values())
+        loss = _mean_curve(runs, "train_loss")
+        metric = _mean_curve(runs, f"heldout_{result.metric}")
+        if loss is not None:
+            ax_loss.plot(np.arange(1, len(loss) + 1), loss, label=row.method.name)
+        if metric is not None:
+            ax_metric.plot(np.arange(1, len(metric) + 1), metric, label=row.method.name)
+    ax_loss.set(xlabel="epoch", ylabel="training loss (each method's own)", title="training loss")
+    ax_metric.set(xlabel="epoch", ylabel=f"test {result.metric}", title=f"test {result.metric}")
+    ax_metric.legend(fontsize=8)
+    fig.suptitle(f"{result.dataset.label}: learning curves (mean over seeds)")
+    return _png(fig)
+
+
+def hyperparameter_scatter(result: DatasetResult, spec: Spec) -> bytes:
+    """Validation metric of every tuning trial against the method's main hyperparameter."""
+    rows = [r for r in result.methods if r.tune_trials]
+    cols = min(3, max(1, len(rows)))
+    nrows = max(1, math.ceil(len(rows) / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3.2 * nrows), squeeze=False)
+    for ax, row in zip(axes.flat, rows):
+        method = resolve_method(row.method)
+        key = method.main_hyperparameter(spec.search)
+        dist = method.search_space(spec.search).get(key)
+        xs = [t.params.get(key) for t in row.tune_trials]
+        ys = [t.value for t in row.tune_trials]
+        ax.scatter(xs, ys, s=18, alpha=0.7)
+        chosen = [t for t in row.tune_trials if t.number == row.chosen_trial]
+        if chosen:
+            ax.scatter([chosen[0].params.get(key)], [chosen[0].value], s=70, marker="*", color="C3", label="chosen")
+            ax.legend(fontsize=7)
+        if getattr(dist, "log", False) or (isinstance(spec.search.get(key), Range) and spec.search[key].log):
+            ax.set_xscale("log")
+        ax.set(xlabel=key, ylabel=f"validation {result.metric}", title=row.method.name)
+    for ax in list(axes.flat)[len(rows) :]:
+        ax.axis("off")
+    fig.suptitle(f"{result.dataset.label}: tuning trials")
+    return _png(fig)
+
+
+def _png(fig) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,215 @@
+"""Run (or join, or resume) a study: tune every method with the same budget, then evaluate.
+
+Any number of workers may run the same spec against one storage.  A worker repeatedly picks a
+(dataset, method) unit with work left, runs one trial there and records it; it stops when every
+unit is complete.  Tuning runs until the unit's study holds ``spec.trials`` complete trials, and
+the configuration is chosen from the first ``spec.trials`` complete trials by trial number, so
+the budget is equal for every method even when workers race.  The final stage re-trains the
+chosen configuration once per evaluation seed; a seed counts once however often it was run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from lossbench.bench.execution import DataCache, RunResult, run_seed, train_and_score
+from lossbench.bench.methods import Method, check_compatible, resolve_method, suggest
+from lossbench.bench.metrics import selection_metric
+from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec, SpecError
+from lossbench.bench.storage import register_spec, study_name
+
+CONFIG_ATTR = "config"  # the chosen parameters, stored on the final study
+CHOSEN_FROM_ATTR = "tune_trial"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def evaluation_seeds(spec: Spec) -> list[int]:
+    """The same seeds for every method, so their test scores pair up seed by seed."""
+    return [spec.seed * 1000 + i for i in range(spec.seeds)]
+
+
+def budget_trials(trials: list[FrozenTrial], budget: int) -> list[FrozenTrial]:
+    """The first ``budget`` complete trials by number: the method's equal tuning budget."""
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number)
+    return complete[:budget]
+
+
+def choose(trials: list[FrozenTrial]) -> FrozenTrial:
+    """Best validation score; ties go to the earliest trial."""
+    return max(trials, key=lambda t: (t.value, -t.number))
+
+
+def final_runs(trials: list[FrozenTrial], seeds: list[int]) -> dict[int, FrozenTrial]:
+    """One complete run per evaluation seed (the earliest, should a seed have been run twice)."""
+    runs: dict[int, FrozenTrial] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        seed = t.user_attrs.get("seed")
+        if t.state == TrialState.COMPLETE and seed in seeds and seed not in runs:
+            runs[seed] = t
+    return runs
+
+
+@dataclass
+class Unit:
+    dataset: DatasetSpec
+    method: Method
+    tune: optuna.Study
+    final: optuna.Study
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset.label} / {self.method.name}"
+
+
+class Runner:
+    """Drives one worker through a spec stored in ``storage``."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        storage: optuna.storages.BaseStorage,
+        device: torch.device,
+        data_dir: str | None = None,
+        on_trial: Callable[[str, str, RunResult], None] | None = None,
+    ) -> None:
+        self.spec, self.storage, self.device = spec, storage, device
+        self.cache = DataCache(spec, device, data_dir)
+        self.on_trial = on_trial
+        self.seeds = evaluation_seeds(spec)
+        register_spec(storage, spec)
+        self.units = [self._unit(d, m) for d, m in spec.units()]
+
+    def _unit(self, dataset: DatasetSpec, method_spec: MethodSpec) -> Unit:
+        method = resolve_method(method_spec)
+        data = self.cache.get(dataset, "tune").dataset  # fails early on missing files or bad names
+        check_compatible(method.loss, data.task, data.num_classes, f"method {method.name!r} on {dataset.label!r}")
+        names = [study_name(self.spec.name, s, dataset.label, method.name) for s in ("tune", "final")]
+        tune, final = (
+            optuna.create_study(storage=self.storage, study_name=n, direction="maximize", load_if_exists=True)
+            for n in names
+        )
+        return Unit(dataset, method, tune, final)
+
+    # -- progress ------------------------------------------------------------------------------
+
+    def total_runs(self) -> int:
+        return len(self.units) * (self.spec.trials + self.spec.seeds)
+
+    def done_runs(self) -> int:
+        done = 0
+        for u in self.units:
+            done += len(budget_trials(u.tune.get_trials(deepcopy=False), self.spec.trials))
+            done += len(final_runs(u.final.get_trials(deepcopy=False), self.seeds))
+        return done
+
+    # -- the work loop -------------------------------------------------------------------------
+
+    def run(self, progress: Callable[[int, int, str], None] | None = None, poll: float | None = None) -> None:
+        """Work until every unit is complete (waiting for other workers' running trials)."""
+        poll = poll or min(2.0, float(self.spec.heartbeat_interval))
+        while True:
+            worked = waiting = False
+            for unit in self.units:
+                while True:
+                    status = self.step(unit)
+                    if status == "ran":
+                        worked = True
+                        if progress:
+                            progress(self.done_runs(), self.total_runs(), unit.label)
+                        continue
+                    waiting |= status == "waiting"
+                    break
+            if not worked and not waiting:
+                return
+            if not worked:
+                if progress:
+                    progress(self.done_runs(), self.total_runs(), "waiting for trials running in other workers")
+                time.sleep(poll)
+                for unit in self.units:
+                    _fail_stale(unit.tune)
+                    _fail_stale(unit.final)
+
+    def step(self, unit: Unit) -> str:
+        """Run one trial of the unit if it has work: 'ran', 'waiting' (others running) or 'done'."""
+        trials = unit.tune.get_trials(deepcopy=False)
+        budget = budget_trials(trials, self.spec.trials)
+        if len(budget) < self.spec.trials:
+            self._tune_one(unit, len(trials))
+            return "ran"
+        if any(t.state == TrialState.RUNNING for t in trials):
+            return "waiting"  # the choice must see every trial that may still enter the budget
+        config = self._config(unit, budget)
+        final = unit.final.get_trials(deepcopy=False)
+        done = final_runs(final, self.seeds)
+        if len(done) == len(self.seeds):
+            return "done"
+        queued = {t.user_attrs.get("seed") for t in final if t.state in (TrialState.WAITING, TrialState.RUNNING)}
+        for seed in self.seeds:
+            if seed not in done and seed not in queued:
+                unit.final.enqueue_trial(config, user_attrs={"seed": seed})
+        if not any(t.state == TrialState.WAITING for t in unit.final.get_trials(deepcopy=False)):
+            return "waiting"
+        unit.final.optimize(lambda trial: self._objective(unit, trial, "final"), n_trials=1)
+        return "ran"
+
+    def _tune_one(self, unit: Unit, n_existing: int) -> None:
+        # A fresh seeded sampler per trial: a resumed study samples what an uninterrupted one would.
+        seed = zlib.crc32(f"{self.spec.seed}:{unit.dataset.label}:{unit.method.name}:{n_existing}".encode())
+        if self.spec.sampler == "random":
+            unit.tune.sampler = optuna.samplers.RandomSampler(seed=seed)
+        else:
+            unit.tune.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, self.spec.trials // 2 or 1))
+        unit.tune.optimize(lambda trial: self._objective(unit, trial, "tune"), n_trials=1)
+
+    def _config(self, unit: Unit, budget: list[FrozenTrial]) -> dict[str, Any]:
+        best = choose(budget)
+        stored = unit.final.user_attrs.get(CONFIG_ATTR)
+        if stored is None:
+            unit.final.set_user_attr(CONFIG_ATTR, best.params)
+            unit.final.set_user_attr(CHOSEN_FROM_ATTR, best.number)
+            return best.params
+        if unit.final.user_attrs.get(CHOSEN_FROM_ATTR) != best.number:
+            raise SpecError(f"{unit.label}: the stored choice of configuration no longer matches its tuning trials")
+        return stored
+
+    def _objective(self, unit: Unit, trial: optuna.Trial, stage: str) -> float:
+        space = unit.method.search_space(self.spec.search)
+        if stage == "final" and "seed" not in trial.user_attrs:
+            raise optuna.TrialPruned("not a queued evaluation run (another worker took it)")
+        params = {name: suggest(trial, name, dist) for name, dist in space.items()}
+        seed = run_seed(stage, trial.number, self.spec, trial.user_attrs.get("seed"))
+        split = self.cache.get(unit.dataset, stage)
+        trial.set_user_attr("worker", worker_id())
+        result = train_and_score(split, unit.method, params, self.spec, seed)
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("metrics", result.metrics)
+        trial.set_user_attr("curves", result.curves)
+        trial.set_user_attr("seconds", round(result.seconds, 4))
+        if self.on_trial:
+            self.on_trial(unit.label, stage, result)
+        value = result.metrics[selection_metric(self.spec.selection_metric, split.task)]
+        # A diverged run scores the worst possible value of the maximised metric and still counts.
+        return value if value == value else 0.0
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)

@@ -1,0 +1,325 @@
+"""The study specification: a TOML file (or a built-in preset), validated with clear errors.
+
+A spec names the datasets, the model and optimiser, the methods (a registered loss plus
+optional registered transforms and fixed parameters), the tuning budget (trials per method,
+the same for every method), the evaluation seeds and the selection metric.  See
+``presets/builtin.toml`` for a complete example.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+# Validation metrics the tuner may maximise, per task kind.
+SELECTION_METRICS = {
+    "multiclass": ("accuracy", "macro_f1", "balanced_accuracy"),
+    "multilabel": ("micro_f1", "macro_f1", "map"),
+}
+SAMPLERS = ("tpe", "random")
+OPTIMIZERS = ("sgd", "adam")
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; the message names the field and what was expected."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """A search range for a shared optimiser hyperparameter."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "linear"
+    model_params: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    epochs: int = 16
+    batch_size: int = 256
+    lr_final: float | None = 1e-4
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """Name used in study names and reports (parameters make a different dataset)."""
+        if not self.params:
+            return self.name
+        args = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.name}[{args}]"
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method: a registered loss, optional transforms, fixed parameters and search overrides.
+
+    ``params`` fixes loss hyperparameters (removing them from the search); ``search`` replaces a
+    registered search range, keyed ``loss.<name>`` or ``<transform>.<name>``.
+    """
+
+    name: str
+    loss: str
+    params: dict[str, Any] = field(default_factory=dict)
+    transforms: tuple[TransformSpec, ...] = ()
+    search: dict[str, Range] = field(default_factory=dict)
+    datasets: tuple[str, ...] | None = None  # restrict to these dataset labels
+
+    def runs_on(self, dataset: DatasetSpec) -> bool:
+        return self.datasets is None or dataset.label in self.datasets or dataset.name in self.datasets
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    datasets: tuple[DatasetSpec, ...]
+    methods: tuple[MethodSpec, ...]
+    train: TrainConfig = TrainConfig()
+    search: dict[str, Range] = field(
+        default_factory=lambda: {"lr": Range(1e-3, 1.0, True), "weight_decay": Range(1e-6, 1e-2, True)}
+    )
+    trials: int = 20
+    seeds: int = 5
+    sampler: str = "tpe"
+    val_fraction: float = 0.2
+    selection_metric: str = "accuracy"
+    baseline: str | None = None
+    seed: int = 0
+    heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
+
+    def method(self, name: str) -> MethodSpec:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise SpecError(f"spec {self.name!r} has no method {name!r}")
+
+    def units(self) -> list[tuple[DatasetSpec, MethodSpec]]:
+        """Every (dataset, method) pair the study runs, in a stable order."""
+        return [(d, m) for d in self.datasets for m in self.methods if m.runs_on(d)]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _take(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...):
+    if key not in table:
+        if default is ...:
+            raise SpecError(f"{where}: missing required field {key!r}")
+        return default
+    value = table[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise SpecError(f"{where}: field {key!r} must be {names}, got {value!r}")
+    return value
+
+
+def _no_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise SpecError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _range(value: Any, where: str) -> Range:
+    if isinstance(value, list) and len(value) == 2:
+        value = {"low": value[0], "high": value[1]}
+    if not isinstance(value, dict):
+        raise SpecError(f"{where}: a search range is {{low = ..., high = ..., log = false}}, got {value!r}")
+    _no_unknown(value, {"low", "high", "log"}, where)
+    low = _take(value, "low", float, where)
+    high = _take(value, "high", float, where)
+    log = _take(value, "log", bool, where, False)
+    if not low < high:
+        raise SpecError(f"{where}: needs low < high, got low={low}, high={high}")
+    if log and low <= 0:
+        raise SpecError(f"{where}: a log range needs low > 0, got {low}")
+    return Range(low, high, log)
+
+
+def _transform(value: Any, where: str) -> TransformSpec:
+    if isinstance(value, str):
+        return TransformSpec(value)
+    if isinstance(value, dict):
+        _no_unknown(value, {"name", "params"}, where)
+        return TransformSpec(_take(value, "name", str, where), dict(_take(value, "params", dict, where, {})))
+    raise SpecError(f"{where}: a transform is a name or {{name = ..., params = {{...}}}}, got {value!r}")
+
+
+def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
+    """Build a :class:`Spec` from a parsed TOML document, checking every field."""
+    top = {
+        "name", "datasets", "methods", "train", "search", "trials", "seeds", "sampler",
+        "val_fraction", "selection_metric", "baseline", "seed", "heartbeat_interval",
+    }  # fmt: skip
+    _no_unknown(data, top, source)
+    name = _take(data, "name", str, source)
+    if not name or any(c in name for c in ":/\\"):
+        raise SpecError(f"{source}: name must be non-empty without ':', '/' or '\\', got {name!r}")
+
+    train_table = _take(data, "train", dict, source, {})
+    where = f"{source} [train]"
+    _no_unknown(train_table, set(TrainConfig.__dataclass_fields__), where)
+    lr_final = _take(train_table, "lr_final", float, where, 1e-4)  # 0 (TOML has no null): constant lr
+    train = TrainConfig(
+        model=_take(train_table, "model", str, where, "linear"),
+        model_params=dict(_take(train_table, "model_params", dict, where, {})),
+        optimizer=_take(train_table, "optimizer", str, where, "sgd"),
+        momentum=_take(train_table, "momentum", float, where, 0.9),
+        epochs=_take(train_table, "epochs", int, where, 16),
+        batch_size=_take(train_table, "batch_size", int, where, 256),
+        lr_final=lr_final or None,
+    )
+    if train.optimizer not in OPTIMIZERS:
+        raise SpecError(f"{where}: optimizer must be one of {OPTIMIZERS}, got {train.optimizer!r}")
+    if train.epochs < 1 or train.batch_size < 1:
+        raise SpecError(f"{where}: epochs and batch_size must be >= 1, got {train.epochs}, {train.batch_size}")
+    if not 0 <= train.momentum < 1:
+        raise SpecError(f"{where}: momentum must lie in [0, 1), got {train.momentum}")
+
+    search_table = _take(data, "search", dict, source, None)
+    search = Spec.__dataclass_fields__["search"].default_factory()  # type: ignore[misc]
+    if search_table is not None:
+        _no_unknown(search_table, {"lr", "weight_decay"}, f"{source} [search]")
+        search.update({k: _range(v, f"{source} [search].{k}") for k, v in search_table.items()})
+
+    datasets = []
+    for i, d in enumerate(_take(data, "datasets", list, source)):
+        where = f"{source} datasets[{i}]"
+        if isinstance(d, str):
+            d = {"name": d}
+        if not isinstance(d, dict):
+            raise SpecError(f"{where}: a dataset is a name or {{name = ..., params = {{...}}}}, got {d!r}")
+        _no_unknown(d, {"name", "params"}, where)
+        datasets.append(DatasetSpec(_take(d, "name", str, where), dict(_take(d, "params", dict, where, {}))))
+    if not datasets:
+        raise SpecError(f"{source}: 'datasets' is empty; name at least one dataset")
+
+    methods = []
+    for i, m in enumerate(_take(data, "methods", list, source)):
+        where = f"{source} methods[{i}]"
+        if not isinstance(m, dict):
+            raise SpecError(f"{where}: a method is a table with at least 'name' and 'loss', got {m!r}")
+        _no_unknown(m, {"name", "loss", "params", "transforms", "search", "datasets"}, where)
+        mname = _take(m, "name", str, where)
+        where = f"{source} method {mname!r}"
+        only = _take(m, "datasets", list, where, None)
+        methods.append(
+            MethodSpec(
+                name=mname,
+                loss=_take(m, "loss", str, where),
+                params=dict(_take(m, "params", dict, where, {})),
+                transforms=tuple(_transform(t, where) for t in _take(m, "transforms", list, where, [])),
+                search={k: _range(v, f"{where} search.{k}") for k, v in _take(m, "search", dict, where, {}).items()},
+                datasets=None if only is None else tuple(str(x) for x in only),
+            )
+        )
+    if not methods:
+        raise SpecError(f"{source}: 'methods' is empty; name at least one method")
+    names = [m.name for m in methods]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SpecError(f"{source}: method names must be unique; repeated: {dupes}")
+    labels = [d.label for d in datasets]
+    if len(set(labels)) != len(labels):
+        raise SpecError(f"{source}: a dataset is listed twice: {labels}")
+
+    spec = Spec(
+        name=name,
+        datasets=tuple(datasets),
+        methods=tuple(methods),
+        train=train,
+        search=search,
+        trials=_take(data, "trials", int, source, 20),
+        seeds=_take(data, "seeds", int, source, 5),
+        sampler=_take(data, "sampler", str, source, "tpe"),
+        val_fraction=_take(data, "val_fraction", float, source, 0.2),
+        selection_metric=_take(data, "selection_metric", str, source, "accuracy"),
+        baseline=_take(data, "baseline", str, source, None),
+        seed=_take(data, "seed", int, source, 0),
+        heartbeat_interval=_take(data, "heartbeat_interval", int, source, 10),
+    )
+    if spec.trials < 1 or spec.seeds < 1:
+        raise SpecError(f"{source}: trials and seeds must be >= 1, got {spec.trials}, {spec.seeds}")
+    if spec.seeds < 2:
+        raise SpecError(f"{source}: seeds must be >= 2 for a confidence interval and a paired test")
+    if spec.sampler not in SAMPLERS:
+        raise SpecError(f"{source}: sampler must be one of {SAMPLERS}, got {spec.sampler!r}")
+    if not 0 < spec.val_fraction < 1:
+        raise SpecError(f"{source}: val_fraction must lie in (0, 1), got {spec.val_fraction}")
+    allowed = sorted({m for ms in SELECTION_METRICS.values() for m in ms})
+    if spec.selection_metric not in allowed:
+        raise SpecError(f"{source}: selection_metric must be one of {allowed}, got {spec.selection_metric!r}")
+    if spec.baseline is not None and spec.baseline not in names:
+        raise SpecError(f"{source}: baseline {spec.baseline!r} is not one of the methods {names}")
+    if spec.heartbeat_interval < 1:
+        raise SpecError(f"{source}: heartbeat_interval must be >= 1 second, got {spec.heartbeat_interval}")
+    return spec
+
+
+def spec_from_json(text: str) -> Spec:
+    """Inverse of :meth:`Spec.to_json` (the form kept in storage)."""
+    data = json.loads(text)
+    if data["train"]["lr_final"] is None:
+        data["train"]["lr_final"] = 0.0  # the TOML spelling of "no decay"
+    for m in data["methods"]:
+        m["transforms"] = [{"name": t["name"], "params": t["params"]} for t in m["transforms"]]
+        if m["datasets"] is None:
+            del m["datasets"]
+    return parse_spec(data, "stored spec")
+
+
+def load_spec(path: str | Path) -> Spec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"cannot read spec file {str(path)!r}: {err.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"{path}: invalid TOML: {err}") from None
+    return parse_spec(data, str(path))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(__package__).joinpath("presets").iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> Spec:
+    if name not in preset_names():
+        raise SpecError(f"unknown preset {name!r}; available: {preset_names()}")
+    text = resources.files(__package__).joinpath("presets", f"{name}.toml").read_text()
+    return parse_spec(tomllib.loads(text), f"preset {name!r}")

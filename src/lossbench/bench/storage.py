@@ -1,0 +1,92 @@
+"""Everything a study produces lives in Optuna's storage: a SQLite file by default, any
+SQLAlchemy URL (e.g. PostgreSQL) when several workers on several machines share one study.
+
+Layout: one metadata study named after the spec (its user attributes hold the spec itself), and
+per (dataset, method) a ``tune`` study (the equal-budget search) and a ``final`` study (the
+chosen configuration re-trained with several seeds).  Trials carry their metrics, per-epoch
+curves, seed and worker in user attributes, so a report needs nothing but the storage.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+from lossbench.bench.spec import Spec, SpecError, spec_from_json
+
+SPEC_ATTR = "lossbench_spec"
+FINGERPRINT_ATTR = "lossbench_fingerprint"
+DB_FILE = "lossbench.db"
+
+
+def default_storage_url(out_dir: str | Path) -> str:
+    return f"sqlite:///{(Path(out_dir) / DB_FILE).resolve()}"
+
+
+def open_storage(url: str, heartbeat_interval: int | None = None) -> RDBStorage:
+    """An RDB storage; with a heartbeat, trials of a killed worker are failed and retried.
+
+    A trial whose heartbeat stops for ``3 x heartbeat_interval`` seconds is marked failed and a
+    copy with the same parameters (and seed) is queued, so an interrupted run is re-done once
+    and never counted twice (only complete trials count).
+    """
+    engine_kwargs = {}
+    if url.startswith("sqlite"):
+        # Several local processes share the file: wait for the lock instead of failing at once.
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    kwargs = {}
+    if heartbeat_interval is not None:
+        kwargs = {
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": 3 * heartbeat_interval,
+            "heartbeat_stale_trial_callback": RetryFailedTrialCallback(max_retry=3),
+        }
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except Exception as err:  # SQLAlchemy raises many kinds; all mean the same to the user
+        raise SpecError(f"cannot open storage {url!r}: {type(err).__name__}: {err}") from err
+
+
+def study_name(spec_name: str, stage: str, dataset: str, method: str) -> str:
+    return f"{spec_name}:{stage}:{dataset}:{method}"
+
+
+def register_spec(storage: RDBStorage, spec: Spec) -> None:
+    """Record the spec in storage; refuse a different spec under the same name."""
+    study = optuna.create_study(storage=storage, study_name=spec.name, load_if_exists=True)
+    stored = study.user_attrs.get(FINGERPRINT_ATTR)
+    if stored is None:
+        study.set_user_attr(SPEC_ATTR, spec.to_json())
+        study.set_user_attr(FINGERPRINT_ATTR, spec.fingerprint())
+    elif stored != spec.fingerprint():
+        raise SpecError(
+            f"the storage already holds a study {spec.name!r} run with a different spec; "
+            f"give the changed spec a new name, or use another --out / --storage"
+        )
+
+
+def stored_spec(storage: RDBStorage, name: str) -> Spec:
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = stored_spec_names(storage)
+        raise SpecError(f"no study {name!r} in this storage; it holds: {known or 'nothing'}") from None
+    text = study.user_attrs.get(SPEC_ATTR)
+    if text is None:
+        raise SpecError(f"study {name!r} in this storage was not created by lossbench")
+    return spec_from_json(text)
+
+
+def stored_spec_names(storage: RDBStorage) -> list[str]:
+    names = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if SPEC_ATTR in summary.user_attrs:
+            names.append(summary.study_name)
+    return sorted(names)

@@ -1,0 +1,75 @@
+import pytest
+
+from lossbench.bench.spec import SpecError, load_preset, load_spec, parse_spec, preset_names, spec_from_json
+
+MINIMAL = {"name": "s", "datasets": ["digits"], "methods": [{"name": "ce", "loss": "cross_entropy"}]}
+
+
+def test_builtin_preset_parses_and_round_trips_through_storage_form():
+    spec = load_preset("builtin")
+    assert "builtin" in preset_names()
+    assert [d.name for d in spec.datasets] == ["digits", "breast_cancer", "wine"]
+    assert {"ce", "hinge", "smooth_accuracy", "focal", "ce+flooding", "exact"} <= {m.name for m in spec.methods}
+    again = spec_from_json(spec.to_json())
+    assert again == spec and again.fingerprint() == spec.fingerprint()
+
+
+def test_constant_lr_round_trips():
+    spec = parse_spec({**MINIMAL, "train": {"lr_final": 0}})
+    assert spec.train.lr_final is None and spec_from_json(spec.to_json()) == spec
+
+
+def test_defaults_fill_in():
+    spec = parse_spec(MINIMAL)
+    assert spec.trials == 20 and spec.seeds == 5 and spec.train.model == "linear"
+    assert set(spec.search) == {"lr", "weight_decay"}
+    assert len(spec.units()) == 1
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"trials": 0}, "trials and seeds"),
+        ({"seeds": 1}, "seeds must be >= 2"),
+        ({"trials": "many"}, "'trials' must be int"),
+        ({"sampler": "grid"}, "sampler must be one of"),
+        ({"selection_metric": "loss"}, "selection_metric must be one of"),
+        ({"baseline": "nope"}, "baseline 'nope' is not one of the methods"),
+        ({"val_fraction": 1.5}, "val_fraction"),
+        ({"colour": "red"}, "unknown field"),
+        ({"name": "a:b"}, "name must be"),
+        ({"datasets": []}, "'datasets' is empty"),
+        ({"methods": [{"name": "ce"}]}, "missing required field 'loss'"),
+        ({"methods": [{"name": "x", "loss": "cross_entropy"}, {"name": "x", "loss": "hinge"}]}, "unique"),
+        ({"train": {"optimizer": "lbfgs"}}, "optimizer must be one of"),
+        ({"train": {"epochs": 0}}, "epochs and batch_size"),
+        ({"search": {"lr": {"low": 1.0, "high": 0.1}}}, "needs low < high"),
+        ({"search": {"lr": {"low": 0.0, "high": 0.1, "log": True}}}, "log range needs low > 0"),
+        ({"search": {"momentum": [0.1, 0.9]}}, "unknown field"),
+    ],
+)
+def test_bad_specs_name_the_problem(change, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec({**MINIMAL, **change})
+
+
+def test_spec_file_errors(tmp_path):
+    with pytest.raises(SpecError, match="cannot read spec file"):
+        load_spec(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [unclosed")
+    with pytest.raises(SpecError, match="invalid TOML"):
+        load_spec(bad)
+    good = tmp_path / "good.toml"
+    good.write_text('name = "g"\ndatasets = ["wine"]\n[[methods]]\nname = "ce"\nloss = "cross_entropy"\n')
+    assert load_spec(good).datasets[0].name == "wine"
+    with pytest.raises(SpecError, match="unknown preset"):
+        load_preset("nope")
+
+
+def test_method_restricted_to_datasets():
+    spec = parse_spec(
+        {**MINIMAL, "datasets": ["digits", "wine"],
+         "methods": [{"name": "ce", "loss": "cross_entropy"}, {"name": "f", "loss": "focal", "datasets": ["wine"]}]}
+    )  # fmt: skip
+    assert [(d.name, m.name) for d, m in spec.units()] == [("digits", "ce"), ("wine", "ce"), ("wine", "f")]

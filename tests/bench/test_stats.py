@@ -1,0 +1,40 @@
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from lossbench.bench.stats import holm, paired_test, ranks, summarize
+
+
+def test_summary_matches_student_t_interval():
+    x = [0.91, 0.93, 0.90, 0.95, 0.92]
+    s = summarize(x)
+    low, high = sps.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=sps.sem(x))
+    assert s.n == 5 and s.mean == pytest.approx(np.mean(x)) and s.std == pytest.approx(np.std(x, ddof=1))
+    assert (s.ci_low, s.ci_high) == (pytest.approx(low), pytest.approx(high))
+    assert math.isnan(summarize([0.5]).ci_low) and summarize([]).n == 0
+
+
+def test_paired_test_matches_scipy_and_handles_degenerate_cases():
+    a, b = [0.9, 0.92, 0.91, 0.95], [0.88, 0.9, 0.92, 0.9]
+    t = paired_test(a, b)
+    assert t.p_value == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert t.mean_difference == pytest.approx(np.mean(np.subtract(a, b)))
+    assert paired_test(a, a).p_value == 1.0
+    assert paired_test([x + 0.01 for x in b], b).p_value == 0.0
+    assert math.isnan(paired_test([1.0], [0.5]).p_value)
+    with pytest.raises(ValueError, match="equally many"):
+        paired_test([1.0, 2.0], [1.0])
+
+
+def test_holm_adjustment():
+    # Known example: p = (0.01, 0.04, 0.03) -> (0.03, 0.06, 0.06)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    adjusted = holm([0.2, math.nan, 0.01])
+    assert adjusted[0] == pytest.approx(0.2) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.02)
+
+
+def test_ranks_best_first_with_ties_and_nan_last():
+    assert ranks([0.8, 0.9, 0.8, math.nan]) == [2.5, 1.0, 2.5, 4.0]
+    assert ranks([0.3, 0.1, math.nan], higher_is_better=False) == [2.0, 1.0, 3.0]
