@@ -291,7 +291,7 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
 
 def spec_from_json(text: str) -> Spec:
     """Inverse of :meth:`Spec.to_json` (the form kept in storage)."""
-    data = json.loads(text)
+    data = {k: v for k, v in json.loads(text).items() if v is not None}
     if data["train"]["lr_final"] is None:
         data["train"]["lr_final"] = 0.0  # the TOML spelling of "no decay"
     for m in data["methods"]:
