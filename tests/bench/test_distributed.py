@@ -1,0 +1,130 @@
+"""Crash safety and several workers: kill -9 / resume, two workers on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+
+import optuna
+from optuna.trial import TrialState
+
+from lossbench.bench.runner import budget_trials, evaluation_seeds, final_runs
+from lossbench.bench.spec import load_spec
+from lossbench.bench.storage import default_storage_url, open_storage, study_name
+
+from .conftest import cli, cli_ok, write_spec
+
+
+def all_trials(storage, spec):
+    out = {}
+    for d, m in spec.units():
+        for stage in ("tune", "final"):
+            out[(stage, m.name)] = optuna.load_study(study_name=study_name(spec.name, stage, d.label, m.name), storage=storage).get_trials()
+    return out
+
+
+def assert_complete_and_counted_once(storage, spec):
+    seeds = evaluation_seeds(spec)
+    for (stage, method), trials in all_trials(storage, spec).items():
+        if stage == "tune":
+            assert len(budget_trials(trials, spec.trials)) == spec.trials, method
+        else:
+            assert sorted(final_runs(trials, seeds)) == seeds, method
+        assert not [t for t in trials if t.state == TrialState.RUNNING], f"{method}: trials left running"
+
+
+def wait_for(predicate, timeout=120.0, poll=0.2):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return False
+
+
+def test_kill_minus_9_then_resume(tmp_path):
+    # Slow trials (many small batches) so that the kill lands inside one.
+    spec_path = write_spec(tmp_path / "spec.toml", name="crash", trials=4, epochs=30, batch_size=16, dataset="digits")
+    spec = load_spec(spec_path)
+    out = tmp_path / "out"
+    storage_url = default_storage_url(out)
+    proc = cli("run", str(spec_path), "--out", str(out))
+    try:
+        def some_complete_and_one_running():
+            if not (out / "lossbench.db").exists():
+                return False
+            try:
+                trials = [t for ts in all_trials(open_storage(storage_url), spec).values() for t in ts]
+            except (KeyError, Exception):
+                return False
+            states = Counter(t.state for t in trials)
+            return states[TrialState.COMPLETE] >= 2 and states[TrialState.RUNNING] == 1
+
+        assert wait_for(some_complete_and_one_running), proc.stdout.read() if proc.poll() is not None else "timeout"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    storage = open_storage(storage_url)
+    interrupted = [t for ts in all_trials(storage, spec).values() for t in ts if t.state == TrialState.RUNNING]
+    assert len(interrupted) == 1
+    (victim,) = interrupted
+
+    output = cli_ok("run", str(spec_path), "--out", str(out))
+    assert "crash" in output
+    trials = all_trials(storage, spec)
+    assert_complete_and_counted_once(storage, spec)
+    # The interrupted trial was failed by its stale heartbeat and queued again with its parameters.
+    stage_trials = next(ts for ts in trials.values() if any(t.number == victim.number and t.datetime_start == victim.datetime_start for t in ts))
+    dead = next(t for t in stage_trials if t.number == victim.number)
+    assert dead.state == TrialState.FAIL
+    retries = [t for t in stage_trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].params == victim.params
+
+    # A finished study: running it again trains nothing and reprints the report.
+    before = {k: len(v) for k, v in all_trials(storage, spec).items()}
+    again = cli_ok("run", str(spec_path), "--out", str(out))
+    assert "report:" in again and "ce" in again
+    assert before == {k: len(v) for k, v in all_trials(storage, spec).items()}
+
+
+def two_workers(spec_path, storage_url, out):
+    spec = load_spec(spec_path)
+    first = cli("run", str(spec_path), "--out", str(out), "--storage", storage_url)
+    # The second joins once the study is registered in the storage.
+    assert wait_for(lambda: _registered(storage_url, spec.name)), first.communicate()[0] if first.poll() is not None else "timeout"
+    second = cli("worker", spec.name, "--storage", storage_url)
+    out_first, _ = first.communicate(timeout=600)
+    out_second, _ = second.communicate(timeout=600)
+    assert first.returncode == 0, out_first
+    assert second.returncode == 0, out_second
+    storage = open_storage(storage_url)
+    assert_complete_and_counted_once(storage, spec)
+    workers = Counter(t.user_attrs.get("worker") for ts in all_trials(storage, spec).values() for t in ts if t.state == TrialState.COMPLETE)
+    assert len(workers) == 2, f"both workers should have run trials: {workers}"
+    return out_first
+
+
+def _registered(url, name):
+    try:
+        return name in {s.study_name for s in optuna.get_all_study_summaries(open_storage(url), include_best_trial=False)}
+    except Exception:
+        return False
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path):
+    spec_path = write_spec(tmp_path / "spec.toml", name="pair", trials=6, epochs=10, batch_size=16, dataset="wine")
+    out = tmp_path / "out"
+    printed = two_workers(spec_path, default_storage_url(out), out)
+    assert "hinge" in printed
+
+
+def test_two_workers_share_one_postgresql_study(tmp_path, postgres_url):
+    spec_path = write_spec(tmp_path / "spec.toml", name="pgpair", trials=6, epochs=10, batch_size=16, dataset="wine")
+    two_workers(spec_path, postgres_url, tmp_path / "out")
+    # The report is rebuilt from the server's storage alone, in a fresh process.
+    text = cli_ok("report", "pgpair", "--storage", postgres_url, "--out", str(tmp_path / "report"))
+    assert "pgpair" in (tmp_path / "report" / "report.md").read_text() and "ce" in text

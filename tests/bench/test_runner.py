@@ -1,0 +1,116 @@
+"""End-to-end runs of small studies in-process: budget, evaluation, resume, report."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from lossbench.bench.report import write_report
+from lossbench.bench.results import collect
+from lossbench.bench.runner import Runner, evaluation_seeds
+from lossbench.bench.spec import SpecError, load_spec, parse_spec
+from lossbench.bench.storage import default_storage_url, open_storage, study_name
+
+from .conftest import write_spec
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    spec = load_spec(write_spec(out / "spec.toml"))
+    storage = open_storage(default_storage_url(out), spec.heartbeat_interval)
+    seen = []
+    Runner(spec, storage, torch.device("cpu"), on_trial=lambda unit, stage, r: seen.append((unit, stage))).run()
+    return spec, storage, out, seen
+
+
+def trials_of(storage, spec, stage, method, dataset="wine"):
+    return optuna.load_study(study_name=study_name(spec.name, stage, dataset, method), storage=storage).get_trials()
+
+
+def test_every_method_gets_the_same_budget_and_seeds(finished):
+    spec, storage, _, seen = finished
+    assert len(seen) == 2 * (spec.trials + spec.seeds)
+    for method in ("ce", "hinge"):
+        tune = trials_of(storage, spec, "tune", method)
+        final = trials_of(storage, spec, "final", method)
+        assert [t.state for t in tune] == [TrialState.COMPLETE] * spec.trials
+        assert sorted(t.user_attrs["seed"] for t in final) == evaluation_seeds(spec)
+        # The chosen configuration is the best of the budget, re-trained unchanged.
+        best = max(tune, key=lambda t: (t.value, -t.number))
+        assert all(t.params == best.params for t in final)
+        for t in tune + final:
+            assert {"metrics", "curves", "seed", "worker"} <= set(t.user_attrs)
+            assert len(t.user_attrs["curves"]["train_loss"]) == spec.train.epochs
+    # Tuning trials of different methods share seeds trial by trial; the test split is unseen:
+    # their value is the validation accuracy, the final runs' value is the test accuracy.
+    assert {t.user_attrs["seed"] for t in trials_of(storage, spec, "tune", "ce")} == {
+        t.user_attrs["seed"] for t in trials_of(storage, spec, "tune", "hinge")
+    }
+
+
+def test_rerunning_a_finished_study_trains_nothing(finished):
+    spec, storage, _, _ = finished
+    before = {m: len(trials_of(storage, spec, s, m)) for s in ("tune", "final") for m in ("ce", "hinge")}
+    ran = []
+    Runner(spec, storage, torch.device("cpu"), on_trial=lambda *a: ran.append(a)).run()
+    assert ran == []
+    assert before == {m: len(trials_of(storage, spec, s, m)) for s in ("tune", "final") for m in ("ce", "hinge")}
+
+
+def test_report_numbers_trace_to_stored_trials(finished):
+    spec, storage, out, _ = finished
+    results = collect(spec, storage)
+    files = write_report(spec, results, out)
+    assert {p.name for p in files} >= {"report.md", "leaderboard.csv", "runs.csv", "report.html"}
+    (wine,) = results
+    ce = wine.method("ce")
+    final = trials_of(storage, spec, "final", "ce")
+    accs = [t.user_attrs["metrics"]["accuracy"] for t in sorted(final, key=lambda t: t.user_attrs["seed"])]
+    assert ce.summaries["accuracy"].mean == pytest.approx(sum(accs) / len(accs))
+    hinge = wine.method("hinge")
+    assert hinge.paired is not None and hinge.paired.n == spec.seeds
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    by_trial = {(r["method"], int(r["trial"])): float(r["accuracy"]) for r in rows}
+    for t in final:
+        assert by_trial[("ce", t.number)] == pytest.approx(t.user_attrs["metrics"]["accuracy"])
+    board = list(csv.DictReader((out / "leaderboard.csv").open()))
+    assert {r["method"] for r in board} == {"ce", "hinge"}
+    assert float(next(r for r in board if r["method"] == "ce")["accuracy_mean"]) == pytest.approx(ce.summaries["accuracy"].mean)
+    md = (out / "report.md").read_text()
+    assert f"tune #{ce.chosen_trial}" in md
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2
+    assert not math.isnan(wine.method("ce").rank)
+
+
+def test_a_changed_spec_under_the_same_name_is_refused(finished, tmp_path):
+    spec, storage, _, _ = finished
+    changed = load_spec(write_spec(tmp_path / "changed.toml", trials=spec.trials + 1))
+    with pytest.raises(SpecError, match="different spec"):
+        Runner(changed, storage, torch.device("cpu"))
+
+
+def test_incompatible_method_is_a_clear_error(tmp_path):
+    spec = parse_spec({"name": "bad", "datasets": ["wine"], "methods": [{"name": "z", "loss": "zlpr"}]})
+    storage = open_storage(default_storage_url(tmp_path))
+    with pytest.raises(SpecError, match="cannot run on a multiclass dataset"):
+        Runner(spec, storage, torch.device("cpu"))
+
+
+def test_unknown_names_are_clear_errors(tmp_path):
+    storage = open_storage(default_storage_url(tmp_path))
+    for methods, message in (
+        ([{"name": "x", "loss": "nope"}], "unknown loss 'nope'"),
+        ([{"name": "x", "loss": "cross_entropy", "transforms": ["nope"]}], "unknown transform 'nope'"),
+        ([{"name": "x", "loss": "cross_entropy", "params": {"gama": 1}}], "has no parameter 'gama'"),
+        ([{"name": "x", "loss": "focal", "search": {"loss.gama": [0, 1]}}], "names no tunable parameter"),
+    ):
+        spec = parse_spec({"name": "bad", "datasets": ["wine"], "methods": methods})
+        with pytest.raises(SpecError, match=message):
+            Runner(spec, storage, torch.device("cpu"))
