@@ -14,15 +14,23 @@ search spaces.
 
 from lossbench.train._base import StepContext, Transform, global_norm
 from lossbench.train._registry import TRANSFORMS, TransformInfo, compatible, get_transform, make_transform
-from lossbench.train.ascent_descent import AscentDescent
-from lossbench.train.clipping import ClipNorm, GradientNormalizer, SmoothClipNorm, clip_grad_norm_, clip_scale
-from lossbench.train.flooding import Flooding, IFlood, flood, iflood
-from lossbench.train.gradient_penalty import GradientPenalty, grad_norm_sq
-from lossbench.train.loop import OPTIMIZERS, eval_logits, fit, make_optimizer
-from lossbench.train.metrics import error_rate, macro_f1_cost
-from lossbench.train.mgs import MGS
-from lossbench.train.step import TrainStep, build_step, trainable_parameters
-from lossbench.train.weissi import Weissi, weight_matrices, weissi_penalty
+
+# Imported in pipeline order, which is the registry's (and `lossbench transforms`') listing order.
+from lossbench.train.flooding import Flooding, IFlood, flood, iflood  # isort: skip
+from lossbench.train.gradient_penalty import GradientPenalty, grad_norm_sq  # isort: skip
+from lossbench.train.weissi import Weissi, weight_matrices, weissi_penalty  # isort: skip
+from lossbench.train.ascent_descent import AscentDescent  # isort: skip
+from lossbench.train.clipping import (  # isort: skip
+    ClipNorm,
+    GradientNormalizer,
+    SmoothClipNorm,
+    clip_grad_norm_,
+    clip_scale,
+)
+from lossbench.train.mgs import MGS  # isort: skip
+from lossbench.train.metrics import error_rate, macro_f1_cost  # isort: skip
+from lossbench.train.step import TrainStep, build_step, trainable_parameters  # isort: skip
+from lossbench.train.loop import OPTIMIZERS, eval_logits, fit, make_optimizer  # isort: skip
 
 __all__ = [
     "TRANSFORMS",
