@@ -57,7 +57,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=0, help="0: linear model (the EXACT tabular protocol)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 keeps timings stable on a shared machine)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (1 keeps timings stable on a shared machine)")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)

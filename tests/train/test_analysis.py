@@ -35,12 +35,12 @@ def flat(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def steps(model: nn.Module, lr: float, transforms, n: int) -> torch.Tensor:
-    x, y = batch()
+def run_steps(model: nn.Module, lr: float, transforms, n: int = 1) -> dict[str, float]:
+    """``n`` plain-SGD steps on the fixed batch; returns the last step's statistics."""
     step = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=lr), transforms)
     for _ in range(n):
-        step(x, y)
-    return flat(model)
+        stats = step(*batch())
+    return stats
 
 
 def penalty_gradient(model: nn.Module) -> torch.Tensor:
@@ -63,7 +63,8 @@ def test_descent_then_ascent_is_gradient_norm_descent_at_half_eps_squared():
     for eps in EPS:
         model = tanh_mlp()
         theta0, g_pen = flat(model), penalty_gradient(model)
-        theta2 = steps(model, eps, [("ascent_descent", {"ascent_ratio": 1.0})], 2)
+        run_steps(model, eps, [("ascent_descent", {"ascent_ratio": 1.0})], n=2)
+        theta2 = flat(model)
         reference = theta0 - eps**2 / 2 * g_pen
         moved = (theta2 - theta0).norm().item()
         errors.append((theta2 - reference).norm().item())
@@ -78,9 +79,10 @@ def test_su_variant_is_descent_on_penalised_loss(ascent_ratio):
     for eps1 in EPS:
         eps2 = ascent_ratio * eps1
         weight = eps1 * eps2 / (2 * (eps1 - eps2))
-        alternating = steps(tanh_mlp(), eps1, [("ascent_descent", {"ascent_ratio": ascent_ratio})], 2)
-        penalised = steps(tanh_mlp(), eps1 - eps2, [("gradient_penalty", {"weight": weight})], 1)
-        errors.append((alternating - penalised).norm().item())
+        alternating, penalised = tanh_mlp(), tanh_mlp()
+        run_steps(alternating, eps1, [("ascent_descent", {"ascent_ratio": ascent_ratio})], n=2)
+        run_steps(penalised, eps1 - eps2, [("gradient_penalty", {"weight": weight})])
+        errors.append((flat(alternating) - flat(penalised)).norm().item())
     for ratio in error_ratios(errors):
         assert 6.0 < ratio < 10.0, f"error must shrink ~8x when eps halves (O(eps^3)); errors {errors}"
 
@@ -93,7 +95,7 @@ def test_gradient_penalty_step_matches_explicit_double_backprop():
     g = torch.autograd.grad(loss, params, create_graph=True)
     objective = loss + weight * sum((gi**2).sum() for gi in g)
     expected = flat(model) - lr * torch.cat([t.flatten() for t in torch.autograd.grad(objective, params)])
-    stats = build_step(model, CrossEntropyLoss(), torch.optim.SGD(params, lr=lr), [("gradient_penalty", {"weight": weight})])(x, y)
+    stats = run_steps(model, lr, [("gradient_penalty", {"weight": weight})])
     torch.testing.assert_close(flat(model), expected)
     assert stats["gradient_penalty/grad_norm_sq"] == pytest.approx(sum((gi**2).sum() for gi in g).item())
 
@@ -114,7 +116,7 @@ def test_flooding_ascends_below_the_level_and_descends_above(offset, direction):
     x, y = batch()
     level = cross_entropy(model(x), y).item() + offset  # offset > 0: the loss is below b
     theta0, grad = flat(model), plain_gradient(model)
-    stats = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=lr), [("flooding", {"b": level})])(x, y)
+    stats = run_steps(model, lr, [("flooding", {"b": level})])
     torch.testing.assert_close(flat(model), theta0 + direction * lr * grad)  # +1: ascent
     assert stats["flooding/flooded"] == (1.0 if direction > 0 else 0.0)
     assert stats["objective"] == pytest.approx(abs(stats["loss"] - level) + level)
@@ -127,7 +129,7 @@ def test_iflood_flips_each_sample_below_the_level():
     level = per_sample.median().item() + 1e-9
     signs = torch.where(per_sample < level, -1.0, 1.0).double()
     theta0, grad = flat(model), plain_gradient(model, signs)
-    stats = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=lr), [("iflood", {"b": level})])(x, y)
+    stats = run_steps(model, lr, [("iflood", {"b": level})])
     torch.testing.assert_close(flat(model), theta0 - lr * grad)
     assert stats["iflood/flooded"] == pytest.approx((per_sample < level).double().mean().item())
 
@@ -136,7 +138,7 @@ def test_iflood_flips_each_sample_below_the_level():
 @given(log_norm=st.floats(-6, 6), gamma=st.floats(1e-3, 1e3))
 def test_clipping_forms_bound_each_other(log_norm, gamma):
     gen = torch.Generator().manual_seed(0)
-    params = [nn.Parameter(torch.zeros(4, 3, dtype=torch.float64)), nn.Parameter(torch.zeros(5, dtype=torch.float64))]
+    params = [nn.Parameter(torch.zeros(shape, dtype=torch.float64)) for shape in ((4, 3), (5,))]
     direction = [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in params]
     scale = math.exp(log_norm) / math.sqrt(sum((d**2).sum().item() for d in direction))
     factors = {}
@@ -183,7 +185,8 @@ def test_weissi_is_invariant_to_relu_rescaling_and_l2_is_not(layer, c):
     def weights(m):
         return [m[i].weight for i in (0, 2, 4)]
 
-    torch.testing.assert_close(weissi_penalty(weights(net), 0.7, 0.3), weissi_penalty(weights(rescaled), 0.7, 0.3))
+    penalty, penalty_rescaled = (weissi_penalty(weights(m), 0.7, 0.3) for m in (net, rescaled))
+    torch.testing.assert_close(penalty, penalty_rescaled)
     l2, l2_rescaled = (sum((w**2).sum() for w in weights(m)).item() for m in (net, rescaled))
     assert abs(l2 - l2_rescaled) > 0.1 * l2
 
@@ -192,7 +195,7 @@ def test_weissi_transform_adds_its_penalty():
     net = relu_mlp()
     x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
     expected = weissi_penalty([net[i].weight for i in (0, 2, 4)], 1e-2, 1e-3).item()
-    stats = build_step(net, CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=0.0 + 1e-9),
+    stats = build_step(net, CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=1e-9),
                        [("weissi", {"lambda1": 1e-2, "lambda2": 1e-3})])(x, y)
     assert stats["weissi/penalty"] == pytest.approx(expected)
     assert stats["objective"] == pytest.approx(stats["loss"] + expected)

@@ -40,7 +40,8 @@ def test_fit_is_reproducible_with_a_seeded_generator(optimizer):
     for shuffle_seed in (5, 5, 6):
         model = mlp()
         history = fit(model, CrossEntropyLoss(), x, y, epochs=2, batch_size=64, lr=0.01, optimizer=optimizer,
-                      transforms=["iflood", "clip_norm"], generator=torch.Generator().manual_seed(shuffle_seed))
+                      transforms=["iflood", "clip_norm"],
+                      generator=torch.Generator().manual_seed(shuffle_seed))
         runs.append((history, torch.cat([p.detach().flatten() for p in model.parameters()])))
     assert runs[0][0] == runs[1][0]
     assert torch.equal(runs[0][1], runs[1][1])
@@ -78,7 +79,8 @@ def test_epoch_callback_logs_and_stops():
         calls.append(epoch)
         return epoch == 1
 
-    history = fit(mlp(), CrossEntropyLoss(), x, y, epochs=5, batch_size=50, lr=0.01, on_epoch_end=on_epoch_end)
+    history = fit(mlp(), CrossEntropyLoss(), x, y, epochs=5, batch_size=50, lr=0.01,
+                  on_epoch_end=on_epoch_end)
     assert calls == [0, 1] and [row["val"] for row in history] == [1.0, 2.0]
 
 

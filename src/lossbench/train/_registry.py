@@ -74,7 +74,7 @@ def make_transform(spec: TransformSpec) -> Transform:
         return spec
     if isinstance(spec, str):
         name, kwargs = spec, {}
-    elif isinstance(spec, Sequence) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], Mapping):
+    elif _is_pair(spec):
         name, kwargs = spec[0], dict(spec[1])
     else:
         raise ValueError(
@@ -86,6 +86,12 @@ def make_transform(spec: TransformSpec) -> Transform:
     if unknown:
         raise ValueError(f"transform {name!r} has no argument(s) {unknown}; its arguments: {sorted(known)}")
     return info.factory(**{**defaults(info.hyperparams), **kwargs})
+
+
+def _is_pair(spec: object) -> bool:
+    if not isinstance(spec, Sequence) or len(spec) != 2:
+        return False
+    return isinstance(spec[0], str) and isinstance(spec[1], Mapping)
 
 
 def compatible(transform: str, loss_info: Any) -> bool:

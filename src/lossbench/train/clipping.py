@@ -1,4 +1,4 @@
-"""Global-norm gradient clipping, hard and smooth (Su, kexue.fm/archives/7469), and EXACT's gradient normaliser."""
+"""Global-norm gradient clipping, hard and smooth (kexue.fm/archives/7469); EXACT's gradient normaliser."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def clip_grad_norm_(
 
 
 class ClipNorm(Transform):
-    """Hard global-norm clipping ``g min(1, max_norm / |g|)``; logs the norm before clipping and the factor."""
+    """Hard global-norm clipping ``g min(1, max_norm / |g|)``; logs the prior norm and the factor."""
 
     name = "clip_norm"
     stage = "gradient"
@@ -64,7 +64,7 @@ class ClipNorm(Transform):
 
 
 class SmoothClipNorm(ClipNorm):
-    """Smooth global-norm clipping ``g max_norm / (|g| + max_norm)``; logs the norm before clipping and the factor."""
+    """Smooth global-norm clipping ``g max_norm / (|g| + max_norm)``; logs the prior norm and the factor."""
 
     name = "clip_norm_smooth"
     smooth = True

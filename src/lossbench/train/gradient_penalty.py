@@ -12,7 +12,9 @@ from lossbench.train._base import StepContext, Transform
 from lossbench.train._registry import register_transform
 
 
-def grad_norm_sq(value: torch.Tensor, params: Sequence[torch.Tensor], *, create_graph: bool = True) -> torch.Tensor:
+def grad_norm_sq(
+    value: torch.Tensor, params: Sequence[torch.Tensor], *, create_graph: bool = True
+) -> torch.Tensor:
     """``|grad_theta value|^2`` summed over ``params``, differentiable (double backprop) by default.
 
     Parameters that ``value`` does not depend on contribute zero.

@@ -28,7 +28,7 @@ def make_optimizer(
     weight_decay: float = 0.0,
     momentum: float = 0.9,
 ) -> torch.optim.Optimizer:
-    """``sgd`` (with ``momentum``), ``adam`` or ``adamw``; ``weight_decay`` as each torch optimizer defines it."""
+    """``sgd`` (with ``momentum``), ``adam`` or ``adamw``; ``weight_decay`` as each torch optimizer has it."""
     check_positive("lr", lr)
     check_positive("weight_decay", weight_decay, allow_zero=True)
     if name == "sgd":
@@ -79,7 +79,8 @@ def fit(
     n = x_train.shape[0]
     if n == 0 or y_train.shape[0] != n:
         raise ValueError(
-            f"x_train and y_train must hold the same positive number of samples, got {n} and {y_train.shape[0]}"
+            "x_train and y_train must hold the same positive number of samples, "
+            f"got {n} and {y_train.shape[0]}"
         )
     check_positive("lr", lr)
     if lr_final is not None:

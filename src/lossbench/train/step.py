@@ -12,7 +12,7 @@ from lossbench.train._registry import TransformSpec, make_transform
 
 
 def trainable_parameters(model: nn.Module, loss: LossFn) -> list[nn.Parameter]:
-    """The model's trainable parameters followed by the loss's (when the loss is a module), without repeats."""
+    """The model's trainable parameters, then the loss's (when it is a module), without repeats."""
     seen: set[int] = set()
     params = []
     modules = [model, loss] if isinstance(loss, nn.Module) else [model]
