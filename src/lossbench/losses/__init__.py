@@ -17,6 +17,28 @@ from lossbench.losses.relaxations import (
     polynomial_relaxation,
     sigmoid_relaxation,
 )
+from lossbench.losses.class_weights import balanced_class_weights, effective_number_weights
+from lossbench.losses.focal import FocalLoss, SigmoidFocalLoss, focal, sigmoid_focal
+from lossbench.losses.imbalance import (
+    BalancedSoftmaxLoss,
+    LDAMLoss,
+    LogitAdjustedCrossEntropyLoss,
+    balanced_softmax,
+    drw_weights,
+    ldam,
+    logit_adjust,
+    logit_adjusted_cross_entropy,
+)
+from lossbench.losses.truncation import (
+    BinaryHardTruncationLoss,
+    BinarySoftTruncationLoss,
+    HardTruncationLoss,
+    SoftTruncationLoss,
+    binary_hard_truncation,
+    binary_soft_truncation,
+    hard_truncation,
+    soft_truncation,
+)
 from lossbench.losses.smooth_accuracy import (
     BinarySmoothAccuracyLoss,
     SmoothAccuracyLoss,
@@ -46,4 +68,27 @@ __all__ = [
     "BetaBernoulliRelaxationLoss",
     "poly1_cross_entropy",
     "Poly1CrossEntropyLoss",
+    # class imbalance and focusing
+    "focal",
+    "FocalLoss",
+    "sigmoid_focal",
+    "SigmoidFocalLoss",
+    "hard_truncation",
+    "HardTruncationLoss",
+    "binary_hard_truncation",
+    "BinaryHardTruncationLoss",
+    "soft_truncation",
+    "SoftTruncationLoss",
+    "binary_soft_truncation",
+    "BinarySoftTruncationLoss",
+    "logit_adjusted_cross_entropy",
+    "LogitAdjustedCrossEntropyLoss",
+    "logit_adjust",
+    "balanced_softmax",
+    "BalancedSoftmaxLoss",
+    "ldam",
+    "LDAMLoss",
+    "drw_weights",
+    "balanced_class_weights",
+    "effective_number_weights",
 ]
