@@ -14,7 +14,8 @@ def _counts(class_counts: torch.Tensor | Sequence[float]) -> tuple[torch.Tensor,
     counts = torch.as_tensor(class_counts)
     if counts.ndim != 1 or counts.numel() == 0:
         raise ValueError(
-            f"class_counts must be a non-empty 1-D sequence of per-class counts, got shape {tuple(counts.shape)}"
+            "class_counts must be a non-empty 1-D sequence of per-class counts, "
+            f"got shape {tuple(counts.shape)}"
         )
     check_class_counts(counts, counts.numel())
     dtype = counts.dtype if counts.is_floating_point() else torch.get_default_dtype()
@@ -32,7 +33,9 @@ def balanced_class_weights(class_counts: torch.Tensor | Sequence[float]) -> torc
     return (counts.sum() / (counts.numel() * counts)).to(dtype)
 
 
-def effective_number_weights(class_counts: torch.Tensor | Sequence[float], beta: float = 0.9999) -> torch.Tensor:
+def effective_number_weights(
+    class_counts: torch.Tensor | Sequence[float], beta: float = 0.9999
+) -> torch.Tensor:
     """Class-balanced weights ``w_c ∝ (1 - beta) / (1 - beta^{n_c})``, normalised to sum to ``C``.
 
     ``(1 - beta^n) / (1 - beta)`` is the "effective number" of samples of a class of size

@@ -26,7 +26,9 @@ from lossbench.losses.cross_entropy import cross_entropy
 from lossbench.registry import FloatRange, HyperParam
 
 _MENON = "Menon et al., 'Long-tail learning via logit adjustment', ICLR 2021, arXiv 2007.07314"
-_REN = "Ren et al., 'Balanced Meta-Softmax for Long-Tailed Visual Recognition', NeurIPS 2020, arXiv 2007.10740"
+_REN = (
+    "Ren et al., 'Balanced Meta-Softmax for Long-Tailed Visual Recognition', NeurIPS 2020, arXiv 2007.10740"
+)
 _CAO = (
     "Cao et al., 'Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss', "
     "NeurIPS 2019, arXiv 1906.07413"
@@ -147,7 +149,12 @@ def ldam(
     margins = margins * (max_margin / margins.max())
     adjusted = x.scatter_add(1, y[:, None], -margins[y][:, None])
     out = cross_entropy(
-        scale * adjusted, target, weight=weight, ignore_index=ignore_index, reduction=reduction, validate=False
+        scale * adjusted,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        validate=False,
     )
     return out.to(logits.dtype)
 
@@ -155,7 +162,7 @@ def ldam(
 def drw_weights(
     epoch: int, class_counts: torch.Tensor | Sequence[float], *, start_epoch: int, beta: float = 0.9999
 ) -> torch.Tensor | None:
-    """Deferred re-weighting: ``None`` (unweighted) before ``start_epoch``, effective-number weights from it on.
+    """Deferred re-weighting (DRW): no weights before ``start_epoch``, effective-number weights from it on.
 
     Pass the result as ``weight=`` to :func:`ldam` (or :func:`lossbench.losses.cross_entropy`)
     each epoch.  Cao et al. train CIFAR for 200 epochs and re-weight from epoch 160 with

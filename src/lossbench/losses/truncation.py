@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._validation import check_interval, check_positive, reduce, sigmoid_inputs, softmax_inputs
+from lossbench.losses._validation import (
+    check_interval,
+    check_positive,
+    reduce,
+    sigmoid_inputs,
+    softmax_inputs,
+)
 from lossbench.registry import FloatRange, HyperParam
 
 _HARD = "Su, 'Text sentiment classification (4): a better loss function', kexue.fm/archives/4293"
@@ -26,7 +32,7 @@ _THRESHOLD = HyperParam(
     "threshold", 0.6, FloatRange(0.51, 0.99), "m: no loss once the true class's probability exceeds m"
 )
 _SHARPNESS = HyperParam(
-    "sharpness", 1.0, FloatRange(0.1, 10.0, log=True), "K: sharpness of the soft step sigma(-K x); 1 is focal gamma=1"
+    "sharpness", 1.0, FloatRange(0.1, 10.0, log=True), "K: slope of the soft step sigma(-K x); 1 is focal gamma=1"
 )
 
 
@@ -125,12 +131,13 @@ def binary_soft_truncation(
     reduction: str = "mean",
     validate: bool = True,
 ) -> torch.Tensor:
-    """Softened truncated BCE: ``-sigma(-K x) log sigma(x)`` for a positive, ``-sigma(K x) log sigma(-x)`` for a negative.
+    """Softened truncated BCE, elementwise, ``K`` = ``sharpness > 0``:
+    ``-sigma(-K x) log sigma(x)`` for a positive, ``-sigma(K x) log sigma(-x)`` for a negative.
 
-    ``K`` = ``sharpness > 0``.  ``sigma(-K x)`` is the soft version of the step that drops
-    fitted positives (the ``m = 0.5`` hard truncation); ``K = 1`` gives
-    ``sigmoid_focal(gamma=1, alpha=None)``.  A probability target ``t`` gives
-    ``t L_pos + (1 - t) L_neg``.  No stop-gradient on the weight, as in the post.
+    ``sigma(-K x)`` is the soft version of the step that drops fitted positives (the
+    ``m = 0.5`` hard truncation); ``K = 1`` gives ``sigmoid_focal(gamma=1, alpha=None)``.
+    A probability target ``t`` gives ``t L_pos + (1 - t) L_neg``.  No stop-gradient on the
+    weight, as in the post.
 
     Reference: Su, kexue.fm/archives/4733.
     """
@@ -149,7 +156,12 @@ SoftTruncationLoss = loss_module(soft_truncation, "SoftTruncationLoss")
 BinarySoftTruncationLoss = loss_module(binary_soft_truncation, "BinarySoftTruncationLoss")
 
 register_loss(
-    "hard_truncation", hard_truncation, HardTruncationLoss, signature="softmax", reference=_HARD, hyperparams=(_THRESHOLD,)
+    "hard_truncation",
+    hard_truncation,
+    HardTruncationLoss,
+    signature="softmax",
+    reference=_HARD,
+    hyperparams=(_THRESHOLD,),
 )
 register_loss(
     "binary_hard_truncation",
@@ -160,7 +172,12 @@ register_loss(
     hyperparams=(_THRESHOLD,),
 )
 register_loss(
-    "soft_truncation", soft_truncation, SoftTruncationLoss, signature="softmax", reference=_SOFT, hyperparams=(_SHARPNESS,)
+    "soft_truncation",
+    soft_truncation,
+    SoftTruncationLoss,
+    signature="softmax",
+    reference=_SOFT,
+    hyperparams=(_SHARPNESS,),
 )
 register_loss(
     "binary_soft_truncation",
