@@ -93,10 +93,10 @@ def test_sigmoid_focal_gamma_zero_is_bce(binary_batch, reduction):
         )
     # Scalar alpha: weighted BCE with the same (unnormalised) mean.
     a = 0.25
+    pos_weight = torch.tensor(a / (1 - a))
     torch.testing.assert_close(
         L.sigmoid_focal(x, soft, gamma=0.0, alpha=a, reduction=reduction),
-        (1 - a)
-        * F.binary_cross_entropy_with_logits(x, soft, pos_weight=torch.tensor(a / (1 - a)), reduction=reduction),
+        (1 - a) * F.binary_cross_entropy_with_logits(x, soft, pos_weight=pos_weight, reduction=reduction),
     )
     alpha_t = a * hard + (1 - a) * (1 - hard)
     torch.testing.assert_close(
@@ -133,7 +133,8 @@ def test_sigmoid_focal_matches_torchvision_on_hard_targets(binary_batch, gamma):
 def test_sigmoid_focal_soft_target_is_the_expectation_over_labels(binary_batch):
     x, _, soft = binary_batch
     ones, zeros = torch.ones_like(soft), torch.zeros_like(soft)
-    positive, negative = L.sigmoid_focal(x, ones, reduction="none"), L.sigmoid_focal(x, zeros, reduction="none")
+    positive = L.sigmoid_focal(x, ones, reduction="none")
+    negative = L.sigmoid_focal(x, zeros, reduction="none")
     expected = soft * positive + (1 - soft) * negative
     torch.testing.assert_close(L.sigmoid_focal(x, soft, reduction="none"), expected)
 

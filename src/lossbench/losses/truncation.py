@@ -32,7 +32,10 @@ _THRESHOLD = HyperParam(
     "threshold", 0.6, FloatRange(0.51, 0.99), "m: no loss once the true class's probability exceeds m"
 )
 _SHARPNESS = HyperParam(
-    "sharpness", 1.0, FloatRange(0.1, 10.0, log=True), "K: slope of the soft step sigma(-K x); 1 is focal gamma=1"
+    "sharpness",
+    1.0,
+    FloatRange(0.1, 10.0, log=True),
+    "K: slope of the soft step sigma(-K x); 1 = focal gamma 1",
 )
 
 
@@ -53,7 +56,7 @@ def hard_truncation(
 
     A sample with ``p_y > m`` gives loss 0 and no gradient; the others give plain
     cross-entropy.  ``"mean"`` averages over all non-ignored samples, the truncated ones
-    included (as in the post's code).  ``threshold`` must lie in ``(0.5, 1)``; Su's example
+    included (as zeros).  ``threshold`` must lie in ``(0.5, 1)``; Su's example
     uses 0.6.  Target: class indices ``(B,)``.
 
     Reference: Su, kexue.fm/archives/4293 (the softmax case: only the true class's
