@@ -1,8 +1,8 @@
 """Multi-label losses: ZLPR (dense and sparse labels), binary cross-entropy and ASL.
 
-ZLPR ("zero-bounded log-sum-exp & pairwise rank-based", Su, kexue.fm/archives/7359; soft labels
-kexue.fm/archives/9064; sparse labels kexue.fm/archives/8888; Su et al., arXiv 2208.02955)
-generalises softmax cross-entropy to several positives: every positive score should exceed every
+ZLPR ("zero-bounded log-sum-exp & pairwise rank-based"; Su, kexue.fm/archives/7359, soft labels
+kexue.fm/archives/9064, sparse labels in the GPLinker post kexue.fm/archives/8888; Su et al.,
+arXiv 2208.02955) generalises softmax cross-entropy to several positives: every positive score should exceed every
 negative one and 0 should sit between them, so class ``i`` is predicted iff ``s_i > 0`` and no
 threshold is tuned.
 """
@@ -28,7 +28,7 @@ from lossbench.losses._validation import (
 )
 from lossbench.registry import FloatRange, HyperParam
 
-_ZLPR_REFERENCE = "Su, kexue.fm/archives/7359 (soft labels: 9064, sparse: 8888); Su et al., arXiv 2208.02955"
+_ZLPR_REFERENCE = "Su, kexue.fm/archives/7359 and 9064 (soft labels); Su et al., arXiv 2208.02955"
 
 
 def _log1p_sum_exp(z: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -97,7 +97,7 @@ def zlpr_sparse(
             indices must not repeat within a row (checked when ``validate``).
         reduction: over the per-sample losses ``(B,)``.
 
-    Reference: Su, kexue.fm/archives/8888.
+    Reference: Su, kexue.fm/archives/8888 (the GPLinker post, where the sparse form appears).
     """
     check_reduction(reduction)
     check_logits(logits, 2, validate)
@@ -233,7 +233,13 @@ BinaryCrossEntropyLoss = loss_module(binary_cross_entropy, "BinaryCrossEntropyLo
 AsymmetricLoss = loss_module(asymmetric_loss, "AsymmetricLoss")
 
 register_loss("zlpr", zlpr, ZLPRLoss, signature="multilabel", reference=_ZLPR_REFERENCE)
-register_loss("zlpr_sparse", zlpr_sparse, SparseZLPRLoss, signature="multilabel_sparse", reference=_ZLPR_REFERENCE)
+register_loss(
+    "zlpr_sparse",
+    zlpr_sparse,
+    SparseZLPRLoss,
+    signature="multilabel_sparse",
+    reference="Su, kexue.fm/archives/8888 (sparse labels) and 7359; Su et al., arXiv 2208.02955",
+)
 register_loss(
     "binary_cross_entropy",
     binary_cross_entropy,
