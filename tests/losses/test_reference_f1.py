@@ -93,7 +93,8 @@ def test_group_without_positives_or_mass_is_finite_and_zero():
     assert torch.isfinite(x.grad).all()
     # Mass on a label without positives costs (almost) everything.
     x2 = torch.zeros(6, 3, dtype=torch.float64)
-    torch.testing.assert_close(L.multilabel_soft_f1(x2, t), torch.tensor(1.0, dtype=torch.float64), atol=1e-5, rtol=0)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    torch.testing.assert_close(L.multilabel_soft_f1(x2, t), one, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="eps"):
         L.soft_f1(x2, t, eps=0.0)
 
@@ -133,7 +134,8 @@ def test_f1_weighted_bce_excludes_ignored_entries(multilabel_batch):
     kept = ignored != -100
     for reduction in ("mean", "sum"):
         torch.testing.assert_close(
-            L.f1_weighted_bce(x, ignored, reduction=reduction), L.f1_weighted_bce(x[kept], t[kept], reduction=reduction)
+            L.f1_weighted_bce(x, ignored, reduction=reduction),
+            L.f1_weighted_bce(x[kept], t[kept], reduction=reduction),
         )
 
 
@@ -142,7 +144,10 @@ def logits_and_soft_targets(draw):
     b, c = draw(st.integers(1, 6)), draw(st.integers(1, 4))
     x = draw(st.lists(st.floats(-30, 30), min_size=b * c, max_size=b * c))
     t = draw(st.lists(st.floats(0, 1), min_size=b * c, max_size=b * c))
-    return torch.tensor(x, dtype=torch.float64).reshape(b, c), torch.tensor(t, dtype=torch.float64).reshape(b, c)
+    return (
+        torch.tensor(x, dtype=torch.float64).reshape(b, c),
+        torch.tensor(t, dtype=torch.float64).reshape(b, c),
+    )
 
 
 @PROPERTY

@@ -33,7 +33,7 @@ from lossbench.losses._validation import check_positive, reduce, sigmoid_inputs,
 from lossbench.registry import HyperParam
 
 _SOFT_F1_REFERENCE = "Su, kexue.fm/archives/6620 (soft F1 = soft Sorensen-Dice coefficient)"
-_EPS = HyperParam("eps", 1e-6, None, "added to the denominator; a group with no positives and no mass has loss 0")
+_EPS = HyperParam("eps", 1e-6, None, "added to the denominator: no positives and no mass give loss 0")
 
 
 def _soft_f1_error(

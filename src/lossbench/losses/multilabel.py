@@ -2,9 +2,9 @@
 
 ZLPR ("zero-bounded log-sum-exp & pairwise rank-based"; Su, kexue.fm/archives/7359, soft labels
 kexue.fm/archives/9064, sparse labels in the GPLinker post kexue.fm/archives/8888; Su et al.,
-arXiv 2208.02955) generalises softmax cross-entropy to several positives: every positive score should exceed every
-negative one and 0 should sit between them, so class ``i`` is predicted iff ``s_i > 0`` and no
-threshold is tuned.
+arXiv 2208.02955) generalises softmax cross-entropy to several positives: every positive score
+should exceed every negative one and 0 should sit between them, so class ``i`` is predicted iff
+``s_i > 0`` and no threshold is tuned.
 """
 
 from __future__ import annotations
@@ -171,7 +171,9 @@ def binary_cross_entropy(
         w = torch.as_tensor(pos_weight, dtype=x.dtype, device=x.device)
         labels = x.shape[-1] if x.ndim else 1
         if w.ndim > 1 or w.numel() not in (1, labels):
-            raise ValueError(f"pos_weight must be a scalar or have shape ({labels},), got shape {tuple(w.shape)}")
+            raise ValueError(
+                f"pos_weight must be a scalar or have shape ({labels},), got shape {tuple(w.shape)}"
+            )
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
             raise ValueError(f"pos_weight must hold finite non-negative values, got {w.tolist()}")
         positive_term = w * positive_term

@@ -6,7 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._validation import check_index_target, check_logits, check_reduction, compute_dtype, reduce
+from lossbench.losses._validation import (
+    check_index_target,
+    check_logits,
+    check_reduction,
+    compute_dtype,
+    reduce,
+)
 
 
 def nway_mclass(
