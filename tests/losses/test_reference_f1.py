@@ -119,7 +119,7 @@ def test_f1_weighted_bce_gradient_is_the_soft_f1_gradient_with_log_probabilities
     L.soft_f1(b, t).backward()  # gradient of 1 - F
     p = torch.sigmoid(x)
     rescaled = a.grad * torch.where(t == 1, p, 1 - p)
-    denominator = (t + p).sum()
+    denominator = (t + p).sum() + EPS  # d(1 - F)/dp_i = -(2 / denominator) (t_i - F/2), exactly
     torch.testing.assert_close(rescaled * x.numel(), b.grad * denominator / 2)
     # And the explicit form at fixed F.
     f1 = 1 - soft_f1_reference(p, t.double())

@@ -37,24 +37,26 @@ _EPS = HyperParam("eps", 1e-6, None, "added to the denominator: no positives and
 
 
 def _soft_f1_error(
-    p: torch.Tensor, t: torch.Tensor, dims: Sequence[int], eps: float
+    p: torch.Tensor, q: torch.Tensor, t: torch.Tensor, dims: Sequence[int], eps: float
 ) -> torch.Tensor:
-    """``1 - soft F1 = sum [t (1 - p) + (1 - t) p] / (sum (t + p) + eps)`` over ``dims``.
+    """``1 - soft F1 = sum [t q + (1 - t) p] / (sum (t + p) + eps)`` over ``dims``, ``q = 1 - p``.
 
-    ``p`` and ``t`` are zero at ignored entries, so those add nothing to either sum.
+    ``q`` is passed separately so that it can be computed without cancellation (``sigmoid(-s)``).
+    ``p``, ``q`` and ``t`` are zero at ignored entries, so those add nothing to either sum.
     """
     dims = tuple(dims)
-    errors = (t * (1 - p) + (1 - t) * p).sum(dims)
-    return errors / ((t + p).sum(dims) + eps)
+    return (t * q + (1 - t) * p).sum(dims) / ((t + p).sum(dims) + eps)
 
 
 def _sigmoid_probabilities(
     logits: torch.Tensor, target: torch.Tensor, ignore_index: int, reduction: str, validate: bool, eps: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Checked inputs and ``p = sigmoid(s)``, ``q = sigmoid(-s)``, both zero at ignored entries."""
     x, t, valid = sigmoid_inputs(logits, target, ignore_index, reduction, validate)
     check_positive("eps", eps)
-    p = torch.where(valid, torch.sigmoid(x), torch.zeros_like(x))
-    return x, p, t, valid
+    zero = torch.zeros_like(x)
+    p, q = torch.where(valid, torch.sigmoid(x), zero), torch.where(valid, torch.sigmoid(-x), zero)
+    return x, p, q, t, valid
 
 
 def soft_f1(
@@ -81,8 +83,8 @@ def soft_f1(
 
     Reference: Su, kexue.fm/archives/6620.
     """
-    x, p, t, _ = _sigmoid_probabilities(logits, target, ignore_index, reduction, validate, eps)
-    loss = _soft_f1_error(p, t, range(x.ndim), eps)
+    x, p, q, t, _ = _sigmoid_probabilities(logits, target, ignore_index, reduction, validate, eps)
+    loss = _soft_f1_error(p, q, t, range(x.ndim), eps)
     return reduce(loss, reduction).to(logits.dtype)
 
 
@@ -110,8 +112,8 @@ def multilabel_soft_f1(
 
     Reference: Su, kexue.fm/archives/6620, averaged over labels as macro F1 is.
     """
-    x, p, t, _ = _sigmoid_probabilities(logits, target, ignore_index, reduction, validate, eps)
-    loss = _soft_f1_error(p, t, range(x.ndim - 1) if x.ndim > 1 else range(x.ndim), eps)
+    x, p, q, t, _ = _sigmoid_probabilities(logits, target, ignore_index, reduction, validate, eps)
+    loss = _soft_f1_error(p, q, t, range(x.ndim - 1) if x.ndim > 1 else range(x.ndim), eps)
     return reduce(loss, reduction).to(logits.dtype)
 
 
@@ -140,9 +142,12 @@ def macro_soft_f1(
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     check_positive("eps", eps)
     keep = valid[:, None]
-    p = torch.where(keep, torch.softmax(x, dim=1), torch.zeros_like(x))
-    t = torch.where(keep, F.one_hot(y, x.shape[1]).to(x.dtype), torch.zeros_like(x))
-    loss = _soft_f1_error(p, t, (0,), eps)
+    log_p = F.log_softmax(x, dim=1)
+    zero = torch.zeros_like(x)
+    p = torch.where(keep, log_p.exp(), zero)
+    q = torch.where(keep, -torch.expm1(log_p), zero)
+    t = torch.where(keep, F.one_hot(y, x.shape[1]).to(x.dtype), zero)
+    loss = _soft_f1_error(p, q, t, (0,), eps)
     return reduce(loss, reduction).to(logits.dtype)
 
 
@@ -174,8 +179,8 @@ def f1_weighted_bce(
 
     Reference: Su, kexue.fm/archives/7708.
     """
-    x, p, t, valid = _sigmoid_probabilities(logits, target, ignore_index, reduction, validate, eps)
-    f1 = 1 - _soft_f1_error(p.detach(), t, range(x.ndim), eps)
+    x, p, q, t, valid = _sigmoid_probabilities(logits, target, ignore_index, reduction, validate, eps)
+    f1 = 1 - _soft_f1_error(p.detach(), q.detach(), t, range(x.ndim), eps)
     per_element = -(t * (1 - f1 / 2) * F.logsigmoid(x) + (1 - t) * (f1 / 2) * F.logsigmoid(-x))
     loss = torch.where(valid, per_element, torch.zeros_like(per_element))
     return reduce(loss, reduction, valid).to(logits.dtype)
