@@ -77,6 +77,11 @@ class TrainStep:
         ctx.x, ctx.y, ctx.stats = x, y, {}
         ctx.logits = logits = self.model(x)
         value = self.loss(logits, y, reduction="none" if self._per_sample else "mean")
+        if self._per_sample and value.shape != x.shape[:1]:
+            raise ValueError(
+                f"{self._objective[0].name} needs one loss per sample, shape {tuple(x.shape[:1])}; the loss "
+                f"returned shape {tuple(value.shape)} for reduction='none' (batch-level losses have none)"
+            )
         raw = value.detach() if value.ndim == 0 else value.detach().mean()
         for t in self._objective:
             value = t.objective(value, ctx)
