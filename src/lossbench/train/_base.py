@@ -49,7 +49,7 @@ class Transform:
       or the per-sample losses ``(B,)`` for a transform with ``per_sample = True`` (which must
       come first among the objective transforms).
     - ``gradient``: ``gradients(grads, ctx)`` edits the gradients of ``ctx.params`` in place
-      (a missing gradient is a zero tensor here).
+      (parameters without a gradient are left out, as the optimizer leaves them).
     - ``update``: ``update(grads, ctx)`` replaces the optimizer step (at most one per step).
 
     ``bind(ctx)`` is called once when the step is built (to collect weight matrices, allocate

@@ -65,7 +65,9 @@ def fit(
     device (they are moved there once otherwise).  The optimizer covers the model's trainable
     parameters and the loss's, when the loss is an ``nn.Module``.  With ``lr_final`` the learning
     rate decays exponentially, step by step, from ``lr`` at the first step to ``lr_final`` at
-    the last (the EXACT paper's protocol).  ``transforms`` as in :func:`build_step`.
+    the last (the EXACT paper's protocol).  ``optimizer`` is a name from ``OPTIMIZERS`` or a
+    factory ``params -> Optimizer``, which then sets its own learning rate and decay (``lr_final``
+    is reached from its first group's rate).  ``transforms`` as in :func:`build_step`.
 
     The epoch's row holds the mean over its steps of every step statistic (``loss``, the
     mini-batch mean loss; ``objective``; ``flooding/flooded``, the share of flooded steps; ...),
@@ -103,7 +105,7 @@ def fit(
     total = epochs * steps_per_epoch
     scheduler = None
     if lr_final is not None and total > 1:
-        gamma = (lr_final / lr) ** (1.0 / (total - 1))
+        gamma = (lr_final / opt.param_groups[0]["lr"]) ** (1.0 / (total - 1))
         scheduler = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
     perm_device = generator.device if generator is not None else torch.device("cpu")
 

@@ -26,12 +26,13 @@ class MGS(Transform):
 
         w_i ∝ exp(-[c(theta + D_i) - c(theta)] / alpha) N(D_i; 0, sigma^2 I) / q(D_i).
 
-    The ``N(0, sigma^2 I)`` factor makes the weights an importance-sampling estimate of the
-    cost-tilted random-search step, ``E_{D ~ N(0, sigma^2 I)}[D e^{-c/alpha}] / E[e^{-c/alpha}]``
-    (Su, kexue.fm/archives/7521, reading optimisation as sampling), with ``q`` as the proposal:
-    its ratio to ``q`` is bounded by ``1 / mix``.  Without it (weights ``e^{-dc/alpha} / q``),
-    ``1/q`` grows like ``exp(|D|^2 / 2 sigma^2)``, whose spread over candidates is of order
-    ``sqrt(d)`` nats for ``d`` parameters, and the weights collapse onto the longest candidate.
+    The ``N(0, sigma^2 I)`` factor makes the weights an importance-sampling estimate, with ``q``
+    as the proposal, of the cost-tilted random-search step
+    ``E_{D ~ N(0, sigma^2 I)}[D e^{-c/alpha}] / E[e^{-c/alpha}]`` (Su, kexue.fm/archives/7521,
+    reading optimisation as sampling); ``N(D; 0, sigma^2 I) / q(D) <= 1 / mix`` keeps the weights
+    tame.  Read literally as ``e^{-dc/alpha} / q``, the weights carry ``1/q``, which grows like
+    ``exp(|D|^2 / 2 sigma^2)`` and spreads over candidates by order ``sqrt(d)`` nats for ``d``
+    parameters: they collapse onto one candidate whatever its cost.
 
     Only the model's parameters are sampled; trained loss parameters take the optimizer's step.
     Candidates are evaluated in one ``torch.func.vmap`` over ``functional_call`` with the model in
