@@ -7,6 +7,7 @@ the core install (torch only) can run everything that does not need the bench's 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from collections.abc import Sequence
 
@@ -43,6 +44,28 @@ def cmd_toy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from lossbench.data import DATASETS, load_dataset
+
+    if args.names:
+        for name in args.names:
+            ds = load_dataset(name, data_dir=args.data_dir, download=args.download)
+            print(ds.summary())
+            print(f"  source: {ds.source}")
+        return 0
+    rows = []
+    for name, info in DATASETS.items():
+        where = str(info.directory(args.data_dir)) if info.kind == "files" else "-"
+        row = [name, info.kind, info.task, info.feature_kind, info.availability(args.data_dir), info.source]
+        if args.verbose:
+            params = ", ".join(f"{k}={'<required>' if v is inspect.Parameter.empty else repr(v)}" for k, v in info.params().items())
+            row += [where, params or "-", info.summary]
+        rows.append(row)
+    header = ["dataset", "kind", "task", "features", "available", "source"]
+    print(format_table(header + (["directory", "parameters", "summary"] if args.verbose else []), rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lossbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="temperatures T to try (0 = no temperature); default: 0 0.1",
     )
     p.set_defaults(func=cmd_toy)
+
+    p = sub.add_parser(
+        "datasets",
+        help="list every dataset with its source and local availability, or load the named ones",
+    )
+    p.add_argument("names", nargs="*", help="datasets to load and summarise (default: list all)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory holding <dataset>/ folders (default: $LOSSBENCH_DATA_DIR or ~/.cache/lossbench/data)",
+    )
+    p.add_argument("--no-download", dest="download", action="store_false", help="fail instead of downloading missing files")
+    p.add_argument("-v", "--verbose", action="store_true", help="also show directories, loader parameters and summaries")
+    p.set_defaults(func=cmd_datasets)
     return parser
 
 

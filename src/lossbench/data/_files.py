@@ -198,7 +198,7 @@ def missing_files_message(dataset: str, directory: Path, missing: Sequence[Remot
         f"  {rf.name}: " + (", ".join(rf.urls) if rf.urls else rf.homepage or "no public download")
         for rf in missing
     )
-    tried = ("\ndownload failed: " + "; ".join(reasons)) if reasons else ""
+    tried = ("\nnot downloaded: " + "; ".join(reasons)) if reasons else ""
     return (
         f"dataset {dataset!r}: missing {', '.join(rf.name for rf in missing)} in {directory}{tried}\n"
         f"get the files from:\n{where}\n"

@@ -55,8 +55,10 @@ class DatasetInfo:
         """Where the data comes from: download URLs, else the origin."""
         if self.kind != "files":
             return self.origin
-        urls = sorted({u for f in self.files for u in f.urls[:1]})
-        return "; ".join(urls) if urls else self.origin
+        # One entry per download location: an archive's URL, else the folder of the files.
+        places = {u if u.endswith(".zip") else u.rsplit("/", 1)[0] + "/" for f in self.files for u in f.urls[:1]}
+        homepages = {f.homepage for f in self.files if not f.urls and f.homepage}
+        return "; ".join(sorted(places)) or f"{self.origin}; {'; '.join(sorted(homepages))}"
 
     def params(self) -> dict[str, Any]:
         """The loader's parameters with their defaults (``inspect.Parameter.empty`` if required)."""
