@@ -30,9 +30,9 @@ PARSED = ("mnist", "sst2", "adult", "car", "letter", "scene")
 RUNS = (("linear", "adult"), ("mlp", "mnist"), ("fasttext", "sst2"))
 
 
-def timed(fn) -> float:
+def timed(fn, *args, **kwargs) -> float:
     start = time.perf_counter()
-    fn()
+    fn(*args, **kwargs)
     return time.perf_counter() - start
 
 
@@ -43,8 +43,8 @@ def parse_times(data_dir: Path, repeats: int) -> list[tuple[str, float, float]]:
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as cache:
                 os.environ["LOSSBENCH_CACHE_DIR"] = cache
-                cold.append(timed(lambda: load_dataset(name, data_dir=data_dir, download=False)))
-                warm.append(timed(lambda: load_dataset(name, data_dir=data_dir, download=False)))
+                cold.append(timed(load_dataset, name, data_dir=data_dir, download=False))
+                warm.append(timed(load_dataset, name, data_dir=data_dir, download=False))
         rows.append((name, statistics.median(cold), statistics.median(warm)))
     return rows
 
@@ -61,7 +61,9 @@ def epoch_seconds(model_name: str, ds, device: torch.device, epochs: int, loader
     g = torch.Generator().manual_seed(0)
     if loader:
         # the per-sample path: TensorDataset __getitem__ per row, default_collate per batch
-        data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=256, shuffle=True, generator=g)
+        data = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(x, y), batch_size=256, shuffle=True, generator=g
+        )
         batches = lambda: data  # noqa: E731
     else:
         batches = lambda: ((x[i], y[i]) for i in iterate_minibatches(len(y), 256, g, device=device))  # noqa: E731
@@ -87,7 +89,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}, data {args.data_dir}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}, "
+        f"data {args.data_dir}"
+    )
 
     print(f"\nparse time, median of {args.repeats} (seconds)")
     print(f"{'dataset':10} {'cold':>8} {'cached':>8} {'cold/cached':>12}")
@@ -95,14 +100,20 @@ def main() -> None:
         print(f"{name:10} {cold:8.3f} {warm:8.3f} {cold / warm:12.1f}")
 
     print(f"\ntraining throughput, SGD + cross-entropy, batch 256, median of {args.epochs} epochs")
-    print(f"{'model on data':22} {'epochs/s (index)':>17} {'epochs/s (DataLoader)':>22} {'index/DataLoader':>17}")
+    print(
+        f"{'model on data':22} {'epochs/s (index)':>17} {'epochs/s (DataLoader)':>22} "
+        f"{'index/DataLoader':>17}"
+    )
     with tempfile.TemporaryDirectory() as cache:
         os.environ["LOSSBENCH_CACHE_DIR"] = cache
         for model_name, data_name in RUNS:
             ds = load_dataset(data_name, data_dir=args.data_dir, download=False)
             index = epoch_seconds(model_name, ds, device, args.epochs, loader=False)
             per_sample = epoch_seconds(model_name, ds, device, args.epochs, loader=True)
-            print(f"{model_name + ' on ' + data_name:22} {1 / index:17.2f} {1 / per_sample:22.2f} {per_sample / index:17.1f}")
+            print(
+                f"{model_name + ' on ' + data_name:22} {1 / index:17.2f} {1 / per_sample:22.2f} "
+                f"{per_sample / index:17.1f}"
+            )
 
 
 if __name__ == "__main__":

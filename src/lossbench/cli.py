@@ -7,7 +7,6 @@ the core install (torch only) can run everything that does not need the bench's 
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from collections.abc import Sequence
 
@@ -45,7 +44,12 @@ def cmd_toy(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
+    import inspect
+
     from lossbench.data import DATASETS, load_dataset
+
+    def default(value: object) -> str:
+        return "<required>" if value is inspect.Parameter.empty else repr(value)
 
     if args.names:
         for name in args.names:
@@ -58,7 +62,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         where = str(info.directory(args.data_dir)) if info.kind == "files" else "-"
         row = [name, info.kind, info.task, info.feature_kind, info.availability(args.data_dir), info.source]
         if args.verbose:
-            params = ", ".join(f"{k}={'<required>' if v is inspect.Parameter.empty else repr(v)}" for k, v in info.params().items())
+            params = ", ".join(f"{k}={default(v)}" for k, v in info.params().items())
             row += [where, params or "-", info.summary]
         rows.append(row)
     header = ["dataset", "kind", "task", "features", "available", "source"]
@@ -94,8 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="directory holding <dataset>/ folders (default: $LOSSBENCH_DATA_DIR or ~/.cache/lossbench/data)",
     )
-    p.add_argument("--no-download", dest="download", action="store_false", help="fail instead of downloading missing files")
-    p.add_argument("-v", "--verbose", action="store_true", help="also show directories, loader parameters and summaries")
+    p.add_argument(
+        "--no-download",
+        dest="download",
+        action="store_false",
+        help="fail instead of downloading missing files",
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="also show directories, loader parameters and summaries"
+    )
     p.set_defaults(func=cmd_datasets)
     return parser
 

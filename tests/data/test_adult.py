@@ -9,11 +9,19 @@ from lossbench.data import load_adult
 
 from .writers import write
 
-ROW = "{age}, {work}, 77516, Bachelors, 13, Never-married, Adm-clerical, Not-in-family, White, Male, 2174, 0, 40, United-States, {label}"
+ROW = (
+    "{age}, {work}, 77516, Bachelors, 13, Never-married, Adm-clerical, Not-in-family, White, Male, "
+    "2174, 0, 40, United-States, {label}"
+)
 
 
 def rows(labels, dot="", work="State-gov"):
-    return "\n".join(ROW.format(age=30 + i, work=work if i else "?", label=lab + dot) for i, lab in enumerate(labels)) + "\n\n"
+    return (
+        "\n".join(
+            ROW.format(age=30 + i, work=work if i else "?", label=lab + dot) for i, lab in enumerate(labels)
+        )
+        + "\n\n"
+    )
 
 
 def files(tmp_path, train=None, test=None):
@@ -43,7 +51,11 @@ def test_wrong_column_count(tmp_path):
 
 def test_unknown_nominal_value(tmp_path):
     with pytest.raises(ValueError, match=r"adult.test:3: unknown workclass value 'Astronaut'"):
-        load_adult(*files(tmp_path, test="|1x3 Cross validator\n" + rows([">50K", "<=50K"], dot=".", work="Astronaut")))
+        load_adult(
+            *files(
+                tmp_path, test="|1x3 Cross validator\n" + rows([">50K", "<=50K"], dot=".", work="Astronaut")
+            )
+        )
 
 
 def test_unknown_label(tmp_path):

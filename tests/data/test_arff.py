@@ -72,7 +72,9 @@ def test_missing_class_value_names_the_line(tmp_path):
 
 
 def test_seeded_stratified_split(tmp_path):
-    rows = "".join(f"{i}, {'red' if i % 4 else 'green'}, {i}, {'yes' if i % 4 else 'no'}\n" for i in range(40))
+    rows = "".join(
+        f"{i}, {'red' if i % 4 else 'green'}, {i}, {'yes' if i % 4 else 'no'}\n" for i in range(40)
+    )
     path = write(tmp_path / "t.arff", ARFF.split("@data")[0] + "@data\n" + rows)
     a, b = load_arff(path, seed=3), load_arff(path, seed=3)
     assert torch.equal(a.x_train, b.x_train) and len(a.y_test) == 8
@@ -81,7 +83,8 @@ def test_seeded_stratified_split(tmp_path):
 
 
 def test_sparse_rows(tmp_path):
-    header = "@relation s\n@attribute a numeric\n@attribute b {x,y}\n@attribute c numeric\n@attribute class {p,q}\n@data\n"
+    header = "@relation s\n@attribute a numeric\n@attribute b {x,y}\n@attribute c numeric\n"
+    header += "@attribute class {p,q}\n@data\n"
     t = parse_arff(write(tmp_path / "s.arff", header + "{0 2.5, 3 q}\n{1 y}\n{}\n"))
     assert t.values.tolist() == [[2.5, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 0]]
 
@@ -134,7 +137,10 @@ def test_meka_leading_labels_and_compression(tmp_path, compress, suffix):
 
 def test_meka_trailing_labels(tmp_path):
     text = MEKA.format(c=-2, a="f1", b="f2").replace("@attribute f1 numeric\n@attribute f2 numeric\n", "")
-    text = text.replace("@attribute f1 {0,1}\n@attribute f2 {0,1}\n", "@attribute f1 numeric\n@attribute f2 numeric\n@attribute L1 {0,1}\n@attribute L2 {0,1}\n")
+    text = text.replace(
+        "@attribute f1 {0,1}\n@attribute f2 {0,1}\n",
+        "@attribute f1 numeric\n@attribute f2 numeric\n@attribute L1 {0,1}\n@attribute L2 {0,1}\n",
+    )
     ds = load_meka_arff(write(tmp_path / "t.arff", text + meka_rows(leading=False)))
     assert ds.class_names == ["L1", "L2"] and (ds.y_train.sum(0) + ds.y_test.sum(0)).tolist() == [10, 7]
 
@@ -144,8 +150,15 @@ def test_meka_label_count_problems(tmp_path):
     with pytest.raises(ValueError, match=r"label count 9 does not fit 4 attributes"):
         load_meka_arff(write(tmp_path / "a.arff", MEKA.format(c=9, a="L1", b="L2") + rows))
     with pytest.raises(ValueError, match=r"has no MEKA '-C <labels>' option"):
-        load_meka_arff(write(tmp_path / "b.arff", MEKA.format(c=2, a="L1", b="L2").replace("-C 2", "") + rows))
+        load_meka_arff(
+            write(tmp_path / "b.arff", MEKA.format(c=2, a="L1", b="L2").replace("-C 2", "") + rows)
+        )
     # -C 3 makes the numeric f1 (0, 1, 2, ... from line 7 on) a label
     with pytest.raises(ValueError, match=r"c.arff:9: label attribute 'f1' must be 0 or 1"):
         load_meka_arff(write(tmp_path / "c.arff", MEKA.format(c=3, a="L1", b="L2") + rows))
-    assert load_meka_arff(write(tmp_path / "d.arff", MEKA.format(c=9, a="L1", b="L2") + rows), num_labels=1).num_classes == 1
+    assert (
+        load_meka_arff(
+            write(tmp_path / "d.arff", MEKA.format(c=9, a="L1", b="L2") + rows), num_labels=1
+        ).num_classes
+        == 1
+    )

@@ -61,7 +61,10 @@ def test_payload_shorter_than_header_declares(tmp_path):
 def test_image_label_count_mismatch(tmp_path):
     write_idx_set(tmp_path, gz=False)
     write(tmp_path / "train-labels-idx1-ubyte", idx_bytes(np.zeros(5, np.uint8)))
-    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte holds 6 images but .*train-labels-idx1-ubyte holds 5 labels"):
+    with pytest.raises(
+        ValueError,
+        match=r"train-images-idx3-ubyte holds 6 images but .*train-labels-idx1-ubyte holds 5 labels",
+    ):
         load_idx_dir(tmp_path, cache=False)
 
 

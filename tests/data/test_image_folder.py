@@ -22,7 +22,9 @@ def gray_tree(root, size=(6, 5)):
     for split, n in (("train", 3), ("test", 1)):
         for cls in ("dog", "cat"):
             for i in range(n):
-                pixels[(split, cls, i)] = save(root / split / cls / f"{i}.png", rng.integers(0, 256, size, dtype=np.uint8))
+                pixels[(split, cls, i)] = save(
+                    root / split / cls / f"{i}.png", rng.integers(0, 256, size, dtype=np.uint8)
+                )
     return pixels
 
 

@@ -55,7 +55,14 @@ def test_uci_class_totals(shared):
 
 def test_scene_labels(shared):
     ds = load_dataset("scene", data_dir=shared)
-    assert ds.task == "multilabel" and ds.class_names == ["beach", "sunset", "foliage", "field", "mountain", "urban"]
+    assert ds.task == "multilabel" and ds.class_names == [
+        "beach",
+        "sunset",
+        "foliage",
+        "field",
+        "mountain",
+        "urban",
+    ]
     total = ds.class_counts + ds.y_test.sum(0)
     assert total.long().tolist() == [427, 364, 397, 433, 533, 431]
 

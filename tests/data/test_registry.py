@@ -22,7 +22,18 @@ from .writers import write
 
 
 def test_every_entry_documents_itself():
-    assert {"digits", "mnist", "fashion-mnist", "sst2", "adult", "car", "letter", "scene", "arff", "meka_arff"} <= set(DATASETS)
+    assert {
+        "digits",
+        "mnist",
+        "fashion-mnist",
+        "sst2",
+        "adult",
+        "car",
+        "letter",
+        "scene",
+        "arff",
+        "meka_arff",
+    } <= set(DATASETS)
     for name, info in DATASETS.items():
         assert info.summary and info.origin and info.source, name
         for f in info.files:
@@ -35,7 +46,10 @@ def test_unknown_name_lists_the_registered_ones():
 
 
 def test_parameters_are_checked():
-    with pytest.raises(ValueError, match=r"dataset 'iris' has no parameter\(s\) test_size; its parameters: test_fraction, seed"):
+    with pytest.raises(
+        ValueError,
+        match=r"dataset 'iris' has no parameter\(s\) test_size; its parameters: test_fraction, seed",
+    ):
         load_dataset("iris", test_size=0.3)
     with pytest.raises(ValueError, match=r"dataset 'arff' needs parameter\(s\) path"):
         load_dataset("arff")
@@ -97,7 +111,14 @@ def test_failed_download_says_where_to_put_the_files(tmp_path, monkeypatch):
     with pytest.raises(DataUnavailableError) as err:
         load_dataset("mnist", data_dir=tmp_path)
     message = str(err.value)
-    for text in ("train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", str(tmp_path / "mnist"), "--data-dir", "network unreachable", "https://ossci-datasets"):
+    for text in (
+        "train-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+        str(tmp_path / "mnist"),
+        "--data-dir",
+        "network unreachable",
+        "https://ossci-datasets",
+    ):
         assert text in message
     assert seen and all(t == DOWNLOAD_TIMEOUT_S <= 30 for t in seen)  # one short try per mirror
     assert len(seen) == 2
@@ -110,7 +131,9 @@ def test_no_download_url_explains_the_source(tmp_path):
 
 def test_resolver_downloads_then_verifies_once(tmp_path, monkeypatch):
     rf = remote(tmp_path, b"payload", sha256=(sha256(b"payload"),))
-    info = DatasetInfo("toy", "files", lambda resolve: None, "multiclass", "tabular", "s", "o", files=(rf,), subdir="toy")
+    info = DatasetInfo(
+        "toy", "files", lambda resolve: None, "multiclass", "tabular", "s", "o", files=(rf,), subdir="toy"
+    )
     resolver = FileResolver(info, tmp_path / "data" / "toy", download=True, verify=True)
     path = resolver("file.bin")
     checks = []
@@ -131,7 +154,9 @@ def test_parse_cache_hits_and_invalidates(tmp_path, fresh_cache, monkeypatch):
     b = load_arff(path)
     assert len(calls) == 1 and torch.equal(a.x_train, b.x_train)
     entries = list(fresh_cache.iterdir())
-    assert [e.name for e in entries] == [cache_path("arff", {}, [path]).name]  # written atomically: no temp files
+    assert [e.name for e in entries] == [
+        cache_path("arff", {}, [path]).name
+    ]  # written atomically: no temp files
     write(path, ARFF.replace("6.0, green", "6.5, green"))
     c = load_arff(path)
     assert len(calls) == 2 and not torch.equal(c.x_train, a.x_train)

@@ -5,11 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lossbench.data import Dataset, iterate_minibatches, long_tail, long_tail_counts, standardize, stratified_split
+from lossbench.data import (
+    Dataset,
+    iterate_minibatches,
+    long_tail,
+    long_tail_counts,
+    standardize,
+    stratified_split,
+)
 
 
 def labels(counts):
-    return torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])[torch.randperm(sum(counts), generator=torch.Generator().manual_seed(0))]
+    return torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])[
+        torch.randperm(sum(counts), generator=torch.Generator().manual_seed(0))
+    ]
 
 
 def test_stratified_split_partitions_and_keeps_proportions():
@@ -77,7 +86,9 @@ def test_long_tail_rejects_bad_input():
     with pytest.raises(ValueError, match="rho must be a finite number >= 1"):
         long_tail(dataset([5, 5]), rho=0.5)
     y = torch.eye(2)[torch.tensor([0, 1, 0])]
-    ml = Dataset("ml", "multilabel", torch.zeros(3, 1), y, torch.zeros(3, 1), y, ["a", "b"], "tabular", "test")
+    ml = Dataset(
+        "ml", "multilabel", torch.zeros(3, 1), y, torch.zeros(3, 1), y, ["a", "b"], "tabular", "test"
+    )
     with pytest.raises(ValueError, match="needs a single-label dataset"):
         long_tail(ml)
 

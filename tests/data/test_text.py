@@ -14,11 +14,25 @@ TEST = "sentence\tlabel\ngood but unseen words\t1\nbad\t0\n"
 
 
 def load(tmp_path, train=TRAIN, test=TEST, suffix=".tsv", **kw):
-    return load_text_table(write(tmp_path / f"train{suffix}", train), write(tmp_path / f"test{suffix}", test), **kw)
+    return load_text_table(
+        write(tmp_path / f"train{suffix}", train), write(tmp_path / f"test{suffix}", test), **kw
+    )
 
 
 def test_tokenize_lowercases_and_splits_punctuation():
-    assert tokenize("A \"good\" film, isn't it?") == ["a", '"', "good", '"', "film", ",", "isn", "'", "t", "it", "?"]
+    assert tokenize('A "good" film, isn\'t it?') == [
+        "a",
+        '"',
+        "good",
+        '"',
+        "film",
+        ",",
+        "isn",
+        "'",
+        "t",
+        "it",
+        "?",
+    ]
 
 
 def test_glue_style_tsv_vocabulary_oov_and_padding(tmp_path):

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-IDX_CODES = {np.dtype("uint8"): 0x08, np.dtype("int8"): 0x09, np.dtype("int16"): 0x0B, np.dtype("int32"): 0x0C, np.dtype("float32"): 0x0D, np.dtype("float64"): 0x0E}
+IDX_CODES = {
+    np.dtype("uint8"): 0x08,
+    np.dtype("int8"): 0x09,
+    np.dtype("int16"): 0x0B,
+    np.dtype("int32"): 0x0C,
+    np.dtype("float32"): 0x0D,
+    np.dtype("float64"): 0x0E,
+}
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -29,7 +36,15 @@ def write(path: Path, data: bytes | str, compress: str | None = None) -> Path:
     return path
 
 
-def write_idx_set(directory: Path, n_train: int = 6, n_test: int = 4, size: tuple[int, int] = (4, 5), classes: int = 3, gz: bool = True, seed: int = 0) -> dict[str, np.ndarray]:
+def write_idx_set(
+    directory: Path,
+    n_train: int = 6,
+    n_test: int = 4,
+    size: tuple[int, int] = (4, 5),
+    classes: int = 3,
+    gz: bool = True,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     arrays = {
         "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, *size), dtype=np.uint8),

@@ -12,7 +12,14 @@ when called, so ``import lossbench.data`` needs torch alone.
 
 from lossbench.data import catalog as _catalog  # noqa: F401  (registers every dataset)
 from lossbench.data._dataset import PAD_ID, Dataset
-from lossbench.data._files import DATA_DIR_ENV, CACHE_DIR_ENV, DataUnavailableError, RemoteFile, default_cache_dir, default_data_dir
+from lossbench.data._files import (
+    CACHE_DIR_ENV,
+    DATA_DIR_ENV,
+    DataUnavailableError,
+    RemoteFile,
+    default_cache_dir,
+    default_data_dir,
+)
 from lossbench.data._registry import DATASETS, DatasetInfo, get_dataset_info, load_dataset, register_dataset
 from lossbench.data.adult import load_adult
 from lossbench.data.arff import load_arff, load_meka_arff, parse_arff

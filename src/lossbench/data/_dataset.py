@@ -65,7 +65,11 @@ class Dataset:
                 fail(f"y_{split} holds values other than 0 and 1")
         if (self.feature_kind == "text") != (self.vocab_size is not None):
             fail("vocab_size is set for text datasets and only for them")
-        if self.vocab_size is not None and self.x_train.numel() and int(self.x_train.max()) >= self.vocab_size:
+        if (
+            self.vocab_size is not None
+            and self.x_train.numel()
+            and int(self.x_train.max()) >= self.vocab_size
+        ):
             fail(f"token ids reach {int(self.x_train.max())} but vocab_size is {self.vocab_size}")
 
     @property

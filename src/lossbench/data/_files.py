@@ -193,7 +193,9 @@ def fetch(rf: RemoteFile, directory: Path, timeout: float = DOWNLOAD_TIMEOUT_S) 
     raise DataUnavailableError(f"{rf.name}: {reasons}")
 
 
-def missing_files_message(dataset: str, directory: Path, missing: Sequence[RemoteFile], reasons: Sequence[str]) -> str:
+def missing_files_message(
+    dataset: str, directory: Path, missing: Sequence[RemoteFile], reasons: Sequence[str]
+) -> str:
     where = "\n".join(
         f"  {rf.name}: " + (", ".join(rf.urls) if rf.urls else rf.homepage or "no public download")
         for rf in missing

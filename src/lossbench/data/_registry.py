@@ -18,7 +18,13 @@ from typing import Any
 
 from lossbench.data._cache import verify_once
 from lossbench.data._dataset import Dataset
-from lossbench.data._files import DataUnavailableError, RemoteFile, default_data_dir, fetch, missing_files_message
+from lossbench.data._files import (
+    DataUnavailableError,
+    RemoteFile,
+    default_data_dir,
+    fetch,
+    missing_files_message,
+)
 from lossbench.data.splits import long_tail
 from lossbench.registry import Registry
 
@@ -56,17 +62,27 @@ class DatasetInfo:
         if self.kind != "files":
             return self.origin
         # One entry per download location: an archive's URL, else the folder of the files.
-        places = {u if u.endswith(".zip") else u.rsplit("/", 1)[0] + "/" for f in self.files for u in f.urls[:1]}
+        places = {
+            u if u.endswith(".zip") else u.rsplit("/", 1)[0] + "/" for f in self.files for u in f.urls[:1]
+        }
         homepages = {f.homepage for f in self.files if not f.urls and f.homepage}
         return "; ".join(sorted(places)) or f"{self.origin}; {'; '.join(sorted(homepages))}"
 
     def params(self) -> dict[str, Any]:
         """The loader's parameters with their defaults (``inspect.Parameter.empty`` if required)."""
         sig = inspect.signature(self.loader).parameters
-        return {n: p.default for n, p in sig.items() if p.kind == p.KEYWORD_ONLY or (self.kind != "files" and p.kind == p.POSITIONAL_OR_KEYWORD)}
+        return {
+            n: p.default
+            for n, p in sig.items()
+            if p.kind == p.KEYWORD_ONLY or (self.kind != "files" and p.kind == p.POSITIONAL_OR_KEYWORD)
+        }
 
     def directory(self, data_dir: str | Path | None = None) -> Path:
-        return Path(data_dir).expanduser() / self.subdir if data_dir is not None else default_data_dir() / self.subdir
+        return (
+            Path(data_dir).expanduser() / self.subdir
+            if data_dir is not None
+            else default_data_dir() / self.subdir
+        )
 
     def missing(self, data_dir: str | Path | None = None) -> list[RemoteFile]:
         directory = self.directory(data_dir)
@@ -111,11 +127,15 @@ class FileResolver:
             missing = [f for f in self.info.files if f.find(self.directory) is None]
             if not (self.download and rf.urls):
                 reasons = [] if self.download else ["downloads disabled (download=False)"]
-                raise DataUnavailableError(missing_files_message(self.info.name, self.directory, missing, reasons))
+                raise DataUnavailableError(
+                    missing_files_message(self.info.name, self.directory, missing, reasons)
+                )
             try:
                 path = fetch(rf, self.directory)
             except DataUnavailableError as err:
-                raise DataUnavailableError(missing_files_message(self.info.name, self.directory, missing, [str(err)])) from None
+                raise DataUnavailableError(
+                    missing_files_message(self.info.name, self.directory, missing, [str(err)])
+                ) from None
         if self.verify:
             verify_once(path, rf)
         return path
@@ -145,8 +165,12 @@ def load_dataset(
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         listed = ", ".join(accepted) or "none"
-        raise ValueError(f"dataset {name!r} has no parameter(s) {', '.join(unknown)}; its parameters: {listed}")
-    required = [p for p, default in accepted.items() if default is inspect.Parameter.empty and p not in params]
+        raise ValueError(
+            f"dataset {name!r} has no parameter(s) {', '.join(unknown)}; its parameters: {listed}"
+        )
+    required = [
+        p for p, default in accepted.items() if default is inspect.Parameter.empty and p not in params
+    ]
     if required:
         raise ValueError(f"dataset {name!r} needs parameter(s) {', '.join(required)}")
     if info.kind == "files":

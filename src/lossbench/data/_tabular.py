@@ -53,5 +53,7 @@ def encode_columns(
     x_train, x_test = features[train_idx].float(), features[test_idx].float()
     if numeric:
         idx = torch.tensor(numeric)
-        x_train[:, idx], x_test[:, idx], _ = standardize(features[train_idx][:, idx], features[test_idx][:, idx])
+        x_train[:, idx], x_test[:, idx], _ = standardize(
+            features[train_idx][:, idx], features[test_idx][:, idx]
+        )
     return x_train, x_test, names

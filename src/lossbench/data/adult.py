@@ -26,43 +26,136 @@ from lossbench.data._tabular import Column, encode_columns
 # From adult.names (UCI ML Repository), in its order.
 ADULT_COLUMNS: tuple[Column, ...] = (
     Column("age"),
-    Column("workclass", ("Private", "Self-emp-not-inc", "Self-emp-inc", "Federal-gov", "Local-gov", "State-gov", "Without-pay", "Never-worked")),
+    Column(
+        "workclass",
+        (
+            "Private",
+            "Self-emp-not-inc",
+            "Self-emp-inc",
+            "Federal-gov",
+            "Local-gov",
+            "State-gov",
+            "Without-pay",
+            "Never-worked",
+        ),
+    ),
     Column("fnlwgt"),
-    Column("education", (
-        "Bachelors", "Some-college", "11th", "HS-grad", "Prof-school", "Assoc-acdm", "Assoc-voc", "9th",
-        "7th-8th", "12th", "Masters", "1st-4th", "10th", "Doctorate", "5th-6th", "Preschool",
-    )),
+    Column(
+        "education",
+        (
+            "Bachelors",
+            "Some-college",
+            "11th",
+            "HS-grad",
+            "Prof-school",
+            "Assoc-acdm",
+            "Assoc-voc",
+            "9th",
+            "7th-8th",
+            "12th",
+            "Masters",
+            "1st-4th",
+            "10th",
+            "Doctorate",
+            "5th-6th",
+            "Preschool",
+        ),
+    ),
     Column("education-num"),
-    Column("marital-status", (
-        "Married-civ-spouse", "Divorced", "Never-married", "Separated", "Widowed", "Married-spouse-absent",
-        "Married-AF-spouse",
-    )),
-    Column("occupation", (
-        "Tech-support", "Craft-repair", "Other-service", "Sales", "Exec-managerial", "Prof-specialty",
-        "Handlers-cleaners", "Machine-op-inspct", "Adm-clerical", "Farming-fishing", "Transport-moving",
-        "Priv-house-serv", "Protective-serv", "Armed-Forces",
-    )),
+    Column(
+        "marital-status",
+        (
+            "Married-civ-spouse",
+            "Divorced",
+            "Never-married",
+            "Separated",
+            "Widowed",
+            "Married-spouse-absent",
+            "Married-AF-spouse",
+        ),
+    ),
+    Column(
+        "occupation",
+        (
+            "Tech-support",
+            "Craft-repair",
+            "Other-service",
+            "Sales",
+            "Exec-managerial",
+            "Prof-specialty",
+            "Handlers-cleaners",
+            "Machine-op-inspct",
+            "Adm-clerical",
+            "Farming-fishing",
+            "Transport-moving",
+            "Priv-house-serv",
+            "Protective-serv",
+            "Armed-Forces",
+        ),
+    ),
     Column("relationship", ("Wife", "Own-child", "Husband", "Not-in-family", "Other-relative", "Unmarried")),
     Column("race", ("White", "Asian-Pac-Islander", "Amer-Indian-Eskimo", "Other", "Black")),
     Column("sex", ("Female", "Male")),
     Column("capital-gain"),
     Column("capital-loss"),
     Column("hours-per-week"),
-    Column("native-country", (
-        "United-States", "Cambodia", "England", "Puerto-Rico", "Canada", "Germany", "Outlying-US(Guam-USVI-etc)",
-        "India", "Japan", "Greece", "South", "China", "Cuba", "Iran", "Honduras", "Philippines", "Italy", "Poland",
-        "Jamaica", "Vietnam", "Mexico", "Portugal", "Ireland", "France", "Dominican-Republic", "Laos", "Ecuador",
-        "Taiwan", "Haiti", "Columbia", "Hungary", "Guatemala", "Nicaragua", "Scotland", "Thailand", "Yugoslavia",
-        "El-Salvador", "Trinadad&Tobago", "Peru", "Hong", "Holand-Netherlands",
-    )),
-)  # fmt: skip
+    Column(
+        "native-country",
+        (
+            "United-States",
+            "Cambodia",
+            "England",
+            "Puerto-Rico",
+            "Canada",
+            "Germany",
+            "Outlying-US(Guam-USVI-etc)",
+            "India",
+            "Japan",
+            "Greece",
+            "South",
+            "China",
+            "Cuba",
+            "Iran",
+            "Honduras",
+            "Philippines",
+            "Italy",
+            "Poland",
+            "Jamaica",
+            "Vietnam",
+            "Mexico",
+            "Portugal",
+            "Ireland",
+            "France",
+            "Dominican-Republic",
+            "Laos",
+            "Ecuador",
+            "Taiwan",
+            "Haiti",
+            "Columbia",
+            "Hungary",
+            "Guatemala",
+            "Nicaragua",
+            "Scotland",
+            "Thailand",
+            "Yugoslavia",
+            "El-Salvador",
+            "Trinadad&Tobago",
+            "Peru",
+            "Hong",
+            "Holand-Netherlands",
+        ),
+    ),
+)
 ADULT_CLASSES = ("<=50K", ">50K")
 
 
 def parse_adult(path: Path | str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(values float64 (N, 14), labels int64 (N,))`` of one raw Adult file; NaN = missing."""
     path = Path(path)
-    lookups = [None if c.categories is None else {v: float(i) for i, v in enumerate(c.categories)} for c in ADULT_COLUMNS]
+    lookups = [
+        None if c.categories is None else {v: float(i) for i, v in enumerate(c.categories)}
+        for c in ADULT_COLUMNS
+    ]
     width = len(ADULT_COLUMNS) + 1
     values: list[float] = []
     labels: list[int] = []
@@ -87,13 +180,23 @@ def parse_adult(path: Path | str) -> tuple[torch.Tensor, torch.Tensor]:
             elif token in lookup:
                 values.append(lookup[token])
             else:
-                raise ValueError(f"{path}:{lineno}: unknown {col.name} value {token!r} (adult.names lists {', '.join(col.categories)})")
+                raise ValueError(
+                    f"{path}:{lineno}: unknown {col.name} value {token!r} "
+                    f"(adult.names lists {', '.join(col.categories)})"
+                )
     if not labels:
         raise ValueError(f"{path}: no data rows")
     return torch.tensor(values, dtype=torch.float64).reshape(len(labels), -1), torch.tensor(labels)
 
 
-def load_adult(train_path: Path | str, test_path: Path | str, *, name: str = "adult", source: str | None = None, cache: bool = True) -> Dataset:
+def load_adult(
+    train_path: Path | str,
+    test_path: Path | str,
+    *,
+    name: str = "adult",
+    source: str | None = None,
+    cache: bool = True,
+) -> Dataset:
     """UCI Adult from ``adult.data`` and ``adult.test`` (see the module docstring)."""
     paths = [Path(train_path), Path(test_path)]
 
@@ -104,7 +207,9 @@ def load_adult(train_path: Path | str, test_path: Path | str, *, name: str = "ad
     p = cached("adult", {}, paths, parse, cache=cache)
     values = torch.cat([p["x_train"], p["x_test"]])
     n = len(p["x_train"])
-    x_train, x_test, names = encode_columns(values, ADULT_COLUMNS, torch.arange(n), torch.arange(n, len(values)))
+    x_train, x_test, names = encode_columns(
+        values, ADULT_COLUMNS, torch.arange(n), torch.arange(n, len(values))
+    )
     return Dataset(
         name=name,
         task="multiclass",

@@ -124,7 +124,10 @@ def _parse_attribute(rest: str, where: str) -> Column:
     kind = type_text.split()[0].lower()
     if kind in NUMERIC_TYPES:
         return Column(name)
-    raise ValueError(f"{where}: attribute {name!r} has type {type_text!r}; supported: numeric/real/integer or nominal {{...}}")
+    raise ValueError(
+        f"{where}: attribute {name!r} has type {type_text!r}; "
+        "supported: numeric/real/integer or nominal {...}"
+    )
 
 
 def parse_arff(path: Path | str) -> ArffTable:
@@ -196,7 +199,9 @@ def _parse_sparse(line: str, columns: list[Column], where: str) -> list[str]:
         try:
             index = int(parts[0])
         except ValueError:
-            raise ValueError(f"{where}: sparse entry {entry!r} does not start with an attribute index") from None
+            raise ValueError(
+                f"{where}: sparse entry {entry!r} does not start with an attribute index"
+            ) from None
         if not 0 <= index < len(columns) or len(parts) != 2:
             raise ValueError(f"{where}: bad sparse entry {entry!r} ({len(columns)} attributes)")
         row[index] = parts[1]
@@ -206,12 +211,42 @@ def _parse_sparse(line: str, columns: list[Column], where: str) -> list[str]:
 def read_arff(path: Path | str, *, cache: bool = True) -> ArffTable:
     """``parse_arff`` through the parse cache."""
     path = Path(path)
-    return ArffTable.from_payload(cached("arff", {}, [path], lambda: parse_arff(path).to_payload(), cache=cache))
+    return ArffTable.from_payload(
+        cached("arff", {}, [path], lambda: parse_arff(path).to_payload(), cache=cache)
+    )
 
 
-def _check_same_header(train: ArffTable, test: ArffTable, test_path: Path) -> None:
-    if train.columns != test.columns:
-        raise ValueError(f"{test_path}: its attributes differ from the training file's")
+def _read_tables(path: Path, test_path: Path | str | None, cache: bool) -> list[tuple[Path, ArffTable]]:
+    tables = [(path, read_arff(path, cache=cache))]
+    if test_path is not None:
+        test_path = Path(test_path)
+        tables.append((test_path, read_arff(test_path, cache=cache)))
+        if tables[1][1].columns != tables[0][1].columns:
+            raise ValueError(f"{test_path}: its attributes differ from the training file's {path}")
+    return tables
+
+
+def _split_features(
+    tables: list[tuple[Path, ArffTable]],
+    y: torch.Tensor,
+    label_cols: list[int],
+    test_fraction: float,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str], str]:
+    """Train/test indices (the test file's rows, else a seeded stratified split), encoded
+    features of the non-label columns, their names, and a description of the split."""
+    columns = tables[0][1].columns
+    values = torch.cat([t.values for _, t in tables])
+    if len(tables) == 1:
+        train_idx, test_idx = train_test_indices(y, test_fraction, seed)
+        split = f"stratified {test_fraction:.0%} test split, seed {seed}"
+    else:
+        n = len(tables[0][1].values)
+        train_idx, test_idx = torch.arange(n), torch.arange(n, len(values))
+        split = f"test file {tables[1][0]}"
+    keep = [j for j in range(len(columns)) if j not in label_cols]
+    x_train, x_test, names = encode_columns(values[:, keep], [columns[j] for j in keep], train_idx, test_idx)
+    return train_idx, test_idx, x_train, x_test, names, split
 
 
 def _resolve_attribute(columns: list[Column], attribute: str | int | None, path: Path) -> int:
@@ -219,11 +254,15 @@ def _resolve_attribute(columns: list[Column], attribute: str | int | None, path:
         return len(columns) - 1
     if isinstance(attribute, int):
         if not -len(columns) <= attribute < len(columns):
-            raise ValueError(f"class_attribute={attribute} is out of range for {path} ({len(columns)} attributes)")
+            raise ValueError(
+                f"class_attribute={attribute} is out of range for {path} ({len(columns)} attributes)"
+            )
         return attribute % len(columns)
     names = [c.name for c in columns]
     if attribute not in names:
-        raise ValueError(f"class_attribute={attribute!r} is not an attribute of {path}; attributes: {', '.join(names)}")
+        raise ValueError(
+            f"class_attribute={attribute!r} is not an attribute of {path}; attributes: {', '.join(names)}"
+        )
     return names.index(attribute)
 
 
@@ -244,30 +283,20 @@ def load_arff(
     Without ``test_path``, a seeded stratified split holds out ``test_fraction`` of the rows.
     """
     path = Path(path)
-    table = read_arff(path, cache=cache)
+    tables = _read_tables(path, test_path, cache)
+    table = tables[0][1]
     k = _resolve_attribute(table.columns, class_attribute, path)
     cls = table.columns[k]
     if cls.categories is None:
-        raise ValueError(f"{path}: class attribute {cls.name!r} is numeric; classification needs a nominal one")
-    tables = [(path, table)]
-    if test_path is not None:
-        test_path = Path(test_path)
-        tables.append((test_path, read_arff(test_path, cache=cache)))
-        _check_same_header(table, tables[1][1], test_path)
+        raise ValueError(
+            f"{path}: class attribute {cls.name!r} is numeric; classification needs a nominal one"
+        )
     for p, t in tables:
         missing = torch.isnan(t.values[:, k])
         if missing.any():
             raise ValueError(f"{p}:{int(t.line_numbers[missing][0])}: missing class value ('?')")
-    values = torch.cat([t.values for _, t in tables])
-    y = values[:, k].long()
-    if test_path is None:
-        train_idx, test_idx = train_test_indices(y, test_fraction, seed)
-    else:
-        n = len(table.values)
-        train_idx, test_idx = torch.arange(n), torch.arange(n, len(values))
-    keep = [j for j in range(len(table.columns)) if j != k]
-    x_train, x_test, names = encode_columns(values[:, keep], [table.columns[j] for j in keep], train_idx, test_idx)
-    split = f"test file {test_path}" if test_path else f"stratified {test_fraction:.0%} test split, seed {seed}"
+    y = torch.cat([t.values[:, k] for _, t in tables]).long()
+    train_idx, test_idx, x_train, x_test, names, split = _split_features(tables, y, [k], test_fraction, seed)
     return Dataset(
         name=name or table.relation or path.stem,
         task="multiclass",
@@ -306,29 +335,21 @@ def load_meka_arff(
     seeded split stratifies on each row's rarest positive label (``stratified_split``).
     """
     path = Path(path)
-    table = read_arff(path, cache=cache)
+    tables = _read_tables(path, test_path, cache)
+    table = tables[0][1]
     c = num_labels if num_labels is not None else meka_label_count(table.relation)
     if c is None:
-        raise ValueError(f"{path}: relation {table.relation!r} has no MEKA '-C <labels>' option; pass num_labels")
+        raise ValueError(
+            f"{path}: relation {table.relation!r} has no MEKA '-C <labels>' option; pass num_labels"
+        )
     a = len(table.columns)
     if c == 0 or abs(c) >= a:
         raise ValueError(f"{path}: label count {c} does not fit {a} attributes (need 0 < |C| < {a})")
     label_cols = list(range(c)) if c > 0 else list(range(a + c, a))
-    tables = [(path, table)]
-    if test_path is not None:
-        test_path = Path(test_path)
-        tables.append((test_path, read_arff(test_path, cache=cache)))
-        _check_same_header(table, tables[1][1], test_path)
-    values = torch.cat([t.values for _, t in tables])
     y = torch.cat([_label_matrix(t, label_cols, p, c) for p, t in tables]).float()
-    if test_path is None:
-        train_idx, test_idx = train_test_indices(y, test_fraction, seed)
-    else:
-        n = len(table.values)
-        train_idx, test_idx = torch.arange(n), torch.arange(n, len(values))
-    keep = [j for j in range(a) if j not in label_cols]
-    x_train, x_test, names = encode_columns(values[:, keep], [table.columns[j] for j in keep], train_idx, test_idx)
-    split = f"test file {test_path}" if test_path else f"stratified {test_fraction:.0%} test split, seed {seed}"
+    train_idx, test_idx, x_train, x_test, names, split = _split_features(
+        tables, y, label_cols, test_fraction, seed
+    )
     return Dataset(
         name=name or table.relation.split(":")[0].strip() or path.stem,
         task="multilabel",
@@ -349,10 +370,13 @@ def _label_matrix(table: ArffTable, label_cols: list[int], path: Path, c: int) -
     for j in label_cols:
         col, raw = table.columns[j], table.values[:, j]
         if col.categories is not None:  # a nominal {0,1}: map codes to the values they name
-            numbers = torch.tensor([float(v) if v in ("0", "1") else math.nan for v in col.categories], dtype=torch.float64)
-            raw = torch.where(torch.isnan(raw), raw, numbers[raw.nan_to_num(0).long()])
+            numbers = [float(v) if v in ("0", "1") else math.nan for v in col.categories]
+            raw = torch.where(
+                torch.isnan(raw), raw, torch.tensor(numbers, dtype=torch.float64)[raw.nan_to_num(0).long()]
+            )
         bad = ~((raw == 0) | (raw == 1))
         if bad.any():
-            raise ValueError(f"{path}:{int(table.line_numbers[bad][0])}: label attribute {col.name!r} must be 0 or 1 (MEKA -C {c})")
+            line = int(table.line_numbers[bad][0])
+            raise ValueError(f"{path}:{line}: label attribute {col.name!r} must be 0 or 1 (MEKA -C {c})")
         out.append(raw)
     return torch.stack(out, 1)

@@ -20,7 +20,16 @@ SKLEARN_SETS = {
 }
 
 
-def _tabular(name: str, task: str, x: torch.Tensor, y: torch.Tensor, class_names: list[str], source: str, test_fraction: float, seed: int) -> Dataset:
+def _tabular(
+    name: str,
+    task: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    class_names: list[str],
+    source: str,
+    test_fraction: float,
+    seed: int,
+) -> Dataset:
     train_idx, test_idx = train_test_indices(y, test_fraction, seed)
     x_train, x_test, stats = standardize(x[train_idx], x[test_idx])
     return Dataset(
@@ -48,7 +57,16 @@ def load_sklearn(name: str, *, test_fraction: float = DEFAULT_TEST_FRACTION, see
     x = torch.as_tensor(bunch.data, dtype=torch.float64)
     y = torch.as_tensor(bunch.target, dtype=torch.int64)
     names = [str(n) for n in bunch.target_names]
-    return _tabular(name, "multiclass", x, y, names, f"scikit-learn sklearn.datasets.{SKLEARN_SETS[name]}", test_fraction, seed)
+    return _tabular(
+        name,
+        "multiclass",
+        x,
+        y,
+        names,
+        f"scikit-learn sklearn.datasets.{SKLEARN_SETS[name]}",
+        test_fraction,
+        seed,
+    )
 
 
 def class_weights(num_classes: int, imbalance: float) -> list[float]:
@@ -93,11 +111,16 @@ def load_synthetic(
         random_state=seed,
     )
     return _tabular(
-        "synthetic", "multiclass", torch.as_tensor(x), torch.as_tensor(y, dtype=torch.int64),
+        "synthetic",
+        "multiclass",
+        torch.as_tensor(x),
+        torch.as_tensor(y, dtype=torch.int64),
         [str(i) for i in range(n_classes)],
-        f"scikit-learn make_classification(n={n_samples}, d={n_features}, C={n_classes}, imbalance={imbalance:g}, seed={seed})",
-        test_fraction, seed,
-    )  # fmt: skip
+        f"scikit-learn make_classification(n={n_samples}, d={n_features}, C={n_classes}, "
+        f"imbalance={imbalance:g}, seed={seed})",
+        test_fraction,
+        seed,
+    )
 
 
 def load_synthetic_multilabel(
@@ -119,8 +142,13 @@ def load_synthetic_multilabel(
         n_samples=n_samples, n_features=n_features, n_classes=n_labels, n_labels=avg_labels, random_state=seed
     )
     return _tabular(
-        "synthetic_multilabel", "multilabel", torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float32),
+        "synthetic_multilabel",
+        "multilabel",
+        torch.as_tensor(x, dtype=torch.float64),
+        torch.as_tensor(y, dtype=torch.float32),
         [f"label{i}" for i in range(n_labels)],
-        f"scikit-learn make_multilabel_classification(n={n_samples}, d={n_features}, L={n_labels}, seed={seed})",
-        test_fraction, seed,
-    )  # fmt: skip
+        f"scikit-learn make_multilabel_classification(n={n_samples}, d={n_features}, "
+        f"L={n_labels}, seed={seed})",
+        test_fraction,
+        seed,
+    )

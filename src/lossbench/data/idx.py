@@ -19,7 +19,14 @@ from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset
 from lossbench.data._files import read_bytes
 
-IDX_TYPES = {0x08: ("u1", 1), 0x09: ("i1", 1), 0x0B: (">i2", 2), 0x0C: (">i4", 4), 0x0D: (">f4", 4), 0x0E: (">f8", 8)}
+IDX_TYPES = {
+    0x08: ("u1", 1),
+    0x09: ("i1", 1),
+    0x0B: (">i2", 2),
+    0x0C: (">i4", 4),
+    0x0D: (">f4", 4),
+    0x0E: (">f8", 8),
+}
 SPLIT_PREFIXES = {"train": ("train",), "test": ("t10k", "test")}
 
 
@@ -71,7 +78,7 @@ def find_idx_files(directory: Path | str) -> dict[str, Path]:
                     f"{directory}: no {role.replace('_', ' ')} file (expected e.g. "
                     f"{prefixes[0]}-{kind}-idx{dims}-ubyte.gz)"
                 )
-            if len({m.name.removesuffix('.gz') for m in matches}) > 1:
+            if len({m.name.removesuffix(".gz") for m in matches}) > 1:
                 raise ValueError(f"{directory}: several {role} files: {', '.join(m.name for m in matches)}")
             found[role] = matches[0]
     return found
@@ -111,7 +118,10 @@ def load_idx(
         x_train, y_train = _parse_idx_pair(paths[0], paths[1])
         x_test, y_test = _parse_idx_pair(paths[2], paths[3])
         if x_train.shape[1:] != x_test.shape[1:]:
-            raise ValueError(f"{paths[2]}: image size {tuple(x_test.shape[1:])} differs from training {tuple(x_train.shape[1:])}")
+            raise ValueError(
+                f"{paths[2]}: image size {tuple(x_test.shape[1:])} differs from "
+                f"the training images' {tuple(x_train.shape[1:])}"
+            )
         return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
     p = cached("idx", {}, paths, parse, cache=cache)
@@ -119,7 +129,9 @@ def load_idx(
     if class_names is None:
         class_names = [str(i) for i in range(num_classes)]
     elif len(class_names) < num_classes:
-        raise ValueError(f"{paths[1]}: labels reach {num_classes - 1} but only {len(class_names)} class names were given")
+        raise ValueError(
+            f"{paths[1]}: labels reach {num_classes - 1} but only {len(class_names)} class names were given"
+        )
 
     def images(x: torch.Tensor) -> torch.Tensor:
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
@@ -138,10 +150,21 @@ def load_idx(
     )
 
 
-def load_idx_dir(directory: Path | str, *, class_names: list[str] | None = None, name: str | None = None, cache: bool = True) -> Dataset:
+def load_idx_dir(
+    directory: Path | str,
+    *,
+    class_names: list[str] | None = None,
+    name: str | None = None,
+    cache: bool = True,
+) -> Dataset:
     """``load_idx`` on the four standard files found in ``directory`` (``find_idx_files``)."""
     f = find_idx_files(directory)
     return load_idx(
-        f["train_images"], f["train_labels"], f["test_images"], f["test_labels"],
-        class_names=class_names, name=name or Path(directory).name, cache=cache,
-    )  # fmt: skip
+        f["train_images"],
+        f["train_labels"],
+        f["test_images"],
+        f["test_labels"],
+        class_names=class_names,
+        name=name or Path(directory).name,
+        cache=cache,
+    )

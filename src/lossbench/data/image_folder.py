@@ -104,7 +104,7 @@ def load_image_folder(
     train_classes, test_classes = _list_split(root, train), _list_split(root, test)
     class_names = [c for c, _ in train_classes]
     index = {c: i for i, c in enumerate(class_names)}
-    for c, files in test_classes:
+    for c, _ in test_classes:
         if c not in index:
             raise ValueError(f"{root / test / c}: class {c!r} does not occur in {root / train}")
     train_files = [(f, index[c]) for c, files in train_classes for f in files]

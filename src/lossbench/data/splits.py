@@ -36,15 +36,21 @@ def stratification_groups(y: torch.Tensor) -> torch.Tensor:
     if y.ndim == 1:
         return y.long()
     if y.ndim != 2:
-        raise ValueError(f"y must be (N,) class indices or (N, C) multilabel targets, got shape {tuple(y.shape)}")
+        raise ValueError(
+            f"y must be (N,) class indices or (N, C) multilabel targets, got shape {tuple(y.shape)}"
+        )
     positive = y > 0.5
     freq = positive.sum(0).double()
-    rarity = torch.where(positive, freq.expand_as(positive), torch.full_like(freq, math.inf).expand_as(positive))
+    rarity = torch.where(
+        positive, freq.expand_as(positive), torch.full_like(freq, math.inf).expand_as(positive)
+    )
     groups = rarity.argmin(1)
     return torch.where(positive.any(1), groups, torch.full_like(groups, y.shape[1]))
 
 
-def _grouped_permutation(groups: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _grouped_permutation(
+    groups: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices ordered by group, randomly within each group, and each one's rank in its group."""
     n = groups.numel()
     perm = torch.randperm(n, generator=generator)
@@ -143,7 +149,9 @@ def long_tail(ds: Dataset, rho: float = 100.0, seed: int = 0) -> Dataset:
     )
 
 
-def standardize(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+def standardize(
+    train: torch.Tensor, test: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Standardise columns with the training split's mean and std (ddof 0; constant columns: std 1)."""
     t64 = train.double()
     mean = t64.mean(0) if len(t64) else torch.zeros(t64.shape[1:], dtype=torch.float64)

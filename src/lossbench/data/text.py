@@ -55,7 +55,9 @@ def _column_index(column: str | int, header: list[str] | None, path: Path, what:
     if isinstance(column, int):
         return column
     if header is None:
-        raise ValueError(f"{what}={column!r} is a name but {path} is read without a header; pass a 0-based index")
+        raise ValueError(
+            f"{what}={column!r} is a name but {path} is read without a header; pass a 0-based index"
+        )
     if column not in header:
         raise ValueError(f"{path}: no column {column!r} in the header ({', '.join(header)}) for {what}")
     return header.index(column)
@@ -124,7 +126,9 @@ def _label_ids(labels: list[str], lines: list[int], classes: list[str], path: Pa
     return torch.tensor(ids, dtype=torch.int64)
 
 
-def build_vocabulary(token_lists: list[list[str]], min_count: int = 1, max_vocab: int | None = None) -> list[str]:
+def build_vocabulary(
+    token_lists: list[list[str]], min_count: int = 1, max_vocab: int | None = None
+) -> list[str]:
     """``["<pad>", "<unk>", tokens...]``: tokens with ``count >= min_count``, most frequent first."""
     counts = Counter(chain.from_iterable(token_lists))
     kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
@@ -159,18 +163,35 @@ def load_text_table(
     cache: bool = True,
 ) -> Dataset:
     """A text Dataset from a training and a test table (see the module docstring)."""
-    for arg, value, low in (("min_count", min_count, 1), ("max_vocab", max_vocab, 1), ("hash_buckets", hash_buckets, 1), ("max_length", max_length, 1)):
+    for arg, value, low in (
+        ("min_count", min_count, 1),
+        ("max_vocab", max_vocab, 1),
+        ("hash_buckets", hash_buckets, 1),
+        ("max_length", max_length, 1),
+    ):
         if value is not None and not (isinstance(value, int) and value >= low):
             raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
     paths = [Path(train_path), Path(test_path)]
-    read_args = {"text_column": text_column, "label_column": label_column, "delimiter": delimiter, "header": header}
+    read_args = {
+        "text_column": text_column,
+        "label_column": label_column,
+        "delimiter": delimiter,
+        "header": header,
+    }
     params: dict[str, Any] = {
-        **read_args, "label_names": label_names, "lowercase": lowercase, "min_count": min_count,
-        "max_vocab": max_vocab, "hash_buckets": hash_buckets, "max_length": max_length,
-    }  # fmt: skip
+        **read_args,
+        "label_names": label_names,
+        "lowercase": lowercase,
+        "min_count": min_count,
+        "max_vocab": max_vocab,
+        "hash_buckets": hash_buckets,
+        "max_length": max_length,
+    }
 
     def parse() -> dict[str, Any]:
-        (tr_text, tr_lab, tr_lines), (te_text, te_lab, te_lines) = (read_text_table(p, **read_args) for p in paths)
+        (tr_text, tr_lab, tr_lines), (te_text, te_lab, te_lines) = (
+            read_text_table(p, **read_args) for p in paths
+        )
         classes = _class_order(tr_lab, label_names)
         y_train = _label_ids(tr_lab, tr_lines, classes, paths[0])
         y_test = _label_ids(te_lab, te_lines, classes, paths[1])
@@ -189,9 +210,14 @@ def load_text_table(
         longest = max(map(len, chain(tr_ids, te_ids)), default=0)
         length = max(1, min(longest, max_length) if max_length else longest)
         return {
-            "x_train": pad(tr_ids, length), "y_train": y_train, "x_test": pad(te_ids, length), "y_test": y_test,
-            "classes": classes, "vocab": vocab, "vocab_size": vocab_size,
-        }  # fmt: skip
+            "x_train": pad(tr_ids, length),
+            "y_train": y_train,
+            "x_test": pad(te_ids, length),
+            "y_test": y_test,
+            "classes": classes,
+            "vocab": vocab,
+            "vocab_size": vocab_size,
+        }
 
     p = cached("text", params, paths, parse, cache=cache)
     tokens = "hashing" if hash_buckets else f"vocabulary of {p['vocab_size']} ids (min_count={min_count})"

@@ -11,4 +11,14 @@ from lossbench.models.linear import LinearClassifier
 from lossbench.models.mlp import MLP
 from lossbench.models.text import BagOfEmbeddings
 
-__all__ = ["MODELS", "ModelInfo", "build_model", "register_model", "LinearClassifier", "MLP", "M3", "SmallCNN", "BagOfEmbeddings"]
+__all__ = [
+    "MODELS",
+    "ModelInfo",
+    "build_model",
+    "register_model",
+    "LinearClassifier",
+    "MLP",
+    "M3",
+    "SmallCNN",
+    "BagOfEmbeddings",
+]

@@ -54,7 +54,9 @@ def build_model(
     known = {p.name for p in info.hyperparams}
     unknown = sorted(set(hyperparams) - known)
     if unknown:
-        raise ValueError(f"model {name!r} has no hyperparameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"model {name!r} has no hyperparameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     if num_outputs is None:
         num_outputs = dataset.num_classes
     if not (isinstance(num_outputs, int) and num_outputs >= 1):

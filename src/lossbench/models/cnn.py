@@ -34,7 +34,9 @@ class M3(nn.Module):
     affine rescaling of the input exactly (up to BatchNorm's eps).
     """
 
-    def __init__(self, in_channels: int, num_outputs: int, image_size: tuple[int, int], head: str = "avgpool") -> None:
+    def __init__(
+        self, in_channels: int, num_outputs: int, image_size: tuple[int, int], head: str = "avgpool"
+    ) -> None:
         super().__init__()
         h, w = image_size
         if min(h, w) < 21:
@@ -48,7 +50,9 @@ class M3(nn.Module):
             self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_outputs))
         elif head == "flatten":
             flat = width * (h - 20) * (w - 20)
-            self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, num_outputs, bias=False), nn.BatchNorm1d(num_outputs))
+            self.head = nn.Sequential(
+                nn.Flatten(), nn.Linear(flat, num_outputs, bias=False), nn.BatchNorm1d(num_outputs)
+            )
         else:
             raise ValueError(f"head must be 'avgpool' or 'flatten', got {head!r}")
 
@@ -74,7 +78,9 @@ class SmallCNN(nn.Module):
             layers += [*_conv_bn_relu(cin, cout, padding=1), nn.MaxPool2d(2)]
             cin = cout
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_outputs))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_outputs)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -89,18 +95,30 @@ def _build_cnn(ds: Any, num_outputs: int, *, width: int, dropout: float) -> Smal
     return SmallCNN(ds.input_shape[0], num_outputs, width, dropout)
 
 
-register_model(ModelInfo(
-    "m3", _build_m3, ("image",),
-    (HyperParam("head", "avgpool", None, "'avgpool' (EXACT's configuration) or 'flatten' (An et al.'s)"),),
-    "An et al. 2020, arXiv 2008.10400 (M3); as configured in Karpukhin et al. 2022, arXiv 2205.09615",
-    "ten 3x3 conv-BN-ReLU layers (32..176 channels), the EXACT paper's MNIST model",
-))  # fmt: skip
-register_model(ModelInfo(
-    "cnn", _build_cnn, ("image",),
-    (
-        HyperParam("width", 32, Choice((16, 32, 64)), "channels of the first block (doubled per block)"),
-        HyperParam("dropout", 0.0, FloatRange(0.0, 0.5), "dropout before the output layer"),
-    ),
-    "VGG-style blocks, Simonyan & Zisserman 2015, arXiv 1409.1556",
-    "three conv-BN-ReLU-maxpool blocks, global average pooling, linear",
-))  # fmt: skip
+register_model(
+    ModelInfo(
+        "m3",
+        _build_m3,
+        ("image",),
+        (
+            HyperParam(
+                "head", "avgpool", None, "'avgpool' (EXACT's configuration) or 'flatten' (An et al.'s)"
+            ),
+        ),
+        "An et al. 2020, arXiv 2008.10400 (M3); as configured in Karpukhin et al. 2022, arXiv 2205.09615",
+        "ten 3x3 conv-BN-ReLU layers (32..176 channels), the EXACT paper's MNIST model",
+    )
+)
+register_model(
+    ModelInfo(
+        "cnn",
+        _build_cnn,
+        ("image",),
+        (
+            HyperParam("width", 32, Choice((16, 32, 64)), "channels of the first block (doubled per block)"),
+            HyperParam("dropout", 0.0, FloatRange(0.0, 0.5), "dropout before the output layer"),
+        ),
+        "VGG-style blocks, Simonyan & Zisserman 2015, arXiv 1409.1556",
+        "three conv-BN-ReLU-maxpool blocks, global average pooling, linear",
+    )
+)

@@ -25,7 +25,14 @@ class LinearClassifier(nn.Module):
     there.
     """
 
-    def __init__(self, in_features: int, num_outputs: int, *, zero_first_logit: bool = False, normalize_weights: bool = False) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        num_outputs: int,
+        *,
+        zero_first_logit: bool = False,
+        normalize_weights: bool = False,
+    ) -> None:
         super().__init__()
         if zero_first_logit and num_outputs < 2:
             raise ValueError(f"zero_first_logit needs num_outputs >= 2, got {num_outputs}")
@@ -44,20 +51,38 @@ class LinearClassifier(nn.Module):
         return logits
 
 
-def _build(ds: Any, num_outputs: int, *, zero_first_logit: bool | None, normalize_weights: bool) -> LinearClassifier:
+def _build(
+    ds: Any, num_outputs: int, *, zero_first_logit: bool | None, normalize_weights: bool
+) -> LinearClassifier:
     if zero_first_logit is None:
         zero_first_logit = ds.task == "multiclass" and num_outputs >= 2
     elif zero_first_logit and ds.task != "multiclass":
-        raise ValueError("zero_first_logit fixes a softmax reference class; it does not apply to multilabel outputs")
-    return LinearClassifier(math.prod(ds.input_shape), num_outputs, zero_first_logit=zero_first_logit, normalize_weights=normalize_weights)
+        raise ValueError(
+            "zero_first_logit fixes a softmax reference class; it does not apply to multilabel outputs"
+        )
+    return LinearClassifier(
+        math.prod(ds.input_shape),
+        num_outputs,
+        zero_first_logit=zero_first_logit,
+        normalize_weights=normalize_weights,
+    )
 
 
-register_model(ModelInfo(
-    "linear", _build, ("tabular", "image"),
-    (
-        HyperParam("zero_first_logit", None, None, "class 0's logit fixed at 0 (None: yes for softmax outputs, as in EXACT's code)"),
-        HyperParam("normalize_weights", False, None, "divide W and b by their joint L2 norm"),
-    ),
-    "Karpukhin et al. 2022, arXiv 2205.09615 (uci-class/scripts/run.py Model)",
-    "linear logits of the flattened input; EXACT's tabular model",
-))  # fmt: skip
+register_model(
+    ModelInfo(
+        "linear",
+        _build,
+        ("tabular", "image"),
+        (
+            HyperParam(
+                "zero_first_logit",
+                None,
+                None,
+                "class 0's logit fixed at 0 (None: yes for softmax outputs, as in EXACT's code)",
+            ),
+            HyperParam("normalize_weights", False, None, "divide W and b by their joint L2 norm"),
+        ),
+        "Karpukhin et al. 2022, arXiv 2205.09615 (uci-class/scripts/run.py Model)",
+        "linear logits of the flattened input; EXACT's tabular model",
+    )
+)

@@ -16,7 +16,9 @@ from lossbench.registry import FloatRange, HyperParam, IntRange
 class MLP(nn.Module):
     """``Linear -> ReLU -> Dropout`` per hidden width, then a linear output layer; input flattened."""
 
-    def __init__(self, in_features: int, num_outputs: int, widths: Sequence[int], dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_features: int, num_outputs: int, widths: Sequence[int], dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
@@ -35,7 +37,9 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def _build(ds: Any, num_outputs: int, *, width: int, depth: int, dropout: float, widths: Sequence[int] | None) -> MLP:
+def _build(
+    ds: Any, num_outputs: int, *, width: int, depth: int, dropout: float, widths: Sequence[int] | None
+) -> MLP:
     if widths is None:
         if not (isinstance(depth, int) and depth >= 0):
             raise ValueError(f"depth must be an int >= 0, got {depth!r}")
@@ -43,14 +47,20 @@ def _build(ds: Any, num_outputs: int, *, width: int, depth: int, dropout: float,
     return MLP(math.prod(ds.input_shape), num_outputs, widths, dropout)
 
 
-register_model(ModelInfo(
-    "mlp", _build, ("tabular", "image"),
-    (
-        HyperParam("width", 256, IntRange(32, 1024, log=True), "units per hidden layer"),
-        HyperParam("depth", 2, IntRange(1, 4), "hidden layers"),
-        HyperParam("dropout", 0.0, FloatRange(0.0, 0.5), "dropout after each hidden ReLU"),
-        HyperParam("widths", None, None, "explicit hidden widths, e.g. (512, 128); overrides width and depth"),
-    ),
-    "Rumelhart, Hinton & Williams 1986; dropout: Srivastava et al. 2014",
-    "ReLU multi-layer perceptron on the flattened input",
-))  # fmt: skip
+register_model(
+    ModelInfo(
+        "mlp",
+        _build,
+        ("tabular", "image"),
+        (
+            HyperParam("width", 256, IntRange(32, 1024, log=True), "units per hidden layer"),
+            HyperParam("depth", 2, IntRange(1, 4), "hidden layers"),
+            HyperParam("dropout", 0.0, FloatRange(0.0, 0.5), "dropout after each hidden ReLU"),
+            HyperParam(
+                "widths", None, None, "explicit hidden widths, e.g. (512, 128); overrides width and depth"
+            ),
+        ),
+        "Rumelhart, Hinton & Williams 1986; dropout: Srivastava et al. 2014",
+        "ReLU multi-layer perceptron on the flattened input",
+    )
+)

@@ -22,7 +22,9 @@ class BagOfEmbeddings(nn.Module):
     padding only gives the zero vector).  Embeddings start from PyTorch's ``N(0, 1)``.
     """
 
-    def __init__(self, vocab_size: int, num_outputs: int, embed_dim: int = 64, mode: str = "mean", dropout: float = 0.0) -> None:
+    def __init__(
+        self, vocab_size: int, num_outputs: int, embed_dim: int = 64, mode: str = "mean", dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if mode not in ("mean", "sum"):
             raise ValueError(f"mode must be 'mean' or 'sum', got {mode!r}")
@@ -42,13 +44,19 @@ def _build(ds: Any, num_outputs: int, *, embed_dim: int, mode: str, dropout: flo
     return BagOfEmbeddings(ds.vocab_size, num_outputs, embed_dim, mode, dropout)
 
 
-register_model(ModelInfo(
-    "fasttext", _build, ("text",),
-    (
-        HyperParam("embed_dim", 64, IntRange(16, 256, log=True), "embedding width"),
-        HyperParam("mode", "mean", Choice(("mean", "sum")), "how token embeddings are pooled (padding excluded)"),
-        HyperParam("dropout", 0.0, FloatRange(0.0, 0.5), "dropout on the pooled embedding"),
-    ),
-    "Joulin et al. 2017, arXiv 1607.01759 (fastText, without n-grams)",
-    "EmbeddingBag mean/sum over non-pad tokens + linear",
-))  # fmt: skip
+register_model(
+    ModelInfo(
+        "fasttext",
+        _build,
+        ("text",),
+        (
+            HyperParam("embed_dim", 64, IntRange(16, 256, log=True), "embedding width"),
+            HyperParam(
+                "mode", "mean", Choice(("mean", "sum")), "how token embeddings are pooled (padding excluded)"
+            ),
+            HyperParam("dropout", 0.0, FloatRange(0.0, 0.5), "dropout on the pooled embedding"),
+        ),
+        "Joulin et al. 2017, arXiv 1607.01759 (fastText, without n-grams)",
+        "EmbeddingBag mean/sum over non-pad tokens + linear",
+    )
+)
