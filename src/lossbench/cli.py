@@ -34,6 +34,20 @@ def cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transforms(args: argparse.Namespace) -> int:
+    from lossbench.train import TRANSFORMS
+
+    rows = []
+    for name, info in TRANSFORMS.items():
+        params = "; ".join(_space(p) for p in info.hyperparams) or "-"
+        rows.append((name, info.stage, params, info.reference))
+    if args.verbose:
+        print(format_table(("transform", "stage", "hyperparameters", "reference"), rows))
+    else:
+        print(format_table(("transform", "stage", "reference"), [(r[0], r[1], r[3]) for r in rows]))
+    return 0
+
+
 def cmd_toy(args: argparse.Namespace) -> int:
     from lossbench.reproduce.toy_1d import results_table, run_toy
 
@@ -77,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("losses", help="list every registered loss with its reference")
     p.add_argument("-v", "--verbose", action="store_true", help="also show hyperparameters and search spaces")
     p.set_defaults(func=cmd_losses)
+
+    p = sub.add_parser("transforms", help="list every training-step transform with its reference")
+    p.add_argument("-v", "--verbose", action="store_true", help="also show hyperparameters and search spaces")
+    p.set_defaults(func=cmd_transforms)
 
     p = sub.add_parser("toy", help="the EXACT paper's 1-D example: optimal threshold per loss")
     p.add_argument(
