@@ -9,11 +9,10 @@ than from the publisher, the comment says so.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 from lossbench.data._dataset import Dataset
 from lossbench.data._files import RemoteFile
-from lossbench.data._registry import DatasetInfo, register_dataset
+from lossbench.data._registry import DatasetInfo, FileResolver, register_dataset
 from lossbench.data.adult import load_adult
 from lossbench.data.arff import load_arff, load_meka_arff
 from lossbench.data.builtin import SKLEARN_SETS, load_sklearn, load_synthetic, load_synthetic_multilabel
@@ -21,8 +20,6 @@ from lossbench.data.idx import load_idx, load_idx_dir
 from lossbench.data.image_folder import load_image_folder
 from lossbench.data.splits import DEFAULT_TEST_FRACTION
 from lossbench.data.text import load_text_table
-
-Resolve = Any  # FileResolver: file name -> local Path
 
 # --- built-in -------------------------------------------------------------------------------
 
@@ -127,7 +124,7 @@ FASHION_CLASSES = [
 
 
 def _idx_loader(name: str, class_names: list[str], origin: str):
-    def load(resolve: Resolve, *, cache: bool = True) -> Dataset:
+    def load(resolve: FileResolver, *, cache: bool = True) -> Dataset:
         paths = [resolve(f) for f in IDX_NAMES]
         return load_idx(
             *paths,
@@ -206,7 +203,7 @@ SST2_FILES = (
 
 
 def _load_sst2(
-    resolve: Resolve,
+    resolve: FileResolver,
     *,
     test_split: str = "test",
     lowercase: bool = True,
@@ -272,7 +269,7 @@ ADULT_FILES = (
 )
 
 
-def _load_adult(resolve: Resolve, *, cache: bool = True) -> Dataset:
+def _load_adult(resolve: FileResolver, *, cache: bool = True) -> Dataset:
     train, test = resolve("adult.data"), resolve("adult.test")
     return load_adult(train, test, source=f"UCI Adult raw files in {train.parent}", cache=cache)
 
@@ -298,7 +295,11 @@ ARFF_COLLECTION = "https://raw.githubusercontent.com/renatopp/arff-datasets/mast
 
 def _arff_loader(file: str, name: str):
     def load(
-        resolve: Resolve, *, test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = 0, cache: bool = True
+        resolve: FileResolver,
+        *,
+        test_fraction: float = DEFAULT_TEST_FRACTION,
+        seed: int = 0,
+        cache: bool = True,
     ) -> Dataset:
         return load_arff(resolve(file), test_fraction=test_fraction, seed=seed, name=name, cache=cache)
 
@@ -346,7 +347,7 @@ register_dataset(
 
 
 def _load_scene(
-    resolve: Resolve, *, test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = 0, cache: bool = True
+    resolve: FileResolver, *, test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = 0, cache: bool = True
 ) -> Dataset:
     return load_meka_arff(
         resolve("scene.arff.bz2"), test_fraction=test_fraction, seed=seed, name="scene", cache=cache
