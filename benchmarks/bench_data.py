@@ -7,7 +7,9 @@ cross-entropy (batch 256, momentum 0.9) for linear-on-adult, MLP-on-MNIST and
 fastText-on-SST-2, batching by index tensors (``iterate_minibatches``) against a
 ``DataLoader(TensorDataset)`` of the same tensors; median over ``--epochs`` epochs each.
 
-    PYTHONPATH=src python benchmarks/bench_data.py [--data-dir ../shared/data] [--device cuda]
+    PYTHONPATH=src python benchmarks/bench_data.py [--data-dir ../shared/data] [--device cuda] [--threads 1]
+
+On a CPU shared with other jobs, --threads 1 avoids OpenMP oversubscription distorting the times.
 """
 
 from __future__ import annotations
@@ -87,7 +89,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}, "
