@@ -7,6 +7,7 @@ the core install (torch only) can run everything that does not need the bench's 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -229,8 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ValueError as err:  # bad input from the user: one clear line, no traceback
-        print(f"lossbench: error: {err}", file=sys.stderr)
+    except ValueError as err:  # bad input (spec, names, files): one clear line, no traceback
+        if os.environ.get("LOSSBENCH_TRACEBACK"):
+            raise
+        print(f"lossbench: error: {err}\n(set LOSSBENCH_TRACEBACK=1 for the traceback)", file=sys.stderr)
         return 2
 
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from collections import Counter
 
 import optuna
 from optuna.trial import TrialState
 
-from lossbench.bench.runner import budget_trials, evaluation_seeds, final_runs
+from lossbench.bench.runner import budget_trials, evaluation_seeds, final_runs, run_record
 from lossbench.bench.spec import load_spec
-from lossbench.bench.storage import default_storage_url, open_storage, study_name
+from lossbench.bench.storage import default_storage_url, open_storage, register_spec, study_name
 
 from .conftest import cli, cli_ok, write_spec
 
@@ -35,7 +36,7 @@ def assert_complete_and_counted_once(storage, spec):
         assert not [t for t in trials if t.state == TrialState.RUNNING], f"{method}: trials left running"
 
 
-def wait_for(predicate, timeout=120.0, poll=0.2):
+def wait_for(predicate, timeout=180.0, poll=0.5):
     end = time.time() + timeout
     while time.time() < end:
         if predicate():
@@ -53,14 +54,13 @@ def test_kill_minus_9_then_resume(tmp_path):
     proc = cli("run", str(spec_path), "--out", str(out))
     try:
         def some_complete_and_one_running():
-            if not (out / "lossbench.db").exists():
-                return False
+            # Read the SQLite file directly: cheap, and never holds up the writer.
             try:
-                trials = [t for ts in all_trials(open_storage(storage_url), spec).values() for t in ts]
-            except (KeyError, Exception):
+                with sqlite3.connect(f"file:{out / 'lossbench.db'}?mode=ro", uri=True, timeout=1) as db:
+                    states = dict(db.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+            except sqlite3.Error:
                 return False
-            states = Counter(t.state for t in trials)
-            return states[TrialState.COMPLETE] >= 2 and states[TrialState.RUNNING] == 1
+            return states.get("COMPLETE", 0) >= 2 and states.get("RUNNING", 0) == 1
 
         assert wait_for(some_complete_and_one_running), proc.stdout.read() if proc.poll() is not None else "timeout"
         os.kill(proc.pid, signal.SIGKILL)
@@ -93,9 +93,9 @@ def test_kill_minus_9_then_resume(tmp_path):
 
 def two_workers(spec_path, storage_url, out):
     spec = load_spec(spec_path)
+    # Register the study first so that the worker can join at once: both start together.
+    register_spec(open_storage(storage_url), spec)
     first = cli("run", str(spec_path), "--out", str(out), "--storage", storage_url)
-    # The second joins once the study is registered in the storage.
-    assert wait_for(lambda: _registered(storage_url, spec.name)), first.communicate()[0] if first.poll() is not None else "timeout"
     second = cli("worker", spec.name, "--storage", storage_url)
     out_first, _ = first.communicate(timeout=600)
     out_second, _ = second.communicate(timeout=600)
@@ -103,27 +103,20 @@ def two_workers(spec_path, storage_url, out):
     assert second.returncode == 0, out_second
     storage = open_storage(storage_url)
     assert_complete_and_counted_once(storage, spec)
-    workers = Counter(t.user_attrs.get("worker") for ts in all_trials(storage, spec).values() for t in ts if t.state == TrialState.COMPLETE)
+    workers = Counter(run_record(t).get("worker") for ts in all_trials(storage, spec).values() for t in ts if t.state == TrialState.COMPLETE)
     assert len(workers) == 2, f"both workers should have run trials: {workers}"
     return out_first
 
 
-def _registered(url, name):
-    try:
-        return name in {s.study_name for s in optuna.get_all_study_summaries(open_storage(url), include_best_trial=False)}
-    except Exception:
-        return False
-
-
 def test_two_workers_share_one_sqlite_study(tmp_path):
-    spec_path = write_spec(tmp_path / "spec.toml", name="pair", trials=6, epochs=10, batch_size=16, dataset="wine")
+    spec_path = write_spec(tmp_path / "spec.toml", name="pair", trials=8, epochs=20, batch_size=8, dataset="wine")
     out = tmp_path / "out"
     printed = two_workers(spec_path, default_storage_url(out), out)
     assert "hinge" in printed
 
 
 def test_two_workers_share_one_postgresql_study(tmp_path, postgres_url):
-    spec_path = write_spec(tmp_path / "spec.toml", name="pgpair", trials=6, epochs=10, batch_size=16, dataset="wine")
+    spec_path = write_spec(tmp_path / "spec.toml", name="pgpair", trials=8, epochs=20, batch_size=8, dataset="wine")
     two_workers(spec_path, postgres_url, tmp_path / "out")
     # The report is rebuilt from the server's storage alone, in a fresh process.
     text = cli_ok("report", "pgpair", "--storage", postgres_url, "--out", str(tmp_path / "report"))

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from lossbench.bench.report import write_report
 from lossbench.bench.results import collect
-from lossbench.bench.runner import Runner, evaluation_seeds
+from lossbench.bench.runner import Runner, evaluation_seeds, run_record
 from lossbench.bench.spec import SpecError, load_spec, parse_spec
 from lossbench.bench.storage import default_storage_url, open_storage, study_name
 
@@ -45,12 +45,12 @@ def test_every_method_gets_the_same_budget_and_seeds(finished):
         best = max(tune, key=lambda t: (t.value, -t.number))
         assert all(t.params == best.params for t in final)
         for t in tune + final:
-            assert {"metrics", "curves", "seed", "worker"} <= set(t.user_attrs)
-            assert len(t.user_attrs["curves"]["train_loss"]) == spec.train.epochs
+            assert {"metrics", "curves", "seed", "worker", "seconds"} <= set(run_record(t))
+            assert len(run_record(t)["curves"]["train_loss"]) == spec.train.epochs
     # Tuning trials of different methods share seeds trial by trial; the test split is unseen:
     # their value is the validation accuracy, the final runs' value is the test accuracy.
-    assert {t.user_attrs["seed"] for t in trials_of(storage, spec, "tune", "ce")} == {
-        t.user_attrs["seed"] for t in trials_of(storage, spec, "tune", "hinge")
+    assert {run_record(t)["seed"] for t in trials_of(storage, spec, "tune", "ce")} == {
+        run_record(t)["seed"] for t in trials_of(storage, spec, "tune", "hinge")
     }
 
 
@@ -71,14 +71,14 @@ def test_report_numbers_trace_to_stored_trials(finished):
     (wine,) = results
     ce = wine.method("ce")
     final = trials_of(storage, spec, "final", "ce")
-    accs = [t.user_attrs["metrics"]["accuracy"] for t in sorted(final, key=lambda t: t.user_attrs["seed"])]
+    accs = [run_record(t)["metrics"]["accuracy"] for t in sorted(final, key=lambda t: t.user_attrs["seed"])]
     assert ce.summaries["accuracy"].mean == pytest.approx(sum(accs) / len(accs))
     hinge = wine.method("hinge")
     assert hinge.paired is not None and hinge.paired.n == spec.seeds
     rows = list(csv.DictReader((out / "runs.csv").open()))
     by_trial = {(r["method"], int(r["trial"])): float(r["accuracy"]) for r in rows}
     for t in final:
-        assert by_trial[("ce", t.number)] == pytest.approx(t.user_attrs["metrics"]["accuracy"])
+        assert by_trial[("ce", t.number)] == pytest.approx(run_record(t)["metrics"]["accuracy"])
     board = list(csv.DictReader((out / "leaderboard.csv").open()))
     assert {r["method"] for r in board} == {"ce", "hinge"}
     assert float(next(r for r in board if r["method"] == "ce")["accuracy_mean"]) == pytest.approx(ce.summaries["accuracy"].mean)

@@ -37,12 +37,11 @@ def run_progress(title: str) -> Iterator[Callable[[int, int, str], None]]:
 
 
 def print_leaderboards(results: list[DatasetResult]) -> None:
+    """A compact leaderboard per dataset; the report files add hyperparameters and trial ids."""
     for result in results:
-        rows = leaderboard_rows(result)
         table = Table(title=f"{result.dataset.label}: test {result.metric}", title_justify="left")
-        keys = list(rows[0]) if rows else []
-        for key in keys:
+        for key in ("rank", "method", result.metric, "95% CI", "vs baseline"):
             table.add_column(key, overflow="fold")
-        for row in rows:
-            table.add_row(*row.values())
+        for row in leaderboard_rows(result):
+            table.add_row(*(row[k] for k in ("rank", "method", result.metric, "95% CI", "vs baseline")))
         console.print(table)

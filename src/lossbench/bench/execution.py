@@ -114,7 +114,9 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
         spec.train.model, split.dataset, num_outputs=output_width(method.loss, task, num_classes),
         **spec.train.model_params,
     ).to(split.x_fit.device)  # fmt: skip
-    loss = method.build_loss(params, {"class_counts": split.class_counts.to(split.x_fit.device)}, task)
+    # No value checks on the hot path: the data were checked when loaded, and a diverging run
+    # must produce non-finite logits (recorded as diverged), not an exception.
+    loss = method.build_loss(params, {"class_counts": split.class_counts.to(split.x_fit.device)}, task, validate=False)
     loss = loss.to(split.x_fit.device)
     metric = selection_metric(spec.selection_metric, task)
     curves: dict[str, list[float]] = {"train_loss": [], "heldout_loss": [], f"heldout_{metric}": []}
@@ -125,7 +127,7 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
             heldout = float(loss(logits, split.y_eval, reduction="mean"))
         curves["train_loss"].append(float(stats.get("loss", math.nan)))
         curves["heldout_loss"].append(heldout)
-        curves[f"heldout_{metric}"].append(compute_metrics(logits, split.y_eval, task, num_classes).get(metric, math.nan))
+        curves[f"heldout_{metric}"].append(compute_metrics(logits, split.y_eval, task, num_classes, (metric,))[metric])
         if hasattr(loss.loss, "set_epoch"):  # e.g. EXACT's sigma schedule, LDAM's deferred re-weighting
             loss.loss.set_epoch(epoch + 1, spec.train.epochs)
 

@@ -102,8 +102,8 @@ class Method:
             out.append((tname, {**fixed, **tuned}))
         return out
 
-    def build_loss(self, params: dict[str, Any], requirements: dict[str, Any], task: str) -> nn.Module:
-        module = self.loss.module(**self.loss_kwargs(params, requirements))
+    def build_loss(self, params: dict[str, Any], requirements: dict[str, Any], task: str, validate: bool = True) -> nn.Module:
+        module = self.loss.module(**self.loss_kwargs(params, requirements), validate=validate)
         return LossAdapter(module, self.loss.signature, task)
 
 

@@ -41,26 +41,44 @@ def class_probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     return torch.softmax(logits, dim=1)
 
 
-def compute_metrics(logits: torch.Tensor, target: torch.Tensor, task: str, num_classes: int) -> dict[str, float]:
-    """Every metric of the task kind; a run whose logits are not finite is reported as diverged."""
-    logits, target = logits.detach().cpu(), target.detach().cpu()
+def _multiclass(name: str, probs: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
+    kw = {"num_classes": num_classes, "validate_args": False}
+    if name == "accuracy":
+        return float(multiclass_accuracy(probs, target, average="micro", **kw))
+    if name == "macro_f1":
+        return float(multiclass_f1_score(probs, target, average="macro", **kw))
+    if name == "balanced_accuracy":
+        return float(multiclass_recall(probs, target, average="macro", **kw))
+    if name == "nll":
+        return float(F.nll_loss(probs.clamp_min(1e-12).log(), target))
+    if name == "ece":
+        return float(multiclass_calibration_error(probs, target, n_bins=15, norm="l1", **kw))
+    raise ValueError(f"unknown multiclass metric {name!r}; known: {METRICS['multiclass']}")
+
+
+def _multilabel(name: str, probs: torch.Tensor, target: torch.Tensor, num_labels: int) -> float:
+    kw = {"num_labels": num_labels, "validate_args": False}
+    if name in ("micro_f1", "macro_f1"):
+        return float(multilabel_f1_score(probs, target.long(), average=name[:5], **kw))
+    if name == "map":
+        return float(multilabel_average_precision(probs, target.long(), average="macro", **kw))
+    if name == "bce":
+        return float(F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), target.float()))
+    raise ValueError(f"unknown multilabel metric {name!r}; known: {METRICS['multilabel']}")
+
+
+def compute_metrics(
+    logits: torch.Tensor, target: torch.Tensor, task: str, num_classes: int, names: tuple[str, ...] | None = None
+) -> dict[str, float]:
+    """The named metrics (default: all of the task kind) and ``diverged`` (1.0 for non-finite logits).
+
+    A diverged run's metrics are nan: the runner scores it as the worst value and the report
+    counts it.
+    """
+    names = METRICS[task] if names is None else names
+    logits, target = logits.detach(), target.detach()
     if not bool(torch.isfinite(logits).all()):
-        return {name: float("nan") for name in METRICS[task]} | {"diverged": 1.0}
+        return {name: float("nan") for name in names} | {"diverged": 1.0}
     probs = class_probabilities(logits, task)
-    if task == "multilabel":
-        t = target.long()
-        return {
-            "micro_f1": float(multilabel_f1_score(probs, t, num_labels=num_classes, average="micro")),
-            "macro_f1": float(multilabel_f1_score(probs, t, num_labels=num_classes, average="macro")),
-            "map": float(multilabel_average_precision(probs, t, num_labels=num_classes, average="macro")),
-            "bce": float(F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), target.float())),
-            "diverged": 0.0,
-        }
-    return {
-        "accuracy": float(multiclass_accuracy(probs, target, num_classes=num_classes, average="micro")),
-        "macro_f1": float(multiclass_f1_score(probs, target, num_classes=num_classes, average="macro")),
-        "balanced_accuracy": float(multiclass_recall(probs, target, num_classes=num_classes, average="macro")),
-        "nll": float(F.nll_loss(probs.clamp_min(1e-12).log(), target)),
-        "ece": float(multiclass_calibration_error(probs, target, num_classes=num_classes, n_bins=15, norm="l1")),
-        "diverged": 0.0,
-    }
+    metric = _multilabel if task == "multilabel" else _multiclass
+    return {name: metric(name, probs, target, num_classes) for name in names} | {"diverged": 0.0}

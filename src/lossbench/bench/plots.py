@@ -13,11 +13,12 @@ import numpy as np  # noqa: E402
 
 from lossbench.bench.methods import resolve_method  # noqa: E402
 from lossbench.bench.results import DatasetResult  # noqa: E402
+from lossbench.bench.runner import run_record  # noqa: E402
 from lossbench.bench.spec import Range, Spec  # noqa: E402
 
 
 def _mean_curve(runs, key: str) -> np.ndarray | None:
-    curves = [t.user_attrs.get("curves", {}).get(key) for t in runs]
+    curves = [run_record(t).get("curves", {}).get(key) for t in runs]
     curves = [c for c in curves if c]
     if not curves:
         return None

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lossbench.bench.metrics import METRICS
 from lossbench.bench.results import DatasetResult, MethodResult
+from lossbench.bench.runner import run_record
 from lossbench.bench.spec import Spec
 
 
@@ -37,7 +38,7 @@ def leaderboard_rows(result: DatasetResult) -> list[dict[str, str]]:
             status += f" ({r.diverged_runs} diverged)"
         vs = "baseline" if r.method.name == result.baseline else "-"
         if r.paired is not None:
-            vs = f"{r.paired.mean_difference:+.4f} (p={_fmt(r.paired.p_value, 3)}, Holm {_fmt(r.p_holm, 3)})"
+            vs = f"{r.paired.mean_difference:+.4f} (p {_fmt(r.paired.p_value, 3)}, Holm {_fmt(r.p_holm, 3)})"
         rows.append(
             {
                 "rank": "-" if math.isnan(r.rank) else f"{r.rank:g}",
@@ -126,9 +127,10 @@ def runs_csv(results: list[DatasetResult]) -> str:
         for r in result.methods:
             for seed in sorted(r.runs):
                 t = r.runs[seed]
-                m = t.user_attrs.get("metrics", {})
+                record = run_record(t)
+                m = record.get("metrics", {})
                 writer.writerow([result.dataset.label, r.method.name, r.final_study, t.number, seed,
-                                 t.user_attrs.get("worker", ""), t.user_attrs.get("seconds", ""),
+                                 record.get("worker", ""), record.get("seconds", ""),
                                  *[m.get(k, "") for k in metrics]])  # fmt: skip
     return buf.getvalue()
 

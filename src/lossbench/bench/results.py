@@ -14,10 +14,21 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS, selection_metric
-from lossbench.bench.runner import CONFIG_ATTR, CHOSEN_FROM_ATTR, budget_trials, evaluation_seeds, final_runs
+from lossbench.bench.runner import (
+    CHOSEN_FROM_ATTR,
+    CONFIG_ATTR,
+    budget_trials,
+    evaluation_seeds,
+    final_runs,
+    run_record,
+)
 from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec
 from lossbench.bench.stats import PairedTest, Summary, holm, paired_test, ranks, summarize
 from lossbench.bench.storage import study_name
+
+
+def metric_of(trial: FrozenTrial, metric: str) -> float:
+    return float(run_record(trial).get("metrics", {}).get(metric, math.nan))
 
 
 @dataclass
@@ -41,11 +52,11 @@ class MethodResult:
 
     def values(self, metric: str) -> list[float]:
         """Test scores by seed order (nan for a diverged run)."""
-        return [float(self.runs[s].user_attrs["metrics"].get(metric, math.nan)) for s in sorted(self.runs)]
+        return [metric_of(self.runs[s], metric) for s in sorted(self.runs)]
 
     @property
     def diverged_runs(self) -> int:
-        return sum(int(t.user_attrs["metrics"].get("diverged", 0)) for t in self.runs.values())
+        return sum(int(metric_of(t, "diverged")) for t in self.runs.values())
 
 
 @dataclass
@@ -62,7 +73,7 @@ class DatasetResult:
 
 def _task_of(trials: list[FrozenTrial]) -> str:
     for t in trials:
-        metrics = t.user_attrs.get("metrics", {})
+        metrics = run_record(t).get("metrics", {})
         return "multilabel" if "micro_f1" in metrics else "multiclass"
     return "multiclass"
 
@@ -112,8 +123,8 @@ def _score(rows: list[MethodResult], task: str, metric: str, baseline: str | Non
         if r is base or not r.complete:
             continue
         common = sorted(set(r.runs) & set(base.runs))
-        a = [float(r.runs[s].user_attrs["metrics"].get(metric, math.nan)) for s in common]
-        b = [float(base.runs[s].user_attrs["metrics"].get(metric, math.nan)) for s in common]
+        a = [metric_of(r.runs[s], metric) for s in common]
+        b = [metric_of(base.runs[s], metric) for s in common]
         keep = [i for i in range(len(common)) if a[i] == a[i] and b[i] == b[i]]
         r.paired = paired_test([a[i] for i in keep], [b[i] for i in keep])
         tested.append(r)

@@ -30,8 +30,14 @@ from lossbench.bench.storage import register_spec, study_name
 
 CONFIG_ATTR = "config"  # the chosen parameters, stored on the final study
 CHOSEN_FROM_ATTR = "tune_trial"
+RUN_ATTR = "run"  # a trial's record: metrics, curves, seed, worker, seconds (one write)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def run_record(trial: FrozenTrial) -> dict[str, Any]:
+    """What a finished run stored: ``metrics``, ``curves``, ``seed``, ``worker``, ``seconds``."""
+    return trial.user_attrs.get(RUN_ATTR, {})
 
 
 def worker_id() -> str:
@@ -91,13 +97,19 @@ class Runner:
         self.cache = DataCache(spec, device, data_dir)
         self.on_trial = on_trial
         self.seeds = evaluation_seeds(spec)
+        # Every name, file and pairing is checked before anything is written to the storage.
+        resolved = [(d, self._validated(d, m)) for d, m in spec.units()]
         register_spec(storage, spec)
-        self.units = [self._unit(d, m) for d, m in spec.units()]
+        self.units = [self._unit(d, m) for d, m in resolved]
+        self._done: dict[str, int] = {}
 
-    def _unit(self, dataset: DatasetSpec, method_spec: MethodSpec) -> Unit:
+    def _validated(self, dataset: DatasetSpec, method_spec: MethodSpec) -> Method:
         method = resolve_method(method_spec)
         data = self.cache.get(dataset, "tune").dataset  # fails early on missing files or bad names
         check_compatible(method.loss, data.task, data.num_classes, f"method {method.name!r} on {dataset.label!r}")
+        return method
+
+    def _unit(self, dataset: DatasetSpec, method: Method) -> Unit:
         names = [study_name(self.spec.name, s, dataset.label, method.name) for s in ("tune", "final")]
         tune, final = (
             optuna.create_study(storage=self.storage, study_name=n, direction="maximize", load_if_exists=True)
@@ -111,11 +123,8 @@ class Runner:
         return len(self.units) * (self.spec.trials + self.spec.seeds)
 
     def done_runs(self) -> int:
-        done = 0
-        for u in self.units:
-            done += len(budget_trials(u.tune.get_trials(deepcopy=False), self.spec.trials))
-            done += len(final_runs(u.final.get_trials(deepcopy=False), self.seeds))
-        return done
+        """Counted runs as of each unit's last look at the storage (no extra queries)."""
+        return sum(self._done.values())
 
     # -- the work loop -------------------------------------------------------------------------
 
@@ -127,10 +136,10 @@ class Runner:
             for unit in self.units:
                 while True:
                     status = self.step(unit)
+                    if progress:
+                        progress(self.done_runs(), self.total_runs(), unit.label)
                     if status == "ran":
                         worked = True
-                        if progress:
-                            progress(self.done_runs(), self.total_runs(), unit.label)
                         continue
                     waiting |= status == "waiting"
                     break
@@ -148,6 +157,7 @@ class Runner:
         """Run one trial of the unit if it has work: 'ran', 'waiting' (others running) or 'done'."""
         trials = unit.tune.get_trials(deepcopy=False)
         budget = budget_trials(trials, self.spec.trials)
+        self._done[unit.label] = len(budget)
         if len(budget) < self.spec.trials:
             self._tune_one(unit, len(trials))
             return "ran"
@@ -156,6 +166,7 @@ class Runner:
         config = self._config(unit, budget)
         final = unit.final.get_trials(deepcopy=False)
         done = final_runs(final, self.seeds)
+        self._done[unit.label] += len(done)
         if len(done) == len(self.seeds):
             return "done"
         queued = {t.user_attrs.get("seed") for t in final if t.state in (TrialState.WAITING, TrialState.RUNNING)}
@@ -194,12 +205,10 @@ class Runner:
         params = {name: suggest(trial, name, dist) for name, dist in space.items()}
         seed = run_seed(stage, trial.number, self.spec, trial.user_attrs.get("seed"))
         split = self.cache.get(unit.dataset, stage)
-        trial.set_user_attr("worker", worker_id())
         result = train_and_score(split, unit.method, params, self.spec, seed)
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("metrics", result.metrics)
-        trial.set_user_attr("curves", result.curves)
-        trial.set_user_attr("seconds", round(result.seconds, 4))
+        record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
+                  "seconds": round(result.seconds, 4)}  # fmt: skip
+        trial.set_user_attr(RUN_ATTR, record)  # one storage write per run
         if self.on_trial:
             self.on_trial(unit.label, stage, result)
         value = result.metrics[selection_metric(self.spec.selection_metric, split.task)]

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from lossbench.bench.spec import Spec, SpecError, spec_from_json
 
@@ -38,17 +38,17 @@ def open_storage(url: str, heartbeat_interval: int | None = None) -> RDBStorage:
         # Several local processes share the file: wait for the lock instead of failing at once.
         engine_kwargs = {"connect_args": {"timeout": 120}}
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    kwargs = {}
-    if heartbeat_interval is not None:
-        kwargs = {
-            "heartbeat_interval": heartbeat_interval,
-            "grace_period": 3 * heartbeat_interval,
-            "heartbeat_stale_trial_callback": RetryFailedTrialCallback(max_retry=3),
-        }
     try:
         with warnings.catch_warnings():
+            # Heartbeats and their retry callback are marked experimental; they are what we rely on.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            warnings.simplefilter("ignore", FutureWarning)
+            kwargs = {}
+            if heartbeat_interval is not None:
+                kwargs = {
+                    "heartbeat_interval": heartbeat_interval,
+                    "grace_period": 3 * heartbeat_interval,
+                    "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=3),
+                }
             return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as err:  # SQLAlchemy raises many kinds; all mean the same to the user
         raise SpecError(f"cannot open storage {url!r}: {type(err).__name__}: {err}") from err

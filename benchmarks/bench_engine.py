@@ -1,0 +1,130 @@
+"""The bench engine's overhead against a bare PyTorch loop on the same trial, and trials/minute.
+
+For each workload the same training run (model, data, loss, optimiser, epochs, batch size,
+seed) is timed three ways, interleaved, medians of the repeats:
+
+  bare     a plain loop: randperm, slice, forward, loss, backward, step; one final evaluation
+  engine   lossbench's ``train_and_score``: the same run through ``lossbench.train.fit`` plus
+           the per-epoch held-out curves and the torchmetrics scores the bench stores
+  trial    a whole tuning trial through the runner: Optuna ask/tell on a SQLite file, the
+           heartbeat thread, and the user attributes written to storage
+
+and the ratios engine/bare and trial/bare are printed.  Then the built-in preset's trials per
+minute are measured on a fresh SQLite file (``--preset-trials`` limits it to a few units).
+
+    python benchmarks/bench_engine.py [--repeats 5] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from lossbench.bench.execution import DataCache, train_and_score  # noqa: E402
+from lossbench.bench.methods import resolve_method  # noqa: E402
+from lossbench.bench.runner import Runner  # noqa: E402
+from lossbench.bench.spec import load_preset, parse_spec  # noqa: E402
+from lossbench.bench.storage import default_storage_url, open_storage  # noqa: E402
+from lossbench.models import build_model  # noqa: E402
+
+WORKLOADS = {
+    # name: (dataset, dataset params, model, model params, epochs, batch size)
+    "linear on digits (built-in preset)": ("digits", {}, "linear", {}, 16, 256),
+    "MLP on synthetic 20k x 100": ("synthetic", {"n_samples": 20000, "n_features": 100, "n_classes": 10}, "mlp", {}, 5, 128),
+}
+PARAMS = {"lr": 0.1, "weight_decay": 1e-4}
+
+
+def spec_for(dataset, dparams, model, mparams, epochs, batch):
+    return parse_spec(
+        {
+            "name": "overhead", "trials": 1000, "seeds": 2, "heartbeat_interval": 10,
+            "train": {"model": model, "model_params": mparams, "epochs": epochs, "batch_size": batch},
+            "datasets": [{"name": dataset, "params": dparams}],
+            "methods": [{"name": "ce", "loss": "cross_entropy"}],
+        }
+    )  # fmt: skip
+
+
+def bare_loop(split, spec, seed):
+    torch.manual_seed(seed)
+    model = build_model(spec.train.model, split.dataset, **spec.train.model_params)
+    opt = torch.optim.SGD(model.parameters(), lr=PARAMS["lr"], momentum=0.9, weight_decay=PARAMS["weight_decay"])
+    steps = spec.train.epochs * -(-len(split.x_fit) // spec.train.batch_size)
+    gamma = (1e-4 / PARAMS["lr"]) ** (1 / max(steps - 1, 1))
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(spec.train.epochs):
+        perm = torch.randperm(len(split.x_fit), generator=gen)
+        for i in range(0, len(perm), spec.train.batch_size):
+            idx = perm[i : i + spec.train.batch_size]
+            loss = F.cross_entropy(model(split.x_fit[idx]), split.y_fit[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    with torch.no_grad():
+        model.eval()
+        return float((model(split.x_eval).argmax(1) == split.y_eval).float().mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-preset", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} CPU threads, medians of {args.repeats} interleaved repeats\n")
+    print(f"{'workload':38s} {'bare s':>8s} {'engine s':>9s} {'trial s':>8s} {'engine/bare':>12s} {'trial/bare':>11s}")
+    for name, (dataset, dparams, model, mparams, epochs, batch) in WORKLOADS.items():
+        spec = spec_for(dataset, dparams, model, mparams, epochs, batch)
+        split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+        method = resolve_method(spec.methods[0])
+        with tempfile.TemporaryDirectory() as tmp:
+            runner = Runner(spec, open_storage(default_storage_url(tmp), spec.heartbeat_interval), torch.device("cpu"))
+            unit = runner.units[0]
+            times = {"bare": [], "engine": [], "trial": []}
+            for r in range(args.repeats + 1):  # the first round warms up and is dropped
+                t0 = time.perf_counter()
+                bare_loop(split, spec, seed=r)
+                t1 = time.perf_counter()
+                train_and_score(split, method, PARAMS, spec, seed=r)
+                t2 = time.perf_counter()
+                runner._tune_one(unit, r)
+                t3 = time.perf_counter()
+                if r:
+                    times["bare"].append(t1 - t0)
+                    times["engine"].append(t2 - t1)
+                    times["trial"].append(t3 - t2)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(
+            f"{name:38s} {med['bare']:8.3f} {med['engine']:9.3f} {med['trial']:8.3f} "
+            f"{med['engine'] / med['bare']:12.3f} {med['trial'] / med['bare']:11.3f}"
+        )
+    print("\n(trial times use tuned hyperparameters sampled by Optuna, so their lr differs from the fixed")
+    print(" lr of bare/engine; the amount of training per trial is the same)")
+    if args.skip_preset:
+        return
+    spec = load_preset("builtin")
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = Runner(spec, open_storage(default_storage_url(tmp), spec.heartbeat_interval), torch.device("cpu"))
+        t0 = time.perf_counter()
+        runner.run()
+        elapsed = time.perf_counter() - t0
+    runs = runner.total_runs()
+    print(f"\nbuilt-in preset: {runs} runs ({len(runner.units)} dataset x method units) in {elapsed:.1f} s "
+          f"= {60 * runs / elapsed:.0f} trials per minute")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
