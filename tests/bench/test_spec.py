@@ -1,4 +1,10 @@
+import re
+import tomllib
+from pathlib import Path
+
 import pytest
+
+from lossbench.bench.methods import resolve_method
 
 from lossbench.bench.spec import SpecError, load_preset, load_spec, parse_spec, preset_names, spec_from_json
 
@@ -73,3 +79,13 @@ def test_method_restricted_to_datasets():
          "methods": [{"name": "ce", "loss": "cross_entropy"}, {"name": "f", "loss": "focal", "datasets": ["wine"]}]}
     )  # fmt: skip
     assert [(d.name, m.name) for d, m in spec.units()] == [("digits", "ce"), ("wine", "ce"), ("wine", "f")]
+
+
+def test_readme_example_spec_is_valid():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", readme, re.S).group(1)
+    spec = parse_spec(tomllib.loads(block), "README example")
+    assert [m.name for m in spec.methods] == ["ce", "focal", "ce+flooding"]
+    focal = resolve_method(spec.method("focal"))
+    assert focal.search_space(spec.search)["loss.gamma"].high == 3.0
+    assert "flooding.b" in resolve_method(spec.method("ce+flooding")).search_space(spec.search)
