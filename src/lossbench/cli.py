@@ -34,6 +34,20 @@ def cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transforms(args: argparse.Namespace) -> int:
+    from lossbench.train import TRANSFORMS
+
+    rows = []
+    for name, info in TRANSFORMS.items():
+        params = "; ".join(_space(p) for p in info.hyperparams) or "-"
+        rows.append((name, info.stage, params, info.reference))
+    if args.verbose:
+        print(format_table(("transform", "stage", "hyperparameters", "reference"), rows))
+    else:
+        print(format_table(("transform", "stage", "reference"), [(r[0], r[1], r[3]) for r in rows]))
+    return 0
+
+
 def cmd_toy(args: argparse.Namespace) -> int:
     from lossbench.reproduce.toy_1d import results_table, run_toy
 
@@ -47,6 +61,33 @@ def cmd_toy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datasets(args: argparse.Namespace) -> int:
+    import inspect
+
+    from lossbench.data import DATASETS, load_dataset
+
+    def default(value: object) -> str:
+        return "<required>" if value is inspect.Parameter.empty else repr(value)
+
+    if args.names:
+        for name in args.names:
+            ds = load_dataset(name, data_dir=args.data_dir, download=args.download)
+            print(ds.summary())
+            print(f"  source: {ds.source}")
+        return 0
+    rows = []
+    for name, info in DATASETS.items():
+        where = str(info.directory(args.data_dir)) if info.kind == "files" else "-"
+        row = [name, info.kind, info.task, info.feature_kind, info.availability(args.data_dir), info.source]
+        if args.verbose:
+            params = ", ".join(f"{k}={default(v)}" for k, v in info.params().items())
+            row += [where, params or "-", info.summary]
+        rows.append(row)
+    header = ["dataset", "kind", "task", "features", "available", "source"]
+    print(format_table(header + (["directory", "parameters", "summary"] if args.verbose else []), rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lossbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("losses", help="list every registered loss with its reference")
     p.add_argument("-v", "--verbose", action="store_true", help="also show hyperparameters and search spaces")
     p.set_defaults(func=cmd_losses)
+
+    p = sub.add_parser("transforms", help="list every training-step transform with its reference")
+    p.add_argument("-v", "--verbose", action="store_true", help="also show hyperparameters and search spaces")
+    p.set_defaults(func=cmd_transforms)
 
     p = sub.add_parser("toy", help="the EXACT paper's 1-D example: optimal threshold per loss")
     p.add_argument(
@@ -71,6 +116,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="fixed EXACT noise levels to try (> 0); default: 1 0.1",
     )
     p.set_defaults(func=cmd_toy)
+
+    p = sub.add_parser(
+        "datasets",
+        help="list every dataset with its source and local availability, or load the named ones",
+    )
+    p.add_argument("names", nargs="*", help="datasets to load and summarise (default: list all)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory holding <dataset>/ folders (default: $LOSSBENCH_DATA_DIR or ~/.cache/lossbench/data)",
+    )
+    p.add_argument(
+        "--no-download",
+        dest="download",
+        action="store_false",
+        help="fail instead of downloading missing files",
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="also show directories, loader parameters and summaries"
+    )
+    p.set_defaults(func=cmd_datasets)
     return parser
 
 

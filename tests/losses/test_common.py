@@ -12,6 +12,11 @@ from .cases import IGNORE, extra_kwargs, make_case, make_target, with_ignored
 
 ALL = [LOSSES.get(n) for n in LOSSES.names()]
 ids = [i.name for i in ALL]
+# Losses whose backward pass deliberately differs from the derivative of their value (a factor
+# held under stop-gradient), and why; their reference tests check the gradient against the formula.
+STOP_GRADIENT = {
+    "f1_weighted_bce": "the batch soft F1 in its weights is held constant in the backward pass",
+}
 
 
 def call(info: LossInfo, logits, target, **kwargs):
@@ -29,6 +34,8 @@ def test_registry_metadata_is_complete():
 
 @pytest.mark.parametrize("info", ALL, ids=ids)
 def test_gradcheck_float64(info):
+    if info.name in STOP_GRADIENT:
+        pytest.skip(STOP_GRADIENT[info.name])
     logits, target, kw = make_case(info, dtype=torch.float64)
     kw = {k: v.double() for k, v in kw.items()}
     logits.requires_grad_(True)

@@ -1,0 +1,88 @@
+"""The parse cache: what a loader parsed from text or compressed files, saved as tensors.
+
+An entry is keyed by the loader kind, its parameters and the source paths, and stores the
+sources' (path, size, mtime) fingerprint: when a source changes, the next load re-parses and
+overwrites the entry.  Entries are written atomically; an unreadable entry is re-built with a
+warning, and a cache directory that cannot be written only costs speed (with a warning).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lossbench.data._files import RemoteFile, atomic_write, default_cache_dir
+
+# Bump when a loader's parsed output changes, so stale entries are rebuilt.
+CACHE_VERSION = 1
+
+
+def fingerprint(paths: Sequence[Path]) -> list[list[Any]]:
+    out = []
+    for p in paths:
+        st = Path(p).stat()
+        out.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()[:24]
+
+
+def cache_path(kind: str, params: dict[str, Any], sources: Sequence[Path]) -> Path:
+    return default_cache_dir() / f"{kind}-{_key(kind, params, [str(Path(p).resolve()) for p in sources])}.pt"
+
+
+def cached(
+    kind: str,
+    params: dict[str, Any],
+    sources: Sequence[Path],
+    build: Callable[[], dict[str, Any]],
+    *,
+    cache: bool = True,
+) -> dict[str, Any]:
+    """``build()``'s result, from the cache when the sources are unchanged since it was saved.
+
+    ``build`` must return a dict of tensors, strings, numbers and lists/dicts of them (what
+    ``torch.load(weights_only=True)`` reads back).
+    """
+    if not cache:
+        return build()
+    fp = fingerprint(sources)
+    path = cache_path(kind, params, sources)
+    if path.is_file():
+        try:
+            stored = torch.load(path, weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+            warnings.warn(f"unreadable parse cache {path} ({err}); parsing the sources again", stacklevel=2)
+        else:
+            if stored.get("version") == CACHE_VERSION and stored.get("fingerprint") == fp:
+                return stored["payload"]
+    payload = build()
+    buffer = io.BytesIO()
+    torch.save({"version": CACHE_VERSION, "fingerprint": fp, "payload": payload}, buffer)
+    try:
+        atomic_write(path, buffer.getvalue())
+    except OSError as err:
+        warnings.warn(f"could not write parse cache {path} ({err}); the next load parses again", stacklevel=2)
+    return payload
+
+
+def verify_once(path: Path, rf: RemoteFile) -> None:
+    """``rf.check`` the file at ``path``, skipped when this (path, size, mtime) already passed."""
+    stamp = default_cache_dir() / "verified" / _key(fingerprint([path]), rf.sha256, rf.archive_sha256)
+    if stamp.is_file():
+        return
+    rf.check(path.read_bytes(), str(path))
+    try:
+        atomic_write(stamp, b"")
+    except OSError as err:
+        warnings.warn(f"could not record the verification of {path} ({err})", stacklevel=2)

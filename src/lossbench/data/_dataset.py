@@ -1,0 +1,110 @@
+"""The in-memory dataset every loader returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+TASKS = ("multiclass", "multilabel")
+FEATURE_KINDS = ("tabular", "image", "text")
+PAD_ID = 0
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Train and test tensors with their metadata.
+
+    Features: ``float32 (N, D)`` for tabular data, ``float32 (N, C, H, W)`` in ``[0, 1]`` for
+    images (``(N, 1, 28, 28)`` for the MNIST family), ``int64 (N, L)`` token ids padded with
+    ``PAD_ID = 0`` for text.  Targets: ``int64 (N,)`` class indices for ``task="multiclass"``
+    (two classes included), ``float32 (N, C)`` 0/1 for ``task="multilabel"``.
+    """
+
+    name: str
+    task: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    class_names: list[str]
+    feature_kind: str
+    source: str
+    vocab_size: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def fail(what: str) -> None:
+            raise ValueError(f"dataset {self.name!r}: {what}")
+
+        if self.task not in TASKS:
+            fail(f"task={self.task!r}, expected one of {TASKS}")
+        if self.feature_kind not in FEATURE_KINDS:
+            fail(f"feature_kind={self.feature_kind!r}, expected one of {FEATURE_KINDS}")
+        c = len(self.class_names)
+        if c < 2 and self.task == "multiclass":
+            fail(f"{c} class(es); a classification task needs at least 2")
+        x_dtype = torch.int64 if self.feature_kind == "text" else torch.float32
+        x_ndim = {"tabular": 2, "image": 4, "text": 2}[self.feature_kind]
+        for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+            if x.dtype != x_dtype or x.ndim != x_ndim:
+                fail(f"x_{split} is {x.dtype} {tuple(x.shape)}, expected {x_dtype} with {x_ndim} dims")
+            if x.shape[1:] != self.x_train.shape[1:] and self.feature_kind != "text":
+                fail(f"x_test's per-sample shape {tuple(x.shape[1:])} differs from x_train's")
+            if y.shape[0] != x.shape[0]:
+                fail(f"x_{split} has {x.shape[0]} rows but y_{split} has {y.shape[0]}")
+            if self.task == "multiclass":
+                if y.dtype != torch.int64 or y.ndim != 1:
+                    fail(f"y_{split} is {y.dtype} {tuple(y.shape)}, expected int64 (N,) class indices")
+                if y.numel() and (int(y.min()) < 0 or int(y.max()) >= c):
+                    fail(f"y_{split} has labels outside [0, {c})")
+            elif y.dtype != torch.float32 or y.ndim != 2 or y.shape[1] != c:
+                fail(f"y_{split} is {y.dtype} {tuple(y.shape)}, expected float32 (N, {c}) 0/1 labels")
+            elif not ((y == 0) | (y == 1)).all():
+                fail(f"y_{split} holds values other than 0 and 1")
+        if (self.feature_kind == "text") != (self.vocab_size is not None):
+            fail("vocab_size is set for text datasets and only for them")
+        if (
+            self.vocab_size is not None
+            and self.x_train.numel()
+            and int(self.x_train.max()) >= self.vocab_size
+        ):
+            fail(f"token ids reach {int(self.x_train.max())} but vocab_size is {self.vocab_size}")
+
+    @property
+    def num_classes(self) -> int:
+        """Classes (multiclass) or labels (multilabel)."""
+        return len(self.class_names)
+
+    @property
+    def class_counts(self) -> torch.Tensor:
+        """Training-split counts per class, or positives per label for multilabel; float (C,)."""
+        if self.task == "multilabel":
+            return self.y_train.sum(0).float()
+        return torch.bincount(self.y_train, minlength=self.num_classes).float()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-sample feature shape (for text: the padded length of the training split)."""
+        return tuple(self.x_train.shape[1:])
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """A copy with all four tensors on ``device``."""
+        return replace(
+            self,
+            x_train=self.x_train.to(device),
+            y_train=self.y_train.to(device),
+            x_test=self.x_test.to(device),
+            y_test=self.y_test.to(device),
+        )
+
+    def summary(self) -> str:
+        counts = self.class_counts.to(torch.int64).tolist()
+        head = ", ".join(f"{n}={k}" for n, k in zip(self.class_names[:12], counts[:12]))
+        more = f", ... ({self.num_classes} in all)" if self.num_classes > 12 else ""
+        vocab = f", vocab {self.vocab_size}" if self.vocab_size is not None else ""
+        return (
+            f"{self.name}: {self.task}, {self.feature_kind} {self.input_shape}{vocab}; "
+            f"train {len(self.y_train)}, test {len(self.y_test)}; train counts: {head}{more}"
+        )

@@ -1,0 +1,207 @@
+"""Where data lives, and how files are read, verified, downloaded and written.
+
+Locations (first that is set wins):
+
+- data: the ``data_dir`` argument / ``--data-dir``, else ``$LOSSBENCH_DATA_DIR``, else
+  ``$XDG_CACHE_HOME/lossbench/data`` (``~/.cache/lossbench/data``);
+- parse cache: ``$LOSSBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/lossbench/parsed``.
+
+Compressed files (gzip, bzip2) are recognised by their magic bytes, not their names, and read
+transparently.  Every write goes to a temporary file in the target directory first and is
+renamed into place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import io
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_DIR_ENV = "LOSSBENCH_DATA_DIR"
+CACHE_DIR_ENV = "LOSSBENCH_CACHE_DIR"
+DOWNLOAD_TIMEOUT_S = 10.0
+
+
+def _user_cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "lossbench"
+
+
+def default_data_dir() -> Path:
+    """``$LOSSBENCH_DATA_DIR``, else ``~/.cache/lossbench/data``."""
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env).expanduser() if env else _user_cache_root() / "data"
+
+
+def default_cache_dir() -> Path:
+    """``$LOSSBENCH_CACHE_DIR``, else ``~/.cache/lossbench/parsed``."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    return Path(env).expanduser() if env else _user_cache_root() / "parsed"
+
+
+def compression(data: bytes) -> str | None:
+    if data[:2] == b"\x1f\x8b":
+        return "gzip"
+    if data[:3] == b"BZh":
+        return "bzip2"
+    return None
+
+
+def decompress(data: bytes, path: Path | str) -> bytes:
+    """The payload of ``data`` (gzip or bzip2 by magic bytes; anything else is returned as is)."""
+    kind = compression(data)
+    try:
+        if kind == "gzip":
+            return gzip.decompress(data)
+        if kind == "bzip2":
+            return bz2.decompress(data)
+    except (OSError, EOFError, ValueError, zlib.error) as err:
+        raise ValueError(f"{path}: corrupt or truncated {kind} file ({err})") from None
+    return data
+
+
+def read_bytes(path: Path | str) -> bytes:
+    """The decompressed content of a file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"file not found: {path}") from None
+    return decompress(raw, path)
+
+
+def read_text(path: Path | str) -> str:
+    """A (possibly compressed) text file, decoded as UTF-8 (BOM dropped), else as Latin-1.
+
+    Latin-1 maps every byte to a character, so old ARFF/CSV files in that encoding load
+    instead of failing; UTF-8 is tried first because it is strict and the common case.
+    """
+    data = read_bytes(path)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide downloads from other users
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file a registered dataset needs, where to download it and how to recognise it.
+
+    ``sha256`` holds digests of the decompressed payload (they identify the data whatever
+    mirror re-compressed it); ``archive_sha256`` digests of the file exactly as published.
+    A file passes verification when either kind matches.  ``member`` names the file inside a
+    zip archive when the URLs point to one.  ``urls`` may be empty where no public download
+    exists; the error then says where the file comes from (``homepage``).
+    """
+
+    name: str
+    urls: tuple[str, ...] = ()
+    sha256: tuple[str, ...] = ()
+    archive_sha256: tuple[str, ...] = ()
+    member: str | None = None
+    homepage: str = ""
+
+    def candidates(self, directory: Path) -> list[Path]:
+        """Accepted local names: the published one, and the decompressed one for ``.gz``/``.bz2``."""
+        names = [self.name]
+        for ext in (".gz", ".bz2"):
+            if self.name.endswith(ext):
+                names.append(self.name[: -len(ext)])
+        return [directory / n for n in names]
+
+    def find(self, directory: Path) -> Path | None:
+        return next((p for p in self.candidates(directory) if p.is_file()), None)
+
+    def check(self, data: bytes, where: str) -> None:
+        """Raise ValueError unless ``data`` (the file's bytes) matches a known digest.
+
+        A file for which no digest can apply (an uncompressed copy of a file published only
+        as a compressed archive with unknown payload digest) passes: its format checks remain.
+        """
+        if not (self.sha256 or self.archive_sha256):
+            return
+        raw = sha256(data)
+        if raw in self.archive_sha256 or raw in self.sha256:
+            return
+        if compression(data) is not None:
+            if sha256(decompress(data, where)) in self.sha256:
+                return
+        elif not self.sha256:
+            return
+        known = ", ".join((*self.sha256, *self.archive_sha256))
+        raise ValueError(
+            f"{where}: SHA-256 {raw} matches none of the published checksums ({known}); the file is "
+            "corrupt or a different version: delete it to download it again, or pass verify=False"
+        )
+
+
+class DataUnavailableError(ValueError):
+    """A dataset's files are neither present nor downloadable."""
+
+
+def fetch(rf: RemoteFile, directory: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """Download ``rf`` into ``directory`` (each URL tried once), verify it, rename it into place.
+
+    Raises DataUnavailableError with the reason per URL when no URL yields a valid file.
+    """
+    failures = []
+    for url in rf.urls:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                data = response.read()
+            if rf.member is not None:
+                with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                    data = archive.read(rf.member)
+            rf.check(data, url)
+        except (urllib.error.URLError, OSError, zipfile.BadZipFile, KeyError, ValueError) as err:
+            failures.append(f"{url}: {getattr(err, 'reason', err)}")
+            continue
+        dest = directory / rf.name
+        atomic_write(dest, data)
+        return dest
+    reasons = "; ".join(failures) if failures else "no public download URL"
+    raise DataUnavailableError(f"{rf.name}: {reasons}")
+
+
+def missing_files_message(
+    dataset: str, directory: Path, missing: Sequence[RemoteFile], reasons: Sequence[str]
+) -> str:
+    where = "\n".join(
+        f"  {rf.name}: " + (", ".join(rf.urls) if rf.urls else rf.homepage or "no public download")
+        for rf in missing
+    )
+    tried = ("\nnot downloaded: " + "; ".join(reasons)) if reasons else ""
+    return (
+        f"dataset {dataset!r}: missing {', '.join(rf.name for rf in missing)} in {directory}{tried}\n"
+        f"get the files from:\n{where}\n"
+        f"and put them in {directory}, or point --data-dir (data_dir=, ${DATA_DIR_ENV}) at a directory "
+        f"holding {directory.name}/ with them"
+    )

@@ -1,0 +1,382 @@
+"""ARFF (Weka) tabular files and MEKA multi-label ARFF files.
+
+Format: https://waikato.github.io/weka-wiki/formats_and_processing/arff_stable/ -- a header of
+``@relation``, ``@attribute name type`` (``numeric``/``real``/``integer`` or a nominal
+``{v1, v2, ...}``) and ``@data`` rows, dense (comma-separated) or sparse (``{index value,
+...}``, omitted entries are 0 -- for a nominal attribute its first declared value).  Names and
+values may be quoted with ``'`` or ``"``; ``%`` starts a comment; ``?`` is a missing value.
+``string``, ``date`` and ``relational`` attributes and instance weights are rejected with a
+clear error.  gzip/bzip2 files are read transparently.
+
+Features are encoded as in ``_tabular``: numeric attributes standardised on the training
+split (missing -> training mean), nominal ones one-hot (missing -> all zeros).
+
+ARFF files carry no train/test split: unless a ``test_path`` is given, a seeded stratified
+split holds out ``test_fraction`` (default 20 %, the protocol of the EXACT paper's UCI
+experiments, Karpukhin et al. 2022).
+
+MEKA (Read et al., https://waikato.github.io/meka/) marks multi-label files in the relation
+name: ``-C L`` means the first ``L`` attributes are the binary labels, ``-C -L`` the last
+``L``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lossbench.data._cache import cached
+from lossbench.data._dataset import Dataset
+from lossbench.data._files import read_text
+from lossbench.data._tabular import Column, encode_columns
+from lossbench.data.splits import DEFAULT_TEST_FRACTION, train_test_indices
+
+NUMERIC_TYPES = ("numeric", "real", "integer")
+
+
+@dataclass(frozen=True)
+class ArffTable:
+    """A parsed ARFF file: values are numbers or nominal codes (float64), NaN where missing."""
+
+    relation: str
+    columns: list[Column]
+    values: torch.Tensor
+    line_numbers: torch.Tensor  # the file line of each row, for error messages
+
+    def to_payload(self) -> dict[str, Any]:
+        cols = [[c.name, list(c.categories) if c.categories is not None else None] for c in self.columns]
+        return {"relation": self.relation, "columns": cols, "values": self.values, "lines": self.line_numbers}
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> ArffTable:
+        cols = [Column(n, tuple(c) if c is not None else None) for n, c in p["columns"]]
+        return cls(p["relation"], cols, p["values"], p["lines"])
+
+
+def _unquote(token: str) -> str:
+    token = token.strip()
+    if len(token) >= 2 and token[0] == token[-1] and token[0] in "'\"":
+        body = token[1:-1]
+        return re.sub(r"\\(.)", r"\1", body) if "\\" in body else body
+    return token
+
+
+def split_values(text: str, where: str) -> list[str]:
+    """Comma-separated values, honouring ``'``/``"`` quotes and backslash escapes; unquoted."""
+    if "'" not in text and '"' not in text:
+        return [v.strip() for v in text.split(",")]
+    out, buf, quote, i = [], [], None, 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\" and i + 1 < len(text):
+                buf.append(text[i + 1])
+                i += 1
+            elif ch == quote:
+                quote = None
+            else:
+                buf.append(ch)
+        elif ch in "'\"" and not "".join(buf).strip():
+            quote, buf = ch, []
+        elif ch == ",":
+            out.append("".join(buf).strip())
+            buf = []
+        else:
+            buf.append(ch)
+        i += 1
+    if quote:
+        raise ValueError(f"{where}: unterminated {quote} quote")
+    out.append("".join(buf).strip())
+    return out
+
+
+def _split_name(rest: str, where: str) -> tuple[str, str]:
+    """``name type`` with a possibly quoted name -> (name, type text)."""
+    rest = rest.strip()
+    if rest[:1] in ("'", '"'):
+        q = rest[0]
+        end = 1
+        while end < len(rest) and (rest[end] != q or rest[end - 1] == "\\"):
+            end += 1
+        if end >= len(rest):
+            raise ValueError(f"{where}: unterminated quote in attribute name")
+        return _unquote(rest[: end + 1]), rest[end + 1 :].strip()
+    parts = rest.split(None, 1)
+    if len(parts) < 2:
+        raise ValueError(f"{where}: attribute {rest!r} has no type")
+    return parts[0], parts[1].strip()
+
+
+def _parse_attribute(rest: str, where: str) -> Column:
+    name, type_text = _split_name(rest, where)
+    if type_text.startswith("{"):
+        if not type_text.endswith("}"):
+            raise ValueError(f"{where}: nominal attribute {name!r} lacks its closing brace")
+        values = tuple(split_values(type_text[1:-1], where))
+        if not values or any(v == "" for v in values) or len(set(values)) != len(values):
+            raise ValueError(f"{where}: nominal attribute {name!r} has empty or repeated values {values}")
+        return Column(name, values)
+    kind = type_text.split()[0].lower()
+    if kind in NUMERIC_TYPES:
+        return Column(name)
+    raise ValueError(
+        f"{where}: attribute {name!r} has type {type_text!r}; "
+        "supported: numeric/real/integer or nominal {...}"
+    )
+
+
+def parse_arff(path: Path | str) -> ArffTable:
+    """Parse an ARFF file (see the module docstring); ValueError names the file and line."""
+    path = Path(path)
+    relation, columns = None, []
+    values: list[float] = []
+    line_numbers: list[int] = []
+    lines = read_text(path).splitlines()
+    in_data = False
+    converters: list[Any] = []
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("%"):
+            continue
+        where = f"{path}:{lineno}"
+        if not in_data:
+            keyword = line.split(None, 1)[0].lower()
+            rest = line[len(keyword) :].strip()
+            if keyword == "@relation":
+                relation = _unquote(rest)
+            elif keyword == "@attribute":
+                columns.append(_parse_attribute(rest, where))
+            elif keyword == "@data":
+                if not columns:
+                    raise ValueError(f"{where}: @data before any @attribute")
+                in_data = True
+                converters = [
+                    None if c.categories is None else {v: float(k) for k, v in enumerate(c.categories)}
+                    for c in columns
+                ]
+            else:
+                raise ValueError(f"{where}: expected @relation, @attribute or @data, got {line[:40]!r}")
+            continue
+        row = _parse_sparse(line, columns, where) if line.startswith("{") else split_values(line, where)
+        if len(row) != len(columns):
+            extra = " (instance weights {w} are not supported)" if row and row[-1].startswith("{") else ""
+            raise ValueError(f"{where}: expected {len(columns)} values, got {len(row)}{extra}")
+        for token, conv, col in zip(row, converters, columns):
+            if token == "?":
+                values.append(math.nan)
+            elif conv is None:
+                try:
+                    values.append(float(token))
+                except ValueError:
+                    raise ValueError(f"{where}: attribute {col.name!r}: {token!r} is not a number") from None
+            else:
+                code = conv.get(_unquote(token))
+                if code is None:
+                    raise ValueError(
+                        f"{where}: unknown nominal value {token!r} for attribute {col.name!r} "
+                        f"(declared: {', '.join(col.categories)})"
+                    )
+                values.append(code)
+        line_numbers.append(lineno)
+    if relation is None or not in_data:
+        raise ValueError(f"{path}: not an ARFF file (no @relation / @data section)")
+    table = torch.tensor(values, dtype=torch.float64).reshape(len(line_numbers), len(columns))
+    return ArffTable(relation, columns, table, torch.tensor(line_numbers, dtype=torch.int64))
+
+
+def _parse_sparse(line: str, columns: list[Column], where: str) -> list[str]:
+    if not line.endswith("}"):
+        raise ValueError(f"{where}: sparse row lacks its closing brace (instance weights are not supported)")
+    row = ["0" if c.categories is None else c.categories[0] for c in columns]
+    body = line[1:-1].strip()
+    for entry in split_values(body, where) if body else []:
+        parts = entry.split(None, 1)
+        try:
+            index = int(parts[0])
+        except ValueError:
+            raise ValueError(
+                f"{where}: sparse entry {entry!r} does not start with an attribute index"
+            ) from None
+        if not 0 <= index < len(columns) or len(parts) != 2:
+            raise ValueError(f"{where}: bad sparse entry {entry!r} ({len(columns)} attributes)")
+        row[index] = parts[1]
+    return row
+
+
+def read_arff(path: Path | str, *, cache: bool = True) -> ArffTable:
+    """``parse_arff`` through the parse cache."""
+    path = Path(path)
+    return ArffTable.from_payload(
+        cached("arff", {}, [path], lambda: parse_arff(path).to_payload(), cache=cache)
+    )
+
+
+def _read_tables(path: Path, test_path: Path | str | None, cache: bool) -> list[tuple[Path, ArffTable]]:
+    tables = [(path, read_arff(path, cache=cache))]
+    if test_path is not None:
+        test_path = Path(test_path)
+        tables.append((test_path, read_arff(test_path, cache=cache)))
+        if tables[1][1].columns != tables[0][1].columns:
+            raise ValueError(f"{test_path}: its attributes differ from the training file's {path}")
+    return tables
+
+
+def _split_features(
+    tables: list[tuple[Path, ArffTable]],
+    y: torch.Tensor,
+    label_cols: list[int],
+    test_fraction: float,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str], str]:
+    """Train/test indices (the test file's rows, else a seeded stratified split), encoded
+    features of the non-label columns, their names, and a description of the split."""
+    columns = tables[0][1].columns
+    values = torch.cat([t.values for _, t in tables])
+    if len(tables) == 1:
+        train_idx, test_idx = train_test_indices(y, test_fraction, seed)
+        split = f"stratified {test_fraction:.0%} test split, seed {seed}"
+    else:
+        n = len(tables[0][1].values)
+        train_idx, test_idx = torch.arange(n), torch.arange(n, len(values))
+        split = f"test file {tables[1][0]}"
+    keep = [j for j in range(len(columns)) if j not in label_cols]
+    x_train, x_test, names = encode_columns(values[:, keep], [columns[j] for j in keep], train_idx, test_idx)
+    return train_idx, test_idx, x_train, x_test, names, split
+
+
+def _resolve_attribute(columns: list[Column], attribute: str | int | None, path: Path) -> int:
+    if attribute is None:
+        return len(columns) - 1
+    if isinstance(attribute, int):
+        if not -len(columns) <= attribute < len(columns):
+            raise ValueError(
+                f"class_attribute={attribute} is out of range for {path} ({len(columns)} attributes)"
+            )
+        return attribute % len(columns)
+    names = [c.name for c in columns]
+    if attribute not in names:
+        raise ValueError(
+            f"class_attribute={attribute!r} is not an attribute of {path}; attributes: {', '.join(names)}"
+        )
+    return names.index(attribute)
+
+
+def load_arff(
+    path: Path | str,
+    *,
+    test_path: Path | str | None = None,
+    class_attribute: str | int | None = None,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    seed: int = 0,
+    name: str | None = None,
+    source: str | None = None,
+    cache: bool = True,
+) -> Dataset:
+    """A single-label ARFF file as a tabular Dataset.
+
+    ``class_attribute``: a name, an index, or None for the last attribute; it must be nominal.
+    Without ``test_path``, a seeded stratified split holds out ``test_fraction`` of the rows.
+    """
+    path = Path(path)
+    tables = _read_tables(path, test_path, cache)
+    table = tables[0][1]
+    k = _resolve_attribute(table.columns, class_attribute, path)
+    cls = table.columns[k]
+    if cls.categories is None:
+        raise ValueError(
+            f"{path}: class attribute {cls.name!r} is numeric; classification needs a nominal one"
+        )
+    for p, t in tables:
+        missing = torch.isnan(t.values[:, k])
+        if missing.any():
+            raise ValueError(f"{p}:{int(t.line_numbers[missing][0])}: missing class value ('?')")
+    y = torch.cat([t.values[:, k] for _, t in tables]).long()
+    train_idx, test_idx, x_train, x_test, names, split = _split_features(tables, y, [k], test_fraction, seed)
+    return Dataset(
+        name=name or table.relation or path.stem,
+        task="multiclass",
+        x_train=x_train,
+        y_train=y[train_idx],
+        x_test=x_test,
+        y_test=y[test_idx],
+        class_names=list(cls.categories),
+        feature_kind="tabular",
+        source=source or f"ARFF {path} ({split})",
+        meta={"feature_names": names},
+    )
+
+
+def meka_label_count(relation: str) -> int | None:
+    """The ``-C`` option of a MEKA relation name (``'Scene: -C 6 -R'`` -> 6), or None."""
+    match = re.search(r"(?:^|\s)-C\s+(-?\d+)", relation)
+    return int(match.group(1)) if match else None
+
+
+def load_meka_arff(
+    path: Path | str,
+    *,
+    test_path: Path | str | None = None,
+    num_labels: int | None = None,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    seed: int = 0,
+    name: str | None = None,
+    source: str | None = None,
+    cache: bool = True,
+) -> Dataset:
+    """A MEKA multi-label ARFF file as a tabular multilabel Dataset (targets float32 0/1).
+
+    ``num_labels`` overrides the relation's ``-C`` (positive: leading label attributes,
+    negative: trailing).  Label attributes must hold only 0/1.  Without ``test_path`` the
+    seeded split stratifies on each row's rarest positive label (``stratified_split``).
+    """
+    path = Path(path)
+    tables = _read_tables(path, test_path, cache)
+    table = tables[0][1]
+    c = num_labels if num_labels is not None else meka_label_count(table.relation)
+    if c is None:
+        raise ValueError(
+            f"{path}: relation {table.relation!r} has no MEKA '-C <labels>' option; pass num_labels"
+        )
+    a = len(table.columns)
+    if c == 0 or abs(c) >= a:
+        raise ValueError(f"{path}: label count {c} does not fit {a} attributes (need 0 < |C| < {a})")
+    label_cols = list(range(c)) if c > 0 else list(range(a + c, a))
+    y = torch.cat([_label_matrix(t, label_cols, p, c) for p, t in tables]).float()
+    train_idx, test_idx, x_train, x_test, names, split = _split_features(
+        tables, y, label_cols, test_fraction, seed
+    )
+    return Dataset(
+        name=name or table.relation.split(":")[0].strip() or path.stem,
+        task="multilabel",
+        x_train=x_train,
+        y_train=y[train_idx],
+        x_test=x_test,
+        y_test=y[test_idx],
+        class_names=[table.columns[j].name for j in label_cols],
+        feature_kind="tabular",
+        source=source or f"MEKA ARFF {path} ({split})",
+        meta={"feature_names": names},
+    )
+
+
+def _label_matrix(table: ArffTable, label_cols: list[int], path: Path, c: int) -> torch.Tensor:
+    """The 0/1 label columns as numbers; ValueError at the first row holding anything else."""
+    out = []
+    for j in label_cols:
+        col, raw = table.columns[j], table.values[:, j]
+        if col.categories is not None:  # a nominal {0,1}: map codes to the values they name
+            numbers = [float(v) if v in ("0", "1") else math.nan for v in col.categories]
+            raw = torch.where(
+                torch.isnan(raw), raw, torch.tensor(numbers, dtype=torch.float64)[raw.nan_to_num(0).long()]
+            )
+        bad = ~((raw == 0) | (raw == 1))
+        if bad.any():
+            line = int(table.line_numbers[bad][0])
+            raise ValueError(f"{path}:{line}: label attribute {col.name!r} must be 0 or 1 (MEKA -C {c})")
+        out.append(raw)
+    return torch.stack(out, 1)

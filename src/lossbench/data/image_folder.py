@@ -1,0 +1,132 @@
+"""Image classification trees: ``root/<split>/<class>/<image>`` (torchvision's ImageFolder layout).
+
+Classes are the training split's sub-directories, sorted by name; the test split may use a
+subset of them.  Images (``.png .jpg .jpeg .bmp .gif .tif .tiff .webp``, read with Pillow)
+become ``float32 (N, C, H, W)`` in ``[0, 1]``:
+
+- channels: ``channels=1`` converts to grayscale (Pillow's ``L``: ITU-R 601-2 luma),
+  ``channels=3`` to RGB; ``None`` picks 1 when every image is grayscale, else 3;
+- size: ``size=None`` requires every image to have the training split's first image size
+  (a ValueError names the first that differs); ``size=(H, W)`` or an int resizes every image
+  with bilinear filtering (no cropping, so the aspect ratio may change).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lossbench.data._cache import cached
+from lossbench.data._dataset import Dataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def _list_split(root: Path, split: str) -> list[tuple[str, list[Path]]]:
+    folder = root / split
+    if not folder.is_dir():
+        raise ValueError(f"image folder split not found: {folder}")
+    classes = []
+    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+        images = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise ValueError(f"{d}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        classes.append((d.name, images))
+    if not classes:
+        raise ValueError(f"{folder}: no class sub-directories")
+    return classes
+
+
+def _open(f: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return Image.open(f)
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"{f}: not a readable image ({err})") from None
+
+
+def _read_images(files: list[Path], channels: int | None, size: tuple[int, int] | None) -> torch.Tensor:
+    import numpy as np
+    from PIL import Image
+
+    if channels is None:  # Image.open reads only the header: a cheap first pass
+        gray = True
+        for f in files:
+            with _open(f) as im:
+                gray = gray and im.mode in GRAYSCALE_MODES
+        channels = 1 if gray else 3
+    mode = "L" if channels == 1 else "RGB"
+    expected = size
+    out = None
+    for i, f in enumerate(files):
+        with _open(f) as im:
+            try:
+                im = im.convert(mode)
+            except OSError as err:
+                raise ValueError(f"{f}: not a readable image ({err})") from None
+        if size is not None:
+            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        elif expected is None:
+            expected = (im.height, im.width)
+        elif (im.height, im.width) != expected:
+            raise ValueError(
+                f"{f}: image is {im.height}x{im.width} but earlier images are {expected[0]}x{expected[1]}; "
+                "pass size=(H, W) to resize"
+            )
+        if out is None:
+            out = np.empty((len(files), channels, *expected), dtype=np.uint8)
+        a = np.asarray(im, dtype=np.uint8)
+        out[i] = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    return torch.from_numpy(out)
+
+
+def load_image_folder(
+    root: Path | str,
+    *,
+    train: str = "train",
+    test: str = "test",
+    size: int | tuple[int, int] | None = None,
+    channels: int | None = None,
+    name: str | None = None,
+    cache: bool = True,
+) -> Dataset:
+    """An image Dataset from ``root/<train>/<class>/*`` and ``root/<test>/<class>/*``."""
+    root = Path(root)
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
+    if isinstance(size, int):
+        size = (size, size)
+    if size is not None and not (len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
+        raise ValueError(f"size must be a positive int or (H, W), got {size!r}")
+    train_classes, test_classes = _list_split(root, train), _list_split(root, test)
+    class_names = [c for c, _ in train_classes]
+    index = {c: i for i, c in enumerate(class_names)}
+    for c, _ in test_classes:
+        if c not in index:
+            raise ValueError(f"{root / test / c}: class {c!r} does not occur in {root / train}")
+    train_files = [(f, index[c]) for c, files in train_classes for f in files]
+    test_files = [(f, index[c]) for c, files in test_classes for f in files]
+    all_files = [f for f, _ in train_files + test_files]
+
+    def parse() -> dict[str, torch.Tensor]:
+        x = _read_images(all_files, channels, tuple(size) if size else None)
+        return {"x": x}
+
+    params = {"train": train, "test": test, "size": size, "channels": channels}
+    x = cached("imagefolder", params, all_files, parse, cache=cache)["x"].float().div_(255.0)
+    y = torch.tensor([c for _, c in train_files + test_files], dtype=torch.int64)
+    n = len(train_files)
+    return Dataset(
+        name=name or root.name,
+        task="multiclass",
+        x_train=x[:n],
+        y_train=y[:n],
+        x_test=x[n:],
+        y_test=y[n:],
+        class_names=class_names,
+        feature_kind="image",
+        source=f"image folder {root} ({train}/, {test}/)",
+    )

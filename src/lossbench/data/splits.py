@@ -1,0 +1,186 @@
+"""Seeded splits, long-tail subsampling, feature standardisation and index mini-batches.
+
+Everything here is deterministic given its ``seed`` (a private ``torch.Generator``; the
+global RNG is never touched) and works on tensors in memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import replace
+
+import torch
+
+from lossbench.data._dataset import Dataset
+
+# Held out by loaders whose source has no test split: the protocol of the EXACT paper's UCI
+# experiments (Karpukhin et al. 2022, arXiv 2205.09615: train_test_split(test_size=0.2)).
+DEFAULT_TEST_FRACTION = 0.2
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0 < value < 1):
+        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+
+
+def stratification_groups(y: torch.Tensor) -> torch.Tensor:
+    """The group each sample is stratified by.
+
+    Multiclass ``(N,)``: its class.  Multilabel ``(N, C)``: its rarest positive label (ties
+    to the lower index), or ``C`` for samples without positives.  Splitting each such group
+    proportionally spreads every label's positives close to the requested fraction, in
+    particular the rare labels' -- a cheap stand-in for iterative stratification
+    (Sechidis, Tsoumakas & Vlahavas 2011) that needs no search.
+    """
+    if y.ndim == 1:
+        return y.long()
+    if y.ndim != 2:
+        raise ValueError(
+            f"y must be (N,) class indices or (N, C) multilabel targets, got shape {tuple(y.shape)}"
+        )
+    positive = y > 0.5
+    freq = positive.sum(0).double()
+    rarity = torch.where(
+        positive, freq.expand_as(positive), torch.full_like(freq, math.inf).expand_as(positive)
+    )
+    groups = rarity.argmin(1)
+    return torch.where(positive.any(1), groups, torch.full_like(groups, y.shape[1]))
+
+
+def _grouped_permutation(
+    groups: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ordered by group, randomly within each group, and each one's rank in its group."""
+    n = groups.numel()
+    perm = torch.randperm(n, generator=generator)
+    order = perm[torch.argsort(groups[perm], stable=True)]
+    sorted_groups = groups[order]
+    _, counts = torch.unique_consecutive(sorted_groups, return_counts=True)
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    return order, torch.arange(n) - starts
+
+
+def stratified_split(
+    y: torch.Tensor, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded stratified split of ``range(N)`` into sorted ``(train_idx, val_idx)`` int64 tensors.
+
+    Each group (see ``stratification_groups``: the class, or for multilabel targets the
+    rarest positive label) sends ``floor(n_g * val_fraction)`` samples to validation, and the
+    remaining ``round(N * val_fraction)`` total is handed out by largest remainder; a group
+    always keeps at least one sample in training (a singleton stays there).
+    """
+    _check_fraction("val_fraction", val_fraction)
+    groups = stratification_groups(y.detach().cpu())
+    n = groups.numel()
+    if n < 2:
+        raise ValueError(f"stratified_split needs at least 2 samples, got {n}")
+    _, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)
+    quota = counts.double() * val_fraction
+    alloc = torch.minimum(quota.floor().long(), (counts - 1).clamp(min=0))
+    room = (counts - 1).clamp(min=0) - alloc
+    short = round(n * val_fraction) - int(alloc.sum())
+    for g in torch.argsort(quota - quota.floor(), descending=True, stable=True).tolist():
+        if short <= 0:
+            break
+        if room[g] > 0:
+            alloc[g] += 1
+            short -= 1
+    generator = torch.Generator().manual_seed(int(seed))
+    order, rank = _grouped_permutation(inverse, generator)
+    is_val = rank < alloc[inverse[order]]
+    return order[~is_val].sort().values, order[is_val].sort().values
+
+
+def train_test_indices(y: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seeded stratified train/test split used for sources that ship without one."""
+    _check_fraction("test_fraction", test_fraction)
+    return stratified_split(y, val_fraction=test_fraction, seed=seed)
+
+
+def long_tail_counts(counts: torch.Tensor, rho: float) -> torch.Tensor:
+    """Per-class sizes of the exponential profile ``n_i = n_max * rho^(-i / (C - 1))``.
+
+    Class 0 is the head.  ``n_max`` is the largest value for which every class still has
+    ``n_i`` samples available (the full class-0 count for a balanced set), and
+    ``n_i = max(1, floor(n_max * rho^(-i/(C-1))))`` as in Cui et al. 2019 (arXiv 1901.05555),
+    so the ratio of the largest to the smallest class is ``rho`` up to rounding.
+    """
+    c = counts.numel()
+    if c < 2:
+        raise ValueError(f"long_tail needs at least 2 classes, got {c}")
+    factors = [(1.0 / rho) ** (i / (c - 1)) for i in range(c)]
+    avail = counts.long().tolist()
+    n_max = min(math.floor(a / f) for a, f in zip(avail, factors))
+    return torch.tensor([min(a, max(1, int(n_max * f))) for a, f in zip(avail, factors)])
+
+
+def long_tail(ds: Dataset, rho: float = 100.0, seed: int = 0) -> Dataset:
+    """A seeded long-tailed subsample of the training split; the test split is unchanged.
+
+    Class ``i`` keeps ``n_i = n_max * rho^(-i/(C-1))`` randomly chosen training samples (see
+    ``long_tail_counts``): the exponential profile of Cui et al. 2019, "Class-Balanced Loss
+    Based on Effective Number of Samples" (arXiv 1901.05555), used by the CIFAR-LT and
+    MNIST-LT benchmarks.  Feature standardisation, where the loader applied one, keeps the
+    statistics of the full training split.
+    """
+    if ds.task != "multiclass":
+        raise ValueError(f"long_tail needs a single-label dataset, {ds.name!r} is {ds.task}")
+    if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho >= 1):
+        raise ValueError(f"rho must be a finite number >= 1, got {rho!r}")
+    counts = ds.class_counts
+    if (counts == 0).any():
+        empty = [ds.class_names[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
+        raise ValueError(f"long_tail: classes {empty} of {ds.name!r} have no training samples")
+    target = long_tail_counts(counts.cpu(), rho)
+    generator = torch.Generator().manual_seed(int(seed))
+    y = ds.y_train.cpu()
+    order, rank = _grouped_permutation(y, generator)
+    keep = order[rank < target[y[order]]].sort().values.to(ds.y_train.device)
+    meta = {**ds.meta, "long_tail": {"rho": rho, "seed": seed, "counts": target.tolist()}}
+    return replace(
+        ds,
+        name=f"{ds.name}-lt{rho:g}",
+        x_train=ds.x_train[keep],
+        y_train=ds.y_train[keep],
+        source=f"{ds.source}; long-tail subsample rho={rho:g}, seed={seed}",
+        meta=meta,
+    )
+
+
+def standardize(
+    train: torch.Tensor, test: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Standardise columns with the training split's mean and std (ddof 0; constant columns: std 1)."""
+    t64 = train.double()
+    mean = t64.mean(0) if len(t64) else torch.zeros(t64.shape[1:], dtype=torch.float64)
+    std = t64.std(0, unbiased=False) if len(t64) else torch.ones_like(mean)
+    std = torch.where(std > 1e-12, std, torch.ones_like(std))
+    scale = lambda x: ((x.double() - mean) / std).float()  # noqa: E731
+    return scale(train), scale(test), {"mean": mean.float(), "std": std.float()}
+
+
+def iterate_minibatches(
+    n: int,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    *,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    device: torch.device | str | None = None,
+) -> Iterator[torch.Tensor]:
+    """Index tensors covering ``range(n)`` once, in random order when ``shuffle``.
+
+    Slice in-memory tensors with them (``x[idx]``) instead of a per-sample DataLoader: one
+    gather per batch.  ``device`` moves the permutation there once, so indexing tensors that
+    live on a GPU costs no transfer per batch.
+    """
+    if not (isinstance(batch_size, int) and batch_size > 0):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if device is not None:
+        order = order.to(device)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        yield order[start : start + batch_size]

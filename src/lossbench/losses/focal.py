@@ -1,0 +1,146 @@
+"""Focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017, arXiv 1708.02002).
+
+``FL(p_t) = -alpha_t (1 - p_t)^gamma log p_t``: cross-entropy with each sample down-weighted by
+how well it is already fitted.  The modulating factor is computed as
+``exp(gamma * log(1 - p_t))`` with ``log(1 - p_t)`` taken from log-probabilities (the
+log-sum-exp of the other classes, or ``logsigmoid(-x)``), never as ``1 - p_t`` of a rounded
+probability: so ``gamma`` in ``[0, 1)`` and saturated logits keep finite values and gradients,
+and ``gamma = 0`` is cross-entropy exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lossbench.losses._registry import loss_module, register_loss
+from lossbench.losses._validation import (
+    check_class_weight,
+    check_interval,
+    check_positive,
+    reduce,
+    sigmoid_inputs,
+    softmax_inputs,
+)
+from lossbench.registry import FloatRange, HyperParam
+
+_REFERENCE = "Lin et al., 'Focal Loss for Dense Object Detection', ICCV 2017, arXiv 1708.02002"
+_GAMMA = HyperParam("gamma", 2.0, FloatRange(0.0, 5.0), "focusing parameter; 0 is cross-entropy")
+
+
+def focal(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    gamma: float = 2.0,
+    alpha: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """Softmax focal loss ``-alpha_y (1 - p_y)^gamma log p_y``, ``p = softmax(s)``.
+
+    ``log(1 - p_y)`` is the log-sum-exp of the other classes' log-probabilities, exact even
+    where ``p_y`` rounds to 1.  With ``gamma = 0`` this is ``F.cross_entropy(s, y, weight=alpha)``,
+    including its weighted mean (divided by the summed ``alpha_y`` of the non-ignored targets).
+
+    Args:
+        logits: raw scores ``(B, C)``.
+        target: class indices ``(B,)``; entries equal to ``ignore_index`` are excluded.
+        gamma: focusing parameter ``>= 0``; the paper uses 2.
+        alpha: optional per-class weights ``(C,)`` (e.g. from
+            :func:`lossbench.losses.balanced_class_weights`).
+
+    Reference: Lin et al. 2017, arXiv 1708.02002 (multi-class form with per-class alpha).
+    """
+    x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
+    check_positive("gamma", gamma, allow_zero=True)
+    check_class_weight(alpha, x.shape[1], name="alpha")
+    log_p = F.log_softmax(x, dim=1)
+    log_p_true = log_p.gather(1, y[:, None]).squeeze(1)
+    log_rest = torch.logsumexp(log_p.scatter(1, y[:, None], torch.finfo(x.dtype).min), dim=1)
+    per_sample = -log_p_true * torch.exp(gamma * log_rest)
+    w_valid = None
+    if alpha is not None:
+        w_valid = torch.where(valid, alpha.to(x)[y], torch.zeros_like(per_sample))
+        per_sample = per_sample * w_valid
+    loss = torch.where(valid, per_sample, torch.zeros_like(per_sample))
+    return reduce(loss, reduction, valid, w_valid).to(logits.dtype)
+
+
+def _positive_weight(alpha: float | torch.Tensor, x: torch.Tensor, validate: bool) -> torch.Tensor:
+    """``alpha`` as a tensor broadcastable against ``x``: a scalar or one value per class (last dim)."""
+    if not isinstance(alpha, torch.Tensor) or alpha.ndim == 0:
+        check_interval("alpha", float(alpha), 0.0, 1.0)
+        return torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
+    if alpha.ndim != 1 or x.ndim == 0 or alpha.shape[0] != x.shape[-1]:
+        expected = f"({x.shape[-1]},)" if x.ndim else "a scalar"
+        raise ValueError(f"alpha must be a scalar or a tensor of shape {expected}, got {tuple(alpha.shape)}")
+    if validate and not bool(((alpha >= 0) & (alpha <= 1)).all()):
+        raise ValueError(f"alpha must hold values in [0, 1], got {alpha.tolist()}")
+    return alpha.to(x)
+
+
+def sigmoid_focal(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    gamma: float = 2.0,
+    alpha: float | torch.Tensor | None = 0.25,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """Sigmoid focal loss, elementwise: ``-alpha (1 - p)^gamma log p`` for a positive and
+    ``-(1 - alpha) p^gamma log(1 - p)`` for a negative, ``p = sigma(x)``.
+
+    ``log p`` and ``log(1 - p)`` are ``logsigmoid(x)`` and ``logsigmoid(-x)``.  A probability
+    target ``t`` gives the expectation ``t FL_pos + (1 - t) FL_neg`` (linear in ``t``, so
+    ``gamma = 0, alpha=None`` is BCE with soft targets exactly); for 0/1 targets this equals
+    ``torchvision.ops.sigmoid_focal_loss``, which for soft targets instead multiplies BCE by
+    ``(1 - p_t)^gamma`` with ``p_t = t p + (1 - t)(1 - p)``.
+
+    ``"mean"`` averages over the non-ignored elements, as ``torchvision`` and PyTorch's BCE do
+    with weights: ``alpha`` re-weights positives against negatives, it does not renormalise.
+    With ``gamma = 0`` and scalar ``alpha`` this is
+    ``(1 - alpha) * F.binary_cross_entropy_with_logits(x, t, pos_weight=alpha / (1 - alpha))``.
+
+    Args:
+        logits: raw scores of any shape.
+        target: the logits' shape; 0/1 labels (integers, ``ignore_index`` allowed) or
+            probabilities in ``[0, 1]``.
+        gamma: focusing parameter ``>= 0``; the paper uses 2.
+        alpha: weight of positives in ``[0, 1]`` (negatives get ``1 - alpha``); the paper
+            uses 0.25 with ``gamma = 2``.  A ``(C,)`` tensor gives one value per class of the
+            last dimension (multi-label); ``None`` weights both sides by 1.
+
+    Reference: Lin et al. 2017, arXiv 1708.02002, eq. (5).
+    """
+    x, t, valid = sigmoid_inputs(logits, target, ignore_index, reduction, validate)
+    check_positive("gamma", gamma, allow_zero=True)
+    log_p, log_q = F.logsigmoid(x), F.logsigmoid(-x)
+    positive = -log_p * torch.exp(gamma * log_q)
+    negative = -log_q * torch.exp(gamma * log_p)
+    if alpha is not None:
+        a = _positive_weight(alpha, x, validate)
+        positive, negative = a * positive, (1 - a) * negative
+    per_element = t * positive + (1 - t) * negative
+    loss = torch.where(valid, per_element, torch.zeros_like(per_element))
+    return reduce(loss, reduction, valid).to(logits.dtype)
+
+
+FocalLoss = loss_module(focal, "FocalLoss")
+SigmoidFocalLoss = loss_module(sigmoid_focal, "SigmoidFocalLoss")
+
+register_loss("focal", focal, FocalLoss, signature="softmax", reference=_REFERENCE, hyperparams=(_GAMMA,))
+register_loss(
+    "sigmoid_focal",
+    sigmoid_focal,
+    SigmoidFocalLoss,
+    signature="sigmoid",
+    reference=_REFERENCE,
+    hyperparams=(
+        _GAMMA,
+        HyperParam("alpha", 0.25, FloatRange(0.05, 0.95), "weight of positives (negatives: 1 - alpha)"),
+    ),
+)

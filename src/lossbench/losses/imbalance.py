@@ -1,0 +1,214 @@
+"""Losses for long-tailed class distributions that use the training-set class counts.
+
+Logit adjustment and balanced softmax add the log class prior to the logits inside
+cross-entropy, so the model learns scores calibrated for a *balanced* test distribution;
+LDAM subtracts a larger margin from the true-class logit of rarer classes.  All three take
+``class_counts`` ``(C,)`` from the training split (priors, i.e. counts divided by their sum,
+work equally); every count must be positive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from lossbench.losses._registry import loss_module, register_loss
+from lossbench.losses._validation import (
+    check_class_counts,
+    check_logits,
+    check_positive,
+    compute_dtype,
+    softmax_inputs,
+)
+from lossbench.losses.class_weights import effective_number_weights
+from lossbench.losses.cross_entropy import cross_entropy
+from lossbench.registry import FloatRange, HyperParam
+
+_MENON = "Menon et al., 'Long-tail learning via logit adjustment', ICLR 2021, arXiv 2007.07314"
+_REN = (
+    "Ren et al., 'Balanced Meta-Softmax for Long-Tailed Visual Recognition', NeurIPS 2020, arXiv 2007.10740"
+)
+_CAO = (
+    "Cao et al., 'Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss', "
+    "NeurIPS 2019, arXiv 1906.07413"
+)
+
+
+def _counts_like(class_counts: torch.Tensor, x: torch.Tensor, validate: bool) -> torch.Tensor:
+    """The counts in ``x``'s dtype and device; values are checked only when ``validate``."""
+    if validate:
+        counts = check_class_counts(class_counts, x.shape[-1])
+    else:
+        counts = torch.as_tensor(class_counts)
+        if counts.shape != (x.shape[-1],):
+            raise ValueError(f"class_counts must have shape ({x.shape[-1]},), got {tuple(counts.shape)}")
+    return counts.to(dtype=x.dtype, device=x.device)
+
+
+def _log_priors(class_counts: torch.Tensor, x: torch.Tensor, validate: bool) -> torch.Tensor:
+    counts = _counts_like(class_counts, x, validate)
+    return counts.log() - counts.sum().log()
+
+
+def logit_adjusted_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    class_counts: torch.Tensor,
+    tau: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """Logit-adjusted cross-entropy ``CE(s + tau log pi, y)``, ``pi_c = n_c / sum n``.
+
+    The rarer a class, the more its logit must exceed the others' to be predicted during
+    training, so plain ``argmax s`` of the trained model suits a balanced error.  ``tau = 0``
+    is cross-entropy; ``tau = 1`` (the paper's default) equals :func:`balanced_softmax`.
+    Target: class indices ``(B,)``.
+
+    Reference: Menon et al. 2021, arXiv 2007.07314; Su, kexue.fm/archives/7615.
+    """
+    x, _, _ = softmax_inputs(logits, target, ignore_index, reduction, validate)
+    check_positive("tau", tau, allow_zero=True)
+    adjusted = x + tau * _log_priors(class_counts, x, validate)
+    out = cross_entropy(adjusted, target, ignore_index=ignore_index, reduction=reduction, validate=False)
+    return out.to(logits.dtype)
+
+
+def logit_adjust(
+    logits: torch.Tensor, class_counts: torch.Tensor | Sequence[float], tau: float = 1.0
+) -> torch.Tensor:
+    """Post-hoc logit adjustment ``s - tau log pi`` for a model trained with plain cross-entropy.
+
+    Predict with the argmax of the result: it approximates the Bayes rule for the balanced
+    error, ``argmax_y p(x | y)``, when the model's softmax estimates ``p(y | x)``.  ``logits``
+    may have any leading shape; the last dimension holds the ``C`` classes.
+
+    Reference: Menon et al. 2021, arXiv 2007.07314 (post-hoc correction).
+    """
+    check_logits(logits, None, validate=True)
+    if logits.ndim == 0:
+        raise ValueError("logits must have a last dimension of classes, got a scalar")
+    check_positive("tau", tau, allow_zero=True)
+    x = logits.to(compute_dtype(logits))
+    return (x - tau * _log_priors(torch.as_tensor(class_counts), x, validate=True)).to(logits.dtype)
+
+
+def balanced_softmax(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    class_counts: torch.Tensor,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """Balanced softmax cross-entropy ``CE(s + log n_c, y)``.
+
+    Models the training distribution as the balanced one reweighted by the class counts; the
+    same loss as :func:`logit_adjusted_cross_entropy` with ``tau = 1`` (``log n_c`` and
+    ``log pi_c`` differ by a constant that softmax ignores).  Target: class indices ``(B,)``.
+
+    Reference: Ren et al. 2020, arXiv 2007.10740.
+    """
+    x, _, _ = softmax_inputs(logits, target, ignore_index, reduction, validate)
+    adjusted = x + _counts_like(class_counts, x, validate).log()
+    out = cross_entropy(adjusted, target, ignore_index=ignore_index, reduction=reduction, validate=False)
+    return out.to(logits.dtype)
+
+
+def ldam(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    class_counts: torch.Tensor,
+    max_margin: float = 0.5,
+    scale: float = 30.0,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """LDAM loss ``CE(scale * (s - Delta_y e_y), y; weight)`` with margins ``Delta_c ∝ n_c^{-1/4}``.
+
+    The margins are scaled so the rarest class gets ``max_margin``.  Cao et al. apply it to
+    cosine logits (normalised features and weights, ``s`` in ``[-1, 1]``) where ``scale = 30``
+    sets the softmax temperature; on unnormalised logits ``scale`` multiplies the logits and
+    the margins live in logit units.  ``weight`` gives weighted cross-entropy, with the
+    weighted mean of PyTorch (see :func:`drw_weights` for the deferred re-weighting schedule).
+    Target: class indices ``(B,)``.
+
+    Reference: Cao et al. 2019, arXiv 1906.07413, and their code's ``LDAMLoss``.
+    """
+    x, y, _ = softmax_inputs(logits, target, ignore_index, reduction, validate)
+    check_positive("max_margin", max_margin, allow_zero=True)
+    check_positive("scale", scale)
+    margins = _counts_like(class_counts, x, validate) ** -0.25
+    margins = margins * (max_margin / margins.max())
+    adjusted = x.scatter_add(1, y[:, None], -margins[y][:, None])
+    out = cross_entropy(
+        scale * adjusted,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        validate=False,
+    )
+    return out.to(logits.dtype)
+
+
+def drw_weights(
+    epoch: int, class_counts: torch.Tensor | Sequence[float], *, start_epoch: int, beta: float = 0.9999
+) -> torch.Tensor | None:
+    """Deferred re-weighting (DRW): no weights before ``start_epoch``, effective-number weights from it on.
+
+    Pass the result as ``weight=`` to :func:`ldam` (or :func:`lossbench.losses.cross_entropy`)
+    each epoch.  Cao et al. train CIFAR for 200 epochs and re-weight from epoch 160 with
+    ``beta = 0.9999`` (their code uses ``beta = 0``, i.e. uniform weights, before; same loss).
+
+    Reference: Cao et al. 2019, arXiv 1906.07413, Algorithm 1;
+    :func:`lossbench.losses.effective_number_weights`.
+    """
+    for name, value in (("epoch", epoch), ("start_epoch", start_epoch)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if epoch < start_epoch:
+        return None
+    return effective_number_weights(class_counts, beta)
+
+
+LogitAdjustedCrossEntropyLoss = loss_module(logit_adjusted_cross_entropy, "LogitAdjustedCrossEntropyLoss")
+BalancedSoftmaxLoss = loss_module(balanced_softmax, "BalancedSoftmaxLoss")
+LDAMLoss = loss_module(ldam, "LDAMLoss")
+
+register_loss(
+    "logit_adjustment",
+    logit_adjusted_cross_entropy,
+    LogitAdjustedCrossEntropyLoss,
+    signature="softmax",
+    reference=_MENON,
+    hyperparams=(HyperParam("tau", 1.0, FloatRange(0.0, 2.0), "strength of the log-prior offset"),),
+    requires=("class_counts",),
+)
+register_loss(
+    "balanced_softmax",
+    balanced_softmax,
+    BalancedSoftmaxLoss,
+    signature="softmax",
+    reference=_REN,
+    requires=("class_counts",),
+)
+register_loss(
+    "ldam",
+    ldam,
+    LDAMLoss,
+    signature="softmax",
+    reference=_CAO,
+    hyperparams=(
+        HyperParam("max_margin", 0.5, FloatRange(0.1, 1.0), "margin of the rarest class"),
+        HyperParam("scale", 30.0, None, "logit multiplier (inverse temperature), fixed as in the paper"),
+    ),
+    requires=("class_counts",),
+)

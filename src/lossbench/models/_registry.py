@@ -1,0 +1,69 @@
+"""The model registry and ``build_model``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lossbench.registry import HyperParam, Registry, defaults
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registered model: ``factory(dataset, num_outputs, **hyperparams) -> nn.Module``.
+
+    The module maps a batch of the dataset's features to raw logits ``(B, num_outputs)``.
+    """
+
+    name: str
+    factory: Callable[..., nn.Module]
+    feature_kinds: tuple[str, ...]
+    hyperparams: tuple[HyperParam, ...]
+    reference: str
+    summary: str
+
+
+MODELS: Registry[ModelInfo] = Registry("model")
+
+
+def register_model(info: ModelInfo) -> ModelInfo:
+    return MODELS.add(info.name, info)
+
+
+def build_model(
+    name: str, dataset: Any, *, num_outputs: int | None = None, seed: int | None = None, **hyperparams: Any
+) -> nn.Module:
+    """Build model ``name`` for ``dataset`` (a ``lossbench.data.Dataset``: its ``feature_kind``,
+    ``input_shape``, ``num_classes``, ``task`` and ``vocab_size`` are used).
+
+    ``num_outputs``: logit width, default ``dataset.num_classes`` (pass 1 for a single-logit
+    sigmoid loss on a two-class set).  ``seed``: build under ``torch.manual_seed(seed)``
+    without disturbing the global RNG state; otherwise the global RNG initialises the weights.
+    Unset hyperparameters take their registered defaults.
+    """
+    info = MODELS.get(name)
+    if dataset.feature_kind not in info.feature_kinds:
+        raise ValueError(
+            f"model {name!r} takes {'/'.join(info.feature_kinds)} features, dataset {dataset.name!r} "
+            f"has {dataset.feature_kind} features"
+        )
+    known = {p.name for p in info.hyperparams}
+    unknown = sorted(set(hyperparams) - known)
+    if unknown:
+        raise ValueError(
+            f"model {name!r} has no hyperparameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    if num_outputs is None:
+        num_outputs = dataset.num_classes
+    if not (isinstance(num_outputs, int) and num_outputs >= 1):
+        raise ValueError(f"num_outputs must be a positive int, got {num_outputs!r}")
+    kwargs = {**defaults(info.hyperparams), **hyperparams}
+    if seed is None:
+        return info.factory(dataset, num_outputs, **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return info.factory(dataset, num_outputs, **kwargs)

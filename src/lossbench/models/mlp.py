@@ -1,0 +1,66 @@
+"""A multi-layer perceptron."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from lossbench.models._registry import ModelInfo, register_model
+from lossbench.registry import FloatRange, HyperParam, IntRange
+
+
+class MLP(nn.Module):
+    """``Linear -> ReLU -> Dropout`` per hidden width, then a linear output layer; input flattened."""
+
+    def __init__(
+        self, in_features: int, num_outputs: int, widths: Sequence[int], dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        layers: list[nn.Module] = [nn.Flatten()]
+        for w in widths:
+            if not (isinstance(w, int) and w > 0):
+                raise ValueError(f"hidden widths must be positive ints, got {list(widths)!r}")
+            layers += [nn.Linear(in_features, w), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            in_features = w
+        layers.append(nn.Linear(in_features, num_outputs))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _build(
+    ds: Any, num_outputs: int, *, width: int, depth: int, dropout: float, widths: Sequence[int] | None
+) -> MLP:
+    if widths is None:
+        if not (isinstance(depth, int) and depth >= 0):
+            raise ValueError(f"depth must be an int >= 0, got {depth!r}")
+        widths = [width] * depth
+    return MLP(math.prod(ds.input_shape), num_outputs, widths, dropout)
+
+
+register_model(
+    ModelInfo(
+        "mlp",
+        _build,
+        ("tabular", "image"),
+        (
+            HyperParam("width", 256, IntRange(32, 1024, log=True), "units per hidden layer"),
+            HyperParam("depth", 2, IntRange(1, 4), "hidden layers"),
+            HyperParam("dropout", 0.0, FloatRange(0.0, 0.5), "dropout after each hidden ReLU"),
+            HyperParam(
+                "widths", None, None, "explicit hidden widths, e.g. (512, 128); overrides width and depth"
+            ),
+        ),
+        "Rumelhart, Hinton & Williams 1986; dropout: Srivastava et al. 2014",
+        "ReLU multi-layer perceptron on the flattened input",
+    )
+)

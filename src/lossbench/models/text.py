@@ -1,0 +1,62 @@
+"""A fastText-style text classifier: the mean (or sum) of token embeddings, then a linear layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from lossbench.models._registry import ModelInfo, register_model
+from lossbench.registry import Choice, FloatRange, HyperParam, IntRange
+
+PAD_ID = 0  # lossbench.data's padding id (kept here so models import torch only)
+
+
+class BagOfEmbeddings(nn.Module):
+    """``logits = W · reduce_{t != pad} E[t] + b`` on padded token ids ``(B, L)``.
+
+    The architecture of fastText (Joulin et al. 2017, "Bag of Tricks for Efficient Text
+    Classification", arXiv 1607.01759) without its n-gram features and hierarchical softmax:
+    ``nn.EmbeddingBag`` with ``padding_idx`` leaves padding out of the mean or sum (a row of
+    padding only gives the zero vector).  Embeddings start from PyTorch's ``N(0, 1)``.
+    """
+
+    def __init__(
+        self, vocab_size: int, num_outputs: int, embed_dim: int = 64, mode: str = "mean", dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if mode not in ("mean", "sum"):
+            raise ValueError(f"mode must be 'mean' or 'sum', got {mode!r}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        self.embedding = nn.EmbeddingBag(vocab_size, embed_dim, mode=mode, padding_idx=PAD_ID)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(embed_dim, num_outputs)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.embedding(tokens)))
+
+
+def _build(ds: Any, num_outputs: int, *, embed_dim: int, mode: str, dropout: float) -> BagOfEmbeddings:
+    if ds.vocab_size is None:
+        raise ValueError(f"dataset {ds.name!r} has no vocab_size; the text model needs token ids")
+    return BagOfEmbeddings(ds.vocab_size, num_outputs, embed_dim, mode, dropout)
+
+
+register_model(
+    ModelInfo(
+        "fasttext",
+        _build,
+        ("text",),
+        (
+            HyperParam("embed_dim", 64, IntRange(16, 256, log=True), "embedding width"),
+            HyperParam(
+                "mode", "mean", Choice(("mean", "sum")), "how token embeddings are pooled (padding excluded)"
+            ),
+            HyperParam("dropout", 0.0, FloatRange(0.0, 0.5), "dropout on the pooled embedding"),
+        ),
+        "Joulin et al. 2017, arXiv 1607.01759 (fastText, without n-grams)",
+        "EmbeddingBag mean/sum over non-pad tokens + linear",
+    )
+)

@@ -1,0 +1,94 @@
+"""What a training-step transform is and what it sees.
+
+A step is: loss on the batch -> objective transforms (loss wrappers, in order) -> backward ->
+gradient transforms (in order) -> update (the optimizer's step, or an update transform such as
+MGS that wraps it).  Each transform overrides the hooks of its stage and reports per-step
+statistics as 0-d tensors (or Python floats), so that a loop can accumulate them without a host
+sync per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+LossFn = Callable[..., torch.Tensor]
+
+STAGES = ("objective", "gradient", "update")
+
+
+@dataclass
+class StepContext:
+    """Everything a transform may read during one step.
+
+    ``params`` are the trainable tensors the optimizer updates (the model's and, when the loss is
+    an ``nn.Module`` with parameters, the loss's), in a fixed order shared by all transforms.
+    """
+
+    model: nn.Module
+    loss: LossFn
+    optimizer: torch.optim.Optimizer | None
+    params: list[torch.Tensor]
+    x: torch.Tensor | None = None
+    y: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    step: int = 0
+    stats: dict[str, torch.Tensor | float] = field(default_factory=dict)
+
+
+class Transform:
+    """Base of the training-step transforms.
+
+    Subclasses set ``name`` and ``stage`` and override the hook of their stage:
+
+    - ``objective``: ``objective(value, ctx) -> value``; ``value`` is the scalar mini-batch loss,
+      or the per-sample losses ``(B,)`` for a transform with ``per_sample = True`` (which must
+      come first among the objective transforms).
+    - ``gradient``: ``gradients(grads, ctx)`` edits the gradients of ``ctx.params`` in place
+      (parameters without a gradient are left out, as the optimizer leaves them).
+    - ``update``: ``update(grads, ctx)`` replaces the optimizer step (at most one per step).
+
+    ``bind(ctx)`` is called once when the step is built (to collect weight matrices, allocate
+    state on the parameters' device, ...).  Statistics go into ``ctx.stats`` as 0-d tensors
+    under ``"<name>/<stat>"``.
+    """
+
+    name: ClassVar[str] = ""
+    stage: ClassVar[str] = "objective"
+    per_sample: ClassVar[bool] = False
+
+    def bind(self, ctx: StepContext) -> None:
+        return None
+
+    def objective(self, value: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        return value
+
+    def gradients(self, grads: list[torch.Tensor], ctx: StepContext) -> None:
+        return None
+
+    def update(self, grads: list[torch.Tensor], ctx: StepContext) -> None:
+        raise NotImplementedError(f"{type(self).__name__} is not an update transform")
+
+    def record(self, ctx: StepContext, key: str, value: torch.Tensor | float) -> None:
+        ctx.stats[f"{self.name}/{key}"] = value.detach() if isinstance(value, torch.Tensor) else value
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all gradients together, as one vector (0-d tensor, no host sync)."""
+    if not grads:
+        raise ValueError("grads must hold at least one tensor")
+    return torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+
+
+def scale_(grads: list[torch.Tensor], factor: torch.Tensor | float) -> None:
+    """Multiply every gradient in place by a scalar (a Python number or a 0-d tensor)."""
+    if grads:
+        torch._foreach_mul_(grads, factor)

@@ -1,0 +1,145 @@
+"""A lean training loop over in-memory tensors, and batched evaluation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from lossbench.losses._validation import check_positive
+from lossbench.train._base import LossFn
+from lossbench.train._registry import TransformSpec
+from lossbench.train.step import build_step, trainable_parameters
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+OptimizerSpec = Union[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]]
+EpochCallback = Callable[[int, dict[str, float]], Any]
+
+
+def make_optimizer(
+    params: Sequence[nn.Parameter],
+    name: str,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+) -> torch.optim.Optimizer:
+    """``sgd`` (with ``momentum``), ``adam`` or ``adamw``; ``weight_decay`` as each torch optimizer has it."""
+    check_positive("lr", lr)
+    check_positive("weight_decay", weight_decay, allow_zero=True)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS} or a factory params -> Optimizer, got {name!r}")
+
+
+def fit(
+    model: nn.Module,
+    loss: LossFn,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    optimizer: OptimizerSpec = "sgd",
+    lr: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    lr_final: float | None = None,
+    transforms: Sequence[TransformSpec] = (),
+    generator: torch.Generator | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    device: torch.device | str | None = None,
+) -> list[dict[str, float]]:
+    """Train ``model`` on in-memory tensors; returns one statistics dict per epoch.
+
+    Each epoch draws one ``torch.randperm`` (from ``generator`` when given, for reproducible
+    shuffling) and slices mini-batches from the whole tensors, which should already be on the
+    device (they are moved there once otherwise).  The optimizer covers the model's trainable
+    parameters and the loss's, when the loss is an ``nn.Module``.  With ``lr_final`` the learning
+    rate decays exponentially, step by step, from ``lr`` at the first step to ``lr_final`` at
+    the last (the EXACT paper's protocol).  ``optimizer`` is a name from ``OPTIMIZERS`` or a
+    factory ``params -> Optimizer``, which then sets its own learning rate and decay (``lr_final``
+    is reached from its first group's rate).  ``transforms`` as in :func:`build_step`.
+
+    The epoch's row holds the mean over its steps of every step statistic (``loss``, the
+    mini-batch mean loss; ``objective``; ``flooding/flooded``, the share of flooded steps; ...),
+    plus ``epoch`` and ``lr`` (the last step's).  ``on_epoch_end(epoch, row)`` may add entries
+    to the row (validation metrics, say) and stops training by returning True.
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    n = x_train.shape[0]
+    if n == 0 or y_train.shape[0] != n:
+        raise ValueError(
+            "x_train and y_train must hold the same positive number of samples, "
+            f"got {n} and {y_train.shape[0]}"
+        )
+    check_positive("lr", lr)
+    if lr_final is not None:
+        check_positive("lr_final", lr_final)
+
+    device = torch.device(device) if device is not None else x_train.device
+    model.to(device)
+    if isinstance(loss, nn.Module):
+        loss.to(device)
+    x_train, y_train = x_train.to(device), y_train.to(device)
+
+    params = trainable_parameters(model, loss)
+    if isinstance(optimizer, str):
+        opt = make_optimizer(params, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    else:
+        opt = optimizer(params)
+    step = build_step(model, loss, opt, transforms)
+
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = epochs * steps_per_epoch
+    scheduler = None
+    if lr_final is not None and total > 1:
+        gamma = (lr_final / opt.param_groups[0]["lr"]) ** (1.0 / (total - 1))
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+    perm_device = generator.device if generator is not None else torch.device("cpu")
+
+    history: list[dict[str, float]] = []
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(n, generator=generator, device=perm_device).to(device)
+        sums: dict[str, torch.Tensor | float] = {}
+        for start in range(0, n, batch_size):
+            idx = perm[start : start + batch_size]
+            lr_now = opt.param_groups[0]["lr"]
+            for key, value in step.run(x_train[idx], y_train[idx]).items():
+                sums[key] = sums[key] + value if key in sums else value
+            if scheduler is not None:
+                scheduler.step()
+        row = {key: float(value) / steps_per_epoch for key, value in sums.items()}
+        row["epoch"], row["lr"] = epoch, lr_now
+        history.append(row)
+        if on_epoch_end is not None and on_epoch_end(epoch, row):
+            break
+    return history
+
+
+@torch.no_grad()
+def eval_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """The model's outputs on ``x`` in eval mode, without gradients, ``batch_size`` rows at a time.
+
+    The model's train/eval mode is restored afterwards.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+    finally:
+        model.train(was_training)

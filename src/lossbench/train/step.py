@@ -1,0 +1,127 @@
+"""One training step built from a loss, a chain of named transforms and an optimizer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from lossbench.train._base import LossFn, StepContext, Transform
+from lossbench.train._registry import TransformSpec, make_transform
+
+
+def trainable_parameters(model: nn.Module, loss: LossFn) -> list[nn.Parameter]:
+    """The model's trainable parameters, then the loss's (when it is a module), without repeats."""
+    seen: set[int] = set()
+    params = []
+    modules = [model, loss] if isinstance(loss, nn.Module) else [model]
+    for module in modules:
+        for p in module.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    return params
+
+
+class TrainStep:
+    """``step(x, y)``: loss -> objective transforms -> backward -> gradient transforms -> update.
+
+    Objective transforms wrap the loss in the order given; gradient transforms edit the
+    gradients in the order given; the update is ``optimizer.step()`` unless an update transform
+    (MGS) is in the chain.  ``run`` returns the step's statistics as 0-d tensors (no host sync);
+    calling the step returns them as floats.  ``"loss"`` is the mini-batch mean loss before any
+    wrapper, ``"objective"`` what was differentiated; transform statistics are keyed
+    ``"<transform>/<stat>"``.  The caller sets the model's train/eval mode.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: LossFn,
+        optimizer: torch.optim.Optimizer,
+        transforms: Sequence[TransformSpec] = (),
+    ) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if isinstance(transforms, (str, Transform)):
+            transforms = [transforms]
+        self.transforms = [make_transform(t) for t in transforms]
+        self._objective = [t for t in self.transforms if t.stage == "objective"]
+        self._gradient = [t for t in self.transforms if t.stage == "gradient"]
+        updates = [t for t in self.transforms if t.stage == "update"]
+        if len(updates) > 1:
+            raise ValueError(f"at most one update transform per step, got {[t.name for t in updates]}")
+        self._update = updates[0] if updates else None
+        late = [t.name for t in self._objective[1:] if t.per_sample]
+        if late:
+            raise ValueError(f"per-sample transforms {late} must come first among the loss wrappers")
+        self._per_sample = bool(self._objective) and self._objective[0].per_sample
+
+        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if isinstance(loss, nn.Module):
+            missing = [n for n, p in loss.named_parameters() if p.requires_grad and id(p) not in in_optimizer]
+            if missing:
+                raise ValueError(
+                    f"the loss has trainable parameters {missing} that the optimizer does not update; "
+                    "build the optimizer from trainable_parameters(model, loss)"
+                )
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.ctx = StepContext(model=model, loss=loss, optimizer=optimizer, params=params)
+        for t in self.transforms:
+            t.bind(self.ctx)
+
+    def run(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor | float]:
+        ctx = self.ctx
+        ctx.x, ctx.y, ctx.stats = x, y, {}
+        ctx.logits = logits = self.model(x)
+        value = self.loss(logits, y, reduction="none" if self._per_sample else "mean")
+        if self._per_sample and value.shape != x.shape[:1]:
+            raise ValueError(
+                f"{self._objective[0].name} needs one loss per sample, shape {tuple(x.shape[:1])}; the loss "
+                f"returned shape {tuple(value.shape)} for reduction='none' (batch-level losses have none)"
+            )
+        raw = value.detach() if value.ndim == 0 else value.detach().mean()
+        for t in self._objective:
+            value = t.objective(value, ctx)
+        if value.ndim != 0:
+            raise ValueError(f"the objective must be a scalar, got shape {tuple(value.shape)}")
+        self.optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        grads = [p.grad for p in ctx.params if p.grad is not None]
+        for t in self._gradient:
+            t.gradients(grads, ctx)
+        if self._update is None:
+            self.optimizer.step()
+        else:
+            self._update.update(grads, ctx)
+        ctx.stats["loss"] = raw
+        ctx.stats["objective"] = value.detach()
+        ctx.step += 1
+        ctx.x = ctx.y = ctx.logits = None
+        return ctx.stats
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        return {k: float(v) for k, v in self.run(x, y).items()}
+
+    def __repr__(self) -> str:
+        return f"TrainStep(transforms={self.transforms!r}, optimizer={type(self.optimizer).__name__})"
+
+
+def build_step(
+    model: nn.Module,
+    loss: LossFn,
+    optimizer: torch.optim.Optimizer,
+    transforms: Sequence[TransformSpec] = (),
+) -> TrainStep:
+    """A training step from transforms given by name, ``(name, kwargs)`` or instance.
+
+    Example::
+
+        step = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
+                          transforms=[("flooding", {"b": 0.05}), ("clip_norm", {"max_norm": 1.0})])
+        for x, y in batches:
+            stats = step(x, y)   # {"loss": ..., "objective": ..., "flooding/flooded": ..., ...}
+    """
+    return TrainStep(model, loss, optimizer, transforms)

@@ -1,0 +1,83 @@
+"""IDX (MNIST-family) files written by the tests: layouts, dtypes and malformed files."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from lossbench.data import load_dataset, load_idx_dir, read_idx
+
+from .writers import idx_bytes, write, write_idx_set
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_directory_loads_images_in_unit_range(tmp_path, gz):
+    arrays = write_idx_set(tmp_path, gz=gz)
+    ds = load_idx_dir(tmp_path)
+    assert ds.x_train.shape == (6, 1, 4, 5) and ds.x_test.shape == (4, 1, 4, 5)
+    assert ds.x_train.dtype == torch.float32 and ds.feature_kind == "image"
+    expected = torch.from_numpy(arrays["train-images-idx3-ubyte"].astype(np.float32) / 255)
+    assert torch.equal(ds.x_train[:, 0], expected)
+    assert ds.y_train.tolist() == [0, 1, 2, 0, 1, 2] and ds.y_test.tolist() == [0, 1, 2, 0]
+    assert ds.class_names == ["0", "1", "2"] and ds.input_shape == (1, 4, 5)
+
+
+def test_dotted_file_names_are_found(tmp_path):
+    arrays = write_idx_set(tmp_path / "src", gz=False)
+    for name, a in arrays.items():
+        write(tmp_path / "dotted" / name.replace("-idx", ".idx"), idx_bytes(a))
+    assert torch.equal(load_idx_dir(tmp_path / "dotted").x_test, load_idx_dir(tmp_path / "src").x_test)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "float32", "float64"])
+def test_read_idx_decodes_big_endian_types(tmp_path, dtype):
+    a = (np.arange(24).reshape(2, 3, 4) - 7).astype(dtype)
+    out = read_idx(write(tmp_path / "x-idx3", idx_bytes(a)))
+    assert np.array_equal(out.numpy(), a)
+
+
+def test_bad_magic_number_names_the_file(tmp_path):
+    path = write(tmp_path / "bad", b"\x08\x00\x08\x03" + b"\x00" * 20)
+    with pytest.raises(ValueError, match=r"bad: not an IDX file \(magic number 08000803"):
+        read_idx(path)
+
+
+def test_truncated_gzip_names_the_file(tmp_path):
+    data = gzip.compress(idx_bytes(np.zeros((10, 4, 4), np.uint8)))
+    path = write(tmp_path / "train-images-idx3-ubyte.gz", data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz: corrupt or truncated gzip"):
+        read_idx(path)
+
+
+def test_payload_shorter_than_header_declares(tmp_path):
+    data = idx_bytes(np.zeros((10, 4, 4), np.uint8))[:-16]
+    with pytest.raises(ValueError, match=r"short: header declares shape \(10, 4, 4\) \(160 bytes.*holds 144"):
+        read_idx(write(tmp_path / "short", data))
+
+
+def test_image_label_count_mismatch(tmp_path):
+    write_idx_set(tmp_path, gz=False)
+    write(tmp_path / "train-labels-idx1-ubyte", idx_bytes(np.zeros(5, np.uint8)))
+    with pytest.raises(
+        ValueError,
+        match=r"train-images-idx3-ubyte holds 6 images but .*train-labels-idx1-ubyte holds 5 labels",
+    ):
+        load_idx_dir(tmp_path, cache=False)
+
+
+def test_missing_file_is_named(tmp_path):
+    write_idx_set(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(ValueError, match=r"no test labels file \(expected e.g. t10k-labels-idx1-ubyte.gz\)"):
+        load_idx_dir(tmp_path)
+
+
+def test_registered_mnist_checks_its_checksums(tmp_path):
+    write_idx_set(tmp_path / "mnist", size=(28, 28), classes=10, n_train=20, n_test=10)
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz: SHA-256 [0-9a-f]{64} matches none"):
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+    ds = load_dataset("mnist", data_dir=tmp_path, download=False, verify=False)
+    assert ds.x_train.shape == (20, 1, 28, 28) and ds.num_classes == 10

@@ -1,0 +1,83 @@
+"""ImageFolder trees written by the tests: grayscale/RGB, sizes, classes, unreadable files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lossbench.data import load_image_folder
+
+
+def save(path, array, fmt=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format=fmt)
+    return array
+
+
+def gray_tree(root, size=(6, 5)):
+    rng = np.random.default_rng(0)
+    pixels = {}
+    for split, n in (("train", 3), ("test", 1)):
+        for cls in ("dog", "cat"):
+            for i in range(n):
+                pixels[(split, cls, i)] = save(
+                    root / split / cls / f"{i}.png", rng.integers(0, 256, size, dtype=np.uint8)
+                )
+    return pixels
+
+
+def test_grayscale_tree(tmp_path):
+    pixels = gray_tree(tmp_path)
+    ds = load_image_folder(tmp_path)
+    assert ds.class_names == ["cat", "dog"]  # sorted directory names
+    assert ds.x_train.shape == (6, 1, 6, 5) and ds.x_test.shape == (2, 1, 6, 5)
+    assert ds.y_train.tolist() == [0, 0, 0, 1, 1, 1] and ds.y_test.tolist() == [0, 1]
+    assert torch.equal(ds.x_train[3, 0], torch.from_numpy(pixels[("train", "dog", 0)] / 255.0).float())
+
+
+def test_rgb_images_give_three_channels_and_can_be_made_gray(tmp_path):
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        save(tmp_path / split / "a" / "x.png", rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+        save(tmp_path / split / "b" / "y.jpg", rng.integers(0, 256, (4, 4), dtype=np.uint8), "JPEG")
+    rgb = load_image_folder(tmp_path)
+    assert rgb.x_train.shape == (2, 3, 4, 4)
+    gray = load_image_folder(tmp_path, channels=1)
+    assert gray.x_train.shape == (2, 1, 4, 4)
+    # a grayscale image converted to RGB repeats its channel
+    assert torch.equal(rgb.x_train[1, 0], rgb.x_train[1, 2])
+
+
+def test_sizes_must_agree_unless_resized(tmp_path):
+    gray_tree(tmp_path)
+    save(tmp_path / "test" / "cat" / "big.png", np.zeros((9, 9), np.uint8))
+    with pytest.raises(ValueError, match=r"big.png: image is 9x9 but earlier images are 6x5; pass size"):
+        load_image_folder(tmp_path)
+    ds = load_image_folder(tmp_path, size=(4, 3))
+    assert ds.x_train.shape == (6, 1, 4, 3) and ds.x_test.shape == (3, 1, 4, 3)
+
+
+def test_test_class_missing_from_training(tmp_path):
+    gray_tree(tmp_path)
+    save(tmp_path / "test" / "bird" / "0.png", np.zeros((6, 5), np.uint8))
+    with pytest.raises(ValueError, match=r"class 'bird' does not occur in"):
+        load_image_folder(tmp_path)
+
+
+def test_unreadable_image_is_named(tmp_path):
+    gray_tree(tmp_path)
+    (tmp_path / "train" / "cat" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"broken.png: not a readable image"):
+        load_image_folder(tmp_path)
+
+
+def test_empty_class_folder_and_missing_split(tmp_path):
+    gray_tree(tmp_path)
+    (tmp_path / "train" / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"empty: class folder holds no images"):
+        load_image_folder(tmp_path)
+    (tmp_path / "train" / "empty").rmdir()
+    with pytest.raises(ValueError, match=r"split not found: .*valid"):
+        load_image_folder(tmp_path, test="valid")

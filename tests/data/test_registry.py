@@ -1,0 +1,188 @@
+"""The registry, downloads (file:// URLs), checksums, the parse cache and the datasets command."""
+
+from __future__ import annotations
+
+import io
+import os
+import urllib.error
+import zipfile
+
+import pytest
+import torch
+
+import lossbench.data.arff as arff_module
+from lossbench.cli import main
+from lossbench.data import DATASETS, DataUnavailableError, RemoteFile, load_arff, load_dataset
+from lossbench.data._cache import cache_path
+from lossbench.data._files import DOWNLOAD_TIMEOUT_S, fetch, sha256
+from lossbench.data._registry import DatasetInfo, FileResolver
+
+from .test_arff import ARFF
+from .writers import write
+
+
+def test_every_entry_documents_itself():
+    assert {
+        "digits",
+        "mnist",
+        "fashion-mnist",
+        "sst2",
+        "adult",
+        "car",
+        "letter",
+        "scene",
+        "arff",
+        "meka_arff",
+    } <= set(DATASETS)
+    for name, info in DATASETS.items():
+        assert info.summary and info.origin and info.source, name
+        for f in info.files:
+            assert f.urls or f.homepage, (name, f.name)
+
+
+def test_unknown_name_lists_the_registered_ones():
+    with pytest.raises(ValueError, match=r"unknown dataset 'mnsit'; registered: .*mnist"):
+        load_dataset("mnsit")
+
+
+def test_parameters_are_checked():
+    with pytest.raises(
+        ValueError,
+        match=r"dataset 'iris' has no parameter\(s\) test_size; its parameters: test_fraction, seed",
+    ):
+        load_dataset("iris", test_size=0.3)
+    with pytest.raises(ValueError, match=r"dataset 'arff' needs parameter\(s\) path"):
+        load_dataset("arff")
+
+
+def test_format_entries_take_paths(tmp_path):
+    ds = load_dataset("arff", path=str(write(tmp_path / "t.arff", ARFF)), test_fraction=0.5)
+    assert ds.num_classes == 2 and len(ds.y_test) == 3
+
+
+def test_long_tail_option():
+    ds = load_dataset("synthetic", n_classes=3, long_tail_rho=4.0)
+    counts = ds.class_counts
+    assert ds.name == "synthetic-lt4" and counts[0] / counts[2] == pytest.approx(4, rel=0.02)
+
+
+def remote(tmp_path, payload: bytes, **kw) -> RemoteFile:
+    src = write(tmp_path / "server" / "file.bin", payload)
+    return RemoteFile("file.bin", (src.as_uri(),), **kw)
+
+
+def test_fetch_verifies_and_renames_into_place(tmp_path):
+    rf = remote(tmp_path, b"payload", sha256=(sha256(b"payload"),))
+    path = fetch(rf, tmp_path / "data")
+    assert path.read_bytes() == b"payload" and os.listdir(tmp_path / "data") == ["file.bin"]
+
+
+def test_fetch_rejects_a_checksum_mismatch_and_leaves_nothing(tmp_path):
+    rf = remote(tmp_path, b"tampered", sha256=(sha256(b"payload"),))
+    with pytest.raises(DataUnavailableError, match=r"file.bin: .*SHA-256 [0-9a-f]{64} matches none"):
+        fetch(rf, tmp_path / "data")
+    assert not (tmp_path / "data").exists() or os.listdir(tmp_path / "data") == []
+
+
+def test_fetch_extracts_a_zip_member(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("SET/train.tsv", "a\tb\n")
+    src = write(tmp_path / "server" / "set.zip", buf.getvalue())
+    rf = RemoteFile("train.tsv", (src.as_uri(),), sha256=(sha256(b"a\tb\n"),), member="SET/train.tsv")
+    assert fetch(rf, tmp_path / "data").read_text() == "a\tb\n"
+
+
+def test_compressed_file_verifies_by_payload(tmp_path):
+    data = write(tmp_path / "x.gz", b"payload", "gzip").read_bytes()
+    RemoteFile("x.gz", sha256=(sha256(b"payload"),)).check(data, "x.gz")
+    with pytest.raises(ValueError, match=r"x.gz: SHA-256 .* pass verify=False"):
+        RemoteFile("x.gz", sha256=(sha256(b"other"),)).check(data, "x.gz")
+
+
+def test_failed_download_says_where_to_put_the_files(tmp_path, monkeypatch):
+    seen = []
+
+    def offline(url, timeout):
+        seen.append(timeout)
+        raise urllib.error.URLError("network unreachable")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    with pytest.raises(DataUnavailableError) as err:
+        load_dataset("mnist", data_dir=tmp_path)
+    message = str(err.value)
+    for text in (
+        "train-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+        str(tmp_path / "mnist"),
+        "--data-dir",
+        "network unreachable",
+        "https://ossci-datasets",
+    ):
+        assert text in message
+    assert seen and all(t == DOWNLOAD_TIMEOUT_S <= 30 for t in seen)  # one short try per mirror
+    assert len(seen) == 2
+
+
+def test_no_download_url_explains_the_source(tmp_path):
+    with pytest.raises(DataUnavailableError, match=r"scene.arff.bz2: MEKA's datasets"):
+        load_dataset("scene", data_dir=tmp_path)
+
+
+def test_resolver_downloads_then_verifies_once(tmp_path, monkeypatch):
+    rf = remote(tmp_path, b"payload", sha256=(sha256(b"payload"),))
+    info = DatasetInfo(
+        "toy", "files", lambda resolve: None, "multiclass", "tabular", "s", "o", files=(rf,), subdir="toy"
+    )
+    resolver = FileResolver(info, tmp_path / "data" / "toy", download=True, verify=True)
+    path = resolver("file.bin")
+    checks = []
+    with monkeypatch.context() as m:
+        m.setattr(RemoteFile, "check", lambda self, data, where: checks.append(where))
+        assert resolver("file.bin") == path and checks == []  # this file version already passed
+    path.write_bytes(b"changed!")
+    with pytest.raises(ValueError, match="matches none of the published checksums"):
+        resolver("file.bin")
+
+
+def test_parse_cache_hits_and_invalidates(tmp_path, fresh_cache, monkeypatch):
+    path = write(tmp_path / "t.arff", ARFF)
+    calls = []
+    real = arff_module.parse_arff
+    monkeypatch.setattr(arff_module, "parse_arff", lambda p: calls.append(p) or real(p))
+    a = load_arff(path)
+    b = load_arff(path)
+    assert len(calls) == 1 and torch.equal(a.x_train, b.x_train)
+    entries = list(fresh_cache.iterdir())
+    assert [e.name for e in entries] == [
+        cache_path("arff", {}, [path]).name
+    ]  # written atomically: no temp files
+    write(path, ARFF.replace("6.0, green", "6.5, green"))
+    c = load_arff(path)
+    assert len(calls) == 2 and not torch.equal(c.x_train, a.x_train)
+    load_arff(path, cache=False)
+    assert len(calls) == 3
+
+
+def test_unreadable_cache_entry_is_rebuilt_with_a_warning(tmp_path, fresh_cache):
+    path = write(tmp_path / "t.arff", ARFF)
+    load_arff(path)
+    cache_path("arff", {}, [path]).write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable parse cache"):
+        ds = load_arff(path)
+    assert len(ds.y_train) == 5 and cache_path("arff", {}, [path]).read_bytes() != b"garbage"
+
+
+def test_datasets_command_lists_every_dataset(capsys, tmp_path):
+    assert main(["datasets", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert set(lines) == set(DATASETS)
+    assert "built-in" in lines["iris"] and "no (4/4 files missing)" in lines["mnist"]
+    assert "https://ossci-datasets.s3.amazonaws.com/mnist/" in lines["mnist"]
+
+
+def test_datasets_command_loads_named_sets(capsys):
+    assert main(["datasets", "iris", "wine"]) == 0
+    out = capsys.readouterr().out
+    assert "iris: multiclass, tabular (4,); train 120, test 30" in out and "wine:" in out

@@ -1,0 +1,184 @@
+"""Every registered model: shapes, raw logits, seeded construction, trainability; per-model specifics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lossbench.data import Dataset
+from lossbench.models import M3, MODELS, build_model
+from lossbench.models.cnn import M3_CHANNELS
+
+
+def toy(kind: str, task: str = "multiclass", classes: int = 3, n: int = 16, size: int = 28) -> Dataset:
+    """Random features with a class signal (so a few steps can fit them)."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % classes
+    if kind == "tabular":
+        x = torch.randn(n, 7, generator=g)
+        x[:, :classes] += 2 * F.one_hot(y, classes)
+    elif kind == "image":
+        x = torch.rand(n, 1, size, size, generator=g)
+        x[torch.arange(n), 0, 2 * y, :] = 1.0  # a bright row whose position gives the class
+    else:
+        x = torch.randint(5, 50, (n, 9), generator=g)
+        x[:, 0] = 1 + y  # a class token
+        x[:, 6:] = 0  # padding
+    if task == "multilabel":
+        y = F.one_hot(y, classes).float()
+    return Dataset(
+        f"toy-{kind}",
+        task,
+        x,
+        y,
+        x[:4],
+        y[:4],
+        [str(c) for c in range(classes)],
+        kind,
+        "test",
+        vocab_size=50 if kind == "text" else None,
+    )
+
+
+CASES = [(name, kind) for name, info in MODELS.items() for kind in info.feature_kinds]
+
+
+def small(name: str) -> dict:
+    return {"mlp": {"width": 32}, "cnn": {"width": 8}, "fasttext": {"embed_dim": 16}}.get(name, {})
+
+
+def test_registry_metadata():
+    assert {"linear", "mlp", "m3", "cnn", "fasttext"} <= set(MODELS)
+    for name, info in MODELS.items():
+        assert info.reference and info.summary and info.feature_kinds, name
+        assert MODELS.get("mlp").hyperparams[0].space is not None  # widths are tunable
+
+
+@pytest.mark.parametrize("name, kind", CASES)
+def test_output_shape_and_raw_logits(name, kind):
+    ds = toy(kind)
+    model = build_model(name, ds, seed=0, **small(name)).eval()
+    logits = model(ds.x_train)
+    assert logits.shape == (16, 3) and logits.dtype == torch.float32
+    # raw scores: neither probabilities (rows summing to 1) nor log-probabilities (logsumexp 0)
+    assert not torch.allclose(logits.sum(1), torch.ones(16), atol=1e-3)
+    assert not torch.allclose(torch.logsumexp(logits, 1), torch.zeros(16), atol=1e-3)
+    assert build_model(name, ds, num_outputs=1, seed=0, **small(name)).eval()(ds.x_train).shape == (16, 1)
+
+
+@pytest.mark.parametrize("name, kind", CASES)
+def test_seed_makes_construction_reproducible_without_touching_global_rng(name, kind):
+    ds = toy(kind)
+    state = torch.random.get_rng_state()
+    a, b = build_model(name, ds, seed=3, **small(name)), build_model(name, ds, seed=3, **small(name))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    c = build_model(name, ds, seed=4, **small(name))
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point())
+
+
+@pytest.mark.parametrize("name, kind", CASES)
+def test_a_few_steps_reduce_the_training_loss(name, kind):
+    # M3 costs ~0.3 GFLOP per 21x21 image and step: one image per class, few steps
+    n, steps = (3, 4) if name == "m3" else (16, 15)
+    ds = toy(kind, n=n, size=21)  # M3 accepts images from 21x21 up
+    model = build_model(name, ds, seed=0, **small(name))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(ds.x_train), ds.y_train)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_multilabel_outputs():
+    ds = toy("tabular", task="multilabel", classes=4)
+    assert build_model("mlp", ds, seed=0)(ds.x_train).shape == (16, 4)
+    assert build_model("linear", ds, seed=0).zero_first_logit is False
+
+
+def test_bad_requests():
+    with pytest.raises(
+        ValueError, match=r"model 'fasttext' takes text features, dataset 'toy-tabular' has tabular"
+    ):
+        build_model("fasttext", toy("tabular"))
+    with pytest.raises(
+        ValueError,
+        match=r"model 'mlp' has no hyperparameter\(s\) hidden; known: depth, dropout, width, widths",
+    ):
+        build_model("mlp", toy("tabular"), hidden=3)
+    with pytest.raises(ValueError, match=r"unknown model 'resnet'"):
+        build_model("resnet", toy("image"))
+    with pytest.raises(ValueError, match="num_outputs must be a positive int"):
+        build_model("mlp", toy("tabular"), num_outputs=0)
+
+
+def test_exact_linear_model_fixes_the_first_logit():
+    ds = toy("tabular")
+    model = build_model("linear", ds, seed=0)
+    assert model.linear.weight.shape == (2, 7)  # C - 1 free rows
+    logits = model(ds.x_train)
+    assert torch.equal(logits[:, 0], torch.zeros(16))
+    plain = build_model("linear", ds, seed=0, zero_first_logit=False)
+    assert plain.linear.weight.shape == (3, 7)
+    with pytest.raises(ValueError, match="does not apply to multilabel"):
+        build_model("linear", toy("tabular", task="multilabel"), zero_first_logit=True)
+
+
+def test_normalized_linear_weights_are_scale_free():
+    ds = toy("tabular")
+    model = build_model("linear", ds, seed=0, normalize_weights=True)
+    before = model(ds.x_train)
+    with torch.no_grad():
+        model.linear.weight.mul_(5)
+        model.linear.bias.mul_(5)
+    assert torch.allclose(model(ds.x_train), before, atol=1e-6)
+
+
+def test_mlp_explicit_widths_and_dropout():
+    model = build_model("mlp", toy("tabular"), widths=(5, 4), dropout=0.5)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(7, 5), (5, 4), (4, 3)]
+    assert sum(isinstance(m, torch.nn.Dropout) for m in model.modules()) == 2
+
+
+def test_m3_is_an_et_al_architecture():
+    model = build_model("m3", toy("image"), num_outputs=10)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 10 and all(
+        c.kernel_size == (3, 3) and c.padding == (0, 0) and c.bias is None for c in convs
+    )
+    assert [c.out_channels for c in convs] == list(range(32, 177, 16)) == list(M3_CHANNELS)
+    conv = sum(9 * cin * cout for cin, cout in zip([1, *M3_CHANNELS[:-1]], M3_CHANNELS))
+    bn = sum(2 * c for c in M3_CHANNELS)
+    assert sum(p.numel() for p in model.parameters()) == conv + bn + 176 * 10 + 10
+    flat = M3(1, 10, (28, 28), head="flatten")
+    assert sum(p.numel() for p in flat.parameters()) == conv + bn + 8 * 8 * 176 * 10 + 2 * 10
+    with pytest.raises(ValueError, match="at least 21x21"):
+        M3(1, 10, (20, 28))
+
+
+def test_m3_ignores_an_affine_input_rescaling():
+    model = M3(1, 3, (22, 22)).train()
+    x = torch.rand(8, 1, 22, 22)
+    assert torch.allclose(model(x), model((x - 0.5) * 2), atol=1e-3)  # BatchNorm's eps: not bit-exact
+
+
+def test_fasttext_pools_over_non_padding_tokens():
+    ds = toy("text")
+    for mode in ("mean", "sum"):
+        model = build_model("fasttext", ds, seed=0, mode=mode, embed_dim=8)
+        emb = model.embedding.weight
+        tokens = torch.tensor([[3, 4, 0, 0], [0, 0, 0, 0]])
+        pooled = emb[[3, 4]].mean(0) if mode == "mean" else emb[[3, 4]].sum(0)
+        out = model(tokens)
+        assert torch.allclose(out[0], model.fc(pooled), atol=1e-6)
+        assert torch.allclose(out[1], model.fc.bias, atol=1e-6)  # padding only -> zero vector
+    assert math.prod(model.embedding.weight.shape) == 50 * 8

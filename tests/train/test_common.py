@@ -1,0 +1,104 @@
+"""Registry-driven checks: every transform is selectable by name and composes with every
+registered softmax loss (one step each, finite results)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lossbench.losses import LOSSES
+from lossbench.train import TRANSFORMS, Transform, build_step, compatible, get_transform, make_transform
+from lossbench.train import trainable_parameters
+from tests.losses.cases import extra_kwargs
+
+SOFTMAX = [LOSSES.get(n) for n in LOSSES.names() if LOSSES.get(n).signature == "softmax"]
+NAMES = TRANSFORMS.names()
+
+
+def test_registry_metadata_is_complete():
+    assert {"flooding", "iflood", "ascent_descent", "gradient_penalty", "clip_norm", "clip_norm_smooth",
+            "grad_normalizer", "weissi", "mgs"} <= set(NAMES)
+    for name, info in TRANSFORMS.items():
+        assert info.reference.strip() and info.summary.strip(), name
+        assert info.factory.__doc__, name
+        assert info.factory.name == name
+        assert info.stage in ("objective", "gradient", "update")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_selectable_by_name_with_registered_defaults(name):
+    info = get_transform(name)
+    t = make_transform(name)
+    assert isinstance(t, info.factory)
+    for p in info.hyperparams:
+        assert getattr(t, p.name) == p.default
+    for spec in ((name, {}), t):
+        assert isinstance(make_transform(spec), info.factory)
+
+
+def test_bad_specs_raise_clear_errors():
+    with pytest.raises(ValueError, match="unknown transform 'flood'"):
+        make_transform("flood")
+    with pytest.raises(ValueError, match=r"no argument\(s\) \['level'\]"):
+        make_transform(("flooding", {"level": 0.1}))
+    with pytest.raises(ValueError, match="b must be >= 0, got -0.1"):
+        make_transform(("flooding", {"b": -0.1}))
+    with pytest.raises(ValueError, match="transforms entries"):
+        make_transform(3)
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    from lossbench.losses import cross_entropy
+
+    with pytest.raises(ValueError, match="per-sample transforms \\['iflood'\\] must come first"):
+        build_step(model, cross_entropy, opt, ["flooding", "iflood"])
+    with pytest.raises(ValueError, match="at most one update transform"):
+        build_step(model, cross_entropy, opt, ["mgs", "mgs"])
+
+
+def test_loss_parameters_must_be_in_the_optimizer():
+    from lossbench.losses import BetaBernoulliRelaxationLoss
+
+    model, loss = nn.Linear(3, 2), BetaBernoulliRelaxationLoss()
+    with pytest.raises(ValueError, match="raw"):
+        build_step(model, loss, torch.optim.SGD(model.parameters(), lr=0.1))
+    build_step(model, loss, torch.optim.SGD(trainable_parameters(model, loss), lr=0.1))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("info", SOFTMAX, ids=[i.name for i in SOFTMAX])
+def test_one_step_with_every_loss(info, name):
+    loss = info.module(**extra_kwargs(info, classes=4))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 4))
+    params = trainable_parameters(model, loss)
+    before = [p.detach().clone() for p in params]
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(12, 5, generator=gen), torch.randint(0, 4, (12,), generator=gen)
+    step = build_step(model, loss, torch.optim.SGD(params, lr=0.05), [name])
+    if not compatible(name, info):
+        with pytest.raises(ValueError, match="needs one loss per sample"):
+            step(x, y)
+        return
+    stats = {}
+    for _ in range(2):  # two steps: the ascent step of ascent_descent, EMA update of grad_normalizer
+        stats = step(x, y)
+    assert all(math.isfinite(v) for v in stats.values()), stats
+    assert any(k.startswith(f"{name}/") for k in stats), f"{name} logs no statistic"
+    assert all(torch.isfinite(p).all() for p in params)
+    assert any(not torch.equal(p, b) for p, b in zip(params, before)), "the step must move the parameters"
+
+
+def test_transforms_compose_in_one_chain():
+    from lossbench.losses import CrossEntropyLoss
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 4))
+    chain = ["iflood", "flooding", "gradient_penalty", "weissi", "ascent_descent", "clip_norm",
+             "clip_norm_smooth", "grad_normalizer", "mgs"]
+    step = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.05), chain)
+    stats = step(torch.randn(12, 5), torch.randint(0, 4, (12,)))
+    assert {k.split("/")[0] for k in stats} == set(chain) | {"loss", "objective"}
+    assert isinstance(step.transforms[0], Transform)

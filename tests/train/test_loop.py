@@ -1,0 +1,160 @@
+"""fit, eval_logits and the stateful gradient normaliser."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lossbench.losses import BetaBernoulliRelaxationLoss, CrossEntropyLoss, cross_entropy
+from lossbench.train import GradientNormalizer, StepContext, build_step, eval_logits, fit
+
+
+def blobs(n=300, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=gen)
+    centres = torch.tensor([[2.0, 0.0], [-1.0, 1.7], [-1.0, -1.7]])
+    return centres[y] + 0.8 * torch.randn(n, 2, generator=gen), y
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def test_fit_reduces_the_training_loss():
+    x, y = blobs()
+    model = mlp()
+    initial = cross_entropy(model(x), y).item()
+    history = fit(model, CrossEntropyLoss(), x, y, epochs=8, batch_size=32, lr=0.05,
+                  generator=torch.Generator().manual_seed(0))
+    assert len(history) == 8 and [row["epoch"] for row in history] == list(range(8))
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert cross_entropy(eval_logits(model, x), y).item() < 0.3 * initial
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_fit_is_reproducible_with_a_seeded_generator(optimizer):
+    x, y = blobs()
+    runs = []
+    for shuffle_seed in (5, 5, 6):
+        model = mlp()
+        history = fit(model, CrossEntropyLoss(), x, y, epochs=2, batch_size=64, lr=0.01, optimizer=optimizer,
+                      transforms=["iflood", "clip_norm"],
+                      generator=torch.Generator().manual_seed(shuffle_seed))
+        runs.append((history, torch.cat([p.detach().flatten() for p in model.parameters()])))
+    assert runs[0][0] == runs[1][0]
+    assert torch.equal(runs[0][1], runs[1][1])
+    assert not torch.equal(runs[0][1], runs[2][1]), "another shuffling seed must give another model"
+
+
+def test_lr_decays_exponentially_to_lr_final():
+    x, y = blobs(n=100)
+    seen = []
+    history = fit(mlp(), CrossEntropyLoss(), x, y, epochs=4, batch_size=10, lr=0.1, lr_final=1e-4,
+                  optimizer=lambda params: _RecordingSGD(params, seen, lr=0.1))
+    assert len(seen) == 40
+    assert seen[0] == pytest.approx(0.1) and seen[-1] == pytest.approx(1e-4)
+    ratios = torch.tensor(seen[1:]) / torch.tensor(seen[:-1])
+    torch.testing.assert_close(ratios, torch.full_like(ratios, (1e-4 / 0.1) ** (1 / 39)), rtol=1e-6, atol=0)
+    assert history[-1]["lr"] == pytest.approx(1e-4)
+
+
+class _RecordingSGD(torch.optim.SGD):
+    def __init__(self, params, seen, **kw):
+        super().__init__(params, **kw)
+        self.seen = seen
+
+    def step(self, closure=None):
+        self.seen.append(self.param_groups[0]["lr"])
+        return super().step(closure)
+
+
+def test_epoch_callback_logs_and_stops():
+    x, y = blobs(n=100)
+    calls = []
+
+    def on_epoch_end(epoch, row):
+        row["val"] = 1.0 + epoch
+        calls.append(epoch)
+        return epoch == 1
+
+    history = fit(mlp(), CrossEntropyLoss(), x, y, epochs=5, batch_size=50, lr=0.01,
+                  on_epoch_end=on_epoch_end)
+    assert calls == [0, 1] and [row["val"] for row in history] == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("level, share", [(100.0, 1.0), (0.0, 0.0)])
+def test_epoch_stats_give_the_share_of_flooded_steps(level, share):
+    x, y = blobs(n=100)
+    history = fit(mlp(), CrossEntropyLoss(), x, y, epochs=1, batch_size=10, lr=0.01,
+                  transforms=[("flooding", {"b": level})])
+    assert history[0]["flooding/flooded"] == share
+
+
+def test_fit_trains_the_loss_parameters():
+    x, y = blobs(n=100)
+    loss = BetaBernoulliRelaxationLoss()
+    before = loss.raw.detach().clone()
+    fit(mlp(), loss, x, y, epochs=1, batch_size=20, lr=0.1)
+    assert not torch.equal(loss.raw.detach(), before)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"lr": 0.0}, "lr"),
+     ({"lr_final": -1.0}, "lr_final"), ({"optimizer": "rmsprop"}, "optimizer")],
+)
+def test_fit_rejects_bad_arguments(kwargs, match):
+    x, y = blobs(n=20)
+    args = {"epochs": 1, "batch_size": 4, "lr": 0.1, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        fit(mlp(), CrossEntropyLoss(), x, y, **args)
+    with pytest.raises(ValueError, match="same positive number of samples"):
+        fit(mlp(), CrossEntropyLoss(), x, y[:-1], epochs=1, batch_size=4, lr=0.1)
+
+
+def test_eval_logits_matches_the_model_and_restores_the_mode():
+    x, _ = blobs(n=50)
+    model = nn.Sequential(nn.Linear(2, 8), nn.Dropout(0.5), nn.Linear(8, 3))
+    model.train()
+    out = eval_logits(model, x, batch_size=7)
+    assert model.training and not out.requires_grad
+    model.eval()
+    torch.testing.assert_close(out, model(x).detach())
+
+
+def test_gradient_normalizer_follows_the_ema_of_the_norm():
+    ctx = StepContext(model=nn.Linear(1, 1), loss=cross_entropy, optimizer=None, params=[])
+    norm = GradientNormalizer()
+    moving = None
+    for scale in [3.0, 1.0] + [1e-5] * 60:
+        grads = [torch.tensor([0.6, 0.0]) * scale, torch.tensor([[0.8]]) * scale]  # global norm = scale
+        expected = [g / max(0.9 * moving + 0.1 * scale if moving is not None else scale, 0.01) for g in grads]
+        moving = 0.9 * moving + 0.1 * scale if moving is not None else scale
+        norm.gradients(grads, ctx)
+        for g, e in zip(grads, expected):
+            torch.testing.assert_close(g, e)
+        assert ctx.stats["grad_normalizer/moving_norm"].item() == pytest.approx(moving, rel=1e-5)
+    assert moving < 0.01, "the floor 0.01 must have been reached"
+
+
+def test_step_returns_floats_and_run_returns_tensors():
+    x, y = blobs(n=20)
+    model = mlp()
+    step = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), ["clip_norm"])
+    assert all(isinstance(v, torch.Tensor) for v in step.run(x, y).values())
+    assert all(isinstance(v, float) for v in step(x, y).values())
+
+
+def test_readme_example_runs():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Training-step transforms", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert set(namespace["stats"]) >= {"loss", "objective", "flooding/flooded", "clip_norm/grad_norm"}
+    assert len(namespace["history"]) == 5 and "iflood/flooded" in namespace["history"][0]

@@ -1,0 +1,153 @@
+"""MGS: its batch costs against torchmetrics, its update against a loop-by-loop reference, and
+its effect on a real task (scikit-learn's digits) with accuracy itself as the optimised cost."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+from lossbench.losses import CrossEntropyLoss, cross_entropy
+from lossbench.train import MGS, build_step, error_rate, eval_logits, fit, macro_f1_cost
+
+
+def candidate_logits(n=5, batch=40, classes=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, batch, classes, generator=gen)
+    logits[0, :, 5] = -10  # class 5 never predicted by candidate 0 ...
+    target = torch.randint(0, 5, (batch,), generator=gen)  # ... and never a target
+    return logits, target
+
+
+def test_costs_match_torchmetrics_per_candidate():
+    logits, target = candidate_logits()
+    acc, f1 = error_rate(logits, target), macro_f1_cost(logits, target)
+    for i in range(logits.shape[0]):
+        kw = dict(num_classes=logits.shape[-1])
+        ref_acc = multiclass_accuracy(logits[i], target, average="micro", **kw)
+        ref_f1 = multiclass_f1_score(logits[i], target, average="macro", **kw)
+        torch.testing.assert_close(acc[i], 1 - ref_acc)
+        torch.testing.assert_close(f1[i], 1 - ref_f1)
+
+
+def test_costs_skip_ignored_targets():
+    logits, target = candidate_logits()
+    ignored = target.clone()
+    ignored[::4] = -100
+    keep = ignored != -100
+    torch.testing.assert_close(error_rate(logits, ignored), error_rate(logits[:, keep], target[keep]))
+    torch.testing.assert_close(macro_f1_cost(logits, ignored), macro_f1_cost(logits[:, keep], target[keep]))
+
+
+def reference_mgs_update(model, x, y, lr, n, sigma, mix, alpha, seed):
+    """MGS written out candidate by candidate, with full Gaussian log-densities."""
+    params = list(model.parameters())
+    grads = torch.autograd.grad(cross_entropy(model(x), y), params)
+    u = [-lr * g for g in grads]
+    gen = torch.Generator().manual_seed(seed)  # the same draws, in the same order, as MGS
+    guided = torch.rand(n, generator=gen) >= mix
+    noise = [sigma * torch.randn((n, *p.shape), generator=gen, dtype=p.dtype) for p in params]
+
+    def cost(delta):
+        probe = copy.deepcopy(model)
+        with torch.no_grad():
+            for p, d in zip(probe.parameters(), delta):
+                p.add_(d)
+        return 1 - (probe(x).argmax(1) == y).double().mean()
+
+    def log_normal(delta, mean):
+        return sum(torch.distributions.Normal(m, sigma).log_prob(d).sum() for d, m in zip(delta, mean))
+
+    zero = [torch.zeros_like(p) for p in params]
+    c0, log_w, deltas = cost(zero), [], []
+    for i in range(n):
+        delta = [z[i] + (ui if guided[i] else 0) for z, ui in zip(noise, u)]
+        log_p = log_normal(delta, zero)
+        log_q = torch.logaddexp(math.log(mix) + log_p, math.log(1 - mix) + log_normal(delta, u))
+        log_w.append(-(cost(delta) - c0) / alpha + log_p - log_q)
+        deltas.append(delta)
+    w = torch.softmax(torch.stack(log_w), 0)
+    return [p.detach() + sum(w[i] * deltas[i][k] for i in range(n)) for k, p in enumerate(params)], w
+
+
+def test_mgs_update_matches_candidate_by_candidate_reference():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)).double()
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(30, 5, generator=gen, dtype=torch.float64), torch.randint(0, 3, (30,), generator=gen)
+    kw = dict(n=12, sigma=0.05, mix=0.4, alpha=0.02, seed=7)
+    expected, w = reference_mgs_update(model, x, y, lr=0.5, **kw)
+    assert 1.5 < 1 / (w**2).sum() < 11.5, "the case should mix several candidates"
+    mgs = MGS(n_samples=kw["n"], sigma=kw["sigma"], mix=kw["mix"], alpha=kw["alpha"], seed=kw["seed"])
+    stats = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.5), [mgs])(x, y)
+    for p, e in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.detach(), e)
+    assert stats["mgs/ess"] == pytest.approx((1 / (w**2).sum()).item(), rel=1e-5)
+
+
+def test_mgs_chunked_evaluation_equals_whole():
+    torch.manual_seed(0)
+    x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+    finals = []
+    for chunk in (None, 3):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 3)
+        step = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
+                          [("mgs", {"seed": 3, "chunk_size": chunk, "sigma": 0.1})])
+        step(x, y)
+        finals.append(model.weight.detach().clone())
+    torch.testing.assert_close(finals[0], finals[1])
+
+
+def digits():
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32)
+    y = torch.tensor(data.target)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    return x[perm[:1200]], y[perm[:1200]], x[perm[1200:]], y[perm[1200:]]
+
+
+def accuracy(model, x, y) -> float:
+    return (eval_logits(model, x).argmax(1) == y).float().mean().item()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mgs_on_accuracy_improves_a_ce_trained_linear_model_on_digits(seed):
+    x_tr, y_tr, x_va, y_va = digits()
+    torch.manual_seed(0)
+    model = nn.Linear(64, 10)
+    fit(model, CrossEntropyLoss(), x_tr, y_tr, epochs=1, batch_size=64, lr=0.01,
+        generator=torch.Generator().manual_seed(1))
+    val_before, train_before = accuracy(model, x_va, y_va), accuracy(model, x_tr, y_tr)
+    history = fit(model, CrossEntropyLoss(), x_tr, y_tr, epochs=3, batch_size=256, lr=0.01, momentum=0.0,
+                  transforms=[("mgs", {"sigma": 0.03, "alpha": 0.01, "n_samples": 32, "seed": seed})],
+                  generator=torch.Generator().manual_seed(2))
+    assert accuracy(model, x_va, y_va) >= val_before
+    assert accuracy(model, x_tr, y_tr) > train_before + 0.01, "the optimised cost (training error) must fall"
+    assert all(1 < row["mgs/ess"] <= 32 for row in history)
+
+
+def test_mgs_accepts_macro_f1_and_a_callable_cost():
+    x_tr, y_tr, _, _ = digits()
+    for metric in ("macro_f1", lambda logits, target: error_rate(logits, target)):
+        model = nn.Linear(64, 10)
+        history = fit(model, CrossEntropyLoss(), x_tr[:300], y_tr[:300], epochs=1, batch_size=100, lr=0.01,
+                      transforms=[("mgs", {"metric": metric, "n_samples": 8, "seed": 0})])
+        assert 0.0 <= history[0]["mgs/cost"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"n_samples": 0}, "n_samples"), ({"sigma": 0.0}, "sigma"), ({"mix": 1.0}, "mix"),
+     ({"alpha": -1.0}, "alpha"), ({"metric": "auc"}, "metric")],
+)
+def test_mgs_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MGS(**kwargs)
