@@ -81,5 +81,5 @@ def test_toy_command_prints_exact_rows(capsys):
 
     assert main(["toy", "--sigma", "0.1"]) == 0
     out = capsys.readouterr().out
-    assert "exact" in out and "0.128" in out and "(learned)" in out
+    assert "exact(sigma=0.1)" in out and "0.128" in out and "exact(learned_sigma)" in out
     assert main(["toy", "--sigma", "0"]) == 2

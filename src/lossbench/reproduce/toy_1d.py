@@ -155,25 +155,29 @@ def run_toy(
     return results
 
 
-def _sigma_cell(r: ToyResult) -> str:
+def method_label(r: ToyResult) -> str:
+    """The method's name, with EXACT's noise level: ``exact(sigma=0.1)``, ``exact(learned_sigma)``."""
     if r.sigma is None:
-        return "-"
-    low, high = r.sigma
-    value = f"{low:.3g}" if low == high else f"[{low:.3g}, {high:.3g}]"
-    return f"{value} (learned)" if r.sigma_learned else value
+        return r.method
+    return f"{r.method}(learned_sigma)" if r.sigma_learned else f"{r.method}(sigma={r.sigma[0]:g})"
 
 
 def results_table(results: Sequence[ToyResult]) -> str:
-    header = ("method", "temperature", "sigma", "optimal b", "accuracy", "loss")
+    header = ("method", "temperature", "optimal b", "accuracy", "loss")
     rows = [
         (
-            r.method,
+            method_label(r),
             "none" if r.temperature is None else f"{r.temperature:g}",
-            _sigma_cell(r),
             r.b + (" (grid edge)" if r.at_grid_edge else ""),
             f"{r.accuracy:.3f}",
             f"{r.loss:.4f}",
         )
         for r in results
     ]
-    return format_table(header, rows)
+    notes = [
+        f"{method_label(r)}: optimal sigma in [{r.sigma[0]:.3g}, {r.sigma[1]:.3g}] "
+        "(b and sigma minimised jointly on a grid; sigma log-spaced)"
+        for r in results
+        if r.sigma_learned
+    ]
+    return "\n".join([format_table(header, rows), *notes])
