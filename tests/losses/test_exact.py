@@ -146,6 +146,15 @@ def test_gradcheck_logits_and_sigma(kwargs):
                                     (x, per_sample))
 
 
+def test_second_derivatives_for_double_backprop():
+    # create_graph=True (a gradient penalty) differentiates the quadrature at fixed nodes by autograd.
+    logits, target = make_inputs(b=4, c=6, seed=10)
+    x = logits.clone().requires_grad_(True)
+    sigma = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda a, s: exact(a, target, sigma=s), (x, sigma))
+    assert torch.autograd.gradgradcheck(lambda a: exact(a, target, sigma=0.2, log_loss=True), (x,))
+
+
 def test_gradcheck_many_classes_and_tail():
     logits, target = make_inputs(b=3, c=30, seed=3, scale=6.0)
     x = logits.clone().requires_grad_(True)

@@ -41,6 +41,8 @@ _LOG_2_SQRT_PI = math.log(2.0 * math.sqrt(math.pi))
 # erfc(x) underflows (or loses relative precision as a subnormal) beyond these arguments; past
 # them log erfc(x) = -x^2 - log(sqrt(pi) x) + log(sqrt(pi) x erfcx(x)) with the asymptotic series below.
 _TAIL_START = {torch.float32: 9.0, torch.float64: 26.0}
+# The double-backward path switches earlier, where erfc(x)^2 (in the derivative of 1/erfc) is normal.
+_TAIL_START_TWICE = {torch.float32: 6.0, torch.float64: 18.0}
 # Half-width of the secant probes, in Laplace scales, that set the two per-side scales.
 _SECANT = 4.0
 # Newton stops once every step is below this fraction of the Laplace scale; convergence is
@@ -74,11 +76,11 @@ _TAIL_COEFFS = _log_erfcx_series_coefficients(8)
 
 def _tail_log_erfcx(x: torch.Tensor) -> torch.Tensor:
     """``log(sqrt(pi) x erfcx(x))`` for large ``x`` by the asymptotic series (Horner in ``1/x^2``)."""
-    y = x.square().reciprocal_()
-    acc = torch.full_like(x, _TAIL_COEFFS[-1])
+    y = 1 / (x * x)
+    acc = _TAIL_COEFFS[-1] * y
     for c in reversed(_TAIL_COEFFS[:-1]):
-        acc.mul_(y).add_(c)
-    return acc.mul_(y)
+        acc = (acc + c) * y
+    return acc
 
 
 def log_ndtr_and_mills(
@@ -103,6 +105,19 @@ def log_ndtr_and_mills(
         mills[tail] = _SQRT2 * xt * torch.exp(-series)
         if log_phi is not None:
             log_phi[tail] = series - xt.square() - torch.log(xt) - _LOG_2_SQRT_PI
+    return log_phi, mills
+
+
+def _log_ndtr_and_mills_differentiable(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`log_ndtr_and_mills` with out-of-place ops only, for higher-order derivatives."""
+    start = _TAIL_START_TWICE[x.dtype]
+    body = x.clamp(max=start)  # both branches stay finite, so neither leaks nan into the gradient
+    phi = 0.5 * torch.erfc(body)
+    far = x.clamp(min=start)
+    series = _tail_log_erfcx(far)
+    tail = x > start
+    log_phi = torch.where(tail, series - far * far - torch.log(far) - _LOG_2_SQRT_PI, torch.log(phi))
+    mills = torch.where(tail, _SQRT2 * far * torch.exp(-series), torch.exp(_LOG_INV_SQRT_2PI - body * body) / phi)
     return log_phi, mills
 
 
@@ -246,19 +261,22 @@ def _block_log_probability(m: torch.Tensor, num_nodes: int, need_grad: bool):
     offsets = (signed[:, :, None] * x).reshape(m.shape[0], -1)  # (B, K)
     log_weights = (torch.log(_SQRT2 * scales)[:, :, None] + (torch.log(w) + x * x)).reshape(m.shape[0], -1)
     log_h, parts = _log_h(mu, offsets, base, sign, need_grad)
-    terms = log_weights.add_(log_h)
+    terms = log_weights + log_h
     log_p = torch.logsumexp(terms, 1)
     if not need_grad:
-        return log_p, None
+        return log_p, None, (mu, offsets, log_weights)
     lam, pw, s = parts
     omega = torch.softmax(terms, 1)
     # d log P / d m_j = sum_k omega_k (lam_jk - lam_jk (u_jk + lam_jk) / S_k); drop the true-class column.
     grad = torch.bmm(omega[:, None, :], lam) - torch.bmm((omega / s)[:, None, :], pw)
-    return log_p, grad[:, 0, :-1]
+    return log_p, grad[:, 0, :-1], (mu, offsets, log_weights)
 
 
 def log_win_probability_and_grad(m: torch.Tensor, num_nodes: int, need_grad: bool):
-    """``log P`` (B,) and, with ``need_grad``, ``d log P / d m`` (B, R), without autograd."""
+    """``log P`` (B,), ``d log P / d m`` (B, R) or None, and the rule ``(mu, offsets, log_weights)``.
+
+    No autograd: the gradient is the quadrature of the gradient integrand at the same nodes.
+    """
     b, r = m.shape
     block = max(1, _MAX_BLOCK_TERMS // max(1, num_nodes * (r + 1)))
     if b <= block:
@@ -266,27 +284,44 @@ def log_win_probability_and_grad(m: torch.Tensor, num_nodes: int, need_grad: boo
     parts = [_block_log_probability(m[i : i + block], num_nodes, need_grad) for i in range(0, b, block)]
     log_p = torch.cat([p[0] for p in parts])
     grad = torch.cat([p[1] for p in parts]) if need_grad else None
-    return log_p, grad
+    rule = tuple(torch.cat([p[2][i] for p in parts]) for i in range(3))
+    return log_p, grad, rule
+
+
+def _log_p_at_nodes(m: torch.Tensor, mu: torch.Tensor, offsets: torch.Tensor, log_weights: torch.Tensor):
+    """``log P`` from a given rule, by differentiable out-of-place ops (for double backward)."""
+    base, sign = _with_true_class(m)
+    xc = torch.addcmul(base, (mu * -_INV_SQRT2)[:, None], sign)
+    x = torch.addcmul(xc[:, None, :], (offsets * -_INV_SQRT2)[:, :, None], sign)
+    log_phi, lam = _log_ndtr_and_mills_differentiable(x)
+    # A node where every rival's lam underflows has weight 0; the clamp keeps its gradient at 0, not nan.
+    log_h = log_phi.sum(2) + torch.log(lam[:, :, :-1].sum(2).clamp_min(torch.finfo(m.dtype).tiny))
+    return torch.logsumexp(log_weights + log_h, 1)
 
 
 class WinLogProbability(torch.autograd.Function):
     """``log P(argmax(s + sigma eps) = y)`` from scaled margins (B, R), R >= 2; hand-written backward.
 
-    The forward computes the gradient in the same pass when it is needed and saves only that
-    (B, R) tensor; the backward scales it by the incoming gradient.
+    The forward computes the gradient in the same pass when it is needed and saves that (B, R)
+    tensor with the rule's nodes (B, K); the backward scales it by the incoming gradient.  Under
+    ``create_graph=True`` (double backprop, e.g. a gradient penalty) the backward instead
+    differentiates the quadrature at the same nodes with autograd, so higher derivatives exist.
     """
 
     @staticmethod
     def forward(ctx, margins: torch.Tensor, num_nodes: int) -> torch.Tensor:
-        log_p, grad = log_win_probability_and_grad(margins, num_nodes, ctx.needs_input_grad[0])
-        ctx.save_for_backward(grad)
+        log_p, grad, rule = log_win_probability_and_grad(margins, num_nodes, ctx.needs_input_grad[0])
+        ctx.save_for_backward(margins, grad, *rule)
         return log_p
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output: torch.Tensor):
-        (grad,) = ctx.saved_tensors
-        return grad_output[:, None] * grad, None
+        margins, grad, *rule = ctx.saved_tensors
+        if not torch.is_grad_enabled():
+            return grad_output[:, None] * grad, None
+        log_p = _log_p_at_nodes(margins, *rule)
+        (grad_margins,) = torch.autograd.grad(log_p, margins, grad_output, create_graph=True)
+        return grad_margins, None
 
 
 def log_win_probability(margins: torch.Tensor, num_nodes: int = 16) -> torch.Tensor:
