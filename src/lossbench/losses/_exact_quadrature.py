@@ -47,10 +47,13 @@ _TAIL_START_TWICE = {torch.float32: 6.0, torch.float64: 18.0}
 _SECANT = 4.0
 # Newton stops once every step is below this fraction of the Laplace scale; convergence is
 # quadratic, so the last step leaves an error far smaller (the rule only needs the mode roughly).
-_NEWTON_TOL = 0.03
+_NEWTON_TOL = 0.3
 _NEWTON_MAX_ITER = 50
-# Rows are processed in blocks of at most this many (row, node, rival) terms to bound memory.
-_MAX_BLOCK_TERMS = 1 << 22
+# Left and right half-lines.
+_SIDES = torch.tensor([-1.0, 1.0])
+# Nodes are evaluated in row blocks of about this many (row, node, rival) terms: the temporaries
+# stay in cache, and memory stays O(B R) whatever the batch.
+_BLOCK_TERMS = 1 << 18
 
 
 def _log_erfcx_series_coefficients(terms: int) -> tuple[float, ...]:
@@ -84,19 +87,19 @@ def _tail_log_erfcx(x: torch.Tensor) -> torch.Tensor:
 
 
 def log_ndtr_and_mills(
-    x: torch.Tensor, need_log: bool = True, may_have_tail: bool = True
+    x: torch.Tensor, need_log: bool = True, out: torch.Tensor | None = None, x_max: float | None = None
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """``log Phi(u)`` and ``lam(u) = phi(u) / Phi(u)`` at ``u = -sqrt(2) x``, elementwise, without underflow.
 
     ``Phi(u) = erfc(x) / 2`` is used where it is a normal float; beyond, the asymptotic series of
     ``erfcx``.  The vectorised ``erfc`` is several times faster on CPU than ``torch.special.log_ndtr``.
     The factor 1/2 is applied before the log, so that sums of many ``log Phi`` near 0 do not cancel.
-    ``may_have_tail=False`` promises that no ``x`` exceeds the tail threshold (skips a check).
+    ``lam`` is written to ``out`` when given; ``x_max`` is an upper bound of ``x`` if known.
     """
     phi = torch.erfc(x).mul_(0.5)
-    mills = torch.addcmul(_constant(_LOG_INV_SQRT_2PI, x), x, x, value=-1.0).exp_().div_(phi)
+    mills = torch.addcmul(_constant(_LOG_INV_SQRT_2PI, x), x, x, value=-1.0, out=out).exp_().div_(phi)
     log_phi = phi.log_() if need_log else None
-    if may_have_tail and float(x.max()) > _TAIL_START[x.dtype]:
+    if (float(x.max()) if x_max is None else x_max) > _TAIL_START[x.dtype]:
         # rare: rows far in the tail (a small sigma and a wrong prediction)
         tail = x > _TAIL_START[x.dtype]
         xt = x[tail]
@@ -186,25 +189,39 @@ def half_range_hermite(n: int, dtype: torch.dtype, device: torch.device) -> tupl
     return nodes.to(dtype=dtype, device=device), weights.to(dtype=dtype, device=device)
 
 
-def _with_true_class(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scaled columns ``-m / sqrt2`` with a zero column appended for the true class, and the signs.
+@functools.lru_cache(maxsize=None)
+def _rule(n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Half-range nodes ``x`` (n,), ``log w + x^2`` (n,) and the probe pattern ``(0, -delta, delta)``."""
+    nodes, weights = _half_range_hermite_cpu(n)
+    probes = torch.tensor([0.0, -_SECANT, _SECANT], dtype=torch.float64)
+    return tuple(v.to(dtype=dtype, device=device) for v in (nodes, torch.log(weights) + nodes**2, probes))
+
+
+@functools.lru_cache(maxsize=None)
+def _column_steps(columns: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``dx/dt`` per column: ``-1/sqrt2`` for the rivals, ``+1/sqrt2`` for the true class (last column)."""
+    steps = torch.full((columns,), -_INV_SQRT2, dtype=dtype, device=device)
+    steps[-1] = _INV_SQRT2
+    return steps
+
+
+def _columns(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` at ``t = 0`` per column, and ``dx/dt``: ``x = base + t * steps`` (B, R + 1).
 
     At a point ``t`` the argument of ``log Phi`` is ``u = t + m_j`` for a rival and ``u = -t`` for
-    the true class (its factor ``Phi(-t)``), so ``x = -u / sqrt2 = -m / sqrt2 + sign * (-t / sqrt2)``
-    with ``sign = +1`` for rivals and ``-1`` for the true class: one fused op per evaluation.
+    the true class (its factor ``Phi(-t)``, appended as the last column), and ``x = -u / sqrt2``:
+    one fused multiply-add per evaluation.
     """
     base = torch.cat([m * -_INV_SQRT2, m.new_zeros(m.shape[0], 1)], 1)
-    sign = torch.ones(m.shape[1] + 1, dtype=m.dtype, device=m.device)
-    sign[-1] = -1.0
-    return base, sign
+    return base, _column_steps(m.shape[1] + 1, m.dtype, m.device)
 
 
-def _mode(base: torch.Tensor, sign: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mode of ``log h`` and its Laplace scale (B,) each, by Newton's method.
 
     ``log h = ell(-t) + sum_j ell(t + m_j) + log S``.  With ``p = -lam' = lam (u + lam)`` and
     ``q = lam'' = p (u + 2 lam) - lam``, summed over rivals into ``S, P, Q``:
-    ``(log h)' = S - lam(-t) - P / S`` and ``(log h)'' = -p(-t) - P + Q / S - (P / S)^2``.
+    ``(log h)' = S - lam(-t) - P / S`` and ``-(log h)'' = p(-t) + P - Q / S + (P / S)^2``.
     Start: the strongest rival's location ``-min_j m_j`` when every margin is positive (the true
     class usually wins and ``h`` follows ``f_M``), half of it otherwise (``h`` balances ``Phi(-t)``
     against the rival's density).  The curvature is floored at 1/2 (it is at least about 1 near
@@ -212,34 +229,39 @@ def _mode(base: torch.Tensor, sign: torch.Tensor) -> tuple[torch.Tensor, torch.T
     """
     m_min = base[:, :-1].max(1).values * -_SQRT2
     t = torch.where(m_min > 0, -m_min, -0.5 * m_min)
-    tol2 = _NEWTON_TOL**2
+    terms = base.new_empty(3, *base.shape)  # lam, p, q
+    lam, p, q = terms.unbind(0)
     for _ in range(_NEWTON_MAX_ITER):
-        x = torch.addcmul(base, (t * -_INV_SQRT2)[:, None], sign)
-        _, lam = log_ndtr_and_mills(x, need_log=False)
+        x = torch.addcmul(base, t[:, None], steps)
+        log_ndtr_and_mills(x, need_log=False, out=lam)
         w = torch.add(lam, x, alpha=-_SQRT2)  # u + lam
-        p = lam * w
-        q = w.add_(lam).mul_(p).sub_(lam)
-        s = lam[:, :-1].sum(1)
-        r = p[:, :-1].sum(1).div_(s)  # P / S
-        d1 = s.sub(lam[:, -1]).sub_(r)
-        curvature = p[:, -1] + r * s - q[:, :-1].sum(1).div_(s) + r * r
-        curvature.clamp_(min=0.5)
-        t = t + d1 / curvature
-        if bool((d1 * d1 <= tol2 * curvature).all()):
+        torch.mul(lam, w, out=p)
+        torch.mul(w.add_(lam), p, out=q).sub_(lam)
+        s, big_p, big_q = terms[:, :, :-1].sum(2).unbind(0)
+        r = big_p / s
+        d1 = s - lam[:, -1] - r
+        curvature = torch.addcmul(p[:, -1] + big_p - big_q / s, r, r).clamp_(min=0.5)
+        step = d1 / curvature
+        t = t + step
+        if float((step * d1).max()) <= _NEWTON_TOL**2:  # every |step| <= tol * Laplace scale
             break
     return t, torch.rsqrt(curvature)
 
 
-def _log_h(center, offsets, base, sign, need_grad: bool, may_have_tail: bool = True):
+def _log_h(center, offsets, base, steps, need_grad: bool):
     """``log h`` at ``t = center + offsets`` (center (B,), offsets (B, N)); optionally the gradient terms.
 
     Returns ``log h`` (B, N) and, with ``need_grad``, the two factors of the gradient of ``log h``
     with respect to ``m``, ``lam - lam (u + lam) / S``: ``lam`` and ``lam (u + lam)`` (B, N, R + 1)
     and ``S`` (B, N).
     """
-    xc = torch.addcmul(base, (center * -_INV_SQRT2)[:, None], sign)  # (B, R + 1)
-    x = torch.addcmul(xc[:, None, :], (offsets * -_INV_SQRT2)[:, :, None], sign)  # (B, N, R + 1)
-    log_phi, lam = log_ndtr_and_mills(x, may_have_tail=may_have_tail)
+    xc = torch.addcmul(base, center[:, None], steps)  # (B, R + 1)
+    x = torch.addcmul(xc[:, None, :], offsets[:, :, None], steps)  # (B, N, R + 1); offsets are small
+    # Largest x from the rows' extremes (cheaper than a pass over x): rivals fall with t, the true class rises.
+    x_max = torch.maximum(
+        xc[:, :-1].max(1).values - offsets.min(1).values * _INV_SQRT2, xc[:, -1] + offsets.max(1).values * _INV_SQRT2
+    ).max()
+    log_phi, lam = log_ndtr_and_mills(x, x_max=float(x_max))
     s = lam[:, :, :-1].sum(2)
     log_h = log_phi.sum(2).add_(torch.log(s))
     if not need_grad:
@@ -248,51 +270,44 @@ def _log_h(center, offsets, base, sign, need_grad: bool, may_have_tail: bool = T
     return log_h, (lam, pw, s)
 
 
-def _block_log_probability(m: torch.Tensor, num_nodes: int, need_grad: bool):
-    base, sign = _with_true_class(m)
-    mu, tau = _mode(base, sign)
-    probes = torch.stack([torch.zeros_like(tau), -_SECANT * tau, _SECANT * tau], 1)
-    log_h_probes, _ = _log_h(mu, probes, base, sign, need_grad=False)
-    drop = (log_h_probes[:, :1] - log_h_probes[:, 1:]).clamp_min(_SECANT**2 / 2 / 64)
-    # A Gaussian of scale s drops by delta^2 tau^2 / (2 s^2) at delta tau; at most 8x the Laplace scale.
-    scales = _SECANT * tau[:, None] * torch.rsqrt(2 * drop)  # (B, 2): left, right
-    x, w = half_range_hermite(num_nodes // 2, m.dtype, m.device)
-    signed = torch.stack([-scales[:, 0], scales[:, 1]], 1).mul_(_SQRT2)  # (B, 2)
-    offsets = (signed[:, :, None] * x).reshape(m.shape[0], -1)  # (B, K)
-    log_weights = (torch.log(_SQRT2 * scales)[:, :, None] + (torch.log(w) + x * x)).reshape(m.shape[0], -1)
-    log_h, parts = _log_h(mu, offsets, base, sign, need_grad)
-    terms = log_weights + log_h
-    log_p = torch.logsumexp(terms, 1)
-    if not need_grad:
-        return log_p, None, (mu, offsets, log_weights)
-    lam, pw, s = parts
-    omega = torch.softmax(terms, 1)
-    # d log P / d m_j = sum_k omega_k (lam_jk - lam_jk (u_jk + lam_jk) / S_k); drop the true-class column.
-    grad = torch.bmm(omega[:, None, :], lam) - torch.bmm((omega / s)[:, None, :], pw)
-    return log_p, grad[:, 0, :-1], (mu, offsets, log_weights)
-
-
 def log_win_probability_and_grad(m: torch.Tensor, num_nodes: int, need_grad: bool):
     """``log P`` (B,), ``d log P / d m`` (B, R) or None, and the rule ``(mu, offsets, log_weights)``.
 
     No autograd: the gradient is the quadrature of the gradient integrand at the same nodes.
     """
-    b, r = m.shape
-    block = max(1, _MAX_BLOCK_TERMS // max(1, num_nodes * (r + 1)))
-    if b <= block:
-        return _block_log_probability(m, num_nodes, need_grad)
-    parts = [_block_log_probability(m[i : i + block], num_nodes, need_grad) for i in range(0, b, block)]
-    log_p = torch.cat([p[0] for p in parts])
-    grad = torch.cat([p[1] for p in parts]) if need_grad else None
-    rule = tuple(torch.cat([p[2][i] for p in parts]) for i in range(3))
-    return log_p, grad, rule
+    base, steps = _columns(m)
+    mu, tau = _mode(base, steps)
+    nodes, log_w, probes = _rule(num_nodes // 2, m.dtype, m.device)
+    log_h_probes, _ = _log_h(mu, tau[:, None] * probes, base, steps, need_grad=False)
+    drop = (log_h_probes[:, :1] - log_h_probes[:, 1:]).clamp_min(_SECANT**2 / 2 / 64)
+    # A Gaussian of scale s drops by delta^2 tau^2 / (2 s^2) at delta tau (s is at most 8x the
+    # Laplace scale); the rule for weight exp(-x^2) steps by sqrt(2) s = delta tau / sqrt(drop).
+    step = torch.rsqrt(drop).mul_(tau[:, None] * _SECANT).mul_(_SIDES.to(m.dtype))  # (B, 2)
+    offsets = (step[:, :, None] * nodes).flatten(1)  # (B, K)
+    log_weights = (torch.log(step.abs())[:, :, None] + log_w).flatten(1)
+    # The (row, node, rival) terms are formed in row blocks that stay in cache and bound memory.
+    rows = max(1, _BLOCK_TERMS // (offsets.shape[1] * base.shape[1]))
+    log_p, grad = [], []
+    for i in range(0, m.shape[0], rows):
+        block = slice(i, i + rows)
+        log_h, parts = _log_h(mu[block], offsets[block], base[block], steps, need_grad)
+        terms = log_weights[block] + log_h
+        log_p.append(torch.logsumexp(terms, 1))
+        if need_grad:
+            lam, pw, s = parts
+            omega = torch.softmax(terms, 1)
+            # d log P / d m_j = sum_k omega_k (lam_jk - lam_jk (u_jk + lam_jk) / S_k); drop the true class.
+            g = torch.bmm(omega[:, None, :], lam).sub_(torch.bmm((omega / s)[:, None, :], pw))
+            grad.append(g[:, 0, :-1])
+    grad = torch.cat(grad) if need_grad else None
+    return torch.cat(log_p), grad, (mu, offsets, log_weights)
 
 
 def _log_p_at_nodes(m: torch.Tensor, mu: torch.Tensor, offsets: torch.Tensor, log_weights: torch.Tensor):
     """``log P`` from a given rule, by differentiable out-of-place ops (for double backward)."""
-    base, sign = _with_true_class(m)
-    xc = torch.addcmul(base, (mu * -_INV_SQRT2)[:, None], sign)
-    x = torch.addcmul(xc[:, None, :], (offsets * -_INV_SQRT2)[:, :, None], sign)
+    base, steps = _columns(m)
+    xc = torch.addcmul(base, mu[:, None], steps)
+    x = torch.addcmul(xc[:, None, :], offsets[:, :, None], steps)
     log_phi, lam = _log_ndtr_and_mills_differentiable(x)
     # A node where every rival's lam underflows has weight 0; the clamp keeps its gradient at 0, not nan.
     log_h = log_phi.sum(2) + torch.log(lam[:, :, :-1].sum(2).clamp_min(torch.finfo(m.dtype).tiny))

@@ -92,19 +92,19 @@ def exact(
     d = x.gather(1, y[:, None]) - x.gather(1, rivals)
     if margin is not None:
         d = d.clamp(max=margin)
-    m = d / (sigma[:, None] if sigma.ndim == 1 else sigma)
+    m = d / (sigma[:, None] if isinstance(sigma, torch.Tensor) and sigma.ndim == 1 else sigma)
     log_p = log_win_probability(m, num_nodes)
     per_sample = -log_p if log_loss else -torch.expm1(log_p)
     loss = torch.where(valid, per_sample, torch.zeros_like(per_sample))
     return reduce(loss, reduction, valid).to(logits.dtype)
 
 
-def _check_sigma(sigma: float | torch.Tensor, batch: int, like: torch.Tensor, validate: bool) -> torch.Tensor:
+def _check_sigma(sigma: float | torch.Tensor, batch: int, like: torch.Tensor, validate: bool) -> float | torch.Tensor:
     if not isinstance(sigma, torch.Tensor):
         check_positive("sigma", sigma)
         if not math.isfinite(sigma):
             raise ValueError(f"sigma must be finite, got {sigma}")
-        return torch.tensor(sigma, dtype=like.dtype, device=like.device)
+        return float(sigma)
     if not sigma.is_floating_point() or sigma.shape not in ((), (batch,)):
         raise ValueError(
             f"sigma must be a positive float, a scalar tensor or a ({batch},) float tensor, "
