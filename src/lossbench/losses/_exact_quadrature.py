@@ -47,10 +47,8 @@ _TAIL_START_TWICE = {torch.float32: 6.0, torch.float64: 18.0}
 _SECANT = 4.0
 # Newton stops once every step is below this fraction of the Laplace scale; convergence is
 # quadratic, so the last step leaves an error far smaller (the rule only needs the mode roughly).
-_NEWTON_TOL = 0.3
+_NEWTON_TOL = 0.5
 _NEWTON_MAX_ITER = 50
-# Left and right half-lines.
-_SIDES = torch.tensor([-1.0, 1.0])
 # Nodes are evaluated in row blocks of about this many (row, node, rival) terms: the temporaries
 # stay in cache, and memory stays O(B R) whatever the batch.
 _BLOCK_TERMS = 1 << 18
@@ -184,17 +182,13 @@ def _half_range_hermite_cpu(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=None)
-def half_range_hermite(n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    nodes, weights = _half_range_hermite_cpu(n)
-    return nodes.to(dtype=dtype, device=device), weights.to(dtype=dtype, device=device)
-
-
-@functools.lru_cache(maxsize=None)
-def _rule(n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Half-range nodes ``x`` (n,), ``log w + x^2`` (n,) and the probe pattern ``(0, -delta, delta)``."""
+def _rule(n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Half-range nodes ``x`` (n,), ``log w + x^2`` (n,), the probe pattern ``(0, -delta, delta)`` and
+    the side signs ``(-1, 1)``, on ``device``."""
     nodes, weights = _half_range_hermite_cpu(n)
     probes = torch.tensor([0.0, -_SECANT, _SECANT], dtype=torch.float64)
-    return tuple(v.to(dtype=dtype, device=device) for v in (nodes, torch.log(weights) + nodes**2, probes))
+    sides = torch.tensor([-1.0, 1.0], dtype=torch.float64)
+    return tuple(v.to(dtype=dtype, device=device) for v in (nodes, torch.log(weights) + nodes**2, probes, sides))
 
 
 @functools.lru_cache(maxsize=None)
@@ -277,12 +271,12 @@ def log_win_probability_and_grad(m: torch.Tensor, num_nodes: int, need_grad: boo
     """
     base, steps = _columns(m)
     mu, tau = _mode(base, steps)
-    nodes, log_w, probes = _rule(num_nodes // 2, m.dtype, m.device)
+    nodes, log_w, probes, sides = _rule(num_nodes // 2, m.dtype, m.device)
     log_h_probes, _ = _log_h(mu, tau[:, None] * probes, base, steps, need_grad=False)
     drop = (log_h_probes[:, :1] - log_h_probes[:, 1:]).clamp_min(_SECANT**2 / 2 / 64)
     # A Gaussian of scale s drops by delta^2 tau^2 / (2 s^2) at delta tau (s is at most 8x the
     # Laplace scale); the rule for weight exp(-x^2) steps by sqrt(2) s = delta tau / sqrt(drop).
-    step = torch.rsqrt(drop).mul_(tau[:, None] * _SECANT).mul_(_SIDES.to(m.dtype))  # (B, 2)
+    step = torch.rsqrt(drop).mul_(tau[:, None] * _SECANT).mul_(sides)  # (B, 2): left, right
     offsets = (step[:, :, None] * nodes).flatten(1)  # (B, K)
     log_weights = (torch.log(step.abs())[:, :, None] + log_w).flatten(1)
     # The (row, node, rival) terms are formed in row blocks that stay in cache and bound memory.
