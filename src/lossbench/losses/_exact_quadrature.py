@@ -44,7 +44,7 @@ _TAIL_START = {torch.float32: 9.0, torch.float64: 26.0}
 # The double-backward path switches earlier, where erfc(x)^2 (in the derivative of 1/erfc) is normal.
 _TAIL_START_TWICE = {torch.float32: 6.0, torch.float64: 18.0}
 # Half-width of the secant probes, in Laplace scales, that set the two per-side scales.
-_SECANT = 4.0
+_SECANT = 4.5
 # Newton stops once every step is below this fraction of the Laplace scale; convergence is
 # quadratic, so the last step leaves an error far smaller (the rule only needs the mode roughly).
 _NEWTON_TOL = 0.5
