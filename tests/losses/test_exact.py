@@ -60,7 +60,7 @@ def margin_cases(num_classes: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def references() -> dict[int, tuple[np.ndarray, np.ndarray]]:
     out = {}
-    for c in (3, 10, 100):
+    for c in (2, 3, 10, 100):
         cases = margin_cases(c)
         out[c] = cases, np.array([reference_log_p(m) for m in cases])
     return out
@@ -76,7 +76,7 @@ def test_reference_agrees_with_scipy_multivariate_normal():
         assert math.exp(reference_log_p(np.array(m))) == pytest.approx(expected, abs=1e-8)
 
 
-@pytest.mark.parametrize("num_classes", [3, 10, 100])
+@pytest.mark.parametrize("num_classes", [2, 3, 10, 100])
 def test_probability_matches_reference(references, num_classes):
     cases, ref = references[num_classes]
     log_p = log_p_of(cases).numpy()
@@ -196,6 +196,13 @@ def test_standardize_uses_one_mean_and_std_of_the_non_ignored_logits():
         exact(logits, target, standardize=True, sigma=0.5, reduction="none")[kept],
         exact(manual, target, sigma=0.5, reduction="none")[kept],
     )
+
+
+def test_standardize_with_equal_logits_has_finite_gradients():
+    x = torch.zeros(4, 3, requires_grad=True)
+    loss = exact(x, torch.tensor([0, 1, 2, 0]), standardize=True)
+    loss.backward()
+    assert loss.item() == pytest.approx(2 / 3, abs=1e-6) and torch.isfinite(x.grad).all()
 
 
 def test_extreme_margins_stay_finite_and_keep_relative_precision():

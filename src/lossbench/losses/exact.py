@@ -124,7 +124,8 @@ def _standardize(x: torch.Tensor, valid: torch.Tensor, eps: float) -> torch.Tens
     count = (w.sum() * x.shape[1]).clamp_min(2.0)
     mean = (x * w).sum() / count
     var = ((x - mean).square() * w).sum() / (count - 1)
-    return (x - mean) / (var.sqrt() + eps)
+    # The floor keeps the gradient finite when every logit is equal (sqrt' is infinite at 0).
+    return (x - mean) / (var.clamp_min(torch.finfo(x.dtype).tiny).sqrt() + eps)
 
 
 def exact_sigma_schedule(epoch: float, num_epochs: int, sigma0: float = 10.0, sigma_min: float = 0.01) -> float:

@@ -11,7 +11,7 @@ for which cross-entropy is the sigmoid cross-entropy ``log(1 + exp(-y f))``, smo
 is ``1 - Phi(y f / (sqrt(2) sigma))``; the optimum is found by an exhaustive grid over ``b``.  EXACT's
 noise plays the role of the temperature, so its rows use ``f = x - b``: with a fixed ``sigma``, and
 with ``sigma`` learned, i.e. minimised jointly with ``b`` over a grid of ``b`` times a log-spaced grid
-of ``sigma`` (the paper learns it by gradient descent; the grid shows the whole optimal set).
+of ``sigma`` (a grid rather than gradient descent, so that the whole optimal set is shown).
 """
 
 from __future__ import annotations
