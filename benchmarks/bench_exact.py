@@ -112,7 +112,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def round_robin(candidates: dict[str, Callable[[], object]], rounds: int, device: torch.device) -> dict[str, float]:
+def round_robin(
+    candidates: dict[str, Callable[[], object]], rounds: int, device: torch.device
+) -> dict[str, float]:
     """Median seconds per candidate over ``rounds`` rounds, each running every candidate once."""
     for fn in candidates.values():
         fn()
@@ -137,7 +139,10 @@ def loss_step(loss_fn, logits: torch.Tensor, target: torch.Tensor) -> Callable[[
 
 
 def speed_table(device: torch.device, rounds: int) -> None:
-    print(f"\nforward+backward, B={BATCH}, float32, {device}; median ms over {rounds} rounds (ratio to cross-entropy)")
+    print(
+        f"\nforward+backward, B={BATCH}, float32, {device}; "
+        f"median ms over {rounds} rounds (ratio to cross-entropy)"
+    )
     classes = (10, 100, 1000)
     rows: dict[str, list[str]] = {}
     for c in classes:
@@ -152,7 +157,10 @@ def speed_table(device: torch.device, rounds: int) -> None:
         r = rounds if c < 1000 else max(5, rounds // 3)
         med = round_robin(candidates, r, device)
         for name in ["cross_entropy", *(f"exact K={k}" for k in NODES), "genz mc N=16 (paper's estimator)"]:
-            cell = "not run" if name not in med else f"{1e3 * med[name]:.3f} ({med[name] / med['cross_entropy']:.1f}x)"
+            if name in med:
+                cell = f"{1e3 * med[name]:.3f} ({med[name] / med['cross_entropy']:.1f}x)"
+            else:
+                cell = "not run"
             rows.setdefault(name, []).append(cell)
     labels = {name: name + (" (default)" if name == f"exact K={DEFAULT_NODES}" else "") for name in rows}
     width = max(len(label) for label in labels.values())
@@ -170,7 +178,8 @@ def mlp_step_table(device: torch.device, rounds: int) -> None:
 
     def make(loss_fn):
         torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).to(device)
+        model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+        model = model.to(device)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
         def step() -> None:
@@ -212,7 +221,10 @@ def memory_table(threads: int, cuda: bool) -> None:
         for method in ("cross_entropy", "exact"):
             out = subprocess.run(
                 [sys.executable, __file__, "--memory-child", method, str(c), "--threads", str(threads)],
-                capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
             )
             cells.append(f"{method} {int(out.stdout.split()[-1]) / 1024:.1f} MiB")
         print(f"CPU peak RSS delta, C={c}: " + "   ".join(cells))
@@ -235,7 +247,10 @@ def accuracy_table() -> None:
     sys.path.insert(0, str(ROOT))
     from tests.losses.test_exact import log_p_of, margin_cases, reference_log_p
 
-    print("\naccuracy, float64: max |P - P_ref| against QUADPACK over tied, spread and uniform margins in [-20, 20]")
+    print(
+        "\naccuracy, float64: max |P - P_ref| against QUADPACK over tied, spread and uniform margins "
+        "in [-20, 20]"
+    )
     print(f"{'num_nodes':>10}" + "".join(f"{'C=' + str(c):>11}" for c in (3, 10, 100)))
     refs = {}
     for c in (3, 10, 100):
@@ -252,9 +267,13 @@ def accuracy_table() -> None:
     logits = torch.randn(BATCH, 10, generator=gen, dtype=torch.float64)
     target = torch.randint(0, 10, (BATCH,), generator=gen)
     p = 1 - exact(logits, target, reduction="none")
-    estimates = torch.stack([genz_monte_carlo(rival_margins(logits, target), generator=gen)[0] for _ in range(20)])
-    print(f"Genz MC, 16 samples, C=10, N(0,1) logits, 20 draws: std of one estimate {float(estimates.std(0).mean()):.4f}, "
-          f"mean |P_mc - P| {float((estimates - p).abs().mean()):.4f} (means over {BATCH} rows)")
+    margins = rival_margins(logits, target)
+    estimates = torch.stack([genz_monte_carlo(margins, generator=gen)[0] for _ in range(20)])
+    print(
+        f"Genz MC, 16 samples, C=10, N(0,1) logits, 20 draws: std of one estimate "
+        f"{float(estimates.std(0).mean()):.4f}, mean |P_mc - P| {float((estimates - p).abs().mean()):.4f} "
+        f"(means over {BATCH} rows)"
+    )
 
 
 def main() -> None:
@@ -269,8 +288,11 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads of {os.cpu_count()} cores, "
-          f"load average before {os.getloadavg()[0]:.2f}" + (f", GPU {torch.cuda.get_device_name()}" if cuda else ""))
+    gpu = f", GPU {torch.cuda.get_device_name()}" if cuda else ""
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads of {os.cpu_count()} cores, "
+        f"load average before {os.getloadavg()[0]:.2f}{gpu}"
+    )
     for device in [torch.device("cpu")] + ([torch.device("cuda")] if cuda else []):
         speed_table(device, args.rounds)
         mlp_step_table(device, args.rounds)

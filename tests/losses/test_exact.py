@@ -114,7 +114,10 @@ def test_binary_case_is_the_closed_form():
 def test_matches_the_monte_carlo_definition(num_classes, row):
     # A seeded 10^6-sample estimate of P(argmax(s + sigma eps) = y) agrees within 4 standard errors.
     gen = torch.Generator().manual_seed(num_classes)
-    logits = torch.tensor(row, dtype=torch.float64) if row else torch.randn(num_classes, generator=gen, dtype=torch.float64)
+    if row:
+        logits = torch.tensor(row, dtype=torch.float64)
+    else:
+        logits = torch.randn(num_classes, generator=gen, dtype=torch.float64)
     target = int(torch.argsort(logits)[-2])  # the runner-up: a probability well inside (0, 1)
     sigma = 0.7
     p = 1 - float(exact(logits[None], torch.tensor([target]), sigma=sigma))
@@ -225,7 +228,8 @@ def test_more_nodes_change_nothing_at_a_thousand_classes():
     logits[:4, 0] += 4.0
     target = torch.zeros(8, dtype=torch.long)
     default = exact(logits, target, reduction="none")
-    torch.testing.assert_close(default, exact(logits, target, num_nodes=48, reduction="none"), atol=2e-6, rtol=0)
+    many = exact(logits, target, num_nodes=48, reduction="none")
+    torch.testing.assert_close(default, many, atol=2e-6, rtol=0)
 
 
 def test_blocks_of_rows_give_the_same_result(monkeypatch):
@@ -252,11 +256,14 @@ def test_half_range_rule_is_exact_for_polynomials():
 @pytest.mark.parametrize("dtype,rtol,atol", [(torch.float64, 1e-12, 1e-15), (torch.float32, 2e-6, 1e-7)])
 def test_log_ndtr_and_mills_ratio(dtype, rtol, atol):
     # Across erfc's range, the switch to the asymptotic series (x = 9 or 26) and far beyond.
-    x = torch.cat([torch.linspace(-40.0, 8.0, 2001), torch.linspace(8.0, 30.0, 2001), torch.logspace(1.5, 4, 200)])
+    x = torch.cat(
+        [torch.linspace(-40.0, 8.0, 2001), torch.linspace(8.0, 30.0, 2001), torch.logspace(1.5, 4, 200)]
+    )
     x = x.to(dtype)
     xd = x.double()
     log_phi, mills = quadrature.log_ndtr_and_mills(x)
-    torch.testing.assert_close(log_phi.double(), torch.special.log_ndtr(-math.sqrt(2) * xd), rtol=rtol, atol=atol)
+    expected = torch.special.log_ndtr(-math.sqrt(2) * xd)
+    torch.testing.assert_close(log_phi.double(), expected, rtol=rtol, atol=atol)
     expected_mills = math.sqrt(2 / math.pi) / torch.special.erfcx(xd)
     finfo = torch.finfo(dtype)
     keep = expected_mills > finfo.tiny / finfo.eps  # values that are normal floats in this dtype
@@ -271,7 +278,12 @@ def test_sigma_schedule():
     assert exact_sigma_schedule(0, 1, sigma0=3.0) == 3.0
     values = [exact_sigma_schedule(e, 10, 5.0, 0.1) for e in range(10)]
     assert all(a > b for a, b in zip(values, values[1:]))
-    for bad in ({"epoch": -1, "num_epochs": 5}, {"epoch": 0, "num_epochs": 0}, {"epoch": 0, "num_epochs": 5, "sigma_min": 0}):
+    bad_args = (
+        {"epoch": -1, "num_epochs": 5},
+        {"epoch": 0, "num_epochs": 0},
+        {"epoch": 0, "num_epochs": 5, "sigma_min": 0},
+    )
+    for bad in bad_args:
         with pytest.raises(ValueError):
             exact_sigma_schedule(**bad)
 

@@ -118,7 +118,8 @@ def _log_ndtr_and_mills_differentiable(x: torch.Tensor) -> tuple[torch.Tensor, t
     series = _tail_log_erfcx(far)
     tail = x > start
     log_phi = torch.where(tail, series - far * far - torch.log(far) - _LOG_2_SQRT_PI, torch.log(phi))
-    mills = torch.where(tail, _SQRT2 * far * torch.exp(-series), torch.exp(_LOG_INV_SQRT_2PI - body * body) / phi)
+    body_mills = torch.exp(_LOG_INV_SQRT_2PI - body * body) / phi
+    mills = torch.where(tail, _SQRT2 * far * torch.exp(-series), body_mills)
     return log_phi, mills
 
 
@@ -188,7 +189,8 @@ def _rule(n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tenso
     nodes, weights = _half_range_hermite_cpu(n)
     probes = torch.tensor([0.0, -_SECANT, _SECANT], dtype=torch.float64)
     sides = torch.tensor([-1.0, 1.0], dtype=torch.float64)
-    return tuple(v.to(dtype=dtype, device=device) for v in (nodes, torch.log(weights) + nodes**2, probes, sides))
+    tables = (nodes, torch.log(weights) + nodes**2, probes, sides)
+    return tuple(v.to(dtype=dtype, device=device) for v in tables)
 
 
 @functools.lru_cache(maxsize=None)

@@ -102,7 +102,9 @@ def exact(
     return reduce(loss, reduction, valid).to(logits.dtype)
 
 
-def _check_sigma(sigma: float | torch.Tensor, batch: int, like: torch.Tensor, validate: bool) -> float | torch.Tensor:
+def _check_sigma(
+    sigma: float | torch.Tensor, batch: int, like: torch.Tensor, validate: bool
+) -> float | torch.Tensor:
     if not isinstance(sigma, torch.Tensor):
         check_positive("sigma", sigma)
         if not math.isfinite(sigma):
@@ -128,7 +130,9 @@ def _standardize(x: torch.Tensor, valid: torch.Tensor, eps: float) -> torch.Tens
     return (x - mean) / (var.clamp_min(torch.finfo(x.dtype).tiny).sqrt() + eps)
 
 
-def exact_sigma_schedule(epoch: float, num_epochs: int, sigma0: float = 10.0, sigma_min: float = 0.01) -> float:
+def exact_sigma_schedule(
+    epoch: float, num_epochs: int, sigma0: float = 10.0, sigma_min: float = 0.01
+) -> float:
     """Noise level for ``epoch`` (0-based, may be fractional): exponential from ``sigma0`` to ``sigma_min``.
 
     ``sigma(e) = sigma0 * (sigma_min / sigma0) ** (e / (num_epochs - 1))``, so epoch 0 uses
@@ -178,7 +182,8 @@ class ExactLoss(nn.Module):
             self.log_sigma = None
             self.sigma = float(sigma)
         self.margin, self.log_loss, self.standardize, self.eps = margin, log_loss, standardize, eps
-        self.num_nodes, self.ignore_index, self.reduction, self.validate = num_nodes, ignore_index, reduction, validate
+        self.num_nodes, self.ignore_index = num_nodes, ignore_index
+        self.reduction, self.validate = reduction, validate
 
     def forward(
         self,
@@ -205,7 +210,10 @@ class ExactLoss(nn.Module):
 
     def extra_repr(self) -> str:
         sigma = "learned" if self.log_sigma is not None else self.sigma
-        return f"sigma={sigma}, margin={self.margin}, log_loss={self.log_loss}, standardize={self.standardize}"
+        return (
+            f"sigma={sigma}, margin={self.margin}, log_loss={self.log_loss}, "
+            f"standardize={self.standardize}"
+        )
 
 
 register_loss(
@@ -219,8 +227,12 @@ register_loss(
     ),
     hyperparams=(
         HyperParam("sigma", 1.0, FloatRange(0.01, 10.0, log=True), "std of the Gaussian noise on the logits"),
-        HyperParam("margin", None, Choice((None, 0.5, 1.0, 2.0, 5.0)), "clip of s_y - s_j before dividing by sigma"),
-        HyperParam("standardize", False, Choice((False, True)), "one mean/std standardisation of the batch's logits"),
+        HyperParam(
+            "margin", None, Choice((None, 0.5, 1.0, 2.0, 5.0)), "clip of s_y - s_j before dividing by sigma"
+        ),
+        HyperParam(
+            "standardize", False, Choice((False, True)), "one mean/std standardisation of the batch's logits"
+        ),
         HyperParam("log_loss", False, None, "-log P instead of 1 - P"),
         HyperParam("num_nodes", 16, None, "quadrature nodes"),
     ),

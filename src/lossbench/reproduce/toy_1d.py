@@ -113,7 +113,7 @@ def solve_exact(sigma: float, grid: torch.Tensor) -> ToyResult:
 
 
 def solve_exact_learned_sigma(grid: torch.Tensor, sigmas: torch.Tensor, tolerance: float = 1e-9) -> ToyResult:
-    """Minimise EXACT jointly over ``b`` (``grid``) and ``sigma`` (``sigmas``) and describe the optimal set."""
+    """Minimise EXACT jointly over ``b`` (``grid``) and ``sigma`` (``sigmas``); describe the optimal set."""
     f = X[None, :] - grid[:, None]
     with torch.no_grad():
         total = torch.stack([exact_on_grid(float(s))(f) for s in sigmas])  # (sigmas, grid)
