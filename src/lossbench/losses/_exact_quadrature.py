@@ -313,7 +313,8 @@ class WinLogProbability(torch.autograd.Function):
     The forward computes the gradient in the same pass when it is needed and saves that (B, R)
     tensor with the rule's nodes (B, K); the backward scales it by the incoming gradient.  Under
     ``create_graph=True`` (double backprop, e.g. a gradient penalty) the backward instead
-    differentiates the quadrature at the same nodes with autograd, so higher derivatives exist.
+    differentiates the quadrature at the same nodes with autograd, so higher derivatives exist;
+    that path holds all ``B K (R + 1)`` terms at once.
     """
 
     @staticmethod

@@ -1,8 +1,8 @@
 """EXACT: expected accuracy under Gaussian logit noise, computed exactly by 1-D quadrature.
 
 Karpukhin et al., "EXACT: How to Train Your Accuracy", arXiv 2205.09615.  The paper's code
-estimates the probability by Genz Monte Carlo (noisy, cost ``B C^2`` per sample); here it is a
-deterministic quadrature of a one-dimensional integral, linear in ``C``.
+estimates the probability by Genz Monte Carlo (noisy; cost ``B C^2`` per Monte Carlo sample); here
+it is a deterministic quadrature of a one-dimensional integral, linear in ``C``.
 """
 
 from __future__ import annotations
