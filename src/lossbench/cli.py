@@ -54,8 +54,11 @@ def cmd_toy(args: argparse.Namespace) -> int:
     from lossbench.reproduce.toy_1d import results_table, run_toy
 
     temperatures = [None if t <= 0 else t for t in args.temperature]
+    if not all(s > 0 for s in args.sigma):
+        raise ValueError(f"--sigma values must be > 0, got {args.sigma}")
     print("EXACT paper's 1-D example: points (-0.25,-1), (0,-1), (0.25,+1); model sign((x - b) / T)")
-    print(results_table(run_toy(temperatures)))
+    print(results_table(run_toy(temperatures, exact_sigmas=args.sigma)))
+    print("exact: expected accuracy under Gaussian noise sigma on each logit, f = x - b (sigma acts as T)")
     return 0
 
 
@@ -176,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[0.0, 0.1],
         help="temperatures T to try (0 = no temperature); default: 0 0.1",
+    )
+    p.add_argument(
+        "--sigma",
+        type=float,
+        nargs="+",
+        default=[1.0, 0.1],
+        help="fixed EXACT noise levels to try (> 0); default: 1 0.1",
     )
     p.set_defaults(func=cmd_toy)
 

@@ -1,7 +1,9 @@
+import math
+
 import pytest
 import torch
 
-from lossbench.reproduce.toy_1d import accuracy_at, run_toy, solve
+from lossbench.reproduce.toy_1d import accuracy_at, run_toy, solve, solve_exact
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +40,46 @@ def test_ce_optimum_is_the_stationary_point_of_the_closed_form():
 def test_accuracy_at_thresholds():
     acc = accuracy_at(torch.tensor([0.1, 0.0, 0.25, 0.7, -0.3], dtype=torch.float64))
     assert acc.tolist() == pytest.approx([1.0, 2 / 3, 2 / 3, 2 / 3, 1 / 3])
+
+
+@pytest.fixture(scope="module")
+def exact_results():
+    sigmas = torch.logspace(-3, 1, 21, dtype=torch.float64)
+    rows = run_toy((), exact_sigmas=(1.0, 0.1), sigma_grid=sigmas)
+    fixed = {r.sigma[0]: r for r in rows if not r.sigma_learned}
+    learned = next(r for r in rows if r.sigma_learned)
+    return fixed, learned, sigmas
+
+
+def test_exact_with_small_sigma_reaches_a_perfect_threshold(exact_results):
+    fixed, _, _ = exact_results
+    r = fixed[0.1]
+    assert r.b_low == r.b_high == pytest.approx(0.128, abs=2e-3) and r.accuracy == 1.0
+    # The stationary point of sum_i 1 - Phi(y_i (x_i - b) / (sqrt(2) sigma)):
+    # phi(a (b + 0.25)) + phi(a b) = phi(a (0.25 - b)) with a = 1 / (sqrt(2) sigma).
+    a = 1 / (math.sqrt(2) * 0.1)
+    phi = lambda z: math.exp(-0.5 * z * z)  # noqa: E731
+    b = solve_exact(0.1, torch.linspace(0.12, 0.14, 20001, dtype=torch.float64)).b_low
+    assert abs(phi(a * (b + 0.25)) + phi(a * b) - phi(a * (0.25 - b))) < 1e-4
+
+
+def test_exact_with_large_sigma_misses_like_smooth_accuracy(exact_results):
+    fixed, _, _ = exact_results
+    r = fixed[1.0]
+    assert r.accuracy == pytest.approx(2 / 3) and r.at_grid_edge
+
+
+def test_exact_with_learned_sigma_shrinks_sigma_and_is_perfect(exact_results):
+    _, learned, sigmas = exact_results
+    assert learned.sigma[0] == pytest.approx(float(sigmas[0]))  # the smallest sigma on the grid
+    assert 0 < learned.b_low <= 0.125 <= learned.b_high < 0.25 and learned.accuracy == 1.0
+    assert learned.loss < 1e-9
+
+
+def test_toy_command_prints_exact_rows(capsys):
+    from lossbench.cli import main
+
+    assert main(["toy", "--sigma", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "exact(sigma=0.1)" in out and "0.128" in out and "exact(learned_sigma)" in out
+    assert main(["toy", "--sigma", "0"]) == 2

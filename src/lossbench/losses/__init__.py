@@ -6,6 +6,7 @@ Every loss is registered by name (``LOSSES``) with its input signature, hyperpar
 
 from lossbench.losses._registry import LOSSES, SIGNATURES, LossInfo, LossModule, get_loss
 from lossbench.losses.cross_entropy import CrossEntropyLoss, cross_entropy
+from lossbench.losses.exact import ExactLoss, exact, exact_sigma_schedule
 from lossbench.losses.hinge import MultiClassHingeLoss, multi_class_hinge
 from lossbench.losses.relaxations import (
     BetaBernoulliRelaxationLoss,
@@ -79,6 +80,9 @@ __all__ = [
     "get_loss",
     "cross_entropy",
     "CrossEntropyLoss",
+    "exact",
+    "ExactLoss",
+    "exact_sigma_schedule",
     "multi_class_hinge",
     "MultiClassHingeLoss",
     "smooth_accuracy",

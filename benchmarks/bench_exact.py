@@ -1,0 +1,306 @@
+"""EXACT by quadrature (``lossbench.losses.exact``) against cross-entropy: speed, peak memory, accuracy.
+
+Run from the repository root: ``python benchmarks/bench_exact.py`` (``--help`` for options).  What is
+measured, and how:
+
+- forward+backward time of the loss on float32 logits ``(B = 256, C)`` drawn from ``N(0, 1)`` with
+  ``sigma = 1``, so every rival is in play (nothing could be skipped: the worst case for the
+  quadrature's work).  Each round runs every candidate once, in alternating order, after a
+  warm-up; the table gives medians over the rounds and ratios to ``F.cross_entropy`` measured in
+  the same rounds, so that other load on the machine hits all candidates alike.
+- "genz mc": the paper's estimator, Genz's Monte Carlo with 16 samples for the value and the
+  ``C - 1`` gradients in one sweep (cost ``B C^2 N``), re-implemented below for timing only and
+  labelled as such; not run at ``C = 1000`` (minutes per call; the paper's code truncates classes).
+- peak memory: the extra peak resident set size of a fresh subprocess during one
+  forward+backward, after a warm-up on a small batch: Linux's peak RSS (``VmHWM``) is reset through
+  ``/proc/self/clear_refs`` just before the call and read after it, minus the RSS before it.
+  ``tracemalloc`` does not see torch's CPU allocations, RSS does.  On CUDA:
+  ``torch.cuda.max_memory_allocated``.
+- accuracy: ``max |P - P_ref|`` in float64 against the QUADPACK reference of the tests
+  (``tests/losses/test_exact.py``) over tied, spread and uniform margins in ``[-20, 20]``, per
+  number of nodes; and the error of the 16-sample Monte Carlo estimate against the exact value.
+- one SGD training step of a 784-256-10 MLP on a batch of 256 random 784-dim inputs (the time
+  does not depend on pixel values) with EXACT and with cross-entropy.
+
+Where CUDA is available the timing tables are printed again on the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lossbench.losses import exact
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 256
+NODES = (8, 12, 16, 24)
+DEFAULT_NODES = 16
+
+
+def genz_monte_carlo(margins: torch.Tensor, samples: int = 16, generator: torch.Generator | None = None):
+    """Genz's estimate of ``P(Z < m)``, ``Z ~ N(0, I + 11^T)``, and of ``dP/dm`` (B,), (B, D).
+
+    Reference for timing only, structured as the EXACT paper's code: separation of variables with
+    the Cholesky factor of ``I + 11^T`` (one value below the diagonal per column), ``samples``
+    uniform draws, and the value plus the ``D`` gradient columns carried through ``D`` sequential
+    steps over ``(samples, B, D + 1)`` buffers; the gradient column ``k`` takes the density of the
+    ``k``-th variable at its limit and conditions the later ones on it.
+    """
+    b, d = margins.shape
+    diag, below, acc = [], [], 0.0
+    for _ in range(d):
+        li = math.sqrt(2.0 - acc)
+        ai = (1.0 - acc) / li
+        diag.append(li)
+        below.append(ai)
+        acc += ai * ai
+    uniform = torch.rand(d, samples, b, 1, generator=generator, dtype=margins.dtype, device=margins.device)
+    y_sum = margins.new_zeros(samples, b, d + 1)
+    product = margins.new_ones(samples, b, d + 1)
+    for i in range(d):
+        z = (margins[None, :, i, None] - y_sum) / diag[i]
+        cdf = torch.special.ndtr(z)
+        factor = cdf.clone()
+        factor[..., i] = torch.exp(-0.5 * z[..., i] ** 2) / (math.sqrt(2 * math.pi) * diag[i])
+        product.mul_(factor)
+        if i + 1 < d:
+            y = torch.special.ndtri((uniform[i] * cdf).clamp(1e-12, 1 - 1e-7)).clamp(-5, 5)
+            y[..., i] = z[..., i]
+            y_sum.add_(below[i] * y)
+    return product[..., d].mean(0), product[..., :d].mean(0)
+
+
+def rival_margins(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    c = logits.shape[1]
+    rivals = torch.arange(c - 1, device=logits.device)[None, :]
+    rivals = rivals + (rivals >= target[:, None])
+    return logits.gather(1, target[:, None]) - logits.gather(1, rivals)
+
+
+class GenzLoss(torch.autograd.Function):
+    """``1 - P`` by :func:`genz_monte_carlo`, gradients from the same sweep (as in the paper's code)."""
+
+    @staticmethod
+    def forward(ctx, margins):
+        p, grad = genz_monte_carlo(margins)
+        ctx.save_for_backward(grad)
+        return 1 - p
+
+    @staticmethod
+    def backward(ctx, g):
+        (grad,) = ctx.saved_tensors
+        return -g[:, None] * grad
+
+
+def genz_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return GenzLoss.apply(rival_margins(logits, target)).mean()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def round_robin(
+    candidates: dict[str, Callable[[], object]], rounds: int, device: torch.device
+) -> dict[str, float]:
+    """Median seconds per candidate over ``rounds`` rounds, each running every candidate once."""
+    for fn in candidates.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    names = list(candidates)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            synchronize(device)
+            start = time.perf_counter()
+            candidates[name]()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def loss_step(loss_fn, logits: torch.Tensor, target: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        x = logits.detach().requires_grad_(True)
+        loss_fn(x, target).backward()
+
+    return run
+
+
+def speed_table(device: torch.device, rounds: int) -> None:
+    print(
+        f"\nforward+backward, B={BATCH}, float32, {device}; "
+        f"median ms over {rounds} rounds (ratio to cross-entropy)"
+    )
+    classes = (10, 100, 1000)
+    rows: dict[str, list[str]] = {}
+    for c in classes:
+        gen = torch.Generator().manual_seed(c)
+        logits = torch.randn(BATCH, c, generator=gen).to(device)
+        target = torch.randint(0, c, (BATCH,), generator=gen).to(device)
+        candidates = {"cross_entropy": loss_step(F.cross_entropy, logits, target)}
+        for k in NODES:
+            candidates[f"exact K={k}"] = loss_step(lambda x, t, k=k: exact(x, t, num_nodes=k), logits, target)
+        if c <= 100:
+            candidates["genz mc N=16 (paper's estimator)"] = loss_step(genz_loss, logits, target)
+        r = rounds if c < 1000 else max(5, rounds // 3)
+        med = round_robin(candidates, r, device)
+        for name in ["cross_entropy", *(f"exact K={k}" for k in NODES), "genz mc N=16 (paper's estimator)"]:
+            if name in med:
+                cell = f"{1e3 * med[name]:.3f} ({med[name] / med['cross_entropy']:.1f}x)"
+            else:
+                cell = "not run"
+            rows.setdefault(name, []).append(cell)
+    labels = {name: name + (" (default)" if name == f"exact K={DEFAULT_NODES}" else "") for name in rows}
+    width = max(len(label) for label in labels.values())
+    print(f"{'':{width}}" + "".join(f"{'C=' + str(c):>22}" for c in classes))
+    for name, cells in rows.items():
+        print(f"{labels[name]:{width}}" + "".join(f"{cell:>22}" for cell in cells))
+
+
+def mlp_step_table(device: torch.device, rounds: int) -> None:
+    print(f"\none SGD step (zero_grad, forward, loss, backward, step) of a 784-256-10 MLP, batch {BATCH},")
+    print("random 784-dim inputs (the time does not depend on pixel values), float32")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, 784, generator=gen).to(device)
+    y = torch.randint(0, 10, (BATCH,), generator=gen).to(device)
+
+    def make(loss_fn):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+        model = model.to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            opt.step()
+
+        return step
+
+    med = round_robin({"cross_entropy": make(F.cross_entropy), "exact": make(exact)}, rounds, device)
+    print(f"cross_entropy {1e3 * med['cross_entropy']:.3f} ms   exact {1e3 * med['exact']:.3f} ms   "
+          f"ratio {med['exact'] / med['cross_entropy']:.2f}")
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key))
+
+
+def memory_child(method: str, classes: int, threads: int) -> None:
+    """Print the extra peak RSS (KiB) of one forward+backward, in a fresh process (Linux)."""
+    torch.set_num_threads(threads)
+    fn = F.cross_entropy if method == "cross_entropy" else exact
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(BATCH, classes, generator=gen)
+    target = torch.randint(0, classes, (BATCH,), generator=gen)
+    loss_step(fn, logits[:4], target[:4])()  # load kernels and one-time tables, not counted
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS to the current RSS
+    before = _status_kib("VmRSS")
+    loss_step(fn, logits, target)()
+    print(_status_kib("VmHWM") - before)
+
+
+def memory_table(threads: int, cuda: bool) -> None:
+    print(f"\nextra peak memory of one forward+backward, B={BATCH}, float32")
+    for c in (100, 1000):
+        cells = []
+        for method in ("cross_entropy", "exact"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--memory-child", method, str(c), "--threads", str(threads)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+            )
+            cells.append(f"{method} {int(out.stdout.split()[-1]) / 1024:.1f} MiB")
+        print(f"CPU peak RSS delta, C={c}: " + "   ".join(cells))
+        if cuda:
+            cells = []
+            for method, fn in (("cross_entropy", F.cross_entropy), ("exact", exact)):
+                logits = torch.randn(BATCH, c, device="cuda")
+                target = torch.randint(0, c, (BATCH,), device="cuda")
+                loss_step(fn, logits[:4], target[:4])()
+                torch.cuda.synchronize()
+                base = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+                loss_step(fn, logits, target)()
+                torch.cuda.synchronize()
+                cells.append(f"{method} {(torch.cuda.max_memory_allocated() - base) / 2**20:.1f} MiB")
+            print(f"CUDA max_memory_allocated delta, C={c}: " + "   ".join(cells))
+
+
+def accuracy_table() -> None:
+    sys.path.insert(0, str(ROOT))
+    from tests.losses.test_exact import log_p_of, margin_cases, reference_log_p
+
+    print(
+        "\naccuracy, float64: max |P - P_ref| against QUADPACK over tied, spread and uniform margins "
+        "in [-20, 20]"
+    )
+    print(f"{'num_nodes':>10}" + "".join(f"{'C=' + str(c):>11}" for c in (3, 10, 100)))
+    refs = {}
+    for c in (3, 10, 100):
+        cases = margin_cases(c)
+        refs[c] = cases, torch.tensor([reference_log_p(m) for m in cases], dtype=torch.float64)
+    for k in NODES:
+        cells = []
+        for c in (3, 10, 100):
+            cases, ref = refs[c]
+            cells.append(f"{float((log_p_of(cases, num_nodes=k).exp() - ref.exp()).abs().max()):.1e}")
+        print(f"{k:>10}" + "".join(f"{cell:>11}" for cell in cells))
+
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(BATCH, 10, generator=gen, dtype=torch.float64)
+    target = torch.randint(0, 10, (BATCH,), generator=gen)
+    p = 1 - exact(logits, target, reduction="none")
+    margins = rival_margins(logits, target)
+    estimates = torch.stack([genz_monte_carlo(margins, generator=gen)[0] for _ in range(20)])
+    print(
+        f"Genz MC, 16 samples, C=10, N(0,1) logits, 20 draws: std of one estimate "
+        f"{float(estimates.std(0).mean()):.4f}, mean |P_mc - P| {float((estimates - p).abs().mean()):.4f} "
+        f"(means over {BATCH} rows)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30, help="round-robin repeats per timing (default 30)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--skip-accuracy", action="store_true", help="only time and measure memory")
+    parser.add_argument("--memory-child", nargs=2, metavar=("METHOD", "C"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child[0], int(args.memory_child[1]), args.threads)
+        return
+    torch.set_num_threads(args.threads)
+    cuda = torch.cuda.is_available()
+    gpu = f", GPU {torch.cuda.get_device_name()}" if cuda else ""
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads of {os.cpu_count()} cores, "
+        f"load average before {os.getloadavg()[0]:.2f}{gpu}"
+    )
+    for device in [torch.device("cpu")] + ([torch.device("cuda")] if cuda else []):
+        speed_table(device, args.rounds)
+        mlp_step_table(device, args.rounds)
+    memory_table(args.threads, cuda)
+    if not args.skip_accuracy:
+        accuracy_table()
+    print(f"\nload average after: {os.getloadavg()[0]:.2f} (other processes share this machine)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""EXACT: the quadrature against independent references, the Monte Carlo definition and its recipe."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, optimize, special, stats
+
+import lossbench.losses._exact_quadrature as quadrature
+from lossbench.losses import ExactLoss, exact, exact_sigma_schedule, get_loss
+
+GRID = np.linspace(-20.0, 20.0, 41)
+
+
+def reference_log_p(m: np.ndarray) -> float:
+    """``log int phi(t) prod_j Phi(t + m_j) dt`` by adaptive Gauss-Kronrod (QUADPACK) in float64.
+
+    Independent of the implementation: the textbook form (conditioned on the true class's noise,
+    where the implementation conditions on the strongest rival), SciPy's ``log_ndtr``, and the
+    integrand scaled by its maximum so that tiny probabilities keep their relative precision.
+    """
+    m = np.asarray(m, dtype=np.float64)
+
+    def log_f(t: float) -> float:
+        return float(special.log_ndtr(t + m).sum() - 0.5 * t * t - 0.5 * math.log(2 * math.pi))
+
+    mode = optimize.minimize_scalar(lambda t: -log_f(t), bounds=(-60.0, 60.0), method="bounded",
+                                    options={"xatol": 1e-10}).x
+    top = log_f(mode)
+    f = lambda t: math.exp(log_f(t) - top)  # noqa: E731
+    left = integrate.quad(f, mode - 40.0, mode, epsabs=0.0, epsrel=1e-12, limit=500)[0]
+    right = integrate.quad(f, mode, mode + 40.0, epsabs=0.0, epsrel=1e-12, limit=500)[0]
+    return top + math.log(left + right)
+
+
+def log_p_of(m: np.ndarray, **kwargs) -> torch.Tensor:
+    """``log P`` through the public loss: logits ``(0, -m_1, ..., -m_R)`` with target 0, sigma 1."""
+    mt = torch.as_tensor(np.atleast_2d(m), dtype=torch.float64)
+    logits = torch.cat([torch.zeros(mt.shape[0], 1, dtype=mt.dtype), -mt], 1)
+    target = torch.zeros(mt.shape[0], dtype=torch.long)
+    return -exact(logits, target, log_loss=True, reduction="none", **kwargs)
+
+
+def margin_cases(num_classes: int) -> np.ndarray:
+    rng = np.random.default_rng(num_classes)
+    r = num_classes - 1
+    if r == 2:
+        a, b = np.meshgrid(GRID[::2], GRID[::2])
+        return np.stack([a.ravel(), b.ravel()], 1)
+    tied = np.repeat(GRID[:, None], r, 1)  # every rival at the same margin: the hardest shape
+    spread = [rng.normal(0.0, s, (4, r)) for s in (0.5, 2.0, 8.0)]
+    shifted = [rng.normal(0.0, 1.0, (4, 1)) * s + 0.1 * rng.normal(size=(4, r)) for s in (2.0, 6.0)]
+    uniform = rng.uniform(-20.0, 20.0, (6, r))
+    return np.clip(np.concatenate([tied, *spread, *shifted, uniform]), -20.0, 20.0)
+
+
+@pytest.fixture(scope="module")
+def references() -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    for c in (2, 3, 10, 100):
+        cases = margin_cases(c)
+        out[c] = cases, np.array([reference_log_p(m) for m in cases])
+    return out
+
+
+def test_reference_agrees_with_scipy_multivariate_normal():
+    # P is the orthant probability P(Z < m) of Z ~ N(0, I + 11^T) (Z_j = eps_j - eps_y); SciPy's
+    # default abseps=1e-5 is too loose for this check, so both tolerances are set to 1e-10.
+    mvn = stats.multivariate_normal(mean=np.zeros(2), cov=np.array([[2.0, 1.0], [1.0, 2.0]]),
+                                    abseps=1e-10, releps=1e-10)
+    for m in ([0.0, 0.0], [1.0, -0.5], [3.0, 2.0], [-2.0, 1.0]):
+        expected = mvn.cdf(np.array(m))
+        assert math.exp(reference_log_p(np.array(m))) == pytest.approx(expected, abs=1e-8)
+
+
+@pytest.mark.parametrize("num_classes", [2, 3, 10, 100])
+def test_probability_matches_reference(references, num_classes):
+    cases, ref = references[num_classes]
+    log_p = log_p_of(cases).numpy()
+    assert np.max(np.abs(np.exp(log_p) - np.exp(ref))) <= 1e-6
+    # -log P to 1e-4 relative wherever P <= 1/2 (the reference is exact to ~1e-12 relative).
+    tail = ref < math.log(0.5)
+    assert tail.sum() > 5 and ref.min() < math.log(1e-30)
+    assert np.max(np.abs(log_p[tail] - ref[tail]) / np.abs(ref[tail])) <= 1e-4
+
+
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_float32_matches_reference(references, num_classes):
+    cases, ref = references[num_classes]
+    mt = torch.as_tensor(cases, dtype=torch.float32)
+    logits = torch.cat([torch.zeros(mt.shape[0], 1), -mt], 1)
+    loss = exact(logits, torch.zeros(len(mt), dtype=torch.long), reduction="none")
+    assert loss.dtype == torch.float32
+    np.testing.assert_allclose(1 - loss.double().numpy(), np.exp(ref), atol=5e-6, rtol=0)
+
+
+def test_binary_case_is_the_closed_form():
+    d = torch.linspace(-30.0, 30.0, 121, dtype=torch.float64)
+    logits = torch.stack([0.3 * d, -0.7 * d], 1)  # s_0 - s_1 = d
+    target = torch.zeros(len(d), dtype=torch.long)
+    for sigma in (0.1, 1.0, 7.0):
+        expected = torch.as_tensor(special.ndtr((d / (math.sqrt(2) * sigma)).numpy()))
+        loss = exact(logits, target, sigma=sigma, reduction="none")
+        torch.testing.assert_close(1 - loss, expected, rtol=1e-12, atol=1e-15)
+        log_expected = torch.as_tensor(special.log_ndtr((d / (math.sqrt(2) * sigma)).numpy()))
+        torch.testing.assert_close(-exact(logits, target, sigma=sigma, log_loss=True, reduction="none"),
+                                   log_expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("num_classes,row", [(3, [0.4, 0.0, 0.9]), (10, None), (100, None)])
+def test_matches_the_monte_carlo_definition(num_classes, row):
+    # A seeded 10^6-sample estimate of P(argmax(s + sigma eps) = y) agrees within 4 standard errors.
+    gen = torch.Generator().manual_seed(num_classes)
+    if row:
+        logits = torch.tensor(row, dtype=torch.float64)
+    else:
+        logits = torch.randn(num_classes, generator=gen, dtype=torch.float64)
+    target = int(torch.argsort(logits)[-2])  # the runner-up: a probability well inside (0, 1)
+    sigma = 0.7
+    p = 1 - float(exact(logits[None], torch.tensor([target]), sigma=sigma))
+    n, wins, chunk = 10**6, 0, 10**5
+    for _ in range(n // chunk):
+        noise = torch.randn(chunk, num_classes, generator=gen, dtype=torch.float64)
+        wins += int(((logits + sigma * noise).argmax(1) == target).sum())
+    p_mc = wins / n
+    se = math.sqrt(p_mc * (1 - p_mc) / n)
+    assert 0.05 < p_mc < 0.95
+    assert abs(p - p_mc) <= 4 * se, (p, p_mc, se)
+
+
+def make_inputs(b=5, c=6, seed=0, scale=2.0):
+    gen = torch.Generator().manual_seed(seed)
+    logits = scale * torch.randn(b, c, generator=gen, dtype=torch.float64)
+    target = torch.randint(0, c, (b,), generator=gen)
+    return logits, target
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"log_loss": True}, {"margin": 1.0}, {"standardize": True}])
+def test_gradcheck_logits_and_sigma(kwargs):
+    logits, target = make_inputs()
+    x = logits.clone().requires_grad_(True)
+    sigma = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    per_sample = torch.tensor([0.5, 1.0, 2.0, 0.7, 1.3], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, s: exact(a, target, sigma=s, **kwargs), (x, sigma))
+    assert torch.autograd.gradcheck(lambda a, s: exact(a, target, sigma=s, reduction="none", **kwargs),
+                                    (x, per_sample))
+
+
+def test_second_derivatives_for_double_backprop():
+    # create_graph=True (a gradient penalty) differentiates the quadrature at fixed nodes by autograd.
+    logits, target = make_inputs(b=4, c=6, seed=10)
+    x = logits.clone().requires_grad_(True)
+    sigma = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda a, s: exact(a, target, sigma=s), (x, sigma))
+    assert torch.autograd.gradgradcheck(lambda a: exact(a, target, sigma=0.2, log_loss=True), (x,))
+
+
+def test_gradcheck_many_classes_and_tail():
+    logits, target = make_inputs(b=3, c=30, seed=3, scale=6.0)
+    x = logits.clone().requires_grad_(True)
+    for sigma in (0.3, 3.0):
+        assert torch.autograd.gradcheck(lambda a: exact(a, target, sigma=sigma, log_loss=True), (x,))
+
+
+def test_clipped_margins_get_no_gradient():
+    logits = torch.tensor([[3.0, 0.0, 2.5, -4.0]], dtype=torch.float64, requires_grad=True)
+    exact(logits, torch.tensor([0]), margin=1.0).backward()
+    # s_0 - s_j = 3, 0.5, 7: rivals 1 and 3 are clipped at the margin, rival 2 is not.
+    assert logits.grad[0, 1] == 0 and logits.grad[0, 3] == 0
+    assert logits.grad[0, 2] > 0 and logits.grad[0, 0] < 0
+
+
+def test_margin_clipping_is_min_of_margin_and_difference():
+    logits, target = make_inputs(b=8, c=5, seed=4)
+    clipped = exact(logits, target, margin=0.5, sigma=0.6, reduction="none")
+    d = logits.gather(1, target[:, None]) - logits
+    x = -torch.minimum(d, torch.tensor(0.5, dtype=torch.float64))  # logits with s_y = 0 and clipped gaps
+    torch.testing.assert_close(clipped, exact(x, target, sigma=0.6, reduction="none"))
+
+
+def test_per_sample_sigma_equals_row_by_row_calls():
+    logits, target = make_inputs(b=4, c=7, seed=5)
+    sigma = torch.tensor([0.2, 1.0, 3.0, 0.05], dtype=torch.float64)
+    rows = torch.stack([exact(logits[i:i + 1], target[i:i + 1], sigma=float(sigma[i])) for i in range(4)])
+    torch.testing.assert_close(exact(logits, target, sigma=sigma, reduction="none"), rows)
+
+
+def test_standardize_uses_one_mean_and_std_of_the_non_ignored_logits():
+    logits, target = make_inputs(b=6, c=4, seed=6)
+    target = target.clone()
+    target[2] = -100
+    kept = torch.arange(6) != 2
+    z = logits[kept]
+    manual = (logits - z.mean()) / (z.std() + 1e-6)
+    torch.testing.assert_close(
+        exact(logits, target, standardize=True, sigma=0.5, reduction="none")[kept],
+        exact(manual, target, sigma=0.5, reduction="none")[kept],
+    )
+
+
+def test_standardize_with_equal_logits_has_finite_gradients():
+    x = torch.zeros(4, 3, requires_grad=True)
+    loss = exact(x, torch.tensor([0, 1, 2, 0]), standardize=True)
+    loss.backward()
+    assert loss.item() == pytest.approx(2 / 3, abs=1e-6) and torch.isfinite(x.grad).all()
+
+
+def test_extreme_margins_stay_finite_and_keep_relative_precision():
+    # One rival 1000 sigma ahead, the rest 1000 sigma behind: P = Phi(-1000 / sqrt 2) to first order.
+    logits = torch.tensor([[0.0, 1000.0] + [-1000.0] * 8], dtype=torch.float64, requires_grad=True)
+    log_p = -exact(logits, torch.tensor([0]), log_loss=True)
+    assert log_p.item() == pytest.approx(float(special.log_ndtr(-1000 / math.sqrt(2))), rel=1e-9)
+    log_p.backward()
+    assert torch.isfinite(logits.grad).all()
+    for dtype in (torch.float32, torch.float64):
+        x = torch.tensor([[0.0, 3e4, -2e4, 5.0], [1e4, -1e4, 0.0, 2.0]], dtype=dtype, requires_grad=True)
+        loss = exact(x, torch.tensor([0, 3]), sigma=0.01, log_loss=True)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+
+
+def test_more_nodes_change_nothing_at_a_thousand_classes():
+    gen = torch.Generator().manual_seed(7)
+    logits = torch.randn(8, 1000, generator=gen, dtype=torch.float64)
+    logits[:4, 0] += 4.0
+    target = torch.zeros(8, dtype=torch.long)
+    default = exact(logits, target, reduction="none")
+    many = exact(logits, target, num_nodes=48, reduction="none")
+    torch.testing.assert_close(default, many, atol=2e-6, rtol=0)
+
+
+def test_blocks_of_rows_give_the_same_result(monkeypatch):
+    logits, target = make_inputs(b=9, c=12, seed=8)
+    x = logits.clone().requires_grad_(True)
+    whole = exact(x, target)
+    (g_whole,) = torch.autograd.grad(whole, x)
+    monkeypatch.setattr(quadrature, "_BLOCK_TERMS", 2 * 16 * 12)  # two rows per block
+    blocked = exact(x, target)
+    (g_blocked,) = torch.autograd.grad(blocked, x)
+    torch.testing.assert_close(blocked, whole)
+    torch.testing.assert_close(g_blocked, g_whole)
+
+
+def test_half_range_rule_is_exact_for_polynomials():
+    for n in (1, 4, 8, 12):
+        nodes, weights = quadrature._half_range_hermite_cpu(n)
+        assert bool((nodes > 0).all()) and bool((weights > 0).all())
+        for k in range(2 * n):
+            exact_moment = math.gamma((k + 1) / 2) / 2  # int_0^inf x^k exp(-x^2) dx
+            assert float((weights * nodes**k).sum()) == pytest.approx(exact_moment, rel=1e-11)
+
+
+@pytest.mark.parametrize("dtype,rtol,atol", [(torch.float64, 1e-12, 1e-15), (torch.float32, 2e-6, 1e-7)])
+def test_log_ndtr_and_mills_ratio(dtype, rtol, atol):
+    # Across erfc's range, the switch to the asymptotic series (x = 9 or 26) and far beyond.
+    x = torch.cat(
+        [torch.linspace(-40.0, 8.0, 2001), torch.linspace(8.0, 30.0, 2001), torch.logspace(1.5, 4, 200)]
+    )
+    x = x.to(dtype)
+    xd = x.double()
+    log_phi, mills = quadrature.log_ndtr_and_mills(x)
+    expected = torch.special.log_ndtr(-math.sqrt(2) * xd)
+    torch.testing.assert_close(log_phi.double(), expected, rtol=rtol, atol=atol)
+    expected_mills = math.sqrt(2 / math.pi) / torch.special.erfcx(xd)
+    finfo = torch.finfo(dtype)
+    keep = expected_mills > finfo.tiny / finfo.eps  # values that are normal floats in this dtype
+    torch.testing.assert_close(mills.double()[keep], expected_mills[keep], rtol=10 * rtol, atol=0)
+
+
+def test_sigma_schedule():
+    assert exact_sigma_schedule(0, 16) == pytest.approx(10.0)
+    assert exact_sigma_schedule(15, 16) == pytest.approx(0.01)
+    assert exact_sigma_schedule(7.5, 16) == pytest.approx(math.sqrt(10.0 * 0.01))  # geometric midpoint
+    assert exact_sigma_schedule(40, 16) == pytest.approx(0.01)  # stays at the floor
+    assert exact_sigma_schedule(0, 1, sigma0=3.0) == 3.0
+    values = [exact_sigma_schedule(e, 10, 5.0, 0.1) for e in range(10)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    bad_args = (
+        {"epoch": -1, "num_epochs": 5},
+        {"epoch": 0, "num_epochs": 0},
+        {"epoch": 0, "num_epochs": 5, "sigma_min": 0},
+    )
+    for bad in bad_args:
+        with pytest.raises(ValueError):
+            exact_sigma_schedule(**bad)
+
+
+def test_module_learns_sigma_and_accepts_overrides():
+    logits, target = make_inputs(b=6, c=5, seed=9)
+    module = ExactLoss(sigma=0.5, learn_sigma=True)
+    loss = module(logits, target)
+    torch.testing.assert_close(loss, exact(logits, target, sigma=0.5))
+    loss.backward()
+    assert module.log_sigma.grad is not None and torch.isfinite(module.log_sigma.grad)
+    fixed = ExactLoss(sigma=2.0)
+    fixed.sigma = exact_sigma_schedule(3, 10)
+    torch.testing.assert_close(fixed(logits, target), exact(logits, target, sigma=fixed.sigma))
+    per_sample = torch.full((6,), 0.3, dtype=torch.float64)
+    torch.testing.assert_close(fixed(logits, target, sigma=per_sample), exact(logits, target, sigma=0.3))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"sigma": 0.0}, "sigma"),
+        ({"sigma": -1.0}, "sigma"),
+        ({"sigma": torch.ones(3, dtype=torch.float64)}, "sigma"),
+        ({"sigma": torch.tensor([1.0, 1.0, -1.0, 1.0, 1.0], dtype=torch.float64)}, "sigma"),
+        ({"num_nodes": 7}, "num_nodes"),
+        ({"num_nodes": 0}, "num_nodes"),
+        ({"margin": 0.0}, "margin"),
+        ({"standardize": True, "eps": 0.0}, "eps"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, match):
+    logits, target = make_inputs()
+    with pytest.raises(ValueError, match=match):
+        exact(logits, target, **kwargs)
+
+
+def test_one_class_is_rejected():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        exact(torch.zeros(3, 1), torch.zeros(3, dtype=torch.long))
+
+
+def test_registered_with_search_spaces():
+    info = get_loss("exact")
+    names = {p.name: p for p in info.hyperparams}
+    assert names["sigma"].space is not None and names["margin"].space is not None
+    assert info.signature == "softmax" and "2205.09615" in info.reference
