@@ -28,6 +28,16 @@ def test_cross_entropy_equals_pytorch(batch, label_smoothing, weighted, reductio
     torch.testing.assert_close(ours, ref)
 
 
+def test_cross_entropy_matches_the_written_formula(batch):
+    # (1 - eps) w_y (-log p_y) + eps / C sum_c w_c (-log p_c), mean divided by sum of w_y
+    x, y = batch
+    eps, w, t = 0.1, torch.linspace(0.5, 2.0, 5, dtype=torch.float64), 2.0
+    log_p = torch.log_softmax(x / t, 1)
+    per = (1 - eps) * w[y] * -log_p[torch.arange(len(y)), y] + eps / 5 * (w * -log_p).sum(1)
+    ours = L.cross_entropy(x, y.int(), weight=w, label_smoothing=eps, temperature=t)
+    torch.testing.assert_close(ours, per.sum() / w[y].sum())
+
+
 def test_cross_entropy_temperature_divides_logits(batch):
     x, y = batch
     torch.testing.assert_close(L.cross_entropy(x, y, temperature=0.25), F.cross_entropy(x / 0.25, y))

@@ -9,6 +9,7 @@ curves, seed and worker in user attributes, so a report needs nothing but the st
 
 from __future__ import annotations
 
+import sqlite3
 import warnings
 from pathlib import Path
 
@@ -34,10 +35,10 @@ def open_storage(url: str, heartbeat_interval: int | None = None) -> RDBStorage:
     and never counted twice (only complete trials count).
     """
     engine_kwargs = {}
-    if url.startswith("sqlite"):
-        # Several local processes share the file: wait for the lock instead of failing at once.
-        engine_kwargs = {"connect_args": {"timeout": 120}}
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"creator": lambda: _sqlite_connection(path)}
     try:
         with warnings.catch_warnings():
             # Heartbeats and their retry callback are marked experimental; they are what we rely on.
@@ -52,6 +53,19 @@ def open_storage(url: str, heartbeat_interval: int | None = None) -> RDBStorage:
             return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as err:  # SQLAlchemy raises many kinds; all mean the same to the user
         raise SpecError(f"cannot open storage {url!r}: {type(err).__name__}: {err}") from err
+
+
+def _sqlite_connection(path: Path) -> sqlite3.Connection:
+    """A connection tuned for several local workers sharing one file.
+
+    Write-ahead logging lets readers proceed while a worker writes, and ``synchronous=NORMAL``
+    skips the fsync of every commit (a transaction survives a killed process; only a power
+    cut can lose the last few).  The timeout makes a busy writer wait instead of failing.
+    """
+    conn = sqlite3.connect(str(path), timeout=120, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
 
 
 def study_name(spec_name: str, stage: str, dataset: str, method: str) -> str:

@@ -6,13 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._validation import (
-    check_class_weight,
-    check_interval,
-    check_positive,
-    reduce,
-    softmax_inputs,
-)
+from lossbench.losses._validation import check_class_weight, check_interval, check_positive, softmax_inputs
 from lossbench.registry import FloatRange, HyperParam
 
 
@@ -43,21 +37,21 @@ def cross_entropy(
 
     Reference: PyTorch ``F.cross_entropy``; label smoothing, Szegedy et al. 2016.
     """
-    x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
+    x, _, _ = softmax_inputs(logits, target, ignore_index, reduction, validate)
     check_positive("temperature", temperature)
     check_interval("label_smoothing", label_smoothing, 0.0, 1.0)
     check_class_weight(weight, x.shape[1])
-    log_p = F.log_softmax(x / temperature, dim=1)
-    nll = -log_p.gather(1, y[:, None]).squeeze(1)
-    w = weight.to(x.dtype) if weight is not None else None
-    if w is not None:
-        nll = nll * w[y]
-    if label_smoothing > 0:
-        smooth = -(log_p * w).sum(1) if w is not None else -log_p.sum(1)
-        nll = (1 - label_smoothing) * nll + label_smoothing / x.shape[1] * smooth
-    loss = torch.where(valid, nll, torch.zeros_like(nll))
-    w_valid = torch.where(valid, w[y], torch.zeros_like(nll)) if w is not None else None
-    return reduce(loss, reduction, valid, w_valid).to(logits.dtype)
+    # PyTorch's fused kernel is this loss exactly; the temperature only rescales its input.
+    scaled = x if temperature == 1.0 else x / temperature
+    loss = F.cross_entropy(
+        scaled,
+        target.long(),
+        weight=None if weight is None else weight.to(x.dtype),
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+    )
+    return loss.to(logits.dtype)
 
 
 CrossEntropyLoss = loss_module(cross_entropy, "CrossEntropyLoss")
