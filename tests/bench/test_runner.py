@@ -110,6 +110,7 @@ def test_unknown_names_are_clear_errors(tmp_path):
         ([{"name": "x", "loss": "cross_entropy", "transforms": ["nope"]}], "unknown transform 'nope'"),
         ([{"name": "x", "loss": "cross_entropy", "params": {"gama": 1}}], "has no parameter 'gama'"),
         ([{"name": "x", "loss": "focal", "search": {"loss.gama": [0, 1]}}], "names no tunable parameter"),
+        ([{"name": "x", "loss": "macro_soft_f1", "transforms": ["iflood"]}], "needs per-sample losses"),
     ):
         spec = parse_spec({"name": "bad", "datasets": ["wine"], "methods": methods})
         with pytest.raises(SpecError, match=message):

@@ -43,6 +43,32 @@ def test_costs_skip_ignored_targets():
     torch.testing.assert_close(macro_f1_cost(logits, ignored), macro_f1_cost(logits[:, keep], target[keep]))
 
 
+def test_costs_for_one_logit_per_decision_match_torchmetrics():
+    from torchmetrics.functional.classification import multilabel_f1_score, multilabel_hamming_distance
+
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 30, 5, generator=gen)  # 4 candidates, 30 samples, 5 labels
+    target = (torch.rand(30, 5, generator=gen) < 0.4).float()
+    acc, f1 = error_rate(logits, target), macro_f1_cost(logits, target)
+    for i in range(4):
+        probs = torch.sigmoid(logits[i])
+        torch.testing.assert_close(acc[i], multilabel_hamming_distance(probs, target.long(), num_labels=5, average="micro"))
+        torch.testing.assert_close(f1[i], 1 - multilabel_f1_score(probs, target.long(), num_labels=5, average="macro"))
+    # A binary model's single logit, (n, B, 1) or (n, B), against 0/1 class indices.
+    s, y = logits[:, :, 0], target[:, 0].long()
+    two = torch.stack([torch.zeros_like(s), s], -1)
+    torch.testing.assert_close(error_rate(s[..., None], y), error_rate(two, y))
+    torch.testing.assert_close(macro_f1_cost(s, y), macro_f1_cost(two, y))
+
+
+def test_costs_for_several_tasks_and_mismatched_shapes():
+    gen = torch.Generator().manual_seed(4)
+    logits, target = torch.randn(3, 10, 4, 6, generator=gen), torch.randint(0, 6, (10, 4), generator=gen)
+    torch.testing.assert_close(error_rate(logits, target), error_rate(logits.reshape(3, 40, 6), target.reshape(40)))
+    with pytest.raises(ValueError, match="do not match target"):
+        error_rate(torch.randn(3, 10, 6), torch.randint(0, 6, (12,)))
+
+
 def reference_mgs_update(model, x, y, lr, n, sigma, mix, alpha, seed):
     """MGS written out candidate by candidate, with full Gaussian log-densities."""
     params = list(model.parameters())

@@ -12,7 +12,7 @@ from torch import nn
 from lossbench.bench.spec import MethodSpec, Range, SpecError
 from lossbench.losses import LOSSES, LossInfo
 from lossbench.registry import Choice, FloatRange, HyperParam, IntRange
-from lossbench.train import TRANSFORMS
+from lossbench.train import TRANSFORMS, compatible
 
 Distribution = optuna.distributions.BaseDistribution
 
@@ -156,6 +156,8 @@ def resolve_method(spec: MethodSpec) -> Method:
         for key in t.params:
             if key not in known:
                 raise SpecError(f"{where}: transform {t.name!r} has no parameter {key!r}; it takes {sorted(known)}")
+        if not compatible(t.name, loss):
+            raise SpecError(f"{where}: transform {t.name!r} needs per-sample losses; {loss.name!r} is batch-level")
         transforms.append((t.name, dict(t.params), params))
     method = Method(spec, loss, tuple(transforms))
     valid_keys = {f"loss.{n}" for n in names} | {f"{t}.{p.name}" for t, _, ps in transforms for p in ps}

@@ -77,6 +77,8 @@ class TrainStep:
         ctx.x, ctx.y, ctx.stats = x, y, {}
         ctx.logits = logits = self.model(x)
         value = self.loss(logits, y, reduction="none" if self._per_sample else "mean")
+        if self._per_sample and value.ndim > 1 and value.shape[:1] == x.shape[:1]:
+            value = value.flatten(1).mean(1)  # elementwise (multi-label) losses: a sample's mean
         if self._per_sample and value.shape != x.shape[:1]:
             raise ValueError(
                 f"{self._objective[0].name} needs one loss per sample, shape {tuple(x.shape[:1])}; the loss "
