@@ -38,7 +38,9 @@ class MGS(Transform):
     Candidates are evaluated in one ``torch.func.vmap`` over ``functional_call`` with the model in
     eval mode (in ``chunk_size`` pieces when given); the gradient transforms before this one see
     the surrogate gradient, so clipping shapes ``u``.  ``metric`` is ``"accuracy"``,
-    ``"macro_f1"`` or a callable ``(logits (n, B, C), target (B,)) -> cost (n,)``.
+    ``"macro_f1"`` (see :mod:`lossbench.train.metrics` for the target kinds they read: class
+    indices, one logit per binary or multi-label decision) or a callable
+    ``(logits (n, *model output), target) -> cost (n,)``.
     """
 
     name = "mgs"
