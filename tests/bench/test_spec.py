@@ -89,3 +89,13 @@ def test_readme_example_spec_is_valid():
     focal = resolve_method(spec.method("focal"))
     assert focal.search_space(spec.search)["loss.gamma"].high == 3.0
     assert "flooding.b" in resolve_method(spec.method("ce+flooding")).search_space(spec.search)
+
+
+def test_methods_may_fix_module_options_such_as_exacts_sigma_schedule():
+    spec = parse_spec({**MINIMAL, "methods": [{"name": "e", "loss": "exact", "params": {"sigma": 10.0, "sigma_min": 0.01}}]})
+    method = resolve_method(spec.methods[0])
+    space = method.search_space(spec.search)
+    assert "loss.sigma" not in space and "loss.margin" in space
+    loss = method.build_loss({"lr": 0.1}, {}, "multiclass").loss
+    loss.set_epoch(15, 16)
+    assert loss.sigma == 0.01

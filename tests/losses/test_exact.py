@@ -331,3 +331,20 @@ def test_registered_with_search_spaces():
     names = {p.name: p for p in info.hyperparams}
     assert names["sigma"].space is not None and names["margin"].space is not None
     assert info.signature == "softmax" and "2205.09615" in info.reference
+
+
+def test_module_runs_the_sigma_schedule_through_set_epoch():
+    from lossbench.losses.exact import ExactLoss, exact_sigma_schedule
+
+    loss = ExactLoss(sigma=10.0, sigma_min=0.01)
+    seen = []
+    for epoch in range(16):
+        loss.set_epoch(epoch, 16)
+        seen.append(loss.sigma)
+    assert seen[0] == pytest.approx(10.0) and seen[-1] == pytest.approx(0.01)
+    assert seen == [pytest.approx(exact_sigma_schedule(e, 16, 10.0, 0.01)) for e in range(16)]
+    fixed = ExactLoss(sigma=0.5)
+    fixed.set_epoch(7, 16)
+    assert fixed.sigma == 0.5
+    with pytest.raises(ValueError, match="learn_sigma"):
+        ExactLoss(sigma_min=0.1, learn_sigma=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,7 +169,7 @@ def resolve_method(spec: MethodSpec) -> Method:
 
 
 def _accepted_kwargs(loss: LossInfo) -> list[str]:
-    import inspect
-
-    params = list(inspect.signature(loss.function).parameters.values())[2:]
-    return [p.name for p in params if p.name not in ("reduction", "validate")]
+    """Arguments a method may fix: the function's, and module-only options (e.g. EXACT's
+    ``learn_sigma`` or ``sigma_min`` schedule)."""
+    names = list(inspect.signature(loss.function).parameters)[2:] + list(inspect.signature(loss.module).parameters)
+    return sorted(set(names) - {"self", "reduction", "validate", "kwargs"})

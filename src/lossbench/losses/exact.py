@@ -155,8 +155,11 @@ class ExactLoss(nn.Module):
     With ``learn_sigma=True`` the noise level is a parameter stored as ``log sigma`` (initialised at
     ``sigma``); give the module's parameters to the optimiser with the model's.  Otherwise
     ``self.sigma`` is a plain float that a schedule may overwrite between epochs, e.g.
-    ``loss.sigma = exact_sigma_schedule(epoch, num_epochs)``.  ``forward(..., sigma=s)`` overrides
-    the stored value for one call (a ``(B,)`` tensor from a noise head, say).
+    ``loss.sigma = exact_sigma_schedule(epoch, num_epochs)``.  With ``sigma_min`` the module
+    runs the paper's schedule itself: :meth:`set_epoch` (called by the bench before each epoch)
+    sets ``sigma`` from the initial value down to ``sigma_min`` by :func:`exact_sigma_schedule`.
+    ``forward(..., sigma=s)`` overrides the stored value for one call (a ``(B,)`` tensor from a
+    noise head, say).
     """
 
     def __init__(
@@ -164,6 +167,7 @@ class ExactLoss(nn.Module):
         *,
         sigma: float = 1.0,
         learn_sigma: bool = False,
+        sigma_min: float | None = None,
         margin: float | None = None,
         log_loss: bool = False,
         standardize: bool = False,
@@ -175,6 +179,11 @@ class ExactLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_positive("sigma", sigma)
+        if sigma_min is not None:
+            check_positive("sigma_min", sigma_min)
+            if learn_sigma:
+                raise ValueError("sigma_min schedules a fixed sigma; it cannot be combined with learn_sigma")
+        self.sigma0, self.sigma_min = float(sigma), sigma_min
         if learn_sigma:
             self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma)))
             self.sigma = None
@@ -207,6 +216,11 @@ class ExactLoss(nn.Module):
             reduction=reduction or self.reduction,
             validate=self.validate,
         )
+
+    def set_epoch(self, epoch: int, num_epochs: int) -> None:
+        """Follow the sigma schedule, when ``sigma_min`` was given (otherwise nothing changes)."""
+        if self.sigma_min is not None:
+            self.sigma = exact_sigma_schedule(epoch, num_epochs, self.sigma0, self.sigma_min)
 
     def extra_repr(self) -> str:
         sigma = "learned" if self.log_sigma is not None else self.sigma
