@@ -440,3 +440,24 @@ def test_drw_weights_switch_on_at_start_epoch():
         L.drw_weights(-1, COUNTS, start_epoch=160)
     with pytest.raises(ValueError, match="start_epoch"):
         L.drw_weights(3, COUNTS, start_epoch=2.5)
+
+
+def test_ldam_module_applies_deferred_reweighting_on_schedule():
+    from lossbench.losses import LDAMLoss, drw_weights, ldam
+
+    counts = torch.tensor([100.0, 20.0, 5.0])
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(9, 3, generator=gen), torch.randint(0, 3, (9,), generator=gen)
+    loss = LDAMLoss(class_counts=counts, drw_start=0.75)
+    for epoch in range(8):
+        loss.set_epoch(epoch, 8)
+        weight = drw_weights(epoch, counts, start_epoch=6)
+        torch.testing.assert_close(loss(x, y), ldam(x, y, class_counts=counts, weight=weight))
+        assert (loss.weight is None) == (epoch < 6)
+    plain = LDAMLoss(class_counts=counts)
+    plain.set_epoch(7, 8)
+    torch.testing.assert_close(plain(x, y), ldam(x, y, class_counts=counts))
+    with pytest.raises(ValueError, match="drw_start"):
+        LDAMLoss(class_counts=counts, drw_start=1.5)
+    with pytest.raises(ValueError, match="weight="):
+        LDAMLoss(class_counts=counts, drw_start=0.5, weight=torch.ones(3))

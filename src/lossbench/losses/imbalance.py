@@ -13,9 +13,10 @@ from collections.abc import Sequence
 
 import torch
 
-from lossbench.losses._registry import loss_module, register_loss
+from lossbench.losses._registry import LossModule, loss_module, register_loss
 from lossbench.losses._validation import (
     check_class_counts,
+    check_interval,
     check_logits,
     check_positive,
     compute_dtype,
@@ -181,7 +182,34 @@ def drw_weights(
 
 LogitAdjustedCrossEntropyLoss = loss_module(logit_adjusted_cross_entropy, "LogitAdjustedCrossEntropyLoss")
 BalancedSoftmaxLoss = loss_module(balanced_softmax, "BalancedSoftmaxLoss")
-LDAMLoss = loss_module(ldam, "LDAMLoss")
+
+
+class LDAMLoss(LossModule):
+    """Module form of :func:`ldam`; arguments as there, plus the DRW schedule.
+
+    With ``drw_start`` (a fraction of the run in ``(0, 1]``; Cao et al. use 160/200 = 0.8) the
+    module applies deferred re-weighting itself: :meth:`set_epoch` (called by the bench before
+    each epoch) switches ``weight`` to the effective-number weights (``drw_beta``) from that
+    epoch on, by :func:`drw_weights`.
+    """
+
+    function = staticmethod(ldam)
+
+    def __init__(self, *, drw_start: float | None = None, drw_beta: float = 0.9999, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if drw_start is not None:
+            check_interval("drw_start", drw_start, 0.0, 1.0, closed="right")
+            if "weight" in self._buffers:
+                raise ValueError("drw_start schedules the class weights; do not also pass weight=")
+        self.drw_start, self.drw_beta = drw_start, drw_beta
+
+    def set_epoch(self, epoch: int, num_epochs: int) -> None:
+        if self.drw_start is None:
+            return
+        start = round(self.drw_start * num_epochs)
+        weight = drw_weights(epoch, self.class_counts, start_epoch=start, beta=self.drw_beta)
+        self.register_buffer("weight", None if weight is None else weight.to(self.class_counts.device))
+
 
 register_loss(
     "logit_adjustment",
