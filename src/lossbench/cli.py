@@ -240,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        # Finished trials are stored; the interrupted one is failed and not counted.
+        print("lossbench: interrupted; the same command resumes where it stopped", file=sys.stderr)
+        return 130
     except ValueError as err:  # bad input (spec, names, files): one clear line, no traceback
         if os.environ.get("LOSSBENCH_TRACEBACK"):
             raise
