@@ -25,6 +25,13 @@ def test_constant_lr_round_trips():
     assert spec.train.lr_final is None and spec_from_json(spec.to_json()) == spec
 
 
+@pytest.mark.parametrize("name", ["builtin", "exact-uci"])
+def test_every_preset_resolves(name):
+    spec = load_preset(name)
+    for method in spec.methods:
+        resolve_method(method)
+
+
 def test_defaults_fill_in():
     spec = parse_spec(MINIMAL)
     assert spec.trials == 20 and spec.seeds == 5 and spec.train.model == "linear"
