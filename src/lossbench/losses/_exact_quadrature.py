@@ -1,8 +1,9 @@
 """Log-probability that the true class wins the arg-max of Gaussian-perturbed logits, by 1-D quadrature.
 
-Notation: ``m`` (B, R) are the scaled margins ``(s_y - s_j) / sigma`` of the true class over its
-``R = C - 1`` rivals; ``Z_0, Z_1, ..., Z_R`` are iid standard normal noises; ``ell(u) = log Phi(u)``
-and ``lam(u) = phi(u) / Phi(u)`` (the inverse Mills ratio), ``lam' = -lam (u + lam)``.
+Notation: ``m`` (B, C) are the scaled margins ``(s_y - s_j) / sigma`` of the true class over every
+class, zero in the true class's own column; ``Z_0, Z_1, ..., Z_R`` are iid standard normal noises
+(``R = C - 1`` rivals); ``ell(u) = log Phi(u)`` and ``lam(u) = phi(u) / Phi(u)`` (the inverse Mills
+ratio), ``lam' = -lam (u + lam)``.
 
 The true class wins iff ``Z_0 > M`` with ``M = max_j (Z_j - m_j)``, whose CDF is
 ``F(t) = prod_j Phi(t + m_j)`` and density ``f_M(t) = F(t) S(t)`` with ``S(t) = sum_j lam(t + m_j)``.
@@ -20,9 +21,16 @@ The rule: find the mode ``mu`` of ``log h`` by Newton's method, take the Laplace
 ``tau = (-d2 log h)^(-1/2)``, measure the drop of ``log h`` at ``mu -+ delta tau`` to set one scale per
 side (``h`` is skewed: it falls like a Gaussian of unit width on one side and much faster on the
 other), and integrate each half-line with an ``n``-point half-range Gauss-Hermite rule (weight
-``exp(-x^2)`` on ``[0, inf)``) in log space.  Everything is a sum of ``O(B (R + 1) K)`` elementwise
-terms; the gradient is accumulated in the same pass, so memory is ``O(B R)`` between forward and
+``exp(-x^2)`` on ``[0, inf)``) in log space.  Everything is a sum of ``O(B C K)`` elementwise
+terms; the gradient is accumulated in the same pass, so memory is ``O(B C)`` between forward and
 backward.
+
+Layout: an evaluation at points ``t`` works on ``C + 1`` columns ``x = base + t * steps`` with
+``x = -u / sqrt2``: the ``C`` columns of the margins, ``base = -m / sqrt2`` and ``steps = -1 / sqrt2``
+(``u = t + m_j``), where the true class's own column holds a sentinel ``base`` far below any
+value (``Phi = 1``, ``lam = 0``: it adds exact zeros to every sum), and one appended column for the
+true class's factor ``Phi(-t)`` (``base = 0``, ``steps = 1 / sqrt2``).  So the margins need no gather
+of the rivals and every evaluation is one fused multiply-add per term.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import torch
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT2 = 1.0 / _SQRT2
 _LOG_INV_SQRT_2PI = -0.5 * math.log(2.0 * math.pi)
+_LOG_SQRT_2_OVER_PI = 0.5 * math.log(2.0 / math.pi)
 _LOG_2_SQRT_PI = math.log(2.0 * math.sqrt(math.pi))
 
 # erfc(x) underflows (or loses relative precision as a subnormal) beyond these arguments; past
@@ -47,11 +56,12 @@ _TAIL_START_TWICE = {torch.float32: 6.0, torch.float64: 18.0}
 _SECANT = 4.5
 # Newton stops once every step is below this fraction of the Laplace scale; convergence is
 # quadratic, so the last step leaves an error far smaller (the rule only needs the mode roughly).
-_NEWTON_TOL = 0.5
+_NEWTON_TOL = 1.0
 _NEWTON_MAX_ITER = 50
-# Nodes are evaluated in row blocks of about this many (row, node, rival) terms: the temporaries
-# stay in cache, and memory stays O(B R) whatever the batch.
-_BLOCK_TERMS = 1 << 18
+_WATER_STEPS = 2
+# Nodes are evaluated in row blocks of about this many (row, node, column) terms: the temporaries
+# stay in cache, and memory stays O(B C) whatever the batch.
+_BLOCK_TERMS = 1 << 20
 
 
 def _log_erfcx_series_coefficients(terms: int) -> tuple[float, ...]:
@@ -84,29 +94,47 @@ def _tail_log_erfcx(x: torch.Tensor) -> torch.Tensor:
     return acc
 
 
-def log_ndtr_and_mills(
-    x: torch.Tensor, need_log: bool = True, out: torch.Tensor | None = None, x_max: float | None = None
-) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """``log Phi(u)`` and ``lam(u) = phi(u) / Phi(u)`` at ``u = -sqrt(2) x``, elementwise, without underflow.
+def _fix_tail(x: torch.Tensor, mills: torch.Tensor, log_phi: torch.Tensor | None, log_scale: torch.Tensor) -> None:
+    """Overwrite the entries with ``x`` past the switch point by the asymptotic series of ``erfcx``."""
+    tail = x > _TAIL_START[x.dtype]
+    xt = x[tail]
+    series = _tail_log_erfcx(xt)
+    # lam = sqrt(2/pi) / erfcx(x) = sqrt(2) x exp(-series): no cancellation of two large terms.
+    log_mills = -series
+    if log_scale.ndim:  # a per-column factor (-inf: lam = 0 in that column)
+        log_mills = log_mills + (log_scale.expand_as(x)[tail] - _LOG_INV_SQRT_2PI)
+    mills[tail] = _SQRT2 * xt * torch.exp(log_mills)
+    if log_phi is not None:
+        log_phi[tail] = series - xt.square() - torch.log(xt) - _LOG_2_SQRT_PI
 
-    ``Phi(u) = erfc(x) / 2`` is used where it is a normal float; beyond, the asymptotic series of
-    ``erfcx``.  The vectorised ``erfc`` is several times faster on CPU than ``torch.special.log_ndtr``.
-    The factor 1/2 is applied before the log, so that sums of many ``log Phi`` near 0 do not cancel.
-    ``lam`` is written to ``out`` when given; ``x_max`` is an upper bound of ``x`` if known.
+
+def _log_ndtr_and_scaled_mills(
+    x: torch.Tensor, log_scale: torch.Tensor, need_log: bool = True, mills: torch.Tensor | None = None
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """``log Phi(u)`` (if ``need_log``) and ``exp(log_scale) phi(u) / Phi(u)`` at ``u = -sqrt(2) x``.
+
+    ``log_scale = log(1 / sqrt(2 pi))`` (0-d) gives the inverse Mills ratio ``lam``; a per-column
+    ``-inf`` zeroes a column.  ``Phi(u) = erfc(x) / 2`` is used where it is a normal float; beyond,
+    the asymptotic series of ``erfcx`` (and ``erfc`` sees ``x`` clamped there, so that no subnormal
+    float slows the arithmetic down).  The vectorised ``erfc`` is several times faster on CPU than
+    ``torch.special.log_ndtr``.  The factor 1/2 is applied before the log, so that sums of many
+    ``log Phi`` near 0 do not cancel.  ``mills`` is written in place when given.
     """
-    phi = torch.erfc(x).mul_(0.5)
-    mills = torch.addcmul(_constant(_LOG_INV_SQRT_2PI, x), x, x, value=-1.0, out=out).exp_().div_(phi)
+    tail = float(x.max()) > _TAIL_START[x.dtype]
+    body = x.clamp(max=_TAIL_START[x.dtype]) if tail else x
+    phi = torch.erfc(body).mul_(0.5)
+    mills = torch.addcmul(log_scale, body, body, value=-1.0, out=mills).exp_().div_(phi)
     log_phi = phi.log_() if need_log else None
-    if (float(x.max()) if x_max is None else x_max) > _TAIL_START[x.dtype]:
-        # rare: rows far in the tail (a small sigma and a wrong prediction)
-        tail = x > _TAIL_START[x.dtype]
-        xt = x[tail]
-        series = _tail_log_erfcx(xt)
-        # lam = sqrt(2/pi) / erfcx(x) = sqrt(2) x exp(-series): no cancellation of two large terms.
-        mills[tail] = _SQRT2 * xt * torch.exp(-series)
-        if log_phi is not None:
-            log_phi[tail] = series - xt.square() - torch.log(xt) - _LOG_2_SQRT_PI
+    if tail:  # rare: rows far in the tail (a small sigma and a wrong prediction)
+        _fix_tail(x, mills, log_phi, log_scale)
     return log_phi, mills
+
+
+def log_ndtr_and_mills(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log Phi(u)`` and ``lam(u) = phi(u) / Phi(u)`` at ``u = -sqrt(2) x``, elementwise, without underflow."""
+    if not x.numel():
+        return torch.empty_like(x), torch.empty_like(x)
+    return _log_ndtr_and_scaled_mills(x, _constant(_LOG_INV_SQRT_2PI, x))
 
 
 def _log_ndtr_and_mills_differentiable(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,32 +212,73 @@ def _half_range_hermite_cpu(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @functools.lru_cache(maxsize=None)
 def _rule(n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Half-range nodes ``x`` (n,), ``log w + x^2`` (n,), the probe pattern ``(0, -delta, delta)`` and
-    the side signs ``(-1, 1)``, on ``device``."""
+    """Tables of the rule with ``n`` half-range nodes ``x_i`` per side, on ``device``.
+
+    ``probes`` (3,): ``(0, -delta, delta)``; ``drops`` (3, 2): ``log h`` at the probes times this is
+    the drop to each side; ``nodes`` (2, K): ``offsets = scale @ nodes`` places ``-x_i`` scaled by
+    the left scale and ``x_i`` by the right one; ``sides`` (2, K): ``log scale @ sides + log_w`` are
+    the log weights, ``log_w`` (K,) = ``log w_i + x_i^2`` on both sides.
+    """
     nodes, weights = _half_range_hermite_cpu(n)
-    probes = torch.tensor([0.0, -_SECANT, _SECANT], dtype=torch.float64)
-    sides = torch.tensor([-1.0, 1.0], dtype=torch.float64)
-    tables = (nodes, torch.log(weights) + nodes**2, probes, sides)
+    zeros = torch.zeros(n, dtype=torch.float64)
+    ones = torch.ones(n, dtype=torch.float64)
+    log_w = torch.log(weights) + nodes**2
+    tables = (
+        torch.tensor([0.0, -_SECANT, _SECANT], dtype=torch.float64),
+        torch.tensor([[1.0, 1.0], [-1.0, 0.0], [0.0, -1.0]], dtype=torch.float64),
+        torch.stack([torch.cat([-nodes, zeros]), torch.cat([zeros, nodes])]),
+        torch.stack([torch.cat([ones, zeros]), torch.cat([zeros, ones])]),
+        torch.cat([log_w, log_w]),
+    )
     return tuple(v.to(dtype=dtype, device=device) for v in tables)
 
 
 @functools.lru_cache(maxsize=None)
-def _column_steps(columns: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``dx/dt`` per column: ``-1/sqrt2`` for the rivals, ``+1/sqrt2`` for the true class (last column)."""
-    steps = torch.full((columns,), -_INV_SQRT2, dtype=dtype, device=device)
+def _layout(columns: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``steps`` (C + 1,) and the per-column log-scale of the Mills ratios summed into ``S``:
+    ``log(1 / sqrt(2 pi))`` for the margins' columns, ``-inf`` for the true class's factor."""
+    steps = torch.full((columns + 1,), -_INV_SQRT2, dtype=torch.float64)
     steps[-1] = _INV_SQRT2
-    return steps
+    log_scale = torch.full((columns + 1,), _LOG_INV_SQRT_2PI, dtype=torch.float64)
+    log_scale[-1] = -math.inf
+    return steps.to(dtype=dtype, device=device), log_scale.to(dtype=dtype, device=device)
 
 
-def _columns(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` at ``t = 0`` per column, and ``dx/dt``: ``x = base + t * steps`` (B, R + 1).
+def _columns(m: torch.Tensor, true_class: torch.Tensor) -> torch.Tensor:
+    """``base`` (B, C + 1): ``-m / sqrt2``, the sentinel in the true class's column, 0 appended."""
+    base = torch.nn.functional.pad(m * -_INV_SQRT2, (0, 1))
+    # x = sentinel + t * steps stays finite and about -finfo.max / 4 (x^2 overflows to inf, so
+    # exp(-x^2) = 0 and lam = 0 exactly; erfc = 2, log Phi = 0; lam * (u + lam) = 0, not nan).
+    return base.scatter_(1, true_class[:, None], torch.finfo(m.dtype).min / 4)
 
-    At a point ``t`` the argument of ``log Phi`` is ``u = t + m_j`` for a rival and ``u = -t`` for
-    the true class (its factor ``Phi(-t)``, appended as the last column), and ``x = -u / sqrt2``:
-    one fused multiply-add per evaluation.
+
+def _start(base: torch.Tensor) -> torch.Tensor:
+    """Newton's start (B,) from two approximations of the mode of ``h``; it only saves iterations.
+
+    With ``b_j = -m_j / sqrt2`` and ``m_1`` the strongest rival's margin:
+
+    - ``h`` follows the density of the rivals' maximum near ``m_1``: ``n`` rivals tied at ``m_1``
+      act like one whose noise is the maximum of ``n`` normals, typically near ``Phi^-1(1 - 1/n)``
+      (rivals behind count by ``2 Phi(m_1 - m_j)``).  With ``m = m_1 - Phi^-1(1 - 1/n)`` the mode is
+      near ``-m`` when ``m > 0`` (``Phi(-t)`` is about 1 there) and ``-m / 2`` when ``m < 0`` (one
+      rival ahead: ``Phi(-t)`` balances its density).
+    - Rivals in their Gaussian left tails: ``log Phi(v) ~ -v^2 / 2`` for ``v << 0`` turns ``log h``
+      into ``-t^2 / 2 - sum_j (t + m_j)^2 / 2`` over the rivals with ``t + m_j < 0``; its maximum
+      solves ``phi(t) = t + sum_j min(t + m_j, 0) = 0`` (a wrong prediction with a small sigma: the
+      true class's noise and the leading rivals' meet halfway).  ``phi`` is concave and increasing,
+      so Newton steps from ``-m_1 / 2`` climb to the root without passing it; taken where ``m_1 < 0``.
     """
-    base = torch.cat([m * -_INV_SQRT2, m.new_zeros(m.shape[0], 1)], 1)
-    return base, _column_steps(m.shape[1] + 1, m.dtype, m.device)
+    rivals = base[:, :-1]
+    top = rivals.amax(1, keepdim=True)  # -m_1 / sqrt2
+    count = torch.erfc(top - rivals).sum(1).clamp_(min=2.0)
+    m_eff = torch.special.ndtri(count.reciprocal_().neg_().add_(1.0)).add_(top[:, 0], alpha=_SQRT2).neg_()
+    start = torch.add(m_eff, m_eff.clamp(max=0.0), alpha=-0.5).neg_()  # -m_eff, or -m_eff / 2 below 0
+    t = top * _INV_SQRT2  # -m_1 / 2, the root for one rival
+    for _ in range(_WATER_STEPS):
+        excess = (rivals - t * _INV_SQRT2).clamp_(min=0.0)  # -min(t + m_j, 0) / sqrt2
+        slope = torch.sign(excess).sum(1, keepdim=True).add_(1.0)
+        t = t - (t - _SQRT2 * excess.sum(1, keepdim=True)) / slope
+    return torch.where(top[:, 0] > 0, torch.maximum(start, t[:, 0]), start)
 
 
 def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,25 +287,24 @@ def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.
     ``log h = ell(-t) + sum_j ell(t + m_j) + log S``.  With ``p = -lam' = lam (u + lam)`` and
     ``q = lam'' = p (u + 2 lam) - lam``, summed over rivals into ``S, P, Q``:
     ``(log h)' = S - lam(-t) - P / S`` and ``-(log h)'' = p(-t) + P - Q / S + (P / S)^2``.
-    Start: the strongest rival's location ``-min_j m_j`` when every margin is positive (the true
-    class usually wins and ``h`` follows ``f_M``), half of it otherwise (``h`` balances ``Phi(-t)``
-    against the rival's density).  The curvature is floored at 1/2 (it is at least about 1 near
-    the mode), which turns a step from a non-concave point into a bounded ascent step.
+    The curvature is floored at 1/2 (it is at least about 1 near the mode), which turns a step
+    from a non-concave point into a bounded ascent step.
     """
-    m_min = base[:, :-1].max(1).values * -_SQRT2
-    t = torch.where(m_min > 0, -m_min, -0.5 * m_min)
-    terms = base.new_empty(3, *base.shape)  # lam, p, q
-    lam, p, q = terms.unbind(0)
+    t = _start(base)
+    terms = base.new_empty(3, *base.shape)  # lam, p, -q per column
+    lam, p, neg_q = terms.unbind(0)
+    log_scale = _constant(_LOG_INV_SQRT_2PI, base)
     for _ in range(_NEWTON_MAX_ITER):
         x = torch.addcmul(base, t[:, None], steps)
-        log_ndtr_and_mills(x, need_log=False, out=lam)
+        _log_ndtr_and_scaled_mills(x, log_scale, need_log=False, mills=lam)
         w = torch.add(lam, x, alpha=-_SQRT2)  # u + lam
         torch.mul(lam, w, out=p)
-        torch.mul(w.add_(lam), p, out=q).sub_(lam)
-        s, big_p, big_q = terms[:, :, :-1].sum(2).unbind(0)
+        torch.addcmul(lam, p, w.add_(lam), value=-1.0, out=neg_q)
+        s, big_p, big_neg_q = terms[:, :, :-1].sum(2)  # over the rivals (the sentinel adds zeros)
+        lam_0, p_0, _ = terms[:, :, -1]  # the true class's factor Phi(-t)
         r = big_p / s
-        d1 = s - lam[:, -1] - r
-        curvature = torch.addcmul(p[:, -1] + big_p - big_q / s, r, r).clamp_(min=0.5)
+        d1 = (s - lam_0).sub_(r)
+        curvature = torch.addcmul(big_neg_q.div_(s).add_(big_p).add_(p_0), r, r).clamp_(min=0.5)
         step = d1 / curvature
         t = t + step
         if float((step * d1).max()) <= _NEWTON_TOL**2:  # every |step| <= tol * Laplace scale
@@ -244,93 +312,112 @@ def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.
     return t, torch.rsqrt(curvature)
 
 
-def _log_h(center, offsets, base, steps, need_grad: bool):
-    """``log h`` at ``t = center + offsets`` (center (B,), offsets (B, N)); optionally the gradient terms.
+def _log_h(x_center: torch.Tensor, offsets: torch.Tensor, steps: torch.Tensor, log_scale: torch.Tensor, need_grad: bool):
+    """``log h`` (B, N) and ``S`` (B, N) at ``center + offsets`` (B, N), from ``x`` at the center
+    (B, C + 1); with ``need_grad`` also the factors of the gradient of ``log h`` with respect to
+    ``m``, ``lam - lam (u + lam) / S``: ``lam`` and ``lam (u + lam)`` (B, N, C + 1) each, zero in the
+    true class's columns.
 
-    Returns ``log h`` (B, N) and, with ``need_grad``, the two factors of the gradient of ``log h``
-    with respect to ``m``, ``lam - lam (u + lam) / S``: ``lam`` and ``lam (u + lam)`` (B, N, R + 1)
-    and ``S`` (B, N).
+    The small offsets are added last, so that a far-out center does not round the nodes' positions
+    relative to each other (each column's ``x`` is rounded alike at every node).
     """
-    xc = torch.addcmul(base, center[:, None], steps)  # (B, R + 1)
-    x = torch.addcmul(xc[:, None, :], offsets[:, :, None], steps)  # (B, N, R + 1); offsets are small
-    x_max = xc.max() + offsets.abs().max() * _INV_SQRT2  # a bound on x without a pass over it
-    log_phi, lam = log_ndtr_and_mills(x, x_max=float(x_max))
-    s = lam[:, :, :-1].sum(2)
+    x = torch.addcmul(x_center[:, None, :], offsets[:, :, None], steps)
+    log_phi, lam = _log_ndtr_and_scaled_mills(x, log_scale)
+    s = lam.sum(2)
     log_h = log_phi.sum(2).add_(torch.log(s))
     if not need_grad:
-        return log_h, None
+        return log_h, s, None
     pw = torch.add(lam, x, alpha=-_SQRT2, out=x).mul_(lam)  # lam (u + lam), in x's buffer
-    return log_h, (lam, pw, s)
+    return log_h, s, (lam, pw)
 
 
-def log_win_probability_and_grad(m: torch.Tensor, num_nodes: int, need_grad: bool):
-    """``log P`` (B,), ``d log P / d m`` (B, R) or None, and the rule ``(mu, offsets, log_weights)``.
+def _log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, need_grad: bool):
+    """``log P`` (B,), ``d log P / d m`` (B, C) or None (zero in the true column), and the rule
+    ``(mu, offsets, log_weights)``: the center (B,), the nodes' offsets and log weights (B, K).
 
     No autograd: the gradient is the quadrature of the gradient integrand at the same nodes.
     """
-    base, steps = _columns(m)
+    base = _columns(m, true_class)
+    steps, log_scale = _layout(m.shape[1], m.dtype, m.device)
     mu, tau = _mode(base, steps)
-    nodes, log_w, probes, sides = _rule(num_nodes // 2, m.dtype, m.device)
-    log_h_probes, _ = _log_h(mu, tau[:, None] * probes, base, steps, need_grad=False)
-    drop = (log_h_probes[:, :1] - log_h_probes[:, 1:]).clamp_min(_SECANT**2 / 2 / 64)
+    probes, drops, nodes, sides, log_w = _rule(num_nodes // 2, m.dtype, m.device)
+    x_mu = torch.addcmul(base, mu[:, None], steps)
+    log_h, _, _ = _log_h(x_mu, torch.outer(tau, probes), steps, log_scale, False)
+    drop = torch.mm(log_h, drops).clamp_(min=_SECANT**2 / 2 / 64)  # (B, 2): left, right
     # A Gaussian of scale s drops by delta^2 tau^2 / (2 s^2) at delta tau (s is at most 8x the
     # Laplace scale); the rule for weight exp(-x^2) steps by sqrt(2) s = delta tau / sqrt(drop).
-    step = torch.rsqrt(drop).mul_(tau[:, None] * _SECANT).mul_(sides)  # (B, 2): left, right
-    offsets = (step[:, :, None] * nodes).flatten(1)  # (B, K)
-    log_weights = (torch.log(step.abs())[:, :, None] + log_w).flatten(1)
-    # The (row, node, rival) terms are formed in row blocks that stay in cache and bound memory.
+    scale = torch.rsqrt(drop).mul_(tau[:, None] * _SECANT)
+    offsets = torch.mm(scale, nodes)  # (B, K)
+    log_weights = torch.addmm(log_w, torch.log(scale), sides)
+    # The (row, node, column) terms are formed in row blocks that bound memory.
     rows = max(1, _BLOCK_TERMS // (offsets.shape[1] * base.shape[1]))
     log_p, grad = [], []
     for i in range(0, m.shape[0], rows):
         block = slice(i, i + rows)
-        log_h, parts = _log_h(mu[block], offsets[block], base[block], steps, need_grad)
-        terms = log_weights[block] + log_h
+        log_h, s, parts = _log_h(x_mu[block], offsets[block], steps, log_scale, need_grad)
+        terms = log_h.add_(log_weights[block])
         log_p.append(torch.logsumexp(terms, 1))
         if need_grad:
-            lam, pw, s = parts
-            omega = torch.softmax(terms, 1)
-            # d log P / d m_j = sum_k omega_k (lam_jk - lam_jk (u_jk + lam_jk) / S_k); drop the true class.
-            g = torch.bmm(omega[:, None, :], lam).sub_(torch.bmm((omega / s)[:, None, :], pw))
-            grad.append(g[:, 0, :-1])
-    grad = torch.cat(grad) if need_grad else None
-    return torch.cat(log_p), grad, (mu, offsets, log_weights)
+            lam, pw = parts
+            omega = torch.softmax(terms, 1)[:, None, :]
+            # d log P / d m_j = sum_k omega_k (lam_jk - lam_jk (u_jk + lam_jk) / S_k)
+            grad.append(torch.bmm(omega, lam).sub_(torch.bmm(omega / s[:, None, :], pw))[:, 0, :-1])
+    grad = (torch.cat(grad) if len(grad) > 1 else grad[0]) if need_grad else None
+    log_p = torch.cat(log_p) if len(log_p) > 1 else log_p[0]
+    return log_p, grad, (mu, offsets, log_weights)
 
 
-def _log_p_at_nodes(m: torch.Tensor, mu: torch.Tensor, offsets: torch.Tensor, log_weights: torch.Tensor):
+def _log_p_at_nodes(
+    m: torch.Tensor, true_class: torch.Tensor, mu: torch.Tensor, offsets: torch.Tensor, log_weights: torch.Tensor
+) -> torch.Tensor:
     """``log P`` from a given rule, by differentiable out-of-place ops (for double backward)."""
-    base, steps = _columns(m)
-    xc = torch.addcmul(base, mu[:, None], steps)
-    x = torch.addcmul(xc[:, None, :], offsets[:, :, None], steps)
-    log_phi, lam = _log_ndtr_and_mills_differentiable(x)
+    rival = torch.ones_like(m).scatter_(1, true_class[:, None], 0.0)  # the true column is no margin
+    t = mu[:, None] + offsets
+    log_phi, lam = _log_ndtr_and_mills_differentiable((t[:, :, None] + m[:, None, :]) * -_INV_SQRT2)
+    log_phi_true, _ = _log_ndtr_and_mills_differentiable(t * _INV_SQRT2)
+    s = (lam * rival[:, None, :]).sum(2)
     # A node where every rival's lam underflows has weight 0; the clamp keeps its gradient at 0, not nan.
-    log_h = log_phi.sum(2) + torch.log(lam[:, :, :-1].sum(2).clamp_min(torch.finfo(m.dtype).tiny))
+    log_h = (log_phi * rival[:, None, :]).sum(2) + log_phi_true + torch.log(s.clamp_min(torch.finfo(m.dtype).tiny))
     return torch.logsumexp(log_weights + log_h, 1)
 
 
 class WinLogProbability(torch.autograd.Function):
-    """``log P(argmax(s + sigma eps) = y)`` from scaled margins (B, R), R >= 2; hand-written backward.
+    """``log P(argmax(s + sigma eps) = y)`` from scaled margins (B, C) (zero in the true column ``y``),
+    C >= 3; hand-written backward.
 
-    The forward computes the gradient in the same pass when it is needed and saves that (B, R)
+    The forward computes the gradient in the same pass when it is needed and saves that (B, C)
     tensor with the rule's nodes (B, K); the backward scales it by the incoming gradient.  Under
     ``create_graph=True`` (double backprop, e.g. a gradient penalty) the backward instead
     differentiates the quadrature at the same nodes with autograd, so higher derivatives exist;
-    that path holds all ``B K (R + 1)`` terms at once.
+    that path holds all ``B K C`` terms at once.
     """
 
     @staticmethod
-    def forward(ctx, margins: torch.Tensor, num_nodes: int) -> torch.Tensor:
-        log_p, grad, rule = log_win_probability_and_grad(margins, num_nodes, ctx.needs_input_grad[0])
-        ctx.save_for_backward(margins, grad, *rule)
+    def forward(ctx, margins: torch.Tensor, true_class: torch.Tensor, num_nodes: int) -> torch.Tensor:
+        log_p, grad, rule = _log_p_and_grad(margins, true_class, num_nodes, ctx.needs_input_grad[0])
+        ctx.save_for_backward(margins, true_class, grad, *rule)
         return log_p
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        margins, grad, *rule = ctx.saved_tensors
+        margins, true_class, grad, *rule = ctx.saved_tensors
         if not torch.is_grad_enabled():
-            return grad_output[:, None] * grad, None
-        log_p = _log_p_at_nodes(margins, *rule)
+            return grad_output[:, None] * grad, None, None
+        log_p = _log_p_at_nodes(margins, true_class, *rule)
         (grad_margins,) = torch.autograd.grad(log_p, margins, grad_output, create_graph=True)
-        return grad_margins, None
+        return grad_margins, None, None
+
+
+def log_win_probability_of_columns(
+    margins: torch.Tensor, true_class: torch.Tensor, num_nodes: int = 16
+) -> torch.Tensor:
+    """``log P`` per row from margins ``m`` (B, C) over every class, zero in the true class's column.
+
+    ``C = 2`` is the closed form ``log Phi(m_rival / sqrt 2)``.
+    """
+    if margins.shape[1] == 2:
+        return torch.special.log_ndtr(margins.sum(1) * _INV_SQRT2)  # the true column is zero
+    return WinLogProbability.apply(margins, true_class, num_nodes)
 
 
 def log_win_probability(margins: torch.Tensor, num_nodes: int = 16) -> torch.Tensor:
@@ -338,8 +425,9 @@ def log_win_probability(margins: torch.Tensor, num_nodes: int = 16) -> torch.Ten
 
     ``R = 1`` is the closed form ``log Phi(m / sqrt 2)``; ``R = 0`` (one class) is ``0``.
     """
-    if margins.shape[1] == 0:
-        return margins.new_zeros(margins.shape[0])
-    if margins.shape[1] == 1:
-        return torch.special.log_ndtr(margins[:, 0] * _INV_SQRT2)
-    return WinLogProbability.apply(margins, num_nodes)
+    b, r = margins.shape
+    if r == 0:
+        return margins.new_zeros(b)
+    columns = torch.cat([margins, margins.new_zeros(b, 1)], 1)
+    true_class = torch.full((b,), r, dtype=torch.long, device=margins.device)
+    return log_win_probability_of_columns(columns, true_class, num_nodes)
