@@ -50,6 +50,10 @@ _LOG_2_SQRT_PI = math.log(2.0 * math.sqrt(math.pi))
 # erfc(x) underflows (or loses relative precision as a subnormal) beyond these arguments; past
 # them log erfc(x) = -x^2 - log(sqrt(pi) x) + log(sqrt(pi) x erfcx(x)) with the asymptotic series below.
 _TAIL_START = {torch.float32: 9.0, torch.float64: 26.0}
+# Below these arguments erfc(x) = 2 and log Phi = 0 exactly, and exp(-x^2) would leave the normal
+# floats (the vectorised exp then takes a slow path, many times slower); x is clamped up to them,
+# which changes lam ~ phi(u) < 1e-37 (float32) or 1e-305 (float64) by less than its own size.
+_SATURATED = {torch.float32: -9.25, torch.float64: -26.5}
 # The double-backward path switches earlier, where erfc(x)^2 (in the derivative of 1/erfc) is normal.
 _TAIL_START_TWICE = {torch.float32: 6.0, torch.float64: 18.0}
 # Half-width of the secant probes, in Laplace scales, that set the two per-side scales.
@@ -61,7 +65,7 @@ _NEWTON_MAX_ITER = 50
 _WATER_STEPS = 2
 # Nodes are evaluated in row blocks of about this many (row, node, column) terms: the temporaries
 # stay in cache, and memory stays O(B C) whatever the batch.
-_BLOCK_TERMS = 1 << 20
+_BLOCK_TERMS = 1 << 17
 
 
 def _log_erfcx_series_coefficients(terms: int) -> tuple[float, ...]:
@@ -94,39 +98,37 @@ def _tail_log_erfcx(x: torch.Tensor) -> torch.Tensor:
     return acc
 
 
-def _fix_tail(x: torch.Tensor, mills: torch.Tensor, log_phi: torch.Tensor | None, log_scale: torch.Tensor) -> None:
+def _fix_tail(x: torch.Tensor, mills: torch.Tensor, log_phi: torch.Tensor | None) -> None:
     """Overwrite the entries with ``x`` past the switch point by the asymptotic series of ``erfcx``."""
     tail = x > _TAIL_START[x.dtype]
     xt = x[tail]
     series = _tail_log_erfcx(xt)
     # lam = sqrt(2/pi) / erfcx(x) = sqrt(2) x exp(-series): no cancellation of two large terms.
-    log_mills = -series
-    if log_scale.ndim:  # a per-column factor (-inf: lam = 0 in that column)
-        log_mills = log_mills + (log_scale.expand_as(x)[tail] - _LOG_INV_SQRT_2PI)
-    mills[tail] = _SQRT2 * xt * torch.exp(log_mills)
+    mills[tail] = _SQRT2 * xt * torch.exp(-series)
     if log_phi is not None:
         log_phi[tail] = series - xt.square() - torch.log(xt) - _LOG_2_SQRT_PI
 
 
-def _log_ndtr_and_scaled_mills(
-    x: torch.Tensor, log_scale: torch.Tensor, need_log: bool = True, mills: torch.Tensor | None = None
+def _log_ndtr_and_mills_(
+    x: torch.Tensor, high: float, need_log: bool = True, mills: torch.Tensor | None = None
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """``log Phi(u)`` (if ``need_log``) and ``exp(log_scale) phi(u) / Phi(u)`` at ``u = -sqrt(2) x``.
+    """``log Phi(u)`` (if ``need_log``) and ``lam(u) = phi(u) / Phi(u)`` at ``u = -sqrt(2) x``.
 
-    ``log_scale = log(1 / sqrt(2 pi))`` (0-d) gives the inverse Mills ratio ``lam``; a per-column
-    ``-inf`` zeroes a column.  ``Phi(u) = erfc(x) / 2`` is used where it is a normal float; beyond,
-    the asymptotic series of ``erfcx`` (and ``erfc`` sees ``x`` clamped there, so that no subnormal
-    float slows the arithmetic down).  The vectorised ``erfc`` is several times faster on CPU than
-    ``torch.special.log_ndtr``.  The factor 1/2 is applied before the log, so that sums of many
-    ``log Phi`` near 0 do not cancel.  ``mills`` is written in place when given.
+    ``Phi(u) = erfc(x) / 2`` is used where it is a normal float; beyond, the asymptotic series of
+    ``erfcx``.  The vectorised ``erfc`` is several times faster on CPU than ``torch.special.log_ndtr``.
+    The factor 1/2 is applied before the log, so that sums of many ``log Phi`` near 0 do not cancel.
+    ``x`` is clamped in place from below at the saturation point (see ``_SATURATED``) and ``erfc``
+    sees it clamped from above at the switch point, so that no arithmetic leaves the normal floats.
+    ``high`` is an upper bound of ``x``; ``mills`` is written in place when given.
     """
-    tail = float(x.max()) > _TAIL_START[x.dtype]
+    x.clamp_(min=_SATURATED[x.dtype])
+    tail = high > _TAIL_START[x.dtype]
     body = x.clamp(max=_TAIL_START[x.dtype]) if tail else x
     phi = torch.erfc(body).mul_(0.5)
-    mills = torch.addcmul(log_scale, body, body, value=-1.0, out=mills).exp_().div_(phi)
+    mills = torch.addcmul(_constant(_LOG_INV_SQRT_2PI, x), body, body, value=-1.0, out=mills).exp_().div_(phi)
     log_phi = phi.log_() if need_log else None
-    if tail:  # rare: rows far in the tail (a small sigma and a wrong prediction)
-        _fix_tail(x, mills, log_phi, log_scale)
+    if tail:  # rows far in the tail (a small sigma and a wrong prediction)
+        _fix_tail(x, mills, log_phi)
     return log_phi, mills
 
 
@@ -134,7 +136,7 @@ def log_ndtr_and_mills(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``log Phi(u)`` and ``lam(u) = phi(u) / Phi(u)`` at ``u = -sqrt(2) x``, elementwise, without underflow."""
     if not x.numel():
         return torch.empty_like(x), torch.empty_like(x)
-    return _log_ndtr_and_scaled_mills(x, _constant(_LOG_INV_SQRT_2PI, x))
+    return _log_ndtr_and_mills_(x.clone(), float(x.max()))
 
 
 def _log_ndtr_and_mills_differentiable(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,21 +236,18 @@ def _rule(n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tenso
 
 
 @functools.lru_cache(maxsize=None)
-def _layout(columns: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``steps`` (C + 1,) and the per-column log-scale of the Mills ratios summed into ``S``:
-    ``log(1 / sqrt(2 pi))`` for the margins' columns, ``-inf`` for the true class's factor."""
-    steps = torch.full((columns + 1,), -_INV_SQRT2, dtype=torch.float64)
+def _steps(columns: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``dx / dt`` per column (C + 1,): ``-1 / sqrt2`` for the margins' columns, ``1 / sqrt2`` last."""
+    steps = torch.full((columns + 1,), -_INV_SQRT2, dtype=dtype, device=device)
     steps[-1] = _INV_SQRT2
-    log_scale = torch.full((columns + 1,), _LOG_INV_SQRT_2PI, dtype=torch.float64)
-    log_scale[-1] = -math.inf
-    return steps.to(dtype=dtype, device=device), log_scale.to(dtype=dtype, device=device)
+    return steps
 
 
 def _columns(m: torch.Tensor, true_class: torch.Tensor) -> torch.Tensor:
     """``base`` (B, C + 1): ``-m / sqrt2``, the sentinel in the true class's column, 0 appended."""
     base = torch.nn.functional.pad(m * -_INV_SQRT2, (0, 1))
-    # x = sentinel + t * steps stays finite and about -finfo.max / 4 (x^2 overflows to inf, so
-    # exp(-x^2) = 0 and lam = 0 exactly; erfc = 2, log Phi = 0; lam * (u + lam) = 0, not nan).
+    # x = sentinel + t * steps is far below the saturation point whatever t: clamped up to it,
+    # log Phi = 0 exactly and lam < 1e-37 (float32), so the column adds nothing to the sums.
     return base.scatter_(1, true_class[:, None], torch.finfo(m.dtype).min / 4)
 
 
@@ -293,14 +292,13 @@ def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.
     t = _start(base)
     terms = base.new_empty(3, *base.shape)  # lam, p, -q per column
     lam, p, neg_q = terms.unbind(0)
-    log_scale = _constant(_LOG_INV_SQRT_2PI, base)
     for _ in range(_NEWTON_MAX_ITER):
         x = torch.addcmul(base, t[:, None], steps)
-        _log_ndtr_and_scaled_mills(x, log_scale, need_log=False, mills=lam)
+        _log_ndtr_and_mills_(x, float(x.max()), need_log=False, mills=lam)
         w = torch.add(lam, x, alpha=-_SQRT2)  # u + lam
         torch.mul(lam, w, out=p)
         torch.addcmul(lam, p, w.add_(lam), value=-1.0, out=neg_q)
-        s, big_p, big_neg_q = terms[:, :, :-1].sum(2)  # over the rivals (the sentinel adds zeros)
+        s, big_p, big_neg_q = terms[:, :, :-1].sum(2)  # over the rivals (the sentinel adds nothing)
         lam_0, p_0, _ = terms[:, :, -1]  # the true class's factor Phi(-t)
         r = big_p / s
         d1 = (s - lam_0).sub_(r)
@@ -312,18 +310,19 @@ def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.
     return t, torch.rsqrt(curvature)
 
 
-def _log_h(x_center: torch.Tensor, offsets: torch.Tensor, steps: torch.Tensor, log_scale: torch.Tensor, need_grad: bool):
+def _log_h(x_center: torch.Tensor, offsets: torch.Tensor, steps: torch.Tensor, high: float, need_grad: bool):
     """``log h`` (B, N) and ``S`` (B, N) at ``center + offsets`` (B, N), from ``x`` at the center
     (B, C + 1); with ``need_grad`` also the factors of the gradient of ``log h`` with respect to
-    ``m``, ``lam - lam (u + lam) / S``: ``lam`` and ``lam (u + lam)`` (B, N, C + 1) each, zero in the
-    true class's columns.
+    ``m``, ``lam - lam (u + lam) / S``: ``lam`` and ``lam (u + lam)`` (B, N, C + 1) each (the last
+    column, the true class's factor, is no margin).
 
     The small offsets are added last, so that a far-out center does not round the nodes' positions
-    relative to each other (each column's ``x`` is rounded alike at every node).
+    relative to each other (each column's ``x`` is rounded alike at every node).  ``high`` is an
+    upper bound of ``x``.
     """
     x = torch.addcmul(x_center[:, None, :], offsets[:, :, None], steps)
-    log_phi, lam = _log_ndtr_and_scaled_mills(x, log_scale)
-    s = lam.sum(2)
+    log_phi, lam = _log_ndtr_and_mills_(x, high)
+    s = lam[:, :, :-1].sum(2)
     log_h = log_phi.sum(2).add_(torch.log(s))
     if not need_grad:
         return log_h, s, None
@@ -338,23 +337,26 @@ def _log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, n
     No autograd: the gradient is the quadrature of the gradient integrand at the same nodes.
     """
     base = _columns(m, true_class)
-    steps, log_scale = _layout(m.shape[1], m.dtype, m.device)
+    steps = _steps(m.shape[1], m.dtype, m.device)
     mu, tau = _mode(base, steps)
     probes, drops, nodes, sides, log_w = _rule(num_nodes // 2, m.dtype, m.device)
     x_mu = torch.addcmul(base, mu[:, None], steps)
-    log_h, _, _ = _log_h(x_mu, torch.outer(tau, probes), steps, log_scale, False)
+    x_mu_max = float(x_mu.max())
+    spread = torch.outer(tau, probes)
+    log_h, _, _ = _log_h(x_mu, spread, steps, x_mu_max + float(spread.max()) * _INV_SQRT2, False)
     drop = torch.mm(log_h, drops).clamp_(min=_SECANT**2 / 2 / 64)  # (B, 2): left, right
     # A Gaussian of scale s drops by delta^2 tau^2 / (2 s^2) at delta tau (s is at most 8x the
     # Laplace scale); the rule for weight exp(-x^2) steps by sqrt(2) s = delta tau / sqrt(drop).
     scale = torch.rsqrt(drop).mul_(tau[:, None] * _SECANT)
     offsets = torch.mm(scale, nodes)  # (B, K)
     log_weights = torch.addmm(log_w, torch.log(scale), sides)
+    high = x_mu_max + float(offsets.abs().max()) * _INV_SQRT2  # a bound of x without a pass over it
     # The (row, node, column) terms are formed in row blocks that bound memory.
     rows = max(1, _BLOCK_TERMS // (offsets.shape[1] * base.shape[1]))
     log_p, grad = [], []
     for i in range(0, m.shape[0], rows):
         block = slice(i, i + rows)
-        log_h, s, parts = _log_h(x_mu[block], offsets[block], steps, log_scale, need_grad)
+        log_h, s, parts = _log_h(x_mu[block], offsets[block], steps, high, need_grad)
         terms = log_h.add_(log_weights[block])
         log_p.append(torch.logsumexp(terms, 1))
         if need_grad:
