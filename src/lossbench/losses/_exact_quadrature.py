@@ -124,8 +124,13 @@ def _log_ndtr_and_mills_(
     x.clamp_(min=_SATURATED[x.dtype])
     tail = high > _TAIL_START[x.dtype]
     body = x.clamp(max=_TAIL_START[x.dtype]) if tail else x
-    phi = torch.erfc(body).mul_(0.5)
-    mills = torch.addcmul(_constant(_LOG_INV_SQRT_2PI, x), body, body, value=-1.0, out=mills).exp_().div_(phi)
+    if need_log:
+        phi = torch.erfc(body).mul_(0.5)
+        log_scale = _constant(_LOG_INV_SQRT_2PI, x)
+    else:  # lam = sqrt(2 / pi) exp(-x^2) / erfc(x)
+        phi = torch.erfc(body)
+        log_scale = _constant(_LOG_SQRT_2_OVER_PI, x)
+    mills = torch.addcmul(log_scale, body, body, value=-1.0, out=mills).exp_().div_(phi)
     log_phi = phi.log_() if need_log else None
     if tail:  # rows far in the tail (a small sigma and a wrong prediction)
         _fix_tail(x, mills, log_phi)
@@ -265,18 +270,19 @@ def _start(base: torch.Tensor) -> torch.Tensor:
       into ``-t^2 / 2 - sum_j (t + m_j)^2 / 2`` over the rivals with ``t + m_j < 0``; its maximum
       solves ``phi(t) = t + sum_j min(t + m_j, 0) = 0`` (a wrong prediction with a small sigma: the
       true class's noise and the leading rivals' meet halfway).  ``phi`` is concave and increasing,
-      so Newton steps from ``-m_1 / 2`` climb to the root without passing it; taken where ``m_1 < 0``.
+      so Newton steps from ``-m_1 / 2`` climb towards the root without passing it; taken where
+      ``m_1 < 0``.
     """
     rivals = base[:, :-1]
     top = rivals.amax(1, keepdim=True)  # -m_1 / sqrt2
     count = torch.erfc(top - rivals).sum(1).clamp_(min=2.0)
-    m_eff = torch.special.ndtri(count.reciprocal_().neg_().add_(1.0)).add_(top[:, 0], alpha=_SQRT2).neg_()
-    start = torch.add(m_eff, m_eff.clamp(max=0.0), alpha=-0.5).neg_()  # -m_eff, or -m_eff / 2 below 0
-    t = top * _INV_SQRT2  # -m_1 / 2, the root for one rival
+    start = torch.special.ndtri(torch.rsub(count.reciprocal_(), 1.0)).add_(top[:, 0], alpha=_SQRT2)  # -m
+    start = torch.sub(start, start.clamp(min=0.0), alpha=0.5)  # -m, or -m / 2 where m < 0
+    t = top * _INV_SQRT2  # -m_1 / 2: the root for one rival
     for _ in range(_WATER_STEPS):
-        excess = (rivals - t * _INV_SQRT2).clamp_(min=0.0)  # -min(t + m_j, 0) / sqrt2
+        excess = torch.sub(rivals, t, alpha=_INV_SQRT2).clamp_(min=0.0)  # -min(t + m_j, 0) / sqrt2
         slope = torch.sign(excess).sum(1, keepdim=True).add_(1.0)
-        t = t - (t - _SQRT2 * excess.sum(1, keepdim=True)) / slope
+        t = torch.sub(t, excess.sum(1, keepdim=True), alpha=_SQRT2).div_(slope).neg_().add_(t)
     return torch.where(top[:, 0] > 0, torch.maximum(start, t[:, 0]), start)
 
 
@@ -340,7 +346,7 @@ def _log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, n
     steps = _steps(m.shape[1], m.dtype, m.device)
     mu, tau = _mode(base, steps)
     probes, drops, nodes, sides, log_w = _rule(num_nodes // 2, m.dtype, m.device)
-    x_mu = torch.addcmul(base, mu[:, None], steps)
+    x_mu = torch.addcmul(base, mu[:, None], steps)  # (B, C + 1)
     x_mu_max = float(x_mu.max())
     spread = torch.outer(tau, probes)
     log_h, _, _ = _log_h(x_mu, spread, steps, x_mu_max + float(spread.max()) * _INV_SQRT2, False)
@@ -351,8 +357,9 @@ def _log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, n
     offsets = torch.mm(scale, nodes)  # (B, K)
     log_weights = torch.addmm(log_w, torch.log(scale), sides)
     high = x_mu_max + float(offsets.abs().max()) * _INV_SQRT2  # a bound of x without a pass over it
+    x_mu, steps, restore = _drop_saturated(x_mu, offsets)
     # The (row, node, column) terms are formed in row blocks that bound memory.
-    rows = max(1, _BLOCK_TERMS // (offsets.shape[1] * base.shape[1]))
+    rows = max(1, _BLOCK_TERMS // (offsets.shape[1] * x_mu.shape[1]))
     log_p, grad = [], []
     for i in range(0, m.shape[0], rows):
         block = slice(i, i + rows)
@@ -366,7 +373,39 @@ def _log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, n
             grad.append(torch.bmm(omega, lam).sub_(torch.bmm(omega / s[:, None, :], pw))[:, 0, :-1])
     grad = (torch.cat(grad) if len(grad) > 1 else grad[0]) if need_grad else None
     log_p = torch.cat(log_p) if len(log_p) > 1 else log_p[0]
+    if grad is not None and restore is not None:
+        grad = restore(grad)
     return log_p, grad, (mu, offsets, log_weights)
+
+
+def _drop_saturated(x_mu: torch.Tensor, offsets: torch.Tensor):
+    """Leave out of the node pass the rivals saturated at every node, when that halves the columns.
+
+    A rival's ``x = x_mu - offset / sqrt2`` is largest at the leftmost node; when it is below the
+    saturation point there, the rival is clamped at every node: ``log Phi = 0`` exactly and its
+    ``lam`` is the floor ``phi(13.1) < 1e-37`` (float32; ``1e-300`` in float64), so it changes no sum
+    by more than that and its gradient is about as small: the rival counts as absent and gets a zero
+    gradient.  The kept rivals of each row move to the front of ``width`` columns (the rest of a
+    shorter row is padded with the sentinel), followed by one padding column and the true class's
+    factor.  Returns ``x`` at the center (B, width + 2), the matching ``steps`` and a function
+    mapping the compact gradient (B, width + 1) back to (B, C), or ``(x_mu, steps, None)``.
+    """
+    b, c = x_mu.shape[0], x_mu.shape[1] - 1
+    kept = (x_mu[:, :-1] - offsets.amin(1, keepdim=True) * _INV_SQRT2) > _SATURATED[x_mu.dtype]
+    width = int(kept.sum(1).max())
+    steps = _steps(c, x_mu.dtype, x_mu.device)
+    if 2 * (width + 2) > c + 1:
+        return x_mu, steps, None
+    index = torch.where(kept, kept.cumsum(1).sub_(1), width)  # dropped rivals land in column width
+    compact = x_mu.new_full((b, width + 2), torch.finfo(x_mu.dtype).min / 4).scatter_(1, index, x_mu[:, :-1])
+    compact[:, width] = torch.finfo(x_mu.dtype).min / 4
+    compact[:, -1] = x_mu[:, -1]
+
+    def restore(grad: torch.Tensor) -> torch.Tensor:
+        grad[:, width] = 0.0
+        return grad.gather(1, index)
+
+    return compact, _steps(width + 1, x_mu.dtype, x_mu.device), restore
 
 
 def _log_p_at_nodes(
