@@ -261,11 +261,12 @@ def _start(base: torch.Tensor) -> torch.Tensor:
 
     With ``b_j = -m_j / sqrt2`` and ``m_1`` the strongest rival's margin:
 
-    - ``h`` follows the density of the rivals' maximum near ``m_1``: ``n`` rivals tied at ``m_1``
-      act like one whose noise is the maximum of ``n`` normals, typically near ``Phi^-1(1 - 1/n)``
-      (rivals behind count by ``2 Phi(m_1 - m_j)``).  With ``m = m_1 - Phi^-1(1 - 1/n)`` the mode is
-      near ``-m`` when ``m > 0`` (``Phi(-t)`` is about 1 there) and ``-m / 2`` when ``m < 0`` (one
-      rival ahead: ``Phi(-t)`` balances its density).
+    - ``h = Phi(-t) f_M(t)`` with ``f_M`` the density of the rivals' maximum, approximated by the
+      maximum of ``n`` normals tied at ``m_1`` (rivals behind count by ``2 Phi(m_1 - m_j)``): a bump
+      near ``-m = -m_1 + Phi^-1(1 - 1/n)`` of width ``beta = (2 log n)^(-1/2)`` (at most 1).  The
+      mode of ``Phi(-t) exp(-(t + m)^2 / (2 beta^2))`` solves ``t + m + beta^2 lam(-t) = 0``; one
+      Newton step from ``-m`` (exact when the true class is far ahead; for one rival far ahead it
+      gives ``-m / 2``).
     - Rivals in their Gaussian left tails: ``log Phi(v) ~ -v^2 / 2`` for ``v << 0`` turns ``log h``
       into ``-t^2 / 2 - sum_j (t + m_j)^2 / 2`` over the rivals with ``t + m_j < 0``; its maximum
       solves ``phi(t) = t + sum_j min(t + m_j, 0) = 0`` (a wrong prediction with a small sigma: the
@@ -275,9 +276,13 @@ def _start(base: torch.Tensor) -> torch.Tensor:
     """
     rivals = base[:, :-1]
     top = rivals.amax(1, keepdim=True)  # -m_1 / sqrt2
-    count = torch.erfc(top - rivals).sum(1).clamp_(min=2.0)
-    start = torch.special.ndtri(torch.rsub(count.reciprocal_(), 1.0)).add_(top[:, 0], alpha=_SQRT2)  # -m
-    start = torch.sub(start, start.clamp(min=0.0), alpha=0.5)  # -m, or -m / 2 where m < 0
+    count = torch.erfc(top - rivals).sum(1)
+    beta2 = torch.log(count).clamp_(min=0.5).reciprocal_().mul_(0.5)
+    bump = torch.special.ndtri(torch.rsub(count.clamp_(min=2.0).reciprocal_(), 1.0)).add_(top[:, 0], alpha=_SQRT2)
+    # lam(-t) = sqrt(2 / pi) / erfcx(t / sqrt2) holds for every t (0 far left, t far right).
+    lam = torch.special.erfcx(bump * _INV_SQRT2).reciprocal_().mul_(math.sqrt(2.0 / math.pi))
+    slope = torch.mul(lam, lam - bump).clamp_(0.0, 1.0).mul_(beta2).add_(1.0)  # 1 + beta^2 p(-t), p in (0, 1)
+    start = torch.mul(beta2, lam).div_(slope).neg_().add_(bump)
     t = top * _INV_SQRT2  # -m_1 / 2: the root for one rival
     for _ in range(_WATER_STEPS):
         excess = torch.sub(rivals, t, alpha=_INV_SQRT2).clamp_(min=0.0)  # -min(t + m_j, 0) / sqrt2
