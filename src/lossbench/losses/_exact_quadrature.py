@@ -275,15 +275,6 @@ def _steps(columns: int, dtype: torch.dtype, device: torch.device) -> torch.Tens
     return steps
 
 
-@functools.lru_cache(maxsize=None)
-def _newton_sums(columns: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(C + 1, 3): the sum over the margins' columns, that sum minus the last column, the total."""
-    sums = torch.ones(columns + 1, 3, dtype=dtype, device=device)
-    sums[-1, 0] = 0.0
-    sums[-1, 1] = -1.0
-    return sums
-
-
 def _columns(m: torch.Tensor, true_class: torch.Tensor) -> torch.Tensor:
     """``base`` (B, C + 1): ``-m / sqrt2``, the sentinel in the true class's column, 0 appended."""
     base = torch.nn.functional.pad(m * -_INV_SQRT2, (0, 1))
@@ -329,15 +320,14 @@ def _start(base: torch.Tensor) -> torch.Tensor:
     return torch.where(top > 0, torch.maximum(start, t), start)[:, 0]
 
 
-def _mode(base: torch.Tensor, steps: torch.Tensor, sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mode of ``log h`` and its curvature ``-d2 log h`` there (B,) each, by Newton's method.
 
     ``log h = ell(-t) + sum_j ell(t + m_j) + log S``.  With ``p = -lam' = lam (u + lam)`` and
     ``q = lam'' = p (u + 2 lam) - lam``, summed over rivals into ``S, P, Q``:
     ``(log h)' = S - lam(-t) - P / S`` and ``-(log h)'' = p(-t) + P - Q / S + (P / S)^2``.
     The curvature is floored at 1/2 (it is at least about 1 near the mode), which turns a step
-    from a non-concave point into a bounded ascent step.  ``sums`` (C + 1, 3) turns the columns'
-    terms into ``S``, ``S - lam(-t)`` and ``P + p(-t)`` by one product.
+    from a non-concave point into a bounded ascent step.
     """
     t = _start(base)
     terms = base.new_empty(3, *base.shape)  # lam, p, -q per column
@@ -348,10 +338,11 @@ def _mode(base: torch.Tensor, steps: torch.Tensor, sums: torch.Tensor) -> tuple[
         w = torch.add(lam, x, alpha=-_SQRT2)  # u + lam
         torch.mul(lam, w, out=p)
         torch.addcmul(lam, p, w.add_(lam), value=-1.0, out=neg_q)
-        (s, lead, _), (big_p, _, total_p), (big_neg_q, _, _) = torch.matmul(terms, sums).transpose(1, 2)
+        s, big_p, big_neg_q = terms[:, :, :-1].sum(2)  # over the rivals (the sentinel adds nothing)
+        lam_0, p_0, _ = terms[:, :, -1]  # the true class's factor Phi(-t)
         r = big_p / s
-        d1 = lead.sub_(r)
-        curvature = torch.addcmul(big_neg_q.div_(s).add_(total_p), r, r).clamp_(min=0.5)
+        d1 = (s - lam_0).sub_(r)
+        curvature = torch.addcmul(big_neg_q.div_(s).add_(big_p).add_(p_0), r, r).clamp_(min=0.5)
         step = d1 / curvature
         t = t + step
         if float((step * d1).max()) <= _NEWTON_TOL**2:  # every |step| <= tol * Laplace scale
@@ -389,7 +380,7 @@ def _log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, n
     """
     base = _columns(m, true_class)
     steps = _steps(m.shape[1], m.dtype, m.device)
-    mu, curvature = _mode(base, steps, _newton_sums(m.shape[1], m.dtype, m.device))
+    mu, curvature = _mode(base, steps)
     tau = torch.rsqrt(curvature)
     probes, drops, nodes, sides, log_w = _rule(num_nodes // 2, m.dtype, m.device)
     x_mu = torch.addcmul(base, mu[:, None], steps)  # (B, C + 1)
