@@ -302,8 +302,9 @@ def test_saturated_rivals_left_out_change_nothing(monkeypatch, dtype):
     assert compacted == [True]
     monkeypatch.setattr(quadrature, "_drop_saturated", full_node_pass)
     log_p_full, grad_full = value_and_grad()
-    # The same sums up to the order of their float additions (terms of size 1e3 in float32).
-    rtol = 1e-13 if dtype == torch.float64 else 1e-5
+    # The same sums up to the order of their float additions (of terms up to 1e4 that cancel in
+    # float32's gradients of rows far in the tail).
+    rtol = 1e-13 if dtype == torch.float64 else 1e-4
     torch.testing.assert_close(log_p, log_p_full, rtol=rtol, atol=0)
     torch.testing.assert_close(grad, grad_full, rtol=0, atol=rtol * float(grad_full.abs().max()))
 
@@ -319,6 +320,7 @@ def test_gradcheck_with_saturated_rivals_left_out(monkeypatch):
         return out
 
     monkeypatch.setattr(quadrature, "_drop_saturated", spy)
+    monkeypatch.setattr(quadrature, "_DROP_MIN_CLASSES", 1)  # few classes keep gradcheck quick
     x = logits.clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a: exact(a, target, sigma=0.01, log_loss=True), (x,))
     assert compacted and all(compacted)

@@ -62,10 +62,12 @@ _SECANT = 4.5
 # quadratic, so the last step leaves an error far smaller (the rule only needs the mode roughly).
 _NEWTON_TOL = 1.0
 _NEWTON_MAX_ITER = 50
-_WATER_STEPS = 2
+_WATER_STEPS = 1
 # Nodes are evaluated in row blocks of about this many (row, node, column) terms: the temporaries
 # stay in cache, and memory stays O(B C) whatever the batch.
 _BLOCK_TERMS = 1 << 17
+# Below this many classes every column goes through the node pass (see _drop_saturated).
+_DROP_MIN_CLASSES = 24
 
 
 def _log_erfcx_series_coefficients(terms: int) -> tuple[float, ...]:
@@ -338,8 +340,9 @@ def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.
         w = torch.add(lam, x, alpha=-_SQRT2)  # u + lam
         torch.mul(lam, w, out=p)
         torch.addcmul(lam, p, w.add_(lam), value=-1.0, out=neg_q)
-        s, big_p, big_neg_q = terms[:, :, :-1].sum(2)  # over the rivals (the sentinel adds nothing)
-        lam_0, p_0, _ = terms[:, :, -1]  # the true class's factor Phi(-t)
+        true = terms[..., -1]  # lam, p, -q of the true class's factor Phi(-t)
+        s, big_p, big_neg_q = terms.sum(2).sub_(true)  # over the rivals (the sentinel adds nothing)
+        lam_0, p_0, _ = true
         r = big_p / s
         d1 = (s - lam_0).sub_(r)
         curvature = torch.addcmul(big_neg_q.div_(s).add_(big_p).add_(p_0), r, r).clamp_(min=0.5)
@@ -399,7 +402,7 @@ def _log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, n
     rows = max(1, _BLOCK_TERMS // (offsets.shape[1] * x_mu.shape[1]))
     log_p, grad = [], []
     for i in range(0, m.shape[0], rows):
-        block = slice(i, i + rows)
+        block = slice(i, i + rows) if rows < m.shape[0] else slice(None)
         log_h, s, parts = _log_h(x_mu[block], offsets[block], steps, high, need_grad)
         terms = log_h.add_(log_weights[block])
         log_p.append(torch.logsumexp(terms, 1))
@@ -428,9 +431,11 @@ def _drop_saturated(x_mu: torch.Tensor, offsets: torch.Tensor):
     mapping the compact gradient (B, width + 1) back to (B, C), or ``(x_mu, steps, None)``.
     """
     b, c = x_mu.shape[0], x_mu.shape[1] - 1
+    steps = _steps(c, x_mu.dtype, x_mu.device)
+    if c < _DROP_MIN_CLASSES:  # a few columns cost little next to the bookkeeping
+        return x_mu, steps, None
     kept = (x_mu[:, :-1] - offsets.amin(1, keepdim=True) * _INV_SQRT2) > _SATURATED[x_mu.dtype]
     width = int(kept.sum(1).max())
-    steps = _steps(c, x_mu.dtype, x_mu.device)
     if 2 * (width + 2) > c + 1:
         return x_mu, steps, None
     index = torch.where(kept, kept.cumsum(1).sub_(1), width)  # dropped rivals land in column width
