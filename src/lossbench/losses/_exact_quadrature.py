@@ -65,7 +65,7 @@ _NEWTON_MAX_ITER = 50
 _WATER_STEPS = 1
 # Nodes are evaluated in row blocks of about this many (row, node, column) terms: the temporaries
 # stay in cache, and memory stays O(B C) whatever the batch.
-_BLOCK_TERMS = 1 << 17
+_BLOCK_TERMS = 1 << 18
 # Below this many classes every column goes through the node pass (see _drop_saturated).
 _DROP_MIN_CLASSES = 24
 
