@@ -327,6 +327,28 @@ def test_gradcheck_with_saturated_rivals_left_out(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_of_the_product_of_phi_equals_the_sum_of_logs(monkeypatch, dtype):
+    # log F as the log of a product of Phi (one log per node) against the sum of the logs; the
+    # second batch puts 40 rivals at u = -4.2 (Phi = 1.3e-5): the product leaves the safe range
+    # at every node and the sum of the logs takes over.
+    gen = torch.Generator().manual_seed(14)
+    x_center = torch.cat([torch.randn(8, 50, generator=gen), torch.zeros(8, 1)], 1).to(dtype)
+    crowded = x_center.clone()
+    crowded[:, :40] = 3.0
+    offsets = 0.3 * torch.randn(8, 16, generator=gen).to(dtype)
+    steps = quadrature._steps(50, dtype, x_center.device)
+    for center, out_of_range in ((x_center, False), (crowded, True)):
+        results = []
+        for product in (True, False):
+            monkeypatch.setattr(quadrature, "_PRODUCT_OF_PHI", product)
+            log_h, _, _ = quadrature._log_h(center.clone(), offsets, steps, 8.0, False)
+            results.append(log_h)
+        assert (float(results[1].max()) < math.log(2.0**-100)) == out_of_range
+        rtol = 1e-12 if dtype == torch.float64 else 2e-6
+        torch.testing.assert_close(results[0], results[1], rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_saturated_columns_add_exact_zeros(dtype):
     # Below the saturation point x is clamped: log Phi is exactly 0 (as erfc(x) = 2 already) and
     # lam stays a normal float below 1e-37 (float32) or 1e-300 (float64) instead of underflowing.

@@ -68,6 +68,10 @@ _WATER_STEPS = 1
 _BLOCK_TERMS = 1 << 18
 # Below this many classes every column goes through the node pass (see _drop_saturated).
 _DROP_MIN_CLASSES = 24
+# log F is the log of a product of Phi when every node's product stays above this floor (far above
+# the smallest normal float, so no partial product loses precision); else the sum of the logs.
+_PRODUCT_OF_PHI = True
+_PRODUCT_FLOOR = {torch.float32: 2.0**-100, torch.float64: 2.0**-1000}
 
 
 def _log_erfcx_series_coefficients(terms: int) -> tuple[float, ...]:
@@ -138,9 +142,15 @@ def _approximate_tail(x: torch.Tensor, mills: torch.Tensor, log_phi: torch.Tenso
 
 
 def _log_ndtr_and_mills_(
-    x: torch.Tensor, high: float, need_log: bool = True, mills: torch.Tensor | None = None, exact: bool = True
+    x: torch.Tensor,
+    high: float,
+    need_log: bool = True,
+    mills: torch.Tensor | None = None,
+    exact: bool = True,
+    log: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """``log Phi(u)`` (if ``need_log``) and ``lam(u) = phi(u) / Phi(u)`` at ``u = -sqrt(2) x``.
+    """``log Phi(u)`` (if ``need_log``; ``Phi(u)`` itself with ``log=False``, for an ``x`` that stays
+    below the switch point) and ``lam(u) = phi(u) / Phi(u)`` at ``u = -sqrt(2) x``.
 
     ``Phi(u) = erfc(x) / 2`` is used where it is a normal float; beyond, the asymptotic series of
     ``erfcx`` (``exact=False``: its first two terms, see :func:`_approximate_tail`).  The vectorised
@@ -160,6 +170,8 @@ def _log_ndtr_and_mills_(
         phi = torch.erfc(body)
         log_scale = _constant(_LOG_SQRT_2_OVER_PI, x)
     mills = torch.addcmul(log_scale, body, body, value=-1.0, out=mills).exp_().div_(phi)
+    if not log:
+        return phi, mills
     log_phi = phi.log_() if need_log else None
     if tail:  # rows far in the tail (a small sigma and a wrong prediction)
         (_fix_tail if exact else _approximate_tail)(x, mills, log_phi)
@@ -286,7 +298,7 @@ def _columns(m: torch.Tensor, true_class: torch.Tensor) -> torch.Tensor:
 
 
 def _start(base: torch.Tensor) -> torch.Tensor:
-    """Newton's start (B,) from two approximations of the mode of ``h``; it only saves iterations.
+    """Newton's start (B, 1) from two approximations of the mode of ``h``; it only saves iterations.
 
     With ``b_j = -m_j / sqrt2`` and ``m_1`` the strongest rival's margin:
 
@@ -319,7 +331,7 @@ def _start(base: torch.Tensor) -> torch.Tensor:
         excess = torch.sub(rivals, t, alpha=_INV_SQRT2).clamp_(min=0.0)  # -min(t + m_j, 0) / sqrt2
         active = torch.sign(excess).sum(1, keepdim=True)
         t = torch.addcmul(excess.sum(1, keepdim=True).mul_(_SQRT2), active, t).div_(active.add_(1.0))
-    return torch.where(top > 0, torch.maximum(start, t), start)[:, 0]
+    return torch.where(top > 0, torch.maximum(start, t), start)
 
 
 def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -331,17 +343,17 @@ def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.
     The curvature is floored at 1/2 (it is at least about 1 near the mode), which turns a step
     from a non-concave point into a bounded ascent step.
     """
-    t = _start(base)
+    t = _start(base)  # (B, 1) throughout
     terms = base.new_empty(3, *base.shape)  # lam, p, -q per column
     lam, p, neg_q = terms.unbind(0)
     for _ in range(_NEWTON_MAX_ITER):
-        x = torch.addcmul(base, t[:, None], steps)
+        x = torch.addcmul(base, t, steps)
         _log_ndtr_and_mills_(x, float(x.max()), need_log=False, mills=lam, exact=False)
         w = torch.add(lam, x, alpha=-_SQRT2)  # u + lam
         torch.mul(lam, w, out=p)
         torch.addcmul(lam, p, w.add_(lam), value=-1.0, out=neg_q)
-        true = terms[..., -1]  # lam, p, -q of the true class's factor Phi(-t)
-        s, big_p, big_neg_q = terms.sum(2).sub_(true)  # over the rivals (the sentinel adds nothing)
+        true = terms.narrow(2, -1, 1)  # lam, p, -q of the true class's factor Phi(-t)
+        s, big_p, big_neg_q = terms.sum(2, keepdim=True).sub_(true)  # over the rivals (the sentinel adds nothing)
         lam_0, p_0, _ = true
         r = big_p / s
         d1 = (s - lam_0).sub_(r)
@@ -350,7 +362,7 @@ def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.
         t = t + step
         if float((step * d1).max()) <= _NEWTON_TOL**2:  # every |step| <= tol * Laplace scale
             break
-    return t, curvature
+    return t[:, 0], curvature[:, 0]
 
 
 def _log_h(
@@ -366,9 +378,17 @@ def _log_h(
     upper bound of ``x``; ``exact=False`` approximates the far tail (to place the rule).
     """
     x = torch.addcmul(x_center[:, None, :], offsets[:, :, None], steps)
-    log_phi, lam = _log_ndtr_and_mills_(x, high, exact=exact)
+    # log F = log of the product of Phi: one log per node instead of one per term, unless some
+    # node's product leaves the safe range (then the terms' logs are summed after all).
+    product = _PRODUCT_OF_PHI and high <= _TAIL_START[x.dtype]
+    phi, lam = _log_ndtr_and_mills_(x, high, exact=exact, log=not product)
     s = lam[:, :, :-1].sum(2)
-    log_h = log_phi.sum(2).add_(torch.log(s))
+    if not product:
+        log_f = phi.sum(2)
+    else:
+        f = phi.prod(2)
+        log_f = f.log_() if float(f.min()) >= _PRODUCT_FLOOR[x.dtype] else phi.log_().sum(2)
+    log_h = log_f.add_(torch.log(s))
     if not need_grad:
         return log_h, s, None
     pw = torch.add(lam, x, alpha=-_SQRT2, out=x).mul_(lam)  # lam (u + lam), in x's buffer
