@@ -28,9 +28,17 @@ backward.
 Layout: an evaluation at points ``t`` works on ``C + 1`` columns ``x = base + t * steps`` with
 ``x = -u / sqrt2``: the ``C`` columns of the margins, ``base = -m / sqrt2`` and ``steps = -1 / sqrt2``
 (``u = t + m_j``), where the true class's own column holds a sentinel ``base`` far below any
-value (``Phi = 1``, ``lam = 0``: it adds exact zeros to every sum), and one appended column for the
-true class's factor ``Phi(-t)`` (``base = 0``, ``steps = 1 / sqrt2``).  So the margins need no gather
-of the rivals and every evaluation is one fused multiply-add per term.
+value (saturated: ``log Phi = 0`` exactly and ``lam < 1e-37``, nothing measurable in any sum), and
+one appended column for the true class's factor ``Phi(-t)`` (``base = 0``, ``steps = 1 / sqrt2``).
+So the margins need no gather of the rivals and every evaluation is one fused multiply-add per
+term.
+
+Cost: the rule needs a few passes over ``(B, C)`` (Newton's start and iterations, the probes) and
+one over the ``(B, K, C)`` node terms (an ``erfc``, an ``exp``, a handful of multiply-adds each; the
+log of ``F`` is taken once per node, of the product of the ``Phi``).  Rivals saturated at every node
+(large margins: a small ``sigma``) are left out of the node pass, and arguments are clamped so that
+no arithmetic leaves the normal floats (subnormal results send the vectorised ``exp``/``erfc``/
+``log`` to slow paths, many times slower).
 """
 
 from __future__ import annotations
@@ -62,6 +70,7 @@ _SECANT = 4.5
 # quadratic, so the last step leaves an error far smaller (the rule only needs the mode roughly).
 _NEWTON_TOL = 1.0
 _NEWTON_MAX_ITER = 50
+# Newton steps on the water level of Newton's start (see _start).
 _WATER_STEPS = 1
 # Nodes are evaluated in row blocks of about this many (row, node, column) terms: the temporaries
 # stay in cache, and memory stays O(B C) whatever the batch.
@@ -396,10 +405,11 @@ def _log_h(
 
 
 def _log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, need_grad: bool):
-    """``log P`` (B,), ``d log P / d m`` (B, C) or None (zero in the true column), and the rule
-    ``(mu, offsets, log_weights)``: the center (B,), the nodes' offsets and log weights (B, K).
+    """``log P`` (B,), ``d log P / d m`` (B, C) or None, and the rule ``(mu, offsets, log_weights)``:
+    the center (B,), the nodes' offsets and log weights (B, K).
 
-    No autograd: the gradient is the quadrature of the gradient integrand at the same nodes.
+    No autograd: the gradient is the quadrature of the gradient integrand at the same nodes.  Its
+    true column is 0 or below 1e-37 (the sentinel's floor): the true class's margin is no variable.
     """
     base = _columns(m, true_class)
     steps = _steps(m.shape[1], m.dtype, m.device)
