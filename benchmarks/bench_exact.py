@@ -21,6 +21,12 @@ measured, and how:
   number of nodes; and the error of the 16-sample Monte Carlo estimate against the exact value.
 - one SGD training step of a 784-256-10 MLP on a batch of 256 random 784-dim inputs (the time
   does not depend on pixel values) with EXACT and with cross-entropy.
+- the same forward+backward on the logits of a trained model (the true class 3 ahead of ``N(0, 1)``
+  logits) for ``sigma`` along the paper's schedule (1, 0.1, 0.01): with a small ``sigma`` most rivals
+  are saturated at every node and the wrong predictions lie far in the tail.
+- ``--baseline REF``: every timing table adds the loss with the quadrature module of git revision
+  ``REF`` (``src/lossbench/losses/_exact_quadrature.py``, through its ``log_win_probability``), run
+  in the same rounds: before/after ratios from one run.
 
 Where CUDA is available the timing tables are printed again on the GPU.
 """
@@ -28,11 +34,13 @@ Where CUDA is available the timing tables are printed again on the GPU.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.losses import exact
+from lossbench.losses._validation import reduce, softmax_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 256
@@ -138,12 +147,54 @@ def loss_step(loss_fn, logits: torch.Tensor, target: torch.Tensor) -> Callable[[
     return run
 
 
-def speed_table(device: torch.device, rounds: int) -> None:
-    print(
-        f"\nforward+backward, B={BATCH}, float32, {device}; "
-        f"median ms over {rounds} rounds (ratio to cross-entropy)"
-    )
+def baseline_exact(ref: str) -> Callable[..., torch.Tensor]:
+    """``exact`` (mean of ``1 - P``) with the quadrature module of git revision ``ref``.
+
+    The module is loaded on its own from ``git show`` (it depends on torch only) and called through
+    ``log_win_probability(margins (B, R), num_nodes)``, the rivals' margins gathered as ``exact`` did.
+    """
+    source = subprocess.run(
+        ["git", "show", f"{ref}:src/lossbench/losses/_exact_quadrature.py"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(source)
+    spec = importlib.util.spec_from_file_location("baseline_exact_quadrature", f.name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    os.unlink(f.name)
+
+    def loss(logits: torch.Tensor, target: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+        x, y, valid = softmax_inputs(logits, target, -100, "mean", True)
+        rivals = torch.arange(x.shape[1] - 1, device=x.device)[None, :]
+        rivals = rivals + (rivals >= y[:, None])
+        m = (x.gather(1, y[:, None]) - x.gather(1, rivals)) / sigma
+        per_sample = -torch.expm1(module.log_win_probability(m, DEFAULT_NODES))
+        return reduce(torch.where(valid, per_sample, torch.zeros_like(per_sample)), "mean", valid)
+
+    return loss
+
+
+def print_table(title: str, columns: list[str], rows: dict[str, list[str]]) -> None:
+    print(title)
+    width = max(len(name) for name in rows)
+    print(f"{'':{width}}" + "".join(f"{c:>22}" for c in columns))
+    for name, cells in rows.items():
+        print(f"{name:{width}}" + "".join(f"{cell:>22}" for cell in cells))
+
+
+def cell(med: dict[str, float], name: str) -> str:
+    if name not in med:
+        return "not run"
+    return f"{1e3 * med[name]:.3f} ({med[name] / med['cross_entropy']:.1f}x)"
+
+
+def speed_table(device: torch.device, rounds: int, baseline: tuple[str, Callable] | None) -> None:
     classes = (10, 100, 1000)
+    names = ["cross_entropy", *(f"exact K={k}" for k in NODES)]
+    if baseline:
+        names.append(f"exact K={DEFAULT_NODES} @{baseline[0]}")
+    names.append("genz mc N=16 (paper's estimator)")
     rows: dict[str, list[str]] = {}
     for c in classes:
         gen = torch.Generator().manual_seed(c)
@@ -152,24 +203,50 @@ def speed_table(device: torch.device, rounds: int) -> None:
         candidates = {"cross_entropy": loss_step(F.cross_entropy, logits, target)}
         for k in NODES:
             candidates[f"exact K={k}"] = loss_step(lambda x, t, k=k: exact(x, t, num_nodes=k), logits, target)
+        if baseline:
+            candidates[names[len(NODES) + 1]] = loss_step(baseline[1], logits, target)
         if c <= 100:
             candidates["genz mc N=16 (paper's estimator)"] = loss_step(genz_loss, logits, target)
-        r = rounds if c < 1000 else max(5, rounds // 3)
-        med = round_robin(candidates, r, device)
-        for name in ["cross_entropy", *(f"exact K={k}" for k in NODES), "genz mc N=16 (paper's estimator)"]:
-            if name in med:
-                cell = f"{1e3 * med[name]:.3f} ({med[name] / med['cross_entropy']:.1f}x)"
-            else:
-                cell = "not run"
-            rows.setdefault(name, []).append(cell)
-    labels = {name: name + (" (default)" if name == f"exact K={DEFAULT_NODES}" else "") for name in rows}
-    width = max(len(label) for label in labels.values())
-    print(f"{'':{width}}" + "".join(f"{'C=' + str(c):>22}" for c in classes))
-    for name, cells in rows.items():
-        print(f"{labels[name]:{width}}" + "".join(f"{cell:>22}" for cell in cells))
+        med = round_robin(candidates, rounds if c < 1000 else max(5, rounds // 3), device)
+        for name in names:
+            label = name + (" (default)" if name == f"exact K={DEFAULT_NODES}" else "")
+            rows.setdefault(label, []).append(cell(med, name))
+    print_table(
+        f"\nforward+backward, B={BATCH}, float32 N(0, 1) logits, sigma=1, {device}; "
+        f"median ms over {rounds} rounds (ratio to cross-entropy)",
+        [f"C={c}" for c in classes],
+        rows,
+    )
 
 
-def mlp_step_table(device: torch.device, rounds: int) -> None:
+def trained_table(device: torch.device, rounds: int, baseline: tuple[str, Callable] | None) -> None:
+    settings = [(c, sigma) for c in (10, 100, 1000) for sigma in (1.0, 0.1, 0.01)]
+    names = ["cross_entropy", "exact"] + ([f"exact @{baseline[0]}"] if baseline else [])
+    rows: dict[str, list[str]] = {name: [] for name in names}
+    for c, sigma in settings:
+        gen = torch.Generator().manual_seed(c)
+        target = torch.randint(0, c, (BATCH,), generator=gen)
+        logits = torch.randn(BATCH, c, generator=gen)
+        logits[torch.arange(BATCH), target] += 3.0
+        logits, target = logits.to(device), target.to(device)
+        candidates = {
+            "cross_entropy": loss_step(F.cross_entropy, logits, target),
+            "exact": loss_step(lambda x, t: exact(x, t, sigma=sigma), logits, target),
+        }
+        if baseline:
+            candidates[names[2]] = loss_step(lambda x, t: baseline[1](x, t, sigma=sigma), logits, target)
+        med = round_robin(candidates, rounds if c < 1000 else max(5, rounds // 3), device)
+        for name in names:
+            rows[name].append(cell(med, name))
+    print_table(
+        f"\nforward+backward on a trained model's logits (true class 3 ahead of N(0, 1)), B={BATCH}, "
+        f"float32, {device};\nmedian ms over {rounds} rounds (ratio to cross-entropy)",
+        [f"C={c} sigma={sigma:g}" for c, sigma in settings],
+        rows,
+    )
+
+
+def mlp_step_table(device: torch.device, rounds: int, baseline: tuple[str, Callable] | None) -> None:
     print(f"\none SGD step (zero_grad, forward, loss, backward, step) of a 784-256-10 MLP, batch {BATCH},")
     print("random 784-dim inputs (the time does not depend on pixel values), float32")
     gen = torch.Generator().manual_seed(0)
@@ -189,9 +266,11 @@ def mlp_step_table(device: torch.device, rounds: int) -> None:
 
         return step
 
-    med = round_robin({"cross_entropy": make(F.cross_entropy), "exact": make(exact)}, rounds, device)
-    print(f"cross_entropy {1e3 * med['cross_entropy']:.3f} ms   exact {1e3 * med['exact']:.3f} ms   "
-          f"ratio {med['exact'] / med['cross_entropy']:.2f}")
+    candidates = {"cross_entropy": make(F.cross_entropy), "exact": make(exact)}
+    if baseline:
+        candidates[f"exact @{baseline[0]}"] = make(baseline[1])
+    med = round_robin(candidates, rounds, device)
+    print("   ".join(f"{name} {1e3 * t:.3f} ms ({t / med['cross_entropy']:.2f}x)" for name, t in med.items()))
 
 
 def _status_kib(key: str) -> int:
@@ -281,6 +360,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30, help="round-robin repeats per timing (default 30)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--skip-accuracy", action="store_true", help="only time and measure memory")
+    parser.add_argument("--baseline", metavar="REF", help="also time the quadrature of this git revision")
     parser.add_argument("--memory-child", nargs=2, metavar=("METHOD", "C"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -293,9 +373,11 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads of {os.cpu_count()} cores, "
         f"load average before {os.getloadavg()[0]:.2f}{gpu}"
     )
+    baseline = (args.baseline, baseline_exact(args.baseline)) if args.baseline else None
     for device in [torch.device("cpu")] + ([torch.device("cuda")] if cuda else []):
-        speed_table(device, args.rounds)
-        mlp_step_table(device, args.rounds)
+        speed_table(device, args.rounds, baseline)
+        mlp_step_table(device, args.rounds, baseline)
+        trained_table(device, args.rounds, baseline)
     memory_table(args.threads, cuda)
     if not args.skip_accuracy:
         accuracy_table()

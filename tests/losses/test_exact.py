@@ -27,7 +27,8 @@ def reference_log_p(m: np.ndarray) -> float:
     def log_f(t: float) -> float:
         return float(special.log_ndtr(t + m).sum() - 0.5 * t * t - 0.5 * math.log(2 * math.pi))
 
-    mode = optimize.minimize_scalar(lambda t: -log_f(t), bounds=(-60.0, 60.0), method="bounded",
+    reach = max(60.0, float(np.abs(m).max()) + 10.0)  # log_f is concave: one maximum, inside
+    mode = optimize.minimize_scalar(lambda t: -log_f(t), bounds=(-reach, reach), method="bounded",
                                     options={"xatol": 1e-10}).x
     top = log_f(mode)
     f = lambda t: math.exp(log_f(t) - top)  # noqa: E731
@@ -237,11 +238,167 @@ def test_blocks_of_rows_give_the_same_result(monkeypatch):
     x = logits.clone().requires_grad_(True)
     whole = exact(x, target)
     (g_whole,) = torch.autograd.grad(whole, x)
-    monkeypatch.setattr(quadrature, "_BLOCK_TERMS", 2 * 16 * 12)  # two rows per block
+    monkeypatch.setattr(quadrature, "_BLOCK_TERMS", 2 * 16 * 13)  # two rows of 16 nodes x 13 columns
     blocked = exact(x, target)
     (g_blocked,) = torch.autograd.grad(blocked, x)
     torch.testing.assert_close(blocked, whole)
     torch.testing.assert_close(g_blocked, g_whole)
+
+
+def trained_logits(b: int, c: int, seed: int, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of a trained model: the true class 4 ahead of N(0, 4) rivals in three rows of four."""
+    gen = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, c, (b,), generator=gen)
+    logits = 2.0 * torch.randn(b, c, generator=gen, dtype=dtype)
+    logits[torch.arange(b)[: 3 * b // 4], target[: 3 * b // 4]] += 4.0
+    return logits, target
+
+
+def rival_margins_of(logits: torch.Tensor, target: torch.Tensor, sigma: float) -> np.ndarray:
+    keep = torch.arange(logits.shape[1])[None, :] != target[:, None]
+    d = (logits.gather(1, target[:, None]) - logits) / sigma
+    return d[keep].reshape(len(target), -1).double().numpy()
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.05, 0.01])
+def test_small_sigma_matches_reference(sigma):
+    # Late in the sigma schedule: margins of hundreds, most rivals saturated at every node (left
+    # out of the node pass), the wrong predictions deep in the tail (the asymptotic series).
+    logits, target = trained_logits(24, 30, seed=11)
+    ref = np.array([reference_log_p(row) for row in rival_margins_of(logits, target, sigma)])
+    log_p = -exact(logits, target, sigma=sigma, log_loss=True, reduction="none").numpy()
+    assert np.max(np.abs(np.exp(log_p) - np.exp(ref))) <= 1e-6
+    tail = ref < math.log(0.5)
+    assert tail.sum() >= 3 and ref.min() < math.log(1e-30)
+    assert np.max(np.abs(log_p[tail] - ref[tail]) / np.abs(ref[tail])) <= 1e-4
+    p32 = 1 - exact(logits.float(), target, sigma=sigma, reduction="none").double().numpy()
+    assert np.max(np.abs(p32 - np.exp(ref))) <= 5e-6
+
+
+def full_node_pass(x_mu, offsets):
+    """Stand-in for ``_drop_saturated`` that keeps every column."""
+    return x_mu, quadrature._steps(x_mu.shape[1] - 1, x_mu.dtype, x_mu.device), None
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_saturated_rivals_left_out_change_nothing(monkeypatch, dtype):
+    logits, target = trained_logits(32, 60, seed=12, dtype=dtype)
+    compacted = []
+    drop = quadrature._drop_saturated
+
+    def spy(x_mu, offsets):
+        out = drop(x_mu, offsets)
+        compacted.append(out[2] is not None and out[0].shape[1] < x_mu.shape[1] // 2)
+        return out
+
+    def value_and_grad():
+        x = logits.clone().requires_grad_(True)
+        log_p = -exact(x, target, sigma=0.02, log_loss=True, reduction="none")
+        (grad,) = torch.autograd.grad(log_p.sum(), x)
+        return log_p.detach(), grad
+
+    monkeypatch.setattr(quadrature, "_drop_saturated", spy)
+    log_p, grad = value_and_grad()
+    assert compacted == [True]
+    monkeypatch.setattr(quadrature, "_drop_saturated", full_node_pass)
+    log_p_full, grad_full = value_and_grad()
+    # The same sums up to the order of their float additions (of terms up to 1e4 that cancel in
+    # float32's gradients of rows far in the tail).
+    rtol = 1e-13 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(log_p, log_p_full, rtol=rtol, atol=0)
+    torch.testing.assert_close(grad, grad_full, rtol=0, atol=rtol * float(grad_full.abs().max()))
+
+
+def test_gradcheck_with_saturated_rivals_left_out(monkeypatch):
+    logits, target = trained_logits(6, 12, seed=13)
+    compacted = []
+    drop = quadrature._drop_saturated
+
+    def spy(x_mu, offsets):
+        out = drop(x_mu, offsets)
+        compacted.append(out[2] is not None)
+        return out
+
+    monkeypatch.setattr(quadrature, "_drop_saturated", spy)
+    monkeypatch.setattr(quadrature, "_DROP_MIN_CLASSES", 1)  # few classes keep gradcheck quick
+    x = logits.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a: exact(a, target, sigma=0.01, log_loss=True), (x,))
+    assert compacted and all(compacted)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_of_the_product_of_phi_equals_the_sum_of_logs(monkeypatch, dtype):
+    # log F as the log of a product of Phi (one log per node) against the sum of the logs; the
+    # second batch puts 40 rivals at u = -4.2 (Phi = 1.3e-5): the product leaves the safe range
+    # at every node and the sum of the logs takes over.
+    gen = torch.Generator().manual_seed(14)
+    x_center = torch.cat([torch.randn(8, 50, generator=gen), torch.zeros(8, 1)], 1).to(dtype)
+    crowded = x_center.clone()
+    crowded[:, :40] = 3.0
+    offsets = 0.3 * torch.randn(8, 16, generator=gen).to(dtype)
+    steps = quadrature._steps(50, dtype, x_center.device)
+    for center, out_of_range in ((x_center, False), (crowded, True)):
+        results = []
+        for product in (True, False):
+            monkeypatch.setattr(quadrature, "_PRODUCT_OF_PHI", product)
+            log_h, _, _ = quadrature._log_h(center.clone(), offsets, steps, 8.0, False)
+            results.append(log_h)
+        assert (float(results[1].max()) < math.log(2.0**-100)) == out_of_range
+        rtol = 1e-12 if dtype == torch.float64 else 2e-6
+        torch.testing.assert_close(results[0], results[1], rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_saturated_columns_add_exact_zeros(dtype):
+    # Below the saturation point x is clamped: log Phi is exactly 0 (as erfc(x) = 2 already) and
+    # lam stays a normal float below 1e-37 (float32) or 1e-300 (float64) instead of underflowing.
+    below = quadrature._SATURATED[dtype] - 0.05
+    x = torch.tensor([below, below - 10.0, -1e4, torch.finfo(dtype).min / 4], dtype=dtype)
+    log_phi, mills = quadrature.log_ndtr_and_mills(x)
+    assert bool((log_phi == 0).all())
+    assert bool((mills > 0).all()) and float(mills.max()) < (1e-37 if dtype == torch.float32 else 1e-300)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tail_approximation_for_placing_the_rule(dtype):
+    start = quadrature._TAIL_START[dtype]
+    x = torch.cat([torch.linspace(start + 0.01, start + 30.0, 500), torch.logspace(1.8, 4, 100)]).to(dtype)
+    log_phi, mills = quadrature.log_ndtr_and_mills(x)
+    approx_log_phi, approx_mills = torch.zeros_like(x), torch.zeros_like(x)
+    quadrature._approximate_tail(x, approx_mills, approx_log_phi)
+    assert float(((approx_mills - mills) / mills).abs().max()) <= 1e-4
+    assert float(((approx_log_phi - log_phi) / log_phi).abs().max()) <= 1e-4
+
+
+def reference_log_h(t: float, m: np.ndarray) -> float:
+    """``log h(t) = log Phi(-t) + sum_j log Phi(t + m_j) + log sum_j lam(t + m_j)`` with SciPy."""
+    u = t + m
+    log_ndtr = special.log_ndtr(u)
+    log_lam = -0.5 * u * u - 0.5 * math.log(2 * math.pi) - log_ndtr
+    return float(special.log_ndtr(-t) + log_ndtr.sum() + special.logsumexp(log_lam))
+
+
+@pytest.mark.parametrize(
+    "c,scale,sigma,trained",
+    [(3, 1.0, 1.0, False), (10, 0.05, 1.0, False), (10, 2.0, 0.01, True), (100, 1.0, 1.0, False),
+     (100, 2.0, 0.02, True)],
+)
+def test_newton_finds_the_mode(c, scale, sigma, trained):
+    # From its start (tied rivals, wrong predictions with a small sigma, ...) Newton ends within a
+    # fraction of the Laplace scale of the maximum of log h found by a bounded scalar search.
+    if trained:
+        logits, target = trained_logits(16, c, seed=c)
+    else:
+        gen = torch.Generator().manual_seed(c)
+        logits = scale * torch.randn(16, c, generator=gen, dtype=torch.float64)
+        target = torch.randint(0, c, (16,), generator=gen)
+    m = (logits.gather(1, target[:, None]) - logits) / sigma
+    mu, curvature = quadrature._mode(quadrature._columns(m, target), quadrature._steps(c, m.dtype, m.device))
+    for row, mu_row, tau in zip(rival_margins_of(logits, target, sigma), mu.tolist(), curvature.rsqrt().tolist()):
+        reach = float(np.abs(row).max()) + 10.0
+        mode = optimize.minimize_scalar(lambda t: -reference_log_h(t, row), bounds=(-reach, reach),
+                                        method="bounded", options={"xatol": 1e-10}).x
+        assert abs(mu_row - mode) <= 0.25 * tau
 
 
 def test_half_range_rule_is_exact_for_polynomials():

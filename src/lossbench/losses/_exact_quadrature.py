@@ -1,8 +1,9 @@
 """Log-probability that the true class wins the arg-max of Gaussian-perturbed logits, by 1-D quadrature.
 
-Notation: ``m`` (B, R) are the scaled margins ``(s_y - s_j) / sigma`` of the true class over its
-``R = C - 1`` rivals; ``Z_0, Z_1, ..., Z_R`` are iid standard normal noises; ``ell(u) = log Phi(u)``
-and ``lam(u) = phi(u) / Phi(u)`` (the inverse Mills ratio), ``lam' = -lam (u + lam)``.
+Notation: ``m`` (B, C) are the scaled margins ``(s_y - s_j) / sigma`` of the true class over every
+class, zero in the true class's own column; ``Z_0, Z_1, ..., Z_R`` are iid standard normal noises
+(``R = C - 1`` rivals); ``ell(u) = log Phi(u)`` and ``lam(u) = phi(u) / Phi(u)`` (the inverse Mills
+ratio), ``lam' = -lam (u + lam)``.
 
 The true class wins iff ``Z_0 > M`` with ``M = max_j (Z_j - m_j)``, whose CDF is
 ``F(t) = prod_j Phi(t + m_j)`` and density ``f_M(t) = F(t) S(t)`` with ``S(t) = sum_j lam(t + m_j)``.
@@ -20,9 +21,24 @@ The rule: find the mode ``mu`` of ``log h`` by Newton's method, take the Laplace
 ``tau = (-d2 log h)^(-1/2)``, measure the drop of ``log h`` at ``mu -+ delta tau`` to set one scale per
 side (``h`` is skewed: it falls like a Gaussian of unit width on one side and much faster on the
 other), and integrate each half-line with an ``n``-point half-range Gauss-Hermite rule (weight
-``exp(-x^2)`` on ``[0, inf)``) in log space.  Everything is a sum of ``O(B (R + 1) K)`` elementwise
-terms; the gradient is accumulated in the same pass, so memory is ``O(B R)`` between forward and
+``exp(-x^2)`` on ``[0, inf)``) in log space.  Everything is a sum of ``O(B C K)`` elementwise
+terms; the gradient is accumulated in the same pass, so memory is ``O(B C)`` between forward and
 backward.
+
+Layout: an evaluation at points ``t`` works on ``C + 1`` columns ``x = base + t * steps`` with
+``x = -u / sqrt2``: the ``C`` columns of the margins, ``base = -m / sqrt2`` and ``steps = -1 / sqrt2``
+(``u = t + m_j``), where the true class's own column holds a sentinel ``base`` far below any
+value (saturated: ``log Phi = 0`` exactly and ``lam < 1e-37``, nothing measurable in any sum), and
+one appended column for the true class's factor ``Phi(-t)`` (``base = 0``, ``steps = 1 / sqrt2``).
+So the margins need no gather of the rivals and every evaluation is one fused multiply-add per
+term.
+
+Cost: the rule needs a few passes over ``(B, C)`` (Newton's start and iterations, the probes) and
+one over the ``(B, K, C)`` node terms (an ``erfc``, an ``exp``, a handful of multiply-adds each; the
+log of ``F`` is taken once per node, of the product of the ``Phi``).  Rivals saturated at every node
+(large margins: a small ``sigma``) are left out of the node pass, and arguments are clamped so that
+no arithmetic leaves the normal floats (subnormal results send the vectorised ``exp``/``erfc``/
+``log`` to slow paths, many times slower).
 """
 
 from __future__ import annotations
@@ -36,22 +52,35 @@ import torch
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT2 = 1.0 / _SQRT2
 _LOG_INV_SQRT_2PI = -0.5 * math.log(2.0 * math.pi)
+_LOG_SQRT_2_OVER_PI = 0.5 * math.log(2.0 / math.pi)
 _LOG_2_SQRT_PI = math.log(2.0 * math.sqrt(math.pi))
 
 # erfc(x) underflows (or loses relative precision as a subnormal) beyond these arguments; past
 # them log erfc(x) = -x^2 - log(sqrt(pi) x) + log(sqrt(pi) x erfcx(x)) with the asymptotic series below.
 _TAIL_START = {torch.float32: 9.0, torch.float64: 26.0}
+# Below these arguments erfc(x) = 2 and log Phi = 0 exactly, and exp(-x^2) would leave the normal
+# floats (the vectorised exp then takes a slow path, many times slower); x is clamped up to them,
+# which changes lam ~ phi(u) < 1e-37 (float32) or 1e-305 (float64) by less than its own size.
+_SATURATED = {torch.float32: -9.25, torch.float64: -26.5}
 # The double-backward path switches earlier, where erfc(x)^2 (in the derivative of 1/erfc) is normal.
 _TAIL_START_TWICE = {torch.float32: 6.0, torch.float64: 18.0}
 # Half-width of the secant probes, in Laplace scales, that set the two per-side scales.
 _SECANT = 4.5
 # Newton stops once every step is below this fraction of the Laplace scale; convergence is
 # quadratic, so the last step leaves an error far smaller (the rule only needs the mode roughly).
-_NEWTON_TOL = 0.5
+_NEWTON_TOL = 1.0
 _NEWTON_MAX_ITER = 50
-# Nodes are evaluated in row blocks of about this many (row, node, rival) terms: the temporaries
-# stay in cache, and memory stays O(B R) whatever the batch.
+# Newton steps on the water level of Newton's start (see _start).
+_WATER_STEPS = 1
+# Nodes are evaluated in row blocks of about this many (row, node, column) terms: the temporaries
+# stay in cache, and memory stays O(B C) whatever the batch.
 _BLOCK_TERMS = 1 << 18
+# Below this many classes every column goes through the node pass (see _drop_saturated).
+_DROP_MIN_CLASSES = 24
+# log F is the log of a product of Phi when every node's product stays above this floor (far above
+# the smallest normal float, so no partial product loses precision); else the sum of the logs.
+_PRODUCT_OF_PHI = True
+_PRODUCT_FLOOR = {torch.float32: 2.0**-100, torch.float64: 2.0**-1000}
 
 
 def _log_erfcx_series_coefficients(terms: int) -> tuple[float, ...]:
@@ -71,8 +100,10 @@ def _log_erfcx_series_coefficients(terms: int) -> tuple[float, ...]:
     return tuple(float(v) for v in c[1:])
 
 
-# Eight terms: the first omitted one is below 1e-12 at x = 9 and 1e-17 at x = 26.
+# Eight terms: the first omitted one is below 1e-12 at x = 9 and 1e-17 at x = 26.  In float32 five
+# suffice (the sixth is 5e-10 at x = 9, below float32's resolution).
 _TAIL_COEFFS = _log_erfcx_series_coefficients(8)
+_TAIL_TERMS = {torch.float32: 5, torch.float64: 8}
 
 
 def _tail_log_erfcx(x: torch.Tensor) -> torch.Tensor:
@@ -84,29 +115,83 @@ def _tail_log_erfcx(x: torch.Tensor) -> torch.Tensor:
     return acc
 
 
-def log_ndtr_and_mills(
-    x: torch.Tensor, need_log: bool = True, out: torch.Tensor | None = None, x_max: float | None = None
+def _fix_tail(x: torch.Tensor, mills: torch.Tensor, log_phi: torch.Tensor | None) -> None:
+    """Overwrite the entries with ``x`` past the switch point by the asymptotic series of ``erfcx``.
+
+    ``x``, ``mills`` and ``log_phi`` are contiguous; the entries are gathered once by flat index.
+    """
+    index = torch.nonzero(x.view(-1) > _TAIL_START[x.dtype]).squeeze_(1)
+    xt = x.view(-1).index_select(0, index)
+    y = torch.mul(xt, xt).reciprocal_()
+    coeffs = _TAIL_COEFFS[: _TAIL_TERMS[x.dtype]]
+    series = y * coeffs[-1]
+    for c in reversed(coeffs[:-1]):
+        series.add_(c).mul_(y)
+    # lam = sqrt(2/pi) / erfcx(x) = sqrt(2) x exp(-series): no cancellation of two large terms.
+    mills.view(-1).index_copy_(0, index, torch.neg(series).exp_().mul_(xt).mul_(_SQRT2))
+    if log_phi is not None:
+        log_phi.view(-1).index_copy_(0, index, series.sub_(torch.log(xt)).addcmul_(xt, xt, value=-1.0).sub_(_LOG_2_SQRT_PI))
+
+
+def _approximate_tail(x: torch.Tensor, mills: torch.Tensor, log_phi: torch.Tensor | None) -> None:
+    """Past the switch point, two terms of the series: ``lam ~ sqrt2 (x + 1 / (2x))`` and
+    ``log Phi ~ -x^2 - log(2 sqrt(pi) x) - 1 / (2 x^2)``, relative errors below 1e-4.
+
+    Branch-free (no gather of the entries): for placing the rule (Newton's mode, the probes'
+    drops), never for the integral itself.
+    """
+    start = _TAIL_START[x.dtype]
+    far = x > start
+    xf = x.clamp(min=start)
+    half_inv = torch.reciprocal(xf).mul_(0.5)
+    torch.where(far, torch.add(xf, half_inv).mul_(_SQRT2), mills, out=mills)
+    if log_phi is not None:
+        approx = torch.addcmul(torch.log(xf).add_(_LOG_2_SQRT_PI), xf, xf).addcmul_(half_inv, half_inv, value=2.0)
+        torch.where(far, approx.neg_(), log_phi, out=log_phi)
+
+
+def _log_ndtr_and_mills_(
+    x: torch.Tensor,
+    high: float,
+    need_log: bool = True,
+    mills: torch.Tensor | None = None,
+    exact: bool = True,
+    log: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """``log Phi(u)`` and ``lam(u) = phi(u) / Phi(u)`` at ``u = -sqrt(2) x``, elementwise, without underflow.
+    """``log Phi(u)`` (if ``need_log``; ``Phi(u)`` itself with ``log=False``, for an ``x`` that stays
+    below the switch point) and ``lam(u) = phi(u) / Phi(u)`` at ``u = -sqrt(2) x``.
 
     ``Phi(u) = erfc(x) / 2`` is used where it is a normal float; beyond, the asymptotic series of
-    ``erfcx``.  The vectorised ``erfc`` is several times faster on CPU than ``torch.special.log_ndtr``.
-    The factor 1/2 is applied before the log, so that sums of many ``log Phi`` near 0 do not cancel.
-    ``lam`` is written to ``out`` when given; ``x_max`` is an upper bound of ``x`` if known.
+    ``erfcx`` (``exact=False``: its first two terms, see :func:`_approximate_tail`).  The vectorised
+    ``erfc`` is several times faster on CPU than ``torch.special.log_ndtr``.  The factor 1/2 is
+    applied before the log, so that sums of many ``log Phi`` near 0 do not cancel.  ``x`` is clamped
+    in place from below at the saturation point (see ``_SATURATED``) and ``erfc`` sees it clamped
+    from above at the switch point, so that no arithmetic leaves the normal floats.  ``high`` is an
+    upper bound of ``x``; ``mills`` is written in place when given.
     """
-    phi = torch.erfc(x).mul_(0.5)
-    mills = torch.addcmul(_constant(_LOG_INV_SQRT_2PI, x), x, x, value=-1.0, out=out).exp_().div_(phi)
+    x.clamp_(min=_SATURATED[x.dtype])
+    tail = high > _TAIL_START[x.dtype]
+    body = x.clamp(max=_TAIL_START[x.dtype]) if tail else x
+    if need_log:
+        phi = torch.erfc(body).mul_(0.5)
+        log_scale = _constant(_LOG_INV_SQRT_2PI, x)
+    else:  # lam = sqrt(2 / pi) exp(-x^2) / erfc(x)
+        phi = torch.erfc(body)
+        log_scale = _constant(_LOG_SQRT_2_OVER_PI, x)
+    mills = torch.addcmul(log_scale, body, body, value=-1.0, out=mills).exp_().div_(phi)
+    if not log:
+        return phi, mills
     log_phi = phi.log_() if need_log else None
-    if (float(x.max()) if x_max is None else x_max) > _TAIL_START[x.dtype]:
-        # rare: rows far in the tail (a small sigma and a wrong prediction)
-        tail = x > _TAIL_START[x.dtype]
-        xt = x[tail]
-        series = _tail_log_erfcx(xt)
-        # lam = sqrt(2/pi) / erfcx(x) = sqrt(2) x exp(-series): no cancellation of two large terms.
-        mills[tail] = _SQRT2 * xt * torch.exp(-series)
-        if log_phi is not None:
-            log_phi[tail] = series - xt.square() - torch.log(xt) - _LOG_2_SQRT_PI
+    if tail:  # rows far in the tail (a small sigma and a wrong prediction)
+        (_fix_tail if exact else _approximate_tail)(x, mills, log_phi)
     return log_phi, mills
+
+
+def log_ndtr_and_mills(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log Phi(u)`` and ``lam(u) = phi(u) / Phi(u)`` at ``u = -sqrt(2) x``, elementwise, without underflow."""
+    if not x.numel():
+        return torch.empty_like(x), torch.empty_like(x)
+    return _log_ndtr_and_mills_(x.clone(memory_format=torch.contiguous_format), float(x.max()))
 
 
 def _log_ndtr_and_mills_differentiable(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,153 +269,268 @@ def _half_range_hermite_cpu(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @functools.lru_cache(maxsize=None)
 def _rule(n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Half-range nodes ``x`` (n,), ``log w + x^2`` (n,), the probe pattern ``(0, -delta, delta)`` and
-    the side signs ``(-1, 1)``, on ``device``."""
+    """Tables of the rule with ``n`` half-range nodes ``x_i`` per side, on ``device``.
+
+    ``probes`` (3,): ``(0, -delta, delta)``; ``drops`` (3, 2): ``log h`` at the probes times this is
+    the drop to each side; ``nodes`` (2, K): ``offsets = scale @ nodes`` places ``-x_i`` scaled by
+    the left scale and ``x_i`` by the right one; ``sides`` (2, K): ``log scale @ sides + log_w`` are
+    the log weights, ``log_w`` (K,) = ``log w_i + x_i^2`` on both sides.
+    """
     nodes, weights = _half_range_hermite_cpu(n)
-    probes = torch.tensor([0.0, -_SECANT, _SECANT], dtype=torch.float64)
-    sides = torch.tensor([-1.0, 1.0], dtype=torch.float64)
-    tables = (nodes, torch.log(weights) + nodes**2, probes, sides)
+    zeros = torch.zeros(n, dtype=torch.float64)
+    ones = torch.ones(n, dtype=torch.float64)
+    log_w = torch.log(weights) + nodes**2
+    tables = (
+        torch.tensor([0.0, -_SECANT, _SECANT], dtype=torch.float64),
+        torch.tensor([[1.0, 1.0], [-1.0, 0.0], [0.0, -1.0]], dtype=torch.float64),
+        torch.stack([torch.cat([-nodes, zeros]), torch.cat([zeros, nodes])]),
+        torch.stack([torch.cat([ones, zeros]), torch.cat([zeros, ones])]),
+        torch.cat([log_w, log_w]),
+    )
     return tuple(v.to(dtype=dtype, device=device) for v in tables)
 
 
 @functools.lru_cache(maxsize=None)
-def _column_steps(columns: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``dx/dt`` per column: ``-1/sqrt2`` for the rivals, ``+1/sqrt2`` for the true class (last column)."""
-    steps = torch.full((columns,), -_INV_SQRT2, dtype=dtype, device=device)
+def _steps(columns: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``dx / dt`` per column (C + 1,): ``-1 / sqrt2`` for the margins' columns, ``1 / sqrt2`` last."""
+    steps = torch.full((columns + 1,), -_INV_SQRT2, dtype=dtype, device=device)
     steps[-1] = _INV_SQRT2
     return steps
 
 
-def _columns(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` at ``t = 0`` per column, and ``dx/dt``: ``x = base + t * steps`` (B, R + 1).
+def _columns(m: torch.Tensor, true_class: torch.Tensor) -> torch.Tensor:
+    """``base`` (B, C + 1): ``-m / sqrt2``, the sentinel in the true class's column, 0 appended."""
+    base = torch.nn.functional.pad(m * -_INV_SQRT2, (0, 1))
+    # x = sentinel + t * steps is far below the saturation point whatever t: clamped up to it,
+    # log Phi = 0 exactly and lam < 1e-37 (float32), so the column adds nothing to the sums.
+    return base.scatter_(1, true_class[:, None], torch.finfo(m.dtype).min / 4)
 
-    At a point ``t`` the argument of ``log Phi`` is ``u = t + m_j`` for a rival and ``u = -t`` for
-    the true class (its factor ``Phi(-t)``, appended as the last column), and ``x = -u / sqrt2``:
-    one fused multiply-add per evaluation.
+
+def _start(base: torch.Tensor) -> torch.Tensor:
+    """Newton's start (B, 1) from two approximations of the mode of ``h``; it only saves iterations.
+
+    With ``b_j = -m_j / sqrt2`` and ``m_1`` the strongest rival's margin:
+
+    - ``h = Phi(-t) f_M(t)`` with ``f_M`` the density of the rivals' maximum, approximated by the
+      maximum of ``n`` normals tied at ``m_1`` (rivals behind count by ``2 Phi(m_1 - m_j)``): a bump
+      near ``-m = -m_1 + c`` with ``c = Phi^-1(1 - 1/n)`` and squared width ``beta^2 = 1 / (1 + c^2)``
+      (the maximum of 2, 10 or 100 normals has variance 0.68, 0.34, 0.18; this gives 1, 0.38,
+      0.16).  The mode of ``Phi(-t) exp(-(t + m)^2 / (2 beta^2))`` solves ``t + m + beta^2 lam(-t) = 0``;
+      one Newton step from ``-m`` (exact when the true class is far ahead; ``-m / 2`` for one
+      rival far ahead).
+    - Rivals in their Gaussian left tails: ``log Phi(v) ~ -v^2 / 2`` for ``v << 0`` turns ``log h``
+      into ``-t^2 / 2 - sum_j (t + m_j)^2 / 2`` over the rivals with ``t + m_j < 0``; its maximum
+      solves ``phi(t) = t + sum_j min(t + m_j, 0) = 0`` (a wrong prediction with a small sigma: the
+      true class's noise and the leading rivals' meet halfway).  ``phi`` is concave and increasing,
+      so Newton steps from ``-m_1 / 2`` climb towards the root without passing it; taken where
+      ``m_1 < 0``.
     """
-    base = torch.cat([m * -_INV_SQRT2, m.new_zeros(m.shape[0], 1)], 1)
-    return base, _column_steps(m.shape[1] + 1, m.dtype, m.device)
+    rivals = base[:, :-1]
+    top = rivals.amax(1, keepdim=True)  # -m_1 / sqrt2
+    count = torch.erfc(top - rivals).sum(1, keepdim=True).clamp_(min=2.0)
+    c = torch.special.ndtri(torch.rsub(count.reciprocal_(), 1.0))
+    beta2 = torch.addcmul(_constant(1.0, c), c, c).reciprocal_()
+    bump = c.add_(top, alpha=_SQRT2)  # -m
+    # lam(-t) = sqrt(2 / pi) / erfcx(t / sqrt2) holds for every t (0 far left, t far right).
+    lam = torch.div(_constant(math.sqrt(2.0 / math.pi), c), torch.special.erfcx(bump * _INV_SQRT2))
+    p = torch.sub(lam, bump).mul_(lam).clamp_(0.0, 1.0)  # p(-t), in (0, 1)
+    start = torch.addcdiv(bump, beta2 * lam, torch.addcmul(_constant(1.0, c), beta2, p), value=-1.0)
+    t = top * _INV_SQRT2  # -m_1 / 2: the root for one rival
+    for _ in range(_WATER_STEPS):
+        excess = torch.sub(rivals, t, alpha=_INV_SQRT2).clamp_(min=0.0)  # -min(t + m_j, 0) / sqrt2
+        active = torch.sign(excess).sum(1, keepdim=True)
+        t = torch.addcmul(excess.sum(1, keepdim=True).mul_(_SQRT2), active, t).div_(active.add_(1.0))
+    return torch.where(top > 0, torch.maximum(start, t), start)
 
 
 def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mode of ``log h`` and its Laplace scale (B,) each, by Newton's method.
+    """Mode of ``log h`` and its curvature ``-d2 log h`` there (B,) each, by Newton's method.
 
     ``log h = ell(-t) + sum_j ell(t + m_j) + log S``.  With ``p = -lam' = lam (u + lam)`` and
     ``q = lam'' = p (u + 2 lam) - lam``, summed over rivals into ``S, P, Q``:
     ``(log h)' = S - lam(-t) - P / S`` and ``-(log h)'' = p(-t) + P - Q / S + (P / S)^2``.
-    Start: the strongest rival's location ``-min_j m_j`` when every margin is positive (the true
-    class usually wins and ``h`` follows ``f_M``), half of it otherwise (``h`` balances ``Phi(-t)``
-    against the rival's density).  The curvature is floored at 1/2 (it is at least about 1 near
-    the mode), which turns a step from a non-concave point into a bounded ascent step.
+    The curvature is floored at 1/2 (it is at least about 1 near the mode), which turns a step
+    from a non-concave point into a bounded ascent step.
     """
-    m_min = base[:, :-1].max(1).values * -_SQRT2
-    t = torch.where(m_min > 0, -m_min, -0.5 * m_min)
-    terms = base.new_empty(3, *base.shape)  # lam, p, q
-    lam, p, q = terms.unbind(0)
+    t = _start(base)  # (B, 1) throughout
+    terms = base.new_empty(3, *base.shape)  # lam, p, -q per column
+    lam, p, neg_q = terms.unbind(0)
     for _ in range(_NEWTON_MAX_ITER):
-        x = torch.addcmul(base, t[:, None], steps)
-        log_ndtr_and_mills(x, need_log=False, out=lam)
+        x = torch.addcmul(base, t, steps)
+        _log_ndtr_and_mills_(x, float(x.max()), need_log=False, mills=lam, exact=False)
         w = torch.add(lam, x, alpha=-_SQRT2)  # u + lam
         torch.mul(lam, w, out=p)
-        torch.mul(w.add_(lam), p, out=q).sub_(lam)
-        s, big_p, big_q = terms[:, :, :-1].sum(2).unbind(0)
+        torch.addcmul(lam, p, w.add_(lam), value=-1.0, out=neg_q)
+        true = terms.narrow(2, -1, 1)  # lam, p, -q of the true class's factor Phi(-t)
+        s, big_p, big_neg_q = terms.sum(2, keepdim=True).sub_(true)  # over the rivals (the sentinel adds nothing)
+        lam_0, p_0, _ = true
         r = big_p / s
-        d1 = s - lam[:, -1] - r
-        curvature = torch.addcmul(p[:, -1] + big_p - big_q / s, r, r).clamp_(min=0.5)
+        d1 = (s - lam_0).sub_(r)
+        curvature = torch.addcmul(big_neg_q.div_(s).add_(big_p).add_(p_0), r, r).clamp_(min=0.5)
         step = d1 / curvature
         t = t + step
         if float((step * d1).max()) <= _NEWTON_TOL**2:  # every |step| <= tol * Laplace scale
             break
-    return t, torch.rsqrt(curvature)
+    return t[:, 0], curvature[:, 0]
 
 
-def _log_h(center, offsets, base, steps, need_grad: bool):
-    """``log h`` at ``t = center + offsets`` (center (B,), offsets (B, N)); optionally the gradient terms.
+def _log_h(
+    x_center: torch.Tensor, offsets: torch.Tensor, steps: torch.Tensor, high: float, need_grad: bool, exact: bool = True
+):
+    """``log h`` (B, N) and ``S`` (B, N) at ``center + offsets`` (B, N), from ``x`` at the center
+    (B, C + 1); with ``need_grad`` also the factors of the gradient of ``log h`` with respect to
+    ``m``, ``lam - lam (u + lam) / S``: ``lam`` and ``lam (u + lam)`` (B, N, C + 1) each (the last
+    column, the true class's factor, is no margin).
 
-    Returns ``log h`` (B, N) and, with ``need_grad``, the two factors of the gradient of ``log h``
-    with respect to ``m``, ``lam - lam (u + lam) / S``: ``lam`` and ``lam (u + lam)`` (B, N, R + 1)
-    and ``S`` (B, N).
+    The small offsets are added last, so that a far-out center does not round the nodes' positions
+    relative to each other (each column's ``x`` is rounded alike at every node).  ``high`` is an
+    upper bound of ``x``; ``exact=False`` approximates the far tail (to place the rule).
     """
-    xc = torch.addcmul(base, center[:, None], steps)  # (B, R + 1)
-    x = torch.addcmul(xc[:, None, :], offsets[:, :, None], steps)  # (B, N, R + 1); offsets are small
-    x_max = xc.max() + offsets.abs().max() * _INV_SQRT2  # a bound on x without a pass over it
-    log_phi, lam = log_ndtr_and_mills(x, x_max=float(x_max))
+    x = torch.addcmul(x_center[:, None, :], offsets[:, :, None], steps)
+    # log F = log of the product of Phi: one log per node instead of one per term, unless some
+    # node's product leaves the safe range (then the terms' logs are summed after all).
+    product = _PRODUCT_OF_PHI and high <= _TAIL_START[x.dtype]
+    phi, lam = _log_ndtr_and_mills_(x, high, exact=exact, log=not product)
     s = lam[:, :, :-1].sum(2)
-    log_h = log_phi.sum(2).add_(torch.log(s))
+    if not product:
+        log_f = phi.sum(2)
+    else:
+        f = phi.prod(2)
+        log_f = f.log_() if float(f.min()) >= _PRODUCT_FLOOR[x.dtype] else phi.log_().sum(2)
+    log_h = log_f.add_(torch.log(s))
     if not need_grad:
-        return log_h, None
+        return log_h, s, None
     pw = torch.add(lam, x, alpha=-_SQRT2, out=x).mul_(lam)  # lam (u + lam), in x's buffer
-    return log_h, (lam, pw, s)
+    return log_h, s, (lam, pw)
 
 
-def log_win_probability_and_grad(m: torch.Tensor, num_nodes: int, need_grad: bool):
-    """``log P`` (B,), ``d log P / d m`` (B, R) or None, and the rule ``(mu, offsets, log_weights)``.
+def _log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, need_grad: bool):
+    """``log P`` (B,), ``d log P / d m`` (B, C) or None, and the rule ``(mu, offsets, log_weights)``:
+    the center (B,), the nodes' offsets and log weights (B, K).
 
-    No autograd: the gradient is the quadrature of the gradient integrand at the same nodes.
+    No autograd: the gradient is the quadrature of the gradient integrand at the same nodes.  Its
+    true column is 0 or below 1e-37 (the sentinel's floor): the true class's margin is no variable.
     """
-    base, steps = _columns(m)
-    mu, tau = _mode(base, steps)
-    nodes, log_w, probes, sides = _rule(num_nodes // 2, m.dtype, m.device)
-    log_h_probes, _ = _log_h(mu, tau[:, None] * probes, base, steps, need_grad=False)
-    drop = (log_h_probes[:, :1] - log_h_probes[:, 1:]).clamp_min(_SECANT**2 / 2 / 64)
+    base = _columns(m, true_class)
+    steps = _steps(m.shape[1], m.dtype, m.device)
+    mu, curvature = _mode(base, steps)
+    tau = torch.rsqrt(curvature)
+    probes, drops, nodes, sides, log_w = _rule(num_nodes // 2, m.dtype, m.device)
+    x_mu = torch.addcmul(base, mu[:, None], steps)  # (B, C + 1)
+    x_mu_max = float(x_mu.max())
+    spread = torch.outer(tau, probes)
+    log_h, _, _ = _log_h(x_mu, spread, steps, x_mu_max + float(spread.max()) * _INV_SQRT2, False, exact=False)
+    drop = torch.mm(log_h, drops).clamp_(min=_SECANT**2 / 2 / 64)  # (B, 2): left, right
     # A Gaussian of scale s drops by delta^2 tau^2 / (2 s^2) at delta tau (s is at most 8x the
     # Laplace scale); the rule for weight exp(-x^2) steps by sqrt(2) s = delta tau / sqrt(drop).
-    step = torch.rsqrt(drop).mul_(tau[:, None] * _SECANT).mul_(sides)  # (B, 2): left, right
-    offsets = (step[:, :, None] * nodes).flatten(1)  # (B, K)
-    log_weights = (torch.log(step.abs())[:, :, None] + log_w).flatten(1)
-    # The (row, node, rival) terms are formed in row blocks that stay in cache and bound memory.
-    rows = max(1, _BLOCK_TERMS // (offsets.shape[1] * base.shape[1]))
+    scale = torch.rsqrt(drop).mul_(tau[:, None] * _SECANT)
+    offsets = torch.mm(scale, nodes)  # (B, K)
+    log_weights = torch.addmm(log_w, torch.log(scale), sides)
+    high = x_mu_max + float(offsets.abs().max()) * _INV_SQRT2  # a bound of x without a pass over it
+    x_mu, steps, restore = _drop_saturated(x_mu, offsets)
+    # The (row, node, column) terms are formed in row blocks that bound memory.
+    rows = max(1, _BLOCK_TERMS // (offsets.shape[1] * x_mu.shape[1]))
     log_p, grad = [], []
     for i in range(0, m.shape[0], rows):
-        block = slice(i, i + rows)
-        log_h, parts = _log_h(mu[block], offsets[block], base[block], steps, need_grad)
-        terms = log_weights[block] + log_h
+        block = slice(i, i + rows) if rows < m.shape[0] else slice(None)
+        log_h, s, parts = _log_h(x_mu[block], offsets[block], steps, high, need_grad)
+        terms = log_h.add_(log_weights[block])
         log_p.append(torch.logsumexp(terms, 1))
         if need_grad:
-            lam, pw, s = parts
-            omega = torch.softmax(terms, 1)
-            # d log P / d m_j = sum_k omega_k (lam_jk - lam_jk (u_jk + lam_jk) / S_k); drop the true class.
-            g = torch.bmm(omega[:, None, :], lam).sub_(torch.bmm((omega / s)[:, None, :], pw))
-            grad.append(g[:, 0, :-1])
-    grad = torch.cat(grad) if need_grad else None
-    return torch.cat(log_p), grad, (mu, offsets, log_weights)
+            lam, pw = parts
+            omega = torch.softmax(terms, 1)[:, None, :]
+            # d log P / d m_j = sum_k omega_k (lam_jk - lam_jk (u_jk + lam_jk) / S_k)
+            grad.append(torch.bmm(omega, lam).sub_(torch.bmm(omega / s[:, None, :], pw))[:, 0, :-1])
+    grad = (torch.cat(grad) if len(grad) > 1 else grad[0]) if need_grad else None
+    log_p = torch.cat(log_p) if len(log_p) > 1 else log_p[0]
+    if grad is not None and restore is not None:
+        grad = restore(grad)
+    return log_p, grad, (mu, offsets, log_weights)
 
 
-def _log_p_at_nodes(m: torch.Tensor, mu: torch.Tensor, offsets: torch.Tensor, log_weights: torch.Tensor):
+def _drop_saturated(x_mu: torch.Tensor, offsets: torch.Tensor):
+    """Leave out of the node pass the rivals saturated at every node, when that halves the columns.
+
+    A rival's ``x = x_mu - offset / sqrt2`` is largest at the leftmost node; when it is below the
+    saturation point there, the rival is clamped at every node: ``log Phi = 0`` exactly and its
+    ``lam`` is the floor ``phi(13.1) < 1e-37`` (float32; ``1e-300`` in float64), so it changes no sum
+    by more than that and its gradient is about as small: the rival counts as absent and gets a zero
+    gradient.  The kept rivals of each row move to the front of ``width`` columns (the rest of a
+    shorter row is padded with the sentinel), followed by one padding column and the true class's
+    factor.  Returns ``x`` at the center (B, width + 2), the matching ``steps`` and a function
+    mapping the compact gradient (B, width + 1) back to (B, C), or ``(x_mu, steps, None)``.
+    """
+    b, c = x_mu.shape[0], x_mu.shape[1] - 1
+    steps = _steps(c, x_mu.dtype, x_mu.device)
+    if c < _DROP_MIN_CLASSES:  # a few columns cost little next to the bookkeeping
+        return x_mu, steps, None
+    kept = (x_mu[:, :-1] - offsets.amin(1, keepdim=True) * _INV_SQRT2) > _SATURATED[x_mu.dtype]
+    width = int(kept.sum(1).max())
+    if 2 * (width + 2) > c + 1:
+        return x_mu, steps, None
+    index = torch.where(kept, kept.cumsum(1).sub_(1), width)  # dropped rivals land in column width
+    compact = x_mu.new_full((b, width + 2), torch.finfo(x_mu.dtype).min / 4).scatter_(1, index, x_mu[:, :-1])
+    compact[:, width] = torch.finfo(x_mu.dtype).min / 4
+    compact[:, -1] = x_mu[:, -1]
+
+    def restore(grad: torch.Tensor) -> torch.Tensor:
+        grad[:, width] = 0.0
+        return grad.gather(1, index)
+
+    return compact, _steps(width + 1, x_mu.dtype, x_mu.device), restore
+
+
+def _log_p_at_nodes(
+    m: torch.Tensor, true_class: torch.Tensor, mu: torch.Tensor, offsets: torch.Tensor, log_weights: torch.Tensor
+) -> torch.Tensor:
     """``log P`` from a given rule, by differentiable out-of-place ops (for double backward)."""
-    base, steps = _columns(m)
-    xc = torch.addcmul(base, mu[:, None], steps)
-    x = torch.addcmul(xc[:, None, :], offsets[:, :, None], steps)
-    log_phi, lam = _log_ndtr_and_mills_differentiable(x)
+    rival = torch.ones_like(m).scatter_(1, true_class[:, None], 0.0)  # the true column is no margin
+    t = mu[:, None] + offsets
+    log_phi, lam = _log_ndtr_and_mills_differentiable((t[:, :, None] + m[:, None, :]) * -_INV_SQRT2)
+    log_phi_true, _ = _log_ndtr_and_mills_differentiable(t * _INV_SQRT2)
+    s = (lam * rival[:, None, :]).sum(2)
     # A node where every rival's lam underflows has weight 0; the clamp keeps its gradient at 0, not nan.
-    log_h = log_phi.sum(2) + torch.log(lam[:, :, :-1].sum(2).clamp_min(torch.finfo(m.dtype).tiny))
+    log_h = (log_phi * rival[:, None, :]).sum(2) + log_phi_true + torch.log(s.clamp_min(torch.finfo(m.dtype).tiny))
     return torch.logsumexp(log_weights + log_h, 1)
 
 
 class WinLogProbability(torch.autograd.Function):
-    """``log P(argmax(s + sigma eps) = y)`` from scaled margins (B, R), R >= 2; hand-written backward.
+    """``log P(argmax(s + sigma eps) = y)`` from scaled margins (B, C) (zero in the true column ``y``),
+    C >= 3; hand-written backward.
 
-    The forward computes the gradient in the same pass when it is needed and saves that (B, R)
+    The forward computes the gradient in the same pass when it is needed and saves that (B, C)
     tensor with the rule's nodes (B, K); the backward scales it by the incoming gradient.  Under
     ``create_graph=True`` (double backprop, e.g. a gradient penalty) the backward instead
     differentiates the quadrature at the same nodes with autograd, so higher derivatives exist;
-    that path holds all ``B K (R + 1)`` terms at once.
+    that path holds all ``B K C`` terms at once.
     """
 
     @staticmethod
-    def forward(ctx, margins: torch.Tensor, num_nodes: int) -> torch.Tensor:
-        log_p, grad, rule = log_win_probability_and_grad(margins, num_nodes, ctx.needs_input_grad[0])
-        ctx.save_for_backward(margins, grad, *rule)
+    def forward(ctx, margins: torch.Tensor, true_class: torch.Tensor, num_nodes: int) -> torch.Tensor:
+        log_p, grad, rule = _log_p_and_grad(margins, true_class, num_nodes, ctx.needs_input_grad[0])
+        ctx.save_for_backward(margins, true_class, grad, *rule)
         return log_p
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        margins, grad, *rule = ctx.saved_tensors
+        margins, true_class, grad, *rule = ctx.saved_tensors
         if not torch.is_grad_enabled():
-            return grad_output[:, None] * grad, None
-        log_p = _log_p_at_nodes(margins, *rule)
+            return grad_output[:, None] * grad, None, None
+        log_p = _log_p_at_nodes(margins, true_class, *rule)
         (grad_margins,) = torch.autograd.grad(log_p, margins, grad_output, create_graph=True)
-        return grad_margins, None
+        return grad_margins, None, None
+
+
+def log_win_probability_of_columns(
+    margins: torch.Tensor, true_class: torch.Tensor, num_nodes: int = 16
+) -> torch.Tensor:
+    """``log P`` per row from margins ``m`` (B, C) over every class, zero in the true class's column.
+
+    ``C = 2`` is the closed form ``log Phi(m_rival / sqrt 2)``.
+    """
+    if margins.shape[1] == 2:
+        return torch.special.log_ndtr(margins.sum(1) * _INV_SQRT2)  # the true column is zero
+    return WinLogProbability.apply(margins, true_class, num_nodes)
 
 
 def log_win_probability(margins: torch.Tensor, num_nodes: int = 16) -> torch.Tensor:
@@ -338,8 +538,9 @@ def log_win_probability(margins: torch.Tensor, num_nodes: int = 16) -> torch.Ten
 
     ``R = 1`` is the closed form ``log Phi(m / sqrt 2)``; ``R = 0`` (one class) is ``0``.
     """
-    if margins.shape[1] == 0:
-        return margins.new_zeros(margins.shape[0])
-    if margins.shape[1] == 1:
-        return torch.special.log_ndtr(margins[:, 0] * _INV_SQRT2)
-    return WinLogProbability.apply(margins, num_nodes)
+    b, r = margins.shape
+    if r == 0:
+        return margins.new_zeros(b)
+    columns = torch.cat([margins, margins.new_zeros(b, 1)], 1)
+    true_class = torch.full((b,), r, dtype=torch.long, device=margins.device)
+    return log_win_probability_of_columns(columns, true_class, num_nodes)

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from lossbench.losses._exact_quadrature import log_win_probability
+from lossbench.losses._exact_quadrature import log_win_probability_of_columns
 from lossbench.losses._registry import register_loss
 from lossbench.losses._validation import check_positive, reduce, softmax_inputs
 from lossbench.registry import Choice, FloatRange, HyperParam
@@ -90,13 +90,11 @@ def exact(
     if standardize:
         check_positive("eps", eps)
         x = _standardize(x, valid, eps)
-    rivals = torch.arange(c - 1, device=x.device)[None, :]
-    rivals = rivals + (rivals >= y[:, None])
-    d = x.gather(1, y[:, None]) - x.gather(1, rivals)
+    d = x.gather(1, y[:, None]) - x  # s_y - s_j for every class j, zero at j = y
     if margin is not None:
         d = d.clamp(max=margin)
     m = d / (sigma[:, None] if isinstance(sigma, torch.Tensor) and sigma.ndim == 1 else sigma)
-    log_p = log_win_probability(m, num_nodes)
+    log_p = log_win_probability_of_columns(m, y, num_nodes)
     per_sample = -log_p if log_loss else -torch.expm1(log_p)
     loss = torch.where(valid, per_sample, torch.zeros_like(per_sample))
     return reduce(loss, reduction, valid).to(logits.dtype)
