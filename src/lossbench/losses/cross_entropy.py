@@ -6,7 +6,15 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._validation import check_class_weight, check_interval, check_positive, softmax_inputs
+from lossbench.losses._validation import (
+    check_class_weight,
+    check_index_target,
+    check_interval,
+    check_logits,
+    check_positive,
+    check_reduction,
+    compute_dtype,
+)
 from lossbench.registry import FloatRange, HyperParam
 
 
@@ -37,7 +45,11 @@ def cross_entropy(
 
     Reference: PyTorch ``F.cross_entropy``; label smoothing, Szegedy et al. 2016.
     """
-    x, _, _ = softmax_inputs(logits, target, ignore_index, reduction, validate)
+    # PyTorch's kernel masks ignore_index itself: only the checks of softmax_inputs are needed.
+    check_reduction(reduction)
+    check_logits(logits, 2, validate)
+    check_index_target(target, logits.shape[1], logits.shape[:1], ignore_index, validate)
+    x = logits.to(compute_dtype(logits))
     check_positive("temperature", temperature)
     check_interval("label_smoothing", label_smoothing, 0.0, 1.0)
     check_class_weight(weight, x.shape[1])
