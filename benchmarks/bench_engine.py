@@ -6,12 +6,15 @@ seed) is timed three ways, interleaved, medians of the repeats:
   bare     a plain loop: randperm, slice, forward, loss, backward, step; one final evaluation
            (the loss is the method's own function, ``lossbench.losses.cross_entropy``, called
            directly: the method is not overhead, everything around it is)
+  bare+val the same loop evaluating the held-out split after every epoch (loss and accuracy),
+           the work behind the curves the engine stores: what the engine adds beyond that is
+           its machinery
   engine   lossbench's ``train_and_score``: the same run through ``lossbench.train.fit`` plus
            the per-epoch held-out curves and the torchmetrics scores the bench stores
   trial    a whole tuning trial through the runner: Optuna ask/tell on a SQLite file, the
            heartbeat thread, and the user attributes written to storage
 
-and the ratios engine/bare and trial/bare are printed.  Then the built-in preset's trials per
+and the ratios engine/bare, engine/(bare+val) and trial/bare are printed.  Then the built-in preset's trials per
 minute are measured on a fresh SQLite file (``--preset-trials`` limits it to a few units).
 
     python benchmarks/bench_engine.py [--repeats 5] [--threads 2]
@@ -27,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from torchmetrics.functional.classification import multiclass_accuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -57,7 +61,7 @@ def spec_for(dataset, dparams, model, mparams, epochs, batch):
     )  # fmt: skip
 
 
-def bare_loop(split, spec, seed):
+def bare_loop(split, spec, seed, per_epoch_eval=False):
     torch.manual_seed(seed)
     model = build_model(spec.train.model, split.dataset, **spec.train.model_params)
     opt = torch.optim.SGD(model.parameters(), lr=PARAMS["lr"], momentum=0.9, weight_decay=PARAMS["weight_decay"])
@@ -65,6 +69,7 @@ def bare_loop(split, spec, seed):
     gamma = (1e-4 / PARAMS["lr"]) ** (1 / max(steps - 1, 1))
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
     gen = torch.Generator().manual_seed(seed)
+    curve = []
     for _ in range(spec.train.epochs):
         perm = torch.randperm(len(split.x_fit), generator=gen)
         for i in range(0, len(perm), spec.train.batch_size):
@@ -74,6 +79,13 @@ def bare_loop(split, spec, seed):
             loss.backward()
             opt.step()
             sched.step()
+        if per_epoch_eval:
+            with torch.no_grad():
+                model.eval()
+                logits = model(split.x_eval)
+                curve.append((float(cross_entropy(logits, split.y_eval, validate=False)),
+                              float(multiclass_accuracy(logits, split.y_eval, num_classes=logits.shape[1]))))
+                model.train()
     with torch.no_grad():
         model.eval()
         return float((model(split.x_eval).argmax(1) == split.y_eval).float().mean())
@@ -87,7 +99,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} CPU threads, medians of {args.repeats} interleaved repeats\n")
-    print(f"{'workload':38s} {'bare s':>8s} {'engine s':>9s} {'trial s':>8s} {'engine/bare':>12s} {'trial/bare':>11s}")
+    print(f"{'workload':38s} {'bare s':>8s} {'bare+val s':>11s} {'engine s':>9s} {'trial s':>8s} "
+          f"{'engine/bare':>12s} {'engine/(bare+val)':>18s} {'trial/bare':>11s} {'tuner+storage ms':>17s}")  # fmt: skip
     for name, (dataset, dparams, model, mparams, epochs, batch) in WORKLOADS.items():
         spec = spec_for(dataset, dparams, model, mparams, epochs, batch)
         split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
@@ -95,25 +108,27 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             runner = Runner(spec, open_storage(default_storage_url(tmp), spec.heartbeat_interval), torch.device("cpu"))
             unit = runner.units[0]
-            times = {"bare": [], "engine": [], "trial": []}
+            times = {"bare": [], "bare+val": [], "engine": [], "trial": []}
             for r in range(args.repeats + 1):  # the first round warms up and is dropped
-                t0 = time.perf_counter()
+                t = [time.perf_counter()]
                 bare_loop(split, spec, seed=r)
-                t1 = time.perf_counter()
+                t.append(time.perf_counter())
+                bare_loop(split, spec, seed=r, per_epoch_eval=True)
+                t.append(time.perf_counter())
                 train_and_score(split, method, PARAMS, spec, seed=r)
-                t2 = time.perf_counter()
+                t.append(time.perf_counter())
                 runner._tune_one(unit, r)
-                t3 = time.perf_counter()
+                t.append(time.perf_counter())
                 if r:
-                    times["bare"].append(t1 - t0)
-                    times["engine"].append(t2 - t1)
-                    times["trial"].append(t3 - t2)
+                    for key, start, end in zip(times, t, t[1:]):
+                        times[key].append(end - start)
         med = {k: statistics.median(v) for k, v in times.items()}
         print(
-            f"{name:38s} {med['bare']:8.3f} {med['engine']:9.3f} {med['trial']:8.3f} "
-            f"{med['engine'] / med['bare']:12.3f} {med['trial'] / med['bare']:11.3f}"
+            f"{name:38s} {med['bare']:8.3f} {med['bare+val']:11.3f} {med['engine']:9.3f} {med['trial']:8.3f} "
+            f"{med['engine'] / med['bare']:12.3f} {med['engine'] / med['bare+val']:18.3f} {med['trial'] / med['bare']:11.3f} {1000 * (med['trial'] - med['engine']):17.1f}"
         )
-    print("\n(trial times use tuned hyperparameters sampled by Optuna, so their lr differs from the fixed")
+    print("\n(tuner+storage: trial minus engine, the per-trial cost of Optuna's sampler and the storage;")
+    print(" trial times use tuned hyperparameters sampled by Optuna, so their lr differs from the fixed")
     print(" lr of bare/engine; the amount of training per trial is the same)")
     if args.skip_preset:
         return
