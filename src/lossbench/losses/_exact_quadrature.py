@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from fractions import Fraction
 
 import torch
@@ -81,6 +82,9 @@ _DROP_MIN_CLASSES = 24
 # the smallest normal float, so no partial product loses precision); else the sum of the logs.
 _PRODUCT_OF_PHI = True
 _PRODUCT_FLOOR = {torch.float32: 2.0**-100, torch.float64: 2.0**-1000}
+# Up to this many columns the product is of erfc = 2 Phi (at most 2^columns, no overflow; every
+# partial product stays above the floor, as the remaining factors are at most 2).
+_ERFC_PRODUCT_COLUMNS = {torch.float32: 120, torch.float64: 1000}
 
 
 def _log_erfcx_series_coefficients(terms: int) -> tuple[float, ...]:
@@ -157,6 +161,7 @@ def _log_ndtr_and_mills_(
     mills: torch.Tensor | None = None,
     exact: bool = True,
     log: bool = True,
+    phi: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """``log Phi(u)`` (if ``need_log``; ``Phi(u)`` itself with ``log=False``, for an ``x`` that stays
     below the switch point) and ``lam(u) = phi(u) / Phi(u)`` at ``u = -sqrt(2) x``.
@@ -167,16 +172,17 @@ def _log_ndtr_and_mills_(
     applied before the log, so that sums of many ``log Phi`` near 0 do not cancel.  ``x`` is clamped
     in place from below at the saturation point (see ``_SATURATED``) and ``erfc`` sees it clamped
     from above at the switch point, so that no arithmetic leaves the normal floats.  ``high`` is an
-    upper bound of ``x``; ``mills`` is written in place when given.
+    upper bound of ``x``; ``mills`` and ``phi`` (the buffer of ``Phi``) are written in place when given.
+    With ``need_log=False`` and ``log=False`` the first result is ``erfc(x) = 2 Phi(u)``.
     """
     x.clamp_(min=_SATURATED[x.dtype])
     tail = high > _TAIL_START[x.dtype]
     body = x.clamp(max=_TAIL_START[x.dtype]) if tail else x
     if need_log:
-        phi = torch.erfc(body).mul_(0.5)
+        phi = torch.erfc(body, out=phi).mul_(0.5)
         log_scale = _constant(_LOG_INV_SQRT_2PI, x)
     else:  # lam = sqrt(2 / pi) exp(-x^2) / erfc(x)
-        phi = torch.erfc(body)
+        phi = torch.erfc(body, out=phi)
         log_scale = _constant(_LOG_SQRT_2_OVER_PI, x)
     mills = torch.addcmul(log_scale, body, body, value=-1.0, out=mills).exp_().div_(phi)
     if not log:
@@ -216,6 +222,36 @@ def _constant(value: float, like: torch.Tensor) -> torch.Tensor:
     if key not in _CONSTANTS:
         _CONSTANTS[key] = torch.tensor(value, dtype=like.dtype, device=like.device)
     return _CONSTANTS[key]
+
+
+class _ScratchBuffers(threading.local):
+    def __init__(self) -> None:
+        self.buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+
+_SCRATCH = _ScratchBuffers()
+# Scratch buffers above this size are allocated per call instead of kept.
+_SCRATCH_MAX_BYTES = 1 << 25
+
+
+def _scratch(slot: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised CPU tensor of ``shape`` kept between calls under the name ``slot`` (per thread
+    and dtype), or a fresh one (other devices, or above ``_SCRATCH_MAX_BYTES``).
+
+    The node pass's temporaries are large (a block is megabytes): freshly allocated, every call
+    maps new pages and takes a page fault on each (a third of the time at 100 classes); kept,
+    they are written in place.  Tensors that leave the module (results, saved tensors) are never
+    scratch.  Two slots never alias, so the buffers of one call are independent.
+    """
+    n = math.prod(shape)
+    if like.device.type != "cpu" or n * like.element_size() > _SCRATCH_MAX_BYTES:
+        return like.new_empty(shape)
+    key = (slot, like.dtype)
+    buffer = _SCRATCH.buffers.get(key)
+    if buffer is None or buffer.numel() < n:
+        buffer = like.new_empty(n)
+        _SCRATCH.buffers[key] = buffer
+    return buffer[:n].view(shape)
 
 
 @functools.lru_cache(maxsize=None)
@@ -353,12 +389,13 @@ def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.
     from a non-concave point into a bounded ascent step.
     """
     t = _start(base)  # (B, 1) throughout
-    terms = base.new_empty(3, *base.shape)  # lam, p, -q per column
+    terms = _scratch("newton", (3, *base.shape), base)  # lam, p, -q per column
     lam, p, neg_q = terms.unbind(0)
     for _ in range(_NEWTON_MAX_ITER):
-        x = torch.addcmul(base, t, steps)
-        _log_ndtr_and_mills_(x, float(x.max()), need_log=False, mills=lam, exact=False)
-        w = torch.add(lam, x, alpha=-_SQRT2)  # u + lam
+        x = torch.addcmul(base, t, steps, out=_scratch("x", base.shape, base))
+        phi = _scratch("phi", base.shape, base)
+        _log_ndtr_and_mills_(x, float(x.max()), need_log=False, mills=lam, exact=False, phi=phi)
+        w = torch.add(lam, x, alpha=-_SQRT2, out=x)  # u + lam
         torch.mul(lam, w, out=p)
         torch.addcmul(lam, p, w.add_(lam), value=-1.0, out=neg_q)
         true = terms.narrow(2, -1, 1)  # lam, p, -q of the true class's factor Phi(-t)
@@ -386,17 +423,26 @@ def _log_h(
     relative to each other (each column's ``x`` is rounded alike at every node).  ``high`` is an
     upper bound of ``x``; ``exact=False`` approximates the far tail (to place the rule).
     """
-    x = torch.addcmul(x_center[:, None, :], offsets[:, :, None], steps)
+    b, n, w = offsets.shape[0], offsets.shape[1], x_center.shape[1]
+    x = torch.addcmul(x_center[:, None, :], offsets[:, :, None], steps, out=_scratch("x", (b, n, w), x_center))
     # log F = log of the product of Phi: one log per node instead of one per term, unless some
-    # node's product leaves the safe range (then the terms' logs are summed after all).
+    # node's product leaves the safe range (then the terms' logs are summed after all).  With few
+    # columns the product is of erfc = 2 Phi, scaled by 2^-w after (exact): no pass to halve.
     product = _PRODUCT_OF_PHI and high <= _TAIL_START[x.dtype]
-    phi, lam = _log_ndtr_and_mills_(x, high, exact=exact, log=not product)
+    halve = not product or w > _ERFC_PRODUCT_COLUMNS[x.dtype]
+    buffers = {"mills": _scratch("lam", (b, n, w), x), "phi": _scratch("phi", (b, n, w), x)}
+    phi, lam = _log_ndtr_and_mills_(x, high, need_log=halve, exact=exact, log=not product, **buffers)
     s = lam[:, :, :-1].sum(2)
     if not product:
         log_f = phi.sum(2)
     else:
         f = phi.prod(2)
-        log_f = f.log_() if float(f.min()) >= _PRODUCT_FLOOR[x.dtype] else phi.log_().sum(2)
+        if not halve:
+            f.mul_(2.0**-w)
+        if float(f.min()) >= _PRODUCT_FLOOR[x.dtype]:
+            log_f = f.log_()
+        else:
+            log_f = (phi if halve else phi.mul_(0.5)).log_().sum(2)
     log_h = log_f.add_(torch.log(s))
     if not need_grad:
         return log_h, s, None
