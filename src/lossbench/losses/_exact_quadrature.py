@@ -226,32 +226,38 @@ def _constant(value: float, like: torch.Tensor) -> torch.Tensor:
 
 class _ScratchBuffers(threading.local):
     def __init__(self) -> None:
-        self.buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+        # (slot, dtype) -> (shape of the last view, that view, the flat buffer)
+        self.buffers: dict[tuple[str, torch.dtype], tuple[tuple[int, ...], torch.Tensor, torch.Tensor]] = {}
 
 
 _SCRATCH = _ScratchBuffers()
-# Scratch buffers above this size are allocated per call instead of kept.
+# Scratch buffers between these sizes are kept: below, allocation is cheap (the allocator reuses
+# freed memory without new pages); above, they are allocated per call instead of held.
+_SCRATCH_MIN_BYTES = 1 << 16
 _SCRATCH_MAX_BYTES = 1 << 25
 
 
 def _scratch(slot: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """An uninitialised CPU tensor of ``shape`` kept between calls under the name ``slot`` (per thread
-    and dtype), or a fresh one (other devices, or above ``_SCRATCH_MAX_BYTES``).
+    and dtype), or a fresh one (other devices, small or very large sizes).
 
     The node pass's temporaries are large (a block is megabytes): freshly allocated, every call
     maps new pages and takes a page fault on each (a third of the time at 100 classes); kept,
     they are written in place.  Tensors that leave the module (results, saved tensors) are never
     scratch.  Two slots never alias, so the buffers of one call are independent.
     """
-    n = math.prod(shape)
-    if like.device.type != "cpu" or n * like.element_size() > _SCRATCH_MAX_BYTES:
-        return like.new_empty(shape)
     key = (slot, like.dtype)
-    buffer = _SCRATCH.buffers.get(key)
-    if buffer is None or buffer.numel() < n:
-        buffer = like.new_empty(n)
-        _SCRATCH.buffers[key] = buffer
-    return buffer[:n].view(shape)
+    entry = _SCRATCH.buffers.get(key)
+    if entry is not None and entry[0] == shape and like.device.type == "cpu":
+        return entry[1]
+    n = math.prod(shape)
+    size = n * like.element_size()
+    if like.device.type != "cpu" or not _SCRATCH_MIN_BYTES <= size <= _SCRATCH_MAX_BYTES:
+        return like.new_empty(shape)
+    flat = entry[2] if entry is not None and entry[2].numel() >= n else like.new_empty(n)
+    view = flat[:n].view(shape)
+    _SCRATCH.buffers[key] = (shape, view, flat)
+    return view
 
 
 @functools.lru_cache(maxsize=None)
@@ -392,8 +398,8 @@ def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.
     terms = _scratch("newton", (3, *base.shape), base)  # lam, p, -q per column
     lam, p, neg_q = terms.unbind(0)
     for _ in range(_NEWTON_MAX_ITER):
-        x = torch.addcmul(base, t, steps, out=_scratch("x", base.shape, base))
-        phi = _scratch("phi", base.shape, base)
+        x = torch.addcmul(base, t, steps, out=_scratch("newton x", base.shape, base))
+        phi = _scratch("newton phi", base.shape, base)
         _log_ndtr_and_mills_(x, float(x.max()), need_log=False, mills=lam, exact=False, phi=phi)
         w = torch.add(lam, x, alpha=-_SQRT2, out=x)  # u + lam
         torch.mul(lam, w, out=p)
@@ -416,8 +422,8 @@ def _log_h(
 ):
     """``log h`` (B, N) and ``S`` (B, N) at ``center + offsets`` (B, N), from ``x`` at the center
     (B, C + 1); with ``need_grad`` also the factors of the gradient of ``log h`` with respect to
-    ``m``, ``lam - lam (u + lam) / S``: ``lam`` and ``lam (u + lam)`` (B, N, C + 1) each (the last
-    column, the true class's factor, is no margin).
+    ``m``, ``lam - lam (u + lam) / S``: ``lam`` and ``u + lam`` (B, N, C + 1) each (the last
+    column, the true class's factor, is no margin), in scratch buffers.
 
     The small offsets are added last, so that a far-out center does not round the nodes' positions
     relative to each other (each column's ``x`` is rounded alike at every node).  ``high`` is an
@@ -446,8 +452,7 @@ def _log_h(
     log_h = log_f.add_(torch.log(s))
     if not need_grad:
         return log_h, s, None
-    pw = torch.add(lam, x, alpha=-_SQRT2, out=x).mul_(lam)  # lam (u + lam), in x's buffer
-    return log_h, s, (lam, pw)
+    return log_h, s, (lam, torch.add(lam, x, alpha=-_SQRT2, out=x))  # u + lam, in x's buffer
 
 
 def _log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, need_grad: bool):
@@ -483,10 +488,11 @@ def _log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, n
         terms = log_h.add_(log_weights[block])
         log_p.append(torch.logsumexp(terms, 1))
         if need_grad:
-            lam, pw = parts
-            omega = torch.softmax(terms, 1)[:, None, :]
-            # d log P / d m_j = sum_k omega_k (lam_jk - lam_jk (u_jk + lam_jk) / S_k)
-            grad.append(torch.bmm(omega, lam).sub_(torch.bmm(omega / s[:, None, :], pw))[:, 0, :-1])
+            lam, v = parts
+            omega = torch.softmax(terms, 1)
+            # d log P / d m_j = sum_k lam_jk (omega_k - omega_k (u_jk + lam_jk) / S_k)
+            v = torch.addcmul(omega[:, :, None], v, omega.div(s).neg_()[:, :, None], out=v)
+            grad.append(v.mul_(lam).sum(1)[:, :-1])
     grad = (torch.cat(grad) if len(grad) > 1 else grad[0]) if need_grad else None
     log_p = torch.cat(log_p) if len(log_p) > 1 else log_p[0]
     if grad is not None and restore is not None:
