@@ -245,6 +245,38 @@ def test_blocks_of_rows_give_the_same_result(monkeypatch):
     torch.testing.assert_close(g_blocked, g_whole)
 
 
+def test_scratch_buffers_across_inference_mode_threads_and_dtypes():
+    # The node pass keeps its temporaries between calls: results must not depend on the calls
+    # before (other shapes, dtypes, inference mode, threads), and none of them may leak out.
+    import threading
+
+    gen = torch.Generator().manual_seed(15)
+    logits = torch.randn(300, 100, generator=gen)
+    target = torch.randint(0, 100, (300,), generator=gen)
+    x = logits.clone().requires_grad_(True)
+    loss = exact(x, target, reduction="none")
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    kept = loss.detach().clone(), grad.clone()
+    y = (2 * logits).requires_grad_(True)
+    exact(y, target).backward()  # the same shapes: every scratch buffer is overwritten
+    torch.testing.assert_close((loss.detach(), grad), kept, rtol=0, atol=0)
+    with torch.inference_mode():
+        exact(logits[:7], target[:7])
+        inference = exact(logits, target, reduction="none")
+    exact(logits.double()[:50], target[:50]).item()
+    results = []
+    thread = threading.Thread(target=lambda: results.append(exact(logits, target, reduction="none")))
+    thread.start()
+    thread.join()
+    x2 = logits.clone().requires_grad_(True)
+    again = exact(x2, target, reduction="none")
+    (grad2,) = torch.autograd.grad(again.sum(), x2)
+    torch.testing.assert_close(again, loss, rtol=0, atol=0)
+    torch.testing.assert_close(grad2, grad, rtol=0, atol=0)
+    torch.testing.assert_close(inference, loss.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(results[0], loss.detach(), rtol=0, atol=0)
+
+
 def trained_logits(b: int, c: int, seed: int, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of a trained model: the true class 4 ahead of N(0, 4) rivals in three rows of four."""
     gen = torch.Generator().manual_seed(seed)

@@ -227,8 +227,8 @@ def _constant(value: float, like: torch.Tensor) -> torch.Tensor:
 
 class _ScratchBuffers(threading.local):
     def __init__(self) -> None:
-        # (slot, dtype) -> (shape of the last view, that view, the flat buffer)
-        self.buffers: dict[tuple[str, torch.dtype], tuple[tuple[int, ...], torch.Tensor, torch.Tensor]] = {}
+        # (slot, dtype, inference mode) -> (shape of the last view, that view, the flat buffer)
+        self.buffers: dict[tuple[str, torch.dtype, bool], tuple[tuple[int, ...], torch.Tensor, torch.Tensor]] = {}
 
 
 _SCRATCH = _ScratchBuffers()
@@ -239,15 +239,16 @@ _SCRATCH_MAX_BYTES = 1 << 25
 
 
 def _scratch(slot: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    """An uninitialised CPU tensor of ``shape`` kept between calls under the name ``slot`` (per thread
-    and dtype), or a fresh one (other devices, small or very large sizes).
+    """An uninitialised CPU tensor of ``shape`` kept between calls under the name ``slot`` (per thread,
+    dtype and inference mode: an inference tensor cannot be written outside inference mode), or a
+    fresh one (other devices, small or very large sizes).
 
     The node pass's temporaries are large (a block is megabytes): freshly allocated, every call
     maps new pages and takes a page fault on each (a third of the time at 100 classes); kept,
     they are written in place.  Tensors that leave the module (results, saved tensors) are never
     scratch.  Two slots never alias, so the buffers of one call are independent.
     """
-    key = (slot, like.dtype)
+    key = (slot, like.dtype, torch.is_inference_mode_enabled())
     entry = _SCRATCH.buffers.get(key)
     if entry is not None and entry[0] == shape and like.device.type == "cpu":
         return entry[1]
