@@ -88,6 +88,21 @@ def test_probability_matches_reference(references, num_classes):
     assert np.max(np.abs(log_p[tail] - ref[tail]) / np.abs(ref[tail])) <= 1e-4
 
 
+@pytest.mark.parametrize("num_classes", [3, 10, 100])
+def test_newton_on_the_unconverged_rows_only_matches_reference(references, monkeypatch, num_classes):
+    # From _NEWTON_ACTIVE_TERMS terms on (many rows or classes), Newton's later iterations gather
+    # the rows not yet converged; forced here for the reference cases and for gradcheck.
+    monkeypatch.setattr(quadrature, "_NEWTON_ACTIVE_TERMS", 1)
+    cases, ref = references[num_classes]
+    log_p = log_p_of(cases).numpy()
+    assert np.max(np.abs(np.exp(log_p) - np.exp(ref))) <= 1e-6
+    tail = ref < math.log(0.5)
+    assert np.max(np.abs(log_p[tail] - ref[tail]) / np.abs(ref[tail])) <= 1e-4
+    logits, target = make_inputs(b=6, c=num_classes, seed=num_classes)
+    x = logits.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a: exact(a, target, sigma=0.6, log_loss=True), (x,))
+
+
 @pytest.mark.parametrize("num_classes", [10, 100])
 def test_float32_matches_reference(references, num_classes):
     cases, ref = references[num_classes]
@@ -415,9 +430,13 @@ def reference_log_h(t: float, m: np.ndarray) -> float:
     [(3, 1.0, 1.0, False), (10, 0.05, 1.0, False), (10, 2.0, 0.01, True), (100, 1.0, 1.0, False),
      (100, 2.0, 0.02, True)],
 )
-def test_newton_finds_the_mode(c, scale, sigma, trained):
+@pytest.mark.parametrize("active_rows", [False, True])
+def test_newton_finds_the_mode(monkeypatch, c, scale, sigma, trained, active_rows):
     # From its start (tied rivals, wrong predictions with a small sigma, ...) Newton ends within a
-    # fraction of the Laplace scale of the maximum of log h found by a bounded scalar search.
+    # fraction of the Laplace scale of the maximum of log h found by a bounded scalar search; also
+    # when the later iterations take the unconverged rows only.
+    if active_rows:
+        monkeypatch.setattr(quadrature, "_NEWTON_ACTIVE_TERMS", 1)
     if trained:
         logits, target = trained_logits(16, c, seed=c)
     else:

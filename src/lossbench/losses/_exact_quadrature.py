@@ -71,6 +71,9 @@ _SECANT = 4.5
 # quadratic, so the last step leaves an error far smaller (the rule only needs the mode roughly).
 _NEWTON_TOL = 1.0
 _NEWTON_MAX_ITER = 50
+# From this many (row, column) terms on, Newton's later iterations take the unconverged rows only
+# (-8% at 1000 classes; below, the gathering costs more than it saves).
+_NEWTON_ACTIVE_TERMS = 1 << 16
 # Newton steps on the water level of Newton's start (see _start).
 _WATER_STEPS = 1
 # Nodes are evaluated in row blocks of about this many (row, node, column) terms: memory stays
@@ -395,13 +398,19 @@ def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.
     ``(log h)' = S - lam(-t) - P / S`` and ``-(log h)'' = p(-t) + P - Q / S + (P / S)^2``.
     The curvature is floored at 1/2 (it is at least about 1 near the mode), which turns a step
     from a non-concave point into a bounded ascent step.
+
+    The iterations after the first go on with the rows not yet converged only, when there are
+    many terms per iteration (most rows converge in one or two steps; a few take four or five).
     """
     t = _start(base)  # (B, 1) throughout
-    terms = _scratch("newton", (3, *base.shape), base)  # lam, p, -q per column
-    lam, p, neg_q = terms.unbind(0)
+    shrink = base.numel() >= _NEWTON_ACTIVE_TERMS
+    rows = None  # the rows still iterating, where shrink (None: all)
+    sub_base, sub_t, curvature = base, t, None
     for _ in range(_NEWTON_MAX_ITER):
-        x = torch.addcmul(base, t, steps, out=_scratch("newton x", base.shape, base))
-        phi = _scratch("newton phi", base.shape, base)
+        terms = _scratch("newton", (3, *sub_base.shape), sub_base)  # lam, p, -q per column
+        lam, p, neg_q = terms.unbind(0)
+        x = torch.addcmul(sub_base, sub_t, steps, out=_scratch("newton x", sub_base.shape, sub_base))
+        phi = _scratch("newton phi", sub_base.shape, sub_base)
         _log_ndtr_and_mills_(x, float(x.max()), need_log=False, mills=lam, exact=False, phi=phi)
         w = torch.add(lam, x, alpha=-_SQRT2, out=x)  # u + lam
         torch.mul(lam, w, out=p)
@@ -411,11 +420,24 @@ def _mode(base: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.
         lam_0, p_0, _ = true
         r = big_p / s
         d1 = (s - lam_0).sub_(r)
-        curvature = torch.addcmul(big_neg_q.div_(s).add_(big_p).add_(p_0), r, r).clamp_(min=0.5)
-        step = d1 / curvature
-        t = t + step
-        if float((step * d1).max()) <= _NEWTON_TOL**2:  # every |step| <= tol * Laplace scale
+        sub_curvature = torch.addcmul(big_neg_q.div_(s).add_(big_p).add_(p_0), r, r).clamp_(min=0.5)
+        step = d1 / sub_curvature
+        if rows is None:
+            t, curvature = t + step, sub_curvature
+        else:
+            t.index_add_(0, rows, step)
+            curvature.index_copy_(0, rows, sub_curvature)
+        # every |step| <= tol * Laplace scale
+        if not shrink:
+            if float((step * d1).max()) <= _NEWTON_TOL**2:
+                break
+            sub_t = t
+            continue
+        going = torch.nonzero(step.mul_(d1).squeeze_(1) > _NEWTON_TOL**2).squeeze_(1)
+        if not going.numel():
             break
+        rows = going if rows is None else rows[going]
+        sub_base, sub_t = base.index_select(0, rows), t.index_select(0, rows)
     return t[:, 0], curvature[:, 0]
 
 
