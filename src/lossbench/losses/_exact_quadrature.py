@@ -40,14 +40,16 @@ log of ``F`` is taken once per node, of the product of the ``Phi``).  Rivals sat
 no arithmetic leaves the normal floats (subnormal results send the vectorised ``exp``/``erfc``/
 ``log`` to slow paths, many times slower).  The node pass runs in row blocks of up to 2^20 terms
 whose temporaries, like Newton's, live in scratch buffers kept between calls (per thread and
-dtype, CPU only, at most three blocks' worth: about 12 MiB in float32): allocated afresh on each
-call, they cost a page fault per 4 KiB page, a third of the time at 100 classes.  Newton's later
+dtype, CPU only: three of up to 2^20 terms, 12 MiB in float32, and Newton's five of (B, C + 1)):
+allocated afresh on each call, they cost a page fault per 4 KiB page, a third of the time at 100
+classes.  Newton's later
 iterations take only the rows not yet converged when there are many terms.
 
 On CPU the cost is mostly ``erfc`` and ``exp`` (one each per term) and, at few classes, the
 fixed cost of a few hundred small tensor ops.  ``torch.compile`` of the node pass was tried (torch
-2.13, inductor's C++ backend): 14 s to compile on first use and about 1.6 to 2 times slower than
-these eager ops at 10 to 1000 classes, so it is not used.
+2.13, inductor's C++ backend, ``dynamic=True``): 14 s to compile on first use, and then 1.6 to
+1.9 times slower than the same function run eagerly at 10 to 1000 classes (one thread), so it is
+not used.
 """
 
 from __future__ import annotations
