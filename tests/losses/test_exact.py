@@ -88,6 +88,21 @@ def test_probability_matches_reference(references, num_classes):
     assert np.max(np.abs(log_p[tail] - ref[tail]) / np.abs(ref[tail])) <= 1e-4
 
 
+@pytest.mark.parametrize("num_classes", [3, 10, 100])
+def test_newton_on_the_unconverged_rows_only_matches_reference(references, monkeypatch, num_classes):
+    # From _NEWTON_ACTIVE_TERMS terms on (many rows or classes), Newton's later iterations gather
+    # the rows not yet converged; forced here for the reference cases and for gradcheck.
+    monkeypatch.setattr(quadrature, "_NEWTON_ACTIVE_TERMS", 1)
+    cases, ref = references[num_classes]
+    log_p = log_p_of(cases).numpy()
+    assert np.max(np.abs(np.exp(log_p) - np.exp(ref))) <= 1e-6
+    tail = ref < math.log(0.5)
+    assert np.max(np.abs(log_p[tail] - ref[tail]) / np.abs(ref[tail])) <= 1e-4
+    logits, target = make_inputs(b=6, c=num_classes, seed=num_classes)
+    x = logits.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a: exact(a, target, sigma=0.6, log_loss=True), (x,))
+
+
 @pytest.mark.parametrize("num_classes", [10, 100])
 def test_float32_matches_reference(references, num_classes):
     cases, ref = references[num_classes]
@@ -245,6 +260,38 @@ def test_blocks_of_rows_give_the_same_result(monkeypatch):
     torch.testing.assert_close(g_blocked, g_whole)
 
 
+def test_scratch_buffers_across_inference_mode_threads_and_dtypes():
+    # The node pass keeps its temporaries between calls: results must not depend on the calls
+    # before (other shapes, dtypes, inference mode, threads), and none of them may leak out.
+    import threading
+
+    gen = torch.Generator().manual_seed(15)
+    logits = torch.randn(300, 100, generator=gen)
+    target = torch.randint(0, 100, (300,), generator=gen)
+    x = logits.clone().requires_grad_(True)
+    loss = exact(x, target, reduction="none")
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    kept = loss.detach().clone(), grad.clone()
+    y = (2 * logits).requires_grad_(True)
+    exact(y, target).backward()  # the same shapes: every scratch buffer is overwritten
+    torch.testing.assert_close((loss.detach(), grad), kept, rtol=0, atol=0)
+    with torch.inference_mode():
+        exact(logits[:7], target[:7])
+        inference = exact(logits, target, reduction="none")
+    exact(logits.double()[:50], target[:50]).item()
+    results = []
+    thread = threading.Thread(target=lambda: results.append(exact(logits, target, reduction="none")))
+    thread.start()
+    thread.join()
+    x2 = logits.clone().requires_grad_(True)
+    again = exact(x2, target, reduction="none")
+    (grad2,) = torch.autograd.grad(again.sum(), x2)
+    torch.testing.assert_close(again, loss, rtol=0, atol=0)
+    torch.testing.assert_close(grad2, grad, rtol=0, atol=0)
+    torch.testing.assert_close(inference, loss.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(results[0], loss.detach(), rtol=0, atol=0)
+
+
 def trained_logits(b: int, c: int, seed: int, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of a trained model: the true class 4 ahead of N(0, 4) rivals in three rows of four."""
     gen = torch.Generator().manual_seed(seed)
@@ -383,9 +430,13 @@ def reference_log_h(t: float, m: np.ndarray) -> float:
     [(3, 1.0, 1.0, False), (10, 0.05, 1.0, False), (10, 2.0, 0.01, True), (100, 1.0, 1.0, False),
      (100, 2.0, 0.02, True)],
 )
-def test_newton_finds_the_mode(c, scale, sigma, trained):
+@pytest.mark.parametrize("active_rows", [False, True])
+def test_newton_finds_the_mode(monkeypatch, c, scale, sigma, trained, active_rows):
     # From its start (tied rivals, wrong predictions with a small sigma, ...) Newton ends within a
-    # fraction of the Laplace scale of the maximum of log h found by a bounded scalar search.
+    # fraction of the Laplace scale of the maximum of log h found by a bounded scalar search; also
+    # when the later iterations take the unconverged rows only.
+    if active_rows:
+        monkeypatch.setattr(quadrature, "_NEWTON_ACTIVE_TERMS", 1)
     if trained:
         logits, target = trained_logits(16, c, seed=c)
     else:

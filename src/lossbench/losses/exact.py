@@ -93,10 +93,13 @@ def exact(
     d = x.gather(1, y[:, None]) - x  # s_y - s_j for every class j, zero at j = y
     if margin is not None:
         d = d.clamp(max=margin)
-    m = d / (sigma[:, None] if isinstance(sigma, torch.Tensor) and sigma.ndim == 1 else sigma)
+    if isinstance(sigma, torch.Tensor):
+        m = d / (sigma[:, None] if sigma.ndim == 1 else sigma)
+    else:
+        m = d if sigma == 1.0 else d / sigma
     log_p = log_win_probability_of_columns(m, y, num_nodes)
     per_sample = -log_p if log_loss else -torch.expm1(log_p)
-    loss = torch.where(valid, per_sample, torch.zeros_like(per_sample))
+    loss = torch.where(valid, per_sample, 0.0)
     return reduce(loss, reduction, valid).to(logits.dtype)
 
 
