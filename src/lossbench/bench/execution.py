@@ -120,9 +120,11 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
     loss = loss.to(split.x_fit.device)
     metric = selection_metric(spec.selection_metric, task)
     curves: dict[str, list[float]] = {"train_loss": [], "heldout_loss": [], f"heldout_{metric}": []}
+    last_logits: list[torch.Tensor] = []  # the last epoch's held-out logits are the final model's
 
     def on_epoch_end(epoch: int, stats: dict[str, float]) -> None:
         logits = eval_logits(model, split.x_eval, batch_size=4096)
+        last_logits[:] = [logits]
         with torch.no_grad():
             heldout = float(loss(logits, split.y_eval, reduction="mean"))
         curves["train_loss"].append(float(stats.get("loss", math.nan)))
@@ -150,6 +152,5 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
         generator=generator,
         on_epoch_end=on_epoch_end,
     )
-    logits = eval_logits(model, split.x_eval, batch_size=4096)
-    metrics = compute_metrics(logits, split.y_eval, task, num_classes)
+    metrics = compute_metrics(last_logits[0], split.y_eval, task, num_classes)
     return RunResult(metrics, curves, time.perf_counter() - start)
