@@ -1,7 +1,7 @@
 """The bench engine's overhead against a bare PyTorch loop on the same trial, and trials/minute.
 
 For each workload the same training run (model, data, loss, optimiser, epochs, batch size,
-seed) is timed three ways, interleaved, medians of the repeats:
+seed) is timed four ways, interleaved, medians of the repeats:
 
   bare     a plain loop: randperm, slice, forward, loss, backward, step; one final evaluation
            (the loss is the method's own function, ``lossbench.losses.cross_entropy``, called
@@ -14,11 +14,10 @@ seed) is timed three ways, interleaved, medians of the repeats:
   trial    a whole tuning trial through the runner: Optuna ask/tell on a SQLite file, the
            heartbeat thread, and the user attributes written to storage
 
-The tuner's and the storage's own cost per trial is timed apart, by running tuning trials whose
-training is replaced by a stored result (the difference trial - engine is too noisy for that).
-
-and the ratios engine/bare, engine/(bare+val) and trial/bare are printed.  Then the built-in preset's trials per
-minute are measured on a fresh SQLite file (``--preset-trials`` limits it to a few units).
+and the ratios engine/bare, engine/(bare+val) and trial/bare are printed.  The tuner's and the
+storage's own cost per trial is timed apart, on tuning trials whose training is replaced by a
+stored result (the difference trial - engine is too noisy for that).  Then the built-in preset's
+trials per minute are measured on a fresh SQLite file (``--skip-preset`` skips it).
 
     python benchmarks/bench_engine.py [--repeats 5] [--threads 2]
 """
@@ -87,9 +86,11 @@ def bare_loop(split, spec, seed, per_epoch_eval=False):
             with torch.no_grad():
                 model.eval()
                 logits = model(split.x_eval)
-                curve.append((float(cross_entropy(logits, split.y_eval, validate=False)),
-                              float(multiclass_accuracy(logits, split.y_eval, num_classes=logits.shape[1]))))
+                accuracy = multiclass_accuracy(logits, split.y_eval, num_classes=logits.shape[1], validate_args=False)
+                curve.append((float(cross_entropy(logits, split.y_eval, validate=False)), float(accuracy)))
                 model.train()
+    if per_epoch_eval:
+        return curve[-1][1]  # the last epoch's held-out score is the final model's
     with torch.no_grad():
         model.eval()
         return float((model(split.x_eval).argmax(1) == split.y_eval).float().mean())
