@@ -163,6 +163,16 @@ def reduce(
     return loss.mean()
 
 
+def masked_reduce(
+    loss: torch.Tensor,
+    reduction: str,
+    valid: torch.Tensor,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Zero the per-element losses at ignored positions (``valid`` False), then :func:`reduce`."""
+    return reduce(torch.where(valid, loss, 0.0), reduction, valid, weight)
+
+
 def softmax_inputs(
     logits: torch.Tensor, target: torch.Tensor, ignore_index: int, reduction: str, validate: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ from torch import nn
 
 from lossbench.losses._exact_quadrature import log_win_probability_of_columns
 from lossbench.losses._registry import register_loss
-from lossbench.losses._validation import check_positive, reduce, softmax_inputs
+from lossbench.losses._validation import check_positive, masked_reduce, softmax_inputs
 from lossbench.registry import Choice, FloatRange, HyperParam
 
 
@@ -99,8 +99,7 @@ def exact(
         m = d if sigma == 1.0 else d / sigma
     log_p = log_win_probability_of_columns(m, y, num_nodes)
     per_sample = -log_p if log_loss else -torch.expm1(log_p)
-    loss = torch.where(valid, per_sample, 0.0)
-    return reduce(loss, reduction, valid).to(logits.dtype)
+    return masked_reduce(per_sample, reduction, valid).to(logits.dtype)
 
 
 def _check_sigma(

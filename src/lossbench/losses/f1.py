@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._validation import check_positive, reduce, sigmoid_inputs, softmax_inputs
+from lossbench.losses._validation import check_positive, masked_reduce, reduce, sigmoid_inputs, softmax_inputs
 from lossbench.registry import HyperParam
 
 _SOFT_F1_REFERENCE = "Su, kexue.fm/archives/6620 (soft F1 = soft Sorensen-Dice coefficient)"
@@ -182,8 +182,7 @@ def f1_weighted_bce(
     x, p, q, t, valid = _sigmoid_probabilities(logits, target, ignore_index, reduction, validate, eps)
     f1 = 1 - _soft_f1_error(p.detach(), q.detach(), t, range(x.ndim), eps)
     per_element = -(t * (1 - f1 / 2) * F.logsigmoid(x) + (1 - t) * (f1 / 2) * F.logsigmoid(-x))
-    loss = torch.where(valid, per_element, torch.zeros_like(per_element))
-    return reduce(loss, reduction, valid).to(logits.dtype)
+    return masked_reduce(per_element, reduction, valid).to(logits.dtype)
 
 
 SoftF1Loss = loss_module(soft_f1, "SoftF1Loss")

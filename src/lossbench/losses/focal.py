@@ -18,7 +18,7 @@ from lossbench.losses._validation import (
     check_class_weight,
     check_interval,
     check_positive,
-    reduce,
+    masked_reduce,
     sigmoid_inputs,
     softmax_inputs,
 )
@@ -64,8 +64,7 @@ def focal(
     if alpha is not None:
         w_valid = torch.where(valid, alpha.to(x)[y], torch.zeros_like(per_sample))
         per_sample = per_sample * w_valid
-    loss = torch.where(valid, per_sample, torch.zeros_like(per_sample))
-    return reduce(loss, reduction, valid, w_valid).to(logits.dtype)
+    return masked_reduce(per_sample, reduction, valid, w_valid).to(logits.dtype)
 
 
 def _positive_weight(alpha: float | torch.Tensor, x: torch.Tensor, validate: bool) -> torch.Tensor:
@@ -125,8 +124,7 @@ def sigmoid_focal(
         a = _positive_weight(alpha, x, validate)
         positive, negative = a * positive, (1 - a) * negative
     per_element = t * positive + (1 - t) * negative
-    loss = torch.where(valid, per_element, torch.zeros_like(per_element))
-    return reduce(loss, reduction, valid).to(logits.dtype)
+    return masked_reduce(per_element, reduction, valid).to(logits.dtype)
 
 
 FocalLoss = loss_module(focal, "FocalLoss")

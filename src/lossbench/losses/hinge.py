@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._validation import check_class_weight, check_positive, reduce, softmax_inputs
+from lossbench.losses._validation import check_class_weight, check_positive, masked_reduce, softmax_inputs
 from lossbench.registry import Choice, HyperParam
 
 
@@ -44,8 +44,7 @@ def multi_class_hinge(
     if weight is not None:
         w_valid = torch.where(valid, weight.to(x.dtype)[y], torch.zeros_like(per_sample))
         per_sample = per_sample * w_valid
-    loss = torch.where(valid, per_sample, torch.zeros_like(per_sample))
-    return reduce(loss, reduction, valid, w_valid).to(logits.dtype)
+    return masked_reduce(per_sample, reduction, valid, w_valid).to(logits.dtype)
 
 
 MultiClassHingeLoss = loss_module(multi_class_hinge, "MultiClassHingeLoss")

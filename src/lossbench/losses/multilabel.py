@@ -23,6 +23,7 @@ from lossbench.losses._validation import (
     check_positive,
     check_reduction,
     compute_dtype,
+    masked_reduce,
     reduce,
     sigmoid_inputs,
 )
@@ -178,8 +179,7 @@ def binary_cross_entropy(
             raise ValueError(f"pos_weight must hold finite non-negative values, got {w.tolist()}")
         positive_term = w * positive_term
     per_element = -(positive_term + (1 - t) * F.logsigmoid(-x))
-    loss = torch.where(valid, per_element, torch.zeros_like(per_element))
-    return reduce(loss, reduction, valid).to(logits.dtype)
+    return masked_reduce(per_element, reduction, valid).to(logits.dtype)
 
 
 def asymmetric_loss(
@@ -225,8 +225,7 @@ def asymmetric_loss(
     else:
         log_not_p_m, weight_neg = log_not_p, torch.exp(gamma_neg * log_p)
     per_element = -(t * positive + (1 - t) * weight_neg * log_not_p_m)
-    loss = torch.where(valid, per_element, torch.zeros_like(per_element))
-    return reduce(loss, reduction, valid).to(logits.dtype)
+    return masked_reduce(per_element, reduction, valid).to(logits.dtype)
 
 
 ZLPRLoss = loss_module(zlpr, "ZLPRLoss")

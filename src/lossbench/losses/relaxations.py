@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._validation import check_interval, check_positive, reduce, softmax_inputs
+from lossbench.losses._validation import check_interval, check_positive, masked_reduce, softmax_inputs
 from lossbench.losses.cross_entropy import cross_entropy
 from lossbench.registry import FloatRange, HyperParam
 
@@ -30,8 +30,7 @@ def _sum_over_rivals(
     rivals = torch.ones_like(x, dtype=torch.bool).scatter_(1, y[:, None], False)
     terms = surrogate(margins)
     per_sample = torch.where(rivals, terms, torch.zeros_like(terms)).sum(1)
-    loss = torch.where(valid, per_sample, torch.zeros_like(per_sample))
-    return reduce(loss, reduction, valid).to(logits.dtype)
+    return masked_reduce(per_sample, reduction, valid).to(logits.dtype)
 
 
 def sigmoid_relaxation(
@@ -132,8 +131,7 @@ def poly1_cross_entropy(
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     log_p = F.log_softmax(x, dim=1).gather(1, y[:, None]).squeeze(1)
     per_sample = -log_p + epsilon * (1 - log_p.exp())
-    loss = torch.where(valid, per_sample, torch.zeros_like(per_sample))
-    return reduce(loss, reduction, valid).to(logits.dtype)
+    return masked_reduce(per_sample, reduction, valid).to(logits.dtype)
 
 
 SigmoidRelaxationLoss = loss_module(sigmoid_relaxation, "SigmoidRelaxationLoss")

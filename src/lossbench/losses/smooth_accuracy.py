@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._validation import reduce, sigmoid_inputs, softmax_inputs
+from lossbench.losses._validation import masked_reduce, sigmoid_inputs, softmax_inputs
 
 _REFERENCE = "Su, 'How to train your accuracy', kexue.fm/archives/9098"
 
@@ -26,8 +26,7 @@ def smooth_accuracy(
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     p_true = F.log_softmax(x, dim=1).gather(1, y[:, None]).squeeze(1).exp()
-    loss = torch.where(valid, 1 - p_true, torch.zeros_like(p_true))
-    return reduce(loss, reduction, valid).to(logits.dtype)
+    return masked_reduce(1 - p_true, reduction, valid).to(logits.dtype)
 
 
 def binary_smooth_accuracy(
@@ -44,8 +43,7 @@ def binary_smooth_accuracy(
     """
     x, t, valid = sigmoid_inputs(logits, target, ignore_index, reduction, validate)
     accuracy = t * torch.sigmoid(x) + (1 - t) * torch.sigmoid(-x)
-    loss = torch.where(valid, 1 - accuracy, torch.zeros_like(accuracy))
-    return reduce(loss, reduction, valid).to(logits.dtype)
+    return masked_reduce(1 - accuracy, reduction, valid).to(logits.dtype)
 
 
 SmoothAccuracyLoss = loss_module(smooth_accuracy, "SmoothAccuracyLoss")

@@ -20,6 +20,7 @@ from lossbench.losses._registry import loss_module, register_loss
 from lossbench.losses._validation import (
     check_interval,
     check_positive,
+    masked_reduce,
     reduce,
     sigmoid_inputs,
     softmax_inputs,
@@ -93,8 +94,7 @@ def binary_hard_truncation(
     positive = torch.where(x > edge, torch.zeros_like(x), -F.logsigmoid(x))
     negative = torch.where(x < -edge, torch.zeros_like(x), -F.logsigmoid(-x))
     per_element = t * positive + (1 - t) * negative
-    loss = torch.where(valid, per_element, torch.zeros_like(per_element))
-    return reduce(loss, reduction, valid).to(logits.dtype)
+    return masked_reduce(per_element, reduction, valid).to(logits.dtype)
 
 
 def soft_truncation(
@@ -121,8 +121,7 @@ def soft_truncation(
     log_p = F.log_softmax(x, dim=1).gather(1, y[:, None]).squeeze(1)
     weight = F.softmax(-sharpness * x, dim=1).gather(1, y[:, None]).squeeze(1)
     per_sample = -weight * log_p
-    loss = torch.where(valid, per_sample, torch.zeros_like(per_sample))
-    return reduce(loss, reduction, valid).to(logits.dtype)
+    return masked_reduce(per_sample, reduction, valid).to(logits.dtype)
 
 
 def binary_soft_truncation(
@@ -149,8 +148,7 @@ def binary_soft_truncation(
     positive = -torch.sigmoid(-sharpness * x) * F.logsigmoid(x)
     negative = -torch.sigmoid(sharpness * x) * F.logsigmoid(-x)
     per_element = t * positive + (1 - t) * negative
-    loss = torch.where(valid, per_element, torch.zeros_like(per_element))
-    return reduce(loss, reduction, valid).to(logits.dtype)
+    return masked_reduce(per_element, reduction, valid).to(logits.dtype)
 
 
 HardTruncationLoss = loss_module(hard_truncation, "HardTruncationLoss")
