@@ -10,7 +10,7 @@ import torch
 from scipy import integrate, optimize, special, stats
 
 import lossbench.losses._exact_quadrature as quadrature
-from lossbench.losses import ExactLoss, exact, exact_sigma_schedule, get_loss
+from lossbench.losses import ExactLoss, _exact_native, exact, exact_sigma_schedule, get_loss
 
 GRID = np.linspace(-20.0, 20.0, 41)
 
@@ -58,6 +58,21 @@ def margin_cases(num_classes: int) -> np.ndarray:
     return np.clip(np.concatenate([tied, *spread, *shifted, uniform]), -20.0, 20.0)
 
 
+@pytest.fixture(params=["kernel", "torch"])
+def backend(request, monkeypatch):
+    """Runs a test through the fused CPU kernel and through the PyTorch implementation."""
+    if request.param == "kernel" and _exact_native.kernel() is None:
+        pytest.skip(f"the EXACT kernel is unavailable here: {_exact_native.unavailable_reason()}")
+    monkeypatch.setattr(_exact_native, "enabled", request.param == "kernel")
+    return request.param
+
+
+@pytest.fixture
+def torch_path(monkeypatch):
+    """For tests of the PyTorch implementation's internals."""
+    monkeypatch.setattr(_exact_native, "enabled", False)
+
+
 @pytest.fixture(scope="module")
 def references() -> dict[int, tuple[np.ndarray, np.ndarray]]:
     out = {}
@@ -78,7 +93,7 @@ def test_reference_agrees_with_scipy_multivariate_normal():
 
 
 @pytest.mark.parametrize("num_classes", [2, 3, 10, 100])
-def test_probability_matches_reference(references, num_classes):
+def test_probability_matches_reference(references, backend, num_classes):
     cases, ref = references[num_classes]
     log_p = log_p_of(cases).numpy()
     assert np.max(np.abs(np.exp(log_p) - np.exp(ref))) <= 1e-6
@@ -89,7 +104,7 @@ def test_probability_matches_reference(references, num_classes):
 
 
 @pytest.mark.parametrize("num_classes", [3, 10, 100])
-def test_newton_on_the_unconverged_rows_only_matches_reference(references, monkeypatch, num_classes):
+def test_newton_on_the_unconverged_rows_only_matches_reference(torch_path, references, monkeypatch, num_classes):
     # From _NEWTON_ACTIVE_TERMS terms on (many rows or classes), Newton's later iterations gather
     # the rows not yet converged; forced here for the reference cases and for gradcheck.
     monkeypatch.setattr(quadrature, "_NEWTON_ACTIVE_TERMS", 1)
@@ -104,7 +119,7 @@ def test_newton_on_the_unconverged_rows_only_matches_reference(references, monke
 
 
 @pytest.mark.parametrize("num_classes", [10, 100])
-def test_float32_matches_reference(references, num_classes):
+def test_float32_matches_reference(references, backend, num_classes):
     cases, ref = references[num_classes]
     mt = torch.as_tensor(cases, dtype=torch.float32)
     logits = torch.cat([torch.zeros(mt.shape[0], 1), -mt], 1)
@@ -127,7 +142,7 @@ def test_binary_case_is_the_closed_form():
 
 
 @pytest.mark.parametrize("num_classes,row", [(3, [0.4, 0.0, 0.9]), (10, None), (100, None)])
-def test_matches_the_monte_carlo_definition(num_classes, row):
+def test_matches_the_monte_carlo_definition(backend, num_classes, row):
     # A seeded 10^6-sample estimate of P(argmax(s + sigma eps) = y) agrees within 4 standard errors.
     gen = torch.Generator().manual_seed(num_classes)
     if row:
@@ -155,7 +170,7 @@ def make_inputs(b=5, c=6, seed=0, scale=2.0):
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"log_loss": True}, {"margin": 1.0}, {"standardize": True}])
-def test_gradcheck_logits_and_sigma(kwargs):
+def test_gradcheck_logits_and_sigma(backend, kwargs):
     logits, target = make_inputs()
     x = logits.clone().requires_grad_(True)
     sigma = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
@@ -165,7 +180,7 @@ def test_gradcheck_logits_and_sigma(kwargs):
                                     (x, per_sample))
 
 
-def test_second_derivatives_for_double_backprop():
+def test_second_derivatives_for_double_backprop(backend):
     # create_graph=True (a gradient penalty) differentiates the quadrature at fixed nodes by autograd.
     logits, target = make_inputs(b=4, c=6, seed=10)
     x = logits.clone().requires_grad_(True)
@@ -174,14 +189,14 @@ def test_second_derivatives_for_double_backprop():
     assert torch.autograd.gradgradcheck(lambda a: exact(a, target, sigma=0.2, log_loss=True), (x,))
 
 
-def test_gradcheck_many_classes_and_tail():
+def test_gradcheck_many_classes_and_tail(backend):
     logits, target = make_inputs(b=3, c=30, seed=3, scale=6.0)
     x = logits.clone().requires_grad_(True)
     for sigma in (0.3, 3.0):
         assert torch.autograd.gradcheck(lambda a: exact(a, target, sigma=sigma, log_loss=True), (x,))
 
 
-def test_clipped_margins_get_no_gradient():
+def test_clipped_margins_get_no_gradient(backend):
     logits = torch.tensor([[3.0, 0.0, 2.5, -4.0]], dtype=torch.float64, requires_grad=True)
     exact(logits, torch.tensor([0]), margin=1.0).backward()
     # s_0 - s_j = 3, 0.5, 7: rivals 1 and 3 are clipped at the margin, rival 2 is not.
@@ -197,7 +212,7 @@ def test_margin_clipping_is_min_of_margin_and_difference():
     torch.testing.assert_close(clipped, exact(x, target, sigma=0.6, reduction="none"))
 
 
-def test_per_sample_sigma_equals_row_by_row_calls():
+def test_per_sample_sigma_equals_row_by_row_calls(backend):
     logits, target = make_inputs(b=4, c=7, seed=5)
     sigma = torch.tensor([0.2, 1.0, 3.0, 0.05], dtype=torch.float64)
     rows = torch.stack([exact(logits[i:i + 1], target[i:i + 1], sigma=float(sigma[i])) for i in range(4)])
@@ -217,14 +232,14 @@ def test_standardize_uses_one_mean_and_std_of_the_non_ignored_logits():
     )
 
 
-def test_standardize_with_equal_logits_has_finite_gradients():
+def test_standardize_with_equal_logits_has_finite_gradients(backend):
     x = torch.zeros(4, 3, requires_grad=True)
     loss = exact(x, torch.tensor([0, 1, 2, 0]), standardize=True)
     loss.backward()
     assert loss.item() == pytest.approx(2 / 3, abs=1e-6) and torch.isfinite(x.grad).all()
 
 
-def test_extreme_margins_stay_finite_and_keep_relative_precision():
+def test_extreme_margins_stay_finite_and_keep_relative_precision(backend):
     # One rival 1000 sigma ahead, the rest 1000 sigma behind: P = Phi(-1000 / sqrt 2) to first order.
     logits = torch.tensor([[0.0, 1000.0] + [-1000.0] * 8], dtype=torch.float64, requires_grad=True)
     log_p = -exact(logits, torch.tensor([0]), log_loss=True)
@@ -238,7 +253,7 @@ def test_extreme_margins_stay_finite_and_keep_relative_precision():
         assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
 
 
-def test_more_nodes_change_nothing_at_a_thousand_classes():
+def test_more_nodes_change_nothing_at_a_thousand_classes(backend):
     gen = torch.Generator().manual_seed(7)
     logits = torch.randn(8, 1000, generator=gen, dtype=torch.float64)
     logits[:4, 0] += 4.0
@@ -248,7 +263,7 @@ def test_more_nodes_change_nothing_at_a_thousand_classes():
     torch.testing.assert_close(default, many, atol=2e-6, rtol=0)
 
 
-def test_blocks_of_rows_give_the_same_result(monkeypatch):
+def test_blocks_of_rows_give_the_same_result(torch_path, monkeypatch):
     logits, target = make_inputs(b=9, c=12, seed=8)
     x = logits.clone().requires_grad_(True)
     whole = exact(x, target)
@@ -260,7 +275,7 @@ def test_blocks_of_rows_give_the_same_result(monkeypatch):
     torch.testing.assert_close(g_blocked, g_whole)
 
 
-def test_scratch_buffers_across_inference_mode_threads_and_dtypes():
+def test_scratch_buffers_across_inference_mode_threads_and_dtypes(torch_path):
     # The node pass keeps its temporaries between calls: results must not depend on the calls
     # before (other shapes, dtypes, inference mode, threads), and none of them may leak out.
     import threading
@@ -308,7 +323,7 @@ def rival_margins_of(logits: torch.Tensor, target: torch.Tensor, sigma: float) -
 
 
 @pytest.mark.parametrize("sigma", [0.3, 0.05, 0.01])
-def test_small_sigma_matches_reference(sigma):
+def test_small_sigma_matches_reference(backend, sigma):
     # Late in the sigma schedule: margins of hundreds, most rivals saturated at every node (left
     # out of the node pass), the wrong predictions deep in the tail (the asymptotic series).
     logits, target = trained_logits(24, 30, seed=11)
@@ -328,7 +343,7 @@ def full_node_pass(x_mu, offsets):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_saturated_rivals_left_out_change_nothing(monkeypatch, dtype):
+def test_saturated_rivals_left_out_change_nothing(torch_path, monkeypatch, dtype):
     logits, target = trained_logits(32, 60, seed=12, dtype=dtype)
     compacted = []
     drop = quadrature._drop_saturated
@@ -356,7 +371,7 @@ def test_saturated_rivals_left_out_change_nothing(monkeypatch, dtype):
     torch.testing.assert_close(grad, grad_full, rtol=0, atol=rtol * float(grad_full.abs().max()))
 
 
-def test_gradcheck_with_saturated_rivals_left_out(monkeypatch):
+def test_gradcheck_with_saturated_rivals_left_out(torch_path, monkeypatch):
     logits, target = trained_logits(6, 12, seed=13)
     compacted = []
     drop = quadrature._drop_saturated

@@ -61,6 +61,8 @@ from fractions import Fraction
 
 import torch
 
+from lossbench.losses import _exact_native
+
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT2 = 1.0 / _SQRT2
 _LOG_INV_SQRT_2PI = -0.5 * math.log(2.0 * math.pi)
@@ -496,7 +498,10 @@ def _log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, n
 
     No autograd: the gradient is the quadrature of the gradient integrand at the same nodes.  Its
     true column is 0 or below 1e-37 (the sentinel's floor): the true class's margin is no variable.
+    On CPU the fused kernel of ``_exact_native`` does the same where it applies.
     """
+    if _exact_native.applies(m, num_nodes):
+        return _exact_native.log_p_and_grad(m, true_class, num_nodes, need_grad)
     base = _columns(m, true_class)
     steps = _steps(m.shape[1], m.dtype, m.device)
     mu, curvature = _mode(base, steps)

@@ -1,0 +1,171 @@
+"""The EXACT quadrature as one fused CPU kernel (``_exact_kernel.c``), compiled on first use.
+
+The PyTorch implementation in ``_exact_quadrature`` runs a few hundred tensor ops per call; at
+ten classes their fixed cost is most of the time, and at a hundred the dozen passes over the
+node terms are.  The kernel computes the same rule row by row with every row's terms in cache:
+about 8x faster at 10 and 100 classes (``benchmarks/bench_exact.py``).
+
+The C source is compiled with the system's C compiler (``$CC``, else ``cc``) into
+``$LOSSBENCH_KERNEL_DIR`` (else ``~/.cache/lossbench/kernels``) under a name that hashes the
+source, the flags, the compiler and the CPU, and loaded with ctypes (no Python headers needed; the
+call releases the GIL).  Where that fails (no compiler, an old glibc without vectorised ``erfc``)
+a warning says why and the PyTorch path is used.  ``LOSSBENCH_EXACT_KERNEL=0`` turns the kernel
+off.  It serves float32 and float64 CPU tensors; others (CUDA, half) take the PyTorch path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("_exact_kernel.c")
+KERNEL_DIR_ENV = "LOSSBENCH_KERNEL_DIR"
+SWITCH_ENV = "LOSSBENCH_EXACT_KERNEL"
+# No -ffast-math: it assumes no inf/nan and, linked into a shared library, sets flush-to-zero for
+# the whole process.  -fopenmp links the libgomp that PyTorch has loaded (one thread pool).
+FLAGS = ("-O3", "-march=native", "-fPIC", "-fopenmp", "-fno-math-errno", "-fno-trapping-math")
+LINK = ("-shared", "-fopenmp", "-lmvec", "-lm")
+MAX_HALF_NODES = 128  # the kernel keeps a row's node sums on the stack
+# Below this many (row, node, class) terms one thread does the call (no fork/join).
+_PARALLEL_TERMS = 1 << 15
+
+# Tests and benchmarks flip this to compare with the PyTorch path.
+enabled = os.environ.get(SWITCH_ENV, "1") != "0"
+
+_LOCK = threading.Lock()
+_STATE: dict[str, object] = {}
+
+
+def _kernel_dir() -> Path:
+    env = os.environ.get(KERNEL_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "lossbench" / "kernels"
+
+
+def _cpu_signature() -> str:
+    """The CPU's model and feature flags: a library built with -march=native runs only there."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    keep = [line for line in text.splitlines() if line.startswith(("model name", "flags", "Features"))]
+    return "\n".join(sorted(set(keep)))
+
+
+def _build(compiler: str) -> Path:
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256(
+        "\0".join([SOURCE.read_text(), " ".join(FLAGS + LINK), version, platform.machine(), _cpu_signature()]).encode()
+    ).hexdigest()[:16]
+    target = _kernel_dir() / f"exact-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        objects = []
+        for name, defines in (("f32", ()), ("f64", ("-DREAL_DOUBLE",))):
+            obj = Path(tmp) / f"{name}.o"
+            _run([compiler, *FLAGS, *defines, "-c", str(SOURCE), "-o", str(obj)])
+            objects.append(str(obj))
+        library = Path(tmp) / "exact.so"
+        _run([compiler, *objects, *LINK, "-o", str(library)])
+        os.replace(library, target)  # atomic: concurrent builders write the same bytes
+    return target
+
+
+def _run(command: list[str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr.strip()}")
+
+
+def _declare(library: ctypes.CDLL) -> dict[torch.dtype, ctypes._CFuncPtr]:
+    functions = {}
+    for dtype, name in ((torch.float32, "lossbench_exact_rows_f32"), (torch.float64, "lossbench_exact_rows_f64")):
+        fn = getattr(library, name)
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        fn.argtypes = [p, p, i64, i64, ctypes.c_int, p, p, p, p, p, p, p, ctypes.c_int]
+        fn.restype = ctypes.c_int
+        functions[dtype] = fn
+    return functions
+
+
+def kernel() -> dict[torch.dtype, ctypes._CFuncPtr] | None:
+    """The kernel's entry points per dtype, building them on first use; None where unavailable."""
+    if "functions" in _STATE:
+        return _STATE["functions"]
+    with _LOCK:
+        if "functions" not in _STATE:
+            _STATE["functions"] = None
+            compiler = os.environ.get("CC") or "cc"
+            try:
+                if shutil.which(compiler) is None:
+                    raise RuntimeError(f"no C compiler {compiler!r} on PATH (set $CC)")
+                _STATE["functions"] = _declare(ctypes.CDLL(str(_build(compiler))))
+            except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+                _STATE["error"] = str(error)
+                warnings.warn(
+                    f"lossbench: the fused EXACT kernel is unavailable, using the slower PyTorch path: {error}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+    return _STATE["functions"]
+
+
+def unavailable_reason() -> str | None:
+    """Why :func:`kernel` returned None (after it was called), else None."""
+    return _STATE.get("error")
+
+
+@functools.lru_cache(maxsize=None)
+def _hermite_tables(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from lossbench.losses._exact_quadrature import _half_range_hermite_cpu
+
+    nodes, weights = _half_range_hermite_cpu(n)
+    return nodes.contiguous(), (torch.log(weights) + nodes**2).contiguous()
+
+
+def applies(m: torch.Tensor, num_nodes: int) -> bool:
+    return (
+        enabled
+        and m.device.type == "cpu"
+        and m.dtype in (torch.float32, torch.float64)
+        and m.shape[1] >= 3
+        and num_nodes // 2 <= MAX_HALF_NODES
+        and kernel() is not None
+    )
+
+
+def log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, need_grad: bool):
+    """As ``_exact_quadrature._log_p_and_grad``, by the kernel (see :func:`applies`)."""
+    m = m.detach().contiguous()
+    target = true_class.detach().to(torch.int64).contiguous()
+    b, c = m.shape
+    n = num_nodes // 2
+    log_p = m.new_empty(b)
+    grad = m.new_empty(b, c) if need_grad else None
+    mu = m.new_empty(b)
+    offsets = m.new_empty(b, 2 * n)
+    log_weights = m.new_empty(b, 2 * n)
+    nodes, log_w = _hermite_tables(n)
+    threads = torch.get_num_threads() if b * c * num_nodes >= _PARALLEL_TERMS else 1
+    status = kernel()[m.dtype](
+        m.data_ptr(), target.data_ptr(), b, c, n, nodes.data_ptr(), log_w.data_ptr(), log_p.data_ptr(),
+        grad.data_ptr() if grad is not None else None, mu.data_ptr(), offsets.data_ptr(),
+        log_weights.data_ptr(), threads,
+    )  # fmt: skip
+    if status:
+        raise MemoryError(f"the EXACT kernel could not allocate its work space for {c} classes")
+    return log_p, grad, (mu, offsets, log_weights)
