@@ -24,6 +24,9 @@ measured, and how:
 - the same forward+backward on the logits of a trained model (the true class 3 ahead of ``N(0, 1)``
   logits) for ``sigma`` along the paper's schedule (1, 0.1, 0.01): with a small ``sigma`` most rivals
   are saturated at every node and the wrong predictions lie far in the tail.
+- on CPU, every timing table adds "exact (PyTorch path)": the same loss with the fused kernel
+  (``lossbench.losses._exact_native``) switched off, the implementation used on CUDA and where no
+  C compiler is available.
 - ``--baseline REF``: every timing table adds the loss with the quadrature module of git revision
   ``REF`` (``src/lossbench/losses/_exact_quadrature.py``, through its ``log_win_probability``), run
   in the same rounds: before/after ratios from one run.
@@ -48,7 +51,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lossbench.losses import exact
+from lossbench.losses import _exact_native, exact
 from lossbench.losses._validation import reduce, softmax_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,6 +178,23 @@ def baseline_exact(ref: str) -> Callable[..., torch.Tensor]:
     return loss
 
 
+def pytorch_path(loss_fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``loss_fn`` with the fused CPU kernel switched off (the backward needs no switch: the forward
+    computes the gradient)."""
+
+    def loss(*args, **kwargs) -> torch.Tensor:
+        previous, _exact_native.enabled = _exact_native.enabled, False
+        try:
+            return loss_fn(*args, **kwargs)
+        finally:
+            _exact_native.enabled = previous
+
+    return loss
+
+
+EAGER = "exact (PyTorch path)"
+
+
 def print_table(title: str, columns: list[str], rows: dict[str, list[str]]) -> None:
     print(title)
     width = max(len(name) for name in rows)
@@ -192,6 +212,8 @@ def cell(med: dict[str, float], name: str) -> str:
 def speed_table(device: torch.device, rounds: int, baseline: tuple[str, Callable] | None) -> None:
     classes = (10, 100, 1000)
     names = ["cross_entropy", *(f"exact K={k}" for k in NODES)]
+    if device.type == "cpu":
+        names.append(f"{EAGER} K={DEFAULT_NODES}")
     if baseline:
         names.append(f"exact K={DEFAULT_NODES} @{baseline[0]}")
     names.append("genz mc N=16 (paper's estimator)")
@@ -203,8 +225,10 @@ def speed_table(device: torch.device, rounds: int, baseline: tuple[str, Callable
         candidates = {"cross_entropy": loss_step(F.cross_entropy, logits, target)}
         for k in NODES:
             candidates[f"exact K={k}"] = loss_step(lambda x, t, k=k: exact(x, t, num_nodes=k), logits, target)
+        if device.type == "cpu":
+            candidates[f"{EAGER} K={DEFAULT_NODES}"] = loss_step(pytorch_path(exact), logits, target)
         if baseline:
-            candidates[names[len(NODES) + 1]] = loss_step(baseline[1], logits, target)
+            candidates[f"exact K={DEFAULT_NODES} @{baseline[0]}"] = loss_step(baseline[1], logits, target)
         if c <= 100:
             candidates["genz mc N=16 (paper's estimator)"] = loss_step(genz_loss, logits, target)
         med = round_robin(candidates, rounds if c < 1000 else max(5, rounds // 3), device)
@@ -221,7 +245,8 @@ def speed_table(device: torch.device, rounds: int, baseline: tuple[str, Callable
 
 def trained_table(device: torch.device, rounds: int, baseline: tuple[str, Callable] | None) -> None:
     settings = [(c, sigma) for c in (10, 100, 1000) for sigma in (1.0, 0.1, 0.01)]
-    names = ["cross_entropy", "exact"] + ([f"exact @{baseline[0]}"] if baseline else [])
+    names = ["cross_entropy", "exact"] + ([EAGER] if device.type == "cpu" else [])
+    names += [f"exact @{baseline[0]}"] if baseline else []
     rows: dict[str, list[str]] = {name: [] for name in names}
     for c, sigma in settings:
         gen = torch.Generator().manual_seed(c)
@@ -233,8 +258,10 @@ def trained_table(device: torch.device, rounds: int, baseline: tuple[str, Callab
             "cross_entropy": loss_step(F.cross_entropy, logits, target),
             "exact": loss_step(lambda x, t: exact(x, t, sigma=sigma), logits, target),
         }
+        if device.type == "cpu":
+            candidates[EAGER] = loss_step(lambda x, t: pytorch_path(exact)(x, t, sigma=sigma), logits, target)
         if baseline:
-            candidates[names[2]] = loss_step(lambda x, t: baseline[1](x, t, sigma=sigma), logits, target)
+            candidates[names[-1]] = loss_step(lambda x, t: baseline[1](x, t, sigma=sigma), logits, target)
         med = round_robin(candidates, rounds if c < 1000 else max(5, rounds // 3), device)
         for name in names:
             rows[name].append(cell(med, name))
@@ -267,6 +294,8 @@ def mlp_step_table(device: torch.device, rounds: int, baseline: tuple[str, Calla
         return step
 
     candidates = {"cross_entropy": make(F.cross_entropy), "exact": make(exact)}
+    if device.type == "cpu":
+        candidates[EAGER] = make(pytorch_path(exact))
     if baseline:
         candidates[f"exact @{baseline[0]}"] = make(baseline[1])
     med = round_robin(candidates, rounds, device)
@@ -373,6 +402,8 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads of {os.cpu_count()} cores, "
         f"load average before {os.getloadavg()[0]:.2f}{gpu}"
     )
+    kernel = "fused kernel" if _exact_native.kernel() else f"PyTorch ({_exact_native.unavailable_reason()})"
+    print(f"EXACT on CPU: {kernel}")
     baseline = (args.baseline, baseline_exact(args.baseline)) if args.baseline else None
     for device in [torch.device("cpu")] + ([torch.device("cuda")] if cuda else []):
         speed_table(device, args.rounds, baseline)

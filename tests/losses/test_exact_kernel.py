@@ -1,0 +1,153 @@
+"""The fused CPU kernel of EXACT against the PyTorch implementation, its build and its fallback.
+
+Both implementations are checked against the independent references in ``test_exact.py`` (each
+of those tests runs through both); here they are compared with each other on inputs that reach
+every branch of the kernel: few and many rivals (the two layouts of the node terms), rivals
+saturated at every node, the far tail, the node counts, threads.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from lossbench.losses import _exact_native, exact
+from lossbench.losses._exact_quadrature import _log_p_and_grad
+
+needs_kernel = pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler on this machine"
+)
+
+
+@pytest.fixture
+def kernel():
+    if _exact_native.kernel() is None:
+        pytest.fail(f"a C compiler is here but the kernel did not build: {_exact_native.unavailable_reason()}")
+
+
+def both_paths(m: torch.Tensor, target: torch.Tensor, num_nodes: int = 16, need_grad: bool = True):
+    assert _exact_native.applies(m, num_nodes)
+    native = _exact_native.log_p_and_grad(m, target, num_nodes, need_grad)
+    previous, _exact_native.enabled = _exact_native.enabled, False
+    try:
+        eager = _log_p_and_grad(m, target, num_nodes, need_grad)
+    finally:
+        _exact_native.enabled = previous
+    return native, eager
+
+
+def margins(b: int, c: int, scale: float, dtype: torch.dtype, seed: int, ahead: float = 0.0):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, c, generator=gen, dtype=dtype) * scale
+    target = torch.randint(0, c, (b,), generator=gen)
+    logits[torch.arange(b), target] += ahead
+    return logits.gather(1, target[:, None]) - logits, target
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("c", [3, 5, 9, 10, 32, 33, 34, 100, 1000])
+@pytest.mark.parametrize("scale,ahead", [(0.2, 0.0), (1.0, 0.0), (4.0, 2.0), (30.0, 0.0), (100.0, 5.0)])
+def test_kernel_equals_the_pytorch_path(kernel, dtype, c, scale, ahead):
+    # scale 0.2: every rival in play; 30 and 100 (a small sigma): rivals saturated at every node
+    # are left out and the wrong predictions lie far in the tail (log P down to about -1e4).
+    m, target = margins(32 if c < 1000 else 8, c, scale, dtype, seed=c, ahead=ahead)
+    (log_p, grad, rule), (log_p_ref, grad_ref, _) = both_paths(m, target)
+    assert torch.isfinite(log_p).all() and torch.isfinite(grad).all()
+    p_tol, rel_tol = (1e-8, 1e-6) if dtype == torch.float64 else (2e-6, 1e-4)
+    torch.testing.assert_close(log_p.exp(), log_p_ref.exp(), rtol=0, atol=p_tol)
+    tail = log_p_ref < -0.7  # P < 1/2: the relative error of -log P
+    assert ((log_p[tail] - log_p_ref[tail]).abs() <= rel_tol * log_p_ref[tail].abs()).all()
+    scale_g = grad_ref.abs().amax(1, keepdim=True).clamp_min(1.0)
+    torch.testing.assert_close(grad / scale_g, grad_ref / scale_g, rtol=0, atol=10 * rel_tol)
+    assert (grad.gather(1, target[:, None]) == 0).all()  # the true class's margin is no variable
+    mu, offsets, log_weights = rule
+    assert mu.shape == (m.shape[0],) and offsets.shape == log_weights.shape == (m.shape[0], 16)
+
+
+@needs_kernel
+@pytest.mark.parametrize("num_nodes,tol", [(2, 3e-2), (6, 1e-4), (16, 1e-7), (48, 1e-7)])
+def test_node_counts(kernel, num_nodes, tol):
+    # The two implementations stop Newton's method at slightly different modes; with few nodes
+    # the rule's result depends on where it is centred (its error: see bench_exact's table).
+    m, target = margins(16, 12, 1.0, torch.float64, seed=num_nodes)
+    (log_p, grad, _), (log_p_ref, grad_ref, _) = both_paths(m, target, num_nodes)
+    torch.testing.assert_close(log_p, log_p_ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(grad, grad_ref, rtol=10 * tol, atol=10 * tol)
+
+
+@needs_kernel
+def test_value_without_gradient_and_threads_change_nothing(kernel, monkeypatch):
+    m, target = margins(64, 40, 1.0, torch.float32, seed=7)
+    log_p, grad, _ = _exact_native.log_p_and_grad(m, target, 16, True)
+    value_only, none, _ = _exact_native.log_p_and_grad(m, target, 16, False)
+    assert none is None and torch.equal(value_only, log_p)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(_exact_native, "_PARALLEL_TERMS", 0)  # rows split between threads
+    try:
+        torch.set_num_threads(2)
+        log_p2, grad2, _ = _exact_native.log_p_and_grad(m, target, 16, True)
+        with torch.inference_mode():
+            log_p3, _, _ = _exact_native.log_p_and_grad(m, target, 16, False)
+    finally:
+        torch.set_num_threads(threads)
+    # every row is computed alone, by the same code: the same bits whatever the split
+    assert torch.equal(log_p2, log_p) and torch.equal(grad2, grad) and torch.equal(log_p3, log_p)
+
+
+@needs_kernel
+def test_loss_through_the_kernel_on_strided_logits(kernel):
+    logits = torch.randn(20, 7, dtype=torch.float64).t().contiguous().t()  # column-major
+    target = torch.randint(0, 7, (20,))
+    assert not logits.is_contiguous()
+    x = logits.clone().requires_grad_(True)
+    exact(x, target, log_loss=True).backward()
+    y = logits.contiguous().requires_grad_(True)
+    exact(y, target, log_loss=True).backward()
+    torch.testing.assert_close(x.grad, y.grad, rtol=0, atol=0)
+
+
+@needs_kernel
+def test_build_is_cached_by_content(kernel, tmp_path, monkeypatch):
+    monkeypatch.setenv(_exact_native.KERNEL_DIR_ENV, str(tmp_path))
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    first = _exact_native._build(compiler)
+    stamp = first.stat().st_mtime_ns
+    assert first.parent == tmp_path and first.name.startswith("exact-")
+    assert _exact_native._build(compiler) == first and first.stat().st_mtime_ns == stamp  # not rebuilt
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left
+
+
+def test_without_a_compiler_the_pytorch_path_is_used_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setattr(_exact_native, "_STATE", {})  # as if nothing had been built in this process
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv(_exact_native.KERNEL_DIR_ENV, str(tmp_path / "kernels"))
+    logits, target = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 5, (8,))
+    with pytest.warns(RuntimeWarning, match="EXACT kernel is unavailable.*no-such-compiler"):
+        loss = exact(logits, target, reduction="none")
+    assert _exact_native.kernel() is None and "no-such-compiler" in _exact_native.unavailable_reason()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once, not on every call
+        again = exact(logits, target, reduction="none")
+    torch.testing.assert_close(loss, again)
+
+
+def test_a_failing_compiler_reports_its_error(tmp_path, monkeypatch):
+    fake = tmp_path / "cc"
+    fake.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "cc (fake) 1.0" && exit 0\necho "fatal: out of disk" >&2; exit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(_exact_native, "_STATE", {})
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setenv(_exact_native.KERNEL_DIR_ENV, str(tmp_path / "kernels"))
+    with pytest.warns(RuntimeWarning, match="out of disk"):
+        assert _exact_native.kernel() is None
+
+
+def test_other_tensors_take_the_pytorch_path():
+    m = torch.zeros(4, 5)
+    assert not _exact_native.applies(m.half(), 16)
+    assert not _exact_native.applies(m[:, :2], 16)  # two classes: the closed form
+    assert not _exact_native.applies(m, 2 * (_exact_native.MAX_HALF_NODES + 1))
