@@ -45,8 +45,10 @@ allocated afresh on each call, they cost a page fault per 4 KiB page, a third of
 classes.  Newton's later
 iterations take only the rows not yet converged when there are many terms.
 
-On CPU the cost is mostly ``erfc`` and ``exp`` (one each per term) and, at few classes, the
-fixed cost of a few hundred small tensor ops.  ``torch.compile`` of the node pass was tried (torch
+This module is the PyTorch implementation (CUDA, half precision, and CPU where the fused kernel of
+``_exact_native`` cannot be built); on CPU the kernel runs the same rule row by row, several
+times faster.  Here the cost is mostly ``erfc`` and ``exp`` (one each per term) and, at few
+classes, the fixed cost of a few hundred small tensor ops.  ``torch.compile`` of the node pass was tried (torch
 2.13, inductor's C++ backend, ``dynamic=True``): 14 s to compile on first use, and then 1.6 to
 1.9 times slower than the same function run eagerly at 10 to 1000 classes (one thread), so it is
 not used.

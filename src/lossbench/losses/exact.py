@@ -52,7 +52,10 @@ def exact(
     ``benchmarks/bench_exact.py`` measures the accuracy/speed trade-off of ``num_nodes``.  The
     gradient with respect to the margins is integrated in the same pass (hand-written backward,
     memory ``O(B C)``); gradients reach the logits and ``sigma``, and double backprop (a gradient
-    penalty) works.
+    penalty) works.  On CPU (float32/float64) the quadrature runs as one fused C kernel, compiled
+    with the system's C compiler on first use and cached; where none is available (a warning
+    says why), on CUDA and in half precision it runs as PyTorch operations.  Both compute the same
+    rule (see ``_exact_native``; ``LOSSBENCH_EXACT_KERNEL=0`` turns the kernel off).
 
     The paper's recipe, each part optional:
 
