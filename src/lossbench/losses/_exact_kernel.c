@@ -68,6 +68,8 @@ extern double log(double);
 #define LOG_INV_SQRT_2PI -0.91893853320467274178
 #define LOG_2_SQRT_PI 1.26551212348464539649
 #define SECANT 4.5
+/* log F is the log of the product of Phi where that product (in double) stays above this. */
+#define PRODUCT_FLOOR 1e-290
 #define NEWTON_TOL 1.0
 #define NEWTON_MAX_ITER 50
 
@@ -85,10 +87,14 @@ static void tail_terms(double x, REAL *lam, REAL *log_phi) {
   if (log_phi) *log_phi = (REAL)(series - log(x) - x * x - LOG_2_SQRT_PI);
 }
 
-/* lam(u) at x_i = center_i - shift, i < n (a multiple of WIDTH), and log Phi(u) when log_phi is
-   given; x is clamped up to the saturation point (log Phi = 0 exactly, lam ~ 1e-37 in float), so
-   that nothing leaves the normal floats, and written to x.  Loops without branches: vectorised. */
-static void phi_terms(const REAL *center, REAL shift, int n, REAL *x, REAL *lam, REAL *log_phi) {
+enum { LAM_ONLY, WITH_LOG, WITH_VALUE };
+
+/* lam(u) at x_i = center_i - shift, i < n (a multiple of WIDTH), and per mode nothing else,
+   log Phi(u) or Phi(u) itself in phi.  Returns whether phi holds logs: with WITH_VALUE, logs
+   where some x is past the switch point (Phi no longer a normal float).  x is clamped up to the
+   saturation point (log Phi = 0 exactly, lam ~ 1e-37 in float), so that nothing leaves the
+   normal floats, and written to x.  Loops without branches: vectorised. */
+static int phi_terms(const REAL *center, REAL shift, int n, REAL *x, REAL *lam, REAL *phi, int mode) {
   REAL high = (REAL)SATURATED;
 #pragma omp simd reduction(max : high)
   for (int i = 0; i < n; ++i) {
@@ -97,26 +103,31 @@ static void phi_terms(const REAL *center, REAL shift, int n, REAL *x, REAL *lam,
     high = xi > high ? xi : high;
     x[i] = xi;
   }
-  if (log_phi) {
-#pragma omp simd
-    for (int i = 0; i < n; ++i) {
-      REAL body = x[i] < (REAL)TAIL_START ? x[i] : (REAL)TAIL_START;
-      REAL phi = (REAL)0.5 * ERFC(body);
-      lam[i] = EXP((REAL)LOG_INV_SQRT_2PI - body * body) / phi;
-      log_phi[i] = phi;
-    }
-#pragma omp simd
-    for (int i = 0; i < n; ++i) log_phi[i] = LOG(log_phi[i]);
-  } else {
+  if (mode == LAM_ONLY) {
 #pragma omp simd
     for (int i = 0; i < n; ++i) {
       REAL body = x[i] < (REAL)TAIL_START ? x[i] : (REAL)TAIL_START;
       lam[i] = EXP((REAL)LOG_INV_SQRT_2PI - body * body) / ((REAL)0.5 * ERFC(body));
     }
+  } else {
+#pragma omp simd
+    for (int i = 0; i < n; ++i) {
+      REAL body = x[i] < (REAL)TAIL_START ? x[i] : (REAL)TAIL_START;
+      REAL value = (REAL)0.5 * ERFC(body);
+      lam[i] = EXP((REAL)LOG_INV_SQRT_2PI - body * body) / value;
+      phi[i] = value;
+    }
   }
-  if (high > (REAL)TAIL_START) /* rows far in the tail: a small sigma and a wrong prediction */
+  const int tail = high > (REAL)TAIL_START; /* rows far in the tail: a small sigma and a wrong prediction */
+  const int logs = mode == WITH_LOG || (mode == WITH_VALUE && tail);
+  if (logs) {
+#pragma omp simd
+    for (int i = 0; i < n; ++i) phi[i] = LOG(phi[i]);
+  }
+  if (tail)
     for (int i = 0; i < n; ++i)
-      if (x[i] > (REAL)TAIL_START) tail_terms(x[i], &lam[i], log_phi ? &log_phi[i] : NULL);
+      if (x[i] > (REAL)TAIL_START) tail_terms(x[i], &lam[i], logs ? &phi[i] : NULL);
+  return logs;
 }
 
 /* lam and log Phi of the true class's factor Phi(-t): x = t / sqrt2, in double. */
@@ -195,7 +206,7 @@ static double newton_start(const REAL *xr, int rp) {
 
 /* log h at t = mu + offset from the rivals' x at mu (xm, rp entries); buffers of rp entries. */
 static double log_h_at(const REAL *xm, int rp, double mu, double offset, REAL *x, REAL *lam, REAL *log_phi) {
-  phi_terms(xm, (REAL)(offset * INV_SQRT2), rp, x, lam, log_phi);
+  phi_terms(xm, (REAL)(offset * INV_SQRT2), rp, x, lam, log_phi, WITH_LOG);
   double s = 0.0, log_f = 0.0;
 #pragma omp simd reduction(+ : s, log_f)
   for (int j = 0; j < rp; ++j) s += lam[j], log_f += log_phi[j];
@@ -219,12 +230,22 @@ static void node_terms(Nodes *nd, REAL *xm, const REAL *offsets, REAL *log_phi) 
     for (int j = nd->kept; j < nd->kept_p; ++j) xm[j] = SENTINEL;
     for (int k = 0; k < nd->k_nodes; ++k) {
       REAL *lk = nd->lam + (size_t)k * nd->kept_p, *vk = nd->v + (size_t)k * nd->kept_p;
-      phi_terms(xm, (REAL)(offsets[k] * INV_SQRT2), nd->kept_p, vk, lk, log_phi); /* vk: the clamped x */
-      double s = 0.0, log_f = 0.0;
-#pragma omp simd reduction(+ : s, log_f)
+      /* log F as the log of the product of Phi (one log per node, not per term) unless that
+         product leaves the normal doubles; vk: the clamped x, then u + lam */
+      REAL *phi = log_phi;
+      const int logs = phi_terms(xm, (REAL)(offsets[k] * INV_SQRT2), nd->kept_p, vk, lk, phi, WITH_VALUE);
+      double s = 0.0, product = 1.0;
+#pragma omp simd reduction(+ : s) reduction(* : product)
       for (int j = 0; j < nd->kept_p; ++j) {
-        s += lk[j], log_f += log_phi[j];
-        vk[j] = lk[j] - (REAL)SQRT2 * vk[j]; /* u + lam */
+        s += lk[j], product *= logs ? 1.0 : (double)phi[j];
+        vk[j] = lk[j] - (REAL)SQRT2 * vk[j];
+      }
+      double log_f = 0.0;
+      if (!logs && product >= PRODUCT_FLOOR) {
+        log_f = log(product);
+      } else { /* every partial product is at least the whole: none lost precision above the floor */
+#pragma omp simd reduction(+ : log_f)
+        for (int j = 0; j < nd->kept_p; ++j) log_f += logs ? phi[j] : LOG(phi[j]);
       }
       nd->s[k] = (REAL)s, nd->log_f[k] = (REAL)log_f;
     }
@@ -237,7 +258,7 @@ static void node_terms(Nodes *nd, REAL *xm, const REAL *offsets, REAL *log_phi) 
   }
   for (int j = 0; j < nd->kept; ++j) {
     REAL *lj = nd->lam + (size_t)j * nd->kp, *vj = nd->v + (size_t)j * nd->kp, *s = nd->s, *log_f = nd->log_f;
-    phi_terms(neg_shift, -xm[j], nd->kp, vj, lj, log_phi); /* vj: the clamped x */
+    phi_terms(neg_shift, -xm[j], nd->kp, vj, lj, log_phi, WITH_LOG); /* vj: the clamped x */
 #pragma omp simd
     for (int k = 0; k < nd->kp; ++k) {
       s[k] += lj[k], log_f[k] += log_phi[k];
@@ -281,7 +302,7 @@ static REAL one_row(const REAL *xr, const int64_t *idx, int r, int n, const doub
   /* Newton's method on log h; the curvature is floored at 1/2 (see _mode). */
   double t = newton_start(xr, rp), curvature = 1.0;
   for (int it = 0; it < NEWTON_MAX_ITER; ++it) {
-    phi_terms(xr, (REAL)(t * INV_SQRT2), rp, x, lam, NULL);
+    phi_terms(xr, (REAL)(t * INV_SQRT2), rp, x, lam, NULL, LAM_ONLY);
     double s = 0.0, big_p = 0.0, big_neg_q = 0.0;
 #pragma omp simd reduction(+ : s, big_p, big_neg_q)
     for (int j = 0; j < rp; ++j) {
@@ -329,7 +350,7 @@ static REAL one_row(const REAL *xr, const int64_t *idx, int r, int n, const doub
     true_center[k] = (REAL)((mu + offset) * INV_SQRT2);
     if (offset < low_offset) low_offset = offset;
   }
-  phi_terms(true_center, 0, kp, true_x, true_lam, true_log_phi);
+  phi_terms(true_center, 0, kp, true_x, true_lam, true_log_phi, WITH_LOG);
   *mu_out = (REAL)mu;
   /* Rivals saturated at every node (x below the saturation point at the leftmost node, where x
      is largest) add log Phi = 0 and lam < 1e-37: left out, with a zero gradient. */
