@@ -362,8 +362,8 @@ static REAL one_row(const REAL *xr, const int64_t *idx, int r, int n, const doub
               .k_nodes = k_nodes, .kp = kp};
   nd.v = node_lam + (size_t)(nd.by_node ? kept * kp : k_nodes * nd.kept_p);
   node_terms(&nd, xm, offsets_out, log_phi);
-  for (int k = 0; k < k_nodes; ++k) /* a node where every rival's lam underflows gets weight 0, not nan */
-    nd.s[k] = nd.s[k] >= TINY ? nd.s[k] : TINY;
+  for (int k = 0; k < kp; ++k) /* a node where every rival's lam underflows gets weight 0, not nan */
+    nd.s[k] = k >= k_nodes ? 1 : (nd.s[k] >= TINY ? nd.s[k] : TINY);
   REAL terms[MAX_NODES];
 #pragma omp simd
   for (int k = 0; k < kp; ++k) /* the padding nodes: far below the others, weight exp(-1e30) = 0 */
@@ -375,9 +375,11 @@ static REAL one_row(const REAL *xr, const int64_t *idx, int r, int n, const doub
   const double log_p = best + log(total);
   if (grad) {
     REAL omega[MAX_NODES], omega_per_s[MAX_NODES];
-    for (int k = 0; k < kp; ++k) {
-      omega[k] = k < k_nodes ? (REAL)exp(terms[k] - log_p) : 0;
-      omega_per_s[k] = k < k_nodes ? omega[k] / nd.s[k] : 0;
+    const REAL log_p_r = (REAL)log_p;
+#pragma omp simd
+    for (int k = 0; k < kp; ++k) { /* the padding nodes: exp(-1e30) = 0 */
+      omega[k] = EXP(terms[k] - log_p_r);
+      omega_per_s[k] = omega[k] / nd.s[k];
     }
     node_gradient(&nd, omega, omega_per_s, lam);
     for (int j = 0; j < kept; ++j) grad[kept_idx[j]] = lam[j];
