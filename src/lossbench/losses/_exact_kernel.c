@@ -368,17 +368,21 @@ static REAL one_row(const REAL *xr, const int64_t *idx, int r, int n, const doub
 #pragma omp simd
   for (int k = 0; k < kp; ++k) /* the padding nodes: far below the others, weight exp(-1e30) = 0 */
     terms[k] = k < k_nodes ? nd.log_f[k] + true_log_phi[k] + log_w_out[k] + LOG(nd.s[k]) : (REAL)-1e30;
-  REAL best = terms[0], total = 0;
+  /* log P by log-sum-exp; the node weights omega_k = exp(terms_k - log P) relative to the largest
+     term, so that a log P of -1e4 (the far tail) does not round them all alike */
+  REAL best = terms[0], total = 0, omega[MAX_NODES], omega_per_s[MAX_NODES];
   for (int k = 1; k < k_nodes; ++k) best = terms[k] > best ? terms[k] : best;
 #pragma omp simd reduction(+ : total)
-  for (int k = 0; k < kp; ++k) total += EXP(terms[k] - best);
+  for (int k = 0; k < kp; ++k) {
+    omega[k] = EXP(terms[k] - best);
+    total += omega[k];
+  }
   const double log_p = best + log(total);
   if (grad) {
-    REAL omega[MAX_NODES], omega_per_s[MAX_NODES];
-    const REAL log_p_r = (REAL)log_p;
+    const REAL inv_total = 1 / total;
 #pragma omp simd
-    for (int k = 0; k < kp; ++k) { /* the padding nodes: exp(-1e30) = 0 */
-      omega[k] = EXP(terms[k] - log_p_r);
+    for (int k = 0; k < kp; ++k) {
+      omega[k] *= inv_total;
       omega_per_s[k] = omega[k] / nd.s[k];
     }
     node_gradient(&nd, omega, omega_per_s, lam);
