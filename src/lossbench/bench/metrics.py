@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import (
-    multiclass_accuracy,
     multiclass_calibration_error,
     multiclass_f1_score,
     multiclass_recall,
@@ -41,10 +40,24 @@ def class_probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     return torch.softmax(logits, dim=1)
 
 
+def accuracy(probs: torch.Tensor, target: torch.Tensor) -> float:
+    """Micro accuracy of (N, C) probabilities against class indices, bit for bit as torchmetrics'
+    ``multiclass_accuracy(probs, target, average="micro")``: the arg-max of the probabilities,
+    then correct / total as a float32 division of two 0-d tensors on their device (0 for no
+    samples).  Written out because torchmetrics' generic path costs several times more, and the
+    curves score every epoch (tests/bench/test_metrics.py checks the two agree).
+    """
+    total = target.numel()
+    if total == 0:
+        return 0.0
+    correct = (probs.argmax(dim=1).reshape(-1) == target.reshape(-1)).sum().float()
+    return float(correct / torch.full_like(correct, total))
+
+
 def _multiclass(name: str, probs: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
     kw = {"num_classes": num_classes, "validate_args": False}
     if name == "accuracy":
-        return float(multiclass_accuracy(probs, target, average="micro", **kw))
+        return accuracy(probs, target)
     if name == "macro_f1":
         return float(multiclass_f1_score(probs, target, average="macro", **kw))
     if name == "balanced_accuracy":
