@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from lossbench.bench.metrics import accuracy, class_probabilities, compute_metrics
+from lossbench.bench.metrics import accuracy, all_finite, class_probabilities, compute_metrics
 
 
 def _torchmetrics_accuracy(probs: torch.Tensor, target: torch.Tensor) -> float:
@@ -40,3 +40,18 @@ def test_compute_metrics_accuracy_and_divergence():
     logits[0, 0] = float("nan")
     out = compute_metrics(logits, target, "multiclass", 2, ("accuracy",))
     assert out["diverged"] == 1.0 and out["accuracy"] != out["accuracy"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_all_finite_is_isfinite_all(dtype):
+    gen = torch.Generator().manual_seed(0)
+    assert all_finite(torch.empty(0, 3, dtype=dtype))
+    for shape in [(1, 1), (288, 10), (33, 7), (4097,), (3, 5, 2)]:
+        x = torch.randn(shape, generator=gen).to(dtype)
+        assert all_finite(x)
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            for flat in {0, x.numel() // 3, x.numel() - 1}:
+                y = x.clone()
+                y.view(-1)[flat] = bad
+                assert not all_finite(y) and not bool(torch.isfinite(y).all())
+                assert not all_finite(y.transpose(0, -1))  # non-contiguous

@@ -7,6 +7,8 @@ whether a tensor holds logits.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import (
@@ -27,6 +29,12 @@ LOWER_IS_BETTER = frozenset({"nll", "ece", "bce"})
 def selection_metric(requested: str, task: str) -> str:
     """The spec's selection metric where the task has it, else the task's headline metric."""
     return requested if requested in METRICS[task] else METRICS[task][0]
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether ``torch.isfinite(x).all()``, in two cheap ops instead of five: the maximum of
+    ``|x|`` is finite exactly when every entry is (the maximum propagates nan)."""
+    return x.numel() == 0 or math.isfinite(float(x.abs().max()))
 
 
 def class_probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
@@ -90,7 +98,7 @@ def compute_metrics(
     """
     names = METRICS[task] if names is None else names
     logits, target = logits.detach(), target.detach()
-    if not bool(torch.isfinite(logits).all()):
+    if not all_finite(logits):
         return {name: float("nan") for name in names} | {"diverged": 1.0}
     probs = class_probabilities(logits, task)
     metric = _multilabel if task == "multilabel" else _multiclass
