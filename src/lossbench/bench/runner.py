@@ -174,9 +174,10 @@ class Runner:
         missing = [seed for seed in self.seeds if seed not in done and seed not in queued]
         for seed in missing:
             unit.final.enqueue_trial(config, user_attrs={"seed": seed})
-        # Having just queued runs, there is one waiting; else look again (another worker may
-        # have taken the last one since the read above).
-        if not missing and not any(t.state == TrialState.WAITING for t in unit.final.get_trials(deepcopy=False)):
+        # The read above is fresh enough: nothing was written since, save the runs just queued.
+        # Should another worker take the last waiting run first, Optuna starts a trial without a
+        # seed, which the objective prunes.
+        if not missing and not any(t.state == TrialState.WAITING for t in final):
             return "waiting"
         unit.final.optimize(lambda trial: self._objective(unit, trial, "final"), n_trials=1)
         return "ran"
