@@ -6,9 +6,9 @@ seed) is timed four ways, interleaved, medians of the repeats:
   bare     a plain loop: randperm, slice, forward, loss, backward, step; one final evaluation
            (the loss is the method's own function, ``lossbench.losses.cross_entropy``, called
            directly: the method is not overhead, everything around it is)
-  bare+val the same loop evaluating the held-out split after every epoch (loss and accuracy),
-           the work behind the curves the engine stores: what the engine adds beyond that is
-           its machinery
+  bare+val the same loop evaluating the held-out split after every epoch (loss and accuracy,
+           the latter as a plain loop computes it: arg-max, compare, mean), the work behind the
+           curves the engine stores: what the engine adds beyond that is its machinery
   engine   lossbench's ``train_and_score``: the same run through ``lossbench.train.fit`` plus
            the per-epoch held-out curves and the torchmetrics scores the bench stores
   trial    a whole tuning trial through the runner: Optuna ask/tell on a SQLite file, the
@@ -33,7 +33,6 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-from torchmetrics.functional.classification import multiclass_accuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -86,7 +85,7 @@ def bare_loop(split, spec, seed, per_epoch_eval=False):
             with torch.no_grad():
                 model.eval()
                 logits = model(split.x_eval)
-                accuracy = multiclass_accuracy(logits, split.y_eval, num_classes=logits.shape[1], validate_args=False)
+                accuracy = (logits.argmax(1) == split.y_eval).float().mean()
                 curve.append((float(cross_entropy(logits, split.y_eval, validate=False)), float(accuracy)))
                 model.train()
     if per_epoch_eval:

@@ -116,8 +116,9 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
     ).to(split.x_fit.device)  # fmt: skip
     # No value checks on the hot path: the data were checked when loaded, and a diverging run
     # must produce non-finite logits (recorded as diverged), not an exception.
-    loss = method.build_loss(params, {"class_counts": split.class_counts.to(split.x_fit.device)}, task, validate=False)
-    loss = loss.to(split.x_fit.device)
+    adapter = method.build_loss(params, {"class_counts": split.class_counts.to(split.x_fit.device)}, task, validate=False)
+    loss = adapter.to(split.x_fit.device).unwrapped()
+    schedule = getattr(adapter.loss, "set_epoch", None)  # e.g. EXACT's sigma schedule, LDAM's deferred re-weighting
     metric = selection_metric(spec.selection_metric, task)
     curves: dict[str, list[float]] = {"train_loss": [], "heldout_loss": [], f"heldout_{metric}": []}
     last_logits: list[torch.Tensor] = []  # the last epoch's held-out logits are the final model's
@@ -130,11 +131,11 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
         curves["train_loss"].append(float(stats.get("loss", math.nan)))
         curves["heldout_loss"].append(heldout)
         curves[f"heldout_{metric}"].append(compute_metrics(logits, split.y_eval, task, num_classes, (metric,))[metric])
-        if hasattr(loss.loss, "set_epoch"):  # e.g. EXACT's sigma schedule, LDAM's deferred re-weighting
-            loss.loss.set_epoch(epoch + 1, spec.train.epochs)
+        if schedule is not None:
+            schedule(epoch + 1, spec.train.epochs)
 
-    if hasattr(loss.loss, "set_epoch"):
-        loss.loss.set_epoch(0, spec.train.epochs)
+    if schedule is not None:
+        schedule(0, spec.train.epochs)
     generator = torch.Generator().manual_seed(seed)
     fit(
         model,

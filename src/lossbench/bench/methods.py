@@ -119,13 +119,20 @@ class LossAdapter(nn.Module):
     def __init__(self, loss: nn.Module, signature: str, task: str) -> None:
         super().__init__()
         self.loss, self.signature, self.task = loss, signature, task
+        self._squeeze = signature == "sigmoid" and task == "multiclass"
+        self._sparse = signature == "multilabel_sparse"
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, reduction: str | None = None) -> torch.Tensor:
-        if self.signature == "sigmoid" and self.task == "multiclass":
+        if self._squeeze:
             logits = logits.squeeze(-1)
-        elif self.signature == "multilabel_sparse":
+        elif self._sparse:
             target = dense_to_index_lists(target)
         return self.loss(logits, target, reduction=reduction)
+
+    def unwrapped(self) -> nn.Module:
+        """The loss itself where it takes the bench's logits and targets as they are, else this
+        adapter: what a training loop should call (one module call fewer per step)."""
+        return self if self._squeeze or self._sparse else self.loss
 
 
 def dense_to_index_lists(target: torch.Tensor, pad: int = -100) -> torch.Tensor:

@@ -102,6 +102,7 @@ class Runner:
         register_spec(storage, spec)
         self.units = [self._unit(d, m) for d, m in resolved]
         self._done: dict[str, int] = {}
+        self._configs: dict[str, dict[str, Any]] = {}  # per unit, once stored in (or read from) storage
 
     def _validated(self, dataset: DatasetSpec, method_spec: MethodSpec) -> Method:
         method = resolve_method(method_spec)
@@ -170,10 +171,13 @@ class Runner:
         if len(done) == len(self.seeds):
             return "done"
         queued = {t.user_attrs.get("seed") for t in final if t.state in (TrialState.WAITING, TrialState.RUNNING)}
-        for seed in self.seeds:
-            if seed not in done and seed not in queued:
-                unit.final.enqueue_trial(config, user_attrs={"seed": seed})
-        if not any(t.state == TrialState.WAITING for t in unit.final.get_trials(deepcopy=False)):
+        missing = [seed for seed in self.seeds if seed not in done and seed not in queued]
+        for seed in missing:
+            unit.final.enqueue_trial(config, user_attrs={"seed": seed})
+        # The read above is fresh enough: nothing was written since, save the runs just queued.
+        # Should another worker take the last waiting run first, Optuna starts a trial without a
+        # seed, which the objective prunes.
+        if not missing and not any(t.state == TrialState.WAITING for t in final):
             return "waiting"
         unit.final.optimize(lambda trial: self._objective(unit, trial, "final"), n_trials=1)
         return "ran"
@@ -188,14 +192,18 @@ class Runner:
         unit.tune.optimize(lambda trial: self._objective(unit, trial, "tune"), n_trials=1)
 
     def _config(self, unit: Unit, budget: list[FrozenTrial]) -> dict[str, Any]:
+        if unit.label in self._configs:  # stored and checked already: the budget is final by now
+            return self._configs[unit.label]
         best = choose(budget)
-        stored = unit.final.user_attrs.get(CONFIG_ATTR)
+        attrs = unit.final.user_attrs  # one storage read
+        stored = attrs.get(CONFIG_ATTR)
         if stored is None:
             unit.final.set_user_attr(CONFIG_ATTR, best.params)
             unit.final.set_user_attr(CHOSEN_FROM_ATTR, best.number)
-            return best.params
-        if unit.final.user_attrs.get(CHOSEN_FROM_ATTR) != best.number:
+            stored = best.params
+        elif attrs.get(CHOSEN_FROM_ATTR) != best.number:
             raise SpecError(f"{unit.label}: the stored choice of configuration no longer matches its tuning trials")
+        self._configs[unit.label] = stored
         return stored
 
     def _objective(self, unit: Unit, trial: optuna.Trial, stage: str) -> float:

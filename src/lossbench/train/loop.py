@@ -140,6 +140,8 @@ def eval_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> to
     was_training = model.training
     model.eval()
     try:
+        if x.shape[0] <= batch_size:
+            return model(x)  # one batch: no concatenation copy
         return torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
     finally:
         model.train(was_training)

@@ -57,6 +57,7 @@ class TrainStep:
         if late:
             raise ValueError(f"per-sample transforms {late} must come first among the loss wrappers")
         self._per_sample = bool(self._objective) and self._objective[0].per_sample
+        self._needs_grads = bool(self._gradient) or self._update is not None
 
         in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
         if isinstance(loss, nn.Module):
@@ -91,15 +92,16 @@ class TrainStep:
             raise ValueError(f"the objective must be a scalar, got shape {tuple(value.shape)}")
         self.optimizer.zero_grad(set_to_none=True)
         value.backward()
-        grads = [p.grad for p in ctx.params if p.grad is not None]
-        for t in self._gradient:
-            t.gradients(grads, ctx)
+        if self._needs_grads:  # only transforms read the gradient list
+            grads = [p.grad for p in ctx.params if p.grad is not None]
+            for t in self._gradient:
+                t.gradients(grads, ctx)
         if self._update is None:
             self.optimizer.step()
         else:
             self._update.update(grads, ctx)
         ctx.stats["loss"] = raw
-        ctx.stats["objective"] = value.detach()
+        ctx.stats["objective"] = value.detach() if self._objective else raw  # unwrapped: the same value
         ctx.step += 1
         ctx.x = ctx.y = ctx.logits = None
         return ctx.stats

@@ -1,0 +1,57 @@
+"""The bench's own accuracy against torchmetrics', which it replaces for speed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchmetrics.functional.classification import multiclass_accuracy
+
+from lossbench.bench.metrics import accuracy, all_finite, class_probabilities, compute_metrics
+
+
+def _torchmetrics_accuracy(probs: torch.Tensor, target: torch.Tensor) -> float:
+    return float(multiclass_accuracy(probs, target, num_classes=probs.shape[1], average="micro", validate_args=False))
+
+
+@pytest.mark.parametrize("n,c", [(1, 2), (7, 2), (288, 10), (1001, 3), (5000, 37)])
+def test_accuracy_is_torchmetrics_bit_for_bit(n, c):
+    gen = torch.Generator().manual_seed(n * 100 + c)
+    for _ in range(5):
+        logits = torch.randn(n, c, generator=gen)
+        # Ties: repeated columns and coarse values, where the arg-max's tie-breaking decides.
+        logits[:, -1] = logits[:, 0]
+        logits[: n // 2] = logits[: n // 2].round()
+        target = torch.randint(0, c, (n,), generator=gen)
+        probs = class_probabilities(logits, "multiclass")
+        assert accuracy(probs, target) == _torchmetrics_accuracy(probs, target)
+
+
+def test_accuracy_of_a_single_binary_logit_and_of_no_samples():
+    logits, target = torch.tensor([[0.3], [-1.0], [0.0]]), torch.tensor([1, 1, 0])
+    probs = class_probabilities(logits, "multiclass")
+    assert accuracy(probs, target) == _torchmetrics_accuracy(probs, target)
+    empty = torch.empty(0, 3)
+    assert accuracy(empty, torch.empty(0, dtype=torch.long)) == 0.0
+
+
+def test_compute_metrics_accuracy_and_divergence():
+    logits, target = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]]), torch.tensor([0, 1, 1])
+    assert compute_metrics(logits, target, "multiclass", 2, ("accuracy",)) == {"accuracy": float(torch.tensor(2 / 3)), "diverged": 0.0}
+    logits[0, 0] = float("nan")
+    out = compute_metrics(logits, target, "multiclass", 2, ("accuracy",))
+    assert out["diverged"] == 1.0 and out["accuracy"] != out["accuracy"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_all_finite_is_isfinite_all(dtype):
+    gen = torch.Generator().manual_seed(0)
+    assert all_finite(torch.empty(0, 3, dtype=dtype))
+    for shape in [(1, 1), (288, 10), (33, 7), (4097,), (3, 5, 2)]:
+        x = torch.randn(shape, generator=gen).to(dtype)
+        assert all_finite(x)
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            for flat in {0, x.numel() // 3, x.numel() - 1}:
+                y = x.clone()
+                y.view(-1)[flat] = bad
+                assert not all_finite(y) and not bool(torch.isfinite(y).all())
+                assert not all_finite(y.transpose(0, -1))  # non-contiguous
