@@ -9,6 +9,7 @@ import time
 from collections import Counter
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from lossbench.bench.runner import budget_trials, evaluation_seeds, final_runs, run_record
@@ -43,6 +44,34 @@ def wait_for(predicate, timeout=180.0, poll=0.5):
             return True
         time.sleep(poll)
     return False
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_path, monkeypatch):
+    # study.ask creates a RUNNING trial without a heartbeat, as a worker killed between creating
+    # its trial and the heartbeat thread's first beat leaves it; Optuna alone never fails it.
+    import lossbench.bench.storage as storage_module
+    from lossbench.bench.runner import _fail_stale
+
+    storage = open_storage(default_storage_url(tmp_path), heartbeat_interval=10)
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    orphan = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+    _fail_stale(study)  # within the grace period (30 s): still running
+    assert study.get_trials()[0].state == TrialState.RUNNING
+
+    real = storage_module.datetime
+
+    class Later(real):
+        @classmethod
+        def now(cls, tz=None):
+            return real.now(tz) + storage_module.timedelta(seconds=31)
+
+    monkeypatch.setattr(storage_module, "datetime", Later)
+    _fail_stale(study)
+    dead, retry = study.get_trials()
+    assert dead.number == orphan.number and dead.state == TrialState.FAIL
+    assert retry.state == TrialState.WAITING and retry.params == dead.params
+    assert retry.system_attrs.get("failed_trial") == orphan.number
 
 
 def test_kill_minus_9_then_resume(tmp_path):

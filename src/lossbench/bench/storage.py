@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import warnings
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
@@ -50,9 +51,40 @@ def open_storage(url: str, heartbeat_interval: int | None = None) -> RDBStorage:
                     "grace_period": 3 * heartbeat_interval,
                     "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=3),
                 }
-            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            return HeartbeatStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as err:  # SQLAlchemy raises many kinds; all mean the same to the user
         raise SpecError(f"cannot open storage {url!r}: {type(err).__name__}: {err}") from err
+
+
+class HeartbeatStorage(RDBStorage):
+    """Optuna's RDB storage, where a trial that never recorded a heartbeat can also go stale.
+
+    A worker killed after ``ask`` created its trial but before the heartbeat thread's first beat
+    leaves a RUNNING trial without a heartbeat row, which Optuna never fails: the study would wait
+    on it for ever.  Here such a trial is stale once it started more than the grace period ago
+    (by the clocks of the worker that started it and the one checking, which should agree to
+    within the grace period), and is failed and retried like any other.
+    """
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        from optuna.storages._rdb import models  # the query Optuna's own check makes, widened
+
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
+        cutoff = datetime.now() - timedelta(seconds=grace)
+        session = self.scoped_session()
+        try:
+            running = (
+                session.query(models.TrialModel)
+                .filter(models.TrialModel.state == optuna.trial.TrialState.RUNNING)
+                .filter(models.TrialModel.study_id == study_id)
+                .filter(~models.TrialModel.heartbeats.any())
+                .all()
+            )
+            silent = [t.trial_id for t in running if t.datetime_start is not None and t.datetime_start < cutoff]
+        finally:
+            session.close()
+        return stale + [trial_id for trial_id in silent if trial_id not in stale]
 
 
 def _sqlite_connection(path: Path) -> sqlite3.Connection:
