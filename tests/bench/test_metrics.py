@@ -6,7 +6,8 @@ import pytest
 import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from lossbench.bench.metrics import accuracy, all_finite, class_probabilities, compute_metrics
+from lossbench.bench.metrics import accuracy, class_probabilities, compute_metrics
+from lossbench.losses._validation import all_finite
 
 
 def _torchmetrics_accuracy(probs: torch.Tensor, target: torch.Tensor) -> float:

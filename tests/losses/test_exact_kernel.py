@@ -151,3 +151,33 @@ def test_other_tensors_take_the_pytorch_path():
     assert not _exact_native.applies(m.half(), 16)
     assert not _exact_native.applies(m[:, :2], 16)  # two classes: the closed form
     assert not _exact_native.applies(m, 2 * (_exact_native.MAX_HALF_NODES + 1))
+
+
+def graph_nodes(t: torch.Tensor) -> set[str]:
+    seen, stack = set(), [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and type(node).__name__ not in seen:
+            seen.add(type(node).__name__)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return seen
+
+
+@needs_kernel
+@pytest.mark.parametrize("c,sigma", [(3, 1.0), (10, 0.3), (100, 2.0), (100, 0.01)])
+def test_margins_formed_in_the_kernel_equal_the_margins_path(kernel, c, sigma):
+    # Without margin clipping and with a float sigma the kernel takes the logits and returns their
+    # gradient; a clip that never binds sends the same loss through the margins' tensor.
+    logits, target = torch.randn(16, c, dtype=torch.float64) * 3, torch.randint(0, c, (16,))
+    x = logits.clone().requires_grad_(True)
+    fused = exact(x, target, sigma=sigma, log_loss=True, reduction="none")
+    assert "LogitsWinLogProbabilityBackward" in graph_nodes(fused)
+    fused.sum().backward()
+    z = logits.clone().requires_grad_(True)
+    general = exact(z, target, sigma=sigma, log_loss=True, reduction="none", margin=1e30)
+    general.sum().backward()
+    assert "LogitsWinLogProbabilityBackward" not in graph_nodes(general)
+    torch.testing.assert_close(fused, general, rtol=1e-12, atol=0)
+    torch.testing.assert_close(x.grad, z.grad, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda a: exact(a, target[:4], sigma=sigma), (logits[:4].clone().requires_grad_(True),))
+    assert torch.autograd.gradgradcheck(lambda a: exact(a, target[:4], sigma=sigma), (logits[:4].clone().requires_grad_(True),))

@@ -7,8 +7,6 @@ whether a tensor holds logits.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import (
@@ -18,6 +16,8 @@ from torchmetrics.functional.classification import (
     multilabel_average_precision,
     multilabel_f1_score,
 )
+
+from lossbench.losses._validation import all_finite
 
 METRICS = {
     "multiclass": ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece"),
@@ -29,12 +29,6 @@ LOWER_IS_BETTER = frozenset({"nll", "ece", "bce"})
 def selection_metric(requested: str, task: str) -> str:
     """The spec's selection metric where the task has it, else the task's headline metric."""
     return requested if requested in METRICS[task] else METRICS[task][0]
-
-
-def all_finite(x: torch.Tensor) -> bool:
-    """Whether ``torch.isfinite(x).all()``, in two cheap ops instead of five: the maximum of
-    ``|x|`` is finite exactly when every entry is (the maximum propagates nan)."""
-    return x.numel() == 0 or math.isfinite(float(x.abs().max()))
 
 
 def class_probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:

@@ -391,10 +391,13 @@ static REAL one_row(const REAL *xr, const int64_t *idx, int r, int n, const doub
   return (REAL)log_p;
 }
 
-/* Rows [0, b) of margins (B, C) with true classes target (B,): log_p (B,), grad (B, C) or NULL,
-   mu (B,), offsets and log_weights (B, 2 n).  2 n <= MAX_NODES.  Returns 0, or -1 if out of memory. */
-int SUFFIX(lossbench_exact_rows)(const REAL *margins, const int64_t *target, int64_t b, int64_t c, int n,
-                                 const double *hermite_x, const double *hermite_log_w, REAL *log_p,
+/* Rows [0, b) of scores (B, C) with true classes target (B,): log_p (B,), grad (B, C) or NULL,
+   mu (B,), offsets and log_weights (B, 2 n).  With scale = 0 the scores are the margins m (zero in
+   the true column) and grad is d log P / d m; with scale > 0 they are logits s, the margins are
+   m_j = (s_y - s_j) scale and grad is d log P / d s.  2 n <= MAX_NODES.  Returns 0, or -1 if out
+   of memory. */
+int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int64_t b, int64_t c, double scale,
+                                 int n, const double *hermite_x, const double *hermite_log_w, REAL *log_p,
                                  REAL *grad, REAL *mu, REAL *offsets, REAL *log_weights, int threads) {
   int failed = 0;
   const int r = (int)c - 1, rp = PAD(r), k_nodes = 2 * n;
@@ -413,17 +416,27 @@ int SUFFIX(lossbench_exact_rows)(const REAL *margins, const int64_t *target, int
       int64_t *idx = (int64_t *)(work + work_size), *kept_idx = idx + r;
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < b; ++i) {
-        const REAL *m = margins + i * c;
+        const REAL *row = scores + i * c;
+        const int64_t y = target[i];
+        const int logits = scale > 0;
+        /* x = -m_j / sqrt2 = (s_j - s_y) scale / sqrt2 from logits, else -m_j / sqrt2 */
+        const REAL top = logits && y >= 0 && y < c ? row[y] : 0;
+        const REAL factor = (REAL)(logits ? scale * INV_SQRT2 : -INV_SQRT2);
         REAL *g = grad ? grad + i * c : NULL;
         int j = 0;
         for (int64_t col = 0; col < c; ++col) {
           if (g) g[col] = 0;
-          if (col == target[i] || j == r) continue; /* j == r: the target is out of range */
-          xr[j] = -m[col] * (REAL)INV_SQRT2, idx[j] = col, ++j;
+          if (col == y || j == r) continue; /* j == r: the target is out of range */
+          xr[j] = (row[col] - top) * factor, idx[j] = col, ++j;
         }
         for (int pad = j; pad < rp; ++pad) xr[pad] = SENTINEL;
         log_p[i] = one_row(xr, idx, j, n, hermite_x, hermite_log_w, g, mu + i, offsets + i * k_nodes,
                            log_weights + i * k_nodes, work, kept_idx);
+        if (g && logits && y >= 0 && y < c) { /* d/ds_j = -scale d/dm_j for the rivals, d/ds_y = scale sum_j d/dm_j */
+          REAL total = 0;
+          for (int64_t col = 0; col < c; ++col) total += g[col], g[col] *= (REAL)-scale;
+          g[y] = total * (REAL)scale;
+        }
       }
       free(xr);
     }

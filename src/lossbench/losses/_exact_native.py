@@ -96,7 +96,7 @@ def _declare(library: ctypes.CDLL) -> dict[torch.dtype, ctypes._CFuncPtr]:
     for dtype, name in ((torch.float32, "lossbench_exact_rows_f32"), (torch.float64, "lossbench_exact_rows_f64")):
         fn = getattr(library, name)
         p, i64 = ctypes.c_void_p, ctypes.c_int64
-        fn.argtypes = [p, p, i64, i64, ctypes.c_int, p, p, p, p, p, p, p, ctypes.c_int]
+        fn.argtypes = [p, p, i64, i64, ctypes.c_double, ctypes.c_int, p, p, p, p, p, p, p, ctypes.c_int]
         fn.restype = ctypes.c_int
         functions[dtype] = fn
     return functions
@@ -148,21 +148,26 @@ def applies(m: torch.Tensor, num_nodes: int) -> bool:
     )
 
 
-def log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, need_grad: bool):
-    """As ``_exact_quadrature._log_p_and_grad``, by the kernel (see :func:`applies`)."""
+def log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, need_grad: bool, scale: float = 0.0):
+    """As ``_exact_quadrature._log_p_and_grad``, by the kernel (see :func:`applies`).
+
+    With ``scale > 0``, ``m`` holds logits ``s`` instead: the margins are ``(s_y - s_j) scale`` and
+    the gradient is with respect to ``s`` (no margin tensor, no gather and its backward).
+    """
     m = m.detach().contiguous()
     target = true_class.detach().to(torch.int64).contiguous()
     b, c = m.shape
     n = num_nodes // 2
-    log_p = m.new_empty(b)
-    grad = m.new_empty(b, c) if need_grad else None
-    mu = m.new_empty(b)
-    offsets = m.new_empty(b, 2 * n)
-    log_weights = m.new_empty(b, 2 * n)
+    # one allocation for the outputs: log P, mu, offsets, log weights (, gradient)
+    out = m.new_empty(b * (2 + 4 * n + (c if need_grad else 0)))
+    log_p, mu = out[:b], out[b : 2 * b]
+    offsets = out[2 * b : 2 * b + 2 * n * b].view(b, 2 * n)
+    log_weights = out[2 * b + 2 * n * b : 2 * b + 4 * n * b].view(b, 2 * n)
+    grad = out[2 * b + 4 * n * b :].view(b, c) if need_grad else None
     nodes, log_w = _hermite_tables(n)
     threads = torch.get_num_threads() if b * c * num_nodes >= _PARALLEL_TERMS else 1
     status = kernel()[m.dtype](
-        m.data_ptr(), target.data_ptr(), b, c, n, nodes.data_ptr(), log_w.data_ptr(), log_p.data_ptr(),
+        m.data_ptr(), target.data_ptr(), b, c, scale, n, nodes.data_ptr(), log_w.data_ptr(), log_p.data_ptr(),
         grad.data_ptr() if grad is not None else None, mu.data_ptr(), offsets.data_ptr(),
         log_weights.data_ptr(), threads,
     )  # fmt: skip

@@ -615,6 +615,36 @@ class WinLogProbability(torch.autograd.Function):
         return grad_margins, None, None
 
 
+class LogitsWinLogProbability(torch.autograd.Function):
+    """``log P`` from logits (B, C) and ``scale = 1 / sigma`` by the fused CPU kernel, which forms the
+    margins ``(s_y - s_j) scale`` itself and returns the gradient with respect to the logits (the
+    margins' tensor, its gather and their backward cost more than the kernel at ten classes).
+    Double backprop as in :class:`WinLogProbability`.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, scale: float, num_nodes: int) -> torch.Tensor:
+        log_p, grad, rule = _exact_native.log_p_and_grad(logits, target, num_nodes, ctx.needs_input_grad[0], scale)
+        ctx.scale = scale
+        ctx.save_for_backward(logits, target, grad, *rule)
+        return log_p
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        logits, target, grad, *rule = ctx.saved_tensors
+        if not torch.is_grad_enabled():
+            return grad_output[:, None] * grad, None, None, None
+        margins = (logits.gather(1, target[:, None]) - logits) * ctx.scale
+        log_p = _log_p_at_nodes(margins, target, *rule)
+        (grad_logits,) = torch.autograd.grad(log_p, logits, grad_output, create_graph=True)
+        return grad_logits, None, None, None
+
+
+def fused_from_logits(logits: torch.Tensor, num_nodes: int) -> bool:
+    """Whether :class:`LogitsWinLogProbability` applies (the kernel, three classes or more)."""
+    return logits.shape[1] >= 3 and _exact_native.applies(logits, num_nodes)
+
+
 def log_win_probability_of_columns(
     margins: torch.Tensor, true_class: torch.Tensor, num_nodes: int = 16
 ) -> torch.Tensor:

@@ -7,6 +7,7 @@ shape, dtype and hyperparameter checks are cheap and always run.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -24,6 +25,12 @@ def compute_dtype(logits: torch.Tensor) -> torch.dtype:
     return torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
 
 
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether ``torch.isfinite(x).all()``, in two cheap ops instead of five: the maximum of
+    ``|x|`` is finite exactly when every entry is (the maximum propagates nan)."""
+    return x.numel() == 0 or math.isfinite(float(x.detach().abs().max()))
+
+
 def check_logits(logits: torch.Tensor, ndim: int | None, validate: bool, name: str = "logits") -> None:
     if not isinstance(logits, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
@@ -31,7 +38,7 @@ def check_logits(logits: torch.Tensor, ndim: int | None, validate: bool, name: s
         raise ValueError(f"{name} must be a floating-point tensor of raw scores, got dtype {logits.dtype}")
     if ndim is not None and logits.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(logits.shape)}")
-    if validate and not bool(torch.isfinite(logits).all()):
+    if validate and not all_finite(logits):
         raise ValueError(f"{name} contains non-finite values (nan or inf)")
 
 

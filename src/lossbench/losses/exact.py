@@ -12,7 +12,11 @@ import math
 import torch
 from torch import nn
 
-from lossbench.losses._exact_quadrature import log_win_probability_of_columns
+from lossbench.losses._exact_quadrature import (
+    LogitsWinLogProbability,
+    fused_from_logits,
+    log_win_probability_of_columns,
+)
 from lossbench.losses._registry import register_loss
 from lossbench.losses._validation import check_positive, masked_reduce, softmax_inputs
 from lossbench.registry import Choice, FloatRange, HyperParam
@@ -93,14 +97,17 @@ def exact(
     if standardize:
         check_positive("eps", eps)
         x = _standardize(x, valid, eps)
-    d = x.gather(1, y[:, None]) - x  # s_y - s_j for every class j, zero at j = y
-    if margin is not None:
-        d = d.clamp(max=margin)
-    if isinstance(sigma, torch.Tensor):
-        m = d / (sigma[:, None] if sigma.ndim == 1 else sigma)
+    if margin is None and not isinstance(sigma, torch.Tensor) and fused_from_logits(x, num_nodes):
+        log_p = LogitsWinLogProbability.apply(x, y, 1.0 / sigma, num_nodes)  # margins formed in the kernel
     else:
-        m = d if sigma == 1.0 else d / sigma
-    log_p = log_win_probability_of_columns(m, y, num_nodes)
+        d = x.gather(1, y[:, None]) - x  # s_y - s_j for every class j, zero at j = y
+        if margin is not None:
+            d = d.clamp(max=margin)
+        if isinstance(sigma, torch.Tensor):
+            m = d / (sigma[:, None] if sigma.ndim == 1 else sigma)
+        else:
+            m = d if sigma == 1.0 else d / sigma
+        log_p = log_win_probability_of_columns(m, y, num_nodes)
     per_sample = -log_p if log_loss else -torch.expm1(log_p)
     return masked_reduce(per_sample, reduction, valid).to(logits.dtype)
 
