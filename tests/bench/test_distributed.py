@@ -113,7 +113,8 @@ def test_kill_minus_9_then_resume(tmp_path):
     dead = next(t for t in stage_trials if t.number == victim.number)
     assert dead.state == TrialState.FAIL
     retries = [t for t in stage_trials if t.system_attrs.get("failed_trial") == victim.number]
-    assert len(retries) == 1 and retries[0].params == victim.params
+    # (a worker killed before the sampler ran leaves a trial without parameters: its retry samples them)
+    assert len(retries) == 1 and victim.params.items() <= retries[0].params.items()
 
     # A finished study: running it again trains nothing and reprints the report.
     before = {k: len(v) for k, v in all_trials(storage, spec).items()}
