@@ -8,6 +8,7 @@ saturated at every node, the far tail, the node counts, threads.
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 
@@ -17,15 +18,17 @@ import torch
 from lossbench.losses import _exact_native, exact
 from lossbench.losses._exact_quadrature import _log_p_and_grad
 
+# CI sets LOSSBENCH_REQUIRE_KERNEL: there a missing compiler fails these tests instead of skipping them.
 needs_kernel = pytest.mark.skipif(
-    shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler on this machine"
+    shutil.which("cc") is None and shutil.which("gcc") is None and not os.environ.get("LOSSBENCH_REQUIRE_KERNEL"),
+    reason="no C compiler on this machine",
 )
 
 
 @pytest.fixture
 def kernel():
     if _exact_native.kernel() is None:
-        pytest.fail(f"a C compiler is here but the kernel did not build: {_exact_native.unavailable_reason()}")
+        pytest.fail(f"the kernel did not build here: {_exact_native.unavailable_reason()}")
 
 
 def both_paths(m: torch.Tensor, target: torch.Tensor, num_nodes: int = 16, need_grad: bool = True):

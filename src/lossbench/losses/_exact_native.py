@@ -5,7 +5,7 @@ ten classes their fixed cost is most of the time, and at a hundred the dozen pas
 node terms are.  The kernel computes the same rule row by row with every row's terms in cache:
 about 8x faster at 10 and 100 classes (``benchmarks/bench_exact.py``).
 
-The C source is compiled with the system's C compiler (``$CC``, else ``cc``) into
+The C source is compiled with the system's C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) into
 ``$LOSSBENCH_KERNEL_DIR`` (else ``~/.cache/lossbench/kernels``) under a name that hashes the
 source, the flags, the compiler and the CPU, and loaded with ctypes (no Python headers needed; the
 call releases the GIL).  Where that fails (no compiler, an old glibc without vectorised ``erfc``)
@@ -109,7 +109,7 @@ def kernel() -> dict[torch.dtype, ctypes._CFuncPtr] | None:
     with _LOCK:
         if "functions" not in _STATE:
             _STATE["functions"] = None
-            compiler = os.environ.get("CC") or "cc"
+            compiler = os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), "cc")
             try:
                 if shutil.which(compiler) is None:
                     raise RuntimeError(f"no C compiler {compiler!r} on PATH (set $CC)")
