@@ -4,8 +4,11 @@
    the rivals' maximum times the true class's factor), Newton's method for the mode of log h,
    secant probes at mu -+ 4.5 tau for one scale per side, a half-range Gauss-Hermite rule on each
    side, and d log P / d m_j integrated at the same nodes.  Per row everything stays in cache
-   (the node terms are K x R values), so the cost is one erfc, one exp and one log per
-   (node, rival) term, vectorised by the compiler with glibc's libmvec, and no per-op overhead.
+   (the node terms are K x R values), so the cost is one erfc, one exp and a division per
+   (node, rival) term, vectorised by the compiler with glibc's libmvec (log F is the log of the
+   product of Phi, once per node, where that product stays a normal double), and no per-op
+   overhead.  Rows are independent: split between OpenMP threads, with the same bits whatever
+   the split.
 
    Compiled twice from this file, with REAL = float and REAL = double (see _exact_native.py);
    the Python side computes the rule's tables and checks the arguments.  Notation as there:
