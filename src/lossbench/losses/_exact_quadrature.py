@@ -590,7 +590,10 @@ def _log_p_at_nodes(
 
 class WinLogProbability(torch.autograd.Function):
     """``log P(argmax(s + sigma eps) = y)`` from scaled margins (B, C) (zero in the true column ``y``),
-    C >= 3; hand-written backward.
+    C >= 3; hand-written backward.  With ``scale`` the input is the logits (B, C) instead, given to
+    the fused CPU kernel, which forms the margins ``(s_y - s_j) scale`` itself and returns the
+    gradient with respect to the logits (the margins' tensor, its gather and their backward cost
+    more than the kernel at ten classes).
 
     The forward computes the gradient in the same pass when it is needed and saves that (B, C)
     tensor with the rule's nodes (B, K); the backward scales it by the incoming gradient.  Under
@@ -600,48 +603,29 @@ class WinLogProbability(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, margins: torch.Tensor, true_class: torch.Tensor, num_nodes: int) -> torch.Tensor:
-        log_p, grad, rule = _log_p_and_grad(margins, true_class, num_nodes, ctx.needs_input_grad[0])
-        ctx.save_for_backward(margins, true_class, grad, *rule)
-        return log_p
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        margins, true_class, grad, *rule = ctx.saved_tensors
-        if not torch.is_grad_enabled():
-            return grad_output[:, None] * grad, None, None
-        log_p = _log_p_at_nodes(margins, true_class, *rule)
-        (grad_margins,) = torch.autograd.grad(log_p, margins, grad_output, create_graph=True)
-        return grad_margins, None, None
-
-
-class LogitsWinLogProbability(torch.autograd.Function):
-    """``log P`` from logits (B, C) and ``scale = 1 / sigma`` by the fused CPU kernel, which forms the
-    margins ``(s_y - s_j) scale`` itself and returns the gradient with respect to the logits (the
-    margins' tensor, its gather and their backward cost more than the kernel at ten classes).
-    Double backprop as in :class:`WinLogProbability`.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, scale: float, num_nodes: int) -> torch.Tensor:
-        log_p, grad, rule = _exact_native.log_p_and_grad(logits, target, num_nodes, ctx.needs_input_grad[0], scale)
+    def forward(ctx, scores: torch.Tensor, true_class: torch.Tensor, num_nodes: int, scale: float | None):
+        need_grad = ctx.needs_input_grad[0]
+        if scale is None:
+            log_p, grad, rule = _log_p_and_grad(scores, true_class, num_nodes, need_grad)
+        else:
+            log_p, grad, rule = _exact_native.log_p_and_grad(scores, true_class, num_nodes, need_grad, scale)
         ctx.scale = scale
-        ctx.save_for_backward(logits, target, grad, *rule)
+        ctx.save_for_backward(scores, true_class, grad, *rule)
         return log_p
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        logits, target, grad, *rule = ctx.saved_tensors
+        scores, true_class, grad, *rule = ctx.saved_tensors
         if not torch.is_grad_enabled():
             return grad_output[:, None] * grad, None, None, None
-        margins = (logits.gather(1, target[:, None]) - logits) * ctx.scale
-        log_p = _log_p_at_nodes(margins, target, *rule)
-        (grad_logits,) = torch.autograd.grad(log_p, logits, grad_output, create_graph=True)
-        return grad_logits, None, None, None
+        margins = scores if ctx.scale is None else (scores.gather(1, true_class[:, None]) - scores) * ctx.scale
+        log_p = _log_p_at_nodes(margins, true_class, *rule)
+        (grad_scores,) = torch.autograd.grad(log_p, scores, grad_output, create_graph=True)
+        return grad_scores, None, None, None
 
 
 def fused_from_logits(logits: torch.Tensor, num_nodes: int) -> bool:
-    """Whether :class:`LogitsWinLogProbability` applies (the kernel, three classes or more)."""
+    """Whether :class:`WinLogProbability` can take logits (the kernel, three classes or more)."""
     return logits.shape[1] >= 3 and _exact_native.applies(logits, num_nodes)
 
 
@@ -654,7 +638,7 @@ def log_win_probability_of_columns(
     """
     if margins.shape[1] == 2:
         return torch.special.log_ndtr(margins.sum(1) * _INV_SQRT2)  # the true column is zero
-    return WinLogProbability.apply(margins, true_class, num_nodes)
+    return WinLogProbability.apply(margins, true_class, num_nodes, None)
 
 
 def log_win_probability(margins: torch.Tensor, num_nodes: int = 16) -> torch.Tensor:

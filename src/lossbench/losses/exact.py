@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lossbench.losses._exact_quadrature import (
-    LogitsWinLogProbability,
+    WinLogProbability,
     fused_from_logits,
     log_win_probability_of_columns,
 )
@@ -98,7 +98,7 @@ def exact(
         check_positive("eps", eps)
         x = _standardize(x, valid, eps)
     if margin is None and not isinstance(sigma, torch.Tensor) and fused_from_logits(x, num_nodes):
-        log_p = LogitsWinLogProbability.apply(x, y, 1.0 / sigma, num_nodes)  # margins formed in the kernel
+        log_p = WinLogProbability.apply(x, y, num_nodes, 1.0 / sigma)  # margins formed in the kernel
     else:
         d = x.gather(1, y[:, None]) - x  # s_y - s_j for every class j, zero at j = y
         if margin is not None:
