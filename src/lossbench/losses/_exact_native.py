@@ -16,7 +16,6 @@ off.  It serves float32 and float64 CPU tensors; others (CUDA, half) take the Py
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import platform
@@ -129,14 +128,6 @@ def unavailable_reason() -> str | None:
     return _STATE.get("error")
 
 
-@functools.lru_cache(maxsize=None)
-def _hermite_tables(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from lossbench.losses._exact_quadrature import _half_range_hermite_cpu
-
-    nodes, weights = _half_range_hermite_cpu(n)
-    return nodes.contiguous(), (torch.log(weights) + nodes**2).contiguous()
-
-
 def applies(m: torch.Tensor, num_nodes: int) -> bool:
     return (
         enabled
@@ -164,7 +155,9 @@ def log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, ne
     offsets = out[2 * b : 2 * b + 2 * n * b].view(b, 2 * n)
     log_weights = out[2 * b + 2 * n * b : 2 * b + 4 * n * b].view(b, 2 * n)
     grad = out[2 * b + 4 * n * b :].view(b, c) if need_grad else None
-    nodes, log_w = _hermite_tables(n)
+    from lossbench.losses._exact_quadrature import half_range_rule  # (that module imports this one)
+
+    nodes, log_w = half_range_rule(n)
     threads = torch.get_num_threads() if b * c * num_nodes >= _PARALLEL_TERMS else 1
     status = kernel()[m.dtype](
         m.data_ptr(), target.data_ptr(), b, c, scale, n, nodes.data_ptr(), log_w.data_ptr(), log_p.data_ptr(),

@@ -330,6 +330,15 @@ def _half_range_hermite_cpu(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=None)
+def half_range_rule(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` half-range nodes ``x_i`` and the log weights ``log w_i + x_i^2`` (float64, CPU) of
+    the rule for ``int_0^inf exp(-x^2) f(x) dx`` applied to ``exp(x^2) f(x)``: what this module's
+    rule and the fused kernel both place on each side of the mode."""
+    nodes, weights = _half_range_hermite_cpu(n)
+    return nodes.contiguous(), (torch.log(weights) + nodes**2).contiguous()
+
+
+@functools.lru_cache(maxsize=None)
 def _rule(n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Tables of the rule with ``n`` half-range nodes ``x_i`` per side, on ``device``.
 
@@ -338,10 +347,9 @@ def _rule(n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tenso
     the left scale and ``x_i`` by the right one; ``sides`` (2, K): ``log scale @ sides + log_w`` are
     the log weights, ``log_w`` (K,) = ``log w_i + x_i^2`` on both sides.
     """
-    nodes, weights = _half_range_hermite_cpu(n)
+    nodes, log_w = half_range_rule(n)
     zeros = torch.zeros(n, dtype=torch.float64)
     ones = torch.ones(n, dtype=torch.float64)
-    log_w = torch.log(weights) + nodes**2
     tables = (
         torch.tensor([0.0, -_SECANT, _SECANT], dtype=torch.float64),
         torch.tensor([[1.0, 1.0], [-1.0, 0.0], [0.0, -1.0]], dtype=torch.float64),
