@@ -103,8 +103,9 @@ def test_value_without_gradient_and_threads_change_nothing(kernel, monkeypatch):
 
 @needs_kernel
 def test_loss_through_the_kernel_on_strided_logits(kernel):
-    logits = torch.randn(20, 7, dtype=torch.float64).t().contiguous().t()  # column-major
-    target = torch.randint(0, 7, (20,))
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(20, 7, dtype=torch.float64, generator=gen).t().contiguous().t()  # column-major
+    target = torch.randint(0, 7, (20,), generator=gen)
     assert not logits.is_contiguous()
     x = logits.clone().requires_grad_(True)
     exact(x, target, log_loss=True).backward()
@@ -171,7 +172,9 @@ def graph_nodes(t: torch.Tensor) -> set[str]:
 def test_margins_formed_in_the_kernel_equal_the_margins_path(kernel, c, sigma):
     # Without margin clipping and with a float sigma the kernel takes the logits and returns their
     # gradient; a clip that never binds sends the same loss through the margins' tensor.
-    logits, target = torch.randn(16, c, dtype=torch.float64) * 3, torch.randint(0, c, (16,))
+    gen = torch.Generator().manual_seed(c)  # seeded: the same inputs on every run
+    logits = torch.randn(16, c, dtype=torch.float64, generator=gen) * 3
+    target = torch.randint(0, c, (16,), generator=gen)
     x = logits.clone().requires_grad_(True)
     fused = exact(x, target, sigma=sigma, log_loss=True, reduction="none")
     assert "WinLogProbabilityBackward" in graph_nodes(fused) and "GatherBackward0" not in graph_nodes(fused)
