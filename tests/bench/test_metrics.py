@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchmetrics.functional.classification import multiclass_accuracy
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_calibration_error,
+    multiclass_f1_score,
+    multiclass_recall,
+)
 
 from lossbench.bench.metrics import accuracy, class_probabilities, compute_metrics
 from lossbench.losses._validation import all_finite
@@ -41,6 +46,35 @@ def test_compute_metrics_accuracy_and_divergence():
     logits[0, 0] = float("nan")
     out = compute_metrics(logits, target, "multiclass", 2, ("accuracy",))
     assert out["diverged"] == 1.0 and out["accuracy"] != out["accuracy"]
+
+
+def test_compute_metrics_argmax_metrics_read_the_logits_and_the_others_the_probabilities():
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(500, 6, generator=gen)
+    logits[:100, 4] = logits[:100, 1]  # ties, where an arg-max of rounded probabilities could differ
+    target = torch.randint(0, 6, (500,), generator=gen)
+    kw = {"num_classes": 6, "validate_args": False}
+    probs = torch.softmax(logits, dim=1)
+    expected = {
+        "accuracy": float(multiclass_accuracy(logits, target, average="micro", **kw)),
+        "macro_f1": float(multiclass_f1_score(logits, target, average="macro", **kw)),
+        "balanced_accuracy": float(multiclass_recall(logits, target, average="macro", **kw)),
+        "nll": float(torch.nn.functional.nll_loss(probs.log(), target)),
+        "ece": float(multiclass_calibration_error(probs, target, n_bins=15, norm="l1", **kw)),
+        "diverged": 0.0,
+    }
+    assert compute_metrics(logits, target, "multiclass", 6) == expected
+    # Each metric alone is the same number as among all of them.
+    for name in expected.keys() - {"diverged"}:
+        assert compute_metrics(logits, target, "multiclass", 6, (name,))[name] == expected[name]
+
+
+def test_compute_metrics_of_a_single_binary_logit_read_its_two_probabilities():
+    logits, target = torch.tensor([[0.3], [-1.0], [0.0], [2.0]]), torch.tensor([1, 1, 0, 0])
+    out = compute_metrics(logits, target, "multiclass", 2)
+    probs = class_probabilities(logits, "multiclass")
+    assert out["accuracy"] == accuracy(probs, target) == 0.5
+    assert out["macro_f1"] == float(multiclass_f1_score(probs, target, num_classes=2, average="macro"))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])

@@ -1,12 +1,15 @@
 """Test and validation metrics, computed with torchmetrics from raw logits.
 
-Probabilities are formed explicitly (softmax, or sigmoid for one-logit binary models and
-multi-label models) before they reach torchmetrics, so nothing depends on torchmetrics guessing
-whether a tensor holds logits.
+The arg-max metrics (accuracy, macro-F1, balanced accuracy) read the logits themselves, as
+torchmetrics does with any scores: the prediction is the model's arg-max, and no softmax is
+paid for them.  Probabilities are formed explicitly (softmax, or sigmoid for one-logit binary
+models and multi-label models) for the metrics that read them, so nothing depends on
+torchmetrics guessing whether a tensor holds logits.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import (
@@ -24,6 +27,7 @@ METRICS = {
     "multilabel": ("micro_f1", "macro_f1", "map", "bce"),
 }
 LOWER_IS_BETTER = frozenset({"nll", "ece", "bce"})
+ARGMAX = frozenset({"accuracy", "macro_f1", "balanced_accuracy"})  # multiclass metrics of the arg-max only
 
 
 def selection_metric(requested: str, task: str) -> str:
@@ -42,21 +46,23 @@ def class_probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     return torch.softmax(logits, dim=1)
 
 
-def accuracy(probs: torch.Tensor, target: torch.Tensor) -> float:
-    """Micro accuracy of (N, C) probabilities against class indices, bit for bit as torchmetrics'
-    ``multiclass_accuracy(probs, target, average="micro")``: the arg-max of the probabilities,
-    then correct / total as a float32 division of two 0-d tensors on their device (0 for no
-    samples).  Written out because torchmetrics' generic path costs several times more, and the
-    curves score every epoch (tests/bench/test_metrics.py checks the two agree).
+def accuracy(scores: torch.Tensor, target: torch.Tensor) -> float:
+    """Micro accuracy of (N, C) scores (logits or probabilities) against class indices, bit for
+    bit as torchmetrics' ``multiclass_accuracy(scores, target, average="micro")``: the arg-max of
+    the scores, then correct / total as a float32 division (0 for no samples).  Written out
+    because torchmetrics' generic path costs several times more, and the curves score every
+    epoch (tests/bench/test_metrics.py checks the two agree).
     """
     total = target.numel()
     if total == 0:
         return 0.0
-    correct = (probs.argmax(dim=1).reshape(-1) == target.reshape(-1)).sum().float()
-    return float(correct / torch.full_like(correct, total))
+    correct = int((scores.argmax(dim=1) == target).sum())
+    # IEEE division is correctly rounded: numpy's float32 quotient is torch's, without two more ops.
+    return float(np.float32(correct) / np.float32(total))
 
 
 def _multiclass(name: str, probs: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
+    """``probs`` are (N, C) probabilities, or any (N, C) scores for the metrics in ``ARGMAX``."""
     kw = {"num_classes": num_classes, "validate_args": False}
     if name == "accuracy":
         return accuracy(probs, target)
@@ -94,6 +100,13 @@ def compute_metrics(
     logits, target = logits.detach(), target.detach()
     if not all_finite(logits):
         return {name: float("nan") for name in names} | {"diverged": 1.0}
-    probs = class_probabilities(logits, task)
-    metric = _multilabel if task == "multilabel" else _multiclass
-    return {name: metric(name, probs, target, num_classes) for name in names} | {"diverged": 0.0}
+    if task == "multilabel":
+        probs = class_probabilities(logits, task)
+        return {name: _multilabel(name, probs, target, num_classes) for name in names} | {"diverged": 0.0}
+    # A single binary logit has no arg-max: its metrics all read the two probabilities.
+    scores = logits if logits.ndim == 2 and logits.shape[1] > 1 else None
+    probs = None if scores is not None and ARGMAX.issuperset(names) else class_probabilities(logits, task)
+    return {
+        name: _multiclass(name, scores if scores is not None and name in ARGMAX else probs, target, num_classes)
+        for name in names
+    } | {"diverged": 0.0}

@@ -114,17 +114,19 @@ class LossModule(nn.Module):
                 self.register_buffer(key, value)
             else:
                 self._options[key] = value
+        # Kept apart so that a call overriding it builds no merged kwargs dict (one per step).
+        self._reduction: str | None = self._options.pop("reduction", None)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, reduction: str | None = None) -> torch.Tensor:
         """``reduction`` overrides the stored one for this call (per-sample values for iFlood, say)."""
-        kwargs = dict(self._options)
-        kwargs.update(self._buffers)
-        if reduction is not None:
-            kwargs["reduction"] = reduction
-        return type(self).function(logits, target, **kwargs)
+        reduction = self._reduction if reduction is None else reduction
+        if reduction is None:
+            return self.function(logits, target, **self._options, **self._buffers)
+        return self.function(logits, target, reduction=reduction, **self._options, **self._buffers)
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self._options.items())
+        options = self._options if self._reduction is None else {**self._options, "reduction": self._reduction}
+        return ", ".join(f"{k}={v!r}" for k, v in options.items())
 
 
 def _keyword_signature(function: Callable[..., Any]) -> inspect.Signature:

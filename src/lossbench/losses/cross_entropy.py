@@ -49,7 +49,8 @@ def cross_entropy(
     check_reduction(reduction)
     check_logits(logits, 2, validate)
     check_index_target(target, logits.shape[1], logits.shape[:1], ignore_index, validate)
-    x = logits.to(compute_dtype(logits))
+    dtype = compute_dtype(logits)
+    x = logits if logits.dtype == dtype else logits.to(dtype)
     check_positive("temperature", temperature)
     check_interval("label_smoothing", label_smoothing, 0.0, 1.0)
     check_class_weight(weight, x.shape[1])
@@ -57,13 +58,13 @@ def cross_entropy(
     scaled = x if temperature == 1.0 else x / temperature
     loss = F.cross_entropy(
         scaled,
-        target.long(),
+        target if target.dtype == torch.int64 else target.long(),
         weight=None if weight is None else weight.to(x.dtype),
         ignore_index=ignore_index,
         reduction=reduction,
         label_smoothing=label_smoothing,
     )
-    return loss.to(logits.dtype)
+    return loss if loss.dtype == logits.dtype else loss.to(logits.dtype)
 
 
 CrossEntropyLoss = loss_module(cross_entropy, "CrossEntropyLoss")

@@ -112,21 +112,43 @@ def fit(
     history: list[dict[str, float]] = []
     for epoch in range(epochs):
         model.train()
-        perm = torch.randperm(n, generator=generator, device=perm_device).to(device)
-        sums: dict[str, torch.Tensor | float] = {}
+        perm = torch.randperm(n, generator=generator, device=perm_device)
+        if perm.device != device:
+            perm = perm.to(device)
+        values: dict[str, list[torch.Tensor | float]] = {}
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
             lr_now = opt.param_groups[0]["lr"]
             for key, value in step.run(x_train[idx], y_train[idx]).items():
-                sums[key] = sums[key] + value if key in sums else value
+                values.setdefault(key, []).append(value)
             if scheduler is not None:
                 scheduler.step()
-        row = {key: float(value) / steps_per_epoch for key, value in sums.items()}
+        row = {key: total / steps_per_epoch for key, total in _totals(values).items()}
         row["epoch"], row["lr"] = epoch, lr_now
         history.append(row)
         if on_epoch_end is not None and on_epoch_end(epoch, row):
             break
     return history
+
+
+def _totals(values: dict[str, list[torch.Tensor | float]]) -> dict[str, float]:
+    """Each statistic summed over an epoch's steps, with one host sync per epoch rather than a
+    tensor addition per step and statistic (0-d tensors of one dtype and device go through one
+    ``stack``; anything else is read value by value)."""
+    flat = [v for vals in values.values() for v in vals]
+    first = flat[0] if flat else None
+    if isinstance(first, torch.Tensor) and all(
+        isinstance(v, torch.Tensor) and v.ndim == 0 and v.dtype == first.dtype and v.device == first.device
+        for v in flat
+    ):
+        numbers = torch.stack(flat).tolist()
+    else:
+        numbers = [float(v) for v in flat]
+    totals, start = {}, 0
+    for key, vals in values.items():
+        totals[key] = math.fsum(numbers[start : start + len(vals)])
+        start += len(vals)
+    return totals
 
 
 @torch.no_grad()
