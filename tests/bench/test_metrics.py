@@ -11,7 +11,7 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from lossbench.bench.metrics import accuracy, class_probabilities, compute_metrics
+from lossbench.bench.metrics import EpochScores, accuracy, class_probabilities, compute_metrics
 from lossbench.losses._validation import all_finite
 
 
@@ -75,6 +75,32 @@ def test_compute_metrics_of_a_single_binary_logit_read_its_two_probabilities():
     probs = class_probabilities(logits, "multiclass")
     assert out["accuracy"] == accuracy(probs, target) == 0.5
     assert out["macro_f1"] == float(multiclass_f1_score(probs, target, num_classes=2, average="macro"))
+
+
+@pytest.mark.parametrize(
+    "metric,task,width",
+    [("accuracy", "multiclass", 5), ("macro_f1", "multiclass", 5), ("accuracy", "multiclass", 1), ("micro_f1", "multilabel", 5)],
+)
+def test_epoch_scores_are_compute_metrics_epoch_by_epoch(metric, task, width):
+    gen = torch.Generator().manual_seed(width)
+    n = 97
+    if task == "multilabel":
+        target = (torch.rand(n, width, generator=gen) < 0.3).float()
+    else:
+        target = torch.randint(0, max(width, 2), (n,), generator=gen)
+    epochs = [torch.randn(n, width, generator=gen) * scale for scale in (0.1, 1.0, 10.0, 1.0, 3.0)]
+    epochs[1] = epochs[1].round()  # ties
+    epochs[3][5, 0] = float("nan")  # a diverged epoch, then a recovered one
+    epochs[4][7, -1] = -float("inf")
+    scores = EpochScores(metric, target, task, max(width, 2))
+    for logits in epochs:
+        scores.add(logits)
+    expected = [compute_metrics(logits, target, task, max(width, 2), (metric,))[metric] for logits in epochs]
+    got = scores.values()
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g == e or (g != g and e != e)
+    assert got[3] != got[3] and got[4] != got[4]  # nan where any logit is non-finite
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])

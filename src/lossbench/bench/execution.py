@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from lossbench.bench.methods import Method, check_compatible, output_width
-from lossbench.bench.metrics import compute_metrics, selection_metric
+from lossbench.bench.metrics import EpochScores, compute_metrics, selection_metric
 from lossbench.bench.spec import DatasetSpec, Spec
 from lossbench.data import Dataset, load_dataset, stratified_split
 from lossbench.models import build_model
@@ -120,17 +120,19 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
     loss = adapter.to(split.x_fit.device).unwrapped()
     schedule = getattr(adapter.loss, "set_epoch", None)  # e.g. EXACT's sigma schedule, LDAM's deferred re-weighting
     metric = selection_metric(spec.selection_metric, task)
-    curves: dict[str, list[float]] = {"train_loss": [], "heldout_loss": [], f"heldout_{metric}": []}
+    # Held-out curves stay on the device until the run ends: no host sync per epoch.
+    train_loss: list[float] = []
+    heldout_loss: list[torch.Tensor] = []
+    heldout_metric = EpochScores(metric, split.y_eval, task, num_classes)
     last_logits: list[torch.Tensor] = []  # the last epoch's held-out logits are the final model's
 
     def on_epoch_end(epoch: int, stats: dict[str, float]) -> None:
         logits = eval_logits(model, split.x_eval, batch_size=4096)
         last_logits[:] = [logits]
         with torch.no_grad():
-            heldout = float(loss(logits, split.y_eval, reduction="mean"))
-        curves["train_loss"].append(float(stats.get("loss", math.nan)))
-        curves["heldout_loss"].append(heldout)
-        curves[f"heldout_{metric}"].append(compute_metrics(logits, split.y_eval, task, num_classes, (metric,))[metric])
+            heldout_loss.append(loss(logits, split.y_eval, reduction="mean"))
+        train_loss.append(float(stats.get("loss", math.nan)))
+        heldout_metric.add(logits)
         if schedule is not None:
             schedule(epoch + 1, spec.train.epochs)
 
@@ -154,4 +156,9 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
         on_epoch_end=on_epoch_end,
     )
     metrics = compute_metrics(last_logits[0], split.y_eval, task, num_classes)
+    curves = {
+        "train_loss": train_loss,
+        "heldout_loss": torch.stack(heldout_loss).tolist(),
+        f"heldout_{metric}": heldout_metric.values(),
+    }
     return RunResult(metrics, curves, time.perf_counter() - start)

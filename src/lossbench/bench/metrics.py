@@ -9,6 +9,8 @@ torchmetrics guessing whether a tensor holds logits.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -56,7 +58,10 @@ def accuracy(scores: torch.Tensor, target: torch.Tensor) -> float:
     total = target.numel()
     if total == 0:
         return 0.0
-    correct = int((scores.argmax(dim=1) == target).sum())
+    return _accuracy(int((scores.argmax(dim=1) == target).sum()), total)
+
+
+def _accuracy(correct: int, total: int) -> float:
     # IEEE division is correctly rounded: numpy's float32 quotient is torch's, without two more ops.
     return float(np.float32(correct) / np.float32(total))
 
@@ -97,7 +102,7 @@ def compute_metrics(
     counts it.
     """
     names = METRICS[task] if names is None else names
-    logits, target = logits.detach(), target.detach()
+    logits = logits.detach() if logits.requires_grad else logits  # held-out logits come without a graph
     if not all_finite(logits):
         return {name: float("nan") for name in names} | {"diverged": 1.0}
     if task == "multilabel":
@@ -110,3 +115,41 @@ def compute_metrics(
         name: _multiclass(name, scores if scores is not None and name in ARGMAX else probs, target, num_classes)
         for name in names
     } | {"diverged": 0.0}
+
+
+class EpochScores:
+    """One metric of each epoch's held-out logits, read from the device once, at the end.
+
+    Held-out accuracy of (N, C) logits, the usual selection metric, is kept per epoch as two
+    0-d tensors on the device (the correct count and the largest ``|logit|``, which is finite
+    exactly when every logit is): no host sync per epoch, and the values are those of
+    :func:`compute_metrics`, nan for an epoch with non-finite logits.  Any other metric is
+    computed by :func:`compute_metrics` as each epoch ends.
+    """
+
+    def __init__(self, metric: str, target: torch.Tensor, task: str, num_classes: int) -> None:
+        self.metric, self.target, self.task, self.num_classes = metric, target, task, num_classes
+        self._counts: list[torch.Tensor] = []
+        self._largest: list[torch.Tensor] = []
+        self._values: list[float] = []
+        self._deferred: bool | None = None  # decided by the first epoch's logits (their shape holds for the run)
+
+    def add(self, logits: torch.Tensor) -> None:
+        if self._deferred is None:
+            self._deferred = (
+                self.metric == "accuracy" and self.task == "multiclass" and self.target.numel() > 0
+                and logits.ndim == 2 and logits.shape[1] > 1
+            )  # fmt: skip
+        if self._deferred:
+            self._counts.append((logits.argmax(dim=1) == self.target).sum())
+            self._largest.append(logits.detach().abs().max())
+        else:
+            self._values.append(compute_metrics(logits, self.target, self.task, self.num_classes, (self.metric,))[self.metric])
+
+    def values(self) -> list[float]:
+        """The epochs' values, in order."""
+        if not self._deferred:
+            return list(self._values)
+        total = self.target.numel()
+        counts, largest = torch.stack(self._counts).tolist(), torch.stack(self._largest).tolist()
+        return [_accuracy(c, total) if math.isfinite(m) else math.nan for c, m in zip(counts, largest)]
