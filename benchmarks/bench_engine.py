@@ -7,9 +7,9 @@ seed) is timed four ways, interleaved, medians of the repeats:
            kernel the engine picks on CPU); one final evaluation
            (the loss is the method's own function, ``lossbench.losses.cross_entropy``, called
            directly: the method is not overhead, everything around it is)
-  bare+val the same loop evaluating the held-out split after every epoch (loss and accuracy,
-           the latter as a plain loop computes it: arg-max, compare, mean), the work behind the
-           curves the engine stores: what the engine adds beyond that is its machinery
+  bare+val the same loop computing the curves the engine stores: the mean training loss of each
+           epoch, and the held-out loss and accuracy after every epoch (as a plain loop computes
+           them: arg-max, compare, mean): what the engine adds beyond that is its machinery
   engine   lossbench's ``train_and_score``: the same run through ``lossbench.train.fit`` plus
            the per-epoch held-out curves and the torchmetrics scores the bench stores
   trial    a whole tuning trial through the runner: Optuna ask/tell on a SQLite file, the
@@ -76,13 +76,14 @@ def bare_loop(split, spec, seed, per_epoch_eval=False):
     opt = torch.optim.SGD(
         model.parameters(), lr=PARAMS["lr"], momentum=0.9, weight_decay=PARAMS["weight_decay"], fused=True
     )
-    steps = spec.train.epochs * -(-len(split.x_fit) // spec.train.batch_size)
-    gamma = (1e-4 / PARAMS["lr"]) ** (1 / max(steps - 1, 1))
+    steps_per_epoch = -(-len(split.x_fit) // spec.train.batch_size)
+    gamma = (1e-4 / PARAMS["lr"]) ** (1 / max(spec.train.epochs * steps_per_epoch - 1, 1))
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
     gen = torch.Generator().manual_seed(seed)
     curve = []
     for _ in range(spec.train.epochs):
         perm = torch.randperm(len(split.x_fit), generator=gen)
+        train_loss = 0.0
         for i in range(0, len(perm), spec.train.batch_size):
             idx = perm[i : i + spec.train.batch_size]
             loss = cross_entropy(model(split.x_fit[idx]), split.y_fit[idx], validate=False)
@@ -90,15 +91,18 @@ def bare_loop(split, spec, seed, per_epoch_eval=False):
             loss.backward()
             opt.step()
             sched.step()
+            if per_epoch_eval:
+                train_loss = train_loss + loss.detach()
         if per_epoch_eval:
             with torch.no_grad():
                 model.eval()
                 logits = model(split.x_eval)
                 accuracy = (logits.argmax(1) == split.y_eval).float().mean()
-                curve.append((float(cross_entropy(logits, split.y_eval, validate=False)), float(accuracy)))
+                heldout = cross_entropy(logits, split.y_eval, validate=False)
+                curve.append((float(train_loss) / steps_per_epoch, float(heldout), float(accuracy)))
                 model.train()
     if per_epoch_eval:
-        return curve[-1][1]  # the last epoch's held-out score is the final model's
+        return curve[-1][2]  # the last epoch's held-out score is the final model's
     with torch.no_grad():
         model.eval()
         return float((model(split.x_eval).argmax(1) == split.y_eval).float().mean())
