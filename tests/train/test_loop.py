@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from lossbench.losses import BetaBernoulliRelaxationLoss, CrossEntropyLoss, cross_entropy
-from lossbench.train import GradientNormalizer, StepContext, build_step, eval_logits, fit
+from lossbench.train import GradientNormalizer, StepContext, build_step, eval_logits, fit, make_optimizer
 
 
 def blobs(n=300, seed=0):
@@ -46,6 +46,24 @@ def test_fit_is_reproducible_with_a_seeded_generator(optimizer):
     assert runs[0][0] == runs[1][0]
     assert torch.equal(runs[0][1], runs[1][1])
     assert not torch.equal(runs[0][1], runs[2][1]), "another shuffling seed must give another model"
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_make_optimizer_fuses_where_pytorch_can_and_trains_as_the_unfused_one(name):
+    assert make_optimizer(mlp().parameters(), name, lr=0.1).defaults["fused"] is True  # CPU
+    assert make_optimizer(mlp().parameters(), name, lr=0.1, fused=False).defaults["fused"] is False
+    on_meta = [nn.Parameter(torch.empty(3, device="meta"))]
+    assert make_optimizer(on_meta, name, lr=0.1).defaults["fused"] is False  # no fused kernel there
+    x, y = blobs()
+    models = []
+    for fused in (True, False):
+        model = mlp()
+        fit(model, CrossEntropyLoss(), x, y, epochs=3, batch_size=32, lr=0.01, weight_decay=1e-3,
+            optimizer=lambda params, fused=fused: make_optimizer(params, name, lr=0.01, weight_decay=1e-3, fused=fused),
+            generator=torch.Generator().manual_seed(0))
+        models.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    # The same update up to rounding: 30 steps apart by float32 round-off only.
+    torch.testing.assert_close(models[0], models[1], rtol=1e-5, atol=1e-6)
 
 
 def test_lr_decays_exponentially_to_lr_final():
