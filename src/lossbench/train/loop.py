@@ -79,9 +79,10 @@ def fit(
     device (they are moved there once otherwise).  The optimizer covers the model's trainable
     parameters and the loss's, when the loss is an ``nn.Module``.  With ``lr_final`` the learning
     rate decays exponentially, step by step, from ``lr`` at the first step to ``lr_final`` at
-    the last (the EXACT paper's protocol).  ``optimizer`` is a name from ``OPTIMIZERS`` or a
-    factory ``params -> Optimizer``, which then sets its own learning rate and decay (``lr_final``
-    is reached from its first group's rate).  ``transforms`` as in :func:`build_step`.
+    the last (the EXACT paper's protocol).  ``optimizer`` is a name from ``OPTIMIZERS`` (built
+    by :func:`make_optimizer`, fused where PyTorch can) or a factory ``params -> Optimizer``,
+    which then sets its own learning rate and decay (``lr_final`` is reached from its first
+    group's rate).  ``transforms`` as in :func:`build_step`.
 
     The epoch's row holds the mean over its steps of every step statistic (``loss``, the
     mini-batch mean loss; ``objective``; ``flooding/flooded``, the share of flooded steps; ...),
