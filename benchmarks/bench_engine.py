@@ -19,10 +19,10 @@ and the ratios engine/bare, engine/(bare+val) and trial/bare are printed, each t
 the rounds of the ratio within a round (the four runs of a round are back to back, so a slow
 spell of the machine cancels out).  The target (engine overhead under 10 %) is engine/(bare+val):
 the bare loop doing the same work, curves included; engine/bare shows what the per-epoch curves
-themselves cost.  The tuner's and the
-storage's own cost per trial is timed apart, on tuning trials whose training is replaced by a
-stored result (the difference trial - engine is too noisy for that).  Then the built-in preset's
-trials per minute are measured on a fresh SQLite file (``--skip-preset`` skips it).
+themselves cost.  The tuner's and the storage's own cost per trial is timed apart, on tuning
+trials whose training is replaced by a stored result (the difference trial - engine is too noisy
+for that).  Then the built-in preset's trials per minute are measured on a fresh SQLite file
+(``--skip-preset`` skips it).
 
     python benchmarks/bench_engine.py [--repeats 15] [--threads 2]
 """
