@@ -1,0 +1,45 @@
+"""One training run of the bench: its curves, read from the device once, against its final scores."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lossbench.bench.execution import DataCache, train_and_score
+from lossbench.bench.methods import resolve_method
+from lossbench.bench.spec import parse_spec
+
+
+def _spec(selection_metric: str = "accuracy", lr_final: float = 1e-4):
+    return parse_spec(
+        {
+            "name": "curves", "trials": 2, "seeds": 2, "selection_metric": selection_metric,
+            "train": {"model": "linear", "epochs": 4, "batch_size": 32, "lr_final": lr_final},
+            "datasets": ["wine"],
+            "methods": [{"name": "ce", "loss": "cross_entropy"}, {"name": "hinge", "loss": "hinge"}],
+        }
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1"])
+@pytest.mark.parametrize("method", [0, 1])
+def test_the_last_curve_point_is_the_final_score(metric, method):
+    spec = _spec(metric)
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    result = train_and_score(split, resolve_method(spec.methods[method]), {"lr": 0.05, "weight_decay": 1e-4}, spec, seed=3)
+    curves = result.curves
+    assert set(curves) == {"train_loss", "heldout_loss", f"heldout_{metric}"}
+    assert all(len(v) == spec.train.epochs and all(isinstance(x, float) for x in v) for v in curves.values())
+    assert curves[f"heldout_{metric}"][-1] == result.metrics[metric]
+    assert all(math.isfinite(x) for v in curves.values() for x in v)
+    assert result.metrics["diverged"] == 0.0
+
+
+def test_a_diverging_run_has_nan_curves_and_is_flagged():
+    spec = _spec(lr_final=0.0)  # a constant, absurd learning rate: the logits overflow
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    result = train_and_score(split, resolve_method(spec.methods[0]), {"lr": 1e38, "weight_decay": 0.0}, spec, seed=0)
+    assert result.metrics["diverged"] == 1.0 and math.isnan(result.metrics["accuracy"])
+    assert math.isnan(result.curves["heldout_accuracy"][-1])
