@@ -127,9 +127,7 @@ def fit(
     history: list[dict[str, float]] = []
     for epoch in range(epochs):
         model.train()
-        perm = torch.randperm(n, generator=generator, device=perm_device)
-        if perm.device != device:
-            perm = perm.to(device)
+        perm = torch.randperm(n, generator=generator, device=perm_device).to(device)
         values: dict[str, list[torch.Tensor | float]] = {}
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
