@@ -22,7 +22,7 @@ from torchmetrics.functional.classification import (
     multilabel_f1_score,
 )
 
-from lossbench.losses._validation import all_finite
+from lossbench.losses._validation import all_finite, largest_magnitude
 
 METRICS = {
     "multiclass": ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece"),
@@ -121,8 +121,8 @@ class EpochScores:
     """One metric of each epoch's held-out logits, read from the device once, at the end.
 
     Held-out accuracy of (N, C) logits, the usual selection metric, is kept per epoch as two
-    0-d tensors on the device (the correct count and the largest ``|logit|``, which is finite
-    exactly when every logit is): no host sync per epoch, and the values are those of
+    0-d tensors on the device (the correct count and :func:`largest_magnitude` of the logits,
+    finite exactly when every logit is): no host sync per epoch, and the values are those of
     :func:`compute_metrics`, nan for an epoch with non-finite logits.  Any other metric is
     computed by :func:`compute_metrics` as each epoch ends.
     """
@@ -142,7 +142,7 @@ class EpochScores:
             )  # fmt: skip
         if self._deferred:
             self._counts.append((logits.argmax(dim=1) == self.target).sum())
-            self._largest.append(logits.detach().abs().max())
+            self._largest.append(largest_magnitude(logits))
         else:
             self._values.append(compute_metrics(logits, self.target, self.task, self.num_classes, (self.metric,))[self.metric])
 

@@ -25,10 +25,15 @@ def compute_dtype(logits: torch.Tensor) -> torch.dtype:
     return torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
 
 
+def largest_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """``max |x|`` as a 0-d tensor (``x`` non-empty): finite exactly when every entry is, since
+    the maximum propagates nan."""
+    return x.detach().abs().max()
+
+
 def all_finite(x: torch.Tensor) -> bool:
-    """Whether ``torch.isfinite(x).all()``, in two cheap ops instead of five: the maximum of
-    ``|x|`` is finite exactly when every entry is (the maximum propagates nan)."""
-    return x.numel() == 0 or math.isfinite(float(x.detach().abs().max()))
+    """Whether ``torch.isfinite(x).all()``, in two cheap ops instead of five (:func:`largest_magnitude`)."""
+    return x.numel() == 0 or math.isfinite(float(largest_magnitude(x)))
 
 
 def check_logits(logits: torch.Tensor, ndim: int | None, validate: bool, name: str = "logits") -> None:
