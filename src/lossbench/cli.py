@@ -51,7 +51,7 @@ def cmd_transforms(args: argparse.Namespace) -> int:
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
-    from lossbench.reproduce.toy_1d import results_table, run_toy
+    from lossbench.ledger.toy_1d import results_table, run_toy
 
     temperatures = [None if t <= 0 else t for t in args.temperature]
     if not all(s > 0 for s in args.sigma):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lossbench.reproduce.toy_1d import accuracy_at, run_toy, solve, solve_exact
+from lossbench.ledger.toy_1d import accuracy_at, run_toy, solve, solve_exact
 
 
 @pytest.fixture(scope="module")

@@ -1,1 +1,0 @@
-"""Reproductions of published claims (the EXACT paper's toy example, its tables, ...)."""
