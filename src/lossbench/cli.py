@@ -118,6 +118,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from lossbench._paths import check_name, inside
     from lossbench.bench.storage import default_storage_url, open_storage, stored_spec, stored_spec_names
 
     url = args.storage or default_storage_url(args.out)
@@ -128,7 +129,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not names:
         raise ValueError(f"storage {url!r} holds no lossbench study")
     for name in names:
-        out = args.out if len(names) == 1 else str(Path(args.out) / name)
+        # A shared storage can hold any name: each must be one plain folder name below --out.
+        out = args.out if len(names) == 1 else str(inside(args.out, check_name(name, "stored study name")))
         _finish(stored_spec(storage, name), storage, out)
     return 0
 

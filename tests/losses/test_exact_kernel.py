@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
+import subprocess
 import warnings
 
 import pytest
@@ -187,3 +189,97 @@ def test_margins_formed_in_the_kernel_equal_the_margins_path(kernel, c, sigma):
     torch.testing.assert_close(x.grad, z.grad, rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(lambda a: exact(a, target[:4], sigma=sigma), (logits[:4].clone().requires_grad_(True),))
     assert torch.autograd.gradgradcheck(lambda a: exact(a, target[:4], sigma=sigma), (logits[:4].clone().requires_grad_(True),))
+
+
+# --- the kernel cache loads nothing another user could have planted -------------------------------
+
+PLANTED = r"""
+#include <stdio.h>
+__attribute__((constructor)) static void planted(void) {
+    FILE *f = fopen(MARKER, "w");
+    if (f) { fputs("ran", f); fclose(f); }
+}
+"""
+
+
+def plant_library(tmp_path, monkeypatch, kernel_dir):
+    """A library at the kernel's cache path that, if ever loaded, writes a marker file."""
+    monkeypatch.setattr(_exact_native, "_STATE", {})
+    monkeypatch.setenv(_exact_native.KERNEL_DIR_ENV, str(kernel_dir))
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    marker = tmp_path / "marker"
+    source = tmp_path / "planted.c"
+    source.write_text(PLANTED)
+    target = _exact_native.library_path(compiler)
+    subprocess.run([compiler, "-shared", "-fPIC", f'-DMARKER="{marker}"', str(source), "-o", str(target)], check=True)
+    return target, marker
+
+
+def refused(target, marker, match="refusing"):
+    with pytest.warns(RuntimeWarning, match=match):
+        assert _exact_native.kernel() is None
+    assert not marker.exists(), "the planted library was loaded"
+    assert target.exists()  # refused, not silently replaced
+
+
+@needs_kernel
+def test_a_group_writable_library_is_refused(tmp_path, monkeypatch):
+    target, marker = plant_library(tmp_path, monkeypatch, tmp_path / "kernels")
+    target.chmod(0o775)
+    refused(target, marker, match=f"refusing to load {target}")
+    # The planted library, made the user's own and private, is what the check lets through:
+    # proof that the file above was refused for its mode and for nothing else.
+    target.chmod(0o700)
+    monkeypatch.setattr(_exact_native, "_STATE", {})
+    with pytest.warns(RuntimeWarning):  # it has no kernel entry points, but it ran
+        _exact_native.kernel()
+    assert marker.read_text() == "ran"
+
+
+@needs_kernel
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file of another uid needs root")
+def test_a_library_of_another_user_is_refused(tmp_path, monkeypatch):
+    target, marker = plant_library(tmp_path, monkeypatch, tmp_path / "kernels")
+    target.chmod(0o700)
+    os.chown(target, 12345, 12345)
+    refused(target, marker, match="owner uid 12345")
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", ["group-writable", "other owner"])
+def test_a_cache_directory_others_can_write_is_refused(tmp_path, monkeypatch, kind):
+    kernels = tmp_path / "kernels"
+    target, marker = plant_library(tmp_path, monkeypatch, kernels)
+    target.chmod(0o700)
+    if kind == "group-writable":
+        kernels.chmod(0o770)
+    elif os.geteuid() == 0:
+        os.chown(kernels, 12345, 12345)
+    else:
+        pytest.skip("making a directory of another uid needs root")
+    refused(target, marker, match="refusing the kernel cache")
+
+
+@needs_kernel
+def test_a_cache_below_a_directory_anyone_can_write_is_refused(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    target, marker = plant_library(tmp_path, monkeypatch, shared / "kernels")
+    target.chmod(0o700)
+    shared.chmod(0o777)  # without the sticky bit anyone could rename kernels/ and put their own there
+    refused(target, marker, match=f"refusing the kernel cache .*{shared}")
+    shared.chmod(0o1777)  # as /tmp: others cannot replace what the user made in it
+    monkeypatch.setattr(_exact_native, "_STATE", {})
+    with pytest.warns(RuntimeWarning):
+        _exact_native.kernel()
+    assert marker.exists()
+
+
+@needs_kernel
+def test_a_new_cache_directory_is_private(tmp_path, monkeypatch):
+    monkeypatch.setattr(_exact_native, "_STATE", {})
+    monkeypatch.setenv(_exact_native.KERNEL_DIR_ENV, str(tmp_path / "new" / "kernels"))
+    assert _exact_native.kernel() is not None
+    directory = tmp_path / "new" / "kernels"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    (library,) = directory.iterdir()
+    assert library.stat().st_uid == os.geteuid() and not library.stat().st_mode & 0o022

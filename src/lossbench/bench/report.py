@@ -8,10 +8,9 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from lossbench._paths import atomic_write, inside
 from lossbench.bench.metrics import METRICS
 from lossbench.bench.results import DatasetResult, MethodResult
 from lossbench.bench.runner import run_record
@@ -165,36 +164,19 @@ def html_page(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) 
     return "\n".join(parts)
 
 
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the report from others
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_report(spec: Spec, results: list[DatasetResult], out_dir: str | Path) -> list[Path]:
-    """Write report.md, leaderboard.csv, runs.csv, report.html and plots/ under ``out_dir``."""
+    """Write report.md, leaderboard.csv, runs.csv, report.html and plots/ under ``out_dir``.
+
+    Every path is checked to lie inside ``out_dir`` (see ``lossbench._paths.inside``).
+    """
     from lossbench.bench.plots import hyperparameter_scatter, learning_curves
 
-    out = Path(out_dir)
     plots: dict[str, Path] = {}
     for result in results:
         slug = _slug(result)
         for kind, png in (("curves", learning_curves(result)), ("tuning", hyperparameter_scatter(result, spec))):
-            path = out / "plots" / f"{slug}_{kind}.png"
-            _atomic_write(path, png)
+            path = inside(out_dir, "plots", f"{slug}_{kind}.png")
+            atomic_write(path, png)
             plots[f"{slug}_{kind}"] = path
     files = {
         "report.md": markdown(spec, results),
@@ -202,9 +184,10 @@ def write_report(spec: Spec, results: list[DatasetResult], out_dir: str | Path) 
         "runs.csv": runs_csv(results),
         "report.html": html_page(spec, results, plots),
     }
-    for name, text in files.items():
-        _atomic_write(out / name, text)
-    return [out / n for n in files] + list(plots.values())
+    paths = [inside(out_dir, name) for name in files]
+    for path, text in zip(paths, files.values()):
+        atomic_write(path, text)
+    return paths + list(plots.values())
 
 
 def incomplete(results: list[DatasetResult]) -> list[MethodResult]:

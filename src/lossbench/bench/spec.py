@@ -16,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lossbench._paths import check_name
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -185,9 +187,10 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         "val_fraction", "selection_metric", "baseline", "seed", "heartbeat_interval",
     }  # fmt: skip
     _no_unknown(data, top, source)
-    name = _take(data, "name", str, source)
-    if not name or any(c in name for c in ":/\\"):
-        raise SpecError(f"{source}: name must be non-empty without ':', '/' or '\\', got {name!r}")
+    try:  # the name becomes storage keys and, in `lossbench report`, a folder under --out
+        name = check_name(_take(data, "name", str, source), "name")
+    except ValueError as err:
+        raise SpecError(f"{source}: {err}") from None
 
     train_table = _take(data, "train", dict, source, {})
     where = f"{source} [train]"

@@ -8,7 +8,11 @@ about 8x faster at 10 and 100 classes (``benchmarks/bench_exact.py``).
 The C source is compiled with the system's C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) into
 ``$LOSSBENCH_KERNEL_DIR`` (else ``~/.cache/lossbench/kernels``) under a name that hashes the
 source, the flags, the compiler and the CPU, and loaded with ctypes (no Python headers needed; the
-call releases the GIL).  Where that fails (no compiler, an old glibc without vectorised ``erfc``)
+call releases the GIL).  Loading a library runs its code, so only a library that cannot have been
+planted is loaded: the directory (symbolic links resolved) must be the user's own and writable by
+no one else, every directory above it owned by root or the user and writable by no one else unless
+sticky (as ``/tmp``), and the file a regular file the user owns that no one else can write.  A cache
+that fails this check is refused with a warning naming the path, and the PyTorch path is used.  Where that fails (no compiler, an old glibc without vectorised ``erfc``)
 a warning says why and the PyTorch path is used.  ``LOSSBENCH_EXACT_KERNEL=0`` turns the kernel
 off.  It serves float32 and float64 CPU tensors; others (CUDA, half) take the PyTorch path.
 """
@@ -20,6 +24,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -53,6 +58,42 @@ def _kernel_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "lossbench" / "kernels"
 
 
+class UntrustedCacheError(RuntimeError):
+    """The kernel cache is a place another user could write to: nothing is built or loaded there."""
+
+
+def _trusted_dir(path: Path) -> Path:
+    """``path`` resolved and created (0700) if absent; refused unless no other user can change it."""
+    uid = os.geteuid()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    real = path.resolve(strict=True)  # from here on no link is followed: what is checked is what is used
+    for parent in reversed(real.parents):
+        st = os.stat(parent)
+        if st.st_uid not in (0, uid) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+            raise UntrustedCacheError(
+                f"refusing the kernel cache {path}: {parent} is owned by uid {st.st_uid} or writable by other users"
+            )
+    st = os.lstat(real)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
+        raise UntrustedCacheError(
+            f"refusing the kernel cache {real}: it must be a directory you (uid {uid}) own that no one else "
+            f"can write (it is owned by uid {st.st_uid}, mode {stat.filemode(st.st_mode)}); use chmod 700 "
+            f"or set ${KERNEL_DIR_ENV}"
+        )
+    return real
+
+
+def _check_own_file(path: Path) -> None:
+    """Refuse to load a file that is not a regular file of this user, writable by no one else."""
+    uid = os.geteuid()
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
+        raise UntrustedCacheError(
+            f"refusing to load {path}: not a regular file owned by you (uid {uid}) and writable only by you "
+            f"(owner uid {st.st_uid}, mode {stat.filemode(st.st_mode)}); delete it to rebuild the kernel"
+        )
+
+
 def _cpu_signature() -> str:
     """The CPU's model and feature flags: a library built with -march=native runs only there."""
     try:
@@ -63,15 +104,20 @@ def _cpu_signature() -> str:
     return "\n".join(sorted(set(keep)))
 
 
-def _build(compiler: str) -> Path:
+def library_path(compiler: str) -> Path:
+    """Where the library built by ``compiler`` is cached (the cache directory checked and created)."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
     key = hashlib.sha256(
         "\0".join([SOURCE.read_text(), " ".join(FLAGS + LINK), version, platform.machine(), _cpu_signature()]).encode()
     ).hexdigest()[:16]
-    target = _kernel_dir() / f"exact-{key}.so"
-    if target.exists():
+    return _trusted_dir(_kernel_dir()) / f"exact-{key}.so"
+
+
+def _build(compiler: str) -> Path:
+    target = library_path(compiler)
+    if os.path.lexists(target):
+        _check_own_file(target)
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         objects = []
         for name, defines in (("f32", ()), ("f64", ("-DREAL_DOUBLE",))):
@@ -80,6 +126,7 @@ def _build(compiler: str) -> Path:
             objects.append(str(obj))
         library = Path(tmp) / "exact.so"
         _run([compiler, *objects, *LINK, "-o", str(library)])
+        library.chmod(0o700)  # whatever the umask: a group-writable library would be refused
         os.replace(library, target)  # atomic: concurrent builders write the same bytes
     return target
 
@@ -113,7 +160,7 @@ def kernel() -> dict[torch.dtype, ctypes._CFuncPtr] | None:
                 if shutil.which(compiler) is None:
                     raise RuntimeError(f"no C compiler {compiler!r} on PATH (set $CC)")
                 _STATE["functions"] = _declare(ctypes.CDLL(str(_build(compiler))))
-            except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+            except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as error:  # AttributeError: no entry points
                 _STATE["error"] = str(error)
                 warnings.warn(
                     f"lossbench: the fused EXACT kernel is unavailable, using the slower PyTorch path: {error}",

@@ -1,0 +1,64 @@
+"""Where lossbench writes: names checked before they become paths, and files written whole.
+
+Study names come from specs and from storage (which several users may share), dataset labels
+from specs; each becomes a path component of the report.  :func:`check_name` refuses anything
+that is not one plain component, and :func:`inside` proves a path lies below its root after every
+``..`` and symbolic link is resolved, so no name can make lossbench write outside ``--out``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Optuna keeps study names in a VARCHAR(512) and ours are "<spec>:<stage>:<dataset>:<method>".
+MAX_NAME_LENGTH = 128
+
+
+def check_name(name: object, what: str) -> str:
+    """``name`` if it can be one path component of its own; else a ValueError naming ``what``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} must be a non-empty string, got {name!r}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"{what} must have at most {MAX_NAME_LENGTH} characters, got {len(name)}: {name[:40]!r}...")
+    bad = sorted({c for c in name if c in ':/\\' or not c.isprintable()})
+    if bad or name.startswith(".") or name != name.strip():
+        raise ValueError(
+            f"{what} must be one plain name (no ':', '/', '\\', control characters, leading '.' or "
+            f"surrounding spaces), got {name!r}"
+        )
+    return name
+
+
+def inside(root: str | Path, *parts: str) -> Path:
+    """``root / parts``, refused unless it resolves to a path below ``root`` (resolved too)."""
+    base = Path(root).resolve()
+    path = base.joinpath(*parts).resolve()
+    if path != base and base not in path.parents:
+        raise ValueError(f"refusing to write {path}: it is not inside the output folder {base}")
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename.
+
+    A reader sees the old file or the new one, never half of one.  The file gets the mode the
+    umask gives new files (mkstemp's 0600 would hide reports and downloads from other users).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

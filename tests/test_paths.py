@@ -1,0 +1,77 @@
+"""Nothing is written outside the output folder, whatever a spec or a shared storage names."""
+
+from __future__ import annotations
+
+import os
+
+import optuna
+import pytest
+
+from lossbench._paths import atomic_write, check_name, inside
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden", "a/b", "/abs", "a\\b", "a:b", "tab\there", " pad", "", "x" * 129])
+def test_check_name_refuses_what_is_not_one_plain_component(name):
+    with pytest.raises(ValueError, match="study name"):
+        check_name(name, "study name")
+
+
+@pytest.mark.parametrize("name", ["builtin", "exact-table1.quick", "my study 2", "étude_α"])
+def test_check_name_accepts_plain_names(name):
+    assert check_name(name, "study name") == name
+
+
+def test_inside_refuses_every_escape(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert inside(out, "a", "b.png") == (out / "a" / "b.png").resolve()
+    for parts in [("..",), ("..", "x"), ("a", "..", "..", "x"), (str(tmp_path / "elsewhere"),)]:
+        with pytest.raises(ValueError, match="not inside the output folder"):
+            inside(out, *parts)
+    (out / "plots").symlink_to(tmp_path)  # a link planted in the output folder
+    with pytest.raises(ValueError, match="not inside the output folder"):
+        inside(out, "plots", "x.png")
+
+
+def test_atomic_write_leaves_no_temporary_file_and_the_umask_mode(tmp_path):
+    path = tmp_path / "sub" / "f.txt"
+    atomic_write(path, "one")
+    atomic_write(path, b"two")
+    assert path.read_text() == "two" and [p.name for p in path.parent.iterdir()] == ["f.txt"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_report_of_a_storage_holding_a_hostile_study_name_writes_nothing_outside(tmp_path):
+    """A shared storage may hold any study name: `lossbench report` refuses '..', writes nothing."""
+    from lossbench.bench.spec import load_preset
+    from lossbench.bench.storage import FINGERPRINT_ATTR, SPEC_ATTR, default_storage_url, open_storage
+    from lossbench.cli import main
+
+    out = tmp_path / "deep" / "out"
+    out.mkdir(parents=True)
+    storage = open_storage(default_storage_url(out))
+    spec_json = load_preset("builtin").to_json()
+    for name in ("..", "fine"):  # two studies, so each would get its own folder below --out
+        study = optuna.create_study(storage=storage, study_name=name)
+        study.set_user_attr(SPEC_ATTR, spec_json)
+        study.set_user_attr(FINGERPRINT_ATTR, "x")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["report", "--out", str(out)]) == 2
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert [p for p in after if p not in before and out not in (tmp_path / p).parents] == []
+    assert not (tmp_path / "deep" / "report.md").exists()
+
+
+def test_write_report_refuses_a_planted_link_in_the_output_folder(tmp_path):
+    from lossbench.bench.report import write_report
+    from lossbench.bench.spec import load_preset
+
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "report.md").symlink_to(elsewhere / "report.md")
+    with pytest.raises(ValueError, match="not inside the output folder"):
+        write_report(load_preset("builtin"), [], out)
+    assert list(elsewhere.iterdir()) == []
