@@ -1,8 +1,10 @@
 """One training run: build the model and the method, train, score on the held-out split.
 
-Tuning runs train on the training part of the stratified train/validation split and are scored
-on the validation part; final runs train on the whole training split and are scored on the test
-split.  The test split is never touched during tuning.
+Tuning runs train on the training part of the train/validation split (stratified, or scikit-
+learn's unstratified split with ``val_split = "random"``) and are scored on the validation part;
+final runs train on the whole training split and are scored on the test split.  The test split
+is never touched during tuning.  With ``[train] standardize`` each stage's features are
+standardised again on the part that stage trains on (ddof 0, std floored at 1e-6).
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from typing import Any
 
 import torch
 
-from lossbench.bench.methods import Method, check_compatible, output_width
+from lossbench.bench.methods import Method, check_compatible, output_width, set_loss_option
 from lossbench.bench.metrics import EpochScores, compute_metrics, selection_metric
-from lossbench.bench.spec import DatasetSpec, Spec
+from lossbench.bench.spec import SEED_PARAM, DatasetSpec, Spec
 from lossbench.data import Dataset, load_dataset, stratified_split
+from lossbench.data.splits import random_split, standardize
 from lossbench.models import build_model
 from lossbench.train import eval_logits, fit
 
 STAGES = ("tune", "final")
+MIN_STD = 1e-6  # the std floor of per-stage standardisation (as the EXACT paper's code)
 
 
 @dataclass
@@ -69,11 +73,16 @@ class DataCache:
     def _split(self, data: Dataset, stage: str) -> Split:
         if stage == "tune":
             # The same seeded split for every method: their validation scores are comparable.
-            fit_idx, val_idx = stratified_split(data.y_train, val_fraction=self.spec.val_fraction, seed=self.spec.seed)
+            if self.spec.val_split == "random":
+                fit_idx, val_idx = random_split(len(data.y_train), self.spec.val_fraction, self.spec.seed)
+            else:
+                fit_idx, val_idx = stratified_split(data.y_train, val_fraction=self.spec.val_fraction, seed=self.spec.seed)
             x_fit, y_fit = data.x_train[fit_idx], data.y_train[fit_idx]
             x_eval, y_eval = data.x_train[val_idx], data.y_train[val_idx]
         else:
             x_fit, y_fit, x_eval, y_eval = data.x_train, data.y_train, data.x_test, data.y_test
+        if self.spec.train.standardize and x_fit.is_floating_point():
+            x_fit, x_eval, _ = standardize(x_fit, x_eval, min_std=MIN_STD)
         dev = self.device
         return Split(
             data, stage, x_fit.to(dev), y_fit.to(dev), x_eval.to(dev), y_eval.to(dev),
@@ -92,12 +101,22 @@ class RunResult:
         return bool(self.metrics.get("diverged", 0.0))
 
 
-def run_seed(stage: str, trial_number: int, spec: Spec, seed: int | None = None) -> int:
-    """The training seed of a run: a tuning trial's is derived from the study seed and its number."""
+def run_seed(stage: str, trial_number: int, spec: Spec, seed: int | None = None, params: dict | None = None) -> int:
+    """The training seed of a run: a final run's evaluation seed; a tuning trial's searched
+    ``seed`` when the spec searches one, else one derived from the study seed and its number."""
     if stage == "final":
         assert seed is not None
         return seed
+    if params is not None and SEED_PARAM in params:
+        return int(params[SEED_PARAM])
     return spec.seed * 100_003 + trial_number
+
+
+def repeats(spec: Spec, n: int) -> int:
+    """Passes over the data per epoch: ``int(repeat_to_batches * batch_size / n)``, at least one."""
+    if spec.train.repeat_to_batches <= 0:
+        return 1
+    return max(1, spec.train.repeat_to_batches * spec.train.batch_size // n)
 
 
 def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: Spec, seed: int) -> RunResult:
@@ -118,7 +137,13 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
     # must produce non-finite logits (recorded as diverged), not an exception.
     adapter = method.build_loss(params, {"class_counts": split.class_counts.to(split.x_fit.device)}, task, validate=False)
     loss = adapter.to(split.x_fit.device).unwrapped()
-    schedule = getattr(adapter.loss, "set_epoch", None)  # e.g. EXACT's sigma schedule, LDAM's deferred re-weighting
+    own_schedule = getattr(adapter.loss, "set_epoch", None)  # e.g. EXACT's sigma schedule, LDAM's deferred re-weighting
+
+    def schedule(epoch: int, epochs: int) -> None:  # before each epoch (and once after the last)
+        if own_schedule is not None:
+            own_schedule(epoch, epochs)
+        for key, sched in method.spec.schedule.items():
+            set_loss_option(adapter.loss, key[5:], sched.value(epoch, epochs))
     metric = selection_metric(spec.selection_metric, task)
     # Held-out curves stay on the device until the run ends: no host sync per epoch.
     train_loss: list[float] = []
@@ -133,11 +158,9 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
             heldout_loss.append(loss(logits, split.y_eval, reduction="mean"))
         train_loss.append(float(stats.get("loss", math.nan)))
         heldout_metric.add(logits)
-        if schedule is not None:
-            schedule(epoch + 1, spec.train.epochs)
+        schedule(epoch + 1, spec.train.epochs)
 
-    if schedule is not None:
-        schedule(0, spec.train.epochs)
+    schedule(0, spec.train.epochs)
     generator = torch.Generator().manual_seed(seed)
     fit(
         model,
@@ -151,11 +174,19 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
         weight_decay=params.get("weight_decay", 0.0),
         momentum=spec.train.momentum,
         lr_final=spec.train.lr_final,
+        lr_schedule=spec.train.lr_schedule,
+        weight_decay_on=spec.train.weight_decay_on,
+        repeat=repeats(spec, len(split.y_fit)),
+        drop_last=spec.train.drop_last,
         transforms=method.transform_list(params),
         generator=generator,
         on_epoch_end=on_epoch_end,
     )
     metrics = compute_metrics(last_logits[0], split.y_eval, task, num_classes)
+    if spec.tie_break == "train_metric" and split.stage == "tune":
+        # The fit part's score breaks ties between equal validation scores.
+        fit_logits = eval_logits(model, split.x_fit, batch_size=4096)
+        metrics[f"train_{metric}"] = compute_metrics(fit_logits, split.y_fit, task, num_classes)[metric]
     curves = {
         "train_loss": train_loss,
         "heldout_loss": torch.stack(heldout_loss).tolist(),

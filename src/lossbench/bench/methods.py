@@ -68,22 +68,24 @@ class Method:
     def name(self) -> str:
         return self.spec.name
 
-    def search_space(self, shared: dict[str, Range]) -> dict[str, Distribution]:
+    def search_space(self, shared: dict[str, Range | Choice]) -> dict[str, Distribution]:
         """Optuna distributions keyed ``lr``, ``weight_decay``, ``loss.<p>``, ``<transform>.<p>``.
 
-        A registered hyperparameter is tuned when it has a search space and the method does not
-        fix it; the method's ``search`` table replaces registered ranges.
+        A registered hyperparameter is tuned when the method's ``search`` table names it or it has
+        a registered search space, unless the method fixes it (``params``) or schedules it.
         """
         space = {k: _distribution(r) for k, r in shared.items()}
-        for p in self.loss.hyperparams:
-            key = f"loss.{p.name}"
-            if p.space is not None and p.name not in self.spec.params:
-                space[key] = _distribution(self.spec.search.get(key, p.space))
-        for tname, fixed, params in self.transforms:
+        own = [("loss", self.spec.params, self.loss.hyperparams)]
+        own += [(tname, fixed, params) for tname, fixed, params in self.transforms]
+        for prefix, fixed, params in own:
             for p in params:
-                key = f"{tname}.{p.name}"
-                if p.space is not None and p.name not in fixed:
-                    space[key] = _distribution(self.spec.search.get(key, p.space))
+                key = f"{prefix}.{p.name}"
+                if p.name in fixed or key in self.spec.schedule:
+                    continue
+                if key in self.spec.search:
+                    space[key] = _distribution(self.spec.search[key])
+                elif p.space is not None:
+                    space[key] = _distribution(p.space)
         return space
 
     def main_hyperparameter(self, shared: dict[str, Range]) -> str:
@@ -92,14 +94,16 @@ class Method:
         return own[0] if own else "lr"
 
     def loss_kwargs(self, params: dict[str, Any], requirements: dict[str, Any]) -> dict[str, Any]:
-        tuned = {k[5:]: v for k, v in params.items() if k.startswith("loss.")}
+        # A grid's "default" (None) leaves the parameter at the loss's own default.
+        tuned = {k[5:]: v for k, v in params.items() if k.startswith("loss.") and v is not None}
+        tuned.update({k[5:]: s.start for k, s in self.spec.schedule.items()})  # the first epoch's value
         needed = {r: requirements[r] for r in self.loss.requires}
         return {**self.spec.params, **tuned, **needed}
 
     def transform_list(self, params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         out = []
         for tname, fixed, _ in self.transforms:
-            tuned = {k[len(tname) + 1 :]: v for k, v in params.items() if k.startswith(f"{tname}.")}
+            tuned = {k[len(tname) + 1 :]: v for k, v in params.items() if k.startswith(f"{tname}.") and v is not None}
             out.append((tname, {**fixed, **tuned}))
         return out
 
@@ -172,7 +176,24 @@ def resolve_method(spec: MethodSpec) -> Method:
     for key in spec.search:
         if key not in valid_keys:
             raise SpecError(f"{where}: search key {key!r} names no tunable parameter; use one of {sorted(valid_keys)}")
+    for key in spec.schedule:
+        if not key.startswith("loss.") or key[5:] not in accepted:
+            raise SpecError(f"{where}: schedule key {key!r} names no parameter of loss {loss.name!r}; "
+                            f"use one of {sorted('loss.' + a for a in accepted)}")  # fmt: skip
+        if key[5:] in spec.params:
+            raise SpecError(f"{where}: {key!r} is both fixed in params and scheduled")
     return method
+
+
+def set_loss_option(loss: nn.Module, name: str, value: Any) -> None:
+    """Change one of a built loss's arguments between epochs (a scheduled temperature, say)."""
+    options = getattr(loss, "_options", None)  # the generated module twins keep them there
+    if options is not None and name in options:
+        options[name] = value
+    elif hasattr(loss, name) and not isinstance(getattr(loss, name), (nn.Parameter, torch.Tensor)):
+        setattr(loss, name, value)
+    else:
+        raise SpecError(f"loss {type(loss).__name__} has no option {name!r} that can change between epochs")
 
 
 def _accepted_kwargs(loss: LossInfo) -> list[str]:

@@ -10,7 +10,9 @@ chosen configuration once per evaluation seed; a seed counts once however often 
 
 from __future__ import annotations
 
+import math
 import os
+import random
 import socket
 import time
 import zlib
@@ -55,9 +57,64 @@ def budget_trials(trials: list[FrozenTrial], budget: int) -> list[FrozenTrial]:
     return complete[:budget]
 
 
-def choose(trials: list[FrozenTrial]) -> FrozenTrial:
-    """Best validation score; ties go to the earliest trial."""
-    return max(trials, key=lambda t: (t.value, -t.number))
+TIE_TOLERANCE = 1e-6  # validation scores this close are equal (the EXACT paper's EPS)
+
+
+def choose(trials: list[FrozenTrial], tie_break: str = "earliest", metric: str = "accuracy") -> FrozenTrial:
+    """Best validation score; ties go to the earliest trial.
+
+    With ``tie_break="train_metric"`` the trials are scanned in order as the EXACT paper's code
+    does: a trial replaces the best when its validation score is higher, or equal within 1e-6
+    with a strictly higher score on the part it was trained on.
+    """
+    if tie_break == "earliest":
+        return max(trials, key=lambda t: (t.value, -t.number))
+    best, best_val, best_fit = None, -math.inf, -math.inf
+    for t in sorted(trials, key=lambda t: t.number):
+        fit = run_record(t).get("metrics", {}).get(f"train_{metric}", math.nan)
+        fit = -math.inf if math.isnan(fit) else fit
+        if t.value > best_val or (abs(t.value - best_val) < TIE_TOLERANCE and fit > best_fit):
+            best, best_val, best_fit = t, t.value, fit
+    assert best is not None
+    return best
+
+
+def draw_index(trial: FrozenTrial | optuna.Trial, trials: list[FrozenTrial]) -> int:
+    """Which fresh draw a tuning trial is: a retried trial (Optuna's retry of a dead worker's
+    trial) is the draw of the trial it retries, so kills and retries change no draw."""
+    root = trial.system_attrs.get("failed_trial", trial.number)
+    return sum(1 for t in trials if t.number < root and "failed_trial" not in t.system_attrs)
+
+
+class PythonRandomSampler(optuna.samplers.BaseSampler):
+    """The EXACT paper's search: ``random.seed(seed)``, then per trial one ``random.choice`` per
+    parameter in the order of ``grids``.  Draw ``k`` is the same whatever ran, failed or was
+    retried before it (see :func:`draw_index`)."""
+
+    def __init__(self, seed: int, grids: dict[str, tuple[Any, ...]]) -> None:
+        self.seed, self.grids = seed, grids
+
+    def draw(self, k: int) -> dict[str, Any]:
+        rng = random.Random(self.seed)
+        for _ in range(k):
+            for options in self.grids.values():
+                rng.choice(options)
+        return {name: rng.choice(options) for name, options in self.grids.items()}
+
+    def infer_relative_search_space(self, study, trial):  # no joint sampling
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        k = draw_index(trial, study.get_trials(deepcopy=False))
+        return self.draw(k)[param_name]
+
+
+def draw_order(space: dict[str, Any], order: tuple[str, ...]) -> list[str]:
+    """The space's keys, those named in ``order`` first in that order (the rest as they come)."""
+    return [k for k in order if k in space] + [k for k in space if k not in order]
 
 
 def final_runs(trials: list[FrozenTrial], seeds: list[int]) -> dict[int, FrozenTrial]:
@@ -160,7 +217,7 @@ class Runner:
         budget = budget_trials(trials, self.spec.trials)
         self._done[unit.label] = len(budget)
         if len(budget) < self.spec.trials:
-            self._tune_one(unit, len(trials))
+            self._tune_one(unit, trials)
             return "ran"
         if any(t.state == TrialState.RUNNING for t in trials):
             return "waiting"  # the choice must see every trial that may still enter the budget
@@ -182,10 +239,16 @@ class Runner:
         unit.final.optimize(lambda trial: self._objective(unit, trial, "final"), n_trials=1)
         return "ran"
 
-    def _tune_one(self, unit: Unit, n_existing: int) -> None:
-        # A fresh seeded sampler per trial: a resumed study samples what an uninterrupted one would.
-        seed = zlib.crc32(f"{self.spec.seed}:{unit.dataset.label}:{unit.method.name}:{n_existing}".encode())
-        if self.spec.sampler == "random":
+    def _tune_one(self, unit: Unit, trials: list[FrozenTrial]) -> None:
+        # A fresh seeded sampler per trial, seeded by the number of fresh (not retried) trials
+        # before it: a study resumed after kills samples what an uninterrupted one would.
+        fresh = sum(1 for t in trials if "failed_trial" not in t.system_attrs)
+        seed = zlib.crc32(f"{self.spec.seed}:{unit.dataset.label}:{unit.method.name}:{fresh}".encode())
+        if self.spec.sampler == "python-random":
+            space = unit.method.search_space(self.spec.search)
+            grids = {k: tuple(space[k].choices) for k in draw_order(space, self.spec.search_order)}
+            unit.tune.sampler = PythonRandomSampler(self.spec.seed, grids)
+        elif self.spec.sampler == "random":
             unit.tune.sampler = optuna.samplers.RandomSampler(seed=seed)
         else:
             unit.tune.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, self.spec.trials // 2 or 1))
@@ -194,7 +257,7 @@ class Runner:
     def _config(self, unit: Unit, budget: list[FrozenTrial]) -> dict[str, Any]:
         if unit.label in self._configs:  # stored and checked already: the budget is final by now
             return self._configs[unit.label]
-        best = choose(budget)
+        best = choose(budget, self.spec.tie_break, self.spec.selection_metric)
         attrs = unit.final.user_attrs  # one storage read
         stored = attrs.get(CONFIG_ATTR)
         if stored is None:
@@ -211,7 +274,7 @@ class Runner:
         if stage == "final" and "seed" not in trial.user_attrs:
             raise optuna.TrialPruned("not a queued evaluation run (another worker took it)")
         params = {name: suggest(trial, name, dist) for name, dist in space.items()}
-        seed = run_seed(stage, trial.number, self.spec, trial.user_attrs.get("seed"))
+        seed = run_seed(stage, trial.number, self.spec, trial.user_attrs.get("seed"), params)
         split = self.cache.get(unit.dataset, stage)
         result = train_and_score(split, unit.method, params, self.spec, seed)
         record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),

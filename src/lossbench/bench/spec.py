@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from lossbench._paths import check_name
+from lossbench.registry import Choice
+from lossbench.train.loop import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_ON
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,8 +31,12 @@ SELECTION_METRICS = {
     "multiclass": ("accuracy", "macro_f1", "balanced_accuracy"),
     "multilabel": ("micro_f1", "macro_f1", "map"),
 }
-SAMPLERS = ("tpe", "random")
-OPTIMIZERS = ("sgd", "adam")
+# "python-random": Python's random.Random(seed).choice per parameter and trial, parameters in
+# ``search_order`` -- the draw of the EXACT paper's code, for grids of choices only.
+SAMPLERS = ("tpe", "random", "python-random")
+VAL_SPLITS = ("stratified", "random")  # random: scikit-learn's unstratified train_test_split
+TIE_BREAKS = ("earliest", "train_metric")
+SEED_PARAM = "seed"  # a searched "seed" is the tuning run's training seed (the EXACT paper tunes it)
 
 
 class SpecError(ValueError):
@@ -46,6 +53,21 @@ class Range:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """A per-epoch geometric schedule of a loss or transform parameter (numpy.geomspace's terms):
+    epoch ``e`` of ``E`` uses ``start * (end / start) ** (e / (E - 1))``, or ``e / E`` without the
+    endpoint (the EXACT paper's temperature, whose last epoch stops short of ``end``)."""
+
+    start: float
+    end: float
+    endpoint: bool = True
+
+    def value(self, epoch: int, epochs: int) -> float:
+        steps = (epochs - 1) if self.endpoint else epochs
+        return self.start * (self.end / self.start) ** (min(epoch, steps) / steps if steps else 0.0)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: str = "linear"
     model_params: dict[str, Any] = field(default_factory=dict)
@@ -54,6 +76,11 @@ class TrainConfig:
     epochs: int = 16
     batch_size: int = 256
     lr_final: float | None = 1e-4
+    lr_schedule: str = "step"  # step: exponential step by step; epoch: once per epoch, lr_final at the last
+    weight_decay_on: str = "all"  # weights: only parameters of 2 or more dimensions (not biases)
+    repeat_to_batches: int = 0  # > 0: each epoch repeats the data int(this * batch_size / n) times (>= 1)
+    drop_last: bool = False
+    standardize: bool = False  # re-standardise features on each run's training part (ddof 0, std >= 1e-6)
 
 
 @dataclass(frozen=True)
@@ -88,8 +115,9 @@ class MethodSpec:
     loss: str
     params: dict[str, Any] = field(default_factory=dict)
     transforms: tuple[TransformSpec, ...] = ()
-    search: dict[str, Range] = field(default_factory=dict)
+    search: dict[str, Range | Choice] = field(default_factory=dict)
     datasets: tuple[str, ...] | None = None  # restrict to these dataset labels
+    schedule: dict[str, Schedule] = field(default_factory=dict)  # keyed like search; set per epoch
 
     def runs_on(self, dataset: DatasetSpec) -> bool:
         return self.datasets is None or dataset.label in self.datasets or dataset.name in self.datasets
@@ -101,17 +129,20 @@ class Spec:
     datasets: tuple[DatasetSpec, ...]
     methods: tuple[MethodSpec, ...]
     train: TrainConfig = TrainConfig()
-    search: dict[str, Range] = field(
+    search: dict[str, Range | Choice] = field(
         default_factory=lambda: {"lr": Range(1e-3, 1.0, True), "weight_decay": Range(1e-6, 1e-2, True)}
     )
     trials: int = 20
     seeds: int = 5
     sampler: str = "tpe"
     val_fraction: float = 0.2
+    val_split: str = "stratified"
     selection_metric: str = "accuracy"
+    tie_break: str = "earliest"  # train_metric: equal validation scores (within 1e-6) go to the better fit
     baseline: str | None = None
     seed: int = 0
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
+    search_order: tuple[str, ...] = ()  # the python-random sampler's draw order (others follow)
 
     def method(self, name: str) -> MethodSpec:
         for m in self.methods:
@@ -155,11 +186,15 @@ def _no_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
         raise SpecError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
 
 
-def _range(value: Any, where: str) -> Range:
+def _range(value: Any, where: str) -> Range | Choice:
     if isinstance(value, list) and len(value) == 2:
         value = {"low": value[0], "high": value[1]}
     if not isinstance(value, dict):
-        raise SpecError(f"{where}: a search range is {{low = ..., high = ..., log = false}}, got {value!r}")
+        raise SpecError(
+            f"{where}: a search range is {{low = ..., high = ..., log = false}} or {{choices = [...]}}, got {value!r}"
+        )
+    if "choices" in value or "options" in value:  # "options": the stored (JSON) spelling
+        return _choices(value, where)
     _no_unknown(value, {"low", "high", "log"}, where)
     low = _take(value, "low", float, where)
     high = _take(value, "high", float, where)
@@ -169,6 +204,48 @@ def _range(value: Any, where: str) -> Range:
     if log and low <= 0:
         raise SpecError(f"{where}: a log range needs low > 0, got {low}")
     return Range(low, high, log)
+
+
+def _choices(value: dict[str, Any], where: str) -> Choice:
+    """A grid: numbers, strings or booleans; "default" (None once stored) leaves the parameter unset."""
+    key = "choices" if "choices" in value else "options"
+    _no_unknown(value, {key}, where)
+    options = value[key]
+    if not isinstance(options, (list, tuple)) or len(options) < 2:
+        raise SpecError(f"{where}: choices must be a list of at least two values, got {options!r}")
+    options = tuple(None if o == "default" else o for o in options)
+    for o in options:
+        if o is not None and not isinstance(o, (int, float, str, bool)):
+            raise SpecError(f"{where}: a choice is a number, a string or a boolean, got {o!r}")
+        if isinstance(o, float) and not math.isfinite(o):
+            raise SpecError(f"{where}: choices must be finite, got {o!r}")
+    if len(set(options)) != len(options):
+        raise SpecError(f"{where}: choices repeat a value: {list(options)}")
+    return Choice(options)
+
+
+def _schedule(value: Any, where: str) -> Schedule:
+    if not isinstance(value, dict):
+        raise SpecError(f"{where}: a schedule is {{start = ..., end = ..., endpoint = true}}, got {value!r}")
+    _no_unknown(value, {"start", "end", "endpoint"}, where)
+    sched = Schedule(
+        _take(value, "start", float, where), _take(value, "end", float, where),
+        _take(value, "endpoint", bool, where, _default(Schedule, "endpoint")),
+    )  # fmt: skip
+    if not (math.isfinite(sched.start) and math.isfinite(sched.end) and sched.start > 0 and sched.end > 0):
+        raise SpecError(f"{where}: start and end must be finite and > 0, got {sched.start}, {sched.end}")
+    return sched
+
+
+def _default(cls: type, name: str) -> Any:
+    """The dataclass field's default: every spec default is written once, on the dataclass."""
+    f = cls.__dataclass_fields__[name]
+    return f.default_factory() if f.default_factory is not field().default_factory else f.default
+
+
+def _one_of(value: Any, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise SpecError(f"{what} must be one of {allowed}, got {value!r}")
 
 
 def _transform(value: Any, where: str) -> TransformSpec:
@@ -181,11 +258,11 @@ def _transform(value: Any, where: str) -> TransformSpec:
 
 
 def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
-    """Build a :class:`Spec` from a parsed TOML document, checking every field."""
-    top = {
-        "name", "datasets", "methods", "train", "search", "trials", "seeds", "sampler",
-        "val_fraction", "selection_metric", "baseline", "seed", "heartbeat_interval",
-    }  # fmt: skip
+    """Build a :class:`Spec` from a parsed TOML document, checking every field.
+
+    Every default is the dataclass field's (:func:`_default`), written once.
+    """
+    top = set(Spec.__dataclass_fields__)
     _no_unknown(data, top, source)
     try:  # the name becomes storage keys and, in `lossbench report`, a folder under --out
         name = check_name(_take(data, "name", str, source), "name")
@@ -195,28 +272,36 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
     train_table = _take(data, "train", dict, source, {})
     where = f"{source} [train]"
     _no_unknown(train_table, set(TrainConfig.__dataclass_fields__), where)
-    lr_final = _take(train_table, "lr_final", float, where, 1e-4)  # 0 (TOML has no null): constant lr
-    train = TrainConfig(
-        model=_take(train_table, "model", str, where, "linear"),
-        model_params=dict(_take(train_table, "model_params", dict, where, {})),
-        optimizer=_take(train_table, "optimizer", str, where, "sgd"),
-        momentum=_take(train_table, "momentum", float, where, 0.9),
-        epochs=_take(train_table, "epochs", int, where, 16),
-        batch_size=_take(train_table, "batch_size", int, where, 256),
-        lr_final=lr_final or None,
-    )
-    if train.optimizer not in OPTIMIZERS:
-        raise SpecError(f"{where}: optimizer must be one of {OPTIMIZERS}, got {train.optimizer!r}")
+    kinds = {"model_params": dict, "momentum": float, "lr_final": float, "drop_last": bool, "standardize": bool}
+    values = {
+        key: _take(train_table, key, kinds.get(key, type(_default(TrainConfig, key))), where, _default(TrainConfig, key))
+        for key in TrainConfig.__dataclass_fields__
+        if key != "lr_final"
+    }
+    lr_final = _take(train_table, "lr_final", float, where, _default(TrainConfig, "lr_final"))
+    if lr_final is not None and not (math.isfinite(lr_final) and lr_final >= 0):  # 0 (TOML has no null): constant lr
+        raise SpecError(f"{where}: lr_final must be a finite number >= 0, got {lr_final}")
+    train = TrainConfig(**{**values, "model_params": dict(values["model_params"])}, lr_final=lr_final or None)
+    _one_of(train.optimizer, OPTIMIZERS, f"{where}: optimizer")
+    _one_of(train.lr_schedule, LR_SCHEDULES, f"{where}: lr_schedule")
+    _one_of(train.weight_decay_on, WEIGHT_DECAY_ON, f"{where}: weight_decay_on")
     if train.epochs < 1 or train.batch_size < 1:
         raise SpecError(f"{where}: epochs and batch_size must be >= 1, got {train.epochs}, {train.batch_size}")
+    if train.repeat_to_batches < 0:
+        raise SpecError(f"{where}: repeat_to_batches must be >= 0, got {train.repeat_to_batches}")
     if not 0 <= train.momentum < 1:
         raise SpecError(f"{where}: momentum must lie in [0, 1), got {train.momentum}")
 
     search_table = _take(data, "search", dict, source, None)
-    search = Spec.__dataclass_fields__["search"].default_factory()  # type: ignore[misc]
+    search = _default(Spec, "search")
     if search_table is not None:
-        _no_unknown(search_table, {"lr", "weight_decay"}, f"{source} [search]")
+        _no_unknown(search_table, {"lr", "weight_decay", SEED_PARAM}, f"{source} [search]")
         search.update({k: _range(v, f"{source} [search].{k}") for k, v in search_table.items()})
+    seed_space = search.get(SEED_PARAM)
+    if seed_space is not None and not (
+        isinstance(seed_space, Choice) and all(isinstance(o, int) and not isinstance(o, bool) for o in seed_space.options)
+    ):
+        raise SpecError(f"{source} [search].seed: the seed is searched over integer choices, got {seed_space}")
 
     datasets = []
     for i, d in enumerate(_take(data, "datasets", list, source)):
@@ -235,18 +320,24 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         where = f"{source} methods[{i}]"
         if not isinstance(m, dict):
             raise SpecError(f"{where}: a method is a table with at least 'name' and 'loss', got {m!r}")
-        _no_unknown(m, {"name", "loss", "params", "transforms", "search", "datasets"}, where)
+        _no_unknown(m, set(MethodSpec.__dataclass_fields__), where)
         mname = _take(m, "name", str, where)
         where = f"{source} method {mname!r}"
         only = _take(m, "datasets", list, where, None)
+        search_m = {k: _range(v, f"{where} search.{k}") for k, v in _take(m, "search", dict, where, {}).items()}
+        schedule = {k: _schedule(v, f"{where} schedule.{k}") for k, v in _take(m, "schedule", dict, where, {}).items()}
+        both = sorted(set(schedule) & set(search_m))
+        if both:
+            raise SpecError(f"{where}: {both} cannot be both searched and scheduled")
         methods.append(
             MethodSpec(
                 name=mname,
                 loss=_take(m, "loss", str, where),
                 params=dict(_take(m, "params", dict, where, {})),
                 transforms=tuple(_transform(t, where) for t in _take(m, "transforms", list, where, [])),
-                search={k: _range(v, f"{where} search.{k}") for k, v in _take(m, "search", dict, where, {}).items()},
+                search=search_m,
                 datasets=None if only is None else tuple(str(x) for x in only),
+                schedule=schedule,
             )
         )
     if not methods:
@@ -259,27 +350,21 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
     if len(set(labels)) != len(labels):
         raise SpecError(f"{source}: a dataset is listed twice: {labels}")
 
-    spec = Spec(
-        name=name,
-        datasets=tuple(datasets),
-        methods=tuple(methods),
-        train=train,
-        search=search,
-        trials=_take(data, "trials", int, source, 20),
-        seeds=_take(data, "seeds", int, source, 5),
-        sampler=_take(data, "sampler", str, source, "tpe"),
-        val_fraction=_take(data, "val_fraction", float, source, 0.2),
-        selection_metric=_take(data, "selection_metric", str, source, "accuracy"),
-        baseline=_take(data, "baseline", str, source, None),
-        seed=_take(data, "seed", int, source, 0),
-        heartbeat_interval=_take(data, "heartbeat_interval", int, source, 10),
-    )
+    kinds = {"val_fraction": float, "baseline": str, "search_order": list}
+    scalars = {
+        key: _take(data, key, kinds.get(key, type(_default(Spec, key))), source, _default(Spec, key))
+        for key in Spec.__dataclass_fields__
+        if key not in {"name", "datasets", "methods", "train", "search"}
+    }
+    scalars["search_order"] = tuple(str(k) for k in scalars["search_order"])
+    spec = Spec(name=name, datasets=tuple(datasets), methods=tuple(methods), train=train, search=search, **scalars)
     if spec.trials < 1 or spec.seeds < 1:
         raise SpecError(f"{source}: trials and seeds must be >= 1, got {spec.trials}, {spec.seeds}")
     if spec.seeds < 2:
         raise SpecError(f"{source}: seeds must be >= 2 for a confidence interval and a paired test")
-    if spec.sampler not in SAMPLERS:
-        raise SpecError(f"{source}: sampler must be one of {SAMPLERS}, got {spec.sampler!r}")
+    _one_of(spec.sampler, SAMPLERS, f"{source}: sampler")
+    _one_of(spec.val_split, VAL_SPLITS, f"{source}: val_split")
+    _one_of(spec.tie_break, TIE_BREAKS, f"{source}: tie_break")
     if not 0 < spec.val_fraction < 1:
         raise SpecError(f"{source}: val_fraction must lie in (0, 1), got {spec.val_fraction}")
     allowed = sorted({m for ms in SELECTION_METRICS.values() for m in ms})
@@ -289,6 +374,11 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         raise SpecError(f"{source}: baseline {spec.baseline!r} is not one of the methods {names}")
     if spec.heartbeat_interval < 1:
         raise SpecError(f"{source}: heartbeat_interval must be >= 1 second, got {spec.heartbeat_interval}")
+    if spec.sampler == "python-random":
+        ranges = [k for k, v in search.items() if not isinstance(v, Choice)]
+        ranges += [f"{m.name}: {k}" for m in methods for k, v in m.search.items() if not isinstance(v, Choice)]
+        if ranges:
+            raise SpecError(f"{source}: the python-random sampler draws from choices only; these are ranges: {ranges}")
     return spec
 
 
@@ -302,6 +392,7 @@ def spec_from_json(text: str) -> Spec:
         if m["datasets"] is None:
             del m["datasets"]
     return parse_spec(data, "stored spec")
+
 
 
 def load_spec(path: str | Path) -> Spec:

@@ -99,6 +99,19 @@ def train_test_indices(y: torch.Tensor, test_fraction: float, seed: int) -> tupl
     return stratified_split(y, val_fraction=test_fraction, seed=seed)
 
 
+def random_split(n: int, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's unstratified ``train_test_split(range(n), test_size, random_state=seed)``.
+
+    Index tensors in scikit-learn's (shuffled) order: the split a source made this way, as the
+    EXACT paper's code does for its test and validation splits.
+    """
+    from sklearn.model_selection import train_test_split
+
+    _check_fraction("test_fraction", test_fraction)
+    fit, held = train_test_split(range(n), test_size=test_fraction, random_state=seed)
+    return torch.as_tensor(fit, dtype=torch.int64), torch.as_tensor(held, dtype=torch.int64)
+
+
 def long_tail_counts(counts: torch.Tensor, rho: float) -> torch.Tensor:
     """Per-class sizes of the exponential profile ``n_i = n_max * rho^(-i / (C - 1))``.
 
@@ -150,13 +163,20 @@ def long_tail(ds: Dataset, rho: float = 100.0, seed: int = 0) -> Dataset:
 
 
 def standardize(
-    train: torch.Tensor, test: torch.Tensor
+    train: torch.Tensor, test: torch.Tensor, min_std: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """Standardise columns with the training split's mean and std (ddof 0; constant columns: std 1)."""
+    """Standardise columns with the training split's mean and std (ddof 0).
+
+    Constant columns get std 1; with ``min_std`` every std is floored there instead (the EXACT
+    paper's code uses 1e-6, so a value unseen in training stands out by a factor of a million).
+    """
     t64 = train.double()
     mean = t64.mean(0) if len(t64) else torch.zeros(t64.shape[1:], dtype=torch.float64)
     std = t64.std(0, unbiased=False) if len(t64) else torch.ones_like(mean)
-    std = torch.where(std > 1e-12, std, torch.ones_like(std))
+    if min_std is not None:
+        std = std.clamp(min=min_std)
+    else:
+        std = torch.where(std > 1e-12, std, torch.ones_like(std))
     scale = lambda x: ((x.double() - mean) / std).float()  # noqa: E731
     return scale(train), scale(test), {"mean": mean.float(), "std": std.float()}
 

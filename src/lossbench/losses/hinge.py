@@ -29,10 +29,10 @@ def multi_class_hinge(
 
     Args:
         logits: raw scores ``(B, C)``; target: class indices ``(B,)``.
-        margin: ``> 0``; p: 1 or 2.
+        margin: ``>= 0``; p: 1 or 2.
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
-    check_positive("margin", margin)
+    check_positive("margin", margin, allow_zero=True)  # 0: the perceptron loss (the EXACT paper's grid has it)
     if p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
     check_class_weight(weight, x.shape[1])

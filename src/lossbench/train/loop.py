@@ -15,6 +15,8 @@ from lossbench.train._registry import TransformSpec
 from lossbench.train.step import build_step, trainable_parameters
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("step", "epoch")  # exponential decay to lr_final: step by step, or once per epoch
+WEIGHT_DECAY_ON = ("all", "weights")  # weights: parameters of >= 2 dimensions only (not biases)
 
 OptimizerSpec = Union[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]]
 EpochCallback = Callable[[int, dict[str, float]], Any]
@@ -31,8 +33,12 @@ def make_optimizer(
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     fused: bool | None = None,
+    weight_decay_on: str = "all",
 ) -> torch.optim.Optimizer:
     """``sgd`` (with ``momentum``), ``adam`` or ``adamw``; ``weight_decay`` as each torch optimizer has it.
+
+    ``weight_decay_on="weights"`` decays only parameters of two or more dimensions (weight
+    matrices and kernels, not biases), as the EXACT paper's code does.
 
     ``fused`` (default: wherever every parameter is a dense floating-point tensor on a device of
     ``FUSED_DEVICES``) selects PyTorch's fused kernel, one call per step instead of several ops
@@ -45,12 +51,19 @@ def make_optimizer(
         fused = bool(params) and all(
             p.is_floating_point() and not p.is_sparse and p.device.type in FUSED_DEVICES for p in params
         )
+    if weight_decay_on not in WEIGHT_DECAY_ON:
+        raise ValueError(f"weight_decay_on must be one of {WEIGHT_DECAY_ON}, got {weight_decay_on!r}")
+    groups: list[Any] = params
+    if weight_decay_on == "weights":
+        decayed = [p for p in params if p.ndim >= 2]
+        groups = [{"params": decayed}, {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+        groups = [g for g in groups if g["params"]]
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS} or a factory params -> Optimizer, got {name!r}")
 
 
@@ -67,6 +80,10 @@ def fit(
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     lr_final: float | None = None,
+    lr_schedule: str = "step",
+    weight_decay_on: str = "all",
+    repeat: int = 1,
+    drop_last: bool = False,
     transforms: Sequence[TransformSpec] = (),
     generator: torch.Generator | None = None,
     on_epoch_end: EpochCallback | None = None,
@@ -79,7 +96,11 @@ def fit(
     device (they are moved there once otherwise).  The optimizer covers the model's trainable
     parameters and the loss's, when the loss is an ``nn.Module``.  With ``lr_final`` the learning
     rate decays exponentially, step by step, from ``lr`` at the first step to ``lr_final`` at
-    the last (the EXACT paper's protocol).  ``optimizer`` is a name from ``OPTIMIZERS`` (built
+    the last; with ``lr_schedule="epoch"`` it decays once per epoch instead, reaching
+    ``lr_final`` at the last epoch (a per-epoch StepLR, as the EXACT paper's code; no decay when
+    ``lr_final >= lr``).  An epoch is ``repeat`` passes over the data in one shuffled order
+    (``randperm(repeat * n) % n``, as a repeated dataset in a shuffling loader), cut into batches;
+    ``drop_last`` drops the last, smaller one.  ``optimizer`` is a name from ``OPTIMIZERS`` (built
     by :func:`make_optimizer`, fused where PyTorch can) or a factory ``params -> Optimizer``,
     which then sets its own learning rate and decay (``lr_final`` is reached from its first
     group's rate).  ``transforms`` as in :func:`build_step`.
@@ -102,6 +123,12 @@ def fit(
     check_positive("lr", lr)
     if lr_final is not None:
         check_positive("lr_final", lr_final)
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"repeat must be a positive integer, got {repeat!r}")
+    if drop_last and repeat * n < batch_size:
+        raise ValueError(f"drop_last with {repeat * n} samples per epoch < batch_size {batch_size} leaves no batch")
 
     device = torch.device(device) if device is not None else x_train.device
     model.to(device)
@@ -111,31 +138,41 @@ def fit(
 
     params = trainable_parameters(model, loss)
     if isinstance(optimizer, str):
-        opt = make_optimizer(params, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum)
+        opt = make_optimizer(
+            params, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, weight_decay_on=weight_decay_on
+        )
     else:
         opt = optimizer(params)
     step = build_step(model, loss, opt, transforms)
 
-    steps_per_epoch = math.ceil(n / batch_size)
-    total = epochs * steps_per_epoch
+    samples = repeat * n
+    steps_per_epoch = samples // batch_size if drop_last else math.ceil(samples / batch_size)
+    starts = range(0, steps_per_epoch * batch_size, batch_size)
+    per_step = lr_schedule == "step"
+    total = epochs * steps_per_epoch if per_step else epochs
     scheduler = None
-    if lr_final is not None and total > 1:
-        gamma = (lr_final / opt.param_groups[0]["lr"]) ** (1.0 / (total - 1))
+    lr0 = opt.param_groups[0]["lr"]
+    if lr_final is not None and total > 1 and (per_step or lr_final < lr0):
+        gamma = (lr_final / lr0) ** (1.0 / (total - 1))
         scheduler = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
     perm_device = generator.device if generator is not None else torch.device("cpu")
 
     history: list[dict[str, float]] = []
     for epoch in range(epochs):
         model.train()
-        perm = torch.randperm(n, generator=generator, device=perm_device).to(device)
+        perm = torch.randperm(samples, generator=generator, device=perm_device).to(device)
+        if repeat > 1:
+            perm = perm % n
         values: dict[str, list[torch.Tensor | float]] = {}
-        for start in range(0, n, batch_size):
+        for start in starts:
             idx = perm[start : start + batch_size]
             lr_now = opt.param_groups[0]["lr"]
             for key, value in step.run(x_train[idx], y_train[idx]).items():
                 values.setdefault(key, []).append(value)
-            if scheduler is not None:
+            if scheduler is not None and per_step:
                 scheduler.step()
+        if scheduler is not None and not per_step:
+            scheduler.step()
         row = {key: total / steps_per_epoch for key, total in _totals(values).items()}
         row["epoch"], row["lr"] = epoch, lr_now
         history.append(row)
