@@ -1,0 +1,674 @@
+"""The verdict rule: how the ledger turns re-run scores into one word about a published claim.
+
+A claim says that a *treatment* (a loss, a step transform) scores higher than, lower than, or the
+same as a *baseline*.  Before any run its record fixes a :class:`Rule`: the claimed ``direction``
+(``"greater"``, ``"less"`` or ``"equal"``), the level ``alpha`` and, optionally, an equivalence
+margin ``delta`` in the metric's own units (``0.005`` = half an accuracy point).  The verdict is
+one word of :data:`VERDICTS`, its :class:`Effect` and a one-sentence reason.
+
+THE RULE
+========
+
+Every conclusion rests on one-sided tests at level ``alpha`` (a test rejects when
+``p <= alpha``), and every reported interval is the two-sided ``(1 - 2 alpha)`` confidence
+interval (90 % at ``alpha = 0.05``) of the mean difference ``treatment - baseline``.  That is the
+interval whose bounds match the one-sided tests (for the t-test exactly: lower bound > 0 <=> the
+test of "greater" rejects; the interval inside ``(-delta, delta)`` <=> both tests of TOST
+reject), so a reader can check each word on it.
+
+Five things may be *shown* (D is the true mean difference):
+
+- *positive*: D > 0 is shown;            *negative*: D < 0 is shown;
+- *within*: -delta < D < delta is shown (TOST: D > -delta and D < delta both shown);
+- *above*: D > delta is shown;           *below*: D < -delta is shown.
+
+Direction ``"greater"`` (treatment beats baseline):
+
+1. ``holds``        if *positive* is shown;
+2. ``contradicted`` if *negative* is shown (the effect is significantly the other way);
+3. ``equivalent``   if delta is given and *within* is shown (the claimed gain is not there, and
+   any difference is smaller than the margin);
+4. ``inconclusive`` otherwise.
+
+The first matching line wins.  Lines 1 and 2 exclude each other (``alpha < 1/2``); a significant
+effect inside the margin is still reported as ``holds``/``contradicted``, and the reason says
+that it lies within the margin.  Direction ``"less"`` is the mirror image (*negative* holds it,
+*positive* contradicts it).
+
+Direction ``"equal"`` (no difference; ``delta`` is required):
+
+1. ``holds``        if *within* is shown (for an ``"equal"`` claim equivalence is the claim);
+2. ``contradicted`` if *above* or *below* is shown (the difference is shown to exceed the margin:
+   the mirror image of TOST, each side at level alpha; the two rejection regions are disjoint);
+3. ``inconclusive`` otherwise.
+
+What "shown" means depends on the data:
+
+- One dataset, paired seeds (:func:`paired_verdict`): the one-sided Student t-test of the
+  per-seed differences ``d = treatment - baseline`` against 0, -delta or +delta (the paired
+  t-test; ``scipy.stats.ttest_1samp`` on ``d``, identical to ``ttest_rel``).  Student-t interval.
+
+  Zero variance (every seed gives the same difference, as in tables reporting std 0.00): there is
+  no sampling noise to test, so each comparison is decided by the constant ``c`` itself: a
+  hypothesis ``D > m`` is shown (p = 0) when ``c > m``, refuted (p = 1) when ``c < m`` and
+  undefined (p = nan, not shown) when ``c = m``; the interval is ``[c, c]``.  Hence a nonzero
+  constant gives ``holds`` or ``contradicted`` by its sign, and ``d == 0`` everywhere gives
+  ``equivalent`` when delta is given (never ``holds`` for a directional claim) and
+  ``inconclusive`` otherwise.  Differences equal up to the rounding of the subtraction (spread
+  <= 8 machine epsilons of the largest score) count as constant, and ``c`` counts as equal to
+  0 or to +-delta within the same rounding (0.95 - 0.94 is a difference of exactly 0.01).
+
+- Several datasets (:func:`across_datasets_verdict`, one mean difference per dataset, the claim
+  being about their mean): a comparison is shown when BOTH the one-sided Wilcoxon signed-rank
+  test rejects at alpha AND the bootstrap ``(1 - 2 alpha)`` interval of the mean lies on the
+  shown side (for *within*: the Wilcoxon TOST rejects on both sides and the interval lies inside
+  ``(-delta, delta)``).  The rank test guards against one large dataset carrying the mean; the
+  interval guards against a rank shift that the mean does not follow.  Details are in the
+  function's docstring.
+
+With fewer than two seeds or datasets nothing can be shown: the verdict is ``inconclusive``.
+Scores that are nan or infinite (diverged runs) are refused with a ``ValueError``: how a diverged
+run scores is the caller's decision, made before the run.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import numbers
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+VERDICTS = ("holds", "contradicted", "equivalent", "inconclusive")
+DIRECTIONS = ("greater", "less", "equal")
+
+# d counts as constant when its spread is within this many epsilons of the largest score: the
+# rounding of t - b (and of the decimal scores themselves) cannot make exactly equal differences
+# differ by more.
+_CONSTANT_ULPS = 8
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The decision rule, fixed in the claim record before any run.
+
+    ``direction``: ``"greater"`` (treatment beats baseline), ``"less"`` (treatment scores lower,
+    e.g. an error metric), or ``"equal"`` (a no-difference claim).  ``alpha``: the level of every
+    one-sided test, in (0, 0.5).  ``delta``: the equivalence margin in the metric's units;
+    required for ``"equal"``, optional otherwise (without it a directional claim can never be
+    ``equivalent``).
+    """
+
+    direction: str
+    alpha: float = 0.05
+    delta: float | None = None
+
+    def __post_init__(self):
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if not _is_real(self.alpha) or not 0 < self.alpha < 0.5:
+            # alpha >= 0.5 would let "greater" and "less" both be shown.
+            raise ValueError(f"alpha must be a number in (0, 0.5), got {self.alpha!r}")
+        if self.delta is not None and (not _is_real(self.delta) or not 0 < self.delta < math.inf):
+            raise ValueError(f"delta must be a positive finite number or None, got {self.delta!r}")
+        if self.direction == "equal" and self.delta is None:
+            raise ValueError(
+                "delta is required for direction 'equal' (the margin defines 'no difference'), got None"
+            )
+
+    @property
+    def ci_level(self) -> float:
+        """Level of the reported interval, ``1 - 2 alpha``: the one matching the one-sided tests."""
+        return 1 - 2 * self.alpha
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What a verdict is computed from, kept for the report.
+
+    ``estimate``: mean difference treatment - baseline (over seeds, or over datasets of their
+    per-dataset mean differences).  ``ci_low``/``ci_high``: the two-sided ``ci_level`` =
+    ``1 - 2 alpha`` interval of it, the interval the decision uses.  ``p_value``: of the test of
+    the claim: one-sided in the claimed direction, or the TOST p-value (the larger of the two
+    one-sided p-values against -delta and +delta) for ``"equal"``; small always supports the
+    claim; nan where undefined.  ``n``: seeds or datasets.  ``method``: the tests, in words.
+    """
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    ci_level: float
+    p_value: float
+    n: int
+    method: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One word of :data:`VERDICTS`, the rule it was decided by, its effect and why."""
+
+    word: str
+    rule: Rule
+    effect: Effect
+    reason: str
+
+    def __post_init__(self):
+        if self.word not in VERDICTS:
+            raise ValueError(f"word must be one of {VERDICTS}, got {self.word!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# The decision, shared by both data shapes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Shown:
+    positive: bool
+    negative: bool
+    within: bool
+    above: bool
+    below: bool
+
+
+def _decide(rule: Rule, shown: _Shown) -> str:
+    if rule.direction == "equal":
+        if shown.within:
+            return "holds"
+        return "contradicted" if shown.above or shown.below else "inconclusive"
+    claimed, opposite = (
+        (shown.positive, shown.negative) if rule.direction == "greater" else (shown.negative, shown.positive)
+    )
+    if claimed:
+        return "holds"
+    if opposite:
+        return "contradicted"
+    return "equivalent" if shown.within else "inconclusive"
+
+
+@dataclass(frozen=True)
+class _Tests:
+    """One-sided p-values for D > 0, D < 0, TOST, D > delta, D < -delta (nan: not computed)."""
+
+    positive: float = math.nan
+    negative: float = math.nan
+    within: float = math.nan
+    above: float = math.nan
+    below: float = math.nan
+
+    def claim(self, rule: Rule) -> float:
+        return {"greater": self.positive, "less": self.negative, "equal": self.within}[rule.direction]
+
+
+def _run_tests(p: Callable[[float, str], float], rule: Rule) -> _Tests:
+    """The tests the rule's direction decides by; ``p(m, side)`` is the p-value of D > m or D < m."""
+    dl = rule.delta
+    # TOST; np.maximum keeps a nan (an undefined side), which the builtin max would drop.
+    within = math.nan if dl is None else float(np.maximum(p(-dl, "greater"), p(dl, "less")))
+    if rule.direction == "equal":
+        return _Tests(within=within, above=p(dl, "greater"), below=p(-dl, "less"))
+    return _Tests(positive=p(0.0, "greater"), negative=p(0.0, "less"), within=within)
+
+
+def _rejects(p: float, alpha: float) -> bool:
+    return bool(p <= alpha)  # nan compares False: an undefined test shows nothing
+
+
+def _reason(
+    word: str, rule: Rule, tests: _Tests, shown: _Shown, low: float, high: float, evidence: str
+) -> str:
+    """One sentence: the word, the decisive test or bound, then the evidence summary."""
+    a, ci = f"alpha = {rule.alpha:g}", f"{rule.ci_level:.0%} CI [{low:.4g}, {high:.4g}]"
+    margin = f"+-delta = {rule.delta:g}" if rule.delta is not None else ""
+    inside = rule.delta is not None and -rule.delta < low and high < rule.delta
+    if rule.direction == "equal":
+        if word == "holds":
+            lead = f"holds: equivalence within {margin} is shown (TOST p = {tests.within:.3g} <= {a}; {ci})"
+        elif word == "contradicted":
+            side, p = ("above +delta", tests.above) if shown.above else ("below -delta", tests.below)
+            lead = (
+                f"contradicted: the difference is shown to lie {side} = {rule.delta:g} "
+                f"(p = {p:.3g} <= {a}; {ci})"
+            )
+        else:
+            lead = (
+                f"inconclusive: neither equivalence within {margin} (TOST p = {tests.within:.3g}) nor a "
+                f"difference beyond it (p = {np.fmin(tests.above, tests.below):.3g}) is shown at {a} ({ci})"
+            )
+        return f"{lead}; {evidence}"
+    sign, other = (">", "<") if rule.direction == "greater" else ("<", ">")
+    p_claim, p_other = tests.claim(rule), (tests.negative if rule.direction == "greater" else tests.positive)
+    small = f", though it lies within {margin}" if inside else ""
+    if word == "holds":
+        lead = f"holds: treatment {sign} baseline is shown (one-sided p = {p_claim:.3g} <= {a}; {ci}{small})"
+    elif word == "contradicted":
+        lead = (
+            f"contradicted: the opposite, treatment {other} baseline, is shown "
+            f"(one-sided p = {p_other:.3g} <= {a}; {ci}{small})"
+        )
+    elif word == "equivalent":
+        lead = (
+            f"equivalent: treatment {sign} baseline is not shown (p = {p_claim:.3g}) but equivalence "
+            f"within {margin} is (TOST p = {tests.within:.3g} <= {a}; {ci})"
+        )
+    else:
+        no_margin = (
+            "no margin delta was fixed, so equivalence cannot be shown"
+            if rule.delta is None
+            else f"equivalence within {margin} is not shown (TOST p = {tests.within:.3g})"
+        )
+        lead = (
+            f"inconclusive: neither treatment {sign} baseline (p = {p_claim:.3g}) nor the opposite "
+            f"(p = {p_other:.3g}) is shown at {a} ({ci}), and {no_margin}"
+        )
+    return f"{lead}; {evidence}"
+
+
+def _too_few(rule: Rule, estimate: float, n: int, unit: str, method: str) -> Verdict:
+    effect = Effect(estimate, math.nan, math.nan, rule.ci_level, math.nan, n, method)
+    reason = f"inconclusive: {n} {unit} cannot show anything; at least 2 are needed"
+    return Verdict("inconclusive", rule, effect, reason)
+
+
+# --------------------------------------------------------------------------------------------
+# One dataset: paired seeds
+# --------------------------------------------------------------------------------------------
+
+
+def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule) -> Verdict:
+    """Verdict for one dataset from per-seed scores of treatment and baseline (same seeds, same order).
+
+    The differences ``d = treatment - baseline`` are tested with the paired Student t-test
+    (``scipy.stats.ttest_1samp`` on ``d`` against 0, -delta and +delta, one-sided), and the
+    reported interval is its Student-t ``(1 - 2 alpha)`` interval; the decision is the module's
+    rule.  Zero variance of ``d`` is decided by the constant's sign as the module docstring says;
+    fewer than two seeds is ``inconclusive``.  Raises ``ValueError`` for empty, non-1-D,
+    non-finite (nan: a diverged run) or differently long inputs.
+    """
+    _check_rule(rule)
+    t = _finite_1d("treatment", treatment)
+    b = _finite_1d("baseline", baseline)
+    if t.size != b.size:
+        raise ValueError(
+            f"baseline has {b.size} scores but treatment has {t.size}: paired scores need the same seeds"
+        )
+    n = t.size
+    d = t - b
+    if n < 2:
+        return _too_few(rule, float(d.mean()), n, "seed", "paired t over 1 seed")
+
+    rounding = _CONSTANT_ULPS * np.finfo(float).eps * max(np.abs(t).max(), np.abs(b).max())
+    constant = np.ptp(d) <= rounding
+    if constant:
+        c = float(d.mean())
+        if abs(c) <= rounding:
+            c = 0.0  # the same score on every seed, up to the rounding of the subtraction
+        estimate, low, high = c, c, c
+        method = f"constant difference over {n} seeds (zero variance: decided by its value)"
+    else:
+        estimate = float(d.mean())
+        ci = stats.ttest_1samp(d, 0.0).confidence_interval(rule.ci_level)
+        low, high = float(ci.low), float(ci.high)
+        method = f"paired t over {n} seeds"
+
+    def p(m: float, side: str) -> float:
+        """One-sided p of D > m (side "greater") or D < m."""
+        if constant:
+            return _constant_p(estimate, m, side, rounding)
+        return float(stats.ttest_1samp(d, m, alternative=side).pvalue)
+
+    tests = _run_tests(p, rule)
+    a = rule.alpha
+    shown = _Shown(
+        positive=_rejects(tests.positive, a),
+        negative=_rejects(tests.negative, a),
+        within=_rejects(tests.within, a),
+        above=_rejects(tests.above, a),
+        below=_rejects(tests.below, a),
+    )
+    word = _decide(rule, shown)
+    evidence = f"{method}, mean difference {estimate:.4g}"
+    effect = Effect(estimate, low, high, rule.ci_level, tests.claim(rule), n, method)
+    return Verdict(word, rule, effect, _reason(word, rule, tests, shown, low, high, evidence))
+
+
+def _constant_p(c: float, m: float, side: str, rounding: float) -> float:
+    """p-value of the one-sided test of D > m (``side="greater"``) or D < m when d == c on every seed.
+
+    The limit of the t-test as the variance goes to 0: the statistic is +-inf, so p is 0 or 1;
+    at ``c == m`` (up to ``rounding``: 0.95 - 0.94 is the margin 0.01) it is 0/0 and undefined.
+    """
+    if abs(c - m) <= rounding:
+        return math.nan
+    return 0.0 if (c > m) == (side == "greater") else 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# Several datasets: one mean difference each
+# --------------------------------------------------------------------------------------------
+
+
+def across_datasets_verdict(
+    differences: Mapping[str, float] | pd.Series | Sequence[float],
+    rule: Rule,
+    *,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> Verdict:
+    """Verdict for a claim about the mean over datasets (e.g. a table's mean row).
+
+    ``differences``: per dataset, the mean over seeds of treatment - baseline (a mapping from
+    dataset name, a pandas Series or a sequence).  The estimate is their mean.
+
+    A comparison counts as *shown* (see the module's rule) when both of these agree:
+
+    - the one-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon``) of the differences (of
+      ``x + delta`` and ``x - delta`` for the margins) rejects at alpha.  Zero differences follow
+      Pratt (``zero_method="pratt"``): they take part in the ranking, then drop out of the sum, so
+      a dataset where the two tie pushes the others' ranks up instead of vanishing.  The p-value
+      comes from the exact null distribution when there are no zeros or ties; otherwise from the
+      sign-flip permutation distribution (``scipy.stats.PermutationMethod``), exact when all
+      ``2**n`` sign patterns fit in ``n_resamples`` (n <= 13 at the default), beyond that a
+      Monte Carlo estimate from ``n_resamples`` patterns drawn with ``seed``.  With k non-zero
+      differences no directional p below ``2**-k`` is attainable, which the reason reports;
+    - the bootstrap ``(1 - 2 alpha)`` interval of the mean (``scipy.stats.bootstrap``,
+      ``n_resamples`` resamples drawn with ``seed``) lies on the shown side: above 0 for
+      *positive*, below 0 for *negative*, inside ``(-delta, delta)`` for *within*, above +delta
+      or below -delta for *above*/*below*.  The interval is BCa; when BCa's bounds are not finite
+      (its bias or acceleration is undefined, as when almost every resampled mean lies on one
+      side of the estimate) the percentile interval of the same resamples is used, and
+      ``Effect.method`` says so.  All differences equal: the interval is ``[c, c]``.
+
+    All differences zero: the directional tests show nothing, so the verdict is ``equivalent``
+    (``holds`` for ``"equal"``) when the Wilcoxon TOST can reject with n datasets (``2**-n <=
+    alpha``), else ``inconclusive``.  Fewer than two datasets: ``inconclusive``.  Raises
+    ``ValueError`` naming the dataset for a nan or infinite difference.
+    """
+    _check_rule(rule)
+    if not isinstance(n_resamples, numbers.Integral) or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    x = _named_differences(differences)
+    n = x.size
+    if n < 2:
+        return _too_few(rule, float(x.mean()), n, "dataset", "Wilcoxon over 1 dataset")
+
+    estimate = float(x.mean())
+    nonzero = int(np.count_nonzero(x))
+    low, high, interval = _bootstrap_mean(x, rule.ci_level, n_resamples, seed)
+
+    def p(shift: float, side: str) -> float:
+        return _wilcoxon_p(x - shift, side, n_resamples, seed)
+
+    tests = _run_tests(p, rule)
+    a, dl = rule.alpha, rule.delta
+    shown = _Shown(
+        positive=_rejects(tests.positive, a) and low > 0,
+        negative=_rejects(tests.negative, a) and high < 0,
+        within=dl is not None and _rejects(tests.within, a) and -dl < low and high < dl,
+        above=dl is not None and _rejects(tests.above, a) and low > dl,
+        below=dl is not None and _rejects(tests.below, a) and high < -dl,
+    )
+    word = _decide(rule, shown)
+    method = f"Wilcoxon signed-rank (Pratt zeros) + {interval} of the mean over {n} datasets"
+    evidence = (
+        f"{method}; {nonzero} of {n} datasets had a non-zero difference, mean difference {estimate:.4g}"
+    )
+    floor = 2.0**-nonzero
+    if word == "inconclusive" and rule.direction != "equal" and nonzero > 0 and floor > a:
+        evidence += (
+            f"; with {nonzero} non-zero difference{'s' if nonzero != 1 else ''} no directional p below "
+            f"2**-{nonzero} = {floor:.3g} is attainable"
+        )
+    effect = Effect(estimate, low, high, rule.ci_level, tests.claim(rule), n, method)
+    return Verdict(word, rule, effect, _reason(word, rule, tests, shown, low, high, evidence))
+
+
+def _wilcoxon_p(x: np.ndarray, side: str, n_resamples: int, seed: int) -> float:
+    if not np.any(x):
+        # Every sign flip gives the same (empty) sum: nothing can be shown; scipy says p = 1.
+        return 1.0
+    absx = np.abs(x[x != 0])
+    if np.all(x != 0) and np.unique(absx).size == absx.size:
+        method = "exact"  # no zeros, no ties: scipy's exact null distribution (fast for any n)
+    else:
+        # Zeros or ties change the null distribution; "exact" would no longer be exact.
+        method = stats.PermutationMethod(n_resamples=n_resamples, rng=seed)
+    return float(stats.wilcoxon(x, zero_method="pratt", alternative=side, method=method).pvalue)
+
+
+def _bootstrap_mean(x: np.ndarray, level: float, n_resamples: int, seed: int) -> tuple[float, float, str]:
+    if np.ptp(x) == 0:
+        # Every resample of a constant has the same mean; BCa's acceleration would be 0/0.
+        return float(x[0]), float(x[0]), "zero-width interval (all differences equal)"
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        # BCa degenerates with scipy warning or dividing 0 by 0; the fallback below is the answer.
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            (x,), np.mean, confidence_level=level, method="BCa", n_resamples=n_resamples, rng=seed
+        )
+        ci, interval = res.confidence_interval, "BCa bootstrap interval"
+        if not (np.isfinite(ci.low) and np.isfinite(ci.high)):
+            res = stats.bootstrap(
+                (x,),
+                np.mean,
+                confidence_level=level,
+                method="percentile",
+                n_resamples=0,
+                bootstrap_result=res,
+                rng=seed,
+            )
+            ci, interval = res.confidence_interval, "percentile bootstrap interval (BCa undefined)"
+    return float(ci.low), float(ci.high), interval
+
+
+# --------------------------------------------------------------------------------------------
+# Many methods over many datasets
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Ranking:
+    """Friedman/Nemenyi ranking of several methods over several datasets (Demšar 2006).
+
+    ``mean_ranks``: per method, its rank averaged over datasets (1 = best score on a dataset,
+    ties share the average rank), sorted best first.  ``friedman_statistic``/``friedman_p``: the
+    Friedman chi-square test that all methods rank alike (nan when every dataset ties all
+    methods).  ``nemenyi_p``: the Nemenyi post-hoc p-value for each pair of methods, in
+    ``mean_ranks`` order.  ``critical_difference``: the Nemenyi critical difference at ``alpha``:
+    two methods differ (Nemenyi p <= alpha) exactly when their mean ranks differ by at least it.
+    """
+
+    mean_ranks: pd.Series
+    friedman_statistic: float
+    friedman_p: float
+    nemenyi_p: pd.DataFrame
+    critical_difference: float
+    alpha: float
+    n_datasets: int
+
+
+def ranking(scores: pd.DataFrame, *, alpha: float = 0.05) -> Ranking:
+    """Rank methods (columns) over datasets (rows) from scores where higher is better.
+
+    Friedman test: ``scipy.stats.friedmanchisquare``; post hoc: ``scikit_posthocs.
+    posthoc_nemenyi_friedman``; critical difference ``q_alpha * sqrt(k (k + 1) / (6 N))`` with
+    ``q_alpha`` the studentized-range quantile over sqrt(2) (``scipy.stats.studentized_range``),
+    k methods and N datasets.  At least 3 methods (scipy's Friedman test needs 3; compare two
+    methods with :func:`across_datasets_verdict`, the Wilcoxon test Demšar recommends for a
+    pair) and 2 datasets; every score finite.
+    """
+    import scikit_posthocs  # imported here: it pulls in matplotlib, which the verdicts don't need
+
+    if not isinstance(scores, pd.DataFrame):
+        raise ValueError(
+            f"scores must be a pandas DataFrame (rows datasets, columns methods), got {type(scores).__name__}"
+        )
+    if not _is_real(alpha) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
+    n, k = scores.shape
+    if k < 3:
+        raise ValueError(
+            f"scores must have at least 3 methods (columns) for the Friedman test, "
+            f"got {k}: {list(scores.columns)}"
+        )
+    if n < 2:
+        raise ValueError(f"scores must have at least 2 datasets (rows), got {n}")
+    if scores.columns.has_duplicates:
+        raise ValueError(
+            f"scores has duplicate method names: {list(scores.columns[scores.columns.duplicated()])}"
+        )
+    try:
+        values = scores.to_numpy(dtype=float)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"scores must be numeric, got dtypes {dict(scores.dtypes)}") from err
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"scores[{scores.columns[j]!r}] on dataset {scores.index[i]!r} is {values[i, j]}: "
+            "every score must be finite"
+        )
+
+    mean_ranks = (
+        scores.rank(axis=1, ascending=False, method="average").mean(axis=0).sort_values(kind="stable")
+    )
+    if np.all(values == values[:, :1]):
+        stat, p = math.nan, math.nan  # every dataset ties all methods: chi-square is 0/0
+    else:
+        res = stats.friedmanchisquare(*values.T)
+        stat, p = float(res.statistic), float(res.pvalue)
+    order = list(mean_ranks.index)
+    # Nemenyi ranks ascending, we rank descending: the pairwise |rank differences| are the same.
+    nemenyi = scikit_posthocs.posthoc_nemenyi_friedman(scores).loc[order, order]
+    q_alpha = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
+    cd = float(q_alpha * math.sqrt(k * (k + 1) / (6 * n)))
+    return Ranking(mean_ranks, stat, p, nemenyi, cd, alpha, n)
+
+
+def cd_diagram_png(ranking: Ranking, path: str | os.PathLike | BinaryIO | None = None) -> bytes:
+    """Critical-difference diagram (``scikit_posthocs.critical_difference_diagram``) as PNG bytes.
+
+    Methods joined by a bar are not significantly different (Nemenyi p > alpha); the bar above the
+    axis is the critical difference.  Also written to ``path`` (a file name or a binary file)
+    when given.  Draws on a bare ``matplotlib.figure.Figure``, so pyplot's state and the
+    process's backend are left alone.
+    """
+    import scikit_posthocs
+    from matplotlib.figure import Figure
+
+    if not isinstance(ranking, Ranking):
+        raise ValueError(f"ranking must be a Ranking from ranking(), got {type(ranking).__name__}")
+    k = len(ranking.mean_ranks)
+    fig = Figure(figsize=(7, 1.2 + 0.3 * k))
+    ax = fig.add_subplot()
+    scikit_posthocs.critical_difference_diagram(
+        ranking.mean_ranks, ranking.nemenyi_p, cd=ranking.critical_difference, alpha=ranking.alpha, ax=ax
+    )
+    ax.set_title(f"mean rank over {ranking.n_datasets} datasets (1 = best)", pad=24, fontsize="medium")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", dpi=150)
+    png = buf.getvalue()
+    if path is not None:
+        if hasattr(path, "write"):
+            path.write(png)
+        else:
+            with open(path, "wb") as f:
+                f.write(png)
+    return png
+
+
+# --------------------------------------------------------------------------------------------
+# Fixed split vs resampled splits
+# --------------------------------------------------------------------------------------------
+
+
+def resampling_note(fixed: Verdict, resampled: Verdict) -> str | None:
+    """One line when the verdict depends on the split, else None.
+
+    ``fixed``: the verdict on the source's fixed split (seeds vary only initialisation and data
+    order); ``resampled``: on resampled splits (seeds also draw the split).  Both must come from
+    the same rule.
+    """
+    for name, v in (("fixed", fixed), ("resampled", resampled)):
+        if not isinstance(v, Verdict):
+            raise ValueError(f"{name} must be a Verdict, got {type(v).__name__}")
+    if fixed.rule != resampled.rule:
+        raise ValueError(
+            f"resampled was decided by {resampled.rule}, fixed by {fixed.rule}: compare verdicts of one rule"
+        )
+    if fixed.word == resampled.word:
+        return None
+    return (
+        f"The verdict depends on the split: {fixed.word} on the source's fixed split "
+        f"(mean difference {fixed.effect.estimate:.4g}, seeds vary initialisation and data order), "
+        f"{resampled.word} on resampled splits (mean difference {resampled.effect.estimate:.4g})."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------------
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_rule(rule) -> None:
+    if not isinstance(rule, Rule):
+        raise ValueError(f"rule must be a Rule, got {type(rule).__name__}")
+
+
+def _finite_1d(name: str, values) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numbers, got {values!r}") from err
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one score per seed), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty: one score per seed is needed")
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        raise ValueError(
+            f"{name}[{bad[0]}] is {arr[bad[0]]}: scores must be finite "
+            "(score diverged runs before the verdict)"
+        )
+    return arr
+
+
+def _named_differences(differences) -> np.ndarray:
+    if isinstance(differences, pd.Series):
+        names, values = list(differences.index), list(differences.to_numpy())
+    elif isinstance(differences, Mapping):
+        names, values = list(differences.keys()), list(differences.values())
+    elif isinstance(differences, (str, bytes)) or not isinstance(differences, Sequence | np.ndarray):
+        raise ValueError(
+            f"differences must be a mapping or sequence of numbers, got {type(differences).__name__}"
+        )
+    else:
+        names, values = list(range(len(differences))), list(differences)
+    try:
+        x = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"differences must be numbers, got {values!r}") from err
+    if x.ndim != 1:
+        raise ValueError(f"differences must hold one number per dataset, got shape {x.shape}")
+    if x.size == 0:
+        raise ValueError("differences is empty: one mean difference per dataset is needed")
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        raise ValueError(
+            f"differences[{names[bad[0]]!r}] is {x[bad[0]]}: every dataset's difference must be finite"
+        )
+    return x

@@ -1,0 +1,441 @@
+"""The verdict rule on synthetic scores whose truth is known, checked against scipy where it applies."""
+
+import io
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from lossbench.ledger.verdict import (
+    VERDICTS,
+    Effect,
+    Ranking,
+    Rule,
+    Verdict,
+    across_datasets_verdict,
+    cd_diagram_png,
+    paired_verdict,
+    ranking,
+    resampling_note,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def seeds(shift: float, noise: float, n: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-seed scores: baseline around 0.80, treatment = baseline + shift + its own noise."""
+    rng = np.random.default_rng(seed)
+    baseline = 0.80 + rng.normal(0, 0.01, n)
+    return baseline + shift + rng.normal(0, noise, n), baseline
+
+
+def datasets(mean: float, sd: float, n: int = 10, seed: int = 0) -> dict[str, float]:
+    """Per-dataset mean differences drawn around ``mean``."""
+    rng = np.random.default_rng(seed)
+    return {f"ds{i}": float(v) for i, v in enumerate(rng.normal(mean, sd, n))}
+
+
+# --------------------------------------------------------------------------------------------
+# Rule and Verdict
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"direction": "better"}, "direction"),
+        ({"direction": "greater", "alpha": 0.5}, "alpha"),
+        ({"direction": "greater", "alpha": 0.0}, "alpha"),
+        ({"direction": "greater", "alpha": math.nan}, "alpha"),
+        ({"direction": "greater", "delta": -0.01}, "delta"),
+        ({"direction": "greater", "delta": math.inf}, "delta"),
+        ({"direction": "equal"}, "delta is required"),
+    ],
+)
+def test_a_bad_rule_is_refused_naming_the_field(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Rule(**kwargs)
+
+
+def test_a_verdict_word_outside_the_vocabulary_is_refused():
+    effect = Effect(0.0, 0.0, 0.0, 0.9, math.nan, 3, "x")
+    with pytest.raises(ValueError, match="word must be one of"):
+        Verdict("maybe", Rule("greater"), effect, "")
+    assert VERDICTS == ("holds", "contradicted", "equivalent", "inconclusive")
+
+
+# --------------------------------------------------------------------------------------------
+# One dataset, paired seeds
+# --------------------------------------------------------------------------------------------
+
+PAIRED_CASES = [
+    # direction, true shift, noise, delta, n seeds, expected word
+    ("greater", 0.02, 0.002, None, 10, "holds"),
+    ("greater", 0.02, 0.002, 0.005, 10, "holds"),
+    ("greater", -0.02, 0.002, None, 10, "contradicted"),
+    ("greater", 0.0, 0.001, 0.01, 10, "equivalent"),
+    ("greater", 0.0, 0.05, 0.01, 5, "inconclusive"),
+    ("greater", 0.0, 0.05, None, 5, "inconclusive"),
+    ("less", -0.02, 0.002, None, 10, "holds"),
+    ("less", 0.02, 0.002, None, 10, "contradicted"),
+    ("less", 0.0, 0.001, 0.01, 10, "equivalent"),
+    ("less", 0.0, 0.05, 0.01, 5, "inconclusive"),
+    ("equal", 0.0, 0.001, 0.01, 10, "holds"),
+    ("equal", 0.05, 0.002, 0.01, 10, "contradicted"),
+    ("equal", -0.05, 0.002, 0.01, 10, "contradicted"),
+    ("equal", 0.0, 0.05, 0.01, 5, "inconclusive"),
+]
+
+
+@pytest.mark.parametrize(("direction", "shift", "noise", "delta", "n", "expected"), PAIRED_CASES)
+def test_paired_verdict_recovers_the_known_truth(direction, shift, noise, delta, n, expected):
+    t, b = seeds(shift, noise, n)
+    v = paired_verdict(t, b, Rule(direction, delta=delta))
+    assert v.word == expected, v.reason
+    assert v.reason.startswith(expected + ":")
+    assert v.effect.n == n and v.effect.method == f"paired t over {n} seeds"
+
+
+@pytest.mark.parametrize("alternative", ["greater", "less"])
+def test_paired_effect_is_scipys_paired_t_test(alternative):
+    t, b = seeds(0.003, 0.004, n=6, seed=3)
+    v = paired_verdict(t, b, Rule(alternative, alpha=0.1))
+    ref = stats.ttest_rel(t, b, alternative=alternative)
+    ci = stats.ttest_rel(t, b).confidence_interval(confidence_level=0.8)  # 1 - 2 alpha
+    assert v.effect.p_value == pytest.approx(ref.pvalue, rel=1e-12)
+    assert (v.effect.ci_low, v.effect.ci_high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    assert v.effect.estimate == pytest.approx(np.mean(t - b))
+    assert v.effect.ci_level == pytest.approx(0.8)
+
+
+def test_paired_equal_p_value_is_the_tost_p_value():
+    t, b = seeds(0.001, 0.003, n=8, seed=4)
+    v = paired_verdict(t, b, Rule("equal", delta=0.004))
+    lower = stats.ttest_rel(t + 0.004, b, alternative="greater").pvalue  # D > -delta
+    upper = stats.ttest_rel(t - 0.004, b, alternative="less").pvalue  # D < +delta
+    assert v.effect.p_value == pytest.approx(max(lower, upper), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_paired_words_agree_with_the_reported_interval(seed):
+    # The reported (1 - 2 alpha) interval is the one matching every one-sided test: checkable by eye.
+    rng = np.random.default_rng(100 + seed)
+    t, b = seeds(rng.uniform(-0.01, 0.01), rng.uniform(0.001, 0.01), n=int(rng.integers(3, 12)), seed=seed)
+    delta = 0.006
+    g = paired_verdict(t, b, Rule("greater", delta=delta))
+    lo, hi = g.effect.ci_low, g.effect.ci_high
+    assert (g.word == "holds") == (lo > 0)
+    assert (g.word == "contradicted") == (hi < 0)
+    assert (g.word == "equivalent") == (lo <= 0 <= hi and -delta < lo and hi < delta)
+    e = paired_verdict(t, b, Rule("equal", delta=delta))
+    assert (e.word == "holds") == (-delta < lo and hi < delta)
+    assert (e.word == "contradicted") == (lo > delta or hi < -delta)
+
+
+@pytest.mark.parametrize("case", PAIRED_CASES[:6])
+def test_less_is_the_mirror_of_greater(case):
+    _, shift, noise, delta, n, _ = case
+    t, b = seeds(shift, noise, n)
+    less = paired_verdict(t, b, Rule("less", delta=delta))
+    swapped = paired_verdict(b, t, Rule("greater", delta=delta))
+    assert less.word == swapped.word
+    assert less.effect.estimate == pytest.approx(-swapped.effect.estimate)
+    assert less.effect.p_value == pytest.approx(swapped.effect.p_value)
+
+
+@pytest.mark.filterwarnings("error")  # scipy's precision-loss warning must not be reached
+def test_a_constant_difference_is_decided_by_its_sign():
+    t, b = np.full(5, 0.95), np.full(5, 0.93)
+    v = paired_verdict(t, b, Rule("greater"))
+    assert v.word == "holds" and v.effect.p_value == 0.0
+    assert v.effect.ci_low == v.effect.ci_high == v.effect.estimate == pytest.approx(0.02)
+    assert "constant difference" in v.effect.method
+    assert paired_verdict(t, b, Rule("less", delta=0.05)).word == "contradicted"
+    assert paired_verdict(t, b, Rule("equal", delta=0.01)).word == "contradicted"  # 0.02 > delta
+    assert paired_verdict(t, b, Rule("equal", delta=0.05)).word == "holds"
+    # A constant difference on the margin shows neither side of it, whatever the rounding of 0.95 - 0.93.
+    on_margin = paired_verdict(t, b, Rule("equal", delta=0.02))
+    assert on_margin.word == "inconclusive" and math.isnan(on_margin.effect.p_value)
+
+
+@pytest.mark.filterwarnings("error")
+def test_differences_equal_up_to_rounding_count_as_constant():
+    # 0.91 - 0.90 and 0.94 - 0.93 differ in the last bits, yet both are the score table's 0.01.
+    t, b = [0.91, 0.92, 0.93, 0.94], [0.90, 0.91, 0.92, 0.93]
+    assert np.ptp(np.subtract(t, b)) > 0
+    v = paired_verdict(t, b, Rule("greater"))
+    assert v.word == "holds" and v.effect.p_value == 0.0 and v.effect.ci_low == v.effect.ci_high
+
+
+@pytest.mark.filterwarnings("error")
+def test_identical_scores_are_exact_equality_never_a_directional_holds():
+    s = [0.90, 0.91, 0.93]
+    with_margin = paired_verdict(s, s, Rule("greater", delta=0.01))
+    assert with_margin.word == "equivalent"
+    assert (with_margin.effect.estimate, with_margin.effect.ci_low, with_margin.effect.ci_high) == (0, 0, 0)
+    without = paired_verdict(s, s, Rule("greater"))
+    assert without.word == "inconclusive" and math.isnan(without.effect.p_value)
+    assert "no margin" in without.reason
+    assert paired_verdict(s, s, Rule("equal", delta=0.01)).word == "holds"
+
+
+def test_one_seed_is_inconclusive():
+    v = paired_verdict([0.95], [0.80], Rule("greater"))
+    assert v.word == "inconclusive" and v.effect.n == 1 and math.isnan(v.effect.p_value)
+    assert "1 seed" in v.reason
+
+
+@pytest.mark.parametrize(
+    ("treatment", "baseline", "match"),
+    [
+        ([0.9, 0.91, math.nan], [0.9, 0.9, 0.9], r"treatment\[2\] is nan"),
+        ([0.9, 0.91, 0.92], [0.9, math.inf, 0.9], r"baseline\[1\] is inf"),
+        ([0.9, 0.91], [0.9, 0.9, 0.9], "same seeds"),
+        ([], [], "treatment is empty"),
+        ([[0.9, 0.91]], [[0.9, 0.9]], "treatment must be 1-D"),
+        (["a", "b"], [0.9, 0.9], "treatment must be numbers"),
+    ],
+)
+def test_bad_scores_are_refused_naming_the_argument(treatment, baseline, match):
+    with pytest.raises(ValueError, match=match):
+        paired_verdict(treatment, baseline, Rule("greater"))
+
+
+def test_a_rule_of_the_wrong_type_is_refused():
+    with pytest.raises(ValueError, match="rule must be a Rule"):
+        paired_verdict([0.9, 0.91], [0.9, 0.9], "greater")
+
+
+# --------------------------------------------------------------------------------------------
+# Several datasets
+# --------------------------------------------------------------------------------------------
+
+ACROSS_CASES = [
+    # direction, mean, sd, delta, expected word
+    ("greater", 0.01, 0.003, None, "holds"),
+    ("greater", -0.01, 0.003, None, "contradicted"),
+    ("greater", 0.0, 0.001, 0.01, "equivalent"),
+    ("greater", 0.0, 0.03, 0.01, "inconclusive"),
+    ("less", -0.01, 0.003, None, "holds"),
+    ("less", 0.01, 0.003, None, "contradicted"),
+    ("equal", 0.0, 0.001, 0.01, "holds"),
+    ("equal", 0.05, 0.003, 0.01, "contradicted"),
+    ("equal", 0.0, 0.03, 0.01, "inconclusive"),
+]
+
+
+@pytest.mark.parametrize(("direction", "mean", "sd", "delta", "expected"), ACROSS_CASES)
+def test_across_datasets_recovers_the_known_truth(direction, mean, sd, delta, expected):
+    v = across_datasets_verdict(datasets(mean, sd, seed=1), Rule(direction, delta=delta))
+    assert v.word == expected, v.reason
+    assert v.effect.n == 10 and "10 of 10 datasets had a non-zero difference" in v.reason
+
+
+def test_across_effect_is_scipys_wilcoxon_and_bootstrap():
+    diffs = datasets(0.004, 0.006, seed=2)
+    x = np.array(list(diffs.values()))
+    v = across_datasets_verdict(diffs, Rule("greater"), n_resamples=2000, seed=7)
+    assert v.effect.estimate == pytest.approx(x.mean())
+    # No zeros or ties: the exact null distribution.
+    assert v.effect.p_value == stats.wilcoxon(x, alternative="greater", method="exact").pvalue
+    ci = stats.bootstrap((x,), np.mean, confidence_level=0.9, n_resamples=2000, rng=7).confidence_interval
+    assert (v.effect.ci_low, v.effect.ci_high) == (ci.low, ci.high)
+    assert "BCa" in v.effect.method
+    assert across_datasets_verdict(pd.Series(diffs), Rule("greater"), n_resamples=2000, seed=7) == v
+
+
+def test_zeros_and_ties_get_the_exact_permutation_p_value():
+    # Pratt: the zero takes rank 1 and drops out; the rest rank 2, 3, 4 and are all positive, so of
+    # the 2**3 equally likely sign patterns only this one reaches T+ = 9: p = 1/8.
+    assert across_datasets_verdict([0.0, 0.01, 0.02, 0.03], Rule("greater")).effect.p_value == 1 / 8
+    # Ranks 1.5, 1.5, 3, 4 with the first 1.5 negative: T+ = 8.5, reached by 3 of 16 patterns.
+    assert across_datasets_verdict([0.01, -0.01, 0.02, 0.03], Rule("greater")).effect.p_value == 3 / 16
+    # Two zeros take ranks 1, 2; the rest rank 3, 4, 5 with 5 negative: T+ = 7, reached by {3, 4},
+    # {3, 5}, {4, 5} and {3, 4, 5}: p = 4/8.  Dropping the zeros first (zero_method="wilcox") would
+    # give ranks 1, 2, 3, T+ = 3 and p = 5/8.
+    assert across_datasets_verdict([0.0, 0.0, 0.01, 0.02, -0.03], Rule("greater")).effect.p_value == 1 / 2
+
+
+def test_rank_test_and_mean_must_agree():
+    # Nine small gains and one large loss: the rank test favours the treatment, the mean does not.
+    diffs = [0.001 * i for i in range(1, 10)] + [-0.5]
+    v = across_datasets_verdict(diffs, Rule("greater"))
+    assert v.effect.p_value <= 0.05 and v.effect.ci_low < 0 < v.effect.ci_high
+    assert v.word == "inconclusive"
+
+
+def test_mostly_tied_datasets_report_how_few_differed():
+    diffs = {f"ds{i}": 0.0 for i in range(8)} | {"ds3": 0.01}
+    v = across_datasets_verdict(diffs, Rule("greater"))
+    assert v.word == "inconclusive"
+    assert "1 of 8 datasets had a non-zero difference" in v.reason
+    assert "2**-1 = 0.5" in v.reason and v.effect.p_value == 0.5
+
+
+@pytest.mark.parametrize(
+    ("n", "rule", "expected"),
+    [
+        (6, Rule("greater", delta=0.01), "equivalent"),  # Wilcoxon TOST p = 2**-6 <= 0.05
+        (6, Rule("greater"), "inconclusive"),
+        (6, Rule("equal", delta=0.01), "holds"),
+        (4, Rule("greater", delta=0.01), "inconclusive"),  # the Wilcoxon TOST cannot go below 2**-4
+    ],
+)
+def test_all_zero_differences(n, rule, expected):
+    v = across_datasets_verdict([0.0] * n, rule)
+    assert v.word == expected, v.reason
+    assert v.effect.ci_low == v.effect.ci_high == 0.0
+    assert f"0 of {n} datasets had a non-zero difference" in v.reason
+
+
+def test_bca_falls_back_to_the_percentile_interval_when_undefined():
+    # So few resamples that all lie on one side of the estimate: BCa's bias correction is infinite.
+    diffs = [0.02, 0.0, 0.0, 0.0, 0.02, 0.0, 0.0, 0.01, 0.01]
+    v = across_datasets_verdict(diffs, Rule("greater"), n_resamples=4)
+    assert "percentile" in v.effect.method
+    assert np.isfinite([v.effect.ci_low, v.effect.ci_high]).all()
+
+
+def test_across_datasets_is_reproducible_and_seeded():
+    diffs = datasets(0.002, 0.01, seed=5)
+    a = across_datasets_verdict(diffs, Rule("greater"), n_resamples=1000, seed=3)
+    assert across_datasets_verdict(diffs, Rule("greater"), n_resamples=1000, seed=3) == a
+    b = across_datasets_verdict(diffs, Rule("greater"), n_resamples=1000, seed=4)
+    assert (b.effect.ci_low, b.effect.ci_high) != (a.effect.ci_low, a.effect.ci_high)
+
+
+def test_one_dataset_is_inconclusive():
+    v = across_datasets_verdict({"iris": 0.03}, Rule("greater"))
+    assert v.word == "inconclusive" and "1 dataset" in v.reason
+
+
+@pytest.mark.parametrize(
+    ("diffs", "match"),
+    [
+        ({"iris": 0.01, "wine": math.nan}, r"differences\['wine'\] is nan"),
+        ([0.01, -math.inf], r"differences\[1\] is -inf"),
+        ({}, "differences is empty"),
+        ("0.01", "differences must be a mapping or sequence"),
+    ],
+)
+def test_bad_differences_are_refused_naming_the_dataset(diffs, match):
+    with pytest.raises(ValueError, match=match):
+        across_datasets_verdict(diffs, Rule("greater"))
+
+
+def test_bad_resample_count_is_refused():
+    with pytest.raises(ValueError, match="n_resamples"):
+        across_datasets_verdict([0.01, 0.02], Rule("greater"), n_resamples=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Ranking many methods over many datasets
+# --------------------------------------------------------------------------------------------
+
+
+def table(n_datasets: int = 8, strengths=(0.0, 0.0, 0.05, 0.0), seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    methods = ["ce", "focal", "exact", "hinge", "soft_f1", "dice"][: len(strengths)]
+    scores = 0.8 + rng.normal(0, 0.02, (n_datasets, len(strengths))) + np.asarray(strengths)
+    return pd.DataFrame(scores, columns=methods, index=[f"ds{i}" for i in range(n_datasets)])
+
+
+def test_a_dominating_method_ranks_first_and_friedman_rejects():
+    scores = table()
+    r = ranking(scores)
+    assert r.mean_ranks.index[0] == "exact" and r.mean_ranks.iloc[0] == 1.0
+    ref_ranks = stats.rankdata(-scores.to_numpy(), axis=1).mean(axis=0)
+    assert r.mean_ranks[list(scores.columns)].to_numpy() == pytest.approx(ref_ranks)
+    assert r.friedman_p == pytest.approx(stats.friedmanchisquare(*scores.to_numpy().T).pvalue)
+    assert r.friedman_p < 0.01
+    assert list(r.nemenyi_p.index) == list(r.nemenyi_p.columns) == list(r.mean_ranks.index)
+    assert r.n_datasets == 8
+
+
+def test_critical_difference_matches_demsar_and_the_nemenyi_p_values():
+    # Demšar (2006), table 5(a): q_0.05 = 2.569 for 4 classifiers.
+    r = ranking(table(n_datasets=8))
+    assert r.critical_difference == pytest.approx(2.569 * math.sqrt(4 * 5 / (6 * 8)), rel=1e-3)
+    # Nemenyi rejects exactly for the pairs whose mean ranks differ by the critical difference.
+    r = ranking(table(n_datasets=12, strengths=(0.0, 0.01, 0.02, 0.03, 0.04), seed=1))
+    gaps = np.abs(r.mean_ranks.to_numpy()[:, None] - r.mean_ranks.to_numpy()[None, :])
+    significant = r.nemenyi_p.to_numpy() <= r.alpha
+    assert significant.any() and not significant.all()
+    assert np.array_equal(significant, gaps >= r.critical_difference)
+
+
+def test_a_table_of_ties_has_no_friedman_p_value():
+    scores = pd.DataFrame(np.full((4, 3), 0.9), columns=["a", "b", "c"])
+    r = ranking(scores)
+    assert (r.mean_ranks == 2.0).all() and math.isnan(r.friedman_p)
+
+
+@pytest.mark.parametrize(
+    ("scores", "match"),
+    [
+        (table(strengths=(0.0, 0.1)), "at least 3 methods"),
+        (table(n_datasets=1), "at least 2 datasets"),
+        (
+            table().replace({table().loc["ds2", "focal"]: np.nan}),
+            r"scores\['focal'\] on dataset 'ds2' is nan",
+        ),
+        (np.zeros((3, 3)), "scores must be a pandas DataFrame"),
+    ],
+)
+def test_bad_score_tables_are_refused(scores, match):
+    with pytest.raises(ValueError, match=match):
+        ranking(scores)
+
+
+def test_cd_diagram_is_a_png_and_leaves_pyplot_alone(tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    backend, figures = matplotlib.get_backend(auto_select=False), plt.get_fignums()
+    r = ranking(table())
+    png = cd_diagram_png(r)
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 1000
+    assert cd_diagram_png(r, tmp_path / "cd.png") == (tmp_path / "cd.png").read_bytes() == png
+    buffer = io.BytesIO()
+    cd_diagram_png(r, buffer)
+    assert buffer.getvalue() == png
+    assert matplotlib.get_backend(auto_select=False) == backend and plt.get_fignums() == figures
+    with pytest.raises(ValueError, match="ranking must be a Ranking"):
+        cd_diagram_png(r.mean_ranks)
+    assert isinstance(r, Ranking)
+
+
+def test_importing_the_module_loads_no_torch_no_bench_no_plotting():
+    code = (
+        "import sys, lossbench.ledger.verdict; "
+        "print([m for m in ('torch', 'lossbench.bench', 'matplotlib') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------------------------
+# Fixed split vs resampled splits
+# --------------------------------------------------------------------------------------------
+
+
+def test_resampling_note_only_when_the_words_differ():
+    rule = Rule("greater", delta=0.01)
+    fixed = paired_verdict(*seeds(0.02, 0.002), rule)
+    resampled = paired_verdict(*seeds(0.0, 0.05, n=5), rule)
+    assert (fixed.word, resampled.word) == ("holds", "inconclusive")
+    note = resampling_note(fixed, resampled)
+    assert "holds on the source's fixed split" in note and "inconclusive on resampled splits" in note
+    assert "\n" not in note
+    assert resampling_note(fixed, paired_verdict(*seeds(0.03, 0.002, seed=9), rule)) is None
+
+
+def test_resampling_note_refuses_verdicts_of_different_rules():
+    fixed = paired_verdict(*seeds(0.02, 0.002), Rule("greater"))
+    resampled = paired_verdict(*seeds(0.02, 0.002), Rule("greater", alpha=0.01))
+    with pytest.raises(ValueError, match="resampled was decided by"):
+        resampling_note(fixed, resampled)
