@@ -4,10 +4,12 @@
 metadata); ``DATASETS`` lists every registered dataset and format (``lossbench datasets``).
 Built-in sets need no files; real sets are read from ``<data_dir>/<subdir>/`` and downloaded
 there when absent; format loaders (IDX, image folders, TSV/CSV text, ARFF, MEKA ARFF, UCI
-Adult) take explicit paths for your own data.  Parsed files are cached (see ``_cache``).
+Adult, CSV/TSV/whitespace/Excel tables) take explicit paths for your own data.  Parsed files
+are cached (see ``_cache``).
 
-The loaders need numpy, scikit-learn and Pillow (the ``data`` extra); they import them only
-when called, so ``import lossbench.data`` needs torch alone.
+The loaders need numpy, scikit-learn and Pillow (the ``data`` extra), ``load_table`` and the
+``uci-*`` sets pandas too (and openpyxl / xlrd for Excel files); they import them only when
+called, so ``import lossbench.data`` needs torch alone.
 """
 
 from lossbench.data import catalog as _catalog  # noqa: F401  (registers every dataset)
@@ -34,6 +36,7 @@ from lossbench.data.splits import (
     standardize,
     stratified_split,
 )
+from lossbench.data.table import content_digest, load_table
 from lossbench.data.text import load_text_table, tokenize
 
 __all__ = [
@@ -60,6 +63,8 @@ __all__ = [
     "load_meka_arff",
     "parse_arff",
     "load_adult",
+    "load_table",
+    "content_digest",
     "load_sklearn",
     "load_synthetic",
     "load_synthetic_multilabel",

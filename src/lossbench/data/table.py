@@ -1,0 +1,655 @@
+"""Delimited tables (CSV, TSV, whitespace-separated) and Excel sheets as classification datasets.
+
+One loader, ``load_table``, for numeric and mixed tables, with or without a header; it
+follows the reading and feature rules of the EXACT paper's UCI loader (Karpukhin et al. 2022,
+arXiv 2205.09615; ``uci-class/src/uci_class/uci.py`` and ``scripts/run.py`` of
+github.com/ivan-chai/exact), so that the ten UCI sets of its Table 1 are registered datasets
+read through it (``catalog.py``, names ``uci-*``), and your own tables get the same treatment.
+
+Reading (pandas):
+
+- ``.xls`` / ``.xlsx`` / ``.xlsm`` go through ``pandas.read_excel`` (``sheet``: name or
+  0-based index; ``.xls`` needs xlrd, ``.xlsx`` openpyxl); anything else is text, gzip/bzip2
+  read transparently, decoded as ``encoding`` (UTF-8 by default, a BOM dropped; other bytes
+  are an error naming the file and line: pass ``encoding="latin-1"`` for old files).
+- ``sep=None`` picks the delimiter: tab for ``.tsv``/``.tab``, comma for ``.csv``, otherwise
+  comma if the first data line holds one, else tab if it holds one, else runs of whitespace.
+  ``sep="whitespace"`` asks for the latter.  Double quotes quote fields (pandas' default).
+- Blank lines are skipped, and so are lines starting with ``comment`` when it is given.
+- ``header=None`` guesses: the first row is a header when none of its fields is missing and
+  some column holds a non-number there and only numbers below it (all-nominal files are
+  therefore read as headerless: pass ``header=True``).  ``True`` / ``False`` say it.
+- ``missing``: the cell texts that mean "missing" (an empty field only if ``""`` is listed;
+  pandas' default list -- ``NA``, ``null``, ... -- is not used).  ``strip=True`` strips spaces
+  around text cells first (UCI's comma-and-space files write `` ?``, which is otherwise no
+  ``?``).  A row with fewer fields than the first is padded with missing values (as pandas
+  does); one with more is an error naming the file and line.
+- Columns: ``drop`` and ``label`` name them by header name or 0-based position in the file
+  (positions count the dropped columns); ``label="last"`` / ``"first"`` mean the last / first
+  column left after the drops (whatever the header calls its columns).
+
+Features and labels (the paper's ``extract_features_labels``):
+
+- rows whose label is missing are dropped (``meta["unlabelled_rows"]`` counts them);
+- every column that ``pandas.to_numeric`` parses is numeric, every other one nominal; a
+  numeric value that is not finite (``inf``, ``1e999``) is an error naming file, line and
+  column;
+- classes: the sorted distinct labels (numerically for a numeric column, which must then hold
+  integers; ``label_strip`` characters are stripped from both ends of text labels first);
+  a table with a single class is an error.  The paper maps numeric labels ``y -> y - min(y)``,
+  which equals this when the labels are consecutive integers (they are in its sets);
+- nominal columns are one-hot encoded over their sorted values, a missing value being the
+  category ``"nan"``, at most ``max_categories`` values (50 in the paper) per column; the
+  one-hot block of column ``c`` (features ``c-value``) replaces it at the end of the feature
+  list, numeric columns keeping their order;
+- missing numeric values (``impute``): ``"mean"`` -- the column's mean over every labelled row
+  read (test file included, before any split: the paper's rule), ``"train_mean"`` -- the mean
+  over the training rows only (nothing from the test rows leaks in), ``"error"`` -- an error
+  naming file, line and column.  Columns with no value to average are dropped.
+
+Split and scaling (the paper's ``run.py``):
+
+- with ``test_path`` its rows are the test split (both files are encoded together, so they get
+  the same one-hot columns); otherwise ``test_fraction`` of the rows is held out by
+  ``split="random"`` -- ``sklearn.model_selection.train_test_split(test_size=test_fraction,
+  random_state=seed)``, unstratified, the rows kept in the order it returns (the paper's
+  split) -- or ``split="stratified"`` -- lossbench's seeded ``stratified_split`` (sorted rows);
+- ``standardize=True``: every feature, one-hot columns included, becomes ``(x - mean) / std``
+  with the training split's mean and std (ddof 0), std floored at ``1e-6`` as in the paper (a
+  feature constant on the training split is 0 there; where a test row differs, it is scaled by
+  1e6, as in the paper).
+
+Defaults: the generic loader splits ``"stratified"`` and imputes ``"train_mean"`` (lossbench's
+usual: nothing from the test rows shapes the training features); the registered ``uci-*`` sets
+pass the paper's ``"random"`` split and ``"mean"`` imputation.
+
+``content_sha256``: a digest of the parsed cells (``meta["content_sha256"]``, see
+``content_digest``) that the table must have; it checks files whose bytes differ between
+copies while their cells do not (Excel's metadata).  Parsed tables are cached (``_cache``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import numbers
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lossbench.data._cache import cached
+from lossbench.data._dataset import Dataset
+from lossbench.data._files import read_bytes
+from lossbench.data.splits import DEFAULT_TEST_FRACTION, _check_fraction, random_split, stratified_split
+from lossbench.data.splits import standardize as scale
+
+EXCEL_SUFFIXES = (".xls", ".xlsx", ".xlsm")
+SPLITS = ("random", "stratified")
+IMPUTE = ("mean", "train_mean", "error")
+STD_FLOOR = 1e-6  # the paper's run.py: np.maximum(np.std(X, axis=0), 1e-6)
+MAX_CATEGORIES = 50  # the paper's one_hot_categorical
+HEADER_SAMPLE_ROWS = 50
+PARSE_VERSION = 1  # part of the parse-cache key: bump when the parsed output of load_table changes
+WHITESPACE = r"\s+"
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def _check_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise ValueError(f"{what}={str(path)!r} is a directory, expected a table file")
+    if not path.is_file():
+        raise ValueError(f"{what}={str(path)!r}: no such file")
+
+
+def _is_excel(path: Path) -> bool:
+    return path.suffix.lower() in EXCEL_SUFFIXES
+
+
+def _decode(data: bytes, path: Path, encoding: str) -> str:
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        return data.decode(codec)
+    except LookupError:
+        raise ValueError(f"encoding={encoding!r} is not a known text encoding") from None
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not {encoding} text (byte 0x{data[err.start]:02x}); "
+            "pass encoding= with the file's encoding, e.g. encoding='latin-1'"
+        ) from None
+
+
+def _auto_sep(path: Path, first_line: str) -> str:
+    suffixes = [s.lower() for s in path.suffixes if s.lower() not in (".gz", ".bz2")]
+    last = suffixes[-1] if suffixes else ""
+    if last in (".tsv", ".tab"):
+        return "\t"
+    if last == ".csv" or "," in first_line:
+        return ","
+    return "\t" if "\t" in first_line else WHITESPACE
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, numbers.Number):
+        return True
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _looks_like_header(sample: Any) -> bool:
+    """The first row of ``sample`` (a headerless DataFrame) names the columns (module docstring)."""
+    if len(sample) < 2 or sample.iloc[0].isna().any():
+        return False
+    first, rest = sample.iloc[0], sample.iloc[1:]
+    for j in range(sample.shape[1]):
+        below = rest.iloc[:, j].dropna()
+        if len(below) and not _is_number(first.iloc[j]) and all(_is_number(v) for v in below):
+            return True
+    return False
+
+
+def _strip_cells(frame: Any, missing: Sequence[str]) -> Any:
+    import pandas as pd
+
+    for c in frame.columns:
+        col = frame[c]
+        if not pd.api.types.is_numeric_dtype(col):
+            stripped = col.map(lambda v: v.strip() if isinstance(v, str) else v)
+            frame[c] = stripped.mask(stripped.isin(list(missing)))
+    return frame
+
+
+def _read_text_frame(
+    path: Path,
+    sep: str | None,
+    header: bool | None,
+    missing: Sequence[str],
+    comment: str | None,
+    encoding: str,
+) -> tuple[Any, bool, list[str]]:
+    """The DataFrame of a text table, whether it had a header, where each row is (file:line), its text."""
+    import pandas as pd
+
+    try:
+        data = read_bytes(path)
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the file ({err.strerror or err})") from None
+    text = _decode(data, path, encoding)
+    kept = [
+        (i, line)
+        for i, line in enumerate(re.split(r"\r\n|\r|\n", text), 1)
+        if line.strip() and not (comment and line.lstrip().startswith(comment))
+    ]
+    if not kept:
+        raise ValueError(f"{path}: no data rows")
+    if sep is None:
+        sep = _auto_sep(path, kept[0][1])
+    elif sep == "whitespace":
+        sep = WHITESPACE
+    body = "\n".join(line for _, line in kept) + "\n"
+
+    def read(**more: Any) -> Any:
+        try:
+            return pd.read_csv(
+                io.StringIO(body), sep=sep, na_values=list(missing), keep_default_na=False, **more
+            )
+        except pd.errors.ParserError as err:
+            msg = " ".join(str(err).split())
+            m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
+            if m and int(m.group(2)) <= len(kept):
+                line = kept[int(m.group(2)) - 1][0]
+                raise ValueError(f"{path}:{line}: expected {m.group(1)} fields, got {m.group(3)}") from None
+            raise ValueError(f"{path}: unreadable table ({msg})") from None
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path}: no data rows") from None
+
+    if header is None:
+        header = _looks_like_header(read(header=None, dtype=str, nrows=HEADER_SAMPLE_ROWS + 1))
+    frame = read(header=0 if header else None)
+    rows = kept[1 if header else 0 :]
+    if len(rows) == len(frame):
+        return frame, bool(header), [f"{path}:{i}" for i, _ in rows], [line for _, line in rows]
+    # A quoted field spans lines: count rows instead.
+    return (
+        frame,
+        bool(header),
+        [f"{path}: data row {i}" for i in range(1, len(frame) + 1)],
+        [None] * len(frame),
+    )
+
+
+def _read_excel_frame(
+    path: Path, header: bool | None, missing: Sequence[str], sheet: str | int
+) -> tuple[Any, bool, list[str], list[str | None]]:
+    import pandas as pd
+
+    def read(**more: Any) -> Any:
+        with warnings.catch_warnings():
+            # pandas 3 deprecates xlrd (.xls) in favour of calamine; both read the same cells.
+            warnings.filterwarnings("ignore", message=".*xlrd.*")
+            try:
+                return pd.read_excel(
+                    path, sheet_name=sheet, na_values=list(missing), keep_default_na=False, **more
+                )
+            except ImportError as err:
+                msg = " ".join(str(err).split())
+                raise ValueError(
+                    f"{path}: reading {path.suffix} files needs another package ({msg})"
+                ) from None
+            except Exception as err:  # noqa: BLE001  (openpyxl, xlrd, zipfile: each its own error types)
+                msg = " ".join(str(err).split())
+                raise ValueError(
+                    f"{path}: cannot read sheet {sheet!r} of this Excel file ({type(err).__name__}: {msg})"
+                ) from None
+
+    if header is None:
+        header = _looks_like_header(read(header=None, nrows=HEADER_SAMPLE_ROWS + 1))
+    frame = read(header=0 if header else None)
+    return (
+        frame,
+        bool(header),
+        [f"{path}: data row {i}" for i in range(1, len(frame) + 1)],
+        [None] * len(frame),
+    )
+
+
+def _read_frame(
+    path: Path,
+    *,
+    sep: str | None,
+    header: bool | None,
+    missing: Sequence[str],
+    strip: bool,
+    comment: str | None,
+    sheet: str | int,
+    encoding: str,
+) -> tuple[Any, bool, list[str], list[str | None]]:
+    if _is_excel(path):
+        frame, header, where, texts = _read_excel_frame(path, header, missing, sheet)
+    else:
+        frame, header, where, texts = _read_text_frame(path, sep, header, missing, comment, encoding)
+    if len(frame) == 0:
+        raise ValueError(f"{path}: no data rows")
+    if strip:
+        frame = _strip_cells(frame, missing)
+    return frame, header, where, texts
+
+
+def _cell_text(value: Any) -> str:
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    if isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, numbers.Number):
+        return repr(float(value))
+    return str(value)
+
+
+def content_digest(*frames: Any) -> str:
+    """SHA-256 of parsed tables' cells: column names, then rows, numbers as ``repr(float)``.
+
+    It identifies the data whatever bytes (Excel metadata, line endings) carried it.
+    """
+    h = hashlib.sha256()
+    for frame in frames:
+        h.update(("\x1d" + "\x1f".join(map(str, frame.columns))).encode())
+        for row in frame.itertuples(index=False, name=None):
+            h.update(("\x1e" + "\x1f".join(map(_cell_text, row))).encode())
+    return h.hexdigest()
+
+
+# --- columns, labels and features ---------------------------------------------------------------
+
+
+def _column(spec: str | int, columns: list[Any], header: bool, path: Path, what: str) -> Any:
+    """The frame column that ``spec`` (a header name or a 0-based file position) names."""
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if not -len(columns) <= spec < len(columns):
+            raise ValueError(f"{what}={spec}: {path} has {len(columns)} columns (0-based index)")
+        return columns[spec]
+    if not isinstance(spec, str):
+        raise ValueError(f"{what}={spec!r}: expected a column name or a 0-based column index")  # noqa: TRY004
+    if not header:
+        raise ValueError(
+            f"{what}={spec!r} is a column name but {path} is read without a header; pass an index"
+        )
+    if spec not in columns:
+        listed = ", ".join(map(str, columns))
+        raise ValueError(f"{what}={spec!r}: no such column in {path} (columns: {listed})")
+    return spec
+
+
+def _label_column(label: str | int, kept: list[Any], columns: list[Any], header: bool, path: Path) -> Any:
+    if label in ("last", "first"):
+        if not kept:
+            raise ValueError(f"{path}: no column left for label={label!r} after the drops")
+        return kept[-1] if label == "last" else kept[0]
+    col = _column(label, columns, header, path, "label")
+    if col not in kept:
+        raise ValueError(f"label={label!r} names a dropped column of {path}")
+    return col
+
+
+def _class_name(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _encode(
+    frame: Any,
+    label_col: Any,
+    where: list[str],
+    texts: list[str | None],
+    file_of: list[int],
+    *,
+    label_strip: str,
+    max_categories: int,
+    path: Path,
+) -> dict[str, Any]:
+    """The paper's ``extract_features_labels`` on the concatenated frame (module docstring)."""
+    import numpy as np
+    import pandas as pd
+
+    if label_strip:
+        frame[label_col] = frame[label_col].map(lambda v: v.strip(label_strip) if isinstance(v, str) else v)
+    labelled = frame[label_col].notna().to_numpy()
+    frame = frame.loc[labelled].copy()
+    where = [w for w, keep in zip(where, labelled) if keep]
+    texts = [t for t, keep in zip(texts, labelled) if keep]
+    n_first = sum(1 for f, keep in zip(file_of, labelled) if keep and f == 0)
+    if len(frame) == 0:
+        raise ValueError(f"{path}: no row has a label in column {label_col!r}")
+    for c in frame.columns:
+        try:
+            frame[c] = pd.to_numeric(frame[c])
+        except (ValueError, TypeError):
+            pass
+    for c in frame.columns:
+        col = frame[c]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.flatnonzero(np.isinf(values))
+            if len(bad):
+                i = int(bad[0])
+                line = f" (line {texts[i][:200]!r})" if texts[i] is not None else ""
+                raise ValueError(f"{where[i]}: column {c!r}: {values[i]} is not a finite number{line}")
+
+    labels = frame[label_col]
+    if pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels):
+        values = labels.to_numpy(dtype=np.float64)
+        if not np.all(values == np.round(values)):
+            i = int(np.flatnonzero(values != np.round(values))[0])
+            raise ValueError(
+                f"{where[i]}: label column {label_col!r} holds the non-integer number {float(values[i])!r}; "
+                "a class label must be a category or an integer (is label= the right column?)"
+            )
+        classes_raw = sorted(set(values.tolist()))
+    else:
+        labels = labels.map(str)
+        classes_raw = sorted(set(labels))
+        values = labels.to_numpy(dtype=object)
+    if len(classes_raw) < 2:
+        raise ValueError(
+            f"{path}: label column {label_col!r} holds a single class ({_class_name(classes_raw[0])!r}); "
+            "a classification table needs at least 2"
+        )
+    index = {c: i for i, c in enumerate(classes_raw)}
+    y = np.array([index[v] for v in values.tolist()], dtype=np.int64)
+    names = [_class_name(c).strip() for c in classes_raw]
+    if len(set(names)) != len(names):
+        names = [_class_name(c) for c in classes_raw]
+
+    features = frame.loc[:, frame.columns != label_col]
+    for c in list(features.columns):
+        col = features[c]
+        if pd.api.types.is_numeric_dtype(col):
+            continue
+        col = col.fillna("nan")
+        categories = set(col)
+        if len(categories) > max_categories:
+            raise ValueError(
+                f"{path}: column {c!r} is not numeric and holds {len(categories)} distinct values, more than "
+                f"max_categories={max_categories}; drop it (drop=[...]) or raise max_categories"
+            )
+        if not all(isinstance(v, str) for v in categories):
+            col = col.map(str)  # mixed cell types (Excel) sort as text
+        features = features.drop(columns=[c]).join(pd.get_dummies(col).add_prefix(f"{c}-"))
+    matrix = np.array(features.astype(float).to_numpy(dtype=np.float64), order="C")  # a writable copy
+    return {
+        "x": torch.from_numpy(matrix),
+        "y": torch.from_numpy(y),
+        "classes": names,
+        "features": [str(c) for c in features.columns],
+        "where": where,
+        "unlabelled": int((~labelled).sum()),
+        "n_first": n_first,
+    }
+
+
+def _parse(
+    paths: list[Path],
+    *,
+    sep: str | None,
+    header: bool | None,
+    label: str | int,
+    drop: Sequence[str | int],
+    missing: Sequence[str],
+    strip: bool,
+    comment: str | None,
+    label_strip: str,
+    sheet: str | int,
+    encoding: str,
+    max_categories: int,
+) -> dict[str, Any]:
+    import pandas as pd
+
+    frames, wheres, texts, headers = [], [], [], []
+    for p in paths:
+        frame, has_header, where, text = _read_frame(
+            p,
+            sep=sep,
+            header=header,
+            missing=missing,
+            strip=strip,
+            comment=comment,
+            sheet=sheet,
+            encoding=encoding,
+        )
+        frames.append(frame)
+        wheres.append(where)
+        texts.append(text)
+        headers.append(has_header)
+    digest = content_digest(*frames)
+    columns = list(frames[0].columns)
+    for p, f in zip(paths[1:], frames[1:]):
+        if list(f.columns) != columns:
+            raise ValueError(
+                f"{p} has columns {list(map(str, f.columns))}, but {paths[0]} has {list(map(str, columns))}"
+            )
+    dropped = [_column(d, columns, headers[0], paths[0], "drop") for d in drop]
+    kept = [c for c in columns if c not in dropped]
+    label_col = _label_column(label, kept, columns, headers[0], paths[0])
+    data = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    enc = _encode(
+        data.drop(columns=dropped),
+        label_col,
+        [w for ws in wheres for w in ws],
+        [t for ts in texts for t in ts],
+        [k for k, f in enumerate(frames) for _ in range(len(f))],
+        label_strip=label_strip,
+        max_categories=max_categories,
+        path=paths[0],
+    )
+    enc["digest"] = digest
+    return enc
+
+
+# --- split, imputation, scaling -----------------------------------------------------------------
+
+
+def _split_rows(
+    y: torch.Tensor, n_first: int, has_test_file: bool, test_fraction: float, split: str, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    n = len(y)
+    if has_test_file:
+        return torch.arange(n_first), torch.arange(n_first, n)
+    if split == "random":
+        return random_split(n, test_fraction, seed)
+    return stratified_split(y, val_fraction=test_fraction, seed=seed)
+
+
+def _impute(
+    x: torch.Tensor, train_idx: torch.Tensor, impute: str, where: list[str], names: list[str]
+) -> tuple[torch.Tensor, list[str], list[str]]:
+    missing = torch.isnan(x)
+    if impute == "error":
+        if missing.any():
+            i, j = (int(v) for v in torch.nonzero(missing)[0])
+            raise ValueError(
+                f"{where[i]}: column {names[j]!r} is missing a value; pass impute='mean' or 'train_mean' "
+                "to fill it"
+            )
+        return x, names, []
+    rows = x if impute == "mean" else x[train_idx]
+    count = (~torch.isnan(rows)).sum(0)
+    mean = torch.nansum(rows, 0) / count.clamp(min=1)
+    keep = count > 0
+    x = torch.where(missing, mean.expand_as(x), x)[:, keep]
+    dropped = [n for n, k in zip(names, keep.tolist()) if not k]
+    return x, [n for n, k in zip(names, keep.tolist()) if k], dropped
+
+
+# --- the loader ---------------------------------------------------------------------------------
+
+
+def load_table(
+    path: Path | str,
+    *,
+    test_path: Path | str | None = None,
+    sep: str | None = None,
+    header: bool | None = None,
+    label: str | int = "last",
+    drop: Sequence[str | int] = (),
+    missing: Sequence[str] = ("?", ""),
+    strip: bool = False,
+    comment: str | None = None,
+    label_strip: str = "",
+    sheet: str | int = 0,
+    encoding: str = "utf-8",
+    max_categories: int = MAX_CATEGORIES,
+    impute: str = "train_mean",
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    split: str = "stratified",
+    seed: int = 0,
+    standardize: bool = True,
+    content_sha256: str | None = None,
+    name: str | None = None,
+    source: str | None = None,
+    cache: bool = True,
+) -> Dataset:
+    """A CSV / TSV / whitespace table or an Excel sheet as a tabular ``Dataset`` (module docstring).
+
+    ``path``: the table (the training rows when ``test_path`` is given).  ``label``: ``"last"``,
+    ``"first"``, a header name or a 0-based column index.  ``impute``: ``"train_mean"``,
+    ``"mean"`` (the EXACT paper's) or ``"error"``.  ``split``: ``"stratified"`` or ``"random"``
+    (the EXACT paper's ``train_test_split``); used only without ``test_path``.  Every error is a
+    one-line ValueError naming the input.
+    """
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "load_table needs pandas (and openpyxl / xlrd for Excel files): pip install 'lossbench[ledger]'"
+        ) from None
+    paths = [Path(path)] + ([Path(test_path)] if test_path is not None else [])
+    for p, what in zip(paths, ("path", "test_path")):
+        _check_file(p, what)
+    if impute not in IMPUTE:
+        raise ValueError(f"impute={impute!r}, expected one of {IMPUTE}")
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}, expected one of {SPLITS}")
+    _check_fraction("test_fraction", test_fraction)
+    if not (isinstance(max_categories, int) and max_categories >= 1):
+        raise ValueError(f"max_categories must be a positive int, got {max_categories!r}")
+    if isinstance(missing, str):
+        missing = (missing,)
+    if isinstance(drop, (str, int)):
+        drop = (drop,)
+    read = {
+        "sep": sep,
+        "header": header,
+        "label": label,
+        "drop": list(drop),
+        "missing": list(missing),
+        "strip": strip,
+        "comment": comment,
+        "label_strip": label_strip,
+        "sheet": sheet,
+        "encoding": encoding,
+        "max_categories": max_categories,
+    }
+
+    def parse() -> dict[str, Any]:
+        return _parse(paths, **read)
+
+    p = cached("table", {**read, "version": PARSE_VERSION}, paths, parse, cache=cache)
+    if content_sha256 is not None and p["digest"] != content_sha256:
+        raise ValueError(
+            f"{', '.join(map(str, paths))}: the parsed cells have SHA-256 {p['digest']}, expected {content_sha256}; "
+            "the file holds different data: delete it to download it again, or pass verify=False"
+        )
+    y = p["y"]
+    train_idx, test_idx = _split_rows(y, p["n_first"], test_path is not None, test_fraction, split, seed)
+    if test_path is not None and len(test_idx) == 0:
+        raise ValueError(f"test_path={str(paths[1])!r}: no labelled rows")
+    if len(test_idx) == 0 or len(train_idx) == 0:
+        raise ValueError(
+            f"{paths[0]}: the {split} split with test_fraction={test_fraction:g} of {len(y)} labelled rows "
+            f"leaves the {'test' if len(train_idx) else 'training'} split empty"
+        )
+    x, names, all_missing = _impute(p["x"], train_idx, impute, p["where"], p["features"])
+    x_train, x_test = x[train_idx], x[test_idx]
+    stats = None
+    if standardize:
+        x_train, x_test, stats = scale(x_train, x_test, min_std=STD_FLOOR)
+    how = (
+        f"test file {paths[1]}"
+        if test_path is not None
+        else f"{split} split, test_fraction={test_fraction:g}, seed={seed}"
+    )
+    return Dataset(
+        name=name or paths[0].stem,
+        task="multiclass",
+        x_train=x_train.float(),
+        y_train=y[train_idx],
+        x_test=x_test.float(),
+        y_test=y[test_idx],
+        class_names=list(p["classes"]),
+        feature_kind="tabular",
+        source=source or f"table {', '.join(map(str, paths))}",
+        meta={
+            "feature_names": names,
+            "split": how,
+            "train_rows": train_idx,
+            "test_rows": test_idx,
+            "impute": impute,
+            "all_missing_columns_dropped": all_missing,
+            "unlabelled_rows": p["unlabelled"],
+            "standardization": stats,
+            "content_sha256": p["digest"],
+        },
+    )

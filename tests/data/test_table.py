@@ -1,0 +1,395 @@
+"""load_table on tiny files the tests write: delimiters, headers, label columns, missing values,
+nominal columns, non-finite numbers, Excel, splits, standardisation and bad input.
+
+``paper_features`` is an independent re-statement of the EXACT paper's feature rules
+(Karpukhin et al. 2022, ``uci-class/src/uci_class/uci.py`` of github.com/ivan-chai/exact),
+written column by column with numpy rather than with the loader's pandas joins; test_uci.py
+checks the registered UCI sets against it too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.model_selection import train_test_split
+
+from lossbench.data import content_digest, load_dataset, load_table, stratified_split
+from lossbench.data.table import STD_FLOOR
+
+from .writers import write
+
+MIXED = """\
+colour,size,weight,kind
+red,1.5,10,b
+blue,2.5,?,a
+red,,30,b
+green,4.5,40,a
+?,5.5,50,c
+blue,6.5,60,a
+red,7.5,70,b
+blue,8.5,80,c
+green,9.5,90,a
+red,10.5,100,b
+"""
+
+
+def paper_features(frame: pd.DataFrame, label) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The paper's features (before split and scaling), stated column by column."""
+    frame = frame[frame[label].notna()]
+    numeric, nominal = [], []
+    for c in frame.columns:
+        try:
+            values = pd.to_numeric(frame[c])
+        except ValueError:
+            nominal.append((c, frame[c].fillna("nan").to_numpy()))
+        else:
+            numeric.append((c, values))
+    y_col = dict(numeric + nominal)[label]
+    if isinstance(y_col, pd.Series):
+        y = y_col.to_numpy().astype(np.int64)
+        y = y - y.min()
+    else:
+        order = sorted(set(y_col))
+        y = np.array([order.index(v) for v in y_col])
+    blocks, names = [], []
+    for c, values in numeric:
+        if c != label:
+            blocks.append(values.to_numpy(dtype=float))
+            names.append(str(c))
+    for c, values in nominal:
+        if c != label:
+            for v in sorted(set(values)):
+                blocks.append((values == v).astype(float))
+                names.append(f"{c}-{v}")
+    x = np.stack(blocks, 1)
+    mean = np.nanmean(np.where(np.isnan(x).all(0), 0.0, x), 0)
+    keep = ~np.isnan(x).all(0)
+    x = np.where(np.isnan(x), mean, x)[:, keep]
+    return x, y, [n for n, k in zip(names, keep) if k]
+
+
+def paper_scaled(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = x_train.mean(0), np.maximum(x_train.std(0), 1e-6)
+    return (x_train - mean) / std, (x_test - mean) / std
+
+
+# --- delimiters and headers ---------------------------------------------------------------------
+
+
+def test_csv_with_header_label_by_name_and_one_hot(tmp_path):
+    path = write(tmp_path / "t.csv", MIXED)
+    ds = load_table(path, label="kind", standardize=False, impute="mean", split="random", test_fraction=0.3)
+    assert ds.class_names == ["a", "b", "c"]
+    assert ds.meta["feature_names"] == [
+        "size",
+        "weight",
+        "colour-blue",
+        "colour-green",
+        "colour-nan",  # "?" is missing: the paper's "nan" category
+        "colour-red",
+    ]
+    x, y, names = paper_features(pd.read_csv(path, na_values=["?"]), "kind")
+    assert names == ds.meta["feature_names"]
+    train, test = train_test_split(np.arange(10), test_size=0.3, random_state=0)
+    assert ds.meta["train_rows"].tolist() == train.tolist()  # scikit-learn's order, not sorted
+    assert torch.equal(ds.x_train.double(), torch.from_numpy(x[train]).float().double())
+    assert torch.equal(ds.x_test, torch.from_numpy(x[test]).float())
+    assert ds.y_train.tolist() == y[train].tolist() and ds.y_test.tolist() == y[test].tolist()
+
+
+def test_headerless_file_label_last_and_first(tmp_path):
+    rows = "1,2,x\n3,4,y\n5,6,x\n7,8,y\n"
+    path = write(tmp_path / "t.data", rows)
+    last = load_table(path, standardize=False, test_fraction=0.5)
+    assert last.class_names == ["x", "y"] and last.meta["feature_names"] == ["0", "1"]
+    first = load_table(write(tmp_path / "f.data", "x,1,2\ny,3,4\nx,5,6\ny,7,8\n"), label="first")
+    assert first.class_names == ["x", "y"] and first.input_shape == (2,)
+    by_index = load_table(path, label=0, standardize=False, split="random", test_fraction=0.5)
+    assert by_index.class_names == ["1", "3", "5", "7"]  # numeric labels, numeric order
+    assert by_index.meta["feature_names"] == ["1", "2-x", "2-y"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "sep"),
+    [
+        ("t.tsv", "a\tb\tlabel\n1\t2\tx\n3\t4\ty\n5\t6\tx\n7\t8\ty\n", None),
+        ("t.txt", "a\tb\tlabel\n1\t2\tx\n3\t4\ty\n5\t6\tx\n7\t8\ty\n", None),  # tab found in the line
+        ("t.dat", "a   b label\n 1 2   x\n3  4 y\n5 6 x\n7 8   y\n", None),  # runs of spaces
+        ("t.dat", "a b label\n1 2 x\n3 4 y\n5 6 x\n7 8 y\n", "whitespace"),
+        ("t.txt", "a;b;label\n1;2;x\n3;4;y\n5;6;x\n7;8;y\n", ";"),
+    ],
+)
+def test_delimiters(tmp_path, name, text, sep):
+    ds = load_table(
+        write(tmp_path / name, text), sep=sep, standardize=False, split="random", test_fraction=0.5
+    )
+    assert ds.meta["feature_names"] == ["a", "b"] and ds.class_names == ["x", "y"]
+    rows = torch.cat([ds.x_train, ds.x_test])[
+        torch.cat([ds.meta["train_rows"], ds.meta["test_rows"]]).argsort()
+    ]
+    assert rows.tolist() == [[1, 2], [3, 4], [5, 6], [7, 8]]
+
+
+def test_header_guess_and_override(tmp_path):
+    numeric = write(tmp_path / "n.csv", "w,h,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n")
+    assert load_table(numeric).meta["feature_names"] == ["w", "h"]  # names over numbers
+    nominal = write(tmp_path / "c.csv", "colour,label\nred,x\nblue,y\nred,x\nblue,y\n")
+    guessed = load_table(nominal, test_fraction=0.4)  # all text: read as data
+    assert guessed.class_names == ["label", "x", "y"]
+    told = load_table(nominal, header=True, test_fraction=0.5)
+    assert told.class_names == ["x", "y"] and told.meta["feature_names"] == ["colour-blue", "colour-red"]
+    with pytest.raises(
+        ValueError, match=r"label='label' is a column name but .*c.csv is read without a header"
+    ):
+        load_table(nominal, header=False, label="label")
+
+
+def test_drop_by_index_and_name_and_label_after_drops(tmp_path):
+    path = write(tmp_path / "t.csv", "id,a,label,b\n1,0.5,x,3\n2,1.5,y,4\n3,2.5,x,5\n4,3.5,y,6\n")
+    ds = load_table(path, drop=[0, "b"], label="last", test_fraction=0.5)
+    assert ds.class_names == ["x", "y"] and ds.meta["feature_names"] == ["a"]
+    with pytest.raises(ValueError, match=r"label='b' names a dropped column of .*t.csv"):
+        load_table(path, drop=["b"], label="b")
+    with pytest.raises(
+        ValueError, match=r"drop='nope': no such column in .*t.csv \(columns: id, a, label, b\)"
+    ):
+        load_table(path, drop=["nope"])
+    with pytest.raises(ValueError, match=r"label=7: .*t.csv has 4 columns"):
+        load_table(path, label=7)
+
+
+def test_comment_lines_label_strip_and_strip(tmp_path):
+    train = write(tmp_path / "a.data", "1, x, <=5\n2, y, >5\n3, ?, <=5\n\n")
+    test = write(tmp_path / "a.test", "|a comment line\n4, y, >5.\n5, x, <=5.\n")
+    raw = load_table(train, test_path=test, comment="|", label_strip=".", standardize=False)
+    assert raw.class_names == ["<=5", ">5"] and raw.y_test.tolist() == [1, 0]
+    # Without strip the cells keep the space after the comma: " ?" is a category, not missing.
+    assert raw.meta["feature_names"] == ["0", "1- ?", "1- x", "1- y"]
+    stripped = load_table(train, test_path=test, comment="|", label_strip=".", strip=True, standardize=False)
+    assert stripped.meta["feature_names"] == ["0", "1-nan", "1-x", "1-y"]
+    assert stripped.meta["split"].startswith("test file")
+
+
+# --- missing values and non-finite numbers ---------------------------------------------------------
+
+
+def test_missing_values_impute_rules(tmp_path):
+    train = write(tmp_path / "t.data", "1,?,x\n2,,y\n?,6,x\n4,8,y\n")
+    test = write(tmp_path / "t.test", "10,10,x\n")
+    everything = load_table(train, test_path=test, impute="mean", standardize=False)
+    assert everything.x_train[2, 0] == pytest.approx((1 + 2 + 4 + 10) / 4)  # the paper's: all rows
+    assert everything.x_train[:2, 1].tolist() == [8, 8]  # "?" and "" are missing by default
+    train_only = load_table(train, test_path=test, impute="train_mean", standardize=False)
+    assert train_only.x_train[2, 0] == pytest.approx(7 / 3) and train_only.x_train[0, 1] == 7
+    with pytest.raises(ValueError, match=r"t.data:1: column '1' is missing a value; pass impute="):
+        load_table(train, test_path=test, impute="error")
+    custom = write(tmp_path / "na.csv", "a,label\nNA,x\n2,y\n?,x\n4,y\n")
+    with pytest.raises(ValueError, match=r"na.csv:2: column 'a' is missing a value"):
+        load_table(custom, missing=("NA", "?"), impute="error")
+    nominal = load_table(custom, header=True, missing=("NA",), test_fraction=0.5)  # "?" is text: nominal
+    assert nominal.meta["feature_names"] == ["a-2", "a-4", "a-?", "a-nan"]
+
+
+def test_all_missing_column_is_dropped_and_unlabelled_rows_too(tmp_path):
+    path = write(tmp_path / "t.csv", "a,b,label\n1,?,x\n2,?,y\n3,?,\n4,?,x\n5,?,y\n")
+    ds = load_table(path, standardize=False, test_fraction=0.5)
+    assert ds.meta["feature_names"] == ["a"] and ds.meta["all_missing_columns_dropped"] == ["b"]
+    assert ds.meta["unlabelled_rows"] == 1 and len(ds.y_train) + len(ds.y_test) == 4
+
+
+@pytest.mark.parametrize(
+    ("bad", "value"), [("inf", "inf"), ("-inf", "-inf"), ("1e999", "inf"), ("-Infinity", "-inf")]
+)
+def test_non_finite_numbers_are_refused_with_file_line_and_column(tmp_path, bad, value):
+    path = write(tmp_path / "t.csv", f"a,b,label\n1,2,x\n\n3,{bad},y\n5,6,x\n")
+    with pytest.raises(
+        ValueError, match=rf"t.csv:4: column 'b': {value} is not a finite number \(line '3,{bad},y'\)$"
+    ):
+        load_table(path)
+
+
+def test_non_finite_in_headerless_test_file_names_that_file(tmp_path):
+    train = write(tmp_path / "a.data", "1,x\n2,y\n")
+    test = write(tmp_path / "a.test", "3,x\n1e999,y\n")
+    with pytest.raises(ValueError, match=r"a.test:2: column 0: inf is not a finite number"):
+        load_table(train, test_path=test)
+
+
+# --- Excel ---------------------------------------------------------------------------------------
+
+
+def test_xlsx_through_pandas(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "area": [1.0, 2.0, 3.0, None, 5.0, 6.0],
+            "shape": ["round", "oval", "round", "oval", "round", "oval"],
+            "Class": ["B", "A", "B", "A", "C", "C"],
+        }
+    )
+    path = tmp_path / "t.xlsx"
+    frame.to_excel(path, index=False, sheet_name="beans")
+    ds = load_table(path, label="Class", standardize=False, split="random", test_fraction=0.5, impute="mean")
+    assert ds.class_names == ["A", "B", "C"] and ds.meta["feature_names"] == [
+        "area",
+        "shape-oval",
+        "shape-round",
+    ]
+    x, y, _ = paper_features(frame, "Class")
+    train, test = train_test_split(np.arange(6), test_size=0.5, random_state=0)
+    assert np.allclose(ds.x_train.numpy(), x[train]) and ds.y_test.tolist() == y[test].tolist()
+    assert load_table(path, sheet="beans", label="Class").num_classes == 3
+    with pytest.raises(ValueError, match=r"t.xlsx: cannot read sheet 'nope'"):
+        load_table(path, sheet="nope")
+
+
+def test_content_digest_ignores_excel_metadata(tmp_path):
+    frame = pd.DataFrame({"a": [1, 2, 3], "label": ["x", "y", "x"]})
+    one, two = tmp_path / "one.xlsx", tmp_path / "two.xlsx"
+    frame.to_excel(one, index=False)
+    with pd.ExcelWriter(two) as writer:
+        frame.to_excel(writer, index=False)
+        writer.book.properties.creator = "someone else"
+        writer.book.properties.title = "a copy"
+    assert one.read_bytes() != two.read_bytes()
+    a = load_table(one, label="label", test_fraction=0.34)
+    b = load_table(two, label="label", test_fraction=0.34)
+    assert a.meta["content_sha256"] == b.meta["content_sha256"] == content_digest(frame)
+    crlf = write(tmp_path / "t.csv", "a,label\r\n1,x\r\n2,y\r\n3,x\r\n")
+    assert load_table(crlf, test_fraction=0.34).meta["content_sha256"] == a.meta["content_sha256"]
+    assert load_table(one, label="label", test_fraction=0.34, content_sha256=a.meta["content_sha256"])
+    with pytest.raises(
+        ValueError, match=r"one.xlsx: the parsed cells have SHA-256 [0-9a-f]{64}, expected 0+;"
+    ):
+        load_table(one, label="label", content_sha256="0" * 64)
+
+
+# --- splits and standardisation --------------------------------------------------------------------
+
+
+def test_random_and_stratified_splits(tmp_path):
+    rows = "".join(f"{i},{'abc'[i % 3] if i < 24 else 'a'}\n" for i in range(30))
+    path = write(tmp_path / "t.data", rows)
+    rnd = load_table(path, split="random", seed=3, test_fraction=0.2)
+    train, test = train_test_split(np.arange(30), test_size=0.2, random_state=3)
+    assert (
+        rnd.meta["train_rows"].tolist() == train.tolist() and rnd.meta["test_rows"].tolist() == test.tolist()
+    )
+    strat = load_table(path, split="stratified", seed=3, test_fraction=0.2)
+    y = torch.cat([strat.y_train, strat.y_test])[
+        torch.cat([strat.meta["train_rows"], strat.meta["test_rows"]]).argsort()
+    ]
+    expected = stratified_split(y, val_fraction=0.2, seed=3)
+    assert strat.meta["train_rows"].tolist() == expected[0].tolist()
+    assert strat.meta["test_rows"].tolist() == expected[1].tolist()
+    assert "random split, test_fraction=0.2, seed=3" in rnd.meta["split"]
+
+
+def test_standardisation_on_training_rows_ddof0_with_floor(tmp_path):
+    train = write(tmp_path / "a.data", "1,5,x\n2,5,y\n4,5,x\n")
+    test = write(tmp_path / "a.test", "3,7,y\n")
+    ds = load_table(train, test_path=test)
+    a = np.array([1.0, 2.0, 4.0])
+    assert np.allclose(ds.x_train[:, 0].numpy(), (a - a.mean()) / a.std(ddof=0))
+    assert ds.x_test[0, 0].item() == pytest.approx((3 - a.mean()) / a.std(ddof=0))
+    assert ds.x_train[:, 1].tolist() == [0, 0, 0]  # constant in training: std floored at 1e-6
+    assert ds.x_test[0, 1].item() == pytest.approx((7 - 5) / STD_FLOOR)
+    assert ds.meta["standardization"]["std"][1].item() == pytest.approx(STD_FLOOR)
+    raw = load_table(train, test_path=test, standardize=False)
+    assert raw.x_train.tolist() == [[1, 5], [2, 5], [4, 5]] and raw.meta["standardization"] is None
+
+
+def test_test_file_shares_the_one_hot_columns(tmp_path):
+    train = write(tmp_path / "a.data", "red,1,x\nblue,2,y\n")
+    test = write(tmp_path / "a.test", "green,3,y\n")
+    ds = load_table(train, test_path=test, standardize=False)
+    assert ds.meta["feature_names"] == ["1", "0-blue", "0-green", "0-red"]
+    assert ds.x_test.tolist() == [[3, 0, 1, 0]] and len(ds.y_train) == 2
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+def test_bad_paths(tmp_path):
+    with pytest.raises(ValueError, match=r"path='.*nope.csv': no such file"):
+        load_table(tmp_path / "nope.csv")
+    with pytest.raises(ValueError, match=r"path='.*' is a directory, expected a table file"):
+        load_table(tmp_path)
+    good = write(tmp_path / "t.csv", "a,label\n1,x\n2,y\n")
+    with pytest.raises(ValueError, match=r"test_path='.*missing.csv': no such file"):
+        load_table(good, test_path=tmp_path / "missing.csv")
+
+
+def test_non_utf8_text_names_the_line(tmp_path):
+    path = write(tmp_path / "t.csv", "a,label\n1,x\n2,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"t.csv:3: not utf-8 text \(byte 0xe9\); pass encoding="):
+        load_table(path)
+    ds = load_table(path, encoding="latin-1", split="random", test_fraction=0.5)
+    assert ds.class_names == ["café", "x"]
+
+
+def test_single_class_and_bad_labels(tmp_path):
+    with pytest.raises(ValueError, match=r"t.csv: label column 'label' holds a single class \('x'\)"):
+        load_table(write(tmp_path / "t.csv", "a,label\n1,x\n2,x\n3,x\n"))
+    with pytest.raises(
+        ValueError, match=r"r.csv:3: label column 'y' holds the non-integer number 2.5; a class label must be"
+    ):
+        load_table(write(tmp_path / "r.csv", "a,y\n1,1\n2,2.5\n3,1\n"))
+
+
+def test_too_many_fields_and_short_rows(tmp_path):
+    with pytest.raises(ValueError, match=r"t.csv:4: expected 3 fields, got 5"):
+        load_table(write(tmp_path / "t.csv", "a,b,label\n1,2,x\n\n3,4,y,5,6\n"))
+    # A short row is padded with missing values (pandas); without a label it is dropped.
+    ds = load_table(
+        write(tmp_path / "s.csv", "a,b,label\n1,2,x\n3\n4,5,y\n6,7,x\n8,9,y\n"), test_fraction=0.5
+    )
+    assert ds.meta["unlabelled_rows"] == 1
+
+
+def test_too_many_categories_and_option_checks(tmp_path):
+    rows = "".join(f"v{i},{'xy'[i % 2]}\n" for i in range(6))
+    path = write(tmp_path / "t.data", rows)
+    with pytest.raises(
+        ValueError, match=r"t.data: column 0 is not numeric and holds 6 distinct values, more than max"
+    ):
+        load_table(path, max_categories=5)
+    assert load_table(path, max_categories=6, test_fraction=0.5).input_shape == (6,)
+    for bad, match in (
+        ({"impute": "median"}, r"impute='median', expected one of"),
+        ({"split": "kfold"}, r"split='kfold', expected one of"),
+        ({"test_fraction": 1.5}, r"test_fraction must lie in \(0, 1\)"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            load_table(path, **bad)
+
+
+def test_test_file_with_other_columns(tmp_path):
+    train = write(tmp_path / "a.csv", "a,label\n1,x\n2,y\n")
+    test = write(tmp_path / "b.csv", "a,b,label\n1,2,x\n")
+    with pytest.raises(
+        ValueError, match=r"b.csv has columns \['a', 'b', 'label'\], but .*a.csv has \['a', 'label'\]"
+    ):
+        load_table(train, test_path=test)
+
+
+# --- the registered format and the cache ---------------------------------------------------------
+
+
+def test_registered_as_the_table_format(tmp_path):
+    path = write(tmp_path / "t.csv", MIXED)
+    ds = load_dataset("table", path=str(path), label="kind", split="random")
+    assert ds.name == "t" and ds.num_classes == 3 and len(ds.y_test) == 2
+    with pytest.raises(ValueError, match=r"dataset 'table' needs parameter\(s\) path"):
+        load_dataset("table")
+
+
+def test_parse_cache_returns_the_same_dataset(tmp_path, fresh_cache):
+    path = write(tmp_path / "t.csv", MIXED)
+    first = load_table(path, label="kind")
+    assert any(fresh_cache.glob("table-*.pt"))
+    second = load_table(path, label="kind")
+    assert torch.equal(first.x_train, second.x_train) and first.class_names == second.class_names
+    uncached = load_table(path, label="kind", cache=False)
+    assert torch.equal(first.x_test, uncached.x_test)
