@@ -14,6 +14,8 @@ from pathlib import Path
 
 from lossbench._table import format_table
 
+LEDGER_OUT = "lossbench-ledger"  # where `lossbench claims` keeps its database and writes the ledger
+
 
 def _space(param) -> str:
     if param.space is None:
@@ -162,6 +164,75 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_presets(args: argparse.Namespace) -> int:
+    from lossbench.bench.spec import load_preset, preset_names, preset_text
+
+    if args.name:
+        load_preset(args.name)  # an unknown name is a one-line error
+        print(preset_text(args.name), end="")
+        return 0
+    rows = [(n, (lambda s: f"{len(s.datasets)} datasets, {len(s.methods)} methods, {s.trials} trials, {s.seeds} seeds")(load_preset(n)))
+            for n in preset_names()]  # fmt: skip
+    print(format_table(("preset", "study"), rows))
+    return 0
+
+
+def _ledger_storage(args: argparse.Namespace):
+    from lossbench.bench.storage import default_storage_url, open_storage
+
+    return open_storage(args.storage or default_storage_url(args.out))
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    from lossbench.ledger.records import all_claims
+
+    claims = all_claims()
+    rows = []
+    status = {}
+    if args.out and Path(args.out, "lossbench.db").exists() or args.storage:
+        from lossbench.ledger.report import collect_entries
+
+        for e in collect_entries(_ledger_storage(args)):
+            words = [f"{o.budget}/{o.variation}: {o.verdict.word if o.verdict else 'incomplete'}" for o in e.outcomes]
+            words += [f"{b}: {a.word}" for b, a in e.analyses.items()]
+            status[e.claim.id] = "; ".join(words) or "not run"
+    for c in claims:
+        rows.append((c.id, c.kind, c.title, status.get(c.id, "not run")))
+    print(format_table(("claim", "kind", "title", "status"), rows))
+    return 0
+
+
+def cmd_claims_run(args: argparse.Namespace) -> int:
+    from lossbench.bench.console import console, run_progress
+    from lossbench.ledger.protocol import study_spec
+    from lossbench.ledger.records import get_claim
+    from lossbench.ledger.runs import run_claim
+
+    claim = get_claim(args.claim)
+    variations = tuple(args.variation) if args.variation else None
+    if claim.kind == "bench":
+        for v in variations or claim.variations:
+            study_spec(claim, args.budget, v)  # a bad budget or variation is refused before any work
+    storage = _ledger_storage(args)
+    run_claim(claim, args.budget, storage, _device(args.device), data_dir=args.data_dir, variations=variations,
+              progress=run_progress)  # fmt: skip
+    console.print(f"claim {claim.id} ({args.budget}) done; `lossbench claims report --out {args.out}` writes the ledger")
+    return 0
+
+
+def cmd_claims_report(args: argparse.Namespace) -> int:
+    from lossbench.ledger.report import write_ledger
+
+    url = args.storage or None
+    if url is None and not Path(args.out, "lossbench.db").exists():
+        raise ValueError(f"no ledger database in {args.out}; run `lossbench claims run ID --out {args.out}` first")
+    storage = _ledger_storage(args)
+    label = "the SQLite file lossbench.db" if url is None else "the given storage"
+    for path in write_ledger(storage, args.out, label):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lossbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +285,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="lossbench-out", help="report directory (and SQLite file when no --storage)")
     p.add_argument("--storage", help="SQLAlchemy URL (default: sqlite in --out)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("presets", help="list the built-in study specs, or print one")
+    p.add_argument("name", nargs="?", help="print this preset's TOML")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("claims", help="the claims ledger: list claims, run one, write the ledger")
+    p.add_argument("--out", default=LEDGER_OUT, help=f"ledger directory and its SQLite file (default {LEDGER_OUT})")
+    p.add_argument("--storage", help="SQLAlchemy URL of the trial storage (default: sqlite in --out)")
+    p.set_defaults(func=cmd_claims)
+    claims = p.add_subparsers(dest="claims_command")
+    q = claims.add_parser("run", help="run (or resume, or join) one claim's study")
+    q.add_argument("claim", help="a claim id (`lossbench claims` lists them)")
+    q.add_argument("--budget", default="quick", help="quick (minutes on a CPU) or paper (the source's protocol)")
+    q.add_argument("--variation", action="append", help="fixed or resampled (default: every one the claim declares)")
+    q.add_argument("--out", default=LEDGER_OUT, help=f"ledger directory and its SQLite file (default {LEDGER_OUT})")
+    common(q, "SQLAlchemy URL of the trial storage (default: sqlite in --out)")
+    q.set_defaults(func=cmd_claims_run)
+    q = claims.add_parser("report", help="write REPRODUCTIONS.md and ledger.html from storage")
+    q.add_argument("--out", default=LEDGER_OUT, help=f"ledger directory and its SQLite file (default {LEDGER_OUT})")
+    q.add_argument("--storage", help="SQLAlchemy URL (default: sqlite in --out)")
+    q.set_defaults(func=cmd_claims_report)
 
     p = sub.add_parser(
         "datasets",

@@ -9,6 +9,7 @@ standardised again on the part that stage trains on (ddof 0, std floored at 1e-6
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import torch
 from lossbench.bench.methods import Method, check_compatible, output_width, set_loss_option
 from lossbench.bench.metrics import EpochScores, compute_metrics, selection_metric
 from lossbench.bench.spec import SEED_PARAM, DatasetSpec, Spec
-from lossbench.data import Dataset, load_dataset, stratified_split
+from lossbench.data import Dataset, get_dataset_info, load_dataset, stratified_split
 from lossbench.data.splits import random_split, standardize
 from lossbench.models import build_model
 from lossbench.train import eval_logits, fit
@@ -49,6 +50,12 @@ class Split:
         return self.dataset.num_classes
 
 
+def subsample_train(data: Dataset, size: int, seed: int) -> Dataset:
+    """The dataset with a seeded stratified subset of ``size`` training samples (test kept whole)."""
+    _, keep = stratified_split(data.y_train, val_fraction=size / len(data.y_train), seed=seed)
+    return dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
+
+
 def class_counts(y: torch.Tensor, task: str, num_classes: int) -> torch.Tensor:
     if task == "multilabel":
         return y.float().sum(0)
@@ -60,14 +67,23 @@ class DataCache:
 
     def __init__(self, spec: Spec, device: torch.device, data_dir: str | None = None) -> None:
         self.spec, self.device, self.data_dir = spec, device, data_dir
-        self._splits: dict[tuple[str, str], Split] = {}
+        self._splits: dict[tuple[str, str, int | None], Split] = {}
 
-    def get(self, ds: DatasetSpec, stage: str) -> Split:
-        key = (ds.label, stage)
+    def get(self, ds: DatasetSpec, stage: str, split_seed: int | None = None) -> Split:
+        """The stage's split; ``split_seed`` loads the dataset with that ``seed`` (a resampled split).
+
+        A dataset whose loader has no ``seed`` (one shipped with its test file) keeps its split.
+        """
+        if split_seed is not None and "seed" not in get_dataset_info(ds.name).params():
+            split_seed = None
+        key = (ds.label, stage, split_seed)
         if key not in self._splits:
-            data = load_dataset(ds.name, data_dir=self.data_dir, **ds.params)
+            params = ds.params if split_seed is None else {**ds.params, "seed": split_seed}
+            data = load_dataset(ds.name, data_dir=self.data_dir, **params)
+            if ds.max_train is not None and ds.max_train < len(data.y_train):
+                data = subsample_train(data, ds.max_train, self.spec.seed)
             for s in STAGES:
-                self._splits[(ds.label, s)] = self._split(data, s)
+                self._splits[(ds.label, s, split_seed)] = self._split(data, s)
         return self._splits[key]
 
     def _split(self, data: Dataset, stage: str) -> Split:

@@ -275,7 +275,7 @@ class Runner:
             raise optuna.TrialPruned("not a queued evaluation run (another worker took it)")
         params = {name: suggest(trial, name, dist) for name, dist in space.items()}
         seed = run_seed(stage, trial.number, self.spec, trial.user_attrs.get("seed"), params)
-        split = self.cache.get(unit.dataset, stage)
+        split = self.cache.get(unit.dataset, stage, seed if stage == "final" and self.spec.resample_splits else None)
         result = train_and_score(split, unit.method, params, self.spec, seed)
         record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
                   "seconds": round(result.seconds, 4)}  # fmt: skip

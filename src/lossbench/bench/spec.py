@@ -87,14 +87,18 @@ class TrainConfig:
 class DatasetSpec:
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    max_train: int | None = None  # a seeded stratified subset of the training split (quick budgets)
+    display: str | None = None  # the spec's `label = "..."`: the name in reports and study names
 
     @property
     def label(self) -> str:
         """Name used in study names and reports (parameters make a different dataset)."""
-        if not self.params:
+        if self.display:
+            return self.display
+        args = dict(self.params, **({"max_train": self.max_train} if self.max_train else {}))
+        if not args:
             return self.name
-        args = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
-        return f"{self.name}[{args}]"
+        return f"{self.name}[{','.join(f'{k}={v}' for k, v in sorted(args.items()))}]"
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,9 @@ class Spec:
     seed: int = 0
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
     search_order: tuple[str, ...] = ()  # the python-random sampler's draw order (others follow)
+    # Final runs load each dataset with seed = <evaluation seed>, a train/test split of its own
+    # per seed, so the test scores also vary over splits (tuning keeps the dataset's own split).
+    resample_splits: bool = False
 
     def method(self, name: str) -> MethodSpec:
         for m in self.methods:
@@ -310,8 +317,19 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
             d = {"name": d}
         if not isinstance(d, dict):
             raise SpecError(f"{where}: a dataset is a name or {{name = ..., params = {{...}}}}, got {d!r}")
-        _no_unknown(d, {"name", "params"}, where)
-        datasets.append(DatasetSpec(_take(d, "name", str, where), dict(_take(d, "params", dict, where, {}))))
+        _no_unknown(d, {"name", "params", "max_train", "label"}, where)
+        label = _take(d, "label", str, where, None)
+        if label is not None:
+            try:
+                check_name(label, "label")
+            except ValueError as err:
+                raise SpecError(f"{where}: {err}") from None
+        max_train = _take(d, "max_train", int, where, _default(DatasetSpec, "max_train"))
+        if max_train is not None and max_train < 2:
+            raise SpecError(f"{where}: max_train must be >= 2, got {max_train}")
+        datasets.append(
+            DatasetSpec(_take(d, "name", str, where), dict(_take(d, "params", dict, where, {})), max_train, label)
+        )
     if not datasets:
         raise SpecError(f"{source}: 'datasets' is empty; name at least one dataset")
 
@@ -387,6 +405,11 @@ def spec_from_json(text: str) -> Spec:
     data = {k: v for k, v in json.loads(text).items() if v is not None}
     if data["train"]["lr_final"] is None:
         data["train"]["lr_final"] = 0.0  # the TOML spelling of "no decay"
+    for d in data["datasets"]:
+        d["label"] = d.pop("display")
+        for key in ("label", "max_train"):
+            if d[key] is None:
+                del d[key]
     for m in data["methods"]:
         m["transforms"] = [{"name": t["name"], "params": t["params"]} for t in m["transforms"]]
         if m["datasets"] is None:
@@ -412,8 +435,11 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files(__package__).joinpath("presets").iterdir() if p.name.endswith(".toml"))
 
 
-def load_preset(name: str) -> Spec:
+def preset_text(name: str) -> str:
     if name not in preset_names():
         raise SpecError(f"unknown preset {name!r}; available: {preset_names()}")
-    text = resources.files(__package__).joinpath("presets", f"{name}.toml").read_text()
-    return parse_spec(tomllib.loads(text), f"preset {name!r}")
+    return resources.files(__package__).joinpath("presets", f"{name}.toml").read_text()
+
+
+def load_preset(name: str) -> Spec:
+    return parse_spec(tomllib.loads(preset_text(name)), f"preset {name!r}")

@@ -1,0 +1,135 @@
+"""A bench claim's study read back from storage and judged by the record's rule.
+
+Scores are the stored test metrics of the final runs, seed by seed; a diverged run (non-finite
+logits) scores 0, the EXACT paper's rule for a run whose weights became NaN, fixed here before
+any run.  Every number keeps the trial numbers it came from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import optuna
+import pandas as pd
+
+from lossbench.bench.results import DatasetResult, MethodResult, collect, metric_of
+from lossbench.bench.runner import run_record
+from lossbench.bench.spec import Spec
+from lossbench.ledger.records import Claim, Published
+from lossbench.ledger.verdict import Ranking, Verdict, across_datasets_verdict, paired_verdict, ranking
+
+DIVERGED_SCORE = 0.0
+SECONDARY = ("macro_f1", "nll", "ece")  # shown beside the claim's metric in every row
+
+
+@dataclass
+class Cell:
+    """One method on one dataset: our scores per seed, the source's number beside them."""
+
+    dataset: str
+    method: str
+    scores: list[float]  # per evaluation seed, in seed order; diverged runs scored DIVERGED_SCORE
+    diverged: int
+    published: Published | None
+    secondary: dict[str, float]  # mean over seeds of each secondary metric (diverged runs left out)
+    chosen_trial: int | None
+    final_trials: list[int]
+    tune_study: str
+    final_study: str
+
+    @property
+    def mean(self) -> float:
+        return sum(self.scores) / len(self.scores) if self.scores else math.nan
+
+    @property
+    def std(self) -> float:
+        """Population std (ddof 0), as the EXACT paper's tables report it."""
+        if not self.scores:
+            return math.nan
+        m = self.mean
+        return math.sqrt(sum((s - m) ** 2 for s in self.scores) / len(self.scores))
+
+
+@dataclass
+class DatasetOutcome:
+    dataset: str
+    treatment: Cell
+    baseline: Cell
+    verdict: Verdict | None  # None while runs are missing
+
+
+@dataclass
+class Outcome:
+    claim: Claim
+    spec: Spec
+    budget: str
+    variation: str
+    cells: dict[str, dict[str, Cell]]  # dataset -> method -> cell
+    datasets: list[DatasetOutcome]
+    verdict: Verdict | None  # the claim's: over datasets when several, else the one dataset's
+    ranking: Ranking | None = None
+    compute_seconds: float = 0.0  # summed run time of every stored trial of the study
+    runs: int = 0
+    missing: list[str] = field(default_factory=list)  # "dataset / method" units without all seeds
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+def _cell(result: DatasetResult, r: MethodResult, claim: Claim) -> Cell:
+    metric = claim.metric
+    scores, diverged = [], 0
+    for seed in sorted(r.runs):
+        value = metric_of(r.runs[seed], metric)
+        if math.isnan(value) or metric_of(r.runs[seed], "diverged"):
+            diverged += 1
+            value = DIVERGED_SCORE
+        scores.append(value)
+    secondary = {}
+    for m in SECONDARY:
+        values = [metric_of(t, m) for t in r.runs.values()]
+        values = [v for v in values if v == v]
+        secondary[m] = sum(values) / len(values) if values else math.nan
+    label = result.dataset.label
+    return Cell(
+        dataset=label, method=r.method.name, scores=scores, diverged=diverged,
+        published=claim.published.get(label, {}).get(r.method.name), secondary=secondary,
+        chosen_trial=r.chosen_trial, final_trials=[r.runs[s].number for s in sorted(r.runs)],
+        tune_study=r.tune_study, final_study=r.final_study,
+    )  # fmt: skip
+
+
+def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget: str, variation: str) -> Outcome:
+    """Read the study back and apply the claim's rule (per dataset, then over datasets)."""
+    results = collect(spec, storage)
+    cells: dict[str, dict[str, Cell]] = {}
+    missing, compute, runs = [], 0.0, 0
+    for result in results:
+        for r in result.methods:
+            cells.setdefault(result.dataset.label, {})[r.method.name] = _cell(result, r, claim)
+            if not r.complete:
+                missing.append(f"{result.dataset.label} / {r.method.name}")
+            for t in [*r.tune_trials, *r.runs.values()]:
+                compute += float(run_record(t).get("seconds", 0.0))
+                runs += 1
+    datasets = []
+    for label, row in cells.items():
+        if claim.treatment not in row or claim.baseline not in row:
+            continue
+        t, b = row[claim.treatment], row[claim.baseline]
+        complete = len(t.scores) == len(b.scores) == spec.seeds
+        verdict = paired_verdict(t.scores, b.scores, claim.rule) if complete else None
+        datasets.append(DatasetOutcome(label, t, b, verdict))
+    verdict = None
+    if datasets and all(d.verdict is not None for d in datasets):
+        if len(datasets) == 1:
+            verdict = datasets[0].verdict
+        else:
+            differences = {d.dataset: d.treatment.mean - d.baseline.mean for d in datasets}
+            verdict = across_datasets_verdict(differences, claim.rule)
+    table = None
+    if claim.ranking and not missing and len(cells) >= 2:
+        table = ranking(pd.DataFrame({label: {m: c.mean for m, c in row.items()} for label, row in cells.items()}).T)
+    return Outcome(claim, spec, budget, variation, cells, datasets, verdict, table, compute, runs, missing)

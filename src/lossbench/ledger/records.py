@@ -1,0 +1,115 @@
+"""A claim is data: its source, the source's numbers, the protocol and the decision rule.
+
+Everything in a record is written before any run and nothing in it is derived from our results.
+Code elsewhere turns a record into a study (``ledger.protocol``), reads the study back and
+applies the record's rule (``ledger.judge``).
+
+Two kinds of claim:
+
+- ``bench`` claims compare methods of a protocol spec (a preset of ``lossbench.bench``) on its
+  datasets: treatment against baseline, per dataset (paired over seeds) and, with
+  ``scope = "across-datasets"``, over the datasets (a table's mean); a ``ranking`` adds
+  Friedman + Nemenyi over every method of the spec.
+- ``analysis`` claims measure something that is not a leaderboard (an optimum on a grid, a
+  curve along a run); their ``analysis`` function returns the measured values and the verdict
+  by the rule written in the record's ``rule_text``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lossbench.ledger.verdict import Rule
+
+BUDGETS = ("quick", "paper")
+VARIATIONS = ("fixed", "resampled")  # the source's split with seeds; a new split per seed
+KINDS = ("bench", "analysis")
+SCOPES = ("per-dataset", "across-datasets")
+
+
+@dataclass(frozen=True)
+class Published:
+    """A number as the source prints it (percent for accuracies), with its spread if given."""
+
+    mean: float
+    std: float | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How a budget changes the protocol: keys of the spec overridden (``train.epochs`` reaches
+    into a table), and a sentence saying what the reduction is and why it is enough."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    title: str
+    source: str  # paper or post, and where in it (table, section)
+    url: str
+    statement: str  # the claim, in the source's words where possible
+    kind: str = "bench"
+    # bench claims
+    protocol: str | None = None  # preset name: the source's protocol at the paper budget
+    metric: str = "accuracy"
+    treatment: str | None = None
+    baseline: str | None = None
+    scope: str = "per-dataset"
+    ranking: bool = False  # Friedman + Nemenyi over every method of the protocol
+    published: dict[str, dict[str, Published]] = field(default_factory=dict)  # dataset -> method -> number
+    published_scale: float = 100.0  # the source prints accuracies in percent
+    budgets: dict[str, Budget] = field(default_factory=dict)  # "paper" and "quick"
+    variations: tuple[str, ...] = ("fixed",)
+    # analysis claims: (budget) -> AnalysisResult
+    analysis: Callable[[str], Any] | None = None
+    # the decision rule, fixed before any run
+    rule: Rule | None = None
+    rule_text: str = ""
+    deviations: tuple[str, ...] = ()  # where our protocol or data differ from the source, and why
+    fits_this_machine: tuple[str, ...] = ("quick",)  # budgets a 2-core CPU runs in reasonable time
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"claim {self.id!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "bench":
+            missing = [k for k in ("protocol", "treatment", "baseline", "rule") if getattr(self, k) is None]
+            if missing or "quick" not in self.budgets:
+                raise ValueError(f"claim {self.id!r}: a bench claim needs {missing or ['a quick budget']}")
+            if self.scope not in SCOPES:
+                raise ValueError(f"claim {self.id!r}: scope must be one of {SCOPES}, got {self.scope!r}")
+        elif self.analysis is None or not self.rule_text:
+            raise ValueError(f"claim {self.id!r}: an analysis claim needs its function and rule_text")
+        bad = sorted(set(self.variations) - set(VARIATIONS))
+        if bad:
+            raise ValueError(f"claim {self.id!r}: unknown variations {bad}; known: {VARIATIONS}")
+
+
+CLAIMS: dict[str, Claim] = {}
+
+
+def register_claim(claim: Claim) -> Claim:
+    if claim.id in CLAIMS:
+        raise ValueError(f"claim {claim.id!r} is registered twice")
+    CLAIMS[claim.id] = claim
+    return claim
+
+
+def get_claim(claim_id: str) -> Claim:
+    _load_sources()
+    if claim_id not in CLAIMS:
+        raise ValueError(f"unknown claim {claim_id!r}; `lossbench claims` lists them: {', '.join(CLAIMS)}")
+    return CLAIMS[claim_id]
+
+
+def all_claims() -> list[Claim]:
+    _load_sources()
+    return list(CLAIMS.values())
+
+
+def _load_sources() -> None:
+    from lossbench.ledger import sources  # noqa: F401  (registers every record)

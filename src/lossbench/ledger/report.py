@@ -1,0 +1,330 @@
+"""The ledger: every claim's verdict, our numbers beside the source's, from storage alone.
+
+``lossbench claims report`` writes ``REPRODUCTIONS.md`` and a self-contained ``ledger.html``
+(critical-difference plots embedded) under ``--out``.  Both are rendered from one list of
+blocks, so they say the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from lossbench._paths import atomic_write, inside
+from lossbench.bench.storage import stored_spec_names
+from lossbench.ledger.judge import SECONDARY, Cell, Outcome, judge
+from lossbench.ledger.protocol import study_spec
+from lossbench.ledger.records import BUDGETS, Claim, all_claims
+from lossbench.ledger.runs import AnalysisResult, invocations, provenance, stored_analysis
+from lossbench.ledger.verdict import Verdict, cd_diagram_png, resampling_note
+
+# --- blocks, rendered as markdown and as HTML ---------------------------------------------------
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Para:
+    text: str
+
+
+@dataclass
+class Markdown:
+    """Markdown kept as written (an analysis's table); the HTML shows it preformatted."""
+
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Image:
+    alt: str
+    path: Path  # written under --out; the markdown links it, the HTML embeds it
+
+
+Block = Heading | Para | Markdown | Bullets | Table | Image
+
+
+def to_markdown(blocks: list[Block], out: Path) -> str:
+    lines: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            lines += ["#" * b.level + " " + b.text, ""]
+        elif isinstance(b, (Para, Markdown)):
+            lines += [b.text, ""]
+        elif isinstance(b, Bullets):
+            lines += [f"- {item}" for item in b.items] + [""]
+        elif isinstance(b, Table):
+            cell = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+            lines.append("| " + " | ".join(map(cell, b.header)) + " |")
+            lines.append("|" + "---|" * len(b.header))
+            lines += ["| " + " | ".join(map(cell, row)) + " |" for row in b.rows]
+            lines.append("")
+        else:
+            lines += [f"![{b.alt}]({b.path.relative_to(out).as_posix()})", ""]
+    return "\n".join(lines)
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;"
+        "font-size:13px;text-align:left}th{background:#f3f3f3}img{max-width:100%}</style></head><body>",
+    ]
+    for b in blocks:
+        if isinstance(b, Heading):
+            parts.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            parts.append(f"<p>{html.escape(b.text)}</p>")
+        elif isinstance(b, Markdown):
+            parts.append(f"<pre>{html.escape(b.text)}</pre>")
+        elif isinstance(b, Bullets):
+            parts.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in b.items) + "</ul>")
+        elif isinstance(b, Table):
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in b.rows)
+            parts.append(f"<table><tr>{head}</tr>{body}</table>")
+        else:
+            data = base64.b64encode(b.path.read_bytes()).decode()
+            parts.append(f"<img alt='{html.escape(b.alt)}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# --- numbers as the ledger prints them ---------------------------------------------------------
+
+
+def pct(x: float, digits: int = 2) -> str:
+    return "-" if x is None or math.isnan(x) else f"{100 * x:.{digits}f}"
+
+
+def _num(x: float, digits: int = 3) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
+
+
+def ours(cell: Cell) -> str:
+    text = f"{pct(cell.mean)} ± {pct(cell.std)}"
+    return text + (f" ({cell.diverged} diverged)" if cell.diverged else "")
+
+
+def paper(cell: Cell) -> str:
+    p = cell.published
+    if p is None:
+        return "-"
+    return f"{p.mean:.2f}" + (f" ± {p.std:.2f}" if p.std is not None else "")
+
+
+def effect(v: Verdict | None, scale: float = 100.0) -> str:
+    if v is None:
+        return "-"
+    e = v.effect
+    return f"{scale * e.estimate:+.2f} [{scale * e.ci_low:+.2f}, {scale * e.ci_high:+.2f}]"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def rule_text(claim: Claim) -> str:
+    if claim.rule is None:
+        return claim.rule_text
+    r = claim.rule
+    delta = f", equivalence margin delta = {pct(r.delta)} points" if r.delta else ""
+    word = {"greater": "higher than", "less": "lower than", "equal": "the same as"}[r.direction]
+    return (f"{claim.treatment} scores {word} {claim.baseline} in test {claim.metric}; one-sided tests "
+            f"at alpha = {r.alpha}{delta} (lossbench.ledger.verdict)") + (f". {claim.rule_text}" if claim.rule_text else "")  # fmt: skip
+
+
+# --- what the storage holds ------------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    claim: Claim
+    outcomes: list[Outcome]  # bench claims: one per (budget, variation) run
+    analyses: dict[str, AnalysisResult]  # analysis claims: budget -> result
+
+
+def collect_entries(storage: optuna.storages.BaseStorage) -> list[Entry]:
+    stored = set(stored_spec_names(storage))
+    entries = []
+    for claim in all_claims():
+        outcomes, analyses = [], {}
+        for budget in BUDGETS:
+            if claim.kind == "analysis":
+                result = stored_analysis(storage, claim, budget)
+                if result is not None:
+                    analyses[budget] = result
+                continue
+            for variation in claim.variations:
+                spec = study_spec(claim, budget, variation)
+                if spec.name in stored:
+                    outcomes.append(judge(claim, spec, storage, budget, variation))
+        entries.append(Entry(claim, outcomes, analyses))
+    return entries
+
+
+def wall_time(storage, claim: Claim, budget: str, variation: str) -> float:
+    return sum(r["wall_seconds"] for r in invocations(storage, claim, budget, variation))
+
+
+# --- the ledger ----------------------------------------------------------------------------------
+
+
+def summary_rows(entries: list[Entry], storage) -> list[list[str]]:
+    rows = []
+    for e in entries:
+        c = e.claim
+        if not e.outcomes and not e.analyses:
+            rows.append([c.id, c.title, "-", "-", "not run", "-", "-", "-"])
+        for o in e.outcomes:
+            word = o.verdict.word if o.verdict else f"incomplete ({len(o.missing)} units)"
+            rows.append([c.id, c.title, o.budget, o.variation, word, effect(o.verdict),
+                         f"{o.runs} runs, {duration(o.compute_seconds)}", duration(wall_time(storage, c, o.budget, o.variation))])  # fmt: skip
+        for budget, a in e.analyses.items():
+            rows.append([c.id, c.title, budget, "-", a.word, "-", "-", duration(a.seconds)])
+    return rows
+
+
+def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
+    c = e.claim
+    blocks: list[Block] = [
+        Heading(2, f"{c.id}: {c.title}"),
+        Para(f"Source: {c.source} ({c.url}). Claim: {c.statement}"),
+        Para(f"Decision rule, fixed before any run: {rule_text(c)}."),
+    ]
+    if c.kind == "bench":
+        budgets = "; ".join(f"{b}: {c.budgets[b].note}" for b in BUDGETS if b in c.budgets)
+        blocks.append(Para(f"Protocol: preset `{c.protocol}` (`lossbench presets` lists it). Budgets: {budgets or '-'}"))
+    if c.deviations:
+        blocks += [Para("Where lossbench differs from the source:"), Bullets(list(c.deviations))]
+    for budget, a in e.analyses.items():
+        blocks += [Heading(3, f"{budget}: {a.word}"), Para(a.reason)]
+        if a.details:
+            blocks.append(Markdown(a.details))
+        blocks.append(Para(f"Took {duration(a.seconds)}."))
+    fixed = {o.budget: o for o in e.outcomes if o.variation == "fixed"}
+    for o in e.outcomes:
+        blocks += outcome_blocks(o, storage, out)
+        if o.variation != "fixed" and o.budget in fixed and o.verdict and fixed[o.budget].verdict:
+            note = resampling_note(fixed[o.budget].verdict, o.verdict)
+            blocks.append(Para(note or "The verdict is the same on resampled splits as on the fixed split."))
+    if not e.outcomes and not e.analyses:
+        blocks.append(Para(f"Not run yet: `lossbench claims run {c.id} --budget quick`."))
+    return blocks
+
+
+def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
+    c = o.claim
+    scope = "over the datasets" if len(o.datasets) > 1 else "on the dataset"
+    variation = ("the source's fixed split; seeds vary initialisation and data order" if o.variation == "fixed"
+                 else "a new train/test split per seed; seeds vary the split too")  # fmt: skip
+    word = o.verdict.word if o.verdict else "incomplete"
+    blocks: list[Block] = [Heading(3, f"{o.budget} budget, {o.variation} split: {word}")]
+    if o.verdict:
+        blocks.append(Para(f"Verdict {scope} ({variation}): {o.verdict.word}. {o.verdict.reason} "
+                           f"Effect {c.treatment} - {c.baseline} in {c.metric} points: {effect(o.verdict)} "
+                           f"({pct(o.verdict.effect.ci_level, 0)} % CI; {o.verdict.effect.method})."))  # fmt: skip
+    if o.missing:
+        blocks.append(Para(f"Incomplete: {', '.join(o.missing)} lack runs; `lossbench claims run {c.id} "
+                           f"--budget {o.budget}` resumes."))  # fmt: skip
+    runs = invocations(storage, c, o.budget, o.variation)
+    blocks.append(Para(f"Study `{o.spec.name}`: {o.runs} runs, {duration(o.compute_seconds)} of training summed over "
+                       f"runs, {duration(sum(r['wall_seconds'] for r in runs))} wall time over {len(runs)} "
+                       f"invocation(s) ({', '.join(r['host'] + ', ' + str(r['threads']) + ' threads' for r in runs[-1:])})."))  # fmt: skip
+    methods = list(next(iter(o.cells.values())).keys()) if o.cells else []
+    show_paper = any(cell.published for row in o.cells.values() for cell in row.values())
+    header = ["dataset"] + [f"{m} ours{' / paper' if show_paper else ''}" for m in methods] + [f"{c.treatment} - {c.baseline}", "verdict"]
+    by_dataset = {d.dataset: d for d in o.datasets}
+    rows = []
+    for label, row in o.cells.items():
+        d = by_dataset.get(label)
+        cells = [ours(row[m]) + (f" / {paper(row[m])}" if show_paper else "") if m in row else "-" for m in methods]
+        rows.append([label, *cells, effect(d.verdict) if d else "-", d.verdict.word if d and d.verdict else "-"])
+    if o.cells:
+        means = ["mean"] + [f"{pct(_mean([r[m].mean for r in o.cells.values() if m in r]))}"
+                            + (f" / {_published_mean(c, m)}" if show_paper else "") for m in methods] + [effect(o.verdict), word]  # fmt: skip
+        rows.append(means)
+        blocks.append(Para(f"Test {c.metric} in percent, mean ± std (ddof 0) over {o.spec.seeds} seeds; the source's "
+                           "number after the slash. Effects: mean paired difference in points with its interval."))  # fmt: skip
+        blocks.append(Table(header, rows))
+        sec_header = ["dataset", "method", *SECONDARY, "chosen tuning trial", "final trials", "study"]
+        sec_rows = []
+        for label, row in o.cells.items():
+            for m in (c.treatment, c.baseline):
+                if m in row:
+                    cell = row[m]
+                    sec_rows.append([label, m, *(_num(cell.secondary[k]) for k in SECONDARY),
+                                     f"#{cell.chosen_trial}" if cell.chosen_trial is not None else "-",
+                                     ",".join(map(str, cell.final_trials)) or "-", cell.final_study])  # fmt: skip
+        blocks += [Para("Secondary metrics (means over seeds) and the trials behind each number:"), Table(sec_header, sec_rows)]
+    if o.ranking is not None:
+        r = o.ranking
+        ranks = ", ".join(f"{m} {v:.2f}" for m, v in r.mean_ranks.items())
+        blocks.append(Para(f"Ranking of all methods over {r.n_datasets} datasets (mean rank, 1 = best): {ranks}. "
+                           f"Friedman p = {_num(r.friedman_p)}; Nemenyi critical difference {r.critical_difference:.2f} "
+                           f"at alpha = {r.alpha}."))  # fmt: skip
+        path = inside(out, "plots", f"cd-{c.id}-{o.budget}-{o.variation}.png")
+        atomic_write(path, cd_diagram_png(r))
+        blocks.append(Image(f"critical difference diagram, {c.id} ({o.budget})", path))
+    return blocks
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def _published_mean(c: Claim, method: str) -> str:
+    mean_row = c.published.get("mean", {}).get(method)
+    return f"{mean_row.mean:.2f}" if mean_row else "-"
+
+
+def ledger_blocks(entries: list[Entry], storage, out: Path, storage_label: str) -> list[Block]:
+    info = provenance()
+    blocks: list[Block] = [
+        Heading(1, "lossbench claims ledger"),
+        Para(f"Generated by `lossbench claims report` from the runs stored in {storage_label} on "
+             f"{dt.date.today().isoformat()} (lossbench {info['lossbench']}, torch {info['torch']}). Every claim "
+             "is a record written before its runs (`src/lossbench/ledger/sources/`); its verdict comes from the "
+             "record's rule (`src/lossbench/ledger/verdict.py`): holds, contradicted, equivalent or inconclusive."),  # fmt: skip
+        Table(["claim", "title", "budget", "split", "verdict", "effect, points [90% CI]", "compute", "wall time"],
+              summary_rows(entries, storage)),  # fmt: skip
+    ]
+    for e in entries:
+        blocks += claim_blocks(e, storage, out)
+    return blocks
+
+
+def write_ledger(storage: optuna.storages.BaseStorage, out_dir: str | Path, storage_label: str) -> list[Path]:
+    """Write REPRODUCTIONS.md, ledger.html and plots/ under ``out_dir``; returns the paths."""
+    out = inside(out_dir)
+    entries = collect_entries(storage)
+    blocks = ledger_blocks(entries, storage, out, storage_label)
+    md, page = inside(out, "REPRODUCTIONS.md"), inside(out, "ledger.html")
+    atomic_write(md, to_markdown(blocks, out))
+    atomic_write(page, to_html(blocks, "lossbench claims ledger"))
+    return [md, page]

@@ -1,0 +1,114 @@
+"""Running a claim: its study through the bench, or its analysis; what each invocation took.
+
+Everything lands in the bench's storage: a bench claim's study is an ordinary lossbench study
+(resumable, any number of workers), and one extra study, :data:`LEDGER_STUDY`, keeps per claim,
+budget and variation the wall time of every ``lossbench claims run`` and each analysis's result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import optuna
+import torch
+
+from lossbench.ledger.records import Claim
+
+LEDGER_STUDY = "lossbench-ledger"
+
+
+@dataclass
+class AnalysisResult:
+    """An analysis claim's measurement and its verdict by the record's ``rule_text``."""
+
+    word: str
+    reason: str
+    measured: dict[str, Any] = field(default_factory=dict)  # name -> value, as the rule reads them
+    details: str = ""  # a markdown table or list of what was measured
+    seconds: float = 0.0
+
+
+def ledger_study(storage: optuna.storages.BaseStorage) -> optuna.Study:
+    return optuna.create_study(storage=storage, study_name=LEDGER_STUDY, load_if_exists=True)
+
+
+def _key(kind: str, claim_id: str, budget: str, variation: str = "fixed") -> str:
+    return f"{kind}:{claim_id}:{budget}:{variation}"
+
+
+def provenance() -> dict[str, Any]:
+    from lossbench import __version__
+
+    return {
+        "lossbench": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "host": socket.gethostname(), "python": platform.python_version(),
+    }  # fmt: skip
+
+
+def record_invocation(storage, claim: Claim, budget: str, variation: str, started: float, spec_name: str | None) -> None:
+    study = ledger_study(storage)
+    key = _key("runs", claim.id, budget, variation)
+    runs = list(study.user_attrs.get(key, []))
+    runs.append({
+        "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": round(time.time() - started, 1), "study": spec_name, **provenance(),
+    })  # fmt: skip
+    study.set_user_attr(key, runs)
+
+
+def invocations(storage, claim: Claim, budget: str, variation: str = "fixed") -> list[dict[str, Any]]:
+    return list(ledger_study(storage).user_attrs.get(_key("runs", claim.id, budget, variation), []))
+
+
+def store_analysis(storage, claim: Claim, budget: str, result: AnalysisResult) -> None:
+    ledger_study(storage).set_user_attr(_key("analysis", claim.id, budget), asdict(result))
+
+
+def stored_analysis(storage, claim: Claim, budget: str) -> AnalysisResult | None:
+    data = ledger_study(storage).user_attrs.get(_key("analysis", claim.id, budget))
+    return AnalysisResult(**data) if data else None
+
+
+def run_claim(
+    claim: Claim,
+    budget: str,
+    storage: optuna.storages.BaseStorage,
+    device: torch.device,
+    data_dir: str | None = None,
+    variations: tuple[str, ...] | None = None,
+    progress: Callable[[str], Any] | None = None,
+) -> None:
+    """Run (or resume, or join) the claim at ``budget``: every variation it declares.
+
+    ``progress(title)`` returns a context manager yielding the bench's ``(done, total, unit)``
+    callback, once per study (``lossbench.bench.console.run_progress`` is one).
+    """
+    from lossbench.bench.runner import Runner
+    from lossbench.ledger.protocol import study_spec
+
+    if claim.kind == "analysis":
+        started = time.time()
+        result = claim.analysis(budget)
+        result.seconds = round(time.time() - started, 1)
+        store_analysis(storage, claim, budget, result)
+        record_invocation(storage, claim, budget, "fixed", started, None)
+        return
+    # Build every variation's runner first: a bad spec or a missing file stops before any work.
+    runners = []
+    for variation in variations or claim.variations:
+        spec = study_spec(claim, budget, variation)
+        runners.append((variation, spec, Runner(spec, storage, device, data_dir=data_dir)))
+    for variation, spec, runner in runners:
+        started = time.time()
+        if progress is None:
+            runner.run()
+        else:
+            with progress(f"{claim.id} ({budget}, {variation})") as update:
+                runner.run(update)
+        record_invocation(storage, claim, budget, variation, started, spec.name)

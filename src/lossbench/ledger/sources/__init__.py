@@ -1,0 +1,3 @@
+"""The claim records, one module per source; importing this package registers them all."""
+
+from lossbench.ledger.sources import exact_paper, su  # noqa: F401

@@ -1,0 +1,100 @@
+"""Claims of Su Jianlin's posts on kexue.fm about accuracy-aimed losses.
+
+"How to train your accuracy?" (kexue.fm/archives/9098) answers the EXACT paper: EXACT on text
+classification did not reach softmax + cross-entropy, its -log P variant did worse still, and
+late in training cross-entropy already optimises smooth accuracy.  The posts publish no numbers,
+so the records hold directions only.
+"""
+
+from __future__ import annotations
+
+from lossbench.ledger.analyses import ce_behaves_like_smooth_accuracy
+from lossbench.ledger.records import Budget, Claim, register_claim
+from lossbench.ledger.verdict import Rule
+
+POST = "Su Jianlin, 'How to train your accuracy?'"
+URL = "https://kexue.fm/archives/9098"
+
+_SST2_QUICK = Budget(
+    {"trials": 4, "seeds": 3, "train.epochs": 2, "datasets": [{"name": "sst2", "label": "sst2", "max_train": 8000}]},
+    "8,000 training sentences (stratified), 2 epochs, 4 trials, 3 seeds",
+)
+_SST2_PAPER = Budget({}, "the whole training set, 5 epochs, 10 trials, 5 seeds (about an hour on 2 cores)")
+_SST2_DEVIATIONS = (
+    "Su does not say which data set, model or EXACT settings he used; SST-2 (the shared GLUE copy, its "
+    "labelled test split) with a fastText-style model is lossbench's stand-in, and EXACT's sigma is tuned "
+    "over lossbench's registered range rather than scheduled.",
+)
+
+register_claim(
+    Claim(
+        id="su-exact-nlp",
+        title="On text classification EXACT does not reach softmax + cross-entropy",
+        source=f"{POST}, the experiment section",
+        url=URL,
+        statement="Trained on NLP classification tasks, EXACT (1 - P) could not reach the accuracy of softmax + CE.",
+        protocol="su-sst2",
+        treatment="exact",
+        baseline="ce",
+        budgets={"quick": _SST2_QUICK, "paper": _SST2_PAPER},
+        rule=Rule("less", alpha=0.05, delta=0.005),
+        deviations=_SST2_DEVIATIONS,
+    )
+)
+
+register_claim(
+    Claim(
+        id="su-exact-logp",
+        title="EXACT's -log P variant does worse than its 1 - P",
+        source=f"{POST}, the experiment section",
+        url=URL,
+        statement="Replacing EXACT's 1 - P by -log P (a cross-entropy of the expected accuracy) made results worse.",
+        protocol="su-sst2",
+        treatment="exact_log",
+        baseline="exact",
+        budgets={"quick": _SST2_QUICK, "paper": _SST2_PAPER},
+        rule=Rule("less", alpha=0.05, delta=0.005),
+        deviations=_SST2_DEVIATIONS,
+    )
+)
+
+register_claim(
+    Claim(
+        id="su-smooth-accuracy",
+        title="Smooth accuracy trained from scratch falls short of cross-entropy",
+        source=f"{POST}; Su, kexue.fm/archives/7708 (the gradient of 1 - p vanishes on badly wrong samples)",
+        url=URL,
+        statement="Trained from scratch, 1 - p_y reaches a lower accuracy than -log p_y.",
+        protocol="su-smooth-accuracy",
+        treatment="smooth_accuracy",
+        baseline="ce",
+        budgets={
+            "quick": Budget(
+                {"trials": 4, "seeds": 3, "train.epochs": 8,
+                 "datasets": [{"name": "digits"}, {"name": "letter", "label": "letter", "max_train": 4000}]},  # fmt: skip
+                "digits and 4,000 Letter images (MNIST left out), 8 epochs, 4 trials, 3 seeds",
+            ),
+            "paper": Budget({}, "digits, Letter and MNIST, 20 epochs, 10 trials, 5 seeds"),
+        },
+        rule=Rule("less", alpha=0.05, delta=0.005),
+        deviations=("The post states the direction without an experiment of its own; the data sets, model and "
+                    "budget are lossbench's choice.",),  # fmt: skip
+    )
+)
+
+register_claim(
+    Claim(
+        id="su-ce-late",
+        title="Late in training cross-entropy behaves like smooth accuracy",
+        source=f"{POST}, the analysis of -log p against 1 - p",
+        url=URL,
+        statement="As training proceeds p_y -> 1 and -log p_y ~ 1 - p_y: the ratio -log p_y / (1 - p_y) tends to 1 "
+        "and cross-entropy's gradient points where smooth accuracy's does.",
+        kind="analysis",
+        analysis=ce_behaves_like_smooth_accuracy,
+        rule_text="Measured along a cross-entropy run over the training set, each epoch. Holds when at the last "
+        "epoch the mean of -log p_y / (1 - p_y) is at most 1.1 and the cosine between the two losses' parameter "
+        "gradients at least 0.9, both having moved towards 1 since the first epoch; contradicted when the last "
+        "ratio exceeds 1.5 or the last cosine is below 0.5; inconclusive otherwise",
+    )
+)
