@@ -86,6 +86,12 @@ class Method:
                     space[key] = _distribution(self.spec.search[key])
                 elif p.space is not None:
                     space[key] = _distribution(p.space)
+        # The search table may also tune a loss argument that is no registered hyperparameter
+        # (EXACT's sigma_min); registered ones were decided above.
+        registered = {f"{prefix}.{p.name}" for prefix, _, params in own for p in params}
+        for key, r in self.spec.search.items():
+            if key not in registered:
+                space[key] = _distribution(r)
         return space
 
     def main_hyperparameter(self, shared: dict[str, Range]) -> str:
@@ -172,10 +178,13 @@ def resolve_method(spec: MethodSpec) -> Method:
             raise SpecError(f"{where}: transform {t.name!r} needs per-sample losses; {loss.name!r} is batch-level")
         transforms.append((t.name, dict(t.params), params))
     method = Method(spec, loss, tuple(transforms))
-    valid_keys = {f"loss.{n}" for n in names} | {f"{t}.{p.name}" for t, _, ps in transforms for p in ps}
+    valid_keys = {f"loss.{n}" for n in names | accepted} | {f"{t}.{p.name}" for t, _, ps in transforms for p in ps}
     for key in spec.search:
         if key not in valid_keys:
             raise SpecError(f"{where}: search key {key!r} names no tunable parameter; use one of {sorted(valid_keys)}")
+    for key in spec.search:
+        if key.startswith("loss.") and key[5:] in spec.params:
+            raise SpecError(f"{where}: {key!r} is both fixed in params and searched")
     for key in spec.schedule:
         if not key.startswith("loss.") or key[5:] not in accepted:
             raise SpecError(f"{where}: schedule key {key!r} names no parameter of loss {loss.name!r}; "

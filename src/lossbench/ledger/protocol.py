@@ -11,7 +11,7 @@ import copy
 import sys
 from typing import Any
 
-from lossbench.bench.spec import Spec, SpecError, parse_spec, preset_text
+from lossbench.bench.spec import Spec, SpecError, TrainConfig, parse_spec, preset_text
 from lossbench.ledger.records import BUDGETS, Claim
 
 if sys.version_info >= (3, 11):
@@ -57,8 +57,10 @@ def _override(document: dict[str, Any], key: str, value: Any, where: str) -> Non
         if not isinstance(table.get(part), dict):
             raise SpecError(f"{where}: override {key!r} names no table {part!r} of the protocol")
         table = table[part]
-    if last not in table and key not in ("datasets", "methods"):
-        known = sorted(table)
+    # Any field of the spec (or of its [train] table) may be set; within other tables the key must exist.
+    fields = {(): Spec.__dataclass_fields__, ("train",): TrainConfig.__dataclass_fields__}.get(tuple(path), table)
+    if last not in fields:
+        known = sorted(fields)
         raise SpecError(f"{where}: override {key!r} sets nothing the protocol has (it has {known})")
     table[last] = copy.deepcopy(value)
 
