@@ -246,7 +246,7 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
     word = o.verdict.word if o.verdict else "incomplete"
     blocks: list[Block] = [Heading(3, f"{o.budget} budget, {o.variation} split: {word}")]
     if o.verdict:
-        blocks.append(Para(f"Verdict {scope} ({variation}): {o.verdict.word}. {o.verdict.reason} "
+        blocks.append(Para(f"Verdict {scope} ({variation}): {o.verdict.reason} "
                            f"Effect {c.treatment} - {c.baseline} in {c.metric} points: {effect(o.verdict)} "
                            f"({pct(o.verdict.effect.ci_level, 0)} % CI; {o.verdict.effect.method})."))  # fmt: skip
     if o.missing:
@@ -256,7 +256,7 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
     blocks.append(Para(f"Study `{o.spec.name}`: {o.runs} runs, {duration(o.compute_seconds)} of training summed over "
                        f"runs, {duration(sum(r['wall_seconds'] for r in runs))} wall time over {len(runs)} "
                        f"invocation(s) ({', '.join(r['host'] + ', ' + str(r['threads']) + ' threads' for r in runs[-1:])})."))  # fmt: skip
-    methods = list(next(iter(o.cells.values())).keys()) if o.cells else []
+    methods = [m.name for m in o.spec.methods]
     show_paper = any(cell.published for row in o.cells.values() for cell in row.values())
     header = ["dataset"] + [f"{m} ours{' / paper' if show_paper else ''}" for m in methods] + [f"{c.treatment} - {c.baseline}", "verdict"]
     by_dataset = {d.dataset: d for d in o.datasets}
