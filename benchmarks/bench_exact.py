@@ -9,8 +9,9 @@ measured, and how:
   warm-up; the table gives medians over the rounds and ratios to ``F.cross_entropy`` measured in
   the same rounds, so that other load on the machine hits all candidates alike.
 - "genz mc": the paper's estimator, Genz's Monte Carlo with 16 samples for the value and the
-  ``C - 1`` gradients in one sweep (cost ``B C^2 N``), re-implemented below for timing only and
-  labelled as such; not run at ``C = 1000`` (minutes per call; the paper's code truncates classes).
+  ``C - 1`` gradients in one sweep (cost ``B C^2 N``): ``exact(..., estimator="genz")``, implemented in
+  ``lossbench.losses._exact_genz``; not run at ``C = 1000`` (minutes per call; the paper's code
+  truncates classes).
 - peak memory: the extra peak resident set size of a fresh subprocess during one
   forward+backward, after a warm-up on a small batch: Linux's peak RSS (``VmHWM``) is reset through
   ``/proc/self/clear_refs`` just before the call and read after it, minus the RSS before it.
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import os
 import statistics
 import subprocess
@@ -52,45 +52,13 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.losses import _exact_native, exact
+from lossbench.losses._exact_genz import genz_monte_carlo
 from lossbench.losses._validation import reduce, softmax_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 256
 NODES = (8, 12, 16, 24)
 DEFAULT_NODES = 16
-
-
-def genz_monte_carlo(margins: torch.Tensor, samples: int = 16, generator: torch.Generator | None = None):
-    """Genz's estimate of ``P(Z < m)``, ``Z ~ N(0, I + 11^T)``, and of ``dP/dm`` (B,), (B, D).
-
-    Reference for timing only, structured as the EXACT paper's code: separation of variables with
-    the Cholesky factor of ``I + 11^T`` (one value below the diagonal per column), ``samples``
-    uniform draws, and the value plus the ``D`` gradient columns carried through ``D`` sequential
-    steps over ``(samples, B, D + 1)`` buffers; the gradient column ``k`` takes the density of the
-    ``k``-th variable at its limit and conditions the later ones on it.
-    """
-    b, d = margins.shape
-    diag, below, acc = [], [], 0.0
-    for _ in range(d):
-        li = math.sqrt(2.0 - acc)
-        ai = (1.0 - acc) / li
-        diag.append(li)
-        below.append(ai)
-        acc += ai * ai
-    uniform = torch.rand(d, samples, b, 1, generator=generator, dtype=margins.dtype, device=margins.device)
-    y_sum = margins.new_zeros(samples, b, d + 1)
-    product = margins.new_ones(samples, b, d + 1)
-    for i in range(d):
-        z = (margins[None, :, i, None] - y_sum) / diag[i]
-        cdf = torch.special.ndtr(z)
-        factor = cdf.clone()
-        factor[..., i] = torch.exp(-0.5 * z[..., i] ** 2) / (math.sqrt(2 * math.pi) * diag[i])
-        product.mul_(factor)
-        if i + 1 < d:
-            y = torch.special.ndtri((uniform[i] * cdf).clamp(1e-12, 1 - 1e-7)).clamp(-5, 5)
-            y[..., i] = z[..., i]
-            y_sum.add_(below[i] * y)
-    return product[..., d].mean(0), product[..., :d].mean(0)
 
 
 def rival_margins(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -100,23 +68,8 @@ def rival_margins(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, target[:, None]) - logits.gather(1, rivals)
 
 
-class GenzLoss(torch.autograd.Function):
-    """``1 - P`` by :func:`genz_monte_carlo`, gradients from the same sweep (as in the paper's code)."""
-
-    @staticmethod
-    def forward(ctx, margins):
-        p, grad = genz_monte_carlo(margins)
-        ctx.save_for_backward(grad)
-        return 1 - p
-
-    @staticmethod
-    def backward(ctx, g):
-        (grad,) = ctx.saved_tensors
-        return -g[:, None] * grad
-
-
 def genz_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return GenzLoss.apply(rival_margins(logits, target)).mean()
+    return exact(logits, target, estimator="genz")
 
 
 def synchronize(device: torch.device) -> None:

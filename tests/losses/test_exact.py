@@ -337,9 +337,9 @@ def test_small_sigma_matches_reference(backend, sigma):
     assert np.max(np.abs(p32 - np.exp(ref))) <= 5e-6
 
 
-def full_node_pass(x_mu, offsets):
+def full_node_pass(x_mu, offsets, complement=False):
     """Stand-in for ``_drop_saturated`` that keeps every column."""
-    return x_mu, quadrature._steps(x_mu.shape[1] - 1, x_mu.dtype, x_mu.device), None
+    return x_mu, quadrature._steps(x_mu.shape[1] - 1, x_mu.dtype, x_mu.device, complement), None
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -348,8 +348,8 @@ def test_saturated_rivals_left_out_change_nothing(torch_path, monkeypatch, dtype
     compacted = []
     drop = quadrature._drop_saturated
 
-    def spy(x_mu, offsets):
-        out = drop(x_mu, offsets)
+    def spy(x_mu, offsets, complement=False):
+        out = drop(x_mu, offsets, complement)
         compacted.append(out[2] is not None and out[0].shape[1] < x_mu.shape[1] // 2)
         return out
 
@@ -361,7 +361,7 @@ def test_saturated_rivals_left_out_change_nothing(torch_path, monkeypatch, dtype
 
     monkeypatch.setattr(quadrature, "_drop_saturated", spy)
     log_p, grad = value_and_grad()
-    assert compacted == [True]
+    assert compacted and all(compacted)  # one call per rule: the rows integrating P, the confident rows 1 - P
     monkeypatch.setattr(quadrature, "_drop_saturated", full_node_pass)
     log_p_full, grad_full = value_and_grad()
     # The same sums up to the order of their float additions (of terms up to 1e4 that cancel in
@@ -376,8 +376,8 @@ def test_gradcheck_with_saturated_rivals_left_out(torch_path, monkeypatch):
     compacted = []
     drop = quadrature._drop_saturated
 
-    def spy(x_mu, offsets):
-        out = drop(x_mu, offsets)
+    def spy(x_mu, offsets, complement=False):
+        out = drop(x_mu, offsets, complement)
         compacted.append(out[2] is not None)
         return out
 
@@ -432,12 +432,13 @@ def test_tail_approximation_for_placing_the_rule(dtype):
     assert float(((approx_log_phi - log_phi) / log_phi).abs().max()) <= 1e-4
 
 
-def reference_log_h(t: float, m: np.ndarray) -> float:
-    """``log h(t) = log Phi(-t) + sum_j log Phi(t + m_j) + log sum_j lam(t + m_j)`` with SciPy."""
+def reference_log_h(t: float, m: np.ndarray, complement: bool = False) -> float:
+    """``log h(t) = log Phi(-t) + sum_j log Phi(t + m_j) + log sum_j lam(t + m_j)`` with SciPy
+    (``log Phi(t)`` first for the complement's integrand)."""
     u = t + m
     log_ndtr = special.log_ndtr(u)
     log_lam = -0.5 * u * u - 0.5 * math.log(2 * math.pi) - log_ndtr
-    return float(special.log_ndtr(-t) + log_ndtr.sum() + special.logsumexp(log_lam))
+    return float(special.log_ndtr(t if complement else -t) + log_ndtr.sum() + special.logsumexp(log_lam))
 
 
 @pytest.mark.parametrize(
@@ -446,10 +447,13 @@ def reference_log_h(t: float, m: np.ndarray) -> float:
      (100, 2.0, 0.02, True)],
 )
 @pytest.mark.parametrize("active_rows", [False, True])
-def test_newton_finds_the_mode(monkeypatch, c, scale, sigma, trained, active_rows):
+@pytest.mark.parametrize("complement", [False, True])
+def test_newton_finds_the_mode(monkeypatch, c, scale, sigma, trained, active_rows, complement):
     # From its start (tied rivals, wrong predictions with a small sigma, ...) Newton ends within a
     # fraction of the Laplace scale of the maximum of log h found by a bounded scalar search; also
-    # when the later iterations take the unconverged rows only.
+    # when the later iterations take the unconverged rows only, and for the complement's integrand
+    # (up to the margins where the rivals saturate at its mode: there log_win_and_lose takes the
+    # union bound instead, and the rule is never placed).
     if active_rows:
         monkeypatch.setattr(quadrature, "_NEWTON_ACTIVE_TERMS", 1)
     if trained:
@@ -459,11 +463,14 @@ def test_newton_finds_the_mode(monkeypatch, c, scale, sigma, trained, active_row
         logits = scale * torch.randn(16, c, generator=gen, dtype=torch.float64)
         target = torch.randint(0, c, (16,), generator=gen)
     m = (logits.gather(1, target[:, None]) - logits) / sigma
-    mu, curvature = quadrature._mode(quadrature._columns(m, target), quadrature._steps(c, m.dtype, m.device))
+    steps = quadrature._steps(c, m.dtype, m.device, complement)
+    mu, curvature = quadrature._mode(quadrature._columns(m, target), steps, complement)
     for row, mu_row, tau in zip(rival_margins_of(logits, target, sigma), mu.tolist(), curvature.rsqrt().tolist()):
+        if complement and row.min() > 2 * quadrature._SATURATED_U[m.dtype] - 8:
+            continue
         reach = float(np.abs(row).max()) + 10.0
-        mode = optimize.minimize_scalar(lambda t: -reference_log_h(t, row), bounds=(-reach, reach),
-                                        method="bounded", options={"xatol": 1e-10}).x
+        mode = optimize.minimize_scalar(lambda t, row=row: -reference_log_h(t, row, complement),
+                                        bounds=(-reach, reach), method="bounded", options={"xatol": 1e-10}).x
         assert abs(mu_row - mode) <= 0.25 * tau
 
 
@@ -571,3 +578,243 @@ def test_module_runs_the_sigma_schedule_through_set_epoch():
     assert fixed.sigma == 0.5
     with pytest.raises(ValueError, match="learn_sigma"):
         ExactLoss(sigma_min=0.1, learn_sigma=True)
+
+
+# --- 1 - P for confident rows: relative precision, never negative ---------------------------------
+
+# Relative tolerance of 1 - P and of -log P against the references below, in float64 with the
+# default 16 nodes, for rows with 1 - P in [1e-15, 1e-3]; the gradient's components are held to it
+# relative to the row's largest component (a rival 20 margins behind has a component 1e-40 times
+# smaller, far below anything the row's rounding could resolve).  Measured worst on these cases: 2.2e-6
+# for the value (99 tied rivals: the complement's hardest shape; 5e-8 at 10 classes, 3e-11 at 3),
+# 7e-8 for the gradient (10 classes); float32 adds its rounding (3.4e-6).
+COMPLEMENT_RTOL = 1e-5
+
+
+def reference_log_q(m: np.ndarray) -> float:
+    """``log (1 - P) = log int phi(t) (1 - prod_j Phi(t + m_j)) dt`` by QUADPACK in float64.
+
+    Independent of the implementation's complement (which conditions on the strongest rival and
+    mirrors the true class's factor): the integral conditioned on the true class's noise, with
+    ``1 - prod Phi = -expm1(sum log_ndtr)`` (no cancellation: every ``log_ndtr`` near 0 keeps its
+    relative precision in SciPy) and the integrand scaled by its maximum.
+    """
+    m = np.asarray(m, dtype=np.float64)
+
+    def log_g(t: float) -> float:
+        with np.errstate(divide="ignore"):
+            log_lose = np.log(-np.expm1(special.log_ndtr(t + m).sum()))
+        return float(log_lose - 0.5 * t * t - 0.5 * math.log(2 * math.pi))
+
+    return _log_integral(log_g, -float(m.min()) / 2, max(60.0, float(np.abs(m).max()) + 10.0))
+
+
+def reference_grad_q(m: np.ndarray) -> np.ndarray:
+    """``d (1 - P) / d m_j = -int phi(t) phi(t + m_j) prod_{i != j} Phi(t + m_i) dt`` by QUADPACK."""
+    m = np.asarray(m, dtype=np.float64)
+    out = []
+    for j in range(len(m)):
+        others = np.delete(m, j)
+
+        def log_g(t: float, j=j, others=others) -> float:
+            u = t + m[j]
+            return float(special.log_ndtr(t + others).sum() - 0.5 * (t * t + u * u) - math.log(2 * math.pi))
+
+        reach = max(60.0, float(np.abs(m).max()) + 10.0)
+        out.append(-math.exp(_log_integral(log_g, -float(m[j]) / 2, reach)))
+    return np.array(out)
+
+
+def _log_integral(log_f, guess: float, reach: float) -> float:
+    """``log int exp(log_f)`` for a unimodal ``log_f``: its maximum by a bounded search around
+    ``guess``, then adaptive Gauss-Kronrod on each side of it, scaled by that maximum."""
+    mode = optimize.minimize_scalar(lambda t: -log_f(t), bounds=(guess - reach, guess + reach),
+                                    method="bounded", options={"xatol": 1e-10}).x
+    top = log_f(mode)
+    f = lambda t: math.exp(log_f(t) - top)  # noqa: E731
+    left = integrate.quad(f, mode - 40.0, mode, epsabs=0.0, epsrel=1e-12, limit=500)[0]
+    right = integrate.quad(f, mode, mode + 40.0, epsabs=0.0, epsrel=1e-12, limit=500)[0]
+    return top + math.log(left + right)
+
+
+def confident_cases(num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rival margins with 1 - P in [1e-15, 1e-3] (tied, spread, one rival close), and log(1 - P)."""
+    rng = np.random.default_rng(100 + num_classes)
+    r = num_classes - 1
+    rows = []
+    for m1 in np.linspace(3.0, 12.0, 10):
+        rows.append(np.full(r, m1))  # tied: the complement's hardest shape
+        rows.append(m1 + np.abs(rng.normal(0.0, [0.5, 2.0, 8.0][len(rows) % 3], r)))
+        rows.append(np.concatenate([[m1], m1 + 10.0 + rng.uniform(0.0, 20.0, r - 1)]))
+    rows = np.array(rows)
+    log_q = np.array([reference_log_q(row) for row in rows])
+    keep = (log_q <= math.log(1e-3)) & (log_q >= math.log(1e-15))
+    return rows[keep], log_q[keep]
+
+
+@pytest.fixture(scope="module")
+def complement_references() -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    return {c: confident_cases(c) for c in (3, 10, 100)}
+
+
+def test_complement_reference_agrees_with_40_digit_quadrature():
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    for m in ([4.0, 5.0, 7.0], [8.0] * 9, [11.0, 11.5, 30.0]):
+        mm = [mpmath.mpf(v) for v in m]
+
+        def g(t, mm=mm):
+            return mpmath.npdf(t) * -mpmath.expm1(mpmath.fsum(mpmath.log(mpmath.ncdf(t + v)) for v in mm))
+
+        q = mpmath.quad(g, [-mpmath.inf, -min(m) / 2 - 6, -min(m) / 2, -min(m) / 2 + 6, mpmath.inf])
+        assert reference_log_q(np.array(m)) == pytest.approx(float(mpmath.log(q)), abs=1e-10)
+
+
+@pytest.mark.parametrize("num_classes", [3, 10, 100])
+def test_one_minus_p_keeps_relative_precision_for_confident_rows(complement_references, backend, num_classes):
+    # Before, 1 - P was -expm1(log P): an absolute error near 1e-9 (float64), a loss of 1e-9 where the
+    # truth was below 1e-15, and P could exceed 1.
+    cases, log_q = complement_references[num_classes]
+    assert len(cases) >= 10 and log_q.max() > math.log(1e-4) and log_q.min() < math.log(1e-13)
+    logits = torch.cat([torch.zeros(len(cases), 1, dtype=torch.float64), -torch.as_tensor(cases)], 1)
+    target = torch.zeros(len(cases), dtype=torch.long)
+    q = exact(logits, target, reduction="none").numpy()
+    np.testing.assert_allclose(q, np.exp(log_q), rtol=COMPLEMENT_RTOL, atol=0)
+    neg_log_p = exact(logits, target, log_loss=True, reduction="none").numpy()
+    np.testing.assert_allclose(neg_log_p, -np.log1p(-np.exp(log_q)), rtol=COMPLEMENT_RTOL, atol=0)
+    q32 = exact(logits.float(), target, reduction="none").double().numpy()  # float32: its own rounding
+    np.testing.assert_allclose(q32, np.exp(log_q), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("num_classes", [3, 10])
+def test_gradient_of_one_minus_p_keeps_relative_precision(complement_references, backend, num_classes):
+    cases, _ = complement_references[num_classes]
+    cases = cases[:: max(1, len(cases) // 6)]
+    sigma = 0.5
+    logits = torch.cat([torch.zeros(len(cases), 1, dtype=torch.float64), -sigma * torch.as_tensor(cases)], 1)
+    x = logits.requires_grad_(True)
+    exact(x, torch.zeros(len(cases), dtype=torch.long), sigma=sigma, reduction="sum").backward()
+    for row, grad in zip(cases, x.grad.numpy()):
+        expected = reference_grad_q(row) / sigma  # d loss / d s_j = -(dQ / dm_j) / sigma
+        np.testing.assert_allclose(-grad[1:], expected, rtol=0, atol=COMPLEMENT_RTOL * np.abs(expected).max())
+        assert grad[0] == pytest.approx(-grad[1:].sum(), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_loss_is_never_negative_on_extreme_margins(backend, dtype):
+    # Every combination of extreme and moderate logit gaps, noise levels from 0.01 to 100: 1 - P and
+    # -log P are >= 0 and finite, and so are their gradients.
+    values = [-1e4, -300.0, -40.0, -8.0, -1.0, 0.0, 0.5, 3.0, 12.0, 40.0, 300.0, 1e4]
+    for c in (2, 3, 4):
+        grid = torch.tensor(np.array(np.meshgrid(*[values] * (c - 1))).reshape(c - 1, -1).T, dtype=dtype)
+        logits = torch.cat([torch.zeros(len(grid), 1, dtype=dtype), -grid], 1)
+        target = torch.zeros(len(grid), dtype=torch.long)
+        for sigma in (0.01, 1.0, 100.0):
+            for log_loss in (False, True):
+                x = logits.clone().requires_grad_(True)
+                loss = exact(x, target, sigma=sigma, log_loss=log_loss, reduction="none")
+                loss.sum().backward()
+                assert bool((loss >= 0).all()), (c, sigma, log_loss, float(loss.min()))
+                assert bool(torch.isfinite(loss).all()) and bool(torch.isfinite(x.grad).all())
+                if not log_loss:
+                    assert bool((loss <= 1).all())
+
+
+def test_union_bound_rows_take_the_closed_form(torch_path):
+    # Far in the tail 1 - P is the sum of the rivals' one-on-one probabilities Phi(-m_j / sqrt 2) to
+    # rounding; there the rule's saturated rivals would add their floor (1e-37 in float32) instead.
+    cases = ((torch.float64, 30.0), (torch.float64, 90.0), (torch.float32, 19.0), (torch.float32, 25.0))
+    for dtype, m1 in cases:
+        m = torch.tensor([[0.0, m1, m1 + 0.5, m1 + 3.0]], dtype=torch.float64)
+        log_q = torch.special.logsumexp(torch.special.log_ndtr(-m[:, 1:] / math.sqrt(2)), 1)
+        _, got = quadrature.log_win_and_lose(m.to(dtype), torch.tensor([0]))
+        assert float(got) == pytest.approx(float(log_q), rel=1e-6 if dtype == torch.float32 else 1e-13)
+
+
+def test_each_way_of_log_win_and_lose_has_first_and_second_derivatives(backend):
+    # Rows taking the rule for P, the complement's rule and the union bound, from margins and (as the
+    # kernel takes them) from logits with a scale; log P and log Q are O(1) to O(100) here, so
+    # gradcheck's tolerances are relative to derivatives that matter.
+    rows = [[0.0, 0.3, -0.5, 1.0], [0.0, 4.0, 5.0, 4.5], [0.0, 9.0, 11.0, 30.0], [0.0, 23.0, 24.0, 26.0],
+            [0.0, 40.0, 41.0, 90.0]]
+    m = torch.tensor(rows, dtype=torch.float64)
+    target = torch.zeros(5, dtype=torch.long)
+    with torch.no_grad():
+        lose = torch.special.ndtr(m * -math.sqrt(0.5)).sum(1) < 1.0
+    assert lose.tolist() == [False, True, True, True, True]
+
+    def both(x, scale=None):
+        return torch.stack(quadrature.log_win_and_lose(x, target, 16, scale), 1)
+
+    x = m.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(both, (x,))
+    assert torch.autograd.gradgradcheck(both, (x,))
+    logits = (-0.5 * m).clone().requires_grad_(True)  # margins (s_y - s_j) * 2
+    assert torch.autograd.gradcheck(lambda a: both(a, 2.0), (logits,))
+    assert torch.autograd.gradgradcheck(lambda a: both(a, 2.0), (logits,))
+    torch.testing.assert_close(both(logits, 2.0), both(m), rtol=1e-12, atol=0)
+
+
+# --- shapes as the paper's loss takes them ---------------------------------------------------------
+
+@pytest.mark.parametrize("sigma_shape", [None, "batch", "batch1", "scalar_tensor"])
+def test_batch_dimensions_equal_the_flat_call(backend, sigma_shape):
+    gen = torch.Generator().manual_seed(21)
+    logits = 2.0 * torch.randn(3, 4, 6, generator=gen, dtype=torch.float64)
+    target = torch.randint(0, 6, (3, 4), generator=gen)
+    target[1, 2] = -100
+    sigma_flat = 0.3 + torch.rand(12, generator=gen, dtype=torch.float64)
+    sigma = {
+        None: 0.7,
+        "batch": sigma_flat.view(3, 4),
+        "batch1": sigma_flat.view(3, 4, 1),
+        "scalar_tensor": torch.tensor(0.7, dtype=torch.float64),
+    }[sigma_shape]
+    flat_sigma = sigma_flat if sigma_shape in ("batch", "batch1") else sigma
+    x = logits.clone().requires_grad_(True)
+    y = logits.view(12, 6).clone().requires_grad_(True)
+    for reduction in ("none", "mean", "sum"):
+        shaped = exact(x, target, sigma=sigma, reduction=reduction)
+        flat = exact(y, target.view(12), sigma=flat_sigma, reduction=reduction)
+        assert shaped.shape == ((3, 4) if reduction == "none" else ())
+        torch.testing.assert_close(shaped, flat.view(shaped.shape), rtol=1e-12, atol=0)
+    (gx,) = torch.autograd.grad(exact(x, target, sigma=sigma), x)
+    (gy,) = torch.autograd.grad(exact(y, target.view(12), sigma=flat_sigma), y)
+    torch.testing.assert_close(gx, gy.view(3, 4, 6), rtol=1e-12, atol=0)
+
+
+def test_per_sample_sigma_of_shape_b_by_1_is_the_b_vector(backend):
+    logits, target = make_inputs(b=5, c=4, seed=22)
+    sigma = torch.tensor([0.2, 0.5, 1.0, 2.0, 4.0], dtype=torch.float64, requires_grad=True)
+    column = sigma.detach().clone()[:, None].requires_grad_(True)
+    a = exact(logits, target, sigma=sigma, reduction="none")
+    b = exact(logits, target, sigma=column, reduction="none")
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    a.sum().backward()
+    b.sum().backward()
+    torch.testing.assert_close(sigma.grad, column.grad[:, 0], rtol=0, atol=0)
+    module = ExactLoss(sigma=1.0)
+    from_module = module(logits, target, sigma=column.detach())
+    torch.testing.assert_close(from_module, exact(logits, target, sigma=sigma.detach()))
+
+
+def test_one_sample_without_batch_dimension():
+    logits = torch.tensor([0.3, 1.2, -0.5, 0.1], dtype=torch.float64)
+    loss = exact(logits, torch.tensor(1), reduction="none")
+    assert loss.shape == ()
+    torch.testing.assert_close(loss, exact(logits[None], torch.tensor([1]), reduction="none")[0])
+
+
+@pytest.mark.parametrize(
+    "logits_shape,target_shape,sigma_shape,match",
+    [((2, 3, 5), (2,), None, r"target must have shape \(2, 3\)"), ((2, 3, 5), (6,), None, "target"),
+     ((2, 3, 5), (2, 3), (2,), "sigma"), ((4, 5), (4,), (4, 2), "sigma"), ((4, 5), (4,), (1, 4), "sigma")],
+)
+def test_mismatched_batch_shapes_raise(logits_shape, target_shape, sigma_shape, match):
+    logits = torch.zeros(logits_shape)
+    target = torch.zeros(target_shape, dtype=torch.long)
+    sigma = 1.0 if sigma_shape is None else torch.ones(sigma_shape)
+    with pytest.raises(ValueError, match=match):
+        exact(logits, target, sigma=sigma)
+    with pytest.raises(ValueError, match="integer class indices"):
+        exact(torch.zeros(2, 3, 5), torch.zeros(2, 3))
