@@ -198,3 +198,24 @@ def test_max_train_subsamples_training_data_only():
 
     assert len(final.y_fit) == 300 and len(final.y_eval) == len(load_dataset("digits").y_test)  # test kept whole
     assert torch.bincount(final.y_fit).min() >= 25  # stratified
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"train": {"model": "mlp", "model_params": {"depth": -1}}}, "model 'mlp'"),
+        ({"methods": [{"name": "f", "loss": "focal", "search": {"loss.gamma": {"low": -1.0, "high": 2.0}}}]}, "loss.gamma = -1.0"),
+        ({"methods": [{"name": "f", "loss": "cross_entropy", "transforms": ["flooding"],
+                       "search": {"flooding.b": {"choices": [0.1, -0.2]}}}]}, "flooding.b = -0.2"),  # fmt: skip
+        ({"search": {"lr": {"choices": [0.1, 0.0]}}}, "lr = 0.0"),
+    ],
+)
+def test_a_spec_that_cannot_run_is_refused_before_anything_is_stored(tmp_path, change, message):
+    from lossbench.bench.runner import Runner
+    from lossbench.bench.storage import default_storage_url, open_storage, stored_spec_names
+
+    spec = parse_spec({**MINIMAL, **change})
+    storage = open_storage(default_storage_url(tmp_path))
+    with pytest.raises(SpecError, match=message):
+        Runner(spec, storage, torch.device("cpu"))
+    assert stored_spec_names(storage) == []  # nothing registered: the corrected spec may reuse the name

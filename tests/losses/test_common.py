@@ -168,3 +168,15 @@ def test_make_target_covers_every_signature():
         logits, target, _ = make_case(info)
         assert make_target(info, logits, torch.Generator().manual_seed(0)).shape == target.shape
         assert extra_kwargs(info) is not None
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [("focal", {"gamma": float("inf")}), ("hinge", {"margin": float("inf")}), ("poly1", {"epsilon": float("inf")}),
+     ("sigmoid_relaxation", {"temperature": float("inf")}), ("exact", {"sigma": float("inf")})],  # fmt: skip
+)
+def test_infinite_hyperparameters_are_refused_with_their_name(name, kwargs):
+    logits, target = torch.randn(4, 3, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0])
+    (key,) = kwargs
+    with pytest.raises(ValueError, match=f"{key} must .*got inf"):
+        LOSSES.get(name).function(logits, target, **kwargs)

@@ -77,7 +77,7 @@ def test_focal_is_finite_at_saturated_logits_for_small_gamma(gamma):
 
 def test_focal_rejects_bad_arguments(batch):
     x, y = batch
-    with pytest.raises(ValueError, match="gamma must be >= 0, got -0.5"):
+    with pytest.raises(ValueError, match="gamma must be finite and >= 0, got -0.5"):
         L.focal(x, y, gamma=-0.5)
     with pytest.raises(ValueError, match=r"alpha must be a tensor of shape \(5,\)"):
         L.focal(x, y, alpha=torch.ones(4))
@@ -256,7 +256,7 @@ def test_soft_truncation_formula_and_binary_case(batch):
         L.soft_truncation(two, t, sharpness=k, reduction="none"),
         L.binary_soft_truncation(diff, t, sharpness=k, reduction="none"),
     )
-    with pytest.raises(ValueError, match="sharpness must be > 0"):
+    with pytest.raises(ValueError, match="sharpness must be finite and > 0"):
         L.soft_truncation(x, y, sharpness=0.0)
 
 
@@ -377,7 +377,7 @@ def test_logit_adjust_rejects_bad_inputs():
         L.logit_adjust(s, [3.0, 0.0, 1.0])
     with pytest.raises(ValueError, match=r"class_counts must have shape \(3,\)"):
         L.logit_adjust(s, [3.0, 1.0])
-    with pytest.raises(ValueError, match="tau must be >= 0"):
+    with pytest.raises(ValueError, match="tau must be finite and >= 0"):
         L.logit_adjust(s, [3.0, 2.0, 1.0], tau=-1.0)
     with pytest.raises(ValueError, match="logits"):
         L.logit_adjust(torch.zeros(4, 3, dtype=torch.long), [3.0, 2.0, 1.0])
@@ -421,9 +421,9 @@ def test_ldam_without_margin_is_scaled_cross_entropy(batch):
     torch.testing.assert_close(
         L.ldam(x, y, class_counts=COUNTS, max_margin=0.0, scale=4.0), F.cross_entropy(4.0 * x, y)
     )
-    with pytest.raises(ValueError, match="scale must be > 0"):
+    with pytest.raises(ValueError, match="scale must be finite and > 0"):
         L.ldam(x, y, class_counts=COUNTS, scale=0.0)
-    with pytest.raises(ValueError, match="max_margin must be >= 0"):
+    with pytest.raises(ValueError, match="max_margin must be finite and >= 0"):
         L.ldam(x, y, class_counts=COUNTS, max_margin=-0.1)
 
 

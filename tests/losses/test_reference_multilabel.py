@@ -244,7 +244,7 @@ def test_asl_is_finite_at_extreme_logits_with_fractional_exponents(gammas):
 
 def test_asl_rejects_bad_hyperparameters(batch):
     x, t = batch
-    with pytest.raises(ValueError, match="gamma_neg must be >= 0"):
+    with pytest.raises(ValueError, match="gamma_neg must be finite and >= 0"):
         L.asymmetric_loss(x, t, gamma_neg=-1)
     with pytest.raises(ValueError, match="clip must lie in \\[0.0, 1.0\\)"):
         L.asymmetric_loss(x, t, clip=1.0)

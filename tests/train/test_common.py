@@ -44,7 +44,7 @@ def test_bad_specs_raise_clear_errors():
         make_transform("flood")
     with pytest.raises(ValueError, match=r"no argument\(s\) \['level'\]"):
         make_transform(("flooding", {"level": 0.1}))
-    with pytest.raises(ValueError, match="b must be >= 0, got -0.1"):
+    with pytest.raises(ValueError, match="b must be finite and >= 0, got -0.1"):
         make_transform(("flooding", {"b": -0.1}))
     with pytest.raises(ValueError, match="transforms entries"):
         make_transform(3)

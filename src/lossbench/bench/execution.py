@@ -15,15 +15,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import optuna
 import torch
 
 from lossbench.bench.methods import Method, check_compatible, output_width, set_loss_option
 from lossbench.bench.metrics import EpochScores, compute_metrics, selection_metric
-from lossbench.bench.spec import SEED_PARAM, DatasetSpec, Spec
+from lossbench.bench.spec import SEED_PARAM, DatasetSpec, Spec, SpecError
 from lossbench.data import Dataset, get_dataset_info, load_dataset, stratified_split
 from lossbench.data.splits import random_split, standardize
 from lossbench.models import build_model
-from lossbench.train import eval_logits, fit
+from lossbench.train import eval_logits, fit, make_optimizer, make_transform
 
 STAGES = ("tune", "final")
 MIN_STD = 1e-6  # the std floor of per-stage standardisation (as the EXACT paper's code)
@@ -133,6 +134,51 @@ def repeats(spec: Spec, n: int) -> int:
     if spec.train.repeat_to_batches <= 0:
         return 1
     return max(1, spec.train.repeat_to_batches * spec.train.batch_size // n)
+
+
+def _ends(dist: Any) -> list[Any]:
+    """The values a search space can take at its ends: a range's bounds, a grid's every value."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return list(dist.choices)
+    return [dist.low, dist.high]
+
+
+def _middle(dist: Any) -> Any:
+    """A value inside the space, for the parameters not being checked at their ends."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return dist.choices[0]
+    mid = math.sqrt(dist.low * dist.high) if dist.log else (dist.low + dist.high) / 2
+    return round(mid) if isinstance(dist, optuna.distributions.IntDistribution) else mid
+
+
+def check_unit(split: Split, method: Method, spec: Spec) -> None:
+    """Build the model, the loss and the transforms at every end of every search range, so a spec
+    that cannot run is refused before anything is stored (not in its first trial)."""
+    where = f"method {method.name!r} on {split.dataset.name!r}"
+    try:
+        model = build_model(spec.train.model, split.dataset, num_outputs=output_width(method.loss, split.task, split.num_classes),
+                    **spec.train.model_params)  # fmt: skip
+    except (ValueError, TypeError) as err:
+        raise SpecError(f"{where}: model {spec.train.model!r} with {spec.train.model_params}: {err}") from None
+    space = method.search_space(spec.search)
+    middle = {k: _middle(d) for k, d in space.items()}
+    requirements = {"class_counts": split.class_counts.to(split.x_fit.device)}
+    model.to(split.x_fit.device)
+    with torch.no_grad():
+        logits = model(split.x_fit[:8])  # the loss checks its arguments when called
+    for key, dist in space.items():
+        for value in _ends(dist):
+            params = {**middle, key: value}
+            try:
+                with torch.no_grad():
+                    method.build_loss(params, requirements, split.task, validate=True).to(logits.device)(logits, split.y_fit[:8])
+                for name, kwargs in method.transform_list(params):
+                    make_transform((name, kwargs))
+                if key in ("lr", "weight_decay"):
+                    lr, decay = params.get("lr", 0.1), params.get("weight_decay", 0.0)
+                    make_optimizer(list(model.parameters()), spec.train.optimizer, lr=lr, weight_decay=decay)
+            except (ValueError, TypeError) as err:
+                raise SpecError(f"{where}: {key} = {value!r} (an end of its search space) is refused: {err}") from None
 
 
 def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: Spec, seed: int) -> RunResult:

@@ -24,7 +24,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from lossbench.bench.execution import DataCache, RunResult, run_seed, train_and_score
+from lossbench.bench.execution import DataCache, RunResult, check_unit, run_seed, train_and_score
 from lossbench.bench.methods import Method, check_compatible, resolve_method, suggest
 from lossbench.bench.metrics import selection_metric
 from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec, SpecError
@@ -163,8 +163,9 @@ class Runner:
 
     def _validated(self, dataset: DatasetSpec, method_spec: MethodSpec) -> Method:
         method = resolve_method(method_spec)
-        data = self.cache.get(dataset, "tune").dataset  # fails early on missing files or bad names
-        check_compatible(method.loss, data.task, data.num_classes, f"method {method.name!r} on {dataset.label!r}")
+        split = self.cache.get(dataset, "tune")  # fails early on missing files or bad names
+        check_compatible(method.loss, split.task, split.num_classes, f"method {method.name!r} on {dataset.label!r}")
+        check_unit(split, method, self.spec)  # model, loss and transforms at every end of the search
         return method
 
     def _unit(self, dataset: DatasetSpec, method: Method) -> Unit:

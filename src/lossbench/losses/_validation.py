@@ -139,17 +139,19 @@ def check_class_counts(counts: torch.Tensor, num_classes: int, name: str = "clas
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    """``value > 0`` (``>= 0`` with ``allow_zero``) and finite: an infinite gamma, margin, clip
+    norm or flood level gives NaN or a silent no-op, never what was meant."""
     ok = value >= 0 if allow_zero else value > 0
-    if not ok or value != value:
+    if not ok or not math.isfinite(value):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {value}")
+        raise ValueError(f"{name} must be finite and {bound}, got {value}")
 
 
 def check_interval(name: str, value: float, low: float, high: float, *, closed: str = "both") -> None:
     """Check ``value`` lies in the interval; ``closed`` is one of both, left, right, neither."""
     lo_ok = value >= low if closed in ("both", "left") else value > low
     hi_ok = value <= high if closed in ("both", "right") else value < high
-    if not (lo_ok and hi_ok):
+    if not (lo_ok and hi_ok and math.isfinite(value)):
         lb = "[" if closed in ("both", "left") else "("
         rb = "]" if closed in ("both", "right") else ")"
         raise ValueError(f"{name} must lie in {lb}{low}, {high}{rb}, got {value}")
