@@ -171,8 +171,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
         load_preset(args.name)  # an unknown name is a one-line error
         print(preset_text(args.name), end="")
         return 0
-    rows = [(n, (lambda s: f"{len(s.datasets)} datasets, {len(s.methods)} methods, {s.trials} trials, {s.seeds} seeds")(load_preset(n)))
-            for n in preset_names()]  # fmt: skip
+    rows = []
+    for name in preset_names():
+        spec = load_preset(name)
+        rows.append((name, f"{len(spec.datasets)} datasets, {len(spec.methods)} methods, {spec.trials} trials, {spec.seeds} seeds"))
     print(format_table(("preset", "study"), rows))
     return 0
 

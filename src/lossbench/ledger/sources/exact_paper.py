@@ -9,7 +9,8 @@ The numbers are transcribed from the paper's tables (Table 1 from the repository
 from __future__ import annotations
 
 from lossbench.ledger.analyses import toy_cross_entropy_and_hinge_miss, toy_temperature_finds_it
-from lossbench.ledger.records import Budget, Claim, Published as P, register_claim
+from lossbench.ledger.records import Budget, Claim, register_claim
+from lossbench.ledger.records import Published as P
 from lossbench.ledger.verdict import Rule
 
 PAPER = "Karpukhin et al. 2022, 'EXACT: How to Train Your Accuracy'"
