@@ -160,13 +160,16 @@ def test_other_tensors_take_the_pytorch_path():
 
 
 def graph_nodes(t: torch.Tensor) -> set[str]:
-    seen, stack = set(), [t.grad_fn]
+    """The names of the backward nodes in ``t``'s graph (every node visited once: two nodes of one
+    kind, such as two ``where``, are both followed)."""
+    names, visited, stack = set(), set(), [t.grad_fn]
     while stack:
         node = stack.pop()
-        if node is not None and type(node).__name__ not in seen:
-            seen.add(type(node).__name__)
+        if node is not None and id(node) not in visited:
+            visited.add(id(node))
+            names.add(type(node).__name__)
             stack.extend(next_node for next_node, _ in node.next_functions)
-    return seen
+    return names
 
 
 @needs_kernel

@@ -2,18 +2,22 @@
 
    Same integral, same rule: log P = log int h(t) dt with h(t) = Phi(-t) F(t) S(t) (the density of
    the rivals' maximum times the true class's factor), Newton's method for the mode of log h,
-   secant probes at mu -+ 4.5 tau for one scale per side, a half-range Gauss-Hermite rule on each
-   side, and d log P / d m_j integrated at the same nodes.  Per row everything stays in cache
-   (the node terms are K x R values), so the cost is one erfc, one exp and a division per
-   (node, rival) term, vectorised by the compiler with glibc's libmvec (log F is the log of the
-   product of Phi, once per node, where that product stays a normal double), and no per-op
-   overhead.  Rows are independent: split between OpenMP threads, with the same bits whatever
-   the split.
+   secant probes at mu -+ delta tau for one scale per side, a half-range Gauss-Hermite rule on each
+   side, and d log P / d m_j integrated at the same nodes.  A row may instead ask for the
+   complement Q = 1 - P (the true class's factor mirrored to Phi(t): see "the complement" in
+   _exact_quadrature.py) or for the union bound of Q in closed form (far in the tail).  Per row
+   everything stays in cache (the node terms are K x R values), so the cost is one erfc, one exp
+   and a division per (node, rival) term, vectorised by the compiler with glibc's libmvec (log F is
+   the log of the product of Phi, once per node, where that product stays a normal double), and no
+   per-op overhead.  Rows are independent: split between OpenMP threads, with the same bits
+   whatever the split.
 
    Compiled twice from this file, with REAL = float and REAL = double (see _exact_native.py);
-   the Python side computes the rule's tables and checks the arguments.  Notation as there:
+   the Python side computes the rule's tables and every numerical constant (the enum below: one
+   source, shared with the PyTorch path) and checks the arguments.  Notation as there:
    x = -u / sqrt2 with u = t + m_j, Phi(u) = erfc(x) / 2, lam(u) = phi(u) / Phi(u).
 */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -24,20 +28,14 @@ typedef double REAL;
 #define EXP exp
 #define LOG log
 #define SUFFIX(name) name##_f64
-#define SATURATED -26.5 /* erfc(x) = 2 below; exp(-x^2) stays a normal float above */
-#define TAIL_START 26.0 /* erfc(x) is a normal float below */
-#define TAIL_TERMS 8
-#define TINY 2.2250738585072014e-308
+#define TINY DBL_MIN
 #else
 typedef float REAL;
 #define ERFC erfcf
 #define EXP expf
 #define LOG logf
 #define SUFFIX(name) name##_f32
-#define SATURATED -9.25
-#define TAIL_START 9.0
-#define TAIL_TERMS 5
-#define TINY 1.17549435e-38f
+#define TINY FLT_MIN
 #endif
 
 /* glibc declares its vector variants only under -ffast-math, which we do not use (it would
@@ -61,33 +59,69 @@ extern double log(double);
 #define PAD(n) (((n) + WIDTH - 1) / WIDTH * WIDTH)
 #define SENTINEL ((REAL)-1e30)
 #define MAX_NODES 256
+#define MAX_TAIL_TERMS 16
 /* Below this many rivals the node terms are vectorised over the nodes (see node_terms). */
 #ifndef BY_NODE_BELOW
 #define BY_NODE_BELOW 32
 #endif
 
-#define SQRT2 1.41421356237309504880
-#define INV_SQRT2 0.70710678118654752440
-#define LOG_INV_SQRT_2PI -0.91893853320467274178
-#define LOG_2_SQRT_PI 1.26551212348464539649
-#define SECANT 4.5
-/* log F is the log of the product of Phi where that product (in double) stays above this. */
-#define PRODUCT_FLOOR 1e-290
-#define NEWTON_TOL 1.0
-#define NEWTON_MAX_ITER 50
-
-/* Coefficients of log(sqrt(pi) x erfcx(x)) ~ sum_n c_n x^(-2n) (A&S 7.1.23, see the Python module). */
-static const double TAIL_COEFFS[8] = {
-    -0.5, 0.625, -1.6666666666666667, 6.5625, -33.3, 211.04166666666666, -1580.7857142857142,
-    13613.1328125,
+/* The numerical constants as Python passes them (_exact_native.CONSTANT_NAMES: the same names in
+   the same order, checked by a test), for this call's dtype: a flat array of doubles. */
+enum {
+  K_SATURATED,         /* x is clamped up to this: erfc(x) = 2, exp(-x^2) a normal REAL */
+  K_TAIL_START,        /* past this x, erfc(x) is no longer a normal REAL: the series below */
+  K_SECANT,            /* the probes' half-width in Laplace scales, for P */
+  K_SECANT_COMPLEMENT, /* and for Q */
+  K_NEWTON_TOL,
+  K_NEWTON_MAX_ITER,
+  K_WATER_STEPS, /* Newton steps on the water level of Newton's start (for P) */
+  K_PRODUCT_FLOOR, /* log F is the log of the product of Phi (in double) while it stays above */
+  K_SQRT2,
+  K_INV_SQRT2,
+  K_LOG_INV_SQRT_2PI,
+  K_LOG_2_SQRT_PI,
+  K_NDTRI_SPLIT, /* Acklam's inverse normal CDF: central region up to this p, its coefficients */
+  K_NDTRI_A,
+  K_NDTRI_B = K_NDTRI_A + 6,
+  K_NDTRI_C = K_NDTRI_B + 5,
+  K_NDTRI_D = K_NDTRI_C + 6,
+  K_TAIL_TERMS = K_NDTRI_D + 4, /* terms of the series of log(sqrt(pi) x erfcx(x)) used for this dtype */
+  K_TAIL_COEFFS,                /* its coefficients c_1, c_2, ... (as many as K_TAIL_TERMS at least) */
 };
 
-/* lam and log Phi at x > TAIL_START, where erfc(x) is no longer a normal float. */
-static void tail_terms(double x, REAL *lam, REAL *log_phi) {
+typedef struct {
+  REAL saturated, tail_start;
+  int tail_terms, newton_max_iter, water_steps;
+  double secant[2], newton_tol, product_floor, sqrt2, inv_sqrt2, log_inv_sqrt_2pi, log_2_sqrt_pi;
+  double ndtri_split, ndtri_a[6], ndtri_b[5], ndtri_c[6], ndtri_d[4], tail_coeffs[MAX_TAIL_TERMS];
+} Constants;
+
+/* 0, or -3 when the series has more terms than this build holds. */
+static int read_constants(const double *v, Constants *k) {
+  k->saturated = (REAL)v[K_SATURATED], k->tail_start = (REAL)v[K_TAIL_START];
+  k->tail_terms = (int)v[K_TAIL_TERMS], k->newton_max_iter = (int)v[K_NEWTON_MAX_ITER];
+  k->water_steps = (int)v[K_WATER_STEPS];
+  k->secant[0] = v[K_SECANT], k->secant[1] = v[K_SECANT_COMPLEMENT];
+  k->newton_tol = v[K_NEWTON_TOL], k->product_floor = v[K_PRODUCT_FLOOR];
+  k->sqrt2 = v[K_SQRT2], k->inv_sqrt2 = v[K_INV_SQRT2];
+  k->log_inv_sqrt_2pi = v[K_LOG_INV_SQRT_2PI], k->log_2_sqrt_pi = v[K_LOG_2_SQRT_PI];
+  k->ndtri_split = v[K_NDTRI_SPLIT];
+  for (int i = 0; i < 6; ++i) k->ndtri_a[i] = v[K_NDTRI_A + i], k->ndtri_c[i] = v[K_NDTRI_C + i];
+  for (int i = 0; i < 5; ++i) k->ndtri_b[i] = v[K_NDTRI_B + i];
+  for (int i = 0; i < 4; ++i) k->ndtri_d[i] = v[K_NDTRI_D + i];
+  if (k->tail_terms < 1 || k->tail_terms > MAX_TAIL_TERMS) return -3;
+  for (int i = 0; i < k->tail_terms; ++i) k->tail_coeffs[i] = v[K_TAIL_COEFFS + i];
+  return 0;
+}
+
+/* lam and log Phi at x > tail_start, where erfc(x) is no longer a normal REAL: with the series
+   log(sqrt(pi) x erfcx(x)) ~ sum_n c_n x^(-2n), lam = sqrt2 x exp(-series) and
+   log Phi = series - log x - x^2 - log(2 sqrt(pi)). */
+static void tail_terms(double x, REAL *lam, REAL *log_phi, const Constants *k) {
   double y = 1.0 / (x * x), series = 0.0;
-  for (int i = TAIL_TERMS - 1; i >= 0; --i) series = (series + TAIL_COEFFS[i]) * y;
-  *lam = (REAL)(SQRT2 * x * exp(-series));
-  if (log_phi) *log_phi = (REAL)(series - log(x) - x * x - LOG_2_SQRT_PI);
+  for (int i = k->tail_terms - 1; i >= 0; --i) series = (series + k->tail_coeffs[i]) * y;
+  *lam = (REAL)(k->sqrt2 * x * exp(-series));
+  if (log_phi) *log_phi = (REAL)(series - log(x) - x * x - k->log_2_sqrt_pi);
 }
 
 enum { LAM_ONLY, WITH_LOG, WITH_VALUE };
@@ -97,31 +131,33 @@ enum { LAM_ONLY, WITH_LOG, WITH_VALUE };
    where some x is past the switch point (Phi no longer a normal float).  x is clamped up to the
    saturation point (log Phi = 0 exactly, lam ~ 1e-37 in float), so that nothing leaves the
    normal floats, and written to x.  Loops without branches: vectorised. */
-static int phi_terms(const REAL *center, REAL shift, int n, REAL *x, REAL *lam, REAL *phi, int mode) {
-  REAL high = (REAL)SATURATED;
+static int phi_terms(const REAL *center, REAL shift, int n, REAL *x, REAL *lam, REAL *phi, int mode,
+                     const Constants *k) {
+  const REAL saturated = k->saturated, tail_start = k->tail_start, log_scale = (REAL)k->log_inv_sqrt_2pi;
+  REAL high = saturated;
 #pragma omp simd reduction(max : high)
   for (int i = 0; i < n; ++i) {
     REAL xi = center[i] - shift;
-    xi = xi < (REAL)SATURATED ? (REAL)SATURATED : xi;
+    xi = xi < saturated ? saturated : xi;
     high = xi > high ? xi : high;
     x[i] = xi;
   }
   if (mode == LAM_ONLY) {
 #pragma omp simd
     for (int i = 0; i < n; ++i) {
-      REAL body = x[i] < (REAL)TAIL_START ? x[i] : (REAL)TAIL_START;
-      lam[i] = EXP((REAL)LOG_INV_SQRT_2PI - body * body) / ((REAL)0.5 * ERFC(body));
+      REAL body = x[i] < tail_start ? x[i] : tail_start;
+      lam[i] = EXP(log_scale - body * body) / ((REAL)0.5 * ERFC(body));
     }
   } else {
 #pragma omp simd
     for (int i = 0; i < n; ++i) {
-      REAL body = x[i] < (REAL)TAIL_START ? x[i] : (REAL)TAIL_START;
+      REAL body = x[i] < tail_start ? x[i] : tail_start;
       REAL value = (REAL)0.5 * ERFC(body);
-      lam[i] = EXP((REAL)LOG_INV_SQRT_2PI - body * body) / value;
+      lam[i] = EXP(log_scale - body * body) / value;
       phi[i] = value;
     }
   }
-  const int tail = high > (REAL)TAIL_START; /* rows far in the tail: a small sigma and a wrong prediction */
+  const int tail = high > tail_start; /* rows far in the tail: a small sigma and a wrong prediction */
   const int logs = mode == WITH_LOG || (mode == WITH_VALUE && tail);
   if (logs) {
 #pragma omp simd
@@ -129,37 +165,29 @@ static int phi_terms(const REAL *center, REAL shift, int n, REAL *x, REAL *lam, 
   }
   if (tail)
     for (int i = 0; i < n; ++i)
-      if (x[i] > (REAL)TAIL_START) tail_terms(x[i], &lam[i], logs ? &phi[i] : NULL);
+      if (x[i] > tail_start) tail_terms(x[i], &lam[i], logs ? &phi[i] : NULL, k);
   return logs;
 }
 
-/* lam and log Phi of the true class's factor Phi(-t): x = t / sqrt2, in double. */
-static void true_terms(double t, double *lam, double *log_phi) {
-  double x = t * INV_SQRT2;
-  if (x < SATURATED) x = SATURATED;
-  if (x > TAIL_START) {
+/* lam and log Phi at one x, in double (clamped as in phi_terms; log_phi may be NULL). */
+static double mills_at(double x, double *log_phi, const Constants *k) {
+  if (x < k->saturated) x = k->saturated;
+  if (x > k->tail_start) {
     REAL l, lp;
-    tail_terms(x, &l, &lp);
-    *lam = l, *log_phi = lp;
-    return;
+    tail_terms(x, &l, &lp, k);
+    if (log_phi) *log_phi = lp;
+    return l;
   }
   double phi = 0.5 * erfc(x);
-  *lam = exp(LOG_INV_SQRT_2PI - x * x) / phi;
-  *log_phi = log(phi);
+  if (log_phi) *log_phi = log(phi);
+  return exp(k->log_inv_sqrt_2pi - x * x) / phi;
 }
 
 /* Inverse normal CDF for p in [1/2, 1) (Acklam's rational approximation, relative error 1e-9):
    only Newton's start uses it. */
-static double ndtri_upper(double p) {
-  static const double a[6] = {-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
-                              1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00};
-  static const double b[5] = {-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
-                              6.680131188771972e+01, -1.328068155288572e+01};
-  static const double c[6] = {-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
-                              -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00};
-  static const double d[4] = {7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
-                              3.754408661907416e+00};
-  if (p <= 0.97575) {
+static double ndtri_upper(double p, const Constants *k) {
+  const double *a = k->ndtri_a, *b = k->ndtri_b, *c = k->ndtri_c, *d = k->ndtri_d;
+  if (p <= k->ndtri_split) {
     double q = p - 0.5, r = q * q;
     return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
            (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1.0);
@@ -169,16 +197,10 @@ static double ndtri_upper(double p) {
          ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0);
 }
 
-/* erfcx(z) = exp(z^2) erfc(z), in double, for any z (inf far left: its reciprocal is then 0). */
-static double erfcx_any(double z) {
-  if (z < 25.0) return exp(z * z) * erfc(z);
-  double y = 1.0 / (2.0 * z * z);
-  return (1.0 - y * (1.0 - 3.0 * y)) / (z * 1.7724538509055160273);
-}
-
-/* Newton's start: the two approximations of _start in _exact_quadrature.py (in t units).
-   xr: the rivals' x at t = 0, i.e. -m_j / sqrt2, padded with the sentinel to rp entries. */
-static double newton_start(const REAL *xr, int rp) {
+/* Newton's start: the approximations of _start in _exact_quadrature.py (in t units).
+   xr: the rivals' x at t = 0, i.e. -m_j / sqrt2, padded with the sentinel to rp entries.
+   sign = 1 for P (the true class's factor Phi(-t)), -1 for Q (Phi(t)). */
+static double newton_start(const REAL *xr, int rp, double sign, const Constants *k) {
   REAL top = xr[0];
 #pragma omp simd reduction(max : top)
   for (int j = 0; j < rp; ++j) top = xr[j] > top ? xr[j] : top;
@@ -186,36 +208,41 @@ static double newton_start(const REAL *xr, int rp) {
 #pragma omp simd reduction(+ : count)
   for (int j = 0; j < rp; ++j) count += ERFC(top - xr[j]);
   if (count < 2) count = 2;
-  double c = ndtri_upper(1.0 - 1.0 / count);
+  double c = ndtri_upper(1.0 - 1.0 / count, k);
   double beta2 = 1.0 / (1.0 + c * c);
-  double bump = c + SQRT2 * top; /* -m */
-  double lam = 0.79788456080286535588 / erfcx_any(bump * INV_SQRT2);
-  double p = lam * (lam - bump);
+  double bump = c + k->sqrt2 * top; /* -m */
+  /* the mode of Phi(-sign t) exp(-(t + m)^2 / (2 beta^2)): one Newton step from the bump, with
+     u = -sign t the true factor's argument, lam(u) and p(u) = lam (u + lam) */
+  double lam = mills_at(sign * bump * k->inv_sqrt2, NULL, k);
+  double p = lam * (lam - sign * bump);
   p = p < 0.0 ? 0.0 : (p > 1.0 ? 1.0 : p);
-  double start = bump - beta2 * lam / (1.0 + beta2 * p);
-  if (top <= 0) return start;
-  double t = top * INV_SQRT2; /* -m_1 / 2: the root for one rival */
-  REAL excess = 0, active = 0;
-  const REAL shift = (REAL)(t * INV_SQRT2);
+  double start = bump - sign * beta2 * lam / (1.0 + beta2 * p);
+  if (sign < 0 || top <= 0) return start; /* the water level: for P only (see _start) */
+  double t = top * k->inv_sqrt2; /* -m_1 / 2: the root for one rival */
+  for (int step = 0; step < k->water_steps; ++step) {
+    REAL excess = 0, active = 0;
+    const REAL shift = (REAL)(t * k->inv_sqrt2);
 #pragma omp simd reduction(+ : excess, active)
-  for (int j = 0; j < rp; ++j) {
-    REAL e = xr[j] - shift;
-    excess += e > 0 ? e : 0;
-    active += e > 0 ? 1 : 0;
+    for (int j = 0; j < rp; ++j) {
+      REAL e = xr[j] - shift;
+      excess += e > 0 ? e : 0;
+      active += e > 0 ? 1 : 0;
+    }
+    t = (excess * k->sqrt2 + active * t) / (active + 1.0);
   }
-  t = (excess * SQRT2 + active * t) / (active + 1.0);
   return t > start ? t : start;
 }
 
 /* log h at t = mu + offset from the rivals' x at mu (xm, rp entries); buffers of rp entries. */
-static double log_h_at(const REAL *xm, int rp, double mu, double offset, REAL *x, REAL *lam, REAL *log_phi) {
-  phi_terms(xm, (REAL)(offset * INV_SQRT2), rp, x, lam, log_phi, WITH_LOG);
+static double log_h_at(const REAL *xm, int rp, double mu, double offset, double sign, REAL *x, REAL *lam,
+                       REAL *log_phi, const Constants *k) {
+  phi_terms(xm, (REAL)(offset * k->inv_sqrt2), rp, x, lam, log_phi, WITH_LOG, k);
   double s = 0.0, log_f = 0.0;
 #pragma omp simd reduction(+ : s, log_f)
   for (int j = 0; j < rp; ++j) s += lam[j], log_f += log_phi[j];
-  double lam0, log_phi0;
-  true_terms(mu + offset, &lam0, &log_phi0);
-  return log_f + log_phi0 + log(s > 1e-300 ? s : 1e-300);
+  double log_phi0;
+  mills_at(sign * (mu + offset) * k->inv_sqrt2, &log_phi0, k);
+  return log_f + log_phi0 + log(s > DBL_MIN ? s : DBL_MIN);
 }
 
 /* The node terms x_jk = xm_j - offset_k / sqrt2 for kept rivals j and nodes k: lam_jk, u_jk + lam_jk
@@ -228,44 +255,45 @@ typedef struct {
   int by_node, kept, kept_p, k_nodes, kp;
 } Nodes;
 
-static void node_terms(Nodes *nd, REAL *xm, const REAL *offsets, REAL *log_phi) {
+static void node_terms(Nodes *nd, REAL *xm, const REAL *offsets, REAL *log_phi, const Constants *k) {
+  const REAL sqrt2 = (REAL)k->sqrt2;
   if (!nd->by_node) {
     for (int j = nd->kept; j < nd->kept_p; ++j) xm[j] = SENTINEL;
-    for (int k = 0; k < nd->k_nodes; ++k) {
-      REAL *lk = nd->lam + (size_t)k * nd->kept_p, *vk = nd->v + (size_t)k * nd->kept_p;
+    for (int i = 0; i < nd->k_nodes; ++i) {
+      REAL *lk = nd->lam + (size_t)i * nd->kept_p, *vk = nd->v + (size_t)i * nd->kept_p;
       /* log F as the log of the product of Phi (one log per node, not per term) unless that
          product leaves the normal doubles; vk: the clamped x, then u + lam */
       REAL *phi = log_phi;
-      const int logs = phi_terms(xm, (REAL)(offsets[k] * INV_SQRT2), nd->kept_p, vk, lk, phi, WITH_VALUE);
+      const int logs = phi_terms(xm, (REAL)(offsets[i] * k->inv_sqrt2), nd->kept_p, vk, lk, phi, WITH_VALUE, k);
       double s = 0.0, product = 1.0;
 #pragma omp simd reduction(+ : s) reduction(* : product)
       for (int j = 0; j < nd->kept_p; ++j) {
         s += lk[j], product *= logs ? 1.0 : (double)phi[j];
-        vk[j] = lk[j] - (REAL)SQRT2 * vk[j];
+        vk[j] = lk[j] - sqrt2 * vk[j];
       }
       double log_f = 0.0;
-      if (!logs && product >= PRODUCT_FLOOR) {
+      if (!logs && product >= k->product_floor) {
         log_f = log(product);
       } else { /* every partial product is at least the whole: none lost precision above the floor */
 #pragma omp simd reduction(+ : log_f)
         for (int j = 0; j < nd->kept_p; ++j) log_f += logs ? phi[j] : LOG(phi[j]);
       }
-      nd->s[k] = (REAL)s, nd->log_f[k] = (REAL)log_f;
+      nd->s[i] = (REAL)s, nd->log_f[i] = (REAL)log_f;
     }
     return;
   }
   REAL neg_shift[MAX_NODES];
-  for (int k = 0; k < nd->kp; ++k) {
-    neg_shift[k] = k < nd->k_nodes ? (REAL)(-offsets[k] * INV_SQRT2) : 0;
-    nd->s[k] = 0, nd->log_f[k] = 0;
+  for (int i = 0; i < nd->kp; ++i) {
+    neg_shift[i] = i < nd->k_nodes ? (REAL)(-offsets[i] * k->inv_sqrt2) : 0;
+    nd->s[i] = 0, nd->log_f[i] = 0;
   }
   for (int j = 0; j < nd->kept; ++j) {
     REAL *lj = nd->lam + (size_t)j * nd->kp, *vj = nd->v + (size_t)j * nd->kp, *s = nd->s, *log_f = nd->log_f;
-    phi_terms(neg_shift, -xm[j], nd->kp, vj, lj, log_phi, WITH_LOG); /* vj: the clamped x */
+    phi_terms(neg_shift, -xm[j], nd->kp, vj, lj, log_phi, WITH_LOG, k); /* vj: the clamped x */
 #pragma omp simd
-    for (int k = 0; k < nd->kp; ++k) {
-      s[k] += lj[k], log_f[k] += log_phi[k];
-      vj[k] = lj[k] - (REAL)SQRT2 * vj[k];
+    for (int i = 0; i < nd->kp; ++i) {
+      s[i] += lj[i], log_f[i] += log_phi[i];
+      vj[i] = lj[i] - sqrt2 * vj[i];
     }
   }
 }
@@ -275,9 +303,9 @@ static void node_terms(Nodes *nd, REAL *xm, const REAL *offsets, REAL *log_phi) 
 static void node_gradient(const Nodes *nd, const REAL *omega, const REAL *omega_per_s, REAL *acc) {
   if (!nd->by_node) {
     for (int j = 0; j < nd->kept_p; ++j) acc[j] = 0;
-    for (int k = 0; k < nd->k_nodes; ++k) {
-      const REAL *lk = nd->lam + (size_t)k * nd->kept_p, *vk = nd->v + (size_t)k * nd->kept_p;
-      const REAL w = omega[k], w_per_s = omega_per_s[k];
+    for (int i = 0; i < nd->k_nodes; ++i) {
+      const REAL *lk = nd->lam + (size_t)i * nd->kept_p, *vk = nd->v + (size_t)i * nd->kept_p;
+      const REAL w = omega[i], w_per_s = omega_per_s[i];
 #pragma omp simd
       for (int j = 0; j < nd->kept_p; ++j) acc[j] += lk[j] * (w - vk[j] * w_per_s);
     }
@@ -287,106 +315,113 @@ static void node_gradient(const Nodes *nd, const REAL *omega, const REAL *omega_
     const REAL *lj = nd->lam + (size_t)j * nd->kp, *vj = nd->v + (size_t)j * nd->kp;
     REAL sum = 0;
 #pragma omp simd reduction(+ : sum)
-    for (int k = 0; k < nd->kp; ++k) sum += lj[k] * (omega[k] - vj[k] * omega_per_s[k]);
+    for (int i = 0; i < nd->kp; ++i) sum += lj[i] * (omega[i] - vj[i] * omega_per_s[i]);
     acc[j] = sum;
   }
 }
 
-/* One row: log P, d log P / d m (grad, C entries, 0 in the true column and for rivals saturated
-   at every node) and the rule (mu, offsets and log weights, 2 n each).  xr: the rivals' x at
-   t = 0 padded with the sentinel to rp = PAD(r) entries, with their columns idx (r); work:
-   4 max(rp, PAD(K)) + 2 max(K rp, PAD(K) r) REALs; kept_idx: r columns. */
-static REAL one_row(const REAL *xr, const int64_t *idx, int r, int n, const double *hermite_x,
+/* One row: log P (log Q with complement), its gradient with respect to m (grad, C entries, 0 in
+   the true column and for rivals saturated at every node) and the rule (mu, offsets and log
+   weights, 2 n each).  xr: the rivals' x at t = 0 padded with the sentinel to rp = PAD(r)
+   entries, with their columns idx (r); work: 4 max(rp, PAD(K)) + 2 max(K rp, PAD(K) r) REALs;
+   kept_idx: r columns.  The complement differs in the true class's factor only: Phi(t) for
+   Phi(-t) (sign -1), which turns lam(-t) in Newton's slope into + lam(t), Newton's start (see
+   newton_start) and the probes' half-width; the gradient formula is the same. */
+static REAL one_row(const REAL *xr, const int64_t *idx, int r, int n, int complement, const double *hermite_x,
                     const double *hermite_log_w, REAL *grad, REAL *mu_out, REAL *offsets_out,
-                    REAL *log_w_out, REAL *work, int64_t *kept_idx) {
+                    REAL *log_w_out, REAL *work, int64_t *kept_idx, const Constants *k) {
   const int rp = PAD(r), k_nodes = 2 * n, kp = PAD(k_nodes), wide = rp > kp ? rp : kp;
+  const double sign = complement ? -1.0 : 1.0, secant = k->secant[complement != 0];
+  const double sqrt2 = k->sqrt2, inv_sqrt2 = k->inv_sqrt2;
   REAL *x = work, *lam = work + wide, *log_phi = work + 2 * wide, *xm = work + 3 * wide;
   REAL *node_lam = work + 4 * wide;
-  /* Newton's method on log h; the curvature is floored at 1/2 (see _mode). */
-  double t = newton_start(xr, rp), curvature = 1.0;
-  for (int it = 0; it < NEWTON_MAX_ITER; ++it) {
-    phi_terms(xr, (REAL)(t * INV_SQRT2), rp, x, lam, NULL, LAM_ONLY);
+  /* Newton's method on log h; the curvature is floored at 1/2 (see _mode).  The sums are over
+     the rivals only: lam of the complement's Phi(t) may exceed them by 1e30. */
+  double t = newton_start(xr, rp, sign, k), curvature = 1.0;
+  for (int it = 0; it < k->newton_max_iter; ++it) {
+    phi_terms(xr, (REAL)(t * inv_sqrt2), rp, x, lam, NULL, LAM_ONLY, k);
     double s = 0.0, big_p = 0.0, big_neg_q = 0.0;
 #pragma omp simd reduction(+ : s, big_p, big_neg_q)
     for (int j = 0; j < rp; ++j) {
-      REAL l = lam[j], w = l - (REAL)SQRT2 * x[j]; /* u + lam */
+      REAL l = lam[j], w = l - (REAL)sqrt2 * x[j]; /* u + lam */
       REAL p = l * w;
       s += l, big_p += p, big_neg_q += l - p * (w + l);
     }
-    double lam0, log_phi0;
-    true_terms(t, &lam0, &log_phi0);
-    double p0 = lam0 * (lam0 - t); /* u = -t for the true factor */
-    if (s < 1e-300) s = 1e-300;
+    /* the true class's factor Phi(u0), u0 = -sign t: slope -sign lam0, curvature p0 */
+    double lam0 = mills_at(sign * t * inv_sqrt2, NULL, k);
+    double p0 = lam0 * (lam0 - sign * t);
+    if (s < DBL_MIN) s = DBL_MIN;
     double ratio = big_p / s;
-    double d1 = s - lam0 - ratio;
+    double d1 = s - sign * lam0 - ratio;
     curvature = big_neg_q / s + big_p + p0 + ratio * ratio;
     if (curvature < 0.5) curvature = 0.5;
     double step = d1 / curvature;
     t += step;
-    if (step * d1 <= NEWTON_TOL * NEWTON_TOL) break;
+    if (step * d1 <= k->newton_tol * k->newton_tol) break;
   }
   const double mu = t, tau = 1.0 / sqrt(curvature);
   /* The rivals' x at the mode; the small offsets are subtracted last (see _log_h). */
-  const REAL shift = (REAL)(mu * INV_SQRT2);
+  const REAL shift = (REAL)(mu * inv_sqrt2);
 #pragma omp simd
   for (int j = 0; j < rp; ++j) xm[j] = xr[j] - shift;
-  /* One scale per side from the drop of log h at mu -+ SECANT tau. */
-  double h0 = log_h_at(xm, rp, mu, 0.0, x, lam, log_phi), scale[2];
+  /* One scale per side from the drop of log h at mu -+ secant tau. */
+  double h0 = log_h_at(xm, rp, mu, 0.0, sign, x, lam, log_phi, k), scale[2];
+  const double least_drop = secant * secant / 2.0 / 64.0;
   for (int side = 0; side < 2; ++side) {
-    double drop = h0 - log_h_at(xm, rp, mu, (side ? SECANT : -SECANT) * tau, x, lam, log_phi);
-    if (!(drop >= SECANT * SECANT / 2.0 / 64.0)) drop = SECANT * SECANT / 2.0 / 64.0;
-    scale[side] = tau * SECANT / sqrt(drop);
+    double drop = h0 - log_h_at(xm, rp, mu, (side ? secant : -secant) * tau, sign, x, lam, log_phi, k);
+    if (!(drop >= least_drop)) drop = least_drop;
+    scale[side] = tau * secant / sqrt(drop);
   }
   const double log_scale[2] = {log(scale[0]), log(scale[1])};
-  /* The nodes; the true class's factor Phi(-t) at each, x = t / sqrt2. */
+  /* The nodes; the true class's factor Phi(-sign t) at each, x = sign t / sqrt2. */
   REAL true_x[MAX_NODES], true_lam[MAX_NODES], true_log_phi[MAX_NODES], true_center[MAX_NODES];
   double low_offset = 0.0; /* the leftmost node */
-  for (int k = 0; k < kp; ++k) {
-    if (k >= k_nodes) {
-      true_center[k] = SENTINEL;
+  for (int i = 0; i < kp; ++i) {
+    if (i >= k_nodes) {
+      true_center[i] = SENTINEL;
       continue;
     }
-    int side = k >= n, i = side ? k - n : k;
-    double offset = scale[side] * (side ? hermite_x[i] : -hermite_x[i]);
-    offsets_out[k] = (REAL)offset;
-    log_w_out[k] = (REAL)(hermite_log_w[i] + log_scale[side]);
-    true_center[k] = (REAL)((mu + offset) * INV_SQRT2);
+    int side = i >= n, h = side ? i - n : i;
+    double offset = scale[side] * (side ? hermite_x[h] : -hermite_x[h]);
+    offsets_out[i] = (REAL)offset;
+    log_w_out[i] = (REAL)(hermite_log_w[h] + log_scale[side]);
+    true_center[i] = (REAL)(sign * (mu + offset) * inv_sqrt2);
     if (offset < low_offset) low_offset = offset;
   }
-  phi_terms(true_center, 0, kp, true_x, true_lam, true_log_phi, WITH_LOG);
+  phi_terms(true_center, 0, kp, true_x, true_lam, true_log_phi, WITH_LOG, k);
   *mu_out = (REAL)mu;
   /* Rivals saturated at every node (x below the saturation point at the leftmost node, where x
      is largest) add log Phi = 0 and lam < 1e-37: left out, with a zero gradient. */
   int kept = 0;
-  const REAL low_shift = (REAL)(low_offset * INV_SQRT2);
+  const REAL low_shift = (REAL)(low_offset * inv_sqrt2);
   for (int j = 0; j < r; ++j)
-    if (xm[j] - low_shift > (REAL)SATURATED) xm[kept] = xm[j], kept_idx[kept] = idx[j], ++kept;
+    if (xm[j] - low_shift > k->saturated) xm[kept] = xm[j], kept_idx[kept] = idx[j], ++kept;
   Nodes nd = {.lam = node_lam, .by_node = r < BY_NODE_BELOW, .kept = kept, .kept_p = PAD(kept),
               .k_nodes = k_nodes, .kp = kp};
   nd.v = node_lam + (size_t)(nd.by_node ? kept * kp : k_nodes * nd.kept_p);
-  node_terms(&nd, xm, offsets_out, log_phi);
-  for (int k = 0; k < kp; ++k) /* a node where every rival's lam underflows gets weight 0, not nan */
-    nd.s[k] = k >= k_nodes ? 1 : (nd.s[k] >= TINY ? nd.s[k] : TINY);
+  node_terms(&nd, xm, offsets_out, log_phi, k);
+  for (int i = 0; i < kp; ++i) /* a node where every rival's lam underflows gets weight 0, not nan */
+    nd.s[i] = i >= k_nodes ? 1 : (nd.s[i] >= TINY ? nd.s[i] : TINY);
   REAL terms[MAX_NODES];
 #pragma omp simd
-  for (int k = 0; k < kp; ++k) /* the padding nodes: far below the others, weight exp(-1e30) = 0 */
-    terms[k] = k < k_nodes ? nd.log_f[k] + true_log_phi[k] + log_w_out[k] + LOG(nd.s[k]) : (REAL)-1e30;
+  for (int i = 0; i < kp; ++i) /* the padding nodes: far below the others, weight exp(-1e30) = 0 */
+    terms[i] = i < k_nodes ? nd.log_f[i] + true_log_phi[i] + log_w_out[i] + LOG(nd.s[i]) : SENTINEL;
   /* log P by log-sum-exp; the node weights omega_k = exp(terms_k - log P) relative to the largest
      term, so that a log P of -1e4 (the far tail) does not round them all alike */
   REAL best = terms[0], total = 0, omega[MAX_NODES], omega_per_s[MAX_NODES];
-  for (int k = 1; k < k_nodes; ++k) best = terms[k] > best ? terms[k] : best;
+  for (int i = 1; i < k_nodes; ++i) best = terms[i] > best ? terms[i] : best;
 #pragma omp simd reduction(+ : total)
-  for (int k = 0; k < kp; ++k) {
-    omega[k] = EXP(terms[k] - best);
-    total += omega[k];
+  for (int i = 0; i < kp; ++i) {
+    omega[i] = EXP(terms[i] - best);
+    total += omega[i];
   }
   const double log_p = best + log(total);
   if (grad) {
     const REAL inv_total = 1 / total;
 #pragma omp simd
-    for (int k = 0; k < kp; ++k) {
-      omega[k] *= inv_total;
-      omega_per_s[k] = omega[k] / nd.s[k];
+    for (int i = 0; i < kp; ++i) {
+      omega[i] *= inv_total;
+      omega_per_s[i] = omega[i] / nd.s[i];
     }
     node_gradient(&nd, omega, omega_per_s, lam);
     for (int j = 0; j < kept; ++j) grad[kept_idx[j]] = lam[j];
@@ -394,17 +429,43 @@ static REAL one_row(const REAL *xr, const int64_t *idx, int r, int n, const doub
   return (REAL)log_p;
 }
 
+/* The union bound of Q in closed form (the rows far in the tail, see log_win_and_lose):
+   log Q = log sum_j Phi(-m_j / sqrt2) and d log Q / d m_j = -phi(m_j / sqrt2) / (sqrt2 Q).  Here
+   Phi(-m_j / sqrt2) is Phi(u) at u = xr_j, x = -xr_j / sqrt2.  work: 3 rp REALs. */
+static REAL union_row(const REAL *xr, const int64_t *idx, int r, REAL *grad, REAL *work, const Constants *k) {
+  const int rp = PAD(r);
+  REAL *center = work, *x = work + rp, *lam = work + 2 * rp, *log_phi = work; /* log_phi over center */
+#pragma omp simd
+  for (int j = 0; j < rp; ++j) center[j] = j < r ? (REAL)(-xr[j] * k->inv_sqrt2) : 0; /* padding: ignored */
+  phi_terms(center, 0, rp, x, lam, log_phi, WITH_LOG, k);
+  double best = log_phi[0], total = 0.0;
+  for (int j = 1; j < r; ++j) best = log_phi[j] > best ? log_phi[j] : best;
+  for (int j = 0; j < r; ++j) total += exp(log_phi[j] - best);
+  const double log_q = best + log(total);
+  if (grad) /* -phi(m_j / sqrt2) / (sqrt2 Q): m_j^2 / 4 = xr_j^2 / 2 */
+    for (int j = 0; j < r; ++j) {
+      double v = xr[j];
+      grad[idx[j]] = (REAL)(-k->inv_sqrt2 * exp(k->log_inv_sqrt_2pi - 0.5 * v * v - log_q));
+    }
+  return (REAL)log_q;
+}
+
 /* Rows [0, b) of scores (B, C) with true classes target (B,): log_p (B,), grad (B, C) or NULL,
    mu (B,), offsets and log_weights (B, 2 n).  With scale = 0 the scores are the margins m (zero in
    the true column) and grad is d log P / d m; with scale > 0 they are logits s, the margins are
-   m_j = (s_y - s_j) scale and grad is d log P / d s.  2 n <= MAX_NODES.  Returns 0, or -1 if out
-   of memory. */
-int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int64_t b, int64_t c, double scale,
-                                 int n, const double *hermite_x, const double *hermite_log_w, REAL *log_p,
-                                 REAL *grad, REAL *mu, REAL *offsets, REAL *log_weights, int threads) {
+   m_j = (s_y - s_j) scale and grad is d log P / d s.  ways (B,) or NULL (all 0) says what each
+   row computes: 0 log P, 1 log Q by the complement's rule, 2 log Q by the union bound (its rule
+   outputs are zeros).  constants: see the enum above.  2 n <= MAX_NODES.  Returns 0, -1 if out
+   of memory, -2 for too many nodes, -3 for a series longer than MAX_TAIL_TERMS. */
+int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, const int64_t *ways, int64_t b,
+                                 int64_t c, double scale, int n, const double *hermite_x,
+                                 const double *hermite_log_w, const double *constants, REAL *log_p, REAL *grad,
+                                 REAL *mu, REAL *offsets, REAL *log_weights, int threads) {
   int failed = 0;
   const int r = (int)c - 1, rp = PAD(r), k_nodes = 2 * n;
   if (k_nodes > MAX_NODES) return -2;
+  Constants k;
+  if (read_constants(constants, &k)) return -3;
 #pragma omp parallel num_threads(threads) reduction(| : failed)
   {
     /* the rivals' x, the row's work space (see one_row), the columns */
@@ -421,10 +482,11 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
       for (int64_t i = 0; i < b; ++i) {
         const REAL *row = scores + i * c;
         const int64_t y = target[i];
+        const int way = ways ? (int)ways[i] : 0;
         const int logits = scale > 0;
         /* x = -m_j / sqrt2 = (s_j - s_y) scale / sqrt2 from logits, else -m_j / sqrt2 */
         const REAL top = logits && y >= 0 && y < c ? row[y] : 0;
-        const REAL factor = (REAL)(logits ? scale * INV_SQRT2 : -INV_SQRT2);
+        const REAL factor = (REAL)(logits ? scale * k.inv_sqrt2 : -k.inv_sqrt2);
         REAL *g = grad ? grad + i * c : NULL;
         int j = 0;
         for (int64_t col = 0; col < c; ++col) {
@@ -433,8 +495,14 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
           xr[j] = (row[col] - top) * factor, idx[j] = col, ++j;
         }
         for (int pad = j; pad < rp; ++pad) xr[pad] = SENTINEL;
-        log_p[i] = one_row(xr, idx, j, n, hermite_x, hermite_log_w, g, mu + i, offsets + i * k_nodes,
-                           log_weights + i * k_nodes, work, kept_idx);
+        if (way == 2) {
+          log_p[i] = union_row(xr, idx, j, g, work, &k);
+          mu[i] = 0;
+          for (int q = 0; q < k_nodes; ++q) offsets[i * k_nodes + q] = 0, log_weights[i * k_nodes + q] = 0;
+        } else {
+          log_p[i] = one_row(xr, idx, j, n, way == 1, hermite_x, hermite_log_w, g, mu + i, offsets + i * k_nodes,
+                             log_weights + i * k_nodes, work, kept_idx, &k);
+        }
         if (g && logits && y >= 0 && y < c) { /* d/ds_j = -scale d/dm_j for the rivals, d/ds_y = scale sum_j d/dm_j */
           REAL total = 0;
           for (int64_t col = 0; col < c; ++col) total += g[col], g[col] *= (REAL)-scale;
@@ -445,4 +513,18 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
     }
   }
   return failed ? -1 : 0;
+}
+
+/* log Phi(u) and lam(u) at u = -sqrt2 x, elementwise (n values), as the rule evaluates them:
+   for tests of the far tail against an independent log_ndtr.  Returns 0, or -3 (see above). */
+int SUFFIX(lossbench_log_ndtr_and_mills)(const REAL *x, int64_t n, const double *constants, REAL *log_phi,
+                                         REAL *lam) {
+  Constants k;
+  if (read_constants(constants, &k)) return -3;
+  REAL clamped[WIDTH * 32];
+  for (int64_t start = 0; start < n; start += WIDTH * 32) {
+    int len = n - start < WIDTH * 32 ? (int)(n - start) : WIDTH * 32;
+    phi_terms(x + start, 0, len, clamped, lam + start, log_phi + start, WITH_LOG, &k);
+  }
+  return 0;
 }

@@ -20,6 +20,7 @@ off.  It serves float32 and float64 CPU tensors; others (CUDA, half) take the Py
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -41,6 +42,28 @@ SWITCH_ENV = "LOSSBENCH_EXACT_KERNEL"
 FLAGS = ("-O3", "-march=native", "-fPIC", "-fopenmp", "-fno-math-errno", "-fno-trapping-math")
 LINK = ("-shared", "-fopenmp", "-lmvec", "-lm")
 MAX_HALF_NODES = 128  # the kernel keeps a row's node sums on the stack
+# The numerical constants the kernel reads, in the order of the enum in _exact_kernel.c (a test
+# checks the names): (name, entries).  Their values come from _exact_quadrature, where the PyTorch
+# path uses the same ones, or (Newton's start only) from below; see :func:`constants`.
+CONSTANT_NAMES = (
+    ("SATURATED", 1), ("TAIL_START", 1), ("SECANT", 1), ("SECANT_COMPLEMENT", 1), ("NEWTON_TOL", 1),
+    ("NEWTON_MAX_ITER", 1), ("WATER_STEPS", 1), ("PRODUCT_FLOOR", 1), ("SQRT2", 1), ("INV_SQRT2", 1), ("LOG_INV_SQRT_2PI", 1),
+    ("LOG_2_SQRT_PI", 1), ("NDTRI_SPLIT", 1), ("NDTRI_A", 6), ("NDTRI_B", 5), ("NDTRI_C", 6), ("NDTRI_D", 4),
+    ("TAIL_TERMS", 1), ("TAIL_COEFFS", None),  # None: as many as the series has (last)
+)
+# The inverse normal CDF on [1/2, 1) for Newton's start in the kernel (the PyTorch path calls
+# torch.special.ndtri): Acklam's rational approximation, relative error 1e-9; the central form
+# up to p = 0.97575, the tail form above.
+_NDTRI_UPPER = {
+    "NDTRI_SPLIT": (0.97575,),
+    "NDTRI_A": (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
+                -3.066479806614716e01, 2.506628277459239e00),
+    "NDTRI_B": (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
+                -1.328068155288572e01),
+    "NDTRI_C": (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
+                4.374664141464968e00, 2.938163982698783e00),
+    "NDTRI_D": (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00),
+}
 # Below this many (row, node, class) terms one thread does the call (no fork/join).
 _PARALLEL_TERMS = 1 << 15
 
@@ -142,10 +165,55 @@ def _declare(library: ctypes.CDLL) -> dict[torch.dtype, ctypes._CFuncPtr]:
     for dtype, name in ((torch.float32, "lossbench_exact_rows_f32"), (torch.float64, "lossbench_exact_rows_f64")):
         fn = getattr(library, name)
         p, i64 = ctypes.c_void_p, ctypes.c_int64
-        fn.argtypes = [p, p, i64, i64, ctypes.c_double, ctypes.c_int, p, p, p, p, p, p, p, ctypes.c_int]
+        fn.argtypes = [p, p, p, i64, i64, ctypes.c_double, ctypes.c_int, p, p, p, p, p, p, p, p, ctypes.c_int]
         fn.restype = ctypes.c_int
+        elementwise = getattr(library, name.replace("exact_rows", "log_ndtr_and_mills"))
+        elementwise.argtypes = [p, i64, p, p, p]
+        elementwise.restype = ctypes.c_int
         functions[dtype] = fn
+        functions[dtype, "log_ndtr_and_mills"] = elementwise
     return functions
+
+
+@functools.lru_cache(maxsize=None)
+def constants(dtype: torch.dtype) -> torch.Tensor:
+    """The kernel's numerical constants for ``dtype`` (float64, CPU), laid out as ``CONSTANT_NAMES``."""
+    from lossbench.losses import _exact_quadrature as q  # (that module imports this one)
+
+    values = {
+        "SATURATED": (q._SATURATED[dtype],),
+        "TAIL_START": (q._TAIL_START[dtype],),
+        "SECANT": (q._SECANT,),
+        "SECANT_COMPLEMENT": (q._SECANT_COMPLEMENT,),
+        "NEWTON_TOL": (q._NEWTON_TOL,),
+        "NEWTON_MAX_ITER": (q._NEWTON_MAX_ITER,),
+        "WATER_STEPS": (q._WATER_STEPS,),
+        # the kernel multiplies the Phi in double whatever the dtype
+        "PRODUCT_FLOOR": (q._PRODUCT_FLOOR[torch.float64],),
+        "SQRT2": (q._SQRT2,),
+        "INV_SQRT2": (q._INV_SQRT2,),
+        "LOG_INV_SQRT_2PI": (q._LOG_INV_SQRT_2PI,),
+        "LOG_2_SQRT_PI": (q._LOG_2_SQRT_PI,),
+        **_NDTRI_UPPER,
+        "TAIL_TERMS": (q._TAIL_TERMS[dtype],),
+        "TAIL_COEFFS": q._TAIL_COEFFS,
+    }
+    flat = []
+    for name, size in CONSTANT_NAMES:
+        if size is not None and len(values[name]) != size:
+            raise AssertionError(f"the kernel's constant {name} has {size} entries, got {len(values[name])}")
+        flat.extend(values[name])
+    return torch.tensor(flat, dtype=torch.float64)
+
+
+def log_ndtr_and_mills(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log Phi(u)`` and ``lam(u)`` at ``u = -sqrt(2) x`` (float32/float64 CPU), as the kernel evaluates them."""
+    x = x.detach().contiguous()
+    log_phi, lam = torch.empty_like(x), torch.empty_like(x)
+    fn = kernel()[x.dtype, "log_ndtr_and_mills"]
+    if fn(x.data_ptr(), x.numel(), constants(x.dtype).data_ptr(), log_phi.data_ptr(), lam.data_ptr()):
+        raise ValueError("the tail series has more terms than the kernel holds")
+    return log_phi, lam
 
 
 def kernel() -> dict[torch.dtype, ctypes._CFuncPtr] | None:
@@ -186,14 +254,26 @@ def applies(m: torch.Tensor, num_nodes: int) -> bool:
     )
 
 
-def log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, need_grad: bool, scale: float = 0.0):
+def log_p_and_grad(
+    m: torch.Tensor,
+    true_class: torch.Tensor,
+    num_nodes: int,
+    need_grad: bool,
+    scale: float = 0.0,
+    ways: torch.Tensor | None = None,
+):
     """As ``_exact_quadrature._log_p_and_grad``, by the kernel (see :func:`applies`).
 
     With ``scale > 0``, ``m`` holds logits ``s`` instead: the margins are ``(s_y - s_j) scale`` and
-    the gradient is with respect to ``s`` (no margin tensor, no gather and its backward).
+    the gradient is with respect to ``s`` (no margin tensor, no gather and its backward).  ``ways``
+    (B,) int64 says per row what is computed (see ``_exact_quadrature.log_win_and_lose``): 0 ``log P``
+    (all rows when None), 1 ``log Q = log(1 - P)`` by the complement's rule, 2 ``log Q`` by the union
+    bound (its rule is zeros).
     """
     m = m.detach().contiguous()
     target = true_class.detach().to(torch.int64).contiguous()
+    if ways is not None:
+        ways = ways.detach().to(torch.int64).contiguous()
     b, c = m.shape
     n = num_nodes // 2
     # one allocation for the outputs: log P, mu, offsets, log weights (, gradient)
@@ -207,10 +287,13 @@ def log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, ne
     nodes, log_w = half_range_rule(n)
     threads = torch.get_num_threads() if b * c * num_nodes >= _PARALLEL_TERMS else 1
     status = kernel()[m.dtype](
-        m.data_ptr(), target.data_ptr(), b, c, scale, n, nodes.data_ptr(), log_w.data_ptr(), log_p.data_ptr(),
+        m.data_ptr(), target.data_ptr(), ways.data_ptr() if ways is not None else None, b, c, scale, n,
+        nodes.data_ptr(), log_w.data_ptr(), constants(m.dtype).data_ptr(), log_p.data_ptr(),
         grad.data_ptr() if grad is not None else None, mu.data_ptr(), offsets.data_ptr(),
         log_weights.data_ptr(), threads,
     )  # fmt: skip
-    if status:
+    if status == -1:
         raise MemoryError(f"the EXACT kernel could not allocate its work space for {c} classes")
+    if status:
+        raise ValueError(f"the EXACT kernel refused its arguments (status {status})")
     return log_p, grad, (mu, offsets, log_weights)

@@ -548,14 +548,15 @@ def _log_p_and_grad(
 ):
     """``log P`` (B,), ``d log P / d m`` (B, C) or None, and the rule ``(mu, offsets, log_weights)``:
     the center (B,), the nodes' offsets and log weights (B, K).  With ``complement`` the same for
-    ``Q = 1 - P`` (PyTorch only: the kernel integrates ``P``).
+    ``Q = 1 - P``.
 
     No autograd: the gradient is the quadrature of the gradient integrand at the same nodes.  Its
     true column is 0 or below 1e-37 (the sentinel's floor): the true class's margin is no variable.
     On CPU the fused kernel of ``_exact_native`` does the same where it applies.
     """
-    if not complement and _exact_native.applies(m, num_nodes):
-        return _exact_native.log_p_and_grad(m, true_class, num_nodes, need_grad)
+    if _exact_native.applies(m, num_nodes):
+        ways = torch.ones_like(true_class, dtype=torch.int64) if complement else None
+        return _exact_native.log_p_and_grad(m, true_class, num_nodes, need_grad, ways=ways)
     base = _columns(m, true_class)
     steps = _steps(m.shape[1], m.dtype, m.device, complement)
     mu, curvature = _mode(base, steps, complement)
@@ -633,14 +634,18 @@ def _log_p_at_nodes(
     mu: torch.Tensor,
     offsets: torch.Tensor,
     log_weights: torch.Tensor,
-    complement: bool = False,
+    complement: bool | torch.Tensor = False,
 ) -> torch.Tensor:
-    """``log P`` (``log Q`` with ``complement``) from a given rule, by differentiable out-of-place ops
-    (for double backward)."""
+    """``log P`` (``log Q`` with ``complement``, a bool or one per row) from a given rule, by
+    differentiable out-of-place ops (for double backward)."""
     rival = torch.ones_like(m).scatter_(1, true_class[:, None], 0.0)  # the true column is no margin
     t = mu[:, None] + offsets
     log_phi, lam = _log_ndtr_and_mills_differentiable((t[:, :, None] + m[:, None, :]) * -_INV_SQRT2)
-    log_phi_true, _ = _log_ndtr_and_mills_differentiable(t * (-_INV_SQRT2 if complement else _INV_SQRT2))
+    if isinstance(complement, torch.Tensor):
+        sign = torch.where(complement, -_INV_SQRT2, _INV_SQRT2).to(t.dtype)[:, None]
+    else:
+        sign = -_INV_SQRT2 if complement else _INV_SQRT2
+    log_phi_true, _ = _log_ndtr_and_mills_differentiable(t * sign)
     s = (lam * rival[:, None, :]).sum(2)
     # A node where every rival's lam underflows has weight 0; the clamp keeps its gradient at 0, not nan.
     log_h = (log_phi * rival[:, None, :]).sum(2) + log_phi_true + torch.log(s.clamp_min(torch.finfo(m.dtype).tiny))
@@ -655,20 +660,75 @@ def _to_logits(grad: torch.Tensor, true_class: torch.Tensor, scale: float) -> to
     return grad.scatter_(1, y, grad.sum(1, keepdim=True).neg_())
 
 
+def _union_log_q_and_grad(m: torch.Tensor, true_class: torch.Tensor, need_grad: bool):
+    """``log sum_j Phi(-m_j / sqrt2)`` over the rivals (B,): the union bound of ``Q``, equal to ``log Q``
+    to rounding far in the tail (see :func:`log_win_and_lose`), and its gradient with respect to ``m``
+    (B, C) or None."""
+    y = true_class[:, None]
+    log_q = torch.logsumexp(torch.special.log_ndtr(m * -_INV_SQRT2).scatter_(1, y, -math.inf), 1)
+    if not need_grad:
+        return log_q, None
+    # d log Q / d m_j = -phi(u_j) / (sqrt2 Q), u_j = -m_j / sqrt2 (0 in the true column)
+    log_density = torch.mul(m, m).mul_(-0.25).sub_(log_q[:, None] - _LOG_INV_SQRT_2PI)
+    return log_q, log_density.scatter_(1, y, -math.inf).exp_().mul_(-_INV_SQRT2)
+
+
+def _union_log_q(m: torch.Tensor, true_class: torch.Tensor) -> torch.Tensor:
+    """:func:`_union_log_q_and_grad`'s value by differentiable out-of-place ops (for double backward)."""
+    rival = torch.ones_like(m, dtype=torch.bool).scatter_(1, true_class[:, None], False)
+    return torch.logsumexp(torch.where(rival, torch.special.log_ndtr(m * -_INV_SQRT2), -math.inf), 1)
+
+
+def _log_value_and_grad_by_ways(
+    m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, need_grad: bool, ways: torch.Tensor
+):
+    """As :func:`_log_p_and_grad` with a way per row (see :func:`log_win_and_lose`), by PyTorch ops:
+    the rows of each way computed together (the union bound's rule is zeros)."""
+    b, c = m.shape
+    groups = [(k, torch.nonzero(ways == k).squeeze(1)) for k in range(3)]
+    groups = [(k, index) for k, index in groups if index.numel()]
+    k_nodes = 2 * (num_nodes // 2)
+    if len(groups) == 1 and groups[0][1].numel() == b:
+        groups = [(groups[0][0], None)]
+    value = m.new_empty(b)
+    grad = m.new_zeros(b, c) if need_grad else None
+    rule = (m.new_zeros(b), m.new_zeros(b, k_nodes), m.new_zeros(b, k_nodes))
+    for k, index in groups:
+        part = m if index is None else m.index_select(0, index)
+        target = true_class if index is None else true_class.index_select(0, index)
+        if k == 2:
+            v, g = _union_log_q_and_grad(part, target, need_grad)
+            r = None
+        else:
+            v, g, r = _log_p_and_grad(part, target, num_nodes, need_grad, complement=k == 1)
+        if index is None:
+            value, grad = v, g
+            rule = r if r is not None else rule
+            continue
+        value.index_copy_(0, index, v)
+        if need_grad:
+            grad.index_copy_(0, index, g)
+        if r is not None:
+            for whole, piece in zip(rule, r):
+                whole.index_copy_(0, index, piece)
+    return value, grad, rule
+
+
 class WinLogProbability(torch.autograd.Function):
     """``log P(argmax(s + sigma eps) = y)`` from scaled margins (B, C) (zero in the true column ``y``),
     C >= 3; hand-written backward.  With ``scale`` the input is the logits (B, C) instead, given to
     the fused CPU kernel, which forms the margins ``(s_y - s_j) scale`` itself and returns the
     gradient with respect to the logits (the margins' tensor, its gather and their backward cost
-    more than the kernel at ten classes).  With ``complement`` it is ``log Q = log(1 - P)``, by the
-    PyTorch path (given logits, it forms the margins and maps the gradient back to the logits as the
-    kernel does).
+    more than the kernel at ten classes).  With ``ways`` (B,) int64, a row's way 1 or 2 computes
+    ``log Q = log(1 - P)`` instead, by the complement's rule or the union bound (see
+    :func:`log_win_and_lose`): in one call of the kernel, or by PyTorch ops per way (given logits,
+    forming the margins and mapping the gradient back to the logits as the kernel does).
 
     The forward computes the gradient in the same pass when it is needed and saves that (B, C)
     tensor with the rule's nodes (B, K); the backward scales it by the incoming gradient.  Under
     ``create_graph=True`` (double backprop, e.g. a gradient penalty) the backward instead
-    differentiates the quadrature at the same nodes with autograd, so higher derivatives exist;
-    that path holds all ``B K C`` terms at once.
+    differentiates the quadrature at the same nodes (the union bound's formula for its rows) with
+    autograd, so higher derivatives exist; that path holds all ``B K C`` terms at once.
     """
 
     @staticmethod
@@ -678,73 +738,45 @@ class WinLogProbability(torch.autograd.Function):
         true_class: torch.Tensor,
         num_nodes: int,
         scale: float | None,
-        complement: bool = False,
+        ways: torch.Tensor | None = None,
     ):
         need_grad = ctx.needs_input_grad[0]
-        if scale is None:
-            log_p, grad, rule = _log_p_and_grad(scores, true_class, num_nodes, need_grad, complement)
-        elif not complement and _exact_native.applies(scores, num_nodes):
-            log_p, grad, rule = _exact_native.log_p_and_grad(scores, true_class, num_nodes, need_grad, scale)
+        if _exact_native.applies(scores, num_nodes):
+            log_p, grad, rule = _exact_native.log_p_and_grad(
+                scores, true_class, num_nodes, need_grad, 0.0 if scale is None else scale, ways
+            )
         else:
-            m = (scores.gather(1, true_class[:, None]) - scores).mul_(scale)
-            log_p, grad, rule = _log_p_and_grad(m, true_class, num_nodes, need_grad, complement)
-            if grad is not None:
+            m = scores.detach() if scale is None else (scores.gather(1, true_class[:, None]) - scores).mul_(scale)
+            if ways is None:
+                log_p, grad, rule = _log_p_and_grad(m, true_class, num_nodes, need_grad)
+            else:
+                log_p, grad, rule = _log_value_and_grad_by_ways(m, true_class, num_nodes, need_grad, ways)
+            if grad is not None and scale is not None:
                 grad = _to_logits(grad, true_class, scale)
-        ctx.scale, ctx.complement = scale, complement
-        ctx.save_for_backward(scores, true_class, grad, *rule)
+        ctx.scale = scale
+        ctx.save_for_backward(scores, true_class, ways, grad, *rule)
         return log_p
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        scores, true_class, grad, *rule = ctx.saved_tensors
+        scores, true_class, ways, grad, *rule = ctx.saved_tensors
         if not torch.is_grad_enabled():
             return grad_output[:, None] * grad, None, None, None, None
         margins = scores if ctx.scale is None else (scores.gather(1, true_class[:, None]) - scores) * ctx.scale
-        log_p = _log_p_at_nodes(margins, true_class, *rule, complement=ctx.complement)
-        (grad_scores,) = torch.autograd.grad(log_p, scores, grad_output, create_graph=True)
+        if ways is None:
+            value = _log_p_at_nodes(margins, true_class, *rule)
+        else:
+            value = _log_p_at_nodes(margins, true_class, *rule, complement=ways == 1)
+            union = ways == 2
+            if bool(union.any()):
+                value = torch.where(union, _union_log_q(margins, true_class), value)
+        (grad_scores,) = torch.autograd.grad(value, scores, grad_output, create_graph=True)
         return grad_scores, None, None, None, None
 
 
 def fused_from_logits(logits: torch.Tensor, num_nodes: int) -> bool:
     """Whether :class:`WinLogProbability` can take logits (the kernel, three classes or more)."""
     return logits.shape[1] >= 3 and _exact_native.applies(logits, num_nodes)
-
-
-class UnionLogProbability(torch.autograd.Function):
-    """``log sum_j Phi(-m_j / sqrt2)`` over the rivals: the union bound of ``Q``, equal to ``log Q`` to
-    rounding far in the tail (see :func:`log_win_and_lose`), from margins or, with ``scale``, logits
-    as :class:`WinLogProbability`; hand-written first derivative, autograd for higher ones."""
-
-    @staticmethod
-    def forward(ctx, scores: torch.Tensor, true_class: torch.Tensor, scale: float | None):
-        y = true_class[:, None]
-        m = scores.detach() if scale is None else (scores.gather(1, y) - scores).mul_(scale)
-        # the true column is no rival
-        log_phi = torch.special.log_ndtr(m * -_INV_SQRT2).scatter_(1, y, -math.inf)
-        log_q = torch.logsumexp(log_phi, 1)
-        grad = None
-        if ctx.needs_input_grad[0]:
-            # d log Q / d m_j = -phi(u_j) / (sqrt2 Q), u_j = -m_j / sqrt2 (0 in the true column)
-            log_density = torch.mul(m, m).mul_(-0.25).sub_(log_q[:, None] - _LOG_INV_SQRT_2PI)
-            grad = log_density.scatter_(1, y, -math.inf).exp_().mul_(-_INV_SQRT2)
-            if scale is not None:
-                grad = _to_logits(grad, true_class, scale)
-        ctx.scale = scale
-        ctx.save_for_backward(scores, true_class, grad)
-        return log_q
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        scores, true_class, grad = ctx.saved_tensors
-        if not torch.is_grad_enabled():
-            return grad_output[:, None] * grad, None, None
-        y = true_class[:, None]
-        m = scores if ctx.scale is None else (scores.gather(1, y) - scores) * ctx.scale
-        rival = torch.ones_like(m, dtype=torch.bool).scatter_(1, y, False)
-        log_phi = torch.special.log_ndtr(m * -_INV_SQRT2)
-        log_q = torch.logsumexp(torch.where(rival, log_phi, -math.inf), 1)
-        (grad_scores,) = torch.autograd.grad(log_q, scores, grad_output, create_graph=True)
-        return grad_scores, None, None
 
 
 # Rows whose union bound of Q (the sum over rivals of Phi(-m_j / sqrt2), each the probability that
@@ -784,10 +816,11 @@ def log_win_and_lose(
     ``scale``, the logits (see :class:`WinLogProbability`).  Each row takes one of three ways, chosen
     on its margins without gradient (so the graph has no gather when ``scale`` is given):
 
-    - union bound of ``Q`` at least 1/2: the rule for ``P`` (the kernel where it applies), and
-      ``log Q = log(-expm1(log P))``;
-    - below 1/2 (a confident row): the complement's rule for ``Q`` (PyTorch), ``log P = log1p(-Q)``;
+    - union bound of ``Q`` at least 1/2: the rule for ``P``, and ``log Q = log(-expm1(log P))``;
+    - below 1/2 (a confident row): the complement's rule for ``Q``, ``log P = log1p(-Q)``;
     - far in the tail, where the union bound equals ``Q`` to rounding: that bound, in closed form.
+
+    All three go through one call of :class:`WinLogProbability` (of the fused kernel on CPU).
 
     ``C = 2`` is the closed form ``Phi(+-m_rival / sqrt 2)``.
     """
@@ -803,34 +836,17 @@ def log_win_and_lose(
         m = scores if scale is None else (scores.gather(1, y) - scores).mul_(scale)
         # + 1/2: the true class's own column adds Phi(0)
         lose = torch.special.ndtr(m * -_INV_SQRT2).sum(1) < _UNION_BOUND + 0.5
-        smallest = m.scatter(1, y, math.inf).amin(1)
+        # Where lose holds every margin is positive, and the smallest's square passes the bound of
+        # the union bound's error iff the smallest passes its square root.
         eps = torch.finfo(m.dtype).eps
-        exact_bound = (smallest.square() > 12.0 * (math.log(c - 2) - math.log(eps))) | (
-            smallest > 2.0 * _SATURATED_U[m.dtype] - 8.0
-        )
-        way = torch.where(lose, torch.where(exact_bound, 2, 1), 0)
-        rows = [torch.nonzero(way == k).squeeze(1) for k in range(3)]
-    parts = []
-    for k, index in enumerate(rows):
-        if not index.numel():
-            continue
-        part = scores if index.numel() == b else scores.index_select(0, index)
-        target = true_class if index.numel() == b else true_class.index_select(0, index)
-        if k == 0:  # here Q is at least a few percent: log P < 0 with room to spare
-            log_p = WinLogProbability.apply(part, target, num_nodes, scale, False)
-            parts.append((index, log_p, _log1mexp(log_p)))
-        else:
-            if k == 1:
-                log_q = WinLogProbability.apply(part, target, num_nodes, scale, True)
-            else:
-                log_q = UnionLogProbability.apply(part, target, scale)
-            parts.append((index, _log1mexp(log_q), log_q))
-    if len(parts) == 1:
-        return parts[0][1], parts[0][2]
-    order = torch.cat([index for index, _, _ in parts])
-    inverse = torch.empty_like(order).scatter_(0, order, torch.arange(b, device=order.device))
-    log_p = torch.cat([log_p for _, log_p, _ in parts])[inverse]
-    return log_p, torch.cat([log_q for _, _, log_q in parts])[inverse]
+        least = min(math.sqrt(12.0 * (math.log(c - 2) - math.log(eps))), 2.0 * _SATURATED_U[m.dtype] - 8.0)
+        exact_bound = m.scatter(1, y, math.inf).amin(1) > least
+        ways = lose.long().add_(lose & exact_bound)  # 0: P, 1: Q by its rule, 2: Q's union bound
+    value = WinLogProbability.apply(scores, true_class, num_nodes, scale, ways)
+    lost = ways > 0
+    # here Q is at least a few percent where ways is 0 (log P < 0 with room to spare), below 1/2 elsewhere
+    other = _log1mexp(value)
+    return torch.where(lost, other, value), torch.where(lost, value, other)
 
 
 def log_win_probability_of_columns(
