@@ -8,7 +8,9 @@ saturated at every node, the far tail, the node counts, threads.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -18,6 +20,7 @@ import pytest
 import torch
 
 from lossbench.losses import _exact_native, exact
+from lossbench.losses import _exact_quadrature as quadrature
 from lossbench.losses._exact_quadrature import _log_p_and_grad
 
 # CI sets LOSSBENCH_REQUIRE_KERNEL: there a missing compiler fails these tests instead of skipping them.
@@ -286,3 +289,156 @@ def test_a_new_cache_directory_is_private(tmp_path, monkeypatch):
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     (library,) = directory.iterdir()
     assert library.stat().st_uid == os.geteuid() and not library.stat().st_mode & 0o022
+
+
+# --- confident rows: the complement's rule and the union bound in the kernel ------------------------
+
+
+def confident_margins(b: int, c: int, dtype: torch.dtype, seed: int, low: float, high: float):
+    """Margins of rows whose union bound of Q is below 1/2: every rival at least ``low`` behind."""
+    gen = torch.Generator().manual_seed(seed)
+    m = low + (high - low) * torch.rand(b, c, generator=gen, dtype=torch.float64)
+    m[: b // 2, 1 : c // 2] = m[: b // 2, :1]  # ties: the complement's hardest shape
+    target = torch.randint(0, c, (b,), generator=gen)
+    return m.scatter_(1, target[:, None], 0.0).to(dtype), target
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("c", [3, 10, 33, 100])
+@pytest.mark.parametrize("low,high", [(2.5, 6.0), (4.0, 30.0), (10.0, 14.0)])
+def test_kernel_equals_the_pytorch_path_for_the_complement(kernel, dtype, c, low, high):
+    # log Q of confident rows (Q from about 0.3 down to 1e-27): relative precision of Q itself, and
+    # of its gradient (the same formula as P's, with the complement's integrand).
+    m, target = confident_margins(32, c, dtype, seed=c, low=low, high=high)
+    rows = quadrature._ways(m, target) == 1  # the rows log_win_and_lose gives the complement's rule
+    assert rows.sum() >= 8
+    m, target = m[rows], target[rows]
+    native = _exact_native.log_p_and_grad(m, target, 16, True, ways=torch.ones_like(target))
+    previous, _exact_native.enabled = _exact_native.enabled, False
+    try:
+        eager = _log_p_and_grad(m, target, 16, True, complement=True)
+    finally:
+        _exact_native.enabled = previous
+    (log_q, grad, _), (log_q_ref, grad_ref, _) = native, eager
+    assert torch.isfinite(log_q).all() and torch.isfinite(grad).all() and (log_q < math.log(0.5)).all()
+    tol = 1e-7 if dtype == torch.float64 else 1e-4  # of Q, relative (two Newton stops, one rule)
+    torch.testing.assert_close(log_q, log_q_ref, rtol=0, atol=tol)
+    scale_g = grad_ref.abs().amax(1, keepdim=True)
+    torch.testing.assert_close(grad / scale_g, grad_ref / scale_g, rtol=0, atol=10 * tol)
+    assert (grad.gather(1, target[:, None]) == 0).all()
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("c", [4, 40])
+def test_one_kernel_call_for_every_way_equals_the_pytorch_path(kernel, dtype, c):
+    # A batch mixing the three ways of log_win_and_lose, from margins and from logits with a scale:
+    # the kernel's one call against the PyTorch path's call per way, value, gradient and rule.
+    m_p, t_p = margins(8, c, 0.2, dtype, seed=1)
+    m_q, t_q = confident_margins(8, c, dtype, seed=2, low=3.0, high=9.0)
+    m_u, t_u = confident_margins(8, c, dtype, seed=3, low=40.0, high=90.0)
+    shuffle = torch.randperm(24, generator=torch.Generator().manual_seed(c))
+    m, target = torch.cat([m_p, m_q, m_u])[shuffle], torch.cat([t_p, t_q, t_u])[shuffle]
+    ways = quadrature._ways(m, target)
+    assert all(int((ways == k).sum()) >= 6 for k in range(3))
+    logits = -m / 2.0  # margins (s_y - s_j) * 2
+    tol = 1e-7 if dtype == torch.float64 else 1e-4
+    for scores, scale in ((m, 0.0), (logits, 2.0)):
+        native = _exact_native.log_p_and_grad(scores, target, 16, True, scale, ways)
+        previous, _exact_native.enabled = _exact_native.enabled, False
+        try:
+            eager = quadrature._log_value_and_grad_by_ways(m, target, 16, True, ways)
+        finally:
+            _exact_native.enabled = previous
+        value, grad, rule = native
+        value_ref, grad_ref, rule_ref = eager
+        if scale:
+            grad_ref = quadrature._to_logits(grad_ref, target, scale)
+        torch.testing.assert_close(value, value_ref, rtol=tol, atol=tol)
+        scale_g = grad_ref.abs().amax(1, keepdim=True)
+        torch.testing.assert_close(grad / scale_g, grad_ref / scale_g, rtol=0, atol=10 * tol)
+        union = ways == 2
+        for part, part_ref in zip(rule, rule_ref):
+            assert (part[union] == 0).all() and (part_ref[union] == 0).all()  # the union bound has no rule
+        # the union rows are the closed form, to rounding
+        reference = torch.logsumexp(torch.special.log_ndtr(m.double() / -math.sqrt(2)).scatter(1, target[:, None], -math.inf), 1)
+        torch.testing.assert_close(value[union].double(), reference[union], rtol=1e-6 if dtype == torch.float32 else 1e-13, atol=0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("c,sigma", [(10, 1.0), (10, 0.1), (100, 0.3), (100, 0.01)])
+def test_confident_rows_through_the_kernel_equal_the_pytorch_path(kernel, monkeypatch, c, sigma):
+    # The loss on a trained model's logits (most rows confident, many far in the tail at a small
+    # sigma) through the kernel and through PyTorch ops: value, 1 - P and gradient.
+    gen = torch.Generator().manual_seed(c)
+    logits = torch.randn(32, c, dtype=torch.float64, generator=gen)
+    target = torch.randint(0, c, (32,), generator=gen)
+    logits[torch.arange(32), target] += 3.0
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(_exact_native, "enabled", enabled)
+        x = logits.clone().requires_grad_(True)
+        loss = exact(x, target, sigma=sigma, reduction="none")
+        loss.sum().backward()
+        results.append((loss.detach(), x.grad))
+    (loss, grad), (loss_ref, grad_ref) = results
+    torch.testing.assert_close(loss, loss_ref, rtol=1e-6, atol=0)  # 1 - P, relatively
+    # (the two paths stop Newton's method at slightly different modes: the rule's own error, 1e-7)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-5, atol=1e-6 * float(grad_ref.abs().max()))
+
+
+# --- the numerical constants: one source, Python's -------------------------------------------------
+
+
+def test_the_kernel_reads_the_constants_in_the_order_python_writes_them():
+    source = _exact_native.SOURCE.read_text()
+    body = re.search(r"enum \{\s*(K_[^}]*)\};", source).group(1)
+    names = re.findall(r"\bK_([A-Z0-9_]+)\b(?!\s*\+)", re.sub(r"/\*.*?\*/", "", body, flags=re.S))
+    assert names == [name for name, _ in _exact_native.CONSTANT_NAMES]
+    sizes = dict(re.findall(r"K_([A-Z0-9_]+) = K_[A-Z0-9_]+ \+ (\d+)", body))
+    # an entry placed after another of n values: the Python layout gives that one n values too
+    order = [name for name, _ in _exact_native.CONSTANT_NAMES]
+    for name, size in sizes.items():
+        assert dict(_exact_native.CONSTANT_NAMES)[order[order.index(name) - 1]] == int(size)
+    for dtype in (torch.float32, torch.float64):
+        flat = _exact_native.constants(dtype)
+        at = {name: sum(n or 0 for _, n in _exact_native.CONSTANT_NAMES[:i]) for i, (name, _) in enumerate(_exact_native.CONSTANT_NAMES)}
+        assert flat[at["TAIL_TERMS"]] == quadrature._TAIL_TERMS[dtype]
+        assert tuple(flat[at["TAIL_COEFFS"] :].tolist()) == quadrature._TAIL_COEFFS
+        assert flat[at["SATURATED"]] == quadrature._SATURATED[dtype] and flat[at["SECANT_COMPLEMENT"]] == quadrature._SECANT_COMPLEMENT
+    for pattern in (r"TAIL_COEFFS\s*\[\s*\d+\s*\]\s*=", r"#define\s+(SATURATED|TAIL_START|SECANT|SQRT2)\b"):
+        assert not re.search(pattern, source), f"a constant defined in the C source: {pattern}"
+
+
+def tail_points(dtype: torch.dtype) -> torch.Tensor:
+    """x from the body (u = 0) across the switch point far into the tail (u = -sqrt2 x down to -1.4e6)."""
+    start = quadrature._TAIL_START[dtype]
+    return torch.cat([torch.linspace(0.0, start, 97, dtype=torch.float64), torch.logspace(math.log10(start), 6, 200, dtype=torch.float64)])
+
+
+@pytest.mark.parametrize("path", ["kernel", "torch", "torch twice differentiable"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_log_ndtr_and_mills_in_the_far_tail_against_scipy(path, dtype):
+    # log Phi(u) against scipy's log_ndtr and lam(u) = sqrt(2 / pi) / erfcx(x) against scipy's erfcx,
+    # 1e-12 relative in float64: the series' coefficients (log(sqrt(pi) x erfcx(x)) ~ sum c_n x^-2n)
+    # are right to the last term used (with the third one wrong, lam was off by 3e-9 at x = 26).
+    special = pytest.importorskip("scipy.special")
+    if path == "kernel":
+        if shutil.which("cc") is None and shutil.which("gcc") is None and not os.environ.get("LOSSBENCH_REQUIRE_KERNEL"):
+            pytest.skip("no C compiler on this machine")
+        if _exact_native.kernel() is None:
+            pytest.fail(f"the kernel did not build here: {_exact_native.unavailable_reason()}")
+    x = tail_points(dtype)
+    if path == "kernel":
+        log_phi, lam = _exact_native.log_ndtr_and_mills(x.to(dtype))
+    elif path == "torch":
+        log_phi, lam = quadrature.log_ndtr_and_mills(x.to(dtype))
+    else:
+        log_phi, lam = quadrature._log_ndtr_and_mills_differentiable(x.to(dtype))
+    xs = x.numpy()
+    ref_log_phi = torch.from_numpy(special.log_ndtr(-math.sqrt(2.0) * xs))
+    ref_lam = torch.from_numpy(math.sqrt(2.0 / math.pi) / special.erfcx(xs))
+    rtol = 1e-12 if dtype == torch.float64 else 2e-6
+    torch.testing.assert_close(log_phi.double(), ref_log_phi, rtol=rtol, atol=0)
+    torch.testing.assert_close(lam.double(), ref_lam, rtol=rtol, atol=0)

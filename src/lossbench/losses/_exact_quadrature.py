@@ -807,6 +807,20 @@ def _log1mexp(a: torch.Tensor) -> torch.Tensor:
     )
 
 
+def _ways(m: torch.Tensor, true_class: torch.Tensor) -> torch.Tensor:
+    """The way of each row of margins ``m`` (B, C >= 3) in :func:`log_win_and_lose` (B,) int64: 0 the
+    rule for ``P``, 1 the complement's rule for ``Q``, 2 the union bound of ``Q``."""
+    c = m.shape[1]
+    # + 1/2: the true class's own column adds Phi(0)
+    lose = torch.special.ndtr(m * -_INV_SQRT2).sum(1) < _UNION_BOUND + 0.5
+    # Where lose holds every margin is positive, and the smallest's square passes the bound of the
+    # union bound's error iff the smallest passes its square root.
+    eps = torch.finfo(m.dtype).eps
+    least = min(math.sqrt(12.0 * (math.log(c - 2) - math.log(eps))), 2.0 * _SATURATED_U[m.dtype] - 8.0)
+    exact_bound = m.scatter(1, true_class[:, None], math.inf).amin(1) > least
+    return lose.long().add_(lose & exact_bound)
+
+
 def log_win_and_lose(
     scores: torch.Tensor, true_class: torch.Tensor, num_nodes: int = 16, scale: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -833,15 +847,7 @@ def log_win_and_lose(
         margin = scores.sum(1) if scale is None else (scores.gather(1, y) - scores).sum(1) * scale
         return torch.special.log_ndtr(margin * _INV_SQRT2), torch.special.log_ndtr(margin * -_INV_SQRT2)
     with torch.no_grad():
-        m = scores if scale is None else (scores.gather(1, y) - scores).mul_(scale)
-        # + 1/2: the true class's own column adds Phi(0)
-        lose = torch.special.ndtr(m * -_INV_SQRT2).sum(1) < _UNION_BOUND + 0.5
-        # Where lose holds every margin is positive, and the smallest's square passes the bound of
-        # the union bound's error iff the smallest passes its square root.
-        eps = torch.finfo(m.dtype).eps
-        least = min(math.sqrt(12.0 * (math.log(c - 2) - math.log(eps))), 2.0 * _SATURATED_U[m.dtype] - 8.0)
-        exact_bound = m.scatter(1, y, math.inf).amin(1) > least
-        ways = lose.long().add_(lose & exact_bound)  # 0: P, 1: Q by its rule, 2: Q's union bound
+        ways = _ways(scores if scale is None else (scores.gather(1, y) - scores).mul_(scale), true_class)
     value = WinLogProbability.apply(scores, true_class, num_nodes, scale, ways)
     lost = ways > 0
     # here Q is at least a few percent where ways is 0 (log P < 0 with room to spare), below 1/2 elsewhere
