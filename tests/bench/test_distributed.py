@@ -10,9 +10,10 @@ from collections import Counter
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
-from lossbench.bench.runner import budget_trials, evaluation_seeds, final_runs, run_record
+from lossbench.bench.runner import Runner, budget_trials, draw_index, evaluation_seeds, final_runs, run_record
 from lossbench.bench.spec import load_spec
 from lossbench.bench.storage import default_storage_url, open_storage, register_spec, study_name
 
@@ -116,11 +117,33 @@ def test_kill_minus_9_then_resume(tmp_path):
     # (a worker killed before the sampler ran leaves a trial without parameters: its retry samples them)
     assert len(retries) == 1 and victim.params.items() <= retries[0].params.items()
 
+    # The resumed study tuned what an uninterrupted one tunes: draw k's configuration is what the
+    # (random) sampler of draw k gives on a fresh study, whatever was killed and retried before it.
+    runner = Runner(spec, storage, torch.device("cpu"))
+    expected = {}
+    for unit in runner.units:
+        space = unit.method.search_space(spec.search)
+        expected[unit.method.name] = {}
+        for k in range(spec.trials):
+            fresh = optuna.create_study(sampler=runner.sampler(unit, k))
+            expected[unit.method.name][k] = fresh.ask(space).params
+    assert tuned_configs(storage, spec) == expected
+
     # A finished study: running it again trains nothing and reprints the report.
     before = {k: len(v) for k, v in all_trials(storage, spec).items()}
     again = cli_ok("run", str(spec_path), "--out", str(out))
     assert "report:" in again and "ce" in again
     assert before == {k: len(v) for k, v in all_trials(storage, spec).items()}
+
+
+def tuned_configs(storage, spec):
+    """Per tuning study, the parameters of each complete trial by its draw (retries are their draw)."""
+    out = {}
+    for (stage, method), trials in all_trials(storage, spec).items():
+        if stage == "tune":
+            out[method] = {draw_index(t, trials): t.params for t in trials if t.state == TrialState.COMPLETE}
+    assert out and all(len(configs) == spec.trials for configs in out.values())
+    return out
 
 
 def two_workers(spec_path, storage_url, out):

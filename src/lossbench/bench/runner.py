@@ -241,19 +241,27 @@ class Runner:
         return "ran"
 
     def _tune_one(self, unit: Unit, trials: list[FrozenTrial]) -> None:
-        # A fresh seeded sampler per trial, seeded by the number of fresh (not retried) trials
-        # before it: a study resumed after kills samples what an uninterrupted one would.
-        fresh = sum(1 for t in trials if "failed_trial" not in t.system_attrs)
-        seed = zlib.crc32(f"{self.spec.seed}:{unit.dataset.label}:{unit.method.name}:{fresh}".encode())
+        # A fresh sampler per trial, seeded by the draw the next trial is: Optuna runs the oldest
+        # waiting trial first (a killed trial's retry: its draw again), else a new draw.  So a
+        # study resumed after kills samples what an uninterrupted one would.
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        if waiting:
+            draw = draw_index(min(waiting, key=lambda t: t.number), trials)
+        else:
+            draw = sum(1 for t in trials if "failed_trial" not in t.system_attrs)
+        unit.tune.sampler = self.sampler(unit, draw)
+        unit.tune.optimize(lambda trial: self._objective(unit, trial, "tune"), n_trials=1)
+
+    def sampler(self, unit: Unit, draw: int) -> optuna.samplers.BaseSampler:
+        """The sampler of a unit's ``draw``-th tuning trial (seeded by the draw alone)."""
+        seed = zlib.crc32(f"{self.spec.seed}:{unit.dataset.label}:{unit.method.name}:{draw}".encode())
         if self.spec.sampler == "python-random":
             space = unit.method.search_space(self.spec.search)
             grids = {k: tuple(space[k].choices) for k in draw_order(space, self.spec.search_order)}
-            unit.tune.sampler = PythonRandomSampler(self.spec.seed, grids)
-        elif self.spec.sampler == "random":
-            unit.tune.sampler = optuna.samplers.RandomSampler(seed=seed)
-        else:
-            unit.tune.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, self.spec.trials // 2 or 1))
-        unit.tune.optimize(lambda trial: self._objective(unit, trial, "tune"), n_trials=1)
+            return PythonRandomSampler(self.spec.seed, grids)
+        if self.spec.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, self.spec.trials // 2 or 1))
 
     def _config(self, unit: Unit, budget: list[FrozenTrial]) -> dict[str, Any]:
         if unit.label in self._configs:  # stored and checked already: the budget is final by now
