@@ -722,7 +722,9 @@ class WinLogProbability(torch.autograd.Function):
     more than the kernel at ten classes).  With ``ways`` (B,) int64, a row's way 1 or 2 computes
     ``log Q = log(1 - P)`` instead, by the complement's rule or the union bound (see
     :func:`log_win_and_lose`): in one call of the kernel, or by PyTorch ops per way (given logits,
-    forming the margins and mapping the gradient back to the logits as the kernel does).
+    forming the margins and mapping the gradient back to the logits as the kernel does); the
+    outputs are then ``(log P, log Q)``, the other one of each row by ``log(1 - exp(.))`` without
+    autograd ops (at ten classes those ops and their backward cost as much as the kernel).
 
     The forward computes the gradient in the same pass when it is needed and saves that (B, C)
     tensor with the rule's nodes (B, K); the backward scales it by the incoming gradient.  Under
@@ -754,23 +756,37 @@ class WinLogProbability(torch.autograd.Function):
             if grad is not None and scale is not None:
                 grad = _to_logits(grad, true_class, scale)
         ctx.scale = scale
-        ctx.save_for_backward(scores, true_class, ways, grad, *rule)
-        return log_p
+        if ways is None:
+            ctx.save_for_backward(scores, true_class, ways, grad, None, None, *rule)
+            return log_p
+        lost = ways > 0
+        other = _log1mexp(log_p)
+        slope = torch.sub(log_p, other).exp_().neg_()  # d other / d value = -exp(value - other)
+        one = torch.ones_like(slope)
+        ctx.save_for_backward(scores, true_class, ways, grad, torch.where(lost, slope, one), torch.where(lost, one, slope), *rule)
+        return torch.where(lost, other, log_p), torch.where(lost, log_p, other)
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        scores, true_class, ways, grad, *rule = ctx.saved_tensors
+    def backward(ctx, *grad_outputs: torch.Tensor):
+        scores, true_class, ways, grad, d_log_p, d_log_q, *rule = ctx.saved_tensors
         if not torch.is_grad_enabled():
-            return grad_output[:, None] * grad, None, None, None, None
+            if ways is None:
+                g = grad_outputs[0]
+            else:  # of the value: log P where ways is 0, log Q elsewhere
+                g = torch.addcmul(grad_outputs[0] * d_log_p, grad_outputs[1], d_log_q)
+            return g[:, None] * grad, None, None, None, None
         margins = scores if ctx.scale is None else (scores.gather(1, true_class[:, None]) - scores) * ctx.scale
         if ways is None:
             value = _log_p_at_nodes(margins, true_class, *rule)
+            outputs = (value,)
         else:
             value = _log_p_at_nodes(margins, true_class, *rule, complement=ways == 1)
             union = ways == 2
             if bool(union.any()):
                 value = torch.where(union, _union_log_q(margins, true_class), value)
-        (grad_scores,) = torch.autograd.grad(value, scores, grad_output, create_graph=True)
+            lost, other = ways > 0, _log1mexp(value)
+            outputs = (torch.where(lost, other, value), torch.where(lost, value, other))
+        (grad_scores,) = torch.autograd.grad(outputs, scores, grad_outputs, create_graph=True)
         return grad_scores, None, None, None, None
 
 
@@ -848,11 +864,8 @@ def log_win_and_lose(
         return torch.special.log_ndtr(margin * _INV_SQRT2), torch.special.log_ndtr(margin * -_INV_SQRT2)
     with torch.no_grad():
         ways = _ways(scores if scale is None else (scores.gather(1, y) - scores).mul_(scale), true_class)
-    value = WinLogProbability.apply(scores, true_class, num_nodes, scale, ways)
-    lost = ways > 0
-    # here Q is at least a few percent where ways is 0 (log P < 0 with room to spare), below 1/2 elsewhere
-    other = _log1mexp(value)
-    return torch.where(lost, other, value), torch.where(lost, value, other)
+    # Q is at least a few percent where ways is 0 (log P < 0 with room to spare), below 1/2 elsewhere
+    return WinLogProbability.apply(scores, true_class, num_nodes, scale, ways)
 
 
 def log_win_probability_of_columns(
