@@ -130,3 +130,19 @@ def test_the_claims_command(tmp_path, capsys):
     assert main(["claims", "report", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "unknown claim 'nope'" in err and "--budget must be one of" in err and "no ledger database" in err
+
+
+def test_a_per_dataset_claim_must_hold_on_every_dataset():
+    from lossbench.ledger.judge import every_dataset
+    from lossbench.ledger.verdict import paired_verdict
+
+    rule = Rule("greater", delta=0.01)
+    up = paired_verdict([0.90, 0.91, 0.92, 0.90], [0.80, 0.80, 0.81, 0.80], rule)  # holds
+    down = paired_verdict([0.70, 0.71, 0.70, 0.72], [0.80, 0.80, 0.81, 0.80], rule)  # contradicted
+    flat = paired_verdict([0.80, 0.80, 0.81, 0.80], [0.80, 0.80, 0.81, 0.80], rule)  # equivalent
+    assert (up.word, down.word, flat.word) == ("holds", "contradicted", "equivalent")
+    assert every_dataset([up, up], ["a", "b"]).word == "holds"
+    assert every_dataset([up, down], ["a", "b"]).word == "contradicted"
+    assert every_dataset([flat, flat], ["a", "b"]).word == "equivalent"
+    mixed = every_dataset([up, flat], ["a", "b"])
+    assert mixed.word == "inconclusive" and "holds on a" in mixed.reason and "equivalent on b" in mixed.reason

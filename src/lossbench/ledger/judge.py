@@ -17,7 +17,7 @@ from lossbench.bench.results import DatasetResult, MethodResult, collect, metric
 from lossbench.bench.runner import run_record
 from lossbench.bench.spec import Spec
 from lossbench.ledger.records import Claim, Published
-from lossbench.ledger.verdict import Ranking, Verdict, across_datasets_verdict, paired_verdict, ranking
+from lossbench.ledger.verdict import Effect, Ranking, Verdict, across_datasets_verdict, paired_verdict, ranking
 
 DIVERGED_SCORE = 0.0
 SECONDARY = ("macro_f1", "nll", "ece")  # shown beside the claim's metric in every row
@@ -101,6 +101,32 @@ def _cell(result: DatasetResult, r: MethodResult, claim: Claim) -> Cell:
     )  # fmt: skip
 
 
+def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
+    """A per-dataset claim over several datasets: it holds where it holds on every dataset.
+
+    The word: ``contradicted`` if any dataset contradicts it; else ``holds`` if every dataset
+    holds it; else ``equivalent`` if every dataset shows equivalence; else ``inconclusive``.  The
+    effect shown is the mean of the per-dataset estimates (intervals are per dataset).
+    """
+    words = [v.word for v in verdicts]
+    if "contradicted" in words:
+        word = "contradicted"
+    elif all(w == "holds" for w in words):
+        word = "holds"
+    elif all(w == "equivalent" for w in words):
+        word = "equivalent"
+    else:
+        word = "inconclusive"
+    counts = ", ".join(f"{w} on {', '.join(n for n, x in zip(names, words) if x == w)}" for w in dict.fromkeys(words))
+    estimates = [v.effect.estimate for v in verdicts]
+    first = verdicts[0].effect
+    mean = sum(estimates) / len(estimates)
+    effect = Effect(mean, min(v.effect.ci_low for v in verdicts), max(v.effect.ci_high for v in verdicts),
+                    first.ci_level, max(v.effect.p_value for v in verdicts), len(verdicts),
+                    "per dataset: paired t over seeds; the claim must hold on every dataset")  # fmt: skip
+    return Verdict(word, verdicts[0].rule, effect, f"{word}: the claim is per dataset; it is {counts}.")
+
+
 def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget: str, variation: str) -> Outcome:
     """Read the study back and apply the claim's rule (per dataset, then over datasets)."""
     results = collect(spec, storage)
@@ -126,9 +152,11 @@ def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget
     if datasets and all(d.verdict is not None for d in datasets):
         if len(datasets) == 1:
             verdict = datasets[0].verdict
-        else:
+        elif claim.scope == "across-datasets":
             differences = {d.dataset: d.treatment.mean - d.baseline.mean for d in datasets}
             verdict = across_datasets_verdict(differences, claim.rule)
+        else:
+            verdict = every_dataset([d.verdict for d in datasets], [d.dataset for d in datasets])
     table = None
     if claim.ranking and not missing and len(cells) >= 2:
         table = ranking(pd.DataFrame({label: {m: c.mean for m, c in row.items()} for label, row in cells.items()}).T)

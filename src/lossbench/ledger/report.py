@@ -21,7 +21,7 @@ from lossbench.bench.storage import stored_spec_names
 from lossbench.ledger.judge import SECONDARY, Cell, Outcome, judge
 from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import BUDGETS, Claim, all_claims
-from lossbench.ledger.runs import AnalysisResult, invocations, provenance, stored_analysis
+from lossbench.ledger.runs import AnalysisResult, provenance, stored_analysis, study_wall_time
 from lossbench.ledger.verdict import Verdict, cd_diagram_png, resampling_note
 
 # --- blocks, rendered as markdown and as HTML ---------------------------------------------------
@@ -155,8 +155,11 @@ def rule_text(claim: Claim) -> str:
     r = claim.rule
     delta = f", equivalence margin delta = {pct(r.delta)} points" if r.delta else ""
     word = {"greater": "higher than", "less": "lower than", "equal": "the same as"}[r.direction]
+    combine = ("over several datasets the claim is about their mean difference (Wilcoxon signed-rank and a "
+               "bootstrap interval)" if claim.scope == "across-datasets"
+               else "over several datasets it must hold on every one (lossbench.ledger.judge.every_dataset)")  # fmt: skip
     return (f"{claim.treatment} scores {word} {claim.baseline} in test {claim.metric}; one-sided tests "
-            f"at alpha = {r.alpha}{delta} (lossbench.ledger.verdict)") + (f". {claim.rule_text}" if claim.rule_text else "")  # fmt: skip
+            f"at alpha = {r.alpha}{delta} (lossbench.ledger.verdict); {combine}") + (f". {claim.rule_text}" if claim.rule_text else "")  # fmt: skip
 
 
 # --- what the storage holds ------------------------------------------------------------------
@@ -188,8 +191,6 @@ def collect_entries(storage: optuna.storages.BaseStorage) -> list[Entry]:
     return entries
 
 
-def wall_time(storage, claim: Claim, budget: str, variation: str) -> float:
-    return sum(r["wall_seconds"] for r in invocations(storage, claim, budget, variation))
 
 
 # --- the ledger ----------------------------------------------------------------------------------
@@ -204,7 +205,7 @@ def summary_rows(entries: list[Entry], storage) -> list[list[str]]:
         for o in e.outcomes:
             word = o.verdict.word if o.verdict else f"incomplete ({len(o.missing)} units)"
             rows.append([c.id, c.title, o.budget, o.variation, word, effect(o.verdict),
-                         f"{o.runs} runs, {duration(o.compute_seconds)}", duration(wall_time(storage, c, o.budget, o.variation))])  # fmt: skip
+                         f"{o.runs} runs, {duration(o.compute_seconds)}", duration(study_wall_time(storage, o.spec.name)[0])])  # fmt: skip
         for budget, a in e.analyses.items():
             rows.append([c.id, c.title, budget, "-", a.word, "-", "-", duration(a.seconds)])
     return rows
@@ -252,9 +253,9 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
     if o.missing:
         blocks.append(Para(f"Incomplete: {', '.join(o.missing)} lack runs; `lossbench claims run {c.id} "
                            f"--budget {o.budget}` resumes."))  # fmt: skip
-    runs = invocations(storage, c, o.budget, o.variation)
+    wall, runs = study_wall_time(storage, o.spec.name)
     blocks.append(Para(f"Study `{o.spec.name}`: {o.runs} runs, {duration(o.compute_seconds)} of training summed over "
-                       f"runs, {duration(sum(r['wall_seconds'] for r in runs))} wall time over {len(runs)} "
+                       f"runs, {duration(wall)} wall time over {len(runs)} "
                        f"invocation(s) ({', '.join(r['host'] + ', ' + str(r['threads']) + ' threads' for r in runs[-1:])})."))  # fmt: skip
     methods = [m.name for m in o.spec.methods]
     show_paper = any(cell.published for row in o.cells.values() for cell in row.values())

@@ -66,6 +66,13 @@ def invocations(storage, claim: Claim, budget: str, variation: str = "fixed") ->
     return list(ledger_study(storage).user_attrs.get(_key("runs", claim.id, budget, variation), []))
 
 
+def study_wall_time(storage, study: str) -> tuple[float, list[dict[str, Any]]]:
+    """Wall time of every `claims run` of a study, whichever claim started it (claims share studies)."""
+    runs = [r for key, value in ledger_study(storage).user_attrs.items() if key.startswith("runs:")
+            for r in value if r.get("study") == study]  # fmt: skip
+    return sum(r["wall_seconds"] for r in runs), runs
+
+
 def store_analysis(storage, claim: Claim, budget: str, result: AnalysisResult) -> None:
     ledger_study(storage).set_user_attr(_key("analysis", claim.id, budget), asdict(result))
 
