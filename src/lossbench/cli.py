@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default=LEDGER_OUT, help=f"ledger directory and its SQLite file (default {LEDGER_OUT})")
     common(q, "SQLAlchemy URL of the trial storage (default: sqlite in --out)")
     q.set_defaults(func=cmd_claims_run)
-    q = claims.add_parser("report", help="write REPRODUCTIONS.md and ledger.html from storage")
+    q = claims.add_parser("report", help="write REPRODUCTIONS.md and reproductions/ledger.html from storage")
     q.add_argument("--out", default=LEDGER_OUT, help=f"ledger directory and its SQLite file (default {LEDGER_OUT})")
     q.add_argument("--storage", help="SQLAlchemy URL (default: sqlite in --out)")
     q.set_defaults(func=cmd_claims_report)

@@ -1,7 +1,8 @@
 """The ledger: every claim's verdict, our numbers beside the source's, from storage alone.
 
-``lossbench claims report`` writes ``REPRODUCTIONS.md`` and a self-contained ``ledger.html``
-(critical-difference plots embedded) under ``--out``.  Both are rendered from one list of
+``lossbench claims report`` writes ``REPRODUCTIONS.md`` and a self-contained
+``reproductions/ledger.html`` (critical-difference plots embedded; the PNGs beside it for the
+markdown) under ``--out``.  Both are rendered from one list of
 blocks, so they say the same thing.
 """
 
@@ -23,6 +24,8 @@ from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import BUDGETS, Claim, all_claims
 from lossbench.ledger.runs import AnalysisResult, provenance, stored_analysis, study_wall_time
 from lossbench.ledger.verdict import Verdict, cd_diagram_png, resampling_note
+
+ASSETS = "reproductions"  # beside REPRODUCTIONS.md: the HTML ledger and the plots
 
 # --- blocks, rendered as markdown and as HTML ---------------------------------------------------
 
@@ -289,7 +292,7 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
         blocks.append(Para(f"Ranking of all methods over {r.n_datasets} datasets (mean rank, 1 = best): {ranks}. "
                            f"Friedman p = {_num(r.friedman_p)}; Nemenyi critical difference {r.critical_difference:.2f} "
                            f"at alpha = {r.alpha}."))  # fmt: skip
-        path = inside(out, "plots", f"cd-{c.id}-{o.budget}-{o.variation}.png")
+        path = inside(out, ASSETS, f"cd-{c.id}-{o.budget}-{o.variation}.png")
         atomic_write(path, cd_diagram_png(r))
         blocks.append(Image(f"critical difference diagram, {c.id} ({o.budget})", path))
     return blocks
@@ -321,11 +324,11 @@ def ledger_blocks(entries: list[Entry], storage, out: Path, storage_label: str) 
 
 
 def write_ledger(storage: optuna.storages.BaseStorage, out_dir: str | Path, storage_label: str) -> list[Path]:
-    """Write REPRODUCTIONS.md, ledger.html and plots/ under ``out_dir``; returns the paths."""
+    """Write REPRODUCTIONS.md, and reproductions/ledger.html with the plots, under ``out_dir``."""
     out = inside(out_dir)
     entries = collect_entries(storage)
     blocks = ledger_blocks(entries, storage, out, storage_label)
-    md, page = inside(out, "REPRODUCTIONS.md"), inside(out, "ledger.html")
+    md, page = inside(out, "REPRODUCTIONS.md"), inside(out, ASSETS, "ledger.html")
     atomic_write(md, to_markdown(blocks, out))
     atomic_write(page, to_html(blocks, "lossbench claims ledger"))
     return [md, page]
