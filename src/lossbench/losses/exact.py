@@ -65,8 +65,7 @@ def exact(
     to 1e-3, the relative error of ``1 - P``, of ``-log P`` and of the gradient is below 1e-7 up to
     10 classes and 2.2e-6 with 99 tied rivals, the hardest shape (``tests/losses/test_exact.py``);
     ``1 - P`` taken from ``log P`` had an absolute error up to 1e-7 there (relative errors up to 6e7,
-    and losses down to -1e-7).  On CPU this complement runs as PyTorch operations (the kernel
-    integrates ``P`` only).
+    and losses down to -1e-7).  On CPU the kernel integrates the complement too, in the same call.
 
     The gradient with respect to the margins is integrated in the same pass (hand-written backward,
     memory ``O(B C)``); gradients reach the logits and ``sigma``, and double backprop (a gradient
