@@ -219,3 +219,15 @@ def test_a_spec_that_cannot_run_is_refused_before_anything_is_stored(tmp_path, c
     with pytest.raises(SpecError, match=message):
         Runner(spec, storage, torch.device("cpu"))
     assert stored_spec_names(storage) == []  # nothing registered: the corrected spec may reuse the name
+
+
+def test_every_method_of_the_table1_preset_passes_its_unit_check():
+    """Every end of every grid of the paper's protocol builds and runs (margin 0 included)."""
+    from lossbench.bench.execution import Split, check_unit
+    from lossbench.data import load_dataset
+
+    spec = load_preset("exact-table1")
+    data = load_dataset("wine")
+    split = Split(data, "tune", data.x_train, data.y_train, data.x_test, data.y_test, torch.bincount(data.y_train).float())
+    for m in spec.methods:
+        check_unit(split, resolve_method(m), spec)

@@ -103,7 +103,7 @@ def exact(
             entries equal to ``ignore_index`` are excluded.
         sigma: noise standard deviation ``> 0``: float, scalar tensor or per-sample tensor ``(...)`` or
             ``(..., 1)``.
-        margin: optional clip ``> 0`` of ``s_y - s_j`` (in logit units, before dividing by sigma).
+        margin: optional clip ``>= 0`` of ``s_y - s_j`` (in logit units, before dividing by sigma).
         log_loss: return ``-log P`` instead of ``1 - P``.
         standardize: batch standardisation of the logits (see above).
         eps: added to the batch standard deviation when standardising.
@@ -124,7 +124,7 @@ def exact(
         raise ValueError(f"num_nodes must be an even integer >= 2, got {num_nodes!r}")
     _check_estimator(estimator, samples, generator, log_loss)
     if margin is not None:
-        check_positive("margin", margin)
+        check_positive("margin", margin, allow_zero=True)  # 0 is in the paper's grid
     sigma = _check_sigma(sigma, batch_shape, x, validate)
     if standardize:
         check_positive("eps", eps)
