@@ -258,8 +258,9 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
                            f"--budget {o.budget}` resumes."))  # fmt: skip
     wall, runs = study_wall_time(storage, o.spec.name)
     blocks.append(Para(f"Study `{o.spec.name}`: {o.runs} runs, {duration(o.compute_seconds)} of training summed over "
-                       f"runs, {duration(wall)} wall time over {len(runs)} "
-                       f"invocation(s) ({', '.join(r['host'] + ', ' + str(r['threads']) + ' threads' for r in runs[-1:])})."))  # fmt: skip
+                       f"runs, {duration(wall)} of worker time (wall time summed over {len(runs)} "
+                       f"invocation(s) of `lossbench claims run`, the last on {runs[-1]['host'] if runs else '-'} with "
+                       f"{runs[-1]['threads'] if runs else '-'} torch thread(s))."))  # fmt: skip
     methods = [m.name for m in o.spec.methods]
     show_paper = any(cell.published for row in o.cells.values() for cell in row.values())
     header = ["dataset"] + [f"{m} ours{' / paper' if show_paper else ''}" for m in methods] + [f"{c.treatment} - {c.baseline}", "verdict"]
@@ -315,7 +316,8 @@ def ledger_blocks(entries: list[Entry], storage, out: Path, storage_label: str) 
              f"{dt.date.today().isoformat()} (lossbench {info['lossbench']}, torch {info['torch']}). Every claim "
              "is a record written before its runs (`src/lossbench/ledger/sources/`); its verdict comes from the "
              "record's rule (`src/lossbench/ledger/verdict.py`): holds, contradicted, equivalent or inconclusive."),  # fmt: skip
-        Table(["claim", "title", "budget", "split", "verdict", "effect, points [90% CI]", "compute", "wall time"],
+        Table(["claim", "title", "budget", "split", "verdict", "effect, points [90% CI]", "training time",
+               "worker time"],
               summary_rows(entries, storage)),  # fmt: skip
     ]
     for e in entries:
