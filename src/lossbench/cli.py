@@ -229,7 +229,12 @@ def cmd_claims_report(args: argparse.Namespace) -> int:
     if url is None and not Path(args.out, "lossbench.db").exists():
         raise ValueError(f"no ledger database in {args.out}; run `lossbench claims run ID --out {args.out}` first")
     storage = _ledger_storage(args)
-    label = "the SQLite file lossbench.db" if url is None else "the given storage"
+    if url is None:
+        label = f"`{Path(args.out, 'lossbench.db')}`"
+    else:
+        from sqlalchemy.engine import make_url
+
+        label = f"`{make_url(url).render_as_string(hide_password=True)}`"  # never print a password
     for path in write_ledger(storage, args.out, label):
         print(f"wrote {path}")
     return 0

@@ -558,8 +558,8 @@ def ranking(scores: pd.DataFrame, *, alpha: float = 0.05) -> Ranking:
 def cd_diagram_png(ranking: Ranking, path: str | os.PathLike | BinaryIO | None = None) -> bytes:
     """Critical-difference diagram (``scikit_posthocs.critical_difference_diagram``) as PNG bytes.
 
-    Methods joined by a bar are not significantly different (Nemenyi p > alpha); the bar above the
-    axis is the critical difference.  Also written to ``path`` (a file name or a binary file)
+    Methods joined by a bar are not significantly different (Nemenyi p > alpha); the title gives
+    the critical difference.  Also written to ``path`` (a file name or a binary file)
     when given.  Draws on a bare ``matplotlib.figure.Figure``, so pyplot's state and the
     process's backend are left alone.
     """
@@ -571,10 +571,13 @@ def cd_diagram_png(ranking: Ranking, path: str | os.PathLike | BinaryIO | None =
     k = len(ranking.mean_ranks)
     fig = Figure(figsize=(7, 1.2 + 0.3 * k))
     ax = fig.add_subplot()
-    scikit_posthocs.critical_difference_diagram(
-        ranking.mean_ranks, ranking.nemenyi_p, cd=ranking.critical_difference, alpha=ranking.alpha, ax=ax
-    )
-    ax.set_title(f"mean rank over {ranking.n_datasets} datasets (1 = best)", pad=24, fontsize="medium")
+    # The critical difference goes in the title: scikit-posthocs draws its bar over the tick labels.
+    scikit_posthocs.critical_difference_diagram(ranking.mean_ranks, ranking.nemenyi_p, alpha=ranking.alpha, ax=ax)
+    ax.set_title(
+        f"mean rank over {ranking.n_datasets} datasets (1 = best); Nemenyi critical difference "
+        f"{ranking.critical_difference:.2f} at alpha = {ranking.alpha:g}",
+        pad=24, fontsize="medium",
+    )  # fmt: skip
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight", dpi=150)
     png = buf.getvalue()
