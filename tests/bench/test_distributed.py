@@ -176,3 +176,30 @@ def test_two_workers_share_one_postgresql_study(tmp_path, postgres_url):
     # The report is rebuilt from the server's storage alone, in a fresh process.
     text = cli_ok("report", "pgpair", "--storage", postgres_url, "--out", str(tmp_path / "report"))
     assert "pgpair" in (tmp_path / "report" / "report.md").read_text() and "ce" in text
+
+
+def test_a_retry_of_a_trial_that_died_before_sampling_samples_its_own_draw(tmp_path, monkeypatch):
+    """The worker picks a trial before Optuna fails a stale one and pops its retry: the retry
+    must still sample the dead trial's draw, not the next one (a resumed study = an uninterrupted one)."""
+    import lossbench.bench.storage as storage_module
+
+    spec = load_spec(write_spec(tmp_path / "spec.toml", name="race", trials=3, epochs=1))
+    storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
+    runner = Runner(spec, storage, torch.device("cpu"))
+    for unit in runner.units:
+        unit.tune.ask()  # a worker killed right after creating its trial: no parameters, no heartbeat
+    real = storage_module.datetime
+
+    class Later(real):  # past the grace period: the orphans are stale
+        @classmethod
+        def now(cls, tz=None):
+            return real.now(tz) + storage_module.timedelta(seconds=60)
+
+    monkeypatch.setattr(storage_module, "datetime", Later)
+    runner.run()
+    for unit in runner.units:
+        trials = unit.tune.get_trials()
+        assert any(t.system_attrs.get("failed_trial") == 0 and t.state == TrialState.COMPLETE for t in trials)
+        space = unit.method.search_space(spec.search)
+        expected = {k: optuna.create_study(sampler=runner.sampler(unit, k)).ask(space).params for k in range(spec.trials)}
+        assert {draw_index(t, trials): t.params for t in trials if t.state == TrialState.COMPLETE} == expected

@@ -541,7 +541,7 @@ def test_module_learns_sigma_and_accepts_overrides():
         ({"sigma": torch.tensor([1.0, 1.0, -1.0, 1.0, 1.0], dtype=torch.float64)}, "sigma"),
         ({"num_nodes": 7}, "num_nodes"),
         ({"num_nodes": 0}, "num_nodes"),
-        ({"margin": 0.0}, "margin"),
+        ({"margin": -0.1}, "margin"),
         ({"standardize": True, "eps": 0.0}, "eps"),
     ],
 )

@@ -86,6 +86,39 @@ def draw_index(trial: FrozenTrial | optuna.Trial, trials: list[FrozenTrial]) -> 
     return sum(1 for t in trials if t.number < root and "failed_trial" not in t.system_attrs)
 
 
+class DrawSeededSampler(optuna.samplers.BaseSampler):
+    """A sampler made for each tuning trial from its draw (:func:`draw_index`), when it samples.
+
+    Deciding the draw when the trial samples, not when the worker picks it, keeps a retried trial
+    on its draw even when Optuna pops the retry of a trial that died before it sampled anything.
+    """
+
+    def __init__(self, make: Callable[[int], optuna.samplers.BaseSampler]) -> None:
+        self.make = make
+        self._by_trial: dict[int, optuna.samplers.BaseSampler] = {}
+
+    def _sampler(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
+        if trial.number not in self._by_trial:
+            self._by_trial[trial.number] = self.make(draw_index(trial, study.get_trials(deepcopy=False)))
+        return self._by_trial[trial.number]
+
+    def infer_relative_search_space(self, study, trial):
+        return self._sampler(study, trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._sampler(study, trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._sampler(study, trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):
+        self._sampler(study, trial).before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        self._sampler(study, trial).after_trial(study, trial, state, values)
+        self._by_trial.pop(trial.number, None)
+
+
 class PythonRandomSampler(optuna.samplers.BaseSampler):
     """The EXACT paper's search: ``random.seed(seed)``, then per trial one ``random.choice`` per
     parameter in the order of ``grids``.  Draw ``k`` is the same whatever ran, failed or was
@@ -218,7 +251,7 @@ class Runner:
         budget = budget_trials(trials, self.spec.trials)
         self._done[unit.label] = len(budget)
         if len(budget) < self.spec.trials:
-            self._tune_one(unit, trials)
+            self._tune_one(unit)
             return "ran"
         if any(t.state == TrialState.RUNNING for t in trials):
             return "waiting"  # the choice must see every trial that may still enter the budget
@@ -240,16 +273,10 @@ class Runner:
         unit.final.optimize(lambda trial: self._objective(unit, trial, "final"), n_trials=1)
         return "ran"
 
-    def _tune_one(self, unit: Unit, trials: list[FrozenTrial]) -> None:
-        # A fresh sampler per trial, seeded by the draw the next trial is: Optuna runs the oldest
-        # waiting trial first (a killed trial's retry: its draw again), else a new draw.  So a
-        # study resumed after kills samples what an uninterrupted one would.
-        waiting = [t for t in trials if t.state == TrialState.WAITING]
-        if waiting:
-            draw = draw_index(min(waiting, key=lambda t: t.number), trials)
-        else:
-            draw = sum(1 for t in trials if "failed_trial" not in t.system_attrs)
-        unit.tune.sampler = self.sampler(unit, draw)
+    def _tune_one(self, unit: Unit) -> None:
+        # Each trial samples with the sampler of its draw (a killed trial's retry is its draw
+        # again), so a study resumed after kills samples what an uninterrupted one would.
+        unit.tune.sampler = DrawSeededSampler(lambda draw: self.sampler(unit, draw))
         unit.tune.optimize(lambda trial: self._objective(unit, trial, "tune"), n_trials=1)
 
     def sampler(self, unit: Unit, draw: int) -> optuna.samplers.BaseSampler:

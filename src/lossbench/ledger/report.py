@@ -259,8 +259,7 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
     wall, runs = study_wall_time(storage, o.spec.name)
     blocks.append(Para(f"Study `{o.spec.name}`: {o.runs} runs, {duration(o.compute_seconds)} of training summed over "
                        f"runs, {duration(wall)} of worker time (wall time summed over {len(runs)} "
-                       f"invocation(s) of `lossbench claims run`, the last on {runs[-1]['host'] if runs else '-'} with "
-                       f"{runs[-1]['threads'] if runs else '-'} torch thread(s))."))  # fmt: skip
+                       f"invocation(s) of `lossbench claims run`{_last_run(runs)})."))  # fmt: skip
     methods = [m.name for m in o.spec.methods]
     show_paper = any(cell.published for row in o.cells.values() for cell in row.values())
     header = ["dataset"] + [f"{m} ours{' / paper' if show_paper else ''}" for m in methods] + [f"{c.treatment} - {c.baseline}", "verdict"]
@@ -297,6 +296,14 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
         atomic_write(path, cd_diagram_png(r))
         blocks.append(Image(f"critical difference diagram, {c.id} ({o.budget})", path))
     return blocks
+
+
+def _last_run(runs: list[dict]) -> str:
+    if not runs:
+        return ""
+    r = runs[-1]
+    commit = f", commit {r['commit']}" if r.get("commit") else ""
+    return f", the last on {r['host']} with {r['threads']} torch thread(s), lossbench {r['lossbench']}{commit}"
 
 
 def _mean(values: list[float]) -> float:

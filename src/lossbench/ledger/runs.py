@@ -46,9 +46,22 @@ def provenance() -> dict[str, Any]:
     from lossbench import __version__
 
     return {
-        "lossbench": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "host": socket.gethostname(), "python": platform.python_version(),
+        "lossbench": __version__, "commit": _commit(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "host": socket.gethostname(), "python": platform.python_version(),
     }  # fmt: skip
+
+
+def _commit() -> str | None:
+    """The git commit of this checkout, where lossbench runs from one (None otherwise)."""
+    import subprocess
+    from pathlib import Path
+
+    try:
+        done = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
 
 
 def record_invocation(storage, claim: Claim, budget: str, variation: str, started: float, spec_name: str | None) -> None:
