@@ -75,3 +75,15 @@ def test_write_report_refuses_a_planted_link_in_the_output_folder(tmp_path):
     with pytest.raises(ValueError, match="not inside the output folder"):
         write_report(load_preset("builtin"), [], out)
     assert list(elsewhere.iterdir()) == []
+
+
+def test_storage_errors_never_show_the_password():
+    from lossbench.bench.spec import SpecError
+    from lossbench.bench.storage import masked, open_storage
+
+    url = "postgresql://alice:s3cret-pw@127.0.0.1:1/nodb"
+    assert masked(url) == "postgresql://alice:***@127.0.0.1:1/nodb"
+    with pytest.raises(SpecError) as info:
+        open_storage(url)
+    assert "s3cret-pw" not in str(info.value) and "alice:***@" in str(info.value)
+    assert info.value.__cause__ is None  # the original exception, which holds the URL, is not chained

@@ -9,6 +9,7 @@ curves, seed and worker in user attributes, so a report needs nothing but the st
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import warnings
 from datetime import datetime, timedelta
@@ -53,7 +54,28 @@ def open_storage(url: str, heartbeat_interval: int | None = None) -> RDBStorage:
                 }
             return HeartbeatStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as err:  # SQLAlchemy raises many kinds; all mean the same to the user
-        raise SpecError(f"cannot open storage {url!r}: {type(err).__name__}: {err}") from err
+        raise SpecError(f"cannot open storage {masked(url)!r}: {type(err).__name__}: {masked_text(str(err), url)}") from None
+
+
+def masked(url: str) -> str:
+    """The URL with its password replaced by ***: what any message may show."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: hide anything between ':' and '@'
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def masked_text(text: str, url: str) -> str:
+    """``text`` with the URL's password, wherever it appears, replaced by ***."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(url).password
+    except Exception:
+        password = None
+    return text.replace(password, "***") if password else text
 
 
 class HeartbeatStorage(RDBStorage):
