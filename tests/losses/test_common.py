@@ -8,7 +8,7 @@ import torch
 from lossbench.losses import LOSSES, LossInfo
 from lossbench.losses._validation import REDUCTIONS
 
-from .cases import IGNORE, extra_kwargs, make_case, make_target, with_ignored
+from .cases import extra_kwargs, make_case, make_target, with_ignored
 
 ALL = [LOSSES.get(n) for n in LOSSES.names()]
 ids = [i.name for i in ALL]

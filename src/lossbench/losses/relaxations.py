@@ -15,7 +15,6 @@ from torch import nn
 
 from lossbench.losses._registry import loss_module, register_loss
 from lossbench.losses._validation import check_interval, check_positive, masked_reduce, softmax_inputs
-from lossbench.losses.cross_entropy import cross_entropy
 from lossbench.registry import FloatRange, HyperParam
 
 _TEMPERATURE = HyperParam("temperature", 1.0, FloatRange(0.05, 20.0, log=True), "margins are divided by T")
