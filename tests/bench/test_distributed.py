@@ -203,3 +203,29 @@ def test_a_retry_of_a_trial_that_died_before_sampling_samples_its_own_draw(tmp_p
         space = unit.method.search_space(spec.search)
         expected = {k: optuna.create_study(sampler=runner.sampler(unit, k)).ask(space).params for k in range(spec.trials)}
         assert {draw_index(t, trials): t.params for t in trials if t.state == TrialState.COMPLETE} == expected
+
+
+def test_a_worker_paused_past_the_grace_period_goes_on(tmp_path, monkeypatch):
+    """Its trial was failed as stale and retried by another worker meanwhile: Optuna cannot record
+    the result; the worker warns, drops that run and goes on, and the study completes."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    spec = load_spec(write_spec(tmp_path / "spec.toml", name="paused", trials=2, epochs=1))
+    storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
+    runner = Runner(spec, storage, torch.device("cpu"))
+    original, paused = Runner._objective, []
+
+    def objective(self, unit, trial, stage):
+        value = original(self, unit, trial, stage)
+        if not paused:  # what another worker does while this one sleeps: fail it as stale, queue a retry
+            paused.append(trial.number)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            RetryHeartbeatStaleTrialCallback()(unit.tune, storage.get_trial(trial._trial_id))
+        return value
+
+    monkeypatch.setattr(Runner, "_objective", objective)
+    with pytest.warns(RuntimeWarning, match="trial #0 was failed as stale"):
+        runner.run()
+    assert_complete_and_counted_once(storage, spec)
+    (retry,) = [t for t in runner.units[0].tune.get_trials() if t.system_attrs.get("failed_trial") == paused[0]]
+    assert retry.state == TrialState.COMPLETE

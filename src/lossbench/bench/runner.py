@@ -15,6 +15,7 @@ import os
 import random
 import socket
 import time
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -192,6 +193,7 @@ class Runner:
         register_spec(storage, spec)
         self.units = [self._unit(d, m) for d, m in resolved]
         self._done: dict[str, int] = {}
+        self._finished: int | None = None  # the trial whose run ended, until Optuna records it
         self._configs: dict[str, dict[str, Any]] = {}  # per unit, once stored in (or read from) storage
 
     def _validated(self, dataset: DatasetSpec, method_spec: MethodSpec) -> Method:
@@ -270,14 +272,14 @@ class Runner:
         # seed, which the objective prunes.
         if not missing and not any(t.state == TrialState.WAITING for t in final):
             return "waiting"
-        unit.final.optimize(lambda trial: self._objective(unit, trial, "final"), n_trials=1)
+        self._optimize(unit, unit.final, "final")
         return "ran"
 
     def _tune_one(self, unit: Unit) -> None:
         # Each trial samples with the sampler of its draw (a killed trial's retry is its draw
         # again), so a study resumed after kills samples what an uninterrupted one would.
         unit.tune.sampler = DrawSeededSampler(lambda draw: self.sampler(unit, draw))
-        unit.tune.optimize(lambda trial: self._objective(unit, trial, "tune"), n_trials=1)
+        self._optimize(unit, unit.tune, "tune")
 
     def sampler(self, unit: Unit, draw: int) -> optuna.samplers.BaseSampler:
         """The sampler of a unit's ``draw``-th tuning trial (seeded by the draw alone)."""
@@ -305,6 +307,24 @@ class Runner:
         self._configs[unit.label] = stored
         return stored
 
+    def _optimize(self, unit: Unit, study: optuna.Study, stage: str) -> None:
+        """One trial.  A worker paused past the heartbeat grace (suspended, swapped out) finds on
+        waking that another worker failed its trial as stale and queued a retry: Optuna then
+        cannot record the result.  That run is lost, not the worker: it says so and goes on."""
+        self._finished = None
+        try:
+            study.optimize(lambda trial: self._objective(unit, trial, stage), n_trials=1)
+        except Exception:
+            if self._finished is None or self.storage.get_trial(self._finished).state != TrialState.FAIL:
+                raise  # not that case: a real error keeps its traceback
+            number = self.storage.get_trial(self._finished).number
+            warnings.warn(
+                f"{unit.label} ({stage}): trial #{number} was failed as stale while this worker was paused "
+                "past the heartbeat grace period; its result is dropped and its retry runs instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
     def _objective(self, unit: Unit, trial: optuna.Trial, stage: str) -> float:
         space = unit.method.search_space(self.spec.search)
         if stage == "final" and "seed" not in trial.user_attrs:
@@ -320,6 +340,7 @@ class Runner:
             self.on_trial(unit.label, stage, result)
         value = result.metrics[selection_metric(self.spec.selection_metric, split.task)]
         # A diverged run scores the worst possible value of the maximised metric and still counts.
+        self._finished = trial._trial_id  # the run is done; only recording it remains
         return value if value == value else 0.0
 
 
