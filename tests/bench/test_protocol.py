@@ -38,6 +38,7 @@ def test_python_random_sampler_draws_what_the_paper_code_draws():
     }  # fmt: skip
     sampler = PythonRandomSampler(0, {k: tuple(v) for k, v in grids.items()})
     assert [sampler.draw(k) for k in range(20)] == paper_draws(grids, 20)
+    assert PythonRandomSampler(0, {k: tuple(v) for k, v in grids.items()}, 7).params == paper_draws(grids, 20)[7]
 
 
 def test_the_table1_preset_orders_each_method_as_the_paper_code():
@@ -231,3 +232,16 @@ def test_every_method_of_the_table1_preset_passes_its_unit_check():
     split = Split(data, "tune", data.x_train, data.y_train, data.x_test, data.y_test, torch.bincount(data.y_train).float())
     for m in spec.methods:
         check_unit(split, resolve_method(m), spec)
+
+
+def test_a_python_random_study_tunes_the_paper_codes_draws(tmp_path):
+    from lossbench.bench.runner import Runner
+    from lossbench.bench.storage import default_storage_url, open_storage
+
+    grids = {"seed": [0, 1, 2, 3], "weight_decay": [0.0, 0.001], "lr": [0.01, 0.1, 1.0]}
+    spec = parse_spec({**MINIMAL, "trials": 3, "seeds": 2, "sampler": "python-random", "train": {"epochs": 1},
+                       "search_order": list(grids), "search": {k: {"choices": v} for k, v in grids.items()}})  # fmt: skip
+    runner = Runner(spec, open_storage(default_storage_url(tmp_path), spec.heartbeat_interval), torch.device("cpu"))
+    runner.run()
+    trials = sorted(runner.units[0].tune.get_trials(), key=lambda t: t.number)
+    assert [t.params for t in trials] == paper_draws(grids, 3)

@@ -248,7 +248,7 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
     if spec.tie_break == "train_metric" and split.stage == "tune":
         # The fit part's score breaks ties between equal validation scores.
         fit_logits = eval_logits(model, split.x_fit, batch_size=4096)
-        metrics[f"train_{metric}"] = compute_metrics(fit_logits, split.y_fit, task, num_classes)[metric]
+        metrics[f"train_{metric}"] = compute_metrics(fit_logits, split.y_fit, task, num_classes, names=(metric,))[metric]
     curves = {
         "train_loss": train_loss,
         "heldout_loss": torch.stack(heldout_loss).tolist(),

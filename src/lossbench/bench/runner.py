@@ -122,11 +122,12 @@ class DrawSeededSampler(optuna.samplers.BaseSampler):
 
 class PythonRandomSampler(optuna.samplers.BaseSampler):
     """The EXACT paper's search: ``random.seed(seed)``, then per trial one ``random.choice`` per
-    parameter in the order of ``grids``.  Draw ``k`` is the same whatever ran, failed or was
-    retried before it (see :func:`draw_index`)."""
+    parameter in the order of ``grids``.  This sampler gives draw ``k`` (``_tune_one`` makes one
+    per trial through :class:`DrawSeededSampler`, which decides ``k``)."""
 
-    def __init__(self, seed: int, grids: dict[str, tuple[Any, ...]]) -> None:
+    def __init__(self, seed: int, grids: dict[str, tuple[Any, ...]], k: int = 0) -> None:
         self.seed, self.grids = seed, grids
+        self.params = self.draw(k)
 
     def draw(self, k: int) -> dict[str, Any]:
         rng = random.Random(self.seed)
@@ -142,8 +143,7 @@ class PythonRandomSampler(optuna.samplers.BaseSampler):
         return {}
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        k = draw_index(trial, study.get_trials(deepcopy=False))
-        return self.draw(k)[param_name]
+        return self.params[param_name]
 
 
 def draw_order(space: dict[str, Any], order: tuple[str, ...]) -> list[str]:
@@ -287,7 +287,7 @@ class Runner:
         if self.spec.sampler == "python-random":
             space = unit.method.search_space(self.spec.search)
             grids = {k: tuple(space[k].choices) for k in draw_order(space, self.spec.search_order)}
-            return PythonRandomSampler(self.spec.seed, grids)
+            return PythonRandomSampler(self.spec.seed, grids, draw)
         if self.spec.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, self.spec.trials // 2 or 1))
