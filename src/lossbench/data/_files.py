@@ -17,6 +17,7 @@ import bz2
 import gzip
 import hashlib
 import io
+import math
 import os
 import urllib.error
 import urllib.request
@@ -78,6 +79,8 @@ def read_bytes(path: Path | str) -> bytes:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ValueError(f"file not found: {path}") from None
+    except OSError as err:  # a directory, no permission, ...: the user's mistake, one line
+        raise ValueError(f"cannot read {path}: {err.strerror or err}") from None
     return decompress(raw, path)
 
 
@@ -92,6 +95,21 @@ def read_text(path: Path | str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         return data.decode("latin-1")
+
+
+def finite_float(token: str, where: str, what: str) -> float:
+    """``token`` as a finite number; ValueError naming ``where`` (file:line) and ``what`` otherwise.
+
+    ``inf``, ``nan`` and overflowing literals (``1e999``) are refused: one such value makes every
+    run on the data diverge.  Missing values have their own spelling (``?``) in each format.
+    """
+    try:
+        value = float(token)
+    except ValueError:
+        raise ValueError(f"{where}: {what} {token!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {what} {token!r} is not a finite number")
+    return value
 
 
 def sha256(data: bytes) -> str:

@@ -20,7 +20,7 @@ import torch
 
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset
-from lossbench.data._files import read_text
+from lossbench.data._files import finite_float, read_text
 from lossbench.data._tabular import Column, encode_columns
 
 # From adult.names (UCI ML Repository), in its order.
@@ -173,10 +173,7 @@ def parse_adult(path: Path | str) -> tuple[torch.Tensor, torch.Tensor]:
             if token == "?":
                 values.append(math.nan)
             elif lookup is None:
-                try:
-                    values.append(float(token))
-                except ValueError:
-                    raise ValueError(f"{path}:{lineno}: {col.name} {token!r} is not a number") from None
+                values.append(finite_float(token, f"{path}:{lineno}", col.name))
             elif token in lookup:
                 values.append(lookup[token])
             else:

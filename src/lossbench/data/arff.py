@@ -32,7 +32,7 @@ import torch
 
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset
-from lossbench.data._files import read_text
+from lossbench.data._files import finite_float, read_text
 from lossbench.data._tabular import Column, encode_columns
 from lossbench.data.splits import DEFAULT_TEST_FRACTION, train_test_indices
 
@@ -170,10 +170,7 @@ def parse_arff(path: Path | str) -> ArffTable:
             if token == "?":
                 values.append(math.nan)
             elif conv is None:
-                try:
-                    values.append(float(token))
-                except ValueError:
-                    raise ValueError(f"{where}: attribute {col.name!r}: {token!r} is not a number") from None
+                values.append(finite_float(token, where, f"attribute {col.name!r}:"))
             else:
                 code = conv.get(_unquote(token))
                 if code is None:

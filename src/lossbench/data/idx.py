@@ -53,6 +53,13 @@ def read_idx(path: Path | str) -> torch.Tensor:
             f"{len(data) - header} bytes; it is truncated or corrupt"
         )
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        flat = int(np.flatnonzero(~np.isfinite(array))[0])
+        index = np.unravel_index(flat, shape)
+        raise ValueError(
+            f"{path}: record {index[0]} (index {tuple(int(i) for i in index)}) holds "
+            f"{array.flat[flat]}, not a finite number"
+        )
     return torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=True))
 
 
