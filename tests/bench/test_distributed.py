@@ -92,7 +92,7 @@ def test_kill_minus_9_then_resume(tmp_path):
                     states = dict(db.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
             except sqlite3.Error:
                 return False
-            return states.get("COMPLETE", 0) >= 2 and states.get("RUNNING", 0) == 1
+            return states.get("COMPLETE", 0) >= 2 and states.get("RUNNING", 0) >= 1
 
         assert wait_for(some_complete_and_one_running), proc.stdout.read() if proc.poll() is not None else "timeout"
         os.kill(proc.pid, signal.SIGKILL)
@@ -102,20 +102,20 @@ def test_kill_minus_9_then_resume(tmp_path):
             proc.kill()
     storage = open_storage(storage_url)
     interrupted = [t for ts in all_trials(storage, spec).values() for t in ts if t.state == TrialState.RUNNING]
-    assert len(interrupted) == 1
-    (victim,) = interrupted
+    assert interrupted  # one run, or a whole pack of them
 
     output = cli_ok("run", str(spec_path), "--out", str(out))
     assert "crash" in output
     trials = all_trials(storage, spec)
     assert_complete_and_counted_once(storage, spec)
-    # The interrupted trial was failed by its stale heartbeat and queued again with its parameters.
-    stage_trials = next(ts for ts in trials.values() if any(t.number == victim.number and t.datetime_start == victim.datetime_start for t in ts))
-    dead = next(t for t in stage_trials if t.number == victim.number)
-    assert dead.state == TrialState.FAIL
-    retries = [t for t in stage_trials if t.system_attrs.get("failed_trial") == victim.number]
-    # (a worker killed before the sampler ran leaves a trial without parameters: its retry samples them)
-    assert len(retries) == 1 and victim.params.items() <= retries[0].params.items()
+    # Each interrupted trial was failed by its stale heartbeat and queued again with its parameters.
+    for victim in interrupted:
+        stage_trials = next(ts for ts in trials.values() if any(t.number == victim.number and t.datetime_start == victim.datetime_start for t in ts))
+        dead = next(t for t in stage_trials if t.number == victim.number)
+        assert dead.state == TrialState.FAIL
+        retries = [t for t in stage_trials if t.system_attrs.get("failed_trial") == victim.number]
+        # (a worker killed before the sampler ran leaves a trial without parameters: its retry samples them)
+        assert len(retries) == 1 and victim.params.items() <= retries[0].params.items()
 
     # The resumed study tuned what an uninterrupted one tunes: draw k's configuration is what the
     # (random) sampler of draw k gives on a fresh study, whatever was killed and retried before it.
@@ -213,17 +213,18 @@ def test_a_worker_paused_past_the_grace_period_goes_on(tmp_path, monkeypatch):
     spec = load_spec(write_spec(tmp_path / "spec.toml", name="paused", trials=2, epochs=1))
     storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
     runner = Runner(spec, storage, torch.device("cpu"))
-    original, paused = Runner._objective, []
+    original, paused = Runner._train, []
 
-    def objective(self, unit, trial, stage):
-        value = original(self, unit, trial, stage)
+    def train(self, unit, trials, stage):
+        values = original(self, unit, trials, stage)
         if not paused:  # what another worker does while this one sleeps: fail it as stale, queue a retry
+            trial = trials[0]
             paused.append(trial.number)
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             RetryHeartbeatStaleTrialCallback()(unit.tune, storage.get_trial(trial._trial_id))
-        return value
+        return values
 
-    monkeypatch.setattr(Runner, "_objective", objective)
+    monkeypatch.setattr(Runner, "_train", train)
     with pytest.warns(RuntimeWarning, match="trial #0 was failed as stale"):
         runner.run()
     assert_complete_and_counted_once(storage, spec)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +25,12 @@ from lossbench.bench.spec import SEED_PARAM, DatasetSpec, Spec, SpecError
 from lossbench.data import Dataset, get_dataset_info, load_dataset, stratified_split
 from lossbench.data.splits import random_split, standardize
 from lossbench.models import build_model
-from lossbench.train import eval_logits, fit, make_optimizer, make_transform
+from lossbench.train import eval_logits, fit, get_transform, make_optimizer, make_transform
+from lossbench.train.packed import PackedModel, fit_packed, unpackable_model
 
 STAGES = ("tune", "final")
 MIN_STD = 1e-6  # the std floor of per-stage standardisation (as the EXACT paper's code)
+EVAL_BATCH = 4096  # rows per forward pass when scoring
 
 
 @dataclass
@@ -181,77 +184,167 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
                 raise SpecError(f"{where}: {key} = {value!r} (an end of its search space) is refused: {err}") from None
 
 
-def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: Spec, seed: int) -> RunResult:
-    """Train the spec's model with the method at ``params`` and score it on ``split.x_eval``.
+class _RunScores:
+    """One run's loss (with its schedule) and the curves and metrics it is scored by.
 
     Per-epoch curves: mean training loss, held-out loss (the method's own loss) and the held-out
-    selection metric.
+    selection metric; they stay on the device until the run ends (no host sync per epoch).
     """
-    start = time.perf_counter()
-    task, num_classes = split.task, split.num_classes
-    check_compatible(method.loss, task, num_classes, f"method {method.name!r} on {split.dataset.name!r}")
+
+    def __init__(self, split: Split, method: Method, params: dict[str, Any], spec: Spec) -> None:
+        self.split, self.method, self.spec = split, method, spec
+        device = split.x_fit.device
+        # No value checks on the hot path: the data were checked when loaded, and a diverging run
+        # must produce non-finite logits (recorded as diverged), not an exception.
+        self.adapter = method.build_loss(params, {"class_counts": split.class_counts.to(device)}, split.task, validate=False)
+        self.loss = self.adapter.to(device).unwrapped()
+        self._own_schedule = getattr(self.adapter.loss, "set_epoch", None)  # EXACT's sigma, LDAM's re-weighting
+        self.metric = selection_metric(spec.selection_metric, split.task)
+        self.train_loss: list[float] = []
+        self.heldout_loss: list[torch.Tensor] = []
+        self.heldout_metric = EpochScores(self.metric, split.y_eval, split.task, split.num_classes)
+        self.last_logits: torch.Tensor | None = None  # the last epoch's held-out logits are the final model's
+        self.schedule(0)
+
+    def schedule(self, epoch: int) -> None:
+        """The loss's own schedule and the method's scheduled options, before each epoch (and once after the last)."""
+        if self._own_schedule is not None:
+            self._own_schedule(epoch, self.spec.train.epochs)
+        for key, sched in self.method.spec.schedule.items():
+            set_loss_option(self.adapter.loss, key[5:], sched.value(epoch, self.spec.train.epochs))
+
+    def epoch_end(self, epoch: int, stats: dict[str, float], logits: torch.Tensor) -> None:
+        self.last_logits = logits
+        with torch.no_grad():
+            self.heldout_loss.append(self.loss(logits, self.split.y_eval, reduction="mean"))
+        self.train_loss.append(float(stats.get("loss", math.nan)))
+        self.heldout_metric.add(logits)
+        self.schedule(epoch + 1)
+
+    def result(self, fit_logits: Callable[[], torch.Tensor], seconds: float) -> RunResult:
+        """The run's metrics on the held-out part; with ``tie_break = "train_metric"`` a tuning run
+        also scores the fit part (``fit_logits()``), whose score breaks ties between equal
+        validation scores."""
+        split, metric = self.split, self.metric
+        assert self.last_logits is not None
+        metrics = compute_metrics(self.last_logits, split.y_eval, split.task, split.num_classes)
+        if self.spec.tie_break == "train_metric" and split.stage == "tune":
+            metrics[f"train_{metric}"] = compute_metrics(fit_logits(), split.y_fit, split.task, split.num_classes, names=(metric,))[metric]
+        curves = {
+            "train_loss": self.train_loss,
+            "heldout_loss": torch.stack(self.heldout_loss).tolist(),
+            f"heldout_{metric}": self.heldout_metric.values(),
+        }
+        return RunResult(metrics, curves, seconds)
+
+
+def _build_run_model(split: Split, method: Method, spec: Spec, seed: int) -> torch.nn.Module:
+    check_compatible(method.loss, split.task, split.num_classes, f"method {method.name!r} on {split.dataset.name!r}")
     torch.manual_seed(seed)
-    model = build_model(
-        spec.train.model, split.dataset, num_outputs=output_width(method.loss, task, num_classes),
+    return build_model(
+        spec.train.model, split.dataset, num_outputs=output_width(method.loss, split.task, split.num_classes),
         **spec.train.model_params,
     ).to(split.x_fit.device)  # fmt: skip
-    # No value checks on the hot path: the data were checked when loaded, and a diverging run
-    # must produce non-finite logits (recorded as diverged), not an exception.
-    adapter = method.build_loss(params, {"class_counts": split.class_counts.to(split.x_fit.device)}, task, validate=False)
-    loss = adapter.to(split.x_fit.device).unwrapped()
-    own_schedule = getattr(adapter.loss, "set_epoch", None)  # e.g. EXACT's sigma schedule, LDAM's deferred re-weighting
 
-    def schedule(epoch: int, epochs: int) -> None:  # before each epoch (and once after the last)
-        if own_schedule is not None:
-            own_schedule(epoch, epochs)
-        for key, sched in method.spec.schedule.items():
-            set_loss_option(adapter.loss, key[5:], sched.value(epoch, epochs))
-    metric = selection_metric(spec.selection_metric, task)
-    # Held-out curves stay on the device until the run ends: no host sync per epoch.
-    train_loss: list[float] = []
-    heldout_loss: list[torch.Tensor] = []
-    heldout_metric = EpochScores(metric, split.y_eval, task, num_classes)
-    last_logits: list[torch.Tensor] = []  # the last epoch's held-out logits are the final model's
+
+def _fit_options(spec: Spec, split: Split) -> dict[str, Any]:
+    """What ``fit`` and ``fit_packed`` take from the spec alike."""
+    t = spec.train
+    return dict(
+        epochs=t.epochs, batch_size=t.batch_size, optimizer=t.optimizer, momentum=t.momentum, lr_final=t.lr_final,
+        lr_schedule=t.lr_schedule, weight_decay_on=t.weight_decay_on, repeat=repeats(spec, len(split.y_fit)),
+        drop_last=t.drop_last,
+    )  # fmt: skip
+
+
+def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: Spec, seed: int) -> RunResult:
+    """Train the spec's model with the method at ``params`` and score it on ``split.x_eval``."""
+    start = time.perf_counter()
+    model = _build_run_model(split, method, spec, seed)
+    run = _RunScores(split, method, params, spec)
 
     def on_epoch_end(epoch: int, stats: dict[str, float]) -> None:
-        logits = eval_logits(model, split.x_eval, batch_size=4096)
-        last_logits[:] = [logits]
-        with torch.no_grad():
-            heldout_loss.append(loss(logits, split.y_eval, reduction="mean"))
-        train_loss.append(float(stats.get("loss", math.nan)))
-        heldout_metric.add(logits)
-        schedule(epoch + 1, spec.train.epochs)
+        run.epoch_end(epoch, stats, eval_logits(model, split.x_eval, batch_size=EVAL_BATCH))
 
-    schedule(0, spec.train.epochs)
-    generator = torch.Generator().manual_seed(seed)
     fit(
-        model,
-        loss,
-        split.x_fit,
-        split.y_fit,
-        epochs=spec.train.epochs,
-        batch_size=spec.train.batch_size,
-        optimizer=spec.train.optimizer,
-        lr=params["lr"],
-        weight_decay=params.get("weight_decay", 0.0),
-        momentum=spec.train.momentum,
-        lr_final=spec.train.lr_final,
-        lr_schedule=spec.train.lr_schedule,
-        weight_decay_on=spec.train.weight_decay_on,
-        repeat=repeats(spec, len(split.y_fit)),
-        drop_last=spec.train.drop_last,
-        transforms=method.transform_list(params),
-        generator=generator,
-        on_epoch_end=on_epoch_end,
-    )
-    metrics = compute_metrics(last_logits[0], split.y_eval, task, num_classes)
-    if spec.tie_break == "train_metric" and split.stage == "tune":
-        # The fit part's score breaks ties between equal validation scores.
-        fit_logits = eval_logits(model, split.x_fit, batch_size=4096)
-        metrics[f"train_{metric}"] = compute_metrics(fit_logits, split.y_fit, task, num_classes, names=(metric,))[metric]
-    curves = {
-        "train_loss": train_loss,
-        "heldout_loss": torch.stack(heldout_loss).tolist(),
-        f"heldout_{metric}": heldout_metric.values(),
-    }
-    return RunResult(metrics, curves, time.perf_counter() - start)
+        model, run.loss, split.x_fit, split.y_fit, lr=params["lr"], weight_decay=params.get("weight_decay", 0.0),
+        transforms=method.transform_list(params), generator=torch.Generator().manual_seed(seed),
+        on_epoch_end=on_epoch_end, **_fit_options(spec, split),
+    )  # fmt: skip
+    return run.result(lambda: eval_logits(model, split.x_fit, batch_size=EVAL_BATCH), time.perf_counter() - start)
+
+
+def train_and_score_packed(
+    split: Split, method: Method, runs: Sequence[tuple[dict[str, Any], int]], spec: Spec
+) -> list[RunResult]:
+    """:func:`train_and_score` for each ``(params, seed)`` of ``runs``, trained as one pack
+    (:func:`lossbench.train.packed.fit_packed`); the unit must pack (:func:`unpackable`).
+
+    Runs whose loss arguments are equal share one loss call per step when the loss is a mean of
+    per-sample terms.  Each run's ``seconds`` is the pack's time divided among its runs.
+    """
+    start = time.perf_counter()
+    packed = PackedModel([_build_run_model(split, method, spec, seed) for _, seed in runs])
+    scores = [_RunScores(split, method, params, spec) for params, _ in runs]
+    shared: dict[Any, list[int]] = {}
+    if not method.loss.batch_level:
+        for k, (params, _) in enumerate(runs):
+            shared.setdefault(repr(sorted(method.loss_kwargs(params, {}).items())), []).append(k)
+
+    def on_epoch_end(epoch: int, rows: list[dict[str, float]]) -> None:
+        logits = packed.eval_logits(split.x_eval, batch_size=EVAL_BATCH)
+        for k, run in enumerate(scores):
+            run.epoch_end(epoch, rows[k], logits[k])
+
+    fit_packed(
+        packed, [run.loss for run in scores], split.x_fit, split.y_fit,
+        lrs=[params["lr"] for params, _ in runs], weight_decays=[params.get("weight_decay", 0.0) for params, _ in runs],
+        transforms=[method.transform_list(params) for params, _ in runs],
+        generators=[torch.Generator().manual_seed(seed) for _, seed in runs],
+        shared_loss=list(shared.values()), on_epoch_end=on_epoch_end, **_fit_options(spec, split),
+    )  # fmt: skip
+    fit_logits: list[torch.Tensor] = []
+
+    def fit_logits_of(k: int) -> torch.Tensor:
+        if not fit_logits:
+            fit_logits.append(packed.eval_logits(split.x_fit, batch_size=EVAL_BATCH))
+        return fit_logits[0][k]
+
+    seconds = (time.perf_counter() - start) / len(runs)
+    return [run.result(lambda k=k: fit_logits_of(k), seconds) for k, run in enumerate(scores)]
+
+
+def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
+    """Why the unit's runs cannot train packed (None when they can), checked once per unit on a
+    small batch: the model must be stateless and give under ``vmap`` what it gives alone, the
+    loss must hold no trained parameters and draw no random numbers, every transform must pack."""
+    if not isinstance(spec.train.optimizer, str):
+        return "its optimizer is not one of the named ones"
+    heavy = [name for name, _ in method.transform_list({}) if not get_transform(name).factory.packs]
+    if heavy:
+        return f"transform {heavy[0]!r} reads the model itself"
+    models = [_build_run_model(split, method, spec, seed) for seed in (0, 1)]
+    reason = unpackable_model(models[0])
+    if reason is not None:
+        return f"model {spec.train.model!r}: {reason}"
+    x, y = split.x_fit[:8], split.y_fit[:8]
+    try:
+        packed = PackedModel(models)
+        together = packed(torch.stack([x, x]))
+    except Exception as err:  # noqa: BLE001 - any failure of vmap means: train one at a time
+        return f"model {spec.train.model!r} does not run under torch.func.vmap ({type(err).__name__}: {err})"
+    with torch.no_grad():
+        alone = torch.stack([m(x) for m in models])
+    if together.shape != alone.shape or not torch.allclose(together.detach(), alone, rtol=1e-4, atol=1e-5):
+        return f"model {spec.train.model!r} gives other outputs under torch.func.vmap"
+    space = method.search_space(spec.search)
+    params = {k: _middle(d) for k, d in space.items()}
+    loss = _RunScores(split, method, params, spec).loss
+    if isinstance(loss, torch.nn.Module) and any(p.requires_grad for p in loss.parameters()):
+        return f"loss {method.loss.name!r} has trained parameters"
+    state = torch.get_rng_state()
+    loss(alone[0].detach().requires_grad_(), y).backward()
+    if not torch.equal(state, torch.get_rng_state()):
+        torch.set_rng_state(state)
+        return f"loss {method.loss.name!r} draws random numbers"
+    return None

@@ -1,8 +1,9 @@
 """Run (or join, or resume) a study: tune every method with the same budget, then evaluate.
 
 Any number of workers may run the same spec against one storage.  A worker repeatedly picks a
-(dataset, method) unit with work left, runs one trial there and records it; it stops when every
-unit is complete.  Tuning runs until the unit's study holds ``spec.trials`` complete trials, and
+(dataset, method) unit with work left, runs trials there and records them; it stops when every
+unit is complete.  Where a unit packs, the trials asked at once (as many parallel workers would
+ask them) and the evaluation seeds train as one batched model (:mod:`lossbench.train.packed`).  Tuning runs until the unit's study holds ``spec.trials`` complete trials, and
 the configuration is chosen from the first ``spec.trials`` complete trials by trial number, so
 the budget is equal for every method even when workers race.  The final stage re-trains the
 chosen configuration once per evaluation seed; a seed counts once however often it was run.
@@ -10,6 +11,7 @@ chosen configuration once per evaluation seed; a seed counts once however often 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -23,9 +25,19 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled  # what study.optimize uses
 from optuna.trial import FrozenTrial, TrialState
 
-from lossbench.bench.execution import DataCache, RunResult, check_unit, run_seed, train_and_score
+from lossbench.bench.execution import (
+    DataCache,
+    RunResult,
+    Split,
+    check_unit,
+    run_seed,
+    train_and_score,
+    train_and_score_packed,
+    unpackable,
+)
 from lossbench.bench.methods import Method, check_compatible, resolve_method, suggest
 from lossbench.bench.metrics import selection_metric
 from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec, SpecError
@@ -33,7 +45,8 @@ from lossbench.bench.storage import register_spec, study_name
 
 CONFIG_ATTR = "config"  # the chosen parameters, stored on the final study
 CHOSEN_FROM_ATTR = "tune_trial"
-RUN_ATTR = "run"  # a trial's record: metrics, curves, seed, worker, seconds (one write)
+RUN_ATTR = "run"  # a trial's record: metrics, curves, seed, worker, seconds, pack (one write)
+DEFAULT_PACK = 32  # runs trained at once where a unit packs (lossbench run --pack; 1: one at a time)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -122,7 +135,7 @@ class DrawSeededSampler(optuna.samplers.BaseSampler):
 
 class PythonRandomSampler(optuna.samplers.BaseSampler):
     """The EXACT paper's search: ``random.seed(seed)``, then per trial one ``random.choice`` per
-    parameter in the order of ``grids``.  This sampler gives draw ``k`` (``_tune_one`` makes one
+    parameter in the order of ``grids``.  This sampler gives draw ``k`` (``Runner._tune`` makes one
     per trial through :class:`DrawSeededSampler`, which decides ``k``)."""
 
     def __init__(self, seed: int, grids: dict[str, tuple[Any, ...]], k: int = 0) -> None:
@@ -167,6 +180,7 @@ class Unit:
     method: Method
     tune: optuna.Study
     final: optuna.Study
+    pack_reason: str | None = None  # why its runs train one at a time (None: they pack)
 
     @property
     def label(self) -> str:
@@ -183,8 +197,11 @@ class Runner:
         device: torch.device,
         data_dir: str | None = None,
         on_trial: Callable[[str, str, RunResult], None] | None = None,
+        pack: int = DEFAULT_PACK,
     ) -> None:
-        self.spec, self.storage, self.device = spec, storage, device
+        if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
+            raise SpecError(f"pack must be a positive integer (1: one run at a time), got {pack!r}")
+        self.spec, self.storage, self.device, self.pack = spec, storage, device, pack
         self.cache = DataCache(spec, device, data_dir)
         self.on_trial = on_trial
         self.seeds = evaluation_seeds(spec)
@@ -193,7 +210,6 @@ class Runner:
         register_spec(storage, spec)
         self.units = [self._unit(d, m) for d, m in resolved]
         self._done: dict[str, int] = {}
-        self._finished: int | None = None  # the trial whose run ended, until Optuna records it
         self._configs: dict[str, dict[str, Any]] = {}  # per unit, once stored in (or read from) storage
 
     def _validated(self, dataset: DatasetSpec, method_spec: MethodSpec) -> Method:
@@ -209,7 +225,20 @@ class Runner:
             optuna.create_study(storage=self.storage, study_name=n, direction="maximize", load_if_exists=True)
             for n in names
         )
-        return Unit(dataset, method, tune, final)
+        reason = "packing is off" if self.pack == 1 else unpackable(self.cache.get(dataset, "tune"), method, self.spec)
+        return Unit(dataset, method, tune, final, reason)
+
+    def _pack_size(self, unit: Unit, wanted: int, stage: str) -> int:
+        """How many runs to ask at once: ``wanted`` within the pack limit; one for a unit that does
+        not pack.  TPE is asked at most its start-up count at once (runs asked together do not
+        see each other's results, as with that many parallel workers)."""
+        cap = 1 if unit.pack_reason is not None else self.pack
+        if stage == "tune" and self.spec.sampler == "tpe":
+            cap = min(cap, self._tpe_startup())
+        return max(1, min(cap, wanted))
+
+    def _tpe_startup(self) -> int:
+        return min(10, self.spec.trials // 2 or 1)
 
     # -- progress ------------------------------------------------------------------------------
 
@@ -253,7 +282,8 @@ class Runner:
         budget = budget_trials(trials, self.spec.trials)
         self._done[unit.label] = len(budget)
         if len(budget) < self.spec.trials:
-            self._tune_one(unit)
+            running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+            self._tune(unit, self._pack_size(unit, self.spec.trials - len(budget) - running, "tune"))
             return "ran"
         if any(t.state == TrialState.RUNNING for t in trials):
             return "waiting"  # the choice must see every trial that may still enter the budget
@@ -270,16 +300,17 @@ class Runner:
         # The read above is fresh enough: nothing was written since, save the runs just queued.
         # Should another worker take the last waiting run first, Optuna starts a trial without a
         # seed, which the objective prunes.
-        if not missing and not any(t.state == TrialState.WAITING for t in final):
+        waiting = len(missing) + sum(1 for t in final if t.state == TrialState.WAITING)
+        if not waiting:
             return "waiting"
-        self._optimize(unit, unit.final, "final")
+        self._run_trials(unit, unit.final, "final", self._pack_size(unit, waiting, "final"))
         return "ran"
 
-    def _tune_one(self, unit: Unit) -> None:
+    def _tune(self, unit: Unit, size: int) -> None:
         # Each trial samples with the sampler of its draw (a killed trial's retry is its draw
         # again), so a study resumed after kills samples what an uninterrupted one would.
         unit.tune.sampler = DrawSeededSampler(lambda draw: self.sampler(unit, draw))
-        self._optimize(unit, unit.tune, "tune")
+        self._run_trials(unit, unit.tune, "tune", size)
 
     def sampler(self, unit: Unit, draw: int) -> optuna.samplers.BaseSampler:
         """The sampler of a unit's ``draw``-th tuning trial (seeded by the draw alone)."""
@@ -290,7 +321,7 @@ class Runner:
             return PythonRandomSampler(self.spec.seed, grids, draw)
         if self.spec.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, self.spec.trials // 2 or 1))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self._tpe_startup())
 
     def _config(self, unit: Unit, budget: list[FrozenTrial]) -> dict[str, Any]:
         if unit.label in self._configs:  # stored and checked already: the budget is final by now
@@ -307,41 +338,74 @@ class Runner:
         self._configs[unit.label] = stored
         return stored
 
-    def _optimize(self, unit: Unit, study: optuna.Study, stage: str) -> None:
-        """One trial.  A worker paused past the heartbeat grace (suspended, swapped out) finds on
-        waking that another worker failed its trial as stale and queued a retry: Optuna then
-        cannot record the result.  That run is lost, not the worker: it says so and goes on."""
-        self._finished = None
-        try:
-            study.optimize(lambda trial: self._objective(unit, trial, stage), n_trials=1)
-        except Exception:
-            if self._finished is None or self.storage.get_trial(self._finished).state != TrialState.FAIL:
-                raise  # not that case: a real error keeps its traceback
-            number = self.storage.get_trial(self._finished).number
-            warnings.warn(
-                f"{unit.label} ({stage}): trial #{number} was failed as stale while this worker was paused "
-                "past the heartbeat grace period; its result is dropped and its retry runs instead",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+    def _run_trials(self, unit: Unit, study: optuna.Study, stage: str, size: int) -> None:
+        """Ask ``size`` trials, train them (packed where the unit packs) and tell their results.
 
-    def _objective(self, unit: Unit, trial: optuna.Trial, stage: str) -> float:
+        A worker paused past the heartbeat grace (suspended, swapped out) finds on waking that
+        another worker failed its trial as stale and queued a retry: that run's result cannot be
+        recorded.  That run is lost, not the worker: it says so and goes on.
+        """
+        if is_heartbeat_enabled(self.storage):
+            _fail_stale(study)
+        with warnings.catch_warnings():  # the heartbeats below are study.optimize's own
+            warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+            trials = [study.ask() for _ in range(size)]
+        with contextlib.ExitStack() as heartbeats:
+            for trial in trials:
+                heartbeats.enter_context(get_heartbeat_thread(trial._trial_id, self.storage))
+            try:
+                values = self._train(unit, trials, stage)
+            except BaseException:  # a real error (or Ctrl-C): the trials fail, the error keeps its traceback
+                for trial in trials:
+                    with contextlib.suppress(Exception):  # the error being raised is the one to report
+                        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                raise
+        for trial, value in zip(trials, values):
+            if value is None:
+                study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+                continue
+            study.tell(trial, value, skip_if_finished=True)
+            if self.storage.get_trial(trial._trial_id).state == TrialState.FAIL:
+                warnings.warn(
+                    f"{unit.label} ({stage}): trial #{trial.number} was failed as stale while this worker was "
+                    "paused past the heartbeat grace period; its result is dropped and its retry runs instead",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+    def _train(self, unit: Unit, trials: list[optuna.Trial], stage: str) -> list[float | None]:
+        """Each trial's selection score (None: pruned, a final trial another worker took), its run
+        stored on it.  Runs that share a split train as one pack when the unit packs."""
         space = unit.method.search_space(self.spec.search)
-        if stage == "final" and "seed" not in trial.user_attrs:
-            raise optuna.TrialPruned("not a queued evaluation run (another worker took it)")
-        params = {name: suggest(trial, name, dist) for name, dist in space.items()}
-        seed = run_seed(stage, trial.number, self.spec, trial.user_attrs.get("seed"), params)
-        split = self.cache.get(unit.dataset, stage, seed if stage == "final" and self.spec.resample_splits else None)
-        result = train_and_score(split, unit.method, params, self.spec, seed)
-        record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
-                  "seconds": round(result.seconds, 4)}  # fmt: skip
-        trial.set_user_attr(RUN_ATTR, record)  # one storage write per run
-        if self.on_trial:
-            self.on_trial(unit.label, stage, result)
-        value = result.metrics[selection_metric(self.spec.selection_metric, split.task)]
-        # A diverged run scores the worst possible value of the maximised metric and still counts.
-        self._finished = trial._trial_id  # the run is done; only recording it remains
-        return value if value == value else 0.0
+        runs: dict[int, tuple[optuna.Trial, dict[str, Any], int, Split]] = {}
+        for i, trial in enumerate(trials):
+            if stage == "final" and "seed" not in trial.user_attrs:
+                continue  # not a queued evaluation run (another worker took it)
+            params = {name: suggest(trial, name, dist) for name, dist in space.items()}
+            seed = run_seed(stage, trial.number, self.spec, trial.user_attrs.get("seed"), params)
+            split = self.cache.get(unit.dataset, stage, seed if stage == "final" and self.spec.resample_splits else None)
+            runs[i] = (trial, params, seed, split)
+        values: list[float | None] = [None] * len(trials)
+        by_split: dict[int, list[int]] = {}
+        for i, (_, _, _, split) in runs.items():
+            by_split.setdefault(id(split), []).append(i)
+        for indices in by_split.values():
+            split = runs[indices[0]][3]
+            if len(indices) > 1 and unit.pack_reason is None:
+                results = train_and_score_packed(split, unit.method, [runs[i][1:3] for i in indices], self.spec)
+            else:
+                results = [train_and_score(split, unit.method, runs[i][1], self.spec, runs[i][2]) for i in indices]
+            for i, result in zip(indices, results):
+                trial, _, seed, _ = runs[i]
+                record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
+                          "seconds": round(result.seconds, 4), "pack": len(indices) if unit.pack_reason is None else 1}  # fmt: skip
+                trial.set_user_attr(RUN_ATTR, record)  # one storage write per run
+                if self.on_trial:
+                    self.on_trial(unit.label, stage, result)
+                value = result.metrics[selection_metric(self.spec.selection_metric, split.task)]
+                # A diverged run scores the worst possible value of the maximised metric and still counts.
+                values[i] = value if value == value else 0.0
+        return values
 
 
 def _fail_stale(study: optuna.Study) -> None:

@@ -60,6 +60,9 @@ class Transform:
     name: ClassVar[str] = ""
     stage: ClassVar[str] = "objective"
     per_sample: ClassVar[bool] = False
+    # Reads only its own value or gradients (never ctx.model, ctx.params or ctx.optimizer), so it
+    # can run once per run inside a packed step (lossbench.train.packed).
+    packs: ClassVar[bool] = False
 
     def bind(self, ctx: StepContext) -> None:
         return None

@@ -48,6 +48,7 @@ class ClipNorm(Transform):
     """Hard global-norm clipping ``g min(1, max_norm / |g|)``; logs the prior norm and the factor."""
 
     name = "clip_norm"
+    packs = True
     stage = "gradient"
     smooth = False
 
@@ -80,6 +81,7 @@ class GradientNormalizer(Transform):
     """
 
     name = "grad_normalizer"
+    packs = True
     stage = "gradient"
 
     def __init__(self, momentum: float = 0.9, min_norm: float = 0.01) -> None:

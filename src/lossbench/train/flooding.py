@@ -47,6 +47,7 @@ class Flooding(Transform):
     """Flooding ``|L - b| + b`` on the mini-batch mean loss; logs whether the step was flooded (``L < b``)."""
 
     name = "flooding"
+    packs = True
 
     def __init__(self, b: float = 0.05) -> None:
         check_positive("b", b, allow_zero=True)
@@ -61,6 +62,7 @@ class IFlood(Transform):
     """iFlood: per-sample flooding ``mean_i |l_i - b| + b``; logs the share of flooded samples."""
 
     name = "iflood"
+    packs = True
     per_sample = True
 
     def __init__(self, b: float = 0.05) -> None:

@@ -110,25 +110,12 @@ def fit(
     plus ``epoch`` and ``lr`` (the last step's).  ``on_epoch_end(epoch, row)`` may add entries
     to the row (validation metrics, say) and stops training by returning True.
     """
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    n = x_train.shape[0]
-    if n == 0 or y_train.shape[0] != n:
-        raise ValueError(
-            "x_train and y_train must hold the same positive number of samples, "
-            f"got {n} and {y_train.shape[0]}"
-        )
+    steps_per_epoch, samples = check_epoch_shape(x_train, y_train, epochs, batch_size, repeat, drop_last)
     check_positive("lr", lr)
     if lr_final is not None:
         check_positive("lr_final", lr_final)
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        raise ValueError(f"repeat must be a positive integer, got {repeat!r}")
-    if drop_last and repeat * n < batch_size:
-        raise ValueError(f"drop_last with {repeat * n} samples per epoch < batch_size {batch_size} leaves no batch")
 
     device = torch.device(device) if device is not None else x_train.device
     model.to(device)
@@ -145,8 +132,7 @@ def fit(
         opt = optimizer(params)
     step = build_step(model, loss, opt, transforms)
 
-    samples = repeat * n
-    steps_per_epoch = samples // batch_size if drop_last else math.ceil(samples / batch_size)
+    n = x_train.shape[0]
     starts = range(0, steps_per_epoch * batch_size, batch_size)
     per_step = lr_schedule == "step"
     total = epochs * steps_per_epoch if per_step else epochs
@@ -179,6 +165,28 @@ def fit(
         if on_epoch_end is not None and on_epoch_end(epoch, row):
             break
     return history
+
+
+def check_epoch_shape(
+    x_train: torch.Tensor, y_train: torch.Tensor, epochs: int, batch_size: int, repeat: int, drop_last: bool
+) -> tuple[int, int]:
+    """Refuse a bad epoch layout; returns (steps per epoch, samples per epoch)."""
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    n = x_train.shape[0]
+    if n == 0 or y_train.shape[0] != n:
+        raise ValueError(
+            "x_train and y_train must hold the same positive number of samples, "
+            f"got {n} and {y_train.shape[0]}"
+        )
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"repeat must be a positive integer, got {repeat!r}")
+    samples = repeat * n
+    if drop_last and samples < batch_size:
+        raise ValueError(f"drop_last with {samples} samples per epoch < batch_size {batch_size} leaves no batch")
+    return (samples // batch_size if drop_last else math.ceil(samples / batch_size)), samples
 
 
 def _totals(values: dict[str, list[torch.Tensor | float]]) -> dict[str, float]:

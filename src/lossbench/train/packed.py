@@ -1,0 +1,350 @@
+"""Packed training: K runs of one architecture trained at once, as one batched model.
+
+A sweep is hundreds of small independent runs; one at a time, each step of each run pays
+Python, autograd and kernel-launch costs that dwarf its arithmetic.  Packed, the K runs' weights
+are stacked (``torch.func.stack_module_state``) and one ``vmap``-ed ``functional_call`` computes
+every run's logits on its own mini-batch; one backward pass gives every run's gradients.
+
+Each run keeps what it would have alone: its initialisation (the caller builds its model under
+its own seed), its data order (its own generator), its learning rate, weight decay and lr
+schedule, its loss and transforms, its statistics.  A run's loss, gradient transforms and update
+read only its own slice, so a diverging run leaves the others as they would be unpacked
+(``tests/train/test_packed.py`` trains runs both ways and compares them).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from lossbench.losses._validation import check_positive
+from lossbench.train._base import LossFn, StepContext, Transform
+from lossbench.train._registry import TransformSpec, make_transform
+from lossbench.train.loop import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_ON, check_epoch_shape
+
+PackedEpochCallback = Callable[[int, list[dict[str, float]]], Any]
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's and AdamW's defaults
+
+
+def unpackable_model(model: nn.Module) -> str | None:
+    """Why ``model`` cannot be packed (None when it can): vmap-ed runs share no state, so a model
+    with buffers (BatchNorm's running statistics) or live dropout (whose draws would differ from
+    the run's own) trains only one run at a time."""
+    buffers = [name for name, _ in model.named_buffers()]
+    if buffers:
+        return f"it has buffers ({', '.join(buffers[:3])})"
+    dropout = [n for n, m in model.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+    if dropout:
+        return f"it has dropout ({', '.join(dropout[:3])})"
+    return None
+
+
+class PackedModel:
+    """K models of one architecture as stacked parameters ``(K, ...)``; ``self(x)`` maps each
+    run's batch ``x[k]`` through run ``k``'s weights, :meth:`eval_logits` one shared input."""
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        if not models:
+            raise ValueError("a pack needs at least one model")
+        for model in models:
+            reason = unpackable_model(model)
+            if reason is not None:
+                raise ValueError(f"{type(model).__name__} cannot be packed: {reason}")
+        shapes = [[(n, p.shape) for n, p in m.named_parameters()] for m in models]
+        if any(s != shapes[0] for s in shapes[1:]):
+            raise ValueError("packed models must have the same parameters and shapes")
+        params, _ = stack_module_state(list(models))
+        self.names = list(params)
+        self.params = [params[n] for n in self.names]  # leaf tensors (K, ...), requires_grad
+        self.size = len(models)
+        self._base = copy.deepcopy(models[0]).to("meta")
+
+        def call(p: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            return functional_call(self._base, dict(zip(self.names, p)), (x,))
+
+        self._per_run = vmap(call)
+        self._shared = vmap(call, in_dims=(0, None))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``(K, B, ...)`` inputs, one batch per run -> ``(K, B, outputs)``."""
+        return self._per_run(self.params, x)
+
+    @torch.no_grad()
+    def eval_logits(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """Every run's outputs on the same ``x``: ``(K, N, outputs)``, ``batch_size`` rows at a time."""
+        if x.shape[0] <= batch_size:
+            return self._shared(self.params, x)
+        return torch.cat([self._shared(self.params, x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)], 1)
+
+    def run_params(self, k: int) -> list[torch.Tensor]:
+        """Views of run ``k``'s parameters (in-place edits reach the pack)."""
+        return [p[k] for p in self.params]
+
+    @torch.no_grad()
+    def unstack_into(self, models: Sequence[nn.Module]) -> None:
+        """Copy each run's trained weights into its own model."""
+        for k, model in enumerate(models):
+            for (_, target), source in zip(model.named_parameters(), self.run_params(k)):
+                target.copy_(source)
+
+
+def _per_run(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A (K,) tensor shaped to broadcast over ``like``'s (K, ...) trailing dimensions."""
+    return values.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+class PackedOptimizer:
+    """``sgd`` (momentum, no dampening), ``adam`` and ``adamw`` as torch.optim computes them, with
+    each run's own learning rate and weight decay: ``lr`` per step and ``weight_decays`` are (K,).
+
+    ``weight_decay_on="weights"`` decays only the parameters a run holds with two or more
+    dimensions, as :func:`lossbench.train.make_optimizer` does.
+    """
+
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        name: str,
+        weight_decays: torch.Tensor,
+        *,
+        momentum: float = 0.9,
+        weight_decay_on: str = "all",
+    ) -> None:
+        if name not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+        if weight_decay_on not in WEIGHT_DECAY_ON:
+            raise ValueError(f"weight_decay_on must be one of {WEIGHT_DECAY_ON}, got {weight_decay_on!r}")
+        for wd in weight_decays.tolist():
+            check_positive("weight_decay", wd, allow_zero=True)
+        self.name, self.momentum, self.params = name, momentum, list(params)
+        decays = bool((weight_decays != 0).any())
+        self._decay = [
+            _per_run(weight_decays, p) if decays and (weight_decay_on == "all" or p.ndim >= 3) else None
+            for p in self.params
+        ]
+        self._state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
+        self._steps = 0
+
+    @torch.no_grad()
+    def step(self, grads: Sequence[torch.Tensor], lr: torch.Tensor) -> None:
+        self._steps += 1
+        for p, g, wd, state in zip(self.params, grads, self._decay, self._state):
+            lr_p = _per_run(lr, p)
+            if self.name == "sgd":
+                if wd is not None:
+                    g = g + wd * p
+                if self.momentum:
+                    buf = state.get("momentum")
+                    if buf is None:
+                        buf = state["momentum"] = g.clone()
+                    else:
+                        buf.mul_(self.momentum).add_(g)
+                    g = buf
+                p.sub_(lr_p * g)
+                continue
+            if wd is not None:
+                if self.name == "adamw":
+                    p.mul_(1 - lr_p * wd)
+                else:
+                    g = g + wd * p
+            beta1, beta2 = ADAM_BETAS
+            if not state:
+                state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            exp_avg.lerp_(g, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            step_size = lr_p / (1 - beta1**self._steps)
+            denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**self._steps)).add_(ADAM_EPS)
+            p.sub_(step_size * exp_avg / denom)
+
+
+def fit_packed(
+    packed: PackedModel,
+    losses: Sequence[LossFn],
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lrs: Sequence[float],
+    generators: Sequence[torch.Generator],
+    optimizer: str = "sgd",
+    weight_decays: Sequence[float] | None = None,
+    momentum: float = 0.9,
+    lr_final: float | None = None,
+    lr_schedule: str = "step",
+    weight_decay_on: str = "all",
+    repeat: int = 1,
+    drop_last: bool = False,
+    transforms: Sequence[Sequence[TransformSpec]] | None = None,
+    shared_loss: Sequence[Sequence[int]] | None = None,
+    on_epoch_end: PackedEpochCallback | None = None,
+) -> list[list[dict[str, float]]]:
+    """Train the pack's K runs as :func:`lossbench.train.fit` trains each alone; returns each
+    run's history (one statistics dict per epoch, as ``fit``'s).
+
+    Run ``k`` trains with ``losses[k]``, ``transforms[k]`` (transforms that declare ``packs``),
+    ``lrs[k]``, ``weight_decays[k]`` and draws its epochs' orders from ``generators[k]``; the
+    remaining arguments are ``fit``'s and hold for every run.  ``shared_loss`` lists groups of
+    runs whose losses are the same function (same class and arguments) of per-sample terms: a
+    group's rows go through one call with ``reduction="none"`` instead of one call per run.
+    ``on_epoch_end(epoch, rows)`` gets every run's row (it may add to them; evaluate with
+    ``packed.eval_logits``) and stops every run by returning True.
+    """
+    k_runs = packed.size
+    weight_decays = [0.0] * k_runs if weight_decays is None else list(weight_decays)
+    transforms = [[] for _ in range(k_runs)] if transforms is None else transforms
+    if not (len(losses) == len(lrs) == len(generators) == len(weight_decays) == len(transforms) == k_runs):
+        raise ValueError(f"a pack of {k_runs} runs needs {k_runs} losses, lrs, generators, weight decays and transform lists")
+    for lr in lrs:
+        check_positive("lr", lr)
+    if lr_final is not None:
+        check_positive("lr_final", lr_final)
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    steps_per_epoch, samples = check_epoch_shape(x_train, y_train, epochs, batch_size, repeat, drop_last)
+    n, device = x_train.shape[0], packed.params[0].device
+    x_train, y_train = x_train.to(device), y_train.to(device)
+    for loss in losses:
+        if isinstance(loss, nn.Module):
+            loss.to(device)
+
+    step = _PackedStep(packed, losses, transforms, shared_loss)
+    opt = PackedOptimizer(
+        packed.params, optimizer, torch.tensor(weight_decays, dtype=torch.float64),
+        momentum=momentum, weight_decay_on=weight_decay_on,
+    )  # fmt: skip
+    per_step = lr_schedule == "step"
+    total = epochs * steps_per_epoch if per_step else epochs
+    # Each run's exponential decay as ExponentialLR computes it: lr <- lr * gamma, in float64.
+    gammas = [
+        (lr_final / lr) ** (1.0 / (total - 1)) if lr_final is not None and total > 1 and (per_step or lr_final < lr) else 1.0
+        for lr in lrs
+    ]
+    lr_now = torch.tensor(list(lrs), dtype=torch.float64, device=device)
+    gamma = torch.tensor(gammas, dtype=torch.float64, device=device)
+    decays = any(g != 1.0 for g in gammas)
+    starts = range(0, steps_per_epoch * batch_size, batch_size)
+
+    histories: list[list[dict[str, float]]] = [[] for _ in range(k_runs)]
+    for epoch in range(epochs):
+        perms = torch.stack([torch.randperm(samples, generator=g, device=g.device).to(device) for g in generators])
+        if repeat > 1:
+            perms = perms % n
+        values: dict[str, list[torch.Tensor]] = {}
+        lr_last = lr_now
+        for start in starts:
+            idx = perms[:, start : start + batch_size]
+            lr_last = lr_now
+            for key, value in step.run(x_train[idx], y_train[idx], opt, lr_now.to(packed.params[0].dtype)).items():
+                values.setdefault(key, []).append(value)
+            if decays and per_step:
+                lr_now = lr_now * gamma
+        if decays and not per_step:
+            lr_now = lr_now * gamma
+        sums = {key: torch.stack(vals).double().sum(0).tolist() for key, vals in values.items()}
+        lrs_last = lr_last.tolist()
+        rows = []
+        for k in range(k_runs):
+            row = {key: s[k] / steps_per_epoch for key, s in sums.items()}
+            row["epoch"], row["lr"] = epoch, lrs_last[k]
+            histories[k].append(row)
+            rows.append(row)
+        if on_epoch_end is not None and on_epoch_end(epoch, rows):
+            break
+    return histories
+
+
+class _PackedStep:
+    """One step of every run: logits -> each run's loss -> its objective transforms -> one
+    backward of their sum -> each run's gradient transforms on its slice -> the packed update."""
+
+    def __init__(
+        self,
+        packed: PackedModel,
+        losses: Sequence[LossFn],
+        transforms: Sequence[Sequence[TransformSpec]],
+        shared_loss: Sequence[Sequence[int]] | None,
+    ) -> None:
+        self.packed, self.losses = packed, list(losses)
+        self.transforms: list[list[Transform]] = [[make_transform(t) for t in ts] for ts in transforms]
+        for ts in self.transforms:
+            for t in ts:
+                if not t.packs:
+                    raise ValueError(f"transform {t.name!r} cannot run in a packed step (it reads the model itself)")
+            if any(t.stage == "update" for t in ts):
+                raise ValueError("update transforms cannot run in a packed step")
+        self._objective = [[t for t in ts if t.stage == "objective"] for ts in self.transforms]
+        self._gradient = [[t for t in ts if t.stage == "gradient"] for ts in self.transforms]
+        self._per_sample = [bool(o) and o[0].per_sample for o in self._objective]
+        self._wrapped = any(self._objective)
+        self.contexts = [
+            StepContext(model=packed._base, loss=loss, optimizer=None, params=packed.run_params(k))
+            for k, loss in enumerate(self.losses)
+        ]
+        for ts, ctx in zip(self.transforms, self.contexts):
+            for t in ts:
+                t.bind(ctx)
+        self.groups = [sorted(g) for g in shared_loss or () if len(g) > 1]
+        grouped = {k for group in self.groups for k in group}
+        self.groups += [[k] for k in range(packed.size) if k not in grouped]
+
+    def _values(self, logits: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        """Each run's loss value: its mean, or its per-sample losses for a per-sample wrapper."""
+        values: list[torch.Tensor] = [None] * len(self.losses)  # type: ignore[list-item]
+        batch = logits.shape[1]
+        for group in self.groups:
+            if len(group) == 1:
+                k = group[0]
+                value = self.losses[k](logits[k], y[k], reduction="none" if self._per_sample[k] else "mean")
+                if self._per_sample[k] and value.ndim > 1:
+                    value = value.flatten(1).mean(1)  # elementwise (multi-label) losses: a sample's mean
+                values[k] = value
+                continue
+            rows = group[0] == group[-1] - len(group) + 1  # contiguous runs: a view, no gather
+            lg = logits[group[0] : group[-1] + 1] if rows else logits[group]
+            yg = y[group[0] : group[-1] + 1] if rows else y[group]
+            out = self.losses[group[0]](lg.flatten(0, 1), yg.flatten(0, 1), reduction="none")
+            per_sample = out.reshape(len(group), batch, -1).mean(2)
+            for i, k in enumerate(group):
+                values[k] = per_sample[i] if self._per_sample[k] else per_sample[i].mean()
+        return values
+
+    def run(self, x: torch.Tensor, y: torch.Tensor, opt: PackedOptimizer, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.packed(x)
+        values = self._values(logits, y)
+        raw = torch.stack([v.detach() if v.ndim == 0 else v.detach().mean() for v in values])
+        objectives = values
+        if self._wrapped:
+            objectives = []
+            for k, value in enumerate(values):
+                ctx = self.contexts[k]
+                ctx.x, ctx.y, ctx.logits, ctx.stats = x[k], y[k], logits[k], {}
+                for t in self._objective[k]:
+                    value = t.objective(value, ctx)
+                objectives.append(value)
+        grads = list(torch.autograd.grad(torch.stack(objectives).sum(), self.packed.params))
+        for k, ts in enumerate(self._gradient):
+            if ts:
+                ctx = self.contexts[k]
+                if not self._wrapped:
+                    ctx.stats = {}
+                run_grads = [g[k] for g in grads]
+                for t in ts:
+                    t.gradients(run_grads, ctx)
+        opt.step(grads, lr)
+        stats = {"loss": raw, "objective": torch.stack([v.detach() for v in objectives]) if self._wrapped else raw}
+        keys = {key for ctx in self.contexts for key in ctx.stats}
+        for key in sorted(keys):
+            stats[key] = torch.stack([torch.as_tensor(ctx.stats.get(key, math.nan), dtype=torch.float32, device=raw.device)
+                                      for ctx in self.contexts])  # fmt: skip
+        for ctx in self.contexts:
+            ctx.step += 1
+            ctx.x = ctx.y = ctx.logits = None
+        return stats

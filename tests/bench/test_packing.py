@@ -1,0 +1,89 @@
+"""The bench's packed runs store what the same runs store one at a time."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from lossbench.bench.execution import DataCache, train_and_score, train_and_score_packed, unpackable
+from lossbench.bench.methods import resolve_method
+from lossbench.bench.runner import Runner, run_record
+from lossbench.bench.spec import parse_spec
+from lossbench.bench.storage import open_storage
+
+METHODS = [
+    {"name": "ce", "loss": "cross_entropy"},
+    {"name": "focal", "loss": "focal"},
+    {"name": "hinge", "loss": "hinge"},
+    {"name": "ce+flooding", "loss": "cross_entropy", "transforms": ["flooding"]},
+    {"name": "exact", "loss": "exact", "transforms": ["grad_normalizer"]},
+]
+
+
+def _spec(**extra):
+    return parse_spec(
+        {
+            "name": "packing", "trials": 4, "seeds": 2, "sampler": "random", "tie_break": "train_metric",
+            "train": {"model": "linear", "epochs": 3, "batch_size": 32, "lr_final": 1e-3},
+            "search": {"lr": {"low": 0.01, "high": 1.0, "log": True}, "weight_decay": {"low": 1e-5, "high": 1e-2, "log": True}},
+            "datasets": ["wine"], "methods": METHODS, **extra,
+        }
+    )  # fmt: skip
+
+
+def _assert_results_equal(packed, alone):
+    assert packed.metrics.keys() == alone.metrics.keys() and packed.curves.keys() == alone.curves.keys()
+    for key, value in alone.metrics.items():
+        assert packed.metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+    for key, values in alone.curves.items():
+        assert packed.curves[key] == pytest.approx(values, rel=1e-4, abs=1e-5), key
+
+
+@pytest.mark.parametrize("index", range(len(METHODS)))
+@pytest.mark.parametrize("stage", ["tune", "final"])
+def test_a_packed_run_stores_what_it_stores_alone(index, stage):
+    spec = _spec()
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], stage)
+    method = resolve_method(spec.methods[index])
+    assert unpackable(split, method, spec) is None
+    space = method.search_space(spec.search)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=index))
+    runs = [(study.ask(space).params, 10 + seed) for seed in range(3)]  # each run its own configuration
+    packed = train_and_score_packed(split, method, runs, spec)
+    for (params, seed), result in zip(runs, packed):
+        _assert_results_equal(result, train_and_score(split, method, params, spec, seed))
+
+
+def test_units_that_cannot_pack_say_why():
+    spec = _spec(methods=[{"name": "mgs", "loss": "cross_entropy", "transforms": ["mgs"]},
+                          {"name": "genz", "loss": "exact", "params": {"estimator": "genz"}}])  # fmt: skip
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    assert "mgs" in unpackable(split, resolve_method(spec.methods[0]), spec)
+    assert "random numbers" in unpackable(split, resolve_method(spec.methods[1]), spec)
+    dropout = _spec(train={"model": "mlp", "model_params": {"dropout": 0.3}, "epochs": 1, "batch_size": 32})
+    assert "dropout" in unpackable(split, resolve_method(dropout.methods[0]), dropout)
+
+
+def test_a_packed_study_chooses_and_scores_what_an_unpacked_one_does(tmp_path):
+    spec = _spec(methods=METHODS[:2])
+    results = {}
+    for pack in (1, 8):
+        storage = open_storage(f"sqlite:///{tmp_path}/pack{pack}.db")
+        runner = Runner(spec, storage, torch.device("cpu"), pack=pack)
+        runner.run()
+        results[pack] = {
+            (unit.method.name, stage, t.number): (t.params, run_record(t))
+            for unit in runner.units
+            for stage, study in (("tune", unit.tune), ("final", unit.final))
+            for t in study.get_trials()
+            if t.state == TrialState.COMPLETE
+        }
+    assert results[1].keys() == results[8].keys()
+    for key, (params, record) in results[1].items():
+        packed_params, packed_record = results[8][key]
+        assert packed_params == params and packed_record["seed"] == record["seed"]
+        assert record["pack"] == 1 and packed_record["pack"] == (4 if key[1] == "tune" else 2)
+        for metric, value in record["metrics"].items():
+            assert packed_record["metrics"][metric] == pytest.approx(value, rel=1e-4, abs=1e-5)

@@ -1,0 +1,117 @@
+"""Packed training gives each run what it gets alone (fit), up to float round-off."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lossbench.losses import LOSSES
+from lossbench.models.linear import LinearClassifier
+from lossbench.models.mlp import MLP
+from lossbench.train import fit
+from lossbench.train.packed import PackedModel, fit_packed, unpackable_model
+
+SEEDS, LRS, DECAYS = [3, 4, 5, 6], [0.1, 0.5, 0.05, 1.0], [0.0, 1e-3, 1e-2, 0.1]
+
+
+def _data(classes: int = 3):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 6, generator=g)
+    y = ((x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()).clamp(max=classes - 1)
+    return x, y
+
+
+def _model(kind: str, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return LinearClassifier(6, 3, zero_first_logit=True) if kind == "linear" else MLP(6, 3, [7, 5])
+
+
+def _both_ways(kind="linear", loss="cross_entropy", transforms=(), shared=True, lrs=LRS, loss_kwargs=None, **options):
+    x, y = _data()
+    loss_kwargs = loss_kwargs or [{}] * len(SEEDS)
+    alone = []
+    for seed, lr, wd, kw in zip(SEEDS, lrs, DECAYS, loss_kwargs):
+        model = _model(kind, seed)
+        history = fit(model, LOSSES.get(loss).module(validate=False, **kw), x, y, lr=lr, weight_decay=wd, transforms=list(transforms),
+                      generator=torch.Generator().manual_seed(seed), **options)  # fmt: skip
+        alone.append((model, history))
+    models = [_model(kind, seed) for seed in SEEDS]
+    packed = PackedModel(models)
+    histories = fit_packed(
+        packed, [LOSSES.get(loss).module(validate=False, **kw) for kw in loss_kwargs], x, y, lrs=lrs, weight_decays=DECAYS,
+        generators=[torch.Generator().manual_seed(s) for s in SEEDS], transforms=[list(transforms)] * len(SEEDS),
+        shared_loss=[list(range(len(SEEDS)))] if shared else None, **options,
+    )  # fmt: skip
+    packed.unstack_into(models)
+    return alone, list(zip(models, histories))
+
+
+def _assert_same(alone, packed, rtol=1e-4, atol=1e-5):
+    for (m1, h1), (m2, h2) in zip(alone, packed):
+        for p1, p2 in zip(m1.parameters(), m2.parameters()):
+            torch.testing.assert_close(p2, p1, rtol=rtol, atol=atol)
+        assert len(h1) == len(h2)
+        for r1, r2 in zip(h1, h2):
+            assert r1.keys() == r2.keys()
+            for key in r1:
+                assert r2[key] == pytest.approx(r1[key], rel=rtol, abs=atol, nan_ok=True), key
+
+
+BASE = dict(epochs=3, batch_size=32, lr_final=1e-3)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("decay_on", ["all", "weights"])
+def test_each_optimizer_as_torch_computes_it(optimizer, decay_on):
+    _assert_same(*_both_ways(optimizer=optimizer, weight_decay_on=decay_on, **BASE))
+
+
+@pytest.mark.parametrize("schedule", ["step", "epoch"])
+def test_epoch_layout_and_lr_schedule(schedule):
+    _assert_same(*_both_ways(kind="mlp", lr_schedule=schedule, repeat=3, drop_last=True, **BASE))
+
+
+@pytest.mark.parametrize(
+    "transforms",
+    [[("flooding", {"b": 0.6})], [("iflood", {"b": 0.5})], [("clip_norm", {"max_norm": 0.3})],
+     [("clip_norm_smooth", {"max_norm": 0.3})], ["grad_normalizer"], [("flooding", {"b": 0.6}), ("clip_norm", {"max_norm": 0.5})]],
+)  # fmt: skip
+@pytest.mark.parametrize("shared", [True, False])
+def test_transforms_run_per_run(transforms, shared):
+    _assert_same(*_both_ways(transforms=transforms, shared=shared, **BASE))
+
+
+def test_each_run_keeps_its_own_loss_arguments():
+    gammas = [{"gamma": g} for g in (0.0, 1.0, 2.0, 5.0)]
+    _assert_same(*_both_ways(loss="focal", loss_kwargs=gammas, shared=False, **BASE))
+
+
+def test_a_diverging_run_leaves_the_others_as_they_are_alone():
+    lrs = [0.1, 1e38, 0.05, 1.0]
+    alone, packed = _both_ways(lrs=lrs, epochs=2, batch_size=32, lr_final=None)
+    assert not all(math.isfinite(v) for v in packed[1][1][-1].values() if isinstance(v, float))
+    _assert_same([alone[i] for i in (0, 2, 3)], [packed[i] for i in (0, 2, 3)])
+
+
+def test_what_cannot_pack_is_refused():
+    assert unpackable_model(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))) is not None
+    assert unpackable_model(MLP(3, 2, [4], dropout=0.5)) is not None
+    assert unpackable_model(MLP(3, 2, [4])) is None
+    with pytest.raises(ValueError, match="cannot be packed"):
+        PackedModel([nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))])
+    with pytest.raises(ValueError, match="same parameters"):
+        PackedModel([MLP(3, 2, [4]), MLP(3, 2, [5])])
+    x, y = _data()
+    packed = PackedModel([_model("linear", s) for s in (0, 1)])
+    loss = LOSSES.get("cross_entropy").module()
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    with pytest.raises(ValueError, match="gradient_penalty.*packed"):
+        fit_packed(packed, [loss, loss], x, y, epochs=1, batch_size=32, lrs=[0.1, 0.1], generators=gens,
+                   transforms=[["gradient_penalty"]] * 2)  # fmt: skip
+    with pytest.raises(ValueError, match="2 runs"):
+        fit_packed(packed, [loss], x, y, epochs=1, batch_size=32, lrs=[0.1, 0.1], generators=gens)
+    with pytest.raises(ValueError, match="lr"):
+        fit_packed(packed, [loss, loss], x, y, epochs=1, batch_size=32, lrs=[0.1, -1.0], generators=gens)
