@@ -7,14 +7,19 @@ the core install (torch only) can run everything that does not need the bench's 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from lossbench._table import format_table
 
 LEDGER_OUT = "lossbench-ledger"  # where `lossbench claims` keeps its database and writes the ledger
+STORAGE_ENV = "LOSSBENCH_STORAGE"  # bench.storage.STORAGE_ENV (not imported: `lossbench losses` stays light)
+STORAGE_HELP = (f"SQLAlchemy URL of the trial storage, e.g. postgresql://user@host/db (default: ${STORAGE_ENV}, "
+                f"else sqlite in --out); set ${STORAGE_ENV} instead to keep a password off the command line")  # fmt: skip
 
 
 def _space(param) -> str:
@@ -65,13 +70,57 @@ def cmd_toy(args: argparse.Namespace) -> int:
 
 
 def _device(name: str):
+    """The torch device, refused before any work unless this machine has it."""
     import torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {name}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def _storage_url(args: argparse.Namespace, out: str | None) -> str:
+    from lossbench.bench.storage import storage_url
+
+    return storage_url(getattr(args, "storage", None), out)
+
+
+def _writable_folder(out: str) -> None:
+    """``--out`` is a folder this user can write, or can be made: checked before any work, so a
+    run never ends unable to write its report (nothing is created here)."""
+    path = Path(out).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {existing} is not writable by this user")
+
+
+def _preflight(spec, data_dir: str | None) -> None:
+    """Every check the runner makes before it stores a spec, and the tuning splits' validation
+    parts, made against a storage in memory: a refused spec leaves no folder or database behind."""
+    import optuna
+    import torch
+
+    from lossbench.bench.methods import check_validation_part
+    from lossbench.bench.runner import Runner
+
+    runner = Runner(spec, optuna.storages.InMemoryStorage(), torch.device("cpu"), data_dir=data_dir)
+    for dataset in {d.label: d for d, _ in spec.units()}.values():
+        check_validation_part(runner.cache.get(dataset, "tune"), spec, f"dataset {dataset.label!r}")
 
 
 def _finish(spec, storage, out: str) -> int:
@@ -81,7 +130,11 @@ def _finish(spec, storage, out: str) -> int:
 
     results = collect(spec, storage)
     print_leaderboards(results)
-    files = write_report(spec, results, out)
+    try:
+        files = write_report(spec, results, out)
+    except OSError as err:  # read-only, full, or a folder where a report file goes
+        raise ValueError(f"cannot write the report in {out}: {err.strerror or err} ({err.filename}); the results "
+                         "are stored: `lossbench report --out <folder>` writes it elsewhere") from None  # fmt: skip
     console.print(f"report: {files[0]} (also {', '.join(p.name for p in files[1:4])} and plots/)")
     missing = incomplete(results)
     if missing:
@@ -93,13 +146,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lossbench.bench.console import run_progress
     from lossbench.bench.runner import Runner
     from lossbench.bench.spec import load_preset, load_spec
-    from lossbench.bench.storage import default_storage_url, open_storage
+    from lossbench.bench.storage import open_storage
 
     if args.spec and args.preset:
         raise ValueError("give a spec file or --preset, not both")
     spec = load_spec(args.spec) if args.spec else load_preset(args.preset or "builtin")
-    storage = open_storage(args.storage or default_storage_url(args.out), spec.heartbeat_interval)
-    runner = Runner(spec, storage, _device(args.device), data_dir=args.data_dir)
+    device = _device(args.device)
+    _writable_folder(args.out)
+    _preflight(spec, args.data_dir)  # nothing is created before the spec is known to run
+    storage = open_storage(_storage_url(args, args.out), spec.heartbeat_interval)
+    runner = Runner(spec, storage, device, data_dir=args.data_dir)
+    _quiet_interrupts()
     with run_progress(f"{spec.name}") as progress:
         runner.run(progress)
     return _finish(spec, storage, args.out)
@@ -110,9 +167,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from lossbench.bench.runner import Runner
     from lossbench.bench.storage import open_storage, stored_spec
 
-    spec = stored_spec(open_storage(args.storage), args.study)
-    storage = open_storage(args.storage, spec.heartbeat_interval)
-    runner = Runner(spec, storage, _device(args.device), data_dir=args.data_dir)
+    url = _storage_url(args, None)
+    device = _device(args.device)
+    spec = stored_spec(open_storage(url, create=False), args.study)
+    storage = open_storage(url, spec.heartbeat_interval, create=False)
+    runner = Runner(spec, storage, device, data_dir=args.data_dir)
+    _quiet_interrupts()
     with run_progress(f"{spec.name} (worker)") as progress:
         runner.run(progress)
     console.print(f"study {spec.name!r} is complete; `lossbench report --storage ...` writes the report")
@@ -121,15 +181,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from lossbench._paths import check_name, inside
-    from lossbench.bench.storage import default_storage_url, open_storage, stored_spec, stored_spec_names
+    from lossbench.bench.storage import masked, open_storage, stored_spec, stored_spec_names
 
-    url = args.storage or default_storage_url(args.out)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise ValueError(f"no results database at {url.removeprefix('sqlite:///')}; run `lossbench run` first")
-    storage = open_storage(url)
+    url = _storage_url(args, args.out)
+    _writable_folder(args.out)
+    storage = open_storage(url, create=False)
     names = [args.study] if args.study else stored_spec_names(storage)
     if not names:
-        raise ValueError(f"storage {url!r} holds no lossbench study")
+        raise ValueError(f"storage {masked(url)!r} holds no lossbench study")
     for name in names:
         # A shared storage can hold any name: each must be one plain folder name below --out.
         out = args.out if len(names) == 1 else str(inside(args.out, check_name(name, "stored study name")))
@@ -179,10 +238,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ledger_storage(args: argparse.Namespace):
-    from lossbench.bench.storage import default_storage_url, open_storage
+def _ledger_storage(args: argparse.Namespace, create: bool = True):
+    from lossbench.bench.storage import open_storage
 
-    return open_storage(args.storage or default_storage_url(args.out))
+    return open_storage(_storage_url(args, args.out), create=create)
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
@@ -191,10 +250,10 @@ def cmd_claims(args: argparse.Namespace) -> int:
     claims = all_claims()
     rows = []
     status = {}
-    if args.out and Path(args.out, "lossbench.db").exists() or args.storage:
+    if args.out and Path(args.out, "lossbench.db").exists() or args.storage or os.environ.get(STORAGE_ENV):
         from lossbench.ledger.report import collect_entries
 
-        for e in collect_entries(_ledger_storage(args)):
+        for e in collect_entries(_ledger_storage(args, create=False)):
             words = [f"{o.budget}/{o.variation}: {o.verdict.word if o.verdict else 'incomplete'}" for o in e.outcomes]
             words += [f"{b}: {a.word}" for b, a in e.analyses.items()]
             status[e.claim.id] = "; ".join(words) or "not run"
@@ -215,8 +274,11 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
     if claim.kind == "bench":
         for v in variations or claim.variations:
             study_spec(claim, args.budget, v)  # a bad budget or variation is refused before any work
+    device = _device(args.device)
+    _writable_folder(args.out)
     storage = _ledger_storage(args)
-    run_claim(claim, args.budget, storage, _device(args.device), data_dir=args.data_dir, variations=variations,
+    _quiet_interrupts()
+    run_claim(claim, args.budget, storage, device, data_dir=args.data_dir, variations=variations,
               progress=run_progress)  # fmt: skip
     console.print(f"claim {claim.id} ({args.budget}) done; `lossbench claims report --out {args.out}` writes the ledger")
     return 0
@@ -225,16 +287,14 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
 def cmd_claims_report(args: argparse.Namespace) -> int:
     from lossbench.ledger.report import write_ledger
 
-    url = args.storage or None
+    from lossbench.bench.storage import masked
+
+    url = args.storage or os.environ.get(STORAGE_ENV)
     if url is None and not Path(args.out, "lossbench.db").exists():
         raise ValueError(f"no ledger database in {args.out}; run `lossbench claims run ID --out {args.out}` first")
-    storage = _ledger_storage(args)
-    if url is None:
-        label = f"`{Path(args.out, 'lossbench.db')}`"
-    else:
-        from sqlalchemy.engine import make_url
-
-        label = f"`{make_url(url).render_as_string(hide_password=True)}`"  # never print a password
+    _writable_folder(args.out)
+    storage = _ledger_storage(args, create=False)
+    label = f"`{Path(args.out, 'lossbench.db')}`" if url is None else f"`{masked(url)}`"  # never print a password
     for path in write_ledger(storage, args.out, label):
         print(f"wrote {path}")
     return 0
@@ -269,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_toy)
 
-    def common(p: argparse.ArgumentParser, storage_help: str) -> None:
+    def common(p: argparse.ArgumentParser, storage_help: str = STORAGE_HELP) -> None:
         p.add_argument("--storage", help=storage_help)
         p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
         p.add_argument("--data-dir", help="where dataset files are found or downloaded to")
@@ -278,19 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", nargs="?", help="a study spec (TOML); default: the built-in preset")
     p.add_argument("--preset", help="a built-in spec by name (default: builtin)")
     p.add_argument("--out", default="lossbench-out", help="report directory, and SQLite file when no --storage")
-    common(p, "SQLAlchemy URL of the trial storage (default: sqlite in --out); e.g. postgresql://...")
+    common(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("worker", help="join a study stored at --storage from another process or machine")
     p.add_argument("study", help="the study (spec) name")
-    common(p, "SQLAlchemy URL of the shared trial storage")
+    common(p, f"SQLAlchemy URL of the shared trial storage (default: ${STORAGE_ENV}, which keeps a password "
+              "off the command line; one of the two is required)")  # fmt: skip
     p.set_defaults(func=cmd_worker)
-    p._option_string_actions["--storage"].required = True
 
     p = sub.add_parser("report", help="rebuild the report from storage alone")
     p.add_argument("study", nargs="?", help="the study name (default: every study in the storage)")
     p.add_argument("--out", default="lossbench-out", help="report directory (and SQLite file when no --storage)")
-    p.add_argument("--storage", help="SQLAlchemy URL (default: sqlite in --out)")
+    p.add_argument("--storage", help=STORAGE_HELP)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("presets", help="list the built-in study specs, or print one")
@@ -299,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("claims", help="the claims ledger: list claims, run one, write the ledger")
     p.add_argument("--out", default=LEDGER_OUT, help=f"ledger directory and its SQLite file (default {LEDGER_OUT})")
-    p.add_argument("--storage", help="SQLAlchemy URL of the trial storage (default: sqlite in --out)")
+    p.add_argument("--storage", help=STORAGE_HELP)
     p.set_defaults(func=cmd_claims)
     claims = p.add_subparsers(dest="claims_command")
     q = claims.add_parser("run", help="run (or resume, or join) one claim's study")
@@ -307,11 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--budget", default="quick", help="quick (minutes on a CPU) or paper (the source's protocol)")
     q.add_argument("--variation", action="append", help="fixed or resampled (default: every one the claim declares)")
     q.add_argument("--out", default=LEDGER_OUT, help=f"ledger directory and its SQLite file (default {LEDGER_OUT})")
-    common(q, "SQLAlchemy URL of the trial storage (default: sqlite in --out)")
+    common(q)
     q.set_defaults(func=cmd_claims_run)
     q = claims.add_parser("report", help="write REPRODUCTIONS.md and reproductions/ledger.html from storage")
     q.add_argument("--out", default=LEDGER_OUT, help=f"ledger directory and its SQLite file (default {LEDGER_OUT})")
-    q.add_argument("--storage", help="SQLAlchemy URL (default: sqlite in --out)")
+    q.add_argument("--storage", help=STORAGE_HELP)
     q.set_defaults(func=cmd_claims_report)
 
     p = sub.add_parser(
@@ -337,19 +397,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _QuietInterrupt(logging.Filter):
+    """Drops Optuna's report of a trial stopped by Ctrl-C (a traceback, then a second line): the
+    command says it in one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.interrupted = True
+            return False
+        return not (self.interrupted and "failed with value" in record.getMessage())
+
+
+def _quiet_interrupts() -> None:
+    """Installs :class:`_QuietInterrupt` on Optuna's log handlers (before a study runs)."""
+    import optuna  # its handlers exist once it is imported
+
+    for handler in logging.getLogger(optuna.__name__).handlers:
+        if not any(isinstance(f, _QuietInterrupt) for f in handler.filters):
+            handler.addFilter(_QuietInterrupt())
+
+
+def _ours(err: BaseException) -> bool:
+    """Whether a ValueError is lossbench refusing an input (raised by lossbench's own code), not
+    a bug surfacing in a library (which keeps its traceback)."""
+    from lossbench.bench.spec import SpecError
+
+    if isinstance(err, SpecError):
+        return True
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    package = Path(__file__).resolve().parent
+    return tb is not None and package in Path(tb.tb_frame.f_code.co_filename).resolve().parents
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    """The storage URL this command uses, if one is given (to mask its password in any output)."""
+    return getattr(args, "storage", None) or os.environ.get(STORAGE_ENV)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    url = _password(args)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         # Finished trials are stored; the interrupted one is failed and not counted.
         print("lossbench: interrupted; the same command resumes where it stopped", file=sys.stderr)
         return 130
-    except ValueError as err:  # bad input (spec, names, files): one clear line, no traceback
-        if os.environ.get("LOSSBENCH_TRACEBACK"):
-            raise
-        print(f"lossbench: error: {err}\n(set LOSSBENCH_TRACEBACK=1 for the traceback)", file=sys.stderr)
-        return 2
+    except Exception as err:
+        from lossbench.bench.storage import masked_text
+
+        mask = (lambda text: masked_text(text, url)) if url else (lambda text: text)
+        if isinstance(err, ValueError) and _ours(err) and not os.environ.get("LOSSBENCH_TRACEBACK"):
+            # bad input (spec, names, files, storage): one clear line, no traceback
+            print(f"lossbench: error: {mask(str(err))}\n(set LOSSBENCH_TRACEBACK=1 for the traceback)", file=sys.stderr)
+            return 2
+        if url is None or mask(url) == url:
+            raise  # an internal error keeps its traceback, as Python prints it
+        print(mask("".join(traceback.format_exception(err))), end="", file=sys.stderr)  # the password masked
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import optuna
 import torch
 from torch import nn
 
-from lossbench.bench.spec import MethodSpec, Range, SpecError
+from lossbench.bench.spec import MethodSpec, Range, SpecError, check_value, value_kinds
 from lossbench.losses import LOSSES, LossInfo
 from lossbench.registry import Choice, FloatRange, HyperParam, IntRange
 from lossbench.train import TRANSFORMS, compatible
@@ -56,6 +56,23 @@ def check_compatible(loss: LossInfo, task: str, num_classes: int, where: str) ->
             f"tasks) cannot run on a {task} dataset with {num_classes} classes; restrict the method with "
             f"datasets = [...]"
         )
+
+
+def check_validation_part(split: Any, spec: Any, where: str) -> None:
+    """A tuning split (``y_fit``, ``y_eval``) whose validation part can score: not empty, and
+    (stratified) holding every class that has two samples or more, which a ``val_fraction`` too
+    small for the class leaves out."""
+    if len(split.y_eval) == 0:
+        raise SpecError(f"{where}: val_fraction = {spec.val_fraction} leaves no validation sample "
+                        f"out of {len(split.y_fit)} training samples")  # fmt: skip
+    if split.task != "multiclass" or spec.val_split != "stratified":
+        return
+    total = torch.bincount(torch.cat([split.y_fit, split.y_eval]).cpu(), minlength=split.num_classes)
+    held = torch.bincount(split.y_eval.cpu(), minlength=split.num_classes)
+    for c in ((held == 0) & (total >= 2)).nonzero().flatten().tolist():
+        name, n = split.dataset.class_names[c], int(total[c])
+        raise SpecError(f"{where}: val_fraction = {spec.val_fraction} is too small for class {name!r} ({n} training "
+                        f"samples): none is held out for validation; use val_fraction >= {1 / n:.3g}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -155,36 +172,69 @@ def dense_to_index_lists(target: torch.Tensor, pad: int = -100) -> torch.Tensor:
     return torch.where(taken, order, torch.full_like(order, pad))
 
 
+# Loss arguments a spec may not set: the bench decides them.
+BENCH_OWNED = {"ignore_index": "the bench's targets hold no ignored entries, so it would only drop a real class "
+                               "(or change nothing)"}  # fmt: skip
+def _check_search(where: str, key: str, space: Range | Choice, param: inspect.Parameter) -> None:
+    """A search range or grid that can tune this argument: a number range for a number, every
+    choice of the argument's type."""
+    name = key.split(".", 1)[1]
+    if name in BENCH_OWNED:
+        raise SpecError(f"{where}: search key {key!r} cannot be tuned: {BENCH_OWNED[name]}")
+    kinds = value_kinds(param)
+    if kinds is None:
+        return
+    if not set(kinds[0]) - {type(None)}:
+        raise SpecError(f"{where}: search key {key!r} cannot be tuned: it takes {param.annotation}, not a number or a name")
+    if isinstance(space, Range) and not {int, float} & set(kinds[0]):
+        raise SpecError(f"{where}: search key {key!r} takes {param.annotation}; a range of numbers cannot tune it "
+                        "(give choices = [...])")  # fmt: skip
+    for option in space.options if isinstance(space, Choice) else ():
+        if option is not None:
+            check_value(f"{where} search", key, option, param)
+
+
 def resolve_method(spec: MethodSpec) -> Method:
     where = f"method {spec.name!r}"
     if spec.loss not in LOSSES:
         raise SpecError(f"{where}: unknown loss {spec.loss!r}; registered: {', '.join(LOSSES.names())}")
     loss = LOSSES.get(spec.loss)
     names = {p.name for p in loss.hyperparams}
-    accepted = set(_accepted_kwargs(loss)) - set(loss.requires)
-    for key in spec.params:
+    arguments = {k: v for k, v in _loss_arguments(loss).items() if k not in loss.requires}
+    accepted = set(arguments)
+    for key, value in spec.params.items():
         if key not in accepted:
             raise SpecError(f"{where}: loss {loss.name!r} has no parameter {key!r}; it takes {sorted(accepted)}")
+        if key in BENCH_OWNED:
+            raise SpecError(f"{where}: params.{key} cannot be set: {BENCH_OWNED[key]}")
+        check_value(where, f"params.{key}", value, arguments[key])
     transforms = []
+    options = {f"loss.{k}": p for k, p in arguments.items()}
     for t in spec.transforms:
         if t.name not in TRANSFORMS:
             raise SpecError(f"{where}: unknown transform {t.name!r}; registered: {', '.join(TRANSFORMS.names())}")
-        params = tuple(TRANSFORMS.get(t.name).hyperparams)
+        info = TRANSFORMS.get(t.name)
+        params = tuple(info.hyperparams)
+        signature = inspect.signature(info.factory.__init__).parameters
         known = {p.name for p in params}
-        for key in t.params:
+        for key, value in t.params.items():
             if key not in known:
                 raise SpecError(f"{where}: transform {t.name!r} has no parameter {key!r}; it takes {sorted(known)}")
+            check_value(where, f"{t.name}.{key}", value, signature[key])
         if not compatible(t.name, loss):
             raise SpecError(f"{where}: transform {t.name!r} needs per-sample losses; {loss.name!r} is batch-level")
         transforms.append((t.name, dict(t.params), params))
+        options.update({f"{t.name}.{p.name}": signature[p.name] for p in params})
     method = Method(spec, loss, tuple(transforms))
     valid_keys = {f"loss.{n}" for n in names | accepted} | {f"{t}.{p.name}" for t, _, ps in transforms for p in ps}
     for key in spec.search:
         if key not in valid_keys:
             raise SpecError(f"{where}: search key {key!r} names no tunable parameter; use one of {sorted(valid_keys)}")
-    for key in spec.search:
-        if key.startswith("loss.") and key[5:] in spec.params:
+    fixed = {f"loss.{k}" for k in spec.params} | {f"{t}.{k}" for t, kwargs, _ in transforms for k in kwargs}
+    for key, space in spec.search.items():
+        if key in fixed:
             raise SpecError(f"{where}: {key!r} is both fixed in params and searched")
+        _check_search(where, key, space, options[key])
     for key in spec.schedule:
         if not key.startswith("loss.") or key[5:] not in accepted:
             raise SpecError(f"{where}: schedule key {key!r} names no parameter of loss {loss.name!r}; "
@@ -205,8 +255,9 @@ def set_loss_option(loss: nn.Module, name: str, value: Any) -> None:
         raise SpecError(f"loss {type(loss).__name__} has no option {name!r} that can change between epochs")
 
 
-def _accepted_kwargs(loss: LossInfo) -> list[str]:
-    """Arguments a method may fix: the function's, and module-only options (e.g. EXACT's
+def _loss_arguments(loss: LossInfo) -> dict[str, inspect.Parameter]:
+    """Arguments a method may fix, by name: the function's, and module-only options (e.g. EXACT's
     ``learn_sigma`` or ``sigma_min`` schedule)."""
-    names = list(inspect.signature(loss.function).parameters)[2:] + list(inspect.signature(loss.module).parameters)
-    return sorted(set(names) - {"self", "reduction", "validate", "kwargs"})
+    params = list(inspect.signature(loss.function).parameters.values())[2:]
+    params += inspect.signature(loss.module).parameters.values()
+    return {p.name: p for p in params if p.name not in {"self", "reduction", "validate", "kwargs"}}

@@ -9,6 +9,7 @@ the same for every method), the evaluation seeds and the selection metric.  See
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import sys
@@ -187,6 +188,32 @@ def _take(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where:
     return value
 
 
+# Types a spec (TOML) value may have for an argument annotated with each name.
+_SCALARS: dict[str, tuple[type, ...]] = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,),
+                                         "None": (type(None),)}  # fmt: skip
+
+
+def value_kinds(param: inspect.Parameter) -> tuple[tuple[type, ...], bool] | None:
+    """The types a spec value of this argument may have (read from its annotation), and whether the
+    annotation also names another type (a tensor, given as a list); None when it has none."""
+    annotation = param.annotation
+    if annotation is inspect.Parameter.empty:
+        return None
+    text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+    parts = [part.strip() for part in text.split("|")]
+    return tuple(t for part in parts for t in _SCALARS.get(part, ())), any(part not in _SCALARS for part in parts)
+
+
+def check_value(where: str, key: str, value: Any, param: inspect.Parameter) -> None:
+    kinds = value_kinds(param)
+    if kinds is None:
+        return
+    types, other = kinds
+    ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
+    if not (ok or (other and isinstance(value, list))):
+        raise SpecError(f"{where}: {key} = {value!r} must be {param.annotation} ({type(value).__name__} given)")
+
+
 def _no_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
@@ -206,6 +233,8 @@ def _range(value: Any, where: str) -> Range | Choice:
     low = _take(value, "low", float, where)
     high = _take(value, "high", float, where)
     log = _take(value, "log", bool, where, False)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise SpecError(f"{where}: a search range needs finite ends, got low={low}, high={high}")
     if not low < high:
         raise SpecError(f"{where}: needs low < high, got low={low}, high={high}")
     if log and low <= 0:
@@ -392,12 +421,41 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         raise SpecError(f"{source}: baseline {spec.baseline!r} is not one of the methods {names}")
     if spec.heartbeat_interval < 1:
         raise SpecError(f"{source}: heartbeat_interval must be >= 1 second, got {spec.heartbeat_interval}")
+    _check_settings_apply(spec, source)
     if spec.sampler == "python-random":
         ranges = [k for k, v in search.items() if not isinstance(v, Choice)]
         ranges += [f"{m.name}: {k}" for m in methods for k, v in m.search.items() if not isinstance(v, Choice)]
         if ranges:
             raise SpecError(f"{source}: the python-random sampler draws from choices only; these are ranges: {ranges}")
     return spec
+
+
+def _check_settings_apply(spec: Spec, source: str) -> None:
+    """Refuse settings the study would silently ignore."""
+    for m in spec.methods:
+        known = {d.label for d in spec.datasets} | {d.name for d in spec.datasets}
+        absent = [x for x in m.datasets or () if x not in known]
+        if absent:
+            raise SpecError(f"{source} method {m.name!r}: datasets {absent} are not datasets of the spec "
+                            f"(its datasets: {[d.label for d in spec.datasets]})")  # fmt: skip
+    if spec.search_order and spec.sampler != "python-random":
+        raise SpecError(f"{source}: search_order is the python-random sampler's draw order; sampler {spec.sampler!r} ignores it")
+    from lossbench.data import DATASETS, load_dataset
+
+    for i, d in enumerate(spec.datasets):
+        if d.name not in DATASETS:
+            continue  # refused, with the registered names, when loaded
+        info = DATASETS.get(d.name)
+        arguments = {**inspect.signature(load_dataset).parameters, **inspect.signature(info.loader).parameters}
+        for key, value in d.params.items():
+            if key in arguments:  # unknown keys: refused, with the dataset's parameters, when loaded
+                check_value(f"{source} datasets[{i}] ({d.name})", f"params.{key}", value, arguments[key])
+        # The default metric stands for each task's headline (micro-F1 on multi-label sets); a metric
+        # named otherwise must exist for every dataset's task, else another one would be maximised.
+        metrics = SELECTION_METRICS.get(info.task, (spec.selection_metric,))
+        if spec.selection_metric != _default(Spec, "selection_metric") and spec.selection_metric not in metrics:
+            raise SpecError(f"{source}: selection_metric {spec.selection_metric!r} does not exist for "
+                            f"{info.task} dataset {d.label!r} (it has {metrics})")  # fmt: skip
 
 
 def spec_from_json(text: str) -> Spec:
@@ -421,9 +479,14 @@ def spec_from_json(text: str) -> Spec:
 def load_spec(path: str | Path) -> Spec:
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as err:
         raise SpecError(f"cannot read spec file {str(path)!r}: {err.strerror}") from None
+    try:
+        text = raw.decode("utf-8")  # TOML is UTF-8
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise SpecError(f"{path}:{line}: not UTF-8 text (byte {raw[err.start]:#04x}); a TOML spec must be UTF-8") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -9,8 +9,10 @@ curves, seed and worker in user attributes, so a report needs nothing but the st
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
+import time
 import warnings
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,23 +25,73 @@ from lossbench.bench.spec import Spec, SpecError, spec_from_json
 SPEC_ATTR = "lossbench_spec"
 FINGERPRINT_ATTR = "lossbench_fingerprint"
 DB_FILE = "lossbench.db"
+# The storage URL when no --storage is given: a password need not be on the command line (where
+# any local user sees it in the process list).
+STORAGE_ENV = "LOSSBENCH_STORAGE"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+EMPTY_FILE_GRACE_S = 2.0  # a worker creating the file this moment leaves it empty for microseconds
 
 
 def default_storage_url(out_dir: str | Path) -> str:
     return f"sqlite:///{(Path(out_dir) / DB_FILE).resolve()}"
 
 
-def open_storage(url: str, heartbeat_interval: int | None = None) -> RDBStorage:
+def storage_url(given: str | None, out_dir: str | Path | None) -> str:
+    """``--storage``, else ``$LOSSBENCH_STORAGE``, else the SQLite file in ``out_dir`` (where
+    ``out_dir`` is None, a storage is required)."""
+    url = given or os.environ.get(STORAGE_ENV)
+    if url:
+        return url
+    if out_dir is None:
+        raise SpecError(f"no storage given: pass --storage URL or set ${STORAGE_ENV}")
+    return default_storage_url(out_dir)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL, else None."""
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
+def check_sqlite_file(path: Path, create: bool) -> None:
+    """Refuse what SQLite would silently turn into a new, empty database, or fail on later: a
+    directory, an empty (0-byte) or foreign file, a missing one where ``create`` is False."""
+    if path.is_dir():
+        raise SpecError(f"database {path} is a directory, not a SQLite file")
+    if not path.exists():
+        if not create:
+            raise SpecError(f"no results database at {path}")
+        return
+    if not os.access(path, os.R_OK):
+        raise SpecError(f"database {path} cannot be read (permission denied)")
+    size = path.stat().st_size
+    while size == 0 and time.time() - path.stat().st_mtime < EMPTY_FILE_GRACE_S:
+        time.sleep(0.05)  # a fresh empty file: another worker may be creating it right now
+        size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(len(SQLITE_MAGIC))
+    if size == 0:
+        raise SpecError(f"database {path} is an empty (0-byte) file, not a lossbench database; "
+                        "delete it to start a new study there")  # fmt: skip
+    if head != SQLITE_MAGIC:
+        raise SpecError(f"database {path} is not a SQLite file (it does not start with {SQLITE_MAGIC[:15].decode()!r})")
+
+
+def open_storage(url: str, heartbeat_interval: int | None = None, *, create: bool = True) -> RDBStorage:
     """An RDB storage; with a heartbeat, trials of a killed worker are failed and retried.
 
     A trial whose heartbeat stops for ``3 x heartbeat_interval`` seconds is marked failed and a
     copy with the same parameters (and seed) is queued, so an interrupted run is re-done once
-    and never counted twice (only complete trials count).
+    and never counted twice (only complete trials count).  A SQLite file is checked first
+    (:func:`check_sqlite_file`); without ``create`` it must exist.
     """
     engine_kwargs = {}
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_path(url)
+    if path is not None:
+        check_sqlite_file(path, create)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise SpecError(f"cannot create the folder of database {path}: {err.strerror or err}") from None
         engine_kwargs = {"creator": lambda: _sqlite_connection(path)}
     try:
         with warnings.catch_warnings():
@@ -68,14 +120,19 @@ def masked(url: str) -> str:
 
 
 def masked_text(text: str, url: str) -> str:
-    """``text`` with the URL's password, wherever it appears, replaced by ***."""
+    """``text`` with the URL's password, wherever it appears (as written in the URL or decoded),
+    replaced by ***."""
+    raw = re.search(r"://[^:/@]*:([^@]*)@", url)
+    passwords = {raw.group(1)} if raw else set()
     try:
         from sqlalchemy.engine import make_url
 
-        password = make_url(url).password
+        passwords.add(make_url(url).password)
     except Exception:
-        password = None
-    return text.replace(password, "***") if password else text
+        pass
+    for password in sorted(p for p in passwords if p):  # any order: *** holds neither
+        text = text.replace(password, "***")
+    return text
 
 
 class HeartbeatStorage(RDBStorage):
@@ -126,11 +183,26 @@ def study_name(spec_name: str, stage: str, dataset: str, method: str) -> str:
     return f"{spec_name}:{stage}:{dataset}:{method}"
 
 
+def check_study_names(spec: Spec) -> None:
+    """Every study name fits Optuna's column (VARCHAR(512): PostgreSQL and MySQL refuse longer
+    values, SQLite keeps them), checked before a new spec is stored."""
+    from optuna.storages._rdb.models import MAX_INDEXED_STRING_LENGTH
+
+    for dataset, method in spec.units():
+        name = study_name(spec.name, "final", dataset.label, method.name)  # "final" is the longer stage
+        if len(name) > MAX_INDEXED_STRING_LENGTH:
+            raise SpecError(
+                f"spec {spec.name[:40]!r}: study name {name[:60]!r}... has {len(name)} characters; Optuna "
+                f"stores at most {MAX_INDEXED_STRING_LENGTH} (shorten the spec name, the dataset label or the method name)"
+            )
+
+
 def register_spec(storage: RDBStorage, spec: Spec) -> None:
     """Record the spec in storage; refuse a different spec under the same name."""
     study = optuna.create_study(storage=storage, study_name=spec.name, load_if_exists=True)
     stored = study.user_attrs.get(FINGERPRINT_ATTR)
     if stored is None:
+        check_study_names(spec)
         study.set_user_attr(SPEC_ATTR, spec.to_json())
         study.set_user_attr(FINGERPRINT_ATTR, spec.fingerprint())
     elif stored != spec.fingerprint():

@@ -8,6 +8,7 @@ shape, dtype and hyperparameter checks are cheap and always run.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -47,6 +48,17 @@ def check_logits(logits: torch.Tensor, ndim: int | None, validate: bool, name: s
         raise ValueError(f"{name} contains non-finite values (nan or inf)")
 
 
+def check_ignore_index(ignore_index: int, labels: range) -> None:
+    """``ignore_index`` is an integer that is no real label (PyTorch allows one; it silently drops a class)."""
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise ValueError(f"ignore_index must be an int, got {ignore_index!r}")
+    if ignore_index in labels:
+        raise ValueError(
+            f"ignore_index={ignore_index} is a real label (labels are {labels.start}..{labels.stop - 1}): its "
+            "targets would be silently dropped; use a value outside them, such as -100"
+        )
+
+
 def check_index_target(
     target: torch.Tensor,
     num_classes: int,
@@ -55,7 +67,9 @@ def check_index_target(
     validate: bool,
     name: str = "target",
 ) -> None:
-    """Class-index targets: integer dtype, given shape, values in [0, C) or ``ignore_index``."""
+    """Class-index targets: integer dtype, given shape, values in [0, C) or ``ignore_index``
+    (which must not be a class: every target of that class would be dropped)."""
+    check_ignore_index(ignore_index, range(num_classes))
     if not isinstance(target, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
     if target.is_floating_point() or target.dtype == torch.bool:
@@ -82,6 +96,7 @@ def check_binary_target(
     target: torch.Tensor, shape: Sequence[int], ignore_index: int, validate: bool, name: str = "target"
 ) -> None:
     """Sigmoid targets: same shape as the logits; floats in [0, 1] or integers in {0, 1, ignore_index}."""
+    check_ignore_index(ignore_index, range(2))
     if not isinstance(target, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
     if tuple(target.shape) != tuple(shape):
