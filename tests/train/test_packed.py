@@ -11,7 +11,7 @@ from torch import nn
 from lossbench.losses import LOSSES
 from lossbench.models.linear import LinearClassifier
 from lossbench.models.mlp import MLP
-from lossbench.train import fit
+from lossbench.train import TRANSFORMS, fit
 from lossbench.train.packed import PackedModel, fit_packed, unpackable_model
 
 SEEDS, LRS, DECAYS = [3, 4, 5, 6], [0.1, 0.5, 0.05, 1.0], [0.0, 1e-3, 1e-2, 0.1]
@@ -80,7 +80,11 @@ def test_epoch_layout_and_lr_schedule(schedule):
      [("clip_norm_smooth", {"max_norm": 0.3})], ["grad_normalizer"], [("flooding", {"b": 0.6}), ("clip_norm", {"max_norm": 0.5})]],
 )  # fmt: skip
 @pytest.mark.parametrize("shared", [True, False])
-def test_transforms_run_per_run(transforms, shared):
+@pytest.mark.parametrize("hooks", [True, False])
+def test_transforms_run_per_run(transforms, shared, hooks, monkeypatch):
+    if not hooks:  # each run's instance applied on its own slice, as for a transform without a packed hook
+        for name in ("flooding", "iflood", "clip_norm", "clip_norm_smooth", "grad_normalizer"):
+            monkeypatch.setattr(TRANSFORMS.get(name).factory, "packed", classmethod(lambda cls, runs: None))
     _assert_same(*_both_ways(transforms=transforms, shared=shared, **BASE))
 
 

@@ -9,14 +9,18 @@ sync per step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 LossFn = Callable[..., torch.Tensor]
+# A packed step's hook for K runs' instances of one transform: objective hooks map the runs'
+# values ((K,) means, or (K, B) per-sample) to their objectives (K,); gradient hooks edit the
+# stacked gradients (K, ...) in place.  Both put (K,) statistics in the dict.
+PackedHook = Callable[[Any, dict[str, torch.Tensor]], Any]
 
 STAGES = ("objective", "gradient", "update")
 
@@ -76,6 +80,12 @@ class Transform:
     def update(self, grads: list[torch.Tensor], ctx: StepContext) -> None:
         raise NotImplementedError(f"{type(self).__name__} is not an update transform")
 
+    @classmethod
+    def packed(cls, runs: Sequence[Transform]) -> PackedHook | None:
+        """The K runs' instances applied at once in a packed step (see ``PackedHook``), or None:
+        the step applies them run by run."""
+        return None
+
     def record(self, ctx: StepContext, key: str, value: torch.Tensor | float) -> None:
         ctx.stats[f"{self.name}/{key}"] = value.detach() if isinstance(value, torch.Tensor) else value
 
@@ -89,6 +99,22 @@ def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     if not grads:
         raise ValueError("grads must hold at least one tensor")
     return torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+
+
+def run_norms(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Each run's global L2 norm (K,) of stacked gradients (K, ...), computed as :func:`global_norm`
+    computes one run's: the norm of the per-tensor norms."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads], 1), dim=1)
+
+
+def per_run(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(K,) values shaped to broadcast over ``like``'s (K, ...) trailing dimensions."""
+    return values.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+def hyperparameter(runs: Sequence[Transform], name: str, like: torch.Tensor) -> torch.Tensor:
+    """The runs' values of one hyperparameter as a (K,) tensor of ``like``'s dtype and device."""
+    return torch.tensor([getattr(t, name) for t in runs], dtype=like.dtype, device=like.device)
 
 
 def scale_(grads: list[torch.Tensor], factor: torch.Tensor | float) -> None:

@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
 from lossbench.losses._validation import check_interval, check_positive
 from lossbench.registry import FloatRange, HyperParam
-from lossbench.train._base import StepContext, Transform, global_norm, scale_
+from lossbench.train._base import (
+    PackedHook,
+    StepContext,
+    Transform,
+    global_norm,
+    hyperparameter,
+    per_run,
+    run_norms,
+    scale_,
+)
 from lossbench.train._registry import register_transform
 
 
-def clip_scale(norm: torch.Tensor, max_norm: float, *, smooth: bool = False) -> torch.Tensor:
+def clip_scale(norm: torch.Tensor, max_norm: float | torch.Tensor, *, smooth: bool = False) -> torch.Tensor:
     """The factor a clipped gradient of norm ``|g|`` is multiplied by.
 
     Hard: ``min(1, gamma / |g|)``, computed as ``gamma / max(|g|, gamma)`` (exact, no epsilon);
     smooth: ``gamma / (|g| + gamma)``.  The two bound each other:
     ``min(1, gamma/|g|) / 2 <= gamma / (|g| + gamma) <= min(1, gamma/|g|)``.
     """
-    check_positive("max_norm", max_norm)
+    if not isinstance(max_norm, torch.Tensor):  # a (K,) tensor: the packed runs' thresholds, checked each
+        check_positive("max_norm", max_norm)
     if smooth:
         return max_norm / (norm + max_norm)
-    return max_norm / norm.clamp(min=max_norm)
+    return max_norm / (torch.maximum(norm, max_norm) if isinstance(max_norm, torch.Tensor) else norm.clamp(min=max_norm))
 
 
 def clip_grad_norm_(
@@ -63,6 +73,16 @@ class ClipNorm(Transform):
         self.record(ctx, "grad_norm", norm)
         self.record(ctx, "scale", factor)
 
+    @classmethod
+    def packed(cls, runs: Sequence[Transform]) -> PackedHook:
+        def hook(grads: list[torch.Tensor], stats: dict[str, torch.Tensor]) -> None:
+            norm = run_norms(grads)
+            factor = clip_scale(norm, hyperparameter(runs, "max_norm", norm), smooth=cls.smooth)
+            torch._foreach_mul_(grads, [per_run(factor, g) for g in grads])
+            stats[f"{cls.name}/grad_norm"], stats[f"{cls.name}/scale"] = norm, factor
+
+        return hook
+
 
 class SmoothClipNorm(ClipNorm):
     """Smooth global-norm clipping ``g max_norm / (|g| + max_norm)``; logs the prior norm and the factor."""
@@ -99,6 +119,23 @@ class GradientNormalizer(Transform):
         scale_(grads, 1.0 / self._moving_norm.clamp(min=self.min_norm))
         self.record(ctx, "grad_norm", norm)
         self.record(ctx, "moving_norm", self._moving_norm.clone())
+
+    @classmethod
+    def packed(cls, runs: Sequence[Transform]) -> PackedHook:
+        moving: list[torch.Tensor] = []  # the runs' EMAs (K,), from the first step on
+
+        def hook(grads: list[torch.Tensor], stats: dict[str, torch.Tensor]) -> None:
+            norm = run_norms(grads).detach()
+            if not moving:
+                moving.append(norm.clone())
+            else:
+                momentum = hyperparameter(runs, "momentum", norm)
+                moving[0].mul_(momentum).add_(norm * (1 - momentum))
+            factor = 1.0 / moving[0].clamp(min=hyperparameter(runs, "min_norm", norm))
+            torch._foreach_mul_(grads, [per_run(factor, g) for g in grads])
+            stats[f"{cls.name}/grad_norm"], stats[f"{cls.name}/moving_norm"] = norm, moving[0].clone()
+
+        return hook
 
 
 _MAX_NORM = HyperParam("max_norm", 1.0, FloatRange(0.01, 10.0, log=True), "gamma: the clipping threshold")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from lossbench.losses._validation import check_positive
 from lossbench.registry import FloatRange, HyperParam
-from lossbench.train._base import StepContext, Transform
+from lossbench.train._base import PackedHook, StepContext, Transform, hyperparameter, per_run
 from lossbench.train._registry import register_transform
 
 
@@ -57,6 +59,15 @@ class Flooding(Transform):
         self.record(ctx, "flooded", (value < self.b).to(torch.float32))
         return flood(value, self.b)
 
+    @classmethod
+    def packed(cls, runs: Sequence[Transform]) -> PackedHook:
+        def hook(values: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+            b = hyperparameter(runs, "b", values)
+            stats[f"{cls.name}/flooded"] = (values < b).detach().to(torch.float32)
+            return (values - b).abs() + b
+
+        return hook
+
 
 class IFlood(Transform):
     """iFlood: per-sample flooding ``mean_i |l_i - b| + b``; logs the share of flooded samples."""
@@ -73,6 +84,15 @@ class IFlood(Transform):
         out = iflood(value, self.b)
         self.record(ctx, "flooded", (value < self.b).to(torch.float32).mean())
         return out
+
+    @classmethod
+    def packed(cls, runs: Sequence[Transform]) -> PackedHook:
+        def hook(values: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+            b = per_run(hyperparameter(runs, "b", values), values)
+            stats[f"{cls.name}/flooded"] = (values < b).detach().to(torch.float32).mean(1)
+            return ((values - b).abs() + b).mean(1)
+
+        return hook
 
 
 _LEVEL = FloatRange(0.0, 0.3)

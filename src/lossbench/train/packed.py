@@ -24,7 +24,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from lossbench.losses._validation import check_positive
-from lossbench.train._base import LossFn, StepContext, Transform
+from lossbench.train._base import LossFn, StepContext, per_run
 from lossbench.train._registry import TransformSpec, make_transform
 from lossbench.train.loop import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_ON, check_epoch_shape
 
@@ -68,12 +68,12 @@ class PackedModel:
         def call(p: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
             return functional_call(self._base, dict(zip(self.names, p)), (x,))
 
-        self._per_run = vmap(call)
+        self._each = vmap(call)
         self._shared = vmap(call, in_dims=(0, None))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``(K, B, ...)`` inputs, one batch per run -> ``(K, B, outputs)``."""
-        return self._per_run(self.params, x)
+        return self._each(self.params, x)
 
     @torch.no_grad()
     def eval_logits(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
@@ -92,11 +92,6 @@ class PackedModel:
         for k, model in enumerate(models):
             for (_, target), source in zip(model.named_parameters(), self.run_params(k)):
                 target.copy_(source)
-
-
-def _per_run(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A (K,) tensor shaped to broadcast over ``like``'s (K, ...) trailing dimensions."""
-    return values.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
 class PackedOptimizer:
@@ -125,7 +120,7 @@ class PackedOptimizer:
         self.name, self.momentum, self.params = name, momentum, list(params)
         decays = bool((weight_decays != 0).any())
         self._decay = [
-            _per_run(weight_decays, p) if decays and (weight_decay_on == "all" or p.ndim >= 3) else None
+            per_run(weight_decays, p) if decays and (weight_decay_on == "all" or p.ndim >= 3) else None
             for p in self.params
         ]
         self._state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
@@ -135,7 +130,7 @@ class PackedOptimizer:
     def step(self, grads: Sequence[torch.Tensor], lr: torch.Tensor) -> None:
         self._steps += 1
         for p, g, wd, state in zip(self.params, grads, self._decay, self._state):
-            lr_p = _per_run(lr, p)
+            lr_p = per_run(lr, p)
             if self.name == "sgd":
                 if wd is not None:
                     g = g + wd * p
@@ -189,7 +184,8 @@ def fit_packed(
     """Train the pack's K runs as :func:`lossbench.train.fit` trains each alone; returns each
     run's history (one statistics dict per epoch, as ``fit``'s).
 
-    Run ``k`` trains with ``losses[k]``, ``transforms[k]`` (transforms that declare ``packs``),
+    Run ``k`` trains with ``losses[k]``, ``transforms[k]`` (the same chain for every run, of
+    transforms that declare ``packs``, each with its own hyperparameters),
     ``lrs[k]``, ``weight_decays[k]`` and draws its epochs' orders from ``generators[k]``; the
     remaining arguments are ``fit``'s and hold for every run.  ``shared_loss`` lists groups of
     runs whose losses are the same function (same class and arguments) of per-sample terms: a
@@ -263,7 +259,12 @@ def fit_packed(
 
 class _PackedStep:
     """One step of every run: logits -> each run's loss -> its objective transforms -> one
-    backward of their sum -> each run's gradient transforms on its slice -> the packed update."""
+    backward of their sum -> each run's gradient transforms on its slice -> the packed update.
+
+    Every run has the same chain of transforms (one method), with its own hyperparameters; a
+    transform whose class has a packed hook (:meth:`Transform.packed`) runs once for all runs,
+    any other once per run on the run's own value or gradient slices.
+    """
 
     def __init__(
         self,
@@ -273,77 +274,77 @@ class _PackedStep:
         shared_loss: Sequence[Sequence[int]] | None,
     ) -> None:
         self.packed, self.losses = packed, list(losses)
-        self.transforms: list[list[Transform]] = [[make_transform(t) for t in ts] for ts in transforms]
-        for ts in self.transforms:
-            for t in ts:
-                if not t.packs:
-                    raise ValueError(f"transform {t.name!r} cannot run in a packed step (it reads the model itself)")
-            if any(t.stage == "update" for t in ts):
-                raise ValueError("update transforms cannot run in a packed step")
-        self._objective = [[t for t in ts if t.stage == "objective"] for ts in self.transforms]
-        self._gradient = [[t for t in ts if t.stage == "gradient"] for ts in self.transforms]
-        self._per_sample = [bool(o) and o[0].per_sample for o in self._objective]
-        self._wrapped = any(self._objective)
+        runs = [[make_transform(t) for t in ts] for ts in transforms]
+        chain = [[type(t) for t in ts] for ts in runs]
+        if any(c != chain[0] for c in chain):
+            raise ValueError("every packed run needs the same chain of transforms (their hyperparameters may differ)")
+        for t in runs[0]:
+            if not t.packs or t.stage == "update":
+                raise ValueError(f"transform {t.name!r} cannot run in a packed step (it reads the model itself)")
+        # Per position in the chain: the K runs' instances, and their packed hook (None: run by run).
+        self.chain = [([ts[j] for ts in runs], type(runs[0][j]).packed([ts[j] for ts in runs])) for j in range(len(runs[0]))]
+        self.per_sample = bool(runs[0]) and runs[0][0].stage == "objective" and runs[0][0].per_sample
         self.contexts = [
             StepContext(model=packed._base, loss=loss, optimizer=None, params=packed.run_params(k))
             for k, loss in enumerate(self.losses)
         ]
-        for ts, ctx in zip(self.transforms, self.contexts):
+        for ts, ctx in zip(runs, self.contexts):
             for t in ts:
                 t.bind(ctx)
         self.groups = [sorted(g) for g in shared_loss or () if len(g) > 1]
         grouped = {k for group in self.groups for k in group}
         self.groups += [[k] for k in range(packed.size) if k not in grouped]
+        order = [k for group in self.groups for k in group]
+        self._unsort = None if order == sorted(order) else torch.argsort(torch.tensor(order))
 
-    def _values(self, logits: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-        """Each run's loss value: its mean, or its per-sample losses for a per-sample wrapper."""
-        values: list[torch.Tensor] = [None] * len(self.losses)  # type: ignore[list-item]
-        batch = logits.shape[1]
+    def _values(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The runs' losses: (K,) means, or (K, B) per-sample losses for a per-sample wrapper."""
+        batch, chunks = logits.shape[1], []
         for group in self.groups:
-            if len(group) == 1:
-                k = group[0]
-                value = self.losses[k](logits[k], y[k], reduction="none" if self._per_sample[k] else "mean")
-                if self._per_sample[k] and value.ndim > 1:
-                    value = value.flatten(1).mean(1)  # elementwise (multi-label) losses: a sample's mean
-                values[k] = value
+            first, last = group[0], group[-1]
+            contiguous = last - first + 1 == len(group)  # a view of the runs' rows, no gather
+            lg = logits[first : last + 1] if contiguous else logits[group]
+            yg = y[first : last + 1] if contiguous else y[group]
+            if len(group) == 1 and not self.per_sample:
+                chunks.append(self.losses[first](lg[0], yg[0], reduction="mean").reshape(1))
                 continue
-            rows = group[0] == group[-1] - len(group) + 1  # contiguous runs: a view, no gather
-            lg = logits[group[0] : group[-1] + 1] if rows else logits[group]
-            yg = y[group[0] : group[-1] + 1] if rows else y[group]
-            out = self.losses[group[0]](lg.flatten(0, 1), yg.flatten(0, 1), reduction="none")
-            per_sample = out.reshape(len(group), batch, -1).mean(2)
-            for i, k in enumerate(group):
-                values[k] = per_sample[i] if self._per_sample[k] else per_sample[i].mean()
-        return values
+            out = self.losses[first](lg.flatten(0, 1), yg.flatten(0, 1), reduction="none")
+            per_sample = out.reshape(len(group), batch, -1).mean(2)  # elementwise (multi-label): a sample's mean
+            chunks.append(per_sample if self.per_sample else per_sample.mean(1))
+        values = torch.cat(chunks)
+        return values if self._unsort is None else values[self._unsort.to(values.device)]
 
     def run(self, x: torch.Tensor, y: torch.Tensor, opt: PackedOptimizer, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.packed(x)
         values = self._values(logits, y)
-        raw = torch.stack([v.detach() if v.ndim == 0 else v.detach().mean() for v in values])
-        objectives = values
-        if self._wrapped:
-            objectives = []
-            for k, value in enumerate(values):
-                ctx = self.contexts[k]
-                ctx.x, ctx.y, ctx.logits, ctx.stats = x[k], y[k], logits[k], {}
-                for t in self._objective[k]:
-                    value = t.objective(value, ctx)
-                objectives.append(value)
-        grads = list(torch.autograd.grad(torch.stack(objectives).sum(), self.packed.params))
-        for k, ts in enumerate(self._gradient):
-            if ts:
-                ctx = self.contexts[k]
-                if not self._wrapped:
-                    ctx.stats = {}
-                run_grads = [g[k] for g in grads]
-                for t in ts:
-                    t.gradients(run_grads, ctx)
+        stats: dict[str, torch.Tensor] = {"loss": (values.mean(1) if values.ndim == 2 else values).detach()}
+        run_stats: list[dict[str, Any]] = [{} for _ in self.contexts]
+        for ctx, own in zip(self.contexts, run_stats):
+            ctx.x, ctx.y, ctx.logits, ctx.stats = None, None, None, own
+        for k, ctx in enumerate(self.contexts):
+            ctx.x, ctx.y, ctx.logits = x[k], y[k], logits[k]
+        for runs, hook in self.chain:
+            if runs[0].stage != "objective":
+                continue
+            if hook is not None:
+                values = hook(values, stats)
+            else:
+                values = torch.stack([t.objective(values[k], self.contexts[k]) for k, t in enumerate(runs)])
+        if values.ndim != 1:
+            raise ValueError(f"each run's objective must be a scalar, got shape {tuple(values.shape[1:])}")
+        grads = list(torch.autograd.grad(values.sum(), self.packed.params))
+        for runs, hook in self.chain:
+            if runs[0].stage != "gradient":
+                continue
+            if hook is not None:
+                hook(grads, stats)
+            else:
+                for k, t in enumerate(runs):
+                    t.gradients([g[k] for g in grads], self.contexts[k])
         opt.step(grads, lr)
-        stats = {"loss": raw, "objective": torch.stack([v.detach() for v in objectives]) if self._wrapped else raw}
-        keys = {key for ctx in self.contexts for key in ctx.stats}
-        for key in sorted(keys):
-            stats[key] = torch.stack([torch.as_tensor(ctx.stats.get(key, math.nan), dtype=torch.float32, device=raw.device)
-                                      for ctx in self.contexts])  # fmt: skip
+        stats["objective"] = values.detach() if self.chain else stats["loss"]
+        for key in sorted({key for own in run_stats for key in own}):
+            stats[key] = torch.stack([torch.as_tensor(own[key], dtype=torch.float32, device=values.device) for own in run_stats])
         for ctx in self.contexts:
             ctx.step += 1
             ctx.x = ctx.y = ctx.logits = None
