@@ -364,8 +364,7 @@ class Runner:
             if value is None:
                 study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
                 continue
-            study.tell(trial, value, skip_if_finished=True)
-            if self.storage.get_trial(trial._trial_id).state == TrialState.FAIL:
+            if study.tell(trial, value, skip_if_finished=True).state == TrialState.FAIL:
                 warnings.warn(
                     f"{unit.label} ({stage}): trial #{trial.number} was failed as stale while this worker was "
                     "paused past the heartbeat grace period; its result is dropped and its retry runs instead",
