@@ -7,7 +7,6 @@ the core install (torch only) can run everything that does not need the bench's 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import traceback
@@ -156,7 +155,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     _preflight(spec, args.data_dir)  # nothing is created before the spec is known to run
     storage = open_storage(_storage_url(args, args.out), spec.heartbeat_interval)
     runner = Runner(spec, storage, device, data_dir=args.data_dir)
-    _quiet_interrupts()
     with run_progress(f"{spec.name}") as progress:
         runner.run(progress)
     return _finish(spec, storage, args.out)
@@ -172,7 +170,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     spec = stored_spec(open_storage(url, create=False), args.study)
     storage = open_storage(url, spec.heartbeat_interval, create=False)
     runner = Runner(spec, storage, device, data_dir=args.data_dir)
-    _quiet_interrupts()
     with run_progress(f"{spec.name} (worker)") as progress:
         runner.run(progress)
     console.print(f"study {spec.name!r} is complete; `lossbench report --storage ...` writes the report")
@@ -277,7 +274,6 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     _writable_folder(args.out)
     storage = _ledger_storage(args)
-    _quiet_interrupts()
     run_claim(claim, args.budget, storage, device, data_dir=args.data_dir, variations=variations,
               progress=run_progress)  # fmt: skip
     console.print(f"claim {claim.id} ({args.budget}) done; `lossbench claims report --out {args.out}` writes the ledger")
@@ -285,9 +281,8 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
 
 
 def cmd_claims_report(args: argparse.Namespace) -> int:
-    from lossbench.ledger.report import write_ledger
-
     from lossbench.bench.storage import masked
+    from lossbench.ledger.report import write_ledger
 
     url = args.storage or os.environ.get(STORAGE_ENV)
     if url is None and not Path(args.out, "lossbench.db").exists():
@@ -397,30 +392,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _QuietInterrupt(logging.Filter):
-    """Drops Optuna's report of a trial stopped by Ctrl-C (a traceback, then a second line): the
-    command says it in one line."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.interrupted = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
-            self.interrupted = True
-            return False
-        return not (self.interrupted and "failed with value" in record.getMessage())
-
-
-def _quiet_interrupts() -> None:
-    """Installs :class:`_QuietInterrupt` on Optuna's log handlers (before a study runs)."""
-    import optuna  # its handlers exist once it is imported
-
-    for handler in logging.getLogger(optuna.__name__).handlers:
-        if not any(isinstance(f, _QuietInterrupt) for f in handler.filters):
-            handler.addFilter(_QuietInterrupt())
-
-
 def _ours(err: BaseException) -> bool:
     """Whether a ValueError is lossbench refusing an input (raised by lossbench's own code), not
     a bug surfacing in a library (which keeps its traceback)."""
@@ -435,14 +406,23 @@ def _ours(err: BaseException) -> bool:
     return tb is not None and package in Path(tb.tb_frame.f_code.co_filename).resolve().parents
 
 
-def _password(args: argparse.Namespace) -> str | None:
-    """The storage URL this command uses, if one is given (to mask its password in any output)."""
+def _given_storage(args: argparse.Namespace) -> str | None:
+    """The storage URL this command was given, if any (its password is masked in any output)."""
     return getattr(args, "storage", None) or os.environ.get(STORAGE_ENV)
+
+
+def _masker(url: str | None):
+    """A function hiding ``url``'s password in a text (the identity without a URL)."""
+    if not url:
+        return lambda text: text
+    from lossbench.bench.storage import masked_text
+
+    return lambda text: masked_text(text, url)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    url = _password(args)
+    url = _given_storage(args)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -450,9 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("lossbench: interrupted; the same command resumes where it stopped", file=sys.stderr)
         return 130
     except Exception as err:
-        from lossbench.bench.storage import masked_text
-
-        mask = (lambda text: masked_text(text, url)) if url else (lambda text: text)
+        mask = _masker(url)
         if isinstance(err, ValueError) and _ours(err) and not os.environ.get("LOSSBENCH_TRACEBACK"):
             # bad input (spec, names, files, storage): one clear line, no traceback
             print(f"lossbench: error: {mask(str(err))}\n(set LOSSBENCH_TRACEBACK=1 for the traceback)", file=sys.stderr)

@@ -205,6 +205,9 @@ def value_kinds(param: inspect.Parameter) -> tuple[tuple[type, ...], bool] | Non
 
 
 def check_value(where: str, key: str, value: Any, param: inspect.Parameter) -> None:
+    """A spec value for an annotated argument: of a type the annotation names, and finite if a number."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"{where}: {key} = {value} must be a finite number")
     kinds = value_kinds(param)
     if kinds is None:
         return
@@ -300,8 +303,9 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
     """
     top = set(Spec.__dataclass_fields__)
     _no_unknown(data, top, source)
+    name = _take(data, "name", str, source)
     try:  # the name becomes storage keys and, in `lossbench report`, a folder under --out
-        name = check_name(_take(data, "name", str, source), "name")
+        check_name(name, "name")
     except ValueError as err:
         raise SpecError(f"{source}: {err}") from None
 

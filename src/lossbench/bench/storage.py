@@ -106,7 +106,8 @@ def open_storage(url: str, heartbeat_interval: int | None = None, *, create: boo
                 }
             return HeartbeatStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as err:  # SQLAlchemy raises many kinds; all mean the same to the user
-        raise SpecError(f"cannot open storage {masked(url)!r}: {type(err).__name__}: {masked_text(str(err), url)}") from None
+        reason = " ".join(masked_text(str(err), url).split())  # drivers write several lines
+        raise SpecError(f"cannot open storage {masked(url)!r}: {type(err).__name__}: {reason}") from None
 
 
 def masked(url: str) -> str:

@@ -153,9 +153,17 @@ def check_class_counts(counts: torch.Tensor, num_classes: int, name: str = "clas
     return counts
 
 
+def check_number(name: str, value: object) -> None:
+    """A real number (or a tensor): a string or a boolean given for a hyperparameter is refused
+    by name, not by a failed comparison deep inside a loss."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+
+
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     """``value > 0`` (``>= 0`` with ``allow_zero``) and finite: an infinite gamma, margin, clip
     norm or flood level gives NaN or a silent no-op, never what was meant."""
+    check_number(name, value)
     ok = value >= 0 if allow_zero else value > 0
     if not ok or not math.isfinite(value):
         bound = ">= 0" if allow_zero else "> 0"
@@ -164,6 +172,7 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
 
 def check_interval(name: str, value: float, low: float, high: float, *, closed: str = "both") -> None:
     """Check ``value`` lies in the interval; ``closed`` is one of both, left, right, neither."""
+    check_number(name, value)
     lo_ok = value >= low if closed in ("both", "left") else value > low
     hi_ok = value <= high if closed in ("both", "right") else value < high
     if not (lo_ok and hi_ok and math.isfinite(value)):

@@ -1,0 +1,116 @@
+"""Spec checks added for issue 17 that are not a bad-input table row (tests/test_bad_inputs.py has
+those): what stays allowed, the storage's limits, and the split check on its own."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import types
+
+import optuna
+import pytest
+import torch
+
+from lossbench.bench.methods import check_validation_part, resolve_method
+from lossbench.bench.spec import SpecError, load_preset, load_spec, parse_spec
+from lossbench.bench.storage import STORAGE_ENV, check_sqlite_file, open_storage, register_spec, storage_url
+
+BASE = {"name": "s", "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}]}
+
+
+def spec(**changes):
+    return parse_spec({**BASE, **changes})
+
+
+def test_the_default_metric_stands_for_each_tasks_headline():
+    both = ["wine", "synthetic_multilabel"]
+    assert spec(datasets=both).selection_metric == "accuracy"  # micro-F1 on the multi-label set
+    assert spec(datasets=both, selection_metric="macro_f1").selection_metric == "macro_f1"
+    assert spec(datasets=["synthetic_multilabel"], selection_metric="map").selection_metric == "map"
+    with pytest.raises(SpecError, match="selection_metric 'balanced_accuracy' does not exist for multilabel dataset"):
+        spec(datasets=both, selection_metric="balanced_accuracy")
+
+
+def test_a_method_may_name_a_dataset_by_name_or_label():
+    datasets = [{"name": "wine", "label": "vino"}, "digits"]
+    for only in (["vino"], ["wine"], ["digits", "vino"]):
+        spec(datasets=datasets, methods=[{"name": "ce", "loss": "cross_entropy", "datasets": only}])
+
+
+def test_search_order_is_kept_for_the_python_random_sampler():
+    assert load_preset("exact-table1").search_order
+
+
+def test_directory_given_as_spec(tmp_path):
+    with pytest.raises(SpecError, match="cannot read spec file .*: Is a directory"):
+        load_spec(tmp_path)
+
+
+def test_settings_that_do_tune_stay_allowed():
+    exact = {"name": "ex", "loss": "exact", "params": {"sigma": 10, "estimator": "genz", "samples": 16},
+             "search": {"loss.standardize": {"choices": [False, True]}, "loss.sigma_min": [0.01, 0.1]}}  # fmt: skip
+    flooded = {"name": "fl", "loss": "cross_entropy", "transforms": ["flooding"], "search": {"flooding.b": [0.0, 0.2]}}
+    for method in spec(methods=[exact, flooded]).methods:
+        resolve_method(method)
+
+
+def test_study_names_must_fit_optunas_column():
+    from optuna.storages._rdb.models import MAX_INDEXED_STRING_LENGTH
+
+    fits = MAX_INDEXED_STRING_LENGTH - len("s:final:wine:")
+    register_spec(optuna.storages.InMemoryStorage(), spec(methods=[{"name": "m" * fits, "loss": "cross_entropy"}]))
+    long = spec(methods=[{"name": "m" * (fits + 1), "loss": "cross_entropy"}])
+    with pytest.raises(SpecError, match=f"has {MAX_INDEXED_STRING_LENGTH + 1} characters; Optuna stores at most"):
+        register_spec(optuna.storages.InMemoryStorage(), long)
+
+
+def test_storage_url_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    assert storage_url(None, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'lossbench.db'}"
+    with pytest.raises(SpecError, match=f"pass --storage URL or set \\${STORAGE_ENV}"):
+        storage_url(None, None)
+    monkeypatch.setenv(STORAGE_ENV, "sqlite:///env.db")
+    assert storage_url(None, tmp_path) == storage_url(None, None) == "sqlite:///env.db"
+    assert storage_url("sqlite:///given.db", tmp_path) == "sqlite:///given.db"
+
+
+def test_cli_names_the_same_environment_variable():
+    from lossbench import cli
+
+    assert cli.STORAGE_ENV == STORAGE_ENV
+
+
+def test_a_file_another_worker_is_creating_is_waited_for(tmp_path):
+    """Several local workers may start on a fresh folder at once: an empty file made a moment ago
+    is a database being created, not a broken one."""
+    db = tmp_path / "lossbench.db"
+    db.touch()
+
+    def create():
+        conn = sqlite3.connect(db)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.close()
+
+    timer = threading.Timer(0.2, create)
+    timer.start()
+    try:
+        check_sqlite_file(db, create=False)
+    finally:
+        timer.join()
+    open_storage(f"sqlite:///{db}", create=False)
+
+
+def split(y_fit, y_eval, names=("a", "b", "c")):
+    data = types.SimpleNamespace(class_names=list(names))
+    return types.SimpleNamespace(y_fit=torch.tensor(y_fit), y_eval=torch.tensor(y_eval, dtype=torch.long), task="multiclass",
+                                 num_classes=len(names), dataset=data)  # fmt: skip
+
+
+def test_validation_part_holds_every_class_that_can_be_split():
+    s = spec(val_fraction=0.2)
+    check_validation_part(split([0, 0, 1, 1, 2], [0, 1]), s, "d")  # class 'c' has one sample: it stays in training
+    with pytest.raises(SpecError, match=r"d: val_fraction = 0.2 is too small for class 'b' \(3 training samples\).* >= 0.333"):
+        check_validation_part(split([0, 0, 1, 1, 1], [0]), s, "d")
+    with pytest.raises(SpecError, match="leaves no validation sample out of 5"):
+        check_validation_part(split([0, 0, 1, 1, 1], []), s, "d")
+    check_validation_part(split([0, 0, 1, 1, 1], [0]), spec(val_split="random"), "d")  # random: classes may miss

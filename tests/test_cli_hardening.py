@@ -1,0 +1,229 @@
+"""The command line refuses user mistakes in one line, before it creates anything, and never
+shows a storage password; internal errors keep their traceback (issue 17, items 8 and 9)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lossbench.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "s3cr%40t"  # percent-encoded in the URL: "s3cr@t" once decoded
+SECRET_URL = f"postgresql+psycopg2://alice:{PASSWORD}@127.0.0.1:1/lossbench"
+
+SPEC = """name = "{name}"
+trials = 2
+seeds = 2
+sampler = "random"
+heartbeat_interval = 1
+{top}
+[train]
+epochs = 1
+batch_size = 64
+
+[[datasets]]
+name = "wine"
+
+[[methods]]
+name = "{method}"
+loss = "cross_entropy"
+"""
+
+
+def spec_file(tmp_path: Path, name: str = "tiny", top: str = "", method: str = "ce") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(SPEC.format(name=name, top=top, method=method))
+    return path
+
+
+def refused(capsys, argv: list[str]) -> str:
+    """Run the command in-process; it must fail with one 'lossbench: error:' line and return it."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    first, hint = err.rstrip("\n").split("\n")
+    assert first.startswith("lossbench: error: ") and hint == "(set LOSSBENCH_TRACEBACK=1 for the traceback)"
+    return first
+
+
+@pytest.fixture(autouse=True)
+def no_storage_env(monkeypatch):
+    monkeypatch.delenv("LOSSBENCH_STORAGE", raising=False)
+    monkeypatch.delenv("LOSSBENCH_TRACEBACK", raising=False)
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """A finished tiny study in a SQLite file named only by $LOSSBENCH_STORAGE."""
+    base = tmp_path_factory.mktemp("stored")
+    db = base / "elsewhere" / "study.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOSSBENCH_STORAGE", f"sqlite:///{db}")
+        assert main(["run", str(spec_file(base)), "--out", str(base / "out"), "--device", "cpu"]) == 0
+    return base, db
+
+
+# -- item 8: the storage URL from the environment, passwords masked everywhere -----------------
+
+
+def test_storage_url_comes_from_the_environment(stored, tmp_path, monkeypatch, capsys):
+    base, db = stored
+    assert db.is_file() and not (base / "out" / "lossbench.db").exists()  # the URL was taken from the variable
+    assert (base / "out" / "report.md").is_file()
+    monkeypatch.setenv("LOSSBENCH_STORAGE", f"sqlite:///{db}")
+    assert main(["report", "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "report.md").is_file()
+    assert main(["worker", "tiny", "--device", "cpu"]) == 0  # no --storage needed
+    assert "is complete" in capsys.readouterr().out
+
+
+def test_worker_needs_a_storage(capsys):
+    line = refused(capsys, ["worker", "tiny"])
+    assert "--storage" in line and "LOSSBENCH_STORAGE" in line
+
+
+def test_help_names_the_environment_variable(capsys):
+    for command in ("run", "worker", "report"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "LOSSBENCH_STORAGE" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_password_is_masked_in_one_line_errors(how, capsys, monkeypatch, tmp_path):
+    if how == "environment":
+        monkeypatch.setenv("LOSSBENCH_STORAGE", SECRET_URL)
+        argv = ["report", "--out", str(tmp_path)]
+    else:
+        argv = ["report", "--out", str(tmp_path), "--storage", SECRET_URL]
+    line = refused(capsys, argv)
+    assert "alice:***@" in line and "s3cr" not in line
+
+
+def test_password_is_masked_in_an_internal_traceback(capsys, monkeypatch, tmp_path):
+    import lossbench.bench.storage as storage
+
+    def broken(url, *args, **kwargs):
+        raise RuntimeError(f"driver failed on {url} (password s3cr@t)")
+
+    monkeypatch.setattr(storage, "open_storage", broken)
+    monkeypatch.setenv("LOSSBENCH_STORAGE", SECRET_URL)
+    assert main(["report", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: driver failed" in err  # an internal error keeps its traceback
+    assert "s3cr" not in err and "alice:***@" in err
+
+
+def test_internal_value_error_keeps_its_traceback(monkeypatch, tmp_path):
+    import lossbench.bench.spec as spec_module
+
+    def buggy(path):
+        return int("not a number")  # a ValueError raised outside lossbench's code: a bug, not an input
+
+    monkeypatch.setattr(spec_module, "load_spec", buggy)
+    with pytest.raises(ValueError, match="invalid literal"):
+        main(["run", str(tmp_path / "x.toml"), "--out", str(tmp_path / "out")])
+
+
+# -- item 9: one line, nothing created ----------------------------------------------------------
+
+
+def stale_file(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    return path
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_empty_database_is_not_turned_into_a_new_one(command, capsys, tmp_path):
+    db = stale_file(tmp_path / "out" / "lossbench.db", b"")
+    argv = [command] + ([str(spec_file(tmp_path)), "--device", "cpu"] if command == "run" else [])
+    line = refused(capsys, argv + ["--out", str(tmp_path / "out")])
+    assert "empty (0-byte)" in line and str(db) in line
+    assert db.stat().st_size == 0 and sorted(p.name for p in db.parent.iterdir()) == ["lossbench.db"]
+
+
+def test_foreign_file_or_folder_as_database(capsys, tmp_path):
+    stale_file(tmp_path / "a" / "lossbench.db", b"name,value\n1,2\n")
+    assert "is not a SQLite file" in refused(capsys, ["report", "--out", str(tmp_path / "a")])
+    (tmp_path / "b" / "lossbench.db").mkdir(parents=True)
+    assert "is a directory" in refused(capsys, ["report", "--out", str(tmp_path / "b")])
+
+
+def test_corrupt_database_is_one_line(capsys, tmp_path):
+    stale_file(tmp_path / "out" / "lossbench.db", b"SQLite format 3\x00" + b"\xff" * 5000)
+    line = refused(capsys, ["report", "--out", str(tmp_path / "out")])
+    assert "cannot open storage" in line and "DatabaseError" in line
+
+
+def test_out_that_is_a_file_is_refused_before_work(capsys, tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(tmp_path / "taken" / "out"), "--device", "cpu"])
+    assert "is not a folder" in line and "taken" in line
+
+
+def test_read_only_out_is_refused_before_work(capsys, tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() == 0:  # root writes anywhere: make the check see what another user would
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: real(p, mode) and Path(p) != locked)
+    else:
+        locked.chmod(0o500)
+    line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(locked / "out"), "--device", "cpu"])
+    assert "is not writable" in line and not (locked / "out").exists()
+
+
+def test_a_report_that_cannot_be_written_is_one_line(stored, capsys, tmp_path, monkeypatch):
+    _, db = stored
+    (tmp_path / "report.md").mkdir()  # a folder where the report file goes
+    line = refused(capsys, ["report", "--out", str(tmp_path), "--storage", f"sqlite:///{db}"])
+    assert "cannot write the report" in line and "lossbench report --out" in line
+
+
+@pytest.mark.parametrize(
+    "top, method, device, expected",
+    [
+        ("val_fraction = 0.001", "ce", "cpu", "leaves no validation sample"),
+        ("val_fraction = 0.01", "ce", "cpu", "too small for class 'class_0'"),
+        ("", "m" * 500, "cpu", "Optuna stores at most 512"),
+        ("", "ce", "gpu", "--device 'gpu'"),
+        ("", "ce", "cuda:99", "--device cuda:99"),
+        ("[search]\nlr = { low = 1e-3, high = inf }", "ce", "cpu", "[search].lr: a search range needs finite ends"),
+    ],
+)
+def test_refused_before_any_work_leaves_nothing_behind(top, method, device, expected, capsys, tmp_path):
+    out = tmp_path / "out"
+    line = refused(capsys, ["run", str(spec_file(tmp_path, top=top, method=method)), "--out", str(out), "--device", device])
+    assert expected in line
+    assert not out.exists()
+
+
+def test_spec_that_is_not_utf8(capsys, tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('# caf\xe9\nname = "x"\n'.encode("latin-1"))
+    assert f"{path}:1: not UTF-8 text (byte 0xe9)" in refused(capsys, ["run", str(path)])
+
+
+def test_ctrl_c_prints_one_line(tmp_path):
+    """A Ctrl-C in a trial: Optuna's traceback and failure lines are not shown, only lossbench's line."""
+    script = (
+        "import sys, lossbench.bench.runner as r\n"
+        "def interrupted(*a, **k): raise KeyboardInterrupt\n"
+        "r.train_and_score = r.train_and_score_packed = interrupted\n"
+        "from lossbench.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LOSSBENCH_STORAGE"}
+    env.update(PYTHONPATH=str(ROOT / "src"), LOSSBENCH_CACHE_DIR=str(tmp_path / "cache"))
+    argv = [sys.executable, "-c", script, "run", str(spec_file(tmp_path)), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["lossbench: interrupted; the same command resumes where it stopped"]
