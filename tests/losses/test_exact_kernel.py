@@ -178,21 +178,26 @@ def graph_nodes(t: torch.Tensor) -> set[str]:
 @needs_kernel
 @pytest.mark.parametrize("c,sigma", [(3, 1.0), (10, 0.3), (100, 2.0), (100, 0.01)])
 def test_margins_formed_in_the_kernel_equal_the_margins_path(kernel, c, sigma):
-    # Without margin clipping and with a float sigma the kernel takes the logits and returns their
-    # gradient; a clip that never binds sends the same loss through the margins' tensor.
+    # With a float sigma the kernel takes the logits and returns the loss and its gradient in one
+    # autograd node, the margins' clip included; a tensor sigma sends the same loss through the
+    # margins' tensor, and a clip that never binds changes nothing.
     gen = torch.Generator().manual_seed(c)  # seeded: the same inputs on every run
     logits = torch.randn(16, c, dtype=torch.float64, generator=gen) * 3
     target = torch.randint(0, c, (16,), generator=gen)
     x = logits.clone().requires_grad_(True)
     fused = exact(x, target, sigma=sigma, log_loss=True, reduction="none")
-    assert "WinLogProbabilityBackward" in graph_nodes(fused) and "GatherBackward0" not in graph_nodes(fused)
+    assert graph_nodes(fused) == {"ExactRowsLossBackward", "AccumulateGrad"}
     fused.sum().backward()
     z = logits.clone().requires_grad_(True)
-    general = exact(z, target, sigma=sigma, log_loss=True, reduction="none", margin=1e30)
+    general = exact(z, target, sigma=torch.tensor(sigma, dtype=torch.float64), log_loss=True, reduction="none")
     general.sum().backward()
     assert "GatherBackward0" in graph_nodes(general)
     torch.testing.assert_close(fused, general, rtol=1e-12, atol=0)
     torch.testing.assert_close(x.grad, z.grad, rtol=1e-10, atol=1e-12)
+    w = logits.clone().requires_grad_(True)
+    unclipped = exact(w, target, sigma=sigma, log_loss=True, reduction="none", margin=1e30)
+    unclipped.sum().backward()
+    assert torch.equal(unclipped, fused) and torch.equal(w.grad, x.grad)
     assert torch.autograd.gradcheck(lambda a: exact(a, target[:4], sigma=sigma), (logits[:4].clone().requires_grad_(True),))
     assert torch.autograd.gradgradcheck(lambda a: exact(a, target[:4], sigma=sigma), (logits[:4].clone().requires_grad_(True),))
 

@@ -80,6 +80,8 @@ enum {
   K_INV_SQRT2,
   K_LOG_INV_SQRT_2PI,
   K_LOG_2_SQRT_PI,
+  K_UNION_BOUND, /* a row's way: the complement's rule below this union bound of Q (see choose_way) */
+  K_FAR_MARGIN,  /* and none past this margin of a rival ahead (the caller's closed form) */
   K_NDTRI_SPLIT, /* Acklam's inverse normal CDF: central region up to this p, its coefficients */
   K_NDTRI_A,
   K_NDTRI_B = K_NDTRI_A + 6,
@@ -93,6 +95,7 @@ typedef struct {
   REAL saturated, tail_start;
   int tail_terms, newton_max_iter, water_steps;
   double secant[2], newton_tol, product_floor, sqrt2, inv_sqrt2, log_inv_sqrt_2pi, log_2_sqrt_pi;
+  double union_bound, far_margin;
   double ndtri_split, ndtri_a[6], ndtri_b[5], ndtri_c[6], ndtri_d[4], tail_coeffs[MAX_TAIL_TERMS];
 } Constants;
 
@@ -105,6 +108,7 @@ static int read_constants(const double *v, Constants *k) {
   k->newton_tol = v[K_NEWTON_TOL], k->product_floor = v[K_PRODUCT_FLOOR];
   k->sqrt2 = v[K_SQRT2], k->inv_sqrt2 = v[K_INV_SQRT2];
   k->log_inv_sqrt_2pi = v[K_LOG_INV_SQRT_2PI], k->log_2_sqrt_pi = v[K_LOG_2_SQRT_PI];
+  k->union_bound = v[K_UNION_BOUND], k->far_margin = v[K_FAR_MARGIN];
   k->ndtri_split = v[K_NDTRI_SPLIT];
   for (int i = 0; i < 6; ++i) k->ndtri_a[i] = v[K_NDTRI_A + i], k->ndtri_c[i] = v[K_NDTRI_C + i];
   for (int i = 0; i < 5; ++i) k->ndtri_b[i] = v[K_NDTRI_B + i];
@@ -429,89 +433,187 @@ static REAL one_row(const REAL *xr, const int64_t *idx, int r, int n, int comple
   return (REAL)log_p;
 }
 
-/* The union bound of Q in closed form (the rows far in the tail, see log_win_and_lose):
-   log Q = log sum_j Phi(-m_j / sqrt2) and d log Q / d m_j = -phi(m_j / sqrt2) / (sqrt2 Q).  Here
-   Phi(-m_j / sqrt2) is Phi(u) at u = xr_j, x = -xr_j / sqrt2.  work: 3 rp REALs. */
-static REAL union_row(const REAL *xr, const int64_t *idx, int r, REAL *grad, REAL *work, const Constants *k) {
-  const int rp = PAD(r);
-  REAL *center = work, *x = work + rp, *lam = work + 2 * rp, *log_phi = work; /* log_phi over center */
-#pragma omp simd
-  for (int j = 0; j < rp; ++j) center[j] = j < r ? (REAL)(-xr[j] * k->inv_sqrt2) : 0; /* padding: ignored */
-  phi_terms(center, 0, rp, x, lam, log_phi, WITH_LOG, k);
-  double best = log_phi[0], total = 0.0;
-  for (int j = 1; j < r; ++j) best = log_phi[j] > best ? log_phi[j] : best;
-  for (int j = 0; j < r; ++j) total += exp(log_phi[j] - best);
-  const double log_q = best + log(total);
-  if (grad) /* -phi(m_j / sqrt2) / (sqrt2 Q): m_j^2 / 4 = xr_j^2 / 2 */
-    for (int j = 0; j < r; ++j) {
-      double v = xr[j];
-      grad[idx[j]] = (REAL)(-k->inv_sqrt2 * exp(k->log_inv_sqrt_2pi - 0.5 * v * v - log_q));
-    }
-  return (REAL)log_q;
+/* What a call writes per row (the caller's per-sample loss where it asks for one): the row's log P
+   or log Q (see the ways below) and its gradient, or 1 - P, or -log P and their gradients. */
+enum { KIND_VALUE, KIND_ONE_MINUS_P, KIND_MINUS_LOG_P };
+/* A row's way: the rule for P, the complement's rule for Q, the union bound of Q, or none (far in
+   the tail, a rival more than K_FAR_MARGIN ahead: the caller's closed form). */
+enum { WAY_P, WAY_Q, WAY_UNION, WAY_FAR };
+
+/* The way of a row (see log_win_and_lose in _exact_quadrature.py): with U = sum_j Phi(-m_j / sqrt2)
+   (in x units, Phi(-m_j / sqrt2) = erfc(-x_j / sqrt2) / 2), the complement where U is below the
+   union bound, and the union bound itself where also every margin passes `least`; the rule for P
+   otherwise, unless a rival is far ahead.  top: the largest x, -m_1 / sqrt2. */
+static int choose_way(const REAL *xr, int rp, REAL top, double least, const Constants *k) {
+  const REAL inv_sqrt2 = (REAL)k->inv_sqrt2;
+  double u = 0.0;
+#pragma omp simd reduction(+ : u)
+  for (int j = 0; j < rp; ++j) u += (REAL)0.5 * ERFC(-xr[j] * inv_sqrt2); /* the padding adds erfc(7e29) = 0 */
+  const double least_margin = -k->sqrt2 * top;
+  if (u < k->union_bound) return least_margin > least ? WAY_UNION : WAY_Q;
+  return least_margin < -k->far_margin ? WAY_FAR : WAY_P;
 }
 
-/* Rows [0, b) of scores (B, C) with true classes target (B,): log_p (B,), grad (B, C) or NULL,
-   mu (B,), offsets and log_weights (B, 2 n).  With scale = 0 the scores are the margins m (zero in
-   the true column) and grad is d log P / d m; with scale > 0 they are logits s, the margins are
-   m_j = (s_y - s_j) scale and grad is d log P / d s.  ways (B,) or NULL (all 0) says what each
-   row computes: 0 log P, 1 log Q by the complement's rule, 2 log Q by the union bound (its rule
-   outputs are zeros).  constants: see the enum above.  2 n <= MAX_NODES.  Returns 0, -1 if out
-   of memory, -2 for too many nodes, -3 for a series longer than MAX_TAIL_TERMS. */
-int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, const int64_t *ways, int64_t b,
-                                 int64_t c, double scale, int n, const double *hermite_x,
-                                 const double *hermite_log_w, const double *constants, REAL *log_p, REAL *grad,
-                                 REAL *mu, REAL *offsets, REAL *log_weights, int threads) {
+/* The union bound of Q in closed form (the rows far in the tail, see log_win_and_lose), in double:
+   log Q = log sum_j Phi(-m_j / sqrt2), where Phi(-m_j / sqrt2) is Phi(u) at u = xr_j, x = -xr_j / sqrt2,
+   and the gradient of what `kind` asks for with respect to m, from
+   dQ / dm_j = -phi(u_j) / sqrt2 = -lam(u_j) Phi(u_j) / sqrt2: times exp(log Phi(u_j) - log Q) for log Q,
+   exp(log Phi(u_j)) for Q and exp(log Phi(u_j) - log P) for -log P, so that neither a difference of two
+   logs of size m^2 / 4 (their rounding alone is 1e7 at m = 1e12 in double) nor an overflow enters.
+   work: 2 rp doubles.  Returns log Q (-inf where every Phi underflows: margins past 1e154 in double). */
+static double union_row(const REAL *xr, const int64_t *idx, int r, int kind, REAL *grad, double *work,
+                        const Constants *k) {
+  const int rp = PAD(r);
+  const double saturated = k->saturated, tail_start = k->tail_start, inv_sqrt2 = k->inv_sqrt2;
+  const double log_scale = k->log_inv_sqrt_2pi;
+  double *log_phi = work, *lam = work + rp;
+#pragma omp simd
+  for (int j = 0; j < rp; ++j) {
+    double x = -(double)xr[j] * inv_sqrt2;
+    x = x < saturated ? saturated : x;
+    const double body = x < tail_start ? x : tail_start, phi = 0.5 * erfc(body);
+    log_phi[j] = log(phi);
+    lam[j] = exp(log_scale - body * body) / phi;
+  }
+  double best = -INFINITY, total = 0.0;
+  for (int j = 0; j < r; ++j) {
+    const double x = -(double)xr[j] * inv_sqrt2;
+    if (x > tail_start) { /* the series in double (log Phi ~ -x^2 is no REAL there) */
+      double y = 1.0 / (x * x), series = 0.0;
+      for (int i = k->tail_terms - 1; i >= 0; --i) series = (series + k->tail_coeffs[i]) * y;
+      log_phi[j] = series - log(x) - x * x - k->log_2_sqrt_pi;
+      lam[j] = k->sqrt2 * x * exp(-series);
+    }
+    best = log_phi[j] > best ? log_phi[j] : best;
+  }
+  for (int j = 0; j < r; ++j) total += exp(log_phi[j] - best);
+  const double log_q = best > -INFINITY ? best + log(total) : -INFINITY;
+  if (grad) {
+    const double offset = kind == KIND_VALUE ? log_q : (kind == KIND_MINUS_LOG_P ? log1p(-exp(log_q)) : 0.0);
+    const int zero = !(log_q > -INFINITY); /* Q and its derivatives are 0 */
+    for (int j = 0; j < r; ++j)
+      grad[idx[j]] = zero ? 0 : (REAL)(-inv_sqrt2 * lam[j] * exp(log_phi[j] - offset));
+  }
+  return log_q;
+}
+
+/* The per-sample loss of `kind` from a row's log P (way WAY_P) or log Q (WAY_Q), and the factor that
+   turns the gradient of that log into the loss's: 1 - P = -expm1(log P) or exp(log Q), and
+   -log P = -log P or -log1p(-exp(log Q)). */
+static double row_loss(double value, int way, int kind, double *factor) {
+  if (kind == KIND_VALUE) return *factor = 1.0, value;
+  if (way == WAY_P) {
+    if (kind == KIND_ONE_MINUS_P) return *factor = -exp(value), -expm1(value);
+    return *factor = -1.0, -value;
+  }
+  const double q = exp(value);
+  if (kind == KIND_ONE_MINUS_P) return *factor = q, q;
+  const double log_p = log1p(-q);
+  return *factor = exp(value - log_p), -log_p; /* d(-log P) = (Q / P) d log Q */
+}
+
+/* Rows [0, b) of scores (B, C) with targets (B,).  With scale = 0 the scores are the margins m (zero in
+   the true column) and the gradient is with respect to m; with scale > 0 they are logits s, the margins
+   are m_j = min(s_y - s_j, clip) scale and the gradient is with respect to s (none through a clipped
+   margin).  Per row: value (B,) as `kind` says (see KIND_*), its gradient grad (B, C) or NULL, and the
+   rule: mu (B,), offsets and log_weights (B, 2 n) (zeros where the rule is not used).  ways (B,):
+   NULL for the rule for P everywhere, else read, or written when choose is set (see WAY_*; `least`:
+   the smallest margin of a union-bound row, see _ways in _exact_quadrature.py).  A row whose target
+   is ignore_index, or outside [0, C), gets zeros.  A far row's 1 - P is 1 with no gradient; its log P
+   or -log P is left (zeros) to the caller.  counts: rows with a target in [0, C), rows with another
+   target than ignore_index outside it, far rows left to the caller.  constants: see the enum above.
+   2 n <= MAX_NODES.  Returns 0, -1 if out of memory, -2 for too many nodes, -3 for a series longer
+   than MAX_TAIL_TERMS. */
+int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int64_t *ways, int choose,
+                                 int64_t ignore_index, int64_t b, int64_t c, double scale, double clip, int kind,
+                                 int n, const double *hermite_x, const double *hermite_log_w, const double *constants,
+                                 double least, REAL *value, REAL *grad, REAL *mu, REAL *offsets, REAL *log_weights,
+                                 int64_t *counts, int threads) {
   int failed = 0;
+  int64_t valid = 0, bad = 0, far = 0;
   const int r = (int)c - 1, rp = PAD(r), k_nodes = 2 * n;
   if (k_nodes > MAX_NODES) return -2;
   Constants k;
   if (read_constants(constants, &k)) return -3;
-#pragma omp parallel num_threads(threads) reduction(| : failed)
+#pragma omp parallel num_threads(threads) reduction(| : failed) reduction(+ : valid, bad, far)
   {
-    /* the rivals' x, the row's work space (see one_row), the columns */
+    /* the rivals' x, the row's work space (see one_row; union_row's doubles fit in it), the columns,
+       whether each margin is clipped */
     size_t node_terms = (size_t)k_nodes * rp > (size_t)PAD(k_nodes) * r ? (size_t)k_nodes * rp : (size_t)PAD(k_nodes) * r;
     size_t work_size = 4 * (size_t)(rp > PAD(k_nodes) ? rp : PAD(k_nodes)) + 2 * node_terms;
-    size_t size = (rp + work_size) * sizeof(REAL) + 2 * (size_t)r * sizeof(int64_t);
+    size_t size = (rp + work_size) * sizeof(REAL) + 2 * (size_t)r * sizeof(int64_t) + (size_t)c;
     REAL *xr = (REAL *)malloc(size);
     if (!xr) {
       failed = 1;
     } else {
       REAL *work = xr + rp;
       int64_t *idx = (int64_t *)(work + work_size), *kept_idx = idx + r;
+      char *clipped = (char *)(kept_idx + r);
+      const int logits = scale > 0;
+      const REAL factor = (REAL)(logits ? scale * k.inv_sqrt2 : -k.inv_sqrt2);
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < b; ++i) {
         const REAL *row = scores + i * c;
         const int64_t y = target[i];
-        const int way = ways ? (int)ways[i] : 0;
-        const int logits = scale > 0;
-        /* x = -m_j / sqrt2 = (s_j - s_y) scale / sqrt2 from logits, else -m_j / sqrt2 */
-        const REAL top = logits && y >= 0 && y < c ? row[y] : 0;
-        const REAL factor = (REAL)(logits ? scale * k.inv_sqrt2 : -k.inv_sqrt2);
         REAL *g = grad ? grad + i * c : NULL;
+        REAL *rule = offsets + i * k_nodes, *rule_w = log_weights + i * k_nodes;
+        int way = ways && !choose ? (int)ways[i] : WAY_P;
+        if (g)
+          for (int64_t col = 0; col < c; ++col) g[col] = 0;
+        if (y == ignore_index || y < 0 || y >= c) {
+          bad += y != ignore_index;
+          value[i] = 0, mu[i] = 0;
+          for (int q = 0; q < k_nodes; ++q) rule[q] = 0, rule_w[q] = 0;
+          if (ways && choose) ways[i] = WAY_P;
+          continue;
+        }
+        ++valid;
+        /* x = -m_j / sqrt2: from logits (s_j - s_y) scale / sqrt2, the clip in logit units */
+        const REAL top = logits ? row[y] : 0;
+        REAL high = SENTINEL;
         int j = 0;
         for (int64_t col = 0; col < c; ++col) {
-          if (g) g[col] = 0;
-          if (col == y || j == r) continue; /* j == r: the target is out of range */
-          xr[j] = (row[col] - top) * factor, idx[j] = col, ++j;
+          if (col == y) continue;
+          const int cut = logits && top - row[col] > clip;
+          xr[j] = cut ? (REAL)(-clip) * factor : (row[col] - top) * factor;
+          high = xr[j] > high ? xr[j] : high;
+          clipped[j] = (char)cut, idx[j] = col, ++j;
         }
         for (int pad = j; pad < rp; ++pad) xr[pad] = SENTINEL;
-        if (way == 2) {
-          log_p[i] = union_row(xr, idx, j, g, work, &k);
+        if (ways && choose) ways[i] = way = choose_way(xr, rp, high, least, &k);
+        double factor_g = 1.0, v;
+        if (way == WAY_UNION) {
+          v = union_row(xr, idx, j, kind, g, (double *)work, &k);
+          value[i] = (REAL)(kind == KIND_VALUE ? v : (kind == KIND_ONE_MINUS_P ? exp(v) : -log1p(-exp(v))));
           mu[i] = 0;
-          for (int q = 0; q < k_nodes; ++q) offsets[i * k_nodes + q] = 0, log_weights[i * k_nodes + q] = 0;
+          for (int q = 0; q < k_nodes; ++q) rule[q] = 0, rule_w[q] = 0;
+        } else if (way == WAY_FAR) {
+          /* log P < -far_margin^2 / 4: 1 - P is 1 to rounding and P's derivatives are 0 */
+          far += kind != KIND_ONE_MINUS_P;
+          value[i] = kind == KIND_ONE_MINUS_P ? 1 : 0;
+          mu[i] = 0;
+          for (int q = 0; q < k_nodes; ++q) rule[q] = 0, rule_w[q] = 0;
+          continue;
         } else {
-          log_p[i] = one_row(xr, idx, j, n, way == 1, hermite_x, hermite_log_w, g, mu + i, offsets + i * k_nodes,
-                             log_weights + i * k_nodes, work, kept_idx, &k);
+          v = one_row(xr, idx, j, n, way == WAY_Q, hermite_x, hermite_log_w, g, mu + i, rule, rule_w, work,
+                      kept_idx, &k);
+          value[i] = (REAL)row_loss(v, way, kind, &factor_g);
         }
-        if (g && logits && y >= 0 && y < c) { /* d/ds_j = -scale d/dm_j for the rivals, d/ds_y = scale sum_j d/dm_j */
-          REAL total = 0;
-          for (int64_t col = 0; col < c; ++col) total += g[col], g[col] *= (REAL)-scale;
-          g[y] = total * (REAL)scale;
+        if (!g) continue;
+        /* d/ds_j = -scale d/dm_j for the rivals (0 where clipped), d/ds_y = scale sum_j d/dm_j */
+        const REAL times = (REAL)(logits ? -scale * factor_g : factor_g);
+        REAL total = 0;
+        for (int q = 0; q < j; ++q) {
+          const int64_t col = idx[q];
+          if (clipped[q]) g[col] = 0;
+          total += g[col], g[col] *= times;
         }
+        if (logits) g[y] = -total * times;
       }
       free(xr);
     }
   }
+  if (counts) counts[0] = valid, counts[1] = bad, counts[2] = far;
   return failed ? -1 : 0;
 }
 

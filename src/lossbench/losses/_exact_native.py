@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -48,7 +49,7 @@ MAX_HALF_NODES = 128  # the kernel keeps a row's node sums on the stack
 CONSTANT_NAMES = (
     ("SATURATED", 1), ("TAIL_START", 1), ("SECANT", 1), ("SECANT_COMPLEMENT", 1), ("NEWTON_TOL", 1),
     ("NEWTON_MAX_ITER", 1), ("WATER_STEPS", 1), ("PRODUCT_FLOOR", 1), ("SQRT2", 1), ("INV_SQRT2", 1), ("LOG_INV_SQRT_2PI", 1),
-    ("LOG_2_SQRT_PI", 1), ("NDTRI_SPLIT", 1), ("NDTRI_A", 6), ("NDTRI_B", 5), ("NDTRI_C", 6), ("NDTRI_D", 4),
+    ("LOG_2_SQRT_PI", 1), ("UNION_BOUND", 1), ("FAR_MARGIN", 1), ("NDTRI_SPLIT", 1), ("NDTRI_A", 6), ("NDTRI_B", 5), ("NDTRI_C", 6), ("NDTRI_D", 4),
     ("TAIL_TERMS", 1), ("TAIL_COEFFS", None),  # None: as many as the series has (last)
 )
 # The inverse normal CDF on [1/2, 1) for Newton's start in the kernel (the PyTorch path calls
@@ -164,8 +165,8 @@ def _declare(library: ctypes.CDLL) -> dict[torch.dtype, ctypes._CFuncPtr]:
     functions = {}
     for dtype, name in ((torch.float32, "lossbench_exact_rows_f32"), (torch.float64, "lossbench_exact_rows_f64")):
         fn = getattr(library, name)
-        p, i64 = ctypes.c_void_p, ctypes.c_int64
-        fn.argtypes = [p, p, p, i64, i64, ctypes.c_double, ctypes.c_int, p, p, p, p, p, p, p, p, ctypes.c_int]
+        p, i64, f64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+        fn.argtypes = [p, p, p, i32, i64, i64, i64, f64, f64, i32, i32, p, p, p, f64, p, p, p, p, p, p, i32]
         fn.restype = ctypes.c_int
         elementwise = getattr(library, name.replace("exact_rows", "log_ndtr_and_mills"))
         elementwise.argtypes = [p, i64, p, p, p]
@@ -194,6 +195,8 @@ def constants(dtype: torch.dtype) -> torch.Tensor:
         "INV_SQRT2": (q._INV_SQRT2,),
         "LOG_INV_SQRT_2PI": (q._LOG_INV_SQRT_2PI,),
         "LOG_2_SQRT_PI": (q._LOG_2_SQRT_PI,),
+        "UNION_BOUND": (q._UNION_BOUND,),
+        "FAR_MARGIN": (q._FAR_MARGIN[dtype],),
         **_NDTRI_UPPER,
         "TAIL_TERMS": (q._TAIL_TERMS[dtype],),
         "TAIL_COEFFS": q._TAIL_COEFFS,
@@ -254,6 +257,81 @@ def applies(m: torch.Tensor, num_nodes: int) -> bool:
     )
 
 
+# What the kernel writes per row (KIND_* in _exact_kernel.c) and the ways a row may take (WAY_*).
+VALUE, ONE_MINUS_P, MINUS_LOG_P = 0, 1, 2
+WAY_P, WAY_Q, WAY_UNION, WAY_FAR = 0, 1, 2, 3
+NO_INDEX = -(2**63)  # an ignore_index that no target equals
+
+
+@functools.lru_cache(maxsize=None)
+def _tables(num_nodes: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int, int]]:
+    """The rule's nodes, log weights and the constants for ``dtype``, and their addresses (kept alive here)."""
+    from lossbench.losses._exact_quadrature import half_range_rule  # (that module imports this one)
+
+    nodes, log_w = half_range_rule(num_nodes // 2)
+    table = constants(dtype)
+    return nodes, log_w, table, (nodes.data_ptr(), log_w.data_ptr(), table.data_ptr())
+
+
+def rows(
+    scores: torch.Tensor,
+    target: torch.Tensor,
+    num_nodes: int,
+    need_grad: bool,
+    *,
+    scale: float = 0.0,
+    clip: float = math.inf,
+    kind: int = VALUE,
+    ways: torch.Tensor | None = None,
+    least: float | None = None,
+    ignore_index: int = NO_INDEX,
+):
+    """One call of the kernel (see :func:`applies`) over the rows of ``scores`` (B, C).
+
+    ``scores`` are scaled margins ``m`` (zero in the true column) or, with ``scale > 0``, logits ``s``:
+    the margins are then ``min(s_y - s_j, clip) scale`` and the gradient is with respect to ``s`` (none
+    through a clipped margin).  ``kind`` says what each row gives: ``VALUE`` its log P or log Q (as its
+    way says, see ``_exact_quadrature.log_win_and_lose``), ``ONE_MINUS_P`` or ``MINUS_LOG_P`` the
+    per-sample loss.  ``ways`` (B,) int64: given (None: the rule for P everywhere), or chosen by the
+    kernel when ``least`` (the smallest margin of a union-bound row) is given.  A row whose target is
+    ``ignore_index`` or outside ``[0, C)`` gets zeros.  Returns the value (B,), its gradient (B, C) or
+    None, the ways (None if neither given nor chosen), the rule ``(mu, offsets, log_weights)`` and the
+    counts ``(rows with a target in [0, C), other targets than ignore_index outside it, far rows left
+    to the caller)``: a far row (a rival more than ``FAR_MARGIN`` ahead) has ``1 - P = 1`` and no
+    gradient, its ``log P`` is left to the caller (zeros).
+    """
+    m = scores if scores.is_contiguous() else scores.contiguous()
+    if target.dtype != torch.int64 or not target.is_contiguous():
+        target = target.to(torch.int64).contiguous()
+    b, c = m.shape
+    n = num_nodes // 2
+    choose = least is not None
+    if choose:
+        ways = torch.empty(b, dtype=torch.int64)
+    elif ways is not None and (ways.dtype != torch.int64 or not ways.is_contiguous()):
+        ways = ways.to(torch.int64).contiguous()
+    # one allocation for the outputs: value, mu, offsets, log weights (, gradient)
+    out = torch.empty(b * (2 + 4 * n + (c if need_grad else 0)), dtype=m.dtype)
+    value, mu = out[:b], out[b : 2 * b]
+    offsets = out[2 * b : 2 * b + 2 * n * b].view(b, 2 * n)
+    log_weights = out[2 * b + 2 * n * b : 2 * b + 4 * n * b].view(b, 2 * n)
+    grad = out[2 * b + 4 * n * b :].view(b, c) if need_grad else None
+    counts = (ctypes.c_int64 * 3)()
+    hermite_x, hermite_log_w, table = _tables(num_nodes, m.dtype)[3]
+    threads = torch.get_num_threads() if b * c * num_nodes >= _PARALLEL_TERMS else 1
+    status = kernel()[m.dtype](
+        m.data_ptr(), target.data_ptr(), ways.data_ptr() if ways is not None else None, choose, ignore_index, b, c,
+        scale, clip, kind, n, hermite_x, hermite_log_w, table, 0.0 if least is None else least, value.data_ptr(),
+        grad.data_ptr() if grad is not None else None, mu.data_ptr(), offsets.data_ptr(), log_weights.data_ptr(),
+        counts, threads,
+    )  # fmt: skip
+    if status == -1:
+        raise MemoryError(f"the EXACT kernel could not allocate its work space for {c} classes")
+    if status:
+        raise ValueError(f"the EXACT kernel refused its arguments (status {status})")
+    return value, grad, ways, (mu, offsets, log_weights), tuple(counts)
+
+
 def log_p_and_grad(
     m: torch.Tensor,
     true_class: torch.Tensor,
@@ -262,38 +340,7 @@ def log_p_and_grad(
     scale: float = 0.0,
     ways: torch.Tensor | None = None,
 ):
-    """As ``_exact_quadrature._log_p_and_grad``, by the kernel (see :func:`applies`).
-
-    With ``scale > 0``, ``m`` holds logits ``s`` instead: the margins are ``(s_y - s_j) scale`` and
-    the gradient is with respect to ``s`` (no margin tensor, no gather and its backward).  ``ways``
-    (B,) int64 says per row what is computed (see ``_exact_quadrature.log_win_and_lose``): 0 ``log P``
-    (all rows when None), 1 ``log Q = log(1 - P)`` by the complement's rule, 2 ``log Q`` by the union
-    bound (its rule is zeros).
-    """
-    m = m.detach().contiguous()
-    target = true_class.detach().to(torch.int64).contiguous()
-    if ways is not None:
-        ways = ways.detach().to(torch.int64).contiguous()
-    b, c = m.shape
-    n = num_nodes // 2
-    # one allocation for the outputs: log P, mu, offsets, log weights (, gradient)
-    out = m.new_empty(b * (2 + 4 * n + (c if need_grad else 0)))
-    log_p, mu = out[:b], out[b : 2 * b]
-    offsets = out[2 * b : 2 * b + 2 * n * b].view(b, 2 * n)
-    log_weights = out[2 * b + 2 * n * b : 2 * b + 4 * n * b].view(b, 2 * n)
-    grad = out[2 * b + 4 * n * b :].view(b, c) if need_grad else None
-    from lossbench.losses._exact_quadrature import half_range_rule  # (that module imports this one)
-
-    nodes, log_w = half_range_rule(n)
-    threads = torch.get_num_threads() if b * c * num_nodes >= _PARALLEL_TERMS else 1
-    status = kernel()[m.dtype](
-        m.data_ptr(), target.data_ptr(), ways.data_ptr() if ways is not None else None, b, c, scale, n,
-        nodes.data_ptr(), log_w.data_ptr(), constants(m.dtype).data_ptr(), log_p.data_ptr(),
-        grad.data_ptr() if grad is not None else None, mu.data_ptr(), offsets.data_ptr(),
-        log_weights.data_ptr(), threads,
-    )  # fmt: skip
-    if status == -1:
-        raise MemoryError(f"the EXACT kernel could not allocate its work space for {c} classes")
-    if status:
-        raise ValueError(f"the EXACT kernel refused its arguments (status {status})")
-    return log_p, grad, (mu, offsets, log_weights)
+    """As ``_exact_quadrature._log_p_and_grad``, by the kernel: :func:`rows` with ``kind=VALUE`` (``ways``
+    (B,) int64: 0 ``log P``, the default, 1 ``log Q`` by the complement's rule, 2 by the union bound)."""
+    log_p, grad, _, rule, _ = rows(m.detach(), true_class, num_nodes, need_grad, scale=scale, ways=ways)
+    return log_p, grad, rule

@@ -79,6 +79,7 @@ from fractions import Fraction
 import torch
 
 from lossbench.losses import _exact_native
+from lossbench.losses._exact_native import NO_INDEX, ONE_MINUS_P, VALUE, WAY_FAR, WAY_P, WAY_Q, WAY_UNION
 
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT2 = 1.0 / _SQRT2
@@ -652,25 +653,44 @@ def _log_p_at_nodes(
     return torch.logsumexp(log_weights + log_h, 1)
 
 
-def _to_logits(grad: torch.Tensor, true_class: torch.Tensor, scale: float) -> torch.Tensor:
-    """A gradient with respect to the margins ``(s_y - s_j) scale`` (B, C) as one with respect to the
-    logits ``s`` (in place): ``d m_j / d s_j = -scale``, ``d m_j / d s_y = scale`` (``j != y``)."""
+def _to_logits(grad: torch.Tensor, true_class: torch.Tensor, scale: float, kept: torch.Tensor | None = None) -> torch.Tensor:
+    """A gradient with respect to the margins ``min(s_y - s_j, clip) scale`` (B, C) as one with respect
+    to the logits ``s`` (in place): ``d m_j / d s_j = -scale``, ``d m_j / d s_y = scale`` (``j != y``), and
+    nothing through a clipped margin (``kept`` False; None: none clipped)."""
     y = true_class[:, None]
+    if kept is not None:
+        grad.mul_(kept)
     grad = grad.scatter_(1, y, 0.0).mul_(-scale)
     return grad.scatter_(1, y, grad.sum(1, keepdim=True).neg_())
+
+
+def _margins_of_logits(
+    logits: torch.Tensor, true_class: torch.Tensor, scale: float, clip: float | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The margins ``min(s_y - s_j, clip) scale`` (B, C) of the logits and where no clip binds (None
+    without a clip), by out-of-place ops (differentiable)."""
+    d = logits.gather(1, true_class[:, None]) - logits
+    if clip is None:
+        return d * scale, None
+    return d.clamp(max=clip) * scale, d <= clip
 
 
 def _union_log_q_and_grad(m: torch.Tensor, true_class: torch.Tensor, need_grad: bool):
     """``log sum_j Phi(-m_j / sqrt2)`` over the rivals (B,): the union bound of ``Q``, equal to ``log Q``
     to rounding far in the tail (see :func:`log_win_and_lose`), and its gradient with respect to ``m``
-    (B, C) or None."""
+    (B, C) or None, ``-lam(u_j) exp(log Phi(u_j) - log Q) / sqrt2`` at ``u_j = -m_j / sqrt2``: no
+    difference of two logs of size ``m^2 / 4`` (their rounding alone is 1e7 at ``m = 1e12`` in float64).
+    In float64; where ``Q`` underflows (margins past 1e154) the gradient is 0, the limit of what
+    multiplies it (``Q``, or ``Q / P``)."""
     y = true_class[:, None]
-    log_q = torch.logsumexp(torch.special.log_ndtr(m * -_INV_SQRT2).scatter_(1, y, -math.inf), 1)
+    u = m.double().mul_(-_INV_SQRT2)
+    log_phi = torch.special.log_ndtr(u).scatter_(1, y, -math.inf)
+    log_q = torch.logsumexp(log_phi, 1)
     if not need_grad:
-        return log_q, None
-    # d log Q / d m_j = -phi(u_j) / (sqrt2 Q), u_j = -m_j / sqrt2 (0 in the true column)
-    log_density = torch.mul(m, m).mul_(-0.25).sub_(log_q[:, None] - _LOG_INV_SQRT_2PI)
-    return log_q, log_density.scatter_(1, y, -math.inf).exp_().mul_(-_INV_SQRT2)
+        return log_q.to(m.dtype), None
+    grad = log_phi.sub_(log_q[:, None]).exp_().mul_(_mills_ratio(u)).mul_(-_INV_SQRT2)
+    grad.masked_fill_(torch.isneginf(log_q)[:, None], 0.0)
+    return log_q.to(m.dtype), grad.to(m.dtype)
 
 
 def _union_log_q(m: torch.Tensor, true_class: torch.Tensor) -> torch.Tensor:
@@ -679,13 +699,59 @@ def _union_log_q(m: torch.Tensor, true_class: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(torch.where(rival, torch.special.log_ndtr(m * -_INV_SQRT2), -math.inf), 1)
 
 
+# Rows with a rival this far ahead (a margin below minus this) take no rule (the way WAY_FAR): log h is
+# about -m^2 / 4 there, and its rounding (m^2 eps) swamps the integrand's shape, so the rule loses its
+# accuracy and then overflows (float32: -log P off by 1e-4 relative from margins of 1e4 on, nan from
+# 1e17; float64: wrong from 1e9, nan from 1e120).  In float32 such rows are computed in float64; in
+# float64 by the leading order of Laplace's method (see _water_level), which is exact to 1e-11
+# relatively (log P) and 1e-7 (gradient, relative to its largest entry) at 1e7, and better beyond.
+_FAR_MARGIN = {torch.float32: 1e3, torch.float64: 1e7}
+
+
+def _water_level(m: torch.Tensor, true_class: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log P`` (B,) far in the tail and ``-d log P / d m`` (B, C), from margins ``m`` (B, C) (zero in
+    the true column; any float dtype, differentiable in ``m``).
+
+    With rivals far ahead, ``log Phi(t + m_j) ~ -(t + m_j)^2 / 2`` for those below the true class's
+    noise ``t``, so ``log P ~ max_t [-t^2 / 2 - sum_j min(t + m_j, 0)^2 / 2]``: the true class's noise
+    and the leading rivals' meet at the water level ``t* = -sum_A m_j / (1 + |A|)`` of the active set
+    ``A = {j : t* + m_j < 0}``, found over the sorted margins.  The neglected terms are ``O(C log |m|)``
+    against ``|log P| ~ m^2``; the gradient is ``-(t* + m_j)`` on ``A`` (the maximum's envelope).
+    """
+    rivals = m.detach().scatter(1, true_class[:, None], math.inf)
+    with torch.no_grad():
+        s = rivals.sort(1).values  # the true column (inf) last
+        size = torch.arange(1, m.shape[1] + 1, dtype=m.dtype, device=m.device)
+        level = s.cumsum(1).div_(size + 1).neg_()  # t* for the k strongest rivals active, k = 1..C
+        count = (level + s < 0).sum(1, keepdim=True)  # inf and nan (inf - inf) count as false
+        active = rivals <= s.gather(1, (count - 1).clamp_(min=0))
+    t = -(m * active).sum(1, keepdim=True) / (count + 1)
+    below = (t + m) * active
+    return -0.5 * (t[:, 0] * t[:, 0] + (below * below).sum(1)), below
+
+
+def _in_float64(m64: torch.Tensor, true_class: torch.Tensor, num_nodes: int, need_grad: bool, dtype: torch.dtype):
+    """Each row's log P or log Q (as float64's ways say) and gradient from float64 margins, in ``dtype``."""
+    value, grad, _ = _log_value_and_grad_by_ways(m64, true_class, num_nodes, need_grad, _ways(m64, true_class))
+    return value.to(dtype), None if grad is None else grad.to(dtype)
+
+
+def _far_log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, need_grad: bool):
+    """``log P`` (B,) and its gradient with respect to ``m`` (B, C) or None for rows of the way WAY_FAR:
+    below float64 by float64's ways, in float64 by :func:`_water_level`."""
+    if m.dtype != torch.float64:
+        return _in_float64(m.double(), true_class, num_nodes, need_grad, m.dtype)
+    log_p, below = _water_level(m, true_class)
+    return log_p, below.neg_() if need_grad else None
+
+
 def _log_value_and_grad_by_ways(
     m: torch.Tensor, true_class: torch.Tensor, num_nodes: int, need_grad: bool, ways: torch.Tensor
 ):
     """As :func:`_log_p_and_grad` with a way per row (see :func:`log_win_and_lose`), by PyTorch ops:
-    the rows of each way computed together (the union bound's rule is zeros)."""
+    the rows of each way computed together (the rule of the union bound and of far rows is zeros)."""
     b, c = m.shape
-    groups = [(k, torch.nonzero(ways == k).squeeze(1)) for k in range(3)]
+    groups = [(k, torch.nonzero(ways == k).squeeze(1)) for k in (WAY_P, WAY_Q, WAY_UNION, WAY_FAR)]
     groups = [(k, index) for k, index in groups if index.numel()]
     k_nodes = 2 * (num_nodes // 2)
     if len(groups) == 1 and groups[0][1].numel() == b:
@@ -696,11 +762,13 @@ def _log_value_and_grad_by_ways(
     for k, index in groups:
         part = m if index is None else m.index_select(0, index)
         target = true_class if index is None else true_class.index_select(0, index)
-        if k == 2:
+        r = None
+        if k == WAY_UNION:
             v, g = _union_log_q_and_grad(part, target, need_grad)
-            r = None
+        elif k == WAY_FAR:
+            v, g = _far_log_p_and_grad(part, target, num_nodes, need_grad)
         else:
-            v, g, r = _log_p_and_grad(part, target, num_nodes, need_grad, complement=k == 1)
+            v, g, r = _log_p_and_grad(part, target, num_nodes, need_grad, complement=k == WAY_Q)
         if index is None:
             value, grad = v, g
             rule = r if r is not None else rule
@@ -714,85 +782,195 @@ def _log_value_and_grad_by_ways(
     return value, grad, rule
 
 
-class WinLogProbability(torch.autograd.Function):
-    """``log P(argmax(s + sigma eps) = y)`` from scaled margins (B, C) (zero in the true column ``y``),
-    C >= 3; hand-written backward.  With ``scale`` the input is the logits (B, C) instead, given to
-    the fused CPU kernel, which forms the margins ``(s_y - s_j) scale`` itself and returns the
-    gradient with respect to the logits (the margins' tensor, its gather and their backward cost
-    more than the kernel at ten classes).  With ``ways`` (B,) int64, a row's way 1 or 2 computes
-    ``log Q = log(1 - P)`` instead, by the complement's rule or the union bound (see
-    :func:`log_win_and_lose`): in one call of the kernel, or by PyTorch ops per way (given logits,
-    forming the margins and mapping the gradient back to the logits as the kernel does); the
-    outputs are then ``(log P, log Q)``, the other one of each row by ``log(1 - exp(.))`` without
-    autograd ops (at ten classes those ops and their backward cost as much as the kernel).
+def _loss_of_value(value: torch.Tensor, ways: torch.Tensor, kind: int, need_slope: bool = False):
+    """What ``kind`` asks of a row (see ``_exact_native.rows``) from its ``log P`` (ways WAY_P, WAY_FAR)
+    or ``log Q`` (WAY_Q, WAY_UNION), by out-of-place ops (differentiable), and with ``need_slope`` its
+    derivative with respect to that log (the kernel's ``row_loss``)."""
+    if kind == VALUE:
+        return value, (torch.ones_like(value) if need_slope else None)
+    of_q = (ways == WAY_Q) | (ways == WAY_UNION)
+    if kind == ONE_MINUS_P:  # -expm1(log P) or exp(log Q); slopes -P and Q
+        p_or_q = torch.exp(value)
+        return torch.where(of_q, p_or_q, -torch.expm1(value)), (torch.where(of_q, p_or_q, -p_or_q) if need_slope else None)
+    other = _log1mexp(value)  # log P of a row of Q
+    slope = torch.where(of_q, torch.exp(value - other), -1.0) if need_slope else None  # d(-log P) = (Q / P) d log Q
+    return torch.where(of_q, -other, -value), slope
 
-    The forward computes the gradient in the same pass when it is needed and saves that (B, C)
-    tensor with the rule's nodes (B, K); the backward scales it by the incoming gradient.  Under
+
+def _rows(
+    scores: torch.Tensor,
+    true_class: torch.Tensor,
+    num_nodes: int,
+    need_grad: bool,
+    scale: float | None = None,
+    clip: float | None = None,
+    ways: torch.Tensor | None = None,
+    kind: int = VALUE,
+    ignore_index: int = NO_INDEX,
+):
+    """Per row what ``kind`` asks (see ``_exact_native.rows``) and its gradient with respect to the
+    scores (B, C) or None, the ways, the rule ``(mu, offsets, log_weights)`` and the number of rows with a
+    target in ``[0, C)``; by the kernel where it applies, else by PyTorch ops.  ``scores`` are margins, or
+    logits with ``scale`` (and an optional ``clip``, see :func:`_margins_of_logits`); ``ways`` None: chosen
+    here (:func:`_ways`).  Rows whose target is ``ignore_index`` give zeros; another target outside
+    ``[0, C)`` is refused."""
+    b, c = scores.shape
+    if _exact_native.applies(scores, num_nodes):
+        least = None if ways is not None else _union_least(c, scores.dtype)
+        value, grad, ways, rule, (valid, bad, far) = _exact_native.rows(
+            scores, true_class, num_nodes, need_grad, scale=scale or 0.0, clip=math.inf if clip is None else clip,
+            kind=kind, ways=ways, least=least, ignore_index=ignore_index,
+        )  # fmt: skip
+    else:
+        true_class = true_class.long()
+        counted = (true_class == ignore_index) | ((true_class >= 0) & (true_class < c))
+        bad = b - int(counted.sum())
+        keep = true_class != ignore_index
+        valid, far = int(keep.sum()), 0
+        y = torch.where(keep, true_class, 0) if valid < b else true_class
+        if scale is None:
+            m, kept = scores.detach(), None
+        else:
+            m, kept = _margins_of_logits(scores.detach(), y, scale, clip)
+        if bad == 0:
+            ways = _ways(m, y) if ways is None else ways
+            value, grad, rule = _log_value_and_grad_by_ways(m, y, num_nodes, need_grad, ways)
+            value, slope = _loss_of_value(value, ways, kind, need_grad)
+            if need_grad:
+                grad = grad.mul_(slope[:, None])
+                grad = grad if scale is None else _to_logits(grad, y, scale, kept)
+            if valid < b:
+                value = value.masked_fill(~keep, 0.0)
+                if need_grad:
+                    grad.masked_fill_(~keep[:, None], 0.0)
+    if bad:
+        raise ValueError(
+            f"target has {bad} class indices outside [0, {c}) that are not ignore_index={ignore_index}"
+        )
+    if far:  # rows the kernel left: log P far in the tail, from float64 margins (see _FAR_MARGIN)
+        index = torch.nonzero(ways == WAY_FAR).squeeze(1)
+        y = true_class.index_select(0, index).long()
+        part = scores.detach().index_select(0, index).double()
+        m, kept = (part, None) if scale is None else _margins_of_logits(part, y, scale, clip)
+        v, g = _in_float64(m, y, num_nodes, need_grad, scores.dtype)
+        v, slope = _loss_of_value(v, ways.index_select(0, index), kind, need_grad)
+        value.index_copy_(0, index, v)
+        if need_grad:
+            g.mul_(slope[:, None])
+            grad.index_copy_(0, index, g if scale is None else _to_logits(g, y, scale, kept))
+    return value, grad, ways, rule, valid
+
+
+def _log_values_at_rule(
+    margins: torch.Tensor, true_class: torch.Tensor, ways: torch.Tensor, rule: tuple[torch.Tensor, ...], num_nodes: int
+) -> torch.Tensor:
+    """Each row's ``log P`` or ``log Q`` (as its way says) at the given rule, by differentiable ops (the
+    double-backward path): the union bound's formula for its rows, the far rows' own (see
+    :func:`_far_log_p_and_grad`)."""
+    far = ways == WAY_FAR
+    any_far = bool(far.any())
+    safe = torch.where(far[:, None], 0.0, margins) if any_far else margins  # no inf or nan to leak through where
+    # in float64 whatever the dtype: log h is about -m^2 at a wrong prediction with a small sigma, and
+    # float32's rounding of the nodes' positions there (1e-4 at m = 1e3) moves the weights by percents
+    rule64 = [r.double() for r in rule]
+    value = _log_p_at_nodes(safe.double(), true_class, *rule64, complement=ways == WAY_Q).to(margins.dtype)
+    union = ways == WAY_UNION
+    if bool(union.any()):
+        value = torch.where(union, _union_log_q(margins, true_class), value)
+    if any_far:
+        index = torch.nonzero(far).squeeze(1)
+        m, y = margins.index_select(0, index), true_class.index_select(0, index)
+        if m.dtype == torch.float64:
+            v = _water_level(m, y)[0]
+        else:  # as the forward: float64's rule, taken without gradient
+            m64 = m.double()
+            ways64 = _ways(m64.detach(), y)
+            rule64 = _log_value_and_grad_by_ways(m64.detach(), y, num_nodes, False, ways64)[2]
+            v = _log_values_at_rule(m64, y, ways64, rule64, num_nodes).to(m.dtype)
+        value = value.index_put((index,), v)
+    return value
+
+
+class WinLogProbability(torch.autograd.Function):
+    """``log P(argmax(s + sigma eps) = y)`` and ``log Q = log(1 - P)`` per row from scaled margins (B, C)
+    (zero in the true column ``y``), C >= 3; hand-written backward.  With ``scale`` the input is the
+    logits (B, C) instead (and an optional ``clip``, see :func:`_margins_of_logits`): the fused CPU kernel
+    forms the margins itself and returns the gradient with respect to the logits (the margins' tensor,
+    its gather and their backward cost more than the kernel at ten classes); the PyTorch path forms
+    them and maps the gradient back the same way.  Each row takes its way (see :func:`log_win_and_lose`);
+    the other log of each row is formed by ``log(1 - exp(.))`` without autograd ops.
+
+    The forward computes the gradient in the same pass when it is needed and saves that (B, C) tensor
+    with the rule's nodes (B, K); the backward scales it by the incoming gradient.  Under
     ``create_graph=True`` (double backprop, e.g. a gradient penalty) the backward instead
-    differentiates the quadrature at the same nodes (the union bound's formula for its rows) with
-    autograd, so higher derivatives exist; that path holds all ``B K C`` terms at once.
+    differentiates the quadrature at the same nodes (see :func:`_log_values_at_rule`) with autograd, so
+    higher derivatives exist; that path holds all ``B K C`` terms at once.
     """
 
     @staticmethod
-    def forward(
-        ctx,
-        scores: torch.Tensor,
-        true_class: torch.Tensor,
-        num_nodes: int,
-        scale: float | None,
-        ways: torch.Tensor | None = None,
-    ):
-        need_grad = ctx.needs_input_grad[0]
-        if _exact_native.applies(scores, num_nodes):
-            log_p, grad, rule = _exact_native.log_p_and_grad(
-                scores, true_class, num_nodes, need_grad, 0.0 if scale is None else scale, ways
-            )
-        else:
-            m = scores.detach() if scale is None else (scores.gather(1, true_class[:, None]) - scores).mul_(scale)
-            if ways is None:
-                log_p, grad, rule = _log_p_and_grad(m, true_class, num_nodes, need_grad)
-            else:
-                log_p, grad, rule = _log_value_and_grad_by_ways(m, true_class, num_nodes, need_grad, ways)
-            if grad is not None and scale is not None:
-                grad = _to_logits(grad, true_class, scale)
-        ctx.scale = scale
-        if ways is None:
-            ctx.save_for_backward(scores, true_class, ways, grad, None, None, *rule)
-            return log_p
-        lost = ways > 0
-        other = _log1mexp(log_p)
-        slope = torch.sub(log_p, other).exp_().neg_()  # d other / d value = -exp(value - other)
+    def forward(ctx, scores, true_class, num_nodes, scale=None, clip=None):
+        value, grad, ways, rule = _rows(scores, true_class, num_nodes, ctx.needs_input_grad[0], scale, clip)[:4]
+        ctx.settings = num_nodes, scale, clip
+        lost = (ways == WAY_Q) | (ways == WAY_UNION)
+        other = _log1mexp(value)
+        slope = torch.sub(value, other).exp_().neg_()  # d other / d value = -exp(value - other)
         one = torch.ones_like(slope)
         ctx.save_for_backward(scores, true_class, ways, grad, torch.where(lost, slope, one), torch.where(lost, one, slope), *rule)
-        return torch.where(lost, other, log_p), torch.where(lost, log_p, other)
+        return torch.where(lost, other, value), torch.where(lost, value, other)
 
     @staticmethod
-    def backward(ctx, *grad_outputs: torch.Tensor):
+    def backward(ctx, grad_log_p, grad_log_q):
         scores, true_class, ways, grad, d_log_p, d_log_q, *rule = ctx.saved_tensors
-        if not torch.is_grad_enabled():
-            if ways is None:
-                g = grad_outputs[0]
-            else:  # of the value: log P where ways is 0, log Q elsewhere
-                g = torch.addcmul(grad_outputs[0] * d_log_p, grad_outputs[1], d_log_q)
+        if not torch.is_grad_enabled():  # of the value: log P or log Q as the way says
+            g = torch.addcmul(grad_log_p * d_log_p, grad_log_q, d_log_q)
             return g[:, None] * grad, None, None, None, None
-        margins = scores if ctx.scale is None else (scores.gather(1, true_class[:, None]) - scores) * ctx.scale
-        if ways is None:
-            value = _log_p_at_nodes(margins, true_class, *rule)
-            outputs = (value,)
-        else:
-            value = _log_p_at_nodes(margins, true_class, *rule, complement=ways == 1)
-            union = ways == 2
-            if bool(union.any()):
-                value = torch.where(union, _union_log_q(margins, true_class), value)
-            lost, other = ways > 0, _log1mexp(value)
-            outputs = (torch.where(lost, other, value), torch.where(lost, value, other))
-        (grad_scores,) = torch.autograd.grad(outputs, scores, grad_outputs, create_graph=True)
+        num_nodes, scale, clip = ctx.settings
+        margins = scores if scale is None else _margins_of_logits(scores, true_class, scale, clip)[0]
+        value = _log_values_at_rule(margins, true_class, ways, rule, num_nodes)
+        lost, other = (ways == WAY_Q) | (ways == WAY_UNION), _log1mexp(value)
+        outputs = (torch.where(lost, other, value), torch.where(lost, value, other))
+        (grad_scores,) = torch.autograd.grad(outputs, scores, (grad_log_p, grad_log_q), create_graph=True)
         return grad_scores, None, None, None, None
 
 
-def fused_from_logits(logits: torch.Tensor, num_nodes: int) -> bool:
-    """Whether :class:`WinLogProbability` can take logits (the kernel, three classes or more)."""
-    return logits.shape[1] >= 3 and _exact_native.applies(logits, num_nodes)
+class ExactRowsLoss(torch.autograd.Function):
+    """EXACT's loss from logits (B, C), C >= 3, in one node: per row ``1 - P`` or ``-log P`` (``kind``)
+    with margins ``min(s_y - s_j, clip) scale``, reduced as ``reduction`` says over the rows whose target
+    is not ``ignore_index`` (their mean divides by their count).  One call of the kernel on CPU gives
+    every row's way, loss and gradient (see ``_exact_native.rows``); the backward scales that gradient.
+    Under ``create_graph=True`` it differentiates the quadrature at the same nodes instead, as
+    :class:`WinLogProbability` does.  Results equal ``log_win_and_lose``'s followed by the same loss
+    and reduction, up to rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, target, num_nodes, scale, clip, kind, reduction, ignore_index):
+        per_sample, grad, ways, rule, valid = _rows(
+            logits, target, num_nodes, ctx.needs_input_grad[0], scale, clip, None, kind, ignore_index
+        )
+        ctx.settings = num_nodes, scale, clip, kind, reduction, ignore_index, valid
+        ctx.save_for_backward(logits, target, ways, grad, *rule)
+        if reduction == "none":
+            return per_sample
+        return per_sample.sum() / valid if reduction == "mean" else per_sample.sum()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        logits, target, ways, grad, *rule = ctx.saved_tensors
+        num_nodes, scale, clip, kind, reduction, ignore_index, valid = ctx.settings
+        if not torch.is_grad_enabled():
+            if reduction == "none":
+                return grad * grad_out[:, None], None, None, None, None, None, None, None
+            return grad * (grad_out / valid if reduction == "mean" else grad_out), None, None, None, None, None, None, None
+        keep = target != ignore_index
+        y = torch.where(keep, target, 0).long()
+        margins = _margins_of_logits(logits, y, scale, clip)[0]
+        per_sample = _loss_of_value(_log_values_at_rule(margins, y, ways, rule, num_nodes), ways, kind)[0]
+        per_sample = torch.where(keep, per_sample, 0.0)
+        if reduction != "none":
+            per_sample = per_sample.sum() / valid if reduction == "mean" else per_sample.sum()
+        (grad_logits,) = torch.autograd.grad(per_sample, logits, grad_out, create_graph=True)
+        return grad_logits, None, None, None, None, None, None, None
 
 
 # Rows whose union bound of Q (the sum over rivals of Phi(-m_j / sqrt2), each the probability that
@@ -823,18 +1001,25 @@ def _log1mexp(a: torch.Tensor) -> torch.Tensor:
     )
 
 
+@functools.lru_cache(maxsize=None)
+def _union_least(c: int, dtype: torch.dtype) -> float:
+    """The smallest margin of a row that takes the union bound (see ``_SATURATED_U``): where
+    ``(C - 2) exp(-m_1^2 / 12)`` is below the dtype's epsilon, and before the saturated rivals' floor."""
+    eps = torch.finfo(dtype).eps
+    return min(math.sqrt(12.0 * (math.log(max(c - 2, 1)) - math.log(eps))), 2.0 * _SATURATED_U[dtype] - 8.0)
+
+
 def _ways(m: torch.Tensor, true_class: torch.Tensor) -> torch.Tensor:
-    """The way of each row of margins ``m`` (B, C >= 3) in :func:`log_win_and_lose` (B,) int64: 0 the
-    rule for ``P``, 1 the complement's rule for ``Q``, 2 the union bound of ``Q``."""
-    c = m.shape[1]
+    """The way of each row of margins ``m`` (B, C >= 3) in :func:`log_win_and_lose` (B,) int64: WAY_P the
+    rule for ``P``, WAY_Q the complement's rule for ``Q``, WAY_UNION the union bound of ``Q``, WAY_FAR no
+    rule (a rival more than ``_FAR_MARGIN`` ahead: see :func:`_far_log_p_and_grad`)."""
     # + 1/2: the true class's own column adds Phi(0)
     lose = torch.special.ndtr(m * -_INV_SQRT2).sum(1) < _UNION_BOUND + 0.5
     # Where lose holds every margin is positive, and the smallest's square passes the bound of the
     # union bound's error iff the smallest passes its square root.
-    eps = torch.finfo(m.dtype).eps
-    least = min(math.sqrt(12.0 * (math.log(c - 2) - math.log(eps))), 2.0 * _SATURATED_U[m.dtype] - 8.0)
-    exact_bound = m.scatter(1, true_class[:, None], math.inf).amin(1) > least
-    return lose.long().add_(lose & exact_bound)
+    least = m.scatter(1, true_class[:, None], math.inf).amin(1)
+    ways = torch.where(lose, torch.where(least > _union_least(m.shape[1], m.dtype), WAY_UNION, WAY_Q), WAY_P)
+    return ways.masked_fill_(least < -_FAR_MARGIN[m.dtype], WAY_FAR)
 
 
 def log_win_and_lose(
@@ -843,16 +1028,17 @@ def log_win_and_lose(
     """``(log P, log Q)`` per row, ``Q = 1 - P``, each to relative precision.
 
     ``scores`` are scaled margins (B, C) over every class (zero in the true class's column) or, with
-    ``scale``, the logits (see :class:`WinLogProbability`).  Each row takes one of three ways, chosen
-    on its margins without gradient (so the graph has no gather when ``scale`` is given):
+    ``scale``, the logits (see :class:`WinLogProbability`).  Each row takes one of four ways, chosen
+    on its margins without gradient (by the kernel on CPU; by :func:`_ways` otherwise):
 
     - union bound of ``Q`` at least 1/2: the rule for ``P``, and ``log Q = log(-expm1(log P))``;
     - below 1/2 (a confident row): the complement's rule for ``Q``, ``log P = log1p(-Q)``;
-    - far in the tail, where the union bound equals ``Q`` to rounding: that bound, in closed form.
+    - far in the tail, where the union bound equals ``Q`` to rounding: that bound, in closed form;
+    - a rival more than ``_FAR_MARGIN`` ahead: see :func:`_far_log_p_and_grad`.
 
-    All three go through one call of :class:`WinLogProbability` (of the fused kernel on CPU).
+    All of them go through one call of :class:`WinLogProbability` (of the fused kernel on CPU).
 
-    ``C = 2`` is the closed form ``Phi(+-m_rival / sqrt 2)``.
+    ``C = 2`` is the closed form ``Phi(+-m_rival / sqrt 2)`` (see :func:`log_ndtr`).
     """
     b, c = scores.shape
     y = true_class[:, None]
@@ -861,11 +1047,43 @@ def log_win_and_lose(
         return empty, empty
     if c == 2:
         margin = scores.sum(1) if scale is None else (scores.gather(1, y) - scores).sum(1) * scale
-        return torch.special.log_ndtr(margin * _INV_SQRT2), torch.special.log_ndtr(margin * -_INV_SQRT2)
-    with torch.no_grad():
-        ways = _ways(scores if scale is None else (scores.gather(1, y) - scores).mul_(scale), true_class)
-    # Q is at least a few percent where ways is 0 (log P < 0 with room to spare), below 1/2 elsewhere
-    return WinLogProbability.apply(scores, true_class, num_nodes, scale, ways)
+        return log_ndtr(margin * _INV_SQRT2), log_ndtr(margin * -_INV_SQRT2)
+    # Q is at least a few percent where the way is WAY_P (log P < 0 with room to spare), below 1/2 elsewhere
+    return WinLogProbability.apply(scores, true_class, num_nodes, scale)
+
+
+def _mills_ratio(z: torch.Tensor) -> torch.Tensor:
+    """``phi(z) / Phi(z)`` by out-of-place ops, finite for every finite ``z`` (``-z`` far left, 0 far
+    right): ``sqrt(2 / pi) / erfcx(-z / sqrt2)`` for ``z <= 0`` and ``exp(log phi(z) - log Phi(z))`` above
+    (each branch sees a clamped input)."""
+    left = z.clamp(max=0.0)
+    right = z.clamp(min=0.0)
+    return torch.where(
+        z > 0,
+        torch.exp(_LOG_INV_SQRT_2PI - 0.5 * right * right - torch.special.log_ndtr(right)),
+        math.sqrt(2.0 / math.pi) / torch.special.erfcx(left * -_INV_SQRT2),
+    )
+
+
+class _LogNdtr(torch.autograd.Function):
+    """``torch.special.log_ndtr`` with the derivative ``phi(z) / Phi(z)`` of :func:`_mills_ratio`: torch's
+    own, ``exp(-(log Phi(z) + z^2 / 2)) / sqrt(2 pi)``, cancels two terms of size ``z^2 / 2`` (wrong
+    beyond ``|z| = 1e3`` in float32 and ``1e8`` in float64, nan from ``1e10``)."""
+
+    @staticmethod
+    def forward(ctx, z):
+        ctx.save_for_backward(z)
+        return torch.special.log_ndtr(z)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        return grad * _mills_ratio(z)
+
+
+def log_ndtr(z: torch.Tensor) -> torch.Tensor:
+    """``log Phi(z)``, with a derivative that is right (and finite) for every finite ``z``."""
+    return _LogNdtr.apply(z)
 
 
 def log_win_probability_of_columns(
@@ -876,8 +1094,8 @@ def log_win_probability_of_columns(
     ``C = 2`` is the closed form ``log Phi(m_rival / sqrt 2)``.
     """
     if margins.shape[1] == 2:
-        return torch.special.log_ndtr(margins.sum(1) * _INV_SQRT2)  # the true column is zero
-    return WinLogProbability.apply(margins, true_class, num_nodes, None)
+        return log_ndtr(margins.sum(1) * _INV_SQRT2)  # the true column is zero
+    return WinLogProbability.apply(margins, true_class, num_nodes)[0]
 
 
 def log_win_probability(margins: torch.Tensor, num_nodes: int = 16) -> torch.Tensor:

@@ -14,9 +14,17 @@ import torch
 from torch import nn
 
 from lossbench.losses._exact_genz import genz_win_probability
-from lossbench.losses._exact_quadrature import fused_from_logits, log_win_and_lose
+from lossbench.losses._exact_native import MINUS_LOG_P, ONE_MINUS_P
+from lossbench.losses._exact_quadrature import ExactRowsLoss, log_win_and_lose
 from lossbench.losses._registry import register_loss
-from lossbench.losses._validation import check_index_target, check_positive, masked_reduce, softmax_inputs
+from lossbench.losses._validation import (
+    check_index_target,
+    check_logits,
+    check_positive,
+    check_reduction,
+    compute_dtype,
+    masked_reduce,
+)
 from lossbench.registry import Choice, FloatRange, HyperParam
 
 ESTIMATORS = ("quadrature", "genz")
@@ -67,6 +75,13 @@ def exact(
     ``1 - P`` taken from ``log P`` had an absolute error up to 1e-7 there (relative errors up to 6e7,
     and losses down to -1e-7).  On CPU the kernel integrates the complement too, in the same call.
 
+    At extreme logits the loss keeps its limits: ``1 - P`` goes to 0 or 1 with a vanishing gradient,
+    ``-log P`` to 0 or grows like ``m^2 / 4`` with a gradient like ``m / 2``, finite at every gap (``-log P``
+    itself is ``inf`` only where it exceeds the dtype's range).  Rows with a rival more than ``1e3`` (float32)
+    margins ahead are computed in float64, and more than ``1e7`` (float64) by the leading order of
+    Laplace's method, exact there to 1e-11 (the gradient to 1e-7 of its largest entry), better beyond
+    (``tests/losses/test_exact_extreme.py``; see ``_FAR_MARGIN`` in ``_exact_quadrature``).
+
     The gradient with respect to the margins is integrated in the same pass (hand-written backward,
     memory ``O(B C)``); gradients reach the logits and ``sigma``, and double backprop (a gradient
     penalty) works.  On CPU (float32/float64) the quadrature runs as one fused C kernel, compiled
@@ -116,8 +131,10 @@ def exact(
     ``reduction="none"`` returns the target's shape.
     """
     batch_shape, logits2d, target = _flatten(logits, target, ignore_index)
-    x, y, valid = softmax_inputs(logits2d, target, ignore_index, reduction, validate)
-    c = x.shape[1]
+    check_reduction(reduction)
+    check_logits(logits2d, 2, validate)
+    c = logits2d.shape[1]
+    check_index_target(target, c, logits2d.shape[:1], ignore_index, validate)
     if c < 2:
         raise ValueError(f"logits must have at least 2 classes, got shape {tuple(logits.shape)}")
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 2 or num_nodes % 2:
@@ -125,24 +142,31 @@ def exact(
     _check_estimator(estimator, samples, generator, log_loss)
     if margin is not None:
         check_positive("margin", margin, allow_zero=True)  # 0 is in the paper's grid
+    x = logits2d.to(compute_dtype(logits2d))
     sigma = _check_sigma(sigma, batch_shape, x, validate)
+    # the common case in one autograd node: every row's loss and gradient from one kernel call
+    fused = estimator == "quadrature" and c >= 3 and not isinstance(sigma, torch.Tensor)
+    if standardize or not fused:
+        valid = target != ignore_index
+        y = torch.where(valid, target, 0).long()
     if standardize:
         check_positive("eps", eps)
         x = _standardize(x, valid, eps)
-    if estimator == "genz":
-        rivals = torch.arange(c - 1, device=x.device)[None, :]
-        rivals = rivals + (rivals >= y[:, None])  # the C - 1 rival columns of each row, in order
-        rival_margins = _margins(x, y, sigma, margin).gather(1, rivals)
-        per_sample = 1.0 - genz_win_probability(rival_margins, samples, generator)
+    if fused:
+        kind = MINUS_LOG_P if log_loss else ONE_MINUS_P
+        out = ExactRowsLoss.apply(x, target, num_nodes, 1.0 / sigma, margin, kind, reduction, ignore_index)
     else:
-        if margin is None and not isinstance(sigma, torch.Tensor) and fused_from_logits(x, num_nodes):
-            log_p, log_q = log_win_and_lose(x, y, num_nodes, 1.0 / sigma)  # margins formed in the kernel
+        if estimator == "genz":
+            rivals = torch.arange(c - 1, device=x.device)[None, :]
+            rivals = rivals + (rivals >= y[:, None])  # the C - 1 rival columns of each row, in order
+            rival_margins = _margins(x, y, sigma, margin).gather(1, rivals)
+            per_sample = 1.0 - genz_win_probability(rival_margins, samples, generator)
         else:
             log_p, log_q = log_win_and_lose(_margins(x, y, sigma, margin), y, num_nodes)
-        # 1 - P as exp(log Q): Q integrated directly where it is small (see log_win_and_lose)
-        per_sample = -log_p if log_loss else torch.exp(log_q)
-    out = masked_reduce(per_sample, reduction, valid)
-    if reduction == "none":
+            # 1 - P as exp(log Q): Q integrated directly where it is small (see log_win_and_lose)
+            per_sample = -log_p if log_loss else torch.exp(log_q)
+        out = masked_reduce(per_sample, reduction, valid)
+    if reduction == "none" and out.shape != batch_shape:
         out = out.reshape(batch_shape)
     return out.to(logits.dtype)
 
@@ -152,7 +176,7 @@ def _flatten(
 ) -> tuple[tuple[int, ...], torch.Tensor, torch.Tensor]:
     """Logits ``(..., C)`` and target ``(...)`` as ``(N, C)`` and ``(N,)``, and the batch shape ``(...)``."""
     if not isinstance(logits, torch.Tensor) or logits.ndim == 2 or not isinstance(target, torch.Tensor):
-        return tuple(getattr(logits, "shape", (0,))[:1]), logits, target  # softmax_inputs checks the rest
+        return tuple(getattr(logits, "shape", (0,))[:1]), logits, target  # the checks in exact see the rest
     if logits.ndim == 0:
         raise ValueError("logits must have shape (..., C) with a class dimension, got a 0-d tensor")
     batch_shape = tuple(logits.shape[:-1])
