@@ -21,6 +21,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #ifdef REAL_DOUBLE
 typedef double REAL;
@@ -53,13 +54,72 @@ extern double exp(double);
 #pragma omp declare simd notinbranch
 extern double log(double);
 
+/* Phi(u) = erfc(x) / 2 and lam(u) = phi(u) / Phi(u) at one x (u = -sqrt2 x), for x between the
+   saturation point and the switch point; inlined in the vectorised loops.  In double by glibc's
+   erfc and exp.  In float without calls (libmvec's erfcf was half of the time: it reads tables,
+   and every call spills the vector registers): with E = exp(-x^2) (x^2 split in two floats, so E
+   keeps its relative precision up to x = 9) and erfcx(|x|) = exp(x^2) erfc(|x|) = P(|x|) / Q(|x|),
+   erfc(x) = E P / Q for x >= 0 and 2 - E P / Q below, and lam = E / (sqrt(2 pi) Phi): with
+   N = E P / 2 (x >= 0) or Q - E P / 2, Phi = N / Q and lam = E Q / (sqrt(2 pi) N), from the one
+   division 1 / (N Q).  P and Q (degrees 4 and 5, positive coefficients: no cancellation) were
+   fitted to SciPy's erfcx on [0, 9.25] (linearised least squares in relative error, reweighted):
+   relative error 2e-8 in exact arithmetic, 4e-7 in float (glibc's erfcf: 1 ulp, 6e-8), and
+   P / Q -> p_4 / (q_5 x) = 1 / (sqrt(pi) x) to 1e-5 far right, erfcx's own asymptote.  */
+#ifdef REAL_DOUBLE
+static inline void phi_and_lam(REAL x, REAL *phi, REAL *lam, const REAL log_scale) {
+  const REAL value = (REAL)0.5 * ERFC(x);
+  *lam = EXP(log_scale - x * x) / value;
+  *phi = value;
+}
+#else
+/* exp(a) for a in [-88, 0] (Cephes' expf: 2^n exp(r), |r| <= ln2 / 2, a degree-6 polynomial) */
+static inline float exp_nonpositive(float a) {
+  float n = a * 1.44269504088896341f + 12582912.0f; /* round to the nearest integer */
+  n -= 12582912.0f;
+  float r = fmaf(n, -0.693145751953125f, a);
+  r = fmaf(n, -1.428606765330187e-06f, r);
+  float p = 1.9875691500e-4f;
+  p = fmaf(p, r, 1.3981999507e-3f);
+  p = fmaf(p, r, 8.3334519073e-3f);
+  p = fmaf(p, r, 4.1665795894e-2f);
+  p = fmaf(p, r, 1.6666665459e-1f);
+  p = fmaf(p, r, 5.0000001201e-1f);
+  p = fmaf(p * r, r, r) + 1.0f;
+  const int32_t bits = ((int32_t)n + 127) << 23; /* 2^n, n >= -127 */
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+static inline void phi_and_lam(float x, float *phi, float *lam, const float log_scale) {
+  (void)log_scale;
+  const float ax = x < 0 ? -x : x, hi = x * x, lo = fmaf(x, x, -hi);
+  const float e = exp_nonpositive(-hi) * (1.0f - lo);
+  float p = 0.03335174953586502f;
+  p = fmaf(p, ax, 0.23146162752506447f);
+  p = fmaf(p, ax, 0.7358723166882127f);
+  p = fmaf(p, ax, 1.2419930184915182f);
+  p = fmaf(p, ax, 1.0000000234746558f);
+  float q = 0.05911369803004765f;
+  q = fmaf(q, ax, 0.4102820869760116f);
+  q = fmaf(q, ax, 1.3334245432859564f);
+  q = fmaf(q, ax, 2.4105370320790525f);
+  q = fmaf(q, ax, 2.370373402803883f);
+  q = fmaf(q, ax, 1.0f);
+  const float half = 0.5f * e * p, n = x >= 0 ? half : q - half;
+  const float inv = 1.0f / (n * q); /* n q >= 1e-36 for x <= 9 */
+  *phi = n * (n * inv);
+  *lam = (0.3989422804014327f * e * q) * (q * inv);
+}
+#endif
+
 /* Every vectorised loop runs over a multiple of this many entries (padding with a sentinel far
    below the saturation point, which adds nothing), so no scalar remainder calls the scalar math. */
 #define WIDTH 8
 #define PAD(n) (((n) + WIDTH - 1) / WIDTH * WIDTH)
 #define SENTINEL ((REAL)-1e30)
 #define MAX_NODES 256
-#define MAX_TAIL_TERMS 16
+#define MAX_TAIL_TERMS 8 /* (the vectorised series runs over this many, the first ones zero) */
 /* Below this many rivals the node terms are vectorised over the nodes (see node_terms). */
 #ifndef BY_NODE_BELOW
 #define BY_NODE_BELOW 32
@@ -97,6 +157,7 @@ typedef struct {
   double secant[2], newton_tol, product_floor, sqrt2, inv_sqrt2, log_inv_sqrt_2pi, log_2_sqrt_pi;
   double union_bound, far_margin;
   double ndtri_split, ndtri_a[6], ndtri_b[5], ndtri_c[6], ndtri_d[4], tail_coeffs[MAX_TAIL_TERMS];
+  REAL tail_padded[MAX_TAIL_TERMS]; /* c_1 .. c_terms, then zeros (Horner from the last: exact zeros) */
 } Constants;
 
 /* 0, or -3 when the series has more terms than this build holds. */
@@ -115,7 +176,17 @@ static int read_constants(const double *v, Constants *k) {
   for (int i = 0; i < 4; ++i) k->ndtri_d[i] = v[K_NDTRI_D + i];
   if (k->tail_terms < 1 || k->tail_terms > MAX_TAIL_TERMS) return -3;
   for (int i = 0; i < k->tail_terms; ++i) k->tail_coeffs[i] = v[K_TAIL_COEFFS + i];
+  for (int i = 0; i < MAX_TAIL_TERMS; ++i) k->tail_padded[i] = i < k->tail_terms ? (REAL)k->tail_coeffs[i] : 0;
   return 0;
+}
+
+/* erfc(x) / 2 for any x: erfc clamped at the saturation and switch points (2 and a normal REAL
+   below 1e-36, where only a sum of such terms needs it) */
+static inline REAL half_erfc(REAL x, const Constants *k) {
+  REAL value, lam;
+  x = x < k->saturated ? k->saturated : (x > k->tail_start ? k->tail_start : x);
+  phi_and_lam(x, &value, &lam, 0);
+  return value;
 }
 
 /* lam and log Phi at x > tail_start, where erfc(x) is no longer a normal REAL: with the series
@@ -149,17 +220,12 @@ static int phi_terms(const REAL *center, REAL shift, int n, REAL *x, REAL *lam, 
   if (mode == LAM_ONLY) {
 #pragma omp simd
     for (int i = 0; i < n; ++i) {
-      REAL body = x[i] < tail_start ? x[i] : tail_start;
-      lam[i] = EXP(log_scale - body * body) / ((REAL)0.5 * ERFC(body));
+      REAL value;
+      phi_and_lam(x[i] < tail_start ? x[i] : tail_start, &value, &lam[i], log_scale);
     }
   } else {
 #pragma omp simd
-    for (int i = 0; i < n; ++i) {
-      REAL body = x[i] < tail_start ? x[i] : tail_start;
-      REAL value = (REAL)0.5 * ERFC(body);
-      lam[i] = EXP(log_scale - body * body) / value;
-      phi[i] = value;
-    }
+    for (int i = 0; i < n; ++i) phi_and_lam(x[i] < tail_start ? x[i] : tail_start, &phi[i], &lam[i], log_scale);
   }
   const int tail = high > tail_start; /* rows far in the tail: a small sigma and a wrong prediction */
   const int logs = mode == WITH_LOG || (mode == WITH_VALUE && tail);
@@ -167,24 +233,35 @@ static int phi_terms(const REAL *center, REAL shift, int n, REAL *x, REAL *lam, 
 #pragma omp simd
     for (int i = 0; i < n; ++i) phi[i] = LOG(phi[i]);
   }
-  if (tail)
-    for (int i = 0; i < n; ++i)
-      if (x[i] > tail_start) tail_terms(x[i], &lam[i], logs ? &phi[i] : NULL, k);
+  if (tail) { /* the series (see tail_terms) in every lane, kept in the tail's: vectorised */
+    const REAL sqrt2 = (REAL)k->sqrt2, log_2_sqrt_pi = (REAL)k->log_2_sqrt_pi;
+    const REAL *c = k->tail_padded;
+#pragma omp simd
+    for (int i = 0; i < n; ++i) {
+      const int far = x[i] > tail_start;
+      const REAL xi = far ? x[i] : tail_start, y = 1 / (xi * xi);
+      REAL series = 0;
+      for (int t = MAX_TAIL_TERMS - 1; t >= 0; --t) series = (series + c[t]) * y;
+      lam[i] = far ? sqrt2 * xi * EXP(-series) : lam[i];
+      if (logs) phi[i] = far ? series - LOG(xi) - xi * xi - log_2_sqrt_pi : phi[i];
+    }
+  }
   return logs;
 }
 
-/* lam and log Phi at one x, in double (clamped as in phi_terms; log_phi may be NULL). */
+/* lam and log Phi at one x, as phi_terms evaluates them (clamped; log_phi may be NULL): for the true
+   class's factor where Newton's method and the probes place the rule. */
 static double mills_at(double x, double *log_phi, const Constants *k) {
   if (x < k->saturated) x = k->saturated;
+  REAL lam, value;
   if (x > k->tail_start) {
-    REAL l, lp;
-    tail_terms(x, &l, &lp, k);
-    if (log_phi) *log_phi = lp;
-    return l;
+    tail_terms(x, &lam, &value, k);
+    if (log_phi) *log_phi = value;
+    return lam;
   }
-  double phi = 0.5 * erfc(x);
-  if (log_phi) *log_phi = log(phi);
-  return exp(k->log_inv_sqrt_2pi - x * x) / phi;
+  phi_and_lam((REAL)x, &value, &lam, (REAL)k->log_inv_sqrt_2pi);
+  if (log_phi) *log_phi = log(value);
+  return lam;
 }
 
 /* Inverse normal CDF for p in [1/2, 1) (Acklam's rational approximation, relative error 1e-9):
@@ -210,7 +287,7 @@ static double newton_start(const REAL *xr, int rp, double sign, const Constants 
   for (int j = 0; j < rp; ++j) top = xr[j] > top ? xr[j] : top;
   REAL count = 0;
 #pragma omp simd reduction(+ : count)
-  for (int j = 0; j < rp; ++j) count += ERFC(top - xr[j]);
+  for (int j = 0; j < rp; ++j) count += 2 * half_erfc(top - xr[j], k);
   if (count < 2) count = 2;
   double c = ndtri_upper(1.0 - 1.0 / count, k);
   double beta2 = 1.0 / (1.0 + c * c);
@@ -237,16 +314,31 @@ static double newton_start(const REAL *xr, int rp, double sign, const Constants 
   return t > start ? t : start;
 }
 
+/* log prod_j phi_j over n entries (logs: phi holds the logs, see phi_terms), given their product in
+   double: its log (one log instead of n) where it stays above the floor, else the sum of the logs
+   (every partial product is at least the whole: above the floor none lost precision). */
+static double log_of_product(const REAL *phi, int n, int logs, double product, const Constants *k) {
+  if (!logs && product >= k->product_floor) return log(product);
+  double log_f = 0.0;
+#pragma omp simd reduction(+ : log_f)
+  for (int j = 0; j < n; ++j) log_f += logs ? phi[j] : LOG(phi[j]);
+  return log_f;
+}
+
 /* log h at t = mu + offset from the rivals' x at mu (xm, rp entries); buffers of rp entries. */
 static double log_h_at(const REAL *xm, int rp, double mu, double offset, double sign, REAL *x, REAL *lam,
-                       REAL *log_phi, const Constants *k) {
-  phi_terms(xm, (REAL)(offset * k->inv_sqrt2), rp, x, lam, log_phi, WITH_LOG, k);
-  double s = 0.0, log_f = 0.0;
-#pragma omp simd reduction(+ : s, log_f)
-  for (int j = 0; j < rp; ++j) s += lam[j], log_f += log_phi[j];
+                       REAL *phi, const Constants *k) {
+  const int logs = phi_terms(xm, (REAL)(offset * k->inv_sqrt2), rp, x, lam, phi, WITH_VALUE, k);
+  double s = 0.0, product = 1.0;
+#pragma omp simd reduction(+ : s)
+  for (int j = 0; j < rp; ++j) s += lam[j];
+  if (!logs) {
+#pragma omp simd reduction(* : product)
+    for (int j = 0; j < rp; ++j) product *= (double)phi[j];
+  }
   double log_phi0;
   mills_at(sign * (mu + offset) * k->inv_sqrt2, &log_phi0, k);
-  return log_f + log_phi0 + log(s > DBL_MIN ? s : DBL_MIN);
+  return log_of_product(phi, rp, logs, product, k) + log_phi0 + log(s > DBL_MIN ? s : DBL_MIN);
 }
 
 /* The node terms x_jk = xm_j - offset_k / sqrt2 for kept rivals j and nodes k: lam_jk, u_jk + lam_jk
@@ -259,14 +351,16 @@ typedef struct {
   int by_node, kept, kept_p, k_nodes, kp;
 } Nodes;
 
-static void node_terms(Nodes *nd, REAL *xm, const REAL *offsets, REAL *log_phi, const Constants *k) {
+static void node_terms(Nodes *nd, REAL *xm, const REAL *offsets, REAL *x, REAL *lam, REAL *log_phi,
+                       const Constants *k) {
   const REAL sqrt2 = (REAL)k->sqrt2;
   if (!nd->by_node) {
     for (int j = nd->kept; j < nd->kept_p; ++j) xm[j] = SENTINEL;
     for (int i = 0; i < nd->k_nodes; ++i) {
       REAL *lk = nd->lam + (size_t)i * nd->kept_p, *vk = nd->v + (size_t)i * nd->kept_p;
       /* log F as the log of the product of Phi (one log per node, not per term) unless that
-         product leaves the normal doubles; vk: the clamped x, then u + lam */
+         product leaves the normal doubles; vk: the clamped x, then u + lam.  (One pass with the
+         double sums inside phi_terms' loop ran at half the vector width: 15% slower.) */
       REAL *phi = log_phi;
       const int logs = phi_terms(xm, (REAL)(offsets[i] * k->inv_sqrt2), nd->kept_p, vk, lk, phi, WITH_VALUE, k);
       double s = 0.0, product = 1.0;
@@ -275,31 +369,43 @@ static void node_terms(Nodes *nd, REAL *xm, const REAL *offsets, REAL *log_phi, 
         s += lk[j], product *= logs ? 1.0 : (double)phi[j];
         vk[j] = lk[j] - sqrt2 * vk[j];
       }
-      double log_f = 0.0;
-      if (!logs && product >= k->product_floor) {
-        log_f = log(product);
-      } else { /* every partial product is at least the whole: none lost precision above the floor */
-#pragma omp simd reduction(+ : log_f)
-        for (int j = 0; j < nd->kept_p; ++j) log_f += logs ? phi[j] : LOG(phi[j]);
-      }
-      nd->s[i] = (REAL)s, nd->log_f[i] = (REAL)log_f;
+      nd->s[i] = (REAL)s, nd->log_f[i] = (REAL)log_of_product(phi, nd->kept_p, logs, product, k);
     }
     return;
   }
+  /* log F per node as the log of the product of Phi in double (one log per node), unless a rival is
+     past the switch point (phi_terms gives its log) or some node's product leaves the floor: then
+     the sum of the logs, the terms evaluated again (a row far in the tail) */
   REAL neg_shift[MAX_NODES];
+  double product[MAX_NODES];
+  int logs = 0;
   for (int i = 0; i < nd->kp; ++i) {
     neg_shift[i] = i < nd->k_nodes ? (REAL)(-offsets[i] * k->inv_sqrt2) : 0;
-    nd->s[i] = 0, nd->log_f[i] = 0;
+    nd->s[i] = 0, product[i] = 1.0;
   }
   for (int j = 0; j < nd->kept; ++j) {
-    REAL *lj = nd->lam + (size_t)j * nd->kp, *vj = nd->v + (size_t)j * nd->kp, *s = nd->s, *log_f = nd->log_f;
-    phi_terms(neg_shift, -xm[j], nd->kp, vj, lj, log_phi, WITH_LOG, k); /* vj: the clamped x */
+    REAL *lj = nd->lam + (size_t)j * nd->kp, *vj = nd->v + (size_t)j * nd->kp, *s = nd->s;
+    logs |= phi_terms(neg_shift, -xm[j], nd->kp, vj, lj, log_phi, WITH_VALUE, k); /* vj: the clamped x */
 #pragma omp simd
     for (int i = 0; i < nd->kp; ++i) {
-      s[i] += lj[i], log_f[i] += log_phi[i];
+      s[i] += lj[i], product[i] *= (double)log_phi[i];
       vj[i] = lj[i] - sqrt2 * vj[i];
     }
   }
+  double least = 1.0;
+  for (int i = 0; i < nd->k_nodes; ++i) least = product[i] < least ? product[i] : least;
+  if (!logs && least >= k->product_floor) {
+#pragma omp simd
+    for (int i = 0; i < nd->kp; ++i) nd->log_f[i] = (REAL)log(product[i]);
+    return;
+  }
+  double log_f[MAX_NODES] = {0};
+  for (int j = 0; j < nd->kept; ++j) {
+    phi_terms(neg_shift, -xm[j], nd->kp, x, lam, log_phi, WITH_LOG, k);
+#pragma omp simd
+    for (int i = 0; i < nd->kp; ++i) log_f[i] += log_phi[i];
+  }
+  for (int i = 0; i < nd->kp; ++i) nd->log_f[i] = (REAL)log_f[i];
 }
 
 /* d log P / d m_j = sum_k omega_k lam_jk (1 - (u_jk + lam_jk) / S_k), with the weights omega_k and
@@ -403,7 +509,7 @@ static REAL one_row(const REAL *xr, const int64_t *idx, int r, int n, int comple
   Nodes nd = {.lam = node_lam, .by_node = r < BY_NODE_BELOW, .kept = kept, .kept_p = PAD(kept),
               .k_nodes = k_nodes, .kp = kp};
   nd.v = node_lam + (size_t)(nd.by_node ? kept * kp : k_nodes * nd.kept_p);
-  node_terms(&nd, xm, offsets_out, log_phi, k);
+  node_terms(&nd, xm, offsets_out, x, lam, log_phi, k);
   for (int i = 0; i < kp; ++i) /* a node where every rival's lam underflows gets weight 0, not nan */
     nd.s[i] = i >= k_nodes ? 1 : (nd.s[i] >= TINY ? nd.s[i] : TINY);
   REAL terms[MAX_NODES];
@@ -448,7 +554,7 @@ static int choose_way(const REAL *xr, int rp, REAL top, double least, const Cons
   const REAL inv_sqrt2 = (REAL)k->inv_sqrt2;
   double u = 0.0;
 #pragma omp simd reduction(+ : u)
-  for (int j = 0; j < rp; ++j) u += (REAL)0.5 * ERFC(-xr[j] * inv_sqrt2); /* the padding adds erfc(7e29) = 0 */
+  for (int j = 0; j < rp; ++j) u += half_erfc(-xr[j] * inv_sqrt2, k); /* the padding adds 0 */
   const double least_margin = -k->sqrt2 * top;
   if (u < k->union_bound) return least_margin > least ? WAY_UNION : WAY_Q;
   return least_margin < -k->far_margin ? WAY_FAR : WAY_P;
@@ -519,23 +625,33 @@ static double row_loss(double value, int way, int kind, double *factor) {
    rule: mu (B,), offsets and log_weights (B, 2 n) (zeros where the rule is not used).  ways (B,):
    NULL for the rule for P everywhere, else read, or written when choose is set (see WAY_*; `least`:
    the smallest margin of a union-bound row, see _ways in _exact_quadrature.py).  A row whose target
-   is ignore_index, or outside [0, C), gets zeros.  A far row's 1 - P is 1 with no gradient; its log P
-   or -log P is left (zeros) to the caller.  counts: rows with a target in [0, C), rows with another
-   target than ignore_index outside it, far rows left to the caller.  constants: see the enum above.
-   2 n <= MAX_NODES.  Returns 0, -1 if out of memory, -2 for too many nodes, -3 for a series longer
-   than MAX_TAIL_TERMS. */
+   is ignore_index gets zeros; another target outside [0, C) stops the call before any work (counted).  A far
+   row's 1 - P is 1 with no gradient; its log P or -log P is left (zeros) to the caller.  With
+   reduction 1 (mean) or 2 (sum), value[b] is the mean over the rows whose target is not ignore_index or the
+   sum (in double, in row order: the same bits whatever the threads) and the gradient is that of the
+   mean or sum.  counts: rows whose target is not ignore_index, rows with another target outside
+   [0, C), far rows left to the caller.  constants: see the enum above.  2 n <= MAX_NODES.
+   Returns 0, -1 if out of memory, -2 for too many nodes, -3 for a series longer than MAX_TAIL_TERMS. */
 int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int64_t *ways, int choose,
                                  int64_t ignore_index, int64_t b, int64_t c, double scale, double clip, int kind,
                                  int n, const double *hermite_x, const double *hermite_log_w, const double *constants,
-                                 double least, REAL *value, REAL *grad, REAL *mu, REAL *offsets, REAL *log_weights,
-                                 int64_t *counts, int threads) {
+                                 double least, int reduction, REAL *value, REAL *grad, REAL *mu, REAL *offsets,
+                                 REAL *log_weights, int64_t *counts, int threads) {
   int failed = 0;
   int64_t valid = 0, bad = 0, far = 0;
   const int r = (int)c - 1, rp = PAD(r), k_nodes = 2 * n;
   if (k_nodes > MAX_NODES) return -2;
   Constants k;
   if (read_constants(constants, &k)) return -3;
-#pragma omp parallel num_threads(threads) reduction(| : failed) reduction(+ : valid, bad, far)
+  for (int64_t i = 0; i < b; ++i) {
+    const int64_t y = target[i];
+    const int in_range = y >= 0 && y < c;
+    valid += in_range && y != ignore_index, bad += !in_range && y != ignore_index;
+  }
+  counts[0] = valid, counts[1] = bad, counts[2] = 0;
+  if (bad) return 0;
+  const double per_row = reduction == 1 ? 1.0 / (double)valid : 1.0; /* d reduced / d value_i */
+#pragma omp parallel num_threads(threads) reduction(| : failed) reduction(+ : far)
   {
     /* the rivals' x, the row's work space (see one_row; union_row's doubles fit in it), the columns,
        whether each margin is clipped */
@@ -560,14 +676,12 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
         int way = ways && !choose ? (int)ways[i] : WAY_P;
         if (g)
           for (int64_t col = 0; col < c; ++col) g[col] = 0;
-        if (y == ignore_index || y < 0 || y >= c) {
-          bad += y != ignore_index;
+        if (y == ignore_index || y < 0 || y >= c) { /* (the latter: ignore_index, see above) */
           value[i] = 0, mu[i] = 0;
           for (int q = 0; q < k_nodes; ++q) rule[q] = 0, rule_w[q] = 0;
           if (ways && choose) ways[i] = WAY_P;
           continue;
         }
-        ++valid;
         /* x = -m_j / sqrt2: from logits (s_j - s_y) scale / sqrt2, the clip in logit units */
         const REAL top = logits ? row[y] : 0;
         REAL high = SENTINEL;
@@ -601,7 +715,7 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
         }
         if (!g) continue;
         /* d/ds_j = -scale d/dm_j for the rivals (0 where clipped), d/ds_y = scale sum_j d/dm_j */
-        const REAL times = (REAL)(logits ? -scale * factor_g : factor_g);
+        const REAL times = (REAL)((logits ? -scale : 1.0) * factor_g * per_row);
         REAL total = 0;
         for (int q = 0; q < j; ++q) {
           const int64_t col = idx[q];
@@ -613,7 +727,12 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
       free(xr);
     }
   }
-  if (counts) counts[0] = valid, counts[1] = bad, counts[2] = far;
+  counts[2] = far;
+  if (reduction) {
+    double total = 0.0;
+    for (int64_t i = 0; i < b; ++i) total += value[i];
+    value[b] = (REAL)(reduction == 1 ? total / (double)valid : total);
+  }
   return failed ? -1 : 0;
 }
 

@@ -39,8 +39,10 @@ SOURCE = Path(__file__).with_name("_exact_kernel.c")
 KERNEL_DIR_ENV = "LOSSBENCH_KERNEL_DIR"
 SWITCH_ENV = "LOSSBENCH_EXACT_KERNEL"
 # No -ffast-math: it assumes no inf/nan and, linked into a shared library, sets flush-to-zero for
-# the whole process.  -fopenmp links the libgomp that PyTorch has loaded (one thread pool).
-FLAGS = ("-O3", "-march=native", "-fPIC", "-fopenmp", "-fno-math-errno", "-fno-trapping-math")
+# the whole process.  -fopenmp links the libgomp that PyTorch has loaded (one thread pool).  Vectors
+# of 8 floats: the loops run over multiples of 8 (WIDTH in the source), and at ten classes 16-wide
+# vectors (AVX-512) were 20% slower (half-empty vectors, masked remainders; AMD EPYC, gcc 12).
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-fPIC", "-fopenmp", "-fno-math-errno", "-fno-trapping-math")
 LINK = ("-shared", "-fopenmp", "-lmvec", "-lm")
 MAX_HALF_NODES = 128  # the kernel keeps a row's node sums on the stack
 # The numerical constants the kernel reads, in the order of the enum in _exact_kernel.c (a test
@@ -166,7 +168,7 @@ def _declare(library: ctypes.CDLL) -> dict[torch.dtype, ctypes._CFuncPtr]:
     for dtype, name in ((torch.float32, "lossbench_exact_rows_f32"), (torch.float64, "lossbench_exact_rows_f64")):
         fn = getattr(library, name)
         p, i64, f64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
-        fn.argtypes = [p, p, p, i32, i64, i64, i64, f64, f64, i32, i32, p, p, p, f64, p, p, p, p, p, p, i32]
+        fn.argtypes = [p, p, p, i32, i64, i64, i64, f64, f64, i32, i32, p, p, p, f64, i32, p, p, p, p, p, p, i32]
         fn.restype = ctypes.c_int
         elementwise = getattr(library, name.replace("exact_rows", "log_ndtr_and_mills"))
         elementwise.argtypes = [p, i64, p, p, p]
@@ -273,6 +275,9 @@ def _tables(num_nodes: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Ten
     return nodes, log_w, table, (nodes.data_ptr(), log_w.data_ptr(), table.data_ptr())
 
 
+REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+
+
 def rows(
     scores: torch.Tensor,
     target: torch.Tensor,
@@ -285,6 +290,7 @@ def rows(
     ways: torch.Tensor | None = None,
     least: float | None = None,
     ignore_index: int = NO_INDEX,
+    reduction: str = "none",
 ):
     """One call of the kernel (see :func:`applies`) over the rows of ``scores`` (B, C).
 
@@ -294,11 +300,13 @@ def rows(
     way says, see ``_exact_quadrature.log_win_and_lose``), ``ONE_MINUS_P`` or ``MINUS_LOG_P`` the
     per-sample loss.  ``ways`` (B,) int64: given (None: the rule for P everywhere), or chosen by the
     kernel when ``least`` (the smallest margin of a union-bound row) is given.  A row whose target is
-    ``ignore_index`` or outside ``[0, C)`` gets zeros.  Returns the value (B,), its gradient (B, C) or
-    None, the ways (None if neither given nor chosen), the rule ``(mu, offsets, log_weights)`` and the
-    counts ``(rows with a target in [0, C), other targets than ignore_index outside it, far rows left
-    to the caller)``: a far row (a rival more than ``FAR_MARGIN`` ahead) has ``1 - P = 1`` and no
-    gradient, its ``log P`` is left to the caller (zeros).
+    ``ignore_index`` gets zeros.  ``reduction`` "mean" or "sum": also their value over the other rows
+    (0-dim; None with "none"), and the gradient is theirs.  Returns the values (B,), the reduced value,
+    the gradient (B, C) or None, the ways (None if neither given nor chosen), the rule ``(mu, offsets,
+    log_weights)`` and the counts ``(rows whose target is not ignore_index, other targets outside
+    [0, C), far rows left to the caller)``; with other targets outside ``[0, C)`` nothing is computed.
+    A far row (a rival more than ``FAR_MARGIN`` ahead) has ``1 - P = 1`` and no gradient; its ``log P``
+    is left to the caller (zeros).
     """
     m = scores if scores.is_contiguous() else scores.contiguous()
     if target.dtype != torch.int64 or not target.is_contiguous():
@@ -310,26 +318,28 @@ def rows(
         ways = torch.empty(b, dtype=torch.int64)
     elif ways is not None and (ways.dtype != torch.int64 or not ways.is_contiguous()):
         ways = ways.to(torch.int64).contiguous()
-    # one allocation for the outputs: value, mu, offsets, log weights (, gradient)
-    out = torch.empty(b * (2 + 4 * n + (c if need_grad else 0)), dtype=m.dtype)
-    value, mu = out[:b], out[b : 2 * b]
-    offsets = out[2 * b : 2 * b + 2 * n * b].view(b, 2 * n)
-    log_weights = out[2 * b + 2 * n * b : 2 * b + 4 * n * b].view(b, 2 * n)
-    grad = out[2 * b + 4 * n * b :].view(b, c) if need_grad else None
+    # one allocation for the outputs: value (and the reduced value), mu, offsets, log weights (, gradient)
+    out = torch.empty(b * (2 + 4 * n + (c if need_grad else 0)) + 1, dtype=m.dtype)
+    k = 2 * n * b
+    mu, offsets, log_weights = out[b + 1 : 2 * b + 1], out[2 * b + 1 : 2 * b + 1 + k], out[2 * b + 1 + k : 2 * b + 1 + 2 * k]
+    grad = out[2 * b + 1 + 2 * k :] if need_grad else None
     counts = (ctypes.c_int64 * 3)()
     hermite_x, hermite_log_w, table = _tables(num_nodes, m.dtype)[3]
     threads = torch.get_num_threads() if b * c * num_nodes >= _PARALLEL_TERMS else 1
     status = kernel()[m.dtype](
         m.data_ptr(), target.data_ptr(), ways.data_ptr() if ways is not None else None, choose, ignore_index, b, c,
-        scale, clip, kind, n, hermite_x, hermite_log_w, table, 0.0 if least is None else least, value.data_ptr(),
-        grad.data_ptr() if grad is not None else None, mu.data_ptr(), offsets.data_ptr(), log_weights.data_ptr(),
-        counts, threads,
+        scale, clip, kind, n, hermite_x, hermite_log_w, table, 0.0 if least is None else least,
+        REDUCTIONS[reduction], out.data_ptr(), grad.data_ptr() if grad is not None else None, mu.data_ptr(),
+        offsets.data_ptr(), log_weights.data_ptr(), counts, threads,
     )  # fmt: skip
     if status == -1:
         raise MemoryError(f"the EXACT kernel could not allocate its work space for {c} classes")
     if status:
         raise ValueError(f"the EXACT kernel refused its arguments (status {status})")
-    return value, grad, ways, (mu, offsets, log_weights), tuple(counts)
+    return (
+        out[:b], out[b] if reduction != "none" else None, grad.view(b, c) if need_grad else None, ways,
+        (mu, offsets.view(b, 2 * n), log_weights.view(b, 2 * n)), tuple(counts),
+    )
 
 
 def log_p_and_grad(
@@ -342,5 +352,5 @@ def log_p_and_grad(
 ):
     """As ``_exact_quadrature._log_p_and_grad``, by the kernel: :func:`rows` with ``kind=VALUE`` (``ways``
     (B,) int64: 0 ``log P``, the default, 1 ``log Q`` by the complement's rule, 2 by the union bound)."""
-    log_p, grad, _, rule, _ = rows(m.detach(), true_class, num_nodes, need_grad, scale=scale, ways=ways)
+    log_p, _, grad, _, rule, _ = rows(m.detach(), true_class, num_nodes, need_grad, scale=scale, ways=ways)
     return log_p, grad, rule

@@ -807,26 +807,27 @@ def _rows(
     ways: torch.Tensor | None = None,
     kind: int = VALUE,
     ignore_index: int = NO_INDEX,
+    reduction: str = "none",
 ):
-    """Per row what ``kind`` asks (see ``_exact_native.rows``) and its gradient with respect to the
-    scores (B, C) or None, the ways, the rule ``(mu, offsets, log_weights)`` and the number of rows with a
-    target in ``[0, C)``; by the kernel where it applies, else by PyTorch ops.  ``scores`` are margins, or
-    logits with ``scale`` (and an optional ``clip``, see :func:`_margins_of_logits`); ``ways`` None: chosen
-    here (:func:`_ways`).  Rows whose target is ``ignore_index`` give zeros; another target outside
-    ``[0, C)`` is refused."""
+    """Per row what ``kind`` asks (see ``_exact_native.rows``), its mean or sum as ``reduction`` says (None
+    for "none"), the gradient of the rows' values or of that with respect to the scores (B, C) or None,
+    the ways, the rule ``(mu, offsets, log_weights)`` and the number of rows whose target is not
+    ``ignore_index``; by the kernel where it applies, else by PyTorch ops.  ``scores`` are margins, or
+    logits with ``scale`` (and an optional ``clip``, see :func:`_margins_of_logits`); ``ways`` None:
+    chosen here.  Rows whose target is ``ignore_index`` give zeros; another target outside ``[0, C)`` is
+    refused."""
     b, c = scores.shape
     if _exact_native.applies(scores, num_nodes):
         least = None if ways is not None else _union_least(c, scores.dtype)
-        value, grad, ways, rule, (valid, bad, far) = _exact_native.rows(
+        value, reduced, grad, ways, rule, (valid, bad, far) = _exact_native.rows(
             scores, true_class, num_nodes, need_grad, scale=scale or 0.0, clip=math.inf if clip is None else clip,
-            kind=kind, ways=ways, least=least, ignore_index=ignore_index,
+            kind=kind, ways=ways, least=least, ignore_index=ignore_index, reduction=reduction,
         )  # fmt: skip
     else:
         true_class = true_class.long()
-        counted = (true_class == ignore_index) | ((true_class >= 0) & (true_class < c))
-        bad = b - int(counted.sum())
         keep = true_class != ignore_index
         valid, far = int(keep.sum()), 0
+        bad = valid - int((keep & (true_class >= 0) & (true_class < c)).sum())
         y = torch.where(keep, true_class, 0) if valid < b else true_class
         if scale is None:
             m, kept = scores.detach(), None
@@ -837,12 +838,13 @@ def _rows(
             value, grad, rule = _log_value_and_grad_by_ways(m, y, num_nodes, need_grad, ways)
             value, slope = _loss_of_value(value, ways, kind, need_grad)
             if need_grad:
-                grad = grad.mul_(slope[:, None])
+                grad = grad.mul_(slope[:, None] / valid if reduction == "mean" else slope[:, None])
                 grad = grad if scale is None else _to_logits(grad, y, scale, kept)
             if valid < b:
                 value = value.masked_fill(~keep, 0.0)
                 if need_grad:
                     grad.masked_fill_(~keep[:, None], 0.0)
+            reduced = None if reduction == "none" else value.new_empty(())
     if bad:
         raise ValueError(
             f"target has {bad} class indices outside [0, {c}) that are not ignore_index={ignore_index}"
@@ -856,9 +858,12 @@ def _rows(
         v, slope = _loss_of_value(v, ways.index_select(0, index), kind, need_grad)
         value.index_copy_(0, index, v)
         if need_grad:
-            g.mul_(slope[:, None])
+            g.mul_(slope[:, None] / valid if reduction == "mean" else slope[:, None])
             grad.index_copy_(0, index, g if scale is None else _to_logits(g, y, scale, kept))
-    return value, grad, ways, rule, valid
+    if reduced is not None and (far or not _exact_native.applies(scores, num_nodes)):  # as the kernel sums
+        total = value.sum(dtype=torch.float64)
+        reduced.copy_(total / valid if reduction == "mean" else total)
+    return value, reduced, grad, ways, rule, valid
 
 
 def _log_values_at_rule(
@@ -909,7 +914,7 @@ class WinLogProbability(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, scores, true_class, num_nodes, scale=None, clip=None):
-        value, grad, ways, rule = _rows(scores, true_class, num_nodes, ctx.needs_input_grad[0], scale, clip)[:4]
+        value, _, grad, ways, rule, _ = _rows(scores, true_class, num_nodes, ctx.needs_input_grad[0], scale, clip)
         ctx.settings = num_nodes, scale, clip
         lost = (ways == WAY_Q) | (ways == WAY_UNION)
         other = _log1mexp(value)
@@ -945,23 +950,19 @@ class ExactRowsLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, target, num_nodes, scale, clip, kind, reduction, ignore_index):
-        per_sample, grad, ways, rule, valid = _rows(
-            logits, target, num_nodes, ctx.needs_input_grad[0], scale, clip, None, kind, ignore_index
+        per_sample, reduced, grad, ways, rule, valid = _rows(
+            logits, target, num_nodes, ctx.needs_input_grad[0], scale, clip, None, kind, ignore_index, reduction
         )
         ctx.settings = num_nodes, scale, clip, kind, reduction, ignore_index, valid
         ctx.save_for_backward(logits, target, ways, grad, *rule)
-        if reduction == "none":
-            return per_sample
-        return per_sample.sum() / valid if reduction == "mean" else per_sample.sum()
+        return per_sample if reduced is None else reduced
 
     @staticmethod
     def backward(ctx, grad_out):
         logits, target, ways, grad, *rule = ctx.saved_tensors
         num_nodes, scale, clip, kind, reduction, ignore_index, valid = ctx.settings
-        if not torch.is_grad_enabled():
-            if reduction == "none":
-                return grad * grad_out[:, None], None, None, None, None, None, None, None
-            return grad * (grad_out / valid if reduction == "mean" else grad_out), None, None, None, None, None, None, None
+        if not torch.is_grad_enabled():  # the gradient of the rows' values, or of their mean or sum
+            return grad * (grad_out[:, None] if reduction == "none" else grad_out), None, None, None, None, None, None, None
         keep = target != ignore_index
         y = torch.where(keep, target, 0).long()
         margins = _margins_of_logits(logits, y, scale, clip)[0]
