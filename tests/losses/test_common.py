@@ -144,6 +144,10 @@ def test_bad_inputs_raise_clear_errors(info):
     # validate=False skips the value checks (the hot path) but still computes.
     out = call(info, logits, target, validate=False, **kw)
     assert torch.isfinite(out).all()
+    # a switch is True or False, not read by its truthiness ("no" would turn the checks on)
+    for switch in ("no", 0, None):
+        with pytest.raises(ValueError, match="validate must be True or False"):
+            call(info, logits, target, validate=switch, **kw)
 
 
 @pytest.mark.parametrize("info", ALL, ids=ids)

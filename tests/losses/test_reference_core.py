@@ -131,6 +131,8 @@ def test_beta_bernoulli_module_learns_its_mixture(batch):
     module(x.float(), y).backward()
     assert module.raw.grad is not None and torch.isfinite(module.raw.grad).all()
     assert list(L.BetaBernoulliRelaxationLoss(learnable=False).parameters()) == []
+    with pytest.raises(ValueError, match="learnable must be True or False, got 'no'"):
+        L.BetaBernoulliRelaxationLoss(learnable="no")
 
 
 def test_poly1_is_ce_plus_epsilon_one_minus_p(batch):

@@ -440,6 +440,8 @@ def test_drw_weights_switch_on_at_start_epoch():
         L.drw_weights(-1, COUNTS, start_epoch=160)
     with pytest.raises(ValueError, match="start_epoch"):
         L.drw_weights(3, COUNTS, start_epoch=2.5)
+    with pytest.raises(ValueError, match="epoch must be a non-negative integer, got True"):
+        L.drw_weights(True, COUNTS, start_epoch=0)
 
 
 def test_ldam_module_applies_deferred_reweighting_on_schedule():

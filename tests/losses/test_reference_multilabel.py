@@ -173,12 +173,13 @@ def test_zlpr_sparse_rejects_bad_index_lists(sparse_batch):
 # --- Binary cross-entropy and ASL ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pos_weight", [None, 2.5, "per_label"])
+@pytest.mark.parametrize("pos_weight", [None, 2.5, "per_label", "per_label_list"])
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_binary_cross_entropy_equals_pytorch(batch, pos_weight, reduction):
     x, t = batch
-    if pos_weight == "per_label":
-        pos_weight = torch.linspace(0.5, 3.0, x.shape[1], dtype=torch.float64)
+    if pos_weight in ("per_label", "per_label_list"):  # a list is a tensor written out, as in a spec
+        weights = torch.linspace(0.5, 3.0, x.shape[1], dtype=torch.float64)
+        pos_weight = weights if pos_weight == "per_label" else weights.tolist()
     ours = L.binary_cross_entropy(x, t, pos_weight=pos_weight, reduction=reduction)
     pw = torch.as_tensor(pos_weight, dtype=torch.float64) if pos_weight is not None else None
     expected = F.binary_cross_entropy_with_logits(x, t, pos_weight=pw, reduction=reduction)
@@ -191,6 +192,8 @@ def test_binary_cross_entropy_rejects_bad_pos_weight(batch):
         L.binary_cross_entropy(x, t, pos_weight=torch.ones(3))
     with pytest.raises(ValueError, match="pos_weight must hold finite non-negative"):
         L.binary_cross_entropy(x, t, pos_weight=-1.0)
+    with pytest.raises(ValueError, match="pos_weight must be a number, got True"):
+        L.binary_cross_entropy(x, t, pos_weight=[1.0, True])
 
 
 def asl_official_form(x, y, gamma_neg, gamma_pos, clip):

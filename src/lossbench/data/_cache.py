@@ -21,8 +21,9 @@ import torch
 
 from lossbench.data._files import RemoteFile, atomic_write, default_cache_dir
 
-# Bump when a loader's parsed output changes, so stale entries are rebuilt.
-CACHE_VERSION = 1
+# Bump when a loader's parsed output changes, so stale entries are rebuilt.  2: loaders refuse
+# non-finite values, which entries parsed before may hold.
+CACHE_VERSION = 2
 
 
 def fingerprint(paths: Sequence[Path]) -> list[list[Any]]:

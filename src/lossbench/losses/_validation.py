@@ -38,6 +38,7 @@ def all_finite(x: torch.Tensor) -> bool:
 
 
 def check_logits(logits: torch.Tensor, ndim: int | None, validate: bool, name: str = "logits") -> None:
+    check_bool("validate", validate)
     if not isinstance(logits, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
     if not logits.is_floating_point():
@@ -158,6 +159,28 @@ def check_number(name: str, value: object) -> None:
     by name, not by a failed comparison deep inside a loss."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):
         raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+
+
+def check_numbers(name: str, value: object) -> None:
+    """A number, a tensor, or a list or tuple of numbers (a tensor written out, as in a spec):
+    strings and booleans are refused by name before ``torch.as_tensor`` sees them."""
+    for item in value if isinstance(value, (list, tuple)) else (value,):
+        check_number(name, item)
+
+
+def check_bool(name: str, value: object) -> None:
+    """A switch given as ``True`` or ``False``: any other value (``"no"``, ``0``, ``None``) is
+    refused by name instead of being read by its truthiness."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
+def check_count(name: str, value: object, *, allow_zero: bool = False) -> None:
+    """An integer ``> 0`` (``>= 0`` with ``allow_zero``); a boolean is no count."""
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:

@@ -17,6 +17,7 @@ from lossbench.losses._registry import loss_module, register_loss
 from lossbench.losses._validation import (
     check_class_weight,
     check_interval,
+    check_number,
     check_positive,
     masked_reduce,
     sigmoid_inputs,
@@ -70,6 +71,7 @@ def focal(
 def _positive_weight(alpha: float | torch.Tensor, x: torch.Tensor, validate: bool) -> torch.Tensor:
     """``alpha`` as a tensor broadcastable against ``x``: a scalar or one value per class (last dim)."""
     if not isinstance(alpha, torch.Tensor) or alpha.ndim == 0:
+        check_number("alpha", alpha)  # before float(), which takes a boolean and fails on a string
         check_interval("alpha", float(alpha), 0.0, 1.0)
         return torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
     if alpha.ndim != 1 or x.ndim == 0 or alpha.shape[0] != x.shape[-1]:

@@ -16,6 +16,7 @@ import torch
 from lossbench.losses._registry import LossModule, loss_module, register_loss
 from lossbench.losses._validation import (
     check_class_counts,
+    check_count,
     check_interval,
     check_logits,
     check_positive,
@@ -172,9 +173,8 @@ def drw_weights(
     Reference: Cao et al. 2019, arXiv 1906.07413, Algorithm 1;
     :func:`lossbench.losses.effective_number_weights`.
     """
-    for name, value in (("epoch", epoch), ("start_epoch", start_epoch)):
-        if not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    check_count("epoch", epoch, allow_zero=True)
+    check_count("start_epoch", start_epoch, allow_zero=True)
     if epoch < start_epoch:
         return None
     return effective_number_weights(class_counts, beta)
@@ -197,6 +197,7 @@ class LDAMLoss(LossModule):
 
     def __init__(self, *, drw_start: float | None = None, drw_beta: float = 0.9999, **kwargs) -> None:
         super().__init__(**kwargs)
+        check_interval("drw_beta", drw_beta, 0.0, 1.0, closed="left")
         if drw_start is not None:
             check_interval("drw_start", drw_start, 0.0, 1.0, closed="right")
             if "weight" in self._buffers:

@@ -20,6 +20,7 @@ from lossbench.losses._validation import (
     check_index_target,
     check_interval,
     check_logits,
+    check_numbers,
     check_positive,
     check_reduction,
     compute_dtype,
@@ -169,6 +170,7 @@ def binary_cross_entropy(
     x, t, valid = sigmoid_inputs(logits, target, ignore_index, reduction, validate)
     positive_term = t * F.logsigmoid(x)
     if pos_weight is not None:
+        check_numbers("pos_weight", pos_weight)
         w = torch.as_tensor(pos_weight, dtype=x.dtype, device=x.device)
         labels = x.shape[-1] if x.ndim else 1
         if w.ndim > 1 or w.numel() not in (1, labels):

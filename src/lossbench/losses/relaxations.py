@@ -14,7 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._validation import check_interval, check_positive, masked_reduce, softmax_inputs
+from lossbench.losses._validation import (
+    check_bool,
+    check_interval,
+    check_numbers,
+    check_positive,
+    masked_reduce,
+    softmax_inputs,
+)
 from lossbench.registry import FloatRange, HyperParam
 
 _TEMPERATURE = HyperParam("temperature", 1.0, FloatRange(0.05, 20.0, log=True), "margins are divided by T")
@@ -99,6 +106,8 @@ def beta_bernoulli_relaxation(
     Reference: "A New Smooth Approximation to the Zero One Loss with a Probabilistic
     Interpretation" (2020), as implemented in the EXACT paper's baselines.
     """
+    check_numbers("prior_weight", prior_weight)
+    check_numbers("theta", theta)
     w = torch.as_tensor(prior_weight, dtype=torch.float64)
     th = torch.as_tensor(theta, dtype=torch.float64)
     if validate and not (bool(((w > 0) & (w < 1)).all()) and bool(((th > 0) & (th <= 1)).all())):
@@ -160,6 +169,7 @@ class BetaBernoulliRelaxationLoss(nn.Module):
         super().__init__()
         check_interval("prior_weight", prior_weight, 0.0, 1.0, closed="neither")
         check_interval("theta", theta, 0.0, 1.0, closed="neither")
+        check_bool("learnable", learnable)
         raw = torch.logit(torch.tensor([prior_weight, theta], dtype=torch.float32))
         if learnable:
             self.raw = nn.Parameter(raw)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch.func import functional_call, vmap
 
-from lossbench.losses._validation import check_interval, check_positive
+from lossbench.losses._validation import check_count, check_interval, check_positive
 from lossbench.registry import FloatRange, HyperParam, IntRange
 from lossbench.train._base import StepContext, Transform
 from lossbench.train._registry import register_transform
@@ -55,8 +55,7 @@ class MGS(Transform):
         chunk_size: int | None = None,
         seed: int | None = None,
     ) -> None:
-        if not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        check_count("n_samples", n_samples)
         check_positive("sigma", sigma)
         check_interval("mix", mix, 0.0, 1.0, closed="neither")
         check_positive("alpha", alpha)
