@@ -32,7 +32,8 @@ import torch
 
 from lossbench.bench import runner as runner_module
 from lossbench.bench.execution import RunResult
-from lossbench.bench.runner import DEFAULT_PACK, Runner, run_record
+from lossbench.bench.defaults import DEFAULT_PACK
+from lossbench.bench.runner import Runner, run_record
 from lossbench.bench.spec import load_preset
 from lossbench.bench.storage import default_storage_url, open_storage
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from lossbench._table import format_table
 
+from lossbench.bench.defaults import DEFAULT_JOBS, DEFAULT_PACK, DEFAULT_THREADS
+
 LEDGER_OUT = "lossbench-ledger"  # where `lossbench claims` keeps its database and writes the ledger
 STORAGE_ENV = "LOSSBENCH_STORAGE"  # bench.storage.STORAGE_ENV (not imported: `lossbench losses` stays light)
 STORAGE_HELP = (f"SQLAlchemy URL of the trial storage, e.g. postgresql://user@host/db (default: ${STORAGE_ENV}, "
@@ -150,14 +152,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.spec and args.preset:
         raise ValueError("give a spec file or --preset, not both")
     spec = load_spec(args.spec) if args.spec else load_preset(args.preset or "builtin")
+    _run_options(args)
     device = _device(args.device)
     _writable_folder(args.out)
     _preflight(spec, args.data_dir)  # nothing is created before the spec is known to run
-    storage = open_storage(_storage_url(args, args.out), spec.heartbeat_interval)
-    runner = Runner(spec, storage, device, data_dir=args.data_dir)
-    with run_progress(f"{spec.name}") as progress:
+    url = _storage_url(args, args.out)
+    storage = open_storage(url, spec.heartbeat_interval)
+    runner = Runner(spec, storage, device, data_dir=args.data_dir, pack=args.pack)
+    with _local_workers(args, spec.name, url), run_progress(f"{spec.name}") as progress:
         runner.run(progress)
     return _finish(spec, storage, args.out)
+
+
+def _run_options(args: argparse.Namespace) -> None:
+    """--pack, --threads and --jobs checked (before any work) and the threads set."""
+    from lossbench.bench.workers import set_threads
+    from lossbench.losses._validation import check_count
+
+    check_count("--pack", args.pack)
+    check_count("--jobs", getattr(args, "jobs", 1))
+    set_threads(args.threads)
+
+
+def _local_workers(args: argparse.Namespace, study: str, url: str):
+    """``--jobs - 1`` worker processes joining ``study`` (a context manager that waits for them)."""
+    from lossbench.bench.workers import LocalWorkers
+
+    options = ["--pack", str(args.pack), "--threads", str(args.threads), "--device", args.device]
+    if args.data_dir:
+        options += ["--data-dir", args.data_dir]
+    return LocalWorkers(args.jobs - 1, study, url, args.out, options)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -166,10 +190,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from lossbench.bench.storage import open_storage, stored_spec
 
     url = _storage_url(args, None)
+    _run_options(args)
     device = _device(args.device)
     spec = stored_spec(open_storage(url, create=False), args.study)
     storage = open_storage(url, spec.heartbeat_interval, create=False)
-    runner = Runner(spec, storage, device, data_dir=args.data_dir)
+    runner = Runner(spec, storage, device, data_dir=args.data_dir, pack=args.pack)
     with run_progress(f"{spec.name} (worker)") as progress:
         runner.run(progress)
     console.print(f"study {spec.name!r} is complete; `lossbench report --storage ...` writes the report")
@@ -271,11 +296,13 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
     if claim.kind == "bench":
         for v in variations or claim.variations:
             study_spec(claim, args.budget, v)  # a bad budget or variation is refused before any work
+    _run_options(args)
     device = _device(args.device)
     _writable_folder(args.out)
     storage = _ledger_storage(args)
-    run_claim(claim, args.budget, storage, device, data_dir=args.data_dir, variations=variations,
-              progress=run_progress)  # fmt: skip
+    url = _storage_url(args, args.out)
+    run_claim(claim, args.budget, storage, device, data_dir=args.data_dir, variations=variations, progress=run_progress,
+              pack=args.pack, alongside=lambda study: _local_workers(args, study, url))  # fmt: skip
     console.print(f"claim {claim.id} ({args.budget}) done; `lossbench claims report --out {args.out}` writes the ledger")
     return 0
 
@@ -324,10 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_toy)
 
-    def common(p: argparse.ArgumentParser, storage_help: str = STORAGE_HELP) -> None:
+    def common(p: argparse.ArgumentParser, storage_help: str = STORAGE_HELP, jobs: bool = True) -> None:
         p.add_argument("--storage", help=storage_help)
         p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
         p.add_argument("--data-dir", help="where dataset files are found or downloaded to")
+        p.add_argument("--pack", type=int, default=DEFAULT_PACK,
+                       help=f"runs of one unit trained at once as one batched model where the unit allows it "
+                            f"(default {DEFAULT_PACK}; 1: one run at a time)")  # fmt: skip
+        p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                       help=f"torch threads per process (default {DEFAULT_THREADS}, which holds up on a busy machine)")
+        if jobs:
+            p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
+                           help=f"local worker processes on the same storage, this one included (default {DEFAULT_JOBS})")
 
     p = sub.add_parser("run", help="run or resume a study and print its leaderboard")
     p.add_argument("spec", nargs="?", help="a study spec (TOML); default: the built-in preset")
@@ -339,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="join a study stored at --storage from another process or machine")
     p.add_argument("study", help="the study (spec) name")
     common(p, f"SQLAlchemy URL of the shared trial storage (default: ${STORAGE_ENV}, which keeps a password "
-              "off the command line; one of the two is required)")  # fmt: skip
+              "off the command line; one of the two is required)", jobs=False)  # fmt: skip
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("report", help="rebuild the report from storage alone")

@@ -230,3 +230,13 @@ def test_a_worker_paused_past_the_grace_period_goes_on(tmp_path, monkeypatch):
     assert_complete_and_counted_once(storage, spec)
     (retry,) = [t for t in runner.units[0].tune.get_trials() if t.system_attrs.get("failed_trial") == paused[0]]
     assert retry.state == TrialState.COMPLETE
+
+
+def test_jobs_runs_local_workers_on_one_study(tmp_path):
+    """`lossbench run --jobs 2` starts a second local worker on the same storage: the study
+    completes with every run counted once, and a successful worker leaves no log behind."""
+    spec_path = write_spec(tmp_path / "spec.toml", name="jobs", trials=6, epochs=5, batch_size=16, dataset="wine")
+    out = tmp_path / "out"
+    cli_ok("run", str(spec_path), "--out", str(out), "--jobs", "2", "--pack", "2")
+    assert_complete_and_counted_once(open_storage(default_storage_url(out)), load_spec(spec_path))
+    assert not list(out.glob("worker-*.log"))

@@ -1,4 +1,4 @@
-"""Report figures (matplotlib, PNG bytes): learning curves and metric vs. main hyperparameter."""
+"""Report figures (matplotlib, PNG bytes): learning curves, metric vs. main hyperparameter, budget curves."""
 
 from __future__ import annotations
 
@@ -67,6 +67,19 @@ def hyperparameter_scatter(result: DatasetResult, spec: Spec) -> bytes:
     for ax in list(axes.flat)[len(rows) :]:
         ax.axis("off")
     fig.suptitle(f"{result.dataset.label}: tuning trials")
+    return _png(fig)
+
+
+def budget_curves(result: DatasetResult) -> bytes:
+    """Each method's best validation score after n tuning trials, n = 1 .. the budget."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in result.methods:
+        curve = row.budget_curve()
+        if curve:
+            ax.plot(np.arange(1, len(curve) + 1), curve, marker=".", label=row.method.name)
+    ax.set(xlabel="tuning trials spent", ylabel=f"best validation {result.metric}",
+           title=f"{result.dataset.label}: tuning budget")  # fmt: skip
+    ax.legend(fontsize=8)
     return _png(fig)
 
 

@@ -82,7 +82,8 @@ def markdown(spec: Spec, results: list[DatasetResult]) -> str:
             cells = [f"{_fmt(r.summaries[m].mean)} ± {_fmt(r.summaries[m].std)}" if m in r.summaries else "-" for m in other]
             lines.append(f"| {r.method.name} | " + " | ".join(cells) + " |")
         lines += ["", f"![learning curves](plots/{_slug(result)}_curves.png)",
-                  f"![tuning trials](plots/{_slug(result)}_tuning.png)", ""]  # fmt: skip
+                  f"![tuning trials](plots/{_slug(result)}_tuning.png)",
+                  f"![tuning budget](plots/{_slug(result)}_budget.png)", ""]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -134,6 +135,9 @@ def runs_csv(results: list[DatasetResult]) -> str:
     return buf.getvalue()
 
 
+PLOT_KINDS = ("curves", "tuning", "budget")  # per dataset: learning curves, tuning trials, budget curves
+
+
 def html_page(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) -> str:
     """One file: tables plus the PNG plots embedded as data URIs."""
     parts = [
@@ -155,7 +159,7 @@ def html_page(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) 
             for row in rows:
                 parts.append("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values()) + "</tr>")
         parts.append("</table>")
-        for kind in ("curves", "tuning"):
+        for kind in PLOT_KINDS:
             path = plots.get(f"{_slug(result)}_{kind}")
             if path and path.exists():
                 data = base64.b64encode(path.read_bytes()).decode()
@@ -169,12 +173,13 @@ def write_report(spec: Spec, results: list[DatasetResult], out_dir: str | Path) 
 
     Every path is checked to lie inside ``out_dir`` (see ``lossbench._paths.inside``).
     """
-    from lossbench.bench.plots import hyperparameter_scatter, learning_curves
+    from lossbench.bench.plots import budget_curves, hyperparameter_scatter, learning_curves
 
     plots: dict[str, Path] = {}
     for result in results:
         slug = _slug(result)
-        for kind, png in (("curves", learning_curves(result)), ("tuning", hyperparameter_scatter(result, spec))):
+        figures = (learning_curves(result), hyperparameter_scatter(result, spec), budget_curves(result))
+        for kind, png in zip(PLOT_KINDS, figures):
             path = inside(out_dir, "plots", f"{slug}_{kind}.png")
             atomic_write(path, png)
             plots[f"{slug}_{kind}"] = path

@@ -54,6 +54,17 @@ class MethodResult:
         """Test scores by seed order (nan for a diverged run)."""
         return [metric_of(self.runs[s], metric) for s in sorted(self.runs)]
 
+    def budget_curve(self) -> list[float]:
+        """Best validation score after each number of tuning trials (1, 2, ... by trial number):
+        what a smaller budget would have found, so a report can show which method needs the
+        least tuning."""
+        best, curve = -math.inf, []
+        for trial in sorted(self.tune_trials, key=lambda t: t.number):
+            value = trial.value if trial.value is not None and trial.value == trial.value else -math.inf
+            best = max(best, value)
+            curve.append(best if best > -math.inf else math.nan)
+        return curve
+
     @property
     def diverged_runs(self) -> int:
         return sum(int(metric_of(t, "diverged")) for t in self.runs.values())

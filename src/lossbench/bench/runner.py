@@ -16,6 +16,7 @@ import math
 import os
 import random
 import socket
+import threading
 import time
 import warnings
 import zlib
@@ -25,9 +26,9 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled  # what study.optimize uses
 from optuna.trial import FrozenTrial, TrialState
 
+from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.bench.execution import (
     DataCache,
     RunResult,
@@ -42,11 +43,11 @@ from lossbench.bench.methods import Method, check_compatible, resolve_method, su
 from lossbench.bench.metrics import selection_metric
 from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec, SpecError
 from lossbench.bench.storage import register_spec, study_name
+from lossbench.losses._validation import check_count
 
 CONFIG_ATTR = "config"  # the chosen parameters, stored on the final study
 CHOSEN_FROM_ATTR = "tune_trial"
 RUN_ATTR = "run"  # a trial's record: metrics, curves, seed, worker, seconds, pack (one write)
-DEFAULT_PACK = 32  # runs trained at once where a unit packs (lossbench run --pack; 1: one at a time)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -199,8 +200,7 @@ class Runner:
         on_trial: Callable[[str, str, RunResult], None] | None = None,
         pack: int = DEFAULT_PACK,
     ) -> None:
-        if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
-            raise SpecError(f"pack must be a positive integer (1: one run at a time), got {pack!r}")
+        check_count("pack", pack)
         self.spec, self.storage, self.device, self.pack = spec, storage, device, pack
         self.cache = DataCache(spec, device, data_dir)
         self.on_trial = on_trial
@@ -330,8 +330,10 @@ class Runner:
         attrs = unit.final.user_attrs  # one storage read
         stored = attrs.get(CONFIG_ATTR)
         if stored is None:
-            unit.final.set_user_attr(CONFIG_ATTR, best.params)
+            # The trial first: a worker that reads the configuration (the last write) finds the
+            # trial it came from stored already.
             unit.final.set_user_attr(CHOSEN_FROM_ATTR, best.number)
+            unit.final.set_user_attr(CONFIG_ATTR, best.params)
             stored = best.params
         elif attrs.get(CHOSEN_FROM_ATTR) != best.number:
             raise SpecError(f"{unit.label}: the stored choice of configuration no longer matches its tuning trials")
@@ -345,14 +347,12 @@ class Runner:
         another worker failed its trial as stale and queued a retry: that run's result cannot be
         recorded.  That run is lost, not the worker: it says so and goes on.
         """
-        if is_heartbeat_enabled(self.storage):
+        if heartbeat_interval(self.storage) is not None:
             _fail_stale(study)
         with warnings.catch_warnings():  # the heartbeats below are study.optimize's own
             warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
             trials = [study.ask() for _ in range(size)]
-        with contextlib.ExitStack() as heartbeats:
-            for trial in trials:
-                heartbeats.enter_context(get_heartbeat_thread(trial._trial_id, self.storage))
+        with Heartbeats(self.storage, [trial._trial_id for trial in trials]):
             try:
                 values = self._train(unit, trials, stage)
             except BaseException:  # a real error (or Ctrl-C): the trials fail, the error keeps its traceback
@@ -405,6 +405,54 @@ class Runner:
                 # A diverged run scores the worst possible value of the maximised metric and still counts.
                 values[i] = value if value == value else 0.0
         return values
+
+
+def heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
+    """Seconds between a running trial's heartbeats; None for a storage without them."""
+    get = getattr(storage, "get_heartbeat_interval", None)
+    return get() if get is not None else None
+
+
+class Heartbeats:
+    """The heartbeats of a pack's trials, as ``study.optimize`` keeps one trial's: every trial beats
+    once before its run starts, then every ``heartbeat_interval`` seconds from one thread.  A beat
+    that fails (a busy database) is retried a second later, with a warning; only beats missed
+    for the whole grace period let another worker fail the trials as stale."""
+
+    RETRY_SECONDS = 1.0
+
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_ids: list[int]) -> None:
+        self.storage, self.trial_ids = storage, trial_ids
+        self.interval = heartbeat_interval(storage)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _beat(self) -> None:
+        for trial_id in self.trial_ids:
+            self.storage.record_heartbeat(trial_id)
+
+    def _loop(self) -> None:
+        wait = self.interval
+        while not self._stop.wait(wait):
+            try:
+                self._beat()
+                wait = self.interval
+            except Exception as err:  # noqa: BLE001 - said, and retried; the run goes on
+                warnings.warn(f"a heartbeat could not be recorded ({type(err).__name__}: {err}); retrying",
+                              RuntimeWarning, stacklevel=1)  # fmt: skip
+                wait = self.RETRY_SECONDS
+
+    def __enter__(self) -> Heartbeats:
+        if self.interval is not None:
+            self._beat()  # before any work: a trial is never without its first beat
+            self._thread = threading.Thread(target=self._loop, daemon=True, name="lossbench-heartbeats")
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
 
 
 def _fail_stale(study: optuna.Study) -> None:

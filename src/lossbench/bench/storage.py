@@ -14,11 +14,13 @@ import re
 import sqlite3
 import time
 import warnings
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 
 from lossbench.bench.spec import Spec, SpecError, spec_from_json
 
@@ -145,6 +147,34 @@ class HeartbeatStorage(RDBStorage):
     (by the clocks of the worker that started it and the one checking, which should agree to
     within the grace period), and is failed and retried like any other.
     """
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        """As Optuna's, but a queued trial is taken (WAITING -> RUNNING) by one conditional UPDATE.
+
+        Optuna reads the trial's state and then writes RUNNING; SQLite has no row locks, so two
+        workers popping the same queued trial (a retry, an evaluation seed) could both take it
+        and both train it.  One ``UPDATE ... WHERE state = WAITING`` lets exactly one succeed.
+        """
+        if state != TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        from optuna.storages._rdb import models
+
+        session = self.scoped_session()
+        try:
+            taken = (
+                session.query(models.TrialModel)
+                .filter(models.TrialModel.trial_id == trial_id, models.TrialModel.state == TrialState.WAITING)
+                .update({"state": TrialState.RUNNING, "datetime_start": datetime.now()}, synchronize_session=False)
+            )
+            session.commit()
+        except Exception:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+        if not taken:
+            self.check_trial_is_updatable(trial_id, self.get_trial(trial_id).state)  # a finished trial raises, as Optuna's
+        return bool(taken)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         from optuna.storages._rdb import models  # the query Optuna's own check makes, widened

@@ -7,6 +7,7 @@ budget and variation the wall time of every ``lossbench claims run`` and each an
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import platform
 import socket
@@ -103,8 +104,12 @@ def run_claim(
     data_dir: str | None = None,
     variations: tuple[str, ...] | None = None,
     progress: Callable[[str], Any] | None = None,
+    pack: int | None = None,
+    alongside: Callable[[str], contextlib.AbstractContextManager] | None = None,
 ) -> None:
-    """Run (or resume, or join) the claim at ``budget``: every variation it declares.
+    """Run (or resume, or join) the claim at ``budget``: every variation it declares; ``pack``
+    as :class:`lossbench.bench.runner.Runner` takes it (default: its own); ``alongside(study)``
+    is entered around each study's run (local workers joining it, say).
 
     ``progress(title)`` returns a context manager yielding the bench's ``(done, total, unit)``
     callback, once per study (``lossbench.bench.console.run_progress`` is one).
@@ -123,12 +128,14 @@ def run_claim(
     runners = []
     for variation in variations or claim.variations:
         spec = study_spec(claim, budget, variation)
-        runners.append((variation, spec, Runner(spec, storage, device, data_dir=data_dir)))
+        options = {} if pack is None else {"pack": pack}
+        runners.append((variation, spec, Runner(spec, storage, device, data_dir=data_dir, **options)))
     for variation, spec, runner in runners:
         started = time.time()
-        if progress is None:
-            runner.run()
-        else:
-            with progress(f"{claim.id} ({budget}, {variation})") as update:
-                runner.run(update)
+        with alongside(spec.name) if alongside else contextlib.nullcontext():
+            if progress is None:
+                runner.run()
+            else:
+                with progress(f"{claim.id} ({budget}, {variation})") as update:
+                    runner.run(update)
         record_invocation(storage, claim, budget, variation, started, spec.name)

@@ -1,0 +1,65 @@
+"""Local parallelism: extra worker processes on this machine, joined to the same storage.
+
+``lossbench run --jobs N`` (and ``lossbench claims run --jobs N``) starts ``N - 1`` workers
+(``python -m lossbench worker``) beside the process that shows the progress; every worker runs
+units of the same study through the storage, as workers on other machines do, with crash safety
+unchanged.  The storage URL reaches them through the environment, never their command line (a
+password would show in ``ps``).  Each worker's output goes to a log file in the output folder,
+kept when the worker fails.
+
+Threads: torch's default of one thread per core makes each small run fight every other process
+for the cores, so each process uses ``defaults.DEFAULT_THREADS`` unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from lossbench._paths import inside
+from lossbench.losses._validation import check_count
+from lossbench.bench.storage import STORAGE_ENV
+
+def set_threads(threads: int) -> None:
+    """torch's intra-op threads for this process (checked: a positive integer)."""
+    check_count("--threads", threads)
+    torch.set_num_threads(threads)
+
+
+class LocalWorkers:
+    """``count`` worker processes on study ``study`` in ``storage_url``; a context manager that
+    waits for them on exit (and stops them if the block raised, Ctrl-C included)."""
+
+    def __init__(self, count: int, study: str, storage_url: str, out: str, options: Sequence[str] = ()) -> None:
+        self.count, self.study, self.url, self.out, self.options = count, study, storage_url, out, list(options)
+        self._procs: list[tuple[subprocess.Popen, Path]] = []
+
+    def __enter__(self) -> LocalWorkers:
+        env = {**os.environ, STORAGE_ENV: self.url, "PYTHONUNBUFFERED": "1"}
+        for i in range(self.count):
+            log = inside(self.out, f"worker-{i + 1}.log")
+            with open(log, "w", encoding="utf-8") as stream:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "lossbench", "worker", self.study, *self.options],
+                    env=env, stdout=stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                )  # fmt: skip
+            self._procs.append((proc, log))
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            for proc, _ in self._procs:
+                proc.terminate()
+        failed = []
+        for proc, log in self._procs:
+            if proc.wait() == 0:
+                log.unlink(missing_ok=True)
+            elif kind is None:
+                failed.append(f"{log} (exit status {proc.returncode})")
+        if failed:
+            raise RuntimeError(f"{len(failed)} local worker(s) failed; their output is in {', '.join(failed)}")
