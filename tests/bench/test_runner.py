@@ -7,6 +7,8 @@ import math
 
 import optuna
 import pytest
+
+from lossbench.bench.report import PLOT_KINDS
 import torch
 from optuna.trial import TrialState
 
@@ -85,8 +87,11 @@ def test_report_numbers_trace_to_stored_trials(finished):
     md = (out / "report.md").read_text()
     assert f"tune #{ce.chosen_trial}" in md
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2
+    assert html.count("data:image/png;base64,") == len(PLOT_KINDS)
     assert not math.isnan(wine.method("ce").rank)
+    # Budget curve: the best validation score after n trials, by trial number.
+    values = [t.value for t in sorted(ce.tune_trials, key=lambda t: t.number)]
+    assert ce.budget_curve() == [max(values[: n + 1]) for n in range(len(values))]
 
 
 def test_a_changed_spec_under_the_same_name_is_refused(finished, tmp_path):
