@@ -7,12 +7,10 @@ import math
 
 import optuna
 import pytest
-
-from lossbench.bench.report import PLOT_KINDS
 import torch
 from optuna.trial import TrialState
 
-from lossbench.bench.report import write_report
+from lossbench.bench.report import PLOT_KINDS, write_report
 from lossbench.bench.results import collect
 from lossbench.bench.runner import Runner, evaluation_seeds, run_record
 from lossbench.bench.spec import SpecError, load_spec, parse_spec
