@@ -277,13 +277,16 @@ class Runner:
                     _fail_stale(unit.final)
 
     def step(self, unit: Unit) -> str:
-        """Run one trial of the unit if it has work: 'ran', 'waiting' (others running) or 'done'."""
+        """Run trials of the unit if it has work no worker is doing: 'ran', 'waiting' (others are running
+        what is left) or 'done'."""
         trials = unit.tune.get_trials(deepcopy=False)
         budget = budget_trials(trials, self.spec.trials)
         self._done[unit.label] = len(budget)
         if len(budget) < self.spec.trials:
-            running = sum(1 for t in trials if t.state == TrialState.RUNNING)
-            self._tune(unit, self._pack_size(unit, self.spec.trials - len(budget) - running, "tune"))
+            wanted = self.spec.trials - len(budget) - sum(1 for t in trials if t.state == TrialState.RUNNING)
+            if wanted <= 0:
+                return "waiting"  # other workers are running the rest: work on another unit meanwhile
+            self._tune(unit, self._pack_size(unit, wanted, "tune"))
             return "ran"
         if any(t.state == TrialState.RUNNING for t in trials):
             return "waiting"  # the choice must see every trial that may still enter the budget
