@@ -260,10 +260,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ledger_storage(args: argparse.Namespace, create: bool = True):
+def _ledger_storage(args: argparse.Namespace, create: bool = True, heartbeat_interval: int | None = None):
     from lossbench.bench.storage import open_storage
 
-    return open_storage(_storage_url(args, args.out), create=create)
+    return open_storage(_storage_url(args, args.out), heartbeat_interval, create=create)
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
@@ -293,13 +293,12 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
 
     claim = get_claim(args.claim)
     variations = tuple(args.variation) if args.variation else None
-    if claim.kind == "bench":
-        for v in variations or claim.variations:
-            study_spec(claim, args.budget, v)  # a bad budget or variation is refused before any work
+    # A bad budget or variation is refused before any work.
+    specs = [study_spec(claim, args.budget, v) for v in variations or claim.variations] if claim.kind == "bench" else []
     _run_options(args)
     device = _device(args.device)
     _writable_folder(args.out)
-    storage = _ledger_storage(args)
+    storage = _ledger_storage(args, heartbeat_interval=min((s.heartbeat_interval for s in specs), default=None))
     url = _storage_url(args, args.out)
     run_claim(claim, args.budget, storage, device, data_dir=args.data_dir, variations=variations, progress=run_progress,
               pack=args.pack, alongside=lambda study: _local_workers(args, study, url))  # fmt: skip

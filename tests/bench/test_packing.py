@@ -70,7 +70,7 @@ def test_a_packed_study_chooses_and_scores_what_an_unpacked_one_does(tmp_path):
     spec = _spec(methods=METHODS[:2])
     results = {}
     for pack in (1, 8):
-        storage = open_storage(f"sqlite:///{tmp_path}/pack{pack}.db")
+        storage = open_storage(f"sqlite:///{tmp_path}/pack{pack}.db", spec.heartbeat_interval)
         runner = Runner(spec, storage, torch.device("cpu"), pack=pack)
         runner.run()
         results[pack] = {

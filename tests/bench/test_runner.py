@@ -118,3 +118,13 @@ def test_unknown_names_are_clear_errors(tmp_path):
         spec = parse_spec({"name": "bad", "datasets": ["wine"], "methods": methods})
         with pytest.raises(SpecError, match=message):
             Runner(spec, storage, torch.device("cpu"))
+
+
+def test_a_storage_without_heartbeats_is_refused(tmp_path):
+    """Its trials would never go stale when the worker dies, and a worker with heartbeats would
+    fail its live trials as stale (they have none): refused before anything is stored."""
+    spec = parse_spec({"name": "nobeat", "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}]})
+    storage = open_storage(default_storage_url(tmp_path))
+    with pytest.raises(SpecError, match="heartbeats"):
+        Runner(spec, storage, torch.device("cpu"))
+    assert optuna.get_all_study_names(storage) == []

@@ -83,7 +83,7 @@ def tiny_claim(monkeypatch):
 
 
 def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_path):
-    storage = open_storage(default_storage_url(tmp_path))
+    storage = open_storage(default_storage_url(tmp_path), study_spec(tiny_claim, "quick").heartbeat_interval)
     run_claim(tiny_claim, "quick", storage, torch.device("cpu"))
     spec = study_spec(tiny_claim, "quick")
     outcome = judge(tiny_claim, spec, storage, "quick", "fixed")

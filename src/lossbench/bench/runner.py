@@ -207,6 +207,10 @@ class Runner:
         self.seeds = evaluation_seeds(spec)
         # Every name, file and pairing is checked before anything is written to the storage.
         resolved = [(d, self._validated(d, m)) for d, m in spec.units()]
+        if isinstance(storage, optuna.storages.RDBStorage) and heartbeat_interval(storage) is None:
+            # Without heartbeats a dead worker's trials would never be retried, and a worker
+            # that has them would fail this one's live trials as stale.
+            raise SpecError("the storage must keep heartbeats: open it with open_storage(url, spec.heartbeat_interval)")
         register_spec(storage, spec)
         self.units = [self._unit(d, m) for d, m in resolved]
         self._done: dict[str, int] = {}
