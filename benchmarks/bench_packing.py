@@ -31,8 +31,8 @@ from unittest import mock
 import torch
 
 from lossbench.bench import runner as runner_module
-from lossbench.bench.execution import RunResult
 from lossbench.bench.defaults import DEFAULT_PACK
+from lossbench.bench.execution import RunResult
 from lossbench.bench.runner import Runner, run_record
 from lossbench.bench.spec import load_preset
 from lossbench.bench.storage import default_storage_url, open_storage

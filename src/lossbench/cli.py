@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lossbench._table import format_table
-
 from lossbench.bench.defaults import DEFAULT_JOBS, DEFAULT_PACK, DEFAULT_THREADS
 
 LEDGER_OUT = "lossbench-ledger"  # where `lossbench claims` keeps its database and writes the ledger

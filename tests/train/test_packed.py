@@ -60,7 +60,7 @@ def _assert_same(alone, packed, rtol=1e-4, atol=1e-5):
                 assert r2[key] == pytest.approx(r1[key], rel=rtol, abs=atol, nan_ok=True), key
 
 
-BASE = dict(epochs=3, batch_size=32, lr_final=1e-3)
+BASE = {"epochs": 3, "batch_size": 32, "lr_final": 1e-3}
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])

@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from lossbench._paths import inside
-from lossbench.losses._validation import check_count
 from lossbench.bench.storage import STORAGE_ENV
+from lossbench.losses._validation import check_count
+
 
 def set_threads(threads: int) -> None:
     """torch's intra-op threads for this process (checked: a positive integer)."""

@@ -111,11 +111,7 @@ def fit(
     to the row (validation metrics, say) and stops training by returning True.
     """
     steps_per_epoch, samples = check_epoch_shape(x_train, y_train, epochs, batch_size, repeat, drop_last)
-    check_positive("lr", lr)
-    if lr_final is not None:
-        check_positive("lr_final", lr_final)
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    check_lr_schedule([lr], lr_final, lr_schedule)
 
     device = torch.device(device) if device is not None else x_train.device
     model.to(device)
@@ -165,6 +161,15 @@ def fit(
         if on_epoch_end is not None and on_epoch_end(epoch, row):
             break
     return history
+
+
+def check_lr_schedule(lrs: Sequence[float], lr_final: float | None, lr_schedule: str) -> None:
+    for lr in lrs:
+        check_positive("lr", lr)
+    if lr_final is not None:
+        check_positive("lr_final", lr_final)
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
 
 
 def check_epoch_shape(

@@ -26,7 +26,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from lossbench.losses._validation import check_positive
 from lossbench.train._base import LossFn, StepContext, per_run
 from lossbench.train._registry import TransformSpec, make_transform
-from lossbench.train.loop import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_ON, check_epoch_shape
+from lossbench.train.loop import OPTIMIZERS, WEIGHT_DECAY_ON, check_epoch_shape, check_lr_schedule
 
 PackedEpochCallback = Callable[[int, list[dict[str, float]]], Any]
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's and AdamW's defaults
@@ -198,12 +198,7 @@ def fit_packed(
     transforms = [[] for _ in range(k_runs)] if transforms is None else transforms
     if not (len(losses) == len(lrs) == len(generators) == len(weight_decays) == len(transforms) == k_runs):
         raise ValueError(f"a pack of {k_runs} runs needs {k_runs} losses, lrs, generators, weight decays and transform lists")
-    for lr in lrs:
-        check_positive("lr", lr)
-    if lr_final is not None:
-        check_positive("lr_final", lr_final)
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    check_lr_schedule(lrs, lr_final, lr_schedule)
     steps_per_epoch, samples = check_epoch_shape(x_train, y_train, epochs, batch_size, repeat, drop_last)
     n, device = x_train.shape[0], packed.params[0].device
     x_train, y_train = x_train.to(device), y_train.to(device)
