@@ -1,7 +1,17 @@
 """EXACT by quadrature (``lossbench.losses.exact``) against cross-entropy: speed, peak memory, accuracy.
 
-Run from the repository root: ``python benchmarks/bench_exact.py`` (``--help`` for options).  What is
-measured, and how:
+Run from the repository root: ``python benchmarks/bench_exact.py`` (``--help`` for options;
+``--loop-only`` prints the first table alone, in a minute).  What is measured, and how:
+
+- as a training loop calls the loss: forward+backward on the same float32 logits ``(B = 256, C)`` every
+  step, a leaf tensor whose gradient is reset (``x.grad = None``), the loss built once as training
+  builds it (``ExactLoss(validate=False)``; ``F.cross_entropy``), caches warm.  Each round runs every
+  candidate for ``--steps`` steps in a row, in alternating order, after a warm-up; the table gives the
+  median time per step over the rounds and its ratio to cross-entropy in the same rounds.  One torch
+  thread by default (lossbench's ``--threads`` default; the kernel then runs on one core).  Rows: the
+  defaults (sigma 1) on ``N(0, 1)`` logits, every rival in play (the quadrature's worst case); ``-log P``;
+  the paper's Table 1 recipe late in training (batch standardisation, margin 1, sigma 0.1); the
+  PyTorch path (CUDA and no compiler).
 
 - forward+backward time of the loss on float32 logits ``(B = 256, C)`` drawn from ``N(0, 1)`` with
   ``sigma = 1``, so every rival is in play (nothing could be skipped: the worst case for the
@@ -51,7 +61,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lossbench.losses import _exact_native, exact
+from lossbench.losses import ExactLoss, _exact_native, exact
 from lossbench.losses._exact_genz import genz_monte_carlo
 from lossbench.losses._validation import reduce, softmax_inputs
 
@@ -146,6 +156,57 @@ def pytorch_path(loss_fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Te
 
 
 EAGER = "exact (PyTorch path)"
+EAGER_LOOP = "exact, PyTorch path"
+
+
+def training_steps(loss_fn, logits: torch.Tensor, target: torch.Tensor, steps: int) -> Callable[[], None]:
+    """``steps`` training-loop steps of ``loss_fn``: forward and backward on the same leaf tensor."""
+    x = logits.detach().clone().requires_grad_(True)
+
+    def run() -> None:
+        for _ in range(steps):
+            x.grad = None
+            loss_fn(x, target).backward()
+
+    return run
+
+
+LOOP_LOSSES = {
+    "cross_entropy": lambda: F.cross_entropy,
+    "exact": lambda: ExactLoss(validate=False),
+    "exact, -log P": lambda: ExactLoss(log_loss=True, validate=False),
+    "exact, Table 1 recipe (standardize, margin 1, sigma 0.1)": lambda: ExactLoss(
+        standardize=True, margin=1.0, sigma=0.1, validate=False
+    ),
+    EAGER_LOOP: lambda: pytorch_path(ExactLoss(validate=False)),
+}
+
+
+def training_loop_table(device: torch.device, rounds: int, steps: int, classes: tuple[int, ...]) -> None:
+    names = [name for name in LOOP_LOSSES if device.type == "cpu" or name != EAGER_LOOP]
+    rows: dict[str, list[str]] = {name: [] for name in names}
+    for c in classes:
+        gen = torch.Generator().manual_seed(c)
+        logits = torch.randn(BATCH, c, generator=gen).to(device)
+        target = torch.randint(0, c, (BATCH,), generator=gen).to(device)
+        few = max(1, steps // 10)  # the PyTorch path is several times slower: fewer steps per round
+        candidates = {
+            name: training_steps(LOOP_LOSSES[name](), logits, target, few if name == EAGER_LOOP else steps)
+            for name in names
+        }
+        med = round_robin(candidates, rounds, device)
+        for name in names:
+            per_step = med[name] / (few if name == EAGER_LOOP else steps)
+            ratio = per_step / (med["cross_entropy"] / steps)
+            rows[name].append(f"{1e6 * per_step:.0f} us ({ratio:.1f}x)")
+    print_table(
+        f"\nas a training loop calls it: forward+backward on the same float32 logits, B={BATCH}, N(0, 1), "
+        f"{device}, {torch.get_num_threads()} thread(s);\nmedian time per step over {rounds} rounds of "
+        f"{steps} steps (ratio to cross-entropy in the same rounds); load average {os.getloadavg()[0]:.2f}",
+        [f"C={c}" for c in classes],
+        rows,
+    )
+
 
 
 def print_table(title: str, columns: list[str], rows: dict[str, list[str]]) -> None:
@@ -340,7 +401,10 @@ def accuracy_table() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30, help="round-robin repeats per timing (default 30)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as lossbench trains)")
+    parser.add_argument("--steps", type=int, default=20, help="steps per round in the training-loop table (default 20)")
+    parser.add_argument("--classes", type=int, nargs="+", default=[10, 100], help="C of the training-loop table")
+    parser.add_argument("--loop-only", action="store_true", help="only the training-loop table")
     parser.add_argument("--skip-accuracy", action="store_true", help="only time and measure memory")
     parser.add_argument("--baseline", metavar="REF", help="also time the quadrature of this git revision")
     parser.add_argument("--memory-child", nargs=2, metavar=("METHOD", "C"), help=argparse.SUPPRESS)
@@ -358,7 +422,13 @@ def main() -> None:
     kernel = "fused kernel" if _exact_native.kernel() else f"PyTorch ({_exact_native.unavailable_reason()})"
     print(f"EXACT on CPU: {kernel}")
     baseline = (args.baseline, baseline_exact(args.baseline)) if args.baseline else None
-    for device in [torch.device("cpu")] + ([torch.device("cuda")] if cuda else []):
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if cuda else [])
+    for device in devices:
+        training_loop_table(device, args.rounds, args.steps, tuple(args.classes))
+    if args.loop_only:
+        print(f"\nload average after: {os.getloadavg()[0]:.2f} (other processes share this machine)")
+        return
+    for device in devices:
         speed_table(device, args.rounds, baseline)
         mlp_step_table(device, args.rounds, baseline)
         trained_table(device, args.rounds, baseline)

@@ -60,7 +60,7 @@ extern double log(double);
    and every call spills the vector registers): with E = exp(-x^2) (x^2 split in two floats, so E
    keeps its relative precision up to x = 9) and erfcx(|x|) = exp(x^2) erfc(|x|) = P(|x|) / Q(|x|),
    erfc(x) = E P / Q for x >= 0 and 2 - E P / Q below, and lam = E / (sqrt(2 pi) Phi): with
-   N = E P / 2 (x >= 0) or Q - E P / 2, Phi = N / Q and lam = E Q / (sqrt(2 pi) N), from the one
+   N = E P / 2 (x >= 0) or Q - E P / 2 (P / 2's coefficients stored), Phi = N / Q and lam = E Q / (sqrt(2 pi) N), from the one
    division 1 / (N Q).  P and Q (degrees 4 and 5, positive coefficients: no cancellation) were
    fitted to SciPy's erfcx on [0, 9.25] (linearised least squares in relative error, reweighted):
    relative error 2e-8 in exact arithmetic, 4e-7 in float (glibc's erfcf: 1 ulp, 6e-8), and
@@ -72,12 +72,13 @@ static inline void phi_and_lam(REAL x, REAL *phi, REAL *lam, const REAL log_scal
   *phi = value;
 }
 #else
-/* exp(a) for a in [-88, 0] (Cephes' expf: 2^n exp(r), |r| <= ln2 / 2, a degree-6 polynomial) */
-static inline float exp_nonpositive(float a) {
-  float n = a * 1.44269504088896341f + 12582912.0f; /* round to the nearest integer */
+/* exp(-(hi + lo)) for hi + lo in [0, 88], lo a small correction of hi (Cephes' expf: 2^n exp(r),
+   |r| <= ln2 / 2, a degree-6 polynomial; lo enters r exactly where it matters) */
+static inline float exp_of_minus(float hi, float lo) {
+  float n = hi * -1.44269504088896341f + 12582912.0f; /* round to the nearest integer */
   n -= 12582912.0f;
-  float r = fmaf(n, -0.693145751953125f, a);
-  r = fmaf(n, -1.428606765330187e-06f, r);
+  float r = fmaf(n, -0.693145751953125f, -hi);
+  r = fmaf(n, -1.428606765330187e-06f, r) - lo;
   float p = 1.9875691500e-4f;
   p = fmaf(p, r, 1.3981999507e-3f);
   p = fmaf(p, r, 8.3334519073e-3f);
@@ -93,20 +94,20 @@ static inline float exp_nonpositive(float a) {
 
 static inline void phi_and_lam(float x, float *phi, float *lam, const float log_scale) {
   (void)log_scale;
-  const float ax = x < 0 ? -x : x, hi = x * x, lo = fmaf(x, x, -hi);
-  const float e = exp_nonpositive(-hi) * (1.0f - lo);
-  float p = 0.03335174953586502f;
-  p = fmaf(p, ax, 0.23146162752506447f);
-  p = fmaf(p, ax, 0.7358723166882127f);
-  p = fmaf(p, ax, 1.2419930184915182f);
-  p = fmaf(p, ax, 1.0000000234746558f);
+  const float ax = x < 0 ? -x : x, hi = x * x;
+  const float e = exp_of_minus(hi, fmaf(x, x, -hi));
+  float p = 0.01667587476793251f; /* P / 2 */
+  p = fmaf(p, ax, 0.11573081376253224f);
+  p = fmaf(p, ax, 0.36793615834410635f);
+  p = fmaf(p, ax, 0.6209965092457591f);
+  p = fmaf(p, ax, 0.5000000117373279f);
   float q = 0.05911369803004765f;
   q = fmaf(q, ax, 0.4102820869760116f);
   q = fmaf(q, ax, 1.3334245432859564f);
   q = fmaf(q, ax, 2.4105370320790525f);
   q = fmaf(q, ax, 2.370373402803883f);
   q = fmaf(q, ax, 1.0f);
-  const float half = 0.5f * e * p, n = x >= 0 ? half : q - half;
+  const float half = e * p, n = x >= 0 ? half : q - half;
   const float inv = 1.0f / (n * q); /* n q >= 1e-36 for x <= 9 */
   *phi = n * (n * inv);
   *lam = (0.3989422804014327f * e * q) * (q * inv);
@@ -355,6 +356,8 @@ static void node_terms(Nodes *nd, REAL *xm, const REAL *offsets, REAL *x, REAL *
                        const Constants *k) {
   const REAL sqrt2 = (REAL)k->sqrt2;
   if (!nd->by_node) {
+    double products[MAX_NODES];
+    char below[MAX_NODES] = {0};
     for (int j = nd->kept; j < nd->kept_p; ++j) xm[j] = SENTINEL;
     for (int i = 0; i < nd->k_nodes; ++i) {
       REAL *lk = nd->lam + (size_t)i * nd->kept_p, *vk = nd->v + (size_t)i * nd->kept_p;
@@ -369,8 +372,17 @@ static void node_terms(Nodes *nd, REAL *xm, const REAL *offsets, REAL *x, REAL *
         s += lk[j], product *= logs ? 1.0 : (double)phi[j];
         vk[j] = lk[j] - sqrt2 * vk[j];
       }
-      nd->s[i] = (REAL)s, nd->log_f[i] = (REAL)log_of_product(phi, nd->kept_p, logs, product, k);
+      nd->s[i] = (REAL)s;
+      if (!logs && product >= k->product_floor)
+        products[i] = product; /* its log below, with the other nodes' (vectorised) */
+      else
+        products[i] = 1.0, nd->log_f[i] = (REAL)log_of_product(phi, nd->kept_p, logs, product, k), below[i] = 1;
     }
+    double logs_of[MAX_NODES];
+#pragma omp simd
+    for (int i = 0; i < nd->k_nodes; ++i) logs_of[i] = log(products[i]);
+    for (int i = 0; i < nd->k_nodes; ++i)
+      if (!below[i]) nd->log_f[i] = (REAL)logs_of[i];
     return;
   }
   /* log F per node as the log of the product of Phi in double (one log per node), unless a rival is
@@ -552,10 +564,12 @@ enum { WAY_P, WAY_Q, WAY_UNION, WAY_FAR };
    otherwise, unless a rival is far ahead.  top: the largest x, -m_1 / sqrt2. */
 static int choose_way(const REAL *xr, int rp, REAL top, double least, const Constants *k) {
   const REAL inv_sqrt2 = (REAL)k->inv_sqrt2;
+  const double least_margin = -k->sqrt2 * top;
+  if (least_margin <= 0 && k->union_bound <= 0.5) /* a rival level or ahead: U >= Phi(0), no sum needed */
+    return least_margin < -k->far_margin ? WAY_FAR : WAY_P;
   double u = 0.0;
 #pragma omp simd reduction(+ : u)
   for (int j = 0; j < rp; ++j) u += half_erfc(-xr[j] * inv_sqrt2, k); /* the padding adds 0 */
-  const double least_margin = -k->sqrt2 * top;
   if (u < k->union_bound) return least_margin > least ? WAY_UNION : WAY_Q;
   return least_margin < -k->far_margin ? WAY_FAR : WAY_P;
 }
@@ -629,14 +643,16 @@ static double row_loss(double value, int way, int kind, double *factor) {
    row's 1 - P is 1 with no gradient; its log P or -log P is left (zeros) to the caller.  With
    reduction 1 (mean) or 2 (sum), value[b] is the mean over the rows whose target is not ignore_index or the
    sum (in double, in row order: the same bits whatever the threads) and the gradient is that of the
-   mean or sum.  counts: rows whose target is not ignore_index, rows with another target outside
+   mean or sum.  With standardize, the logits are standardised first (see below; stats: mean,
+   std + eps and 1 / ((count - 1) std)).  counts: rows whose target is not ignore_index, rows with another target outside
    [0, C), far rows left to the caller.  constants: see the enum above.  2 n <= MAX_NODES.
    Returns 0, -1 if out of memory, -2 for too many nodes, -3 for a series longer than MAX_TAIL_TERMS. */
 int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int64_t *ways, int choose,
                                  int64_t ignore_index, int64_t b, int64_t c, double scale, double clip, int kind,
                                  int n, const double *hermite_x, const double *hermite_log_w, const double *constants,
-                                 double least, int reduction, REAL *value, REAL *grad, REAL *mu, REAL *offsets,
-                                 REAL *log_weights, int64_t *counts, int threads) {
+                                 double least, int reduction, int standardize, double eps, REAL *value, REAL *grad,
+                                 REAL *mu, REAL *offsets, REAL *log_weights, int64_t *counts, double *stats,
+                                 int threads) {
   int failed = 0;
   int64_t valid = 0, bad = 0, far = 0;
   const int r = (int)c - 1, rp = PAD(r), k_nodes = 2 * n;
@@ -651,6 +667,27 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
   counts[0] = valid, counts[1] = bad, counts[2] = 0;
   if (bad) return 0;
   const double per_row = reduction == 1 ? 1.0 / (double)valid : 1.0; /* d reduced / d value_i */
+  /* Batch standardisation x' = (x - mean) / (std + eps), one mean and unbiased std over the logits of
+     the rows whose target is not ignore_index (_standardize in _exact_quadrature.py): the margins only see
+     differences, so it divides them by d = std + eps (scale / d, clip d); its gradient adds
+     -(A / d) (x - mean) / ((count - 1) std) on those rows, A = sum g (x - mean) (the mean's own term
+     vanishes: each row's gradient sums to 0). */
+  double mean = 0.0, d = 1.0, per_std = 0.0;
+  if (standardize) {
+    double sum = 0.0, squares = 0.0, count = (double)valid * (double)c;
+    for (int64_t i = 0; i < b; ++i)
+      if (target[i] != ignore_index)
+        for (int64_t col = 0; col < c; ++col) sum += scores[i * c + col];
+    count = count < 2 ? 2 : count;
+    mean = sum / count;
+    for (int64_t i = 0; i < b; ++i)
+      if (target[i] != ignore_index)
+        for (int64_t col = 0; col < c; ++col) squares += (scores[i * c + col] - mean) * (scores[i * c + col] - mean);
+    const double var = squares / (count - 1), std = sqrt(var > TINY ? var : TINY); /* torch's clamp_min(tiny) */
+    d = std + eps, per_std = var > TINY ? 1.0 / ((count - 1) * std) : 0.0;
+    scale /= d, clip *= d;
+  }
+  stats[0] = mean, stats[1] = d, stats[2] = per_std;
 #pragma omp parallel num_threads(threads) reduction(| : failed) reduction(+ : far)
   {
     /* the rivals' x, the row's work space (see one_row; union_row's doubles fit in it), the columns,
@@ -728,6 +765,16 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
     }
   }
   counts[2] = far;
+  if (standardize && grad && !far) { /* (with far rows, the caller adds this once they are filled) */
+    double a = 0.0;
+    for (int64_t i = 0; i < b; ++i)
+      if (target[i] != ignore_index)
+        for (int64_t col = 0; col < c; ++col) a += grad[i * c + col] * (scores[i * c + col] - mean);
+    const double coef = -a / d * per_std;
+    for (int64_t i = 0; i < b; ++i)
+      if (target[i] != ignore_index)
+        for (int64_t col = 0; col < c; ++col) grad[i * c + col] += (REAL)(coef * (scores[i * c + col] - mean));
+  }
   if (reduction) {
     double total = 0.0;
     for (int64_t i = 0; i < b; ++i) total += value[i];

@@ -168,7 +168,7 @@ def _declare(library: ctypes.CDLL) -> dict[torch.dtype, ctypes._CFuncPtr]:
     for dtype, name in ((torch.float32, "lossbench_exact_rows_f32"), (torch.float64, "lossbench_exact_rows_f64")):
         fn = getattr(library, name)
         p, i64, f64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
-        fn.argtypes = [p, p, p, i32, i64, i64, i64, f64, f64, i32, i32, p, p, p, f64, i32, p, p, p, p, p, p, i32]
+        fn.argtypes = [p, p, p, i32, i64, i64, i64, f64, f64, i32, i32, p, p, p, f64, i32, i32, f64, p, p, p, p, p, p, p, i32]
         fn.restype = ctypes.c_int
         elementwise = getattr(library, name.replace("exact_rows", "log_ndtr_and_mills"))
         elementwise.argtypes = [p, i64, p, p, p]
@@ -291,6 +291,8 @@ def rows(
     least: float | None = None,
     ignore_index: int = NO_INDEX,
     reduction: str = "none",
+    standardize: bool = False,
+    eps: float = 0.0,
 ):
     """One call of the kernel (see :func:`applies`) over the rows of ``scores`` (B, C).
 
@@ -301,12 +303,16 @@ def rows(
     per-sample loss.  ``ways`` (B,) int64: given (None: the rule for P everywhere), or chosen by the
     kernel when ``least`` (the smallest margin of a union-bound row) is given.  A row whose target is
     ``ignore_index`` gets zeros.  ``reduction`` "mean" or "sum": also their value over the other rows
-    (0-dim; None with "none"), and the gradient is theirs.  Returns the values (B,), the reduced value,
-    the gradient (B, C) or None, the ways (None if neither given nor chosen), the rule ``(mu, offsets,
-    log_weights)`` and the counts ``(rows whose target is not ignore_index, other targets outside
-    [0, C), far rows left to the caller)``; with other targets outside ``[0, C)`` nothing is computed.
-    A far row (a rival more than ``FAR_MARGIN`` ahead) has ``1 - P = 1`` and no gradient; its ``log P``
-    is left to the caller (zeros).
+    (0-dim), and the gradient is theirs.  ``standardize``: the logits standardised first, one mean and
+    std over the rows whose target is not ``ignore_index`` (``x' = (x - mean) / (std + eps)``), the
+    gradient through it.  Returns the outputs in one flat tensor (see :func:`views`), the ways (None if
+    neither given nor chosen), the counts ``(rows whose target is not ignore_index, other targets
+    outside [0, C), far rows left to the caller)`` and the standardisation's ``(mean, std + eps,
+    1 / ((count - 1) std))`` (with far rows the caller adds its part of the gradient); with other targets
+    outside ``[0, C)`` nothing is computed.  A far row (a rival more than ``FAR_MARGIN`` ahead) has
+    ``1 - P = 1`` and no gradient; its ``log P`` is left to the caller (zeros).
+
+    Kept lean (it runs on every training step): no views of the outputs, their addresses computed.
     """
     m = scores if scores.is_contiguous() else scores.contiguous()
     if target.dtype != torch.int64 or not target.is_contiguous():
@@ -318,28 +324,37 @@ def rows(
         ways = torch.empty(b, dtype=torch.int64)
     elif ways is not None and (ways.dtype != torch.int64 or not ways.is_contiguous()):
         ways = ways.to(torch.int64).contiguous()
-    # one allocation for the outputs: value (and the reduced value), mu, offsets, log weights (, gradient)
+    # one allocation for the outputs: value (B + 1, the reduced value last), mu (B), offsets and log
+    # weights (B, 2 n each) (, gradient (B, C))
     out = torch.empty(b * (2 + 4 * n + (c if need_grad else 0)) + 1, dtype=m.dtype)
-    k = 2 * n * b
-    mu, offsets, log_weights = out[b + 1 : 2 * b + 1], out[2 * b + 1 : 2 * b + 1 + k], out[2 * b + 1 + k : 2 * b + 1 + 2 * k]
-    grad = out[2 * b + 1 + 2 * k :] if need_grad else None
-    counts = (ctypes.c_int64 * 3)()
+    at, size = out.data_ptr(), out.element_size()
+    counts, stats = (ctypes.c_int64 * 3)(), (ctypes.c_double * 3)()
     hermite_x, hermite_log_w, table = _tables(num_nodes, m.dtype)[3]
     threads = torch.get_num_threads() if b * c * num_nodes >= _PARALLEL_TERMS else 1
     status = kernel()[m.dtype](
         m.data_ptr(), target.data_ptr(), ways.data_ptr() if ways is not None else None, choose, ignore_index, b, c,
         scale, clip, kind, n, hermite_x, hermite_log_w, table, 0.0 if least is None else least,
-        REDUCTIONS[reduction], out.data_ptr(), grad.data_ptr() if grad is not None else None, mu.data_ptr(),
-        offsets.data_ptr(), log_weights.data_ptr(), counts, threads,
+        REDUCTIONS[reduction], standardize, eps, at, at + size * (2 * b + 1 + 4 * n * b) if need_grad else None,
+        at + size * (b + 1), at + size * (2 * b + 1), at + size * (2 * b + 1 + 2 * n * b), counts, stats, threads,
     )  # fmt: skip
     if status == -1:
         raise MemoryError(f"the EXACT kernel could not allocate its work space for {c} classes")
     if status:
         raise ValueError(f"the EXACT kernel refused its arguments (status {status})")
-    return (
-        out[:b], out[b] if reduction != "none" else None, grad.view(b, c) if need_grad else None, ways,
-        (mu, offsets.view(b, 2 * n), log_weights.view(b, 2 * n)), tuple(counts),
-    )
+    return out, ways, tuple(counts), tuple(stats)
+
+
+def gradient_of(out: torch.Tensor, b: int, c: int, num_nodes: int) -> torch.Tensor:
+    """The gradient (B, C) in :func:`rows`' outputs."""
+    return out.as_strided((b, c), (c, 1), 2 * b + 1 + 2 * num_nodes * b)
+
+
+def views(out: torch.Tensor, b: int, c: int, num_nodes: int, need_grad: bool):
+    """:func:`rows`' outputs: the values (B,), the reduced value (0-dim), the gradient (B, C) or None and
+    the rule ``(mu (B,), offsets (B, 2 n), log_weights (B, 2 n))``."""
+    k = 2 * (num_nodes // 2)
+    rule = (out[b + 1 : 2 * b + 1], out.as_strided((b, k), (k, 1), 2 * b + 1), out.as_strided((b, k), (k, 1), 2 * b + 1 + k * b))
+    return out[:b], out[b], gradient_of(out, b, c, num_nodes) if need_grad else None, rule
 
 
 def log_p_and_grad(
@@ -352,5 +367,6 @@ def log_p_and_grad(
 ):
     """As ``_exact_quadrature._log_p_and_grad``, by the kernel: :func:`rows` with ``kind=VALUE`` (``ways``
     (B,) int64: 0 ``log P``, the default, 1 ``log Q`` by the complement's rule, 2 by the union bound)."""
-    log_p, _, grad, _, rule, _ = rows(m.detach(), true_class, num_nodes, need_grad, scale=scale, ways=ways)
+    out = rows(m.detach(), true_class, num_nodes, need_grad, scale=scale, ways=ways)[0]
+    log_p, _, grad, rule = views(out, m.shape[0], m.shape[1], num_nodes, need_grad)
     return log_p, grad, rule

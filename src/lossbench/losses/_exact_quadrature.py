@@ -808,21 +808,28 @@ def _rows(
     kind: int = VALUE,
     ignore_index: int = NO_INDEX,
     reduction: str = "none",
+    native: tuple | None = None,
+    standardize: float | None = None,
 ):
     """Per row what ``kind`` asks (see ``_exact_native.rows``), its mean or sum as ``reduction`` says (None
     for "none"), the gradient of the rows' values or of that with respect to the scores (B, C) or None,
     the ways, the rule ``(mu, offsets, log_weights)`` and the number of rows whose target is not
-    ``ignore_index``; by the kernel where it applies, else by PyTorch ops.  ``scores`` are margins, or
-    logits with ``scale`` (and an optional ``clip``, see :func:`_margins_of_logits`); ``ways`` None:
-    chosen here.  Rows whose target is ``ignore_index`` give zeros; another target outside ``[0, C)`` is
-    refused."""
+    ``ignore_index``; by the kernel where it applies (``native``: the result of its call, if made), else
+    by PyTorch ops.  ``scores`` are margins, or logits with ``scale`` (and an optional ``clip``, see
+    :func:`_margins_of_logits`); ``ways`` None: chosen here.  Rows whose target is ``ignore_index`` give
+    zeros; another target outside ``[0, C)`` is refused.  ``standardize`` (its eps; by the kernel only):
+    the logits standardised first (see ``_exact_native.rows``)."""
     b, c = scores.shape
-    if _exact_native.applies(scores, num_nodes):
-        least = None if ways is not None else _union_least(c, scores.dtype)
-        value, reduced, grad, ways, rule, (valid, bad, far) = _exact_native.rows(
-            scores, true_class, num_nodes, need_grad, scale=scale or 0.0, clip=math.inf if clip is None else clip,
-            kind=kind, ways=ways, least=least, ignore_index=ignore_index, reduction=reduction,
-        )  # fmt: skip
+    if native is None and _exact_native.applies(scores, num_nodes):
+        native = _native_rows(
+            scores, true_class, num_nodes, need_grad, scale, clip, ways, kind, ignore_index, reduction, standardize
+        )
+    if native is not None:
+        out, ways, (valid, bad, far), (mean, d, per_std) = native
+        if standardize is not None:  # the margins of standardised logits: (s_y - s_j) / d
+            scale, clip = scale / d, None if clip is None else clip * d
+        value, reduced, grad, rule = _exact_native.views(out, b, c, num_nodes, need_grad)
+        reduced = None if reduction == "none" else reduced
     else:
         true_class = true_class.long()
         keep = true_class != ignore_index
@@ -860,10 +867,24 @@ def _rows(
         if need_grad:
             g.mul_(slope[:, None] / valid if reduction == "mean" else slope[:, None])
             grad.index_copy_(0, index, g if scale is None else _to_logits(g, y, scale, kept))
-    if reduced is not None and (far or not _exact_native.applies(scores, num_nodes)):  # as the kernel sums
+            if standardize is not None:  # the standardisation's part, as the kernel adds it without far rows
+                rows = (true_class != ignore_index)[:, None]
+                centred = torch.where(rows, scores.detach().double() - mean, 0.0)
+                grad.add_((centred * (-float((grad.double() * centred).sum()) / d * per_std)).to(grad.dtype))
+    if reduced is not None and (far or native is None):  # as the kernel sums: in float64, in row order
         total = value.sum(dtype=torch.float64)
         reduced.copy_(total / valid if reduction == "mean" else total)
     return value, reduced, grad, ways, rule, valid
+
+
+def _native_rows(scores, true_class, num_nodes, need_grad, scale, clip, ways, kind, ignore_index, reduction, standardize=None):
+    """One kernel call (see ``_exact_native.rows``), the ways chosen there unless given."""
+    return _exact_native.rows(
+        scores, true_class, num_nodes, need_grad, scale=scale or 0.0, clip=math.inf if clip is None else clip,
+        kind=kind, ways=ways, least=None if ways is not None else _union_least(scores.shape[1], scores.dtype),
+        ignore_index=ignore_index, reduction=reduction, standardize=standardize is not None,
+        eps=standardize or 0.0,
+    )  # fmt: skip
 
 
 def _log_values_at_rule(
@@ -938,9 +959,20 @@ class WinLogProbability(torch.autograd.Function):
         return grad_scores, None, None, None, None
 
 
+def _standardize(x: torch.Tensor, valid: torch.Tensor, eps: float) -> torch.Tensor:
+    """``(x - mean) / (std + eps)`` with one unbiased mean/std over the logits of valid rows."""
+    w = valid.to(x.dtype)[:, None]
+    count = (w.sum() * x.shape[1]).clamp_min(2.0)
+    mean = (x * w).sum() / count
+    var = ((x - mean).square() * w).sum() / (count - 1)
+    # The floor keeps the gradient finite when every logit is equal (sqrt' is infinite at 0).
+    return (x - mean) / (var.clamp_min(torch.finfo(x.dtype).tiny).sqrt() + eps)
+
+
 class ExactRowsLoss(torch.autograd.Function):
     """EXACT's loss from logits (B, C), C >= 3, in one node: per row ``1 - P`` or ``-log P`` (``kind``)
-    with margins ``min(s_y - s_j, clip) scale``, reduced as ``reduction`` says over the rows whose target
+    with margins ``min(s_y - s_j, clip) scale`` (of the logits standardised by :func:`_standardize` with
+    eps ``standardize`` where that is not None: on CPU only, by the kernel), reduced as ``reduction`` says over the rows whose target
     is not ``ignore_index`` (their mean divides by their count).  One call of the kernel on CPU gives
     every row's way, loss and gradient (see ``_exact_native.rows``); the backward scales that gradient.
     Under ``create_graph=True`` it differentiates the quadrature at the same nodes instead, as
@@ -949,29 +981,53 @@ class ExactRowsLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, target, num_nodes, scale, clip, kind, reduction, ignore_index):
+    def forward(ctx, logits, target, settings):
+        # (the settings in one argument: fewer for the backward to pass back)
+        num_nodes, scale, clip, kind, reduction, ignore_index, standardize = settings
+        need_grad = ctx.needs_input_grad[0]
+        native = None
+        if _exact_native.applies(logits, num_nodes):
+            native = _native_rows(
+                logits, target, num_nodes, need_grad, scale, clip, None, kind, ignore_index, reduction, standardize
+            )
+            out, ways, (valid, bad, far), _ = native
+            if not (bad or far):  # the common case, lean: the outputs' views made only where needed
+                b = logits.shape[0]
+                ctx.settings = settings, valid, True
+                ctx.save_for_backward(logits, target, ways, out)
+                return out[:b] if reduction == "none" else out[b]
         per_sample, reduced, grad, ways, rule, valid = _rows(
-            logits, target, num_nodes, ctx.needs_input_grad[0], scale, clip, None, kind, ignore_index, reduction
+            logits, target, num_nodes, need_grad, scale, clip, None, kind, ignore_index, reduction, native, standardize
         )
-        ctx.settings = num_nodes, scale, clip, kind, reduction, ignore_index, valid
+        ctx.settings = settings, valid, False
         ctx.save_for_backward(logits, target, ways, grad, *rule)
         return per_sample if reduced is None else reduced
 
     @staticmethod
     def backward(ctx, grad_out):
-        logits, target, ways, grad, *rule = ctx.saved_tensors
-        num_nodes, scale, clip, kind, reduction, ignore_index, valid = ctx.settings
+        logits, target, ways, *saved = ctx.saved_tensors
+        (num_nodes, scale, clip, kind, reduction, ignore_index, standardize), valid, packed = ctx.settings
+        b, c = logits.shape
+        if packed:
+            grad, rule = None, None
+        else:
+            grad, *rule = saved
         if not torch.is_grad_enabled():  # the gradient of the rows' values, or of their mean or sum
-            return grad * (grad_out[:, None] if reduction == "none" else grad_out), None, None, None, None, None, None, None
+            if packed:
+                grad = _exact_native.gradient_of(saved[0], b, c, num_nodes)
+            return grad * (grad_out[:, None] if reduction == "none" else grad_out), None, None
+        if packed:
+            rule = _exact_native.views(saved[0], b, c, num_nodes, False)[3]
         keep = target != ignore_index
         y = torch.where(keep, target, 0).long()
-        margins = _margins_of_logits(logits, y, scale, clip)[0]
+        x = logits if standardize is None else _standardize(logits, keep, standardize)
+        margins = _margins_of_logits(x, y, scale, clip)[0]
         per_sample = _loss_of_value(_log_values_at_rule(margins, y, ways, rule, num_nodes), ways, kind)[0]
         per_sample = torch.where(keep, per_sample, 0.0)
         if reduction != "none":
             per_sample = per_sample.sum() / valid if reduction == "mean" else per_sample.sum()
         (grad_logits,) = torch.autograd.grad(per_sample, logits, grad_out, create_graph=True)
-        return grad_logits, None, None, None, None, None, None, None
+        return grad_logits, None, None
 
 
 # Rows whose union bound of Q (the sum over rivals of Phi(-m_j / sqrt2), each the probability that

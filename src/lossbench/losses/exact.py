@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from lossbench.losses._exact_genz import genz_win_probability
+from lossbench.losses import _exact_native
 from lossbench.losses._exact_native import MINUS_LOG_P, ONE_MINUS_P
-from lossbench.losses._exact_quadrature import ExactRowsLoss, log_win_and_lose
+from lossbench.losses._exact_quadrature import ExactRowsLoss, _standardize, log_win_and_lose
 from lossbench.losses._registry import register_loss
 from lossbench.losses._validation import (
     check_index_target,
@@ -140,21 +141,27 @@ def exact(
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 2 or num_nodes % 2:
         raise ValueError(f"num_nodes must be an even integer >= 2, got {num_nodes!r}")
     _check_estimator(estimator, samples, generator, log_loss)
-    if margin is not None:
+    if margin is not None and not (type(margin) is float and 0.0 <= margin < math.inf):  # (the common case)
         check_positive("margin", margin, allow_zero=True)  # 0 is in the paper's grid
-    x = logits2d.to(compute_dtype(logits2d))
-    sigma = _check_sigma(sigma, batch_shape, x, validate)
+    dtype = compute_dtype(logits2d)
+    x = logits2d if logits2d.dtype == dtype else logits2d.to(dtype)
+    if not (type(sigma) is float and 0.0 < sigma < math.inf):  # (a positive finite float: nothing to check)
+        sigma = _check_sigma(sigma, batch_shape, x, validate)
     # the common case in one autograd node: every row's loss and gradient from one kernel call
     fused = estimator == "quadrature" and c >= 3 and not isinstance(sigma, torch.Tensor)
-    if standardize or not fused:
-        valid = target != ignore_index
-        y = torch.where(valid, target, 0).long()
     if standardize:
         check_positive("eps", eps)
-        x = _standardize(x, valid, eps)
+    # the kernel standardises too (the margins only see it as a scale; its gradient in closed form)
+    in_kernel = standardize and fused and _exact_native.applies(x, num_nodes)
+    if (standardize and not in_kernel) or not fused:
+        valid = target != ignore_index
+        y = torch.where(valid, target, 0).long()
+        if standardize:
+            x = _standardize(x, valid, eps)
     if fused:
         kind = MINUS_LOG_P if log_loss else ONE_MINUS_P
-        out = ExactRowsLoss.apply(x, target, num_nodes, 1.0 / sigma, margin, kind, reduction, ignore_index)
+        settings = num_nodes, 1.0 / sigma, margin, kind, reduction, ignore_index, float(eps) if in_kernel else None
+        out = ExactRowsLoss.apply(x, target, settings)
     else:
         if estimator == "genz":
             rivals = torch.arange(c - 1, device=x.device)[None, :]
@@ -168,7 +175,7 @@ def exact(
         out = masked_reduce(per_sample, reduction, valid)
     if reduction == "none" and out.shape != batch_shape:
         out = out.reshape(batch_shape)
-    return out.to(logits.dtype)
+    return out if out.dtype == logits.dtype else out.to(logits.dtype)
 
 
 def _flatten(
@@ -176,7 +183,7 @@ def _flatten(
 ) -> tuple[tuple[int, ...], torch.Tensor, torch.Tensor]:
     """Logits ``(..., C)`` and target ``(...)`` as ``(N, C)`` and ``(N,)``, and the batch shape ``(...)``."""
     if not isinstance(logits, torch.Tensor) or logits.ndim == 2 or not isinstance(target, torch.Tensor):
-        return tuple(getattr(logits, "shape", (0,))[:1]), logits, target  # the checks in exact see the rest
+        return logits.shape[:1] if isinstance(logits, torch.Tensor) else (0,), logits, target  # exact checks the rest
     if logits.ndim == 0:
         raise ValueError("logits must have shape (..., C) with a class dimension, got a 0-d tensor")
     batch_shape = tuple(logits.shape[:-1])
@@ -229,16 +236,6 @@ def _check_sigma(
     if validate and not bool(((sigma > 0) & torch.isfinite(sigma)).all()):
         raise ValueError("sigma must be finite and > 0; found a value outside")
     return sigma.to(like.dtype) if sigma.ndim == 0 else sigma.to(like.dtype).reshape(-1)
-
-
-def _standardize(x: torch.Tensor, valid: torch.Tensor, eps: float) -> torch.Tensor:
-    """``(x - mean) / (std + eps)`` with one unbiased mean/std over the logits of valid rows."""
-    w = valid.to(x.dtype)[:, None]
-    count = (w.sum() * x.shape[1]).clamp_min(2.0)
-    mean = (x * w).sum() / count
-    var = ((x - mean).square() * w).sum() / (count - 1)
-    # The floor keeps the gradient finite when every logit is equal (sqrt' is infinite at 0).
-    return (x - mean) / (var.clamp_min(torch.finfo(x.dtype).tiny).sqrt() + eps)
 
 
 def exact_sigma_schedule(
