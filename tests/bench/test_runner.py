@@ -128,3 +128,22 @@ def test_a_storage_without_heartbeats_is_refused(tmp_path):
     with pytest.raises(SpecError, match="heartbeats"):
         Runner(spec, storage, torch.device("cpu"))
     assert optuna.get_all_study_names(storage) == []
+
+
+def test_a_failed_trial_stores_its_reason(tmp_path, monkeypatch):
+    import lossbench.bench.runner as runner_module
+
+    spec = parse_spec({"name": "fails", "trials": 2, "seeds": 2, "datasets": ["wine"],
+                       "methods": [{"name": "ce", "loss": "cross_entropy"}]})  # fmt: skip
+    storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
+    runner = Runner(spec, storage, torch.device("cpu"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the device fell over\nsecond line")
+
+    monkeypatch.setattr(runner_module, "train_and_score", broken)
+    monkeypatch.setattr(runner_module, "train_and_score_packed", broken)
+    with pytest.raises(RuntimeError, match="fell over"):
+        runner.run()
+    failed = [t for t in runner.units[0].tune.get_trials() if t.state == TrialState.FAIL]
+    assert failed and all(t.user_attrs["error"] == "RuntimeError: the device fell over" for t in failed)

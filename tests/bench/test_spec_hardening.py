@@ -114,3 +114,10 @@ def test_validation_part_holds_every_class_that_can_be_split():
     with pytest.raises(SpecError, match="leaves no validation sample out of 5"):
         check_validation_part(split([0, 0, 1, 1, 1], []), s, "d")
     check_validation_part(split([0, 0, 1, 1, 1], [0]), spec(val_split="random"), "d")  # random: classes may miss
+
+
+def test_momentum_with_an_optimizer_that_ignores_it_is_refused():
+    base = {"name": "m", "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}]}
+    with pytest.raises(SpecError, match="momentum applies to the sgd optimizer only"):
+        parse_spec({**base, "train": {"optimizer": "adam", "momentum": 0.5}})
+    parse_spec({**base, "train": {"optimizer": "adam"}})  # the default is no setting of the user's

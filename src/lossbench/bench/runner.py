@@ -47,6 +47,7 @@ from lossbench.losses._validation import check_count
 
 CONFIG_ATTR = "config"  # the chosen parameters, stored on the final study
 CHOSEN_FROM_ATTR = "tune_trial"
+ERROR_ATTR = "error"  # a failed trial's reason, one line
 RUN_ATTR = "run"  # a trial's record: metrics, curves, seed, worker, seconds, pack (one write)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -362,9 +363,11 @@ class Runner:
         with Heartbeats(self.storage, [trial._trial_id for trial in trials]):
             try:
                 values = self._train(unit, trials, stage)
-            except BaseException:  # a real error (or Ctrl-C): the trials fail, the error keeps its traceback
+            except BaseException as err:  # a real error (or Ctrl-C): the trials fail, the error keeps its traceback
+                reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
                 for trial in trials:
                     with contextlib.suppress(Exception):  # the error being raised is the one to report
+                        trial.set_user_attr(ERROR_ATTR, reason)  # a failed trial says why
                         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 raise
         for trial, value in zip(trials, values):

@@ -331,6 +331,8 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         raise SpecError(f"{where}: repeat_to_batches must be >= 0, got {train.repeat_to_batches}")
     if not 0 <= train.momentum < 1:
         raise SpecError(f"{where}: momentum must lie in [0, 1), got {train.momentum}")
+    if train.optimizer != "sgd" and train.momentum != _default(TrainConfig, "momentum"):
+        raise SpecError(f"{where}: momentum applies to the sgd optimizer only; {train.optimizer} would ignore it")
 
     search_table = _take(data, "search", dict, source, None)
     search = _default(Spec, "search")
