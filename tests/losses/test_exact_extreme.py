@@ -25,21 +25,13 @@ import math
 import pytest
 import torch
 
-from lossbench.losses import _exact_native, exact
+from lossbench.losses import exact
+from tests.losses.test_exact import backend  # noqa: F401  (a fixture: the kernel and the PyTorch path)
 
 GAPS = (1e3, 1e5, 2e9, 3e9, 1e17, 1e30)
 CLASSES = (2, 3, 10)
 DTYPES = (torch.float32, torch.float64)
 SHAPES = ("ahead", "behind", "rival ahead", "rival behind")
-
-
-@pytest.fixture(params=["kernel", "pytorch"])
-def path(request, monkeypatch):
-    """Runs a test through the fused CPU kernel and through the PyTorch implementation."""
-    if request.param == "kernel" and _exact_native.kernel() is None:
-        pytest.skip(f"the EXACT kernel is unavailable here: {_exact_native.unavailable_reason()}")
-    monkeypatch.setattr(_exact_native, "enabled", request.param == "kernel")
-    return request.param
 
 
 def row(shape: str, c: int, gap: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -110,7 +102,7 @@ def check_row(shape, c, gap, dtype, log_loss, loss, grad):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("c", CLASSES)
 @pytest.mark.parametrize("log_loss", [False, True], ids=["1-P", "-logP"])
-def test_limits_of_the_loss_and_its_gradient(path, dtype, c, log_loss):
+def test_limits_of_the_loss_and_its_gradient(backend, dtype, c, log_loss):
     for gap in GAPS:
         for shape in SHAPES:
             loss, grad = loss_and_grad(row(shape, c, gap, dtype), log_loss=log_loss)
@@ -118,7 +110,7 @@ def test_limits_of_the_loss_and_its_gradient(path, dtype, c, log_loss):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_a_batch_of_every_shape_and_gap_has_a_finite_mean(path, dtype):
+def test_a_batch_of_every_shape_and_gap_has_a_finite_mean(backend, dtype):
     # the reduced loss of a batch mixing the rows above (and the ten-class ones) stays finite
     for c in (3, 10):
         x = torch.cat([row(shape, c, gap, dtype) for shape in SHAPES for gap in GAPS])
@@ -137,7 +129,7 @@ def test_a_batch_of_every_shape_and_gap_has_a_finite_mean(path, dtype):
 
 @pytest.mark.parametrize("c", [3, 10, 100])
 @pytest.mark.parametrize("scale", [1e2, 1e3, 1e4, 1e5, 1e7, 1e9, 1e12])
-def test_float32_equals_float64_on_random_rivals(path, c, scale):
+def test_float32_equals_float64_on_random_rivals(backend, c, scale):
     # Random logits times the gap: rows with several rivals far ahead at different margins, the hard
     # case for the rule (float32 went wrong from 1e4 and NaN at 1e17, float64 NaN from 1e9).  float32
     # against float64 on the same (rounded) logits: -log P to 1e-5 relatively, the gradient to 1e-4 of
@@ -157,7 +149,7 @@ def test_float32_equals_float64_on_random_rivals(path, c, scale):
 
 @pytest.mark.parametrize("c", [3, 10])
 @pytest.mark.parametrize("scale", [1e3, 1e5, 1e8, 1e12])
-def test_float64_gradient_equals_finite_differences(path, c, scale):
+def test_float64_gradient_equals_finite_differences(backend, c, scale):
     # -log P is about m^2 (its shape the same at every scale): the central difference with a step of
     # 1e-5 of the scale is exact to about 1e-9 relatively, and its rounding to 1e-11.
     gen = torch.Generator().manual_seed(c + 1)
@@ -176,7 +168,7 @@ def test_float64_gradient_equals_finite_differences(path, c, scale):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_small_sigma_scales_the_margins_past_the_logits_range(path, dtype):
+def test_small_sigma_scales_the_margins_past_the_logits_range(backend, dtype):
     # margins (s_y - s_j) / sigma of 1e33 from float32 logits 1e30 apart: formed without overflow
     for c in (2, 3, 10):
         for shape in SHAPES:
@@ -190,7 +182,7 @@ def test_small_sigma_scales_the_margins_past_the_logits_range(path, dtype):
                     assert torch.isfinite(loss).all()
 
 
-def test_double_backward_at_extreme_logits(path):
+def test_double_backward_at_extreme_logits(backend):
     # create_graph (a gradient penalty) differentiates the same rule, or the far rows' formula, again
     for dtype in DTYPES:
         for c in (3, 10):

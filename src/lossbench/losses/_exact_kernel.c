@@ -5,12 +5,14 @@
    secant probes at mu -+ delta tau for one scale per side, a half-range Gauss-Hermite rule on each
    side, and d log P / d m_j integrated at the same nodes.  A row may instead ask for the
    complement Q = 1 - P (the true class's factor mirrored to Phi(t): see "the complement" in
-   _exact_quadrature.py) or for the union bound of Q in closed form (far in the tail).  Per row
-   everything stays in cache (the node terms are K x R values), so the cost is one erfc, one exp
-   and a division per (node, rival) term, vectorised by the compiler with glibc's libmvec (log F is
-   the log of the product of Phi, once per node, where that product stays a normal double), and no
-   per-op overhead.  Rows are independent: split between OpenMP threads, with the same bits
-   whatever the split.
+   _exact_quadrature.py) or for the union bound of Q in closed form (far in the tail); the call
+   chooses each row's way itself, and gives a per-sample loss (1 - P or -log P), its mean or sum and
+   their gradient with respect to the logits where the caller asks (one call per training step:
+   see lossbench_exact_rows).  Per row everything stays in cache (the node terms are K x R values),
+   so the cost is the erfc and the exp of each (node, rival) term, in float inlined without calls
+   (see phi_and_lam), in double by glibc's libmvec (log F is the log of the product of Phi, once per
+   node, where that product stays a normal double), and no per-op overhead.  Rows are independent:
+   split between OpenMP threads, with the same bits whatever the split.
 
    Compiled twice from this file, with REAL = float and REAL = double (see _exact_native.py);
    the Python side computes the rule's tables and every numerical constant (the enum below: one
@@ -719,17 +721,22 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
           if (ways && choose) ways[i] = WAY_P;
           continue;
         }
-        /* x = -m_j / sqrt2: from logits (s_j - s_y) scale / sqrt2, the clip in logit units */
-        const REAL top = logits ? row[y] : 0;
+        /* x = -m_j / sqrt2: from logits (s_j - s_y) scale / sqrt2, the clip in logit units; rival j is
+           column j below y and j + 1 above (two loops without a branch: vectorised) */
+        const REAL top = logits ? row[y] : 0, clipped_x = (REAL)(-clip) * factor;
         REAL high = SENTINEL;
-        int j = 0;
-        for (int64_t col = 0; col < c; ++col) {
-          if (col == y) continue;
-          const int cut = logits && top - row[col] > clip;
-          xr[j] = cut ? (REAL)(-clip) * factor : (row[col] - top) * factor;
-          high = xr[j] > high ? xr[j] : high;
-          clipped[j] = (char)cut, idx[j] = col, ++j;
+        const int j = r;
+        for (int part = 0; part < 2; ++part) {
+          const int64_t from = part ? y + 1 : 0, to = part ? c : y;
+#pragma omp simd reduction(max : high)
+          for (int64_t col = from; col < to; ++col) {
+            const int cut = logits && top - row[col] > clip;
+            const REAL value = cut ? clipped_x : (row[col] - top) * factor;
+            xr[col - part] = value, clipped[col - part] = (char)cut;
+            high = value > high ? value : high;
+          }
         }
+        for (int q = 0; q < j; ++q) idx[q] = q + (q >= y);
         for (int pad = j; pad < rp; ++pad) xr[pad] = SENTINEL;
         if (ways && choose) ways[i] = way = choose_way(xr, rp, high, least, &k);
         double factor_g = 1.0, v;
@@ -754,10 +761,13 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
         /* d/ds_j = -scale d/dm_j for the rivals (0 where clipped), d/ds_y = scale sum_j d/dm_j */
         const REAL times = (REAL)((logits ? -scale : 1.0) * factor_g * per_row);
         REAL total = 0;
-        for (int q = 0; q < j; ++q) {
-          const int64_t col = idx[q];
-          if (clipped[q]) g[col] = 0;
-          total += g[col], g[col] *= times;
+        for (int part = 0; part < 2; ++part) {
+          const int64_t from = part ? y + 1 : 0, to = part ? c : y;
+#pragma omp simd reduction(+ : total)
+          for (int64_t col = from; col < to; ++col) {
+            const REAL value = clipped[col - part] ? 0 : g[col];
+            total += value, g[col] = value * times;
+          }
         }
         if (logits) g[y] = -total * times;
       }
