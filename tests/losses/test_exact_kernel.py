@@ -447,3 +447,21 @@ def test_log_ndtr_and_mills_in_the_far_tail_against_scipy(path, dtype):
     rtol = 1e-12 if dtype == torch.float64 else 2e-6
     torch.testing.assert_close(log_phi.double(), ref_log_phi, rtol=rtol, atol=0)
     torch.testing.assert_close(lam.double(), ref_lam, rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_ignored_rows_and_targets_out_of_range_without_validation(monkeypatch, use_kernel):
+    # The kernel skips ignored rows itself and counts the other targets outside [0, C) before any
+    # work: both paths give the same losses and refuse a bad target even with validate=False.
+    monkeypatch.setattr(_exact_native, "enabled", use_kernel)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 5, generator=gen).requires_grad_(True)
+    target = torch.tensor([0, 1, -100, 4, 2, 3])
+    loss = exact(x, target, reduction="none", validate=False)
+    loss.sum().backward()
+    assert float(loss.detach()[2]) == 0.0 and float(x.grad[2].abs().sum()) == 0.0
+    kept = torch.tensor([0, 1, 3, 4, 5])
+    alone = exact(x.detach()[kept], target[kept], reduction="none")
+    torch.testing.assert_close(loss.detach()[kept], alone, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="outside"):
+        exact(x, torch.tensor([0, 1, 7, 4, 2, 3]), validate=False)

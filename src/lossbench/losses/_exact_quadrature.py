@@ -835,12 +835,12 @@ def _rows(
         keep = true_class != ignore_index
         valid, far = int(keep.sum()), 0
         bad = valid - int((keep & (true_class >= 0) & (true_class < c)).sum())
-        y = torch.where(keep, true_class, 0) if valid < b else true_class
-        if scale is None:
-            m, kept = scores.detach(), None
-        else:
-            m, kept = _margins_of_logits(scores.detach(), y, scale, clip)
         if bad == 0:
+            y = torch.where(keep, true_class, 0) if valid < b else true_class
+            if scale is None:
+                m, kept = scores.detach(), None
+            else:
+                m, kept = _margins_of_logits(scores.detach(), y, scale, clip)
             ways = _ways(m, y) if ways is None else ways
             value, grad, rule = _log_value_and_grad_by_ways(m, y, num_nodes, need_grad, ways)
             value, slope = _loss_of_value(value, ways, kind, need_grad)
