@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
+import optuna
 import torch
 
 from lossbench.bench import runner as runner_module
@@ -127,6 +128,7 @@ def main() -> None:
     parser.add_argument("--table1-units", type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(f"torch {torch.__version__}, {args.threads} thread(s), default pack {DEFAULT_PACK}")
     for part in args.parts:
         if part == "tuner":

@@ -453,8 +453,21 @@ def _masker(url: str | None):
     return lambda text: masked_text(text, url)
 
 
+OPTUNA_COMMANDS = ("run", "worker", "report", "claims")  # the commands that import Optuna
+
+
+def _quiet_optuna() -> None:
+    """Optuna logs every trial at INFO; the progress bar says what matters.  Set by the command
+    line, not on import of lossbench, so a library user keeps their own logging."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in OPTUNA_COMMANDS:
+        _quiet_optuna()
     url = _given_storage(args)
     try:
         return int(args.func(args) or 0)

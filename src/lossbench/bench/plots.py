@@ -5,16 +5,13 @@ from __future__ import annotations
 import io
 import math
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no backend chosen for the process
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from lossbench.bench.methods import resolve_method  # noqa: E402
-from lossbench.bench.results import DatasetResult  # noqa: E402
-from lossbench.bench.runner import run_record  # noqa: E402
-from lossbench.bench.spec import Range, Spec  # noqa: E402
+from lossbench.bench.methods import resolve_method
+from lossbench.bench.results import DatasetResult
+from lossbench.bench.runner import run_record
+from lossbench.bench.spec import Range, Spec
 
 
 def _mean_curve(runs, key: str) -> np.ndarray | None:
@@ -28,7 +25,8 @@ def _mean_curve(runs, key: str) -> np.ndarray | None:
 
 def learning_curves(result: DatasetResult) -> bytes:
     """Mean over evaluation seeds of each method's training loss and test metric per epoch."""
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    ax_loss, ax_metric = fig.subplots(1, 2)
     for row in result.methods:
         runs = list(row.runs.values())
         loss = _mean_curve(runs, "train_loss")
@@ -49,7 +47,8 @@ def hyperparameter_scatter(result: DatasetResult, spec: Spec) -> bytes:
     rows = [r for r in result.methods if r.tune_trials]
     cols = min(3, max(1, len(rows)))
     nrows = max(1, math.ceil(len(rows) / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3.2 * nrows), squeeze=False)
+    fig = Figure(figsize=(4 * cols, 3.2 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
     for ax, row in zip(axes.flat, rows):
         method = resolve_method(row.method)
         key = method.main_hyperparameter(spec.search)
@@ -72,7 +71,8 @@ def hyperparameter_scatter(result: DatasetResult, spec: Spec) -> bytes:
 
 def budget_curves(result: DatasetResult) -> bytes:
     """Each method's best validation score after n tuning trials, n = 1 .. the budget."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for row in result.methods:
         curve = row.budget_curve()
         if curve:
@@ -87,5 +87,4 @@ def _png(fig) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
     return buf.getvalue()

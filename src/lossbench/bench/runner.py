@@ -50,8 +50,6 @@ CHOSEN_FROM_ATTR = "tune_trial"
 ERROR_ATTR = "error"  # a failed trial's reason, one line
 RUN_ATTR = "run"  # a trial's record: metrics, curves, seed, worker, seconds, pack (one write)
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
 
 def run_record(trial: FrozenTrial) -> dict[str, Any]:
     """What a finished run stored: ``metrics``, ``curves``, ``seed``, ``worker``, ``seconds``."""
