@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no backend chosen for the process
+from matplotlib.ticker import MaxNLocator
 
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.results import DatasetResult
@@ -77,6 +78,7 @@ def budget_curves(result: DatasetResult) -> bytes:
         curve = row.budget_curve()
         if curve:
             ax.plot(np.arange(1, len(curve) + 1), curve, marker=".", label=row.method.name)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="tuning trials spent", ylabel=f"best validation {result.metric}",
            title=f"{result.dataset.label}: tuning budget")  # fmt: skip
     ax.legend(fontsize=8)
