@@ -100,7 +100,7 @@ def test_kill_minus_9_then_resume(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, spec.heartbeat_interval)
     interrupted = [t for ts in all_trials(storage, spec).values() for t in ts if t.state == TrialState.RUNNING]
     assert interrupted  # one run, or a whole pack of them
 
