@@ -19,6 +19,7 @@ from lossbench.losses._exact_native import MINUS_LOG_P, ONE_MINUS_P
 from lossbench.losses._exact_quadrature import ExactRowsLoss, _standardize, log_win_and_lose
 from lossbench.losses._registry import register_loss
 from lossbench.losses._validation import (
+    check_bool,
     check_index_target,
     check_logits,
     check_positive,
@@ -149,8 +150,11 @@ def exact(
         sigma = _check_sigma(sigma, batch_shape, x, validate)
     # the common case in one autograd node: every row's loss and gradient from one kernel call
     fused = estimator == "quadrature" and c >= 3 and not isinstance(sigma, torch.Tensor)
-    if standardize:
+    if not (type(eps) is float and 0.0 < eps < math.inf):  # checked even unused: a bad value is a bad call
         check_positive("eps", eps)
+    if type(log_loss) is not bool or type(standardize) is not bool:  # a switch is True or False, not truthy
+        check_bool("log_loss", log_loss)
+        check_bool("standardize", standardize)
     # the kernel standardises too (the margins only see it as a scale; its gradient in closed form)
     in_kernel = standardize and fused and _exact_native.applies(x, num_nodes)
     if (standardize and not in_kernel) or not fused:
@@ -291,6 +295,8 @@ class ExactLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_positive("sigma", sigma)
+        for name, switch in (("learn_sigma", learn_sigma), ("log_loss", log_loss), ("standardize", standardize)):
+            check_bool(name, switch)
         _check_estimator(estimator, samples, generator, log_loss)
         if sigma_min is not None:
             check_positive("sigma_min", sigma_min)
