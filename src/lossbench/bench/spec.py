@@ -88,7 +88,7 @@ class TrainConfig:
 class DatasetSpec:
     name: str
     params: dict[str, Any] = field(default_factory=dict)
-    max_train: int | None = None  # a seeded stratified subset of the training split (quick budgets)
+    max_train: int | None = None  # at most this many training samples: a seeded stratified subset (quick budgets); a cap, so a smaller set is kept whole
     display: str | None = None  # the spec's `label = "..."`: the name in reports and study names
 
     @property
