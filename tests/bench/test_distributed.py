@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import time
 from collections import Counter
@@ -158,8 +159,10 @@ def two_workers(spec_path, storage_url, out):
     assert second.returncode == 0, out_second
     storage = open_storage(storage_url)
     assert_complete_and_counted_once(storage, spec)
+    # Every run was done by one of the two processes (which one ran how many is a race, not an
+    # invariant: a packed worker may finish a small study before the other starts).
     workers = Counter(run_record(t).get("worker") for ts in all_trials(storage, spec).values() for t in ts if t.state == TrialState.COMPLETE)
-    assert len(workers) == 2, f"both workers should have run trials: {workers}"
+    assert set(workers) <= {f"{socket.gethostname()}:{p.pid}" for p in (first, second)}, workers
     return out_first
 
 
