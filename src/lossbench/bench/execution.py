@@ -318,8 +318,6 @@ def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
     """Why the unit's runs cannot train packed (None when they can), checked once per unit on a
     small batch: the model must be stateless and give under ``vmap`` what it gives alone, the
     loss must hold no trained parameters and draw no random numbers, every transform must pack."""
-    if not isinstance(spec.train.optimizer, str):
-        return "its optimizer is not one of the named ones"
     heavy = [name for name, _ in method.transform_list({}) if not get_transform(name).factory.packs]
     if heavy:
         return f"transform {heavy[0]!r} reads the model itself"

@@ -3,9 +3,10 @@
 Any number of workers may run the same spec against one storage.  A worker repeatedly picks a
 (dataset, method) unit with work left, runs trials there and records them; it stops when every
 unit is complete.  Where a unit packs, the trials asked at once (as many parallel workers would
-ask them) and the evaluation seeds train as one batched model (:mod:`lossbench.train.packed`).  Tuning runs until the unit's study holds ``spec.trials`` complete trials, and
-the configuration is chosen from the first ``spec.trials`` complete trials by trial number, so
-the budget is equal for every method even when workers race.  The final stage re-trains the
+ask them) and the evaluation seeds train as one batched model (:mod:`lossbench.train.packed`).
+Tuning runs until the unit's study holds ``spec.trials`` complete trials, and the configuration
+is chosen from the first ``spec.trials`` complete trials by trial number, so the budget is equal
+for every method even when workers race.  The final stage re-trains the
 chosen configuration once per evaluation seed; a seed counts once however often it was run.
 """
 
@@ -464,8 +465,6 @@ class Heartbeats:
 
 
 def _fail_stale(study: optuna.Study) -> None:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)

@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 import torch
 
+from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.ledger.records import Claim
 
 LEDGER_STUDY = "lossbench-ledger"
@@ -104,11 +105,11 @@ def run_claim(
     data_dir: str | None = None,
     variations: tuple[str, ...] | None = None,
     progress: Callable[[str], Any] | None = None,
-    pack: int | None = None,
+    pack: int = DEFAULT_PACK,
     alongside: Callable[[str], contextlib.AbstractContextManager] | None = None,
 ) -> None:
     """Run (or resume, or join) the claim at ``budget``: every variation it declares; ``pack``
-    as :class:`lossbench.bench.runner.Runner` takes it (default: its own); ``alongside(study)``
+    as :class:`lossbench.bench.runner.Runner` takes it; ``alongside(study)``
     is entered around each study's run (local workers joining it, say).
 
     ``progress(title)`` returns a context manager yielding the bench's ``(done, total, unit)``
@@ -128,8 +129,7 @@ def run_claim(
     runners = []
     for variation in variations or claim.variations:
         spec = study_spec(claim, budget, variation)
-        options = {} if pack is None else {"pack": pack}
-        runners.append((variation, spec, Runner(spec, storage, device, data_dir=data_dir, **options)))
+        runners.append((variation, spec, Runner(spec, storage, device, data_dir=data_dir, pack=pack)))
     for variation, spec, runner in runners:
         started = time.time()
         with alongside(spec.name) if alongside else contextlib.nullcontext():

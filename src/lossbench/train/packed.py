@@ -278,6 +278,7 @@ class _PackedStep:
                 raise ValueError(f"transform {t.name!r} cannot run in a packed step (it reads the model itself)")
         # Per position in the chain: the K runs' instances, and their packed hook (None: run by run).
         self.chain = [([ts[j] for ts in runs], type(runs[0][j]).packed([ts[j] for ts in runs])) for j in range(len(runs[0]))]
+        self._run_by_run = any(hook is None for _, hook in self.chain)
         self.per_sample = bool(runs[0]) and runs[0][0].stage == "objective" and runs[0][0].per_sample
         self.contexts = [
             StepContext(model=packed._base, loss=loss, optimizer=None, params=packed.run_params(k))
@@ -313,11 +314,9 @@ class _PackedStep:
         logits = self.packed(x)
         values = self._values(logits, y)
         stats: dict[str, torch.Tensor] = {"loss": (values.mean(1) if values.ndim == 2 else values).detach()}
-        run_stats: list[dict[str, Any]] = [{} for _ in self.contexts]
-        for ctx, own in zip(self.contexts, run_stats):
-            ctx.x, ctx.y, ctx.logits, ctx.stats = None, None, None, own
-        for k, ctx in enumerate(self.contexts):
-            ctx.x, ctx.y, ctx.logits = x[k], y[k], logits[k]
+        if self._run_by_run:  # only transforms without a packed hook read the runs' contexts
+            for k, ctx in enumerate(self.contexts):
+                ctx.x, ctx.y, ctx.logits, ctx.stats = x[k], y[k], logits[k], {}
         for runs, hook in self.chain:
             if runs[0].stage != "objective":
                 continue
@@ -338,9 +337,11 @@ class _PackedStep:
                     t.gradients([g[k] for g in grads], self.contexts[k])
         opt.step(grads, lr)
         stats["objective"] = values.detach() if self.chain else stats["loss"]
-        for key in sorted({key for own in run_stats for key in own}):
-            stats[key] = torch.stack([torch.as_tensor(own[key], dtype=torch.float32, device=values.device) for own in run_stats])
-        for ctx in self.contexts:
-            ctx.step += 1
-            ctx.x = ctx.y = ctx.logits = None
+        if self._run_by_run:
+            for key in sorted({key for ctx in self.contexts for key in ctx.stats}):
+                stats[key] = torch.stack([torch.as_tensor(ctx.stats.get(key, math.nan), dtype=torch.float32, device=values.device)
+                                          for ctx in self.contexts])  # fmt: skip
+            for ctx in self.contexts:
+                ctx.step += 1
+                ctx.x = ctx.y = ctx.logits = None
         return stats
