@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import platform
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,6 +17,7 @@ from typing import Any
 import optuna
 import torch
 
+from lossbench._provenance import provenance
 from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.ledger.records import Claim
 
@@ -42,28 +41,6 @@ def ledger_study(storage: optuna.storages.BaseStorage) -> optuna.Study:
 
 def _key(kind: str, claim_id: str, budget: str, variation: str = "fixed") -> str:
     return f"{kind}:{claim_id}:{budget}:{variation}"
-
-
-def provenance() -> dict[str, Any]:
-    from lossbench import __version__
-
-    return {
-        "lossbench": __version__, "commit": _commit(), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "host": socket.gethostname(), "python": platform.python_version(),
-    }  # fmt: skip
-
-
-def _commit() -> str | None:
-    """The git commit of this checkout, where lossbench runs from one (None otherwise)."""
-    import subprocess
-    from pathlib import Path
-
-    try:
-        done = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None
 
 
 def record_invocation(storage, claim: Claim, budget: str, variation: str, started: float, spec_name: str | None) -> None:
