@@ -287,9 +287,10 @@ def train_and_score_packed(
     packed = PackedModel([_build_run_model(split, method, spec, seed) for _, seed in runs])
     scores = [_RunScores(split, method, params, spec) for params, _ in runs]
     shared: dict[Any, list[int]] = {}
-    if not method.loss.batch_level:
-        for k, (params, _) in enumerate(runs):
-            shared.setdefault(repr(sorted(method.loss_kwargs(params, {}).items())), []).append(k)
+    for k, (params, _) in enumerate(runs):
+        kwargs = method.loss_kwargs(params, {})
+        if not method.loss.is_batch_level(kwargs):  # a batch-level loss would mix the runs' rows
+            shared.setdefault(repr(sorted(kwargs.items())), []).append(k)
 
     def on_epoch_end(epoch: int, rows: list[dict[str, float]]) -> None:
         logits = packed.eval_logits(split.x_eval, batch_size=EVAL_BATCH)

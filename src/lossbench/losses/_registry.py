@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,8 @@ class LossInfo:
     ``requires`` names data-dependent arguments the caller must supply (e.g. ``class_counts``
     from the training split).  ``batch_level`` losses (soft F1, Dice) are not a mean of
     per-sample terms; their ``reduction="none"`` output is documented per loss.
+    ``batch_level_when`` names a switch argument that makes the loss batch-level when True
+    (EXACT's ``standardize``: one mean and std over the whole batch).
     """
 
     name: str
@@ -50,6 +52,12 @@ class LossInfo:
     hyperparams: tuple[HyperParam, ...] = ()
     requires: tuple[str, ...] = ()
     batch_level: bool = False
+    batch_level_when: str | None = None
+
+    def is_batch_level(self, kwargs: Mapping[str, Any]) -> bool:
+        """Whether the loss called with ``kwargs`` couples the samples of its batch, so that
+        rows of different runs must never share one call."""
+        return self.batch_level or (self.batch_level_when is not None and kwargs.get(self.batch_level_when) is True)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -69,12 +77,14 @@ def register_loss(
     hyperparams: tuple[HyperParam, ...] = (),
     requires: tuple[str, ...] = (),
     batch_level: bool = False,
+    batch_level_when: str | None = None,
     summary: str | None = None,
 ) -> LossInfo:
     if signature not in SIGNATURES:
         raise ValueError(f"unknown loss signature {signature!r}; known: {sorted(SIGNATURES)}")
     params = inspect.signature(function).parameters
-    for p in (*hyperparams, *(HyperParam(r, None) for r in requires)):
+    switches = (HyperParam(batch_level_when, None),) if batch_level_when else ()
+    for p in (*hyperparams, *(HyperParam(r, None) for r in requires), *switches):
         if p.name not in params:
             raise ValueError(f"loss {name!r}: {function.__name__} has no argument {p.name!r}")
     doc = inspect.getdoc(function) or ""
@@ -88,6 +98,7 @@ def register_loss(
         hyperparams=hyperparams,
         requires=requires,
         batch_level=batch_level,
+        batch_level_when=batch_level_when,
     )
     return LOSSES.add(name, info)
 

@@ -375,6 +375,7 @@ register_loss(
     exact,
     ExactLoss,
     signature="softmax",
+    batch_level_when="standardize",
     reference=(
         "Karpukhin et al., 'EXACT: How to Train Your Accuracy', arXiv 2205.09615 "
         "(computed by 1-D quadrature; the paper's Genz Monte Carlo is estimator='genz')"

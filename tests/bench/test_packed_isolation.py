@@ -1,0 +1,60 @@
+"""Runs packed together never see each other: not through a loss that couples its batch's rows
+(EXACT's batch standardisation), and not when one of them diverges."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lossbench.bench.execution import DataCache, train_and_score, train_and_score_packed, unpackable
+from lossbench.bench.methods import resolve_method
+from lossbench.bench.spec import parse_spec
+from lossbench.losses import get_loss
+
+METHODS = [
+    {"name": "exact", "loss": "exact", "params": {"standardize": True}, "transforms": ["grad_normalizer"],
+     "schedule": {"loss.sigma": {"start": 10.0, "end": 0.01, "endpoint": False}}},
+    {"name": "ce", "loss": "cross_entropy", "transforms": ["clip_norm"]},
+    {"name": "flooding", "loss": "cross_entropy", "transforms": ["flooding"]},
+]  # fmt: skip
+
+
+def _spec():
+    return parse_spec(
+        {
+            "name": "isolation", "trials": 3, "seeds": 2, "sampler": "random",
+            "train": {"model": "linear", "optimizer": "sgd", "momentum": 0.9, "epochs": 3, "batch_size": 32,
+                      "lr_final": 1e-3, "weight_decay_on": "weights"},
+            "search": {"lr": {"choices": [0.05, 1e30]}, "weight_decay": {"choices": [0.0, 1e30]}},
+            "datasets": ["wine"], "methods": METHODS,
+        }
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("index", range(len(METHODS)))
+def test_a_diverging_run_leaves_its_pack_mates_as_they_are_alone(index):
+    spec = _spec()
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    method = resolve_method(spec.methods[index])
+    assert unpackable(split, method, spec) is None
+    sane, wild = {"lr": 0.05, "weight_decay": 0.0}, {"lr": 1e30, "weight_decay": 1e30}
+    runs = [(sane, 3), (wild, 4), (sane, 5)]  # equal loss arguments: the runs may share loss calls
+    packed = train_and_score_packed(split, method, runs, spec)
+    assert packed[1].diverged  # the premise: one pack mate blows up
+    for k in (0, 2):
+        alone = train_and_score(split, method, runs[k][0], spec, runs[k][1])
+        assert not alone.diverged
+        for key, value in alone.metrics.items():
+            assert packed[k].metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+        for key, values in alone.curves.items():
+            assert all(math.isfinite(v) for v in packed[k].curves[key]), key
+            assert packed[k].curves[key] == pytest.approx(values, rel=1e-4, abs=1e-5), key
+
+
+def test_exact_is_batch_level_exactly_when_it_standardises():
+    info = get_loss("exact")
+    assert info.is_batch_level({"standardize": True})
+    assert not info.is_batch_level({"standardize": False}) and not info.is_batch_level({})
+    assert get_loss("soft_f1").is_batch_level({}) and not get_loss("cross_entropy").is_batch_level({})
