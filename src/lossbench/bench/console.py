@@ -1,23 +1,37 @@
-"""Terminal output with rich: progress while a study runs, the leaderboard when it is done."""
+"""Terminal output with rich: progress while a study runs, the leaderboard when it is done.
+
+On a terminal the progress is a live bar.  Where output is not a terminal (a CI log, a file),
+a bar would print nothing until the end, so each (dataset, method) unit prints one line as it
+finishes instead.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lossbench.bench.report import leaderboard_rows
+from lossbench.bench.report import leaderboard_header, leaderboard_rows
 from lossbench.bench.results import DatasetResult
 
 console = Console()
 
+# What Runner.run passes: runs done and in all, the unit (or what the worker waits for), and the
+# unit's status after its step ("ran", "waiting", "done").
+ProgressCallback = Callable[[int, int, str, str], None]
+
 
 @contextlib.contextmanager
-def run_progress(title: str) -> Iterator[Callable[[int, int, str], None]]:
-    """A progress bar over all runs (tuning trials + evaluation seeds) of a study."""
+def run_progress(title: str) -> Iterator[ProgressCallback]:
+    """A progress bar over all runs (tuning trials + evaluation seeds) of a study on a terminal,
+    one line per finished unit elsewhere."""
+    if not console.is_terminal:
+        yield unit_lines(title, lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+        return
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -30,18 +44,34 @@ def run_progress(title: str) -> Iterator[Callable[[int, int, str], None]]:
     ) as progress:
         task = progress.add_task(title, total=None, unit="")
 
-        def update(done: int, total: int, unit: str) -> None:
+        def update(done: int, total: int, unit: str, status: str = "ran") -> None:
             progress.update(task, completed=done, total=total, unit=unit)
 
         yield update
+
+
+def unit_lines(title: str, emit: Callable[[str], None]) -> ProgressCallback:
+    """A progress callback that emits one line the first time each unit is done, e.g.
+    ``tiny: wine / ce done (3/4 units, 28/36 runs, 0:01:02)``."""
+    started, finished = time.monotonic(), set()
+
+    def update(done: int, total: int, unit: str, status: str = "ran") -> None:
+        if status != "done" or unit in finished:
+            return
+        finished.add(unit)
+        elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - started))
+        emit(f"{title}: {unit} done ({len(finished)} units done, {done}/{total} runs, {elapsed})")
+
+    return update
 
 
 def print_leaderboards(results: list[DatasetResult]) -> None:
     """A compact leaderboard per dataset; the report files add hyperparameters and trial ids."""
     for result in results:
         table = Table(title=f"{result.dataset.label}: test {result.metric}", title_justify="left")
-        for key in ("rank", "method", result.metric, "95% CI", "vs baseline"):
+        shown = 5  # rank, method, score, CI, vs baseline
+        for key in leaderboard_header(result)[:shown]:
             table.add_column(key, overflow="fold")
         for row in leaderboard_rows(result):
-            table.add_row(*(row[k] for k in ("rank", "method", result.metric, "95% CI", "vs baseline")))
+            table.add_row(*row[:shown])
         console.print(table)

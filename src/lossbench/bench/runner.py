@@ -255,7 +255,7 @@ class Runner:
 
     # -- the work loop -------------------------------------------------------------------------
 
-    def run(self, progress: Callable[[int, int, str], None] | None = None, poll: float | None = None) -> None:
+    def run(self, progress: Callable[[int, int, str, str], None] | None = None, poll: float | None = None) -> None:
         """Work until every unit is complete (waiting for other workers' running trials)."""
         poll = poll or min(2.0, float(self.spec.heartbeat_interval))
         while True:
@@ -264,7 +264,7 @@ class Runner:
                 while True:
                     status = self.step(unit)
                     if progress:
-                        progress(self.done_runs(), self.total_runs(), unit.label)
+                        progress(self.done_runs(), self.total_runs(), unit.label, status)
                     if status == "ran":
                         worked = True
                         continue
@@ -274,7 +274,7 @@ class Runner:
                 return
             if not worked:
                 if progress:
-                    progress(self.done_runs(), self.total_runs(), "waiting for trials running in other workers")
+                    progress(self.done_runs(), self.total_runs(), "waiting for trials running in other workers", "waiting")
                 time.sleep(poll)
                 for unit in self.units:
                     _fail_stale(unit.tune)
