@@ -1,4 +1,5 @@
-"""TSV/CSV text tables written by the tests: tokens, vocabulary, hashing, padding, bad rows."""
+"""TSV/CSV text tables written by the tests: tokens, vocabulary, hashing, padding, bad rows,
+numeric tables refused, long fields, test fractions and a provided dev file."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def test_tokenize_lowercases_and_splits_punctuation():
 
 
 def test_glue_style_tsv_vocabulary_oov_and_padding(tmp_path):
-    ds = load(tmp_path)
+    with pytest.warns(UserWarning, match="60% of the test tokens are unknown"):
+        ds = load(tmp_path, layout="padded")
     vocab = ds.meta["vocab"]
     # pad, unk, then by decreasing training frequency, ties alphabetical
     assert vocab[:4] == ["<pad>", "<unk>", "good", '"']
@@ -55,7 +57,7 @@ def test_min_count_and_max_vocab(tmp_path):
 
 
 def test_hashing_ids_are_stable_and_in_range(tmp_path):
-    a, b = load(tmp_path, hash_buckets=7), load(tmp_path, hash_buckets=7, cache=False)
+    a, b = (load(tmp_path, hash_buckets=7, layout="padded", cache=c) for c in (True, False))
     assert a.vocab_size == 8 and torch.equal(a.x_train, b.x_train)
     nonpad = a.x_train[a.x_train != 0]
     assert nonpad.min() >= 1 and nonpad.max() <= 7
@@ -64,8 +66,11 @@ def test_hashing_ids_are_stable_and_in_range(tmp_path):
 
 
 def test_max_length_truncates(tmp_path):
-    ds = load(tmp_path, max_length=2)
+    ds = load(tmp_path, max_length=2, layout="padded")
     assert ds.x_train.shape == (3, 2) and ds.x_test.shape == (2, 2)
+    bags = load(tmp_path, max_length=2)
+    assert bags.x_train.lengths.tolist() == [2, 2, 2] and bags.x_test.lengths.tolist() == [2, 1]
+    assert torch.equal(bags.x_train.padded(), ds.x_train)
 
 
 def test_csv_with_quotes_and_index_columns_without_header(tmp_path):
@@ -97,3 +102,66 @@ def test_unknown_test_label_names_file_and_line(tmp_path):
 def test_unlabelled_test_file_is_explained(tmp_path):
     with pytest.raises(ValueError, match=r"test.tsv: no column 'label' in the header \(index, sentence\)"):
         load(tmp_path, test="index\tsentence\n0\tsome text\n")
+
+
+def test_numeric_table_is_refused_with_a_pointer_to_the_table_loader(tmp_path):
+    numbers = "sentence\tlabel\n1.5\t1\n-2\t0\n3e4\t1\n"
+    with pytest.raises(ValueError, match=r"train.tsv: text column 'sentence' holds only numbers.*'table' loader"):
+        load(tmp_path, numbers)
+    no_header = "0.1,2.5,1\n0.3,1.5,0\n"
+    with pytest.raises(ValueError, match=r"text column 1 holds only numbers"):
+        load(tmp_path, no_header, no_header, suffix=".csv", header=False, text_column=1, label_column=2)
+
+
+def test_csv_fields_longer_than_csvs_default_limit_load(tmp_path):
+    import csv
+
+    before = csv.field_size_limit()
+    long_text = "word " * 40_000  # 200,000 characters: over csv's default 131,072
+    ds = load(tmp_path, f'text,label\n"{long_text}",1\nshort,0\n', "text,label\nword,1\n", suffix=".csv",
+              text_column="text", max_length=None)  # fmt: skip
+    assert ds.x_train.lengths.tolist() == [40_000, 1]
+    assert csv.field_size_limit() == before  # the process-wide limit is restored
+
+
+def test_test_fraction_splits_one_file_stratified_and_seeded(tmp_path):
+    rows = "".join(f"word{i} common\t{i % 2}\n" for i in range(20))
+    train = write(tmp_path / "all.tsv", "sentence\tlabel\n" + rows)
+    a, b = (load_text_table(train, test_fraction=0.25, seed=s, cache=False) for s in (0, 1))
+    assert len(a.y_test) == 5 and len(a.y_train) == 15 and a.y_test.bincount().tolist() in ([2, 3], [3, 2])
+    assert a.meta["vocab"] != b.meta["vocab"]  # another seed, another split
+    # the vocabulary comes from the training part only: held-out words are unknown
+    assert a.vocab_size == 2 + 15 + 1
+    with pytest.raises(ValueError, match="test_fraction=0.3 and test_path=.* exclude each other"):
+        load_text_table(train, train, test_fraction=0.3)
+
+
+def test_dev_file_is_the_provided_validation_split(tmp_path):
+    from lossbench.data.splits import VALIDATION_MASK, provided_validation, select_train
+
+    dev = write(tmp_path / "dev.tsv", "sentence\tlabel\ngood dev\t1\nbad dev\t0\n")
+    ds = load(tmp_path, dev_path=dev)
+    assert len(ds.y_train) == 5 and ds.meta[VALIDATION_MASK].tolist() == [False] * 3 + [True] * 2
+    fit_idx, val_idx = provided_validation(ds)
+    assert fit_idx.tolist() == [0, 1, 2] and val_idx.tolist() == [3, 4]
+    assert ds.y_train[val_idx].tolist() == [1, 0]
+    kept = select_train(ds, torch.tensor([0, 4]))  # subsamples keep the mask in step
+    assert [t.tolist() for t in provided_validation(kept)] == [[0], [1]]
+    with pytest.raises(ValueError, match=r"dev.tsv:2: label 'x' is not one of the classes"):
+        load(tmp_path, dev_path=write(tmp_path / "dev.tsv", "sentence\tlabel\nodd\tx\n"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"layout": "ragged"}, r"layout must be one of \('bags', 'padded'\), got 'ragged'"),
+        ({"tokenizer": "bpe"}, r"tokenizer must be one of \('word', 'char'\) or the path .* got 'bpe'"),
+        ({"max_length": 0}, r"max_length must be an int >= 1, got 0"),
+        ({"test_fraction": 1.5, "test": None}, r"test_fraction must lie in \(0, 1\), got 1.5"),
+    ],
+)
+def test_bad_options_are_named(tmp_path, kwargs, message):
+    train = write(tmp_path / "train.tsv", TRAIN)
+    test = kwargs.pop("test", write(tmp_path / "test.tsv", TEST))
+    with pytest.raises(ValueError, match=message):
+        load_text_table(train, test, **kwargs)

@@ -3,7 +3,8 @@
 ``load_dataset(name, data_dir=None, **params)`` returns a ``Dataset`` (train/test tensors and
 metadata); ``DATASETS`` lists every registered dataset and format (``lossbench datasets``).
 Built-in sets need no files; real sets are read from ``<data_dir>/<subdir>/`` and downloaded
-there when absent; format loaders (IDX, image folders, TSV/CSV text, ARFF, MEKA ARFF, UCI
+there when absent; format loaders (IDX, image folders, TSV/CSV text, text folders, fastText and
+TREC lines, ARFF, MEKA ARFF, UCI
 Adult, CSV/TSV/whitespace/Excel tables) take explicit paths for your own data.  Parsed files
 are cached (see ``_cache``).
 
@@ -38,6 +39,9 @@ from lossbench.data.splits import (
 )
 from lossbench.data.table import content_digest, load_table
 from lossbench.data.text import load_text_table, tokenize
+from lossbench.data.text_bags import TokenBags
+from lossbench.data.text_folder import load_text_folder
+from lossbench.data.text_lines import load_fasttext_file, load_trec_file
 
 __all__ = [
     "DATASETS",
@@ -58,6 +62,10 @@ __all__ = [
     "read_idx",
     "load_image_folder",
     "load_text_table",
+    "load_text_folder",
+    "load_fasttext_file",
+    "load_trec_file",
+    "TokenBags",
     "tokenize",
     "load_arff",
     "load_meka_arff",

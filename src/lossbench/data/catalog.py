@@ -23,6 +23,8 @@ from lossbench.data.image_folder import load_image_folder
 from lossbench.data.splits import DEFAULT_TEST_FRACTION
 from lossbench.data.table import load_table
 from lossbench.data.text import load_text_table
+from lossbench.data.text_folder import load_text_folder
+from lossbench.data.text_lines import load_fasttext_file, load_trec_file
 
 # --- built-in -------------------------------------------------------------------------------
 
@@ -231,6 +233,7 @@ def _load_sst2(
         max_vocab=max_vocab,
         hash_buckets=hash_buckets,
         max_length=max_length,
+        layout="padded",  # short sentences: padded rows, which packed training needs
         name="sst2",
         source=f"SST-2 (GLUE format), train.tsv / {test_split}.tsv in {train.parent}",
         cache=cache,
@@ -627,8 +630,41 @@ register_dataset(
         load_text_table,
         "multiclass",
         "text",
-        "train and test TSV/CSV with text and label columns; vocabulary or hashing ids",
-        "your files: train_path=, test_path=",
+        "TSV/CSV with text and label columns; test_path= or test_fraction, dev_path=; tokenizer=",
+        "your files: train_path= (test_path=, dev_path=)",
+    )
+)
+register_dataset(
+    DatasetInfo(
+        "text_folder",
+        "format",
+        load_text_folder,
+        "multiclass",
+        "text",
+        "path/<class>/<document> (20 Newsgroups' layout); test_path= folder or test_fraction, dev_path=",
+        "your files: path= (test_path=, dev_path=)",
+    )
+)
+register_dataset(
+    DatasetInfo(
+        "fasttext_file",
+        "format",
+        load_fasttext_file,
+        "multiclass",
+        "text",
+        "fastText lines '__label__x text', one label a line; test_path= or test_fraction, dev_path=",
+        "your files: path= (test_path=, dev_path=)",
+    )
+)
+register_dataset(
+    DatasetInfo(
+        "trec_file",
+        "format",
+        load_trec_file,
+        "multiclass",
+        "text",
+        "TREC lines 'COARSE:fine text', label='coarse' or 'fine'; test_path= or test_fraction, dev_path=",
+        "your files: path= (test_path=, dev_path=)",
     )
 )
 register_dataset(

@@ -17,6 +17,9 @@ from lossbench.data._dataset import Dataset
 # Held out by loaders whose source has no test split: the protocol of the EXACT paper's UCI
 # experiments (Karpukhin et al. 2022, arXiv 2205.09615: train_test_split(test_size=0.2)).
 DEFAULT_TEST_FRACTION = 0.2
+# Dataset.meta key of a validation split the source provides (a dev file), bool (N_train,): True
+# on its rows of x_train.  The bench then tunes on the other rows and scores on these.
+VALIDATION_MASK = "validation_mask"
 
 
 def _check_fraction(name: str, value: float) -> None:
@@ -99,6 +102,29 @@ def train_test_indices(y: torch.Tensor, test_fraction: float, seed: int) -> tupl
     return stratified_split(y, val_fraction=test_fraction, seed=seed)
 
 
+def provided_validation(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(fit_idx, val_idx)`` of the dataset's own validation split; None when it has none."""
+    mask = ds.meta.get(VALIDATION_MASK)
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool or tuple(mask.shape) != (len(ds.y_train),):
+        raise ValueError(
+            f"dataset {ds.name!r}: meta[{VALIDATION_MASK!r}] is {mask.dtype} {tuple(mask.shape)}, "
+            f"expected bool ({len(ds.y_train)},)"
+        )
+    if mask.all() or not mask.any():
+        raise ValueError(f"dataset {ds.name!r}: its provided validation split leaves no rows to fit or to score")
+    return (~mask).nonzero().flatten(), mask.nonzero().flatten()
+
+
+def select_train(ds: Dataset, keep: torch.Tensor, **changes) -> Dataset:
+    """The dataset with training rows ``keep`` only (a provided validation mask follows them)."""
+    meta = dict(changes.pop("meta", ds.meta))
+    if VALIDATION_MASK in meta:
+        meta[VALIDATION_MASK] = meta[VALIDATION_MASK][keep.to(meta[VALIDATION_MASK].device)]
+    return replace(ds, x_train=ds.x_train[keep], y_train=ds.y_train[keep], meta=meta, **changes)
+
+
 def random_split(n: int, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's unstratified ``train_test_split(range(n), test_size, random_state=seed)``.
 
@@ -152,11 +178,10 @@ def long_tail(ds: Dataset, rho: float = 100.0, seed: int = 0) -> Dataset:
     order, rank = _grouped_permutation(y, generator)
     keep = order[rank < target[y[order]]].sort().values.to(ds.y_train.device)
     meta = {**ds.meta, "long_tail": {"rho": rho, "seed": seed, "counts": target.tolist()}}
-    return replace(
+    return select_train(
         ds,
+        keep,
         name=f"{ds.name}-lt{rho:g}",
-        x_train=ds.x_train[keep],
-        y_train=ds.y_train[keep],
         source=f"{ds.source}; long-tail subsample rho={rho:g}, seed={seed}",
         meta=meta,
     )

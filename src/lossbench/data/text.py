@@ -1,33 +1,50 @@
-"""Text classification tables (TSV/CSV) to padded token-id tensors.
+"""Text classification data: labelled documents to token ids, and the TSV/CSV text-table loader.
 
-Reading: the delimiter follows the extension (``.tsv`` -> tab, otherwise comma) unless
-given.  TSV is read without quote handling (GLUE's files contain bare ``"``), CSV with the
-standard double-quote rules.  With ``header=True`` the first row names the columns and
-``text_column``/``label_column`` may be names or 0-based indices; without a header they
-must be indices.  Blank lines are skipped; a row with a different number of fields than the
-header (or the first row) is an error naming the file and line.  GLUE's SST-2 format
-(``sentence<TAB>label`` with a header) works with the defaults.
+Every text loader (``text_table`` here, ``text_folder``, ``fasttext_file``, ``trec_file``) reads
+labelled documents per split and hands them to :func:`encode_text`, which does the rest alike:
 
-Tokens: lower-cased (``lowercase=True``) runs of word characters, and each other
-non-space character on its own (``\\w+|[^\\w\\s]``).  Ids: ``0`` is padding; with a vocabulary
-(built on the training file only: tokens seen at least ``min_count`` times, the
-``max_vocab`` most frequent, ties broken alphabetically) ``1`` is the out-of-vocabulary id
-and known tokens are ``2, 3, ...`` by decreasing frequency; with ``hash_buckets=B`` (the
-hashing trick, Weinberger et al. 2009) a token's id is ``1 + crc32(token) mod B``.  Rows are
-padded with 0 to a common length: the longest row of either split, or ``max_length``
-(longer rows are truncated, keeping their first tokens).
+Splits: a test file or folder, else a seeded stratified ``test_fraction`` of the training
+documents; a ``dev_path`` is the dataset's provided validation split (its rows follow the
+training rows in ``x_train`` and ``meta["validation_mask"]`` marks them: the bench tunes on
+the training rows and scores on these instead of splitting).
+
+Tokens (``tokenizer``): ``"word"``, ``"char"`` or a Hugging Face ``tokenizer.json`` file (see
+``text_tokens``).  Ids: ``0`` is padding; with a vocabulary (built on the training documents
+only: tokens seen at least ``min_count`` times, the ``max_vocab`` most frequent, ties broken
+alphabetically) ``1`` is the out-of-vocabulary id and known tokens are ``2, 3, ...`` by
+decreasing frequency; with ``hash_buckets=B`` (the hashing trick, Weinberger et al. 2009) a
+token's id is ``1 + crc32(token) mod B``.  When more than a fifth of the test tokens are
+unknown a warning says which tokenizer to try.
+
+Layout: each document keeps its first ``max_length`` ids (``DEFAULT_MAX_LENGTH``; None keeps
+all).  ``layout="bags"`` stores them as flat ids plus offsets (``TokenBags``: memory follows
+the tokens kept, not documents x longest); ``layout="padded"`` pads rows with 0 to the longest
+kept row, the ``(N, L)`` tensor the bench's packed training needs.
 
 Labels: class order is ``label_names`` when given, else the training labels sorted
-(numerically when all are integers); a test label unseen in training is an error.
+(numerically when all are integers); a test or dev label unseen in training is an error
+naming its file and line.
+
+The table reader: the delimiter follows the extension (``.tsv`` -> tab, otherwise comma)
+unless given.  TSV is read without quote handling (GLUE's files contain bare ``"``), CSV with
+the standard double-quote rules; fields of any length load.  With ``header=True`` the first row
+names the columns and ``text_column``/``label_column`` may be names or 0-based indices; without
+a header they must be indices.  Blank lines are skipped; a row with a different number of
+fields than the header (or the first row) is an error naming the file and line.  A text column
+holding only numbers is refused (that is a numeric table: the ``table`` loader reads it).
+GLUE's SST-2 format (``sentence<TAB>label`` with a header) works with the defaults.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
-import re
+import warnings
 import zlib
 from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -37,13 +54,222 @@ import torch
 from lossbench.data._cache import cached
 from lossbench.data._dataset import PAD_ID, Dataset
 from lossbench.data._files import read_text
+from lossbench.data.splits import DEFAULT_TEST_FRACTION, VALIDATION_MASK, _check_fraction, train_test_indices
+from lossbench.data.text_bags import TokenBags
+from lossbench.data.text_tokens import get_tokenizer, tokenize
+
+__all__ = ["OOV_ID", "LAYOUTS", "DEFAULT_MAX_LENGTH", "Documents", "encode_text", "load_text_table", "tokenize"]
 
 OOV_ID = 1
-TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+LAYOUTS = ("bags", "padded")
+# Tokens kept per document: a bag of embeddings gains little past a few pages, and 20 Newsgroups'
+# longest posts (100k characters) would otherwise set the width of every padded row.
+DEFAULT_MAX_LENGTH = 2048
+UNKNOWN_WARN_SHARE = 0.2  # warn above this share of unknown test tokens
+CSV_FIELD_LIMIT = 2**31 - 1  # the largest value csv.field_size_limit takes on every platform
 
 
-def tokenize(text: str, lowercase: bool = True) -> list[str]:
-    return TOKEN_RE.findall(text.lower() if lowercase else text)
+@dataclass
+class Documents:
+    """One split's documents: texts, label strings, and where each comes from (``file:line``)."""
+
+    texts: list[str]
+    labels: list[str]
+    where: list[str]
+
+    def select(self, idx: list[int]) -> Documents:
+        return Documents([self.texts[i] for i in idx], [self.labels[i] for i in idx], [self.where[i] for i in idx])
+
+
+def check_text_options(
+    *,
+    min_count: int,
+    max_vocab: int | None,
+    hash_buckets: int | None,
+    max_length: int | None,
+    layout: str,
+    tokenizer: str | Path,
+) -> None:
+    """Refuse bad encoding options before any file is read."""
+    for arg, value, low in (
+        ("min_count", min_count, 1),
+        ("max_vocab", max_vocab, 1),
+        ("hash_buckets", hash_buckets, 1),
+        ("max_length", max_length, 1),
+    ):
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+            raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    get_tokenizer(tokenizer)  # names a known tokenizer or a readable file
+
+
+def class_order(labels: list[str], label_names: list[str] | None) -> list[str]:
+    if label_names is not None:
+        return [str(n) for n in label_names]
+    unique = set(labels)
+    try:
+        return sorted(unique, key=int)
+    except ValueError:
+        return sorted(unique)
+
+
+def label_ids(docs: Documents, classes: list[str]) -> torch.Tensor:
+    index = {c: i for i, c in enumerate(classes)}
+    for label, where in zip(docs.labels, docs.where):
+        if label not in index:
+            raise ValueError(f"{where}: label {label!r} is not one of the classes {classes}")
+    return torch.tensor([index[label] for label in docs.labels], dtype=torch.int64)
+
+
+def build_vocabulary(
+    token_lists: list[list[str]], min_count: int = 1, max_vocab: int | None = None
+) -> list[str]:
+    """``["<pad>", "<unk>", tokens...]``: tokens with ``count >= min_count``, most frequent first."""
+    counts = Counter(chain.from_iterable(token_lists))
+    kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+    return ["<pad>", "<unk>", *kept[:max_vocab]]
+
+
+def pad(sequences: list[list[int]], length: int) -> torch.Tensor:
+    """``int64 (N, length)``, each row's first ``length`` ids followed by ``PAD_ID``."""
+    return TokenBags.from_lists(sequences, length).padded(length)
+
+
+def _test_split(
+    train: Documents, test: Documents | None, test_fraction: float, seed: int, classes: list[str]
+) -> tuple[Documents, Documents]:
+    if test is not None:
+        return train, test
+    fit, held = train_test_indices(label_ids(train, classes), test_fraction, seed)
+    return train.select(fit.tolist()), train.select(held.tolist())
+
+
+def encode_text(
+    read: Callable[[], tuple[Documents, Documents | None, Documents | None]],
+    sources: list[Path],
+    params: dict[str, Any],
+    *,
+    test_fraction: float,
+    seed: int,
+    label_names: list[str] | None,
+    tokenizer: str | Path,
+    lowercase: bool,
+    min_count: int,
+    max_vocab: int | None,
+    hash_buckets: int | None,
+    max_length: int | None,
+    layout: str,
+    name: str,
+    source: str,
+    cache: bool,
+) -> Dataset:
+    """A text Dataset from ``read() -> (train, test or None, dev or None)`` (see the module
+    docstring); ``sources`` and ``params`` key the parse cache."""
+    options = {"min_count": min_count, "max_vocab": max_vocab, "hash_buckets": hash_buckets}
+    check_text_options(**options, max_length=max_length, layout=layout, tokenizer=tokenizer)
+    tok = get_tokenizer(tokenizer, lowercase)
+    if tok.name not in ("word", "char"):  # a file: its content is part of the cache key
+        sources = [*sources, Path(tok.name)]
+    params = {
+        **params,
+        **options,
+        "test_fraction": test_fraction,
+        "seed": seed,
+        "label_names": label_names,
+        "tokenizer": str(tokenizer),
+        "lowercase": lowercase,
+        "max_length": max_length,
+        "layout": layout,
+    }
+
+    def parse() -> dict[str, Any]:
+        train, test, dev = read()
+        classes = class_order(train.labels, label_names)
+        train, test = _test_split(train, test, test_fraction, seed, classes)
+        parts = [train] + ([dev] if dev is not None else []) + [test]
+        ys = [label_ids(d, classes) for d in parts]
+        tokens = [tok.split(d.texts) for d in parts]
+        if hash_buckets is not None:
+            vocab: list[str] = []
+            vocab_size = hash_buckets + 1
+            ids = lambda t: OOV_ID if t == tok.unknown else 1 + zlib.crc32(t.encode()) % hash_buckets  # noqa: E731
+        else:
+            vocab = build_vocabulary(tokens[0], min_count, max_vocab)
+            vocab_size = len(vocab)
+            index = {t: i for i, t in enumerate(vocab)}
+            if tok.unknown is not None:
+                index.pop(tok.unknown, None)
+            ids = lambda t: index.get(t, OOV_ID)  # noqa: E731
+        rows = [[[ids(t) for t in doc] for doc in split] for split in tokens]
+        test_ids = list(chain.from_iterable(rows[-1]))
+        unknown = sum(i == OOV_ID for i in test_ids) / max(1, len(test_ids))
+        x_train = TokenBags.from_lists(list(chain.from_iterable(rows[:-1])), max_length)
+        x_test = TokenBags.from_lists(rows[-1], max_length)
+        return {
+            "train": [x_train.ids, x_train.offsets],
+            "test": [x_test.ids, x_test.offsets],
+            "y_train": torch.cat(ys[:-1]),
+            "y_test": ys[-1],
+            "n_dev": len(dev.texts) if dev is not None else 0,
+            "classes": classes,
+            "vocab": vocab,
+            "vocab_size": vocab_size,
+            "unknown": unknown,
+        }
+
+    p = cached("text", params, sources, parse, cache=cache)
+    x_train, x_test = TokenBags(*p["train"]), TokenBags(*p["test"])
+    if layout == "padded":
+        length = max(1, x_train.width, x_test.width)
+        x_train, x_test = x_train.padded(length), x_test.padded(length)
+    meta: dict[str, Any] = {"vocab": p["vocab"], "unknown_test_tokens": p["unknown"], "tokenizer": tok.name}
+    if p["n_dev"]:
+        mask = torch.zeros(len(p["y_train"]), dtype=torch.bool)
+        mask[-p["n_dev"] :] = True
+        meta[VALIDATION_MASK] = mask
+    if p["unknown"] > UNKNOWN_WARN_SHARE:
+        warnings.warn(_unknown_message(name, p["unknown"], tok.name), stacklevel=3)
+    ids = "hashing" if hash_buckets else f"vocabulary of {p['vocab_size']} ids (min_count={min_count})"
+    return Dataset(
+        name=name,
+        task="multiclass",
+        x_train=x_train,
+        y_train=p["y_train"],
+        x_test=x_test,
+        y_test=p["y_test"],
+        class_names=p["classes"],
+        feature_kind="text",
+        source=f"{source} (tokenizer {tok.name}, {ids})",
+        vocab_size=p["vocab_size"],
+        meta=meta,
+    )
+
+
+def _unknown_message(name: str, share: float, tokenizer: str) -> str:
+    hint = {
+        "word": "for Chinese, Japanese or Thai text try tokenizer='char'; else a subword tokenizer file "
+        "(tokenizer='path/to/tokenizer.json')",
+        "char": "try a subword tokenizer file (tokenizer='path/to/tokenizer.json') or min_count=1",
+    }.get(tokenizer, "try tokenizer='char', or a tokenizer file trained on text like this")
+    return (
+        f"dataset {name!r}: {share:.0%} of the test tokens are unknown to the training vocabulary "
+        f"(tokenizer={tokenizer!r}); {hint}"
+    )
+
+
+# --- the TSV/CSV text-table reader -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _long_csv_fields() -> Iterator[None]:
+    """csv refuses fields over 131,072 characters by default; the whole file is in memory anyway,
+    so lift the limit while reading and restore the caller's (it is process-wide)."""
+    previous = csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
 
 
 def _delimiter_for(path: Path) -> str:
@@ -63,6 +289,14 @@ def _column_index(column: str | int, header: list[str] | None, path: Path, what:
     return header.index(column)
 
 
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 def read_text_table(
     path: Path | str,
     *,
@@ -79,158 +313,103 @@ def read_text_table(
     names, width = None, None
     texts, labels, lines = [], [], []
     try:
-        for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if width is None:
-                width = len(row)
-                if header:
-                    names = [c.strip() for c in row]
-                    t = _column_index(text_column, names, path, "text_column")
-                    lab = _column_index(label_column, names, path, "label_column")
+        with _long_csv_fields():
+            for row in reader:
+                if not row or (len(row) == 1 and not row[0].strip()):
                     continue
-                t = _column_index(text_column, None, path, "text_column")
-                lab = _column_index(label_column, None, path, "label_column")
-                for col, what in ((t, "text_column"), (lab, "label_column")):
-                    if not -width <= col < width:
-                        raise ValueError(f"{what}={col} is out of range for {path} ({width} columns)")
-            if len(row) != width:
-                raise ValueError(f"{path}:{reader.line_num}: expected {width} fields, got {len(row)}")
-            texts.append(row[t])
-            labels.append(row[lab].strip())
-            lines.append(reader.line_num)
+                if width is None:
+                    width = len(row)
+                    if header:
+                        names = [c.strip() for c in row]
+                        t = _column_index(text_column, names, path, "text_column")
+                        lab = _column_index(label_column, names, path, "label_column")
+                        continue
+                    t = _column_index(text_column, None, path, "text_column")
+                    lab = _column_index(label_column, None, path, "label_column")
+                    for col, what in ((t, "text_column"), (lab, "label_column")):
+                        if not -width <= col < width:
+                            raise ValueError(f"{what}={col} is out of range for {path} ({width} columns)")
+                if len(row) != width:
+                    raise ValueError(f"{path}:{reader.line_num}: expected {width} fields, got {len(row)}")
+                texts.append(row[t])
+                labels.append(row[lab].strip())
+                lines.append(reader.line_num)
     except csv.Error as err:
         raise ValueError(f"{path}:{reader.line_num}: {err}") from None
     if not texts:
         raise ValueError(f"{path}: no data rows")
+    if all(_is_number(s) or not s.strip() for s in texts):
+        column = names[t] if names else t
+        raise ValueError(
+            f"{path}: text column {column!r} holds only numbers, no text; for a numeric table use the "
+            f"'table' loader (lossbench datasets table path={path})"
+        )
     return texts, labels, lines
 
 
-def _class_order(labels: list[str], label_names: list[str] | None) -> list[str]:
-    if label_names is not None:
-        return [str(n) for n in label_names]
-    unique = set(labels)
-    try:
-        return sorted(unique, key=int)
-    except ValueError:
-        return sorted(unique)
-
-
-def _label_ids(labels: list[str], lines: list[int], classes: list[str], path: Path) -> torch.Tensor:
-    index = {c: i for i, c in enumerate(classes)}
-    ids = []
-    for label, line in zip(labels, lines):
-        if label not in index:
-            raise ValueError(f"{path}:{line}: label {label!r} is not one of the classes {classes}")
-        ids.append(index[label])
-    return torch.tensor(ids, dtype=torch.int64)
-
-
-def build_vocabulary(
-    token_lists: list[list[str]], min_count: int = 1, max_vocab: int | None = None
-) -> list[str]:
-    """``["<pad>", "<unk>", tokens...]``: tokens with ``count >= min_count``, most frequent first."""
-    counts = Counter(chain.from_iterable(token_lists))
-    kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
-    return ["<pad>", "<unk>", *kept[:max_vocab]]
-
-
-def pad(sequences: list[list[int]], length: int) -> torch.Tensor:
-    """``int64 (N, length)``, each row's first ``length`` ids followed by ``PAD_ID``."""
-    lengths = torch.tensor([min(len(s), length) for s in sequences], dtype=torch.int64)
-    out = torch.full((len(sequences), length), PAD_ID, dtype=torch.int64)
-    flat = torch.tensor(list(chain.from_iterable(s[:length] for s in sequences)), dtype=torch.int64)
-    out[torch.arange(length)[None, :] < lengths[:, None]] = flat
-    return out
+def _table_documents(path: Path | None, read_args: dict[str, Any]) -> Documents | None:
+    if path is None:
+        return None
+    texts, labels, lines = read_text_table(path, **read_args)
+    return Documents(texts, labels, [f"{path}:{n}" for n in lines])
 
 
 def load_text_table(
     train_path: Path | str,
-    test_path: Path | str,
+    test_path: Path | str | None = None,
     *,
+    dev_path: Path | str | None = None,
+    test_fraction: float | None = None,
+    seed: int = 0,
     text_column: str | int = "sentence",
     label_column: str | int = "label",
     delimiter: str | None = None,
     header: bool = True,
     label_names: list[str] | None = None,
+    tokenizer: str = "word",
     lowercase: bool = True,
     min_count: int = 1,
     max_vocab: int | None = None,
     hash_buckets: int | None = None,
-    max_length: int | None = None,
+    max_length: int | None = DEFAULT_MAX_LENGTH,
+    layout: str = "bags",
     name: str | None = None,
     source: str | None = None,
     cache: bool = True,
 ) -> Dataset:
-    """A text Dataset from a training and a test table (see the module docstring)."""
-    for arg, value, low in (
-        ("min_count", min_count, 1),
-        ("max_vocab", max_vocab, 1),
-        ("hash_buckets", hash_buckets, 1),
-        ("max_length", max_length, 1),
-    ):
-        if value is not None and not (isinstance(value, int) and value >= low):
-            raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
-    paths = [Path(train_path), Path(test_path)]
-    read_args = {
-        "text_column": text_column,
-        "label_column": label_column,
-        "delimiter": delimiter,
-        "header": header,
-    }
-    params: dict[str, Any] = {
-        **read_args,
-        "label_names": label_names,
-        "lowercase": lowercase,
-        "min_count": min_count,
-        "max_vocab": max_vocab,
-        "hash_buckets": hash_buckets,
-        "max_length": max_length,
-    }
-
-    def parse() -> dict[str, Any]:
-        (tr_text, tr_lab, tr_lines), (te_text, te_lab, te_lines) = (
-            read_text_table(p, **read_args) for p in paths
-        )
-        classes = _class_order(tr_lab, label_names)
-        y_train = _label_ids(tr_lab, tr_lines, classes, paths[0])
-        y_test = _label_ids(te_lab, te_lines, classes, paths[1])
-        tr_tok = [tokenize(t, lowercase) for t in tr_text]
-        te_tok = [tokenize(t, lowercase) for t in te_text]
-        if hash_buckets is not None:
-            vocab: list[str] = []
-            vocab_size = hash_buckets + 1
-            ids = lambda toks: [1 + zlib.crc32(t.encode()) % hash_buckets for t in toks]  # noqa: E731
-        else:
-            vocab = build_vocabulary(tr_tok, min_count, max_vocab)
-            vocab_size = len(vocab)
-            index = {t: i for i, t in enumerate(vocab)}
-            ids = lambda toks: [index.get(t, OOV_ID) for t in toks]  # noqa: E731
-        tr_ids, te_ids = [ids(t) for t in tr_tok], [ids(t) for t in te_tok]
-        longest = max(map(len, chain(tr_ids, te_ids)), default=0)
-        length = max(1, min(longest, max_length) if max_length else longest)
-        return {
-            "x_train": pad(tr_ids, length),
-            "y_train": y_train,
-            "x_test": pad(te_ids, length),
-            "y_test": y_test,
-            "classes": classes,
-            "vocab": vocab,
-            "vocab_size": vocab_size,
-        }
-
-    p = cached("text", params, paths, parse, cache=cache)
-    tokens = "hashing" if hash_buckets else f"vocabulary of {p['vocab_size']} ids (min_count={min_count})"
-    return Dataset(
-        name=name or paths[0].parent.name,
-        task="multiclass",
-        x_train=p["x_train"],
-        y_train=p["y_train"],
-        x_test=p["x_test"],
-        y_test=p["y_test"],
-        class_names=p["classes"],
-        feature_kind="text",
-        source=source or f"text tables {paths[0]}, {paths[1]} ({tokens})",
-        vocab_size=p["vocab_size"],
-        meta={"vocab": p["vocab"]},
+    """A text Dataset from a training table and a test table (or a ``test_fraction`` of the
+    training one), with an optional dev table as the validation split (see the module docstring)."""
+    fraction = resolve_test_fraction(test_path, test_fraction)
+    train, test, dev = (None if p is None else Path(p) for p in (train_path, test_path, dev_path))
+    read_args = {"text_column": text_column, "label_column": label_column, "delimiter": delimiter, "header": header}
+    present = [p for p in (train, test, dev) if p is not None]
+    return encode_text(
+        lambda: (_table_documents(train, read_args), _table_documents(test, read_args), _table_documents(dev, read_args)),
+        present,
+        {"format": "table", **read_args, "roles": [test is not None, dev is not None]},
+        test_fraction=fraction,
+        seed=seed,
+        label_names=label_names,
+        tokenizer=tokenizer,
+        lowercase=lowercase,
+        min_count=min_count,
+        max_vocab=max_vocab,
+        hash_buckets=hash_buckets,
+        max_length=max_length,
+        layout=layout,
+        name=name or train.parent.name,
+        source=source or f"text tables {', '.join(map(str, present))}",
+        cache=cache,
     )
+
+
+def resolve_test_fraction(test_path: Any, test_fraction: float | None) -> float:
+    """The test fraction a loader uses: none with a test file, the default without one."""
+    if test_path is not None:
+        if test_fraction is not None:
+            raise ValueError(f"test_fraction={test_fraction!r} and test_path={str(test_path)!r} exclude each other")
+        return 0.0
+    if test_fraction is None:
+        return DEFAULT_TEST_FRACTION
+    _check_fraction("test_fraction", test_fraction)
+    return test_fraction

@@ -14,12 +14,16 @@ PAD_ID = 0  # lossbench.data's padding id (kept here so models import torch only
 
 
 class BagOfEmbeddings(nn.Module):
-    """``logits = W · reduce_{t != pad} E[t] + b`` on padded token ids ``(B, L)``.
+    """``logits = W · reduce_{t != pad} E[t] + b`` on a batch of documents.
 
     The architecture of fastText (Joulin et al. 2017, "Bag of Tricks for Efficient Text
     Classification", arXiv 1607.01759) without its n-gram features and hierarchical softmax:
     ``nn.EmbeddingBag`` with ``padding_idx`` leaves padding out of the mean or sum (a row of
     padding only gives the zero vector).  Embeddings start from PyTorch's ``N(0, 1)``.
+
+    Input: padded token ids ``int64 (B, L)``, or ragged documents as flat ids plus offsets
+    (anything with ``ids`` and ``offsets`` ``(B + 1,)`` tensors, as lossbench.data's
+    ``TokenBags``): ``EmbeddingBag(ids, offsets[:-1])``, the same pooled vectors without padding.
     """
 
     def __init__(
@@ -34,8 +38,12 @@ class BagOfEmbeddings(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(embed_dim, num_outputs)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(self.embedding(tokens)))
+    def forward(self, tokens: Any) -> torch.Tensor:
+        if isinstance(tokens, torch.Tensor):
+            pooled = self.embedding(tokens)
+        else:  # duck-typed so that models import torch only
+            pooled = self.embedding(tokens.ids, tokens.offsets[:-1])
+        return self.fc(self.dropout(pooled))
 
 
 def _build(ds: Any, num_outputs: int, *, embed_dim: int, mode: str, dropout: float) -> BagOfEmbeddings:

@@ -1,0 +1,159 @@
+"""Label-first line formats: one document per line, its label(s) in front.
+
+- fastText (``fasttext_file``): ``__label__pos some text``; the label is what follows the
+  ``label_prefix``.  A line with several labels (``__label__a __label__b text``) is an error
+  naming the file and line: these loaders are single-label.
+- TREC question classification (``trec_file``): ``DESC:manner How did serfdom develop ?``;
+  ``label="coarse"`` takes ``DESC`` (6 classes in TREC), ``label="fine"`` the whole
+  ``DESC:manner`` (50; fine names such as ``other`` recur under several coarse ones).
+
+Blank lines are skipped; files are read as UTF-8 or, failing that, Latin-1 (TREC's are), and
+``.gz``/``.bz2`` are decompressed.  Without ``test_path`` a seeded stratified ``test_fraction``
+of the lines is held out; ``dev_path`` is the provided validation split.  Tokens, ids, layout as
+in ``lossbench.data.text``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lossbench.data._dataset import Dataset
+from lossbench.data._files import read_text
+from lossbench.data.text import DEFAULT_MAX_LENGTH, Documents, encode_text, resolve_test_fraction
+
+TREC_LABELS = ("coarse", "fine")
+
+LineParser = Callable[[str, str], tuple[str, str]]  # (line, "file:line") -> (label, text)
+
+
+def read_lines(path: Path, parse: LineParser) -> Documents:
+    texts, labels, where = [], [], []
+    for number, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        label, text = parse(line, f"{path}:{number}")
+        labels.append(label)
+        texts.append(text)
+        where.append(f"{path}:{number}")
+    if not texts:
+        raise ValueError(f"{path}: no labelled lines")
+    return Documents(texts, labels, where)
+
+
+def fasttext_parser(label_prefix: str) -> LineParser:
+    def parse(line: str, where: str) -> tuple[str, str]:
+        rest, labels = line.lstrip(), []
+        while rest.startswith(label_prefix):
+            head, *tail = rest.split(None, 1)
+            labels.append(head[len(label_prefix) :])
+            rest = tail[0] if tail else ""
+        if len(labels) != 1:
+            found = "no" if not labels else f"{len(labels)} ({', '.join(labels)})"
+            raise ValueError(
+                f"{where}: {found} labels; a fastText line here starts with exactly one "
+                f"{label_prefix}<label> (multi-label lines are not supported)"
+            )
+        return labels[0], rest
+
+    return parse
+
+
+def trec_parser(label: str) -> LineParser:
+    def parse(line: str, where: str) -> tuple[str, str]:
+        head, _, text = line.strip().partition(" ")
+        coarse, colon, fine = head.partition(":")
+        if not (colon and coarse and fine):
+            raise ValueError(f"{where}: expected 'COARSE:fine text' (TREC), got {line[:60]!r}")
+        return (coarse if label == "coarse" else head), text
+
+    return parse
+
+
+def _load_lines(
+    kind: str,
+    parse: LineParser,
+    format_params: dict[str, Any],
+    path: Path | str,
+    test_path: Path | str | None,
+    dev_path: Path | str | None,
+    test_fraction: float | None,
+    name: str | None,
+    source: str | None,
+    **options: Any,
+) -> Dataset:
+    fraction = resolve_test_fraction(test_path, test_fraction)
+    files = [None if p is None else Path(p) for p in (path, test_path, dev_path)]
+    present = [f for f in files if f is not None]
+    return encode_text(
+        lambda: tuple(None if f is None else read_lines(f, parse) for f in files),  # type: ignore[return-value]
+        present,
+        {"format": kind, **format_params, "roles": [f is not None for f in files[1:]]},
+        test_fraction=fraction,
+        name=name or Path(path).stem,
+        source=source or f"{kind} files {', '.join(map(str, present))}",
+        **options,
+    )
+
+
+def load_fasttext_file(
+    path: Path | str,
+    test_path: Path | str | None = None,
+    *,
+    dev_path: Path | str | None = None,
+    test_fraction: float | None = None,
+    seed: int = 0,
+    label_prefix: str = "__label__",
+    label_names: list[str] | None = None,
+    tokenizer: str = "word",
+    lowercase: bool = True,
+    min_count: int = 1,
+    max_vocab: int | None = None,
+    hash_buckets: int | None = None,
+    max_length: int | None = DEFAULT_MAX_LENGTH,
+    layout: str = "bags",
+    name: str | None = None,
+    source: str | None = None,
+    cache: bool = True,
+) -> Dataset:
+    """A text Dataset from fastText ``__label__x text`` lines (see the module docstring)."""
+    if not (isinstance(label_prefix, str) and label_prefix.strip() == label_prefix and label_prefix):
+        raise ValueError(f"label_prefix must be a non-empty string without spaces, got {label_prefix!r}")
+    return _load_lines(
+        "fastText", fasttext_parser(label_prefix), {"label_prefix": label_prefix},
+        path, test_path, dev_path, test_fraction, name, source,
+        seed=seed, label_names=label_names, tokenizer=tokenizer, lowercase=lowercase, min_count=min_count,
+        max_vocab=max_vocab, hash_buckets=hash_buckets, max_length=max_length, layout=layout, cache=cache,
+    )  # fmt: skip
+
+
+def load_trec_file(
+    path: Path | str,
+    test_path: Path | str | None = None,
+    *,
+    dev_path: Path | str | None = None,
+    label: str = "coarse",
+    test_fraction: float | None = None,
+    seed: int = 0,
+    label_names: list[str] | None = None,
+    tokenizer: str = "word",
+    lowercase: bool = True,
+    min_count: int = 1,
+    max_vocab: int | None = None,
+    hash_buckets: int | None = None,
+    max_length: int | None = DEFAULT_MAX_LENGTH,
+    layout: str = "bags",
+    name: str | None = None,
+    source: str | None = None,
+    cache: bool = True,
+) -> Dataset:
+    """A text Dataset from TREC ``COARSE:fine text`` lines, labelled by the ``label`` level."""
+    if label not in TREC_LABELS:
+        raise ValueError(f"label must be one of {TREC_LABELS}, got {label!r}")
+    return _load_lines(
+        "TREC", trec_parser(label), {"label": label},
+        path, test_path, dev_path, test_fraction, name, source,
+        seed=seed, label_names=label_names, tokenizer=tokenizer, lowercase=lowercase, min_count=min_count,
+        max_vocab=max_vocab, hash_buckets=hash_buckets, max_length=max_length, layout=layout, cache=cache,
+    )  # fmt: skip
