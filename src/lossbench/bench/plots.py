@@ -1,4 +1,7 @@
-"""Report figures (matplotlib, PNG bytes): learning curves, metric vs. main hyperparameter, budget curves."""
+"""Report figures (matplotlib, PNG bytes): learning curves, metric vs. main hyperparameter, budget curves.
+
+Each method keeps one colour in every figure of a report (:func:`method_colours`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import io
 import math
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no backend chosen for the process
 from matplotlib.ticker import MaxNLocator
 
@@ -13,6 +18,17 @@ from lossbench.bench.methods import resolve_method
 from lossbench.bench.results import DatasetResult
 from lossbench.bench.runner import run_record
 from lossbench.bench.spec import Range, Spec
+
+
+Colours = dict[str, str]
+
+
+def method_colours(spec: Spec) -> Colours:
+    """One colour per method, by its place in the spec: tab10, or tab20 beyond ten methods (the
+    colours repeat only beyond twenty)."""
+    names = [m.name for m in spec.methods]
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: to_hex(cmap(i % cmap.N)) for i, name in enumerate(names)}
 
 
 def _mean_curve(runs, key: str) -> np.ndarray | None:
@@ -24,7 +40,7 @@ def _mean_curve(runs, key: str) -> np.ndarray | None:
     return np.nanmean(np.array([c[:length] for c in curves], dtype=float), axis=0)
 
 
-def learning_curves(result: DatasetResult) -> bytes:
+def learning_curves(result: DatasetResult, colours: Colours) -> bytes:
     """Mean over evaluation seeds of each method's training loss and test metric per epoch."""
     fig = Figure(figsize=(11, 4))
     ax_loss, ax_metric = fig.subplots(1, 2)
@@ -32,10 +48,11 @@ def learning_curves(result: DatasetResult) -> bytes:
         runs = list(row.runs.values())
         loss = _mean_curve(runs, "train_loss")
         metric = _mean_curve(runs, f"heldout_{result.metric}")
+        colour = colours[row.method.name]
         if loss is not None:
-            ax_loss.plot(np.arange(1, len(loss) + 1), loss, label=row.method.name)
+            ax_loss.plot(np.arange(1, len(loss) + 1), loss, label=row.method.name, color=colour)
         if metric is not None:
-            ax_metric.plot(np.arange(1, len(metric) + 1), metric, label=row.method.name)
+            ax_metric.plot(np.arange(1, len(metric) + 1), metric, label=row.method.name, color=colour)
     ax_loss.set(xlabel="epoch", ylabel="training loss (each method's own)", title="training loss")
     ax_metric.set(xlabel="epoch", ylabel=f"test {result.metric}", title=f"test {result.metric}")
     ax_metric.legend(fontsize=8)
@@ -43,7 +60,7 @@ def learning_curves(result: DatasetResult) -> bytes:
     return _png(fig)
 
 
-def hyperparameter_scatter(result: DatasetResult, spec: Spec) -> bytes:
+def hyperparameter_scatter(result: DatasetResult, spec: Spec, colours: Colours) -> bytes:
     """Validation metric of every tuning trial against the method's main hyperparameter."""
     rows = [r for r in result.methods if r.tune_trials]
     cols = min(3, max(1, len(rows)))
@@ -56,10 +73,10 @@ def hyperparameter_scatter(result: DatasetResult, spec: Spec) -> bytes:
         dist = method.search_space(spec.search).get(key)
         xs = [t.params.get(key) for t in row.tune_trials]
         ys = [t.value for t in row.tune_trials]
-        ax.scatter(xs, ys, s=18, alpha=0.7)
+        ax.scatter(xs, ys, s=18, alpha=0.7, color=colours[row.method.name])
         chosen = [t for t in row.tune_trials if t.number == row.chosen_trial]
         if chosen:
-            ax.scatter([chosen[0].params.get(key)], [chosen[0].value], s=70, marker="*", color="C3", label="chosen")
+            ax.scatter([chosen[0].params.get(key)], [chosen[0].value], s=90, marker="*", color="black", label="chosen")
             ax.legend(fontsize=7)
         if getattr(dist, "log", False) or (isinstance(spec.search.get(key), Range) and spec.search[key].log):
             ax.set_xscale("log")
@@ -70,14 +87,14 @@ def hyperparameter_scatter(result: DatasetResult, spec: Spec) -> bytes:
     return _png(fig)
 
 
-def budget_curves(result: DatasetResult) -> bytes:
+def budget_curves(result: DatasetResult, colours: Colours) -> bytes:
     """Each method's best validation score after n tuning trials, n = 1 .. the budget."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for row in result.methods:
         curve = row.budget_curve()
         if curve:
-            ax.plot(np.arange(1, len(curve) + 1), curve, marker=".", label=row.method.name)
+            ax.plot(np.arange(1, len(curve) + 1), curve, marker=".", label=row.method.name, color=colours[row.method.name])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="tuning trials spent", ylabel=f"best validation {result.metric}",
            title=f"{result.dataset.label}: tuning budget")  # fmt: skip

@@ -1,193 +1,333 @@
-"""The report: markdown, CSV and a self-contained HTML page, rebuilt from storage alone."""
+"""The report: markdown, CSV and a self-contained HTML page, rebuilt from storage alone.
+
+``report.md`` and ``report.html`` are rendered from one list of blocks (:mod:`lossbench._document`),
+so they say the same thing; ``leaderboard.csv``, ``runs.csv`` and ``trials.csv`` hold the numbers
+behind them, trial by trial.
+"""
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
+import dataclasses
+import datetime as dt
 import io
 import json
 import math
 from pathlib import Path
+from typing import Any
 
+from lossbench._document import Block, Heading, Image, Para, Table, to_html, to_markdown
 from lossbench._paths import atomic_write, inside
-from lossbench.bench.metrics import METRICS
-from lossbench.bench.results import DatasetResult, MethodResult
+from lossbench._provenance import version_line
+from lossbench.bench.methods import Method, resolve_method
+from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS
+from lossbench.bench.results import EDGE_FRACTION, DatasetResult, MethodResult
 from lossbench.bench.runner import run_record
-from lossbench.bench.spec import Spec
+from lossbench.bench.spec import MethodSpec, Range, Spec
+from lossbench.bench.stats import format_p
+from lossbench.registry import Choice, SearchSpace
+
+PLOT_KINDS = ("curves", "tuning", "budget")  # per dataset: learning curves, tuning trials, budget curves
+NOT_RECORDED = "not recorded (runs stored before lossbench recorded it)"
 
 
-def _fmt(x: float, digits: int = 4) -> str:
+def _fmt(x: float | None, digits: int = 4) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def _params(config: dict | None) -> str:
+def _value(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else repr(v) if isinstance(v, str) else str(v)
+
+
+def _params(config: dict | None, edges: dict[str, str] | None = None) -> str:
     if not config:
         return "-"
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(config.items()))
+    edges = edges or {}
+    return ", ".join(f"{k}={_value(v)}" + (f" ({edges[k]} edge)" if k in edges else "") for k, v in sorted(config.items()))
 
 
-def leaderboard_rows(result: DatasetResult) -> list[dict[str, str]]:
-    """One display row per method, best first."""
+def _rank(r: MethodResult) -> str:
+    return "-" if math.isnan(r.rank) else f"{r.rank:g}" + (" (tie)" if r.tied else "")
+
+
+def _vs_baseline(r: MethodResult, baseline: str | None) -> str:
+    if r.paired is None:
+        return "baseline" if r.method.name == baseline else "-"
+    p = r.paired
+    return (f"{p.mean_difference:+.4f} [{p.ci_low:+.4f}, {p.ci_high:+.4f}], p {format_p(p.p_value)}, "
+            f"Holm {format_p(r.p_holm)}")  # fmt: skip
+
+
+def leaderboard_header(result: DatasetResult) -> list[str]:
+    """Column names: fixed words, the metric named in one header only (no collision is possible)."""
+    return ["rank", "method", f"test {result.metric}, mean ± std", "95% CI",
+            f"vs {result.baseline or 'baseline'}: difference [95% CI], p", "chosen hyperparameters", "trials"]  # fmt: skip
+
+
+def leaderboard_rows(result: DatasetResult) -> list[list[str]]:
+    """One display row per method, best first (cells in :func:`leaderboard_header`'s order)."""
     rows = []
     for r in result.methods:
         s = r.summaries.get(result.metric)
         status = "" if r.complete else f" (incomplete: {len(r.runs)}/{len(r.seeds)} seeds)"
         if r.diverged_runs:
             status += f" ({r.diverged_runs} diverged)"
-        vs = "baseline" if r.method.name == result.baseline else "-"
-        if r.paired is not None:
-            vs = f"{r.paired.mean_difference:+.4f} (p {_fmt(r.paired.p_value, 3)}, Holm {_fmt(r.p_holm, 3)})"
-        rows.append(
-            {
-                "rank": "-" if math.isnan(r.rank) else f"{r.rank:g}",
-                "method": r.method.name + status,
-                result.metric: f"{_fmt(s.mean)} ± {_fmt(s.std)}" if s else "-",
-                "95% CI": f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]" if s else "-",
-                "vs baseline": vs,
-                "chosen hyperparameters": _params(r.config),
-                "trials": f"tune #{r.chosen_trial}; final #{','.join(str(r.runs[k].number) for k in sorted(r.runs))}"
-                if r.runs
-                else "-",
-            }
-        )
+        final = ",".join(str(r.runs[k].number) for k in sorted(r.runs))
+        rows.append([
+            _rank(r), r.method.name + status, f"{_fmt(s.mean)} ± {_fmt(s.std)}" if s else "-",
+            f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]" if s else "-", _vs_baseline(r, result.baseline),
+            _params(r.config, r.edges), f"tune #{r.chosen_trial}; final #{final}" if r.runs else "-",
+        ])  # fmt: skip
     return rows
 
 
-def markdown(spec: Spec, results: list[DatasetResult]) -> str:
-    lines = [
-        f"# lossbench report: {spec.name}",
-        "",
-        f"Protocol: {spec.trials} tuning trials per method ({spec.sampler} sampler) scored on a "
-        f"{spec.val_fraction:.0%} stratified validation split; the chosen configuration re-trained "
-        f"with {spec.seeds} seeds on the full training split and scored on the test split. Model "
-        f"`{spec.train.model}`, optimiser {spec.train.optimizer}, {spec.train.epochs} epochs, batch "
-        f"{spec.train.batch_size}. Mean ± sample std over seeds, Student-t 95% CI; paired t-test "
-        f"against `{spec.baseline}` over seeds, Holm-adjusted across methods.",
-        "",
-    ]
+def _secondary(result: DatasetResult) -> Table:
+    other = [m for m in METRICS[result.task] if m != result.metric]
+    rows = []
+    for r in result.methods:
+        cells = []
+        for m in other:
+            s = r.summaries.get(m)
+            cells.append(f"{_fmt(s.mean)} ± {_fmt(s.std)} [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]" if s and s.n else "-")
+        rows.append([r.method.name, *cells])
+    lower = [m for m in other if m in LOWER_IS_BETTER]
+    header = ["method", *(f"test {m}" + (" (lower is better)" if m in lower else "") for m in other)]
+    return Table(header, rows)
+
+
+# -- what every method ran with -------------------------------------------------------------------
+
+
+def _space(space: Range | SearchSpace) -> str:
+    if isinstance(space, Choice):
+        return "{" + ", ".join(_value(o) for o in space.options) + "}"
+    return f"{_value(space.low)} .. {_value(space.high)}" + (" (log)" if space.log else "")
+
+
+def method_settings(spec: Spec) -> Table:
+    """Every method's settings that are not tuned (fixed by the spec, scheduled, or the loss's and
+    transforms' defaults) and what is tuned, with the ranges searched."""
+    rows = []
+    for m in spec.methods:
+        method = resolve_method(m)
+        tuned = method.search_space(spec.search)
+        loss = dict(m.params)
+        loss.update({p.name: p.default for p in method.loss.hyperparams
+                     if f"loss.{p.name}" not in tuned and p.name not in m.params and f"loss.{p.name}" not in m.schedule})  # fmt: skip
+        schedules = [f"{k}: {_value(s.start)} -> {_value(s.end)} per epoch (geometric"
+                     + ("" if s.endpoint else ", the last epoch short of the end") + ")" for k, s in m.schedule.items()]  # fmt: skip
+        transforms = []
+        for name, fixed, params in method.transforms:
+            settings = {**{p.name: p.default for p in params if f"{name}.{p.name}" not in tuned}, **fixed}
+            transforms.append(f"{name}({_params(settings)})" if settings else name)
+        searched = [f"{k} in {_space(_searched(spec, m, method, k))}" for k in tuned]
+        rows.append([m.name, m.loss, _params(loss), "; ".join(schedules) or "-", "; ".join(transforms) or "-",
+                     "; ".join(searched) or "-", ", ".join(m.datasets) if m.datasets else "all"])  # fmt: skip
+    return Table(["method", "loss", "fixed loss settings", "schedules", "transforms", "searched", "datasets"], rows)
+
+
+def _searched(spec: Spec, m: MethodSpec, method: Method, key: str) -> Range | SearchSpace:
+    """The range or grid a key is searched over, as the spec or the registry gives it."""
+    if key in spec.search:
+        return spec.search[key]
+    if key in m.search:
+        return m.search[key]
+    prefix, name = key.split(".", 1)
+    params = method.loss.hyperparams if prefix == "loss" else next(ps for t, _, ps in method.transforms if t == prefix)
+    return next(p.space for p in params if p.name == name)
+
+
+def study_settings(spec: Spec) -> Table:
+    """The spec's study-wide and training settings, shared by every method."""
+    top = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("name", "datasets", "methods", "train", "search")}
+    rows = [[k, _value(v)] for k, v in top.items()]
+    rows += [[f"train.{k}", _value(v)] for k, v in dataclasses.asdict(spec.train).items()]
+    return Table(["setting", "value"], rows)
+
+
+# -- provenance ---------------------------------------------------------------------------------
+
+
+def _records(results: list[DatasetResult]):
     for result in results:
-        rows = leaderboard_rows(result)
-        lines += [f"## {result.dataset.label} (test {result.metric})", ""]
-        if rows:
-            keys = list(rows[0])
-            lines.append("| " + " | ".join(keys) + " |")
-            lines.append("|" + "---|" * len(keys))
-            lines += ["| " + " | ".join(row[k].replace("|", "\\|") for k in keys) + " |" for row in rows]
-        lines.append("")
-        other = [m for m in METRICS[result.task] if m != result.metric]
-        lines.append("| method | " + " | ".join(other) + " |")
-        lines.append("|" + "---|" * (len(other) + 1))
         for r in result.methods:
-            cells = [f"{_fmt(r.summaries[m].mean)} ± {_fmt(r.summaries[m].std)}" if m in r.summaries else "-" for m in other]
-            lines.append(f"| {r.method.name} | " + " | ".join(cells) + " |")
-        lines += ["", f"![learning curves](plots/{_slug(result)}_curves.png)",
-                  f"![tuning trials](plots/{_slug(result)}_tuning.png)",
-                  f"![tuning budget](plots/{_slug(result)}_budget.png)", ""]  # fmt: skip
-    return "\n".join(lines)
+            for t in [*r.tune_trials, *r.runs.values()]:
+                yield result, t, run_record(t)
+
+
+def _distinct(values) -> str:
+    seen = sorted({str(v) for v in values if v is not None})
+    return ", ".join(seen) if seen else NOT_RECORDED
+
+
+def provenance(results: list[DatasetResult]) -> Table:
+    """What the runs were made with, as their records say, and when; and who wrote this report."""
+    records = list(_records(results))
+    envs = [rec["environment"] for _, _, rec in records if "environment" in rec]
+    versions = [f"{e['lossbench']}" + (f" (commit {e['commit']})" if e.get("commit") else "") for e in envs]
+    times = sorted(t.datetime_complete for _, t, _ in records if t.datetime_complete is not None)
+    when = f"{times[0]:%Y-%m-%d %H:%M} to {times[-1]:%Y-%m-%d %H:%M}" if times else "-"
+    rows = [
+        ["report written", f"{dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} by {version_line()}"],
+        ["runs finished", when],
+        ["lossbench (runs)", _distinct(versions) if envs else NOT_RECORDED],
+        ["torch", _distinct(e.get("torch") for e in envs) if envs else NOT_RECORDED],
+        ["torch threads per worker", _distinct(e.get("threads") for e in envs) if envs else NOT_RECORDED],
+        ["device", _distinct(e.get("device") for e in envs) if envs else NOT_RECORDED],
+        ["workers", _distinct(rec.get("worker", "").split(":")[0] or None for _, _, rec in records)],
+    ]
+    return Table(["", ""], rows)
+
+
+def split_sizes(result: DatasetResult) -> str:
+    """The training and scored sizes of the tuning and final runs, as their records say."""
+    parts = []
+    for stage, trials, words in (("tuning", [t for r in result.methods for t in r.tune_trials], ("fit", "validation")),
+                                 ("final", [t for r in result.methods for t in r.runs.values()], ("train", "test"))):  # fmt: skip
+        sizes = {(s["fit"], s["scored"]) for s in (run_record(t).get("sizes") for t in trials) if s}
+        if sizes:
+            listed = " or ".join(f"{a} {words[0]} / {b} {words[1]}" for a, b in sorted(sizes))
+            parts.append(f"{stage} runs: {listed}")
+    return "Samples: " + "; ".join(parts) + "." if parts else f"Samples: {NOT_RECORDED}."
+
+
+# -- the document -------------------------------------------------------------------------------
+
+
+def _protocol(spec: Spec) -> str:
+    return (f"Protocol: {spec.trials} tuning trials per method ({spec.sampler} sampler) scored on a "
+            f"{spec.val_fraction:.0%} {spec.val_split} validation split; the chosen configuration re-trained "
+            f"with {spec.seeds} seeds on the full training split and scored on the test split. Model "
+            f"`{spec.train.model}`, optimiser {spec.train.optimizer}, {spec.train.epochs} epochs, batch "
+            f"{spec.train.batch_size}. Mean ± sample std over seeds, Student-t 95% CI clipped to the metric's "
+            f"range; paired t-test against `{spec.baseline}` over seeds (difference = method - baseline, with its "
+            f"95% CI), Holm-adjusted across methods. Tied means share the best rank they span.")  # fmt: skip
+
+
+def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) -> list[Block]:
+    out: list[Block] = [Heading(1, f"lossbench report: {spec.name}"), Para(_protocol(spec)),
+                        Heading(2, "Provenance"), provenance(results),
+                        Heading(2, "Methods"), method_settings(spec),
+                        Heading(2, "Study settings"), study_settings(spec)]  # fmt: skip
+    for result in results:
+        out += [Heading(2, f"{result.dataset.label} (test {result.metric})"), Para(split_sizes(result)),
+                Table(leaderboard_header(result), leaderboard_rows(result))]  # fmt: skip
+        if any(r.edges for r in result.methods):
+            out.append(Para(f"(lower edge) / (upper edge): chosen within {EDGE_FRACTION:.0%} of an end of its "
+                            "search range (on its sampling scale), or the smallest / largest of a grid; the best "
+                            "value may lie beyond the range searched."))  # fmt: skip
+        if len(METRICS[result.task]) > 1:
+            out += [Para("Other test metrics, mean ± std [95% CI]:"), _secondary(result)]
+        for kind, alt in zip(PLOT_KINDS, ("learning curves", "tuning trials", "tuning budget")):
+            path = plots.get(f"{_slug(result)}_{kind}")
+            if path is not None:
+                out.append(Image(alt, path))
+    return out
 
 
 def _slug(result: DatasetResult) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in result.dataset.label)
 
 
-def leaderboard_csv(results: list[DatasetResult]) -> str:
+# -- CSV ----------------------------------------------------------------------------------------
+
+
+def _csv(header: list[str], rows: list[list[Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    metrics = sorted({m for r in results for m in METRICS[r.task]})
-    header = ["dataset", "selection_metric", "rank", "method", "loss", "transforms", "seeds_done",
-              "diverged_runs", "mean_difference_vs_baseline", "p_value", "p_holm", "chosen_tune_trial",
-              "final_trials", "config"]  # fmt: skip
-    for m in metrics:
-        header += [f"{m}_mean", f"{m}_std", f"{m}_ci_low", f"{m}_ci_high"]
     writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _blank(x: float | None) -> Any:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def leaderboard_csv(results: list[DatasetResult]) -> str:
+    metrics = sorted({m for r in results for m in METRICS[r.task]})
+    header = ["dataset", "selection_metric", "rank", "tied", "method", "loss", "transforms", "seeds_done",
+              "diverged_runs", "mean_difference_vs_baseline", "difference_ci_low", "difference_ci_high", "p_value",
+              "p_holm", "chosen_tune_trial", "final_trials", "config", "at_range_edge"]  # fmt: skip
+    header += [f"{m}_{s}" for m in metrics for s in ("mean", "std", "ci_low", "ci_high")]
+    rows = []
     for result in results:
         for r in result.methods:
+            p = r.paired
             row = [
-                result.dataset.label, result.metric, r.rank, r.method.name, r.method.loss,
+                result.dataset.label, result.metric, _blank(r.rank), r.tied, r.method.name, r.method.loss,
                 "+".join(t.name for t in r.method.transforms), len(r.runs), r.diverged_runs,
-                r.paired.mean_difference if r.paired else "", r.paired.p_value if r.paired else "",
-                "" if math.isnan(r.p_holm) else r.p_holm, r.chosen_trial,
+                p.mean_difference if p else "", _blank(p.ci_low) if p else "", _blank(p.ci_high) if p else "",
+                _blank(p.p_value) if p else "", _blank(r.p_holm), r.chosen_trial,
                 " ".join(str(r.runs[k].number) for k in sorted(r.runs)), json.dumps(r.config, sort_keys=True),
+                json.dumps(r.edges, sort_keys=True),
             ]  # fmt: skip
             for m in metrics:
                 s = r.summaries.get(m)
-                row += [s.mean, s.std, s.ci_low, s.ci_high] if s else ["", "", "", ""]
-            writer.writerow(row)
-    return buf.getvalue()
+                row += [_blank(s.mean), _blank(s.std), _blank(s.ci_low), _blank(s.ci_high)] if s else ["", "", "", ""]
+            rows.append(row)
+    return _csv(header, rows)
 
 
 def runs_csv(results: list[DatasetResult]) -> str:
     """Every final run with its study, trial number and seed: the rows behind the leaderboard."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
     metrics = sorted({m for r in results for m in METRICS[r.task]})
-    writer.writerow(["dataset", "method", "study", "trial", "seed", "worker", "seconds", *metrics])
+    rows = []
     for result in results:
         for r in result.methods:
             for seed in sorted(r.runs):
                 t = r.runs[seed]
                 record = run_record(t)
                 m = record.get("metrics", {})
-                writer.writerow([result.dataset.label, r.method.name, r.final_study, t.number, seed,
-                                 record.get("worker", ""), record.get("seconds", ""),
-                                 *[m.get(k, "") for k in metrics]])  # fmt: skip
-    return buf.getvalue()
+                rows.append([result.dataset.label, r.method.name, r.final_study, t.number, seed,
+                             record.get("worker", ""), record.get("seconds", ""),
+                             record.get("environment", {}).get("device", ""), *[m.get(k, "") for k in metrics]])  # fmt: skip
+    return _csv(["dataset", "method", "study", "trial", "seed", "worker", "seconds", "device", *metrics], rows)
 
 
-PLOT_KINDS = ("curves", "tuning", "budget")  # per dataset: learning curves, tuning trials, budget curves
-
-
-def html_page(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) -> str:
-    """One file: tables plus the PNG plots embedded as data URIs."""
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>lossbench report: {html.escape(spec.name)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-        "font-size:13px;text-align:left}th{background:#f3f3f3}img{max-width:100%}</style></head><body>",
-        f"<h1>lossbench report: {html.escape(spec.name)}</h1>",
-    ]
-    md = markdown(spec, results).splitlines()
-    parts.append(f"<p>{html.escape(md[2])}</p>")
-    for result in results:
-        rows = leaderboard_rows(result)
-        parts.append(f"<h2>{html.escape(result.dataset.label)} (test {result.metric})</h2><table><tr>")
-        if rows:
-            parts += [f"<th>{html.escape(k)}</th>" for k in rows[0]]
-            parts.append("</tr>")
-            for row in rows:
-                parts.append("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values()) + "</tr>")
-        parts.append("</table>")
-        for kind in PLOT_KINDS:
-            path = plots.get(f"{_slug(result)}_{kind}")
-            if path and path.exists():
-                data = base64.b64encode(path.read_bytes()).decode()
-                parts.append(f"<img alt='{kind}' src='data:image/png;base64,{data}'>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+def trials_csv(results: list[DatasetResult]) -> str:
+    """Every tuning trial of the equal budget: its parameters (``param.<name>``), its scores
+    (``metric.<name>``: validation, and the training part's where recorded) and whether it was
+    chosen.  The prefixes keep parameter and metric names apart from the fixed columns."""
+    trials = [(result, r, t) for result in results for r in result.methods for t in r.tune_trials]
+    params = sorted({k for _, _, t in trials for k in t.params})
+    metrics = sorted({k for _, _, t in trials for k in run_record(t).get("metrics", {})})
+    rows = []
+    for result, r, t in trials:
+        record = run_record(t)
+        rows.append([result.dataset.label, r.method.name, r.tune_study, t.number, t.number == r.chosen_trial,
+                     _blank(t.value), record.get("seed", ""), record.get("worker", ""), record.get("seconds", ""),
+                     *[t.params.get(k, "") for k in params],
+                     *[_blank(record.get("metrics", {}).get(k)) for k in metrics]])  # fmt: skip
+    header = ["dataset", "method", "study", "trial", "chosen", "validation_score", "seed", "worker", "seconds"]
+    return _csv(header + [f"param.{k}" for k in params] + [f"metric.{k}" for k in metrics], rows)
 
 
 def write_report(spec: Spec, results: list[DatasetResult], out_dir: str | Path) -> list[Path]:
-    """Write report.md, leaderboard.csv, runs.csv, report.html and plots/ under ``out_dir``.
+    """Write report.md, report.html, leaderboard.csv, runs.csv, trials.csv and plots/ under
+    ``out_dir`` (report.md first).
 
     Every path is checked to lie inside ``out_dir`` (see ``lossbench._paths.inside``).
     """
-    from lossbench.bench.plots import budget_curves, hyperparameter_scatter, learning_curves
+    from lossbench.bench.plots import budget_curves, hyperparameter_scatter, learning_curves, method_colours
 
+    colours = method_colours(spec)
     plots: dict[str, Path] = {}
     for result in results:
         slug = _slug(result)
-        figures = (learning_curves(result), hyperparameter_scatter(result, spec), budget_curves(result))
+        figures = (learning_curves(result, colours), hyperparameter_scatter(result, spec, colours),
+                   budget_curves(result, colours))  # fmt: skip
         for kind, png in zip(PLOT_KINDS, figures):
             path = inside(out_dir, "plots", f"{slug}_{kind}.png")
             atomic_write(path, png)
             plots[f"{slug}_{kind}"] = path
+    document = blocks(spec, results, plots)
     files = {
-        "report.md": markdown(spec, results),
+        "report.md": to_markdown(document, Path(out_dir).resolve()),
         "leaderboard.csv": leaderboard_csv(results),
         "runs.csv": runs_csv(results),
-        "report.html": html_page(spec, results, plots),
+        "trials.csv": trials_csv(results),
+        "report.html": to_html(document, f"lossbench report: {spec.name}"),
     }
     paths = [inside(out_dir, name) for name in files]
     for path, text in zip(paths, files.values()):

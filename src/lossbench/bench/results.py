@@ -13,7 +13,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS, selection_metric
+from lossbench.bench.methods import resolve_method
+from lossbench.bench.metrics import LOWER_IS_BETTER, METRIC_RANGE, METRICS, selection_metric
 from lossbench.bench.runner import (
     CHOSEN_FROM_ATTR,
     CONFIG_ATTR,
@@ -22,7 +23,7 @@ from lossbench.bench.runner import (
     final_runs,
     run_record,
 )
-from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec
+from lossbench.bench.spec import SEED_PARAM, DatasetSpec, MethodSpec, Spec
 from lossbench.bench.stats import PairedTest, Summary, holm, paired_test, ranks, summarize
 from lossbench.bench.storage import study_name
 
@@ -44,7 +45,9 @@ class MethodResult:
     summaries: dict[str, Summary] = field(default_factory=dict)
     paired: PairedTest | None = None
     p_holm: float = math.nan
-    rank: float = math.nan
+    rank: float = math.nan  # 1 = best; tied methods share the best rank they span (1, 2, 2, 4)
+    tied: bool = False  # another complete method has the same mean
+    edges: dict[str, str] = field(default_factory=dict)  # chosen parameter -> "lower" / "upper" end of its range
 
     @property
     def complete(self) -> bool:
@@ -111,6 +114,9 @@ def collect(spec: Spec, storage: optuna.storages.BaseStorage) -> list[DatasetRes
                     seeds=seeds,
                 )
             )
+        for r in rows:
+            if r.config is not None:
+                r.edges = range_edges(r.config, resolve_method(r.method).search_space(spec.search))
         all_runs = [t for r in rows for t in r.runs.values()] + [t for r in rows for t in r.tune_trials]
         task = _task_of(all_runs)
         metric = selection_metric(spec.selection_metric, task)
@@ -120,12 +126,42 @@ def collect(spec: Spec, storage: optuna.storages.BaseStorage) -> list[DatasetRes
     return results
 
 
+EDGE_FRACTION = 0.05  # a chosen value this close to an end of its range (on its sampling scale) is at the edge
+
+
+def range_edges(config: dict[str, Any], space: dict[str, optuna.distributions.BaseDistribution]) -> dict[str, str]:
+    """The chosen parameters that sit at an end of their search range, each with "lower" or
+    "upper": the best may lie beyond it.  A number range is judged on its own scale (log or
+    linear), a grid of three or more numbers by its smallest and largest choice; the searched
+    seed has no edge that matters."""
+    edges = {}
+    for key, value in config.items():
+        dist = space.get(key)
+        if key == SEED_PARAM or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(dist, (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution)):
+            scale = math.log if dist.log else float
+            low, high, x = scale(dist.low), scale(dist.high), scale(min(max(value, dist.low), dist.high))
+            position = (x - low) / (high - low) if high > low else 0.5
+            if position <= EDGE_FRACTION:
+                edges[key] = "lower"
+            elif position >= 1 - EDGE_FRACTION:
+                edges[key] = "upper"
+        elif isinstance(dist, optuna.distributions.CategoricalDistribution):
+            numbers = [c for c in dist.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+            if len(numbers) >= 3 and value in (min(numbers), max(numbers)):
+                edges[key] = "lower" if value == min(numbers) else "upper"
+    return edges
+
+
 def _score(rows: list[MethodResult], task: str, metric: str, baseline: str | None) -> None:
     for r in rows:
-        r.summaries = {m: summarize([v for v in r.values(m) if v == v]) for m in METRICS[task]}
+        r.summaries = {m: summarize([v for v in r.values(m) if v == v], bounds=METRIC_RANGE[m]) for m in METRICS[task]}
     means = [r.summaries[metric].mean if r.complete else math.nan for r in rows]
-    for r, rank in zip(rows, ranks(means, higher_is_better=metric not in LOWER_IS_BETTER)):
+    for r, rank in zip(rows, ranks(means, higher_is_better=metric not in LOWER_IS_BETTER, ties="min")):
         r.rank = rank if r.complete else math.nan
+        r.tied = r.complete and sum(1 for m in means if m == r.summaries[metric].mean) > 1
+    low, high = METRIC_RANGE[metric]
     base = next((r for r in rows if r.method.name == baseline and r.complete), None)
     if base is None:
         return
@@ -137,7 +173,7 @@ def _score(rows: list[MethodResult], task: str, metric: str, baseline: str | Non
         a = [metric_of(r.runs[s], metric) for s in common]
         b = [metric_of(base.runs[s], metric) for s in common]
         keep = [i for i in range(len(common)) if a[i] == a[i] and b[i] == b[i]]
-        r.paired = paired_test([a[i] for i in keep], [b[i] for i in keep])
+        r.paired = paired_test([a[i] for i in keep], [b[i] for i in keep], bounds=(low - high, high - low))
         tested.append(r)
     for r, p in zip(tested, holm([r.paired.p_value for r in tested])):
         r.p_holm = p

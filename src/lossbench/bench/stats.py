@@ -19,8 +19,10 @@ class Summary:
     ci_high: float
 
 
-def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
-    """Mean, sample std and a Student-t confidence interval for the mean (nan-free input)."""
+def summarize(values: Sequence[float], confidence: float = 0.95,
+              bounds: tuple[float, float] = (-math.inf, math.inf)) -> Summary:
+    """Mean, sample std and a Student-t confidence interval for the mean (nan-free input), the
+    interval clipped to ``bounds``, the range the metric can take (a mean cannot leave it)."""
     x = np.asarray(values, dtype=float)
     n = len(x)
     if n == 0:
@@ -29,8 +31,14 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
     if n == 1:
         return Summary(1, mean, math.nan, math.nan, math.nan)
     std = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    return Summary(n, mean, std, mean - half, mean + half)
+    low, high = _t_interval(x, confidence)
+    return Summary(n, mean, std, max(low, bounds[0]), min(high, bounds[1]))
+
+
+def _t_interval(x: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Student-t interval for the mean of ``x`` (two or more values)."""
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1)) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return float(x.mean()) - half, float(x.mean()) + half
 
 
 @dataclass(frozen=True)
@@ -38,10 +46,15 @@ class PairedTest:
     n: int
     mean_difference: float  # method - baseline
     p_value: float
+    ci_low: float = math.nan  # Student-t interval of the mean difference
+    ci_high: float = math.nan
 
 
-def paired_test(method: Sequence[float], baseline: Sequence[float]) -> PairedTest:
-    """Two-sided paired t-test over seeds (each seed fixes initialisation and data order).
+def paired_test(method: Sequence[float], baseline: Sequence[float], confidence: float = 0.95,
+                bounds: tuple[float, float] = (-math.inf, math.inf)) -> PairedTest:
+    """Two-sided paired t-test over seeds (each seed fixes initialisation and data order), with the
+    Student-t interval of the mean difference clipped to ``bounds`` (for a metric in [lo, hi] a
+    difference lies in [lo - hi, hi - lo]).
 
     Identical scores on every seed give p = 1; fewer than two pairs give nan.
     """
@@ -53,10 +66,12 @@ def paired_test(method: Sequence[float], baseline: Sequence[float]) -> PairedTes
         return PairedTest(n, float(np.mean(a - b)) if n else math.nan, math.nan)
     diff = a - b
     if np.allclose(diff, diff[0]) and np.isclose(diff[0], 0.0):
-        return PairedTest(n, 0.0, 1.0)
+        return PairedTest(n, 0.0, 1.0, 0.0, 0.0)
     if np.allclose(diff, diff[0]):  # a constant non-zero shift: t is infinite
-        return PairedTest(n, float(diff.mean()), 0.0)
-    return PairedTest(n, float(diff.mean()), float(stats.ttest_rel(a, b).pvalue))
+        return PairedTest(n, float(diff.mean()), 0.0, float(diff.mean()), float(diff.mean()))
+    low, high = _t_interval(diff, confidence)
+    p_value = float(stats.ttest_rel(a, b).pvalue)
+    return PairedTest(n, float(diff.mean()), p_value, max(low, bounds[0]), min(high, bounds[1]))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -72,8 +87,19 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def ranks(means: Sequence[float], higher_is_better: bool = True) -> list[float]:
-    """Rank 1 = best; ties share the average rank; nan ranks last."""
+def ranks(means: Sequence[float], higher_is_better: bool = True, ties: str = "average") -> list[float]:
+    """Rank 1 = best; nan ranks last.  Ties share the average rank (2.5, for statistics over
+    ranks), or with ``ties="min"`` the best rank they share (1, 2, 2, 4: how a table reads)."""
     x = np.asarray(means, dtype=float)
     key = np.where(np.isnan(x), -np.inf, x if higher_is_better else -x)
-    return stats.rankdata(-key, method="average").tolist()
+    return stats.rankdata(-key, method=ties).tolist()
+
+
+P_FLOOR = 0.001  # smaller p-values print as "< 0.001": three decimals would say 0.000
+
+
+def format_p(p: float) -> str:
+    """A p-value for a table: three decimals, "< 0.001" below that, "-" where there is none."""
+    if p is None or math.isnan(p):
+        return "-"
+    return f"< {P_FLOOR:g}" if p < P_FLOOR else f"{p:.3f}"

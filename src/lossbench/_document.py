@@ -1,0 +1,94 @@
+"""A report as a list of blocks, rendered as markdown and as one self-contained HTML page.
+
+Both renderings come from the same blocks, so the two files say the same thing.  Text is plain
+but for `code` spans, which the HTML shows as code.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Para:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Image:
+    alt: str
+    path: Path  # written under the report's folder; the markdown links it, the HTML embeds it
+
+
+Block = Heading | Para | Bullets | Table | Image
+
+STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}"
+         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;"
+         "font-size:13px;text-align:left;vertical-align:top}th{background:#f3f3f3}img{max-width:100%}")  # fmt: skip
+
+
+def to_markdown(blocks: list[Block], out: Path) -> str:
+    lines: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            lines += ["#" * b.level + " " + b.text, ""]
+        elif isinstance(b, Para):
+            lines += [b.text, ""]
+        elif isinstance(b, Bullets):
+            lines += [f"- {item}" for item in b.items] + [""]
+        elif isinstance(b, Table):
+            cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+            lines.append("| " + " | ".join(map(cell, b.header)) + " |")
+            lines.append("|" + "---|" * len(b.header))
+            lines += ["| " + " | ".join(map(cell, row)) + " |" for row in b.rows]
+            lines.append("")
+        else:
+            lines += [f"![{b.alt}]({b.path.relative_to(out).as_posix()})", ""]
+    return "\n".join(lines)
+
+
+def _inline(text: str) -> str:
+    """Escaped text with `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(text)))
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    parts = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
+             f"<style>{STYLE}</style></head><body>"]  # fmt: skip
+    for b in blocks:
+        if isinstance(b, Heading):
+            parts.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            parts.append(f"<p>{_inline(b.text)}</p>")
+        elif isinstance(b, Bullets):
+            parts.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
+        elif isinstance(b, Table):
+            head = "".join(f"<th>{_inline(h)}</th>" for h in b.header)
+            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in b.rows)
+            parts.append(f"<table><tr>{head}</tr>{body}</table>")
+        else:
+            data = base64.b64encode(b.path.read_bytes()).decode()
+            parts.append(f"<img alt='{html.escape(b.alt)}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
