@@ -29,6 +29,9 @@ METRICS = {
     "multilabel": ("micro_f1", "macro_f1", "map", "bce"),
 }
 LOWER_IS_BETTER = frozenset({"nll", "ece", "bce"})
+# The values each metric can take (a report clips its intervals to them): the log losses are
+# unbounded above, every other metric lies in [0, 1].
+METRIC_RANGE = {m: (0.0, math.inf if m in ("nll", "bce") else 1.0) for names in METRICS.values() for m in names}
 ARGMAX = frozenset({"accuracy", "macro_f1", "balanced_accuracy"})  # multiclass metrics of the arg-max only
 
 
