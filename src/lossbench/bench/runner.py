@@ -29,6 +29,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from lossbench._provenance import provenance
 from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.bench.execution import (
     DataCache,
@@ -53,7 +54,8 @@ RUN_ATTR = "run"  # a trial's record: metrics, curves, seed, worker, seconds, pa
 
 
 def run_record(trial: FrozenTrial) -> dict[str, Any]:
-    """What a finished run stored: ``metrics``, ``curves``, ``seed``, ``worker``, ``seconds``."""
+    """What a finished run stored: ``metrics``, ``curves``, ``seed``, ``worker``, ``seconds``, ``pack``,
+    ``environment`` (versions, threads, device) and ``sizes`` (``fit``, ``scored``)."""
     return trial.user_attrs.get(RUN_ATTR, {})
 
 
@@ -204,6 +206,7 @@ class Runner:
         self.spec, self.storage, self.device, self.pack = spec, storage, device, pack
         self.cache = DataCache(spec, device, data_dir)
         self.on_trial = on_trial
+        self.environment = {**provenance(), "device": str(device)}  # what each run's record says it ran with
         self.seeds = evaluation_seeds(spec)
         # Every name, file and pairing is checked before anything is written to the storage.
         resolved = [(d, self._validated(d, m)) for d, m in spec.units()]
@@ -407,6 +410,7 @@ class Runner:
                 trial, _, seed, _ = runs[i]
                 record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
                           "seconds": round(result.seconds, 4), "pack": len(indices) if unit.pack_reason is None else 1}  # fmt: skip
+                record.update(environment=self.environment, sizes={"fit": len(split.y_fit), "scored": len(split.y_eval)})
                 trial.set_user_attr(RUN_ATTR, record)  # one storage write per run
                 if self.on_trial:
                     self.on_trial(unit.label, stage, result)
