@@ -66,11 +66,23 @@ def test_defaults_fill_in():
         ({"search": {"lr": {"low": 1.0, "high": 0.1}}}, "needs low < high"),
         ({"search": {"lr": {"low": 0.0, "high": 0.1, "log": True}}}, "log range needs low > 0"),
         ({"search": {"momentum": [0.1, 0.9]}}, "unknown field"),
+        ({"train": {"weight_decay_on": "none"}, "search": {"weight_decay": {"choices": [0.0, 1e-4]}}},
+         "weight_decay_on = 'none' decays nothing"),
+        ({"train": {"early_stopping": "yes"}}, "'early_stopping' must be bool"),
+        ({"train": {"early_stopping": True, "epochs": 1}}, "early_stopping chooses among epochs"),
     ],
 )
 def test_bad_specs_name_the_problem(change, message):
     with pytest.raises(SpecError, match=message):
         parse_spec({**MINIMAL, **change})
+
+
+def test_training_without_weight_decay_searches_none():
+    spec = parse_spec({**MINIMAL, "train": {"weight_decay_on": "none"}})
+    assert set(spec.search) == {"lr"}
+    assert spec_from_json(spec.to_json()) == spec
+    method = resolve_method(spec.methods[0])
+    assert "weight_decay" not in method.search_space(spec.search)
 
 
 def test_spec_file_errors(tmp_path):

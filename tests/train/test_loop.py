@@ -132,6 +132,15 @@ def test_fit_rejects_bad_arguments(kwargs, match):
         fit(mlp(), CrossEntropyLoss(), x, y[:-1], epochs=1, batch_size=4, lr=0.1)
 
 
+def test_weight_decay_on_none_trains_without_decay_and_refuses_one():
+    x, y = blobs(n=20)
+    model = mlp()
+    opt = make_optimizer(list(model.parameters()), "sgd", lr=0.1, weight_decay=0.0, weight_decay_on="none")
+    assert all(group["weight_decay"] == 0.0 for group in opt.param_groups)
+    with pytest.raises(ValueError, match="weight_decay_on='none' trains without weight decay"):
+        fit(mlp(), CrossEntropyLoss(), x, y, epochs=1, batch_size=4, lr=0.1, weight_decay=1e-3, weight_decay_on="none")
+
+
 def test_eval_logits_matches_the_model_and_restores_the_mode():
     x, _ = blobs(n=50)
     model = nn.Sequential(nn.Linear(2, 8), nn.Dropout(0.5), nn.Linear(8, 3))

@@ -29,11 +29,12 @@ def _model(kind: str, seed: int) -> nn.Module:
     return LinearClassifier(6, 3, zero_first_logit=True) if kind == "linear" else MLP(6, 3, [7, 5])
 
 
-def _both_ways(kind="linear", loss="cross_entropy", transforms=(), shared=True, lrs=LRS, loss_kwargs=None, **options):
+def _both_ways(kind="linear", loss="cross_entropy", transforms=(), shared=True, lrs=LRS, loss_kwargs=None, decays=DECAYS,
+               **options):  # fmt: skip
     x, y = _data()
     loss_kwargs = loss_kwargs or [{}] * len(SEEDS)
     alone = []
-    for seed, lr, wd, kw in zip(SEEDS, lrs, DECAYS, loss_kwargs):
+    for seed, lr, wd, kw in zip(SEEDS, lrs, decays, loss_kwargs):
         model = _model(kind, seed)
         history = fit(model, LOSSES.get(loss).module(validate=False, **kw), x, y, lr=lr, weight_decay=wd, transforms=list(transforms),
                       generator=torch.Generator().manual_seed(seed), **options)  # fmt: skip
@@ -41,7 +42,7 @@ def _both_ways(kind="linear", loss="cross_entropy", transforms=(), shared=True, 
     models = [_model(kind, seed) for seed in SEEDS]
     packed = PackedModel(models)
     histories = fit_packed(
-        packed, [LOSSES.get(loss).module(validate=False, **kw) for kw in loss_kwargs], x, y, lrs=lrs, weight_decays=DECAYS,
+        packed, [LOSSES.get(loss).module(validate=False, **kw) for kw in loss_kwargs], x, y, lrs=lrs, weight_decays=decays,
         generators=[torch.Generator().manual_seed(s) for s in SEEDS], transforms=[list(transforms)] * len(SEEDS),
         shared_loss=[list(range(len(SEEDS)))] if shared else None, **options,
     )  # fmt: skip
@@ -67,6 +68,14 @@ BASE = {"epochs": 3, "batch_size": 32, "lr_final": 1e-3}
 @pytest.mark.parametrize("decay_on", ["all", "weights"])
 def test_each_optimizer_as_torch_computes_it(optimizer, decay_on):
     _assert_same(*_both_ways(optimizer=optimizer, weight_decay_on=decay_on, **BASE))
+
+
+def test_training_without_weight_decay_as_fit_does():
+    _assert_same(*_both_ways(kind="mlp", optimizer="sgd", weight_decay_on="none", decays=[0.0] * len(SEEDS), **BASE))
+    x, y = _data()
+    with pytest.raises(ValueError, match="weight_decay_on='none' trains without weight decay"):
+        fit_packed(PackedModel([_model("linear", 0)]), [LOSSES.get("cross_entropy").module()], x, y, lrs=[0.1],
+                   weight_decays=[1e-3], generators=[torch.Generator()], weight_decay_on="none", **BASE)  # fmt: skip
 
 
 @pytest.mark.parametrize("schedule", ["step", "epoch"])

@@ -5,6 +5,12 @@ learn's unstratified split with ``val_split = "random"``) and are scored on the 
 final runs train on the whole training split and are scored on the test split.  The test split
 is never touched during tuning.  With ``[train] standardize`` each stage's features are
 standardised again on the part that stage trains on (ddof 0, std floored at 1e-6).
+
+With ``[train] early_stopping`` a run keeps the epoch whose model scores best on validation (the
+first such epoch) and reports that checkpoint's scores, as the flooding paper (Ishida et al.
+2020) does: a tuning run scores the checkpoint on the validation part; a final run holds the
+same validation part out (it trains on the tuning runs' training part, not the whole training
+split), picks the epoch on it and scores that epoch's model on the test split.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from lossbench.train.packed import PackedModel, fit_packed, unpackable_model
 STAGES = ("tune", "final")
 MIN_STD = 1e-6  # the std floor of per-stage standardisation (as the EXACT paper's code)
 EVAL_BATCH = 4096  # rows per forward pass when scoring
+BEST_EPOCH = "best_epoch"  # early stopping: the kept epoch (0-based), stored beside the metrics
 
 
 @dataclass
@@ -44,6 +51,9 @@ class Split:
     x_eval: torch.Tensor
     y_eval: torch.Tensor
     class_counts: torch.Tensor  # of the fit part: what count-based losses may know
+    # Early stopping's validation part where it is not the scored part (final runs); else None.
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     @property
     def task(self) -> str:
@@ -91,7 +101,8 @@ class DataCache:
         return self._splits[key]
 
     def _split(self, data: Dataset, stage: str) -> Split:
-        if stage == "tune":
+        x_val = y_val = None
+        if stage == "tune" or self.spec.train.early_stopping:
             # The same seeded split for every method: their validation scores are comparable.
             if self.spec.val_split == "random":
                 fit_idx, val_idx = random_split(len(data.y_train), self.spec.val_fraction, self.spec.seed)
@@ -99,14 +110,19 @@ class DataCache:
                 fit_idx, val_idx = stratified_split(data.y_train, val_fraction=self.spec.val_fraction, seed=self.spec.seed)
             x_fit, y_fit = data.x_train[fit_idx], data.y_train[fit_idx]
             x_eval, y_eval = data.x_train[val_idx], data.y_train[val_idx]
+            if stage == "final":  # early stopping: validation picks the epoch, the test split scores it
+                x_val, y_val, x_eval, y_eval = x_eval, y_eval, data.x_test, data.y_test
         else:
             x_fit, y_fit, x_eval, y_eval = data.x_train, data.y_train, data.x_test, data.y_test
         if self.spec.train.standardize and x_fit.is_floating_point():
+            if x_val is not None:
+                _, x_val, _ = standardize(x_fit, x_val, min_std=MIN_STD)
             x_fit, x_eval, _ = standardize(x_fit, x_eval, min_std=MIN_STD)
         dev = self.device
         return Split(
             data, stage, x_fit.to(dev), y_fit.to(dev), x_eval.to(dev), y_eval.to(dev),
             class_counts(y_fit, data.task, data.num_classes),
+            None if x_val is None else x_val.to(dev), None if y_val is None else y_val.to(dev),
         )  # fmt: skip
 
 
@@ -188,7 +204,9 @@ class _RunScores:
     """One run's loss (with its schedule) and the curves and metrics it is scored by.
 
     Per-epoch curves: mean training loss, held-out loss (the method's own loss) and the held-out
-    selection metric; they stay on the device until the run ends (no host sync per epoch).
+    selection metric; they stay on the device until the run ends (no host sync per epoch).  With
+    early stopping the run also keeps its best validation epoch's held-out logits (one host sync
+    per epoch, to compare) and, where validation is not the held-out part, a ``val_<metric>`` curve.
     """
 
     def __init__(self, split: Split, method: Method, params: dict[str, Any], spec: Spec) -> None:
@@ -204,6 +222,9 @@ class _RunScores:
         self.heldout_loss: list[torch.Tensor] = []
         self.heldout_metric = EpochScores(self.metric, split.y_eval, split.task, split.num_classes)
         self.last_logits: torch.Tensor | None = None  # the last epoch's held-out logits are the final model's
+        self.stopping = spec.train.early_stopping
+        self.best: tuple[float, int, torch.Tensor] | None = None  # validation score, epoch, held-out logits
+        self.val_metric: list[float] = []
         self.schedule(0)
 
     def schedule(self, epoch: int) -> None:
@@ -213,13 +234,31 @@ class _RunScores:
         for key, sched in self.method.spec.schedule.items():
             set_loss_option(self.adapter.loss, key[5:], sched.value(epoch, self.spec.train.epochs))
 
-    def epoch_end(self, epoch: int, stats: dict[str, float], logits: torch.Tensor) -> None:
+    def epoch_end(self, epoch: int, stats: dict[str, float], logits: torch.Tensor, val_logits: torch.Tensor | None = None) -> None:
+        """``logits`` on the held-out part; ``val_logits`` on ``split.x_val`` where the split has one."""
         self.last_logits = logits
         with torch.no_grad():
             self.heldout_loss.append(self.loss(logits, self.split.y_eval, reduction="mean"))
         self.train_loss.append(float(stats.get("loss", math.nan)))
         self.heldout_metric.add(logits)
+        if self.stopping:
+            self._keep_if_best(epoch, logits, val_logits)
         self.schedule(epoch + 1)
+
+    def _keep_if_best(self, epoch: int, logits: torch.Tensor, val_logits: torch.Tensor | None) -> None:
+        """Keep this epoch's held-out logits if its validation score beats every earlier epoch's
+        (a tie keeps the earlier; a nan score, a diverged epoch, never wins)."""
+        split = self.split
+        if split.y_val is None:
+            val_logits, y_val = logits, split.y_eval  # a tuning run: validation is the held-out part
+        else:
+            assert val_logits is not None, "a final run with early stopping scores its validation part each epoch"
+            y_val = split.y_val
+        score = compute_metrics(val_logits, y_val, split.task, split.num_classes, (self.metric,))[self.metric]
+        if split.y_val is not None:
+            self.val_metric.append(score)
+        if score == score and (self.best is None or score > self.best[0]):
+            self.best = (score, epoch, logits)
 
     def result(self, fit_logits: Callable[[], torch.Tensor], seconds: float) -> RunResult:
         """The run's metrics on the held-out part; with ``tie_break = "train_metric"`` a tuning run
@@ -227,7 +266,10 @@ class _RunScores:
         validation scores."""
         split, metric = self.split, self.metric
         assert self.last_logits is not None
-        metrics = compute_metrics(self.last_logits, split.y_eval, split.task, split.num_classes)
+        scored = self.last_logits if self.best is None else self.best[2]  # every epoch diverged: the last
+        metrics = compute_metrics(scored, split.y_eval, split.task, split.num_classes)
+        if self.stopping:
+            metrics[BEST_EPOCH] = float(len(self.train_loss) - 1 if self.best is None else self.best[1])
         if self.spec.tie_break == "train_metric" and split.stage == "tune":
             metrics[f"train_{metric}"] = compute_metrics(fit_logits(), split.y_fit, split.task, split.num_classes, names=(metric,))[metric]
         curves = {
@@ -235,6 +277,8 @@ class _RunScores:
             "heldout_loss": torch.stack(self.heldout_loss).tolist(),
             f"heldout_{metric}": self.heldout_metric.values(),
         }
+        if self.val_metric:
+            curves[f"val_{metric}"] = self.val_metric
         return RunResult(metrics, curves, seconds)
 
 
@@ -264,7 +308,8 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
     run = _RunScores(split, method, params, spec)
 
     def on_epoch_end(epoch: int, stats: dict[str, float]) -> None:
-        run.epoch_end(epoch, stats, eval_logits(model, split.x_eval, batch_size=EVAL_BATCH))
+        val = None if split.x_val is None else eval_logits(model, split.x_val, batch_size=EVAL_BATCH)
+        run.epoch_end(epoch, stats, eval_logits(model, split.x_eval, batch_size=EVAL_BATCH), val)
 
     fit(
         model, run.loss, split.x_fit, split.y_fit, lr=params["lr"], weight_decay=params.get("weight_decay", 0.0),
@@ -294,8 +339,9 @@ def train_and_score_packed(
 
     def on_epoch_end(epoch: int, rows: list[dict[str, float]]) -> None:
         logits = packed.eval_logits(split.x_eval, batch_size=EVAL_BATCH)
+        val = None if split.x_val is None else packed.eval_logits(split.x_val, batch_size=EVAL_BATCH)
         for k, run in enumerate(scores):
-            run.epoch_end(epoch, rows[k], logits[k])
+            run.epoch_end(epoch, rows[k], logits[k], None if val is None else val[k])
 
     fit_packed(
         packed, [run.loss for run in scores], split.x_fit, split.y_fit,

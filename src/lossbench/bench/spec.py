@@ -78,10 +78,14 @@ class TrainConfig:
     batch_size: int = 256
     lr_final: float | None = 1e-4
     lr_schedule: str = "step"  # step: exponential step by step; epoch: once per epoch, lr_final at the last
-    weight_decay_on: str = "all"  # weights: only parameters of 2 or more dimensions (not biases)
+    weight_decay_on: str = "all"  # weights: only parameters of 2 or more dimensions (not biases); none: no decay, none searched
     repeat_to_batches: int = 0  # > 0: each epoch repeats the data int(this * batch_size / n) times (>= 1)
     drop_last: bool = False
     standardize: bool = False  # re-standardise features on each run's training part (ddof 0, std >= 1e-6)
+    # Keep the epoch with the best validation score and report that checkpoint's scores (the
+    # flooding paper's rule).  Final runs then hold the validation part out too: they train on
+    # the tuning runs' training part, pick the epoch on validation and score it on the test split.
+    early_stopping: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,11 +167,19 @@ class Spec:
         return [(d, m) for d in self.datasets for m in self.methods if m.runs_on(d)]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        for key in _LATER_TRAIN_FIELDS:  # at its default, as a spec stored before the field existed
+            if data["train"][key] == _default(TrainConfig, key):
+                del data["train"][key]
+        return json.dumps(data, sort_keys=True)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
+
+# [train] fields added after specs were first stored: left out of a spec's JSON at their default,
+# so a stored study's spec keeps its fingerprint (bench.storage refuses a changed spec).
+_LATER_TRAIN_FIELDS = ("early_stopping",)
 
 # ---------------------------------------------------------------------------------------------
 # Parsing
@@ -339,6 +351,11 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
     if search_table is not None:
         _no_unknown(search_table, {"lr", "weight_decay", SEED_PARAM}, f"{source} [search]")
         search.update({k: _range(v, f"{source} [search].{k}") for k, v in search_table.items()})
+    if train.weight_decay_on == "none":  # training without weight decay: nothing of it to search
+        if search_table is not None and "weight_decay" in search_table and "weight_decay" in search:
+            raise SpecError(f"{source} [search]: weight_decay is searched but [train] weight_decay_on = 'none' "
+                            "decays nothing; drop one of the two")  # fmt: skip
+        search.pop("weight_decay", None)
     seed_space = search.get(SEED_PARAM)
     if seed_space is not None and not (
         isinstance(seed_space, Choice) and all(isinstance(o, int) and not isinstance(o, bool) for o in seed_space.options)
@@ -425,6 +442,8 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         raise SpecError(f"{source}: selection_metric must be one of {allowed}, got {spec.selection_metric!r}")
     if spec.baseline is not None and spec.baseline not in names:
         raise SpecError(f"{source}: baseline {spec.baseline!r} is not one of the methods {names}")
+    if spec.train.early_stopping:
+        _check_early_stopping(spec, source)
     if spec.heartbeat_interval < 1:
         raise SpecError(f"{source}: heartbeat_interval must be >= 1 second, got {spec.heartbeat_interval}")
     _check_settings_apply(spec, source)
@@ -434,6 +453,16 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         if ranges:
             raise SpecError(f"{source}: the python-random sampler draws from choices only; these are ranges: {ranges}")
     return spec
+
+
+def _check_early_stopping(spec: Spec, source: str) -> None:
+    """Early stopping chooses one of several epochs by the validation score of that epoch's model."""
+    if spec.train.epochs < 2:
+        raise SpecError(f"{source} [train]: early_stopping chooses among epochs; epochs = {spec.train.epochs} leaves one")
+    if spec.tie_break == "train_metric":
+        # The tie break scores the last epoch's model on its training part, not the kept checkpoint.
+        raise SpecError(f"{source}: tie_break = 'train_metric' cannot apply with [train] early_stopping "
+                        "(it scores the last epoch, not the kept one); use tie_break = 'earliest'")  # fmt: skip
 
 
 def _check_settings_apply(spec: Spec, source: str) -> None:

@@ -16,7 +16,7 @@ from lossbench.train.step import build_step, trainable_parameters
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("step", "epoch")  # exponential decay to lr_final: step by step, or once per epoch
-WEIGHT_DECAY_ON = ("all", "weights")  # weights: parameters of >= 2 dimensions only (not biases)
+WEIGHT_DECAY_ON = ("all", "weights", "none")  # weights: parameters of >= 2 dimensions only (not biases)
 
 OptimizerSpec = Union[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]]
 EpochCallback = Callable[[int, dict[str, float]], Any]
@@ -38,7 +38,8 @@ def make_optimizer(
     """``sgd`` (with ``momentum``), ``adam`` or ``adamw``; ``weight_decay`` as each torch optimizer has it.
 
     ``weight_decay_on="weights"`` decays only parameters of two or more dimensions (weight
-    matrices and kernels, not biases), as the EXACT paper's code does.
+    matrices and kernels, not biases), as the EXACT paper's code does; ``"none"`` trains
+    without weight decay (a nonzero ``weight_decay`` is then refused).
 
     ``fused`` (default: wherever every parameter is a dense floating-point tensor on a device of
     ``FUSED_DEVICES``) selects PyTorch's fused kernel, one call per step instead of several ops
@@ -53,6 +54,7 @@ def make_optimizer(
         )
     if weight_decay_on not in WEIGHT_DECAY_ON:
         raise ValueError(f"weight_decay_on must be one of {WEIGHT_DECAY_ON}, got {weight_decay_on!r}")
+    check_no_decay(weight_decay_on, [weight_decay])
     groups: list[Any] = params
     if weight_decay_on == "weights":
         decayed = [p for p in params if p.ndim >= 2]
@@ -161,6 +163,11 @@ def fit(
         if on_epoch_end is not None and on_epoch_end(epoch, row):
             break
     return history
+
+
+def check_no_decay(weight_decay_on: str, weight_decays: Sequence[float]) -> None:
+    if weight_decay_on == "none" and any(wd != 0 for wd in weight_decays):
+        raise ValueError(f"weight_decay_on='none' trains without weight decay; got weight_decay {list(weight_decays)}")
 
 
 def check_lr_schedule(lrs: Sequence[float], lr_final: float | None, lr_schedule: str) -> None:

@@ -26,7 +26,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from lossbench.losses._validation import check_positive
 from lossbench.train._base import LossFn, StepContext, per_run
 from lossbench.train._registry import TransformSpec, make_transform
-from lossbench.train.loop import OPTIMIZERS, WEIGHT_DECAY_ON, check_epoch_shape, check_lr_schedule
+from lossbench.train.loop import OPTIMIZERS, WEIGHT_DECAY_ON, check_epoch_shape, check_lr_schedule, check_no_decay
 
 PackedEpochCallback = Callable[[int, list[dict[str, float]]], Any]
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's and AdamW's defaults
@@ -99,7 +99,7 @@ class PackedOptimizer:
     each run's own learning rate and weight decay: ``lr`` per step and ``weight_decays`` are (K,).
 
     ``weight_decay_on="weights"`` decays only the parameters a run holds with two or more
-    dimensions, as :func:`lossbench.train.make_optimizer` does.
+    dimensions, and ``"none"`` refuses any decay, as :func:`lossbench.train.make_optimizer` does.
     """
 
     def __init__(
@@ -118,6 +118,7 @@ class PackedOptimizer:
         for wd in weight_decays.tolist():
             check_positive("weight_decay", wd, allow_zero=True)
         self.name, self.momentum, self.params = name, momentum, list(params)
+        check_no_decay(weight_decay_on, weight_decays.tolist())
         decays = bool((weight_decays != 0).any())
         self._decay = [
             per_run(weight_decays, p) if decays and (weight_decay_on == "all" or p.ndim >= 3) else None
