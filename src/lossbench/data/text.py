@@ -250,7 +250,7 @@ def _unknown_message(name: str, share: float, tokenizer: str) -> str:
     hint = {
         "word": "for Chinese, Japanese or Thai text try tokenizer='char'; else a subword tokenizer file "
         "(tokenizer='path/to/tokenizer.json')",
-        "char": "try a subword tokenizer file (tokenizer='path/to/tokenizer.json') or min_count=1",
+        "char": "try a subword tokenizer file (tokenizer='path/to/tokenizer.json')",
     }.get(tokenizer, "try tokenizer='char', or a tokenizer file trained on text like this")
     return (
         f"dataset {name!r}: {share:.0%} of the test tokens are unknown to the training vocabulary "

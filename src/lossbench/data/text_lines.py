@@ -50,9 +50,9 @@ def fasttext_parser(label_prefix: str) -> LineParser:
             labels.append(head[len(label_prefix) :])
             rest = tail[0] if tail else ""
         if len(labels) != 1:
-            found = "no" if not labels else f"{len(labels)} ({', '.join(labels)})"
+            found = "no labels" if not labels else f"{len(labels)} labels ({', '.join(labels)})"
             raise ValueError(
-                f"{where}: {found} labels; a fastText line here starts with exactly one "
+                f"{where}: {found}; a fastText line here starts with exactly one "
                 f"{label_prefix}<label> (multi-label lines are not supported)"
             )
         return labels[0], rest

@@ -1,0 +1,108 @@
+"""Folder-of-documents, fastText and TREC files written by the tests, through the registry too."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lossbench.data import load_dataset, load_fasttext_file, load_text_folder, load_trec_file
+from lossbench.data.splits import provided_validation
+
+from .writers import write
+
+DOCS = {
+    "sci.space": ["Orbit and launch.", "The shuttle launch slipped.", "Mars orbit insertion."],
+    "rec.autos": ["Engine oil change.", "My car engine stalls.", "Brakes and oil."],
+}
+
+
+def write_folder(root, docs=DOCS):
+    for cls, texts in docs.items():
+        for i, text in enumerate(texts):
+            write(root / cls / f"{i:05d}", text)
+    return root
+
+
+def test_train_and_test_folders_one_subfolder_per_class(tmp_path):
+    train = write_folder(tmp_path / "20news-bydate-train")
+    test = write_folder(tmp_path / "20news-bydate-test", {"rec.autos": ["oil engine"], "sci.space": ["orbit"]})
+    write(train / "sci.space" / ".DS_Store", "\x00\x01")  # hidden files are not documents
+    ds = load_text_folder(train, test, cache=False)
+    assert ds.class_names == ["rec.autos", "sci.space"] and ds.y_train.tolist() == [0, 0, 0, 1, 1, 1]
+    assert ds.y_test.tolist() == [0, 1] and ds.name == "20news-bydate-train"
+    vocab = ds.meta["vocab"]
+    assert ds.x_test[0].tolist() == [vocab.index("oil"), vocab.index("engine")]
+
+
+def test_latin1_posts_load_and_one_folder_takes_a_test_fraction(tmp_path):
+    root = write_folder(tmp_path / "news")
+    write(root / "rec.autos" / "latin1", "Caf\xe9 car".encode("latin-1"))
+    ds = load_text_folder(root, test_fraction=0.25, seed=3, cache=False)
+    assert len(ds.y_train) + len(ds.y_test) == 7 and len(ds.y_test) == 2
+    assert ds.y_test.bincount(minlength=2).tolist() == [1, 1]  # stratified
+    everything = load_text_folder(root, test_fraction=0.25, seed=3, tokenizer="char", hash_buckets=50, cache=False)
+    assert everything.vocab_size == 51
+
+
+def test_folder_errors_name_the_folder(tmp_path):
+    with pytest.raises(ValueError, match=r"text folder not found: .*missing"):
+        load_text_folder(tmp_path / "missing")
+    (tmp_path / "flat").mkdir()
+    write(tmp_path / "flat" / "doc.txt", "no class folder")
+    with pytest.raises(ValueError, match=r"flat: no class sub-folders"):
+        load_text_folder(tmp_path / "flat")
+
+
+FASTTEXT = "__label__pos good film\n\n__label__neg bad film\n__label__pos\tgreat acting\n__label__neg awful\n"
+
+
+def test_fasttext_lines_with_a_dev_file_as_the_validation_split(tmp_path):
+    train, test = write(tmp_path / "train.txt", FASTTEXT), write(tmp_path / "test.txt", "__label__neg bad acting\n")
+    dev = write(tmp_path / "dev.txt", "__label__pos good\n__label__neg bad\n")
+    ds = load_fasttext_file(train, test, dev_path=dev, cache=False)
+    assert ds.class_names == ["neg", "pos"] and ds.y_train.tolist() == [1, 0, 1, 0, 1, 0]
+    fit_idx, val_idx = provided_validation(ds)
+    assert fit_idx.tolist() == [0, 1, 2, 3] and val_idx.tolist() == [4, 5]
+    vocab = ds.meta["vocab"]
+    assert ds.x_train[2].tolist() == [vocab.index("great"), vocab.index("acting")]  # tab after the label
+
+
+def test_fasttext_several_labels_or_none_on_a_line_are_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"train.txt:2: 2 labels \(a, b\); a fastText line here starts with exactly one"):
+        load_fasttext_file(write(tmp_path / "train.txt", "__label__a x\n__label__a __label__b y\n"), cache=False)
+    with pytest.raises(ValueError, match=r"train.txt:1: no labels"):
+        load_fasttext_file(write(tmp_path / "train.txt", "text without label\n"), cache=False)
+    ds = load_fasttext_file(write(tmp_path / "t.txt", "#A one\n#B two\n" * 3), label_prefix="#", test_fraction=0.34, cache=False)
+    assert ds.class_names == ["A", "B"]
+
+
+TREC = "DESC:manner How did serfdom develop ?\nNUM:dist How far is Denver ?\nNUM:date When was it ?\nDESC:def What is it ?\n"
+
+
+@pytest.mark.parametrize(("level", "classes"), [("coarse", ["DESC", "NUM"]), ("fine", ["DESC:def", "DESC:manner", "NUM:date", "NUM:dist"])])
+def test_trec_coarse_or_fine_labels(tmp_path, level, classes):
+    train = write(tmp_path / "train_5500.label", TREC)
+    test = write(tmp_path / "TREC_10.label", "NUM:dist How far ?\n")
+    ds = load_trec_file(train, test, label=level, label_names=None, cache=False)
+    assert ds.class_names == classes and ds.y_test.tolist() == [classes.index("NUM" if level == "coarse" else "NUM:dist")]
+
+
+def test_trec_bad_lines_and_label_level(tmp_path):
+    train = write(tmp_path / "train.label", "DESC:manner ok ?\nnot trec at all\n")
+    with pytest.raises(ValueError, match=r"train.label:2: expected 'COARSE:fine text' \(TREC\)"):
+        load_trec_file(train, train, cache=False)
+    with pytest.raises(ValueError, match=r"label must be one of \('coarse', 'fine'\), got 'middle'"):
+        load_trec_file(train, label="middle")
+
+
+def test_every_text_format_is_reachable_by_name(tmp_path):
+    lines = write(tmp_path / "ft.txt", FASTTEXT * 3)
+    trec = write(tmp_path / "trec.label", TREC * 3)
+    root = write_folder(tmp_path / "news")
+    for name, params in (
+        ("fasttext_file", {"path": str(lines)}),
+        ("trec_file", {"path": str(trec), "label": "fine"}),
+        ("text_folder", {"path": str(root), "test_fraction": 0.34}),
+    ):
+        ds = load_dataset(name, cache=False, **params)
+        assert ds.feature_kind == "text" and len(ds.y_test) > 0 and isinstance(ds.x_train.ids, torch.Tensor)
