@@ -15,7 +15,6 @@ split), picks the epoch on it and scores that epoch's model on the test split.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -26,10 +25,10 @@ import optuna
 import torch
 
 from lossbench.bench.methods import Method, check_compatible, output_width, set_loss_option
-from lossbench.bench.metrics import EpochScores, compute_metrics, selection_metric
+from lossbench.bench.metrics import EpochScores, compute_metrics, decide, selection_metric
 from lossbench.bench.spec import SEED_PARAM, DatasetSpec, Spec, SpecError
 from lossbench.data import Dataset, get_dataset_info, load_dataset, stratified_split
-from lossbench.data.splits import random_split, standardize
+from lossbench.data.splits import provided_validation, random_split, select_train, standardize
 from lossbench.models import build_model
 from lossbench.train import eval_logits, fit, get_transform, make_optimizer, make_transform
 from lossbench.train.packed import PackedModel, fit_packed, unpackable_model
@@ -67,7 +66,7 @@ class Split:
 def subsample_train(data: Dataset, size: int, seed: int) -> Dataset:
     """The dataset with a seeded stratified subset of ``size`` training samples (test kept whole)."""
     _, keep = stratified_split(data.y_train, val_fraction=size / len(data.y_train), seed=seed)
-    return dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
+    return select_train(data, keep)
 
 
 def class_counts(y: torch.Tensor, task: str, num_classes: int) -> torch.Tensor:
@@ -104,7 +103,10 @@ class DataCache:
         x_val = y_val = None
         if stage == "tune" or self.spec.train.early_stopping:
             # The same seeded split for every method: their validation scores are comparable.
-            if self.spec.val_split == "random":
+            provided = provided_validation(data)  # the source's own dev split, when it ships one
+            if provided is not None:
+                fit_idx, val_idx = provided
+            elif self.spec.val_split == "random":
                 fit_idx, val_idx = random_split(len(data.y_train), self.spec.val_fraction, self.spec.seed)
             else:
                 fit_idx, val_idx = stratified_split(data.y_train, val_fraction=self.spec.val_fraction, seed=self.spec.seed)
@@ -174,6 +176,8 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
     """Build the model, the loss and the transforms at every end of every search range, so a spec
     that cannot run is refused before anything is stored (not in its first trial)."""
     where = f"method {method.name!r} on {split.dataset.name!r}"
+    if method.spec.decision != "argmax" and split.task != "multiclass":
+        raise SpecError(f"{where}: decision {method.spec.decision!r} applies to single-label tasks, not {split.task}")
     try:
         model = build_model(spec.train.model, split.dataset, num_outputs=output_width(method.loss, split.task, split.num_classes),
                     **spec.train.model_params)  # fmt: skip
@@ -223,6 +227,7 @@ class _RunScores:
         self.heldout_metric = EpochScores(self.metric, split.y_eval, split.task, split.num_classes)
         self.last_logits: torch.Tensor | None = None  # the last epoch's held-out logits are the final model's
         self.stopping = spec.train.early_stopping
+        self.decision = method.spec.decision
         self.best: tuple[float, int, torch.Tensor] | None = None  # validation score, epoch, held-out logits
         self.val_metric: list[float] = []
         self.schedule(0)
@@ -236,14 +241,19 @@ class _RunScores:
 
     def epoch_end(self, epoch: int, stats: dict[str, float], logits: torch.Tensor, val_logits: torch.Tensor | None = None) -> None:
         """``logits`` on the held-out part; ``val_logits`` on ``split.x_val`` where the split has one."""
-        self.last_logits = logits
         with torch.no_grad():
             self.heldout_loss.append(self.loss(logits, self.split.y_eval, reduction="mean"))
+        logits = self.scores(logits)  # the metrics read the method's decision rule, the loss its logits
+        self.last_logits = logits
         self.train_loss.append(float(stats.get("loss", math.nan)))
         self.heldout_metric.add(logits)
         if self.stopping:
-            self._keep_if_best(epoch, logits, val_logits)
+            self._keep_if_best(epoch, logits, None if val_logits is None else self.scores(val_logits))
         self.schedule(epoch + 1)
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the method's decision rule predicts from: the logits, or their post-hoc adjustment."""
+        return decide(logits, self.decision, self.split.class_counts)
 
     def _keep_if_best(self, epoch: int, logits: torch.Tensor, val_logits: torch.Tensor | None) -> None:
         """Keep this epoch's held-out logits if its validation score beats every earlier epoch's
@@ -271,7 +281,7 @@ class _RunScores:
         if self.stopping:
             metrics[BEST_EPOCH] = float(len(self.train_loss) - 1 if self.best is None else self.best[1])
         if self.spec.tie_break == "train_metric" and split.stage == "tune":
-            metrics[f"train_{metric}"] = compute_metrics(fit_logits(), split.y_fit, split.task, split.num_classes, names=(metric,))[metric]
+            metrics[f"train_{metric}"] = compute_metrics(self.scores(fit_logits()), split.y_fit, split.task, split.num_classes, names=(metric,))[metric]
         curves = {
             "train_loss": self.train_loss,
             "heldout_loss": torch.stack(self.heldout_loss).tolist(),
