@@ -103,3 +103,152 @@ def ce_behaves_like_smooth_accuracy(budget: str) -> AnalysisResult:
     measured = {"ratio_first": first_r, "ratio_last": last_r, "cosine_first": first_c, "cosine_last": last_c}
     assert all(math.isfinite(v) for v in measured.values())
     return AnalysisResult(word, reason + ".", measured, details)
+
+
+# --- Su: one descent and one ascent step are a gradient-penalty step, to O(eps^3) ----------------
+
+ORDER_EPS = tuple(0.2 * 2.0 ** (-k / 2) for k in range(9))  # step sizes from 0.2 down to 0.0125
+ORDER_HOLDS = (2.7, 3.3)  # the fitted order of the error that shows O(eps^3)
+ORDER_SECOND = 2.3  # an order at or below this is O(eps^2): the analysis would miss a term
+ASCENT_RATIO = 0.5  # Su's variant: ascend with eps2 = eps1 / 2
+
+
+def _order_problem():
+    """A small smooth network (tanh MLP) on fixed data, in float64 so round-off stays far below eps^3."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (64,), generator=g)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+    return model, x, y
+
+
+def _after(model, steps: int, lr: float, transforms, x, y) -> torch.Tensor:
+    """The parameters after ``steps`` plain SGD steps (no momentum) on the full batch."""
+    import copy
+
+    from lossbench.losses import CrossEntropyLoss
+    from lossbench.train import build_step
+
+    model = copy.deepcopy(model)
+    step = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0), transforms)
+    for _ in range(steps):
+        step.run(x, y)
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def _slope(eps: list[float], errors: list[float]) -> float:
+    """Least-squares slope of log(error) against log(eps): the error's measured order."""
+    lx, ly = torch.tensor(eps, dtype=torch.float64).log(), torch.tensor(errors, dtype=torch.float64).log()
+    lx, ly = lx - lx.mean(), ly - ly.mean()
+    return float((lx * ly).sum() / (lx * lx).sum())
+
+
+def ascent_descent_is_a_gradient_penalty(budget: str) -> AnalysisResult:
+    """Su (kexue.fm/archives/7643): a descent step at lr eps1 then an ascent step at lr eps2 equal,
+    up to O(eps^3), one descent step at lr eps1 - eps2 on L + eps1 eps2 / (2 (eps1 - eps2)) |grad L|^2.
+
+    Measured with lossbench's own transforms (``ascent_descent``, ``gradient_penalty``) and plain
+    SGD: the distance between the two parameter vectors, for eps1 on a halving grid, and its order
+    (the slope of a log-log fit); beside it, the same distance to a plain descent step without the
+    penalty, whose error is second order.  The budget changes nothing (the measurement takes seconds).
+    """
+    model, x, y = _order_problem()
+    eps = list(ORDER_EPS)
+    with_penalty, without = [], []
+    for e in eps:
+        e2 = ASCENT_RATIO * e
+        two_steps = _after(model, 2, e, [("ascent_descent", {"ascent_ratio": ASCENT_RATIO})], x, y)
+        weight = e * e2 / (2 * (e - e2))
+        penalised = _after(model, 1, e - e2, [("gradient_penalty", {"weight": weight})], x, y)
+        plain = _after(model, 1, e - e2, [], x, y)
+        with_penalty.append(float((two_steps - penalised).norm()))
+        without.append(float((two_steps - plain).norm()))
+    order, control = _slope(eps, with_penalty), _slope(eps, without)
+    low, high = ORDER_HOLDS
+    if low <= order <= high:
+        word = "holds"
+    elif order <= ORDER_SECOND:
+        word = "contradicted"
+    else:
+        word = "inconclusive"
+    reason = (f"the distance between descent + ascent and the penalised step falls with order {order:.2f} in eps "
+              f"(fit over eps = {eps[-1]:.4f} .. {eps[0]:.2f}); without the penalty term the order is {control:.2f}")  # fmt: skip
+    rows = "\n".join(f"| {e:.4g} | {a:.3e} | {b:.3e} |" for e, a, b in zip(eps, with_penalty, without))
+    details = ("tanh MLP 4-8-3 on 64 fixed Gaussian points, float64, full batch, SGD without momentum, "
+               f"eps2 = {ASCENT_RATIO} eps1; |theta difference| after the two steps against:\n\n"
+               "| eps1 | penalised step (lr eps1 - eps2) | plain step (lr eps1 - eps2) |\n|---|---|---|\n" + rows)  # fmt: skip
+    measured = {"order_with_penalty": order, "order_without_penalty": control}
+    return AnalysisResult(word, reason + ".", measured, details)
+
+
+# --- Su: flooding's level b is what makes it costly to tune --------------------------------------
+
+WITHIN = 0.005  # "reached": a best-so-far validation score within half a point of the budget's best
+TUNING_STUDY_CLAIM = "su-flooding-penalty"  # the claim whose study's tuning trials are read
+TRICKS = ("flooding", "gradient_penalty", "ascent_descent")  # compared; "ce" is shown as the reference
+
+
+def trials_to_reach(curve: list[float], within: float = WITHIN) -> int:
+    """How many trials (1-based) a best-so-far curve needs to come within ``within`` of its last value."""
+    if not curve or curve[-1] != curve[-1]:
+        raise ValueError(f"a budget curve needs a finite last value, got {curve!r}")
+    return next(n for n, v in enumerate(curve, 1) if v == v and v >= curve[-1] - within)
+
+
+def tuning_cost_verdict(needs: dict[str, dict[str, int]]) -> tuple[str, str]:
+    """``needs[dataset][method]``: trials to reach. Holds when on every dataset flooding needs more
+    trials than each other trick; contradicted when on every dataset it needs no more than the
+    cheaper of the two; inconclusive otherwise."""
+    others = [m for m in TRICKS if m != "flooding"]
+    more = [d for d, n in needs.items() if all(n["flooding"] > n[m] for m in others)]
+    no_more = [d for d, n in needs.items() if n["flooding"] <= min(n[m] for m in others)]
+    if needs and len(more) == len(needs):
+        return "holds", "on every dataset flooding needs more trials than the penalty and the alternating variant"
+    if needs and len(no_more) == len(needs):
+        return "contradicted", "on every dataset flooding needs no more trials than the cheaper of the other two"
+    return "inconclusive", (f"flooding needs the most trials on {more or 'no dataset'} and no more than the "
+                            f"cheapest on {no_more or 'no dataset'}")  # fmt: skip
+
+
+def flooding_tuning_cost(budget: str, storage=None, device=None, data_dir=None, pack=None, progress=None) -> AnalysisResult:
+    """Best validation score against trials spent (the budget curves of the stored tuning trials) in
+    the study of the claim ``su-flooding-penalty``, run first (or resumed, or found done) in the
+    same storage; per method, the trials needed to come within ``WITHIN`` of its budget's best."""
+    from lossbench.bench.defaults import DEFAULT_PACK
+    from lossbench.bench.results import collect
+    from lossbench.bench.runner import Runner
+    from lossbench.ledger.protocol import study_spec
+    from lossbench.ledger.records import get_claim
+
+    if storage is None:
+        raise ValueError("flooding_tuning_cost reads a study: pass the storage it is (to be) stored in")
+    spec = study_spec(get_claim(TUNING_STUDY_CLAIM), budget)
+    runner = Runner(spec, storage, device or torch.device("cpu"), data_dir=data_dir, pack=pack or DEFAULT_PACK)
+    if progress is None:
+        runner.run()
+    else:
+        with progress(f"{spec.name} (the tuning trials read by the tuning-cost analysis)") as update:
+            runner.run(update)
+    needs, rows = {}, []
+    for result in collect(spec, storage):
+        label = result.dataset.label
+        needs[label] = {}
+        for r in result.methods:
+            curve = r.budget_curve()
+            n = trials_to_reach(curve)
+            needs[label][r.method.name] = n
+            trials = ", ".join(str(t.number) for t in sorted(r.tune_trials, key=lambda t: t.number))
+            rows.append(f"| {label} | {r.method.name} | {n} | {curve[-1]:.4f} | "
+                        f"{' '.join(f'{v:.3f}' for v in curve)} | {r.tune_study}: {trials} |")  # fmt: skip
+    word, reason = tuning_cost_verdict(needs)
+    mean = {m: sum(n[m] for n in needs.values()) / len(needs) for m in TRICKS}
+    cheapest = min(TRICKS, key=lambda m: (mean[m], TRICKS.index(m)))
+    reason += f"; mean trials to come within {WITHIN * 100:g} points of the best: " + ", ".join(
+        f"{m} {mean[m]:.1f}" for m in TRICKS) + f" (least tuning: {cheapest})"  # fmt: skip
+    details = (f"Study {spec.name!r}: {spec.trials} tuning trials per method, random search. Trials to reach = "
+               f"the first n whose best-so-far validation {spec.selection_metric} is within {WITHIN} of the best "
+               "of the whole budget.\n\n| dataset | method | trials to reach | best | best after n = 1, 2, ... | "
+               "trials (study: numbers) |\n|---|---|---|---|---|---|\n" + "\n".join(rows))  # fmt: skip
+    measured = {f"{d}/{m}": float(n) for d, row in needs.items() for m, n in row.items()}
+    return AnalysisResult(word, reason + ".", measured, details)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -97,7 +98,10 @@ def run_claim(
 
     if claim.kind == "analysis":
         started = time.time()
-        result = claim.analysis(budget)
+        # An analysis that reads a study of the bench takes where to run it: the arguments it names.
+        context = {"storage": storage, "device": device, "data_dir": data_dir, "pack": pack, "progress": progress}
+        wanted = inspect.signature(claim.analysis).parameters
+        result = claim.analysis(budget, **{k: v for k, v in context.items() if k in wanted})
         result.seconds = round(time.time() - started, 1)
         store_analysis(storage, claim, budget, result)
         record_invocation(storage, claim, budget, "fixed", started, None)

@@ -1,3 +1,4 @@
 """The claim records, one module per source; importing this package registers them all."""
 
 from lossbench.ledger.sources import exact_paper, su  # noqa: F401
+from lossbench.ledger.sources import flooding  # noqa: F401
