@@ -1,0 +1,185 @@
+"""The report from a storage written by hand (no training): what it says and how it says it."""
+
+from __future__ import annotations
+
+import csv
+import html
+import math
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from scipy import stats as sps
+
+from lossbench.bench.metrics import METRICS
+from lossbench.bench.plots import method_colours
+from lossbench.bench.report import leaderboard_header, write_report
+from lossbench.bench.results import collect, range_edges
+from lossbench.bench.runner import CHOSEN_FROM_ATTR, CONFIG_ATTR, RUN_ATTR, evaluation_seeds
+from lossbench.bench.spec import parse_spec
+from lossbench.bench.stats import format_p, paired_test, ranks, summarize
+from lossbench.bench.storage import study_name
+
+LR = FloatDistribution(1e-3, 1.0, log=True)
+WD = FloatDistribution(1e-6, 1e-2, log=True)
+
+# Test accuracy per evaluation seed: "ce" and "tied" tie; "accuracy" (a method named like a metric)
+# beats ce by the same margin on every seed (p = 0); "exact" is near 1 (its CI must stay <= 1).
+SCORES = {"ce": [0.80, 0.82, 0.84], "tied": [0.84, 0.80, 0.82], "accuracy": [0.85, 0.87, 0.89],
+          "exact": [1.0, 0.9, 1.0]}  # fmt: skip
+CHOSEN_LR = {"ce": 0.05, "tied": 0.05, "accuracy": 0.99, "exact": 0.05}  # 0.99: at the top of [1e-3, 1]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    spec = parse_spec({
+        "name": "hand", "trials": 2, "seeds": 3, "baseline": "ce", "datasets": ["wine"],
+        "methods": [{"name": "ce", "loss": "cross_entropy"}, {"name": "tied", "loss": "cross_entropy"},
+                    {"name": "accuracy", "loss": "cross_entropy"},
+                    {"name": "exact", "loss": "exact", "transforms": ["grad_normalizer"],
+                     "params": {"sigma": 10.0, "sigma_min": 0.01}}],
+    })  # fmt: skip
+    storage = optuna.storages.InMemoryStorage()
+    env = {"lossbench": "0.1.0", "commit": "abc1234", "torch": "2.13.0", "threads": 2, "device": "cpu", "host": "h"}
+    for name, scores in SCORES.items():
+        tune = optuna.create_study(storage=storage, study_name=study_name("hand", "tune", "wine", name), direction="maximize")
+        for i, lr in enumerate((0.01, CHOSEN_LR[name])):
+            record = {"metrics": {"accuracy": 0.5 + i / 10}, "seed": i, "worker": "h:1", "seconds": 0.1,
+                      "environment": env, "sizes": {"fit": 114, "scored": 28}}  # fmt: skip
+            tune.add_trial(optuna.trial.create_trial(params={"lr": lr, "weight_decay": 1e-4}, value=0.5 + i / 10,
+                                                     distributions={"lr": LR, "weight_decay": WD},
+                                                     user_attrs={RUN_ATTR: record}))  # fmt: skip
+        final = optuna.create_study(storage=storage, study_name=study_name("hand", "final", "wine", name), direction="maximize")
+        config = {"lr": CHOSEN_LR[name], "weight_decay": 1e-4}
+        final.set_user_attr(CHOSEN_FROM_ATTR, 1)
+        final.set_user_attr(CONFIG_ATTR, config)
+        for seed, acc in zip(evaluation_seeds(spec), scores):
+            metrics = {**{m: acc for m in METRICS["multiclass"]}, "diverged": 0.0}
+            record = {"metrics": metrics, "seed": seed, "worker": "h:1", "seconds": 0.2, "environment": env,
+                      "sizes": {"fit": 142, "scored": 36}, "curves": {"train_loss": [1.0, 0.5], "heldout_accuracy": [0.5, acc]}}  # fmt: skip
+            final.add_trial(optuna.trial.create_trial(params=config, value=acc, distributions={"lr": LR, "weight_decay": WD},
+                                                      user_attrs={RUN_ATTR: record, "seed": seed}))  # fmt: skip
+    out = tmp_path_factory.mktemp("report")
+    results = collect(spec, storage)
+    write_report(spec, results, out)
+    return spec, results, out
+
+
+def test_html_has_every_table_cell_and_heading_of_the_markdown(report):
+    _, _, out = report
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    cells = [c.strip().replace("\\|", "|") for line in md.splitlines() if line.startswith("| ") for c in line[2:-2].split(" | ")]
+    assert "test macro_f1" in cells  # the secondary metrics are in the markdown ...
+    for cell in cells:
+        assert html.escape(cell) in page, cell  # ... and so in the HTML, as every other cell
+    for line in md.splitlines():
+        if line.startswith("#"):
+            assert html.escape(line.lstrip("# ")) in page
+
+
+def test_provenance_and_every_methods_fixed_settings(report):
+    md = (report[2] / "report.md").read_text()
+    assert "| lossbench (runs) | 0.1.0 (commit abc1234) |" in md and "| device | cpu |" in md
+    assert "| torch | 2.13.0 |" in md and "| torch threads per worker | 2 |" in md and "report written" in md
+    assert "114 fit / 28 validation" in md and "142 train / 36 test" in md
+    exact = next(line for line in md.splitlines() if line.startswith("| exact | exact |"))
+    assert "sigma=10, sigma_min=0.01" in exact and "grad_normalizer(" in exact and "lr in 0.001 .. 1 (log)" in exact
+
+
+def test_paired_differences_with_their_ci_and_p_values_never_zero(report):
+    _, results, out = report
+    md = (out / "report.md").read_text()
+    (wine,) = results
+    winner = wine.method("accuracy")
+    assert winner.paired.p_value == 0.0 and "p < 0.001, Holm < 0.001" in md
+    assert "p 0.000" not in md and "Holm 0.000" not in md
+    assert f"{winner.paired.mean_difference:+.4f} [" in md
+    board = {r["method"]: r for r in csv.DictReader((out / "leaderboard.csv").open())}
+    tied = wine.method("tied").paired
+    assert float(board["tied"]["difference_ci_low"]) == pytest.approx(tied.ci_low)
+    assert tied.ci_low < 0 < tied.ci_high
+
+
+def test_intervals_stay_in_the_metrics_range(report):
+    _, results, out = report
+    exact = results[0].method("exact").summaries["accuracy"]
+    assert exact.ci_high == 1.0 and exact.mean + 2 * exact.std > 1  # the unclipped interval would pass 1
+    for row in csv.DictReader((out / "leaderboard.csv").open()):
+        for m in ("accuracy", "macro_f1", "balanced_accuracy", "ece"):
+            assert 0.0 <= float(row[f"{m}_ci_low"]) <= float(row[f"{m}_ci_high"]) <= 1.0
+
+
+def test_tied_ranks_read_naturally_and_a_method_may_be_named_like_a_metric(report):
+    _, results, out = report
+    (wine,) = results
+    assert [r.method.name for r in wine.methods] == ["exact", "accuracy", "ce", "tied"]
+    assert [r.rank for r in wine.methods] == [1, 2, 3, 3] and wine.method("ce").tied
+    md = (out / "report.md").read_text()
+    assert "| 3 (tie) | ce |" in md and "| 3 (tie) | tied |" in md and "| 2 | accuracy |" in md
+    assert len(set(leaderboard_header(wine))) == len(leaderboard_header(wine))
+    for name in ("leaderboard.csv", "runs.csv", "trials.csv"):
+        header = next(csv.reader((out / name).open()))
+        assert len(header) == len(set(header)), name
+    board = {r["method"]: r for r in csv.DictReader((out / "leaderboard.csv").open())}
+    assert float(board["accuracy"]["accuracy_mean"]) == pytest.approx(0.87)
+
+
+def test_configurations_at_the_edge_of_their_range_are_flagged(report):
+    _, results, out = report
+    assert results[0].method("accuracy").edges == {"lr": "upper"} and results[0].method("ce").edges == {}
+    md = (out / "report.md").read_text()
+    assert "lr=0.99 (upper edge)" in md and "lr=0.05," in md and "(lower edge) / (upper edge):" in md
+
+
+def test_trials_csv_beside_the_report(report):
+    spec, _, out = report
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == len(SCORES) * spec.trials
+    for name in SCORES:
+        mine = [r for r in rows if r["method"] == name]
+        assert [r["chosen"] for r in mine] == ["False", "True"]
+        assert float(mine[1]["param.lr"]) == CHOSEN_LR[name] and float(mine[1]["metric.accuracy"]) == 0.6
+
+
+def test_one_colour_per_method_in_spec_order(report):
+    spec = report[0]
+    colours = method_colours(spec)
+    assert list(colours) == [m.name for m in spec.methods] and len(set(colours.values())) == len(colours)
+    many = parse_spec({"name": "m", "datasets": ["wine"], "methods": [{"name": f"m{i}", "loss": "cross_entropy"} for i in range(15)]})
+    assert len(set(method_colours(many).values())) == 15
+
+
+# -- the statistics behind it -------------------------------------------------------------------
+
+
+def test_format_p():
+    assert format_p(0.0) == format_p(0.0009) == "< 0.001"
+    assert format_p(0.001) == "0.001" and format_p(0.0123) == "0.012" and format_p(math.nan) == "-"
+
+
+def test_paired_difference_ci_matches_scipy_and_is_clipped():
+    a, b = [0.9, 0.92, 0.91, 0.95], [0.88, 0.9, 0.92, 0.9]
+    t = paired_test(a, b)
+    ci = sps.ttest_rel(a, b).confidence_interval()
+    assert (t.ci_low, t.ci_high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    wide = paired_test([1.0, 0.0, 1.0], [0.0, 1.0, 0.0], bounds=(-1.0, 1.0))
+    assert wide.ci_low == -1.0 and wide.ci_high == 1.0
+
+
+def test_summary_interval_clipped_to_bounds():
+    s = summarize([1.0, 0.9, 1.0], bounds=(0.0, 1.0))
+    low, high = sps.t.interval(0.95, 2, loc=np.mean([1.0, 0.9, 1.0]), scale=sps.sem([1.0, 0.9, 1.0]))
+    assert high > 1 and s.ci_high == 1.0 and s.ci_low == pytest.approx(low)
+
+
+def test_ranks_min_ties():
+    assert ranks([0.8, 0.9, 0.8, math.nan], ties="min") == [2.0, 1.0, 2.0, 4.0]
+
+
+def test_range_edges():
+    space = {"lr": LR, "loss.margin": CategoricalDistribution([None, 0.5, 1.0, 5.0]), "loss.p": CategoricalDistribution([1, 2]),
+             "seed": CategoricalDistribution([0, 1, 2, 9]), "wd": FloatDistribution(0.0, 1.0)}  # fmt: skip
+    assert range_edges({"lr": 1.1e-3, "loss.margin": 5.0, "loss.p": 2, "seed": 9, "wd": 0.5}, space) == {
+        "lr": "lower", "loss.margin": "upper"}
+    assert range_edges({"lr": 0.03, "loss.margin": None, "wd": 0.97}, space) == {"wd": "upper"}
