@@ -25,7 +25,7 @@ import optuna
 import torch
 
 from lossbench.bench.methods import Method, check_compatible, output_width, set_loss_option
-from lossbench.bench.metrics import EpochScores, compute_metrics, selection_metric
+from lossbench.bench.metrics import EpochScores, compute_metrics, decide, selection_metric
 from lossbench.bench.spec import SEED_PARAM, DatasetSpec, Spec, SpecError
 from lossbench.data import Dataset, get_dataset_info, load_dataset, stratified_split
 from lossbench.data.splits import provided_validation, random_split, select_train, standardize
@@ -176,6 +176,8 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
     """Build the model, the loss and the transforms at every end of every search range, so a spec
     that cannot run is refused before anything is stored (not in its first trial)."""
     where = f"method {method.name!r} on {split.dataset.name!r}"
+    if method.spec.decision != "argmax" and split.task != "multiclass":
+        raise SpecError(f"{where}: decision {method.spec.decision!r} applies to single-label tasks, not {split.task}")
     try:
         model = build_model(spec.train.model, split.dataset, num_outputs=output_width(method.loss, split.task, split.num_classes),
                     **spec.train.model_params)  # fmt: skip
@@ -225,6 +227,7 @@ class _RunScores:
         self.heldout_metric = EpochScores(self.metric, split.y_eval, split.task, split.num_classes)
         self.last_logits: torch.Tensor | None = None  # the last epoch's held-out logits are the final model's
         self.stopping = spec.train.early_stopping
+        self.decision = method.spec.decision
         self.best: tuple[float, int, torch.Tensor] | None = None  # validation score, epoch, held-out logits
         self.val_metric: list[float] = []
         self.schedule(0)
@@ -238,14 +241,19 @@ class _RunScores:
 
     def epoch_end(self, epoch: int, stats: dict[str, float], logits: torch.Tensor, val_logits: torch.Tensor | None = None) -> None:
         """``logits`` on the held-out part; ``val_logits`` on ``split.x_val`` where the split has one."""
-        self.last_logits = logits
         with torch.no_grad():
             self.heldout_loss.append(self.loss(logits, self.split.y_eval, reduction="mean"))
+        logits = self.scores(logits)  # the metrics read the method's decision rule, the loss its logits
+        self.last_logits = logits
         self.train_loss.append(float(stats.get("loss", math.nan)))
         self.heldout_metric.add(logits)
         if self.stopping:
-            self._keep_if_best(epoch, logits, val_logits)
+            self._keep_if_best(epoch, logits, None if val_logits is None else self.scores(val_logits))
         self.schedule(epoch + 1)
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the method's decision rule predicts from: the logits, or their post-hoc adjustment."""
+        return decide(logits, self.decision, self.split.class_counts)
 
     def _keep_if_best(self, epoch: int, logits: torch.Tensor, val_logits: torch.Tensor | None) -> None:
         """Keep this epoch's held-out logits if its validation score beats every earlier epoch's
@@ -273,7 +281,7 @@ class _RunScores:
         if self.stopping:
             metrics[BEST_EPOCH] = float(len(self.train_loss) - 1 if self.best is None else self.best[1])
         if self.spec.tie_break == "train_metric" and split.stage == "tune":
-            metrics[f"train_{metric}"] = compute_metrics(fit_logits(), split.y_fit, split.task, split.num_classes, names=(metric,))[metric]
+            metrics[f"train_{metric}"] = compute_metrics(self.scores(fit_logits()), split.y_fit, split.task, split.num_classes, names=(metric,))[metric]
         curves = {
             "train_loss": self.train_loss,
             "heldout_loss": torch.stack(self.heldout_loss).tolist(),

@@ -35,6 +35,29 @@ METRIC_RANGE = {m: (0.0, math.inf if m in ("nll", "bce") else 1.0) for names in 
 ARGMAX = frozenset({"accuracy", "macro_f1", "balanced_accuracy"})  # multiclass metrics of the arg-max only
 
 
+# Decision rules: how a run's logits become the scores every metric of that method reads.
+# "logit_adjusted" is the post-hoc logit adjustment of Menon et al. (arXiv 2007.07314, eq. 3)
+# with tau = 1: subtract the log prior of each class, estimated on the run's training part, the
+# Bayes rule for the balanced error when the model estimates the training posterior.
+DECISIONS = ("argmax", "logit_adjusted")
+
+
+def decide(logits: torch.Tensor, rule: str, class_counts: torch.Tensor) -> torch.Tensor:
+    """The scores decision rule ``rule`` reads from single-label ``logits`` ((N, C), or one binary
+    logit per row) given the training part's ``class_counts`` (C,).  A class with no training
+    sample counts as one, so its adjusted score stays finite."""
+    if rule == "argmax":
+        return logits
+    if rule != "logit_adjusted":
+        raise ValueError(f"unknown decision rule {rule!r}; known: {DECISIONS}")
+    counts = class_counts.to(device=logits.device, dtype=torch.float64).clamp_min(1.0)
+    log_prior = (counts / counts.sum()).log().to(logits.dtype)
+    if logits.ndim == 2 and logits.shape[1] == counts.numel():
+        return logits - log_prior
+    # one logit s = log(p1 / p0) per row: the adjustment is that of the log odds
+    return logits - (log_prior[1] - log_prior[0])
+
+
 def selection_metric(requested: str, task: str) -> str:
     """The spec's selection metric where the task has it, else the task's headline metric."""
     return requested if requested in METRICS[task] else METRICS[task][0]

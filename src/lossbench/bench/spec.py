@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbench._paths import check_name
+from lossbench.bench.metrics import DECISIONS
 from lossbench.registry import Choice
 from lossbench.train.loop import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_ON
 
@@ -127,6 +128,9 @@ class MethodSpec:
     search: dict[str, Range | Choice] = field(default_factory=dict)
     datasets: tuple[str, ...] | None = None  # restrict to these dataset labels
     schedule: dict[str, Schedule] = field(default_factory=dict)  # keyed like search; set per epoch
+    # How held-out logits become predictions (bench.metrics.DECISIONS): the arg-max, or a post-hoc
+    # rule such as logit adjustment, so a leaderboard can tell a loss's effect from its decision's.
+    decision: str = "argmax"
 
     def runs_on(self, dataset: DatasetSpec) -> bool:
         return self.datasets is None or dataset.label in self.datasets or dataset.name in self.datasets
@@ -171,6 +175,10 @@ class Spec:
         for key in _LATER_TRAIN_FIELDS:  # at its default, as a spec stored before the field existed
             if data["train"][key] == _default(TrainConfig, key):
                 del data["train"][key]
+        for method in data["methods"]:
+            for key in _LATER_METHOD_FIELDS:
+                if method[key] == _default(MethodSpec, key):
+                    del method[key]
         return json.dumps(data, sort_keys=True)
 
     def fingerprint(self) -> str:
@@ -180,6 +188,7 @@ class Spec:
 # [train] fields added after specs were first stored: left out of a spec's JSON at their default,
 # so a stored study's spec keeps its fingerprint (bench.storage refuses a changed spec).
 _LATER_TRAIN_FIELDS = ("early_stopping",)
+_LATER_METHOD_FIELDS = ("decision",)
 
 # ---------------------------------------------------------------------------------------------
 # Parsing
@@ -399,6 +408,9 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         both = sorted(set(schedule) & set(search_m))
         if both:
             raise SpecError(f"{where}: {both} cannot be both searched and scheduled")
+        decision = _take(m, "decision", str, where, _default(MethodSpec, "decision"))
+        if decision not in DECISIONS:
+            raise SpecError(f"{where}: decision must be one of {DECISIONS}, got {decision!r}")
         methods.append(
             MethodSpec(
                 name=mname,
@@ -408,6 +420,7 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
                 search=search_m,
                 datasets=None if only is None else tuple(str(x) for x in only),
                 schedule=schedule,
+                decision=decision,
             )
         )
     if not methods:

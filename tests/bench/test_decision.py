@@ -1,0 +1,78 @@
+"""Decision rules: a method's metrics read its logits through its rule (arg-max or post-hoc logit
+adjustment), while its training and its own loss are those of the logits."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lossbench.bench.execution import DataCache, check_unit, train_and_score
+from lossbench.bench.methods import resolve_method
+from lossbench.bench.metrics import compute_metrics, decide
+from lossbench.bench.spec import SpecError, parse_spec
+
+
+def test_logit_adjustment_subtracts_the_log_prior():
+    counts = torch.tensor([90, 10])
+    logits = torch.tensor([[0.0, 0.0], [1.0, -1.0], [3.0, 0.0]])
+    adjusted = decide(logits, "logit_adjusted", counts)
+    assert torch.allclose(adjusted, logits - torch.tensor([math.log(0.9), math.log(0.1)]))
+    assert adjusted.argmax(1).tolist() == [1, 1, 0]  # ties and near-ties go to the rare class
+    assert decide(logits, "argmax", counts) is logits
+    # one binary logit s = log(p1 / p0): adjusted by the log odds of the priors
+    s = torch.tensor([0.0, 2.5])
+    assert torch.allclose(decide(s, "logit_adjusted", counts), s - math.log(0.1 / 0.9))
+    with pytest.raises(ValueError, match="unknown decision rule 'vote'"):
+        decide(logits, "vote", counts)
+
+
+def _spec(**method):
+    return parse_spec(
+        {
+            "name": "decisions", "trials": 2, "seeds": 2, "sampler": "random",
+            "train": {"model": "linear", "epochs": 2, "batch_size": 32, "lr_final": 1e-3},
+            "datasets": [{"name": "digits", "params": {"long_tail_rho": 20.0}}],
+            "methods": [{"name": "ce", "loss": "cross_entropy"}, {"name": "ce_la", "loss": "cross_entropy", **method}],
+        }
+    )  # fmt: skip
+
+
+def test_a_method_is_scored_through_its_decision_rule():
+    spec = _spec(decision="logit_adjusted")
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "final")
+    params = {"lr": 0.1, "weight_decay": 1e-4}
+    plain, adjusted = (train_and_score(split, resolve_method(m), params, spec, seed=3) for m in spec.methods)
+    # the same training and the same loss on the held-out logits ...
+    assert adjusted.curves["train_loss"] == plain.curves["train_loss"]
+    assert adjusted.curves["heldout_loss"] == plain.curves["heldout_loss"]
+    # ... scored by another rule: the rare classes gain recall
+    assert adjusted.metrics["balanced_accuracy"] != plain.metrics["balanced_accuracy"]
+    assert adjusted.curves["heldout_accuracy"][-1] == pytest.approx(adjusted.metrics["accuracy"])
+
+
+def test_the_rule_is_checked_before_any_run():
+    with pytest.raises(SpecError, match="decision must be one of"):
+        _spec(decision="vote")
+    assert "\"decision\"" not in _spec().to_json()  # the default leaves stored fingerprints as they were
+    assert '"decision": "logit_adjusted"' in _spec(decision="logit_adjusted").to_json()
+    multilabel = parse_spec(
+        {
+            "name": "ml", "trials": 1, "seeds": 2, "train": {"model": "linear", "epochs": 1},
+            "datasets": ["synthetic_multilabel"],
+            "methods": [{"name": "bce", "loss": "binary_cross_entropy", "decision": "logit_adjusted"}],
+        }
+    )  # fmt: skip
+    split = DataCache(multilabel, torch.device("cpu")).get(multilabel.datasets[0], "tune")
+    with pytest.raises(SpecError, match="applies to single-label tasks"):
+        check_unit(split, resolve_method(multilabel.methods[0]), multilabel)
+
+
+def test_compute_metrics_of_adjusted_logits_is_what_the_run_reports():
+    counts = torch.tensor([50, 5, 5])
+    logits = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
+    target = torch.randint(0, 3, (40,), generator=torch.Generator().manual_seed(1))
+    plain = compute_metrics(logits, target, "multiclass", 3)
+    adjusted = compute_metrics(decide(logits, "logit_adjusted", counts), target, "multiclass", 3)
+    assert adjusted.keys() == plain.keys() and adjusted != plain
