@@ -143,6 +143,7 @@ class FileResolver:
 
 def load_dataset(
     name: str,
+    /,  # positional only: a loader's own ``name=`` parameter (idx, arff, table, ...) reaches it
     data_dir: str | Path | None = None,
     *,
     download: bool = True,
