@@ -9,7 +9,10 @@ import pytest
 import torch
 from scipy import integrate, optimize, special, stats
 
+import lossbench.losses._exact_integral as exact_integral
 import lossbench.losses._exact_quadrature as quadrature
+import lossbench.losses._exact_rules as exact_rules
+import lossbench.losses._exact_special as exact_special
 from lossbench.losses import ExactLoss, _exact_native, exact, exact_sigma_schedule, get_loss
 
 GRID = np.linspace(-20.0, 20.0, 41)
@@ -107,7 +110,7 @@ def test_probability_matches_reference(references, backend, num_classes):
 def test_newton_on_the_unconverged_rows_only_matches_reference(torch_path, references, monkeypatch, num_classes):
     # From _NEWTON_ACTIVE_TERMS terms on (many rows or classes), Newton's later iterations gather
     # the rows not yet converged; forced here for the reference cases and for gradcheck.
-    monkeypatch.setattr(quadrature, "_NEWTON_ACTIVE_TERMS", 1)
+    monkeypatch.setattr(exact_integral, "_NEWTON_ACTIVE_TERMS", 1)
     cases, ref = references[num_classes]
     log_p = log_p_of(cases).numpy()
     assert np.max(np.abs(np.exp(log_p) - np.exp(ref))) <= 1e-6
@@ -268,7 +271,7 @@ def test_blocks_of_rows_give_the_same_result(torch_path, monkeypatch):
     x = logits.clone().requires_grad_(True)
     whole = exact(x, target)
     (g_whole,) = torch.autograd.grad(whole, x)
-    monkeypatch.setattr(quadrature, "_BLOCK_TERMS", 2 * 16 * 13)  # two rows of 16 nodes x 13 columns
+    monkeypatch.setattr(exact_integral, "_BLOCK_TERMS", 2 * 16 * 13)  # two rows of 16 nodes x 13 columns
     blocked = exact(x, target)
     (g_blocked,) = torch.autograd.grad(blocked, x)
     torch.testing.assert_close(blocked, whole)
@@ -339,14 +342,14 @@ def test_small_sigma_matches_reference(backend, sigma):
 
 def full_node_pass(x_mu, offsets, complement=False):
     """Stand-in for ``_drop_saturated`` that keeps every column."""
-    return x_mu, quadrature._steps(x_mu.shape[1] - 1, x_mu.dtype, x_mu.device, complement), None
+    return x_mu, exact_integral._steps(x_mu.shape[1] - 1, x_mu.dtype, x_mu.device, complement), None
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_saturated_rivals_left_out_change_nothing(torch_path, monkeypatch, dtype):
     logits, target = trained_logits(32, 60, seed=12, dtype=dtype)
     compacted = []
-    drop = quadrature._drop_saturated
+    drop = exact_integral._drop_saturated
 
     def spy(x_mu, offsets, complement=False):
         out = drop(x_mu, offsets, complement)
@@ -359,10 +362,10 @@ def test_saturated_rivals_left_out_change_nothing(torch_path, monkeypatch, dtype
         (grad,) = torch.autograd.grad(log_p.sum(), x)
         return log_p.detach(), grad
 
-    monkeypatch.setattr(quadrature, "_drop_saturated", spy)
+    monkeypatch.setattr(exact_integral, "_drop_saturated", spy)
     log_p, grad = value_and_grad()
     assert compacted and all(compacted)  # one call per rule: the rows integrating P, the confident rows 1 - P
-    monkeypatch.setattr(quadrature, "_drop_saturated", full_node_pass)
+    monkeypatch.setattr(exact_integral, "_drop_saturated", full_node_pass)
     log_p_full, grad_full = value_and_grad()
     # The same sums up to the order of their float additions (of terms up to 1e4 that cancel in
     # float32's gradients of rows far in the tail).
@@ -374,15 +377,15 @@ def test_saturated_rivals_left_out_change_nothing(torch_path, monkeypatch, dtype
 def test_gradcheck_with_saturated_rivals_left_out(torch_path, monkeypatch):
     logits, target = trained_logits(6, 12, seed=13)
     compacted = []
-    drop = quadrature._drop_saturated
+    drop = exact_integral._drop_saturated
 
     def spy(x_mu, offsets, complement=False):
         out = drop(x_mu, offsets, complement)
         compacted.append(out[2] is not None)
         return out
 
-    monkeypatch.setattr(quadrature, "_drop_saturated", spy)
-    monkeypatch.setattr(quadrature, "_DROP_MIN_CLASSES", 1)  # few classes keep gradcheck quick
+    monkeypatch.setattr(exact_integral, "_drop_saturated", spy)
+    monkeypatch.setattr(exact_integral, "_DROP_MIN_CLASSES", 1)  # few classes keep gradcheck quick
     x = logits.clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a: exact(a, target, sigma=0.01, log_loss=True), (x,))
     assert compacted and all(compacted)
@@ -398,12 +401,12 @@ def test_log_of_the_product_of_phi_equals_the_sum_of_logs(monkeypatch, dtype):
     crowded = x_center.clone()
     crowded[:, :40] = 3.0
     offsets = 0.3 * torch.randn(8, 16, generator=gen).to(dtype)
-    steps = quadrature._steps(50, dtype, x_center.device)
+    steps = exact_integral._steps(50, dtype, x_center.device)
     for center, out_of_range in ((x_center, False), (crowded, True)):
         results = []
         for product in (True, False):
-            monkeypatch.setattr(quadrature, "_PRODUCT_OF_PHI", product)
-            log_h, _, _ = quadrature._log_h(center.clone(), offsets, steps, 8.0, False)
+            monkeypatch.setattr(exact_integral, "_PRODUCT_OF_PHI", product)
+            log_h, _, _ = exact_integral._log_h(center.clone(), offsets, steps, 8.0, False)
             results.append(log_h)
         assert (float(results[1].max()) < math.log(2.0**-100)) == out_of_range
         rtol = 1e-12 if dtype == torch.float64 else 2e-6
@@ -414,20 +417,20 @@ def test_log_of_the_product_of_phi_equals_the_sum_of_logs(monkeypatch, dtype):
 def test_saturated_columns_add_exact_zeros(dtype):
     # Below the saturation point x is clamped: log Phi is exactly 0 (as erfc(x) = 2 already) and
     # lam stays a normal float below 1e-37 (float32) or 1e-300 (float64) instead of underflowing.
-    below = quadrature._SATURATED[dtype] - 0.05
+    below = exact_special._SATURATED[dtype] - 0.05
     x = torch.tensor([below, below - 10.0, -1e4, torch.finfo(dtype).min / 4], dtype=dtype)
-    log_phi, mills = quadrature.log_ndtr_and_mills(x)
+    log_phi, mills = exact_special.log_ndtr_and_mills(x)
     assert bool((log_phi == 0).all())
     assert bool((mills > 0).all()) and float(mills.max()) < (1e-37 if dtype == torch.float32 else 1e-300)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_tail_approximation_for_placing_the_rule(dtype):
-    start = quadrature._TAIL_START[dtype]
+    start = exact_special._TAIL_START[dtype]
     x = torch.cat([torch.linspace(start + 0.01, start + 30.0, 500), torch.logspace(1.8, 4, 100)]).to(dtype)
-    log_phi, mills = quadrature.log_ndtr_and_mills(x)
+    log_phi, mills = exact_special.log_ndtr_and_mills(x)
     approx_log_phi, approx_mills = torch.zeros_like(x), torch.zeros_like(x)
-    quadrature._approximate_tail(x, approx_mills, approx_log_phi)
+    exact_special._approximate_tail(x, approx_mills, approx_log_phi)
     assert float(((approx_mills - mills) / mills).abs().max()) <= 1e-4
     assert float(((approx_log_phi - log_phi) / log_phi).abs().max()) <= 1e-4
 
@@ -455,7 +458,7 @@ def test_newton_finds_the_mode(monkeypatch, c, scale, sigma, trained, active_row
     # (up to the margins where the rivals saturate at its mode: there log_win_and_lose takes the
     # union bound instead, and the rule is never placed).
     if active_rows:
-        monkeypatch.setattr(quadrature, "_NEWTON_ACTIVE_TERMS", 1)
+        monkeypatch.setattr(exact_integral, "_NEWTON_ACTIVE_TERMS", 1)
     if trained:
         logits, target = trained_logits(16, c, seed=c)
     else:
@@ -463,10 +466,10 @@ def test_newton_finds_the_mode(monkeypatch, c, scale, sigma, trained, active_row
         logits = scale * torch.randn(16, c, generator=gen, dtype=torch.float64)
         target = torch.randint(0, c, (16,), generator=gen)
     m = (logits.gather(1, target[:, None]) - logits) / sigma
-    steps = quadrature._steps(c, m.dtype, m.device, complement)
-    mu, curvature = quadrature._mode(quadrature._columns(m, target), steps, complement)
+    steps = exact_integral._steps(c, m.dtype, m.device, complement)
+    mu, curvature = exact_integral._mode(exact_integral._columns(m, target), steps, complement)
     for row, mu_row, tau in zip(rival_margins_of(logits, target, sigma), mu.tolist(), curvature.rsqrt().tolist()):
-        if complement and row.min() > 2 * quadrature._SATURATED_U[m.dtype] - 8:
+        if complement and row.min() > 2 * exact_integral._SATURATED_U[m.dtype] - 8:
             continue
         reach = float(np.abs(row).max()) + 10.0
         mode = optimize.minimize_scalar(lambda t, row=row: -reference_log_h(t, row, complement),
@@ -476,7 +479,7 @@ def test_newton_finds_the_mode(monkeypatch, c, scale, sigma, trained, active_row
 
 def test_half_range_rule_is_exact_for_polynomials():
     for n in (1, 4, 8, 12):
-        nodes, weights = quadrature._half_range_hermite_cpu(n)
+        nodes, weights = exact_rules._half_range_hermite_cpu(n)
         assert bool((nodes > 0).all()) and bool((weights > 0).all())
         for k in range(2 * n):
             exact_moment = math.gamma((k + 1) / 2) / 2  # int_0^inf x^k exp(-x^2) dx
@@ -491,7 +494,7 @@ def test_log_ndtr_and_mills_ratio(dtype, rtol, atol):
     )
     x = x.to(dtype)
     xd = x.double()
-    log_phi, mills = quadrature.log_ndtr_and_mills(x)
+    log_phi, mills = exact_special.log_ndtr_and_mills(x)
     expected = torch.special.log_ndtr(-math.sqrt(2) * xd)
     torch.testing.assert_close(log_phi.double(), expected, rtol=rtol, atol=atol)
     expected_mills = math.sqrt(2 / math.pi) / torch.special.erfcx(xd)

@@ -19,9 +19,12 @@ import warnings
 import pytest
 import torch
 
+from lossbench.losses import _exact_integral as exact_integral
 from lossbench.losses import _exact_native, exact
 from lossbench.losses import _exact_quadrature as quadrature
-from lossbench.losses._exact_quadrature import _log_p_and_grad
+from lossbench.losses import _exact_rules as exact_rules
+from lossbench.losses import _exact_special as exact_special
+from lossbench.losses._exact_integral import _log_p_and_grad
 
 # CI sets LOSSBENCH_REQUIRE_KERNEL: there a missing compiler fails these tests instead of skipping them.
 needs_kernel = pytest.mark.skipif(
@@ -316,7 +319,7 @@ def test_kernel_equals_the_pytorch_path_for_the_complement(kernel, dtype, c, low
     # log Q of confident rows (Q from about 0.3 down to 1e-27): relative precision of Q itself, and
     # of its gradient (the same formula as P's, with the complement's integrand).
     m, target = confident_margins(32, c, dtype, seed=c, low=low, high=high)
-    rows = quadrature._ways(m, target) == 1  # the rows log_win_and_lose gives the complement's rule
+    rows = exact_integral._ways(m, target) == 1  # the rows log_win_and_lose gives the complement's rule
     assert rows.sum() >= 8
     m, target = m[rows], target[rows]
     native = _exact_native.log_p_and_grad(m, target, 16, True, ways=torch.ones_like(target))
@@ -345,7 +348,7 @@ def test_one_kernel_call_for_every_way_equals_the_pytorch_path(kernel, dtype, c)
     m_u, t_u = confident_margins(8, c, dtype, seed=3, low=40.0, high=90.0)
     shuffle = torch.randperm(24, generator=torch.Generator().manual_seed(c))
     m, target = torch.cat([m_p, m_q, m_u])[shuffle], torch.cat([t_p, t_q, t_u])[shuffle]
-    ways = quadrature._ways(m, target)
+    ways = exact_integral._ways(m, target)
     assert all(int((ways == k).sum()) >= 6 for k in range(3))
     logits = -m / 2.0  # margins (s_y - s_j) * 2
     tol = 1e-7 if dtype == torch.float64 else 1e-4
@@ -353,7 +356,7 @@ def test_one_kernel_call_for_every_way_equals_the_pytorch_path(kernel, dtype, c)
         native = _exact_native.log_p_and_grad(scores, target, 16, True, scale, ways)
         previous, _exact_native.enabled = _exact_native.enabled, False
         try:
-            eager = quadrature._log_value_and_grad_by_ways(m, target, 16, True, ways)
+            eager = exact_integral._log_value_and_grad_by_ways(m, target, 16, True, ways)
         finally:
             _exact_native.enabled = previous
         value, grad, rule = native
@@ -409,16 +412,16 @@ def test_the_kernel_reads_the_constants_in_the_order_python_writes_them():
     for dtype in (torch.float32, torch.float64):
         flat = _exact_native.constants(dtype)
         at = {name: sum(n or 0 for _, n in _exact_native.CONSTANT_NAMES[:i]) for i, (name, _) in enumerate(_exact_native.CONSTANT_NAMES)}
-        assert flat[at["TAIL_TERMS"]] == quadrature._TAIL_TERMS[dtype]
-        assert tuple(flat[at["TAIL_COEFFS"] :].tolist()) == quadrature._TAIL_COEFFS
-        assert flat[at["SATURATED"]] == quadrature._SATURATED[dtype] and flat[at["SECANT_COMPLEMENT"]] == quadrature._SECANT_COMPLEMENT
+        assert flat[at["TAIL_TERMS"]] == exact_special._TAIL_TERMS[dtype]
+        assert tuple(flat[at["TAIL_COEFFS"] :].tolist()) == exact_special._TAIL_COEFFS
+        assert flat[at["SATURATED"]] == exact_special._SATURATED[dtype] and flat[at["SECANT_COMPLEMENT"]] == exact_rules._SECANT_COMPLEMENT
     for pattern in (r"TAIL_COEFFS\s*\[\s*\d+\s*\]\s*=", r"#define\s+(SATURATED|TAIL_START|SECANT|SQRT2)\b"):
         assert not re.search(pattern, source), f"a constant defined in the C source: {pattern}"
 
 
 def tail_points(dtype: torch.dtype) -> torch.Tensor:
     """x from the body (u = 0) across the switch point far into the tail (u = -sqrt2 x down to -1.4e6)."""
-    start = quadrature._TAIL_START[dtype]
+    start = exact_special._TAIL_START[dtype]
     return torch.cat([torch.linspace(0.0, start, 97, dtype=torch.float64), torch.logspace(math.log10(start), 6, 200, dtype=torch.float64)])
 
 
@@ -438,9 +441,9 @@ def test_log_ndtr_and_mills_in_the_far_tail_against_scipy(path, dtype):
     if path == "kernel":
         log_phi, lam = _exact_native.log_ndtr_and_mills(x.to(dtype))
     elif path == "torch":
-        log_phi, lam = quadrature.log_ndtr_and_mills(x.to(dtype))
+        log_phi, lam = exact_special.log_ndtr_and_mills(x.to(dtype))
     else:
-        log_phi, lam = quadrature._log_ndtr_and_mills_differentiable(x.to(dtype))
+        log_phi, lam = exact_special._log_ndtr_and_mills_differentiable(x.to(dtype))
     xs = x.numpy()
     ref_log_phi = torch.from_numpy(special.log_ndtr(-math.sqrt(2.0) * xs))
     ref_lam = torch.from_numpy(math.sqrt(2.0 / math.pi) / special.erfcx(xs))

@@ -1,4 +1,4 @@
-/* The EXACT quadrature of _exact_quadrature.py fused into one pass per row (CPU).
+/* The EXACT quadrature of _exact_integral.py fused into one pass per row (CPU).
 
    Same integral, same rule: log P = log int h(t) dt with h(t) = Phi(-t) F(t) S(t) (the density of
    the rivals' maximum times the true class's factor), Newton's method for the mode of log h,
@@ -281,7 +281,7 @@ static double ndtri_upper(double p, const Constants *k) {
          ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0);
 }
 
-/* Newton's start: the approximations of _start in _exact_quadrature.py (in t units).
+/* Newton's start: the approximations of _start in _exact_integral.py (in t units).
    xr: the rivals' x at t = 0, i.e. -m_j / sqrt2, padded with the sentinel to rp entries.
    sign = 1 for P (the true class's factor Phi(-t)), -1 for Q (Phi(t)). */
 static double newton_start(const REAL *xr, int rp, double sign, const Constants *k) {
@@ -640,7 +640,7 @@ static double row_loss(double value, int way, int kind, double *factor) {
    margin).  Per row: value (B,) as `kind` says (see KIND_*), its gradient grad (B, C) or NULL, and the
    rule: mu (B,), offsets and log_weights (B, 2 n) (zeros where the rule is not used).  ways (B,):
    NULL for the rule for P everywhere, else read, or written when choose is set (see WAY_*; `least`:
-   the smallest margin of a union-bound row, see _ways in _exact_quadrature.py).  A row whose target
+   the smallest margin of a union-bound row, see _ways in _exact_integral.py).  A row whose target
    is ignore_index gets zeros; another target outside [0, C) stops the call before any work (counted).  A far
    row's 1 - P is 1 with no gradient; its log P or -log P is left (zeros) to the caller.  With
    reduction 1 (mean) or 2 (sum), value[b] is the mean over the rows whose target is not ignore_index or the

@@ -1,11 +1,11 @@
 """The EXACT quadrature as one fused CPU kernel (``_exact_kernel.c``), compiled on first use.
 
-The PyTorch implementation in ``_exact_quadrature`` runs a few hundred tensor ops per call; at
-ten classes their fixed cost is most of the time, and at a hundred the dozen passes over the
-node terms are.  The kernel computes the same rule row by row with every row's terms in cache, and
-in one call what a training step needs of the loss (every row's way, the loss, its mean and the
-gradient): 5 to 6 times faster than the PyTorch path at 10 and 100 classes, forward and backward
-as a training loop calls them (``benchmarks/bench_exact.py``, its first table).
+The PyTorch implementation (``_exact_integral``, ``_exact_quadrature``) runs a few hundred tensor ops
+per call; at ten classes their fixed cost is most of the time, and at a hundred the dozen passes
+over the node terms are.  The kernel computes the same rule row by row with every row's terms in
+cache, and in one call what a training step needs of the loss (every row's way, the loss, its mean
+and the gradient); the README's Performance section gives the speed-up, measured by
+``benchmarks/bench_exact.py``.
 
 The C source is compiled with the system's C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) into
 ``$LOSSBENCH_KERNEL_DIR`` (else ``~/.cache/lossbench/kernels``) under a name that hashes the
@@ -37,19 +37,22 @@ from pathlib import Path
 
 import torch
 
+from lossbench.losses import _exact_rules as rules
+from lossbench.losses import _exact_special as special
+
 SOURCE = Path(__file__).with_name("_exact_kernel.c")
 KERNEL_DIR_ENV = "LOSSBENCH_KERNEL_DIR"
 SWITCH_ENV = "LOSSBENCH_EXACT_KERNEL"
 # No -ffast-math: it assumes no inf/nan and, linked into a shared library, sets flush-to-zero for
 # the whole process.  -fopenmp links the libgomp that PyTorch has loaded (one thread pool).  Vectors
 # of 8 floats: the loops run over multiples of 8 (WIDTH in the source), and at ten classes 16-wide
-# vectors (AVX-512) were 20% slower (half-empty vectors, masked remainders; AMD EPYC, gcc 12).
+# vectors (AVX-512) were slower (half-empty vectors, masked remainders; docs/exact-quadrature.md).
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-fPIC", "-fopenmp", "-fno-math-errno", "-fno-trapping-math")
 LINK = ("-shared", "-fopenmp", "-lmvec", "-lm")
 MAX_HALF_NODES = 128  # the kernel keeps a row's node sums on the stack
 # The numerical constants the kernel reads, in the order of the enum in _exact_kernel.c (a test
-# checks the names): (name, entries).  Their values come from _exact_quadrature, where the PyTorch
-# path uses the same ones, or (Newton's start only) from below; see :func:`constants`.
+# checks the names): (name, entries).  Their values come from _exact_special and _exact_rules, where
+# the PyTorch path reads the same ones, or (Newton's start only) from below; see :func:`constants`.
 CONSTANT_NAMES = (
     ("SATURATED", 1), ("TAIL_START", 1), ("SECANT", 1), ("SECANT_COMPLEMENT", 1), ("NEWTON_TOL", 1),
     ("NEWTON_MAX_ITER", 1), ("WATER_STEPS", 1), ("PRODUCT_FLOOR", 1), ("SQRT2", 1), ("INV_SQRT2", 1), ("LOG_INV_SQRT_2PI", 1),
@@ -183,27 +186,25 @@ def _declare(library: ctypes.CDLL) -> dict[torch.dtype, ctypes._CFuncPtr]:
 @functools.lru_cache(maxsize=None)
 def constants(dtype: torch.dtype) -> torch.Tensor:
     """The kernel's numerical constants for ``dtype`` (float64, CPU), laid out as ``CONSTANT_NAMES``."""
-    from lossbench.losses import _exact_quadrature as q  # (that module imports this one)
-
     values = {
-        "SATURATED": (q._SATURATED[dtype],),
-        "TAIL_START": (q._TAIL_START[dtype],),
-        "SECANT": (q._SECANT,),
-        "SECANT_COMPLEMENT": (q._SECANT_COMPLEMENT,),
-        "NEWTON_TOL": (q._NEWTON_TOL,),
-        "NEWTON_MAX_ITER": (q._NEWTON_MAX_ITER,),
-        "WATER_STEPS": (q._WATER_STEPS,),
+        "SATURATED": (special._SATURATED[dtype],),
+        "TAIL_START": (special._TAIL_START[dtype],),
+        "SECANT": (rules._SECANT,),
+        "SECANT_COMPLEMENT": (rules._SECANT_COMPLEMENT,),
+        "NEWTON_TOL": (rules._NEWTON_TOL,),
+        "NEWTON_MAX_ITER": (rules._NEWTON_MAX_ITER,),
+        "WATER_STEPS": (rules._WATER_STEPS,),
         # the kernel multiplies the Phi in double whatever the dtype
-        "PRODUCT_FLOOR": (q._PRODUCT_FLOOR[torch.float64],),
-        "SQRT2": (q._SQRT2,),
-        "INV_SQRT2": (q._INV_SQRT2,),
-        "LOG_INV_SQRT_2PI": (q._LOG_INV_SQRT_2PI,),
-        "LOG_2_SQRT_PI": (q._LOG_2_SQRT_PI,),
-        "UNION_BOUND": (q._UNION_BOUND,),
-        "FAR_MARGIN": (q._FAR_MARGIN[dtype],),
+        "PRODUCT_FLOOR": (rules._PRODUCT_FLOOR[torch.float64],),
+        "SQRT2": (special._SQRT2,),
+        "INV_SQRT2": (special._INV_SQRT2,),
+        "LOG_INV_SQRT_2PI": (special._LOG_INV_SQRT_2PI,),
+        "LOG_2_SQRT_PI": (special._LOG_2_SQRT_PI,),
+        "UNION_BOUND": (rules._UNION_BOUND,),
+        "FAR_MARGIN": (rules._FAR_MARGIN[dtype],),
         **_NDTRI_UPPER,
-        "TAIL_TERMS": (q._TAIL_TERMS[dtype],),
-        "TAIL_COEFFS": q._TAIL_COEFFS,
+        "TAIL_TERMS": (special._TAIL_TERMS[dtype],),
+        "TAIL_COEFFS": special._TAIL_COEFFS,
     }
     flat = []
     for name, size in CONSTANT_NAMES:
@@ -270,9 +271,7 @@ NO_INDEX = -(2**63)  # an ignore_index that no target equals
 @functools.lru_cache(maxsize=None)
 def _tables(num_nodes: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int, int]]:
     """The rule's nodes, log weights and the constants for ``dtype``, and their addresses (kept alive here)."""
-    from lossbench.losses._exact_quadrature import half_range_rule  # (that module imports this one)
-
-    nodes, log_w = half_range_rule(num_nodes // 2)
+    nodes, log_w = rules.half_range_rule(num_nodes // 2)
     table = constants(dtype)
     return nodes, log_w, table, (nodes.data_ptr(), log_w.data_ptr(), table.data_ptr())
 
@@ -367,7 +366,7 @@ def log_p_and_grad(
     scale: float = 0.0,
     ways: torch.Tensor | None = None,
 ):
-    """As ``_exact_quadrature._log_p_and_grad``, by the kernel: :func:`rows` with ``kind=VALUE`` (``ways``
+    """As ``_exact_integral._log_p_and_grad``, by the kernel: :func:`rows` with ``kind=VALUE`` (``ways``
     (B,) int64: 0 ``log P``, the default, 1 ``log Q`` by the complement's rule, 2 by the union bound)."""
     out = rows(m.detach(), true_class, num_nodes, need_grad, scale=scale, ways=ways)[0]
     log_p, _, grad, rule = views(out, m.shape[0], m.shape[1], num_nodes, need_grad)
