@@ -1,10 +1,11 @@
 """lossbench.losses: classification losses on raw logits, each a function + ``nn.Module`` twin.
 
-Every loss is registered by name (``LOSSES``) with its input signature, hyperparameters
-(defaults and search spaces) and reference.  This package depends on torch only.
+Every loss is registered by name (``LOSSES``, through ``register_loss``, as every registry of
+lossbench registers: ``register_<kind>`` exported from its package) with its input signature,
+hyperparameters (defaults and search spaces) and reference.  This package depends on torch only.
 """
 
-from lossbench.losses._registry import LOSSES, SIGNATURES, LossInfo, LossModule, get_loss
+from lossbench.losses._registry import LOSSES, SIGNATURES, LossInfo, LossModule, get_loss, register_loss
 from lossbench.losses.cross_entropy import CrossEntropyLoss, cross_entropy
 from lossbench.losses.exact import ExactLoss, exact, exact_sigma_schedule
 from lossbench.losses.hinge import MultiClassHingeLoss, multi_class_hinge
@@ -78,6 +79,7 @@ __all__ = [
     "LossInfo",
     "LossModule",
     "get_loss",
+    "register_loss",
     "cross_entropy",
     "CrossEntropyLoss",
     "exact",

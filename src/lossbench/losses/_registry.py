@@ -80,6 +80,10 @@ def register_loss(
     batch_level_when: str | None = None,
     summary: str | None = None,
 ) -> LossInfo:
+    """Add a loss to ``LOSSES`` under ``name`` and return its entry (public: a loss of your own joins the
+    CLI, the tuner and the generic tests the same way).  ``summary`` defaults to the first paragraph of
+    the function's docstring; an unknown signature, a hyperparameter or required argument the function
+    does not take, or a name already registered is a ``ValueError``."""
     if signature not in SIGNATURES:
         raise ValueError(f"unknown loss signature {signature!r}; known: {sorted(SIGNATURES)}")
     params = inspect.signature(function).parameters

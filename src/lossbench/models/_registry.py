@@ -31,6 +31,8 @@ MODELS: Registry[ModelInfo] = Registry("model")
 
 
 def register_model(info: ModelInfo) -> ModelInfo:
+    """Add a model to ``MODELS`` under ``info.name`` and return it (a name already registered is a
+    ``ValueError``)."""
     return MODELS.add(info.name, info)
 
 

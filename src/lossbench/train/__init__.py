@@ -4,8 +4,8 @@ A step is a loss, wrapped by objective transforms (flooding, iFlood, gradient pe
 then gradient transforms (clipping, EXACT's gradient normaliser, Su's ascent/descent
 alternation), then the update (the optimizer's, or MGS's sampled one): small composable
 pieces configured in one place, in the spirit of optax's chained gradient transformations.
-Every transform is registered by name in ``TRANSFORMS`` with its hyperparameters' defaults and
-search spaces.
+Every transform is registered by name in ``TRANSFORMS`` (through ``register_transform``) with its
+hyperparameters' defaults and search spaces.
 
     step = build_step(model, loss, optimizer, transforms=[("flooding", {"b": 0.05}), "clip_norm"])
     for x, y in batches:
@@ -13,7 +13,14 @@ search spaces.
 """
 
 from lossbench.train._base import StepContext, Transform, global_norm
-from lossbench.train._registry import TRANSFORMS, TransformInfo, compatible, get_transform, make_transform
+from lossbench.train._registry import (
+    TRANSFORMS,
+    TransformInfo,
+    compatible,
+    get_transform,
+    make_transform,
+    register_transform,
+)
 
 # Imported in pipeline order, which is the registry's (and `lossbench transforms`') listing order.
 from lossbench.train.flooding import Flooding, IFlood, flood, iflood  # isort: skip
@@ -39,6 +46,7 @@ __all__ = [
     "StepContext",
     "get_transform",
     "make_transform",
+    "register_transform",
     "compatible",
     "TrainStep",
     "build_step",

@@ -41,6 +41,10 @@ def register_transform(
     hyperparams: tuple[HyperParam, ...] = (),
     summary: str | None = None,
 ) -> TransformInfo:
+    """Add a transform class to ``TRANSFORMS`` under its ``name`` and return its entry (public, as
+    ``register_loss``).  ``summary`` defaults to the first paragraph of the class docstring; an unknown
+    stage, a hyperparameter the constructor does not take, or a name already registered is a
+    ``ValueError``."""
     if factory.stage not in STAGES:
         raise ValueError(f"transform {factory.name!r}: stage must be one of {STAGES}, got {factory.stage!r}")
     params = inspect.signature(factory.__init__).parameters
