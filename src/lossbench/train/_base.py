@@ -9,7 +9,7 @@ sync per step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -58,7 +58,9 @@ class Transform:
 
     ``bind(ctx)`` is called once when the step is built (to collect weight matrices, allocate
     state on the parameters' device, ...).  Statistics go into ``ctx.stats`` as 0-d tensors
-    under ``"<name>/<stat>"``.
+    under ``"<name>/<stat>"``.  State that outlives a step (a moving average, a generator) is in
+    ``state_dict()`` and restored by ``load_state_dict()``, before or after ``bind``, so that a resumed
+    run continues exactly as the saved one would have; a stateless transform has the empty default.
     """
 
     name: ClassVar[str] = ""
@@ -80,6 +82,14 @@ class Transform:
     def update(self, grads: list[torch.Tensor], ctx: StepContext) -> None:
         raise NotImplementedError(f"{type(self).__name__} is not an update transform")
 
+    def state_dict(self) -> dict[str, Any]:
+        """What this transform carries from one step to the next (empty: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        check_state_keys(self, state, ())
+
     @classmethod
     def packed(cls, runs: Sequence[Transform]) -> PackedHook | None:
         """The K runs' instances applied at once in a packed step (see ``PackedHook``), or None:
@@ -92,6 +102,14 @@ class Transform:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
+
+
+def check_state_keys(transform: Transform, state: Mapping[str, Any], keys: Sequence[str]) -> None:
+    """Refuse a state dict whose keys are not ``keys`` (another transform's state, say)."""
+    if set(state) != set(keys):
+        raise ValueError(
+            f"{type(transform).__name__}.load_state_dict expects the keys {sorted(keys)}, got {sorted(state)}"
+        )
 
 
 def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -12,6 +13,7 @@ from lossbench.train._base import (
     PackedHook,
     StepContext,
     Transform,
+    check_state_keys,
     global_norm,
     hyperparameter,
     per_run,
@@ -114,11 +116,21 @@ class GradientNormalizer(Transform):
         norm = global_norm(grads)
         if self._moving_norm is None:
             self._moving_norm = norm.detach().clone()
-        else:
+        else:  # (.to: a restored state may come from another device; a no-op otherwise)
+            self._moving_norm = self._moving_norm.to(norm.device)
             self._moving_norm.mul_(self.momentum).add_(norm.detach(), alpha=1 - self.momentum)
         scale_(grads, 1.0 / self._moving_norm.clamp(min=self.min_norm))
         self.record(ctx, "grad_norm", norm)
         self.record(ctx, "moving_norm", self._moving_norm.clone())
+
+    def state_dict(self) -> dict[str, Any]:
+        """The moving norm ``m_t`` (None before the first step)."""
+        return {"moving_norm": None if self._moving_norm is None else self._moving_norm.clone()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        check_state_keys(self, state, ("moving_norm",))
+        norm = state["moving_norm"]
+        self._moving_norm = None if norm is None else norm.detach().clone()
 
     @classmethod
     def packed(cls, runs: Sequence[Transform]) -> PackedHook:

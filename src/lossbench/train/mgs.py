@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch.func import functional_call, vmap
 
 from lossbench.losses._validation import check_count, check_interval, check_positive
 from lossbench.registry import FloatRange, HyperParam, IntRange
-from lossbench.train._base import StepContext, Transform
+from lossbench.train._base import StepContext, Transform, check_state_keys
 from lossbench.train._registry import register_transform
 from lossbench.train.metrics import COSTS, Cost
 
@@ -70,6 +72,7 @@ class MGS(Transform):
         self.n_samples, self.sigma, self.mix, self.alpha = n_samples, sigma, mix, alpha
         self.metric, self.chunk_size, self.seed = metric, chunk_size, seed
         self._generator: torch.Generator | None = None
+        self._generator_state: torch.Tensor | None = None  # loaded before bind: applied there
         self._names: list[str] = []
         self._sampled: list[torch.Tensor] = []
 
@@ -84,6 +87,25 @@ class MGS(Transform):
         self._sampled = [p for _, p in named]
         if self.seed is not None:
             self._generator = torch.Generator(device=self._sampled[0].device).manual_seed(self.seed)
+            if self._generator_state is not None:
+                self._generator.set_state(self._generator_state)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state of the seeded generator that draws the candidates (None before the first bind, or
+        without a seed: then the candidates come from torch's global RNG, whose state is the caller's)."""
+        return {"generator": None if self._generator is None else self._generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        check_state_keys(self, state, ("generator",))
+        saved = state["generator"]
+        if saved is not None and self.seed is None:
+            raise ValueError("mgs: this state has a seeded generator's state; build the transform with a seed")
+        self._generator_state = None if saved is None else saved.clone()
+        if self._generator is not None:  # bound: restore now (None: as the seed starts it)
+            if saved is None:
+                self._generator.manual_seed(self.seed)
+            else:
+                self._generator.set_state(self._generator_state)
 
     def update(self, grads: list[torch.Tensor], ctx: StepContext) -> None:
         params = self._sampled
