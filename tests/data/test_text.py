@@ -106,7 +106,9 @@ def test_unlabelled_test_file_is_explained(tmp_path):
 
 def test_numeric_table_is_refused_with_a_pointer_to_the_table_loader(tmp_path):
     numbers = "sentence\tlabel\n1.5\t1\n-2\t0\n3e4\t1\n"
-    with pytest.raises(ValueError, match=r"train.tsv: text column 'sentence' holds only numbers.*'table' loader"):
+    with pytest.raises(
+        ValueError, match=r"train.tsv: text column 'sentence' holds only numbers.*'table' loader"
+    ):
         load(tmp_path, numbers)
     no_header = "0.1,2.5,1\n0.3,1.5,0\n"
     with pytest.raises(ValueError, match=r"text column 1 holds only numbers"):

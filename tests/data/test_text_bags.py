@@ -23,7 +23,13 @@ def test_rows_keep_their_own_lengths_and_pad_on_demand():
 
 @pytest.mark.parametrize(
     "index",
-    [slice(1, 3), slice(None, None, 2), torch.tensor([3, 0, 3]), torch.tensor([True, False, False, True]), [2, 1]],
+    [
+        slice(1, 3),
+        slice(None, None, 2),
+        torch.tensor([3, 0, 3]),
+        torch.tensor([True, False, False, True]),
+        [2, 1],
+    ],
 )
 def test_row_selection_matches_the_padded_rows(index):
     bags = TokenBags.from_lists(ROWS)

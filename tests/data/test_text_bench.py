@@ -13,7 +13,10 @@ from lossbench.bench.spec import parse_spec
 
 from .writers import write
 
-LINES = "".join(f"__label__{'pos' if i % 2 else 'neg'} {'good' if i % 2 else 'bad'} film number{i % 4}\n" for i in range(24))
+LINES = "".join(
+    f"__label__{'pos' if i % 2 else 'neg'} {'good' if i % 2 else 'bad'} film number{i % 4}\n"
+    for i in range(24)
+)
 
 
 def _spec(tmp_path, **params):

@@ -25,7 +25,9 @@ def write_folder(root, docs=DOCS):
 
 def test_train_and_test_folders_one_subfolder_per_class(tmp_path):
     train = write_folder(tmp_path / "20news-bydate-train")
-    test = write_folder(tmp_path / "20news-bydate-test", {"rec.autos": ["oil engine"], "sci.space": ["orbit"]})
+    test = write_folder(
+        tmp_path / "20news-bydate-test", {"rec.autos": ["oil engine"], "sci.space": ["orbit"]}
+    )
     write(train / "sci.space" / ".DS_Store", "\x00\x01")  # hidden files are not documents
     ds = load_text_folder(train, test, cache=False)
     assert ds.class_names == ["rec.autos", "sci.space"] and ds.y_train.tolist() == [0, 0, 0, 1, 1, 1]
@@ -40,7 +42,9 @@ def test_latin1_posts_load_and_one_folder_takes_a_test_fraction(tmp_path):
     ds = load_text_folder(root, test_fraction=0.25, seed=3, cache=False)
     assert len(ds.y_train) + len(ds.y_test) == 7 and len(ds.y_test) == 2
     assert ds.y_test.bincount(minlength=2).tolist() == [1, 1]  # stratified
-    everything = load_text_folder(root, test_fraction=0.25, seed=3, tokenizer="char", hash_buckets=50, cache=False)
+    everything = load_text_folder(
+        root, test_fraction=0.25, seed=3, tokenizer="char", hash_buckets=50, cache=False
+    )
     assert everything.vocab_size == 51
 
 
@@ -57,7 +61,10 @@ FASTTEXT = "__label__pos good film\n\n__label__neg bad film\n__label__pos\tgreat
 
 
 def test_fasttext_lines_with_a_dev_file_as_the_validation_split(tmp_path):
-    train, test = write(tmp_path / "train.txt", FASTTEXT), write(tmp_path / "test.txt", "__label__neg bad acting\n")
+    train, test = (
+        write(tmp_path / "train.txt", FASTTEXT),
+        write(tmp_path / "test.txt", "__label__neg bad acting\n"),
+    )
     dev = write(tmp_path / "dev.txt", "__label__pos good\n__label__neg bad\n")
     ds = load_fasttext_file(train, test, dev_path=dev, cache=False)
     assert ds.class_names == ["neg", "pos"] and ds.y_train.tolist() == [1, 0, 1, 0, 1, 0]
@@ -68,23 +75,34 @@ def test_fasttext_lines_with_a_dev_file_as_the_validation_split(tmp_path):
 
 
 def test_fasttext_several_labels_or_none_on_a_line_are_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"train.txt:2: 2 labels \(a, b\); a fastText line here starts with exactly one"):
-        load_fasttext_file(write(tmp_path / "train.txt", "__label__a x\n__label__a __label__b y\n"), cache=False)
+    with pytest.raises(
+        ValueError, match=r"train.txt:2: 2 labels \(a, b\); a fastText line here starts with exactly one"
+    ):
+        load_fasttext_file(
+            write(tmp_path / "train.txt", "__label__a x\n__label__a __label__b y\n"), cache=False
+        )
     with pytest.raises(ValueError, match=r"train.txt:1: no labels"):
         load_fasttext_file(write(tmp_path / "train.txt", "text without label\n"), cache=False)
-    ds = load_fasttext_file(write(tmp_path / "t.txt", "#A one\n#B two\n" * 3), label_prefix="#", test_fraction=0.34, cache=False)
+    ds = load_fasttext_file(
+        write(tmp_path / "t.txt", "#A one\n#B two\n" * 3), label_prefix="#", test_fraction=0.34, cache=False
+    )
     assert ds.class_names == ["A", "B"]
 
 
 TREC = "DESC:manner How did serfdom develop ?\nNUM:dist How far is Denver ?\nNUM:date When was it ?\nDESC:def What is it ?\n"
 
 
-@pytest.mark.parametrize(("level", "classes"), [("coarse", ["DESC", "NUM"]), ("fine", ["DESC:def", "DESC:manner", "NUM:date", "NUM:dist"])])
+@pytest.mark.parametrize(
+    ("level", "classes"),
+    [("coarse", ["DESC", "NUM"]), ("fine", ["DESC:def", "DESC:manner", "NUM:date", "NUM:dist"])],
+)
 def test_trec_coarse_or_fine_labels(tmp_path, level, classes):
     train = write(tmp_path / "train_5500.label", TREC)
     test = write(tmp_path / "TREC_10.label", "NUM:dist How far ?\n")
     ds = load_trec_file(train, test, label=level, label_names=None, cache=False)
-    assert ds.class_names == classes and ds.y_test.tolist() == [classes.index("NUM" if level == "coarse" else "NUM:dist")]
+    assert ds.class_names == classes and ds.y_test.tolist() == [
+        classes.index("NUM" if level == "coarse" else "NUM:dist")
+    ]
 
 
 def test_trec_bad_lines_and_label_level(tmp_path):

@@ -17,7 +17,9 @@ TEST_ZH = "__label__体育 我喜欢看比赛\n__label__财经 今天股票上�
 
 
 def load(tmp_path, train=TRAIN_ZH, test=TEST_ZH, **kw):
-    return load_fasttext_file(write(tmp_path / "train.txt", train), write(tmp_path / "test.txt", test), cache=False, **kw)
+    return load_fasttext_file(
+        write(tmp_path / "train.txt", train), write(tmp_path / "test.txt", test), cache=False, **kw
+    )
 
 
 def test_char_tokens_drop_whitespace():
@@ -26,7 +28,9 @@ def test_char_tokens_drop_whitespace():
 
 
 def test_whole_clause_tokens_warn_and_name_the_char_tokenizer(tmp_path):
-    with pytest.warns(UserWarning, match=r"100% of the test tokens are unknown .*tokenizer='word'.*try tokenizer='char'"):
+    with pytest.warns(
+        UserWarning, match=r"100% of the test tokens are unknown .*tokenizer='word'.*try tokenizer='char'"
+    ):
         ds = load(tmp_path)
     assert ds.meta["unknown_test_tokens"] == 1.0
     with warnings.catch_warnings():
@@ -34,7 +38,9 @@ def test_whole_clause_tokens_warn_and_name_the_char_tokenizer(tmp_path):
         chars = load(tmp_path, tokenizer="char")
     assert chars.meta["unknown_test_tokens"] == 1 / 12
     vocab = chars.meta["vocab"]
-    assert chars.x_test[0].tolist() == [vocab.index(c) if c != "看" else 1 for c in "我喜欢看比赛"]  # 看 unseen
+    assert chars.x_test[0].tolist() == [
+        vocab.index(c) if c != "看" else 1 for c in "我喜欢看比赛"
+    ]  # 看 unseen
 
 
 def test_a_user_tokenizer_file_from_the_library(tmp_path):
@@ -50,7 +56,9 @@ def test_a_user_tokenizer_file_from_the_library(tmp_path):
     train = "__label__a low lower\n__label__b new newer\n__label__a lowest\n__label__b newest\n"
     with pytest.warns(UserWarning, match=r"of the test tokens are unknown .*try tokenizer='char'"):
         ds = load(tmp_path, train, "__label__a lowerest\n__label__b zzz\n", tokenizer=str(path))
-    expected = [t for e in tok.encode_batch(["low lower", "new newer"], add_special_tokens=False) for t in e.tokens]
+    expected = [
+        t for e in tok.encode_batch(["low lower", "new newer"], add_special_tokens=False) for t in e.tokens
+    ]
     assert set(expected) <= set(ds.meta["vocab"]) and ds.meta["tokenizer"] == str(path)
     # the file's own [UNK] (for "zzz", whose letters it never saw) is the out-of-vocabulary id
     assert set(ds.x_test[1].tolist()) == {1}

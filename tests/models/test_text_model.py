@@ -27,7 +27,10 @@ def test_bags_give_what_padded_rows_give(mode):
     assert torch.allclose(out, model(bags.padded()), atol=1e-6)
     assert torch.allclose(out[1], model.fc.bias, atol=1e-6)  # an empty document pools to zero
     out.sum().backward()
-    assert model.embedding.weight.grad[[3, 4, 5, 7]].abs().sum() > 0 and model.embedding.weight.grad[1].abs().sum() == 0
+    assert (
+        model.embedding.weight.grad[[3, 4, 5, 7]].abs().sum() > 0
+        and model.embedding.weight.grad[1].abs().sum() == 0
+    )
 
 
 def test_registered_name_and_padded_callers_unchanged():

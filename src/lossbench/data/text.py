@@ -52,13 +52,21 @@ from typing import Any
 import torch
 
 from lossbench.data._cache import cached
-from lossbench.data._dataset import PAD_ID, Dataset
+from lossbench.data._dataset import Dataset
 from lossbench.data._files import read_text
 from lossbench.data.splits import DEFAULT_TEST_FRACTION, VALIDATION_MASK, _check_fraction, train_test_indices
 from lossbench.data.text_bags import TokenBags
 from lossbench.data.text_tokens import get_tokenizer, tokenize
 
-__all__ = ["OOV_ID", "LAYOUTS", "DEFAULT_MAX_LENGTH", "Documents", "encode_text", "load_text_table", "tokenize"]
+__all__ = [
+    "DEFAULT_MAX_LENGTH",
+    "LAYOUTS",
+    "OOV_ID",
+    "Documents",
+    "encode_text",
+    "load_text_table",
+    "tokenize",
+]
 
 OOV_ID = 1
 LAYOUTS = ("bags", "padded")
@@ -78,7 +86,9 @@ class Documents:
     where: list[str]
 
     def select(self, idx: list[int]) -> Documents:
-        return Documents([self.texts[i] for i in idx], [self.labels[i] for i in idx], [self.where[i] for i in idx])
+        return Documents(
+            [self.texts[i] for i in idx], [self.labels[i] for i in idx], [self.where[i] for i in idx]
+        )
 
 
 def check_text_options(
@@ -97,7 +107,9 @@ def check_text_options(
         ("hash_buckets", hash_buckets, 1),
         ("max_length", max_length, 1),
     ):
-        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+        if value is not None and not (
+            isinstance(value, int) and not isinstance(value, bool) and value >= low
+        ):
             raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -193,14 +205,14 @@ def encode_text(
         if hash_buckets is not None:
             vocab: list[str] = []
             vocab_size = hash_buckets + 1
-            ids = lambda t: OOV_ID if t == tok.unknown else 1 + zlib.crc32(t.encode()) % hash_buckets  # noqa: E731
+            ids = lambda t: OOV_ID if t == tok.unknown else 1 + zlib.crc32(t.encode()) % hash_buckets
         else:
             vocab = build_vocabulary(tokens[0], min_count, max_vocab)
             vocab_size = len(vocab)
             index = {t: i for i, t in enumerate(vocab)}
             if tok.unknown is not None:
                 index.pop(tok.unknown, None)
-            ids = lambda t: index.get(t, OOV_ID)  # noqa: E731
+            ids = lambda t: index.get(t, OOV_ID)
         rows = [[[ids(t) for t in doc] for doc in split] for split in tokens]
         test_ids = list(chain.from_iterable(rows[-1]))
         unknown = sum(i == OOV_ID for i in test_ids) / max(1, len(test_ids))
@@ -381,10 +393,19 @@ def load_text_table(
     training one), with an optional dev table as the validation split (see the module docstring)."""
     fraction = resolve_test_fraction(test_path, test_fraction)
     train, test, dev = (None if p is None else Path(p) for p in (train_path, test_path, dev_path))
-    read_args = {"text_column": text_column, "label_column": label_column, "delimiter": delimiter, "header": header}
+    read_args = {
+        "text_column": text_column,
+        "label_column": label_column,
+        "delimiter": delimiter,
+        "header": header,
+    }
     present = [p for p in (train, test, dev) if p is not None]
     return encode_text(
-        lambda: (_table_documents(train, read_args), _table_documents(test, read_args), _table_documents(dev, read_args)),
+        lambda: (
+            _table_documents(train, read_args),
+            _table_documents(test, read_args),
+            _table_documents(dev, read_args),
+        ),
         present,
         {"format": "table", **read_args, "roles": [test is not None, dev is not None]},
         test_fraction=fraction,
@@ -407,7 +428,9 @@ def resolve_test_fraction(test_path: Any, test_fraction: float | None) -> float:
     """The test fraction a loader uses: none with a test file, the default without one."""
     if test_path is not None:
         if test_fraction is not None:
-            raise ValueError(f"test_fraction={test_fraction!r} and test_path={str(test_path)!r} exclude each other")
+            raise ValueError(
+                f"test_fraction={test_fraction!r} and test_path={str(test_path)!r} exclude each other"
+            )
         return 0.0
     if test_fraction is None:
         return DEFAULT_TEST_FRACTION

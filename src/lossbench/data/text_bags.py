@@ -33,7 +33,9 @@ class TokenBags:
         if ids.dtype != torch.int64 or ids.ndim != 1:
             raise ValueError(f"ids must be a flat int64 tensor, got {ids.dtype} {tuple(ids.shape)}")
         if offsets.dtype != torch.int64 or offsets.ndim != 1 or offsets.numel() < 1:
-            raise ValueError(f"offsets must be an int64 (N + 1,) tensor, got {offsets.dtype} {tuple(offsets.shape)}")
+            raise ValueError(
+                f"offsets must be an int64 (N + 1,) tensor, got {offsets.dtype} {tuple(offsets.shape)}"
+            )
         self.ids, self.offsets = ids, offsets
         if width is None:  # computed once, where the bags are built (a host sync on a GPU)
             width = int(self.lengths.max()) if len(self) else 0
@@ -122,7 +124,7 @@ class TokenBags:
         return f"TokenBags({len(self)} documents, {self.numel()} ids, longest {self.width}, {self.device})"
 
     @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's protocol
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
         # torch.stack / torch.cat on bags: what packed training would do, and cannot on ragged rows.
         raise TypeError(
             f"torch.{getattr(func, '__name__', func)} does not take token bags (documents of different "

@@ -61,7 +61,7 @@ def get_tokenizer(spec: str | Path, lowercase: bool = True) -> Tokenizer:
         ) from None
     try:
         hf = HFTokenizer.from_file(str(spec))
-    except Exception as err:  # the library raises a bare Exception for a malformed file
+    except Exception as err:  # noqa: BLE001 - the library raises a bare Exception for a malformed file
         raise ValueError(f"tokenizer={str(spec)!r}: not a Hugging Face tokenizer file ({err})") from None
 
     def split(texts: list[str]) -> list[list[str]]:
