@@ -463,3 +463,18 @@ def test_ldam_module_applies_deferred_reweighting_on_schedule():
         LDAMLoss(class_counts=counts, drw_start=1.5)
     with pytest.raises(ValueError, match="weight="):
         LDAMLoss(class_counts=counts, drw_start=0.5, weight=torch.ones(3))
+
+
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_weighted_cross_entropy_is_pytorch_with_sklearn_balanced_weights(batch, power, reduction):
+    from lossbench.losses.imbalance import weighted_cross_entropy
+
+    x, y = batch
+    labels = np.repeat(np.arange(len(COUNTS)), COUNTS.long().numpy())
+    balanced = compute_class_weight("balanced", classes=np.arange(len(COUNTS)), y=labels)
+    weight = torch.tensor(balanced, dtype=x.dtype) ** power
+    torch.testing.assert_close(
+        weighted_cross_entropy(x, y, class_counts=COUNTS, power=power, reduction=reduction),
+        F.cross_entropy(x, y, weight=weight, reduction=reduction),
+    )

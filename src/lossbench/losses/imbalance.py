@@ -161,6 +161,34 @@ def ldam(
     return out.to(logits.dtype)
 
 
+def weighted_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    class_counts: torch.Tensor,
+    power: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """Class-weighted cross-entropy with weights ``w_c = (n / (C n_c))^power``.
+
+    ``power = 1`` gives scikit-learn's "balanced" weights (:func:`lossbench.losses.
+    balanced_class_weights`), the re-weighting baseline of the long-tail literature;
+    ``power = 0`` is cross-entropy; values between soften the weights.  The weighted mean is
+    PyTorch's (divided by the summed weights of the targets).  Target: class indices ``(B,)``.
+
+    Reference: PyTorch ``F.cross_entropy(weight=...)``; Su, "class imbalance: weights or
+    losses" (kexue.fm/archives/7615) for re-weighting against logit adjustment.
+    """
+    x, _, _ = softmax_inputs(logits, target, ignore_index, reduction, validate)
+    check_positive("power", power, allow_zero=True)
+    counts = _counts_like(class_counts, x, validate)
+    weight = (counts.sum() / (counts.numel() * counts)) ** power
+    out = cross_entropy(x, target, weight=weight, ignore_index=ignore_index, reduction=reduction, validate=False)
+    return out.to(logits.dtype)
+
+
 def drw_weights(
     epoch: int, class_counts: torch.Tensor | Sequence[float], *, start_epoch: int, beta: float = 0.9999
 ) -> torch.Tensor | None:
@@ -182,6 +210,7 @@ def drw_weights(
 
 LogitAdjustedCrossEntropyLoss = loss_module(logit_adjusted_cross_entropy, "LogitAdjustedCrossEntropyLoss")
 BalancedSoftmaxLoss = loss_module(balanced_softmax, "BalancedSoftmaxLoss")
+WeightedCrossEntropyLoss = loss_module(weighted_cross_entropy, "WeightedCrossEntropyLoss")
 
 
 class LDAMLoss(LossModule):
@@ -227,6 +256,15 @@ register_loss(
     BalancedSoftmaxLoss,
     signature="softmax",
     reference=_REN,
+    requires=("class_counts",),
+)
+register_loss(
+    "weighted_cross_entropy",
+    weighted_cross_entropy,
+    WeightedCrossEntropyLoss,
+    signature="softmax",
+    reference="PyTorch F.cross_entropy with class weights (n / (C n_c))^power; scikit-learn's 'balanced' at power 1",
+    hyperparams=(HyperParam("power", 1.0, FloatRange(0.0, 1.0), "exponent of the balanced class weights"),),
     requires=("class_counts",),
 )
 register_loss(
