@@ -3,6 +3,8 @@ shows a storage password; internal errors keep their traceback (issue 17, items 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -62,17 +64,18 @@ def stored(tmp_path_factory):
     """A finished tiny study in a SQLite file named only by $LOSSBENCH_STORAGE."""
     base = tmp_path_factory.mktemp("stored")
     db = base / "elsewhere" / "study.db"
-    with pytest.MonkeyPatch.context() as mp:
+    output = io.StringIO()  # not a terminal, as in a CI log
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(output):
         mp.setenv("LOSSBENCH_STORAGE", f"sqlite:///{db}")
         assert main(["run", str(spec_file(base)), "--out", str(base / "out"), "--device", "cpu"]) == 0
-    return base, db
+    return base, db, output.getvalue()
 
 
 # -- item 8: the storage URL from the environment, passwords masked everywhere -----------------
 
 
 def test_storage_url_comes_from_the_environment(stored, tmp_path, monkeypatch, capsys):
-    base, db = stored
+    base, db, _ = stored
     assert db.is_file() and not (base / "out" / "lossbench.db").exists()  # the URL was taken from the variable
     assert (base / "out" / "report.md").is_file()
     monkeypatch.setenv("LOSSBENCH_STORAGE", f"sqlite:///{db}")
@@ -80,6 +83,14 @@ def test_storage_url_comes_from_the_environment(stored, tmp_path, monkeypatch, c
     assert (tmp_path / "again" / "report.md").is_file()
     assert main(["worker", "tiny", "--device", "cpu"]) == 0  # no --storage needed
     assert "is complete" in capsys.readouterr().out
+
+
+def test_progress_without_a_terminal_is_one_line_per_finished_unit(stored):
+    base, _, output = stored
+    done = [line for line in output.splitlines() if " done (" in line]
+    assert len(done) == 1 and done[0].startswith("tiny: wine / ce done (4/4 runs of the study done, ")
+    report = (base / "out" / "report.md").read_text()  # the runs' own provenance, from storage
+    assert "| device | cpu |" in report and "Samples: tuning runs:" in report
 
 
 def test_worker_needs_a_storage(capsys):
@@ -182,7 +193,7 @@ def test_read_only_out_is_refused_before_work(capsys, tmp_path, monkeypatch):
 
 
 def test_a_report_that_cannot_be_written_is_one_line(stored, capsys, tmp_path, monkeypatch):
-    _, db = stored
+    _, db, _ = stored
     (tmp_path / "report.md").mkdir()  # a folder where the report file goes
     line = refused(capsys, ["report", "--out", str(tmp_path), "--storage", f"sqlite:///{db}"])
     assert "cannot write the report" in line and "lossbench report --out" in line

@@ -12,6 +12,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lossbench._table import format_table
 from lossbench.bench.defaults import DEFAULT_JOBS, DEFAULT_PACK, DEFAULT_THREADS
@@ -23,38 +24,86 @@ STORAGE_HELP = (f"SQLAlchemy URL of the trial storage, e.g. postgresql://user@ho
 
 
 def _space(param) -> str:
-    if param.space is None:
-        return f"{param.name}={param.default!r}"
-    return f"{param.name}={param.default!r} in {param.space}"
+    """``name=default in [low, high] (log)`` or ``in {a, b}``."""
+    space = param.space
+    if hasattr(space, "options"):
+        where = "{" + ", ".join(map(repr, space.options)) + "}"
+    else:
+        where = f"[{space.low!r}, {space.high!r}]" + (" log" if space.log else "")
+    return f"{param.name}={param.default!r} in {where}"
+
+
+def _hyperparameter_fields(params, other: str) -> list[tuple[str, str]]:
+    """Registered hyperparameters with a search space (tuned by default), those without (fixed at
+    their default unless a spec searches them), and every other argument with its default."""
+    return [("tuned", "; ".join(_space(p) for p in params if p.space is not None) or "-"),
+            ("fixed", "; ".join(f"{p.name}={p.default!r}" for p in params if p.space is None) or "-"),
+            ("options", other or "-")]  # fmt: skip
+
+
+def _described(entries: list[tuple[str, list[tuple[str, str]]]]) -> str:
+    """Entries as blocks that fit the terminal (80 columns when output is not one): the name on
+    its own line, then each field, wrapped and indented below its label."""
+    import shutil
+    import textwrap
+
+    width = max(40, shutil.get_terminal_size((80, 24)).columns)
+    lines = []
+    for name, fields in entries:
+        lines.append(name)
+        for label, text in fields:
+            lines += textwrap.wrap(text, width, initial_indent=f"  {label + ':':<11}", subsequent_indent=" " * 13,
+                                   break_on_hyphens=False)  # fmt: skip
+    return "\n".join(lines)
+
+
+def _other_arguments(info, registered: set[str]) -> str:
+    """The module's arguments that are no registered hyperparameter (EXACT's sigma_min, say), with defaults."""
+    import inspect
+
+    skip = registered | set(info.requires) | {"self", "reduction", "validate", "kwargs"}
+    params = inspect.signature(info.module).parameters.values()
+    return "; ".join(f"{p.name}={p.default!r}" for p in params if p.name not in skip and p.default is not p.empty)
 
 
 def cmd_losses(args: argparse.Namespace) -> int:
     from lossbench.losses import LOSSES
 
-    rows = []
+    if not args.verbose:
+        rows = [(name, info.signature, ",".join(info.tasks), info.reference) for name, info in LOSSES.items()]
+        print(format_table(("loss", "signature", "tasks", "reference"), rows))
+        return 0
+    entries = []
     for name, info in LOSSES.items():
-        params = "; ".join(_space(p) for p in info.hyperparams) or "-"
-        needs = ", ".join(info.requires) or "-"
-        rows.append((name, info.signature, ",".join(info.tasks), params, needs, info.reference))
-    if args.verbose:
-        print(format_table(("loss", "signature", "tasks", "hyperparameters", "needs", "reference"), rows))
-    else:
-        print(format_table(("loss", "signature", "tasks", "reference"), [(r[0], r[1], r[2], r[5]) for r in rows]))
+        fields = [("tasks", f"{', '.join(info.tasks)} ({info.signature} signature)"),
+                  *_hyperparameter_fields(info.hyperparams, _other_arguments(info, {p.name for p in info.hyperparams}))]
+        if info.requires:
+            fields.append(("needs", ", ".join(info.requires)))
+        entries.append((name, [*fields, ("reference", info.reference)]))
+    print(_described(entries))
     return 0
 
 
 def cmd_transforms(args: argparse.Namespace) -> int:
     from lossbench.train import TRANSFORMS
 
-    rows = []
+    if not args.verbose:
+        print(format_table(("transform", "stage", "reference"), [(n, i.stage, i.reference) for n, i in TRANSFORMS.items()]))
+        return 0
+    entries = []
     for name, info in TRANSFORMS.items():
-        params = "; ".join(_space(p) for p in info.hyperparams) or "-"
-        rows.append((name, info.stage, params, info.reference))
-    if args.verbose:
-        print(format_table(("transform", "stage", "hyperparameters", "reference"), rows))
-    else:
-        print(format_table(("transform", "stage", "reference"), [(r[0], r[1], r[3]) for r in rows]))
+        other = _init_arguments(info.factory, {p.name for p in info.hyperparams})
+        entries.append((name, [("stage", info.stage), *_hyperparameter_fields(info.hyperparams, other),
+                               ("reference", info.reference)]))  # fmt: skip
+    print(_described(entries))
     return 0
+
+
+def _init_arguments(factory, registered: set[str]) -> str:
+    import inspect
+
+    params = inspect.signature(factory.__init__).parameters.values()
+    return "; ".join(f"{p.name}={p.default!r}" for p in params if p.name not in registered | {"self"})
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
@@ -135,7 +184,7 @@ def _finish(spec, storage, out: str) -> int:
     except OSError as err:  # read-only, full, or a folder where a report file goes
         raise ValueError(f"cannot write the report in {out}: {err.strerror or err} ({err.filename}); the results "
                          "are stored: `lossbench report --out <folder>` writes it elsewhere") from None  # fmt: skip
-    console.print(f"report: {files[0]} (also {', '.join(p.name for p in files[1:4])} and plots/)")
+    console.print(f"report: {files[0]} (also {', '.join(p.name for p in files[1:] if p.parent == files[0].parent)} and plots/)")
     missing = incomplete(results)
     if missing:
         console.print(f"[yellow]{len(missing)} method(s) are not complete yet; the report shows what is stored.")
@@ -217,19 +266,89 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def dataset_requests(words: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``NAME key=value ... NAME ...`` as (name, parameters): each value a TOML literal (``3``,
+    ``0.2``, ``true``, ``"x"``, ``[1, 2]``), else the text as it is (a path, say)."""
+    requests: list[tuple[str, dict[str, Any]]] = []
+    for word in words:
+        key, eq, text = word.partition("=")
+        if not eq:
+            requests.append((word, {}))
+            continue
+        if not requests:
+            raise ValueError(f"datasets: {word!r} comes before any dataset name; write NAME {word}")
+        if not key.isidentifier():
+            raise ValueError(f"datasets {requests[-1][0]}: {word!r} is not key=value with a parameter name as key")
+        requests[-1][1][key] = _literal(text)
+    return requests
+
+
+def _literal(text: str) -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _check_dataset_parameters(name: str, params: dict[str, Any]) -> None:
+    """Every key is the loader's or one of ``load_dataset``'s own (verify, long_tail_rho, ...):
+    an unknown one is refused, by name, before anything loads."""
+    import inspect
+
+    from lossbench.data import get_dataset_info, load_dataset
+
+    own = [n for n, p in inspect.signature(load_dataset).parameters.items() if p.kind == p.KEYWORD_ONLY and n != "download"]
+    accepted = [*get_dataset_info(name).params(), *own]
+    unknown = [k for k in params if k not in accepted]
+    if "download" in unknown:
+        raise ValueError(f"datasets {name}: downloads are on unless --no-download is given (no download= parameter)")
+    if unknown:
+        raise ValueError(f"datasets {name}: unknown parameter {unknown[0]!r}; it takes {', '.join(accepted)}")
+
+
+def dataset_counts(ds, val_fraction: float) -> list[str]:
+    """A loaded dataset's sizes, classes and features, and what the bench's tuning split makes of
+    its training part at ``val_fraction``."""
+    from lossbench.data import stratified_split
+    from lossbench.data.splits import provided_validation
+
+    n_train = len(ds.y_train)
+    provided = provided_validation(ds)
+    how = "its own validation split" if provided else f"val_fraction {val_fraction:g}"
+    fit, val = provided or (stratified_split(ds.y_train, val_fraction=val_fraction) if n_train >= 2 else (ds.y_train, ds.y_train[:0]))
+    labels = "labels" if ds.task == "multilabel" else "classes"
+    if ds.feature_kind == "text":
+        features = f"token ids, padded length {ds.input_shape[0]}, vocabulary {ds.vocab_size}"
+    else:
+        n = ds.input_shape[0]
+        features = f"{n} feature{'s' * (n != 1)}" if ds.feature_kind == "tabular" else f"images {' x '.join(map(str, ds.input_shape))}"
+    return [f"  train {n_train} (the bench tunes on {len(fit)} and validates on {len(val)}: {how}), test {len(ds.y_test)}",
+            f"  {ds.num_classes} {labels}; {features}", f"  source: {ds.source}"]  # fmt: skip
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     import inspect
 
-    from lossbench.data import DATASETS, load_dataset
+    from lossbench.data import DATASETS, get_dataset_info, load_dataset
 
     def default(value: object) -> str:
         return "<required>" if value is inspect.Parameter.empty else repr(value)
 
     if args.names:
-        for name in args.names:
-            ds = load_dataset(name, data_dir=args.data_dir, download=args.download)
+        from lossbench.bench.spec import Spec  # the bench's default validation fraction
+
+        requests = dataset_requests(args.names)
+        for name, params in requests:  # every name and key checked before anything loads
+            get_dataset_info(name)
+            _check_dataset_parameters(name, params)
+        for name, params in requests:
+            ds = load_dataset(name, data_dir=args.data_dir, download=args.download, **params)
             print(ds.summary())
-            print(f"  source: {ds.source}")
+            print("\n".join(dataset_counts(ds, Spec.__dataclass_fields__["val_fraction"].default)))
         return 0
     rows = []
     for name, info in DATASETS.items():
@@ -254,7 +373,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
     rows = []
     for name in preset_names():
         spec = load_preset(name)
-        rows.append((name, f"{len(spec.datasets)} datasets, {len(spec.methods)} methods, {spec.trials} trials, {spec.seeds} seeds"))
+        counts = ((len(spec.datasets), "dataset"), (len(spec.methods), "method"), (spec.trials, "trial"), (spec.seeds, "seed"))
+        rows.append((name, ", ".join(f"{n} {word}{'s' * (n != 1)}" for n, word in counts)))
     print(format_table(("preset", "study"), rows))
     return 0
 
@@ -320,8 +440,38 @@ def cmd_claims_report(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose epilog may be a function, called only when the help is shown (the
+    run command's list of presets reads the bench's spec module, which other commands need not load)."""
+
+    def format_help(self) -> str:
+        if callable(self.epilog):
+            self.epilog = self.epilog()
+        return super().format_help()
+
+
+class _Version(argparse.Action):
+    """``--version``: lossbench's version and, in a git checkout, its commit (asked only when given)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from lossbench._provenance import version_line
+
+        print(version_line())
+        parser.exit()
+
+
+def _presets_epilog() -> str:
+    from lossbench.bench.spec import preset_names
+
+    return f"presets for --preset: {', '.join(preset_names())} (`lossbench presets NAME` prints one)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lossbench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="lossbench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=_Version, help="print lossbench's version (and git commit) and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("losses", help="list every registered loss with its reference")
@@ -362,9 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                            help=f"local worker processes on the same storage, this one included (default {DEFAULT_JOBS})")
 
-    p = sub.add_parser("run", help="run or resume a study and print its leaderboard")
+    p = sub.add_parser("run", help="run or resume a study and print its leaderboard", epilog=_presets_epilog)
     p.add_argument("spec", nargs="?", help="a study spec (TOML); default: the built-in preset")
-    p.add_argument("--preset", help="a built-in spec by name (default: builtin)")
+    p.add_argument("--preset", help="a built-in spec by name (default: builtin; listed below)")
     p.add_argument("--out", default="lossbench-out", help="report directory, and SQLite file when no --storage")
     common(p)
     p.set_defaults(func=cmd_run)

@@ -52,7 +52,7 @@ def run_progress(title: str) -> Iterator[ProgressCallback]:
 
 def unit_lines(title: str, emit: Callable[[str], None]) -> ProgressCallback:
     """A progress callback that emits one line the first time each unit is done, e.g.
-    ``tiny: wine / ce done (3/4 units, 28/36 runs, 0:01:02)``."""
+    ``tiny: wine / ce done (28/36 runs of the study done, 00:01:02 elapsed)``."""
     started, finished = time.monotonic(), set()
 
     def update(done: int, total: int, unit: str, status: str = "ran") -> None:
@@ -60,7 +60,7 @@ def unit_lines(title: str, emit: Callable[[str], None]) -> ProgressCallback:
             return
         finished.add(unit)
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - started))
-        emit(f"{title}: {unit} done ({len(finished)} units done, {done}/{total} runs, {elapsed})")
+        emit(f"{title}: {unit} done ({done}/{total} runs of the study done, {elapsed} elapsed)")
 
     return update
 

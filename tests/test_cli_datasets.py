@@ -1,0 +1,58 @@
+"""`lossbench datasets NAME key=value ...`: any dataset or loader with parameters, its counts printed."""
+
+from __future__ import annotations
+
+import pytest
+
+from lossbench.cli import dataset_requests, main
+from lossbench.data import load_dataset
+
+ARFF = "@relation t\n@attribute a numeric\n@attribute class {x,y}\n@data\n" + "".join(f"{i},{'xy'[i % 2]}\n" for i in range(10))
+
+
+def refused(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    first, hint = captured.err.rstrip("\n").split("\n")
+    assert hint.startswith("(set LOSSBENCH_TRACEBACK=1") and captured.out == ""  # nothing loaded or printed
+    return first
+
+
+def test_values_are_toml_literals_else_text():
+    got = dataset_requests(["synthetic", "n_samples=300", "class_sep=0.5", "flag=true", "path=/a/b c.csv",
+                            "names=[1, 2]", 'label="3"', "table", "sep=,"])  # fmt: skip
+    assert got == [("synthetic", {"n_samples": 300, "class_sep": 0.5, "flag": True, "path": "/a/b c.csv",
+                                  "names": [1, 2], "label": "3"}), ("table", {"sep": ","})]  # fmt: skip
+
+
+def test_parameters_reach_the_loader_and_counts_are_printed(capsys):
+    assert main(["datasets", "wine", "test_fraction=0.5", "synthetic", "n_samples=300", "n_classes=4",
+                 "n_informative=4", "verify=false"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "wine: multiclass, tabular (13,); train 89, test 89" in out
+    assert "train 89 (the bench tunes on 71 and validates on 18: val_fraction 0.2), test 89" in out
+    assert "3 classes; 13 features" in out
+    assert "train 240 (the bench tunes on 192 and validates on 48" in out and "4 classes; 20 features" in out
+
+
+def test_a_loaders_name_parameter_reaches_it(tmp_path, capsys):
+    path = tmp_path / "t.arff"
+    path.write_text(ARFF)
+    assert load_dataset("arff", path=str(path), name="mine").name == "mine"  # no clash with load_dataset's own name
+    assert main(["datasets", "arff", f"path={path}", "name=mine", "test_fraction=0.2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("mine: multiclass, tabular (1,); train 8, test 2") and "2 classes; 1 feature\n" in out
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["iris", "wine", "tset=3"], "datasets wine: unknown parameter 'tset'; it takes test_fraction, seed, verify"),
+        (["seed=3", "wine"], "'seed=3' comes before any dataset name"),
+        (["wine", "download=false"], "--no-download"),
+        (["wine", "1x=2"], "'1x=2' is not key=value"),
+        (["iris", "nope"], "unknown dataset 'nope'"),
+    ],
+)
+def test_bad_requests_are_one_line_before_anything_loads(argv, expected, capsys):
+    assert expected in refused(capsys, ["datasets", *argv])

@@ -1,0 +1,83 @@
+"""Details users hit: --version, the presets in `run --help`, listings that fit 80 columns."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lossbench import __version__
+from lossbench.bench.spec import preset_names, preset_text
+from lossbench.cli import main
+from lossbench.losses import LOSSES
+from lossbench.train import TRANSFORMS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_version_names_the_commit_of_a_checkout(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    line = capsys.readouterr().out.strip()
+    if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--git-dir"], capture_output=True).returncode != 0:
+        assert line == f"lossbench {__version__}"  # not a git checkout: no commit to name
+        return
+    match = re.fullmatch(rf"lossbench {re.escape(__version__)} \(commit ([0-9a-f]{{7,40}})\)", line)
+    assert match, "a git checkout names its commit"
+    # HEAD may move while tests run (commits land): the named commit need only be one of this repository's.
+    known = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{match.group(1)}^{{commit}}"], capture_output=True)
+    assert known.returncode == 0
+
+
+def test_run_help_lists_the_presets_and_presets_prints_one(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in preset_names()) and "lossbench presets NAME" in text
+    assert main(["presets", "builtin"]) == 0
+    assert capsys.readouterr().out == preset_text("builtin")
+    assert main(["presets"]) == 0
+    assert "1 dataset," in capsys.readouterr().out  # not "1 datasets"
+
+
+def blocks(text: str) -> dict[str, str]:
+    """Each entry's block, its wrapped lines joined back with single spaces."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            out[line] = []
+        else:
+            out[list(out)[-1]].append(line.strip())
+    return {name: " ".join(lines) for name, lines in out.items()}
+
+
+@pytest.mark.parametrize("command, registry", [("losses", LOSSES), ("transforms", TRANSFORMS)])
+def test_verbose_listings_fit_80_columns_and_list_every_hyperparameter(command, registry, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main([command, "-v"]) == 0
+    text = capsys.readouterr().out
+    assert max(len(line) for line in text.splitlines()) <= 80
+    found = blocks(text)
+    assert list(found) == registry.names()
+    for name, info in registry.items():
+        assert info.reference in found[name]
+        for p in info.hyperparams:
+            assert f"{p.name}={p.default!r}" in found[name], (name, p.name)
+    if command == "losses":
+        assert "sigma_min=None" in found["exact"] and "learn_sigma=False" in found["exact"]
+        assert "sigma=1.0 in [0.01, 10.0] log" in found["exact"]
+
+
+def test_progress_lines_name_each_unit_once_when_it_is_done():
+    from lossbench.bench.console import unit_lines
+
+    lines: list[str] = []
+    update = unit_lines("s", lines.append)
+    for done, unit, status in ((1, "a / ce", "ran"), (2, "a / ce", "done"), (2, "a / ce", "done"),
+                               (2, "waiting for trials running in other workers", "waiting"), (4, "a / hinge", "done")):  # fmt: skip
+        update(done, 4, unit, status)
+    assert [line.split(" (")[0] for line in lines] == ["s: a / ce done", "s: a / hinge done"]
+    assert "(2/4 runs of the study done, " in lines[0]
