@@ -45,7 +45,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_lists_every_registered_loss_with_reference():
     from lossbench.losses import LOSSES
 
-    out = run_cli("losses", "-v")
+    out = run_cli("losses")  # one line per loss (-v wraps to the terminal: tests/test_cli_details.py)
     assert out.returncode == 0, out.stderr
     for name, info in LOSSES.items():
         line = next(line for line in out.stdout.splitlines() if line.split()[0] == name)
