@@ -31,6 +31,20 @@ def test_constraints_pin_torch():
     assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text().split()
 
 
+def test_python_floor_is_what_the_code_needs_and_the_readme_says():
+    """``requires-python`` allows no version the code cannot run on (a bare ``import tomllib`` needs
+    3.11), and the README's set-up names that floor."""
+    import tomllib
+
+    spec = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    minor = int(re.fullmatch(r">=\s*3\.(\d+)", spec).group(1))
+    sources = [*(ROOT / "src").rglob("*.py"), *(ROOT / "tests").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
+    bare = [p.relative_to(ROOT) for p in sources if re.search(r"^import tomllib\b", p.read_text(), re.M)]
+    if bare:
+        assert minor >= 11, f"{bare} import tomllib (Python 3.11) but requires-python is {spec!r}"
+    assert f"Python 3.{minor}" in (ROOT / "README.md").read_text()
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "lossbench", *args],
