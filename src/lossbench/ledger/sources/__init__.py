@@ -2,3 +2,4 @@
 
 from lossbench.ledger.sources import exact_paper, su  # noqa: F401
 from lossbench.ledger.sources import flooding  # noqa: F401
+from lossbench.ledger.sources import longtail  # noqa: F401
