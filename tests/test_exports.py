@@ -117,3 +117,37 @@ def test_a_model_and_a_dataset_registered_through_the_public_functions_are_found
     ds = load_dataset("digits_again")
     model = build_model("zero_for_test", ds, seed=0)
     assert model(ds.x_test[:3]).shape == (3, ds.num_classes)
+
+
+def import_edges(package: str) -> dict[str, set[str]]:
+    """Module -> the lossbench modules it imports, deferred (in-function) imports included."""
+    src = ROOT / "src"
+    paths = {".".join(p.relative_to(src).with_suffix("").parts).removesuffix(".__init__"): p for p in src.rglob("*.py")}
+    edges = {}
+    for name, path in paths.items():
+        if not name.startswith(package):
+            continue
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lossbench"):
+                deps |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in paths else node.module for a in node.names}
+        edges[name] = deps - {name}
+    return edges
+
+
+def test_the_losses_package_has_no_import_circle():
+    """Not even through a deferred import (as _exact_native's of _exact_quadrature was)."""
+    edges = import_edges("lossbench.losses")
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import circle: {' -> '.join(path[path.index(module):] + (module,))}"
+        if module in done:
+            return
+        for dep in edges.get(module, ()):
+            visit(dep, path + (module,))
+        done.add(module)
+
+    for module in sorted(edges):
+        visit(module, ())
+    assert "lossbench.losses._exact_integral" in edges["lossbench.losses._exact_quadrature"]

@@ -217,7 +217,9 @@ def _log_h(x_center: torch.Tensor, offsets: torch.Tensor, steps: torch.Tensor, h
     return _log_h_by(log_ndtr_and_mills_, x_center, offsets, steps, high, need_grad)
 
 
-def _probe_log_h(x_center: torch.Tensor, offsets: torch.Tensor, steps: torch.Tensor, high: float) -> torch.Tensor:
+def _probe_log_h(
+    x_center: torch.Tensor, offsets: torch.Tensor, steps: torch.Tensor, high: float
+) -> torch.Tensor:
     """:func:`_log_h` (its value alone) with the far tail approximated: to place the rule."""
     return _log_h_by(rough_log_ndtr_and_mills_, x_center, offsets, steps, high, False)[0]
 

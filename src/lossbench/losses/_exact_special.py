@@ -111,7 +111,8 @@ def _saturate_(x: torch.Tensor, high: float) -> tuple[torch.Tensor, bool]:
 
 def _mills_of(body: torch.Tensor, erfc_or_phi: torch.Tensor, log_scale: float, mills: torch.Tensor | None):
     """``lam = exp(log_scale - body^2) / erfc_or_phi`` (written to ``mills`` when given)."""
-    return torch.addcmul(_constant(log_scale, body), body, body, value=-1.0, out=mills).exp_().div_(erfc_or_phi)
+    log_lam = torch.addcmul(_constant(log_scale, body), body, body, value=-1.0, out=mills)
+    return log_lam.exp_().div_(erfc_or_phi)
 
 
 def ndtr_and_mills_(
