@@ -96,6 +96,12 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def remove(self, name: str) -> T:
+        """Take ``name`` out again (a registration made for one run only) and return its entry."""
+        entry = self.get(name)
+        del self._entries[name]
+        return entry
+
     def get(self, name: str) -> T:
         try:
             return self._entries[name]

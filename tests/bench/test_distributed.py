@@ -218,14 +218,14 @@ def test_a_worker_paused_past_the_grace_period_goes_on(tmp_path, monkeypatch):
     runner = Runner(spec, storage, torch.device("cpu"))
     original, paused = Runner._train, []
 
-    def train(self, unit, trials, stage):
-        values = original(self, unit, trials, stage)
+    def train(self, unit, runs, stage):
+        outcomes = original(self, unit, runs, stage)
         if not paused:  # what another worker does while this one sleeps: fail it as stale, queue a retry
-            trial = trials[0]
+            trial = runs[0][0]
             paused.append(trial.number)
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             RetryHeartbeatStaleTrialCallback()(unit.tune, storage.get_trial(trial._trial_id))
-        return values
+        return outcomes
 
     monkeypatch.setattr(Runner, "_train", train)
     with pytest.warns(RuntimeWarning, match="trial #0 was failed as stale"):

@@ -13,6 +13,7 @@ chosen configuration once per evaluation seed; a seed counts once however often 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import random
@@ -21,8 +22,10 @@ import threading
 import time
 import warnings
 import zlib
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -44,7 +47,7 @@ from lossbench.bench.execution import (
 from lossbench.bench.methods import Method, check_compatible, resolve_method, suggest
 from lossbench.bench.metrics import selection_metric
 from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec, SpecError
-from lossbench.bench.storage import register_spec, study_name
+from lossbench.bench.storage import HeartbeatStorage, Outcome, register_spec, study_name
 from lossbench.losses._validation import check_count
 
 CONFIG_ATTR = "config"  # the chosen parameters, stored on the final study
@@ -103,43 +106,10 @@ def draw_index(trial: FrozenTrial | optuna.Trial, trials: list[FrozenTrial]) -> 
     return sum(1 for t in trials if t.number < root and "failed_trial" not in t.system_attrs)
 
 
-class DrawSeededSampler(optuna.samplers.BaseSampler):
-    """A sampler made for each tuning trial from its draw (:func:`draw_index`), when it samples.
-
-    Deciding the draw when the trial samples, not when the worker picks it, keeps a retried trial
-    on its draw even when Optuna pops the retry of a trial that died before it sampled anything.
-    """
-
-    def __init__(self, make: Callable[[int], optuna.samplers.BaseSampler]) -> None:
-        self.make = make
-        self._by_trial: dict[int, optuna.samplers.BaseSampler] = {}
-
-    def _sampler(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
-        if trial.number not in self._by_trial:
-            self._by_trial[trial.number] = self.make(draw_index(trial, study.get_trials(deepcopy=False)))
-        return self._by_trial[trial.number]
-
-    def infer_relative_search_space(self, study, trial):
-        return self._sampler(study, trial).infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study, trial, search_space):
-        return self._sampler(study, trial).sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        return self._sampler(study, trial).sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study, trial):
-        self._sampler(study, trial).before_trial(study, trial)
-
-    def after_trial(self, study, trial, state, values):
-        self._sampler(study, trial).after_trial(study, trial, state, values)
-        self._by_trial.pop(trial.number, None)
-
-
 class PythonRandomSampler(optuna.samplers.BaseSampler):
     """The EXACT paper's search: ``random.seed(seed)``, then per trial one ``random.choice`` per
-    parameter in the order of ``grids``.  This sampler gives draw ``k`` (``Runner._tune`` makes one
-    per trial through :class:`DrawSeededSampler`, which decides ``k``)."""
+    parameter in the order of ``grids``.  This sampler gives draw ``k`` (:meth:`Runner.sampler`
+    makes one per tuning trial, for the trial's draw)."""
 
     def __init__(self, seed: int, grids: dict[str, tuple[Any, ...]], k: int = 0) -> None:
         self.seed, self.grids = seed, grids
@@ -210,14 +180,18 @@ class Runner:
         self.seeds = evaluation_seeds(spec)
         # Every name, file and pairing is checked before anything is written to the storage.
         resolved = [(d, self._validated(d, m)) for d, m in spec.units()]
-        if isinstance(storage, optuna.storages.RDBStorage) and heartbeat_interval(storage) is None:
-            # Without heartbeats a dead worker's trials would never be retried, and a worker
-            # that has them would fail this one's live trials as stale.
+        if not isinstance(storage, optuna.storages.InMemoryStorage) and not (
+            isinstance(storage, HeartbeatStorage) and storage.heartbeat_interval is not None
+        ):  # (in memory: a spec is only checked.)  Without heartbeats a dead worker's trials would never
+            # be retried, and a worker that has them would fail this one's live trials as stale.
             raise SpecError("the storage must keep heartbeats: open it with open_storage(url, spec.heartbeat_interval)")
         register_spec(storage, spec)
         self.units = [self._unit(d, m) for d, m in resolved]
         self._done: dict[str, int] = {}
         self._configs: dict[str, dict[str, Any]] = {}  # per unit, once stored in (or read from) storage
+        self._complete: set[str] = set()  # units whose every run is stored: never read again
+        self._known: dict[int, list[FrozenTrial]] = {}  # per study id, its trials as this worker last read or wrote them
+        self._heartbeats: Heartbeats | None = None  # while running
 
     def _validated(self, dataset: DatasetSpec, method_spec: MethodSpec) -> Method:
         method = resolve_method(method_spec)
@@ -260,7 +234,17 @@ class Runner:
 
     def run(self, progress: Callable[[int, int, str, str], None] | None = None, poll: float | None = None) -> None:
         """Work until every unit is complete (waiting for other workers' running trials)."""
+        if not isinstance(self.storage, HeartbeatStorage):
+            raise SpecError("a study runs on a storage from open_storage(url, spec.heartbeat_interval); this one only checks specs")
         poll = poll or min(2.0, float(self.spec.heartbeat_interval))
+        self._heartbeats = Heartbeats(self.storage)
+        try:
+            with self._heartbeats:
+                self._work(progress, poll)
+        finally:
+            self._heartbeats = None
+
+    def _work(self, progress: Callable[[int, int, str, str], None] | None, poll: float) -> None:
         while True:
             worked = waiting = False
             for unit in self.units:
@@ -275,52 +259,60 @@ class Runner:
                     break
             if not worked and not waiting:
                 return
-            if not worked:
+            if not worked:  # the next look at each unit fails the trials that went stale meanwhile
                 if progress:
                     progress(self.done_runs(), self.total_runs(), "waiting for trials running in other workers", "waiting")
                 time.sleep(poll)
-                for unit in self.units:
-                    _fail_stale(unit.tune)
-                    _fail_stale(unit.final)
 
     def step(self, unit: Unit) -> str:
         """Run trials of the unit if it has work no worker is doing: 'ran', 'waiting' (others are running
-        what is left) or 'done'."""
-        trials = unit.tune.get_trials(deepcopy=False)
-        budget = budget_trials(trials, self.spec.trials)
-        self._done[unit.label] = len(budget)
-        if len(budget) < self.spec.trials:
-            wanted = self.spec.trials - len(budget) - sum(1 for t in trials if t.state == TrialState.RUNNING)
-            if wanted <= 0:
-                return "waiting"  # other workers are running the rest: work on another unit meanwhile
-            self._tune(unit, self._pack_size(unit, wanted, "tune"))
-            return "ran"
-        if any(t.state == TrialState.RUNNING for t in trials):
-            return "waiting"  # the choice must see every trial that may still enter the budget
-        config = self._config(unit, budget)
-        final = unit.final.get_trials(deepcopy=False)
+        what is left) or 'done'.  One read of the unit's current study per call."""
+        if unit.label in self._complete:
+            return "done"
+        if unit.label not in self._configs:  # still tuning: once chosen, the budget is final
+            trials = self._read(unit.tune)
+            budget = budget_trials(trials, self.spec.trials)
+            self._done[unit.label] = len(budget)
+            if len(budget) < self.spec.trials:
+                wanted = self.spec.trials - len(budget) - sum(1 for t in trials if t.state == TrialState.RUNNING)
+                if wanted <= 0:
+                    return "waiting"  # other workers are running the rest: work on another unit meanwhile
+                ran = self._run_trials(unit, unit.tune, "tune", trials, self._pack_size(unit, wanted, "tune"))
+                return "ran" if ran else "waiting"
+            if any(t.state == TrialState.RUNNING for t in trials):
+                return "waiting"  # the choice must see every trial that may still enter the budget
+            self._config(unit, budget)
+        final = self._read(unit.final)
         done = final_runs(final, self.seeds)
-        self._done[unit.label] += len(done)
+        self._done[unit.label] = self.spec.trials + len(done)
         if len(done) == len(self.seeds):
+            self._complete.add(unit.label)
             return "done"
         queued = {t.user_attrs.get("seed") for t in final if t.state in (TrialState.WAITING, TrialState.RUNNING)}
         missing = [seed for seed in self.seeds if seed not in done and seed not in queued]
-        for seed in missing:
-            unit.final.enqueue_trial(config, user_attrs={"seed": seed})
-        # The read above is fresh enough: nothing was written since, save the runs just queued.
-        # Should another worker take the last waiting run first, Optuna starts a trial without a
-        # seed, which the objective prunes.
-        waiting = len(missing) + sum(1 for t in final if t.state == TrialState.WAITING)
+        if missing:
+            final = final + self.storage.queue_trials(unit.final._study_id, self._configs[unit.label], [{"seed": s} for s in missing])
+            self._known[unit.final._study_id] = final
+        waiting = sum(1 for t in final if t.state == TrialState.WAITING)
         if not waiting:
             return "waiting"
-        self._run_trials(unit, unit.final, "final", self._pack_size(unit, waiting, "final"))
-        return "ran"
+        ran = self._run_trials(unit, unit.final, "final", final, self._pack_size(unit, waiting, "final"))
+        return "ran" if ran else "waiting"
 
-    def _tune(self, unit: Unit, size: int) -> None:
-        # Each trial samples with the sampler of its draw (a killed trial's retry is its draw
-        # again), so a study resumed after kills samples what an uninterrupted one would.
-        unit.tune.sampler = DrawSeededSampler(lambda draw: self.sampler(unit, draw))
-        self._run_trials(unit, unit.tune, "tune", size)
+    def _read(self, study: optuna.Study) -> list[FrozenTrial]:
+        """The study's trials: as this worker last read or wrote them when the storage's counts of
+        trials by state say no other worker changed any since (one statement), else read (Optuna's
+        cached read: only new and unfinished trials are fetched); the stale ones failed and retried
+        first when any is running (only a running trial goes stale)."""
+        sid = study._study_id
+        trials = self._known.get(sid)
+        if trials is None or self.storage.state_counts(sid) != Counter(t.state for t in trials):
+            trials = study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.RUNNING for t in trials):
+            _fail_stale(study)
+            trials = study.get_trials(deepcopy=False)
+        self._known[sid] = trials
+        return trials
 
     def sampler(self, unit: Unit, draw: int) -> optuna.samplers.BaseSampler:
         """The sampler of a unit's ``draw``-th tuning trial (seeded by the draw alone)."""
@@ -350,105 +342,179 @@ class Runner:
         self._configs[unit.label] = stored
         return stored
 
-    def _run_trials(self, unit: Unit, study: optuna.Study, stage: str, size: int) -> None:
-        """Ask ``size`` trials, train them (packed where the unit packs) and tell their results.
+    def _run_trials(self, unit: Unit, study: optuna.Study, stage: str, trials: list[FrozenTrial], size: int) -> bool:
+        """Start ``size`` trials (queued ones of ``trials``, the study as last read, first; new ones
+        only when tuning), train them (packed where the unit packs) and finish them, in a few storage
+        statements per pack (:class:`HeartbeatStorage`).  False when there was nothing to start.
 
         A worker paused past the heartbeat grace (suspended, swapped out) finds on waking that
         another worker failed its trial as stale and queued a retry: that run's result cannot be
         recorded.  That run is lost, not the worker: it says so and goes on.
         """
-        if heartbeat_interval(self.storage) is not None:
-            _fail_stale(study)
-        with warnings.catch_warnings():  # the heartbeats below are study.optimize's own
-            warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
-            trials = [study.ask() for _ in range(size)]
-        with Heartbeats(self.storage, [trial._trial_id for trial in trials]):
+        if self._heartbeats is None:
+            raise RuntimeError("trials run within Runner.run, which keeps their heartbeats")
+        sid = study._study_id
+        self._known.pop(sid, None)  # until the pack is finished as planned: read afresh next time
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        started = self.storage.start_trials(sid, size, waiting, create=stage == "tune")
+        if not started:
+            return False  # every queued run was taken by another worker meanwhile
+        known = trials + [t for t in started if t.number >= len(trials)]
+        if len(known) != max(t.number for t in known) + 1:  # other workers added trials meanwhile (their
+            known = study.get_trials(deepcopy=False)  # draws come before ours): read them
+        ids = [t._trial_id for t in started]
+        with self._heartbeats.beating(ids):
             try:
-                values = self._train(unit, trials, stage)
+                asked = self._ask(unit, stage, known, started)
+                self.storage.set_trials_params([
+                    (t._trial_id, name, value, a.distributions[name])
+                    for t, a in zip(started, asked) if a is not None for name, value in a.params.items() if name not in t.params
+                ])  # fmt: skip
+                outcomes = self._train(unit, [(t, a.params if a else None) for t, a in zip(started, asked)], stage)
             except BaseException as err:  # a real error (or Ctrl-C): the trials fail, the error keeps its traceback
                 reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-                for trial in trials:
-                    with contextlib.suppress(Exception):  # the error being raised is the one to report
-                        trial.set_user_attr(ERROR_ATTR, reason)  # a failed trial says why
-                        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                try:
+                    self.storage.finish_trials([Outcome(i, TrialState.FAIL, user_attrs={ERROR_ATTR: reason}) for i in ids])
+                except Exception as also:  # noqa: BLE001 - the error being raised is the one to report
+                    err.add_note(f"the trials could not be marked failed ({type(also).__name__}: {also}); they go stale instead")
                 raise
-        for trial, value in zip(trials, values):
-            if value is None:
-                study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-                continue
-            if study.tell(trial, value, skip_if_finished=True).state == TrialState.FAIL:
+        finished = set(self.storage.finish_trials([outcome for outcome, _ in outcomes]))
+        for trial, (outcome, result) in zip(started, outcomes):
+            if outcome.trial_id not in finished:
                 warnings.warn(
                     f"{unit.label} ({stage}): trial #{trial.number} was failed as stale while this worker was "
                     "paused past the heartbeat grace period; its result is dropped and its retry runs instead",
                     RuntimeWarning,
                     stacklevel=2,
                 )
+            elif result is not None and self.on_trial:
+                self.on_trial(unit.label, stage, result)
+        if len(finished) == len(started):  # the storage holds what was read, with this pack finished
+            done = {t.number: _as_finished(t, a, o) for t, a, (o, _) in zip(started, asked, outcomes)}
+            self._known[sid] = [done.get(t.number, t) for t in known]
+        return True
 
-    def _train(self, unit: Unit, trials: list[optuna.Trial], stage: str) -> list[float | None]:
-        """Each trial's selection score (None: pruned, a final trial another worker took), its run
-        stored on it.  Runs that share a split train as one pack when the unit packs."""
+    def _ask(self, unit: Unit, stage: str, trials: list[FrozenTrial], started: list[FrozenTrial]) -> list[optuna.Trial | None]:
+        """Each started trial's parameters, suggested as Optuna's ``Trial`` suggests them, on an
+        in-memory copy of the finished ``trials`` (what the samplers read; no storage reads):
+        parameters the trial holds (a retry's) or was queued with (an evaluation run's) are kept,
+        the rest come from the sampler of the trial's draw.  None for an evaluation trial without a
+        seed (queued by something else: it is pruned).
+
+        Trials asked together do not see each other's results, as with that many parallel workers:
+        TPE (once past its random start-up trials) suggests from the trials finished before the pack.
+        """
         space = unit.method.search_space(self.spec.search)
-        runs: dict[int, tuple[optuna.Trial, dict[str, Any], int, Split]] = {}
-        for i, trial in enumerate(trials):
-            if stage == "final" and "seed" not in trial.user_attrs:
-                continue  # not a queued evaluation run (another worker took it)
-            params = {name: suggest(trial, name, dist) for name, dist in space.items()}
+        history = optuna.create_study(direction="maximize")
+        if stage == "tune":
+            history.add_trials([_for_sampler(t) for t in trials if t.state.is_finished()])
+        asked: list[optuna.Trial | None] = []
+        for t in started:
+            given = {**t.system_attrs.get("fixed_params", {}), **t.params}
+            if stage == "final":
+                if "seed" not in t.user_attrs:
+                    asked.append(None)
+                    continue
+                if not space.keys() <= given.keys():
+                    raise SpecError(f"{unit.label}: evaluation trial #{t.number} was queued without {sorted(space.keys() - given.keys())}")
+            else:  # a killed trial's retry is its draw again: a study resumed after kills samples what an uninterrupted one would
+                history.sampler = self.sampler(unit, draw_index(t, trials))
+            if given:
+                history.enqueue_trial(given, skip_if_exists=False)
+            trial = history.ask()
+            for name, dist in space.items():
+                suggest(trial, name, dist)
+            asked.append(trial)
+        return asked
+
+    def _train(self, unit: Unit, runs: list[tuple[FrozenTrial, dict[str, Any] | None]], stage: str) -> list[tuple[Outcome, RunResult | None]]:
+        """Each run's outcome: complete with its selection score and record, or pruned where it has
+        no parameters.  Runs that share a split train as one pack when the unit packs."""
+        prepared: dict[int, tuple[FrozenTrial, dict[str, Any], int, Split]] = {}
+        for i, (trial, params) in enumerate(runs):
+            if params is None:
+                continue
             seed = run_seed(stage, trial.number, self.spec, trial.user_attrs.get("seed"), params)
             split = self.cache.get(unit.dataset, stage, seed if stage == "final" and self.spec.resample_splits else None)
-            runs[i] = (trial, params, seed, split)
-        values: list[float | None] = [None] * len(trials)
+            prepared[i] = (trial, params, seed, split)
+        outcomes: list[tuple[Outcome, RunResult | None]] = [(Outcome(t._trial_id, TrialState.PRUNED), None) for t, _ in runs]
         by_split: dict[int, list[int]] = {}
-        for i, (_, _, _, split) in runs.items():
+        for i, (_, _, _, split) in prepared.items():
             by_split.setdefault(id(split), []).append(i)
         for indices in by_split.values():
-            split = runs[indices[0]][3]
+            split = prepared[indices[0]][3]
             if len(indices) > 1 and unit.pack_reason is None:
-                results = train_and_score_packed(split, unit.method, [runs[i][1:3] for i in indices], self.spec)
+                results = train_and_score_packed(split, unit.method, [prepared[i][1:3] for i in indices], self.spec)
             else:
-                results = [train_and_score(split, unit.method, runs[i][1], self.spec, runs[i][2]) for i in indices]
+                results = [train_and_score(split, unit.method, prepared[i][1], self.spec, prepared[i][2]) for i in indices]
             for i, result in zip(indices, results):
-                trial, _, seed, _ = runs[i]
+                trial, _, seed, _ = prepared[i]
                 record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
                           "seconds": round(result.seconds, 4), "pack": len(indices) if unit.pack_reason is None else 1}  # fmt: skip
                 record.update(environment=self.environment, sizes={"fit": len(split.y_fit), "scored": len(split.y_eval)})
-                trial.set_user_attr(RUN_ATTR, record)  # one storage write per run
-                if self.on_trial:
-                    self.on_trial(unit.label, stage, result)
                 value = result.metrics[selection_metric(self.spec.selection_metric, split.task)]
                 # A diverged run scores the worst possible value of the maximised metric and still counts.
-                values[i] = value if value == value else 0.0
-        return values
+                outcome = Outcome(trial._trial_id, TrialState.COMPLETE, value if value == value else 0.0, {RUN_ATTR: record})
+                outcomes[i] = (outcome, result)
+        return outcomes
 
 
-def heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
-    """Seconds between a running trial's heartbeats; None for a storage without them."""
-    get = getattr(storage, "get_heartbeat_interval", None)
-    return get() if get is not None else None
+def _as_finished(trial: FrozenTrial, asked: optuna.Trial | None, outcome: Outcome) -> FrozenTrial:
+    """The started ``trial`` as the storage holds it once finished with ``outcome``."""
+    done = copy.copy(trial)
+    if asked is not None:
+        done.params = {**trial.params, **asked.params}
+        done.distributions = {**trial.distributions, **asked.distributions}
+    done.state = outcome.state
+    done.values = None if outcome.value is None else [outcome.value]
+    done.datetime_complete = datetime.now()
+    done.user_attrs = {**trial.user_attrs, **outcome.user_attrs}
+    return done
+
+
+def _for_sampler(trial: FrozenTrial) -> FrozenTrial:
+    """What a sampler reads of a finished trial (its user attributes, the runs' curves, left out)."""
+    light = copy.copy(trial)
+    light.user_attrs = {}
+    return light
 
 
 class Heartbeats:
-    """The heartbeats of a pack's trials, as ``study.optimize`` keeps one trial's: every trial beats
-    once before its run starts, then every ``heartbeat_interval`` seconds from one thread.  A beat
-    that fails (a busy database) is retried a second later, with a warning; only beats missed
-    for the whole grace period let another worker fail the trials as stale."""
+    """The heartbeats of the trials a worker runs, as ``study.optimize`` keeps one trial's: each
+    trial beat when it started (:meth:`HeartbeatStorage.start_trials`), then all of a pack's beat
+    every ``heartbeat_interval`` seconds, in one statement, from one thread that lives as long as
+    the worker runs (the context).  A beat that fails (a busy database) is retried a second later,
+    with a warning; only beats missed for the whole grace period let another worker fail the
+    trials as stale."""
 
     RETRY_SECONDS = 1.0
 
-    def __init__(self, storage: optuna.storages.BaseStorage, trial_ids: list[int]) -> None:
-        self.storage, self.trial_ids = storage, trial_ids
-        self.interval = heartbeat_interval(storage)
+    def __init__(self, storage: HeartbeatStorage) -> None:
+        self.storage, self.interval = storage, storage.heartbeat_interval
+        self._trial_ids: list[int] = []
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="lossbench-heartbeats")
 
-    def _beat(self) -> None:
-        for trial_id in self.trial_ids:
-            self.storage.record_heartbeat(trial_id)
+    @contextlib.contextmanager
+    def beating(self, trial_ids: list[int]) -> Iterator[None]:
+        """The trials beat while the block runs."""
+        with self._lock:
+            self._trial_ids = list(trial_ids)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._trial_ids = []
 
     def _loop(self) -> None:
         wait = self.interval
         while not self._stop.wait(wait):
+            with self._lock:
+                trial_ids = self._trial_ids
             try:
-                self._beat()
+                if trial_ids:
+                    self.storage.record_heartbeats(trial_ids)
                 wait = self.interval
             except Exception as err:  # noqa: BLE001 - said, and retried; the run goes on
                 warnings.warn(f"a heartbeat could not be recorded ({type(err).__name__}: {err}); retrying",
@@ -456,16 +522,12 @@ class Heartbeats:
                 wait = self.RETRY_SECONDS
 
     def __enter__(self) -> Heartbeats:
-        if self.interval is not None:
-            self._beat()  # before any work: a trial is never without its first beat
-            self._thread = threading.Thread(target=self._loop, daemon=True, name="lossbench-heartbeats")
-            self._thread.start()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
+        self._stop.set()
+        self._thread.join()
 
 
 def _fail_stale(study: optuna.Study) -> None:

@@ -9,18 +9,29 @@ curves, seed and worker in user attributes, so a report needs nothing but the st
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import json
 import os
 import re
 import sqlite3
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import optuna
+import sqlalchemy
+from optuna import distributions
+from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import TrialState
+from optuna.storages._rdb import models  # Optuna's own tables: the pack methods write its rows
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
 
 from lossbench.bench.spec import Spec, SpecError, spec_from_json
 
@@ -138,14 +149,31 @@ def masked_text(text: str, url: str) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a started trial ends: its state, its value (None unless complete) and user attributes."""
+
+    trial_id: int
+    state: TrialState
+    value: float | None = None
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+
+
 class HeartbeatStorage(RDBStorage):
-    """Optuna's RDB storage, where a trial that never recorded a heartbeat can also go stale.
+    """Optuna's RDB storage, with a trial's state taken by conditional updates, trials without a
+    heartbeat failed as stale too, and a pack of trials started and finished in a few statements.
 
     A worker killed after ``ask`` created its trial but before the heartbeat thread's first beat
     leaves a RUNNING trial without a heartbeat row, which Optuna never fails: the study would wait
     on it for ever.  Here such a trial is stale once it started more than the grace period ago
     (by the clocks of the worker that started it and the one checking, which should agree to
     within the grace period), and is failed and retried like any other.
+
+    The pack methods (:meth:`start_trials`, :meth:`queue_trials`, :meth:`set_trials_params`,
+    :meth:`record_heartbeats`, :meth:`finish_trials`) write the rows Optuna's own ``ask``, ``tell``
+    and ``enqueue_trial`` write, with Optuna's models, in one transaction per pack instead of a
+    dozen statements per trial; every change of a trial's state is still one conditional UPDATE,
+    so two workers never both take, or both finish, one trial.
     """
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
@@ -157,44 +185,196 @@ class HeartbeatStorage(RDBStorage):
         """
         if state != TrialState.RUNNING or values is not None:
             return super().set_trial_state_values(trial_id, state, values)
-        from optuna.storages._rdb import models
-
-        session = self.scoped_session()
-        try:
-            taken = (
-                session.query(models.TrialModel)
-                .filter(models.TrialModel.trial_id == trial_id, models.TrialModel.state == TrialState.WAITING)
-                .update({"state": TrialState.RUNNING, "datetime_start": datetime.now()}, synchronize_session=False)
-            )
-            session.commit()
-        except Exception:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        with self._transaction() as session:
+            taken = _take(session, trial_id)
         if not taken:
             self.check_trial_is_updatable(trial_id, self.get_trial(trial_id).state)  # a finished trial raises, as Optuna's
-        return bool(taken)
+        return taken
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        from optuna.storages._rdb import models  # the query Optuna's own check makes, widened
-
         stale = super()._get_stale_trial_ids(study_id)
         grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
         cutoff = datetime.now() - timedelta(seconds=grace)
-        session = self.scoped_session()
-        try:
+        with self._transaction() as session:  # the query Optuna's own check makes, widened
             running = (
                 session.query(models.TrialModel)
-                .filter(models.TrialModel.state == optuna.trial.TrialState.RUNNING)
+                .filter(models.TrialModel.state == TrialState.RUNNING)
                 .filter(models.TrialModel.study_id == study_id)
                 .filter(~models.TrialModel.heartbeats.any())
                 .all()
             )
             silent = [t.trial_id for t in running if t.datetime_start is not None and t.datetime_start < cutoff]
+        return stale + [trial_id for trial_id in silent if trial_id not in stale]
+
+    # -- a pack of trials ----------------------------------------------------------------------
+
+    def state_counts(self, study_id: int) -> dict[TrialState, int]:
+        """How many trials of the study are in each state, in one statement: a trial is created or
+        changes state only forwards (waiting, running, finished), so any change by any worker
+        changes these counts; equal counts mean nothing changed since a worker last looked."""
+        trials = models.TrialModel.__table__
+        query = select(trials.c.state, func.count()).where(trials.c.study_id == study_id).group_by(trials.c.state)
+        with self._transaction() as session:
+            return dict(session.execute(query).all())
+
+    def start_trials(self, study_id: int, count: int, waiting: Sequence[FrozenTrial], create: bool = True) -> list[FrozenTrial]:
+        """Start up to ``count`` trials, each with its first heartbeat, in one transaction: the
+        ``waiting`` trials first, in their order (one another worker took meanwhile is skipped),
+        then, with ``create``, new ones for the rest.  Returns them as RUNNING frozen trials."""
+        now = datetime.now()
+        with self._transaction() as session:
+            taken = []
+            for trial in waiting:
+                if len(taken) == count:
+                    break
+                if _take(session, trial._trial_id, now):
+                    taken.append(_frozen_copy(trial, state=TrialState.RUNNING, datetime_start=now))
+            new = _insert_trials(session, study_id, count - len(taken) if create else 0, TrialState.RUNNING, now)
+            started = taken + [_new_trial(trial_id, number, TrialState.RUNNING, now) for trial_id, number in new]
+            if started:  # the beat lands with the trial: no instant where a started trial has none
+                session.execute(insert(models.TrialHeartbeatModel.__table__), [{"trial_id": t._trial_id} for t in started])
+        return started
+
+    def queue_trials(self, study_id: int, fixed_params: dict[str, Any], user_attrs: Sequence[dict[str, Any]]) -> list[FrozenTrial]:
+        """Queue one WAITING trial per entry of ``user_attrs``, each to run with ``fixed_params``,
+        in one transaction: what Optuna's ``enqueue_trial`` stores, for many trials at once."""
+        with self._transaction() as session:
+            new = _insert_trials(session, study_id, len(user_attrs), TrialState.WAITING, None)
+            system = {"fixed_params": fixed_params}
+            _insert_attrs(session, models.TrialSystemAttributeModel, [(trial_id, system) for trial_id, _ in new])
+            _insert_attrs(session, models.TrialUserAttributeModel, [(trial_id, a) for (trial_id, _), a in zip(new, user_attrs)])
+        return [
+            _new_trial(trial_id, number, TrialState.WAITING, None, user_attrs=dict(a), system_attrs=copy.deepcopy(system))
+            for (trial_id, number), a in zip(new, user_attrs)
+        ]
+
+    def set_trials_params(self, params: Sequence[tuple[int, str, Any, BaseDistribution]]) -> None:
+        """Record ``(trial_id, name, value, distribution)`` parameters of started trials in one statement."""
+        if not params:
+            return
+        rows = [
+            {"trial_id": trial_id, "param_name": name, "param_value": dist.to_internal_repr(value),
+             "distribution_json": distributions.distribution_to_json(dist)}
+            for trial_id, name, value, dist in params
+        ]  # fmt: skip
+        with self._transaction() as session:
+            session.execute(insert(models.TrialParamModel.__table__), rows)
+
+    def record_heartbeats(self, trial_ids: Sequence[int]) -> None:
+        """One heartbeat for each of the trials (started by :meth:`start_trials`), in one statement."""
+        beats = models.TrialHeartbeatModel.__table__
+        with self._transaction() as session:
+            session.execute(update(beats).where(beats.c.trial_id.in_(trial_ids)).values(heartbeat=func.current_timestamp()))
+
+    def finish_trials(self, outcomes: Sequence[Outcome]) -> list[int]:
+        """Finish the trials with their outcomes in one transaction; returns the ids of those
+        finished here.  A trial no longer running (failed as stale by another worker while this one
+        was paused) is left as it is, its outcome not recorded."""
+        complete = _stored_datetime(datetime.now(), "datetime_complete")
+        with self._transaction() as session:
+            finished: set[int] = set()
+            for state in dict.fromkeys(o.state for o in outcomes):  # one UPDATE per state, in a fixed order
+                finished |= _finish(session, [o.trial_id for o in outcomes if o.state == state], state, complete)
+            done = [o for o in outcomes if o.trial_id in finished]
+            _insert_attrs(session, models.TrialUserAttributeModel, [(o.trial_id, o.user_attrs) for o in done], replace=True)
+            values = [(o.trial_id, models.TrialValueModel.value_to_stored_repr(o.value)) for o in done if o.value is not None]
+            if values:
+                rows = [{"trial_id": i, "objective": 0, "value": v, "value_type": kind} for i, (v, kind) in values]
+                session.execute(insert(models.TrialValueModel.__table__), rows)
+        return [o.trial_id for o in done]
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        session = self.scoped_session()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
         finally:
             session.close()
-        return stale + [trial_id for trial_id in silent if trial_id not in stale]
+
+
+def _stored_datetime(when: datetime, column: str) -> datetime | None:
+    """``when`` (local time) as Optuna's ``trials`` table stores it in ``column`` (Optuna 5
+    converts to naive UTC on the model; older versions store local time): asked of the model."""
+    probe = models.TrialModel(**{column: when})
+    key = sqlalchemy.inspect(models.TrialModel).get_property_by_column(models.TrialModel.__table__.c[column]).key
+    return getattr(probe, key)
+
+
+def _finish(session: Session, trial_ids: list[int], state: TrialState, when: datetime | None) -> set[int]:
+    """RUNNING -> ``state`` by conditional UPDATE: the ids of the trials this update finished (one
+    statement where the database returns updated rows, else one per trial)."""
+    trials = models.TrialModel.__table__
+    query = update(trials).where(trials.c.trial_id.in_(trial_ids), trials.c.state == TrialState.RUNNING)
+    query = query.values(state=state, datetime_complete=when)
+    if session.get_bind().dialect.update_returning:
+        return {trial_id for (trial_id,) in session.execute(query.returning(trials.c.trial_id))}
+    return {trial_id for trial_id in trial_ids if session.execute(query.where(trials.c.trial_id == trial_id)).rowcount}
+
+
+def _take(session: Session, trial_id: int, now: datetime | None = None) -> bool:
+    """WAITING -> RUNNING by one conditional UPDATE: True for the one worker whose update landed."""
+    trials = models.TrialModel.__table__
+    start = _stored_datetime(now or datetime.now(), "datetime_start")
+    query = update(trials).where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+    return bool(session.execute(query.values(state=TrialState.RUNNING, datetime_start=start)).rowcount)
+
+
+def _insert_trials(session: Session, study_id: int, count: int, state: TrialState, start: datetime | None) -> list[tuple[int, int]]:
+    """``(trial_id, number)`` of ``count`` new trials, numbered after every earlier trial of the
+    study as Optuna numbers them: under the study's lock (a row lock where the database has them,
+    SQLite's one writer lock from the INSERT on), inserted unnumbered, then numbered."""
+    if count <= 0:
+        return []
+    trials = models.TrialModel.__table__
+    models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+    when = _stored_datetime(start, "datetime_start") if start is not None else None
+    session.execute(insert(trials), [{"study_id": study_id, "number": None, "state": state, "datetime_start": when}] * count)
+    total = select(func.count()).select_from(trials).where(trials.c.study_id == study_id).scalar_subquery()
+    unnumbered = session.execute(
+        select(trials.c.trial_id, total).where(trials.c.study_id == study_id, trials.c.number.is_(None)).order_by(trials.c.trial_id)
+    ).all()
+    if len(unnumbered) != count:  # another writer's trial left unnumbered: Optuna numbers its own before it commits
+        raise RuntimeError(f"study {study_id}: {len(unnumbered)} unnumbered trials where {count} were just created")
+    first = unnumbered[0][1] - count  # trials before ours
+    numbered = [(trial_id, first + i) for i, (trial_id, _) in enumerate(unnumbered)]
+    session.execute(
+        update(trials).where(trials.c.trial_id == sqlalchemy.bindparam("id")).values(number=sqlalchemy.bindparam("n")),
+        [{"id": trial_id, "n": number} for trial_id, number in numbered],
+    )
+    return numbered
+
+
+def _insert_attrs(session: Session, model: type, attrs: Sequence[tuple[int, dict[str, Any]]], replace: bool = False) -> None:
+    """User or system attributes ``(trial_id, {key: value})`` in one statement (JSON, as Optuna
+    stores them); with ``replace``, the same keys stored before (a retry's copy) go first."""
+    rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for trial_id, a in attrs for k, v in a.items()]
+    if not rows:
+        return
+    table = model.__table__
+    if replace:
+        pairs = [(r["trial_id"], r["key"]) for r in rows]
+        session.execute(delete(table).where(sqlalchemy.tuple_(table.c.trial_id, table.c.key).in_(pairs)))
+    session.execute(insert(table), rows)
+
+
+def _new_trial(trial_id: int, number: int, state: TrialState, start: datetime | None, **attrs: dict[str, Any]) -> FrozenTrial:
+    return FrozenTrial(
+        number=number, state=state, value=None, values=None, datetime_start=start, datetime_complete=None, params={},
+        distributions={}, user_attrs=attrs.get("user_attrs", {}), system_attrs=attrs.get("system_attrs", {}),
+        intermediate_values={}, trial_id=trial_id,
+    )  # fmt: skip
+
+
+def _frozen_copy(trial: FrozenTrial, **changes: Any) -> FrozenTrial:
+    """A copy of ``trial`` with ``changes`` (attributes deep-copied: the original is a cached read)."""
+    copied = copy.deepcopy(trial)
+    for key, value in changes.items():
+        setattr(copied, key, value)
+    return copied
 
 
 def _sqlite_connection(path: Path) -> sqlite3.Connection:

@@ -1,0 +1,76 @@
+"""A spec's plugins: the user's own modules, which register datasets, models, losses or transforms.
+
+Plugins are code the spec runs.  Every process that loads a spec (``lossbench run``, ``worker``,
+``claims run``, :func:`lossbench.bench.compare`) imports them before it resolves a name, so what a
+plugin registers works on remote workers too.  They are imported by module name through the normal
+import system, from ``sys.path`` as this process has it (its installed packages, ``PYTHONPATH``),
+never from a path written in a spec or a shared storage; and a module found in a folder that every
+user may write (``/tmp``, say) is refused, as anyone could have put it there.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import keyword
+import stat
+import sys
+from collections.abc import Iterable
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+
+
+class PluginError(ValueError):
+    """A plugin that cannot be imported safely; the message names it."""
+
+
+def check_plugin_name(name: object) -> str:
+    """``name`` if it is a module name (dotted Python identifiers), else a PluginError."""
+    parts = name.split(".") if isinstance(name, str) else [""]
+    if not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
+        raise PluginError(f"plugin {name!r} is not a module name (Python identifiers joined by dots, "
+                          "such as my_models or my_package.losses)")  # fmt: skip
+    return name
+
+
+def import_plugins(names: Iterable[str]) -> None:
+    """Import each named module (every name checked before the first import)."""
+    names = [check_plugin_name(n) for n in names]
+    for name in names:
+        _import(name)
+
+
+def _import(name: str) -> None:
+    # Package by package, so each one's location is checked before its code runs.
+    parts = name.split(".")
+    for i in range(1, len(parts) + 1):
+        module = ".".join(parts[:i])
+        if module in sys.modules:
+            continue
+        try:
+            found = importlib.util.find_spec(module)
+        except ImportError as err:  # its parent is a module, not a package
+            raise PluginError(f"plugin {name!r}: {err}") from None
+        if found is None:
+            raise PluginError(f"plugin {name!r}: no module {module!r} on this process's sys.path "
+                              "(install it, or add its folder to PYTHONPATH)")  # fmt: skip
+        _check_location(name, found)
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise PluginError(f"plugin {name!r} failed to import: {err}") from err
+
+
+def _check_location(name: str, found: ModuleSpec) -> None:
+    """Refuse a module whose file, folder or (for a package) parent folder every user may write."""
+    if not found.has_location or found.origin is None:
+        return  # built-in, frozen or a namespace package (its modules are checked one by one)
+    origin = Path(found.origin)
+    places = [origin, origin.parent]
+    if found.submodule_search_locations is not None:
+        places.append(origin.parent.parent)  # where another package of the same name could be put
+    for place in places:
+        existing = next((p for p in (place, *place.parents) if p.exists()), None)  # a zip's member: the zip
+        if existing is not None and existing.stat().st_mode & stat.S_IWOTH:
+            raise PluginError(f"plugin {name!r} is found in {existing}, which every user may write; "
+                              "refusing to run code from there (move it to a folder only you can write)")  # fmt: skip
