@@ -1,5 +1,5 @@
 """Runs packed together never see each other: not through a loss that couples its batch's rows
-(EXACT's batch standardisation), and not when one of them diverges."""
+(EXACT's batch standardisation, LDAM-DRW's weighted mean), and not when one of them diverges."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ METHODS = [
      "schedule": {"loss.sigma": {"start": 10.0, "end": 0.01, "endpoint": False}}},
     {"name": "ce", "loss": "cross_entropy", "transforms": ["clip_norm"]},
     {"name": "flooding", "loss": "cross_entropy", "transforms": ["flooding"]},
+    {"name": "ldam_drw", "loss": "ldam", "params": {"drw_start": 0.5}},  # a weighted mean from epoch 2 on
 ]  # fmt: skip
 
 
@@ -58,3 +59,4 @@ def test_exact_is_batch_level_exactly_when_it_standardises():
     assert info.is_batch_level({"standardize": True})
     assert not info.is_batch_level({"standardize": False}) and not info.is_batch_level({})
     assert get_loss("soft_f1").is_batch_level({}) and not get_loss("cross_entropy").is_batch_level({})
+    assert get_loss("ldam").is_batch_level({"drw_start": 0.8}) and not get_loss("ldam").is_batch_level({"drw_start": None})

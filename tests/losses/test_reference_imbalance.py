@@ -474,7 +474,7 @@ def test_weighted_cross_entropy_is_pytorch_with_sklearn_balanced_weights(batch, 
     labels = np.repeat(np.arange(len(COUNTS)), COUNTS.long().numpy())
     balanced = compute_class_weight("balanced", classes=np.arange(len(COUNTS)), y=labels)
     weight = torch.tensor(balanced, dtype=x.dtype) ** power
-    torch.testing.assert_close(
-        weighted_cross_entropy(x, y, class_counts=COUNTS, power=power, reduction=reduction),
-        F.cross_entropy(x, y, weight=weight, reduction=reduction),
-    )
+    per_sample = F.cross_entropy(x, y, weight=weight, reduction="none")
+    # "mean": the weighted per-sample losses over the counted targets, not over their summed weights
+    expected = {"none": per_sample, "sum": per_sample.sum(), "mean": per_sample.sum() / (y != -100).sum()}[reduction]
+    torch.testing.assert_close(weighted_cross_entropy(x, y, class_counts=COUNTS, power=power, reduction=reduction), expected)

@@ -342,10 +342,11 @@ def train_and_score_packed(
     packed = PackedModel([_build_run_model(split, method, spec, seed) for _, seed in runs])
     scores = [_RunScores(split, method, params, spec) for params, _ in runs]
     shared: dict[Any, list[int]] = {}
+    needs = set(method.loss.requires)  # the split's class counts: the same for every run of the unit
     for k, (params, _) in enumerate(runs):
-        kwargs = method.loss_kwargs(params, {})
+        kwargs = method.loss_kwargs(params, {r: None for r in needs})
         if not method.loss.is_batch_level(kwargs):  # a batch-level loss would mix the runs' rows
-            shared.setdefault(repr(sorted(kwargs.items())), []).append(k)
+            shared.setdefault(repr(sorted((a, v) for a, v in kwargs.items() if a not in needs)), []).append(k)
 
     def on_epoch_end(epoch: int, rows: list[dict[str, float]]) -> None:
         logits = packed.eval_logits(split.x_eval, batch_size=EVAL_BATCH)

@@ -39,8 +39,9 @@ class LossInfo:
     ``requires`` names data-dependent arguments the caller must supply (e.g. ``class_counts``
     from the training split).  ``batch_level`` losses (soft F1, Dice) are not a mean of
     per-sample terms; their ``reduction="none"`` output is documented per loss.
-    ``batch_level_when`` names a switch argument that makes the loss batch-level when True
-    (EXACT's ``standardize``: one mean and std over the whole batch).
+    ``batch_level_when`` names an argument that makes the loss batch-level when set (not None or
+    False): EXACT's ``standardize`` (one mean and std over the whole batch), LDAM's ``drw_start``
+    (a weighted mean, divided by the batch's summed weights).
     """
 
     name: str
@@ -57,7 +58,8 @@ class LossInfo:
     def is_batch_level(self, kwargs: Mapping[str, Any]) -> bool:
         """Whether the loss called with ``kwargs`` couples the samples of its batch, so that
         rows of different runs must never share one call."""
-        return self.batch_level or (self.batch_level_when is not None and kwargs.get(self.batch_level_when) is True)
+        switch = None if self.batch_level_when is None else kwargs.get(self.batch_level_when)
+        return self.batch_level or switch not in (None, False)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -87,10 +89,12 @@ def register_loss(
     if signature not in SIGNATURES:
         raise ValueError(f"unknown loss signature {signature!r}; known: {sorted(SIGNATURES)}")
     params = inspect.signature(function).parameters
-    switches = (HyperParam(batch_level_when, None),) if batch_level_when else ()
-    for p in (*hyperparams, *(HyperParam(r, None) for r in requires), *switches):
+    for p in (*hyperparams, *(HyperParam(r, None) for r in requires)):
         if p.name not in params:
             raise ValueError(f"loss {name!r}: {function.__name__} has no argument {p.name!r}")
+    module_params = inspect.signature(module.__init__).parameters  # the module may add options (LDAM's DRW)
+    if batch_level_when is not None and batch_level_when not in params and batch_level_when not in module_params:
+        raise ValueError(f"loss {name!r}: neither {function.__name__} nor {module.__name__} takes {batch_level_when!r}")
     doc = inspect.getdoc(function) or ""
     info = LossInfo(
         name=name,

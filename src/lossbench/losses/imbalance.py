@@ -21,6 +21,7 @@ from lossbench.losses._validation import (
     check_logits,
     check_positive,
     compute_dtype,
+    reduce,
     softmax_inputs,
 )
 from lossbench.losses.class_weights import effective_number_weights
@@ -175,18 +176,20 @@ def weighted_cross_entropy(
 
     ``power = 1`` gives scikit-learn's "balanced" weights (:func:`lossbench.losses.
     balanced_class_weights`), the re-weighting baseline of the long-tail literature;
-    ``power = 0`` is cross-entropy; values between soften the weights.  The weighted mean is
-    PyTorch's (divided by the summed weights of the targets).  Target: class indices ``(B,)``.
+    ``power = 0`` is cross-entropy; values between soften the weights.  ``reduction="mean"`` is
+    the mean of the weighted per-sample losses (not PyTorch's division by the summed weights of
+    the batch's targets), so a batch's mean never depends on which classes share it and rows
+    of packed runs may share one call.  Target: class indices ``(B,)``.
 
     Reference: PyTorch ``F.cross_entropy(weight=...)``; Su, "class imbalance: weights or
     losses" (kexue.fm/archives/7615) for re-weighting against logit adjustment.
     """
-    x, _, _ = softmax_inputs(logits, target, ignore_index, reduction, validate)
+    x, _, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     check_positive("power", power, allow_zero=True)
     counts = _counts_like(class_counts, x, validate)
     weight = (counts.sum() / (counts.numel() * counts)) ** power
-    out = cross_entropy(x, target, weight=weight, ignore_index=ignore_index, reduction=reduction, validate=False)
-    return out.to(logits.dtype)
+    per_sample = cross_entropy(x, target, weight=weight, ignore_index=ignore_index, reduction="none", validate=False)
+    return reduce(per_sample, reduction, valid).to(logits.dtype)
 
 
 def drw_weights(
@@ -278,4 +281,5 @@ register_loss(
         HyperParam("scale", 30.0, None, "logit multiplier (inverse temperature), fixed as in the paper"),
     ),
     requires=("class_counts",),
+    batch_level_when="drw_start",  # re-weighted, its mean divides by the batch's summed weights
 )
