@@ -119,26 +119,10 @@ def cmd_toy(args: argparse.Namespace) -> int:
 
 
 def _device(name: str):
-    """The torch device, refused before any work unless this machine has it."""
-    import torch
+    """The torch device of --device, refused before any work unless this machine has it."""
+    from lossbench.bench.api import resolve_device
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(f"--device {name}: CUDA is not available on this machine")
-        if device.index is not None and device.index >= count:
-            raise ValueError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {name}: MPS is not available on this machine")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
-    return device
+    return resolve_device(name, "--device")
 
 
 def _storage_url(args: argparse.Namespace, out: str | None) -> str:
@@ -148,28 +132,17 @@ def _storage_url(args: argparse.Namespace, out: str | None) -> str:
 
 
 def _writable_folder(out: str) -> None:
-    """``--out`` is a folder this user can write, or can be made: checked before any work, so a
-    run never ends unable to write its report (nothing is created here)."""
-    path = Path(out).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise ValueError(f"--out {out}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out}: {existing} is not writable by this user")
+    """--out is a folder this user can write, or can be made (checked before any work)."""
+    from lossbench.bench.api import check_writable_folder
+
+    check_writable_folder(out, "--out")
 
 
 def _preflight(spec, data_dir: str | None) -> None:
-    """Every check the runner makes before it stores a spec, and the tuning splits' validation
-    parts, made against a storage in memory: a refused spec leaves no folder or database behind."""
-    import optuna
-    import torch
+    """The runner's checks against a storage in memory: a refused spec leaves nothing behind."""
+    from lossbench.bench.api import preflight
 
-    from lossbench.bench.methods import check_validation_part
-    from lossbench.bench.runner import Runner
-
-    runner = Runner(spec, optuna.storages.InMemoryStorage(), torch.device("cpu"), data_dir=data_dir)
-    for dataset in {d.label: d for d, _ in spec.units()}.values():
-        check_validation_part(runner.cache.get(dataset, "tune"), spec, f"dataset {dataset.label!r}")
+    preflight(spec, data_dir)
 
 
 def _finish(spec, storage, out: str) -> int:

@@ -26,7 +26,7 @@ import torch
 
 from lossbench.bench.methods import Method, check_compatible, output_width, set_loss_option
 from lossbench.bench.metrics import EpochScores, compute_metrics, decide, selection_metric
-from lossbench.bench.spec import SEED_PARAM, DatasetSpec, Spec, SpecError
+from lossbench.bench.spec import SEED_PARAM, DatasetSpec, Spec, SpecError, model_hyperparameter
 from lossbench.data import Dataset, get_dataset_info, load_dataset, stratified_split
 from lossbench.data.splits import provided_validation, random_split, select_train, standardize
 from lossbench.models import build_model
@@ -172,19 +172,30 @@ def _middle(dist: Any) -> Any:
     return round(mid) if isinstance(dist, optuna.distributions.IntDistribution) else mid
 
 
+def model_kwargs(spec: Spec, params: dict[str, Any]) -> dict[str, Any]:
+    """The model's hyperparameters for a run: ``[train] model_params`` and the searched ``model.<name>``."""
+    searched = {model_hyperparameter(k): v for k, v in params.items() if v is not None}
+    return {**spec.train.model_params, **{k: v for k, v in searched.items() if k is not None}}
+
+
+def _check_model(split: Split, method: Method, spec: Spec, params: dict[str, Any], where: str) -> torch.nn.Module:
+    kwargs = model_kwargs(spec, params)
+    try:
+        return build_model(spec.train.model, split.dataset, num_outputs=output_width(method.loss, split.task, split.num_classes),
+                           **kwargs)  # fmt: skip
+    except (ValueError, TypeError) as err:
+        raise SpecError(f"{where}: model {spec.train.model!r} with {kwargs}: {err}") from None
+
+
 def check_unit(split: Split, method: Method, spec: Spec) -> None:
     """Build the model, the loss and the transforms at every end of every search range, so a spec
     that cannot run is refused before anything is stored (not in its first trial)."""
     where = f"method {method.name!r} on {split.dataset.name!r}"
     if method.spec.decision != "argmax" and split.task != "multiclass":
         raise SpecError(f"{where}: decision {method.spec.decision!r} applies to single-label tasks, not {split.task}")
-    try:
-        model = build_model(spec.train.model, split.dataset, num_outputs=output_width(method.loss, split.task, split.num_classes),
-                    **spec.train.model_params)  # fmt: skip
-    except (ValueError, TypeError) as err:
-        raise SpecError(f"{where}: model {spec.train.model!r} with {spec.train.model_params}: {err}") from None
     space = method.search_space(spec.search)
     middle = {k: _middle(d) for k, d in space.items()}
+    model = _check_model(split, method, spec, middle, where)
     requirements = {"class_counts": split.class_counts.to(split.x_fit.device)}
     model.to(split.x_fit.device)
     with torch.no_grad():
@@ -192,6 +203,9 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
     for key, dist in space.items():
         for value in _ends(dist):
             params = {**middle, key: value}
+            if model_hyperparameter(key) is not None:
+                _check_model(split, method, spec, params, f"{where}: {key} = {value!r} (an end of its search space)")
+                continue
             try:
                 with torch.no_grad():
                     method.build_loss(params, requirements, split.task, validate=True).to(logits.device)(logits, split.y_fit[:8])
@@ -292,12 +306,12 @@ class _RunScores:
         return RunResult(metrics, curves, seconds)
 
 
-def _build_run_model(split: Split, method: Method, spec: Spec, seed: int) -> torch.nn.Module:
+def _build_run_model(split: Split, method: Method, spec: Spec, seed: int, params: dict[str, Any]) -> torch.nn.Module:
     check_compatible(method.loss, split.task, split.num_classes, f"method {method.name!r} on {split.dataset.name!r}")
     torch.manual_seed(seed)
     return build_model(
         spec.train.model, split.dataset, num_outputs=output_width(method.loss, split.task, split.num_classes),
-        **spec.train.model_params,
+        **model_kwargs(spec, params),
     ).to(split.x_fit.device)  # fmt: skip
 
 
@@ -314,7 +328,7 @@ def _fit_options(spec: Spec, split: Split) -> dict[str, Any]:
 def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: Spec, seed: int) -> RunResult:
     """Train the spec's model with the method at ``params`` and score it on ``split.x_eval``."""
     start = time.perf_counter()
-    model = _build_run_model(split, method, spec, seed)
+    model = _build_run_model(split, method, spec, seed, params)
     run = _RunScores(split, method, params, spec)
 
     def on_epoch_end(epoch: int, stats: dict[str, float]) -> None:
@@ -339,7 +353,7 @@ def train_and_score_packed(
     per-sample terms.  Each run's ``seconds`` is the pack's time divided among its runs.
     """
     start = time.perf_counter()
-    packed = PackedModel([_build_run_model(split, method, spec, seed) for _, seed in runs])
+    packed = PackedModel([_build_run_model(split, method, spec, seed, params) for params, seed in runs])
     scores = [_RunScores(split, method, params, spec) for params, _ in runs]
     shared: dict[Any, list[int]] = {}
     needs = set(method.loss.requires)  # the split's class counts: the same for every run of the unit
@@ -379,7 +393,10 @@ def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
     heavy = [name for name, _ in method.transform_list({}) if not get_transform(name).factory.packs]
     if heavy:
         return f"transform {heavy[0]!r} reads the model itself"
-    models = [_build_run_model(split, method, spec, seed) for seed in (0, 1)]
+    searched = sorted(k for k in spec.search if model_hyperparameter(k) is not None)
+    if searched:
+        return f"the model's {', '.join(searched)} is searched: tuning runs differ in shape"
+    models = [_build_run_model(split, method, spec, seed, {}) for seed in (0, 1)]
     reason = unpackable_model(models[0])
     if reason is not None:
         return f"model {spec.train.model!r}: {reason}"

@@ -20,6 +20,7 @@ from typing import Any
 
 from lossbench._paths import check_name
 from lossbench.bench.metrics import DECISIONS
+from lossbench.bench.plugins import PluginError, check_plugin_name, import_plugins
 from lossbench.registry import Choice
 from lossbench.train.loop import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_ON
 
@@ -39,6 +40,7 @@ SAMPLERS = ("tpe", "random", "python-random")
 VAL_SPLITS = ("stratified", "random")  # random: scikit-learn's unstratified train_test_split
 TIE_BREAKS = ("earliest", "train_metric")
 SEED_PARAM = "seed"  # a searched "seed" is the tuning run's training seed (the EXACT paper tunes it)
+MODEL_PREFIX = "model."  # [search] model.<name>: a model hyperparameter, searched for every method alike
 
 
 class SpecError(ValueError):
@@ -159,6 +161,9 @@ class Spec:
     # Final runs load each dataset with seed = <evaluation seed>, a train/test split of its own
     # per seed, so the test scores also vary over splits (tuning keeps the dataset's own split).
     resample_splits: bool = False
+    # Modules imported (by name, from this process's sys.path) before any name is resolved: a
+    # user's own datasets, models, losses and transforms (bench.plugins).
+    plugins: tuple[str, ...] = ()
 
     def method(self, name: str) -> MethodSpec:
         for m in self.methods:
@@ -172,6 +177,9 @@ class Spec:
 
     def to_json(self) -> str:
         data = asdict(self)
+        for key in _LATER_SPEC_FIELDS:
+            if data[key] == _default(Spec, key):
+                del data[key]
         for key in _LATER_TRAIN_FIELDS:  # at its default, as a spec stored before the field existed
             if data["train"][key] == _default(TrainConfig, key):
                 del data["train"][key]
@@ -185,8 +193,9 @@ class Spec:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
 
-# [train] fields added after specs were first stored: left out of a spec's JSON at their default,
+# Fields (top-level, [train], method) added after specs were first stored: left out of a spec's JSON at their default,
 # so a stored study's spec keeps its fingerprint (bench.storage refuses a changed spec).
+_LATER_SPEC_FIELDS = ("plugins",)
 _LATER_TRAIN_FIELDS = ("early_stopping",)
 _LATER_METHOD_FIELDS = ("decision",)
 
@@ -236,6 +245,12 @@ def check_value(where: str, key: str, value: Any, param: inspect.Parameter) -> N
     ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
     if not (ok or (other and isinstance(value, list))):
         raise SpecError(f"{where}: {key} = {value!r} must be {param.annotation} ({type(value).__name__} given)")
+
+
+def model_hyperparameter(key: str) -> str | None:
+    """The model hyperparameter a search key ``model.<name>`` tunes; None for any other key."""
+    name = key[len(MODEL_PREFIX) :] if key.startswith(MODEL_PREFIX) else ""
+    return name if name.isidentifier() else None
 
 
 def _no_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -329,6 +344,12 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         check_name(name, "name")
     except ValueError as err:
         raise SpecError(f"{source}: {err}") from None
+    plugins = tuple(_take(data, "plugins", list, source, []))
+    try:  # names checked now, modules imported once the rest of the spec is known good
+        for plugin in plugins:
+            check_plugin_name(plugin)
+    except PluginError as err:
+        raise SpecError(f"{source}: {err}") from None
 
     train_table = _take(data, "train", dict, source, {})
     where = f"{source} [train]"
@@ -358,7 +379,14 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
     search_table = _take(data, "search", dict, source, None)
     search = _default(Spec, "search")
     if search_table is not None:
-        _no_unknown(search_table, {"lr", "weight_decay", SEED_PARAM}, f"{source} [search]")
+        shared = {"lr", "weight_decay", SEED_PARAM}
+        unknown = sorted(k for k in search_table if k not in shared and model_hyperparameter(k) is None)
+        if unknown:
+            raise SpecError(f"{source} [search]: unknown field(s) {unknown}; allowed: {sorted(shared)} "
+                            f"and {MODEL_PREFIX}<name> for a model hyperparameter")  # fmt: skip
+        fixed = sorted(k for k in search_table if model_hyperparameter(k) in train.model_params)
+        if fixed:
+            raise SpecError(f"{source} [search]: {fixed} searched but fixed in [train] model_params; drop one of the two")
         search.update({k: _range(v, f"{source} [search].{k}") for k, v in search_table.items()})
     if train.weight_decay_on == "none":  # training without weight decay: nothing of it to search
         if search_table is not None and "weight_decay" in search_table and "weight_decay" in search:
@@ -437,10 +465,11 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
     scalars = {
         key: _take(data, key, kinds.get(key, type(_default(Spec, key))), source, _default(Spec, key))
         for key in Spec.__dataclass_fields__
-        if key not in {"name", "datasets", "methods", "train", "search"}
+        if key not in {"name", "datasets", "methods", "train", "search", "plugins"}
     }
     scalars["search_order"] = tuple(str(k) for k in scalars["search_order"])
-    spec = Spec(name=name, datasets=tuple(datasets), methods=tuple(methods), train=train, search=search, **scalars)
+    spec = Spec(name=name, datasets=tuple(datasets), methods=tuple(methods), train=train, search=search,
+                plugins=plugins, **scalars)  # fmt: skip
     if spec.trials < 1 or spec.seeds < 1:
         raise SpecError(f"{source}: trials and seeds must be >= 1, got {spec.trials}, {spec.seeds}")
     if spec.seeds < 2:
@@ -459,6 +488,10 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         _check_early_stopping(spec, source)
     if spec.heartbeat_interval < 1:
         raise SpecError(f"{source}: heartbeat_interval must be >= 1 second, got {spec.heartbeat_interval}")
+    try:  # before the registries are read: what the plugins register resolves like a built-in
+        import_plugins(plugins)
+    except PluginError as err:
+        raise SpecError(f"{source}: {err}") from None
     _check_settings_apply(spec, source)
     if spec.sampler == "python-random":
         ranges = [k for k, v in search.items() if not isinstance(v, Choice)]

@@ -1,0 +1,416 @@
+"""The bench from Python: :func:`compare` runs a study on data and a model held in memory.
+
+``compare(data, model=factory, methods=[...], out=...)`` turns the data into a
+``lossbench.data.Dataset`` and the model factory into a registered model, both under names
+generated for the call, builds the spec with :func:`lossbench.bench.spec.parse_spec` (every default
+is the spec's), and runs what ``lossbench run`` runs: the same checks before any work, the same
+runner and storage (the SQLite file in ``out`` unless ``storage`` or ``$LOSSBENCH_STORAGE`` names
+another), the same report.  The generated names are registered for the call only.
+
+The device, ``--out`` and pre-flight helpers here are the command line's too (``cli.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import inspect
+import io
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lossbench.bench.defaults import DEFAULT_PACK
+from lossbench.bench.spec import MODEL_PREFIX, Spec, TrainConfig, parse_spec
+from lossbench.data import DATASETS, DEFAULT_TEST_FRACTION, Dataset, DatasetInfo
+from lossbench.data.splits import train_test_indices
+from lossbench.models import MODELS, ModelInfo
+from lossbench.registry import HyperParam, Registry
+
+SOURCE = "in memory (lossbench.bench.compare)"  # a generated dataset's and model's stated origin
+
+
+def resolve_device(name: str | torch.device, what: str = "device") -> torch.device:
+    """The torch device (``auto``: CUDA when available), refused before any work unless this
+    machine has it; ``what`` names the input in the message (``--device`` on the command line)."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{what} {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{what} {name}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{what} {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{what} {name}: MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{what} {name!r}: expected auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def check_writable_folder(out: str | Path, what: str = "out") -> None:
+    """``out`` is a folder this user can write, or can be made: checked before any work, so a run
+    never ends unable to write its report (nothing is created here)."""
+    path = Path(out).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{what} {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {out}: {existing} is not writable by this user")
+
+
+def preflight(spec: Spec, data_dir: str | None) -> None:
+    """Every check the runner makes before it stores a spec, and the tuning splits' validation
+    parts, made against a storage in memory: a refused spec leaves no folder or database behind."""
+    import optuna
+
+    from lossbench.bench.methods import check_validation_part
+    from lossbench.bench.runner import Runner
+
+    runner = Runner(spec, optuna.storages.InMemoryStorage(), torch.device("cpu"), data_dir=data_dir)
+    for dataset in {d.label: d for d, _ in spec.units()}.values():
+        check_validation_part(runner.cache.get(dataset, "tune"), spec, f"dataset {dataset.label!r}")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What :func:`compare` returns: the spec it ran, the leaderboard (``leaderboard.csv``'s rows
+    as a pandas DataFrame, best first per dataset) and the report's files (``report.md`` first)."""
+
+    spec: Spec
+    leaderboard: Any  # pandas.DataFrame
+    files: tuple[Path, ...]
+    storage: str  # the storage URL, its password masked
+    complete: bool  # every method has every evaluation seed stored
+
+    @property
+    def report(self) -> Path:
+        """``report.html``: the report with its plots embedded."""
+        return next(p for p in self.files if p.name == "report.html")
+
+
+def compare(
+    data: Any,
+    *,
+    methods: Sequence[str | dict[str, Any]] | None = None,
+    out: str | Path,
+    test: Any = None,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    label: str | None = None,
+    model: str | Callable[..., nn.Module] | None = None,
+    model_search: dict[str, Any] | None = None,
+    name: str | None = None,
+    dataset_label: str = "data",
+    spec: dict[str, Any] | None = None,
+    storage: str | None = None,
+    device: str | torch.device = "auto",
+    pack: int = DEFAULT_PACK,
+    progress: bool = False,
+    **options: Any,
+) -> Comparison:
+    """Tune and evaluate ``methods`` on ``data`` with the bench's protocol; see the README.
+
+    ``data``: ``(x, y)`` tensors or NumPy arrays (``x`` ``(N, D)`` or ``(N, C, H, W)``; ``y`` class
+    labels ``(N,)`` of any sortable kind, or 0/1 ``(N, C)`` for multi-label), a pandas DataFrame
+    whose ``label`` column holds the class (other non-numeric columns are one-hot encoded), or a
+    map-style torch ``Dataset`` of ``(x, y)`` pairs.  ``test``: the test split in the same form;
+    without it a stratified ``test_fraction`` is held out (by seed, so ``resample_splits`` works).
+    ``model``: a registered model name, or a factory ``(dataset, seed, **hyperparameters) ->
+    nn.Module`` (``dataset`` a ``lossbench.data.Dataset``; a ``num_outputs`` argument, if it has
+    one, gets the logit width a loss needs).  ``model_search``: ``{hyperparameter: space}`` in the
+    spec's search syntax (``{"choices": [...]}``, ``{"low": ..., "high": ..., "log": ...}``), the
+    spec's ``[search] model.<name>``.  ``methods``: loss names or method tables as a spec has them.
+    ``spec``: a spec as a dict (TOML's shape) to start from; ``options``: any other spec field
+    (``trials``, ``seeds``, ``plugins``, ...) or ``[train]`` field (``epochs``, ``model_params``,
+    ...), overriding ``spec``.  ``name``: the study's name, by default one derived from the spec,
+    so the same call resumes its stored study.  The process's torch threads are left as they are.
+    """
+    table = _spec_table(spec, options, methods, model_search)
+    if name is not None:
+        table["name"] = name
+    dataset, loader, digest = _in_memory(data, test, test_fraction, label, dataset_label)
+    data_name = f"compare-data-{digest}"
+    table["datasets"] = [{"name": data_name, "label": dataset_label}]
+    entries: list[tuple[Registry, str, Any]] = [(DATASETS, data_name, DatasetInfo(
+        data_name, "builtin", loader, dataset.task, dataset.feature_kind, f"{dataset_label} ({SOURCE})", SOURCE))]  # fmt: skip
+    if callable(model):
+        train = table.setdefault("train", {})
+        info = _model_info(model, dataset.feature_kind, set(table.get("search", {})), set(train.get("model_params", {})))
+        entries.append((MODELS, info.name, info))
+        train["model"] = info.name
+    elif model is not None:
+        table.setdefault("train", {})["model"] = model
+    with contextlib.ExitStack() as stack:
+        for registry, key, entry in entries:
+            stack.enter_context(_registered(registry, key, entry))
+        study = parse_spec({"name": "compare", **table}, "compare")
+        if name is None and "name" not in table:
+            study = replace(study, name=f"compare-{study.fingerprint()[:12]}")
+        return _run(study, out, storage, resolve_device(device), pack, progress)
+
+
+def _run(spec: Spec, out: str | Path, storage: str | None, device: torch.device, pack: int, progress: bool) -> Comparison:
+    """What ``lossbench run`` does after loading its spec, with the leaderboard returned."""
+    import optuna
+    import pandas as pd
+
+    from lossbench.bench.console import run_progress
+    from lossbench.bench.report import incomplete, leaderboard_csv, write_report
+    from lossbench.bench.results import collect
+    from lossbench.bench.runner import Runner
+    from lossbench.bench.storage import masked, open_storage, storage_url
+
+    check_writable_folder(out)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise; restored below
+    try:
+        preflight(spec, None)
+        url = storage_url(storage, out)
+        store = open_storage(url, spec.heartbeat_interval)
+        runner = Runner(spec, store, device, pack=pack)
+        with run_progress(spec.name) if progress else contextlib.nullcontext(None) as callback:
+            runner.run(callback)
+        results = collect(spec, store)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    files = write_report(spec, results, out)
+    board = pd.read_csv(io.StringIO(leaderboard_csv(results)))
+    return Comparison(spec, board, tuple(files), masked(url), not incomplete(results))
+
+
+@contextlib.contextmanager
+def _registered(registry: Registry, key: str, entry: Any) -> Iterator[None]:
+    registry.add(key, entry)
+    try:
+        yield
+    finally:
+        registry.remove(key)
+
+
+# ---------------------------------------------------------------------------------------------
+# The spec
+
+
+_TRAIN_FIELDS = set(TrainConfig.__dataclass_fields__)
+_SPEC_FIELDS = set(Spec.__dataclass_fields__) - {"datasets", "train"}
+
+
+def _spec_table(spec: dict[str, Any] | None, options: dict[str, Any], methods: Any, model_search: Any) -> dict[str, Any]:
+    """The spec as parse_spec takes it: ``spec``, then the keyword options, methods and model search."""
+    if spec is not None and not isinstance(spec, dict):
+        raise ValueError(f"spec must be a dict shaped as a TOML spec, got {type(spec).__name__}")
+    table = copy.deepcopy(spec or {})
+    if "datasets" in table:
+        raise ValueError("spec: 'datasets' cannot be given to compare: the data passed is the dataset")
+    for key, value in options.items():
+        if key in _TRAIN_FIELDS and key != "model":
+            table.setdefault("train", {})[key] = value
+        elif key in _SPEC_FIELDS:
+            table[key] = value
+        else:
+            raise ValueError(f"compare: unknown option {key!r}; spec options: {', '.join(sorted(_SPEC_FIELDS))}; "
+                             f"[train] options: {', '.join(sorted(_TRAIN_FIELDS - {'model'}))}")  # fmt: skip
+    if methods is not None:
+        if isinstance(methods, (str, dict)):
+            methods = [methods]
+        table["methods"] = [_method(m) for m in methods]
+    if model_search:
+        if not isinstance(model_search, dict):
+            raise ValueError(f"model_search must be a dict {{hyperparameter: space}}, got {model_search!r}")
+        table["search"] = {**table.get("search", {}), **{f"{MODEL_PREFIX}{k}": v for k, v in model_search.items()}}
+    return table
+
+
+def _method(m: Any) -> dict[str, Any]:
+    if isinstance(m, str):
+        return {"name": m, "loss": m}
+    if isinstance(m, dict):
+        return dict(m)
+    raise ValueError(f"methods: a method is a loss name or a method table (dict), got {m!r}")
+
+
+def _model_info(factory: Callable[..., nn.Module], feature_kind: str, search: set[str], fixed: set[str]) -> ModelInfo:
+    """A model entry for ``factory(dataset, seed, **hyperparameters)``; every searched or fixed
+    hyperparameter is one the factory takes, every one it needs is given."""
+    name = f"{getattr(factory, '__module__', None) or 'model'}.{getattr(factory, '__qualname__', type(factory).__name__)}"
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        raise ValueError(f"model {name}: its signature cannot be read; give a function (dataset, seed, **hyperparameters)") from None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2 and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        raise ValueError(f"model {name}: a model factory takes (dataset, seed, **hyperparameters); it takes {[p.name for p in params]}")
+    named = {p.name: p for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    outputs = named.pop("num_outputs", None) is not None
+    given = {k[len(MODEL_PREFIX) :] for k in search if k.startswith(MODEL_PREFIX)} | fixed
+    if not any(p.kind == p.VAR_KEYWORD for p in params):
+        unknown = sorted(given - set(named))
+        if unknown:
+            raise ValueError(f"model {name} has no hyperparameter {unknown[0]!r}; it takes {sorted(named) or 'none'}")
+    needed = sorted(k for k, p in named.items() if p.default is p.empty and k not in given)
+    if needed:
+        raise ValueError(f"model {name}: hyperparameter {needed[0]!r} has no default; search it (model_search) "
+                         "or fix it (model_params)")  # fmt: skip
+    hyper = [HyperParam(k, None if p.default is p.empty else p.default) for k, p in named.items()]
+    hyper += [HyperParam(k, None) for k in sorted(given - set(named))]  # taken by its **kwargs
+
+    def build(dataset: Dataset, num_outputs: int, **hyperparameters: Any) -> nn.Module:
+        if not outputs and num_outputs != dataset.num_classes:
+            raise ValueError(f"model {name} gives one logit per class, but the loss needs {num_outputs} "
+                             "(one for a sigmoid loss on two classes): let it take num_outputs")  # fmt: skip
+        extra = {"num_outputs": num_outputs} if outputs else {}
+        # The bench seeds torch's generator with the run's seed before it builds the model.
+        module = factory(dataset, torch.initial_seed(), **extra, **hyperparameters)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"model {name} returned {type(module).__name__}, not a torch.nn.Module")
+        return module
+
+    return ModelInfo(name, build, (feature_kind,), tuple(hyper), SOURCE, f"{name}, a model factory given to compare")
+
+
+# ---------------------------------------------------------------------------------------------
+# The data
+
+
+def _in_memory(data: Any, test: Any, test_fraction: float, label: str | None, dataset_label: str
+               ) -> tuple[Dataset, Callable[..., Dataset], str]:  # fmt: skip
+    """The data as a Dataset (split at seed 0), its loader and a digest of its content."""
+    x, y = _arrays(data, label, "data")
+    if test is not None:
+        x_test, y_test = _arrays(test, label, "test")
+        if x_test.shape[1:] != x.shape[1:]:
+            raise ValueError(f"test: its samples have shape {tuple(x_test.shape[1:])}, the data's {tuple(x.shape[1:])}")
+    else:
+        x_test, y_test = x[:0], y[:0]
+    kind = _feature_kind(x, "data")
+    task, y_all, classes = _labels(_joined(y, y_test), "data")
+    y, y_test = y_all[: len(x)], y_all[len(x) :]
+    digest = hashlib.sha256()
+    for part in (x, y, x_test, y_test):
+        digest.update(str((part.dtype, tuple(part.shape))).encode())
+        digest.update(part.contiguous().numpy().tobytes())
+    digest.update(repr((classes, None if test is not None else test_fraction)).encode())
+
+    def make(x_train: torch.Tensor, y_train: torch.Tensor, x_held: torch.Tensor, y_held: torch.Tensor, how: str) -> Dataset:
+        return Dataset(dataset_label, task, x_train, y_train, x_held, y_held, classes, kind, f"{SOURCE}, {how}")
+
+    if test is not None:
+        def loader() -> Dataset:
+            return make(x, y, x_test, y_test, "test split given")
+    else:
+        def loader(seed: int = 0) -> Dataset:  # resample_splits loads it with each evaluation seed
+            train_idx, test_idx = train_test_indices(y, test_fraction, seed)
+            return make(x[train_idx], y[train_idx], x[test_idx], y[test_idx], f"test_fraction={test_fraction:g}, seed={seed}")
+
+    return loader(), loader, digest.hexdigest()[:12]
+
+
+def _joined(y: Any, y_test: Any) -> Any:
+    if isinstance(y, torch.Tensor) and isinstance(y_test, torch.Tensor):
+        return torch.cat([y, y_test.to(y.dtype)])
+    return [*(v.item() if isinstance(v, torch.Tensor) else v for v in [*y, *y_test])]
+
+
+def _arrays(obj: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]:
+    """Features as a float32 tensor and labels (a tensor, or an object array of names)."""
+    import numpy as np
+
+    pd = sys.modules.get("pandas")  # a DataFrame can only come from a process that imported pandas
+    if pd is not None and isinstance(obj, pd.DataFrame):
+        return _frame(obj, label, what)
+    if label is not None:
+        raise ValueError(f"label={label!r} names a DataFrame column, but {what} is a {type(obj).__name__}")
+    if isinstance(obj, torch.utils.data.Dataset):
+        if not hasattr(obj, "__len__"):
+            raise ValueError(f"{what}: a torch Dataset must be map-style (with __len__ and __getitem__)")
+        items = [obj[i] for i in range(len(obj))]
+        if not items or not all(isinstance(it, (tuple, list)) and len(it) == 2 for it in items):
+            raise ValueError(f"{what}: a torch Dataset must yield (x, y) pairs and hold at least one")
+        x = torch.stack([torch.as_tensor(a) for a, _ in items])
+        ys = [b.item() if isinstance(b, torch.Tensor) and b.ndim == 0 else b for _, b in items]
+        y = torch.stack([torch.as_tensor(b) for b in ys]) if not isinstance(ys[0], str) else np.array(ys, dtype=object)
+    elif isinstance(obj, (tuple, list)) and len(obj) == 2:
+        x = torch.as_tensor(obj[0]) if isinstance(obj[0], torch.Tensor) else torch.as_tensor(np.asarray(obj[0]))
+        y_raw = obj[1].detach().cpu() if isinstance(obj[1], torch.Tensor) else np.asarray(obj[1])
+        y = y_raw if isinstance(y_raw, torch.Tensor) or y_raw.dtype.kind in "biuf" else np.asarray(y_raw, dtype=object)
+        y = torch.as_tensor(y) if not (isinstance(y, np.ndarray) and y.dtype == object) else y
+    else:
+        raise ValueError(f"{what}: expected (x, y) tensors or arrays, a pandas DataFrame with label=, or a "
+                         f"map-style torch Dataset; got {type(obj).__name__}")  # fmt: skip
+    if len(x) != len(y):
+        raise ValueError(f"{what}: x has {len(x)} rows but y has {len(y)}")
+    return _features(x.detach().cpu(), what), y
+
+
+def _frame(frame: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]:
+    import numpy as np
+    import pandas as pd
+
+    if label is None:
+        raise ValueError(f"{what}: a DataFrame needs label=, the name of its label column")
+    if label not in frame.columns:
+        raise ValueError(f"label={label!r} is no column of the {what} DataFrame; its columns: {list(map(str, frame.columns))}")
+    labels = frame[label]
+    if labels.isna().any():
+        raise ValueError(f"{what}: label column {label!r} is missing a value (row {int(np.flatnonzero(labels.isna())[0])})")
+    features = pd.get_dummies(frame.drop(columns=[label]), dtype=float)  # text or category columns: one-hot
+    if features.shape[1] == 0:
+        raise ValueError(f"{what}: the DataFrame has no column besides the label column {label!r}")
+    try:
+        x = torch.as_tensor(features.to_numpy(dtype=np.float64))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what}: a feature column does not convert to numbers: {err}") from None
+    numeric = labels.dtype.kind in "biuf"
+    y = torch.as_tensor(labels.to_numpy()) if numeric else np.asarray(labels.map(str), dtype=object)
+    return _features(x, what, list(map(str, features.columns))), y
+
+
+def _features(x: torch.Tensor, what: str, columns: list[str] | None = None) -> torch.Tensor:
+    if not (x.is_floating_point() or x.dtype in (torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+        raise ValueError(f"{what}: features must be numbers, got {x.dtype}")
+    x = x.to(torch.float32)
+    bad = (~torch.isfinite(x)).reshape(len(x), -1)
+    if bad.any():
+        row, col = (int(i) for i in bad.nonzero()[0])
+        where = f"column {columns[col]!r}" if columns else f"feature {col}"
+        raise ValueError(f"{what}: row {row}, {where} is not a finite number (missing values must be filled first)")
+    return x
+
+
+def _feature_kind(x: torch.Tensor, what: str) -> str:
+    if x.ndim == 2:
+        return "tabular"
+    if x.ndim == 4:
+        return "image"
+    raise ValueError(f"{what}: x has shape {tuple(x.shape)}; expected (samples, features) or (samples, channels, height, width)")
+
+
+def _labels(y: Any, what: str) -> tuple[str, torch.Tensor, list[str]]:
+    """The task, the labels as the bench keeps them and the class names (sorted label values)."""
+    import numpy as np
+
+    if isinstance(y, torch.Tensor) and y.ndim == 2:
+        if not ((y == 0) | (y == 1)).all():
+            raise ValueError(f"{what}: 2-D labels are multi-label rows and hold 0 and 1 only")
+        return "multilabel", y.to(torch.float32), [str(j) for j in range(y.shape[1])]
+    values = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y, dtype=object)
+    if values.ndim != 1:
+        raise ValueError(f"{what}: labels must have shape (samples,) or (samples, labels), got {values.shape}")
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values) & (values == np.round(values))):
+        raise ValueError(f"{what}: labels are class labels (integers or names), not fractions: {values[:5]}")
+    classes, codes = np.unique(values, return_inverse=True)
+    names = [str(int(c)) if isinstance(c, (float, np.floating)) else str(c) for c in classes.tolist()]
+    return "multiclass", torch.as_tensor(codes.reshape(-1), dtype=torch.int64), names
