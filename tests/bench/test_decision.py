@@ -10,7 +10,7 @@ import torch
 
 from lossbench.bench.execution import DataCache, check_unit, train_and_score
 from lossbench.bench.methods import resolve_method
-from lossbench.bench.metrics import compute_metrics, decide
+from lossbench.bench.metrics import compute_metrics, decide, f1_thresholds
 from lossbench.bench.spec import SpecError, parse_spec
 
 
@@ -65,7 +65,7 @@ def test_the_rule_is_checked_before_any_run():
         }
     )  # fmt: skip
     split = DataCache(multilabel, torch.device("cpu")).get(multilabel.datasets[0], "tune")
-    with pytest.raises(SpecError, match="applies to single-label tasks"):
+    with pytest.raises(SpecError, match="applies to multiclass tasks, not multilabel"):
         check_unit(split, resolve_method(multilabel.methods[0]), multilabel)
 
 
@@ -76,3 +76,52 @@ def test_compute_metrics_of_adjusted_logits_is_what_the_run_reports():
     plain = compute_metrics(logits, target, "multiclass", 3)
     adjusted = compute_metrics(decide(logits, "logit_adjusted", counts), target, "multiclass", 3)
     assert adjusted.keys() == plain.keys() and adjusted != plain
+
+
+def test_f1_thresholds_are_the_best_cut_per_label():
+    from sklearn.metrics import f1_score
+
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(60, 4, generator=g)
+    target = (torch.rand(60, 4, generator=g) < torch.tensor([0.5, 0.2, 0.05, 0.0])).long()
+    thresholds = f1_thresholds(logits, target)
+    for label in range(4):
+        s, y = logits[:, label], target[:, label].numpy()
+        if y.sum() == 0:
+            assert thresholds[label] > s.max()  # nothing is predicted positive
+            continue
+        cuts = torch.cat([s.sort().values, s.max()[None] + 1])
+        best = max(f1_score(y, (s > c).numpy(), zero_division=0) for c in cuts.tolist())
+        assert f1_score(y, (s > thresholds[label]).numpy()) == pytest.approx(best)
+
+
+def _multilabel(**train):
+    return parse_spec(
+        {
+            "name": "ml", "trials": 1, "seeds": 2, "train": {"model": "linear", "epochs": 2, **train},
+            "datasets": ["synthetic_multilabel"],
+            "methods": [{"name": "bce", "loss": "binary_cross_entropy"},
+                        {"name": "bce_thr", "loss": "binary_cross_entropy", "decision": "thresholds"}],
+        }
+    )  # fmt: skip
+
+
+def test_thresholds_shift_each_label_and_leave_its_ranking():
+    spec = _multilabel()
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "final")
+    params = {"lr": 0.1, "weight_decay": 1e-4}
+    plain, tuned = (train_and_score(split, resolve_method(m), params, spec, seed=1) for m in spec.methods)
+    assert tuned.curves == plain.curves  # the same training; the epochs' curves read threshold 0
+    assert tuned.metrics["map"] == pytest.approx(plain.metrics["map"])  # a per-label shift keeps each ranking
+    assert tuned.metrics["macro_f1"] != plain.metrics["macro_f1"]
+
+
+def test_thresholds_are_refused_where_they_cannot_apply():
+    spec = _multilabel(early_stopping=True)
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    with pytest.raises(SpecError, match="early_stopping"):
+        check_unit(split, resolve_method(spec.methods[1]), spec)
+    single = _spec(decision="thresholds")
+    split = DataCache(single, torch.device("cpu")).get(single.datasets[0], "tune")
+    with pytest.raises(SpecError, match="applies to multilabel tasks, not multiclass"):
+        check_unit(split, resolve_method(single.methods[1]), single)

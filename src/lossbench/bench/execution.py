@@ -25,7 +25,7 @@ import optuna
 import torch
 
 from lossbench.bench.methods import Method, check_compatible, output_width, set_loss_option
-from lossbench.bench.metrics import EpochScores, compute_metrics, decide, selection_metric
+from lossbench.bench.metrics import DECISION_TASKS, EpochScores, compute_metrics, decide, f1_thresholds, selection_metric
 from lossbench.bench.spec import SEED_PARAM, DatasetSpec, Spec, SpecError, model_hyperparameter
 from lossbench.data import Dataset, get_dataset_info, load_dataset, stratified_split
 from lossbench.data.splits import provided_validation, random_split, select_train, standardize
@@ -191,8 +191,12 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
     """Build the model, the loss and the transforms at every end of every search range, so a spec
     that cannot run is refused before anything is stored (not in its first trial)."""
     where = f"method {method.name!r} on {split.dataset.name!r}"
-    if method.spec.decision != "argmax" and split.task != "multiclass":
-        raise SpecError(f"{where}: decision {method.spec.decision!r} applies to single-label tasks, not {split.task}")
+    decision = method.spec.decision
+    if split.task not in DECISION_TASKS[decision]:
+        raise SpecError(f"{where}: decision {decision!r} applies to {' and '.join(DECISION_TASKS[decision])} tasks, not {split.task}")
+    if decision == "thresholds" and spec.train.early_stopping:
+        raise SpecError(f"{where}: decision 'thresholds' sets its thresholds when the run ends; it cannot choose an "
+                        "epoch with [train] early_stopping")  # fmt: skip
     space = method.search_space(spec.search)
     middle = {k: _middle(d) for k, d in space.items()}
     model = _check_model(split, method, spec, middle, where)
@@ -242,6 +246,7 @@ class _RunScores:
         self.last_logits: torch.Tensor | None = None  # the last epoch's held-out logits are the final model's
         self.stopping = spec.train.early_stopping
         self.decision = method.spec.decision
+        self.thresholds: torch.Tensor | None = None  # decision "thresholds": set from the fit part when the run ends
         self.best: tuple[float, int, torch.Tensor] | None = None  # validation score, epoch, held-out logits
         self.val_metric: list[float] = []
         self.schedule(0)
@@ -266,8 +271,11 @@ class _RunScores:
         self.schedule(epoch + 1)
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """What the method's decision rule predicts from: the logits, or their post-hoc adjustment."""
-        return decide(logits, self.decision, self.split.class_counts)
+        """What the method's decision rule predicts from: the logits, or their post-hoc adjustment
+        (per-label thresholds apply once the run has set them: its per-epoch curves read 0)."""
+        if self.decision == "thresholds" and self.thresholds is None:
+            return logits
+        return decide(logits, self.decision, self.split.class_counts, self.thresholds)
 
     def _keep_if_best(self, epoch: int, logits: torch.Tensor, val_logits: torch.Tensor | None) -> None:
         """Keep this epoch's held-out logits if its validation score beats every earlier epoch's
@@ -291,6 +299,11 @@ class _RunScores:
         split, metric = self.split, self.metric
         assert self.last_logits is not None
         scored = self.last_logits if self.best is None else self.best[2]  # every epoch diverged: the last
+        if self.decision == "thresholds":
+            fit = fit_logits()
+            if bool(torch.isfinite(fit).all()):  # a diverged run keeps its non-finite logits (scored as diverged)
+                self.thresholds = f1_thresholds(fit, split.y_fit)
+                scored = self.scores(scored)
         metrics = compute_metrics(scored, split.y_eval, split.task, split.num_classes)
         if self.stopping:
             metrics[BEST_EPOCH] = float(len(self.train_loss) - 1 if self.best is None else self.best[1])

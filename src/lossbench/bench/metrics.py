@@ -35,19 +35,49 @@ METRIC_RANGE = {m: (0.0, math.inf if m in ("nll", "bce") else 1.0) for names in 
 ARGMAX = frozenset({"accuracy", "macro_f1", "balanced_accuracy"})  # multiclass metrics of the arg-max only
 
 
-# Decision rules: how a run's logits become the scores every metric of that method reads.
-# "logit_adjusted" is the post-hoc logit adjustment of Menon et al. (arXiv 2007.07314, eq. 3)
-# with tau = 1: subtract the log prior of each class, estimated on the run's training part, the
-# Bayes rule for the balanced error when the model estimates the training posterior.
-DECISIONS = ("argmax", "logit_adjusted")
+# Decision rules: how a run's logits become the scores every metric of that method reads, and
+# the tasks each applies to.  "argmax" reads the logits as they are (a multi-label logit is
+# positive above 0).  "logit_adjusted" is the post-hoc logit adjustment of Menon et al. (arXiv
+# 2007.07314, eq. 3) with tau = 1: subtract the log prior of each class, estimated on the run's
+# training part, the Bayes rule for the balanced error when the model estimates the training
+# posterior.  "thresholds" gives each label of a multi-label model the threshold that maximises
+# that label's F1 on the run's training part (as the EXACT paper's code tunes its thresholds on
+# the data it fits), applied to the held-out logits once the run ends.
+DECISION_TASKS = {"argmax": ("multiclass", "multilabel"), "logit_adjusted": ("multiclass",), "thresholds": ("multilabel",)}
+DECISIONS = tuple(DECISION_TASKS)
 
 
-def decide(logits: torch.Tensor, rule: str, class_counts: torch.Tensor) -> torch.Tensor:
-    """The scores decision rule ``rule`` reads from single-label ``logits`` ((N, C), or one binary
-    logit per row) given the training part's ``class_counts`` (C,).  A class with no training
-    sample counts as one, so its adjusted score stays finite."""
+def f1_thresholds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per label of (N, L) ``logits`` and 0/1 ``target``, the logit threshold whose rule "positive
+    above it" has the highest F1 on these rows (the first best cut: the highest threshold).
+
+    Predicting the k highest-scored rows positive gives F1 = 2 TP_k / (k + P); the threshold sits
+    halfway between the k-th and (k+1)-th scores.  A label with no positive row gets a threshold
+    above every score (no row predicted positive).
+    """
+    scores, order = logits.detach().float().sort(dim=0, descending=True)
+    hits = target.float().gather(0, order).cumsum(0)  # TP_k for k = 1..N, per label
+    k = torch.arange(1, len(scores) + 1, device=scores.device, dtype=scores.dtype)[:, None]
+    f1 = 2 * hits / (k + hits[-1:])  # P = hits[-1]
+    best = f1.argmax(dim=0)  # index k - 1 of the first best cut
+    above = scores.gather(0, best[None]).squeeze(0)
+    below = torch.cat([scores[1:], scores[-1:] - 2]).gather(0, best[None]).squeeze(0)  # past the last row: 1 lower
+    thresholds = (above + below) / 2
+    return torch.where(hits[-1] > 0, thresholds, scores[0] + 1)
+
+
+def decide(logits: torch.Tensor, rule: str, class_counts: torch.Tensor, thresholds: torch.Tensor | None = None) -> torch.Tensor:
+    """The scores decision rule ``rule`` reads from ``logits``: single-label logits ((N, C), or
+    one binary logit per row) given the training part's ``class_counts`` (C,) for
+    ``logit_adjusted`` (a class with no training sample counts as one, so its adjusted score
+    stays finite); multi-label logits shifted by the labels' ``thresholds`` (:func:`f1_thresholds`)
+    for ``thresholds``, so that 0 is each label's threshold."""
     if rule == "argmax":
         return logits
+    if rule == "thresholds":
+        if thresholds is None:
+            raise ValueError("decision 'thresholds' needs the labels' thresholds")
+        return logits - thresholds.to(logits)
     if rule != "logit_adjusted":
         raise ValueError(f"unknown decision rule {rule!r}; known: {DECISIONS}")
     counts = class_counts.to(device=logits.device, dtype=torch.float64).clamp_min(1.0)
