@@ -1,0 +1,30 @@
+"""The multi-label claim records: one protocol, threshold-free and thresholded metrics, and a
+quick budget that reduces the preset."""
+
+from __future__ import annotations
+
+import pytest
+
+from lossbench.bench.spec import load_preset
+from lossbench.ledger.protocol import study_spec
+from lossbench.ledger.records import all_claims, get_claim
+
+IDS = ["su-zlpr-thresholds", "su-zlpr-vs-bce", "asl-beats-focal", "asl-focal-beats-bce"]
+
+
+@pytest.mark.parametrize("claim_id", IDS)
+def test_each_claim_compares_two_methods_of_the_multilabel_preset(claim_id):
+    claim = get_claim(claim_id)
+    names = [m.name for m in load_preset("multilabel").methods]
+    assert claim.protocol == "multilabel" and claim.metric in ("macro_f1", "map")
+    assert claim.treatment in names and claim.baseline in names and claim.treatment != claim.baseline
+
+
+def test_the_claims_share_one_study_per_budget_and_the_quick_one_is_smaller():
+    claims = [c for c in all_claims() if c.protocol == "multilabel"]
+    assert sorted(c.id for c in claims) == sorted(IDS)
+    assert {study_spec(c, "quick").name for c in claims} == {"multilabel.quick"}
+    quick, paper = study_spec(claims[0], "quick"), study_spec(claims[0], "paper")
+    assert quick.trials < paper.trials and quick.seeds < paper.seeds and quick.train.epochs < paper.train.epochs
+    decisions = {m.name: m.decision for m in quick.methods}
+    assert decisions["bce_thresholds"] == "thresholds" and decisions["zlpr"] == "argmax"
