@@ -53,7 +53,9 @@ def resolve_device(name: str | torch.device, what: str = "device") -> torch.devi
         if count == 0:
             raise ValueError(f"{what} {name}: CUDA is not available on this machine")
         if device.index is not None and device.index >= count:
-            raise ValueError(f"{what} {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+            raise ValueError(
+                f"{what} {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"{what} {name}: MPS is not available on this machine")
     elif device.type not in ("cpu", "cuda", "mps"):
@@ -148,7 +150,9 @@ def compare(
         data_name, "builtin", loader, dataset.task, dataset.feature_kind, f"{dataset_label} ({SOURCE})", SOURCE))]  # fmt: skip
     if callable(model):
         train = table.setdefault("train", {})
-        info = _model_info(model, dataset.feature_kind, set(table.get("search", {})), set(train.get("model_params", {})))
+        info = _model_info(
+            model, dataset.feature_kind, set(table.get("search", {})), set(train.get("model_params", {}))
+        )
         entries.append((MODELS, info.name, info))
         train["model"] = info.name
     elif model is not None:
@@ -162,7 +166,9 @@ def compare(
         return _run(study, out, storage, resolve_device(device), pack, progress)
 
 
-def _run(spec: Spec, out: str | Path, storage: str | None, device: torch.device, pack: int, progress: bool) -> Comparison:
+def _run(
+    spec: Spec, out: str | Path, storage: str | None, device: torch.device, pack: int, progress: bool
+) -> Comparison:
     """What ``lossbench run`` does after loading its spec, with the leaderboard returned."""
     import optuna
     import pandas as pd
@@ -208,7 +214,9 @@ _TRAIN_FIELDS = set(TrainConfig.__dataclass_fields__)
 _SPEC_FIELDS = set(Spec.__dataclass_fields__) - {"datasets", "train"}
 
 
-def _spec_table(spec: dict[str, Any] | None, options: dict[str, Any], methods: Any, model_search: Any) -> dict[str, Any]:
+def _spec_table(
+    spec: dict[str, Any] | None, options: dict[str, Any], methods: Any, model_search: Any
+) -> dict[str, Any]:
     """The spec as parse_spec takes it: ``spec``, then the keyword options, methods and model search."""
     if spec is not None and not isinstance(spec, dict):
         raise ValueError(f"spec must be a dict shaped as a TOML spec, got {type(spec).__name__}")
@@ -230,7 +238,10 @@ def _spec_table(spec: dict[str, Any] | None, options: dict[str, Any], methods: A
     if model_search:
         if not isinstance(model_search, dict):
             raise ValueError(f"model_search must be a dict {{hyperparameter: space}}, got {model_search!r}")
-        table["search"] = {**table.get("search", {}), **{f"{MODEL_PREFIX}{k}": v for k, v in model_search.items()}}
+        table["search"] = {
+            **table.get("search", {}),
+            **{f"{MODEL_PREFIX}{k}": v for k, v in model_search.items()},
+        }
     return table
 
 
@@ -242,24 +253,32 @@ def _method(m: Any) -> dict[str, Any]:
     raise ValueError(f"methods: a method is a loss name or a method table (dict), got {m!r}")
 
 
-def _model_info(factory: Callable[..., nn.Module], feature_kind: str, search: set[str], fixed: set[str]) -> ModelInfo:
+def _model_info(
+    factory: Callable[..., nn.Module], feature_kind: str, search: set[str], fixed: set[str]
+) -> ModelInfo:
     """A model entry for ``factory(dataset, seed, **hyperparameters)``; every searched or fixed
     hyperparameter is one the factory takes, every one it needs is given."""
     name = f"{getattr(factory, '__module__', None) or 'model'}.{getattr(factory, '__qualname__', type(factory).__name__)}"
     try:
         params = list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):
-        raise ValueError(f"model {name}: its signature cannot be read; give a function (dataset, seed, **hyperparameters)") from None
+        raise ValueError(
+            f"model {name}: its signature cannot be read; give a function (dataset, seed, **hyperparameters)"
+        ) from None
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(positional) < 2 and not any(p.kind == p.VAR_POSITIONAL for p in params):
-        raise ValueError(f"model {name}: a model factory takes (dataset, seed, **hyperparameters); it takes {[p.name for p in params]}")
+        raise ValueError(
+            f"model {name}: a model factory takes (dataset, seed, **hyperparameters); it takes {[p.name for p in params]}"
+        )
     named = {p.name: p for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     outputs = named.pop("num_outputs", None) is not None
     given = {k[len(MODEL_PREFIX) :] for k in search if k.startswith(MODEL_PREFIX)} | fixed
     if not any(p.kind == p.VAR_KEYWORD for p in params):
         unknown = sorted(given - set(named))
         if unknown:
-            raise ValueError(f"model {name} has no hyperparameter {unknown[0]!r}; it takes {sorted(named) or 'none'}")
+            raise ValueError(
+                f"model {name} has no hyperparameter {unknown[0]!r}; it takes {sorted(named) or 'none'}"
+            )
     needed = sorted(k for k, p in named.items() if p.default is p.empty and k not in given)
     if needed:
         raise ValueError(f"model {name}: hyperparameter {needed[0]!r} has no default; search it (model_search) "
@@ -278,7 +297,9 @@ def _model_info(factory: Callable[..., nn.Module], feature_kind: str, search: se
             raise TypeError(f"model {name} returned {type(module).__name__}, not a torch.nn.Module")
         return module
 
-    return ModelInfo(name, build, (feature_kind,), tuple(hyper), SOURCE, f"{name}, a model factory given to compare")
+    return ModelInfo(
+        name, build, (feature_kind,), tuple(hyper), SOURCE, f"{name}, a model factory given to compare"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,7 +313,9 @@ def _in_memory(data: Any, test: Any, test_fraction: float, label: str | None, da
     if test is not None:
         x_test, y_test = _arrays(test, label, "test")
         if x_test.shape[1:] != x.shape[1:]:
-            raise ValueError(f"test: its samples have shape {tuple(x_test.shape[1:])}, the data's {tuple(x.shape[1:])}")
+            raise ValueError(
+                f"test: its samples have shape {tuple(x_test.shape[1:])}, the data's {tuple(x.shape[1:])}"
+            )
     else:
         x_test, y_test = x[:0], y[:0]
     kind = _feature_kind(x, "data")
@@ -304,16 +327,28 @@ def _in_memory(data: Any, test: Any, test_fraction: float, label: str | None, da
         digest.update(part.contiguous().numpy().tobytes())
     digest.update(repr((classes, None if test is not None else test_fraction)).encode())
 
-    def make(x_train: torch.Tensor, y_train: torch.Tensor, x_held: torch.Tensor, y_held: torch.Tensor, how: str) -> Dataset:
-        return Dataset(dataset_label, task, x_train, y_train, x_held, y_held, classes, kind, f"{SOURCE}, {how}")
+    def make(
+        x_train: torch.Tensor, y_train: torch.Tensor, x_held: torch.Tensor, y_held: torch.Tensor, how: str
+    ) -> Dataset:
+        return Dataset(
+            dataset_label, task, x_train, y_train, x_held, y_held, classes, kind, f"{SOURCE}, {how}"
+        )
 
     if test is not None:
+
         def loader() -> Dataset:
             return make(x, y, x_test, y_test, "test split given")
     else:
+
         def loader(seed: int = 0) -> Dataset:  # resample_splits loads it with each evaluation seed
             train_idx, test_idx = train_test_indices(y, test_fraction, seed)
-            return make(x[train_idx], y[train_idx], x[test_idx], y[test_idx], f"test_fraction={test_fraction:g}, seed={seed}")
+            return make(
+                x[train_idx],
+                y[train_idx],
+                x[test_idx],
+                y[test_idx],
+                f"test_fraction={test_fraction:g}, seed={seed}",
+            )
 
     return loader(), loader, digest.hexdigest()[:12]
 
@@ -341,11 +376,23 @@ def _arrays(obj: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]:
             raise ValueError(f"{what}: a torch Dataset must yield (x, y) pairs and hold at least one")
         x = torch.stack([torch.as_tensor(a) for a, _ in items])
         ys = [b.item() if isinstance(b, torch.Tensor) and b.ndim == 0 else b for _, b in items]
-        y = torch.stack([torch.as_tensor(b) for b in ys]) if not isinstance(ys[0], str) else np.array(ys, dtype=object)
+        y = (
+            torch.stack([torch.as_tensor(b) for b in ys])
+            if not isinstance(ys[0], str)
+            else np.array(ys, dtype=object)
+        )
     elif isinstance(obj, (tuple, list)) and len(obj) == 2:
-        x = torch.as_tensor(obj[0]) if isinstance(obj[0], torch.Tensor) else torch.as_tensor(np.asarray(obj[0]))
+        x = (
+            torch.as_tensor(obj[0])
+            if isinstance(obj[0], torch.Tensor)
+            else torch.as_tensor(np.asarray(obj[0]))
+        )
         y_raw = obj[1].detach().cpu() if isinstance(obj[1], torch.Tensor) else np.asarray(obj[1])
-        y = y_raw if isinstance(y_raw, torch.Tensor) or y_raw.dtype.kind in "biuf" else np.asarray(y_raw, dtype=object)
+        y = (
+            y_raw
+            if isinstance(y_raw, torch.Tensor) or y_raw.dtype.kind in "biuf"
+            else np.asarray(y_raw, dtype=object)
+        )
         y = torch.as_tensor(y) if not (isinstance(y, np.ndarray) and y.dtype == object) else y
     else:
         raise ValueError(f"{what}: expected (x, y) tensors or arrays, a pandas DataFrame with label=, or a "
@@ -362,10 +409,14 @@ def _frame(frame: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]
     if label is None:
         raise ValueError(f"{what}: a DataFrame needs label=, the name of its label column")
     if label not in frame.columns:
-        raise ValueError(f"label={label!r} is no column of the {what} DataFrame; its columns: {list(map(str, frame.columns))}")
+        raise ValueError(
+            f"label={label!r} is no column of the {what} DataFrame; its columns: {list(map(str, frame.columns))}"
+        )
     labels = frame[label]
     if labels.isna().any():
-        raise ValueError(f"{what}: label column {label!r} is missing a value (row {int(np.flatnonzero(labels.isna())[0])})")
+        raise ValueError(
+            f"{what}: label column {label!r} is missing a value (row {int(np.flatnonzero(labels.isna())[0])})"
+        )
     features = pd.get_dummies(frame.drop(columns=[label]), dtype=float)  # text or category columns: one-hot
     if features.shape[1] == 0:
         raise ValueError(f"{what}: the DataFrame has no column besides the label column {label!r}")
@@ -379,14 +430,19 @@ def _frame(frame: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]
 
 
 def _features(x: torch.Tensor, what: str, columns: list[str] | None = None) -> torch.Tensor:
-    if not (x.is_floating_point() or x.dtype in (torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+    if not (
+        x.is_floating_point()
+        or x.dtype in (torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+    ):
         raise ValueError(f"{what}: features must be numbers, got {x.dtype}")
     x = x.to(torch.float32)
     bad = (~torch.isfinite(x)).reshape(len(x), -1)
     if bad.any():
         row, col = (int(i) for i in bad.nonzero()[0])
         where = f"column {columns[col]!r}" if columns else f"feature {col}"
-        raise ValueError(f"{what}: row {row}, {where} is not a finite number (missing values must be filled first)")
+        raise ValueError(
+            f"{what}: row {row}, {where} is not a finite number (missing values must be filled first)"
+        )
     return x
 
 
@@ -395,7 +451,9 @@ def _feature_kind(x: torch.Tensor, what: str) -> str:
         return "tabular"
     if x.ndim == 4:
         return "image"
-    raise ValueError(f"{what}: x has shape {tuple(x.shape)}; expected (samples, features) or (samples, channels, height, width)")
+    raise ValueError(
+        f"{what}: x has shape {tuple(x.shape)}; expected (samples, features) or (samples, channels, height, width)"
+    )
 
 
 def _labels(y: Any, what: str) -> tuple[str, torch.Tensor, list[str]]:
@@ -408,7 +466,9 @@ def _labels(y: Any, what: str) -> tuple[str, torch.Tensor, list[str]]:
         return "multilabel", y.to(torch.float32), [str(j) for j in range(y.shape[1])]
     values = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y, dtype=object)
     if values.ndim != 1:
-        raise ValueError(f"{what}: labels must have shape (samples,) or (samples, labels), got {values.shape}")
+        raise ValueError(
+            f"{what}: labels must have shape (samples,) or (samples, labels), got {values.shape}"
+        )
     if values.dtype.kind == "f" and not np.all(np.isfinite(values) & (values == np.round(values))):
         raise ValueError(f"{what}: labels are class labels (integers or names), not fractions: {values[:5]}")
     classes, codes = np.unique(values, return_inverse=True)

@@ -1,0 +1,157 @@
+"""lossbench.bench.compare: the bench on in-memory data with a user's own model, from Python."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lossbench.bench import Comparison, compare
+from lossbench.bench.spec import SpecError, parse_spec
+from lossbench.data import DATASETS
+from lossbench.models import MODELS
+
+pd = pytest.importorskip("pandas")
+
+TINY = {"trials": 2, "seeds": 2, "epochs": 1, "batch_size": 16, "sampler": "random", "device": "cpu"}
+
+
+def frame(n: int = 60, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(rng.normal(size=(n, 3)), columns=["a", "b", "c"])
+    df["colour"] = rng.choice(["red", "blue"], size=n)  # text: one-hot encoded
+    df["kind"] = np.where(df.a + df.b > 0, "up", "down")
+    return df
+
+
+def test_compare_runs_a_user_model_on_a_dataframe(tmp_path):
+    seen = []
+
+    def mlp(dataset, seed, width=4):
+        seen.append((seed, width, dataset.input_shape))
+        return nn.Sequential(
+            nn.Linear(dataset.input_shape[0], width), nn.ReLU(), nn.Linear(width, dataset.num_classes)
+        )
+
+    before = (DATASETS.names(), MODELS.names())
+    result = compare(frame(), label="kind", model=mlp, model_search={"width": {"choices": [3, 5]}},
+                     methods=["cross_entropy", "focal"], out=tmp_path, **TINY)  # fmt: skip
+    assert isinstance(result, Comparison) and result.complete
+    board = result.leaderboard
+    assert sorted(board["method"]) == ["cross_entropy", "focal"]
+    assert board["accuracy_mean"].between(0, 1).all() and (board["seeds_done"] == 2).all()
+    for config in board["config"]:
+        assert json.loads(config)["model.width"] in (3, 5)  # searched, as every method's own space is
+    # Four features: a, b, c and the one-hot colour (two columns); the final runs' seeds reach the factory.
+    assert {shape for _, _, shape in seen} == {(5,)}
+    assert {0, 1} <= {seed for seed, _, _ in seen}
+    assert result.report.exists() and (tmp_path / "leaderboard.csv") in result.files
+    assert "sqlite" in result.storage and (tmp_path / "lossbench.db").exists()
+    assert (DATASETS.names(), MODELS.names()) == before  # registered for the call only
+
+    # The same call finds its study (its name comes from the spec) and trains nothing again.
+    stored = trial_count(result.storage)
+    again = compare(frame(), label="kind", model=mlp, model_search={"width": {"choices": [3, 5]}},
+                    methods=["cross_entropy", "focal"], out=tmp_path, **TINY)  # fmt: skip
+    assert again.spec.name == result.spec.name and trial_count(again.storage) == stored
+    assert again.leaderboard["accuracy_mean"].tolist() == board["accuracy_mean"].tolist()
+
+
+def trial_count(url: str) -> int:
+    import optuna
+
+    return sum(s.n_trials for s in optuna.get_all_study_summaries(url, include_best_trial=False))
+
+
+def test_compare_takes_tensors_with_a_test_split_and_a_registered_model(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    result = compare((x[:36], y[:36]), test=(x[36:], y[36:]), model="linear", methods=["cross_entropy", "hinge"],
+                     name="tensors", dataset_label="blobs", out=tmp_path, **TINY)  # fmt: skip
+    assert result.spec.name == "tensors" and result.complete
+    assert set(result.leaderboard["dataset"]) == {"blobs"}
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert len(runs) == 2 * 2
+
+
+class Pairs(torch.utils.data.Dataset):
+    def __init__(self, n: int) -> None:
+        g = torch.Generator().manual_seed(1)
+        self.x = torch.randn(n, 3, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], torch.tensor(int(self.x[i, 0] > 0))
+
+
+def test_compare_takes_a_map_style_torch_dataset(tmp_path):
+    result = compare(Pairs(40), methods=["cross_entropy", "hinge"], out=tmp_path, test_fraction=0.25, **TINY)
+    assert result.complete and len(result.leaderboard) == 2
+
+
+def test_a_factory_of_one_logit_for_a_sigmoid_loss_takes_num_outputs(tmp_path):
+    widths = []
+
+    def linear(dataset, seed, num_outputs):
+        widths.append(num_outputs)
+        return nn.Linear(dataset.input_shape[0], num_outputs)
+
+    compare(Pairs(40), model=linear, methods=["cross_entropy", "binary_cross_entropy"], out=tmp_path, **TINY)
+    assert set(widths) == {1, 2}  # one logit for the binary sigmoid loss, one per class otherwise
+
+
+def tiny_model(dataset, seed, width=4):
+    return nn.Linear(dataset.input_shape[0], dataset.num_classes)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"label": "kind", "model": tiny_model, "model_search": {"depth": {"choices": [1, 2]}}},
+            "no hyperparameter 'depth'",
+        ),
+        ({"label": "kind", "model": "mlp", "model_search": {"depth_x": {"choices": [1, 2]}}}, "depth_x"),
+        ({"label": "kind", "epochs_x": 3}, "unknown option 'epochs_x'"),
+        ({}, "needs label="),
+        ({"label": "nope"}, "label='nope' is no column"),
+        ({"label": "kind", "spec": {"datasets": ["wine"]}}, "'datasets' cannot be given"),
+        ({"label": "kind", "model": lambda dataset: None}, "takes (dataset, seed"),
+        ({"label": "kind", "model": lambda dataset, seed, width: None}, "'width' has no default"),
+        ({"label": "kind", "plugins": ["not a module"]}, "is not a module name"),
+    ],
+)
+def test_bad_input_is_one_line_naming_it_before_any_work(tmp_path, kwargs, message):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=None) as err:
+        compare(frame(), methods=["cross_entropy", "focal"], out=out, **{**TINY, **kwargs})
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not out.exists()  # refused before anything was written
+    assert not [n for n in DATASETS.names() if n.startswith("compare-")]
+
+
+def test_non_finite_features_are_refused_with_their_row_and_column(tmp_path):
+    df = frame()
+    df.loc[7, "b"] = np.nan
+    with pytest.raises(ValueError, match=r"row 7, column 'b' is not a finite number"):
+        compare(df, label="kind", methods=["cross_entropy"], out=tmp_path, **TINY)
+
+
+def spec_table(**search):
+    return {"name": "s", "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}],
+            "train": {"model": "mlp", "model_params": {"width": 8}}, "search": search}  # fmt: skip
+
+
+def test_a_spec_searches_model_hyperparameters_under_model_prefix():
+    spec = parse_spec(spec_table(**{"model.depth": {"choices": [1, 2]}}))
+    assert "model.depth" in spec.search
+    with pytest.raises(SpecError, match=r"\[.model.width.\] searched but fixed in \[train\] model_params"):
+        parse_spec(spec_table(**{"model.width": {"choices": [4, 8]}}))
+    with pytest.raises(SpecError, match=r"unknown field\(s\) \['modelx.depth'\]"):
+        parse_spec(spec_table(**{"modelx.depth": {"choices": [1, 2]}}))

@@ -1,0 +1,153 @@
+"""A spec's plugins: the user's modules, imported by name wherever the spec is loaded."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from lossbench.bench.runner import run_record
+from lossbench.bench.spec import SpecError, parse_spec
+from lossbench.bench.storage import default_storage_url, study_name
+
+from .conftest import ROOT
+
+PLUGIN = "lb_test_plugin"  # a name no installed package has
+# Registers a dataset and a model that exist nowhere else: a process that runs the spec imported it.
+PLUGIN_CODE = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    from lossbench.data import Dataset, DatasetInfo, register_dataset
+    from lossbench.models import ModelInfo, register_model
+
+
+    def blobs(seed: int = 0) -> Dataset:
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(64, 3, generator=g)
+        y = (x[:, 0] > 0).long()
+        return Dataset("plugin_blobs", "multiclass", x[:48], y[:48], x[48:], y[48:], ["neg", "pos"], "tabular", "test plugin")
+
+
+    def linear(dataset, num_outputs):
+        return nn.Linear(dataset.input_shape[0], num_outputs)
+
+
+    register_dataset(DatasetInfo("plugin_blobs", "builtin", blobs, "multiclass", "tabular", "blobs", "test plugin"))
+    register_model(ModelInfo("plugin_linear", linear, ("tabular",), (), "test plugin", "a linear layer"))
+""")
+
+SPEC = f"""
+name = "plugged"
+plugins = ["{PLUGIN}"]
+trials = 2
+seeds = 2
+sampler = "random"
+heartbeat_interval = 1
+
+[train]
+model = "plugin_linear"
+epochs = 1
+batch_size = 16
+
+[[datasets]]
+name = "plugin_blobs"
+
+[[methods]]
+name = "ce"
+loss = "cross_entropy"
+
+[[methods]]
+name = "hinge"
+loss = "hinge"
+"""
+
+
+def minimal(**more):
+    return {"name": "s", "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}], **more}
+
+
+@pytest.mark.parametrize("name", ["my-plugin", "../plugin", "/tmp/plugin", "a..b", "a.", "class", "", 3])
+def test_a_plugin_name_that_is_no_module_name_is_refused(name):
+    with pytest.raises(SpecError, match="is not a module name"):
+        parse_spec(minimal(plugins=[name]))
+
+
+def test_a_missing_plugin_is_one_line_naming_it():
+    with pytest.raises(
+        SpecError,
+        match=r"plugin 'lb_no_such_plugin': no module 'lb_no_such_plugin' on this process's sys.path",
+    ):
+        parse_spec(minimal(plugins=["lb_no_such_plugin"]))
+
+
+def test_a_plugin_in_a_folder_every_user_may_write_is_refused(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "lb_planted.py").write_text("raise RuntimeError('planted code ran')\n")
+    shared.chmod(0o777)
+    monkeypatch.syspath_prepend(str(shared))
+    with pytest.raises(SpecError, match="which every user may write"):
+        parse_spec(minimal(plugins=["lb_planted"]))
+    assert "lb_planted" not in sys.modules
+
+
+def test_the_plugins_field_keeps_stored_fingerprints_and_round_trips():
+    from lossbench.bench.spec import spec_from_json
+
+    plain = parse_spec(minimal())
+    assert "plugins" not in plain.to_json()  # a spec stored before the field existed keeps its fingerprint
+    plugged = parse_spec(minimal(plugins=["json"]))  # any importable module will do
+    assert plugged.plugins == ("json",) and spec_from_json(plugged.to_json()) == plugged
+    assert plugged.fingerprint() != plain.fingerprint()
+
+
+def lossbench(*args: str, plugin_dir=None) -> subprocess.Popen:
+    paths = [str(ROOT / "src")] + ([str(plugin_dir)] if plugin_dir else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def finished(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=300)
+    return f"exit {proc.returncode}\n{out}"
+
+
+REGISTER = "import sys; from lossbench.bench.spec import load_spec; from lossbench.bench.storage import open_storage, register_spec; register_spec(open_storage(sys.argv[2]), load_spec(sys.argv[1]))"
+
+
+def test_a_spec_with_plugins_runs_under_a_worker_in_another_process(tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / f"{PLUGIN}.py").write_text(PLUGIN_CODE)
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(SPEC)
+    url = default_storage_url(tmp_path / "out")
+    # The spec is stored by one process (which imports the plugin to check the spec); this test's
+    # process never imports it, so the worker's registrations are its own.
+    stored = finished(lossbench("-c", REGISTER, str(spec_path), url, plugin_dir=plugins))
+    assert stored.startswith("exit 0"), stored
+
+    # A worker whose environment lacks the plugin says so in one line and runs nothing.
+    alone = finished(lossbench("-m", "lossbench", "worker", "plugged", "--storage", url))
+    assert alone.startswith("exit 2") and f"plugin '{PLUGIN}': no module '{PLUGIN}'" in alone, alone
+
+    worker = lossbench("-m", "lossbench", "worker", "plugged", "--storage", url, plugin_dir=plugins)
+    printed = finished(worker)
+    assert printed.startswith("exit 0") and "study 'plugged' is complete" in printed, printed
+    for method in ("ce", "hinge"):
+        for stage, count in (("tune", 2), ("final", 2)):
+            study = optuna.load_study(
+                study_name=study_name("plugged", stage, "plugin_blobs", method), storage=url
+            )
+            done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+            assert len(done) == count
+            assert {run_record(t)["worker"] for t in done} == {f"{socket.gethostname()}:{worker.pid}"}
+    assert PLUGIN not in sys.modules
