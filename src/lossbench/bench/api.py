@@ -361,8 +361,6 @@ def _joined(y: Any, y_test: Any) -> Any:
 
 def _arrays(obj: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]:
     """Features as a float32 tensor and labels (a tensor, or an object array of names)."""
-    import numpy as np
-
     pd = sys.modules.get("pandas")  # a DataFrame can only come from a process that imported pandas
     if pd is not None and isinstance(obj, pd.DataFrame):
         return _frame(obj, label, what)
@@ -375,31 +373,32 @@ def _arrays(obj: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]:
         if not items or not all(isinstance(it, (tuple, list)) and len(it) == 2 for it in items):
             raise ValueError(f"{what}: a torch Dataset must yield (x, y) pairs and hold at least one")
         x = torch.stack([torch.as_tensor(a) for a, _ in items])
-        ys = [b.item() if isinstance(b, torch.Tensor) and b.ndim == 0 else b for _, b in items]
+        labels = [b for _, b in items]
         y = (
-            torch.stack([torch.as_tensor(b) for b in ys])
-            if not isinstance(ys[0], str)
-            else np.array(ys, dtype=object)
+            torch.stack(labels)
+            if all(isinstance(b, torch.Tensor) for b in labels)
+            else _tensor_or_names(labels)
         )
     elif isinstance(obj, (tuple, list)) and len(obj) == 2:
-        x = (
-            torch.as_tensor(obj[0])
-            if isinstance(obj[0], torch.Tensor)
-            else torch.as_tensor(np.asarray(obj[0]))
-        )
-        y_raw = obj[1].detach().cpu() if isinstance(obj[1], torch.Tensor) else np.asarray(obj[1])
-        y = (
-            y_raw
-            if isinstance(y_raw, torch.Tensor) or y_raw.dtype.kind in "biuf"
-            else np.asarray(y_raw, dtype=object)
-        )
-        y = torch.as_tensor(y) if not (isinstance(y, np.ndarray) and y.dtype == object) else y
+        x, y = _tensor_or_names(obj[0]), _tensor_or_names(obj[1])
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{what}: features must be numbers, got {x.dtype} values")  # noqa: TRY004 - bad input
     else:
         raise ValueError(f"{what}: expected (x, y) tensors or arrays, a pandas DataFrame with label=, or a "
                          f"map-style torch Dataset; got {type(obj).__name__}")  # fmt: skip
     if len(x) != len(y):
         raise ValueError(f"{what}: x has {len(x)} rows but y has {len(y)}")
     return _features(x.detach().cpu(), what), y
+
+
+def _tensor_or_names(value: Any) -> Any:
+    """A tensor (a copy, on the CPU) of numbers, or an object array of names (text labels)."""
+    import numpy as np
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    array = np.array(value)  # a copy, writable
+    return torch.from_numpy(array) if array.dtype.kind in "biuf" else array.astype(object)
 
 
 def _frame(frame: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]:
@@ -421,11 +420,11 @@ def _frame(frame: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]
     if features.shape[1] == 0:
         raise ValueError(f"{what}: the DataFrame has no column besides the label column {label!r}")
     try:
-        x = torch.as_tensor(features.to_numpy(dtype=np.float64))
+        x = torch.from_numpy(np.array(features.to_numpy(dtype=np.float64)))
     except (TypeError, ValueError) as err:
         raise ValueError(f"{what}: a feature column does not convert to numbers: {err}") from None
     numeric = labels.dtype.kind in "biuf"
-    y = torch.as_tensor(labels.to_numpy()) if numeric else np.asarray(labels.map(str), dtype=object)
+    y = _tensor_or_names(labels.to_numpy()) if numeric else labels.map(str).to_numpy(dtype=object)
     return _features(x, what, list(map(str, features.columns))), y
 
 
@@ -435,7 +434,7 @@ def _features(x: torch.Tensor, what: str, columns: list[str] | None = None) -> t
         or x.dtype in (torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
     ):
         raise ValueError(f"{what}: features must be numbers, got {x.dtype}")
-    x = x.to(torch.float32)
+    x = x.to(torch.float32, copy=True)  # never a view of the caller's array
     bad = (~torch.isfinite(x)).reshape(len(x), -1)
     if bad.any():
         row, col = (int(i) for i in bad.nonzero()[0])
