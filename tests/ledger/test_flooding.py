@@ -92,7 +92,7 @@ def test_the_tuning_cost_analysis_runs_its_study_and_reads_it(monkeypatch, tmp_p
     )  # fmt: skip
     monkeypatch.setitem(records.CLAIMS, tiny.id, tiny)
     monkeypatch.setattr(analyses, "TUNING_STUDY_CLAIM", tiny.id)
-    storage = open_storage(default_storage_url(tmp_path), 1)
+    storage = open_storage(default_storage_url(tmp_path))  # as `claims run` opens it for an analysis: no heartbeats
     claim = get_claim("su-flooding-tuning-cost")
     run_claim(claim, "quick", storage, torch.device("cpu"))  # runs the study, then reads its trials
     result = stored_analysis(storage, claim, "quick")

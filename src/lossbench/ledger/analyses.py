@@ -218,12 +218,15 @@ def flooding_tuning_cost(budget: str, storage=None, device=None, data_dir=None, 
     from lossbench.bench.defaults import DEFAULT_PACK
     from lossbench.bench.results import collect
     from lossbench.bench.runner import Runner
+    from lossbench.bench.storage import open_storage
     from lossbench.ledger.protocol import study_spec
     from lossbench.ledger.records import get_claim
 
     if storage is None:
         raise ValueError("flooding_tuning_cost reads a study: pass the storage it is (to be) stored in")
     spec = study_spec(get_claim(TUNING_STUDY_CLAIM), budget)
+    if getattr(storage, "heartbeat_interval", None) is None:  # an analysis's storage has none; the runner needs them
+        storage = open_storage(storage.url, spec.heartbeat_interval)
     runner = Runner(spec, storage, device or torch.device("cpu"), data_dir=data_dir, pack=pack or DEFAULT_PACK)
     if progress is None:
         runner.run()
