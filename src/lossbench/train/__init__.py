@@ -25,7 +25,7 @@ from lossbench.train._registry import (
 # Imported in pipeline order, which is the registry's (and `lossbench transforms`') listing order.
 from lossbench.train.flooding import Flooding, IFlood, flood, iflood  # isort: skip
 from lossbench.train.gradient_penalty import GradientPenalty, grad_norm_sq  # isort: skip
-from lossbench.train.weissi import Weissi, weight_matrices, weissi_penalty  # isort: skip
+from lossbench.train.weissi import L2Penalty, Weissi, weight_matrices, weissi_penalty  # isort: skip
 from lossbench.train.ascent_descent import AscentDescent  # isort: skip
 from lossbench.train.clipping import (  # isort: skip
     ClipNorm,
@@ -71,6 +71,7 @@ __all__ = [
     "weight_matrices",
     "weissi_penalty",
     "Weissi",
+    "L2Penalty",
     "MGS",
     "error_rate",
     "macro_f1_cost",

@@ -1,4 +1,6 @@
-"""WEISSI: a weight regulariser invariant to the rescalings that leave a ReLU network unchanged."""
+"""Weight regularisers as objective transforms: WEISSI, invariant to the rescalings that leave a
+ReLU network unchanged, and the L2 penalty it is compared with (weight decay on the weight
+matrices, as an objective term so that a study can give each method its own regulariser)."""
 
 from __future__ import annotations
 
@@ -72,4 +74,33 @@ register_transform(
         HyperParam("lambda1", 1e-3, FloatRange(1e-5, 1e-1, log=True), "weight of sum_l log |W_l|_F"),
         HyperParam("lambda2", 1e-4, FloatRange(1e-6, 1e-2, log=True), "weight of sum_l |W_l / |W_l|_F|_1"),
     ),
+)
+
+
+class L2Penalty(Transform):
+    """Adds ``strength / 2 * sum_l |W_l|_F^2`` over the model's weight matrices to the objective:
+    with SGD the same update as weight decay ``strength`` on the weights only (biases free)."""
+
+    name = "l2_penalty"
+
+    def __init__(self, strength: float = 1e-4) -> None:
+        check_positive("strength", strength, allow_zero=True)
+        self.strength = strength
+        self._weights: list[torch.Tensor] = []
+
+    def bind(self, ctx: StepContext) -> None:
+        self._weights = weight_matrices(ctx.model)
+        if not self._weights:
+            raise ValueError(f"l2_penalty needs weight matrices; {type(ctx.model).__name__} has none")
+
+    def objective(self, value: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        penalty = 0.5 * self.strength * sum(w.square().sum() for w in self._weights)
+        self.record(ctx, "penalty", penalty)
+        return value + penalty
+
+
+register_transform(
+    L2Penalty,
+    reference="Krogh & Hertz 1991 (weight decay); the baseline of Su, kexue.fm/archives/7681",
+    hyperparams=(HyperParam("strength", 1e-4, FloatRange(1e-6, 1e-2, log=True), "weight decay on the weight matrices"),),
 )

@@ -1,4 +1,4 @@
-"""The multi-label claim records: one protocol, threshold-free and thresholded metrics, and a
+"""Claim records of issue 13 without a module of their own in the tests: the multi-label claims (one
 quick budget that reduces the preset."""
 
 from __future__ import annotations
@@ -28,3 +28,12 @@ def test_the_claims_share_one_study_per_budget_and_the_quick_one_is_smaller():
     assert quick.trials < paper.trials and quick.seeds < paper.seeds and quick.train.epochs < paper.train.epochs
     decisions = {m.name: m.decision for m in quick.methods}
     assert decisions["bce_thresholds"] == "thresholds" and decisions["zlpr"] == "argmax"
+
+
+def test_the_weissi_claim_gives_each_method_its_own_regulariser():
+    claim = get_claim("su-weissi")
+    quick = study_spec(claim, "quick")
+    assert quick.train.weight_decay_on == "none" and "weight_decay" not in quick.search
+    transforms = {m.name: [t.name for t in m.transforms] for m in quick.methods}
+    assert transforms == {"l2": ["l2_penalty"], "weissi": ["weissi"], "plain": []}
+    assert claim.treatment == "weissi" and claim.baseline == "l2"
