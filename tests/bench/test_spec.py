@@ -111,7 +111,9 @@ def test_readme_example_spec_is_valid():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = re.search(r"```toml\n(.*?)```", readme, re.S).group(1)
     spec = parse_spec(tomllib.loads(block), "README example")
-    assert [m.name for m in spec.methods] == ["ce", "focal", "ce+flooding"]
+    assert [m.name for m in spec.methods] == ["ce", "focal", "ce+flooding", "ce+posthoc"]
+    assert spec.method("ce+posthoc").decision == "logit_adjusted" and spec.method("ce").decision == "argmax"
+    assert spec.train.early_stopping is False and spec.train.weight_decay_on == "all"
     focal = resolve_method(spec.method("focal"))
     assert focal.search_space(spec.search)["loss.gamma"].high == 3.0
     assert "flooding.b" in resolve_method(spec.method("ce+flooding")).search_space(spec.search)
