@@ -5,14 +5,26 @@ What is measured, and how (wall-clock seconds of ``time.perf_counter``, one torc
 ``--threads``; run it on a quiet machine, and read the ratios, which load hits alike only when
 the two sides alternate: ``--rounds`` repeats the pair in alternating order and reports medians):
 
-- ``tuner``: the runner's own cost per trial (ask, sampling, the run's record, tell, heartbeats,
-  progress reads) on the default SQLite storage, with training replaced by a stub that returns a
-  fixed result, for ``--pack 1`` and the default pack.
+- ``tuner``: the runner's own cost per trial (starting trials, sampling, the run's record,
+  finishing, heartbeats, progress reads) on the default SQLite storage, with training replaced by
+  a stub that returns a fixed result, for ``--pack 1`` and the default pack: milliseconds per
+  trial (wall clock, noisy on a busy machine) and SQL statements per trial (counted with a
+  SQLAlchemy ``before_cursor_execute`` listener on the storage's engine: deterministic).  The
+  study is the built-in preset's first data set with five methods, tuned with TPE, which the
+  runner asks at most its start-up count (10) of trials at once: the first 10 draws are TPE's
+  random ones either way; each of the next 10 sees the 10 trials finished before its pack
+  instead of the 10 to 19 finished before it alone, so from the 11th trial on packed and
+  unpacked TPE suggest differently (random samplers draw the same either way).
+  ``--against REV`` measures the tuner of git revision ``REV`` too (its ``src`` exported to a
+  temporary folder), each side in its own process, alternating, and prints both side by side.
+- ``journal``: Optuna's own ask and tell per trial (no lossbench code; random sampler) on an RDB
+  storage in a SQLite file, as lossbench opens it, and on Optuna's ``JournalStorage`` in a
+  file, for the record: the journal storage keeps no heartbeats, so a killed worker's trials
+  would never be failed and retried, and lossbench does not offer it.
 - ``builtin``: the built-in preset end to end (``Runner.run``, 3 data sets x 6 methods x (20
   trials + 5 seeds)), packed and not; and whether the two leaderboards agree (same chosen
-  configuration and test scores to round-off).  The preset tunes with TPE, which is asked its
-  start-up count (10) of trials at once when packed: the first 10 draws are the same, the last 10
-  see 10 finished trials instead of 10 to 19, so the chosen configurations may differ there.
+  configuration and test scores to round-off).  The preset tunes with TPE (see ``tuner`` for
+  where packing changes its suggestions), so the chosen configurations may differ there.
 - ``table1``: the EXACT paper's Table 1 (preset ``exact-table1``, budget ``paper``: 10 sets x 7
   methods x (20 trials + 5 seeds) of 16 epochs of ~500 batches) packed, with trials per minute;
   ``--table1-units N`` times the first data set with its first N methods only, packed and not.
@@ -22,14 +34,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tarfile
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from unittest import mock
 
 import optuna
 import torch
+from optuna.storages.journal import JournalFileBackend
+from sqlalchemy import event
 
 from lossbench.bench import runner as runner_module
 from lossbench.bench.defaults import DEFAULT_PACK
@@ -38,13 +59,24 @@ from lossbench.bench.runner import Runner, run_record
 from lossbench.bench.spec import load_preset
 from lossbench.bench.storage import default_storage_url, open_storage
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def run_study(spec, pack: int, folder: Path, data_dir: str | None = None) -> tuple[float, Runner]:
+
+def run_study(spec, pack: int, folder: Path, data_dir: str | None = None) -> tuple[float, Runner, int]:
+    """Seconds ``Runner.run`` took, the runner, and the SQL statements it sent to the storage."""
     storage = open_storage(default_storage_url(folder), spec.heartbeat_interval)
     runner = Runner(spec, storage, torch.device("cpu"), data_dir=data_dir, pack=pack)
+    statements = [0]
+
+    def count(*_):
+        statements[0] += 1
+
+    event.listen(storage.engine, "before_cursor_execute", count)
     start = time.perf_counter()
     runner.run()
-    return time.perf_counter() - start, runner
+    seconds = time.perf_counter() - start
+    event.remove(storage.engine, "before_cursor_execute", count)
+    return seconds, runner, statements[0]
 
 
 def leaderboard(runner: Runner) -> dict[str, tuple[dict, list[float]]]:
@@ -56,7 +88,11 @@ def leaderboard(runner: Runner) -> dict[str, tuple[dict, list[float]]]:
     return board
 
 
-def bench_tuner(rounds: int) -> None:
+TUNER_PACKS = (1, DEFAULT_PACK)
+
+
+def tuner_costs() -> dict[int, tuple[float, float]]:
+    """Per pack size: (milliseconds, SQL statements) per trial of one stubbed study."""
     spec = load_preset("builtin")
     spec = dataclasses.replace(spec, datasets=spec.datasets[:1], methods=spec.methods[:5])
 
@@ -67,16 +103,62 @@ def bench_tuner(rounds: int) -> None:
         return [stub_one(split, method, p, spec, s) for p, s in runs]
 
     runs = len(spec.datasets) * len(spec.methods) * (spec.trials + spec.seeds)
-    times: dict[int, list[float]] = {1: [], DEFAULT_PACK: []}
+    costs = {}
     with mock.patch.object(runner_module, "train_and_score", stub_one), mock.patch.object(runner_module, "train_and_score_packed", stub_pack):
+        for pack in TUNER_PACKS:
+            with tempfile.TemporaryDirectory() as folder:
+                seconds, _, statements = run_study(spec, pack, Path(folder))
+            costs[pack] = (seconds / runs * 1000, statements / runs)
+    return costs
+
+
+def bench_tuner(rounds: int, against: str | None, threads: int) -> None:
+    """Each round in a fresh process per side (this tree's ``src``, and ``against``'s), alternating."""
+    sides = {"this tree": str(ROOT / "src")}
+    with tempfile.TemporaryDirectory() as folder:
+        if against:
+            export = subprocess.run(["git", "-C", str(ROOT), "archive", against, "src"], capture_output=True, check=False)
+            if export.returncode != 0:
+                raise SystemExit(f"--against {against}: {export.stderr.decode().strip()}")
+            with tarfile.open(fileobj=io.BytesIO(export.stdout)) as tar:
+                tar.extractall(folder, filter="data")
+            sides = {against: str(Path(folder) / "src"), **sides}
+        results: dict[str, list[dict[int, tuple[float, float]]]] = {side: [] for side in sides}
         for r in range(rounds):
-            for pack in ([1, DEFAULT_PACK] if r % 2 == 0 else [DEFAULT_PACK, 1]):
-                with tempfile.TemporaryDirectory() as folder:
-                    seconds, _ = run_study(spec, pack, Path(folder))
-                times[pack].append(seconds / runs * 1000)
-    print(f"tuner: runner cost per trial on SQLite, training stubbed ({runs} runs, median of {rounds})")
-    for pack, ms in times.items():
-        print(f"  pack {pack:>2}: {statistics.median(ms):6.1f} ms per trial")
+            for side in list(sides)[:: 1 if r % 2 == 0 else -1]:
+                child = subprocess.run(
+                    [sys.executable, __file__, "tuner-child", "--threads", str(threads)], capture_output=True, text=True,
+                    env={**os.environ, "PYTHONPATH": sides[side]}, check=False,
+                )  # fmt: skip
+                if child.returncode != 0:
+                    raise SystemExit(f"the tuner of {side} failed:\n{child.stderr[-2000:]}")
+                results[side].append({int(k): tuple(v) for k, v in json.loads(child.stdout.splitlines()[-1]).items()})
+    print(f"tuner: runner cost per trial on SQLite, training stubbed (median of {rounds}; statements are exact)")
+    for side, rows in results.items():
+        cells = []
+        for pack in TUNER_PACKS:
+            ms = statistics.median(row[pack][0] for row in rows)
+            cells.append(f"pack {pack:>2}: {ms:6.1f} ms, {rows[0][pack][1]:5.1f} statements per trial")
+        print(f"  {side:>12}  " + " | ".join(cells))
+
+
+def bench_journal(trials: int = 200) -> None:
+    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0), "y": optuna.distributions.FloatDistribution(1e-5, 1.0, log=True)}
+    with tempfile.TemporaryDirectory() as folder:
+        storages = {
+            "RDB (SQLite file)": open_storage(default_storage_url(folder), heartbeat_interval=60),
+            "JournalStorage (file)": optuna.storages.JournalStorage(JournalFileBackend(str(Path(folder) / "journal.log"))),
+        }
+        print(f"journal: Optuna's ask + tell per trial ({trials} trials, random sampler, no lossbench code)")
+        for name, storage in storages.items():
+            study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna's note that heartbeats belong to study.optimize
+                for _ in range(trials):
+                    trial = study.ask(space)
+                    study.tell(trial, trial.params["x"])
+            print(f"  {name:>22}: {(time.perf_counter() - start) / trials * 1000:6.1f} ms per trial")
 
 
 def bench_builtin(rounds: int) -> None:
@@ -86,7 +168,7 @@ def bench_builtin(rounds: int) -> None:
     for r in range(rounds):
         for pack in ([1, DEFAULT_PACK] if r % 2 == 0 else [DEFAULT_PACK, 1]):
             with tempfile.TemporaryDirectory() as folder:
-                seconds, runner = run_study(spec, pack, Path(folder))
+                seconds, runner, _ = run_study(spec, pack, Path(folder))
                 times[pack].append(seconds)
                 boards[pack] = leaderboard(runner)
     one, packed = statistics.median(times[1]), statistics.median(times[DEFAULT_PACK])
@@ -112,29 +194,40 @@ def bench_table1(data_dir: str, units: int | None) -> None:
     packs = [DEFAULT_PACK, 1] if units else [DEFAULT_PACK]
     for pack in packs:
         with tempfile.TemporaryDirectory() as folder:
-            seconds, _ = run_study(spec, pack, Path(folder), data_dir)
+            seconds, _, _ = run_study(spec, pack, Path(folder), data_dir)
         print(f"table1 ({len(list(spec.units()))} units, {runs} runs) pack {pack}: {seconds / 60:.1f} min, "
               f"{runs / seconds * 60:.0f} runs per minute")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("parts", nargs="*", default=["tuner", "builtin"], choices=["tuner", "builtin", "table1"])
+    parts = ["tuner", "journal", "builtin", "table1"]
+    parser.add_argument("parts", nargs="*", default=["tuner", "builtin"], choices=[*parts, "tuner-child"])
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--against", metavar="REV", help="tuner: measure git revision REV too, side by side")
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--table1-units", type=int, default=None)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: expected at least 1")
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.parts == ["tuner-child"]:  # one side of `tuner`, in its own process: a JSON line for the parent
+        print(json.dumps(tuner_costs()))
+        return
     print(f"torch {torch.__version__}, {args.threads} thread(s), default pack {DEFAULT_PACK}")
     for part in args.parts:
         if part == "tuner":
-            bench_tuner(args.rounds)
+            bench_tuner(args.rounds, args.against, args.threads)
+        elif part == "journal":
+            bench_journal()
         elif part == "builtin":
             bench_builtin(args.rounds)
-        else:
+        elif part == "table1":
             bench_table1(args.data_dir, args.table1_units)
+        else:
+            parser.error("tuner-child is the tuner's own sub-process, run alone")
 
 
 if __name__ == "__main__":

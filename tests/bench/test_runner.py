@@ -130,6 +130,15 @@ def test_a_storage_without_heartbeats_is_refused(tmp_path):
     assert optuna.get_all_study_names(storage) == []
 
 
+def test_a_storage_in_memory_checks_a_spec_but_runs_nothing():
+    """The command line checks a spec against a storage in memory; running needs the pack methods
+    and heartbeats of open_storage's storage."""
+    spec = parse_spec({"name": "mem", "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}]})
+    runner = Runner(spec, optuna.storages.InMemoryStorage(), torch.device("cpu"))
+    with pytest.raises(SpecError, match="open_storage"):
+        runner.run()
+
+
 def test_a_failed_trial_stores_its_reason(tmp_path, monkeypatch):
     import lossbench.bench.runner as runner_module
 

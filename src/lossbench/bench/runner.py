@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import os
 import random
@@ -235,7 +236,9 @@ class Runner:
     def run(self, progress: Callable[[int, int, str, str], None] | None = None, poll: float | None = None) -> None:
         """Work until every unit is complete (waiting for other workers' running trials)."""
         if not isinstance(self.storage, HeartbeatStorage):
-            raise SpecError("a study runs on a storage from open_storage(url, spec.heartbeat_interval); this one only checks specs")
+            raise SpecError(
+                "a study runs on a storage from open_storage(url, spec.heartbeat_interval); this one only checks specs"
+            )
         poll = poll or min(2.0, float(self.spec.heartbeat_interval))
         self._heartbeats = Heartbeats(self.storage)
         try:
@@ -291,7 +294,8 @@ class Runner:
         queued = {t.user_attrs.get("seed") for t in final if t.state in (TrialState.WAITING, TrialState.RUNNING)}
         missing = [seed for seed in self.seeds if seed not in done and seed not in queued]
         if missing:
-            final = final + self.storage.queue_trials(unit.final._study_id, self._configs[unit.label], [{"seed": s} for s in missing])
+            queued_now = [{"seed": seed} for seed in missing]
+            final = final + self.storage.queue_trials(unit.final._study_id, self._configs[unit.label], queued_now)
             self._known[unit.final._study_id] = final
         waiting = sum(1 for t in final if t.state == TrialState.WAITING)
         if not waiting:
@@ -368,7 +372,8 @@ class Runner:
                 asked = self._ask(unit, stage, known, started)
                 self.storage.set_trials_params([
                     (t._trial_id, name, value, a.distributions[name])
-                    for t, a in zip(started, asked) if a is not None for name, value in a.params.items() if name not in t.params
+                    for t, a in zip(started, asked) if a is not None
+                    for name, value in a.params.items() if name not in t.params  # (a retry holds its own)
                 ])  # fmt: skip
                 outcomes = self._train(unit, [(t, a.params if a else None) for t, a in zip(started, asked)], stage)
             except BaseException as err:  # a real error (or Ctrl-C): the trials fail, the error keeps its traceback
@@ -376,7 +381,8 @@ class Runner:
                 try:
                     self.storage.finish_trials([Outcome(i, TrialState.FAIL, user_attrs={ERROR_ATTR: reason}) for i in ids])
                 except Exception as also:  # noqa: BLE001 - the error being raised is the one to report
-                    err.add_note(f"the trials could not be marked failed ({type(also).__name__}: {also}); they go stale instead")
+                    err.add_note(f"the trials could not be marked failed ({type(also).__name__}: {also}); "
+                                 "they go stale instead")  # fmt: skip
                 raise
         finished = set(self.storage.finish_trials([outcome for outcome, _ in outcomes]))
         for trial, (outcome, result) in zip(started, outcomes):
@@ -394,7 +400,9 @@ class Runner:
             self._known[sid] = [done.get(t.number, t) for t in known]
         return True
 
-    def _ask(self, unit: Unit, stage: str, trials: list[FrozenTrial], started: list[FrozenTrial]) -> list[optuna.Trial | None]:
+    def _ask(
+        self, unit: Unit, stage: str, trials: list[FrozenTrial], started: list[FrozenTrial]
+    ) -> list[optuna.Trial | None]:
         """Each started trial's parameters, suggested as Optuna's ``Trial`` suggests them, on an
         in-memory copy of the finished ``trials`` (what the samplers read; no storage reads):
         parameters the trial holds (a retry's) or was queued with (an evaluation run's) are kept,
@@ -416,8 +424,9 @@ class Runner:
                     asked.append(None)
                     continue
                 if not space.keys() <= given.keys():
-                    raise SpecError(f"{unit.label}: evaluation trial #{t.number} was queued without {sorted(space.keys() - given.keys())}")
-            else:  # a killed trial's retry is its draw again: a study resumed after kills samples what an uninterrupted one would
+                    lacking = sorted(space.keys() - given.keys())
+                    raise SpecError(f"{unit.label}: evaluation trial #{t.number} was queued without {lacking}")
+            else:  # a killed trial's retry is its draw again: a resumed study samples what an uninterrupted one would
                 history.sampler = self.sampler(unit, draw_index(t, trials))
             if given:
                 history.enqueue_trial(given, skip_if_exists=False)
@@ -427,7 +436,9 @@ class Runner:
             asked.append(trial)
         return asked
 
-    def _train(self, unit: Unit, runs: list[tuple[FrozenTrial, dict[str, Any] | None]], stage: str) -> list[tuple[Outcome, RunResult | None]]:
+    def _train(
+        self, unit: Unit, runs: list[tuple[FrozenTrial, dict[str, Any] | None]], stage: str
+    ) -> list[tuple[Outcome, RunResult | None]]:
         """Each run's outcome: complete with its selection score and record, or pruned where it has
         no parameters.  Runs that share a split train as one pack when the unit packs."""
         prepared: dict[int, tuple[FrozenTrial, dict[str, Any], int, Split]] = {}
@@ -468,7 +479,7 @@ def _as_finished(trial: FrozenTrial, asked: optuna.Trial | None, outcome: Outcom
     done.state = outcome.state
     done.values = None if outcome.value is None else [outcome.value]
     done.datetime_complete = datetime.now()
-    done.user_attrs = {**trial.user_attrs, **outcome.user_attrs}
+    done.user_attrs = {**trial.user_attrs, **json.loads(json.dumps(outcome.user_attrs))}  # as stored: JSON
     return done
 
 

@@ -163,9 +163,10 @@ class HeartbeatStorage(RDBStorage):
     """Optuna's RDB storage, with a trial's state taken by conditional updates, trials without a
     heartbeat failed as stale too, and a pack of trials started and finished in a few statements.
 
-    A worker killed after ``ask`` created its trial but before the heartbeat thread's first beat
+    A worker killed after Optuna's ``ask`` created its trial but before the trial's first beat
     leaves a RUNNING trial without a heartbeat row, which Optuna never fails: the study would wait
-    on it for ever.  Here such a trial is stale once it started more than the grace period ago
+    on it for ever (:meth:`start_trials` records the first beat with the trial; other tools and
+    older workers may not).  Here such a trial is stale once it started more than the grace period ago
     (by the clocks of the worker that started it and the one checking, which should agree to
     within the grace period), and is failed and retried like any other.
 
@@ -217,7 +218,9 @@ class HeartbeatStorage(RDBStorage):
         with self._transaction() as session:
             return dict(session.execute(query).all())
 
-    def start_trials(self, study_id: int, count: int, waiting: Sequence[FrozenTrial], create: bool = True) -> list[FrozenTrial]:
+    def start_trials(
+        self, study_id: int, count: int, waiting: Sequence[FrozenTrial], create: bool = True
+    ) -> list[FrozenTrial]:
         """Start up to ``count`` trials, each with its first heartbeat, in one transaction: the
         ``waiting`` trials first, in their order (one another worker took meanwhile is skipped),
         then, with ``create``, new ones for the rest.  Returns them as RUNNING frozen trials."""
@@ -228,23 +231,28 @@ class HeartbeatStorage(RDBStorage):
                 if len(taken) == count:
                     break
                 if _take(session, trial._trial_id, now):
-                    taken.append(_frozen_copy(trial, state=TrialState.RUNNING, datetime_start=now))
+                    running = copy.deepcopy(trial)  # (the caller's is a cached read)
+                    running.state, running.datetime_start = TrialState.RUNNING, now
+                    taken.append(running)
             new = _insert_trials(session, study_id, count - len(taken) if create else 0, TrialState.RUNNING, now)
             started = taken + [_new_trial(trial_id, number, TrialState.RUNNING, now) for trial_id, number in new]
             if started:  # the beat lands with the trial: no instant where a started trial has none
                 session.execute(insert(models.TrialHeartbeatModel.__table__), [{"trial_id": t._trial_id} for t in started])
         return started
 
-    def queue_trials(self, study_id: int, fixed_params: dict[str, Any], user_attrs: Sequence[dict[str, Any]]) -> list[FrozenTrial]:
+    def queue_trials(
+        self, study_id: int, fixed_params: dict[str, Any], user_attrs: Sequence[dict[str, Any]]
+    ) -> list[FrozenTrial]:
         """Queue one WAITING trial per entry of ``user_attrs``, each to run with ``fixed_params``,
         in one transaction: what Optuna's ``enqueue_trial`` stores, for many trials at once."""
         with self._transaction() as session:
             new = _insert_trials(session, study_id, len(user_attrs), TrialState.WAITING, None)
             system = {"fixed_params": fixed_params}
             _insert_attrs(session, models.TrialSystemAttributeModel, [(trial_id, system) for trial_id, _ in new])
-            _insert_attrs(session, models.TrialUserAttributeModel, [(trial_id, a) for (trial_id, _), a in zip(new, user_attrs)])
+            attrs = [(trial_id, a) for (trial_id, _), a in zip(new, user_attrs)]
+            _insert_attrs(session, models.TrialUserAttributeModel, attrs)
         return [
-            _new_trial(trial_id, number, TrialState.WAITING, None, user_attrs=dict(a), system_attrs=copy.deepcopy(system))
+            _new_trial(trial_id, number, TrialState.WAITING, None, dict(a), copy.deepcopy(system))
             for (trial_id, number), a in zip(new, user_attrs)
         ]
 
@@ -323,29 +331,31 @@ def _take(session: Session, trial_id: int, now: datetime | None = None) -> bool:
     return bool(session.execute(query.values(state=TrialState.RUNNING, datetime_start=start)).rowcount)
 
 
-def _insert_trials(session: Session, study_id: int, count: int, state: TrialState, start: datetime | None) -> list[tuple[int, int]]:
+def _insert_trials(
+    session: Session, study_id: int, count: int, state: TrialState, start: datetime | None
+) -> list[tuple[int, int]]:
     """``(trial_id, number)`` of ``count`` new trials, numbered after every earlier trial of the
-    study as Optuna numbers them: under the study's lock (a row lock where the database has them,
-    SQLite's one writer lock from the INSERT on), inserted unnumbered, then numbered."""
+    study as Optuna numbers them: each row's number is the study's count of trials as it is
+    inserted, under the study's lock (a row lock where the database has them; SQLite's one writer
+    lock, which its INSERT takes before it counts, serialises writers there)."""
     if count <= 0:
         return []
+    if session.get_bind().dialect.name != "sqlite":  # (SQLite has no row locks: the statement would only read)
+        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
     trials = models.TrialModel.__table__
-    models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+    c = trials.c
+    row = select(
+        func.count(), sqlalchemy.bindparam("sid", type_=c.study_id.type), sqlalchemy.bindparam("state", type_=c.state.type),
+        sqlalchemy.bindparam("start", type_=c.datetime_start.type),
+    ).select_from(trials).where(c.study_id == sqlalchemy.bindparam("sid"))  # fmt: skip
     when = _stored_datetime(start, "datetime_start") if start is not None else None
-    session.execute(insert(trials), [{"study_id": study_id, "number": None, "state": state, "datetime_start": when}] * count)
-    total = select(func.count()).select_from(trials).where(trials.c.study_id == study_id).scalar_subquery()
-    unnumbered = session.execute(
-        select(trials.c.trial_id, total).where(trials.c.study_id == study_id, trials.c.number.is_(None)).order_by(trials.c.trial_id)
-    ).all()
-    if len(unnumbered) != count:  # another writer's trial left unnumbered: Optuna numbers its own before it commits
-        raise RuntimeError(f"study {study_id}: {len(unnumbered)} unnumbered trials where {count} were just created")
-    first = unnumbered[0][1] - count  # trials before ours
-    numbered = [(trial_id, first + i) for i, (trial_id, _) in enumerate(unnumbered)]
-    session.execute(
-        update(trials).where(trials.c.trial_id == sqlalchemy.bindparam("id")).values(number=sqlalchemy.bindparam("n")),
-        [{"id": trial_id, "n": number} for trial_id, number in numbered],
-    )
-    return numbered
+    session.execute(insert(trials).from_select(["number", "study_id", "state", "datetime_start"], row),
+                    [{"sid": study_id, "state": state, "start": when}] * count)  # fmt: skip
+    latest = select(c.trial_id, c.number).where(c.study_id == study_id).order_by(c.trial_id.desc()).limit(count)
+    new = [tuple(r) for r in reversed(session.execute(latest).all())]
+    if [number for _, number in new] != list(range(new[0][1], new[0][1] + count)):  # the lock let another writer in
+        raise RuntimeError(f"study {study_id}: trials created at once got the numbers {[n for _, n in new]}")
+    return new
 
 
 def _insert_attrs(session: Session, model: type, attrs: Sequence[tuple[int, dict[str, Any]]], replace: bool = False) -> None:
@@ -361,20 +371,15 @@ def _insert_attrs(session: Session, model: type, attrs: Sequence[tuple[int, dict
     session.execute(insert(table), rows)
 
 
-def _new_trial(trial_id: int, number: int, state: TrialState, start: datetime | None, **attrs: dict[str, Any]) -> FrozenTrial:
+def _new_trial(
+    trial_id: int, number: int, state: TrialState, start: datetime | None,
+    user_attrs: dict[str, Any] | None = None, system_attrs: dict[str, Any] | None = None,
+) -> FrozenTrial:  # fmt: skip
     return FrozenTrial(
         number=number, state=state, value=None, values=None, datetime_start=start, datetime_complete=None, params={},
-        distributions={}, user_attrs=attrs.get("user_attrs", {}), system_attrs=attrs.get("system_attrs", {}),
-        intermediate_values={}, trial_id=trial_id,
+        distributions={}, user_attrs=user_attrs or {}, system_attrs=system_attrs or {}, intermediate_values={},
+        trial_id=trial_id,
     )  # fmt: skip
-
-
-def _frozen_copy(trial: FrozenTrial, **changes: Any) -> FrozenTrial:
-    """A copy of ``trial`` with ``changes`` (attributes deep-copied: the original is a cached read)."""
-    copied = copy.deepcopy(trial)
-    for key, value in changes.items():
-        setattr(copied, key, value)
-    return copied
 
 
 def _sqlite_connection(path: Path) -> sqlite3.Connection:
