@@ -11,6 +11,11 @@ first such epoch) and reports that checkpoint's scores, as the flooding paper (I
 2020) does: a tuning run scores the checkpoint on the validation part; a final run holds the
 same validation part out (it trains on the tuning runs' training part, not the whole training
 split), picks the epoch on it and scores that epoch's model on the test split.
+
+A two-stage method (``then = {...}``, :class:`lossbench.bench.spec.StageSpec`) trains the spec's
+epochs with its own loss and transforms, then the same model for the stage's epochs with the
+stage's, under a fresh optimizer; the run's curves and early stopping's choice span both stages,
+each epoch's losses being those of the loss it trained with.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 
 from lossbench.bench.methods import Method, check_compatible, output_width, set_loss_option
 from lossbench.bench.metrics import DECISION_TASKS, EpochScores, compute_metrics, decide, f1_thresholds, selection_metric
-from lossbench.bench.spec import SEED_PARAM, DatasetSpec, Spec, SpecError, model_hyperparameter
+from lossbench.bench.spec import SEED_PARAM, THEN_PREFIX, DatasetSpec, Spec, SpecError, model_hyperparameter
 from lossbench.data import Dataset, get_dataset_info, load_dataset, stratified_split
 from lossbench.data.splits import provided_validation, random_split, select_train, standardize
 from lossbench.models import build_model
@@ -139,6 +144,40 @@ class RunResult:
         return bool(self.metrics.get("diverged", 0.0))
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a run: the method it trains with (the second stage's own ``Method``), its
+    parameters as that method reads them, its first epoch within the run and its length."""
+
+    method: Method
+    params: dict[str, Any]
+    first_epoch: int
+    epochs: int
+    lr_scale: float = 1.0
+
+
+def stages(method: Method, params: dict[str, Any], spec: Spec) -> list[Stage]:
+    """A run's stages: the method for the spec's epochs and, for a two-stage method, its second stage."""
+    out = [Stage(method, params, 0, spec.train.epochs)]
+    if method.then is not None:
+        then = method.spec.then
+        assert then is not None
+        out.append(Stage(method.then, method.stage_params(params), spec.train.epochs, then.epochs, then.lr_scale))
+    return out
+
+
+def check_stages(split: Split, method: Method, where: str) -> None:
+    """A second stage's loss runs on the task and reads the logits the first stage's model gives."""
+    if method.then is None:
+        return
+    then = method.then.loss
+    check_compatible(then, split.task, split.num_classes, f"{where}, its second stage")
+    widths = [output_width(loss, split.task, split.num_classes) for loss in (method.loss, then)]
+    if widths[0] != widths[1]:
+        raise SpecError(f"{where}: the second stage's loss {then.name!r} reads {widths[1]} logit(s), the first stage's "
+                        f"{method.loss.name!r} {widths[0]}: one model cannot serve both")  # fmt: skip
+
+
 def run_seed(stage: str, trial_number: int, spec: Spec, seed: int | None = None, params: dict | None = None) -> int:
     """The training seed of a run: a final run's evaluation seed; a tuning trial's searched
     ``seed`` when the spec searches one, else one derived from the study seed and its number."""
@@ -197,6 +236,7 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
     if decision == "thresholds" and spec.train.early_stopping:
         raise SpecError(f"{where}: decision 'thresholds' sets its thresholds when the run ends; it cannot choose an "
                         "epoch with [train] early_stopping")  # fmt: skip
+    check_stages(split, method, where)
     space = method.search_space(spec.search)
     middle = {k: _middle(d) for k, d in space.items()}
     model = _check_model(split, method, spec, middle, where)
@@ -210,10 +250,12 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
             if model_hyperparameter(key) is not None:
                 _check_model(split, method, spec, params, f"{where}: {key} = {value!r} (an end of its search space)")
                 continue
+            stage = stages(method, params, spec)[1 if key.startswith(THEN_PREFIX) else 0]
             try:
                 with torch.no_grad():
-                    method.build_loss(params, requirements, split.task, validate=True).to(logits.device)(logits, split.y_fit[:8])
-                for name, kwargs in method.transform_list(params):
+                    loss = stage.method.build_loss(stage.params, requirements, split.task, validate=True)
+                    loss.to(logits.device)(logits, split.y_fit[:8])
+                for name, kwargs in stage.method.transform_list(stage.params):
                     make_transform((name, kwargs))
                 if key in ("lr", "weight_decay"):
                     lr, decay = params.get("lr", 0.1), params.get("weight_decay", 0.0)
@@ -233,12 +275,6 @@ class _RunScores:
 
     def __init__(self, split: Split, method: Method, params: dict[str, Any], spec: Spec) -> None:
         self.split, self.method, self.spec = split, method, spec
-        device = split.x_fit.device
-        # No value checks on the hot path: the data were checked when loaded, and a diverging run
-        # must produce non-finite logits (recorded as diverged), not an exception.
-        self.adapter = method.build_loss(params, {"class_counts": split.class_counts.to(device)}, split.task, validate=False)
-        self.loss = self.adapter.to(device).unwrapped()
-        self._own_schedule = getattr(self.adapter.loss, "set_epoch", None)  # EXACT's sigma, LDAM's re-weighting
         self.metric = selection_metric(spec.selection_metric, split.task)
         self.train_loss: list[float] = []
         self.heldout_loss: list[torch.Tensor] = []
@@ -249,14 +285,24 @@ class _RunScores:
         self.thresholds: torch.Tensor | None = None  # decision "thresholds": set from the fit part when the run ends
         self.best: tuple[float, int, torch.Tensor] | None = None  # validation score, epoch, held-out logits
         self.val_metric: list[float] = []
-        self.schedule(0)
+        self.begin(stages(method, params, spec)[0])
+
+    def begin(self, stage: Stage) -> None:
+        """Train with this stage's loss from now on (its first epoch's schedule set)."""
+        self.stage = stage
+        self.adapter = stage_loss(self.split, stage)
+        self.loss = self.adapter.unwrapped()
+        self._own_schedule = getattr(self.adapter.loss, "set_epoch", None)  # EXACT's sigma, LDAM's re-weighting
+        self.schedule(stage.first_epoch)
 
     def schedule(self, epoch: int) -> None:
-        """The loss's own schedule and the method's scheduled options, before each epoch (and once after the last)."""
+        """The stage loss's own schedule and the method's scheduled options, before each epoch (and
+        once after the stage's last); ``epoch`` counts from the run's start."""
+        local, epochs = epoch - self.stage.first_epoch, self.stage.epochs
         if self._own_schedule is not None:
-            self._own_schedule(epoch, self.spec.train.epochs)
-        for key, sched in self.method.spec.schedule.items():
-            set_loss_option(self.adapter.loss, key[5:], sched.value(epoch, self.spec.train.epochs))
+            self._own_schedule(local, epochs)
+        for key, sched in self.stage.method.spec.schedule.items():
+            set_loss_option(self.adapter.loss, key[5:], sched.value(local, epochs))
 
     def epoch_end(self, epoch: int, stats: dict[str, float], logits: torch.Tensor, val_logits: torch.Tensor | None = None) -> None:
         """``logits`` on the held-out part; ``val_logits`` on ``split.x_val`` where the split has one."""
@@ -319,8 +365,18 @@ class _RunScores:
         return RunResult(metrics, curves, seconds)
 
 
+def stage_loss(split: Split, stage: Stage) -> Any:
+    """The stage's loss in the bench's adapter, on the split's device.  No value checks on the hot
+    path: the data were checked when loaded, and a diverging run must produce non-finite logits
+    (recorded as diverged), not an exception."""
+    device = split.x_fit.device
+    requirements = {"class_counts": split.class_counts.to(device)}
+    return stage.method.build_loss(stage.params, requirements, split.task, validate=False).to(device)
+
+
 def _build_run_model(split: Split, method: Method, spec: Spec, seed: int, params: dict[str, Any]) -> torch.nn.Module:
     check_compatible(method.loss, split.task, split.num_classes, f"method {method.name!r} on {split.dataset.name!r}")
+    check_stages(split, method, f"method {method.name!r} on {split.dataset.name!r}")
     torch.manual_seed(seed)
     return build_model(
         spec.train.model, split.dataset, num_outputs=output_width(method.loss, split.task, split.num_classes),
@@ -328,11 +384,12 @@ def _build_run_model(split: Split, method: Method, spec: Spec, seed: int, params
     ).to(split.x_fit.device)  # fmt: skip
 
 
-def _fit_options(spec: Spec, split: Split) -> dict[str, Any]:
-    """What ``fit`` and ``fit_packed`` take from the spec alike."""
+def _fit_options(spec: Spec, split: Split, stage: Stage) -> dict[str, Any]:
+    """What ``fit`` and ``fit_packed`` take from the spec alike, for one stage of a run."""
     t = spec.train
+    lr_final = None if t.lr_final is None else t.lr_final * stage.lr_scale
     return dict(
-        epochs=t.epochs, batch_size=t.batch_size, optimizer=t.optimizer, momentum=t.momentum, lr_final=t.lr_final,
+        epochs=stage.epochs, batch_size=t.batch_size, optimizer=t.optimizer, momentum=t.momentum, lr_final=lr_final,
         lr_schedule=t.lr_schedule, weight_decay_on=t.weight_decay_on, repeat=repeats(spec, len(split.y_fit)),
         drop_last=t.drop_last,
     )  # fmt: skip
@@ -343,16 +400,19 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
     start = time.perf_counter()
     model = _build_run_model(split, method, spec, seed, params)
     run = _RunScores(split, method, params, spec)
+    generator = torch.Generator().manual_seed(seed)  # one for the whole run: stage 2 goes on drawing from it
 
     def on_epoch_end(epoch: int, stats: dict[str, float]) -> None:
         val = None if split.x_val is None else eval_logits(model, split.x_val, batch_size=EVAL_BATCH)
-        run.epoch_end(epoch, stats, eval_logits(model, split.x_eval, batch_size=EVAL_BATCH), val)
+        run.epoch_end(run.stage.first_epoch + epoch, stats, eval_logits(model, split.x_eval, batch_size=EVAL_BATCH), val)
 
-    fit(
-        model, run.loss, split.x_fit, split.y_fit, lr=params["lr"], weight_decay=params.get("weight_decay", 0.0),
-        transforms=method.transform_list(params), generator=torch.Generator().manual_seed(seed),
-        on_epoch_end=on_epoch_end, **_fit_options(spec, split),
-    )  # fmt: skip
+    for stage in stages(method, params, spec):
+        run.begin(stage)
+        fit(
+            model, run.loss, split.x_fit, split.y_fit, lr=params["lr"] * stage.lr_scale,
+            weight_decay=params.get("weight_decay", 0.0), transforms=stage.method.transform_list(stage.params),
+            generator=generator, on_epoch_end=on_epoch_end, **_fit_options(spec, split, stage),
+        )  # fmt: skip
     return run.result(lambda: eval_logits(model, split.x_fit, batch_size=EVAL_BATCH), time.perf_counter() - start)
 
 
@@ -368,26 +428,27 @@ def train_and_score_packed(
     start = time.perf_counter()
     packed = PackedModel([_build_run_model(split, method, spec, seed, params) for params, seed in runs])
     scores = [_RunScores(split, method, params, spec) for params, _ in runs]
-    shared: dict[Any, list[int]] = {}
-    needs = set(method.loss.requires)  # the split's class counts: the same for every run of the unit
-    for k, (params, _) in enumerate(runs):
-        kwargs = method.loss_kwargs(params, {r: None for r in needs})
-        if not method.loss.is_batch_level(kwargs):  # a batch-level loss would mix the runs' rows
-            shared.setdefault(repr(sorted((a, v) for a, v in kwargs.items() if a not in needs)), []).append(k)
+    plans = [stages(method, params, spec) for params, _ in runs]
+    generators = [torch.Generator().manual_seed(seed) for _, seed in runs]
 
     def on_epoch_end(epoch: int, rows: list[dict[str, float]]) -> None:
         logits = packed.eval_logits(split.x_eval, batch_size=EVAL_BATCH)
         val = None if split.x_val is None else packed.eval_logits(split.x_val, batch_size=EVAL_BATCH)
         for k, run in enumerate(scores):
-            run.epoch_end(epoch, rows[k], logits[k], None if val is None else val[k])
+            run.epoch_end(run.stage.first_epoch + epoch, rows[k], logits[k], None if val is None else val[k])
 
-    fit_packed(
-        packed, [run.loss for run in scores], split.x_fit, split.y_fit,
-        lrs=[params["lr"] for params, _ in runs], weight_decays=[params.get("weight_decay", 0.0) for params, _ in runs],
-        transforms=[method.transform_list(params) for params, _ in runs],
-        generators=[torch.Generator().manual_seed(seed) for _, seed in runs],
-        shared_loss=list(shared.values()), on_epoch_end=on_epoch_end, **_fit_options(spec, split),
-    )  # fmt: skip
+    for i, first in enumerate(plans[0]):  # every run of a unit has the same stages
+        now = [plan[i] for plan in plans]
+        for run, stage in zip(scores, now):
+            run.begin(stage)
+        fit_packed(
+            packed, [run.loss for run in scores], split.x_fit, split.y_fit,
+            lrs=[params["lr"] * first.lr_scale for params, _ in runs],
+            weight_decays=[params.get("weight_decay", 0.0) for params, _ in runs],
+            transforms=[s.method.transform_list(s.params) for s in now], generators=generators,
+            shared_loss=_shared_loss(first.method, [s.params for s in now]), on_epoch_end=on_epoch_end,
+            **_fit_options(spec, split, first),
+        )  # fmt: skip
     fit_logits: list[torch.Tensor] = []
 
     def fit_logits_of(k: int) -> torch.Tensor:
@@ -399,11 +460,24 @@ def train_and_score_packed(
     return [run.result(lambda k=k: fit_logits_of(k), seconds) for k, run in enumerate(scores)]
 
 
+def _shared_loss(method: Method, params: list[dict[str, Any]]) -> list[list[int]]:
+    """Groups of runs whose losses take the same arguments (one loss call per step for each group)."""
+    shared: dict[Any, list[int]] = {}
+    needs = set(method.loss.requires)  # the split's class counts: the same for every run of the unit
+    for k, p in enumerate(params):
+        kwargs = method.loss_kwargs(p, {r: None for r in needs})
+        if not method.loss.is_batch_level(kwargs):  # a batch-level loss would mix the runs' rows
+            shared.setdefault(repr(sorted((a, v) for a, v in kwargs.items() if a not in needs)), []).append(k)
+    return list(shared.values())
+
+
 def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
     """Why the unit's runs cannot train packed (None when they can), checked once per unit on a
     small batch: the model must be stateless and give under ``vmap`` what it gives alone, the
     loss must hold no trained parameters and draw no random numbers, every transform must pack."""
-    heavy = [name for name, _ in method.transform_list({}) if not get_transform(name).factory.packs]
+    space = method.search_space(spec.search)
+    plan = stages(method, {k: _middle(d) for k, d in space.items()}, spec)
+    heavy = [name for s in plan for name, _ in s.method.transform_list({}) if not get_transform(name).factory.packs]
     if heavy:
         return f"transform {heavy[0]!r} reads the model itself"
     searched = sorted(k for k in spec.search if model_hyperparameter(k) is not None)
@@ -423,14 +497,14 @@ def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
         alone = torch.stack([m(x) for m in models])
     if together.shape != alone.shape or not torch.allclose(together.detach(), alone, rtol=1e-4, atol=1e-5):
         return f"model {spec.train.model!r} gives other outputs under torch.func.vmap"
-    space = method.search_space(spec.search)
-    params = {k: _middle(d) for k, d in space.items()}
-    loss = _RunScores(split, method, params, spec).loss
-    if isinstance(loss, torch.nn.Module) and any(p.requires_grad for p in loss.parameters()):
-        return f"loss {method.loss.name!r} has trained parameters"
-    state = torch.get_rng_state()
-    loss(alone[0].detach().requires_grad_(), y).backward()
-    if not torch.equal(state, torch.get_rng_state()):
-        torch.set_rng_state(state)
-        return f"loss {method.loss.name!r} draws random numbers"
+    for stage in plan:
+        loss = stage_loss(split, stage).unwrapped()
+        name = stage.method.loss.name
+        if isinstance(loss, torch.nn.Module) and any(p.requires_grad for p in loss.parameters()):
+            return f"loss {name!r} has trained parameters"
+        state = torch.get_rng_state()
+        loss(alone[0].detach().requires_grad_(), y).backward()
+        if not torch.equal(state, torch.get_rng_state()):
+            torch.set_rng_state(state)
+            return f"loss {name!r} draws random numbers"
     return None

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
 import torch
 from torch import nn
 
-from lossbench.bench.spec import MethodSpec, Range, SpecError, check_value, value_kinds
+from lossbench.bench.spec import THEN_PREFIX, MethodSpec, Range, SpecError, check_value, value_kinds
 from lossbench.losses import LOSSES, LossInfo
 from lossbench.registry import Choice, FloatRange, HyperParam, IntRange
 from lossbench.train import TRANSFORMS, compatible
@@ -80,10 +80,18 @@ class Method:
     spec: MethodSpec
     loss: LossInfo
     transforms: tuple[tuple[str, dict[str, Any], tuple[HyperParam, ...]], ...]
+    then: Method | None = None  # a two-stage method's second stage (its spec.then), resolved alike
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def stage_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The second stage's parameters from a run's: its ``then.``-keys without the prefix, and
+        the shared ones (lr, weight decay, model); the first stage's own keys left out."""
+        own = {k[len(THEN_PREFIX) :]: v for k, v in params.items() if k.startswith(THEN_PREFIX)}
+        shared = {k: v for k, v in params.items() if "." not in k or k.startswith("model.")}
+        return {**shared, **own}
 
     def search_space(self, shared: dict[str, Range | Choice]) -> dict[str, Distribution]:
         """Optuna distributions keyed ``lr``, ``weight_decay``, ``loss.<p>``, ``<transform>.<p>``.
@@ -107,8 +115,10 @@ class Method:
         # (EXACT's sigma_min); registered ones were decided above.
         registered = {f"{prefix}.{p.name}" for prefix, _, params in own for p in params}
         for key, r in self.spec.search.items():
-            if key not in registered:
+            if key not in registered and not key.startswith(THEN_PREFIX):
                 space[key] = _distribution(r)
+        if self.then is not None:
+            space.update({THEN_PREFIX + k: d for k, d in self.then.search_space({}).items()})
         return space
 
     def main_hyperparameter(self, shared: dict[str, Range]) -> str:
@@ -195,6 +205,19 @@ def _check_search(where: str, key: str, space: Range | Choice, param: inspect.Pa
 
 
 def resolve_method(spec: MethodSpec) -> Method:
+    """The method's loss, transforms and search checked against the registries; a second stage
+    (``spec.then``) is resolved as a method of its own, its search keys stripped of ``then.``."""
+    then = None
+    if spec.then is not None:
+        stage = spec.then
+        search = {k[len(THEN_PREFIX) :]: v for k, v in spec.search.items() if k.startswith(THEN_PREFIX)}
+        then = _resolve(MethodSpec(f"{spec.name} then", stage.loss, dict(stage.params), stage.transforms, search))
+        first = replace(spec, search={k: v for k, v in spec.search.items() if not k.startswith(THEN_PREFIX)})
+        return replace(_resolve(first), spec=spec, then=then)  # the spec as written, its then.-keys included
+    return _resolve(spec)
+
+
+def _resolve(spec: MethodSpec) -> Method:
     where = f"method {spec.name!r}"
     if spec.loss not in LOSSES:
         raise SpecError(f"{where}: unknown loss {spec.loss!r}; registered: {', '.join(LOSSES.names())}")

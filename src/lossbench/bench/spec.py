@@ -41,6 +41,7 @@ VAL_SPLITS = ("stratified", "random")  # random: scikit-learn's unstratified tra
 TIE_BREAKS = ("earliest", "train_metric")
 SEED_PARAM = "seed"  # a searched "seed" is the tuning run's training seed (the EXACT paper tunes it)
 MODEL_PREFIX = "model."  # [search] model.<name>: a model hyperparameter, searched for every method alike
+THEN_PREFIX = "then."  # then.loss.<p>, then.<transform>.<p>: a two-stage method's second-stage hyperparameters
 
 
 class SpecError(ValueError):
@@ -116,6 +117,23 @@ class TransformSpec:
 
 
 @dataclass(frozen=True)
+class StageSpec:
+    """A method's second stage (``then = {...}``): after the spec's ``[train] epochs`` with the
+    method's loss and transforms, the same model trains ``epochs`` more with this loss and these
+    transforms.  The second stage starts a fresh optimizer of the spec's kind (fresh momentum or
+    Adam moments: the new loss's gradients have another scale than the old one's), at the run's lr
+    times ``lr_scale``, and runs the spec's lr schedule over its own epochs with both ends scaled
+    by ``lr_scale``; the weight decay is the run's.  Its searched hyperparameters are keyed
+    ``then.loss.<p>`` and ``then.<transform>.<p>`` (the method's ``search`` table overrides them)."""
+
+    loss: str
+    epochs: int
+    params: dict[str, Any] = field(default_factory=dict)
+    transforms: tuple[TransformSpec, ...] = ()
+    lr_scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """A method: a registered loss, optional transforms, fixed parameters and search overrides.
 
@@ -133,6 +151,7 @@ class MethodSpec:
     # How held-out logits become predictions (bench.metrics.DECISIONS): the arg-max, or a post-hoc
     # rule such as logit adjustment, so a leaderboard can tell a loss's effect from its decision's.
     decision: str = "argmax"
+    then: StageSpec | None = None  # a second stage, fine-tuning the same model (StageSpec)
 
     def runs_on(self, dataset: DatasetSpec) -> bool:
         return self.datasets is None or dataset.label in self.datasets or dataset.name in self.datasets
@@ -197,7 +216,7 @@ class Spec:
 # so a stored study's spec keeps its fingerprint (bench.storage refuses a changed spec).
 _LATER_SPEC_FIELDS = ("plugins",)
 _LATER_TRAIN_FIELDS = ("early_stopping",)
-_LATER_METHOD_FIELDS = ("decision",)
+_LATER_METHOD_FIELDS = ("decision", "then")
 
 # ---------------------------------------------------------------------------------------------
 # Parsing
@@ -332,6 +351,24 @@ def _transform(value: Any, where: str) -> TransformSpec:
     raise SpecError(f"{where}: a transform is a name or {{name = ..., params = {{...}}}}, got {value!r}")
 
 
+def _stage(value: Any, where: str) -> StageSpec:
+    """A method's ``then = {loss = ..., epochs = N, params = {...}, transforms = [...], lr_scale = 1.0}``."""
+    if not isinstance(value, dict):
+        raise SpecError(f"{where}: a second stage is {{loss = ..., epochs = N, params = {{...}}, transforms = [...], "
+                        f"lr_scale = 1.0}}, got {value!r}")  # fmt: skip
+    _no_unknown(value, set(StageSpec.__dataclass_fields__), where)
+    epochs = _take(value, "epochs", int, where)
+    if epochs < 1:
+        raise SpecError(f"{where}: epochs must be >= 1, got {epochs}")
+    lr_scale = _take(value, "lr_scale", float, where, _default(StageSpec, "lr_scale"))
+    if not (math.isfinite(lr_scale) and lr_scale > 0):
+        raise SpecError(f"{where}: lr_scale must be a finite number > 0, got {lr_scale}")
+    return StageSpec(
+        loss=_take(value, "loss", str, where), epochs=epochs, params=dict(_take(value, "params", dict, where, {})),
+        transforms=tuple(_transform(t, where) for t in _take(value, "transforms", list, where, [])), lr_scale=lr_scale,
+    )  # fmt: skip
+
+
 def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
     """Build a :class:`Spec` from a parsed TOML document, checking every field.
 
@@ -439,6 +476,11 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         decision = _take(m, "decision", str, where, _default(MethodSpec, "decision"))
         if decision not in DECISIONS:
             raise SpecError(f"{where}: decision must be one of {DECISIONS}, got {decision!r}")
+        then = _take(m, "then", dict, where, None)
+        then = None if then is None else _stage(then, f"{where} then")
+        stray = sorted(k for k in search_m if k.startswith(THEN_PREFIX)) if then is None else []
+        if stray:
+            raise SpecError(f"{where}: search keys {stray} tune a second stage, but the method has no 'then' stage")
         methods.append(
             MethodSpec(
                 name=mname,
@@ -449,6 +491,7 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
                 datasets=None if only is None else tuple(str(x) for x in only),
                 schedule=schedule,
                 decision=decision,
+                then=then,
             )
         )
     if not methods:
@@ -553,6 +596,8 @@ def spec_from_json(text: str) -> Spec:
         m["transforms"] = [{"name": t["name"], "params": t["params"]} for t in m["transforms"]]
         if m["datasets"] is None:
             del m["datasets"]
+        if m.get("then") is None:
+            m.pop("then", None)
     return parse_spec(data, "stored spec")
 
 
