@@ -147,7 +147,8 @@ def test_a_spec_without_a_second_stage_keeps_its_fingerprint_and_one_with_it_rou
 
 @pytest.mark.skipif(not STORED.exists(), reason="no stored ledger database in this checkout")
 def test_every_stored_spec_keeps_its_stored_fingerprint():
-    with sqlite3.connect(f"file:{STORED}?mode=ro", uri=True) as db:
+    # immutable: read the file as it is, creating no -wal/-shm beside it
+    with sqlite3.connect(f"file:{STORED}?immutable=1", uri=True) as db:
         rows = db.execute(
             "SELECT s.value_json, f.value_json FROM study_user_attributes s JOIN study_user_attributes f "
             "ON s.study_id = f.study_id AND s.key = ? AND f.key = ?", (SPEC_ATTR, FINGERPRINT_ATTR),
