@@ -4,6 +4,9 @@ Any number of workers may run the same spec against one storage.  A worker repea
 (dataset, method) unit with work left, runs trials there and records them; it stops when every
 unit is complete.  Where a unit packs, the trials asked at once (as many parallel workers would
 ask them) and the evaluation seeds train as one batched model (:mod:`lossbench.train.packed`).
+A pack's trials are started, given their parameters and finished in a few storage statements
+(:class:`~lossbench.bench.storage.HeartbeatStorage`), sampled on an in-memory copy of the
+study's finished trials, and a unit's study is read again only when another worker changed it.
 Tuning runs until the unit's study holds ``spec.trials`` complete trials, and the configuration
 is chosen from the first ``spec.trials`` complete trials by trial number, so the budget is equal
 for every method even when workers race.  The final stage re-trains the
