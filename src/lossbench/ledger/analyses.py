@@ -255,3 +255,105 @@ def flooding_tuning_cost(budget: str, storage=None, device=None, data_dir=None, 
                "trials (study: numbers) |\n|---|---|---|---|---|---|\n" + "\n".join(rows))  # fmt: skip
     measured = {f"{d}/{m}": float(n) for d, row in needs.items() for m, n in row.items()}
     return AnalysisResult(word, reason + ".", measured, details)
+
+
+# --- Zhang et al.: gradient clipping accelerates training -----------------------------------------
+
+CLIPPING_CLAIM = "zhang-clipping-accelerates"  # its record holds the preset and the budgets' overrides
+CLIPPED = ("clip", "clip_smooth")  # each against UNCLIPPED
+UNCLIPPED = "none"
+TARGET_FRACTION = 0.02  # the target training loss: this fraction of ln C, the loss of a uniform guess
+EPOCHS_DELTA = 1.0  # "the same speed": mean epochs to the target within one epoch
+
+
+def epochs_to_target(curve: list[float], target: float) -> int | None:
+    """The first epoch (1-based) whose training loss is at most ``target``; None if none is (a nan,
+    a diverged epoch, never counts as reached)."""
+    if not target > 0:
+        raise ValueError(f"target must be a training loss > 0, got {target!r}")
+    return next((e for e, v in enumerate(curve, 1) if v <= target), None)
+
+
+def analysis_study(claim_id: str, budget: str):
+    """The spec of an analysis claim's study: its record's preset with the budget's overrides, named
+    ``<preset>.<budget>`` (as ``ledger.protocol.study_spec`` names a bench claim's study)."""
+    from lossbench.bench.spec import parse_spec
+    from lossbench.ledger.protocol import _override, preset_document
+    from lossbench.ledger.records import BUDGETS, get_claim
+
+    claim = get_claim(claim_id)
+    if budget not in BUDGETS:
+        raise ValueError(f"--budget must be one of {BUDGETS}, got {budget!r}")
+    if claim.protocol is None:
+        raise ValueError(f"claim {claim_id!r} names no preset to run")
+    where = f"claim {claim_id!r} ({budget})"
+    document = preset_document(claim.protocol)
+    for key, value in (claim.budgets[budget].overrides if budget in claim.budgets else {}).items():
+        _override(document, key, value, where)
+    document["name"] = f"{document['name']}.{budget}"
+    return parse_spec(document, where)
+
+
+def clipping_verdict(epochs: dict[str, dict[str, list[float]]]):
+    """``epochs[dataset][method]``: per seed, epochs to the target (a run that never reaches it counts
+    the run's epochs + 1).  Per dataset and clipped method a paired verdict (direction "less", margin
+    one epoch) against the unclipped runs of the same seeds; the claim holds where every one holds
+    (``ledger.judge.every_dataset``: contradicted if any is, equivalent if every one is)."""
+    from lossbench.ledger.judge import every_dataset
+    from lossbench.ledger.verdict import Rule, paired_verdict
+
+    rule = Rule("less", alpha=0.05, delta=EPOCHS_DELTA)
+    verdicts, names = [], []
+    for label, row in epochs.items():
+        for method in CLIPPED:
+            verdicts.append(paired_verdict(row[method], row[UNCLIPPED], rule))
+            names.append(f"{label}/{method}")
+    return every_dataset(verdicts, names), dict(zip(names, verdicts))
+
+
+def clipping_accelerates(budget: str, storage=None, device=None, data_dir=None, pack=None, progress=None) -> AnalysisResult:
+    """Zhang et al.: runs (or resumes, or finds done) the study of the preset ``clipping`` in
+    ``storage``, then reads each final run's stored ``train_loss`` curve: the epochs each method
+    needs, per seed, to bring its training loss to ``TARGET_FRACTION * ln C``; judged by
+    :func:`clipping_verdict`."""
+    from lossbench.bench.defaults import DEFAULT_PACK
+    from lossbench.bench.results import collect
+    from lossbench.bench.runner import Runner, run_record
+    from lossbench.bench.storage import open_storage
+
+    if storage is None:
+        raise ValueError("clipping_accelerates reads a study: pass the storage it is (to be) stored in")
+    spec = analysis_study(CLIPPING_CLAIM, budget)
+    if getattr(storage, "heartbeat_interval", None) is None:  # an analysis's storage has none; the runner needs them
+        storage = open_storage(storage.url, spec.heartbeat_interval)
+    runner = Runner(spec, storage, device or torch.device("cpu"), data_dir=data_dir, pack=pack or DEFAULT_PACK)
+    if progress is None:
+        runner.run()
+    else:
+        with progress(f"{spec.name} (the runs read by the clipping analysis)") as update:
+            runner.run(update)
+    epochs: dict[str, dict[str, list[float]]] = {}
+    rows = []
+    for result in collect(spec, storage):
+        label = result.dataset.label
+        classes = runner.cache.get(result.dataset, "final").num_classes
+        target = TARGET_FRACTION * math.log(classes)
+        for r in result.methods:
+            reached = []
+            for seed in sorted(r.runs):
+                curve = run_record(r.runs[seed])["curves"]["train_loss"]
+                n = epochs_to_target(curve, target)
+                reached.append(float(len(curve) + 1 if n is None else n))
+            epochs.setdefault(label, {})[r.method.name] = reached
+            params = ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in sorted((r.config or {}).items())) or "-"
+            rows.append(f"| {label} | {target:.4f} | {r.method.name} | {' '.join(f'{e:g}' for e in reached)} | "
+                        f"{sum(reached) / len(reached):.2f} | {params} | {r.final_study} |")  # fmt: skip
+    verdict, parts = clipping_verdict(epochs)
+    reason = verdict.reason + " Per dataset and method (clipped - none, mean epochs): " + "; ".join(
+        f"{name} {v.effect.estimate:+.2f} ({v.word})" for name, v in parts.items())  # fmt: skip
+    details = (f"Study {spec.name!r}: {spec.trials} tuning trials per method, {spec.seeds} seeds, {spec.train.epochs} "
+               f"epochs. Target = {TARGET_FRACTION} ln C (C classes); epochs to the target per evaluation seed "
+               f"(a run that never reaches it counts {spec.train.epochs + 1}).\n\n| dataset | target | method | "
+               "epochs per seed | mean | chosen configuration | study |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows))  # fmt: skip
+    measured = {f"{d}/{m}": sum(v) / len(v) for d, row in epochs.items() for m, v in row.items()}
+    return AnalysisResult(verdict.word, reason, measured, details)

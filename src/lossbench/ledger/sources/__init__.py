@@ -5,3 +5,4 @@ from lossbench.ledger.sources import flooding  # noqa: F401
 from lossbench.ledger.sources import longtail  # noqa: F401
 from lossbench.ledger.sources import multilabel  # noqa: F401
 from lossbench.ledger.sources import weissi  # noqa: F401
+from lossbench.ledger.sources import part2  # noqa: F401
