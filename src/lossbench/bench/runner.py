@@ -57,6 +57,7 @@ from lossbench.losses._validation import check_count
 CONFIG_ATTR = "config"  # the chosen parameters, stored on the final study
 CHOSEN_FROM_ATTR = "tune_trial"
 ERROR_ATTR = "error"  # a failed trial's reason, one line
+DIRECTION = "maximize"  # of every study: the selection metrics are scores, higher is better
 RUN_ATTR = "run"  # a trial's record: metrics, curves, seed, worker, seconds, pack (one write)
 
 
@@ -207,7 +208,7 @@ class Runner:
     def _unit(self, dataset: DatasetSpec, method: Method) -> Unit:
         names = [study_name(self.spec.name, s, dataset.label, method.name) for s in ("tune", "final")]
         tune, final = (
-            optuna.create_study(storage=self.storage, study_name=n, direction="maximize", load_if_exists=True)
+            optuna.create_study(storage=self.storage, study_name=n, direction=DIRECTION, load_if_exists=True)
             for n in names
         )
         reason = "packing is off" if self.pack == 1 else unpackable(self.cache.get(dataset, "tune"), method, self.spec)
@@ -416,7 +417,7 @@ class Runner:
         TPE (once past its random start-up trials) suggests from the trials finished before the pack.
         """
         space = unit.method.search_space(self.spec.search)
-        history = optuna.create_study(direction="maximize")
+        history = optuna.create_study(direction=DIRECTION)
         if stage == "tune":
             history.add_trials([_for_sampler(t) for t in trials if t.state.is_finished()])
         asked: list[optuna.Trial | None] = []
