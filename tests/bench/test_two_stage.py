@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from lossbench.bench.execution import DataCache, check_unit, train_and_score, train_and_score_packed, unpackable
+from lossbench.bench.execution import (
+    DataCache,
+    check_unit,
+    train_and_score,
+    train_and_score_packed,
+    unpackable,
+)
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.spec import SpecError, parse_spec, spec_from_json
 from lossbench.bench.storage import FINGERPRINT_ATTR, SPEC_ATTR

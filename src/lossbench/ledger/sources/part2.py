@@ -117,7 +117,7 @@ register_claim(
                 "4 of the 12 trials, 3 seeds, 12 epochs instead of 30, Letter and MNIST capped at 4,000 training samples",
             ),
             "paper": Budget({}, "the preset as written: 12 trials, 5 seeds, 30 epochs, 20,000 MNIST training samples"),
-        },  # fmt: skip
+        },
         rule_text=f"The target training loss is {TARGET_FRACTION} ln C (C classes; ln C is the loss of a uniform "
         "guess). For each final run the stored per-epoch training loss (the mean mini-batch loss of the epoch) gives "
         "the first epoch at or below the target; a run that never reaches it counts the run's epochs + 1. Per data "
@@ -162,7 +162,7 @@ register_claim(
                 "capped at 4,000 training samples",
             ),
             "paper": Budget({}, "the preset as written: 12 trials, 5 seeds, 20 + 5 epochs, 20,000 MNIST training samples"),
-        },  # fmt: skip
+        },
         rule=Rule("greater", alpha=0.05, delta=0.005),
         rule_text="Per data set: a one-sided paired t-test over seeds of MGS - cross-entropy test accuracy after the "
         "second stage; the claim is per data set and holds where it holds on every one (an effect shown within half "
