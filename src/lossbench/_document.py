@@ -1,7 +1,8 @@
 """A report as a list of blocks, rendered as markdown and as one self-contained HTML page.
 
 Both renderings come from the same blocks, so the two files say the same thing.  Text is plain
-but for `code` spans, which the HTML shows as code.
+but for `code` spans, which the HTML shows as code; a ``Markdown`` block is kept as written in
+the markdown and shown preformatted in the HTML.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ class Para:
 
 
 @dataclass
+class Markdown:
+    """Markdown kept as written (an analysis's table); the HTML shows it preformatted."""
+
+    text: str
+
+
+@dataclass
 class Bullets:
     items: list[str]
 
@@ -41,7 +49,7 @@ class Image:
     path: Path  # written under the report's folder; the markdown links it, the HTML embeds it
 
 
-Block = Heading | Para | Bullets | Table | Image
+Block = Heading | Para | Markdown | Bullets | Table | Image
 
 STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}"
          "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;"
@@ -53,7 +61,7 @@ def to_markdown(blocks: list[Block], out: Path) -> str:
     for b in blocks:
         if isinstance(b, Heading):
             lines += ["#" * b.level + " " + b.text, ""]
-        elif isinstance(b, Para):
+        elif isinstance(b, (Para, Markdown)):
             lines += [b.text, ""]
         elif isinstance(b, Bullets):
             lines += [f"- {item}" for item in b.items] + [""]
@@ -81,6 +89,8 @@ def to_html(blocks: list[Block], title: str) -> str:
             parts.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
         elif isinstance(b, Para):
             parts.append(f"<p>{_inline(b.text)}</p>")
+        elif isinstance(b, Markdown):
+            parts.append(f"<pre>{html.escape(b.text)}</pre>")
         elif isinstance(b, Bullets):
             parts.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, Table):

@@ -3,20 +3,19 @@
 ``lossbench claims report`` writes ``REPRODUCTIONS.md`` and a self-contained
 ``reproductions/ledger.html`` (critical-difference plots embedded; the PNGs beside it for the
 markdown) under ``--out``.  Both are rendered from one list of
-blocks, so they say the same thing.
+blocks (``lossbench._document``), so they say the same thing.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 
+from lossbench._document import Block, Bullets, Heading, Image, Markdown, Para, Table, to_html, to_markdown
 from lossbench._paths import atomic_write, inside
 from lossbench.bench.storage import stored_spec_names
 from lossbench.ledger.judge import SECONDARY, Cell, Outcome, judge
@@ -26,95 +25,6 @@ from lossbench.ledger.runs import AnalysisResult, provenance, stored_analysis, s
 from lossbench.ledger.verdict import Verdict, cd_diagram_png, resampling_note
 
 ASSETS = "reproductions"  # beside REPRODUCTIONS.md: the HTML ledger and the plots
-
-# --- blocks, rendered as markdown and as HTML ---------------------------------------------------
-
-
-@dataclass
-class Heading:
-    level: int
-    text: str
-
-
-@dataclass
-class Para:
-    text: str
-
-
-@dataclass
-class Markdown:
-    """Markdown kept as written (an analysis's table); the HTML shows it preformatted."""
-
-    text: str
-
-
-@dataclass
-class Bullets:
-    items: list[str]
-
-
-@dataclass
-class Table:
-    header: list[str]
-    rows: list[list[str]]
-
-
-@dataclass
-class Image:
-    alt: str
-    path: Path  # written under --out; the markdown links it, the HTML embeds it
-
-
-Block = Heading | Para | Markdown | Bullets | Table | Image
-
-
-def to_markdown(blocks: list[Block], out: Path) -> str:
-    lines: list[str] = []
-    for b in blocks:
-        if isinstance(b, Heading):
-            lines += ["#" * b.level + " " + b.text, ""]
-        elif isinstance(b, (Para, Markdown)):
-            lines += [b.text, ""]
-        elif isinstance(b, Bullets):
-            lines += [f"- {item}" for item in b.items] + [""]
-        elif isinstance(b, Table):
-            cell = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-            lines.append("| " + " | ".join(map(cell, b.header)) + " |")
-            lines.append("|" + "---|" * len(b.header))
-            lines += ["| " + " | ".join(map(cell, row)) + " |" for row in b.rows]
-            lines.append("")
-        else:
-            lines += [f"![{b.alt}]({b.path.relative_to(out).as_posix()})", ""]
-    return "\n".join(lines)
-
-
-def to_html(blocks: list[Block], title: str) -> str:
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;"
-        "font-size:13px;text-align:left}th{background:#f3f3f3}img{max-width:100%}</style></head><body>",
-    ]
-    for b in blocks:
-        if isinstance(b, Heading):
-            parts.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
-        elif isinstance(b, Para):
-            parts.append(f"<p>{html.escape(b.text)}</p>")
-        elif isinstance(b, Markdown):
-            parts.append(f"<pre>{html.escape(b.text)}</pre>")
-        elif isinstance(b, Bullets):
-            parts.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in b.items) + "</ul>")
-        elif isinstance(b, Table):
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in b.rows)
-            parts.append(f"<table><tr>{head}</tr>{body}</table>")
-        else:
-            data = base64.b64encode(b.path.read_bytes()).decode()
-            parts.append(f"<img alt='{html.escape(b.alt)}' src='data:image/png;base64,{data}'>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
 
 # --- numbers as the ledger prints them ---------------------------------------------------------
 
