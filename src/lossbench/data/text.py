@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
+import inspect
 import io
 import warnings
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,7 @@ __all__ = [
     "LAYOUTS",
     "OOV_ID",
     "Documents",
+    "TextOptions",
     "encode_text",
     "load_text_table",
     "tokenize",
@@ -177,7 +180,8 @@ def encode_text(
     cache: bool,
 ) -> Dataset:
     """A text Dataset from ``read() -> (train, test or None, dev or None)`` (see the module
-    docstring); ``sources`` and ``params`` key the parse cache."""
+    docstring); ``sources`` and ``params`` key the parse cache.  The loaders (:func:`text_loader`)
+    warn when too many test tokens are unknown (``meta["unknown_test_tokens"]``)."""
     options = {"min_count": min_count, "max_vocab": max_vocab, "hash_buckets": hash_buckets}
     check_text_options(**options, max_length=max_length, layout=layout, tokenizer=tokenizer)
     tok = get_tokenizer(tokenizer, lowercase)
@@ -240,8 +244,6 @@ def encode_text(
         mask = torch.zeros(len(p["y_train"]), dtype=torch.bool)
         mask[-p["n_dev"] :] = True
         meta[VALIDATION_MASK] = mask
-    if p["unknown"] > UNKNOWN_WARN_SHARE:
-        warnings.warn(_unknown_message(name, p["unknown"], tok.name), stacklevel=3)
     ids = "hashing" if hash_buckets else f"vocabulary of {p['vocab_size']} ids (min_count={min_count})"
     return Dataset(
         name=name,
@@ -255,6 +257,92 @@ def encode_text(
         source=f"{source} (tokenizer {tok.name}, {ids})",
         vocab_size=p["vocab_size"],
         meta=meta,
+    )
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """The options every text loader takes after its own (see the module docstring); the fields'
+    defaults are the loaders' defaults (:func:`text_loader` gives each loader these parameters)."""
+
+    test_fraction: float | None = None
+    seed: int = 0
+    label_names: list[str] | None = None
+    tokenizer: str = "word"
+    lowercase: bool = True
+    min_count: int = 1
+    max_vocab: int | None = None
+    hash_buckets: int | None = None
+    max_length: int | None = DEFAULT_MAX_LENGTH
+    layout: str = "bags"
+    name: str | None = None
+    source: str | None = None
+    cache: bool = True
+
+
+def text_loader(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
+    """``loader`` with :class:`TextOptions`' fields as keyword-only parameters in place of its
+    ``options`` parameter (which receives them as one ``TextOptions``): the signature the dataset
+    registry, the CLI and the spec read, each default written once."""
+    own = inspect.signature(loader)
+    at = list(own.parameters).index("options")
+    shared = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+        for f in fields(TextOptions)
+    ]
+    params = list(own.parameters.values())
+    signature = own.replace(parameters=[*params[:at], *shared, *params[at + 1 :]])
+
+    @functools.wraps(loader)
+    def load(*args: Any, **kwargs: Any) -> Dataset:
+        try:
+            arguments = signature.bind(*args, **kwargs)
+        except TypeError as err:  # as Python words it for a plain function
+            raise TypeError(f"{loader.__name__}() {err}") from None
+        arguments.apply_defaults()
+        values = dict(arguments.arguments)
+        options = TextOptions(**{f.name: values.pop(f.name) for f in fields(TextOptions)})
+        dataset = loader(**values, options=options)
+        unknown = dataset.meta["unknown_test_tokens"]
+        if unknown > UNKNOWN_WARN_SHARE:  # warned here, so the warning names the loader's caller
+            warnings.warn(_unknown_message(dataset.name, unknown, dataset.meta["tokenizer"]), stacklevel=2)
+        return dataset
+
+    load.__signature__ = signature  # type: ignore[attr-defined]
+    return load
+
+
+def read_splits(
+    paths: tuple[Path | str, Path | str | None, Path | str | None],
+    documents: Callable[[Path], Documents],
+    params: dict[str, Any],
+    options: TextOptions,
+    *,
+    what: str,
+    name: str,
+    sources: Callable[[Path], list[Path]] = lambda path: [path],
+) -> Dataset:
+    """A text Dataset from the ``(train, test or None, dev or None)`` paths, each read by
+    ``documents``.  ``params`` (the format and its parse options) and the files ``sources``
+    lists per path key the parse cache; ``name`` and ``what`` (``"text tables"``) name the
+    dataset and its source unless ``options`` does."""
+    fraction = resolve_test_fraction(paths[1], options.test_fraction)
+    files = [None if p is None else Path(p) for p in paths]
+    present = [f for f in files if f is not None]
+    keyed = [s for f in present for s in sources(f)]
+    encoding = {
+        f.name: getattr(options, f.name)
+        for f in fields(options)
+        if f.name not in ("test_fraction", "name", "source")
+    }
+    return encode_text(
+        lambda: tuple(None if f is None else documents(f) for f in files),  # type: ignore[return-value]
+        keyed,
+        {**params, "roles": [f is not None for f in files[1:]]},
+        test_fraction=fraction,
+        name=options.name or name,
+        source=options.source or f"{what} {', '.join(map(str, present))}",
+        **encoding,
     )
 
 
@@ -359,68 +447,38 @@ def read_text_table(
     return texts, labels, lines
 
 
-def _table_documents(path: Path | None, read_args: dict[str, Any]) -> Documents | None:
-    if path is None:
-        return None
-    texts, labels, lines = read_text_table(path, **read_args)
-    return Documents(texts, labels, [f"{path}:{n}" for n in lines])
-
-
+@text_loader
 def load_text_table(
     train_path: Path | str,
     test_path: Path | str | None = None,
     *,
     dev_path: Path | str | None = None,
-    test_fraction: float | None = None,
-    seed: int = 0,
     text_column: str | int = "sentence",
     label_column: str | int = "label",
     delimiter: str | None = None,
     header: bool = True,
-    label_names: list[str] | None = None,
-    tokenizer: str = "word",
-    lowercase: bool = True,
-    min_count: int = 1,
-    max_vocab: int | None = None,
-    hash_buckets: int | None = None,
-    max_length: int | None = DEFAULT_MAX_LENGTH,
-    layout: str = "bags",
-    name: str | None = None,
-    source: str | None = None,
-    cache: bool = True,
+    options: TextOptions,
 ) -> Dataset:
     """A text Dataset from a training table and a test table (or a ``test_fraction`` of the
     training one), with an optional dev table as the validation split (see the module docstring)."""
-    fraction = resolve_test_fraction(test_path, test_fraction)
-    train, test, dev = (None if p is None else Path(p) for p in (train_path, test_path, dev_path))
     read_args = {
         "text_column": text_column,
         "label_column": label_column,
         "delimiter": delimiter,
         "header": header,
     }
-    present = [p for p in (train, test, dev) if p is not None]
-    return encode_text(
-        lambda: (
-            _table_documents(train, read_args),
-            _table_documents(test, read_args),
-            _table_documents(dev, read_args),
-        ),
-        present,
-        {"format": "table", **read_args, "roles": [test is not None, dev is not None]},
-        test_fraction=fraction,
-        seed=seed,
-        label_names=label_names,
-        tokenizer=tokenizer,
-        lowercase=lowercase,
-        min_count=min_count,
-        max_vocab=max_vocab,
-        hash_buckets=hash_buckets,
-        max_length=max_length,
-        layout=layout,
-        name=name or train.parent.name,
-        source=source or f"text tables {', '.join(map(str, present))}",
-        cache=cache,
+
+    def documents(path: Path) -> Documents:
+        texts, labels, lines = read_text_table(path, **read_args)
+        return Documents(texts, labels, [f"{path}:{n}" for n in lines])
+
+    return read_splits(
+        (train_path, test_path, dev_path),
+        documents,
+        {"format": "table", **read_args},
+        options,
+        what="text tables",
+        name=Path(train_path).parent.name,
     )
 
 

@@ -10,11 +10,12 @@ Tokens, ids, layout and the provided validation split as in ``lossbench.data.tex
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from lossbench.data._dataset import Dataset
 from lossbench.data._files import read_text
-from lossbench.data.text import DEFAULT_MAX_LENGTH, Documents, encode_text, resolve_test_fraction
+from lossbench.data.text import Documents, TextOptions, read_splits, text_loader
 
 
 def list_documents(folder: Path) -> list[tuple[str, Path]]:
@@ -33,51 +34,29 @@ def list_documents(folder: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def _documents(listed: list[tuple[str, Path]] | None) -> Documents | None:
-    if listed is None:
-        return None
-    return Documents([read_text(f) for _, f in listed], [c for c, _ in listed], [str(f) for _, f in listed])
-
-
+@text_loader
 def load_text_folder(
     path: Path | str,
     test_path: Path | str | None = None,
     *,
     dev_path: Path | str | None = None,
-    test_fraction: float | None = None,
-    seed: int = 0,
-    label_names: list[str] | None = None,
-    tokenizer: str = "word",
-    lowercase: bool = True,
-    min_count: int = 1,
-    max_vocab: int | None = None,
-    hash_buckets: int | None = None,
-    max_length: int | None = DEFAULT_MAX_LENGTH,
-    layout: str = "bags",
-    name: str | None = None,
-    source: str | None = None,
-    cache: bool = True,
+    options: TextOptions,
 ) -> Dataset:
     """A text Dataset from ``path/<class>/<document>`` (and a test / dev folder of the same shape)."""
-    fraction = resolve_test_fraction(test_path, test_fraction)
-    folders = [None if p is None else Path(p) for p in (path, test_path, dev_path)]
-    listed = [None if f is None else list_documents(f) for f in folders]
-    present = [f for f in folders if f is not None]
-    return encode_text(
-        lambda: tuple(_documents(x) for x in listed),  # type: ignore[return-value]
-        [f for x in listed if x is not None for _, f in x],
-        {"format": "folder", "roles": [f is not None for f in folders[1:]]},
-        test_fraction=fraction,
-        seed=seed,
-        label_names=label_names,
-        tokenizer=tokenizer,
-        lowercase=lowercase,
-        min_count=min_count,
-        max_vocab=max_vocab,
-        hash_buckets=hash_buckets,
-        max_length=max_length,
-        layout=layout,
-        name=name or Path(path).name,
-        source=source or f"text folders {', '.join(map(str, present))}",
-        cache=cache,
+    listing = functools.cache(list_documents)  # listed once: the cache key's files, then read
+
+    def documents(folder: Path) -> Documents:
+        listed = listing(folder)
+        return Documents(
+            [read_text(f) for _, f in listed], [c for c, _ in listed], [str(f) for _, f in listed]
+        )
+
+    return read_splits(
+        (path, test_path, dev_path),
+        documents,
+        {"format": "folder"},
+        options,
+        what="text folders",
+        name=Path(path).name,
+        sources=lambda folder: [f for _, f in listing(folder)],
     )

@@ -21,7 +21,7 @@ from typing import Any
 
 from lossbench.data._dataset import Dataset
 from lossbench.data._files import read_text
-from lossbench.data.text import DEFAULT_MAX_LENGTH, Documents, encode_text, resolve_test_fraction
+from lossbench.data.text import Documents, TextOptions, read_splits, text_loader
 
 TREC_LABELS = ("coarse", "fine")
 
@@ -71,89 +71,53 @@ def trec_parser(label: str) -> LineParser:
     return parse
 
 
-def _load_lines(
+def _read_line_splits(
     kind: str,
     parse: LineParser,
     format_params: dict[str, Any],
-    path: Path | str,
-    test_path: Path | str | None,
-    dev_path: Path | str | None,
-    test_fraction: float | None,
-    name: str | None,
-    source: str | None,
-    **options: Any,
+    paths: tuple[Any, Any, Any],
+    options: TextOptions,
 ) -> Dataset:
-    fraction = resolve_test_fraction(test_path, test_fraction)
-    files = [None if p is None else Path(p) for p in (path, test_path, dev_path)]
-    present = [f for f in files if f is not None]
-    return encode_text(
-        lambda: tuple(None if f is None else read_lines(f, parse) for f in files),  # type: ignore[return-value]
-        present,
-        {"format": kind, **format_params, "roles": [f is not None for f in files[1:]]},
-        test_fraction=fraction,
-        name=name or Path(path).stem,
-        source=source or f"{kind} files {', '.join(map(str, present))}",
-        **options,
+    return read_splits(
+        paths,
+        lambda f: read_lines(f, parse),
+        {"format": kind, **format_params},
+        options,
+        what=f"{kind} files",
+        name=Path(paths[0]).stem,
     )
 
 
+@text_loader
 def load_fasttext_file(
     path: Path | str,
     test_path: Path | str | None = None,
     *,
     dev_path: Path | str | None = None,
-    test_fraction: float | None = None,
-    seed: int = 0,
     label_prefix: str = "__label__",
-    label_names: list[str] | None = None,
-    tokenizer: str = "word",
-    lowercase: bool = True,
-    min_count: int = 1,
-    max_vocab: int | None = None,
-    hash_buckets: int | None = None,
-    max_length: int | None = DEFAULT_MAX_LENGTH,
-    layout: str = "bags",
-    name: str | None = None,
-    source: str | None = None,
-    cache: bool = True,
+    options: TextOptions,
 ) -> Dataset:
     """A text Dataset from fastText ``__label__x text`` lines (see the module docstring)."""
     if not (isinstance(label_prefix, str) and label_prefix.strip() == label_prefix and label_prefix):
         raise ValueError(f"label_prefix must be a non-empty string without spaces, got {label_prefix!r}")
-    return _load_lines(
-        "fastText", fasttext_parser(label_prefix), {"label_prefix": label_prefix},
-        path, test_path, dev_path, test_fraction, name, source,
-        seed=seed, label_names=label_names, tokenizer=tokenizer, lowercase=lowercase, min_count=min_count,
-        max_vocab=max_vocab, hash_buckets=hash_buckets, max_length=max_length, layout=layout, cache=cache,
-    )  # fmt: skip
+    paths = (path, test_path, dev_path)
+    return _read_line_splits(
+        "fastText", fasttext_parser(label_prefix), {"label_prefix": label_prefix}, paths, options
+    )
 
 
+@text_loader
 def load_trec_file(
     path: Path | str,
     test_path: Path | str | None = None,
     *,
     dev_path: Path | str | None = None,
     label: str = "coarse",
-    test_fraction: float | None = None,
-    seed: int = 0,
-    label_names: list[str] | None = None,
-    tokenizer: str = "word",
-    lowercase: bool = True,
-    min_count: int = 1,
-    max_vocab: int | None = None,
-    hash_buckets: int | None = None,
-    max_length: int | None = DEFAULT_MAX_LENGTH,
-    layout: str = "bags",
-    name: str | None = None,
-    source: str | None = None,
-    cache: bool = True,
+    options: TextOptions,
 ) -> Dataset:
     """A text Dataset from TREC ``COARSE:fine text`` lines, labelled by the ``label`` level."""
     if label not in TREC_LABELS:
         raise ValueError(f"label must be one of {TREC_LABELS}, got {label!r}")
-    return _load_lines(
-        "TREC", trec_parser(label), {"label": label},
-        path, test_path, dev_path, test_fraction, name, source,
-        seed=seed, label_names=label_names, tokenizer=tokenizer, lowercase=lowercase, min_count=min_count,
-        max_vocab=max_vocab, hash_buckets=hash_buckets, max_length=max_length, layout=layout, cache=cache,
-    )  # fmt: skip
+    return _read_line_splits(
+        "TREC", trec_parser(label), {"label": label}, (path, test_path, dev_path), options
+    )
