@@ -196,6 +196,24 @@ def trials_to_reach(curve: list[float], within: float = WITHIN) -> int:
     return next(n for n, v in enumerate(curve, 1) if v == v and v >= curve[-1] - within)
 
 
+def run_study(spec, storage, device, data_dir, pack, progress, reads: str):
+    """Runs (or resumes, or finds done) an analysis's study in ``storage``; returns the Runner, whose
+    ``storage`` (with heartbeats) the analysis then reads.  ``reads`` says what, in the progress title."""
+    from lossbench.bench.defaults import DEFAULT_PACK
+    from lossbench.bench.runner import Runner
+    from lossbench.bench.storage import open_storage
+
+    if getattr(storage, "heartbeat_interval", None) is None:  # an analysis's storage has none; the runner needs them
+        storage = open_storage(storage.url, spec.heartbeat_interval)
+    runner = Runner(spec, storage, device or torch.device("cpu"), data_dir=data_dir, pack=pack or DEFAULT_PACK)
+    if progress is None:
+        runner.run()
+    else:
+        with progress(f"{spec.name} ({reads})") as update:
+            runner.run(update)
+    return runner
+
+
 def tuning_cost_verdict(needs: dict[str, dict[str, int]]) -> tuple[str, str]:
     """``needs[dataset][method]``: trials to reach. Holds when on every dataset flooding needs more
     trials than each other trick; contradicted when on every dataset it needs no more than the
@@ -215,24 +233,15 @@ def flooding_tuning_cost(budget: str, storage=None, device=None, data_dir=None, 
     """Best validation score against trials spent (the budget curves of the stored tuning trials) in
     the study of the claim ``su-flooding-penalty``, run first (or resumed, or found done) in the
     same storage; per method, the trials needed to come within ``WITHIN`` of its budget's best."""
-    from lossbench.bench.defaults import DEFAULT_PACK
     from lossbench.bench.results import collect
-    from lossbench.bench.runner import Runner
-    from lossbench.bench.storage import open_storage
     from lossbench.ledger.protocol import study_spec
     from lossbench.ledger.records import get_claim
 
     if storage is None:
         raise ValueError("flooding_tuning_cost reads a study: pass the storage it is (to be) stored in")
     spec = study_spec(get_claim(TUNING_STUDY_CLAIM), budget)
-    if getattr(storage, "heartbeat_interval", None) is None:  # an analysis's storage has none; the runner needs them
-        storage = open_storage(storage.url, spec.heartbeat_interval)
-    runner = Runner(spec, storage, device or torch.device("cpu"), data_dir=data_dir, pack=pack or DEFAULT_PACK)
-    if progress is None:
-        runner.run()
-    else:
-        with progress(f"{spec.name} (the tuning trials read by the tuning-cost analysis)") as update:
-            runner.run(update)
+    reads = "the tuning trials read by the tuning-cost analysis"
+    storage = run_study(spec, storage, device, data_dir, pack, progress, reads).storage
     needs, rows = {}, []
     for result in collect(spec, storage):
         label = result.dataset.label
@@ -316,22 +325,14 @@ def clipping_accelerates(budget: str, storage=None, device=None, data_dir=None, 
     ``storage``, then reads each final run's stored ``train_loss`` curve: the epochs each method
     needs, per seed, to bring its training loss to ``TARGET_FRACTION * ln C``; judged by
     :func:`clipping_verdict`."""
-    from lossbench.bench.defaults import DEFAULT_PACK
     from lossbench.bench.results import collect
-    from lossbench.bench.runner import Runner, run_record
-    from lossbench.bench.storage import open_storage
+    from lossbench.bench.runner import run_record
 
     if storage is None:
         raise ValueError("clipping_accelerates reads a study: pass the storage it is (to be) stored in")
     spec = analysis_study(CLIPPING_CLAIM, budget)
-    if getattr(storage, "heartbeat_interval", None) is None:  # an analysis's storage has none; the runner needs them
-        storage = open_storage(storage.url, spec.heartbeat_interval)
-    runner = Runner(spec, storage, device or torch.device("cpu"), data_dir=data_dir, pack=pack or DEFAULT_PACK)
-    if progress is None:
-        runner.run()
-    else:
-        with progress(f"{spec.name} (the runs read by the clipping analysis)") as update:
-            runner.run(update)
+    runner = run_study(spec, storage, device, data_dir, pack, progress, "the runs read by the clipping analysis")
+    storage = runner.storage
     epochs: dict[str, dict[str, list[float]]] = {}
     rows = []
     for result in collect(spec, storage):
