@@ -42,6 +42,7 @@ class LocalWorkers:
 
     def __enter__(self) -> LocalWorkers:
         env = {**os.environ, STORAGE_ENV: self.url, "PYTHONUNBUFFERED": "1"}
+        Path(self.out).mkdir(parents=True, exist_ok=True)  # the workers' logs go there before the study writes anything
         for i in range(self.count):
             log = inside(self.out, f"worker-{i + 1}.log")
             with open(log, "w", encoding="utf-8") as stream:
