@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from lossbench.ledger.analyses import toy_cross_entropy_and_hinge_miss, toy_temperature_finds_it
 from lossbench.ledger.records import Budget, Claim, register_claim
+from lossbench.ledger.sklearn_baseline import CELL_WITHIN, MEAN_OFF, MEAN_WITHIN, sklearn_table1
 from lossbench.ledger.records import Published as P
 from lossbench.ledger.verdict import Rule
 
@@ -31,7 +32,8 @@ TABLE1 = {
     "mean": {"sklearn": P(92.82, 0.00), "ce": P(92.74, 0.08), "hinge": P(92.84, 0.22), "sigmoid": P(92.82, 0.06), "beta_bernoulli": P(93.17, 0.18), "polynomial": P(92.73, 0.17), "poly1": P(92.90, 0.05), "exact": P(93.38, 0.16)},
 }
 _TABLE1_DEVIATIONS = (
-    "The sklearn LogisticRegression column is quoted, not re-run: the bench trains PyTorch models only.",
+    "The sklearn LogisticRegression column is not a bench method (the bench trains PyTorch models): the "
+    "analysis claim exact-table1-sklearn re-runs it with scikit-learn as the paper's code does, on the same splits.",
     "Cylinder bands, audit risk and mice protein are read as the paper's pandas loader reads them "
     "(lossbench's uci-* sets replicate it cell for cell); adult's test file here lacks UCI's "
     "'|1x3 Cross validator' line, so it is skipped as a comment instead of by skiprows=1.",
@@ -151,6 +153,24 @@ register_claim(
             "hour per run of the protocol. Scores are below the paper's; only the direction is compared.",
         ),
         fits_this_machine=("quick",),
+    )
+)
+
+register_claim(
+    Claim(
+        id="exact-table1-sklearn",
+        title="Table 1's scikit-learn column: logistic regression as the paper's code tunes it",
+        source=f"{PAPER}, Table 1 (the sklearn column) and uci-class/scripts/run.py",
+        url=URL,
+        statement="LogisticRegression (C = 1 / regularisation, no penalty at 0), tuned by the code's 20 random draws "
+        "of (seed, regularisation) on the 20 % validation split and refitted on the whole training split, scores "
+        "92.82 mean test accuracy over the ten sets. A check of lossbench's data and splits as much as of the paper.",
+        kind="analysis",
+        analysis=sklearn_table1,
+        rule_text=f"Holds when our mean over the ten sets is within {MEAN_WITHIN} points of the paper's and every set "
+        f"within {CELL_WITHIN} point; contradicted when the mean differs by more than {MEAN_OFF} point; otherwise "
+        "inconclusive",
+        deviations=_TABLE1_DEVIATIONS[1:2],
     )
 )
 
