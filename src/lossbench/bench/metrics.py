@@ -22,7 +22,7 @@ from torchmetrics.functional.classification import (
     multilabel_f1_score,
 )
 
-from lossbench.losses._validation import all_finite, largest_magnitude
+from lossbench._checks import all_finite, largest_magnitude
 
 METRICS = {
     "multiclass": ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece"),

@@ -36,6 +36,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from lossbench._checks import check_count
 from lossbench._provenance import provenance
 from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.bench.execution import (
@@ -52,7 +53,6 @@ from lossbench.bench.methods import Method, check_compatible, resolve_method, su
 from lossbench.bench.metrics import selection_metric
 from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec, SpecError
 from lossbench.bench.storage import HeartbeatStorage, Outcome, register_spec, study_name
-from lossbench.losses._validation import check_count
 
 CONFIG_ATTR = "config"  # the chosen parameters, stored on the final study
 CHOSEN_FROM_ATTR = "tune_trial"

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
+from lossbench._checks import check_count
 from lossbench._paths import inside
 from lossbench.bench.storage import STORAGE_ENV
-from lossbench.losses._validation import check_count
 
 
 def set_threads(threads: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lossbench.losses._validation import check_interval
+from lossbench._checks import check_interval
 from lossbench.registry import FloatRange, HyperParam
 from lossbench.train._base import StepContext, Transform, scale_
 from lossbench.train._registry import register_transform

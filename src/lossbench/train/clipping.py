@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from lossbench.losses._validation import check_interval, check_positive
+from lossbench._checks import check_interval, check_positive
 from lossbench.registry import FloatRange, HyperParam
 from lossbench.train._base import (
     PackedHook,

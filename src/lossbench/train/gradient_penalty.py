@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from lossbench.losses._validation import check_positive
+from lossbench._checks import check_positive
 from lossbench.registry import FloatRange, HyperParam
 from lossbench.train._base import StepContext, Transform
 from lossbench.train._registry import register_transform

@@ -9,7 +9,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from lossbench.losses._validation import check_positive
+from lossbench._checks import check_positive
 from lossbench.train._base import LossFn
 from lossbench.train._registry import TransformSpec
 from lossbench.train.step import build_step, trainable_parameters

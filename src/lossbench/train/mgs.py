@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.func import functional_call, vmap
 
-from lossbench.losses._validation import check_count, check_interval, check_positive
+from lossbench._checks import check_count, check_interval, check_positive
 from lossbench.registry import FloatRange, HyperParam, IntRange
 from lossbench.train._base import StepContext, Transform, check_state_keys
 from lossbench.train._registry import register_transform

@@ -23,10 +23,16 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from lossbench.losses._validation import check_positive
+from lossbench._checks import check_positive
 from lossbench.train._base import LossFn, StepContext, per_run
 from lossbench.train._registry import TransformSpec, make_transform
-from lossbench.train.loop import OPTIMIZERS, WEIGHT_DECAY_ON, check_epoch_shape, check_lr_schedule, check_no_decay
+from lossbench.train.loop import (
+    OPTIMIZERS,
+    WEIGHT_DECAY_ON,
+    check_epoch_shape,
+    check_lr_schedule,
+    check_no_decay,
+)
 
 PackedEpochCallback = Callable[[int, list[dict[str, float]]], Any]
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's and AdamW's defaults

@@ -1,0 +1,73 @@
+"""Checks of plain argument values (numbers, counts, switches, intervals, finiteness) that the
+losses, the transforms, the training loop and the bench share.  Each raises ``ValueError``
+naming the argument, the bad value and what was expected.  Loss-specific checks (logits,
+targets, reductions) stay in ``lossbench.losses._validation``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+
+def largest_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """``max |x|`` as a 0-d tensor (``x`` non-empty): finite exactly when every entry is, since
+    the maximum propagates nan."""
+    return x.detach().abs().max()
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether ``torch.isfinite(x).all()``, in two cheap ops instead of five (:func:`largest_magnitude`)."""
+    return x.numel() == 0 or math.isfinite(float(largest_magnitude(x)))
+
+
+def check_number(name: str, value: object) -> None:
+    """A real number (or a tensor): a string or a boolean given for a hyperparameter is refused
+    by name, not by a failed comparison deep inside a loss."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+
+
+def check_numbers(name: str, value: object) -> None:
+    """A number, a tensor, or a list or tuple of numbers (a tensor written out, as in a spec):
+    strings and booleans are refused by name before ``torch.as_tensor`` sees them."""
+    for item in value if isinstance(value, (list, tuple)) else (value,):
+        check_number(name, item)
+
+
+def check_bool(name: str, value: object) -> None:
+    """A switch given as ``True`` or ``False``: any other value (``"no"``, ``0``, ``None``) is
+    refused by name instead of being read by its truthiness."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
+def check_count(name: str, value: object, *, allow_zero: bool = False) -> None:
+    """An integer ``> 0`` (``>= 0`` with ``allow_zero``); a boolean is no count."""
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    """``value > 0`` (``>= 0`` with ``allow_zero``) and finite: an infinite gamma, margin, clip
+    norm or flood level gives NaN or a silent no-op, never what was meant."""
+    check_number(name, value)
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or not math.isfinite(value):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value}")
+
+
+def check_interval(name: str, value: float, low: float, high: float, *, closed: str = "both") -> None:
+    """Check ``value`` lies in the interval; ``closed`` is one of both, left, right, neither."""
+    check_number(name, value)
+    lo_ok = value >= low if closed in ("both", "left") else value > low
+    hi_ok = value <= high if closed in ("both", "right") else value < high
+    if not (lo_ok and hi_ok and math.isfinite(value)):
+        lb = "[" if closed in ("both", "left") else "("
+        rb = "]" if closed in ("both", "right") else ")"
+        raise ValueError(f"{name} must lie in {lb}{low}, {high}{rb}, got {value}")
