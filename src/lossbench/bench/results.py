@@ -19,6 +19,7 @@ from lossbench.bench.runner import (
     CHOSEN_FROM_ATTR,
     CONFIG_ATTR,
     budget_trials,
+    current_choice,
     evaluation_seeds,
     final_runs,
     run_record,
@@ -102,15 +103,22 @@ def collect(spec: Spec, storage: optuna.storages.BaseStorage) -> list[DatasetRes
             tune_name, final_name = (study_name(spec.name, s, dataset.label, method.name) for s in ("tune", "final"))
             tune = optuna.load_study(study_name=tune_name, storage=storage) if tune_name in existing else None
             final = optuna.load_study(study_name=final_name, storage=storage) if final_name in existing else None
+            budget = budget_trials(tune.get_trials(), spec.trials) if tune else []
+            attrs = final.user_attrs if final else {}
+            chosen, config = attrs.get(CHOSEN_FROM_ATTR), attrs.get(CONFIG_ATTR)
+            current = current_choice(spec, budget)
+            if current is None or current.number != chosen:  # not chosen yet (a study that grew its trials: not again)
+                chosen = config = None
             rows.append(
                 MethodResult(
                     method=method,
                     tune_study=tune_name,
                     final_study=final_name,
-                    tune_trials=budget_trials(tune.get_trials(), spec.trials) if tune else [],
-                    chosen_trial=final.user_attrs.get(CHOSEN_FROM_ATTR) if final else None,
-                    config=final.user_attrs.get(CONFIG_ATTR) if final else None,
-                    runs=final_runs(final.get_trials(), seeds) if final else {},
+                    tune_trials=budget,
+                    chosen_trial=chosen,
+                    config=config,
+                    # only the runs of the current choice: a choice that changed re-trained every seed
+                    runs=final_runs(final.get_trials(), seeds, chosen, config) if final and chosen is not None else {},
                     seeds=seeds,
                 )
             )

@@ -11,6 +11,13 @@ Tuning runs until the unit's study holds ``spec.trials`` complete trials, and th
 is chosen from the first ``spec.trials`` complete trials by trial number, so the budget is equal
 for every method even when workers race.  The final stage re-trains the
 chosen configuration once per evaluation seed; a seed counts once however often it was run.
+
+A stored study grows (:func:`~lossbench.bench.storage.register_spec`): with more ``trials`` a unit
+tunes the extra trials and chooses again from the first ``trials``; each final run records the
+tuning trial it re-trains (``tune_trial``), so only the runs of the current choice count (a changed
+choice re-trains every seed; the old runs stay stored, unused).  With more ``seeds`` only the new
+seeds train; new datasets and methods are new units.  A worker running the spec that was grown
+takes the grown one from the storage before it writes a choice, and before it stops.
 """
 
 from __future__ import annotations
@@ -51,11 +58,19 @@ from lossbench.bench.execution import (
 )
 from lossbench.bench.methods import Method, check_compatible, resolve_method, suggest
 from lossbench.bench.metrics import selection_metric
-from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec, SpecError
-from lossbench.bench.storage import HeartbeatStorage, Outcome, register_spec, study_name
+from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec, SpecError, spec_growth
+from lossbench.bench.storage import (
+    HeartbeatStorage,
+    Outcome,
+    register_spec,
+    set_study_attrs,
+    stored_fingerprint,
+    stored_spec,
+    study_name,
+)
 
 CONFIG_ATTR = "config"  # the chosen parameters, stored on the final study
-CHOSEN_FROM_ATTR = "tune_trial"
+CHOSEN_FROM_ATTR = "tune_trial"  # the chosen tuning trial's number: on the final study, and on each final run
 ERROR_ATTR = "error"  # a failed trial's reason, one line
 DIRECTION = "maximize"  # of every study: the selection metrics are scores, higher is better
 RUN_ATTR = "run"  # a trial's record: metrics, curves, seed, worker, seconds, pack (one write)
@@ -104,6 +119,14 @@ def choose(trials: list[FrozenTrial], tie_break: str = "earliest", metric: str =
     return best
 
 
+def current_choice(spec: Spec, budget: list[FrozenTrial]) -> FrozenTrial | None:
+    """The configuration's tuning trial chosen from a unit's ``budget`` (:func:`budget_trials`);
+    None while the budget is not full (a study that grew its trials is still tuning)."""
+    if len(budget) < spec.trials:
+        return None
+    return choose(budget, spec.tie_break, spec.selection_metric)
+
+
 def draw_index(trial: FrozenTrial | optuna.Trial, trials: list[FrozenTrial]) -> int:
     """Which fresh draw a tuning trial is: a retried trial (Optuna's retry of a dead worker's
     trial) is the draw of the trial it retries, so kills and retries change no draw."""
@@ -142,14 +165,35 @@ def draw_order(space: dict[str, Any], order: tuple[str, ...]) -> list[str]:
     return [k for k in order if k in space] + [k for k in space if k not in order]
 
 
-def final_runs(trials: list[FrozenTrial], seeds: list[int]) -> dict[int, FrozenTrial]:
-    """One complete run per evaluation seed (the earliest, should a seed have been run twice)."""
+def runs_choice(trial: FrozenTrial, chosen: int, config: dict[str, Any]) -> bool:
+    """Whether a final run re-trains the chosen tuning trial ``chosen`` (configuration ``config``):
+    by the tuning trial it records, or, for a run stored before runs recorded it (when a study's
+    choice never changed), by its parameters (those it was queued with, for one not yet run)."""
+    if CHOSEN_FROM_ATTR in trial.user_attrs:
+        return trial.user_attrs[CHOSEN_FROM_ATTR] == chosen
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params} == config
+
+
+def final_runs(
+    trials: list[FrozenTrial], seeds: list[int], chosen: int | None = None, config: dict[str, Any] | None = None
+) -> dict[int, FrozenTrial]:
+    """One complete run per evaluation seed (the earliest, should a seed have been run twice); with
+    ``chosen`` and ``config``, only runs of that choice (:func:`runs_choice`)."""
     runs: dict[int, FrozenTrial] = {}
     for t in sorted(trials, key=lambda t: t.number):
         seed = t.user_attrs.get("seed")
-        if t.state == TrialState.COMPLETE and seed in seeds and seed not in runs:
+        mine = chosen is None or runs_choice(t, chosen, config or {})
+        if t.state == TrialState.COMPLETE and seed in seeds and seed not in runs and mine:
             runs[seed] = t
     return runs
+
+
+class SpecGrew(Exception):
+    """The stored spec grew while this worker ran an older one (carries the stored one)."""
+
+    def __init__(self, spec: Spec) -> None:
+        super().__init__(f"study {spec.name!r} grew")
+        self.spec = spec
 
 
 @dataclass
@@ -178,25 +222,44 @@ class Runner:
         pack: int = DEFAULT_PACK,
     ) -> None:
         check_count("pack", pack)
-        self.spec, self.storage, self.device, self.pack = spec, storage, device, pack
-        self.cache = DataCache(spec, device, data_dir)
+        self.storage, self.device, self.pack, self.data_dir = storage, device, pack, data_dir
         self.on_trial = on_trial
         self.environment = {**provenance(), "device": str(device)}  # what each run's record says it ran with
-        self.seeds = evaluation_seeds(spec)
         # Every name, file and pairing is checked before anything is written to the storage.
-        resolved = [(d, self._validated(d, m)) for d, m in spec.units()]
+        resolved = self._resolve(spec)
         if not isinstance(storage, optuna.storages.InMemoryStorage) and not (
             isinstance(storage, HeartbeatStorage) and storage.heartbeat_interval is not None
         ):  # (in memory: a spec is only checked.)  Without heartbeats a dead worker's trials would never
             # be retried, and a worker that has them would fail this one's live trials as stale.
             raise SpecError("the storage must keep heartbeats: open it with open_storage(url, spec.heartbeat_interval)")
-        register_spec(storage, spec)
-        self.units = [self._unit(d, m) for d, m in resolved]
-        self._done: dict[str, int] = {}
-        self._configs: dict[str, dict[str, Any]] = {}  # per unit, once stored in (or read from) storage
-        self._complete: set[str] = set()  # units whose every run is stored: never read again
+        self.grown = register_spec(storage, spec)  # what this spec added to the stored study (usually nothing)
         self._known: dict[int, list[FrozenTrial]] = {}  # per study id, its trials as this worker last read or wrote them
         self._heartbeats: Heartbeats | None = None  # while running
+        self._setup(resolved)
+
+    def _resolve(self, spec: Spec) -> list[tuple[DatasetSpec, Method]]:
+        self.spec, self.seeds = spec, evaluation_seeds(spec)
+        self.cache = DataCache(spec, self.device, self.data_dir)
+        return [(d, self._validated(d, m)) for d, m in spec.units()]
+
+    def _setup(self, resolved: list[tuple[DatasetSpec, Method]]) -> None:
+        self.units = [self._unit(d, m) for d, m in resolved]
+        self._done: dict[str, int] = {}
+        # Per unit, once stored in (or read from) storage: the chosen tuning trial and its parameters.
+        self._choices: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._complete: set[str] = set()  # units whose every run is stored: never read again
+
+    def _check_spec(self) -> None:
+        """Raise :class:`SpecGrew` where the stored spec is no longer this worker's (it grew)."""
+        if stored_fingerprint(self.storage, self.spec.name) != self.spec.fingerprint():
+            raise SpecGrew(stored_spec(self.storage, self.spec.name))
+
+    def _adopt(self, spec: Spec) -> None:
+        """Continue with the stored ``spec``, grown from this worker's."""
+        _, changed = spec_growth(self.spec, spec)
+        if changed:  # (register_spec stores nothing else; a hand-edited storage might)
+            raise SpecError(f"study {spec.name!r}: the stored spec changed while this worker ran: {'; '.join(changed[:3])}")
+        self._setup(self._resolve(spec))
 
     def _validated(self, dataset: DatasetSpec, method_spec: MethodSpec) -> Method:
         method = resolve_method(method_spec)
@@ -244,12 +307,16 @@ class Runner:
                 "a study runs on a storage from open_storage(url, spec.heartbeat_interval); this one only checks specs"
             )
         poll = poll or min(2.0, float(self.spec.heartbeat_interval))
-        self._heartbeats = Heartbeats(self.storage)
-        try:
-            with self._heartbeats:
-                self._work(progress, poll)
-        finally:
-            self._heartbeats = None
+        while True:
+            self._heartbeats = Heartbeats(self.storage)
+            try:
+                with self._heartbeats:
+                    self._work(progress, poll)
+                return
+            except SpecGrew as grew:  # no trial of this worker is running: take the grown spec and go on
+                self._adopt(grew.spec)
+            finally:
+                self._heartbeats = None
 
     def _work(self, progress: Callable[[int, int, str, str], None] | None, poll: float) -> None:
         while True:
@@ -265,6 +332,7 @@ class Runner:
                     waiting |= status == "waiting"
                     break
             if not worked and not waiting:
+                self._check_spec()  # done with the spec it has: a grown one has more to do
                 return
             if not worked:  # the next look at each unit fails the trials that went stale meanwhile
                 if progress:
@@ -276,7 +344,7 @@ class Runner:
         what is left) or 'done'.  One read of the unit's current study per call."""
         if unit.label in self._complete:
             return "done"
-        if unit.label not in self._configs:  # still tuning: once chosen, the budget is final
+        if unit.label not in self._choices:  # still tuning: once chosen, the budget is final
             trials = self._read(unit.tune)
             budget = budget_trials(trials, self.spec.trials)
             self._done[unit.label] = len(budget)
@@ -289,19 +357,21 @@ class Runner:
             if any(t.state == TrialState.RUNNING for t in trials):
                 return "waiting"  # the choice must see every trial that may still enter the budget
             self._config(unit, budget)
+        chosen, config = self._choices[unit.label]
         final = self._read(unit.final)
-        done = final_runs(final, self.seeds)
+        done = final_runs(final, self.seeds, chosen, config)
         self._done[unit.label] = self.spec.trials + len(done)
         if len(done) == len(self.seeds):
             self._complete.add(unit.label)
             return "done"
-        queued = {t.user_attrs.get("seed") for t in final if t.state in (TrialState.WAITING, TrialState.RUNNING)}
+        unfinished = (TrialState.WAITING, TrialState.RUNNING)
+        queued = {t.user_attrs.get("seed") for t in final if t.state in unfinished and runs_choice(t, chosen, config)}
         missing = [seed for seed in self.seeds if seed not in done and seed not in queued]
         if missing:
-            queued_now = [{"seed": seed} for seed in missing]
-            final = final + self.storage.queue_trials(unit.final._study_id, self._configs[unit.label], queued_now)
+            queued_now = [{"seed": seed, CHOSEN_FROM_ATTR: chosen} for seed in missing]
+            final = final + self.storage.queue_trials(unit.final._study_id, config, queued_now)
             self._known[unit.final._study_id] = final
-        waiting = sum(1 for t in final if t.state == TrialState.WAITING)
+        waiting = sum(1 for t in final if t.state == TrialState.WAITING)  # (those of an earlier choice are pruned)
         if not waiting:
             return "waiting"
         ran = self._run_trials(unit, unit.final, "final", final, self._pack_size(unit, waiting, "final"))
@@ -334,21 +404,19 @@ class Runner:
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self._tpe_startup())
 
     def _config(self, unit: Unit, budget: list[FrozenTrial]) -> dict[str, Any]:
-        if unit.label in self._configs:  # stored and checked already: the budget is final by now
-            return self._configs[unit.label]
-        best = choose(budget, self.spec.tie_break, self.spec.selection_metric)
+        """The unit's choice from its full ``budget``, stored on its final study for the report.
+        The choice is the budget's (every worker of one spec makes the same); one stored from another
+        budget is replaced, by a worker whose spec is the stored one (a study that grew its trials)."""
+        if unit.label in self._choices:  # stored and checked already: the budget is final by now
+            return self._choices[unit.label][1]
+        best = current_choice(self.spec, budget)
+        assert best is not None
         attrs = unit.final.user_attrs  # one storage read
-        stored = attrs.get(CONFIG_ATTR)
-        if stored is None:
-            # The trial first: a worker that reads the configuration (the last write) finds the
-            # trial it came from stored already.
-            unit.final.set_user_attr(CHOSEN_FROM_ATTR, best.number)
-            unit.final.set_user_attr(CONFIG_ATTR, best.params)
-            stored = best.params
-        elif attrs.get(CHOSEN_FROM_ATTR) != best.number:
-            raise SpecError(f"{unit.label}: the stored choice of configuration no longer matches its tuning trials")
-        self._configs[unit.label] = stored
-        return stored
+        if attrs.get(CHOSEN_FROM_ATTR) != best.number or attrs.get(CONFIG_ATTR) != best.params:
+            self._check_spec()  # a worker of a spec that grew meanwhile takes the grown spec instead of writing
+            set_study_attrs(self.storage, unit.final, {CHOSEN_FROM_ATTR: best.number, CONFIG_ATTR: best.params})
+        self._choices[unit.label] = (best.number, best.params)
+        return best.params
 
     def _run_trials(self, unit: Unit, study: optuna.Study, stage: str, trials: list[FrozenTrial], size: int) -> bool:
         """Start ``size`` trials (queued ones of ``trials``, the study as last read, first; new ones
@@ -424,8 +492,8 @@ class Runner:
         for t in started:
             given = {**t.system_attrs.get("fixed_params", {}), **t.params}
             if stage == "final":
-                if "seed" not in t.user_attrs:
-                    asked.append(None)
+                if "seed" not in t.user_attrs or not runs_choice(t, *self._choices[unit.label]):
+                    asked.append(None)  # queued by something else, or for a choice since replaced
                     continue
                 if not space.keys() <= given.keys():
                     lacking = sorted(space.keys() - given.keys())

@@ -212,6 +212,49 @@ class Spec:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
 
+GROWTH_FIELDS = ("trials", "seeds")  # more of either grows a stored study; so do added datasets and methods
+
+
+def spec_growth(old: Spec, new: Spec) -> tuple[list[str], list[str]]:
+    """How ``new`` differs from the stored ``old``: ``(grown, changed)``.  ``grown`` names what
+    a stored study can add while keeping every run it holds (more ``trials``, more ``seeds``,
+    datasets and methods that are new by label / name); ``changed`` names anything else (fewer
+    trials or seeds, a removed or redefined dataset or method, any other field), each as
+    ``where: old -> new``.  Compared as stored (:meth:`Spec.to_json`)."""
+    a, b = json.loads(old.to_json()), json.loads(new.to_json())
+    grown: list[str] = []
+    changed: list[str] = []
+    for key in GROWTH_FIELDS:
+        if b[key] > a[key]:
+            grown.append(f"{key} {a[key]} -> {b[key]}")
+        elif b[key] < a[key]:
+            changed.append(f"{key}: {a[key]} -> {b[key]} (a study only grows)")
+    for kind, olds, news, key in (
+        ("dataset", old.datasets, new.datasets, lambda d: d.label),
+        ("method", old.methods, new.methods, lambda m: m.name),
+    ):
+        stored = {key(x): d for x, d in zip(olds, a[f"{kind}s"])}
+        given = {key(x): d for x, d in zip(news, b[f"{kind}s"])}
+        for label, item in stored.items():
+            if label not in given:
+                changed.append(f"{kind} {label!r} removed")
+            else:
+                changed += _differences(item, given[label], f"{kind} {label!r}")
+        grown += [f"{kind} {label!r} added" for label in given if label not in stored]
+    rest = [k for k in sorted(a.keys() | b.keys()) if k not in GROWTH_FIELDS + ("datasets", "methods")]
+    for k in rest:
+        changed += _differences(a.get(k, "(absent)"), b.get(k, "(absent)"), k)
+    return grown, changed
+
+
+def _differences(old: Any, new: Any, where: str) -> list[str]:
+    """``where.key: old -> new`` for each leaf where two stored (JSON) values differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(old.keys() | new.keys())
+                for d in _differences(old.get(k, "(absent)"), new.get(k, "(absent)"), f"{where}.{k}")]  # fmt: skip
+    return [] if old == new else [f"{where}: {json.dumps(old)} -> {json.dumps(new)}"]
+
+
 # Fields (top-level, [train], method) added after specs were first stored: left out of a spec's JSON at their default,
 # so a stored study's spec keeps its fingerprint (bench.storage refuses a changed spec).
 _LATER_SPEC_FIELDS = ("plugins",)

@@ -33,10 +33,11 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from lossbench.bench.spec import Spec, SpecError, spec_from_json
+from lossbench.bench.spec import Spec, SpecError, spec_from_json, spec_growth
 
 SPEC_ATTR = "lossbench_spec"
 FINGERPRINT_ATTR = "lossbench_fingerprint"
+HISTORY_ATTR = "lossbench_history"  # the fingerprints a grown study's spec replaced, and what each growth added
 DB_FILE = "lossbench.db"
 # The storage URL when no --storage is given: a password need not be on the command line (where
 # any local user sees it in the process list).
@@ -413,19 +414,59 @@ def check_study_names(spec: Spec) -> None:
             )
 
 
-def register_spec(storage: RDBStorage, spec: Spec) -> None:
-    """Record the spec in storage; refuse a different spec under the same name."""
+def register_spec(storage: optuna.storages.BaseStorage, spec: Spec) -> list[str]:
+    """Record the spec in storage; refuse a different spec under the same name, unless it grows the
+    stored one (:func:`~lossbench.bench.spec.spec_growth`: more trials or seeds, new datasets or
+    methods, all else equal), which then replaces it, the replaced fingerprints kept in order under
+    ``lossbench_history``.  Returns what grew (empty for a new or an unchanged spec)."""
     study = optuna.create_study(storage=storage, study_name=spec.name, load_if_exists=True)
-    stored = study.user_attrs.get(FINGERPRINT_ATTR)
+    attrs = study.user_attrs
+    stored = attrs.get(FINGERPRINT_ATTR)
     if stored is None:
         check_study_names(spec)
         study.set_user_attr(SPEC_ATTR, spec.to_json())
         study.set_user_attr(FINGERPRINT_ATTR, spec.fingerprint())
-    elif stored != spec.fingerprint():
+        return []
+    if stored == spec.fingerprint():
+        return []
+    grown, changed = spec_growth(spec_from_json(attrs[SPEC_ATTR]), spec)
+    if changed:
+        shown = "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise SpecError(
-            f"the storage already holds a study {spec.name!r} run with a different spec; "
-            f"give the changed spec a new name, or use another --out / --storage"
+            f"the storage already holds a study {spec.name!r} run with a different spec ({shown}); a stored study "
+            f"only grows (more trials or seeds, new datasets or methods); give the changed spec a new name, "
+            f"or use another --out / --storage"
         )
+    check_study_names(spec)
+    grown = grown or ["datasets or methods reordered"]
+    history = [*attrs.get(HISTORY_ATTR, []), {"fingerprint": stored, "grown": grown}]
+    set_study_attrs(storage, study, {HISTORY_ATTR: history, SPEC_ATTR: spec.to_json(), FINGERPRINT_ATTR: spec.fingerprint()})
+    return grown
+
+
+def stored_fingerprint(storage: optuna.storages.BaseStorage, name: str) -> str | None:
+    """The fingerprint of the spec stored as study ``name`` (None where there is none)."""
+    study_id = storage.get_study_id_from_name(name)
+    return storage.get_study_user_attrs(study_id).get(FINGERPRINT_ATTR)
+
+
+def set_study_attrs(storage: optuna.storages.BaseStorage, study: optuna.Study, attrs: dict[str, Any]) -> None:
+    """Set the study's user attributes together: in one transaction in an RDB storage, so a reader
+    never sees some of them new and the others old."""
+    if not isinstance(storage, RDBStorage):
+        for key, value in attrs.items():  # (in memory: one process, nothing reads in between)
+            study.set_user_attr(key, value)
+        return
+    table = models.StudyUserAttributeModel.__table__
+    rows = [{"study_id": study._study_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
+    with contextlib.closing(storage.scoped_session()) as session:
+        try:
+            session.execute(delete(table).where(table.c.study_id == study._study_id, table.c.key.in_(list(attrs))))
+            session.execute(insert(table), rows)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
 
 
 def stored_spec(storage: RDBStorage, name: str) -> Spec:
