@@ -81,7 +81,7 @@ def test_more_trials_tune_only_the_extra_trials_and_the_finals_are_of_the_new_ch
     assert sorted(tuned) == ["wine / ce"] * 4 + ["wine / hinge"] * 4  # the extra trials only
     changed = []
     for r in collect(grown, storage)[0].methods:
-        tune, final = trials(storage, grown, "tune", r.method.name), trials(storage, grown, "final", r.method.name)
+        final = trials(storage, grown, "final", r.method.name)
         assert [t.number for t in r.tune_trials] == list(range(6))
         best = choose(r.tune_trials)
         assert (r.chosen_trial, r.config) == (best.number, best.params)
