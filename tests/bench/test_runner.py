@@ -94,7 +94,8 @@ def test_report_numbers_trace_to_stored_trials(finished):
 
 def test_a_changed_spec_under_the_same_name_is_refused(finished, tmp_path):
     spec, storage, _, _ = finished
-    changed = load_spec(write_spec(tmp_path / "changed.toml", trials=spec.trials + 1))
+    # more epochs is a change, not growth (tests/bench/test_growth.py grows trials, seeds, methods, datasets)
+    changed = load_spec(write_spec(tmp_path / "changed.toml", trials=spec.trials, epochs=spec.train.epochs + 1))
     with pytest.raises(SpecError, match="different spec"):
         Runner(changed, storage, torch.device("cpu"))
 
