@@ -223,6 +223,7 @@ def test_spec_that_is_not_utf8(capsys, tmp_path):
     assert f"{path}:1: not UTF-8 text (byte 0xe9)" in refused(capsys, ["run", str(path)])
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_one_line(tmp_path):
     """A Ctrl-C in a trial: Optuna's traceback and failure lines are not shown, only lossbench's line."""
     script = (

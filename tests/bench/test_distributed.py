@@ -76,6 +76,7 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_pat
     assert retry.system_attrs.get("failed_trial") == orphan.number
 
 
+@pytest.mark.slow
 def test_kill_minus_9_then_resume(tmp_path):
     # Slow trials (many small batches) so that the kill lands inside one.
     spec_path = write_spec(tmp_path / "spec.toml", name="crash", trials=4, epochs=30, batch_size=16, dataset="digits")
@@ -166,6 +167,7 @@ def two_workers(spec_path, storage_url, out):
     return out_first
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(tmp_path):
     spec_path = write_spec(tmp_path / "spec.toml", name="pair", trials=8, epochs=20, batch_size=8, dataset="wine")
     out = tmp_path / "out"
@@ -173,6 +175,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     assert "hinge" in printed
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_postgresql_study(tmp_path, postgres_url):
     spec_path = write_spec(tmp_path / "spec.toml", name="pgpair", trials=8, epochs=20, batch_size=8, dataset="wine")
     two_workers(spec_path, postgres_url, tmp_path / "out")
@@ -235,6 +238,7 @@ def test_a_worker_paused_past_the_grace_period_goes_on(tmp_path, monkeypatch):
     assert retry.state == TrialState.COMPLETE
 
 
+@pytest.mark.slow
 def test_jobs_runs_local_workers_on_one_study(tmp_path):
     """`lossbench run --jobs 2` starts a second local worker on the same storage: the study
     completes with every run counted once, and a successful worker leaves no log behind."""

@@ -123,6 +123,7 @@ def finished(proc: subprocess.Popen) -> str:
 REGISTER = "import sys; from lossbench.bench.spec import load_spec; from lossbench.bench.storage import open_storage, register_spec; register_spec(open_storage(sys.argv[2]), load_spec(sys.argv[1]))"
 
 
+@pytest.mark.slow
 def test_a_spec_with_plugins_runs_under_a_worker_in_another_process(tmp_path):
     plugins = tmp_path / "plugins"
     plugins.mkdir()

@@ -7,6 +7,7 @@ import pytest
 from lossbench.bench.workers import LocalWorkers
 
 
+@pytest.mark.slow
 def test_local_workers_create_the_output_folder_for_their_logs(tmp_path):
     out = tmp_path / "not-yet" / "made"
     url = f"sqlite:///{tmp_path}/empty.db"
