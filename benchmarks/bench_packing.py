@@ -55,9 +55,9 @@ from sqlalchemy import event
 from lossbench.bench import runner as runner_module
 from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.bench.execution import RunResult
-from lossbench.bench.runner import Runner, run_record
+from lossbench.bench.runner import Runner
 from lossbench.bench.spec import load_preset
-from lossbench.bench.storage import default_storage_url, open_storage
+from lossbench.bench.storage import default_storage_url, open_storage, run_record
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,9 +14,18 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from lossbench.bench.runner import Runner, budget_trials, draw_index, evaluation_seeds, final_runs, run_record
+from lossbench.bench.runner import Runner, draw_index
 from lossbench.bench.spec import load_spec
-from lossbench.bench.storage import default_storage_url, open_storage, register_spec, study_name
+from lossbench.bench.storage import (
+    budget_trials,
+    default_storage_url,
+    evaluation_seeds,
+    final_runs,
+    open_storage,
+    register_spec,
+    run_record,
+    study_name,
+)
 
 from .conftest import cli, cli_ok, write_spec
 

@@ -9,12 +9,17 @@ import torch
 from optuna.trial import TrialState
 
 from lossbench.bench.results import collect
-from lossbench.bench.runner import CHOSEN_FROM_ATTR, CONFIG_ATTR, Runner, choose, evaluation_seeds, final_runs
+from lossbench.bench.runner import Runner
 from lossbench.bench.spec import SpecError, parse_spec
 from lossbench.bench.storage import (
+    CHOSEN_FROM_ATTR,
+    CONFIG_ATTR,
     FINGERPRINT_ATTR,
     HISTORY_ATTR,
+    choose,
     default_storage_url,
+    evaluation_seeds,
+    final_runs,
     open_storage,
     register_spec,
     stored_spec,

@@ -9,9 +9,9 @@ from optuna.trial import TrialState
 
 from lossbench.bench.execution import DataCache, train_and_score, train_and_score_packed, unpackable
 from lossbench.bench.methods import resolve_method
-from lossbench.bench.runner import Runner, run_record
+from lossbench.bench.runner import Runner
 from lossbench.bench.spec import parse_spec
-from lossbench.bench.storage import open_storage
+from lossbench.bench.storage import open_storage, run_record
 
 METHODS = [
     {"name": "ce", "loss": "cross_entropy"},

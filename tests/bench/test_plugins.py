@@ -12,9 +12,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from lossbench.bench.runner import run_record
 from lossbench.bench.spec import SpecError, parse_spec
-from lossbench.bench.storage import default_storage_url, study_name
+from lossbench.bench.storage import default_storage_url, run_record, study_name
 
 from .conftest import ROOT
 

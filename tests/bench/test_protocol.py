@@ -14,8 +14,9 @@ from optuna.trial import TrialState, create_trial
 
 from lossbench.bench.execution import DataCache, repeats, run_seed
 from lossbench.bench.methods import resolve_method, set_loss_option
-from lossbench.bench.runner import PythonRandomSampler, choose, draw_index, draw_order
+from lossbench.bench.runner import PythonRandomSampler, draw_index, draw_order
 from lossbench.bench.spec import Schedule, SpecError, load_preset, parse_spec, spec_from_json
+from lossbench.bench.storage import choose
 from lossbench.data.splits import random_split
 from lossbench.losses import ExactLoss, get_loss
 from lossbench.registry import Choice

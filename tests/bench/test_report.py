@@ -16,10 +16,9 @@ from lossbench.bench.metrics import METRICS
 from lossbench.bench.plots import method_colours
 from lossbench.bench.report import leaderboard_header, write_report
 from lossbench.bench.results import collect, range_edges
-from lossbench.bench.runner import CHOSEN_FROM_ATTR, CONFIG_ATTR, RUN_ATTR, evaluation_seeds
 from lossbench.bench.spec import parse_spec
 from lossbench.bench.stats import format_p, paired_test, ranks, summarize
-from lossbench.bench.storage import study_name
+from lossbench.bench.storage import CHOSEN_FROM_ATTR, CONFIG_ATTR, RUN_ATTR, evaluation_seeds, study_name
 
 LR = FloatDistribution(1e-3, 1.0, log=True)
 WD = FloatDistribution(1e-6, 1e-2, log=True)

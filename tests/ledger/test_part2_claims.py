@@ -104,7 +104,7 @@ def test_the_clipping_analysis_reads_the_stored_training_curves(tmp_path, monkey
     assert "clipping-tiny" in result.details and "wine/clip" in result.reason
     # The measured epochs are those of the stored curves: recomputed here from the final runs.
     from lossbench.bench.results import collect
-    from lossbench.bench.runner import run_record
+    from lossbench.bench.storage import run_record
 
     target = 0.5 * math.log(3)
     none = collect(tiny, storage)[0].method("none")

@@ -16,8 +16,8 @@ from matplotlib.ticker import MaxNLocator
 
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.results import DatasetResult
-from lossbench.bench.runner import run_record
 from lossbench.bench.spec import Range, Spec
+from lossbench.bench.storage import run_record
 
 
 Colours = dict[str, str]

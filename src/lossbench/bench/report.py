@@ -22,9 +22,9 @@ from lossbench._provenance import version_line
 from lossbench.bench.methods import Method, resolve_method
 from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS
 from lossbench.bench.results import EDGE_FRACTION, DatasetResult, MethodResult
-from lossbench.bench.runner import run_record
 from lossbench.bench.spec import MethodSpec, Range, Spec
 from lossbench.bench.stats import format_p
+from lossbench.bench.storage import run_record
 from lossbench.registry import Choice, SearchSpace
 
 PLOT_KINDS = ("curves", "tuning", "budget")  # per dataset: learning curves, tuning trials, budget curves

@@ -15,7 +15,9 @@ from optuna.trial import FrozenTrial
 
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.metrics import LOWER_IS_BETTER, METRIC_RANGE, METRICS, selection_metric
-from lossbench.bench.runner import (
+from lossbench.bench.spec import SEED_PARAM, DatasetSpec, MethodSpec, Spec
+from lossbench.bench.stats import PairedTest, Summary, holm, paired_test, ranks, summarize
+from lossbench.bench.storage import (
     CHOSEN_FROM_ATTR,
     CONFIG_ATTR,
     budget_trials,
@@ -23,10 +25,8 @@ from lossbench.bench.runner import (
     evaluation_seeds,
     final_runs,
     run_record,
+    study_name,
 )
-from lossbench.bench.spec import SEED_PARAM, DatasetSpec, MethodSpec, Spec
-from lossbench.bench.stats import PairedTest, Summary, holm, paired_test, ranks, summarize
-from lossbench.bench.storage import study_name
 
 
 def metric_of(trial: FrozenTrial, metric: str) -> float:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import os
 import random
 import socket
@@ -60,71 +59,28 @@ from lossbench.bench.methods import Method, check_compatible, resolve_method, su
 from lossbench.bench.metrics import selection_metric
 from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec, SpecError, spec_growth
 from lossbench.bench.storage import (
+    CHOSEN_FROM_ATTR,
+    CONFIG_ATTR,
+    DIRECTION,
+    ERROR_ATTR,
+    RUN_ATTR,
     HeartbeatStorage,
     Outcome,
+    budget_trials,
+    current_choice,
+    evaluation_seeds,
+    final_runs,
     register_spec,
+    runs_choice,
     set_study_attrs,
     stored_fingerprint,
     stored_spec,
     study_name,
 )
 
-CONFIG_ATTR = "config"  # the chosen parameters, stored on the final study
-CHOSEN_FROM_ATTR = "tune_trial"  # the chosen tuning trial's number: on the final study, and on each final run
-ERROR_ATTR = "error"  # a failed trial's reason, one line
-DIRECTION = "maximize"  # of every study: the selection metrics are scores, higher is better
-RUN_ATTR = "run"  # a trial's record: metrics, curves, seed, worker, seconds, pack (one write)
-
-
-def run_record(trial: FrozenTrial) -> dict[str, Any]:
-    """What a finished run stored: ``metrics``, ``curves``, ``seed``, ``worker``, ``seconds``, ``pack``,
-    ``environment`` (versions, threads, device) and ``sizes`` (``fit``, ``scored``)."""
-    return trial.user_attrs.get(RUN_ATTR, {})
-
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def evaluation_seeds(spec: Spec) -> list[int]:
-    """The same seeds for every method, so their test scores pair up seed by seed."""
-    return [spec.seed * 1000 + i for i in range(spec.seeds)]
-
-
-def budget_trials(trials: list[FrozenTrial], budget: int) -> list[FrozenTrial]:
-    """The first ``budget`` complete trials by number: the method's equal tuning budget."""
-    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number)
-    return complete[:budget]
-
-
-TIE_TOLERANCE = 1e-6  # validation scores this close are equal (the EXACT paper's EPS)
-
-
-def choose(trials: list[FrozenTrial], tie_break: str = "earliest", metric: str = "accuracy") -> FrozenTrial:
-    """Best validation score; ties go to the earliest trial.
-
-    With ``tie_break="train_metric"`` the trials are scanned in order as the EXACT paper's code
-    does: a trial replaces the best when its validation score is higher, or equal within 1e-6
-    with a strictly higher score on the part it was trained on.
-    """
-    if tie_break == "earliest":
-        return max(trials, key=lambda t: (t.value, -t.number))
-    best, best_val, best_fit = None, -math.inf, -math.inf
-    for t in sorted(trials, key=lambda t: t.number):
-        fit = run_record(t).get("metrics", {}).get(f"train_{metric}", math.nan)
-        fit = -math.inf if math.isnan(fit) else fit
-        if t.value > best_val or (abs(t.value - best_val) < TIE_TOLERANCE and fit > best_fit):
-            best, best_val, best_fit = t, t.value, fit
-    assert best is not None
-    return best
-
-
-def current_choice(spec: Spec, budget: list[FrozenTrial]) -> FrozenTrial | None:
-    """The configuration's tuning trial chosen from a unit's ``budget`` (:func:`budget_trials`);
-    None while the budget is not full (a study that grew its trials is still tuning)."""
-    if len(budget) < spec.trials:
-        return None
-    return choose(budget, spec.tie_break, spec.selection_metric)
 
 
 def draw_index(trial: FrozenTrial | optuna.Trial, trials: list[FrozenTrial]) -> int:
@@ -163,29 +119,6 @@ class PythonRandomSampler(optuna.samplers.BaseSampler):
 def draw_order(space: dict[str, Any], order: tuple[str, ...]) -> list[str]:
     """The space's keys, those named in ``order`` first in that order (the rest as they come)."""
     return [k for k in order if k in space] + [k for k in space if k not in order]
-
-
-def runs_choice(trial: FrozenTrial, chosen: int, config: dict[str, Any]) -> bool:
-    """Whether a final run re-trains the chosen tuning trial ``chosen`` (configuration ``config``):
-    by the tuning trial it records, or, for a run stored before runs recorded it (when a study's
-    choice never changed), by its parameters (those it was queued with, for one not yet run)."""
-    if CHOSEN_FROM_ATTR in trial.user_attrs:
-        return trial.user_attrs[CHOSEN_FROM_ATTR] == chosen
-    return {**trial.system_attrs.get("fixed_params", {}), **trial.params} == config
-
-
-def final_runs(
-    trials: list[FrozenTrial], seeds: list[int], chosen: int | None = None, config: dict[str, Any] | None = None
-) -> dict[int, FrozenTrial]:
-    """One complete run per evaluation seed (the earliest, should a seed have been run twice); with
-    ``chosen`` and ``config``, only runs of that choice (:func:`runs_choice`)."""
-    runs: dict[int, FrozenTrial] = {}
-    for t in sorted(trials, key=lambda t: t.number):
-        seed = t.user_attrs.get("seed")
-        mine = chosen is None or runs_choice(t, chosen, config or {})
-        if t.state == TrialState.COMPLETE and seed in seeds and seed not in runs and mine:
-            runs[seed] = t
-    return runs
 
 
 class SpecGrew(Exception):

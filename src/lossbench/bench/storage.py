@@ -4,7 +4,10 @@ SQLAlchemy URL (e.g. PostgreSQL) when several workers on several machines share 
 Layout: one metadata study named after the spec (its user attributes hold the spec itself), and
 per (dataset, method) a ``tune`` study (the equal-budget search) and a ``final`` study (the
 chosen configuration re-trained with several seeds).  Trials carry their metrics, per-epoch
-curves, seed and worker in user attributes, so a report needs nothing but the storage.
+curves, seed and worker in user attributes, so a report needs nothing but the storage.  The
+attribute names and the rules that read them (a run's record, which tuning trial is the chosen
+one, which final runs count) live here too: the runner and the reports share them, and reading a
+report imports nothing of the runner.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import re
 import sqlite3
@@ -487,3 +491,82 @@ def stored_spec_names(storage: RDBStorage) -> list[str]:
         if SPEC_ATTR in summary.user_attrs:
             names.append(summary.study_name)
     return sorted(names)
+
+
+# -- what a stored study holds, and which of its trials count (read by the runner and the report alike) --
+
+CONFIG_ATTR = "config"  # the chosen parameters, stored on the final study
+CHOSEN_FROM_ATTR = "tune_trial"  # the chosen tuning trial's number: on the final study, and on each final run
+ERROR_ATTR = "error"  # a failed trial's reason, one line
+DIRECTION = "maximize"  # of every study: the selection metrics are scores, higher is better
+RUN_ATTR = "run"  # a trial's record: metrics, curves, seed, worker, seconds, pack (one write)
+
+
+def run_record(trial: FrozenTrial) -> dict[str, Any]:
+    """What a finished run stored: ``metrics``, ``curves``, ``seed``, ``worker``, ``seconds``, ``pack``,
+    ``environment`` (versions, threads, device) and ``sizes`` (``fit``, ``scored``)."""
+    return trial.user_attrs.get(RUN_ATTR, {})
+
+
+def evaluation_seeds(spec: Spec) -> list[int]:
+    """The same seeds for every method, so their test scores pair up seed by seed."""
+    return [spec.seed * 1000 + i for i in range(spec.seeds)]
+
+
+def budget_trials(trials: list[FrozenTrial], budget: int) -> list[FrozenTrial]:
+    """The first ``budget`` complete trials by number: the method's equal tuning budget."""
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number)
+    return complete[:budget]
+
+
+TIE_TOLERANCE = 1e-6  # validation scores this close are equal (the EXACT paper's EPS)
+
+
+def choose(trials: list[FrozenTrial], tie_break: str = "earliest", metric: str = "accuracy") -> FrozenTrial:
+    """Best validation score; ties go to the earliest trial.
+
+    With ``tie_break="train_metric"`` the trials are scanned in order as the EXACT paper's code
+    does: a trial replaces the best when its validation score is higher, or equal within 1e-6
+    with a strictly higher score on the part it was trained on.
+    """
+    if tie_break == "earliest":
+        return max(trials, key=lambda t: (t.value, -t.number))
+    best, best_val, best_fit = None, -math.inf, -math.inf
+    for t in sorted(trials, key=lambda t: t.number):
+        fit = run_record(t).get("metrics", {}).get(f"train_{metric}", math.nan)
+        fit = -math.inf if math.isnan(fit) else fit
+        if t.value > best_val or (abs(t.value - best_val) < TIE_TOLERANCE and fit > best_fit):
+            best, best_val, best_fit = t, t.value, fit
+    assert best is not None
+    return best
+
+
+def current_choice(spec: Spec, budget: list[FrozenTrial]) -> FrozenTrial | None:
+    """The configuration's tuning trial chosen from a unit's ``budget`` (:func:`budget_trials`);
+    None while the budget is not full (a study that grew its trials is still tuning)."""
+    if len(budget) < spec.trials:
+        return None
+    return choose(budget, spec.tie_break, spec.selection_metric)
+
+
+def runs_choice(trial: FrozenTrial, chosen: int, config: dict[str, Any]) -> bool:
+    """Whether a final run re-trains the chosen tuning trial ``chosen`` (configuration ``config``):
+    by the tuning trial it records, or, for a run stored before runs recorded it (when a study's
+    choice never changed), by its parameters (those it was queued with, for one not yet run)."""
+    if CHOSEN_FROM_ATTR in trial.user_attrs:
+        return trial.user_attrs[CHOSEN_FROM_ATTR] == chosen
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params} == config
+
+
+def final_runs(
+    trials: list[FrozenTrial], seeds: list[int], chosen: int | None = None, config: dict[str, Any] | None = None
+) -> dict[int, FrozenTrial]:
+    """One complete run per evaluation seed (the earliest, should a seed have been run twice); with
+    ``chosen`` and ``config``, only runs of that choice (:func:`runs_choice`)."""
+    runs: dict[int, FrozenTrial] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        seed = t.user_attrs.get("seed")
+        mine = chosen is None or runs_choice(t, chosen, config or {})
+        if t.state == TrialState.COMPLETE and seed in seeds and seed not in runs and mine:
+            runs[seed] = t
+    return runs

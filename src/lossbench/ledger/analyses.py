@@ -326,7 +326,7 @@ def clipping_accelerates(budget: str, storage=None, device=None, data_dir=None, 
     needs, per seed, to bring its training loss to ``TARGET_FRACTION * ln C``; judged by
     :func:`clipping_verdict`."""
     from lossbench.bench.results import collect
-    from lossbench.bench.runner import run_record
+    from lossbench.bench.storage import run_record
 
     if storage is None:
         raise ValueError("clipping_accelerates reads a study: pass the storage it is (to be) stored in")

@@ -14,8 +14,8 @@ import optuna
 import pandas as pd
 
 from lossbench.bench.results import DatasetResult, MethodResult, collect, metric_of
-from lossbench.bench.runner import run_record
 from lossbench.bench.spec import Spec
+from lossbench.bench.storage import run_record
 from lossbench.ledger.records import Claim, Published
 from lossbench.ledger.verdict import Effect, Ranking, Verdict, across_datasets_verdict, paired_verdict, ranking
 
