@@ -180,6 +180,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     url = _storage_url(args, args.out)
     storage = open_storage(url, spec.heartbeat_interval)
     runner = Runner(spec, storage, device, data_dir=args.data_dir, pack=args.pack)
+    if runner.grown:
+        print(f"{spec.name}: the stored study grows ({'; '.join(runner.grown)}); its stored runs are reused", flush=True)
     with _local_workers(args, spec.name, url), run_progress(f"{spec.name}") as progress:
         runner.run(progress)
     return _finish(spec, storage, args.out)
@@ -188,7 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_options(args: argparse.Namespace) -> None:
     """--pack, --threads and --jobs checked (before any work) and the threads set."""
     from lossbench.bench.workers import set_threads
-    from lossbench.losses._validation import check_count
+    from lossbench._checks import check_count
 
     check_count("--pack", args.pack)
     check_count("--jobs", getattr(args, "jobs", 1))
