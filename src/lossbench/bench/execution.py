@@ -345,16 +345,22 @@ class _RunScores:
         split, metric = self.split, self.metric
         assert self.last_logits is not None
         scored = self.last_logits if self.best is None else self.best[2]  # every epoch diverged: the last
+        fit_once: list[torch.Tensor] = []  # the fit part's logits, computed at most once
+
+        def fit() -> torch.Tensor:
+            if not fit_once:
+                fit_once.append(fit_logits())
+            return fit_once[0]
+
         if self.decision == "thresholds":
-            fit = fit_logits()
-            if bool(torch.isfinite(fit).all()):  # a diverged run keeps its non-finite logits (scored as diverged)
-                self.thresholds = f1_thresholds(fit, split.y_fit)
+            if bool(torch.isfinite(fit()).all()):  # a diverged run keeps its non-finite logits (scored as diverged)
+                self.thresholds = f1_thresholds(fit(), split.y_fit)
                 scored = self.scores(scored)
         metrics = compute_metrics(scored, split.y_eval, split.task, split.num_classes)
         if self.stopping:
             metrics[BEST_EPOCH] = float(len(self.train_loss) - 1 if self.best is None else self.best[1])
         if self.spec.tie_break == "train_metric" and split.stage == "tune":
-            metrics[f"train_{metric}"] = compute_metrics(self.scores(fit_logits()), split.y_fit, split.task, split.num_classes, names=(metric,))[metric]
+            metrics[f"train_{metric}"] = compute_metrics(self.scores(fit()), split.y_fit, split.task, split.num_classes, names=(metric,))[metric]
         curves = {
             "train_loss": self.train_loss,
             "heldout_loss": torch.stack(self.heldout_loss).tolist(),
