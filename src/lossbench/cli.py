@@ -189,8 +189,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_options(args: argparse.Namespace) -> None:
     """--pack, --threads and --jobs checked (before any work) and the threads set."""
-    from lossbench.bench.workers import set_threads
     from lossbench._checks import check_count
+    from lossbench.bench.workers import set_threads
 
     check_count("--pack", args.pack)
     check_count("--jobs", getattr(args, "jobs", 1))

@@ -30,7 +30,14 @@ import optuna
 import torch
 
 from lossbench.bench.methods import Method, check_compatible, output_width, set_loss_option
-from lossbench.bench.metrics import DECISION_TASKS, EpochScores, compute_metrics, decide, f1_thresholds, selection_metric
+from lossbench.bench.metrics import (
+    DECISION_TASKS,
+    EpochScores,
+    compute_metrics,
+    decide,
+    f1_thresholds,
+    selection_metric,
+)
 from lossbench.bench.spec import SEED_PARAM, THEN_PREFIX, DatasetSpec, Spec, SpecError, model_hyperparameter
 from lossbench.data import Dataset, get_dataset_info, load_dataset, stratified_split
 from lossbench.data.splits import provided_validation, random_split, select_train, standardize

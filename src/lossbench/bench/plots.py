@@ -19,7 +19,6 @@ from lossbench.bench.results import DatasetResult
 from lossbench.bench.spec import Range, Spec
 from lossbench.bench.storage import run_record
 
-
 Colours = dict[str, str]
 
 

@@ -17,7 +17,14 @@ from lossbench.bench.results import DatasetResult, MethodResult, collect, metric
 from lossbench.bench.spec import Spec
 from lossbench.bench.storage import run_record
 from lossbench.ledger.records import Claim, Published
-from lossbench.ledger.verdict import Effect, Ranking, Verdict, across_datasets_verdict, paired_verdict, ranking
+from lossbench.ledger.verdict import (
+    Effect,
+    Ranking,
+    Verdict,
+    across_datasets_verdict,
+    paired_verdict,
+    ranking,
+)
 
 DIVERGED_SCORE = 0.0
 SECONDARY = ("macro_f1", "nll", "ece")  # shown beside the claim's metric in every row

@@ -13,8 +13,8 @@ import math
 import torch
 from torch import nn
 
-from lossbench.losses._exact_genz import genz_win_probability
 from lossbench.losses import _exact_native
+from lossbench.losses._exact_genz import genz_win_probability
 from lossbench.losses._exact_native import MINUS_LOG_P, ONE_MINUS_P
 from lossbench.losses._exact_quadrature import ExactRowsLoss, _standardize, log_win_and_lose
 from lossbench.losses._registry import register_loss

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from lossbench.ledger.analyses import toy_cross_entropy_and_hinge_miss, toy_temperature_finds_it
 from lossbench.ledger.records import Budget, Claim, register_claim
-from lossbench.ledger.sklearn_baseline import CELL_WITHIN, MEAN_OFF, MEAN_WITHIN, sklearn_table1
 from lossbench.ledger.records import Published as P
+from lossbench.ledger.sklearn_baseline import CELL_WITHIN, MEAN_OFF, MEAN_WITHIN, sklearn_table1
 from lossbench.ledger.verdict import Rule
 
 PAPER = "Karpukhin et al. 2022, 'EXACT: How to Train Your Accuracy'"
