@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from lossbench.losses import _softmax
 from lossbench.losses._registry import loss_module, register_loss
 from lossbench.losses._validation import (
     check_class_weight,
@@ -56,7 +56,7 @@ def cross_entropy(
     check_class_weight(weight, x.shape[1])
     # PyTorch's fused kernel is this loss exactly; the temperature only rescales its input.
     scaled = x if temperature == 1.0 else x / temperature
-    loss = F.cross_entropy(
+    loss = _softmax.cross_entropy(
         scaled,
         target if target.dtype == torch.int64 else target.long(),
         weight=None if weight is None else weight.to(x.dtype),

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.losses._registry import loss_module, register_loss
+from lossbench.losses._softmax import log_softmax
 from lossbench.losses._validation import check_positive, masked_reduce, reduce, sigmoid_inputs, softmax_inputs
 from lossbench.registry import HyperParam
 
@@ -142,7 +143,7 @@ def macro_soft_f1(
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     check_positive("eps", eps)
     keep = valid[:, None]
-    log_p = F.log_softmax(x, dim=1)
+    log_p = log_softmax(x)
     zero = torch.zeros_like(x)
     p = torch.where(keep, log_p.exp(), zero)
     q = torch.where(keep, -torch.expm1(log_p), zero)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.losses._registry import loss_module, register_loss
+from lossbench.losses._softmax import log_softmax
 from lossbench.losses._validation import (
     check_class_weight,
     check_interval,
@@ -57,7 +58,7 @@ def focal(
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     check_positive("gamma", gamma, allow_zero=True)
     check_class_weight(alpha, x.shape[1], name="alpha")
-    log_p = F.log_softmax(x, dim=1)
+    log_p = log_softmax(x)
     log_p_true = log_p.gather(1, y[:, None]).squeeze(1)
     log_rest = torch.logsumexp(log_p.scatter(1, y[:, None], torch.finfo(x.dtype).min), dim=1)
     per_sample = -log_p_true * torch.exp(gamma * log_rest)

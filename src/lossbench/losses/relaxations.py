@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lossbench.losses._registry import loss_module, register_loss
+from lossbench.losses._softmax import log_softmax
 from lossbench.losses._validation import (
     check_bool,
     check_interval,
@@ -137,7 +138,7 @@ def poly1_cross_entropy(
     """
     check_interval("epsilon", epsilon, -1.0, math.inf)
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
-    log_p = F.log_softmax(x, dim=1).gather(1, y[:, None]).squeeze(1)
+    log_p = log_softmax(x).gather(1, y[:, None]).squeeze(1)
     per_sample = -log_p + epsilon * (1 - log_p.exp())
     return masked_reduce(per_sample, reduction, valid).to(logits.dtype)
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from lossbench.losses._registry import loss_module, register_loss
+from lossbench.losses._softmax import log_softmax
 from lossbench.losses._validation import masked_reduce, sigmoid_inputs, softmax_inputs
 
 _REFERENCE = "Su, 'How to train your accuracy', kexue.fm/archives/9098"
@@ -25,7 +25,7 @@ def smooth_accuracy(
     cross-entropy's.  Target: class indices ``(B,)``.
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
-    p_true = F.log_softmax(x, dim=1).gather(1, y[:, None]).squeeze(1).exp()
+    p_true = log_softmax(x).gather(1, y[:, None]).squeeze(1).exp()
     return masked_reduce(1 - p_true, reduction, valid).to(logits.dtype)
 
 

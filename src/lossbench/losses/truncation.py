@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.losses._registry import loss_module, register_loss
+from lossbench.losses._softmax import log_softmax
 from lossbench.losses._validation import (
     check_interval,
     check_positive,
@@ -65,7 +66,7 @@ def hard_truncation(
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     _check_threshold(threshold)
-    log_p = F.log_softmax(x, dim=1).gather(1, y[:, None]).squeeze(1)
+    log_p = log_softmax(x).gather(1, y[:, None]).squeeze(1)
     keep = valid & (log_p <= math.log(threshold))
     loss = torch.where(keep, -log_p, torch.zeros_like(log_p))
     return reduce(loss, reduction, valid).to(logits.dtype)
@@ -118,7 +119,7 @@ def soft_truncation(
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     check_positive("sharpness", sharpness)
-    log_p = F.log_softmax(x, dim=1).gather(1, y[:, None]).squeeze(1)
+    log_p = log_softmax(x).gather(1, y[:, None]).squeeze(1)
     weight = F.softmax(-sharpness * x, dim=1).gather(1, y[:, None]).squeeze(1)
     per_sample = -weight * log_p
     return masked_reduce(per_sample, reduction, valid).to(logits.dtype)

@@ -240,7 +240,8 @@ def fit_packed(
         for start in starts:
             idx = perms[:, start : start + batch_size]
             lr_last = lr_now
-            for key, value in step.run(x_train[idx], y_train[idx], opt, lr_now.to(packed.params[0].dtype)).items():
+            x, y = batch_rows(x_train, idx), batch_rows(y_train, idx)
+            for key, value in step.run(x, y, opt, lr_now.to(packed.params[0].dtype)).items():
                 values.setdefault(key, []).append(value)
             if decays and per_step:
                 lr_now = lr_now * gamma
@@ -257,6 +258,12 @@ def fit_packed(
         if on_epoch_end is not None and on_epoch_end(epoch, rows):
             break
     return histories
+
+
+def batch_rows(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``data[idx]`` for (K, B) row indices: the runs' batches, (K, B, ...).  ``index_select`` of the
+    flat indices copies whole rows; advanced indexing cost 4-6x as much per batch."""
+    return data.index_select(0, idx.reshape(-1)).view(*idx.shape, *data.shape[1:])
 
 
 class _PackedStep:
