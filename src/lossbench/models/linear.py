@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lossbench.models import _packed
 from lossbench.models._registry import ModelInfo, register_model
 from lossbench.registry import HyperParam
 
@@ -48,6 +49,17 @@ class LinearClassifier(nn.Module):
         logits = F.linear(x.flatten(1), weight, bias)
         if self.zero_first_logit:
             logits = torch.cat([logits.new_zeros(len(logits), 1), logits], 1)
+        return logits
+
+    def packed_forward(self, params: _packed.Params, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """:meth:`forward` of K runs at once (see ``lossbench.models._packed``)."""
+        weight, bias = params["linear.weight"], params["linear.bias"]
+        if self.normalize_weights:
+            norm = torch.cat([weight.flatten(1), bias], 1).norm(dim=1)
+            weight, bias = weight / norm[:, None, None], bias / norm[:, None]
+        logits = _packed.linear(_packed.flatten(x, shared), weight, bias, shared)
+        if self.zero_first_logit:
+            logits = torch.cat([logits.new_zeros(*logits.shape[:2], 1), logits], 2)
         return logits
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lossbench.models import _packed
 from lossbench.models._registry import ModelInfo, register_model
 from lossbench.registry import FloatRange, HyperParam, IntRange
 
@@ -35,6 +36,12 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def packed_forward(self, params: _packed.Params, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """:meth:`forward` of K runs at once (see ``lossbench.models._packed``)."""
+        if not _packed.supported(self.net):
+            raise TypeError(f"no packed forward for the layers {[type(m).__name__ for m in self.net]}")
+        return _packed.sequential([(f"net.{i}", m) for i, m in enumerate(self.net)], params, x, shared)
 
 
 def _build(

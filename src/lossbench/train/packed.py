@@ -51,6 +51,13 @@ def unpackable_model(model: nn.Module) -> str | None:
     return None
 
 
+def _own_packed_forward(model: nn.Module) -> Callable[..., torch.Tensor] | None:
+    """``model.packed_forward`` (``lossbench.models._packed``) when the class that defines it also
+    defines ``forward``: a subclass that changes ``forward`` alone is mapped by vmap."""
+    owner = {name: next((c for c in type(model).__mro__ if name in vars(c)), None) for name in ("forward", "packed_forward")}
+    return model.packed_forward if owner["packed_forward"] is not None and owner["packed_forward"] is owner["forward"] else None
+
+
 class PackedModel:
     """K models of one architecture as stacked parameters ``(K, ...)``; ``self(x)`` maps each
     run's batch ``x[k]`` through run ``k``'s weights, :meth:`eval_logits` one shared input."""
@@ -70,6 +77,12 @@ class PackedModel:
         self.params = [params[n] for n in self.names]  # leaf tensors (K, ...), requires_grad
         self.size = len(models)
         self._base = copy.deepcopy(models[0]).to("meta")
+
+        fast = _own_packed_forward(self._base)
+        if fast is not None:  # the model's batched matrix products: vmap's cost per call is most of a small step
+            self._each = lambda p, x: fast(dict(zip(self.names, p)), x, shared=False)
+            self._shared = lambda p, x: fast(dict(zip(self.names, p)), x, shared=True)
+            return
 
         def call(p: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
             return functional_call(self._base, dict(zip(self.names, p)), (x,))
