@@ -22,7 +22,7 @@ from lossbench._paths import check_name
 from lossbench.bench.metrics import DECISIONS
 from lossbench.bench.plugins import PluginError, check_plugin_name, import_plugins
 from lossbench.registry import Choice
-from lossbench.train.loop import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_ON
+from lossbench.train.vocabulary import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_ON
 
 if sys.version_info >= (3, 11):
     import tomllib

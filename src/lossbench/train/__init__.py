@@ -12,6 +12,8 @@ hyperparameters' defaults and search spaces.
         stats = step(x, y)
 """
 
+import importlib
+
 from lossbench.train._base import StepContext, Transform, global_norm
 from lossbench.train._registry import (
     TRANSFORMS,
@@ -36,8 +38,31 @@ from lossbench.train.clipping import (  # isort: skip
 )
 from lossbench.train.mgs import MGS  # isort: skip
 from lossbench.train.metrics import error_rate, macro_f1_cost  # isort: skip
-from lossbench.train.step import TrainStep, build_step, trainable_parameters  # isort: skip
-from lossbench.train.loop import OPTIMIZERS, eval_logits, fit, make_optimizer  # isort: skip
+from lossbench.train.vocabulary import OPTIMIZERS  # isort: skip
+
+# The step builder and the fit loop load on first use (PEP 562), so that reading the registry (a
+# spec, a report, `lossbench transforms`) does not load the training machinery.
+_LAZY = {
+    "TrainStep": "lossbench.train.step",
+    "build_step": "lossbench.train.step",
+    "trainable_parameters": "lossbench.train.step",
+    "eval_logits": "lossbench.train.loop",
+    "fit": "lossbench.train.loop",
+    "make_optimizer": "lossbench.train.loop",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "TRANSFORMS",

@@ -13,10 +13,7 @@ from lossbench._checks import check_positive
 from lossbench.train._base import LossFn
 from lossbench.train._registry import TransformSpec
 from lossbench.train.step import build_step, trainable_parameters
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-LR_SCHEDULES = ("step", "epoch")  # exponential decay to lr_final: step by step, or once per epoch
-WEIGHT_DECAY_ON = ("all", "weights", "none")  # weights: parameters of >= 2 dimensions only (not biases)
+from lossbench.train.vocabulary import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_ON
 
 OptimizerSpec = Union[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]]
 EpochCallback = Callable[[int, dict[str, float]], Any]
