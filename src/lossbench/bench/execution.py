@@ -42,7 +42,8 @@ from lossbench.bench.spec import SEED_PARAM, THEN_PREFIX, DatasetSpec, Spec, Spe
 from lossbench.data import Dataset, get_dataset_info, load_dataset, stratified_split
 from lossbench.data.splits import provided_validation, random_split, select_train, standardize
 from lossbench.models import build_model
-from lossbench.train import eval_logits, fit, get_transform, make_optimizer, make_transform
+from lossbench.train import eval_logits, fit, get_transform, make_transform
+from lossbench.train.loop import check_optimizer
 from lossbench.train.packed import PackedModel, fit_packed, unpackable_model
 
 STAGES = ("tune", "final")
@@ -266,7 +267,7 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
                     make_transform((name, kwargs))
                 if key in ("lr", "weight_decay"):
                     lr, decay = params.get("lr", 0.1), params.get("weight_decay", 0.0)
-                    make_optimizer(list(model.parameters()), spec.train.optimizer, lr=lr, weight_decay=decay)
+                    check_optimizer(spec.train.optimizer, lr, [decay], spec.train.weight_decay_on)
             except (ValueError, TypeError) as err:
                 raise SpecError(f"{where}: {key} = {value!r} (an end of its search space) is refused: {err}") from None
 

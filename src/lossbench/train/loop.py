@@ -42,16 +42,12 @@ def make_optimizer(
     ``FUSED_DEVICES``) selects PyTorch's fused kernel, one call per step instead of several ops
     per parameter: the same update up to rounding, and on small models the step's largest cost.
     """
-    check_positive("lr", lr)
-    check_positive("weight_decay", weight_decay, allow_zero=True)
+    check_optimizer(name, lr, [weight_decay], weight_decay_on)
     params = list(params)
     if fused is None:
         fused = bool(params) and all(
             p.is_floating_point() and not p.is_sparse and p.device.type in FUSED_DEVICES for p in params
         )
-    if weight_decay_on not in WEIGHT_DECAY_ON:
-        raise ValueError(f"weight_decay_on must be one of {WEIGHT_DECAY_ON}, got {weight_decay_on!r}")
-    check_no_decay(weight_decay_on, [weight_decay])
     groups: list[Any] = params
     if weight_decay_on == "weights":
         decayed = [p for p in params if p.ndim >= 2]
@@ -61,9 +57,20 @@ def make_optimizer(
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, fused=fused)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused)
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS} or a factory params -> Optimizer, got {name!r}")
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused)
+
+
+def check_optimizer(name: str, lr: float, weight_decays: Sequence[float], weight_decay_on: str = "all") -> None:
+    """What :func:`make_optimizer` and the packed optimizer refuse, without building one (the
+    first torch optimizer of a process costs about a second: it imports torch's compiler)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS} or a factory params -> Optimizer, got {name!r}")
+    check_positive("lr", lr)
+    for wd in weight_decays:
+        check_positive("weight_decay", wd, allow_zero=True)
+    if weight_decay_on not in WEIGHT_DECAY_ON:
+        raise ValueError(f"weight_decay_on must be one of {WEIGHT_DECAY_ON}, got {weight_decay_on!r}")
+    check_no_decay(weight_decay_on, weight_decays)
 
 
 def fit(

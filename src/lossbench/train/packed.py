@@ -23,16 +23,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from lossbench._checks import check_positive
 from lossbench.train._base import LossFn, StepContext, per_run
 from lossbench.train._registry import TransformSpec, make_transform
-from lossbench.train.loop import (
-    OPTIMIZERS,
-    WEIGHT_DECAY_ON,
-    check_epoch_shape,
-    check_lr_schedule,
-    check_no_decay,
-)
+from lossbench.train.loop import check_epoch_shape, check_lr_schedule, check_optimizer
 
 PackedEpochCallback = Callable[[int, list[dict[str, float]]], Any]
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's and AdamW's defaults
@@ -130,14 +123,8 @@ class PackedOptimizer:
         momentum: float = 0.9,
         weight_decay_on: str = "all",
     ) -> None:
-        if name not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-        if weight_decay_on not in WEIGHT_DECAY_ON:
-            raise ValueError(f"weight_decay_on must be one of {WEIGHT_DECAY_ON}, got {weight_decay_on!r}")
-        for wd in weight_decays.tolist():
-            check_positive("weight_decay", wd, allow_zero=True)
+        check_optimizer(name, 1.0, weight_decays.tolist(), weight_decay_on)  # (each run's lr is checked by fit_packed)
         self.name, self.momentum, self.params = name, momentum, list(params)
-        check_no_decay(weight_decay_on, weight_decays.tolist())
         decays = bool((weight_decays != 0).any())
         self._decay = [
             per_run(weight_decays, p) if decays and (weight_decay_on == "all" or p.ndim >= 3) else None
