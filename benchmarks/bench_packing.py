@@ -28,6 +28,9 @@ the two sides alternate: ``--rounds`` repeats the pair in alternating order and 
 - ``table1``: the EXACT paper's Table 1 (preset ``exact-table1``, budget ``paper``: 10 sets x 7
   methods x (20 trials + 5 seeds) of 16 epochs of ~500 batches) packed, with trials per minute;
   ``--table1-units N`` times the first data set with its first N methods only, packed and not.
+- ``step``: a packed step's pieces (K = 20 runs of 256 rows), each the old way against the way
+  the packed step takes now: cross-entropy with the classes last against first, vmap of the
+  linear model against its ``packed_forward``, advanced indexing against ``index_select``.
 """
 
 from __future__ import annotations
@@ -199,9 +202,66 @@ def bench_table1(data_dir: str, units: int | None) -> None:
               f"{runs / seconds * 60:.0f} runs per minute")
 
 
+def _per_call(fn, calls: int = 50, rounds: int = 5) -> float:
+    """Median over ``rounds`` of the mean seconds per call of ``fn`` (after a warm-up)."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - start) / calls)
+    return statistics.median(times)
+
+
+def bench_step(k_runs: int = 20, batch: int = 256) -> None:
+    """A packed step's pieces, each the old way and the way the packed step takes now, side by
+    side: the softmax cross-entropy (forward + backward) of the pack's K x B rows, PyTorch's
+    last-dimension kernel against the classes first (``lossbench.losses._softmax``); the forward
+    pass of K linear models, vmap of the model against its ``packed_forward``; gathering the
+    runs' batches, advanced indexing against ``index_select``."""
+    from torch.nn import functional as F
+
+    from lossbench.losses import _softmax
+    from lossbench.models.linear import LinearClassifier
+    from lossbench.train import packed as packed_module
+
+    rows = k_runs * batch
+    print(f"packed step pieces, K = {k_runs} runs x B = {batch} rows (microseconds per call; ratio old / new)")
+    for classes in (2, 4, 7, 10, 15, 16, 26):
+        x0 = torch.randn(rows, classes)
+        y = torch.randint(0, classes, (rows,))
+
+        def fwd_bwd(ce):
+            x = x0.clone().requires_grad_()
+            return lambda: torch.autograd.grad(ce(x, y).mean(), x)
+
+        old, new = _per_call(fwd_bwd(lambda x, y: F.cross_entropy(x, y, reduction="none")), 20), _per_call(
+            fwd_bwd(lambda x, y: _softmax.cross_entropy(x, y, reduction="none")), 20)  # fmt: skip
+        print(f"  cross-entropy, C = {classes:3d}: {old * 1e6:7.0f} -> {new * 1e6:7.0f}  ({old / new:.1f}x)")
+    for features, classes in ((21, 4), (64, 10), (100, 2)):
+        models = [LinearClassifier(features, classes) for _ in range(k_runs)]
+        x = torch.randn(k_runs, batch, features)
+        fast = packed_module.PackedModel(models)
+        with mock.patch.object(packed_module, "_own_packed_forward", lambda model: None):
+            slow = packed_module.PackedModel(models)
+
+        def forward_backward(pack):
+            return lambda: torch.autograd.grad(pack(x).square().sum(), pack.params)
+
+        old, new = _per_call(forward_backward(slow)), _per_call(forward_backward(fast))
+        print(f"  linear forward + backward, {features} -> {classes}: {old * 1e6:7.0f} -> {new * 1e6:7.0f}  ({old / new:.1f}x)")
+    for n, features in ((1382, 21), (60000, 784)):
+        data = torch.randn(n, features)
+        idx = torch.stack([torch.randperm(n)[:batch] for _ in range(k_runs)])
+        old, new = _per_call(lambda: data[idx]), _per_call(lambda: packed_module.batch_rows(data, idx))
+        print(f"  batch gather, {n} x {features}: {old * 1e6:7.0f} -> {new * 1e6:7.0f}  ({old / new:.1f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parts = ["tuner", "journal", "builtin", "table1"]
+    parts = ["tuner", "journal", "builtin", "table1", "step"]
     parser.add_argument("parts", nargs="*", default=["tuner", "builtin"], choices=[*parts, "tuner-child"])
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
@@ -226,6 +286,8 @@ def main() -> None:
             bench_builtin(args.rounds)
         elif part == "table1":
             bench_table1(args.data_dir, args.table1_units)
+        elif part == "step":
+            bench_step()
         else:
             parser.error("tuner-child is the tuner's own sub-process, run alone")
 
