@@ -30,7 +30,7 @@ def _model(kind: str, seed: int) -> nn.Module:
 
 
 def _both_ways(kind="linear", loss="cross_entropy", transforms=(), shared=True, lrs=LRS, loss_kwargs=None, decays=DECAYS,
-               **options):  # fmt: skip
+               row_options=(), **options):  # fmt: skip
     x, y = _data()
     loss_kwargs = loss_kwargs or [{}] * len(SEEDS)
     alone = []
@@ -44,7 +44,7 @@ def _both_ways(kind="linear", loss="cross_entropy", transforms=(), shared=True, 
     histories = fit_packed(
         packed, [LOSSES.get(loss).module(validate=False, **kw) for kw in loss_kwargs], x, y, lrs=lrs, weight_decays=decays,
         generators=[torch.Generator().manual_seed(s) for s in SEEDS], transforms=[list(transforms)] * len(SEEDS),
-        shared_loss=[list(range(len(SEEDS)))] if shared else None, **options,
+        shared_loss=[list(range(len(SEEDS)))] if shared else None, row_options=row_options, **options,
     )  # fmt: skip
     packed.unstack_into(models)
     return alone, list(zip(models, histories))
@@ -97,9 +97,22 @@ def test_transforms_run_per_run(transforms, shared, hooks, monkeypatch):
     _assert_same(*_both_ways(transforms=transforms, shared=shared, **BASE))
 
 
-def test_each_run_keeps_its_own_loss_arguments():
-    gammas = [{"gamma": g} for g in (0.0, 1.0, 2.0, 5.0)]
-    _assert_same(*_both_ways(loss="focal", loss_kwargs=gammas, shared=False, **BASE))
+ROW_KWARGS = {"focal": ("gamma", (0.0, 1.0, 2.0, 5.0)), "hinge": ("margin", (0.0, 0.5, 1.0, 5.0)), "poly1": ("epsilon", (-1.0, 0.0, 1.0, 4.0))}
+
+
+def test_every_row_parameter_is_tested_packed():
+    assert {(n, info.row_params) for n, info in LOSSES.items() if info.row_params} == {
+        (n, (p,)) for n, (p, _) in ROW_KWARGS.items()
+    }
+
+
+@pytest.mark.parametrize("loss", list(ROW_KWARGS))
+@pytest.mark.parametrize("shared", [True, False], ids=["one call, a value per row", "one call per run"])
+def test_each_run_keeps_its_own_loss_arguments(loss, shared):
+    name, values = ROW_KWARGS[loss]
+    kwargs = [{name: v} for v in values]
+    row_options = (name,) if shared else ()
+    _assert_same(*_both_ways(loss=loss, loss_kwargs=kwargs, shared=shared, row_options=row_options, **BASE))
 
 
 def test_a_diverging_run_leaves_the_others_as_they_are_alone():

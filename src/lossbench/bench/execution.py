@@ -460,7 +460,8 @@ def train_and_score_packed(
             lrs=[params["lr"] * first.lr_scale for params, _ in runs],
             weight_decays=[params.get("weight_decay", 0.0) for params, _ in runs],
             transforms=[s.method.transform_list(s.params) for s in now], generators=generators,
-            shared_loss=_shared_loss(first.method, [s.params for s in now]), on_epoch_end=on_epoch_end,
+            shared_loss=_shared_loss(first.method, [s.params for s in now]), row_options=first.method.loss.row_params,
+            on_epoch_end=on_epoch_end,
             **_fit_options(spec, split, first),
         )  # fmt: skip
     fit_logits: list[torch.Tensor] = []
@@ -475,13 +476,15 @@ def train_and_score_packed(
 
 
 def _shared_loss(method: Method, params: list[dict[str, Any]]) -> list[list[int]]:
-    """Groups of runs whose losses take the same arguments (one loss call per step for each group)."""
+    """Groups of runs whose losses take the same arguments, but for the loss's row parameters (one
+    loss call per step for each group, each row with its run's row parameters)."""
     shared: dict[Any, list[int]] = {}
     needs = set(method.loss.requires)  # the split's class counts: the same for every run of the unit
+    apart = needs | set(method.loss.row_params)
     for k, p in enumerate(params):
         kwargs = method.loss_kwargs(p, {r: None for r in needs})
         if not method.loss.is_batch_level(kwargs):  # a batch-level loss would mix the runs' rows
-            shared.setdefault(repr(sorted((a, v) for a, v in kwargs.items() if a not in needs)), []).append(k)
+            shared.setdefault(repr(sorted((a, v) for a, v in kwargs.items() if a not in apart)), []).append(k)
     return list(shared.values())
 
 

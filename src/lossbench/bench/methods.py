@@ -159,12 +159,15 @@ class LossAdapter(nn.Module):
         self._squeeze = signature == "sigmoid" and task == "multiclass"
         self._sparse = signature == "multilabel_sparse"
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, reduction: str | None = None) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, reduction: str | None = None, **overrides: Any) -> torch.Tensor:
         if self._squeeze:
             logits = logits.squeeze(-1)
         elif self._sparse:
             target = dense_to_index_lists(target)
-        return self.loss(logits, target, reduction=reduction)
+        return self.loss(logits, target, reduction=reduction, **overrides)
+
+    def option(self, name: str) -> Any:
+        return self.loss.option(name)
 
     def unwrapped(self) -> nn.Module:
         """The loss itself where it takes the bench's logits and targets as they are, else this

@@ -41,7 +41,9 @@ class LossInfo:
     per-sample terms; their ``reduction="none"`` output is documented per loss.
     ``batch_level_when`` names an argument that makes the loss batch-level when set (not None or
     False): EXACT's ``standardize`` (one mean and std over the whole batch), LDAM's ``drw_start``
-    (a weighted mean, divided by the batch's summed weights).
+    (a weighted mean, divided by the batch's summed weights).  ``row_params`` names hyperparameters
+    the function also takes as one value per sample (a ``(B,)`` tensor): packed runs that differ
+    only there share one loss call, each row with its own run's value.
     """
 
     name: str
@@ -54,6 +56,7 @@ class LossInfo:
     requires: tuple[str, ...] = ()
     batch_level: bool = False
     batch_level_when: str | None = None
+    row_params: tuple[str, ...] = ()
 
     def is_batch_level(self, kwargs: Mapping[str, Any]) -> bool:
         """Whether the loss called with ``kwargs`` couples the samples of its batch, so that
@@ -80,6 +83,7 @@ def register_loss(
     requires: tuple[str, ...] = (),
     batch_level: bool = False,
     batch_level_when: str | None = None,
+    row_params: tuple[str, ...] = (),
     summary: str | None = None,
 ) -> LossInfo:
     """Add a loss to ``LOSSES`` under ``name`` and return its entry (public: a loss of your own joins the
@@ -92,6 +96,9 @@ def register_loss(
     for p in (*hyperparams, *(HyperParam(r, None) for r in requires)):
         if p.name not in params:
             raise ValueError(f"loss {name!r}: {function.__name__} has no argument {p.name!r}")
+    unknown = [r for r in row_params if r not in {p.name for p in hyperparams}]
+    if unknown:
+        raise ValueError(f"loss {name!r}: row_params {unknown} are not among its hyperparameters")
     module_params = inspect.signature(module.__init__).parameters  # the module may add options (LDAM's DRW)
     if batch_level_when is not None and batch_level_when not in params and batch_level_when not in module_params:
         raise ValueError(f"loss {name!r}: neither {function.__name__} nor {module.__name__} takes {batch_level_when!r}")
@@ -107,6 +114,7 @@ def register_loss(
         requires=requires,
         batch_level=batch_level,
         batch_level_when=batch_level_when,
+        row_params=row_params,
     )
     return LOSSES.add(name, info)
 
@@ -136,12 +144,22 @@ class LossModule(nn.Module):
         # Kept apart so that a call overriding it builds no merged kwargs dict (one per step).
         self._reduction: str | None = self._options.pop("reduction", None)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, reduction: str | None = None) -> torch.Tensor:
-        """``reduction`` overrides the stored one for this call (per-sample values for iFlood, say)."""
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, reduction: str | None = None, **overrides: Any
+    ) -> torch.Tensor:
+        """``reduction`` overrides the stored one for this call (per-sample values for iFlood, say), and
+        ``overrides`` stored options (a packed step's per-row hyperparameters)."""
         reduction = self._reduction if reduction is None else reduction
+        options = {**self._options, **overrides} if overrides else self._options
         if reduction is None:
-            return self.function(logits, target, **self._options, **self._buffers)
-        return self.function(logits, target, reduction=reduction, **self._options, **self._buffers)
+            return self.function(logits, target, **options, **self._buffers)
+        return self.function(logits, target, reduction=reduction, **options, **self._buffers)
+
+    def option(self, name: str) -> Any:
+        """The value this module calls its function with for ``name`` (given, or the function's default)."""
+        if name in self._options:
+            return self._options[name]
+        return _keyword_signature(type(self).function).parameters[name].default
 
     def extra_repr(self) -> str:
         options = self._options if self._reduction is None else {**self._options, "reduction": self._reduction}

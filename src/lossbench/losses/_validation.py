@@ -8,7 +8,7 @@ shape, dtype and hyperparameter checks are cheap and always run.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -24,6 +24,24 @@ from lossbench._checks import (  # noqa: F401  (the losses read them from here)
 )
 
 REDUCTIONS = ("none", "mean", "sum")
+
+
+def row_param(
+    name: str, value: float | torch.Tensor, like: torch.Tensor, check: Callable[[str, float], None], validate: bool
+) -> float | torch.Tensor:
+    """A hyperparameter given as one number, checked by ``check(name, value)``, or one per sample of
+    ``like`` (B, ...): a ``(B,)`` tensor (a packed step's rows, each with its run's value), returned
+    in ``like``'s dtype; its values are checked when ``validate``."""
+    if not isinstance(value, torch.Tensor):
+        check(name, value)
+        return value
+    if value.ndim != 1 or value.shape[0] != like.shape[0] or not value.is_floating_point():
+        raise ValueError(f"{name} must be a number or a float tensor of shape ({like.shape[0]},), "
+                         f"got a {value.dtype} tensor of shape {tuple(value.shape)}")  # fmt: skip
+    if validate:
+        for v in torch.unique(value).tolist():
+            check(name, v)
+    return value.to(like.dtype)
 
 
 def check_reduction(reduction: str) -> None:

@@ -10,6 +10,8 @@ and ``gamma = 0`` is cross-entropy exactly.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
@@ -21,6 +23,7 @@ from lossbench.losses._validation import (
     check_number,
     check_positive,
     masked_reduce,
+    row_param,
     sigmoid_inputs,
     softmax_inputs,
 )
@@ -49,14 +52,14 @@ def focal(
     Args:
         logits: raw scores ``(B, C)``.
         target: class indices ``(B,)``; entries equal to ``ignore_index`` are excluded.
-        gamma: focusing parameter ``>= 0``; the paper uses 2.
+        gamma: focusing parameter ``>= 0``; the paper uses 2.  Also one per sample, ``(B,)``.
         alpha: optional per-class weights ``(C,)`` (e.g. from
             :func:`lossbench.losses.balanced_class_weights`).
 
     Reference: Lin et al. 2017, arXiv 1708.02002 (multi-class form with per-class alpha).
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
-    check_positive("gamma", gamma, allow_zero=True)
+    gamma = row_param("gamma", gamma, x, partial(check_positive, allow_zero=True), validate)
     check_class_weight(alpha, x.shape[1], name="alpha")
     log_p = log_softmax(x)
     log_p_true = log_p.gather(1, y[:, None]).squeeze(1)
@@ -133,7 +136,7 @@ def sigmoid_focal(
 FocalLoss = loss_module(focal, "FocalLoss")
 SigmoidFocalLoss = loss_module(sigmoid_focal, "SigmoidFocalLoss")
 
-register_loss("focal", focal, FocalLoss, signature="softmax", reference=_REFERENCE, hyperparams=(_GAMMA,))
+register_loss("focal", focal, FocalLoss, signature="softmax", reference=_REFERENCE, hyperparams=(_GAMMA,), row_params=("gamma",))
 register_loss(
     "sigmoid_focal",
     sigmoid_focal,

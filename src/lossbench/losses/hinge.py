@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._validation import check_class_weight, check_positive, masked_reduce, softmax_inputs
+from lossbench.losses._validation import (
+    check_class_weight,
+    check_positive,
+    masked_reduce,
+    row_param,
+    softmax_inputs,
+)
 from lossbench.registry import Choice, HyperParam
 
 
@@ -29,15 +37,16 @@ def multi_class_hinge(
 
     Args:
         logits: raw scores ``(B, C)``; target: class indices ``(B,)``.
-        margin: ``>= 0``; p: 1 or 2.
+        margin: ``>= 0``, or one per sample ``(B,)``; p: 1 or 2.
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
-    check_positive("margin", margin, allow_zero=True)  # 0: the perceptron loss (the EXACT paper's grid has it)
+    # 0: the perceptron loss (the EXACT paper's grid has it)
+    margin = row_param("margin", margin, x, partial(check_positive, allow_zero=True), validate)
     if p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
     check_class_weight(weight, x.shape[1])
     true = x.gather(1, y[:, None])
-    terms = torch.clamp(margin - true + x, min=0) ** p
+    terms = torch.clamp((margin[:, None] if isinstance(margin, torch.Tensor) else margin) - true + x, min=0) ** p
     rivals = torch.ones_like(x, dtype=torch.bool).scatter_(1, y[:, None], False)
     per_sample = torch.where(rivals, terms, torch.zeros_like(terms)).sum(1) / x.shape[1]
     w_valid = None
@@ -59,4 +68,5 @@ register_loss(
         HyperParam("margin", 1.0, None, "hinge margin (redundant with the logit scale)"),
         HyperParam("p", 1, Choice((1, 2)), "1: hinge, 2: squared hinge"),
     ),
+    row_params=("margin",),
 )

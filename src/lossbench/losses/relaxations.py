@@ -21,6 +21,7 @@ from lossbench.losses._validation import (
     check_numbers,
     check_positive,
     masked_reduce,
+    row_param,
     softmax_inputs,
 )
 from lossbench.registry import FloatRange, HyperParam
@@ -134,10 +135,10 @@ def poly1_cross_entropy(
     """Poly-1 loss ``CE + epsilon (1 - p_y)`` (Leng et al., "PolyLoss", ICLR 2022, arXiv 2204.12511).
 
     ``epsilon = 0`` is cross-entropy; ``epsilon = -1`` removes the first polynomial term of CE's
-    Taylor expansion.  Target: class indices.
+    Taylor expansion; also one per sample, ``(B,)``.  Target: class indices.
     """
-    check_interval("epsilon", epsilon, -1.0, math.inf)
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
+    epsilon = row_param("epsilon", epsilon, x, lambda name, v: check_interval(name, v, -1.0, math.inf), validate)
     log_p = log_softmax(x).gather(1, y[:, None]).squeeze(1)
     per_sample = -log_p + epsilon * (1 - log_p.exp())
     return masked_reduce(per_sample, reduction, valid).to(logits.dtype)
@@ -226,4 +227,5 @@ register_loss(
     signature="softmax",
     reference="Leng et al., 'PolyLoss', ICLR 2022, arXiv 2204.12511",
     hyperparams=(HyperParam("epsilon", 1.0, FloatRange(-1.0, 10.0), "weight of the (1 - p_y) term"),),
+    row_params=("epsilon",),
 )

@@ -186,6 +186,7 @@ def fit_packed(
     drop_last: bool = False,
     transforms: Sequence[Sequence[TransformSpec]] | None = None,
     shared_loss: Sequence[Sequence[int]] | None = None,
+    row_options: Sequence[str] = (),
     on_epoch_end: PackedEpochCallback | None = None,
 ) -> list[list[dict[str, float]]]:
     """Train the pack's K runs as :func:`lossbench.train.fit` trains each alone; returns each
@@ -197,6 +198,9 @@ def fit_packed(
     remaining arguments are ``fit``'s and hold for every run.  ``shared_loss`` lists groups of
     runs whose losses are the same function (same class and arguments) of per-sample terms: a
     group's rows go through one call with ``reduction="none"`` instead of one call per run.
+    ``row_options`` names loss options in which a group's runs may differ: each call reads every
+    run's value (``loss.option(name)``) and passes them as one ``(rows,)`` tensor (``name=...``), each
+    row with its run's value.
     ``on_epoch_end(epoch, rows)`` gets every run's row (it may add to them; evaluate with
     ``packed.eval_logits``) and stops every run by returning True.
     """
@@ -213,7 +217,7 @@ def fit_packed(
         if isinstance(loss, nn.Module):
             loss.to(device)
 
-    step = _PackedStep(packed, losses, transforms, shared_loss)
+    step = _PackedStep(packed, losses, transforms, shared_loss, row_options)
     opt = PackedOptimizer(
         packed.params, optimizer, torch.tensor(weight_decays, dtype=torch.float64),
         momentum=momentum, weight_decay_on=weight_decay_on,
@@ -281,8 +285,9 @@ class _PackedStep:
         losses: Sequence[LossFn],
         transforms: Sequence[Sequence[TransformSpec]],
         shared_loss: Sequence[Sequence[int]] | None,
+        row_options: Sequence[str] = (),
     ) -> None:
-        self.packed, self.losses = packed, list(losses)
+        self.packed, self.losses, self.row_options = packed, list(losses), tuple(row_options)
         runs = [[make_transform(t) for t in ts] for ts in transforms]
         chain = [[type(t) for t in ts] for ts in runs]
         if any(c != chain[0] for c in chain):
@@ -318,11 +323,21 @@ class _PackedStep:
             if len(group) == 1 and not self.per_sample:
                 chunks.append(self.losses[first](lg[0], yg[0], reduction="mean").reshape(1))
                 continue
-            out = self.losses[first](lg.flatten(0, 1), yg.flatten(0, 1), reduction="none")
+            overrides = self._row_values(group, batch, lg) if self.row_options else {}
+            out = self.losses[first](lg.flatten(0, 1), yg.flatten(0, 1), reduction="none", **overrides)
             per_sample = out.reshape(len(group), batch, -1).mean(2)  # elementwise (multi-label): a sample's mean
             chunks.append(per_sample if self.per_sample else per_sample.mean(1))
         values = torch.cat(chunks)
         return values if self._unsort is None else values[self._unsort.to(values.device)]
+
+    def _row_values(self, group: Sequence[int], batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The row options in which the group's runs differ now, one value per row of the group's call."""
+        overrides = {}
+        for name in self.row_options:
+            values = [self.losses[k].option(name) for k in group]
+            if any(v != values[0] for v in values):
+                overrides[name] = torch.tensor(values, dtype=like.dtype, device=like.device).repeat_interleave(batch)
+        return overrides
 
     def run(self, x: torch.Tensor, y: torch.Tensor, opt: PackedOptimizer, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.packed(x)

@@ -1,0 +1,45 @@
+"""A loss's row parameters: one value per sample gives each sample what that value gives it alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lossbench.losses import LOSSES
+
+ROW_LOSSES = [(name, param) for name, info in LOSSES.items() for param in info.row_params]
+VALUES = {"gamma": (0.0, 0.5, 2.0, 5.0), "margin": (0.0, 0.3, 1.0, 4.0), "epsilon": (-1.0, 0.0, 1.5, 6.0)}
+
+
+def test_row_parameters_are_declared_where_expected():
+    assert {p for _, p in ROW_LOSSES} <= set(VALUES)
+    assert ROW_LOSSES, "no loss declares row parameters"
+
+
+@pytest.mark.parametrize(("name", "param"), ROW_LOSSES)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_a_value_per_row_matches_each_value_alone(name, param, reduction):
+    fn = LOSSES.get(name).function
+    gen = torch.Generator().manual_seed(0)
+    rows, classes = 12, 4
+    x = (torch.randn(rows, classes, generator=gen, dtype=torch.float64) * 3).requires_grad_()
+    y = torch.randint(0, classes, (rows,), generator=gen)
+    values = torch.tensor(VALUES[param], dtype=torch.float64).repeat_interleave(rows // len(VALUES[param]))
+    got = fn(x, y, **{param: values}, reduction=reduction)
+    (grad,) = torch.autograd.grad(got.sum(), x)
+    alone = torch.stack([fn(x[i : i + 1], y[i : i + 1], **{param: float(values[i])}, reduction="none")[0] for i in range(rows)])
+    (ref_grad,) = torch.autograd.grad(alone.sum() if reduction != "mean" else alone.mean(), x)
+    ref = {"none": alone, "mean": alone.mean(), "sum": alone.sum()}[reduction]
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(("name", "param"), ROW_LOSSES)
+def test_bad_row_values_are_refused_by_name(name, param):
+    fn = LOSSES.get(name).function
+    x, y = torch.randn(3, 4), torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match=f"{param} must be a number or a float tensor of shape \\(3,\\)"):
+        fn(x, y, **{param: torch.ones(2)})
+    bad = torch.tensor([1.0, -5.0, float("nan")])
+    with pytest.raises(ValueError, match=param):
+        fn(x, y, **{param: bad})
