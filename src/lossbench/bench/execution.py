@@ -490,8 +490,9 @@ def _shared_loss(method: Method, params: list[dict[str, Any]]) -> list[list[int]
 
 def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
     """Why the unit's runs cannot train packed (None when they can), checked once per unit on a
-    small batch: the model must be stateless and give under ``vmap`` what it gives alone, the
-    loss must hold no trained parameters and draw no random numbers, every transform must pack."""
+    small batch: the model must be stateless and give packed (its ``packed_forward`` or ``vmap``)
+    what it gives alone, the loss must hold no trained parameters and draw no random numbers, every
+    transform must pack."""
     space = method.search_space(spec.search)
     plan = stages(method, {k: _middle(d) for k, d in space.items()}, spec)
     heavy = [name for s in plan for name, _ in s.method.transform_list({}) if not get_transform(name).factory.packs]
@@ -508,12 +509,12 @@ def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
     try:
         packed = PackedModel(models)
         together = packed(torch.stack([x, x]))
-    except Exception as err:  # noqa: BLE001 - any failure of vmap means: train one at a time
-        return f"model {spec.train.model!r} does not run under torch.func.vmap ({type(err).__name__}: {err})"
+    except Exception as err:  # noqa: BLE001 - any failure to run packed means: train one at a time
+        return f"model {spec.train.model!r} does not run packed ({type(err).__name__}: {err})"
     with torch.no_grad():
         alone = torch.stack([m(x) for m in models])
     if together.shape != alone.shape or not torch.allclose(together.detach(), alone, rtol=1e-4, atol=1e-5):
-        return f"model {spec.train.model!r} gives other outputs under torch.func.vmap"
+        return f"model {spec.train.model!r} gives other outputs packed than alone"
     for stage in plan:
         loss = stage_loss(split, stage).unwrapped()
         name = stage.method.loss.name
