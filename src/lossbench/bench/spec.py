@@ -196,16 +196,16 @@ class Spec:
 
     def to_json(self) -> str:
         data = asdict(self)
-        for key in _LATER_SPEC_FIELDS:
-            if data[key] == _default(Spec, key):
-                del data[key]
-        for key in _LATER_TRAIN_FIELDS:  # at its default, as a spec stored before the field existed
-            if data["train"][key] == _default(TrainConfig, key):
-                del data["train"][key]
-        for method in data["methods"]:
-            for key in _LATER_METHOD_FIELDS:
-                if method[key] == _default(MethodSpec, key):
-                    del method[key]
+        # A field added later is left out at its default, as a spec stored before it existed.
+        for fields, kind, entries in (
+            (_LATER_SPEC_FIELDS, Spec, [data]),
+            (_LATER_TRAIN_FIELDS, TrainConfig, [data["train"]]),
+            (_LATER_METHOD_FIELDS, MethodSpec, data["methods"]),
+        ):
+            for entry in entries:
+                for key in fields:
+                    if entry[key] == _default(kind, key):
+                        del entry[key]
         return json.dumps(data, sort_keys=True)
 
     def fingerprint(self) -> str:
