@@ -43,3 +43,23 @@ def test_bad_row_values_are_refused_by_name(name, param):
     bad = torch.tensor([1.0, -5.0, float("nan")])
     with pytest.raises(ValueError, match=param):
         fn(x, y, **{param: bad})
+
+
+def test_a_module_reads_its_option_or_the_default_and_takes_call_time_overrides():
+    module = LOSSES.get("hinge").module(p=2)
+    assert module.option("margin") == 1.0 and module.option("p") == 2
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    margins = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(module(x, y, reduction="none", margin=margins),
+                               LOSSES.get("hinge").function(x, y, p=2, margin=margins, reduction="none"))  # fmt: skip
+    assert module.option("margin") == 1.0  # an override holds for its call only
+
+
+def test_row_params_must_be_hyperparameters():
+    from lossbench.losses import register_loss
+
+    info = LOSSES.get("focal")
+    with pytest.raises(ValueError, match="row_params \\['alpha'\\] are not among its hyperparameters"):
+        register_loss("focal-copy", info.function, info.module, signature="softmax", reference="-",
+                      hyperparams=info.hyperparams, row_params=("alpha",))  # fmt: skip
+    assert "focal-copy" not in LOSSES.names()
