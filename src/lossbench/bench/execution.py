@@ -44,7 +44,7 @@ from lossbench.data.splits import provided_validation, random_split, select_trai
 from lossbench.models import build_model
 from lossbench.train import eval_logits, fit, get_transform, make_transform
 from lossbench.train.loop import check_optimizer
-from lossbench.train.packed import PackedModel, fit_packed, unpackable_model
+from lossbench.train.packed import PackedLosses, PackedModel, fit_packed, unpackable_model
 
 STAGES = ("tune", "final")
 MIN_STD = 1e-6  # the std floor of per-stage standardisation (as the EXACT paper's code)
@@ -312,10 +312,16 @@ class _RunScores:
         for key, sched in self.stage.method.spec.schedule.items():
             set_loss_option(self.adapter.loss, key[5:], sched.value(local, epochs))
 
-    def epoch_end(self, epoch: int, stats: dict[str, float], logits: torch.Tensor, val_logits: torch.Tensor | None = None) -> None:
-        """``logits`` on the held-out part; ``val_logits`` on ``split.x_val`` where the split has one."""
-        with torch.no_grad():
-            self.heldout_loss.append(self.loss(logits, self.split.y_eval, reduction="mean"))
+    def epoch_end(
+        self, epoch: int, stats: dict[str, float], logits: torch.Tensor, val_logits: torch.Tensor | None = None,
+        heldout_loss: torch.Tensor | None = None,
+    ) -> None:  # fmt: skip
+        """``logits`` on the held-out part; ``val_logits`` on ``split.x_val`` where the split has one;
+        ``heldout_loss`` the loss on ``logits`` where the caller computed it (a pack, for all its runs)."""
+        if heldout_loss is None:
+            with torch.no_grad():
+                heldout_loss = self.loss(logits, self.split.y_eval, reduction="mean")
+        self.heldout_loss.append(heldout_loss)
         logits = self.scores(logits)  # the metrics read the method's decision rule, the loss its logits
         self.last_logits = logits
         self.train_loss.append(float(stats.get("loss", math.nan)))
@@ -445,24 +451,29 @@ def train_and_score_packed(
     plans = [stages(method, params, spec) for params, _ in runs]
     generators = [torch.Generator().manual_seed(seed) for _, seed in runs]
 
+    heldout_losses: list[PackedLosses] = []  # the stage's losses, grouped as its training steps group them
+
     def on_epoch_end(epoch: int, rows: list[dict[str, float]]) -> None:
         logits = packed.eval_logits(split.x_eval, batch_size=EVAL_BATCH)
         val = None if split.x_val is None else packed.eval_logits(split.x_val, batch_size=EVAL_BATCH)
+        with torch.no_grad():  # every run's before any run's epoch end moves its loss's schedule on
+            heldout = heldout_losses[-1](logits, split.y_eval.expand(len(runs), *split.y_eval.shape))
         for k, run in enumerate(scores):
-            run.epoch_end(run.stage.first_epoch + epoch, rows[k], logits[k], None if val is None else val[k])
+            run.epoch_end(run.stage.first_epoch + epoch, rows[k], logits[k], None if val is None else val[k], heldout[k])
 
     for i, first in enumerate(plans[0]):  # every run of a unit has the same stages
         now = [plan[i] for plan in plans]
         for run, stage in zip(scores, now):
             run.begin(stage)
+        losses = [run.loss for run in scores]
+        shared, row_options = _shared_loss(first.method, [s.params for s in now]), first.method.loss.row_params
+        heldout_losses.append(PackedLosses(losses, shared, row_options))
         fit_packed(
-            packed, [run.loss for run in scores], split.x_fit, split.y_fit,
+            packed, losses, split.x_fit, split.y_fit,
             lrs=[params["lr"] * first.lr_scale for params, _ in runs],
             weight_decays=[params.get("weight_decay", 0.0) for params, _ in runs],
             transforms=[s.method.transform_list(s.params) for s in now], generators=generators,
-            shared_loss=_shared_loss(first.method, [s.params for s in now]), row_options=first.method.loss.row_params,
-            on_epoch_end=on_epoch_end,
-            **_fit_options(spec, split, first),
+            shared_loss=shared, row_options=row_options, on_epoch_end=on_epoch_end, **_fit_options(spec, split, first),
         )  # fmt: skip
     fit_logits: list[torch.Tensor] = []
 

@@ -270,6 +270,51 @@ def batch_rows(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return data.index_select(0, idx.reshape(-1)).view(*idx.shape, *data.shape[1:])
 
 
+class PackedLosses:
+    """The K runs' losses on their own rows: ``self(logits, y)`` with logits ``(K, B, C)`` and targets
+    ``(K, B, ...)`` gives each run's mean loss ``(K,)`` (``per_sample``: its per-sample losses, ``(K, B)``).
+
+    Runs in one group of ``shared_loss`` (losses that are the same function of per-sample terms, see
+    :func:`fit_packed`) go through one call with ``reduction="none"``, their row options (``row_options``)
+    one value per row; any other run through a call of its own.
+    """
+
+    def __init__(self, losses: Sequence[LossFn], shared_loss: Sequence[Sequence[int]] | None = None,
+                 row_options: Sequence[str] = ()) -> None:  # fmt: skip
+        self.losses, self.row_options = list(losses), tuple(row_options)
+        self.groups = [sorted(g) for g in shared_loss or () if len(g) > 1]
+        grouped = {k for group in self.groups for k in group}
+        self.groups += [[k] for k in range(len(self.losses)) if k not in grouped]
+        order = [k for group in self.groups for k in group]
+        self._unsort = None if order == sorted(order) else torch.argsort(torch.tensor(order))
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, per_sample: bool = False) -> torch.Tensor:
+        batch, chunks = logits.shape[1], []
+        for group in self.groups:
+            first, last = group[0], group[-1]
+            contiguous = last - first + 1 == len(group)  # a view of the runs' rows, no gather
+            lg = logits[first : last + 1] if contiguous else logits[group]
+            yg = y[first : last + 1] if contiguous else y[group]
+            if len(group) == 1 and not per_sample:
+                chunks.append(self.losses[first](lg[0], yg[0], reduction="mean").reshape(1))
+                continue
+            overrides = self._row_values(group, batch, lg) if self.row_options else {}
+            out = self.losses[first](lg.flatten(0, 1), yg.flatten(0, 1), reduction="none", **overrides)
+            rows = out.reshape(len(group), batch, -1).mean(2)  # elementwise (multi-label): a sample's mean
+            chunks.append(rows if per_sample else rows.mean(1))
+        values = torch.cat(chunks)
+        return values if self._unsort is None else values[self._unsort.to(values.device)]
+
+    def _row_values(self, group: Sequence[int], batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The row options in which the group's runs differ now, one value per row of the group's call."""
+        overrides = {}
+        for name in self.row_options:
+            values = [self.losses[k].option(name) for k in group]
+            if any(v != values[0] for v in values):
+                overrides[name] = torch.tensor(values, dtype=like.dtype, device=like.device).repeat_interleave(batch)
+        return overrides
+
+
 class _PackedStep:
     """One step of every run: logits -> each run's loss -> its objective transforms -> one
     backward of their sum -> each run's gradient transforms on its slice -> the packed update.
@@ -287,7 +332,7 @@ class _PackedStep:
         shared_loss: Sequence[Sequence[int]] | None,
         row_options: Sequence[str] = (),
     ) -> None:
-        self.packed, self.losses, self.row_options = packed, list(losses), tuple(row_options)
+        self.packed, self.losses = packed, list(losses)
         runs = [[make_transform(t) for t in ts] for ts in transforms]
         chain = [[type(t) for t in ts] for ts in runs]
         if any(c != chain[0] for c in chain):
@@ -306,42 +351,11 @@ class _PackedStep:
         for ts, ctx in zip(runs, self.contexts):
             for t in ts:
                 t.bind(ctx)
-        self.groups = [sorted(g) for g in shared_loss or () if len(g) > 1]
-        grouped = {k for group in self.groups for k in group}
-        self.groups += [[k] for k in range(packed.size) if k not in grouped]
-        order = [k for group in self.groups for k in group]
-        self._unsort = None if order == sorted(order) else torch.argsort(torch.tensor(order))
-
-    def _values(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The runs' losses: (K,) means, or (K, B) per-sample losses for a per-sample wrapper."""
-        batch, chunks = logits.shape[1], []
-        for group in self.groups:
-            first, last = group[0], group[-1]
-            contiguous = last - first + 1 == len(group)  # a view of the runs' rows, no gather
-            lg = logits[first : last + 1] if contiguous else logits[group]
-            yg = y[first : last + 1] if contiguous else y[group]
-            if len(group) == 1 and not self.per_sample:
-                chunks.append(self.losses[first](lg[0], yg[0], reduction="mean").reshape(1))
-                continue
-            overrides = self._row_values(group, batch, lg) if self.row_options else {}
-            out = self.losses[first](lg.flatten(0, 1), yg.flatten(0, 1), reduction="none", **overrides)
-            per_sample = out.reshape(len(group), batch, -1).mean(2)  # elementwise (multi-label): a sample's mean
-            chunks.append(per_sample if self.per_sample else per_sample.mean(1))
-        values = torch.cat(chunks)
-        return values if self._unsort is None else values[self._unsort.to(values.device)]
-
-    def _row_values(self, group: Sequence[int], batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The row options in which the group's runs differ now, one value per row of the group's call."""
-        overrides = {}
-        for name in self.row_options:
-            values = [self.losses[k].option(name) for k in group]
-            if any(v != values[0] for v in values):
-                overrides[name] = torch.tensor(values, dtype=like.dtype, device=like.device).repeat_interleave(batch)
-        return overrides
+        self.values = PackedLosses(self.losses, shared_loss, row_options)
 
     def run(self, x: torch.Tensor, y: torch.Tensor, opt: PackedOptimizer, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.packed(x)
-        values = self._values(logits, y)
+        values = self.values(logits, y, self.per_sample)
         stats: dict[str, torch.Tensor] = {"loss": (values.mean(1) if values.ndim == 2 else values).detach()}
         if self._run_by_run:  # only transforms without a packed hook read the runs' contexts
             for k, ctx in enumerate(self.contexts):
