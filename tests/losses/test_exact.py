@@ -181,6 +181,8 @@ def test_gradcheck_logits_and_sigma(backend, kwargs):
     assert torch.autograd.gradcheck(lambda a, s: exact(a, target, sigma=s, **kwargs), (x, sigma))
     assert torch.autograd.gradcheck(lambda a, s: exact(a, target, sigma=s, reduction="none", **kwargs),
                                     (x, per_sample))
+    # a float sigma keeps the fused path; reduction="none" then needs the standardisation's cross-row terms
+    assert torch.autograd.gradcheck(lambda a: exact(a, target, sigma=0.8, reduction="none", **kwargs), (x,))
 
 
 def test_second_derivatives_for_double_backprop(backend):

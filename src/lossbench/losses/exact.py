@@ -155,8 +155,9 @@ def exact(
     if type(log_loss) is not bool or type(standardize) is not bool:  # a switch is True or False, not truthy
         check_bool("log_loss", log_loss)
         check_bool("standardize", standardize)
-    # the kernel standardises too (the margins only see it as a scale; its gradient in closed form)
-    in_kernel = standardize and fused and _exact_native.applies(x, num_nodes)
+    # the kernel standardises too (the margins only see it as a scale; its gradient in closed form,
+    # that of the rows' mean or sum: per-row values, weighted by the caller, couple the rows otherwise)
+    in_kernel = standardize and fused and reduction != "none" and _exact_native.applies(x, num_nodes)
     if (standardize and not in_kernel) or not fused:
         valid = target != ignore_index
         y = torch.where(valid, target, 0).long()
