@@ -8,7 +8,13 @@ import math
 import pytest
 import torch
 
-from lossbench.bench.execution import DataCache, train_and_score, train_and_score_packed, unpackable
+from lossbench.bench.execution import (
+    DataCache,
+    _shared_loss,
+    train_and_score,
+    train_and_score_packed,
+    unpackable,
+)
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.spec import parse_spec
 from lossbench.losses import get_loss
@@ -60,3 +66,11 @@ def test_exact_is_batch_level_exactly_when_it_standardises():
     assert not info.is_batch_level({"standardize": False}) and not info.is_batch_level({})
     assert get_loss("soft_f1").is_batch_level({}) and not get_loss("cross_entropy").is_batch_level({})
     assert get_loss("ldam").is_batch_level({"drw_start": 0.8}) and not get_loss("ldam").is_batch_level({"drw_start": None})
+
+
+def test_runs_share_a_loss_call_only_where_the_loss_keeps_each_run_its_own_batch():
+    spec = _spec()
+    params = [{"lr": 0.05, "weight_decay": 0.0}, {"lr": 1.0, "weight_decay": 0.1}]
+    exact, ldam_drw = resolve_method(spec.methods[0]), resolve_method(spec.methods[3])
+    assert _shared_loss(exact, params) == [[0, 1]]  # standardised per run, in one call (batch_groups)
+    assert _shared_loss(ldam_drw, params) == []  # its weighted mean would mix the runs' rows

@@ -237,6 +237,28 @@ def test_standardize_uses_one_mean_and_std_of_the_non_ignored_logits():
     )
 
 
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_groups_standardise_each_block_of_rows_on_its_own(backend, reduction):
+    # packed runs: one call over every run's rows gives each run what its own call gives
+    logits, target = make_inputs(b=12, c=5, seed=8)
+    target[4] = -100
+    x = logits.clone().requires_grad_(True)
+    options = {"standardize": True, "sigma": 0.7, "margin": 1.5}
+    alone = torch.cat([exact(x[i : i + 4], target[i : i + 4], reduction="none", **options) for i in (0, 4, 8)])
+    grouped = exact(x, target, groups=3, reduction=reduction, **options)
+    weights = torch.linspace(0.5, 2.0, 12, dtype=torch.float64)  # the runs' rows weighted unevenly
+    expected = alone[target != -100].mean() if reduction == "mean" else alone
+    torch.testing.assert_close(grouped, expected)
+    if reduction == "none":
+        (g1,) = torch.autograd.grad((alone * weights).sum(), x)
+        (g2,) = torch.autograd.grad((grouped * weights).sum(), x)
+        torch.testing.assert_close(g2, g1)
+        assert not torch.allclose(grouped, exact(x, target, reduction="none", **options))  # one standardisation
+    for bad in (0, 5, 2.0, True):
+        with pytest.raises(ValueError, match="groups must be a positive integer that divides the 12 rows"):
+            exact(x, target, groups=bad, **options)
+
+
 def test_standardize_with_equal_logits_has_finite_gradients(backend):
     x = torch.zeros(4, 3, requires_grad=True)
     loss = exact(x, torch.tensor([0, 1, 2, 0]), standardize=True)

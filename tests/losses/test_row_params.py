@@ -63,3 +63,13 @@ def test_row_params_must_be_hyperparameters():
         register_loss("focal-copy", info.function, info.module, signature="softmax", reference="-",
                       hyperparams=info.hyperparams, row_params=("alpha",))  # fmt: skip
     assert "focal-copy" not in LOSSES.names()
+
+
+def test_batch_groups_must_be_an_argument_of_the_function_and_the_module():
+    from lossbench.losses import register_loss
+
+    info = LOSSES.get("exact")
+    with pytest.raises(ValueError, match="must both take 'blocks'"):
+        register_loss("exact-copy", info.function, info.module, signature="softmax", reference="-",
+                      batch_level_when="standardize", batch_groups="blocks")  # fmt: skip
+    assert "exact-copy" not in LOSSES.names()

@@ -30,7 +30,7 @@ def _model(kind: str, seed: int) -> nn.Module:
 
 
 def _both_ways(kind="linear", loss="cross_entropy", transforms=(), shared=True, lrs=LRS, loss_kwargs=None, decays=DECAYS,
-               row_options=(), **options):  # fmt: skip
+               row_options=(), batch_groups=None, **options):  # fmt: skip
     x, y = _data()
     loss_kwargs = loss_kwargs or [{}] * len(SEEDS)
     alone = []
@@ -44,7 +44,8 @@ def _both_ways(kind="linear", loss="cross_entropy", transforms=(), shared=True, 
     histories = fit_packed(
         packed, [LOSSES.get(loss).module(validate=False, **kw) for kw in loss_kwargs], x, y, lrs=lrs, weight_decays=decays,
         generators=[torch.Generator().manual_seed(s) for s in SEEDS], transforms=[list(transforms)] * len(SEEDS),
-        shared_loss=[list(range(len(SEEDS)))] if shared else None, row_options=row_options, **options,
+        shared_loss=[list(range(len(SEEDS)))] if shared else None, row_options=row_options, batch_groups=batch_groups,
+        **options,
     )  # fmt: skip
     packed.unstack_into(models)
     return alone, list(zip(models, histories))
@@ -113,6 +114,15 @@ def test_each_run_keeps_its_own_loss_arguments(loss, shared):
     kwargs = [{name: v} for v in values]
     row_options = (name,) if shared else ()
     _assert_same(*_both_ways(loss=loss, loss_kwargs=kwargs, shared=shared, row_options=row_options, **BASE))
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one call, a group per run", "one call per run"])
+def test_a_batch_level_loss_shares_a_call_as_one_group_per_run(shared):
+    # EXACT's batch standardisation (a mean and std per run's batch) and the paper's recipe around it
+    kwargs = [{"standardize": True, "sigma": s, "margin": 1.0} for s in (0.5, 0.5, 0.5, 0.5)]
+    both = _both_ways(loss="exact", loss_kwargs=kwargs, transforms=["grad_normalizer"], shared=shared,
+                      batch_groups="groups" if shared else None, **BASE)  # fmt: skip
+    _assert_same(*both)
 
 
 def test_a_diverging_run_leaves_the_others_as_they_are_alone():

@@ -466,14 +466,14 @@ def train_and_score_packed(
         for run, stage in zip(scores, now):
             run.begin(stage)
         losses = [run.loss for run in scores]
-        shared, row_options = _shared_loss(first.method, [s.params for s in now]), first.method.loss.row_params
-        heldout_losses.append(PackedLosses(losses, shared, row_options))
+        shared, info = _shared_loss(first.method, [s.params for s in now]), first.method.loss
+        heldout_losses.append(PackedLosses(losses, shared, info.row_params, info.batch_groups))
         fit_packed(
             packed, losses, split.x_fit, split.y_fit,
             lrs=[params["lr"] * first.lr_scale for params, _ in runs],
             weight_decays=[params.get("weight_decay", 0.0) for params, _ in runs],
             transforms=[s.method.transform_list(s.params) for s in now], generators=generators,
-            shared_loss=shared, row_options=row_options, on_epoch_end=on_epoch_end, **_fit_options(spec, split, first),
+            shared_loss=shared, row_options=info.row_params, batch_groups=info.batch_groups, on_epoch_end=on_epoch_end, **_fit_options(spec, split, first),
         )  # fmt: skip
     fit_logits: list[torch.Tensor] = []
 
@@ -488,13 +488,14 @@ def train_and_score_packed(
 
 def _shared_loss(method: Method, params: list[dict[str, Any]]) -> list[list[int]]:
     """Groups of runs whose losses take the same arguments, but for the loss's row parameters (one
-    loss call per step for each group, each row with its run's row parameters)."""
+    loss call per step for each group, each row with its run's row parameters); a batch-level loss
+    only where it computes each run's rows as their own batch (``batch_groups``)."""
     shared: dict[Any, list[int]] = {}
     needs = set(method.loss.requires)  # the split's class counts: the same for every run of the unit
     apart = needs | set(method.loss.row_params)
     for k, p in enumerate(params):
         kwargs = method.loss_kwargs(p, {r: None for r in needs})
-        if not method.loss.is_batch_level(kwargs):  # a batch-level loss would mix the runs' rows
+        if method.loss.batch_groups or not method.loss.is_batch_level(kwargs):  # else it would mix the runs' rows
             shared.setdefault(repr(sorted((a, v) for a, v in kwargs.items() if a not in apart)), []).append(k)
     return list(shared.values())
 

@@ -265,14 +265,16 @@ class WinLogProbability(torch.autograd.Function):
         return grad_scores, None, None, None, None
 
 
-def _standardize(x: torch.Tensor, valid: torch.Tensor, eps: float) -> torch.Tensor:
-    """``(x - mean) / (std + eps)`` with one unbiased mean/std over the logits of valid rows."""
-    w = valid.to(x.dtype)[:, None]
-    count = (w.sum() * x.shape[1]).clamp_min(2.0)
-    mean = (x * w).sum() / count
-    var = ((x - mean).square() * w).sum() / (count - 1)
+def _standardize(x: torch.Tensor, valid: torch.Tensor, eps: float, groups: int = 1) -> torch.Tensor:
+    """``(x - mean) / (std + eps)`` with one unbiased mean/std over the logits of valid rows (B, C), in
+    each of ``groups`` equal consecutive blocks of rows."""
+    blocks = x.reshape(groups, -1, x.shape[1])
+    w = valid.to(x.dtype).reshape(groups, -1, 1)
+    count = (w.sum((1, 2), keepdim=True) * x.shape[1]).clamp_min(2.0)
+    mean = (blocks * w).sum((1, 2), keepdim=True) / count
+    var = ((blocks - mean).square() * w).sum((1, 2), keepdim=True) / (count - 1)
     # The floor keeps the gradient finite when every logit is equal (sqrt' is infinite at 0).
-    return (x - mean) / (var.clamp_min(torch.finfo(x.dtype).tiny).sqrt() + eps)
+    return ((blocks - mean) / (var.clamp_min(torch.finfo(x.dtype).tiny).sqrt() + eps)).reshape(x.shape)
 
 
 class ExactRowsLoss(torch.autograd.Function):

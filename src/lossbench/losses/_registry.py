@@ -41,9 +41,11 @@ class LossInfo:
     per-sample terms; their ``reduction="none"`` output is documented per loss.
     ``batch_level_when`` names an argument that makes the loss batch-level when set (not None or
     False): EXACT's ``standardize`` (one mean and std over the whole batch), LDAM's ``drw_start``
-    (a weighted mean, divided by the batch's summed weights).  ``row_params`` names hyperparameters
-    the function also takes as one value per sample (a ``(B,)`` tensor): packed runs that differ
-    only there share one loss call, each row with its own run's value.
+    (a weighted mean, divided by the batch's summed weights).  ``batch_groups`` names the argument
+    with which such a loss takes ``G`` batches stacked in one call, ``G`` equal consecutive blocks of
+    rows each computed as its own batch (EXACT's ``groups``): packed runs then share one call.
+    ``row_params`` names hyperparameters the function also takes as one value per sample (a ``(B,)``
+    tensor): packed runs that differ only there share one loss call, each row with its own run's value.
     """
 
     name: str
@@ -56,11 +58,12 @@ class LossInfo:
     requires: tuple[str, ...] = ()
     batch_level: bool = False
     batch_level_when: str | None = None
+    batch_groups: str | None = None
     row_params: tuple[str, ...] = ()
 
     def is_batch_level(self, kwargs: Mapping[str, Any]) -> bool:
         """Whether the loss called with ``kwargs`` couples the samples of its batch, so that
-        rows of different runs must never share one call."""
+        rows of different runs share one call only as separate groups (``batch_groups``)."""
         switch = None if self.batch_level_when is None else kwargs.get(self.batch_level_when)
         return self.batch_level or switch not in (None, False)
 
@@ -83,6 +86,7 @@ def register_loss(
     requires: tuple[str, ...] = (),
     batch_level: bool = False,
     batch_level_when: str | None = None,
+    batch_groups: str | None = None,
     row_params: tuple[str, ...] = (),
     summary: str | None = None,
 ) -> LossInfo:
@@ -102,6 +106,10 @@ def register_loss(
     module_params = inspect.signature(module.__init__).parameters  # the module may add options (LDAM's DRW)
     if batch_level_when is not None and batch_level_when not in params and batch_level_when not in module_params:
         raise ValueError(f"loss {name!r}: neither {function.__name__} nor {module.__name__} takes {batch_level_when!r}")
+    forward = inspect.signature(module.forward).parameters  # the packed step passes it to the module
+    module_takes = batch_groups in forward or any(p.kind is p.VAR_KEYWORD for p in forward.values())
+    if batch_groups is not None and not (batch_groups in params and module_takes):
+        raise ValueError(f"loss {name!r}: {function.__name__} and {module.__name__}.forward must both take {batch_groups!r}")
     doc = inspect.getdoc(function) or ""
     info = LossInfo(
         name=name,
@@ -114,6 +122,7 @@ def register_loss(
         requires=requires,
         batch_level=batch_level,
         batch_level_when=batch_level_when,
+        batch_groups=batch_groups,
         row_params=row_params,
     )
     return LOSSES.add(name, info)

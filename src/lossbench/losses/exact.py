@@ -48,6 +48,7 @@ def exact(
     ignore_index: int = -100,
     reduction: str = "mean",
     validate: bool = True,
+    groups: int = 1,
 ) -> torch.Tensor:
     """EXACT loss ``1 - P(y|x)`` (or ``-log P(y|x)``), ``P`` = probability that ``argmax(s + sigma eps) = y``.
 
@@ -128,6 +129,8 @@ def exact(
         estimator: ``"quadrature"`` (default) or ``"genz"`` (the paper's Monte Carlo).
         samples: Monte Carlo samples per row of the ``"genz"`` estimator (``>= 1``).
         generator: the ``torch.Generator`` (on the logits' device) of the ``"genz"`` draws.
+        groups: the rows (flattened) are ``groups`` equal consecutive blocks, separate batches stacked
+            in one call (packed runs): ``standardize`` takes each block's own mean and std.
 
     ``reduction="mean"`` averages over the non-ignored samples (the expected error rate);
     ``reduction="none"`` returns the target's shape.
@@ -142,6 +145,8 @@ def exact(
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 2 or num_nodes % 2:
         raise ValueError(f"num_nodes must be an even integer >= 2, got {num_nodes!r}")
     _check_estimator(estimator, samples, generator, log_loss)
+    if type(groups) is not int or groups < 1 or logits2d.shape[0] % groups:
+        raise ValueError(f"groups must be a positive integer that divides the {logits2d.shape[0]} rows, got {groups!r}")
     if margin is not None and not (type(margin) is float and 0.0 <= margin < math.inf):  # (the common case)
         check_positive("margin", margin, allow_zero=True)  # 0 is in the paper's grid
     dtype = compute_dtype(logits2d)
@@ -157,12 +162,12 @@ def exact(
         check_bool("standardize", standardize)
     # the kernel standardises too (the margins only see it as a scale; its gradient in closed form,
     # that of the rows' mean or sum: per-row values, weighted by the caller, couple the rows otherwise)
-    in_kernel = standardize and fused and reduction != "none" and _exact_native.applies(x, num_nodes)
+    in_kernel = standardize and fused and reduction != "none" and groups == 1 and _exact_native.applies(x, num_nodes)
     if (standardize and not in_kernel) or not fused:
         valid = target != ignore_index
         y = torch.where(valid, target, 0).long()
         if standardize:
-            x = _standardize(x, valid, eps)
+            x = _standardize(x, valid, eps, groups)
     if fused:
         kind = MINUS_LOG_P if log_loss else ONE_MINUS_P
         settings = num_nodes, 1.0 / sigma, margin, kind, reduction, ignore_index, float(eps) if in_kernel else None
@@ -321,6 +326,7 @@ class ExactLoss(nn.Module):
         target: torch.Tensor,
         reduction: str | None = None,
         sigma: float | torch.Tensor | None = None,
+        groups: int = 1,
     ) -> torch.Tensor:
         if sigma is None:
             sigma = self.log_sigma.exp() if self.log_sigma is not None else self.sigma
@@ -339,6 +345,7 @@ class ExactLoss(nn.Module):
             ignore_index=self.ignore_index,
             reduction=reduction or self.reduction,
             validate=self.validate,
+            groups=groups,
         )
 
     def get_extra_state(self) -> dict:
@@ -377,6 +384,7 @@ register_loss(
     ExactLoss,
     signature="softmax",
     batch_level_when="standardize",
+    batch_groups="groups",
     reference=(
         "Karpukhin et al., 'EXACT: How to Train Your Accuracy', arXiv 2205.09615 "
         "(computed by 1-D quadrature; the paper's Genz Monte Carlo is estimator='genz')"

@@ -187,6 +187,7 @@ def fit_packed(
     transforms: Sequence[Sequence[TransformSpec]] | None = None,
     shared_loss: Sequence[Sequence[int]] | None = None,
     row_options: Sequence[str] = (),
+    batch_groups: str | None = None,
     on_epoch_end: PackedEpochCallback | None = None,
 ) -> list[list[dict[str, float]]]:
     """Train the pack's K runs as :func:`lossbench.train.fit` trains each alone; returns each
@@ -200,7 +201,9 @@ def fit_packed(
     group's rows go through one call with ``reduction="none"`` instead of one call per run.
     ``row_options`` names loss options in which a group's runs may differ: each call reads every
     run's value (``loss.option(name)``) and passes them as one ``(rows,)`` tensor (``name=...``), each
-    row with its run's value.
+    row with its run's value.  ``batch_groups`` names the loss argument that takes a group's number of
+    runs, for a batch-level loss that computes each run's rows as its own batch (see
+    ``lossbench.losses.LossInfo``): such a loss may then be shared too.
     ``on_epoch_end(epoch, rows)`` gets every run's row (it may add to them; evaluate with
     ``packed.eval_logits``) and stops every run by returning True.
     """
@@ -217,7 +220,7 @@ def fit_packed(
         if isinstance(loss, nn.Module):
             loss.to(device)
 
-    step = _PackedStep(packed, losses, transforms, shared_loss, row_options)
+    step = _PackedStep(packed, losses, transforms, PackedLosses(losses, shared_loss, row_options, batch_groups))
     opt = PackedOptimizer(
         packed.params, optimizer, torch.tensor(weight_decays, dtype=torch.float64),
         momentum=momentum, weight_decay_on=weight_decay_on,
@@ -274,14 +277,14 @@ class PackedLosses:
     """The K runs' losses on their own rows: ``self(logits, y)`` with logits ``(K, B, C)`` and targets
     ``(K, B, ...)`` gives each run's mean loss ``(K,)`` (``per_sample``: its per-sample losses, ``(K, B)``).
 
-    Runs in one group of ``shared_loss`` (losses that are the same function of per-sample terms, see
-    :func:`fit_packed`) go through one call with ``reduction="none"``, their row options (``row_options``)
-    one value per row; any other run through a call of its own.
+    Runs in one group of ``shared_loss`` (see :func:`fit_packed`) go through one call with
+    ``reduction="none"``, their row options (``row_options``) one value per row and, with
+    ``batch_groups``, the group's number of runs under that name; any other run through a call of its own.
     """
 
     def __init__(self, losses: Sequence[LossFn], shared_loss: Sequence[Sequence[int]] | None = None,
-                 row_options: Sequence[str] = ()) -> None:  # fmt: skip
-        self.losses, self.row_options = list(losses), tuple(row_options)
+                 row_options: Sequence[str] = (), batch_groups: str | None = None) -> None:  # fmt: skip
+        self.losses, self.row_options, self.batch_groups = list(losses), tuple(row_options), batch_groups
         self.groups = [sorted(g) for g in shared_loss or () if len(g) > 1]
         grouped = {k for group in self.groups for k in group}
         self.groups += [[k] for k in range(len(self.losses)) if k not in grouped]
@@ -299,6 +302,8 @@ class PackedLosses:
                 chunks.append(self.losses[first](lg[0], yg[0], reduction="mean").reshape(1))
                 continue
             overrides = self._row_values(group, batch, lg) if self.row_options else {}
+            if self.batch_groups is not None:
+                overrides[self.batch_groups] = len(group)
             out = self.losses[first](lg.flatten(0, 1), yg.flatten(0, 1), reduction="none", **overrides)
             rows = out.reshape(len(group), batch, -1).mean(2)  # elementwise (multi-label): a sample's mean
             chunks.append(rows if per_sample else rows.mean(1))
@@ -329,8 +334,7 @@ class _PackedStep:
         packed: PackedModel,
         losses: Sequence[LossFn],
         transforms: Sequence[Sequence[TransformSpec]],
-        shared_loss: Sequence[Sequence[int]] | None,
-        row_options: Sequence[str] = (),
+        values: PackedLosses,
     ) -> None:
         self.packed, self.losses = packed, list(losses)
         runs = [[make_transform(t) for t in ts] for ts in transforms]
@@ -351,7 +355,7 @@ class _PackedStep:
         for ts, ctx in zip(runs, self.contexts):
             for t in ts:
                 t.bind(ctx)
-        self.values = PackedLosses(self.losses, shared_loss, row_options)
+        self.values = values
 
     def run(self, x: torch.Tensor, y: torch.Tensor, opt: PackedOptimizer, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.packed(x)
