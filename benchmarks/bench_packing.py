@@ -220,7 +220,8 @@ def bench_step(k_runs: int = 20, batch: int = 256) -> None:
     side: the softmax cross-entropy (forward + backward) of the pack's K x B rows, PyTorch's
     last-dimension kernel against the classes first (``lossbench.losses._softmax``); the forward
     pass of K linear models, vmap of the model against its ``packed_forward``; gathering the
-    runs' batches, advanced indexing against ``index_select``."""
+    runs' batches, advanced indexing against ``index_select``; EXACT's batch-standardised loss, one
+    call per run against one call for the pack (``batch_groups``)."""
     from torch.nn import functional as F
 
     from lossbench.losses import _softmax
@@ -252,6 +253,21 @@ def bench_step(k_runs: int = 20, batch: int = 256) -> None:
 
         old, new = _per_call(forward_backward(slow)), _per_call(forward_backward(fast))
         print(f"  linear forward + backward, {features} -> {classes}: {old * 1e6:7.0f} -> {new * 1e6:7.0f}  ({old / new:.1f}x)")
+    from lossbench.losses import ExactLoss
+
+    for classes in (4, 7, 10):  # Table 1's EXACT: batch-standardised, one call per run against one per pack
+        logits0 = torch.randn(k_runs, batch, classes)
+        y = torch.randint(0, classes, (k_runs, batch))
+        losses = [ExactLoss(standardize=True, sigma=0.5, margin=1.0, validate=False)] * k_runs
+        alone = packed_module.PackedLosses(losses)
+        shared = packed_module.PackedLosses(losses, [list(range(k_runs))], batch_groups="groups")
+
+        def loss_step(values):
+            x = logits0.clone().requires_grad_()
+            return lambda: torch.autograd.grad(values(x, y).sum(), x)
+
+        old, new = _per_call(loss_step(alone), 20), _per_call(loss_step(shared), 20)
+        print(f"  EXACT (standardised), C = {classes:3d}: {old * 1e6:7.0f} -> {new * 1e6:7.0f}  ({old / new:.1f}x)")
     for n, features in ((1382, 21), (60000, 784)):
         data = torch.randn(n, features)
         idx = torch.stack([torch.randperm(n)[:batch] for _ in range(k_runs)])
