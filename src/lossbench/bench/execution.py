@@ -473,7 +473,8 @@ def train_and_score_packed(
             lrs=[params["lr"] * first.lr_scale for params, _ in runs],
             weight_decays=[params.get("weight_decay", 0.0) for params, _ in runs],
             transforms=[s.method.transform_list(s.params) for s in now], generators=generators,
-            shared_loss=shared, row_options=info.row_params, batch_groups=info.batch_groups, on_epoch_end=on_epoch_end, **_fit_options(spec, split, first),
+            shared_loss=shared, row_options=info.row_params, batch_groups=info.batch_groups, on_epoch_end=on_epoch_end,
+            **_fit_options(spec, split, first),
         )  # fmt: skip
     fit_logits: list[torch.Tensor] = []
 
