@@ -8,6 +8,7 @@ any sub-package can use it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, Union
@@ -24,10 +25,12 @@ class FloatRange:
     log: bool = False
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"a search range needs finite ends, got low={self.low}, high={self.high}")
         if not self.low < self.high:
-            raise ValueError(f"FloatRange needs low < high, got low={self.low}, high={self.high}")
+            raise ValueError(f"a search range needs low < high, got low={self.low}, high={self.high}")
         if self.log and self.low <= 0:
-            raise ValueError(f"a log-scale FloatRange needs low > 0, got low={self.low}")
+            raise ValueError(f"a log range needs low > 0, got low={self.low}")
 
     def __contains__(self, value: object) -> bool:
         return isinstance(value, (int, float)) and self.low <= value <= self.high

@@ -10,7 +10,7 @@ import optuna
 import torch
 from torch import nn
 
-from lossbench.bench.spec import THEN_PREFIX, MethodSpec, Range, SpecError, check_value, value_kinds
+from lossbench.bench.spec import THEN_PREFIX, MethodSpec, SpecError, check_value, value_kinds
 from lossbench.losses import LOSSES, LossInfo
 from lossbench.registry import Choice, FloatRange, HyperParam, IntRange
 from lossbench.train import TRANSFORMS, compatible
@@ -18,8 +18,8 @@ from lossbench.train import TRANSFORMS, compatible
 Distribution = optuna.distributions.BaseDistribution
 
 
-def _distribution(space: FloatRange | IntRange | Choice | Range) -> Distribution:
-    if isinstance(space, (FloatRange, Range)):
+def _distribution(space: FloatRange | IntRange | Choice) -> Distribution:
+    if isinstance(space, FloatRange):
         return optuna.distributions.FloatDistribution(float(space.low), float(space.high), log=space.log)
     if isinstance(space, IntRange):
         return optuna.distributions.IntDistribution(space.low, space.high, log=space.log)
@@ -93,7 +93,7 @@ class Method:
         shared = {k: v for k, v in params.items() if "." not in k or k.startswith("model.")}
         return {**shared, **own}
 
-    def search_space(self, shared: dict[str, Range | Choice]) -> dict[str, Distribution]:
+    def search_space(self, shared: dict[str, FloatRange | Choice]) -> dict[str, Distribution]:
         """Optuna distributions keyed ``lr``, ``weight_decay``, ``loss.<p>``, ``<transform>.<p>``.
 
         A registered hyperparameter is tuned when the method's ``search`` table names it or it has
@@ -121,7 +121,7 @@ class Method:
             space.update({THEN_PREFIX + k: d for k, d in self.then.search_space({}).items()})
         return space
 
-    def main_hyperparameter(self, shared: dict[str, Range]) -> str:
+    def main_hyperparameter(self, shared: dict[str, FloatRange]) -> str:
         """The parameter a report plots the metric against: the first method-specific one, else lr."""
         own = [k for k in self.search_space(shared) if k not in shared]
         return own[0] if own else "lr"
@@ -188,7 +188,7 @@ def dense_to_index_lists(target: torch.Tensor, pad: int = -100) -> torch.Tensor:
 # Loss arguments a spec may not set: the bench decides them.
 BENCH_OWNED = {"ignore_index": "the bench's targets hold no ignored entries, so it would only drop a real class "
                                "(or change nothing)"}  # fmt: skip
-def _check_search(where: str, key: str, space: Range | Choice, param: inspect.Parameter) -> None:
+def _check_search(where: str, key: str, space: FloatRange | Choice, param: inspect.Parameter) -> None:
     """A search range or grid that can tune this argument: a number range for a number, every
     choice of the argument's type."""
     name = key.split(".", 1)[1]
@@ -199,7 +199,7 @@ def _check_search(where: str, key: str, space: Range | Choice, param: inspect.Pa
         return
     if not set(kinds[0]) - {type(None)}:
         raise SpecError(f"{where}: search key {key!r} cannot be tuned: it takes {param.annotation}, not a number or a name")
-    if isinstance(space, Range) and not {int, float} & set(kinds[0]):
+    if isinstance(space, FloatRange) and not {int, float} & set(kinds[0]):
         raise SpecError(f"{where}: search key {key!r} takes {param.annotation}; a range of numbers cannot tune it "
                         "(give choices = [...])")  # fmt: skip
     for option in space.options if isinstance(space, Choice) else ():

@@ -16,8 +16,9 @@ from matplotlib.ticker import MaxNLocator
 
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.results import DatasetResult
-from lossbench.bench.spec import Range, Spec
+from lossbench.bench.spec import Spec
 from lossbench.bench.storage import run_record
+from lossbench.registry import FloatRange
 
 Colours = dict[str, str]
 
@@ -77,7 +78,7 @@ def hyperparameter_scatter(result: DatasetResult, spec: Spec, colours: Colours) 
         if chosen:
             ax.scatter([chosen[0].params.get(key)], [chosen[0].value], s=90, marker="*", color="black", label="chosen")
             ax.legend(fontsize=7)
-        if getattr(dist, "log", False) or (isinstance(spec.search.get(key), Range) and spec.search[key].log):
+        if getattr(dist, "log", False) or (isinstance(spec.search.get(key), FloatRange) and spec.search[key].log):
             ax.set_xscale("log")
         ax.set(xlabel=key, ylabel=f"validation {result.metric}", title=row.method.name)
     for ax in list(axes.flat)[len(rows) :]:

@@ -22,10 +22,10 @@ from lossbench._provenance import version_line
 from lossbench.bench.methods import Method, resolve_method
 from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS
 from lossbench.bench.results import EDGE_FRACTION, DatasetResult, MethodResult
-from lossbench.bench.spec import MethodSpec, Range, Spec
+from lossbench.bench.spec import MethodSpec, Spec
 from lossbench.bench.stats import format_p
 from lossbench.bench.storage import run_record
-from lossbench.registry import Choice, SearchSpace
+from lossbench.registry import Choice, FloatRange, SearchSpace
 
 PLOT_KINDS = ("curves", "tuning", "budget")  # per dataset: learning curves, tuning trials, budget curves
 NOT_RECORDED = "not recorded (runs stored before lossbench recorded it)"
@@ -98,7 +98,7 @@ def _secondary(result: DatasetResult) -> Table:
 # -- what every method ran with -------------------------------------------------------------------
 
 
-def _space(space: Range | SearchSpace) -> str:
+def _space(space: FloatRange | SearchSpace) -> str:
     if isinstance(space, Choice):
         return "{" + ", ".join(_value(o) for o in space.options) + "}"
     return f"{_value(space.low)} .. {_value(space.high)}" + (" (log)" if space.log else "")
@@ -126,7 +126,7 @@ def method_settings(spec: Spec) -> Table:
     return Table(["method", "loss", "fixed loss settings", "schedules", "transforms", "searched", "datasets"], rows)
 
 
-def _searched(spec: Spec, m: MethodSpec, method: Method, key: str) -> Range | SearchSpace:
+def _searched(spec: Spec, m: MethodSpec, method: Method, key: str) -> FloatRange | SearchSpace:
     """The range or grid a key is searched over, as the spec or the registry gives it."""
     if key in spec.search:
         return spec.search[key]

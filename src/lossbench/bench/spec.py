@@ -21,7 +21,7 @@ from typing import Any
 from lossbench._paths import check_name
 from lossbench.bench.metrics import DECISIONS
 from lossbench.bench.plugins import PluginError, check_plugin_name, import_plugins
-from lossbench.registry import Choice
+from lossbench.registry import Choice, FloatRange
 from lossbench.train.vocabulary import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_ON
 
 if sys.version_info >= (3, 11):
@@ -46,15 +46,6 @@ THEN_PREFIX = "then."  # then.loss.<p>, then.<transform>.<p>: a two-stage method
 
 class SpecError(ValueError):
     """A spec that cannot run; the message names the field and what was expected."""
-
-
-@dataclass(frozen=True)
-class Range:
-    """A search range for a shared optimiser hyperparameter."""
-
-    low: float
-    high: float
-    log: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,7 +136,7 @@ class MethodSpec:
     loss: str
     params: dict[str, Any] = field(default_factory=dict)
     transforms: tuple[TransformSpec, ...] = ()
-    search: dict[str, Range | Choice] = field(default_factory=dict)
+    search: dict[str, FloatRange | Choice] = field(default_factory=dict)
     datasets: tuple[str, ...] | None = None  # restrict to these dataset labels
     schedule: dict[str, Schedule] = field(default_factory=dict)  # keyed like search; set per epoch
     # How held-out logits become predictions (bench.metrics.DECISIONS): the arg-max, or a post-hoc
@@ -163,8 +154,8 @@ class Spec:
     datasets: tuple[DatasetSpec, ...]
     methods: tuple[MethodSpec, ...]
     train: TrainConfig = TrainConfig()
-    search: dict[str, Range | Choice] = field(
-        default_factory=lambda: {"lr": Range(1e-3, 1.0, True), "weight_decay": Range(1e-6, 1e-2, True)}
+    search: dict[str, FloatRange | Choice] = field(
+        default_factory=lambda: {"lr": FloatRange(1e-3, 1.0, True), "weight_decay": FloatRange(1e-6, 1e-2, True)}
     )
     trials: int = 20
     seeds: int = 5
@@ -321,7 +312,7 @@ def _no_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
         raise SpecError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
 
 
-def _range(value: Any, where: str) -> Range | Choice:
+def _range(value: Any, where: str) -> FloatRange | Choice:
     if isinstance(value, list) and len(value) == 2:
         value = {"low": value[0], "high": value[1]}
     if not isinstance(value, dict):
@@ -334,13 +325,10 @@ def _range(value: Any, where: str) -> Range | Choice:
     low = _take(value, "low", float, where)
     high = _take(value, "high", float, where)
     log = _take(value, "log", bool, where, False)
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise SpecError(f"{where}: a search range needs finite ends, got low={low}, high={high}")
-    if not low < high:
-        raise SpecError(f"{where}: needs low < high, got low={low}, high={high}")
-    if log and low <= 0:
-        raise SpecError(f"{where}: a log range needs low > 0, got {low}")
-    return Range(low, high, log)
+    try:
+        return FloatRange(low, high, log)
+    except ValueError as error:  # the range's own checks, named by the spec's field
+        raise SpecError(f"{where}: {error}") from None
 
 
 def _choices(value: dict[str, Any], where: str) -> Choice:
