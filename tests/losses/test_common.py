@@ -171,7 +171,7 @@ def test_make_target_covers_every_signature():
     for info in ALL:
         logits, target, _ = make_case(info)
         assert make_target(info, logits, torch.Generator().manual_seed(0)).shape == target.shape
-        assert extra_kwargs(info) is not None
+        assert set(extra_kwargs(info)) == set(info.requires)  # every data-dependent argument, no other
 
 
 @pytest.mark.parametrize(

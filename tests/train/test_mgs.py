@@ -162,11 +162,23 @@ def test_mgs_on_accuracy_improves_a_ce_trained_linear_model_on_digits(seed):
 
 def test_mgs_accepts_macro_f1_and_a_callable_cost():
     x_tr, y_tr, _, _ = digits()
-    for metric in ("macro_f1", lambda logits, target: error_rate(logits, target)):
+    calls = []
+
+    def constant(logits, target):  # one cost per candidate: the logged cost is this one's
+        calls.append(logits.shape[0])
+        return torch.full((logits.shape[0],), 0.375)
+
+    costs = {}
+    for name, metric in (("accuracy", "accuracy"), ("macro_f1", "macro_f1"), ("callable", constant)):
+        torch.manual_seed(0)
         model = nn.Linear(64, 10)
         history = fit(model, CrossEntropyLoss(), x_tr[:300], y_tr[:300], epochs=1, batch_size=100, lr=0.01,
-                      transforms=[("mgs", {"metric": metric, "n_samples": 8, "seed": 0})])
-        assert 0.0 <= history[0]["mgs/cost"] <= 1.0
+                      transforms=[("mgs", {"metric": metric, "n_samples": 8, "seed": 0})],
+                      generator=torch.Generator().manual_seed(0))  # fmt: skip
+        costs[name] = history[0]["mgs/cost"]
+    assert costs["callable"] == pytest.approx(0.375) and calls and all(n == calls[0] for n in calls)
+    assert 0.0 < costs["accuracy"] < 1.0 and 0.0 < costs["macro_f1"] < 1.0
+    assert costs["macro_f1"] != costs["accuracy"]  # the same model and batches, another metric
 
 
 @pytest.mark.parametrize(
