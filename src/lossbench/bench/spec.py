@@ -324,7 +324,7 @@ def _range(value: Any, where: str) -> FloatRange | Choice:
     _no_unknown(value, {"low", "high", "log"}, where)
     low = _take(value, "low", float, where)
     high = _take(value, "high", float, where)
-    log = _take(value, "log", bool, where, False)
+    log = _take(value, "log", bool, where, _default(FloatRange, "log"))
     try:
         return FloatRange(low, high, log)
     except ValueError as error:  # the range's own checks, named by the spec's field
