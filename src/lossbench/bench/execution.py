@@ -39,7 +39,7 @@ from lossbench.bench.metrics import (
     selection_metric,
 )
 from lossbench.bench.spec import SEED_PARAM, THEN_PREFIX, DatasetSpec, Spec, SpecError, model_hyperparameter
-from lossbench.data import Dataset, get_dataset_info, load_dataset, stratified_split
+from lossbench.data import Dataset, class_counts, get_dataset_info, load_dataset, stratified_split
 from lossbench.data.splits import provided_validation, random_split, select_train, standardize
 from lossbench.models import build_model
 from lossbench.train import eval_logits, fit, get_transform, make_transform
@@ -80,12 +80,6 @@ def subsample_train(data: Dataset, size: int, seed: int) -> Dataset:
     """The dataset with a seeded stratified subset of ``size`` training samples (test kept whole)."""
     _, keep = stratified_split(data.y_train, val_fraction=size / len(data.y_train), seed=seed)
     return select_train(data, keep)
-
-
-def class_counts(y: torch.Tensor, task: str, num_classes: int) -> torch.Tensor:
-    if task == "multilabel":
-        return y.float().sum(0)
-    return torch.bincount(y, minlength=num_classes).float()
 
 
 class DataCache:

@@ -80,9 +80,7 @@ class Dataset:
     @property
     def class_counts(self) -> torch.Tensor:
         """Training-split counts per class, or positives per label for multilabel; float (C,)."""
-        if self.task == "multilabel":
-            return self.y_train.sum(0).float()
-        return torch.bincount(self.y_train, minlength=self.num_classes).float()
+        return class_counts(self.y_train, self.task, self.num_classes)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -108,3 +106,10 @@ class Dataset:
             f"{self.name}: {self.task}, {self.feature_kind} {self.input_shape}{vocab}; "
             f"train {len(self.y_train)}, test {len(self.y_test)}; train counts: {head}{more}"
         )
+
+
+def class_counts(y: torch.Tensor, task: str, num_classes: int) -> torch.Tensor:
+    """Counts per class of the targets ``y``, or positives per label for multilabel; float (C,)."""
+    if task == "multilabel":
+        return y.float().sum(0)
+    return torch.bincount(y, minlength=num_classes).float()
