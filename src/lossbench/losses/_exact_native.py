@@ -310,8 +310,9 @@ def rows(
     the outputs in one flat tensor (see :func:`views`), the ways (None if neither given nor chosen),
     the counts ``(rows whose target is not ignore_index, other targets outside [0, C), far rows left to
     the caller)`` and the standardisation's ``(mean, std + eps, 1 / ((count - 1) std))`` (with far rows
-    the caller adds its part of the gradient); with other targets outside ``[0, C)`` nothing is computed.  A far row (a rival more than ``FAR_MARGIN`` ahead) has
-    ``1 - P = 1`` and no gradient; its ``log P`` is left to the caller (zeros).
+    the caller adds its part of the gradient); with other targets outside ``[0, C)`` nothing is computed.
+    A far row (a rival more than ``FAR_MARGIN`` ahead) has ``1 - P = 1`` and no gradient; its ``log P``
+    is left to the caller (zeros).
 
     Kept lean (it runs on every training step): no views of the outputs, their addresses computed.
     """

@@ -106,10 +106,13 @@ def register_loss(
     module_params = inspect.signature(module.__init__).parameters  # the module may add options (LDAM's DRW)
     if batch_level_when is not None and batch_level_when not in params and batch_level_when not in module_params:
         raise ValueError(f"loss {name!r}: neither {function.__name__} nor {module.__name__} takes {batch_level_when!r}")
-    forward = inspect.signature(module.forward).parameters  # the packed step passes it to the module
-    module_takes = batch_groups in forward or any(p.kind is p.VAR_KEYWORD for p in forward.values())
-    if batch_groups is not None and not (batch_groups in params and module_takes):
-        raise ValueError(f"loss {name!r}: {function.__name__} and {module.__name__}.forward must both take {batch_groups!r}")
+    if batch_groups is not None:  # the packed step passes it to the module
+        forward = inspect.signature(module.forward).parameters
+        module_takes = batch_groups in forward or any(p.kind is p.VAR_KEYWORD for p in forward.values())
+        if not (batch_groups in params and module_takes):
+            raise ValueError(
+                f"loss {name!r}: {function.__name__} and {module.__name__}.forward must both take {batch_groups!r}"
+            )
     doc = inspect.getdoc(function) or ""
     info = LossInfo(
         name=name,

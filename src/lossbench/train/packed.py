@@ -220,7 +220,7 @@ def fit_packed(
         if isinstance(loss, nn.Module):
             loss.to(device)
 
-    step = _PackedStep(packed, losses, transforms, PackedLosses(losses, shared_loss, row_options, batch_groups))
+    step = _PackedStep(packed, transforms, PackedLosses(losses, shared_loss, row_options, batch_groups))
     opt = PackedOptimizer(
         packed.params, optimizer, torch.tensor(weight_decays, dtype=torch.float64),
         momentum=momentum, weight_decay_on=weight_decay_on,
@@ -332,11 +332,10 @@ class _PackedStep:
     def __init__(
         self,
         packed: PackedModel,
-        losses: Sequence[LossFn],
         transforms: Sequence[Sequence[TransformSpec]],
         values: PackedLosses,
     ) -> None:
-        self.packed, self.losses = packed, list(losses)
+        self.packed, self.losses = packed, values.losses
         runs = [[make_transform(t) for t in ts] for ts in transforms]
         chain = [[type(t) for t in ts] for ts in runs]
         if any(c != chain[0] for c in chain):
