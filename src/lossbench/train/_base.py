@@ -126,8 +126,8 @@ def run_norms(grads: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def per_run(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(K,) values shaped to broadcast over ``like``'s (K, ...) trailing dimensions."""
-    return values.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+    """(K,) values shaped to broadcast over ``like``'s (K, ...) trailing dimensions, on its device."""
+    return values.to(like.device, like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
 def hyperparameter(runs: Sequence[Transform], name: str, like: torch.Tensor) -> torch.Tensor:

@@ -222,7 +222,7 @@ def fit_packed(
 
     step = _PackedStep(packed, transforms, PackedLosses(losses, shared_loss, row_options, batch_groups))
     opt = PackedOptimizer(
-        packed.params, optimizer, torch.tensor(weight_decays, dtype=torch.float64),
+        packed.params, optimizer, torch.tensor(weight_decays, dtype=torch.float64, device=device),
         momentum=momentum, weight_decay_on=weight_decay_on,
     )  # fmt: skip
     per_step = lr_schedule == "step"
@@ -308,7 +308,10 @@ class PackedLosses:
             rows = out.reshape(len(group), batch, -1).mean(2)  # elementwise (multi-label): a sample's mean
             chunks.append(rows if per_sample else rows.mean(1))
         values = torch.cat(chunks)
-        return values if self._unsort is None else values[self._unsort.to(values.device)]
+        if self._unsort is None:
+            return values
+        self._unsort = self._unsort.to(values.device)  # once: a copy to the GPU each step would cost a sync
+        return values[self._unsort]
 
     def _row_values(self, group: Sequence[int], batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
         """The row options in which the group's runs differ now, one value per row of the group's call."""
