@@ -12,7 +12,7 @@ from lossbench.losses import LOSSES
 from lossbench.models.linear import LinearClassifier
 from lossbench.models.mlp import MLP
 from lossbench.train import TRANSFORMS, fit
-from lossbench.train.packed import PackedModel, fit_packed, unpackable_model
+from lossbench.train.packed import PackedLosses, PackedModel, fit_packed, unpackable_model
 
 SEEDS, LRS, DECAYS = [3, 4, 5, 6], [0.1, 0.5, 0.05, 1.0], [0.0, 1e-3, 1e-2, 0.1]
 
@@ -30,7 +30,7 @@ def _model(kind: str, seed: int) -> nn.Module:
 
 
 def _both_ways(kind="linear", loss="cross_entropy", transforms=(), shared=True, lrs=LRS, loss_kwargs=None, decays=DECAYS,
-               row_options=(), batch_groups=None, **options):  # fmt: skip
+               row_options=(), batch_groups=None, grouped=False, **options):  # fmt: skip
     x, y = _data()
     loss_kwargs = loss_kwargs or [{}] * len(SEEDS)
     alone = []
@@ -41,11 +41,14 @@ def _both_ways(kind="linear", loss="cross_entropy", transforms=(), shared=True, 
         alone.append((model, history))
     models = [_model(kind, seed) for seed in SEEDS]
     packed = PackedModel(models)
+    losses = [LOSSES.get(loss).module(validate=False, **kw) for kw in loss_kwargs]
+    sharing = {"shared_loss": [list(range(len(SEEDS)))] if shared else None, "row_options": row_options,
+               "batch_groups": batch_groups}  # fmt: skip
+    if grouped:  # the losses and how they share calls as one object, as the bench passes them
+        losses, sharing = PackedLosses(losses, **sharing), {}
     histories = fit_packed(
-        packed, [LOSSES.get(loss).module(validate=False, **kw) for kw in loss_kwargs], x, y, lrs=lrs, weight_decays=decays,
-        generators=[torch.Generator().manual_seed(s) for s in SEEDS], transforms=[list(transforms)] * len(SEEDS),
-        shared_loss=[list(range(len(SEEDS)))] if shared else None, row_options=row_options, batch_groups=batch_groups,
-        **options,
+        packed, losses, x, y, lrs=lrs, weight_decays=decays, generators=[torch.Generator().manual_seed(s) for s in SEEDS],
+        transforms=[list(transforms)] * len(SEEDS), **sharing, **options,
     )  # fmt: skip
     packed.unstack_into(models)
     return alone, list(zip(models, histories))
@@ -114,6 +117,19 @@ def test_each_run_keeps_its_own_loss_arguments(loss, shared):
     kwargs = [{name: v} for v in values]
     row_options = (name,) if shared else ()
     _assert_same(*_both_ways(loss=loss, loss_kwargs=kwargs, shared=shared, row_options=row_options, **BASE))
+
+
+@pytest.mark.parametrize("loss", ["focal", "exact"])
+def test_the_losses_may_come_grouped_with_how_they_share_calls(loss):
+    if loss == "focal":
+        kwargs, sharing = [{"gamma": v} for v in ROW_KWARGS["focal"][1]], {"row_options": ("gamma",)}
+    else:
+        kwargs, sharing = [{"standardize": True, "sigma": 0.5}] * len(SEEDS), {"batch_groups": "groups"}
+    _assert_same(*_both_ways(loss=loss, loss_kwargs=kwargs, grouped=True, **sharing, **BASE))
+    grouped = PackedLosses([LOSSES.get(loss).module()])
+    with pytest.raises(ValueError, match="come with the PackedLosses"):
+        fit_packed(PackedModel([_model("linear", 0)]), grouped, *_data(), lrs=[0.1], generators=[torch.Generator()],
+                   shared_loss=[[0]], **BASE)  # fmt: skip
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["one call, a group per run", "one call per run"])

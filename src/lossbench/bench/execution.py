@@ -445,13 +445,13 @@ def train_and_score_packed(
     plans = [stages(method, params, spec) for params, _ in runs]
     generators = [torch.Generator().manual_seed(seed) for _, seed in runs]
 
-    heldout_losses: list[PackedLosses] = []  # the stage's losses, grouped as its training steps group them
+    stage_losses: list[PackedLosses] = []  # each stage's losses and how they share calls, in training and held out
 
     def on_epoch_end(epoch: int, rows: list[dict[str, float]]) -> None:
         logits = packed.eval_logits(split.x_eval, batch_size=EVAL_BATCH)
         val = None if split.x_val is None else packed.eval_logits(split.x_val, batch_size=EVAL_BATCH)
         with torch.no_grad():  # every run's before any run's epoch end moves its loss's schedule on
-            heldout = heldout_losses[-1](logits, split.y_eval.expand(len(runs), *split.y_eval.shape))
+            heldout = stage_losses[-1](logits, split.y_eval.expand(len(runs), *split.y_eval.shape))
         for k, run in enumerate(scores):
             run.epoch_end(run.stage.first_epoch + epoch, rows[k], logits[k], None if val is None else val[k], heldout[k])
 
@@ -459,15 +459,13 @@ def train_and_score_packed(
         now = [plan[i] for plan in plans]
         for run, stage in zip(scores, now):
             run.begin(stage)
-        losses = [run.loss for run in scores]
         shared, info = _shared_loss(first.method, [s.params for s in now]), first.method.loss
-        heldout_losses.append(PackedLosses(losses, shared, info.row_params, info.batch_groups))
+        stage_losses.append(PackedLosses([run.loss for run in scores], shared, info.row_params, info.batch_groups))
         fit_packed(
-            packed, losses, split.x_fit, split.y_fit,
+            packed, stage_losses[-1], split.x_fit, split.y_fit,
             lrs=[params["lr"] * first.lr_scale for params, _ in runs],
             weight_decays=[params.get("weight_decay", 0.0) for params, _ in runs],
-            transforms=[s.method.transform_list(s.params) for s in now], generators=generators,
-            shared_loss=shared, row_options=info.row_params, batch_groups=info.batch_groups, on_epoch_end=on_epoch_end,
+            transforms=[s.method.transform_list(s.params) for s in now], generators=generators, on_epoch_end=on_epoch_end,
             **_fit_options(spec, split, first),
         )  # fmt: skip
     fit_logits: list[torch.Tensor] = []

@@ -168,7 +168,7 @@ class PackedOptimizer:
 
 def fit_packed(
     packed: PackedModel,
-    losses: Sequence[LossFn],
+    losses: Sequence[LossFn] | PackedLosses,
     x_train: torch.Tensor,
     y_train: torch.Tensor,
     *,
@@ -204,9 +204,18 @@ def fit_packed(
     row with its run's value.  ``batch_groups`` names the loss argument that takes a group's number of
     runs, for a batch-level loss that computes each run's rows as its own batch (see
     ``lossbench.losses.LossInfo``): such a loss may then be shared too.
+    ``losses`` may instead be a :class:`PackedLosses`, which holds the runs' losses and how they share
+    calls (the caller evaluates with it too); the three arguments before are then left out.
     ``on_epoch_end(epoch, rows)`` gets every run's row (it may add to them; evaluate with
     ``packed.eval_logits``) and stops every run by returning True.
     """
+    if isinstance(losses, PackedLosses):
+        if shared_loss is not None or row_options or batch_groups is not None:
+            raise ValueError("shared_loss, row_options and batch_groups come with the PackedLosses, not beside it")
+        grouped = losses
+    else:
+        grouped = PackedLosses(losses, shared_loss, row_options, batch_groups)
+    losses = grouped.losses
     k_runs = packed.size
     weight_decays = [0.0] * k_runs if weight_decays is None else list(weight_decays)
     transforms = [[] for _ in range(k_runs)] if transforms is None else transforms
@@ -220,7 +229,7 @@ def fit_packed(
         if isinstance(loss, nn.Module):
             loss.to(device)
 
-    step = _PackedStep(packed, transforms, PackedLosses(losses, shared_loss, row_options, batch_groups))
+    step = _PackedStep(packed, transforms, grouped)
     opt = PackedOptimizer(
         packed.params, optimizer, torch.tensor(weight_decays, dtype=torch.float64, device=device),
         momentum=momentum, weight_decay_on=weight_decay_on,
