@@ -6,13 +6,17 @@ import os
 import signal
 import socket
 import sqlite3
+import threading
 import time
 from collections import Counter
 
 import optuna
 import pytest
+import sqlalchemy
 import torch
+from optuna.storages._rdb import models
 from optuna.trial import TrialState
+from sqlalchemy import Insert, event
 
 from lossbench.bench.runner import Runner, draw_index
 from lossbench.bench.spec import load_spec
@@ -24,6 +28,7 @@ from lossbench.bench.storage import (
     open_storage,
     register_spec,
     run_record,
+    set_study_attrs,
     study_name,
 )
 
@@ -191,6 +196,51 @@ def test_two_workers_share_one_postgresql_study(tmp_path, postgres_url):
     # The report is rebuilt from the server's storage alone, in a fresh process.
     text = cli_ok("report", "pgpair", "--storage", postgres_url, "--out", str(tmp_path / "report"))
     assert "pgpair" in (tmp_path / "report" / "report.md").read_text() and "ce" in text
+
+
+@pytest.mark.slow
+def test_workers_storing_a_study_attribute_at_once_take_turns(postgres_url):
+    """Two workers that finish a unit's tuning together both store its choice on the final study
+    (the same value): the second waits for the first's transaction to end, and does not fail on the
+    attribute's key (which it did, once in seven rounds of the suite on a busy machine).  The first
+    is held after its insert until the second waits on a lock: PostgreSQL's own account of it."""
+    storage = open_storage(postgres_url)
+    study = optuna.create_study(study_name="attrs-at-once", storage=storage)
+    table = models.StudyUserAttributeModel.__table__
+    inserted, release = threading.Event(), threading.Event()
+
+    def hold_the_first(conn, clause, *_):
+        if threading.current_thread().name == "first" and isinstance(clause, Insert) and clause.table is table:
+            inserted.set()
+            release.wait(300)
+
+    def waiting_on_a_lock():
+        with storage.engine.connect() as conn:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            return conn.execute(sqlalchemy.text(query)).scalar() > 0
+
+    errors = []
+
+    def store():
+        try:
+            set_study_attrs(storage, study, {"chosen_from": 3, "config": {"lr": 0.1}})
+        except Exception as e:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(e)
+
+    event.listen(storage.engine, "after_execute", hold_the_first)
+    try:
+        first, second = (threading.Thread(target=store, name=name) for name in ("first", "second"))
+        first.start()
+        assert inserted.wait(300), "the first writer never inserted"
+        second.start()
+        assert wait_for(waiting_on_a_lock, timeout=300), "the second writer never waited for the first"
+    finally:
+        release.set()
+        first.join(300)
+        second.join(300)
+        event.remove(storage.engine, "after_execute", hold_the_first)  # (not while the first is inside it)
+    assert errors == []
+    assert optuna.load_study(study_name="attrs-at-once", storage=storage).user_attrs == {"chosen_from": 3, "config": {"lr": 0.1}}
 
 
 def test_a_retry_of_a_trial_that_died_before_sampling_samples_its_own_draw(tmp_path, monkeypatch):

@@ -336,6 +336,14 @@ def _take(session: Session, trial_id: int, now: datetime | None = None) -> bool:
     return bool(session.execute(query.values(state=TrialState.RUNNING, datetime_start=start)).rowcount)
 
 
+def _lock_study(session: Session, study_id: int) -> None:
+    """Take the study's row lock until the session's transaction ends, so that writers of what the
+    study holds queue instead of interleaving.  SQLite has no row locks (the statement would only
+    read): there a transaction's first write takes the one writer lock, which serialises them."""
+    if session.get_bind().dialect.name != "sqlite":
+        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+
+
 def _insert_trials(
     session: Session, study_id: int, count: int, state: TrialState, start: datetime | None
 ) -> list[tuple[int, int]]:
@@ -345,8 +353,7 @@ def _insert_trials(
     lock, which its INSERT takes before it counts, serialises writers there)."""
     if count <= 0:
         return []
-    if session.get_bind().dialect.name != "sqlite":  # (SQLite has no row locks: the statement would only read)
-        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+    _lock_study(session, study_id)
     trials = models.TrialModel.__table__
     c = trials.c
     row = select(
@@ -456,7 +463,9 @@ def stored_fingerprint(storage: optuna.storages.BaseStorage, name: str) -> str |
 
 def set_study_attrs(storage: optuna.storages.BaseStorage, study: optuna.Study, attrs: dict[str, Any]) -> None:
     """Set the study's user attributes together: in one transaction in an RDB storage, so a reader
-    never sees some of them new and the others old."""
+    never sees some of them new and the others old.  Workers that set the same attribute at once
+    (each storing a unit's choice as it finishes tuning) take turns: otherwise, under PostgreSQL,
+    each deletes the old row before either inserts, and the second insert breaks the key's uniqueness."""
     if not isinstance(storage, RDBStorage):
         for key, value in attrs.items():  # (in memory: one process, nothing reads in between)
             study.set_user_attr(key, value)
@@ -465,6 +474,7 @@ def set_study_attrs(storage: optuna.storages.BaseStorage, study: optuna.Study, a
     rows = [{"study_id": study._study_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
     with contextlib.closing(storage.scoped_session()) as session:
         try:
+            _lock_study(session, study._study_id)
             session.execute(delete(table).where(table.c.study_id == study._study_id, table.c.key.in_(list(attrs))))
             session.execute(insert(table), rows)
             session.commit()
