@@ -435,8 +435,7 @@ def register_spec(storage: optuna.storages.BaseStorage, spec: Spec) -> list[str]
     stored = attrs.get(FINGERPRINT_ATTR)
     if stored is None:
         check_study_names(spec)
-        study.set_user_attr(SPEC_ATTR, spec.to_json())
-        study.set_user_attr(FINGERPRINT_ATTR, spec.fingerprint())
+        set_study_attrs(storage, study, {SPEC_ATTR: spec.to_json(), FINGERPRINT_ATTR: spec.fingerprint()})
         return []
     if stored == spec.fingerprint():
         return []
