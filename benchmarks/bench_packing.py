@@ -25,6 +25,11 @@ the two sides alternate: ``--rounds`` repeats the pair in alternating order and 
   trials + 5 seeds)), packed and not; and whether the two leaderboards agree (same chosen
   configuration and test scores to round-off).  The preset tunes with TPE (see ``tuner`` for
   where packing changes its suggestions), so the chosen configurations may differ there.
+- ``where``: where ``Runner.run``'s time goes on the built-in preset, packed and not, side by side
+  (``--rounds`` alternating, medians): wall-clock seconds inside the sampler's asks, building the
+  runs' models, the epoch-end callbacks (held-out curves), the final scores, EXACT's kernel calls
+  and the rest of training (the steps), each by wrapping that function with a timer; what is left
+  is storage and bookkeeping.  Costs that packing cannot share bound the ratio ``builtin`` reports.
 - ``table1``: the EXACT paper's Table 1 (preset ``exact-table1``, budget ``paper``: 10 sets x 7
   methods x (20 trials + 5 seeds) of 16 epochs of ~500 batches) packed, with trials per minute;
   ``--table1-units N`` times the first data set with its first N methods only, packed and not.
@@ -55,12 +60,14 @@ import torch
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy import event
 
+from lossbench.bench import execution
 from lossbench.bench import runner as runner_module
 from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.bench.execution import RunResult
 from lossbench.bench.runner import Runner
 from lossbench.bench.spec import load_preset
 from lossbench.bench.storage import default_storage_url, open_storage, run_record
+from lossbench.losses import _exact_native
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,6 +196,62 @@ def bench_builtin(rounds: int) -> None:
                   f"one at a time, {statistics.mean(b[1]):.4f} packed")  # fmt: skip
 
 
+def _timed_sections(totals: dict[str, float]):
+    """Patches that add the seconds spent in each section of a study to ``totals`` (see ``where``)."""
+
+    def timer(label, fn):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[label] = totals.get(label, 0.0) + time.perf_counter() - start
+
+        return timed
+
+    def fit_with_timed_callback(fit):
+        def call(*args, on_epoch_end=None, **kwargs):
+            callback = None if on_epoch_end is None else timer("epoch-end curves", on_epoch_end)
+            return timer("training", fit)(*args, on_epoch_end=callback, **kwargs)
+
+        return call
+
+    return [
+        mock.patch.object(Runner, "_ask", timer("sampler's asks", Runner._ask)),
+        mock.patch.object(execution, "_build_run_model", timer("building models", execution._build_run_model)),
+        mock.patch.object(execution._RunScores, "result", timer("final scores", execution._RunScores.result)),
+        mock.patch.object(_exact_native, "rows", timer("EXACT's kernel", _exact_native.rows)),
+        mock.patch.object(execution, "fit", fit_with_timed_callback(execution.fit)),
+        mock.patch.object(execution, "fit_packed", fit_with_timed_callback(execution.fit_packed)),
+    ]
+
+
+def bench_where(rounds: int) -> None:
+    spec = load_preset("builtin")
+    sections: dict[int, list[dict[str, float]]] = {1: [], DEFAULT_PACK: []}
+    for r in range(rounds):
+        for pack in ([1, DEFAULT_PACK] if r % 2 == 0 else [DEFAULT_PACK, 1]):
+            totals: dict[str, float] = {}
+            patches = _timed_sections(totals)
+            for patch in patches:
+                patch.start()
+            try:
+                with tempfile.TemporaryDirectory() as folder:
+                    totals["Runner.run"], _, _ = run_study(spec, pack, Path(folder))
+            finally:
+                for patch in patches:
+                    patch.stop()
+            # EXACT's kernel and the epoch-end curves run inside training: the steps are what is left
+            totals["training"] -= totals.get("EXACT's kernel", 0.0) + totals.get("epoch-end curves", 0.0)
+            totals["storage and the rest"] = totals["Runner.run"] - sum(v for k, v in totals.items() if k != "Runner.run")
+            sections[pack].append(totals)
+    print(f"built-in preset, where Runner.run's time goes (seconds, median of {rounds}):")
+    print(f"  {'section':>22} {'--pack 1':>9} {f'--pack {DEFAULT_PACK}':>9}")
+    for label in sections[1][0]:
+        one, packed = (statistics.median(t.get(label, 0.0) for t in sections[p]) for p in (1, DEFAULT_PACK))
+        print(f"  {label:>22} {one:9.2f} {packed:9.2f}")
+
+
 def bench_table1(data_dir: str, units: int | None) -> None:
     spec = load_preset("exact-table1")
     if units:  # the first data set with its first `units` methods
@@ -277,7 +340,7 @@ def bench_step(k_runs: int = 20, batch: int = 256) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parts = ["tuner", "journal", "builtin", "table1", "step"]
+    parts = ["tuner", "journal", "builtin", "where", "table1", "step"]
     parser.add_argument("parts", nargs="*", default=["tuner", "builtin"], choices=[*parts, "tuner-child"])
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
@@ -300,6 +363,8 @@ def main() -> None:
             bench_journal()
         elif part == "builtin":
             bench_builtin(args.rounds)
+        elif part == "where":
+            bench_where(args.rounds)
         elif part == "table1":
             bench_table1(args.data_dir, args.table1_units)
         elif part == "step":
