@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,6 +68,9 @@ def test_trials_to_reach():
     assert trials_to_reach([0.80, 0.909, 0.909, 0.91]) == 2  # within half a point of the best
     assert trials_to_reach([0.80, 0.90, 0.908, 0.91]) == 3
     assert trials_to_reach([0.95, 0.95, 0.95]) == 1
+    # two samples of 400 below the best, as float32 scores: within 0.005
+    best, near = (float(np.float32(c) / np.float32(400)) for c in (363, 361))
+    assert trials_to_reach([0.80, near, best]) == 2
     with pytest.raises(ValueError, match="finite last value"):
         trials_to_reach([])
 

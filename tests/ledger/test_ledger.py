@@ -146,3 +146,8 @@ def test_a_per_dataset_claim_must_hold_on_every_dataset():
     assert every_dataset([flat, flat], ["a", "b"]).word == "equivalent"
     mixed = every_dataset([up, flat], ["a", "b"])
     assert mixed.word == "inconclusive" and "holds on a" in mixed.reason and "equivalent on b" in mixed.reason
+    # its interval runs from the lowest to the highest end of the per-dataset ones: not called a CI
+    span = every_dataset([up, down], ["a", "b"]).effect
+    assert (span.ci_low, span.ci_high) == (down.effect.ci_low, up.effect.ci_high)
+    assert span.spans_datasets and span.interval_label == "the span of the per-dataset 90 % intervals"
+    assert not up.effect.spans_datasets and up.effect.interval_label == "90 % CI"

@@ -21,6 +21,7 @@ from lossbench.ledger.verdict import (
     paired_verdict,
     ranking,
     resampling_note,
+    score_difference,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -169,6 +170,29 @@ def test_differences_equal_up_to_rounding_count_as_constant():
     assert np.ptp(np.subtract(t, b)) > 0
     v = paired_verdict(t, b, Rule("greater"))
     assert v.word == "holds" and v.effect.p_value == 0.0 and v.effect.ci_low == v.effect.ci_high
+
+
+def float32_accuracy(correct: int, total: int) -> float:
+    """An accuracy as the bench stores it: a float32 computation kept as a double."""
+    return float(np.float32(correct) / np.float32(total))
+
+
+@pytest.mark.filterwarnings("error")
+def test_float32_scores_are_equal_up_to_their_own_rounding():
+    # 95/100 and 94/100 in float32 differ by 0.00999999: on the margin 0.01, as the decimals are.
+    t, b = [float32_accuracy(95, 100)] * 3, [float32_accuracy(94, 100)] * 3
+    assert np.subtract(t, b)[0] != 0.01
+    for scores in ((t, b), ([0.95] * 3, [0.94] * 3)):
+        v = paired_verdict(*scores, Rule("equal", delta=0.01))
+        assert v.word == "inconclusive" and math.isnan(v.effect.p_value)
+    # one sample of 200 better on every seed against a margin of one sample: on the margin too
+    up = paired_verdict([float32_accuracy(181, 200)] * 3, [float32_accuracy(180, 200)] * 3, Rule("equal", delta=0.005))
+    assert up.word == "inconclusive"
+    # the same count of correct samples over three seeds, split differently: the means are equal
+    t = np.mean([float32_accuracy(c, 125) for c in (114, 116, 115)])
+    b = np.mean([float32_accuracy(115, 125)] * 3)
+    assert t != b and score_difference(t, b) == 0.0
+    assert score_difference(float32_accuracy(116, 125), b) == pytest.approx(1 / 125, abs=1e-6)
 
 
 @pytest.mark.filterwarnings("error")

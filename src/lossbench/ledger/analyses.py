@@ -11,6 +11,7 @@ import torch
 
 from lossbench.ledger.runs import AnalysisResult
 from lossbench.ledger.toy_1d import accuracy_at, results_table, solve
+from lossbench.ledger.verdict import score_rounding
 
 GRID = torch.linspace(-1.0, 2.0, 3001, dtype=torch.float64)  # b in steps of 0.001
 
@@ -190,10 +191,12 @@ TRICKS = ("flooding", "gradient_penalty", "ascent_descent")  # compared; "ce" is
 
 
 def trials_to_reach(curve: list[float], within: float = WITHIN) -> int:
-    """How many trials (1-based) a best-so-far curve needs to come within ``within`` of its last value."""
+    """How many trials (1-based) a best-so-far curve needs to come within ``within`` of its last value
+    (up to the scores' rounding: two samples of 400 below is within 0.005)."""
     if not curve or curve[-1] != curve[-1]:
         raise ValueError(f"a budget curve needs a finite last value, got {curve!r}")
-    return next(n for n, v in enumerate(curve, 1) if v == v and v >= curve[-1] - within)
+    last = curve[-1]
+    return next(n for n, v in enumerate(curve, 1) if v == v and v >= last - within - score_rounding(v, last))
 
 
 def run_study(spec, storage, device, data_dir, pack, progress, reads: str):

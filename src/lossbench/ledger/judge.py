@@ -24,6 +24,7 @@ from lossbench.ledger.verdict import (
     across_datasets_verdict,
     paired_verdict,
     ranking,
+    score_difference,
 )
 
 DIVERGED_SCORE = 0.0
@@ -113,7 +114,8 @@ def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
 
     The word: ``contradicted`` if any dataset contradicts it; else ``holds`` if every dataset
     holds it; else ``equivalent`` if every dataset shows equivalence; else ``inconclusive``.  The
-    effect shown is the mean of the per-dataset estimates (intervals are per dataset).
+    effect shown is the mean of the per-dataset estimates, with the lowest and highest ends of the
+    per-dataset intervals (``Effect.spans_datasets``: not a confidence interval of that mean).
     """
     words = [v.word for v in verdicts]
     if "contradicted" in words:
@@ -130,7 +132,7 @@ def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
     mean = sum(estimates) / len(estimates)
     effect = Effect(mean, min(v.effect.ci_low for v in verdicts), max(v.effect.ci_high for v in verdicts),
                     first.ci_level, max(v.effect.p_value for v in verdicts), len(verdicts),
-                    "per dataset: paired t over seeds; the claim must hold on every dataset")  # fmt: skip
+                    "per dataset: paired t over seeds; the claim must hold on every dataset", spans_datasets=True)  # fmt: skip
     return Verdict(word, verdicts[0].rule, effect, f"{word}: the claim is per dataset; it is {counts}.")
 
 
@@ -160,7 +162,7 @@ def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget
         if len(datasets) == 1:
             verdict = datasets[0].verdict
         elif claim.scope == "across-datasets":
-            differences = {d.dataset: d.treatment.mean - d.baseline.mean for d in datasets}
+            differences = {d.dataset: score_difference(d.treatment.mean, d.baseline.mean) for d in datasets}
             verdict = across_datasets_verdict(differences, claim.rule)
         else:
             verdict = every_dataset([d.verdict for d in datasets], [d.dataset for d in datasets])

@@ -162,7 +162,7 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
     if o.verdict:
         blocks.append(Para(f"Verdict {scope} ({variation}): {o.verdict.reason.rstrip('.')}. "
                            f"Effect {c.treatment} - {c.baseline} in {c.metric} points: {effect(o.verdict)} "
-                           f"({pct(o.verdict.effect.ci_level, 0)} % CI; {o.verdict.effect.method})."))  # fmt: skip
+                           f"({o.verdict.effect.interval_label}; {o.verdict.effect.method})."))  # fmt: skip
     if o.missing:
         blocks.append(Para(f"Incomplete: {', '.join(o.missing)} lack runs; `lossbench claims run {c.id} "
                            f"--budget {o.budget}` resumes."))  # fmt: skip
@@ -233,10 +233,12 @@ def ledger_blocks(entries: list[Entry], storage, out: Path, storage_label: str) 
              f"{dt.date.today().isoformat()} (lossbench {info['lossbench']}, torch {info['torch']}). Every claim "
              "is a record written before its runs (`src/lossbench/ledger/sources/`); its verdict comes from the "
              "record's rule (`src/lossbench/ledger/verdict.py`): holds, contradicted, equivalent or inconclusive. "
-             "Effects are treatment minus baseline in points of the claim's metric with their 90 % interval; "
+             "Effects are treatment minus baseline in points of the claim's metric with their 90 % interval (for a "
+             "claim that must hold on each of several datasets: the mean of the per-dataset effects, from the lowest "
+             "to the highest end of their 90 % intervals); "
              "training time is the runs' own time summed, worker time the wall time of the `lossbench claims run` "
              "invocations summed."),  # fmt: skip
-        Table(["claim", "title", "budget", "split", "verdict", "effect, points [90% CI]", "training time",
+        Table(["claim", "title", "budget", "split", "verdict", "effect, points [90 % interval]", "training time",
                "worker time"],
               summary_rows(entries, storage)),  # fmt: skip
     ]

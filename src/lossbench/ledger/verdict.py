@@ -54,9 +54,10 @@ What "shown" means depends on the data:
   undefined (p = nan, not shown) when ``c = m``; the interval is ``[c, c]``.  Hence a nonzero
   constant gives ``holds`` or ``contradicted`` by its sign, and ``d == 0`` everywhere gives
   ``equivalent`` when delta is given (never ``holds`` for a directional claim) and
-  ``inconclusive`` otherwise.  Differences equal up to the rounding of the subtraction (spread
-  <= 8 machine epsilons of the largest score) count as constant, and ``c`` counts as equal to
-  0 or to +-delta within the same rounding (0.95 - 0.94 is a difference of exactly 0.01).
+  ``inconclusive`` otherwise.  Differences equal up to the scores' rounding (spread <= 8 float32
+  epsilons of the largest score, about 1e-6 for scores in [0, 1]: :func:`score_rounding`) count as
+  constant, and ``c`` counts as equal to 0 or to +-delta within the same rounding (0.95 - 0.94 is
+  a difference of exactly 0.01, also when the two come from float32 computations).
 
 - Several datasets (:func:`across_datasets_verdict`, one mean difference per dataset, the claim
   being about their mean): a comparison is shown when BOTH the one-sided Wilcoxon signed-rank
@@ -92,10 +93,22 @@ if TYPE_CHECKING:
 VERDICTS = ("holds", "contradicted", "equivalent", "inconclusive")
 DIRECTIONS = ("greater", "less", "equal")
 
-# d counts as constant when its spread is within this many epsilons of the largest score: the
-# rounding of t - b (and of the decimal scores themselves) cannot make exactly equal differences
-# differ by more.
-_CONSTANT_ULPS = 8
+# Scores within this many float32 epsilons of the largest score count as equal: the bench's scores
+# are float32 computations (torchmetrics on float32 logits) stored as doubles, so two runs with the
+# same count of correct samples can differ by float32 rounding (and t - b by its own).
+_ROUNDING_ULPS = 8
+
+
+def score_rounding(*scores: ArrayLike) -> float:
+    """The rounding within which scores of these magnitudes, and their differences, count as equal."""
+    largest = max(float(np.abs(np.asarray(s, dtype=float)).max(initial=0.0)) for s in scores)
+    return _ROUNDING_ULPS * float(np.finfo(np.float32).eps) * largest
+
+
+def score_difference(treatment: float, baseline: float) -> float:
+    """``treatment - baseline``, 0.0 where the two are equal up to :func:`score_rounding`."""
+    d = treatment - baseline
+    return 0.0 if abs(d) <= score_rounding(treatment, baseline) else d
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,9 @@ class Effect:
     the claim: one-sided in the claimed direction, or the TOST p-value (the larger of the two
     one-sided p-values against -delta and +delta) for ``"equal"``; small always supports the
     claim; nan where undefined.  ``n``: seeds or datasets.  ``method``: the tests, in words.
+    ``spans_datasets``: a per-dataset claim over several datasets, whose ``ci_low``/``ci_high``
+    are the lowest and highest ends of the per-dataset ``ci_level`` intervals, not an interval of
+    ``estimate`` (see ``lossbench.ledger.judge.every_dataset``).
     """
 
     estimate: float
@@ -151,6 +167,13 @@ class Effect:
     p_value: float
     n: int
     method: str
+    spans_datasets: bool = False
+
+    @property
+    def interval_label(self) -> str:
+        """What ``[ci_low, ci_high]`` is, in words."""
+        level = f"{self.ci_level * 100:.0f} %"
+        return f"the span of the per-dataset {level} intervals" if self.spans_datasets else f"{level} CI"
 
 
 @dataclass(frozen=True)
@@ -307,12 +330,12 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule) -> Ver
     if n < 2:
         return _too_few(rule, float(d.mean()), n, "seed", "paired t over 1 seed")
 
-    rounding = _CONSTANT_ULPS * np.finfo(float).eps * max(np.abs(t).max(), np.abs(b).max())
+    rounding = score_rounding(t, b)
     constant = np.ptp(d) <= rounding
     if constant:
         c = float(d.mean())
         if abs(c) <= rounding:
-            c = 0.0  # the same score on every seed, up to the rounding of the subtraction
+            c = 0.0  # the same score on every seed, up to the scores' rounding
         estimate, low, high = c, c, c
         method = f"constant difference over {n} seeds (zero variance: decided by its value)"
     else:
