@@ -30,6 +30,34 @@ SCORES = {"ce": [0.80, 0.82, 0.84], "tied": [0.84, 0.80, 0.82], "accuracy": [0.8
 CHOSEN_LR = {"ce": 0.05, "tied": 0.05, "accuracy": 0.99, "exact": 0.05}  # 0.99: at the top of [1e-3, 1]
 
 
+ENV = {"lossbench": "0.1.0", "commit": "abc1234", "torch": "2.13.0", "threads": 2, "device": "cpu", "host": "h"}
+
+
+def hand_storage(spec, scores: dict[str, list[float]], chosen_lr: dict[str, float]) -> optuna.storages.BaseStorage:
+    """Each method's two tuning trials and its final runs' test scores (nan: a diverged run) on wine."""
+    storage = optuna.storages.InMemoryStorage()
+    for name, values in scores.items():
+        tune = optuna.create_study(storage=storage, study_name=study_name(spec.name, "tune", "wine", name), direction="maximize")
+        for i, lr in enumerate((0.01, chosen_lr[name])):
+            record = {"metrics": {"accuracy": 0.5 + i / 10}, "seed": i, "worker": "h:1", "seconds": 0.1,
+                      "environment": ENV, "sizes": {"fit": 114, "scored": 28}}  # fmt: skip
+            tune.add_trial(optuna.trial.create_trial(params={"lr": lr, "weight_decay": 1e-4}, value=0.5 + i / 10,
+                                                     distributions={"lr": LR, "weight_decay": WD},
+                                                     user_attrs={RUN_ATTR: record}))  # fmt: skip
+        final = optuna.create_study(storage=storage, study_name=study_name(spec.name, "final", "wine", name), direction="maximize")
+        config = {"lr": chosen_lr[name], "weight_decay": 1e-4}
+        final.set_user_attr(CHOSEN_FROM_ATTR, 1)
+        final.set_user_attr(CONFIG_ATTR, config)
+        for seed, acc in zip(evaluation_seeds(spec), values):
+            metrics = {**{m: acc for m in METRICS["multiclass"]}, "diverged": float(acc != acc)}
+            record = {"metrics": metrics, "seed": seed, "worker": "h:1", "seconds": 0.2, "environment": ENV,
+                      "sizes": {"fit": 142, "scored": 36}, "curves": {"train_loss": [1.0, 0.5], "heldout_accuracy": [0.5, acc]}}  # fmt: skip
+            final.add_trial(optuna.trial.create_trial(params=config, value=acc if acc == acc else 0.0,
+                                                      distributions={"lr": LR, "weight_decay": WD},
+                                                      user_attrs={RUN_ATTR: record, "seed": seed}))  # fmt: skip
+    return storage
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     spec = parse_spec({
@@ -39,30 +67,25 @@ def report(tmp_path_factory):
                     {"name": "exact", "loss": "exact", "transforms": ["grad_normalizer"],
                      "params": {"sigma": 10.0, "sigma_min": 0.01}}],
     })  # fmt: skip
-    storage = optuna.storages.InMemoryStorage()
-    env = {"lossbench": "0.1.0", "commit": "abc1234", "torch": "2.13.0", "threads": 2, "device": "cpu", "host": "h"}
-    for name, scores in SCORES.items():
-        tune = optuna.create_study(storage=storage, study_name=study_name("hand", "tune", "wine", name), direction="maximize")
-        for i, lr in enumerate((0.01, CHOSEN_LR[name])):
-            record = {"metrics": {"accuracy": 0.5 + i / 10}, "seed": i, "worker": "h:1", "seconds": 0.1,
-                      "environment": env, "sizes": {"fit": 114, "scored": 28}}  # fmt: skip
-            tune.add_trial(optuna.trial.create_trial(params={"lr": lr, "weight_decay": 1e-4}, value=0.5 + i / 10,
-                                                     distributions={"lr": LR, "weight_decay": WD},
-                                                     user_attrs={RUN_ATTR: record}))  # fmt: skip
-        final = optuna.create_study(storage=storage, study_name=study_name("hand", "final", "wine", name), direction="maximize")
-        config = {"lr": CHOSEN_LR[name], "weight_decay": 1e-4}
-        final.set_user_attr(CHOSEN_FROM_ATTR, 1)
-        final.set_user_attr(CONFIG_ATTR, config)
-        for seed, acc in zip(evaluation_seeds(spec), scores):
-            metrics = {**{m: acc for m in METRICS["multiclass"]}, "diverged": 0.0}
-            record = {"metrics": metrics, "seed": seed, "worker": "h:1", "seconds": 0.2, "environment": env,
-                      "sizes": {"fit": 142, "scored": 36}, "curves": {"train_loss": [1.0, 0.5], "heldout_accuracy": [0.5, acc]}}  # fmt: skip
-            final.add_trial(optuna.trial.create_trial(params=config, value=acc, distributions={"lr": LR, "weight_decay": WD},
-                                                      user_attrs={RUN_ATTR: record, "seed": seed}))  # fmt: skip
     out = tmp_path_factory.mktemp("report")
-    results = collect(spec, storage)
+    results = collect(spec, hand_storage(spec, SCORES, CHOSEN_LR))
     write_report(spec, results, out)
     return spec, results, out
+
+
+def test_a_diverged_run_counts_as_the_worst_score_in_the_rank_and_the_paired_test(tmp_path):
+    # one good seed out of three must not rank a method above one that never diverged
+    spec = parse_spec({"name": "wild", "trials": 2, "seeds": 3, "baseline": "ce", "datasets": ["wine"],
+                       "methods": [{"name": "ce", "loss": "cross_entropy"}, {"name": "wild", "loss": "cross_entropy"}]})  # fmt: skip
+    scores = {"ce": [0.95, 0.95, 0.96], "wild": [math.nan, math.nan, 0.97]}
+    (wine,) = collect(spec, hand_storage(spec, scores, {"ce": 0.05, "wild": 0.05}))
+    ce, wild = wine.method("ce"), wine.method("wild")
+    assert (ce.rank, wild.rank) == (1, 2) and wild.diverged_runs == 2
+    assert wild.summaries["accuracy"].n == 3 and wild.summaries["accuracy"].mean == pytest.approx(0.97 / 3)
+    assert wild.paired.n == 3 and wild.paired.mean_difference == pytest.approx(np.mean([0 - 0.95, 0 - 0.95, 0.97 - 0.96]))
+    assert wild.summaries["nll"].n == 1  # the other metrics summarise the runs that did not diverge
+    write_report(spec, [wine], tmp_path)
+    assert "| 2 | wild (2 diverged) |" in (tmp_path / "report.md").read_text()
 
 
 def test_html_has_every_table_cell_and_heading_of_the_markdown(report):

@@ -35,6 +35,15 @@ METRIC_RANGE = {m: (0.0, math.inf if m in ("nll", "bce") else 1.0) for names in 
 ARGMAX = frozenset({"accuracy", "macro_f1", "balanced_accuracy"})  # multiclass metrics of the arg-max only
 
 
+def diverged_score(metric: str) -> float:
+    """What a diverged run (non-finite logits, nan metrics) scores in ``metric`` where runs are
+    compared: the metric's worst value (0 for every selection metric), so that divergence counts
+    against a method in tuning, in the report's ranks and paired tests and in the ledger, instead
+    of leaving the seed out."""
+    low, high = METRIC_RANGE[metric]
+    return high if metric in LOWER_IS_BETTER else low
+
+
 # Decision rules: how a run's logits become the scores every metric of that method reads, and
 # the tasks each applies to.  "argmax" reads the logits as they are (a multi-label logit is
 # positive above 0).  "logit_adjusted" is the post-hoc logit adjustment of Menon et al. (arXiv

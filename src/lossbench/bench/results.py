@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from lossbench.bench.methods import resolve_method
-from lossbench.bench.metrics import LOWER_IS_BETTER, METRIC_RANGE, METRICS, selection_metric
+from lossbench.bench.metrics import LOWER_IS_BETTER, METRIC_RANGE, METRICS, diverged_score, selection_metric
 from lossbench.bench.spec import SEED_PARAM, DatasetSpec, MethodSpec, Spec
 from lossbench.bench.stats import PairedTest, Summary, holm, paired_test, ranks, summarize
 from lossbench.bench.storage import (
@@ -57,6 +57,11 @@ class MethodResult:
     def values(self, metric: str) -> list[float]:
         """Test scores by seed order (nan for a diverged run)."""
         return [metric_of(self.runs[s], metric) for s in sorted(self.runs)]
+
+    def scored(self, metric: str) -> dict[int, float]:
+        """Test scores by seed, a diverged run's as :func:`diverged_score` (how runs are compared)."""
+        values = {s: metric_of(t, metric) for s, t in self.runs.items()}
+        return {s: v if v == v else diverged_score(metric) for s, v in values.items()}
 
     def budget_curve(self) -> list[float]:
         """Best validation score after each number of tuning trials (1, 2, ... by trial number):
@@ -163,8 +168,12 @@ def range_edges(config: dict[str, Any], space: dict[str, optuna.distributions.Ba
 
 
 def _score(rows: list[MethodResult], task: str, metric: str, baseline: str | None) -> None:
+    """Each method's summaries, rank and paired test.  In ``metric`` (the one ranked and tested) a
+    diverged run counts as :func:`diverged_score`, as in tuning; the other metrics summarise the
+    runs that did not diverge (the report says how many did)."""
     for r in rows:
         r.summaries = {m: summarize([v for v in r.values(m) if v == v], bounds=METRIC_RANGE[m]) for m in METRICS[task]}
+        r.summaries[metric] = summarize(list(r.scored(metric).values()), bounds=METRIC_RANGE[metric])
     means = [r.summaries[metric].mean if r.complete else math.nan for r in rows]
     for r, rank in zip(rows, ranks(means, higher_is_better=metric not in LOWER_IS_BETTER, ties="min")):
         r.rank = rank if r.complete else math.nan
@@ -178,8 +187,8 @@ def _score(rows: list[MethodResult], task: str, metric: str, baseline: str | Non
         if r is base or not r.complete:
             continue
         common = sorted(set(r.runs) & set(base.runs))
-        a = [metric_of(r.runs[s], metric) for s in common]
-        b = [metric_of(base.runs[s], metric) for s in common]
+        mine, theirs = r.scored(metric), base.scored(metric)
+        a, b = [mine[s] for s in common], [theirs[s] for s in common]
         keep = [i for i in range(len(common)) if a[i] == a[i] and b[i] == b[i]]
         r.paired = paired_test([a[i] for i in keep], [b[i] for i in keep], bounds=(low - high, high - low))
         tested.append(r)

@@ -56,7 +56,7 @@ from lossbench.bench.execution import (
     unpackable,
 )
 from lossbench.bench.methods import Method, check_compatible, resolve_method, suggest
-from lossbench.bench.metrics import selection_metric
+from lossbench.bench.metrics import diverged_score, selection_metric
 from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec, SpecError, spec_growth
 from lossbench.bench.storage import (
     CHOSEN_FROM_ATTR,
@@ -468,9 +468,10 @@ class Runner:
                 record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
                           "seconds": round(result.seconds, 4), "pack": len(indices) if unit.pack_reason is None else 1}  # fmt: skip
                 record.update(environment=self.environment, sizes={"fit": len(split.y_fit), "scored": len(split.y_eval)})
-                value = result.metrics[selection_metric(self.spec.selection_metric, split.task)]
-                # A diverged run scores the worst possible value of the maximised metric and still counts.
-                outcome = Outcome(trial._trial_id, TrialState.COMPLETE, value if value == value else 0.0, {RUN_ATTR: record})
+                metric = selection_metric(self.spec.selection_metric, split.task)
+                value = result.metrics[metric]
+                value = value if value == value else diverged_score(metric)  # a diverged run still counts
+                outcome = Outcome(trial._trial_id, TrialState.COMPLETE, value, {RUN_ATTR: record})
                 outcomes[i] = (outcome, result)
         return outcomes
 

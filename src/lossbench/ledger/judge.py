@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import optuna
 import pandas as pd
 
+from lossbench.bench.metrics import diverged_score
 from lossbench.bench.results import DatasetResult, MethodResult, collect, metric_of
 from lossbench.bench.spec import Spec
 from lossbench.bench.storage import run_record
@@ -27,7 +28,6 @@ from lossbench.ledger.verdict import (
     score_difference,
 )
 
-DIVERGED_SCORE = 0.0
 SECONDARY = ("macro_f1", "nll", "ece")  # shown beside the claim's metric in every row
 
 
@@ -37,7 +37,7 @@ class Cell:
 
     dataset: str
     method: str
-    scores: list[float]  # per evaluation seed, in seed order; diverged runs scored DIVERGED_SCORE
+    scores: list[float]  # per evaluation seed, in seed order; diverged runs scored diverged_score(metric)
     diverged: int
     published: Published | None
     secondary: dict[str, float]  # mean over seeds of each secondary metric (diverged runs left out)
@@ -93,7 +93,7 @@ def _cell(result: DatasetResult, r: MethodResult, claim: Claim) -> Cell:
         value = metric_of(r.runs[seed], metric)
         if math.isnan(value) or metric_of(r.runs[seed], "diverged"):
             diverged += 1
-            value = DIVERGED_SCORE
+            value = diverged_score(metric)
         scores.append(value)
     secondary = {}
     for m in SECONDARY:
