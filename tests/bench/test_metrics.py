@@ -69,6 +69,19 @@ def test_compute_metrics_argmax_metrics_read_the_logits_and_the_others_the_proba
         assert compute_metrics(logits, target, "multiclass", 6, (name,))[name] == expected[name]
 
 
+def test_balanced_accuracy_is_scikit_learns_when_a_class_is_predicted_but_absent():
+    from sklearn.metrics import balanced_accuracy_score
+
+    gen = torch.Generator().manual_seed(5)
+    for present in ([0, 1], [0, 2, 3], [1, 2, 3, 4]):  # of 5 classes: the predictions reach the others
+        target = torch.tensor(present)[torch.randint(0, len(present), (200,), generator=gen)]
+        logits = torch.randn(200, 5, generator=gen)
+        ours = compute_metrics(logits, target, "multiclass", 5, ("balanced_accuracy",))["balanced_accuracy"]
+        with pytest.warns(UserWarning, match="y_pred contains classes not in y_true"):
+            theirs = balanced_accuracy_score(target.numpy(), logits.argmax(1).numpy())
+        assert ours == pytest.approx(theirs, rel=1e-6)
+
+
 def test_compute_metrics_of_a_single_binary_logit_read_its_two_probabilities():
     logits, target = torch.tensor([[0.3], [-1.0], [0.0], [2.0]]), torch.tensor([1, 1, 0, 0])
     out = compute_metrics(logits, target, "multiclass", 2)

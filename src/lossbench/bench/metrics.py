@@ -139,7 +139,12 @@ def _multiclass(name: str, probs: torch.Tensor, target: torch.Tensor, num_classe
     if name == "macro_f1":
         return float(multiclass_f1_score(probs, target, average="macro", **kw))
     if name == "balanced_accuracy":
-        return float(multiclass_recall(probs, target, average="macro", **kw))
+        # The mean recall over the classes in the target (scikit-learn's balanced_accuracy_score), as
+        # torchmetrics' macro recall computes it but for its weights: those also count a class that is
+        # predicted yet absent from the target, as a recall of 0.
+        recall = multiclass_recall(probs, target, average=None, **kw)
+        present = (torch.bincount(target, minlength=num_classes) > 0).to(recall.dtype)
+        return float((recall * present / present.sum()).sum()) if present.any() else 0.0
     if name == "nll":
         return float(F.nll_loss(probs.clamp_min(1e-12).log(), target))
     if name == "ece":
