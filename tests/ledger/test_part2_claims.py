@@ -83,6 +83,12 @@ def test_the_clipping_rule_holds_only_when_both_clipped_methods_are_faster_every
     assert word != "holds" and parts["d1/clip"].word == "holds" and parts["d1/clip_smooth"].word != "holds"
     assert clipping_verdict(_epochs([9, 10, 11], [3, 3, 2], [6, 8, 7]))[0].word == "contradicted"
     assert clipping_verdict(_epochs([6, 8, 7], [6, 8, 7], [6, 8, 7]))[0].word == "equivalent"  # within one epoch
+    # no run reached the target (each counts 13 = 12 epochs + 1): that shows no equal speed
+    never = _epochs([13, 13, 13], [13, 13, 13], [13, 13, 13])
+    assert clipping_verdict(never)[0].word == "equivalent"  # without saying which count means "never"
+    overall, parts = clipping_verdict(never, never=13.0)
+    assert overall.word == "inconclusive" and parts["d1/clip"].word == "inconclusive"
+    assert "no run of either method reached the target" in parts["d1/clip"].reason
 
 
 def test_the_clipping_analysis_reads_the_stored_training_curves(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ Each function takes the budget ("quick" or "paper") and returns an :class:`Analy
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -306,11 +307,13 @@ def analysis_study(claim_id: str, budget: str):
     return parse_spec(document, where)
 
 
-def clipping_verdict(epochs: dict[str, dict[str, list[float]]]):
+def clipping_verdict(epochs: dict[str, dict[str, list[float]]], never: float | None = None):
     """``epochs[dataset][method]``: per seed, epochs to the target (a run that never reaches it counts
-    the run's epochs + 1).  Per dataset and clipped method a paired verdict (direction "less", margin
-    one epoch) against the unclipped runs of the same seeds; the claim holds where every one holds
-    (``ledger.judge.every_dataset``: contradicted if any is, equivalent if every one is)."""
+    ``never``, the run's epochs + 1).  Per dataset and clipped method a paired verdict (direction
+    "less", margin one epoch) against the unclipped runs of the same seeds; the claim holds where every
+    one holds (``ledger.judge.every_dataset``: contradicted if any is, equivalent if every one is).
+    Where no run of either method reached the target the pair shows nothing: inconclusive, not the
+    equal speed that the equal counts would say."""
     from lossbench.ledger.judge import every_dataset
     from lossbench.ledger.verdict import Rule, paired_verdict
 
@@ -318,7 +321,11 @@ def clipping_verdict(epochs: dict[str, dict[str, list[float]]]):
     verdicts, names = [], []
     for label, row in epochs.items():
         for method in CLIPPED:
-            verdicts.append(paired_verdict(row[method], row[UNCLIPPED], rule))
+            verdict = paired_verdict(row[method], row[UNCLIPPED], rule)
+            if never is not None and all(e == never for e in [*row[method], *row[UNCLIPPED]]):
+                verdict = dataclasses.replace(verdict, word="inconclusive",
+                                              reason="inconclusive: no run of either method reached the target")  # fmt: skip
+            verdicts.append(verdict)
             names.append(f"{label}/{method}")
     return every_dataset(verdicts, names), dict(zip(names, verdicts))
 
@@ -347,12 +354,12 @@ def clipping_accelerates(budget: str, storage=None, device=None, data_dir=None, 
             for seed in sorted(r.runs):
                 curve = run_record(r.runs[seed])["curves"]["train_loss"]
                 n = epochs_to_target(curve, target)
-                reached.append(float(len(curve) + 1 if n is None else n))
+                reached.append(float(spec.train.epochs + 1 if n is None else n))
             epochs.setdefault(label, {})[r.method.name] = reached
             params = ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in sorted((r.config or {}).items())) or "-"
             rows.append(f"| {label} | {target:.4f} | {r.method.name} | {' '.join(f'{e:g}' for e in reached)} | "
                         f"{sum(reached) / len(reached):.2f} | {params} | {r.final_study} |")  # fmt: skip
-    verdict, parts = clipping_verdict(epochs)
+    verdict, parts = clipping_verdict(epochs, never=float(spec.train.epochs + 1))
     reason = verdict.reason + " Per dataset and method (clipped - none, mean epochs): " + "; ".join(
         f"{name} {v.effect.estimate:+.2f} ({v.word})" for name, v in parts.items())  # fmt: skip
     details = (f"Study {spec.name!r}: {spec.trials} tuning trials per method, {spec.seeds} seeds, {spec.train.epochs} "
