@@ -17,9 +17,10 @@ from lossbench.ledger import records
 from lossbench.ledger.judge import judge
 from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import BUDGETS, Budget, Claim, Published, all_claims, get_claim
-from lossbench.ledger.report import analysis_wall_time, write_ledger
+from lossbench.ledger.report import write_ledger
 from lossbench.ledger.runs import (
     AnalysisResult,
+    analysis_wall_time,
     invocations,
     record_invocation,
     run_claim,
@@ -130,16 +131,16 @@ def test_analysis_claims_store_their_measurement(tmp_path):
         assert all(0 <= v <= 1 for v in result.measured.values())
 
 
-
 def test_an_analysis_worker_time_sums_its_invocations(tmp_path):
     storage = open_storage(default_storage_url(tmp_path))
     claim = get_claim("exact-toy-1d")
     result = AnalysisResult("holds", "why", {}, "", seconds=5.0)
-    assert analysis_wall_time(storage, claim, "quick", result) == 5.0  # none recorded: the result's own
+    assert analysis_wall_time(storage, claim, "quick", result) == (5.0, [])  # none recorded: the result's own
     store_analysis(storage, claim, "quick", result)
     for took in (90.0, 5.0):  # a run that trained its study, then one that read it back
         record_invocation(storage, claim, "quick", "fixed", time.time() - took, None)
-    assert analysis_wall_time(storage, claim, "quick", result) == pytest.approx(95.0, abs=0.5)
+    seconds, runs = analysis_wall_time(storage, claim, "quick", result)
+    assert len(runs) == 2 and seconds == pytest.approx(95.0, abs=0.5)
 
 
 def test_the_claims_command(tmp_path, capsys):

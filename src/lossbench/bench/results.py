@@ -172,8 +172,10 @@ def _score(rows: list[MethodResult], task: str, metric: str, baseline: str | Non
     diverged run counts as :func:`diverged_score`, as in tuning; the other metrics summarise the
     runs that did not diverge (the report says how many did)."""
     for r in rows:
-        r.summaries = {m: summarize([v for v in r.values(m) if v == v], bounds=METRIC_RANGE[m]) for m in METRICS[task]}
-        r.summaries[metric] = summarize(list(r.scored(metric).values()), bounds=METRIC_RANGE[metric])
+        r.summaries = {
+            m: summarize(list(r.scored(m).values()) if m == metric else [v for v in r.values(m) if v == v], bounds=METRIC_RANGE[m])
+            for m in METRICS[task]
+        }  # fmt: skip
     means = [r.summaries[metric].mean if r.complete else math.nan for r in rows]
     for r, rank in zip(rows, ranks(means, higher_is_better=metric not in LOWER_IS_BETTER, ties="min")):
         r.rank = rank if r.complete else math.nan
@@ -188,9 +190,7 @@ def _score(rows: list[MethodResult], task: str, metric: str, baseline: str | Non
             continue
         common = sorted(set(r.runs) & set(base.runs))
         mine, theirs = r.scored(metric), base.scored(metric)
-        a, b = [mine[s] for s in common], [theirs[s] for s in common]
-        keep = [i for i in range(len(common)) if a[i] == a[i] and b[i] == b[i]]
-        r.paired = paired_test([a[i] for i in keep], [b[i] for i in keep], bounds=(low - high, high - low))
+        r.paired = paired_test([mine[s] for s in common], [theirs[s] for s in common], bounds=(low - high, high - low))
         tested.append(r)
     for r, p in zip(tested, holm([r.paired.p_value for r in tested])):
         r.p_holm = p

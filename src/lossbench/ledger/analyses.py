@@ -344,6 +344,7 @@ def clipping_accelerates(budget: str, storage=None, device=None, data_dir=None, 
     runner = run_study(spec, storage, device, data_dir, pack, progress, "the runs read by the clipping analysis")
     storage = runner.storage
     epochs: dict[str, dict[str, list[float]]] = {}
+    never = float(spec.train.epochs + 1)  # what a run that never reaches the target counts
     rows = []
     for result in collect(spec, storage):
         label = result.dataset.label
@@ -354,17 +355,17 @@ def clipping_accelerates(budget: str, storage=None, device=None, data_dir=None, 
             for seed in sorted(r.runs):
                 curve = run_record(r.runs[seed])["curves"]["train_loss"]
                 n = epochs_to_target(curve, target)
-                reached.append(float(spec.train.epochs + 1 if n is None else n))
+                reached.append(never if n is None else float(n))
             epochs.setdefault(label, {})[r.method.name] = reached
             params = ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in sorted((r.config or {}).items())) or "-"
             rows.append(f"| {label} | {target:.4f} | {r.method.name} | {' '.join(f'{e:g}' for e in reached)} | "
                         f"{sum(reached) / len(reached):.2f} | {params} | {r.final_study} |")  # fmt: skip
-    verdict, parts = clipping_verdict(epochs, never=float(spec.train.epochs + 1))
+    verdict, parts = clipping_verdict(epochs, never=never)
     reason = verdict.reason + " Per dataset and method (clipped - none, mean epochs): " + "; ".join(
         f"{name} {v.effect.estimate:+.2f} ({v.word})" for name, v in parts.items())  # fmt: skip
     details = (f"Study {spec.name!r}: {spec.trials} tuning trials per method, {spec.seeds} seeds, {spec.train.epochs} "
                f"epochs. Target = {TARGET_FRACTION} ln C (C classes); epochs to the target per evaluation seed "
-               f"(a run that never reaches it counts {spec.train.epochs + 1}).\n\n| dataset | target | method | "
+               f"(a run that never reaches it counts {never:g}).\n\n| dataset | target | method | "
                "epochs per seed | mean | chosen configuration | study |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows))  # fmt: skip
     measured = {f"{d}/{m}": sum(v) / len(v) for d, row in epochs.items() for m, v in row.items()}
     return AnalysisResult(verdict.word, reason, measured, details)

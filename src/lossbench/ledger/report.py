@@ -21,7 +21,13 @@ from lossbench.bench.storage import stored_spec_names
 from lossbench.ledger.judge import SECONDARY, Cell, Outcome, judge
 from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import BUDGETS, Claim, all_claims
-from lossbench.ledger.runs import AnalysisResult, invocations, provenance, stored_analysis, study_wall_time
+from lossbench.ledger.runs import (
+    AnalysisResult,
+    analysis_wall_time,
+    provenance,
+    stored_analysis,
+    study_wall_time,
+)
 from lossbench.ledger.verdict import Verdict, cd_diagram_png, resampling_note
 
 ASSETS = "reproductions"  # beside REPRODUCTIONS.md: the HTML ledger and the plots
@@ -120,16 +126,8 @@ def summary_rows(entries: list[Entry], storage) -> list[list[str]]:
             rows.append([c.id, c.title, o.budget, o.variation, word, effect(o.verdict),
                          f"{o.runs} runs, {duration(o.compute_seconds)}", duration(study_wall_time(storage, o.spec.name)[0])])  # fmt: skip
         for budget, a in e.analyses.items():
-            rows.append([c.id, c.title, budget, "-", a.word, "-", "-", duration(analysis_wall_time(storage, c, budget, a))])
+            rows.append([c.id, c.title, budget, "-", a.word, "-", "-", duration(analysis_wall_time(storage, c, budget, a)[0])])
     return rows
-
-
-def analysis_wall_time(storage, claim: Claim, budget: str, result: AnalysisResult) -> float:
-    """The wall time of every `claims run` of an analysis summed, as a study's (the last one's where
-    none is recorded): a run that only read back a stored study adds its seconds, it does not replace
-    the time the study took."""
-    runs = invocations(storage, claim, budget)
-    return sum(r["wall_seconds"] for r in runs) if runs else result.seconds
 
 
 def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
@@ -148,9 +146,9 @@ def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
         blocks += [Heading(3, f"{budget}: {a.word}"), Para(a.reason)]
         if a.details:
             blocks.append(Markdown(a.details))
-        runs = len(invocations(storage, c, budget))
-        summed = f" ({runs} `lossbench claims run` invocations summed; the last {duration(a.seconds)})" if runs > 1 else ""
-        blocks.append(Para(f"Took {duration(analysis_wall_time(storage, c, budget, a))}{summed}."))
+        seconds, runs = analysis_wall_time(storage, c, budget, a)
+        summed = f" ({len(runs)} `lossbench claims run` invocations summed; the last {duration(a.seconds)})" if len(runs) > 1 else ""
+        blocks.append(Para(f"Took {duration(seconds)}{summed}."))
     fixed = {o.budget: o for o in e.outcomes if o.variation == "fixed"}
     for o in e.outcomes:
         blocks += outcome_blocks(o, storage, out)

@@ -66,6 +66,14 @@ def study_wall_time(storage, study: str) -> tuple[float, list[dict[str, Any]]]:
     return sum(r["wall_seconds"] for r in runs), runs
 
 
+def analysis_wall_time(storage, claim: Claim, budget: str, result: AnalysisResult) -> tuple[float, list[dict[str, Any]]]:
+    """Wall time of every `claims run` of an analysis summed, as :func:`study_wall_time`'s (the result's
+    own where none is recorded): a run that only read back a stored study adds its seconds, it does not
+    replace the time the study took."""
+    runs = invocations(storage, claim, budget)
+    return (sum(r["wall_seconds"] for r in runs) if runs else result.seconds), runs
+
+
 def store_analysis(storage, claim: Claim, budget: str, result: AnalysisResult) -> None:
     ledger_study(storage).set_user_attr(_key("analysis", claim.id, budget), asdict(result))
 
