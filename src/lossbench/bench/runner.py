@@ -376,8 +376,9 @@ class Runner:
             try:
                 asked = self._ask(unit, stage, known, started)
                 self.storage.set_trials_params([
-                    (t._trial_id, name, value, a.distributions[name])
+                    (t._trial_id, name, value, distributions[name])
                     for t, a in zip(started, asked) if a is not None
+                    for distributions in [a.distributions]  # (a deep copy per read)
                     for name, value in a.params.items() if name not in t.params  # (a retry holds its own)
                 ])  # fmt: skip
                 outcomes = self._train(unit, [(t, a.params if a else None) for t, a in zip(started, asked)], stage)

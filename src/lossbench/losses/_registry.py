@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -178,6 +179,7 @@ class LossModule(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in options.items())
 
 
+@functools.lru_cache(maxsize=None)  # packed steps read options every step: inspect costs ~50 us a call
 def _keyword_signature(function: Callable[..., Any]) -> inspect.Signature:
     """The function's signature without its two positional inputs (logits, target)."""
     params = list(inspect.signature(function).parameters.values())[2:]
