@@ -12,7 +12,7 @@ from lossbench.losses import LOSSES
 from lossbench.models.linear import LinearClassifier
 from lossbench.models.mlp import MLP
 from lossbench.train import TRANSFORMS, fit
-from lossbench.train.packed import PackedLosses, PackedModel, fit_packed, unpackable_model
+from lossbench.train.packed import PackedLosses, PackedModel, batch_rows, fit_packed, unpackable_model
 
 SEEDS, LRS, DECAYS = [3, 4, 5, 6], [0.1, 0.5, 0.05, 1.0], [0.0, 1e-3, 1e-2, 0.1]
 
@@ -146,6 +146,17 @@ def test_a_diverging_run_leaves_the_others_as_they_are_alone():
     alone, packed = _both_ways(lrs=lrs, epochs=2, batch_size=32, lr_final=None)
     assert not all(math.isfinite(v) for v in packed[1][1][-1].values() if isinstance(v, float))
     _assert_same([alone[i] for i in (0, 2, 3)], [packed[i] for i in (0, 2, 3)])
+
+
+def test_the_runs_batches_are_gathered_into_one_buffer():
+    data, labels = torch.arange(40.0).view(10, 4), torch.arange(10)
+    idx = torch.tensor([[1, 3, 5], [9, 0, 0]])
+    buffer, label_buffer = torch.empty(2 * 3 * 4), torch.empty(2 * 3, dtype=torch.long)
+    for rows in (idx, idx[:, :2]):  # a full batch, then the epoch's shorter last one
+        x, y = batch_rows(data, rows, buffer), batch_rows(labels, rows, label_buffer)
+        assert torch.equal(x, data[rows]) and torch.equal(y, labels[rows])
+        assert x.data_ptr() == buffer.data_ptr() and y.data_ptr() == label_buffer.data_ptr()
+    assert torch.equal(batch_rows(data, idx), data[idx])
 
 
 def test_what_cannot_pack_is_refused():
