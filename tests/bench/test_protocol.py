@@ -82,6 +82,18 @@ def test_tie_break_on_the_training_score_as_the_paper_code():
     assert choose([frozen(0, 0.9, None), frozen(1, 0.9, None)], "train_metric").number == 0
 
 
+def test_tie_break_reads_the_training_score_of_the_metric_the_trials_were_scored_by():
+    # a multi-label unit of a spec selecting by "accuracy" is scored by micro-F1, its headline
+    def multilabel(number: int, value: float, train: float):
+        t = create_trial(state=TrialState.COMPLETE, value=value,
+                         user_attrs={"run": {"metrics": {"micro_f1": value, "train_micro_f1": train}}})  # fmt: skip
+        t.number = number
+        return t
+
+    assert choose([multilabel(0, 0.7, 0.8), multilabel(1, 0.7, 0.9)], "train_metric", "accuracy").number == 1
+    assert choose([multilabel(0, 0.7, 0.9), multilabel(1, 0.7, 0.8)], "train_metric", "accuracy").number == 0
+
+
 def test_searched_seed_is_the_tuning_runs_seed():
     spec = parse_spec({**MINIMAL, "search": {"seed": {"choices": [3, 4]}}})
     assert run_seed("tune", 7, spec, params={"seed": 4, "lr": 0.1}) == 4

@@ -10,6 +10,7 @@ torchmetrics guessing whether a tensor holds logits.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -100,6 +101,12 @@ def decide(logits: torch.Tensor, rule: str, class_counts: torch.Tensor, threshol
 def selection_metric(requested: str, task: str) -> str:
     """The spec's selection metric where the task has it, else the task's headline metric."""
     return requested if requested in METRICS[task] else METRICS[task][0]
+
+
+def task_of_metrics(metrics: Mapping[str, float]) -> str:
+    """The task of a stored run from its metrics (a record names no task): only multi-label runs
+    have micro-F1."""
+    return "multilabel" if "micro_f1" in metrics else "multiclass"
 
 
 def class_probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:

@@ -14,7 +14,14 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from lossbench.bench.methods import resolve_method
-from lossbench.bench.metrics import LOWER_IS_BETTER, METRIC_RANGE, METRICS, diverged_score, selection_metric
+from lossbench.bench.metrics import (
+    LOWER_IS_BETTER,
+    METRIC_RANGE,
+    METRICS,
+    diverged_score,
+    selection_metric,
+    task_of_metrics,
+)
 from lossbench.bench.spec import SEED_PARAM, DatasetSpec, MethodSpec, Spec
 from lossbench.bench.stats import PairedTest, Summary, holm, paired_test, ranks, summarize
 from lossbench.bench.storage import (
@@ -93,8 +100,7 @@ class DatasetResult:
 
 def _task_of(trials: list[FrozenTrial]) -> str:
     for t in trials:
-        metrics = run_record(t).get("metrics", {})
-        return "multilabel" if "micro_f1" in metrics else "multiclass"
+        return task_of_metrics(run_record(t).get("metrics", {}))
     return "multiclass"
 
 

@@ -37,6 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from lossbench.bench.metrics import selection_metric, task_of_metrics
 from lossbench.bench.spec import Spec, SpecError, spec_from_json, spec_growth
 
 SPEC_ATTR = "lossbench_spec"
@@ -536,13 +537,15 @@ def choose(trials: list[FrozenTrial], tie_break: str = "earliest", metric: str =
 
     With ``tie_break="train_metric"`` the trials are scanned in order as the EXACT paper's code
     does: a trial replaces the best when its validation score is higher, or equal within 1e-6
-    with a strictly higher score on the part it was trained on.
+    with a strictly higher score on the part it was trained on (the metric it was scored by: the
+    task's headline where the task lacks ``metric``).
     """
     if tie_break == "earliest":
         return max(trials, key=lambda t: (t.value, -t.number))
     best, best_val, best_fit = None, -math.inf, -math.inf
     for t in sorted(trials, key=lambda t: t.number):
-        fit = run_record(t).get("metrics", {}).get(f"train_{metric}", math.nan)
+        scores = run_record(t).get("metrics", {})
+        fit = scores.get(f"train_{selection_metric(metric, task_of_metrics(scores))}", math.nan)
         fit = -math.inf if math.isnan(fit) else fit
         if t.value > best_val or (abs(t.value - best_val) < TIE_TOLERANCE and fit > best_fit):
             best, best_val, best_fit = t, t.value, fit
