@@ -18,6 +18,7 @@ from optuna.storages._rdb import models
 from optuna.trial import TrialState
 from sqlalchemy import Insert, event
 
+from lossbench.bench.execution import run_seed
 from lossbench.bench.runner import Runner, draw_index
 from lossbench.bench.spec import load_spec
 from lossbench.bench.storage import (
@@ -90,6 +91,37 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_pat
     assert retry.system_attrs.get("failed_trial") == orphan.number
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_retried_tuning_trial_trains_with_its_draws_seed(tmp_path, monkeypatch):
+    # A worker killed after creating its tuning trial leaves it running without parameters; once it
+    # is failed, its retry is the same draw: it trains with that draw's seed, and the later draws with
+    # theirs, as in a study that was never killed.
+    import lossbench.bench.storage as storage_module
+    from lossbench.bench.runner import _fail_stale
+
+    spec = load_spec(write_spec(tmp_path / "spec.toml", name="retry", trials=3, epochs=1))
+    storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
+    runner = Runner(spec, storage, torch.device("cpu"))
+    unit = runner.units[0]
+    unit.tune.ask()  # trial 0, its worker killed before the sampler ran
+    real = storage_module.datetime
+
+    class Later(real):
+        @classmethod
+        def now(cls, tz=None):
+            return real.now(tz) + storage_module.timedelta(seconds=31)
+
+    monkeypatch.setattr(storage_module, "datetime", Later)
+    _fail_stale(unit.tune)
+    monkeypatch.setattr(storage_module, "datetime", real)
+    runner.run()
+    trials = unit.tune.get_trials()
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert any("failed_trial" in t.system_attrs for t in done)  # the retry trained
+    base = run_seed("tune", 0, spec)
+    assert {draw_index(t, trials): run_record(t)["seed"] for t in done} == {k: base + k for k in range(spec.trials)}
+
+
 @pytest.mark.slow
 def test_kill_minus_9_then_resume(tmp_path):
     # Slow trials (many small batches) so that the kill lands inside one.
@@ -144,6 +176,12 @@ def test_kill_minus_9_then_resume(tmp_path):
             fresh = optuna.create_study(sampler=runner.sampler(unit, k))
             expected[unit.method.name][k] = fresh.ask(space).params
     assert tuned_configs(storage, spec) == expected
+    # ... and trained draw k with the seed it has there: a retry's is its draw's, and later draws keep theirs.
+    base = run_seed("tune", 0, spec)
+    for (stage, _), stage_trials in all_trials(storage, spec).items():
+        if stage == "tune":
+            done = [t for t in stage_trials if t.state == TrialState.COMPLETE]
+            assert {draw_index(t, stage_trials): run_record(t)["seed"] for t in done} == {k: base + k for k in range(spec.trials)}
 
     # A finished study: running it again trains nothing and reprints the report.
     before = {k: len(v) for k, v in all_trials(storage, spec).items()}
@@ -280,8 +318,8 @@ def test_a_worker_paused_past_the_grace_period_goes_on(tmp_path, monkeypatch):
     runner = Runner(spec, storage, torch.device("cpu"))
     original, paused = Runner._train, []
 
-    def train(self, unit, runs, stage):
-        outcomes = original(self, unit, runs, stage)
+    def train(self, unit, runs, stage, trials):
+        outcomes = original(self, unit, runs, stage, trials)
         if not paused:  # what another worker does while this one sleeps: fail it as stale, queue a retry
             trial = runs[0][0]
             paused.append(trial.number)

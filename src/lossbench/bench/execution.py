@@ -180,15 +180,16 @@ def check_stages(split: Split, method: Method, where: str) -> None:
                         f"{method.loss.name!r} {widths[0]}: one model cannot serve both")  # fmt: skip
 
 
-def run_seed(stage: str, trial_number: int, spec: Spec, seed: int | None = None, params: dict | None = None) -> int:
+def run_seed(stage: str, draw: int, spec: Spec, seed: int | None = None, params: dict | None = None) -> int:
     """The training seed of a run: a final run's evaluation seed; a tuning trial's searched
-    ``seed`` when the spec searches one, else one derived from the study seed and its number."""
+    ``seed`` when the spec searches one, else one derived from the study seed and its ``draw``
+    (``runner.draw_index``: a killed trial's retry is the draw it retries, so a kill changes no seed)."""
     if stage == "final":
         assert seed is not None
         return seed
     if params is not None and SEED_PARAM in params:
         return int(params[SEED_PARAM])
-    return spec.seed * 100_003 + trial_number
+    return spec.seed * 100_003 + draw
 
 
 def repeats(spec: Spec, n: int) -> int:

@@ -381,7 +381,8 @@ class Runner:
                     for distributions in [a.distributions]  # (a deep copy per read)
                     for name, value in a.params.items() if name not in t.params  # (a retry holds its own)
                 ])  # fmt: skip
-                outcomes = self._train(unit, [(t, a.params if a else None) for t, a in zip(started, asked)], stage)
+                runs = [(t, a.params if a else None) for t, a in zip(started, asked)]
+                outcomes = self._train(unit, runs, stage, known)
             except BaseException as err:  # a real error (or Ctrl-C): the trials fail, the error keeps its traceback
                 reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
                 try:
@@ -443,15 +444,18 @@ class Runner:
         return asked
 
     def _train(
-        self, unit: Unit, runs: list[tuple[FrozenTrial, dict[str, Any] | None]], stage: str
-    ) -> list[tuple[Outcome, RunResult | None]]:
+        self, unit: Unit, runs: list[tuple[FrozenTrial, dict[str, Any] | None]], stage: str,
+        trials: list[FrozenTrial],
+    ) -> list[tuple[Outcome, RunResult | None]]:  # fmt: skip
         """Each run's outcome: complete with its selection score and record, or pruned where it has
-        no parameters.  Runs that share a split train as one pack when the unit packs."""
+        no parameters.  Runs that share a split train as one pack when the unit packs.  ``trials``:
+        the stage's trials, which give a tuning run its draw (and so its seed)."""
         prepared: dict[int, tuple[FrozenTrial, dict[str, Any], int, Split]] = {}
         for i, (trial, params) in enumerate(runs):
             if params is None:
                 continue
-            seed = run_seed(stage, trial.number, self.spec, trial.user_attrs.get("seed"), params)
+            draw = draw_index(trial, trials) if stage == "tune" else trial.number
+            seed = run_seed(stage, draw, self.spec, trial.user_attrs.get("seed"), params)
             split = self.cache.get(unit.dataset, stage, seed if stage == "final" and self.spec.resample_splits else None)
             prepared[i] = (trial, params, seed, split)
         outcomes: list[tuple[Outcome, RunResult | None]] = [(Outcome(t._trial_id, TrialState.PRUNED), None) for t, _ in runs]
