@@ -147,7 +147,7 @@ class LossModule(nn.Module):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
-        bound = _keyword_signature(type(self).function).bind(**kwargs)
+        bound = _module_signature(type(self)).bind(**kwargs)
         self._options: dict[str, Any] = {}
         for key, value in bound.arguments.items():
             if isinstance(value, torch.Tensor):
@@ -172,7 +172,7 @@ class LossModule(nn.Module):
         """The value this module calls its function with for ``name`` (given, or the function's default)."""
         if name in self._options:
             return self._options[name]
-        return _keyword_signature(type(self).function).parameters[name].default
+        return _module_signature(type(self)).parameters[name].default
 
     def extra_repr(self) -> str:
         options = self._options if self._reduction is None else {**self._options, "reduction": self._reduction}
@@ -180,6 +180,11 @@ class LossModule(nn.Module):
 
 
 @functools.lru_cache(maxsize=None)  # packed steps read options every step: inspect costs ~50 us a call
+def _module_signature(module: type[LossModule]) -> inspect.Signature:
+    """:func:`_keyword_signature` of a loss module's function (a class is always hashable; its function may not be)."""
+    return _keyword_signature(module.function)
+
+
 def _keyword_signature(function: Callable[..., Any]) -> inspect.Signature:
     """The function's signature without its two positional inputs (logits, target)."""
     params = list(inspect.signature(function).parameters.values())[2:]

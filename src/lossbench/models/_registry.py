@@ -66,6 +66,6 @@ def build_model(
     kwargs = {**defaults(info.hyperparams), **hyperparams}
     if seed is None:
         return info.factory(dataset, num_outputs, **kwargs)
-    with torch.random.fork_rng(devices=[]):  # the CPU's generator only: the factory builds on the CPU
-        torch.default_generator.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         return info.factory(dataset, num_outputs, **kwargs)

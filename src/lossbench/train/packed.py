@@ -248,8 +248,8 @@ def fit_packed(
 
     # The batches go into the same memory every step: a fresh (K, B, ...) block each step is large
     # enough that the allocator maps new pages, and their first touch cost more than the copy.
-    x_buffer = x_train.new_empty(k_runs * batch_size * x_train[0].numel())
-    y_buffer = y_train.new_empty(k_runs * batch_size * y_train[0].numel())
+    rows = k_runs * min(batch_size, samples)  # a batch larger than the epoch is the epoch
+    x_buffer, y_buffer = x_train.new_empty(rows * x_train[0].numel()), y_train.new_empty(rows * y_train[0].numel())
     histories: list[list[dict[str, float]]] = [[] for _ in range(k_runs)]
     for epoch in range(epochs):
         perms = torch.stack([torch.randperm(samples, generator=g, device=g.device).to(device) for g in generators])
