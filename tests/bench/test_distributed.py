@@ -63,18 +63,10 @@ def wait_for(predicate, timeout=180.0, poll=0.5):
     return False
 
 
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
-def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_path, monkeypatch):
-    # study.ask creates a RUNNING trial without a heartbeat, as a worker killed between creating
-    # its trial and the heartbeat thread's first beat leaves it; Optuna alone never fails it.
+def fail_stale_later(study: optuna.Study, monkeypatch) -> None:
+    """What any worker does to ``study``'s running trials 31 s from now (past a 30 s grace period)."""
     import lossbench.bench.storage as storage_module
     from lossbench.bench.runner import _fail_stale
-
-    storage = open_storage(default_storage_url(tmp_path), heartbeat_interval=10)
-    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
-    orphan = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
-    _fail_stale(study)  # within the grace period (30 s): still running
-    assert study.get_trials()[0].state == TrialState.RUNNING
 
     real = storage_module.datetime
 
@@ -83,8 +75,24 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_pat
         def now(cls, tz=None):
             return real.now(tz) + storage_module.timedelta(seconds=31)
 
-    monkeypatch.setattr(storage_module, "datetime", Later)
-    _fail_stale(study)
+    with monkeypatch.context() as patch:
+        patch.setattr(storage_module, "datetime", Later)
+        _fail_stale(study)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_path, monkeypatch):
+    # study.ask creates a RUNNING trial without a heartbeat, as a worker killed between creating
+    # its trial and the heartbeat thread's first beat leaves it; Optuna alone never fails it.
+    from lossbench.bench.runner import _fail_stale
+
+    storage = open_storage(default_storage_url(tmp_path), heartbeat_interval=10)
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    orphan = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+    _fail_stale(study)  # within the grace period (30 s): still running
+    assert study.get_trials()[0].state == TrialState.RUNNING
+
+    fail_stale_later(study, monkeypatch)
     dead, retry = study.get_trials()
     assert dead.number == orphan.number and dead.state == TrialState.FAIL
     assert retry.state == TrialState.WAITING and retry.params == dead.params
@@ -96,24 +104,12 @@ def test_a_retried_tuning_trial_trains_with_its_draws_seed(tmp_path, monkeypatch
     # A worker killed after creating its tuning trial leaves it running without parameters; once it
     # is failed, its retry is the same draw: it trains with that draw's seed, and the later draws with
     # theirs, as in a study that was never killed.
-    import lossbench.bench.storage as storage_module
-    from lossbench.bench.runner import _fail_stale
-
     spec = load_spec(write_spec(tmp_path / "spec.toml", name="retry", trials=3, epochs=1))
     storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
     runner = Runner(spec, storage, torch.device("cpu"))
     unit = runner.units[0]
     unit.tune.ask()  # trial 0, its worker killed before the sampler ran
-    real = storage_module.datetime
-
-    class Later(real):
-        @classmethod
-        def now(cls, tz=None):
-            return real.now(tz) + storage_module.timedelta(seconds=31)
-
-    monkeypatch.setattr(storage_module, "datetime", Later)
-    _fail_stale(unit.tune)
-    monkeypatch.setattr(storage_module, "datetime", real)
+    fail_stale_later(unit.tune, monkeypatch)
     runner.run()
     trials = unit.tune.get_trials()
     done = [t for t in trials if t.state == TrialState.COMPLETE]
