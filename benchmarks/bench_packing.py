@@ -282,7 +282,8 @@ def bench_step(k_runs: int = 20, batch: int = 256) -> None:
     """A packed step's pieces, each the old way and the way the packed step takes now, side by
     side: the softmax cross-entropy (forward + backward) of the pack's K x B rows, PyTorch's
     last-dimension kernel against the classes first (``lossbench.losses._softmax``); the forward
-    pass of K linear models, vmap of the model against its ``packed_forward``; gathering the
+    pass of K linear models, vmap of the model against its ``packed_forward``; a step's linear model
+    and cross-entropy with each run's outputs together against the outputs first; gathering the
     runs' batches, advanced indexing against ``index_select``; EXACT's batch-standardised loss, one
     call per run against one call for the pack (``batch_groups``)."""
     from torch.nn import functional as F
@@ -316,8 +317,26 @@ def bench_step(k_runs: int = 20, batch: int = 256) -> None:
 
         old, new = _per_call(forward_backward(slow)), _per_call(forward_backward(fast))
         print(f"  linear forward + backward, {features} -> {classes}: {old * 1e6:7.0f} -> {new * 1e6:7.0f}  ({old / new:.1f}x)")
-    from lossbench.losses import ExactLoss
+    from lossbench.losses import CrossEntropyLoss, ExactLoss
+    from lossbench.models import _packed
 
+    for features, classes in ((21, 4), (64, 10)):  # the output layer's layout, a step's model and loss
+        weight = torch.randn(k_runs, classes - 1, features, requires_grad=True)
+        bias = torch.randn(k_runs, classes - 1, requires_grad=True)
+        x, y = torch.randn(k_runs, batch, features), torch.randint(0, classes, (k_runs, batch))
+        values = packed_module.PackedLosses([CrossEntropyLoss(validate=False)] * k_runs, [list(range(k_runs))])
+
+        def runs_own():  # each run's rows together, the fixed first logit concatenated (as before)
+            logits = _packed.linear(x, weight, bias, False)
+            return torch.cat([logits.new_zeros(k_runs, batch, 1), logits], 2)
+
+        def model_and_loss(logits_of):
+            return lambda: torch.autograd.grad(values(logits_of(), y).sum(), [weight, bias])
+
+        old = _per_call(model_and_loss(runs_own), 20)
+        new = _per_call(model_and_loss(lambda: _packed.linear(x, weight, bias, False, last=True, zeros=1)), 20)
+        print(f"  linear model + cross-entropy, {features} -> {classes} (fixed first logit), output layout: "
+              f"{old * 1e6:7.0f} -> {new * 1e6:7.0f}  ({old / new:.1f}x)")
     for classes in (4, 7, 10):  # Table 1's EXACT: batch-standardised, one call per run against one per pack
         logits0 = torch.randn(k_runs, batch, classes)
         y = torch.randint(0, classes, (k_runs, batch))

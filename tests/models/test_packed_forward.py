@@ -45,6 +45,8 @@ def test_packed_forward_matches_vmap(name, monkeypatch):
     ref_grads = torch.autograd.grad((ref**2).sum(), slow.params)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
+    flat = out.flatten(0, 1)  # the output layer lies outputs first: the runs' rows flatten without a copy
+    assert flat.data_ptr() == out.data_ptr() and flat.stride() == (1, K * B)
     shared = torch.randn(B, D, generator=gen)
     torch.testing.assert_close(fast.eval_logits(shared), slow.eval_logits(shared), rtol=1e-6, atol=1e-6)
 

@@ -27,17 +27,33 @@ def flatten(x: torch.Tensor, shared: bool) -> torch.Tensor:
     return x.flatten(1) if shared else x.flatten(2)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, shared: bool) -> torch.Tensor:
-    """``x W_k^T + b_k`` for every run ``k``: weights ``(K, O, D)``, biases ``(K, O)``, out ``(K, B, O)``."""
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, shared: bool, *, last: bool = False, zeros: int = 0
+) -> torch.Tensor:
+    """``x W_k^T + b_k`` for every run ``k``: weights ``(K, O, D)``, biases ``(K, O)``, out ``(K, B, O)``,
+    after ``zeros`` outputs fixed at 0 (the output layer's only: ``last``).
+
+    A training step's output layer on the CPU (``last``, not ``shared``) is laid out outputs first, ``(O, K, B)``
+    in memory, returned as the ``(K, B, O)`` view: the runs' rows flatten to ``(K B, O)`` without a
+    copy and a softmax over few classes runs over them as they lie (``lossbench.losses._softmax``);
+    the runs' own layout cost two transposing copies each way per step (``benchmarks/bench_packing.py
+    step``).  An evaluation (``shared``) keeps each run's rows together: each run's metrics read them.
+    """
+    if zeros and not last:
+        raise ValueError("outputs fixed at 0 come only with the output layer (last=True)")
     if shared:  # (N, D) @ (K, D, O) broadcasts to (K, N, O)
         out = torch.matmul(x, weight.transpose(1, 2))
-        return out if bias is None else out + bias.unsqueeze(1)
-    # Computed as (K, O, B), outputs first, and returned as a (K, B, O) view: with few outputs
-    # PyTorch's batched product runs 2-3x faster that way round, forward and backward
-    # (benchmarks/bench_packing.py step).
+        out = out if bias is None else out + bias.unsqueeze(1)
+        return torch.cat([out.new_zeros(*out.shape[:2], zeros), out], 2) if zeros else out
+    # Computed as (K, O, B), outputs first within each run: with few outputs PyTorch's batched
+    # product runs 2-3x faster that way round, forward and backward (benchmarks/bench_packing.py step).
     x_t = x.transpose(1, 2)
     out = torch.bmm(weight, x_t) if bias is None else torch.baddbmm(bias.unsqueeze(2), weight, x_t)
-    return out.transpose(1, 2)
+    if not last or out.device.type != "cpu":  # (PyTorch's softmax on CUDA has no such slow path)
+        return out.transpose(1, 2)
+    by_output = out.transpose(0, 1)  # (O, K, B): a copy of whole rows of B (PyTorch's out= here is slower)
+    memory = torch.cat([by_output.new_zeros(zeros, *by_output.shape[1:]), by_output]) if zeros else by_output.contiguous()
+    return memory.permute(1, 2, 0)
 
 
 _ELEMENTWISE = {nn.ReLU: F.relu, nn.Identity: lambda x: x}
@@ -50,9 +66,10 @@ def supported(modules: Sequence[nn.Module]) -> bool:
 
 def sequential(modules: Sequence[tuple[str, nn.Module]], params: Params, x: torch.Tensor, shared: bool) -> torch.Tensor:
     """``nn.Sequential``'s forward over named layers (``prefix.index``) that :func:`supported` accepts."""
-    for name, module in modules:
+    output_layer = max((i for i, (_, module) in enumerate(modules) if isinstance(module, nn.Linear)), default=-1)
+    for i, (name, module) in enumerate(modules):
         if isinstance(module, nn.Linear):
-            x = linear(x, params[f"{name}.weight"], params.get(f"{name}.bias"), shared)
+            x = linear(x, params[f"{name}.weight"], params.get(f"{name}.bias"), shared, last=i == output_layer)
             shared = False
         elif isinstance(module, nn.Flatten):
             x = flatten(x, shared)

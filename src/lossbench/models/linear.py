@@ -57,10 +57,8 @@ class LinearClassifier(nn.Module):
         if self.normalize_weights:
             norm = torch.cat([weight.flatten(1), bias], 1).norm(dim=1)
             weight, bias = weight / norm[:, None, None], bias / norm[:, None]
-        logits = _packed.linear(_packed.flatten(x, shared), weight, bias, shared)
-        if self.zero_first_logit:
-            logits = torch.cat([logits.new_zeros(*logits.shape[:2], 1), logits], 2)
-        return logits
+        zeros = int(self.zero_first_logit)
+        return _packed.linear(_packed.flatten(x, shared), weight, bias, shared, last=True, zeros=zeros)
 
 
 def _build(

@@ -313,9 +313,12 @@ class PackedLosses:
         batch, chunks = logits.shape[1], []
         for group in self.groups:
             first, last = group[0], group[-1]
-            contiguous = last - first + 1 == len(group)  # a view of the runs' rows, no gather
-            lg = logits[first : last + 1] if contiguous else logits[group]
-            yg = y[first : last + 1] if contiguous else y[group]
+            if len(group) == len(self.losses):  # every run: no slice (its backward would copy the whole pack)
+                lg, yg = logits, y
+            elif last - first + 1 == len(group):  # a view of the runs' rows, no gather
+                lg, yg = logits[first : last + 1], y[first : last + 1]
+            else:
+                lg, yg = logits[group], y[group]
             if len(group) == 1 and not per_sample:
                 chunks.append(self.losses[first](lg[0], yg[0], reduction="mean").reshape(1))
                 continue
@@ -323,7 +326,7 @@ class PackedLosses:
             if self.batch_groups is not None:
                 overrides[self.batch_groups] = len(group)
             out = self.losses[first](lg.flatten(0, 1), yg.flatten(0, 1), reduction="none", **overrides)
-            rows = out.reshape(len(group), batch, -1).mean(2)  # elementwise (multi-label): a sample's mean
+            rows = out.view(len(group), batch) if out.ndim == 1 else out.reshape(len(group), batch, -1).mean(2)  # elementwise (multi-label): a sample's mean
             chunks.append(rows if per_sample else rows.mean(1))
         values = torch.cat(chunks)
         if self._unsort is None:
