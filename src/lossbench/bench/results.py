@@ -114,7 +114,8 @@ def collect(spec: Spec, storage: optuna.storages.BaseStorage) -> list[DatasetRes
             tune_name, final_name = (study_name(spec.name, s, dataset.label, method.name) for s in ("tune", "final"))
             tune = optuna.load_study(study_name=tune_name, storage=storage) if tune_name in existing else None
             final = optuna.load_study(study_name=final_name, storage=storage) if final_name in existing else None
-            budget = budget_trials(tune.get_trials(), spec.trials) if tune else []
+            # (read only: no copies of the trials, which Optuna makes by default)
+            budget = budget_trials(tune.get_trials(deepcopy=False), spec.trials) if tune else []
             attrs = final.user_attrs if final else {}
             chosen, config = attrs.get(CHOSEN_FROM_ATTR), attrs.get(CONFIG_ATTR)
             current = current_choice(spec, budget)
@@ -129,7 +130,7 @@ def collect(spec: Spec, storage: optuna.storages.BaseStorage) -> list[DatasetRes
                     chosen_trial=chosen,
                     config=config,
                     # only the runs of the current choice: a choice that changed re-trained every seed
-                    runs=final_runs(final.get_trials(), seeds, chosen, config) if final and chosen is not None else {},
+                    runs=final_runs(final.get_trials(deepcopy=False), seeds, chosen, config) if final and chosen is not None else {},
                     seeds=seeds,
                 )
             )
