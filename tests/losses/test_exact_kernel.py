@@ -375,6 +375,27 @@ def test_one_kernel_call_for_every_way_equals_the_pytorch_path(kernel, dtype, c)
 
 
 @needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_row_gives_the_same_bits_alone_or_beside_others(kernel, dtype):
+    # Below BY_NODE_BELOW rivals the kernel computes the rule for LANES rows side by side, one per
+    # vector lane, and gives a lane that leaves the lanes' ground (the far tail here) to the one-row
+    # code: a row's value, gradient and rule must not depend on the rows beside it.
+    c = 7
+    parts = [margins(9, c, 0.5, dtype, seed=4), margins(6, c, 100.0, dtype, seed=5, ahead=5.0),
+             confident_margins(6, c, dtype, seed=6, low=3.0, high=9.0), confident_margins(4, c, dtype, seed=7, low=40.0, high=90.0)]
+    shuffle = torch.randperm(25, generator=torch.Generator().manual_seed(8))
+    m, target = torch.cat([p[0] for p in parts])[shuffle], torch.cat([p[1] for p in parts])[shuffle]
+    ways = exact_integral._ways(m, target)
+    assert all(int((ways == k).sum()) >= 2 for k in range(3))
+    value, grad, rule = _exact_native.log_p_and_grad(m, target, 16, True, ways=ways)
+    assert torch.isfinite(value).all() and torch.isfinite(grad).all()
+    for i in range(len(m)):
+        one = _exact_native.log_p_and_grad(m[i : i + 1], target[i : i + 1], 16, True, ways=ways[i : i + 1])
+        assert torch.equal(one[0], value[i : i + 1]) and torch.equal(one[1], grad[i : i + 1])
+        assert all(torch.equal(a, b[i : i + 1]) for a, b in zip(one[2], rule))
+
+
+@needs_kernel
 @pytest.mark.parametrize("c,sigma", [(10, 1.0), (10, 0.1), (100, 0.3), (100, 0.01)])
 def test_confident_rows_through_the_kernel_equal_the_pytorch_path(kernel, monkeypatch, c, sigma):
     # The loss on a trained model's logits (most rows confident, many far in the tail at a small

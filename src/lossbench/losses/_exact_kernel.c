@@ -11,8 +11,9 @@
    see lossbench_exact_rows).  Per row everything stays in cache (the node terms are K x R values),
    so the cost is the erfc and the exp of each (node, rival) term, in float inlined without calls
    (see phi_and_lam), in double by glibc's libmvec (log F is the log of the product of Phi, once per
-   node, where that product stays a normal double), and no per-op overhead.  Rows are independent:
-   split between OpenMP threads, with the same bits whatever the split.
+   node, where that product stays a normal double), and no per-op overhead.  With few rivals, rows go
+   through the rule side by side, one per vector lane (lane_rows), each with its own arithmetic.  Rows
+   are independent: split between OpenMP threads, with the same bits whatever the split.
 
    Compiled twice from this file, with REAL = float and REAL = double (see _exact_native.py);
    the Python side computes the rule's tables and every numerical constant (the enum below: one
@@ -553,6 +554,244 @@ static REAL one_row(const REAL *xr, const int64_t *idx, int r, int n, int comple
   return (REAL)log_p;
 }
 
+/* Rows side by side: LANES rows of the rule for P or Q, one row per vector lane, for few rivals
+   (r < BY_NODE_BELOW).  There a row's node terms are a few vectors and the rest of one_row (Newton's
+   start and steps, the probes, the scalar logs and exponentials of the rule, the sums' reductions)
+   was most of its time; in lanes that work runs in vectors too.  Each lane does one_row's
+   arithmetic (the node sums in the same order: the same bits; the sums over the rivals of Newton's
+   steps and the probes, and over the nodes, in another order: round-off) and gives the same rule.
+   A lane that leaves the ground these loops cover (a term past the switch point, a product below
+   the floor, Newton's start in Acklam's tail) is flagged in `ok` for one_row to redo.
+   xr: [j][LANES] the rivals' x at t = 0 (r of them, in column order); sign: 1 for P, -1 for Q.
+   Per lane l: log_v[l] (log P or log Q), grad[j * LANES + l] (d/dm_j; NULL: no gradient), mu[l],
+   offsets and log_w [l * 2 n + i].  work: 2 r 2n LANES + r LANES REALs. */
+#define LANES WIDTH
+static void lane_rows(const REAL *xr, int r, const double *sign, int n, const double *hermite_x,
+                      const double *hermite_log_w, REAL *grad, double *log_v, REAL *mu_out, REAL *offsets,
+                      REAL *log_w, int *ok, REAL *work, const Constants *k) {
+  const int k_nodes = 2 * n;
+  const REAL saturated = k->saturated, tail_start = k->tail_start, sqrt2_r = (REAL)k->sqrt2;
+  const REAL log_scale_c = (REAL)k->log_inv_sqrt_2pi;
+  const double sqrt2 = k->sqrt2, inv_sqrt2 = k->inv_sqrt2, tol2 = k->newton_tol * k->newton_tol;
+  int bad[LANES] = {0};
+  double t[LANES], curvature[LANES], start[LANES], sgn[LANES];
+  REAL top[LANES], count[LANES], value[LANES], lam0[LANES], pv[LANES], pl[LANES]; /* pv, pl: Phi and lam */
+  for (int l = 0; l < LANES; ++l) sgn[l] = sign[l], curvature[l] = 1.0, top[l] = xr[l], count[l] = 0;
+  /* Newton's start (newton_start) */
+  for (int j = 1; j < r; ++j)
+#pragma omp simd
+    for (int l = 0; l < LANES; ++l) top[l] = xr[j * LANES + l] > top[l] ? xr[j * LANES + l] : top[l];
+  for (int j = 0; j < r; ++j)
+#pragma omp simd
+    for (int l = 0; l < LANES; ++l) count[l] += 2 * half_erfc(top[l] - xr[j * LANES + l], k);
+  double bump[LANES], beta2[LANES], arg[LANES];
+  const double *a = k->ndtri_a, *b = k->ndtri_b;
+#pragma omp simd
+  for (int l = 0; l < LANES; ++l) {
+    const double cnt = count[l] < 2 ? 2 : count[l], p = 1.0 - 1.0 / cnt, q = p - 0.5, rr = q * q;
+    bad[l] |= p > k->ndtri_split; /* Acklam's tail: one_row */
+    const double c = (((((a[0] * rr + a[1]) * rr + a[2]) * rr + a[3]) * rr + a[4]) * rr + a[5]) * q /
+                     (((((b[0] * rr + b[1]) * rr + b[2]) * rr + b[3]) * rr + b[4]) * rr + 1.0);
+    beta2[l] = 1.0 / (1.0 + c * c), bump[l] = c + sqrt2 * top[l];
+    arg[l] = sgn[l] * bump[l] * inv_sqrt2;
+  }
+#define LANE_MILLS(x_of_l)                                                                              \
+  _Pragma("omp simd") for (int l = 0; l < LANES; ++l) {                                                 \
+    double xi = (x_of_l);                                                                                \
+    xi = xi < k->saturated ? k->saturated : xi;                                                          \
+    bad[l] |= xi > k->tail_start;                                                                        \
+    phi_and_lam((REAL)(xi > k->tail_start ? k->tail_start : xi), &value[l], &lam0[l], log_scale_c);     \
+  }
+  LANE_MILLS(arg[l])
+#pragma omp simd
+  for (int l = 0; l < LANES; ++l) {
+    const double lam = lam0[l];
+    double p = lam * (lam - sgn[l] * bump[l]);
+    p = p < 0.0 ? 0.0 : (p > 1.0 ? 1.0 : p);
+    start[l] = bump[l] - sgn[l] * beta2[l] * lam / (1.0 + beta2[l] * p);
+    t[l] = top[l] * inv_sqrt2; /* the water level (for P with top > 0) */
+  }
+  for (int step = 0; step < k->water_steps; ++step) {
+    REAL excess[LANES] = {0}, active[LANES] = {0}, shift[LANES];
+    for (int l = 0; l < LANES; ++l) shift[l] = (REAL)(t[l] * inv_sqrt2);
+    for (int j = 0; j < r; ++j)
+#pragma omp simd
+      for (int l = 0; l < LANES; ++l) {
+        const REAL e = xr[j * LANES + l] - shift[l];
+        excess[l] += e > 0 ? e : 0, active[l] += e > 0 ? 1 : 0;
+      }
+    for (int l = 0; l < LANES; ++l) t[l] = (excess[l] * sqrt2 + active[l] * t[l]) / (active[l] + 1.0);
+  }
+  for (int l = 0; l < LANES; ++l)
+    t[l] = sgn[l] < 0 || top[l] <= 0 ? start[l] : (t[l] > start[l] ? t[l] : start[l]);
+  /* Newton's method on log h (one_row), each lane until its own stop */
+  int active[LANES], any = 1;
+  for (int l = 0; l < LANES; ++l) active[l] = 1;
+  for (int it = 0; it < k->newton_max_iter && any; ++it) {
+    double s[LANES] = {0}, big_p[LANES] = {0}, big_neg_q[LANES] = {0};
+    REAL shift[LANES];
+    for (int l = 0; l < LANES; ++l) shift[l] = (REAL)(t[l] * inv_sqrt2);
+    for (int j = 0; j < r; ++j)
+#pragma omp simd
+      for (int l = 0; l < LANES; ++l) {
+        REAL x = xr[j * LANES + l] - shift[l];
+        x = x < saturated ? saturated : x;
+        bad[l] |= x > tail_start;
+        phi_and_lam(x < tail_start ? x : tail_start, &pv[l], &pl[l], log_scale_c);
+        const REAL lam = pl[l], w = lam - sqrt2_r * x, p = lam * w;
+        s[l] += lam, big_p[l] += p, big_neg_q[l] += lam - p * (w + lam);
+      }
+    LANE_MILLS(sgn[l] * t[l] * inv_sqrt2)
+    any = 0;
+    for (int l = 0; l < LANES; ++l) {
+      if (!active[l]) continue;
+      const double lam = lam0[l], p0 = lam * (lam - sgn[l] * t[l]), sl = s[l] < DBL_MIN ? DBL_MIN : s[l];
+      const double ratio = big_p[l] / sl, d1 = sl - sgn[l] * lam - ratio;
+      double curv = big_neg_q[l] / sl + big_p[l] + p0 + ratio * ratio;
+      curv = curv < 0.5 ? 0.5 : curv;
+      const double step = d1 / curv;
+      t[l] += step, curvature[l] = curv;
+      active[l] = !(step * d1 <= tol2);
+      any |= active[l];
+    }
+  }
+  /* the rivals' x at the mode, and log h there and at the probes (log_h_at) */
+  REAL *xm = work, *node_lam = work + (size_t)r * LANES, *node_v = node_lam + (size_t)r * k_nodes * LANES;
+  double tau[LANES], h[3][LANES];
+  for (int l = 0; l < LANES; ++l) {
+    const REAL shift = (REAL)(t[l] * inv_sqrt2);
+    for (int j = 0; j < r; ++j) xm[j * LANES + l] = xr[j * LANES + l] - shift;
+    tau[l] = 1.0 / sqrt(curvature[l]);
+  }
+  for (int probe = 0; probe < 3; ++probe) { /* at mu, mu - secant tau, mu + secant tau */
+    double offset[LANES], s[LANES] = {0}, product[LANES];
+    REAL shift[LANES];
+    for (int l = 0; l < LANES; ++l) {
+      offset[l] = probe ? (probe == 2 ? 1 : -1) * k->secant[sgn[l] < 0] * tau[l] : 0.0;
+      shift[l] = (REAL)(offset[l] * inv_sqrt2), product[l] = 1.0;
+    }
+    for (int j = 0; j < r; ++j)
+#pragma omp simd
+      for (int l = 0; l < LANES; ++l) {
+        REAL x = xm[j * LANES + l] - shift[l];
+        x = x < saturated ? saturated : x;
+        bad[l] |= x > tail_start;
+        phi_and_lam(x < tail_start ? x : tail_start, &pv[l], &pl[l], log_scale_c);
+        s[l] += pl[l], product[l] *= (double)pv[l];
+      }
+    LANE_MILLS(sgn[l] * (t[l] + offset[l]) * inv_sqrt2)
+#pragma omp simd
+    for (int l = 0; l < LANES; ++l) {
+      bad[l] |= !(product[l] >= k->product_floor);
+      h[probe][l] = log(product[l] >= k->product_floor ? product[l] : 1.0) + log((double)value[l]) +
+                    log(s[l] > DBL_MIN ? s[l] : DBL_MIN);
+    }
+  }
+  /* one scale per side, the nodes and their weights; the true class's factor at each node */
+  REAL neg_shift[MAX_NODES][LANES], true_log_phi[MAX_NODES][LANES], log_wl[MAX_NODES][LANES];
+  REAL low_shift[LANES];
+  double scale[2][LANES], log_scale[2][LANES];
+  const double least_drop_p = k->secant[0] * k->secant[0] / 2.0 / 64.0, least_drop_q = k->secant[1] * k->secant[1] / 2.0 / 64.0;
+  for (int l = 0; l < LANES; ++l) {
+    const double secant = k->secant[sgn[l] < 0], least_drop = sgn[l] < 0 ? least_drop_q : least_drop_p;
+    for (int side = 0; side < 2; ++side) {
+      double drop = h[0][l] - h[side ? 2 : 1][l];
+      if (!(drop >= least_drop)) drop = least_drop;
+      scale[side][l] = tau[l] * secant / sqrt(drop);
+    }
+  }
+#pragma omp simd
+  for (int l = 0; l < LANES; ++l) log_scale[0][l] = log(scale[0][l]), log_scale[1][l] = log(scale[1][l]);
+  for (int l = 0; l < LANES; ++l) {
+    double low_offset = 0.0;
+    for (int i = 0; i < k_nodes; ++i) {
+      const int side = i >= n, hh = side ? i - n : i;
+      const double offset = scale[side][l] * (side ? hermite_x[hh] : -hermite_x[hh]);
+      offsets[l * k_nodes + i] = (REAL)offset;
+      log_wl[i][l] = log_w[l * k_nodes + i] = (REAL)(hermite_log_w[hh] + log_scale[side][l]);
+      neg_shift[i][l] = (REAL)(-offsets[l * k_nodes + i] * inv_sqrt2); /* from the REAL offset, as one_row */
+      true_log_phi[i][l] = (REAL)(sgn[l] * (t[l] + offset) * inv_sqrt2); /* the centre, for now */
+      if (offset < low_offset) low_offset = offset;
+    }
+    low_shift[l] = (REAL)(low_offset * inv_sqrt2);
+    mu_out[l] = (REAL)t[l];
+  }
+  for (int i = 0; i < k_nodes; ++i)
+#pragma omp simd
+    for (int l = 0; l < LANES; ++l) {
+      REAL x = true_log_phi[i][l];
+      x = x < saturated ? saturated : x;
+      bad[l] |= x > tail_start;
+      phi_and_lam(x < tail_start ? x : tail_start, &pv[l], &pl[l], log_scale_c);
+      true_log_phi[i][l] = LOG(pv[l]);
+    }
+  /* The node terms rival by rival (one_row's by-node layout, the same order); a rival saturated at
+     every node is left out (one_row's `kept`): it adds 0 to S and 1 to the product, and its
+     gradient is 0. */
+  REAL s_node[MAX_NODES][LANES];
+  double product[MAX_NODES][LANES];
+  for (int i = 0; i < k_nodes; ++i)
+    for (int l = 0; l < LANES; ++l) s_node[i][l] = 0, product[i][l] = 1.0;
+  for (int j = 0; j < r; ++j) {
+    int kept[LANES];
+    for (int l = 0; l < LANES; ++l) kept[l] = xm[j * LANES + l] - low_shift[l] > saturated;
+    for (int i = 0; i < k_nodes; ++i) {
+      REAL *lam_out = node_lam + ((size_t)j * k_nodes + i) * LANES, *v_out = node_v + ((size_t)j * k_nodes + i) * LANES;
+#pragma omp simd
+      for (int l = 0; l < LANES; ++l) {
+        REAL x = neg_shift[i][l] + xm[j * LANES + l];
+        x = x < saturated ? saturated : x;
+        bad[l] |= kept[l] & (x > tail_start);
+        phi_and_lam(x < tail_start ? x : tail_start, &pv[l], &pl[l], log_scale_c);
+        const REAL lam = kept[l] ? pl[l] : 0, v = kept[l] ? pv[l] : 1;
+        s_node[i][l] += lam, product[i][l] *= (double)v;
+        lam_out[l] = lam, v_out[l] = lam - sqrt2_r * x;
+      }
+    }
+  }
+  /* log P by log-sum-exp over the nodes, the node weights omega, the gradient */
+  REAL terms[MAX_NODES][LANES], best[LANES], total[LANES] = {0};
+  for (int i = 0; i < k_nodes; ++i)
+#pragma omp simd
+    for (int l = 0; l < LANES; ++l) {
+      bad[l] |= !(product[i][l] >= k->product_floor);
+      const REAL s = s_node[i][l] >= TINY ? s_node[i][l] : TINY;
+      s_node[i][l] = s;
+      terms[i][l] = (REAL)log(product[i][l]) + true_log_phi[i][l] + log_wl[i][l] + LOG(s);
+    }
+  for (int l = 0; l < LANES; ++l) best[l] = terms[0][l];
+  for (int i = 1; i < k_nodes; ++i)
+    for (int l = 0; l < LANES; ++l) best[l] = terms[i][l] > best[l] ? terms[i][l] : best[l];
+  for (int i = 0; i < k_nodes; ++i)
+#pragma omp simd
+    for (int l = 0; l < LANES; ++l) {
+      terms[i][l] = EXP(terms[i][l] - best[l]); /* omega, unnormalised */
+      total[l] += terms[i][l];
+    }
+#pragma omp simd
+  for (int l = 0; l < LANES; ++l) log_v[l] = best[l] + log((double)total[l]);
+  for (int l = 0; l < LANES; ++l) ok[l] = !bad[l];
+  if (!grad) return;
+  REAL inv_total[LANES];
+  for (int l = 0; l < LANES; ++l) inv_total[l] = 1 / total[l];
+  for (int i = 0; i < k_nodes; ++i)
+#pragma omp simd
+    for (int l = 0; l < LANES; ++l) {
+      terms[i][l] *= inv_total[l];      /* omega */
+      s_node[i][l] = terms[i][l] / s_node[i][l]; /* omega / S */
+    }
+  for (int j = 0; j < r; ++j) {
+    REAL acc[LANES] = {0};
+    for (int i = 0; i < k_nodes; ++i) {
+      const REAL *lam = node_lam + ((size_t)j * k_nodes + i) * LANES, *v = node_v + ((size_t)j * k_nodes + i) * LANES;
+#pragma omp simd
+      for (int l = 0; l < LANES; ++l) acc[l] += lam[l] * (terms[i][l] - v[l] * s_node[i][l]);
+    }
+    for (int l = 0; l < LANES; ++l) grad[j * LANES + l] = acc[l];
+  }
+}
+#undef LANE_MILLS
+
 /* What a call writes per row (the caller's per-sample loss where it asks for one): the row's log P
    or log Q (see the ways below) and its gradient, or 1 - P, or -log P and their gradients. */
 enum { KIND_VALUE, KIND_ONE_MINUS_P, KIND_MINUS_LOG_P };
@@ -634,6 +873,24 @@ static double row_loss(double value, int way, int kind, double *factor) {
   return *factor = exp(value - log_p), -log_p; /* d(-log P) = (Q / P) d log Q */
 }
 
+/* A row's gradient g (C entries, d log P / d m_j in the rivals' columns) turned into that of what the
+   call gives: d/ds_j = -scale d/dm_j for the rivals (0 where clipped), d/ds_y = scale sum_j d/dm_j,
+   times the loss's factor and the reduction's. */
+static void finish_gradient(REAL *g, int64_t y, int64_t c, const char *clipped, int logits, double scale,
+                            double factor_g, double per_row) {
+  const REAL times = (REAL)((logits ? -scale : 1.0) * factor_g * per_row);
+  REAL total = 0;
+  for (int part = 0; part < 2; ++part) {
+    const int64_t from = part ? y + 1 : 0, to = part ? c : y;
+#pragma omp simd reduction(+ : total)
+    for (int64_t col = from; col < to; ++col) {
+      const REAL value = clipped[col - part] ? 0 : g[col];
+      total += value, g[col] = value * times;
+    }
+  }
+  if (logits) g[y] = -total * times;
+}
+
 /* Rows [0, b) of scores (B, C) with targets (B,).  With scale = 0 the scores are the margins m (zero in
    the true column) and the gradient is with respect to m; with scale > 0 they are logits s, the margins
    are m_j = min(s_y - s_j, clip) scale and the gradient is with respect to s (none through a clipped
@@ -693,83 +950,122 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
 #pragma omp parallel num_threads(threads) reduction(| : failed) reduction(+ : far)
   {
     /* the rivals' x, the row's work space (see one_row; union_row's doubles fit in it), the columns,
-       whether each margin is clipped */
+       whether each margin is clipped; with few rivals, the lanes' (see lane_rows) */
     size_t node_terms = (size_t)k_nodes * rp > (size_t)PAD(k_nodes) * r ? (size_t)k_nodes * rp : (size_t)PAD(k_nodes) * r;
     size_t work_size = 4 * (size_t)(rp > PAD(k_nodes) ? rp : PAD(k_nodes)) + 2 * node_terms;
-    size_t size = (rp + work_size) * sizeof(REAL) + 2 * (size_t)r * sizeof(int64_t) + (size_t)c;
+    const int in_lanes = r >= 1 && r < BY_NODE_BELOW;
+    size_t lane_size = in_lanes ? (size_t)LANES * (2 * (size_t)r * k_nodes + 3 * (size_t)r + 2 * (size_t)k_nodes) : 0;
+    size_t size = (rp + work_size + lane_size) * sizeof(REAL) + 2 * (size_t)r * sizeof(int64_t) + (size_t)c +
+                  (in_lanes ? (size_t)LANES * r : 0);
     REAL *xr = (REAL *)malloc(size);
     if (!xr) {
       failed = 1;
     } else {
       REAL *work = xr + rp;
-      int64_t *idx = (int64_t *)(work + work_size), *kept_idx = idx + r;
-      char *clipped = (char *)(kept_idx + r);
+      /* the lanes: their rows' x, gradients, rules and work space, then (after the columns) clipped */
+      REAL *lane_xr = work + work_size, *lane_grad = lane_xr + (size_t)r * LANES;
+      REAL *lane_offsets = lane_grad + (size_t)r * LANES, *lane_log_w = lane_offsets + (size_t)k_nodes * LANES;
+      REAL *lane_work = lane_log_w + (size_t)k_nodes * LANES;
+      int64_t *idx = (int64_t *)(work + work_size + lane_size), *kept_idx = idx + r;
+      char *clipped = (char *)(kept_idx + r), *lane_clipped = clipped + c;
       const int logits = scale > 0;
       const REAL factor = (REAL)(logits ? scale * k.inv_sqrt2 : -k.inv_sqrt2);
 #pragma omp for schedule(static)
-      for (int64_t i = 0; i < b; ++i) {
-        const REAL *row = scores + i * c;
-        const int64_t y = target[i];
-        REAL *g = grad ? grad + i * c : NULL;
-        REAL *rule = offsets + i * k_nodes, *rule_w = log_weights + i * k_nodes;
-        int way = ways && !choose ? (int)ways[i] : WAY_P;
-        if (g)
-          for (int64_t col = 0; col < c; ++col) g[col] = 0;
-        if (y == ignore_index || y < 0 || y >= c) { /* (the latter: ignore_index, see above) */
-          value[i] = 0, mu[i] = 0;
-          for (int q = 0; q < k_nodes; ++q) rule[q] = 0, rule_w[q] = 0;
-          if (ways && choose) ways[i] = WAY_P;
-          continue;
-        }
-        /* x = -m_j / sqrt2: from logits (s_j - s_y) scale / sqrt2, the clip in logit units; rival j is
-           column j below y and j + 1 above (two loops without a branch: vectorised) */
-        const REAL top = logits ? row[y] : 0, clipped_x = (REAL)(-clip) * factor;
-        REAL high = SENTINEL;
-        const int j = r;
-        for (int part = 0; part < 2; ++part) {
-          const int64_t from = part ? y + 1 : 0, to = part ? c : y;
+      for (int64_t block = 0; block < b; block += LANES) {
+        const int64_t block_end = block + LANES < b ? block + LANES : b;
+        int64_t lane_row[LANES];
+        int lane_way[LANES], lanes = 0;
+        for (int64_t i = block; i < block_end; ++i) {
+          const REAL *row = scores + i * c;
+          const int64_t y = target[i];
+          REAL *g = grad ? grad + i * c : NULL;
+          REAL *rule = offsets + i * k_nodes, *rule_w = log_weights + i * k_nodes;
+          int way = ways && !choose ? (int)ways[i] : WAY_P;
+          if (g)
+            for (int64_t col = 0; col < c; ++col) g[col] = 0;
+          if (y == ignore_index || y < 0 || y >= c) { /* (the latter: ignore_index, see above) */
+            value[i] = 0, mu[i] = 0;
+            for (int q = 0; q < k_nodes; ++q) rule[q] = 0, rule_w[q] = 0;
+            if (ways && choose) ways[i] = WAY_P;
+            continue;
+          }
+          /* x = -m_j / sqrt2: from logits (s_j - s_y) scale / sqrt2, the clip in logit units; rival j is
+             column j below y and j + 1 above (two loops without a branch: vectorised) */
+          const REAL top = logits ? row[y] : 0, clipped_x = (REAL)(-clip) * factor;
+          REAL high = SENTINEL;
+          const int j = r;
+          for (int part = 0; part < 2; ++part) {
+            const int64_t from = part ? y + 1 : 0, to = part ? c : y;
 #pragma omp simd reduction(max : high)
-          for (int64_t col = from; col < to; ++col) {
-            const int cut = logits && top - row[col] > clip;
-            const REAL value = cut ? clipped_x : (row[col] - top) * factor;
-            xr[col - part] = value, clipped[col - part] = (char)cut;
-            high = value > high ? value : high;
+            for (int64_t col = from; col < to; ++col) {
+              const int cut = logits && top - row[col] > clip;
+              const REAL value = cut ? clipped_x : (row[col] - top) * factor;
+              xr[col - part] = value, clipped[col - part] = (char)cut;
+              high = value > high ? value : high;
+            }
           }
-        }
-        for (int q = 0; q < j; ++q) idx[q] = q + (q >= y);
-        for (int pad = j; pad < rp; ++pad) xr[pad] = SENTINEL;
-        if (ways && choose) ways[i] = way = choose_way(xr, rp, high, least, &k);
-        double factor_g = 1.0, v;
-        if (way == WAY_UNION) {
-          v = union_row(xr, idx, j, kind, g, (double *)work, &k);
-          value[i] = (REAL)(kind == KIND_VALUE ? v : (kind == KIND_ONE_MINUS_P ? exp(v) : -log1p(-exp(v))));
-          mu[i] = 0;
-          for (int q = 0; q < k_nodes; ++q) rule[q] = 0, rule_w[q] = 0;
-        } else if (way == WAY_FAR) {
-          /* log P < -far_margin^2 / 4: 1 - P is 1 to rounding and P's derivatives are 0 */
-          far += kind != KIND_ONE_MINUS_P;
-          value[i] = kind == KIND_ONE_MINUS_P ? 1 : 0;
-          mu[i] = 0;
-          for (int q = 0; q < k_nodes; ++q) rule[q] = 0, rule_w[q] = 0;
-          continue;
-        } else {
-          v = one_row(xr, idx, j, n, way == WAY_Q, hermite_x, hermite_log_w, g, mu + i, rule, rule_w, work,
-                      kept_idx, &k);
-          value[i] = (REAL)row_loss(v, way, kind, &factor_g);
-        }
-        if (!g) continue;
-        /* d/ds_j = -scale d/dm_j for the rivals (0 where clipped), d/ds_y = scale sum_j d/dm_j */
-        const REAL times = (REAL)((logits ? -scale : 1.0) * factor_g * per_row);
-        REAL total = 0;
-        for (int part = 0; part < 2; ++part) {
-          const int64_t from = part ? y + 1 : 0, to = part ? c : y;
-#pragma omp simd reduction(+ : total)
-          for (int64_t col = from; col < to; ++col) {
-            const REAL value = clipped[col - part] ? 0 : g[col];
-            total += value, g[col] = value * times;
+          for (int q = 0; q < j; ++q) idx[q] = q + (q >= y);
+          for (int pad = j; pad < rp; ++pad) xr[pad] = SENTINEL;
+          if (ways && choose) ways[i] = way = choose_way(xr, rp, high, least, &k);
+          double factor_g = 1.0, v;
+          if (in_lanes && (way == WAY_P || way == WAY_Q)) { /* the rule, in a lane (below) */
+            for (int q = 0; q < j; ++q) lane_xr[q * LANES + lanes] = xr[q];
+            memcpy(lane_clipped + (size_t)lanes * r, clipped, (size_t)r);
+            lane_row[lanes] = i, lane_way[lanes++] = way;
+            continue;
           }
+          if (way == WAY_UNION) {
+            v = union_row(xr, idx, j, kind, g, (double *)work, &k);
+            value[i] = (REAL)(kind == KIND_VALUE ? v : (kind == KIND_ONE_MINUS_P ? exp(v) : -log1p(-exp(v))));
+            mu[i] = 0;
+            for (int q = 0; q < k_nodes; ++q) rule[q] = 0, rule_w[q] = 0;
+          } else if (way == WAY_FAR) {
+            /* log P < -far_margin^2 / 4: 1 - P is 1 to rounding and P's derivatives are 0 */
+            far += kind != KIND_ONE_MINUS_P;
+            value[i] = kind == KIND_ONE_MINUS_P ? 1 : 0;
+            mu[i] = 0;
+            for (int q = 0; q < k_nodes; ++q) rule[q] = 0, rule_w[q] = 0;
+            continue;
+          } else {
+            v = one_row(xr, idx, j, n, way == WAY_Q, hermite_x, hermite_log_w, g, mu + i, rule, rule_w, work,
+                        kept_idx, &k);
+            value[i] = (REAL)row_loss(v, way, kind, &factor_g);
+          }
+          if (g) finish_gradient(g, y, c, clipped, logits, scale, factor_g, per_row);
         }
-        if (logits) g[y] = -total * times;
+        if (!lanes) continue;
+        /* the block's rows of the rule side by side; the lanes left over repeat the first row */
+        double sign[LANES], log_v[LANES];
+        REAL lane_mu[LANES];
+        int ok[LANES];
+        for (int l = 0; l < LANES; ++l) {
+          if (l >= lanes)
+            for (int q = 0; q < r; ++q) lane_xr[q * LANES + l] = lane_xr[q * LANES];
+          sign[l] = lane_way[l < lanes ? l : 0] == WAY_Q ? -1.0 : 1.0;
+        }
+        lane_rows(lane_xr, r, sign, n, hermite_x, hermite_log_w, grad ? lane_grad : NULL, log_v, lane_mu, lane_offsets,
+                  lane_log_w, ok, lane_work, &k);
+        for (int l = 0; l < lanes; ++l) {
+          const int64_t i = lane_row[l], y = target[i];
+          REAL *g = grad ? grad + i * c : NULL;
+          REAL *rule = offsets + i * k_nodes, *rule_w = log_weights + i * k_nodes;
+          double factor_g = 1.0, v;
+          for (int q = 0; q < r; ++q) idx[q] = q + (q >= y);
+          if (ok[l]) {
+            v = log_v[l], mu[i] = lane_mu[l];
+            memcpy(rule, lane_offsets + (size_t)l * k_nodes, (size_t)k_nodes * sizeof(REAL));
+            memcpy(rule_w, lane_log_w + (size_t)l * k_nodes, (size_t)k_nodes * sizeof(REAL));
+            if (g)
+              for (int q = 0; q < r; ++q) g[idx[q]] = lane_grad[q * LANES + l];
+          } else { /* a row outside the lanes' ground: one_row's own way */
+            for (int q = 0; q < r; ++q) xr[q] = lane_xr[q * LANES + l];
+            for (int pad = r; pad < rp; ++pad) xr[pad] = SENTINEL;
+            v = one_row(xr, idx, r, n, lane_way[l] == WAY_Q, hermite_x, hermite_log_w, g, mu + i, rule, rule_w,
+                        work, kept_idx, &k);
+          }
+          value[i] = (REAL)row_loss(v, lane_way[l], kind, &factor_g);
+          if (g) finish_gradient(g, y, c, lane_clipped + (size_t)l * r, logits, scale, factor_g, per_row);
+        }
       }
       free(xr);
     }
