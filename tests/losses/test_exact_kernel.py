@@ -396,6 +396,37 @@ def test_a_row_gives_the_same_bits_alone_or_beside_others(kernel, dtype):
 
 
 @needs_kernel
+def test_rows_in_lanes_equal_the_one_row_code(kernel, tmp_path, monkeypatch):
+    # The kernel built without the lanes (-DLANES_BELOW=0) computes every row with the one-row code.
+    # Rows in lanes give its results to round-off (the sums over the rivals run in another order);
+    # rows the lanes hand back to it give its bits: confident rows of three classes by the
+    # complement's rule, whose Newton start in float32 lies past the switch point.
+    monkeypatch.setattr(_exact_native, "_STATE", {})
+    monkeypatch.setattr(_exact_native, "FLAGS", (*_exact_native.FLAGS, "-DLANES_BELOW=0"))
+    monkeypatch.setenv(_exact_native.KERNEL_DIR_ENV, str(tmp_path))
+    one_row = _exact_native.kernel()
+    monkeypatch.undo()
+    assert one_row is not None and one_row is not _exact_native.kernel()
+    gen = torch.Generator().manual_seed(9)
+    handed_back = 13.0 + torch.rand(16, 3, generator=gen)
+    target = torch.randint(0, 3, (16,), generator=gen)
+    cases = [(handed_back.scatter_(1, target[:, None], 0.0), target, torch.ones_like(target))]  # way 1: Q
+    cases += [(*margins(40, c, 1.0, dtype, seed=c), None) for c in (3, 10) for dtype in (torch.float32, torch.float64)]
+    for m, t, ways in cases:
+        lanes = _exact_native.log_p_and_grad(m, t, 16, True, ways=ways)
+        monkeypatch.setattr(_exact_native, "kernel", lambda: one_row)
+        alone = _exact_native.log_p_and_grad(m, t, 16, True, ways=ways)
+        monkeypatch.undo()
+        for a, b in zip((lanes[0], lanes[1], *lanes[2]), (alone[0], alone[1], *alone[2])):
+            if ways is not None:
+                assert torch.equal(a, b)
+            elif m.dtype == torch.float32:
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+
+
+@needs_kernel
 @pytest.mark.parametrize("c,sigma", [(10, 1.0), (10, 0.1), (100, 0.3), (100, 0.01)])
 def test_confident_rows_through_the_kernel_equal_the_pytorch_path(kernel, monkeypatch, c, sigma):
     # The loss on a trained model's logits (most rows confident, many far in the tail at a small

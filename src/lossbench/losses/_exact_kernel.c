@@ -124,9 +124,13 @@ static inline void phi_and_lam(float x, float *phi, float *lam, const float log_
 #define SENTINEL ((REAL)-1e30)
 #define MAX_NODES 256
 #define MAX_TAIL_TERMS 8 /* (the vectorised series runs over this many, the first ones zero) */
-/* Below this many rivals the node terms are vectorised over the nodes (see node_terms). */
+/* Below this many rivals the node terms are vectorised over the nodes (see node_terms), and rows of
+   the rule run side by side in vector lanes (see lane_rows; a test builds the kernel without them). */
 #ifndef BY_NODE_BELOW
 #define BY_NODE_BELOW 32
+#endif
+#ifndef LANES_BELOW
+#define LANES_BELOW BY_NODE_BELOW
 #endif
 
 /* The numerical constants as Python passes them (_exact_native.CONSTANT_NAMES: the same names in
@@ -555,7 +559,7 @@ static REAL one_row(const REAL *xr, const int64_t *idx, int r, int n, int comple
 }
 
 /* Rows side by side: LANES rows of the rule for P or Q, one row per vector lane, for few rivals
-   (r < BY_NODE_BELOW).  There a row's node terms are a few vectors and the rest of one_row (Newton's
+   (r < LANES_BELOW).  There a row's node terms are a few vectors and the rest of one_row (Newton's
    start and steps, the probes, the scalar logs and exponentials of the rule, the sums' reductions)
    was most of its time; in lanes that work runs in vectors too.  Each lane does one_row's
    arithmetic (the node sums in the same order: the same bits; the sums over the rivals of Newton's
@@ -953,7 +957,7 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
        whether each margin is clipped; with few rivals, the lanes' (see lane_rows) */
     size_t node_terms = (size_t)k_nodes * rp > (size_t)PAD(k_nodes) * r ? (size_t)k_nodes * rp : (size_t)PAD(k_nodes) * r;
     size_t work_size = 4 * (size_t)(rp > PAD(k_nodes) ? rp : PAD(k_nodes)) + 2 * node_terms;
-    const int in_lanes = r >= 1 && r < BY_NODE_BELOW;
+    const int in_lanes = r >= 1 && r < LANES_BELOW;
     size_t lane_size = in_lanes ? (size_t)LANES * (2 * (size_t)r * k_nodes + 3 * (size_t)r + 2 * (size_t)k_nodes) : 0;
     size_t size = (rp + work_size + lane_size) * sizeof(REAL) + 2 * (size_t)r * sizeof(int64_t) + (size_t)c +
                   (in_lanes ? (size_t)LANES * r : 0);
@@ -1008,7 +1012,9 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
           for (int pad = j; pad < rp; ++pad) xr[pad] = SENTINEL;
           if (ways && choose) ways[i] = way = choose_way(xr, rp, high, least, &k);
           double factor_g = 1.0, v;
-          if (in_lanes && (way == WAY_P || way == WAY_Q)) { /* the rule, in a lane (below) */
+          /* the rule in a lane (below), but for rows whose terms reach the far tail (a rival about
+             tail_start ahead or behind), which the lanes would hand back to one_row */
+          if (in_lanes && (way == WAY_P || way == WAY_Q) && high < k.tail_start - 1 && high > -k.tail_start - 1) {
             for (int q = 0; q < j; ++q) lane_xr[q * LANES + lanes] = xr[q];
             memcpy(lane_clipped + (size_t)lanes * r, clipped, (size_t)r);
             lane_row[lanes] = i, lane_way[lanes++] = way;
