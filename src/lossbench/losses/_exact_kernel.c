@@ -558,6 +558,15 @@ static REAL one_row(const REAL *xr, const int64_t *idx, int r, int n, int comple
   return (REAL)log_p;
 }
 
+/* phi_terms for one entry in a lane: x clamped up to the saturation point, Phi and lam there; returns
+   the clamped x and sets *past where x is past the switch point (which the lanes leave to one_row) */
+static inline REAL lane_terms(REAL x, REAL *phi, REAL *lam, int *past, const Constants *k) {
+  x = x < k->saturated ? k->saturated : x;
+  *past = x > k->tail_start;
+  phi_and_lam(x < k->tail_start ? x : k->tail_start, phi, lam, (REAL)k->log_inv_sqrt_2pi);
+  return x;
+}
+
 /* Rows side by side: LANES rows of the rule for P or Q, one row per vector lane, for few rivals
    (r < LANES_BELOW).  There a row's node terms are a few vectors and the rest of one_row (Newton's
    start and steps, the probes, the scalar logs and exponentials of the rule, the sums' reductions)
@@ -574,12 +583,13 @@ static void lane_rows(const REAL *xr, int r, const double *sign, int n, const do
                       const double *hermite_log_w, REAL *grad, double *log_v, REAL *mu_out, REAL *offsets,
                       REAL *log_w, int *ok, REAL *work, const Constants *k) {
   const int k_nodes = 2 * n;
-  const REAL saturated = k->saturated, tail_start = k->tail_start, sqrt2_r = (REAL)k->sqrt2;
+  const REAL saturated = k->saturated, sqrt2_r = (REAL)k->sqrt2;
   const REAL log_scale_c = (REAL)k->log_inv_sqrt_2pi;
   const double sqrt2 = k->sqrt2, inv_sqrt2 = k->inv_sqrt2, tol2 = k->newton_tol * k->newton_tol;
   int bad[LANES] = {0};
   double t[LANES], curvature[LANES], start[LANES], sgn[LANES];
   REAL top[LANES], count[LANES], value[LANES], lam0[LANES], pv[LANES], pl[LANES]; /* pv, pl: Phi and lam */
+  int past[LANES];
   for (int l = 0; l < LANES; ++l) sgn[l] = sign[l], curvature[l] = 1.0, top[l] = xr[l], count[l] = 0;
   /* Newton's start (newton_start) */
   for (int j = 1; j < r; ++j)
@@ -638,11 +648,9 @@ static void lane_rows(const REAL *xr, int r, const double *sign, int n, const do
     for (int j = 0; j < r; ++j)
 #pragma omp simd
       for (int l = 0; l < LANES; ++l) {
-        REAL x = xr[j * LANES + l] - shift[l];
-        x = x < saturated ? saturated : x;
-        bad[l] |= x > tail_start;
-        phi_and_lam(x < tail_start ? x : tail_start, &pv[l], &pl[l], log_scale_c);
+        const REAL x = lane_terms(xr[j * LANES + l] - shift[l], &pv[l], &pl[l], &past[l], k);
         const REAL lam = pl[l], w = lam - sqrt2_r * x, p = lam * w;
+        bad[l] |= past[l];
         s[l] += lam, big_p[l] += p, big_neg_q[l] += lam - p * (w + lam);
       }
     LANE_MILLS(sgn[l] * t[l] * inv_sqrt2)
@@ -677,10 +685,8 @@ static void lane_rows(const REAL *xr, int r, const double *sign, int n, const do
     for (int j = 0; j < r; ++j)
 #pragma omp simd
       for (int l = 0; l < LANES; ++l) {
-        REAL x = xm[j * LANES + l] - shift[l];
-        x = x < saturated ? saturated : x;
-        bad[l] |= x > tail_start;
-        phi_and_lam(x < tail_start ? x : tail_start, &pv[l], &pl[l], log_scale_c);
+        lane_terms(xm[j * LANES + l] - shift[l], &pv[l], &pl[l], &past[l], k);
+        bad[l] |= past[l];
         s[l] += pl[l], product[l] *= (double)pv[l];
       }
     LANE_MILLS(sgn[l] * (t[l] + offset[l]) * inv_sqrt2)
@@ -723,10 +729,8 @@ static void lane_rows(const REAL *xr, int r, const double *sign, int n, const do
   for (int i = 0; i < k_nodes; ++i)
 #pragma omp simd
     for (int l = 0; l < LANES; ++l) {
-      REAL x = true_log_phi[i][l];
-      x = x < saturated ? saturated : x;
-      bad[l] |= x > tail_start;
-      phi_and_lam(x < tail_start ? x : tail_start, &pv[l], &pl[l], log_scale_c);
+      lane_terms(true_log_phi[i][l], &pv[l], &pl[l], &past[l], k);
+      bad[l] |= past[l];
       true_log_phi[i][l] = LOG(pv[l]);
     }
   /* The node terms rival by rival (one_row's by-node layout, the same order); a rival saturated at
@@ -743,10 +747,8 @@ static void lane_rows(const REAL *xr, int r, const double *sign, int n, const do
       REAL *lam_out = node_lam + ((size_t)j * k_nodes + i) * LANES, *v_out = node_v + ((size_t)j * k_nodes + i) * LANES;
 #pragma omp simd
       for (int l = 0; l < LANES; ++l) {
-        REAL x = neg_shift[i][l] + xm[j * LANES + l];
-        x = x < saturated ? saturated : x;
-        bad[l] |= kept[l] & (x > tail_start);
-        phi_and_lam(x < tail_start ? x : tail_start, &pv[l], &pl[l], log_scale_c);
+        const REAL x = lane_terms(neg_shift[i][l] + xm[j * LANES + l], &pv[l], &pl[l], &past[l], k);
+        bad[l] |= kept[l] & past[l];
         const REAL lam = kept[l] ? pl[l] : 0, v = kept[l] ? pv[l] : 1;
         s_node[i][l] += lam, product[i][l] *= (double)v;
         lam_out[l] = lam, v_out[l] = lam - sqrt2_r * x;
