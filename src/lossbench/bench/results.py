@@ -40,6 +40,12 @@ def metric_of(trial: FrozenTrial, metric: str) -> float:
     return float(run_record(trial).get("metrics", {}).get(metric, math.nan))
 
 
+def scored_as_diverged(trial: FrozenTrial, metric: str) -> bool:
+    """Whether a run counts as diverged when runs are compared on ``metric``: it diverged, or its
+    score is nan (then :func:`diverged_score` stands for it)."""
+    return math.isnan(metric_of(trial, metric)) or bool(metric_of(trial, "diverged"))
+
+
 @dataclass
 class MethodResult:
     method: MethodSpec
@@ -67,8 +73,7 @@ class MethodResult:
 
     def scored(self, metric: str) -> dict[int, float]:
         """Test scores by seed, a diverged run's as :func:`diverged_score` (how runs are compared)."""
-        values = {s: metric_of(t, metric) for s, t in self.runs.items()}
-        return {s: v if v == v else diverged_score(metric) for s, v in values.items()}
+        return {s: diverged_score(metric) if scored_as_diverged(t, metric) else metric_of(t, metric) for s, t in self.runs.items()}
 
     def budget_curve(self) -> list[float]:
         """Best validation score after each number of tuning trials (1, 2, ... by trial number):

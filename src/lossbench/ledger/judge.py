@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 import optuna
 import pandas as pd
 
-from lossbench.bench.metrics import diverged_score
-from lossbench.bench.results import DatasetResult, MethodResult, collect, metric_of
+from lossbench.bench.results import DatasetResult, MethodResult, collect, metric_of, scored_as_diverged
 from lossbench.bench.spec import Spec
 from lossbench.bench.storage import run_record
 from lossbench.ledger.records import Claim, Published
@@ -87,14 +86,10 @@ class Outcome:
 
 
 def _cell(result: DatasetResult, r: MethodResult, claim: Claim) -> Cell:
-    metric = claim.metric
-    scores, diverged = [], 0
-    for seed in sorted(r.runs):
-        value = metric_of(r.runs[seed], metric)
-        if math.isnan(value) or metric_of(r.runs[seed], "diverged"):
-            diverged += 1
-            value = diverged_score(metric)
-        scores.append(value)
+    metric, seeds = claim.metric, sorted(r.runs)
+    scored = r.scored(metric)
+    scores = [scored[s] for s in seeds]
+    diverged = sum(scored_as_diverged(r.runs[s], metric) for s in seeds)
     secondary = {}
     for m in SECONDARY:
         values = [metric_of(t, m) for t in r.runs.values()]
