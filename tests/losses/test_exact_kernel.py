@@ -91,8 +91,9 @@ def test_node_counts(kernel, num_nodes, tol):
 
 
 @needs_kernel
-def test_value_without_gradient_and_threads_change_nothing(kernel, monkeypatch):
-    m, target = margins(64, 40, 1.0, torch.float32, seed=7)
+@pytest.mark.parametrize("c", [10, 40])  # rows in lanes, and one at a time
+def test_value_without_gradient_and_threads_change_nothing(kernel, monkeypatch, c):
+    m, target = margins(67, c, 1.0, torch.float32, seed=7)
     log_p, grad, _ = _exact_native.log_p_and_grad(m, target, 16, True)
     value_only, none, _ = _exact_native.log_p_and_grad(m, target, 16, False)
     assert none is None and torch.equal(value_only, log_p)
