@@ -47,8 +47,22 @@ def test_packed_forward_matches_vmap(name, monkeypatch):
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
     flat = out.flatten(0, 1)  # the output layer lies outputs first: the runs' rows flatten without a copy
     assert flat.data_ptr() == out.data_ptr() and flat.stride() == (1, K * B)
+    with torch.no_grad():  # an evaluation keeps each run's rows together, with the same values
+        evaluated = fast(x)
+    assert evaluated.stride(0) == B * C and torch.equal(evaluated, out.detach())
     shared = torch.randn(B, D, generator=gen)
     torch.testing.assert_close(fast.eval_logits(shared), slow.eval_logits(shared), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_fixed_zero_outputs_on_any_device(shared):
+    # off the CPU (here the meta device) the output layer keeps each run's layout, and its fixed
+    # zero outputs still come first
+    weight, bias = torch.randn(K, C - 1, D, device="meta"), torch.randn(K, C - 1, device="meta")
+    x = torch.randn(B, D, device="meta") if shared else torch.randn(K, B, D, device="meta")
+    assert _packed.linear(x, weight, bias, shared, last=True, zeros=1).shape == (K, B, C)
+    zeros_first = _packed.linear(torch.randn(K, B, D), torch.randn(K, C - 1, D), torch.randn(K, C - 1), shared=False, last=True, zeros=1)
+    assert zeros_first.shape == (K, B, C) and (zeros_first[..., 0] == 0).all()
 
 
 def test_a_subclass_that_changes_forward_is_mapped_by_vmap():

@@ -80,10 +80,12 @@ def hyperparameter_scatter(result: DatasetResult, spec: Spec, colours: Colours) 
             ax.legend(fontsize=7)
         if getattr(dist, "log", False) or (isinstance(spec.search.get(key), FloatRange) and spec.search[key].log):
             ax.set_xscale("log")
-            # decades only, labelled in plain text: the minor ticks and their mathtext labels were
-            # most of the figure's drawing time
-            ax.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=True))
-            ax.xaxis.set_minor_locator(NullLocator())
+            positive = [x for x in xs if x is not None and x > 0]
+            if positive and max(positive) >= 10 * min(positive):
+                # decades only, labelled in plain text: the minor ticks and their mathtext labels
+                # were most of the figure's drawing time (under a decade they are its only labels)
+                ax.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=True))
+                ax.xaxis.set_minor_locator(NullLocator())
         ax.set(xlabel=key, ylabel=f"validation {result.metric}", title=row.method.name)
     for ax in list(axes.flat)[len(rows) :]:
         ax.axis("off")

@@ -40,10 +40,15 @@ def metric_of(trial: FrozenTrial, metric: str) -> float:
     return float(run_record(trial).get("metrics", {}).get(metric, math.nan))
 
 
+def run_diverged(trial: FrozenTrial) -> bool:
+    """Whether the run's held-out logits were not all finite (a record without the flag: no)."""
+    return bool(run_record(trial).get("metrics", {}).get("diverged", 0.0))
+
+
 def scored_as_diverged(trial: FrozenTrial, metric: str) -> bool:
     """Whether a run counts as diverged when runs are compared on ``metric``: it diverged, or its
     score is nan (then :func:`diverged_score` stands for it)."""
-    return math.isnan(metric_of(trial, metric)) or bool(metric_of(trial, "diverged"))
+    return math.isnan(metric_of(trial, metric)) or run_diverged(trial)
 
 
 @dataclass
@@ -88,7 +93,7 @@ class MethodResult:
 
     @property
     def diverged_runs(self) -> int:
-        return sum(int(metric_of(t, "diverged")) for t in self.runs.values())
+        return sum(run_diverged(t) for t in self.runs.values())
 
 
 @dataclass

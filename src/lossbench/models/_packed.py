@@ -33,27 +33,32 @@ def linear(
     """``x W_k^T + b_k`` for every run ``k``: weights ``(K, O, D)``, biases ``(K, O)``, out ``(K, B, O)``,
     after ``zeros`` outputs fixed at 0 (the output layer's only: ``last``).
 
-    A training step's output layer on the CPU (``last``, not ``shared``) is laid out outputs first, ``(O, K, B)``
-    in memory, returned as the ``(K, B, O)`` view: the runs' rows flatten to ``(K B, O)`` without a
-    copy and a softmax over few classes runs over them as they lie (``lossbench.losses._softmax``);
-    the runs' own layout cost two transposing copies each way per step (``benchmarks/bench_packing.py
-    step``).  An evaluation (``shared``) keeps each run's rows together: each run's metrics read them.
+    A training step's output layer on the CPU (``last``, gradients on) is laid out outputs first,
+    ``(O, K, B)`` in memory, returned as the ``(K, B, O)`` view: the runs' rows flatten to ``(K B, O)``
+    without a copy and a softmax over few classes runs over them as they lie
+    (``lossbench.losses._softmax``); the runs' own layout cost two transposing copies each way per
+    step (``benchmarks/bench_packing.py step``).  An evaluation (no gradients) keeps each run's rows
+    together: each run's metrics read them, and laid out by class they cost more.
     """
     if zeros and not last:
         raise ValueError("outputs fixed at 0 come only with the output layer (last=True)")
     if shared:  # (N, D) @ (K, D, O) broadcasts to (K, N, O)
         out = torch.matmul(x, weight.transpose(1, 2))
-        out = out if bias is None else out + bias.unsqueeze(1)
-        return torch.cat([out.new_zeros(*out.shape[:2], zeros), out], 2) if zeros else out
+        return _after_zeros(out if bias is None else out + bias.unsqueeze(1), zeros)
     # Computed as (K, O, B), outputs first within each run: with few outputs PyTorch's batched
     # product runs 2-3x faster that way round, forward and backward (benchmarks/bench_packing.py step).
     x_t = x.transpose(1, 2)
     out = torch.bmm(weight, x_t) if bias is None else torch.baddbmm(bias.unsqueeze(2), weight, x_t)
-    if not last or out.device.type != "cpu":  # (PyTorch's softmax on CUDA has no such slow path)
-        return out.transpose(1, 2)
-    by_output = out.transpose(0, 1)  # (O, K, B): a copy of whole rows of B (PyTorch's out= here is slower)
-    memory = torch.cat([by_output.new_zeros(zeros, *by_output.shape[1:]), by_output]) if zeros else by_output.contiguous()
-    return memory.permute(1, 2, 0)
+    if last and out.device.type == "cpu" and torch.is_grad_enabled():  # (softmax elsewhere has no such slow path)
+        by_output = out.transpose(0, 1)  # (O, K, B): a copy of whole rows of B (PyTorch's out= here is slower)
+        memory = torch.cat([by_output.new_zeros(zeros, *by_output.shape[1:]), by_output]) if zeros else by_output.contiguous()
+        return memory.permute(1, 2, 0)
+    return _after_zeros(out.transpose(1, 2), zeros)
+
+
+def _after_zeros(out: torch.Tensor, zeros: int) -> torch.Tensor:
+    """``(K, B, O)`` outputs after ``zeros`` outputs fixed at 0."""
+    return torch.cat([out.new_zeros(*out.shape[:2], zeros), out], 2) if zeros else out
 
 
 _ELEMENTWISE = {nn.ReLU: F.relu, nn.Identity: lambda x: x}
