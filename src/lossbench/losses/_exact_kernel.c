@@ -880,6 +880,11 @@ static double row_loss(double value, int way, int kind, double *factor) {
   return *factor = exp(value - log_p), -log_p; /* d(-log P) = (Q / P) d log Q */
 }
 
+/* The columns of a row's r rivals: rival q is column q below the true class y and q + 1 above it. */
+static inline void rival_columns(int64_t *idx, int r, int64_t y) {
+  for (int q = 0; q < r; ++q) idx[q] = q + (q >= y);
+}
+
 /* A row's gradient g (C entries, d log P / d m_j in the rivals' columns) turned into that of what the
    call gives: d/ds_j = -scale d/dm_j for the rivals (0 where clipped), d/ds_y = scale sum_j d/dm_j,
    times the loss's factor and the reduction's. */
@@ -1013,7 +1018,7 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
             high = value > high ? value : high;
           }
         }
-        for (int q = 0; q < j; ++q) idx[q] = q + (q >= y);
+        rival_columns(idx, j, y);
         for (int pad = j; pad < rp; ++pad) xr[pad] = SENTINEL;
         if (ways && choose) ways[i] = way = choose_way(xr, rp, high, least, &k);
         double factor_g = 1.0, v;
@@ -1061,7 +1066,7 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
         REAL *g = grad ? grad + i * c : NULL;
         REAL *rule = offsets + i * k_nodes, *rule_w = log_weights + i * k_nodes;
         double factor_g = 1.0, v;
-        for (int q = 0; q < r; ++q) idx[q] = q + (q >= y);
+        rival_columns(idx, r, y);
         if (ok[l]) {
           v = log_v[l], mu[i] = lane_mu[l];
           memcpy(rule, lane_offsets + (size_t)l * k_nodes, (size_t)k_nodes * sizeof(REAL));

@@ -326,7 +326,8 @@ class PackedLosses:
             if self.batch_groups is not None:
                 overrides[self.batch_groups] = len(group)
             out = self.losses[first](lg.flatten(0, 1), yg.flatten(0, 1), reduction="none", **overrides)
-            rows = out.view(len(group), batch) if out.ndim == 1 else out.reshape(len(group), batch, -1).mean(2)  # elementwise (multi-label): a sample's mean
+            # one value per sample; elementwise losses (multi-label): a sample's mean
+            rows = out.view(len(group), batch) if out.ndim == 1 else out.reshape(len(group), batch, -1).mean(2)
             chunks.append(rows if per_sample else rows.mean(1))
         values = torch.cat(chunks)
         if self._unsort is None:
