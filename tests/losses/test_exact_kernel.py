@@ -397,6 +397,21 @@ def test_a_row_gives_the_same_bits_alone_or_beside_others(kernel, dtype):
 
 
 @needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("c", [3, 10, 31])
+def test_a_row_gives_the_same_bits_in_every_lane(kernel, dtype, c):
+    # Eight copies of a row fill the eight lanes: any difference is the lane's own arithmetic (in
+    # float64 the lanes' doubles were two vectors, once contracted to FMAs differently).
+    for scale in (0.3, 1.0, 3.0, 10.0):
+        m, target = margins(24, c, scale, dtype, seed=c + int(10 * scale))
+        ways = exact_integral._ways(m, target)
+        for i in range(len(m)):
+            copies = _exact_native.log_p_and_grad(m[i : i + 1].repeat(8, 1), target[i : i + 1].repeat(8), 16, True,
+                                                  ways=ways[i : i + 1].repeat(8))  # fmt: skip
+            assert all(torch.equal(out, out[:1].expand_as(out)) for out in (copies[0], copies[1], *copies[2])), (scale, i)
+
+
+@needs_kernel
 def test_rows_in_lanes_equal_the_one_row_code(kernel, tmp_path, monkeypatch):
     # The kernel built without the lanes (-DLANES_BELOW=0) computes every row with the one-row code.
     # Rows in lanes give its results to round-off (the sums over the rivals run in another order);
@@ -521,3 +536,54 @@ def test_ignored_rows_and_targets_out_of_range_without_validation(monkeypatch, u
     torch.testing.assert_close(loss.detach()[kept], alone, rtol=0, atol=0)
     with pytest.raises(ValueError, match="outside"):
         exact(x, torch.tensor([0, 1, 7, 4, 2, 3]), validate=False)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_sigma_and_margin_per_row_take_one_kernel_call_and_give_each_row_its_own_bits(kernel, dtype, monkeypatch):
+    # Packed runs with their own sigma and margin (inf: no clip) share one call; each row gets what a call
+    # with its own numbers gives it, far rows (a rival 1e6 ahead) included.
+    c, b = 10, 24
+    gen = torch.Generator().manual_seed(11)
+    logits = torch.randn(b, c, generator=gen, dtype=dtype) * 3
+    target = torch.randint(1, c, (b,), generator=gen)
+    logits[:2, 0] = logits[:2].max() + 1e6
+    sigma = torch.tensor([0.05, 0.3, 1.0, 4.0], dtype=dtype).repeat(b // 4)
+    margin = torch.tensor([math.inf, 0.5, 2.0, 0.0, 1.0, math.inf], dtype=dtype).repeat(b // 6)
+    calls = []
+    rows = _exact_native.rows
+    monkeypatch.setattr(_exact_native, "rows", lambda *a, **k: calls.append(1) or rows(*a, **k))
+    x = logits.clone().requires_grad_(True)
+    together = exact(x, target, sigma=sigma, margin=margin, reduction="none")
+    assert graph_nodes(together) == {"ExactRowsLossBackward", "AccumulateGrad"} and len(calls) == 1
+    together.sum().backward()
+    for i in range(b):
+        z = logits[i : i + 1].clone().requires_grad_(True)
+        clip = None if math.isinf(margin[i]) else float(margin[i])
+        alone = exact(z, target[i : i + 1], sigma=float(sigma[i]), margin=clip, reduction="none")
+        alone.sum().backward()
+        assert torch.equal(alone, together[i : i + 1]) and torch.equal(z.grad, x.grad[i : i + 1]), i
+
+
+@needs_kernel
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_a_sigma_and_margin_per_row_with_standardised_groups_as_the_pytorch_path(kernel, reduction, monkeypatch):
+    gen = torch.Generator().manual_seed(12)
+    logits = torch.randn(32, 6, generator=gen, dtype=torch.float64) * 2
+    target = torch.randint(0, 6, (32,), generator=gen)
+    sigma = torch.tensor([0.1, 0.7, 2.0, 5.0], dtype=torch.float64).repeat_interleave(8)
+    margin = torch.tensor([1.0, math.inf, 0.5, 0.0], dtype=torch.float64).repeat_interleave(8)
+    out = {}
+    for path in ("kernel", "pytorch"):
+        monkeypatch.setattr(_exact_native, "enabled", path == "kernel")
+        for groups in (1, 4):
+            x = logits.clone().requires_grad_(True)
+            value = exact(x, target, sigma=sigma, margin=margin, standardize=True, groups=groups, reduction=reduction)
+            value.sum().backward()
+            out[path, groups] = value, x.grad
+    for groups in (1, 4):
+        value, grad = out["kernel", groups]
+        torch.testing.assert_close(value, out["pytorch", groups][0], rtol=1e-10, atol=1e-13)
+        scale_g = float(grad.abs().max())  # (each path sums the rule's terms in its own order)
+        torch.testing.assert_close(grad / scale_g, out["pytorch", groups][1] / scale_g, rtol=0, atol=1e-9)
+    assert not torch.allclose(out["kernel", 1][0], out["kernel", 4][0])  # the premise: the groups' own statistics

@@ -101,28 +101,31 @@ def test_transforms_run_per_run(transforms, shared, hooks, monkeypatch):
     _assert_same(*_both_ways(transforms=transforms, shared=shared, **BASE))
 
 
-ROW_KWARGS = {"focal": ("gamma", (0.0, 1.0, 2.0, 5.0)), "hinge": ("margin", (0.0, 0.5, 1.0, 5.0)), "poly1": ("epsilon", (-1.0, 0.0, 1.0, 4.0))}
+ROW_KWARGS = {
+    "focal": {"gamma": (0.0, 1.0, 2.0, 5.0)}, "hinge": {"margin": (0.0, 0.5, 1.0, 5.0)}, "poly1": {"epsilon": (-1.0, 0.0, 1.0, 4.0)},
+    "exact": {"sigma": (0.3, 0.5, 1.0, 2.0), "margin": (0.5, 1.0, 0.0, 5.0)},
+}  # fmt: skip
 
 
 def test_every_row_parameter_is_tested_packed():
     assert {(n, info.row_params) for n, info in LOSSES.items() if info.row_params} == {
-        (n, (p,)) for n, (p, _) in ROW_KWARGS.items()
+        (n, tuple(params)) for n, params in ROW_KWARGS.items()
     }
 
 
 @pytest.mark.parametrize("loss", list(ROW_KWARGS))
 @pytest.mark.parametrize("shared", [True, False], ids=["one call, a value per row", "one call per run"])
 def test_each_run_keeps_its_own_loss_arguments(loss, shared):
-    name, values = ROW_KWARGS[loss]
-    kwargs = [{name: v} for v in values]
-    row_options = (name,) if shared else ()
+    params = ROW_KWARGS[loss]
+    kwargs = [{name: values[k] for name, values in params.items()} for k in range(len(SEEDS))]
+    row_options = tuple(params) if shared else ()
     _assert_same(*_both_ways(loss=loss, loss_kwargs=kwargs, shared=shared, row_options=row_options, **BASE))
 
 
 @pytest.mark.parametrize("loss", ["focal", "exact"])
 def test_the_losses_may_come_grouped_with_how_they_share_calls(loss):
     if loss == "focal":
-        kwargs, sharing = [{"gamma": v} for v in ROW_KWARGS["focal"][1]], {"row_options": ("gamma",)}
+        kwargs, sharing = [{"gamma": v} for v in ROW_KWARGS["focal"]["gamma"]], {"row_options": ("gamma",)}
     else:
         kwargs, sharing = [{"standardize": True, "sigma": 0.5}] * len(SEEDS), {"batch_groups": "groups"}
     _assert_same(*_both_ways(loss=loss, loss_kwargs=kwargs, grouped=True, **sharing, **BASE))

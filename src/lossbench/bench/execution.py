@@ -492,15 +492,18 @@ def train_and_score_packed(
 
 def _shared_loss(method: Method, params: list[dict[str, Any]]) -> list[list[int]]:
     """Groups of runs whose losses take the same arguments, but for the loss's row parameters (one
-    loss call per step for each group, each row with its run's row parameters); a batch-level loss
+    loss call per step for each group, each row with its run's row parameters; a row parameter that
+    is None, EXACT's margin say, has no per-row value: such runs group apart); a batch-level loss
     only where it computes each run's rows as their own batch (``batch_groups``)."""
     shared: dict[Any, list[int]] = {}
     needs = set(method.loss.requires)  # the split's class counts: the same for every run of the unit
-    apart = needs | set(method.loss.row_params)
+    rows, defaults = method.loss.row_params, {h.name: h.default for h in method.loss.hyperparams}
     for k, p in enumerate(params):
         kwargs = method.loss_kwargs(p, {r: None for r in needs})
         if method.loss.batch_groups or not method.loss.is_batch_level(kwargs):  # else it would mix the runs' rows
-            shared.setdefault(repr(sorted((a, v) for a, v in kwargs.items() if a not in apart)), []).append(k)
+            fixed = sorted((a, v) for a, v in kwargs.items() if a not in needs and a not in rows)
+            unset = [r for r in rows if kwargs.get(r, defaults.get(r)) is None]
+            shared.setdefault(repr((fixed, unset)), []).append(k)
     return list(shared.values())
 
 

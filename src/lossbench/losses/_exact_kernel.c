@@ -635,6 +635,9 @@ static void lane_rows(const REAL *xr, int r, const double *sign, int n, const do
         const REAL e = xr[j * LANES + l] - shift[l];
         excess[l] += e > 0 ? e : 0, active[l] += e > 0 ? 1 : 0;
       }
+    /* (simd, as every lane loop with arithmetic in it: left to the SLP vectoriser, the two halves of this
+       loop's doubles were contracted to FMAs differently, and a row's bits depended on its lane) */
+#pragma omp simd
     for (int l = 0; l < LANES; ++l) t[l] = (excess[l] * sqrt2 + active[l] * t[l]) / (active[l] + 1.0);
   }
   for (int l = 0; l < LANES; ++l)
@@ -906,7 +909,8 @@ static void finish_gradient(REAL *g, int64_t y, int64_t c, const char *clipped, 
 /* Rows [0, b) of scores (B, C) with targets (B,).  With scale = 0 the scores are the margins m (zero in
    the true column) and the gradient is with respect to m; with scale > 0 they are logits s, the margins
    are m_j = min(s_y - s_j, clip) scale and the gradient is with respect to s (none through a clipped
-   margin).  Per row: value (B,) as `kind` says (see KIND_*), its gradient grad (B, C) or NULL, and the
+   margin); row_scale and row_clip (B,), where not NULL, give each row its own scale and clip instead
+   (packed runs with their own sigma and margin in one call).  Per row: value (B,) as `kind` says (see KIND_*), its gradient grad (B, C) or NULL, and the
    rule: mu (B,), offsets and log_weights (B, 2 n) (zeros where the rule is not used).  ways (B,):
    NULL for the rule for P everywhere, else read, or written when choose is set (see WAY_*; `least`:
    the smallest margin of a union-bound row, see _ways in _exact_integral.py).  A row whose target
@@ -919,7 +923,8 @@ static void finish_gradient(REAL *g, int64_t y, int64_t c, const char *clipped, 
    [0, C), far rows left to the caller.  constants: see the enum above.  2 n <= MAX_NODES.
    Returns 0, -1 if out of memory, -2 for too many nodes, -3 for a series longer than MAX_TAIL_TERMS. */
 int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int64_t *ways, int choose,
-                                 int64_t ignore_index, int64_t b, int64_t c, double scale, double clip, int kind,
+                                 int64_t ignore_index, int64_t b, int64_t c, double scale, double clip,
+                                 const double *row_scale, const double *row_clip, int kind,
                                  int n, const double *hermite_x, const double *hermite_log_w, const double *constants,
                                  double least, int reduction, int standardize, double eps, REAL *value, REAL *grad,
                                  REAL *mu, REAL *offsets, REAL *log_weights, int64_t *counts, double *stats,
@@ -983,7 +988,6 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
     int64_t *idx = (int64_t *)(work + work_size + lane_size), *kept_idx = idx + r;
     char *clipped = (char *)(kept_idx + r), *lane_clipped = clipped + c;
     const int logits = scale > 0;
-    const REAL factor = (REAL)(logits ? scale * k.inv_sqrt2 : -k.inv_sqrt2);
 #pragma omp for schedule(static)
     for (int64_t block = 0; block < b; block += LANES) {
       const int64_t block_end = block + LANES < b ? block + LANES : b;
@@ -1005,14 +1009,16 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
         }
         /* x = -m_j / sqrt2: from logits (s_j - s_y) scale / sqrt2, the clip in logit units; rival j is
            column j below y and j + 1 above (two loops without a branch: vectorised) */
-        const REAL top = logits ? row[y] : 0, clipped_x = (REAL)(-clip) * factor;
+        const double row_s = row_scale ? row_scale[i] / d : scale, row_c = row_clip ? row_clip[i] * d : clip;
+        const REAL factor = (REAL)(logits ? row_s * k.inv_sqrt2 : -k.inv_sqrt2);
+        const REAL top = logits ? row[y] : 0, clipped_x = (REAL)(-row_c) * factor;
         REAL high = SENTINEL;
         const int j = r;
         for (int part = 0; part < 2; ++part) {
           const int64_t from = part ? y + 1 : 0, to = part ? c : y;
 #pragma omp simd reduction(max : high)
           for (int64_t col = from; col < to; ++col) {
-            const int cut = logits && top - row[col] > clip;
+            const int cut = logits && top - row[col] > row_c;
             const REAL value = cut ? clipped_x : (row[col] - top) * factor;
             xr[col - part] = value, clipped[col - part] = (char)cut;
             high = value > high ? value : high;
@@ -1047,7 +1053,7 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
                       kept_idx, &k);
           value[i] = (REAL)row_loss(v, way, kind, &factor_g);
         }
-        if (g) finish_gradient(g, y, c, clipped, logits, scale, factor_g, per_row);
+        if (g) finish_gradient(g, y, c, clipped, logits, row_s, factor_g, per_row);
       }
       if (!lanes) continue;
       /* the block's rows of the rule side by side; the lanes left over repeat the first row */
@@ -1080,7 +1086,7 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
                       work, kept_idx, &k);
         }
         value[i] = (REAL)row_loss(v, lane_way[l], kind, &factor_g);
-        if (g) finish_gradient(g, y, c, lane_clipped + (size_t)l * r, logits, scale, factor_g, per_row);
+        if (g) finish_gradient(g, y, c, lane_clipped + (size_t)l * r, logits, row_scale ? row_scale[i] / d : scale, factor_g, per_row);
       }
     }
   }

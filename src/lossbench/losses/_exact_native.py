@@ -173,7 +173,7 @@ def _declare(library: ctypes.CDLL) -> dict[torch.dtype, ctypes._CFuncPtr]:
     for dtype, name in ((torch.float32, "lossbench_exact_rows_f32"), (torch.float64, "lossbench_exact_rows_f64")):
         fn = getattr(library, name)
         p, i64, f64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
-        fn.argtypes = [p, p, p, i32, i64, i64, i64, f64, f64, i32, i32, p, p, p, f64, i32, i32, f64, p, p, p, p, p, p, p, i32]
+        fn.argtypes = [p, p, p, i32, i64, i64, i64, f64, f64, p, p, i32, i32, p, p, p, f64, i32, i32, f64, p, p, p, p, p, p, p, i32]
         fn.restype = ctypes.c_int
         elementwise = getattr(library, name.replace("exact_rows", "log_ndtr_and_mills"))
         elementwise.argtypes = [p, i64, p, p, p]
@@ -285,8 +285,8 @@ def rows(
     num_nodes: int,
     need_grad: bool,
     *,
-    scale: float = 0.0,
-    clip: float = math.inf,
+    scale: float | torch.Tensor = 0.0,
+    clip: float | torch.Tensor = math.inf,
     kind: int = VALUE,
     ways: torch.Tensor | None = None,
     least: float | None = None,
@@ -299,7 +299,8 @@ def rows(
 
     ``scores`` are scaled margins ``m`` (zero in the true column) or, with ``scale > 0``, logits ``s``:
     the margins are then ``min(s_y - s_j, clip) scale`` and the gradient is with respect to ``s`` (none
-    through a clipped margin).  ``kind`` says what each row gives: ``VALUE`` its log P or log Q (as its
+    through a clipped margin); ``scale`` and ``clip`` may also be one value per row, ``(B,)`` tensors
+    (``scale``'s then positive; packed runs with their own ``sigma`` and margin).  ``kind`` says what each row gives: ``VALUE`` its log P or log Q (as its
     way says, see ``_exact_quadrature.log_win_and_lose``), ``ONE_MINUS_P`` or ``MINUS_LOG_P`` the
     per-sample loss.  ``ways`` (B,) int64: given (None: the rule for P everywhere), or chosen by the
     kernel when ``least`` (the smallest margin of a union-bound row) is given.  A row whose target is
@@ -322,6 +323,11 @@ def rows(
     b, c = m.shape
     n = num_nodes // 2
     choose = least is not None
+    row_scale = row_clip = None  # per row, in double as the scalars are (kept alive until the call returns)
+    if isinstance(scale, torch.Tensor):
+        row_scale, scale = scale.to(torch.float64).contiguous(), 1.0  # (positive: the scores are logits)
+    if isinstance(clip, torch.Tensor):
+        row_clip, clip = clip.to(torch.float64).contiguous(), math.inf
     if choose:
         ways = torch.empty(b, dtype=torch.int64)
     elif ways is not None and (ways.dtype != torch.int64 or not ways.is_contiguous()):
@@ -335,7 +341,8 @@ def rows(
     threads = torch.get_num_threads() if b * c * num_nodes >= _PARALLEL_TERMS else 1
     status = kernel()[m.dtype](
         m.data_ptr(), target.data_ptr(), ways.data_ptr() if ways is not None else None, choose, ignore_index, b, c,
-        scale, clip, kind, n, hermite_x, hermite_log_w, table, 0.0 if least is None else least,
+        scale, clip, None if row_scale is None else row_scale.data_ptr(), None if row_clip is None else row_clip.data_ptr(),
+        kind, n, hermite_x, hermite_log_w, table, 0.0 if least is None else least,
         REDUCTIONS[reduction], standardize, eps, at, at + size * (2 * b + 1 + 4 * n * b) if need_grad else None,
         at + size * (b + 1), at + size * (2 * b + 1), at + size * (2 * b + 1 + 2 * n * b), counts, stats, threads,
     )  # fmt: skip

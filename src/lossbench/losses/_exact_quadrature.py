@@ -65,26 +65,39 @@ from lossbench.losses._exact_native import NO_INDEX, ONE_MINUS_P, VALUE, WAY_FAR
 from lossbench.losses._exact_special import _INV_SQRT2, _log1mexp, log_ndtr
 
 
-def _to_logits(grad: torch.Tensor, true_class: torch.Tensor, scale: float, kept: torch.Tensor | None = None) -> torch.Tensor:
+def _by_row(value: float | torch.Tensor | None, like: torch.Tensor) -> float | torch.Tensor | None:
+    """A scale or clip as it broadcasts against ``like`` (B, C): a per-row ``(B,)`` tensor as a column of its dtype."""
+    return value[:, None].to(like.dtype) if isinstance(value, torch.Tensor) else value
+
+
+def _rows_of(value: float | torch.Tensor | None, index: torch.Tensor) -> float | torch.Tensor | None:
+    """A scale or clip for the rows ``index`` of the batch (a per-row tensor's entries there)."""
+    return value.index_select(0, index) if isinstance(value, torch.Tensor) else value
+
+
+def _to_logits(
+    grad: torch.Tensor, true_class: torch.Tensor, scale: float | torch.Tensor, kept: torch.Tensor | None = None
+) -> torch.Tensor:
     """A gradient with respect to the margins ``min(s_y - s_j, clip) scale`` (B, C) as one with respect
     to the logits ``s`` (in place): ``d m_j / d s_j = -scale``, ``d m_j / d s_y = scale`` (``j != y``), and
-    nothing through a clipped margin (``kept`` False; None: none clipped)."""
+    nothing through a clipped margin (``kept`` False; None: none clipped).  ``scale``: a number or one per row."""
     y = true_class[:, None]
     if kept is not None:
         grad.mul_(kept)
-    grad = grad.scatter_(1, y, 0.0).mul_(-scale)
+    grad = grad.scatter_(1, y, 0.0).mul_(-_by_row(scale, grad))
     return grad.scatter_(1, y, grad.sum(1, keepdim=True).neg_())
 
 
 def _margins_of_logits(
-    logits: torch.Tensor, true_class: torch.Tensor, scale: float, clip: float | None
+    logits: torch.Tensor, true_class: torch.Tensor, scale: float | torch.Tensor, clip: float | torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The margins ``min(s_y - s_j, clip) scale`` (B, C) of the logits and where no clip binds (None
-    without a clip), by out-of-place ops (differentiable)."""
+    without a clip), by out-of-place ops (differentiable); ``scale`` and ``clip``: numbers or one per row."""
     d = logits.gather(1, true_class[:, None]) - logits
+    scale, clip = _by_row(scale, d), _by_row(clip, d)
     if clip is None:
         return d * scale, None
-    return d.clamp(max=clip) * scale, d <= clip
+    return (torch.minimum(d, clip) if isinstance(clip, torch.Tensor) else d.clamp(max=clip)) * scale, d <= clip
 
 
 
@@ -166,13 +179,14 @@ def _rows(
         index = torch.nonzero(ways == WAY_FAR).squeeze(1)
         y = true_class.index_select(0, index).long()
         part = scores.detach().index_select(0, index).double()
-        m, kept = (part, None) if scale is None else _margins_of_logits(part, y, scale, clip)
+        part_scale, part_clip = _rows_of(scale, index), _rows_of(clip, index)
+        m, kept = (part, None) if scale is None else _margins_of_logits(part, y, part_scale, part_clip)
         v, g = _in_float64(m, y, num_nodes, need_grad, scores.dtype)
         v, slope = _loss_of_value(v, ways.index_select(0, index), kind, need_grad)
         value.index_copy_(0, index, v)
         if need_grad:
             g.mul_(slope[:, None] / valid if reduction == "mean" else slope[:, None])
-            grad.index_copy_(0, index, g if scale is None else _to_logits(g, y, scale, kept))
+            grad.index_copy_(0, index, g if scale is None else _to_logits(g, y, part_scale, kept))
             if standardize is not None:  # the standardisation's part, as the kernel adds it without far rows
                 rows = (true_class != ignore_index)[:, None]
                 centred = torch.where(rows, scores.detach().double() - mean, 0.0)
@@ -186,7 +200,7 @@ def _rows(
 def _native_rows(scores, true_class, num_nodes, need_grad, scale, clip, ways, kind, ignore_index, reduction, standardize=None):
     """One kernel call (see ``_exact_native.rows``), the ways chosen there unless given."""
     return _exact_native.rows(
-        scores, true_class, num_nodes, need_grad, scale=scale or 0.0, clip=math.inf if clip is None else clip,
+        scores, true_class, num_nodes, need_grad, scale=0.0 if scale is None else scale, clip=math.inf if clip is None else clip,
         kind=kind, ways=ways, least=None if ways is not None else _union_least(scores.shape[1], scores.dtype),
         ignore_index=ignore_index, reduction=reduction, standardize=standardize is not None,
         eps=standardize or 0.0,

@@ -9,6 +9,7 @@ paper's estimator is the option ``estimator="genz"``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,7 +38,7 @@ def exact(
     target: torch.Tensor,
     *,
     sigma: float | torch.Tensor = 1.0,
-    margin: float | None = None,
+    margin: float | torch.Tensor | None = None,
     log_loss: bool = False,
     standardize: bool = False,
     eps: float = 1e-6,
@@ -94,7 +95,8 @@ def exact(
 
     The paper's recipe, each part optional:
 
-    - ``margin``: ``m_j = min(s_y - s_j, margin) / sigma``; clipped entries get no gradient.
+    - ``margin``: ``m_j = min(s_y - s_j, margin) / sigma``; clipped entries get no gradient.  Also one
+      per sample (a tensor of the target's shape, ``inf`` for no clip: packed runs in one call).
     - ``sigma``: a float (fixed, or set per epoch with :func:`exact_sigma_schedule`), a scalar
       tensor (learned; :class:`ExactLoss` can hold it as ``log sigma``) or a per-sample tensor of
       shape ``(B,)`` or ``(B, 1)`` (``(...)`` or ``(..., 1)`` for logits ``(..., C)``), e.g. from a
@@ -121,7 +123,8 @@ def exact(
             entries equal to ``ignore_index`` are excluded.
         sigma: noise standard deviation ``> 0``: float, scalar tensor or per-sample tensor ``(...)`` or
             ``(..., 1)``.
-        margin: optional clip ``>= 0`` of ``s_y - s_j`` (in logit units, before dividing by sigma).
+        margin: optional clip ``>= 0`` of ``s_y - s_j`` (in logit units, before dividing by sigma), or a
+            per-sample tensor of the target's shape.
         log_loss: return ``-log P`` instead of ``1 - P``.
         standardize: batch standardisation of the logits (see above).
         eps: added to the batch standard deviation when standardising.
@@ -147,14 +150,18 @@ def exact(
     _check_estimator(estimator, samples, generator, log_loss)
     if type(groups) is not int or groups < 1 or logits2d.shape[0] % groups:
         raise ValueError(f"groups must be a positive integer that divides the {logits2d.shape[0]} rows, got {groups!r}")
-    if margin is not None and not (type(margin) is float and 0.0 <= margin < math.inf):  # (the common case)
+    if isinstance(margin, torch.Tensor):
+        margin = _check_row_margin(margin, batch_shape, validate)
+    elif margin is not None and not (type(margin) is float and 0.0 <= margin < math.inf):  # (the common case)
         check_positive("margin", margin, allow_zero=True)  # 0 is in the paper's grid
     dtype = compute_dtype(logits2d)
     x = logits2d if logits2d.dtype == dtype else logits2d.to(dtype)
     if not (type(sigma) is float and 0.0 < sigma < math.inf):  # (a positive finite float: nothing to check)
         sigma = _check_sigma(sigma, batch_shape, x, validate)
-    # the common case in one autograd node: every row's loss and gradient from one kernel call
-    fused = estimator == "quadrature" and c >= 3 and not isinstance(sigma, torch.Tensor)
+    # the common case in one autograd node: every row's loss and gradient from one kernel call (a
+    # per-sample sigma too, unless it is learned: the node gives no gradient for sigma)
+    fixed_sigma = not isinstance(sigma, torch.Tensor) or (sigma.ndim == 1 and not sigma.requires_grad)
+    fused = estimator == "quadrature" and c >= 3 and fixed_sigma
     if not (type(eps) is float and 0.0 < eps < math.inf):  # checked even unused: a bad value is a bad call
         check_positive("eps", eps)
     if type(log_loss) is not bool or type(standardize) is not bool:  # a switch is True or False, not truthy
@@ -170,7 +177,8 @@ def exact(
             x = _standardize(x, valid, eps, groups)
     if fused:
         kind = MINUS_LOG_P if log_loss else ONE_MINUS_P
-        settings = num_nodes, 1.0 / sigma, margin, kind, reduction, ignore_index, float(eps) if in_kernel else None
+        scale = 1.0 / (sigma.double() if isinstance(sigma, torch.Tensor) else sigma)  # the kernel's in double
+        settings = num_nodes, scale, margin, kind, reduction, ignore_index, float(eps) if in_kernel else None
         out = ExactRowsLoss.apply(x, target, settings)
     else:
         if estimator == "genz":
@@ -206,11 +214,26 @@ def _margins(
 ) -> torch.Tensor:
     """Scaled margins ``min(s_y - s_j, margin) / sigma`` (B, C), zero in the true class's column."""
     d = x.gather(1, y[:, None]) - x  # s_y - s_j for every class j, zero at j = y
-    if margin is not None:
+    if isinstance(margin, torch.Tensor):
+        d = torch.minimum(d, margin[:, None].to(d.dtype))
+    elif margin is not None:
         d = d.clamp(max=margin)
     if isinstance(sigma, torch.Tensor):
         return d / (sigma[:, None] if sigma.ndim == 1 else sigma)
     return d if sigma == 1.0 else d / sigma
+
+
+def _check_row_margin(margin: torch.Tensor, batch_shape: tuple[int, ...], validate: bool) -> torch.Tensor:
+    """A per-sample margin (the target's shape, values ``>= 0``, ``inf`` for no clip) flattened to ``(N,)``."""
+    batch_shape = tuple(batch_shape)
+    if not margin.is_floating_point() or tuple(margin.shape) != batch_shape or margin.requires_grad:
+        raise ValueError(
+            f"margin must be a number >= 0, None or a float tensor of shape {batch_shape} (one per sample, inf "
+            f"for no clip, without gradient), got a {margin.dtype} tensor of shape {tuple(margin.shape)}"
+        )
+    if validate and not bool((margin >= 0).all()):
+        raise ValueError("margin must be >= 0 (inf for no clip); found a value outside")
+    return margin.reshape(-1)
 
 
 def _check_estimator(estimator: str, samples: int, generator: torch.Generator | None, log_loss: bool) -> None:
@@ -240,7 +263,7 @@ def _check_sigma(
     if not sigma.is_floating_point() or tuple(sigma.shape) not in shapes:
         raise ValueError(
             f"sigma must be a positive float, a scalar tensor or a per-sample float tensor of shape "
-            f"{batch_shape} or {(*batch_shape, 1)}, got a tensor of shape {tuple(sigma.shape)} "
+            f"{tuple(batch_shape)} or {(*batch_shape, 1)}, got a tensor of shape {tuple(sigma.shape)} "
             f"and dtype {sigma.dtype}"
         )
     if validate and not bool(((sigma > 0) & torch.isfinite(sigma)).all()):
@@ -277,7 +300,8 @@ class ExactLoss(nn.Module):
     runs the paper's schedule itself: :meth:`set_epoch` (called by the bench before each epoch)
     sets ``sigma`` from the initial value down to ``sigma_min`` by :func:`exact_sigma_schedule`.
     ``forward(..., sigma=s)`` overrides the stored value for one call (a ``(B,)`` or ``(B, 1)``
-    tensor from a noise head, say).  A ``generator`` given for ``estimator="genz"`` is kept, and its
+    tensor from a noise head, say), ``forward(..., margin=m)`` the margin (a per-sample tensor: packed
+    runs, each row with its run's value).  A ``generator`` given for ``estimator="genz"`` is kept, and its
     state is part of :meth:`state_dict` (resuming from a checkpoint continues the same draws).
     """
 
@@ -327,6 +351,7 @@ class ExactLoss(nn.Module):
         reduction: str | None = None,
         sigma: float | torch.Tensor | None = None,
         groups: int = 1,
+        margin: float | torch.Tensor | None = None,
     ) -> torch.Tensor:
         if sigma is None:
             sigma = self.log_sigma.exp() if self.log_sigma is not None else self.sigma
@@ -334,7 +359,7 @@ class ExactLoss(nn.Module):
             logits,
             target,
             sigma=sigma,
-            margin=self.margin,
+            margin=self.margin if margin is None else margin,
             log_loss=self.log_loss,
             standardize=self.standardize,
             eps=self.eps,
@@ -347,6 +372,13 @@ class ExactLoss(nn.Module):
             validate=self.validate,
             groups=groups,
         )
+
+    def option(self, name: str) -> Any:
+        """The value :meth:`forward` calls :func:`exact` with for ``name`` (as the registry's loss modules
+        answer it: the packed step reads ``sigma`` and ``margin`` to give each row its run's)."""
+        if name == "sigma" and self.log_sigma is not None:
+            raise ValueError("a learned sigma is a parameter, not an option")
+        return getattr(self, name)
 
     def get_extra_state(self) -> dict:
         return {"generator": None if self.generator is None else self.generator.get_state()}
@@ -385,6 +417,7 @@ register_loss(
     signature="softmax",
     batch_level_when="standardize",
     batch_groups="groups",
+    row_params=("sigma", "margin"),
     reference=(
         "Karpukhin et al., 'EXACT: How to Train Your Accuracy', arXiv 2205.09615 "
         "(computed by 1-D quadrature; the paper's Genz Monte Carlo is estimator='genz')"
