@@ -9,7 +9,7 @@ from lossbench.losses import LOSSES
 
 ROW_LOSSES = [(name, param) for name, info in LOSSES.items() for param in info.row_params]
 VALUES = {"gamma": (0.0, 0.5, 2.0, 5.0), "margin": (0.0, 0.3, 1.0, 4.0), "epsilon": (-1.0, 0.0, 1.5, 6.0),
-          "sigma": (0.05, 0.5, 1.0, 4.0)}
+          "sigma": (0.05, 0.5, 1.0, 4.0), "p": (1.0, 2.0, 2.0, 1.0)}
 
 
 def test_row_parameters_are_declared_where_expected():

@@ -102,7 +102,7 @@ def test_transforms_run_per_run(transforms, shared, hooks, monkeypatch):
 
 
 ROW_KWARGS = {
-    "focal": {"gamma": (0.0, 1.0, 2.0, 5.0)}, "hinge": {"margin": (0.0, 0.5, 1.0, 5.0)}, "poly1": {"epsilon": (-1.0, 0.0, 1.0, 4.0)},
+    "focal": {"gamma": (0.0, 1.0, 2.0, 5.0)}, "hinge": {"margin": (0.0, 0.5, 1.0, 5.0), "p": (1, 2, 2, 1)}, "poly1": {"epsilon": (-1.0, 0.0, 1.0, 4.0)},
     "exact": {"sigma": (0.3, 0.5, 1.0, 2.0), "margin": (0.5, 1.0, 0.0, 5.0)},
 }  # fmt: skip
 

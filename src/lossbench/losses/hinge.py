@@ -22,7 +22,7 @@ def multi_class_hinge(
     target: torch.Tensor,
     *,
     margin: float = 1.0,
-    p: int = 1,
+    p: int | torch.Tensor = 1,
     weight: torch.Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
@@ -37,16 +37,19 @@ def multi_class_hinge(
 
     Args:
         logits: raw scores ``(B, C)``; target: class indices ``(B,)``.
-        margin: ``>= 0``, or one per sample ``(B,)``; p: 1 or 2.
+        margin: ``>= 0``, or one per sample ``(B,)``; p: 1 or 2, or one per sample ``(B,)``.
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     # 0: the perceptron loss (the EXACT paper's grid has it)
     margin = row_param("margin", margin, x, partial(check_positive, allow_zero=True), validate)
-    if p not in (1, 2):
-        raise ValueError(f"p must be 1 or 2, got {p!r}")
+    p = row_param("p", p, x, _check_power, validate)
     check_class_weight(weight, x.shape[1])
     true = x.gather(1, y[:, None])
-    terms = torch.clamp((margin[:, None] if isinstance(margin, torch.Tensor) else margin) - true + x, min=0) ** p
+    terms = torch.clamp((margin[:, None] if isinstance(margin, torch.Tensor) else margin) - true + x, min=0)
+    if isinstance(p, torch.Tensor):  # each row's own power, as ** 1 and ** 2 compute it (the same bits)
+        terms = torch.where(p[:, None] == 2, terms * terms, terms)
+    else:
+        terms = terms**p
     rivals = torch.ones_like(x, dtype=torch.bool).scatter_(1, y[:, None], False)
     per_sample = torch.where(rivals, terms, torch.zeros_like(terms)).sum(1) / x.shape[1]
     w_valid = None
@@ -54,6 +57,11 @@ def multi_class_hinge(
         w_valid = torch.where(valid, weight.to(x.dtype)[y], torch.zeros_like(per_sample))
         per_sample = per_sample * w_valid
     return masked_reduce(per_sample, reduction, valid, w_valid).to(logits.dtype)
+
+
+def _check_power(name: str, value: float) -> None:
+    if value not in (1, 2):
+        raise ValueError(f"{name} must be 1 or 2, got {value!r}")
 
 
 MultiClassHingeLoss = loss_module(multi_class_hinge, "MultiClassHingeLoss")
@@ -68,5 +76,5 @@ register_loss(
         HyperParam("margin", 1.0, None, "hinge margin (redundant with the logit scale)"),
         HyperParam("p", 1, Choice((1, 2)), "1: hinge, 2: squared hinge"),
     ),
-    row_params=("margin",),
+    row_params=("margin", "p"),
 )
