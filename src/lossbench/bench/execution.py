@@ -309,10 +309,11 @@ class _RunScores:
 
     def epoch_end(
         self, epoch: int, stats: dict[str, float], logits: torch.Tensor, val_logits: torch.Tensor | None = None,
-        heldout_loss: torch.Tensor | None = None,
+        heldout_loss: torch.Tensor | None = None, counted: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:  # fmt: skip
         """``logits`` on the held-out part; ``val_logits`` on ``split.x_val`` where the split has one;
-        ``heldout_loss`` the loss on ``logits`` where the caller computed it (a pack, for all its runs)."""
+        ``heldout_loss`` the loss on ``logits`` and ``counted`` their held-out metric's count where the
+        caller computed them (a pack, for all its runs; the count only for the arg-max decision)."""
         if heldout_loss is None:
             with torch.no_grad():
                 heldout_loss = self.loss(logits, self.split.y_eval, reduction="mean")
@@ -320,7 +321,7 @@ class _RunScores:
         logits = self.scores(logits)  # the metrics read the method's decision rule, the loss its logits
         self.last_logits = logits
         self.train_loss.append(float(stats.get("loss", math.nan)))
-        self.heldout_metric.add(logits)
+        self.heldout_metric.add(logits, counted)
         if self.stopping:
             self._keep_if_best(epoch, logits, None if val_logits is None else self.scores(val_logits))
         self.schedule(epoch + 1)
@@ -463,8 +464,11 @@ def train_and_score_packed(
         val = None if split.x_val is None else packed.eval_logits(split.x_val, batch_size=EVAL_BATCH)
         with torch.no_grad():  # every run's before any run's epoch end moves its loss's schedule on
             heldout = stage_losses[-1](logits, split.y_eval.expand(len(runs), *split.y_eval.shape))
+        metric = scores[0].heldout_metric  # (the decision rule reads the logits as they are: count them together)
+        counted = metric.count_runs(logits) if scores[0].decision == "argmax" and metric.deferred(logits[0]) else None
         for k, run in enumerate(scores):
-            run.epoch_end(run.stage.first_epoch + epoch, rows[k], logits[k], None if val is None else val[k], heldout[k])
+            run.epoch_end(run.stage.first_epoch + epoch, rows[k], logits[k], None if val is None else val[k], heldout[k],
+                          None if counted is None else (counted[0][k], counted[1][k]))  # fmt: skip
 
     for i, first in enumerate(plans[0]):  # every run of a unit has the same stages
         now = [plan[i] for plan in plans]
