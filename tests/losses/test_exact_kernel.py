@@ -540,29 +540,59 @@ def test_ignored_rows_and_targets_out_of_range_without_validation(monkeypatch, u
 
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_a_sigma_and_margin_per_row_take_one_kernel_call_and_give_each_row_its_own_bits(kernel, dtype, monkeypatch):
+@pytest.mark.parametrize("log_loss", [False, True])
+def test_a_sigma_and_margin_per_row_take_one_kernel_call_and_give_each_row_its_own_bits(kernel, dtype, log_loss, monkeypatch):
     # Packed runs with their own sigma and margin (inf: no clip) share one call; each row gets what a call
-    # with its own numbers gives it, far rows (a rival 1e6 ahead) included.
+    # with its own numbers (Python floats) gives it, far rows (a rival 1e6 ahead: with log_loss the
+    # caller's, per-row scale and clip taken along) and float32 logits included.
     c, b = 10, 24
     gen = torch.Generator().manual_seed(11)
     logits = torch.randn(b, c, generator=gen, dtype=dtype) * 3
     target = torch.randint(1, c, (b,), generator=gen)
     logits[:2, 0] = logits[:2].max() + 1e6
-    sigma = torch.tensor([0.05, 0.3, 1.0, 4.0], dtype=dtype).repeat(b // 4)
-    margin = torch.tensor([math.inf, 0.5, 2.0, 0.0, 1.0, math.inf], dtype=dtype).repeat(b // 6)
+    sigma = torch.tensor([0.0731, 0.200925, 1.3, 4.1], dtype=torch.float64).repeat(b // 4)  # not float32 numbers
+    margin = torch.tensor([math.inf, 0.5, 2.0, 0.0, 1.0, math.inf], dtype=torch.float64).repeat(b // 6)
     calls = []
     rows = _exact_native.rows
-    monkeypatch.setattr(_exact_native, "rows", lambda *a, **k: calls.append(1) or rows(*a, **k))
+    monkeypatch.setattr(_exact_native, "rows", lambda *a, **k: calls.append(len(a[0])) or rows(*a, **k))
     x = logits.clone().requires_grad_(True)
-    together = exact(x, target, sigma=sigma, margin=margin, reduction="none")
-    assert graph_nodes(together) == {"ExactRowsLossBackward", "AccumulateGrad"} and len(calls) == 1
+    together = exact(x, target, sigma=sigma, margin=margin, log_loss=log_loss, reduction="none")
+    assert graph_nodes(together) == {"ExactRowsLossBackward", "AccumulateGrad"}
+    assert calls[0] == b and all(n <= 2 for n in calls[1:])  # one call for the batch (float32 redoes its far rows in float64)
     together.sum().backward()
     for i in range(b):
         z = logits[i : i + 1].clone().requires_grad_(True)
         clip = None if math.isinf(margin[i]) else float(margin[i])
-        alone = exact(z, target[i : i + 1], sigma=float(sigma[i]), margin=clip, reduction="none")
+        alone = exact(z, target[i : i + 1], sigma=float(sigma[i]), margin=clip, log_loss=log_loss, reduction="none")
         alone.sum().backward()
         assert torch.equal(alone, together[i : i + 1]) and torch.equal(z.grad, x.grad[i : i + 1]), i
+
+
+@pytest.mark.parametrize("c", [2, 3])
+def test_a_margin_per_row_keeps_a_tie_s_whole_gradient(c):
+    # s_y - s_j equal to the margin: the clip's gradient is the unclipped one there, per row as for a
+    # number (two classes and a gradient penalty's double backward take the margins' tensor)
+    logits = torch.tensor([[1.0, 0.5, 0.0][:c], [0.2, 1.0, -0.4][:c]], dtype=torch.float64)
+    target = torch.tensor([0, 1])
+    grads = []
+    for margin in (0.5, torch.full((2,), 0.5, dtype=torch.float64)):
+        x = logits.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(exact(x, target, sigma=0.7, margin=margin), x, create_graph=True)
+        (gg,) = torch.autograd.grad(g.square().sum(), x)
+        grads.append((g.detach(), gg))
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_per_row_sigma_and_margin_are_checked_before_the_kernel_reads_them():
+    x, y = torch.randn(3, 4), torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match="sigma must be on the logits' device"):
+        exact(x, y, sigma=torch.ones(3, device="meta"))
+    with pytest.raises(ValueError, match="margin must be .* on the logits' device cpu"):
+        exact(x, y, margin=torch.ones(3, device="meta"))
+    with pytest.raises(ValueError, match="a per-row scale must be a CPU tensor of shape \\(3,\\)"):
+        _exact_native.rows(x, y, 16, False, scale=torch.ones(2))
+    torch.testing.assert_close(exact(x, y, margin=torch.tensor(0.5)), exact(x, y, margin=0.5))  # a 0-d margin: its number
+    torch.testing.assert_close(exact(x, y, margin=torch.full((3, 1), 0.5)), exact(x, y, margin=0.5))
 
 
 @needs_kernel

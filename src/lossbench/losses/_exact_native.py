@@ -325,9 +325,9 @@ def rows(
     choose = least is not None
     row_scale = row_clip = None  # per row, in double as the scalars are (kept alive until the call returns)
     if isinstance(scale, torch.Tensor):
-        row_scale, scale = scale.to(torch.float64).contiguous(), 1.0  # (positive: the scores are logits)
+        row_scale, scale = _per_row("scale", scale, b), 1.0  # (positive: the scores are logits)
     if isinstance(clip, torch.Tensor):
-        row_clip, clip = clip.to(torch.float64).contiguous(), math.inf
+        row_clip, clip = _per_row("clip", clip, b), math.inf
     if choose:
         ways = torch.empty(b, dtype=torch.int64)
     elif ways is not None and (ways.dtype != torch.int64 or not ways.is_contiguous()):
@@ -351,6 +351,13 @@ def rows(
     if status:
         raise ValueError(f"the EXACT kernel refused its arguments (status {status})")
     return out, ways, tuple(counts), tuple(stats)
+
+
+def _per_row(name: str, values: torch.Tensor, b: int) -> torch.Tensor:
+    """A per-row scale or clip as the kernel reads it: ``b`` doubles in CPU memory."""
+    if values.shape != (b,) or values.device.type != "cpu":
+        raise ValueError(f"a per-row {name} must be a CPU tensor of shape ({b},), got {tuple(values.shape)} on {values.device}")
+    return values.to(torch.float64).contiguous()
 
 
 def gradient_of(out: torch.Tensor, b: int, c: int, num_nodes: int) -> torch.Tensor:

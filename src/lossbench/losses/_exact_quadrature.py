@@ -97,7 +97,7 @@ def _margins_of_logits(
     scale, clip = _by_row(scale, d), _by_row(clip, d)
     if clip is None:
         return d * scale, None
-    return (torch.minimum(d, clip) if isinstance(clip, torch.Tensor) else d.clamp(max=clip)) * scale, d <= clip
+    return d.clamp(max=clip) * scale, d <= clip  # (clamp: a tie keeps its whole gradient, as in the kernel)
 
 
 

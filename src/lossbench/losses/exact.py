@@ -151,11 +151,12 @@ def exact(
     if type(groups) is not int or groups < 1 or logits2d.shape[0] % groups:
         raise ValueError(f"groups must be a positive integer that divides the {logits2d.shape[0]} rows, got {groups!r}")
     if isinstance(margin, torch.Tensor):
-        margin = _check_row_margin(margin, batch_shape, validate)
+        margin = _check_row_margin(margin, batch_shape, logits2d, validate)
     elif margin is not None and not (type(margin) is float and 0.0 <= margin < math.inf):  # (the common case)
         check_positive("margin", margin, allow_zero=True)  # 0 is in the paper's grid
     dtype = compute_dtype(logits2d)
     x = logits2d if logits2d.dtype == dtype else logits2d.to(dtype)
+    given_sigma = sigma
     if not (type(sigma) is float and 0.0 < sigma < math.inf):  # (a positive finite float: nothing to check)
         sigma = _check_sigma(sigma, batch_shape, x, validate)
     # the common case in one autograd node: every row's loss and gradient from one kernel call (a
@@ -177,7 +178,8 @@ def exact(
             x = _standardize(x, valid, eps, groups)
     if fused:
         kind = MINUS_LOG_P if log_loss else ONE_MINUS_P
-        scale = 1.0 / (sigma.double() if isinstance(sigma, torch.Tensor) else sigma)  # the kernel's in double
+        # the scale in double, as a float sigma gives it (from the sigma given, before its cast to x's dtype)
+        scale = 1.0 / (given_sigma.detach().reshape(-1).double() if isinstance(sigma, torch.Tensor) else sigma)
         settings = num_nodes, scale, margin, kind, reduction, ignore_index, float(eps) if in_kernel else None
         out = ExactRowsLoss.apply(x, target, settings)
     else:
@@ -214,22 +216,29 @@ def _margins(
 ) -> torch.Tensor:
     """Scaled margins ``min(s_y - s_j, margin) / sigma`` (B, C), zero in the true class's column."""
     d = x.gather(1, y[:, None]) - x  # s_y - s_j for every class j, zero at j = y
-    if isinstance(margin, torch.Tensor):
-        d = torch.minimum(d, margin[:, None].to(d.dtype))
-    elif margin is not None:
-        d = d.clamp(max=margin)
+    if margin is not None:  # (clamp: a tie keeps its whole gradient, as in the kernel)
+        d = d.clamp(max=margin[:, None].to(d.dtype) if isinstance(margin, torch.Tensor) else margin)
     if isinstance(sigma, torch.Tensor):
         return d / (sigma[:, None] if sigma.ndim == 1 else sigma)
     return d if sigma == 1.0 else d / sigma
 
 
-def _check_row_margin(margin: torch.Tensor, batch_shape: tuple[int, ...], validate: bool) -> torch.Tensor:
-    """A per-sample margin (the target's shape, values ``>= 0``, ``inf`` for no clip) flattened to ``(N,)``."""
+def _check_row_margin(
+    margin: torch.Tensor, batch_shape: tuple[int, ...], like: torch.Tensor, validate: bool
+) -> float | torch.Tensor:
+    """A margin given as a tensor: 0-d, its number (checked as one); else one per sample (the target's
+    shape, or with a trailing 1, on the logits' device, values ``>= 0``, ``inf`` for no clip) flattened
+    to ``(N,)``."""
     batch_shape = tuple(batch_shape)
-    if not margin.is_floating_point() or tuple(margin.shape) != batch_shape or margin.requires_grad:
+    if margin.ndim == 0 and not margin.requires_grad:
+        check_positive("margin", float(margin), allow_zero=True)
+        return float(margin)
+    if (not margin.is_floating_point() or tuple(margin.shape) not in (batch_shape, (*batch_shape, 1))
+            or margin.requires_grad or margin.device != like.device):  # fmt: skip
         raise ValueError(
             f"margin must be a number >= 0, None or a float tensor of shape {batch_shape} (one per sample, inf "
-            f"for no clip, without gradient), got a {margin.dtype} tensor of shape {tuple(margin.shape)}"
+            f"for no clip, without gradient, on the logits' device {like.device}), got a {margin.dtype} tensor "
+            f"of shape {tuple(margin.shape)} on {margin.device}"
         )
     if validate and not bool((margin >= 0).all()):
         raise ValueError("margin must be >= 0 (inf for no clip); found a value outside")
@@ -266,6 +275,8 @@ def _check_sigma(
             f"{tuple(batch_shape)} or {(*batch_shape, 1)}, got a tensor of shape {tuple(sigma.shape)} "
             f"and dtype {sigma.dtype}"
         )
+    if sigma.ndim and sigma.device != like.device:
+        raise ValueError(f"a per-sample sigma must be on the logits' device {like.device}, got one on {sigma.device}")
     if validate and not bool(((sigma > 0) & torch.isfinite(sigma)).all()):
         raise ValueError("sigma must be finite and > 0; found a value outside")
     return sigma.to(like.dtype) if sigma.ndim == 0 else sigma.to(like.dtype).reshape(-1)

@@ -340,8 +340,9 @@ class PackedLosses:
         overrides = {}
         for name in self.row_options:
             values = [self.losses[k].option(name) for k in group]
-            if any(v != values[0] for v in values):
-                overrides[name] = torch.tensor(values, dtype=like.dtype, device=like.device).repeat_interleave(batch)
+            if any(v != values[0] for v in values):  # (in double on the CPU: EXACT's kernel takes its sigma so)
+                dtype = torch.float64 if like.device.type == "cpu" else like.dtype
+                overrides[name] = torch.tensor(values, dtype=dtype, device=like.device).repeat_interleave(batch)
         return overrides
 
 
