@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -76,11 +77,13 @@ def test_runs_share_a_loss_call_only_where_the_loss_keeps_each_run_its_own_batch
     assert _shared_loss(ldam_drw, params) == []  # its weighted mean would mix the runs' rows
 
 
-def test_runs_that_differ_in_row_parameters_share_a_call_but_no_margin_groups_apart():
+def test_runs_that_differ_in_row_parameters_share_a_call():
     exact = resolve_method(_spec().methods[0])
     margins, sigmas = [None, 1.0, 2.0, None, 0.0], [0.5, 2.0, 0.7, 3.0, 0.5]
     params = [{"lr": 0.05, "loss.margin": m, "loss.sigma": s} for m, s in zip(margins, sigmas)]
-    # each row of a call takes its run's sigma and margin; None (no clip) has no value per row
-    assert sorted(_shared_loss(exact, params)) == [[0, 3], [1, 2, 4]]
+    # each row of a call takes its run's sigma and margin, None (no clip) as inf
+    assert _shared_loss(exact, params) == [[0, 1, 2, 3, 4]]
+    without = dataclasses.replace(exact, loss=dataclasses.replace(exact.loss, row_none={}))
+    assert sorted(_shared_loss(without, params)) == [[0, 3], [1, 2, 4]]  # a None without a row value: apart
     params[4]["loss.standardize"] = False
-    assert sorted(_shared_loss(exact, params)) == [[0, 3], [1, 2], [4]]
+    assert sorted(_shared_loss(exact, params)) == [[0, 1, 2, 3], [4]]

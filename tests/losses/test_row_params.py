@@ -74,3 +74,17 @@ def test_batch_groups_must_be_an_argument_of_the_function_and_the_module():
         register_loss("exact-copy", info.function, info.module, signature="softmax", reference="-",
                       batch_level_when="standardize", batch_groups="blocks")  # fmt: skip
     assert "exact-copy" not in LOSSES.names()
+
+
+def test_row_none_names_row_params_only():
+    from lossbench.losses import register_loss
+
+    info = LOSSES.get("focal")
+    with pytest.raises(ValueError, match="row_none \\['alpha'\\] are not among its row_params"):
+        register_loss("focal-copy", info.function, info.module, signature="softmax", reference="-",
+                      hyperparams=info.hyperparams, row_params=("gamma",), row_none={"alpha": 0.0})  # fmt: skip
+    assert "focal-copy" not in LOSSES.names()
+    # EXACT's margin None is no clip: inf per row, the same loss
+    x, y = torch.randn(4, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 3])
+    inf = torch.full((4,), LOSSES.get("exact").row_none["margin"], dtype=torch.float64)
+    assert torch.equal(LOSSES.get("exact").function(x, y, margin=inf), LOSSES.get("exact").function(x, y))

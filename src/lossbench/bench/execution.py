@@ -475,7 +475,7 @@ def train_and_score_packed(
         for run, stage in zip(scores, now):
             run.begin(stage)
         shared, info = _shared_loss(first.method, [s.params for s in now]), first.method.loss
-        stage_losses.append(PackedLosses([run.loss for run in scores], shared, info.row_params, info.batch_groups))
+        stage_losses.append(PackedLosses([run.loss for run in scores], shared, info.row_params, info.batch_groups, info.row_none))
         fit_packed(
             packed, stage_losses[-1], split.x_fit, split.y_fit,
             lrs=[params["lr"] * first.lr_scale for params, _ in runs],
@@ -496,9 +496,9 @@ def train_and_score_packed(
 
 def _shared_loss(method: Method, params: list[dict[str, Any]]) -> list[list[int]]:
     """Groups of runs whose losses take the same arguments, but for the loss's row parameters (one
-    loss call per step for each group, each row with its run's row parameters; a row parameter that
-    is None, EXACT's margin say, has no per-row value: such runs group apart); a batch-level loss
-    only where it computes each run's rows as their own batch (``batch_groups``)."""
+    loss call per step for each group, each row with its run's row parameters; a row parameter at
+    None groups apart unless the loss gives its None a value per row, ``row_none``); a batch-level
+    loss only where it computes each run's rows as their own batch (``batch_groups``)."""
     shared: dict[Any, list[int]] = {}
     needs = set(method.loss.requires)  # the split's class counts: the same for every run of the unit
     rows, defaults = method.loss.row_params, {h.name: h.default for h in method.loss.hyperparams}
@@ -506,7 +506,7 @@ def _shared_loss(method: Method, params: list[dict[str, Any]]) -> list[list[int]
         kwargs = method.loss_kwargs(p, {r: None for r in needs})
         if method.loss.batch_groups or not method.loss.is_batch_level(kwargs):  # else it would mix the runs' rows
             fixed = sorted((a, v) for a, v in kwargs.items() if a not in needs and a not in rows)
-            unset = [r for r in rows if kwargs.get(r, defaults.get(r)) is None]
+            unset = [r for r in rows if kwargs.get(r, defaults.get(r)) is None and r not in method.loss.row_none]
             shared.setdefault(repr((fixed, unset)), []).append(k)
     return list(shared.values())
 

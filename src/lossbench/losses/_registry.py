@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -47,6 +47,8 @@ class LossInfo:
     rows each computed as its own batch (EXACT's ``groups``): packed runs then share one call.
     ``row_params`` names hyperparameters the function also takes as one value per sample (a ``(B,)``
     tensor): packed runs that differ only there share one loss call, each row with its own run's value.
+    ``row_none`` gives, for such a hyperparameter whose None has a value per row, that value (EXACT's
+    margin: inf, no clip); a run with another row parameter at None has a call of its own.
     """
 
     name: str
@@ -61,6 +63,7 @@ class LossInfo:
     batch_level_when: str | None = None
     batch_groups: str | None = None
     row_params: tuple[str, ...] = ()
+    row_none: Mapping[str, float] = field(default_factory=dict)
 
     def is_batch_level(self, kwargs: Mapping[str, Any]) -> bool:
         """Whether the loss called with ``kwargs`` couples the samples of its batch, so that
@@ -89,6 +92,7 @@ def register_loss(
     batch_level_when: str | None = None,
     batch_groups: str | None = None,
     row_params: tuple[str, ...] = (),
+    row_none: Mapping[str, float] | None = None,
     summary: str | None = None,
 ) -> LossInfo:
     """Add a loss to ``LOSSES`` under ``name`` and return its entry (public: a loss of your own joins the
@@ -104,6 +108,9 @@ def register_loss(
     unknown = [r for r in row_params if r not in {p.name for p in hyperparams}]
     if unknown:
         raise ValueError(f"loss {name!r}: row_params {unknown} are not among its hyperparameters")
+    unknown = [r for r in row_none or {} if r not in row_params]
+    if unknown:
+        raise ValueError(f"loss {name!r}: row_none {unknown} are not among its row_params")
     module_params = inspect.signature(module.__init__).parameters  # the module may add options (LDAM's DRW)
     if batch_level_when is not None and batch_level_when not in params and batch_level_when not in module_params:
         raise ValueError(f"loss {name!r}: neither {function.__name__} nor {module.__name__} takes {batch_level_when!r}")
@@ -128,6 +135,7 @@ def register_loss(
         batch_level_when=batch_level_when,
         batch_groups=batch_groups,
         row_params=row_params,
+        row_none=dict(row_none or {}),
     )
     return LOSSES.add(name, info)
 

@@ -429,6 +429,7 @@ register_loss(
     batch_level_when="standardize",
     batch_groups="groups",
     row_params=("sigma", "margin"),
+    row_none={"margin": math.inf},  # no clip
     reference=(
         "Karpukhin et al., 'EXACT: How to Train Your Accuracy', arXiv 2205.09615 "
         "(computed by 1-D quadrature; the paper's Genz Monte Carlo is estimator='genz')"

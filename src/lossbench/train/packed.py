@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -188,6 +188,7 @@ def fit_packed(
     shared_loss: Sequence[Sequence[int]] | None = None,
     row_options: Sequence[str] = (),
     batch_groups: str | None = None,
+    row_none: Mapping[str, float] | None = None,
     on_epoch_end: PackedEpochCallback | None = None,
 ) -> list[list[dict[str, float]]]:
     """Train the pack's K runs as :func:`lossbench.train.fit` trains each alone; returns each
@@ -201,20 +202,20 @@ def fit_packed(
     group's rows go through one call with ``reduction="none"`` instead of one call per run.
     ``row_options`` names loss options in which a group's runs may differ: each call reads every
     run's value (``loss.option(name)``) and passes them as one ``(rows,)`` tensor (``name=...``), each
-    row with its run's value.  ``batch_groups`` names the loss argument that takes a group's number of
+    row with its run's value (``row_none``: the value that stands for a None there, if any).  ``batch_groups`` names the loss argument that takes a group's number of
     runs, for a batch-level loss that computes each run's rows as its own batch (see
     ``lossbench.losses.LossInfo``): such a loss may then be shared too.
     ``losses`` may instead be a :class:`PackedLosses`, which holds the runs' losses and how they share
-    calls (the caller evaluates with it too); the three arguments before are then left out.
+    calls (the caller evaluates with it too); the four arguments after ``transforms`` are then left out.
     ``on_epoch_end(epoch, rows)`` gets every run's row (it may add to them; evaluate with
     ``packed.eval_logits``) and stops every run by returning True.
     """
     if isinstance(losses, PackedLosses):
-        if shared_loss is not None or row_options or batch_groups is not None:
-            raise ValueError("shared_loss, row_options and batch_groups come with the PackedLosses, not beside it")
+        if shared_loss is not None or row_options or batch_groups is not None or row_none:
+            raise ValueError("shared_loss, row_options, batch_groups and row_none come with the PackedLosses, not beside it")
         grouped = losses
     else:
-        grouped = PackedLosses(losses, shared_loss, row_options, batch_groups)
+        grouped = PackedLosses(losses, shared_loss, row_options, batch_groups, row_none)
     losses = grouped.losses
     k_runs = packed.size
     weight_decays = [0.0] * k_runs if weight_decays is None else list(weight_decays)
@@ -296,13 +297,15 @@ class PackedLosses:
     ``(K, B, ...)`` gives each run's mean loss ``(K,)`` (``per_sample``: its per-sample losses, ``(K, B)``).
 
     Runs in one group of ``shared_loss`` (see :func:`fit_packed`) go through one call with
-    ``reduction="none"``, their row options (``row_options``) one value per row and, with
+    ``reduction="none"``, their row options (``row_options``; a None as ``row_none`` says) one value per row and, with
     ``batch_groups``, the group's number of runs under that name; any other run through a call of its own.
     """
 
     def __init__(self, losses: Sequence[LossFn], shared_loss: Sequence[Sequence[int]] | None = None,
-                 row_options: Sequence[str] = (), batch_groups: str | None = None) -> None:  # fmt: skip
+                 row_options: Sequence[str] = (), batch_groups: str | None = None,
+                 row_none: Mapping[str, float] | None = None) -> None:  # fmt: skip
         self.losses, self.row_options, self.batch_groups = list(losses), tuple(row_options), batch_groups
+        self.row_none = dict(row_none or {})
         self.groups = [sorted(g) for g in shared_loss or () if len(g) > 1]
         grouped = {k for group in self.groups for k in group}
         self.groups += [[k] for k in range(len(self.losses)) if k not in grouped]
@@ -340,8 +343,9 @@ class PackedLosses:
         overrides = {}
         for name in self.row_options:
             values = [self.losses[k].option(name) for k in group]
-            if any(v != values[0] for v in values):  # (in double on the CPU: EXACT's kernel takes its sigma so)
-                dtype = torch.float64 if like.device.type == "cpu" else like.dtype
+            if any(v != values[0] for v in values):
+                values = [self.row_none[name] if v is None and name in self.row_none else v for v in values]
+                dtype = torch.float64 if like.device.type == "cpu" else like.dtype  # (EXACT's kernel takes sigma in double)
                 overrides[name] = torch.tensor(values, dtype=dtype, device=like.device).repeat_interleave(batch)
         return overrides
 
