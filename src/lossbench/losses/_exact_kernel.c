@@ -992,6 +992,7 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
     for (int64_t block = 0; block < b; block += LANES) {
       const int64_t block_end = block + LANES < b ? block + LANES : b;
       int64_t lane_row[LANES];
+      double lane_scale[LANES];
       int lane_way[LANES], lanes = 0;
       for (int64_t i = block; i < block_end; ++i) {
         const REAL *row = scores + i * c;
@@ -1033,7 +1034,7 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
         if (in_lanes && (way == WAY_P || way == WAY_Q) && high < k.tail_start - 1 && high > -k.tail_start - 1) {
           for (int q = 0; q < j; ++q) lane_xr[q * LANES + lanes] = xr[q];
           memcpy(lane_clipped + (size_t)lanes * r, clipped, (size_t)r);
-          lane_row[lanes] = i, lane_way[lanes++] = way;
+          lane_row[lanes] = i, lane_scale[lanes] = row_s, lane_way[lanes++] = way;
           continue;
         }
         if (way == WAY_UNION) {
@@ -1086,7 +1087,7 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
                       work, kept_idx, &k);
         }
         value[i] = (REAL)row_loss(v, lane_way[l], kind, &factor_g);
-        if (g) finish_gradient(g, y, c, lane_clipped + (size_t)l * r, logits, row_scale ? row_scale[i] / d : scale, factor_g, per_row);
+        if (g) finish_gradient(g, y, c, lane_clipped + (size_t)l * r, logits, lane_scale[l], factor_g, per_row);
       }
     }
   }
