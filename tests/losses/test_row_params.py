@@ -83,7 +83,14 @@ def test_row_none_names_row_params_only():
     with pytest.raises(ValueError, match="row_none \\['alpha'\\] are not among its row_params"):
         register_loss("focal-copy", info.function, info.module, signature="softmax", reference="-",
                       hyperparams=info.hyperparams, row_params=("gamma",), row_none={"alpha": 0.0})  # fmt: skip
+    with pytest.raises(ValueError, match="row_none\\['gamma'\\] must be a number"):
+        register_loss("focal-copy", info.function, info.module, signature="softmax", reference="-",
+                      hyperparams=info.hyperparams, row_params=("gamma",), row_none={"gamma": "none"})  # fmt: skip
     assert "focal-copy" not in LOSSES.names()
+    exact = LOSSES.get("exact")
+    with pytest.raises(TypeError):  # read-only: a loss's meaning of None is not changed in place
+        exact.row_none["margin"] = 0.0
+    assert hash(exact) == hash(LOSSES.get("exact"))
     # EXACT's margin None is no clip: inf per row, the same loss
     x, y = torch.randn(4, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 3])
     inf = torch.full((4,), LOSSES.get("exact").row_none["margin"], dtype=torch.float64)

@@ -130,6 +130,10 @@ def test_the_losses_may_come_grouped_with_how_they_share_calls(loss):
         kwargs, sharing = [{"standardize": True, "sigma": 0.5}] * len(SEEDS), {"batch_groups": "groups"}
     _assert_same(*_both_ways(loss=loss, loss_kwargs=kwargs, grouped=True, **sharing, **BASE))
     grouped = PackedLosses([LOSSES.get(loss).module()])
+    if loss == "exact":  # a None with no value per row cannot share a call
+        two = PackedLosses([LOSSES.get(loss).module(margin=m) for m in (None, 1.0)], [[0, 1]], ("margin",))
+        with pytest.raises(ValueError, match="'margin' is None for some runs of a shared call"):
+            two(torch.randn(2, 4, 3), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="come with the PackedLosses"):
         fit_packed(PackedModel([_model("linear", 0)]), grouped, *_data(), lrs=[0.1], generators=[torch.Generator()],
                    shared_loss=[[0]], **BASE)  # fmt: skip

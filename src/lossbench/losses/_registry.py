@@ -6,11 +6,13 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import nn
 
+from lossbench.losses._validation import check_number
 from lossbench.registry import HyperParam, Registry
 
 # What a loss consumes.  The registry drives the bench and the generic tests from these.
@@ -63,7 +65,7 @@ class LossInfo:
     batch_level_when: str | None = None
     batch_groups: str | None = None
     row_params: tuple[str, ...] = ()
-    row_none: Mapping[str, float] = field(default_factory=dict)
+    row_none: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}), hash=False)  # (read-only)
 
     def is_batch_level(self, kwargs: Mapping[str, Any]) -> bool:
         """Whether the loss called with ``kwargs`` couples the samples of its batch, so that
@@ -111,6 +113,8 @@ def register_loss(
     unknown = [r for r in row_none or {} if r not in row_params]
     if unknown:
         raise ValueError(f"loss {name!r}: row_none {unknown} are not among its row_params")
+    for r, value in (row_none or {}).items():
+        check_number(f"loss {name!r}: row_none[{r!r}]", value)
     module_params = inspect.signature(module.__init__).parameters  # the module may add options (LDAM's DRW)
     if batch_level_when is not None and batch_level_when not in params and batch_level_when not in module_params:
         raise ValueError(f"loss {name!r}: neither {function.__name__} nor {module.__name__} takes {batch_level_when!r}")
@@ -135,7 +139,7 @@ def register_loss(
         batch_level_when=batch_level_when,
         batch_groups=batch_groups,
         row_params=row_params,
-        row_none=dict(row_none or {}),
+        row_none=MappingProxyType(dict(row_none or {})),
     )
     return LOSSES.add(name, info)
 

@@ -344,7 +344,9 @@ class PackedLosses:
         for name in self.row_options:
             values = [self.losses[k].option(name) for k in group]
             if any(v != values[0] for v in values):
-                values = [self.row_none[name] if v is None and name in self.row_none else v for v in values]
+                values = [self.row_none.get(name) if v is None else v for v in values]
+                if None in values:
+                    raise ValueError(f"loss option {name!r} is None for some runs of a shared call and has no value per row (row_none)")
                 dtype = torch.float64 if like.device.type == "cpu" else like.dtype  # (EXACT's kernel takes sigma in double)
                 overrides[name] = torch.tensor(values, dtype=dtype, device=like.device).repeat_interleave(batch)
         return overrides
