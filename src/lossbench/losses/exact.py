@@ -17,7 +17,7 @@ from torch import nn
 from lossbench.losses import _exact_native
 from lossbench.losses._exact_genz import genz_win_probability
 from lossbench.losses._exact_native import MINUS_LOG_P, ONE_MINUS_P
-from lossbench.losses._exact_quadrature import ExactRowsLoss, _standardize, log_win_and_lose
+from lossbench.losses._exact_quadrature import ExactRowsLoss, _by_row, _standardize, log_win_and_lose
 from lossbench.losses._registry import register_loss
 from lossbench.losses._validation import (
     check_bool,
@@ -217,7 +217,7 @@ def _margins(
     """Scaled margins ``min(s_y - s_j, margin) / sigma`` (B, C), zero in the true class's column."""
     d = x.gather(1, y[:, None]) - x  # s_y - s_j for every class j, zero at j = y
     if margin is not None:  # (clamp: a tie keeps its whole gradient, as in the kernel)
-        d = d.clamp(max=margin[:, None].to(d.dtype) if isinstance(margin, torch.Tensor) else margin)
+        d = d.clamp(max=_by_row(margin, d))
     if isinstance(sigma, torch.Tensor):
         return d / (sigma[:, None] if sigma.ndim == 1 else sigma)
     return d if sigma == 1.0 else d / sigma
