@@ -90,7 +90,8 @@ def test_epoch_layout_and_lr_schedule(schedule):
 @pytest.mark.parametrize(
     "transforms",
     [[("flooding", {"b": 0.6})], [("iflood", {"b": 0.5})], [("clip_norm", {"max_norm": 0.3})],
-     [("clip_norm_smooth", {"max_norm": 0.3})], ["grad_normalizer"], [("flooding", {"b": 0.6}), ("clip_norm", {"max_norm": 0.5})]],
+     [("clip_norm_smooth", {"max_norm": 0.3})], ["grad_normalizer"], [("flooding", {"b": 0.6}), ("clip_norm", {"max_norm": 0.5})],
+     [("clip_norm", {"max_norm": 0.5}), ("iflood", {"b": 0.5})]],  # a gradient transform listed before a per-sample one
 )  # fmt: skip
 @pytest.mark.parametrize("shared", [True, False])
 @pytest.mark.parametrize("hooks", [True, False])

@@ -378,7 +378,8 @@ class _PackedStep:
         # Per position in the chain: the K runs' instances, and their packed hook (None: run by run).
         self.chain = [([ts[j] for ts in runs], type(runs[0][j]).packed([ts[j] for ts in runs])) for j in range(len(runs[0]))]
         self._run_by_run = any(hook is None for _, hook in self.chain)
-        self.per_sample = bool(runs[0]) and runs[0][0].stage == "objective" and runs[0][0].per_sample
+        objective = [t for t in runs[0] if t.stage == "objective"]  # (fit's rule: the first loss wrapper decides)
+        self.per_sample = bool(objective) and objective[0].per_sample
         self.contexts = [
             StepContext(model=packed._base, loss=loss, optimizer=None, params=packed.run_params(k))
             for k, loss in enumerate(self.losses)
