@@ -11,7 +11,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from lossbench.bench.execution import DataCache, train_and_score, train_and_score_packed
+from lossbench.bench.execution import DataCache, train_and_score, train_and_score_packed, unpackable
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.runner import Runner
 from lossbench.bench.storage import open_storage, run_record
@@ -172,3 +172,10 @@ def test_a_study_runs_on_cuda_as_on_the_cpu(tmp_path):
         assert on_cuda[key][0] == params, key  # the random sampler asks the same either way
         for metric, value in record["metrics"].items():
             assert on_cuda[key][1]["metrics"][metric] == pytest.approx(value, rel=1e-4, abs=1e-5), (key, metric)
+
+
+def test_a_loss_that_draws_on_the_gpu_does_not_pack():
+    # (the CPU's generator alone would not see these draws)
+    spec = _spec(methods=[{"name": "genz", "loss": "exact", "params": {"estimator": "genz"}}])
+    split = DataCache(spec, CUDA).get(spec.datasets[0], "tune")
+    assert "random numbers" in unpackable(split, resolve_method(spec.methods[0]), spec)

@@ -66,6 +66,15 @@ def test_units_that_cannot_pack_say_why():
     assert "dropout" in unpackable(split, resolve_method(dropout.methods[0]), dropout)
 
 
+@pytest.mark.parametrize("option, reason", [("estimator", "random numbers"), ("learn_sigma", "trained parameters")])
+def test_a_unit_whose_search_reaches_an_unpackable_loss_does_not_pack(option, reason):
+    # The search's first choice packs; runs that draw the second would not train as they do alone.
+    choices = {"estimator": ["quadrature", "genz"], "learn_sigma": [False, True]}[option]
+    spec = _spec(methods=[{"name": "exact", "loss": "exact", "search": {f"loss.{option}": {"choices": choices}}}])
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    assert reason in unpackable(split, resolve_method(spec.methods[0]), spec)
+
+
 def test_a_packed_study_chooses_and_scores_what_an_unpacked_one_does(tmp_path):
     spec = _spec(methods=METHODS[:2])
     results = {}

@@ -517,7 +517,8 @@ def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
     what it gives alone, the loss must hold no trained parameters and draw no random numbers, every
     transform must pack."""
     space = method.search_space(spec.search)
-    plan = stages(method, {k: _middle(d) for k, d in space.items()}, spec)
+    middle = {k: _middle(d) for k, d in space.items()}
+    plan = stages(method, middle, spec)
     heavy = [name for s in plan for name, _ in s.method.transform_list({}) if not get_transform(name).factory.packs]
     if heavy:
         return f"transform {heavy[0]!r} reads the model itself"
@@ -538,14 +539,35 @@ def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
         alone = torch.stack([m(x) for m in models])
     if together.shape != alone.shape or not torch.allclose(together.detach(), alone, rtol=1e-4, atol=1e-5):
         return f"model {spec.train.model!r} gives other outputs packed than alone"
-    for stage in plan:
-        loss = stage_loss(split, stage).unwrapped()
-        name = stage.method.loss.name
-        if isinstance(loss, torch.nn.Module) and any(p.requires_grad for p in loss.parameters()):
-            return f"loss {name!r} has trained parameters"
-        state = torch.get_rng_state()
-        loss(alone[0].detach().requires_grad_(), y).backward()
-        if not torch.equal(state, torch.get_rng_state()):
-            torch.set_rng_state(state)
-            return f"loss {name!r} draws random numbers"
+    # The loss at every end of the search space, as check_unit builds it: a searched option (a learned
+    # sigma, a Monte Carlo estimator) may make some runs' losses unable to pack.
+    checked = []
+    for params in [middle, *({**middle, key: value} for key, dist in space.items() for value in _ends(dist))]:
+        for stage in stages(method, params, spec):
+            options = stage.method.searched_loss_options(stage.params)
+            if (stage.method, options) in checked:
+                continue
+            checked.append((stage.method, options))
+            reason = _loss_unpackable(split, stage, options, alone[0].detach(), y)
+            if reason is not None:
+                return reason
     return None
+
+
+def _loss_unpackable(split: Split, stage: Stage, options: dict[str, Any], logits: torch.Tensor, y: torch.Tensor) -> str | None:
+    """Why the stage's loss (with its searched ``options``) cannot train packed: trained parameters (a
+    pack trains the models' only) or random draws (a pack's runs would share one stream), on the CPU's
+    generator or the logits' device's."""
+    loss = stage_loss(split, stage).unwrapped()
+    name = f"{stage.method.loss.name!r} with {options}" if options else repr(stage.method.loss.name)
+    if isinstance(loss, torch.nn.Module) and any(p.requires_grad for p in loss.parameters()):
+        return f"loss {name} has trained parameters"
+    with torch.random.fork_rng(devices=[logits.device] if logits.device.type == "cuda" else []):
+        states = _rng_states(logits.device)
+        loss(logits.requires_grad_(), y).backward()
+        drew = any(not torch.equal(a, b) for a, b in zip(states, _rng_states(logits.device)))
+    return f"loss {name} draws random numbers" if drew else None
+
+
+def _rng_states(device: torch.device) -> list[torch.Tensor]:
+    return [torch.get_rng_state(), *([torch.cuda.get_rng_state(device)] if device.type == "cuda" else [])]

@@ -126,9 +126,12 @@ class Method:
         own = [k for k in self.search_space(shared) if k not in shared]
         return own[0] if own else "lr"
 
+    def searched_loss_options(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The loss's options a run's ``params`` set (``loss.<name>``); a grid's "default" (None) sets none."""
+        return {k[5:]: v for k, v in params.items() if k.startswith("loss.") and v is not None}
+
     def loss_kwargs(self, params: dict[str, Any], requirements: dict[str, Any]) -> dict[str, Any]:
-        # A grid's "default" (None) leaves the parameter at the loss's own default.
-        tuned = {k[5:]: v for k, v in params.items() if k.startswith("loss.") and v is not None}
+        tuned = self.searched_loss_options(params)
         tuned.update({k[5:]: s.start for k, s in self.spec.schedule.items()})  # the first epoch's value
         needed = {r: requirements[r] for r in self.loss.requires}
         return {**self.spec.params, **tuned, **needed}
