@@ -200,6 +200,27 @@ def test_double_backward_at_extreme_logits(backend):
                 assert torch.isfinite(second.grad).all()
 
 
+def test_double_backward_of_confident_rows_at_a_small_sigma(backend):
+    # the union bound's rows (Q far below P): their log Phi at margins of 1e4 and more once
+    # differentiated into nan where Q underflows (a fifth of the rows in float32)
+    for dtype in DTYPES:
+        x = (torch.randn(64, 10, generator=torch.Generator().manual_seed(1), dtype=dtype) * 3).requires_grad_(True)
+        (grad,) = torch.autograd.grad(exact(x, x.detach().argmax(1), sigma=1e-4), x, create_graph=True)
+        (grad * grad).sum().backward()
+        assert torch.isfinite(grad).all() and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("gap", [1e4, 1e5, 1e6])
+def test_second_derivative_far_in_the_tail(backend, gap):
+    # -log P of a rival ahead by m is about m^2 / 4 (sigma 1): d^2 / ds_j^2 = 1/2 there.  The node
+    # weights of logsumexp's backward, from terms of size m^2 / 4, once gave 151 at m = 1e5.
+    x = torch.tensor([[0.0, gap, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(exact(x, torch.tensor([0]), log_loss=True), x, create_graph=True)
+    (second,) = torch.autograd.grad(grad[0, 1], x)
+    assert float(grad[0, 1]) == pytest.approx(gap / 2, rel=1e-7)
+    assert float(second[0, 1]) == pytest.approx(0.5, rel=1e-4)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_the_paper_estimator_has_the_limits_too(dtype):
     # Genz's Monte Carlo: every draw clipped to [-5, 5], so it had no trouble; kept that way

@@ -365,7 +365,18 @@ def _log_p_at_nodes(
     s = (lam * rival[:, None, :]).sum(2)
     # A node where every rival's lam underflows has weight 0; the clamp keeps its gradient at 0, not nan.
     log_h = (log_phi * rival[:, None, :]).sum(2) + log_phi_true + torch.log(s.clamp_min(torch.finfo(m.dtype).tiny))
-    return torch.logsumexp(log_weights + log_h, 1)
+    return _logsumexp_of_huge(log_weights + log_h)
+
+
+def _logsumexp_of_huge(a: torch.Tensor) -> torch.Tensor:
+    """``torch.logsumexp(a, 1)`` whose gradient's weights sum to 1 also where the terms are huge (log h is
+    about ``-m^2 / 4`` far in the tail): logsumexp's backward takes ``exp(a_k - result)``, and at 1e9
+    the rounding of ``a_k`` and of the result moves those weights by 1e-6, which a second derivative
+    multiplies by ``m^2``.  Shifted by the largest term (without gradient) the weights come from small
+    differences."""
+    top = a.detach().amax(1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    return torch.logsumexp(a - top, 1) + top.squeeze(1)
 
 
 
@@ -391,7 +402,10 @@ def _union_log_q_and_grad(m: torch.Tensor, true_class: torch.Tensor, need_grad: 
 def _union_log_q(m: torch.Tensor, true_class: torch.Tensor) -> torch.Tensor:
     """:func:`_union_log_q_and_grad`'s value by differentiable out-of-place ops (for double backward)."""
     rival = torch.ones_like(m, dtype=torch.bool).scatter_(1, true_class[:, None], False)
-    return torch.logsumexp(torch.where(rival, torch.special.log_ndtr(m * -_INV_SQRT2), -math.inf), 1)
+    # (log Phi(-m / sqrt2) at x = m / 2: torch's log_ndtr differentiates into exp(-x^2 / 2 - log_ndtr(x)),
+    # two huge terms whose rounding overflows far in the tail, nan where Q underflows)
+    log_phi, _ = _log_ndtr_and_mills_differentiable(m * 0.5)
+    return _logsumexp_of_huge(torch.where(rival, log_phi, -math.inf))
 
 
 
