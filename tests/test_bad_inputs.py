@@ -81,6 +81,9 @@ def test_loss_refuses_ignore_index_that_is_a_real_class(info):
     with pytest.raises(ValueError) as err:
         info.function(logits, target, **kwargs, ignore_index=0)
     one_line_naming(err.value, "ignore_index=0")
+    with pytest.raises(ValueError) as err:  # (int64's range: a C kernel would take it wrapped)
+        info.function(logits, target, **kwargs, ignore_index=2**64 + 1)
+    one_line_naming(err.value, f"ignore_index={2**64 + 1}")
 
 
 # ---------------------------------------------------------------------------------------------

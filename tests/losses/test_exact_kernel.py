@@ -583,6 +583,22 @@ def test_a_margin_per_row_keeps_a_tie_s_whole_gradient(c):
     assert all(torch.equal(a, b) for a, b in zip(*grads))
 
 
+@needs_kernel
+@pytest.mark.parametrize("margin", [0.1, torch.tensor([0.1, 0.1], dtype=torch.float64)], ids=["number", "per row"])
+def test_a_float32_tie_at_a_margin_float32_rounds_keeps_its_gradient_in_the_kernel_too(kernel, margin, monkeypatch):
+    # 0.1 - 0.0 in float32 is float32(0.1), above the double 0.1: both paths compare in the logits' dtype
+    x = torch.tensor([[0.1, 0.0, -0.3], [0.1, 0.0, -0.3]])
+    target = torch.zeros(2, dtype=torch.long)
+    grads = []
+    for enabled in (True, False):
+        monkeypatch.setattr(_exact_native, "enabled", enabled)
+        z = x.clone().requires_grad_(True)
+        exact(z, target, sigma=0.5, margin=margin).backward()
+        grads.append(z.grad)
+    assert float(grads[0][0, 1]) > 0.1
+    torch.testing.assert_close(grads[0], grads[1])
+
+
 def test_per_row_sigma_and_margin_are_checked_before_the_kernel_reads_them():
     x, y = torch.randn(3, 4), torch.tensor([0, 1, 2])
     with pytest.raises(ValueError, match="sigma must be on the logits' device"):

@@ -1012,14 +1012,15 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
            column j below y and j + 1 above (two loops without a branch: vectorised) */
         const double row_s = row_scale ? row_scale[i] / d : scale, row_c = row_clip ? row_clip[i] * d : clip;
         const REAL factor = (REAL)(logits ? row_s * k.inv_sqrt2 : -k.inv_sqrt2);
-        const REAL top = logits ? row[y] : 0, clipped_x = (REAL)(-row_c) * factor;
+        /* the clip compared in the logits' dtype, as the PyTorch path clamps (a tie keeps its gradient) */
+        const REAL top = logits ? row[y] : 0, clip_r = (REAL)row_c, clipped_x = -clip_r * factor;
         REAL high = SENTINEL;
         const int j = r;
         for (int part = 0; part < 2; ++part) {
           const int64_t from = part ? y + 1 : 0, to = part ? c : y;
 #pragma omp simd reduction(max : high)
           for (int64_t col = from; col < to; ++col) {
-            const int cut = logits && top - row[col] > row_c;
+            const int cut = logits && top - row[col] > clip_r;
             const REAL value = cut ? clipped_x : (row[col] - top) * factor;
             xr[col - part] = value, clipped[col - part] = (char)cut;
             high = value > high ? value : high;

@@ -70,6 +70,8 @@ def check_ignore_index(ignore_index: int, labels: range) -> None:
     """``ignore_index`` is an integer that is no real label (PyTorch allows one; it silently drops a class)."""
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
         raise ValueError(f"ignore_index must be an int, got {ignore_index!r}")
+    if not -(2**63) <= ignore_index < 2**63:  # (targets are int64: a larger one would wrap, silently)
+        raise ValueError(f"ignore_index={ignore_index} is outside int64, the targets' range")
     if ignore_index in labels:
         raise ValueError(
             f"ignore_index={ignore_index} is a real label (labels are {labels.start}..{labels.stop - 1}): its "
