@@ -83,3 +83,13 @@ def test_toy_command_prints_exact_rows(capsys):
     out = capsys.readouterr().out
     assert "exact(sigma=0.1)" in out and "0.128" in out and "exact(learned_sigma)" in out
     assert main(["toy", "--sigma", "0"]) == 2
+
+
+def test_an_optimal_set_with_a_perfect_threshold_contradicts_the_miss_claim(monkeypatch):
+    # "holds when every optimal b is below 100 %": a loss flat over b in [0.1, 0.5], partly 100 %
+    # accurate (b < 0.25), reaches a perfect optimum, though its least accurate optimal b does not
+    from lossbench.ledger import analyses, toy_1d
+
+    monkeypatch.setitem(toy_1d.LOSSES_ON_GRID, "hinge", lambda f: ((-f[:, 1] - 0.3).abs().clamp_min(0.2) - 0.2))
+    result = analyses.toy_cross_entropy_and_hinge_miss("quick")
+    assert result.word == "contradicted" and "hinge" in result.reason

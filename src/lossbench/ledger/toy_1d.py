@@ -56,6 +56,7 @@ class ToyResult:
     b_low: float  # the optimal thresholds form [b_low, b_high] on the grid
     b_high: float
     accuracy: float  # accuracy of sign(x - b) at every optimal b (min over them)
+    best_accuracy: float  # the most accurate optimal b's (max over them): a loss "finds" 100 % where this is 1
     loss: float
     at_grid_edge: bool  # the loss still decreases beyond the searched range
     sigma: tuple[float, float] | None = None  # EXACT's noise level: (fixed, fixed) or the optimal range
@@ -97,6 +98,7 @@ def solve(
         b_low=float(b_opt.min()),
         b_high=float(b_opt.max()),
         accuracy=float(accuracy_at(b_opt).min()),
+        best_accuracy=float(accuracy_at(b_opt).max()),
         loss=float(best),
         at_grid_edge=edge,
     )
@@ -128,6 +130,7 @@ def solve_exact_learned_sigma(grid: torch.Tensor, sigmas: torch.Tensor, toleranc
         b_low=float(b_opt.min()),
         b_high=float(b_opt.max()),
         accuracy=float(accuracy_at(b_opt).min()),
+        best_accuracy=float(accuracy_at(b_opt).max()),
         loss=float(best),
         at_grid_edge=edge,
         sigma=(float(sigmas[rows].min()), float(sigmas[rows].max())),
