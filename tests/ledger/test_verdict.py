@@ -22,6 +22,7 @@ from lossbench.ledger.verdict import (
     ranking,
     resampling_note,
     score_difference,
+    score_rounding,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -322,6 +323,25 @@ def test_bca_falls_back_to_the_percentile_interval_when_undefined():
     v = across_datasets_verdict(diffs, Rule("greater"), n_resamples=4)
     assert "percentile" in v.effect.method
     assert np.isfinite([v.effect.ci_low, v.effect.ci_high]).all()
+
+
+def test_across_datasets_counts_a_difference_equal_to_the_margin_up_to_rounding():
+    # one test sample of 200 is a difference of 0.005 = delta; from float32 accuracies it comes out
+    # 0.004999995 or 0.0050000548, and the verdict must not depend on which
+    def accuracy(k):  # float32, as the bench stores it
+        return float(np.float32(k) / np.float32(200))
+
+    one = [score_difference(accuracy(k), accuracy(k - 1)) for k in range(150, 200)]
+    below, above = [d for d in one if d < 0.005], [d for d in one if d > 0.005]
+    assert below and above
+    rule = Rule("equal", delta=0.005)
+    others = {"a": 0.001, "b": 0.002, "c": -0.001, "d": 0.0015}
+    rounding = score_rounding(accuracy(199))
+    words = {
+        name: across_datasets_verdict({**others, "e": e, "f": f}, rule, rounding=rounding).word
+        for name, (e, f) in {"exact": (0.005, 0.005), "below": (below[0], below[1]), "above": (above[0], above[1])}.items()
+    }
+    assert words == {"exact": "inconclusive", "below": "inconclusive", "above": "inconclusive"}
 
 
 def test_across_datasets_is_reproducible_and_seeded():

@@ -25,6 +25,7 @@ from lossbench.ledger.verdict import (
     paired_verdict,
     ranking,
     score_difference,
+    score_rounding,
 )
 
 SECONDARY = ("macro_f1", "nll", "ece")  # shown beside the claim's metric in every row
@@ -158,7 +159,8 @@ def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget
             verdict = datasets[0].verdict
         elif claim.scope == "across-datasets":
             differences = {d.dataset: score_difference(d.treatment.mean, d.baseline.mean) for d in datasets}
-            verdict = across_datasets_verdict(differences, claim.rule)
+            rounding = score_rounding(*[(d.treatment.mean, d.baseline.mean) for d in datasets])
+            verdict = across_datasets_verdict(differences, claim.rule, rounding=rounding)
         else:
             verdict = every_dataset([d.verdict for d in datasets], [d.dataset for d in datasets])
     table = None

@@ -385,13 +385,18 @@ def across_datasets_verdict(
     differences: Mapping[str, float] | pd.Series | Sequence[float],
     rule: Rule,
     *,
+    rounding: float = 0.0,
     n_resamples: int = 10_000,
     seed: int = 0,
 ) -> Verdict:
     """Verdict for a claim about the mean over datasets (e.g. a table's mean row).
 
     ``differences``: per dataset, the mean over seeds of treatment - baseline (a mapping from
-    dataset name, a pandas Series or a sequence).  The estimate is their mean.
+    dataset name, a pandas Series or a sequence).  The estimate is their mean.  ``rounding``: the
+    scores' rounding (:func:`score_rounding` of the means the differences come from): a difference
+    within it of 0 or of +-delta counts as equal to it, and differences within it of each other as
+    tied (one test sample's difference, 0.005 of 200, is 0.004999995 or 0.0050000548 from float32
+    accuracies; by their last bits TOST would hold or not).
 
     A comparison counts as *shown* (see the module's rule) when both of these agree:
 
@@ -430,16 +435,16 @@ def across_datasets_verdict(
     low, high, interval = _bootstrap_mean(x, rule.ci_level, n_resamples, seed)
 
     def p(shift: float, side: str) -> float:
-        return _wilcoxon_p(x - shift, side, n_resamples, seed)
+        return _wilcoxon_p(_within_rounding(x - shift, rounding), side, n_resamples, seed)
 
     tests = _run_tests(p, rule)
-    a, dl = rule.alpha, rule.delta
+    a, dl, r = rule.alpha, rule.delta, rounding
     shown = _Shown(
-        positive=_rejects(tests.positive, a) and low > 0,
-        negative=_rejects(tests.negative, a) and high < 0,
-        within=dl is not None and _rejects(tests.within, a) and -dl < low and high < dl,
-        above=dl is not None and _rejects(tests.above, a) and low > dl,
-        below=dl is not None and _rejects(tests.below, a) and high < -dl,
+        positive=_rejects(tests.positive, a) and low > r,
+        negative=_rejects(tests.negative, a) and high < -r,
+        within=dl is not None and _rejects(tests.within, a) and -dl + r < low and high < dl - r,
+        above=dl is not None and _rejects(tests.above, a) and low > dl + r,
+        below=dl is not None and _rejects(tests.below, a) and high < -dl - r,
     )
     word = _decide(rule, shown)
     method = f"Wilcoxon signed-rank (Pratt zeros) + {interval} of the mean over {n} datasets"
@@ -454,6 +459,22 @@ def across_datasets_verdict(
         )
     effect = Effect(estimate, low, high, rule.ci_level, tests.claim(rule), n, method)
     return Verdict(word, rule, effect, _reason(word, rule, tests, shown, low, high, evidence))
+
+
+def _within_rounding(x: np.ndarray, rounding: float) -> np.ndarray:
+    """``x`` with entries within ``rounding`` of 0 set to 0 and magnitudes within ``rounding`` of the
+    smallest of their run made equal to it (a zero and a tie, as the scores' rounding cannot tell)."""
+    if rounding <= 0:
+        return x
+    x = np.where(np.abs(x) <= rounding, 0.0, x)
+    order = np.argsort(np.abs(x), kind="stable")
+    size = np.abs(x)[order]
+    for i in range(1, size.size):
+        if size[i] - size[i - 1] <= rounding:
+            size[i] = size[i - 1]
+    out = np.empty_like(x)
+    out[order] = np.sign(x[order]) * size
+    return out
 
 
 def _wilcoxon_p(x: np.ndarray, side: str, n_resamples: int, seed: int) -> float:
