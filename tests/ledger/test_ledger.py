@@ -68,6 +68,9 @@ def test_unknown_claims_and_overrides_are_refused():
         study_spec(get_claim("exact-table1"), "huge")
     with pytest.raises(ValueError, match="needs"):
         Claim(id="x", title="t", source="s", url="u", statement="s", protocol="builtin")
+    with pytest.raises(ValueError, match="higher-is-better metric"):  # (ranks and diverged runs read higher as better)
+        Claim(id="x", title="t", source="s", url="u", statement="s", protocol="builtin", metric="nll", treatment="hinge",
+              baseline="ce", rule=Rule("less"), budgets={"quick": Budget()})  # fmt: skip
 
 
 TINY = Claim(

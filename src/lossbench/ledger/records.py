@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS
 from lossbench.ledger.verdict import Rule
 
 BUDGETS = ("quick", "paper")
@@ -82,6 +83,9 @@ class Claim:
                 raise ValueError(f"claim {self.id!r}: a bench claim needs {missing or ['a quick budget']}")
             if self.scope not in SCOPES:
                 raise ValueError(f"claim {self.id!r}: scope must be one of {SCOPES}, got {self.scope!r}")
+            known = sorted({m for names in METRICS.values() for m in names} - LOWER_IS_BETTER)
+            if self.metric not in known:  # (the ranking and a diverged run's score read higher as better)
+                raise ValueError(f"claim {self.id!r}: metric must be a higher-is-better metric, one of {known}; got {self.metric!r}")
         elif self.analysis is None or not self.rule_text:
             raise ValueError(f"claim {self.id!r}: an analysis claim needs its function and rule_text")
         bad = sorted(set(self.variations) - set(VARIATIONS))
