@@ -3,6 +3,7 @@ the report, and the `lossbench claims` command."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import optuna
@@ -121,6 +122,16 @@ def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_
     assert outcome.verdict.word in text and f"#{d.treatment.chosen_trial}" in text
     assert "src='data:image/png;base64," not in page.read_text() or "<img" in page.read_text()
     assert md.parent == (tmp_path / "ledger").resolve()
+
+    # the record as it was run, or no verdict: another rule, or another protocol under the same study
+    changed_rule = dataclasses.replace(tiny_claim, rule=Rule("less", delta=0.01))
+    quick = dataclasses.replace(tiny_claim.budgets["quick"], overrides={**tiny_claim.budgets["quick"].overrides, "train.epochs": 50})
+    for changed, shown in ((changed_rule, "rule: "), (dataclasses.replace(tiny_claim, budgets={"quick": quick}), "train.epochs")):
+        records.CLAIMS[TINY.id] = changed
+        with pytest.raises(SpecError, match="was run under another record") as err:
+            write_ledger(storage, tmp_path / "ledger", "a test storage")
+        assert shown in str(err.value) and "\n" not in str(err.value)
+    records.CLAIMS[TINY.id] = tiny_claim
 
 
 def test_analysis_claims_store_their_measurement(tmp_path):

@@ -17,6 +17,7 @@ Two kinds of claim:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,15 @@ class Claim:
         bad = sorted(set(self.variations) - set(VARIATIONS))
         if bad:
             raise ValueError(f"claim {self.id!r}: unknown variations {bad}; known: {VARIATIONS}")
+
+
+    def decision(self) -> dict[str, Any]:
+        """What decides the claim's verdict, fixed before its runs: stored with each run (``ledger.runs``),
+        and the report refuses to judge runs made under another."""
+        if self.kind == "analysis":
+            return {"rule_text": self.rule_text}
+        return {"metric": self.metric, "treatment": self.treatment, "baseline": self.baseline, "scope": self.scope,
+                "ranking": self.ranking, "rule": dataclasses.asdict(self.rule), "rule_text": self.rule_text}  # fmt: skip
 
 
 CLAIMS: dict[str, Claim] = {}

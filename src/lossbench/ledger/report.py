@@ -17,13 +17,15 @@ import optuna
 
 from lossbench._document import Block, Bullets, Heading, Image, Markdown, Para, Table, to_html, to_markdown
 from lossbench._paths import atomic_write, inside
-from lossbench.bench.storage import stored_spec_names
+from lossbench.bench.spec import SpecError, spec_growth
+from lossbench.bench.storage import stored_fingerprint, stored_spec, stored_spec_names
 from lossbench.ledger.judge import SECONDARY, Cell, Outcome, judge
 from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import BUDGETS, Claim, all_claims
 from lossbench.ledger.runs import (
     AnalysisResult,
     analysis_wall_time,
+    decision_changes,
     provenance,
     stored_analysis,
     study_wall_time,
@@ -92,6 +94,8 @@ class Entry:
 
 
 def collect_entries(storage: optuna.storages.BaseStorage) -> list[Entry]:
+    """Every claim's stored runs judged by its record, which must be the one they ran under (the
+    decision and the protocol: a verdict comes from the rule fixed before the run)."""
     stored = set(stored_spec_names(storage))
     entries = []
     for claim in all_claims():
@@ -100,16 +104,31 @@ def collect_entries(storage: optuna.storages.BaseStorage) -> list[Entry]:
             if claim.kind == "analysis":
                 result = stored_analysis(storage, claim, budget)
                 if result is not None:
+                    _check_unchanged(claim, budget, "fixed", decision_changes(storage, claim, budget))
                     analyses[budget] = result
                 continue
             for variation in claim.variations:
                 spec = study_spec(claim, budget, variation)
                 if spec.name in stored:
+                    _check_unchanged(claim, budget, variation, decision_changes(storage, claim, budget, variation))
+                    if stored_fingerprint(storage, spec.name) != spec.fingerprint():
+                        grown, changed = spec_growth(stored_spec(storage, spec.name), spec)
+                        _check_unchanged(claim, budget, variation, [f"study {spec.name!r}: {c}" for c in changed + grown])
                     outcomes.append(judge(claim, spec, storage, budget, variation))
         entries.append(Entry(claim, outcomes, analyses))
     return entries
 
 
+
+
+def _check_unchanged(claim: Claim, budget: str, variation: str, changes: list[str]) -> None:
+    if changes:
+        shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+        raise SpecError(
+            f"claim {claim.id!r} ({budget}, {variation}) was run under another record than it has now ({shown}); "
+            "a verdict judges runs by the rule and protocol fixed before them: restore the record, or run the "
+            "changed claim into another --storage"
+        )
 
 
 # --- the ledger ----------------------------------------------------------------------------------

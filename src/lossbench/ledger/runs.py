@@ -50,13 +50,27 @@ def record_invocation(storage, claim: Claim, budget: str, variation: str, starte
     runs = list(study.user_attrs.get(key, []))
     runs.append({
         "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_seconds": round(time.time() - started, 1), "study": spec_name, **provenance(),
+        "wall_seconds": round(time.time() - started, 1), "study": spec_name, "decision": claim.decision(), **provenance(),
     })  # fmt: skip
     study.set_user_attr(key, runs)
 
 
 def invocations(storage, claim: Claim, budget: str, variation: str = "fixed") -> list[dict[str, Any]]:
     return list(ledger_study(storage).user_attrs.get(_key("runs", claim.id, budget, variation), []))
+
+
+def decision_changes(storage, claim: Claim, budget: str, variation: str = "fixed") -> list[str]:
+    """How the claim's decision (:meth:`Claim.decision`) differs from the one stored with its runs at
+    ``budget`` and ``variation`` (``"key: stored -> now"``; runs recorded before decisions were stored
+    have none to compare)."""
+    now, changes = claim.decision(), []
+    for run in invocations(storage, claim, budget, variation):
+        stored = run.get("decision")
+        if stored is None:
+            continue
+        changes += [f"{k}: {stored.get(k)!r} -> {now.get(k)!r} (run of {run['started']})"
+                    for k in sorted(stored.keys() | now.keys()) if stored.get(k) != now.get(k)]  # fmt: skip
+    return list(dict.fromkeys(changes))
 
 
 def study_wall_time(storage, study: str) -> tuple[float, list[dict[str, Any]]]:
