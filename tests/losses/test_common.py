@@ -81,6 +81,17 @@ def test_reduction_consistency(info):
         assert none.shape[0] == logits.shape[0], "per-sample losses keep the batch dimension"
 
 
+@pytest.mark.parametrize("info", [i for i in ALL if not i.batch_level and i.batch_level_when is None], ids=lambda i: i.name)
+def test_a_per_sample_loss_gives_each_sample_what_it_gives_it_alone(info):
+    # what lets runs share a call (packed trials put several runs' rows in one batch): a loss whose
+    # values depend on the batch must be registered batch-level
+    logits, target, kw = make_case(info, seed=6)
+    none = call(info, logits, target, reduction="none", **kw)
+    for i in (0, len(logits) - 1):
+        alone = call(info, logits[i : i + 1], target[i : i + 1], reduction="none", **kw)
+        torch.testing.assert_close(alone[0], none[i], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("info", [i for i in ALL if with_ignored(i, torch.zeros(1)) is not None], ids=lambda i: i.name)
 def test_ignored_targets_are_excluded(info):
     logits, target, kw = make_case(info, batch=9, seed=5)

@@ -125,6 +125,8 @@ def register_loss(
             raise ValueError(
                 f"loss {name!r}: {function.__name__} and {module.__name__}.forward must both take {batch_groups!r}"
             )
+    if batch_level:  # what a training step reads off the module (per-sample transforms refuse it)
+        module.batch_level = True
     doc = inspect.getdoc(function) or ""
     info = LossInfo(
         name=name,
@@ -156,6 +158,7 @@ class LossModule(nn.Module):
     """
 
     function: Callable[..., torch.Tensor]
+    batch_level = False  # set by register_loss: the loss couples its batch's rows (no value per sample of its own)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()

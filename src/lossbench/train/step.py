@@ -57,6 +57,8 @@ class TrainStep:
         if late:
             raise ValueError(f"per-sample transforms {late} must come first among the loss wrappers")
         self._per_sample = bool(self._objective) and self._objective[0].per_sample
+        if self._per_sample and getattr(loss, "batch_level", False):  # (its values per sample would couple the batch)
+            raise ValueError(f"{self._objective[0].name} needs one loss per sample; {type(loss).__name__} is a batch-level loss")
         self._needs_grads = bool(self._gradient) or self._update is not None
 
         in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
