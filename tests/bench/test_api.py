@@ -155,3 +155,32 @@ def test_a_spec_searches_model_hyperparameters_under_model_prefix():
         parse_spec(spec_table(**{"model.width": {"choices": [4, 8]}}))
     with pytest.raises(SpecError, match=r"unknown field\(s\) \['modelx.depth'\]"):
         parse_spec(spec_table(**{"modelx.depth": {"choices": [1, 2]}}))
+
+
+def test_a_test_frame_is_encoded_with_the_data_and_matched_by_column_name():
+    from lossbench.bench.api import _in_memory
+
+    train = pd.DataFrame({"color": ["red", "green"] * 3, "v": [1.0, 2, 3, 4, 5, 6], "y": [0, 1] * 3})
+    test = pd.DataFrame({"y": [0, 1, 1], "v": [7.0, 8, 9], "color": ["blue", "red", "green"]})  # other order, a new category
+    data, _, _ = _in_memory(train, test, 0.2, "y", "d")
+    assert data.x_train.shape[1] == data.x_test.shape[1] == 4  # v and one column per color of either frame
+    assert data.x_test[:, 0].tolist() == [7.0, 8.0, 9.0]
+    assert data.x_test[1, 1:].tolist() == data.x_train[0, 1:].tolist()  # red, as training's first row
+    assert data.x_test[2, 1:].tolist() == data.x_train[1, 1:].tolist()  # green
+    blue = data.x_test[0, 1:]
+    assert blue.sum() == 1 and not (data.x_train[:, 1:] == blue).all(1).any()  # a column of its own
+
+
+@pytest.mark.parametrize(
+    "test_labels, message",
+    [([0.5, 1.0, 2.0], "test: labels are class labels"), ([0.0, 1.0, 7.0], "test: labels ['7'] do not occur in the data"),
+     (["a", "b", "c"], "both names or both numbers")],
+)  # fmt: skip
+def test_test_labels_are_checked_on_their_own(test_labels, message):
+    from lossbench.bench.api import _in_memory
+
+    x, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    labels = torch.tensor(test_labels) if not isinstance(test_labels[0], str) else test_labels
+    with pytest.raises(ValueError) as err:
+        _in_memory((x, y), (torch.randn(3, 3), labels), 0.2, None, "d")
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -312,15 +312,23 @@ def _in_memory(data: Any, test: Any, test_fraction: float, label: str | None, da
     x, y = _arrays(data, label, "data")
     if test is not None:
         x_test, y_test = _arrays(test, label, "test")
+        if _is_frame(data) != _is_frame(test):
+            raise ValueError("test: give it as the data is given, both as DataFrames or neither")
+        if _is_frame(data):  # one-hot columns from both frames, matched by name
+            x, x_test = _joint_frame_features(data, test, label)
         if x_test.shape[1:] != x.shape[1:]:
             raise ValueError(
                 f"test: its samples have shape {tuple(x_test.shape[1:])}, the data's {tuple(x.shape[1:])}"
             )
+        for part, what in ((y, "data"), (y_test, "test")):
+            _labels(part, what)  # each checked on its own, before they are joined
     else:
         x_test, y_test = x[:0], y[:0]
     kind = _feature_kind(x, "data")
     task, y_all, classes = _labels(_joined(y, y_test), "data")
     y, y_test = y_all[: len(x)], y_all[len(x) :]
+    if test is not None:
+        _check_test_labels(task, y, y_test, classes)
     digest = hashlib.sha256()
     for part in (x, y, x_test, y_test):
         digest.update(str((part.dtype, tuple(part.shape))).encode())
@@ -355,8 +363,42 @@ def _in_memory(data: Any, test: Any, test_fraction: float, label: str | None, da
 
 def _joined(y: Any, y_test: Any) -> Any:
     if isinstance(y, torch.Tensor) and isinstance(y_test, torch.Tensor):
-        return torch.cat([y, y_test.to(y.dtype)])
-    return [*(v.item() if isinstance(v, torch.Tensor) else v for v in [*y, *y_test])]
+        if y.shape[1:] != y_test.shape[1:]:
+            raise ValueError(f"test: its label rows have shape {tuple(y_test.shape[1:])}, the data's {tuple(y.shape[1:])}")
+        return torch.cat([y, y_test])  # (the common dtype: each part's values were checked as labels)
+    values = [v.item() if isinstance(v, torch.Tensor) else v for v in [*y, *y_test]]
+    kinds = {isinstance(v, str) for v in values}
+    if len(kinds) > 1:
+        raise ValueError("test: its labels and the data's must be both names or both numbers")
+    return values
+
+
+def _check_test_labels(task: str, y: torch.Tensor, y_test: torch.Tensor, classes: list[str]) -> None:
+    """A class of the test labels that the data never shows could only be predicted by chance."""
+    if task != "multiclass" or not len(y_test):
+        return
+    unseen = sorted(set(y_test.tolist()) - set(y.tolist()))
+    if unseen:
+        raise ValueError(f"test: labels {[classes[i] for i in unseen][:5]} do not occur in the data (training never sees them)")
+
+
+def _is_frame(obj: Any) -> bool:
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(obj, pd.DataFrame)
+
+
+def _joint_frame_features(data: Any, test: Any, label: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both frames' features one-hot encoded together (the same column for the same category in both;
+    the test frame's columns matched to the data's by name)."""
+    import pandas as pd
+
+    ours, theirs = set(map(str, data.columns)), set(map(str, test.columns))
+    missing, extra = sorted(ours - theirs), sorted(theirs - ours)
+    if missing or extra:
+        raise ValueError(f"test: its columns differ from the data's (missing {missing}, extra {extra})")
+    both = pd.concat([data, test[list(data.columns)]], ignore_index=True)
+    x, _ = _frame(both, label, "data and test")
+    return x[: len(data)], x[len(data) :]
 
 
 def _arrays(obj: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]:
