@@ -6,6 +6,8 @@ against its registered SHA-256.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -72,3 +74,15 @@ def test_datasets_command_sees_the_real_sets(shared, capsys):
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
     for name in EXPECTED:
         assert lines[name].split()[4] == "yes", lines[name]
+
+
+def test_sst2_refuses_a_test_file_other_than_the_pinned_one(shared, tmp_path):
+    folder = tmp_path / "sst2"
+    folder.mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (folder / name).symlink_to(Path(shared) / "sst2" / name)
+    lines = (Path(shared) / "sst2" / "test.tsv").read_text().splitlines()
+    flipped = [lines[0], *(f"{text}\t{1 - int(label)}" for text, label in (line.rsplit("\t", 1) for line in lines[1:]))]
+    (folder / "test.tsv").write_text("\n".join(flipped) + "\n")  # every label flipped: the same size, other bytes
+    with pytest.raises(ValueError, match="test.tsv: SHA-256"):
+        load_dataset("sst2", data_dir=tmp_path, download=False, cache=False)

@@ -197,10 +197,12 @@ SST2_FILES = (
         sha256=("54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0",),
         member="SST-2/dev.tsv",
     ),
-    # GLUE's own test.tsv has no labels; a labelled one (sentence<TAB>label, 1821 rows) has no
-    # canonical download, so it is not checksummed.  Use test_split="dev" without it.
+    # GLUE's own test.tsv has no labels; the labelled one (sentence<TAB>label, 1821 rows) has no
+    # canonical download, but its bytes are pinned like any other file's (a relabelled copy would
+    # load silently otherwise).  Use test_split="dev" without it.
     RemoteFile(
         "test.tsv",
+        sha256=("c0efc56ade6e0598d0f8daca1976e232aee0bcabca8e599341cad290d9d10b3c",),
         homepage="a labelled SST-2 test split (Socher et al. 2013), as sentence<TAB>label with a header; "
         "GLUE's test.tsv is unlabelled: load with test_split='dev' instead",
     ),
