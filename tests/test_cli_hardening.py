@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -166,6 +167,21 @@ def test_foreign_file_or_folder_as_database(capsys, tmp_path):
     assert "is not a SQLite file" in refused(capsys, ["report", "--out", str(tmp_path / "a")])
     (tmp_path / "b" / "lossbench.db").mkdir(parents=True)
     assert "is a directory" in refused(capsys, ["report", "--out", str(tmp_path / "b")])
+
+
+def test_another_programs_sqlite_file_or_a_link_out_of_out_is_refused(capsys, tmp_path):
+    db = tmp_path / "a" / "lossbench.db"
+    db.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(db)) as other:
+        other.execute("CREATE TABLE bookmarks (url TEXT)")
+    line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(db.parent), "--device", "cpu"])
+    assert "SQLite file of something else" in line
+    with contextlib.closing(sqlite3.connect(db)) as other:  # left as it was
+        assert [name for (name,) in other.execute("SELECT name FROM sqlite_master")] == ["bookmarks"]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "lossbench.db").symlink_to(tmp_path / "elsewhere.db")
+    line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(tmp_path / "b"), "--device", "cpu"])
+    assert "not inside the output folder" in line and not (tmp_path / "elsewhere.db").exists()
 
 
 def test_corrupt_database_is_one_line(capsys, tmp_path):

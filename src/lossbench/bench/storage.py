@@ -37,6 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from lossbench._paths import inside
 from lossbench.bench.metrics import selection_metric, task_of_metrics
 from lossbench.bench.spec import Spec, SpecError, spec_from_json, spec_growth
 
@@ -52,7 +53,8 @@ EMPTY_FILE_GRACE_S = 2.0  # a worker creating the file this moment leaves it emp
 
 
 def default_storage_url(out_dir: str | Path) -> str:
-    return f"sqlite:///{(Path(out_dir) / DB_FILE).resolve()}"
+    """The SQLite file in ``out_dir`` (refused where a link there points outside it)."""
+    return f"sqlite:///{inside(out_dir, DB_FILE)}"
 
 
 def storage_url(given: str | None, out_dir: str | Path | None) -> str:
@@ -93,6 +95,13 @@ def check_sqlite_file(path: Path, create: bool) -> None:
                         "delete it to start a new study there")  # fmt: skip
     if head != SQLITE_MAGIC:
         raise SpecError(f"database {path} is not a SQLite file (it does not start with {SQLITE_MAGIC[:15].decode()!r})")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError:
+        return  # a corrupt file: opening the storage says so
+    if tables and "studies" not in tables:  # (Optuna's schema; an empty database is a new one)
+        raise SpecError(f"database {path} is a SQLite file of something else (tables {sorted(tables)[:5]}), not a lossbench database")
 
 
 def open_storage(url: str, heartbeat_interval: int | None = None, *, create: bool = True) -> RDBStorage:

@@ -41,16 +41,24 @@ class LocalWorkers:
         self._procs: list[tuple[subprocess.Popen, Path]] = []
 
     def __enter__(self) -> LocalWorkers:
-        env = {**os.environ, STORAGE_ENV: self.url, "PYTHONUNBUFFERED": "1"}
+        # -P: no import from the working directory (python -m puts it first on sys.path, and a shared
+        # folder such as /tmp may hold a module another user planted there)
+        env = {**os.environ, STORAGE_ENV: self.url, "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
         Path(self.out).mkdir(parents=True, exist_ok=True)  # the workers' logs go there before the study writes anything
-        for i in range(self.count):
-            log = inside(self.out, f"worker-{i + 1}.log")
-            with open(log, "w", encoding="utf-8") as stream:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "lossbench", "worker", self.study, *self.options],
-                    env=env, stdout=stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                )  # fmt: skip
-            self._procs.append((proc, log))
+        logs = [inside(self.out, f"worker-{i + 1}.log") for i in range(self.count)]  # every path checked before any start
+        try:
+            for log in logs:
+                with open(log, "w", encoding="utf-8") as stream:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-P", "-m", "lossbench", "worker", self.study, *self.options],
+                        env=env, stdout=stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    )  # fmt: skip
+                self._procs.append((proc, log))
+        except BaseException:
+            for proc, _ in self._procs:  # (no __exit__ follows a failed __enter__: none may run on alone)
+                proc.terminate()
+                proc.wait()
+            raise
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
