@@ -70,6 +70,9 @@ def test_defaults_fill_in():
          "weight_decay_on = 'none' decays nothing"),
         ({"train": {"early_stopping": "yes"}}, "'early_stopping' must be bool"),
         ({"train": {"early_stopping": True, "epochs": 1}}, "early_stopping chooses among epochs"),
+        ({"seed": 2**62}, "seed must lie in"),
+        ({"seed": -1}, "seed must lie in"),
+        ({"heartbeat_interval": 10**11}, "heartbeat_interval must lie in"),
     ],
 )
 def test_bad_specs_name_the_problem(change, message):

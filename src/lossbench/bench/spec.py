@@ -39,6 +39,7 @@ SELECTION_METRICS = {
 SAMPLERS = ("tpe", "random", "python-random")
 VAL_SPLITS = ("stratified", "random")  # random: scikit-learn's unstratified train_test_split
 TIE_BREAKS = ("earliest", "train_metric")
+MAX_HEARTBEAT_S = 86_400  # a day between a running trial's heartbeats at most
 SEED_PARAM = "seed"  # a searched "seed" is the tuning run's training seed (the EXACT paper tunes it)
 MODEL_PREFIX = "model."  # [search] model.<name>: a model hyperparameter, searched for every method alike
 THEN_PREFIX = "then."  # then.loss.<p>, then.<transform>.<p>: a two-stage method's second-stage hyperparameters
@@ -560,8 +561,10 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         raise SpecError(f"{source}: baseline {spec.baseline!r} is not one of the methods {names}")
     if spec.train.early_stopping:
         _check_early_stopping(spec, source)
-    if spec.heartbeat_interval < 1:
-        raise SpecError(f"{source}: heartbeat_interval must be >= 1 second, got {spec.heartbeat_interval}")
+    if not 1 <= spec.heartbeat_interval <= MAX_HEARTBEAT_S:  # (a stale trial's deadline is a date: past years overflow it)
+        raise SpecError(f"{source}: heartbeat_interval must lie in [1, {MAX_HEARTBEAT_S}] seconds, got {spec.heartbeat_interval}")
+    if not 0 <= spec.seed < 2**32:  # (a run's seed is derived from it by products that must stay in int64)
+        raise SpecError(f"{source}: seed must lie in [0, 2**32), got {spec.seed}")
     try:  # before the registries are read: what the plugins register resolves like a built-in
         import_plugins(plugins)
     except PluginError as err:
