@@ -340,3 +340,30 @@ def test_jobs_runs_local_workers_on_one_study(tmp_path):
     cli_ok("run", str(spec_path), "--out", str(out), "--jobs", "2", "--pack", "2")
     assert_complete_and_counted_once(open_storage(default_storage_url(out)), load_spec(spec_path))
     assert not list(out.glob("worker-*.log"))
+
+
+def test_a_ctrl_c_resumes_into_the_uninterrupted_study(tmp_path, monkeypatch):
+    # the interrupted pack's trials are failed and queued again, as a dead worker's are: their draws
+    # are retried, not skipped (the resumed study once tuned draws 4-7 where the uninterrupted one tunes 0-3)
+    from lossbench.bench import runner as runner_module
+
+    spec = load_spec(write_spec(tmp_path / "tiny.toml", trials=4, epochs=1))
+    clean = open_storage(default_storage_url(tmp_path / "clean"), spec.heartbeat_interval)
+    Runner(spec, clean, torch.device("cpu")).run()
+    storage = open_storage(default_storage_url(tmp_path / "cut"), spec.heartbeat_interval)
+    calls = []
+    real = runner_module.train_and_score_packed
+
+    def interrupted_second_pack(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "train_and_score_packed", interrupted_second_pack)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(spec, storage, torch.device("cpu"), pack=2).run()
+    monkeypatch.setattr(runner_module, "train_and_score_packed", real)
+    Runner(spec, storage, torch.device("cpu"), pack=2).run()
+    assert_complete_and_counted_once(storage, spec)
+    assert tuned_configs(storage, spec) == tuned_configs(clean, spec)

@@ -71,6 +71,7 @@ from lossbench.bench.storage import (
     evaluation_seeds,
     final_runs,
     register_spec,
+    retry_trial,
     runs_choice,
     set_study_attrs,
     stored_fingerprint,
@@ -387,6 +388,9 @@ class Runner:
                 reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
                 try:
                     self.storage.finish_trials([Outcome(i, TrialState.FAIL, user_attrs={ERROR_ATTR: reason}) for i in ids])
+                    if isinstance(err, KeyboardInterrupt):  # not the runs' fault: each queued again with its draw,
+                        for i in ids:  # as a dead worker's trials are, so the resumed study is the uninterrupted one
+                            retry_trial(study, self.storage.get_trial(i))
                 except Exception as also:  # noqa: BLE001 - the error being raised is the one to report
                     err.add_note(f"the trials could not be marked failed ({type(also).__name__}: {also}); "
                                  "they go stale instead")  # fmt: skip

@@ -104,6 +104,13 @@ def check_sqlite_file(path: Path, create: bool) -> None:
         raise SpecError(f"database {path} is a SQLite file of something else (tables {sorted(tables)[:5]}), not a lossbench database")
 
 
+# A failed trial of a dead or interrupted worker queued again with its parameters (and seed), its draw
+# kept (``failed_trial``), at most this many times.
+with warnings.catch_warnings():  # (marked experimental: it is what crash safety relies on)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    retry_trial = RetryHeartbeatStaleTrialCallback(max_retry=3)
+
+
 def open_storage(url: str, heartbeat_interval: int | None = None, *, create: bool = True) -> RDBStorage:
     """An RDB storage; with a heartbeat, trials of a killed worker are failed and retried.
 
@@ -130,7 +137,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, *, create: boo
                 kwargs = {
                     "heartbeat_interval": heartbeat_interval,
                     "grace_period": 3 * heartbeat_interval,
-                    "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=3),
+                    "heartbeat_stale_trial_callback": retry_trial,
                 }
             return HeartbeatStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as err:  # SQLAlchemy raises many kinds; all mean the same to the user
