@@ -393,3 +393,14 @@ def test_parse_cache_returns_the_same_dataset(tmp_path, fresh_cache):
     assert torch.equal(first.x_train, second.x_train) and first.class_names == second.class_names
     uncached = load_table(path, label="kind", cache=False)
     assert torch.equal(first.x_test, uncached.x_test)
+
+
+def test_a_value_is_one_category_in_both_files(tmp_path):
+    # pandas reads each file on its own: a 1 is the float 1.0 where its file has a missing cell in the
+    # column and the text "1" where its file has text there; it must stay one category (and one class)
+    train = write(tmp_path / "train.csv", "c,v,y\n1,0.5,3\n2,0.7,5\n,0.1,3\n1,0.3,\n")
+    test = write(tmp_path / "test.csv", "c,v,y\n1,0.2,3\nx,0.4,U\n")
+    data = load_table(train, test_path=test, label="y", standardize=False, cache=False)
+    assert data.meta["feature_names"] == ["v", "c-1", "c-2", "c-nan", "c-x"]
+    assert data.x_train[0, 1] == data.x_test[0, 1] == 1  # c = 1 in both files
+    assert data.class_names == ["3", "5", "U"] and data.y_test.tolist() == [0, 2]

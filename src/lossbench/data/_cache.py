@@ -23,7 +23,7 @@ from lossbench.data._files import RemoteFile, atomic_write, default_cache_dir
 
 # Bump when a loader's parsed output changes, so stale entries are rebuilt.  2: loaders refuse
 # non-finite values, which entries parsed before may hold.
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: a nominal value is one category whichever file it came from
 
 
 def fingerprint(paths: Sequence[Path]) -> list[list[Any]]:

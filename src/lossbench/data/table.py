@@ -349,6 +349,15 @@ def _class_name(value: Any) -> str:
     return str(value)
 
 
+def _category(value: Any) -> str:
+    """A nominal cell as text, one text per value whichever file it came from: pandas reads each file
+    on its own, so a 1 is the float 1.0 in a file with a missing cell there and the text "1" in a file
+    with text in the column."""
+    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+        return _class_name(float(value))
+    return str(value)
+
+
 def _encode(
     frame: Any,
     label_col: Any,
@@ -399,7 +408,7 @@ def _encode(
             )
         classes_raw = sorted(set(values.tolist()))
     else:
-        labels = labels.map(str)
+        labels = labels.map(_category)
         classes_raw = sorted(set(labels))
         values = labels.to_numpy(dtype=object)
     if len(classes_raw) < 2:
@@ -419,14 +428,14 @@ def _encode(
         if pd.api.types.is_numeric_dtype(col):
             continue
         col = col.fillna("nan")
+        if not all(isinstance(v, str) for v in set(col)):
+            col = col.map(_category)  # mixed cell types (Excel, or files read apart) sort as text
         categories = set(col)
         if len(categories) > max_categories:
             raise ValueError(
                 f"{path}: column {c!r} is not numeric and holds {len(categories)} distinct values, more than "
                 f"max_categories={max_categories}; drop it (drop=[...]) or raise max_categories"
             )
-        if not all(isinstance(v, str) for v in categories):
-            col = col.map(str)  # mixed cell types (Excel) sort as text
         features = features.drop(columns=[c]).join(pd.get_dummies(col).add_prefix(f"{c}-"))
     matrix = np.array(features.astype(float).to_numpy(dtype=np.float64), order="C")  # a writable copy
     return {
