@@ -109,3 +109,32 @@ def test_transforms_compose_in_one_chain():
     stats = step(torch.randn(12, 5), torch.randint(0, 4, (12,)))
     assert {k.split("/")[0] for k in stats} == set(chain) | {"loss", "objective"}
     assert isinstance(step.transforms[0], Transform)
+
+
+@pytest.mark.parametrize("loss, target", [
+    ("cross_entropy", torch.tensor([0, 1, -100, -100, 2, 3])),
+    ("binary_cross_entropy", torch.tensor([[0, 1, 1, 0]] * 2 + [[-100] * 4] * 2 + [[1, 1, 0, 1]] * 2)),  # (whole rows ignored)
+])  # fmt: skip
+def test_iflood_counts_only_the_samples_the_loss_counts(loss, target):
+    # b = 0 floods nothing: the step of the plain loss.  An ignored target (0 with reduction="none")
+    # once counted as a flooded sample and shrank the others' gradient.
+    def step(transforms):
+        torch.manual_seed(0)
+        model = nn.Linear(3, target.shape[1] if target.ndim > 1 else 4).double()
+        stats = build_step(model, LOSSES.get(loss).module(), torch.optim.SGD(model.parameters(), lr=0.1), transforms)(
+            torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)), target)
+        return stats, model.weight.detach()
+
+    (plain, w_plain), (flooded, w_flooded) = step([]), step([("iflood", {"b": 0.0})])
+    assert flooded["loss"] == pytest.approx(plain["loss"]) and flooded["iflood/flooded"] == 0.0
+    torch.testing.assert_close(w_flooded, w_plain)
+
+
+def test_a_packed_iflood_refuses_ignored_targets():
+    from lossbench.models.linear import LinearClassifier
+    from lossbench.train.packed import PackedModel, fit_packed
+
+    x, y = torch.randn(20, 3), torch.tensor([0, 1, -100, 2] * 5)
+    with pytest.raises(ValueError, match="ignore_index"):
+        fit_packed(PackedModel([LinearClassifier(3, 3)]), [LOSSES.get("cross_entropy").module()], x, y, epochs=1,
+                   batch_size=8, lrs=[0.1], generators=[torch.Generator()], transforms=[[("iflood", {"b": 0.1})]])  # fmt: skip

@@ -231,6 +231,9 @@ def fit_packed(
             loss.to(device)
 
     step = _PackedStep(packed, transforms, grouped)
+    if step.per_sample and any(_ignores_some(loss, y_train) for loss in losses):
+        raise ValueError("a per-sample transform of a packed run averages over every sample, and some targets are "
+                         "at the loss's ignore_index: train these runs one at a time (fit drops them)")  # fmt: skip
     opt = PackedOptimizer(
         packed.params, optimizer, torch.tensor(weight_decays, dtype=torch.float64, device=device),
         momentum=momentum, weight_decay_on=weight_decay_on,
@@ -279,6 +282,14 @@ def fit_packed(
         if on_epoch_end is not None and on_epoch_end(epoch, rows):
             break
     return histories
+
+
+def _ignores_some(loss: LossFn, y: torch.Tensor) -> bool:
+    try:
+        ignore = loss.option("ignore_index")  # (a registered loss's module)
+    except (AttributeError, KeyError):
+        return False
+    return ignore is not None and bool((y == ignore).any())
 
 
 def batch_rows(data: torch.Tensor, idx: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.Tensor:

@@ -80,13 +80,8 @@ class TrainStep:
         ctx.x, ctx.y, ctx.stats = x, y, {}
         ctx.logits = logits = self.model(x)
         value = self.loss(logits, y, reduction="none" if self._per_sample else "mean")
-        if self._per_sample and value.ndim > 1 and value.shape[:1] == x.shape[:1]:
-            value = value.flatten(1).mean(1)  # elementwise (multi-label) losses: a sample's mean
-        if self._per_sample and value.shape != x.shape[:1]:
-            raise ValueError(
-                f"{self._objective[0].name} needs one loss per sample, shape {tuple(x.shape[:1])}; the loss "
-                f"returned shape {tuple(value.shape)} for reduction='none' (batch-level losses have none)"
-            )
+        if self._per_sample:
+            value = self._per_sample_values(value, y, x.shape[0])
         raw = value.detach() if value.ndim == 0 else value.detach().mean()
         for t in self._objective:
             value = t.objective(value, ctx)
@@ -107,6 +102,27 @@ class TrainStep:
         ctx.step += 1
         ctx.x = ctx.y = ctx.logits = None
         return ctx.stats
+
+    def _per_sample_values(self, value: torch.Tensor, y: torch.Tensor, batch: int) -> torch.Tensor:
+        """Each sample's loss, ``(samples,)``, for a per-sample transform: the mean over a sample's
+        entries (elementwise, multi-label losses), and only the samples the loss counts (a target at its
+        ``ignore_index`` gives 0 with reduction="none": it would count as a flooded sample)."""
+        if value.shape[:1] != (batch,):
+            raise ValueError(
+                f"{self._objective[0].name} needs one loss per sample, shape {(batch,)}; the loss "
+                f"returned shape {tuple(value.shape)} for reduction='none' (batch-level losses have none)"
+            )
+        try:
+            ignore = self.loss.option("ignore_index")  # (a registered loss's module)
+        except (AttributeError, KeyError):
+            ignore = None
+        if ignore is None or y.shape != value.shape:  # (probability targets: nothing is ignored)
+            return value.flatten(1).mean(1) if value.ndim > 1 else value
+        kept = y != ignore
+        if value.ndim == 1:
+            return value[kept]
+        counts = kept.flatten(1).sum(1)
+        return ((value * kept).flatten(1).sum(1) / counts.clamp_min(1))[counts > 0]
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         return {k: float(v) for k, v in self.run(x, y).items()}
