@@ -49,6 +49,7 @@ def test_costs_for_one_logit_per_decision_match_torchmetrics():
     gen = torch.Generator().manual_seed(3)
     logits = torch.randn(4, 30, 5, generator=gen)  # 4 candidates, 30 samples, 5 labels
     target = (torch.rand(30, 5, generator=gen) < 0.4).float()
+    target[:, 4], logits[..., 4] = 0, -5.0  # a label absent from targets and predictions: torchmetrics counts it as 0
     acc, f1 = error_rate(logits, target), macro_f1_cost(logits, target)
     for i in range(4):
         probs = torch.sigmoid(logits[i])

@@ -61,7 +61,8 @@ def macro_f1_cost(logits: torch.Tensor, target: torch.Tensor, ignore_index: int 
 
     Single-label (and binary): per class ``F1_c = 2 TP / (2 TP + FP + FN)`` over the batch,
     classes with neither targets nor predictions left out of the mean, as ``torchmetrics``'
-    macro average does.  Multi-label: the positive class's F1 per label, averaged over labels.
+    macro average does.  Multi-label: the positive class's F1 per label, averaged over every label
+    (one with neither targets nor predictions at 0), as ``torchmetrics``' multi-label macro F1.
     """
     pred, truth, valid, num_classes, multilabel = _decisions(logits, target, ignore_index)
     dtype = logits.dtype
@@ -76,7 +77,10 @@ def macro_f1_cost(logits: torch.Tensor, target: torch.Tensor, ignore_index: int 
         tp, denom = (p * t).sum(-2), p.sum(-2) + t.sum(-2)  # denom = 2 TP + FP + FN
     present = denom > 0
     f1 = torch.where(present, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp))
-    return 1 - f1.sum(-1) / present.sum(-1).clamp(min=1)
+    # torchmetrics' macro averages: a class absent from targets and predictions is left out, a label is not
+    # (its F1 counts as 0), as the bench's reported metric does
+    counted = f1.shape[-1] if multilabel else present.sum(-1).clamp(min=1)
+    return 1 - f1.sum(-1) / counted
 
 
 COSTS: dict[str, Cost] = {"accuracy": error_rate, "macro_f1": macro_f1_cost}
