@@ -151,3 +151,13 @@ def test_the_losses_package_has_no_import_circle():
     for module in sorted(edges):
         visit(module, ())
     assert "lossbench.losses._exact_integral" in edges["lossbench.losses._exact_quadrature"]
+
+
+def test_every_registered_loss_is_public():
+    # (CONVENTIONS: registering a loss makes its function and its module twin public)
+    import lossbench.losses as losses
+
+    for name, info in losses.LOSSES.items():
+        assert getattr(losses, info.function.__name__, None) is info.function, name
+        assert getattr(losses, info.module.__name__, None) is info.module, name
+        assert info.function.__name__ in losses.__all__ and info.module.__name__ in losses.__all__, name

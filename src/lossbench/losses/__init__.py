@@ -25,11 +25,13 @@ from lossbench.losses.imbalance import (
     BalancedSoftmaxLoss,
     LDAMLoss,
     LogitAdjustedCrossEntropyLoss,
+    WeightedCrossEntropyLoss,
     balanced_softmax,
     drw_weights,
     ldam,
     logit_adjust,
     logit_adjusted_cross_entropy,
+    weighted_cross_entropy,
 )
 from lossbench.losses.truncation import (
     BinaryHardTruncationLoss,
@@ -119,6 +121,8 @@ __all__ = [
     "BalancedSoftmaxLoss",
     "ldam",
     "LDAMLoss",
+    "weighted_cross_entropy",
+    "WeightedCrossEntropyLoss",
     "drw_weights",
     "balanced_class_weights",
     "effective_number_weights",

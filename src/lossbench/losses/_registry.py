@@ -187,6 +187,8 @@ class LossModule(nn.Module):
         """The value this module calls its function with for ``name`` (given, or the function's default)."""
         if name in self._options:
             return self._options[name]
+        if name in self._buffers:  # (a tensor argument)
+            return self._buffers[name]
         return _module_signature(type(self)).parameters[name].default
 
     def extra_repr(self) -> str:

@@ -240,8 +240,9 @@ class LDAMLoss(LossModule):
         if self.drw_start is None:
             return
         start = round(self.drw_start * num_epochs)
-        weight = drw_weights(epoch, self.class_counts, start_epoch=start, beta=self.drw_beta)
-        self.register_buffer("weight", None if weight is None else weight.to(self.class_counts.device))
+        counts = torch.as_tensor(self.option("class_counts"))  # (a buffer, or a list kept as an option)
+        weight = drw_weights(epoch, counts, start_epoch=start, beta=self.drw_beta)
+        self.register_buffer("weight", None if weight is None else weight.to(counts.device))
 
 
 register_loss(
