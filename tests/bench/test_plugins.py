@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import stat
 import sys
 import textwrap
 
@@ -95,6 +96,28 @@ def test_a_plugin_in_a_folder_every_user_may_write_is_refused(tmp_path, monkeypa
     with pytest.raises(SpecError, match="which every user may write"):
         parse_spec(minimal(plugins=["lb_planted"]))
     assert "lb_planted" not in sys.modules
+
+
+@pytest.mark.parametrize("where", ["a folder above", "its __pycache__"])
+def test_a_plugin_others_could_swap_or_recompile_is_refused(where, tmp_path, monkeypatch):
+    top = tmp_path / "top"
+    folder = top / "mine"
+    folder.mkdir(parents=True)
+    name = "lb_swappable" if where == "a folder above" else "lb_recompiled"
+    (folder / f"{name}.py").write_text("VALUE = 1\n")
+    if where == "a folder above":
+        top.chmod(0o777)  # not sticky: anyone may rename mine/ and put another folder there
+    else:
+        (folder / "__pycache__").mkdir()
+        (folder / "__pycache__").chmod(0o777)  # a planted .pyc of the right size and time would run
+    monkeypatch.syspath_prepend(str(folder))
+    with pytest.raises(SpecError, match="every user may write"):
+        parse_spec(minimal(plugins=[name]))
+    assert name not in sys.modules
+    top.chmod(0o777 | stat.S_ISVTX)  # sticky (as /tmp): folders in it stay their owners'
+    if where == "a folder above":
+        parse_spec(minimal(plugins=[name]))
+        assert sys.modules.pop(name).VALUE == 1
 
 
 def test_the_plugins_field_keeps_stored_fingerprints_and_round_trips():

@@ -62,15 +62,28 @@ def _import(name: str) -> None:
 
 
 def _check_location(name: str, found: ModuleSpec) -> None:
-    """Refuse a module whose file, folder or (for a package) parent folder every user may write."""
+    """Refuse a module whose file, folder, (for a package) parent folder or compiled copy
+    (``__pycache__``, what the import actually runs) every user may write, or below a folder every
+    user may write without the sticky bit (they could swap the folders under it)."""
     if not found.has_location or found.origin is None:
         return  # built-in, frozen or a namespace package (its modules are checked one by one)
     origin = Path(found.origin)
     places = [origin, origin.parent]
     if found.submodule_search_locations is not None:
         places.append(origin.parent.parent)  # where another package of the same name could be put
+    if origin.suffix == ".py":
+        cached = Path(importlib.util.cache_from_source(str(origin)))
+        places += [cached, cached.parent]
     for place in places:
         existing = next((p for p in (place, *place.parents) if p.exists()), None)  # a zip's member: the zip
         if existing is not None and existing.stat().st_mode & stat.S_IWOTH:
-            raise PluginError(f"plugin {name!r} is found in {existing}, which every user may write; "
-                              "refusing to run code from there (move it to a folder only you can write)")  # fmt: skip
+            _refuse(name, existing, "every user may write")
+    for folder in origin.resolve().parents:
+        mode = folder.stat().st_mode
+        if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+            _refuse(name, folder, "every user may write (without the sticky bit: they may swap the folders in it)")
+
+
+def _refuse(name: str, place: Path, why: str) -> None:
+    raise PluginError(f"plugin {name!r} is found in {place}, which {why}; refusing to run code from there "
+                      "(move it to a folder only you can write)")  # fmt: skip
