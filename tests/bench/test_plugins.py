@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import stat
+import subprocess
 import sys
 import textwrap
 
