@@ -184,3 +184,24 @@ def test_test_labels_are_checked_on_their_own(test_labels, message):
     with pytest.raises(ValueError) as err:
         _in_memory((x, y), (torch.randn(3, 3), labels), 0.2, None, "d")
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_edited_model_factory_is_another_model(tmp_path):
+    # compare() names a user's model by its factory: an edit must not resume the old model's study
+    import functools
+    import subprocess
+    import sys
+
+    from lossbench.bench.api import _code_digest
+
+    def factory(width):
+        return lambda dataset, seed: nn.Linear(dataset.input_shape[0], width)
+
+    assert _code_digest(factory(4)) == _code_digest(factory(4)) != _code_digest(factory(8))
+    assert _code_digest(functools.partial(tiny_model, width=4)) != _code_digest(functools.partial(tiny_model, width=5))
+    assert _code_digest(tiny_model) != _code_digest(lambda dataset, seed, width=4: nn.Linear(dataset.input_shape[0], 2))
+    module = tmp_path / "lb_factory_mod.py"  # the same code in another process: the same digest
+    module.write_text("import torch.nn as nn\nclass Net(nn.Linear):\n    def __init__(self, d, s):\n        super().__init__(3, 2)\n")
+    script = "import sys; sys.path.insert(0, sys.argv[1]); import lb_factory_mod; from lossbench.bench.api import _code_digest; print(_code_digest(lb_factory_mod.Net))"
+    digests = {subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True).stdout for _ in range(2)}
+    assert len(digests) == 1 and len(digests.pop().strip()) == 8

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import inspect
 import io
 import os
+import re
 import sys
+import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -245,6 +248,44 @@ def _spec_table(
     return table
 
 
+def _code_digest(factory: Any) -> str:
+    """A digest of what a factory computes: its code (and its nested functions'), defaults and the
+    settings it closes over, following partials and a class's __init__ and forward.  Addresses in reprs
+    are left out, so the same code gives the same digest in another process."""
+    parts: list[bytes] = []
+
+    def stable(value: Any) -> bytes:
+        return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value)).encode()
+
+    def code_of(code: types.CodeType) -> None:
+        parts.extend([code.co_code, stable(code.co_names)])
+        for const in code.co_consts:
+            code_of(const) if isinstance(const, types.CodeType) else parts.append(stable(const))
+
+    while isinstance(factory, functools.partial):
+        parts.append(stable((factory.args, factory.keywords)))
+        factory = factory.func
+    functions = [getattr(factory, n, None) for n in ("__init__", "forward")] if isinstance(factory, type) else [factory]
+    for function in functions:
+        code = getattr(function, "__code__", None)
+        if code is None:
+            continue
+        code_of(code)
+        parts.extend([stable(function.__defaults__), stable(function.__kwdefaults__)])
+        for cell in function.__closure__ or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                value = None
+            # a closed-over setting (a width) or function counts; a container's contents may change
+            # between calls (a list the factory appends to), so only its type does
+            if isinstance(value, types.FunctionType):
+                code_of(value.__code__)
+            simple = isinstance(value, (int, float, complex, str, bytes, bool, type(None), type))
+            parts.append(stable(value) if simple else type(value).__qualname__.encode())
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:8]
+
+
 def _method(m: Any) -> dict[str, Any]:
     if isinstance(m, str):
         return {"name": m, "loss": m}
@@ -259,6 +300,7 @@ def _model_info(
     """A model entry for ``factory(dataset, seed, **hyperparameters)``; every searched or fixed
     hyperparameter is one the factory takes, every one it needs is given."""
     name = f"{getattr(factory, '__module__', None) or 'model'}.{getattr(factory, '__qualname__', type(factory).__name__)}"
+    name += f"-{_code_digest(factory)}"  # an edited factory is another model: its study is not the old one resumed
     try:
         params = list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):
