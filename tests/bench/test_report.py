@@ -205,3 +205,16 @@ def test_range_edges():
     assert range_edges({"lr": 1.1e-3, "loss.margin": 5.0, "loss.p": 2, "seed": 9, "wd": 0.5}, space) == {
         "lr": "lower", "loss.margin": "upper"}
     assert range_edges({"lr": 0.03, "loss.margin": None, "wd": 0.97}, space) == {"wd": "upper"}
+
+
+def test_each_data_set_gets_its_own_plot_files():
+    from types import SimpleNamespace
+
+    from lossbench.bench.report import _slug
+
+    def slug(label):
+        return _slug(SimpleNamespace(dataset=SimpleNamespace(label=label)))
+
+    assert slug("wine") == "wine" and slug("uci-car_2") == "uci-car_2"  # a file name already: kept
+    assert len({slug("wine a"), slug("wine_a"), slug("wine/a")}) == 3  # (one file name for all three before)
+    assert all(c.isalnum() or c in "-_" for c in slug("wine a/../b"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
+import hashlib
 import io
 import json
 import math
@@ -226,7 +227,11 @@ def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) -> 
 
 
 def _slug(result: DatasetResult) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in result.dataset.label)
+    """The dataset label as a file name: as it is where it is one, else with its other characters replaced
+    and a digest of the label added ("wine a" and "wine_a" are two data sets, and two plots)."""
+    label = result.dataset.label
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+    return slug if slug == label else f"{slug}-{hashlib.sha256(label.encode()).hexdigest()[:8]}"
 
 
 # -- CSV ----------------------------------------------------------------------------------------
