@@ -131,3 +131,12 @@ def test_momentum_with_an_optimizer_that_ignores_it_is_refused():
     with pytest.raises(SpecError, match="momentum applies to the sgd optimizer only"):
         parse_spec({**base, "train": {"optimizer": "adam", "momentum": 0.5}})
     parse_spec({**base, "train": {"optimizer": "adam"}})  # the default is no setting of the user's
+
+
+def test_a_bad_middle_of_the_search_space_is_blamed_on_itself():
+    from lossbench.bench.runner import Runner
+
+    spec = parse_spec({"name": "wd", "trials": 2, "seeds": 2, "search": {"weight_decay": {"low": -1.0, "high": 0.5}},
+                       "train": {"epochs": 1}, "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}]})  # fmt: skip
+    with pytest.raises(SpecError, match=r"the middle of the search space .* weight_decay must be finite and >= 0, got -0.25"):
+        Runner(spec, optuna.storages.InMemoryStorage(), torch.device("cpu"))

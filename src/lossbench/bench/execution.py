@@ -247,24 +247,30 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
     model.to(split.x_fit.device)
     with torch.no_grad():
         logits = model(split.x_fit[:8])  # the loss checks its arguments when called
-    for key, dist in space.items():
-        for value in _ends(dist):
-            params = {**middle, key: value}
-            if model_hyperparameter(key) is not None:
-                _check_model(split, method, spec, params, f"{where}: {key} = {value!r} (an end of its search space)")
-                continue
-            stage = stages(method, params, spec)[1 if key.startswith(THEN_PREFIX) else 0]
+
+    def attempt(params: dict[str, Any], which: slice, what: str) -> None:
+        for stage in stages(method, params, spec)[which]:
             try:
                 with torch.no_grad():
                     loss = stage.method.build_loss(stage.params, requirements, split.task, validate=True)
                     loss.to(logits.device)(logits, split.y_fit[:8])
                 for name, kwargs in stage.method.transform_list(stage.params):
                     make_transform((name, kwargs))
-                if key in ("lr", "weight_decay"):
-                    lr, decay = params.get("lr", 0.1), params.get("weight_decay", 0.0)
-                    check_optimizer(spec.train.optimizer, lr, [decay], spec.train.weight_decay_on)
+                lr, decay = params.get("lr", 0.1), params.get("weight_decay", 0.0)
+                check_optimizer(spec.train.optimizer, lr, [decay], spec.train.weight_decay_on)
             except (ValueError, TypeError) as err:
-                raise SpecError(f"{where}: {key} = {value!r} (an end of its search space) is refused: {err}") from None
+                raise SpecError(f"{where}: {what} is refused: {err}") from None
+
+    # the middle first: a bad one would be blamed on whichever end was checked beside it
+    attempt(middle, slice(None), f"the middle of the search space {middle}")
+    for key, dist in space.items():
+        for value in _ends(dist):
+            params = {**middle, key: value}
+            if model_hyperparameter(key) is not None:
+                _check_model(split, method, spec, params, f"{where}: {key} = {value!r} (an end of its search space)")
+                continue
+            stage = slice(1, 2) if key.startswith(THEN_PREFIX) else slice(0, 1)
+            attempt(params, stage, f"{key} = {value!r} (an end of its search space)")
 
 
 class _RunScores:
