@@ -130,6 +130,15 @@ def test_beta_bernoulli_module_learns_its_mixture(batch):
     assert sum(p.numel() for p in module.parameters()) == 2
     module(x.float(), y).backward()
     assert module.raw.grad is not None and torch.isfinite(module.raw.grad).all()
+    # its value is the function's at w = sigmoid(a), theta = sigmoid(b) ...
+    module.raw.data = torch.tensor([0.7, -0.3])
+    w, theta = torch.sigmoid(module.raw.detach().double())
+    torch.testing.assert_close(module(x.double(), y), L.beta_bernoulli_relaxation(x.double(), y, prior_weight=w, theta=theta))
+    # ... and in float32 stays finite, gradient too, where sigmoid(a) rounds to 1 (a >= 17: a few SGD steps away)
+    module.raw.data, module.raw.grad = torch.tensor([17.0, 0.0]), None
+    value = module(x.float(), y)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(module.raw.grad).all()
     assert list(L.BetaBernoulliRelaxationLoss(learnable=False).parameters()) == []
     with pytest.raises(ValueError, match="learnable must be True or False, got 'no'"):
         L.BetaBernoulliRelaxationLoss(learnable="no")

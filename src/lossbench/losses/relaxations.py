@@ -181,17 +181,17 @@ class BetaBernoulliRelaxationLoss(nn.Module):
         self.reduction, self.validate = reduction, validate
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, reduction: str | None = None) -> torch.Tensor:
-        w, theta = torch.sigmoid(self.raw).unbind()
-        return beta_bernoulli_relaxation(
-            logits,
-            target,
-            prior_weight=w,
-            theta=theta,
-            temperature=self.temperature,
-            ignore_index=self.ignore_index,
-            reduction=reduction or self.reduction,
-            validate=self.validate,
-        )
+        # The function's terms from the logits a, b in log space: log(w theta) = logsigmoid(a) + logsigmoid(b),
+        # log(1 - w) = logsigmoid(-a).  (sigmoid(a) rounds to 1 in float32 from a = 17 on, a few SGD steps
+        # away at the learning rates searched: then log1p(-w) is -inf and its gradient nan.)
+        a, b = self.raw.unbind()
+
+        def surrogate(d: torch.Tensor) -> torch.Tensor:
+            a_d, b_d = a.to(d.dtype), b.to(d.dtype)
+            return -torch.logaddexp(F.logsigmoid(a_d) + F.logsigmoid(b_d), F.logsigmoid(-a_d) + F.logsigmoid(d))
+
+        return _sum_over_rivals(surrogate, logits, target, self.temperature, self.ignore_index,
+                                reduction or self.reduction, self.validate)  # fmt: skip
 
 
 _EXACT_BASELINES = "baseline in the EXACT paper, arXiv 2205.09615"
