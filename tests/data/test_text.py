@@ -167,3 +167,9 @@ def test_bad_options_are_named(tmp_path, kwargs, message):
     test = kwargs.pop("test", write(tmp_path / "test.tsv", TEST))
     with pytest.raises(ValueError, match=message):
         load_text_table(train, test, **kwargs)
+
+
+def test_a_column_index_out_of_range_is_refused_by_name_with_a_header_too(tmp_path):
+    path = write(tmp_path / "t.tsv", "sentence\tlabel\nok fine\tpos\nbad\tneg\n")
+    with pytest.raises(ValueError, match=r"label_column=5 is out of range for .*t.tsv \(2 columns\)"):
+        load_text_table(path, text_column=0, label_column=5)

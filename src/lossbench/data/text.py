@@ -419,16 +419,14 @@ def read_text_table(
                     continue
                 if width is None:
                     width = len(row)
-                    if header:
-                        names = [c.strip() for c in row]
-                        t = _column_index(text_column, names, path, "text_column")
-                        lab = _column_index(label_column, names, path, "label_column")
-                        continue
-                    t = _column_index(text_column, None, path, "text_column")
-                    lab = _column_index(label_column, None, path, "label_column")
-                    for col, what in ((t, "text_column"), (lab, "label_column")):
+                    names = [c.strip() for c in row] if header else None
+                    t = _column_index(text_column, names, path, "text_column")
+                    lab = _column_index(label_column, names, path, "label_column")
+                    for col, what in ((t, "text_column"), (lab, "label_column")):  # (an index, with a header too)
                         if not -width <= col < width:
                             raise ValueError(f"{what}={col} is out of range for {path} ({width} columns)")
+                    if header:
+                        continue
                 if len(row) != width:
                     raise ValueError(f"{path}:{reader.line_num}: expected {width} fields, got {len(row)}")
                 texts.append(row[t])
