@@ -162,6 +162,14 @@ def test_parse_cache_hits_and_invalidates(tmp_path, fresh_cache, monkeypatch):
     assert len(calls) == 2 and not torch.equal(c.x_train, a.x_train)
     load_arff(path, cache=False)
     assert len(calls) == 3
+    # another file of the same size and mtime (cp -p, rsync -t): parsed again, not served from the cache
+    before = path.stat()
+    other = write(tmp_path / "other.arff", ARFF.replace("6.5, green", "6.1, green"))
+    other.replace(path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+    d = load_arff(path)
+    assert len(calls) == 4 and not torch.equal(d.x_train, c.x_train)
 
 
 def test_unreadable_cache_entry_is_rebuilt_with_a_warning(tmp_path, fresh_cache):

@@ -27,10 +27,12 @@ CACHE_VERSION = 3  # 3: a nominal value is one category whichever file it came f
 
 
 def fingerprint(paths: Sequence[Path]) -> list[list[Any]]:
+    """What says a file is the one parsed (or hashed) before: its path, size, mtime, and its inode and
+    ctime, which no copy or edit can set back (``cp -p`` or ``rsync -t`` keep size and mtime)."""
     out = []
     for p in paths:
         st = Path(p).stat()
-        out.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
+        out.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns])
     return out
 
 
