@@ -125,3 +125,13 @@ def test_thresholds_are_refused_where_they_cannot_apply():
     split = DataCache(single, torch.device("cpu")).get(single.datasets[0], "tune")
     with pytest.raises(SpecError, match="applies to multilabel tasks, not multiclass"):
         check_unit(split, resolve_method(single.methods[1]), single)
+
+
+def test_f1_thresholds_with_tied_logits_cut_between_distinct_scores():
+    # three rows of one logit (repeated inputs): no threshold puts some of them on each side
+    logits = torch.tensor([[2.0], [1.0], [1.0], [1.0], [0.5], [-1.0]])
+    target = torch.tensor([[1.0], [1.0], [1.0], [0.0], [0.0], [0.0]])
+    threshold = f1_thresholds(logits, target)
+    predicted = logits[:, 0] > threshold
+    tp = float((predicted & (target[:, 0] == 1)).sum())
+    assert 2 * tp / (float(predicted.sum()) + float(target.sum())) == pytest.approx(6 / 7)  # the best cut: all four

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torchmetrics.functional.classification import (
@@ -129,3 +131,15 @@ def test_all_finite_is_isfinite_all(dtype):
                 y.view(-1)[flat] = bad
                 assert not all_finite(y) and not bool(torch.isfinite(y).all())
                 assert not all_finite(y.transpose(0, -1))  # non-contiguous
+
+
+def test_nll_and_bce_count_confident_mistakes_in_full():
+    # from the logits in log space: a probability clamped at 1e-12 (1e-7 for bce) capped each sample's loss
+    logits, target = torch.tensor([[60.0, 0.0], [0.0, 1.0]]), torch.tensor([1, 1])
+    nll = compute_metrics(logits, target, "multiclass", 2, ("nll",))["nll"]
+    assert nll == pytest.approx(float(torch.nn.functional.cross_entropy(logits, target)))
+    one, labels = torch.tensor([[30.0], [-1.0]]), torch.tensor([[0.0], [1.0]])
+    bce = compute_metrics(one, labels, "multilabel", 1, ("bce",))["bce"]
+    assert bce == pytest.approx(float(torch.nn.functional.binary_cross_entropy_with_logits(one, labels)))
+    binary = compute_metrics(torch.tensor([40.0, -2.0]), torch.tensor([0, 0]), "multiclass", 2, ("nll",))["nll"]
+    assert binary == pytest.approx((40.0 + math.log1p(math.exp(-40.0)) + math.log1p(math.exp(-2.0))) / 2)

@@ -62,14 +62,17 @@ def f1_thresholds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     above it" has the highest F1 on these rows (the first best cut: the highest threshold).
 
     Predicting the k highest-scored rows positive gives F1 = 2 TP_k / (k + P); the threshold sits
-    halfway between the k-th and (k+1)-th scores.  A label with no positive row gets a threshold
-    above every score (no row predicted positive).
+    halfway between the k-th and (k+1)-th scores, which must differ (rows of equal scores fall on
+    one side together).  A label with no positive row gets a threshold above every score (no row
+    predicted positive).
     """
     scores, order = logits.detach().float().sort(dim=0, descending=True)
     hits = target.float().gather(0, order).cumsum(0)  # TP_k for k = 1..N, per label
     k = torch.arange(1, len(scores) + 1, device=scores.device, dtype=scores.dtype)[:, None]
     f1 = 2 * hits / (k + hits[-1:])  # P = hits[-1]
-    best = f1.argmax(dim=0)  # index k - 1 of the first best cut
+    # a cut only where the scores differ: within tied rows no threshold separates them
+    ends = torch.cat([scores[:-1] > scores[1:], torch.ones_like(scores[:1], dtype=torch.bool)])
+    best = torch.where(ends, f1, -1.0).argmax(dim=0)  # index k - 1 of the first best cut
     above = scores.gather(0, best[None]).squeeze(0)
     below = torch.cat([scores[1:], scores[-1:] - 2]).gather(0, best[None]).squeeze(0)  # past the last row: 1 lower
     thresholds = (above + below) / 2
@@ -120,6 +123,18 @@ def class_probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     return torch.softmax(logits, dim=1)
 
 
+def class_log_probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """The logs of :func:`class_probabilities`, from the logits (a probability of 1e-30 keeps its log;
+    multi-label: each label's log sigma(s), and log sigma(-s) is ``logsigmoid(-s)``)."""
+    logits = logits.float()
+    if task == "multilabel":
+        return F.logsigmoid(logits)
+    if logits.ndim == 1 or logits.shape[-1] == 1:
+        s = logits.reshape(-1)
+        return torch.stack([F.logsigmoid(-s), F.logsigmoid(s)], dim=1)
+    return torch.log_softmax(logits, dim=1)
+
+
 def accuracy(scores: torch.Tensor, target: torch.Tensor) -> float:
     """Micro accuracy of (N, C) scores (logits or probabilities) against class indices, bit for
     bit as torchmetrics' ``multiclass_accuracy(scores, target, average="micro")``: the arg-max of
@@ -152,8 +167,8 @@ def _multiclass(name: str, probs: torch.Tensor, target: torch.Tensor, num_classe
         recall = multiclass_recall(probs, target, average=None, **kw)
         present = (torch.bincount(target, minlength=num_classes) > 0).to(recall.dtype)
         return float((recall * present / present.sum()).sum()) if present.any() else 0.0
-    if name == "nll":
-        return float(F.nll_loss(probs.clamp_min(1e-12).log(), target))
+    if name == "nll":  # (probs: the log-probabilities here, see compute_metrics: a capped log under-counts)
+        return float(F.nll_loss(probs, target))
     if name == "ece":
         return float(multiclass_calibration_error(probs, target, n_bins=15, norm="l1", **kw))
     raise ValueError(f"unknown multiclass metric {name!r}; known: {METRICS['multiclass']}")
@@ -165,8 +180,8 @@ def _multilabel(name: str, probs: torch.Tensor, target: torch.Tensor, num_labels
         return float(multilabel_f1_score(probs, target.long(), average=name[:5], **kw))
     if name == "map":
         return float(multilabel_average_precision(probs, target.long(), average="macro", **kw))
-    if name == "bce":
-        return float(F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), target.float()))
+    if name == "bce":  # (probs: the logits here, see compute_metrics)
+        return float(F.binary_cross_entropy_with_logits(probs, target.float()))
     raise ValueError(f"unknown multilabel metric {name!r}; known: {METRICS['multilabel']}")
 
 
@@ -183,15 +198,19 @@ def compute_metrics(
     if not all_finite(logits):
         return {name: float("nan") for name in names} | {"diverged": 1.0}
     if task == "multilabel":
-        probs = class_probabilities(logits, task)
-        return {name: _multilabel(name, probs, target, num_classes) for name in names} | {"diverged": 0.0}
+        probs = class_probabilities(logits, task) if set(names) - {"bce"} else None
+        return {name: _multilabel(name, logits.float() if name == "bce" else probs, target, num_classes)
+                for name in names} | {"diverged": 0.0}  # fmt: skip
     # A single binary logit has no arg-max: its metrics all read the two probabilities.
     scores = logits if logits.ndim == 2 and logits.shape[1] > 1 else None
-    probs = None if scores is not None and ARGMAX.issuperset(names) else class_probabilities(logits, task)
-    return {
-        name: _multiclass(name, scores if scores is not None and name in ARGMAX else probs, target, num_classes)
-        for name in names
-    } | {"diverged": 0.0}
+    probs = None if scores is not None and ARGMAX.issuperset(set(names) - {"nll"}) else class_probabilities(logits, task)
+
+    def read(name: str) -> torch.Tensor:
+        if name == "nll":
+            return class_log_probabilities(logits, task)
+        return scores if scores is not None and name in ARGMAX else probs
+
+    return {name: _multiclass(name, read(name), target, num_classes) for name in names} | {"diverged": 0.0}
 
 
 class EpochScores:
