@@ -78,6 +78,15 @@ def test_lr_decays_exponentially_to_lr_final():
     assert history[-1]["lr"] == pytest.approx(1e-4)
 
 
+@pytest.mark.parametrize("schedule", ["step", "epoch"])
+def test_an_lr_below_lr_final_stays_as_it_is(schedule):
+    # lr_final is where the rate decays to; a run that starts below it keeps its rate, in either
+    # schedule (step by step it once ramped up to lr_final, per epoch it stayed)
+    x, y = blobs(n=100)
+    history = fit(mlp(), CrossEntropyLoss(), x, y, epochs=3, batch_size=10, lr=1e-5, lr_final=1e-4, lr_schedule=schedule)
+    assert [row["lr"] for row in history] == pytest.approx([1e-5] * 3)
+
+
 class _RecordingSGD(torch.optim.SGD):
     def __init__(self, params, seen, **kw):
         super().__init__(params, **kw)

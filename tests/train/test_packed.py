@@ -87,6 +87,12 @@ def test_epoch_layout_and_lr_schedule(schedule):
     _assert_same(*_both_ways(kind="mlp", lr_schedule=schedule, repeat=3, drop_last=True, **BASE))
 
 
+@pytest.mark.parametrize("schedule", ["step", "epoch"])
+def test_runs_below_lr_final_keep_their_lr_packed_as_alone(schedule):
+    lrs = [1e-5, 0.2, 5e-5, 0.05][: len(SEEDS)]  # two runs start below lr_final, two above
+    _assert_same(*_both_ways(lrs=lrs, lr_schedule=schedule, **{**BASE, "lr_final": 1e-4}))
+
+
 @pytest.mark.parametrize(
     "transforms",
     [[("flooding", {"b": 0.6})], [("iflood", {"b": 0.5})], [("clip_norm", {"max_norm": 0.3})],

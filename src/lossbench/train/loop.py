@@ -103,8 +103,8 @@ def fit(
     parameters and the loss's, when the loss is an ``nn.Module``.  With ``lr_final`` the learning
     rate decays exponentially, step by step, from ``lr`` at the first step to ``lr_final`` at
     the last; with ``lr_schedule="epoch"`` it decays once per epoch instead, reaching
-    ``lr_final`` at the last epoch (a per-epoch StepLR, as the EXACT paper's code; no decay when
-    ``lr_final >= lr``).  An epoch is ``repeat`` passes over the data in one shuffled order
+    ``lr_final`` at the last epoch (a per-epoch StepLR, as the EXACT paper's code).  Either way a run
+    whose ``lr`` is at or below ``lr_final`` keeps its ``lr``.  An epoch is ``repeat`` passes over the data in one shuffled order
     (``randperm(repeat * n) % n``, as a repeated dataset in a shuffling loader), cut into batches;
     ``drop_last`` drops the last, smaller one.  ``optimizer`` is a name from ``OPTIMIZERS`` (built
     by :func:`make_optimizer`, fused where PyTorch can) or a factory ``params -> Optimizer``,
@@ -140,7 +140,7 @@ def fit(
     total = epochs * steps_per_epoch if per_step else epochs
     scheduler = None
     lr0 = opt.param_groups[0]["lr"]
-    if lr_final is not None and total > 1 and (per_step or lr_final < lr0):
+    if lr_final is not None and total > 1 and lr_final < lr0:  # (it decays: an lr_final above lr is no ramp)
         gamma = (lr_final / lr0) ** (1.0 / (total - 1))
         scheduler = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
     perm_device = generator.device if generator is not None else torch.device("cpu")

@@ -242,7 +242,7 @@ def fit_packed(
     total = epochs * steps_per_epoch if per_step else epochs
     # Each run's exponential decay as ExponentialLR computes it: lr <- lr * gamma, in float64.
     gammas = [
-        (lr_final / lr) ** (1.0 / (total - 1)) if lr_final is not None and total > 1 and (per_step or lr_final < lr) else 1.0
+        (lr_final / lr) ** (1.0 / (total - 1)) if lr_final is not None and total > 1 and lr_final < lr else 1.0
         for lr in lrs
     ]
     lr_now = torch.tensor(list(lrs), dtype=torch.float64, device=device)
