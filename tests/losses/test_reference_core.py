@@ -62,6 +62,17 @@ def test_hinge_equals_multi_margin_loss(batch, p, margin):
     )
 
 
+@pytest.mark.parametrize("margin", [1.0, 0.0])
+def test_hinge_averaged_over_the_rivals_is_the_exact_papers(batch, margin):
+    # uci-class/scripts/run.py, HingeLoss: (margin - gt_logits + logits).clip(min=0)[alt_mask].mean()
+    x, y = batch
+    rivals = torch.ones_like(x, dtype=torch.bool).scatter_(1, y[:, None], False)
+    paper = (margin - x.gather(1, y[:, None]) + x).clip(min=0)[rivals].mean()
+    torch.testing.assert_close(L.multi_class_hinge(x, y, margin=margin, average="rivals"), paper)
+    with pytest.raises(ValueError, match="average must be one of"):
+        L.multi_class_hinge(x, y, average="samples")
+
+
 def test_hinge_rejects_unsupported_p(batch):
     with pytest.raises(ValueError, match="p must be 1 or 2"):
         L.multi_class_hinge(*batch, p=3)

@@ -17,6 +17,9 @@ from lossbench.losses._validation import (
 from lossbench.registry import Choice, HyperParam
 
 
+AVERAGES = {"classes": 0, "rivals": 1}  # the divisor: C minus this many
+
+
 def multi_class_hinge(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -24,13 +27,17 @@ def multi_class_hinge(
     margin: float = 1.0,
     p: int | torch.Tensor = 1,
     weight: torch.Tensor | None = None,
+    average: str = "classes",
     ignore_index: int = -100,
     reduction: str = "mean",
     validate: bool = True,
 ) -> torch.Tensor:
-    """``w_y / C * sum_{j != y} max(0, margin - s_y + s_j) ** p``.
+    """``w_y / C * sum_{j != y} max(0, margin - s_y + s_j) ** p``; ``average="rivals"`` divides by the
+    ``C - 1`` rivals instead, as the EXACT paper's code does (``HingeLoss`` in
+    ``uci-class/scripts/run.py``: the mean over the rivals' terms), which is not a rescaling the
+    learning rate absorbs (the clip, the weight decay and the final lr stay as they are).
 
-    Per-sample values (and ``reduction="sum"``) equal ``torch.nn.functional.multi_margin_loss``.
+    With ``average="classes"`` per-sample values (and ``reduction="sum"``) equal ``torch.nn.functional.multi_margin_loss``.
     One deliberate difference: with class weights, ``reduction="mean"`` divides by the summed
     weights of the non-ignored targets, as every weighted loss in lossbench (and PyTorch's
     cross-entropy) does; ``multi_margin_loss`` divides by the batch size.  Adds ``ignore_index``.
@@ -40,6 +47,8 @@ def multi_class_hinge(
         margin: ``>= 0``, or one per sample ``(B,)``; p: 1 or 2, or one per sample ``(B,)``.
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
+    if average not in AVERAGES:
+        raise ValueError(f"average must be one of {tuple(AVERAGES)}, got {average!r}")
     # 0: the perceptron loss (the EXACT paper's grid has it)
     margin = row_param("margin", margin, x, partial(check_positive, allow_zero=True), validate)
     p = row_param("p", p, x, _check_power, validate)
@@ -51,7 +60,7 @@ def multi_class_hinge(
     else:
         terms = terms**p
     rivals = torch.ones_like(x, dtype=torch.bool).scatter_(1, y[:, None], False)
-    per_sample = torch.where(rivals, terms, torch.zeros_like(terms)).sum(1) / x.shape[1]
+    per_sample = torch.where(rivals, terms, torch.zeros_like(terms)).sum(1) / (x.shape[1] - AVERAGES[average])
     w_valid = None
     if weight is not None:
         w_valid = torch.where(valid, weight.to(x.dtype)[y], torch.zeros_like(per_sample))
