@@ -16,7 +16,6 @@ from lossbench.losses._validation import (
 )
 from lossbench.registry import Choice, HyperParam
 
-
 AVERAGES = {"classes": 0, "rivals": 1}  # the divisor: C minus this many
 
 
