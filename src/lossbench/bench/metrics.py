@@ -112,27 +112,16 @@ def task_of_metrics(metrics: Mapping[str, float]) -> str:
     return "multilabel" if "micro_f1" in metrics else "multiclass"
 
 
-def class_probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
-    """(N, C) probabilities; a single binary logit s becomes (sigma(-s), sigma(s))."""
+def class_probabilities(logits: torch.Tensor, task: str, log: bool = False) -> torch.Tensor:
+    """(N, C) probabilities; a single binary logit s becomes (sigma(-s), sigma(s)).  ``log``: their logs,
+    from the logits (a probability of 1e-30 keeps its log)."""
     logits = logits.float()
     if task == "multilabel":
-        return torch.sigmoid(logits)
+        return F.logsigmoid(logits) if log else torch.sigmoid(logits)
     if logits.ndim == 1 or logits.shape[-1] == 1:
         s = logits.reshape(-1)
-        return torch.stack([torch.sigmoid(-s), torch.sigmoid(s)], dim=1)
-    return torch.softmax(logits, dim=1)
-
-
-def class_log_probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
-    """The logs of :func:`class_probabilities`, from the logits (a probability of 1e-30 keeps its log;
-    multi-label: each label's log sigma(s), and log sigma(-s) is ``logsigmoid(-s)``)."""
-    logits = logits.float()
-    if task == "multilabel":
-        return F.logsigmoid(logits)
-    if logits.ndim == 1 or logits.shape[-1] == 1:
-        s = logits.reshape(-1)
-        return torch.stack([F.logsigmoid(-s), F.logsigmoid(s)], dim=1)
-    return torch.log_softmax(logits, dim=1)
+        return torch.stack([F.logsigmoid(-s), F.logsigmoid(s)] if log else [torch.sigmoid(-s), torch.sigmoid(s)], dim=1)
+    return torch.log_softmax(logits, dim=1) if log else torch.softmax(logits, dim=1)
 
 
 def accuracy(scores: torch.Tensor, target: torch.Tensor) -> float:
@@ -207,7 +196,7 @@ def compute_metrics(
 
     def read(name: str) -> torch.Tensor:
         if name == "nll":
-            return class_log_probabilities(logits, task)
+            return class_probabilities(logits, task, log=True)
         return scores if scores is not None and name in ARGMAX else probs
 
     return {name: _multiclass(name, read(name), target, num_classes) for name in names} | {"diverged": 0.0}
