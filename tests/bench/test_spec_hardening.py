@@ -41,16 +41,6 @@ def test_search_order_is_kept_for_the_python_random_sampler():
     assert load_preset("exact-table1").search_order
 
 
-def test_a_search_order_name_no_method_searches_is_refused():
-    from lossbench.bench.runner import Runner
-
-    spec = parse_spec({"name": "order", "sampler": "python-random", "search_order": ["learning_rate"], "trials": 2, "seeds": 2,
-                       "search": {"lr": {"choices": [0.1, 1.0]}, "weight_decay": {"choices": [0.0, 1e-4]}}, "train": {"epochs": 1},
-                       "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}]})  # fmt: skip
-    with pytest.raises(SpecError, match=r"search_order names \['learning_rate'\], which no method searches"):
-        Runner(spec, optuna.storages.InMemoryStorage(), torch.device("cpu"))
-
-
 def test_directory_given_as_spec(tmp_path):
     with pytest.raises(SpecError, match="cannot read spec file .*: Is a directory"):
         load_spec(tmp_path)
