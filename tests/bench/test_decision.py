@@ -135,3 +135,10 @@ def test_f1_thresholds_with_tied_logits_cut_between_distinct_scores():
     predicted = logits[:, 0] > threshold
     tp = float((predicted & (target[:, 0] == 1)).sum())
     assert 2 * tp / (float(predicted.sum()) + float(target.sum())) == pytest.approx(6 / 7)  # the best cut: all four
+
+
+def test_f1_thresholds_between_neighbouring_floats_keep_the_upper_row_positive():
+    above = 1.0000002384185791
+    logits = torch.tensor([[above], [1.0000001192092896], [-3.0]])
+    threshold = f1_thresholds(logits, torch.tensor([[1.0], [0.0], [0.0]]))
+    assert (logits[:, 0] > threshold).tolist() == [True, False, False]

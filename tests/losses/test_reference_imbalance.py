@@ -457,6 +457,7 @@ def test_ldam_module_applies_deferred_reweighting_on_schedule():
         torch.testing.assert_close(loss(x, y), ldam(x, y, class_counts=counts, weight=weight))
         assert (loss.weight is None) == (epoch < 6)
     listed = LDAMLoss(class_counts=counts.tolist(), drw_start=0.75)  # counts as a list, as the function takes them
+    assert isinstance(listed.class_counts, torch.Tensor)  # a buffer: it and the weights move with .to(device)
     listed.set_epoch(7, 8)
     torch.testing.assert_close(listed(x, y), ldam(x, y, class_counts=counts, weight=drw_weights(7, counts, start_epoch=6)))
     plain = LDAMLoss(class_counts=counts)

@@ -254,8 +254,17 @@ def _code_digest(factory: Any) -> str:
     are left out, so the same code gives the same digest in another process."""
     parts: list[bytes] = []
 
+    def text(value: Any) -> str:  # sets in sorted order (their repr's order follows PYTHONHASHSEED)
+        if isinstance(value, (set, frozenset)):
+            return "{" + ", ".join(sorted(map(text, value))) + "}"
+        if isinstance(value, (tuple, list)):
+            return "(" + ", ".join(map(text, value)) + ")"
+        if isinstance(value, dict):
+            return "{" + ", ".join(sorted(f"{text(k)}: {text(v)}" for k, v in value.items())) + "}"
+        return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
     def stable(value: Any) -> bytes:
-        return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value)).encode()
+        return text(value).encode()
 
     def code_of(code: types.CodeType) -> None:
         parts.extend([code.co_code, stable(code.co_names)])

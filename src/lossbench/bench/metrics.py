@@ -76,6 +76,7 @@ def f1_thresholds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     above = scores.gather(0, best[None]).squeeze(0)
     below = torch.cat([scores[1:], scores[-1:] - 2]).gather(0, best[None]).squeeze(0)  # past the last row: 1 lower
     thresholds = (above + below) / 2
+    thresholds = torch.where(thresholds >= above, below, thresholds)  # (neighbouring floats: the midpoint rounds onto above)
     return torch.where(hits[-1] > 0, thresholds, scores[0] + 1)
 
 

@@ -228,6 +228,8 @@ class LDAMLoss(LossModule):
     function = staticmethod(ldam)
 
     def __init__(self, *, drw_start: float | None = None, drw_beta: float = 0.9999, **kwargs) -> None:
+        if isinstance(kwargs.get("class_counts"), (list, tuple)):  # a buffer: it moves with .to(device), and so its weights
+            kwargs["class_counts"] = torch.as_tensor(kwargs["class_counts"], dtype=torch.float64)
         super().__init__(**kwargs)
         check_interval("drw_beta", drw_beta, 0.0, 1.0, closed="left")
         if drw_start is not None:
@@ -240,9 +242,8 @@ class LDAMLoss(LossModule):
         if self.drw_start is None:
             return
         start = round(self.drw_start * num_epochs)
-        counts = torch.as_tensor(self.option("class_counts"))  # (a buffer, or a list kept as an option)
-        weight = drw_weights(epoch, counts, start_epoch=start, beta=self.drw_beta)
-        self.register_buffer("weight", None if weight is None else weight.to(counts.device))
+        weight = drw_weights(epoch, self.class_counts, start_epoch=start, beta=self.drw_beta)
+        self.register_buffer("weight", None if weight is None else weight.to(self.class_counts.device))
 
 
 register_loss(
