@@ -138,3 +138,24 @@ def test_a_packed_iflood_refuses_ignored_targets():
     with pytest.raises(ValueError, match="ignore_index"):
         fit_packed(PackedModel([LinearClassifier(3, 3)]), [LOSSES.get("cross_entropy").module()], x, y, epochs=1,
                    batch_size=8, lrs=[0.1], generators=[torch.Generator()], transforms=[[("iflood", {"b": 0.1})]])  # fmt: skip
+
+
+def test_a_per_sample_transform_refuses_a_loss_batch_level_by_its_option():
+    # EXACT standardising its batch, LDAM with deferred re-weighting: batch-level with that option set only
+    from lossbench.bench.methods import resolve_method
+    from lossbench.bench.spec import SpecError, parse_spec
+    from lossbench.losses import ExactLoss, LDAMLoss
+
+    def method(**fields):
+        spec = parse_spec({"name": "s", "datasets": ["wine"], "methods": [{"name": "e", "loss": "exact", "transforms": ["iflood"], **fields}]})
+        return resolve_method(spec.methods[0])
+
+    model = nn.Linear(3, 4)
+    for loss in (ExactLoss(standardize=True), LDAMLoss(class_counts=torch.tensor([5.0, 3, 2, 1]), drw_start=0.5)):
+        with pytest.raises(ValueError, match="iflood needs one loss per sample"):
+            build_step(model, loss, torch.optim.SGD(model.parameters(), lr=0.1), ["iflood"])
+    build_step(model, ExactLoss(), torch.optim.SGD(model.parameters(), lr=0.1), ["iflood"])
+    for fields in ({"params": {"standardize": True}}, {"search": {"loss.standardize": {"choices": [False, True]}}}):
+        with pytest.raises(SpecError, match="'exact' is batch-level with standardize set"):
+            method(**fields)
+    method()

@@ -250,8 +250,11 @@ def _resolve(spec: MethodSpec) -> Method:
             if key not in known:
                 raise SpecError(f"{where}: transform {t.name!r} has no parameter {key!r}; it takes {sorted(known)}")
             check_value(where, f"{t.name}.{key}", value, signature[key])
-        if not compatible(t.name, loss):
-            raise SpecError(f"{where}: transform {t.name!r} needs per-sample losses; {loss.name!r} is batch-level")
+        when = loss.batch_level_when  # (searched, it may be set: then the loss is batch-level)
+        settings = {**spec.params, **({when: True} if when is not None and f"loss.{when}" in spec.search else {})}
+        if not compatible(t.name, loss, settings):
+            raise SpecError(f"{where}: transform {t.name!r} needs per-sample losses; {loss.name!r} is batch-level"
+                            + (f" with {when} set" if when is not None and loss.is_batch_level(settings) and not loss.batch_level else ""))
         transforms.append((t.name, dict(t.params), params))
         options.update({f"{t.name}.{p.name}": signature[p.name] for p in params})
     method = Method(spec, loss, tuple(transforms))

@@ -127,6 +127,8 @@ def register_loss(
             )
     if batch_level:  # what a training step reads off the module (per-sample transforms refuse it)
         module.batch_level = True
+    if batch_level_when is not None:
+        module.batch_level_when = batch_level_when
     doc = inspect.getdoc(function) or ""
     info = LossInfo(
         name=name,
@@ -159,6 +161,7 @@ class LossModule(nn.Module):
 
     function: Callable[..., torch.Tensor]
     batch_level = False  # set by register_loss: the loss couples its batch's rows (no value per sample of its own)
+    batch_level_when: str | None = None  # set by register_loss: the option that makes it batch-level when set
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()

@@ -98,6 +98,10 @@ def _is_pair(spec: object) -> bool:
     return isinstance(spec[0], str) and isinstance(spec[1], Mapping)
 
 
-def compatible(transform: str, loss_info: Any) -> bool:
-    """Whether a transform can wrap a registered loss (per-sample transforms need per-sample losses)."""
-    return not (get_transform(transform).per_sample and getattr(loss_info, "batch_level", False))
+def compatible(transform: str, loss_info: Any, kwargs: dict[str, Any] | None = None) -> bool:
+    """Whether a transform can wrap a registered loss called with ``kwargs`` (per-sample transforms need
+    per-sample losses; a loss batch-level when one of its options is set is, with that option set)."""
+    if not get_transform(transform).per_sample:
+        return True
+    batch_level = getattr(loss_info, "is_batch_level", None)
+    return not (batch_level(kwargs or {}) if batch_level is not None else getattr(loss_info, "batch_level", False))

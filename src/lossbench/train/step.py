@@ -57,7 +57,7 @@ class TrainStep:
         if late:
             raise ValueError(f"per-sample transforms {late} must come first among the loss wrappers")
         self._per_sample = bool(self._objective) and self._objective[0].per_sample
-        if self._per_sample and getattr(loss, "batch_level", False):  # (its values per sample would couple the batch)
+        if self._per_sample and _batch_level(loss):  # (its values per sample would couple the batch)
             raise ValueError(f"{self._objective[0].name} needs one loss per sample; {type(loss).__name__} is a batch-level loss")
         self._needs_grads = bool(self._gradient) or self._update is not None
 
@@ -129,6 +129,15 @@ class TrainStep:
 
     def __repr__(self) -> str:
         return f"TrainStep(transforms={self.transforms!r}, optimizer={type(self.optimizer).__name__})"
+
+
+def _batch_level(loss: LossFn) -> bool:
+    """Whether a registered loss's module couples its batch's rows (always, or with an option set)."""
+    when = getattr(loss, "batch_level_when", None)
+    if getattr(loss, "batch_level", False) or when is None:
+        return getattr(loss, "batch_level", False)
+    value = vars(loss)[when] if when in vars(loss) else loss.option(when)  # (a module's own setting, or its function's)
+    return value not in (None, False)
 
 
 def build_step(
