@@ -40,3 +40,17 @@ def test_workers_started_before_a_refused_log_are_stopped(tmp_path):
         with LocalWorkers(2, "no-such-study", f"sqlite:///{tmp_path}/empty.db", str(out)):
             pass
     assert not (out / "worker-1.log").exists()
+
+
+def test_workers_see_the_working_directory_only_where_this_process_does(tmp_path, monkeypatch):
+    import sys
+
+    from lossbench.bench.workers import worker_environment
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.setattr(sys, "path", ["/somewhere/else", *sys.path[1:]])  # the lossbench script: no cwd
+    assert "PYTHONPATH" not in worker_environment("sqlite:///x.db")
+    monkeypatch.setattr(sys, "path", ["", *sys.path[1:]])  # python -m lossbench run here: its plugins may be here
+    env = worker_environment("sqlite:///x.db")
+    assert env["PYTHONPATH"] == str(tmp_path) and env["PYTHONSAFEPATH"] == "1"

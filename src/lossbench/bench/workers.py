@@ -32,6 +32,18 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def worker_environment(storage_url: str) -> dict[str, str]:
+    """A local worker's environment.  Workers start with -P: no import from the working directory (python
+    -m puts it first on sys.path, and a shared folder such as /tmp may hold a module another user planted
+    there), unless this process itself imports from it (it was started with python -m there): then the
+    workers see what it sees, its plugins included, through PYTHONPATH."""
+    env = {**os.environ, STORAGE_ENV: storage_url, "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
+    here = os.getcwd()
+    if sys.path and sys.path[0] in ("", here):
+        env["PYTHONPATH"] = os.pathsep.join([here, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    return env
+
+
 class LocalWorkers:
     """``count`` worker processes on study ``study`` in ``storage_url``; a context manager that
     waits for them on exit (and stops them if the block raised, Ctrl-C included)."""
@@ -41,9 +53,7 @@ class LocalWorkers:
         self._procs: list[tuple[subprocess.Popen, Path]] = []
 
     def __enter__(self) -> LocalWorkers:
-        # -P: no import from the working directory (python -m puts it first on sys.path, and a shared
-        # folder such as /tmp may hold a module another user planted there)
-        env = {**os.environ, STORAGE_ENV: self.url, "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
+        env = worker_environment(self.url)
         Path(self.out).mkdir(parents=True, exist_ok=True)  # the workers' logs go there before the study writes anything
         logs = [inside(self.out, f"worker-{i + 1}.log") for i in range(self.count)]  # every path checked before any start
         try:
