@@ -254,7 +254,7 @@ def _resolve(spec: MethodSpec) -> Method:
         settings = {**spec.params, **({when: True} if when is not None and f"loss.{when}" in spec.search else {})}
         if not compatible(t.name, loss, settings):
             raise SpecError(f"{where}: transform {t.name!r} needs per-sample losses; {loss.name!r} is batch-level"
-                            + (f" with {when} set" if when is not None and loss.is_batch_level(settings) and not loss.batch_level else ""))
+                            f"{'' if loss.batch_level else f' with {when} set'}")  # fmt: skip
         transforms.append((t.name, dict(t.params), params))
         options.update({f"{t.name}.{p.name}": signature[p.name] for p in params})
     method = Method(spec, loss, tuple(transforms))

@@ -33,10 +33,10 @@ def set_threads(threads: int) -> None:
 
 
 def worker_environment(storage_url: str) -> dict[str, str]:
-    """A local worker's environment.  Workers start with -P: no import from the working directory (python
-    -m puts it first on sys.path, and a shared folder such as /tmp may hold a module another user planted
-    there), unless this process itself imports from it (it was started with python -m there): then the
-    workers see what it sees, its plugins included, through PYTHONPATH."""
+    """A local worker's environment.  Workers run with PYTHONSAFEPATH (python's -P): no import from the
+    working directory (python -m puts it first on sys.path, and a shared folder such as /tmp may hold a
+    module another user planted there), unless this process itself imports from it (it was started with
+    python -m there): then the workers see what it sees, its plugins included, through PYTHONPATH."""
     env = {**os.environ, STORAGE_ENV: storage_url, "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
     here = os.getcwd()
     if sys.path and sys.path[0] in ("", here):
@@ -60,7 +60,7 @@ class LocalWorkers:
             for log in logs:
                 with open(log, "w", encoding="utf-8") as stream:
                     proc = subprocess.Popen(
-                        [sys.executable, "-P", "-m", "lossbench", "worker", self.study, *self.options],
+                        [sys.executable, "-m", "lossbench", "worker", self.study, *self.options],
                         env=env, stdout=stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     )  # fmt: skip
                 self._procs.append((proc, log))

@@ -139,3 +139,12 @@ def scale_(grads: list[torch.Tensor], factor: torch.Tensor | float) -> None:
     """Multiply every gradient in place by a scalar (a Python number or a 0-d tensor)."""
     if grads:
         torch._foreach_mul_(grads, factor)
+
+
+def loss_option(loss: LossFn, name: str) -> Any:
+    """The value a registered loss's module calls its function with for ``name`` (``option``), or None where
+    the loss has no such option (a plain function, or a module without it)."""
+    try:
+        return loss.option(name)
+    except (AttributeError, KeyError):
+        return None

@@ -101,7 +101,4 @@ def _is_pair(spec: object) -> bool:
 def compatible(transform: str, loss_info: Any, kwargs: dict[str, Any] | None = None) -> bool:
     """Whether a transform can wrap a registered loss called with ``kwargs`` (per-sample transforms need
     per-sample losses; a loss batch-level when one of its options is set is, with that option set)."""
-    if not get_transform(transform).per_sample:
-        return True
-    batch_level = getattr(loss_info, "is_batch_level", None)
-    return not (batch_level(kwargs or {}) if batch_level is not None else getattr(loss_info, "batch_level", False))
+    return not (get_transform(transform).per_sample and loss_info.is_batch_level(kwargs or {}))

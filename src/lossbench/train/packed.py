@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from lossbench.train._base import LossFn, StepContext, per_run
+from lossbench.train._base import LossFn, StepContext, loss_option, per_run
 from lossbench.train._registry import TransformSpec, make_transform
 from lossbench.train.loop import check_epoch_shape, check_lr_schedule, check_optimizer
 
@@ -285,10 +285,7 @@ def fit_packed(
 
 
 def _ignores_some(loss: LossFn, y: torch.Tensor) -> bool:
-    try:
-        ignore = loss.option("ignore_index")  # (a registered loss's module)
-    except (AttributeError, KeyError):
-        return False
+    ignore = loss_option(loss, "ignore_index")
     return ignore is not None and bool((y == ignore).any())
 
 

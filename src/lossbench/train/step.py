@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lossbench.train._base import LossFn, StepContext, Transform
+from lossbench.train._base import LossFn, StepContext, Transform, loss_option
 from lossbench.train._registry import TransformSpec, make_transform
 
 
@@ -112,10 +112,7 @@ class TrainStep:
                 f"{self._objective[0].name} needs one loss per sample, shape {(batch,)}; the loss "
                 f"returned shape {tuple(value.shape)} for reduction='none' (batch-level losses have none)"
             )
-        try:
-            ignore = self.loss.option("ignore_index")  # (a registered loss's module)
-        except (AttributeError, KeyError):
-            ignore = None
+        ignore = loss_option(self.loss, "ignore_index")
         if ignore is None or y.shape != value.shape:  # (probability targets: nothing is ignored)
             return value.flatten(1).mean(1) if value.ndim > 1 else value
         kept = y != ignore
@@ -133,10 +130,12 @@ class TrainStep:
 
 def _batch_level(loss: LossFn) -> bool:
     """Whether a registered loss's module couples its batch's rows (always, or with an option set)."""
+    if getattr(loss, "batch_level", False):
+        return True
     when = getattr(loss, "batch_level_when", None)
-    if getattr(loss, "batch_level", False) or when is None:
-        return getattr(loss, "batch_level", False)
-    value = vars(loss)[when] if when in vars(loss) else loss.option(when)  # (a module's own setting, or its function's)
+    if when is None:
+        return False
+    value = vars(loss)[when] if when in vars(loss) else loss_option(loss, when)  # (a module's own setting, or its function's)
     return value not in (None, False)
 
 
