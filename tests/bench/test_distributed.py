@@ -314,13 +314,13 @@ def test_a_worker_paused_past_the_grace_period_goes_on(tmp_path, monkeypatch):
     runner = Runner(spec, storage, torch.device("cpu"))
     original, paused = Runner._train, []
 
-    def train(self, unit, runs, stage, trials):
-        outcomes = original(self, unit, runs, stage, trials)
+    def train(self, packs):
+        outcomes = original(self, packs)
         if not paused:  # what another worker does while this one sleeps: fail it as stale, queue a retry
-            trial = runs[0][0]
+            trial = packs[0].started[0]
             paused.append(trial.number)
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            RetryHeartbeatStaleTrialCallback()(unit.tune, storage.get_trial(trial._trial_id))
+            RetryHeartbeatStaleTrialCallback()(packs[0].unit.tune, storage.get_trial(trial._trial_id))
         return outcomes
 
     monkeypatch.setattr(Runner, "_train", train)

@@ -93,6 +93,37 @@ def test_a_packed_study_chooses_and_scores_what_an_unpacked_one_does(tmp_path):
     for key, (params, record) in results[1].items():
         packed_params, packed_record = results[8][key]
         assert packed_params == params and packed_record["seed"] == record["seed"]
-        assert record["pack"] == 1 and packed_record["pack"] == (4 if key[1] == "tune" else 2)
+        # the two methods' runs share each pack: 2 x 4 tuning trials, then 2 x 2 seeds
+        assert record["pack"] == 1 and packed_record["pack"] == 2 * (4 if key[1] == "tune" else 2)
         for metric, value in record["metrics"].items():
             assert packed_record["metrics"][metric] == pytest.approx(value, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("stage", ["tune", "final"])
+def test_runs_of_several_methods_in_one_pack_store_what_they_store_alone(stage):
+    spec = _spec()
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], stage)
+    methods, runs = [], []
+    for index, method_spec in enumerate(spec.methods):
+        method = resolve_method(method_spec)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=index))
+        for seed in range(2):
+            methods.append(method)
+            runs.append((study.ask(method.search_space(spec.search)).params, 10 * index + seed))
+    packed = train_and_score_packed(split, methods, runs, spec)
+    for method, (params, seed), result in zip(methods, runs, packed):
+        _assert_results_equal(result, train_and_score(split, method, params, spec, seed))
+
+
+def test_a_runner_packs_the_methods_of_a_dataset_that_share_a_pack_key(tmp_path):
+    methods = [*METHODS[:2], {"name": "iflood", "loss": "cross_entropy", "transforms": ["iflood"]},
+               {"name": "mgs", "loss": "cross_entropy", "transforms": ["mgs"]},
+               {"name": "two", "loss": "cross_entropy", "then": {"loss": "focal", "epochs": 1}}, METHODS[2]]  # fmt: skip
+    spec = _spec(methods=methods, datasets=["wine", "breast_cancer"])
+    runner = Runner(spec, optuna.storages.InMemoryStorage(), torch.device("cpu"))
+    groups = [[unit.label for unit in group] for group in runner.groups]
+    for dataset in ("wine", "breast_cancer"):  # per-sample flooding, a second stage, a transform that cannot pack: apart
+        assert [f"{dataset} / {m}" for m in ("ce", "focal", "hinge")] in groups
+        for name in ("iflood", "mgs", "two"):
+            assert [f"{dataset} / {name}"] in groups
+    assert len(groups) == 8

@@ -192,3 +192,62 @@ def test_what_cannot_pack_is_refused():
         fit_packed(packed, [loss], x, y, epochs=1, batch_size=32, lrs=[0.1, 0.1], generators=gens)
     with pytest.raises(ValueError, match="lr"):
         fit_packed(packed, [loss, loss], x, y, epochs=1, batch_size=32, lrs=[0.1, -1.0], generators=gens)
+
+
+@pytest.mark.parametrize("hooks", [True, False])
+def test_runs_of_several_methods_share_a_pack(hooks, monkeypatch):
+    # each run its own loss and chain of transforms, a chain in two stretches ([A, B, ..., A]), losses
+    # sharing calls within a method or not: each run as alone, its statistics its own chain's only
+    if not hooks:
+        for name in ("flooding", "clip_norm", "grad_normalizer"):
+            monkeypatch.setattr(TRANSFORMS.get(name).factory, "packed", classmethod(lambda cls, runs: None))
+    flood = [("flooding", {"b": 0.6})]
+    runs = [("hinge", {"p": 2}, flood), ("hinge", {"p": 1}, flood), ("cross_entropy", {}, []),
+            ("exact", {"sigma": 0.5}, ["grad_normalizer"]), ("exact", {"sigma": 2.0, "margin": 1.0}, ["grad_normalizer"]),
+            ("cross_entropy", {}, [("clip_norm", {"max_norm": 0.3})]), ("hinge", {"p": 1}, flood)]  # fmt: skip
+    x, y = _data()
+    seeds = range(len(runs))
+    alone = []
+    for seed, (loss, kw, transforms) in zip(seeds, runs):
+        model = _model("linear", seed)
+        history = fit(model, LOSSES.get(loss).module(validate=False, **kw), x, y, lr=0.2, weight_decay=1e-3,
+                      transforms=transforms, generator=torch.Generator().manual_seed(seed), **BASE)  # fmt: skip
+        alone.append((model, history))
+    models = [_model("linear", seed) for seed in seeds]
+    packed = PackedModel(models)
+    losses = [LOSSES.get(loss).module(validate=False, **kw) for loss, kw, _ in runs]
+    exact = LOSSES.get("exact")
+    losses = PackedLosses.join([
+        PackedLosses(losses[:2], [[0, 1]], ("p",)), PackedLosses(losses[2:3]),
+        PackedLosses(losses[3:5], [[0, 1]], exact.row_params, None, exact.row_none), PackedLosses(losses[5:]),
+    ])  # fmt: skip
+    assert losses.groups == [[0, 1], [2], [3, 4], [5], [6]]
+    histories = fit_packed(packed, losses, x, y, lrs=[0.2] * len(runs), weight_decays=[1e-3] * len(runs),
+                           generators=[torch.Generator().manual_seed(s) for s in seeds],
+                           transforms=[t for _, _, t in runs], **BASE)  # fmt: skip
+    packed.unstack_into(models)
+    _assert_same(alone, list(zip(models, histories)))
+    assert "flooding/flooded" in histories[0][0] and "flooding/flooded" not in histories[2][0]
+
+
+def test_a_shared_call_of_runs_apart_gives_each_run_its_own_loss_and_gradient():
+    # runs 0 and 2 share one call, run 1 between them has its own: their rows are gathered once
+    losses = [LOSSES.get("hinge").module(validate=False, p=p) for p in (1, 1, 2)]
+    logits = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    y = torch.randint(0, 4, (3, 5), generator=torch.Generator().manual_seed(1))
+    values = PackedLosses(losses, [[0, 2]], ("p",))(logits, y)
+    (grad,) = torch.autograd.grad((values * torch.tensor([1.0, 2.0, 3.0])).sum(), logits)
+    for k, loss in enumerate(losses):
+        one = logits[k].detach().requires_grad_()
+        value = loss(one, y[k])
+        value.backward()
+        torch.testing.assert_close(values[k], value)
+        torch.testing.assert_close(grad[k], (k + 1) * one.grad)
+
+
+def test_runs_with_and_without_a_per_sample_transform_do_not_share_a_pack():
+    x, y = _data()
+    loss = LOSSES.get("cross_entropy").module()
+    with pytest.raises(ValueError, match="per-sample"):
+        fit_packed(PackedModel([_model("linear", s) for s in (0, 1)]), [loss, loss], x, y, lrs=[0.1, 0.1],
+                   generators=[torch.Generator().manual_seed(s) for s in (0, 1)], transforms=[[("iflood", {"b": 0.1})], []], **BASE)  # fmt: skip

@@ -449,19 +449,26 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
 
 
 def train_and_score_packed(
-    split: Split, method: Method, runs: Sequence[tuple[dict[str, Any], int]], spec: Spec
+    split: Split, method: Method | Sequence[Method], runs: Sequence[tuple[dict[str, Any], int]], spec: Spec
 ) -> list[RunResult]:
     """:func:`train_and_score` for each ``(params, seed)`` of ``runs``, trained as one pack
     (:func:`lossbench.train.packed.fit_packed`); the unit must pack (:func:`unpackable`).
 
-    Runs whose loss arguments are equal share one loss call per step when the loss is a mean of
+    ``method`` is every run's, or one per run: runs of several methods share a pack where their
+    :func:`pack_key` is the same (each method's runs side by side, in one stretch).  Runs of one
+    method whose loss arguments are equal share one loss call per step when the loss is a mean of
     per-sample terms.  Each run's ``seconds`` is the pack's time divided among its runs.
     """
     start = time.perf_counter()
-    packed = PackedModel([_build_run_model(split, method, spec, seed, params) for params, seed in runs])
-    scores = [_RunScores(split, method, params, spec) for params, _ in runs]
-    plans = [stages(method, params, spec) for params, _ in runs]
+    methods = [method] * len(runs) if isinstance(method, Method) else list(method)
+    if len(methods) != len(runs) or len({pack_key(split, m, spec) for m in methods}) > 1:
+        raise ValueError("a pack takes one method per run, all of one pack_key")
+    packed = PackedModel([_build_run_model(split, m, spec, seed, params) for m, (params, seed) in zip(methods, runs)])
+    scores = [_RunScores(split, m, params, spec) for m, (params, _) in zip(methods, runs)]
+    plans = [stages(m, params, spec) for m, (params, _) in zip(methods, runs)]
     generators = [torch.Generator().manual_seed(seed) for _, seed in runs]
+    # (the decision rule reads the logits as they are: the pack's held-out metric counted at once)
+    count_together = all(run.decision == "argmax" for run in scores)
 
     stage_losses: list[PackedLosses] = []  # each stage's losses and how they share calls, in training and held out
 
@@ -470,18 +477,22 @@ def train_and_score_packed(
         val = None if split.x_val is None else packed.eval_logits(split.x_val, batch_size=EVAL_BATCH)
         with torch.no_grad():  # every run's before any run's epoch end moves its loss's schedule on
             heldout = stage_losses[-1](logits, split.y_eval.expand(len(runs), *split.y_eval.shape))
-        metric = scores[0].heldout_metric  # (the decision rule reads the logits as they are: count them together)
-        counted = metric.count_runs(logits) if scores[0].decision == "argmax" and metric.deferred(logits[0]) else None
+        metric = scores[0].heldout_metric
+        counted = metric.count_runs(logits) if count_together and metric.deferred(logits[0]) else None
         for k, run in enumerate(scores):
             run.epoch_end(run.stage.first_epoch + epoch, rows[k], logits[k], None if val is None else val[k], heldout[k],
                           None if counted is None else (counted[0][k], counted[1][k]))  # fmt: skip
 
-    for i, first in enumerate(plans[0]):  # every run of a unit has the same stages
+    for i, first in enumerate(plans[0]):  # runs of one pack_key have the same stages
         now = [plan[i] for plan in plans]
         for run, stage in zip(scores, now):
             run.begin(stage)
-        shared, info = _shared_loss(first.method, [s.params for s in now]), first.method.loss
-        stage_losses.append(PackedLosses([run.loss for run in scores], shared, info.row_params, info.batch_groups, info.row_none))
+        parts = []
+        for a, b in _stretches([id(stage.method) for stage in now]):
+            info, losses = now[a].method.loss, [run.loss for run in scores[a:b]]
+            shared = _shared_loss(now[a].method, [stage.params for stage in now[a:b]])
+            parts.append(PackedLosses(losses, shared, info.row_params, info.batch_groups, info.row_none))
+        stage_losses.append(parts[0] if len(parts) == 1 else PackedLosses.join(parts))
         fit_packed(
             packed, stage_losses[-1], split.x_fit, split.y_fit,
             lrs=[params["lr"] * first.lr_scale for params, _ in runs],
@@ -498,6 +509,25 @@ def train_and_score_packed(
 
     seconds = (time.perf_counter() - start) / len(runs)
     return [run.result(lambda k=k: fit_logits_of(k), seconds) for k, run in enumerate(scores)]
+
+
+def _stretches(keys: Sequence[Any]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each stretch of equal neighbouring keys."""
+    bounds = [0, *(k for k in range(1, len(keys)) if keys[k] != keys[k - 1]), len(keys)]
+    return list(zip(bounds, bounds[1:]))
+
+
+def pack_key(split: Split, method: Method, spec: Spec) -> tuple[Any, ...]:
+    """Runs of methods with the same key may train in one pack on ``split`` (where each method's unit
+    packs): the same stages (epochs and lr scale), the same model output width and, in each stage,
+    the same answer to whether the first objective transform reads per-sample losses."""
+    methods = [method] if method.then is None else [method, method.then]
+    lengths = [(spec.train.epochs, 1.0)] + ([] if method.spec.then is None else [(method.spec.then.epochs, method.spec.then.lr_scale)])
+    per_sample = []
+    for m in methods:
+        objective = [f for f in (get_transform(name).factory for name, _ in m.transform_list({})) if f.stage == "objective"]
+        per_sample.append(bool(objective) and objective[0].per_sample)
+    return tuple(lengths), tuple(per_sample), output_width(method.loss, split.task, split.num_classes)
 
 
 def _shared_loss(method: Method, params: list[dict[str, Any]]) -> list[list[int]]:

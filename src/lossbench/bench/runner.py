@@ -34,7 +34,7 @@ import warnings
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +50,7 @@ from lossbench.bench.execution import (
     RunResult,
     Split,
     check_unit,
+    pack_key,
     run_seed,
     train_and_score,
     train_and_score_packed,
@@ -143,6 +144,19 @@ class Unit:
         return f"{self.dataset.label} / {self.method.name}"
 
 
+@dataclass
+class _Started:
+    """A unit's trials started by this worker, to train in the next pack (with other units' where
+    their runs share a pack)."""
+
+    unit: Unit
+    study: optuna.Study
+    stage: str
+    known: list[FrozenTrial]  # the stage's trials as last read, the started ones included
+    started: list[FrozenTrial]
+    asked: list[optuna.Trial | None] = field(default_factory=list)
+
+
 class Runner:
     """Drives one worker through a spec stored in ``storage``."""
 
@@ -178,6 +192,7 @@ class Runner:
 
     def _setup(self, resolved: list[tuple[DatasetSpec, Method]]) -> None:
         self.units = [self._unit(d, m) for d, m in resolved]
+        self.groups = self._pack_groups()
         self._done: dict[str, int] = {}
         # Per unit, once stored in (or read from) storage: the chosen tuning trial and its parameters.
         self._choices: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -210,6 +225,18 @@ class Runner:
         )
         reason = "packing is off" if self.pack == 1 else unpackable(self.cache.get(dataset, "tune"), method, self.spec)
         return Unit(dataset, method, tune, final, reason)
+
+    def _pack_groups(self) -> list[list[Unit]]:
+        """The units whose runs may train in one pack: those of one dataset whose methods share a
+        :func:`~lossbench.bench.execution.pack_key` and pack; every other unit alone."""
+        groups: dict[Any, list[Unit]] = {}
+        for unit in self.units:
+            if unit.pack_reason is None:
+                key: Any = (unit.dataset.label, pack_key(self.cache.get(unit.dataset, "tune"), unit.method, self.spec))
+            else:
+                key = id(unit)
+            groups.setdefault(key, []).append(unit)
+        return list(groups.values())
 
     def _pack_size(self, unit: Unit, wanted: int, stage: str) -> int:
         """How many runs to ask at once: ``wanted`` within the pack limit; one for a unit that does
@@ -255,16 +282,29 @@ class Runner:
     def _work(self, progress: Callable[[int, int, str, str], None] | None, poll: float) -> None:
         while True:
             worked = waiting = False
-            for unit in self.units:
+            for group in self.groups:
+                settled: set[str] = set()  # units done, or waiting for other workers, on this pass
                 while True:
-                    status = self.step(unit)
+                    started, room = [], self.pack
+                    for unit in group:
+                        if unit.label in settled:
+                            continue
+                        status = self._start_next(unit, room)
+                        if isinstance(status, _Started):
+                            started.append(status)
+                            room -= len(status.started)
+                        elif status != "later":
+                            settled.add(unit.label)
+                            waiting |= status == "waiting"
+                            if progress:
+                                progress(self.done_runs(), self.total_runs(), unit.label, status)
+                    if not started:
+                        break
+                    self._run_pack(started)
+                    worked = True
                     if progress:
-                        progress(self.done_runs(), self.total_runs(), unit.label, status)
-                    if status == "ran":
-                        worked = True
-                        continue
-                    waiting |= status == "waiting"
-                    break
+                        for s in started:
+                            progress(self.done_runs(), self.total_runs(), s.unit.label, "ran")
             if not worked and not waiting:
                 self._check_spec()  # done with the spec it has: a grown one has more to do
                 return
@@ -273,9 +313,10 @@ class Runner:
                     progress(self.done_runs(), self.total_runs(), "waiting for trials running in other workers", "waiting")
                 time.sleep(poll)
 
-    def step(self, unit: Unit) -> str:
-        """Run trials of the unit if it has work no worker is doing: 'ran', 'waiting' (others are running
-        what is left) or 'done'.  One read of the unit's current study per call."""
+    def _start_next(self, unit: Unit, room: int) -> _Started | str:
+        """Start the unit's next trials if it has work no worker is doing and they fit in ``room``
+        runs: the started trials, or 'later' (they do not fit), 'waiting' (others are running what
+        is left) or 'done'.  One read of the unit's current study per call."""
         if unit.label in self._complete:
             return "done"
         if unit.label not in self._choices:  # still tuning: once chosen, the budget is final
@@ -286,8 +327,7 @@ class Runner:
                 wanted = self.spec.trials - len(budget) - sum(1 for t in trials if t.state == TrialState.RUNNING)
                 if wanted <= 0:
                     return "waiting"  # other workers are running the rest: work on another unit meanwhile
-                ran = self._run_trials(unit, unit.tune, "tune", trials, self._pack_size(unit, wanted, "tune"))
-                return "ran" if ran else "waiting"
+                return self._start(unit, unit.tune, "tune", trials, self._pack_size(unit, wanted, "tune"), room)
             if any(t.state == TrialState.RUNNING for t in trials):
                 return "waiting"  # the choice must see every trial that may still enter the budget
             self._config(unit, budget)
@@ -308,8 +348,7 @@ class Runner:
         waiting = sum(1 for t in final if t.state == TrialState.WAITING)  # (those of an earlier choice are pruned)
         if not waiting:
             return "waiting"
-        ran = self._run_trials(unit, unit.final, "final", final, self._pack_size(unit, waiting, "final"))
-        return "ran" if ran else "waiting"
+        return self._start(unit, unit.final, "final", final, self._pack_size(unit, waiting, "final"), room)
 
     def _read(self, study: optuna.Study) -> list[FrozenTrial]:
         """The study's trials: as this worker last read or wrote them when the storage's counts of
@@ -352,10 +391,27 @@ class Runner:
         self._choices[unit.label] = (best.number, best.params)
         return best.params
 
-    def _run_trials(self, unit: Unit, study: optuna.Study, stage: str, trials: list[FrozenTrial], size: int) -> bool:
-        """Start ``size`` trials (queued ones of ``trials``, the study as last read, first; new ones
-        only when tuning), train them (packed where the unit packs) and finish them, in a few storage
-        statements per pack (:class:`HeartbeatStorage`).  False when there was nothing to start.
+    def _start(self, unit: Unit, study: optuna.Study, stage: str, trials: list[FrozenTrial], size: int,
+               room: int) -> _Started | str:  # fmt: skip
+        """Start ``size`` trials (queued ones of ``trials``, the study as last read, first; new ones only
+        when tuning) if they fit in ``room`` runs ('later' if not; 'waiting' when there was nothing to
+        start: every queued run was taken by another worker meanwhile)."""
+        if size > room:
+            return "later"
+        sid = study._study_id
+        self._known.pop(sid, None)  # until the pack is finished as planned: read afresh next time
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        started = self.storage.start_trials(sid, size, waiting, create=stage == "tune")
+        if not started:
+            return "waiting"
+        known = trials + [t for t in started if t.number >= len(trials)]
+        if len(known) != max(t.number for t in known) + 1:  # other workers added trials meanwhile (their
+            known = study.get_trials(deepcopy=False)  # draws come before ours): read them
+        return _Started(unit, study, stage, known, started)
+
+    def _run_pack(self, packs: list[_Started]) -> None:
+        """Ask, train (packed where the units pack: one pack for units of one group) and finish the
+        started trials, in a few storage statements (:class:`HeartbeatStorage`).
 
         A worker paused past the heartbeat grace (suspended, swapped out) finds on waking that
         another worker failed its trial as stale and queued a retry: that run's result cannot be
@@ -363,53 +419,45 @@ class Runner:
         """
         if self._heartbeats is None:
             raise RuntimeError("trials run within Runner.run, which keeps their heartbeats")
-        sid = study._study_id
-        self._known.pop(sid, None)  # until the pack is finished as planned: read afresh next time
-        waiting = [t for t in trials if t.state == TrialState.WAITING]
-        started = self.storage.start_trials(sid, size, waiting, create=stage == "tune")
-        if not started:
-            return False  # every queued run was taken by another worker meanwhile
-        known = trials + [t for t in started if t.number >= len(trials)]
-        if len(known) != max(t.number for t in known) + 1:  # other workers added trials meanwhile (their
-            known = study.get_trials(deepcopy=False)  # draws come before ours): read them
-        ids = [t._trial_id for t in started]
+        ids = [t._trial_id for p in packs for t in p.started]
         with self._heartbeats.beating(ids):
             try:
-                asked = self._ask(unit, stage, known, started)
+                for p in packs:
+                    p.asked = self._ask(p.unit, p.stage, p.known, p.started)
                 self.storage.set_trials_params([
                     (t._trial_id, name, value, distributions[name])
-                    for t, a in zip(started, asked) if a is not None
+                    for p in packs for t, a in zip(p.started, p.asked) if a is not None
                     for distributions in [a.distributions]  # (a deep copy per read)
                     for name, value in a.params.items() if name not in t.params  # (a retry holds its own)
                 ])  # fmt: skip
-                runs = [(t, a.params if a else None) for t, a in zip(started, asked)]
-                outcomes = self._train(unit, runs, stage, known)
+                outcomes = self._train(packs)
             except BaseException as err:  # a real error (or Ctrl-C): the trials fail, the error keeps its traceback
                 reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
                 try:
                     self.storage.finish_trials([Outcome(i, TrialState.FAIL, user_attrs={ERROR_ATTR: reason}) for i in ids])
                     if isinstance(err, KeyboardInterrupt):  # not the runs' fault: each queued again with its draw,
-                        for i in ids:  # as a dead worker's trials are, so the resumed study is the uninterrupted one
-                            retry_trial(study, self.storage.get_trial(i))
+                        for p in packs:  # as a dead worker's trials are, so the resumed study is the uninterrupted one
+                            for t in p.started:
+                                retry_trial(p.study, self.storage.get_trial(t._trial_id))
                 except Exception as also:  # noqa: BLE001 - the error being raised is the one to report
                     err.add_note(f"the trials could not be marked failed ({type(also).__name__}: {also}); "
                                  "they go stale instead")  # fmt: skip
                 raise
-        finished = set(self.storage.finish_trials([outcome for outcome, _ in outcomes]))
-        for trial, (outcome, result) in zip(started, outcomes):
-            if outcome.trial_id not in finished:
-                warnings.warn(
-                    f"{unit.label} ({stage}): trial #{trial.number} was failed as stale while this worker was "
-                    "paused past the heartbeat grace period; its result is dropped and its retry runs instead",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            elif result is not None and self.on_trial:
-                self.on_trial(unit.label, stage, result)
-        if len(finished) == len(started):  # the storage holds what was read, with this pack finished
-            done = {t.number: _as_finished(t, a, o) for t, a, (o, _) in zip(started, asked, outcomes)}
-            self._known[sid] = [done.get(t.number, t) for t in known]
-        return True
+        finished = set(self.storage.finish_trials([outcome for per in outcomes for outcome, _ in per]))
+        for p, per in zip(packs, outcomes):
+            for trial, (outcome, result) in zip(p.started, per):
+                if outcome.trial_id not in finished:
+                    warnings.warn(
+                        f"{p.unit.label} ({p.stage}): trial #{trial.number} was failed as stale while this worker "
+                        "was paused past the heartbeat grace period; its result is dropped and its retry runs instead",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                elif result is not None and self.on_trial:
+                    self.on_trial(p.unit.label, p.stage, result)
+            if all(outcome.trial_id in finished for outcome, _ in per):  # the storage holds what was read, with these finished
+                done = {t.number: _as_finished(t, a, o) for t, a, (o, _) in zip(p.started, p.asked, per)}
+                self._known[p.study._study_id] = [done.get(t.number, t) for t in p.known]
 
     def _ask(
         self, unit: Unit, stage: str, trials: list[FrozenTrial], started: list[FrozenTrial]
@@ -447,42 +495,55 @@ class Runner:
             asked.append(trial)
         return asked
 
-    def _train(
-        self, unit: Unit, runs: list[tuple[FrozenTrial, dict[str, Any] | None]], stage: str,
-        trials: list[FrozenTrial],
-    ) -> list[tuple[Outcome, RunResult | None]]:  # fmt: skip
-        """Each run's outcome: complete with its selection score and record, or pruned where it has
-        no parameters.  Runs that share a split train as one pack when the unit packs.  ``trials``:
-        the stage's trials, which give a tuning run its draw (and so its seed)."""
-        prepared: dict[int, tuple[FrozenTrial, dict[str, Any], int, Split]] = {}
-        for i, (trial, params) in enumerate(runs):
-            if params is None:
-                continue
-            draw = draw_index(trial, trials) if stage == "tune" else trial.number
-            seed = run_seed(stage, draw, self.spec, trial.user_attrs.get("seed"), params)
-            split = self.cache.get(unit.dataset, stage, seed if stage == "final" and self.spec.resample_splits else None)
-            prepared[i] = (trial, params, seed, split)
-        outcomes: list[tuple[Outcome, RunResult | None]] = [(Outcome(t._trial_id, TrialState.PRUNED), None) for t, _ in runs]
-        by_split: dict[int, list[int]] = {}
-        for i, (_, _, _, split) in prepared.items():
-            by_split.setdefault(id(split), []).append(i)
-        for indices in by_split.values():
-            split = prepared[indices[0]][3]
-            if len(indices) > 1 and unit.pack_reason is None:
-                results = train_and_score_packed(split, unit.method, [prepared[i][1:3] for i in indices], self.spec)
+    def _train(self, packs: list[_Started]) -> list[list[tuple[Outcome, RunResult | None]]]:
+        """Each started run's outcome: complete with its selection score and record, or pruned where
+        it has no parameters.  Runs that share a split train as one pack where their units pack."""
+        prepared: dict[tuple[int, int], tuple[Method, FrozenTrial, dict[str, Any], int, Split]] = {}
+        for j, p in enumerate(packs):
+            for i, (trial, asked) in enumerate(zip(p.started, p.asked)):
+                if asked is None:
+                    continue
+                draw = draw_index(trial, p.known) if p.stage == "tune" else trial.number
+                seed = run_seed(p.stage, draw, self.spec, trial.user_attrs.get("seed"), asked.params)
+                resampled = seed if p.stage == "final" and self.spec.resample_splits else None
+                split = self.cache.get(p.unit.dataset, p.stage, resampled)
+                prepared[(j, i)] = (p.unit.method, trial, asked.params, seed, split)
+        outcomes: list[list[tuple[Outcome, RunResult | None]]] = [
+            [(Outcome(t._trial_id, TrialState.PRUNED), None) for t in p.started] for p in packs
+        ]
+        together: dict[int, list[tuple[int, int]]] = {}  # packing units' runs, by split
+        alone: list[tuple[int, int]] = []
+        for key, (*_, split) in prepared.items():
+            if packs[key[0]].unit.pack_reason is None:
+                together.setdefault(id(split), []).append(key)
             else:
-                results = [train_and_score(split, unit.method, prepared[i][1], self.spec, prepared[i][2]) for i in indices]
-            for i, result in zip(indices, results):
-                trial, _, seed, _ = prepared[i]
+                alone.append(key)
+        trained = []
+        for keys in together.values():
+            split = prepared[keys[0]][4]
+            if len(keys) == 1:
+                trained.append((keys, [train_and_score(split, *self._run_args(prepared[keys[0]]))], 1))
+                continue
+            methods, runs = [prepared[k][0] for k in keys], [(prepared[k][2], prepared[k][3]) for k in keys]
+            trained.append((keys, train_and_score_packed(split, methods, runs, self.spec), len(keys)))
+        for key in alone:
+            trained.append(([key], [train_and_score(prepared[key][4], *self._run_args(prepared[key]))], 1))
+        for keys, results, pack in trained:
+            for key, result in zip(keys, results):
+                _, trial, _, seed, split = prepared[key]
                 record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
-                          "seconds": round(result.seconds, 4), "pack": len(indices) if unit.pack_reason is None else 1}  # fmt: skip
+                          "seconds": round(result.seconds, 4), "pack": pack}  # fmt: skip
                 record.update(environment=self.environment, sizes={"fit": len(split.y_fit), "scored": len(split.y_eval)})
                 metric = selection_metric(self.spec.selection_metric, split.task)
                 value = result.metrics[metric]
                 value = value if value == value else diverged_score(metric)  # a diverged run still counts
-                outcome = Outcome(trial._trial_id, TrialState.COMPLETE, value, {RUN_ATTR: record})
-                outcomes[i] = (outcome, result)
+                outcomes[key[0]][key[1]] = (Outcome(trial._trial_id, TrialState.COMPLETE, value, {RUN_ATTR: record}), result)
         return outcomes
+
+    def _run_args(self, prepared: tuple[Method, FrozenTrial, dict[str, Any], int, Split]) -> tuple[Any, ...]:
+        """:func:`train_and_score`'s arguments after the split, for one prepared run."""
+        method, _, params, seed, _ = prepared
+        return method, params, self.spec, seed
 
 
 def _as_finished(trial: FrozenTrial, asked: optuna.Trial | None, outcome: Outcome) -> FrozenTrial:

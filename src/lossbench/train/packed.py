@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -194,8 +194,9 @@ def fit_packed(
     """Train the pack's K runs as :func:`lossbench.train.fit` trains each alone; returns each
     run's history (one statistics dict per epoch, as ``fit``'s).
 
-    Run ``k`` trains with ``losses[k]``, ``transforms[k]`` (the same chain for every run, of
-    transforms that declare ``packs``, each with its own hyperparameters),
+    Run ``k`` trains with ``losses[k]``, ``transforms[k]`` (of transforms that declare ``packs``,
+    each with its own hyperparameters; runs may differ in their chains, as runs of several methods,
+    but not in whether the first objective transform is per-sample),
     ``lrs[k]``, ``weight_decays[k]`` and draws its epochs' orders from ``generators[k]``; the
     remaining arguments are ``fit``'s and hold for every run.  ``shared_loss`` lists groups of
     runs whose losses are the same function (same class and arguments) of per-sample terms: a
@@ -275,7 +276,7 @@ def fit_packed(
         lrs_last = lr_last.tolist()
         rows = []
         for k in range(k_runs):
-            row = {key: s[k] / steps_per_epoch for key, s in sums.items()}
+            row = {key: s[k] / steps_per_epoch for key, s in sums.items() if step.holds(k, key)}
             row["epoch"], row["lr"] = epoch, lrs_last[k]
             histories[k].append(row)
             rows.append(row)
@@ -300,6 +301,14 @@ def batch_rows(data: torch.Tensor, idx: torch.Tensor, buffer: torch.Tensor | Non
     return torch.index_select(data, 0, flat, out=out).view(shape)
 
 
+class _CallOptions(NamedTuple):
+    """How one group's shared call passes its runs' options (see :class:`PackedLosses`)."""
+
+    row_options: tuple[str, ...]
+    batch_groups: str | None
+    row_none: dict[str, float]
+
+
 class PackedLosses:
     """The K runs' losses on their own rows: ``self(logits, y)`` with logits ``(K, B, C)`` and targets
     ``(K, B, ...)`` gives each run's mean loss ``(K,)`` (``per_sample``: its per-sample losses, ``(K, B)``).
@@ -312,30 +321,49 @@ class PackedLosses:
     def __init__(self, losses: Sequence[LossFn], shared_loss: Sequence[Sequence[int]] | None = None,
                  row_options: Sequence[str] = (), batch_groups: str | None = None,
                  row_none: Mapping[str, float] | None = None) -> None:  # fmt: skip
-        self.losses, self.row_options, self.batch_groups = list(losses), tuple(row_options), batch_groups
-        self.row_none = dict(row_none or {})
-        self.groups = [sorted(g) for g in shared_loss or () if len(g) > 1]
-        grouped = {k for group in self.groups for k in group}
-        self.groups += [[k] for k in range(len(self.losses)) if k not in grouped]
+        self.losses = list(losses)
+        groups = [sorted(g) for g in shared_loss or () if len(g) > 1]
+        grouped = {k for group in groups for k in group}
+        groups += [[k] for k in range(len(self.losses)) if k not in grouped]
+        options = _CallOptions(tuple(row_options), batch_groups, dict(row_none or {}))
+        self._set_groups([(group, options) for group in groups])
+
+    @classmethod
+    def join(cls, parts: Sequence[PackedLosses]) -> PackedLosses:
+        """One PackedLosses of the parts' runs, in order (runs of several methods in one pack): each
+        part's groups keep their own row options."""
+        joined, offset, groups = cls([]), 0, []
+        for part in parts:
+            groups += [([k + offset for k in group], options) for group, options in zip(part.groups, part._options)]
+            joined.losses += part.losses
+            offset += len(part.losses)
+        joined._set_groups(groups)
+        return joined
+
+    def _set_groups(self, groups: Sequence[tuple[list[int], _CallOptions]]) -> None:
+        self.groups, self._options = [g for g, _ in groups], [o for _, o in groups]
         order = [k for group in self.groups for k in group]
-        self._unsort = None if order == sorted(order) else torch.argsort(torch.tensor(order))
+        self._order = None if order == sorted(order) else torch.tensor(order)  # the runs, group after group
+        self._unsort = None if self._order is None else torch.argsort(self._order)
 
     def __call__(self, logits: torch.Tensor, y: torch.Tensor, per_sample: bool = False) -> torch.Tensor:
         batch, chunks = logits.shape[1], []
-        for group in self.groups:
-            first, last = group[0], group[-1]
-            if len(group) == len(self.losses):  # every run: no slice (its backward would copy the whole pack)
-                lg, yg = logits, y
-            elif last - first + 1 == len(group):  # a view of the runs' rows, no gather
-                lg, yg = logits[first : last + 1], y[first : last + 1]
-            else:
-                lg, yg = logits[group], y[group]
+        if len(self.groups) == 1:  # every run: no split (its backward would copy the whole pack)
+            pieces = [(logits, y)]
+        else:  # one split into the groups (its backward writes the pack's gradient once; a slice's, each a whole copy)
+            if self._order is not None:  # groups not in run order: one gather puts them so
+                self._order = self._order.to(logits.device)  # (once)
+                logits, y = logits.index_select(0, self._order), y.index_select(0, self._order)
+            sizes = [len(group) for group in self.groups]
+            pieces = list(zip(logits.split(sizes), y.split(sizes)))
+        for group, options, (lg, yg) in zip(self.groups, self._options, pieces):
+            first = group[0]
             if len(group) == 1 and not per_sample:
                 chunks.append(self.losses[first](lg[0], yg[0], reduction="mean").reshape(1))
                 continue
-            overrides = self._row_values(group, batch, lg) if self.row_options else {}
-            if self.batch_groups is not None:
-                overrides[self.batch_groups] = len(group)
+            overrides = self._row_values(group, batch, lg, options) if options.row_options else {}
+            if options.batch_groups is not None:
+                overrides[options.batch_groups] = len(group)
             out = self.losses[first](lg.flatten(0, 1), yg.flatten(0, 1), reduction="none", **overrides)
             # one value per sample; elementwise losses (multi-label): a sample's mean
             rows = out.view(len(group), batch) if out.ndim == 1 else out.reshape(len(group), batch, -1).mean(2)
@@ -346,13 +374,13 @@ class PackedLosses:
         self._unsort = self._unsort.to(values.device)  # once: a copy to the GPU each step would cost a sync
         return values[self._unsort]
 
-    def _row_values(self, group: Sequence[int], batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _row_values(self, group: Sequence[int], batch: int, like: torch.Tensor, options: _CallOptions) -> dict[str, torch.Tensor]:
         """The row options in which the group's runs differ now, one value per row of the group's call."""
         overrides = {}
-        for name in self.row_options:
+        for name in options.row_options:
             values = [self.losses[k].option(name) for k in group]
             if any(v != values[0] for v in values):
-                values = [self.row_none.get(name) if v is None else v for v in values]
+                values = [options.row_none.get(name) if v is None else v for v in values]
                 if None in values:
                     raise ValueError(f"loss option {name!r} is None for some runs of a shared call and has no value per row (row_none)")
                 dtype = torch.float64 if like.device.type == "cpu" else like.dtype  # (EXACT's kernel takes sigma in double)
@@ -360,48 +388,26 @@ class PackedLosses:
         return overrides
 
 
-class _PackedStep:
-    """One step of every run: logits -> each run's loss -> its objective transforms -> one
-    backward of their sum -> each run's gradient transforms on its slice -> the packed update.
+class _Segment:
+    """The runs ``start:stop`` of a pack that share one chain of transforms (one method's runs):
+    per position in the chain, the runs' instances and their packed hook (None: run by run)."""
 
-    Every run has the same chain of transforms (one method), with its own hyperparameters; a
-    transform whose class has a packed hook (:meth:`Transform.packed`) runs once for all runs,
-    any other once per run on the run's own value or gradient slices.
-    """
-
-    def __init__(
-        self,
-        packed: PackedModel,
-        transforms: Sequence[Sequence[TransformSpec]],
-        values: PackedLosses,
-    ) -> None:
-        self.packed, self.losses = packed, values.losses
-        runs = [[make_transform(t) for t in ts] for ts in transforms]
-        chain = [[type(t) for t in ts] for ts in runs]
-        if any(c != chain[0] for c in chain):
-            raise ValueError("every packed run needs the same chain of transforms (their hyperparameters may differ)")
-        for t in runs[0]:
-            if not t.packs or t.stage == "update":
-                raise ValueError(f"transform {t.name!r} cannot run in a packed step (it reads the model itself)")
-        # Per position in the chain: the K runs' instances, and their packed hook (None: run by run).
+    def __init__(self, start: int, stop: int, runs: Sequence[Sequence[Any]], contexts: Sequence[StepContext],
+                 whole: bool) -> None:  # fmt: skip
+        self.start, self.stop, self.whole = start, stop, whole
         self.chain = [([ts[j] for ts in runs], type(runs[0][j]).packed([ts[j] for ts in runs])) for j in range(len(runs[0]))]
-        self._run_by_run = any(hook is None for _, hook in self.chain)
+        self.run_by_run = any(hook is None for _, hook in self.chain)
         objective = [t for t in runs[0] if t.stage == "objective"]  # (fit's rule: the first loss wrapper decides)
         self.per_sample = bool(objective) and objective[0].per_sample
-        self.contexts = [
-            StepContext(model=packed._base, loss=loss, optimizer=None, params=packed.run_params(k))
-            for k, loss in enumerate(self.losses)
-        ]
-        for ts, ctx in zip(runs, self.contexts):
-            for t in ts:
-                t.bind(ctx)
-        self.values = values
+        self.contexts = list(contexts)
 
-    def run(self, x: torch.Tensor, y: torch.Tensor, opt: PackedOptimizer, lr: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.packed(x)
-        values = self.values(logits, y, self.per_sample)
-        stats: dict[str, torch.Tensor] = {"loss": (values.mean(1) if values.ndim == 2 else values).detach()}
-        if self._run_by_run:  # only transforms without a packed hook read the runs' contexts
+    def part(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The segment's runs of a pack-wide tensor (K, ...)."""
+        return tensor if self.whole else tensor[self.start : self.stop]
+
+    def objective(self, values: torch.Tensor, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor,
+                  stats: dict[str, torch.Tensor]) -> torch.Tensor:  # fmt: skip
+        if self.run_by_run:  # only transforms without a packed hook read the runs' contexts
             for k, ctx in enumerate(self.contexts):
                 ctx.x, ctx.y, ctx.logits, ctx.stats = x[k], y[k], logits[k], {}
         for runs, hook in self.chain:
@@ -413,7 +419,10 @@ class _PackedStep:
                 values = torch.stack([t.objective(values[k], self.contexts[k]) for k, t in enumerate(runs)])
         if values.ndim != 1:
             raise ValueError(f"each run's objective must be a scalar, got shape {tuple(values.shape[1:])}")
-        grads = list(torch.autograd.grad(values.sum(), self.packed.params))
+        return values
+
+    def gradients(self, grads: list[torch.Tensor], stats: dict[str, torch.Tensor]) -> None:
+        """The gradient transforms, in place on the segment's slices of the pack's gradients."""
         for runs, hook in self.chain:
             if runs[0].stage != "gradient":
                 continue
@@ -422,13 +431,88 @@ class _PackedStep:
             else:
                 for k, t in enumerate(runs):
                     t.gradients([g[k] for g in grads], self.contexts[k])
-        opt.step(grads, lr)
+
+    def finish(self, values: torch.Tensor, stats: dict[str, torch.Tensor]) -> None:
         stats["objective"] = values.detach() if self.chain else stats["loss"]
-        if self._run_by_run:
+        if self.run_by_run:
             for key in sorted({key for ctx in self.contexts for key in ctx.stats}):
                 stats[key] = torch.stack([torch.as_tensor(ctx.stats.get(key, math.nan), dtype=torch.float32, device=values.device)
                                           for ctx in self.contexts])  # fmt: skip
             for ctx in self.contexts:
                 ctx.step += 1
                 ctx.x = ctx.y = ctx.logits = None
-        return stats
+
+
+class _PackedStep:
+    """One step of every run: logits -> each run's loss -> its objective transforms -> one
+    backward of their sum -> each run's gradient transforms on its slice -> the packed update.
+
+    Runs may differ in their chain of transforms (a pack of several methods); each stretch of runs
+    with one chain is a segment, its runs with their own hyperparameters.  A transform whose class
+    has a packed hook (:meth:`Transform.packed`) runs once for the segment's runs, any other once
+    per run on the run's own value or gradient slices.  A run's statistics are its own segment's.
+    """
+
+    def __init__(
+        self,
+        packed: PackedModel,
+        transforms: Sequence[Sequence[TransformSpec]],
+        values: PackedLosses,
+    ) -> None:
+        self.packed, self.losses, self.values = packed, values.losses, values
+        runs = [[make_transform(t) for t in ts] for ts in transforms]
+        for ts in runs:
+            for t in ts:
+                if not t.packs or t.stage == "update":
+                    raise ValueError(f"transform {t.name!r} cannot run in a packed step (it reads the model itself)")
+        contexts = [
+            StepContext(model=packed._base, loss=loss, optimizer=None, params=packed.run_params(k))
+            for k, loss in enumerate(self.losses)
+        ]
+        for ts, ctx in zip(runs, contexts):
+            for t in ts:
+                t.bind(ctx)
+        chains = [[type(t) for t in ts] for ts in runs]
+        bounds = [0, *(k for k in range(1, len(runs)) if chains[k] != chains[k - 1]), len(runs)]
+        self.segments = [
+            _Segment(a, b, runs[a:b], contexts[a:b], whole=len(bounds) == 2) for a, b in zip(bounds, bounds[1:])
+        ]
+        flags = {s.per_sample for s in self.segments}
+        if len(flags) > 1:
+            raise ValueError("runs whose first objective transform is per-sample and runs whose is not cannot share a pack")
+        self.per_sample = flags.pop()
+        self._key_runs: dict[str, set[int]] = {}  # several segments: the runs that hold each statistic
+
+    def holds(self, k: int, key: str) -> bool:
+        """Whether run ``k`` has the statistic ``key`` (its segment computes it)."""
+        return len(self.segments) == 1 or k in self._key_runs.get(key, ())
+
+    def run(self, x: torch.Tensor, y: torch.Tensor, opt: PackedOptimizer, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.packed(x)
+        values = self.values(logits, y, self.per_sample)
+        loss = (values.mean(1) if values.ndim == 2 else values).detach()
+        parts = [{"loss": s.part(loss)} for s in self.segments]
+        objectives = [s.objective(s.part(values), s.part(x), s.part(y), s.part(logits), st) for s, st in zip(self.segments, parts)]
+        total = objectives[0] if len(objectives) == 1 else torch.cat(objectives)
+        grads = list(torch.autograd.grad(total.sum(), self.packed.params))
+        for s, st in zip(self.segments, parts):
+            s.gradients(grads if s.whole else [s.part(g) for g in grads], st)
+        opt.step(grads, lr)
+        for s, st, v in zip(self.segments, parts, objectives):
+            s.finish(v, st)
+        return parts[0] if len(parts) == 1 else self._merge(parts)
+
+    def _merge(self, parts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The segments' statistics as pack-wide (K,) tensors (nan where a segment has none)."""
+        merged = {}
+        for key in dict.fromkeys(key for st in parts for key in st):
+            like = next(st[key] for st in parts if key in st)
+            pieces = []
+            for s, st in zip(self.segments, parts):
+                if key in st:
+                    self._key_runs.setdefault(key, set()).update(range(s.start, s.stop))
+                    pieces.append(st[key].reshape(s.stop - s.start))
+                else:
+                    pieces.append(like.new_full((s.stop - s.start,), math.nan))
+            merged[key] = torch.cat(pieces)
+        return merged
