@@ -479,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
         p.add_argument("--data-dir", help="where dataset files are found or downloaded to")
         p.add_argument("--pack", type=int, default=DEFAULT_PACK,
-                       help=f"runs of one unit trained at once as one batched model where the unit allows it "
+                       help=f"runs trained at once as one batched model (of one dataset's units that allow it) "
                             f"(default {DEFAULT_PACK}; 1: one run at a time)")  # fmt: skip
         p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                        help=f"torch threads per process (default {DEFAULT_THREADS}, which holds up on a busy machine)")

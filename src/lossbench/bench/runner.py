@@ -3,7 +3,9 @@
 Any number of workers may run the same spec against one storage.  A worker repeatedly picks a
 (dataset, method) unit with work left, runs trials there and records them; it stops when every
 unit is complete.  Where a unit packs, the trials asked at once (as many parallel workers would
-ask them) and the evaluation seeds train as one batched model (:mod:`lossbench.train.packed`).
+ask them) and the evaluation seeds train as one batched model (:mod:`lossbench.train.packed`),
+together with those of the dataset's other units whose methods share its
+:func:`~lossbench.bench.execution.pack_key` (each unit asked as it would be alone).
 A pack's trials are started, given their parameters and finished in a few storage statements
 (:class:`~lossbench.bench.storage.HeartbeatStorage`), sampled on an in-memory copy of the
 study's finished trials, and a unit's study is read again only when another worker changed it.
