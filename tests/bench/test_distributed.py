@@ -367,3 +367,81 @@ def test_a_ctrl_c_resumes_into_the_uninterrupted_study(tmp_path, monkeypatch):
     Runner(spec, storage, torch.device("cpu"), pack=2).run()
     assert_complete_and_counted_once(storage, spec)
     assert tuned_configs(storage, spec) == tuned_configs(clean, spec)
+
+
+def _clean_and_cut(tmp_path):
+    """The tiny spec (ce and hinge share their packs), run once without interruption, and a fresh storage."""
+    spec = load_spec(write_spec(tmp_path / "tiny.toml", trials=4, epochs=1))
+    clean = open_storage(default_storage_url(tmp_path / "clean"), spec.heartbeat_interval)
+    Runner(spec, clean, torch.device("cpu")).run()
+    return spec, clean, open_storage(default_storage_url(tmp_path / "cut"), spec.heartbeat_interval)
+
+
+def _assert_resumes_into(spec, storage, clean):
+    Runner(spec, storage, torch.device("cpu"), pack=8).run()
+    assert_complete_and_counted_once(storage, spec)
+    assert tuned_configs(storage, spec) == tuned_configs(clean, spec)
+    done = [t for trials in all_trials(storage, spec).values() for t in trials if t.state == TrialState.COMPLETE]
+    assert not [t for t in done if "error" in t.user_attrs], "a retry that completed keeps the failed trial's error"
+
+
+def test_an_error_in_a_pack_of_several_units_leaves_each_unit_its_draws(tmp_path, monkeypatch):
+    # hinge's runs raise in a pack they share with ce's: which unit raised is not known, so every trial of
+    # the pack fails with the error and is queued again with its draw (ce's draws are not used up)
+    from lossbench.bench import runner as runner_module
+
+    spec, clean, storage = _clean_and_cut(tmp_path)
+    real = runner_module.train_and_score_packed
+
+    def hinge_fails(split, methods, runs, spec):
+        if any(m.name == "hinge" for m in methods):
+            raise RuntimeError("hinge fell over")
+        return real(split, methods, runs, spec)
+
+    monkeypatch.setattr(runner_module, "train_and_score_packed", hinge_fails)
+    with pytest.raises(RuntimeError, match="hinge fell over"):
+        Runner(spec, storage, torch.device("cpu"), pack=8).run()
+    failed = all_trials(storage, spec)[("tune", "ce")]
+    assert [t.user_attrs.get("error") for t in failed if t.state == TrialState.FAIL] == ["RuntimeError: hinge fell over"] * 4
+    monkeypatch.setattr(runner_module, "train_and_score_packed", real)
+    _assert_resumes_into(spec, storage, clean)
+
+
+@pytest.mark.parametrize("interruption", ["ctrl-c", "grown spec"])
+def test_trials_started_for_a_pack_are_queued_again_when_gathering_it_stops(tmp_path, monkeypatch, interruption):
+    # ce's trials are started, then looking at hinge (the pack's next unit) raises: ce's are failed by the
+    # worker and queued again with their draws, not left running until they go stale
+    from lossbench.bench.runner import SpecGrew
+
+    spec, clean, storage = _clean_and_cut(tmp_path)
+    runner = Runner(spec, storage, torch.device("cpu"), pack=8)
+    hinge = next(u for u in runner.units if u.method.name == "hinge")
+    if interruption == "ctrl-c":
+        real_read = Runner._read
+
+        def read(self, study):
+            if study._study_id == hinge.tune._study_id:
+                raise KeyboardInterrupt
+            return real_read(self, study)
+
+        monkeypatch.setattr(Runner, "_read", read)
+        with pytest.raises(KeyboardInterrupt):
+            runner.run()
+        stage, error = "tune", "KeyboardInterrupt: "
+    else:  # hinge's choice finds the stored spec grown (here: the same spec, which the worker adopts and goes on with)
+        real_config, grew = Runner._config, []
+
+        def config(self, unit, budget):
+            if unit.method.name == "hinge" and not grew:
+                grew.append(1)
+                raise SpecGrew(spec)
+            return real_config(self, unit, budget)
+
+        monkeypatch.setattr(Runner, "_config", config)
+        runner.run()
+        stage, error = "final", f"SpecGrew: study {spec.name!r} grew"
+    ce = all_trials(storage, spec)[(stage, "ce")]
+    assert not [t for t in ce if t.state == TrialState.RUNNING]
+    assert {t.user_attrs.get("error") for t in ce if t.state == TrialState.FAIL} == {error}
+    monkeypatch.undo()
+    _assert_resumes_into(spec, storage, clean)

@@ -287,19 +287,24 @@ class Runner:
             for group in self.groups:
                 settled: set[str] = set()  # units done, or waiting for other workers, on this pass
                 while True:
-                    started, room = [], self.pack
-                    for unit in group:
-                        if unit.label in settled:
-                            continue
-                        status = self._start_next(unit, room)
-                        if isinstance(status, _Started):
-                            started.append(status)
-                            room -= len(status.started)
-                        elif status != "later":
-                            settled.add(unit.label)
-                            waiting |= status == "waiting"
-                            if progress:
-                                progress(self.done_runs(), self.total_runs(), unit.label, status)
+                    started: list[_Started] = []
+                    try:
+                        room = self.pack
+                        for unit in group:
+                            if unit.label in settled:
+                                continue
+                            status = self._start_next(unit, room)
+                            if isinstance(status, _Started):
+                                started.append(status)
+                                room -= len(status.started)
+                            elif status != "later":
+                                settled.add(unit.label)
+                                waiting |= status == "waiting"
+                                if progress:
+                                    progress(self.done_runs(), self.total_runs(), unit.label, status)
+                    except BaseException as err:  # (a grown spec, Ctrl-C, the storage): none of them trained
+                        self._abandon(started, err, requeue=True)
+                        raise
                     if not started:
                         break
                     self._run_pack(started)
@@ -434,16 +439,8 @@ class Runner:
                 ])  # fmt: skip
                 outcomes = self._train(packs)
             except BaseException as err:  # a real error (or Ctrl-C): the trials fail, the error keeps its traceback
-                reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-                try:
-                    self.storage.finish_trials([Outcome(i, TrialState.FAIL, user_attrs={ERROR_ATTR: reason}) for i in ids])
-                    if isinstance(err, KeyboardInterrupt):  # not the runs' fault: each queued again with its draw,
-                        for p in packs:  # as a dead worker's trials are, so the resumed study is the uninterrupted one
-                            for t in p.started:
-                                retry_trial(p.study, self.storage.get_trial(t._trial_id))
-                except Exception as also:  # noqa: BLE001 - the error being raised is the one to report
-                    err.add_note(f"the trials could not be marked failed ({type(also).__name__}: {also}); "
-                                 "they go stale instead")  # fmt: skip
+                # Ctrl-C is not the runs' fault; in a pack of several units, which one raised is not known
+                self._abandon(packs, err, requeue=isinstance(err, KeyboardInterrupt) or len(packs) > 1)
                 raise
         finished = set(self.storage.finish_trials([outcome for per in outcomes for outcome, _ in per]))
         for p, per in zip(packs, outcomes):
@@ -460,6 +457,24 @@ class Runner:
             if all(outcome.trial_id in finished for outcome, _ in per):  # the storage holds what was read, with these finished
                 done = {t.number: _as_finished(t, a, o) for t, a, (o, _) in zip(p.started, p.asked, per)}
                 self._known[p.study._study_id] = [done.get(t.number, t) for t in p.known]
+
+    def _abandon(self, packs: list[_Started], err: BaseException, requeue: bool) -> None:
+        """Fail the started trials with ``err``'s first line; with ``requeue`` queue each again with its
+        draw, as a dead worker's trials are, so that the resumed study is the one without the error."""
+        if not packs:
+            return
+        reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        try:
+            ids = [t._trial_id for p in packs for t in p.started]
+            self.storage.finish_trials([Outcome(i, TrialState.FAIL, user_attrs={ERROR_ATTR: reason}) for i in ids])
+            if requeue:
+                for p in packs:
+                    for t in p.started:
+                        failed = copy.copy(self.storage.get_trial(t._trial_id))
+                        failed.user_attrs = {k: v for k, v in failed.user_attrs.items() if k != ERROR_ATTR}  # (not the retry's)
+                        retry_trial(p.study, failed)
+        except Exception as also:  # noqa: BLE001 - the error being raised is the one to report
+            err.add_note(f"the trials could not be marked failed ({type(also).__name__}: {also}); they go stale instead")
 
     def _ask(
         self, unit: Unit, stage: str, trials: list[FrozenTrial], started: list[FrozenTrial]
