@@ -130,3 +130,17 @@ def test_a_bad_middle_of_the_search_space_is_blamed_on_itself():
                        "train": {"epochs": 1}, "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}]})  # fmt: skip
     with pytest.raises(SpecError, match=r"the middle of the search space .* weight_decay must be finite and >= 0, got -0.25"):
         Runner(spec, optuna.storages.InMemoryStorage(), torch.device("cpu"))
+
+
+def test_a_search_order_name_nothing_searches_is_refused_before_any_work():
+    # a misspelt name would leave the draws in another order, silently; a registered hyperparameter of
+    # a method the spec leaves out (a claim keeping some of a protocol's methods) stays allowed
+    from lossbench.bench.runner import Runner
+
+    base = {"name": "order", "sampler": "python-random", "trials": 2, "datasets": ["wine"],
+            "search": {"lr": {"choices": [0.1, 1.0]}, "weight_decay": {"choices": [0.0, 0.01]}},
+            "methods": [{"name": "ce", "loss": "cross_entropy"}]}  # fmt: skip
+    with pytest.raises(SpecError, match=r"search_order names \['weigth_decay'\], which no method searches"):
+        Runner(parse_spec({**base, "search_order": ["lr", "weigth_decay"]}), optuna.storages.InMemoryStorage(), torch.device("cpu"))
+    Runner(parse_spec({**base, "search_order": ["weight_decay", "loss.epsilon", "lr"]}), optuna.storages.InMemoryStorage(),
+           torch.device("cpu"))  # fmt: skip

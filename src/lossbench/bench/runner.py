@@ -81,6 +81,8 @@ from lossbench.bench.storage import (
     stored_spec,
     study_name,
 )
+from lossbench.losses import LOSSES
+from lossbench.train import TRANSFORMS
 
 
 def worker_id() -> str:
@@ -118,6 +120,18 @@ class PythonRandomSampler(optuna.samplers.BaseSampler):
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         return self.params[param_name]
+
+
+def _check_search_order(spec: Spec, methods: list[Method]) -> None:
+    """Refuse a ``search_order`` name that no method searches and that names no registered loss or
+    transform hyperparameter: a misspelt one would leave the draws in another order, silently.  (A
+    protocol's name for a method the spec left out, a claim keeping some of its methods, is allowed.)"""
+    searched = {k for m in methods for k in m.search_space(spec.search)}
+    registered = {f"loss.{h.name}" for n in LOSSES.names() for h in LOSSES.get(n).hyperparams}
+    registered |= {f"{n}.{h.name}" for n in TRANSFORMS.names() for h in TRANSFORMS.get(n).hyperparams}
+    unknown = [k for k in spec.search_order if k not in searched | registered]
+    if unknown:
+        raise SpecError(f"{spec.name}: search_order names {unknown}, which no method searches (they search {sorted(searched)})")
 
 
 def draw_order(space: dict[str, Any], order: tuple[str, ...]) -> list[str]:
@@ -190,7 +204,9 @@ class Runner:
     def _resolve(self, spec: Spec) -> list[tuple[DatasetSpec, Method]]:
         self.spec, self.seeds = spec, evaluation_seeds(spec)
         self.cache = DataCache(spec, self.device, self.data_dir)
-        return [(d, self._validated(d, m)) for d, m in spec.units()]
+        resolved = [(d, self._validated(d, m)) for d, m in spec.units()]
+        _check_search_order(spec, [m for _, m in resolved])
+        return resolved
 
     def _setup(self, resolved: list[tuple[DatasetSpec, Method]]) -> None:
         self.units = [self._unit(d, m) for d, m in resolved]
