@@ -445,3 +445,34 @@ def test_trials_started_for_a_pack_are_queued_again_when_gathering_it_stops(tmp_
     assert {t.user_attrs.get("error") for t in ce if t.state == TrialState.FAIL} == {error}
     monkeypatch.undo()
     _assert_resumes_into(spec, storage, clean)
+
+
+def test_a_pack_that_raises_queues_no_second_retry_of_a_trial_another_worker_retried(tmp_path, monkeypatch):
+    # this worker was paused past the grace period: another failed its ce trials as stale and queued their
+    # retries; then its pack (ce's and hinge's runs) raises: only hinge's trials are queued again here
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from lossbench.bench import runner as runner_module
+
+    spec, clean, storage = _clean_and_cut(tmp_path)
+    real, hit = runner_module.train_and_score_packed, []
+
+    def paused_then_raises(split, methods, runs, spec_):
+        if not hit:
+            hit.append(1)
+            ce = optuna.load_study(study_name=study_name(spec.name, "tune", "wine", "ce"), storage=storage)
+            for t in ce.get_trials(states=(TrialState.RUNNING,)):
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                RetryHeartbeatStaleTrialCallback(max_retry=3)(ce, storage.get_trial(t._trial_id))
+            raise RuntimeError("the device fell over")
+        return real(split, methods, runs, spec_)
+
+    monkeypatch.setattr(runner_module, "train_and_score_packed", paused_then_raises)
+    with pytest.raises(RuntimeError, match="fell over"):
+        Runner(spec, storage, torch.device("cpu"), pack=8).run()
+    trials = all_trials(storage, spec)
+    for method in ("ce", "hinge"):
+        retried = Counter(t.system_attrs["failed_trial"] for t in trials[("tune", method)] if "failed_trial" in t.system_attrs)
+        assert sorted(retried) == [0, 1, 2, 3] and set(retried.values()) == {1}, method
+    monkeypatch.setattr(runner_module, "train_and_score_packed", real)
+    _assert_resumes_into(spec, storage, clean)

@@ -482,10 +482,13 @@ class Runner:
         reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
         try:
             ids = [t._trial_id for p in packs for t in p.started]
-            self.storage.finish_trials([Outcome(i, TrialState.FAIL, user_attrs={ERROR_ATTR: reason}) for i in ids])
+            # only those still running here: another worker failed the others as stale and queued their retries
+            failed_here = set(self.storage.finish_trials([Outcome(i, TrialState.FAIL, user_attrs={ERROR_ATTR: reason}) for i in ids]))
             if requeue:
                 for p in packs:
                     for t in p.started:
+                        if t._trial_id not in failed_here:
+                            continue
                         failed = copy.copy(self.storage.get_trial(t._trial_id))
                         failed.user_attrs = {k: v for k, v in failed.user_attrs.items() if k != ERROR_ATTR}  # (not the retry's)
                         retry_trial(p.study, failed)
