@@ -12,6 +12,7 @@ from lossbench.losses import LOSSES
 from lossbench.models.linear import LinearClassifier
 from lossbench.models.mlp import MLP
 from lossbench.train import TRANSFORMS, fit
+from lossbench.train._base import Transform
 from lossbench.train.packed import PackedLosses, PackedModel, batch_rows, fit_packed, unpackable_model
 
 SEEDS, LRS, DECAYS = [3, 4, 5, 6], [0.1, 0.5, 0.05, 1.0], [0.0, 1e-3, 1e-2, 0.1]
@@ -251,3 +252,41 @@ def test_runs_with_and_without_a_per_sample_transform_do_not_share_a_pack():
     with pytest.raises(ValueError, match="per-sample"):
         fit_packed(PackedModel([_model("linear", s) for s in (0, 1)]), [loss, loss], x, y, lrs=[0.1, 0.1],
                    generators=[torch.Generator().manual_seed(s) for s in (0, 1)], transforms=[[("iflood", {"b": 0.1})], []], **BASE)  # fmt: skip
+
+
+class _Sometimes(Transform):
+    """Records a statistic only on every ``every``-th step (0: never), run by run (no packed hook)."""
+
+    name, stage, packs = "sometimes", "objective", True
+
+    def __init__(self, every: int = 1) -> None:
+        self.every = every
+
+    def objective(self, value, ctx):
+        if self.every and ctx.step % self.every == 0:
+            self.record(ctx, "hit", 1.0)
+        return value
+
+
+@pytest.mark.parametrize(
+    "chains",
+    [[lambda: [_Sometimes(1)], lambda: [_Sometimes(2), ("flooding", {"b": 0.0})]],
+     [lambda: [_Sometimes(1)], lambda: [_Sometimes(2)]],
+     [lambda: [_Sometimes(1)], lambda: [_Sometimes(0), ("flooding", {"b": 0.0})]],
+     [lambda: [_Sometimes(2)], lambda: [("flooding", {"b": 0.0}), _Sometimes(3)]]],
+    ids=["two segments", "one segment", "one never records", "in another place"],
+)  # fmt: skip
+def test_a_statistic_recorded_on_some_steps_averages_as_alone(chains):
+    # fit averages what a run recorded over the epoch's steps, and a run that recorded nothing has no value
+    x, y = _data()
+    alone = [
+        fit(_model("linear", k), LOSSES.get("cross_entropy").module(), x, y, lr=0.1, transforms=make(),
+            generator=torch.Generator().manual_seed(k), epochs=2, batch_size=32)  # fmt: skip
+        for k, make in enumerate(chains)
+    ]
+    packed = fit_packed(PackedModel([_model("linear", k) for k in range(len(chains))]),
+                        [LOSSES.get("cross_entropy").module() for _ in chains], x, y, lrs=[0.1] * len(chains),
+                        generators=[torch.Generator().manual_seed(k) for k in range(len(chains))],
+                        transforms=[make() for make in chains], epochs=2, batch_size=32)  # fmt: skip
+    for h1, h2 in zip(alone, packed):
+        assert [r.get("sometimes/hit") for r in h2] == [r.get("sometimes/hit") for r in h1]

@@ -261,13 +261,16 @@ def fit_packed(
         if repeat > 1:
             perms = perms % n
         values: dict[str, list[torch.Tensor]] = {}
+        recorded: dict[str, set[int]] = {}  # the runs that recorded each statistic this epoch (as fit: those only)
         lr_last = lr_now
         for start in starts:
             idx = perms[:, start : start + batch_size]
             lr_last = lr_now
             x, y = batch_rows(x_train, idx, x_buffer), batch_rows(y_train, idx, y_buffer)
-            for key, value in step.run(x, y, opt, lr_now.to(packed.params[0].dtype)).items():
+            stats, runs = step.run(x, y, opt, lr_now.to(packed.params[0].dtype))
+            for key, value in stats.items():
                 values.setdefault(key, []).append(value)
+                recorded.setdefault(key, set()).update(runs.get(key, range(k_runs)))
             if decays and per_step:
                 lr_now = lr_now * gamma
         if decays and not per_step:
@@ -276,7 +279,7 @@ def fit_packed(
         lrs_last = lr_last.tolist()
         rows = []
         for k in range(k_runs):
-            row = {key: s[k] / steps_per_epoch for key, s in sums.items() if step.holds(k, key)}
+            row = {key: s[k] / steps_per_epoch for key, s in sums.items() if k in recorded[key]}
             row["epoch"], row["lr"] = epoch, lrs_last[k]
             histories[k].append(row)
             rows.append(row)
@@ -432,15 +435,22 @@ class _Segment:
                 for k, t in enumerate(runs):
                     t.gradients([g[k] for g in grads], self.contexts[k])
 
-    def finish(self, values: torch.Tensor, stats: dict[str, torch.Tensor]) -> None:
+    def finish(self, values: torch.Tensor, stats: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+        """The step's statistics completed (in ``stats``); returns, for those only some of the segment's
+        runs recorded (a run-by-run transform's), the runs that did (numbered within the pack)."""
         stats["objective"] = values.detach() if self.chain else stats["loss"]
+        some: dict[str, list[int]] = {}
         if self.run_by_run:
             for key in sorted({key for ctx in self.contexts for key in ctx.stats}):
-                stats[key] = torch.stack([torch.as_tensor(ctx.stats.get(key, math.nan), dtype=torch.float32, device=values.device)
+                stats[key] = torch.stack([torch.as_tensor(ctx.stats.get(key, 0.0), dtype=torch.float32, device=values.device)
                                           for ctx in self.contexts])  # fmt: skip
+                runs = [self.start + k for k, ctx in enumerate(self.contexts) if key in ctx.stats]
+                if len(runs) < len(self.contexts):
+                    some[key] = runs
             for ctx in self.contexts:
                 ctx.step += 1
                 ctx.x = ctx.y = ctx.logits = None
+        return some
 
 
 class _PackedStep:
@@ -481,13 +491,11 @@ class _PackedStep:
         if len(flags) > 1:
             raise ValueError("runs whose first objective transform is per-sample and runs whose is not cannot share a pack")
         self.per_sample = flags.pop()
-        self._key_runs: dict[str, set[int]] = {}  # several segments: the runs that hold each statistic
 
-    def holds(self, k: int, key: str) -> bool:
-        """Whether run ``k`` has the statistic ``key`` (its segment computes it)."""
-        return len(self.segments) == 1 or k in self._key_runs.get(key, ())
-
-    def run(self, x: torch.Tensor, y: torch.Tensor, opt: PackedOptimizer, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+    def run(self, x: torch.Tensor, y: torch.Tensor, opt: PackedOptimizer,
+            lr: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:  # fmt: skip
+        """One step; returns the statistics, one value per run ``(K,)`` (0 where a run recorded none),
+        and, for those not every run recorded, the runs that did."""
         logits = self.packed(x)
         values = self.values(logits, y, self.per_sample)
         loss = (values.mean(1) if values.ndim == 2 else values).detach()
@@ -498,21 +506,26 @@ class _PackedStep:
         for s, st in zip(self.segments, parts):
             s.gradients(grads if s.whole else [s.part(g) for g in grads], st)
         opt.step(grads, lr)
-        for s, st, v in zip(self.segments, parts, objectives):
-            s.finish(v, st)
-        return parts[0] if len(parts) == 1 else self._merge(parts)
+        some = [s.finish(v, st) for s, st, v in zip(self.segments, parts, objectives)]
+        if len(parts) == 1:
+            return parts[0], some[0]
+        return self._merge(parts, some)
 
-    def _merge(self, parts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """The segments' statistics as pack-wide (K,) tensors (nan where a segment has none)."""
-        merged = {}
+    def _merge(self, parts: Sequence[dict[str, torch.Tensor]],
+               some: Sequence[dict[str, list[int]]]) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:  # fmt: skip
+        """The segments' statistics as pack-wide (K,) tensors (0 where a segment has none), and the runs
+        that recorded each one that not every run did."""
+        merged, runs = {}, {}
         for key in dict.fromkeys(key for st in parts for key in st):
             like = next(st[key] for st in parts if key in st)
-            pieces = []
-            for s, st in zip(self.segments, parts):
+            pieces, holders = [], []
+            for s, st, partial in zip(self.segments, parts, some):
                 if key in st:
-                    self._key_runs.setdefault(key, set()).update(range(s.start, s.stop))
                     pieces.append(st[key].reshape(s.stop - s.start))
+                    holders += partial.get(key, range(s.start, s.stop))
                 else:
-                    pieces.append(like.new_full((s.stop - s.start,), math.nan))
+                    pieces.append(like.new_zeros(s.stop - s.start))
             merged[key] = torch.cat(pieces)
-        return merged
+            if len(holders) < self.packed.size:
+                runs[key] = holders
+        return merged, runs
