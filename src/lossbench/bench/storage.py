@@ -200,19 +200,28 @@ class HeartbeatStorage(RDBStorage):
     """
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
-        """As Optuna's, but a queued trial is taken (WAITING -> RUNNING) by one conditional UPDATE.
+        """As Optuna's, but a queued trial is taken (WAITING -> RUNNING) and a running one finished
+        without values (a stale trial failed) by one conditional UPDATE each.
 
-        Optuna reads the trial's state and then writes RUNNING; SQLite has no row locks, so two
-        workers popping the same queued trial (a retry, an evaluation seed) could both take it
-        and both train it.  One ``UPDATE ... WHERE state = WAITING`` lets exactly one succeed.
+        Optuna reads the trial's state and then writes the new one; SQLite has no row locks, so two
+        workers popping the same queued trial (a retry, an evaluation seed) could both take it and
+        both train it, and two failing the same stale trial could both fail it and both queue a retry
+        (the draw then trained twice), or fail one its worker had just finished.  One ``UPDATE ...
+        WHERE state = WAITING`` (``RUNNING``) lets exactly one succeed.
         """
-        if state != TrialState.RUNNING or values is not None:
+        if values is None and state == TrialState.RUNNING:
+            with self._transaction() as session:
+                changed = _take(session, trial_id)
+        elif values is None and state.is_finished():
+            with self._transaction() as session:
+                changed = bool(_finish(session, [trial_id], state, _stored_datetime(datetime.now(), "datetime_complete")))
+            if not changed and self.get_trial(trial_id).state == TrialState.WAITING:  # (a queued trial finished: Optuna's)
+                return super().set_trial_state_values(trial_id, state, values)
+        else:
             return super().set_trial_state_values(trial_id, state, values)
-        with self._transaction() as session:
-            taken = _take(session, trial_id)
-        if not taken:
+        if not changed:
             self.check_trial_is_updatable(trial_id, self.get_trial(trial_id).state)  # a finished trial raises, as Optuna's
-        return taken
+        return changed
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
