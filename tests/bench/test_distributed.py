@@ -476,3 +476,29 @@ def test_a_pack_that_raises_queues_no_second_retry_of_a_trial_another_worker_ret
         assert sorted(retried) == [0, 1, 2, 3] and set(retried.values()) == {1}, method
     monkeypatch.setattr(runner_module, "train_and_score_packed", real)
     _assert_resumes_into(spec, storage, clean)
+
+
+def test_a_training_call_that_raises_fails_its_own_runs_only(tmp_path, monkeypatch):
+    # with --pack 6 the second round holds ce's two final seeds and hinge's four tuning trials, two
+    # training calls (their splits differ): hinge's raises after ce's trained, so ce's runs are recorded
+    # and hinge's fail, their draws used as a lone unit's are (not queued again)
+    from lossbench.bench import runner as runner_module
+
+    spec = load_spec(write_spec(tmp_path / "tiny.toml", trials=4, epochs=1))
+    storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
+    real = runner_module.train_and_score_packed
+
+    def hinge_tuning_fails(split, methods, runs, spec_):
+        if {m.name for m in methods} == {"hinge"} and split.stage == "tune":
+            raise RuntimeError("hinge fell over")
+        return real(split, methods, runs, spec_)
+
+    monkeypatch.setattr(runner_module, "train_and_score_packed", hinge_tuning_fails)
+    with pytest.raises(RuntimeError, match="hinge fell over"):
+        Runner(spec, storage, torch.device("cpu"), pack=6).run()
+    trials = all_trials(storage, spec)
+    assert [t.state for t in trials[("final", "ce")]] == [TrialState.COMPLETE] * 2
+    assert [t.state for t in trials[("tune", "hinge")]] == [TrialState.FAIL] * 4
+    monkeypatch.setattr(runner_module, "train_and_score_packed", real)
+    Runner(spec, storage, torch.device("cpu"), pack=6).run()
+    assert_complete_and_counted_once(storage, spec)

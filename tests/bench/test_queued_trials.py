@@ -68,3 +68,45 @@ def test_two_workers_failing_one_stale_trial_fail_it_once(tmp_path, monkeypatch)
         t.join()
     assert sorted(failed) == [False, True]
     assert workers[0].get_trial(trial_id).state == TrialState.FAIL
+
+
+def test_failed_trials_and_their_retries_appear_together(tmp_path, monkeypatch):
+    # a retry as Optuna's stale-trial callback makes it (parameters, attributes but the error, the draw it
+    # retries, at most MAX_RETRIES times), queued in the transaction that fails the trial: another worker
+    # never sees the trial failed and no retry queued (it would draw a new trial in its place)
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from lossbench.bench import storage as storage_module
+    from lossbench.bench.storage import ERROR_ATTR, MAX_RETRIES
+
+    url = default_storage_url(tmp_path)
+    storage, other = open_storage(url, 10), open_storage(url, 10)
+    study = optuna.create_study(storage=storage, study_name="fail")
+    twins = []
+    for _ in range(2):  # one failed here, its twin by Optuna's callback
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+        trial.set_user_attr("seed", 3)
+        twins.append(storage.get_trial(trial._trial_id))
+    real_insert, seen = storage_module._insert_trials, []
+
+    def insert_and_look(session, study_id, count, state, start):
+        seen.append(other.get_trial(twins[0]._trial_id).state)  # what another worker reads meanwhile
+        return real_insert(session, study_id, count, state, start)
+
+    monkeypatch.setattr(storage_module, "_insert_trials", insert_and_look)
+    assert storage.fail_trials([(study._study_id, twins[0])], "RuntimeError: boom", retry=True) == [twins[0]._trial_id]
+    assert seen == [TrialState.RUNNING]
+    storage.set_trial_state_values(twins[1]._trial_id, TrialState.FAIL)
+    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, storage.get_trial(twins[1]._trial_id))
+    ours, optunas = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert storage.get_trial(twins[0]._trial_id).user_attrs[ERROR_ATTR] == "RuntimeError: boom"
+    assert (ours.params, optunas.params) == (twins[0].params, twins[1].params)
+    assert (ours.distributions, ours.user_attrs) == (optunas.distributions, optunas.user_attrs)
+    assert ours.system_attrs == {"failed_trial": 0, "retry_history": [0]}
+    assert optunas.system_attrs == {"failed_trial": 1, "retry_history": [1]}
+    # a trial no longer running is not failed again; one retried MAX_RETRIES times is not queued again
+    assert storage.fail_trials([(study._study_id, twins[0])], "again", retry=True) == []
+    (tired,) = storage.start_trials(study._study_id, 1, [])  # (a new running trial: ask would take a queued one)
+    tired.system_attrs = {"failed_trial": 0, "retry_history": list(range(MAX_RETRIES))}
+    assert storage.fail_trials([(study._study_id, tired)], "tired", retry=True) == [tired._trial_id]
+    assert len([t for t in study.get_trials() if t.state == TrialState.WAITING]) == 2

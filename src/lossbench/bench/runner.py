@@ -65,7 +65,6 @@ from lossbench.bench.storage import (
     CHOSEN_FROM_ATTR,
     CONFIG_ATTR,
     DIRECTION,
-    ERROR_ATTR,
     RUN_ATTR,
     HeartbeatStorage,
     Outcome,
@@ -74,7 +73,6 @@ from lossbench.bench.storage import (
     evaluation_seeds,
     final_runs,
     register_spec,
-    retry_trial,
     runs_choice,
     set_study_attrs,
     stored_fingerprint,
@@ -319,7 +317,7 @@ class Runner:
                                 if progress:
                                     progress(self.done_runs(), self.total_runs(), unit.label, status)
                     except BaseException as err:  # (a grown spec, Ctrl-C, the storage): none of them trained
-                        self._abandon(started, err, requeue=True)
+                        self._abandon([(s, t) for s in started for t in s.started], err, requeue=True)
                         raise
                     if not started:
                         break
@@ -436,14 +434,17 @@ class Runner:
         """Ask, train (packed where the units pack: one pack for units of one group) and finish the
         started trials, in a few storage statements (:class:`HeartbeatStorage`).
 
+        A training call that raises fails its runs, queued again with their draws where the call held
+        several units' runs (which one raised is not known) or on Ctrl-C; the calls that trained before
+        it are recorded, the runs of those after it queued again; then the error is raised.
         A worker paused past the heartbeat grace (suspended, swapped out) finds on waking that
         another worker failed its trial as stale and queued a retry: that run's result cannot be
         recorded.  That run is lost, not the worker: it says so and goes on.
         """
         if self._heartbeats is None:
             raise RuntimeError("trials run within Runner.run, which keeps their heartbeats")
-        ids = [t._trial_id for p in packs for t in p.started]
-        with self._heartbeats.beating(ids):
+        every = [(p, t) for p in packs for t in p.started]
+        with self._heartbeats.beating([t._trial_id for _, t in every]):
             try:
                 for p in packs:
                     p.asked = self._ask(p.unit, p.stage, p.known, p.started)
@@ -453,45 +454,49 @@ class Runner:
                     for distributions in [a.distributions]  # (a deep copy per read)
                     for name, value in a.params.items() if name not in t.params  # (a retry holds its own)
                 ])  # fmt: skip
-                outcomes = self._train(packs)
-            except BaseException as err:  # a real error (or Ctrl-C): the trials fail, the error keeps its traceback
-                # Ctrl-C is not the runs' fault; in a pack of several units, which one raised is not known
-                self._abandon(packs, err, requeue=isinstance(err, KeyboardInterrupt) or len(packs) > 1)
+                outcomes, failure = self._train(packs)
+            except BaseException as err:  # nothing trained: the trials fail, the error keeps its traceback
+                self._abandon(every, err, requeue=isinstance(err, KeyboardInterrupt) or len(packs) > 1)
                 raise
-        finished = set(self.storage.finish_trials([outcome for per in outcomes for outcome, _ in per]))
+            if failure is not None:
+                err, raised, untrained = failure
+                self._finish(packs, outcomes)
+                several = len({j for j, _ in raised}) > 1
+                self._abandon([(packs[j], packs[j].started[i]) for j, i in raised], err,
+                              requeue=isinstance(err, KeyboardInterrupt) or several)  # fmt: skip
+                self._abandon([(packs[j], packs[j].started[i]) for j, i in untrained], err, requeue=True)
+                raise err
+        self._finish(packs, outcomes)
+
+    def _finish(self, packs: list[_Started], outcomes: list[list[tuple[Outcome | None, RunResult | None]]]) -> None:
+        """Record the outcomes (None: a run that did not train, left to the caller) in one transaction."""
+        finished = set(self.storage.finish_trials([o for per in outcomes for o, _ in per if o is not None]))
         for p, per in zip(packs, outcomes):
             for trial, (outcome, result) in zip(p.started, per):
+                if outcome is None:
+                    continue
                 if outcome.trial_id not in finished:
                     warnings.warn(
                         f"{p.unit.label} ({p.stage}): trial #{trial.number} was failed as stale while this worker "
                         "was paused past the heartbeat grace period; its result is dropped and its retry runs instead",
                         RuntimeWarning,
-                        stacklevel=2,
+                        stacklevel=3,
                     )
                 elif result is not None and self.on_trial:
                     self.on_trial(p.unit.label, p.stage, result)
-            if all(outcome.trial_id in finished for outcome, _ in per):  # the storage holds what was read, with these finished
+            if all(o is not None and o.trial_id in finished for o, _ in per):  # the storage holds what was read, with these finished
                 done = {t.number: _as_finished(t, a, o) for t, a, (o, _) in zip(p.started, p.asked, per)}
                 self._known[p.study._study_id] = [done.get(t.number, t) for t in p.known]
 
-    def _abandon(self, packs: list[_Started], err: BaseException, requeue: bool) -> None:
+    def _abandon(self, trials: list[tuple[_Started, FrozenTrial]], err: BaseException, requeue: bool) -> None:
         """Fail the started trials with ``err``'s first line; with ``requeue`` queue each again with its
-        draw, as a dead worker's trials are, so that the resumed study is the one without the error."""
-        if not packs:
+        draw, as a dead worker's trials are, so that the resumed study is the one without the error
+        (in the same transaction: :meth:`HeartbeatStorage.fail_trials`)."""
+        if not trials:
             return
         reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-        try:
-            ids = [t._trial_id for p in packs for t in p.started]
-            # only those still running here: another worker failed the others as stale and queued their retries
-            failed_here = set(self.storage.finish_trials([Outcome(i, TrialState.FAIL, user_attrs={ERROR_ATTR: reason}) for i in ids]))
-            if requeue:
-                for p in packs:
-                    for t in p.started:
-                        if t._trial_id not in failed_here:
-                            continue
-                        failed = copy.copy(self.storage.get_trial(t._trial_id))
-                        failed.user_attrs = {k: v for k, v in failed.user_attrs.items() if k != ERROR_ATTR}  # (not the retry's)
-                        retry_trial(p.study, failed)
+        try:  # (as stored: a retry copies the parameters recorded so far)
+            self.storage.fail_trials([(p.study._study_id, self.storage.get_trial(t._trial_id)) for p, t in trials], reason, requeue)
         except Exception as also:  # noqa: BLE001 - the error being raised is the one to report
             err.add_note(f"the trials could not be marked failed ({type(also).__name__}: {also}); they go stale instead")
 
@@ -531,9 +536,14 @@ class Runner:
             asked.append(trial)
         return asked
 
-    def _train(self, packs: list[_Started]) -> list[list[tuple[Outcome, RunResult | None]]]:
+    def _train(self, packs: list[_Started]) -> tuple[
+        list[list[tuple[Outcome | None, RunResult | None]]],
+        tuple[BaseException, list[tuple[int, int]], list[tuple[int, int]]] | None,
+    ]:  # fmt: skip
         """Each started run's outcome: complete with its selection score and record, or pruned where
-        it has no parameters.  Runs that share a split train as one pack where their units pack."""
+        it has no parameters.  Runs that share a split train as one pack where their units pack.
+        Where a training call raises: the error, the ``(pack, run)`` indices of that call's runs and
+        of the runs not trained after it (their outcomes None), the calls after it not made."""
         prepared: dict[tuple[int, int], tuple[Method, FrozenTrial, dict[str, Any], int, Split]] = {}
         for j, p in enumerate(packs):
             for i, (trial, asked) in enumerate(zip(p.started, p.asked)):
@@ -544,37 +554,38 @@ class Runner:
                 resampled = seed if p.stage == "final" and self.spec.resample_splits else None
                 split = self.cache.get(p.unit.dataset, p.stage, resampled)
                 prepared[(j, i)] = (p.unit.method, trial, asked.params, seed, split)
-        outcomes: list[list[tuple[Outcome, RunResult | None]]] = [
-            [(Outcome(t._trial_id, TrialState.PRUNED), None) for t in p.started] for p in packs
-        ]
+        outcomes: list[list[tuple[Outcome | None, RunResult | None]]] = [
+            [(None if (j, i) in prepared else Outcome(t._trial_id, TrialState.PRUNED), None) for i, t in enumerate(p.started)]
+            for j, p in enumerate(packs)
+        ]  # fmt: skip
         together: dict[int, list[tuple[int, int]]] = {}  # packing units' runs, by split
-        alone: list[tuple[int, int]] = []
+        calls: list[list[tuple[int, int]]] = []
         for key, (*_, split) in prepared.items():
             if packs[key[0]].unit.pack_reason is None:
                 together.setdefault(id(split), []).append(key)
             else:
-                alone.append(key)
-        trained = []
-        for keys in together.values():
+                calls.append([key])
+        calls = list(together.values()) + calls
+        for n, keys in enumerate(calls):
             split = prepared[keys[0]][4]
-            if len(keys) == 1:
-                trained.append((keys, [train_and_score(split, *self._run_args(prepared[keys[0]]))], 1))
-                continue
-            methods, runs = [prepared[k][0] for k in keys], [(prepared[k][2], prepared[k][3]) for k in keys]
-            trained.append((keys, train_and_score_packed(split, methods, runs, self.spec), len(keys)))
-        for key in alone:
-            trained.append(([key], [train_and_score(prepared[key][4], *self._run_args(prepared[key]))], 1))
-        for keys, results, pack in trained:
+            try:
+                if len(keys) == 1:
+                    results = [train_and_score(split, *self._run_args(prepared[keys[0]]))]
+                else:
+                    methods, runs = [prepared[k][0] for k in keys], [(prepared[k][2], prepared[k][3]) for k in keys]
+                    results = train_and_score_packed(split, methods, runs, self.spec)
+            except BaseException as err:  # noqa: BLE001 - raised by the caller, once what trained is recorded
+                return outcomes, (err, keys, [k for later in calls[n + 1 :] for k in later])
             for key, result in zip(keys, results):
                 _, trial, _, seed, split = prepared[key]
                 record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
-                          "seconds": round(result.seconds, 4), "pack": pack}  # fmt: skip
+                          "seconds": round(result.seconds, 4), "pack": len(keys)}  # fmt: skip
                 record.update(environment=self.environment, sizes={"fit": len(split.y_fit), "scored": len(split.y_eval)})
                 metric = selection_metric(self.spec.selection_metric, split.task)
                 value = result.metrics[metric]
                 value = value if value == value else diverged_score(metric)  # a diverged run still counts
                 outcomes[key[0]][key[1]] = (Outcome(trial._trial_id, TrialState.COMPLETE, value, {RUN_ATTR: record}), result)
-        return outcomes
+        return outcomes, None
 
     def _run_args(self, prepared: tuple[Method, FrozenTrial, dict[str, Any], int, Split]) -> tuple[Any, ...]:
         """:func:`train_and_score`'s arguments after the split, for one prepared run."""

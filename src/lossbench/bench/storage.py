@@ -106,9 +106,10 @@ def check_sqlite_file(path: Path, create: bool) -> None:
 
 # A failed trial of a dead or interrupted worker queued again with its parameters (and seed), its draw
 # kept (``failed_trial``), at most this many times.
+MAX_RETRIES = 3
 with warnings.catch_warnings():  # (marked experimental: it is what crash safety relies on)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    retry_trial = RetryHeartbeatStaleTrialCallback(max_retry=3)
+    retry_trial = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
 
 def open_storage(url: str, heartbeat_interval: int | None = None, *, create: bool = True) -> RDBStorage:
@@ -289,15 +290,9 @@ class HeartbeatStorage(RDBStorage):
 
     def set_trials_params(self, params: Sequence[tuple[int, str, Any, BaseDistribution]]) -> None:
         """Record ``(trial_id, name, value, distribution)`` parameters of started trials in one statement."""
-        if not params:
-            return
-        rows = [
-            {"trial_id": trial_id, "param_name": name, "param_value": dist.to_internal_repr(value),
-             "distribution_json": distributions.distribution_to_json(dist)}
-            for trial_id, name, value, dist in params
-        ]  # fmt: skip
-        with self._transaction() as session:
-            session.execute(insert(models.TrialParamModel.__table__), rows)
+        if params:
+            with self._transaction() as session:
+                _insert_params(session, params)
 
     def record_heartbeats(self, trial_ids: Sequence[int]) -> None:
         """One heartbeat for each of the trials (started by :meth:`start_trials`), in one statement."""
@@ -321,6 +316,28 @@ class HeartbeatStorage(RDBStorage):
                 rows = [{"trial_id": i, "objective": 0, "value": v, "value_type": kind} for i, (v, kind) in values]
                 session.execute(insert(models.TrialValueModel.__table__), rows)
         return [o.trial_id for o in done]
+
+    def fail_trials(self, trials: Sequence[tuple[int, FrozenTrial]], reason: str, retry: bool) -> list[int]:
+        """Fail the running trials ``(study_id, trial as stored)`` with the error ``reason`` and, with
+        ``retry``, queue a copy of each failed here as Optuna's retry of a stale trial does (its
+        parameters and attributes but the error, the draw it retries, at most ``MAX_RETRIES`` times),
+        in one transaction: no worker sees them failed before their retries are queued (it would draw
+        new trials in their place).  Returns the ids failed here (the others were no longer running)."""
+        complete = _stored_datetime(datetime.now(), "datetime_complete")
+        with self._transaction() as session:
+            failed = _finish(session, [t._trial_id for _, t in trials], TrialState.FAIL, complete)
+            _insert_attrs(session, models.TrialUserAttributeModel, [(i, {ERROR_ATTR: reason}) for i in failed], replace=True)
+            for study_id, trial in trials if retry else ():
+                system = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
+                system["retry_history"] = [*system["retry_history"], trial.number]
+                if trial._trial_id not in failed or len(system["retry_history"]) > MAX_RETRIES:
+                    continue
+                ((copy_id, _),) = _insert_trials(session, study_id, 1, TrialState.WAITING, None)
+                _insert_attrs(session, models.TrialSystemAttributeModel, [(copy_id, system)])
+                user = {k: v for k, v in trial.user_attrs.items() if k != ERROR_ATTR}
+                _insert_attrs(session, models.TrialUserAttributeModel, [(copy_id, user)])
+                _insert_params(session, [(copy_id, name, value, trial.distributions[name]) for name, value in trial.params.items()])
+        return [t._trial_id for _, t in trials if t._trial_id in failed]
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Session]:
@@ -407,6 +424,17 @@ def _insert_attrs(session: Session, model: type, attrs: Sequence[tuple[int, dict
         pairs = [(r["trial_id"], r["key"]) for r in rows]
         session.execute(delete(table).where(sqlalchemy.tuple_(table.c.trial_id, table.c.key).in_(pairs)))
     session.execute(insert(table), rows)
+
+
+def _insert_params(session: Session, params: Sequence[tuple[int, str, Any, BaseDistribution]]) -> None:
+    """``(trial_id, name, value, distribution)`` parameters in one statement, as Optuna stores them."""
+    rows = [
+        {"trial_id": trial_id, "param_name": name, "param_value": dist.to_internal_repr(value),
+         "distribution_json": distributions.distribution_to_json(dist)}
+        for trial_id, name, value, dist in params
+    ]  # fmt: skip
+    if rows:
+        session.execute(insert(models.TrialParamModel.__table__), rows)
 
 
 def _new_trial(
