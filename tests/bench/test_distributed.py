@@ -502,3 +502,74 @@ def test_a_training_call_that_raises_fails_its_own_runs_only(tmp_path, monkeypat
     monkeypatch.setattr(runner_module, "train_and_score_packed", real)
     Runner(spec, storage, torch.device("cpu"), pack=6).run()
     assert_complete_and_counted_once(storage, spec)
+
+
+def test_a_dead_workers_trials_and_their_retries_appear_together(tmp_path, monkeypatch):
+    # Optuna's own stale check commits every failure before it queues the retries: another worker in
+    # between saw the trials failed and none queued, and drew new trials in their place
+    from lossbench.bench import storage as storage_module
+    from lossbench.bench.runner import STALE
+
+    url = default_storage_url(tmp_path)
+    storage, other = open_storage(url, heartbeat_interval=10), open_storage(url, heartbeat_interval=10)
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    dead = [study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)}) for _ in range(2)]
+    real_insert, seen = storage_module._insert_trials, []
+
+    def insert_and_look(session, study_id, count, state, start):
+        seen.append([other.get_trial(t._trial_id).state for t in dead])  # what another worker reads meanwhile
+        return real_insert(session, study_id, count, state, start)
+
+    monkeypatch.setattr(storage_module, "_insert_trials", insert_and_look)
+    fail_stale_later(study, monkeypatch)
+    assert seen == [[TrialState.RUNNING] * 2] * 2
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
+    assert [t.user_attrs.get("error") for t in trials] == [STALE, STALE, None, None]
+    assert [t.system_attrs.get("failed_trial") for t in trials[2:]] == [0, 1]
+
+
+def test_runs_stopped_for_no_fault_of_their_own_keep_their_draws_however_often(tmp_path, monkeypatch):
+    # each Ctrl-C re-queues the pack's runs; a retry's count (at most MAX_RETRIES) is for runs that failed
+    from lossbench.bench import runner as runner_module
+    from lossbench.bench.storage import MAX_RETRIES
+
+    spec, clean, storage = _clean_and_cut(tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_module, "train_and_score_packed", interrupted)
+    for _ in range(MAX_RETRIES + 2):
+        with pytest.raises(KeyboardInterrupt):
+            Runner(spec, storage, torch.device("cpu"), pack=8).run()
+    monkeypatch.undo()
+    _assert_resumes_into(spec, storage, clean)
+
+
+def test_the_training_error_is_raised_when_recording_the_runs_before_it_fails(tmp_path, monkeypatch):
+    from lossbench.bench import runner as runner_module
+    from lossbench.bench.storage import HeartbeatStorage
+
+    spec = load_spec(write_spec(tmp_path / "tiny.toml", trials=4, epochs=1))
+    storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
+
+    real, real_finish, failed = runner_module.train_and_score_packed, HeartbeatStorage.finish_trials, []
+
+    def hinge_tuning_fails(split, methods, runs, spec_):  # (ce's final seeds trained in the call before)
+        if {m.name for m in methods} == {"hinge"} and split.stage == "tune":
+            failed.append(1)
+            raise RuntimeError("hinge fell over")
+        return real(split, methods, runs, spec_)
+
+    def busy(self, outcomes):  # recording ce's final runs fails once hinge's call has raised
+        if failed:
+            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+        return real_finish(self, outcomes)
+
+    monkeypatch.setattr(runner_module, "train_and_score_packed", hinge_tuning_fails)
+    monkeypatch.setattr(HeartbeatStorage, "finish_trials", busy)
+    with pytest.raises(RuntimeError, match="hinge fell over") as raised:
+        Runner(spec, storage, torch.device("cpu"), pack=6).run()
+    assert any("could not be recorded" in note for note in raised.value.__notes__)
+    assert [t.state for t in all_trials(storage, spec)[("tune", "hinge")]] == [TrialState.FAIL] * 4

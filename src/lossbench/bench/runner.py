@@ -317,7 +317,7 @@ class Runner:
                                 if progress:
                                     progress(self.done_runs(), self.total_runs(), unit.label, status)
                     except BaseException as err:  # (a grown spec, Ctrl-C, the storage): none of them trained
-                        self._abandon([(s, t) for s in started for t in s.started], err, requeue=True)
+                        self._abandon([(s, t) for s in started for t in s.started], err, requeue=True, counted=False)
                         raise
                     if not started:
                         break
@@ -456,15 +456,20 @@ class Runner:
                 ])  # fmt: skip
                 outcomes, failure = self._train(packs)
             except BaseException as err:  # nothing trained: the trials fail, the error keeps its traceback
-                self._abandon(every, err, requeue=isinstance(err, KeyboardInterrupt) or len(packs) > 1)
+                stopped = isinstance(err, KeyboardInterrupt)
+                self._abandon(every, err, requeue=stopped or len(packs) > 1, counted=not stopped)
                 raise
             if failure is not None:
                 err, raised, untrained = failure
-                self._finish(packs, outcomes)
-                several = len({j for j, _ in raised}) > 1
-                self._abandon([(packs[j], packs[j].started[i]) for j, i in raised], err,
-                              requeue=isinstance(err, KeyboardInterrupt) or several)  # fmt: skip
-                self._abandon([(packs[j], packs[j].started[i]) for j, i in untrained], err, requeue=True)
+                stopped, several = isinstance(err, KeyboardInterrupt), len({j for j, _ in raised}) > 1
+                try:
+                    self._finish(packs, outcomes)
+                except Exception as also:  # noqa: BLE001 - the training error is the one to report
+                    err.add_note(f"the runs trained before it could not be recorded ({type(also).__name__}: {also}); "
+                                 "they go stale instead")  # fmt: skip
+                self._abandon([(packs[j], packs[j].started[i]) for j, i in raised], err, requeue=stopped or several,
+                              counted=not stopped)  # fmt: skip
+                self._abandon([(packs[j], packs[j].started[i]) for j, i in untrained], err, requeue=True, counted=False)
                 raise err
         self._finish(packs, outcomes)
 
@@ -488,15 +493,18 @@ class Runner:
                 done = {t.number: _as_finished(t, a, o) for t, a, (o, _) in zip(p.started, p.asked, per)}
                 self._known[p.study._study_id] = [done.get(t.number, t) for t in p.known]
 
-    def _abandon(self, trials: list[tuple[_Started, FrozenTrial]], err: BaseException, requeue: bool) -> None:
+    def _abandon(self, trials: list[tuple[_Started, FrozenTrial]], err: BaseException, requeue: bool,
+                 counted: bool = True) -> None:  # fmt: skip
         """Fail the started trials with ``err``'s first line; with ``requeue`` queue each again with its
         draw, as a dead worker's trials are, so that the resumed study is the one without the error
-        (in the same transaction: :meth:`HeartbeatStorage.fail_trials`)."""
+        (in the same transaction: :meth:`HeartbeatStorage.fail_trials`; ``counted``: against the
+        draw's retries, not for runs stopped for no fault of their own)."""
         if not trials:
             return
         reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
         try:  # (as stored: a retry copies the parameters recorded so far)
-            self.storage.fail_trials([(p.study._study_id, self.storage.get_trial(t._trial_id)) for p, t in trials], reason, requeue)
+            stored = [(p.study._study_id, self.storage.get_trial(t._trial_id)) for p, t in trials]
+            self.storage.fail_trials(stored, reason, requeue, counted)
         except Exception as also:  # noqa: BLE001 - the error being raised is the one to report
             err.add_note(f"the trials could not be marked failed ({type(also).__name__}: {also}); they go stale instead")
 
@@ -664,7 +672,14 @@ class Heartbeats:
         self._thread.join()
 
 
+STALE = "stale: its worker stopped beating for the grace period"  # a stale trial's error
+
+
 def _fail_stale(study: optuna.Study) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    """Fail the study's stale trials (their worker stopped beating) and queue each again with its draw,
+    in one transaction (:meth:`HeartbeatStorage.fail_trials`): Optuna's own check commits the failures
+    before it queues the retries, and another worker in between drew new trials in their place."""
+    storage = getattr(study._storage, "_backend", study._storage)  # (Optuna wraps an RDB storage in a cache)
+    stale = storage._get_stale_trial_ids(study._study_id)
+    if stale:
+        storage.fail_trials([(study._study_id, storage.get_trial(i)) for i in stale], STALE, retry=True)

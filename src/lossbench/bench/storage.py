@@ -317,19 +317,22 @@ class HeartbeatStorage(RDBStorage):
                 session.execute(insert(models.TrialValueModel.__table__), rows)
         return [o.trial_id for o in done]
 
-    def fail_trials(self, trials: Sequence[tuple[int, FrozenTrial]], reason: str, retry: bool) -> list[int]:
+    def fail_trials(self, trials: Sequence[tuple[int, FrozenTrial]], reason: str, retry: bool, counted: bool = True) -> list[int]:
         """Fail the running trials ``(study_id, trial as stored)`` with the error ``reason`` and, with
         ``retry``, queue a copy of each failed here as Optuna's retry of a stale trial does (its
-        parameters and attributes but the error, the draw it retries, at most ``MAX_RETRIES`` times),
-        in one transaction: no worker sees them failed before their retries are queued (it would draw
-        new trials in their place).  Returns the ids failed here (the others were no longer running)."""
+        parameters and attributes but the error, the draw it retries, at most ``MAX_RETRIES`` times;
+        without ``counted``, a run stopped for no fault of its own, the retry is not counted against
+        them), in one transaction: no worker sees them failed before their retries are queued (it
+        would draw new trials in their place).  Returns the ids failed here (the others were no longer
+        running)."""
         complete = _stored_datetime(datetime.now(), "datetime_complete")
         with self._transaction() as session:
             failed = _finish(session, [t._trial_id for _, t in trials], TrialState.FAIL, complete)
             _insert_attrs(session, models.TrialUserAttributeModel, [(i, {ERROR_ATTR: reason}) for i in failed], replace=True)
             for study_id, trial in trials if retry else ():
                 system = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
-                system["retry_history"] = [*system["retry_history"], trial.number]
+                if counted:
+                    system["retry_history"] = [*system["retry_history"], trial.number]
                 if trial._trial_id not in failed or len(system["retry_history"]) > MAX_RETRIES:
                     continue
                 ((copy_id, _),) = _insert_trials(session, study_id, 1, TrialState.WAITING, None)
