@@ -680,6 +680,8 @@ def _fail_stale(study: optuna.Study) -> None:
     in one transaction (:meth:`HeartbeatStorage.fail_trials`): Optuna's own check commits the failures
     before it queues the retries, and another worker in between drew new trials in their place."""
     storage = getattr(study._storage, "_backend", study._storage)  # (Optuna wraps an RDB storage in a cache)
+    if getattr(storage, "heartbeat_interval", None) is None:  # (no heartbeats: nothing goes stale, as Optuna's)
+        return
     stale = storage._get_stale_trial_ids(study._study_id)
     if stale:
         storage.fail_trials([(study._study_id, storage.get_trial(i)) for i in stale], STALE, retry=True)
