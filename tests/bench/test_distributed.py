@@ -571,5 +571,5 @@ def test_the_training_error_is_raised_when_recording_the_runs_before_it_fails(tm
     monkeypatch.setattr(HeartbeatStorage, "finish_trials", busy)
     with pytest.raises(RuntimeError, match="hinge fell over") as raised:
         Runner(spec, storage, torch.device("cpu"), pack=6).run()
-    assert any("could not be recorded" in note for note in raised.value.__notes__)
+    assert any("recording the runs trained before it failed" in note for note in raised.value.__notes__)
     assert [t.state for t in all_trials(storage, spec)[("tune", "hinge")]] == [TrialState.FAIL] * 4

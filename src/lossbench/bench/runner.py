@@ -464,9 +464,8 @@ class Runner:
                 stopped, several = isinstance(err, KeyboardInterrupt), len({j for j, _ in raised}) > 1
                 try:
                     self._finish(packs, outcomes)
-                except Exception as also:  # noqa: BLE001 - the training error is the one to report
-                    err.add_note(f"the runs trained before it could not be recorded ({type(also).__name__}: {also}); "
-                                 "they go stale instead")  # fmt: skip
+                except BaseException as also:  # noqa: BLE001 - the training error is the one to report (its runs still fail)
+                    err.add_note(f"recording the runs trained before it failed ({type(also).__name__}: {also})")
                 self._abandon([(packs[j], packs[j].started[i]) for j, i in raised], err, requeue=stopped or several,
                               counted=not stopped)  # fmt: skip
                 self._abandon([(packs[j], packs[j].started[i]) for j, i in untrained], err, requeue=True, counted=False)
