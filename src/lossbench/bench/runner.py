@@ -48,6 +48,7 @@ from lossbench._checks import check_count
 from lossbench._provenance import provenance
 from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.bench.execution import (
+    STAGES,
     DataCache,
     RunResult,
     Split,
@@ -303,14 +304,14 @@ class Runner:
                 while True:
                     started: list[_Started] = []
                     try:
-                        room = self.pack
+                        room = dict.fromkeys(STAGES, self.pack)  # (the stages' runs train apart: their splits differ)
                         for unit in group:
                             if unit.label in settled:
                                 continue
                             status = self._start_next(unit, room)
                             if isinstance(status, _Started):
                                 started.append(status)
-                                room -= len(status.started)
+                                room[status.stage] -= len(status.started)
                             elif status != "later":
                                 settled.add(unit.label)
                                 waiting |= status == "waiting"
@@ -334,9 +335,9 @@ class Runner:
                     progress(self.done_runs(), self.total_runs(), "waiting for trials running in other workers", "waiting")
                 time.sleep(poll)
 
-    def _start_next(self, unit: Unit, room: int) -> _Started | str:
-        """Start the unit's next trials if it has work no worker is doing and they fit in ``room``
-        runs: the started trials, or 'later' (they do not fit), 'waiting' (others are running what
+    def _start_next(self, unit: Unit, room: dict[str, int]) -> _Started | str:
+        """Start the unit's next trials if it has work no worker is doing and they fit in its stage's
+        ``room`` runs: the started trials, or 'later' (they do not fit), 'waiting' (others are running what
         is left) or 'done'.  One read of the unit's current study per call."""
         if unit.label in self._complete:
             return "done"
@@ -348,7 +349,7 @@ class Runner:
                 wanted = self.spec.trials - len(budget) - sum(1 for t in trials if t.state == TrialState.RUNNING)
                 if wanted <= 0:
                     return "waiting"  # other workers are running the rest: work on another unit meanwhile
-                return self._start(unit, unit.tune, "tune", trials, self._pack_size(unit, wanted, "tune"), room)
+                return self._start(unit, unit.tune, "tune", trials, self._pack_size(unit, wanted, "tune"), room["tune"])
             if any(t.state == TrialState.RUNNING for t in trials):
                 return "waiting"  # the choice must see every trial that may still enter the budget
             self._config(unit, budget)
@@ -369,7 +370,7 @@ class Runner:
         waiting = sum(1 for t in final if t.state == TrialState.WAITING)  # (those of an earlier choice are pruned)
         if not waiting:
             return "waiting"
-        return self._start(unit, unit.final, "final", final, self._pack_size(unit, waiting, "final"), room)
+        return self._start(unit, unit.final, "final", final, self._pack_size(unit, waiting, "final"), room["final"])
 
     def _read(self, study: optuna.Study) -> list[FrozenTrial]:
         """The study's trials: as this worker last read or wrote them when the storage's counts of
