@@ -131,11 +131,11 @@ def test_a_runner_packs_the_methods_of_a_dataset_that_share_a_pack_key(tmp_path)
 
 def test_no_training_call_holds_more_runs_than_the_pack_allows(tmp_path):
     # a round gathers each stage's runs up to --pack (the stages train apart: their splits differ)
-    spec = _spec(methods=METHODS[:3], seeds=3)
+    spec = _spec(methods=METHODS[:3], trials=3, seeds=3)
     storage = open_storage(f"sqlite:///{tmp_path}/cap.db", spec.heartbeat_interval)
     runner = Runner(spec, storage, torch.device("cpu"), pack=7)
     runner.run()
     packs = [run_record(t)["pack"] for unit in runner.units for study in (unit.tune, unit.final)
              for t in study.get_trials() if t.state == TrialState.COMPLETE]  # fmt: skip
-    # 4 tuning trials a unit (a second unit's would not fit), 3 seeds a unit (two units' together)
-    assert len(packs) == 3 * (4 + 3) and max(packs) <= 7 and {4, 6} <= set(packs)
+    # 3 runs a unit and stage: two units' together (a third's would not fit), the third unit's alone
+    assert len(packs) == 3 * (3 + 3) and max(packs) <= 7 and set(packs) == {3, 6}
