@@ -42,9 +42,9 @@ from lossbench.bench.spec import SEED_PARAM, THEN_PREFIX, DatasetSpec, Spec, Spe
 from lossbench.data import Dataset, class_counts, get_dataset_info, load_dataset, stratified_split
 from lossbench.data.splits import provided_validation, random_split, select_train, standardize
 from lossbench.models import build_model
-from lossbench.train import eval_logits, fit, get_transform, make_transform
+from lossbench.train import eval_logits, fit, get_transform, make_transform, reads_per_sample
 from lossbench.train.loop import check_optimizer
-from lossbench.train.packed import PackedLosses, PackedModel, fit_packed, unpackable_model
+from lossbench.train.packed import PackedLosses, PackedModel, fit_packed, stretches, unpackable_model
 
 STAGES = ("tune", "final")
 MIN_STD = 1e-6  # the std floor of per-stage standardisation (as the EXACT paper's code)
@@ -488,7 +488,7 @@ def train_and_score_packed(
         for run, stage in zip(scores, now):
             run.begin(stage)
         parts = []
-        for a, b in _stretches([id(stage.method) for stage in now]):
+        for a, b in stretches([id(stage.method) for stage in now]):
             info, losses = now[a].method.loss, [run.loss for run in scores[a:b]]
             shared = _shared_loss(now[a].method, [stage.params for stage in now[a:b]])
             parts.append(PackedLosses(losses, shared, info.row_params, info.batch_groups, info.row_none))
@@ -511,23 +511,13 @@ def train_and_score_packed(
     return [run.result(lambda k=k: fit_logits_of(k), seconds) for k, run in enumerate(scores)]
 
 
-def _stretches(keys: Sequence[Any]) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each stretch of equal neighbouring keys."""
-    bounds = [0, *(k for k in range(1, len(keys)) if keys[k] != keys[k - 1]), len(keys)]
-    return list(zip(bounds, bounds[1:]))
-
-
 def pack_key(split: Split, method: Method, spec: Spec) -> tuple[Any, ...]:
     """Runs of methods with the same key may train in one pack on ``split`` (where each method's unit
     packs): the same stages (epochs and lr scale), the same model output width and, in each stage,
     the same answer to whether the first objective transform reads per-sample losses."""
-    methods = [method] if method.then is None else [method, method.then]
-    lengths = [(spec.train.epochs, 1.0)] + ([] if method.spec.then is None else [(method.spec.then.epochs, method.spec.then.lr_scale)])
-    per_sample = []
-    for m in methods:
-        objective = [f for f in (get_transform(name).factory for name, _ in m.transform_list({})) if f.stage == "objective"]
-        per_sample.append(bool(objective) and objective[0].per_sample)
-    return tuple(lengths), tuple(per_sample), output_width(method.loss, split.task, split.num_classes)
+    plan = [(s.epochs, s.lr_scale, reads_per_sample([get_transform(name).factory for name, _ in s.method.transform_list({})]))
+            for s in stages(method, {}, spec)]  # fmt: skip
+    return tuple(plan), output_width(method.loss, split.task, split.num_classes)
 
 
 def _shared_loss(method: Method, params: list[dict[str, Any]]) -> list[list[int]]:

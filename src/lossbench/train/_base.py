@@ -141,6 +141,13 @@ def scale_(grads: list[torch.Tensor], factor: torch.Tensor | float) -> None:
         torch._foreach_mul_(grads, factor)
 
 
+def reads_per_sample(transforms: Sequence[Any]) -> bool:
+    """Whether a step with this chain of transforms (instances or their classes) hands its objective
+    transforms the per-sample losses: the first loss wrapper decides, as ``fit`` applies them."""
+    objective = [t for t in transforms if t.stage == "objective"]
+    return bool(objective) and objective[0].per_sample
+
+
 def loss_option(loss: LossFn, name: str) -> Any:
     """The value a registered loss's module calls its function with for ``name`` (``option``), or None where
     the loss has no such option (a plain function, or a module without it)."""

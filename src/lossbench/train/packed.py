@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from lossbench.train._base import LossFn, StepContext, loss_option, per_run
+from lossbench.train._base import LossFn, StepContext, loss_option, per_run, reads_per_sample
 from lossbench.train._registry import TransformSpec, make_transform
 from lossbench.train.loop import check_epoch_shape, check_lr_schedule, check_optimizer
 
@@ -293,6 +293,12 @@ def _ignores_some(loss: LossFn, y: torch.Tensor) -> bool:
     return ignore is not None and bool((y == ignore).any())
 
 
+def stretches(keys: Sequence[Any]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each stretch of equal neighbouring keys (a pack's runs of one method)."""
+    bounds = [0, *(k for k in range(1, len(keys)) if keys[k] != keys[k - 1]), len(keys)]
+    return list(zip(bounds, bounds[1:]))
+
+
 def batch_rows(data: torch.Tensor, idx: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.Tensor:
     """``data[idx]`` for (K, B) row indices: the runs' batches, (K, B, ...), written into the leading
     part of the flat ``buffer`` where one is given.  ``index_select`` of the flat indices copies whole
@@ -400,8 +406,7 @@ class _Segment:
         self.start, self.stop, self.whole = start, stop, whole
         self.chain = [([ts[j] for ts in runs], type(runs[0][j]).packed([ts[j] for ts in runs])) for j in range(len(runs[0]))]
         self.run_by_run = any(hook is None for _, hook in self.chain)
-        objective = [t for t in runs[0] if t.stage == "objective"]  # (fit's rule: the first loss wrapper decides)
-        self.per_sample = bool(objective) and objective[0].per_sample
+        self.per_sample = reads_per_sample(runs[0])
         self.contexts = list(contexts)
 
     def part(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -469,7 +474,7 @@ class _PackedStep:
         transforms: Sequence[Sequence[TransformSpec]],
         values: PackedLosses,
     ) -> None:
-        self.packed, self.losses, self.values = packed, values.losses, values
+        self.packed, self.values = packed, values
         runs = [[make_transform(t) for t in ts] for ts in transforms]
         for ts in runs:
             for t in ts:
@@ -477,16 +482,13 @@ class _PackedStep:
                     raise ValueError(f"transform {t.name!r} cannot run in a packed step (it reads the model itself)")
         contexts = [
             StepContext(model=packed._base, loss=loss, optimizer=None, params=packed.run_params(k))
-            for k, loss in enumerate(self.losses)
+            for k, loss in enumerate(values.losses)
         ]
         for ts, ctx in zip(runs, contexts):
             for t in ts:
                 t.bind(ctx)
-        chains = [[type(t) for t in ts] for ts in runs]
-        bounds = [0, *(k for k in range(1, len(runs)) if chains[k] != chains[k - 1]), len(runs)]
-        self.segments = [
-            _Segment(a, b, runs[a:b], contexts[a:b], whole=len(bounds) == 2) for a, b in zip(bounds, bounds[1:])
-        ]
+        spans = stretches([[type(t) for t in ts] for ts in runs])
+        self.segments = [_Segment(a, b, runs[a:b], contexts[a:b], whole=len(spans) == 1) for a, b in spans]
         flags = {s.per_sample for s in self.segments}
         if len(flags) > 1:
             raise ValueError("runs whose first objective transform is per-sample and runs whose is not cannot share a pack")
@@ -504,7 +506,7 @@ class _PackedStep:
         total = objectives[0] if len(objectives) == 1 else torch.cat(objectives)
         grads = list(torch.autograd.grad(total.sum(), self.packed.params))
         for s, st in zip(self.segments, parts):
-            s.gradients(grads if s.whole else [s.part(g) for g in grads], st)
+            s.gradients([s.part(g) for g in grads], st)
         opt.step(grads, lr)
         some = [s.finish(v, st) for s, st, v in zip(self.segments, parts, objectives)]
         if len(parts) == 1:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lossbench.train._base import LossFn, StepContext, Transform, loss_option
+from lossbench.train._base import LossFn, StepContext, Transform, loss_option, reads_per_sample
 from lossbench.train._registry import TransformSpec, make_transform
 
 
@@ -56,7 +56,7 @@ class TrainStep:
         late = [t.name for t in self._objective[1:] if t.per_sample]
         if late:
             raise ValueError(f"per-sample transforms {late} must come first among the loss wrappers")
-        self._per_sample = bool(self._objective) and self._objective[0].per_sample
+        self._per_sample = reads_per_sample(self._objective)
         if self._per_sample and _batch_level(loss):  # (its values per sample would couple the batch)
             raise ValueError(f"{self._objective[0].name} needs one loss per sample; {type(loss).__name__} is a batch-level loss")
         self._needs_grads = bool(self._gradient) or self._update is not None
