@@ -105,11 +105,9 @@ def check_sqlite_file(path: Path, create: bool) -> None:
 
 
 # A failed trial of a dead or interrupted worker queued again with its parameters (and seed), its draw
-# kept (``failed_trial``), at most this many times.
+# kept (``failed_trial``), at most this many times (HeartbeatStorage.fail_trials; Optuna's own stale
+# check, which lossbench's runner does not use, the same by its callback).
 MAX_RETRIES = 3
-with warnings.catch_warnings():  # (marked experimental: it is what crash safety relies on)
-    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    retry_trial = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
 
 def open_storage(url: str, heartbeat_interval: int | None = None, *, create: bool = True) -> RDBStorage:
@@ -138,7 +136,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, *, create: boo
                 kwargs = {
                     "heartbeat_interval": heartbeat_interval,
                     "grace_period": 3 * heartbeat_interval,
-                    "heartbeat_stale_trial_callback": retry_trial,
+                    "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
                 }
             return HeartbeatStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as err:  # SQLAlchemy raises many kinds; all mean the same to the user
