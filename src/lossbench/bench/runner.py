@@ -302,24 +302,8 @@ class Runner:
             for group in self.groups:
                 settled: set[str] = set()  # units done, or waiting for other workers, on this pass
                 while True:
-                    started: list[_Started] = []
-                    try:
-                        room = dict.fromkeys(STAGES, self.pack)  # (the stages' runs train apart: their splits differ)
-                        for unit in group:
-                            if unit.label in settled:
-                                continue
-                            status = self._start_next(unit, room)
-                            if isinstance(status, _Started):
-                                started.append(status)
-                                room[status.stage] -= len(status.started)
-                            elif status != "later":
-                                settled.add(unit.label)
-                                waiting |= status == "waiting"
-                                if progress:
-                                    progress(self.done_runs(), self.total_runs(), unit.label, status)
-                    except BaseException as err:  # (a grown spec, Ctrl-C, the storage): none of them trained
-                        self._abandon([(s, t) for s in started for t in s.started], err, requeue=True, counted=False)
-                        raise
+                    started, waits = self._gather(group, settled, progress)
+                    waiting |= waits
                     if not started:
                         break
                     self._run_pack(started)
@@ -334,6 +318,31 @@ class Runner:
                 if progress:
                     progress(self.done_runs(), self.total_runs(), "waiting for trials running in other workers", "waiting")
                 time.sleep(poll)
+
+    def _gather(self, group: list[Unit], settled: set[str],
+                progress: Callable[[int, int, str, str], None] | None) -> tuple[list[_Started], bool]:  # fmt: skip
+        """The group's next pack: the trials each unit not yet ``settled`` on this pass starts, up to
+        ``--pack`` runs per stage (the stages' runs train apart: their splits differ), and whether a
+        unit waits for other workers.  A unit done or waiting joins ``settled``."""
+        started: list[_Started] = []
+        waiting, room = False, dict.fromkeys(STAGES, self.pack)
+        try:
+            for unit in group:
+                if unit.label in settled:
+                    continue
+                status = self._start_next(unit, room)
+                if isinstance(status, _Started):
+                    started.append(status)
+                    room[status.stage] -= len(status.started)
+                elif status != "later":
+                    settled.add(unit.label)
+                    waiting |= status == "waiting"
+                    if progress:
+                        progress(self.done_runs(), self.total_runs(), unit.label, status)
+        except BaseException as err:  # (a grown spec, Ctrl-C, the storage): none of them trained
+            self._abandon([(s, t) for s in started for t in s.started], err, requeue=True, counted=False)
+            raise
+        return started, waiting
 
     def _start_next(self, unit: Unit, room: dict[str, int]) -> _Started | str:
         """Start the unit's next trials if it has work no worker is doing and they fit in its stage's
