@@ -444,9 +444,10 @@ class Runner:
         """Ask, train (packed where the units pack: one pack for units of one group) and finish the
         started trials, in a few storage statements (:class:`HeartbeatStorage`).
 
-        A training call that raises fails its runs, queued again with their draws where the call held
-        several units' runs (which one raised is not known) or on Ctrl-C; the calls that trained before
-        it are recorded, the runs of those after it queued again; then the error is raised.
+        A training call that raises fails its runs (queued again with their draws on Ctrl-C); where it
+        held several units' runs, each unit's runs train apart first and only those of the unit that
+        raises alone fail (see :meth:`_train`).  The calls that trained before it are recorded, the runs
+        of those after it queued again; then the error is raised.
         A worker paused past the heartbeat grace (suspended, swapped out) finds on waking that
         another worker failed its trial as stale and queued a retry: that run's result cannot be
         recorded.  That run is lost, not the worker: it says so and goes on.
@@ -560,7 +561,9 @@ class Runner:
         """Each started run's outcome: complete with its selection score and record, or pruned where
         it has no parameters.  Runs that share a split train as one pack where their units pack.
         Where a training call raises: the error, the ``(pack, run)`` indices of that call's runs and
-        of the runs not trained after it (their outcomes None), the calls after it not made."""
+        of the runs not trained after it (their outcomes None), the calls after it not made.  A call of
+        several units' runs that raises (but for Ctrl-C) is made again unit by unit, with a warning:
+        a failing method or plugin fails its own trials, not those of the methods it shared a pack with."""
         prepared: dict[tuple[int, int], tuple[Method, FrozenTrial, dict[str, Any], int, Split]] = {}
         for j, p in enumerate(packs):
             for i, (trial, asked) in enumerate(zip(p.started, p.asked)):
@@ -584,25 +587,50 @@ class Runner:
                 calls.append([key])
         calls = list(together.values()) + calls
         for n, keys in enumerate(calls):
-            split = prepared[keys[0]][4]
+            later = [k for rest in calls[n + 1 :] for k in rest]
             try:
-                if len(keys) == 1:
-                    results = [train_and_score(split, *self._run_args(prepared[keys[0]]))]
-                else:
-                    methods, runs = [prepared[k][0] for k in keys], [(prepared[k][2], prepared[k][3]) for k in keys]
-                    results = train_and_score_packed(split, methods, runs, self.spec)
-            except BaseException as err:  # noqa: BLE001 - raised by the caller, once what trained is recorded
-                return outcomes, (err, keys, [k for later in calls[n + 1 :] for k in later])
-            for key, result in zip(keys, results):
-                _, trial, _, seed, split = prepared[key]
-                record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
-                          "seconds": round(result.seconds, 4), "pack": len(keys)}  # fmt: skip
-                record.update(environment=self.environment, sizes={"fit": len(split.y_fit), "scored": len(split.y_eval)})
-                metric = selection_metric(self.spec.selection_metric, split.task)
-                value = result.metrics[metric]
-                value = value if value == value else diverged_score(metric)  # a diverged run still counts
-                outcomes[key[0]][key[1]] = (Outcome(trial._trial_id, TrialState.COMPLETE, value, {RUN_ATTR: record}), result)
+                self._record(outcomes, prepared, keys, self._train_call(prepared, keys))
+                continue
+            except Exception as err:  # noqa: BLE001 - raised by the caller, once what trained is recorded
+                units = [[k for k in keys if k[0] == j] for j in dict.fromkeys(j for j, _ in keys)]
+                if len(units) == 1:
+                    return outcomes, (err, keys, later)
+                first = err  # (err is unbound past its except clause)
+            except BaseException as err:  # noqa: BLE001 - Ctrl-C: nothing more trains
+                return outcomes, (err, keys, later)
+            # Several units' runs raised together: which unit's is not known, so each unit's runs train
+            # apart; the one that raises alone is the one that fails (the others are recorded).
+            warnings.warn(f"{len(units)} units' runs trained together raised {type(first).__name__}: {first}; "
+                          "training each unit's runs apart instead", RuntimeWarning, stacklevel=3)  # fmt: skip
+            for m, own in enumerate(units):
+                try:
+                    self._record(outcomes, prepared, own, self._train_call(prepared, own))
+                except BaseException as alone:  # noqa: BLE001 - as above, for this unit's runs
+                    return outcomes, (alone, own, [k for rest in units[m + 1 :] for k in rest] + later)
         return outcomes, None
+
+    def _train_call(self, prepared: dict[tuple[int, int], tuple[Method, FrozenTrial, dict[str, Any], int, Split]],
+                    keys: list[tuple[int, int]]) -> list[RunResult]:  # fmt: skip
+        """Train the prepared runs ``keys`` (of one split): alone, or as one pack."""
+        split = prepared[keys[0]][4]
+        if len(keys) == 1:
+            return [train_and_score(split, *self._run_args(prepared[keys[0]]))]
+        methods, runs = [prepared[k][0] for k in keys], [(prepared[k][2], prepared[k][3]) for k in keys]
+        return train_and_score_packed(split, methods, runs, self.spec)
+
+    def _record(self, outcomes: list[list[tuple[Outcome | None, RunResult | None]]],
+                prepared: dict[tuple[int, int], tuple[Method, FrozenTrial, dict[str, Any], int, Split]],
+                keys: list[tuple[int, int]], results: list[RunResult]) -> None:  # fmt: skip
+        """Each trained run's outcome: complete, with its selection score and its record."""
+        for key, result in zip(keys, results):
+            _, trial, _, seed, split = prepared[key]
+            record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
+                      "seconds": round(result.seconds, 4), "pack": len(keys)}  # fmt: skip
+            record.update(environment=self.environment, sizes={"fit": len(split.y_fit), "scored": len(split.y_eval)})
+            metric = selection_metric(self.spec.selection_metric, split.task)
+            value = result.metrics[metric]
+            value = value if value == value else diverged_score(metric)  # a diverged run still counts
+            outcomes[key[0]][key[1]] = (Outcome(trial._trial_id, TrialState.COMPLETE, value, {RUN_ATTR: record}), result)
 
     def _run_args(self, prepared: tuple[Method, FrozenTrial, dict[str, Any], int, Split]) -> tuple[Any, ...]:
         """:func:`train_and_score`'s arguments after the split, for one prepared run."""
