@@ -165,7 +165,7 @@ def _finish(spec, storage, out: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lossbench.bench.console import run_progress
+    from lossbench.bench.console import run_progress, say_alone
     from lossbench.bench.runner import Runner
     from lossbench.bench.spec import load_preset, load_spec
     from lossbench.bench.storage import open_storage
@@ -182,6 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner = Runner(spec, storage, device, data_dir=args.data_dir, pack=args.pack)
     if runner.grown:
         print(f"{spec.name}: the stored study grows ({'; '.join(runner.grown)}); its stored runs are reused", flush=True)
+    say_alone(runner.alone())
     with _local_workers(args, spec.name, url), run_progress(f"{spec.name}") as progress:
         runner.run(progress)
     return _finish(spec, storage, args.out)

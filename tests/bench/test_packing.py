@@ -139,3 +139,27 @@ def test_no_training_call_holds_more_runs_than_the_pack_allows(tmp_path):
              for t in study.get_trials() if t.state == TrialState.COMPLETE]  # fmt: skip
     # 3 runs a unit and stage: two units' together (a third's would not fit), the third unit's alone
     assert len(packs) == 3 * (3 + 3) and max(packs) <= 7 and set(packs) == {3, 6}
+
+
+def test_a_unit_that_trains_one_run_at_a_time_says_why_in_its_records_the_console_and_the_report(tmp_path, capsys):
+    from lossbench.bench.console import say_alone
+    from lossbench.bench.report import provenance
+    from lossbench.bench.results import collect
+    from lossbench.bench.storage import ALONE_ATTR
+
+    spec = _spec(methods=[METHODS[0], {"name": "mgs", "loss": "cross_entropy", "transforms": ["mgs"]}], trials=2, seeds=2,
+                 train={"model": "linear", "epochs": 1, "batch_size": 32})  # fmt: skip
+    storage = open_storage(f"sqlite:///{tmp_path}/alone.db", spec.heartbeat_interval)
+    runner = Runner(spec, storage, torch.device("cpu"), pack=8)
+    assert [label for label, _ in runner.alone()] == ["wine / mgs"]
+    say_alone(runner.alone())
+    assert capsys.readouterr().out.startswith("wine / mgs: trains one run at a time (transform 'mgs' reads the model itself)")
+    runner.run()
+    records = {unit.method.name: [run_record(t) for study in (unit.tune, unit.final) for t in study.get_trials()]
+               for unit in runner.units}  # fmt: skip
+    assert {r.get(ALONE_ATTR) for r in records["mgs"]} == {"transform 'mgs' reads the model itself"}
+    assert all(ALONE_ATTR not in r for r in records["ce"])
+    row = dict(provenance(collect(spec, storage)).rows)["training calls"]
+    assert row == "packed, up to 2 runs per call; one run at a time: mgs on wine (transform 'mgs' reads the model itself)"
+    off = open_storage(f"sqlite:///{tmp_path}/off.db", spec.heartbeat_interval)
+    assert Runner(spec, off, torch.device("cpu"), pack=1).alone() == []  # (the user turned packing off)

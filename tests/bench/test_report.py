@@ -88,6 +88,15 @@ def test_a_diverged_run_counts_as_the_worst_score_in_the_rank_and_the_paired_tes
     assert "| 2 | wild (2 diverged) |" in (tmp_path / "report.md").read_text()
 
 
+def test_a_study_without_a_baseline_claims_no_paired_test(tmp_path):
+    spec = parse_spec({"name": "free", "trials": 2, "seeds": 3, "datasets": ["wine"],
+                       "methods": [{"name": "ce", "loss": "cross_entropy"}, {"name": "other", "loss": "cross_entropy"}]})  # fmt: skip
+    write_report(spec, collect(spec, hand_storage(spec, {"ce": SCORES["ce"], "other": SCORES["tied"]},
+                                                  {"ce": 0.05, "other": 0.05})), tmp_path)  # fmt: skip
+    md = (tmp_path / "report.md").read_text()
+    assert "no baseline named, so no paired tests" in md and "paired t-test" not in md
+
+
 def test_html_has_every_table_cell_and_heading_of_the_markdown(report):
     _, _, out = report
     md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
@@ -105,6 +114,8 @@ def test_provenance_and_every_methods_fixed_settings(report):
     assert "| lossbench (runs) | 0.1.0 (commit abc1234) |" in md and "| device | cpu |" in md
     assert "| torch | 2.13.0 |" in md and "| torch threads per worker | 2 |" in md and "report written" in md
     assert "114 fit / 28 validation" in md and "142 train / 36 test" in md
+    assert "| training calls | not recorded" in md  # (these records say no pack size)
+    assert "paired t-test against `ce` over seeds" in md
     exact = next(line for line in md.splitlines() if line.startswith("| exact | exact |"))
     assert "sigma=10, sigma_min=0.01" in exact and "grad_normalizer(" in exact and "lr in 0.001 .. 1 (log)" in exact
 

@@ -176,7 +176,7 @@ def _run(
     import optuna
     import pandas as pd
 
-    from lossbench.bench.console import run_progress
+    from lossbench.bench.console import run_progress, say_alone
     from lossbench.bench.report import incomplete, leaderboard_csv, write_report
     from lossbench.bench.results import collect
     from lossbench.bench.runner import Runner
@@ -190,6 +190,8 @@ def _run(
         url = storage_url(storage, out)
         store = open_storage(url, spec.heartbeat_interval)
         runner = Runner(spec, store, device, pack=pack)
+        if progress:
+            say_alone(runner.alone())
         with run_progress(spec.name) if progress else contextlib.nullcontext(None) as callback:
             runner.run(callback)
         results = collect(spec, store)

@@ -32,6 +32,13 @@ console = Console()
 ProgressCallback = Callable[[int, int, str, str], None]
 
 
+def say_alone(alone: list[tuple[str, str]]) -> None:
+    """One line per unit whose runs train one at a time though packing is on (``Runner.alone``): a
+    sweep of such units takes many times longer, and the user may be able to change why."""
+    for label, reason in alone:
+        console.print(f"{label}: trains one run at a time ({reason})", markup=False, highlight=False, soft_wrap=True)
+
+
 @contextlib.contextmanager
 def run_progress(title: str) -> Iterator[ProgressCallback]:
     """A progress bar over all runs (tuning trials + evaluation seeds) of a study on a terminal,

@@ -25,7 +25,7 @@ from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS
 from lossbench.bench.results import EDGE_FRACTION, DatasetResult, MethodResult
 from lossbench.bench.spec import MethodSpec, Spec
 from lossbench.bench.stats import format_p
-from lossbench.bench.storage import run_record
+from lossbench.bench.storage import ALONE_ATTR, PACKING_OFF, run_record
 from lossbench.registry import Choice, FloatRange, SearchSpace
 
 PLOT_KINDS = ("curves", "tuning", "budget")  # per dataset: learning curves, tuning trials, budget curves
@@ -153,7 +153,7 @@ def _records(results: list[DatasetResult]):
     for result in results:
         for r in result.methods:
             for t in [*r.tune_trials, *r.runs.values()]:
-                yield result, t, run_record(t)
+                yield result, r, t, run_record(t)
 
 
 def _distinct(values) -> str:
@@ -164,9 +164,9 @@ def _distinct(values) -> str:
 def provenance(results: list[DatasetResult]) -> Table:
     """What the runs were made with, as their records say, and when; and who wrote this report."""
     records = list(_records(results))
-    envs = [rec["environment"] for _, _, rec in records if "environment" in rec]
+    envs = [rec["environment"] for *_, rec in records if "environment" in rec]
     versions = [f"{e['lossbench']}" + (f" (commit {e['commit']})" if e.get("commit") else "") for e in envs]
-    times = sorted(t.datetime_complete for _, t, _ in records if t.datetime_complete is not None)
+    times = sorted(t.datetime_complete for _, _, t, _ in records if t.datetime_complete is not None)
     when = f"{times[0]:%Y-%m-%d %H:%M} to {times[-1]:%Y-%m-%d %H:%M}" if times else "-"
     rows = [
         ["report written", f"{dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} by {version_line()}"],
@@ -175,9 +175,26 @@ def provenance(results: list[DatasetResult]) -> Table:
         ["torch", _distinct(e.get("torch") for e in envs) if envs else NOT_RECORDED],
         ["torch threads per worker", _distinct(e.get("threads") for e in envs) if envs else NOT_RECORDED],
         ["device", _distinct(e.get("device") for e in envs) if envs else NOT_RECORDED],
-        ["workers", _distinct(rec.get("worker", "").split(":")[0] or None for _, _, rec in records)],
+        ["workers", _distinct(rec.get("worker", "").split(":")[0] or None for *_, rec in records)],
+        ["training calls", _packing(records)],
     ]
     return Table(["", ""], rows)
+
+
+def _packing(records: list[tuple[DatasetResult, MethodResult, Any, dict[str, Any]]]) -> str:
+    """How the runs trained, as their records say: packed (the largest pack), and which methods' runs
+    trained one at a time and why."""
+    sizes = [rec["pack"] for *_, rec in records if "pack" in rec]
+    if not sizes:
+        return NOT_RECORDED
+    alone: dict[str, set[str]] = {}
+    for result, r, _, rec in records:
+        if ALONE_ATTR in rec:
+            alone.setdefault(rec[ALONE_ATTR], set()).add(f"{r.method.name} on {result.dataset.label}")
+    parts = [f"packed, up to {max(sizes)} runs per call"] if max(sizes) > 1 else []
+    parts += [f"one run at a time ({reason}, --pack 1)" if reason == PACKING_OFF else
+              f"one run at a time: {', '.join(sorted(units))} ({reason})" for reason, units in sorted(alone.items())]  # fmt: skip
+    return "; ".join(parts) or "one run per call"
 
 
 def split_sizes(result: DatasetResult) -> str:
@@ -201,8 +218,14 @@ def _protocol(spec: Spec) -> str:
             f"with {spec.seeds} seeds on the full training split and scored on the test split. Model "
             f"`{spec.train.model}`, optimiser {spec.train.optimizer}, {spec.train.epochs} epochs, batch "
             f"{spec.train.batch_size}. Mean ± sample std over seeds, Student-t 95% CI clipped to the metric's "
-            f"range; paired t-test against `{spec.baseline}` over seeds (difference = method - baseline, with its "
-            f"95% CI), Holm-adjusted across methods. Tied means share the best rank they span.")  # fmt: skip
+            f"range; {_paired(spec)}. Tied means share the best rank they span.")  # fmt: skip
+
+
+def _paired(spec: Spec) -> str:
+    if spec.baseline is None:
+        return "no baseline named, so no paired tests"
+    return (f"paired t-test against `{spec.baseline}` over seeds (difference = method - baseline, with its 95% CI), "
+            "Holm-adjusted across methods")
 
 
 def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) -> list[Block]:

@@ -63,9 +63,11 @@ from lossbench.bench.methods import Method, check_compatible, resolve_method, su
 from lossbench.bench.metrics import diverged_score, selection_metric
 from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec, SpecError, spec_growth
 from lossbench.bench.storage import (
+    ALONE_ATTR,
     CHOSEN_FROM_ATTR,
     CONFIG_ATTR,
     DIRECTION,
+    PACKING_OFF,
     RUN_ATTR,
     HeartbeatStorage,
     Outcome,
@@ -240,8 +242,12 @@ class Runner:
             optuna.create_study(storage=self.storage, study_name=n, direction=DIRECTION, load_if_exists=True)
             for n in names
         )
-        reason = "packing is off" if self.pack == 1 else unpackable(self.cache.get(dataset, "tune"), method, self.spec)
+        reason = PACKING_OFF if self.pack == 1 else unpackable(self.cache.get(dataset, "tune"), method, self.spec)
         return Unit(dataset, method, tune, final, reason)
+
+    def alone(self) -> list[tuple[str, str]]:
+        """The units whose runs train one at a time though packing is on, and why."""
+        return [(u.label, u.pack_reason) for u in self.units if u.pack_reason not in (None, PACKING_OFF)]
 
     def _pack_groups(self) -> list[list[Unit]]:
         """The units whose runs may train in one pack: those of one dataset whose methods share a
@@ -589,7 +595,7 @@ class Runner:
         for n, keys in enumerate(calls):
             later = [k for rest in calls[n + 1 :] for k in rest]
             try:
-                self._record(outcomes, prepared, keys, self._train_call(prepared, keys))
+                self._record(outcomes, packs, prepared, keys, self._train_call(prepared, keys))
                 continue
             except Exception as err:  # noqa: BLE001 - raised by the caller, once what trained is recorded
                 units = [[k for k in keys if k[0] == j] for j in dict.fromkeys(j for j, _ in keys)]
@@ -604,7 +610,7 @@ class Runner:
                           "training each unit's runs apart instead", RuntimeWarning, stacklevel=3)  # fmt: skip
             for m, own in enumerate(units):
                 try:
-                    self._record(outcomes, prepared, own, self._train_call(prepared, own))
+                    self._record(outcomes, packs, prepared, own, self._train_call(prepared, own))
                 except BaseException as alone:  # noqa: BLE001 - as above, for this unit's runs
                     return outcomes, (alone, own, [k for rest in units[m + 1 :] for k in rest] + later)
         return outcomes, None
@@ -618,14 +624,17 @@ class Runner:
         methods, runs = [prepared[k][0] for k in keys], [(prepared[k][2], prepared[k][3]) for k in keys]
         return train_and_score_packed(split, methods, runs, self.spec)
 
-    def _record(self, outcomes: list[list[tuple[Outcome | None, RunResult | None]]],
+    def _record(self, outcomes: list[list[tuple[Outcome | None, RunResult | None]]], packs: list[_Started],
                 prepared: dict[tuple[int, int], tuple[Method, FrozenTrial, dict[str, Any], int, Split]],
                 keys: list[tuple[int, int]], results: list[RunResult]) -> None:  # fmt: skip
-        """Each trained run's outcome: complete, with its selection score and its record."""
+        """Each trained run's outcome: complete, with its selection score and its record (which says its
+        pack's size and, for a unit that cannot pack, why it trained alone)."""
         for key, result in zip(keys, results):
             _, trial, _, seed, split = prepared[key]
             record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
                       "seconds": round(result.seconds, 4), "pack": len(keys)}  # fmt: skip
+            if packs[key[0]].unit.pack_reason is not None:
+                record[ALONE_ATTR] = packs[key[0]].unit.pack_reason
             record.update(environment=self.environment, sizes={"fit": len(split.y_fit), "scored": len(split.y_eval)})
             metric = selection_metric(self.spec.selection_metric, split.task)
             value = result.metrics[metric]

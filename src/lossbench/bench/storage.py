@@ -564,6 +564,8 @@ CHOSEN_FROM_ATTR = "tune_trial"  # the chosen tuning trial's number: on the fina
 ERROR_ATTR = "error"  # a failed trial's reason, one line
 DIRECTION = "maximize"  # of every study: the selection metrics are scores, higher is better
 RUN_ATTR = "run"  # a trial's record: metrics, curves, seed, worker, seconds, pack (one write)
+ALONE_ATTR = "alone"  # in the record of a run whose unit cannot pack: why it trained one run at a time
+PACKING_OFF = "packing is off"  # that reason under --pack 1
 
 
 def run_record(trial: FrozenTrial) -> dict[str, Any]:
