@@ -163,3 +163,40 @@ def test_a_unit_that_trains_one_run_at_a_time_says_why_in_its_records_the_consol
     assert row == "packed, up to 2 runs per call; one run at a time: mgs on wine (transform 'mgs' reads the model itself)"
     off = open_storage(f"sqlite:///{tmp_path}/off.db", spec.heartbeat_interval)
     assert Runner(spec, off, torch.device("cpu"), pack=1).alone() == []  # (the user turned packing off)
+
+
+def _model_search_spec(**search):
+    return _spec(methods=METHODS[:2], train={"model": "mlp", "model_params": {"depth": 1}, "epochs": 2, "batch_size": 32},
+                 search={"lr": {"low": 0.01, "high": 1.0, "log": True}, **search})  # fmt: skip
+
+
+def test_a_searched_model_packs_unless_some_configuration_cannot():
+    split = DataCache(_spec(), torch.device("cpu")).get(_spec().datasets[0], "tune")
+    width = _model_search_spec(**{"model.width": {"choices": [4, 8]}})
+    assert unpackable(split, resolve_method(width.methods[0]), width) is None
+    dropout = _model_search_spec(**{"model.dropout": {"low": 0.0, "high": 0.5}})
+    assert "model 'mlp' with {'depth': 1, 'dropout': 0.25}: it has dropout" in unpackable(split, resolve_method(dropout.methods[0]), dropout)
+    method = resolve_method(width.methods[0])
+    with pytest.raises(ValueError, match="same searched model hyperparameters"):
+        train_and_score_packed(split, method, [({"lr": 0.1, "model.width": 4}, 0), ({"lr": 0.1, "model.width": 8}, 1)], width)
+
+
+def test_runs_of_a_searched_model_pack_by_configuration_and_store_what_they_store_alone(tmp_path):
+    spec = _model_search_spec(**{"model.width": {"choices": [4, 8]}})
+    results = {}
+    for pack in (1, 8):
+        storage = open_storage(f"sqlite:///{tmp_path}/width{pack}.db", spec.heartbeat_interval)
+        runner = Runner(spec, storage, torch.device("cpu"), pack=pack)
+        runner.run()
+        results[pack] = {(unit.method.name, stage, t.number): (t.params, run_record(t))
+                         for unit in runner.units for stage, study in (("tune", unit.tune), ("final", unit.final))
+                         for t in study.get_trials() if t.state == TrialState.COMPLETE}  # fmt: skip
+    assert results[1].keys() == results[8].keys()
+    tuning = [(params["model.width"], record["pack"]) for (_, stage, _), (params, record) in results[8].items() if stage == "tune"]
+    for width in (4, 8):  # both methods' 4 trials together, a pack per width
+        assert {pack for w, pack in tuning if w == width} == {sum(w == width for w, _ in tuning)}
+    for key, (params, record) in results[1].items():
+        packed_params, packed_record = results[8][key]
+        assert packed_params == params and record["pack"] == 1
+        for metric, value in record["metrics"].items():
+            assert packed_record["metrics"][metric] == pytest.approx(value, rel=1e-4, abs=1e-5)

@@ -455,7 +455,8 @@ def train_and_score_packed(
     (:func:`lossbench.train.packed.fit_packed`); the unit must pack (:func:`unpackable`).
 
     ``method`` is every run's, or one per run: runs of several methods share a pack where their
-    :func:`pack_key` is the same (each method's runs side by side, in one stretch).  Runs of one
+    :func:`pack_key` is the same (each method's runs side by side, in one stretch), and runs share a
+    pack only with runs of their :func:`model_config`.  Runs of one
     method whose loss arguments are equal share one loss call per step when the loss is a mean of
     per-sample terms.  Each run's ``seconds`` is the pack's time divided among its runs.
     """
@@ -463,6 +464,8 @@ def train_and_score_packed(
     methods = [method] * len(runs) if isinstance(method, Method) else list(method)
     if len(methods) != len(runs) or len({pack_key(split, m, spec) for m in methods}) > 1:
         raise ValueError("a pack takes one method per run, all of one pack_key")
+    if len({model_config(spec, params) for params, _ in runs}) > 1:  # (the pack's runs share one architecture)
+        raise ValueError("a pack's runs must have the same searched model hyperparameters")
     packed = PackedModel([_build_run_model(split, m, spec, seed, params) for m, (params, seed) in zip(methods, runs)])
     scores = [_RunScores(split, m, params, spec) for m, (params, _) in zip(methods, runs)]
     plans = [stages(m, params, spec) for m, (params, _) in zip(methods, runs)]
@@ -548,23 +551,20 @@ def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
     heavy = [name for s in plan for name, _ in s.method.transform_list({}) if not get_transform(name).factory.packs]
     if heavy:
         return f"transform {heavy[0]!r} reads the model itself"
-    searched = sorted(k for k in spec.search if model_hyperparameter(k) is not None)
-    if searched:
-        return f"the model's {', '.join(searched)} is searched: tuning runs differ in shape"
-    models = [_build_run_model(split, method, spec, seed, {}) for seed in (0, 1)]
-    reason = unpackable_model(models[0])
-    if reason is not None:
-        return f"model {spec.train.model!r}: {reason}"
-    x, y = split.x_fit[:8], split.y_fit[:8]
-    try:
-        packed = PackedModel(models)
-        together = packed(torch.stack([x, x]))
-    except Exception as err:  # noqa: BLE001 - any failure to run packed means: train one at a time
-        return f"model {spec.train.model!r} does not run packed ({type(err).__name__}: {err})"
-    with torch.no_grad():
-        alone = torch.stack([m(x) for m in models])
-    if together.shape != alone.shape or not torch.allclose(together.detach(), alone, rtol=1e-4, atol=1e-5):
-        return f"model {spec.train.model!r} gives other outputs packed than alone"
+    # The model at every end of its searched hyperparameters (runs of one model configuration share a
+    # pack, see model_config): a searched dropout, say, may make some configurations unable to pack.
+    alone, configs = None, []
+    for params in [middle, *({**middle, key: value} for key, dist in space.items()
+                             if model_hyperparameter(key) is not None for value in _ends(dist))]:  # fmt: skip
+        if model_config(spec, params) in configs:
+            continue
+        configs.append(model_config(spec, params))
+        reason, outputs = _model_unpackable(split, method, spec, params)
+        if reason is not None:
+            return reason
+        alone = outputs if alone is None else alone
+    assert alone is not None
+    y = split.y_fit[:8]
     # The loss at every end of the search space, as check_unit builds it: a searched option (a learned
     # sigma, a Monte Carlo estimator) may make some runs' losses unable to pack.
     checked = []
@@ -578,6 +578,33 @@ def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
             if reason is not None:
                 return reason
     return None
+
+
+def _model_unpackable(split: Split, method: Method, spec: Spec,
+                      params: dict[str, Any]) -> tuple[str | None, torch.Tensor | None]:  # fmt: skip
+    """Why the model at ``params`` cannot train packed (None when it can: stateless, and its packed
+    outputs are its outputs alone), and where it can, two runs' outputs alone on a small batch."""
+    models = [_build_run_model(split, method, spec, seed, params) for seed in (0, 1)]
+    where = f"model {spec.train.model!r}" + (f" with {model_kwargs(spec, params)}" if model_config(spec, params) else "")
+    reason = unpackable_model(models[0])
+    if reason is not None:
+        return f"{where}: {reason}", None
+    x = split.x_fit[:8]
+    try:
+        together = PackedModel(models)(torch.stack([x, x]))
+    except Exception as err:  # noqa: BLE001 - any failure to run packed means: train one at a time
+        return f"{where} does not run packed ({type(err).__name__}: {err})", None
+    with torch.no_grad():
+        alone = torch.stack([m(x) for m in models])
+    if together.shape != alone.shape or not torch.allclose(together.detach(), alone, rtol=1e-4, atol=1e-5):
+        return f"{where} gives other outputs packed than alone", None
+    return None, alone
+
+
+def model_config(spec: Spec, params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A run's searched model hyperparameters (empty where none is searched): runs pack only with runs of
+    the same configuration (the same shapes)."""
+    return tuple(sorted((k, v) for k, v in params.items() if model_hyperparameter(k) is not None))
 
 
 def _loss_unpackable(split: Split, stage: Stage, options: dict[str, Any], logits: torch.Tensor, y: torch.Tensor) -> str | None:

@@ -53,6 +53,7 @@ from lossbench.bench.execution import (
     RunResult,
     Split,
     check_unit,
+    model_config,
     pack_key,
     run_seed,
     train_and_score,
@@ -584,11 +585,11 @@ class Runner:
             [(None if (j, i) in prepared else Outcome(t._trial_id, TrialState.PRUNED), None) for i, t in enumerate(p.started)]
             for j, p in enumerate(packs)
         ]  # fmt: skip
-        together: dict[int, list[tuple[int, int]]] = {}  # packing units' runs, by split
+        together: dict[Any, list[tuple[int, int]]] = {}  # packing units' runs, by split and model configuration
         calls: list[list[tuple[int, int]]] = []
-        for key, (*_, split) in prepared.items():
+        for key, (_, _, params, _, split) in prepared.items():
             if packs[key[0]].unit.pack_reason is None:
-                together.setdefault(id(split), []).append(key)
+                together.setdefault((id(split), model_config(self.spec, params)), []).append(key)
             else:
                 calls.append([key])
         calls = list(together.values()) + calls
