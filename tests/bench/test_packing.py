@@ -174,8 +174,14 @@ def test_a_searched_model_packs_unless_some_configuration_cannot():
     split = DataCache(_spec(), torch.device("cpu")).get(_spec().datasets[0], "tune")
     width = _model_search_spec(**{"model.width": {"choices": [4, 8]}})
     assert unpackable(split, resolve_method(width.methods[0]), width) is None
-    dropout = _model_search_spec(**{"model.dropout": {"low": 0.0, "high": 0.5}})
-    assert "model 'mlp' with {'depth': 1, 'dropout': 0.25}: it has dropout" in unpackable(split, resolve_method(dropout.methods[0]), dropout)
+    dropout = _model_search_spec(**{"model.dropout": {"choices": [0.0, 0.3]}})
+    assert "model 'mlp' with {'depth': 1, 'dropout': 0.3}: it has dropout" in unpackable(split, resolve_method(dropout.methods[0]), dropout)
+    for search, spread in (({"low": 0.0, "high": 0.5}, True), ({"choices": list(range(4, 21))}, True),
+                           ({"choices": list(range(4, 20))}, False)):  # fmt: skip
+        name = "dropout" if "low" in search else "width"
+        spec = _model_search_spec(**{f"model.{name}": search})
+        reason = unpackable(split, resolve_method(spec.methods[0]), spec)
+        assert f"model.{name} is searched over more than 16 values" in reason if spread else reason is None
     method = resolve_method(width.methods[0])
     with pytest.raises(ValueError, match="same searched model hyperparameters"):
         train_and_score_packed(split, method, [({"lr": 0.1, "model.width": 4}, 0), ({"lr": 0.1, "model.width": 8}, 1)], width)

@@ -50,6 +50,7 @@ STAGES = ("tune", "final")
 MIN_STD = 1e-6  # the std floor of per-stage standardisation (as the EXACT paper's code)
 EVAL_BATCH = 4096  # rows per forward pass when scoring
 BEST_EPOCH = "best_epoch"  # early stopping: the kept epoch (0-based), stored beside the metrics
+MODEL_GRID = 16  # values a searched model hyperparameter may take for its unit to pack (see unpackable)
 
 
 @dataclass
@@ -204,6 +205,15 @@ def _ends(dist: Any) -> list[Any]:
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         return list(dist.choices)
     return [dist.low, dist.high]
+
+
+def _values(dist: Any) -> float:
+    """How many values a search space holds (inf for a float range)."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return len(dist.choices)
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return (dist.high - dist.low) // dist.step + 1
+    return math.inf
 
 
 def _middle(dist: Any) -> Any:
@@ -551,8 +561,14 @@ def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
     heavy = [name for s in plan for name, _ in s.method.transform_list({}) if not get_transform(name).factory.packs]
     if heavy:
         return f"transform {heavy[0]!r} reads the model itself"
-    # The model at every end of its searched hyperparameters (runs of one model configuration share a
-    # pack, see model_config): a searched dropout, say, may make some configurations unable to pack.
+    # Runs pack with the runs of their model configuration (model_config): searched over a range of many
+    # values, the configurations would rarely repeat, and asking trials in packs would only cost TPE.
+    spread = [k for k, d in space.items() if model_hyperparameter(k) is not None and _values(d) > MODEL_GRID]
+    if spread:
+        return (f"the model's {', '.join(spread)} is searched over more than {MODEL_GRID} values: its runs rarely share "
+                "a model configuration")  # fmt: skip
+    # The model at every end of its searched hyperparameters: a searched dropout, say, may make some
+    # configurations unable to pack.
     alone, configs = None, []
     for params in [middle, *({**middle, key: value} for key, dist in space.items()
                              if model_hyperparameter(key) is not None for value in _ends(dist))]:  # fmt: skip
