@@ -412,7 +412,7 @@ def test_an_error_in_a_pack_of_several_units_fails_only_the_unit_that_raises_alo
     assert tuned_configs(storage, spec)["ce"] == tuned_configs(clean, spec)["ce"]
 
 
-def test_a_pack_of_several_units_that_raises_once_trains_them_apart_and_loses_nothing(tmp_path, monkeypatch):
+def test_a_pack_of_several_units_that_fails_as_a_whole_trains_them_apart_and_loses_nothing(tmp_path, monkeypatch):
     # the shared pack fails (memory, say) but each unit's runs train alone: nothing fails, the study is
     # the uninterrupted one
     from lossbench.bench import runner as runner_module
@@ -429,10 +429,81 @@ def test_a_pack_of_several_units_that_raises_once_trains_them_apart_and_loses_no
     monkeypatch.setattr(runner_module, "train_and_score_packed", shared_pack_fails)
     with pytest.warns(RuntimeWarning, match="MemoryError: the pack did not fit"):
         Runner(spec, storage, torch.device("cpu"), pack=8).run()
-    assert raised
+    assert raised == [1]  # once failed as a whole, the units trained apart for the rest of the run
     assert not [t for trials in all_trials(storage, spec).values() for t in trials if t.state == TrialState.FAIL]
     assert_complete_and_counted_once(storage, spec)
     assert tuned_configs(storage, spec) == tuned_configs(clean, spec)
+
+
+def test_the_unit_that_raises_alone_fails_whichever_trains_first(tmp_path, monkeypatch):
+    # ce raises in the pack it shares with hinge and alone: hinge's runs, trained apart after it, are recorded
+    from lossbench.bench import runner as runner_module
+
+    spec, clean, storage = _clean_and_cut(tmp_path)
+    real = runner_module.train_and_score_packed
+
+    def ce_fails(split, methods, runs, spec):
+        if any(m.name == "ce" for m in methods):
+            raise RuntimeError("ce fell over")
+        return real(split, methods, runs, spec)
+
+    monkeypatch.setattr(runner_module, "train_and_score_packed", ce_fails)
+    with pytest.warns(RuntimeWarning, match="ce fell over"), pytest.raises(RuntimeError, match="ce fell over"):
+        Runner(spec, storage, torch.device("cpu"), pack=8).run()
+    trials = all_trials(storage, spec)
+    assert [t.state for t in trials[("tune", "hinge")]] == [TrialState.COMPLETE] * 4
+    assert [t.state for t in trials[("tune", "ce")]] == [TrialState.FAIL] * 4
+
+
+def test_an_error_every_unit_raises_alone_too_is_the_packs_and_keeps_every_draw(tmp_path, monkeypatch):
+    # the shared pack leaves the device broken: every unit then raises alone too, so no unit is blamed:
+    # every run is queued again with its draw (its retries counted), and the study resumes as uncut
+    from lossbench.bench import runner as runner_module
+
+    spec, clean, storage = _clean_and_cut(tmp_path)
+
+    def broken(split, methods, runs, spec):
+        raise RuntimeError("the device is gone")
+
+    monkeypatch.setattr(runner_module, "train_and_score_packed", broken)
+    with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match="the device is gone") as raised:
+        Runner(spec, storage, torch.device("cpu"), pack=8).run()
+    assert any("each of the 2 units' runs raised apart too" in note for note in raised.value.__notes__)
+    for method in ("ce", "hinge"):
+        trials = all_trials(storage, spec)[("tune", method)]
+        assert [t.state for t in trials] == [TrialState.FAIL] * 4 + [TrialState.WAITING] * 4, method
+        assert all(t.system_attrs.get("retry_history") == [n] for n, t in enumerate(trials[4:])), method
+    monkeypatch.undo()
+    _assert_resumes_into(spec, storage, clean)
+
+
+def test_failed_calls_free_their_memory_before_the_units_train_apart(tmp_path, monkeypatch):
+    # the shared pack and then ce alone run out of memory: neither failure's tensors (its frames' locals)
+    # are still held when hinge trains alone
+    import gc
+    import weakref
+
+    from lossbench.bench import runner as runner_module
+
+    spec, _, storage = _clean_and_cut(tmp_path)
+    real, held, alive = runner_module.train_and_score_packed, [], []
+
+    def fails_holding_memory():
+        activations = torch.zeros(1000)  # (a local of the failing frame, as a pack's tensors are)
+        held.append(weakref.ref(activations))
+        raise MemoryError("the pack did not fit")
+
+    def packed(split, methods, runs, spec):
+        if any(m.name == "ce" for m in methods):
+            fails_holding_memory()
+        gc.collect()
+        alive.append([ref() is not None for ref in held])
+        return real(split, methods, runs, spec)
+
+    monkeypatch.setattr(runner_module, "train_and_score_packed", packed)
+    with pytest.warns(RuntimeWarning, match="MemoryError"), pytest.raises(MemoryError):
+        Runner(spec, storage, torch.device("cpu"), pack=8).run()
+    assert alive == [[False, False]]  # hinge's call, after the shared pack's and ce's
 
 
 @pytest.mark.parametrize("interruption", ["ctrl-c", "grown spec"])

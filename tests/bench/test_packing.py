@@ -7,11 +7,17 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from lossbench.bench.execution import DataCache, train_and_score, train_and_score_packed, unpackable
+from lossbench.bench.execution import (
+    DataCache,
+    spread_model,
+    train_and_score,
+    train_and_score_packed,
+    unpackable,
+)
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.runner import Runner
 from lossbench.bench.spec import parse_spec
-from lossbench.bench.storage import open_storage, run_record
+from lossbench.bench.storage import ALONE_ATTR, open_storage, run_record
 
 METHODS = [
     {"name": "ce", "loss": "cross_entropy"},
@@ -145,8 +151,6 @@ def test_a_unit_that_trains_one_run_at_a_time_says_why_in_its_records_the_consol
     from lossbench.bench.console import say_alone
     from lossbench.bench.report import provenance
     from lossbench.bench.results import collect
-    from lossbench.bench.storage import ALONE_ATTR
-
     spec = _spec(methods=[METHODS[0], {"name": "mgs", "loss": "cross_entropy", "transforms": ["mgs"]}], trials=2, seeds=2,
                  train={"model": "linear", "epochs": 1, "batch_size": 32})  # fmt: skip
     storage = open_storage(f"sqlite:///{tmp_path}/alone.db", spec.heartbeat_interval)
@@ -165,30 +169,47 @@ def test_a_unit_that_trains_one_run_at_a_time_says_why_in_its_records_the_consol
     assert Runner(spec, off, torch.device("cpu"), pack=1).alone() == []  # (the user turned packing off)
 
 
-def _model_search_spec(**search):
-    return _spec(methods=METHODS[:2], train={"model": "mlp", "model_params": {"depth": 1}, "epochs": 2, "batch_size": 32},
-                 search={"lr": {"low": 0.01, "high": 1.0, "log": True}, **search})  # fmt: skip
+def _model_search_spec(search, **extra):
+    return _spec(**{"methods": METHODS[:2], "train": {"model": "mlp", "model_params": {"depth": 1}, "epochs": 2, "batch_size": 32},
+                    "search": {"lr": {"low": 0.01, "high": 1.0, "log": True}, **search}, **extra})  # fmt: skip
 
 
 def test_a_searched_model_packs_unless_some_configuration_cannot():
     split = DataCache(_spec(), torch.device("cpu")).get(_spec().datasets[0], "tune")
-    width = _model_search_spec(**{"model.width": {"choices": [4, 8]}})
-    assert unpackable(split, resolve_method(width.methods[0]), width) is None
-    dropout = _model_search_spec(**{"model.dropout": {"choices": [0.0, 0.3]}})
-    assert "model 'mlp' with {'depth': 1, 'dropout': 0.3}: it has dropout" in unpackable(split, resolve_method(dropout.methods[0]), dropout)
-    for search, spread in (({"low": 0.0, "high": 0.5}, True), ({"choices": list(range(4, 21))}, True),
-                           ({"choices": list(range(4, 20))}, False)):  # fmt: skip
-        name = "dropout" if "low" in search else "width"
-        spec = _model_search_spec(**{f"model.{name}": search})
-        reason = unpackable(split, resolve_method(spec.methods[0]), spec)
-        assert f"model.{name} is searched over more than 16 values" in reason if spread else reason is None
-    method = resolve_method(width.methods[0])
+
+    def reasons(search, **extra):
+        spec = _model_search_spec(search, **extra)
+        method = resolve_method(spec.methods[0])
+        return unpackable(split, method, spec), spread_model(method, spec)
+
+    assert reasons({"model.width": {"choices": list(range(4, 20))}}) == (None, None)  # 16 configurations
+    assert "'dropout': 0.3}: it has dropout" in reasons({"model.dropout": {"choices": [0.0, 0.3]}})[0]
+    assert "'dropout': 0.25}: it has dropout" in reasons({"model.dropout": {"low": 0.0, "high": 0.5}})[0]
+    free = {"train": {"model": "mlp", "epochs": 2, "batch_size": 32}}  # (depth searched, not fixed)
+    for search in ({"model.width": {"choices": list(range(4, 21))}},
+                   {"model.width": {"choices": [4, 8, 12, 16]}, "model.depth": {"choices": [1, 2, 3, 4, 5]}}):  # fmt: skip
+        packs, spread = reasons(search, **free)
+        assert packs is None and "searched over more than 16 configurations: its tuning runs rarely share one" in spread
+    width = _model_search_spec({"model.width": {"choices": [4, 8]}})
     with pytest.raises(ValueError, match="same searched model hyperparameters"):
-        train_and_score_packed(split, method, [({"lr": 0.1, "model.width": 4}, 0), ({"lr": 0.1, "model.width": 8}, 1)], width)
+        train_and_score_packed(split, resolve_method(width.methods[0]),
+                               [({"lr": 0.1, "model.width": 4}, 0), ({"lr": 0.1, "model.width": 8}, 1)], width)  # fmt: skip
+
+
+def test_a_model_searched_over_many_configurations_tunes_one_run_at_a_time_and_packs_its_seeds(tmp_path):
+    spec = _model_search_spec({"model.width": {"choices": list(range(4, 21))}}, methods=[METHODS[0]], trials=3, seeds=3)
+    storage = open_storage(f"sqlite:///{tmp_path}/spread.db", spec.heartbeat_interval)
+    runner = Runner(spec, storage, torch.device("cpu"), pack=8)
+    assert [reason for _, reason in runner.alone()] == [f"tuning runs: {spread_model(resolve_method(spec.methods[0]), spec)}"]
+    runner.run()
+    unit = runner.units[0]
+    tuning = [run_record(t) for t in unit.tune.get_trials()]
+    assert [r["pack"] for r in tuning] == [1] * 3 and all("tuning runs rarely share" in r[ALONE_ATTR] for r in tuning)
+    assert [(run_record(t)["pack"], ALONE_ATTR in run_record(t)) for t in unit.final.get_trials()] == [(3, False)] * 3
 
 
 def test_runs_of_a_searched_model_pack_by_configuration_and_store_what_they_store_alone(tmp_path):
-    spec = _model_search_spec(**{"model.width": {"choices": [4, 8]}})
+    spec = _model_search_spec({"model.width": {"choices": [4, 8]}})
     results = {}
     for pack in (1, 8):
         storage = open_storage(f"sqlite:///{tmp_path}/width{pack}.db", spec.heartbeat_interval)

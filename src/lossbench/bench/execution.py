@@ -50,7 +50,7 @@ STAGES = ("tune", "final")
 MIN_STD = 1e-6  # the std floor of per-stage standardisation (as the EXACT paper's code)
 EVAL_BATCH = 4096  # rows per forward pass when scoring
 BEST_EPOCH = "best_epoch"  # early stopping: the kept epoch (0-based), stored beside the metrics
-MODEL_GRID = 16  # values a searched model hyperparameter may take for its unit to pack (see unpackable)
+MODEL_GRID = 16  # configurations a searched model may take for its unit's tuning runs to pack (see spread_model)
 
 
 @dataclass
@@ -561,14 +561,8 @@ def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
     heavy = [name for s in plan for name, _ in s.method.transform_list({}) if not get_transform(name).factory.packs]
     if heavy:
         return f"transform {heavy[0]!r} reads the model itself"
-    # Runs pack with the runs of their model configuration (model_config): searched over a range of many
-    # values, the configurations would rarely repeat, and asking trials in packs would only cost TPE.
-    spread = [k for k, d in space.items() if model_hyperparameter(k) is not None and _values(d) > MODEL_GRID]
-    if spread:
-        return (f"the model's {', '.join(spread)} is searched over more than {MODEL_GRID} values: its runs rarely share "
-                "a model configuration")  # fmt: skip
-    # The model at every end of its searched hyperparameters: a searched dropout, say, may make some
-    # configurations unable to pack.
+    # The model at every end of its searched hyperparameters (runs pack with the runs of their model
+    # configuration, see model_config): a searched dropout, say, may make some configurations unable to pack.
     alone, configs = None, []
     for params in [middle, *({**middle, key: value} for key, dist in space.items()
                              if model_hyperparameter(key) is not None for value in _ends(dist))]:  # fmt: skip
@@ -615,6 +609,19 @@ def _model_unpackable(split: Split, method: Method, spec: Spec,
     if together.shape != alone.shape or not torch.allclose(together.detach(), alone, rtol=1e-4, atol=1e-5):
         return f"{where} gives other outputs packed than alone", None
     return None, alone
+
+
+def spread_model(method: Method, spec: Spec) -> str | None:
+    """Why the unit's tuning runs train one at a time though it packs (None: they pack): its searched
+    model hyperparameters take more than ``MODEL_GRID`` configurations, which tuning runs would rarely
+    share (asked in packs they would only change TPE's suggestions).  Its evaluation runs share the
+    chosen configuration: they pack."""
+    space = method.search_space(spec.search)
+    searched = [k for k in space if model_hyperparameter(k) is not None]
+    configurations = math.prod(_values(space[k]) for k in searched)
+    if configurations <= MODEL_GRID:
+        return None
+    return f"{' x '.join(searched)} searched over more than {MODEL_GRID} configurations: its tuning runs rarely share one"
 
 
 def model_config(spec: Spec, params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:

@@ -32,6 +32,7 @@ import random
 import socket
 import threading
 import time
+import traceback
 import warnings
 import zlib
 from collections import Counter
@@ -56,6 +57,7 @@ from lossbench.bench.execution import (
     model_config,
     pack_key,
     run_seed,
+    spread_model,
     train_and_score,
     train_and_score_packed,
     unpackable,
@@ -156,10 +158,15 @@ class Unit:
     tune: optuna.Study
     final: optuna.Study
     pack_reason: str | None = None  # why its runs train one at a time (None: they pack)
+    tune_reason: str | None = None  # why its tuning runs do, where its evaluation runs pack
 
     @property
     def label(self) -> str:
         return f"{self.dataset.label} / {self.method.name}"
+
+    def alone(self, stage: str) -> str | None:
+        """Why the unit's runs of ``stage`` train one at a time (None: they pack)."""
+        return self.pack_reason or (self.tune_reason if stage == "tune" else None)
 
 
 @dataclass
@@ -217,6 +224,7 @@ class Runner:
         # Per unit, once stored in (or read from) storage: the chosen tuning trial and its parameters.
         self._choices: dict[str, tuple[int, dict[str, Any]]] = {}
         self._complete: set[str] = set()  # units whose every run is stored: never read again
+        self._apart: set[str] = set()  # units whose pack with other units' runs failed as a whole: they train apart
 
     def _check_spec(self) -> None:
         """Raise :class:`SpecGrew` where the stored spec is no longer this worker's (it grew)."""
@@ -244,11 +252,12 @@ class Runner:
             for n in names
         )
         reason = PACKING_OFF if self.pack == 1 else unpackable(self.cache.get(dataset, "tune"), method, self.spec)
-        return Unit(dataset, method, tune, final, reason)
+        return Unit(dataset, method, tune, final, reason, None if reason else spread_model(method, self.spec))
 
     def alone(self) -> list[tuple[str, str]]:
         """The units whose runs train one at a time though packing is on, and why."""
-        return [(u.label, u.pack_reason) for u in self.units if u.pack_reason not in (None, PACKING_OFF)]
+        return [(u.label, u.pack_reason or f"tuning runs: {u.tune_reason}") for u in self.units
+                if (u.pack_reason or u.tune_reason) not in (None, PACKING_OFF)]  # fmt: skip
 
     def _pack_groups(self) -> list[list[Unit]]:
         """The units whose runs may train in one pack: those of one dataset whose methods share a
@@ -266,7 +275,7 @@ class Runner:
         """How many runs to ask at once: ``wanted`` within the pack limit; one for a unit that does
         not pack.  TPE is asked at most its start-up count at once (runs asked together do not
         see each other's results, as with that many parallel workers)."""
-        cap = 1 if unit.pack_reason is not None else self.pack
+        cap = 1 if unit.alone(stage) is not None else self.pack
         if stage == "tune" and self.spec.sampler == "tpe":
             cap = min(cap, self._tpe_startup())
         return max(1, min(cap, wanted))
@@ -452,9 +461,9 @@ class Runner:
         started trials, in a few storage statements (:class:`HeartbeatStorage`).
 
         A training call that raises fails its runs (queued again with their draws on Ctrl-C); where it
-        held several units' runs, each unit's runs train apart first and only those of the unit that
-        raises alone fail (see :meth:`_train`).  The calls that trained before it are recorded, the runs
-        of those after it queued again; then the error is raised.
+        held several units' runs, each unit's runs train apart first and only those of the units that
+        raise alone fail (see :meth:`_train_apart`).  The calls that trained before it are recorded, the
+        runs of those after it queued again; then the error is raised.
         A worker paused past the heartbeat grace (suspended, swapped out) finds on waking that
         another worker failed its trial as stale and queued a retry: that run's result cannot be
         recorded.  That run is lost, not the worker: it says so and goes on.
@@ -478,13 +487,13 @@ class Runner:
                 self._abandon(every, err, requeue=stopped or len(packs) > 1, counted=not stopped)
                 raise
             if failure is not None:
-                err, raised, untrained = failure
-                stopped, several = isinstance(err, KeyboardInterrupt), len({j for j, _ in raised}) > 1
+                err, raised, untrained, requeue = failure
+                stopped = isinstance(err, KeyboardInterrupt)
                 try:
                     self._finish(packs, outcomes)
                 except BaseException as also:  # noqa: BLE001 - the training error is the one to report (its runs still fail)
                     err.add_note(f"recording the runs trained before it failed ({type(also).__name__}: {also})")
-                self._abandon([(packs[j], packs[j].started[i]) for j, i in raised], err, requeue=stopped or several,
+                self._abandon([(packs[j], packs[j].started[i]) for j, i in raised], err, requeue=stopped or requeue,
                               counted=not stopped)  # fmt: skip
                 self._abandon([(packs[j], packs[j].started[i]) for j, i in untrained], err, requeue=True, counted=False)
                 raise err
@@ -563,14 +572,16 @@ class Runner:
 
     def _train(self, packs: list[_Started]) -> tuple[
         list[list[tuple[Outcome | None, RunResult | None]]],
-        tuple[BaseException, list[tuple[int, int]], list[tuple[int, int]]] | None,
+        tuple[BaseException, list[tuple[int, int]], list[tuple[int, int]], bool] | None,
     ]:  # fmt: skip
         """Each started run's outcome: complete with its selection score and record, or pruned where
-        it has no parameters.  Runs that share a split train as one pack where their units pack.
-        Where a training call raises: the error, the ``(pack, run)`` indices of that call's runs and
-        of the runs not trained after it (their outcomes None), the calls after it not made.  A call of
-        several units' runs that raises (but for Ctrl-C) is made again unit by unit, with a warning:
-        a failing method or plugin fails its own trials, not those of the methods it shared a pack with."""
+        it has no parameters.  Runs that share a split and a model configuration train as one pack
+        where their units pack.  Where a training call raises: the error, the ``(pack, run)`` indices of
+        the runs it fails and of the runs not trained (their outcomes None), the calls after it not
+        made, and whether the failed runs are queued again (their draws kept: several units' runs of
+        which none is known to be the cause).  A call of several units' runs that raises (but for
+        Ctrl-C) is made again unit by unit (:meth:`_train_apart`): a failing method or plugin fails
+        its own trials, not those of the methods it shared a pack with."""
         prepared: dict[tuple[int, int], tuple[Method, FrozenTrial, dict[str, Any], int, Split]] = {}
         for j, p in enumerate(packs):
             for i, (trial, asked) in enumerate(zip(p.started, p.asked)):
@@ -588,33 +599,61 @@ class Runner:
         together: dict[Any, list[tuple[int, int]]] = {}  # packing units' runs, by split and model configuration
         calls: list[list[tuple[int, int]]] = []
         for key, (_, _, params, _, split) in prepared.items():
-            if packs[key[0]].unit.pack_reason is None:
-                together.setdefault((id(split), model_config(self.spec, params)), []).append(key)
+            unit = packs[key[0]].unit
+            if unit.alone(packs[key[0]].stage) is None:
+                apart = unit.label if unit.label in self._apart else None  # (its pack with others failed as a whole)
+                together.setdefault((id(split), model_config(self.spec, params), apart), []).append(key)
             else:
                 calls.append([key])
         calls = list(together.values()) + calls
         for n, keys in enumerate(calls):
             later = [k for rest in calls[n + 1 :] for k in rest]
+            units = [[k for k in keys if k[0] == j] for j in dict.fromkeys(j for j, _ in keys)]
             try:
                 self._record(outcomes, packs, prepared, keys, self._train_call(prepared, keys))
                 continue
             except Exception as err:  # noqa: BLE001 - raised by the caller, once what trained is recorded
-                units = [[k for k in keys if k[0] == j] for j in dict.fromkeys(j for j, _ in keys)]
+                traceback.clear_frames(err.__traceback__)  # its frames' tensors freed (the units may train apart next)
                 if len(units) == 1:
-                    return outcomes, (err, keys, later)
-                first = err  # (err is unbound past its except clause)
+                    return outcomes, (err, keys, later, False)
+                said = f"{len(units)} units' runs trained together raised {type(err).__name__}: {err}".splitlines()[0]
             except BaseException as err:  # noqa: BLE001 - Ctrl-C: nothing more trains
-                return outcomes, (err, keys, later)
-            # Several units' runs raised together: which unit's is not known, so each unit's runs train
-            # apart; the one that raises alone is the one that fails (the others are recorded).
-            warnings.warn(f"{len(units)} units' runs trained together raised {type(first).__name__}: {first}; "
-                          "training each unit's runs apart instead", RuntimeWarning, stacklevel=3)  # fmt: skip
-            for m, own in enumerate(units):
-                try:
-                    self._record(outcomes, packs, prepared, own, self._train_call(prepared, own))
-                except BaseException as alone:  # noqa: BLE001 - as above, for this unit's runs
-                    return outcomes, (alone, own, [k for rest in units[m + 1 :] for k in rest] + later)
+                return outcomes, (err, keys, later, len(units) > 1)
+            failure = self._train_apart(outcomes, packs, prepared, units, said)
+            if failure is not None:
+                err, raised, untrained, requeue = failure
+                return outcomes, (err, raised, untrained + later, requeue)
         return outcomes, None
+
+    def _train_apart(self, outcomes: list[list[tuple[Outcome | None, RunResult | None]]], packs: list[_Started],
+                     prepared: dict[tuple[int, int], tuple[Method, FrozenTrial, dict[str, Any], int, Split]],
+                     units: list[list[tuple[int, int]]], said: str,
+                     ) -> tuple[BaseException, list[tuple[int, int]], list[tuple[int, int]], bool] | None:  # fmt: skip
+        """The runs of several units whose call raised (``said``), trained again unit by unit, with a
+        warning; for the rest of the run these units train apart.  Which unit raised is not known: the
+        units that raise alone while another trains fail their trials (their error is their own); where
+        every unit raises alone the error is the pack's (a device left broken, say), not a unit's, and
+        every run is queued again (its draw's retries counted)."""
+        warnings.warn(f"{said}; training each unit's runs apart instead", RuntimeWarning, stacklevel=4)
+        self._apart.update(packs[own[0][0]].unit.label for own in units)
+        failed: list[tuple[list[tuple[int, int]], BaseException]] = []
+        for m, own in enumerate(units):
+            try:
+                self._record(outcomes, packs, prepared, own, self._train_call(prepared, own))
+            except Exception as alone:  # noqa: BLE001 - raised by the caller
+                traceback.clear_frames(alone.__traceback__)
+                failed.append((own, alone))
+            except BaseException as stop:  # noqa: BLE001 - Ctrl-C: the units not yet known to fail are not blamed
+                return stop, own, [k for o, _ in failed for k in o] + [k for rest in units[m + 1 :] for k in rest], True
+        if not failed:
+            return None
+        err = failed[0][1]
+        if len(failed) == len(units):
+            err.add_note(f"each of the {len(units)} units' runs raised apart too: all are queued again")
+            return err, [k for own in units for k in own], [], True
+        for own, other in failed[1:]:
+            err.add_note(f"{packs[own[0][0]].unit.label} raised alone too ({type(other).__name__}: {other})")
+        return err, [k for own, _ in failed for k in own], [], False
 
     def _train_call(self, prepared: dict[tuple[int, int], tuple[Method, FrozenTrial, dict[str, Any], int, Split]],
                     keys: list[tuple[int, int]]) -> list[RunResult]:  # fmt: skip
@@ -634,8 +673,9 @@ class Runner:
             _, trial, _, seed, split = prepared[key]
             record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
                       "seconds": round(result.seconds, 4), "pack": len(keys)}  # fmt: skip
-            if packs[key[0]].unit.pack_reason is not None:
-                record[ALONE_ATTR] = packs[key[0]].unit.pack_reason
+            p = packs[key[0]]
+            if p.unit.alone(p.stage) is not None:
+                record[ALONE_ATTR] = p.unit.alone(p.stage)
             record.update(environment=self.environment, sizes={"fit": len(split.y_fit), "scored": len(split.y_eval)})
             metric = selection_metric(self.spec.selection_metric, split.task)
             value = result.metrics[metric]
