@@ -95,6 +95,7 @@ def test_a_study_without_a_baseline_claims_no_paired_test(tmp_path):
                                                   {"ce": 0.05, "other": 0.05})), tmp_path)  # fmt: skip
     md = (tmp_path / "report.md").read_text()
     assert "no baseline named, so no paired tests" in md and "paired t-test" not in md
+    assert "| rank | method | test accuracy, mean ± std | 95% CI | chosen hyperparameters | trials |" in md
 
 
 def test_html_has_every_table_cell_and_heading_of_the_markdown(report):

@@ -83,8 +83,9 @@ def print_leaderboards(results: list[DatasetResult]) -> None:
     """A compact leaderboard per dataset; the report files add hyperparameters and trial ids."""
     for result in results:
         table = Table(title=f"{result.dataset.label}: test {result.metric}", title_justify="left")
-        shown = 5  # rank, method, score, CI, vs baseline
-        for key in leaderboard_header(result)[:shown]:
+        header = leaderboard_header(result)
+        shown = len(header) - 2  # rank, method, score, CI (, vs baseline): not the hyperparameters and trials
+        for key in header[:shown]:
             table.add_column(key, overflow="fold")
         for row in leaderboard_rows(result):
             table.add_row(*row[:shown])

@@ -60,9 +60,10 @@ def _vs_baseline(r: MethodResult, baseline: str | None) -> str:
 
 
 def leaderboard_header(result: DatasetResult) -> list[str]:
-    """Column names: fixed words, the metric named in one header only (no collision is possible)."""
-    return ["rank", "method", f"test {result.metric}, mean ± std", "95% CI",
-            f"vs {result.baseline or 'baseline'}: difference [95% CI], p", "chosen hyperparameters", "trials"]  # fmt: skip
+    """Column names: fixed words, the metric named in one header only (no collision is possible); the
+    paired test's column only where the study names a baseline."""
+    paired = [f"vs {result.baseline}: difference [95% CI], p"] if result.baseline is not None else []
+    return ["rank", "method", f"test {result.metric}, mean ± std", "95% CI", *paired, "chosen hyperparameters", "trials"]
 
 
 def leaderboard_rows(result: DatasetResult) -> list[list[str]]:
@@ -74,9 +75,10 @@ def leaderboard_rows(result: DatasetResult) -> list[list[str]]:
         if r.diverged_runs:
             status += f" ({r.diverged_runs} diverged)"
         final = ",".join(str(r.runs[k].number) for k in sorted(r.runs))
+        paired = [_vs_baseline(r, result.baseline)] if result.baseline is not None else []
         rows.append([
             _rank(r), r.method.name + status, f"{_fmt(s.mean)} ± {_fmt(s.std)}" if s else "-",
-            f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]" if s else "-", _vs_baseline(r, result.baseline),
+            f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]" if s else "-", *paired,
             _params(r.config, r.edges), f"tune #{r.chosen_trial}; final #{final}" if r.runs else "-",
         ])  # fmt: skip
     return rows
