@@ -429,7 +429,7 @@ def test_a_pack_of_several_units_that_fails_as_a_whole_trains_them_apart_and_los
     monkeypatch.setattr(runner_module, "train_and_score_packed", shared_pack_fails)
     with pytest.warns(RuntimeWarning, match="MemoryError: the pack did not fit"):
         Runner(spec, storage, torch.device("cpu"), pack=8).run()
-    assert raised == [1]  # once failed as a whole, the units trained apart for the rest of the run
+    assert raised  # (each round tries the shared pack first)
     assert not [t for trials in all_trials(storage, spec).values() for t in trials if t.state == TrialState.FAIL]
     assert_complete_and_counted_once(storage, spec)
     assert tuned_configs(storage, spec) == tuned_configs(clean, spec)
@@ -468,11 +468,32 @@ def test_an_error_every_unit_raises_alone_too_is_the_packs_and_keeps_every_draw(
     monkeypatch.setattr(runner_module, "train_and_score_packed", broken)
     with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match="the device is gone") as raised:
         Runner(spec, storage, torch.device("cpu"), pack=8).run()
-    assert any("each of the 2 units' runs raised apart too" in note for note in raised.value.__notes__)
+    assert any("each of the 2 units' runs raised apart too: no unit is blamed" in note for note in raised.value.__notes__)
     for method in ("ce", "hinge"):
         trials = all_trials(storage, spec)[("tune", method)]
         assert [t.state for t in trials] == [TrialState.FAIL] * 4 + [TrialState.WAITING] * 4, method
         assert all(t.system_attrs.get("retry_history") == [n] for n, t in enumerate(trials[4:])), method
+    monkeypatch.undo()
+    _assert_resumes_into(spec, storage, clean)
+
+
+def test_a_ctrl_c_while_units_train_apart_blames_none_and_keeps_their_errors(tmp_path, monkeypatch):
+    from lossbench.bench import runner as runner_module
+
+    spec, clean, storage = _clean_and_cut(tmp_path)
+
+    def ce_fails_then_ctrl_c(split, methods, runs, spec):
+        if {m.name for m in methods} == {"hinge"}:
+            raise KeyboardInterrupt
+        raise RuntimeError("ce fell over")
+
+    monkeypatch.setattr(runner_module, "train_and_score_packed", ce_fails_then_ctrl_c)
+    with pytest.warns(RuntimeWarning), pytest.raises(KeyboardInterrupt) as raised:
+        Runner(spec, storage, torch.device("cpu"), pack=8).run()
+    assert raised.value.__notes__ == ["wine / ce had raised alone (RuntimeError: ce fell over)"]
+    for method in ("ce", "hinge"):  # every run queued again, uncounted
+        trials = all_trials(storage, spec)[("tune", method)]
+        assert [t.state for t in trials] == [TrialState.FAIL] * 4 + [TrialState.WAITING] * 4, method
     monkeypatch.undo()
     _assert_resumes_into(spec, storage, clean)
 

@@ -621,7 +621,7 @@ def spread_model(method: Method, spec: Spec) -> str | None:
     configurations = math.prod(_values(space[k]) for k in searched)
     if configurations <= MODEL_GRID:
         return None
-    return f"{' x '.join(searched)} searched over more than {MODEL_GRID} configurations: its tuning runs rarely share one"
+    return f"tuning runs only: {' x '.join(searched)} searched over more than {MODEL_GRID} configurations, rarely shared"
 
 
 def model_config(spec: Spec, params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:

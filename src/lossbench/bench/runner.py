@@ -224,7 +224,6 @@ class Runner:
         # Per unit, once stored in (or read from) storage: the chosen tuning trial and its parameters.
         self._choices: dict[str, tuple[int, dict[str, Any]]] = {}
         self._complete: set[str] = set()  # units whose every run is stored: never read again
-        self._apart: set[str] = set()  # units whose pack with other units' runs failed as a whole: they train apart
 
     def _check_spec(self) -> None:
         """Raise :class:`SpecGrew` where the stored spec is no longer this worker's (it grew)."""
@@ -256,7 +255,7 @@ class Runner:
 
     def alone(self) -> list[tuple[str, str]]:
         """The units whose runs train one at a time though packing is on, and why."""
-        return [(u.label, u.pack_reason or f"tuning runs: {u.tune_reason}") for u in self.units
+        return [(u.label, u.pack_reason or u.tune_reason) for u in self.units
                 if (u.pack_reason or u.tune_reason) not in (None, PACKING_OFF)]  # fmt: skip
 
     def _pack_groups(self) -> list[list[Unit]]:
@@ -599,10 +598,8 @@ class Runner:
         together: dict[Any, list[tuple[int, int]]] = {}  # packing units' runs, by split and model configuration
         calls: list[list[tuple[int, int]]] = []
         for key, (_, _, params, _, split) in prepared.items():
-            unit = packs[key[0]].unit
-            if unit.alone(packs[key[0]].stage) is None:
-                apart = unit.label if unit.label in self._apart else None  # (its pack with others failed as a whole)
-                together.setdefault((id(split), model_config(self.spec, params), apart), []).append(key)
+            if packs[key[0]].unit.alone(packs[key[0]].stage) is None:
+                together.setdefault((id(split), model_config(self.spec, params)), []).append(key)
             else:
                 calls.append([key])
         calls = list(together.values()) + calls
@@ -630,12 +627,12 @@ class Runner:
                      units: list[list[tuple[int, int]]], said: str,
                      ) -> tuple[BaseException, list[tuple[int, int]], list[tuple[int, int]], bool] | None:  # fmt: skip
         """The runs of several units whose call raised (``said``), trained again unit by unit, with a
-        warning; for the rest of the run these units train apart.  Which unit raised is not known: the
-        units that raise alone while another trains fail their trials (their error is their own); where
-        every unit raises alone the error is the pack's (a device left broken, say), not a unit's, and
-        every run is queued again (its draw's retries counted)."""
+        warning.  Which unit raised is not known: the units that raise alone while another trains fail
+        their trials (their error is their own); where every unit raises alone the error is the pack's
+        (a device left broken, say), not a unit's, and every run is queued again (its draw's retries
+        counted).  (A later round tries the units' shared pack again: a pack that fails as a whole is
+        rare, and a round's verdict needs every unit's runs of that round.)"""
         warnings.warn(f"{said}; training each unit's runs apart instead", RuntimeWarning, stacklevel=4)
-        self._apart.update(packs[own[0][0]].unit.label for own in units)
         failed: list[tuple[list[tuple[int, int]], BaseException]] = []
         for m, own in enumerate(units):
             try:
@@ -643,13 +640,16 @@ class Runner:
             except Exception as alone:  # noqa: BLE001 - raised by the caller
                 traceback.clear_frames(alone.__traceback__)
                 failed.append((own, alone))
-            except BaseException as stop:  # noqa: BLE001 - Ctrl-C: the units not yet known to fail are not blamed
+            except BaseException as stop:  # noqa: BLE001 - Ctrl-C: the units that raised so far are not blamed
+                for own_failed, error in failed:
+                    stop.add_note(f"{packs[own_failed[0][0]].unit.label} had raised alone ({type(error).__name__}: {error})")
                 return stop, own, [k for o, _ in failed for k in o] + [k for rest in units[m + 1 :] for k in rest], True
         if not failed:
             return None
         err = failed[0][1]
         if len(failed) == len(units):
-            err.add_note(f"each of the {len(units)} units' runs raised apart too: all are queued again")
+            err.add_note(f"each of the {len(units)} units' runs raised apart too: no unit is blamed, and each run is "
+                         "queued again while its draw has retries left")  # fmt: skip
             return err, [k for own in units for k in own], [], True
         for own, other in failed[1:]:
             err.add_note(f"{packs[own[0][0]].unit.label} raised alone too ({type(other).__name__}: {other})")
