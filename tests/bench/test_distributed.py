@@ -385,31 +385,32 @@ def _assert_resumes_into(spec, storage, clean):
     assert not [t for t in done if "error" in t.user_attrs], "a retry that completed keeps the failed trial's error"
 
 
-def test_an_error_in_a_pack_of_several_units_fails_only_the_unit_that_raises_alone(tmp_path, monkeypatch):
-    # hinge's runs raise in a pack they share with ce's: each unit's runs train apart, ce's are recorded,
-    # hinge's fail with the error (their draws used, as a lone unit's are) and the error is raised
+@pytest.mark.parametrize("culprit, other", [("hinge", "ce"), ("ce", "hinge")])  # trained apart last, and first
+def test_an_error_in_a_pack_of_several_units_fails_only_the_unit_that_raises_alone(tmp_path, monkeypatch, culprit, other):
+    # the culprit's runs raise in a pack they share with the other unit's: each unit's runs train apart, the
+    # other's are recorded, the culprit's fail with the error (their draws used, as a lone unit's are)
     from lossbench.bench import runner as runner_module
 
     spec, clean, storage = _clean_and_cut(tmp_path)
     real = runner_module.train_and_score_packed
 
-    def hinge_fails(split, methods, runs, spec):
-        if any(m.name == "hinge" for m in methods):
-            raise RuntimeError("hinge fell over")
+    def fails(split, methods, runs, spec):
+        if any(m.name == culprit for m in methods):
+            raise RuntimeError(f"{culprit} fell over")
         return real(split, methods, runs, spec)
 
-    monkeypatch.setattr(runner_module, "train_and_score_packed", hinge_fails)
-    with pytest.warns(RuntimeWarning, match="2 units' runs trained together raised RuntimeError: hinge fell over"):
-        with pytest.raises(RuntimeError, match="hinge fell over"):
+    monkeypatch.setattr(runner_module, "train_and_score_packed", fails)
+    with pytest.warns(RuntimeWarning, match=f"2 units' runs trained together raised RuntimeError: {culprit} fell over"):
+        with pytest.raises(RuntimeError, match=f"{culprit} fell over"):
             Runner(spec, storage, torch.device("cpu"), pack=8).run()
     trials = all_trials(storage, spec)
-    assert [t.state for t in trials[("tune", "ce")]] == [TrialState.COMPLETE] * 4
-    assert [t.user_attrs.get("error") for t in trials[("tune", "hinge")]] == ["RuntimeError: hinge fell over"] * 4
-    assert [t.state for t in trials[("tune", "hinge")]] == [TrialState.FAIL] * 4
+    assert [t.state for t in trials[("tune", other)]] == [TrialState.COMPLETE] * 4
+    assert [t.user_attrs.get("error") for t in trials[("tune", culprit)]] == [f"RuntimeError: {culprit} fell over"] * 4
+    assert [t.state for t in trials[("tune", culprit)]] == [TrialState.FAIL] * 4
     monkeypatch.setattr(runner_module, "train_and_score_packed", real)
     Runner(spec, storage, torch.device("cpu"), pack=8).run()
     assert_complete_and_counted_once(storage, spec)
-    assert tuned_configs(storage, spec)["ce"] == tuned_configs(clean, spec)["ce"]
+    assert tuned_configs(storage, spec)[other] == tuned_configs(clean, spec)[other]
 
 
 def test_a_pack_of_several_units_that_fails_as_a_whole_trains_them_apart_and_loses_nothing(tmp_path, monkeypatch):
@@ -433,26 +434,6 @@ def test_a_pack_of_several_units_that_fails_as_a_whole_trains_them_apart_and_los
     assert not [t for trials in all_trials(storage, spec).values() for t in trials if t.state == TrialState.FAIL]
     assert_complete_and_counted_once(storage, spec)
     assert tuned_configs(storage, spec) == tuned_configs(clean, spec)
-
-
-def test_the_unit_that_raises_alone_fails_whichever_trains_first(tmp_path, monkeypatch):
-    # ce raises in the pack it shares with hinge and alone: hinge's runs, trained apart after it, are recorded
-    from lossbench.bench import runner as runner_module
-
-    spec, clean, storage = _clean_and_cut(tmp_path)
-    real = runner_module.train_and_score_packed
-
-    def ce_fails(split, methods, runs, spec):
-        if any(m.name == "ce" for m in methods):
-            raise RuntimeError("ce fell over")
-        return real(split, methods, runs, spec)
-
-    monkeypatch.setattr(runner_module, "train_and_score_packed", ce_fails)
-    with pytest.warns(RuntimeWarning, match="ce fell over"), pytest.raises(RuntimeError, match="ce fell over"):
-        Runner(spec, storage, torch.device("cpu"), pack=8).run()
-    trials = all_trials(storage, spec)
-    assert [t.state for t in trials[("tune", "hinge")]] == [TrialState.COMPLETE] * 4
-    assert [t.state for t in trials[("tune", "ce")]] == [TrialState.FAIL] * 4
 
 
 def test_an_error_every_unit_raises_alone_too_is_the_packs_and_keeps_every_draw(tmp_path, monkeypatch):
