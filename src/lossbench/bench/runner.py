@@ -607,8 +607,7 @@ class Runner:
             later = [k for rest in calls[n + 1 :] for k in rest]
             units = [[k for k in keys if k[0] == j] for j in dict.fromkeys(j for j, _ in keys)]
             try:
-                self._record(outcomes, packs, prepared, keys, self._train_call(prepared, keys))
-                continue
+                results = self._train_call(prepared, keys)
             except Exception as err:  # noqa: BLE001 - raised by the caller, once what trained is recorded
                 traceback.clear_frames(err.__traceback__)  # its frames' tensors freed (the units may train apart next)
                 if len(units) == 1:
@@ -616,6 +615,9 @@ class Runner:
                 said = f"{len(units)} units' runs trained together raised {type(err).__name__}: {err}".splitlines()[0]
             except BaseException as err:  # noqa: BLE001 - Ctrl-C: nothing more trains
                 return outcomes, (err, keys, later, len(units) > 1)
+            else:
+                self._record(outcomes, packs, prepared, keys, results)
+                continue
             failure = self._train_apart(outcomes, packs, prepared, units, said)
             if failure is not None:
                 err, raised, untrained, requeue = failure
@@ -636,7 +638,7 @@ class Runner:
         failed: list[tuple[list[tuple[int, int]], BaseException]] = []
         for m, own in enumerate(units):
             try:
-                self._record(outcomes, packs, prepared, own, self._train_call(prepared, own))
+                results = self._train_call(prepared, own)
             except Exception as alone:  # noqa: BLE001 - raised by the caller
                 traceback.clear_frames(alone.__traceback__)
                 failed.append((own, alone))
@@ -644,6 +646,8 @@ class Runner:
                 for own_failed, error in failed:
                     stop.add_note(f"{packs[own_failed[0][0]].unit.label} had raised alone ({type(error).__name__}: {error})")
                 return stop, own, [k for o, _ in failed for k in o] + [k for rest in units[m + 1 :] for k in rest], True
+            else:
+                self._record(outcomes, packs, prepared, own, results)
         if not failed:
             return None
         err = failed[0][1]
