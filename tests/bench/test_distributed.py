@@ -673,4 +673,30 @@ def test_the_training_error_is_raised_when_recording_the_runs_before_it_fails(tm
     with pytest.raises(RuntimeError, match="hinge fell over") as raised:
         Runner(spec, storage, torch.device("cpu"), pack=6).run()
     assert any("recording the runs trained before it failed" in note for note in raised.value.__notes__)
-    assert [t.state for t in all_trials(storage, spec)[("tune", "hinge")]] == [TrialState.FAIL] * 4
+    trials = all_trials(storage, spec)
+    assert [t.state for t in trials[("tune", "hinge")]] == [TrialState.FAIL] * 4
+    # ce's final runs trained but were not recorded: failed and queued again, none left running until stale
+    assert [t.state for t in trials[("final", "ce")]] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
+    assert [t.system_attrs.get("retry_history") for t in trials[("final", "ce")][2:]] == [[], []]
+
+
+def test_runs_whose_recording_fails_are_queued_again_not_left_running(tmp_path, monkeypatch):
+    from lossbench.bench.storage import HeartbeatStorage
+
+    spec, clean, storage = _clean_and_cut(tmp_path)
+    real_finish, calls = HeartbeatStorage.finish_trials, []
+
+    def busy_once(self, outcomes):
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+        return real_finish(self, outcomes)
+
+    monkeypatch.setattr(HeartbeatStorage, "finish_trials", busy_once)
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="database is locked"):
+        Runner(spec, storage, torch.device("cpu"), pack=8).run()
+    trials = [t for ts in all_trials(storage, spec).values() for t in ts]
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert all(t.system_attrs.get("retry_history") == [] for t in trials if t.state == TrialState.WAITING)
+    monkeypatch.undo()
+    _assert_resumes_into(spec, storage, clean)

@@ -492,11 +492,17 @@ class Runner:
                     self._finish(packs, outcomes)
                 except BaseException as also:  # noqa: BLE001 - the training error is the one to report (its runs still fail)
                     err.add_note(f"recording the runs trained before it failed ({type(also).__name__}: {also})")
+                    trained = [(p, t) for p, per in zip(packs, outcomes) for t, (o, _) in zip(p.started, per) if o is not None]
+                    self._abandon(trained, also, requeue=True, counted=False)  # (not recorded: not their fault)
                 self._abandon([(packs[j], packs[j].started[i]) for j, i in raised], err, requeue=stopped or requeue,
                               counted=not stopped)  # fmt: skip
                 self._abandon([(packs[j], packs[j].started[i]) for j, i in untrained], err, requeue=True, counted=False)
                 raise err
-        self._finish(packs, outcomes)
+            try:
+                self._finish(packs, outcomes)
+            except BaseException as err:  # one transaction: none was recorded, and none is left running until stale
+                self._abandon(every, err, requeue=True, counted=False)
+                raise
 
     def _finish(self, packs: list[_Started], outcomes: list[list[tuple[Outcome | None, RunResult | None]]]) -> None:
         """Record the outcomes (None: a run that did not train, left to the caller) in one transaction."""
