@@ -648,6 +648,30 @@ def test_runs_stopped_for_no_fault_of_their_own_keep_their_draws_however_often(t
     _assert_resumes_into(spec, storage, clean)
 
 
+def test_a_call_whose_results_cannot_be_recorded_fails_its_own_runs_only(tmp_path, monkeypatch):
+    # as a call that raises: hinge's tuning results lack the selection metric (a plugin's bug, say): the
+    # error is raised, hinge's runs fail, ce's final runs trained before in the same round are recorded
+    from lossbench.bench import runner as runner_module
+
+    spec = load_spec(write_spec(tmp_path / "tiny.toml", trials=4, epochs=1))
+    storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
+    real = runner_module.train_and_score_packed
+
+    def hinge_without_metric(split, methods, runs, spec_):
+        results = real(split, methods, runs, spec_)
+        if {m.name for m in methods} == {"hinge"} and split.stage == "tune":
+            for result in results:
+                del result.metrics["accuracy"]
+        return results
+
+    monkeypatch.setattr(runner_module, "train_and_score_packed", hinge_without_metric)
+    with pytest.raises(KeyError, match="accuracy"):
+        Runner(spec, storage, torch.device("cpu"), pack=6).run()
+    trials = all_trials(storage, spec)
+    assert [t.state for t in trials[("final", "ce")]] == [TrialState.COMPLETE] * 2
+    assert [t.state for t in trials[("tune", "hinge")]] == [TrialState.FAIL] * 4
+
+
 def test_the_training_error_is_raised_when_recording_the_runs_before_it_fails(tmp_path, monkeypatch):
     from lossbench.bench import runner as runner_module
     from lossbench.bench.storage import HeartbeatStorage

@@ -622,8 +622,10 @@ class Runner:
             except BaseException as err:  # noqa: BLE001 - Ctrl-C: nothing more trains
                 return outcomes, (err, keys, later, len(units) > 1)
             else:
-                self._record(outcomes, packs, prepared, keys, results)
-                continue
+                unrecorded = self._record(outcomes, packs, prepared, keys, results)
+                if unrecorded is None:
+                    continue
+                return outcomes, (unrecorded, keys, later, isinstance(unrecorded, KeyboardInterrupt))
             failure = self._train_apart(outcomes, packs, prepared, units, said)
             if failure is not None:
                 err, raised, untrained, requeue = failure
@@ -653,7 +655,10 @@ class Runner:
                     stop.add_note(f"{packs[own_failed[0][0]].unit.label} had raised alone ({type(error).__name__}: {error})")
                 return stop, own, [k for o, _ in failed for k in o] + [k for rest in units[m + 1 :] for k in rest], True
             else:
-                self._record(outcomes, packs, prepared, own, results)
+                unrecorded = self._record(outcomes, packs, prepared, own, results)
+                if unrecorded is not None:  # (the units that raised so far are not blamed, as on Ctrl-C)
+                    rest = [k for o, _ in failed for k in o] + [k for r in units[m + 1 :] for k in r]
+                    return unrecorded, own, rest, isinstance(unrecorded, KeyboardInterrupt)
         if not failed:
             return None
         err = failed[0][1]
@@ -676,21 +681,30 @@ class Runner:
 
     def _record(self, outcomes: list[list[tuple[Outcome | None, RunResult | None]]], packs: list[_Started],
                 prepared: dict[tuple[int, int], tuple[Method, FrozenTrial, dict[str, Any], int, Split]],
-                keys: list[tuple[int, int]], results: list[RunResult]) -> None:  # fmt: skip
+                keys: list[tuple[int, int]], results: list[RunResult]) -> BaseException | None:  # fmt: skip
         """Each trained run's outcome: complete, with its selection score and its record (which says its
-        pack's size and, for a unit that cannot pack, why it trained alone)."""
-        for key, result in zip(keys, results):
-            _, trial, _, seed, split = prepared[key]
-            record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
-                      "seconds": round(result.seconds, 4), "pack": len(keys)}  # fmt: skip
-            p = packs[key[0]]
-            if p.unit.alone(p.stage) is not None:
-                record[ALONE_ATTR] = p.unit.alone(p.stage)
-            record.update(environment=self.environment, sizes={"fit": len(split.y_fit), "scored": len(split.y_eval)})
-            metric = selection_metric(self.spec.selection_metric, split.task)
-            value = result.metrics[metric]
-            value = value if value == value else diverged_score(metric)  # a diverged run still counts
-            outcomes[key[0]][key[1]] = (Outcome(trial._trial_id, TrialState.COMPLETE, value, {RUN_ATTR: record}), result)
+        pack's size and, for a unit that cannot pack, why it trained alone); all of the call's runs or,
+        where forming them raises (a bug), none, and the error returned (to fail them as a training
+        error does, not the runs that trained before)."""
+        done = []
+        try:
+            for key, result in zip(keys, results):
+                _, trial, _, seed, split = prepared[key]
+                record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
+                          "seconds": round(result.seconds, 4), "pack": len(keys)}  # fmt: skip
+                p = packs[key[0]]
+                if p.unit.alone(p.stage) is not None:
+                    record[ALONE_ATTR] = p.unit.alone(p.stage)
+                record.update(environment=self.environment, sizes={"fit": len(split.y_fit), "scored": len(split.y_eval)})
+                metric = selection_metric(self.spec.selection_metric, split.task)
+                value = result.metrics[metric]
+                value = value if value == value else diverged_score(metric)  # a diverged run still counts
+                done.append((key, (Outcome(trial._trial_id, TrialState.COMPLETE, value, {RUN_ATTR: record}), result)))
+        except BaseException as err:  # noqa: BLE001 - returned to the caller, which raises it
+            return err
+        for (j, i), outcome in done:
+            outcomes[j][i] = outcome
+        return None
 
     def _run_args(self, prepared: tuple[Method, FrozenTrial, dict[str, Any], int, Split]) -> tuple[Any, ...]:
         """:func:`train_and_score`'s arguments after the split, for one prepared run."""
