@@ -19,14 +19,18 @@ def test_two_workers_popping_one_queued_trial_take_it_once(tmp_path, monkeypatch
     _both_read_first(monkeypatch)
     workers = [open_storage(url, 10) for _ in range(2)]
     taken: list[bool] = []
-    threads = [threading.Thread(target=lambda s=s: taken.append(s.set_trial_state_values(trial_id, TrialState.RUNNING)))
-               for s in workers]  # fmt: skip
+    _at_once([lambda s=s: taken.append(s.set_trial_state_values(trial_id, TrialState.RUNNING)) for s in workers])
+    assert sorted(taken) == [False, True]
+    assert workers[0].get_trial(trial_id).state == TrialState.RUNNING
+
+
+def _at_once(calls):
+    """Each call in its own thread, all started before any is joined."""
+    threads = [threading.Thread(target=call) for call in calls]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(taken) == [False, True]
-    assert workers[0].get_trial(trial_id).state == TrialState.RUNNING
 
 
 def _both_read_first(monkeypatch):
@@ -61,11 +65,7 @@ def test_two_workers_failing_one_stale_trial_fail_it_once(tmp_path, monkeypatch)
         except optuna.exceptions.UpdateFinishedTrialError:  # (what Optuna's stale check expects of the loser)
             failed.append(False)
 
-    threads = [threading.Thread(target=fail, args=(s,)) for s in workers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _at_once([lambda s=s: fail(s) for s in workers])
     assert sorted(failed) == [False, True]
     assert workers[0].get_trial(trial_id).state == TrialState.FAIL
 

@@ -216,6 +216,12 @@ def _values(dist: Any) -> float:
     return math.inf
 
 
+def _probes(space: dict[str, Any], middle: dict[str, Any], which: Callable[[str], bool] = lambda key: True) -> list[dict[str, Any]]:
+    """The parameters a check tries: the space's ``middle``, then each parameter ``which`` selects at
+    each of its ends (the others at the middle)."""
+    return [middle, *({**middle, key: value} for key, dist in space.items() if which(key) for value in _ends(dist))]
+
+
 def _middle(dist: Any) -> Any:
     """A value inside the space, for the parameters not being checked at their ends."""
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
@@ -564,11 +570,11 @@ def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
     # The model at every end of its searched hyperparameters (runs pack with the runs of their model
     # configuration, see model_config): a searched dropout, say, may make some configurations unable to pack.
     alone, configs = None, []
-    for params in [middle, *({**middle, key: value} for key, dist in space.items()
-                             if model_hyperparameter(key) is not None for value in _ends(dist))]:  # fmt: skip
-        if model_config(spec, params) in configs:
+    for params in _probes(space, middle, lambda key: model_hyperparameter(key) is not None):
+        config = model_config(spec, params)
+        if config in configs:
             continue
-        configs.append(model_config(spec, params))
+        configs.append(config)
         reason, outputs = _model_unpackable(split, method, spec, params)
         if reason is not None:
             return reason
@@ -578,7 +584,7 @@ def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
     # The loss at every end of the search space, as check_unit builds it: a searched option (a learned
     # sigma, a Monte Carlo estimator) may make some runs' losses unable to pack.
     checked = []
-    for params in [middle, *({**middle, key: value} for key, dist in space.items() for value in _ends(dist))]:
+    for params in _probes(space, middle):
         for stage in stages(method, params, spec):
             options = stage.method.searched_loss_options(stage.params)
             if (stage.method, options) in checked:

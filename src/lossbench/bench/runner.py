@@ -254,9 +254,8 @@ class Runner:
         return Unit(dataset, method, tune, final, reason, None if reason else spread_model(method, self.spec))
 
     def alone(self) -> list[tuple[str, str]]:
-        """The units whose runs train one at a time though packing is on, and why."""
-        return [(u.label, u.pack_reason or u.tune_reason) for u in self.units
-                if (u.pack_reason or u.tune_reason) not in (None, PACKING_OFF)]  # fmt: skip
+        """The units whose runs (all, or their tuning runs) train one at a time though packing is on, and why."""
+        return [(u.label, u.alone("tune")) for u in self.units if u.alone("tune") not in (None, PACKING_OFF)]
 
     def _pack_groups(self) -> list[list[Unit]]:
         """The units whose runs may train in one pack: those of one dataset whose methods share a
@@ -692,9 +691,9 @@ class Runner:
                 _, trial, _, seed, split = prepared[key]
                 record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
                           "seconds": round(result.seconds, 4), "pack": len(keys)}  # fmt: skip
-                p = packs[key[0]]
-                if p.unit.alone(p.stage) is not None:
-                    record[ALONE_ATTR] = p.unit.alone(p.stage)
+                alone = packs[key[0]].unit.alone(packs[key[0]].stage)
+                if alone is not None:
+                    record[ALONE_ATTR] = alone
                 record.update(environment=self.environment, sizes={"fit": len(split.y_fit), "scored": len(split.y_eval)})
                 metric = selection_metric(self.spec.selection_metric, split.task)
                 value = result.metrics[metric]
