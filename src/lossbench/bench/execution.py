@@ -298,7 +298,7 @@ class _RunScores:
     per epoch, to compare) and, where validation is not the held-out part, a ``val_<metric>`` curve.
     """
 
-    def __init__(self, split: Split, method: Method, params: dict[str, Any], spec: Spec) -> None:
+    def __init__(self, split: Split, method: Method, spec: Spec) -> None:
         self.split, self.method, self.spec = split, method, spec
         self.metric = selection_metric(spec.selection_metric, split.task)
         self.train_loss: list[float] = []
@@ -310,7 +310,7 @@ class _RunScores:
         self.thresholds: torch.Tensor | None = None  # decision "thresholds": set from the fit part when the run ends
         self.best: tuple[float, int, torch.Tensor] | None = None  # validation score, epoch, held-out logits
         self.val_metric: list[float] = []
-        self.begin(stages(method, params, spec)[0])
+        self.stage: Stage  # set by begin(), which the caller calls before each stage, the first included
 
     def begin(self, stage: Stage) -> None:
         """Train with this stage's loss from now on (its first epoch's schedule set)."""
@@ -447,7 +447,7 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
     """Train the spec's model with the method at ``params`` and score it on ``split.x_eval``."""
     start = time.perf_counter()
     model = _build_run_model(split, method, spec, seed, params)
-    run = _RunScores(split, method, params, spec)
+    run = _RunScores(split, method, spec)
     generator = torch.Generator().manual_seed(seed)  # one for the whole run: stage 2 goes on drawing from it
 
     def on_epoch_end(epoch: int, stats: dict[str, float]) -> None:
@@ -483,7 +483,7 @@ def train_and_score_packed(
     if len({model_config(spec, params) for params, _ in runs}) > 1:  # (the pack's runs share one architecture)
         raise ValueError("a pack's runs must have the same searched model hyperparameters")
     packed = PackedModel([_build_run_model(split, m, spec, seed, params) for m, (params, seed) in zip(methods, runs)])
-    scores = [_RunScores(split, m, params, spec) for m, (params, _) in zip(methods, runs)]
+    scores = [_RunScores(split, m, spec) for m in methods]
     plans = [stages(m, params, spec) for m, (params, _) in zip(methods, runs)]
     generators = [torch.Generator().manual_seed(seed) for _, seed in runs]
     # (the decision rule reads the logits as they are: the pack's held-out metric counted at once)
