@@ -109,6 +109,9 @@ def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_
     final = optuna.load_study(study_name=d.treatment.final_study, storage=storage)
     assert sorted(t.number for t in final.get_trials() if t.state.is_finished()) == sorted(d.treatment.final_trials)
     assert outcome.runs == 2 * (2 + 3) and outcome.compute_seconds > 0
+    # a metric the runs never computed is refused, not read as nan (every run "diverged", an "equivalent" claim)
+    with pytest.raises(ValueError, match="the runs of wine / ce have no metric 'micro_f1' \\(their metrics: accuracy"):
+        judge(dataclasses.replace(tiny_claim, metric="micro_f1"), spec, storage, "quick", "fixed")
 
     # running again resumes: nothing is trained twice, the invocation is recorded
     before = len(final.get_trials())
@@ -131,7 +134,28 @@ def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_
         with pytest.raises(SpecError, match="was run under another record") as err:
             write_ledger(storage, tmp_path / "ledger", "a test storage")
         assert shown in str(err.value) and "\n" not in str(err.value)
+    # a bench claim's rule_text only describes the fields the judge reads: rewording it changes no verdict
+    records.CLAIMS[TINY.id] = dataclasses.replace(tiny_claim, rule_text="Reworded.")
+    md, _ = write_ledger(storage, tmp_path / "ledger", "a test storage")
+    assert "Decision rule, fixed before any run (stored with every run, and unchanged): " in md.read_text()
     records.CLAIMS[TINY.id] = tiny_claim
+
+
+def test_the_report_says_which_runs_stored_the_decision_they_ran_under(tmp_path):
+    from lossbench.ledger.report import decision_provenance
+    from lossbench.ledger.runs import decision_changes, ledger_study
+
+    storage = open_storage(default_storage_url(tmp_path))
+    claim = get_claim("exact-toy-1d")  # an analysis claim: its rule_text is its rule
+    assert decision_provenance(storage, claim) == "Decision rule, fixed before any run"
+    key = "runs:exact-toy-1d:quick:fixed"
+    ledger_study(storage).set_user_attr(key, [{"started": "2026-12-03T20:21:00+00:00", "wall_seconds": 1.0, "study": None}])
+    record_invocation(storage, claim, "quick", "fixed", time.time(), None)
+    text = decision_provenance(storage, claim)
+    assert "1 of its 2 `claims run` invocations, of 2026-12-03, predate stored decisions" in text
+    assert decision_changes(storage, claim, "quick") == []
+    reworded = dataclasses.replace(claim, rule_text="Another rule.")
+    assert [c.split(":")[0] for c in decision_changes(storage, reworded, "quick")] == ["rule_text"]
 
 
 def test_analysis_claims_store_their_measurement(tmp_path):
@@ -187,3 +211,31 @@ def test_a_per_dataset_claim_must_hold_on_every_dataset():
     assert (span.ci_low, span.ci_high) == (down.effect.ci_low, up.effect.ci_high)
     assert span.spans_datasets and span.interval_label == "the span of the per-dataset 90 % intervals"
     assert not up.effect.spans_datasets and up.effect.interval_label == "90 % CI"
+
+
+def test_the_opposite_on_one_of_several_datasets_contradicts_only_after_holms_correction():
+    """Any of k datasets showing the opposite by chance is a union of k tests: at alpha = 0.05 a claim
+    without any effect would be contradicted on 3 datasets in about 14 % of studies without the correction."""
+    from lossbench.ledger.judge import every_dataset
+    from lossbench.ledger.verdict import paired_verdict
+
+    rule = Rule("greater", delta=0.005)
+    base = [0.80, 0.80, 0.80]
+    weak = paired_verdict([0.79, 0.785, 0.795], base, rule)  # the opposite at p = 0.037 alone
+    none = paired_verdict([0.80, 0.81, 0.79], base, rule)  # nothing shown
+    strong = paired_verdict([0.70, 0.71, 0.70], base, rule)  # the opposite at p = 0.0006
+    assert weak.word == "contradicted" and 0.01 < weak.p_opposite < 0.05 and weak.unopposed == "inconclusive"
+    assert none.word == "inconclusive" and strong.word == "contradicted" and strong.p_opposite < 0.05 / 3
+    assert every_dataset([weak], ["a"]).word == "contradicted"  # one dataset: its own test
+    kept = every_dataset([weak, weak], ["a", "b"])  # Holm: 2 x p > 0.05 for the smaller, the larger stays
+    assert kept.word == "inconclusive" and "not kept by Holm's correction over 2 datasets" in kept.reason
+    assert every_dataset([weak, none, strong], ["a", "b", "c"]).word == "contradicted"
+    held = every_dataset([strong, none, none], ["a", "b", "c"])
+    assert held.word == "contradicted" and "the opposite is shown on a" in held.reason and "Holm-adjusted" in held.reason
+    # a dataset whose opposite is not kept counts with the word its rule gives without it
+    tiny = paired_verdict([0.7995, 0.7996, 0.7994, 0.7995], [0.80] * 4, rule)  # opposite and within both shown
+    assert tiny.word == "contradicted" and tiny.unopposed == "equivalent"
+    flat = paired_verdict([0.80, 0.80, 0.81], [0.80, 0.80, 0.81], rule)
+    assert flat.word == "equivalent" and every_dataset([tiny, flat], ["a", "b"]).word == "contradicted"  # 2 x 0.0006
+    assert every_dataset([tiny, flat, weak, weak], list("abcd")).word == "contradicted"
+    assert every_dataset([dataclasses.replace(tiny, p_opposite=0.03), flat], ["a", "b"]).word == "equivalent"

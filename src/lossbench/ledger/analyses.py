@@ -311,7 +311,8 @@ def clipping_verdict(epochs: dict[str, dict[str, list[float]]], never: float | N
     """``epochs[dataset][method]``: per seed, epochs to the target (a run that never reaches it counts
     ``never``, the run's epochs + 1).  Per dataset and clipped method a paired verdict (direction
     "less", margin one epoch) against the unclipped runs of the same seeds; the claim holds where every
-    one holds (``ledger.judge.every_dataset``: contradicted if any is, equivalent if every one is).
+    one holds (``ledger.judge.every_dataset``: contradicted if the opposite is shown on any after Holm's correction
+    over them, equivalent if every one is).
     Where no run of either method reached the target the pair shows nothing: inconclusive, not the
     equal speed that the equal counts would say."""
     from lossbench.ledger.judge import every_dataset
@@ -323,7 +324,7 @@ def clipping_verdict(epochs: dict[str, dict[str, list[float]]], never: float | N
         for method in CLIPPED:
             verdict = paired_verdict(row[method], row[UNCLIPPED], rule)
             if never is not None and all(e == never for e in [*row[method], *row[UNCLIPPED]]):
-                verdict = dataclasses.replace(verdict, word="inconclusive",
+                verdict = dataclasses.replace(verdict, word="inconclusive", p_opposite=math.nan, unopposed="inconclusive",
                                               reason="inconclusive: no run of either method reached the target")  # fmt: skip
             verdicts.append(verdict)
             names.append(f"{label}/{method}")

@@ -96,11 +96,12 @@ class Claim:
 
     def decision(self) -> dict[str, Any]:
         """What decides the claim's verdict, fixed before its runs: stored with each run (``ledger.runs``),
-        and the report refuses to judge runs made under another."""
+        and the report refuses to judge runs made under another.  An analysis claim is decided by its
+        ``rule_text``; a bench claim by the fields the judge reads (its ``rule_text`` only describes them)."""
         if self.kind == "analysis":
             return {"rule_text": self.rule_text}
         return {"metric": self.metric, "treatment": self.treatment, "baseline": self.baseline, "scope": self.scope,
-                "ranking": self.ranking, "rule": dataclasses.asdict(self.rule), "rule_text": self.rule_text}  # fmt: skip
+                "ranking": self.ranking, "rule": dataclasses.asdict(self.rule)}  # fmt: skip
 
 
 CLAIMS: dict[str, Claim] = {}

@@ -21,11 +21,12 @@ from lossbench.bench.spec import SpecError, spec_growth
 from lossbench.bench.storage import stored_fingerprint, stored_spec, stored_spec_names
 from lossbench.ledger.judge import SECONDARY, Cell, Outcome, judge
 from lossbench.ledger.protocol import study_spec
-from lossbench.ledger.records import BUDGETS, Claim, all_claims
+from lossbench.ledger.records import BUDGETS, VARIATIONS, Claim, all_claims
 from lossbench.ledger.runs import (
     AnalysisResult,
     analysis_wall_time,
     decision_changes,
+    invocations,
     provenance,
     stored_analysis,
     study_wall_time,
@@ -78,7 +79,8 @@ def rule_text(claim: Claim) -> str:
     word = {"greater": "higher than", "less": "lower than", "equal": "the same as"}[r.direction]
     combine = ("over several datasets the claim is about their mean difference (Wilcoxon signed-rank and a "
                "bootstrap interval)" if claim.scope == "across-datasets"
-               else "over several datasets it must hold on every one (lossbench.ledger.judge.every_dataset)")  # fmt: skip
+               else "over several datasets it must hold on every one, and the opposite shown on one contradicts it after "
+               "Holm's correction over the datasets (lossbench.ledger.judge.every_dataset)")  # fmt: skip
     return (f"{claim.treatment} scores {word} {claim.baseline} in test {claim.metric}; one-sided tests "
             f"at alpha = {r.alpha}{delta} (lossbench.ledger.verdict); {combine}") + (f". {claim.rule_text}" if claim.rule_text else "")  # fmt: skip
 
@@ -149,12 +151,25 @@ def summary_rows(entries: list[Entry], storage) -> list[list[str]]:
     return rows
 
 
+def decision_provenance(storage, claim: Claim) -> str:
+    """What shows that the claim's decision rule preceded its runs: the decision each `claims run` stores
+    (the report refuses runs stored under another), or, for runs from before decisions were stored,
+    only the claim record's history."""
+    runs = [r for b in BUDGETS for v in VARIATIONS for r in invocations(storage, claim, b, v)]
+    bare = [r["started"][:10] for r in runs if r.get("decision") is None]
+    if not bare:
+        return "Decision rule, fixed before any run" + (" (stored with every run, and unchanged)" if runs else "")
+    return (f"Decision rule, written in the claim's record before its runs ({len(bare)} of its {len(runs)} `claims run` "
+            f"invocations, of {', '.join(sorted(set(bare)))}, predate stored decisions: for those the record's "
+            "history is the evidence, not a check)")  # fmt: skip
+
+
 def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
     c = e.claim
     blocks: list[Block] = [
         Heading(2, f"{c.id}: {c.title}"),
         Para(f"Source: {c.source} ({c.url}). Claim: {c.statement}"),
-        Para(f"Decision rule, fixed before any run: {rule_text(c)}."),
+        Para(f"{decision_provenance(storage, c)}: {rule_text(c)}."),
     ]
     if c.kind == "bench":
         budgets = "; ".join(f"{b}: {c.budgets[b].note}" for b in BUDGETS if b in c.budgets)

@@ -61,15 +61,15 @@ def invocations(storage, claim: Claim, budget: str, variation: str = "fixed") ->
 
 def decision_changes(storage, claim: Claim, budget: str, variation: str = "fixed") -> list[str]:
     """How the claim's decision (:meth:`Claim.decision`) differs from the one stored with its runs at
-    ``budget`` and ``variation`` (``"key: stored -> now"``; runs recorded before decisions were stored
-    have none to compare)."""
+    ``budget`` and ``variation`` (``"key: stored -> now"``, for each key that decides it now; runs
+    recorded before decisions were stored have none to compare)."""
     now, changes = claim.decision(), []
     for run in invocations(storage, claim, budget, variation):
         stored = run.get("decision")
         if stored is None:
             continue
-        changes += [f"{k}: {stored.get(k)!r} -> {now.get(k)!r} (run of {run['started']})"
-                    for k in sorted(stored.keys() | now.keys()) if stored.get(k) != now.get(k)]  # fmt: skip
+        changes += [f"{k}: {stored.get(k)!r} -> {now[k]!r} (run of {run['started']})"
+                    for k in sorted(now) if stored.get(k) != now[k]]  # fmt: skip
     return list(dict.fromkeys(changes))
 
 

@@ -74,6 +74,7 @@ run scores is the caller's decision, made before the run.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import numbers
@@ -184,6 +185,11 @@ class Verdict:
     rule: Rule
     effect: Effect
     reason: str
+    # For combining datasets (``ledger.judge.every_dataset``): the p-value of the test that contradicts
+    # the claim (the opposite direction; for "equal", the nearer side beyond the margin; nan: none),
+    # and the word the rule gives where that test is not counted.
+    p_opposite: float = math.nan
+    unopposed: str | None = None
 
     def __post_init__(self):
         if self.word not in VERDICTS:
@@ -202,6 +208,20 @@ class _Shown:
     within: bool
     above: bool
     below: bool
+
+
+def _opposite(rule: Rule, tests: _Tests) -> float:
+    """The p-value of the test whose rejection contradicts the claim."""
+    if rule.direction == "equal":
+        return float(np.fmin(tests.above, tests.below))
+    return tests.negative if rule.direction == "greater" else tests.positive
+
+
+def _unopposed(rule: Rule, shown: _Shown) -> str:
+    """The word :func:`_decide` gives where the contradicting test is not counted."""
+    if rule.direction == "equal":
+        return _decide(rule, dataclasses.replace(shown, above=False, below=False))
+    return _decide(rule, dataclasses.replace(shown, **{"negative" if rule.direction == "greater" else "positive": False}))
 
 
 def _decide(rule: Rule, shown: _Shown) -> str:
@@ -362,7 +382,8 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule) -> Ver
     word = _decide(rule, shown)
     evidence = f"{method}, mean difference {estimate:.4g}"
     effect = Effect(estimate, low, high, rule.ci_level, tests.claim(rule), n, method)
-    return Verdict(word, rule, effect, _reason(word, rule, tests, shown, low, high, evidence))
+    reason = _reason(word, rule, tests, shown, low, high, evidence)
+    return Verdict(word, rule, effect, reason, _opposite(rule, tests), _unopposed(rule, shown))
 
 
 def _constant_p(c: float, m: float, side: str, rounding: float) -> float:
