@@ -108,7 +108,7 @@ _claim(
 )
 _claim(
     "botlt-focal",
-    "Focal loss at its tuned gamma does not beat tuned cross-entropy on long-tailed data",
+    "Focal loss at its tuned gamma scores below tuned cross-entropy on long-tailed data",
     "Zhang et al. 2021, 'Bag of Tricks for Long-Tailed Visual Recognition' (AAAI), Table of re-weighting methods",
     "https://github.com/zhangyongshun/BagofTricks-LT",
     "On CIFAR-10-LT (imbalance 100) focal loss scores below cross-entropy: top-1 error 30.88 vs 30.12.",
