@@ -185,7 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     say_alone(runner.alone())
     with _local_workers(args, spec.name, url), run_progress(f"{spec.name}") as progress:
         runner.run(progress)
-    return _finish(spec, storage, args.out)
+    return _finish(runner.spec, storage, args.out)  # the spec it finished: another worker may have grown the study
 
 
 def _run_options(args: argparse.Namespace) -> None:

@@ -1,5 +1,6 @@
-"""Decision rules: a method's metrics read its logits through its rule (arg-max or post-hoc logit
-adjustment), while its training and its own loss are those of the logits."""
+"""Decision rules: a method's label metrics read its logits through its rule (arg-max, post-hoc logit
+adjustment or per-label thresholds), while its training, its own loss and its probability metrics
+(NLL, ECE, BCE) are those of the logits."""
 
 from __future__ import annotations
 
@@ -47,9 +48,10 @@ def test_a_method_is_scored_through_its_decision_rule():
     # the same training and the same loss on the held-out logits ...
     assert adjusted.curves["train_loss"] == plain.curves["train_loss"]
     assert adjusted.curves["heldout_loss"] == plain.curves["heldout_loss"]
-    # ... scored by another rule: the rare classes gain recall
+    # ... scored by another rule: the rare classes gain recall; the model's probabilities are the same
     assert adjusted.metrics["balanced_accuracy"] != plain.metrics["balanced_accuracy"]
     assert adjusted.curves["heldout_accuracy"][-1] == pytest.approx(adjusted.metrics["accuracy"])
+    assert (adjusted.metrics["nll"], adjusted.metrics["ece"]) == (plain.metrics["nll"], plain.metrics["ece"])
 
 
 def test_the_rule_is_checked_before_any_run():
@@ -69,13 +71,21 @@ def test_the_rule_is_checked_before_any_run():
         check_unit(split, resolve_method(multilabel.methods[0]), multilabel)
 
 
-def test_compute_metrics_of_adjusted_logits_is_what_the_run_reports():
-    counts = torch.tensor([50, 5, 5])
-    logits = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
-    target = torch.randint(0, 3, (40,), generator=torch.Generator().manual_seed(1))
-    plain = compute_metrics(logits, target, "multiclass", 3)
-    adjusted = compute_metrics(decide(logits, "logit_adjusted", counts), target, "multiclass", 3)
-    assert adjusted.keys() == plain.keys() and adjusted != plain
+@pytest.mark.parametrize("width", [3, 1])
+def test_a_decision_rule_feeds_the_label_metrics_and_the_probability_metrics_read_the_logits(width):
+    counts = torch.tensor([50, 5, 5][:max(width, 2)])
+    logits = torch.randn(40, width, generator=torch.Generator().manual_seed(0))
+    target = torch.randint(0, max(width, 2), (40,), generator=torch.Generator().manual_seed(1))
+    plain = compute_metrics(logits, target, "multiclass", max(width, 2))
+    adjusted = compute_metrics(logits, target, "multiclass", max(width, 2), decided=decide(logits, "logit_adjusted", counts))
+    assert adjusted.keys() == plain.keys() and adjusted["balanced_accuracy"] != plain["balanced_accuracy"]
+    assert (adjusted["nll"], adjusted["ece"]) == (plain["nll"], plain["ece"])  # how labels are read changes no probability
+    # multi-label: shifted thresholds change the F1s, not the BCE (nor mAP: a per-label shift keeps each ranking)
+    g = torch.Generator().manual_seed(2)
+    scores, y = torch.randn(40, 3, generator=g) * 3, (torch.rand(40, 3, generator=g) < 0.3).long()
+    plain = compute_metrics(scores, y, "multilabel", 3)
+    shifted = compute_metrics(scores, y, "multilabel", 3, decided=decide(scores, "thresholds", None, torch.tensor([-1.5, 0.5, 2.0])))
+    assert shifted["micro_f1"] != plain["micro_f1"] and (shifted["bce"], shifted["map"]) == (plain["bce"], plain["map"])
 
 
 def test_f1_thresholds_are_the_best_cut_per_label():
@@ -112,7 +122,7 @@ def test_thresholds_shift_each_label_and_leave_its_ranking():
     params = {"lr": 0.1, "weight_decay": 1e-4}
     plain, tuned = (train_and_score(split, resolve_method(m), params, spec, seed=1) for m in spec.methods)
     assert tuned.curves == plain.curves  # the same training; the epochs' curves read threshold 0
-    assert tuned.metrics["map"] == pytest.approx(plain.metrics["map"])  # a per-label shift keeps each ranking
+    assert (tuned.metrics["map"], tuned.metrics["bce"]) == (plain.metrics["map"], plain.metrics["bce"])  # the model's own logits
     assert tuned.metrics["macro_f1"] != plain.metrics["macro_f1"]
 
 

@@ -3,11 +3,15 @@ budget stays equal (issue 14)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import optuna
+import pandas as pd
 import pytest
 import torch
 from optuna.trial import TrialState
 
+from lossbench.bench import compare
 from lossbench.bench.results import collect
 from lossbench.bench.runner import Runner
 from lossbench.bench.spec import SpecError, parse_spec
@@ -25,6 +29,8 @@ from lossbench.bench.storage import (
     stored_spec,
     study_name,
 )
+from lossbench.cli import main
+from tests.bench.conftest import write_spec
 
 CPU = torch.device("cpu")
 METHODS = [{"name": "ce", "loss": "cross_entropy"}, {"name": "hinge", "loss": "hinge"}]
@@ -176,3 +182,23 @@ def test_a_worker_running_the_old_spec_takes_the_grown_one(storage):
         assert final.user_attrs[CONFIG_ATTR] == choose(tune[:3]).params
         runs = final_runs(final.get_trials(), evaluation_seeds(grown), choose(tune[:3]).number, choose(tune[:3]).params)
         assert sorted(runs) == evaluation_seeds(grown)
+
+
+@pytest.mark.parametrize("entry", ["run", "compare"])
+def test_the_report_is_of_the_spec_the_runner_finished_where_the_study_grew_meanwhile(tmp_path, monkeypatch, entry):
+    original = Runner.run
+
+    def grown_meanwhile(self, *args, **kwargs):  # another worker grows the stored study as this one starts
+        register_spec(self.storage, dataclasses.replace(self.spec, trials=self.spec.trials + 1, seeds=self.spec.seeds + 1))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Runner, "run", grown_meanwhile)
+    if entry == "run":
+        assert main(["run", str(write_spec(tmp_path / "tiny.toml", trials=2, epochs=1)), "--out", str(tmp_path)]) == 0
+    else:
+        x, y = torch.randn(60, 3, generator=torch.Generator().manual_seed(0)), torch.arange(60) % 2
+        result = compare((x, y), methods=["cross_entropy", "hinge"], out=tmp_path, trials=2, seeds=2, epochs=1,
+                         sampler="random", device="cpu")  # fmt: skip
+        assert result.complete and result.spec.seeds == 3
+    board = pd.read_csv(tmp_path / "leaderboard.csv")  # the grown study's finished runs, every method ranked
+    assert (board["seeds_done"] == 3).all() and board["rank"].notna().all()

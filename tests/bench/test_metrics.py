@@ -92,11 +92,13 @@ def test_compute_metrics_of_a_single_binary_logit_read_its_two_probabilities():
     assert out["macro_f1"] == float(multiclass_f1_score(probs, target, num_classes=2, average="macro"))
 
 
+@pytest.mark.parametrize("shift", [0.0, 0.7])  # 0.7: a decision rule's shifted scores, which the label metrics read
 @pytest.mark.parametrize(
     "metric,task,width",
-    [("accuracy", "multiclass", 5), ("macro_f1", "multiclass", 5), ("accuracy", "multiclass", 1), ("micro_f1", "multilabel", 5)],
-)
-def test_epoch_scores_are_compute_metrics_epoch_by_epoch(metric, task, width):
+    [("accuracy", "multiclass", 5), ("macro_f1", "multiclass", 5), ("accuracy", "multiclass", 1), ("micro_f1", "multilabel", 5),
+     ("map", "multilabel", 5)],
+)  # fmt: skip
+def test_epoch_scores_are_compute_metrics_epoch_by_epoch(metric, task, width, shift):
     gen = torch.Generator().manual_seed(width)
     n = 97
     if task == "multilabel":
@@ -107,15 +109,32 @@ def test_epoch_scores_are_compute_metrics_epoch_by_epoch(metric, task, width):
     epochs[1] = epochs[1].round()  # ties
     epochs[3][5, 0] = float("nan")  # a diverged epoch, then a recovered one
     epochs[4][7, -1] = -float("inf")
+    offsets = shift * torch.linspace(-1, 1, width)
     scores = EpochScores(metric, target, task, max(width, 2))
     for logits in epochs:
-        scores.add(logits)
-    expected = [compute_metrics(logits, target, task, max(width, 2), (metric,))[metric] for logits in epochs]
+        scores.add(logits, decided=logits - offsets)
+    expected = [compute_metrics(logits, target, task, max(width, 2), (metric,), logits - offsets)[metric] for logits in epochs]
+    if shift and metric != "map":  # (a per-label shift leaves mAP's rankings)
+        assert expected[0] != compute_metrics(epochs[0], target, task, max(width, 2), (metric,))[metric]
     got = scores.values()
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
         assert g == e or (g != g and e != e)
     assert got[3] != got[3] and got[4] != got[4]  # nan where any logit is non-finite
+
+
+def test_map_is_scikit_learns_average_precision_of_the_logits_at_any_scale():
+    # A float32 sigmoid rounds every logit above ~17 to 1.0: confident rows would tie, and mAP change with the scale.
+    from sklearn.metrics import average_precision_score
+
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(300, 4, generator=gen) * 40
+    target = (torch.rand(300, 4, generator=gen) < torch.sigmoid(logits / 40)).long()
+    logits[:60] = logits[:60].round()  # ties
+    logits[:, 3] *= 1e30  # near float32's largest
+    expected = sum(average_precision_score(target[:, k], logits[:, k]) for k in range(4)) / 4
+    for scale in (1.0, 2.0**-10, 2.0**-100):  # (powers of two: the same floats, scaled exactly)
+        assert compute_metrics(logits * scale, target, "multilabel", 4, ("map",))["map"] == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])

@@ -99,6 +99,7 @@ def test_a_packed_study_chooses_and_scores_what_an_unpacked_one_does(tmp_path):
     for key, (params, record) in results[1].items():
         packed_params, packed_record = results[8][key]
         assert packed_params == params and packed_record["seed"] == record["seed"]
+        assert record.get("validation") == packed_record.get("validation") == ("stratified" if key[1] == "tune" else None)
         # the two methods' runs share each pack: 2 x 4 tuning trials, then 2 x 2 seeds
         assert record["pack"] == 1 and packed_record["pack"] == 2 * (4 if key[1] == "tune" else 2)
         for metric, value in record["metrics"].items():

@@ -202,6 +202,7 @@ def test_random_validation_split_is_scikit_learns_and_stages_are_standardised_on
         torch.testing.assert_close(split.x_fit.double().mean(0), torch.zeros(13, dtype=torch.float64), atol=1e-6, rtol=0)
         torch.testing.assert_close(split.x_fit.double().std(0, unbiased=False), torch.ones(13, dtype=torch.float64), atol=1e-5, rtol=0)
     assert len(cache.get(spec.datasets[0], "tune").y_eval) == math.ceil(0.2 * len(cache.get(spec.datasets[0], "final").y_fit))
+    assert [cache.get(spec.datasets[0], s).validation for s in ("tune", "final")] == ["random", None]  # (what runs record)
 
 
 def test_max_train_subsamples_training_data_only():

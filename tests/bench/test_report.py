@@ -9,16 +9,26 @@ import math
 import numpy as np
 import optuna
 import pytest
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from scipy import stats as sps
 
 from lossbench.bench.metrics import METRICS
-from lossbench.bench.plots import method_colours
-from lossbench.bench.report import leaderboard_header, write_report
-from lossbench.bench.results import collect, range_edges
+from lossbench.bench.plots import hyperparameter_scatter, method_colours
+from lossbench.bench.report import _protocol, leaderboard_header, write_report
+from lossbench.bench.results import DatasetResult, MethodResult, collect, range_edges
 from lossbench.bench.spec import parse_spec
 from lossbench.bench.stats import format_p, paired_test, ranks, summarize
-from lossbench.bench.storage import CHOSEN_FROM_ATTR, CONFIG_ATTR, RUN_ATTR, evaluation_seeds, study_name
+from lossbench.bench.storage import (
+    CHOSEN_FROM_ATTR,
+    CONFIG_ATTR,
+    OWN_VALIDATION,
+    RUN_ATTR,
+    VALIDATION_ATTR,
+    evaluation_seeds,
+    study_name,
+)
 
 LR = FloatDistribution(1e-3, 1.0, log=True)
 WD = FloatDistribution(1e-6, 1e-2, log=True)
@@ -33,14 +43,18 @@ CHOSEN_LR = {"ce": 0.05, "tied": 0.05, "accuracy": 0.99, "exact": 0.05}  # 0.99:
 ENV = {"lossbench": "0.1.0", "commit": "abc1234", "torch": "2.13.0", "threads": 2, "device": "cpu", "host": "h"}
 
 
-def hand_storage(spec, scores: dict[str, list[float]], chosen_lr: dict[str, float]) -> optuna.storages.BaseStorage:
-    """Each method's two tuning trials and its final runs' test scores (nan: a diverged run) on wine."""
+def hand_storage(spec, scores: dict[str, list[float]], chosen_lr: dict[str, float],
+                 validation: str | None = None) -> optuna.storages.BaseStorage:  # fmt: skip
+    """Each method's two tuning trials and its final runs' test scores (nan: a diverged run) on wine;
+    ``validation``: what the tuning runs' records say of their validation split (else nothing)."""
     storage = optuna.storages.InMemoryStorage()
     for name, values in scores.items():
         tune = optuna.create_study(storage=storage, study_name=study_name(spec.name, "tune", "wine", name), direction="maximize")
         for i, lr in enumerate((0.01, chosen_lr[name])):
             record = {"metrics": {"accuracy": 0.5 + i / 10}, "seed": i, "worker": "h:1", "seconds": 0.1,
                       "environment": ENV, "sizes": {"fit": 114, "scored": 28}}  # fmt: skip
+            if validation is not None:
+                record[VALIDATION_ATTR] = validation
             tune.add_trial(optuna.trial.create_trial(params={"lr": lr, "weight_decay": 1e-4}, value=0.5 + i / 10,
                                                      distributions={"lr": LR, "weight_decay": WD},
                                                      user_attrs={RUN_ATTR: record}))  # fmt: skip
@@ -73,7 +87,7 @@ def report(tmp_path_factory):
     return spec, results, out
 
 
-def test_a_diverged_run_counts_as_the_worst_score_in_the_rank_and_the_paired_test(tmp_path):
+def test_a_diverged_run_counts_as_the_worst_score_in_the_rank_and_the_paired_test(tmp_path, monkeypatch):
     # one good seed out of three must not rank a method above one that never diverged
     spec = parse_spec({"name": "wild", "trials": 2, "seeds": 3, "baseline": "ce", "datasets": ["wine"],
                        "methods": [{"name": "ce", "loss": "cross_entropy"}, {"name": "wild", "loss": "cross_entropy"}]})  # fmt: skip
@@ -84,8 +98,69 @@ def test_a_diverged_run_counts_as_the_worst_score_in_the_rank_and_the_paired_tes
     assert wild.summaries["accuracy"].n == 3 and wild.summaries["accuracy"].mean == pytest.approx(0.97 / 3)
     assert wild.paired.n == 3 and wild.paired.mean_difference == pytest.approx(np.mean([0 - 0.95, 0 - 0.95, 0.97 - 0.96]))
     assert wild.summaries["nll"].n == 1  # the other metrics summarise the runs that did not diverge
+    titles = []
+    monkeypatch.setattr(Figure, "suptitle", lambda self, text, **kw: titles.append(text))
     write_report(spec, [wine], tmp_path)
     assert "| 2 | wild (2 diverged) |" in (tmp_path / "report.md").read_text()
+    # runs.csv says which runs diverged, so its rows give the leaderboard's numbers
+    runs = list(csv.DictReader((tmp_path / "runs.csv").open()))
+    assert [(r["method"], r["diverged"], r["accuracy"]) for r in runs][3:] == [("wild", "1", "nan"), ("wild", "1", "nan"),
+                                                                               ("wild", "0", "0.97")]  # fmt: skip
+    (board,) = [r for r in csv.DictReader((tmp_path / "leaderboard.csv").open()) if r["method"] == "wild"]
+    assert float(board["accuracy_mean"]) == pytest.approx(np.mean([0.0 if r["diverged"] == "1" else float(r["accuracy"])
+                                                                   for r in runs if r["method"] == "wild"]))  # fmt: skip
+    # the learning curves' means leave the diverged runs' nan epochs out, and say so
+    assert "wine: learning curves (mean over seeds; 2 diverged run(s) left out of the epochs where they are nan)" in titles
+
+
+def test_holm_adjusts_over_every_method_of_the_data_set_while_the_study_is_in_progress(tmp_path):
+    # the methods not complete yet count as p = 1: a report in progress adjusts no less than the finished one
+    names = ["ce", "a", "o0", "o1", "o2"]
+    spec = parse_spec({"name": "going", "trials": 2, "seeds": 5, "baseline": "ce", "datasets": ["wine"],
+                       "methods": [{"name": n, "loss": "cross_entropy"} for n in names]})  # fmt: skip
+    done = {"ce": [0.80, 0.82, 0.81, 0.79, 0.80], "a": [0.83, 0.84, 0.82, 0.82, 0.81],
+            **{f"o{i}": [0.80, 0.83, 0.80, 0.79, 0.81] for i in range(3)}}  # fmt: skip
+    going = {**done, **{f"o{i}": done[f"o{i}"][:2] for i in range(3)}}
+    finished, in_progress = (collect(spec, hand_storage(spec, s, dict.fromkeys(names, 0.05)))[0] for s in (done, going))
+    a = in_progress.method("a")
+    assert a.paired.p_value == finished.method("a").paired.p_value
+    assert a.p_holm == pytest.approx(finished.method("a").p_holm) and a.p_holm == pytest.approx(4 * a.paired.p_value)
+    assert math.isnan(in_progress.method("o0").p_holm)
+    write_report(spec, [in_progress], tmp_path)
+    assert "Holm-adjusted across every other method of the data set (one not complete yet counts as p = 1" in (
+        tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("stopping", [False, True])
+def test_the_protocol_says_which_validation_split_and_training_part_the_runs_had(stopping):
+    spec = parse_spec({"name": "own", "trials": 2, "seeds": 3, "datasets": ["wine"], "train": {"early_stopping": stopping},
+                       "methods": [{"name": "ce", "loss": "cross_entropy"}]})  # fmt: skip
+    carved, own = (collect(spec, hand_storage(spec, {"ce": SCORES["ce"]}, {"ce": 0.05}, v)) for v in (None, OWN_VALIDATION))
+    assert "scored on a 20% stratified validation split" in _protocol(spec, carved)  # (a record that does not say: the spec's)
+    assert "scored on each data set's own validation split" in _protocol(spec, own)
+    final = ("re-trained with 3 seeds on the tuning runs' fit part (the validation part held out to choose each run's epoch"
+             if stopping else "re-trained with 3 seeds on the full training split and scored on the test split")  # fmt: skip
+    assert final in _protocol(spec, own)
+
+
+def test_a_grid_with_default_keeps_every_trial_and_the_chosen_star_on_a_category_axis(monkeypatch):
+    # matplotlib drops None (a grid's "default") silently: a trial, and the chosen star, went missing
+    spec = parse_spec({"name": "grid", "trials": 4, "seeds": 2, "datasets": ["wine"],
+                       "methods": [{"name": "hinge", "loss": "hinge", "search": {"loss.margin": {"choices": ["default", 0.5, 1.0]}},
+                                    "params": {"p": 1}}]})  # fmt: skip
+    grid = CategoricalDistribution([None, 0.5, 1.0])
+    trials = [optuna.trial.create_trial(params={"loss.margin": m, "lr": 0.1}, value=v, distributions={"loss.margin": grid, "lr": LR})
+              for m, v in ((None, 0.9), (0.5, 0.7), (1.0, 0.8), (None, 0.6))]  # fmt: skip
+    for number, trial in enumerate(trials):
+        trial.number = number
+    row = MethodResult(spec.methods[0], "t", "f", trials, 0, trials[0].params, {}, [0, 1])
+    drawn = []
+    scatter = Axes.scatter
+    monkeypatch.setattr(Axes, "scatter", lambda self, x, y, **kw: drawn.append((self, list(x), kw.get("label"))) or scatter(self, x, y, **kw))
+    hyperparameter_scatter(DatasetResult(spec.datasets[0], "multiclass", "accuracy", [row], None), spec, method_colours(spec))
+    (ax, xs, _), (_, star, label) = drawn
+    assert xs == [0, 1, 2, 0] and (star, label) == ([0], "chosen")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["default", "0.5", "1"]
 
 
 def test_a_study_without_a_baseline_claims_no_paired_test(tmp_path):

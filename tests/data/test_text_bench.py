@@ -38,6 +38,7 @@ def test_the_dev_file_is_what_tuning_scores_on(tmp_path):
     tune, final = (cache.get(spec.datasets[0], s) for s in ("tune", "final"))
     assert tune.y_eval.tolist() == [1, 0, 1] and len(tune.y_fit) == 24 - 5  # 5 test lines held out
     assert len(final.y_fit) == 24 - 5 + 3  # the final runs train on training and dev rows
+    assert (tune.validation, final.validation) == ("provided", None)  # what the runs record, and the report says
     result = train_and_score(tune, resolve_method(spec.methods[0]), {"lr": 0.05}, spec, seed=0)
     assert math.isfinite(result.metrics["accuracy"])
     reason = unpackable(tune, resolve_method(spec.methods[0]), spec)

@@ -194,6 +194,7 @@ def _run(
             say_alone(runner.alone())
         with run_progress(spec.name) if progress else contextlib.nullcontext(None) as callback:
             runner.run(callback)
+        spec = runner.spec  # the spec it finished: another worker may have grown the study
         results = collect(spec, store)
     finally:
         optuna.logging.set_verbosity(verbosity)

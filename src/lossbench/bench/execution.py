@@ -39,6 +39,7 @@ from lossbench.bench.metrics import (
     selection_metric,
 )
 from lossbench.bench.spec import SEED_PARAM, THEN_PREFIX, DatasetSpec, Spec, SpecError, model_hyperparameter
+from lossbench.bench.storage import OWN_VALIDATION
 from lossbench.data import Dataset, class_counts, get_dataset_info, load_dataset, stratified_split
 from lossbench.data.splits import provided_validation, random_split, select_train, standardize
 from lossbench.models import build_model
@@ -67,6 +68,7 @@ class Split:
     # Early stopping's validation part where it is not the scored part (final runs); else None.
     x_val: torch.Tensor | None = None
     y_val: torch.Tensor | None = None
+    validation: str | None = None  # how the validation part was drawn (OWN_VALIDATION or val_split); None: no such part
 
     @property
     def task(self) -> str:
@@ -108,10 +110,11 @@ class DataCache:
         return self._splits[key]
 
     def _split(self, data: Dataset, stage: str) -> Split:
-        x_val = y_val = None
+        x_val = y_val = validation = None
         if stage == "tune" or self.spec.train.early_stopping:
             # The same seeded split for every method: their validation scores are comparable.
             provided = provided_validation(data)  # the source's own dev split, when it ships one
+            validation = self.spec.val_split if provided is None else OWN_VALIDATION
             if provided is not None:
                 fit_idx, val_idx = provided
             elif self.spec.val_split == "random":
@@ -132,7 +135,7 @@ class DataCache:
         return Split(
             data, stage, x_fit.to(dev), y_fit.to(dev), x_eval.to(dev), y_eval.to(dev),
             class_counts(y_fit, data.task, data.num_classes),
-            None if x_val is None else x_val.to(dev), None if y_val is None else y_val.to(dev),
+            None if x_val is None else x_val.to(dev), None if y_val is None else y_val.to(dev), validation,
         )  # fmt: skip
 
 
@@ -340,12 +343,11 @@ class _RunScores:
             with torch.no_grad():
                 heldout_loss = self.loss(logits, self.split.y_eval, reduction="mean")
         self.heldout_loss.append(heldout_loss)
-        logits = self.scores(logits)  # the metrics read the method's decision rule, the loss its logits
         self.last_logits = logits
         self.train_loss.append(float(stats.get("loss", math.nan)))
-        self.heldout_metric.add(logits, counted)
+        self.heldout_metric.add(logits, counted, self.scores(logits))
         if self.stopping:
-            self._keep_if_best(epoch, logits, None if val_logits is None else self.scores(val_logits))
+            self._keep_if_best(epoch, logits, val_logits)
         self.schedule(epoch + 1)
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
@@ -354,6 +356,10 @@ class _RunScores:
         if self.decision == "thresholds" and self.thresholds is None:
             return logits
         return decide(logits, self.decision, self.split.class_counts, self.thresholds)
+
+    def metrics(self, logits: torch.Tensor, target: torch.Tensor, names: tuple[str, ...] | None = None) -> dict[str, float]:
+        """:func:`compute_metrics` of the model's logits, its label metrics read through the decision rule."""
+        return compute_metrics(logits, target, self.split.task, self.split.num_classes, names, self.scores(logits))
 
     def _keep_if_best(self, epoch: int, logits: torch.Tensor, val_logits: torch.Tensor | None) -> None:
         """Keep this epoch's held-out logits if its validation score beats every earlier epoch's
@@ -364,7 +370,7 @@ class _RunScores:
         else:
             assert val_logits is not None, "a final run with early stopping scores its validation part each epoch"
             y_val = split.y_val
-        score = compute_metrics(val_logits, y_val, split.task, split.num_classes, (self.metric,))[self.metric]
+        score = self.metrics(val_logits, y_val, (self.metric,))[self.metric]
         if split.y_val is not None:
             self.val_metric.append(score)
         if score == score and (self.best is None or score > self.best[0]):
@@ -384,15 +390,13 @@ class _RunScores:
                 fit_once.append(fit_logits())
             return fit_once[0]
 
-        if self.decision == "thresholds":
-            if bool(torch.isfinite(fit()).all()):  # a diverged run keeps its non-finite logits (scored as diverged)
-                self.thresholds = f1_thresholds(fit(), split.y_fit)
-                scored = self.scores(scored)
-        metrics = compute_metrics(scored, split.y_eval, split.task, split.num_classes)
+        if self.decision == "thresholds" and bool(torch.isfinite(fit()).all()):  # (a diverged run: scored as diverged)
+            self.thresholds = f1_thresholds(fit(), split.y_fit)
+        metrics = self.metrics(scored, split.y_eval)
         if self.stopping:
             metrics[BEST_EPOCH] = float(len(self.train_loss) - 1 if self.best is None else self.best[1])
         if self.spec.tie_break == "train_metric" and split.stage == "tune":
-            metrics[f"train_{metric}"] = compute_metrics(self.scores(fit()), split.y_fit, split.task, split.num_classes, names=(metric,))[metric]
+            metrics[f"train_{metric}"] = self.metrics(fit(), split.y_fit, (metric,))[metric]
         curves = {
             "train_loss": self.train_loss,
             "heldout_loss": torch.stack(self.heldout_loss).tolist(),

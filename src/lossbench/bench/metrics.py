@@ -1,14 +1,17 @@
 """Test and validation metrics, computed with torchmetrics from raw logits.
 
-The arg-max metrics (accuracy, macro-F1, balanced accuracy) read the logits themselves, as
-torchmetrics does with any scores: the prediction is the model's arg-max, and no softmax is
-paid for them.  Probabilities are formed explicitly (softmax, or sigmoid for one-logit binary
-models and multi-label models) for the metrics that read them, so nothing depends on
-torchmetrics guessing whether a tensor holds logits.
+The label metrics (accuracy, macro-F1, balanced accuracy; micro/macro-F1 for multi-label) read
+the scores of the method's decision rule (:func:`decide`; under arg-max the logits themselves, as
+torchmetrics does with any scores: no softmax is paid for them).  The probability metrics (NLL,
+ECE, BCE) and mAP read the model's own logits: a decision rule changes how labels are read, not
+the model's probabilities or rankings.  Probabilities are formed explicitly (softmax, or sigmoid
+for one-logit binary models and multi-label models) for the metrics that read them, so nothing
+depends on torchmetrics guessing whether a tensor holds logits.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -34,6 +37,7 @@ LOWER_IS_BETTER = frozenset({"nll", "ece", "bce"})
 # unbounded above, every other metric lies in [0, 1].
 METRIC_RANGE = {m: (0.0, math.inf if m in ("nll", "bce") else 1.0) for names in METRICS.values() for m in names}
 ARGMAX = frozenset({"accuracy", "macro_f1", "balanced_accuracy"})  # multiclass metrics of the arg-max only
+DECIDED = ARGMAX | {"micro_f1"}  # the label metrics: those that read the decision rule's scores
 
 
 def diverged_score(metric: str) -> float:
@@ -45,14 +49,15 @@ def diverged_score(metric: str) -> float:
     return high if metric in LOWER_IS_BETTER else low
 
 
-# Decision rules: how a run's logits become the scores every metric of that method reads, and
-# the tasks each applies to.  "argmax" reads the logits as they are (a multi-label logit is
-# positive above 0).  "logit_adjusted" is the post-hoc logit adjustment of Menon et al. (arXiv
-# 2007.07314, eq. 3) with tau = 1: subtract the log prior of each class, estimated on the run's
-# training part, the Bayes rule for the balanced error when the model estimates the training
-# posterior.  "thresholds" gives each label of a multi-label model the threshold that maximises
-# that label's F1 on the run's training part (as the EXACT paper's code tunes its thresholds on
-# the data it fits), applied to the held-out logits once the run ends.
+# Decision rules: how a run's logits become the scores its label metrics (DECIDED) read, and the
+# tasks each applies to (its other metrics read the logits themselves, see compute_metrics).
+# "argmax" reads the logits as they are (a multi-label logit is positive above 0).
+# "logit_adjusted" is the post-hoc logit adjustment of Menon et al. (arXiv 2007.07314, eq. 3)
+# with tau = 1: subtract the log prior of each class, estimated on the run's training part, the
+# Bayes rule for the balanced error when the model estimates the training posterior.
+# "thresholds" gives each label of a multi-label model the threshold that maximises that label's
+# F1 on the run's training part (as the EXACT paper's code tunes its thresholds on the data it
+# fits), applied to the held-out logits once the run ends.
 DECISION_TASKS = {"argmax": ("multiclass", "multilabel"), "logit_adjusted": ("multiclass",), "thresholds": ("multilabel",)}
 DECISIONS = tuple(DECISION_TASKS)
 
@@ -168,7 +173,7 @@ def _multilabel(name: str, probs: torch.Tensor, target: torch.Tensor, num_labels
     kw = {"num_labels": num_labels, "validate_args": False}
     if name in ("micro_f1", "macro_f1"):
         return float(multilabel_f1_score(probs, target.long(), average=name[:5], **kw))
-    if name == "map":
+    if name == "map":  # (probs: the logits' ranks here, see compute_metrics)
         return float(multilabel_average_precision(probs, target.long(), average="macro", **kw))
     if name == "bce":  # (probs: the logits here, see compute_metrics)
         return float(F.binary_cross_entropy_with_logits(probs, target.float()))
@@ -176,31 +181,47 @@ def _multilabel(name: str, probs: torch.Tensor, target: torch.Tensor, num_labels
 
 
 def compute_metrics(
-    logits: torch.Tensor, target: torch.Tensor, task: str, num_classes: int, names: tuple[str, ...] | None = None
-) -> dict[str, float]:
+    logits: torch.Tensor, target: torch.Tensor, task: str, num_classes: int, names: tuple[str, ...] | None = None,
+    decided: torch.Tensor | None = None,
+) -> dict[str, float]:  # fmt: skip
     """The named metrics (default: all of the task kind) and ``diverged`` (1.0 for non-finite logits).
 
+    ``decided``: the scores the method's decision rule reads from ``logits`` (:func:`decide`; by
+    default the logits), which the label metrics (``DECIDED``) read; the others read ``logits``.
     A diverged run's metrics are nan: the runner scores it as the worst value and the report
     counts it.
     """
     names = METRICS[task] if names is None else names
     logits = logits.detach() if logits.requires_grad else logits  # held-out logits come without a graph
+    decided = logits if decided is None else decided.detach()
     if not all_finite(logits):
         return {name: float("nan") for name in names} | {"diverged": 1.0}
     if task == "multilabel":
-        probs = class_probabilities(logits, task) if set(names) - {"bce"} else None
-        return {name: _multilabel(name, logits.float() if name == "bce" else probs, target, num_classes)
-                for name in names} | {"diverged": 0.0}  # fmt: skip
+        probs = class_probabilities(decided, task) if set(names) & DECIDED else None
+        read = {"bce": logits.float(), "map": ranks_in_unit(logits) if "map" in names else None}
+        return {name: _multilabel(name, read.get(name, probs), target, num_classes) for name in names} | {"diverged": 0.0}
     # A single binary logit has no arg-max: its metrics all read the two probabilities.
-    scores = logits if logits.ndim == 2 and logits.shape[1] > 1 else None
-    probs = None if scores is not None and ARGMAX.issuperset(set(names) - {"nll"}) else class_probabilities(logits, task)
+    wide = logits.ndim == 2 and logits.shape[1] > 1
+    probs = functools.cache(lambda: class_probabilities(logits, task))
 
     def read(name: str) -> torch.Tensor:
         if name == "nll":
             return class_probabilities(logits, task, log=True)
-        return scores if scores is not None and name in ARGMAX else probs
+        if name not in DECIDED:
+            return probs()
+        return decided if wide else probs() if decided is logits else class_probabilities(decided, task)
 
     return {name: _multiclass(name, read(name), target, num_classes) for name in names} | {"diverged": 0.0}
+
+
+def ranks_in_unit(logits: torch.Tensor) -> torch.Tensor:
+    """(N, L) scores in [0, 1] that order each label's rows exactly as its logits do, ties included:
+    the number of the label's logits below each, over N.  Average precision reads only that order;
+    torchmetrics reads scores in [0, 1] as they are, and a float32 sigmoid would tie every logit
+    above ~17 at 1.0 (confident rows tie, and AP would change with the logits' scale)."""
+    columns = logits.T.contiguous()  # (in their own dtype: a cast could tie them)
+    below = torch.searchsorted(columns.sort(dim=1).values, columns)  # the first index >= each: the count below
+    return below.T.to(torch.float64) / max(len(logits), 1)
 
 
 class EpochScores:
@@ -236,15 +257,18 @@ class EpochScores:
         detached = logits.detach()
         return (detached.argmax(dim=2) == self.target).sum(1), detached.abs().amax((1, 2))
 
-    def add(self, logits: torch.Tensor, counted: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        """One epoch's held-out logits (N, C); ``counted``: their count and largest magnitude where a
-        pack computed them (:meth:`count_runs`; used only for the deferred accuracy)."""
+    def add(self, logits: torch.Tensor, counted: tuple[torch.Tensor, torch.Tensor] | None = None,
+            decided: torch.Tensor | None = None) -> None:  # fmt: skip
+        """One epoch's held-out logits (N, C) and their ``decided`` scores (as :func:`compute_metrics`
+        takes them); ``counted``: their count and largest magnitude where a pack computed them
+        (:meth:`count_runs`, of the logits as they are; used only for the deferred accuracy)."""
         if self.deferred(logits):
-            count, largest = counted if counted is not None else ((logits.argmax(dim=1) == self.target).sum(), largest_magnitude(logits))
+            scores = logits if decided is None else decided
+            count, largest = counted if counted is not None else ((scores.argmax(dim=1) == self.target).sum(), largest_magnitude(logits))
             self._counts.append(count)
             self._largest.append(largest)
         else:
-            self._values.append(compute_metrics(logits, self.target, self.task, self.num_classes, (self.metric,))[self.metric])
+            self._values.append(compute_metrics(logits, self.target, self.task, self.num_classes, (self.metric,), decided)[self.metric])
 
     def values(self) -> list[float]:
         """The epochs' values, in order."""

@@ -13,6 +13,7 @@ from matplotlib import colormaps
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no backend chosen for the process
 from matplotlib.ticker import LogFormatter, MaxNLocator, NullLocator
+from optuna.distributions import CategoricalDistribution
 
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.results import DatasetResult
@@ -31,23 +32,29 @@ def method_colours(spec: Spec) -> Colours:
     return {name: to_hex(cmap(i % cmap.N)) for i, name in enumerate(names)}
 
 
-def _mean_curve(runs, key: str) -> np.ndarray | None:
+def _mean_curve(runs, key: str) -> tuple[np.ndarray | None, set[int]]:
+    """The mean curve over ``runs`` of ``key`` (each epoch's nan values left out: a diverged run's) and
+    the indices of the runs left out of some epoch's mean."""
     curves = [run_record(t).get("curves", {}).get(key) for t in runs]
-    curves = [c for c in curves if c]
-    if not curves:
-        return None
-    length = min(len(c) for c in curves)
-    return np.nanmean(np.array([c[:length] for c in curves], dtype=float), axis=0)
+    kept = [k for k, c in enumerate(curves) if c]
+    if not kept:
+        return None, set()
+    length = min(len(curves[k]) for k in kept)
+    values = np.array([curves[k][:length] for k in kept], dtype=float)
+    return np.nanmean(values, axis=0), {k for k, row in zip(kept, values) if np.isnan(row).any()}
 
 
 def learning_curves(result: DatasetResult, colours: Colours) -> bytes:
-    """Mean over evaluation seeds of each method's training loss and test metric per epoch."""
+    """Mean over evaluation seeds of each method's training loss and test metric per epoch; the title
+    says how many runs' nan epochs (diverged) the means leave out."""
     fig = Figure(figsize=(11, 4))
     ax_loss, ax_metric = fig.subplots(1, 2)
+    left_out = 0
     for row in result.methods:
         runs = list(row.runs.values())
-        loss = _mean_curve(runs, "train_loss")
-        metric = _mean_curve(runs, f"heldout_{result.metric}")
+        loss, nan_loss = _mean_curve(runs, "train_loss")
+        metric, nan_metric = _mean_curve(runs, f"heldout_{result.metric}")
+        left_out += len(nan_loss | nan_metric)
         colour = colours[row.method.name]
         if loss is not None:
             ax_loss.plot(np.arange(1, len(loss) + 1), loss, label=row.method.name, color=colour)
@@ -56,7 +63,8 @@ def learning_curves(result: DatasetResult, colours: Colours) -> bytes:
     ax_loss.set(xlabel="epoch", ylabel="training loss (each method's own)", title="training loss")
     ax_metric.set(xlabel="epoch", ylabel=f"test {result.metric}", title=f"test {result.metric}")
     ax_metric.legend(fontsize=8)
-    fig.suptitle(f"{result.dataset.label}: learning curves (mean over seeds)")
+    note = f"; {left_out} diverged run(s) left out of the epochs where they are nan" if left_out else ""
+    fig.suptitle(f"{result.dataset.label}: learning curves (mean over seeds{note})")
     return _png(fig)
 
 
@@ -71,14 +79,19 @@ def hyperparameter_scatter(result: DatasetResult, spec: Spec, colours: Colours) 
         method = resolve_method(row.method)
         key = method.main_hyperparameter(spec.search)
         dist = method.search_space(spec.search).get(key)
-        xs = [t.params.get(key) for t in row.tune_trials]
+        grid = list(dist.choices) if isinstance(dist, CategoricalDistribution) else None
+        xs = [_on_axis(t.params.get(key), grid) for t in row.tune_trials]
         ys = [t.value for t in row.tune_trials]
         ax.scatter(xs, ys, s=18, alpha=0.7, color=colours[row.method.name])
         chosen = [t for t in row.tune_trials if t.number == row.chosen_trial]
         if chosen:
-            ax.scatter([chosen[0].params.get(key)], [chosen[0].value], s=90, marker="*", color="black", label="chosen")
+            ax.scatter([_on_axis(chosen[0].params.get(key), grid)], [chosen[0].value], s=90, marker="*", color="black",
+                       label="chosen")  # fmt: skip
             ax.legend(fontsize=7)
-        if getattr(dist, "log", False) or (isinstance(spec.search.get(key), FloatRange) and spec.search[key].log):
+        if grid is not None:
+            ax.set_xticks(range(len(grid)), ["default" if c is None else f"{c:g}" if _number(c) else str(c) for c in grid])
+            ax.set_xlim(-0.5, len(grid) - 0.5)
+        elif getattr(dist, "log", False) or (isinstance(spec.search.get(key), FloatRange) and spec.search[key].log):
             ax.set_xscale("log")
             positive = [x for x in xs if x is not None and x > 0]
             if positive and max(positive) >= 10 * min(positive):
@@ -91,6 +104,19 @@ def hyperparameter_scatter(result: DatasetResult, spec: Spec, colours: Colours) 
         ax.axis("off")
     fig.suptitle(f"{result.dataset.label}: tuning trials")
     return _png(fig)
+
+
+def _on_axis(value, grid: list | None):
+    """Where a trial's value sits on the x axis: a range's value as it is; a grid's choice by its place
+    on a category axis, as matplotlib would drop None (the grid's "default") silently, and with it the
+    trial and the chosen star."""
+    if grid is None:
+        return value
+    return grid.index(value) if value in grid else math.nan
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def budget_curves(result: DatasetResult, colours: Colours) -> bytes:

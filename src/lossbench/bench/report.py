@@ -22,10 +22,10 @@ from lossbench._paths import atomic_write, inside
 from lossbench._provenance import version_line
 from lossbench.bench.methods import Method, resolve_method
 from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS
-from lossbench.bench.results import EDGE_FRACTION, DatasetResult, MethodResult
+from lossbench.bench.results import EDGE_FRACTION, DatasetResult, MethodResult, scored_as_diverged
 from lossbench.bench.spec import MethodSpec, Spec
 from lossbench.bench.stats import format_p
-from lossbench.bench.storage import ALONE_ATTR, PACKING_OFF, run_record
+from lossbench.bench.storage import ALONE_ATTR, OWN_VALIDATION, PACKING_OFF, VALIDATION_ATTR, run_record
 from lossbench.registry import Choice, FloatRange, SearchSpace
 
 PLOT_KINDS = ("curves", "tuning", "budget")  # per dataset: learning curves, tuning trials, budget curves
@@ -214,24 +214,41 @@ def split_sizes(result: DatasetResult) -> str:
 # -- the document -------------------------------------------------------------------------------
 
 
-def _protocol(spec: Spec) -> str:
-    return (f"Protocol: {spec.trials} tuning trials per method ({spec.sampler} sampler) scored on a "
-            f"{spec.val_fraction:.0%} {spec.val_split} validation split; the chosen configuration re-trained "
-            f"with {spec.seeds} seeds on the full training split and scored on the test split. Model "
+def _protocol(spec: Spec, results: list[DatasetResult]) -> str:
+    stopping = spec.train.early_stopping  # (final runs then train on the tuning runs' fit part: execution.DataCache)
+    final = ("the tuning runs' fit part (the validation part held out to choose each run's epoch: early stopping)"
+             if stopping else "the full training split")  # fmt: skip
+    return (f"Protocol: {spec.trials} tuning trials per method ({spec.sampler} sampler) scored on "
+            f"{_validation(spec, results)}{' at their best epoch' if stopping else ''}; the chosen configuration "
+            f"re-trained with {spec.seeds} seeds on {final} and scored on the test split. Model "
             f"`{spec.train.model}`, optimiser {spec.train.optimizer}, {spec.train.epochs} epochs, batch "
             f"{spec.train.batch_size}. Mean ± sample std over seeds, Student-t 95% CI clipped to the metric's "
             f"range; {_paired(spec)}. Tied means share the best rank they span.")  # fmt: skip
+
+
+def _validation(spec: Spec, results: list[DatasetResult]) -> str:
+    """The validation split the tuning runs were scored on, as their records say (a record that does
+    not say: the spec's split of the training data)."""
+    carved = f"a {spec.val_fraction:.0%} {spec.val_split} validation split"
+    own = [result.dataset.label for result in results
+           if any(run_record(t).get(VALIDATION_ATTR) == OWN_VALIDATION for r in result.methods for t in r.tune_trials)]  # fmt: skip
+    if not own:
+        return carved
+    if len(own) == len(results):
+        return "each data set's own validation split"
+    return f"{carved} ({', '.join(own)}: the data set's own validation split)"
 
 
 def _paired(spec: Spec) -> str:
     if spec.baseline is None:
         return "no baseline named, so no paired tests"
     return (f"paired t-test against `{spec.baseline}` over seeds (difference = method - baseline, with its 95% CI), "
-            "Holm-adjusted across methods")
+            "Holm-adjusted across every other method of the data set (one not complete yet counts as p = 1, so a "
+            "report in progress adjusts no less than the finished study)")
 
 
 def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) -> list[Block]:
-    out: list[Block] = [Heading(1, f"lossbench report: {spec.name}"), Para(_protocol(spec)),
+    out: list[Block] = [Heading(1, f"lossbench report: {spec.name}"), Para(_protocol(spec, results)),
                         Heading(2, "Provenance"), provenance(results),
                         Heading(2, "Methods"), method_settings(spec),
                         Heading(2, "Study settings"), study_settings(spec)]  # fmt: skip
@@ -300,7 +317,8 @@ def leaderboard_csv(results: list[DatasetResult]) -> str:
 
 
 def runs_csv(results: list[DatasetResult]) -> str:
-    """Every final run with its study, trial number and seed: the rows behind the leaderboard."""
+    """Every final run with its study, trial number and seed: the rows behind the leaderboard.  A run
+    with ``diverged`` 1 counts as its ranked metric's worst value there (its metrics here are nan)."""
     metrics = sorted({m for r in results for m in METRICS[r.task]})
     rows = []
     for result in results:
@@ -311,8 +329,9 @@ def runs_csv(results: list[DatasetResult]) -> str:
                 m = record.get("metrics", {})
                 rows.append([result.dataset.label, r.method.name, r.final_study, t.number, seed,
                              record.get("worker", ""), record.get("seconds", ""),
-                             record.get("environment", {}).get("device", ""), *[m.get(k, "") for k in metrics]])  # fmt: skip
-    return _csv(["dataset", "method", "study", "trial", "seed", "worker", "seconds", "device", *metrics], rows)
+                             record.get("environment", {}).get("device", ""), int(scored_as_diverged(t, result.metric)),
+                             *[m.get(k, "") for k in metrics]])  # fmt: skip
+    return _csv(["dataset", "method", "study", "trial", "seed", "worker", "seconds", "device", "diverged", *metrics], rows)
 
 
 def trials_csv(results: list[DatasetResult]) -> str:

@@ -201,13 +201,14 @@ def _score(rows: list[MethodResult], task: str, metric: str, baseline: str | Non
     base = next((r for r in rows if r.method.name == baseline and r.complete), None)
     if base is None:
         return
-    tested = []
-    for r in rows:
-        if r is base or not r.complete:
-            continue
-        common = sorted(set(r.runs) & set(base.runs))
-        mine, theirs = r.scored(metric), base.scored(metric)
-        r.paired = paired_test([mine[s] for s in common], [theirs[s] for s in common], bounds=(low - high, high - low))
-        tested.append(r)
-    for r, p in zip(tested, holm([r.paired.p_value for r in tested])):
-        r.p_holm = p
+    others = [r for r in rows if r is not base]
+    for r in others:
+        if r.complete:
+            common = sorted(set(r.runs) & set(base.runs))
+            mine, theirs = r.scored(metric), base.scored(metric)
+            r.paired = paired_test([mine[s] for s in common], [theirs[s] for s in common], bounds=(low - high, high - low))
+    # Holm's family is every other method of the data set: one not tested yet (nan) counts as p = 1, so
+    # a report of a study in progress never adjusts a p-value less than the finished study would.
+    ps = [r.paired.p_value if r.paired is not None else math.nan for r in others]
+    for r, p, adjusted in zip(others, ps, holm([1.0 if math.isnan(p) else p for p in ps])):
+        r.p_holm = math.nan if math.isnan(p) else adjusted

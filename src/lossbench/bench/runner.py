@@ -72,6 +72,7 @@ from lossbench.bench.storage import (
     DIRECTION,
     PACKING_OFF,
     RUN_ATTR,
+    VALIDATION_ATTR,
     HeartbeatStorage,
     Outcome,
     budget_trials,
@@ -695,6 +696,8 @@ class Runner:
                 if alone is not None:
                     record[ALONE_ATTR] = alone
                 record.update(environment=self.environment, sizes={"fit": len(split.y_fit), "scored": len(split.y_eval)})
+                if split.validation is not None:
+                    record[VALIDATION_ATTR] = split.validation
                 metric = selection_metric(self.spec.selection_metric, split.task)
                 value = result.metrics[metric]
                 value = value if value == value else diverged_score(metric)  # a diverged run still counts

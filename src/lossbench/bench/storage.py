@@ -566,11 +566,14 @@ DIRECTION = "maximize"  # of every study: the selection metrics are scores, high
 RUN_ATTR = "run"  # a trial's record: metrics, curves, seed, worker, seconds, pack (one write)
 ALONE_ATTR = "alone"  # in the record of a run whose unit cannot pack: why it trained one run at a time
 PACKING_OFF = "packing is off"  # that reason under --pack 1
+VALIDATION_ATTR = "validation"  # in the record of a run with a validation part: the spec's val_split, or:
+OWN_VALIDATION = "provided"  # the data set's own validation split (a dev file)
 
 
 def run_record(trial: FrozenTrial) -> dict[str, Any]:
     """What a finished run stored: ``metrics``, ``curves``, ``seed``, ``worker``, ``seconds``, ``pack``,
-    ``environment`` (versions, threads, device) and ``sizes`` (``fit``, ``scored``)."""
+    ``environment`` (versions, threads, device), ``sizes`` (``fit``, ``scored``) and, where the run
+    had a validation part, ``validation`` (how it was drawn, ``VALIDATION_ATTR``)."""
     return trial.user_attrs.get(RUN_ATTR, {})
 
 
