@@ -162,3 +162,12 @@ def test_nll_and_bce_count_confident_mistakes_in_full():
     assert bce == pytest.approx(float(torch.nn.functional.binary_cross_entropy_with_logits(one, labels)))
     binary = compute_metrics(torch.tensor([40.0, -2.0]), torch.tensor([0, 0]), "multiclass", 2, ("nll",))["nll"]
     assert binary == pytest.approx((40.0 + math.log1p(math.exp(-40.0)) + math.log1p(math.exp(-2.0))) / 2)
+
+
+def test_a_multilabel_score_just_above_zero_is_a_positive_label():
+    """The rule reads a label as positive above 0 (a threshold shifted onto 0, say): a float32 sigmoid of
+    1e-8 is exactly 0.5, which torchmetrics' threshold of 0.5 read as negative."""
+    target = torch.tensor([[1, 0], [0, 1], [1, 1]])
+    scores = torch.tensor([[1e-8, -1.0], [-1.0, 3e-8], [2.0, 1.0]])
+    metrics = compute_metrics(scores, target, "multilabel", 2)
+    assert metrics["micro_f1"] == 1.0 and metrics["macro_f1"] == 1.0

@@ -197,7 +197,9 @@ def compute_metrics(
     if not all_finite(logits):
         return {name: float("nan") for name in names} | {"diverged": 1.0}
     if task == "multilabel":
-        probs = class_probabilities(decided, task) if set(names) & DECIDED else None
+        # (the labels themselves: a label is positive where its score is above 0, and a float32 sigmoid of a
+        # score below ~6e-8 is exactly 0.5, which the F1s' threshold would read as negative)
+        probs = (decided > 0).float() if set(names) & DECIDED else None
         read = {"bce": logits.float(), "map": ranks_in_unit(logits) if "map" in names else None}
         return {name: _multilabel(name, read.get(name, probs), target, num_classes) for name in names} | {"diverged": 0.0}
     # A single binary logit has no arg-max: its metrics all read the two probabilities.
