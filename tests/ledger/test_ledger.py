@@ -228,7 +228,7 @@ def test_the_opposite_on_one_of_several_datasets_contradicts_only_after_holms_co
     assert none.word == "inconclusive" and strong.word == "contradicted" and strong.p_opposite < 0.05 / 3
     assert every_dataset([weak], ["a"]).word == "contradicted"  # one dataset: its own test
     kept = every_dataset([weak, weak], ["a", "b"])  # Holm: 2 x p > 0.05 for the smaller, the larger stays
-    assert kept.word == "inconclusive" and "not kept by Holm's correction over 2 datasets" in kept.reason
+    assert kept.word == "inconclusive" and "not kept by Holm's correction over the 2 tests" in kept.reason
     assert every_dataset([weak, none, strong], ["a", "b", "c"]).word == "contradicted"
     held = every_dataset([strong, none, none], ["a", "b", "c"])
     assert held.word == "contradicted" and "the opposite is shown on a" in held.reason and "Holm-adjusted" in held.reason

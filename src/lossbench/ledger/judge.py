@@ -144,12 +144,12 @@ def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
     kept_on = [f"{n} (p = {v.p_opposite:.3g}, Holm-adjusted {a:.3g})" for n, v, a, k in zip(names, verdicts, adjusted, opposed) if k]
     if kept_on:
         reason = (f"contradicted: the claim is per dataset; the opposite is shown on {', '.join(kept_on)} after Holm's "
-                  f"correction over {len(verdicts)} datasets at alpha = {alpha:g}.")  # fmt: skip
+                  f"correction over the {len(verdicts)} tests at alpha = {alpha:g}.")  # fmt: skip
     else:
         reason = f"{word}: the claim is per dataset; it is {counts}."
         if dropped:
             reason += (f" The opposite shown on {', '.join(dropped)} alone is not kept by Holm's correction over "
-                       f"{len(verdicts)} datasets at alpha = {alpha:g}.")  # fmt: skip
+                       f"the {len(verdicts)} tests at alpha = {alpha:g}.")  # fmt: skip
     estimates = [v.effect.estimate for v in verdicts]
     first = verdicts[0].effect
     mean = sum(estimates) / len(estimates)
