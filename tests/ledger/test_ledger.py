@@ -122,6 +122,7 @@ def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_
     md, page = write_ledger(storage, tmp_path / "ledger", "a test storage")
     text = md.read_text()
     assert f"## {TINY.id}: {TINY.title}" in text and "/ 97.00 ± 1.00" in text
+    assert "The rule changed after the first runs" in text and "Holm's correction over them" in text
     assert outcome.verdict.word in text and f"#{d.treatment.chosen_trial}" in text
     assert "src='data:image/png;base64," not in page.read_text() or "<img" in page.read_text()
     assert md.parent == (tmp_path / "ledger").resolve()

@@ -31,7 +31,7 @@ from lossbench.ledger.runs import (
     stored_analysis,
     study_wall_time,
 )
-from lossbench.ledger.verdict import Verdict, cd_diagram_png, resampling_note
+from lossbench.ledger.verdict import CHANGES_AFTER_RUNS, Verdict, cd_diagram_png, resampling_note
 
 ASSETS = "reproductions"  # beside REPRODUCTIONS.md: the HTML ledger and the plots
 
@@ -280,6 +280,8 @@ def ledger_blocks(entries: list[Entry], storage, out: Path, storage_label: str) 
              "to the highest end of their 90 % intervals); "
              "training time is the runs' own time summed, worker time the wall time of the `lossbench claims run` "
              "invocations summed."),  # fmt: skip
+        Para("The rule changed after the first runs (2026-12-03); every verdict below is the rule's as it is now:"),
+        Bullets([f"{day}: {what}; {effect}." for day, what, effect in CHANGES_AFTER_RUNS]),
         Table(["claim", "title", "budget", "split", "verdict", "effect, points [90 % interval]", "training time",
                "worker time"],
               summary_rows(entries, storage)),  # fmt: skip

@@ -92,6 +92,18 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
 VERDICTS = ("holds", "contradicted", "equivalent", "inconclusive")
+# The rule's changes made after the ledger's first runs (2026-12-03), each with what it did to the
+# stored verdicts: the ledger prints them, since a verdict is recomputed from stored runs by the rule
+# as it is now.
+CHANGES_AFTER_RUNS = (
+    ("2026-12-04", "per dataset, scores equal up to float32 rounding count as equal (a difference within it of 0 or "
+     "of +-delta is that value)", "no verdict changed"),
+    ("2026-12-05", "over datasets, the same rounding for the differences of the means", "no verdict changed "
+     "(exact-table1, paper budget: Wilcoxon p 0.789 -> 0.766)"),
+    ("2026-12-05", "a per-dataset claim over several datasets is contradicted only where the opposite survives "
+     "Holm's correction over them (before: the opposite on any one dataset at alpha)", "flooding-improves, "
+     "flooding-improves-wd, su-zlpr-vs-bce and asl-beats-focal moved from contradicted to inconclusive"),
+)  # fmt: skip
 DIRECTIONS = ("greater", "less", "equal")
 
 # Scores within this many float32 epsilons of the largest score count as equal: the bench's scores
