@@ -7,10 +7,13 @@ the core install (torch only) can run everything that does not need the bench's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +215,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from lossbench.bench.console import console, run_progress
     from lossbench.bench.runner import Runner
     from lossbench.bench.storage import open_storage, stored_spec
+    from lossbench.bench.workers import stop_with_parent
 
+    stop_with_parent()  # a local worker of `run --jobs`: gone with the process that started it
     url = _storage_url(args, None)
     _run_options(args)
     device = _device(args.device)
@@ -590,17 +595,47 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+class Stopped(KeyboardInterrupt):
+    """A stop by a signal other than Ctrl-C (``kill``, a closed terminal), taken as Ctrl-C is: the
+    same clean-up (the held trials queued again, local workers stopped), exit status 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: Any) -> None:
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stops_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the command as Ctrl-C does (by default they end the process at once,
+    leaving its local workers running and its trials held until they go stale)."""
+    if threading.current_thread() is not threading.main_thread():  # (signal handlers belong to the main thread)
+        yield
+        return
+    stops = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    before = {s: signal.signal(s, _raise_stopped) for s in stops}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in OPTUNA_COMMANDS:
         _quiet_optuna()
     url = _given_storage(args)
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+        with _stops_on_signals():
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as err:
         # Finished trials are stored; the interrupted one is failed and not counted.
         print("lossbench: interrupted; the same command resumes where it stopped", file=sys.stderr)
-        return 130
+        return 128 + err.signum if isinstance(err, Stopped) else 130
     except Exception as err:
         mask = _masker(url)
         if isinstance(err, ValueError) and _ours(err) and not os.environ.get("LOSSBENCH_TRACEBACK"):

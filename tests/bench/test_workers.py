@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+import time
+from pathlib import Path
+
 import pytest
 
 from lossbench.bench.workers import LocalWorkers
+from tests.bench.conftest import cli, write_spec
 
 
 @pytest.mark.slow
@@ -54,3 +59,53 @@ def test_workers_see_the_working_directory_only_where_this_process_does(tmp_path
     monkeypatch.setattr(sys, "path", ["", *sys.path[1:]])  # python -m lossbench run here: its plugins may be here
     env = worker_environment("sqlite:///x.db")
     assert env["PYTHONPATH"] == str(tmp_path) and env["PYTHONSAFEPATH"] == "1"
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # (gone meanwhile)
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by whoever adopted it, does not)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_for(condition, what: str, limit: float = 300.0) -> None:
+    """Wait for a state (a generous limit: a loaded machine is slow, and no test measures time)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_run_leaves_no_local_worker_running(tmp_path, stop):
+    """`kill` (SIGTERM) stops `run --jobs 2` as Ctrl-C does, its worker with it (before, the worker went on
+    training alone); a run killed outright (SIGKILL, no clean-up possible) loses its worker too, which
+    watches for its starter."""
+    spec = write_spec(tmp_path / "spec.toml", name="killed", trials=400, epochs=20, batch_size=32, dataset="digits")
+    proc = cli("run", str(spec), "--out", str(tmp_path / "out"), "--jobs", "2", "--pack", "1")
+    try:
+        _wait_for(lambda: _children(proc.pid), "the local worker to start")
+        (worker,) = _children(proc.pid)
+        proc.send_signal(stop)
+        proc.communicate(timeout=300)
+        assert proc.returncode == (128 + signal.SIGTERM if stop == signal.SIGTERM else -signal.SIGKILL)
+        _wait_for(lambda: not _running(worker), "the worker to stop")
+    finally:
+        proc.kill()

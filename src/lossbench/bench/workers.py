@@ -13,9 +13,12 @@ for the cores, so each process uses ``defaults.DEFAULT_THREADS`` unless told oth
 
 from __future__ import annotations
 
+import _thread
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,12 +35,32 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+PARENT_ENV = "LOSSBENCH_PARENT_PID"  # a local worker's starter: the worker stops when it is gone
+STOPPED = (130, 128 + signal.SIGTERM, -signal.SIGTERM)  # how a worker this process stopped exits (Ctrl-C, kill)
+
+
+def stop_with_parent(poll: float = 1.0) -> None:
+    """In a local worker, stop as ``kill`` would stop it once the process that started it is gone
+    (killed with SIGKILL, say, which leaves it no time to stop its workers): a daemon thread watches
+    the parent's pid and interrupts the main thread (the runner re-queues the trials it holds)."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            threading.Event().wait(poll)
+        _thread.interrupt_main(signal.SIGTERM)
+
+    threading.Thread(target=watch, name="lossbench-parent-watch", daemon=True).start()
+
+
 def worker_environment(storage_url: str) -> dict[str, str]:
     """A local worker's environment.  Workers run with PYTHONSAFEPATH (python's -P): no import from the
     working directory (python -m puts it first on sys.path, and a shared folder such as /tmp may hold a
     module another user planted there), unless this process itself imports from it (it was started with
     python -m there): then the workers see what it sees, its plugins included, through PYTHONPATH."""
-    env = {**os.environ, STORAGE_ENV: storage_url, "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
+    env = {**os.environ, STORAGE_ENV: storage_url, "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1", PARENT_ENV: str(os.getpid())}
     here = os.getcwd()
     if sys.path and sys.path[0] in ("", here):
         env["PYTHONPATH"] = os.pathsep.join([here, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
@@ -77,7 +100,7 @@ class LocalWorkers:
                 proc.terminate()
         failed = []
         for proc, log in self._procs:
-            if proc.wait() == 0:
+            if proc.wait() == 0 or (kind is not None and proc.returncode in STOPPED):  # (stopped by us: nothing to read)
                 log.unlink(missing_ok=True)
             elif kind is None:
                 failed.append(f"{log} (exit status {proc.returncode})")
