@@ -231,6 +231,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from lossbench.bench.plugins import reading_only
+
+    with contextlib.nullcontext() if args.plugins else reading_only():
+        return _report(args)
+
+
+def _report(args: argparse.Namespace) -> int:
     from lossbench._paths import check_name, inside
     from lossbench.bench.storage import masked, open_storage, stored_spec, stored_spec_names
 
@@ -395,8 +402,14 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
     variations = tuple(args.variation) if args.variation else None
     # A bad budget or variation is refused before any work.
     specs = [study_spec(claim, args.budget, v) for v in variations or claim.variations] if claim.kind == "bench" else []
+    if claim.kind == "analysis" and claim.protocol is not None:  # (an analysis that reads a study of the bench)
+        from lossbench.ledger.analyses import analysis_study
+
+        specs = [analysis_study(claim.id, args.budget)]
     _run_options(args)
     device = _device(args.device)
+    for spec in specs:
+        _preflight(spec, args.data_dir)  # a spec that cannot run (missing files, say) leaves no database behind
     _writable_folder(args.out)
     storage = _ledger_storage(args, heartbeat_interval=min((s.heartbeat_interval for s in specs), default=None))
     url = _storage_url(args, args.out)
@@ -407,6 +420,7 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
 
 
 def cmd_claims_report(args: argparse.Namespace) -> int:
+    from lossbench.bench.plugins import reading_only
     from lossbench.bench.storage import masked
     from lossbench.ledger.report import write_ledger
 
@@ -416,7 +430,9 @@ def cmd_claims_report(args: argparse.Namespace) -> int:
     _writable_folder(args.out)
     storage = _ledger_storage(args, create=False)
     label = f"`{Path(args.out, 'lossbench.db')}`" if url is None else f"`{masked(url)}`"  # never print a password
-    for path in write_ledger(storage, args.out, label):
+    with reading_only():  # (the ledger's studies use no plugins; another spec in a shared storage may name some)
+        paths = write_ledger(storage, args.out, label)
+    for path in paths:
         print(f"wrote {path}")
     return 0
 
@@ -510,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", nargs="?", help="the study name (default: every study in the storage)")
     p.add_argument("--out", default="lossbench-out", help="report directory (and SQLite file when no --storage)")
     p.add_argument("--storage", help=STORAGE_HELP)
+    p.add_argument("--plugins", action="store_true",
+                   help="import the plugins the stored specs name (modules on this process's sys.path); without it "
+                        "a study whose spec names plugins is refused, as any user of a shared storage may write names")  # fmt: skip
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("presets", help="list the built-in study specs, or print one")

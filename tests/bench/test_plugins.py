@@ -120,6 +120,34 @@ def test_a_plugin_others_could_swap_or_recompile_is_refused(where, tmp_path, mon
         assert sys.modules.pop(name).VALUE == 1
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="gives a folder to another user (root only)")
+@pytest.mark.parametrize("owned", ["the module", "a folder above"])
+def test_a_plugin_another_user_owns_or_could_swap_is_refused(owned, tmp_path, monkeypatch):
+    top = tmp_path / "top"
+    folder = top / "theirs"
+    folder.mkdir(parents=True)
+    (folder / "lb_owned.py").write_text("VALUE = 1\n")
+    os.chown(folder / "lb_owned.py" if owned == "the module" else top, 1234, 1234)  # (mode 755: only they may write)
+    monkeypatch.syspath_prepend(str(folder))
+    with pytest.raises(SpecError, match="which user 1234 owns"):
+        parse_spec(minimal(plugins=["lb_owned"]))
+    assert "lb_owned" not in sys.modules
+
+
+def test_a_command_that_only_reads_a_storage_imports_no_plugin_unasked(tmp_path, monkeypatch):
+    from lossbench.bench.plugins import reading_only
+
+    (tmp_path / "lb_reader_plugin.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with reading_only(), pytest.raises(SpecError, match=r"imports plugins \['lb_reader_plugin'\].*--plugins"):
+        parse_spec(minimal(plugins=["lb_reader_plugin"]))
+    assert not (tmp_path / "ran").exists()
+    parse_spec(minimal(plugins=["lb_reader_plugin"]))  # asked: imported
+    assert (tmp_path / "ran").exists() and sys.modules.pop("lb_reader_plugin")
+    with reading_only():  # one already imported runs no new code
+        parse_spec(minimal(plugins=["json"]))
+
+
 def test_the_plugins_field_keeps_stored_fingerprints_and_round_trips():
     from lossbench.bench.spec import spec_from_json
 
@@ -174,3 +202,9 @@ def test_a_spec_with_plugins_runs_under_a_worker_in_another_process(tmp_path):
             assert len(done) == count
             assert {run_record(t)["worker"] for t in done} == {f"{socket.gethostname()}:{worker.pid}"}
     assert PLUGIN not in sys.modules
+    # The report of a study whose spec names plugins imports them only when told to.
+    out = str(tmp_path / "report")
+    refused = finished(lossbench("-m", "lossbench", "report", "--storage", url, "--out", out, plugin_dir=plugins))
+    assert refused.startswith("exit 2") and "--plugins" in refused, refused
+    written = finished(lossbench("-m", "lossbench", "report", "--storage", url, "--out", out, "--plugins", plugin_dir=plugins))
+    assert written.startswith("exit 0") and (tmp_path / "report" / "report.md").is_file(), written

@@ -187,10 +187,14 @@ def test_the_claims_command(tmp_path, capsys):
     assert "exact-table1" in capsys.readouterr().out
     assert main(["claims", "run", "nope", "--out", str(tmp_path)]) == 2
     assert main(["claims", "run", "exact-table1", "--budget", "huge", "--out", str(tmp_path)]) == 2
+    empty = tmp_path / "no-data"
+    empty.mkdir()  # the data set's files are missing: found out before a database is created
+    assert main(["claims", "run", "exact-table1", "--variation", "fixed", "--data-dir", str(empty), "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "lossbench.db").exists()  # refused before anything was written
     assert main(["claims", "report", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "unknown claim 'nope'" in err and "--budget must be one of" in err and "no ledger database" in err
+    assert "adult" in err
 
 
 def test_a_per_dataset_claim_must_hold_on_every_dataset():

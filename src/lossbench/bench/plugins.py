@@ -5,17 +5,23 @@ Plugins are code the spec runs.  Every process that loads a spec (``lossbench ru
 plugin registers works on remote workers too.  They are imported by module name through the normal
 import system, from ``sys.path`` as this process has it (its installed packages, ``PYTHONPATH``),
 never from a path written in a spec or a shared storage; and a module found in a folder that every
-user may write (``/tmp``, say) is refused, as anyone could have put it there.
+user may write (``/tmp``, say) or that another user owns is refused, as they could have put it there.
+A command that only reads a storage (``lossbench report``) imports the plugins its stored specs name
+only when asked to (``--plugins``): any user of a shared storage may have written those names, and
+even an installed module may do things on import (``antigravity`` opens a browser).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import importlib.util
 import keyword
+import os
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 
@@ -33,9 +39,27 @@ def check_plugin_name(name: object) -> str:
     return name
 
 
+_READING = contextvars.ContextVar("lossbench_reading_only", default=False)
+
+
+@contextlib.contextmanager
+def reading_only() -> Iterator[None]:
+    """Within: a spec's plugins not yet imported are refused instead of imported (a command that only
+    reads a storage, whose specs any user of a shared storage may have written)."""
+    token = _READING.set(True)
+    try:
+        yield
+    finally:
+        _READING.reset(token)
+
+
 def import_plugins(names: Iterable[str]) -> None:
     """Import each named module (every name checked before the first import)."""
     names = [check_plugin_name(n) for n in names]
+    new = [n for n in names if n not in sys.modules]
+    if new and _READING.get():
+        raise PluginError(f"the spec imports plugins {new}, which a command that only reads the storage imports only "
+                          "when told to (--plugins: a shared storage's spec may name any module)")  # fmt: skip
     for name in names:
         _import(name)
 
@@ -74,14 +98,19 @@ def _check_location(name: str, found: ModuleSpec) -> None:
     if origin.suffix == ".py":
         cached = Path(importlib.util.cache_from_source(str(origin)))
         places += [cached, cached.parent]
+    mine = (0, os.getuid()) if hasattr(os, "getuid") else None  # (no owners to compare on Windows)
     for place in places:
         existing = next((p for p in (place, *place.parents) if p.exists()), None)  # a zip's member: the zip
         if existing is not None and existing.stat().st_mode & stat.S_IWOTH:
             _refuse(name, existing, "every user may write")
+        if existing is not None and mine is not None and existing.stat().st_uid not in mine:
+            _refuse(name, existing, f"user {existing.stat().st_uid} owns (they may change its code)")
     for folder in origin.resolve().parents:
-        mode = folder.stat().st_mode
-        if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+        st = folder.stat()
+        if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
             _refuse(name, folder, "every user may write (without the sticky bit: they may swap the folders in it)")
+        if mine is not None and st.st_uid not in mine and not st.st_mode & stat.S_ISVTX:
+            _refuse(name, folder, f"user {st.st_uid} owns (they may swap the folders in it)")
 
 
 def _refuse(name: str, place: Path, why: str) -> None:
