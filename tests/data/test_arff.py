@@ -162,3 +162,18 @@ def test_meka_label_count_problems(tmp_path):
         ).num_classes
         == 1
     )
+
+
+def test_trailing_comments_are_stripped_outside_quotes(tmp_path):
+    # Weka ends a line at a % outside quotes, a data line's too; a quoted % is a value's.
+    text = ARFF.replace("1.0, red, 10, yes", "1.0, red, 10, yes  % the first row").replace(
+        "@attribute weight REAL", "@attribute weight REAL % grams"
+    )
+    text = text.replace("{red, 'dark blue', green}", "{red, 'dark blue', green, '50% grey'}")
+    text = text.replace("4.0, green, 40, no", "4.0, '50% grey', 40, no %, '50% grey'")
+    t = parse_arff(write(tmp_path / "t.arff", text))
+    plain = parse_arff(write(tmp_path / "plain.arff", ARFF))
+    torch.testing.assert_close(
+        t.values[[0, 2, 4, 5]], plain.values[[0, 2, 4, 5]], equal_nan=True, rtol=0, atol=0
+    )
+    assert t.values[3].tolist() == [4.0, 3.0, 40.0, 1.0]  # '50% grey' is the fourth colour

@@ -81,3 +81,12 @@ def test_registered_mnist_checks_its_checksums(tmp_path):
         load_dataset("mnist", data_dir=tmp_path, download=False)
     ds = load_dataset("mnist", data_dir=tmp_path, download=False, verify=False)
     assert ds.x_train.shape == (20, 1, 28, 28) and ds.num_classes == 10
+
+
+@pytest.mark.parametrize("split", ["train", "t10k"])
+def test_a_split_with_zero_records_is_named(tmp_path, split):
+    write_idx_set(tmp_path, gz=False)
+    write(tmp_path / f"{split}-images-idx3-ubyte", idx_bytes(np.zeros((0, 4, 5), np.uint8)))
+    write(tmp_path / f"{split}-labels-idx1-ubyte", idx_bytes(np.zeros(0, np.uint8)))
+    with pytest.raises(ValueError, match=rf"^\S*{split}-labels-idx1-ubyte: no records \(0 labels; "):
+        load_idx_dir(tmp_path, cache=False)

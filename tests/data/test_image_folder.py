@@ -81,3 +81,37 @@ def test_empty_class_folder_and_missing_split(tmp_path):
     (tmp_path / "train" / "empty").rmdir()
     with pytest.raises(ValueError, match=r"split not found: .*valid"):
         load_image_folder(tmp_path, test="valid")
+
+
+def test_16_bit_images_are_scaled_by_65535(tmp_path):
+    # Pillow's convert("L") clips 16-bit values above 255: both classes would be white.
+    dark, bright = np.full((3, 2), 1000, np.uint16), np.full((3, 2), 60000, np.uint16)
+    for split in ("train", "test"):
+        save(tmp_path / split / "dark" / "0.png", dark)
+        save(tmp_path / split / "bright" / "0.png", bright)
+    Image.frombytes("I;16B", (2, 3), bright.astype(">u2").tobytes()).save(
+        tmp_path / "train" / "bright" / "1.tif"
+    )
+    save(tmp_path / "train" / "dark" / "1.png", np.full((3, 2), 51, np.uint8))  # 8-bit beside 16-bit
+    ds = load_image_folder(tmp_path)
+    assert ds.class_names == ["bright", "dark"] and ds.x_train.shape == (4, 1, 3, 2)
+    assert ds.x_train[:, 0, 0, 0].tolist() == [
+        torch.tensor(60000 / 65535).item(), torch.tensor(60000 / 65535).item(),
+        torch.tensor(1000 / 65535).item(), torch.tensor(51 / 255).item(),
+    ]  # fmt: skip
+    assert torch.equal(load_image_folder(tmp_path, channels=3).x_train[:, 1], ds.x_train[:, 0])
+    assert (
+        load_image_folder(tmp_path, size=(2, 2)).x_train.amax().item() == torch.tensor(60000 / 65535).item()
+    )
+
+
+@pytest.mark.parametrize(
+    ("pixels", "mode"), [(np.full((3, 2), 70000, np.int32), "I"), (np.full((3, 2), 0.5, np.float32), "F")]
+)
+def test_images_without_a_defined_range_are_refused(tmp_path, pixels, mode):
+    gray_tree(tmp_path, size=(3, 2))
+    Image.fromarray(pixels).save(tmp_path / "train" / "cat" / "wide.tif")
+    with pytest.raises(
+        ValueError, match=rf"wide.tif: mode {mode} image with values in .* has no defined range"
+    ):
+        load_image_folder(tmp_path)

@@ -136,14 +136,52 @@ def test_header_guess_and_override(tmp_path):
     numeric = write(tmp_path / "n.csv", "w,h,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n")
     assert load_table(numeric).meta["feature_names"] == ["w", "h"]  # names over numbers
     nominal = write(tmp_path / "c.csv", "colour,label\nred,x\nblue,y\nred,x\nblue,y\n")
-    guessed = load_table(nominal, test_fraction=0.4)  # all text: read as data
-    assert guessed.class_names == ["label", "x", "y"]
+    with pytest.raises(
+        ValueError,
+        match=r"c.csv:1: the first row looks like a header read as data .*'label' is in no other row",
+    ):
+        load_table(nominal, test_fraction=0.4)  # all text: guessed as data, but "label" is in no other row
     told = load_table(nominal, header=True, test_fraction=0.5)
     assert told.class_names == ["x", "y"] and told.meta["feature_names"] == ["colour-blue", "colour-red"]
     with pytest.raises(
         ValueError, match=r"label='label' is a column name but .*c.csv is read without a header"
     ):
         load_table(nominal, header=False, label="label")
+
+
+def test_pandas_index_column_is_a_header_and_dropped(tmp_path):
+    # df.to_csv() writes the index under an empty first header field; "" there is no missing name.
+    frame = pd.DataFrame(
+        {"a": np.arange(8) // 2 % 2, "b": np.arange(8) % 3 + 0.25, "label": list("xyxyxyxy")}
+    )
+    path = tmp_path / "p.csv"
+    frame.to_csv(path)
+    assert path.read_text().startswith(",a,b,label\n")
+    ds = load_table(path, standardize=False, split="random", test_fraction=0.25)
+    assert ds.class_names == ["x", "y"] and ds.meta["feature_names"] == ["a", "b"]  # index dropped
+    rows = ds.meta["train_rows"]
+    assert ds.x_train.tolist() == frame[["a", "b"]].to_numpy(np.float32)[rows.numpy()].tolist()
+    # positions count the index column; label="first" is the first column after it
+    assert load_table(path, label=3, drop=[2], standardize=False).meta["feature_names"] == ["a"]
+    first = load_table(path, label="first", header=True, standardize=False)
+    assert first.class_names == ["0", "1"] and first.meta["feature_names"] == ["b", "label-x", "label-y"]
+    xlsx = tmp_path / "p.xlsx"
+    frame.to_excel(xlsx)
+    assert load_table(xlsx, standardize=False).meta["feature_names"] == ["a", "b"]
+
+
+def test_header_read_as_data_is_refused(tmp_path):
+    # a repeated header line (files concatenated): its label is the label column's name
+    twice = write(tmp_path / "t.csv", "a,label\n1,x\n2,y\na,label\n3,x\n4,y\n")
+    with pytest.raises(ValueError, match=r"t.csv:4: the label 'label' is the label column's name"):
+        load_table(twice, header=True)
+    # a guessed "no header" (a missing name) whose first row's label is in no other row, in either file
+    test = write(tmp_path / "test.csv", "a,?,label\n5,6,x\n7,8,y\n")
+    train = write(tmp_path / "train.csv", "a,?,label\n1,2,x\n3,4,y\n5,6,x\n")
+    with pytest.raises(ValueError, match=r"train.csv:1: the first row looks like a header read as data"):
+        load_table(train, test_path=test)
+    assert load_table(train, test_path=test, header=True).class_names == ["x", "y"]
+    assert load_table(train, test_path=test, header=False).num_classes == 3  # told: the row is data
 
 
 def test_drop_by_index_and_name_and_label_after_drops(tmp_path):

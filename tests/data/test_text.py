@@ -173,3 +173,13 @@ def test_a_column_index_out_of_range_is_refused_by_name_with_a_header_too(tmp_pa
     path = write(tmp_path / "t.tsv", "sentence\tlabel\nok fine\tpos\nbad\tneg\n")
     with pytest.raises(ValueError, match=r"label_column=5 is out of range for .*t.tsv \(2 columns\)"):
         load_text_table(path, text_column=0, label_column=5)
+
+
+def test_a_relative_path_names_the_dataset_after_its_folder(tmp_path, monkeypatch):
+    (tmp_path / "reviews").mkdir()
+    write(tmp_path / "reviews" / "train.tsv", TRAIN)
+    write(tmp_path / "reviews" / "test.tsv", TEST)
+    monkeypatch.chdir(tmp_path / "reviews")
+    assert load_text_table("train.tsv", "test.tsv").name == "reviews"  # was '' (Path("train.tsv").parent)
+    monkeypatch.chdir(tmp_path)
+    assert load_text_table("reviews/train.tsv", "reviews/test.tsv").name == "reviews"

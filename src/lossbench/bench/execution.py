@@ -80,8 +80,20 @@ class Split:
 
 
 def subsample_train(data: Dataset, size: int, seed: int) -> Dataset:
-    """The dataset with a seeded stratified subset of ``size`` training samples (test kept whole)."""
+    """The dataset with a seeded stratified subset of ``size`` training samples (test kept whole).
+
+    A subset that leaves a class of the training split (a label's positives) with no sample is refused.
+    """
+    # The kept rows are the split's validation side, which never takes a class's last sample, so a
+    # rare class may get none.  Stored studies trained on these rows: keep them, refuse the loss.
     _, keep = stratified_split(data.y_train, val_fraction=size / len(data.y_train), seed=seed)
+    lost = (data.class_counts > 0) & (class_counts(data.y_train[keep], data.task, data.num_classes) == 0)
+    if lost.any():
+        names = [data.class_names[i] for i in lost.nonzero().flatten().tolist()]
+        raise ValueError(
+            f"max_train={size} leaves class(es) {', '.join(map(repr, names))} of dataset {data.name!r} with no "
+            f"training sample (of {len(data.y_train)}); raise max_train"
+        )
     return select_train(data, keep)
 
 

@@ -4,7 +4,8 @@ Format: https://waikato.github.io/weka-wiki/formats_and_processing/arff_stable/ 
 ``@relation``, ``@attribute name type`` (``numeric``/``real``/``integer`` or a nominal
 ``{v1, v2, ...}``) and ``@data`` rows, dense (comma-separated) or sparse (``{index value,
 ...}``, omitted entries are 0 -- for a nominal attribute its first declared value).  Names and
-values may be quoted with ``'`` or ``"``; ``%`` starts a comment; ``?`` is a missing value.
+values may be quoted with ``'`` or ``"``; ``%`` outside quotes starts a comment, at the start of a
+line or after its values (as Weka reads it); ``?`` is a missing value.
 ``string``, ``date`` and ``relational`` attributes and instance weights are rejected with a
 clear error.  gzip/bzip2 files are read transparently.
 
@@ -95,6 +96,26 @@ def split_values(text: str, where: str) -> list[str]:
     return out
 
 
+def _strip_comment(line: str) -> str:
+    """``line`` up to a ``%`` outside quotes (a quote opens a value, as in ``split_values``)."""
+    if "%" not in line:
+        return line
+    quote, prev, i = None, ",", 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch == "%":
+            return line[:i]
+        elif ch in "'\"" and (prev in ",{" or prev.isspace()):
+            quote = ch
+        prev, i = ch, i + 1
+    return line
+
+
 def _split_name(rest: str, where: str) -> tuple[str, str]:
     """``name type`` with a possibly quoted name -> (name, type text)."""
     rest = rest.strip()
@@ -140,8 +161,8 @@ def parse_arff(path: Path | str) -> ArffTable:
     in_data = False
     converters: list[Any] = []
     for lineno, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line or line.startswith("%"):
+        line = _strip_comment(raw).strip()
+        if not line:
             continue
         where = f"{path}:{lineno}"
         if not in_data:

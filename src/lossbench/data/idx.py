@@ -99,6 +99,8 @@ def _parse_idx_pair(images: Path, labels: Path) -> tuple[torch.Tensor, torch.Ten
         raise ValueError(f"{labels}: expected (N,) labels, got shape {tuple(y.shape)}")
     if len(x) != len(y):
         raise ValueError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels")
+    if len(y) == 0:
+        raise ValueError(f"{labels}: no records (0 labels; {images} holds 0 images)")
     if y.is_floating_point() or (len(y) and int(y.min()) < 0):
         raise ValueError(f"{labels}: labels must be non-negative integers")
     return x, y.long()

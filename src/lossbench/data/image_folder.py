@@ -6,6 +6,9 @@ become ``float32 (N, C, H, W)`` in ``[0, 1]``:
 
 - channels: ``channels=1`` converts to grayscale (Pillow's ``L``: ITU-R 601-2 luma),
   ``channels=3`` to RGB; ``None`` picks 1 when every image is grayscale, else 3;
+- depth: 8-bit images are divided by 255, 16-bit grayscale ones (Pillow's ``I;16`` modes, and
+  ``I`` when its values lie in 0..65535) by 65535; ``F`` and wider ``I`` images have no defined
+  range and are refused (a ValueError names the file);
 - size: ``size=None`` requires every image to have the training split's first image size
   (a ValueError names the first that differs); ``size=(H, W)`` or an int resizes every image
   with bilinear filtering (no cropping, so the aspect ratio may change).
@@ -21,7 +24,9 @@ from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+WIDE = 65535  # the full scale of 16-bit grayscale, as 255 is of 8-bit images
+PARSE_VERSION = 2  # 2: 16-bit images scaled by 65535 (were clipped at 255); part of the parse-cache key
 
 
 def _list_split(root: Path, split: str) -> list[tuple[str, list[Path]]]:
@@ -48,7 +53,21 @@ def _open(f: Path):
         raise ValueError(f"{f}: not a readable image ({err})") from None
 
 
+def _wide_gray(im, f: Path):
+    """A 16- or 32-bit grayscale image as uint16 pixels: ``convert("L")`` would clip them at 255."""
+    import numpy as np
+
+    a = np.asarray(im)
+    if a.dtype.kind == "f" or (a.size and (a.min() < 0 or a.max() > WIDE)):
+        raise ValueError(
+            f"{f}: mode {im.mode} image with values in [{a.min()}, {a.max()}] has no defined range "
+            f"(8-bit: 0..255, 16-bit: 0..{WIDE}); save it as an 8- or 16-bit image"
+        )
+    return a.astype(np.uint16)
+
+
 def _read_images(files: list[Path], channels: int | None, size: tuple[int, int] | None) -> torch.Tensor:
+    """The images as uint8, or uint16 when one is 16-bit (8-bit ones times 257: the same fraction)."""
     import numpy as np
     from PIL import Image
 
@@ -62,9 +81,14 @@ def _read_images(files: list[Path], channels: int | None, size: tuple[int, int] 
     expected = size
     out = None
     for i, f in enumerate(files):
+        wide = None
         with _open(f) as im:
             try:
-                im = im.convert(mode)
+                if im.mode in ("I", "F") or im.mode.startswith("I;"):
+                    wide = _wide_gray(im, f)
+                    im = Image.fromarray(wide.astype(np.float32))  # mode F: resized without clipping
+                else:
+                    im = im.convert(mode)
             except OSError as err:
                 raise ValueError(f"{f}: not a readable image ({err})") from None
         if size is not None:
@@ -78,8 +102,14 @@ def _read_images(files: list[Path], channels: int | None, size: tuple[int, int] 
             )
         if out is None:
             out = np.empty((len(files), channels, *expected), dtype=np.uint8)
-        a = np.asarray(im, dtype=np.uint8)
-        out[i] = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        if wide is not None:
+            if out.dtype == np.uint8:
+                out = out.astype(np.uint16) * 257  # v / 255 == 257 v / 65535
+            out[i] = np.clip(np.rint(np.asarray(im)), 0, WIDE).astype(np.uint16)  # repeated over RGB
+        else:
+            a = np.asarray(im, dtype=np.uint8)
+            a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+            out[i] = a if out.dtype == np.uint8 else a.astype(np.uint16) * 257
     return torch.from_numpy(out)
 
 
@@ -115,8 +145,9 @@ def load_image_folder(
         x = _read_images(all_files, channels, tuple(size) if size else None)
         return {"x": x}
 
-    params = {"train": train, "test": test, "size": size, "channels": channels}
-    x = cached("imagefolder", params, all_files, parse, cache=cache)["x"].float().div_(255.0)
+    params = {"train": train, "test": test, "size": size, "channels": channels, "version": PARSE_VERSION}
+    x = cached("imagefolder", params, all_files, parse, cache=cache)["x"]
+    x = x.float().div_(torch.iinfo(x.dtype).max)  # 255 or 65535: [0, 1] whatever the depth
     y = torch.tensor([c for _, c in train_files + test_files], dtype=torch.int64)
     n = len(train_files)
     return Dataset(

@@ -16,9 +16,16 @@ Reading (pandas):
   comma if the first data line holds one, else tab if it holds one, else runs of whitespace.
   ``sep="whitespace"`` asks for the latter.  Double quotes quote fields (pandas' default).
 - Blank lines are skipped, and so are lines starting with ``comment`` when it is given.
-- ``header=None`` guesses: the first row is a header when none of its fields is missing and
-  some column holds a non-number there and only numbers below it (all-nominal files are
-  therefore read as headerless: pass ``header=True``).  ``True`` / ``False`` say it.
+- ``header=None`` guesses: the first row is a header when none of its fields is missing (its
+  first may be empty: see below) and some column holds a non-number there and only numbers
+  below it (all-nominal files are therefore read as headerless: pass ``header=True``).  ``True``
+  / ``False`` say it.  A header read as data is refused: with a header, a label equal to the
+  label column's name (a repeated header line); with a guessed "no header", a first row that
+  holds no number and whose label no later row of any file has (pass ``header=True``, or
+  ``False`` if that row is data).
+- A header whose first field is empty is pandas' ``to_csv`` of a frame with its index (R's
+  ``write.csv`` writes the same): that column is the index, dropped as if listed in ``drop``
+  (``read_csv(index_col=0)`` reads it so); positions still count it.
 - ``missing``: the cell texts that mean "missing" (an empty field only if ``""`` is listed;
   pandas' default list -- ``NA``, ``null``, ... -- is not used).  ``strip=True`` strips spaces
   around text cells first (UCI's comma-and-space files write `` ?``, which is otherwise no
@@ -93,7 +100,9 @@ IMPUTE = ("mean", "train_mean", "error")
 STD_FLOOR = 1e-6  # the paper's run.py: np.maximum(np.std(X, axis=0), 1e-6)
 MAX_CATEGORIES = 50  # the paper's one_hot_categorical
 HEADER_SAMPLE_ROWS = 50
-PARSE_VERSION = 1  # part of the parse-cache key: bump when the parsed output of load_table changes
+# Part of the parse-cache key: bump when the parsed output of load_table changes.  2: an index column is
+# dropped (a header with an empty first field was read as data).
+PARSE_VERSION = 2
 WHITESPACE = r"\s+"
 
 
@@ -147,16 +156,35 @@ def _is_number(value: Any) -> bool:
     return True
 
 
-def _looks_like_header(sample: Any) -> bool:
-    """The first row of ``sample`` (a headerless DataFrame) names the columns (module docstring)."""
-    if len(sample) < 2 or sample.iloc[0].isna().any():
-        return False
+def _looks_like_header(sample: Any, missing: Sequence[str]) -> bool:
+    """The first row of ``sample`` names the columns (module docstring).
+
+    ``sample``: the first rows as text, read with no cell made missing, so that an empty first
+    header field (an index column) is told from a missing one.
+    """
+    import pandas as pd
+
+    def absent(v: Any) -> bool:
+        return pd.isna(v) or v in missing
+
     first, rest = sample.iloc[0], sample.iloc[1:]
+    if len(sample) < 2 or any(absent(v) for v in first.iloc[1:]):
+        return False
+    if absent(first.iloc[0]) and first.iloc[0] != "":  # "" there: an index column's
+        return False
     for j in range(sample.shape[1]):
-        below = rest.iloc[:, j].dropna()
-        if len(below) and not _is_number(first.iloc[j]) and all(_is_number(v) for v in below):
+        below = [v for v in rest.iloc[:, j] if not absent(v)]
+        name = first.iloc[j]
+        if below and name != "" and not _is_number(name) and all(_is_number(v) for v in below):
             return True
     return False
+
+
+def _sniff_header(sample: Any, header: bool | None, missing: Sequence[str]) -> tuple[bool, bool]:
+    """(whether the first row is a header, whether its first field is empty: an index column)."""
+    if header is None:
+        header = _looks_like_header(sample, missing)
+    return bool(header), bool(header) and len(sample) > 0 and sample.iloc[0, 0] == ""
 
 
 def _strip_cells(frame: Any, missing: Sequence[str]) -> Any:
@@ -177,8 +205,9 @@ def _read_text_frame(
     missing: Sequence[str],
     comment: str | None,
     encoding: str,
-) -> tuple[Any, bool, list[str]]:
-    """The DataFrame of a text table, whether it had a header, where each row is (file:line), its text."""
+) -> tuple[Any, bool, bool, list[str], list[str | None]]:
+    """The DataFrame of a text table, whether it had a header, whether an index column, where each
+    row is (file:line), its text."""
     import pandas as pd
 
     try:
@@ -202,7 +231,7 @@ def _read_text_frame(
     def read(**more: Any) -> Any:
         try:
             return pd.read_csv(
-                io.StringIO(body), sep=sep, na_values=list(missing), keep_default_na=False, **more
+                io.StringIO(body), sep=sep, keep_default_na=False, **{"na_values": list(missing), **more}
             )
         except pd.errors.ParserError as err:
             msg = " ".join(str(err).split())
@@ -214,16 +243,19 @@ def _read_text_frame(
         except pd.errors.EmptyDataError:
             raise ValueError(f"{path}: no data rows") from None
 
-    if header is None:
-        header = _looks_like_header(read(header=None, dtype=str, nrows=HEADER_SAMPLE_ROWS + 1))
+    index = False
+    if header is not False:
+        sample = read(header=None, dtype=str, nrows=HEADER_SAMPLE_ROWS + 1, na_values=[])
+        header, index = _sniff_header(sample, header, missing)
     frame = read(header=0 if header else None)
     rows = kept[1 if header else 0 :]
     if len(rows) == len(frame):
-        return frame, bool(header), [f"{path}:{i}" for i, _ in rows], [line for _, line in rows]
+        return frame, header, index, [f"{path}:{i}" for i, _ in rows], [line for _, line in rows]
     # A quoted field spans lines: count rows instead.
     return (
         frame,
-        bool(header),
+        header,
+        index,
         [f"{path}: data row {i}" for i in range(1, len(frame) + 1)],
         [None] * len(frame),
     )
@@ -231,7 +263,7 @@ def _read_text_frame(
 
 def _read_excel_frame(
     path: Path, header: bool | None, missing: Sequence[str], sheet: str | int
-) -> tuple[Any, bool, list[str], list[str | None]]:
+) -> tuple[Any, bool, bool, list[str], list[str | None]]:
     import pandas as pd
 
     def read(**more: Any) -> Any:
@@ -240,7 +272,7 @@ def _read_excel_frame(
             warnings.filterwarnings("ignore", message=".*xlrd.*")
             try:
                 return pd.read_excel(
-                    path, sheet_name=sheet, na_values=list(missing), keep_default_na=False, **more
+                    path, sheet_name=sheet, keep_default_na=False, **{"na_values": list(missing), **more}
                 )
             except ImportError as err:
                 msg = " ".join(str(err).split())
@@ -253,12 +285,15 @@ def _read_excel_frame(
                     f"{path}: cannot read sheet {sheet!r} of this Excel file ({type(err).__name__}: {msg})"
                 ) from None
 
-    if header is None:
-        header = _looks_like_header(read(header=None, nrows=HEADER_SAMPLE_ROWS + 1))
+    index = False
+    if header is not False:
+        sample = read(header=None, dtype=str, nrows=HEADER_SAMPLE_ROWS + 1, na_values=[])
+        header, index = _sniff_header(sample, header, missing)
     frame = read(header=0 if header else None)
     return (
         frame,
-        bool(header),
+        header,
+        index,
         [f"{path}: data row {i}" for i in range(1, len(frame) + 1)],
         [None] * len(frame),
     )
@@ -274,16 +309,17 @@ def _read_frame(
     comment: str | None,
     sheet: str | int,
     encoding: str,
-) -> tuple[Any, bool, list[str], list[str | None]]:
+) -> tuple[Any, bool, bool, list[str], list[str | None]]:
+    """The frame, whether it had a header, whether an index column (first), where each row is, its text."""
     if _is_excel(path):
-        frame, header, where, texts = _read_excel_frame(path, header, missing, sheet)
+        frame, header, index, where, texts = _read_excel_frame(path, header, missing, sheet)
     else:
-        frame, header, where, texts = _read_text_frame(path, sep, header, missing, comment, encoding)
+        frame, header, index, where, texts = _read_text_frame(path, sep, header, missing, comment, encoding)
     if len(frame) == 0:
         raise ValueError(f"{path}: no data rows")
     if strip:
         frame = _strip_cells(frame, missing)
-    return frame, header, where, texts
+    return frame, header, index, where, texts
 
 
 def _cell_text(value: Any) -> str:
@@ -341,6 +377,33 @@ def _label_column(label: str | int, kept: list[Any], columns: list[Any], header:
     if col not in kept:
         raise ValueError(f"label={label!r} names a dropped column of {path}")
     return col
+
+
+def _refuse_header_as_data(
+    frames: list[Any], wheres: list[list[str]], headers: list[bool], guessed: bool, label_col: Any
+) -> None:
+    """A header line read as data makes its label a class of its own and numeric columns nominal."""
+    import pandas as pd
+
+    later = {v for f in frames for v in f[label_col].iloc[1:]}  # the labels of the rows after the first
+    for frame, where, has_header in zip(frames, wheres, headers):
+        labels = frame[label_col]
+        if has_header:  # a repeated header line (files concatenated)
+            name = str(label_col).strip()
+            hits = [i for i, v in enumerate(labels) if isinstance(v, str) and v.strip() == name]
+            if hits:
+                raise ValueError(
+                    f"{where[hits[0]]}: the label {labels.iloc[hits[0]]!r} is the label column's name: "
+                    "a header line read as data; remove it"
+                )
+        elif guessed:  # guessed "no header", but the first row holds no number, its label no other row's
+            v, first = labels.iloc[0], frame.iloc[0]
+            names = all(not _is_number(c) for c in first if isinstance(c, str) or not pd.isna(c))
+            if isinstance(v, str) and names and v not in later:
+                raise ValueError(
+                    f"{where[0]}: the first row looks like a header read as data (no number, and its label "
+                    f"{v!r} is in no other row); pass header=True, or header=False if it is data"
+                )
 
 
 def _class_name(value: Any) -> str:
@@ -466,9 +529,9 @@ def _parse(
 ) -> dict[str, Any]:
     import pandas as pd
 
-    frames, wheres, texts, headers = [], [], [], []
+    frames, wheres, texts, headers, indexed = [], [], [], [], []
     for p in paths:
-        frame, has_header, where, text = _read_frame(
+        frame, has_header, index, where, text = _read_frame(
             p,
             sep=sep,
             header=header,
@@ -482,6 +545,7 @@ def _parse(
         wheres.append(where)
         texts.append(text)
         headers.append(has_header)
+        indexed.append(index)
     digest = content_digest(*frames)
     columns = list(frames[0].columns)
     for p, f in zip(paths[1:], frames[1:]):
@@ -490,8 +554,11 @@ def _parse(
                 f"{p} has columns {list(map(str, f.columns))}, but {paths[0]} has {list(map(str, columns))}"
             )
     dropped = [_column(d, columns, headers[0], paths[0], "drop") for d in drop]
+    if indexed[0] and columns[0] not in dropped:
+        dropped.insert(0, columns[0])  # pandas' index column: row numbers, not a feature
     kept = [c for c in columns if c not in dropped]
     label_col = _label_column(label, kept, columns, headers[0], paths[0])
+    _refuse_header_as_data(frames, wheres, headers, header is None, label_col)
     data = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
     enc = _encode(
         data.drop(columns=dropped),

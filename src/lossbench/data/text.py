@@ -42,6 +42,7 @@ import csv
 import functools
 import inspect
 import io
+import os
 import warnings
 import zlib
 from collections import Counter
@@ -476,7 +477,8 @@ def load_text_table(
         {"format": "table", **read_args},
         options,
         what="text tables",
-        name=Path(train_path).parent.name,
+        # the folder's name, also for a relative path ("train.tsv"); a file at / gives its stem
+        name=Path(os.path.abspath(train_path)).parent.name or Path(train_path).stem,
     )
 
 
