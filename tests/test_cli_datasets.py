@@ -52,6 +52,8 @@ def test_a_loaders_name_parameter_reaches_it(tmp_path, capsys):
         (["wine", "download=false"], "--no-download"),
         (["wine", "1x=2"], "'1x=2' is not key=value"),
         (["iris", "nope"], "unknown dataset 'nope'"),
+        (["iris", "seed=1.5"], "datasets iris: seed = 1.5 must be int (float given)"),  # typed as in a spec
+        (["table", "path=x.csv", "standardize=False"], "standardize = 'False' must be bool"),  # TOML's is false
     ],
 )
 def test_bad_requests_are_one_line_before_anything_loads(argv, expected, capsys):

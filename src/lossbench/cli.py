@@ -296,6 +296,12 @@ def _check_dataset_parameters(name: str, params: dict[str, Any]) -> None:
         raise ValueError(f"datasets {name}: downloads are on unless --no-download is given (no download= parameter)")
     if unknown:
         raise ValueError(f"datasets {name}: unknown parameter {unknown[0]!r}; it takes {', '.join(accepted)}")
+    from lossbench.bench.spec import check_value
+
+    # Typed as a spec's are (False is not TOML's false: it came through as the text 'False', which is true)
+    arguments = {**inspect.signature(load_dataset).parameters, **inspect.signature(get_dataset_info(name).loader).parameters}
+    for key, value in params.items():
+        check_value(f"datasets {name}", key, value, arguments[key])
 
 
 def dataset_counts(ds, val_fraction: float) -> list[str]:
