@@ -94,6 +94,16 @@ def test_binary_smooth_accuracy_matches_two_logit_softmax_form(batch):
     torch.testing.assert_close(L.binary_smooth_accuracy(s, soft, reduction="none"), expected)
 
 
+def test_binary_smooth_accuracy_keeps_a_small_miss_and_its_gradient_in_float32():
+    s = torch.tensor([17.0, -17.0, 10.0], requires_grad=True)
+    t = torch.tensor([1.0, 0.0, 1.0])
+    loss = L.binary_smooth_accuracy(s, t, reduction="none")
+    reference = torch.sigmoid(-s.detach().double() * torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(loss.double(), reference, rtol=1e-6, atol=0)  # (1 - sigmoid(17) was exactly 0)
+    loss.sum().backward()
+    assert (s.grad.abs() > 0).all()
+
+
 def rival_margins(x, y, temperature=1.0):
     """(B, C-1) margins s_y - s_j over the rivals, built by explicit loops (independent of the library)."""
     rows = []

@@ -22,7 +22,8 @@ def smooth_accuracy(
     """``1 - softmax(s)_y``: one minus the smooth (expected) accuracy.
 
     Bounded in [0, 1]; its gradient vanishes on confidently wrong samples, unlike
-    cross-entropy's.  Target: class indices ``(B,)``.
+    cross-entropy's.  Target: class indices ``(B,)``.  Computed as ``1 - p_y`` (one op fewer than the
+    rivals' sum): below about 1e-6 a float32 value keeps few digits, which no training step feels.
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     p_true = log_softmax(x).gather(1, y[:, None]).squeeze(1).exp()
@@ -42,8 +43,9 @@ def binary_smooth_accuracy(
     Target: same shape as the logits, 0/1 labels or probabilities ``t`` in [0, 1].
     """
     x, t, valid = sigmoid_inputs(logits, target, ignore_index, reduction, validate)
-    accuracy = t * torch.sigmoid(x) + (1 - t) * torch.sigmoid(-x)
-    return masked_reduce(1 - accuracy, reduction, valid).to(logits.dtype)
+    # (the miss itself, not 1 minus the hit: 1 - sigmoid(17) is 0 in float32, sigmoid(-17) is 4e-8)
+    miss = t * torch.sigmoid(-x) + (1 - t) * torch.sigmoid(x)
+    return masked_reduce(miss, reduction, valid).to(logits.dtype)
 
 
 SmoothAccuracyLoss = loss_module(smooth_accuracy, "SmoothAccuracyLoss")
