@@ -469,6 +469,18 @@ def test_ldam_module_applies_deferred_reweighting_on_schedule():
         LDAMLoss(class_counts=counts, drw_start=0.5, weight=torch.ones(3))
 
 
+def test_ldam_with_deferred_reweighting_takes_weight_none():
+    # weight=None, the function's default, given beside drw_start: once passed twice from the first set_epoch on
+    from lossbench.losses import LDAMLoss, drw_weights, ldam
+
+    counts = torch.tensor([100.0, 10.0, 1.0])
+    x, y = torch.randn(4, 3, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0])
+    loss = LDAMLoss(class_counts=counts, drw_start=0.5, weight=None)
+    for epoch in range(4):
+        loss.set_epoch(epoch, 4)
+        torch.testing.assert_close(loss(x, y), ldam(x, y, class_counts=counts, weight=drw_weights(epoch, counts, start_epoch=2)))
+
+
 @pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_weighted_cross_entropy_is_pytorch_with_sklearn_balanced_weights(batch, power, reduction):

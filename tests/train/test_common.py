@@ -111,19 +111,29 @@ def test_transforms_compose_in_one_chain():
     assert isinstance(step.transforms[0], Transform)
 
 
-@pytest.mark.parametrize("loss, target", [
-    ("cross_entropy", torch.tensor([0, 1, -100, -100, 2, 3])),
-    ("binary_cross_entropy", torch.tensor([[0, 1, 1, 0]] * 2 + [[-100] * 4] * 2 + [[1, 1, 0, 1]] * 2)),  # (whole rows ignored)
-])  # fmt: skip
-def test_iflood_counts_only_the_samples_the_loss_counts(loss, target):
+SKIPPED = torch.tensor([0, 1, -100, -100, 2, 3])
+TASKS = torch.tensor([[0, 1], [-100, -100], [2, -100], [-100, -100], [3, 0], [1, 2]])  # two samples with every task ignored
+
+
+@pytest.mark.parametrize("loss, kwargs, target", [
+    ("cross_entropy", {}, SKIPPED),
+    ("binary_cross_entropy", {}, torch.tensor([[0, 1, 1, 0]] * 2 + [[-100] * 4] * 2 + [[1, 1, 0, 1]] * 2)),  # (whole rows ignored)
+    ("beta_bernoulli_relaxation", {"learnable": False}, SKIPPED),  # a module of its own, not a generated twin
+    ("nway_mclass", {}, TASKS),  # a sample counts where one of its tasks does
+    ("zlpr_sparse", {}, TASKS),  # index lists padded with ignore_index: a sample without positives counts
+], ids=["cross_entropy", "binary_cross_entropy", "beta_bernoulli_relaxation", "nway_mclass", "zlpr_sparse"])  # fmt: skip
+def test_iflood_counts_only_the_samples_the_loss_counts(loss, kwargs, target):
     # b = 0 floods nothing: the step of the plain loss.  An ignored target (0 with reduction="none")
     # once counted as a flooded sample and shrank the others' gradient.
     def step(transforms):
         torch.manual_seed(0)
-        model = nn.Linear(3, target.shape[1] if target.ndim > 1 else 4).double()
-        stats = build_step(model, LOSSES.get(loss).module(), torch.optim.SGD(model.parameters(), lr=0.1), transforms)(
+        if loss == "nway_mclass":  # (B, 2 tasks, 4 classes)
+            model = nn.Sequential(nn.Linear(3, 8), nn.Unflatten(1, (2, 4))).double()
+        else:
+            model = nn.Linear(3, target.shape[1] if loss == "binary_cross_entropy" else 4).double()
+        stats = build_step(model, LOSSES.get(loss).module(**kwargs), torch.optim.SGD(model.parameters(), lr=0.1), transforms)(
             torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)), target)
-        return stats, model.weight.detach()
+        return stats, [p.detach() for p in model.parameters()]
 
     (plain, w_plain), (flooded, w_flooded) = step([]), step([("iflood", {"b": 0.0})])
     assert flooded["loss"] == pytest.approx(plain["loss"]) and flooded["iflood/flooded"] == 0.0

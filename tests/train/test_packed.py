@@ -31,8 +31,8 @@ def _model(kind: str, seed: int) -> nn.Module:
 
 
 def _both_ways(kind="linear", loss="cross_entropy", transforms=(), shared=True, lrs=LRS, loss_kwargs=None, decays=DECAYS,
-               row_options=(), batch_groups=None, grouped=False, **options):  # fmt: skip
-    x, y = _data()
+               row_options=(), batch_groups=None, grouped=False, data=None, **options):  # fmt: skip
+    x, y = data or _data()
     loss_kwargs = loss_kwargs or [{}] * len(SEEDS)
     alone = []
     for seed, lr, wd, kw in zip(SEEDS, lrs, decays, loss_kwargs):
@@ -156,6 +156,42 @@ def test_a_batch_level_loss_shares_a_call_as_one_group_per_run(shared):
     _assert_same(*both)
 
 
+def _ignoring_data():
+    x, y = _data()
+    y[::3] = -100  # a third of the targets ignored
+    return x, y
+
+
+@pytest.mark.parametrize("loss, kwargs, ignored", [
+    ("cross_entropy", {}, True), ("focal", {"gamma": 2.0}, True),
+    ("cross_entropy", {"weight": torch.tensor([1.0, 5.0, 0.2])}, False), ("focal", {"alpha": torch.tensor([0.2, 1.0, 0.5])}, True),
+    ("hinge", {"weight": torch.tensor([1.0, 5.0, 0.2])}, False),
+], ids=["ignored", "focal ignored", "weight", "focal alpha ignored", "hinge weight"])  # fmt: skip
+def test_a_shared_call_keeps_each_runs_mean_as_alone(loss, kwargs, ignored):
+    # alone, "mean" divides by the run's counted targets (ignore_index) or their summed class weights, where a
+    # shared call averaged every row evenly: such runs keep calls of their own
+    data = _ignoring_data() if ignored else None
+    _assert_same(*_both_ways(loss=loss, loss_kwargs=[kwargs] * len(SEEDS), data=data, **BASE))
+    losses = [LOSSES.get(loss).module(**kwargs) for _ in range(2)]
+    weighted = {"weight", "alpha"} & set(kwargs)
+    assert PackedLosses(losses, [[0, 1]]).groups == ([[0], [1]] if weighted else [[0, 1]])
+    plain = PackedLosses([LOSSES.get(loss).module() for _ in range(2)], [[0, 1]])
+    assert plain.apart(set()) is plain and plain.apart({1}).groups == [[0], [1]]  # (the bench's calls: unchanged)
+
+
+@pytest.mark.parametrize("loss, kwargs", [("exact", {"standardize": True}), ("soft_f1", {}), ("f1_weighted_bce", {})])
+def test_a_batch_level_loss_without_batch_groups_keeps_a_call_per_run(loss, kwargs):
+    # its rows in one call would be one batch: the runs' rows mixed (one mean and std, one soft F1)
+    info, gen = LOSSES.get(loss), torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 8, 3, generator=gen)
+    logits[1] *= 50
+    y = torch.randint(0, 3, (2, 8), generator=gen) if info.signature == "softmax" else (torch.rand(2, 8, 3, generator=gen) > 0.5).float()
+    losses = [info.module(**kwargs) for _ in range(2)]
+    packed = PackedLosses(losses, [[0, 1]])
+    torch.testing.assert_close(packed(logits, y), torch.stack([one(logits[k], y[k]) for k, one in enumerate(losses)]))
+    assert packed.groups == [[0], [1]]
+
+
 def test_a_diverging_run_leaves_the_others_as_they_are_alone():
     lrs = [0.1, 1e38, 0.05, 1.0]
     alone, packed = _both_ways(lrs=lrs, epochs=2, batch_size=32, lr_final=None)
@@ -193,6 +229,16 @@ def test_what_cannot_pack_is_refused():
         fit_packed(packed, [loss], x, y, epochs=1, batch_size=32, lrs=[0.1, 0.1], generators=gens)
     with pytest.raises(ValueError, match="lr"):
         fit_packed(packed, [loss, loss], x, y, epochs=1, batch_size=32, lrs=[0.1, -1.0], generators=gens)
+    # a loss's own parameters (fit trains them with the model's; a pack would leave them as they are)
+    for trained in (LOSSES.get("beta_bernoulli_relaxation").module(), LOSSES.get("exact").module(learn_sigma=True)):
+        with pytest.raises(ValueError, match=f"run 1's loss {type(trained).__name__} has trainable parameters"):
+            fit_packed(packed, [loss, trained], x, y, epochs=1, batch_size=32, lrs=[0.1, 0.1], generators=gens)
+    # a per-sample transform on a batch-level loss, as TrainStep refuses it (with or without a shared call)
+    batch = LOSSES.get("exact").module(standardize=True)
+    for sharing in ({}, {"shared_loss": [[0, 1]], "batch_groups": "groups"}):
+        with pytest.raises(ValueError, match="iflood needs one loss per sample; run 0's ExactLoss is a batch-level loss"):
+            fit_packed(packed, [batch, batch], x, y, epochs=1, batch_size=32, lrs=[0.1, 0.1], generators=gens,
+                       transforms=[[("iflood", {"b": 0.1})]] * 2, **sharing)  # fmt: skip
 
 
 @pytest.mark.parametrize("hooks", [True, False])

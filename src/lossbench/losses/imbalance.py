@@ -234,7 +234,8 @@ class LDAMLoss(LossModule):
         check_interval("drw_beta", drw_beta, 0.0, 1.0, closed="left")
         if drw_start is not None:
             check_interval("drw_start", drw_start, 0.0, 1.0, closed="right")
-            if "weight" in self._buffers:
+            # (a weight=None given is dropped: set_epoch keeps the weights as a buffer, passed beside the options)
+            if "weight" in self._buffers or self._options.pop("weight", None) is not None:
                 raise ValueError("drw_start schedules the class weights; do not also pass weight=")
         self.drw_start, self.drw_beta = drw_start, drw_beta
 

@@ -8,6 +8,7 @@ as the EXACT paper's code does (arXiv 2205.09615, its ``Relaxed01Loss``).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -192,6 +193,14 @@ class BetaBernoulliRelaxationLoss(nn.Module):
 
         return _sum_over_rivals(surrogate, logits, target, self.temperature, self.ignore_index,
                                 reduction or self.reduction, self.validate)  # fmt: skip
+
+    def option(self, name: str) -> Any:
+        """The value this module calls the function's terms with for ``name``, as the generated twins'
+        ``option`` (a training step reads ``ignore_index`` to leave ignored samples out); KeyError if none."""
+        if name in ("prior_weight", "theta"):
+            return torch.sigmoid(self.raw.detach()[("prior_weight", "theta").index(name)])
+        return {"temperature": self.temperature, "ignore_index": self.ignore_index, "reduction": self.reduction,
+                "validate": self.validate}[name]  # fmt: skip
 
 
 _EXACT_BASELINES = "baseline in the EXACT paper, arXiv 2205.09615"

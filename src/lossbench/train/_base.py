@@ -155,3 +155,22 @@ def loss_option(loss: LossFn, name: str) -> Any:
         return loss.option(name)
     except (AttributeError, KeyError):
         return None
+
+
+def batch_level(loss: LossFn) -> bool:
+    """Whether a registered loss's module couples its batch's rows (always, or with an option set)."""
+    if getattr(loss, "batch_level", False):
+        return True
+    when = getattr(loss, "batch_level_when", None)
+    if when is None:
+        return False
+    value = vars(loss)[when] if when in vars(loss) else loss_option(loss, when)  # (a module's own setting, or its function's)
+    return value not in (None, False)
+
+
+def check_per_sample_loss(transforms: Sequence[Transform], loss: LossFn, run: str = "") -> None:
+    """Refuse a chain whose first loss wrapper reads per-sample losses (iFlood) on a batch-level loss: its
+    values per sample would couple the batch.  ``run`` names the run in the message (a packed step's)."""
+    objective = [t for t in transforms if t.stage == "objective"]
+    if objective and objective[0].per_sample and batch_level(loss):
+        raise ValueError(f"{objective[0].name} needs one loss per sample; {run}{type(loss).__name__} is a batch-level loss")

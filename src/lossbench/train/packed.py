@@ -16,19 +16,30 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from lossbench.train._base import LossFn, StepContext, loss_option, per_run, reads_per_sample
+from lossbench.train._base import (
+    LossFn,
+    StepContext,
+    batch_level,
+    check_per_sample_loss,
+    loss_option,
+    per_run,
+    reads_per_sample,
+)
 from lossbench.train._registry import TransformSpec, make_transform
 from lossbench.train.loop import check_epoch_shape, check_lr_schedule, check_optimizer
 
 PackedEpochCallback = Callable[[int, list[dict[str, float]]], Any]
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's and AdamW's defaults
+# Per-class weights whose weighted mean divides by the batch's summed weights of its targets (cross-entropy's
+# weight, focal's alpha): a shared call's even mean over a run's rows is not that mean.
+CLASS_WEIGHTS = ("weight", "alpha")
 
 
 def unpackable_model(model: nn.Module) -> str | None:
@@ -200,7 +211,9 @@ def fit_packed(
     ``lrs[k]``, ``weight_decays[k]`` and draws its epochs' orders from ``generators[k]``; the
     remaining arguments are ``fit``'s and hold for every run.  ``shared_loss`` lists groups of
     runs whose losses are the same function (same class and arguments) of per-sample terms: a
-    group's rows go through one call with ``reduction="none"`` instead of one call per run.
+    group's rows go through one call with ``reduction="none"`` instead of one call per run (runs
+    whose loss's mean is not an even mean of their rows keep calls of their own: see :class:`PackedLosses`;
+    so do runs whose targets ``y_train`` hold their loss's ``ignore_index``).
     ``row_options`` names loss options in which a group's runs may differ: each call reads every
     run's value (``loss.option(name)``) and passes them as one ``(rows,)`` tensor (``name=...``), each
     row with its run's value (``row_none``: the value that stands for a None there, if any).  ``batch_groups`` names the loss argument that takes a group's number of
@@ -210,6 +223,10 @@ def fit_packed(
     calls (the caller evaluates with it too); the four arguments after ``transforms`` are then left out.
     ``on_epoch_end(epoch, rows)`` gets every run's row (it may add to them; evaluate with
     ``packed.eval_logits``) and stops every run by returning True.
+
+    A pack trains the models' parameters only: a loss with trainable parameters is refused.  A loss
+    that draws random numbers (EXACT's ``estimator="genz"``) draws from one stream for every run, so
+    not what it draws alone: the caller keeps such losses out (``lossbench.bench.execution.unpackable``).
     """
     if isinstance(losses, PackedLosses):
         if shared_loss is not None or row_options or batch_groups is not None or row_none:
@@ -223,6 +240,11 @@ def fit_packed(
     transforms = [[] for _ in range(k_runs)] if transforms is None else transforms
     if not (len(losses) == len(lrs) == len(generators) == len(weight_decays) == len(transforms) == k_runs):
         raise ValueError(f"a pack of {k_runs} runs needs {k_runs} losses, lrs, generators, weight decays and transform lists")
+    for k, loss in enumerate(losses):
+        trained = [name for name, p in loss.named_parameters() if p.requires_grad] if isinstance(loss, nn.Module) else []
+        if trained:  # (its gradient is never taken: they would stay as they are)
+            raise ValueError(f"run {k}'s loss {type(loss).__name__} has trainable parameters {trained}: a pack trains "
+                             "the models' only (train it with fit, or freeze them)")  # fmt: skip
     check_lr_schedule(lrs, lr_final, lr_schedule)
     steps_per_epoch, samples = check_epoch_shape(x_train, y_train, epochs, batch_size, repeat, drop_last)
     n, device = x_train.shape[0], packed.params[0].device
@@ -231,8 +253,9 @@ def fit_packed(
         if isinstance(loss, nn.Module):
             loss.to(device)
 
-    step = _PackedStep(packed, transforms, grouped)
-    if step.per_sample and any(_ignores_some(loss, y_train) for loss in losses):
+    ignoring = _ignoring(losses, y_train)
+    step = _PackedStep(packed, transforms, grouped.apart(ignoring))  # (alone, a run's mean counts its kept targets)
+    if step.per_sample and ignoring:
         raise ValueError("a per-sample transform of a packed run averages over every sample, and some targets are "
                          "at the loss's ignore_index: train these runs one at a time (fit drops them)")  # fmt: skip
     opt = PackedOptimizer(
@@ -288,9 +311,11 @@ def fit_packed(
     return histories
 
 
-def _ignores_some(loss: LossFn, y: torch.Tensor) -> bool:
-    ignore = loss_option(loss, "ignore_index")
-    return ignore is not None and bool((y == ignore).any())
+def _ignoring(losses: Sequence[LossFn], y: torch.Tensor) -> set[int]:
+    """The runs whose loss's ``ignore_index`` is among the targets ``y`` (one look at them per value)."""
+    ignores = [loss_option(loss, "ignore_index") for loss in losses]
+    found = {value: bool((y == value).any()) for value in set(ignores) - {None}}
+    return {k for k, value in enumerate(ignores) if value is not None and found[value]}
 
 
 def stretches(keys: Sequence[Any]) -> list[tuple[int, int]]:
@@ -325,6 +350,11 @@ class PackedLosses:
     Runs in one group of ``shared_loss`` (see :func:`fit_packed`) go through one call with
     ``reduction="none"``, their row options (``row_options``; a None as ``row_none`` says) one value per row and, with
     ``batch_groups``, the group's number of runs under that name; any other run through a call of its own.
+    A shared call averages each run's rows evenly, so a run whose loss has per-class weights (``CLASS_WEIGHTS``,
+    a mean divided by their sum) or is batch-level without ``batch_groups`` (its rows would mix with the
+    group's; LDAM's deferred re-weighting, which sets weights mid-run, is registered so) keeps a call of
+    its own, and so do runs whose targets hold the loss's ``ignore_index`` (:meth:`apart`, which
+    :func:`fit_packed` calls with its training targets).
     """
 
     def __init__(self, losses: Sequence[LossFn], shared_loss: Sequence[Sequence[int]] | None = None,
@@ -335,7 +365,10 @@ class PackedLosses:
         grouped = {k for group in groups for k in group}
         groups += [[k] for k in range(len(self.losses)) if k not in grouped]
         options = _CallOptions(tuple(row_options), batch_groups, dict(row_none or {}))
-        self._set_groups([(group, options) for group in groups])
+        alone = {k for k, loss in enumerate(self.losses)
+                 if any(isinstance(loss_option(loss, name), torch.Tensor) for name in CLASS_WEIGHTS)
+                 or (batch_groups is None and batch_level(loss))}  # fmt: skip
+        self._set_groups(_apart([(group, options) for group in groups], alone))
 
     @classmethod
     def join(cls, parts: Sequence[PackedLosses]) -> PackedLosses:
@@ -348,6 +381,14 @@ class PackedLosses:
             offset += len(part.losses)
         joined._set_groups(groups)
         return joined
+
+    def apart(self, runs: Collection[int]) -> PackedLosses:
+        """These losses with each of ``runs`` in a call of its own (where it shared one): self where none did."""
+        if not any(k in runs for group in self.groups if len(group) > 1 for k in group):
+            return self
+        split = copy.copy(self)
+        split._set_groups(_apart(list(zip(self.groups, self._options)), runs))
+        return split
 
     def _set_groups(self, groups: Sequence[tuple[list[int], _CallOptions]]) -> None:
         self.groups, self._options = [g for g, _ in groups], [o for _, o in groups]
@@ -395,6 +436,16 @@ class PackedLosses:
                 dtype = torch.float64 if like.device.type == "cpu" else like.dtype  # (EXACT's kernel takes sigma in double)
                 overrides[name] = torch.tensor(values, dtype=dtype, device=like.device).repeat_interleave(batch)
         return overrides
+
+
+def _apart(groups: Sequence[tuple[list[int], _CallOptions]],
+           runs: Collection[int]) -> list[tuple[list[int], _CallOptions]]:  # fmt: skip
+    """``groups`` (each with its call options) with each of ``runs`` in a group of its own."""
+    out = []
+    for group, options in groups:
+        rest = [k for k in group if k not in runs]
+        out += ([(rest, options)] if rest else []) + [([k], options) for k in group if k in runs]
+    return out
 
 
 class _Segment:
@@ -493,6 +544,8 @@ class _PackedStep:
         if len(flags) > 1:
             raise ValueError("runs whose first objective transform is per-sample and runs whose is not cannot share a pack")
         self.per_sample = flags.pop()
+        for k, (ts, loss) in enumerate(zip(runs, values.losses)):
+            check_per_sample_loss(ts, loss, f"run {k}'s ")
 
     def run(self, x: torch.Tensor, y: torch.Tensor, opt: PackedOptimizer,
             lr: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:  # fmt: skip

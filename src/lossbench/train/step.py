@@ -7,7 +7,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lossbench.train._base import LossFn, StepContext, Transform, loss_option, reads_per_sample
+from lossbench.train._base import (
+    LossFn,
+    StepContext,
+    Transform,
+    check_per_sample_loss,
+    loss_option,
+    reads_per_sample,
+)
 from lossbench.train._registry import TransformSpec, make_transform
 
 
@@ -57,8 +64,7 @@ class TrainStep:
         if late:
             raise ValueError(f"per-sample transforms {late} must come first among the loss wrappers")
         self._per_sample = reads_per_sample(self._objective)
-        if self._per_sample and _batch_level(loss):  # (its values per sample would couple the batch)
-            raise ValueError(f"{self._objective[0].name} needs one loss per sample; {type(loss).__name__} is a batch-level loss")
+        check_per_sample_loss(self._objective, loss)
         self._needs_grads = bool(self._gradient) or self._update is not None
 
         in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
@@ -81,7 +87,7 @@ class TrainStep:
         ctx.logits = logits = self.model(x)
         value = self.loss(logits, y, reduction="none" if self._per_sample else "mean")
         if self._per_sample:
-            value = self._per_sample_values(value, y, x.shape[0])
+            value = self._per_sample_values(value, y, logits)
         raw = value.detach() if value.ndim == 0 else value.detach().mean()
         for t in self._objective:
             value = t.objective(value, ctx)
@@ -103,16 +109,21 @@ class TrainStep:
         ctx.x = ctx.y = ctx.logits = None
         return ctx.stats
 
-    def _per_sample_values(self, value: torch.Tensor, y: torch.Tensor, batch: int) -> torch.Tensor:
+    def _per_sample_values(self, value: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Each sample's loss, ``(samples,)``, for a per-sample transform: the mean over a sample's
         entries (elementwise, multi-label losses), and only the samples the loss counts (a target at its
         ``ignore_index`` gives 0 with reduction="none": it would count as a flooded sample)."""
+        batch = logits.shape[0]
         if value.shape[:1] != (batch,):
             raise ValueError(
                 f"{self._objective[0].name} needs one loss per sample, shape {(batch,)}; the loss "
                 f"returned shape {tuple(value.shape)} for reduction='none' (batch-level losses have none)"
             )
         ignore = loss_option(self.loss, "ignore_index")
+        if ignore is not None and value.ndim == 1 and y.ndim > 1 and y.shape == logits.shape[:-1]:
+            # a class index per task (n-way, (B, n)): a sample counts where one of its tasks does (its
+            # mean's count); index lists padded with it (sparse multi-label, (B, K)) drop no sample
+            return value[(y != ignore).flatten(1).any(1)]
         if ignore is None or y.shape != value.shape:  # (probability targets: nothing is ignored)
             return value.flatten(1).mean(1) if value.ndim > 1 else value
         kept = y != ignore
@@ -126,17 +137,6 @@ class TrainStep:
 
     def __repr__(self) -> str:
         return f"TrainStep(transforms={self.transforms!r}, optimizer={type(self.optimizer).__name__})"
-
-
-def _batch_level(loss: LossFn) -> bool:
-    """Whether a registered loss's module couples its batch's rows (always, or with an option set)."""
-    if getattr(loss, "batch_level", False):
-        return True
-    when = getattr(loss, "batch_level_when", None)
-    if when is None:
-        return False
-    value = vars(loss)[when] if when in vars(loss) else loss_option(loss, when)  # (a module's own setting, or its function's)
-    return value not in (None, False)
 
 
 def build_step(
