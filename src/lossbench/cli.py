@@ -641,12 +641,13 @@ def _stops_on_signals() -> Iterator[None]:
         yield
         return
     stops = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
-    before = {s: signal.signal(s, _raise_stopped) for s in stops}
+    # (a signal set to be ignored stays so: nohup's SIGHUP, which a closed terminal must not turn into a stop)
+    before = {s: signal.signal(s, _raise_stopped) for s in stops if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield
     finally:
         for s, handler in before.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -107,5 +107,21 @@ def test_a_killed_run_leaves_no_local_worker_running(tmp_path, stop):
         proc.communicate(timeout=300)
         assert proc.returncode == (128 + signal.SIGTERM if stop == signal.SIGTERM else -signal.SIGKILL)
         _wait_for(lambda: not _running(worker), "the worker to stop")
+        if stop == signal.SIGTERM:  # (stopped with it: no log to read)
+            assert not list((tmp_path / "out").glob("worker-*.log"))
     finally:
         proc.kill()
+
+
+def test_a_signal_set_to_be_ignored_stays_ignored():
+    """Under nohup SIGHUP is ignored: a closed terminal must not stop the run."""
+    from lossbench.cli import _stops_on_signals
+
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with _stops_on_signals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # (taken as Ctrl-C is)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)

@@ -36,7 +36,8 @@ def set_threads(threads: int) -> None:
 
 
 PARENT_ENV = "LOSSBENCH_PARENT_PID"  # a local worker's starter: the worker stops when it is gone
-STOPPED = (130, 128 + signal.SIGTERM, -signal.SIGTERM)  # how a worker this process stopped exits (Ctrl-C, kill)
+# How a worker stopped with this process exits: Ctrl-C, kill, or a closed terminal (its process group's SIGHUP).
+STOPPED = (130, *(code for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s) for code in (128 + getattr(signal, s), -getattr(signal, s))))
 
 
 def stop_with_parent(poll: float = 1.0) -> None:
