@@ -122,7 +122,6 @@ def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_
     md, page = write_ledger(storage, tmp_path / "ledger", "a test storage")
     text = md.read_text()
     assert f"## {TINY.id}: {TINY.title}" in text and "/ 97.00 ± 1.00" in text
-    assert "The rule changed after the first runs" in text and "Holm's correction over them" in text
     assert outcome.verdict.word in text and f"#{d.treatment.chosen_trial}" in text
     assert "src='data:image/png;base64," not in page.read_text() or "<img" in page.read_text()
     assert md.parent == (tmp_path / "ledger").resolve()
@@ -153,10 +152,38 @@ def test_the_report_says_which_runs_stored_the_decision_they_ran_under(tmp_path)
     ledger_study(storage).set_user_attr(key, [{"started": "2026-12-03T20:21:00+00:00", "wall_seconds": 1.0, "study": None}])
     record_invocation(storage, claim, "quick", "fixed", time.time(), None)
     text = decision_provenance(storage, claim)
-    assert "1 of its 2 `claims run` invocations, of 2026-12-03, predate stored decisions" in text
+    assert "1 of the 2 `claims run` invocations that ran its studies, of 2026-12-03, stored no decision of this claim" in text
     assert decision_changes(storage, claim, "quick") == []
     reworded = dataclasses.replace(claim, rule_text="Another rule.")
     assert [c.split(":")[0] for c in decision_changes(storage, reworded, "quick")] == ["rule_text"]
+
+
+def test_a_bench_claims_provenance_counts_the_runs_of_its_studies_by_any_claim(tiny_claim, tmp_path):
+    from lossbench.ledger.report import decision_provenance
+    from lossbench.ledger.runs import ledger_study
+
+    storage = open_storage(default_storage_url(tmp_path))
+    study = study_spec(tiny_claim, "quick").name
+    ran = {"started": "2026-12-04T03:00:00+00:00", "wall_seconds": 1.0, "study": study, "decision": {"metric": "x"}}
+    ledger_study(storage).set_user_attr("runs:another-claim:quick:fixed", [ran])  # it ran the shared study
+    text = decision_provenance(storage, tiny_claim)
+    assert "1 of the 1 `claims run` invocations that ran its studies, of 2026-12-04, stored no decision of this claim" in text
+
+
+def test_the_ledger_lists_the_rule_changes_made_after_its_storage_first_runs(tmp_path):
+    from lossbench.ledger.report import rule_changes
+    from lossbench.ledger.runs import ledger_study
+    from lossbench.ledger.verdict import CHANGES_AFTER_RUNS
+
+    storage = open_storage(default_storage_url(tmp_path))
+    assert rule_changes(storage) == []  # no run: nothing changed under it
+    key = "runs:exact-toy-1d:quick:fixed"
+    ledger_study(storage).set_user_attr(key, [{"started": "2026-12-03T20:21:00+00:00", "wall_seconds": 1.0, "study": None}])
+    intro, listed = rule_changes(storage)
+    assert "first runs (2026-12-03)" in intro.text and len(listed.items) == len(CHANGES_AFTER_RUNS)
+    assert any("Holm's correction" in item for item in listed.items)
+    ledger_study(storage).set_user_attr(key, [{"started": "2099-01-01T00:00:00+00:00", "wall_seconds": 1.0, "study": None}])
+    assert rule_changes(storage) == []  # runs made under the rule as it is now
 
 
 def test_analysis_claims_store_their_measurement(tmp_path):

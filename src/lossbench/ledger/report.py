@@ -21,19 +21,22 @@ from lossbench.bench.spec import SpecError, spec_growth
 from lossbench.bench.storage import stored_fingerprint, stored_spec, stored_spec_names
 from lossbench.ledger.judge import SECONDARY, Cell, Outcome, judge
 from lossbench.ledger.protocol import study_spec
-from lossbench.ledger.records import BUDGETS, VARIATIONS, Claim, all_claims
+from lossbench.ledger.records import BUDGETS, Claim, all_claims
 from lossbench.ledger.runs import (
     AnalysisResult,
+    all_invocations,
     analysis_wall_time,
     decision_changes,
     invocations,
     provenance,
     stored_analysis,
+    study_invocations,
     study_wall_time,
 )
 from lossbench.ledger.verdict import CHANGES_AFTER_RUNS, Verdict, cd_diagram_png, resampling_note
 
 ASSETS = "reproductions"  # beside REPRODUCTIONS.md: the HTML ledger and the plots
+REFERENCE = f"`{ASSETS}/lossbench.db`"  # the storage of the project's own REPRODUCTIONS.md
 
 # --- numbers as the ledger prints them ---------------------------------------------------------
 
@@ -152,16 +155,20 @@ def summary_rows(entries: list[Entry], storage) -> list[list[str]]:
 
 
 def decision_provenance(storage, claim: Claim) -> str:
-    """What shows that the claim's decision rule preceded its runs: the decision each `claims run` stores
-    (the report refuses runs stored under another), or, for runs from before decisions were stored,
-    only the claim record's history."""
-    runs = [r for b in BUDGETS for v in VARIATIONS for r in invocations(storage, claim, b, v)]
-    bare = [r["started"][:10] for r in runs if r.get("decision") is None]
+    """What shows that the claim's decision rule preceded its runs: the decision each of its `claims run`
+    invocations stores (the report refuses runs stored under another), or, for runs that stored none (made
+    before decisions were stored, or by another claim that shares the study), only the record's history."""
+    if claim.kind == "bench":
+        studies = {study_spec(claim, b, v).name for b in BUDGETS if b in claim.budgets for v in claim.variations}
+        runs = [(owner, r) for name in sorted(studies) for owner, r in study_invocations(storage, name)]
+    else:
+        runs = [(claim.id, r) for b in BUDGETS for r in invocations(storage, claim, b)]
+    bare = [r["started"][:10] for owner, r in runs if owner != claim.id or r.get("decision") is None]
     if not bare:
         return "Decision rule, fixed before any run" + (" (stored with every run, and unchanged)" if runs else "")
-    return (f"Decision rule, written in the claim's record before its runs ({len(bare)} of its {len(runs)} `claims run` "
-            f"invocations, of {', '.join(sorted(set(bare)))}, predate stored decisions: for those the record's "
-            "history is the evidence, not a check)")  # fmt: skip
+    return (f"Decision rule, written in the claim's record before its runs ({len(bare)} of the {len(runs)} `claims run` "
+            f"invocations that ran its studies, of {', '.join(sorted(set(bare)))}, stored no decision of this claim: "
+            "for those the record's history is the evidence, not a check)")  # fmt: skip
 
 
 def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
@@ -267,6 +274,18 @@ def _published_mean(c: Claim, method: str) -> str:
     return f"{mean_row.mean:.2f}" if mean_row else "-"
 
 
+def rule_changes(storage) -> list[Block]:
+    """The rule's changes made after this storage's first `claims run` (a verdict is recomputed from stored
+    runs by the rule as it is now), each with what it did to the project's reference ledger."""
+    started = [r["started"][:10] for r in all_invocations(storage)]
+    later = [(day, what, effect) for day, what, effect in CHANGES_AFTER_RUNS if started and min(started) <= day]
+    if not later:
+        return []
+    return [Para(f"The rule changed after this storage's first runs ({min(started)}); every verdict below is the "
+                 f"rule's as it is now. What each change did to the project's reference ledger ({REFERENCE}):"),
+            Bullets([f"{day}: {what}; {effect}." for day, what, effect in later])]  # fmt: skip
+
+
 def ledger_blocks(entries: list[Entry], storage, out: Path, storage_label: str) -> list[Block]:
     info = provenance()
     blocks: list[Block] = [
@@ -280,8 +299,7 @@ def ledger_blocks(entries: list[Entry], storage, out: Path, storage_label: str) 
              "to the highest end of their 90 % intervals); "
              "training time is the runs' own time summed, worker time the wall time of the `lossbench claims run` "
              "invocations summed."),  # fmt: skip
-        Para("The rule changed after the first runs (2026-12-03); every verdict below is the rule's as it is now:"),
-        Bullets([f"{day}: {what}; {effect}." for day, what, effect in CHANGES_AFTER_RUNS]),
+        *rule_changes(storage),
         Table(["claim", "title", "budget", "split", "verdict", "effect, points [90 % interval]", "training time",
                "worker time"],
               summary_rows(entries, storage)),  # fmt: skip

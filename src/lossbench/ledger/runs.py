@@ -73,11 +73,21 @@ def decision_changes(storage, claim: Claim, budget: str, variation: str = "fixed
     return list(dict.fromkeys(changes))
 
 
-def study_wall_time(storage, study: str) -> tuple[float, list[dict[str, Any]]]:
-    """Wall time of every `claims run` of a study, whichever claim started it (claims share studies)."""
-    runs = [r for key, value in ledger_study(storage).user_attrs.items() if key.startswith("runs:")
+def study_invocations(storage, study: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every `claims run` of a study, whichever claim started it (claims share studies): (claim id, invocation)."""
+    return [(key.split(":")[1], r) for key, value in ledger_study(storage).user_attrs.items() if key.startswith("runs:")
             for r in value if r.get("study") == study]  # fmt: skip
+
+
+def study_wall_time(storage, study: str) -> tuple[float, list[dict[str, Any]]]:
+    """Wall time of every `claims run` of a study, whichever claim started it."""
+    runs = [r for _, r in study_invocations(storage, study)]
     return sum(r["wall_seconds"] for r in runs), runs
+
+
+def all_invocations(storage) -> list[dict[str, Any]]:
+    """Every `claims run` this storage recorded."""
+    return [r for key, value in ledger_study(storage).user_attrs.items() if key.startswith("runs:") for r in value]
 
 
 def analysis_wall_time(storage, claim: Claim, budget: str, result: AnalysisResult) -> tuple[float, list[dict[str, Any]]]:

@@ -92,9 +92,9 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
 VERDICTS = ("holds", "contradicted", "equivalent", "inconclusive")
-# The rule's changes made after the ledger's first runs (2026-12-03), each with what it did to the
-# stored verdicts: the ledger prints them, since a verdict is recomputed from stored runs by the rule
-# as it is now.
+# The rule's changes made after the project's ledger had runs, each with what it did to that ledger's
+# verdicts: a report prints those made after its storage's first runs (a verdict is recomputed from
+# stored runs by the rule as it is now).
 CHANGES_AFTER_RUNS = (
     ("2026-12-04", "per dataset, scores equal up to float32 rounding count as equal (a difference within it of 0 or "
      "of +-delta is that value)", "no verdict changed"),
