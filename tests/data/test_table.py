@@ -170,6 +170,13 @@ def test_pandas_index_column_is_a_header_and_dropped(tmp_path):
     assert load_table(xlsx, standardize=False).meta["feature_names"] == ["a", "b"]
 
 
+def test_r_write_table_row_names_read_with_header_true(tmp_path):
+    # R's write.table writes row names under no header field (one field fewer there): pandas reads them as the index
+    path = write(tmp_path / "r.csv", "a,b,label\nr1,1,2,x\nr2,3,4,y\nr3,5,6,x\nr4,7,8,y\n")
+    ds = load_table(path, header=True, standardize=False, test_fraction=0.5)
+    assert ds.meta["feature_names"] == ["a", "b"] and ds.class_names == ["x", "y"]
+
+
 def test_header_read_as_data_is_refused(tmp_path):
     # a repeated header line (files concatenated): its label is the label column's name
     twice = write(tmp_path / "t.csv", "a,label\n1,x\n2,y\na,label\n3,x\n4,y\n")

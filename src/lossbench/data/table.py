@@ -244,8 +244,8 @@ def _read_text_frame(
             raise ValueError(f"{path}: no data rows") from None
 
     index = False
-    if header is not False:
-        sample = read(header=None, dtype=str, nrows=HEADER_SAMPLE_ROWS + 1, na_values=[])
+    if header is not False:  # (with header=True only its line: R's write.table has one field fewer there)
+        sample = read(header=None, dtype=str, nrows=HEADER_SAMPLE_ROWS + 1 if header is None else 1, na_values=[])
         header, index = _sniff_header(sample, header, missing)
     frame = read(header=0 if header else None)
     rows = kept[1 if header else 0 :]
@@ -287,7 +287,7 @@ def _read_excel_frame(
 
     index = False
     if header is not False:
-        sample = read(header=None, dtype=str, nrows=HEADER_SAMPLE_ROWS + 1, na_values=[])
+        sample = read(header=None, dtype=str, nrows=HEADER_SAMPLE_ROWS + 1 if header is None else 1, na_values=[])
         header, index = _sniff_header(sample, header, missing)
     frame = read(header=0 if header else None)
     return (
