@@ -1,7 +1,7 @@
 """How a study runs on this machine (never what it computes): read by the runner, the local
 workers and the command line, which must stay light to import (no torch, no Optuna here)."""
 
-DEFAULT_PACK = 32  # runs trained at once where a unit packs (--pack; 1: one at a time)
+DEFAULT_PACK = 64  # runs trained at once where a unit packs (--pack; 1: one at a time)
 # torch threads per process (--threads): one thread per process holds up on a busy machine (two
 # made every small run 5-60x slower on a shared 2-core machine); parallelism comes from packing
 # and from --jobs.
