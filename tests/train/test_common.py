@@ -10,8 +10,15 @@ import torch
 from torch import nn
 
 from lossbench.losses import LOSSES
-from lossbench.train import TRANSFORMS, Transform, build_step, compatible, get_transform, make_transform
-from lossbench.train import trainable_parameters
+from lossbench.train import (
+    TRANSFORMS,
+    Transform,
+    build_step,
+    compatible,
+    get_transform,
+    make_transform,
+    trainable_parameters,
+)
 from tests.losses.cases import extra_kwargs, logits_shape, make_target
 
 ALL = [LOSSES.get(n) for n in LOSSES.names()]
