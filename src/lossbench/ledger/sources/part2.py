@@ -51,6 +51,8 @@ _SOFTF1_DEVIATIONS = (
     "second stage's lr scale (0.1) is fixed, not searched.",
     "Soft F1 is computed per mini-batch of 128 (Su notes it is biased on small batches); predictions are the arg-max "
     "(single-label) and logit > 0 (multi-label), no threshold tuning for any method.",
+    "The F1-weighted BCE weighs its terms by one soft F1 pooled over every label of the batch (a micro F), while the "
+    "claims are judged on macro-F1; a per-label F, as the macro soft F1 computes, is another reading of Su's formula.",
 )
 
 
