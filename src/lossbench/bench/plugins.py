@@ -5,7 +5,8 @@ Plugins are code the spec runs.  Every process that loads a spec (``lossbench ru
 plugin registers works on remote workers too.  They are imported by module name through the normal
 import system, from ``sys.path`` as this process has it (its installed packages, ``PYTHONPATH``),
 never from a path written in a spec or a shared storage; and a module found in a folder that every
-user may write (``/tmp``, say) or that another user owns is refused, as they could have put it there.
+user may write (``/tmp``, say) or that another user owns (but root or the owner of this Python or of
+lossbench itself, whose code runs anyway) is refused, as they could have put it there.
 A command that only reads a storage (``lossbench report``) imports the plugins its stored specs name
 only when asked to (``--plugins``): any user of a shared storage may have written those names, and
 even an installed module may do things on import (``antigravity`` opens a browser).
@@ -98,7 +99,7 @@ def _check_location(name: str, found: ModuleSpec) -> None:
     if origin.suffix == ".py":
         cached = Path(importlib.util.cache_from_source(str(origin)))
         places += [cached, cached.parent]
-    mine = (0, os.getuid()) if hasattr(os, "getuid") else None  # (no owners to compare on Windows)
+    mine = trusted_owners() if hasattr(os, "getuid") else None  # (no owners to compare on Windows)
     for place in places:
         existing = next((p for p in (place, *place.parents) if p.exists()), None)  # a zip's member: the zip
         if existing is not None and existing.stat().st_mode & stat.S_IWOTH:
@@ -111,6 +112,15 @@ def _check_location(name: str, found: ModuleSpec) -> None:
             _refuse(name, folder, "every user may write (without the sticky bit: they may swap the folders in it)")
         if mine is not None and st.st_uid not in mine and not st.st_mode & stat.S_ISVTX:
             _refuse(name, folder, f"user {st.st_uid} owns (they may swap the folders in it)")
+
+
+def trusted_owners() -> set[int]:
+    """The users whose files a plugin may live in: root, this user, and whoever owns this Python's
+    installation or lossbench's own code (they could change those already: a shared environment an
+    administrator keeps, say)."""
+    import lossbench
+
+    return {0, os.getuid(), Path(sys.prefix).stat().st_uid, Path(lossbench.__file__).stat().st_uid}
 
 
 def _refuse(name: str, place: Path, why: str) -> None:
