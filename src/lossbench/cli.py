@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbench._table import format_table
-from lossbench.bench.defaults import DEFAULT_JOBS, DEFAULT_PACK, DEFAULT_THREADS
+from lossbench.bench.defaults import DEFAULT_JOBS, DEFAULT_PACK, DEFAULT_THREADS, STOP_SIGNALS
 
 LEDGER_OUT = "lossbench-ledger"  # where `lossbench claims` keeps its database and writes the ledger
 STORAGE_ENV = "LOSSBENCH_STORAGE"  # bench.storage.STORAGE_ENV (not imported: `lossbench losses` stays light)
@@ -640,7 +640,7 @@ def _stops_on_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():  # (signal handlers belong to the main thread)
         yield
         return
-    stops = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    stops = [getattr(signal, s) for s in STOP_SIGNALS if hasattr(signal, s)]
     # (a signal set to be ignored stays so: nohup's SIGHUP, which a closed terminal must not turn into a stop)
     before = {s: signal.signal(s, _raise_stopped) for s in stops if signal.getsignal(s) is not signal.SIG_IGN}
     try:

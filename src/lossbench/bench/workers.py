@@ -26,6 +26,7 @@ import torch
 
 from lossbench._checks import check_count
 from lossbench._paths import inside
+from lossbench.bench.defaults import STOP_SIGNALS
 from lossbench.bench.storage import STORAGE_ENV
 
 
@@ -36,8 +37,8 @@ def set_threads(threads: int) -> None:
 
 
 PARENT_ENV = "LOSSBENCH_PARENT_PID"  # a local worker's starter: the worker stops when it is gone
-# How a worker stopped with this process exits: Ctrl-C, kill, or a closed terminal (its process group's SIGHUP).
-STOPPED = (130, *(code for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s) for code in (128 + getattr(signal, s), -getattr(signal, s))))
+# How a worker stopped with this process exits: Ctrl-C, or a stop signal (kill, its process group's SIGHUP).
+STOPPED = (130, *(code for s in STOP_SIGNALS if hasattr(signal, s) for code in (128 + getattr(signal, s), -getattr(signal, s))))
 
 
 def stop_with_parent(poll: float = 1.0) -> None:

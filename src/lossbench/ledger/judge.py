@@ -139,9 +139,9 @@ def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
     else:
         word = "inconclusive"
     counts = ", ".join(f"{w} on {', '.join(n for n, x in zip(names, words) if x == w)}" for w in dict.fromkeys(words))
-    dropped = [f"{n} (p = {v.p_opposite:.3g}, Holm-adjusted {a:.3g})"
-               for n, v, a, kept in zip(names, verdicts, adjusted, opposed) if v.word == "contradicted" and not kept]  # fmt: skip
-    kept_on = [f"{n} (p = {v.p_opposite:.3g}, Holm-adjusted {a:.3g})" for n, v, a, k in zip(names, verdicts, adjusted, opposed) if k]
+    shown = [(kept, f"{n} (p = {v.p_opposite:.3g}, Holm-adjusted {a:.3g})")
+             for n, v, a, kept in zip(names, verdicts, adjusted, opposed) if v.word == "contradicted"]  # fmt: skip
+    kept_on, dropped = [t for k, t in shown if k], [t for k, t in shown if not k]
     if kept_on:
         reason = (f"contradicted: the claim is per dataset; the opposite is shown on {', '.join(kept_on)} after Holm's "
                   f"correction over the {len(verdicts)} tests at alpha = {alpha:g}.")  # fmt: skip

@@ -73,10 +73,15 @@ def decision_changes(storage, claim: Claim, budget: str, variation: str = "fixed
     return list(dict.fromkeys(changes))
 
 
+def _all_by_claim(storage) -> list[tuple[str, dict[str, Any]]]:
+    """Every `claims run` this storage recorded, with the claim it ran: (claim id, invocation)."""
+    return [(key.split(":")[1], r) for key, value in ledger_study(storage).user_attrs.items() if key.startswith("runs:")
+            for r in value]  # fmt: skip
+
+
 def study_invocations(storage, study: str) -> list[tuple[str, dict[str, Any]]]:
     """Every `claims run` of a study, whichever claim started it (claims share studies): (claim id, invocation)."""
-    return [(key.split(":")[1], r) for key, value in ledger_study(storage).user_attrs.items() if key.startswith("runs:")
-            for r in value if r.get("study") == study]  # fmt: skip
+    return [(claim, r) for claim, r in _all_by_claim(storage) if r.get("study") == study]
 
 
 def study_wall_time(storage, study: str) -> tuple[float, list[dict[str, Any]]]:
@@ -87,7 +92,7 @@ def study_wall_time(storage, study: str) -> tuple[float, list[dict[str, Any]]]:
 
 def all_invocations(storage) -> list[dict[str, Any]]:
     """Every `claims run` this storage recorded."""
-    return [r for key, value in ledger_study(storage).user_attrs.items() if key.startswith("runs:") for r in value]
+    return [r for _, r in _all_by_claim(storage)]
 
 
 def analysis_wall_time(storage, claim: Claim, budget: str, result: AnalysisResult) -> tuple[float, list[dict[str, Any]]]:

@@ -171,6 +171,6 @@ def batch_level(loss: LossFn) -> bool:
 def check_per_sample_loss(transforms: Sequence[Transform], loss: LossFn, run: str = "") -> None:
     """Refuse a chain whose first loss wrapper reads per-sample losses (iFlood) on a batch-level loss: its
     values per sample would couple the batch.  ``run`` names the run in the message (a packed step's)."""
-    objective = [t for t in transforms if t.stage == "objective"]
-    if objective and objective[0].per_sample and batch_level(loss):
-        raise ValueError(f"{objective[0].name} needs one loss per sample; {run}{type(loss).__name__} is a batch-level loss")
+    if reads_per_sample(transforms) and batch_level(loss):
+        first = next(t for t in transforms if t.stage == "objective")
+        raise ValueError(f"{first.name} needs one loss per sample; {run}{type(loss).__name__} is a batch-level loss")
