@@ -37,4 +37,5 @@ def test_the_quick_budget_is_a_reduction_of_the_preset():
     assert [d.params for d in quick.datasets] == [d.params for d in paper.datasets]
     posthoc = {m.name: m.decision for m in quick.methods}
     assert posthoc["ce_posthoc"] == "logit_adjusted" and posthoc["ce"] == "argmax"
+    assert quick.method("ce_posthoc").runs_of == "ce"  # the same models, read through the adjusted rule (the source)
     assert quick.selection_metric == "balanced_accuracy"

@@ -31,7 +31,9 @@ import torch
 
 from lossbench.bench.methods import Method, check_compatible, output_width, set_loss_option
 from lossbench.bench.metrics import (
+    DECIDED,
     DECISION_TASKS,
+    METRICS,
     EpochScores,
     compute_metrics,
     decide,
@@ -156,6 +158,8 @@ class RunResult:
     metrics: dict[str, float]
     curves: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
+    # An evaluation run read through other decision rules (Spec.read_through): each rule's label metrics
+    decided: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def diverged(self) -> bool:
@@ -264,12 +268,9 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
     """Build the model, the loss and the transforms at every end of every search range, so a spec
     that cannot run is refused before anything is stored (not in its first trial)."""
     where = f"method {method.name!r} on {split.dataset.name!r}"
-    decision = method.spec.decision
-    if split.task not in DECISION_TASKS[decision]:
-        raise SpecError(f"{where}: decision {decision!r} applies to {' and '.join(DECISION_TASKS[decision])} tasks, not {split.task}")
-    if decision == "thresholds" and spec.train.early_stopping:
-        raise SpecError(f"{where}: decision 'thresholds' sets its thresholds when the run ends; it cannot choose an "
-                        "epoch with [train] early_stopping")  # fmt: skip
+    check_decision(split, method.spec.decision, spec, where)
+    for reader in (m for m in spec.methods if m.runs_of == method.name):
+        check_decision(split, reader.decision, spec, f"method {reader.name!r} on {split.dataset.name!r}")
     check_stages(split, method, where)
     space = method.search_space(spec.search)
     middle = {k: _middle(d) for k, d in space.items()}
@@ -304,6 +305,29 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
             attempt(params, stage, f"{key} = {value!r} (an end of its search space)")
 
 
+def _thresholds(fit_logits: torch.Tensor, split: Split) -> torch.Tensor | None:
+    """Decision "thresholds": each label's threshold from the fit part (None where those logits are not
+    all finite: the run diverged and is scored as diverged)."""
+    return f1_thresholds(fit_logits, split.y_fit) if bool(torch.isfinite(fit_logits).all()) else None
+
+
+def _decided(logits: torch.Tensor, rule: str, split: Split, thresholds: torch.Tensor | None) -> torch.Tensor:
+    """The scores decision ``rule`` reads from ``logits`` (:func:`decide`); per-label thresholds not set
+    (the per-epoch curves, a diverged fit part) read the logits as they are."""
+    if rule == "thresholds" and thresholds is None:
+        return logits
+    return decide(logits, rule, split.class_counts, thresholds)
+
+
+def check_decision(split: Split, decision: str, spec: Spec, where: str) -> None:
+    """The decision rule applies to the split's task (and to the spec's training)."""
+    if split.task not in DECISION_TASKS[decision]:
+        raise SpecError(f"{where}: decision {decision!r} applies to {' and '.join(DECISION_TASKS[decision])} tasks, not {split.task}")
+    if decision == "thresholds" and spec.train.early_stopping:
+        raise SpecError(f"{where}: decision 'thresholds' sets its thresholds when the run ends; it cannot choose an "
+                        "epoch with [train] early_stopping")  # fmt: skip
+
+
 class _RunScores:
     """One run's loss (with its schedule) and the curves and metrics it is scored by.
 
@@ -323,6 +347,8 @@ class _RunScores:
         self.stopping = spec.train.early_stopping
         self.decision = method.spec.decision
         self.thresholds: torch.Tensor | None = None  # decision "thresholds": set from the fit part when the run ends
+        # the rules other methods read an evaluation run through (their runs are this one: Spec.read_through)
+        self.readers = spec.read_through(method.name) if split.stage == "final" else ()
         self.best: tuple[float, int, torch.Tensor] | None = None  # validation score, epoch, held-out logits
         self.val_metric: list[float] = []
         self.stage: Stage  # set by begin(), which the caller calls before each stage, the first included
@@ -365,9 +391,7 @@ class _RunScores:
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """What the method's decision rule predicts from: the logits, or their post-hoc adjustment
         (per-label thresholds apply once the run has set them: its per-epoch curves read 0)."""
-        if self.decision == "thresholds" and self.thresholds is None:
-            return logits
-        return decide(logits, self.decision, self.split.class_counts, self.thresholds)
+        return _decided(logits, self.decision, self.split, self.thresholds)
 
     def metrics(self, logits: torch.Tensor, target: torch.Tensor, names: tuple[str, ...] | None = None) -> dict[str, float]:
         """:func:`compute_metrics` of the model's logits, its label metrics read through the decision rule."""
@@ -402,9 +426,15 @@ class _RunScores:
                 fit_once.append(fit_logits())
             return fit_once[0]
 
-        if self.decision == "thresholds" and bool(torch.isfinite(fit()).all()):  # (a diverged run: scored as diverged)
-            self.thresholds = f1_thresholds(fit(), split.y_fit)
+        if self.decision == "thresholds":
+            self.thresholds = _thresholds(fit(), split)
         metrics = self.metrics(scored, split.y_eval)
+        labels = tuple(name for name in METRICS[split.task] if name in DECIDED)
+        decided = {}
+        for rule in self.readers:  # the same held-out logits, through each reader's rule
+            read = _decided(scored, rule, split, _thresholds(fit(), split) if rule == "thresholds" else None)
+            values = compute_metrics(scored, split.y_eval, split.task, split.num_classes, labels, read)
+            decided[rule] = {name: values[name] for name in labels}
         if self.stopping:
             metrics[BEST_EPOCH] = float(len(self.train_loss) - 1 if self.best is None else self.best[1])
         if self.spec.tie_break == "train_metric" and split.stage == "tune":
@@ -416,7 +446,7 @@ class _RunScores:
         }
         if self.val_metric:
             curves[f"val_{metric}"] = self.val_metric
-        return RunResult(metrics, curves, seconds)
+        return RunResult(metrics, curves, seconds, decided)
 
 
 def stage_loss(split: Split, stage: Stage) -> Any:

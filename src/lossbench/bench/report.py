@@ -112,6 +112,10 @@ def method_settings(spec: Spec) -> Table:
     transforms' defaults) and what is tuned, with the ranges searched."""
     rows = []
     for m in spec.methods:
+        datasets = ", ".join(m.datasets) if m.datasets else "all"
+        if m.runs_of is not None:
+            rows.append([m.name, m.loss, "-", "-", "-", f"none: the runs of {m.runs_of}, read through the decision {m.decision}", datasets])
+            continue
         method = resolve_method(m)
         tuned = method.search_space(spec.search)
         loss = dict(m.params)
@@ -125,7 +129,7 @@ def method_settings(spec: Spec) -> Table:
             transforms.append(f"{name}({_params(settings)})" if settings else name)
         searched = [f"{k} in {_space(_searched(spec, m, method, k))}" for k in tuned]
         rows.append([m.name, m.loss, _params(loss), "; ".join(schedules) or "-", "; ".join(transforms) or "-",
-                     "; ".join(searched) or "-", ", ".join(m.datasets) if m.datasets else "all"])  # fmt: skip
+                     "; ".join(searched) or "-", datasets])  # fmt: skip
     return Table(["method", "loss", "fixed loss settings", "schedules", "transforms", "searched", "datasets"], rows)
 
 
@@ -153,7 +157,7 @@ def study_settings(spec: Spec) -> Table:
 
 def _records(results: list[DatasetResult]):
     for result in results:
-        for r in result.methods:
+        for r in (r for r in result.methods if r.trained):  # (a method reading another's runs has none of its own)
             for t in [*r.tune_trials, *r.runs.values()]:
                 yield result, r, t, run_record(t)
 
@@ -338,7 +342,7 @@ def trials_csv(results: list[DatasetResult]) -> str:
     """Every tuning trial of the equal budget: its parameters (``param.<name>``), its scores
     (``metric.<name>``: validation, and the training part's where recorded) and whether it was
     chosen.  The prefixes keep parameter and metric names apart from the fixed columns."""
-    trials = [(result, r, t) for result in results for r in result.methods for t in r.tune_trials]
+    trials = [(result, r, t) for result in results for r in result.methods if r.trained for t in r.tune_trials]
     params = sorted({k for _, _, t in trials for k in t.params})
     metrics = sorted({k for _, _, t in trials for k in run_record(t).get("metrics", {})})
     rows = []

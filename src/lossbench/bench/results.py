@@ -7,7 +7,7 @@ came from, so a report can be traced back to the runs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -32,6 +32,7 @@ from lossbench.bench.storage import (
     evaluation_seeds,
     final_runs,
     run_record,
+    scored_through,
     study_name,
 )
 
@@ -71,6 +72,11 @@ class MethodResult:
     @property
     def complete(self) -> bool:
         return len(self.runs) == len(self.seeds)
+
+    @property
+    def trained(self) -> bool:
+        """Whether the method trained its runs (not one that reads another's through its decision: ``runs_of``)."""
+        return self.method.runs_of is None
 
     def values(self, metric: str) -> list[float]:
         """Test scores by seed order (nan for a diverged run)."""
@@ -120,7 +126,7 @@ def collect(spec: Spec, storage: optuna.storages.BaseStorage) -> list[DatasetRes
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     for dataset in spec.datasets:
         rows = []
-        for method in (m for m in spec.methods if m.runs_on(dataset)):
+        for method in (m for m in spec.methods if m.runs_on(dataset) and m.runs_of is None):
             tune_name, final_name = (study_name(spec.name, s, dataset.label, method.name) for s in ("tune", "final"))
             tune = optuna.load_study(study_name=tune_name, storage=storage) if tune_name in existing else None
             final = optuna.load_study(study_name=final_name, storage=storage) if final_name in existing else None
@@ -147,6 +153,7 @@ def collect(spec: Spec, storage: optuna.storages.BaseStorage) -> list[DatasetRes
         for r in rows:
             if r.config is not None:
                 r.edges = range_edges(r.config, resolve_method(r.method).search_space(spec.search))
+        rows = _with_readers(spec, dataset, rows)
         all_runs = [t for r in rows for t in r.runs.values()] + [t for r in rows for t in r.tune_trials]
         task = _task_of(all_runs)
         metric = selection_metric(spec.selection_metric, task)
@@ -154,6 +161,22 @@ def collect(spec: Spec, storage: optuna.storages.BaseStorage) -> list[DatasetRes
         order = sorted(range(len(rows)), key=lambda i: (math.inf if math.isnan(rows[i].rank) else rows[i].rank, i))
         results.append(DatasetResult(dataset, task, metric, [rows[i] for i in order], spec.baseline))
     return results
+
+
+def _with_readers(spec: Spec, dataset: DatasetSpec, rows: list[MethodResult]) -> list[MethodResult]:
+    """The trained methods' results and, in the spec's order, those of the methods that read their
+    runs (``runs_of``): the same tuning trials, choice and evaluation runs, each run's metrics those
+    it scored through the reader's decision rule (a run that did not score it is left out)."""
+    trained = {r.method.name: r for r in rows}
+    out = []
+    for method in (m for m in spec.methods if m.runs_on(dataset)):
+        if method.runs_of is None:
+            out.append(trained[method.name])
+            continue
+        read = trained[method.runs_of]
+        runs = {seed: scored_through(t, method.decision) for seed, t in read.runs.items()}
+        out.append(replace(read, method=method, runs={s: t for s, t in runs.items() if t is not None}, edges=dict(read.edges)))
+    return out
 
 
 EDGE_FRACTION = 0.05  # a chosen value this close to an end of its range (on its sampling scale) is at the edge

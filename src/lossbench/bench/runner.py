@@ -69,6 +69,7 @@ from lossbench.bench.storage import (
     ALONE_ATTR,
     CHOSEN_FROM_ATTR,
     CONFIG_ATTR,
+    DECIDED_ATTR,
     DIRECTION,
     PACKING_OFF,
     RUN_ATTR,
@@ -692,6 +693,8 @@ class Runner:
                 _, trial, _, seed, split = prepared[key]
                 record = {"metrics": result.metrics, "curves": result.curves, "seed": seed, "worker": worker_id(),
                           "seconds": round(result.seconds, 4), "pack": len(keys)}  # fmt: skip
+                if result.decided:
+                    record[DECIDED_ATTR] = result.decided
                 alone = packs[key[0]].unit.alone(packs[key[0]].stage)
                 if alone is not None:
                     record[ALONE_ATTR] = alone

@@ -13,7 +13,7 @@ import inspect
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,11 @@ class MethodSpec:
     # rule such as logit adjustment, so a leaderboard can tell a loss's effect from its decision's.
     decision: str = "argmax"
     then: StageSpec | None = None  # a second stage, fine-tuning the same model (StageSpec)
+    # Another method's name: this one trains nothing; its runs are that method's (its choice and its
+    # evaluation runs, the same models) read through this method's decision rule, so a post-hoc rule
+    # is compared with the arg-max on the same models (Menon et al.'s post-hoc logit adjustment).
+    # The loss and the datasets are that method's.
+    runs_of: str | None = None
 
     def runs_on(self, dataset: DatasetSpec) -> bool:
         return self.datasets is None or dataset.label in self.datasets or dataset.name in self.datasets
@@ -183,8 +188,13 @@ class Spec:
         raise SpecError(f"spec {self.name!r} has no method {name!r}")
 
     def units(self) -> list[tuple[DatasetSpec, MethodSpec]]:
-        """Every (dataset, method) pair the study runs, in a stable order."""
-        return [(d, m) for d in self.datasets for m in self.methods if m.runs_on(d)]
+        """Every (dataset, method) pair the study trains, in a stable order (not the methods that read
+        another's runs: ``runs_of``)."""
+        return [(d, m) for d in self.datasets for m in self.methods if m.runs_on(d) and m.runs_of is None]
+
+    def read_through(self, name: str) -> tuple[str, ...]:
+        """The decision rules that other methods read method ``name``'s runs through (``runs_of``)."""
+        return tuple(dict.fromkeys(m.decision for m in self.methods if m.runs_of == name))
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -233,6 +243,13 @@ def spec_growth(old: Spec, new: Spec) -> tuple[list[str], list[str]]:
             else:
                 changed += _differences(item, given[label], f"{kind} {label!r}")
         grown += [f"{kind} {label!r} added" for label in given if label not in stored]
+    # A method added to read stored runs through a decision rule they were not scored by
+    stored_names = {m.name for m in old.methods}
+    for m in new.methods:
+        if m.name not in stored_names and m.runs_of in stored_names and m.decision not in old.read_through(m.runs_of):
+            grown.remove(f"method {m.name!r} added")
+            changed.append(f"method {m.name!r} added: it reads the stored runs of {m.runs_of!r}, which were not scored "
+                           f"by its decision {m.decision!r} (a new study runs them with it)")  # fmt: skip
     rest = [k for k in sorted(a.keys() | b.keys()) if k not in GROWTH_FIELDS + ("datasets", "methods")]
     for k in rest:
         changed += _differences(a.get(k, "(absent)"), b.get(k, "(absent)"), k)
@@ -251,7 +268,7 @@ def _differences(old: Any, new: Any, where: str) -> list[str]:
 # so a stored study's spec keeps its fingerprint (bench.storage refuses a changed spec).
 _LATER_SPEC_FIELDS = ("plugins",)
 _LATER_TRAIN_FIELDS = ("early_stopping",)
-_LATER_METHOD_FIELDS = ("decision", "then")
+_LATER_METHOD_FIELDS = ("decision", "then", "runs_of")
 
 # ---------------------------------------------------------------------------------------------
 # Parsing
@@ -499,15 +516,23 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         _no_unknown(m, set(MethodSpec.__dataclass_fields__), where)
         mname = _take(m, "name", str, where)
         where = f"{source} method {mname!r}"
+        decision = _take(m, "decision", str, where, _default(MethodSpec, "decision"))
+        if decision not in DECISIONS:
+            raise SpecError(f"{where}: decision must be one of {DECISIONS}, got {decision!r}")
+        runs_of = _take(m, "runs_of", str, where, None)
+        if runs_of is not None:  # (its loss and datasets are set below, from the method it reads)
+            extra = sorted(set(m) - {"name", "runs_of", "decision"})
+            if extra:
+                raise SpecError(f"{where}: a method with runs_of trains nothing (it reads the runs of {runs_of!r} through "
+                                f"its decision rule); it takes only name, runs_of and decision, not {extra}")  # fmt: skip
+            methods.append(MethodSpec(name=mname, loss="", decision=decision, runs_of=runs_of))
+            continue
         only = _take(m, "datasets", list, where, None)
         search_m = {k: _range(v, f"{where} search.{k}") for k, v in _take(m, "search", dict, where, {}).items()}
         schedule = {k: _schedule(v, f"{where} schedule.{k}") for k, v in _take(m, "schedule", dict, where, {}).items()}
         both = sorted(set(schedule) & set(search_m))
         if both:
             raise SpecError(f"{where}: {both} cannot be both searched and scheduled")
-        decision = _take(m, "decision", str, where, _default(MethodSpec, "decision"))
-        if decision not in DECISIONS:
-            raise SpecError(f"{where}: decision must be one of {DECISIONS}, got {decision!r}")
         then = _take(m, "then", dict, where, None)
         then = None if then is None else _stage(then, f"{where} then")
         stray = sorted(k for k in search_m if k.startswith(THEN_PREFIX)) if then is None else []
@@ -532,6 +557,7 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise SpecError(f"{source}: method names must be unique; repeated: {dupes}")
+    methods = [_reading(m, methods, f"{source} method {m.name!r}") for m in methods]
     labels = [d.label for d in datasets]
     if len(set(labels)) != len(labels):
         raise SpecError(f"{source}: a dataset is listed twice: {labels}")
@@ -576,6 +602,20 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         if ranges:
             raise SpecError(f"{source}: the python-random sampler draws from choices only; these are ranges: {ranges}")
     return spec
+
+
+def _reading(method: MethodSpec, methods: list[MethodSpec], where: str) -> MethodSpec:
+    """A method with ``runs_of`` given the loss and datasets of the method whose runs it reads."""
+    if method.runs_of is None:
+        return method
+    read = next((m for m in methods if m.name == method.runs_of), None)
+    if read is None or read.runs_of is not None:
+        trained = [m.name for m in methods if m.runs_of is None]
+        raise SpecError(f"{where}: runs_of must name a method of the spec that trains, one of {trained}; got {method.runs_of!r}")
+    if read.decision == method.decision:
+        raise SpecError(f"{where}: it reads the runs of {read.name!r} through that method's own decision "
+                        f"{read.decision!r}, which gives its scores again; give it another decision")  # fmt: skip
+    return replace(method, loss=read.loss, datasets=read.datasets)
 
 
 def _check_early_stopping(spec: Spec, source: str) -> None:
@@ -626,7 +666,11 @@ def spec_from_json(text: str) -> Spec:
         for key in ("label", "max_train"):
             if d[key] is None:
                 del d[key]
-    for m in data["methods"]:
+    for i, m in enumerate(data["methods"]):
+        if m.get("runs_of") is not None:  # (its loss and datasets were the read method's)
+            data["methods"][i] = {"name": m["name"], "runs_of": m["runs_of"], "decision": m["decision"]}
+            continue
+        m.pop("runs_of", None)
         m["transforms"] = [{"name": t["name"], "params": t["params"]} for t in m["transforms"]]
         if m["datasets"] is None:
             del m["datasets"]

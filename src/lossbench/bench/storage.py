@@ -568,12 +568,26 @@ ALONE_ATTR = "alone"  # in the record of a run whose unit cannot pack: why it tr
 PACKING_OFF = "packing is off"  # that reason under --pack 1
 VALIDATION_ATTR = "validation"  # in the record of a run with a validation part: the spec's val_split, or:
 OWN_VALIDATION = "provided"  # the data set's own validation split (a dev file)
+DECIDED_ATTR = "decided"  # in the record of an evaluation run others read (runs_of): per rule, its label metrics
+
+
+def scored_through(trial: FrozenTrial, rule: str) -> FrozenTrial | None:
+    """A copy of the stored run whose metrics are those it scored through decision ``rule`` (for a
+    method that reads it, ``runs_of``); None for a run that did not score that rule."""
+    record = run_record(trial)
+    decided = record.get(DECIDED_ATTR, {}).get(rule)
+    if decided is None:
+        return None
+    copied = copy.copy(trial)
+    copied.user_attrs = {**trial.user_attrs, RUN_ATTR: {**record, "metrics": {**record.get("metrics", {}), **decided}}}
+    return copied
 
 
 def run_record(trial: FrozenTrial) -> dict[str, Any]:
     """What a finished run stored: ``metrics``, ``curves``, ``seed``, ``worker``, ``seconds``, ``pack``,
     ``environment`` (versions, threads, device), ``sizes`` (``fit``, ``scored``) and, where the run
-    had a validation part, ``validation`` (how it was drawn, ``VALIDATION_ATTR``)."""
+    had a validation part, ``validation`` (how it was drawn, ``VALIDATION_ATTR``); an evaluation run
+    that other methods read (``runs_of``), ``decided`` (``DECIDED_ATTR``)."""
     return trial.user_attrs.get(RUN_ATTR, {})
 
 

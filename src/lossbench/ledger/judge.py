@@ -170,7 +170,7 @@ def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget
             cells.setdefault(result.dataset.label, {})[r.method.name] = _cell(result, r, claim)
             if not r.complete:
                 missing.append(f"{result.dataset.label} / {r.method.name}")
-            for t in [*r.tune_trials, *r.runs.values()]:
+            for t in [*r.tune_trials, *r.runs.values()] if r.trained else []:  # (a reader's runs are another's)
                 compute += float(run_record(t).get("seconds", 0.0))
                 runs += 1
     datasets = []
