@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from lossbench.bench.execution import DataCache, train_and_score
+from lossbench.bench.execution import DataCache, check_unit, train_and_score
 from lossbench.bench.methods import resolve_method
-from lossbench.bench.spec import parse_spec
+from lossbench.bench.spec import SpecError, parse_spec
 
 
 def _spec(selection_metric: str = "accuracy", lr_final: float = 1e-4):
@@ -43,3 +43,21 @@ def test_a_diverging_run_has_nan_curves_and_is_flagged():
     result = train_and_score(split, resolve_method(spec.methods[0]), {"lr": 1e38, "weight_decay": 0.0}, spec, seed=0)
     assert result.metrics["diverged"] == 1.0 and math.isnan(result.metrics["accuracy"])
     assert math.isnan(result.curves["heldout_accuracy"][-1])
+
+
+def test_a_loss_reading_each_logit_on_its_own_needs_every_logit_free():
+    def spec(**model_params):
+        return parse_spec({
+            "name": "ova", "trials": 2, "seeds": 2,
+            "train": {"model": "linear", "epochs": 2, "batch_size": 32, "model_params": model_params},
+            "datasets": ["wine"], "methods": [{"name": "ova", "loss": "one_vs_all_focal"}],
+        })  # fmt: skip
+
+    fixed = spec()  # (the linear model fixes class 0's logit at 0 for multiclass data by default)
+    split = DataCache(fixed, torch.device("cpu")).get(fixed.datasets[0], "tune")
+    with pytest.raises(SpecError, match="loss 'one_vs_all_focal' reads each class's logit on its own.*zero_first_logit = false"):
+        check_unit(split, resolve_method(fixed.methods[0]), fixed)
+    free = spec(zero_first_logit=False)
+    check_unit(split, resolve_method(free.methods[0]), free)
+    result = train_and_score(split, resolve_method(free.methods[0]), {"lr": 0.05, "weight_decay": 1e-4}, free, seed=3)
+    assert result.metrics["diverged"] == 0.0

@@ -41,6 +41,15 @@ def test_a_reader_trains_nothing_and_takes_the_read_methods_loss():
     assert '"runs_of"' not in _spec().to_json()  # the default leaves stored fingerprints as they were
 
 
+def test_a_reader_is_the_read_method_but_for_its_name_and_rule_and_reads_back_at_any_rule():
+    flooded = {"name": "ce_la", "loss": "cross_entropy", "decision": "logit_adjusted", "transforms": ["flooding"]}
+    spec = _spec(flooded, {"name": "ce_la_argmax", "runs_of": "ce_la"})  # (its rule: the default, argmax)
+    reader = spec.method("ce_la_argmax")
+    assert reader.transforms == spec.method("ce_la").transforms and reader.decision == "argmax"
+    stored = spec_from_json(spec.to_json())  # (an argmax reader's rule is left out of the stored form)
+    assert stored == spec and stored.fingerprint() == spec.fingerprint()
+
+
 @pytest.mark.parametrize(
     "method, message",
     [

@@ -5,19 +5,29 @@ from __future__ import annotations
 
 import pytest
 
-from lossbench.bench.spec import load_preset
 from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import all_claims, get_claim
 
-IDS = ["su-zlpr-thresholds", "su-zlpr-vs-bce", "asl-beats-focal", "asl-focal-beats-bce"]
+IDS = ["su-zlpr-thresholds", "su-zlpr-vs-bce", "asl-beats-focal", "asl-focal-beats-bce", "asl-beats-focal-source",
+       "asl-focal-beats-bce-source"]
 
 
 @pytest.mark.parametrize("claim_id", IDS)
-def test_each_claim_compares_two_methods_of_the_multilabel_preset(claim_id):
+def test_each_claim_compares_two_methods_of_its_multilabel_study(claim_id):
     claim = get_claim(claim_id)
-    names = [m.name for m in load_preset("multilabel").methods]
+    names = [m.name for m in study_spec(claim, "quick").methods]
     assert claim.protocol == "multilabel" and claim.metric in ("macro_f1", "map")
     assert claim.treatment in names and claim.baseline in names and claim.treatment != claim.baseline
+
+
+def test_the_source_claims_compare_asl_and_focal_at_the_sources_settings():
+    # ASL's train.py: AsymmetricLoss(gamma_neg=4, gamma_pos=0, clip=0.05); its focal: gamma 2 both sides, no shift
+    methods = {m.name: m for m in study_spec(get_claim("asl-beats-focal"), "quick").methods}
+    assert (methods["asl_source"].loss, methods["asl_source"].params) == ("asl", {"gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05})
+    assert (methods["focal_source"].loss, methods["focal_source"].params) == ("sigmoid_focal", {"gamma": 2.0, "alpha": None})
+    source, tuned = get_claim("asl-beats-focal-source"), get_claim("asl-beats-focal")
+    assert (source.treatment, source.baseline, tuned.treatment, tuned.baseline) == ("asl_source", "focal_source", "asl", "focal")
+    assert (get_claim("asl-focal-beats-bce-source").treatment, get_claim("asl-focal-beats-bce-source").baseline) == ("focal_source", "bce")
 
 
 def test_the_claims_share_one_study_per_budget_and_metric_and_the_quick_one_is_smaller():

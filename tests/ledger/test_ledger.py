@@ -37,6 +37,12 @@ def test_the_ledger_lists_every_claim_of_the_exact_issue():
             "su-smooth-accuracy", "su-ce-late", "exact-toy-1d", "su-toy-temperature"} <= ids  # fmt: skip
 
 
+@pytest.mark.parametrize("claim", all_claims(), ids=lambda c: c.id)
+def test_every_claim_names_its_source_in_words(claim):
+    fields = (claim.title, claim.source, claim.url, claim.statement)
+    assert all(isinstance(f, str) and f.strip() for f in fields) and claim.url.startswith("https://")
+
+
 @pytest.mark.parametrize("claim", [c for c in all_claims() if c.kind == "bench"], ids=lambda c: c.id)
 def test_every_bench_claim_resolves_at_every_budget(claim):
     for budget in BUDGETS:

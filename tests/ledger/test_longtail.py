@@ -9,7 +9,8 @@ from lossbench.bench.spec import load_preset
 from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import all_claims, get_claim
 
-IDS = ["menon-la-loss", "menon-posthoc", "ren-balanced-softmax", "cao-ldam-drw", "botlt-focal", "su-adjust-not-reweight"]
+IDS = ["menon-la-loss", "menon-posthoc", "ren-balanced-softmax", "cao-ldam-drw", "botlt-focal", "su-adjust-not-reweight",
+       "botlt-focal-sigmoid"]
 
 
 @pytest.mark.parametrize("claim_id", IDS)
@@ -38,4 +39,6 @@ def test_the_quick_budget_is_a_reduction_of_the_preset():
     posthoc = {m.name: m.decision for m in quick.methods}
     assert posthoc["ce_posthoc"] == "logit_adjusted" and posthoc["ce"] == "argmax"
     assert quick.method("ce_posthoc").runs_of == "ce"  # the same models, read through the adjusted rule (the source)
+    # BagofTricks-LT's focal: each class against the rest, gamma 2
+    assert (quick.method("focal_sigmoid").loss, quick.method("focal_sigmoid").params) == ("one_vs_all_focal", {"gamma": 2.0})
     assert quick.selection_metric == "balanced_accuracy"

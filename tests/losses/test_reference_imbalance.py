@@ -161,6 +161,23 @@ def test_sigmoid_focal_rejects_bad_alpha(binary_batch):
         L.sigmoid_focal(x, hard, gamma=-1.0)
 
 
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_one_vs_all_focal_matches_bagoftricks_lt(batch, gamma):
+    # BagofTricks-LT lib/loss/loss_impl/focal_loss.py: BCE on one-hot targets times ((1 - p) label + p (1 - label))^gamma,
+    # summed over classes, over the batch size (here over the samples whose target is kept)
+    x, y = batch
+    kept = y != -100
+    label = F.one_hot(y[kept], 5).double()
+    p = torch.sigmoid(x[kept])
+    per_sample = (F.binary_cross_entropy_with_logits(x[kept], label, reduction="none") * ((1 - p) * label + p * (1 - label)) ** gamma).sum(1)
+    ours = L.one_vs_all_focal(x, y, gamma=gamma, reduction="none")
+    torch.testing.assert_close(ours[kept], per_sample)
+    assert bool((ours[~kept] == 0).all())
+    torch.testing.assert_close(L.one_vs_all_focal(x, y, gamma=gamma), per_sample.mean())
+    # adding a constant to a row's logits changes it (each class is its own binary problem)
+    assert not torch.allclose(L.one_vs_all_focal(x + 1.0, y, gamma=gamma), L.one_vs_all_focal(x, y, gamma=gamma))
+
+
 def test_focal_module_keeps_alpha_as_a_buffer(batch):
     x, y = batch
     alpha = torch.linspace(0.25, 2.0, 5)

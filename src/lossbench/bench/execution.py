@@ -258,10 +258,14 @@ def model_kwargs(spec: Spec, params: dict[str, Any]) -> dict[str, Any]:
 def _check_model(split: Split, method: Method, spec: Spec, params: dict[str, Any], where: str) -> torch.nn.Module:
     kwargs = model_kwargs(spec, params)
     try:
-        return build_model(spec.train.model, split.dataset, num_outputs=output_width(method.loss, split.task, split.num_classes),
-                           **kwargs)  # fmt: skip
+        model = build_model(spec.train.model, split.dataset, num_outputs=output_width(method.loss, split.task, split.num_classes),
+                            **kwargs)  # fmt: skip
     except (ValueError, TypeError) as err:
         raise SpecError(f"{where}: model {spec.train.model!r} with {kwargs}: {err}") from None
+    if not method.loss.shift_invariant and getattr(model, "zero_first_logit", False):
+        raise SpecError(f"{where}: loss {method.loss.name!r} reads each class's logit on its own, and model "
+                        f"{spec.train.model!r} fixes class 0's at 0; set [train] model_params = {{ zero_first_logit = false }}")  # fmt: skip
+    return model
 
 
 def check_unit(split: Split, method: Method, spec: Spec) -> None:

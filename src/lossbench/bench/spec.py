@@ -147,7 +147,7 @@ class MethodSpec:
     # Another method's name: this one trains nothing; its runs are that method's (its choice and its
     # evaluation runs, the same models) read through this method's decision rule, so a post-hoc rule
     # is compared with the arg-max on the same models (Menon et al.'s post-hoc logit adjustment).
-    # The loss and the datasets are that method's.
+    # Its other fields are that method's (what trained its runs).
     runs_of: str | None = None
 
     def runs_on(self, dataset: DatasetSpec) -> bool:
@@ -520,7 +520,7 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         if decision not in DECISIONS:
             raise SpecError(f"{where}: decision must be one of {DECISIONS}, got {decision!r}")
         runs_of = _take(m, "runs_of", str, where, None)
-        if runs_of is not None:  # (its loss and datasets are set below, from the method it reads)
+        if runs_of is not None:  # (its other fields are set below, from the method it reads)
             extra = sorted(set(m) - {"name", "runs_of", "decision"})
             if extra:
                 raise SpecError(f"{where}: a method with runs_of trains nothing (it reads the runs of {runs_of!r} through "
@@ -605,7 +605,8 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
 
 
 def _reading(method: MethodSpec, methods: list[MethodSpec], where: str) -> MethodSpec:
-    """A method with ``runs_of`` given the loss and datasets of the method whose runs it reads."""
+    """A method with ``runs_of`` as the method whose runs it reads (loss, transforms, parameters,
+    datasets: what trained them) but for its name and decision rule."""
     if method.runs_of is None:
         return method
     read = next((m for m in methods if m.name == method.runs_of), None)
@@ -615,7 +616,7 @@ def _reading(method: MethodSpec, methods: list[MethodSpec], where: str) -> Metho
     if read.decision == method.decision:
         raise SpecError(f"{where}: it reads the runs of {read.name!r} through that method's own decision "
                         f"{read.decision!r}, which gives its scores again; give it another decision")  # fmt: skip
-    return replace(method, loss=read.loss, datasets=read.datasets)
+    return replace(read, name=method.name, decision=method.decision, runs_of=method.runs_of)
 
 
 def _check_early_stopping(spec: Spec, source: str) -> None:
@@ -667,8 +668,9 @@ def spec_from_json(text: str) -> Spec:
             if d[key] is None:
                 del d[key]
     for i, m in enumerate(data["methods"]):
-        if m.get("runs_of") is not None:  # (its loss and datasets were the read method's)
-            data["methods"][i] = {"name": m["name"], "runs_of": m["runs_of"], "decision": m["decision"]}
+        if m.get("runs_of") is not None:  # (its other fields were the read method's)
+            data["methods"][i] = {"name": m["name"], "runs_of": m["runs_of"],
+                                  "decision": m.get("decision", _default(MethodSpec, "decision"))}  # (left out at its default)
             continue
         m.pop("runs_of", None)
         m["transforms"] = [{"name": t["name"], "params": t["params"]} for t in m["transforms"]]

@@ -20,7 +20,14 @@ from lossbench.losses.relaxations import (
     sigmoid_relaxation,
 )
 from lossbench.losses.class_weights import balanced_class_weights, effective_number_weights
-from lossbench.losses.focal import FocalLoss, SigmoidFocalLoss, focal, sigmoid_focal
+from lossbench.losses.focal import (
+    FocalLoss,
+    OneVsAllFocalLoss,
+    SigmoidFocalLoss,
+    focal,
+    one_vs_all_focal,
+    sigmoid_focal,
+)
 from lossbench.losses.imbalance import (
     BalancedSoftmaxLoss,
     LDAMLoss,
@@ -106,6 +113,8 @@ __all__ = [
     "FocalLoss",
     "sigmoid_focal",
     "SigmoidFocalLoss",
+    "one_vs_all_focal",
+    "OneVsAllFocalLoss",
     "hard_truncation",
     "HardTruncationLoss",
     "binary_hard_truncation",

@@ -51,6 +51,9 @@ class LossInfo:
     tensor): packed runs that differ only there share one loss call, each row with its own run's value.
     ``row_none`` gives, for such a hyperparameter whose None has a value per row, that value (EXACT's
     margin: inf, no clip); a run with another row parameter at None has a call of its own.
+    ``shift_invariant``: a softmax-signature loss that reads only the differences between a row's
+    logits (adding a constant to a row changes nothing); one that reads each logit on its own (a
+    one-vs-all loss) cannot train a model that fixes one of them.
     """
 
     name: str
@@ -66,6 +69,7 @@ class LossInfo:
     batch_groups: str | None = None
     row_params: tuple[str, ...] = ()
     row_none: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}), hash=False)  # (read-only)
+    shift_invariant: bool = True
 
     def is_batch_level(self, kwargs: Mapping[str, Any]) -> bool:
         """Whether the loss called with ``kwargs`` couples the samples of its batch, so that
@@ -96,6 +100,7 @@ def register_loss(
     row_params: tuple[str, ...] = (),
     row_none: Mapping[str, float] | None = None,
     summary: str | None = None,
+    shift_invariant: bool = True,
 ) -> LossInfo:
     """Add a loss to ``LOSSES`` under ``name`` and return its entry (public: a loss of your own joins the
     CLI, the tuner and the generic tests the same way).  ``summary`` defaults to the first paragraph of
@@ -144,6 +149,7 @@ def register_loss(
         batch_groups=batch_groups,
         row_params=row_params,
         row_none=MappingProxyType(dict(row_none or {})),
+        shift_invariant=shift_invariant,
     )
     return LOSSES.add(name, info)
 

@@ -133,8 +133,40 @@ def sigmoid_focal(
     return masked_reduce(per_element, reduction, valid).to(logits.dtype)
 
 
+def one_vs_all_focal(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    gamma: float = 2.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """Sigmoid focal loss of each class against the rest, for class-index targets: per sample the
+    sum over the ``C`` classes of :func:`sigmoid_focal` (no ``alpha``) on the one-hot target, so
+    ``-(1 - p_y)^gamma log p_y - sum_{j != y} p_j^gamma log(1 - p_j)`` with ``p = sigma(s)``.
+
+    The form of BagofTricks-LT's ``FocalLoss`` (lib/loss/loss_impl/focal_loss.py: one-vs-all binary
+    cross-entropy on one-hot targets times ``(1 - p)`` for the true class and ``p`` for the others to
+    the power ``gamma``, summed over classes, averaged over the batch), the focal loss of its
+    long-tailed benchmarks.  Each class's logit counts on its own (not only differences between
+    them, as in a softmax loss): a model that fixes one logit (the linear model's
+    ``zero_first_logit``) cannot train it.
+
+    Args:
+        logits: raw scores ``(B, C)``.
+        target: class indices ``(B,)``; entries equal to ``ignore_index`` are excluded.
+        gamma: focusing parameter ``>= 0``; BagofTricks-LT uses 2; 0 is one-vs-all binary cross-entropy.
+    """
+    x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
+    one_hot = F.one_hot(y, x.shape[1]).to(x.dtype)
+    per_sample = sigmoid_focal(x, one_hot, gamma=gamma, alpha=None, reduction="none", validate=False).sum(1)
+    return masked_reduce(per_sample, reduction, valid).to(logits.dtype)
+
+
 FocalLoss = loss_module(focal, "FocalLoss")
 SigmoidFocalLoss = loss_module(sigmoid_focal, "SigmoidFocalLoss")
+OneVsAllFocalLoss = loss_module(one_vs_all_focal, "OneVsAllFocalLoss")
 
 register_loss("focal", focal, FocalLoss, signature="softmax", reference=_REFERENCE, hyperparams=(_GAMMA,), row_params=("gamma",))
 register_loss(
@@ -147,4 +179,13 @@ register_loss(
         _GAMMA,
         HyperParam("alpha", 0.25, FloatRange(0.05, 0.95), "weight of positives (negatives: 1 - alpha)"),
     ),
+)
+register_loss(
+    "one_vs_all_focal",
+    one_vs_all_focal,
+    OneVsAllFocalLoss,
+    signature="softmax",
+    reference=f"{_REFERENCE}; the one-vs-all form of Zhang et al.'s BagofTricks-LT (AAAI 2021)",
+    hyperparams=(_GAMMA,),
+    shift_invariant=False,
 )
