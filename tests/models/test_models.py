@@ -111,7 +111,7 @@ def test_bad_requests():
         build_model("fasttext", toy("tabular"))
     with pytest.raises(
         ValueError,
-        match=r"model 'mlp' has no hyperparameter\(s\) hidden; known: depth, dropout, width, widths",
+        match=r"model 'mlp' has no hyperparameter\(s\) hidden; known: cosine_head, depth, dropout, width, widths",
     ):
         build_model("mlp", toy("tabular"), hidden=3)
     with pytest.raises(ValueError, match=r"unknown model 'resnet'"):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lossbench.models import _packed
+from lossbench.models.layers import CosineLinear
 from lossbench.models.linear import LinearClassifier
 from lossbench.models.mlp import MLP
 from lossbench.train import packed as packed_module
@@ -52,6 +54,29 @@ def test_packed_forward_matches_vmap(name, monkeypatch):
     assert evaluated.stride(0) == B * C and torch.equal(evaluated, out.detach())
     shared = torch.randn(B, D, generator=gen)
     torch.testing.assert_close(fast.eval_logits(shared), slow.eval_logits(shared), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("hidden", [[7], []])
+def test_a_cosine_output_layer_packs_as_vmap_maps_it(hidden, monkeypatch):
+    fast, slow = _packs(lambda: MLP(D, C, hidden, cosine_head=True), monkeypatch)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(K, B, D, generator=gen)
+    out, ref = fast(x), slow(x)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    for g, r in zip(torch.autograd.grad((out**2).sum(), fast.params), torch.autograd.grad((ref**2).sum(), slow.params)):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
+    shared = torch.randn(B, D, generator=gen)
+    torch.testing.assert_close(fast.eval_logits(shared), slow.eval_logits(shared), rtol=1e-6, atol=1e-6)
+
+
+def test_the_cosine_layer_gives_each_inputs_cosine_with_each_class_weight():
+    torch.manual_seed(0)
+    layer = CosineLinear(D, C)
+    x = torch.randn(B, D)
+    expected = F.cosine_similarity(x[:, None, :], layer.weight[None], dim=-1)
+    torch.testing.assert_close(layer(x), expected)
+    assert [n for n, _ in layer.named_parameters()] == ["weight"]  # no bias: every output lies in [-1, 1]
+    assert float(layer.weight.norm(dim=0).max()) <= 1 + 1e-6  # (LDAM's initialisation: columns of norm at most 1)
 
 
 @pytest.mark.parametrize("shared", [False, True])

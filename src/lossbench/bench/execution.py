@@ -249,14 +249,15 @@ def _middle(dist: Any) -> Any:
     return round(mid) if isinstance(dist, optuna.distributions.IntDistribution) else mid
 
 
-def model_kwargs(spec: Spec, params: dict[str, Any]) -> dict[str, Any]:
-    """The model's hyperparameters for a run: ``[train] model_params`` and the searched ``model.<name>``."""
+def model_kwargs(spec: Spec, method: Method, params: dict[str, Any]) -> dict[str, Any]:
+    """The model's hyperparameters for a run: ``[train] model_params``, the method's own ``model_params``
+    and the searched ``model.<name>``."""
     searched = {model_hyperparameter(k): v for k, v in params.items() if v is not None}
-    return {**spec.train.model_params, **{k: v for k, v in searched.items() if k is not None}}
+    return {**spec.train.model_params, **method.spec.model_params, **{k: v for k, v in searched.items() if k is not None}}
 
 
 def _check_model(split: Split, method: Method, spec: Spec, params: dict[str, Any], where: str) -> torch.nn.Module:
-    kwargs = model_kwargs(spec, params)
+    kwargs = model_kwargs(spec, method, params)
     try:
         model = build_model(spec.train.model, split.dataset, num_outputs=output_width(method.loss, split.task, split.num_classes),
                             **kwargs)  # fmt: skip
@@ -478,7 +479,7 @@ def _build_run_model(split: Split, method: Method, spec: Spec, seed: int, params
     _seed_run(seed, split.x_fit.device)
     return build_model(
         spec.train.model, split.dataset, num_outputs=output_width(method.loss, split.task, split.num_classes),
-        **model_kwargs(spec, params),
+        **model_kwargs(spec, method, params),
     ).to(split.x_fit.device)  # fmt: skip
 
 
@@ -582,11 +583,13 @@ def train_and_score_packed(
 
 def pack_key(split: Split, method: Method, spec: Spec) -> tuple[Any, ...]:
     """Runs of methods with the same key may train in one pack on ``split`` (where each method's unit
-    packs): the same stages (epochs and lr scale), the same model output width and, in each stage,
-    the same answer to whether the first objective transform reads per-sample losses."""
+    packs): the same stages (epochs and lr scale), the same model output width and own model
+    hyperparameters and, in each stage, the same answer to whether the first objective transform
+    reads per-sample losses."""
     plan = [(s.epochs, s.lr_scale, reads_per_sample([get_transform(name).factory for name, _ in s.method.transform_list({})]))
             for s in stages(method, {}, spec)]  # fmt: skip
-    return tuple(plan), output_width(method.loss, split.task, split.num_classes)
+    own = tuple(sorted((k, repr(v)) for k, v in method.spec.model_params.items()))
+    return tuple(plan), output_width(method.loss, split.task, split.num_classes), own
 
 
 def _shared_loss(method: Method, params: list[dict[str, Any]]) -> list[list[int]]:
@@ -651,7 +654,8 @@ def _model_unpackable(split: Split, method: Method, spec: Spec,
     """Why the model at ``params`` cannot train packed (None when it can: stateless, and its packed
     outputs are its outputs alone), and where it can, two runs' outputs alone on a small batch."""
     models = [_build_run_model(split, method, spec, seed, params) for seed in (0, 1)]
-    where = f"model {spec.train.model!r}" + (f" with {model_kwargs(spec, params)}" if model_config(spec, params) else "")
+    own = model_config(spec, params) or method.spec.model_params
+    where = f"model {spec.train.model!r}" + (f" with {model_kwargs(spec, method, params)}" if own else "")
     reason = unpackable_model(models[0])
     if reason is not None:
         return f"{where}: {reason}", None

@@ -113,8 +113,9 @@ def method_settings(spec: Spec) -> Table:
     rows = []
     for m in spec.methods:
         datasets = ", ".join(m.datasets) if m.datasets else "all"
+        loss_name = m.loss + (f" (its model: {_params(m.model_params)})" if m.model_params else "")
         if m.runs_of is not None:
-            rows.append([m.name, m.loss, "-", "-", "-", f"none: the runs of {m.runs_of}, read through the decision {m.decision}", datasets])
+            rows.append([m.name, loss_name, "-", "-", "-", f"none: the runs of {m.runs_of}, read through the decision {m.decision}", datasets])
             continue
         method = resolve_method(m)
         tuned = method.search_space(spec.search)
@@ -128,7 +129,7 @@ def method_settings(spec: Spec) -> Table:
             settings = {**{p.name: p.default for p in params if f"{name}.{p.name}" not in tuned}, **fixed}
             transforms.append(f"{name}({_params(settings)})" if settings else name)
         searched = [f"{k} in {_space(_searched(spec, m, method, k))}" for k in tuned]
-        rows.append([m.name, m.loss, _params(loss), "; ".join(schedules) or "-", "; ".join(transforms) or "-",
+        rows.append([m.name, loss_name, _params(loss), "; ".join(schedules) or "-", "; ".join(transforms) or "-",
                      "; ".join(searched) or "-", datasets])  # fmt: skip
     return Table(["method", "loss", "fixed loss settings", "schedules", "transforms", "searched", "datasets"], rows)
 

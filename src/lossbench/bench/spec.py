@@ -149,6 +149,8 @@ class MethodSpec:
     # is compared with the arg-max on the same models (Menon et al.'s post-hoc logit adjustment).
     # Its other fields are that method's (what trained its runs).
     runs_of: str | None = None
+    # The model's hyperparameters for this method's runs, over [train] model_params (LDAM's cosine output layer)
+    model_params: dict[str, Any] = field(default_factory=dict)
 
     def runs_on(self, dataset: DatasetSpec) -> bool:
         return self.datasets is None or dataset.label in self.datasets or dataset.name in self.datasets
@@ -268,7 +270,7 @@ def _differences(old: Any, new: Any, where: str) -> list[str]:
 # so a stored study's spec keeps its fingerprint (bench.storage refuses a changed spec).
 _LATER_SPEC_FIELDS = ("plugins",)
 _LATER_TRAIN_FIELDS = ("early_stopping",)
-_LATER_METHOD_FIELDS = ("decision", "then", "runs_of")
+_LATER_METHOD_FIELDS = ("decision", "then", "runs_of", "model_params")
 
 # ---------------------------------------------------------------------------------------------
 # Parsing
@@ -549,6 +551,7 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
                 schedule=schedule,
                 decision=decision,
                 then=then,
+                model_params=_method_model_params(m, search, where),
             )
         )
     if not methods:
@@ -602,6 +605,15 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         if ranges:
             raise SpecError(f"{source}: the python-random sampler draws from choices only; these are ranges: {ranges}")
     return spec
+
+
+def _method_model_params(m: dict[str, Any], search: dict[str, Any], where: str) -> dict[str, Any]:
+    """A method's own model hyperparameters (``model_params``), none of them searched in [search]."""
+    params = dict(_take(m, "model_params", dict, where, {}))
+    searched = sorted(name for name in params if f"{MODEL_PREFIX}{name}" in search)
+    if searched:
+        raise SpecError(f"{where}: model_params {searched} are searched in [search] for every method; drop one of the two")
+    return params
 
 
 def _reading(method: MethodSpec, methods: list[MethodSpec], where: str) -> MethodSpec:

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lossbench.models.layers import CosineLinear
+
 Params = Mapping[str, torch.Tensor]
 
 
@@ -56,6 +58,12 @@ def linear(
     return _after_zeros(out.transpose(1, 2), zeros)
 
 
+def cosine(x: torch.Tensor, weight: torch.Tensor, shared: bool) -> torch.Tensor:
+    """:class:`~lossbench.models.layers.CosineLinear` of every run: weights ``(K, O, D)``, out ``(K, B, O)``."""
+    products = torch.matmul if shared else torch.bmm  # ((N, D) @ (K, D, O) broadcasts to (K, N, O))
+    return products(F.normalize(x, dim=-1), F.normalize(weight, dim=-1).transpose(1, 2))
+
+
 def _after_zeros(out: torch.Tensor, zeros: int) -> torch.Tensor:
     """``(K, B, O)`` outputs after ``zeros`` outputs fixed at 0."""
     return torch.cat([out.new_zeros(*out.shape[:2], zeros), out], 2) if zeros else out
@@ -66,16 +74,18 @@ _ELEMENTWISE = {nn.ReLU: F.relu, nn.Identity: lambda x: x}
 
 def supported(modules: Sequence[nn.Module]) -> bool:
     """Whether :func:`sequential` computes these layers (else the caller falls back to vmap)."""
-    return all(type(m) in (nn.Linear, nn.Flatten, *_ELEMENTWISE) and (type(m) is not nn.Flatten or m.start_dim == 1 and m.end_dim == -1) for m in modules)
+    return all(type(m) in (nn.Linear, CosineLinear, nn.Flatten, *_ELEMENTWISE) and (type(m) is not nn.Flatten or m.start_dim == 1 and m.end_dim == -1) for m in modules)
 
 
 def sequential(modules: Sequence[tuple[str, nn.Module]], params: Params, x: torch.Tensor, shared: bool) -> torch.Tensor:
     """``nn.Sequential``'s forward over named layers (``prefix.index``) that :func:`supported` accepts."""
-    output_layer = max((i for i, (_, module) in enumerate(modules) if isinstance(module, nn.Linear)), default=-1)
+    output_layer = max((i for i, (_, module) in enumerate(modules) if isinstance(module, (nn.Linear, CosineLinear))), default=-1)
     for i, (name, module) in enumerate(modules):
         if isinstance(module, nn.Linear):
             x = linear(x, params[f"{name}.weight"], params.get(f"{name}.bias"), shared, last=i == output_layer)
             shared = False
+        elif isinstance(module, CosineLinear):
+            x, shared = cosine(x, params[f"{name}.weight"], shared), False
         elif isinstance(module, nn.Flatten):
             x = flatten(x, shared)
         else:

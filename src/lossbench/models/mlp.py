@@ -11,14 +11,16 @@ from torch import nn
 
 from lossbench.models import _packed
 from lossbench.models._registry import ModelInfo, register_model
+from lossbench.models.layers import CosineLinear
 from lossbench.registry import FloatRange, HyperParam, IntRange
 
 
 class MLP(nn.Module):
-    """``Linear -> ReLU -> Dropout`` per hidden width, then a linear output layer; input flattened."""
+    """``Linear -> ReLU -> Dropout`` per hidden width, then a linear output layer (``cosine_head``: a
+    :class:`~lossbench.models.layers.CosineLinear`, as LDAM's code has); input flattened."""
 
     def __init__(
-        self, in_features: int, num_outputs: int, widths: Sequence[int], dropout: float = 0.0
+        self, in_features: int, num_outputs: int, widths: Sequence[int], dropout: float = 0.0, cosine_head: bool = False
     ) -> None:
         super().__init__()
         if not 0 <= dropout < 1:
@@ -31,7 +33,7 @@ class MLP(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             in_features = w
-        layers.append(nn.Linear(in_features, num_outputs))
+        layers.append(CosineLinear(in_features, num_outputs) if cosine_head else nn.Linear(in_features, num_outputs))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,13 +47,13 @@ class MLP(nn.Module):
 
 
 def _build(
-    ds: Any, num_outputs: int, *, width: int, depth: int, dropout: float, widths: Sequence[int] | None
+    ds: Any, num_outputs: int, *, width: int, depth: int, dropout: float, widths: Sequence[int] | None, cosine_head: bool
 ) -> MLP:
     if widths is None:
         if not (isinstance(depth, int) and depth >= 0):
             raise ValueError(f"depth must be an int >= 0, got {depth!r}")
         widths = [width] * depth
-    return MLP(math.prod(ds.input_shape), num_outputs, widths, dropout)
+    return MLP(math.prod(ds.input_shape), num_outputs, widths, dropout, cosine_head)
 
 
 register_model(
@@ -66,6 +68,7 @@ register_model(
             HyperParam(
                 "widths", None, None, "explicit hidden widths, e.g. (512, 128); overrides width and depth"
             ),
+            HyperParam("cosine_head", False, None, "output layer of cosine similarities (no bias), as LDAM's code"),
         ),
         "Rumelhart, Hinton & Williams 1986; dropout: Srivastava et al. 2014",
         "ReLU multi-layer perceptron on the flattened input",
