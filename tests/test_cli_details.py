@@ -25,7 +25,7 @@ def test_version_names_the_commit_of_a_checkout(capsys):
     if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--git-dir"], capture_output=True).returncode != 0:
         assert line == f"lossbench {__version__}"  # not a git checkout: no commit to name
         return
-    match = re.fullmatch(rf"lossbench {re.escape(__version__)} \(commit ([0-9a-f]{{7,40}})\)", line)
+    match = re.fullmatch(rf"lossbench {re.escape(__version__)} \(commit ([0-9a-f]{{7,40}})(-dirty)?\)", line)
     assert match, "a git checkout names its commit"
     # HEAD may move while tests run (commits land): the named commit need only be one of this repository's.
     known = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{match.group(1)}^{{commit}}"], capture_output=True)

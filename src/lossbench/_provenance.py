@@ -16,14 +16,28 @@ from typing import Any
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The git commit of this checkout, where lossbench runs from one (None otherwise); asked once
-    per process."""
-    try:
-        done = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
+    """The git commit of this checkout, where lossbench runs from one (None otherwise), ``-dirty``
+    after it where lossbench's own files differ from it; asked once per process."""
+    return describe_checkout(Path(__file__).parent)
+
+
+def describe_checkout(directory: Path) -> str | None:
+    """The short commit of the git checkout holding ``directory``, with ``-dirty`` where a file under
+    ``directory`` is changed or not yet committed (that commit alone would not give the same code)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10,
+                                  check=False)  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = (git("rev-parse", "--short", "HEAD") or "").strip()
+    if not commit:
         return None
-    return done.stdout.strip() or None
+    changes = git("status", "--porcelain", "--", ".")
+    return commit + ("-dirty" if changes is None or changes.strip() else "")
 
 
 def version_line() -> str:

@@ -277,3 +277,11 @@ def test_the_opposite_on_one_of_several_datasets_contradicts_only_after_holms_co
     assert flat.word == "equivalent" and every_dataset([tiny, flat], ["a", "b"]).word == "contradicted"  # 2 x 0.0006
     assert every_dataset([tiny, flat, weak, weak], list("abcd")).word == "contradicted"
     assert every_dataset([dataclasses.replace(tiny, p_opposite=0.03), flat], ["a", "b"]).word == "equivalent"
+
+
+def test_the_last_run_named_is_the_newest_whichever_claim_ran_it():
+    from lossbench.ledger.report import _last_run
+
+    runs = [{"started": "2026-12-05T13:05:00+00:00", "host": "new", "threads": 1, "lossbench": "0.1.0", "commit": "b-dirty"},
+            {"started": "2026-12-04T09:00:00+00:00", "host": "old", "threads": 1, "lossbench": "0.1.0", "commit": "a"}]  # fmt: skip
+    assert _last_run(runs) == ", the last on new with 1 torch thread(s), lossbench 0.1.0, commit b-dirty"

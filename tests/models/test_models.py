@@ -105,6 +105,8 @@ def test_multilabel_outputs():
 
 
 def test_bad_requests():
+    with pytest.raises(ValueError, match="cosine_head must be true or false, got 'no'"):
+        build_model("mlp", toy("tabular"), cosine_head="no")
     with pytest.raises(
         ValueError, match=r"model 'fasttext' takes text features, dataset 'toy-tabular' has tabular"
     ):

@@ -260,7 +260,7 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
 def _last_run(runs: list[dict]) -> str:
     if not runs:
         return ""
-    r = runs[-1]
+    r = max(runs, key=lambda run: run["started"])  # (runs come claim by claim, each claim's in time order)
     commit = f", commit {r['commit']}" if r.get("commit") else ""
     return f", the last on {r['host']} with {r['threads']} torch thread(s), lossbench {r['lossbench']}{commit}"
 

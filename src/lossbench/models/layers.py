@@ -11,7 +11,8 @@ class CosineLinear(nn.Module):
     """Cosine similarities between each input and each output's weight vector: ``(x / |x|) (W_o / |W_o|)``,
     no bias, so every output lies in ``[-1, 1]``.  The output layer of LDAM's code (NormedLinear in
     Cao et al.'s LDAM-DRW, FCNorm in BagofTricks-LT), whose loss scales these by ``s``; initialised as
-    there (uniform, each column renormalised to norm at most 1)."""
+    FCNorm is (uniform, each input feature's column of the (out, in) weight renormalised to norm at most 1;
+    NormedLinear renormalises each output's weights instead, which sets the layer's step size otherwise)."""
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()

@@ -49,6 +49,8 @@ class MLP(nn.Module):
 def _build(
     ds: Any, num_outputs: int, *, width: int, depth: int, dropout: float, widths: Sequence[int] | None, cosine_head: bool
 ) -> MLP:
+    if not isinstance(cosine_head, bool):
+        raise ValueError(f"cosine_head must be true or false, got {cosine_head!r}")
     if widths is None:
         if not (isinstance(depth, int) and depth >= 0):
             raise ValueError(f"depth must be an int >= 0, got {depth!r}")

@@ -1,0 +1,40 @@
+"""Where a run's numbers came from: the commit of lossbench's checkout, marked where its files differ."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from lossbench._provenance import describe_checkout
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+
+
+def _git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                   capture_output=True)  # fmt: skip
+
+
+def test_a_checkout_with_changes_under_the_package_is_marked_dirty(tmp_path):
+    package = tmp_path / "src" / "pkg"
+    package.mkdir(parents=True)
+    (package / "code.py").write_text("x = 1\n")
+    (tmp_path / "notes.txt").write_text("elsewhere\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "first")
+    commit = describe_checkout(package)
+    assert commit and not commit.endswith("-dirty")
+    (tmp_path / "notes.txt").write_text("changed outside the package\n")
+    assert describe_checkout(package) == commit  # (only the package's own files count)
+    (package / "new.py").write_text("y = 2\n")  # not yet committed
+    assert describe_checkout(package) == f"{commit}-dirty"
+    (package / "new.py").unlink()
+    (package / "code.py").write_text("x = 2\n")
+    assert describe_checkout(package) == f"{commit}-dirty"
+
+
+def test_outside_a_checkout_there_is_no_commit(tmp_path):
+    assert describe_checkout(tmp_path) is None
