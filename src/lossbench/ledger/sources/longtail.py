@@ -53,6 +53,20 @@ _DEVIATIONS = (
 )
 
 
+# Source, address and statement of the claims that two protocols test (the sources' settings and lossbench's tuned ones)
+_CAO = (
+    "Cao et al. 2019, 'Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss' (arXiv 1906.07413)",
+    "https://arxiv.org/abs/1906.07413",
+    "LDAM-DRW lowers the balanced error of ERM (BagofTricks-LT's ResNet-32 on CIFAR-10-LT, imbalance 100: "
+    "top-1 error 24.61 vs 30.12).",
+)
+_BOTLT = (
+    "Zhang et al. 2021, 'Bag of Tricks for Long-Tailed Visual Recognition' (AAAI), Table of re-weighting methods",
+    "https://github.com/zhangyongshun/BagofTricks-LT",
+    "Focal loss scores below cross-entropy in 3 of the source's 4 long-tailed settings (CIFAR-10-LT, imbalance "
+    "100: top-1 error 30.88 vs 30.12); at CIFAR-10-LT imbalance 50 it scores above (24.12 vs 24.81).",
+)
+
 _LDAM_HEAD = (
     "LDAM runs on the MLP's plain logits; both sources put it on a cosine (normalised) classifier (Cao et al.'s "
     "cifar_train.py: use_norm for LDAM; BagofTricks-LT: FCNorm with scale 30). With unbounded logits the scale 30 "
@@ -113,19 +127,13 @@ _claim(
 _claim(
     "cao-ldam-drw",
     "LDAM with deferred re-weighting beats cross-entropy in balanced accuracy on long-tailed data",
-    "Cao et al. 2019, 'Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss' (arXiv 1906.07413)",
-    "https://arxiv.org/abs/1906.07413",
-    "LDAM-DRW lowers the balanced error of ERM (BagofTricks-LT's ResNet-32 on CIFAR-10-LT, imbalance 100: "
-    "top-1 error 24.61 vs 30.12).",
+    *_CAO,
     "ldam_drw", "ce", Rule("greater", alpha=0.05, delta=0.005), deviations=_LDAM_HEAD,
 )
 _claim(
     "cao-ldam-drw-cosine",
     "LDAM-DRW on its cosine output layer beats cross-entropy in balanced accuracy on long-tailed data",
-    "Cao et al. 2019, 'Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss' (arXiv 1906.07413)",
-    "https://arxiv.org/abs/1906.07413",
-    "LDAM-DRW lowers the balanced error of ERM (BagofTricks-LT's ResNet-32 on CIFAR-10-LT, imbalance 100: "
-    "top-1 error 24.61 vs 30.12).",
+    *_CAO,
     "ldam_drw_cosine", "ce", Rule("greater", alpha=0.05, delta=0.005),
     deviations=(
         "LDAM runs as its sources run it: the MLP's output layer gives cosine similarities (unit-norm features and "
@@ -140,10 +148,7 @@ _claim(
 _claim(
     "botlt-focal",
     "Focal loss at its tuned gamma scores below tuned cross-entropy on long-tailed data",
-    "Zhang et al. 2021, 'Bag of Tricks for Long-Tailed Visual Recognition' (AAAI), Table of re-weighting methods",
-    "https://github.com/zhangyongshun/BagofTricks-LT",
-    "Focal loss scores below cross-entropy in 3 of the source's 4 long-tailed settings (CIFAR-10-LT, imbalance "
-    "100: top-1 error 30.88 vs 30.12); at CIFAR-10-LT imbalance 50 it scores above (24.12 vs 24.81).",
+    *_BOTLT,
     "focal", "ce", Rule("less", alpha=0.05, delta=0.005),
     deviations=(
         "The source's focal loss (BagofTricks-LT lib/loss/loss.py FocalLoss) is the sigmoid form, one-vs-all binary "
@@ -156,10 +161,7 @@ _claim(
 _claim(
     "botlt-focal-sigmoid",
     "Focal loss in the source's one-vs-all sigmoid form, gamma 2, scores below cross-entropy on long-tailed data",
-    "Zhang et al. 2021, 'Bag of Tricks for Long-Tailed Visual Recognition' (AAAI), Table of re-weighting methods",
-    "https://github.com/zhangyongshun/BagofTricks-LT",
-    "Focal loss scores below cross-entropy in 3 of the source's 4 long-tailed settings (CIFAR-10-LT, imbalance "
-    "100: top-1 error 30.88 vs 30.12); at CIFAR-10-LT imbalance 50 it scores above (24.12 vs 24.81).",
+    *_BOTLT,
     "focal_sigmoid", "ce", Rule("less", alpha=0.05, delta=0.005),
     deviations=(
         "The focal loss is the source's (BagofTricks-LT lib/loss/loss_impl/focal_loss.py FocalLoss: each class "
