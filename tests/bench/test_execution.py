@@ -61,3 +61,22 @@ def test_a_loss_reading_each_logit_on_its_own_needs_every_logit_free():
     check_unit(split, resolve_method(free.methods[0]), free)
     result = train_and_score(split, resolve_method(free.methods[0]), {"lr": 0.05, "weight_decay": 1e-4}, free, seed=3)
     assert result.metrics["diverged"] == 0.0
+
+
+@pytest.mark.parametrize("extra", [1, -1])
+def test_a_model_that_gives_another_width_than_the_loss_needs_is_refused_before_any_run(extra):
+    from torch import nn
+
+    from lossbench.models import MODELS, ModelInfo, register_model
+
+    name = f"off_by_{extra}_for_test"
+    register_model(ModelInfo(name, lambda ds, k: nn.Linear(ds.input_shape[0], k + extra), ("tabular",), (), "none", "a test"))
+    try:
+        spec = parse_spec({"name": "wide", "trials": 2, "seeds": 2, "train": {"model": name, "epochs": 1},
+                           "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}]})  # fmt: skip
+        split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+        with pytest.raises(SpecError, match=rf"model '{name}' gives outputs of shape \(8, {3 + extra}\) for 8 samples; "
+                                            r"loss 'cross_entropy' needs \(8, 3\)"):  # fmt: skip
+            check_unit(split, resolve_method(spec.methods[0]), spec)
+    finally:
+        MODELS.remove(name)

@@ -305,3 +305,21 @@ def test_each_data_set_gets_its_own_plot_files():
     assert slug("wine") == "wine" and slug("uci-car_2") == "uci-car_2"  # a file name already: kept
     assert len({slug("wine a"), slug("wine_a"), slug("wine/a")}) == 3  # (one file name for all three before)
     assert all(c.isalnum() or c in "-_" for c in slug("wine a/../b"))
+
+
+
+def test_the_console_leaderboard_keeps_a_label_with_brackets(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from lossbench.bench import console as console_module
+    from lossbench.bench.results import DatasetResult
+    from lossbench.bench.spec import DatasetSpec
+
+    out = io.StringIO()
+    monkeypatch.setattr(console_module, "console", Console(file=out, width=200))
+    dataset = DatasetSpec("table", {"label": "target", "path": "mine.csv"})
+    assert "[" in dataset.label
+    console_module.print_leaderboards([DatasetResult(dataset, "multiclass", "accuracy", [], None)])
+    assert f"{dataset.label}: test accuracy" in out.getvalue()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -82,11 +83,11 @@ def unit_lines(title: str, emit: Callable[[str], None]) -> ProgressCallback:
 def print_leaderboards(results: list[DatasetResult]) -> None:
     """A compact leaderboard per dataset; the report files add hyperparameters and trial ids."""
     for result in results:
-        table = Table(title=f"{result.dataset.label}: test {result.metric}", title_justify="left")
+        table = Table(title=escape(f"{result.dataset.label}: test {result.metric}"), title_justify="left")  # (labels hold [])
         header = leaderboard_header(result)
         shown = len(header) - 2  # rank, method, score, CI (, vs baseline): not the hyperparameters and trials
         for key in header[:shown]:
             table.add_column(key, overflow="fold")
         for row in leaderboard_rows(result):
-            table.add_row(*row[:shown])
+            table.add_row(*(escape(cell) for cell in row[:shown]))
         console.print(table)

@@ -105,6 +105,7 @@ class DataCache:
     def __init__(self, spec: Spec, device: torch.device, data_dir: str | None = None) -> None:
         self.spec, self.device, self.data_dir = spec, device, data_dir
         self._splits: dict[tuple[str, str, int | None], Split] = {}
+        self.digests: dict[str, str] = {}  # per dataset label, its data's digest as loaded for tuning
 
     def get(self, ds: DatasetSpec, stage: str, split_seed: int | None = None) -> Split:
         """The stage's split; ``split_seed`` loads the dataset with that ``seed`` (a resampled split).
@@ -119,6 +120,8 @@ class DataCache:
             data = load_dataset(ds.name, data_dir=self.data_dir, **params)
             if ds.max_train is not None and ds.max_train < len(data.y_train):
                 data = subsample_train(data, ds.max_train, self.spec.seed)
+            if split_seed is None:
+                self.digests[ds.label] = data.digest()
             for s in STAGES:
                 self._splits[(ds.label, s, split_seed)] = self._split(data, s)
         return self._splits[key]
@@ -285,6 +288,11 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
     model.to(split.x_fit.device)
     with torch.no_grad():
         logits = model(split.x_fit[:8])  # the loss checks its arguments when called
+    width = output_width(method.loss, split.task, split.num_classes)
+    if logits.ndim != 2 or logits.shape != (len(split.x_fit[:8]), width):
+        raise SpecError(f"{where}: model {spec.train.model!r} gives outputs of shape {tuple(logits.shape)} for "
+                        f"{len(split.x_fit[:8])} samples; loss {method.loss.name!r} needs ({len(split.x_fit[:8])}, {width}) "
+                        "(a model builds num_outputs logits)")  # fmt: skip
 
     def attempt(params: dict[str, Any], which: slice, what: str) -> None:
         for stage in stages(method, params, spec)[which]:

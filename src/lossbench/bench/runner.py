@@ -77,9 +77,11 @@ from lossbench.bench.storage import (
     HeartbeatStorage,
     Outcome,
     budget_trials,
+    check_data,
     current_choice,
     evaluation_seeds,
     final_runs,
+    record_data,
     register_spec,
     runs_choice,
     set_study_attrs,
@@ -207,7 +209,9 @@ class Runner:
         ):  # (in memory: a spec is only checked.)  Without heartbeats a dead worker's trials would never
             # be retried, and a worker that has them would fail this one's live trials as stale.
             raise SpecError("the storage must keep heartbeats: open it with open_storage(url, spec.heartbeat_interval)")
+        digests = check_data(storage, spec.name, self.cache.digests)  # (before the spec is stored)
         self.grown = register_spec(storage, spec)  # what this spec added to the stored study (usually nothing)
+        record_data(storage, spec.name, digests)
         self._known: dict[int, list[FrozenTrial]] = {}  # per study id, its trials as this worker last read or wrote them
         self._heartbeats: Heartbeats | None = None  # while running
         self._setup(resolved)
@@ -237,7 +241,9 @@ class Runner:
         _, changed = spec_growth(self.spec, spec)
         if changed:  # (register_spec stores nothing else; a hand-edited storage might)
             raise SpecError(f"study {spec.name!r}: the stored spec changed while this worker ran: {'; '.join(changed[:3])}")
-        self._setup(self._resolve(spec))
+        resolved = self._resolve(spec)
+        record_data(self.storage, spec.name, check_data(self.storage, spec.name, self.cache.digests))
+        self._setup(resolved)
 
     def _validated(self, dataset: DatasetSpec, method_spec: MethodSpec) -> Method:
         method = resolve_method(method_spec)

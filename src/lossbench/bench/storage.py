@@ -44,6 +44,7 @@ from lossbench.bench.spec import Spec, SpecError, spec_from_json, spec_growth
 SPEC_ATTR = "lossbench_spec"
 FINGERPRINT_ATTR = "lossbench_fingerprint"
 HISTORY_ATTR = "lossbench_history"  # the fingerprints a grown study's spec replaced, and what each growth added
+DATA_ATTR = "lossbench_data"  # per dataset label, the digest of the data the study's runs trained on
 DB_FILE = "lossbench.db"
 # The storage URL when no --storage is given: a password need not be on the command line (where
 # any local user sees it in the process list).
@@ -507,6 +508,29 @@ def register_spec(storage: optuna.storages.BaseStorage, spec: Spec) -> list[str]
     history = [*attrs.get(HISTORY_ATTR, []), {"fingerprint": stored, "grown": grown}]
     set_study_attrs(storage, study, {HISTORY_ATTR: history, SPEC_ATTR: spec.to_json(), FINGERPRINT_ATTR: spec.fingerprint()})
     return grown
+
+
+def check_data(storage: optuna.storages.BaseStorage, name: str, digests: dict[str, str]) -> dict[str, str]:
+    """Refuse data that differ from those stored study ``name`` ran on (a changed file, a relative path read
+    from another folder, a changed loader: its runs would mix two data sets), before anything is written.
+    Returns the digests to store with the study: the stored ones and those of data sets new to it."""
+    try:
+        stored = storage.get_study_user_attrs(storage.get_study_id_from_name(name)).get(DATA_ATTR, {})
+    except KeyError:  # a new study
+        stored = {}
+    for label, digest in digests.items():
+        if stored.get(label, digest) != digest:
+            raise SpecError(f"dataset {label!r}: its data differ from those study {name!r} was run on (digest {digest}, "
+                            f"stored {stored[label]}): a changed file, a relative path read from another folder or a "
+                            "changed loader; give the spec a new name, or use another --out / --storage")  # fmt: skip
+    return {**stored, **digests}
+
+
+def record_data(storage: optuna.storages.BaseStorage, name: str, digests: dict[str, str]) -> None:
+    """Store the data's digests with study ``name`` (see :func:`check_data`), where they are new."""
+    study = optuna.load_study(study_name=name, storage=storage)
+    if study.user_attrs.get(DATA_ATTR) != digests:
+        set_study_attrs(storage, study, {DATA_ATTR: digests})
 
 
 def stored_fingerprint(storage: optuna.storages.BaseStorage, name: str) -> str | None:

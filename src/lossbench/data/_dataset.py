@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -96,6 +97,15 @@ class Dataset:
             x_test=self.x_test.to(device),
             y_test=self.y_test.to(device),
         )
+
+    def digest(self) -> str:
+        """A digest of the data themselves (the four tensors and the class names): equal for equal
+        data, whatever file or loader they came from."""
+        h = hashlib.sha256(repr((self.task, self.class_names, self.feature_kind)).encode())
+        for part in (self.x_train, self.y_train, self.x_test, self.y_test):
+            h.update(repr((part.dtype, tuple(part.shape))).encode())
+            h.update(part.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def summary(self) -> str:
         counts = self.class_counts.to(torch.int64).tolist()
