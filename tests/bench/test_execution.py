@@ -80,3 +80,30 @@ def test_a_model_that_gives_another_width_than_the_loss_needs_is_refused_before_
             check_unit(split, resolve_method(spec.methods[0]), spec)
     finally:
         MODELS.remove(name)
+
+
+def test_a_batchnorm_model_whose_epochs_end_with_one_sample_is_refused_before_any_run():
+    from torch import nn
+
+    from lossbench.models import MODELS, ModelInfo, register_model
+
+    def normed(ds, k):
+        return nn.Sequential(nn.Linear(ds.input_shape[0], 8), nn.BatchNorm1d(8), nn.Linear(8, k))
+
+    register_model(ModelInfo("normed_for_test", normed, ("tabular",), (), "none", "a test"))
+    try:
+        def spec(**train):
+            return parse_spec({"name": "bn", "trials": 2, "seeds": 2, "datasets": ["wine"],
+                               "train": {"model": "normed_for_test", "epochs": 1, **train},
+                               "methods": [{"name": "ce", "loss": "cross_entropy"}]})  # fmt: skip
+
+        split = DataCache(spec(), torch.device("cpu")).get(spec().datasets[0], "tune")
+        fit, final = len(split.y_fit), len(split.y_fit) + len(split.y_eval)
+        for n, what in ((fit, "tuning runs'"), (final, "final runs'")):
+            bad = spec(batch_size=n - 1)
+            with pytest.raises(SpecError, match=f"the {what} {n} training samples leave a last batch of one"):
+                check_unit(split, resolve_method(bad.methods[0]), bad)
+            ok = spec(batch_size=n - 1, drop_last=True)
+            check_unit(split, resolve_method(ok.methods[0]), ok)
+    finally:
+        MODELS.remove("normed_for_test")

@@ -288,6 +288,7 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
     model.to(split.x_fit.device)
     with torch.no_grad():
         logits = model(split.x_fit[:8])  # the loss checks its arguments when called
+    _check_last_batch(model, split, spec, where)
     width = output_width(method.loss, split.task, split.num_classes)
     if logits.ndim != 2 or logits.shape != (len(split.x_fit[:8]), width):
         raise SpecError(f"{where}: model {spec.train.model!r} gives outputs of shape {tuple(logits.shape)} for "
@@ -331,6 +332,19 @@ def _decided(logits: torch.Tensor, rule: str, split: Split, thresholds: torch.Te
     if rule == "thresholds" and thresholds is None:
         return logits
     return decide(logits, rule, split.class_counts, thresholds)
+
+
+def _check_last_batch(model: torch.nn.Module, split: Split, spec: Spec, where: str) -> None:
+    """A model that normalises each batch (BatchNorm) cannot train on a batch of one sample: refuse a
+    training part (tuning's, or the final runs') whose epochs end with one, before any run."""
+    if spec.train.drop_last or not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    final = len(split.y_fit) if spec.train.early_stopping else len(split.y_fit) + len(split.y_eval)
+    for what, n in (("tuning runs'", len(split.y_fit)), ("final runs'", final)):
+        if repeats(spec, n) * n % spec.train.batch_size == 1:
+            raise SpecError(f"{where}: model {spec.train.model!r} normalises each batch (BatchNorm), and the {what} "
+                            f"{n} training samples leave a last batch of one in every epoch at batch_size "
+                            f"{spec.train.batch_size}; set [train] drop_last = true or another batch_size")  # fmt: skip
 
 
 def check_decision(split: Split, decision: str, spec: Spec, where: str) -> None:
