@@ -444,8 +444,18 @@ def test_a_value_is_one_category_in_both_files(tmp_path):
     # pandas reads each file on its own: a 1 is the float 1.0 where its file has a missing cell in the
     # column and the text "1" where its file has text there; it must stay one category (and one class)
     train = write(tmp_path / "train.csv", "c,v,y\n1,0.5,3\n2,0.7,5\n,0.1,3\n1,0.3,\n")
-    test = write(tmp_path / "test.csv", "c,v,y\n1,0.2,3\nx,0.4,U\n")
+    test = write(tmp_path / "test.csv", "c,v,y\n1,0.2,3\nx,0.4,5\n")
     data = load_table(train, test_path=test, label="y", standardize=False, cache=False)
     assert data.meta["feature_names"] == ["v", "c-1", "c-2", "c-nan", "c-x"]
     assert data.x_train[0, 1] == data.x_test[0, 1] == 1  # c = 1 in both files
-    assert data.class_names == ["3", "5", "U"] and data.y_test.tolist() == [0, 2]
+    assert data.class_names == ["3", "5"] and data.y_test.tolist() == [0, 1]
+
+
+def test_a_test_file_class_the_training_file_never_shows_is_refused(tmp_path):
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    train.write_text("a,y\n1,cat\n2,dog\n3,cat\n4,dog\n")
+    test.write_text("a,y\n1,cat\n5,bird\n")
+    with pytest.raises(ValueError, match=r"test_path=.*test.csv': labels \['bird'\] do not occur in the data"):
+        load_table(train, test_path=test, label="y")
+    test.write_text("a,y\n1,cat\n5,dog\n")
+    assert load_table(train, test_path=test, label="y").class_names == ["cat", "dog"]

@@ -14,7 +14,7 @@ called, so ``import lossbench.data`` needs torch alone.
 """
 
 from lossbench.data import catalog as _catalog  # noqa: F401  (registers every dataset)
-from lossbench.data._dataset import PAD_ID, Dataset, class_counts
+from lossbench.data._dataset import PAD_ID, Dataset, check_test_labels, class_counts
 from lossbench.data._files import (
     CACHE_DIR_ENV,
     DATA_DIR_ENV,
@@ -49,6 +49,7 @@ __all__ = [
     "Dataset",
     "PAD_ID",
     "class_counts",
+    "check_test_labels",
     "load_dataset",
     "get_dataset_info",
     "register_dataset",

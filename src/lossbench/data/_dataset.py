@@ -13,6 +13,15 @@ FEATURE_KINDS = ("tabular", "image", "text")
 PAD_ID = 0
 
 
+def check_test_labels(y_train: torch.Tensor, y_test: torch.Tensor, class_names: list[str], what: str) -> None:
+    """Refuse class indices of a given test split that the training split never shows (a model could
+    predict them only by chance); ``what`` names the test part in the message."""
+    unseen = sorted(set(y_test.tolist()) - set(y_train.tolist()))
+    if unseen:
+        raise ValueError(f"{what}: labels {[class_names[i] for i in unseen][:5]} do not occur in the data "
+                         "(training never sees them)")  # fmt: skip
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """Train and test tensors with their metadata.
@@ -103,8 +112,10 @@ class Dataset:
         data, whatever file or loader they came from."""
         h = hashlib.sha256(repr((self.task, self.class_names, self.feature_kind)).encode())
         for part in (self.x_train, self.y_train, self.x_test, self.y_test):
-            h.update(repr((part.dtype, tuple(part.shape))).encode())
-            h.update(part.detach().cpu().contiguous().numpy().tobytes())
+            # (ragged text rows, TokenBags, are their flat ids and offsets)
+            for t in (part,) if isinstance(part, torch.Tensor) else (part.ids, part.offsets):
+                h.update(repr((t.dtype, tuple(t.shape))).encode())
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
     def summary(self) -> str:

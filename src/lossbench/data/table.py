@@ -89,7 +89,7 @@ from typing import Any
 import torch
 
 from lossbench.data._cache import cached
-from lossbench.data._dataset import Dataset
+from lossbench.data._dataset import Dataset, check_test_labels
 from lossbench.data._files import read_bytes
 from lossbench.data.splits import DEFAULT_TEST_FRACTION, _check_fraction, random_split, stratified_split
 from lossbench.data.splits import standardize as scale
@@ -692,6 +692,8 @@ def load_table(
     train_idx, test_idx = _split_rows(y, p["n_first"], test_path is not None, test_fraction, split, seed)
     if test_path is not None and len(test_idx) == 0:
         raise ValueError(f"test_path={str(paths[1])!r}: no labelled rows")
+    if test_path is not None:
+        check_test_labels(y[train_idx], y[test_idx], list(p["classes"]), f"test_path={str(paths[1])!r}")
     if len(test_idx) == 0 or len(train_idx) == 0:
         raise ValueError(
             f"{paths[0]}: the {split} split with test_fraction={test_fraction:g} of {len(y)} labelled rows "
