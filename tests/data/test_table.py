@@ -459,3 +459,11 @@ def test_a_test_file_class_the_training_file_never_shows_is_refused(tmp_path):
         load_table(train, test_path=test, label="y")
     test.write_text("a,y\n1,cat\n5,dog\n")
     assert load_table(train, test_path=test, label="y").class_names == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".txt"])
+def test_a_semicolon_separated_file_is_read_with_semicolons(tmp_path, suffix):
+    path = tmp_path / f"semi{suffix}"
+    path.write_text("a;b;target\n1;2;x\n3;4;y\n5;6;x\n7;8;y\n")
+    data = load_table(path, label="target", standardize=False, test_fraction=0.5)
+    assert data.class_names == ["x", "y"] and data.x_train.shape[1] == 2
