@@ -467,3 +467,9 @@ def test_a_semicolon_separated_file_is_read_with_semicolons(tmp_path, suffix):
     path.write_text("a;b;target\n1;2;x\n3;4;y\n5;6;x\n7;8;y\n")
     data = load_table(path, label="target", standardize=False, test_fraction=0.5)
     assert data.class_names == ["x", "y"] and data.x_train.shape[1] == 2
+
+
+def test_a_missing_relative_path_names_the_folder_it_was_read_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=rf"path='data/mine.csv': no such file \(a relative path, read from {tmp_path}\)"):
+        load_table("data/mine.csv")
