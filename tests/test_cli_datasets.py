@@ -58,3 +58,22 @@ def test_a_loaders_name_parameter_reaches_it(tmp_path, capsys):
 )
 def test_bad_requests_are_one_line_before_anything_loads(argv, expected, capsys):
     assert expected in refused(capsys, ["datasets", *argv])
+
+
+def test_datasets_imports_the_users_plugins_and_loads_their_dataset(tmp_path, monkeypatch, capsys):
+    import textwrap
+
+    (tmp_path / "lb_datasets_plugin.py").write_text(textwrap.dedent("""
+        import torch
+        from lossbench.data import Dataset, DatasetInfo, register_dataset
+
+        def mine(seed: int = 0) -> Dataset:
+            x = torch.arange(40.0).reshape(20, 2)
+            y = (torch.arange(20) % 2).long()
+            return Dataset("mine", "multiclass", x[:16], y[:16], x[16:], y[16:], ["a", "b"], "tabular", "a plugin")
+
+        register_dataset(DatasetInfo("lb_plugin_mine", "builtin", mine, "multiclass", "tabular", "mine", "a plugin"))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["datasets", "--plugin", "lb_datasets_plugin", "lb_plugin_mine", "seed=1"]) == 0
+    assert "mine: multiclass, tabular (2,)" in capsys.readouterr().out

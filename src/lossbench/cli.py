@@ -332,6 +332,11 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     def default(value: object) -> str:
         return "<required>" if value is inspect.Parameter.empty else repr(value)
 
+    if args.plugins:
+        from lossbench.bench.plugins import import_plugins
+
+        import_plugins(args.plugins)
+
     if args.names:
         from lossbench.bench.spec import Spec  # the bench's default validation fraction
 
@@ -562,7 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
         "datasets",
         help="list every dataset with its source and local availability, or load the named ones",
     )
-    p.add_argument("names", nargs="*", help="datasets to load and summarise (default: list all)")
+    p.add_argument("names", nargs="*", help="datasets to load and summarise, each followed by its parameters as "
+                   "key=value (table path=mine.csv label=y); default: list all")  # fmt: skip
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                   help="a module of yours that registers datasets, imported first as a spec's plugins are (repeatable)")  # fmt: skip
     p.add_argument(
         "--data-dir",
         default=None,
