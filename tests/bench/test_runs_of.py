@@ -122,6 +122,6 @@ def test_a_readers_results_are_the_read_methods_runs_through_its_rule(tmp_path):
 def test_a_readers_rule_is_checked_against_each_data_sets_task_before_any_run(tmp_path):
     spec = _spec({**READER, "decision": "thresholds"})  # (a multi-label rule, on a multiclass data set)
     storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
-    with pytest.raises(SpecError, match="method 'ce_posthoc' on 'digits-lt20': decision 'thresholds' applies to multilabel"):
+    with pytest.raises(SpecError, match=r"method 'ce_posthoc' on 'digits\[long_tail_rho=20.0\]': decision 'thresholds' applies to multilabel"):
         Runner(spec, storage, torch.device("cpu"))
     assert optuna.get_all_study_summaries(storage, include_best_trial=False) == []  # nothing stored

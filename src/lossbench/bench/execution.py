@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -122,6 +122,7 @@ class DataCache:
                 data = subsample_train(data, ds.max_train, self.spec.seed)
             if split_seed is None:
                 self.digests[ds.label] = data.digest()
+            data = replace(data, name=ds.label)  # (what messages name: the spec's dataset, not a file's stem)
             for s in STAGES:
                 self._splits[(ds.label, s, split_seed)] = self._split(data, s)
         return self._splits[key]
