@@ -473,3 +473,10 @@ def test_a_missing_relative_path_names_the_folder_it_was_read_from(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=rf"path='data/mine.csv': no such file \(a relative path, read from {tmp_path}\)"):
         load_table("data/mine.csv")
+
+
+def test_a_whitespace_table_whose_header_holds_a_semicolon_stays_whitespace(tmp_path):
+    path = tmp_path / "ws.txt"
+    path.write_text("f1 f2 cls;grp\n" + "".join(f"{i} {i + 1} {'ab'[i % 2]}\n" for i in range(10)))
+    data = load_table(path, label="last", standardize=False)
+    assert data.class_names == ["a", "b"] and data.x_train.shape[1] == 2

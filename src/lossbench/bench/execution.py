@@ -117,12 +117,12 @@ class DataCache:
         key = (ds.label, stage, split_seed)
         if key not in self._splits:
             params = ds.params if split_seed is None else {**ds.params, "seed": split_seed}
-            data = load_dataset(ds.name, data_dir=self.data_dir, **params)
+            # (named by the spec's label, as messages name it, not by a file's stem)
+            data = replace(load_dataset(ds.name, data_dir=self.data_dir, **params), name=ds.label)
             if ds.max_train is not None and ds.max_train < len(data.y_train):
                 data = subsample_train(data, ds.max_train, self.spec.seed)
             if split_seed is None:
                 self.digests[ds.label] = data.digest()
-            data = replace(data, name=ds.label)  # (what messages name: the spec's dataset, not a file's stem)
             for s in STAGES:
                 self._splits[(ds.label, s, split_seed)] = self._split(data, s)
         return self._splits[key]

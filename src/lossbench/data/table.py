@@ -15,7 +15,7 @@ Reading (pandas):
 - ``sep=None`` picks the delimiter: tab for ``.tsv``/``.tab``, comma for ``.csv``, otherwise
   comma if the first data line holds one, else tab if it holds one, else runs of whitespace; a
   first line with semicolons and no comma or tab is read with ``;`` (the CSV of decimal-comma
-  locales, ``.csv`` included).
+  locales) in a ``.csv``, and elsewhere where it holds no space either.
   ``sep="whitespace"`` asks for the latter.  Double quotes quote fields (pandas' default).
 - Blank lines are skipped, and so are lines starting with ``comment`` when it is given.
 - ``header=None`` guesses: the first row is a header when none of its fields is missing (its
@@ -142,8 +142,9 @@ def _auto_sep(path: Path, first_line: str) -> str:
     last = suffixes[-1] if suffixes else ""
     if last in (".tsv", ".tab"):
         return "\t"
-    if ";" in first_line and "," not in first_line and "\t" not in first_line:
-        return ";"  # (read with a comma, such a line is one column)
+    semicolons = ";" in first_line and "," not in first_line and "\t" not in first_line
+    if semicolons and (last == ".csv" or " " not in first_line.strip()):
+        return ";"  # (read with a comma, such a line is one column; with spaces in it, outside a .csv, columns)
     if last == ".csv" or "," in first_line:
         return ","
     return "\t" if "\t" in first_line else WHITESPACE
