@@ -83,6 +83,19 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _workers(pid: int) -> list[int]:
+    """The children of ``pid`` that run ``lossbench worker`` (from /proc)."""
+    found = []
+    for child in _children(pid):
+        try:
+            words = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:  # (gone meanwhile)
+            continue
+        if b"worker" in words:
+            found.append(child)
+    return found
+
+
 def _wait_for(condition, what: str, limit: float = 300.0) -> None:
     """Wait for a state (a generous limit: a loaded machine is slow, and no test measures time)."""
     deadline = time.monotonic() + limit
@@ -101,8 +114,8 @@ def test_a_killed_run_leaves_no_local_worker_running(tmp_path, stop):
     spec = write_spec(tmp_path / "spec.toml", name="killed", trials=400, epochs=20, batch_size=32, dataset="digits")
     proc = cli("run", str(spec), "--out", str(tmp_path / "out"), "--jobs", "2", "--pack", "1")
     try:
-        _wait_for(lambda: _children(proc.pid), "the local worker to start")
-        (worker,) = _children(proc.pid)
+        _wait_for(lambda: _workers(proc.pid), "the local worker to start")
+        (worker,) = _workers(proc.pid)  # (not a short-lived git or other child of the starter)
         proc.send_signal(stop)
         proc.communicate(timeout=300)
         assert proc.returncode == (128 + signal.SIGTERM if stop == signal.SIGTERM else -signal.SIGKILL)
