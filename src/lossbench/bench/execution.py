@@ -105,7 +105,6 @@ class DataCache:
     def __init__(self, spec: Spec, device: torch.device, data_dir: str | None = None) -> None:
         self.spec, self.device, self.data_dir = spec, device, data_dir
         self._splits: dict[tuple[str, str, int | None], Split] = {}
-        self.digests: dict[str, str] = {}  # per dataset label, its data's digest as loaded for tuning
 
     def get(self, ds: DatasetSpec, stage: str, split_seed: int | None = None) -> Split:
         """The stage's split; ``split_seed`` loads the dataset with that ``seed`` (a resampled split).
@@ -121,11 +120,15 @@ class DataCache:
             data = replace(load_dataset(ds.name, data_dir=self.data_dir, **params), name=ds.label)
             if ds.max_train is not None and ds.max_train < len(data.y_train):
                 data = subsample_train(data, ds.max_train, self.spec.seed)
-            if split_seed is None:
-                self.digests[ds.label] = data.digest()
             for s in STAGES:
                 self._splits[(ds.label, s, split_seed)] = self._split(data, s)
         return self._splits[key]
+
+    def digests(self) -> dict[str, str]:
+        """Per dataset label loaded so far, the digest of its data as tuning reads them (computed anew
+        on each call)."""
+        return {label: split.dataset.digest() for (label, stage, seed), split in self._splits.items()
+                if stage == "tune" and seed is None}  # fmt: skip
 
     def _split(self, data: Dataset, stage: str) -> Split:
         x_val = y_val = validation = None
@@ -279,7 +282,7 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
     that cannot run is refused before anything is stored (not in its first trial)."""
     where = f"method {method.name!r} on {split.dataset.name!r}"
     check_decision(split, method.spec.decision, spec, where)
-    for reader in (m for m in spec.methods if m.runs_of == method.name):
+    for reader in spec.readers(method.name):
         check_decision(split, reader.decision, spec, f"method {reader.name!r} on {split.dataset.name!r}")
     check_stages(split, method, where)
     space = method.search_space(spec.search)
@@ -290,10 +293,10 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
     with torch.no_grad():
         logits = model(split.x_fit[:8])  # the loss checks its arguments when called
     _check_last_batch(model, split, spec, where)
-    width = output_width(method.loss, split.task, split.num_classes)
-    if logits.ndim != 2 or logits.shape != (len(split.x_fit[:8]), width):
+    needed = (len(split.x_fit[:8]), output_width(method.loss, split.task, split.num_classes))
+    if logits.shape != needed:
         raise SpecError(f"{where}: model {spec.train.model!r} gives outputs of shape {tuple(logits.shape)} for "
-                        f"{len(split.x_fit[:8])} samples; loss {method.loss.name!r} needs ({len(split.x_fit[:8])}, {width}) "
+                        f"{needed[0]} samples; loss {method.loss.name!r} needs {needed} "
                         "(a model builds num_outputs logits)")  # fmt: skip
 
     def attempt(params: dict[str, Any], which: slice, what: str) -> None:

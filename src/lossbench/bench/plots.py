@@ -50,7 +50,7 @@ def learning_curves(result: DatasetResult, colours: Colours) -> bytes:
     fig = Figure(figsize=(11, 4))
     ax_loss, ax_metric = fig.subplots(1, 2)
     left_out = 0
-    for row in (r for r in result.methods if r.trained):  # (a method reading another's runs has its curves)
+    for row in result.trained_methods:  # (a method reading another's runs has its curves)
         runs = list(row.runs.values())
         loss, nan_loss = _mean_curve(runs, "train_loss")
         metric, nan_metric = _mean_curve(runs, f"heldout_{result.metric}")
@@ -70,7 +70,7 @@ def learning_curves(result: DatasetResult, colours: Colours) -> bytes:
 
 def hyperparameter_scatter(result: DatasetResult, spec: Spec, colours: Colours) -> bytes:
     """Validation metric of every tuning trial against the method's main hyperparameter."""
-    rows = [r for r in result.methods if r.tune_trials and r.trained]
+    rows = [r for r in result.trained_methods if r.tune_trials]
     cols = min(3, max(1, len(rows)))
     nrows = max(1, math.ceil(len(rows) / cols))
     fig = Figure(figsize=(4 * cols, 3.2 * nrows))
@@ -123,7 +123,7 @@ def budget_curves(result: DatasetResult, colours: Colours) -> bytes:
     """Each method's best validation score after n tuning trials, n = 1 .. the budget."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    for row in (r for r in result.methods if r.trained):
+    for row in result.trained_methods:
         curve = row.budget_curve()
         if curve:
             ax.plot(np.arange(1, len(curve) + 1), curve, marker=".", label=row.method.name, color=colours[row.method.name])

@@ -158,7 +158,7 @@ def study_settings(spec: Spec) -> Table:
 
 def _records(results: list[DatasetResult]):
     for result in results:
-        for r in (r for r in result.methods if r.trained):  # (a method reading another's runs has none of its own)
+        for r in result.trained_methods:
             for t in [*r.tune_trials, *r.runs.values()]:
                 yield result, r, t, run_record(t)
 
@@ -343,7 +343,7 @@ def trials_csv(results: list[DatasetResult]) -> str:
     """Every tuning trial of the equal budget: its parameters (``param.<name>``), its scores
     (``metric.<name>``: validation, and the training part's where recorded) and whether it was
     chosen.  The prefixes keep parameter and metric names apart from the fixed columns."""
-    trials = [(result, r, t) for result in results for r in result.methods if r.trained for t in r.tune_trials]
+    trials = [(result, r, t) for result in results for r in result.trained_methods for t in r.tune_trials]
     params = sorted({k for _, _, t in trials for k in t.params})
     metrics = sorted({k for _, _, t in trials for k in run_record(t).get("metrics", {})})
     rows = []

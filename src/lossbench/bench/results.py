@@ -113,6 +113,11 @@ class DatasetResult:
     def method(self, name: str) -> MethodResult:
         return next(m for m in self.methods if m.method.name == name)
 
+    @property
+    def trained_methods(self) -> list[MethodResult]:
+        """The methods that trained their runs (a method reading another's, ``runs_of``, has none of its own)."""
+        return [m for m in self.methods if m.trained]
+
 
 def _task_of(trials: list[FrozenTrial]) -> str:
     for t in trials:

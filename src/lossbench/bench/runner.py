@@ -204,14 +204,16 @@ class Runner:
         self.environment = {**provenance(), "device": str(device)}  # what each run's record says it ran with
         # Every name, file and pairing is checked before anything is written to the storage.
         resolved = self._resolve(spec)
-        if not isinstance(storage, optuna.storages.InMemoryStorage) and not (
-            isinstance(storage, HeartbeatStorage) and storage.heartbeat_interval is not None
-        ):  # (in memory: a spec is only checked.)  Without heartbeats a dead worker's trials would never
-            # be retried, and a worker that has them would fail this one's live trials as stale.
+        in_memory = isinstance(storage, optuna.storages.InMemoryStorage)  # (a spec is only checked there)
+        if not in_memory and not (isinstance(storage, HeartbeatStorage) and storage.heartbeat_interval is not None):
+            # Without heartbeats a dead worker's trials would never be retried, and a worker that has
+            # them would fail this one's live trials as stale.
             raise SpecError("the storage must keep heartbeats: open it with open_storage(url, spec.heartbeat_interval)")
-        digests = check_data(storage, spec.name, self.cache.digests)  # (before the spec is stored)
+        # the data checked against the stored study's before the spec is stored (in memory: none stored)
+        digests = None if in_memory else check_data(storage, spec.name, self.cache.digests())
         self.grown = register_spec(storage, spec)  # what this spec added to the stored study (usually nothing)
-        record_data(storage, spec.name, digests)
+        if digests is not None:
+            record_data(storage, spec.name, digests)
         self._known: dict[int, list[FrozenTrial]] = {}  # per study id, its trials as this worker last read or wrote them
         self._heartbeats: Heartbeats | None = None  # while running
         self._setup(resolved)
@@ -242,7 +244,7 @@ class Runner:
         if changed:  # (register_spec stores nothing else; a hand-edited storage might)
             raise SpecError(f"study {spec.name!r}: the stored spec changed while this worker ran: {'; '.join(changed[:3])}")
         resolved = self._resolve(spec)
-        record_data(self.storage, spec.name, check_data(self.storage, spec.name, self.cache.digests))
+        record_data(self.storage, spec.name, check_data(self.storage, spec.name, self.cache.digests()))
         self._setup(resolved)
 
     def _validated(self, dataset: DatasetSpec, method_spec: MethodSpec) -> Method:

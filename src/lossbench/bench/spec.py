@@ -194,9 +194,13 @@ class Spec:
         another's runs: ``runs_of``)."""
         return [(d, m) for d in self.datasets for m in self.methods if m.runs_on(d) and m.runs_of is None]
 
+    def readers(self, name: str) -> list[MethodSpec]:
+        """The methods that read method ``name``'s runs (``runs_of``)."""
+        return [m for m in self.methods if m.runs_of == name]
+
     def read_through(self, name: str) -> tuple[str, ...]:
         """The decision rules that other methods read method ``name``'s runs through (``runs_of``)."""
-        return tuple(dict.fromkeys(m.decision for m in self.methods if m.runs_of == name))
+        return tuple(dict.fromkeys(m.decision for m in self.readers(name)))
 
     def to_json(self) -> str:
         data = asdict(self)
