@@ -214,3 +214,41 @@ def test_a_spec_with_plugins_runs_under_a_worker_in_another_process(tmp_path):
     assert refused.startswith("exit 2") and "--plugins" in refused, refused
     written = finished(lossbench("-m", "lossbench", "report", "--storage", url, "--out", out, "--plugins", plugin_dir=plugins))
     assert written.startswith("exit 0") and (tmp_path / "report" / "report.md").is_file(), written
+
+
+def test_a_study_resumes_only_under_the_plugin_code_it_ran(tmp_path, monkeypatch):
+    import torch
+
+    from lossbench.bench.plugins import code_digests
+    from lossbench.bench.runner import Runner
+    from lossbench.bench.storage import CODE_ATTR, open_storage
+
+    package = tmp_path / "lb_digest_plugin"
+    package.mkdir()
+    (package / "__init__.py").write_text(textwrap.dedent("""
+        from lossbench.models import ModelInfo, register_model
+
+        from .layers import build
+
+        register_model(ModelInfo("digest_linear", build, ("tabular",), (), "test plugin", "a linear layer"))
+    """))
+    layers = package / "layers.py"
+    layers.write_text("from torch import nn\n\n\ndef build(dataset, num_outputs):\n    return nn.Linear(dataset.input_shape[0], num_outputs)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "lb_digest_plugin", raising=False)
+    monkeypatch.delitem(sys.modules, "lb_digest_plugin.layers", raising=False)
+    spec = parse_spec(minimal(name="plugged", plugins=["lb_digest_plugin"], trials=1, seeds=2, sampler="random",
+                              train={"model": "digest_linear", "epochs": 1}))  # fmt: skip
+    storage = open_storage(default_storage_url(tmp_path / "out"), 10)
+    Runner(spec, storage, torch.device("cpu")).run()
+    stored = optuna.load_study(study_name="plugged", storage=storage).user_attrs[CODE_ATTR]
+    assert stored == code_digests(["lb_digest_plugin"]) and len(stored["lb_digest_plugin"]) == 16
+    Runner(spec, storage, torch.device("cpu"))  # the same code: it resumes
+
+    layers.write_text(layers.read_text().replace("num_outputs)", "num_outputs, bias=False)"))  # a submodule edited
+    trials = len(storage.get_all_trials(storage.get_study_id_from_name(study_name("plugged", "tune", "wine", "ce"))))
+    with pytest.raises(SpecError, match=r"plugin 'lb_digest_plugin': its code differs from the code study 'plugged' "
+                                        r"was run with .*give the spec a new name"):  # fmt: skip
+        Runner(spec, storage, torch.device("cpu"))
+    assert optuna.load_study(study_name="plugged", storage=storage).user_attrs[CODE_ATTR] == stored  # nothing written
+    assert len(storage.get_all_trials(storage.get_study_id_from_name(study_name("plugged", "tune", "wine", "ce")))) == trials

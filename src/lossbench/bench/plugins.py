@@ -10,12 +10,15 @@ lossbench itself, whose code runs anyway) is refused, as they could have put it 
 A command that only reads a storage (``lossbench report``) imports the plugins its stored specs name
 only when asked to (``--plugins``): any user of a shared storage may have written those names, and
 even an installed module may do things on import (``antigravity`` opens a browser).
+A stored study keeps a digest of each plugin's code (:func:`code_digests`) and refuses to resume or
+grow under other code: its runs would mix two versions of a model or loss in one leaderboard.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import importlib
 import importlib.util
 import keyword
@@ -63,6 +66,25 @@ def import_plugins(names: Iterable[str]) -> None:
                           "when told to (--plugins: a shared storage's spec may name any module)")  # fmt: skip
     for name in names:
         _import(name)
+
+
+def code_digests(names: Iterable[str]) -> dict[str, str]:
+    """Per plugin, a digest of its code as this process imported it: the files of every loaded module of
+    its top-level package (of a plain module: its file), by module name, so that the same code
+    elsewhere (another worker's checkout) gives the same digest.  A module the plugin imports from
+    outside its package is not part of it."""
+    digests = {}
+    for name in names:
+        top = name.split(".")[0]
+        loaded = sorted((module_name, module) for module_name, module in list(sys.modules.items())
+                        if module_name == top or module_name.startswith(top + "."))  # fmt: skip
+        digest = hashlib.sha256()
+        for module_name, module in loaded:
+            file = getattr(module, "__file__", None)  # (None: a namespace package, whose modules count one by one)
+            if file is not None:
+                digest.update(module_name.encode() + b"\0" + Path(file).read_bytes() + b"\0")
+        digests[name] = digest.hexdigest()[:16]
+    return digests
 
 
 def _import(name: str) -> None:

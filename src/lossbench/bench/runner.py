@@ -64,6 +64,7 @@ from lossbench.bench.execution import (
 )
 from lossbench.bench.methods import Method, check_compatible, resolve_method, suggest
 from lossbench.bench.metrics import diverged_score, selection_metric
+from lossbench.bench.plugins import code_digests
 from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec, SpecError, spec_growth
 from lossbench.bench.storage import (
     ALONE_ATTR,
@@ -77,11 +78,11 @@ from lossbench.bench.storage import (
     HeartbeatStorage,
     Outcome,
     budget_trials,
-    check_data,
+    check_inputs,
     current_choice,
     evaluation_seeds,
     final_runs,
-    record_data,
+    record_inputs,
     register_spec,
     runs_choice,
     set_study_attrs,
@@ -209,11 +210,11 @@ class Runner:
             # Without heartbeats a dead worker's trials would never be retried, and a worker that has
             # them would fail this one's live trials as stale.
             raise SpecError("the storage must keep heartbeats: open it with open_storage(url, spec.heartbeat_interval)")
-        # the data checked against the stored study's before the spec is stored (in memory: none stored)
-        digests = None if in_memory else check_data(storage, spec.name, self.cache.digests())
+        # the data and plugins checked against the stored study's before the spec is stored (in memory: none stored)
+        inputs = None if in_memory else self._inputs(spec)
         self.grown = register_spec(storage, spec)  # what this spec added to the stored study (usually nothing)
-        if digests is not None:
-            record_data(storage, spec.name, digests)
+        if inputs is not None:
+            record_inputs(storage, spec.name, inputs)
         self._known: dict[int, list[FrozenTrial]] = {}  # per study id, its trials as this worker last read or wrote them
         self._heartbeats: Heartbeats | None = None  # while running
         self._setup(resolved)
@@ -244,8 +245,12 @@ class Runner:
         if changed:  # (register_spec stores nothing else; a hand-edited storage might)
             raise SpecError(f"study {spec.name!r}: the stored spec changed while this worker ran: {'; '.join(changed[:3])}")
         resolved = self._resolve(spec)
-        record_data(self.storage, spec.name, check_data(self.storage, spec.name, self.cache.digests()))
+        record_inputs(self.storage, spec.name, self._inputs(spec))
         self._setup(resolved)
+
+    def _inputs(self, spec: Spec) -> dict[str, dict[str, str]]:
+        """The digests of the spec's data and plugins, checked against the stored study's (``check_inputs``)."""
+        return check_inputs(self.storage, spec.name, self.cache.digests(), code_digests(spec.plugins))
 
     def _validated(self, dataset: DatasetSpec, method_spec: MethodSpec) -> Method:
         method = resolve_method(method_spec)

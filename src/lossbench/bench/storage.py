@@ -45,6 +45,7 @@ SPEC_ATTR = "lossbench_spec"
 FINGERPRINT_ATTR = "lossbench_fingerprint"
 HISTORY_ATTR = "lossbench_history"  # the fingerprints a grown study's spec replaced, and what each growth added
 DATA_ATTR = "lossbench_data"  # per dataset label, the digest of the data the study's runs trained on
+CODE_ATTR = "lossbench_plugins"  # per plugin, the digest of its code the study's runs ran (plugins.code_digests)
 DB_FILE = "lossbench.db"
 # The storage URL when no --storage is given: a password need not be on the command line (where
 # any local user sees it in the process list).
@@ -510,27 +511,37 @@ def register_spec(storage: optuna.storages.BaseStorage, spec: Spec) -> list[str]
     return grown
 
 
-def check_data(storage: optuna.storages.BaseStorage, name: str, digests: dict[str, str]) -> dict[str, str]:
-    """Refuse data that differ from those stored study ``name`` ran on (a changed file, a relative path read
-    from another folder, a changed loader: its runs would mix two data sets), before anything is written.
-    Returns the digests to store with the study: the stored ones and those of data sets new to it."""
+def check_inputs(storage: optuna.storages.BaseStorage, name: str, data: dict[str, str],
+                 code: dict[str, str]) -> dict[str, dict[str, str]]:  # fmt: skip
+    """Refuse data or plugin code that differ from those stored study ``name`` ran with (a changed file, a
+    relative path read from another folder, a changed loader, an edited model: its runs would mix two
+    data sets, or two models, in one leaderboard), before anything is written.  ``data``: per dataset
+    label, the digest of its data; ``code``: per plugin, that of its code.  Returns the study attributes
+    to store: the stored digests and those new to the study."""
     try:
-        stored = storage.get_study_user_attrs(storage.get_study_id_from_name(name)).get(DATA_ATTR, {})
+        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
     except KeyError:  # a new study
-        stored = {}
-    for label, digest in digests.items():
-        if stored.get(label, digest) != digest:
+        attrs = {}
+    stored_data, stored_code = attrs.get(DATA_ATTR, {}), attrs.get(CODE_ATTR, {})
+    remedy = "give the spec a new name, or use another --out / --storage"
+    for label, digest in data.items():
+        if stored_data.get(label, digest) != digest:
             raise SpecError(f"dataset {label!r}: its data differ from those study {name!r} was run on (digest {digest}, "
-                            f"stored {stored[label]}): a changed file, a relative path read from another folder or a "
-                            "changed loader; give the spec a new name, or use another --out / --storage")  # fmt: skip
-    return {**stored, **digests}
+                            f"stored {stored_data[label]}): a changed file, a relative path read from another folder or "
+                            f"a changed loader; {remedy}")  # fmt: skip
+    for plugin, digest in code.items():
+        if stored_code.get(plugin, digest) != digest:
+            raise SpecError(f"plugin {plugin!r}: its code differs from the code study {name!r} was run with (digest "
+                            f"{digest}, stored {stored_code[plugin]}): its runs would mix two versions of it; {remedy}")  # fmt: skip
+    return {DATA_ATTR: {**stored_data, **data}, CODE_ATTR: {**stored_code, **code}}
 
 
-def record_data(storage: optuna.storages.BaseStorage, name: str, digests: dict[str, str]) -> None:
-    """Store the data's digests with study ``name`` (see :func:`check_data`), where they are new."""
+def record_inputs(storage: optuna.storages.BaseStorage, name: str, attrs: dict[str, dict[str, str]]) -> None:
+    """Store what :func:`check_inputs` returned with study ``name``, where it is new."""
     study = optuna.load_study(study_name=name, storage=storage)
-    if study.user_attrs.get(DATA_ATTR) != digests:
-        set_study_attrs(storage, study, {DATA_ATTR: digests})
+    changed = {key: value for key, value in attrs.items() if study.user_attrs.get(key, {}) != value}
+    if changed:
+        set_study_attrs(storage, study, changed)
 
 
 def stored_fingerprint(storage: optuna.storages.BaseStorage, name: str) -> str | None:
