@@ -38,3 +38,15 @@ def test_a_checkout_with_changes_under_the_package_is_marked_dirty(tmp_path):
 
 def test_outside_a_checkout_there_is_no_commit(tmp_path):
     assert describe_checkout(tmp_path) is None
+
+
+def test_files_no_commit_holds_have_no_commit(tmp_path):
+    # lossbench installed (not editable) into an ignored folder of some checkout: that checkout's commit is not its code
+    (tmp_path / ".gitignore").write_text("venv/\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "first")
+    installed = tmp_path / "venv" / "site" / "pkg"
+    installed.mkdir(parents=True)
+    (installed / "code.py").write_text("x = 1\n")
+    assert describe_checkout(installed) is None

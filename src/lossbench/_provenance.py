@@ -23,7 +23,8 @@ def git_commit() -> str | None:
 
 def describe_checkout(directory: Path) -> str | None:
     """The short commit of the git checkout holding ``directory``, with ``-dirty`` where a file under
-    ``directory`` is changed or not yet committed (that commit alone would not give the same code)."""
+    ``directory`` is changed or not yet committed (that commit alone would not give the same code);
+    None outside a checkout or where the checkout tracks no file under ``directory``."""
 
     def git(*args: str) -> str | None:
         try:
@@ -34,8 +35,8 @@ def describe_checkout(directory: Path) -> str | None:
         return done.stdout if done.returncode == 0 else None
 
     commit = (git("rev-parse", "--short", "HEAD") or "").strip()
-    if not commit:
-        return None
+    if not commit or not (git("ls-files", "--", ".") or "").strip():
+        return None  # (no commit holds these files: an install into an ignored folder of some checkout, say)
     changes = git("status", "--porcelain", "--", ".")
     return commit + ("-dirty" if changes is None or changes.strip() else "")
 

@@ -45,12 +45,16 @@ def test_a_diverging_run_has_nan_curves_and_is_flagged():
     assert math.isnan(result.curves["heldout_accuracy"][-1])
 
 
-def test_a_loss_reading_each_logit_on_its_own_needs_every_logit_free():
+@pytest.mark.parametrize("method", [
+    {"name": "ova", "loss": "one_vs_all_focal"},
+    {"name": "ova", "loss": "cross_entropy", "then": {"loss": "one_vs_all_focal", "epochs": 1}},  # (its second stage)
+])  # fmt: skip
+def test_a_loss_reading_each_logit_on_its_own_needs_every_logit_free(method):
     def spec(**model_params):
         return parse_spec({
             "name": "ova", "trials": 2, "seeds": 2,
             "train": {"model": "linear", "epochs": 2, "batch_size": 32, "model_params": model_params},
-            "datasets": ["wine"], "methods": [{"name": "ova", "loss": "one_vs_all_focal"}],
+            "datasets": ["wine"], "methods": [method],
         })  # fmt: skip
 
     fixed = spec()  # (the linear model fixes class 0's logit at 0 for multiclass data by default)

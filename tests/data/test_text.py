@@ -153,6 +153,21 @@ def test_dev_file_is_the_provided_validation_split(tmp_path):
         load(tmp_path, dev_path=write(tmp_path / "dev.tsv", "sentence\tlabel\nodd\tx\n"))
 
 
+def test_the_data_digest_reads_the_provided_validation_split():
+    # rows moved between the training and the dev file leave x_train as it was (dev rows sit in it)
+    from dataclasses import replace
+
+    from lossbench.data import Dataset
+    from lossbench.data.splits import VALIDATION_MASK
+
+    x, y = torch.arange(8.0).reshape(4, 2), torch.tensor([0, 1, 0, 1])
+    plain = Dataset("d", "multiclass", x, y, x, y, ["a", "b"], "tabular", "test")
+    two = replace(plain, meta={VALIDATION_MASK: torch.tensor([False, False, True, True])})
+    three = replace(plain, meta={VALIDATION_MASK: torch.tensor([False, True, True, True])})
+    assert len({plain.digest(), two.digest(), three.digest()}) == 3
+    assert replace(plain, meta={"feature_names": ["u", "v"]}).digest() == plain.digest()  # other metadata: no data
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -270,10 +270,12 @@ def _check_model(split: Split, method: Method, spec: Spec, params: dict[str, Any
                             **kwargs)  # fmt: skip
     except (ValueError, TypeError) as err:
         raise SpecError(f"{where}: model {spec.train.model!r} with {kwargs}: {err}") from None
-    if not method.loss.shift_invariant and getattr(model, "zero_first_logit", False):
-        raise SpecError(f"{where}: loss {method.loss.name!r} reads each class's logit on its own, and model "
-                        f"{spec.train.model!r} fixes class 0's at 0; set zero_first_logit = false (model_params of "
-                        "[train] or of the method)")  # fmt: skip
+    stage_losses = (method.loss,) if method.then is None else (method.loss, method.then.loss)
+    for loss in stage_losses:
+        if not loss.shift_invariant and getattr(model, "zero_first_logit", False):
+            raise SpecError(f"{where}: loss {loss.name!r} reads each class's logit on its own, and model "
+                            f"{spec.train.model!r} fixes class 0's at 0; set zero_first_logit = false (model_params of "
+                            "[train] or of the method)")  # fmt: skip
     return model
 
 

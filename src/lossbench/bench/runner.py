@@ -214,7 +214,7 @@ class Runner:
         inputs = None if in_memory else self._inputs(spec)
         self.grown = register_spec(storage, spec)  # what this spec added to the stored study (usually nothing)
         if inputs is not None:
-            record_inputs(storage, spec.name, inputs)
+            record_inputs(storage, spec.name, *inputs)
         self._known: dict[int, list[FrozenTrial]] = {}  # per study id, its trials as this worker last read or wrote them
         self._heartbeats: Heartbeats | None = None  # while running
         self._setup(resolved)
@@ -245,12 +245,14 @@ class Runner:
         if changed:  # (register_spec stores nothing else; a hand-edited storage might)
             raise SpecError(f"study {spec.name!r}: the stored spec changed while this worker ran: {'; '.join(changed[:3])}")
         resolved = self._resolve(spec)
-        record_inputs(self.storage, spec.name, self._inputs(spec))
+        record_inputs(self.storage, spec.name, *self._inputs(spec))
         self._setup(resolved)
 
-    def _inputs(self, spec: Spec) -> dict[str, dict[str, str]]:
-        """The digests of the spec's data and plugins, checked against the stored study's (``check_inputs``)."""
-        return check_inputs(self.storage, spec.name, self.cache.digests(), code_digests(spec.plugins))
+    def _inputs(self, spec: Spec) -> tuple[dict[str, str], dict[str, str]]:
+        """The digests of the spec's data and of its plugins' code, checked against the stored study's."""
+        data, code = self.cache.digests(), code_digests(spec.plugins)
+        check_inputs(self.storage, spec.name, data, code)
+        return data, code
 
     def _validated(self, dataset: DatasetSpec, method_spec: MethodSpec) -> Method:
         method = resolve_method(method_spec)

@@ -517,7 +517,7 @@ def check_inputs(storage: optuna.storages.BaseStorage, name: str, data: dict[str
     relative path read from another folder, a changed loader, an edited model: its runs would mix two
     data sets, or two models, in one leaderboard), before anything is written.  ``data``: per dataset
     label, the digest of its data; ``code``: per plugin, that of its code.  Returns the study attributes
-    to store: the stored digests and those new to the study."""
+    that hold them: the stored digests and those new to the study."""
     try:
         attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
     except KeyError:  # a new study
@@ -536,8 +536,10 @@ def check_inputs(storage: optuna.storages.BaseStorage, name: str, data: dict[str
     return {DATA_ATTR: {**stored_data, **data}, CODE_ATTR: {**stored_code, **code}}
 
 
-def record_inputs(storage: optuna.storages.BaseStorage, name: str, attrs: dict[str, dict[str, str]]) -> None:
-    """Store what :func:`check_inputs` returned with study ``name``, where it is new."""
+def record_inputs(storage: optuna.storages.BaseStorage, name: str, data: dict[str, str], code: dict[str, str]) -> None:
+    """Store the digests :func:`check_inputs` checked with study ``name``, merged with those stored now
+    (read again: another worker may have stored new data sets' meanwhile, and its merge stays)."""
+    attrs = check_inputs(storage, name, data, code)
     study = optuna.load_study(study_name=name, storage=storage)
     changed = {key: value for key, value in attrs.items() if study.user_attrs.get(key, {}) != value}
     if changed:

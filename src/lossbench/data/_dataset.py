@@ -8,6 +8,10 @@ from typing import Any
 
 import torch
 
+# Dataset.meta key of a validation split the source provides (a dev file), bool (N_train,): True
+# on its rows of x_train.  The bench then tunes on the other rows and scores on these.
+VALIDATION_MASK = "validation_mask"
+
 TASKS = ("multiclass", "multilabel")
 FEATURE_KINDS = ("tabular", "image", "text")
 PAD_ID = 0
@@ -108,10 +112,11 @@ class Dataset:
         )
 
     def digest(self) -> str:
-        """A digest of the data themselves (the four tensors and the class names): equal for equal
-        data, whatever file or loader they came from."""
+        """A digest of the data themselves (the four tensors, the class names and a validation split the
+        source provides): equal for equal data, whatever file or loader they came from."""
         h = hashlib.sha256(repr((self.task, self.class_names, self.feature_kind)).encode())
-        for part in (self.x_train, self.y_train, self.x_test, self.y_test):
+        mask = self.meta.get(VALIDATION_MASK)  # (a dev file's rows sit in x_train: moving rows there changes only this)
+        for part in (self.x_train, self.y_train, self.x_test, self.y_test, *(() if mask is None else (mask,))):
             # (ragged text rows, TokenBags, are their flat ids and offsets)
             for t in (part,) if isinstance(part, torch.Tensor) else (part.ids, part.offsets):
                 h.update(repr((t.dtype, tuple(t.shape))).encode())

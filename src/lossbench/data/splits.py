@@ -12,14 +12,11 @@ from dataclasses import replace
 
 import torch
 
-from lossbench.data._dataset import Dataset
+from lossbench.data._dataset import VALIDATION_MASK, Dataset
 
 # Held out by loaders whose source has no test split: the protocol of the EXACT paper's UCI
 # experiments (Karpukhin et al. 2022, arXiv 2205.09615: train_test_split(test_size=0.2)).
 DEFAULT_TEST_FRACTION = 0.2
-# Dataset.meta key of a validation split the source provides (a dev file), bool (N_train,): True
-# on its rows of x_train.  The bench then tunes on the other rows and scores on these.
-VALIDATION_MASK = "validation_mask"
 
 
 def _check_fraction(name: str, value: float) -> None:
