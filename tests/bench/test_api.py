@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 
 import numpy as np
 import pytest
@@ -209,3 +210,41 @@ def test_an_edited_model_factory_is_another_model(tmp_path):
     runs = [subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3)]  # fmt: skip
     assert len(set(runs)) == 1 and len(runs[0].split()) == 2  # (a set constant's repr follows the hash seed)
+
+
+def test_a_factory_digest_follows_your_own_classes_and_settings_it_names(tmp_path):
+    # the model class and a width constant at module level, as a factory in a script or notebook names them
+    import subprocess
+    import sys
+
+    module = tmp_path / "lb_factory_globals.py"
+    code = textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        WIDTH = 16
+
+
+        class Net(nn.Module):
+            def __init__(self, d, k, width):
+                super().__init__()
+                self.hidden, self.out = nn.Linear(d, width), nn.Linear(width, k)
+
+            def forward(self, x):
+                return self.out(torch.relu(self.hidden(x)))
+
+
+        def make(dataset, seed):
+            return Net(dataset.input_shape[0], 2, WIDTH)
+    """)
+    script = "import sys; sys.path.insert(0, sys.argv[1]); import lb_factory_globals as m; from lossbench.bench.api import _code_digest; print(_code_digest(m.make))"
+
+    def digest(text):
+        module.write_text(text)
+        return subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                              check=True).stdout.strip()  # fmt: skip
+
+    first = digest(code)
+    assert digest(code + "# a comment\n") == first
+    assert digest(code.replace("WIDTH = 16", "WIDTH = 64")) != first
+    assert digest(code.replace("torch.relu", "torch.tanh")) != first

@@ -252,3 +252,23 @@ def test_a_study_resumes_only_under_the_plugin_code_it_ran(tmp_path, monkeypatch
         Runner(spec, storage, torch.device("cpu"))
     assert optuna.load_study(study_name="plugged", storage=storage).user_attrs[CODE_ATTR] == stored  # nothing written
     assert len(storage.get_all_trials(storage.get_study_id_from_name(study_name("plugged", "tune", "wine", "ce")))) == trials
+
+
+def test_a_plugin_digest_reads_the_modules_beside_it_that_it_loaded(tmp_path, monkeypatch):
+    # a plain-module plugin whose model class lives in a module of its own beside it
+    from lossbench.bench.plugins import code_digests, import_plugins
+
+    (tmp_path / "lb_beside_plugin.py").write_text("from lb_beside_arch import WIDTH\n")
+    arch = tmp_path / "lb_beside_arch.py"
+    arch.write_text("WIDTH = 16\n")
+    (tmp_path / "lb_beside_unused.py").write_text("never imported\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("lb_beside_plugin", "lb_beside_arch"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import_plugins(["lb_beside_plugin"])
+    first = code_digests(["lb_beside_plugin"])
+    (tmp_path / "lb_beside_unused.py").write_text("changed, and still never imported\n")
+    assert code_digests(["lb_beside_plugin"]) == first
+    arch.write_text("WIDTH = 256\n")
+    assert code_digests(["lb_beside_plugin"]) != first
+    assert code_digests(["json"]) == code_digests(["json"])  # an installed module: its package's files only

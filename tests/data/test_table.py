@@ -410,6 +410,19 @@ def test_too_many_categories_and_option_checks(tmp_path):
             load_table(path, **bad)
 
 
+def test_a_column_of_numbers_names_its_first_other_cell(tmp_path):
+    # a "NA" the missing values do not list would make a column of ages one category per age
+    rows = "".join(f"{i},{18 + i},{'xy'[i % 2]}\n" for i in range(8))
+    path = write(tmp_path / "t.csv", "a,age,kind\n" + rows.replace(",20,", ",NA,"))
+    with pytest.raises(ValueError, match=r"t.csv:4: column 'age' holds numbers and 'NA', which is not among the table's "
+                                         r"missing values: list it in missing=\[...\]"):  # fmt: skip
+        load_table(path, label="kind")
+    assert load_table(path, label="kind", missing=["?", "", "NA"]).input_shape == (2,)
+    path = write(tmp_path / "u.csv", "a,b,kind\n" + rows.replace(",20,", ",abc,"))
+    with pytest.raises(ValueError, match=r"u.csv:4: column 'b' is not numeric \(this line holds 'abc'\) and holds 8 distinct"):
+        load_table(path, label="kind", max_categories=5)
+
+
 def test_test_file_with_other_columns(tmp_path):
     train = write(tmp_path / "a.csv", "a,label\n1,x\n2,y\n")
     test = write(tmp_path / "b.csv", "a,b,label\n1,2,x\n")

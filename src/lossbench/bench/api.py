@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from lossbench.bench.defaults import DEFAULT_PACK
+from lossbench.bench.plugins import installed
 from lossbench.bench.spec import MODEL_PREFIX, Spec, TrainConfig, parse_spec
 from lossbench.data import DATASETS, DEFAULT_TEST_FRACTION, Dataset, DatasetInfo, check_test_labels
 from lossbench.data.splits import train_test_indices
@@ -253,9 +254,12 @@ def _spec_table(
 
 def _code_digest(factory: Any) -> str:
     """A digest of what a factory computes: its code (and its nested functions'), defaults and the
-    settings it closes over, following partials and a class's __init__ and forward.  Addresses in reprs
-    are left out, so the same code gives the same digest in another process."""
+    settings it closes over, following partials, a class's methods and the functions, classes and
+    settings of your own code it names at module level (a model class, a width constant; not those of
+    installed libraries, which their versions pin).  Addresses in reprs are left out, so the same code
+    gives the same digest in another process."""
     parts: list[bytes] = []
+    seen: set[int] = set()
 
     def text(value: Any) -> str:  # sets in sorted order (their repr's order follows PYTHONHASHSEED)
         if isinstance(value, (set, frozenset)):
@@ -269,22 +273,18 @@ def _code_digest(factory: Any) -> str:
     def stable(value: Any) -> bytes:
         return text(value).encode()
 
-    def code_of(code: types.CodeType) -> None:
+    def code_of(code: types.CodeType, names: dict[str, Any]) -> None:
         parts.extend([code.co_code, stable(code.co_names)])
         for const in code.co_consts:
-            code_of(const) if isinstance(const, types.CodeType) else parts.append(stable(const))
+            code_of(const, names) if isinstance(const, types.CodeType) else parts.append(stable(const))
+        for name in code.co_names:  # what it reads at module level (attribute names find nothing there)
+            if name in names:
+                follow(names[name], name)
 
-    while isinstance(factory, functools.partial):
-        parts.append(stable((factory.args, factory.keywords)))
-        factory = factory.func
-    functions = [getattr(factory, n, None) for n in ("__init__", "forward")] if isinstance(factory, type) else [factory]
-    for function in functions:
-        code = getattr(function, "__code__", None)
-        if code is None:
-            continue
-        code_of(code)
-        parts.extend([stable(function.__defaults__), stable(function.__kwdefaults__)])
-        for cell in function.__closure__ or ():
+    def function(fn: Any) -> None:
+        code_of(fn.__code__, fn.__globals__)
+        parts.extend([stable(fn.__defaults__), stable(fn.__kwdefaults__)])
+        for cell in fn.__closure__ or ():
             try:
                 value = cell.cell_contents
             except ValueError:  # an empty cell
@@ -292,10 +292,51 @@ def _code_digest(factory: Any) -> str:
             # a closed-over setting (a width) or function counts; a container's contents may change
             # between calls (a list the factory appends to), so only its type does
             if isinstance(value, types.FunctionType):
-                code_of(value.__code__)
+                follow(value)
             simple = isinstance(value, (int, float, complex, str, bytes, bool, type(None), type))
             parts.append(stable(value) if simple else type(value).__qualname__.encode())
+
+    def follow(value: Any, name: str | None = None) -> None:
+        if isinstance(value, (int, float, complex, str, bytes, bool)):  # a module-level setting
+            parts.append(stable((name, value)))
+            return
+        if id(value) in seen or not (isinstance(value, (types.FunctionType, type)) and _own_code(value)):
+            return
+        seen.add(id(value))
+        if isinstance(value, types.FunctionType):
+            function(value)
+            return
+        parts.append(value.__qualname__.encode())
+        for base in value.__bases__:
+            follow(base)
+        for attr, member in sorted(vars(value).items()):
+            member = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
+            member = member.fget if isinstance(member, property) else member
+            if isinstance(member, types.FunctionType):
+                parts.append(attr.encode())
+                function(member)
+            elif isinstance(member, (int, float, complex, str, bool)) and not attr.startswith("__"):
+                parts.append(stable((attr, member)))
+
+    while isinstance(factory, functools.partial):
+        parts.append(stable((factory.args, factory.keywords)))
+        factory = factory.func
+    if isinstance(factory, types.FunctionType):
+        seen.add(id(factory))
+        function(factory)  # (even where it is not your own code: its settings count)
+    elif isinstance(factory, type):
+        follow(factory)
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:8]
+
+
+def _own_code(value: Any) -> bool:
+    """Whether a function or class is your own code (defined in ``__main__``, a notebook, or a module
+    outside this Python's installation and lossbench), whose edits a digest must see."""
+    module = sys.modules.get(getattr(value, "__module__", None) or "")
+    file = getattr(module, "__file__", None)
+    if module is None:
+        return False
+    return file is None and module.__name__ == "__main__" or file is not None and not installed(file)
 
 
 def _method(m: Any) -> dict[str, Any]:

@@ -258,8 +258,11 @@ def _resolve(spec: MethodSpec) -> Method:
         transforms.append((t.name, dict(t.params), params))
         options.update({f"{t.name}.{p.name}": signature[p.name] for p in params})
     method = Method(spec, loss, tuple(transforms))
-    valid_keys = {f"loss.{n}" for n in names | accepted} | {f"{t}.{p.name}" for t, _, ps in transforms for p in ps}
+    valid_keys = {f"loss.{n}" for n in (names | accepted) - BENCH_OWNED.keys()}
+    valid_keys |= {f"{t}.{p.name}" for t, _, ps in transforms for p in ps}
     for key in spec.search:
+        if key.startswith("loss.") and key[5:] in BENCH_OWNED:
+            raise SpecError(f"{where}: {key} cannot be searched: {BENCH_OWNED[key[5:]]}")
         if key not in valid_keys:
             raise SpecError(f"{where}: search key {key!r} names no tunable parameter; use one of {sorted(valid_keys)}")
     fixed = {f"loss.{k}" for k in spec.params} | {f"{t}.{k}" for t, kwargs, _ in transforms for k in kwargs}

@@ -23,6 +23,7 @@ import importlib
 import importlib.util
 import keyword
 import os
+import site
 import stat
 import sys
 from collections.abc import Iterable, Iterator
@@ -69,22 +70,50 @@ def import_plugins(names: Iterable[str]) -> None:
 
 
 def code_digests(names: Iterable[str]) -> dict[str, str]:
-    """Per plugin, a digest of its code as this process imported it: the files of every loaded module of
-    its top-level package (of a plain module: its file), by module name, so that the same code
-    elsewhere (another worker's checkout) gives the same digest.  A module the plugin imports from
-    outside its package is not part of it."""
+    """Per plugin, a digest of its code as this process loaded it: the files of every loaded module
+    that lives where the plugin does (below the folder its top-level module or package was imported
+    from: a model class in a module beside the plugin counts), by module name, so that the same code
+    elsewhere (another worker's checkout) gives the same digest.  Where that folder is part of the
+    installation (an installed plugin), only the modules of the plugin's own top-level package."""
     digests = {}
     for name in names:
-        top = name.split(".")[0]
-        loaded = sorted((module_name, module) for module_name, module in list(sys.modules.items())
-                        if module_name == top or module_name.startswith(top + "."))  # fmt: skip
+        top_name = name.split(".")[0]
+        top = sys.modules[top_name]
+        if getattr(top, "__file__", None) is not None:
+            top_file = Path(top.__file__)
+            root = top_file.parent.parent if hasattr(top, "__path__") else top_file.parent
+        else:  # a namespace package: the folder holding (the first of) its folders
+            root = Path(next(iter(top.__path__))).parent
+        root = root.resolve()
+        own = not installed(root)
         digest = hashlib.sha256()
-        for module_name, module in loaded:
-            file = getattr(module, "__file__", None)  # (None: a namespace package, whose modules count one by one)
-            if file is not None:
-                digest.update(module_name.encode() + b"\0" + Path(file).read_bytes() + b"\0")
+        for module_name, file in sorted(_module_files()):
+            in_package = module_name == top_name or module_name.startswith(top_name + ".")
+            if in_package or (own and file.is_relative_to(root) and not installed(file)):
+                digest.update(module_name.encode() + b"\0" + file.read_bytes() + b"\0")
         digests[name] = digest.hexdigest()[:16]
     return digests
+
+
+def _module_files() -> list[tuple[str, Path]]:
+    """Each loaded module with a file, and its file (links resolved)."""
+    out = []
+    for module_name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)  # (None: built-in, or a namespace package)
+        if isinstance(file, str) and os.path.isfile(file):
+            out.append((module_name, Path(file).resolve()))
+    return out
+
+
+def installed(path: str | Path) -> bool:
+    """Whether ``path`` lies in this Python's installation (its standard library, the packages
+    installed into it) or in lossbench's own code: versioned code, not the user's own."""
+    import lossbench
+
+    resolved = Path(path).resolve()
+    places = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *site.getsitepackages(),
+              site.getusersitepackages(), str(Path(lossbench.__file__).parent)}  # fmt: skip
+    return any(resolved.is_relative_to(Path(place).resolve()) for place in places if place)
 
 
 def _import(name: str) -> None:

@@ -29,7 +29,8 @@ Reading (pandas):
   ``write.csv`` writes the same): that column is the index, dropped as if listed in ``drop``
   (``read_csv(index_col=0)`` reads it so); positions still count it.
 - ``missing``: the cell texts that mean "missing" (an empty field only if ``""`` is listed;
-  pandas' default list -- ``NA``, ``null``, ... -- is not used).  ``strip=True`` strips spaces
+  pandas' default list -- ``NA``, ``null``, ... -- is not used, and one of those in a column of
+  numbers is an error naming file, line and column: as text it would make the column nominal).  ``strip=True`` strips spaces
   around text cells first (UCI's comma-and-space files write `` ?``, which is otherwise no
   ``?``).  A row with fewer fields than the first is padded with missing values (as pandas
   does); one with more is an error naming the file and line.
@@ -103,8 +104,9 @@ STD_FLOOR = 1e-6  # the paper's run.py: np.maximum(np.std(X, axis=0), 1e-6)
 MAX_CATEGORIES = 50  # the paper's one_hot_categorical
 HEADER_SAMPLE_ROWS = 50
 # Part of the parse-cache key: bump when the parsed output of load_table changes.  2: an index column is
-# dropped (a header with an empty first field was read as data).
-PARSE_VERSION = 2
+# dropped (a header with an empty first field was read as data); 3: a column of numbers with a cell such
+# as "NA" is refused (it was one-hot encoded).
+PARSE_VERSION = 3
 WHITESPACE = r"\s+"
 
 
@@ -427,6 +429,12 @@ def _category(value: Any) -> str:
     return str(value)
 
 
+# pandas' default spellings of a missing value (read_csv's na_values), which this loader does not
+# take unless listed in ``missing``: in a column of numbers, one of them is refused by name.
+NA_SPELLINGS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                          "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})  # fmt: skip
+
+
 def _encode(
     frame: Any,
     label_col: Any,
@@ -496,13 +504,23 @@ def _encode(
         col = features[c]
         if pd.api.types.is_numeric_dtype(col):
             continue
+        numbers = pd.to_numeric(col.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
+        text = np.flatnonzero((col.notna() & numbers.isna()).to_numpy())  # the cells that are no number
+        token = str(col.iloc[text[0]]).strip()[:40] if len(text) else ""
+        if numbers.notna().any() and all(str(col.iloc[i]).strip() in NA_SPELLINGS for i in text):
+            raise ValueError(f"{where[text[0]]}: column {c!r} holds numbers and {token!r}, which is not among the "
+                             f"table's missing values: list it in missing=[...] to read it as missing (it would make "
+                             f"the column a category per distinct value)")  # fmt: skip
         col = col.fillna("nan")
         if not all(isinstance(v, str) for v in set(col)):
             col = col.map(_category)  # mixed cell types (Excel, or files read apart) sort as text
         categories = set(col)
         if len(categories) > max_categories:
+            # (a column of numbers but for some cells: the first of those named, where it is)
+            what = f"{where[text[0]]}: column {c!r} is not numeric (this line holds {token!r})" if numbers.notna().any() \
+                else f"{path}: column {c!r} is not numeric"
             raise ValueError(
-                f"{path}: column {c!r} is not numeric and holds {len(categories)} distinct values, more than "
+                f"{what} and holds {len(categories)} distinct values, more than "
                 f"max_categories={max_categories}; drop it (drop=[...]) or raise max_categories"
             )
         features = features.drop(columns=[c]).join(pd.get_dummies(col).add_prefix(f"{c}-"))
