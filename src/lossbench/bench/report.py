@@ -247,9 +247,11 @@ def _validation(spec: Spec, results: list[DatasetResult]) -> str:
 def _paired(spec: Spec) -> str:
     if spec.baseline is None:
         return "no baseline named, so no paired tests"
-    return (f"paired t-test against `{spec.baseline}` over seeds (difference = method - baseline, with its 95% CI), "
-            "Holm-adjusted across every other method of the data set (one not complete yet counts as p = 1, so a "
-            "report in progress adjusts no less than the finished study)")
+    return (f"paired t-test against `{spec.baseline}` over seeds (difference = method - baseline, with its 95% CI; "
+            "a difference the same on every seed, where the t-test has no variance, gets the exact sign-flip p, "
+            "2 / 2^seeds), Holm-adjusted across every other method of the data set (one not complete yet counts as "
+            "p = 1, so a report in progress adjusts no less than the finished study). The intervals and tests are "
+            "over seeds: conditional on the test split and on each method's chosen configuration")
 
 
 def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) -> list[Block]:

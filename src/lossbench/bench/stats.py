@@ -56,7 +56,11 @@ def paired_test(method: Sequence[float], baseline: Sequence[float], confidence: 
     Student-t interval of the mean difference clipped to ``bounds`` (for a metric in [lo, hi] a
     difference lies in [lo - hi, hi - lo]).
 
-    Identical scores on every seed give p = 1; fewer than two pairs give nan.
+    Identical scores on every seed give p = 1; fewer than two pairs give nan.  A difference that is the
+    same on every seed (scores are multiples of one over the test size: one test example, every seed)
+    leaves the t-test no variance (t infinite, p = 0): it gets the exact two-sided sign-flip p instead,
+    ``2 / 2**n`` (of the ``2**n`` ways to sign the n differences only the two uniform ones reach its
+    mean), so a shift of one example over two seeds reads p = 0.5, not "< 0.001".
     """
     a, b = np.asarray(method, dtype=float), np.asarray(baseline, dtype=float)
     if len(a) != len(b):
@@ -68,7 +72,7 @@ def paired_test(method: Sequence[float], baseline: Sequence[float], confidence: 
     if np.allclose(diff, diff[0]) and np.isclose(diff[0], 0.0):
         return PairedTest(n, 0.0, 1.0, 0.0, 0.0)
     if np.allclose(diff, diff[0]):  # a constant non-zero shift: t is infinite
-        return PairedTest(n, float(diff.mean()), 0.0, float(diff.mean()), float(diff.mean()))
+        return PairedTest(n, float(diff.mean()), 2.0 ** (1 - n), float(diff.mean()), float(diff.mean()))
     low, high = _t_interval(diff, confidence)
     p_value = float(stats.ttest_rel(a, b).pvalue)
     return PairedTest(n, float(diff.mean()), p_value, max(low, bounds[0]), min(high, bounds[1]))
