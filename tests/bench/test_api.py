@@ -246,5 +246,36 @@ def test_a_factory_digest_follows_your_own_classes_and_settings_it_names(tmp_pat
 
     first = digest(code)
     assert digest(code + "# a comment\n") == first
+    assert digest(code + "out = 0.2\n") == first  # (a global named like an attribute the code reads: not read)
     assert digest(code.replace("WIDTH = 16", "WIDTH = 64")) != first
     assert digest(code.replace("torch.relu", "torch.tanh")) != first
+    helper = tmp_path / "lb_factory_helpers.py"  # a class reached through a module of yours
+    helper.write_text(code)
+    script = script.replace("m.make", "m.make_through")
+    through = "import lb_factory_helpers\n\n\ndef make_through(dataset, seed):\n    return lb_factory_helpers.Net(3, 2, 4)\n"
+    first = digest(through)
+    helper.write_text(code.replace("torch.relu", "torch.tanh"))
+    assert digest(through) != first
+    helper.write_text(code)
+    script = script.replace("m.make_through", "m.Net.build")  # a classmethod as the factory
+    build = code.replace("    def forward", "    @classmethod\n    def build(cls, dataset, seed):\n        return cls(3, 2, 8)\n\n    def forward")
+    assert digest(build) != digest(build.replace("cls(3, 2, 8)", "cls(3, 2, 16)"))
+
+
+def test_a_factory_digest_follows_a_long_chain_of_functions(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from lossbench.bench.api import _code_digest
+
+    def chain(width):  # each function calls the one before: deeper than the recursion limit allows in frames
+        first = f"from torch import nn\n\n\ndef f0(dataset, seed):\n    return nn.Linear(3, {width})\n"
+        return first + "".join(f"\n\ndef f{i}(dataset, seed):\n    return f{i - 1}(dataset, seed)\n" for i in range(1, 400))
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    digests = []
+    for width in (2, 3):
+        (tmp_path / f"lb_chain_{width}.py").write_text(chain(width))
+        digests.append(_code_digest(importlib.import_module(f"lb_chain_{width}").f399))
+        monkeypatch.delitem(sys.modules, f"lb_chain_{width}")
+    assert digests[0] != digests[1]  # the edit at the chain's far end is seen

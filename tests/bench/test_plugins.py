@@ -216,12 +216,19 @@ def test_a_spec_with_plugins_runs_under_a_worker_in_another_process(tmp_path):
     assert written.startswith("exit 0") and (tmp_path / "report" / "report.md").is_file(), written
 
 
+def _fresh(monkeypatch, *modules):
+    """Forget these modules, so that the next import reads their files as a new process would."""
+    for name in modules:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+
+
 def test_a_study_resumes_only_under_the_plugin_code_it_ran(tmp_path, monkeypatch):
     import torch
 
     from lossbench.bench.plugins import code_digests
     from lossbench.bench.runner import Runner
     from lossbench.bench.storage import CODE_ATTR, open_storage
+    from lossbench.models import MODELS
 
     package = tmp_path / "lb_digest_plugin"
     package.mkdir()
@@ -234,41 +241,53 @@ def test_a_study_resumes_only_under_the_plugin_code_it_ran(tmp_path, monkeypatch
     """))
     layers = package / "layers.py"
     layers.write_text("from torch import nn\n\n\ndef build(dataset, num_outputs):\n    return nn.Linear(dataset.input_shape[0], num_outputs)\n")
+    (tmp_path / "lb_digest_other.py").write_text("x = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "lb_digest_plugin", raising=False)
-    monkeypatch.delitem(sys.modules, "lb_digest_plugin.layers", raising=False)
-    spec = parse_spec(minimal(name="plugged", plugins=["lb_digest_plugin"], trials=1, seeds=2, sampler="random",
-                              train={"model": "digest_linear", "epochs": 1}))  # fmt: skip
-    storage = open_storage(default_storage_url(tmp_path / "out"), 10)
-    Runner(spec, storage, torch.device("cpu")).run()
-    stored = optuna.load_study(study_name="plugged", storage=storage).user_attrs[CODE_ATTR]
-    assert stored == code_digests(["lb_digest_plugin"]) and len(stored["lb_digest_plugin"]) == 16
-    Runner(spec, storage, torch.device("cpu"))  # the same code: it resumes
+    modules = ("lb_digest_plugin", "lb_digest_plugin.layers", "lb_digest_other")
+    _fresh(monkeypatch, *modules)
 
-    layers.write_text(layers.read_text().replace("num_outputs)", "num_outputs, bias=False)"))  # a submodule edited
-    trials = len(storage.get_all_trials(storage.get_study_id_from_name(study_name("plugged", "tune", "wine", "ce"))))
-    with pytest.raises(SpecError, match=r"plugin 'lb_digest_plugin': its code differs from the code study 'plugged' "
-                                        r"was run with .*give the spec a new name"):  # fmt: skip
-        Runner(spec, storage, torch.device("cpu"))
-    assert optuna.load_study(study_name="plugged", storage=storage).user_attrs[CODE_ATTR] == stored  # nothing written
-    assert len(storage.get_all_trials(storage.get_study_id_from_name(study_name("plugged", "tune", "wine", "ce")))) == trials
+    def spec():
+        return parse_spec(minimal(name="plugged", plugins=["lb_digest_plugin"], trials=1, seeds=2, sampler="random",
+                                  train={"model": "digest_linear", "epochs": 1}))  # fmt: skip
+
+    try:
+        storage = open_storage(default_storage_url(tmp_path / "out"), 10)
+        Runner(spec(), storage, torch.device("cpu")).run()
+        stored = optuna.load_study(study_name="plugged", storage=storage).user_attrs[CODE_ATTR]
+        assert stored == code_digests(["lb_digest_plugin"]) and len(stored["lb_digest_plugin"]) == 16
+        import lb_digest_other  # noqa: F401  (a module of the same folder imported later is not the plugin's code)
+
+        Runner(spec(), storage, torch.device("cpu"))  # the same code: it resumes
+
+        layers.write_text(layers.read_text().replace("num_outputs)", "num_outputs, bias=False)"))  # a submodule edited
+        Runner(spec(), storage, torch.device("cpu"))  # (this process still runs the code it loaded: it may go on)
+        _fresh(monkeypatch, *modules)  # another process: it loads the edited code
+        MODELS.remove("digest_linear")
+        trials = len(storage.get_all_trials(storage.get_study_id_from_name(study_name("plugged", "tune", "wine", "ce"))))
+        with pytest.raises(SpecError, match=r"plugin 'lb_digest_plugin': its code differs from the code study 'plugged' "
+                                            r"was run with .*give the spec a new name"):  # fmt: skip
+            Runner(spec(), storage, torch.device("cpu"))
+        assert optuna.load_study(study_name="plugged", storage=storage).user_attrs[CODE_ATTR] == stored  # nothing written
+        assert len(storage.get_all_trials(storage.get_study_id_from_name(study_name("plugged", "tune", "wine", "ce")))) == trials
+    finally:
+        if "digest_linear" in MODELS:
+            MODELS.remove("digest_linear")
 
 
-def test_a_plugin_digest_reads_the_modules_beside_it_that_it_loaded(tmp_path, monkeypatch):
+def test_a_plugin_digest_reads_the_modules_beside_it_that_its_import_loaded(tmp_path, monkeypatch):
     # a plain-module plugin whose model class lives in a module of its own beside it
     from lossbench.bench.plugins import code_digests, import_plugins
 
     (tmp_path / "lb_beside_plugin.py").write_text("from lb_beside_arch import WIDTH\n")
     arch = tmp_path / "lb_beside_arch.py"
     arch.write_text("WIDTH = 16\n")
-    (tmp_path / "lb_beside_unused.py").write_text("never imported\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    for name in ("lb_beside_plugin", "lb_beside_arch"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
+    modules = ("lb_beside_plugin", "lb_beside_arch")
+    _fresh(monkeypatch, *modules)
     import_plugins(["lb_beside_plugin"])
     first = code_digests(["lb_beside_plugin"])
-    (tmp_path / "lb_beside_unused.py").write_text("changed, and still never imported\n")
-    assert code_digests(["lb_beside_plugin"]) == first
     arch.write_text("WIDTH = 256\n")
+    _fresh(monkeypatch, *modules)
+    import_plugins(["lb_beside_plugin"])
     assert code_digests(["lb_beside_plugin"]) != first
-    assert code_digests(["json"]) == code_digests(["json"])  # an installed module: its package's files only
+    assert code_digests(["json"]) == code_digests(["json"])  # imported before: its package's files only

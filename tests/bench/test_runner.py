@@ -121,6 +121,8 @@ def test_unknown_names_are_clear_errors(tmp_path):
         ([{"name": "x", "loss": "cross_entropy", "params": {"gama": 1}}], "has no parameter 'gama'"),
         ([{"name": "x", "loss": "focal", "search": {"loss.gama": [0, 1]}}], r"names no tunable parameter; use one of \['loss.alpha', 'loss.gamma'\]$"),
         ([{"name": "x", "loss": "focal", "search": {"loss.ignore_index": [0, 1]}}], "loss.ignore_index cannot be searched"),
+        ([{"name": "x", "loss": "focal", "schedule": {"loss.ignore_index": {"start": 1.0, "end": 2.0}}}],
+         "loss.ignore_index cannot be scheduled"),
         ([{"name": "x", "loss": "macro_soft_f1", "transforms": ["iflood"]}], "needs per-sample losses"),
     ):
         spec = parse_spec({"name": "bad", "datasets": ["wine"], "methods": methods})

@@ -418,6 +418,8 @@ def test_a_column_of_numbers_names_its_first_other_cell(tmp_path):
                                          r"missing values: list it in missing=\[...\]"):  # fmt: skip
         load_table(path, label="kind")
     assert load_table(path, label="kind", missing=["?", "", "NA"]).input_shape == (2,)
+    nbsp = write(tmp_path / "s.csv", "a,b,kind\n" + rows.replace(",20,", ",20\xa0,"))  # a number only once stripped
+    assert load_table(nbsp, label="kind").input_shape == (9,)  # (nominal, as before: one column per value)
     path = write(tmp_path / "u.csv", "a,b,kind\n" + rows.replace(",20,", ",abc,"))
     with pytest.raises(ValueError, match=r"u.csv:4: column 'b' is not numeric \(this line holds 'abc'\) and holds 8 distinct"):
         load_table(path, label="kind", max_categories=5)

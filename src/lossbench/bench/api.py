@@ -12,8 +12,10 @@ The device, ``--out`` and pre-flight helpers here are the command line's too (``
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
+import dis
 import functools
 import hashlib
 import inspect
@@ -254,12 +256,13 @@ def _spec_table(
 
 def _code_digest(factory: Any) -> str:
     """A digest of what a factory computes: its code (and its nested functions'), defaults and the
-    settings it closes over, following partials, a class's methods and the functions, classes and
-    settings of your own code it names at module level (a model class, a width constant; not those of
-    installed libraries, which their versions pin).  Addresses in reprs are left out, so the same code
-    gives the same digest in another process."""
+    settings it closes over, following partials, bound methods, a class's methods and the functions,
+    classes and settings of your own code it reads at module level (a model class, a width constant,
+    ``helpers.Net`` of a module of yours; not installed libraries', which their versions pin).
+    Addresses in reprs are left out, so the same code gives the same digest in another process."""
     parts: list[bytes] = []
     seen: set[int] = set()
+    todo: collections.deque[tuple[str, Any]] = collections.deque()  # (what names it, the object): read in turn
 
     def text(value: Any) -> str:  # sets in sorted order (their repr's order follows PYTHONHASHSEED)
         if isinstance(value, (set, frozenset)):
@@ -277,11 +280,14 @@ def _code_digest(factory: Any) -> str:
         parts.extend([code.co_code, stable(code.co_names)])
         for const in code.co_consts:
             code_of(const, names) if isinstance(const, types.CodeType) else parts.append(stable(const))
-        for name in code.co_names:  # what it reads at module level (attribute names find nothing there)
-            if name in names:
-                follow(names[name], name)
+        for name, attr in _globals_read(code):
+            value = names.get(name, _MISSING)
+            if isinstance(value, types.ModuleType) and attr is not None and _own_code(value):
+                name, value = f"{name}.{attr}", getattr(value, attr, _MISSING)  # helpers.Net
+            if value is not _MISSING:
+                todo.append((name, value))
 
-    def function(fn: Any) -> None:
+    def function(fn: types.FunctionType) -> None:
         code_of(fn.__code__, fn.__globals__)
         parts.extend([stable(fn.__defaults__), stable(fn.__kwdefaults__)])
         for cell in fn.__closure__ or ():
@@ -292,12 +298,12 @@ def _code_digest(factory: Any) -> str:
             # a closed-over setting (a width) or function counts; a container's contents may change
             # between calls (a list the factory appends to), so only its type does
             if isinstance(value, types.FunctionType):
-                follow(value)
+                todo.append(("", value))
             simple = isinstance(value, (int, float, complex, str, bytes, bool, type(None), type))
             parts.append(stable(value) if simple else type(value).__qualname__.encode())
 
-    def follow(value: Any, name: str | None = None) -> None:
-        if isinstance(value, (int, float, complex, str, bytes, bool)):  # a module-level setting
+    def read(name: str, value: Any) -> None:
+        if _setting(value):  # a module-level setting (a width, a list of widths)
             parts.append(stable((name, value)))
             return
         if id(value) in seen or not (isinstance(value, (types.FunctionType, type)) and _own_code(value)):
@@ -307,35 +313,64 @@ def _code_digest(factory: Any) -> str:
             function(value)
             return
         parts.append(value.__qualname__.encode())
-        for base in value.__bases__:
-            follow(base)
+        todo.extend(("", base) for base in value.__bases__)
         for attr, member in sorted(vars(value).items()):
             member = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
             member = member.fget if isinstance(member, property) else member
             if isinstance(member, types.FunctionType):
                 parts.append(attr.encode())
                 function(member)
-            elif isinstance(member, (int, float, complex, str, bool)) and not attr.startswith("__"):
+            elif not attr.startswith("__") and _setting(member):
                 parts.append(stable((attr, member)))
 
     while isinstance(factory, functools.partial):
         parts.append(stable((factory.args, factory.keywords)))
         factory = factory.func
+    if isinstance(factory, types.MethodType):  # Net.build (a classmethod), zoo.make: the function, and its class
+        owner = factory.__self__
+        todo.append(("", owner if isinstance(owner, type) else type(owner)))
+        factory = factory.__func__
     if isinstance(factory, types.FunctionType):
         seen.add(id(factory))
         function(factory)  # (even where it is not your own code: its settings count)
-    elif isinstance(factory, type):
-        follow(factory)
+    else:  # a class, or an instance whose class is callable
+        todo.append(("", factory if isinstance(factory, type) else type(factory)))
+    while todo:  # (a worklist, not recursion: a long chain of functions naming each other is fine)
+        read(*todo.popleft())
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:8]
 
 
+_MISSING = object()
+_LOADS = {"LOAD_GLOBAL", "LOAD_NAME"}  # the reads of module-level names
+_ATTRIBUTE_LOADS = {"LOAD_ATTR", "LOAD_METHOD"}
+
+
+def _globals_read(code: types.CodeType) -> Iterator[tuple[str, str | None]]:
+    """The module-level names ``code`` reads (not its attribute names), each with the attribute read
+    from it right after, if any (``helpers.Net``)."""
+    instructions = list(dis.get_instructions(code))
+    for i, ins in enumerate(instructions):
+        if ins.opname in _LOADS:
+            after = instructions[i + 1] if i + 1 < len(instructions) else None
+            yield ins.argval, after.argval if after is not None and after.opname in _ATTRIBUTE_LOADS else None
+
+
+def _setting(value: Any) -> bool:
+    """A plain value a factory may read as a setting: a number, a string or a container of them."""
+    if isinstance(value, (int, float, complex, str, bytes, bool, type(None))):
+        return True
+    if isinstance(value, (tuple, list, set, frozenset)):
+        return all(_setting(v) for v in value)
+    return isinstance(value, dict) and all(_setting(k) and _setting(v) for k, v in value.items())
+
+
 def _own_code(value: Any) -> bool:
-    """Whether a function or class is your own code (defined in ``__main__``, a notebook, or a module
-    outside this Python's installation and lossbench), whose edits a digest must see."""
-    module = sys.modules.get(getattr(value, "__module__", None) or "")
-    file = getattr(module, "__file__", None)
+    """Whether a function, class or module is your own code (defined in ``__main__``, a notebook, or a
+    module outside this Python's installation and lossbench), whose edits a digest must see."""
+    module = value if isinstance(value, types.ModuleType) else sys.modules.get(getattr(value, "__module__", None) or "")
     if module is None:
         return False
+    file = getattr(module, "__file__", None)
     return file is None and module.__name__ == "__main__" or file is not None and not installed(file)
 
 

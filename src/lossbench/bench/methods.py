@@ -271,6 +271,8 @@ def _resolve(spec: MethodSpec) -> Method:
             raise SpecError(f"{where}: {key!r} is both fixed in params and searched")
         _check_search(where, key, space, options[key])
     for key in spec.schedule:
+        if key.startswith("loss.") and key[5:] in BENCH_OWNED:
+            raise SpecError(f"{where}: {key} cannot be scheduled: {BENCH_OWNED[key[5:]]}")
         if not key.startswith("loss.") or key[5:] not in accepted:
             raise SpecError(f"{where}: schedule key {key!r} names no parameter of loss {loss.name!r}; "
                             f"use one of {sorted('loss.' + a for a in accepted)}")  # fmt: skip

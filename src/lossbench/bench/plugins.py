@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -26,8 +27,9 @@ import os
 import site
 import stat
 import sys
+import sysconfig
 from collections.abc import Iterable, Iterator
-from importlib.machinery import ModuleSpec
+from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec
 from pathlib import Path
 
 
@@ -59,61 +61,76 @@ def reading_only() -> Iterator[None]:
 
 
 def import_plugins(names: Iterable[str]) -> None:
-    """Import each named module (every name checked before the first import)."""
+    """Import each named module (every name checked before the first import), noting the digest of
+    the code each import loaded (:func:`code_digests`)."""
     names = [check_plugin_name(n) for n in names]
     new = [n for n in names if n not in sys.modules]
     if new and _READING.get():
         raise PluginError(f"the spec imports plugins {new}, which a command that only reads the storage imports only "
                           "when told to (--plugins: a shared storage's spec may name any module)")  # fmt: skip
     for name in names:
+        before = set(sys.modules)
         _import(name)
+        if name not in before:  # (imported now: what its import loaded is known)
+            loaded = [m for m in set(sys.modules) - before if m != "__main__" and _own_file(sys.modules[m])]
+            _DIGESTS[name] = _digest(sorted({*loaded, *_package_modules(name)}))
+
+
+# Per plugin this process imported, the digest of the code it loaded, taken as it was imported: the
+# code this process runs, whatever its files say later or whatever else it imports meanwhile.
+_DIGESTS: dict[str, str] = {}
 
 
 def code_digests(names: Iterable[str]) -> dict[str, str]:
-    """Per plugin, a digest of its code as this process loaded it: the files of every loaded module
-    that lives where the plugin does (below the folder its top-level module or package was imported
-    from: a model class in a module beside the plugin counts), by module name, so that the same code
-    elsewhere (another worker's checkout) gives the same digest.  Where that folder is part of the
-    installation (an installed plugin), only the modules of the plugin's own top-level package."""
-    digests = {}
+    """Per plugin, a digest of its code as this process loaded it: the files of the modules of your
+    own code its import loaded (a model class in a module beside it counts; installed libraries,
+    versioned, and the script that started the process do not) and of its own top-level package, by
+    module name, so that the same code elsewhere (another worker's checkout) gives the same digest.
+    A plugin imported before lossbench saw it counts its package's modules only."""
     for name in names:
-        top_name = name.split(".")[0]
-        top = sys.modules[top_name]
-        if getattr(top, "__file__", None) is not None:
-            top_file = Path(top.__file__)
-            root = top_file.parent.parent if hasattr(top, "__path__") else top_file.parent
-        else:  # a namespace package: the folder holding (the first of) its folders
-            root = Path(next(iter(top.__path__))).parent
-        root = root.resolve()
-        own = not installed(root)
-        digest = hashlib.sha256()
-        for module_name, file in sorted(_module_files()):
-            in_package = module_name == top_name or module_name.startswith(top_name + ".")
-            if in_package or (own and file.is_relative_to(root) and not installed(file)):
-                digest.update(module_name.encode() + b"\0" + file.read_bytes() + b"\0")
-        digests[name] = digest.hexdigest()[:16]
-    return digests
+        if name not in _DIGESTS:
+            _DIGESTS[name] = _digest(_package_modules(name))
+    return {name: _DIGESTS[name] for name in names}
 
 
-def _module_files() -> list[tuple[str, Path]]:
-    """Each loaded module with a file, and its file (links resolved)."""
-    out = []
-    for module_name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)  # (None: built-in, or a namespace package)
+def _package_modules(name: str) -> list[str]:
+    """The loaded modules of the plugin's top-level package (of a plain module: itself)."""
+    top = name.split(".")[0]
+    return sorted(m for m in list(sys.modules) if m == top or m.startswith(top + "."))
+
+
+def _digest(module_names: Iterable[str]) -> str:
+    digest = hashlib.sha256()
+    for module_name in module_names:
+        file = getattr(sys.modules.get(module_name), "__file__", None)  # (None: a namespace package)
         if isinstance(file, str) and os.path.isfile(file):
-            out.append((module_name, Path(file).resolve()))
-    return out
+            # a compiled extension's bytes differ between machines that built it: its name counts
+            content = b"" if file.endswith(tuple(EXTENSION_SUFFIXES)) else Path(file).read_bytes()
+            digest.update(module_name.encode() + b"\0" + content + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _own_file(module: object) -> bool:
+    file = getattr(module, "__file__", None)
+    return isinstance(file, str) and not installed(file)
 
 
 def installed(path: str | Path) -> bool:
-    """Whether ``path`` lies in this Python's installation (its standard library, the packages
-    installed into it) or in lossbench's own code: versioned code, not the user's own."""
+    """Whether ``path`` lies in this Python's installation (its standard library and the folders
+    packages are installed into, this environment's and the user's) or in lossbench's own code:
+    versioned code, not your own.  Checked as given and with links resolved."""
+    return any(candidate.is_relative_to(place) for candidate in {Path(path).absolute(), Path(path).resolve()}
+               for place in _installation())  # fmt: skip
+
+
+@functools.cache
+def _installation() -> tuple[Path, ...]:
     import lossbench
 
-    resolved = Path(path).resolve()
-    places = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *site.getsitepackages(),
-              site.getusersitepackages(), str(Path(lossbench.__file__).parent)}  # fmt: skip
-    return any(resolved.is_relative_to(Path(place).resolve()) for place in places if place)
+    paths = sysconfig.get_paths()
+    places = [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths]
+    places += [*site.getsitepackages(), site.getusersitepackages(), str(Path(lossbench.__file__).parent)]
+    return tuple({variant for place in places if place for variant in (Path(place).absolute(), Path(place).resolve())})
 
 
 def _import(name: str) -> None:

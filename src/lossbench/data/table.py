@@ -506,8 +506,9 @@ def _encode(
             continue
         numbers = pd.to_numeric(col.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
         text = np.flatnonzero((col.notna() & numbers.isna()).to_numpy())  # the cells that are no number
+        numbers_but = bool(len(text)) and bool(numbers.notna().any())  # numbers, but for these cells
         token = str(col.iloc[text[0]]).strip()[:40] if len(text) else ""
-        if numbers.notna().any() and all(str(col.iloc[i]).strip() in NA_SPELLINGS for i in text):
+        if numbers_but and all(str(col.iloc[i]).strip() in NA_SPELLINGS for i in text):
             raise ValueError(f"{where[text[0]]}: column {c!r} holds numbers and {token!r}, which is not among the "
                              f"table's missing values: list it in missing=[...] to read it as missing (it would make "
                              f"the column a category per distinct value)")  # fmt: skip
@@ -517,7 +518,7 @@ def _encode(
         categories = set(col)
         if len(categories) > max_categories:
             # (a column of numbers but for some cells: the first of those named, where it is)
-            what = f"{where[text[0]]}: column {c!r} is not numeric (this line holds {token!r})" if numbers.notna().any() \
+            what = f"{where[text[0]]}: column {c!r} is not numeric (this line holds {token!r})" if numbers_but \
                 else f"{path}: column {c!r} is not numeric"
             raise ValueError(
                 f"{what} and holds {len(categories)} distinct values, more than "
