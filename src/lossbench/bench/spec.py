@@ -177,7 +177,8 @@ class Spec:
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
     search_order: tuple[str, ...] = ()  # the python-random sampler's draw order (others follow)
     # Final runs load each dataset with seed = <evaluation seed>, a train/test split of its own
-    # per seed, so the test scores also vary over splits (tuning keeps the dataset's own split).
+    # per seed, so the test scores also vary over splits (tuning keeps the dataset's own split, and
+    # seed 0's split is that one: of n seeds, n - 1 are new splits).
     resample_splits: bool = False
     # Modules imported (by name, from this process's sys.path) before any name is resolved: a
     # user's own datasets, models, losses and transforms (bench.plugins).

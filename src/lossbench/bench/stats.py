@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from lossbench._sign_flip import constant_shift_p
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -72,7 +74,7 @@ def paired_test(method: Sequence[float], baseline: Sequence[float], confidence: 
     if np.allclose(diff, diff[0]) and np.isclose(diff[0], 0.0):
         return PairedTest(n, 0.0, 1.0, 0.0, 0.0)
     if np.allclose(diff, diff[0]):  # a constant non-zero shift: t is infinite
-        return PairedTest(n, float(diff.mean()), 2.0 ** (1 - n), float(diff.mean()), float(diff.mean()))
+        return PairedTest(n, float(diff.mean()), constant_shift_p(n), float(diff.mean()), float(diff.mean()))
     low, high = _t_interval(diff, confidence)
     p_value = float(stats.ttest_rel(a, b).pvalue)
     return PairedTest(n, float(diff.mean()), p_value, max(low, bounds[0]), min(high, bounds[1]))

@@ -362,8 +362,8 @@ def clipping_accelerates(budget: str, storage=None, device=None, data_dir=None, 
             rows.append(f"| {label} | {target:.4f} | {r.method.name} | {' '.join(f'{e:g}' for e in reached)} | "
                         f"{sum(reached) / len(reached):.2f} | {params} | {r.final_study} |")  # fmt: skip
     verdict, parts = clipping_verdict(epochs, never=never)
-    reason = verdict.reason + " Per dataset and method (clipped - none, mean epochs): " + "; ".join(
-        f"{name} {v.effect.estimate:+.2f} ({v.word})" for name, v in parts.items())  # fmt: skip
+    each = "; ".join(f"{name} {v.effect.estimate:+.2f} ({v.word})" for name, v in parts.items())
+    reason = f"{verdict.reason} Per dataset and method (clipped - none, mean epochs; each one's word on its own, before the correction over them): {each}"
     details = (f"Study {spec.name!r}: {spec.trials} tuning trials per method, {spec.seeds} seeds, {spec.train.epochs} "
                f"epochs. Target = {TARGET_FRACTION} ln C (C classes); epochs to the target per evaluation seed "
                f"(a run that never reaches it counts {never:g}).\n\n| dataset | target | method | "

@@ -186,7 +186,9 @@ def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget
         if len(datasets) == 1:
             verdict = datasets[0].verdict
         elif claim.scope == "across-datasets":
-            differences = {d.dataset: score_difference(d.treatment.mean, d.baseline.mean) for d in datasets}
+            # (by dataset name: the bootstrap's draws would otherwise follow the spec's order of them)
+            differences = {d.dataset: score_difference(d.treatment.mean, d.baseline.mean)
+                           for d in sorted(datasets, key=lambda d: d.dataset)}  # fmt: skip
             rounding = score_rounding(*[(d.treatment.mean, d.baseline.mean) for d in datasets])
             verdict = across_datasets_verdict(differences, claim.rule, rounding=rounding)
         else:

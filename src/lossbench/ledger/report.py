@@ -176,7 +176,7 @@ def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
     blocks: list[Block] = [
         Heading(2, f"{c.id}: {c.title}"),
         Para(f"Source: {c.source} ({c.url}). Claim: {c.statement}"),
-        Para(f"{decision_provenance(storage, c)}: {rule_text(c)}."),
+        Para(f"{decision_provenance(storage, c)}: {rule_text(c).rstrip('.')}."),
     ]
     if c.kind == "bench":
         budgets = "; ".join(f"{b}: {c.budgets[b].note}" for b in BUDGETS if b in c.budgets)
@@ -195,7 +195,10 @@ def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
         blocks += outcome_blocks(o, storage, out)
         if o.variation != "fixed" and o.budget in fixed and o.verdict and fixed[o.budget].verdict:
             note = resampling_note(fixed[o.budget].verdict, o.verdict)
-            blocks.append(Para(note or "The verdict is the same on resampled splits as on the fixed split."))
+            blocks.append(Para((note or "The verdict is the same on resampled splits as on the fixed split.")
+                               + " (The resampled runs' seed 0 trains and tests on the fixed split, and their "
+                               "configurations are the fixed split's choices: a check of the split's part, not an "
+                               "independent study.)"))  # fmt: skip
     if not e.outcomes and not e.analyses:
         blocks.append(Para(f"Not run yet: `lossbench claims run {c.id} --budget quick`."))
     return blocks
