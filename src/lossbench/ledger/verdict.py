@@ -106,7 +106,12 @@ CHANGES_AFTER_RUNS = (
      "Holm's correction over them (before: the opposite on any one dataset at alpha)", "flooding-improves, "
      "flooding-improves-wd, su-zlpr-vs-bce and asl-beats-focal moved from contradicted to inconclusive"),
     ("2026-12-05", "per dataset, a difference the same on every seed takes the exact sign-flip test, p = 1/2^seeds "
-     "(before: the t-test's limit, p = 0, so one test example on every seed of three decided a verdict)", "TBD"),
+     "(before: the t-test's limit, p = 0, so one test example on every seed of three decided a verdict)",
+     "su-smooth-accuracy (quick, resampled) moved from holds to inconclusive, mgs-finetune-accuracy and "
+     "zhang-clipping-accelerates (its analysis re-read its stored runs) from contradicted to inconclusive"),
+    ("2026-12-05", "over datasets, the bootstrap draws the datasets in name order (before: in the spec's order, on "
+     "which an interval depended)", "no verdict changed; intervals moved by at most 0.14 points (menon-la-loss "
+     "[+6.76, +15.21] -> [+6.62, +15.07])"),
 )  # fmt: skip
 DIRECTIONS = ("greater", "less", "equal")
 
