@@ -212,12 +212,13 @@ def test_an_edited_model_factory_is_another_model(tmp_path):
     assert len(set(runs)) == 1 and len(runs[0].split()) == 2  # (a set constant's repr follows the hash seed)
 
 
-def test_a_factory_digest_follows_your_own_classes_and_settings_it_names(tmp_path):
+def test_a_factory_digest_follows_your_own_classes_and_settings_it_names(tmp_path, monkeypatch):
     # the model class and a width constant at module level, as a factory in a script or notebook names them
-    import subprocess
+    import importlib
     import sys
 
-    module = tmp_path / "lb_factory_globals.py"
+    from lossbench.bench.api import _code_digest
+
     code = textwrap.dedent("""
         import torch
         from torch import nn
@@ -237,29 +238,31 @@ def test_a_factory_digest_follows_your_own_classes_and_settings_it_names(tmp_pat
         def make(dataset, seed):
             return Net(dataset.input_shape[0], 2, WIDTH)
     """)
-    script = "import sys; sys.path.insert(0, sys.argv[1]); import lb_factory_globals as m; from lossbench.bench.api import _code_digest; print(_code_digest(m.make))"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # (a cached .pyc of the same size and second would be read)
 
-    def digest(text):
-        module.write_text(text)
-        return subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
-                              check=True).stdout.strip()  # fmt: skip
+    def load(text, name="lb_factory_globals"):  # the edited file imported afresh, as another process would
+        (tmp_path / f"{name}.py").write_text(text)
+        monkeypatch.delitem(sys.modules, name, raising=False)
+        importlib.invalidate_caches()
+        return importlib.import_module(name)
 
-    first = digest(code)
-    assert digest(code + "# a comment\n") == first
-    assert digest(code + "out = 0.2\n") == first  # (a global named like an attribute the code reads: not read)
-    assert digest(code.replace("WIDTH = 16", "WIDTH = 64")) != first
-    assert digest(code.replace("torch.relu", "torch.tanh")) != first
-    helper = tmp_path / "lb_factory_helpers.py"  # a class reached through a module of yours
-    helper.write_text(code)
-    script = script.replace("m.make", "m.make_through")
-    through = "import lb_factory_helpers\n\n\ndef make_through(dataset, seed):\n    return lb_factory_helpers.Net(3, 2, 4)\n"
-    first = digest(through)
-    helper.write_text(code.replace("torch.relu", "torch.tanh"))
-    assert digest(through) != first
-    helper.write_text(code)
-    script = script.replace("m.make_through", "m.Net.build")  # a classmethod as the factory
+    first = _code_digest(load(code).make)
+    assert _code_digest(load(code + "# a comment\n").make) == first
+    assert _code_digest(load(code + "out = 0.2\n").make) == first  # (a global named like an attribute the code reads)
+    assert _code_digest(load(code.replace("WIDTH = 16", "WIDTH = 64")).make) != first
+    assert _code_digest(load(code.replace("torch.relu", "torch.tanh")).make) != first
+
+    def through(helper_code):  # a class reached through a module of yours
+        load(helper_code, "lb_factory_helpers")
+        text = "import lb_factory_helpers\n\n\ndef make(dataset, seed):\n    return lb_factory_helpers.Net(3, 2, 4)\n"
+        return _code_digest(load(text, "lb_factory_through").make)
+
+    assert through(code) == through(code) != through(code.replace("torch.relu", "torch.tanh"))
     build = code.replace("    def forward", "    @classmethod\n    def build(cls, dataset, seed):\n        return cls(3, 2, 8)\n\n    def forward")
-    assert digest(build) != digest(build.replace("cls(3, 2, 8)", "cls(3, 2, 16)"))
+    assert _code_digest(load(build).Net.build) != _code_digest(load(build.replace("cls(3, 2, 8)", "cls(3, 2, 16)")).Net.build)
+    for name in ("lb_factory_globals", "lb_factory_helpers", "lb_factory_through"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
 
 
 def test_a_factory_digest_follows_a_long_chain_of_functions(tmp_path, monkeypatch):

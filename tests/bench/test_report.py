@@ -94,7 +94,7 @@ def test_a_diverged_run_counts_as_the_worst_score_in_the_rank_and_the_paired_tes
     scores = {"ce": [0.95, 0.95, 0.96], "wild": [math.nan, math.nan, 0.97]}
     (wine,) = collect(spec, hand_storage(spec, scores, {"ce": 0.05, "wild": 0.05}))
     ce, wild = wine.method("ce"), wine.method("wild")
-    assert (ce.rank, wild.rank) == (1, 2) and wild.diverged_runs == 2
+    assert (ce.rank, wild.rank) == (1, 2) and wild.diverged_runs("accuracy") == 2
     assert wild.summaries["accuracy"].n == 3 and wild.summaries["accuracy"].mean == pytest.approx(0.97 / 3)
     assert wild.paired.n == 3 and wild.paired.mean_difference == pytest.approx(np.mean([0 - 0.95, 0 - 0.95, 0.97 - 0.96]))
     assert wild.summaries["nll"].n == 1  # the other metrics summarise the runs that did not diverge

@@ -72,8 +72,8 @@ def leaderboard_rows(result: DatasetResult) -> list[list[str]]:
     for r in result.methods:
         s = r.summaries.get(result.metric)
         status = "" if r.complete else f" (incomplete: {len(r.runs)}/{len(r.seeds)} seeds)"
-        if r.diverged_runs:
-            status += f" ({r.diverged_runs} diverged)"
+        if r.diverged_runs(result.metric):
+            status += f" ({r.diverged_runs(result.metric)} diverged)"
         final = ",".join(str(r.runs[k].number) for k in sorted(r.runs))
         paired = [_vs_baseline(r, result.baseline)] if result.baseline is not None else []
         rows.append([
@@ -310,7 +310,7 @@ def leaderboard_csv(results: list[DatasetResult]) -> str:
             p = r.paired
             row = [
                 result.dataset.label, result.metric, _blank(r.rank), r.tied, r.method.name, r.method.loss,
-                "+".join(t.name for t in r.method.transforms), len(r.runs), r.diverged_runs,
+                "+".join(t.name for t in r.method.transforms), len(r.runs), r.diverged_runs(result.metric),
                 p.mean_difference if p else "", _blank(p.ci_low) if p else "", _blank(p.ci_high) if p else "",
                 _blank(p.p_value) if p else "", _blank(r.p_holm), r.chosen_trial,
                 " ".join(str(r.runs[k].number) for k in sorted(r.runs)), json.dumps(r.config, sort_keys=True),

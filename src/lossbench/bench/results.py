@@ -97,9 +97,9 @@ class MethodResult:
             curve.append(best if best > -math.inf else math.nan)
         return curve
 
-    @property
-    def diverged_runs(self) -> int:
-        return sum(run_diverged(t) for t in self.runs.values())
+    def diverged_runs(self, metric: str) -> int:
+        """The evaluation runs that count as diverged where runs are compared on ``metric`` (as runs.csv marks them)."""
+        return sum(scored_as_diverged(t, metric) for t in self.runs.values())
 
 
 @dataclass
