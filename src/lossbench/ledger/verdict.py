@@ -88,7 +88,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lossbench._sign_flip import constant_shift_p
+from lossbench._paired import constant_shift_p, score_rounding
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -114,18 +114,6 @@ CHANGES_AFTER_RUNS = (
      "[+6.76, +15.21] -> [+6.62, +15.07])"),
 )  # fmt: skip
 DIRECTIONS = ("greater", "less", "equal")
-
-# Scores within this many float32 epsilons of the largest score count as equal: the bench's scores
-# are float32 computations (torchmetrics on float32 logits) stored as doubles, so two runs with the
-# same count of correct samples can differ by float32 rounding (and t - b by its own).
-_ROUNDING_ULPS = 8
-
-
-def score_rounding(*scores: ArrayLike) -> float:
-    """The rounding within which scores of these magnitudes, and their differences, count as equal."""
-    largest = max(float(np.abs(np.asarray(s, dtype=float)).max(initial=0.0)) for s in scores)
-    return _ROUNDING_ULPS * float(np.finfo(np.float32).eps) * largest
-
 
 def score_difference(treatment: float, baseline: float) -> float:
     """``treatment - baseline``, 0.0 where the two are equal up to :func:`score_rounding`."""
