@@ -531,6 +531,9 @@ def test_sigma_schedule():
     assert exact_sigma_schedule(0, 16) == pytest.approx(10.0)
     assert exact_sigma_schedule(15, 16) == pytest.approx(0.01)
     assert exact_sigma_schedule(7.5, 16) == pytest.approx(math.sqrt(10.0 * 0.01))  # geometric midpoint
+    # the paper's released code: e / N, its last epoch short of 0.01 (10 * 0.001 ** (15 / 16))
+    assert exact_sigma_schedule(15, 16, endpoint=False) == pytest.approx(10.0 * 0.001 ** (15 / 16))
+    assert exact_sigma_schedule(1, 16, endpoint=False) == pytest.approx(6.4938, abs=1e-4)
     assert exact_sigma_schedule(40, 16) == pytest.approx(0.01)  # stays at the floor
     assert exact_sigma_schedule(0, 1, sigma0=3.0) == 3.0
     values = [exact_sigma_schedule(e, 10, 5.0, 0.1) for e in range(10)]

@@ -71,6 +71,8 @@ def test_hinge_averaged_over_the_rivals_is_the_exact_papers(batch, margin):
     torch.testing.assert_close(L.multi_class_hinge(x, y, margin=margin, average="rivals"), paper)
     with pytest.raises(ValueError, match="average must be one of"):
         L.multi_class_hinge(x, y, average="samples")
+    with pytest.raises(ValueError, match="average='rivals' needs at least 2 classes"):  # (no rival: it was nan)
+        L.multi_class_hinge(x[:, :1], torch.zeros_like(y), average="rivals")
 
 
 def test_hinge_rejects_unsupported_p(batch):

@@ -1,4 +1,4 @@
-"""Multi-class hinge loss (Crammer-Singer-style sum over rivals, as in PyTorch)."""
+"""Multi-class hinge loss (Weston-Watkins: a sum over the rivals, as PyTorch's multi_margin_loss)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ def multi_class_hinge(
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {tuple(AVERAGES)}, got {average!r}")
+    if average == "rivals" and x.shape[1] < 2:  # (no rival to average over)
+        raise ValueError(f"average='rivals' needs at least 2 classes, got logits of shape {tuple(logits.shape)}")
     # 0: the perceptron loss (the EXACT paper's grid has it)
     margin = row_param("margin", margin, x, partial(check_positive, allow_zero=True), validate)
     p = row_param("p", p, x, _check_power, validate)
