@@ -44,9 +44,10 @@ ENV = {"lossbench": "0.1.0", "commit": "abc1234", "torch": "2.13.0", "threads": 
 
 
 def hand_storage(spec, scores: dict[str, list[float]], chosen_lr: dict[str, float],
-                 validation: str | None = None) -> optuna.storages.BaseStorage:  # fmt: skip
+                 validation: str | None = None, flag_nan: bool = True) -> optuna.storages.BaseStorage:  # fmt: skip
     """Each method's two tuning trials and its final runs' test scores (nan: a diverged run) on wine;
-    ``validation``: what the tuning runs' records say of their validation split (else nothing)."""
+    ``validation``: what the tuning runs' records say of their validation split (else nothing);
+    ``flag_nan``: whether a nan score's record says the run diverged (a finite model may score nan)."""
     storage = optuna.storages.InMemoryStorage()
     for name, values in scores.items():
         tune = optuna.create_study(storage=storage, study_name=study_name(spec.name, "tune", "wine", name), direction="maximize")
@@ -63,7 +64,7 @@ def hand_storage(spec, scores: dict[str, list[float]], chosen_lr: dict[str, floa
         final.set_user_attr(CHOSEN_FROM_ATTR, 1)
         final.set_user_attr(CONFIG_ATTR, config)
         for seed, acc in zip(evaluation_seeds(spec), values):
-            metrics = {**{m: acc for m in METRICS["multiclass"]}, "diverged": float(acc != acc)}
+            metrics = {**{m: acc for m in METRICS["multiclass"]}, "diverged": float(acc != acc and flag_nan)}
             record = {"metrics": metrics, "seed": seed, "worker": "h:1", "seconds": 0.2, "environment": ENV,
                       "sizes": {"fit": 142, "scored": 36}, "curves": {"train_loss": [1.0, 0.5], "heldout_accuracy": [0.5, acc]}}  # fmt: skip
             final.add_trial(optuna.trial.create_trial(params=config, value=acc if acc == acc else 0.0,
@@ -95,6 +96,8 @@ def test_a_diverged_run_counts_as_the_worst_score_in_the_rank_and_the_paired_tes
     (wine,) = collect(spec, hand_storage(spec, scores, {"ce": 0.05, "wild": 0.05}))
     ce, wild = wine.method("ce"), wine.method("wild")
     assert (ce.rank, wild.rank) == (1, 2) and wild.diverged_runs("accuracy") == 2
+    (unflagged,) = collect(spec, hand_storage(spec, scores, {"ce": 0.05, "wild": 0.05}, flag_nan=False))
+    assert unflagged.method("wild").diverged_runs("accuracy") == 2  # a nan score counts as runs.csv marks it
     assert wild.summaries["accuracy"].n == 3 and wild.summaries["accuracy"].mean == pytest.approx(0.97 / 3)
     assert wild.paired.n == 3 and wild.paired.mean_difference == pytest.approx(np.mean([0 - 0.95, 0 - 0.95, 0.97 - 0.96]))
     assert wild.summaries["nll"].n == 1  # the other metrics summarise the runs that did not diverge
@@ -200,8 +203,8 @@ def test_paired_differences_with_their_ci_and_p_values_never_zero(report):
     _, results, out = report
     md = (out / "report.md").read_text()
     (wine,) = results
-    winner = wine.method("accuracy")  # the same difference on its three seeds: the sign-flip p, not t's 0
-    assert winner.paired.p_value == 0.25 and "p 0.250, Holm 0.500" in md
+    winner = wine.method("accuracy")  # the same difference on its three seeds: the t-test's limit, marked
+    assert winner.paired.p_value == 0.0 and "(the same on every seed), p < 0.001, Holm < 0.001" in md
     assert "p 0.000" not in md and "Holm 0.000" not in md
     assert f"{winner.paired.mean_difference:+.4f} [" in md
     board = {r["method"]: r for r in csv.DictReader((out / "leaderboard.csv").open())}

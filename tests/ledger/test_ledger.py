@@ -237,7 +237,7 @@ def test_a_per_dataset_claim_must_hold_on_every_dataset():
     rule = Rule("greater", delta=0.01)
     up = paired_verdict([0.90, 0.91, 0.92, 0.90], [0.80, 0.80, 0.81, 0.80], rule)  # holds
     down = paired_verdict([0.70, 0.71, 0.70, 0.72], [0.80, 0.80, 0.81, 0.80], rule)  # contradicted
-    flat = paired_verdict([0.80, 0.80, 0.81, 0.80, 0.82], [0.80, 0.80, 0.81, 0.80, 0.82], rule)  # equivalent (5 seeds)
+    flat = paired_verdict([0.80, 0.80, 0.81, 0.80], [0.80, 0.80, 0.81, 0.80], rule)  # equivalent
     assert (up.word, down.word, flat.word) == ("holds", "contradicted", "equivalent")
     assert every_dataset([up, up], ["a", "b"]).word == "holds"
     assert every_dataset([up, down], ["a", "b"]).word == "contradicted"
@@ -273,7 +273,7 @@ def test_the_opposite_on_one_of_several_datasets_contradicts_only_after_holms_co
     # a dataset whose opposite is not kept counts with the word its rule gives without it
     tiny = paired_verdict([0.7995, 0.7996, 0.7994, 0.7995], [0.80] * 4, rule)  # opposite and within both shown
     assert tiny.word == "contradicted" and tiny.unopposed == "equivalent"
-    flat = paired_verdict([0.80, 0.80, 0.81, 0.79, 0.80], [0.80, 0.80, 0.81, 0.79, 0.80], rule)  # (5 seeds: 1/32)
+    flat = paired_verdict([0.80, 0.80, 0.81], [0.80, 0.80, 0.81], rule)
     assert flat.word == "equivalent" and every_dataset([tiny, flat], ["a", "b"]).word == "contradicted"  # 2 x 0.0006
     assert every_dataset([tiny, flat, weak, weak], list("abcd")).word == "contradicted"
     assert every_dataset([dataclasses.replace(tiny, p_opposite=0.03), flat], ["a", "b"]).word == "equivalent"

@@ -55,7 +55,8 @@ def _vs_baseline(r: MethodResult, baseline: str | None) -> str:
     if r.paired is None:
         return "baseline" if r.method.name == baseline else "-"
     p = r.paired
-    return (f"{p.mean_difference:+.4f} [{p.ci_low:+.4f}, {p.ci_high:+.4f}], p {format_p(p.p_value)}, "
+    constant = " (the same on every seed)" if p.mean_difference != 0 and p.ci_low == p.ci_high else ""
+    return (f"{p.mean_difference:+.4f} [{p.ci_low:+.4f}, {p.ci_high:+.4f}]{constant}, p {format_p(p.p_value)}, "
             f"Holm {format_p(r.p_holm)}")  # fmt: skip
 
 
@@ -248,10 +249,11 @@ def _paired(spec: Spec) -> str:
     if spec.baseline is None:
         return "no baseline named, so no paired tests"
     return (f"paired t-test against `{spec.baseline}` over seeds (difference = method - baseline, with its 95% CI; "
-            "a difference the same on every seed, where the t-test has no variance, gets the exact sign-flip p, "
-            "2 / 2^seeds), Holm-adjusted across every other method of the data set (one not complete yet counts as "
-            "p = 1, so a report in progress adjusts no less than the finished study). The intervals and tests are "
-            "over seeds: conditional on the test split and on each method's chosen configuration")
+            "a difference the same on every seed, one test example on each, say, leaves the t-test no variance: its "
+            "p is the limit 0, marked 'the same on every seed'), Holm-adjusted across every other method of the data "
+            "set (one not complete yet counts as p = 1, so a report in progress adjusts no less than the finished "
+            "study). The intervals and tests are over seeds: conditional on the test split and on each method's "
+            "chosen configuration")
 
 
 def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) -> list[Block]:

