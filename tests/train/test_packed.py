@@ -12,6 +12,7 @@ from lossbench.losses import LOSSES
 from lossbench.models.linear import LinearClassifier
 from lossbench.models.mlp import MLP
 from lossbench.train import TRANSFORMS, fit
+from lossbench.train import packed as packed_module
 from lossbench.train._base import Transform
 from lossbench.train.packed import PackedLosses, PackedModel, batch_rows, fit_packed, unpackable_model
 
@@ -71,8 +72,34 @@ BASE = {"epochs": 3, "batch_size": 32, "lr_final": 1e-3}
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
 @pytest.mark.parametrize("decay_on", ["all", "weights"])
-def test_each_optimizer_as_torch_computes_it(optimizer, decay_on):
-    _assert_same(*_both_ways(optimizer=optimizer, weight_decay_on=decay_on, **BASE))
+@pytest.mark.parametrize("per_run", [False, True], ids=["the pack at once", "run by run (large parameters)"])
+def test_each_optimizer_as_torch_computes_it(optimizer, decay_on, per_run, monkeypatch):
+    if per_run:  # (every parameter counts as large: each run's slice updated on its own, Adam by torch's fused kernel)
+        monkeypatch.setattr(packed_module, "PER_RUN_FROM", 1)
+    _assert_same(*_both_ways(optimizer=optimizer, weight_decay_on=decay_on, momentum=0.9, **BASE))
+
+
+@pytest.mark.parametrize("mode", ["mean", "sum"])
+def test_the_text_model_packs_as_its_runs_compute_alone(mode):
+    from lossbench.models.text import PAD_ID, BagOfEmbeddings
+
+    torch.manual_seed(0)
+    models = [BagOfEmbeddings(40, 3, 8, mode) for _ in range(3)]
+    tokens = torch.randint(1, 40, (3, 5, 6))
+    tokens[:, 0] = PAD_ID  # a document of padding only: zeros, as alone
+    tokens[:, 1, 2:] = PAD_ID
+    packed = PackedModel(models)
+    out = packed(tokens)
+    alone = [m(tokens[k]) for k, m in enumerate(models)]
+    torch.testing.assert_close(out, torch.stack(alone))
+    grads = torch.autograd.grad(out.sum(), packed.params)
+    for k, (m, a) in enumerate(zip(models, alone)):
+        for g, own in zip(grads, torch.autograd.grad(a.sum(), list(m.parameters()))):
+            torch.testing.assert_close(g[k], own)
+    shared = tokens[0]
+    torch.testing.assert_close(packed.eval_logits(shared), torch.stack([m(shared) for m in models]).detach())
+    # a large table trains one run at a time on the CPU (faster there: its packed gradient goes to memory whole)
+    assert unpackable_model(BagOfEmbeddings(2000, 3, 64, mode)) == "its embedding table (embedding) trains faster one run at a time on the CPU"
 
 
 def test_training_without_weight_decay_as_fit_does():

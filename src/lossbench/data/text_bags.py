@@ -128,5 +128,6 @@ class TokenBags:
         # torch.stack / torch.cat on bags: what packed training would do, and cannot on ragged rows.
         raise TypeError(
             f"torch.{getattr(func, '__name__', func)} does not take token bags (documents of different "
-            "lengths); they train one run at a time, or load with layout='padded' to pack runs"
+            "lengths); they train one run at a time (on the CPU the faster way for a large vocabulary), or load "
+            "with layout='padded' to pack runs"
         )

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lossbench.models import _packed
 from lossbench.models._registry import ModelInfo, register_model
 from lossbench.registry import Choice, FloatRange, HyperParam, IntRange
 
@@ -44,6 +45,14 @@ class BagOfEmbeddings(nn.Module):
         else:  # duck-typed so that models import torch only
             pooled = self.embedding(tokens.ids, tokens.offsets[:-1])
         return self.fc(self.dropout(pooled))
+
+    def packed_forward(self, params: _packed.Params, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """:meth:`forward` of K runs at once on padded token ids (see ``lossbench.models._packed``; live
+        dropout does not pack)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError("packed runs take padded token ids (layout='padded'), not token bags")
+        pooled = _packed.embedding_bag(x, params["embedding.weight"], self.embedding.mode, PAD_ID, shared)
+        return _packed.linear(pooled, params["fc.weight"], params["fc.bias"], False, last=True)
 
 
 def _build(ds: Any, num_outputs: int, *, embed_dim: int, mode: str, dropout: float) -> BagOfEmbeddings:
