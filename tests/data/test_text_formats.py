@@ -124,3 +124,21 @@ def test_every_text_format_is_reachable_by_name(tmp_path):
     ):
         ds = load_dataset(name, cache=False, **params)
         assert ds.feature_kind == "text" and len(ds.y_test) > 0 and isinstance(ds.x_train.ids, torch.Tensor)
+
+
+def test_a_file_mixing_utf8_and_other_bytes_is_refused_at_its_first_such_line(tmp_path):
+    # read as Latin-1, every UTF-8 character of the file would turn into two others
+    from lossbench.data._files import read_text
+
+    mixed = write(tmp_path / "mixed.tsv", "sentence\tlabel\ntrès bon café\tpos\n".encode() + "café froid\tneg\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"mixed.tsv:3: byte 0xe9 is not UTF-8, where other lines hold UTF-8 characters"):
+        read_text(mixed)
+    assert read_text(write(tmp_path / "latin.tsv", "café froid\tneg\n".encode("latin-1"))) == "café froid\tneg\n"
+    assert read_text(write(tmp_path / "utf8.tsv", "café\tneg\n".encode())) == "café\tneg\n"
+
+
+def test_an_empty_label_is_refused_by_line(tmp_path):
+    from lossbench.data.text import read_text_table
+
+    with pytest.raises(ValueError, match=r"t.tsv:3: the label is empty"):
+        read_text_table(write(tmp_path / "t.tsv", "sentence\tlabel\ngood\tpos\nbad\t \n"))

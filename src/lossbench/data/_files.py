@@ -19,6 +19,7 @@ import hashlib
 import io
 import math
 import os
+import re
 import urllib.error
 import urllib.request
 import zipfile
@@ -88,13 +89,23 @@ def read_text(path: Path | str) -> str:
     """A (possibly compressed) text file, decoded as UTF-8 (BOM dropped), else as Latin-1.
 
     Latin-1 maps every byte to a character, so old ARFF/CSV files in that encoding load
-    instead of failing; UTF-8 is tried first because it is strict and the common case.
+    instead of failing; UTF-8 is tried first because it is strict and the common case.  A file
+    that holds UTF-8's multi-byte characters beside bytes that are not UTF-8 (one Latin-1 line
+    pasted into a UTF-8 file, or bytes that are no text) is refused, naming the first such line:
+    read as Latin-1 its every UTF-8 character would turn into two others.
     """
     data = read_bytes(path)
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as err:
+        if _UTF8_CHARACTER.search(data.decode("utf-8", errors="replace")):
+            line = data.count(b"\n", 0, err.start) + 1
+            raise ValueError(f"{path}:{line}: byte 0x{data[err.start]:02x} is not UTF-8, where other lines hold UTF-8 "
+                             "characters: the file mixes encodings (or is no text); save it as UTF-8") from None  # fmt: skip
         return data.decode("latin-1")
+
+
+_UTF8_CHARACTER = re.compile("[^\x00-\x7f\ufffd]")  # a character UTF-8 writes in several bytes
 
 
 def finite_float(token: str, where: str, what: str) -> float:

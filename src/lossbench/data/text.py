@@ -430,6 +430,8 @@ def read_text_table(
                         continue
                 if len(row) != width:
                     raise ValueError(f"{path}:{reader.line_num}: expected {width} fields, got {len(row)}")
+                if not row[lab].strip():  # (it would become a class named "")
+                    raise ValueError(f"{path}:{reader.line_num}: the label is empty")
                 texts.append(row[t])
                 labels.append(row[lab].strip())
                 lines.append(reader.line_num)
