@@ -111,3 +111,19 @@ def test_a_batchnorm_model_whose_epochs_end_with_one_sample_is_refused_before_an
             check_unit(split, resolve_method(ok.methods[0]), ok)
     finally:
         MODELS.remove("normed_for_test")
+
+
+def test_a_multilabel_label_without_a_positive_training_row_is_warned_of(monkeypatch):
+    from lossbench.bench import execution
+    from lossbench.data import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    y = (torch.rand(40, 3, generator=g) > 0.5).float()
+    y[:30, 2] = 0.0  # label "c": positive in the test rows only
+    data = Dataset("ml", "multilabel", torch.randn(30, 4, generator=g), y[:30], torch.randn(10, 4, generator=g), y[30:],
+                   ["a", "b", "c"], "tabular", "test")  # fmt: skip
+    monkeypatch.setattr(execution, "load_dataset", lambda *a, **k: data)
+    spec = parse_spec({"name": "ml", "trials": 2, "seeds": 2, "datasets": ["synthetic_multilabel"],
+                       "methods": [{"name": "bce", "loss": "bce"}]})  # fmt: skip
+    with pytest.warns(UserWarning, match=r"dataset 'synthetic_multilabel': label\(s\) \['c'\] have no positive training row"):
+        DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -99,6 +100,16 @@ def subsample_train(data: Dataset, size: int, seed: int) -> Dataset:
     return select_train(data, keep)
 
 
+def _warn_unlearnable_labels(data: Dataset) -> None:
+    """Warn of multi-label labels with no positive training row: no method can learn them, and they
+    weigh on every method's macro scores alike."""
+    empty = [name for name, count in zip(data.class_names, data.y_train.sum(0).tolist()) if count == 0]
+    if empty:
+        warnings.warn(f"dataset {data.name!r}: label(s) {empty[:5]}{' ...' if len(empty) > 5 else ''} have no positive "
+                      "training row: no method can learn them, and their scores weigh on every method's macro metrics "
+                      "alike", stacklevel=2)  # fmt: skip
+
+
 class DataCache:
     """Loads each dataset once per process and keeps both stages' splits on the device."""
 
@@ -120,6 +131,8 @@ class DataCache:
             data = replace(load_dataset(ds.name, data_dir=self.data_dir, **params), name=ds.label)
             if ds.max_train is not None and ds.max_train < len(data.y_train):
                 data = subsample_train(data, ds.max_train, self.spec.seed)
+            if data.task == "multilabel" and split_seed is None:
+                _warn_unlearnable_labels(data)
             for s in STAGES:
                 self._splits[(ds.label, s, split_seed)] = self._split(data, s)
         return self._splits[key]
