@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+
 import pytest
 import torch
 
@@ -131,10 +133,18 @@ def test_a_file_mixing_utf8_and_other_bytes_is_refused_at_its_first_such_line(tm
     from lossbench.data._files import read_text
 
     mixed = write(tmp_path / "mixed.tsv", "sentence\tlabel\ntrès bon café\tpos\n".encode() + "café froid\tneg\n".encode("latin-1"))
-    with pytest.raises(ValueError, match=r"mixed.tsv:3: byte 0xe9 is not UTF-8, where other lines hold UTF-8 characters"):
+    with pytest.raises(ValueError, match=r"mixed.tsv:3: byte 0xe9 is not UTF-8, where the file holds UTF-8 characters"):
         read_text(mixed)
+    marked = write(tmp_path / "bom.tsv", codecs.BOM_UTF8 + "é\n\n".encode() + b"caf\xe9\n")  # (the mark not counted)
+    with pytest.raises(ValueError, match=r"bom.tsv:3: byte 0xe9 is not UTF-8"):
+        read_text(marked)
+    with pytest.raises(ValueError, match=r"cr.tsv:3: byte 0xe9"):  # lines ended by CR alone
+        read_text(write(tmp_path / "cr.tsv", "é é é\r".encode() + b"x\rcaf\xe9\r"))
     assert read_text(write(tmp_path / "latin.tsv", "café froid\tneg\n".encode("latin-1"))) == "café froid\tneg\n"
-    assert read_text(write(tmp_path / "utf8.tsv", "café\tneg\n".encode())) == "café\tneg\n"
+    # cp1252 French whose "é" before a no-break space and "»" reads as one UTF-8 character: Latin-1 still
+    french = "« C'est l'été\xa0»\nça va, ÉTÉ\xa0!\n"
+    assert read_text(write(tmp_path / "fr.tsv", french.encode("cp1252"))) == french
+    assert read_text(write(tmp_path / "utf8.tsv", codecs.BOM_UTF8 + "café\tneg\n".encode())) == "café\tneg\n"
 
 
 def test_an_empty_label_is_refused_by_line(tmp_path):

@@ -14,7 +14,14 @@ from lossbench.models.mlp import MLP
 from lossbench.train import TRANSFORMS, fit
 from lossbench.train import packed as packed_module
 from lossbench.train._base import Transform
-from lossbench.train.packed import PackedLosses, PackedModel, batch_rows, fit_packed, unpackable_model
+from lossbench.train.packed import (
+    PackedLosses,
+    PackedModel,
+    batch_rows,
+    faster_alone,
+    fit_packed,
+    unpackable_model,
+)
 
 SEEDS, LRS, DECAYS = [3, 4, 5, 6], [0.1, 0.5, 0.05, 1.0], [0.0, 1e-3, 1e-2, 0.1]
 
@@ -98,8 +105,13 @@ def test_the_text_model_packs_as_its_runs_compute_alone(mode):
             torch.testing.assert_close(g[k], own)
     shared = tokens[0]
     torch.testing.assert_close(packed.eval_logits(shared), torch.stack([m(shared) for m in models]).detach())
-    # a large table trains one run at a time on the CPU (faster there: its packed gradient goes to memory whole)
-    assert unpackable_model(BagOfEmbeddings(2000, 3, 64, mode)) == "its embedding table (embedding) trains faster one run at a time on the CPU"
+    with pytest.raises(IndexError, match=r"token ids must lie in \[0, 40\)"):  # (packed, it would read another run's table)
+        packed(tokens + 40)
+    # a large table packs, but the bench trains it one run at a time on the CPU (faster there)
+    large = BagOfEmbeddings(2000, 3, 64, mode)
+    assert unpackable_model(large) is None and PackedModel([large, large]).size == 2
+    assert faster_alone(large) == "its embedding table (embedding) trains faster one run at a time on the CPU"
+    assert faster_alone(models[0]) is None
 
 
 def test_training_without_weight_decay_as_fit_does():

@@ -48,7 +48,14 @@ from lossbench.data.splits import provided_validation, random_split, select_trai
 from lossbench.models import build_model
 from lossbench.train import eval_logits, fit, get_transform, make_transform, reads_per_sample
 from lossbench.train.loop import check_optimizer
-from lossbench.train.packed import PackedLosses, PackedModel, fit_packed, stretches, unpackable_model
+from lossbench.train.packed import (
+    PackedLosses,
+    PackedModel,
+    faster_alone,
+    fit_packed,
+    stretches,
+    unpackable_model,
+)
 
 STAGES = ("tune", "final")
 MIN_STD = 1e-6  # the std floor of per-stage standardisation (as the EXACT paper's code)
@@ -698,7 +705,7 @@ def _model_unpackable(split: Split, method: Method, spec: Spec,
     models = [_build_run_model(split, method, spec, seed, params) for seed in (0, 1)]
     own = model_config(spec, params) or method.spec.model_params
     where = f"model {spec.train.model!r}" + (f" with {model_kwargs(spec, method, params)}" if own else "")
-    reason = unpackable_model(models[0])
+    reason = unpackable_model(models[0]) or faster_alone(models[0])
     if reason is not None:
         return f"{where}: {reason}", None
     x = split.x_fit[:8]

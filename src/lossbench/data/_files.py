@@ -14,6 +14,7 @@ renamed into place, so a reader never sees half a file.
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
 import hashlib
 import io
@@ -90,22 +91,28 @@ def read_text(path: Path | str) -> str:
 
     Latin-1 maps every byte to a character, so old ARFF/CSV files in that encoding load
     instead of failing; UTF-8 is tried first because it is strict and the common case.  A file
-    that holds UTF-8's multi-byte characters beside bytes that are not UTF-8 (one Latin-1 line
-    pasted into a UTF-8 file, or bytes that are no text) is refused, naming the first such line:
-    read as Latin-1 its every UTF-8 character would turn into two others.
+    whose UTF-8 characters outnumber its bytes that are not UTF-8 (a Latin-1 line pasted into a
+    UTF-8 file), or that starts with UTF-8's byte-order mark, is refused where a byte is not UTF-8,
+    naming its line: read as Latin-1, every UTF-8 character would turn into two others.  (A Latin-1 file may hold a pair of bytes that reads
+    as UTF-8, "é" before a no-break space; it is the rarer kind there.)
     """
     data = read_bytes(path)
+    body = data[len(codecs.BOM_UTF8) :] if data.startswith(codecs.BOM_UTF8) else data
     try:
-        return data.decode("utf-8-sig")
+        return body.decode("utf-8")
     except UnicodeDecodeError as err:
-        if _UTF8_CHARACTER.search(data.decode("utf-8", errors="replace")):
-            line = data.count(b"\n", 0, err.start) + 1
-            raise ValueError(f"{path}:{line}: byte 0x{data[err.start]:02x} is not UTF-8, where other lines hold UTF-8 "
-                             "characters: the file mixes encodings (or is no text); save it as UTF-8") from None  # fmt: skip
+        characters = _UTF8_CHARACTER.findall(body)
+        foreign = len(body.translate(None, _ASCII)) - sum(map(len, characters))  # high bytes outside UTF-8 characters
+        if len(characters) > foreign or body is not data:  # (a byte-order mark says UTF-8 too)
+            before = body[: err.start]
+            line = (before.count(b"\n") if b"\n" in body else before.count(b"\r")) + 1
+            raise ValueError(f"{path}:{line}: byte 0x{body[err.start]:02x} is not UTF-8, where the file holds UTF-8 "
+                             "characters: it mixes encodings; save it as UTF-8") from None  # fmt: skip
         return data.decode("latin-1")
 
 
-_UTF8_CHARACTER = re.compile("[^\x00-\x7f\ufffd]")  # a character UTF-8 writes in several bytes
+_UTF8_CHARACTER = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+_ASCII = bytes(range(128))  # (deleted by translate: what is left are the high bytes)
 
 
 def finite_float(token: str, where: str, what: str) -> float:

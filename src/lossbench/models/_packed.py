@@ -71,6 +71,8 @@ def embedding_bag(tokens: torch.Tensor, weight: torch.Tensor, mode: str, pad: in
     for the mean, dividing by their count (a row of padding only gives zeros, as alone): vmap has no
     batching rule for ``embedding_bag`` with a padding index and ran it run by run, 10x slower."""
     k, vocab, dim = weight.shape
+    if tokens.numel() and not (0 <= int(tokens.min()) and int(tokens.max()) < vocab):  # (else: another run's table)
+        raise IndexError(f"token ids must lie in [0, {vocab}), got {int(tokens.min())} .. {int(tokens.max())}")
     if shared:
         tokens = tokens.expand(k, *tokens.shape)
     kept = (tokens != pad).to(weight.dtype)

@@ -24,6 +24,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.optim.adam import adam as adam_update
 from torch.optim.adamw import adamw as adamw_update
+from torch.optim.sgd import sgd as sgd_update
 
 from lossbench.train._base import (
     LossFn,
@@ -48,21 +49,24 @@ CLASS_WEIGHTS = ("weight", "alpha")
 def unpackable_model(model: nn.Module) -> str | None:
     """Why ``model`` cannot be packed (None when it can): vmap-ed runs share no state, so a model
     with buffers (BatchNorm's running statistics) or live dropout (whose draws would differ from
-    the run's own) trains only one run at a time, and so does one with a large embedding table on
-    the CPU, faster so."""
+    the run's own) trains only one run at a time."""
     buffers = [name for name, _ in model.named_buffers()]
     if buffers:
         return f"it has buffers ({', '.join(buffers[:3])})"
     dropout = [n for n, m in model.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
     if dropout:
         return f"it has dropout ({', '.join(dropout[:3])})"
-    # On the CPU a pack's gradient of its runs' embedding tables is written to memory whole every step, where a
-    # run's own stays in cache: su-sst2's quick study (fastText, 13,829 x 64) took 11.2 s packed, 9.3 s run by run.
+    return None
+
+
+def faster_alone(model: nn.Module) -> str | None:
+    """Why ``model``'s runs train faster one at a time though they pack (None where packing pays): on
+    the CPU a pack's gradient of its runs' embedding tables is written to memory whole every step,
+    where a run's own stays in cache (su-sst2's quick study, fastText with a 13,829 x 64 table: 11.2 s
+    packed, 9.3 s run by run)."""
     tables = [n for n, m in model.named_modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))
               and m.weight.device.type == "cpu" and m.weight.numel() >= PER_RUN_FROM]  # fmt: skip
-    if tables:
-        return f"its embedding table ({tables[0]}) trains faster one run at a time on the CPU"
-    return None
+    return f"its embedding table ({tables[0]}) trains faster one run at a time on the CPU" if tables else None
 
 
 def _own_packed_forward(model: nn.Module) -> Callable[..., torch.Tensor] | None:
@@ -147,36 +151,37 @@ class PackedOptimizer:
         check_optimizer(name, 1.0, weight_decays.tolist(), weight_decay_on)  # (each run's lr is checked by fit_packed)
         self.name, self.momentum, self.params = name, momentum, list(params)
         decays = bool((weight_decays != 0).any())
-        self._decay = [
-            per_run(weight_decays, p) if decays and (weight_decay_on == "all" or p.ndim >= 3) else None
-            for p in self.params
-        ]
+        decaying = [decays and (weight_decay_on == "all" or p.ndim >= 3) for p in self.params]
+        self._decay = [per_run(weight_decays, p) if d else None for p, d in zip(self.params, decaying)]
+        # (run by run: each run's decay as given, in double, as torch.optim takes a run's number)
+        self._run_decays = [weight_decays.tolist() if d else [0.0] * len(weight_decays) for d in decaying]
         self._state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
         self._steps = 0
 
     @torch.no_grad()
     def step(self, grads: Sequence[torch.Tensor], lr: torch.Tensor) -> None:
+        """One update of every run: ``lr`` is each run's learning rate now, ``(K,)`` in double."""
         self._steps += 1
-        first = self._steps == 1
-        for p, g, wd, state in zip(self.params, grads, self._decay, self._state):
+        first, rates = self._steps == 1, None
+        for p, g, wd, run_decays, state in zip(self.params, grads, self._decay, self._run_decays, self._state):
             if first:
                 self._start(p, state)
-            lr_p = per_run(lr, p)
             if p.device.type != "cpu" or p[0].numel() < PER_RUN_FROM:
-                self._update(p, g, lr_p, wd, state, first)
+                self._update(p, g, per_run(lr, p), wd, state, first)
                 continue
             # A large parameter (an embedding table) run by run: each run's slice stays in cache, where the
-            # whole pack's went to memory several times a step; Adam by torch.optim's fused kernel, as a run
-            # alone takes it (su-sst2's packed Adam steps took 4-5x the runs' own).
-            rates, decays = lr_p.reshape(-1).tolist(), None if wd is None else wd.reshape(-1).tolist()
+            # whole pack's went to memory several times a step; by torch.optim's fused kernels, with the run's
+            # own numbers, as a run alone takes them (su-sst2's packed Adam steps took 4-5x the runs' own).
+            rates = lr.tolist() if rates is None else rates
             for k in range(len(p)):
-                decay = None if decays is None else decays[k]
-                if self.name == "sgd":
-                    self._update(p[k], g[k], rates[k], decay, {name: s[k] for name, s in state.items()}, first)
+                if self.name == "sgd":  # (a zeroed buffer: momentum x 0 + g is the first step's g, as torch's own start)
+                    sgd_update([p[k]], [g[k]], [state["momentum"][k] if self.momentum else None], fused=True,
+                               weight_decay=run_decays[k], momentum=self.momentum, lr=rates[k], dampening=0.0,
+                               nesterov=False, maximize=False)  # fmt: skip
                     continue
                 adam = adamw_update if self.name == "adamw" else adam_update
                 adam([p[k]], [g[k]], [state["exp_avg"][k]], [state["exp_avg_sq"][k]], [], [state["step"][k]], fused=True,
-                     amsgrad=False, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=rates[k], weight_decay=decay or 0.0,
+                     amsgrad=False, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=rates[k], weight_decay=run_decays[k],
                      eps=ADAM_EPS, maximize=False)  # fmt: skip
 
     def _start(self, p: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
@@ -186,10 +191,10 @@ class PackedOptimizer:
             state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
             state["step"] = torch.zeros(len(p), dtype=torch.float32, device=p.device)  # (each run's, for the fused kernel)
 
-    def _update(self, p: torch.Tensor, g: torch.Tensor, lr: torch.Tensor | float, wd: torch.Tensor | float | None,
+    def _update(self, p: torch.Tensor, g: torch.Tensor, lr: torch.Tensor, wd: torch.Tensor | None,
                 state: dict[str, torch.Tensor], first: bool) -> None:  # fmt: skip
-        """One update of ``p`` (a pack's parameter with per-run ``lr`` and ``wd`` broadcasting against it,
-        or one run's slice with its numbers), as torch.optim computes it."""
+        """One update of a pack's parameter ``p``, each run with its ``lr`` and ``wd`` (broadcasting against
+        it), as torch.optim computes it."""
         if self.name == "sgd":
             if wd is not None:
                 g = g + wd * p
@@ -329,7 +334,7 @@ def fit_packed(
             idx = perms[:, start : start + batch_size]
             lr_last = lr_now
             x, y = batch_rows(x_train, idx, x_buffer), batch_rows(y_train, idx, y_buffer)
-            stats, runs = step.run(x, y, opt, lr_now.to(packed.params[0].dtype))
+            stats, runs = step.run(x, y, opt, lr_now)
             for key, value in stats.items():
                 values.setdefault(key, []).append(value)
                 recorded.setdefault(key, set()).update(runs.get(key, range(k_runs)))
