@@ -390,7 +390,8 @@ def cmd_claims(args: argparse.Namespace) -> int:
     claims = all_claims()
     rows = []
     status = {}
-    if args.out and Path(args.out, "lossbench.db").exists() or args.storage or os.environ.get(STORAGE_ENV):
+    read = args.out and Path(args.out, "lossbench.db").exists() or args.storage or os.environ.get(STORAGE_ENV)
+    if read:
         from lossbench.ledger.report import collect_entries
 
         for e in collect_entries(_ledger_storage(args, create=False)):
@@ -400,6 +401,10 @@ def cmd_claims(args: argparse.Namespace) -> int:
     for c in claims:
         rows.append((c.id, c.kind, c.title, status.get(c.id, "not run")))
     print(format_table(("claim", "kind", "title", "status"), rows))
+    if not read:  # ("not run" above means: not in this storage, which does not exist)
+        print(f"(no runs read: {Path(args.out or '.', 'lossbench.db')} does not exist. The project's own runs are its "
+              "reference ledger, REPRODUCTIONS.md; in a clone, `lossbench claims --storage "
+              "sqlite:///reproductions/lossbench.db` reads their status, judging each claim anew: a few minutes)")  # fmt: skip
     return 0
 
 

@@ -216,8 +216,11 @@ def test_an_analysis_worker_time_sums_its_invocations(tmp_path):
 
 
 def test_the_claims_command(tmp_path, capsys):
-    assert main(["claims"]) == 0
-    assert "exact-table1" in capsys.readouterr().out
+    assert main(["claims", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    # "not run" says where it looked: a storage that does not exist, and where the project's own runs are
+    assert "exact-table1" in out and f"no runs read: {tmp_path / 'lossbench.db'} does not exist" in out
+    assert "--storage sqlite:///reproductions/lossbench.db" in out
     assert main(["claims", "run", "nope", "--out", str(tmp_path)]) == 2
     assert main(["claims", "run", "exact-table1", "--budget", "huge", "--out", str(tmp_path)]) == 2
     empty = tmp_path / "no-data"
