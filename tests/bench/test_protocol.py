@@ -105,7 +105,7 @@ def test_searched_seed_is_the_tuning_runs_seed():
     "change, message",
     [
         ({"search": {"seed": {"choices": [0.5, 1.5]}}}, "integer choices"),
-        ({"search": {"lr": {"choices": [0.1]}}}, "at least two values"),
+        ({"search": {"lr": {"choices": [0.1]}}}, r"at least two values, got \[0.1\] \(one value is no search: .*weight_decay_on"),
         ({"search": {"lr": {"choices": [0.1, 0.1]}}}, "repeat a value"),
         ({"search": {"lr": {"choices": [0.1, float("inf")]}}}, "finite"),
         ({"sampler": "python-random"}, "choices only"),

@@ -362,7 +362,9 @@ def _choices(value: dict[str, Any], where: str) -> Choice:
     _no_unknown(value, {key}, where)
     options = value[key]
     if not isinstance(options, (list, tuple)) or len(options) < 2:
-        raise SpecError(f"{where}: choices must be a list of at least two values, got {options!r}")
+        raise SpecError(f"{where}: choices must be a list of at least two values, got {options!r} (one value is no "
+                        "search: a loss option is fixed in the method's params, and [train] weight_decay_on = 'none' "
+                        "trains without weight decay)")  # fmt: skip
     options = tuple(None if o == "default" else o for o in options)
     for o in options:
         if o is not None and not isinstance(o, (int, float, str, bool)):
