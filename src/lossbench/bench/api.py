@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from lossbench.bench.defaults import DEFAULT_PACK
-from lossbench.bench.plugins import installed
+from lossbench.bench.plugins import own_code
 from lossbench.bench.spec import MODEL_PREFIX, Spec, TrainConfig, parse_spec
 from lossbench.data import DATASETS, DEFAULT_TEST_FRACTION, Dataset, DatasetInfo, check_test_labels
 from lossbench.data.splits import train_test_indices
@@ -282,7 +282,7 @@ def _code_digest(factory: Any) -> str:
             code_of(const, names) if isinstance(const, types.CodeType) else parts.append(stable(const))
         for name, attr in _globals_read(code):
             value = names.get(name, _MISSING)
-            if isinstance(value, types.ModuleType) and attr is not None and _own_code(value):
+            if isinstance(value, types.ModuleType) and attr is not None and own_code(value):
                 name, value = f"{name}.{attr}", getattr(value, attr, _MISSING)  # helpers.Net
             if value is not _MISSING:
                 todo.append((name, value))
@@ -306,7 +306,7 @@ def _code_digest(factory: Any) -> str:
         if _setting(value):  # a module-level setting (a width, a list of widths)
             parts.append(stable((name, value)))
             return
-        if id(value) in seen or not (isinstance(value, (types.FunctionType, type)) and _own_code(value)):
+        if id(value) in seen or not (isinstance(value, (types.FunctionType, type)) and own_code(value)):
             return
         seen.add(id(value))
         if isinstance(value, types.FunctionType):
@@ -362,16 +362,6 @@ def _setting(value: Any) -> bool:
     if isinstance(value, (tuple, list, set, frozenset)):
         return all(_setting(v) for v in value)
     return isinstance(value, dict) and all(_setting(k) and _setting(v) for k, v in value.items())
-
-
-def _own_code(value: Any) -> bool:
-    """Whether a function, class or module is your own code (defined in ``__main__``, a notebook, or a
-    module outside this Python's installation and lossbench), whose edits a digest must see."""
-    module = value if isinstance(value, types.ModuleType) else sys.modules.get(getattr(value, "__module__", None) or "")
-    if module is None:
-        return False
-    file = getattr(module, "__file__", None)
-    return file is None and module.__name__ == "__main__" or file is not None and not installed(file)
 
 
 def _method(m: Any) -> dict[str, Any]:

@@ -258,11 +258,13 @@ def _resolve(spec: MethodSpec) -> Method:
         transforms.append((t.name, dict(t.params), params))
         options.update({f"{t.name}.{p.name}": signature[p.name] for p in params})
     method = Method(spec, loss, tuple(transforms))
+    for keys, verb in ((spec.search, "searched"), (spec.schedule, "scheduled")):
+        owned = next((key for key in keys if key.startswith("loss.") and key[5:] in BENCH_OWNED), None)
+        if owned is not None:
+            raise SpecError(f"{where}: {owned} cannot be {verb}: {BENCH_OWNED[owned[5:]]}")
     valid_keys = {f"loss.{n}" for n in (names | accepted) - BENCH_OWNED.keys()}
     valid_keys |= {f"{t}.{p.name}" for t, _, ps in transforms for p in ps}
     for key in spec.search:
-        if key.startswith("loss.") and key[5:] in BENCH_OWNED:
-            raise SpecError(f"{where}: {key} cannot be searched: {BENCH_OWNED[key[5:]]}")
         if key not in valid_keys:
             raise SpecError(f"{where}: search key {key!r} names no tunable parameter; use one of {sorted(valid_keys)}")
     fixed = {f"loss.{k}" for k in spec.params} | {f"{t}.{k}" for t, kwargs, _ in transforms for k in kwargs}
@@ -271,8 +273,6 @@ def _resolve(spec: MethodSpec) -> Method:
             raise SpecError(f"{where}: {key!r} is both fixed in params and searched")
         _check_search(where, key, space, options[key])
     for key in spec.schedule:
-        if key.startswith("loss.") and key[5:] in BENCH_OWNED:
-            raise SpecError(f"{where}: {key} cannot be scheduled: {BENCH_OWNED[key[5:]]}")
         if not key.startswith("loss.") or key[5:] not in accepted:
             raise SpecError(f"{where}: schedule key {key!r} names no parameter of loss {loss.name!r}; "
                             f"use one of {sorted('loss.' + a for a in accepted)}")  # fmt: skip

@@ -28,6 +28,7 @@ import site
 import stat
 import sys
 import sysconfig
+import types
 from collections.abc import Iterable, Iterator
 from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec
 from pathlib import Path
@@ -72,7 +73,7 @@ def import_plugins(names: Iterable[str]) -> None:
         before = set(sys.modules)
         _import(name)
         if name not in before:  # (imported now: what its import loaded is known)
-            loaded = [m for m in set(sys.modules) - before if m != "__main__" and _own_file(sys.modules[m])]
+            loaded = [m for m in set(sys.modules) - before if m != "__main__" and own_code(sys.modules[m])]
             _DIGESTS[name] = _digest(sorted({*loaded, *_package_modules(name)}))
 
 
@@ -110,9 +111,15 @@ def _digest(module_names: Iterable[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _own_file(module: object) -> bool:
+def own_code(value: object) -> bool:
+    """Whether a module, or a function or class by its module, is your own code (``__main__`` without a
+    file, a notebook's, or a module outside this Python's installation and lossbench), whose edits a
+    digest must see."""
+    module = value if isinstance(value, types.ModuleType) else sys.modules.get(getattr(value, "__module__", None) or "")
+    if module is None:
+        return False
     file = getattr(module, "__file__", None)
-    return isinstance(file, str) and not installed(file)
+    return file is None and module.__name__ == "__main__" or isinstance(file, str) and not installed(file)
 
 
 def installed(path: str | Path) -> bool:

@@ -73,8 +73,9 @@ def leaderboard_rows(result: DatasetResult) -> list[list[str]]:
     for r in result.methods:
         s = r.summaries.get(result.metric)
         status = "" if r.complete else f" (incomplete: {len(r.runs)}/{len(r.seeds)} seeds)"
-        if r.diverged_runs(result.metric):
-            status += f" ({r.diverged_runs(result.metric)} diverged)"
+        diverged = r.diverged_runs(result.metric)
+        if diverged:
+            status += f" ({diverged} diverged)"
         final = ",".join(str(r.runs[k].number) for k in sorted(r.runs))
         paired = [_vs_baseline(r, result.baseline)] if result.baseline is not None else []
         rows.append([

@@ -93,8 +93,9 @@ def read_text(path: Path | str) -> str:
     instead of failing; UTF-8 is tried first because it is strict and the common case.  A file
     whose UTF-8 characters outnumber its bytes that are not UTF-8 (a Latin-1 line pasted into a
     UTF-8 file), or that starts with UTF-8's byte-order mark, is refused where a byte is not UTF-8,
-    naming its line: read as Latin-1, every UTF-8 character would turn into two others.  (A Latin-1 file may hold a pair of bytes that reads
-    as UTF-8, "é" before a no-break space; it is the rarer kind there.)
+    naming its line: read as Latin-1, every UTF-8 character would turn into two others.  (A Latin-1
+    file may hold a pair of bytes that reads as UTF-8, "é" before a no-break space; it is the rarer
+    kind there.)
     """
     data = read_bytes(path)
     body = data[len(codecs.BOM_UTF8) :] if data.startswith(codecs.BOM_UTF8) else data

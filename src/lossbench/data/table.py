@@ -30,8 +30,8 @@ Reading (pandas):
   (``read_csv(index_col=0)`` reads it so); positions still count it.
 - ``missing``: the cell texts that mean "missing" (an empty field only if ``""`` is listed;
   pandas' default list -- ``NA``, ``null``, ... -- is not used, and one of those in a column of
-  numbers is an error naming file, line and column: as text it would make the column nominal).  ``strip=True`` strips spaces
-  around text cells first (UCI's comma-and-space files write `` ?``, which is otherwise no
+  numbers is an error naming file, line and column: as text it would make the column nominal).
+  ``strip=True`` strips spaces around text cells first (UCI's comma-and-space files write `` ?``, which is otherwise no
   ``?``).  A row with fewer fields than the first is padded with missing values (as pandas
   does); one with more is an error naming the file and line.
 - Columns: ``drop`` and ``label`` name them by header name or 0-based position in the file

@@ -57,7 +57,8 @@ What "shown" means depends on the data:
   ``inconclusive`` otherwise.  This is the t-test's limit as the variance goes to 0, and it
   continues the t-test: differences that nearly are constant get p near 0 from it too.  With few
   seeds and scores that are multiples of one over the test size, a difference of one test example
-  on every seed decides a comparison so (the ledger shows it as an interval ``[c, c]``).  Differences equal up to the scores' rounding (spread <= 8 float32
+  on every seed decides a comparison so (the ledger shows it as an interval ``[c, c]``).
+  Differences equal up to the scores' rounding (spread <= 8 float32
   epsilons of the largest score, about 1e-6 for scores in [0, 1]: :func:`score_rounding`) count as
   constant, and ``c`` counts as equal to 0 or to +-delta within the same rounding (0.95 - 0.94 is
   a difference of exactly 0.01, also when the two come from float32 computations).
@@ -113,6 +114,7 @@ CHANGES_AFTER_RUNS = (
      "[+6.76, +15.21] -> [+6.62, +15.07])"),
 )  # fmt: skip
 DIRECTIONS = ("greater", "less", "equal")
+
 
 def score_difference(treatment: float, baseline: float) -> float:
     """``treatment - baseline``, 0.0 where the two are equal up to :func:`score_rounding`."""
