@@ -128,6 +128,10 @@ def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_
     md, page = write_ledger(storage, tmp_path / "ledger", "a test storage")
     text = md.read_text()
     assert f"## {TINY.id}: {TINY.title}" in text and "/ 97.00 ± 1.00" in text
+    assert "the source's number after the slash" in text
+    # the verdict's reason in the units of the tables: points
+    assert f"mean difference {100 * outcome.verdict.effect.estimate:.2f} points" in text
+    assert "Differences are hinge - ce in accuracy points." in text
     assert outcome.verdict.word in text and f"#{d.treatment.chosen_trial}" in text
     assert "src='data:image/png;base64," not in page.read_text() or "<img" in page.read_text()
     assert md.parent == (tmp_path / "ledger").resolve()
@@ -141,9 +145,11 @@ def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_
             write_ledger(storage, tmp_path / "ledger", "a test storage")
         assert shown in str(err.value) and "\n" not in str(err.value)
     # a bench claim's rule_text only describes the fields the judge reads: rewording it changes no verdict
-    records.CLAIMS[TINY.id] = dataclasses.replace(tiny_claim, rule_text="Reworded.")
+    records.CLAIMS[TINY.id] = dataclasses.replace(tiny_claim, rule_text="Reworded.", published={})
     md, _ = write_ledger(storage, tmp_path / "ledger", "a test storage")
     assert "Decision rule, fixed before any run (stored with every run, and unchanged): " in md.read_text()
+    # (without the source's numbers the table says so, instead of pointing after a slash)
+    assert "the source gives no number for these datasets" in md.read_text() and "after the slash" not in md.read_text()
     records.CLAIMS[TINY.id] = tiny_claim
 
 

@@ -10,7 +10,7 @@ from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import all_claims, get_claim
 
 IDS = ["menon-la-loss", "menon-posthoc", "ren-balanced-softmax", "cao-ldam-drw", "botlt-focal", "su-adjust-not-reweight",
-       "botlt-focal-sigmoid", "cao-ldam-drw-cosine"]
+       "botlt-focal-sigmoid", "cao-ldam-drw-cosine", "botlt-balanced-softmax"]
 
 
 @pytest.mark.parametrize("claim_id", IDS)

@@ -93,3 +93,13 @@ def test_an_optimal_set_with_a_perfect_threshold_contradicts_the_miss_claim(monk
     monkeypatch.setitem(toy_1d.LOSSES_ON_GRID, "hinge", lambda f: ((-f[:, 1] - 0.3).abs().clamp_min(0.2) - 0.2))
     result = analyses.toy_cross_entropy_and_hinge_miss("quick")
     assert result.word == "contradicted" and "hinge" in result.reason
+
+
+def test_the_exact_toy_claim_holds_at_sigma_01_and_is_contradicted_at_sigma_1(monkeypatch):
+    from lossbench.ledger import analyses
+
+    result = analyses.toy_exact_finds_it("quick")
+    assert result.word == "holds" and "b in [0.128, 0.128]" in result.reason
+    monkeypatch.setattr(analyses, "TOY_EXACT_SIGMA", 1.0)  # EXACT's optimum runs to the grid's edge, 2/3 accurate
+    result = analyses.toy_exact_finds_it("quick")
+    assert result.word == "contradicted" and result.measured["exact_accuracy"] < 1.0

@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from lossbench.ledger.verdict import (
+    POINTS,
     VERDICTS,
     Effect,
     Ranking,
@@ -206,6 +207,21 @@ def test_identical_scores_are_exact_equality_never_a_directional_holds():
     assert without.word == "inconclusive" and math.isnan(without.effect.p_value)
     assert "no margin" in without.reason
     assert paired_verdict(s, s, Rule("equal", delta=0.01)).word == "holds"
+
+
+def test_a_reason_writes_its_differences_in_the_units_asked_for():
+    """The ledger reports effects in points: its reasons say the same numbers in the same units."""
+    t, b = [0.93, 0.95, 0.94, 0.96], [0.92, 0.93, 0.93, 0.93]
+    raw, points = (paired_verdict(t, b, Rule("greater", delta=0.005), **kw) for kw in ({}, {"units": POINTS}))
+    assert raw.word == points.word and raw.effect == points.effect
+    low, high = raw.effect.ci_low, raw.effect.ci_high
+    assert f"CI [{low:.4g}, {high:.4g}]" in raw.reason and "mean difference 0.0175" in raw.reason
+    assert f"CI [{100 * low:.2f}, {100 * high:.2f}] points" in points.reason
+    assert "mean difference 1.75 points" in points.reason and "points" not in raw.reason
+    across = across_datasets_verdict({"a": 0.01, "b": 0.02, "c": 0.0}, Rule("greater", delta=0.005), units=POINTS)
+    assert "mean difference 1.00 points" in across.reason and "+-delta = 0.50 points" in across.reason
+    fixed = paired_verdict([0.9, 0.9], [0.8, 0.8], Rule("greater"))
+    assert "(mean difference 10.00 points," in resampling_note(fixed, paired_verdict([0.8, 0.8], [0.9, 0.9], Rule("greater")), POINTS)
 
 
 def test_one_seed_is_inconclusive():

@@ -11,7 +11,7 @@ import math
 import torch
 
 from lossbench.ledger.runs import AnalysisResult
-from lossbench.ledger.toy_1d import accuracy_at, results_table, solve
+from lossbench.ledger.toy_1d import accuracy_at, results_table, solve, solve_exact
 from lossbench.ledger.verdict import score_rounding
 
 GRID = torch.linspace(-1.0, 2.0, 3001, dtype=torch.float64)  # b in steps of 0.001
@@ -52,6 +52,19 @@ def toy_temperature_finds_it(budget: str) -> AnalysisResult:
     reason = ("with T = 0.1 every optimum is 100 % accurate" if word == "holds"
               else "with T = 0.1 an optimum stays below 100 %")  # fmt: skip
     return AnalysisResult(word, f"{reason} ({cells}).", measured, _toy_details(results))
+
+
+TOY_EXACT_SIGMA = 0.1
+
+
+def toy_exact_finds_it(budget: str) -> AnalysisResult:
+    """The EXACT paper's answer to its example: EXACT with a small sigma finds a 100 %-accurate b."""
+    (r,) = results = [solve_exact(TOY_EXACT_SIGMA, GRID)]
+    word = "holds" if r.accuracy == 1.0 else "contradicted"  # every optimal b is 100 % accurate, or some is not
+    reason = (f"with sigma = {TOY_EXACT_SIGMA:g} every optimum of EXACT is 100 % accurate" if word == "holds"
+              else f"with sigma = {TOY_EXACT_SIGMA:g} an optimum of EXACT stays below 100 %")  # fmt: skip
+    cell = f"exact: b in [{r.b_low:.3f}, {r.b_high:.3f}], accuracy {r.accuracy:.3f}"
+    return AnalysisResult(word, f"{reason} ({cell}).", {"exact_accuracy": r.accuracy}, _toy_details(results))
 
 
 # --- Su: late in training cross-entropy behaves like smooth accuracy -----------------------------

@@ -19,6 +19,7 @@ from lossbench.bench.stats import holm
 from lossbench.bench.storage import run_record
 from lossbench.ledger.records import Claim, Published
 from lossbench.ledger.verdict import (
+    POINTS,
     Effect,
     Ranking,
     Verdict,
@@ -146,7 +147,7 @@ def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
         reason = (f"contradicted: the claim is per dataset; the opposite is shown on {', '.join(kept_on)} after Holm's "
                   f"correction over the {len(verdicts)} tests at alpha = {alpha:g}.")  # fmt: skip
     else:
-        reason = f"{word}: the claim is per dataset; it is {counts}."
+        reason = f"{word}: the claim is per dataset; by dataset: {counts}."
         if dropped:
             reason += (f" The opposite shown on {', '.join(dropped)} alone is not kept by Holm's correction over "
                        f"the {len(verdicts)} tests at alpha = {alpha:g}.")  # fmt: skip
@@ -179,7 +180,7 @@ def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget
             continue
         t, b = row[claim.treatment], row[claim.baseline]
         complete = len(t.scores) == len(b.scores) == spec.seeds
-        verdict = paired_verdict(t.scores, b.scores, claim.rule) if complete else None
+        verdict = paired_verdict(t.scores, b.scores, claim.rule, units=POINTS) if complete else None
         datasets.append(DatasetOutcome(label, t, b, verdict))
     verdict = None
     if datasets and all(d.verdict is not None for d in datasets):
@@ -190,7 +191,7 @@ def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget
             differences = {d.dataset: score_difference(d.treatment.mean, d.baseline.mean)
                            for d in sorted(datasets, key=lambda d: d.dataset)}  # fmt: skip
             rounding = score_rounding(*[(d.treatment.mean, d.baseline.mean) for d in datasets])
-            verdict = across_datasets_verdict(differences, claim.rule, rounding=rounding)
+            verdict = across_datasets_verdict(differences, claim.rule, rounding=rounding, units=POINTS)
         else:
             verdict = every_dataset([d.verdict for d in datasets], [d.dataset for d in datasets])
     table = None

@@ -33,7 +33,7 @@ from lossbench.ledger.runs import (
     study_invocations,
     study_wall_time,
 )
-from lossbench.ledger.verdict import CHANGES_AFTER_RUNS, Verdict, cd_diagram_png, resampling_note
+from lossbench.ledger.verdict import CHANGES_AFTER_RUNS, POINTS, Verdict, cd_diagram_png, resampling_note
 
 ASSETS = "reproductions"  # beside REPRODUCTIONS.md: the HTML ledger and the plots
 REFERENCE = f"`{ASSETS}/lossbench.db`"  # the storage of the project's own REPRODUCTIONS.md
@@ -42,7 +42,7 @@ REFERENCE = f"`{ASSETS}/lossbench.db`"  # the storage of the project's own REPRO
 
 
 def pct(x: float, digits: int = 2) -> str:
-    return "-" if x is None or math.isnan(x) else f"{100 * x:.{digits}f}"
+    return "-" if x is None or math.isnan(x) else f"{POINTS.scale * x:.{digits}f}"
 
 
 def _num(x: float, digits: int = 3) -> str:
@@ -61,10 +61,10 @@ def paper(cell: Cell) -> str:
     return f"{p.mean:.2f}" + (f" ± {p.std:.2f}" if p.std is not None else "")
 
 
-def effect(v: Verdict | None, scale: float = 100.0) -> str:
+def effect(v: Verdict | None) -> str:
     if v is None:
         return "-"
-    e = v.effect
+    e, scale = v.effect, POINTS.scale
     return f"{scale * e.estimate:+.2f} [{scale * e.ci_low:+.2f}, {scale * e.ci_high:+.2f}]"
 
 
@@ -194,7 +194,7 @@ def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
     for o in e.outcomes:
         blocks += outcome_blocks(o, storage, out)
         if o.variation != "fixed" and o.budget in fixed and o.verdict and fixed[o.budget].verdict:
-            note = resampling_note(fixed[o.budget].verdict, o.verdict)
+            note = resampling_note(fixed[o.budget].verdict, o.verdict, POINTS)
             blocks.append(Para((note or "The verdict is the same on resampled splits as on the fixed split.")
                                + " (The resampled runs' seed 0 trains and tests on the fixed split, as every seed "
                                "of a data set whose loader takes no seed does, and their configurations are the fixed "
@@ -212,9 +212,11 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
     word = o.verdict.word if o.verdict else "incomplete"
     blocks: list[Block] = [Heading(3, f"{o.budget} budget, {o.variation} split: {word}")]
     if o.verdict:
-        blocks.append(Para(f"Verdict {scope} ({variation}): {o.verdict.reason.rstrip('.')}. "
-                           f"Effect {c.treatment} - {c.baseline} in {c.metric} points: {effect(o.verdict)} "
-                           f"({o.verdict.effect.interval_label}; {o.verdict.effect.method})."))  # fmt: skip
+        e = o.verdict.effect
+        spans = (f"; their mean over the datasets {effect(o.verdict)} ({e.interval_label}; {e.method})"
+                 if e.spans_datasets else "")  # (the reason itself gives the interval otherwise)  # fmt: skip
+        blocks.append(Para(f"Verdict {scope} ({variation}): {o.verdict.reason.rstrip('.')}. Differences are "
+                           f"{c.treatment} - {c.baseline} in {c.metric} points{spans}."))  # fmt: skip
     if o.missing:
         blocks.append(Para(f"Incomplete: {', '.join(o.missing)} lack runs; `lossbench claims run {c.id} "
                            f"--budget {o.budget}` resumes."))  # fmt: skip
@@ -235,8 +237,10 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
         means = ["mean"] + [f"{pct(_mean([r[m].mean for r in o.cells.values() if m in r]))}"
                             + (f" / {_published_mean(c, m)}" if show_paper else "") for m in methods] + [effect(o.verdict), word]  # fmt: skip
         rows.append(means)
-        blocks.append(Para(f"Test {c.metric} in percent, mean ± std (ddof 0) over {o.spec.seeds} seeds; the source's "
-                           "number after the slash. Effects: mean paired difference in points with its interval."))  # fmt: skip
+        published = ("the source's number after the slash" if show_paper
+                     else "the source gives no number for these datasets")  # fmt: skip
+        blocks.append(Para(f"Test {c.metric} in percent, mean ± std (ddof 0) over {o.spec.seeds} seeds; {published}. "
+                           "Effects: mean paired difference in points with its interval."))  # fmt: skip
         blocks.append(Table(header, rows))
         sec_header = ["dataset", "method", *SECONDARY, "chosen tuning trial", "final trials", "study"]
         sec_rows = []

@@ -116,6 +116,29 @@ CHANGES_AFTER_RUNS = (
 DIRECTIONS = ("greater", "less", "equal")
 
 
+@dataclass(frozen=True)
+class Units:
+    """How a reason writes a difference of scores: ``scale`` times it in the format ``spec``, then
+    ``name`` (the decision reads the differences as they are; only their words change)."""
+
+    scale: float = 1.0
+    name: str = ""
+    spec: str = ".4g"
+
+    def value(self, x: float) -> str:
+        return f"{self.scale * x:{self.spec}}" + self.suffix
+
+    def interval(self, low: float, high: float) -> str:
+        return f"[{self.scale * low:{self.spec}}, {self.scale * high:{self.spec}}]" + self.suffix
+
+    @property
+    def suffix(self) -> str:
+        return f" {self.name}" if self.name else ""
+
+
+POINTS = Units(100.0, "points", ".2f")  # differences of scores in [0, 1], as the ledger's tables give them
+
+
 def score_difference(treatment: float, baseline: float) -> float:
     """``treatment - baseline``, 0.0 where the two are equal up to :func:`score_rounding`."""
     d = treatment - baseline
@@ -278,11 +301,11 @@ def _rejects(p: float, alpha: float) -> bool:
 
 
 def _reason(
-    word: str, rule: Rule, tests: _Tests, shown: _Shown, low: float, high: float, evidence: str
+    word: str, rule: Rule, tests: _Tests, shown: _Shown, low: float, high: float, evidence: str, units: Units
 ) -> str:
     """One sentence: the word, the decisive test or bound, then the evidence summary."""
-    a, ci = f"alpha = {rule.alpha:g}", f"{rule.ci_level:.0%} CI [{low:.4g}, {high:.4g}]"
-    margin = f"+-delta = {rule.delta:g}" if rule.delta is not None else ""
+    a, ci = f"alpha = {rule.alpha:g}", f"{rule.ci_level:.0%} CI {units.interval(low, high)}"
+    margin = f"+-delta = {units.value(rule.delta)}" if rule.delta is not None else ""
     inside = rule.delta is not None and -rule.delta < low and high < rule.delta
     if rule.direction == "equal":
         if word == "holds":
@@ -290,7 +313,7 @@ def _reason(
         elif word == "contradicted":
             side, p = ("above +delta", tests.above) if shown.above else ("below -delta", tests.below)
             lead = (
-                f"contradicted: the difference is shown to lie {side} = {rule.delta:g} "
+                f"contradicted: the difference is shown to lie {side} = {units.value(rule.delta)} "
                 f"(p = {p:.3g} <= {a}; {ci})"
             )
         else:
@@ -338,15 +361,15 @@ def _too_few(rule: Rule, estimate: float, n: int, unit: str, method: str) -> Ver
 # --------------------------------------------------------------------------------------------
 
 
-def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule) -> Verdict:
+def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule, *, units: Units = Units()) -> Verdict:
     """Verdict for one dataset from per-seed scores of treatment and baseline (same seeds, same order).
 
     The differences ``d = treatment - baseline`` are tested with the paired Student t-test
     (``scipy.stats.ttest_1samp`` on ``d`` against 0, -delta and +delta, one-sided), and the
     reported interval is its Student-t ``(1 - 2 alpha)`` interval; the decision is the module's
     rule.  Zero variance of ``d`` is decided by the constant's sign as the module docstring says;
-    fewer than two seeds is ``inconclusive``.  Raises ``ValueError`` for empty, non-1-D,
-    non-finite (nan: a diverged run) or differently long inputs.
+    fewer than two seeds is ``inconclusive``.  ``units``: how the reason writes differences.  Raises
+    ``ValueError`` for empty, non-1-D, non-finite (nan: a diverged run) or differently long inputs.
     """
     _check_rule(rule)
     t = _finite_1d("treatment", treatment)
@@ -390,9 +413,9 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule) -> Ver
         below=_rejects(tests.below, a),
     )
     word = _decide(rule, shown)
-    evidence = f"{method}, mean difference {estimate:.4g}"
+    evidence = f"{method}, mean difference {units.value(estimate)}"
     effect = Effect(estimate, low, high, rule.ci_level, tests.claim(rule), n, method)
-    reason = _reason(word, rule, tests, shown, low, high, evidence)
+    reason = _reason(word, rule, tests, shown, low, high, evidence, units)
     return Verdict(word, rule, effect, reason, _opposite(rule, tests), _unopposed(rule, shown))
 
 
@@ -421,6 +444,7 @@ def across_datasets_verdict(
     rounding: float = 0.0,
     n_resamples: int = 10_000,
     seed: int = 0,
+    units: Units = Units(),
 ) -> Verdict:
     """Verdict for a claim about the mean over datasets (e.g. a table's mean row).
 
@@ -452,8 +476,8 @@ def across_datasets_verdict(
 
     All differences zero: the directional tests show nothing, so the verdict is ``equivalent``
     (``holds`` for ``"equal"``) when the Wilcoxon TOST can reject with n datasets (``2**-n <=
-    alpha``), else ``inconclusive``.  Fewer than two datasets: ``inconclusive``.  Raises
-    ``ValueError`` naming the dataset for a nan or infinite difference.
+    alpha``), else ``inconclusive``.  Fewer than two datasets: ``inconclusive``.  ``units``: how the
+    reason writes differences.  Raises ``ValueError`` naming the dataset for a nan or infinite difference.
     """
     _check_rule(rule)
     if not isinstance(n_resamples, numbers.Integral) or n_resamples < 1:
@@ -482,7 +506,7 @@ def across_datasets_verdict(
     word = _decide(rule, shown)
     method = f"Wilcoxon signed-rank (Pratt zeros) + {interval} of the mean over {n} datasets"
     evidence = (
-        f"{method}; {nonzero} of {n} datasets had a non-zero difference, mean difference {estimate:.4g}"
+        f"{method}; {nonzero} of {n} datasets had a non-zero difference, mean difference {units.value(estimate)}"
     )
     floor = 2.0**-nonzero
     if word == "inconclusive" and rule.direction != "equal" and nonzero > 0 and floor > a:
@@ -491,7 +515,7 @@ def across_datasets_verdict(
             f"2**-{nonzero} = {floor:.3g} is attainable"
         )
     effect = Effect(estimate, low, high, rule.ci_level, tests.claim(rule), n, method)
-    return Verdict(word, rule, effect, _reason(word, rule, tests, shown, low, high, evidence))
+    return Verdict(word, rule, effect, _reason(word, rule, tests, shown, low, high, evidence, units))
 
 
 def _within_rounding(x: np.ndarray, rounding: float) -> np.ndarray:
@@ -672,7 +696,7 @@ def cd_diagram_png(ranking: Ranking, path: str | os.PathLike | BinaryIO | None =
 # --------------------------------------------------------------------------------------------
 
 
-def resampling_note(fixed: Verdict, resampled: Verdict) -> str | None:
+def resampling_note(fixed: Verdict, resampled: Verdict, units: Units = Units()) -> str | None:
     """One line when the verdict depends on the split, else None.
 
     ``fixed``: the verdict on the source's fixed split (seeds vary only initialisation and data
@@ -690,8 +714,8 @@ def resampling_note(fixed: Verdict, resampled: Verdict) -> str | None:
         return None
     return (
         f"The verdict depends on the split: {fixed.word} on the source's fixed split "
-        f"(mean difference {fixed.effect.estimate:.4g}, seeds vary initialisation and data order), "
-        f"{resampled.word} on resampled splits (mean difference {resampled.effect.estimate:.4g})."
+        f"(mean difference {units.value(fixed.effect.estimate)}, seeds vary initialisation and data order), "
+        f"{resampled.word} on resampled splits (mean difference {units.value(resampled.effect.estimate)})."
     )
 
 

@@ -201,7 +201,9 @@ def asymmetric_loss(
     discards easy negatives (``p <= clip``) altogether and down-weights the rest by ``p_m^g-``.
     ``log p``, ``(1 - p)^g+`` and (for ``clip = 0``) ``p^g-`` come from ``logsigmoid``;
     ``log(1 - p_m) = min(log(sigmoid(-s) + clip), 0)`` is a log-add-exp.  The focusing weights
-    keep their gradient, as in the official implementation.  Soft labels mix the positive and
+    keep their gradient, as in the paper's gradient analysis (the official ``AsymmetricLoss`` can
+    detach them, ``disable_torch_grad_focal_loss``, which its ``train.py`` sets; the authors call it
+    an option they experimented with, not the paper's loss: github Alibaba-MIIL/ASL issue 31).  Soft labels mix the positive and
     negative terms linearly; the official code instead interpolates ``gamma`` and ``p_t``, which
     agrees for 0/1 labels.  The official code returns the sum over elements
     (``reduction="sum"``).

@@ -52,6 +52,10 @@ _SOURCE_DEVIATION = (
     "train.py; focal_source: gamma 2 on both sides, no alpha, as the paper's focal), lr and weight decay tuned "
     "under the same budget as BCE, chosen by validation mAP; the claim without -source compares the tuned "
     "variants. Added on 2026-12-05, after the tuned comparison's runs, with this record written before its own.",
+    "The focusing weights keep their gradient, as in the paper's gradient analysis; ASL's train.py builds its loss "
+    "with disable_torch_grad_focal_loss=True, which detaches them in the versions of its losses.py that honour "
+    "the flag (the authors: an option they experimented with, left out of the paper; github Alibaba-MIIL/ASL "
+    "issue 31).",
 )
 
 
