@@ -8,7 +8,11 @@ The numbers are transcribed from the paper's tables (Table 1 from the repository
 
 from __future__ import annotations
 
-from lossbench.ledger.analyses import toy_cross_entropy_and_hinge_miss, toy_exact_finds_it, toy_temperature_finds_it
+from lossbench.ledger.analyses import (
+    toy_cross_entropy_and_hinge_miss,
+    toy_exact_finds_it,
+    toy_temperature_finds_it,
+)
 from lossbench.ledger.records import Budget, Claim, register_claim
 from lossbench.ledger.records import Published as P
 from lossbench.ledger.sklearn_baseline import CELL_WITHIN, MEAN_OFF, MEAN_WITHIN, sklearn_table1
