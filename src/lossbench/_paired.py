@@ -15,3 +15,18 @@ def score_rounding(*scores) -> float:
     """The rounding within which scores of these magnitudes, and their differences, count as equal."""
     largest = max(float(np.abs(np.asarray(s, dtype=float)).max(initial=0.0)) for s in scores)
     return _ROUNDING_ULPS * float(np.finfo(np.float32).eps) * largest
+
+
+def tied_within(values, rounding: float) -> np.ndarray:
+    """``values`` with each run of values within ``rounding`` of its sorted neighbour made equal to the
+    run's smallest: ties that the scores' rounding cannot tell apart (a rank reads them as tied)."""
+    x = np.asarray(values, dtype=float).copy()
+    if rounding <= 0 or x.size < 2:
+        return x
+    order = np.argsort(x, kind="stable")
+    size = x[order]
+    for i in range(1, size.size):
+        if size[i] - size[i - 1] <= rounding:
+            size[i] = size[i - 1]
+    x[order] = size
+    return x

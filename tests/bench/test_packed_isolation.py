@@ -87,3 +87,36 @@ def test_runs_that_differ_in_row_parameters_share_a_call():
     assert sorted(_shared_loss(without, params)) == [[0, 3], [1, 2, 4]]  # a None without a row value: apart
     params[4]["loss.standardize"] = False
     assert sorted(_shared_loss(exact, params)) == [[0, 1, 2, 3], [4]]
+
+
+def test_a_run_whose_adam_step_overflows_diverges_packed_as_alone():
+    """Adam's step is (step m) / denom, as torch.optim orders it: where g * g overflows (here through the
+    weight decay's g + wd p), denom is inf and torch's inf / inf makes the run nan; m / denom first would
+    give 0 and keep it finite, packed only."""
+    spec = _spec()
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, optimizer="adam", momentum=0.0))
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    method = resolve_method(spec.methods[1])
+    runs = [({"lr": 0.05, "weight_decay": 0.0}, 3), ({"lr": 1e30, "weight_decay": 1e30}, 4)]
+    packed = train_and_score_packed(split, method, runs, spec)
+    alone = [train_and_score(split, method, params, spec, seed) for params, seed in runs]
+    assert [r.diverged for r in alone] == [False, True]  # the premise
+    assert [r.diverged for r in packed] == [r.diverged for r in alone]
+    for key, value in alone[0].metrics.items():
+        assert packed[0].metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+
+
+def test_exact_standardised_in_a_shared_call_gives_each_run_its_value_alone_at_huge_logits():
+    """A shared call standardises each run's block in float64, as the kernel alone does: a float32 sum of
+    squares would overflow past logits of about 1e19 and stop that run's training, packed only."""
+    from lossbench.losses import LOSSES
+    from lossbench.train.packed import PackedLosses
+
+    info = LOSSES.get("exact")
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(3, 40, 3, generator=g), torch.randint(0, 3, (40,), generator=g)
+    logits[1] *= 1e30
+    losses = [info.module(standardize=True, validate=False) for _ in range(3)]
+    shared = PackedLosses(losses, [[0, 1, 2]], info.row_params, info.batch_groups, info.row_none)
+    alone = torch.stack([loss(logits[k], y, reduction="mean") for k, loss in enumerate(losses)])
+    assert shared(logits, y.expand(3, 40)) == pytest.approx(alone, rel=1e-4)

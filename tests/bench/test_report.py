@@ -326,3 +326,13 @@ def test_the_console_leaderboard_keeps_a_label_with_brackets(monkeypatch):
     assert "[" in dataset.label
     console_module.print_leaderboards([DatasetResult(dataset, "multiclass", "accuracy", [], None)])
     assert f"{dataset.label}: test accuracy" in out.getvalue()
+
+
+def test_means_equal_up_to_float32_rounding_tie_in_the_rank():
+    """Two methods with the same count of correct samples can differ in the last bits of a float32 score."""
+    spec = parse_spec({"name": "near", "trials": 2, "seeds": 3, "baseline": "ce", "datasets": ["wine"],
+                       "methods": [{"name": "ce", "loss": "cross_entropy"}, {"name": "near", "loss": "cross_entropy"},
+                                   {"name": "low", "loss": "cross_entropy"}]})  # fmt: skip
+    scores = {"ce": [0.80, 0.82, 0.84], "near": [0.80 + 3e-8, 0.82, 0.84], "low": [0.7, 0.7, 0.7]}
+    (wine,) = collect(spec, hand_storage(spec, scores, {"ce": 0.05, "near": 0.05, "low": 0.05}))
+    assert [(r.method.name, r.rank, r.tied) for r in wine.methods] == [("ce", 1, True), ("near", 1, True), ("low", 3, False)]

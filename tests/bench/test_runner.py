@@ -124,6 +124,8 @@ def test_unknown_names_are_clear_errors(tmp_path):
         ([{"name": "x", "loss": "focal", "schedule": {"loss.ignore_index": {"start": 1.0, "end": 2.0}}}],
          "loss.ignore_index cannot be scheduled"),
         ([{"name": "x", "loss": "macro_soft_f1", "transforms": ["iflood"]}], "needs per-sample losses"),
+        # EXACT's registered search draws standardize (batch-level) too: a packed trial of it would fail its mates
+        ([{"name": "x", "loss": "exact", "transforms": ["iflood"]}], r"with standardize set \(its search may set it"),
     ):
         spec = parse_spec({"name": "bad", "datasets": ["wine"], "methods": methods})
         with pytest.raises(SpecError, match=message):

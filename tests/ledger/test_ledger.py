@@ -276,6 +276,15 @@ def test_the_opposite_on_one_of_several_datasets_contradicts_only_after_holms_co
     assert every_dataset([weak], ["a"]).word == "contradicted"  # one dataset: its own test
     kept = every_dataset([weak, weak], ["a", "b"])  # Holm: 2 x p > 0.05 for the smaller, the larger stays
     assert kept.word == "inconclusive" and "not kept by Holm's correction over the 2 tests" in kept.reason
+    # the report's per-dataset column gives the word the claim counts, as its sentence does
+    from lossbench.ledger.judge import DatasetOutcome, holm_words
+    from lossbench.ledger.report import _dataset_word
+
+    assert holm_words([weak, weak])[:2] == (["inconclusive", "inconclusive"], [False, False])
+    assert holm_words([weak, strong])[:2] == (["contradicted", "contradicted"], [True, True])
+    dropped = DatasetOutcome("a", None, None, weak, holm_words([weak, weak])[0][0])
+    assert _dataset_word(dropped) == "inconclusive (contradicted alone; not kept by Holm's correction)"
+    assert _dataset_word(DatasetOutcome("a", None, None, weak, "contradicted")) == "contradicted"
     assert every_dataset([weak, none, strong], ["a", "b", "c"]).word == "contradicted"
     held = every_dataset([strong, none, none], ["a", "b", "c"])
     assert held.word == "contradicted" and "the opposite is shown on a" in held.reason and "Holm-adjusted" in held.reason

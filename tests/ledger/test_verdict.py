@@ -499,3 +499,43 @@ def test_resampling_note_refuses_verdicts_of_different_rules():
     resampled = paired_verdict(*seeds(0.02, 0.002), Rule("greater", alpha=0.01))
     with pytest.raises(ValueError, match="resampled was decided by"):
         resampling_note(fixed, resampled)
+
+
+def test_a_no_difference_claim_is_contradicted_by_a_side_at_half_alpha():
+    """Both sides can reject a true no-difference claim where the margin is small against the noise:
+    each is tested at alpha / 2, so together they contradict it at most at alpha."""
+    rule = Rule("equal", alpha=0.05, delta=0.005)
+    base = np.full(5, 0.80)
+    noise = np.array([-0.01, 0.005, 0.0, 0.01, -0.004])
+    for shift, word in ((0.014, "inconclusive"), (0.016, "contradicted")):
+        t = base + shift + noise
+        p_above = stats.ttest_1samp(t - base, 0.005, alternative="greater").pvalue
+        v = paired_verdict(t, base, rule)
+        assert v.word == word and v.p_opposite == pytest.approx(2 * p_above)
+        assert (p_above <= 0.025) == (word == "contradicted"), p_above
+    assert "alpha / 2 = 0.025" in v.reason
+    # the size: a true no-difference claim with a small margin is contradicted at most at alpha
+    rng = np.random.default_rng(0)
+    draws = [paired_verdict(0.8 + rng.normal(0, 0.2, 5), np.full(5, 0.8), rule).word for _ in range(2000)]
+    assert draws.count("contradicted") / len(draws) < 0.05 + 3 * (0.05 * 0.95 / 2000) ** 0.5
+
+
+def test_over_datasets_the_reason_says_where_rank_test_and_interval_disagree():
+    v = across_datasets_verdict({"a": 0.01, "b": 0.02, "c": 0.015, "d": -0.001, "e": 0.03}, Rule("greater"))
+    assert v.word == "inconclusive" and v.effect.ci_low > 0 and v.effect.p_value > 0.05
+    assert "for D > 0 the interval agrees but the Wilcoxon test (p > alpha) does not" in v.reason
+    agreed = across_datasets_verdict({"a": 0.01, "b": 0.02, "c": 0.015, "d": 0.001, "e": 0.03}, Rule("greater"))
+    assert agreed.word == "holds" and "agrees but" not in agreed.reason
+
+
+def test_differences_within_rounding_of_zero_are_not_counted_as_non_zero():
+    v = across_datasets_verdict({"a": 1e-9, "b": 2e-9, "c": 0.02, "d": 0.03}, Rule("greater"), rounding=1e-6)
+    assert "2 of 4 datasets had a non-zero difference" in v.reason and "2**-2 = 0.25" in v.reason
+    assert v.effect.p_value == 0.25
+
+
+def test_a_ranking_ties_means_equal_up_to_float32_rounding():
+    scores = pd.DataFrame({"a": [0.92, 0.80, 0.70], "b": [0.92 + 2e-8, 0.70, 0.80], "c": [0.90, 0.60, 0.60]},
+                          index=["x", "y", "z"])  # fmt: skip
+    r = ranking(scores)
+    assert r.mean_ranks.to_dict() == {"a": 1.5, "b": 1.5, "c": 3.0}  # (by their last bits: a 5/3, b 4/3)

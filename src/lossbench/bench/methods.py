@@ -250,11 +250,14 @@ def _resolve(spec: MethodSpec) -> Method:
             if key not in known:
                 raise SpecError(f"{where}: transform {t.name!r} has no parameter {key!r}; it takes {sorted(known)}")
             check_value(where, f"{t.name}.{key}", value, signature[key])
-        when = loss.batch_level_when  # (searched, it may be set: then the loss is batch-level)
-        settings = {**spec.params, **({when: True} if when is not None and f"loss.{when}" in spec.search else {})}
+        when = loss.batch_level_when  # (searched, by the method's table or the registered space, it may be set)
+        searched = when is not None and when not in spec.params and f"loss.{when}" not in spec.schedule and (
+            f"loss.{when}" in spec.search or any(p.name == when and p.space is not None for p in loss.hyperparams))
+        settings = {**spec.params, **({when: True} if searched else {})}
         if not compatible(t.name, loss, settings):
             raise SpecError(f"{where}: transform {t.name!r} needs per-sample losses; {loss.name!r} is batch-level"
-                            f"{'' if loss.batch_level else f' with {when} set'}")  # fmt: skip
+                            f"{'' if loss.batch_level else f' with {when} set'}"
+                            f"{f' (its search may set it: fix params.{when} = false)' if searched else ''}")  # fmt: skip
         transforms.append((t.name, dict(t.params), params))
         options.update({f"{t.name}.{p.name}": signature[p.name] for p in params})
     method = Method(spec, loss, tuple(transforms))

@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from lossbench._paired import score_rounding, tied_within
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.metrics import (
     LOWER_IS_BETTER,
@@ -222,9 +223,11 @@ def _score(rows: list[MethodResult], task: str, metric: str, baseline: str | Non
             for m in METRICS[task]
         }  # fmt: skip
     means = [r.summaries[metric].mean if r.complete else math.nan for r in rows]
-    for r, rank in zip(rows, ranks(means, higher_is_better=metric not in LOWER_IS_BETTER, ties="min")):
+    complete = [m for m in means if m == m]  # means equal up to the scores' rounding tie
+    means = list(tied_within(means, score_rounding(complete))) if complete else means
+    for r, mean, rank in zip(rows, means, ranks(means, higher_is_better=metric not in LOWER_IS_BETTER, ties="min")):
         r.rank = rank if r.complete else math.nan
-        r.tied = r.complete and sum(1 for m in means if m == r.summaries[metric].mean) > 1
+        r.tied = r.complete and sum(1 for m in means if m == mean) > 1
     low, high = METRIC_RANGE[metric]
     base = next((r for r in rows if r.method.name == baseline and r.complete), None)
     if base is None:

@@ -67,6 +67,9 @@ class DatasetOutcome:
     treatment: Cell
     baseline: Cell
     verdict: Verdict | None  # None while runs are missing
+    # the word the claim counts on this dataset: the verdict's, but for a per-dataset claim over several datasets
+    # an opposite that Holm's correction over them does not keep (see every_dataset)
+    word: str | None = None
 
 
 @dataclass
@@ -112,6 +115,18 @@ def _cell(result: DatasetResult, r: MethodResult, claim: Claim) -> Cell:
     )  # fmt: skip
 
 
+def holm_words(verdicts: list[Verdict]) -> tuple[list[str], list[bool], list[float]]:
+    """Each dataset's word where the opposite counts only if Holm's correction over the datasets keeps
+    it, whether it was kept, and the Holm-adjusted p-values of the opposite (see :func:`every_dataset`)."""
+    alpha = verdicts[0].rule.alpha
+    # (a test that is undefined shows nothing: p = 1 in the family, which only makes the others stricter)
+    adjusted = holm([1.0 if math.isnan(v.p_opposite) else v.p_opposite for v in verdicts])
+    opposed = [v.word == "contradicted" and a <= alpha for v, a in zip(verdicts, adjusted)]
+    words = [v.word if v.word != "contradicted" or kept else (v.unopposed or "inconclusive")
+             for v, kept in zip(verdicts, opposed)]  # fmt: skip
+    return words, opposed, adjusted
+
+
 def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
     """A per-dataset claim over several datasets: it holds where it holds on every dataset.
 
@@ -126,11 +141,7 @@ def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
     (``Effect.spans_datasets``: not a confidence interval of that mean).
     """
     alpha = verdicts[0].rule.alpha
-    # (a test that is undefined shows nothing: p = 1 in the family, which only makes the others stricter)
-    adjusted = holm([1.0 if math.isnan(v.p_opposite) else v.p_opposite for v in verdicts])
-    opposed = [v.word == "contradicted" and a <= alpha for v, a in zip(verdicts, adjusted)]
-    words = [v.word if v.word != "contradicted" or kept else (v.unopposed or "inconclusive")
-             for v, kept in zip(verdicts, opposed)]  # fmt: skip
+    words, opposed, adjusted = holm_words(verdicts)
     if any(opposed):
         word = "contradicted"
     elif all(w == "holds" for w in words):
@@ -181,7 +192,7 @@ def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget
         t, b = row[claim.treatment], row[claim.baseline]
         complete = len(t.scores) == len(b.scores) == spec.seeds
         verdict = paired_verdict(t.scores, b.scores, claim.rule, units=POINTS) if complete else None
-        datasets.append(DatasetOutcome(label, t, b, verdict))
+        datasets.append(DatasetOutcome(label, t, b, verdict, verdict.word if verdict else None))
     verdict = None
     if datasets and all(d.verdict is not None for d in datasets):
         if len(datasets) == 1:
@@ -194,6 +205,8 @@ def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget
             verdict = across_datasets_verdict(differences, claim.rule, rounding=rounding, units=POINTS)
         else:
             verdict = every_dataset([d.verdict for d in datasets], [d.dataset for d in datasets])
+            for d, word in zip(datasets, holm_words([d.verdict for d in datasets])[0]):
+                d.word = word
     table = None
     if claim.ranking and not missing and len(cells) >= 2:
         table = ranking(pd.DataFrame({label: {m: c.mean for m, c in row.items()} for label, row in cells.items()}).T)

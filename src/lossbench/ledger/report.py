@@ -19,7 +19,7 @@ from lossbench._document import Block, Bullets, Heading, Image, Markdown, Para, 
 from lossbench._paths import atomic_write, inside
 from lossbench.bench.spec import SpecError, spec_growth
 from lossbench.bench.storage import stored_fingerprint, stored_spec, stored_spec_names
-from lossbench.ledger.judge import SECONDARY, Cell, Outcome, judge
+from lossbench.ledger.judge import SECONDARY, Cell, DatasetOutcome, Outcome, judge
 from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import BUDGETS, Claim, all_claims
 from lossbench.ledger.runs import (
@@ -204,6 +204,13 @@ def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
     return blocks
 
 
+def _dataset_word(d: DatasetOutcome | None) -> str:
+    """The word the claim counts on a dataset, and the dataset's own where Holm's correction dropped its opposite."""
+    if d is None or d.verdict is None:
+        return "-"
+    return d.word if d.word == d.verdict.word else f"{d.word} (contradicted alone; not kept by Holm's correction)"
+
+
 def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
     c = o.claim
     scope = "over the datasets" if len(o.datasets) > 1 else "on the dataset"
@@ -232,7 +239,7 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
     for label, row in o.cells.items():
         d = by_dataset.get(label)
         cells = [ours(row[m]) + (f" / {paper(row[m])}" if show_paper else "") if m in row else "-" for m in methods]
-        rows.append([label, *cells, effect(d.verdict) if d else "-", d.verdict.word if d and d.verdict else "-"])
+        rows.append([label, *cells, effect(d.verdict) if d else "-", _dataset_word(d)])
     if o.cells:
         means = ["mean"] + [f"{pct(_mean([r[m].mean for r in o.cells.values() if m in r]))}"
                             + (f" / {_published_mean(c, m)}" if show_paper else "") for m in methods] + [effect(o.verdict), word]  # fmt: skip

@@ -14,7 +14,9 @@ Every conclusion rests on one-sided tests at level ``alpha`` (a test rejects whe
 interval (90 % at ``alpha = 0.05``) of the mean difference ``treatment - baseline``.  That is the
 interval whose bounds match the one-sided tests (for the t-test exactly: lower bound > 0 <=> the
 test of "greater" rejects; the interval inside ``(-delta, delta)`` <=> both tests of TOST
-reject), so a reader can check each word on it.
+reject), so a reader can check each word on it (over several datasets a word needs a rank test as
+well, and the reason says where the two disagree; a no-difference claim is contradicted by a side
+tested at ``alpha / 2``, which the ``(1 - alpha)`` interval matches).
 
 Five things may be *shown* (D is the true mean difference):
 
@@ -39,7 +41,8 @@ Direction ``"equal"`` (no difference; ``delta`` is required):
 
 1. ``holds``        if *within* is shown (for an ``"equal"`` claim equivalence is the claim);
 2. ``contradicted`` if *above* or *below* is shown (the difference is shown to exceed the margin:
-   the mirror image of TOST, each side at level alpha; the two rejection regions are disjoint);
+   the mirror image of TOST, each side at level ``alpha / 2``: where the margin is small against
+   the noise both sides can reject a true no-difference claim, and their chances add up to alpha);
 3. ``inconclusive`` otherwise.
 
 What "shown" means depends on the data:
@@ -92,7 +95,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lossbench._paired import score_rounding
+from lossbench._paired import score_rounding, tied_within
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -112,6 +115,8 @@ CHANGES_AFTER_RUNS = (
     ("2026-12-05", "over datasets, the bootstrap draws the datasets in name order (before: in the spec's order, on "
      "which an interval depended)", "no verdict changed; intervals moved by at most 0.14 points (menon-la-loss "
      "[+6.76, +15.21] -> [+6.62, +15.07])"),
+    ("2026-12-05", "a no-difference claim is contradicted only by a difference beyond its margin shown at alpha / 2 "
+     "on that side (before: alpha on each side, up to 2 alpha together)", "no verdict changed"),
 )  # fmt: skip
 DIRECTIONS = ("greater", "less", "equal")
 
@@ -243,10 +248,16 @@ class _Shown:
     below: bool
 
 
+def _side(rule: Rule) -> float:
+    """The level of each side's test of a difference beyond the margin (contradicting "equal")."""
+    return rule.alpha / 2
+
+
 def _opposite(rule: Rule, tests: _Tests) -> float:
-    """The p-value of the test whose rejection contradicts the claim."""
+    """The p-value of the test whose rejection contradicts the claim, to compare with alpha (for "equal":
+    the nearer side's, doubled: each side is tested at alpha / 2)."""
     if rule.direction == "equal":
-        return float(np.fmin(tests.above, tests.below))
+        return float(min(1.0, 2 * np.fmin(tests.above, tests.below)))
     return tests.negative if rule.direction == "greater" else tests.positive
 
 
@@ -314,12 +325,13 @@ def _reason(
             side, p = ("above +delta", tests.above) if shown.above else ("below -delta", tests.below)
             lead = (
                 f"contradicted: the difference is shown to lie {side} = {units.value(rule.delta)} "
-                f"(p = {p:.3g} <= {a}; {ci})"
+                f"(p = {p:.3g} <= alpha / 2 = {_side(rule):g} on that side; {ci})"
             )
         else:
             lead = (
                 f"inconclusive: neither equivalence within {margin} (TOST p = {tests.within:.3g}) nor a "
-                f"difference beyond it (p = {np.fmin(tests.above, tests.below):.3g}) is shown at {a} ({ci})"
+                f"difference beyond it (p = {np.fmin(tests.above, tests.below):.3g} on the nearer side, against "
+                f"alpha / 2 = {_side(rule):g}) is shown at {a} ({ci})"
             )
         return f"{lead}; {evidence}"
     sign, other = (">", "<") if rule.direction == "greater" else ("<", ">")
@@ -409,8 +421,8 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule, *, uni
         positive=_rejects(tests.positive, a),
         negative=_rejects(tests.negative, a),
         within=_rejects(tests.within, a),
-        above=_rejects(tests.above, a),
-        below=_rejects(tests.below, a),
+        above=_rejects(tests.above, _side(rule)),
+        below=_rejects(tests.below, _side(rule)),
     )
     word = _decide(rule, shown)
     evidence = f"{method}, mean difference {units.value(estimate)}"
@@ -488,7 +500,7 @@ def across_datasets_verdict(
         return _too_few(rule, float(x.mean()), n, "dataset", "Wilcoxon over 1 dataset")
 
     estimate = float(x.mean())
-    nonzero = int(np.count_nonzero(x))
+    nonzero = int(np.count_nonzero(_within_rounding(x, rounding)))  # (as the rank tests count them)
     low, high, interval = _bootstrap_mean(x, rule.ci_level, n_resamples, seed)
 
     def p(shift: float, side: str) -> float:
@@ -500,8 +512,8 @@ def across_datasets_verdict(
         positive=_rejects(tests.positive, a) and low > r,
         negative=_rejects(tests.negative, a) and high < -r,
         within=dl is not None and _rejects(tests.within, a) and -dl + r < low and high < dl - r,
-        above=dl is not None and _rejects(tests.above, a) and low > dl + r,
-        below=dl is not None and _rejects(tests.below, a) and high < -dl - r,
+        above=dl is not None and _rejects(tests.above, _side(rule)) and low > dl + r,
+        below=dl is not None and _rejects(tests.below, _side(rule)) and high < -dl - r,
     )
     word = _decide(rule, shown)
     method = f"Wilcoxon signed-rank (Pratt zeros) + {interval} of the mean over {n} datasets"
@@ -514,6 +526,12 @@ def across_datasets_verdict(
             f"; with {nonzero} non-zero difference{'s' if nonzero != 1 else ''} no directional p below "
             f"2**-{nonzero} = {floor:.3g} is attainable"
         )
+    # a side shown by one of the two conditions alone (the reader sees the interval beside the p-value)
+    for name, p_side, beyond in (("> 0", tests.positive, low > r), ("< 0", tests.negative, high < -r)):
+        if rule.direction != "equal" and _rejects(p_side, a) != beyond:
+            evidence += (f"; for D {name} the {'interval' if beyond else 'Wilcoxon test'} agrees but the "
+                         f"{'Wilcoxon test (p > alpha)' if beyond else 'interval'} does not, and a comparison is "
+                         "shown only where both do")  # fmt: skip
     effect = Effect(estimate, low, high, rule.ci_level, tests.claim(rule), n, method)
     return Verdict(word, rule, effect, _reason(word, rule, tests, shown, low, high, evidence, units))
 
@@ -524,14 +542,7 @@ def _within_rounding(x: np.ndarray, rounding: float) -> np.ndarray:
     if rounding <= 0:
         return x
     x = np.where(np.abs(x) <= rounding, 0.0, x)
-    order = np.argsort(np.abs(x), kind="stable")
-    size = np.abs(x)[order]
-    for i in range(1, size.size):
-        if size[i] - size[i - 1] <= rounding:
-            size[i] = size[i - 1]
-    out = np.empty_like(x)
-    out[order] = np.sign(x[order]) * size
-    return out
+    return np.sign(x) * tied_within(np.abs(x), rounding)
 
 
 def _wilcoxon_p(x: np.ndarray, side: str, n_resamples: int, seed: int) -> float:
@@ -640,6 +651,10 @@ def ranking(scores: pd.DataFrame, *, alpha: float = 0.05) -> Ranking:
             "every score must be finite"
         )
 
+    # means equal up to the scores' rounding (the same count of correct samples) tie, as the verdicts read them
+    rounding = score_rounding(values)
+    values = np.stack([tied_within(row, rounding) for row in values])
+    scores = pd.DataFrame(values, index=scores.index, columns=scores.columns)
     mean_ranks = (
         scores.rank(axis=1, ascending=False, method="average").mean(axis=0).sort_values(kind="stable")
     )

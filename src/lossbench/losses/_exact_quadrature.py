@@ -281,14 +281,18 @@ class WinLogProbability(torch.autograd.Function):
 
 def _standardize(x: torch.Tensor, valid: torch.Tensor, eps: float, groups: int = 1) -> torch.Tensor:
     """``(x - mean) / (std + eps)`` with one unbiased mean/std over the logits of valid rows (B, C), in
-    each of ``groups`` equal consecutive blocks of rows."""
-    blocks = x.reshape(groups, -1, x.shape[1])
-    w = valid.to(x.dtype).reshape(groups, -1, 1)
+    each of ``groups`` equal consecutive blocks of rows; computed in float64, as the CPU kernel does (a
+    float32 sum of squares overflows for logits past about 1e19: a run would train alone and not packed)."""
+    wide = x.to(torch.float64)
+    blocks = wide.reshape(groups, -1, x.shape[1])
+    w = valid.to(torch.float64).reshape(groups, -1, 1)
     count = (w.sum((1, 2), keepdim=True) * x.shape[1]).clamp_min(2.0)
     mean = (blocks * w).sum((1, 2), keepdim=True) / count
     var = ((blocks - mean).square() * w).sum((1, 2), keepdim=True) / (count - 1)
-    # The floor keeps the gradient finite when every logit is equal (sqrt' is infinite at 0).
-    return ((blocks - mean) / (var.clamp_min(torch.finfo(x.dtype).tiny).sqrt() + eps)).reshape(x.shape)
+    # The floor keeps the gradient finite when every logit is equal (sqrt' is infinite at 0); the logits' own
+    # dtype's floor, as the kernel's.
+    std = var.clamp_min(torch.finfo(x.dtype).tiny).sqrt()
+    return ((blocks - mean) / (std + eps)).reshape(x.shape).to(x.dtype)
 
 
 class ExactRowsLoss(torch.autograd.Function):

@@ -218,7 +218,9 @@ class PackedOptimizer:
         exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         step_size = lr / (1 - beta1**self._steps)
         denom = exp_avg_sq.sqrt().div_(math.sqrt(1 - beta2**self._steps)).add_(ADAM_EPS)
-        p.sub_(exp_avg.div(denom).mul_(step_size))  # (torch.optim's addcdiv: p - step (m / denom), two temporaries)
+        # torch.optim's addcdiv: p - (step m) / denom, in that order (m / denom first is 0 where torch's is inf / inf:
+        # a run that overflows would stay finite packed and diverge alone)
+        p.sub_(exp_avg.mul(step_size).div_(denom))
 
 
 def fit_packed(
