@@ -77,3 +77,17 @@ def test_datasets_imports_the_users_plugins_and_loads_their_dataset(tmp_path, mo
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["datasets", "--plugin", "lb_datasets_plugin", "lb_plugin_mine", "seed=1"]) == 0
     assert "mine: multiclass, tabular (2,)" in capsys.readouterr().out
+
+
+def test_text_features_are_described_in_their_layout(tmp_path, capsys):
+    for split in ("train", "test"):
+        for label, words in (("pos", "good fine nice"), ("neg", "bad poor awful")):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            for i in range(3):
+                (folder / f"{i}.txt").write_text(f"{words} {i}\n")
+    paths = [f"path={tmp_path / 'train'}", f"test_path={tmp_path / 'test'}"]
+    assert main(["datasets", "text_folder", *paths, "text_folder", *paths, "layout=padded"]) == 0
+    bags, padded = capsys.readouterr().out.split("source:")[:2]
+    assert "bags of token ids (layout 'bags'), longest 4" in bags and "padded" not in bags.split("vocabulary")[0]
+    assert "token ids, padded length 4" in padded

@@ -210,6 +210,7 @@ def test_read_only_out_is_refused_before_work(capsys, tmp_path, monkeypatch):
 
 def test_a_report_that_cannot_be_written_is_one_line(stored, capsys, tmp_path, monkeypatch):
     _, db, _ = stored
+    (tmp_path / ".lossbench-report.json").write_text('{"study": "tiny"}')  # (its own folder, as far as it knows)
     (tmp_path / "report.md").mkdir()  # a folder where the report file goes
     line = refused(capsys, ["report", "--out", str(tmp_path), "--storage", f"sqlite:///{db}"])
     assert "cannot write the report" in line and "lossbench report --out" in line
@@ -255,3 +256,23 @@ def test_ctrl_c_prints_one_line(tmp_path):
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.strip().splitlines() == ["lossbench: interrupted; the same command resumes where it stopped"]
+
+
+def test_out_holding_files_lossbench_did_not_write_is_refused_before_work(capsys, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("my notes")
+    (out / "runs.csv").write_text("x,y")
+    line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(out), "--device", "cpu"])
+    assert "holds report.md, runs.csv, which lossbench did not write there" in line
+    assert (out / "report.md").read_text() == "my notes" and sorted(p.name for p in out.iterdir()) == ["report.md", "runs.csv"]
+
+
+def test_a_second_study_in_the_same_out_does_not_replace_the_first_ones_report(capsys, tmp_path):
+    out = tmp_path / "out"
+    assert main(["run", str(spec_file(tmp_path, "first")), "--out", str(out), "--device", "cpu"]) == 0
+    before = (out / "report.md").read_text()
+    capsys.readouterr()
+    line = refused(capsys, ["run", str(spec_file(tmp_path, "second")), "--out", str(out), "--device", "cpu"])
+    assert "holds the report of study 'first'" in line and (out / "report.md").read_text() == before
+    assert main(["run", str(spec_file(tmp_path, "first")), "--out", str(out), "--device", "cpu"]) == 0  # its own: resumed

@@ -169,6 +169,7 @@ def _finish(spec, storage, out: str) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from lossbench.bench.console import run_progress, say_alone
+    from lossbench.bench.report import check_report_folder
     from lossbench.bench.runner import Runner
     from lossbench.bench.spec import load_preset, load_spec
     from lossbench.bench.storage import open_storage
@@ -179,6 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _run_options(args)
     device = _device(args.device)
     _writable_folder(args.out)
+    check_report_folder(args.out, spec.name)
     _preflight(spec, args.data_dir)  # nothing is created before the spec is known to run
     url = _storage_url(args, args.out)
     storage = open_storage(url, spec.heartbeat_interval)
@@ -239,6 +241,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from lossbench._paths import check_name, inside
+    from lossbench.bench.report import check_report_folder
     from lossbench.bench.storage import masked, open_storage, stored_spec, stored_spec_names
 
     url = _storage_url(args, args.out)
@@ -247,9 +250,11 @@ def _report(args: argparse.Namespace) -> int:
     names = [args.study] if args.study else stored_spec_names(storage)
     if not names:
         raise ValueError(f"storage {masked(url)!r} holds no lossbench study")
-    for name in names:
-        # A shared storage can hold any name: each must be one plain folder name below --out.
-        out = args.out if len(names) == 1 else str(inside(args.out, check_name(name, "stored study name")))
+    # A shared storage can hold any name: each must be one plain folder name below --out.
+    outs = {name: args.out if len(names) == 1 else str(inside(args.out, check_name(name, "stored study name"))) for name in names}
+    for name, out in outs.items():  # (every folder checked before any report is written)
+        check_report_folder(out, name)
+    for name, out in outs.items():
         _finish(stored_spec(storage, name), storage, out)
     return 0
 
@@ -307,7 +312,7 @@ def _check_dataset_parameters(name: str, params: dict[str, Any]) -> None:
 def dataset_counts(ds, val_fraction: float) -> list[str]:
     """A loaded dataset's sizes, classes and features, and what the bench's tuning split makes of
     its training part at ``val_fraction``."""
-    from lossbench.data import stratified_split
+    from lossbench.data import TokenBags, stratified_split
     from lossbench.data.splits import provided_validation
 
     n_train = len(ds.y_train)
@@ -316,7 +321,9 @@ def dataset_counts(ds, val_fraction: float) -> list[str]:
     fit, val = provided or (stratified_split(ds.y_train, val_fraction=val_fraction) if n_train >= 2 else (ds.y_train, ds.y_train[:0]))
     labels = "labels" if ds.task == "multilabel" else "classes"
     if ds.feature_kind == "text":
-        features = f"token ids, padded length {ds.input_shape[0]}, vocabulary {ds.vocab_size}"
+        layout = ("bags of token ids (layout 'bags'), longest" if isinstance(ds.x_train, TokenBags)
+                  else "token ids, padded length")  # fmt: skip
+        features = f"{layout} {ds.input_shape[0]}, vocabulary {ds.vocab_size}"
     else:
         n = ds.input_shape[0]
         features = f"{n} feature{'s' * (n != 1)}" if ds.feature_kind == "tabular" else f"images {' x '.join(map(str, ds.input_shape))}"

@@ -211,6 +211,8 @@ def test_paired_differences_with_their_ci_and_p_values_never_zero(report):
     tied = wine.method("tied").paired
     assert float(board["tied"]["difference_ci_low"]) == pytest.approx(tied.ci_low)
     assert tied.ci_low < 0 < tied.ci_high
+    # the CSV says which differences have no variance, as the report does
+    assert board["accuracy"]["difference_same_on_every_seed"] == "True" and board["tied"]["difference_same_on_every_seed"] == "False"
 
 
 def test_intervals_stay_in_the_metrics_range(report):
@@ -336,3 +338,13 @@ def test_means_equal_up_to_float32_rounding_tie_in_the_rank():
     scores = {"ce": [0.80, 0.82, 0.84], "near": [0.80 + 3e-8, 0.82, 0.84], "low": [0.7, 0.7, 0.7]}
     (wine,) = collect(spec, hand_storage(spec, scores, {"ce": 0.05, "near": 0.05, "low": 0.05}))
     assert [(r.method.name, r.rank, r.tied) for r in wine.methods] == [("ce", 1, True), ("near", 1, True), ("low", 3, False)]
+
+
+def test_a_mean_curve_where_every_run_diverged_is_nan_without_a_warning(monkeypatch, recwarn):
+    from lossbench.bench import plots
+
+    monkeypatch.setattr(plots, "run_record", lambda t: t)
+    runs = [{"curves": {"train_loss": [1.0, math.nan]}}, {"curves": {"train_loss": [2.0, math.nan]}}]
+    mean, left_out = plots._mean_curve(runs, "train_loss")
+    assert mean[0] == 1.5 and math.isnan(mean[1]) and left_out == {0, 1}
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]  # (nanmean's "Mean of empty slice")

@@ -24,7 +24,7 @@ import os
 import re
 import sys
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from lossbench.bench.plugins import own_code
 from lossbench.bench.spec import MODEL_PREFIX, Spec, TrainConfig, parse_spec
 from lossbench.data import DATASETS, DEFAULT_TEST_FRACTION, Dataset, DatasetInfo, check_test_labels
 from lossbench.data.splits import train_test_indices
+from lossbench.data.table import MAX_CATEGORIES
 from lossbench.models import MODELS, ModelInfo
 from lossbench.registry import HyperParam, Registry
 
@@ -133,7 +134,8 @@ def compare(
 
     ``data``: ``(x, y)`` tensors or NumPy arrays (``x`` ``(N, D)`` or ``(N, C, H, W)``; ``y`` class
     labels ``(N,)`` of any sortable kind, or 0/1 ``(N, C)`` for multi-label), a pandas DataFrame
-    whose ``label`` column holds the class (other non-numeric columns are one-hot encoded), or a
+    whose ``label`` column holds the class (text and category columns are one-hot encoded, at most
+    ``MAX_CATEGORIES`` values each; missing cells and date or time columns are refused), or a
     map-style torch ``Dataset`` of ``(x, y)`` pairs.  ``test``: the test split in the same form;
     without it a stratified ``test_fraction`` is held out (by seed, so ``resample_splits`` works).
     ``model``: a registered model name, or a factory ``(dataset, seed, **hyperparameters) ->
@@ -180,12 +182,13 @@ def _run(
     import pandas as pd
 
     from lossbench.bench.console import run_progress, say_alone
-    from lossbench.bench.report import incomplete, leaderboard_csv, write_report
+    from lossbench.bench.report import check_report_folder, incomplete, leaderboard_csv, write_report
     from lossbench.bench.results import collect
     from lossbench.bench.runner import Runner
     from lossbench.bench.storage import masked, open_storage, storage_url
 
     check_writable_folder(out)
+    check_report_folder(out, spec.name, "out")
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise; restored below
     try:
@@ -562,6 +565,11 @@ def _frame(frame: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]
 
     if label is None:
         raise ValueError(f"{what}: a DataFrame needs label=, the name of its label column")
+    if not isinstance(label, Hashable):  # a list of columns: pandas would raise "unhashable type"
+        raise ValueError(
+            f"label={label!r}: a DataFrame takes one label column; for a multi-label task give (x, y) "
+            f"arrays, y with one 0/1 column per label"
+        )
     if label not in frame.columns:
         raise ValueError(
             f"label={label!r} is no column of the {what} DataFrame; its columns: {list(map(str, frame.columns))}"
@@ -569,8 +577,28 @@ def _frame(frame: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]
     labels = frame[label]
     if labels.isna().any():
         raise ValueError(
-            f"{what}: label column {label!r} is missing a value (row {int(np.flatnonzero(labels.isna())[0])})"
+            f"{what}: label column {label!r} is missing a value (row {_first(frame, labels.isna())!r})"
         )
+    for name, column in frame.drop(columns=[label]).items():
+        category = isinstance(column.dtype, pd.CategoricalDtype)
+        encoded = category or pd.api.types.is_string_dtype(column.dtype)  # what get_dummies one-hot encodes
+        if (not encoded and column.dtype.kind not in "biuf") or pd.api.types.infer_dtype(column) in _TIMES:
+            # dates would come as nanoseconds (~1e18), swamping every other feature, or one-hot per date
+            raise ValueError(
+                f"{what}: column {name!r} holds {pd.api.types.infer_dtype(column)} values, not numbers or "
+                f"text; convert it to numbers (e.g. days since a date) or drop it"
+            )
+        if column.isna().any():  # one-hot encoding would turn a missing text cell into all zeros
+            raise ValueError(
+                f"{what}: column {name!r} is missing a value (row {_first(frame, column.isna())!r}); "
+                f"fill or drop missing cells first"
+            )
+        count = len(column.cat.categories) if category else column.nunique() if encoded else 0
+        if count > MAX_CATEGORIES:  # the table loader's limit: an ID column is no category
+            raise ValueError(
+                f"{what}: column {name!r} holds {count} distinct values, more than max_categories="
+                f"{MAX_CATEGORIES} for one-hot encoding; drop it or encode it as numbers"
+            )
     features = pd.get_dummies(frame.drop(columns=[label]), dtype=float)  # text or category columns: one-hot
     if features.shape[1] == 0:
         raise ValueError(f"{what}: the DataFrame has no column besides the label column {label!r}")
@@ -581,6 +609,15 @@ def _frame(frame: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]
     numeric = labels.dtype.kind in "biuf"
     y = _tensor_or_names(labels.to_numpy()) if numeric else labels.map(str).to_numpy(dtype=object)
     return _features(x, what, list(map(str, features.columns))), y
+
+
+# pandas.api.types.infer_dtype's names for dates and times (of a typed column or one of objects)
+_TIMES = frozenset({"datetime64", "datetime", "date", "time", "timedelta64", "timedelta", "period"})
+
+
+def _first(frame: Any, mask: Any) -> Any:
+    """The label of the first row where ``mask`` holds (as ``frame.loc`` takes it)."""
+    return frame.index[mask.to_numpy()].tolist()[0]
 
 
 def _features(x: torch.Tensor, what: str, columns: list[str] | None = None) -> torch.Tensor:

@@ -41,7 +41,9 @@ def _mean_curve(runs, key: str) -> tuple[np.ndarray | None, set[int]]:
         return None, set()
     length = min(len(curves[k]) for k in kept)
     values = np.array([curves[k][:length] for k in kept], dtype=float)
-    return np.nanmean(values, axis=0), {k for k, row in zip(kept, values) if np.isnan(row).any()}
+    counts = (~np.isnan(values)).sum(axis=0)  # (an epoch where every run diverged has no mean: nan, without
+    mean = np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan)  # nanmean's warning)
+    return mean, {k for k, row in zip(kept, values) if np.isnan(row).any()}
 
 
 def learning_curves(result: DatasetResult, colours: Colours) -> bytes:

@@ -29,6 +29,10 @@ from lossbench.bench.storage import ALONE_ATTR, OWN_VALIDATION, PACKING_OFF, VAL
 from lossbench.registry import Choice, FloatRange, SearchSpace
 
 PLOT_KINDS = ("curves", "tuning", "budget")  # per dataset: learning curves, tuning trials, budget curves
+REPORT_FILES = ("report.md", "leaderboard.csv", "runs.csv", "trials.csv", "report.html")  # and plots/
+# Written beside a report: which study it is, so that a report never replaces files lossbench did not
+# write there, nor another study's report.
+REPORT_MANIFEST = ".lossbench-report.json"
 NOT_RECORDED = "not recorded (runs stored before lossbench recorded it)"
 
 
@@ -55,7 +59,7 @@ def _vs_baseline(r: MethodResult, baseline: str | None) -> str:
     if r.paired is None:
         return "baseline" if r.method.name == baseline else "-"
     p = r.paired
-    constant = " (the same on every seed)" if p.mean_difference != 0 and p.ci_low == p.ci_high else ""
+    constant = " (the same on every seed)" if p.same_on_every_seed else ""
     return (f"{p.mean_difference:+.4f} [{p.ci_low:+.4f}, {p.ci_high:+.4f}]{constant}, p {format_p(p.p_value)}, "
             f"Holm {format_p(r.p_holm)}")  # fmt: skip
 
@@ -304,8 +308,9 @@ def _blank(x: float | None) -> Any:
 def leaderboard_csv(results: list[DatasetResult]) -> str:
     metrics = sorted({m for r in results for m in METRICS[r.task]})
     header = ["dataset", "selection_metric", "rank", "tied", "method", "loss", "transforms", "seeds_done",
-              "diverged_runs", "mean_difference_vs_baseline", "difference_ci_low", "difference_ci_high", "p_value",
-              "p_holm", "chosen_tune_trial", "final_trials", "config", "at_range_edge"]  # fmt: skip
+              "diverged_runs", "mean_difference_vs_baseline", "difference_ci_low", "difference_ci_high",
+              "difference_same_on_every_seed", "p_value", "p_holm", "chosen_tune_trial", "final_trials", "config",
+              "at_range_edge"]  # fmt: skip
     header += [f"{m}_{s}" for m in metrics for s in ("mean", "std", "ci_low", "ci_high")]
     rows = []
     for result in results:
@@ -315,7 +320,7 @@ def leaderboard_csv(results: list[DatasetResult]) -> str:
                 result.dataset.label, result.metric, _blank(r.rank), r.tied, r.method.name, r.method.loss,
                 "+".join(t.name for t in r.method.transforms), len(r.runs), r.diverged_runs(result.metric),
                 p.mean_difference if p else "", _blank(p.ci_low) if p else "", _blank(p.ci_high) if p else "",
-                _blank(p.p_value) if p else "", _blank(r.p_holm), r.chosen_trial,
+                p.same_on_every_seed if p else "", _blank(p.p_value) if p else "", _blank(r.p_holm), r.chosen_trial,
                 " ".join(str(r.runs[k].number) for k in sorted(r.runs)), json.dumps(r.config, sort_keys=True),
                 json.dumps(r.edges, sort_keys=True),
             ]  # fmt: skip
@@ -362,13 +367,38 @@ def trials_csv(results: list[DatasetResult]) -> str:
     return _csv(header + [f"param.{k}" for k in params] + [f"metric.{k}" for k in metrics], rows)
 
 
+def check_report_folder(out_dir: str | Path, study: str, where: str = "--out") -> None:
+    """Refuse a folder where study ``study``'s report would replace files lossbench did not write (a
+    report file there without lossbench's manifest or database) or another study's report."""
+    out = Path(out_dir)
+    present = [name for name in REPORT_FILES if (out / name).exists()] + (["plots/"] if (out / "plots").exists() else [])
+    if not present:
+        return
+    manifest = out / REPORT_MANIFEST
+    if manifest.is_file():
+        try:
+            owner = json.loads(manifest.read_text()).get("study")
+        except (OSError, ValueError, AttributeError):
+            owner = None
+        if owner != study:
+            raise ValueError(f"{where} {out} holds the report of study {owner!r}; give study {study!r} another folder "
+                             "(a storage holding both writes each in its own folder: `lossbench report --out DIR`)")  # fmt: skip
+    elif not (out / "lossbench.db").exists():  # (a report of an older lossbench sits beside its database)
+        raise ValueError(f"{where} {out} holds {', '.join(present)}, which lossbench did not write there; choose a new "
+                         "or empty folder, or move them")  # fmt: skip
+
+
 def write_report(spec: Spec, results: list[DatasetResult], out_dir: str | Path) -> list[Path]:
     """Write report.md, report.html, leaderboard.csv, runs.csv, trials.csv and plots/ under
-    ``out_dir`` (report.md first).
+    ``out_dir`` (report.md first), and the manifest that says whose they are (see
+    :func:`check_report_folder`, which refuses a folder first).
 
     Every path is checked to lie inside ``out_dir`` (see ``lossbench._paths.inside``).
     """
     from lossbench.bench.plots import budget_curves, hyperparameter_scatter, learning_curves, method_colours
+
+    check_report_folder(out_dir, spec.name)
+    atomic_write(inside(out_dir, REPORT_MANIFEST), json.dumps({"study": spec.name}))
 
     colours = method_colours(spec)
     plots: dict[str, Path] = {}

@@ -51,6 +51,11 @@ class PairedTest:
     ci_low: float = math.nan  # Student-t interval of the mean difference
     ci_high: float = math.nan
 
+    @property
+    def same_on_every_seed(self) -> bool:
+        """A non-zero difference the same on every seed: no variance, p the t-test's limit 0 (see paired_test)."""
+        return self.mean_difference != 0 and self.ci_low == self.ci_high
+
 
 def paired_test(method: Sequence[float], baseline: Sequence[float], confidence: float = 0.95,
                 bounds: tuple[float, float] = (-math.inf, math.inf)) -> PairedTest:
