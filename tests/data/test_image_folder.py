@@ -79,7 +79,7 @@ def test_empty_class_folder_and_missing_split(tmp_path):
     with pytest.raises(ValueError, match=r"empty: class folder holds no images"):
         load_image_folder(tmp_path)
     (tmp_path / "train" / "empty").rmdir()
-    with pytest.raises(ValueError, match=r"split not found: .*valid"):
+    with pytest.raises(ValueError, match=r"split not found: .*valid .*holds train/<class>/ and test/<class>/"):
         load_image_folder(tmp_path, test="valid")
 
 

@@ -16,7 +16,6 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from lossbench.data import content_digest, load_dataset, load_table, stratified_split
-from lossbench.data.table import STD_FLOOR
 
 from .writers import write
 
@@ -331,16 +330,17 @@ def test_random_and_stratified_splits(tmp_path):
     assert "random split, test_fraction=0.2, seed=3" in rnd.meta["split"]
 
 
-def test_standardisation_on_training_rows_ddof0_with_floor(tmp_path):
+def test_standardisation_on_training_rows_ddof0_constant_columns_centred(tmp_path):
     train = write(tmp_path / "a.data", "1,5,x\n2,5,y\n4,5,x\n")
     test = write(tmp_path / "a.test", "3,7,y\n")
-    ds = load_table(train, test_path=test)
+    with pytest.warns(UserWarning, match=r"a.data: feature\(s\) constant in the training rows, centred only \(not scaled\): '1'$"):
+        ds = load_table(train, test_path=test)
     a = np.array([1.0, 2.0, 4.0])
     assert np.allclose(ds.x_train[:, 0].numpy(), (a - a.mean()) / a.std(ddof=0))
     assert ds.x_test[0, 0].item() == pytest.approx((3 - a.mean()) / a.std(ddof=0))
-    assert ds.x_train[:, 1].tolist() == [0, 0, 0]  # constant in training: std floored at 1e-6
-    assert ds.x_test[0, 1].item() == pytest.approx((7 - 5) / STD_FLOOR)
-    assert ds.meta["standardization"]["std"][1].item() == pytest.approx(STD_FLOOR)
+    assert ds.x_train[:, 1].tolist() == [0, 0, 0]  # constant in training: centred, divided by 1
+    assert ds.x_test[0, 1].item() == pytest.approx(7 - 5)  # (the paper's floor made it 2e6: the uci-* sets only)
+    assert ds.meta["standardization"]["std"][1].item() == 1
     raw = load_table(train, test_path=test, standardize=False)
     assert raw.x_train.tolist() == [[1, 5], [2, 5], [4, 5]] and raw.meta["standardization"] is None
 

@@ -433,6 +433,7 @@ def _table_set_loader(ts: TableSet):
             content_sha256=ts.content_sha256 if resolve.verify else None,
             name=ts.name,
             source=f"{ts.origin}; files in {path.parent}",
+            paper_rules=True,  # (every TableSet is one of the paper's: EXACT_UCI_SETS)
         )
 
     if ts.test is not None:

@@ -32,7 +32,7 @@ PARSE_VERSION = 2  # 2: 16-bit images scaled by 65535 (were clipped at 255); par
 def _list_split(root: Path, split: str) -> list[tuple[str, list[Path]]]:
     folder = root / split
     if not folder.is_dir():
-        raise ValueError(f"image folder split not found: {folder}")
+        raise ValueError(f"image folder split not found: {folder} (root= holds train/<class>/ and test/<class>/ folders of images)")
     classes = []
     for d in sorted(p for p in folder.iterdir() if p.is_dir()):
         images = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

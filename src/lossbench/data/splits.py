@@ -189,18 +189,20 @@ def standardize(
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Standardise columns with the training split's mean and std (ddof 0).
 
-    Constant columns get std 1; with ``min_std`` every std is floored there instead (the EXACT
-    paper's code uses 1e-6, so a value unseen in training stands out by a factor of a million).
+    Columns constant on the training split (``stats["constant"]``) get std 1: centred only, so a
+    test value unseen in training keeps its size.  With ``min_std`` every std is floored there
+    instead (the EXACT paper's code uses 1e-6, so such a value stands out by a factor of a million).
     """
     t64 = train.double()
     mean = t64.mean(0) if len(t64) else torch.zeros(t64.shape[1:], dtype=torch.float64)
     std = t64.std(0, unbiased=False) if len(t64) else torch.ones_like(mean)
+    constant = std <= 1e-12  # (torch's std of equal values is exactly 0)
     if min_std is not None:
         std = std.clamp(min=min_std)
     else:
-        std = torch.where(std > 1e-12, std, torch.ones_like(std))
+        std = torch.where(constant, torch.ones_like(std), std)
     scale = lambda x: ((x.double() - mean) / std).float()  # noqa: E731
-    return scale(train), scale(test), {"mean": mean.float(), "std": std.float()}
+    return scale(train), scale(test), {"mean": mean.float(), "std": std.float(), "constant": constant}
 
 
 def iterate_minibatches(

@@ -10,13 +10,17 @@ Reading (pandas):
 
 - ``.xls`` / ``.xlsx`` / ``.xlsm`` go through ``pandas.read_excel`` (``sheet``: name or
   0-based index; ``.xls`` needs xlrd, ``.xlsx`` openpyxl); anything else is text, gzip/bzip2
-  read transparently, decoded as ``encoding`` (UTF-8 by default, a BOM dropped; other bytes
+  read transparently, decoded as ``encoding`` (UTF-8 by default, a BOM dropped; a file starting
+  with a UTF-16 or UTF-32 byte-order mark, as Excel's "Unicode text", is read as such; other bytes
   are an error naming the file and line: pass ``encoding="latin-1"`` for old files).
 - ``sep=None`` picks the delimiter: tab for ``.tsv``/``.tab``, comma for ``.csv``, otherwise
   comma if the first data line holds one, else tab if it holds one, else runs of whitespace; a
   first line with semicolons and no comma or tab is read with ``;`` (the CSV of decimal-comma
   locales) in a ``.csv``, and elsewhere where it holds no space either.
   ``sep="whitespace"`` asks for the latter.  Double quotes quote fields (pandas' default).
+  ``decimal=","`` reads numbers written ``1,5`` (text files); without it they are text, so that no
+  header is found: the error that says so points to ``sep=";", decimal=","`` when the first line
+  holds semicolons and no comma.
 - Blank lines are skipped, and so are lines starting with ``comment`` when it is given.
 - ``header=None`` guesses: the first row is a header when none of its fields is missing (its
   first may be empty: see below) and some column holds a non-number there and only numbers
@@ -24,7 +28,8 @@ Reading (pandas):
   / ``False`` say it.  A header read as data is refused: with a header, a label equal to the
   label column's name (a repeated header line); with a guessed "no header", a first row that
   holds no number and whose label no later row of any file has (pass ``header=True``, or
-  ``False`` if that row is data).
+  ``False`` if that row is data).  A header that names a column twice (``age,age``) is an error
+  naming both (pandas would read ``age``, ``age.1``).
 - A header whose first field is empty is pandas' ``to_csv`` of a frame with its index (R's
   ``write.csv`` writes the same): that column is the index, dropped as if listed in ``drop``
   (``read_csv(index_col=0)`` reads it so); positions still count it.
@@ -40,7 +45,8 @@ Reading (pandas):
 
 Features and labels (the paper's ``extract_features_labels``):
 
-- rows whose label is missing are dropped (``meta["unlabelled_rows"]`` counts them);
+- rows whose label is missing are dropped, with a warning per file that says how many of its rows
+  (``meta["unlabelled_rows"]`` counts them);
 - every column that ``pandas.to_numeric`` parses is numeric, every other one nominal; a
   numeric value that is not finite (``inf``, ``1e999``) is an error naming file, line and
   column;
@@ -65,13 +71,17 @@ Split and scaling (the paper's ``run.py``):
   random_state=seed)``, unstratified, the rows kept in the order it returns (the paper's
   split) -- or ``split="stratified"`` -- lossbench's seeded ``stratified_split`` (sorted rows);
 - ``standardize=True``: every feature, one-hot columns included, becomes ``(x - mean) / std``
-  with the training split's mean and std (ddof 0), std floored at ``1e-6`` as in the paper (a
-  feature constant on the training split is 0 there; where a test row differs, it is scaled by
-  1e6, as in the paper).
+  with the training split's mean and std (ddof 0).  A feature constant on the training split (a
+  category no training row has) is centred only, and a warning names it; the paper floors std at
+  ``1e-6`` instead, which scales a test row that differs there by 1e6.
 
 Defaults: the generic loader splits ``"stratified"`` and imputes ``"train_mean"`` (lossbench's
 usual: nothing from the test rows shapes the training features); the registered ``uci-*`` sets
-pass the paper's ``"random"`` split and ``"mean"`` imputation.
+pass the paper's ``"random"`` split and ``"mean"`` imputation.  Read with ``paper_rules=True`` (as the
+catalog reads them), they also keep the paper's rules where a table of yours gets lossbench's: std
+floored at 1e-6, a repeated header name read as pandas renames it (``audit_risk.csv``'s two
+``Score_B``), unlabelled rows dropped without a warning (the catalog tells them); so their data stay
+those that stored studies saw.
 
 ``content_sha256``: a digest of the parsed cells (``meta["content_sha256"]``, see
 ``content_digest``) that the table must have; it checks files whose bytes differ between
@@ -80,6 +90,7 @@ copies while their cells do not (Excel's metadata).  Parsed tables are cached (`
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import numbers
@@ -100,14 +111,18 @@ from lossbench.data.splits import standardize as scale
 EXCEL_SUFFIXES = (".xls", ".xlsx", ".xlsm")
 SPLITS = ("random", "stratified")
 IMPUTE = ("mean", "train_mean", "error")
-STD_FLOOR = 1e-6  # the paper's run.py: np.maximum(np.std(X, axis=0), 1e-6)
+STD_FLOOR = 1e-6  # the paper's run.py: np.maximum(np.std(X, axis=0), 1e-6); the uci-* sets only
 MAX_CATEGORIES = 50  # the paper's one_hot_categorical
 HEADER_SAMPLE_ROWS = 50
 # Part of the parse-cache key: bump when the parsed output of load_table changes.  2: an index column is
 # dropped (a header with an empty first field was read as data); 3: a column of numbers with a cell such
-# as "NA" is refused (it was one-hot encoded).
-PARSE_VERSION = 3
+# as "NA" is refused (it was one-hot encoded); 4: unlabelled rows counted per file, the label column named.
+PARSE_VERSION = 4
 WHITESPACE = r"\s+"
+# Byte-order marks that are no UTF-8 (0xFE, 0xFF never occur in it): such a file is read in its own encoding.
+# (UTF-32-LE's starts with UTF-16-LE's: it comes first.)
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # fmt: skip
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -126,17 +141,22 @@ def _is_excel(path: Path) -> bool:
 
 
 def _decode(data: bytes, path: Path, encoding: str) -> str:
-    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    bom = next((c for mark, c in BOMS if data.startswith(mark)), None)
+    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+    if utf8 and bom:
+        encoding = bom  # (Excel's "Unicode text" is UTF-16 with a BOM)
     try:
-        return data.decode(codec)
+        return data.decode("utf-8-sig" if utf8 and not bom else encoding)
     except LookupError:
         raise ValueError(f"encoding={encoding!r} is not a known text encoding") from None
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        raise ValueError(
-            f"{path}:{line}: not {encoding} text (byte 0x{data[err.start]:02x}); "
-            "pass encoding= with the file's encoding, e.g. encoding='latin-1'"
-        ) from None
+        advice = (
+            f"it starts with a {bom.upper()} byte-order mark: pass encoding={bom!r}"
+            if bom and bom != encoding
+            else "pass encoding= with the file's encoding, e.g. encoding='latin-1'"
+        )
+        raise ValueError(f"{path}:{line}: not {encoding} text (byte 0x{data[err.start]:02x}); {advice}") from None
 
 
 def _auto_sep(path: Path, first_line: str) -> str:
@@ -152,19 +172,19 @@ def _auto_sep(path: Path, first_line: str) -> str:
     return "\t" if "\t" in first_line else WHITESPACE
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any, decimal: str = ".") -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, numbers.Number):
         return True
     try:
-        float(str(value))
+        float(str(value).replace(decimal, "."))
     except ValueError:
         return False
     return True
 
 
-def _looks_like_header(sample: Any, missing: Sequence[str]) -> bool:
+def _looks_like_header(sample: Any, missing: Sequence[str], decimal: str) -> bool:
     """The first row of ``sample`` names the columns (module docstring).
 
     ``sample``: the first rows as text, read with no cell made missing, so that an empty first
@@ -183,15 +203,33 @@ def _looks_like_header(sample: Any, missing: Sequence[str]) -> bool:
     for j in range(sample.shape[1]):
         below = [v for v in rest.iloc[:, j] if not absent(v)]
         name = first.iloc[j]
-        if below and name != "" and not _is_number(name) and all(_is_number(v) for v in below):
+        if below and name != "" and not _is_number(name) and all(_is_number(v, decimal) for v in below):
             return True
     return False
 
 
-def _sniff_header(sample: Any, header: bool | None, missing: Sequence[str]) -> tuple[bool, bool]:
-    """(whether the first row is a header, whether its first field is empty: an index column)."""
+def _sniff_header(
+    sample: Any,
+    header: bool | None,
+    missing: Sequence[str],
+    where: str,
+    repeated_ok: bool,
+    decimal: str = ".",
+) -> tuple[bool, bool]:
+    """(whether the first row is a header, whether its first field is empty: an index column).
+
+    A header that repeats a name is refused unless ``repeated_ok``: pandas reads ``age,age`` as ``age``,
+    ``age.1``, and which column is meant is then a guess."""
     if header is None:
-        header = _looks_like_header(sample, missing)
+        header = _looks_like_header(sample, missing, decimal)
+    first = list(sample.iloc[0]) if header and len(sample) else []
+    names = [v for v in first if isinstance(v, str) and v.strip()]  # (pandas names empty ones "Unnamed: k")
+    repeated = sorted({v for v in names if names.count(v) > 1}, key=names.index)
+    if repeated and not repeated_ok:
+        raise ValueError(
+            f"{where}: the header names column(s) {', '.join(map(repr, repeated))} more than once; "
+            f"rename them (pandas would read them as {repeated[0]!r}, {repeated[0] + '.1'!r})"
+        )
     return bool(header), bool(header) and len(sample) > 0 and sample.iloc[0, 0] == ""
 
 
@@ -213,6 +251,8 @@ def _read_text_frame(
     missing: Sequence[str],
     comment: str | None,
     encoding: str,
+    decimal: str,
+    repeated_ok: bool,
 ) -> tuple[Any, bool, bool, list[str], list[str | None]]:
     """The DataFrame of a text table, whether it had a header, whether an index column, where each
     row is (file:line), its text."""
@@ -239,7 +279,8 @@ def _read_text_frame(
     def read(**more: Any) -> Any:
         try:
             return pd.read_csv(
-                io.StringIO(body), sep=sep, keep_default_na=False, **{"na_values": list(missing), **more}
+                io.StringIO(body), sep=sep, decimal=decimal, keep_default_na=False,
+                **{"na_values": list(missing), **more},
             )
         except pd.errors.ParserError as err:
             msg = " ".join(str(err).split())
@@ -254,7 +295,7 @@ def _read_text_frame(
     index = False
     if header is not False:  # (with header=True only its line: R's write.table has one field fewer there)
         sample = read(header=None, dtype=str, nrows=HEADER_SAMPLE_ROWS + 1 if header is None else 1, na_values=[])
-        header, index = _sniff_header(sample, header, missing)
+        header, index = _sniff_header(sample, header, missing, f"{path}:{kept[0][0]}", repeated_ok, decimal)
     frame = read(header=0 if header else None)
     rows = kept[1 if header else 0 :]
     if len(rows) == len(frame):
@@ -270,7 +311,7 @@ def _read_text_frame(
 
 
 def _read_excel_frame(
-    path: Path, header: bool | None, missing: Sequence[str], sheet: str | int
+    path: Path, header: bool | None, missing: Sequence[str], sheet: str | int, repeated_ok: bool
 ) -> tuple[Any, bool, bool, list[str], list[str | None]]:
     import pandas as pd
 
@@ -296,7 +337,7 @@ def _read_excel_frame(
     index = False
     if header is not False:
         sample = read(header=None, dtype=str, nrows=HEADER_SAMPLE_ROWS + 1 if header is None else 1, na_values=[])
-        header, index = _sniff_header(sample, header, missing)
+        header, index = _sniff_header(sample, header, missing, f"{path}: sheet {sheet!r}", repeated_ok)
     frame = read(header=0 if header else None)
     return (
         frame,
@@ -317,12 +358,16 @@ def _read_frame(
     comment: str | None,
     sheet: str | int,
     encoding: str,
+    decimal: str,
+    repeated_ok: bool,
 ) -> tuple[Any, bool, bool, list[str], list[str | None]]:
     """The frame, whether it had a header, whether an index column (first), where each row is, its text."""
     if _is_excel(path):
-        frame, header, index, where, texts = _read_excel_frame(path, header, missing, sheet)
+        frame, header, index, where, texts = _read_excel_frame(path, header, missing, sheet, repeated_ok)
     else:
-        frame, header, index, where, texts = _read_text_frame(path, sep, header, missing, comment, encoding)
+        frame, header, index, where, texts = _read_text_frame(
+            path, sep, header, missing, comment, encoding, decimal, repeated_ok
+        )
     if len(frame) == 0:
         raise ValueError(f"{path}: no data rows")
     if strip:
@@ -358,8 +403,9 @@ def content_digest(*frames: Any) -> str:
 # --- columns, labels and features ---------------------------------------------------------------
 
 
-def _column(spec: str | int, columns: list[Any], header: bool, path: Path, what: str) -> Any:
-    """The frame column that ``spec`` (a header name or a 0-based file position) names."""
+def _column(spec: str | int, columns: list[Any], header: bool, path: Path, what: str, why: str = "") -> Any:
+    """The frame column that ``spec`` (a header name or a 0-based file position) names; ``why``: what may
+    have hidden the header (``_header_hint``)."""
     if isinstance(spec, int) and not isinstance(spec, bool):
         if not -len(columns) <= spec < len(columns):
             raise ValueError(f"{what}={spec}: {path} has {len(columns)} columns (0-based index)")
@@ -368,7 +414,7 @@ def _column(spec: str | int, columns: list[Any], header: bool, path: Path, what:
         raise ValueError(f"{what}={spec!r}: expected a column name or a 0-based column index")  # noqa: TRY004
     if not header:
         raise ValueError(
-            f"{what}={spec!r} is a column name but {path} is read without a header; pass an index"
+            f"{what}={spec!r} is a column name but {path} is read without a header; pass an index{why}"
         )
     if spec not in columns:
         listed = ", ".join(map(str, columns))
@@ -376,19 +422,26 @@ def _column(spec: str | int, columns: list[Any], header: bool, path: Path, what:
     return spec
 
 
-def _label_column(label: str | int, kept: list[Any], columns: list[Any], header: bool, path: Path) -> Any:
+def _label_column(
+    label: str | int, kept: list[Any], columns: list[Any], header: bool, path: Path, why: str = ""
+) -> Any:
     if label in ("last", "first"):
         if not kept:
             raise ValueError(f"{path}: no column left for label={label!r} after the drops")
         return kept[-1] if label == "last" else kept[0]
-    col = _column(label, columns, header, path, "label")
+    col = _column(label, columns, header, path, "label", why)
     if col not in kept:
         raise ValueError(f"label={label!r} names a dropped column of {path}")
     return col
 
 
 def _refuse_header_as_data(
-    frames: list[Any], wheres: list[list[str]], headers: list[bool], guessed: bool, label_col: Any
+    frames: list[Any],
+    wheres: list[list[str]],
+    headers: list[bool],
+    guessed: bool,
+    label_col: Any,
+    why: str = "",
 ) -> None:
     """A header line read as data makes its label a class of its own and numeric columns nominal."""
     import pandas as pd
@@ -410,8 +463,19 @@ def _refuse_header_as_data(
             if isinstance(v, str) and names and v not in later:
                 raise ValueError(
                     f"{where[0]}: the first row looks like a header read as data (no number, and its label "
-                    f"{v!r} is in no other row); pass header=True, or header=False if it is data"
+                    f"{v!r} is in no other row); pass header=True, or header=False if it is data{why}"
                 )
+
+
+def _header_hint(first_line: str | None, decimal: str) -> str:
+    """Why a header guess may have failed: numbers with decimal commas (``1,5``) are no numbers, so no
+    column is a name over numbers.  Such tables separate fields with ';'."""
+    if decimal == "." and first_line is not None and ";" in first_line and "," not in first_line:
+        return (
+            "; or, if its numbers have decimal commas (its first line holds ';' and no ','), "
+            "pass sep=';', decimal=','"
+        )
+    return ""
 
 
 def _class_name(value: Any) -> str:
@@ -453,6 +517,7 @@ def _encode(
     if label_strip:
         frame[label_col] = frame[label_col].map(lambda v: v.strip(label_strip) if isinstance(v, str) else v)
     labelled = frame[label_col].notna().to_numpy()
+    files = np.asarray(file_of)
     frame = frame.loc[labelled].copy()
     where = [w for w, keep in zip(where, labelled) if keep]
     texts = [t for t, keep in zip(texts, labelled) if keep]
@@ -532,7 +597,11 @@ def _encode(
         "classes": names,
         "features": [str(c) for c in features.columns],
         "where": where,
-        "unlabelled": int((~labelled).sum()),
+        "label": label_col,
+        "unlabelled": [  # per file: (rows without a label, rows)
+            (int((~labelled & (files == k)).sum()), int((files == k).sum()))
+            for k in range(int(files.max()) + 1)
+        ],
         "n_first": n_first,
     }
 
@@ -550,7 +619,9 @@ def _parse(
     label_strip: str,
     sheet: str | int,
     encoding: str,
+    decimal: str,
     max_categories: int,
+    paper: bool,
 ) -> dict[str, Any]:
     import pandas as pd
 
@@ -565,6 +636,8 @@ def _parse(
             comment=comment,
             sheet=sheet,
             encoding=encoding,
+            decimal=decimal,
+            repeated_ok=paper,  # (the paper reads audit_risk.csv's two Score_B as Score_B, Score_B.1)
         )
         frames.append(frame)
         wheres.append(where)
@@ -578,12 +651,13 @@ def _parse(
             raise ValueError(
                 f"{p} has columns {list(map(str, f.columns))}, but {paths[0]} has {list(map(str, columns))}"
             )
-    dropped = [_column(d, columns, headers[0], paths[0], "drop") for d in drop]
+    why = _header_hint(texts[0][0], decimal) if header is None and not headers[0] else ""
+    dropped = [_column(d, columns, headers[0], paths[0], "drop", why) for d in drop]
     if indexed[0] and columns[0] not in dropped:
         dropped.insert(0, columns[0])  # pandas' index column: row numbers, not a feature
     kept = [c for c in columns if c not in dropped]
-    label_col = _label_column(label, kept, columns, headers[0], paths[0])
-    _refuse_header_as_data(frames, wheres, headers, header is None, label_col)
+    label_col = _label_column(label, kept, columns, headers[0], paths[0], why)
+    _refuse_header_as_data(frames, wheres, headers, header is None, label_col, why)
     data = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
     enc = _encode(
         data.drop(columns=dropped),
@@ -651,6 +725,7 @@ def load_table(
     label_strip: str = "",
     sheet: str | int = 0,
     encoding: str = "utf-8",
+    decimal: str = ".",
     max_categories: int = MAX_CATEGORIES,
     impute: str = "train_mean",
     test_fraction: float = DEFAULT_TEST_FRACTION,
@@ -661,14 +736,17 @@ def load_table(
     name: str | None = None,
     source: str | None = None,
     cache: bool = True,
+    paper_rules: bool = False,
 ) -> Dataset:
     """A CSV / TSV / whitespace table or an Excel sheet as a tabular ``Dataset`` (module docstring).
 
     ``path``: the table (the training rows when ``test_path`` is given).  ``label``: ``"last"``,
     ``"first"``, a header name or a 0-based column index.  ``impute``: ``"train_mean"``,
     ``"mean"`` (the EXACT paper's) or ``"error"``.  ``split``: ``"stratified"`` or ``"random"``
-    (the EXACT paper's ``train_test_split``); used only without ``test_path``.  Every error is a
-    one-line ValueError naming the input.
+    (the EXACT paper's ``train_test_split``); used only without ``test_path``.  ``decimal``: the
+    decimal mark of text files' numbers (``","`` for ``1,5``).  ``paper_rules``: the EXACT paper's reading
+    where lossbench's differs (module docstring), as the catalog's ``uci-*`` sets load, so that their data
+    stay what the studies that stored them saw.  Every error is a one-line ValueError naming the input.
     """
     try:
         import pandas  # noqa: F401
@@ -686,6 +764,8 @@ def load_table(
     _check_fraction("test_fraction", test_fraction)
     if not (isinstance(max_categories, int) and max_categories >= 1):
         raise ValueError(f"max_categories must be a positive int, got {max_categories!r}")
+    if not (isinstance(decimal, str) and len(decimal) == 1):
+        raise ValueError(f"decimal must be one character, got {decimal!r}")
     if isinstance(missing, str):
         missing = (missing,)
     if isinstance(drop, (str, int)):
@@ -701,7 +781,9 @@ def load_table(
         "label_strip": label_strip,
         "sheet": sheet,
         "encoding": encoding,
+        "decimal": decimal,
         "max_categories": max_categories,
+        "paper": bool(paper_rules),
     }
 
     def parse() -> dict[str, Any]:
@@ -713,6 +795,11 @@ def load_table(
             f"{', '.join(map(str, paths))}: the parsed cells have SHA-256 {p['digest']}, expected {content_sha256}; "
             "the file holds different data: delete it to download it again, or pass verify=False"
         )
+    if not read["paper"]:  # (the uci-* sets' unlabelled rows are the paper's, told in catalog.py)
+        for f, (n, of) in zip(paths, p["unlabelled"]):
+            if n:
+                warnings.warn(f"{f}: {n} of {of} rows have no label (column {p['label']!r}) and are dropped",
+                              stacklevel=2)  # fmt: skip
     y = p["y"]
     train_idx, test_idx = _split_rows(y, p["n_first"], test_path is not None, test_fraction, split, seed)
     if test_path is not None and len(test_idx) == 0:
@@ -728,7 +815,13 @@ def load_table(
     x_train, x_test = x[train_idx], x[test_idx]
     stats = None
     if standardize:
-        x_train, x_test, stats = scale(x_train, x_test, min_std=STD_FLOOR)
+        x_train, x_test, stats = scale(x_train, x_test, min_std=STD_FLOOR if read["paper"] else None)
+        constant = [n for n, c in zip(names, stats["constant"].tolist()) if c]
+        if constant and not read["paper"]:
+            listed = ", ".join(map(repr, constant[:10])) + (f", ... ({len(constant)} in all)"
+                                                            if len(constant) > 10 else "")  # fmt: skip
+            warnings.warn(f"{paths[0]}: feature(s) constant in the training rows, centred only (not scaled): "
+                          f"{listed}", stacklevel=2)  # fmt: skip
     how = (
         f"test file {paths[1]}"
         if test_path is not None
@@ -751,7 +844,7 @@ def load_table(
             "test_rows": test_idx,
             "impute": impute,
             "all_missing_columns_dropped": all_missing,
-            "unlabelled_rows": p["unlabelled"],
+            "unlabelled_rows": sum(n for n, _ in p["unlabelled"]),
             "standardization": stats,
             "content_sha256": p["digest"],
         },
