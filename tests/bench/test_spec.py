@@ -49,6 +49,7 @@ def test_defaults_fill_in():
         ({"selection_metric": "loss"}, "selection_metric must be one of"),
         ({"baseline": "nope"}, "baseline 'nope' is not one of the methods"),
         ({"val_fraction": 1.5}, "val_fraction"),
+        ({"val_fraction": 0.99}, r"val_fraction must lie in \(0, 0.5\], got 0.99"),  # (tuning would fit on 1 %)
         ({"colour": "red"}, "unknown field"),
         ({"name": "a:b"}, "name must be"),
         ({"name": ".."}, "name must be"),

@@ -95,3 +95,32 @@ def test_row_none_names_row_params_only():
     x, y = torch.randn(4, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 3])
     inf = torch.full((4,), LOSSES.get("exact").row_none["margin"], dtype=torch.float64)
     assert torch.equal(LOSSES.get("exact").function(x, y, margin=inf), LOSSES.get("exact").function(x, y))
+
+
+def test_a_loss_module_must_take_what_the_bench_passes_it():
+    """The bench builds every loss module with validate= and calls it with reduction=: a plugin's
+    module without them is refused when registered, not at its first trial."""
+    from torch import nn
+
+    from lossbench.losses import loss_module, register_loss
+
+    def squared(logits, target):
+        return (logits.softmax(-1) - nn.functional.one_hot(target, logits.shape[-1])).square().sum(-1).mean()
+
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+
+        def forward(self, logits, target):
+            return squared(logits, target)
+
+    with pytest.raises(ValueError, match="Plain must take validate= .*loss_module"):
+        register_loss("plain-copy", squared, Plain, signature="softmax", reference="-")
+    with pytest.raises(ValueError, match="SquaredLoss.forward must take reduction="):
+        register_loss("plain-copy", squared, type("SquaredLoss", (Plain,), {"__init__": lambda self, validate=True: nn.Module.__init__(self)}),
+                      signature="softmax", reference="-")  # fmt: skip
+    assert "plain-copy" not in LOSSES.names()
+    focal = LOSSES.get("focal")  # a function with reduction= and validate=: loss_module's module passes
+    module = loss_module(focal.function, "FocalCopy")
+    assert register_loss("focal-module-copy", focal.function, module, signature="softmax", reference="-").module is module
+    LOSSES.remove("focal-module-copy")

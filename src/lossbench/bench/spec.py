@@ -322,7 +322,8 @@ def check_value(where: str, key: str, value: Any, param: inspect.Parameter) -> N
     types, other = kinds
     ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
     if not (ok or (other and isinstance(value, list))):
-        raise SpecError(f"{where}: {key} = {value!r} must be {param.annotation} ({type(value).__name__} given)")
+        listed = " (a list is written [..., ...])" if other and not isinstance(value, list) else ""
+        raise SpecError(f"{where}: {key} = {value!r} must be {param.annotation} ({type(value).__name__} given){listed}")
 
 
 def model_hyperparameter(key: str) -> str | None:
@@ -588,8 +589,8 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
     _one_of(spec.sampler, SAMPLERS, f"{source}: sampler")
     _one_of(spec.val_split, VAL_SPLITS, f"{source}: val_split")
     _one_of(spec.tie_break, TIE_BREAKS, f"{source}: tie_break")
-    if not 0 < spec.val_fraction < 1:
-        raise SpecError(f"{source}: val_fraction must lie in (0, 1), got {spec.val_fraction}")
+    if not 0 < spec.val_fraction <= 0.5:  # (above, the runs tuned would train on less than they validate on)
+        raise SpecError(f"{source}: val_fraction must lie in (0, 0.5], got {spec.val_fraction}")
     allowed = sorted({m for ms in SELECTION_METRICS.values() for m in ms})
     if spec.selection_metric not in allowed:
         raise SpecError(f"{source}: selection_metric must be one of {allowed}, got {spec.selection_metric!r}")

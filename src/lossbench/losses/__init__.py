@@ -5,7 +5,7 @@ lossbench registers: ``register_<kind>`` exported from its package) with its inp
 hyperparameters (defaults and search spaces) and reference.  This package depends on torch only.
 """
 
-from lossbench.losses._registry import LOSSES, SIGNATURES, LossInfo, LossModule, get_loss, register_loss
+from lossbench.losses._registry import LOSSES, SIGNATURES, LossInfo, LossModule, get_loss, loss_module, register_loss
 from lossbench.losses.cross_entropy import CrossEntropyLoss, cross_entropy
 from lossbench.losses.exact import ExactLoss, exact, exact_sigma_schedule
 from lossbench.losses.hinge import MultiClassHingeLoss, multi_class_hinge
@@ -89,6 +89,7 @@ __all__ = [
     "LossModule",
     "get_loss",
     "register_loss",
+    "loss_module",
     "cross_entropy",
     "CrossEntropyLoss",
     "exact",

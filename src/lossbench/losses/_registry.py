@@ -121,6 +121,14 @@ def register_loss(
     for r, value in (row_none or {}).items():
         check_number(f"loss {name!r}: row_none[{r!r}]", value)
     module_params = inspect.signature(module.__init__).parameters  # the module may add options (LDAM's DRW)
+    # What the bench passes every loss module: validate= when it builds one (no checks on the hot path),
+    # reduction= when it calls one (per-sample losses for the transforms and packed runs)
+    forward_params = inspect.signature(module.forward).parameters
+    for where, taken, argument in ((module.__name__, module_params, "validate"), (f"{module.__name__}.forward", forward_params, "reduction")):
+        if argument not in taken and not any(p.kind is p.VAR_KEYWORD for p in taken.values()):
+            raise ValueError(f"loss {name!r}: {where} must take {argument}= (the bench passes it: a loss function "
+                             "takes reduction= and validate=, and lossbench.losses.loss_module(function, name) "
+                             "builds its module)")  # fmt: skip
     if batch_level_when is not None and batch_level_when not in params and batch_level_when not in module_params:
         raise ValueError(f"loss {name!r}: neither {function.__name__} nor {module.__name__} takes {batch_level_when!r}")
     if batch_groups is not None:  # the packed step passes it to the module
