@@ -172,7 +172,8 @@ def test_a_per_sample_transform_refuses_a_loss_batch_level_by_its_option():
         with pytest.raises(ValueError, match="iflood needs one loss per sample"):
             build_step(model, loss, torch.optim.SGD(model.parameters(), lr=0.1), ["iflood"])
     build_step(model, ExactLoss(), torch.optim.SGD(model.parameters(), lr=0.1), ["iflood"])
-    for fields in ({"params": {"standardize": True}}, {"search": {"loss.standardize": {"choices": [False, True]}}}):
+    # set, searched by the method, or searched by EXACT's registered space (the default): refused
+    for fields in ({"params": {"standardize": True}}, {"search": {"loss.standardize": {"choices": [False, True]}}}, {}):
         with pytest.raises(SpecError, match="'exact' is batch-level with standardize set"):
             method(**fields)
-    method()
+    method(params={"standardize": False})
