@@ -17,6 +17,18 @@ def score_rounding(*scores) -> float:
     return _ROUNDING_ULPS * float(np.finfo(np.float32).eps) * largest
 
 
+def constant_difference(treatment, baseline) -> tuple[float | None, float]:
+    """The difference ``treatment - baseline`` where it is the same on every seed up to the scores'
+    rounding (0.0 where it is within that of 0), else None (the t-test then has variance), and that
+    rounding."""
+    t, b = np.asarray(treatment, dtype=float), np.asarray(baseline, dtype=float)
+    d, rounding = t - b, score_rounding(t, b)
+    if np.ptp(d) > rounding:
+        return None, rounding
+    c = float(d.mean())
+    return (0.0 if abs(c) <= rounding else c), rounding
+
+
 def tied_within(values, rounding: float) -> np.ndarray:
     """``values`` with each run of values within ``rounding`` of its sorted neighbour made equal to the
     run's smallest: ties that the scores' rounding cannot tell apart (a rank reads them as tied)."""

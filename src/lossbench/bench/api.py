@@ -579,14 +579,16 @@ def _frame(frame: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]
         raise ValueError(
             f"{what}: label column {label!r} is missing a value (row {_first(frame, labels.isna())!r})"
         )
-    for name, column in frame.drop(columns=[label]).items():
+    others = frame.drop(columns=[label])
+    for name, column in others.items():
         category = isinstance(column.dtype, pd.CategoricalDtype)
         encoded = category or pd.api.types.is_string_dtype(column.dtype)  # what get_dummies one-hot encodes
-        if (not encoded and column.dtype.kind not in "biuf") or pd.api.types.infer_dtype(column) in _TIMES:
+        kind = pd.api.types.infer_dtype(column)
+        if (not encoded and column.dtype.kind not in "biuf") or kind in _TIMES:
             # dates would come as nanoseconds (~1e18), swamping every other feature, or one-hot per date
             raise ValueError(
-                f"{what}: column {name!r} holds {pd.api.types.infer_dtype(column)} values, not numbers or "
-                f"text; convert it to numbers (e.g. days since a date) or drop it"
+                f"{what}: column {name!r} holds {kind} values, not numbers or text; convert it to numbers "
+                f"(e.g. days since a date) or drop it"
             )
         if column.isna().any():  # one-hot encoding would turn a missing text cell into all zeros
             raise ValueError(
@@ -599,7 +601,7 @@ def _frame(frame: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]
                 f"{what}: column {name!r} holds {count} distinct values, more than max_categories="
                 f"{MAX_CATEGORIES} for one-hot encoding; drop it or encode it as numbers"
             )
-    features = pd.get_dummies(frame.drop(columns=[label]), dtype=float)  # text or category columns: one-hot
+    features = pd.get_dummies(others, dtype=float)  # text or category columns: one-hot
     if features.shape[1] == 0:
         raise ValueError(f"{what}: the DataFrame has no column besides the label column {label!r}")
     try:

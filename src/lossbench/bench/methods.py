@@ -105,12 +105,8 @@ class Method:
         for prefix, fixed, params in own:
             for p in params:
                 key = f"{prefix}.{p.name}"
-                if p.name in fixed or key in self.spec.schedule:
-                    continue
-                if key in self.spec.search:
-                    space[key] = _distribution(self.spec.search[key])
-                elif p.space is not None:
-                    space[key] = _distribution(p.space)
+                if _tuned(self.spec, key, fixed, p.space):
+                    space[key] = _distribution(self.spec.search.get(key, p.space))
         # The search table may also tune a loss argument that is no registered hyperparameter
         # (EXACT's sigma_min); registered ones were decided above.
         registered = {f"{prefix}.{p.name}" for prefix, _, params in own for p in params}
@@ -223,6 +219,12 @@ def resolve_method(spec: MethodSpec) -> Method:
     return _resolve(spec)
 
 
+def _tuned(spec: MethodSpec, key: str, fixed: dict[str, Any], registered: Any) -> bool:
+    """Whether the option ``key`` (``loss.<p>``, ``<transform>.<p>``) is tuned: the method's ``search`` names
+    it or it has a ``registered`` search space, unless the method fixes it (``fixed``) or schedules it."""
+    return key.split(".", 1)[1] not in fixed and key not in spec.schedule and (key in spec.search or registered is not None)
+
+
 def _resolve(spec: MethodSpec) -> Method:
     where = f"method {spec.name!r}"
     if spec.loss not in LOSSES:
@@ -251,8 +253,8 @@ def _resolve(spec: MethodSpec) -> Method:
                 raise SpecError(f"{where}: transform {t.name!r} has no parameter {key!r}; it takes {sorted(known)}")
             check_value(where, f"{t.name}.{key}", value, signature[key])
         when = loss.batch_level_when  # (searched, by the method's table or the registered space, it may be set)
-        searched = when is not None and when not in spec.params and f"loss.{when}" not in spec.schedule and (
-            f"loss.{when}" in spec.search or any(p.name == when and p.space is not None for p in loss.hyperparams))
+        searched = when is not None and _tuned(spec, f"loss.{when}", spec.params,
+                                               next((p.space for p in loss.hyperparams if p.name == when), None))
         settings = {**spec.params, **({when: True} if searched else {})}
         if not compatible(t.name, loss, settings):
             raise SpecError(f"{where}: transform {t.name!r} needs per-sample losses; {loss.name!r} is batch-level"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from lossbench._paired import score_rounding
+from lossbench._paired import constant_difference
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,9 @@ def paired_test(method: Sequence[float], baseline: Sequence[float], confidence: 
     if n < 2:
         return PairedTest(n, float(np.mean(a - b)) if n else math.nan, math.nan)
     diff = a - b
-    rounding = score_rounding(a, b)  # (the ledger's: scores are float32 computations)
-    if np.ptp(diff) <= rounding:  # the same difference on every seed: the t-test has no variance
-        shift = float(diff.mean())
-        if abs(shift) <= rounding:
+    shift, _ = constant_difference(a, b)  # (the ledger's rule: scores are float32 computations)
+    if shift is not None:  # the same difference on every seed: the t-test has no variance
+        if shift == 0.0:
             return PairedTest(n, 0.0, 1.0, 0.0, 0.0)
         return PairedTest(n, shift, 0.0, shift, shift)  # (the t-test's limit, as the ledger's rule reads it)
     low, high = _t_interval(diff, confidence)

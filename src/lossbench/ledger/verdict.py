@@ -95,7 +95,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lossbench._paired import score_rounding, tied_within
+from lossbench._paired import constant_difference, score_rounding, tied_within
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -395,12 +395,9 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule, *, uni
     if n < 2:
         return _too_few(rule, float(d.mean()), n, "seed", "paired t over 1 seed")
 
-    rounding = score_rounding(t, b)
-    constant = np.ptp(d) <= rounding
+    c, rounding = constant_difference(t, b)  # (0.0: the same score on every seed, up to the scores' rounding)
+    constant = c is not None
     if constant:
-        c = float(d.mean())
-        if abs(c) <= rounding:
-            c = 0.0  # the same score on every seed, up to the scores' rounding
         estimate, low, high = c, c, c
         method = f"constant difference over {n} seeds (zero variance: decided by its value)"
     else:
