@@ -315,3 +315,26 @@ def test_exact_switches_are_true_or_false(switch, value):
     if switch != "learn_sigma":
         with pytest.raises(ValueError, match=f"^{switch} must be True or False"):
             exact(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), **{switch: value})
+
+
+@pytest.mark.parametrize("name, value, message", [("margin", -1.0, "margin must be finite and >= 0"), ("num_nodes", 3, "num_nodes must be an even"),
+                                                  ("eps", 0.0, "eps must be finite and > 0"), ("reduction", "average", "reduction must be one of")])  # fmt: skip
+def test_exact_module_checks_its_options_when_built(name, value, message):
+    import torch
+
+    from lossbench.losses import ExactLoss, exact
+
+    with pytest.raises(ValueError, match=f"^{message}"):
+        ExactLoss(**{name: value})
+    with pytest.raises(ValueError, match=f"^{message}"):  # as the function checks them per call
+        exact(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), **{name: value})
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_exact_unchecked_refuses_a_target_out_of_range_in_one_line(standardize):
+    import torch
+
+    from lossbench.losses import exact
+
+    with pytest.raises(ValueError, match=r"target has 1 class indices outside \[0, 4\)"):
+        exact(torch.randn(6, 4), torch.tensor([0, 1, 2, 7, 1, 0]), validate=False, standardize=standardize)

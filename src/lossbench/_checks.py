@@ -24,15 +24,20 @@ def all_finite(x: torch.Tensor) -> bool:
 
 
 def check_number(name: str, value: object) -> None:
-    """A real number (or a tensor): a string or a boolean given for a hyperparameter is refused
-    by name, not by a failed comparison deep inside a loss."""
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):
+    """A real number (or a one-element tensor): a string, a boolean or a tensor of several values
+    given for a hyperparameter is refused by name, not by a failed comparison deep inside a loss."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a number or a one-element tensor, got a tensor of shape {tuple(value.shape)}")
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
 
 
 def check_numbers(name: str, value: object) -> None:
-    """A number, a tensor, or a list or tuple of numbers (a tensor written out, as in a spec):
-    strings and booleans are refused by name before ``torch.as_tensor`` sees them."""
+    """A number, a tensor (of any shape), or a list or tuple of numbers (a tensor written out, as in
+    a spec): strings and booleans are refused by name before ``torch.as_tensor`` sees them."""
+    if isinstance(value, torch.Tensor):
+        return
     for item in value if isinstance(value, (list, tuple)) else (value,):
         check_number(name, item)
 

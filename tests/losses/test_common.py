@@ -195,3 +195,30 @@ def test_infinite_hyperparameters_are_refused_with_their_name(name, kwargs):
     (key,) = kwargs
     with pytest.raises(ValueError, match=f"{key} must .*got inf"):
         LOSSES.get(name).function(logits, target, **kwargs)
+
+
+@pytest.mark.parametrize("info", [i for i in ALL if i.module is not None], ids=lambda i: i.name)
+def test_a_module_refuses_a_bad_reduction_when_built(info):
+    with pytest.raises(ValueError, match="reduction"):
+        info.module(reduction="average", **make_case(info, dtype=torch.float32, seed=10)[2])
+
+
+def test_a_module_call_overrides_a_stored_tensor_argument():
+    from lossbench.losses import CrossEntropyLoss, cross_entropy
+
+    logits, target = torch.randn(6, 3, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 2, 1, 0, 2])
+    w = torch.tensor([1.0, 2.0, 3.0])
+    module = CrossEntropyLoss(weight=w)
+    torch.testing.assert_close(module(logits, target, weight=2 * w + 1), cross_entropy(logits, target, weight=2 * w + 1))
+    torch.testing.assert_close(module(logits, target), cross_entropy(logits, target, weight=w))  # the stored one kept
+
+
+@pytest.mark.parametrize("name, kwargs", [("cross_entropy", {"temperature": torch.tensor([1.0, 2.0])}),
+                                          ("soft_f1", {"eps": torch.full((2,), 1e-6)})])  # fmt: skip
+def test_a_hyperparameter_tensor_of_several_values_is_refused_with_its_name(name, kwargs):
+    info = LOSSES.get(name)
+    logits, target, _ = make_case(info, dtype=torch.float32, seed=11)
+    ((key, value),) = kwargs.items()
+    with pytest.raises(ValueError, match=f"{key} must be a number or a one-element tensor"):
+        info.function(logits, target, **kwargs)
+    info.function(logits, target, **{key: value[:1]})  # one value: taken

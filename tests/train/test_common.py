@@ -177,3 +177,19 @@ def test_a_per_sample_transform_refuses_a_loss_batch_level_by_its_option():
         with pytest.raises(SpecError, match="'exact' is batch-level with standardize set"):
             method(**fields)
     method(params={"standardize": False})
+
+
+def test_a_plain_pytorch_loss_takes_its_own_reduction():
+    # a loss without reduction= (torch.nn.CrossEntropyLoss, a lambda) is called as it is; iFlood, which
+    # needs one loss per sample, refuses it when built
+    model = nn.Linear(3, 4)
+    x, y = torch.randn(8, 3), torch.tensor([0, 1, 2, 3] * 2)
+    for loss in (nn.CrossEntropyLoss(), lambda logits, target: nn.functional.cross_entropy(logits, target)):
+        stats = build_step(model, loss, torch.optim.SGD(model.parameters(), lr=0.1), ["clip_norm"])(x, y)
+        assert math.isfinite(stats["loss"])
+        with pytest.raises(ValueError, match="iflood needs one loss per sample: the loss .* takes no reduction="):
+            build_step(model, loss, torch.optim.SGD(model.parameters(), lr=0.1), ["iflood"])
+    with torch.no_grad():
+        expected = float(nn.functional.cross_entropy(model(x), y, reduction="sum"))
+    stats = build_step(model, nn.CrossEntropyLoss(reduction="sum"), torch.optim.SGD(model.parameters(), lr=0.1))(x, y)
+    assert stats["loss"] == pytest.approx(expected)  # the loss's own reduction, not a mean forced on it

@@ -145,7 +145,8 @@ def _rows(
         )
     if native is not None:
         out, ways, (valid, bad, far), (mean, d, per_std) = native
-        if standardize is not None:  # the margins of standardised logits: (s_y - s_j) / d
+        if standardize is not None and not bad:  # the margins of standardised logits: (s_y - s_j) / d
+            # (with bad targets the kernel computed nothing, d included: refused below)
             scale, clip = scale / d, None if clip is None else clip * d
         value, reduced, grad, rule = _exact_native.views(out, b, c, num_nodes, need_grad)
         reduced = None if reduction == "none" else reduced

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lossbench.losses._validation import check_number
+from lossbench.losses._validation import check_number, check_reduction
 from lossbench.registry import HyperParam, Registry
 
 # What a loss consumes.  The registry drives the bench and the generic tests from these.
@@ -188,6 +188,8 @@ class LossModule(nn.Module):
                 self._options[key] = value
         # Kept apart so that a call overriding it builds no merged kwargs dict (one per step).
         self._reduction: str | None = self._options.pop("reduction", None)
+        if self._reduction is not None:
+            check_reduction(self._reduction)  # when built, not at the first step
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, reduction: str | None = None, **overrides: Any
@@ -195,10 +197,11 @@ class LossModule(nn.Module):
         """``reduction`` overrides the stored one for this call (per-sample values for iFlood, say), and
         ``overrides`` stored options (a packed step's per-row hyperparameters)."""
         reduction = self._reduction if reduction is None else reduction
-        options = {**self._options, **overrides} if overrides else self._options
+        # (a stored tensor argument is a buffer: an override of it replaces it too)
+        options = {**self._options, **self._buffers, **overrides} if overrides else {**self._options, **self._buffers}
         if reduction is None:
-            return self.function(logits, target, **options, **self._buffers)
-        return self.function(logits, target, reduction=reduction, **options, **self._buffers)
+            return self.function(logits, target, **options)
+        return self.function(logits, target, reduction=reduction, **options)
 
     def option(self, name: str) -> Any:
         """The value this module calls its function with for ``name`` (given, or the function's default)."""

@@ -145,8 +145,7 @@ def exact(
     check_index_target(target, c, logits2d.shape[:1], ignore_index, validate)
     if c < 2:
         raise ValueError(f"logits must have at least 2 classes, got shape {tuple(logits.shape)}")
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 2 or num_nodes % 2:
-        raise ValueError(f"num_nodes must be an even integer >= 2, got {num_nodes!r}")
+    _check_num_nodes(num_nodes)
     _check_estimator(estimator, samples, generator, log_loss)
     if type(groups) is not int or groups < 1 or logits2d.shape[0] % groups:
         raise ValueError(f"groups must be a positive integer that divides the {logits2d.shape[0]} rows, got {groups!r}")
@@ -245,6 +244,11 @@ def _check_row_margin(
     return margin.reshape(-1)
 
 
+def _check_num_nodes(num_nodes: object) -> None:
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 2 or num_nodes % 2:
+        raise ValueError(f"num_nodes must be an even integer >= 2, got {num_nodes!r}")
+
+
 def _check_estimator(estimator: str, samples: int, generator: torch.Generator | None, log_loss: bool) -> None:
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
@@ -340,6 +344,12 @@ class ExactLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_positive("sigma", sigma)
+        # (checked when built, as exact() checks them per call: a bad value is not found mid-training)
+        check_reduction(reduction)
+        _check_num_nodes(num_nodes)
+        check_positive("eps", eps)
+        if margin is not None and not isinstance(margin, torch.Tensor):
+            check_positive("margin", margin, allow_zero=True)
         for name, switch in (("learn_sigma", learn_sigma), ("log_loss", log_loss), ("standardize", standardize)):
             check_bool(name, switch)
         _check_estimator(estimator, samples, generator, log_loss)

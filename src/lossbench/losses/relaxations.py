@@ -21,6 +21,7 @@ from lossbench.losses._validation import (
     check_interval,
     check_numbers,
     check_positive,
+    check_reduction,
     masked_reduce,
     row_param,
     softmax_inputs,
@@ -173,6 +174,7 @@ class BetaBernoulliRelaxationLoss(nn.Module):
         check_interval("prior_weight", prior_weight, 0.0, 1.0, closed="neither")
         check_interval("theta", theta, 0.0, 1.0, closed="neither")
         check_bool("learnable", learnable)
+        check_reduction(reduction)
         raw = torch.logit(torch.tensor([prior_weight, theta], dtype=torch.float32))
         if learnable:
             self.raw = nn.Parameter(raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -29,6 +30,21 @@ def trainable_parameters(model: nn.Module, loss: LossFn) -> list[nn.Parameter]:
                 seen.add(id(p))
                 params.append(p)
     return params
+
+
+def takes_reduction(loss: LossFn) -> bool:
+    """Whether ``loss(logits, target, reduction=...)`` is a call the loss takes (every lossbench loss;
+    ``torch.nn.CrossEntropyLoss()`` sets its reduction when built instead).  A callable whose
+    signature Python cannot read is taken at its word."""
+    try:
+        params = inspect.signature(loss.forward if isinstance(loss, nn.Module) else loss).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "reduction" and p.kind != p.POSITIONAL_ONLY or p.kind == p.VAR_KEYWORD for p in params)
+
+
+def _name(loss: LossFn) -> str:
+    return type(loss).__name__ if isinstance(loss, nn.Module) else getattr(loss, "__name__", repr(loss))
 
 
 class TrainStep:
@@ -65,6 +81,11 @@ class TrainStep:
             raise ValueError(f"per-sample transforms {late} must come first among the loss wrappers")
         self._per_sample = reads_per_sample(self._objective)
         check_per_sample_loss(self._objective, loss)
+        self._takes_reduction = takes_reduction(loss)
+        if self._per_sample and not self._takes_reduction:
+            first = next(t for t in self._objective if t.per_sample)
+            raise ValueError(f"{first.name} needs one loss per sample: the loss {_name(loss)} takes no reduction= "
+                             "argument (lossbench's losses do, as reduction='none')")  # fmt: skip
         self._needs_grads = bool(self._gradient) or self._update is not None
 
         in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
@@ -85,7 +106,10 @@ class TrainStep:
         ctx = self.ctx
         ctx.x, ctx.y, ctx.stats = x, y, {}
         ctx.logits = logits = self.model(x)
-        value = self.loss(logits, y, reduction="none" if self._per_sample else "mean")
+        if self._takes_reduction:
+            value = self.loss(logits, y, reduction="none" if self._per_sample else "mean")
+        else:  # (a plain PyTorch loss, say: its own reduction)
+            value = self.loss(logits, y)
         if self._per_sample:
             value = self._per_sample_values(value, y, logits)
         raw = value.detach() if value.ndim == 0 else value.detach().mean()
