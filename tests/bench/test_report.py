@@ -244,6 +244,7 @@ def test_configurations_at_the_edge_of_their_range_are_flagged(report):
     assert results[0].method("accuracy").edges == {"lr": "upper"} and results[0].method("ce").edges == {}
     md = (out / "report.md").read_text()
     assert "lr=0.99 (upper edge)" in md and "lr=0.05," in md and "(lower edge) / (upper edge):" in md
+    assert "the smallest / largest of a grid of 3 or more numbers" in md  # (of two, every value is an end)
 
 
 def test_trials_csv_beside_the_report(report):

@@ -303,3 +303,17 @@ def test_the_last_run_named_is_the_newest_whichever_claim_ran_it():
     runs = [{"started": "2026-12-05T13:05:00+00:00", "host": "new", "threads": 1, "lossbench": "0.1.0", "commit": "b-dirty"},
             {"started": "2026-12-04T09:00:00+00:00", "host": "old", "threads": 1, "lossbench": "0.1.0", "commit": "a"}]  # fmt: skip
     assert _last_run(runs) == ", the last on new with 1 torch thread(s), lossbench 0.1.0, commit b-dirty"
+
+
+def test_the_resampled_note_names_the_units_whose_tuning_chose_otherwise():
+    from types import SimpleNamespace
+
+    from lossbench.ledger.report import _same_choices
+
+    def outcome(configs):
+        return SimpleNamespace(cells={d: {m: SimpleNamespace(config=c) for m, c in row.items()} for d, row in configs.items()})
+
+    fixed = outcome({"car": {"ce": {"lr": 0.1}, "exact": {"lr": 0.2}}, "wine": {"ce": {"lr": 0.3}, "exact": {"lr": 0.4}}})
+    assert _same_choices(fixed, fixed) == "where they made the fixed study's choices"
+    other = outcome({"car": {"ce": {"lr": 0.1}, "exact": {"lr": 0.5}}, "wine": {"ce": {"lr": 0.3}, "exact": {"lr": 0.4}}})
+    assert _same_choices(fixed, other).endswith("but for car / exact (another configuration chosen)")

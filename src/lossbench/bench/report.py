@@ -22,7 +22,7 @@ from lossbench._paths import atomic_write, inside
 from lossbench._provenance import version_line
 from lossbench.bench.methods import Method, resolve_method
 from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS
-from lossbench.bench.results import EDGE_FRACTION, DatasetResult, MethodResult, scored_as_diverged
+from lossbench.bench.results import EDGE_FRACTION, EDGE_GRID, DatasetResult, MethodResult, scored_as_diverged
 from lossbench.bench.spec import MethodSpec, Spec
 from lossbench.bench.stats import format_p
 from lossbench.bench.storage import ALONE_ATTR, OWN_VALIDATION, PACKING_OFF, VALIDATION_ATTR, run_record
@@ -271,8 +271,8 @@ def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) -> 
                 Table(leaderboard_header(result), leaderboard_rows(result))]  # fmt: skip
         if any(r.edges for r in result.methods):
             out.append(Para(f"(lower edge) / (upper edge): chosen within {EDGE_FRACTION:.0%} of an end of its "
-                            "search range (on its sampling scale), or the smallest / largest of a grid; the best "
-                            "value may lie beyond the range searched."))  # fmt: skip
+                            "search range (on its sampling scale), or the smallest / largest of a grid of "
+                            f"{EDGE_GRID} or more numbers; the best value may lie beyond the range searched."))  # fmt: skip
         if len(METRICS[result.task]) > 1:
             out += [Para("Other test metrics, mean ± std [95% CI]:"), _secondary(result)]
         for kind, alt in zip(PLOT_KINDS, ("learning curves", "tuning trials", "tuning budget")):

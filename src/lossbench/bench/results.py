@@ -186,6 +186,7 @@ def _with_readers(spec: Spec, dataset: DatasetSpec, rows: list[MethodResult]) ->
 
 
 EDGE_FRACTION = 0.05  # a chosen value this close to an end of its range (on its sampling scale) is at the edge
+EDGE_GRID = 3  # a grid's smallest or largest number is an edge from this many numbers on (of two, every value is)
 
 
 def range_edges(config: dict[str, Any], space: dict[str, optuna.distributions.BaseDistribution]) -> dict[str, str]:
@@ -208,7 +209,7 @@ def range_edges(config: dict[str, Any], space: dict[str, optuna.distributions.Ba
                 edges[key] = "upper"
         elif isinstance(dist, optuna.distributions.CategoricalDistribution):
             numbers = [c for c in dist.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
-            if len(numbers) >= 3 and value in (min(numbers), max(numbers)):
+            if len(numbers) >= EDGE_GRID and value in (min(numbers), max(numbers)):
                 edges[key] = "lower" if value == min(numbers) else "upper"
     return edges
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -44,6 +45,7 @@ class Cell:
     published: Published | None
     secondary: dict[str, float]  # mean over seeds of each secondary metric (diverged runs left out)
     chosen_trial: int | None
+    config: dict[str, Any] | None  # the chosen tuning trial's parameters
     final_trials: list[int]
     tune_study: str
     final_study: str
@@ -110,7 +112,7 @@ def _cell(result: DatasetResult, r: MethodResult, claim: Claim) -> Cell:
     return Cell(
         dataset=label, method=r.method.name, scores=scores, diverged=diverged,
         published=claim.published.get(label, {}).get(r.method.name), secondary=secondary,
-        chosen_trial=r.chosen_trial, final_trials=[r.runs[s].number for s in sorted(r.runs)],
+        chosen_trial=r.chosen_trial, config=r.config, final_trials=[r.runs[s].number for s in sorted(r.runs)],
         tune_study=r.tune_study, final_study=r.final_study,
     )  # fmt: skip
 

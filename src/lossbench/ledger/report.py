@@ -197,11 +197,21 @@ def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
             note = resampling_note(fixed[o.budget].verdict, o.verdict, POINTS)
             blocks.append(Para((note or "The verdict is the same on resampled splits as on the fixed split.")
                                + " (The resampled runs' seed 0 trains and tests on the fixed split, as every seed "
-                               "of a data set whose loader takes no seed does, and their configurations are the fixed "
-                               "split's choices: a check of the split's part, not an independent study.)"))  # fmt: skip
+                               "of a data set whose loader takes no seed does, and their configurations were tuned "
+                               f"on the fixed split, {_same_choices(fixed[o.budget], o)}: a check of the split's part, "
+                               "not an independent study.)"))  # fmt: skip
     if not e.outcomes and not e.analyses:
         blocks.append(Para(f"Not run yet: `lossbench claims run {c.id} --budget quick`."))
     return blocks
+
+
+def _same_choices(fixed: Outcome, resampled: Outcome) -> str:
+    """Whether the resampled study's tuning (again on the fixed split) chose what the fixed study's did."""
+    other = [f"{d} / {m}" for d, row in resampled.cells.items() for m, cell in row.items()
+             if cell.config != fixed.cells.get(d, {}).get(m, cell).config]  # fmt: skip
+    if not other:
+        return "where they made the fixed study's choices"
+    return f"where they made the fixed study's choices but for {', '.join(other)} (another configuration chosen)"
 
 
 def _dataset_word(d: DatasetOutcome | None) -> str:
@@ -295,8 +305,10 @@ def rule_changes(storage) -> list[Block]:
     later = [(day, what, effect) for day, what, effect in CHANGES_AFTER_RUNS if started and min(started) <= day]
     if not later:
         return []
-    return [Para(f"The rule changed after this storage's first runs ({min(started)}); every verdict below is the "
-                 f"rule's as it is now. What each change did to the project's reference ledger ({REFERENCE}):"),
+    return [Para(f"The rule changed after this storage's first runs ({min(started)}); every bench claim's verdict "
+                 "below is the rule's as it is now (judged anew from its stored runs), an analysis claim's as judged "
+                 "at its last `lossbench claims run`. What each change did to the project's reference ledger "
+                 f"({REFERENCE}):"),
             Bullets([f"{day}: {what}; {effect}." for day, what, effect in later])]  # fmt: skip
 
 
