@@ -10,7 +10,7 @@ import torch
 from lossbench.bench.spec import load_preset, parse_spec
 from lossbench.bench.storage import open_storage
 from lossbench.ledger import analyses
-from lossbench.ledger.analyses import analysis_study, clipping_verdict, epochs_to_target
+from lossbench.ledger.analyses import analysis_study, clipping_cases, clipping_verdict, epochs_to_target
 from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import get_claim
 
@@ -85,6 +85,9 @@ def test_the_clipping_rule_holds_only_when_both_clipped_methods_are_faster_every
     # slower on both data sets at p = 0.017 each: over the four comparisons Holm does not keep it
     overall, parts = clipping_verdict(_epochs([9, 10, 11], [3, 3, 2], [6, 8, 7]))
     assert parts["d1/clip"].word == "contradicted" and overall.word == "inconclusive" and "Holm" in overall.reason
+    # the cases are listed with the word each counts with, not the one it has alone
+    assert "d1/clip +3.00 (inconclusive (contradicted alone; not kept by Holm's correction))" in clipping_cases(parts)
+    assert "d1/clip_smooth -4.33 (holds)" in clipping_cases(parts)
     assert clipping_verdict(_epochs([6, 8, 7], [6, 8, 7], [6, 8, 7]))[0].word == "equivalent"  # within one epoch
     # no run reached the target (each counts 13 = 12 epochs + 1): that shows no equal speed
     never = _epochs([13, 13, 13], [13, 13, 13], [13, 13, 13])

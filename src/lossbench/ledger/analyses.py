@@ -344,6 +344,14 @@ def clipping_verdict(epochs: dict[str, dict[str, list[float]]], never: float | N
     return every_dataset(verdicts, names), dict(zip(names, verdicts))
 
 
+def clipping_cases(parts: dict) -> str:
+    """``clipping_verdict``'s cases, each with its effect and the word it counts with after Holm's correction."""
+    from lossbench.ledger.judge import counted_word, holm_words
+
+    words = holm_words(list(parts.values()))[0]
+    return "; ".join(f"{name} {v.effect.estimate:+.2f} ({counted_word(w, v)})" for (name, v), w in zip(parts.items(), words))
+
+
 def clipping_accelerates(budget: str, storage=None, device=None, data_dir=None, pack=None, progress=None) -> AnalysisResult:
     """Zhang et al.: runs (or resumes, or finds done) the study of the preset ``clipping`` in
     ``storage``, then reads each final run's stored ``train_loss`` curve: the epochs each method
@@ -375,8 +383,7 @@ def clipping_accelerates(budget: str, storage=None, device=None, data_dir=None, 
             rows.append(f"| {label} | {target:.4f} | {r.method.name} | {' '.join(f'{e:g}' for e in reached)} | "
                         f"{sum(reached) / len(reached):.2f} | {params} | {r.final_study} |")  # fmt: skip
     verdict, parts = clipping_verdict(epochs, never=never)
-    each = "; ".join(f"{name} {v.effect.estimate:+.2f} ({v.word})" for name, v in parts.items())
-    reason = f"{verdict.reason} Per dataset and method (clipped - none, mean epochs; each one's word on its own, before the correction over them): {each}"
+    reason = f"{verdict.reason} Per dataset and method (clipped - none, mean epochs; the word each counts with): {clipping_cases(parts)}"
     details = (f"Study {spec.name!r}: {spec.trials} tuning trials per method, {spec.seeds} seeds, {spec.train.epochs} "
                f"epochs. Target = {TARGET_FRACTION} ln C (C classes); epochs to the target per evaluation seed "
                f"(a run that never reaches it counts {never:g}).\n\n| dataset | target | method | "

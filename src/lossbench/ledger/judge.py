@@ -129,6 +129,12 @@ def holm_words(verdicts: list[Verdict]) -> tuple[list[str], list[bool], list[flo
     return words, opposed, adjusted
 
 
+def counted_word(word: str, own: Verdict) -> str:
+    """The word a case counts with (``word``, from :func:`holm_words`), and its own where Holm's correction
+    did not keep its opposite."""
+    return word if word == own.word else f"{word} (contradicted alone; not kept by Holm's correction)"
+
+
 def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
     """A per-dataset claim over several datasets: it holds where it holds on every dataset.
 

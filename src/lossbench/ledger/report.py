@@ -19,7 +19,7 @@ from lossbench._document import Block, Bullets, Heading, Image, Markdown, Para, 
 from lossbench._paths import atomic_write, inside
 from lossbench.bench.spec import SpecError, spec_growth
 from lossbench.bench.storage import stored_fingerprint, stored_spec, stored_spec_names
-from lossbench.ledger.judge import SECONDARY, Cell, DatasetOutcome, Outcome, judge
+from lossbench.ledger.judge import SECONDARY, Cell, DatasetOutcome, Outcome, counted_word, judge
 from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import BUDGETS, Claim, all_claims
 from lossbench.ledger.runs import (
@@ -216,9 +216,7 @@ def _same_choices(fixed: Outcome, resampled: Outcome) -> str:
 
 def _dataset_word(d: DatasetOutcome | None) -> str:
     """The word the claim counts on a dataset, and the dataset's own where Holm's correction dropped its opposite."""
-    if d is None or d.verdict is None:
-        return "-"
-    return d.word if d.word == d.verdict.word else f"{d.word} (contradicted alone; not kept by Holm's correction)"
+    return "-" if d is None or d.verdict is None else counted_word(d.word, d.verdict)
 
 
 def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
