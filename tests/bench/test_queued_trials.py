@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import optuna
+import pytest
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
@@ -108,5 +109,7 @@ def test_failed_trials_and_their_retries_appear_together(tmp_path, monkeypatch):
     assert storage.fail_trials([(study._study_id, twins[0])], "again", retry=True) == []
     (tired,) = storage.start_trials(study._study_id, 1, [])  # (a new running trial: ask would take a queued one)
     tired.system_attrs = {"failed_trial": 0, "retry_history": list(range(MAX_RETRIES))}
-    assert storage.fail_trials([(study._study_id, tired)], "tired", retry=True) == [tired._trial_id]
+    with pytest.warns(UserWarning, match=rf"1 run\(s\) failed {MAX_RETRIES + 1} times and are not retried again: trial 0 "
+                      rf"\(failed as trials \[0, 1, 2, {tired.number}\]\); last error: tired"):  # (said: a new draw takes its place)
+        assert storage.fail_trials([(study._study_id, tired)], "tired", retry=True) == [tired._trial_id]
     assert len([t for t in study.get_trials() if t.state == TrialState.WAITING]) == 2

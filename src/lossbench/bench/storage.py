@@ -326,6 +326,7 @@ class HeartbeatStorage(RDBStorage):
         would draw new trials in their place).  Returns the ids failed here (the others were no longer
         running)."""
         complete = _stored_datetime(datetime.now(), "datetime_complete")
+        given_up = []
         with self._transaction() as session:
             failed = _finish(session, [t._trial_id for _, t in trials], TrialState.FAIL, complete)
             _insert_attrs(session, models.TrialUserAttributeModel, [(i, {ERROR_ATTR: reason}) for i in failed], replace=True)
@@ -333,13 +334,19 @@ class HeartbeatStorage(RDBStorage):
                 system = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
                 if counted:
                     system["retry_history"] = [*system["retry_history"], trial.number]
-                if trial._trial_id not in failed or len(system["retry_history"]) > MAX_RETRIES:
+                if trial._trial_id not in failed:
+                    continue
+                if len(system["retry_history"]) > MAX_RETRIES:
+                    given_up.append(f"trial {system['failed_trial']} (failed as trials {system['retry_history']})")
                     continue
                 ((copy_id, _),) = _insert_trials(session, study_id, 1, TrialState.WAITING, None)
                 _insert_attrs(session, models.TrialSystemAttributeModel, [(copy_id, system)])
                 user = {k: v for k, v in trial.user_attrs.items() if k != ERROR_ATTR}
                 _insert_attrs(session, models.TrialUserAttributeModel, [(copy_id, user)])
                 _insert_params(session, [(copy_id, name, value, trial.distributions[name]) for name, value in trial.params.items()])
+        if given_up:  # a tuning draw is then replaced by a new one: the study no longer tunes what it would have
+            warnings.warn(f"{len(given_up)} run(s) failed {MAX_RETRIES + 1} times and are not retried again: "
+                          f"{', '.join(given_up)}; last error: {reason}", stacklevel=2)  # fmt: skip
         return [t._trial_id for _, t in trials if t._trial_id in failed]
 
     @contextlib.contextmanager
