@@ -276,3 +276,18 @@ def test_a_second_study_in_the_same_out_does_not_replace_the_first_ones_report(c
     line = refused(capsys, ["run", str(spec_file(tmp_path, "second")), "--out", str(out), "--device", "cpu"])
     assert "holds the report of study 'first'" in line and (out / "report.md").read_text() == before
     assert main(["run", str(spec_file(tmp_path, "first")), "--out", str(out), "--device", "cpu"]) == 0  # its own: resumed
+
+
+def test_a_full_disk_while_writing_the_report_is_one_line_without_a_missing_file_name(stored, capsys, tmp_path, monkeypatch):
+    import errno
+
+    from lossbench.bench import report
+
+    _, db, _ = stored
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # (a full disk's error names no file)
+
+    monkeypatch.setattr(report, "write_report", full)
+    line = refused(capsys, ["report", "--out", str(tmp_path / "r"), "--storage", f"sqlite:///{db}"])
+    assert f"cannot write the report in {tmp_path / 'r'}: No space left on device; the results are stored" in line

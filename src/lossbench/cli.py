@@ -158,7 +158,8 @@ def _finish(spec, storage, out: str) -> int:
     try:
         files = write_report(spec, results, out)
     except OSError as err:  # read-only, full, or a folder where a report file goes
-        raise ValueError(f"cannot write the report in {out}: {err.strerror or err} ({err.filename}); the results "
+        where = f" ({err.filename})" if err.filename else ""  # (a full disk names no file)
+        raise ValueError(f"cannot write the report in {out}: {err.strerror or err}{where}; the results "
                          "are stored: `lossbench report --out <folder>` writes it elsewhere") from None  # fmt: skip
     console.print(f"report: {files[0]} (also {', '.join(p.name for p in files[1:] if p.parent == files[0].parent)} and plots/)")
     missing = incomplete(results)
