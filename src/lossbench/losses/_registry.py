@@ -197,8 +197,7 @@ class LossModule(nn.Module):
         """``reduction`` overrides the stored one for this call (per-sample values for iFlood, say), and
         ``overrides`` stored options (a packed step's per-row hyperparameters)."""
         reduction = self._reduction if reduction is None else reduction
-        # (a stored tensor argument is a buffer: an override of it replaces it too)
-        options = {**self._options, **self._buffers, **overrides} if overrides else {**self._options, **self._buffers}
+        options = {**self._options, **self._buffers, **overrides}  # (a stored tensor is a buffer: overridable too)
         if reduction is None:
             return self.function(logits, target, **options)
         return self.function(logits, target, reduction=reduction, **options)
