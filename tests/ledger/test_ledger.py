@@ -317,3 +317,8 @@ def test_the_resampled_note_names_the_units_whose_tuning_chose_otherwise():
     assert _same_choices(fixed, fixed) == "where they made the fixed study's choices"
     other = outcome({"car": {"ce": {"lr": 0.1}, "exact": {"lr": 0.5}}, "wine": {"ce": {"lr": 0.3}, "exact": {"lr": 0.4}}})
     assert _same_choices(fixed, other).endswith("but for car / exact (another configuration chosen)")
+    # a unit whose tuning has not finished (no choice yet) in either study is not called another choice
+    unfinished = outcome({"car": {"ce": {"lr": 0.1}, "exact": None}, "wine": {"ce": {"lr": 0.3}}})
+    for a, b in ((fixed, unfinished), (unfinished, fixed)):
+        assert _same_choices(a, b) == ("where they made the fixed study's choices; not tuned yet in one of the two "
+                                       "studies: car / exact, wine / exact")  # fmt: skip

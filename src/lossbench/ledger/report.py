@@ -206,12 +206,23 @@ def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
 
 
 def _same_choices(fixed: Outcome, resampled: Outcome) -> str:
-    """Whether the resampled study's tuning (again on the fixed split) chose what the fixed study's did."""
-    other = [f"{d} / {m}" for d, row in resampled.cells.items() for m, cell in row.items()
-             if cell.config != fixed.cells.get(d, {}).get(m, cell).config]  # fmt: skip
-    if not other:
-        return "where they made the fixed study's choices"
-    return f"where they made the fixed study's choices but for {', '.join(other)} (another configuration chosen)"
+    """Whether the resampled study's tuning (again on the fixed split) chose what the fixed study's did,
+    unit by unit; a unit not tuned yet in either study is named apart."""
+    other, untuned = [], []
+    for d in dict.fromkeys([*fixed.cells, *resampled.cells]):
+        for m in dict.fromkeys([*fixed.cells.get(d, {}), *resampled.cells.get(d, {})]):
+            a, b = (o.cells.get(d, {}).get(m) for o in (fixed, resampled))
+            configs = [None if c is None else c.config for c in (a, b)]
+            if None in configs:
+                untuned.append(f"{d} / {m}")
+            elif configs[0] != configs[1]:
+                other.append(f"{d} / {m}")
+    said = "where they made the fixed study's choices"
+    if other:
+        said += f" but for {', '.join(other)} (another configuration chosen)"
+    if untuned:
+        said += f"; not tuned yet in one of the two studies: {', '.join(untuned)}"
+    return said
 
 
 def _dataset_word(d: DatasetOutcome | None) -> str:
