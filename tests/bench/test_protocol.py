@@ -259,3 +259,47 @@ def test_a_python_random_study_tunes_the_paper_codes_draws(tmp_path):
     runner.run()
     trials = sorted(runner.units[0].tune.get_trials(), key=lambda t: t.number)
     assert [t.params for t in trials] == paper_draws(grids, 3)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_a_sampler_reseeded_for_another_draw_draws_what_a_new_one_draws(tmp_path, sampler):
+    """A pack's asks reuse one sampler, reseeded draw by draw: each draw, TPE's past its start-up
+    trials included, is what that draw's own new sampler suggests there (the pack's earlier asks
+    running in the same study: TPE reads them)."""
+    from lossbench.bench.methods import suggest
+    from lossbench.bench.runner import Runner
+    from lossbench.bench.storage import default_storage_url, open_storage
+
+    spec = parse_spec({**MINIMAL, "trials": 8, "sampler": sampler})  # TPE starts from its 4th trial
+    runner = Runner(spec, open_storage(default_storage_url(tmp_path), spec.heartbeat_interval), torch.device("cpu"))
+    unit = runner.units[0]
+    space = unit.method.search_space(spec.search)
+    gen = random.Random(0)
+    history = [
+        create_trial(state=TrialState.COMPLETE, value=gen.random(), distributions=space,
+                     params={name: dist.to_external_repr(gen.uniform(dist.low, dist.high)) if hasattr(dist, "low")
+                             else dist.choices[0] for name, dist in space.items()})
+        for _ in range(6)
+    ]  # fmt: skip
+
+    def ask(study: optuna.Study, chosen: optuna.samplers.BaseSampler) -> dict:
+        study.sampler = chosen
+        trial = study.ask()
+        for name, dist in space.items():
+            suggest(trial, name, dist)
+        return trial.params
+
+    def study_of_history() -> optuna.Study:
+        study = optuna.create_study(direction="maximize")
+        study.add_trials(history)
+        return study
+
+    alone = study_of_history()
+    new = [ask(alone, runner.sampler(unit, k)) for k in range(12)]
+    shared, reused, samplers = study_of_history(), [], []
+    for k in range(12):
+        samplers.append(runner.sampler(unit, k, reuse=samplers[-1] if samplers else None))
+        reused.append(ask(shared, samplers[-1]))
+    assert len({id(s) for s in samplers}) == 1
+    assert reused == new
+    assert len({repr(p) for p in new}) == 12
