@@ -5,8 +5,9 @@ PyTorch's CPU kernels reduce over the last dimension in vectors of 16 (float32) 
 (K runs x B samples) ``F.log_softmax`` and ``F.cross_entropy`` cost 3-8x what the same reduction
 costs over the first dimension, where the vectors run across rows.  Below 16 classes, and where
 the call is big enough for the transposition to pay, the classes are put first: the same
-arithmetic per row (in float32 the same bits, in float64 the same to round-off:
-``tests/losses/test_softmax.py``); ``benchmarks/bench_packing.py step`` measures the gain.
+arithmetic per row (in float32 the same bits but for the rows of a last, partial vector of 16,
+which may round an ulp apart; in float64 the same to round-off: ``tests/losses/test_softmax.py``);
+``benchmarks/bench_packing.py step`` measures the gain.
 """
 
 from __future__ import annotations
