@@ -13,7 +13,13 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from lossbench.bench.metrics import EpochScores, accuracy, class_probabilities, compute_metrics
+from lossbench.bench.metrics import (
+    EpochScores,
+    accuracy,
+    class_probabilities,
+    compute_metrics,
+    metrics_of_runs,
+)
 from lossbench.losses._validation import all_finite
 
 
@@ -171,3 +177,28 @@ def test_a_multilabel_score_just_above_zero_is_a_positive_label():
     scores = torch.tensor([[1e-8, -1.0], [-1.0, 3e-8], [2.0, 1.0]])
     metrics = compute_metrics(scores, target, "multilabel", 2)
     assert metrics["micro_f1"] == 1.0 and metrics["macro_f1"] == 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("n", "c"), [(1, 2), (7, 3), (360, 10), (513, 14), (40, 30)])
+def test_metrics_of_runs_are_compute_metrics_run_by_run_bit_for_bit(n, c, dtype):
+    """A pack's final scores in one pass: the same floats as each run's own compute_metrics, with
+    runs that diverged, predict one class only, tie, or miss classes of the target."""
+    gen = torch.Generator().manual_seed(n * c)
+    logits = torch.randn(8, n, c, generator=gen, dtype=dtype) * torch.tensor([0.1, 1, 4, 30, 1, 1, 1, 1], dtype=dtype)[:, None, None]
+    logits[4, :, 0] += 50  # one class predicted everywhere
+    logits[5] = logits[5].round()  # ties: the first class of the tie wins
+    logits[6, 0, 0] = math.nan
+    logits[7, -1, -1] = -math.inf
+    target = torch.randint(0, max(1, c - 1), (n,), generator=gen)  # the last class absent from the target
+    together = metrics_of_runs(logits, target, c)
+    for k in range(len(logits)):
+        alone = compute_metrics(logits[k], target, "multiclass", c)
+        assert list(together[k]) == list(alone)
+        assert all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(together[k].values(), alone.values())), (k, together[k], alone)
+    assert together[6]["diverged"] == together[7]["diverged"] == 1.0
+
+
+def test_metrics_of_runs_leave_one_binary_logit_and_no_rows_to_compute_metrics():
+    assert metrics_of_runs(torch.zeros(3, 5, 1), torch.zeros(5, dtype=torch.long), 2) is None
+    assert metrics_of_runs(torch.zeros(3, 0, 4), torch.zeros(0, dtype=torch.long), 4) is None

@@ -39,6 +39,7 @@ from lossbench.bench.metrics import (
     compute_metrics,
     decide,
     f1_thresholds,
+    metrics_of_runs,
     selection_metric,
 )
 from lossbench.bench.spec import SEED_PARAM, THEN_PREFIX, DatasetSpec, Spec, SpecError, model_hyperparameter
@@ -466,13 +467,19 @@ class _RunScores:
         if score == score and (self.best is None or score > self.best[0]):
             self.best = (score, epoch, logits)
 
-    def result(self, fit_logits: Callable[[], torch.Tensor], seconds: float) -> RunResult:
-        """The run's metrics on the held-out part; with ``tie_break = "train_metric"`` a tuning run
-        also scores the fit part (``fit_logits()``), whose score breaks ties between equal
+    def scored(self) -> torch.Tensor:
+        """The held-out logits the run is scored by: its best epoch's with early stopping (every epoch
+        diverged: the last), else its last epoch's."""
+        assert self.last_logits is not None
+        return self.last_logits if self.best is None else self.best[2]
+
+    def result(self, fit_logits: Callable[[], torch.Tensor], seconds: float, metrics: dict[str, float] | None = None) -> RunResult:
+        """The run's metrics on the held-out part (``metrics``: as :meth:`metrics` gives them for
+        :meth:`scored`, where the caller computed them); with ``tie_break = "train_metric"`` a tuning
+        run also scores the fit part (``fit_logits()``), whose score breaks ties between equal
         validation scores."""
         split, metric = self.split, self.metric
-        assert self.last_logits is not None
-        scored = self.last_logits if self.best is None else self.best[2]  # every epoch diverged: the last
+        scored = self.scored()
         fit_once: list[torch.Tensor] = []  # the fit part's logits, computed at most once
 
         def fit() -> torch.Tensor:
@@ -482,7 +489,7 @@ class _RunScores:
 
         if self.decision == "thresholds":
             self.thresholds = _thresholds(fit(), split)
-        metrics = self.metrics(scored, split.y_eval)
+        metrics = self.metrics(scored, split.y_eval) if metrics is None else dict(metrics)
         labels = tuple(name for name in METRICS[split.task] if name in DECIDED)
         decided = {}
         for rule in self.readers:  # the same held-out logits, through each reader's rule
@@ -626,8 +633,12 @@ def train_and_score_packed(
             fit_logits.append(packed.eval_logits(split.x_fit, batch_size=EVAL_BATCH))
         return fit_logits[0][k]
 
+    together = None  # every run's held-out metrics in one pass where they all read the arg-max
+    if count_together and split.task == "multiclass":
+        together = metrics_of_runs(torch.stack([run.scored() for run in scores]), split.y_eval, split.num_classes)
     seconds = (time.perf_counter() - start) / len(runs)
-    return [run.result(lambda k=k: fit_logits_of(k), seconds) for k, run in enumerate(scores)]
+    return [run.result(lambda k=k: fit_logits_of(k), seconds, None if together is None else together[k])
+            for k, run in enumerate(scores)]  # fmt: skip
 
 
 def pack_key(split: Split, method: Method, spec: Spec) -> tuple[Any, ...]:
