@@ -177,3 +177,21 @@ def test_trailing_comments_are_stripped_outside_quotes(tmp_path):
         t.values[[0, 2, 4, 5]], plain.values[[0, 2, 4, 5]], equal_nan=True, rtol=0, atol=0
     )
     assert t.values[3].tolist() == [4.0, 3.0, 40.0, 1.0]  # '50% grey' is the fourth colour
+
+
+def test_a_file_with_a_single_class_is_refused(tmp_path):
+    one = write(tmp_path / "one.arff", "@relation r\n@attribute a numeric\n@attribute c {p,q}\n@data\n1,p\n2,p\n3,p\n")
+    with pytest.raises(ValueError, match=r"one.arff: class attribute 'c' holds a single class \('p'\); a classification "
+                                         r"table needs at least 2$"):  # fmt: skip
+        load_arff(one)
+    # with a test file: the training file's classes count, and the test file may show no other
+    two = write(tmp_path / "two.arff", "@relation r\n@attribute a numeric\n@attribute c {p,q,s}\n@data\n1,p\n2,q\n")
+    test = write(tmp_path / "test.arff", "@relation r\n@attribute a numeric\n@attribute c {p,q,s}\n@data\n1,s\n")
+    with pytest.raises(ValueError, match=r"test_path='.*test.arff': labels \['s'\] do not occur in the data"):
+        load_arff(two, test_path=test)
+
+
+def test_a_value_beyond_float32s_range_is_refused(tmp_path):
+    path = write(tmp_path / "t.arff", ARFF.replace("4.0, green, 40", "4.0, green, 1e300"))
+    with pytest.raises(ValueError, match=r"t.arff:14: attribute 'weight': 1e\+300 is beyond float32's range"):
+        load_arff(path)

@@ -79,7 +79,9 @@ def paper_scaled(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, n
 
 def test_csv_with_header_label_by_name_and_one_hot(tmp_path):
     path = write(tmp_path / "t.csv", MIXED)
-    ds = load_table(path, label="kind", standardize=False, impute="mean", split="random", test_fraction=0.3)
+    # (the paper's rules: every row types the columns; "?" is in a test row only)
+    ds = load_table(path, label="kind", standardize=False, impute="mean", split="random", test_fraction=0.3,
+                    paper_rules=True)  # fmt: skip
     assert ds.class_names == ["a", "b", "c"]
     assert ds.meta["feature_names"] == [
         "size",
@@ -105,7 +107,8 @@ def test_headerless_file_label_last_and_first(tmp_path):
     assert last.class_names == ["x", "y"] and last.meta["feature_names"] == ["0", "1"]
     first = load_table(write(tmp_path / "f.data", "x,1,2\ny,3,4\nx,5,6\ny,7,8\n"), label="first")
     assert first.class_names == ["x", "y"] and first.input_shape == (2,)
-    by_index = load_table(path, label=0, standardize=False, split="random", test_fraction=0.5)
+    twice = write(tmp_path / "twice.data", rows * 2)  # (a class per label: each in both splits)
+    by_index = load_table(twice, label=0, standardize=False, test_fraction=0.5)
     assert by_index.class_names == ["1", "3", "5", "7"]  # numeric labels, numeric order
     assert by_index.meta["feature_names"] == ["1", "2-x", "2-y"]
 
@@ -187,7 +190,11 @@ def test_header_read_as_data_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"train.csv:1: the first row looks like a header read as data"):
         load_table(train, test_path=test)
     assert load_table(train, test_path=test, header=True).class_names == ["x", "y"]
-    assert load_table(train, test_path=test, header=False).num_classes == 3  # told: the row is data
+    # told: the row is data; its "a" is then a stray cell in a column of numbers, unless it means missing
+    with pytest.raises(ValueError, match=r"train.csv:1: column 0 holds numbers and 'a', which is not among"):
+        load_table(train, test_path=test, header=False)
+    told = load_table(train, test_path=test, header=False, missing=["?", "", "a"])
+    assert told.num_classes == 3 and told.meta["feature_names"] == ["0", "1"]
 
 
 def test_drop_by_index_and_name_and_label_after_drops(tmp_path):
@@ -232,8 +239,9 @@ def test_missing_values_impute_rules(tmp_path):
     custom = write(tmp_path / "na.csv", "a,label\nNA,x\n2,y\n?,x\n4,y\n")
     with pytest.raises(ValueError, match=r"na.csv:2: column 'a' is missing a value"):
         load_table(custom, missing=("NA", "?"), impute="error")
-    nominal = load_table(custom, header=True, missing=("NA",), test_fraction=0.5)  # "?" is text: nominal
-    assert nominal.meta["feature_names"] == ["a-2", "a-4", "a-?", "a-nan"]
+    # "?" is text, a stray cell among numbers unless it means missing
+    with pytest.raises(ValueError, match=r"na.csv:4: column 'a' holds numbers and '\?', which is not among"):
+        load_table(custom, header=True, missing=("NA",), test_fraction=0.5)
 
 
 def test_all_missing_column_is_dropped_and_unlabelled_rows_too(tmp_path):
@@ -345,12 +353,12 @@ def test_standardisation_on_training_rows_ddof0_constant_columns_centred(tmp_pat
     assert raw.x_train.tolist() == [[1, 5], [2, 5], [4, 5]] and raw.meta["standardization"] is None
 
 
-def test_test_file_shares_the_one_hot_columns(tmp_path):
+def test_test_file_gets_the_training_files_one_hot_columns(tmp_path):
     train = write(tmp_path / "a.data", "red,1,x\nblue,2,y\n")
-    test = write(tmp_path / "a.test", "green,3,y\n")
+    test = write(tmp_path / "a.test", "green,3,y\nred,4,x\n")
     ds = load_table(train, test_path=test, standardize=False)
-    assert ds.meta["feature_names"] == ["1", "0-blue", "0-green", "0-red"]
-    assert ds.x_test.tolist() == [[3, 0, 1, 0]] and len(ds.y_train) == 2
+    assert ds.meta["feature_names"] == ["1", "0-blue", "0-red"]  # "green", in no training row: all zeros
+    assert ds.x_test.tolist() == [[3, 0, 0], [4, 0, 1]] and len(ds.y_train) == 2
 
 
 # --- bad input -----------------------------------------------------------------------------------
@@ -367,10 +375,10 @@ def test_bad_paths(tmp_path):
 
 
 def test_non_utf8_text_names_the_line(tmp_path):
-    path = write(tmp_path / "t.csv", "a,label\n1,x\n2,caf\xe9\n".encode("latin-1"))
+    path = write(tmp_path / "t.csv", "a,label\n1,x\n2,caf\xe9\n3,x\n4,caf\xe9\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"t.csv:3: not utf-8 text \(byte 0xe9\); pass encoding="):
         load_table(path)
-    ds = load_table(path, encoding="latin-1", split="random", test_fraction=0.5)
+    ds = load_table(path, encoding="latin-1", test_fraction=0.5)
     assert ds.class_names == ["café", "x"]
 
 
@@ -396,11 +404,12 @@ def test_too_many_fields_and_short_rows(tmp_path):
 def test_too_many_categories_and_option_checks(tmp_path):
     rows = "".join(f"v{i},{'xy'[i % 2]}\n" for i in range(6))
     path = write(tmp_path / "t.data", rows)
+    test = write(tmp_path / "t.test", "v7,x\n")  # (the training rows' values count)
     with pytest.raises(
         ValueError, match=r"t.data: column 0 is not numeric and holds 6 distinct values, more than max"
     ):
-        load_table(path, max_categories=5)
-    assert load_table(path, max_categories=6, test_fraction=0.5).input_shape == (6,)
+        load_table(path, test_path=test, max_categories=5)
+    assert load_table(path, test_path=test, max_categories=6).input_shape == (6,)
     for bad, match in (
         ({"impute": "median"}, r"impute='median', expected one of"),
         ({"split": "kfold"}, r"split='kfold', expected one of"),
@@ -419,9 +428,11 @@ def test_a_column_of_numbers_names_its_first_other_cell(tmp_path):
         load_table(path, label="kind")
     assert load_table(path, label="kind", missing=["?", "", "NA"]).input_shape == (2,)
     nbsp = write(tmp_path / "s.csv", "a,b,kind\n" + rows.replace(",20,", ",20\xa0,"))  # a number only once stripped
-    assert load_table(nbsp, label="kind").input_shape == (9,)  # (nominal, as before: one column per value)
-    path = write(tmp_path / "u.csv", "a,b,kind\n" + rows.replace(",20,", ",abc,"))
-    with pytest.raises(ValueError, match=r"u.csv:4: column 'b' is not numeric \(this line holds 'abc'\) and holds 8 distinct"):
+    data = load_table(nbsp, label="kind")
+    assert data.input_shape == (1 + len(data.y_train),)  # (nominal, as before: one column per training value)
+    path = write(tmp_path / "u.csv", "a,b,kind\n" + rows.replace(",20,", ",abc,").replace(",21,", ",abd,"))
+    with pytest.raises(ValueError, match=r"u.csv:4: column 'b' is not numeric \(this line holds 'abc'\) and holds "
+                                         r"6 distinct"):  # fmt: skip
         load_table(path, label="kind", max_categories=5)
 
 
@@ -458,10 +469,11 @@ def test_parse_cache_returns_the_same_dataset(tmp_path, fresh_cache):
 def test_a_value_is_one_category_in_both_files(tmp_path):
     # pandas reads each file on its own: a 1 is the float 1.0 where its file has a missing cell in the
     # column and the text "1" where its file has text there; it must stay one category (and one class)
-    train = write(tmp_path / "train.csv", "c,v,y\n1,0.5,3\n2,0.7,5\n,0.1,3\n1,0.3,\n")
-    test = write(tmp_path / "test.csv", "c,v,y\n1,0.2,3\nx,0.4,5\n")
-    data = load_table(train, test_path=test, label="y", standardize=False, cache=False)
-    assert data.meta["feature_names"] == ["v", "c-1", "c-2", "c-nan", "c-x"]
+    train = write(tmp_path / "train.csv", "c,v,y\n1,0.5,3\nx,0.7,5\nw,0.1,3\n2,0.2,5\n1,0.3,\n")
+    test = write(tmp_path / "test.csv", "c,v,y\n1,0.2,3\n,0.4,5\n")
+    with pytest.warns(UserWarning, match="1 of 5 rows have no label"):
+        data = load_table(train, test_path=test, label="y", standardize=False, cache=False)
+    assert data.meta["feature_names"] == ["v", "c-1", "c-2", "c-w", "c-x"]
     assert data.x_train[0, 1] == data.x_test[0, 1] == 1  # c = 1 in both files
     assert data.class_names == ["3", "5"] and data.y_test.tolist() == [0, 1]
 

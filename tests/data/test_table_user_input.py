@@ -1,14 +1,18 @@
 """load_table on tables of your own that a new user's review found mishandled: a feature constant in the
-training rows, unlabelled rows, UTF-16 files, decimal commas, repeated header names.  The registered
-uci-* sets keep the EXACT paper's rules (test_uci.py checks them on the real files)."""
+training rows, unlabelled rows, UTF-16 files, decimal commas, repeated header names; and a second review's:
+what the test rows may shape, stray cells in a column of numbers, labels with spaces, values beyond float32,
+a class only the test rows have.  The registered uci-* sets keep the EXACT paper's rules (test_uci.py checks
+them on the real files)."""
 
 from __future__ import annotations
 
 import codecs
+import re
 import warnings
 
 import pandas as pd
 import pytest
+import torch
 
 from lossbench.data import load_table
 from lossbench.data.table import STD_FLOOR
@@ -18,21 +22,24 @@ from .writers import write
 ROWS = "".join(f"{i},{'red' if i % 3 else 'blue'},{'ab'[i % 2]}\n" for i in range(8))
 
 
+UNIT_ROWS = ROWS.replace("red", "5").replace("blue", "5")
+
+
 def test_a_feature_constant_in_training_is_centred_not_blown_up(tmp_path):
-    # "green" is in no training row: its one-hot column is 0 there and 1 in the test row
-    train = write(tmp_path / "train.csv", "n,colour,kind\n" + ROWS)
-    test = write(tmp_path / "test.csv", "n,colour,kind\n3,green,a\n4,red,b\n")
+    # "unit" is 5 in every training row and 7 in a test row
+    train = write(tmp_path / "train.csv", "n,unit,kind\n" + UNIT_ROWS)
+    test = write(tmp_path / "test.csv", "n,unit,kind\n3,7,a\n4,5,b\n")
     with pytest.warns(UserWarning, match=r"train.csv: feature\(s\) constant in the training rows, centred only "
-                                         r"\(not scaled\): 'colour-green'$"):  # fmt: skip
+                                         r"\(not scaled\): 'unit'$"):  # fmt: skip
         data = load_table(train, test_path=test, label="kind")
-    green = data.meta["feature_names"].index("colour-green")
-    assert data.x_test[:, green].tolist() == [1, 0] and data.x_train[:, green].abs().max() == 0
+    unit = data.meta["feature_names"].index("unit")
+    assert data.x_test[:, unit].tolist() == [2, 0] and data.x_train[:, unit].abs().max() == 0
     assert data.x_test.abs().max() < 10
     # a rare value that the stratified split puts in the test rows only
-    rare = write(tmp_path / "rare.csv", "n,colour,kind\n" + ROWS + "9,green,b\n")
-    with pytest.warns(UserWarning, match=r"constant in the training rows.*'colour-green'"):
+    rare = write(tmp_path / "rare.csv", "n,unit,kind\n" + UNIT_ROWS + "9,6,b\n")
+    with pytest.warns(UserWarning, match=r"constant in the training rows.*'unit'"):
         data = load_table(rare, label="kind", test_fraction=0.5, seed=2)
-    assert data.x_test.abs().max() < 10
+    assert 8 in data.meta["test_rows"].tolist() and data.x_test.abs().max() < 10
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # unscaled: nothing to warn of
         load_table(train, test_path=test, label="kind", standardize=False)
@@ -100,7 +107,10 @@ def test_repeated_header_names_are_refused(tmp_path):
         load_table(path)
     with pytest.raises(ValueError, match=r"t.csv:1: the header names column\(s\) 'age', 'height'"):
         load_table(path, header=True)
-    told = load_table(path, header=False, test_fraction=0.5, label="last")  # told: the header row is data
+    # told: the header row is data; its names are then stray cells in columns of numbers, unless missing
+    with pytest.raises(ValueError, match=r"t.csv:1: column 0 holds numbers and 'age', which is not among"):
+        load_table(path, header=False, test_fraction=0.5)
+    told = load_table(path, header=False, test_fraction=0.5, missing=["age", "height"])
     assert told.class_names == ["species", "x", "y"]
     # an Excel sheet's header too
     pytest.importorskip("openpyxl")
@@ -110,3 +120,96 @@ def test_repeated_header_names_are_refused(tmp_path):
         load_table(tmp_path / "t.xlsx")
     # the paper's audit_risk.csv repeats Score_B: the uci-* sets read it as pandas does
     assert load_table(path, paper_rules=True, test_fraction=0.5).meta["feature_names"][:2] == ["age", "age.1"]
+
+
+# --- a second review: what the test rows may shape, stray cells, labels, float32's range, classes ------------
+
+
+def _seed_holding_out(row: int, n: int) -> int:
+    """A seed for which split="random" (test_fraction 0.2) puts ``row`` of ``n`` in the test rows."""
+    from sklearn.model_selection import train_test_split
+
+    return next(s for s in range(100) if row in train_test_split(range(n), test_size=0.2, random_state=s)[1])
+
+
+def test_types_and_categories_come_from_the_training_rows_only(tmp_path):
+    train = write(tmp_path / "train.csv", "a,b,y\n1.5,2,x\n3.25,4,z\n5.1,6,x\n7.7,8,z\n")
+    test = write(tmp_path / "test.csv", "a,b,y\n1.5,2,x\nunknown,4,z\n")
+    with pytest.raises(ValueError, match=r"test.csv:3: column 'a': 'unknown' is no number, but the training rows "
+                                         r"hold only numbers there; list it in missing=\[...\]"):  # fmt: skip
+        load_table(train, test_path=test)
+    # the paper's rules (the uci-* sets) encode both files together, as its code does
+    paper = load_table(train, test_path=test, paper_rules=True)
+    assert paper.meta["feature_names"] == ["b", "a-1.5", "a-3.25", "a-5.1", "a-7.7", "a-unknown"]
+    # a category only the test rows have is no feature: all zeros there; max_categories counts the training rows'
+    train = write(tmp_path / "train.csv", "n,colour,kind\n" + ROWS)
+    test = write(tmp_path / "test.csv", "n,colour,kind\n3,green,a\n4,red,b\n")
+    data = load_table(train, test_path=test, label="kind", standardize=False, max_categories=2)
+    assert data.meta["feature_names"] == ["n", "colour-blue", "colour-red"]
+    assert data.x_test.tolist() == [[3, 0, 0], [4, 0, 1]]
+    # a generated split too: the rare value's row lands in the test rows (stratified, seed 2)
+    rare = write(tmp_path / "rare.csv", "n,colour,kind\n" + ROWS + "9,green,b\n")
+    data = load_table(rare, label="kind", test_fraction=0.5, seed=2, standardize=False)
+    assert 8 in data.meta["test_rows"].tolist() and not any("green" in n for n in data.meta["feature_names"])
+    rows = "".join(f"{i}.5,{i},{'xy'[i % 2]}\n" for i in range(9)) + "oops,9,x\n"
+    odd = write(tmp_path / "odd.csv", "a,b,kind\n" + rows)
+    with pytest.raises(ValueError, match=r"odd.csv:11: column 'a': 'oops' is no number, but the training rows"):
+        load_table(odd, split="random", seed=_seed_holding_out(9, 10), test_fraction=0.2)
+
+
+def test_a_few_stray_cells_in_a_column_of_numbers_are_refused(tmp_path):
+    rows = [f"{i},{i * 2}.5,{'xz'[i % 2]}" for i in range(30)]
+    rows[2] = "2,-,z"
+    path = write(tmp_path / "t.csv", "a,b,y\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"t.csv:4: column 'b' holds numbers and '-', which is not among the table's "
+                                         r"missing values: list it in missing=\[...\] to read it as missing"):  # fmt: skip
+        load_table(path)
+    assert load_table(path, missing=["?", "", "-"]).meta["feature_names"] == ["a", "b"]
+    # a decimal comma in a ';' table: the hint says decimal=','
+    semi = write(tmp_path / "s.csv", "a;b;y\n" + "".join(f"{i};{i}.5;{'xz'[i % 2]}\n" for i in range(5)) + "1,5;2;x\n")
+    with pytest.raises(ValueError, match=r"s.csv:7: column 'a' holds numbers and '1,5'.*, or pass decimal=',' for "
+                                         r"numbers written 1,5 "):  # fmt: skip
+        load_table(semi)
+    # a nominal column whose values are mostly numbers (car's doors: 2, 3, 4, 5more) stays nominal
+    doors = write(tmp_path / "d.csv", "doors,y\n" + "".join(f"{'2345'[i % 4].replace('5', '5more')},{'xz'[i % 2]}\n"
+                                                           for i in range(16)))  # fmt: skip
+    names = load_table(doors, header=True, standardize=False).meta["feature_names"]
+    assert names == ["doors-2", "doors-3", "doors-4", "doors-5more"]
+
+
+def test_labels_differing_only_by_spaces_are_one_class(tmp_path):
+    path = write(tmp_path / "t.csv", "a,y\n1,x \n2, x\n3,x\n4,z\n5,z\n6, z \n")
+    data = load_table(path, test_fraction=0.34)
+    assert data.class_names == ["x", "z"]
+    dots = write(tmp_path / "d.csv", "a,y\n1,x\n2,z.\n3,x\n4,z\n5,z\n6,x\n")
+    with pytest.warns(UserWarning, match=r"d.csv: labels 'z' and 'z.' differ only by a trailing '.'; pass "
+                                         r"label_strip='.' if they are one class$"):  # fmt: skip
+        assert load_table(dots, test_fraction=0.34).class_names == ["x", "z", "z."]
+    assert load_table(dots, test_fraction=0.34, label_strip=".").class_names == ["x", "z"]
+
+
+@pytest.mark.parametrize("big", ["1e300", "1.7e308", "-4e38"])
+def test_a_value_beyond_float32s_range_is_refused(tmp_path, big):
+    path = write(tmp_path / "t.csv", f"a,b,y\n1,2,x\n{big},3,z\n2,4,x\n5,6,z\n")
+    for standardize in (False, True):
+        value = re.escape(repr(float(big)))
+        with pytest.raises(ValueError, match=rf"t.csv:3: column 'a': {value} is beyond float32's range "
+                                             r"\(±3.403e\+38\) \(line "):  # fmt: skip
+            load_table(path, standardize=standardize)
+
+
+def test_large_float32_values_standardise_without_overflow(tmp_path):
+    path = write(tmp_path / "t.csv", "a,b,y\n3e38,1,x\n-3e38,2,z\n3e38,3,x\n-3e38,4,z\n")
+    data = load_table(path, split="random", test_fraction=0.5, seed=0)
+    x = torch.cat([data.x_train, data.x_test])
+    assert torch.isfinite(x).all() and set(x[:, 0].abs().tolist()) == {1.0}
+
+
+def test_a_class_only_the_generated_test_split_has_is_refused(tmp_path):
+    rows = "".join(f"{i},{'xz'[i % 2]}\n" for i in range(18)) + "18,w\n"
+    path = write(tmp_path / "t.csv", "a,y\n" + rows)
+    seed = _seed_holding_out(18, 19)
+    with pytest.raises(ValueError, match=rf"t.csv: the test rows of the random split \(test_fraction=0.2, seed={seed}\): "
+                                         r"labels \['w'\] do not occur in the data"):  # fmt: skip
+        load_table(path, split="random", seed=seed)
+    assert load_table(path).class_names == ["w", "x", "z"]  # (stratified: a class keeps a row in training)

@@ -15,6 +15,9 @@ import torch
 
 from lossbench.data.splits import standardize
 
+# The features' dtype is float32: a number larger than this would be inf there (loaders refuse it).
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
 
 @dataclass(frozen=True)
 class Column:

@@ -6,8 +6,8 @@ Format: https://waikato.github.io/weka-wiki/formats_and_processing/arff_stable/ 
 ...}``, omitted entries are 0 -- for a nominal attribute its first declared value).  Names and
 values may be quoted with ``'`` or ``"``; ``%`` outside quotes starts a comment, at the start of a
 line or after its values (as Weka reads it); ``?`` is a missing value.
-``string``, ``date`` and ``relational`` attributes and instance weights are rejected with a
-clear error.  gzip/bzip2 files are read transparently.
+``string``, ``date`` and ``relational`` attributes, instance weights and numbers beyond float32's
+range (the features' type) are rejected with a clear error.  gzip/bzip2 files are read transparently.
 
 Features are encoded as in ``_tabular``: numeric attributes standardised on the training
 split (missing -> training mean), nominal ones one-hot (missing -> all zeros).
@@ -32,9 +32,9 @@ from typing import Any
 import torch
 
 from lossbench.data._cache import cached
-from lossbench.data._dataset import Dataset
+from lossbench.data._dataset import Dataset, check_test_labels
 from lossbench.data._files import finite_float, read_text
-from lossbench.data._tabular import Column, encode_columns
+from lossbench.data._tabular import FLOAT32_MAX, Column, encode_columns
 from lossbench.data.splits import DEFAULT_TEST_FRACTION, train_test_indices
 
 NUMERIC_TYPES = ("numeric", "real", "integer")
@@ -241,6 +241,13 @@ def _read_tables(path: Path, test_path: Path | str | None, cache: bool) -> list[
         tables.append((test_path, read_arff(test_path, cache=cache)))
         if tables[1][1].columns != tables[0][1].columns:
             raise ValueError(f"{test_path}: its attributes differ from the training file's {path}")
+    for p, t in tables:
+        big = torch.nonzero(t.values.abs() > FLOAT32_MAX)
+        if len(big):
+            i, j = (int(v) for v in big[0])
+            value = float(t.values[i, j])
+            raise ValueError(f"{p}:{int(t.line_numbers[i])}: attribute {t.columns[j].name!r}: {value!r} is beyond "
+                             f"float32's range (±{FLOAT32_MAX:.4g})")  # fmt: skip
     return tables
 
 
@@ -297,8 +304,9 @@ def load_arff(
 ) -> Dataset:
     """A single-label ARFF file as a tabular Dataset.
 
-    ``class_attribute``: a name, an index, or None for the last attribute; it must be nominal.
-    Without ``test_path``, a seeded stratified split holds out ``test_fraction`` of the rows.
+    ``class_attribute``: a name, an index, or None for the last attribute; it must be nominal, and
+    hold at least 2 classes in ``path`` (a test file's classes must occur there).  Without
+    ``test_path``, a seeded stratified split holds out ``test_fraction`` of the rows.
     """
     path = Path(path)
     tables = _read_tables(path, test_path, cache)
@@ -314,6 +322,15 @@ def load_arff(
         if missing.any():
             raise ValueError(f"{p}:{int(t.line_numbers[missing][0])}: missing class value ('?')")
     y = torch.cat([t.values[:, k] for _, t in tables]).long()
+    n = len(table.values)
+    present = y[:n].unique().tolist()
+    if len(present) < 2:
+        held = f"a single class ({cls.categories[present[0]]!r})" if present else "no row"
+        raise ValueError(
+            f"{path}: class attribute {cls.name!r} holds {held}; a classification table needs at least 2"
+        )
+    if test_path is not None:
+        check_test_labels(y[:n], y[n:], list(cls.categories), f"test_path={str(test_path)!r}")
     train_idx, test_idx, x_train, x_test, names, split = _split_features(tables, y, [k], test_fraction, seed)
     return Dataset(
         name=name or table.relation or path.stem,

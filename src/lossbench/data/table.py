@@ -47,17 +47,30 @@ Features and labels (the paper's ``extract_features_labels``):
 
 - rows whose label is missing are dropped, with a warning per file that says how many of its rows
   (``meta["unlabelled_rows"]`` counts them);
-- every column that ``pandas.to_numeric`` parses is numeric, every other one nominal; a
-  numeric value that is not finite (``inf``, ``1e999``) is an error naming file, line and
-  column;
+- column types and categories come from the training rows (lossbench's rule: nothing from the
+  test rows shapes the features), from every row read under ``paper_rules`` (the paper's, before
+  any split);
+- every column that ``pandas.to_numeric`` parses there is numeric, every other one nominal; a
+  cell of a numeric column that is no number (in a test row) is an error naming file, line and
+  column, and so is a number that is not finite in float32, the features' type (``inf``,
+  ``1e999``, ``1e300``: beyond ±3.4e38);
+- a column of numbers but for a few cells (one, or at most 5 % of its non-missing cells: a ``-``
+  placeholder, a ``1,5`` written with a decimal comma) is an error naming the first such cell
+  (one of pandas' missing spellings, ``NA``, ``null``, ..., whatever its count): list them in
+  ``missing=[...]`` (or pass ``decimal=","``).  As nominal it would be a category per distinct
+  value.  More such cells make a nominal column (``2, 3, 4, 5more``); ``paper_rules`` refuses only
+  the missing spellings;
 - classes: the sorted distinct labels (numerically for a numeric column, which must then hold
-  integers; ``label_strip`` characters are stripped from both ends of text labels first);
-  a table with a single class is an error.  The paper maps numeric labels ``y -> y - min(y)``,
-  which equals this when the labels are consecutive integers (they are in its sets);
+  integers; text labels are stripped of surrounding spaces, as the text loader's are, and of
+  ``label_strip``'s characters at both ends, so ``" x"`` and ``"x "`` are one class ``x``); a
+  table with a single class is an error, and labels that differ only by a trailing ``.`` (``z``,
+  ``z.``) are warned of (``label_strip="."`` makes them one).  The paper maps numeric labels
+  ``y -> y - min(y)``, which equals this when the labels are consecutive integers (they are in its
+  sets);
 - nominal columns are one-hot encoded over their sorted values, a missing value being the
-  category ``"nan"``, at most ``max_categories`` values (50 in the paper) per column; the
-  one-hot block of column ``c`` (features ``c-value``) replaces it at the end of the feature
-  list, numeric columns keeping their order;
+  category ``"nan"``, at most ``max_categories`` values (50 in the paper) per column; a value
+  no training row has is all zeros; the one-hot block of column ``c`` (features ``c-value``)
+  replaces it at the end of the feature list, numeric columns keeping their order;
 - missing numeric values (``impute``): ``"mean"`` -- the column's mean over every labelled row
   read (test file included, before any split: the paper's rule), ``"train_mean"`` -- the mean
   over the training rows only (nothing from the test rows leaks in), ``"error"`` -- an error
@@ -65,23 +78,23 @@ Features and labels (the paper's ``extract_features_labels``):
 
 Split and scaling (the paper's ``run.py``):
 
-- with ``test_path`` its rows are the test split (both files are encoded together, so they get
-  the same one-hot columns); otherwise ``test_fraction`` of the rows is held out by
-  ``split="random"`` -- ``sklearn.model_selection.train_test_split(test_size=test_fraction,
+- with ``test_path`` its rows are the test split; otherwise ``test_fraction`` of the rows is held
+  out by ``split="random"`` -- ``sklearn.model_selection.train_test_split(test_size=test_fraction,
   random_state=seed)``, unstratified, the rows kept in the order it returns (the paper's
   split) -- or ``split="stratified"`` -- lossbench's seeded ``stratified_split`` (sorted rows);
+  a class that only the test rows have is an error, either way;
 - ``standardize=True``: every feature, one-hot columns included, becomes ``(x - mean) / std``
-  with the training split's mean and std (ddof 0).  A feature constant on the training split (a
-  category no training row has) is centred only, and a warning names it; the paper floors std at
+  with the training split's mean and std (ddof 0, computed in float64).  A feature constant on the
+  training split is centred only, and a warning names it; the paper floors std at
   ``1e-6`` instead, which scales a test row that differs there by 1e6.
 
 Defaults: the generic loader splits ``"stratified"`` and imputes ``"train_mean"`` (lossbench's
 usual: nothing from the test rows shapes the training features); the registered ``uci-*`` sets
 pass the paper's ``"random"`` split and ``"mean"`` imputation.  Read with ``paper_rules=True`` (as the
 catalog reads them), they also keep the paper's rules where a table of yours gets lossbench's: std
-floored at 1e-6, a repeated header name read as pandas renames it (``audit_risk.csv``'s two
-``Score_B``), unlabelled rows dropped without a warning (the catalog tells them); so their data stay
-those that stored studies saw.
+floored at 1e-6, column types and categories from every row, a repeated header name read as pandas
+renames it (``audit_risk.csv``'s two ``Score_B``), unlabelled rows dropped without a warning (the
+catalog tells them); so their data stay those that stored studies saw.
 
 ``content_sha256``: a digest of the parsed cells (``meta["content_sha256"]``, see
 ``content_digest``) that the table must have; it checks files whose bytes differ between
@@ -105,6 +118,7 @@ import torch
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset, check_test_labels
 from lossbench.data._files import read_bytes
+from lossbench.data._tabular import FLOAT32_MAX
 from lossbench.data.splits import DEFAULT_TEST_FRACTION, _check_fraction, random_split, stratified_split
 from lossbench.data.splits import standardize as scale
 
@@ -116,8 +130,9 @@ MAX_CATEGORIES = 50  # the paper's one_hot_categorical
 HEADER_SAMPLE_ROWS = 50
 # Part of the parse-cache key: bump when the parsed output of load_table changes.  2: an index column is
 # dropped (a header with an empty first field was read as data); 3: a column of numbers with a cell such
-# as "NA" is refused (it was one-hot encoded); 4: unlabelled rows counted per file, the label column named.
-PARSE_VERSION = 4
+# as "NA" is refused (it was one-hot encoded); 4: unlabelled rows counted per file, the label column named;
+# 5: the split is made in the parse (the training rows type the columns), labels stripped of spaces.
+PARSE_VERSION = 5
 WHITESPACE = r"\s+"
 # Byte-order marks that are no UTF-8 (0xFE, 0xFF never occur in it): such a file is read in its own encoding.
 # (UTF-32-LE's starts with UTF-16-LE's: it comes first.)
@@ -497,51 +512,36 @@ def _category(value: Any) -> str:
 # take unless listed in ``missing``: in a column of numbers, one of them is refused by name.
 NA_SPELLINGS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
                           "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})  # fmt: skip
+# A column of numbers but for this share of its cells, or a single cell, is refused (module docstring).
+STRAY_SHARE = 0.05
 
 
-def _encode(
-    frame: Any,
-    label_col: Any,
-    where: list[str],
-    texts: list[str | None],
-    file_of: list[int],
-    *,
-    label_strip: str,
-    max_categories: int,
-    path: Path,
-) -> dict[str, Any]:
-    """The paper's ``extract_features_labels`` on the concatenated frame (module docstring)."""
+def _check_range(values: Any, c: Any, where: list[str], texts: list[str | None]) -> None:
+    """Refuse numbers that are not finite in float32, the features' dtype (float64 ``values``, NaN missing)."""
+    import numpy as np
+
+    bad = np.flatnonzero(np.abs(values) > FLOAT32_MAX)  # (inf included; NaN compares False)
+    if len(bad):
+        i = int(bad[0])
+        line = f" (line {texts[i][:200]!r})" if texts[i] is not None else ""
+        what = "is not a finite number" if np.isinf(values[i]) else f"is beyond float32's range (±{FLOAT32_MAX:.4g})"
+        raise ValueError(f"{where[i]}: column {c!r}: {float(values[i])} {what}{line}")
+
+
+def _labels(
+    labels: Any, label_col: Any, where: list[str], texts: list[str | None], path: Path
+) -> tuple[Any, list[str], list[tuple[str, str]]]:
+    """Class indices, class names, and pairs of names that differ only by a trailing '.' (warned of)."""
     import numpy as np
     import pandas as pd
 
-    if label_strip:
-        frame[label_col] = frame[label_col].map(lambda v: v.strip(label_strip) if isinstance(v, str) else v)
-    labelled = frame[label_col].notna().to_numpy()
-    files = np.asarray(file_of)
-    frame = frame.loc[labelled].copy()
-    where = [w for w, keep in zip(where, labelled) if keep]
-    texts = [t for t, keep in zip(texts, labelled) if keep]
-    n_first = sum(1 for f, keep in zip(file_of, labelled) if keep and f == 0)
-    if len(frame) == 0:
-        raise ValueError(f"{path}: no row has a label in column {label_col!r}")
-    for c in frame.columns:
-        try:
-            frame[c] = pd.to_numeric(frame[c])
-        except (ValueError, TypeError):
-            pass
-    for c in frame.columns:
-        col = frame[c]
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            values = col.to_numpy(dtype=np.float64, na_value=np.nan)
-            bad = np.flatnonzero(np.isinf(values))
-            if len(bad):
-                i = int(bad[0])
-                line = f" (line {texts[i][:200]!r})" if texts[i] is not None else ""
-                raise ValueError(f"{where[i]}: column {c!r}: {values[i]} is not a finite number{line}")
-
-    labels = frame[label_col]
+    try:
+        labels = pd.to_numeric(labels)
+    except (ValueError, TypeError):
+        pass
     if pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels):
         values = labels.to_numpy(dtype=np.float64)
+        _check_range(values, label_col, where, texts)
         if not np.all(values == np.round(values)):
             i = int(np.flatnonzero(values != np.round(values))[0])
             raise ValueError(
@@ -560,27 +560,89 @@ def _encode(
         )
     index = {c: i for i, c in enumerate(classes_raw)}
     y = np.array([index[v] for v in values.tolist()], dtype=np.int64)
-    names = [_class_name(c).strip() for c in classes_raw]
-    if len(set(names)) != len(names):
-        names = [_class_name(c) for c in classes_raw]
+    names = [_class_name(c) for c in classes_raw]
+    dotted = [(n.rstrip("."), n) for n in names if n.endswith(".") and n.rstrip(".") in index]
+    return y, names, dotted
 
-    features = frame.loc[:, frame.columns != label_col]
+
+def _split(
+    y: torch.Tensor, n_first: int, paths: list[Path], classes: list[str], split: str, test_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training and test rows; a test part that is empty or shows a class training never sees is refused."""
+    n = len(y)
+    if len(paths) > 1:
+        train_idx, test_idx = torch.arange(n_first), torch.arange(n_first, n)
+        if len(test_idx) == 0:
+            raise ValueError(f"test_path={str(paths[1])!r}: no labelled rows")
+        what = f"test_path={str(paths[1])!r}"
+    else:
+        train_idx, test_idx = (
+            random_split(n, test_fraction, seed)
+            if split == "random"
+            else stratified_split(y, val_fraction=test_fraction, seed=seed)
+        )
+        what = f"{paths[0]}: the test rows of the {split} split (test_fraction={test_fraction:g}, seed={seed})"
+        if len(test_idx) == 0 or len(train_idx) == 0:
+            raise ValueError(
+                f"{paths[0]}: the {split} split with test_fraction={test_fraction:g} of {n} labelled rows "
+                f"leaves the {'test' if len(train_idx) else 'training'} split empty"
+            )
+    check_test_labels(y[train_idx], y[test_idx], classes, what)
+    return train_idx, test_idx
+
+
+def _features(
+    features: Any,
+    fit: Any,
+    where: list[str],
+    texts: list[str | None],
+    *,
+    max_categories: int,
+    decimal: str,
+    path: Path,
+    paper: bool,
+) -> tuple[Any, list[str]]:
+    """The feature matrix (float64, NaN missing) and names; ``fit``: the rows (bool) whose cells decide
+    each column's type and categories (module docstring).  ``paper``: stray cells make a column nominal."""
+    import numpy as np
+    import pandas as pd
+
+    rows = np.flatnonzero(fit)
     for c in list(features.columns):
         col = features[c]
-        if pd.api.types.is_numeric_dtype(col):
+        try:
+            pd.to_numeric(col[fit])
+        except (ValueError, TypeError):
+            pass
+        else:  # numeric in the fitted rows: another row's text is refused
+            values = pd.to_numeric(col, errors="coerce")
+            other = np.flatnonzero((col.notna() & values.isna()).to_numpy())
+            if len(other):
+                i = int(other[0])
+                raise ValueError(
+                    f"{where[i]}: column {c!r}: {str(col.iloc[i]).strip()[:40]!r} is no number, but the training rows "
+                    "hold only numbers there; list it in missing=[...] if it means a missing value"
+                )
+            features[c] = values
+            if not pd.api.types.is_bool_dtype(values):
+                _check_range(values.to_numpy(dtype=np.float64, na_value=np.nan), c, where, texts)
             continue
-        numbers = pd.to_numeric(col.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
-        text = np.flatnonzero((col.notna() & numbers.isna()).to_numpy())  # the cells that are no number
+        cells = col[fit]
+        numbers = pd.to_numeric(cells.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
+        text = rows[np.flatnonzero((cells.notna() & numbers.isna()).to_numpy())]  # the cells that are no number
         numbers_but = bool(len(text)) and bool(numbers.notna().any())  # numbers, but for these cells
         token = str(col.iloc[text[0]]).strip()[:40] if len(text) else ""
-        if numbers_but and all(str(col.iloc[i]).strip() in NA_SPELLINGS for i in text):
+        stray = not paper and (len(text) == 1 or len(text) <= STRAY_SHARE * int(cells.notna().sum()))
+        if numbers_but and (stray or all(str(col.iloc[i]).strip() in NA_SPELLINGS for i in text)):
+            comma = decimal != "," and re.fullmatch(r"[-+]?\d*,\d+", token)  # a decimal comma in a ';' table
+            hint = ", or pass decimal=',' for numbers written 1,5" if comma else ""
             raise ValueError(f"{where[text[0]]}: column {c!r} holds numbers and {token!r}, which is not among the "
-                             f"table's missing values: list it in missing=[...] to read it as missing (it would make "
+                             f"table's missing values: list it in missing=[...] to read it as missing{hint} (it would make "
                              f"the column a category per distinct value)")  # fmt: skip
         col = col.fillna("nan")
         if not all(isinstance(v, str) for v in set(col)):
             col = col.map(_category)  # mixed cell types (Excel, or files read apart) sort as text
-        categories = set(col)
+        categories = sorted(set(col[fit]))
         if len(categories) > max_categories:
             # (a column of numbers but for some cells: the first of those named, where it is)
             what = f"{where[text[0]]}: column {c!r} is not numeric (this line holds {token!r})" if numbers_but \
@@ -589,21 +651,10 @@ def _encode(
                 f"{what} and holds {len(categories)} distinct values, more than "
                 f"max_categories={max_categories}; drop it (drop=[...]) or raise max_categories"
             )
-        features = features.drop(columns=[c]).join(pd.get_dummies(col).add_prefix(f"{c}-"))
+        onehot = pd.get_dummies(col).reindex(columns=categories, fill_value=False)  # (a value fit never saw: zeros)
+        features = features.drop(columns=[c]).join(onehot.add_prefix(f"{c}-"))
     matrix = np.array(features.astype(float).to_numpy(dtype=np.float64), order="C")  # a writable copy
-    return {
-        "x": torch.from_numpy(matrix),
-        "y": torch.from_numpy(y),
-        "classes": names,
-        "features": [str(c) for c in features.columns],
-        "where": where,
-        "label": label_col,
-        "unlabelled": [  # per file: (rows without a label, rows)
-            (int((~labelled & (files == k)).sum()), int((files == k).sum()))
-            for k in range(int(files.max()) + 1)
-        ],
-        "n_first": n_first,
-    }
+    return matrix, [str(c) for c in features.columns]
 
 
 def _parse(
@@ -621,8 +672,12 @@ def _parse(
     encoding: str,
     decimal: str,
     max_categories: int,
+    split: str,
+    test_fraction: float,
+    seed: int,
     paper: bool,
 ) -> dict[str, Any]:
+    import numpy as np
     import pandas as pd
 
     frames, wheres, texts, headers, indexed = [], [], [], [], []
@@ -659,32 +714,48 @@ def _parse(
     label_col = _label_column(label, kept, columns, headers[0], paths[0], why)
     _refuse_header_as_data(frames, wheres, headers, header is None, label_col, why)
     data = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
-    enc = _encode(
-        data.drop(columns=dropped),
-        label_col,
-        [w for ws in wheres for w in ws],
-        [t for ts in texts for t in ts],
-        [k for k, f in enumerate(frames) for _ in range(len(f))],
-        label_strip=label_strip,
-        max_categories=max_categories,
-        path=paths[0],
+    frame = data.drop(columns=dropped)
+    where = [w for ws in wheres for w in ws]
+    text = [t for ts in texts for t in ts]
+    files = np.array([k for k, f in enumerate(frames) for _ in range(len(f))])
+
+    # Labels: stripped of surrounding spaces (as the text loader's), and of label_strip's characters.
+    frame[label_col] = frame[label_col].map(
+        lambda v: (v.strip().strip(label_strip).strip() or None) if isinstance(v, str) else v
+    )  # (a label of spaces only is none)
+    labelled = frame[label_col].notna().to_numpy()
+    unlabelled = [(int((~labelled & (files == k)).sum()), int((files == k).sum())) for k in range(len(paths))]
+    frame = frame.loc[labelled].reset_index(drop=True)
+    where = [w for w, keep in zip(where, labelled) if keep]
+    text = [t for t, keep in zip(text, labelled) if keep]
+    if len(frame) == 0:
+        raise ValueError(f"{paths[0]}: no row has a label in column {label_col!r}")
+    y, classes, dotted = _labels(frame[label_col], label_col, where, text, paths[0])
+    y = torch.from_numpy(y)
+    n_first = int(labelled[files == 0].sum())
+    train_idx, test_idx = _split(y, n_first, paths, classes, split, test_fraction, seed)
+    # the rows that type the columns: the training rows, or every row (the paper's, before its split)
+    fit = np.ones(len(y), dtype=bool) if paper else np.isin(np.arange(len(y)), train_idx.numpy())
+    features = frame.drop(columns=[label_col])
+    x, names = _features(
+        features, fit, where, text, max_categories=max_categories, decimal=decimal, path=paths[0], paper=paper
     )
-    enc["digest"] = digest
-    return enc
+    return {
+        "x": torch.from_numpy(x),
+        "y": y,
+        "train_idx": train_idx,
+        "test_idx": test_idx,
+        "classes": classes,
+        "dotted": dotted,
+        "features": names,
+        "where": where,
+        "label": label_col,
+        "unlabelled": unlabelled,  # per file: (rows without a label, rows)
+        "digest": digest,
+    }
 
 
 # --- split, imputation, scaling -----------------------------------------------------------------
-
-
-def _split_rows(
-    y: torch.Tensor, n_first: int, has_test_file: bool, test_fraction: float, split: str, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    n = len(y)
-    if has_test_file:
-        return torch.arange(n_first), torch.arange(n_first, n)
-    if split == "random":
-        return random_split(n, test_fraction, seed)
-    return stratified_split(y, val_fraction=test_fraction, seed=seed)
 
 
 def _impute(
@@ -783,6 +854,9 @@ def load_table(
         "encoding": encoding,
         "decimal": decimal,
         "max_categories": max_categories,
+        "split": split,
+        "test_fraction": test_fraction,
+        "seed": seed,
         "paper": bool(paper_rules),
     }
 
@@ -800,17 +874,10 @@ def load_table(
             if n:
                 warnings.warn(f"{f}: {n} of {of} rows have no label (column {p['label']!r}) and are dropped",
                               stacklevel=2)  # fmt: skip
-    y = p["y"]
-    train_idx, test_idx = _split_rows(y, p["n_first"], test_path is not None, test_fraction, split, seed)
-    if test_path is not None and len(test_idx) == 0:
-        raise ValueError(f"test_path={str(paths[1])!r}: no labelled rows")
-    if test_path is not None:
-        check_test_labels(y[train_idx], y[test_idx], list(p["classes"]), f"test_path={str(paths[1])!r}")
-    if len(test_idx) == 0 or len(train_idx) == 0:
-        raise ValueError(
-            f"{paths[0]}: the {split} split with test_fraction={test_fraction:g} of {len(y)} labelled rows "
-            f"leaves the {'test' if len(train_idx) else 'training'} split empty"
-        )
+    for plain, dotted in p["dotted"]:
+        warnings.warn(f"{', '.join(map(str, paths))}: labels {plain!r} and {dotted!r} differ only by a trailing "
+                      "'.'; pass label_strip='.' if they are one class", stacklevel=2)  # fmt: skip
+    y, train_idx, test_idx = p["y"], p["train_idx"], p["test_idx"]
     x, names, all_missing = _impute(p["x"], train_idx, impute, p["where"], p["features"])
     x_train, x_test = x[train_idx], x[test_idx]
     stats = None
