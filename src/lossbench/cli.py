@@ -446,12 +446,13 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
 def cmd_claims_report(args: argparse.Namespace) -> int:
     from lossbench.bench.plugins import reading_only
     from lossbench.bench.storage import masked
-    from lossbench.ledger.report import write_ledger
+    from lossbench.ledger.report import check_ledger_folder, write_ledger
 
     url = args.storage or os.environ.get(STORAGE_ENV)
     if url is None and not Path(args.out, "lossbench.db").exists():
         raise ValueError(f"no ledger database in {args.out}; run `lossbench claims run ID --out {args.out}` first")
     _writable_folder(args.out)
+    check_ledger_folder(args.out)
     storage = _ledger_storage(args, create=False)
     label = f"`{Path(args.out, 'lossbench.db')}`" if url is None else f"`{masked(url)}`"  # never print a password
     with reading_only():  # (the ledger's studies use no plugins; another spec in a shared storage may name some)
@@ -520,8 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_toy)
 
-    def common(p: argparse.ArgumentParser, storage_help: str = STORAGE_HELP, jobs: bool = True) -> None:
-        p.add_argument("--storage", help=storage_help)
+    def common(p: argparse.ArgumentParser, storage_help: str = STORAGE_HELP, jobs: bool = True, storage_default=None) -> None:
+        p.add_argument("--storage", help=storage_help, default=storage_default)
         p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
         p.add_argument("--data-dir", help="where dataset files are found or downloaded to")
         p.add_argument("--pack", type=int, default=DEFAULT_PACK,
@@ -560,20 +561,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("claims", help="the claims ledger: list claims, run one, write the ledger")
-    p.add_argument("--out", default=LEDGER_OUT, help=f"ledger directory and its SQLite file (default {LEDGER_OUT})")
+    out_help = f"ledger directory and its SQLite file (default {LEDGER_OUT})"
+    p.add_argument("--out", default=LEDGER_OUT, help=out_help)
     p.add_argument("--storage", help=STORAGE_HELP)
     p.set_defaults(func=cmd_claims)
     claims = p.add_subparsers(dest="claims_command")
+    # (a subcommand's --out and --storage default to what `claims` was given before it: SUPPRESS keeps that)
     q = claims.add_parser("run", help="run (or resume, or join) one claim's study")
     q.add_argument("claim", help="a claim id (`lossbench claims` lists them)")
     q.add_argument("--budget", default="quick", help="quick (minutes on a CPU) or paper (the source's protocol)")
     q.add_argument("--variation", action="append", help="fixed or resampled (default: every one the claim declares)")
-    q.add_argument("--out", default=LEDGER_OUT, help=f"ledger directory and its SQLite file (default {LEDGER_OUT})")
-    common(q)
+    q.add_argument("--out", default=argparse.SUPPRESS, help=out_help)
+    common(q, storage_default=argparse.SUPPRESS)
     q.set_defaults(func=cmd_claims_run)
     q = claims.add_parser("report", help="write REPRODUCTIONS.md and reproductions/ledger.html from storage")
-    q.add_argument("--out", default=LEDGER_OUT, help=f"ledger directory and its SQLite file (default {LEDGER_OUT})")
-    q.add_argument("--storage", help=STORAGE_HELP)
+    q.add_argument("--out", default=argparse.SUPPRESS, help=out_help)
+    q.add_argument("--storage", default=argparse.SUPPRESS, help=STORAGE_HELP)
     q.set_defaults(func=cmd_claims_report)
 
     p = sub.add_parser(

@@ -73,6 +73,8 @@ def resolve_device(name: str | torch.device, what: str = "device") -> torch.devi
 def check_writable_folder(out: str | Path, what: str = "out") -> None:
     """``out`` is a folder this user can write, or can be made: checked before any work, so a run
     never ends unable to write its report (nothing is created here)."""
+    if not str(out).strip():
+        raise ValueError(f"{what} must name a folder, got {str(out)!r}")
     path = Path(out).absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
