@@ -132,6 +132,15 @@ def test_a_bad_middle_of_the_search_space_is_blamed_on_itself():
         Runner(spec, optuna.storages.InMemoryStorage(), torch.device("cpu"))
 
 
+def test_a_bad_fixed_parameter_is_named_as_the_methods_own():
+    from lossbench.bench.runner import Runner
+
+    spec = parse_spec({"name": "fx", "trials": 2, "seeds": 2, "train": {"epochs": 1}, "datasets": ["wine"],
+                       "methods": [{"name": "exact", "loss": "exact", "params": {"sigma": -1.0}}]})  # fmt: skip
+    with pytest.raises(SpecError, match=r"with the method's fixed parameters \{'loss.sigma': -1.0\} is refused: sigma"):
+        Runner(spec, optuna.storages.InMemoryStorage(), torch.device("cpu"))
+
+
 def test_a_search_order_name_nothing_searches_is_refused_before_any_work():
     # a misspelt name would leave the draws in another order, silently; a registered hyperparameter of
     # a method the spec leaves out (a claim keeping some of a protocol's methods) stays allowed

@@ -336,7 +336,10 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
                 raise SpecError(f"{where}: {what} is refused: {err}") from None
 
     # the middle first: a bad one would be blamed on whichever end was checked beside it
-    attempt(middle, slice(None), f"the middle of the search space {middle}")
+    fixed = {f"loss.{k}": v for k, v in method.spec.params.items()}
+    fixed |= {f"{name}.{k}": v for name, given, _ in method.transforms for k, v in given.items()}
+    with_fixed = f" with the method's fixed parameters {fixed}" if fixed else ""  # (a bad one is there, not in the middle)
+    attempt(middle, slice(None), f"the middle of the search space {middle}{with_fixed}")
     for key, dist in space.items():
         for value in _ends(dist):
             params = {**middle, key: value}

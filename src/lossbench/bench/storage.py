@@ -143,6 +143,8 @@ def open_storage(url: str, heartbeat_interval: int | None = None, *, create: boo
             return HeartbeatStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as err:  # SQLAlchemy raises many kinds; all mean the same to the user
         reason = " ".join(masked_text(str(err), url).split())  # drivers write several lines
+        if isinstance(err, ImportError) and url.split("://")[0] in ("postgresql", "postgresql+psycopg2"):
+            reason += " (PostgreSQL's driver comes with lossbench's postgres extra: pip install 'lossbench[postgres]')"
         raise SpecError(f"cannot open storage {masked(url)!r}: {type(err).__name__}: {reason}") from None
 
 
