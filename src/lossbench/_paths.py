@@ -9,6 +9,7 @@ that is not one plain component, and :func:`inside` proves a path lies below its
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -62,3 +63,56 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class UntrustedDirError(RuntimeError):
+    """A cache directory another user could change: nothing is read from or written to it."""
+
+
+def _writable_by_others(st: os.stat_result) -> str:
+    who = {0o020: "its group", 0o002: "other users", 0o022: "its group and other users"}[st.st_mode & 0o022]
+    return f"writable by {who} (mode {stat.filemode(st.st_mode)})"
+
+
+def untrusted_reason(path: str | Path) -> str | None:
+    """Why another user could change what lies in the directory ``path``, else None.
+
+    ``path`` (symbolic links resolved) must be a directory this user owns that no one else can write,
+    and every directory above it owned by this user or root and writable by no one else unless sticky
+    (as ``/tmp``: others cannot rename what this user made there).  Where ``path`` does not exist yet,
+    its existing ancestors are checked as directories above it: nothing made below them can be changed.
+    """
+    uid = os.geteuid()
+    real = Path(path).expanduser().resolve()
+    existing = real
+    while not existing.exists():
+        existing = existing.parent
+    for directory in (*reversed(existing.parents), existing):
+        st = os.stat(directory)
+        if directory == real:  # the directory itself: this user's alone
+            if not stat.S_ISDIR(st.st_mode):
+                return f"{directory} is not a directory"
+            if st.st_uid != uid:
+                return f"{directory} is owned by uid {st.st_uid}, not by you (uid {uid})"
+            if st.st_mode & 0o022:
+                return f"{directory} is {_writable_by_others(st)}"
+        elif st.st_uid not in (0, uid):
+            return f"{directory} is owned by uid {st.st_uid}, neither you (uid {uid}) nor root"
+        elif st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            return f"{directory} is {_writable_by_others(st)} without the sticky bit"
+    return None
+
+
+def trusted_dir(path: str | Path) -> Path:
+    """``path`` resolved, created (0700) if absent; UntrustedDirError (the reason) where another user
+    could change it (:func:`untrusted_reason`).  Checked before anything is created, so nothing is made
+    below a directory others can write, and again after, on what was made."""
+    path = Path(path).expanduser()
+    reason = untrusted_reason(path)
+    if reason is None:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        real = path.resolve(strict=True)  # from here on no link is followed: what is checked is what is used
+        reason = untrusted_reason(real)
+    if reason is not None:
+        raise UntrustedDirError(reason)
+    return real

@@ -5,14 +5,16 @@ from __future__ import annotations
 import io
 import os
 import urllib.error
+import warnings
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
 
 import lossbench.data.arff as arff_module
 from lossbench.cli import main
-from lossbench.data import DATASETS, DataUnavailableError, RemoteFile, load_arff, load_dataset
+from lossbench.data import DATASETS, DataUnavailableError, RemoteFile, _cache, load_arff, load_dataset
 from lossbench.data._cache import cache_path
 from lossbench.data._files import DOWNLOAD_TIMEOUT_S, fetch, sha256
 from lossbench.data._registry import DatasetInfo, FileResolver
@@ -179,6 +181,87 @@ def test_unreadable_cache_entry_is_rebuilt_with_a_warning(tmp_path, fresh_cache)
     with pytest.warns(UserWarning, match="unreadable parse cache"):
         ds = load_arff(path)
     assert len(ds.y_train) == 5 and cache_path("arff", {}, [path]).read_bytes() != b"garbage"
+
+
+# --- a cache folder another user could write is neither read nor written (as the kernel cache) ------
+
+
+def shared_cache(tmp_path, monkeypatch) -> Path:
+    """The parse cache at ``shared/cache`` (not made yet), with no warning given so far."""
+    monkeypatch.setattr(_cache, "_WARNED", set(), raising=False)  # (warned once per process)
+    cache = tmp_path / "shared" / "cache"
+    monkeypatch.setenv("LOSSBENCH_CACHE_DIR", str(cache))
+    return cache
+
+
+def make_untrusted(cache: Path, kind: str) -> str:
+    """``cache`` made a place another user could write, as ``kind`` says; the reason expected."""
+    if kind == "group-writable":
+        cache.chmod(0o770)
+        return rf"{cache} is writable by its group \(mode drwxrwx---\)"
+    if kind == "world-writable parent":
+        cache.parent.chmod(0o777)
+        return rf"{cache.parent} is writable by its group and other users \(mode drwxrwxrwx\) without the sticky bit"
+    if os.geteuid() != 0:
+        pytest.skip("making a directory of another uid needs root")
+    os.chown(cache, 12345, 12345)
+    return rf"{cache} is owned by uid 12345, (not by|neither) you \(uid 0\)"  # (the cache, or above verified/)
+
+
+KINDS = ["group-writable", "world-writable parent", "other owner"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_untrusted_parse_cache_is_neither_read_nor_written(tmp_path, monkeypatch, kind):
+    cache = shared_cache(tmp_path, monkeypatch)
+    source = write(tmp_path / "source.txt", "x")
+    def build():
+        return {"v": "parsed"}
+
+    assert _cache.cached("toy", {}, [source], build) == {"v": "parsed"}
+    entry = _cache.cache_path("toy", {}, [source])
+    stored = torch.load(entry, weights_only=True)
+    torch.save({**stored, "payload": {"v": "planted"}}, entry)
+    assert _cache.cached("toy", {}, [source], build) == {"v": "planted"}  # a private cache serves its entries
+    reason = make_untrusted(cache, kind)
+    with pytest.warns(UserWarning, match=rf"^lossbench: not using the parse cache {cache}: {reason}; ") as seen:
+        assert _cache.cached("toy", {}, [source], build) == {"v": "parsed"}
+    assert len(seen) == 1
+    assert torch.load(entry, weights_only=True)["payload"] == {"v": "planted"}  # not rewritten either
+    assert sorted(p.name for p in cache.iterdir()) == [entry.name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once, not at every load
+        assert _cache.cached("toy", {}, [source], build) == {"v": "parsed"}
+
+
+def test_nothing_is_created_below_a_cache_parent_anyone_can_write(tmp_path, monkeypatch):
+    cache = shared_cache(tmp_path, monkeypatch)
+    cache.parent.mkdir()
+    make_untrusted(cache, "world-writable parent")
+    with pytest.warns(UserWarning, match=f"not using the parse cache {cache}: {cache.parent} is writable"):
+        assert load_arff(write(tmp_path / "t.arff", ARFF)).num_classes == 2
+    assert list(cache.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_verified_stamp_in_an_untrusted_cache_skips_no_checksum(tmp_path, monkeypatch, kind):
+    cache = shared_cache(tmp_path, monkeypatch)
+    rf = remote(tmp_path, b"payload", sha256=(sha256(b"payload"),))
+    info = DatasetInfo(
+        "toy", "files", lambda resolve: None, "multiclass", "tabular", "s", "o", files=(rf,), subdir="toy"
+    )
+    resolver = FileResolver(info, tmp_path / "data" / "toy", download=True, verify=True)
+    path = resolver("file.bin")
+    path.write_bytes(b"changed!")
+    # Another user plants the stamp that says this changed file passed.
+    stamp = cache / "verified" / _cache._key(_cache.fingerprint([path]), rf.sha256, rf.archive_sha256)
+    stamp.write_bytes(b"")
+    reason = make_untrusted(cache, kind)
+    with (
+        pytest.warns(UserWarning, match=f"not using the parse cache {cache}: {reason}"),
+        pytest.raises(ValueError, match="matches none of the published checksums"),
+    ):
+        resolver("file.bin")
 
 
 def test_datasets_command_lists_every_dataset(capsys, tmp_path):

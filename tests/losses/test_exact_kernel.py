@@ -300,6 +300,43 @@ def test_a_new_cache_directory_is_private(tmp_path, monkeypatch):
     assert library.stat().st_uid == os.geteuid() and not library.stat().st_mode & 0o022
 
 
+def test_nothing_is_created_below_a_cache_home_anyone_can_write(tmp_path, monkeypatch):
+    # No compiler needed: the directory is checked (and refused) before anything is built.
+    home = tmp_path / "ww"
+    home.mkdir()
+    home.chmod(0o777)
+    monkeypatch.delenv(_exact_native.KERNEL_DIR_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    with pytest.raises(_exact_native.UntrustedCacheError, match=rf"{home} is writable by its group and other users "
+                                                                r"\(mode drwxrwxrwx\) without the sticky bit"):  # fmt: skip
+        _exact_native._trusted_dir(_exact_native._kernel_dir())
+    assert list(home.iterdir()) == []  # not even lossbench/kernels made before refusing
+    home.chmod(0o1777)  # as /tmp: what the user makes there is theirs
+    assert _exact_native._trusted_dir(_exact_native._kernel_dir()) == (home / "lossbench" / "kernels").resolve()
+
+
+@pytest.mark.parametrize("kind", ["group-writable", "world-writable parent", "other owner", "other owner above"])
+def test_a_refused_kernel_cache_says_which_condition_failed(tmp_path, kind):
+    kernels = tmp_path / "parent" / "kernels"
+    kernels.mkdir(parents=True, mode=0o700)
+    if kind == "group-writable":
+        kernels.chmod(0o770)
+        expected = rf"{kernels} is writable by its group \(mode drwxrwx---\)"
+    elif kind == "world-writable parent":
+        kernels.parent.chmod(0o757)
+        expected = rf"{kernels.parent} is writable by other users \(mode drwxr-xrwx\) without the sticky bit"
+    elif os.geteuid() != 0:
+        pytest.skip("making a directory of another uid needs root")
+    elif kind == "other owner":
+        os.chown(kernels, 12345, 12345)
+        expected = rf"{kernels} is owned by uid 12345, not by you \(uid 0\)"
+    else:
+        os.chown(kernels.parent, 12345, 12345)
+        expected = rf"{kernels.parent} is owned by uid 12345, neither you \(uid 0\) nor root"
+    with pytest.raises(_exact_native.UntrustedCacheError, match=f"^refusing the kernel cache {kernels}: {expected}; "):
+        _exact_native._trusted_dir(kernels)
+
+
 # --- confident rows: the complement's rule and the union bound in the kernel ------------------------
 
 

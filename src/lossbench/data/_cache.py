@@ -4,6 +4,10 @@ An entry is keyed by the loader kind, its parameters and the source paths, and s
 sources' (path, size, mtime) fingerprint: when a source changes, the next load re-parses and
 overwrites the entry.  Entries are written atomically; an unreadable entry is re-built with a
 warning, and a cache directory that cannot be written only costs speed (with a warning).
+
+The cache directory gets the kernel cache's trust rule (``_paths.trusted_dir``): a directory another
+user could write (or one below such a directory) is neither read nor written, with one warning, since
+an entry planted there would be loaded as parsed data and a ``verified/`` stamp would skip a checksum.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 
 import torch
 
-from lossbench.data._files import RemoteFile, atomic_write, default_cache_dir
+from lossbench._paths import UntrustedDirError, trusted_dir
+from lossbench.data._files import CACHE_DIR_ENV, RemoteFile, atomic_write, default_cache_dir
 
 # Bump when a loader's parsed output changes, so stale entries are rebuilt.  2: loaders refuse
 # non-finite values, which entries parsed before may hold.
@@ -38,6 +43,27 @@ def fingerprint(paths: Sequence[Path]) -> list[list[Any]]:
 
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()[:24]
+
+
+_WARNED: set[str] = set()  # the reasons already warned of: one warning each per process
+
+
+def _trusted_cache(subdir: str = "") -> Path | None:
+    """The parse cache directory (or its ``subdir``) resolved, created if absent; None, with a warning
+    the first time, where another user could change it or it cannot be made."""
+    root = default_cache_dir()
+    try:
+        return trusted_dir(root / subdir if subdir else root)
+    except (UntrustedDirError, OSError) as err:
+        reason = str(err)
+        if reason not in _WARNED:
+            _WARNED.add(reason)
+            warnings.warn(
+                f"lossbench: not using the parse cache {root}: {reason}; loads parse (and check checksums) "
+                f"without it (set ${CACHE_DIR_ENV} to a directory of your own)",
+                stacklevel=3,
+            )
+        return None
 
 
 def cache_path(kind: str, params: dict[str, Any], sources: Sequence[Path]) -> Path:
@@ -59,8 +85,11 @@ def cached(
     """
     if not cache:
         return build()
+    directory = _trusted_cache()
+    if directory is None:
+        return build()
     fp = fingerprint(sources)
-    path = cache_path(kind, params, sources)
+    path = directory / cache_path(kind, params, sources).name
     if path.is_file():
         try:
             stored = torch.load(path, weights_only=True)
@@ -81,10 +110,13 @@ def cached(
 
 def verify_once(path: Path, rf: RemoteFile) -> None:
     """``rf.check`` the file at ``path``, skipped when this (path, size, mtime) already passed."""
-    stamp = default_cache_dir() / "verified" / _key(fingerprint([path]), rf.sha256, rf.archive_sha256)
-    if stamp.is_file():
+    directory = _trusted_cache("verified")  # None: a stamp there could be planted, so the file is checked
+    stamp = None if directory is None else directory / _key(fingerprint([path]), rf.sha256, rf.archive_sha256)
+    if stamp is not None and stamp.is_file():
         return
     rf.check(path.read_bytes(), str(path))
+    if stamp is None:
+        return
     try:
         atomic_write(stamp, b"")
     except OSError as err:

@@ -13,8 +13,10 @@ source, the flags, the compiler and the CPU, and loaded with ctypes (no Python h
 call releases the GIL).  Loading a library runs its code, so only a library that cannot have been
 planted is loaded: the directory (symbolic links resolved) must be the user's own and writable by
 no one else, every directory above it owned by root or the user and writable by no one else unless
-sticky (as ``/tmp``), and the file a regular file the user owns that no one else can write.  A cache
-that fails this check is refused with a warning naming the path, and the PyTorch path is used.  Where that fails (no compiler, an old glibc without vectorised ``erfc``)
+sticky (as ``/tmp``), and the file a regular file the user owns that no one else can write
+(``lossbench._paths.trusted_dir``, which the parse cache shares; nothing is created before the existing
+directories pass).  A cache that fails this check is refused with a warning naming the path and the
+condition that failed, and the PyTorch path is used.  Where that fails (no compiler, an old glibc without vectorised ``erfc``)
 a warning says why and the PyTorch path is used.  ``LOSSBENCH_EXACT_KERNEL=0`` turns the kernel
 off.  It serves float32 and float64 CPU tensors; others (CUDA, half) take the PyTorch path.
 """
@@ -37,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from lossbench._paths import UntrustedDirError, trusted_dir
 from lossbench.losses import _exact_rules as rules
 from lossbench.losses import _exact_special as special
 
@@ -89,29 +92,20 @@ def _kernel_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "lossbench" / "kernels"
 
 
-class UntrustedCacheError(RuntimeError):
+class UntrustedCacheError(UntrustedDirError):
     """The kernel cache is a place another user could write to: nothing is built or loaded there."""
 
 
 def _trusted_dir(path: Path) -> Path:
-    """``path`` resolved and created (0700) if absent; refused unless no other user can change it."""
-    uid = os.geteuid()
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    real = path.resolve(strict=True)  # from here on no link is followed: what is checked is what is used
-    for parent in reversed(real.parents):
-        st = os.stat(parent)
-        if st.st_uid not in (0, uid) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
-            raise UntrustedCacheError(
-                f"refusing the kernel cache {path}: {parent} is owned by uid {st.st_uid} or writable by other users"
-            )
-    st = os.lstat(real)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
+    """``path`` resolved and created (0700) if absent; refused unless no other user can change it
+    (``_paths.trusted_dir``: checked before anything is created, so nothing is made under a parent
+    others can write)."""
+    try:
+        return trusted_dir(path)
+    except UntrustedDirError as error:
         raise UntrustedCacheError(
-            f"refusing the kernel cache {real}: it must be a directory you (uid {uid}) own that no one else "
-            f"can write (it is owned by uid {st.st_uid}, mode {stat.filemode(st.st_mode)}); use chmod 700 "
-            f"or set ${KERNEL_DIR_ENV}"
-        )
-    return real
+            f"refusing the kernel cache {path}: {error}; use a directory of your own (chmod 700) or set ${KERNEL_DIR_ENV}"
+        ) from None
 
 
 def _check_own_file(path: Path) -> None:
