@@ -213,3 +213,12 @@ def test_a_class_only_the_generated_test_split_has_is_refused(tmp_path):
                                          r"labels \['w'\] do not occur in the data"):  # fmt: skip
         load_table(path, split="random", seed=seed)
     assert load_table(path).class_names == ["w", "x", "z"]  # (stratified: a class keeps a row in training)
+
+
+@pytest.mark.parametrize("text", ["a,b,label\n", "label\n", "a,b,label\n\n# note\n"])
+@pytest.mark.parametrize("label", ["label", "last"])
+def test_a_header_only_file_says_it_has_no_data_rows(tmp_path, text, label):
+    # One line with a name in it is a header (with one line there are no rows below to compare it with).
+    path = write(tmp_path / "t.csv", text)
+    with pytest.raises(ValueError, match=r"t.csv: no data rows below its header line$"):
+        load_table(path, label=label, comment="#")

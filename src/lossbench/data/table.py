@@ -384,7 +384,7 @@ def _read_frame(
             path, sep, header, missing, comment, encoding, decimal, repeated_ok
         )
     if len(frame) == 0:
-        raise ValueError(f"{path}: no data rows")
+        raise ValueError(f"{path}: no data rows" + (" below its header line" if header else ""))
     if strip:
         frame = _strip_cells(frame, missing)
     return frame, header, index, where, texts
@@ -448,6 +448,23 @@ def _label_column(
     if col not in kept:
         raise ValueError(f"label={label!r} names a dropped column of {path}")
     return col
+
+
+def _refuse_header_only(
+    frames: list[Any], paths: list[Path], headers: list[bool], guessed: bool, specs: list[str | int]
+) -> None:
+    """A file of one line that names the label or a dropped column (or, alone, holds no number) is a header
+    with no rows below: the guess reads it as data only because no row below can be compared with it."""
+    import pandas as pd
+
+    named = {s for s in specs[1:] if isinstance(s, str)} | ({specs[0]} - {"first", "last"})
+    for frame, path, has_header in zip(frames, paths, headers):
+        if not guessed or has_header or len(frame) != 1:
+            continue
+        cells = [c for c in frame.iloc[0] if isinstance(c, str) or not pd.isna(c)]
+        no_number = len(frames) == 1 and all(not _is_number(c) for c in cells)
+        if no_number or named & {c.strip() for c in cells if isinstance(c, str)}:
+            raise ValueError(f"{path}: no data rows below its header line")
 
 
 def _refuse_header_as_data(
@@ -699,6 +716,7 @@ def _parse(
         texts.append(text)
         headers.append(has_header)
         indexed.append(index)
+    _refuse_header_only(frames, paths, headers, header is None, [label, *drop])
     digest = content_digest(*frames)
     columns = list(frames[0].columns)
     for p, f in zip(paths[1:], frames[1:]):
