@@ -168,3 +168,21 @@ def test_a_failed_trial_stores_its_reason(tmp_path, monkeypatch):
         runner.run()
     failed = [t for t in runner.units[0].tune.get_trials() if t.state == TrialState.FAIL]
     assert failed and all(t.user_attrs["error"] == "RuntimeError: the device fell over" for t in failed)
+
+
+@pytest.mark.parametrize("frozen_before", [False, True])
+def test_a_run_keeps_older_objects_out_of_the_garbage_collectors_passes_and_restores_it(tmp_path, frozen_before):
+    import gc
+
+    spec = load_spec(write_spec(tmp_path / "spec.toml", trials=1, epochs=1))
+    storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
+    seen = []
+    runner = Runner(spec, storage, torch.device("cpu"), on_trial=lambda *_: seen.append(gc.get_freeze_count()))
+    if frozen_before:  # the process froze its own: the run leaves that to it
+        gc.freeze()
+    try:
+        runner.run()
+        assert seen and all(count > 0 for count in seen)
+        assert (gc.get_freeze_count() > 0) == frozen_before  # (frozen objects freed meanwhile leave the count)
+    finally:
+        gc.unfreeze()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import json
 import os
 import random
@@ -104,6 +105,21 @@ def draw_index(trial: FrozenTrial | optuna.Trial, trials: list[FrozenTrial]) -> 
     trial) is the draw of the trial it retries, so kills and retries change no draw."""
     root = trial.system_attrs.get("failed_trial", trial.number)
     return sum(1 for t in trials if t.number < root and "failed_trial" not in t.system_attrs)
+
+
+@contextlib.contextmanager
+def _older_objects_frozen() -> Iterator[None]:
+    """The objects made before (modules, data sets, the storage's) kept out of the cyclic garbage
+    collector's passes until the block ends (``gc.freeze``): each full collection of a run scanned them
+    all again, about 0.2 s on the built-in preset.  Left alone where the process froze some itself."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _reseed(sampler: optuna.samplers.BaseSampler, seed: int) -> bool:
@@ -333,16 +349,17 @@ class Runner:
                 "a study runs on a storage from open_storage(url, spec.heartbeat_interval); this one only checks specs"
             )
         poll = poll or min(2.0, float(self.spec.heartbeat_interval))
-        while True:
-            self._heartbeats = Heartbeats(self.storage)
-            try:
-                with self._heartbeats:
-                    self._work(progress, poll)
-                return
-            except SpecGrew as grew:  # no trial of this worker is running: take the grown spec and go on
-                self._adopt(grew.spec)
-            finally:
-                self._heartbeats = None
+        with _older_objects_frozen():
+            while True:
+                self._heartbeats = Heartbeats(self.storage)
+                try:
+                    with self._heartbeats:
+                        self._work(progress, poll)
+                    return
+                except SpecGrew as grew:  # no trial of this worker is running: take the grown spec and go on
+                    self._adopt(grew.spec)
+                finally:
+                    self._heartbeats = None
 
     def _work(self, progress: Callable[[int, int, str, str], None] | None, poll: float) -> None:
         while True:
