@@ -61,7 +61,10 @@ def test_bad_requests_are_one_line_before_anything_loads(argv, expected, capsys)
     assert expected in refused(capsys, ["datasets", *argv])
 
 
-def test_datasets_imports_the_users_plugins_and_loads_their_dataset(tmp_path, monkeypatch, capsys):
+def test_datasets_imports_the_users_plugins_and_loads_their_dataset(tmp_path, monkeypatch, capsys,
+                                                                     fresh_registries):  # fmt: skip
+    # fresh_registries and the module forgotten after: the plugin's dataset does not outlive the test
+    import sys
     import textwrap
 
     (tmp_path / "lb_datasets_plugin.py").write_text(textwrap.dedent("""
@@ -76,7 +79,10 @@ def test_datasets_imports_the_users_plugins_and_loads_their_dataset(tmp_path, mo
         register_dataset(DatasetInfo("lb_plugin_mine", "builtin", mine, "multiclass", "tabular", "mine", "a plugin"))
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert main(["datasets", "--plugin", "lb_datasets_plugin", "lb_plugin_mine", "seed=1"]) == 0
+    try:
+        assert main(["datasets", "--plugin", "lb_datasets_plugin", "lb_plugin_mine", "seed=1"]) == 0
+    finally:  # (monkeypatch.delitem would restore only a module that was there before the test)
+        sys.modules.pop("lb_datasets_plugin", None)
     assert "mine: multiclass, tabular (2,)" in capsys.readouterr().out
 
 

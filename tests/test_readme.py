@@ -8,6 +8,7 @@ this test never downloads.
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -41,11 +42,17 @@ def datasets_with_files(code: str) -> list[str]:
 
 
 @pytest.mark.parametrize("heading, code", BLOCKS, ids=[f"{i}-{h}" for i, (h, _) in enumerate(BLOCKS)])
-def test_readme_block_runs(heading, code, monkeypatch, tmp_path):
+def test_readme_block_runs(heading, code, monkeypatch, tmp_path, fresh_registries):
+    # fresh_registries: the blocks register a model and a loss, which must not outlive the test
     from lossbench.data import get_dataset_info
 
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("LOSSBENCH_CACHE_DIR", str(tmp_path / "parsed"))
+    # A block's tempfile.mkdtemp() lands in tmp_path, not /tmp; the kernel, XDG and matplotlib caches
+    # are the session's (tests/conftest.py).
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     needed = datasets_with_files(code)
     if needed:
         monkeypatch.setenv("LOSSBENCH_DATA_DIR", str(SHARED_DATA))

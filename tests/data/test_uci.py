@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 from lossbench.data import DATASETS, DataUnavailableError, load_dataset
 from lossbench.data.catalog import EXACT_SPLIT, EXACT_UCI_SETS, UCI_ML
 
-from .conftest import SHARED
+from .conftest import SHARED, need_data
 from .test_table import paper_features, paper_scaled
 
 # name: (train rows, test rows, features, classes) -- the paper's reading and split
@@ -90,13 +90,11 @@ def test_missing_files_say_where_they_come_from_and_go(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def loaded(session_cache):
-    """Every set loaded (and its files verified) once per module, with the session's parse cache."""
-    if not SHARED.is_dir():
-        pytest.skip(f"real datasets not found at {SHARED} (../shared/data beside the repository)")
-    with pytest.MonkeyPatch.context() as mp:  # hermetic_dirs is per test; this fixture runs before it
-        mp.setenv("LOSSBENCH_CACHE_DIR", str(session_cache))
-        return {name: load_dataset(name, data_dir=SHARED) for name in EXPECTED}
+def loaded():
+    """Every set loaded (and its files verified) once per module, with the session's parse cache
+    (tests/conftest.py)."""
+    need_data(*EXPECTED)  # (they share one folder, uci/)
+    return {name: load_dataset(name, data_dir=SHARED) for name in EXPECTED}
 
 
 @pytest.mark.parametrize("name", EXPECTED)

@@ -1,0 +1,45 @@
+"""Fixtures for the whole suite: the caches lossbench writes stay in this session's temporary folder.
+
+Without this, any test that loads a dataset or calls ``exact()`` would write the parse cache and the
+compiled kernel into the user's ``~/.cache/lossbench`` (and a subprocess's matplotlib its font cache
+into ``~/.cache/matplotlib``).  The folders are per session, not per test: real datasets parse once
+and the kernel compiles once (about a second).  pytest's base temporary folder is the user's own and
+0700, so the kernel's trust check accepts them.  A test that needs other folders sets them with its
+own ``monkeypatch``, which restores these afterwards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("lossbench-cache")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_caches(session_cache, tmp_path_factory):
+    # session-scoped, so set before any module- or session-scoped fixture of a test file runs
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOSSBENCH_CACHE_DIR", str(session_cache))
+        mp.setenv("LOSSBENCH_KERNEL_DIR", str(tmp_path_factory.mktemp("lossbench-kernels")))
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        mp.setenv("MPLCONFIGDIR", str(tmp_path_factory.mktemp("matplotlib")))
+        yield
+
+
+@pytest.fixture
+def fresh_registries(monkeypatch):
+    """Every component registry's entries as they are, restored after the test: what the test (or
+    code it runs in this process: a README block, a plugin) registers goes away, so a later test
+    sees the registries a new process would (as tests/test_exports.py's ``_fresh``)."""
+    from lossbench.data import DATASETS
+    from lossbench.losses import LOSSES
+    from lossbench.models import MODELS
+    from lossbench.train import TRANSFORMS
+
+    for registry in (LOSSES, TRANSFORMS, MODELS, DATASETS):
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
