@@ -132,14 +132,17 @@ def postgres_url():
             unavailable(f"{Path(cmd[0]).name} failed: {detail}")
     import psycopg2
 
-    for _ in range(50):
+    # pg_ctl -w has waited for the server already; poll a while more, generously: a loaded machine
+    # must not turn into a silent skip of the PostgreSQL tests.
+    deadline = time.monotonic() + 120
+    while True:
         try:
             conn = psycopg2.connect(host="127.0.0.1", port=port, user="lossbench", dbname="postgres")
             break
-        except psycopg2.OperationalError:
+        except psycopg2.OperationalError as error:
+            if time.monotonic() > deadline:
+                unavailable(f"the server did not accept connections within 120 s: {error}")
             time.sleep(0.2)
-    else:
-        unavailable("the server did not accept connections")
     conn.autocommit = True
     conn.cursor().execute("CREATE DATABASE lossbench_test")
     conn.close()

@@ -17,38 +17,55 @@ def test_two_workers_popping_one_queued_trial_take_it_once(tmp_path, monkeypatch
     study = optuna.create_study(storage=open_storage(url, 10), study_name="queue")
     study.enqueue_trial({"x": 1.0})
     (trial_id,) = [t._trial_id for t in study.get_trials()]
-    _both_read_first(monkeypatch)
+    at_once = _both_read_first(monkeypatch)
     workers = [open_storage(url, 10) for _ in range(2)]
     taken: list[bool] = []
-    _at_once([lambda s=s: taken.append(s.set_trial_state_values(trial_id, TrialState.RUNNING)) for s in workers])
+    at_once([lambda s=s: taken.append(s.set_trial_state_values(trial_id, TrialState.RUNNING))
+             for s in workers])  # fmt: skip
     assert sorted(taken) == [False, True]
     assert workers[0].get_trial(trial_id).state == TrialState.RUNNING
 
 
-def _at_once(calls):
-    """Each call in its own thread, all started before any is joined."""
-    threads = [threading.Thread(target=call) for call in calls]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-
 def _both_read_first(monkeypatch):
     """Both workers read the trial before either writes: the interleaving that let Optuna's read-then-
-    write change one trial's state for two workers on SQLite (no row locks)."""
-    both_read = threading.Barrier(2, timeout=1)
+    write change one trial's state for two workers on SQLite (no row locks).  Returns the function
+    that runs the workers' calls, each in its own thread, all started before any is joined.
+
+    A worker that reads waits (up to a generous 30 s, for a thread started late on a loaded machine)
+    for the other to read too.  An implementation that writes without reading first (one conditional
+    UPDATE) has only the loser read, after its update failed: the winner's call then ends without
+    reading, and its end releases the waiting loser (breaks the barrier) instead of the timeout."""
+    both_read = threading.Barrier(2, timeout=30)
+    reached: list[bool] = []
     original = models.TrialModel.find_or_raise_by_id
 
     def find_then_wait(*args, **kwargs):
         found = original(*args, **kwargs)
+        reached.append(True)
         try:
             both_read.wait()
         except threading.BrokenBarrierError:
-            pass
+            pass  # the other worker's call ended: it can no longer read first
         return found
 
     monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id", find_then_wait)
+
+    def call_then_release(call):
+        try:
+            call()
+        finally:
+            both_read.abort()
+
+    def at_once(calls):
+        threads = [threading.Thread(target=call_then_release, args=(call,)) for call in calls]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # else the patch is on a method the storage no longer calls and nothing was forced
+        assert reached, "no worker read the trial through TrialModel.find_or_raise_by_id"
+
+    return at_once
 
 
 def test_two_workers_failing_one_stale_trial_fail_it_once(tmp_path, monkeypatch):
@@ -56,7 +73,7 @@ def test_two_workers_failing_one_stale_trial_fail_it_once(tmp_path, monkeypatch)
     url = default_storage_url(tmp_path)
     study = optuna.create_study(storage=open_storage(url, 10), study_name="stale")
     trial_id = study.ask()._trial_id
-    _both_read_first(monkeypatch)
+    at_once = _both_read_first(monkeypatch)
     workers = [open_storage(url, 10) for _ in range(2)]
     failed: list[bool] = []
 
@@ -66,7 +83,7 @@ def test_two_workers_failing_one_stale_trial_fail_it_once(tmp_path, monkeypatch)
         except optuna.exceptions.UpdateFinishedTrialError:  # (what Optuna's stale check expects of the loser)
             failed.append(False)
 
-    _at_once([lambda s=s: fail(s) for s in workers])
+    at_once([lambda s=s: fail(s) for s in workers])
     assert sorted(failed) == [False, True]
     assert workers[0].get_trial(trial_id).state == TrialState.FAIL
 
