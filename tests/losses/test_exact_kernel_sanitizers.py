@@ -98,6 +98,7 @@ def test_a_report_in_this_setup_fails_the_process(sanitized_env, tmp_path, call,
     assert done.returncode != 0 and "OK" not in done.stdout and report in done.stderr, failure(done)
 
 
+@pytest.mark.slow  # a subprocess building and driving the sanitized kernel: 15-20 s
 def test_the_kernel_runs_clean_under_the_sanitizers(sanitized_env):
     done = subprocess.run(
         [sys.executable, __file__], env=sanitized_env, capture_output=True, text=True, timeout=600
