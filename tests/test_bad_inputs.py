@@ -107,7 +107,7 @@ for _info in TRANSFORMS.values():
 def test_transform_refuses_bad_hyperparameter(transform, name, bad):
     with pytest.raises(ValueError) as err:
         make_transform((transform, {name: bad}))
-    one_line_naming(err.value, name)
+    one_line_naming(err.value, f"{name} must", f"got {bad!r}")  # (a bare name such as 'b' is in any message)
 
 
 # ---------------------------------------------------------------------------------------------

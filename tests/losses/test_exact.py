@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -538,13 +539,13 @@ def test_sigma_schedule():
     assert exact_sigma_schedule(0, 1, sigma0=3.0) == 3.0
     values = [exact_sigma_schedule(e, 10, 5.0, 0.1) for e in range(10)]
     assert all(a > b for a, b in zip(values, values[1:]))
-    bad_args = (
-        {"epoch": -1, "num_epochs": 5},
-        {"epoch": 0, "num_epochs": 0},
-        {"epoch": 0, "num_epochs": 5, "sigma_min": 0},
+    bad_args = (  # each refused for its own argument
+        ({"epoch": -1, "num_epochs": 5}, "epoch must be >= 0, got -1"),
+        ({"epoch": 0, "num_epochs": 0}, "num_epochs must be an integer >= 1, got 0"),
+        ({"epoch": 0, "num_epochs": 5, "sigma_min": 0}, "sigma_min must be finite and > 0, got 0"),
     )
-    for bad in bad_args:
-        with pytest.raises(ValueError):
+    for bad, message in bad_args:
+        with pytest.raises(ValueError, match=re.escape(message)):
             exact_sigma_schedule(**bad)
 
 
