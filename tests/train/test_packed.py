@@ -375,3 +375,23 @@ def test_a_statistic_recorded_on_some_steps_averages_as_alone(chains):
                         transforms=[make() for make in chains], epochs=2, batch_size=32)  # fmt: skip
     for h1, h2 in zip(alone, packed):
         assert [r.get("sometimes/hit") for r in h2] == [r.get("sometimes/hit") for r in h1]
+
+
+def test_a_shared_calls_row_options_follow_their_changes_and_are_kept_once():
+    """Each group's per-row option tensor is rebuilt when a run's value changes (a schedule) and only
+    its last one is kept (a schedule over many epochs keeps no tensor per epoch)."""
+    from lossbench.train.packed import PackedLosses
+
+    losses = [LOSSES.get("focal").module(gamma=g) for g in (1.0, 2.0)]
+    packed = PackedLosses(losses, [[0, 1]], row_options=("gamma",))
+    gen = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(2, 16, 4, generator=gen), torch.randint(0, 4, (2, 16), generator=gen)
+    for epoch in range(5):
+        losses[1]._options["gamma"] = 2.0 + epoch  # (as a schedule sets it between epochs)
+        together = packed(logits, y)
+        alone = torch.stack([loss(logits[k], y[k], reduction="mean") for k, loss in enumerate(losses)])
+        torch.testing.assert_close(together, alone)
+        assert len(packed._row_tensors) == 1
+    first = packed._row_tensors[next(iter(packed._row_tensors))][1]
+    packed(logits, y)
+    assert packed._row_tensors[next(iter(packed._row_tensors))][1] is first  # the same values: no new tensor

@@ -407,7 +407,8 @@ class PackedLosses:
                  row_options: Sequence[str] = (), batch_groups: str | None = None,
                  row_none: Mapping[str, float] | None = None) -> None:  # fmt: skip
         self.losses = list(losses)
-        self._row_tensors: dict[tuple[Any, ...], torch.Tensor] = {}  # (a step's row options change only with a schedule)
+        # each group's row option's last tensor (by rows, device, dtype), with its values: they change only with a schedule
+        self._row_tensors: dict[tuple[Any, ...], tuple[tuple[Any, ...], torch.Tensor]] = {}
         groups = [sorted(g) for g in shared_loss or () if len(g) > 1]
         grouped = {k for group in groups for k in group}
         groups += [[k] for k in range(len(self.losses)) if k not in grouped]
@@ -481,14 +482,16 @@ class PackedLosses:
                 if None in values:
                     raise ValueError(f"loss option {name!r} is None for some runs of a shared call and has no value per row (row_none)")
                 dtype = torch.float64 if like.device.type == "cpu" else like.dtype  # (EXACT's kernel takes sigma in double)
-                numbers = all(type(v) in (int, float) for v in values)  # (a tensor's key would be its id)
-                key = (name, tuple(values), batch, like.device, dtype)
-                rows = self._row_tensors.get(key) if numbers else None
-                if rows is None:
-                    rows = torch.tensor(values, dtype=dtype, device=like.device).repeat_interleave(batch)
-                    if numbers:
-                        self._row_tensors[key] = rows
-                overrides[name] = rows
+                key = (tuple(group), name, batch, like.device, dtype)
+                numbers = all(type(v) in (int, float) for v in values)  # (tensors would compare by identity)
+                spelled = tuple(map(repr, values))  # (repr tells -0.0 from 0.0, which == does not)
+                last = self._row_tensors.get(key)
+                if numbers and last is not None and last[0] == spelled:
+                    overrides[name] = last[1]
+                    continue
+                overrides[name] = torch.tensor(values, dtype=dtype, device=like.device).repeat_interleave(batch)
+                if numbers:
+                    self._row_tensors[key] = (spelled, overrides[name])
         return overrides
 
 
