@@ -125,14 +125,19 @@ def test_repeated_header_names_are_refused(tmp_path):
 # --- a second review: what the test rows may shape, stray cells, labels, float32's range, classes ------------
 
 
-def _seed_holding_out(row: int, n: int) -> int:
-    """A seed for which split="random" (test_fraction 0.2) puts ``row`` of ``n`` in the test rows."""
+def _seed_holding_out(row: int, n: int, held: bool = True) -> int:
+    """A seed for which split="random" (test_fraction 0.2) puts ``row`` of ``n`` in the test rows (``held``)
+    or in the training rows."""
     from sklearn.model_selection import train_test_split
 
-    return next(s for s in range(100) if row in train_test_split(range(n), test_size=0.2, random_state=s)[1])
+    return next(s for s in range(100) if (row in train_test_split(range(n), test_size=0.2, random_state=s)[1]) == held)
 
 
-def test_types_and_categories_come_from_the_training_rows_only(tmp_path):
+def _seed_keeping(row: int, n: int) -> int:
+    return _seed_holding_out(row, n, held=False)
+
+
+def test_types_and_categories_come_from_the_training_file_only(tmp_path):
     train = write(tmp_path / "train.csv", "a,b,y\n1.5,2,x\n3.25,4,z\n5.1,6,x\n7.7,8,z\n")
     test = write(tmp_path / "test.csv", "a,b,y\n1.5,2,x\nunknown,4,z\n")
     with pytest.raises(ValueError, match=r"test.csv:3: column 'a': 'unknown' is no number, but the training rows "
@@ -147,14 +152,17 @@ def test_types_and_categories_come_from_the_training_rows_only(tmp_path):
     data = load_table(train, test_path=test, label="kind", standardize=False, max_categories=2)
     assert data.meta["feature_names"] == ["n", "colour-blue", "colour-red"]
     assert data.x_test.tolist() == [[3, 0, 0], [4, 0, 1]]
-    # a generated split too: the rare value's row lands in the test rows (stratified, seed 2)
+    # one file: its every row types the columns before the split, so the features are the same whatever
+    # the seed, with the rare value's row in the test rows or not
     rare = write(tmp_path / "rare.csv", "n,colour,kind\n" + ROWS + "9,green,b\n")
-    data = load_table(rare, label="kind", test_fraction=0.5, seed=2, standardize=False)
-    assert 8 in data.meta["test_rows"].tolist() and not any("green" in n for n in data.meta["feature_names"])
+    split = [load_table(rare, label="kind", test_fraction=0.5, seed=seed, standardize=False) for seed in range(6)]
+    assert len({8 in data.meta["test_rows"].tolist() for data in split}) == 2
+    assert all(data.meta["feature_names"] == ["n", "colour-blue", "colour-green", "colour-red"] for data in split)
     rows = "".join(f"{i}.5,{i},{'xy'[i % 2]}\n" for i in range(9)) + "oops,9,x\n"
     odd = write(tmp_path / "odd.csv", "a,b,kind\n" + rows)
-    with pytest.raises(ValueError, match=r"odd.csv:11: column 'a': 'oops' is no number, but the training rows"):
-        load_table(odd, split="random", seed=_seed_holding_out(9, 10), test_fraction=0.2)
+    for seed in (_seed_holding_out(9, 10), _seed_keeping(9, 10)):  # the same error wherever the split puts it
+        with pytest.raises(ValueError, match=r"odd.csv:11: column 'a' holds numbers and 'oops'"):
+            load_table(odd, split="random", seed=seed, test_fraction=0.2)
 
 
 def test_a_few_stray_cells_in_a_column_of_numbers_are_refused(tmp_path):
@@ -168,8 +176,16 @@ def test_a_few_stray_cells_in_a_column_of_numbers_are_refused(tmp_path):
     # a decimal comma in a ';' table: the hint says decimal=','
     semi = write(tmp_path / "s.csv", "a;b;y\n" + "".join(f"{i};{i}.5;{'xz'[i % 2]}\n" for i in range(5)) + "1,5;2;x\n")
     with pytest.raises(ValueError, match=r"s.csv:7: column 'a' holds numbers and '1,5'.*, or pass decimal=',' for "
-                                         r"numbers written 1,5 "):  # fmt: skip
+                                         r"numbers written 1,5, or the column in nominal=\[...\]"):  # fmt: skip
         load_table(semi)
+    # a value that recurs among numbers is a category (a top-coded "6+"), whatever share of the rows it holds
+    top = write(tmp_path / "top.csv", "n,y\n" + "".join(f"{'6+' if i % 16 == 0 else i % 6},{'xz'[i % 2]}\n" for i in range(100)))
+    for seed in range(4):
+        names = load_table(top, header=True, seed=seed, standardize=False).meta["feature_names"]
+        assert names == ["n-0", "n-1", "n-2", "n-3", "n-4", "n-5", "n-6+"]
+    # nominal=[...] reads a column as categories whatever it holds: the refused column above, or numbers
+    assert load_table(path, nominal=["b"], max_categories=50).input_shape == (1 + 30,)
+    assert load_table(path, nominal=[0, "b"], max_categories=50).meta["feature_names"][:2] == ["a-0", "a-1"]
     # a nominal column whose values are mostly numbers (car's doors: 2, 3, 4, 5more) stays nominal
     doors = write(tmp_path / "d.csv", "doors,y\n" + "".join(f"{'2345'[i % 4].replace('5', '5more')},{'xz'[i % 2]}\n"
                                                            for i in range(16)))  # fmt: skip
@@ -205,14 +221,16 @@ def test_large_float32_values_standardise_without_overflow(tmp_path):
     assert torch.isfinite(x).all() and set(x[:, 0].abs().tolist()) == {1.0}
 
 
-def test_a_class_only_the_generated_test_split_has_is_refused(tmp_path):
+def test_a_class_only_the_generated_test_split_has_is_warned_of(tmp_path):
     rows = "".join(f"{i},{'xz'[i % 2]}\n" for i in range(18)) + "18,w\n"
     path = write(tmp_path / "t.csv", "a,y\n" + rows)
     seed = _seed_holding_out(18, 19)
-    with pytest.raises(ValueError, match=rf"t.csv: the test rows of the random split \(test_fraction=0.2, seed={seed}\): "
-                                         r"labels \['w'\] do not occur in the data"):  # fmt: skip
-        load_table(path, split="random", seed=seed)
-    assert load_table(path).class_names == ["w", "x", "z"]  # (stratified: a class keeps a row in training)
+    with pytest.warns(UserWarning, match=rf"t.csv: the random split \(test_fraction=0.2, seed={seed}\) puts every row of "
+                                         r"classes \['w'\] in the test part: the model never trains on them"):  # fmt: skip
+        assert load_table(path, split="random", seed=seed).class_names == ["w", "x", "z"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_table(path).class_names == ["w", "x", "z"]  # (stratified: a class keeps a row in training)
 
 
 @pytest.mark.parametrize("text", ["a,b,label\n", "label\n", "a,b,label\n\n# note\n"])

@@ -47,19 +47,22 @@ Features and labels (the paper's ``extract_features_labels``):
 
 - rows whose label is missing are dropped, with a warning per file that says how many of its rows
   (``meta["unlabelled_rows"]`` counts them);
-- column types and categories come from the training rows (lossbench's rule: nothing from the
-  test rows shapes the features), from every row read under ``paper_rules`` (the paper's, before
-  any split);
-- every column that ``pandas.to_numeric`` parses there is numeric, every other one nominal; a
-  cell of a numeric column that is no number (in a test row) is an error naming file, line and
+- column types and categories come from the training file where a ``test_path`` is given (lossbench's
+  rule: nothing from the test file shapes the features), from every row of the one file otherwise
+  (before the split, so that they do not change with its seed), and from every row read under
+  ``paper_rules`` (the paper's);
+- every column that ``pandas.to_numeric`` parses there is numeric, every other one nominal, and
+  ``nominal=[...]`` (names or positions, as ``drop``) makes a column nominal whatever it holds; a
+  cell of a numeric column that is no number (in the test file) is an error naming file, line and
   column, and so is a number that is not finite in float32, the features' type (``inf``,
   ``1e999``, ``1e300``: beyond ±3.4e38);
-- a column of numbers but for a few cells (one, or at most 5 % of its non-missing cells: a ``-``
-  placeholder, a ``1,5`` written with a decimal comma) is an error naming the first such cell
-  (one of pandas' missing spellings, ``NA``, ``null``, ..., whatever its count): list them in
-  ``missing=[...]`` (or pass ``decimal=","``).  As nominal it would be a category per distinct
-  value.  More such cells make a nominal column (``2, 3, 4, 5more``); ``paper_rules`` refuses only
-  the missing spellings;
+- a column of numbers but for a few cells that each occur once (one, or at most 5 % of its
+  non-missing cells: a ``-`` placeholder, a ``1,5`` written with a decimal comma, a typo) is an
+  error naming the first such cell, and so is one holding one of pandas' missing spellings (``NA``,
+  ``null``, ...) whatever their count: list them in ``missing=[...]`` (or pass ``decimal=","``), or
+  the column in ``nominal=[...]``.  As nominal it would be a category per distinct value.  A value
+  that recurs (``2, 3, 4, 5more``) makes a nominal column; ``paper_rules`` refuses only the missing
+  spellings;
 - classes: the sorted distinct labels (numerically for a numeric column, which must then hold
   integers; text labels are stripped of surrounding spaces, as the text loader's are, and of
   ``label_strip``'s characters at both ends, so ``" x"`` and ``"x "`` are one class ``x``); a
@@ -82,7 +85,8 @@ Split and scaling (the paper's ``run.py``):
   out by ``split="random"`` -- ``sklearn.model_selection.train_test_split(test_size=test_fraction,
   random_state=seed)``, unstratified, the rows kept in the order it returns (the paper's
   split) -- or ``split="stratified"`` -- lossbench's seeded ``stratified_split`` (sorted rows);
-  a class that only the test rows have is an error, either way;
+  a class that only the test rows have is an error with a ``test_path`` and a warning with a split
+  drawn here (a rare class may fall there: the model never trains on it);
 - ``standardize=True``: every feature, one-hot columns included, becomes ``(x - mean) / std``
   with the training split's mean and std (ddof 0, computed in float64).  A feature constant on the
   training split is centred only, and a warning names it; the paper floors std at
@@ -109,7 +113,7 @@ import io
 import numbers
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +135,8 @@ HEADER_SAMPLE_ROWS = 50
 # Part of the parse-cache key: bump when the parsed output of load_table changes.  2: an index column is
 # dropped (a header with an empty first field was read as data); 3: a column of numbers with a cell such
 # as "NA" is refused (it was one-hot encoded); 4: unlabelled rows counted per file, the label column named;
-# 5: the split is made in the parse (the training rows type the columns), labels stripped of spaces.
-PARSE_VERSION = 5
+# 5: the training file types the columns, labels stripped of spaces; 6: nominal=[...], stray cells that recur.
+PARSE_VERSION = 6
 WHITESPACE = r"\s+"
 # Byte-order marks that are no UTF-8 (0xFE, 0xFF never occur in it): such a file is read in its own encoding.
 # (UTF-32-LE's starts with UTF-16-LE's: it comes first.)
@@ -585,26 +589,28 @@ def _labels(
 def _split(
     y: torch.Tensor, n_first: int, paths: list[Path], classes: list[str], split: str, test_fraction: float, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training and test rows; a test part that is empty or shows a class training never sees is refused."""
+    """The training and test rows.  A test part that is empty is refused, and so is a test file's class
+    that training never sees; a class that a split drawn here puts in its test rows only is warned of."""
     n = len(y)
     if len(paths) > 1:
         train_idx, test_idx = torch.arange(n_first), torch.arange(n_first, n)
         if len(test_idx) == 0:
             raise ValueError(f"test_path={str(paths[1])!r}: no labelled rows")
-        what = f"test_path={str(paths[1])!r}"
-    else:
-        train_idx, test_idx = (
-            random_split(n, test_fraction, seed)
-            if split == "random"
-            else stratified_split(y, val_fraction=test_fraction, seed=seed)
+        check_test_labels(y[train_idx], y[test_idx], classes, f"test_path={str(paths[1])!r}")
+        return train_idx, test_idx
+    train_idx, test_idx = (
+        random_split(n, test_fraction, seed) if split == "random" else stratified_split(y, val_fraction=test_fraction, seed=seed)
+    )
+    if len(test_idx) == 0 or len(train_idx) == 0:
+        raise ValueError(
+            f"{paths[0]}: the {split} split with test_fraction={test_fraction:g} of {n} labelled rows "
+            f"leaves the {'test' if len(train_idx) else 'training'} split empty"
         )
-        what = f"{paths[0]}: the test rows of the {split} split (test_fraction={test_fraction:g}, seed={seed})"
-        if len(test_idx) == 0 or len(train_idx) == 0:
-            raise ValueError(
-                f"{paths[0]}: the {split} split with test_fraction={test_fraction:g} of {n} labelled rows "
-                f"leaves the {'test' if len(train_idx) else 'training'} split empty"
-            )
-    check_test_labels(y[train_idx], y[test_idx], classes, what)
+    unseen = sorted(set(y[test_idx].tolist()) - set(y[train_idx].tolist()))
+    if unseen:
+        warnings.warn(f"{paths[0]}: the {split} split (test_fraction={test_fraction:g}, seed={seed}) puts every row of "
+                      f"classes {[classes[i] for i in unseen][:5]} in the test part: the model never trains on them",
+                      stacklevel=3)  # fmt: skip
     return train_idx, test_idx
 
 
@@ -618,9 +624,11 @@ def _features(
     decimal: str,
     path: Path,
     paper: bool,
+    nominal: Collection[Any] = (),
 ) -> tuple[Any, list[str]]:
     """The feature matrix (float64, NaN missing) and names; ``fit``: the rows (bool) whose cells decide
-    each column's type and categories (module docstring).  ``paper``: stray cells make a column nominal."""
+    each column's type and categories (module docstring); ``nominal``: columns read as categories
+    whatever they hold.  ``paper``: stray cells make a column nominal."""
     import numpy as np
     import pandas as pd
 
@@ -628,6 +636,8 @@ def _features(
     for c in list(features.columns):
         col = features[c]
         try:
+            if c in nominal:
+                raise ValueError("nominal")
             pd.to_numeric(col[fit])
         except (ValueError, TypeError):
             pass
@@ -636,9 +646,10 @@ def _features(
             other = np.flatnonzero((col.notna() & values.isna()).to_numpy())
             if len(other):
                 i = int(other[0])
+                held = "only numbers" if col[fit].notna().any() else "no value"
                 raise ValueError(
-                    f"{where[i]}: column {c!r}: {str(col.iloc[i]).strip()[:40]!r} is no number, but the training rows "
-                    "hold only numbers there; list it in missing=[...] if it means a missing value"
+                    f"{where[i]}: column {c!r}: {str(col.iloc[i])[:40]!r} is no number, but the training rows hold "
+                    f"{held} there; list it in missing=[...] if it means a missing value, or the column in nominal=[...]"
                 )
             features[c] = values
             if not pd.api.types.is_bool_dtype(values):
@@ -647,15 +658,17 @@ def _features(
         cells = col[fit]
         numbers = pd.to_numeric(cells.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
         text = rows[np.flatnonzero((cells.notna() & numbers.isna()).to_numpy())]  # the cells that are no number
-        numbers_but = bool(len(text)) and bool(numbers.notna().any())  # numbers, but for these cells
-        token = str(col.iloc[text[0]]).strip()[:40] if len(text) else ""
-        stray = not paper and (len(text) == 1 or len(text) <= STRAY_SHARE * int(cells.notna().sum()))
-        if numbers_but and (stray or all(str(col.iloc[i]).strip() in NA_SPELLINGS for i in text)):
-            comma = decimal != "," and re.fullmatch(r"[-+]?\d*,\d+", token)  # a decimal comma in a ';' table
+        numbers_but = c not in nominal and bool(len(text)) and bool(numbers.notna().any())  # numbers, but for these
+        tokens = [str(col.iloc[i]).strip() for i in text]
+        token = str(col.iloc[text[0]])[:40] if len(text) else ""
+        few = len(tokens) <= max(1.0, STRAY_SHARE * int(cells.notna().sum()))
+        stray = not paper and few and len(set(tokens)) == len(tokens)  # (a value that recurs is a category)
+        if numbers_but and (stray or all(t in NA_SPELLINGS for t in tokens)):
+            comma = decimal != "," and re.fullmatch(r"[-+]?\d*,\d+", token.strip())  # a decimal comma in a ';' table
             hint = ", or pass decimal=',' for numbers written 1,5" if comma else ""
             raise ValueError(f"{where[text[0]]}: column {c!r} holds numbers and {token!r}, which is not among the "
-                             f"table's missing values: list it in missing=[...] to read it as missing{hint} (it would make "
-                             f"the column a category per distinct value)")  # fmt: skip
+                             f"table's missing values: list it in missing=[...] to read it as missing{hint}, or the "
+                             f"column in nominal=[...] to read each value as a category")  # fmt: skip
         col = col.fillna("nan")
         if not all(isinstance(v, str) for v in set(col)):
             col = col.map(_category)  # mixed cell types (Excel, or files read apart) sort as text
@@ -689,9 +702,7 @@ def _parse(
     encoding: str,
     decimal: str,
     max_categories: int,
-    split: str,
-    test_fraction: float,
-    seed: int,
+    nominal: Sequence[str | int],
     paper: bool,
 ) -> dict[str, Any]:
     import numpy as np
@@ -726,6 +737,7 @@ def _parse(
             )
     why = _header_hint(texts[0][0], decimal) if header is None and not headers[0] else ""
     dropped = [_column(d, columns, headers[0], paths[0], "drop", why) for d in drop]
+    categorical = {_column(c, columns, headers[0], paths[0], "nominal", why) for c in nominal}
     if indexed[0] and columns[0] not in dropped:
         dropped.insert(0, columns[0])  # pandas' index column: row numbers, not a feature
     kept = [c for c in columns if c not in dropped]
@@ -749,20 +761,19 @@ def _parse(
     if len(frame) == 0:
         raise ValueError(f"{paths[0]}: no row has a label in column {label_col!r}")
     y, classes, dotted = _labels(frame[label_col], label_col, where, text, paths[0])
-    y = torch.from_numpy(y)
     n_first = int(labelled[files == 0].sum())
-    train_idx, test_idx = _split(y, n_first, paths, classes, split, test_fraction, seed)
-    # the rows that type the columns: the training rows, or every row (the paper's, before its split)
-    fit = np.ones(len(y), dtype=bool) if paper else np.isin(np.arange(len(y)), train_idx.numpy())
+    # the rows that type the columns: the training file's (every row of a single file: the split comes later,
+    # so that they do not change with its seed), or every row (the paper's, before its split)
+    fit = np.arange(len(y)) < (len(y) if paper else n_first)
     features = frame.drop(columns=[label_col])
     x, names = _features(
-        features, fit, where, text, max_categories=max_categories, decimal=decimal, path=paths[0], paper=paper
-    )
+        features, fit, where, text, max_categories=max_categories, decimal=decimal, path=paths[0], paper=paper,
+        nominal=categorical,
+    )  # fmt: skip
     return {
         "x": torch.from_numpy(x),
-        "y": y,
-        "train_idx": train_idx,
-        "test_idx": test_idx,
+        "y": torch.from_numpy(y),
+        "n_first": n_first,
         "classes": classes,
         "dotted": dotted,
         "features": names,
@@ -816,6 +827,7 @@ def load_table(
     encoding: str = "utf-8",
     decimal: str = ".",
     max_categories: int = MAX_CATEGORIES,
+    nominal: Sequence[str | int] = (),
     impute: str = "train_mean",
     test_fraction: float = DEFAULT_TEST_FRACTION,
     split: str = "stratified",
@@ -833,7 +845,8 @@ def load_table(
     ``"first"``, a header name or a 0-based column index.  ``impute``: ``"train_mean"``,
     ``"mean"`` (the EXACT paper's) or ``"error"``.  ``split``: ``"stratified"`` or ``"random"``
     (the EXACT paper's ``train_test_split``); used only without ``test_path``.  ``decimal``: the
-    decimal mark of text files' numbers (``","`` for ``1,5``).  ``paper_rules``: the EXACT paper's reading
+    decimal mark of text files' numbers (``","`` for ``1,5``).  ``nominal``: columns (names or positions,
+    as ``drop``) read as categories whatever they hold.  ``paper_rules``: the EXACT paper's reading
     where lossbench's differs (module docstring), as the catalog's ``uci-*`` sets load, so that their data
     stay what the studies that stored them saw.  Every error is a one-line ValueError naming the input.
     """
@@ -859,6 +872,8 @@ def load_table(
         missing = (missing,)
     if isinstance(drop, (str, int)):
         drop = (drop,)
+    if isinstance(nominal, (str, int)):
+        nominal = (nominal,)
     read = {
         "sep": sep,
         "header": header,
@@ -872,9 +887,7 @@ def load_table(
         "encoding": encoding,
         "decimal": decimal,
         "max_categories": max_categories,
-        "split": split,
-        "test_fraction": test_fraction,
-        "seed": seed,
+        "nominal": list(nominal),
         "paper": bool(paper_rules),
     }
 
@@ -895,7 +908,8 @@ def load_table(
     for plain, dotted in p["dotted"]:
         warnings.warn(f"{', '.join(map(str, paths))}: labels {plain!r} and {dotted!r} differ only by a trailing "
                       "'.'; pass label_strip='.' if they are one class", stacklevel=2)  # fmt: skip
-    y, train_idx, test_idx = p["y"], p["train_idx"], p["test_idx"]
+    y = p["y"]
+    train_idx, test_idx = _split(y, p["n_first"], paths, p["classes"], split, test_fraction, seed)
     x, names, all_missing = _impute(p["x"], train_idx, impute, p["where"], p["features"])
     x_train, x_test = x[train_idx], x[test_idx]
     stats = None
