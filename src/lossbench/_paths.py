@@ -82,6 +82,8 @@ def untrusted_reason(path: str | Path) -> str | None:
     (as ``/tmp``: others cannot rename what this user made there).  Where ``path`` does not exist yet,
     its existing ancestors are checked as directories above it: nothing made below them can be changed.
     """
+    if not hasattr(os, "geteuid"):  # (Windows: no owners to compare; its folders' ACLs are the user's business)
+        return None
     uid = os.geteuid()
     real = Path(path).expanduser().resolve()
     existing = real
@@ -103,6 +105,17 @@ def untrusted_reason(path: str | Path) -> str | None:
     return None
 
 
+def make_private_dirs(path: str | Path) -> None:
+    """``path`` and its missing parents made, each 0700 (``mkdir(parents=True)`` gives the parents the
+    umask's mode: group-writable under umask 002, which the trust rule then refuses)."""
+    missing, p = [], Path(path).expanduser()
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+
+
 def trusted_dir(path: str | Path) -> Path:
     """``path`` resolved, created (0700) if absent; UntrustedDirError (the reason) where another user
     could change it (:func:`untrusted_reason`).  Checked before anything is created, so nothing is made
@@ -110,7 +123,7 @@ def trusted_dir(path: str | Path) -> Path:
     path = Path(path).expanduser()
     reason = untrusted_reason(path)
     if reason is None:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dirs(path)
         real = path.resolve(strict=True)  # from here on no link is followed: what is checked is what is used
         reason = untrusted_reason(real)
     if reason is not None:

@@ -277,3 +277,27 @@ def test_datasets_command_loads_named_sets(capsys):
     assert main(["datasets", "iris", "wine"]) == 0
     out = capsys.readouterr().out
     assert "iris: multiclass, tabular (4,); train 120, test 30" in out and "wine:" in out
+
+
+def test_under_umask_002_the_caches_lossbench_makes_stay_trusted(tmp_path, monkeypatch):
+    """Folders lossbench makes in the user cache are 0700 each, parents too: made with the umask's mode
+    (0775 under umask 002) they would fail the trust rule, and every load would parse afresh."""
+    home = tmp_path / "xdg"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    monkeypatch.delenv("LOSSBENCH_CACHE_DIR", raising=False)
+    monkeypatch.delenv("LOSSBENCH_DATA_DIR", raising=False)
+    monkeypatch.setattr(_cache, "_WARNED", set(), raising=False)
+    rf = remote(tmp_path, b"payload", sha256=(sha256(b"payload"),))
+    info = DatasetInfo("toy", "files", lambda resolve: None, "multiclass", "tabular", "s", "o", files=(rf,), subdir="toy")
+    mask = os.umask(0o002)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "not using the parse cache"
+            FileResolver(info, info.directory(), download=True, verify=True)("file.bin")  # a download made the root first
+            source = write(tmp_path / "source.txt", "x")
+            assert _cache.cached("toy", {}, [source], lambda: {"v": 1}) == {"v": 1}
+    finally:
+        os.umask(mask)
+    made = [home, home / "lossbench", home / "lossbench" / "data", home / "lossbench" / "parsed"]
+    assert [oct(p.stat().st_mode & 0o777) for p in made] == [oct(0o700)] * len(made)
+    assert any((home / "lossbench" / "parsed").iterdir())

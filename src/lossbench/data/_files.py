@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lossbench._paths import atomic_write
+from lossbench._paths import atomic_write, make_private_dirs
 
 DATA_DIR_ENV = "LOSSBENCH_DATA_DIR"
 CACHE_DIR_ENV = "LOSSBENCH_CACHE_DIR"
@@ -209,6 +209,8 @@ def fetch(rf: RemoteFile, directory: Path, timeout: float = DOWNLOAD_TIMEOUT_S) 
             failures.append(f"{url}: {getattr(err, 'reason', err)}")
             continue
         dest = directory / rf.name
+        if _user_cache_root().resolve() in (dest.parent.resolve(), *dest.parent.resolve().parents):
+            make_private_dirs(dest.parent)  # (the user cache's folders stay this user's: see _paths.trusted_dir)
         atomic_write(dest, data)
         return dest
     reasons = "; ".join(failures) if failures else "no public download URL"
