@@ -175,7 +175,7 @@ def test_a_test_frame_is_encoded_with_the_data_and_matched_by_column_name():
 
 @pytest.mark.parametrize(
     "test_labels, message",
-    [([0.5, 1.0, 2.0], "test: labels are class labels"), ([0.0, 1.0, 7.0], "test: labels ['7'] do not occur in the data"),
+    [([0.5, 1.0, 2.0], "test: labels are class labels"), ([0.0, 1.0, 7.0], "test: labels ['7'] do not occur in the training data"),
      (["a", "b", "c"], "both names or both numbers")],
 )  # fmt: skip
 def test_test_labels_are_checked_on_their_own(test_labels, message):

@@ -187,7 +187,7 @@ def test_a_file_with_a_single_class_is_refused(tmp_path):
     # with a test file: the training file's classes count, and the test file may show no other
     two = write(tmp_path / "two.arff", "@relation r\n@attribute a numeric\n@attribute c {p,q,s}\n@data\n1,p\n2,q\n")
     test = write(tmp_path / "test.arff", "@relation r\n@attribute a numeric\n@attribute c {p,q,s}\n@data\n1,s\n")
-    with pytest.raises(ValueError, match=r"test_path='.*test.arff': labels \['s'\] do not occur in the data"):
+    with pytest.raises(ValueError, match=r"test_path='.*test.arff': labels \['s'\] do not occur in the training data"):
         load_arff(two, test_path=test)
 
 

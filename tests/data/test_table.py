@@ -482,7 +482,7 @@ def test_a_test_file_class_the_training_file_never_shows_is_refused(tmp_path):
     train, test = tmp_path / "train.csv", tmp_path / "test.csv"
     train.write_text("a,y\n1,cat\n2,dog\n3,cat\n4,dog\n")
     test.write_text("a,y\n1,cat\n5,bird\n")
-    with pytest.raises(ValueError, match=r"test_path=.*test.csv': labels \['bird'\] do not occur in the data"):
+    with pytest.raises(ValueError, match=r"test_path=.*test.csv': labels \['bird'\] do not occur in the training data"):
         load_table(train, test_path=test, label="y")
     test.write_text("a,y\n1,cat\n5,dog\n")
     assert load_table(train, test_path=test, label="y").class_names == ["cat", "dog"]

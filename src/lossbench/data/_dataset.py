@@ -22,7 +22,7 @@ def check_test_labels(y_train: torch.Tensor, y_test: torch.Tensor, class_names: 
     predict them only by chance); ``what`` names the test part in the message."""
     unseen = sorted(set(y_test.tolist()) - set(y_train.tolist()))
     if unseen:
-        raise ValueError(f"{what}: labels {[class_names[i] for i in unseen][:5]} do not occur in the data "
+        raise ValueError(f"{what}: labels {[class_names[i] for i in unseen][:5]} do not occur in the training data "
                          "(training never sees them)")  # fmt: skip
 
 
