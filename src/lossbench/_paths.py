@@ -74,12 +74,29 @@ def _writable_by_others(st: os.stat_result) -> str:
     return f"writable by {who} (mode {stat.filemode(st.st_mode)})"
 
 
+def _others_can_write(st: os.stat_result) -> bool:
+    """Whether a user other than this one may write the directory: by its mode, but for a group that is
+    this user's private group (named as the user, their primary group, no other member: the usual setup
+    under umask 002, where ``~/.cache`` and the like are group-writable)."""
+    if st.st_mode & 0o002 or not st.st_mode & 0o020:
+        return bool(st.st_mode & 0o002)
+    try:
+        import grp
+        import pwd
+
+        user, group = pwd.getpwuid(os.geteuid()), grp.getgrgid(st.st_gid)
+    except (ImportError, KeyError):
+        return True
+    return not (st.st_gid == user.pw_gid and group.gr_name == user.pw_name and set(group.gr_mem) <= {user.pw_name})
+
+
 def untrusted_reason(path: str | Path) -> str | None:
     """Why another user could change what lies in the directory ``path``, else None.
 
     ``path`` (symbolic links resolved) must be a directory this user owns that no one else can write,
     and every directory above it owned by this user or root and writable by no one else unless sticky
-    (as ``/tmp``: others cannot rename what this user made there).  Where ``path`` does not exist yet,
+    (as ``/tmp``: others cannot rename what this user made there); writable by its group counts as by
+    no one else where that group is this user's private group.  Where ``path`` does not exist yet,
     its existing ancestors are checked as directories above it: nothing made below them can be changed.
     """
     if not hasattr(os, "geteuid"):  # (Windows: no owners to compare; its folders' ACLs are the user's business)
@@ -96,11 +113,11 @@ def untrusted_reason(path: str | Path) -> str | None:
                 return f"{directory} is not a directory"
             if st.st_uid != uid:
                 return f"{directory} is owned by uid {st.st_uid}, not by you (uid {uid})"
-            if st.st_mode & 0o022:
+            if _others_can_write(st):
                 return f"{directory} is {_writable_by_others(st)}"
         elif st.st_uid not in (0, uid):
             return f"{directory} is owned by uid {st.st_uid}, neither you (uid {uid}) nor root"
-        elif st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        elif _others_can_write(st) and not st.st_mode & stat.S_ISVTX:
             return f"{directory} is {_writable_by_others(st)} without the sticky bit"
     return None
 

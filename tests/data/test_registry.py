@@ -18,6 +18,7 @@ from lossbench.data import DATASETS, DataUnavailableError, RemoteFile, _cache, l
 from lossbench.data._cache import cache_path
 from lossbench.data._files import DOWNLOAD_TIMEOUT_S, fetch, sha256
 from lossbench.data._registry import DatasetInfo, FileResolver
+from tests.permissions import group_writable
 
 from .test_arff import ARFF
 from .writers import write
@@ -197,7 +198,7 @@ def shared_cache(tmp_path, monkeypatch) -> Path:
 def make_untrusted(cache: Path, kind: str) -> str:
     """``cache`` made a place another user could write, as ``kind`` says; the reason expected."""
     if kind == "group-writable":
-        cache.chmod(0o770)
+        group_writable(cache)
         return rf"{cache} is writable by its group \(mode drwxrwx---\)"
     if kind == "world-writable parent":
         cache.parent.chmod(0o777)

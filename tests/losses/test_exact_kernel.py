@@ -25,6 +25,7 @@ from lossbench.losses import _exact_quadrature as quadrature
 from lossbench.losses import _exact_rules as exact_rules
 from lossbench.losses import _exact_special as exact_special
 from lossbench.losses._exact_integral import _log_p_and_grad
+from tests.permissions import group_writable
 
 # CI sets LOSSBENCH_REQUIRE_KERNEL: there a missing compiler fails these tests instead of skipping them.
 needs_kernel = pytest.mark.skipif(
@@ -267,7 +268,7 @@ def test_a_cache_directory_others_can_write_is_refused(tmp_path, monkeypatch, ki
     target, marker = plant_library(tmp_path, monkeypatch, kernels)
     target.chmod(0o700)
     if kind == "group-writable":
-        kernels.chmod(0o770)
+        group_writable(kernels)
     elif os.geteuid() == 0:
         os.chown(kernels, 12345, 12345)
     else:
@@ -320,7 +321,7 @@ def test_a_refused_kernel_cache_says_which_condition_failed(tmp_path, kind):
     kernels = tmp_path / "parent" / "kernels"
     kernels.mkdir(parents=True, mode=0o700)
     if kind == "group-writable":
-        kernels.chmod(0o770)
+        group_writable(kernels)
         expected = rf"{kernels} is writable by its group \(mode drwxrwx---\)"
     elif kind == "world-writable parent":
         kernels.parent.chmod(0o757)
@@ -334,6 +335,29 @@ def test_a_refused_kernel_cache_says_which_condition_failed(tmp_path, kind):
         os.chown(kernels.parent, 12345, 12345)
         expected = rf"{kernels.parent} is owned by uid 12345, neither you \(uid 0\) nor root"
     with pytest.raises(_exact_native.UntrustedCacheError, match=f"^refusing the kernel cache {kernels}: {expected}; "):
+        _exact_native._trusted_dir(kernels)
+
+
+def test_a_folder_writable_by_the_users_private_group_is_trusted(tmp_path):
+    """Under umask 002 a user's folders (~/.cache among them) are writable by the user's private group
+    (named as the user, no other member): no other user can write them, and the cache is used."""
+    import grp
+    import pwd
+
+    user = pwd.getpwuid(os.geteuid())
+    group = grp.getgrgid(user.pw_gid)
+    if group.gr_name != user.pw_name or not set(group.gr_mem) <= {user.pw_name}:
+        pytest.skip("this user's primary group is not a private one")
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    os.chown(home, -1, user.pw_gid)
+    home.chmod(0o775)
+    kernels = home / "lossbench" / "kernels"
+    assert _exact_native._trusted_dir(kernels) == kernels.resolve()
+    kernels.chmod(0o770)
+    assert _exact_native._trusted_dir(kernels) == kernels.resolve()
+    group_writable(kernels)  # another group: refused
+    with pytest.raises(_exact_native.UntrustedCacheError, match="is writable by its group"):
         _exact_native._trusted_dir(kernels)
 
 
