@@ -186,6 +186,19 @@ def test_a_few_stray_cells_in_a_column_of_numbers_are_refused(tmp_path):
     # nominal=[...] reads a column as categories whatever it holds: the refused column above, or numbers
     assert load_table(path, nominal=["b"], max_categories=50).input_shape == (1 + 30,)
     assert load_table(path, nominal=[0, "b"], max_categories=50).meta["feature_names"][:2] == ["a-0", "a-1"]
+    gaps = write(tmp_path / "g.csv", "a,b,y\n1,2,x\n,3,z\n10,4,x\n2,5,z\n")  # a nominal column of numbers with a gap
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (pandas warns of filling a float column with text)
+        data = load_table(gaps, nominal=["a"], standardize=False, test_fraction=0.5)
+    assert data.meta["feature_names"] == ["b", "a-1", "a-10", "a-2", "a-nan"]
+    for bad, match in ((["y"], "names the label column 'y'"), (["b"], r"names dropped column\(s\) \['b'\]")):
+        with pytest.raises(ValueError, match=rf"g.csv: nominal={re.escape(repr(bad))} {match}$"):
+            load_table(gaps, nominal=bad, drop=["b"])
+    # a missing spelling among numbers is refused whatever else the column holds (it would be a category)
+    mixed = write(tmp_path / "m.csv", "a,y\n" + "".join(f"{v},{'xz'[i % 2]}\n" for i, v in enumerate(
+        [*range(16), "5more", "NA", "5more", "NA"])))  # fmt: skip
+    with pytest.raises(ValueError, match=r"m.csv:19: column 'a' holds numbers and 'NA'"):
+        load_table(mixed, header=True)
     # a nominal column whose values are mostly numbers (car's doors: 2, 3, 4, 5more) stays nominal
     doors = write(tmp_path / "d.csv", "doors,y\n" + "".join(f"{'2345'[i % 4].replace('5', '5more')},{'xz'[i % 2]}\n"
                                                            for i in range(16)))  # fmt: skip

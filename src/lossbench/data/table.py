@@ -663,19 +663,24 @@ def _features(
         token = str(col.iloc[text[0]])[:40] if len(text) else ""
         few = len(tokens) <= max(1.0, STRAY_SHARE * int(cells.notna().sum()))
         stray = not paper and few and len(set(tokens)) == len(tokens)  # (a value that recurs is a category)
-        if numbers_but and (stray or all(t in NA_SPELLINGS for t in tokens)):
+        spelled_missing = (any if not paper else all)(t in NA_SPELLINGS for t in tokens)  # (the paper's: only all)
+        if numbers_but and (stray or spelled_missing):
             comma = decimal != "," and re.fullmatch(r"[-+]?\d*,\d+", token.strip())  # a decimal comma in a ';' table
             hint = ", or pass decimal=',' for numbers written 1,5" if comma else ""
+            if spelled_missing and not stray:  # name the missing spelling, not the first other cell
+                i = next(i for i, t in zip(text, tokens) if t in NA_SPELLINGS)
+                text, token = [i], str(col.iloc[i])[:40]
             raise ValueError(f"{where[text[0]]}: column {c!r} holds numbers and {token!r}, which is not among the "
                              f"table's missing values: list it in missing=[...] to read it as missing{hint}, or the "
                              f"column in nominal=[...] to read each value as a category")  # fmt: skip
-        col = col.fillna("nan")
+        col = col.astype(object).fillna("nan")  # (a column of numbers read as nominal: "nan" is no float)
         if not all(isinstance(v, str) for v in set(col)):
             col = col.map(_category)  # mixed cell types (Excel, or files read apart) sort as text
         categories = sorted(set(col[fit]))
         if len(categories) > max_categories:
             # (a column of numbers but for some cells: the first of those named, where it is)
             what = f"{where[text[0]]}: column {c!r} is not numeric (this line holds {token!r})" if numbers_but \
+                else f"{path}: column {c!r} is read as nominal (nominal=[...])" if c in nominal \
                 else f"{path}: column {c!r} is not numeric"
             raise ValueError(
                 f"{what} and holds {len(categories)} distinct values, more than "
@@ -737,11 +742,15 @@ def _parse(
             )
     why = _header_hint(texts[0][0], decimal) if header is None and not headers[0] else ""
     dropped = [_column(d, columns, headers[0], paths[0], "drop", why) for d in drop]
-    categorical = {_column(c, columns, headers[0], paths[0], "nominal", why) for c in nominal}
     if indexed[0] and columns[0] not in dropped:
         dropped.insert(0, columns[0])  # pandas' index column: row numbers, not a feature
+    categorical = {_column(c, columns, headers[0], paths[0], "nominal", why) for c in nominal}
+    if categorical & set(dropped):
+        raise ValueError(f"{paths[0]}: nominal={list(nominal)} names dropped column(s) {sorted(map(str, categorical & set(dropped)))}")
     kept = [c for c in columns if c not in dropped]
     label_col = _label_column(label, kept, columns, headers[0], paths[0], why)
+    if label_col in categorical:
+        raise ValueError(f"{paths[0]}: nominal={list(nominal)} names the label column {label_col!r}")
     _refuse_header_as_data(frames, wheres, headers, header is None, label_col, why)
     data = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
     frame = data.drop(columns=dropped)
@@ -887,7 +896,7 @@ def load_table(
         "encoding": encoding,
         "decimal": decimal,
         "max_categories": max_categories,
-        "nominal": list(nominal),
+        "nominal": sorted(nominal, key=repr),  # (the order given changes nothing)
         "paper": bool(paper_rules),
     }
 
