@@ -135,8 +135,9 @@ HEADER_SAMPLE_ROWS = 50
 # Part of the parse-cache key: bump when the parsed output of load_table changes.  2: an index column is
 # dropped (a header with an empty first field was read as data); 3: a column of numbers with a cell such
 # as "NA" is refused (it was one-hot encoded); 4: unlabelled rows counted per file, the label column named;
-# 5: the training file types the columns, labels stripped of spaces; 6: nominal=[...], stray cells that recur.
-PARSE_VERSION = 6
+# 5: the training file types the columns, labels stripped of spaces; 6: nominal=[...], stray cells that recur;
+# 7: a missing spelling among numbers refused whatever else the column holds.
+PARSE_VERSION = 7
 WHITESPACE = r"\s+"
 # Byte-order marks that are no UTF-8 (0xFE, 0xFF never occur in it): such a file is read in its own encoding.
 # (UTF-32-LE's starts with UTF-16-LE's: it comes first.)
