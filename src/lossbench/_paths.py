@@ -47,18 +47,19 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
+def atomic_write(path: Path, data: str | bytes, private: bool = False) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same directory and a rename.
 
     A reader sees the old file or the new one, never half of one.  The file gets the mode the
-    umask gives new files (mkstemp's 0600 would hide reports and downloads from other users).
+    umask gives new files (mkstemp's 0600 would hide reports and downloads from other users), or
+    0600 where ``private`` (a cache entry: under umask 002 the umask's would let the group rewrite it).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o600 if private else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

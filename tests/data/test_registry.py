@@ -301,4 +301,5 @@ def test_under_umask_002_the_caches_lossbench_makes_stay_trusted(tmp_path, monke
         os.umask(mask)
     made = [home, home / "lossbench", home / "lossbench" / "data", home / "lossbench" / "parsed"]
     assert [oct(p.stat().st_mode & 0o777) for p in made] == [oct(0o700)] * len(made)
-    assert any((home / "lossbench" / "parsed").iterdir())
+    entries = [p for p in (home / "lossbench" / "parsed").rglob("*") if p.is_file()]  # the parse and a verified stamp
+    assert len(entries) == 2 and {oct(p.stat().st_mode & 0o777) for p in entries} == {oct(0o600)}  # (not the group's)

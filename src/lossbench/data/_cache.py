@@ -102,7 +102,7 @@ def cached(
     buffer = io.BytesIO()
     torch.save({"version": CACHE_VERSION, "fingerprint": fp, "payload": payload}, buffer)
     try:
-        atomic_write(path, buffer.getvalue())
+        atomic_write(path, buffer.getvalue(), private=True)
     except OSError as err:
         warnings.warn(f"could not write parse cache {path} ({err}); the next load parses again", stacklevel=2)
     return payload
@@ -118,6 +118,6 @@ def verify_once(path: Path, rf: RemoteFile) -> None:
     if stamp is None:
         return
     try:
-        atomic_write(stamp, b"")
+        atomic_write(stamp, b"", private=True)
     except OSError as err:
         warnings.warn(f"could not record the verification of {path} ({err})", stacklevel=2)
