@@ -66,6 +66,12 @@ def atomic_write(path: Path, data: str | bytes, private: bool = False) -> None:
         raise
 
 
+def user_cache_root() -> Path:
+    """lossbench's folder in the user's cache: ``$XDG_CACHE_HOME/lossbench``, else ``~/.cache/lossbench``
+    (the parse cache, downloads and the EXACT kernel go below it unless their own variables say)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "lossbench"
+
+
 class UntrustedDirError(RuntimeError):
     """A cache directory another user could change: nothing is read from or written to it."""
 

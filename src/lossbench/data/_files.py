@@ -29,28 +29,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lossbench._paths import atomic_write, make_private_dirs
+from lossbench._paths import atomic_write, make_private_dirs, user_cache_root
 
 DATA_DIR_ENV = "LOSSBENCH_DATA_DIR"
 CACHE_DIR_ENV = "LOSSBENCH_CACHE_DIR"
 DOWNLOAD_TIMEOUT_S = 10.0
 
 
-def _user_cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "lossbench"
-
-
 def default_data_dir() -> Path:
     """``$LOSSBENCH_DATA_DIR``, else ``~/.cache/lossbench/data``."""
     env = os.environ.get(DATA_DIR_ENV)
-    return Path(env).expanduser() if env else _user_cache_root() / "data"
+    return Path(env).expanduser() if env else user_cache_root() / "data"
 
 
 def default_cache_dir() -> Path:
     """``$LOSSBENCH_CACHE_DIR``, else ``~/.cache/lossbench/parsed``."""
     env = os.environ.get(CACHE_DIR_ENV)
-    return Path(env).expanduser() if env else _user_cache_root() / "parsed"
+    return Path(env).expanduser() if env else user_cache_root() / "parsed"
 
 
 def compression(data: bytes) -> str | None:
@@ -209,7 +204,7 @@ def fetch(rf: RemoteFile, directory: Path, timeout: float = DOWNLOAD_TIMEOUT_S) 
             failures.append(f"{url}: {getattr(err, 'reason', err)}")
             continue
         dest = directory / rf.name
-        if _user_cache_root().resolve() in (dest.parent.resolve(), *dest.parent.resolve().parents):
+        if dest.parent.resolve().is_relative_to(user_cache_root().resolve()):
             make_private_dirs(dest.parent)  # (the user cache's folders stay this user's: see _paths.trusted_dir)
         atomic_write(dest, data)
         return dest

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from lossbench._paths import UntrustedDirError, trusted_dir
+from lossbench._paths import UntrustedDirError, trusted_dir, user_cache_root
 from lossbench.losses import _exact_rules as rules
 from lossbench.losses import _exact_special as special
 
@@ -89,7 +89,7 @@ def _kernel_dir() -> Path:
     env = os.environ.get(KERNEL_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "lossbench" / "kernels"
+    return user_cache_root() / "kernels"
 
 
 class UntrustedCacheError(UntrustedDirError):
