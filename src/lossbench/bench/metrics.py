@@ -160,14 +160,20 @@ def _multiclass(name: str, probs: torch.Tensor, target: torch.Tensor, num_classe
         # The mean recall over the classes in the target (scikit-learn's balanced_accuracy_score), as
         # torchmetrics' macro recall computes it but for its weights: those also count a class that is
         # predicted yet absent from the target, as a recall of 0.
-        recall = multiclass_recall(probs, target, average=None, **kw)
-        present = (torch.bincount(target, minlength=num_classes) > 0).to(recall.dtype)
-        return float((recall * present / present.sum()).sum()) if present.any() else 0.0
+        return float(_balanced(multiclass_recall(probs, target, average=None, **kw), target, num_classes))
     if name == "nll":  # (probs: the log-probabilities here, see compute_metrics: a capped log under-counts)
         return float(F.nll_loss(probs, target))
     if name == "ece":
         return float(multiclass_calibration_error(probs, target, n_bins=ECE_BINS, norm="l1", **kw))
     raise ValueError(f"unknown multiclass metric {name!r}; known: {METRICS['multiclass']}")
+
+
+def _balanced(recall: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The mean of (..., C) per-class recalls over the classes present in ``target`` (0 where none is)."""
+    present = (torch.bincount(target, minlength=num_classes) > 0).to(recall.dtype)
+    if not present.any():
+        return recall.new_zeros(recall.shape[:-1])
+    return (recall * present / present.sum()).sum(-1)
 
 
 def _multilabel(name: str, probs: torch.Tensor, target: torch.Tensor, num_labels: int) -> float:
@@ -232,9 +238,7 @@ def metrics_of_runs(logits: torch.Tensor, target: torch.Tensor, num_classes: int
     preds = logits.argmax(dim=2)
     correct = (preds == targets).sum(1).tolist()
     f1 = multiclass_f1_score(preds, targets, average="macro", **kw).tolist()
-    recall = multiclass_recall(preds, targets, average=None, **kw)
-    present = (torch.bincount(target, minlength=num_classes) > 0).to(recall.dtype)
-    balanced = (recall * present / present.sum()).sum(1).tolist()  # (rows > 0: some class is present)
+    balanced = _balanced(multiclass_recall(preds, targets, average=None, **kw), target, num_classes).tolist()
     log_probs = torch.log_softmax(logits, dim=2)
     probs = torch.softmax(logits, dim=2)
     confidence, predicted = probs.max(dim=2)
