@@ -636,13 +636,13 @@ def _features(
     rows = np.flatnonzero(fit)
     for c in list(features.columns):
         col = features[c]
-        try:
-            if c in nominal:
-                raise ValueError("nominal")
-            pd.to_numeric(col[fit])
-        except (ValueError, TypeError):
-            pass
-        else:  # numeric in the fitted rows: another row's text is refused
+        numeric = c not in nominal
+        if numeric:
+            try:
+                pd.to_numeric(col[fit])
+            except (ValueError, TypeError):
+                numeric = False
+        if numeric:  # numeric in the fitted rows: another row's text is refused
             values = pd.to_numeric(col, errors="coerce")
             other = np.flatnonzero((col.notna() & values.isna()).to_numpy())
             if len(other):
