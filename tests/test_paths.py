@@ -7,7 +7,7 @@ import os
 import optuna
 import pytest
 
-from lossbench._paths import atomic_write, check_name, inside
+from lossbench._paths import atomic_write, check_name, inside, user_cache_root
 
 
 @pytest.mark.parametrize("name", ["..", ".", ".hidden", "a/b", "/abs", "a\\b", "a:b", "tab\there", " pad", "", "x" * 129])
@@ -87,3 +87,13 @@ def test_storage_errors_never_show_the_password():
         open_storage(url)
     assert "s3cret-pw" not in str(info.value) and "alice:***@" in str(info.value)
     assert info.value.__cause__ is None  # the original exception, which holds the URL, is not chained
+
+
+@pytest.mark.parametrize("xdg", ["", "relative/cache", "."])
+def test_user_cache_root_ignores_an_empty_or_relative_xdg_cache_home(xdg, monkeypatch, tmp_path):
+    """A relative XDG_CACHE_HOME would put the caches below whatever folder a command runs in."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+    assert user_cache_root() == tmp_path / ".cache" / "lossbench"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert user_cache_root() == tmp_path / "xdg" / "lossbench"

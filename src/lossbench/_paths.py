@@ -68,8 +68,11 @@ def atomic_write(path: Path, data: str | bytes, private: bool = False) -> None:
 
 def user_cache_root() -> Path:
     """lossbench's folder in the user's cache: ``$XDG_CACHE_HOME/lossbench``, else ``~/.cache/lossbench``
-    (the parse cache, downloads and the EXACT kernel go below it unless their own variables say)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "lossbench"
+    (the parse cache, downloads and the EXACT kernel go below it unless their own variables say).
+    A relative ``XDG_CACHE_HOME`` is ignored, as the XDG base directory specification says: it would
+    put the cache wherever the command happens to run."""
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or "").expanduser()
+    return (xdg if xdg.is_absolute() else Path.home() / ".cache") / "lossbench"
 
 
 class UntrustedDirError(RuntimeError):
