@@ -154,6 +154,25 @@ def test_a_command_that_only_reads_a_storage_imports_no_plugin_unasked(tmp_path,
         parse_spec(minimal(plugins=["json"]))
 
 
+
+def test_a_run_compares_with_a_stored_spec_without_importing_its_plugins(tmp_path, monkeypatch):
+    """On a shared storage another user's spec under the same name may name any module: told apart
+    by its plugins, unparsed, so that running one's own spec imports nothing of theirs."""
+    import json
+
+    from lossbench.bench.storage import SPEC_ATTR, register_spec
+
+    (tmp_path / "lb_foreign_plugin.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    storage = optuna.storages.InMemoryStorage()
+    register_spec(storage, parse_spec(minimal(plugins=["json"])))
+    study = optuna.load_study(study_name="s", storage=storage)
+    stored = json.loads(study.user_attrs[SPEC_ATTR])
+    study.set_user_attr(SPEC_ATTR, json.dumps({**stored, "plugins": ["lb_foreign_plugin"]}))
+    with pytest.raises(SpecError, match=r"different spec \(plugins \['lb_foreign_plugin'\] against \[\]\)"):
+        register_spec(storage, parse_spec(minimal()))
+    assert not (tmp_path / "ran").exists() and "lb_foreign_plugin" not in sys.modules
+
 def test_the_plugins_field_keeps_stored_fingerprints_and_round_trips():
     from lossbench.bench.spec import spec_from_json
 

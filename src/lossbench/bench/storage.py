@@ -505,7 +505,13 @@ def register_spec(storage: optuna.storages.BaseStorage, spec: Spec) -> list[str]
         return []
     if stored == spec.fingerprint():
         return []
-    grown, changed = spec_growth(spec_from_json(attrs[SPEC_ATTR]), spec)
+    # Other plugins make another spec, told before the stored one is parsed: parsing imports its plugins,
+    # and a shared storage's spec may name any module
+    plugins = json.loads(attrs[SPEC_ATTR]).get("plugins") or []
+    if plugins != list(spec.plugins):
+        grown, changed = [], [f"plugins {plugins} against {list(spec.plugins)}"]
+    else:
+        grown, changed = spec_growth(spec_from_json(attrs[SPEC_ATTR]), spec)
     if changed:
         shown = "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise SpecError(
