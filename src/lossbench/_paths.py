@@ -79,12 +79,12 @@ class UntrustedDirError(RuntimeError):
     """A cache directory another user could change: nothing is read from or written to it."""
 
 
-def _writable_by_others(st: os.stat_result) -> str:
+def writable_by_others(st: os.stat_result) -> str:
     who = {0o020: "its group", 0o002: "other users", 0o022: "its group and other users"}[st.st_mode & 0o022]
     return f"writable by {who} (mode {stat.filemode(st.st_mode)})"
 
 
-def _others_can_write(st: os.stat_result) -> bool:
+def others_can_write(st: os.stat_result) -> bool:
     """Whether a user other than this one may write the directory: by its mode, but for a group that is
     this user's private group (named as the user, their primary group, no other member: the usual setup
     under umask 002, where ``~/.cache`` and the like are group-writable)."""
@@ -123,12 +123,12 @@ def untrusted_reason(path: str | Path) -> str | None:
                 return f"{directory} is not a directory"
             if st.st_uid != uid:
                 return f"{directory} is owned by uid {st.st_uid}, not by you (uid {uid})"
-            if _others_can_write(st):
-                return f"{directory} is {_writable_by_others(st)}"
+            if others_can_write(st):
+                return f"{directory} is {writable_by_others(st)}"
         elif st.st_uid not in (0, uid):
             return f"{directory} is owned by uid {st.st_uid}, neither you (uid {uid}) nor root"
-        elif _others_can_write(st) and not st.st_mode & stat.S_ISVTX:
-            return f"{directory} is {_writable_by_others(st)} without the sticky bit"
+        elif others_can_write(st) and not st.st_mode & stat.S_ISVTX:
+            return f"{directory} is {writable_by_others(st)} without the sticky bit"
     return None
 
 

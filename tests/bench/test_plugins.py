@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from lossbench.bench.spec import SpecError, parse_spec
 from lossbench.bench.storage import default_storage_url, run_record, study_name
+from tests.permissions import group_writable
 
 from .conftest import ROOT
 
@@ -93,9 +94,21 @@ def test_a_plugin_in_a_folder_every_user_may_write_is_refused(tmp_path, monkeypa
     (shared / "lb_planted.py").write_text("raise RuntimeError('planted code ran')\n")
     shared.chmod(0o777)
     monkeypatch.syspath_prepend(str(shared))
-    with pytest.raises(SpecError, match="which every user may write"):
+    with pytest.raises(SpecError, match="which is writable by its group and other users"):
         parse_spec(minimal(plugins=["lb_planted"]))
     assert "lb_planted" not in sys.modules
+
+
+def test_a_plugin_in_a_folder_a_shared_group_may_write_is_refused(tmp_path, monkeypatch):
+    """As the caches' rule: a group other than the user's private one may write there."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "lb_group_planted.py").write_text("raise RuntimeError('planted code ran')\n")
+    group_writable(shared)
+    monkeypatch.syspath_prepend(str(shared))
+    with pytest.raises(SpecError, match="which is writable by its group"):
+        parse_spec(minimal(plugins=["lb_group_planted"]))
+    assert "lb_group_planted" not in sys.modules
 
 
 @pytest.mark.parametrize("where", ["a folder above", "its __pycache__"])
@@ -111,7 +124,7 @@ def test_a_plugin_others_could_swap_or_recompile_is_refused(where, tmp_path, mon
         (folder / "__pycache__").mkdir()
         (folder / "__pycache__").chmod(0o777)  # a planted .pyc of the right size and time would run
     monkeypatch.syspath_prepend(str(folder))
-    with pytest.raises(SpecError, match="every user may write"):
+    with pytest.raises(SpecError, match="writable by its group and other users"):
         parse_spec(minimal(plugins=[name]))
     assert name not in sys.modules
     top.chmod(0o777 | stat.S_ISVTX)  # sticky (as /tmp): folders in it stay their owners'

@@ -33,6 +33,8 @@ from collections.abc import Iterable, Iterator
 from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec
 from pathlib import Path
 
+from lossbench._paths import others_can_write, writable_by_others
+
 
 class PluginError(ValueError):
     """A plugin that cannot be imported safely; the message names it."""
@@ -163,8 +165,9 @@ def _import(name: str) -> None:
 
 def _check_location(name: str, found: ModuleSpec) -> None:
     """Refuse a module whose file, folder, (for a package) parent folder or compiled copy
-    (``__pycache__``, what the import actually runs) every user may write, or below a folder every
-    user may write without the sticky bit (they could swap the folders under it)."""
+    (``__pycache__``, what the import actually runs) another user may write (every user, or a group
+    other than the user's private one: ``_paths.others_can_write``, the caches' rule), or below a
+    folder another user may write without the sticky bit (they could swap the folders under it)."""
     if not found.has_location or found.origin is None:
         return  # built-in, frozen or a namespace package (its modules are checked one by one)
     origin = Path(found.origin)
@@ -177,14 +180,14 @@ def _check_location(name: str, found: ModuleSpec) -> None:
     mine = trusted_owners() if hasattr(os, "getuid") else None  # (no owners to compare on Windows)
     for place in places:
         existing = next((p for p in (place, *place.parents) if p.exists()), None)  # a zip's member: the zip
-        if existing is not None and existing.stat().st_mode & stat.S_IWOTH:
-            _refuse(name, existing, "every user may write")
+        if existing is not None and others_can_write(existing.stat()):
+            _refuse(name, existing, f"is {writable_by_others(existing.stat())}")
         if existing is not None and mine is not None and existing.stat().st_uid not in mine:
             _refuse(name, existing, f"user {existing.stat().st_uid} owns (they may change its code)")
     for folder in origin.resolve().parents:
         st = folder.stat()
-        if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
-            _refuse(name, folder, "every user may write (without the sticky bit: they may swap the folders in it)")
+        if others_can_write(st) and not st.st_mode & stat.S_ISVTX:
+            _refuse(name, folder, f"is {writable_by_others(st)} without the sticky bit (they may swap the folders in it)")
         if mine is not None and st.st_uid not in mine and not st.st_mode & stat.S_ISVTX:
             _refuse(name, folder, f"user {st.st_uid} owns (they may swap the folders in it)")
 
