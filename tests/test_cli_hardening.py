@@ -336,3 +336,31 @@ def test_a_missing_postgresql_driver_names_the_extra_that_brings_it(monkeypatch)
     with pytest.raises(SpecError, match=r"ImportError: .*pip install 'lossbench\[postgres\]'") as caught:
         open_storage(SECRET_URL)
     assert PASSWORD not in str(caught.value)
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("nosuchdialect://x", "NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:nosuchdialect"),
+    ("not a url", "ArgumentError"),
+])  # fmt: skip
+def test_a_storage_that_cannot_open_is_refused_before_the_data_loads(url, expected, capsys, tmp_path, monkeypatch):
+    from lossbench.bench import api
+
+    loaded = []
+    monkeypatch.setattr(api, "preflight", lambda *a: loaded.append(a))
+    out = tmp_path / "out"
+    line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(out), "--device", "cpu", "--storage", url])
+    assert f"cannot open storage {url!r}: {expected}" in line
+    assert not loaded and not out.exists()
+
+
+def test_a_postgresql_url_without_a_driver_takes_the_extras_psycopg2():
+    """SQLAlchemy 2.1 reads postgresql:// as psycopg 3, which the postgres extra does not install:
+    the URL the README gives reaches the server (refused here: no server on port 1), not an ImportError."""
+    from lossbench.bench.spec import SpecError
+    from lossbench.bench.storage import check_storage_url, open_storage
+
+    url = f"postgresql://alice:{PASSWORD}@127.0.0.1:1/lossbench"
+    check_storage_url(url)
+    with pytest.raises(SpecError, match="OperationalError") as caught:
+        open_storage(url)
+    assert PASSWORD not in str(caught.value)

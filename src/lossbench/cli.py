@@ -129,9 +129,12 @@ def _device(name: str):
 
 
 def _storage_url(args: argparse.Namespace, out: str | None) -> str:
-    from lossbench.bench.storage import storage_url
+    """The storage's URL, checked (before any work: see ``check_storage_url``)."""
+    from lossbench.bench.storage import check_storage_url, storage_url
 
-    return storage_url(getattr(args, "storage", None), out)
+    url = storage_url(getattr(args, "storage", None), out)
+    check_storage_url(url)
+    return url
 
 
 def _writable_folder(out: str) -> None:
@@ -182,8 +185,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     _writable_folder(args.out)
     check_report_folder(args.out, spec.name)
-    _preflight(spec, args.data_dir)  # nothing is created before the spec is known to run
     url = _storage_url(args, args.out)
+    _preflight(spec, args.data_dir)  # nothing is created before the spec is known to run
     storage = open_storage(url, spec.heartbeat_interval)
     runner = Runner(spec, storage, device, data_dir=args.data_dir, pack=args.pack)
     if runner.grown:
@@ -432,11 +435,11 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
         specs = [analysis_study(claim.id, args.budget)]
     _run_options(args)
     device = _device(args.device)
+    _writable_folder(args.out)
+    url = _storage_url(args, args.out)
     for spec in specs:
         _preflight(spec, args.data_dir)  # a spec that cannot run (missing files, say) leaves no database behind
-    _writable_folder(args.out)
     storage = _ledger_storage(args, heartbeat_interval=min((s.heartbeat_interval for s in specs), default=None))
-    url = _storage_url(args, args.out)
     run_claim(claim, args.budget, storage, device, data_dir=args.data_dir, variations=variations, progress=run_progress,
               pack=args.pack, alongside=lambda study: _local_workers(args, study, url))  # fmt: skip
     console.print(f"claim {claim.id} ({args.budget}) done; `lossbench claims report --out {args.out}` writes the ledger")

@@ -187,15 +187,16 @@ def _run(
     from lossbench.bench.report import check_report_folder, incomplete, leaderboard_csv, write_report
     from lossbench.bench.results import collect
     from lossbench.bench.runner import Runner
-    from lossbench.bench.storage import masked, open_storage, storage_url
+    from lossbench.bench.storage import check_storage_url, masked, open_storage, storage_url
 
     check_writable_folder(out)
     check_report_folder(out, spec.name, "out")
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise; restored below
     try:
-        preflight(spec, None)
         url = storage_url(storage, out)
+        check_storage_url(url)
+        preflight(spec, None)
         store = open_storage(url, spec.heartbeat_interval)
         runner = Runner(spec, store, device, pack=pack)
         if progress:

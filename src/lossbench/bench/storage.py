@@ -112,6 +112,40 @@ def check_sqlite_file(path: Path, create: bool) -> None:
 MAX_RETRIES = 3
 
 
+def check_storage_url(url: str) -> None:
+    """Refuse, before any work, a storage that cannot open for what its URL says: not a URL, an
+    unknown database or a missing driver, or a SQLite file SQLite would misread.  Nothing is created
+    and nothing connects (a server that is down is found when the storage opens)."""
+    path = sqlite_path(url)
+    if path is not None:
+        check_sqlite_file(path, create=True)
+        return
+    try:
+        from sqlalchemy.engine import make_url
+
+        make_url(_with_driver(url)).get_dialect().import_dbapi()
+    except Exception as err:  # (SQLAlchemy's and the drivers' many kinds)
+        raise _storage_error(url, err) from None
+
+
+def _with_driver(url: str) -> str:
+    """``url`` with PostgreSQL's driver the ``postgres`` extra installs, psycopg2, where the URL names
+    none: SQLAlchemy 2.1 made psycopg 3 the default, so ``postgresql://`` asked for a driver not installed."""
+    if url.startswith("postgresql://"):
+        with contextlib.suppress(ImportError):
+            import psycopg2  # noqa: F401
+
+            return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
+def _storage_error(url: str, err: Exception) -> SpecError:
+    reason = " ".join(masked_text(str(err), url).split())  # drivers write several lines
+    if isinstance(err, ImportError) and url.split("://")[0] in ("postgresql", "postgresql+psycopg2"):
+        reason += " (PostgreSQL's driver comes with lossbench's postgres extra: pip install 'lossbench[postgres]')"
+    return SpecError(f"cannot open storage {masked(url)!r}: {type(err).__name__}: {reason}")
+
+
 def open_storage(url: str, heartbeat_interval: int | None = None, *, create: bool = True) -> RDBStorage:
     """An RDB storage; with a heartbeat, trials of a killed worker are failed and retried.
 
@@ -140,12 +174,9 @@ def open_storage(url: str, heartbeat_interval: int | None = None, *, create: boo
                     "grace_period": 3 * heartbeat_interval,
                     "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
                 }
-            return HeartbeatStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            return HeartbeatStorage(_with_driver(url), engine_kwargs=engine_kwargs, **kwargs)
     except Exception as err:  # SQLAlchemy raises many kinds; all mean the same to the user
-        reason = " ".join(masked_text(str(err), url).split())  # drivers write several lines
-        if isinstance(err, ImportError) and url.split("://")[0] in ("postgresql", "postgresql+psycopg2"):
-            reason += " (PostgreSQL's driver comes with lossbench's postgres extra: pip install 'lossbench[postgres]')"
-        raise SpecError(f"cannot open storage {masked(url)!r}: {type(err).__name__}: {reason}") from None
+        raise _storage_error(url, err) from None
 
 
 def masked(url: str) -> str:
