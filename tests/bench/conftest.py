@@ -147,7 +147,7 @@ def postgres_url():
     conn.cursor().execute("CREATE DATABASE lossbench_test")
     conn.close()
     try:
-        yield f"postgresql+psycopg2://lossbench@127.0.0.1:{port}/lossbench_test"
+        yield f"postgresql://lossbench@127.0.0.1:{port}/lossbench_test"
     finally:
         subprocess.run(prefix + [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
