@@ -364,3 +364,27 @@ def test_a_postgresql_url_without_a_driver_takes_the_extras_psycopg2():
     with pytest.raises(SpecError, match="OperationalError") as caught:
         open_storage(url)
     assert PASSWORD not in str(caught.value)
+
+
+def test_report_of_every_study_reads_every_spec_before_writing_any_report(stored, capsys, tmp_path):
+    """A later study whose spec is refused (plugins not asked for) must not leave the earlier ones'
+    reports half done: every spec is read before the first report is written."""
+    import json
+    import shutil
+
+    import optuna
+
+    from lossbench.bench.spec import parse_spec
+    from lossbench.bench.storage import SPEC_ATTR, open_storage, register_spec
+
+    base, db, _ = stored
+    copy = tmp_path / "copy.db"
+    shutil.copy(db, copy)
+    storage = open_storage(f"sqlite:///{copy}")
+    register_spec(storage, parse_spec({"name": "zz", "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}]}))
+    study = optuna.load_study(study_name="zz", storage=storage)
+    study.set_user_attr(SPEC_ATTR, json.dumps({**json.loads(study.user_attrs[SPEC_ATTR]), "plugins": ["lb_never_imported"]}))
+    out = tmp_path / "reports"
+    line = refused(capsys, ["report", "--storage", f"sqlite:///{copy}", "--out", str(out)])
+    assert "lb_never_imported" in line
+    assert not out.exists() or not any(out.rglob("*.html"))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbench._table import format_table
-from lossbench.bench.defaults import DEFAULT_JOBS, DEFAULT_PACK, DEFAULT_THREADS, STOP_SIGNALS
+from lossbench.bench.defaults import DEFAULT_JOBS, DEFAULT_OUT, DEFAULT_PACK, DEFAULT_THREADS, STOP_SIGNALS
 
 LEDGER_OUT = "lossbench-ledger"  # where `lossbench claims` keeps its database and writes the ledger
 STORAGE_ENV = "LOSSBENCH_STORAGE"  # bench.storage.STORAGE_ENV (not imported: `lossbench losses` stays light)
@@ -258,8 +258,9 @@ def _report(args: argparse.Namespace) -> int:
     outs = {name: args.out if len(names) == 1 else str(inside(args.out, check_name(name, "stored study name"))) for name in names}
     for name, out in outs.items():  # (every folder checked before any report is written)
         check_report_folder(out, name)
+    specs = {name: stored_spec(storage, name) for name in names}  # (and every spec read: one refused writes nothing)
     for name, out in outs.items():
-        _finish(stored_spec(storage, name), storage, out)
+        _finish(specs[name], storage, out)
     return 0
 
 
@@ -540,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run or resume a study and print its leaderboard", epilog=_presets_epilog)
     p.add_argument("spec", nargs="?", help="a study spec (TOML); default: the built-in preset")
     p.add_argument("--preset", help="a built-in spec by name (default: builtin; listed below)")
-    p.add_argument("--out", default="lossbench-out", help="report directory, and SQLite file when no --storage")
+    p.add_argument("--out", default=DEFAULT_OUT, help="report directory, and SQLite file when no --storage")
     common(p)
     p.set_defaults(func=cmd_run)
 
@@ -552,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="rebuild the report from storage alone")
     p.add_argument("study", nargs="?", help="the study name (default: every study in the storage)")
-    p.add_argument("--out", default="lossbench-out", help="report directory (and SQLite file when no --storage)")
+    p.add_argument("--out", default=DEFAULT_OUT, help="report directory (and SQLite file when no --storage)")
     p.add_argument("--storage", help=STORAGE_HELP)
     p.add_argument("--plugins", action="store_true",
                    help="import the plugins the stored specs name (modules on this process's sys.path); without it "
@@ -593,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir",
         default=None,
-        help="directory holding <dataset>/ folders (default: $LOSSBENCH_DATA_DIR or ~/.cache/lossbench/data)",
+        help="directory holding <dataset>/ folders (default: $LOSSBENCH_DATA_DIR, else data/ in lossbench's user cache, "
+        "$XDG_CACHE_HOME/lossbench or ~/.cache/lossbench)",
     )
     p.add_argument(
         "--no-download",

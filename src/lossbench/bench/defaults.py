@@ -7,5 +7,6 @@ DEFAULT_PACK = 64  # runs trained at once where a unit packs (--pack; 1: one at 
 # and from --jobs.
 DEFAULT_THREADS = 1
 DEFAULT_JOBS = 1  # local worker processes (--jobs), the one showing progress included
+DEFAULT_OUT = "lossbench-out"  # the report folder of run and report (--out), and the SQLite file's without --storage
 # Signals that stop a command as Ctrl-C does (kill, a closed terminal), where the platform has them.
 STOP_SIGNALS = ("SIGTERM", "SIGHUP")
