@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import math
 
@@ -311,6 +312,22 @@ def test_each_data_set_gets_its_own_plot_files():
     assert slug("wine") == "wine" and slug("uci-car_2") == "uci-car_2"  # a file name already: kept
     assert len({slug("wine a"), slug("wine_a"), slug("wine/a")}) == 3  # (one file name for all three before)
     assert all(c.isalnum() or c in "-_" for c in slug("wine a/../b"))
+    assert slug("wine a") == "wine_a-" + hashlib.sha256(b"wine a").hexdigest()[:8]  # (stored reports name it)
+
+
+@pytest.mark.parametrize("label", ["table[path=" + "/very/long/folder" * 12 + "/t.csv]", "ü" * 120, "鳥" * 120, "a" * 130])
+def test_a_long_label_gets_a_plot_file_name_the_file_system_takes(tmp_path, label):
+    from types import SimpleNamespace
+
+    from lossbench.bench.report import PLOT_KINDS, SLUG_BYTES, _slug
+
+    def slug(label):
+        return _slug(SimpleNamespace(dataset=SimpleNamespace(label=label)))
+
+    assert len(slug(label).encode()) <= SLUG_BYTES + 9
+    assert slug(label) != slug(label[:-1] + "x")  # distinct labels that share the kept part stay distinct
+    for kind in PLOT_KINDS:  # (a name over 255 bytes raised OSError after the whole run)
+        (tmp_path / f"{slug(label)}_{kind}.png").write_bytes(b"")
 
 
 
@@ -329,6 +346,22 @@ def test_the_console_leaderboard_keeps_a_label_with_brackets(monkeypatch):
     assert "[" in dataset.label
     console_module.print_leaderboards([DatasetResult(dataset, "multiclass", "accuracy", [], None)])
     assert f"{dataset.label}: test accuracy" in out.getvalue()
+
+
+def test_the_progress_bar_shows_titles_and_units_as_written(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from lossbench.bench import console as console_module
+
+    out = io.StringIO()
+    monkeypatch.setattr(console_module, "console", Console(file=out, width=300, force_terminal=True, color_system=None))
+    # (before: the bracketed part was taken for a style and dropped, and "[/x]" raised MarkupError)
+    with console_module.run_progress("study [/x]") as update:
+        update(1, 4, "table[path=a.csv] / ce[/x]", "ran")
+    shown = out.getvalue()
+    assert "study [/x]" in shown and "table[path=a.csv] / ce[/x]" in shown
 
 
 def test_means_equal_up_to_float32_rounding_tie_in_the_rank():

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from lossbench.bench.methods import resolve_method
-
 from lossbench.bench.spec import SpecError, load_preset, load_spec, parse_spec, preset_names, spec_from_json
 
 MINIMAL = {"name": "s", "datasets": ["digits"], "methods": [{"name": "ce", "loss": "cross_entropy"}]}
@@ -74,6 +73,8 @@ def test_defaults_fill_in():
         ({"seed": 2**62}, "seed must lie in"),
         ({"seed": -1}, "seed must lie in"),
         ({"heartbeat_interval": 10**11}, "heartbeat_interval must lie in"),
+        ({"datasets": [{"name": "table", "params": {"path": "t.csv", "data_dir": "x"}}]},
+         r"datasets\[0\] \(table\): params.data_dir .* given by --data-dir"),
     ],
 )
 def test_bad_specs_name_the_problem(change, message):

@@ -49,6 +49,57 @@ def test_workers_started_before_a_refused_log_are_stopped(tmp_path):
     assert not (out / "worker-1.log").exists()
 
 
+def test_a_study_named_like_an_option_reaches_the_worker_as_its_study(tmp_path):
+    from lossbench.cli import _local_workers, build_parser, cmd_worker
+
+    parser = build_parser()
+    run = parser.parse_args(["run", "--jobs", "2", "--pack", "3", "--data-dir", "d", "--out", str(tmp_path)])
+    command = _local_workers(run, "-fast", "sqlite:///x.db").command()
+    assert command[1:3] == ["-m", "lossbench"]
+    args = parser.parse_args(command[3:])  # (before, argparse took -fast for an option: every worker exited 2)
+    assert args.func is cmd_worker and args.study == "-fast" and args.pack == 3 and args.data_dir == "d"
+
+
+class _FakeWorker:
+    """A worker process that writes one line to its log and exits with ``status``."""
+
+    status = 2
+
+    def __init__(self, command, stdout, **_):
+        stdout.write("this run's worker\n")
+        self.returncode = None
+
+    def wait(self):
+        self.returncode = self.status
+        return self.status
+
+    def terminate(self):
+        pass
+
+
+@pytest.mark.parametrize("status", [2, 0])
+def test_an_earlier_runs_worker_log_is_kept(tmp_path, monkeypatch, capsys, status):
+    from lossbench.bench import workers
+
+    monkeypatch.setattr(_FakeWorker, "status", status)
+    monkeypatch.setattr(workers.subprocess, "Popen", _FakeWorker)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "worker-1.log").write_text("the failure the last warning named\n")
+    (out / "worker-1.previous.log").write_text("older still\n")
+    with LocalWorkers(1, "s", "sqlite:///x.db", str(out)) as started:
+        pass
+    log, previous = out / "worker-1.log", out / "worker-1.previous.log"
+    assert previous.read_text() == "the failure the last warning named\n"  # (before: truncated, deleted on success)
+    err = capsys.readouterr().err
+    assert f"note: the earlier run's worker log(s) are now {previous}" in err
+    if status:
+        assert log.read_text() == "this run's worker\n" and started.failed == [f"{log} (exit status 2)"]
+        assert f"output is in {log} (exit status 2); an earlier run's worker output is in {previous}" in err
+    else:
+        assert not log.exists() and "warning" not in err
+
+
 def test_workers_see_the_working_directory_only_where_this_process_does(tmp_path, monkeypatch):
     import sys
 

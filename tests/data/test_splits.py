@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -13,6 +15,7 @@ from lossbench.data import (
     standardize,
     stratified_split,
 )
+from lossbench.data.splits import random_split
 
 
 def labels(counts):
@@ -34,6 +37,20 @@ def test_stratified_split_is_seeded():
     y = labels([40, 40])
     assert torch.equal(stratified_split(y, seed=5)[1], stratified_split(y, seed=5)[1])
     assert not torch.equal(stratified_split(y, seed=5)[1], stratified_split(y, seed=6)[1])
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True, "3"])
+def test_random_split_refuses_a_seed_scikit_learn_cannot_take(seed):
+    with pytest.raises(ValueError, match=rf"^seed must be an int in \[0, 2\*\*32\) for the random split, got {re.escape(repr(seed))}$"):
+        random_split(10, 0.2, seed)
+
+
+def test_stratified_split_takes_seeds_past_2_32_but_not_negative_ones():
+    y = labels([40, 40])
+    assert len(stratified_split(y, seed=2**40)[1]) == 16  # (evaluation seeds grow past 2**32)
+    for seed in (-1, 2**64, 0.5):
+        with pytest.raises(ValueError, match=r"^seed must be an int in \[0, 2\*\*64\) for the stratified split"):
+            stratified_split(y, seed=seed)
 
 
 def test_singleton_class_stays_in_training():

@@ -414,6 +414,9 @@ def test_too_many_categories_and_option_checks(tmp_path):
         ({"impute": "median"}, r"impute='median', expected one of"),
         ({"split": "kfold"}, r"split='kfold', expected one of"),
         ({"test_fraction": 1.5}, r"test_fraction must lie in \(0, 1\)"),
+        ({"sep": ""}, r"^sep='' separates nothing"),
+        ({"split": "random", "seed": -1}, r"^seed must be an int in \[0, 2\*\*32\) for the random split, got -1$"),
+        ({"split": "random", "seed": 2**32}, r"^seed must be an int in \[0, 2\*\*32\)"),
     ):
         with pytest.raises(ValueError, match=match):
             load_table(path, **bad)

@@ -48,12 +48,13 @@ def run_progress(title: str) -> Iterator[ProgressCallback]:
         yield unit_lines(title, lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
         return
     with Progress(
-        TextColumn("[bold]{task.description}"),
+        # Titles and unit labels are text, not markup: "table[path=a.csv]" or a method named "[/x]".
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[unit]}"),
+        TextColumn("{task.fields[unit]}", markup=False),
         console=console,
         transient=False,
     ) as progress:

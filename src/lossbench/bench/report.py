@@ -282,12 +282,20 @@ def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) -> 
     return out
 
 
+# A plot's name is the slug plus a digest and "_<kind>.png": far below the 255-byte file name limit.
+SLUG_BYTES = 100
+
+
 def _slug(result: DatasetResult) -> str:
     """The dataset label as a file name: as it is where it is one, else with its other characters replaced
-    and a digest of the label added ("wine a" and "wine_a" are two data sets, and two plots)."""
+    and a digest of the label added ("wine a" and "wine_a" are two data sets, and two plots).  A label
+    longer than ``SLUG_BYTES`` (UTF-8) is cut there, on a character boundary, and gets the digest too."""
     label = result.dataset.label
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
-    return slug if slug == label else f"{slug}-{hashlib.sha256(label.encode()).hexdigest()[:8]}"
+    if slug == label and len(label.encode()) <= SLUG_BYTES:
+        return slug
+    cut = slug.encode()[:SLUG_BYTES].decode(errors="ignore")  # (drops a character the cut split)
+    return f"{cut}-{hashlib.sha256(label.encode()).hexdigest()[:8]}"
 
 
 # -- CSV ----------------------------------------------------------------------------------------

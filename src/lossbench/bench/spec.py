@@ -662,6 +662,9 @@ def _check_settings_apply(spec: Spec, source: str) -> None:
     from lossbench.data import DATASETS, load_dataset
 
     for i, d in enumerate(spec.datasets):
+        if "data_dir" in d.params:  # the runner passes --data-dir to every loader itself
+            raise SpecError(f"{source} datasets[{i}] ({d.name}): params.data_dir cannot be set in a spec; "
+                            "the data folder is given by --data-dir")  # fmt: skip
         if d.name not in DATASETS:
             continue  # refused, with the registered names, when loaded
         info = DATASETS.get(d.name)

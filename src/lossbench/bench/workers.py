@@ -5,7 +5,7 @@
 units of the same study through the storage, as workers on other machines do, with crash safety
 unchanged.  The storage URL reaches them through the environment, never their command line (a
 password would show in ``ps``).  Each worker's output goes to a log file in the output folder,
-kept when the worker fails.
+kept when the worker fails; the next run moves it to ``worker-N.previous.log``.
 
 Threads: torch's default of one thread per core makes each small run fight every other process
 for the cores, so each process uses ``defaults.DEFAULT_THREADS`` unless told otherwise.
@@ -82,18 +82,31 @@ class LocalWorkers:
         self.count, self.study, self.url, self.out, self.options = count, study, storage_url, out, list(options)
         self._procs: list[tuple[subprocess.Popen, Path]] = []
         self.failed: list[str] = []  # "<log> (exit status N)" of each worker that failed
+        self.previous: list[Path] = []  # the logs an earlier run left, moved to worker-N.previous.log
+
+    def command(self) -> list[str]:
+        """A worker's command line: the study after ``--``, so that a name such as ``-fast`` is not an option."""
+        return [sys.executable, "-m", "lossbench", "worker", *self.options, "--", self.study]
 
     def __enter__(self) -> LocalWorkers:
         env = worker_environment(self.url)
         Path(self.out).mkdir(parents=True, exist_ok=True)  # the workers' logs go there before the study writes anything
         logs = [inside(self.out, f"worker-{i + 1}.log") for i in range(self.count)]  # every path checked before any start
+        previous = [inside(self.out, f"worker-{i + 1}.previous.log") for i in range(self.count)]
+        # A log an earlier run left is a failed (or killed) worker's, which its warning sent the user to read.
+        self.previous = []
+        for log, old in zip(logs, previous):
+            if log.exists():
+                os.replace(log, old)
+                self.previous.append(old)
+        if self.previous:
+            print(f"note: the earlier run's worker log(s) are now {', '.join(map(str, self.previous))}",
+                  file=sys.stderr, flush=True)  # fmt: skip
         try:
             for log in logs:
                 with open(log, "w", encoding="utf-8") as stream:
-                    proc = subprocess.Popen(
-                        [sys.executable, "-m", "lossbench", "worker", self.study, *self.options],
-                        env=env, stdout=stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    )  # fmt: skip
+                    proc = subprocess.Popen(self.command(), env=env, stdout=stream, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)  # fmt: skip
                 self._procs.append((proc, log))
         except BaseException:
             for proc, _ in self._procs:  # (no __exit__ follows a failed __enter__: none may run on alone)
@@ -112,5 +125,6 @@ class LocalWorkers:
             elif kind is None:
                 self.failed.append(f"{log} (exit status {proc.returncode})")
         if self.failed:
+            earlier = f"; an earlier run's worker output is in {', '.join(map(str, self.previous))}" if self.previous else ""
             print(f"warning: {len(self.failed)} local worker(s) stopped early, the study completed without them; their "
-                  f"output is in {', '.join(self.failed)}", file=sys.stderr, flush=True)  # fmt: skip
+                  f"output is in {', '.join(self.failed)}{earlier}", file=sys.stderr, flush=True)  # fmt: skip

@@ -7,6 +7,7 @@ global RNG is never touched) and works on tensors in memory.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -22,6 +23,17 @@ DEFAULT_TEST_FRACTION = 0.2
 def _check_fraction(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and 0 < value < 1):
         raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+
+
+# The seeds each split takes: scikit-learn's random_state (NumPy's legacy generator) [0, 2**32);
+# torch.Generator.manual_seed up to 2**64 (evaluation seeds, study seed * 1000 + i, outgrow 2**32).
+SEED_BITS = {"random": 32, "stratified": 64}
+
+
+def _check_seed(seed: int, split: str) -> None:
+    bits = SEED_BITS[split]
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**bits:
+        raise ValueError(f"seed must be an int in [0, 2**{bits}) for the {split} split, got {seed!r}")
 
 
 def stratification_groups(y: torch.Tensor) -> torch.Tensor:
@@ -72,6 +84,7 @@ def stratified_split(
     always keeps at least one sample in training (a singleton stays there).
     """
     _check_fraction("val_fraction", val_fraction)
+    _check_seed(seed, "stratified")
     groups = stratification_groups(y.detach().cpu())
     n = groups.numel()
     if n < 2:
@@ -131,6 +144,7 @@ def random_split(n: int, test_fraction: float, seed: int) -> tuple[torch.Tensor,
     from sklearn.model_selection import train_test_split
 
     _check_fraction("test_fraction", test_fraction)
+    _check_seed(seed, "random")
     fit, held = train_test_split(range(n), test_size=test_fraction, random_state=seed)
     return torch.as_tensor(fit, dtype=torch.int64), torch.as_tensor(held, dtype=torch.int64)
 

@@ -123,7 +123,13 @@ from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset, check_test_labels
 from lossbench.data._files import read_bytes
 from lossbench.data._tabular import FLOAT32_MAX
-from lossbench.data.splits import DEFAULT_TEST_FRACTION, _check_fraction, random_split, stratified_split
+from lossbench.data.splits import (
+    DEFAULT_TEST_FRACTION,
+    _check_fraction,
+    _check_seed,
+    random_split,
+    stratified_split,
+)
 from lossbench.data.splits import standardize as scale
 
 EXCEL_SUFFIXES = (".xls", ".xlsx", ".xlsm")
@@ -874,6 +880,9 @@ def load_table(
     if split not in SPLITS:
         raise ValueError(f"split={split!r}, expected one of {SPLITS}")
     _check_fraction("test_fraction", test_fraction)
+    _check_seed(seed, split)  # (here, before the file is read; the split checks it again)
+    if sep == "":
+        raise ValueError("sep='' separates nothing; give a delimiter, 'whitespace', or None to pick one")
     if not (isinstance(max_categories, int) and max_categories >= 1):
         raise ValueError(f"max_categories must be a positive int, got {max_categories!r}")
     if not (isinstance(decimal, str) and len(decimal) == 1):
