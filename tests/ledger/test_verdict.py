@@ -539,3 +539,26 @@ def test_a_ranking_ties_means_equal_up_to_float32_rounding():
                           index=["x", "y", "z"])  # fmt: skip
     r = ranking(scores)
     assert r.mean_ranks.to_dict() == {"a": 1.5, "b": 1.5, "c": 3.0}  # (by their last bits: a 5/3, b 4/3)
+
+
+def test_censored_values_are_bounds_and_the_sign_test_judges_them():
+    """A run that never reached its target counts as a stand-in, which is only a lower bound: the
+    differences' known signs decide (so the stand-in's value cannot make a difference constant)."""
+    from lossbench.ledger.verdict import censored_paired_verdict
+
+    rule = Rule("less", alpha=0.05, delta=1.0)
+    for stand_in in (13.0, 14.0, 20.0):  # the same verdict whatever the stand-in
+        v = censored_paired_verdict([11, 11, stand_in], [9, 9, 11], rule, censored_from=stand_in)
+        assert v.word == "inconclusive" and v.p_opposite == pytest.approx(0.125)  # 3 of 3 slower: 1/8
+        assert math.isnan(v.effect.ci_low) and "no interval: some differences are bounds" in v.reason
+    # 5 seeds, each known faster (the baseline never reached the target; the treatment did well before)
+    v = censored_paired_verdict([5, 6, 5, 7, 5], [13] * 5, rule, censored_from=13)
+    assert v.word == "holds" and v.effect.p_value == pytest.approx(1 / 32)
+    # the treatment censored and the baseline not far behind it: the sign is unknown, counted against
+    v = censored_paired_verdict([13, 13, 13, 13, 13], [12, 12, 12, 12, 15], rule, censored_from=13)
+    assert v.word == "inconclusive" and v.effect.p_value == 1.0
+    # no censored value: the sign test of the exact differences (never the t-test's constant rule)
+    v = censored_paired_verdict([9, 9, 9, 9, 9], [10, 10, 10, 10, 10], rule, censored_from=13)
+    assert v.word == "holds" and v.effect.p_value == pytest.approx(1 / 32)
+    with pytest.raises(ValueError, match="paired scores need the same seeds"):
+        censored_paired_verdict([1, 2], [1], rule, censored_from=13)

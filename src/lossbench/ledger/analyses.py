@@ -93,7 +93,8 @@ def ce_behaves_like_smooth_accuracy(budget: str) -> AnalysisResult:
     def measure(epoch: int, row: dict) -> None:
         log_p = torch.log_softmax(model(x), dim=1).gather(1, y[:, None]).squeeze(1)
         one_minus_p = -torch.expm1(log_p)  # accurate where p_y is near 1
-        ratio = (-log_p / one_minus_p.clamp_min(torch.finfo(log_p.dtype).tiny)).mean()
+        # -log p / (1 - p) -> 1 as p -> 1; where log p rounds to 0 (a margin past ~17 in float32) 0 / tiny read 0
+        ratio = torch.where(log_p < 0, -log_p / one_minus_p.clamp_min(torch.finfo(log_p.dtype).tiny), 1.0).mean()
         g_ce = torch.autograd.grad(-log_p.mean(), params, retain_graph=True)
         g_sa = torch.autograd.grad(one_minus_p.mean(), params)
         flat_ce, flat_sa = torch.cat([g.flatten() for g in g_ce]), torch.cat([g.flatten() for g in g_sa])
@@ -323,19 +324,25 @@ def analysis_study(claim_id: str, budget: str):
 def clipping_verdict(epochs: dict[str, dict[str, list[float]]], never: float | None = None):
     """``epochs[dataset][method]``: per seed, epochs to the target (a run that never reaches it counts
     ``never``, the run's epochs + 1).  Per dataset and clipped method a paired verdict (direction
-    "less", margin one epoch) against the unclipped runs of the same seeds; the claim holds where every
+    "less", margin one epoch) against the unclipped runs of the same seeds: the paired t-test where every
+    run reached the target, else the sign test of ``verdict.censored_paired_verdict`` (a run that never
+    reached it took more than its epochs, not ``never``); the claim holds where every
     one holds (``ledger.judge.every_dataset``: contradicted if the opposite is shown on any after Holm's correction
     over them, equivalent if every one is).
     Where no run of either method reached the target the pair shows nothing: inconclusive, not the
     equal speed that the equal counts would say."""
     from lossbench.ledger.judge import every_dataset
-    from lossbench.ledger.verdict import Rule, paired_verdict
+    from lossbench.ledger.verdict import Rule, censored_paired_verdict, paired_verdict
 
     rule = Rule("less", alpha=0.05, delta=EPOCHS_DELTA)
     verdicts, names = [], []
     for label, row in epochs.items():
         for method in CLIPPED:
-            verdict = paired_verdict(row[method], row[UNCLIPPED], rule)
+            pair = row[method], row[UNCLIPPED]
+            if never is not None and any(e >= never for e in [*pair[0], *pair[1]]):  # (their counts are bounds)
+                verdict = censored_paired_verdict(*pair, rule, censored_from=never)
+            else:
+                verdict = paired_verdict(*pair, rule)
             if never is not None and all(e == never for e in [*row[method], *row[UNCLIPPED]]):
                 verdict = dataclasses.replace(verdict, word="inconclusive", p_opposite=math.nan, unopposed="inconclusive",
                                               reason="inconclusive: no run of either method reached the target")  # fmt: skip

@@ -217,5 +217,7 @@ def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget
                 d.word = word
     table = None
     if claim.ranking and not missing and len(cells) >= 2:
-        table = ranking(pd.DataFrame({label: {m: c.mean for m, c in row.items()} for label, row in cells.items()}).T)
+        # (over the methods run on every dataset: a method restricted to some has no rank on the others)
+        scores = pd.DataFrame({label: {m: c.mean for m, c in row.items()} for label, row in cells.items()}).T.dropna(axis=1)
+        table = ranking(scores) if scores.shape[1] >= 2 else None
     return Outcome(claim, spec, budget, variation, cells, datasets, verdict, table, compute, runs, missing)

@@ -64,7 +64,6 @@ class Claim:
     scope: str = "per-dataset"
     ranking: bool = False  # Friedman + Nemenyi over every method of the protocol
     published: dict[str, dict[str, Published]] = field(default_factory=dict)  # dataset -> method -> number
-    published_scale: float = 100.0  # the source prints accuracies in percent
     budgets: dict[str, Budget] = field(default_factory=dict)  # "paper" and "quick"
     variations: tuple[str, ...] = ("fixed",)
     # analysis claims: (budget) -> AnalysisResult

@@ -315,7 +315,8 @@ def _reason(
     word: str, rule: Rule, tests: _Tests, shown: _Shown, low: float, high: float, evidence: str, units: Units
 ) -> str:
     """One sentence: the word, the decisive test or bound, then the evidence summary."""
-    a, ci = f"alpha = {rule.alpha:g}", f"{rule.ci_level:.0%} CI {units.interval(low, high)}"
+    ci = f"{rule.ci_level:.0%} CI {units.interval(low, high)}" if not math.isnan(low) else "no interval: some differences are bounds"
+    a = f"alpha = {rule.alpha:g}"
     margin = f"+-delta = {units.value(rule.delta)}" if rule.delta is not None else ""
     inside = rule.delta is not None and -rule.delta < low and high < rule.delta
     if rule.direction == "equal":
@@ -425,6 +426,49 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule, *, uni
     evidence = f"{method}, mean difference {units.value(estimate)}"
     effect = Effect(estimate, low, high, rule.ci_level, tests.claim(rule), n, method)
     reason = _reason(word, rule, tests, shown, low, high, evidence, units)
+    return Verdict(word, rule, effect, reason, _opposite(rule, tests), _unopposed(rule, shown))
+
+
+def censored_paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule, *, censored_from: float,
+                            units: Units = Units()) -> Verdict:  # fmt: skip
+    """:func:`paired_verdict` for values that may be right-censored: a value ``>= censored_from`` is known
+    only to be at least that (a run that never reached its target within the epochs it had, counted as
+    ``censored_from``).  A seed's difference ``d = treatment - baseline`` is then known, bounded on one side
+    (treatment censored: ``d >= censored_from - baseline``; baseline censored: ``d <= treatment -
+    censored_from``) or unknown (both).  The t-test of stand-in values would read the stand-in as the value
+    (a constant difference it made would decide by itself), so each hypothesis ``D > m`` (D the median
+    difference) is tested by the exact sign test on the seeds whose side of ``m`` is known: ``p = P(Binomial(n,
+    1/2) >= k)``, ``k`` the seeds known to lie above ``m``, ``n`` all seeds (an unknown or tied seed counts
+    against every hypothesis).  So at least 5 seeds are needed to show anything at ``alpha = 0.05`` (3 of 3
+    give p = 0.125).  No interval: the differences are bounds; the estimate is the stand-ins' mean difference.
+    """
+    _check_rule(rule)
+    t, b = _finite_1d("treatment", treatment), _finite_1d("baseline", baseline)
+    if t.size != b.size:
+        raise ValueError(f"baseline has {b.size} scores but treatment has {t.size}: paired scores need the same seeds")
+    cut_t, cut_b = t >= censored_from, b >= censored_from
+    low = np.where(cut_b, -np.inf, np.where(cut_t, censored_from, t) - b)  # d's bounds per seed
+    high = np.where(cut_t, np.inf, t - np.where(cut_b, censored_from, b))
+    n, censored = t.size, int((cut_t | cut_b).sum())
+
+    def p(m: float, side: str) -> float:
+        k = int((low > m).sum() if side == "greater" else (high < m).sum())
+        return float(stats.binom.sf(k - 1, n, 0.5))
+
+    tests = _run_tests(p, rule)
+    shown = _Shown(
+        positive=_rejects(tests.positive, rule.alpha),
+        negative=_rejects(tests.negative, rule.alpha),
+        within=_rejects(tests.within, rule.alpha),
+        above=_rejects(tests.above, _side(rule)),
+        below=_rejects(tests.below, _side(rule)),
+    )
+    word = _decide(rule, shown)
+    estimate = float(np.mean(np.minimum(t, censored_from) - np.minimum(b, censored_from)))
+    method = f"sign test over {n} seeds, {censored} with a run censored at {censored_from:g}"
+    evidence = f"{method}, mean difference of the stand-ins {units.value(estimate)}"
+    effect = Effect(estimate, math.nan, math.nan, rule.ci_level, tests.claim(rule), n, method)
+    reason = _reason(word, rule, tests, shown, math.nan, math.nan, evidence, units)
     return Verdict(word, rule, effect, reason, _opposite(rule, tests), _unopposed(rule, shown))
 
 

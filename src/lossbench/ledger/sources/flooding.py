@@ -10,7 +10,14 @@ synthetic-data demo, so the records hold directions only.  Su's post publishes n
 
 from __future__ import annotations
 
-from lossbench.ledger.analyses import ascent_descent_is_a_gradient_penalty, flooding_tuning_cost
+from lossbench.ledger.analyses import (
+    ORDER_EPS,
+    ORDER_HOLDS,
+    ORDER_SECOND,
+    WITHIN,
+    ascent_descent_is_a_gradient_penalty,
+    flooding_tuning_cost,
+)
 from lossbench.ledger.records import Budget, Claim, register_claim
 from lossbench.ledger.verdict import Rule
 
@@ -156,9 +163,10 @@ register_claim(
         "step at lr eps1 - eps2 on L + eps1 eps2 / (2 (eps1 - eps2)) |grad L|^2 would, up to O(eps^3).",
         kind="analysis",
         analysis=ascent_descent_is_a_gradient_penalty,
-        rule_text="The distance between the two updates is measured for eps1 from 0.2 down to 0.0125 (halving the "
-        "square, nine values), eps2 = eps1 / 2, and its order is the slope of a least-squares fit of log distance "
-        "on log eps1. Holds when the order lies in [2.7, 3.3]; contradicted when it is at most 2.3 (a second-order "
+        rule_text=f"The distance between the two updates is measured for eps1 from {ORDER_EPS[0]:g} down to "
+        f"{ORDER_EPS[-1]:g} (halving the square, nine values), eps2 = eps1 / 2, and its order is the slope of a "
+        f"least-squares fit of log distance on log eps1. Holds when the order lies in [{ORDER_HOLDS[0]:g}, "
+        f"{ORDER_HOLDS[1]:g}]; contradicted when it is at most {ORDER_SECOND:g} (a second-order "
         "error: the penalty would not account for the eps^2 term); inconclusive otherwise",
     )
 )
@@ -174,7 +182,7 @@ register_claim(
         kind="analysis",
         analysis=flooding_tuning_cost,
         rule_text="Read from the tuning trials of the study of su-flooding-penalty (run first if absent): per data "
-        "set and method, the trials needed until the best validation accuracy so far comes within 0.5 points of "
+        f"set and method, the trials needed until the best validation accuracy so far comes within {WITHIN * 100:g} points of "
         "the best of the whole budget. Holds when on every data set flooding needs more trials than both the "
         "penalty and the alternating variant; contradicted when on every data set it needs no more than the "
         "cheaper of the two; inconclusive otherwise. The method with the fewest trials on average is named",

@@ -8,7 +8,13 @@ so the records hold directions only.
 
 from __future__ import annotations
 
-from lossbench.ledger.analyses import ce_behaves_like_smooth_accuracy
+from lossbench.ledger.analyses import (
+    FAR_COSINE,
+    FAR_RATIO,
+    LATE_COSINE_MIN,
+    LATE_RATIO_MAX,
+    ce_behaves_like_smooth_accuracy,
+)
 from lossbench.ledger.records import Budget, Claim, register_claim
 from lossbench.ledger.verdict import Rule
 
@@ -96,8 +102,9 @@ register_claim(
         kind="analysis",
         analysis=ce_behaves_like_smooth_accuracy,
         rule_text="Measured along a cross-entropy run over the training set, each epoch. Holds when at the last "
-        "epoch the mean of -log p_y / (1 - p_y) is at most 1.1 and the cosine between the two losses' parameter "
-        "gradients at least 0.9, both having moved towards 1 since the first epoch; contradicted when the last "
-        "ratio exceeds 1.5 or the last cosine is below 0.5; inconclusive otherwise",
+        f"epoch the mean of -log p_y / (1 - p_y) is at most {LATE_RATIO_MAX:g} and the cosine between the two losses' "
+        f"parameter gradients at least {LATE_COSINE_MIN:g}, both having moved towards 1 since the first epoch; "
+        f"contradicted when the last ratio exceeds {FAR_RATIO:g} or the last cosine is below {FAR_COSINE:g}; "
+        "inconclusive otherwise",
     )
 )
