@@ -322,3 +322,25 @@ def test_the_resampled_note_names_the_units_whose_tuning_chose_otherwise():
     for a, b in ((fixed, unfinished), (unfinished, fixed)):
         assert _same_choices(a, b) == ("where they made the fixed study's choices; not tuned yet in one of the two "
                                        "studies: car / exact, wine / exact")  # fmt: skip
+
+
+def test_runs_under_an_amended_rule_are_history_only_once_a_later_run_used_the_rule_as_it_is(tmp_path):
+    """An analysis claim's earlier rule texts (amended_from): its runs under one of them are accepted
+    where a later run was made under the current rule (whose stored analysis the ledger shows)."""
+    from lossbench.ledger.report import decision_provenance
+    from lossbench.ledger.runs import decision_changes
+
+    storage = open_storage(default_storage_url(tmp_path))
+    old = get_claim("exact-toy-1d")
+    new = dataclasses.replace(old, rule_text="The amended rule.", amended_from=(old.rule_text,))
+    record_invocation(storage, old, "quick", "fixed", time.time(), None)
+    assert [c.split(":")[0] for c in decision_changes(storage, new, "quick")] == ["rule_text"]  # not judged again yet
+    record_invocation(storage, new, "quick", "fixed", time.time(), None)
+    assert decision_changes(storage, new, "quick") == []
+    assert decision_provenance(storage, new).startswith("Decision rule, amended after 1 of its 2 `claims run` invocations")
+    record_invocation(storage, old, "quick", "fixed", time.time(), None)  # the earlier rule again, last: refused
+    assert [c.split(":")[0] for c in decision_changes(storage, new, "quick")] == ["rule_text"]
+    reworded = dataclasses.replace(new, rule_text="Yet another rule.")  # an unlisted change: refused as before
+    assert decision_changes(storage, reworded, "quick")
+    with pytest.raises(ValueError, match="amended_from lists earlier rule texts of an analysis claim"):
+        dataclasses.replace(get_claim("exact-table1"), amended_from=("x",))

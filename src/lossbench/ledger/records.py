@@ -72,6 +72,9 @@ class Claim:
     rule: Rule | None = None
     rule_text: str = ""
     deviations: tuple[str, ...] = ()  # where our protocol or data differ from the source, and why
+    # An analysis claim's earlier rule texts, in order: its runs made under one of them are history once a
+    # later run was made under the rule as it is now (a deviation says what changed, when and why).
+    amended_from: tuple[str, ...] = ()
     fits_this_machine: tuple[str, ...] = ("quick",)  # budgets a 2-core CPU runs in reasonable time
 
     def __post_init__(self) -> None:
@@ -88,6 +91,8 @@ class Claim:
                 raise ValueError(f"claim {self.id!r}: metric must be a higher-is-better metric, one of {known}; got {self.metric!r}")
         elif self.analysis is None or not self.rule_text:
             raise ValueError(f"claim {self.id!r}: an analysis claim needs its function and rule_text")
+        if self.amended_from and self.kind != "analysis":
+            raise ValueError(f"claim {self.id!r}: amended_from lists earlier rule texts of an analysis claim")
         bad = sorted(set(self.variations) - set(VARIATIONS))
         if bad:
             raise ValueError(f"claim {self.id!r}: unknown variations {bad}; known: {VARIATIONS}")

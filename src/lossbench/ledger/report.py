@@ -165,6 +165,13 @@ def decision_provenance(storage, claim: Claim) -> str:
     else:
         runs = [(claim.id, r) for b in BUDGETS for r in invocations(storage, claim, b)]
     bare = [r["started"][:10] for owner, r in runs if owner != claim.id or r.get("decision") is None]
+    earlier = [{"rule_text": text} for text in claim.amended_from]
+    amended = [r["started"][:10] for owner, r in runs if owner == claim.id and r.get("decision") in earlier]
+    if amended:  # (decision_changes accepts them only where a later run was made under this rule)
+        return (f"Decision rule, amended after {len(amended)} of its {len(runs)} `claims run` invocations (of "
+                f"{', '.join(sorted(set(amended)))}, made under an earlier rule; "
+                f"{len(bare)} stored none): the verdict is that of the latest run, under the rule as it is now; "
+                "the deviations say what changed and why. The rule now")  # fmt: skip
     if not bare:
         return "Decision rule, fixed before any run" + (" (stored with every run, and unchanged)" if runs else "")
     return (f"Decision rule, written in the claim's record before its runs ({len(bare)} of the {len(runs)} `claims run` "

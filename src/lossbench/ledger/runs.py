@@ -62,11 +62,15 @@ def invocations(storage, claim: Claim, budget: str, variation: str = "fixed") ->
 def decision_changes(storage, claim: Claim, budget: str, variation: str = "fixed") -> list[str]:
     """How the claim's decision (:meth:`Claim.decision`) differs from the one stored with its runs at
     ``budget`` and ``variation`` (``"key: stored -> now"``, for each key that decides it now; runs
-    recorded before decisions were stored have none to compare)."""
+    recorded before decisions were stored have none to compare).  A run made under one of an analysis
+    claim's earlier rules (``Claim.amended_from``) is history where a later run was made under the rule
+    as it is now: the stored analysis is the latest run's."""
     now, changes = claim.decision(), []
-    for run in invocations(storage, claim, budget, variation):
+    runs = invocations(storage, claim, budget, variation)
+    earlier = [{"rule_text": text} for text in claim.amended_from]
+    for i, run in enumerate(runs):
         stored = run.get("decision")
-        if stored is None:
+        if stored is None or (stored in earlier and any(r.get("decision") == now for r in runs[i + 1 :])):
             continue
         changes += [f"{k}: {stored.get(k)!r} -> {now[k]!r} (run of {run['started']})"
                     for k in sorted(now) if stored.get(k) != now[k]]  # fmt: skip
