@@ -344,3 +344,22 @@ def test_runs_under_an_amended_rule_are_history_only_once_a_later_run_used_the_r
     assert decision_changes(storage, reworded, "quick")
     with pytest.raises(ValueError, match="amended_from lists earlier rule texts of an analysis claim"):
         dataclasses.replace(get_claim("exact-table1"), amended_from=("x",))
+
+
+def test_a_bench_claims_decision_is_stored_before_its_runs_and_an_interrupted_one_keeps_it(tiny_claim, tmp_path, monkeypatch):
+    """A `claims run` that is interrupted (or whose runs a worker finishes) has stored the decision it
+    ran under: the report's check of a changed record cannot be passed by resuming under another."""
+    from lossbench.bench.runner import Runner
+    from lossbench.ledger.runs import invocations
+
+    storage = open_storage(default_storage_url(tmp_path), study_spec(tiny_claim, "quick").heartbeat_interval)
+
+    def interrupted(self, progress=None):
+        assert [r["decision"] for r in invocations(storage, tiny_claim, "quick")] == [tiny_claim.decision()]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Runner, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_claim(tiny_claim, "quick", storage, torch.device("cpu"))
+    (stored,) = invocations(storage, tiny_claim, "quick")
+    assert stored["decision"] == tiny_claim.decision() and stored["wall_seconds"] >= 0 and stored["id"]

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import inspect
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -44,14 +45,26 @@ def _key(kind: str, claim_id: str, budget: str, variation: str = "fixed") -> str
     return f"{kind}:{claim_id}:{budget}:{variation}"
 
 
-def record_invocation(storage, claim: Claim, budget: str, variation: str, started: float, spec_name: str | None) -> None:
+def record_invocation(storage, claim: Claim, budget: str, variation: str, started: float, spec_name: str | None) -> str:
+    """Appends a `claims run` (started at ``started``, its wall time until now) to the claim's; returns its id."""
     study = ledger_study(storage)
     key = _key("runs", claim.id, budget, variation)
     runs = list(study.user_attrs.get(key, []))
     runs.append({
         "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_seconds": round(time.time() - started, 1), "study": spec_name, "decision": claim.decision(), **provenance(),
+        "wall_seconds": round(time.time() - started, 1), "study": spec_name, "decision": claim.decision(),
+        "id": uuid.uuid4().hex, **provenance(),
     })  # fmt: skip
+    study.set_user_attr(key, runs)
+    return runs[-1]["id"]
+
+
+def _record_wall_time(storage, claim: Claim, budget: str, variation: str, invocation: str, started: float) -> None:
+    """The wall time, until now, of the invocation :func:`record_invocation` recorded as ``invocation``."""
+    study = ledger_study(storage)
+    key = _key("runs", claim.id, budget, variation)
+    runs = [dict(r, wall_seconds=round(time.time() - started, 1)) if r.get("id") == invocation else r
+            for r in study.user_attrs.get(key, [])]  # fmt: skip
     study.set_user_attr(key, runs)
 
 
@@ -153,11 +166,15 @@ def run_claim(
         spec = study_spec(claim, budget, variation)
         runners.append((variation, spec, Runner(spec, storage, device, data_dir=data_dir, pack=pack)))
     for variation, spec, runner in runners:
+        # The decision is stored before the runs (an interrupted run's too), the wall time when they stop.
         started = time.time()
-        with alongside(spec.name) if alongside else contextlib.nullcontext():
-            if progress is None:
-                runner.run()
-            else:
-                with progress(f"{claim.id} ({budget}, {variation})") as update:
-                    runner.run(update)
-        record_invocation(storage, claim, budget, variation, started, spec.name)
+        invocation = record_invocation(storage, claim, budget, variation, started, spec.name)
+        try:
+            with alongside(spec.name) if alongside else contextlib.nullcontext():
+                if progress is None:
+                    runner.run()
+                else:
+                    with progress(f"{claim.id} ({budget}, {variation})") as update:
+                        runner.run(update)
+        finally:
+            _record_wall_time(storage, claim, budget, variation, invocation, started)
