@@ -42,16 +42,21 @@ def test_gradcheck_float64(info):
     assert torch.autograd.gradcheck(lambda x: call(info, x, target, **kw), (logits,), eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("magnitude", [1e4, 1e2])
 @pytest.mark.parametrize("info", ALL, ids=ids)
-def test_finite_at_extreme_logits(info, magnitude):
+def test_finite_at_extreme_logits(info, magnitude, dtype):
     logits, target, kw = make_case(info, dtype=torch.float32, seed=1)
     signs = torch.sign(torch.randn(logits.shape, generator=torch.Generator().manual_seed(3)))
-    x = (magnitude * signs).requires_grad_(True)
-    loss = call(info, x, target, **kw)
-    loss.backward()
-    assert torch.isfinite(loss).all(), f"{info.name}: loss {loss}"
-    assert torch.isfinite(x.grad).all(), f"{info.name}: non-finite gradient"
+    for reduction in ("mean", "sum"):
+        x = (magnitude * signs).to(dtype).requires_grad_(True)
+        loss = call(info, x, target, reduction=reduction, **kw)
+        loss.backward()
+        # the value in the input dtype: a half-precision one past its range is inf (loss_output), never nan
+        wide = call(info, x.detach().float(), target, reduction=reduction, **kw)
+        assert torch.isfinite(wide).all(), f"{info.name}: {reduction} {wide}"
+        torch.testing.assert_close(loss, wide.to(dtype), rtol=2e-2, atol=2e-2)
+        assert torch.isfinite(x.grad.float()).all(), f"{info.name}: non-finite gradient of the {reduction}"
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -60,12 +65,33 @@ def test_half_precision_inputs(info, dtype):
     logits, target, kw = make_case(info, dtype=torch.float32, seed=2)
     half = logits.to(dtype).requires_grad_(True)
     out = call(info, half, target, **kw)
-    assert out.dtype == dtype
+    assert out.dtype == dtype  # computed in float32, returned in the input dtype (CONVENTIONS)
     ref = call(info, half.detach().float(), target, **kw)
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
     out.backward()
     assert half.grad is not None and half.grad.dtype == dtype
     assert torch.isfinite(half.grad.float()).all()
+
+
+HALF_OVERFLOWS = [
+    ("ldam", {"class_counts": torch.tensor([10.0, 3.0, 1.0])}),
+    ("hinge", {"p": 2}),
+    ("cross_entropy", {"temperature": 0.1}),
+]
+
+
+@pytest.mark.parametrize("name, kwargs", HALF_OVERFLOWS)
+def test_a_half_precision_loss_over_the_float16_range_is_inf_with_a_finite_gradient(name, kwargs):
+    """The value is returned in the input dtype (CONVENTIONS), so past 65504 it is inf; the gradient,
+    computed in float32, is the float32 one (what training reads)."""
+    fn = LOSSES.get(name).function
+    x, y = torch.tensor([[1e4, -1e4, 0.0]]), torch.tensor([1])
+    half, wide = x.half().requires_grad_(True), x.clone().requires_grad_(True)
+    out, ref = fn(half, y, **kwargs), fn(wide, y, **kwargs)
+    out.backward()
+    ref.backward()
+    assert ref.item() > torch.finfo(torch.float16).max and out.dtype == torch.float16 and torch.isinf(out)
+    torch.testing.assert_close(half.grad.float(), wide.grad, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("info", ALL, ids=ids)

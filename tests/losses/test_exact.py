@@ -536,7 +536,8 @@ def test_sigma_schedule():
     assert exact_sigma_schedule(15, 16, endpoint=False) == pytest.approx(10.0 * 0.001 ** (15 / 16))
     assert exact_sigma_schedule(1, 16, endpoint=False) == pytest.approx(6.4938, abs=1e-4)
     assert exact_sigma_schedule(40, 16) == pytest.approx(0.01)  # stays at the floor
-    assert exact_sigma_schedule(0, 1, sigma0=3.0) == 3.0
+    # one epoch is the first and the last: the first wins, for every epoch (as documented)
+    assert [exact_sigma_schedule(e, 1, 10.0, 0.01) for e in (0, 1, 5)] == [10.0, 10.0, 10.0]
     values = [exact_sigma_schedule(e, 10, 5.0, 0.1) for e in range(10)]
     assert all(a > b for a, b in zip(values, values[1:]))
     bad_args = (  # each refused for its own argument

@@ -1,6 +1,7 @@
 """Reference tests: cross-entropy, hinge, smooth accuracy, the EXACT paper's relaxations, Poly-1."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -145,6 +146,21 @@ def test_beta_bernoulli_relaxation(batch):
     far = torch.tensor([[-1e4, 0.0, 0.0]], dtype=torch.float64)
     value = L.beta_bernoulli_relaxation(far, torch.tensor([0]), prior_weight=w, theta=theta)
     assert float(value) == pytest.approx(-2 * math.log(w * theta), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["prior_weight", "theta"])
+@pytest.mark.parametrize("value", [0.0, 1.0, 1.5])
+def test_beta_bernoulli_function_and_module_take_one_range(batch, name, value):
+    x, y = batch
+    message = re.escape(f"{name} must lie in (0, 1), got {value}")
+    with pytest.raises(ValueError, match=message):
+        L.beta_bernoulli_relaxation(x, y, **{name: value})
+    with pytest.raises(ValueError, match=re.escape(f"{name} must lie in (0, 1), got [0.5, {value}]")):
+        L.beta_bernoulli_relaxation(x, y, **{name: torch.tensor([0.5, value], dtype=torch.float64)})
+    with pytest.raises(ValueError, match=message):
+        L.BetaBernoulliRelaxationLoss(**{name: value})
+    L.beta_bernoulli_relaxation(x, y, **{name: 0.999})  # inside: taken by both
+    L.BetaBernoulliRelaxationLoss(**{name: 0.999})
 
 
 def test_beta_bernoulli_module_learns_its_mixture(batch):

@@ -486,6 +486,21 @@ def test_ldam_module_applies_deferred_reweighting_on_schedule():
         LDAMLoss(class_counts=counts, drw_start=0.5, weight=torch.ones(3))
 
 
+def test_ldam_with_deferred_reweighting_round_trips_its_state_dict():
+    from lossbench.losses import LDAMLoss
+
+    counts = torch.tensor([100.0, 20.0, 5.0])
+    x, y = torch.randn(6, 3, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 2, 0, 1, 2])
+    saved = LDAMLoss(class_counts=counts, drw_start=0.5)
+    saved.set_epoch(7, 8)  # re-weighting
+    fresh = LDAMLoss(class_counts=counts, drw_start=0.5)
+    fresh.load_state_dict(saved.state_dict())  # (the weights are set_epoch's, not state)
+    assert "weight" not in saved.state_dict()
+    fresh.set_epoch(7, 8)
+    torch.testing.assert_close(fresh(x, y), saved(x, y))
+    saved.load_state_dict(LDAMLoss(class_counts=counts, drw_start=0.5).state_dict())  # and back
+
+
 def test_ldam_with_deferred_reweighting_takes_weight_none():
     # weight=None, the function's default, given beside drw_start: once passed twice from the first set_epoch on
     from lossbench.losses import LDAMLoss, drw_weights, ldam

@@ -46,6 +46,29 @@ def test_bad_row_values_are_refused_by_name(name, param):
         fn(x, y, **{param: bad})
 
 
+@pytest.mark.parametrize(("name", "param"), ROW_LOSSES)
+def test_a_0d_tensor_is_the_number_it_holds(name, param):
+    fn = LOSSES.get(name).function
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    value = VALUES[param][2]
+    torch.testing.assert_close(fn(x, y, **{param: torch.tensor(value)}), fn(x, y, **{param: value}))
+    with pytest.raises(ValueError, match=f"{param} must"):  # checked as that number
+        fn(x, y, **{param: torch.tensor(-5.0)})
+
+
+def test_a_0d_tensor_with_gradient_keeps_it():
+    fn = LOSSES.get("focal").function
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    gamma = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    rows = torch.full((5,), 2.0, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(fn(x, y, gamma=gamma), gamma)
+    (row_grads,) = torch.autograd.grad(fn(x, y, gamma=rows), rows)
+    torch.testing.assert_close(grad, row_grads.sum())
+    assert grad != 0
+
+
 def test_a_module_reads_its_option_or_the_default_and_takes_call_time_overrides():
     module = LOSSES.get("hinge").module(p=2)
     assert module.option("margin") == 1.0 and module.option("p") == 2

@@ -31,7 +31,13 @@ def row_param(
 ) -> float | torch.Tensor:
     """A hyperparameter given as one number, checked by ``check(name, value)``, or one per sample of
     ``like`` (B, ...): a ``(B,)`` tensor (a packed step's rows, each with its run's value), returned
-    in ``like``'s dtype; its values are checked when ``validate``."""
+    in ``like``'s dtype; its values are checked when ``validate``.  A 0-d tensor is the number it holds
+    (as the losses without per-row values take one), or, when it requires grad, that number for every row."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        check(name, value.item())
+        if not value.requires_grad:
+            return value.item()
+        return value.to(like.dtype).expand(like.shape[0])  # (its gradient kept)
     if not isinstance(value, torch.Tensor):
         check(name, value)
         return value
@@ -52,6 +58,14 @@ def check_reduction(reduction: str) -> None:
 def compute_dtype(logits: torch.Tensor) -> torch.dtype:
     """float32 for half-precision inputs, the input dtype otherwise."""
     return torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
+
+
+def loss_output(loss: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """A loss's value as every loss returns it: in the logits' dtype (CONVENTIONS: computed in float32 at
+    least, returned in the input dtype).  So a float16 value past 65504 (a sum, or LDAM's scaled margins,
+    at logits of 1e4) is inf while its gradient, computed in float32, stays finite: train such losses
+    in float32, or under ``torch.autocast``, which gives them float32 logits."""
+    return loss if loss.dtype == logits.dtype else loss.to(logits.dtype)
 
 
 def check_logits(logits: torch.Tensor, ndim: int | None, validate: bool, name: str = "logits") -> None:

@@ -14,6 +14,7 @@ from lossbench.losses._validation import (
     check_positive,
     check_reduction,
     compute_dtype,
+    loss_output,
 )
 from lossbench.registry import FloatRange, HyperParam
 
@@ -64,7 +65,7 @@ def cross_entropy(
         reduction=reduction,
         label_smoothing=label_smoothing,
     )
-    return loss if loss.dtype == logits.dtype else loss.to(logits.dtype)
+    return loss_output(loss, logits)
 
 
 CrossEntropyLoss = loss_module(cross_entropy, "CrossEntropyLoss")

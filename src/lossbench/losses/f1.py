@@ -30,7 +30,14 @@ import torch.nn.functional as F
 
 from lossbench.losses._registry import loss_module, register_loss
 from lossbench.losses._softmax import log_softmax
-from lossbench.losses._validation import check_positive, masked_reduce, reduce, sigmoid_inputs, softmax_inputs
+from lossbench.losses._validation import (
+    check_positive,
+    loss_output,
+    masked_reduce,
+    reduce,
+    sigmoid_inputs,
+    softmax_inputs,
+)
 from lossbench.registry import HyperParam
 
 _SOFT_F1_REFERENCE = "Su, kexue.fm/archives/6620 (soft F1 = soft Sorensen-Dice coefficient)"
@@ -86,7 +93,7 @@ def soft_f1(
     """
     x, p, q, t, _ = _sigmoid_probabilities(logits, target, ignore_index, reduction, validate, eps)
     loss = _soft_f1_error(p, q, t, range(x.ndim), eps)
-    return reduce(loss, reduction).to(logits.dtype)
+    return loss_output(reduce(loss, reduction), logits)
 
 
 def multilabel_soft_f1(
@@ -115,7 +122,7 @@ def multilabel_soft_f1(
     """
     x, p, q, t, _ = _sigmoid_probabilities(logits, target, ignore_index, reduction, validate, eps)
     loss = _soft_f1_error(p, q, t, range(x.ndim - 1) if x.ndim > 1 else range(x.ndim), eps)
-    return reduce(loss, reduction).to(logits.dtype)
+    return loss_output(reduce(loss, reduction), logits)
 
 
 def macro_soft_f1(
@@ -149,7 +156,7 @@ def macro_soft_f1(
     q = torch.where(keep, -torch.expm1(log_p), zero)
     t = torch.where(keep, F.one_hot(y, x.shape[1]).to(x.dtype), zero)
     loss = _soft_f1_error(p, q, t, (0,), eps)
-    return reduce(loss, reduction).to(logits.dtype)
+    return loss_output(reduce(loss, reduction), logits)
 
 
 def f1_weighted_bce(
@@ -183,7 +190,7 @@ def f1_weighted_bce(
     x, p, q, t, valid = _sigmoid_probabilities(logits, target, ignore_index, reduction, validate, eps)
     f1 = 1 - _soft_f1_error(p.detach(), q.detach(), t, range(x.ndim), eps)
     per_element = -(t * (1 - f1 / 2) * F.logsigmoid(x) + (1 - t) * (f1 / 2) * F.logsigmoid(-x))
-    return masked_reduce(per_element, reduction, valid).to(logits.dtype)
+    return loss_output(masked_reduce(per_element, reduction, valid), logits)
 
 
 SoftF1Loss = loss_module(soft_f1, "SoftF1Loss")

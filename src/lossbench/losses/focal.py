@@ -22,6 +22,7 @@ from lossbench.losses._validation import (
     check_interval,
     check_number,
     check_positive,
+    loss_output,
     masked_reduce,
     row_param,
     sigmoid_inputs,
@@ -69,7 +70,7 @@ def focal(
     if alpha is not None:
         w_valid = torch.where(valid, alpha.to(x)[y], torch.zeros_like(per_sample))
         per_sample = per_sample * w_valid
-    return masked_reduce(per_sample, reduction, valid, w_valid).to(logits.dtype)
+    return loss_output(masked_reduce(per_sample, reduction, valid, w_valid), logits)
 
 
 def _positive_weight(alpha: float | torch.Tensor, x: torch.Tensor, validate: bool) -> torch.Tensor:
@@ -130,7 +131,7 @@ def sigmoid_focal(
         a = _positive_weight(alpha, x, validate)
         positive, negative = a * positive, (1 - a) * negative
     per_element = t * positive + (1 - t) * negative
-    return masked_reduce(per_element, reduction, valid).to(logits.dtype)
+    return loss_output(masked_reduce(per_element, reduction, valid), logits)
 
 
 def one_vs_all_focal(
@@ -161,7 +162,7 @@ def one_vs_all_focal(
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     one_hot = F.one_hot(y, x.shape[1]).to(x.dtype)
     per_sample = sigmoid_focal(x, one_hot, gamma=gamma, alpha=None, reduction="none", validate=False).sum(1)
-    return masked_reduce(per_sample, reduction, valid).to(logits.dtype)
+    return loss_output(masked_reduce(per_sample, reduction, valid), logits)
 
 
 FocalLoss = loss_module(focal, "FocalLoss")

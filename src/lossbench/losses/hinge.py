@@ -10,6 +10,7 @@ from lossbench.losses._registry import loss_module, register_loss
 from lossbench.losses._validation import (
     check_class_weight,
     check_positive,
+    loss_output,
     masked_reduce,
     row_param,
     softmax_inputs,
@@ -66,7 +67,7 @@ def multi_class_hinge(
     if weight is not None:
         w_valid = torch.where(valid, weight.to(x.dtype)[y], torch.zeros_like(per_sample))
         per_sample = per_sample * w_valid
-    return masked_reduce(per_sample, reduction, valid, w_valid).to(logits.dtype)
+    return loss_output(masked_reduce(per_sample, reduction, valid, w_valid), logits)
 
 
 def _check_power(name: str, value: float) -> None:

@@ -21,6 +21,7 @@ from lossbench.losses._validation import (
     check_logits,
     check_positive,
     compute_dtype,
+    loss_output,
     reduce,
     softmax_inputs,
 )
@@ -77,7 +78,7 @@ def logit_adjusted_cross_entropy(
     check_positive("tau", tau, allow_zero=True)
     adjusted = x + tau * _log_priors(class_counts, x, validate)
     out = cross_entropy(adjusted, target, ignore_index=ignore_index, reduction=reduction, validate=False)
-    return out.to(logits.dtype)
+    return loss_output(out, logits)
 
 
 def logit_adjust(
@@ -96,6 +97,7 @@ def logit_adjust(
         raise ValueError("logits must have a last dimension of classes, got a scalar")
     check_positive("tau", tau, allow_zero=True)
     x = logits.to(compute_dtype(logits))
+    # logits to predict with, not a loss value: in the model's dtype
     return (x - tau * _log_priors(torch.as_tensor(class_counts), x, validate=True)).to(logits.dtype)
 
 
@@ -119,7 +121,7 @@ def balanced_softmax(
     x, _, _ = softmax_inputs(logits, target, ignore_index, reduction, validate)
     adjusted = x + _counts_like(class_counts, x, validate).log()
     out = cross_entropy(adjusted, target, ignore_index=ignore_index, reduction=reduction, validate=False)
-    return out.to(logits.dtype)
+    return loss_output(out, logits)
 
 
 def ldam(
@@ -159,7 +161,7 @@ def ldam(
         reduction=reduction,
         validate=False,
     )
-    return out.to(logits.dtype)
+    return loss_output(out, logits)
 
 
 def weighted_cross_entropy(
@@ -189,7 +191,7 @@ def weighted_cross_entropy(
     counts = _counts_like(class_counts, x, validate)
     weight = (counts.sum() / (counts.numel() * counts)) ** power
     per_sample = cross_entropy(x, target, weight=weight, ignore_index=ignore_index, reduction="none", validate=False)
-    return reduce(per_sample, reduction, valid).to(logits.dtype)
+    return loss_output(reduce(per_sample, reduction, valid), logits)
 
 
 def drw_weights(
@@ -244,7 +246,10 @@ class LDAMLoss(LossModule):
             return
         start = round(self.drw_start * num_epochs)
         weight = drw_weights(epoch, self.class_counts, start_epoch=start, beta=self.drw_beta)
-        self.register_buffer("weight", None if weight is None else weight.to(self.class_counts.device))
+        # not in the state_dict: set_epoch recomputes it, and a fresh module (no weight before the first
+        # call) then loads the state of one that is re-weighting
+        weight = None if weight is None else weight.to(self.class_counts.device)
+        self.register_buffer("weight", weight, persistent=False)
 
 
 register_loss(

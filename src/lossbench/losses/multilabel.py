@@ -24,6 +24,7 @@ from lossbench.losses._validation import (
     check_positive,
     check_reduction,
     compute_dtype,
+    loss_output,
     masked_reduce,
     reduce,
     sigmoid_inputs,
@@ -73,7 +74,7 @@ def zlpr(
     log_t = torch.where(negative, torch.log(t.clamp(eps, 1)), torch.zeros_like(t))
     log_not_t = torch.where(positive, torch.log1p(-t.clamp(0, 1 - eps)), torch.zeros_like(t))
     loss = _log1p_sum_exp(log_t - x, positive) + _log1p_sum_exp(log_not_t + x, negative)
-    return reduce(loss, reduction).to(logits.dtype)
+    return loss_output(reduce(loss, reduction), logits)
 
 
 def zlpr_sparse(
@@ -120,7 +121,7 @@ def zlpr_sparse(
     positive = torch.zeros(b, c + 1, dtype=torch.bool, device=x.device).scatter_(1, index, True)[:, :c]
     s_pos = x.gather(1, torch.where(listed, index, torch.zeros_like(index)))
     loss = _log1p_sum_exp(-s_pos, listed) + _log1p_sum_exp(x, ~positive)
-    return reduce(loss, reduction).to(logits.dtype)
+    return loss_output(reduce(loss, reduction), logits)
 
 
 def _check_no_repeats(target: torch.Tensor, listed: torch.Tensor, ignore_index: int) -> None:
@@ -181,7 +182,7 @@ def binary_cross_entropy(
             raise ValueError(f"pos_weight must hold finite non-negative values, got {w.tolist()}")
         positive_term = w * positive_term
     per_element = -(positive_term + (1 - t) * F.logsigmoid(-x))
-    return masked_reduce(per_element, reduction, valid).to(logits.dtype)
+    return loss_output(masked_reduce(per_element, reduction, valid), logits)
 
 
 def asymmetric_loss(
@@ -229,7 +230,7 @@ def asymmetric_loss(
     else:
         log_not_p_m, weight_neg = log_not_p, torch.exp(gamma_neg * log_p)
     per_element = -(t * positive + (1 - t) * weight_neg * log_not_p_m)
-    return masked_reduce(per_element, reduction, valid).to(logits.dtype)
+    return loss_output(masked_reduce(per_element, reduction, valid), logits)
 
 
 ZLPRLoss = loss_module(zlpr, "ZLPRLoss")

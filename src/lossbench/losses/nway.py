@@ -11,6 +11,7 @@ from lossbench.losses._validation import (
     check_logits,
     check_reduction,
     compute_dtype,
+    loss_output,
     reduce,
 )
 
@@ -56,7 +57,7 @@ def nway_mclass(
     members = valid[:, None, :] & (y[:, None, :] == torch.arange(m, device=x.device)[None, :, None])
     grouped = torch.where(members, rival_mass[:, None, :], torch.full_like(members, lowest, dtype=x.dtype))
     loss = F.softplus(torch.logsumexp(grouped, dim=2)).sum(1)  # exactly 0 for a fully ignored sample
-    return reduce(loss, reduction, valid.any(1)).to(logits.dtype)
+    return loss_output(reduce(loss, reduction, valid.any(1)), logits)
 
 
 NWayMClassLoss = loss_module(nway_mclass, "NWayMClassLoss")

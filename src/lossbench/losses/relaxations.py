@@ -22,6 +22,7 @@ from lossbench.losses._validation import (
     check_numbers,
     check_positive,
     check_reduction,
+    loss_output,
     masked_reduce,
     row_param,
     softmax_inputs,
@@ -40,7 +41,7 @@ def _sum_over_rivals(
     rivals = torch.ones_like(x, dtype=torch.bool).scatter_(1, y[:, None], False)
     terms = surrogate(margins)
     per_sample = torch.where(rivals, terms, torch.zeros_like(terms)).sum(1)
-    return masked_reduce(per_sample, reduction, valid).to(logits.dtype)
+    return loss_output(masked_reduce(per_sample, reduction, valid), logits)
 
 
 def sigmoid_relaxation(
@@ -103,19 +104,15 @@ def beta_bernoulli_relaxation(
     """Beta-Bernoulli relaxation ``sum_{j != y} -log(w theta + (1 - w) sigma((s_y - s_j) / T))``.
 
     The probability of a correct pairwise decision is a mixture of a prior ``theta`` (weight
-    ``w``) and the sigmoid of the margin, so the per-rival loss is bounded by ``-log(w theta)``.
-    Computed as a ``logaddexp`` of log-terms.  ``prior_weight`` and ``theta`` may be tensors
-    (learned; see :class:`BetaBernoulliRelaxationLoss`).  Target: class indices.
+    ``w``; both in ``(0, 1)``) and the sigmoid of the margin, so the per-rival loss is bounded by
+    ``-log(w theta)``.  Computed as a ``logaddexp`` of log-terms.  ``prior_weight`` and ``theta`` may
+    be tensors (learned; see :class:`BetaBernoulliRelaxationLoss`).  Target: class indices.
 
     Reference: "A New Smooth Approximation to the Zero One Loss with a Probabilistic
     Interpretation" (2020), as implemented in the EXACT paper's baselines.
     """
-    check_numbers("prior_weight", prior_weight)
-    check_numbers("theta", theta)
-    w = torch.as_tensor(prior_weight, dtype=torch.float64)
-    th = torch.as_tensor(theta, dtype=torch.float64)
-    if validate and not (bool(((w > 0) & (w < 1)).all()) and bool(((th > 0) & (th <= 1)).all())):
-        raise ValueError(f"prior_weight must lie in (0, 1) and theta in (0, 1], got {prior_weight}, {theta}")
+    for name, value in (("prior_weight", prior_weight), ("theta", theta)):
+        _check_probability(name, value, validate)
 
     def surrogate(d: torch.Tensor) -> torch.Tensor:
         wt = torch.as_tensor(prior_weight, dtype=d.dtype, device=d.device)
@@ -123,6 +120,16 @@ def beta_bernoulli_relaxation(
         return -torch.logaddexp(torch.log(wt * tt), torch.log1p(-wt) + F.logsigmoid(d))
 
     return _sum_over_rivals(surrogate, logits, target, temperature, ignore_index, reduction, validate)
+
+
+def _check_probability(name: str, value: float | torch.Tensor, validate: bool) -> None:
+    """``prior_weight`` and ``theta`` of the Beta-Bernoulli relaxation lie in the open ``(0, 1)``: the paper's
+    code learns each as a sigmoid, and the module stores their logits (1 would be an infinite one)."""
+    check_numbers(name, value)
+    if validate or not isinstance(value, torch.Tensor):
+        v = torch.as_tensor(value, dtype=torch.float64)
+        if not bool(((v > 0) & (v < 1)).all()):
+            raise ValueError(f"{name} must lie in (0, 1), got {v.tolist()}")
 
 
 def poly1_cross_entropy(
@@ -143,7 +150,7 @@ def poly1_cross_entropy(
     epsilon = row_param("epsilon", epsilon, x, lambda name, v: check_interval(name, v, -1.0, math.inf), validate)
     log_p = log_softmax(x).gather(1, y[:, None]).squeeze(1)
     per_sample = -log_p + epsilon * (1 - log_p.exp())
-    return masked_reduce(per_sample, reduction, valid).to(logits.dtype)
+    return loss_output(masked_reduce(per_sample, reduction, valid), logits)
 
 
 SigmoidRelaxationLoss = loss_module(sigmoid_relaxation, "SigmoidRelaxationLoss")
@@ -171,8 +178,8 @@ class BetaBernoulliRelaxationLoss(nn.Module):
         validate: bool = True,
     ) -> None:
         super().__init__()
-        check_interval("prior_weight", prior_weight, 0.0, 1.0, closed="neither")
-        check_interval("theta", theta, 0.0, 1.0, closed="neither")
+        for name, value in (("prior_weight", prior_weight), ("theta", theta)):
+            _check_probability(name, value, validate=True)
         check_bool("learnable", learnable)
         check_reduction(reduction)
         raw = torch.logit(torch.tensor([prior_weight, theta], dtype=torch.float32))

@@ -6,7 +6,7 @@ import torch
 
 from lossbench.losses._registry import loss_module, register_loss
 from lossbench.losses._softmax import log_softmax
-from lossbench.losses._validation import masked_reduce, sigmoid_inputs, softmax_inputs
+from lossbench.losses._validation import loss_output, masked_reduce, sigmoid_inputs, softmax_inputs
 
 _REFERENCE = "Su, 'How to train your accuracy', kexue.fm/archives/9098"
 
@@ -27,7 +27,7 @@ def smooth_accuracy(
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     p_true = log_softmax(x).gather(1, y[:, None]).squeeze(1).exp()
-    return masked_reduce(1 - p_true, reduction, valid).to(logits.dtype)
+    return loss_output(masked_reduce(1 - p_true, reduction, valid), logits)
 
 
 def binary_smooth_accuracy(
@@ -45,7 +45,7 @@ def binary_smooth_accuracy(
     x, t, valid = sigmoid_inputs(logits, target, ignore_index, reduction, validate)
     # (the miss itself, not 1 minus the hit: 1 - sigmoid(17) is 0 in float32, sigmoid(-17) is 4e-8)
     miss = t * torch.sigmoid(-x) + (1 - t) * torch.sigmoid(x)
-    return masked_reduce(miss, reduction, valid).to(logits.dtype)
+    return loss_output(masked_reduce(miss, reduction, valid), logits)
 
 
 SmoothAccuracyLoss = loss_module(smooth_accuracy, "SmoothAccuracyLoss")

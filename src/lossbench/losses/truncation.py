@@ -21,6 +21,7 @@ from lossbench.losses._softmax import log_softmax
 from lossbench.losses._validation import (
     check_interval,
     check_positive,
+    loss_output,
     masked_reduce,
     reduce,
     sigmoid_inputs,
@@ -69,7 +70,7 @@ def hard_truncation(
     log_p = log_softmax(x).gather(1, y[:, None]).squeeze(1)
     keep = valid & (log_p <= math.log(threshold))
     loss = torch.where(keep, -log_p, torch.zeros_like(log_p))
-    return reduce(loss, reduction, valid).to(logits.dtype)
+    return loss_output(reduce(loss, reduction, valid), logits)
 
 
 def binary_hard_truncation(
@@ -95,7 +96,7 @@ def binary_hard_truncation(
     positive = torch.where(x > edge, torch.zeros_like(x), -F.logsigmoid(x))
     negative = torch.where(x < -edge, torch.zeros_like(x), -F.logsigmoid(-x))
     per_element = t * positive + (1 - t) * negative
-    return masked_reduce(per_element, reduction, valid).to(logits.dtype)
+    return loss_output(masked_reduce(per_element, reduction, valid), logits)
 
 
 def soft_truncation(
@@ -122,7 +123,7 @@ def soft_truncation(
     log_p = log_softmax(x).gather(1, y[:, None]).squeeze(1)
     weight = F.softmax(-sharpness * x, dim=1).gather(1, y[:, None]).squeeze(1)
     per_sample = -weight * log_p
-    return masked_reduce(per_sample, reduction, valid).to(logits.dtype)
+    return loss_output(masked_reduce(per_sample, reduction, valid), logits)
 
 
 def binary_soft_truncation(
@@ -149,7 +150,7 @@ def binary_soft_truncation(
     positive = -torch.sigmoid(-sharpness * x) * F.logsigmoid(x)
     negative = -torch.sigmoid(sharpness * x) * F.logsigmoid(-x)
     per_element = t * positive + (1 - t) * negative
-    return masked_reduce(per_element, reduction, valid).to(logits.dtype)
+    return loss_output(masked_reduce(per_element, reduction, valid), logits)
 
 
 HardTruncationLoss = loss_module(hard_truncation, "HardTruncationLoss")
