@@ -260,7 +260,9 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
                        f"invocation(s) of `lossbench claims run`{_last_run(runs)})."))  # fmt: skip
     methods = [m.name for m in o.spec.methods]
     show_paper = any(cell.published for row in o.cells.values() for cell in row.values())
-    header = ["dataset"] + [f"{m} ours{' / paper' if show_paper else ''}" for m in methods] + [f"{c.treatment} - {c.baseline}", "verdict"]
+    # (a claim on the mean over the datasets: a dataset's own paired word informs, it does not count)
+    last = "verdict (a dataset's own, not counted; the mean's: the claim's)" if c.scope == "across-datasets" else "verdict"
+    header = ["dataset"] + [f"{m} ours{' / paper' if show_paper else ''}" for m in methods] + [f"{c.treatment} - {c.baseline}", last]
     by_dataset = {d.dataset: d for d in o.datasets}
     rows = []
     for label, row in o.cells.items():
