@@ -186,6 +186,30 @@ def test_a_run_compares_with_a_stored_spec_without_importing_its_plugins(tmp_pat
         register_spec(storage, parse_spec(minimal()))
     assert not (tmp_path / "ran").exists() and "lb_foreign_plugin" not in sys.modules
 
+
+def test_a_running_worker_refuses_a_stored_spec_rewritten_with_other_plugins_unread(tmp_path, monkeypatch):
+    """Between its packs a worker checks the stored spec (another worker may have grown it): one that
+    another user rewrote to name other plugins is refused before it is parsed."""
+    import json
+
+    import torch
+
+    from lossbench.bench.runner import Runner
+    from lossbench.bench.storage import FINGERPRINT_ATTR, SPEC_ATTR, open_storage
+
+    (tmp_path / "lb_rewritten_plugin.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = parse_spec(minimal(trials=1, seeds=2, sampler="random"))
+    storage = open_storage(default_storage_url(tmp_path / "out"), spec.heartbeat_interval)
+    runner = Runner(spec, storage, torch.device("cpu"))
+    study = optuna.load_study(study_name="s", storage=storage)
+    stored = json.loads(study.user_attrs[SPEC_ATTR])
+    study.set_user_attr(SPEC_ATTR, json.dumps({**stored, "plugins": ["lb_rewritten_plugin"]}))
+    study.set_user_attr(FINGERPRINT_ATTR, "another")
+    with pytest.raises(SpecError, match=r"the stored spec is not this one \(plugins \['lb_rewritten_plugin'\] against \[\]\)"):
+        runner._check_spec()
+    assert not (tmp_path / "ran").exists() and "lb_rewritten_plugin" not in sys.modules
+
 def test_the_plugins_field_keeps_stored_fingerprints_and_round_trips():
     from lossbench.bench.spec import spec_from_json
 

@@ -344,6 +344,9 @@ def test_runs_under_an_amended_rule_are_history_only_once_a_later_run_used_the_r
     assert decision_changes(storage, reworded, "quick")
     with pytest.raises(ValueError, match="amended_from lists earlier rule texts of an analysis claim"):
         dataclasses.replace(get_claim("exact-table1"), amended_from=("x",))
+    for listed in [(new.rule_text,), (old.rule_text, old.rule_text)]:  # the current one, or one twice
+        with pytest.raises(ValueError, match="each once, not the current one"):
+            dataclasses.replace(new, amended_from=listed)
 
 
 def test_a_bench_claims_decision_is_stored_before_its_runs_and_an_interrupted_one_keeps_it(tiny_claim, tmp_path, monkeypatch):

@@ -108,6 +108,12 @@ def test_a_run_that_never_reached_the_target_is_a_bound_not_a_value(never):
     overall, parts = clipping_verdict(epochs, never=never)
     assert overall.word == "inconclusive" and all(v.word == "inconclusive" for v in parts.values())
     assert "sign test over 3 seeds, 1 with a run censored" in parts["mnist/clip_smooth"].reason
+    # the span of the intervals is the t-tests' cells', whichever dataset comes first (a sign test has none)
+    timed = {"d1": {"clip": [5.0, 6, 5], "clip_smooth": [6.0, 7, 5], "none": [8.0, 9, 9]}}
+    spans = [clipping_verdict(dict(order), never=never)[0].effect for order in
+             ([*timed.items(), *epochs.items()], [*epochs.items(), *timed.items()])]  # fmt: skip
+    assert all(not math.isnan(e.ci_low) for e in spans) and spans[0].ci_low == spans[1].ci_low
+    assert "or the sign test where counts are censored" in spans[0].method
 
 def test_the_clipping_analysis_reads_the_stored_training_curves(tmp_path, monkeypatch):
     tiny = parse_spec({

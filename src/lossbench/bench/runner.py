@@ -270,7 +270,7 @@ class Runner:
     def _check_spec(self) -> None:
         """Raise :class:`SpecGrew` where the stored spec is no longer this worker's (it grew)."""
         if stored_fingerprint(self.storage, self.spec.name) != self.spec.fingerprint():
-            raise SpecGrew(stored_spec(self.storage, self.spec.name))
+            raise SpecGrew(stored_spec(self.storage, self.spec.name, self.spec.plugins))
 
     def _adopt(self, spec: Spec) -> None:
         """Continue with the stored ``spec``, grown from this worker's."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import json
 import math
 import os
@@ -131,11 +132,9 @@ def check_storage_url(url: str) -> None:
 def _with_driver(url: str) -> str:
     """``url`` with PostgreSQL's driver the ``postgres`` extra installs, psycopg2, where the URL names
     none: SQLAlchemy 2.1 made psycopg 3 the default, so ``postgresql://`` asked for a driver not installed."""
-    if url.startswith("postgresql://"):
-        with contextlib.suppress(ImportError):
-            import psycopg2  # noqa: F401
-
-            return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    # (installed, not imported: a psycopg2 that fails to import then says why, not that psycopg 3 is missing)
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
     return url
 
 
@@ -536,13 +535,8 @@ def register_spec(storage: optuna.storages.BaseStorage, spec: Spec) -> list[str]
         return []
     if stored == spec.fingerprint():
         return []
-    # Other plugins make another spec, told before the stored one is parsed: parsing imports its plugins,
-    # and a shared storage's spec may name any module
-    plugins = json.loads(attrs[SPEC_ATTR]).get("plugins") or []
-    if plugins != list(spec.plugins):
-        grown, changed = [], [f"plugins {plugins} against {list(spec.plugins)}"]
-    else:
-        grown, changed = spec_growth(spec_from_json(attrs[SPEC_ATTR]), spec)
+    other = other_plugins(attrs[SPEC_ATTR], spec.plugins)
+    grown, changed = ([], [other]) if other else spec_growth(spec_from_json(attrs[SPEC_ATTR]), spec)
     if changed:
         shown = "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise SpecError(
@@ -620,7 +614,16 @@ def set_study_attrs(storage: optuna.storages.BaseStorage, study: optuna.Study, a
             raise
 
 
-def stored_spec(storage: RDBStorage, name: str) -> Spec:
+def other_plugins(text: str, plugins: Sequence[str]) -> str | None:
+    """How the stored spec ``text`` differs by its plugins from ``plugins``, else None: told before it is
+    parsed, as parsing imports its plugins and a shared storage's spec may name any module."""
+    stored = json.loads(text).get("plugins") or []
+    return None if stored == list(plugins) else f"plugins {stored} against {list(plugins)}"
+
+
+def stored_spec(storage: RDBStorage, name: str, plugins: Sequence[str] | None = None) -> Spec:
+    """The spec stored as ``name``; given the ``plugins`` the caller runs with, one that names others is
+    refused unparsed (:func:`other_plugins`)."""
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -629,6 +632,9 @@ def stored_spec(storage: RDBStorage, name: str) -> Spec:
     text = study.user_attrs.get(SPEC_ATTR)
     if text is None:
         raise SpecError(f"study {name!r} in this storage was not created by lossbench")
+    other = None if plugins is None else other_plugins(text, plugins)
+    if other:
+        raise SpecError(f"study {name!r}: the stored spec is not this one ({other}); refused unread")
     return spec_from_json(text)
 
 

@@ -8,6 +8,7 @@ any run.  Every number keeps the trial numbers it came from.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +136,12 @@ def counted_word(word: str, own: Verdict) -> str:
     return word if word == own.word else f"{word} (contradicted alone; not kept by Holm's correction)"
 
 
+def _defined(pick: Callable[[list[float]], float], values: list[float]) -> float:
+    """``pick`` (min or max) of the values that are not nan (a sign test's missing interval), else nan."""
+    kept = [v for v in values if not math.isnan(v)]
+    return pick(kept) if kept else math.nan
+
+
 def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
     """A per-dataset claim over several datasets: it holds where it holds on every dataset.
 
@@ -173,9 +180,11 @@ def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
     estimates = [v.effect.estimate for v in verdicts]
     first = verdicts[0].effect
     mean = sum(estimates) / len(estimates)
-    effect = Effect(mean, min(v.effect.ci_low for v in verdicts), max(v.effect.ci_high for v in verdicts),
-                    first.ci_level, max(v.effect.p_value for v in verdicts), len(verdicts),
-                    "per dataset: paired t over seeds; the claim must hold on every dataset (Holm over the datasets "
+    tests = "paired t over seeds" + (", or the sign test where counts are censored"
+                                     if any(v.effect.method.startswith("sign test") for v in verdicts) else "")
+    effect = Effect(mean, _defined(min, [v.effect.ci_low for v in verdicts]), _defined(max, [v.effect.ci_high for v in verdicts]),
+                    first.ci_level, _defined(max, [v.effect.p_value for v in verdicts]), len(verdicts),
+                    f"per dataset: {tests}; the claim must hold on every dataset (Holm over the datasets "
                     "for the opposite)", spans_datasets=True)  # fmt: skip
     return Verdict(word, verdicts[0].rule, effect, reason)
 

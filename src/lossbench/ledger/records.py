@@ -93,6 +93,8 @@ class Claim:
             raise ValueError(f"claim {self.id!r}: an analysis claim needs its function and rule_text")
         if self.amended_from and self.kind != "analysis":
             raise ValueError(f"claim {self.id!r}: amended_from lists earlier rule texts of an analysis claim")
+        if self.rule_text in self.amended_from or len(set(self.amended_from)) < len(self.amended_from):
+            raise ValueError(f"claim {self.id!r}: amended_from lists earlier rule texts, each once, not the current one")
         bad = sorted(set(self.variations) - set(VARIATIONS))
         if bad:
             raise ValueError(f"claim {self.id!r}: unknown variations {bad}; known: {VARIATIONS}")

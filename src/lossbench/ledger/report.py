@@ -291,7 +291,9 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
     if o.ranking is not None:
         r = o.ranking
         ranks = ", ".join(f"{m} {v:.2f}" for m, v in r.mean_ranks.items())
-        blocks.append(Para(f"Ranking of all methods over {r.n_datasets} datasets (mean rank, 1 = best): {ranks}. "
+        apart = [m for m in methods if m not in r.mean_ranks]  # (judge ranks the methods run on every dataset)
+        which = f"the methods run on every dataset (not {', '.join(apart)})" if apart else "all methods"
+        blocks.append(Para(f"Ranking of {which} over {r.n_datasets} datasets (mean rank, 1 = best): {ranks}. "
                            f"Friedman p = {_num(r.friedman_p)}; Nemenyi critical difference {r.critical_difference:.2f} "
                            f"at alpha = {r.alpha}."))  # fmt: skip
         path = inside(out, ASSETS, f"cd-{c.id}-{o.budget}-{o.variation}.png")

@@ -315,7 +315,7 @@ def _reason(
     word: str, rule: Rule, tests: _Tests, shown: _Shown, low: float, high: float, evidence: str, units: Units
 ) -> str:
     """One sentence: the word, the decisive test or bound, then the evidence summary."""
-    ci = f"{rule.ci_level:.0%} CI {units.interval(low, high)}" if not math.isnan(low) else "no interval: some differences are bounds"
+    ci = f"{rule.ci_level:.0%} CI {units.interval(low, high)}" if not math.isnan(low) else "no interval: a sign test"
     a = f"alpha = {rule.alpha:g}"
     margin = f"+-delta = {units.value(rule.delta)}" if rule.delta is not None else ""
     inside = rule.delta is not None and -rule.delta < low and high < rule.delta

@@ -34,10 +34,11 @@ def row_param(
     in ``like``'s dtype; its values are checked when ``validate``.  A 0-d tensor is the number it holds
     (as the losses without per-row values take one), or, when it requires grad, that number for every row."""
     if isinstance(value, torch.Tensor) and value.ndim == 0:
-        check(name, value.item())
-        if not value.requires_grad:
-            return value.item()
-        return value.to(like.dtype).expand(like.shape[0])  # (its gradient kept)
+        if value.requires_grad:  # that number for every row, its gradient kept (checked as the rows are)
+            if validate:
+                check(name, value.item())
+            return value.to(device=like.device, dtype=like.dtype).expand(like.shape[0])
+        value = value.item()
     if not isinstance(value, torch.Tensor):
         check(name, value)
         return value
