@@ -20,11 +20,10 @@ from sqlalchemy import Insert, event
 
 from lossbench.bench.execution import run_seed
 from lossbench.bench.runner import Runner, draw_index
-from lossbench.bench.spec import load_spec
+from lossbench.bench.spec import evaluation_seeds, load_spec
 from lossbench.bench.storage import (
     budget_trials,
     default_storage_url,
-    evaluation_seeds,
     final_runs,
     open_storage,
     register_spec,

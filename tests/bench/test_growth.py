@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from lossbench.bench import compare
 from lossbench.bench.results import collect
 from lossbench.bench.runner import Runner
-from lossbench.bench.spec import SpecError, parse_spec
+from lossbench.bench.spec import SpecError, evaluation_seeds, parse_spec
 from lossbench.bench.storage import (
     CHOSEN_FROM_ATTR,
     CONFIG_ATTR,
@@ -22,7 +22,6 @@ from lossbench.bench.storage import (
     HISTORY_ATTR,
     choose,
     default_storage_url,
-    evaluation_seeds,
     final_runs,
     open_storage,
     register_spec,

@@ -19,7 +19,7 @@ from lossbench.bench.metrics import METRICS
 from lossbench.bench.plots import hyperparameter_scatter, method_colours
 from lossbench.bench.report import _protocol, leaderboard_header, write_report
 from lossbench.bench.results import DatasetResult, MethodResult, collect, range_edges
-from lossbench.bench.spec import parse_spec
+from lossbench.bench.spec import evaluation_seeds, parse_spec
 from lossbench.bench.stats import format_p, paired_test, ranks, summarize
 from lossbench.bench.storage import (
     CHOSEN_FROM_ATTR,
@@ -27,7 +27,6 @@ from lossbench.bench.storage import (
     OWN_VALIDATION,
     RUN_ATTR,
     VALIDATION_ATTR,
-    evaluation_seeds,
     study_name,
 )
 

@@ -13,10 +13,9 @@ from optuna.trial import TrialState
 from lossbench.bench.report import PLOT_KINDS, write_report
 from lossbench.bench.results import collect
 from lossbench.bench.runner import Runner
-from lossbench.bench.spec import SpecError, load_spec, parse_spec
+from lossbench.bench.spec import SpecError, evaluation_seeds, load_spec, parse_spec
 from lossbench.bench.storage import (
     default_storage_url,
-    evaluation_seeds,
     open_storage,
     run_record,
     study_name,

@@ -132,3 +132,15 @@ def test_methods_may_fix_module_options_such_as_exacts_sigma_schedule():
     loss = method.build_loss({"lr": 0.1}, {}, "multiclass").loss
     loss.set_epoch(15, 16)
     assert loss.sigma == 0.01
+
+
+def test_resampled_splits_refuse_evaluation_seeds_the_loaders_split_cannot_take():
+    """Each evaluation seed (seed * 1000 + i) draws the loader's split: scikit-learn's random split takes
+    seeds below 2**32, so a large spec seed would fail only after the tuning."""
+    spec = {**MINIMAL, "seed": 5_000_000, "resample_splits": True}
+    table = {"name": "table", "params": {"path": "t.csv", "split": "random"}}
+    with pytest.raises(SpecError, match=r"datasets\[0\] \(table\): resample_splits draws a random split .* up to 5000000004"):
+        parse_spec({**spec, "datasets": [table]})
+    stratified = {"name": "table", "params": {"path": "t.csv"}}  # (the table's default split takes seeds below 2**64)
+    assert parse_spec({**spec, "datasets": [stratified]}).seed == 5_000_000
+    assert parse_spec({**spec, "seed": 4_000_000, "datasets": [table]}).seed == 4_000_000

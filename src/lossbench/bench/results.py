@@ -23,14 +23,13 @@ from lossbench.bench.metrics import (
     selection_metric,
     task_of_metrics,
 )
-from lossbench.bench.spec import SEED_PARAM, DatasetSpec, MethodSpec, Spec
+from lossbench.bench.spec import SEED_PARAM, DatasetSpec, MethodSpec, Spec, evaluation_seeds
 from lossbench.bench.stats import PairedTest, Summary, holm, paired_test, ranks, summarize
 from lossbench.bench.storage import (
     CHOSEN_FROM_ATTR,
     CONFIG_ATTR,
     budget_trials,
     current_choice,
-    evaluation_seeds,
     final_runs,
     run_record,
     scored_through,

@@ -67,7 +67,7 @@ from lossbench.bench.execution import (
 from lossbench.bench.methods import Method, check_compatible, resolve_method, suggest
 from lossbench.bench.metrics import diverged_score, selection_metric
 from lossbench.bench.plugins import code_digests
-from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec, SpecError, spec_growth
+from lossbench.bench.spec import DatasetSpec, MethodSpec, Spec, SpecError, evaluation_seeds, spec_growth
 from lossbench.bench.storage import (
     ALONE_ATTR,
     CHOSEN_FROM_ATTR,
@@ -82,7 +82,6 @@ from lossbench.bench.storage import (
     budget_trials,
     check_inputs,
     current_choice,
-    evaluation_seeds,
     final_runs,
     record_inputs,
     register_spec,

@@ -660,6 +660,7 @@ def _check_settings_apply(spec: Spec, source: str) -> None:
     if spec.search_order and spec.sampler != "python-random":
         raise SpecError(f"{source}: search_order is the python-random sampler's draw order; sampler {spec.sampler!r} ignores it")
     from lossbench.data import DATASETS, load_dataset
+    from lossbench.data.splits import SEED_BITS
 
     for i, d in enumerate(spec.datasets):
         if "data_dir" in d.params:  # the runner passes --data-dir to every loader itself
@@ -672,12 +673,24 @@ def _check_settings_apply(spec: Spec, source: str) -> None:
         for key, value in d.params.items():
             if key in arguments:  # unknown keys: refused, with the dataset's parameters, when loaded
                 check_value(f"{source} datasets[{i}] ({d.name})", f"params.{key}", value, arguments[key])
+        split = d.params.get("split", arguments["split"].default if "split" in arguments else None)
+        if spec.resample_splits and "seed" in arguments and split in SEED_BITS:
+            last = max(evaluation_seeds(spec))  # (each evaluation seed draws the loader's split)
+            if last >= 2 ** SEED_BITS[split]:
+                raise SpecError(f"{source} datasets[{i}] ({d.name}): resample_splits draws a {split} split per "
+                                f"evaluation seed (seed * 1000 + i, up to {last}), which takes seeds below "
+                                f"2**{SEED_BITS[split]}; use a smaller seed")  # fmt: skip
         # The default metric stands for each task's headline (micro-F1 on multi-label sets); a metric
         # named otherwise must exist for every dataset's task, else another one would be maximised.
         metrics = SELECTION_METRICS.get(info.task, (spec.selection_metric,))
         if spec.selection_metric != _default(Spec, "selection_metric") and spec.selection_metric not in metrics:
             raise SpecError(f"{source}: selection_metric {spec.selection_metric!r} does not exist for "
                             f"{info.task} dataset {d.label!r} (it has {metrics})")  # fmt: skip
+
+
+def evaluation_seeds(spec: Spec) -> list[int]:
+    """The same seeds for every method, so their test scores pair up seed by seed."""
+    return [spec.seed * 1000 + i for i in range(spec.seeds)]
 
 
 def spec_from_json(text: str) -> Spec:

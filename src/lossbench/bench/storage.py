@@ -680,11 +680,6 @@ def run_record(trial: FrozenTrial) -> dict[str, Any]:
     return trial.user_attrs.get(RUN_ATTR, {})
 
 
-def evaluation_seeds(spec: Spec) -> list[int]:
-    """The same seeds for every method, so their test scores pair up seed by seed."""
-    return [spec.seed * 1000 + i for i in range(spec.seeds)]
-
-
 def budget_trials(trials: list[FrozenTrial], budget: int) -> list[FrozenTrial]:
     """The first ``budget`` complete trials by number: the method's equal tuning budget."""
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number)
