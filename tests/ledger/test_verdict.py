@@ -562,3 +562,18 @@ def test_censored_values_are_bounds_and_the_sign_test_judges_them():
     assert v.word == "holds" and v.effect.p_value == pytest.approx(1 / 32)
     with pytest.raises(ValueError, match="paired scores need the same seeds"):
         censored_paired_verdict([1, 2], [1], rule, censored_from=13)
+
+
+def test_a_no_difference_claim_over_datasets_is_contradicted_only_by_its_alpha_over_2_interval():
+    """Its sides beyond the margin are tested at alpha / 2: the interval that matches is the (1 - alpha)
+    one. Here the 90 % interval lies above +delta and the rank test passes at 0.025, the 95 % one does not."""
+    x = [0.0155, 0.0214, -0.0069, 0.0241, 0.0207, 0.0093, 0.012, 0.0164, 0.0213, 0.015, 0.0273, 0.0213]
+    v = across_datasets_verdict(dict(zip("abcdefghijkl", x)), Rule("equal", alpha=0.05, delta=0.01))
+    assert v.effect.ci_low > 0.01 and v.word == "inconclusive"
+    assert "95% CI [0.009516, 0.02006], the sides' interval" in v.reason
+    assert "for D > +delta the Wilcoxon test agrees but the interval does not" in v.reason
+    # paired seeds: the reason shows the same interval, which the t-test at alpha / 2 matches exactly
+    p = paired_verdict([0.93, 0.95, 0.94, 0.96], [0.90, 0.90, 0.91, 0.90], Rule("equal", alpha=0.05, delta=0.01))
+    d = np.array([0.93, 0.95, 0.94, 0.96]) - np.array([0.90, 0.90, 0.91, 0.90])
+    wide = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert f"95% CI [{wide.low:.4g}, {wide.high:.4g}], the sides' interval" in p.reason

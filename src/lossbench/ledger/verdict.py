@@ -117,6 +117,9 @@ CHANGES_AFTER_RUNS = (
      "[+6.76, +15.21] -> [+6.62, +15.07])"),
     ("2026-12-05", "a no-difference claim is contradicted only by a difference beyond its margin shown at alpha / 2 "
      "on that side (before: alpha on each side, up to 2 alpha together)", "no verdict changed"),
+    ("2026-12-05", "over datasets, a no-difference claim's side beyond the margin needs its (1 - alpha) bootstrap "
+     "interval beyond it, the interval of a test at alpha / 2 (before: the (1 - 2 alpha) one); its reasons show that "
+     "interval", "no verdict changed"),
 )  # fmt: skip
 DIRECTIONS = ("greater", "less", "equal")
 
@@ -312,10 +315,14 @@ def _rejects(p: float, alpha: float) -> bool:
 
 
 def _reason(
-    word: str, rule: Rule, tests: _Tests, shown: _Shown, low: float, high: float, evidence: str, units: Units
+    word: str, rule: Rule, tests: _Tests, shown: _Shown, low: float, high: float, evidence: str, units: Units,
+    sides: tuple[float, float] | None = None,
 ) -> str:
-    """One sentence: the word, the decisive test or bound, then the evidence summary."""
+    """One sentence: the word, the decisive test or bound, then the evidence summary.  ``sides``: for an
+    "equal" claim, the ``(1 - alpha)`` interval, which matches its tests beyond the margin (each at alpha / 2)."""
     ci = f"{rule.ci_level:.0%} CI {units.interval(low, high)}" if not math.isnan(low) else "no interval: a sign test"
+    if sides is not None and word != "holds":
+        ci += f"; {1 - rule.alpha:.0%} CI {units.interval(*sides)}, the sides' interval"
     a = f"alpha = {rule.alpha:g}"
     margin = f"+-delta = {units.value(rule.delta)}" if rule.delta is not None else ""
     inside = rule.delta is not None and -rule.delta < low and high < rule.delta
@@ -398,13 +405,18 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule, *, uni
 
     c, rounding = constant_difference(t, b)  # (0.0: the same score on every seed, up to the scores' rounding)
     constant = c is not None
+    sides = None  # (an "equal" claim's (1 - alpha) interval: its sides beyond the margin are tested at alpha / 2)
     if constant:
         estimate, low, high = c, c, c
+        sides = (c, c) if rule.direction == "equal" else None
         method = f"constant difference over {n} seeds (zero variance: decided by its value)"
     else:
         estimate = float(d.mean())
         ci = stats.ttest_1samp(d, 0.0).confidence_interval(rule.ci_level)
         low, high = float(ci.low), float(ci.high)
+        if rule.direction == "equal":
+            wide = stats.ttest_1samp(d, 0.0).confidence_interval(1 - rule.alpha)
+            sides = (float(wide.low), float(wide.high))
         method = f"paired t over {n} seeds"
 
     def p(m: float, side: str) -> float:
@@ -425,7 +437,7 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule, *, uni
     word = _decide(rule, shown)
     evidence = f"{method}, mean difference {units.value(estimate)}"
     effect = Effect(estimate, low, high, rule.ci_level, tests.claim(rule), n, method)
-    reason = _reason(word, rule, tests, shown, low, high, evidence, units)
+    reason = _reason(word, rule, tests, shown, low, high, evidence, units, sides)
     return Verdict(word, rule, effect, reason, _opposite(rule, tests), _unopposed(rule, shown))
 
 
@@ -521,8 +533,9 @@ def across_datasets_verdict(
       differences no directional p below ``2**-k`` is attainable, which the reason reports;
     - the bootstrap ``(1 - 2 alpha)`` interval of the mean (``scipy.stats.bootstrap``,
       ``n_resamples`` resamples drawn with ``seed``) lies on the shown side: above 0 for
-      *positive*, below 0 for *negative*, inside ``(-delta, delta)`` for *within*, above +delta
-      or below -delta for *above*/*below*.  The interval is BCa; when BCa's bounds are not finite
+      *positive*, below 0 for *negative*, inside ``(-delta, delta)`` for *within*; for *above*/*below*
+      (a no-difference claim's sides, each tested at alpha / 2) the ``(1 - alpha)`` interval lies above
+      +delta or below -delta.  The interval is BCa; when BCa's bounds are not finite
       (its bias or acceleration is undefined, as when almost every resampled mean lies on one
       side of the estimate) the percentile interval of the same resamples is used, and
       ``Effect.method`` says so.  All differences equal: the interval is ``[c, c]``.
@@ -543,6 +556,8 @@ def across_datasets_verdict(
     estimate = float(x.mean())
     nonzero = int(np.count_nonzero(_within_rounding(x, rounding)))  # (as the rank tests count them)
     low, high, interval = _bootstrap_mean(x, rule.ci_level, n_resamples, seed)
+    # an "equal" claim's sides beyond the margin: each at alpha / 2, with the (1 - alpha) interval
+    sides = _bootstrap_mean(x, 1 - rule.alpha, n_resamples, seed)[:2] if rule.direction == "equal" else (low, high)
 
     def p(shift: float, side: str) -> float:
         return _wilcoxon_p(_within_rounding(x - shift, rounding), side, n_resamples, seed)
@@ -553,8 +568,8 @@ def across_datasets_verdict(
         positive=_rejects(tests.positive, a) and low > r,
         negative=_rejects(tests.negative, a) and high < -r,
         within=dl is not None and _rejects(tests.within, a) and -dl + r < low and high < dl - r,
-        above=dl is not None and _rejects(tests.above, _side(rule)) and low > dl + r,
-        below=dl is not None and _rejects(tests.below, _side(rule)) and high < -dl - r,
+        above=dl is not None and _rejects(tests.above, _side(rule)) and sides[0] > dl + r,
+        below=dl is not None and _rejects(tests.below, _side(rule)) and sides[1] < -dl - r,
     )
     word = _decide(rule, shown)
     method = f"Wilcoxon signed-rank (Pratt zeros) + {interval} of the mean over {n} datasets"
@@ -568,13 +583,20 @@ def across_datasets_verdict(
             f"2**-{nonzero} = {floor:.3g} is attainable"
         )
     # a side shown by one of the two conditions alone (the reader sees the interval beside the p-value)
-    for name, p_side, beyond in (("> 0", tests.positive, low > r), ("< 0", tests.negative, high < -r)):
-        if rule.direction != "equal" and _rejects(p_side, a) != beyond:
+    if rule.direction == "equal":
+        checks = (("> +delta", tests.above, sides[0] > dl + r), ("< -delta", tests.below, sides[1] < -dl - r))
+        level, said = _side(rule), "alpha / 2"
+    else:
+        checks = (("> 0", tests.positive, low > r), ("< 0", tests.negative, high < -r))
+        level, said = a, "alpha"
+    for name, p_side, beyond in checks:
+        if _rejects(p_side, level) != beyond:
             evidence += (f"; for D {name} the {'interval' if beyond else 'Wilcoxon test'} agrees but the "
-                         f"{'Wilcoxon test (p > alpha)' if beyond else 'interval'} does not, and a comparison is "
+                         f"{f'Wilcoxon test (p > {said})' if beyond else 'interval'} does not, and a comparison is "
                          "shown only where both do")  # fmt: skip
     effect = Effect(estimate, low, high, rule.ci_level, tests.claim(rule), n, method)
-    return Verdict(word, rule, effect, _reason(word, rule, tests, shown, low, high, evidence, units))
+    reason = _reason(word, rule, tests, shown, low, high, evidence, units, sides if rule.direction == "equal" else None)
+    return Verdict(word, rule, effect, reason)
 
 
 def _within_rounding(x: np.ndarray, rounding: float) -> np.ndarray:
