@@ -338,7 +338,7 @@ def test_jobs_runs_local_workers_on_one_study(tmp_path):
     out = tmp_path / "out"
     cli_ok("run", str(spec_path), "--out", str(out), "--jobs", "2", "--pack", "2")
     assert_complete_and_counted_once(open_storage(default_storage_url(out)), load_spec(spec_path))
-    assert not list(out.glob("worker-*.log"))
+    assert not list(out.glob("*.worker-*.log"))
 
 
 def test_a_ctrl_c_resumes_into_the_uninterrupted_study(tmp_path, monkeypatch):

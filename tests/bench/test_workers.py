@@ -18,7 +18,7 @@ def test_local_workers_create_the_output_folder_for_their_logs(tmp_path, capfd):
     url = f"sqlite:///{tmp_path}/empty.db"
     with LocalWorkers(1, "no-such-study", url, str(out)) as workers:  # no such study: the worker exits non-zero
         pass
-    log = out / "worker-1.log"
+    log = out / "no-such-study.worker-1.log"
     assert log.is_file() and log.read_text().strip()
     # the block (the starter's run) ended normally: a failed worker is reported, its log kept, nothing raised
     assert workers.failed == [f"{log} (exit status 2)"]  # (the CLI's exit status for a refused input)
@@ -36,17 +36,17 @@ def test_a_local_worker_imports_nothing_from_the_working_directory(tmp_path, mon
         pass
     assert workers.failed  # no such study: the worker exits non-zero
     assert not marker.exists()
-    assert "planted" not in (tmp_path / "out" / "worker-1.log").read_text()
+    assert "planted" not in (tmp_path / "out" / "no-such-study.worker-1.log").read_text()
 
 
 def test_workers_started_before_a_refused_log_are_stopped(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "worker-2.log").symlink_to(tmp_path / "elsewhere.log")  # refused before any worker starts
+    (out / "no-such-study.worker-2.log").symlink_to(tmp_path / "elsewhere.log")  # refused before any worker starts
     with pytest.raises(ValueError, match="not inside the output folder"):
         with LocalWorkers(2, "no-such-study", f"sqlite:///{tmp_path}/empty.db", str(out)):
             pass
-    assert not (out / "worker-1.log").exists()
+    assert not (out / "no-such-study.worker-1.log").exists()
 
 
 def test_a_study_named_like_an_option_reaches_the_worker_as_its_study(tmp_path):
@@ -85,11 +85,13 @@ def test_an_earlier_runs_worker_log_is_kept(tmp_path, monkeypatch, capsys, statu
     monkeypatch.setattr(workers.subprocess, "Popen", _FakeWorker)
     out = tmp_path / "out"
     out.mkdir()
-    (out / "worker-1.log").write_text("the failure the last warning named\n")
-    (out / "worker-1.previous.log").write_text("older still\n")
+    (out / "s.worker-1.log").write_text("the failure the last warning named\n")
+    (out / "s.worker-1.previous.log").write_text("older still\n")
+    (out / "t.worker-1.log").write_text("another study's failure\n")  # (a claims run's other variation)
     with LocalWorkers(1, "s", "sqlite:///x.db", str(out)) as started:
         pass
-    log, previous = out / "worker-1.log", out / "worker-1.previous.log"
+    log, previous = out / "s.worker-1.log", out / "s.worker-1.previous.log"
+    assert (out / "t.worker-1.log").read_text() == "another study's failure\n"
     assert previous.read_text() == "the failure the last warning named\n"  # (before: truncated, deleted on success)
     err = capsys.readouterr().err
     assert f"note: the earlier run's worker log(s) are now {previous}" in err
@@ -174,7 +176,7 @@ def test_a_killed_run_leaves_no_local_worker_running(tmp_path, stop):
         assert proc.returncode == (128 + signal.SIGTERM if stop == signal.SIGTERM else -signal.SIGKILL)
         _wait_for(lambda: not _running(worker), "the worker to stop")
         if stop == signal.SIGTERM:  # (stopped with it: no log to read)
-            assert not list((tmp_path / "out").glob("worker-*.log"))
+            assert not list((tmp_path / "out").glob("*.worker-*.log"))
     finally:
         proc.kill()
 

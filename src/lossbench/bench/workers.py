@@ -5,7 +5,8 @@
 units of the same study through the storage, as workers on other machines do, with crash safety
 unchanged.  The storage URL reaches them through the environment, never their command line (a
 password would show in ``ps``).  Each worker's output goes to a log file in the output folder,
-kept when the worker fails; the next run moves it to ``worker-N.previous.log``.
+kept when the worker fails; the next run of the study moves it to ``<study>.worker-N.previous.log``
+(named by the study: the studies of one ``claims run`` share an output folder).
 
 Threads: torch's default of one thread per core makes each small run fight every other process
 for the cores, so each process uses ``defaults.DEFAULT_THREADS`` unless told otherwise.
@@ -82,7 +83,7 @@ class LocalWorkers:
         self.count, self.study, self.url, self.out, self.options = count, study, storage_url, out, list(options)
         self._procs: list[tuple[subprocess.Popen, Path]] = []
         self.failed: list[str] = []  # "<log> (exit status N)" of each worker that failed
-        self.previous: list[Path] = []  # the logs an earlier run left, moved to worker-N.previous.log
+        self.previous: list[Path] = []  # the logs an earlier run left, moved to <study>.worker-N.previous.log
 
     def command(self) -> list[str]:
         """A worker's command line: the study after ``--``, so that a name such as ``-fast`` is not an option."""
@@ -91,8 +92,8 @@ class LocalWorkers:
     def __enter__(self) -> LocalWorkers:
         env = worker_environment(self.url)
         Path(self.out).mkdir(parents=True, exist_ok=True)  # the workers' logs go there before the study writes anything
-        logs = [inside(self.out, f"worker-{i + 1}.log") for i in range(self.count)]  # every path checked before any start
-        previous = [inside(self.out, f"worker-{i + 1}.previous.log") for i in range(self.count)]
+        logs = [inside(self.out, f"{self.study}.worker-{i + 1}.log") for i in range(self.count)]  # every path checked before any start
+        previous = [inside(self.out, f"{self.study}.worker-{i + 1}.previous.log") for i in range(self.count)]
         # A log an earlier run left is a failed (or killed) worker's, which its warning sent the user to read.
         self.previous = []
         for log, old in zip(logs, previous):
