@@ -61,3 +61,9 @@ def test_unknown_nominal_value(tmp_path):
 def test_unknown_label(tmp_path):
     with pytest.raises(ValueError, match=r"adult.data:2: income label '50K' is not one of"):
         load_adult(*files(tmp_path, train=rows(["<=50K", "50K"])))
+
+
+def test_a_comment_holding_a_line_separator_stays_one_line(tmp_path):
+    # str.splitlines splits at U+2028 (and \x85, \x0c): only \n, \r\n and \r end a line here
+    ds = load_adult(*files(tmp_path, test="|1x3 Cross\u2028validator\n" + rows([">50K", "<=50K"], dot=".")))
+    assert len(ds.y_test) == 2

@@ -195,3 +195,20 @@ def test_a_value_beyond_float32s_range_is_refused(tmp_path):
     path = write(tmp_path / "t.arff", ARFF.replace("4.0, green, 40", "4.0, green, 1e300"))
     with pytest.raises(ValueError, match=r"t.arff:14: attribute 'weight': 1e\+300 is beyond float32's range"):
         load_arff(path)
+
+
+def test_a_comment_holding_a_latin1_ellipsis_stays_one_line(tmp_path):
+    # byte 0x85 read as Latin-1 is U+0085, at which str.splitlines would split the comment in two
+    data = ARFF.replace("% comment inside data", "% comment\x85 inside data").encode("latin-1")
+    assert len(parse_arff(write(tmp_path / "t.arff", data)).values) == 6
+
+
+def test_split_arguments_are_checked_before_the_file_is_read(tmp_path):
+    absent, test = tmp_path / "absent.arff", tmp_path / "absent-test.arff"
+    for load in (load_arff, load_meka_arff):
+        with pytest.raises(ValueError, match=r"test_fraction must lie in \(0, 1\), got 2"):
+            load(absent, test_fraction=2)
+        with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*64\) for the stratified split, got -1"):
+            load(absent, seed=-1)
+        with pytest.raises(ValueError, match=r"test_fraction=0.3 and test_path='.*absent-test.arff' exclude each other"):
+            load(absent, test_path=test, test_fraction=0.3)  # (was ignored: the test file made the split)

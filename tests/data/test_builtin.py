@@ -42,3 +42,15 @@ def test_synthetic_multilabel():
     ds = load_dataset("synthetic_multilabel", n_labels=4, n_samples=500)
     assert ds.task == "multilabel" and ds.y_train.shape == (400, 4) and ds.y_train.dtype == torch.float32
     assert ds.class_counts.shape == (4,) and (ds.class_counts > 0).all()
+
+
+@pytest.mark.parametrize("name", ["synthetic", "synthetic_multilabel"])
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_synthetic_sets_refuse_a_seed_scikit_learn_cannot_take(name, seed):
+    with pytest.raises(ValueError, match=rf"seed must be an int in \[0, 2\*\*32\) for scikit-learn's generator, got {seed}"):
+        load_dataset(name, seed=seed)
+
+
+def test_a_test_fraction_holding_out_nothing_is_refused():
+    with pytest.raises(ValueError, match=r"test_fraction=0.001 of 150 samples holds out no test sample"):
+        load_dataset("iris", test_fraction=0.001)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import struct
 
 import numpy as np
 import pytest
@@ -89,4 +90,18 @@ def test_a_split_with_zero_records_is_named(tmp_path, split):
     write(tmp_path / f"{split}-images-idx3-ubyte", idx_bytes(np.zeros((0, 4, 5), np.uint8)))
     write(tmp_path / f"{split}-labels-idx1-ubyte", idx_bytes(np.zeros(0, np.uint8)))
     with pytest.raises(ValueError, match=rf"^\S*{split}-labels-idx1-ubyte: no records \(0 labels; "):
+        load_idx_dir(tmp_path, cache=False)
+
+
+def test_a_header_whose_size_overflows_64_bits_names_the_file(tmp_path):
+    # 65536**4 bytes is 2**64: a product in int64 wraps to 0, which an empty payload matched
+    path = write(tmp_path / "huge", bytes([0, 0, 0x08, 4]) + struct.pack(">4I", *[65536] * 4))
+    with pytest.raises(ValueError, match=r"huge: header declares shape \(65536, 65536, 65536, 65536\) \(18446744073709551616 "):
+        read_idx(path)
+
+
+def test_a_test_label_training_never_shows_is_refused(tmp_path):
+    write_idx_set(tmp_path, gz=False)
+    write(tmp_path / "t10k-labels-idx1-ubyte", idx_bytes(np.array([0, 1, 2, 3], np.uint8)))
+    with pytest.raises(ValueError, match=r"test_labels='.*t10k-labels-idx1-ubyte': labels \['3'\] do not occur in the training"):
         load_idx_dir(tmp_path, cache=False)

@@ -115,3 +115,11 @@ def test_images_without_a_defined_range_are_refused(tmp_path, pixels, mode):
         ValueError, match=rf"wide.tif: mode {mode} image with values in .* has no defined range"
     ):
         load_image_folder(tmp_path)
+
+
+def test_hidden_folders_and_files_are_skipped(tmp_path):
+    gray_tree(tmp_path)
+    save(tmp_path / "train" / ".ipynb_checkpoints" / "0.png", np.zeros((6, 5), np.uint8))  # no class
+    (tmp_path / "train" / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07")  # macOS's AppleDouble file: no image
+    ds = load_image_folder(tmp_path, cache=False)
+    assert ds.class_names == ["cat", "dog"] and len(ds.y_train) == 6

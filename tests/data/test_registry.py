@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import os
+import re
 import urllib.error
 import warnings
 import zipfile
@@ -14,7 +16,17 @@ import torch
 
 import lossbench.data.arff as arff_module
 from lossbench.cli import main
-from lossbench.data import DATASETS, DataUnavailableError, RemoteFile, _cache, load_arff, load_dataset
+from lossbench.data import (
+    DATASETS,
+    DataUnavailableError,
+    RemoteFile,
+    _cache,
+    load_adult,
+    load_arff,
+    load_dataset,
+    load_idx,
+    load_text_table,
+)
 from lossbench.data._cache import cache_path
 from lossbench.data._files import DOWNLOAD_TIMEOUT_S, fetch, sha256
 from lossbench.data._registry import DatasetInfo, FileResolver
@@ -303,3 +315,42 @@ def test_under_umask_002_the_caches_lossbench_makes_stay_trusted(tmp_path, monke
     assert [oct(p.stat().st_mode & 0o777) for p in made] == [oct(0o700)] * len(made)
     entries = [p for p in (home / "lossbench" / "parsed").rglob("*") if p.is_file()]  # the parse and a verified stamp
     assert len(entries) == 2 and {oct(p.stat().st_mode & 0o777) for p in entries} == {oct(0o600)}  # (not the group's)
+
+
+@pytest.mark.parametrize(
+    "load",
+    [
+        lambda d: load_arff(d / "nope.arff"),
+        lambda d: load_text_table(d / "nope.tsv"),
+        lambda d: load_adult(d / "nope.data", d / "nope.test"),
+        lambda d: load_idx(*(d / f"nope{i}" for i in range(4))),
+    ],
+    ids=["arff", "text_table", "adult", "idx"],
+)
+def test_a_missing_source_is_one_line_through_the_parse_cache(tmp_path, fresh_cache, load):
+    # the cache's fingerprint looks at the file before any parse: read_bytes's error, not a traceback
+    with pytest.raises(ValueError, match="^file not found: " + re.escape(str(tmp_path / "nope"))):
+        load(tmp_path)
+
+
+def test_datasets_command_refuses_a_missing_file_in_one_line(capsys, tmp_path):
+    assert main(["datasets", "arff", f"path={tmp_path / 'nope.arff'}"]) == 2
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.endswith(f"file not found: {tmp_path / 'nope.arff'}")
+
+
+def test_a_truncated_download_tries_the_next_url(tmp_path, monkeypatch):
+    class Truncated(io.BytesIO):
+        def read(self, *args):
+            raise http.client.IncompleteRead(b"pay", 4)  # no OSError: it escaped the mirror loop
+
+    def urlopen(url, timeout):
+        return Truncated() if url.startswith("https://first") else io.BytesIO(b"payload")
+
+    monkeypatch.setattr("urllib.request.urlopen", urlopen)
+    urls = ("https://first.invalid/file.bin", "https://second.invalid/file.bin")
+    path = fetch(RemoteFile("file.bin", urls, sha256=(sha256(b"payload"),)), tmp_path / "data")
+    assert path.read_bytes() == b"payload"
+    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: Truncated())
+    with pytest.raises(DataUnavailableError, match=r"https://first.invalid/file.bin: IncompleteRead\(3 bytes"):
+        fetch(RemoteFile("file.bin", urls[:1], sha256=(sha256(b"payload"),)), tmp_path / "data2")

@@ -15,7 +15,7 @@ from lossbench.data import (
     standardize,
     stratified_split,
 )
-from lossbench.data.splits import random_split
+from lossbench.data.splits import random_split, train_test_indices
 
 
 def labels(counts):
@@ -128,3 +128,18 @@ def test_iterate_minibatches_covers_every_index_once():
     assert [b.tolist() for b in ordered] == [[0, 1], [2, 3], [4]]
     again = list(iterate_minibatches(10, 4, torch.Generator().manual_seed(0)))
     assert all(torch.equal(a, b) for a, b in zip(batches, again))
+
+
+@pytest.mark.parametrize(
+    ("y", "fraction", "why"),
+    [
+        (torch.tensor([0, 0, 1, 1]), 0.1, r"the fraction is too small \(round\(4 \* 0.1\) = 0\)"),
+        (torch.arange(5), 0.5, r"no class has two samples"),
+    ],
+)
+def test_a_test_split_holding_out_nothing_is_refused(y, fraction, why):
+    with pytest.raises(ValueError, match=rf"test_fraction={fraction:g} of {len(y)} samples holds out no test sample: {why}"):
+        train_test_indices(y, fraction, 0)
+    # stratified_split itself returns the empty part: the bench refuses an empty validation part naming
+    # the spec's val_fraction (bench.methods.check_validation_part)
+    assert len(stratified_split(y, fraction)[1]) == 0

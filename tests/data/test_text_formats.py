@@ -152,3 +152,13 @@ def test_an_empty_label_is_refused_by_line(tmp_path):
 
     with pytest.raises(ValueError, match=r"t.tsv:3: the label is empty"):
         read_text_table(write(tmp_path / "t.tsv", "sentence\tlabel\ngood\tpos\nbad\t \n"))
+
+
+def test_records_split_at_line_ends_only(tmp_path):
+    # str.splitlines also splits at U+2028, form feeds and \x85 (a Windows-1252 ellipsis read as Latin-1)
+    fasttext = write(tmp_path / "ft.txt", "__label__a one\u2028two\n__label__b three\x0cfour\n" * 2)
+    ds = load_fasttext_file(fasttext, test_fraction=0.5, cache=False)
+    assert len(ds.y_train) + len(ds.y_test) == 4
+    trec = write(tmp_path / "trec.label", b"DESC:manner Why so\x85 ?\nNUM:dist How far ?\n" * 2)  # Latin-1
+    ds = load_trec_file(trec, test_fraction=0.5, cache=False)
+    assert len(ds.y_train) + len(ds.y_test) == 4

@@ -24,11 +24,11 @@ from typing import Any
 import torch
 
 from lossbench._paths import UntrustedDirError, trusted_dir
-from lossbench.data._files import CACHE_DIR_ENV, RemoteFile, atomic_write, default_cache_dir
+from lossbench.data._files import CACHE_DIR_ENV, RemoteFile, atomic_write, default_cache_dir, unreadable
 
 # Bump when a loader's parsed output changes, so stale entries are rebuilt.  2: loaders refuse
 # non-finite values, which entries parsed before may hold.
-CACHE_VERSION = 3  # 3: a nominal value is one category whichever file it came from
+CACHE_VERSION = 4  # 3: a nominal value is one category whichever file it came from; 4: lines split at line ends only, hidden entries of folders skipped
 
 
 def fingerprint(paths: Sequence[Path]) -> list[list[Any]]:
@@ -36,7 +36,10 @@ def fingerprint(paths: Sequence[Path]) -> list[list[Any]]:
     ctime, which no copy or edit can set back (``cp -p`` or ``rsync -t`` keep size and mtime)."""
     out = []
     for p in paths:
-        st = Path(p).stat()
+        try:
+            st = Path(p).stat()
+        except OSError as err:  # (a source named by the user: the loaders' one-line error, before any parse)
+            raise unreadable(p, err) from None
         out.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns])
     return out
 

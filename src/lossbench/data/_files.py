@@ -17,6 +17,7 @@ import bz2
 import codecs
 import gzip
 import hashlib
+import http.client
 import io
 import math
 import os
@@ -69,16 +70,38 @@ def decompress(data: bytes, path: Path | str) -> bytes:
     return data
 
 
+def unreadable(path: Path | str, err: OSError) -> ValueError:
+    """The one-line error for a source file that cannot be opened (or looked at): a missing file, a
+    directory, no permission... are the user's mistake, not a traceback."""
+    if isinstance(err, FileNotFoundError):
+        return ValueError(f"file not found: {path}")
+    return ValueError(f"cannot read {path}: {err.strerror or err}")
+
+
 def read_bytes(path: Path | str) -> bytes:
     """The decompressed content of a file."""
     path = Path(path)
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ValueError(f"file not found: {path}") from None
-    except OSError as err:  # a directory, no permission, ...: the user's mistake, one line
-        raise ValueError(f"cannot read {path}: {err.strerror or err}") from None
+    except OSError as err:
+        raise unreadable(path, err) from None
     return decompress(raw, path)
+
+
+def visible_entries(folder: Path) -> list[Path]:
+    """The entries of ``folder``, sorted, without hidden ones (names starting with ``.``): the
+    ``.ipynb_checkpoints``, ``.git`` and ``.DS_Store`` that tools leave are no class or sample."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def split_lines(text: str) -> list[str]:
+    """``text`` split at line ends only (``\\n``, ``\\r\\n``, ``\\r``).  ``str.splitlines`` also splits at
+    form feeds, \\x1c-\\x1e, U+2028/U+2029 and \\x85 (a Windows-1252 ellipsis read as Latin-1), which
+    would cut a record in two."""
+    return _LINE_END.split(text)
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 def read_text(path: Path | str) -> str:
@@ -200,7 +223,10 @@ def fetch(rf: RemoteFile, directory: Path, timeout: float = DOWNLOAD_TIMEOUT_S) 
                 with zipfile.ZipFile(io.BytesIO(data)) as archive:
                     data = archive.read(rf.member)
             rf.check(data, url)
-        except (urllib.error.URLError, OSError, zipfile.BadZipFile, KeyError, ValueError) as err:
+        # (HTTPException: a truncated body raises IncompleteRead, which is no OSError; the next URL is tried)
+        except (
+            urllib.error.URLError, OSError, http.client.HTTPException, zipfile.BadZipFile, KeyError, ValueError
+        ) as err:
             failures.append(f"{url}: {getattr(err, 'reason', err)}")
             continue
         dest = directory / rf.name

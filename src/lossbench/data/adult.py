@@ -20,7 +20,7 @@ import torch
 
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset
-from lossbench.data._files import finite_float, read_text
+from lossbench.data._files import finite_float, read_text, split_lines
 from lossbench.data._tabular import Column, encode_columns
 
 # From adult.names (UCI ML Repository), in its order.
@@ -159,7 +159,7 @@ def parse_adult(path: Path | str) -> tuple[torch.Tensor, torch.Tensor]:
     width = len(ADULT_COLUMNS) + 1
     values: list[float] = []
     labels: list[int] = []
-    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+    for lineno, line in enumerate(split_lines(read_text(path)), 1):
         if not line.strip() or line.startswith("|"):
             continue
         fields = [f.strip() for f in line.split(",")]

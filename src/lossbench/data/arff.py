@@ -14,7 +14,7 @@ split (missing -> training mean), nominal ones one-hot (missing -> all zeros).
 
 ARFF files carry no train/test split: unless a ``test_path`` is given, a seeded stratified
 split holds out ``test_fraction`` (default 20 %, the protocol of the EXACT paper's UCI
-experiments, Karpukhin et al. 2022).
+experiments, Karpukhin et al. 2022); the two exclude each other.
 
 MEKA (Read et al., https://waikato.github.io/meka/) marks multi-label files in the relation
 name: ``-C L`` means the first ``L`` attributes are the binary labels, ``-C -L`` the last
@@ -33,9 +33,9 @@ import torch
 
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset, check_test_labels
-from lossbench.data._files import finite_float, read_text
+from lossbench.data._files import finite_float, read_text, split_lines
 from lossbench.data._tabular import FLOAT32_MAX, Column, encode_columns
-from lossbench.data.splits import DEFAULT_TEST_FRACTION, train_test_indices
+from lossbench.data.splits import _check_seed, resolve_test_fraction, train_test_indices
 
 NUMERIC_TYPES = ("numeric", "real", "integer")
 
@@ -157,7 +157,7 @@ def parse_arff(path: Path | str) -> ArffTable:
     relation, columns = None, []
     values: list[float] = []
     line_numbers: list[int] = []
-    lines = read_text(path).splitlines()
+    lines = split_lines(read_text(path))
     in_data = False
     converters: list[Any] = []
     for lineno, raw in enumerate(lines, 1):
@@ -234,6 +234,12 @@ def read_arff(path: Path | str, *, cache: bool = True) -> ArffTable:
     )
 
 
+def _check_split(test_path: Path | str | None, test_fraction: float | None, seed: int) -> float:
+    """The test fraction to split by (0 with a test file), the arguments checked before any file is read."""
+    _check_seed(seed, "stratified")
+    return resolve_test_fraction(test_path, test_fraction)
+
+
 def _read_tables(path: Path, test_path: Path | str | None, cache: bool) -> list[tuple[Path, ArffTable]]:
     tables = [(path, read_arff(path, cache=cache))]
     if test_path is not None:
@@ -296,7 +302,7 @@ def load_arff(
     *,
     test_path: Path | str | None = None,
     class_attribute: str | int | None = None,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
+    test_fraction: float | None = None,
     seed: int = 0,
     name: str | None = None,
     source: str | None = None,
@@ -309,6 +315,7 @@ def load_arff(
     ``test_path``, a seeded stratified split holds out ``test_fraction`` of the rows.
     """
     path = Path(path)
+    test_fraction = _check_split(test_path, test_fraction, seed)
     tables = _read_tables(path, test_path, cache)
     table = tables[0][1]
     k = _resolve_attribute(table.columns, class_attribute, path)
@@ -357,7 +364,7 @@ def load_meka_arff(
     *,
     test_path: Path | str | None = None,
     num_labels: int | None = None,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
+    test_fraction: float | None = None,
     seed: int = 0,
     name: str | None = None,
     source: str | None = None,
@@ -370,6 +377,7 @@ def load_meka_arff(
     seeded split stratifies on each row's rarest positive label (``stratified_split``).
     """
     path = Path(path)
+    test_fraction = _check_split(test_path, test_fraction, seed)
     tables = _read_tables(path, test_path, cache)
     table = tables[0][1]
     c = num_labels if num_labels is not None else meka_label_count(table.relation)

@@ -10,7 +10,13 @@ from __future__ import annotations
 import torch
 
 from lossbench.data._dataset import Dataset
-from lossbench.data.splits import DEFAULT_TEST_FRACTION, standardize, train_test_indices
+from lossbench.data.splits import (
+    DEFAULT_TEST_FRACTION,
+    SEED_BITS,
+    check_seed,
+    standardize,
+    train_test_indices,
+)
 
 SKLEARN_SETS = {
     "digits": "load_digits",
@@ -69,6 +75,11 @@ def load_sklearn(name: str, *, test_fraction: float = DEFAULT_TEST_FRACTION, see
     )
 
 
+def _check_generator_seed(seed: int) -> None:
+    # the generators take the seed as random_state: NumPy's legacy generator, as the random split does
+    check_seed(seed, SEED_BITS["random"], "for scikit-learn's generator")
+
+
 def class_weights(num_classes: int, imbalance: float) -> list[float]:
     """Class proportions ``w_i ∝ imbalance^(-i/(C-1))``: the long-tail profile of ``long_tail``."""
     if not imbalance >= 1:
@@ -97,6 +108,7 @@ def load_synthetic(
     """
     from sklearn.datasets import make_classification
 
+    _check_generator_seed(seed)
     if n_classes < 2:
         raise ValueError(f"n_classes must be >= 2, got {n_classes!r}")
     x, y = make_classification(
@@ -138,6 +150,7 @@ def load_synthetic_multilabel(
     """
     from sklearn.datasets import make_multilabel_classification
 
+    _check_generator_seed(seed)
     x, y = make_multilabel_classification(
         n_samples=n_samples, n_features=n_features, n_classes=n_labels, n_labels=avg_labels, random_state=seed
     )

@@ -9,6 +9,7 @@ gzip-compressed files are read transparently.  Images become ``float32 (N, 1, H,
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 
 from lossbench.data._cache import cached
-from lossbench.data._dataset import Dataset
+from lossbench.data._dataset import Dataset, check_test_labels
 from lossbench.data._files import read_bytes
 
 IDX_TYPES = {
@@ -46,7 +47,7 @@ def read_idx(path: Path | str) -> torch.Tensor:
         raise ValueError(f"{path}: truncated IDX header ({len(data)} bytes for {ndim} dimensions)")
     shape = struct.unpack(f">{ndim}I", data[4:header])
     dtype, size = IDX_TYPES[data[2]]
-    expected = size * int(np.prod(shape, dtype=np.int64))
+    expected = size * math.prod(shape)  # Python ints: a huge header's product does not wrap around
     if len(data) - header != expected:
         raise ValueError(
             f"{path}: header declares shape {shape} ({expected} bytes of data) but the file holds "
@@ -141,6 +142,7 @@ def load_idx(
         raise ValueError(
             f"{paths[1]}: labels reach {num_classes - 1} but only {len(class_names)} class names were given"
         )
+    check_test_labels(p["y_train"], p["y_test"], list(class_names), f"test_labels={str(paths[3])!r}")
 
     def images(x: torch.Tensor) -> torch.Tensor:
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()

@@ -1,7 +1,8 @@
 """Image classification trees: ``root/<split>/<class>/<image>`` (torchvision's ImageFolder layout).
 
 Classes are the training split's sub-directories, sorted by name; the test split may use a
-subset of them.  Images (``.png .jpg .jpeg .bmp .gif .tif .tiff .webp``, read with Pillow)
+subset of them.  Hidden folders and files (names starting with ``.``) are skipped, as in
+``text_folder``.  Images (``.png .jpg .jpeg .bmp .gif .tif .tiff .webp``, read with Pillow)
 become ``float32 (N, C, H, W)`` in ``[0, 1]``:
 
 - channels: ``channels=1`` converts to grayscale (Pillow's ``L``: ITU-R 601-2 luma),
@@ -22,6 +23,7 @@ import torch
 
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset
+from lossbench.data._files import visible_entries
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
@@ -34,8 +36,8 @@ def _list_split(root: Path, split: str) -> list[tuple[str, list[Path]]]:
     if not folder.is_dir():
         raise ValueError(f"image folder split not found: {folder} (root= holds train/<class>/ and test/<class>/ folders of images)")
     classes = []
-    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
-        images = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    for d in (p for p in visible_entries(folder) if p.is_dir()):
+        images = [p for p in visible_entries(d) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
         if not images:
             raise ValueError(f"{d}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         classes.append((d.name, images))

@@ -10,6 +10,7 @@ import math
 import numbers
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -30,10 +31,29 @@ def _check_fraction(name: str, value: float) -> None:
 SEED_BITS = {"random": 32, "stratified": 64}
 
 
-def _check_seed(seed: int, split: str) -> None:
-    bits = SEED_BITS[split]
+def check_seed(seed: int, bits: int, what: str) -> None:
+    """Refuse a ``seed`` outside ``[0, 2**bits)``; ``what`` says who takes it (``for the random split``)."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**bits:
-        raise ValueError(f"seed must be an int in [0, 2**{bits}) for the {split} split, got {seed!r}")
+        raise ValueError(f"seed must be an int in [0, 2**{bits}) {what}, got {seed!r}")
+
+
+def _check_seed(seed: int, split: str) -> None:
+    check_seed(seed, SEED_BITS[split], f"for the {split} split")
+
+
+def resolve_test_fraction(test_path: Any, test_fraction: float | None) -> float:
+    """The test fraction a loader uses: none with a test file, the default without one.  A loader's
+    ``test_fraction`` defaults to None, so one given together with ``test_path`` is refused, not ignored."""
+    if test_path is not None:
+        if test_fraction is not None:
+            raise ValueError(
+                f"test_fraction={test_fraction!r} and test_path={str(test_path)!r} exclude each other"
+            )
+        return 0.0
+    if test_fraction is None:
+        return DEFAULT_TEST_FRACTION
+    _check_fraction("test_fraction", test_fraction)
+    return test_fraction
 
 
 def stratification_groups(y: torch.Tensor) -> torch.Tensor:
@@ -107,9 +127,19 @@ def stratified_split(
 
 
 def train_test_indices(y: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The seeded stratified train/test split used for sources that ship without one."""
+    """The seeded stratified train/test split used for sources that ship without one; a split that
+    would hold out no test sample is refused (``stratified_split`` leaves that to its callers: the
+    bench names the spec's ``val_fraction`` for an empty validation part)."""
     _check_fraction("test_fraction", test_fraction)
-    return stratified_split(y, val_fraction=test_fraction, seed=seed)
+    train_idx, test_idx = stratified_split(y, val_fraction=test_fraction, seed=seed)
+    if len(test_idx) == 0:
+        n = len(train_idx)
+        if round(n * test_fraction):  # (a class's only sample stays in training)
+            why = "no class has two samples"
+        else:
+            why = f"the fraction is too small (round({n} * {test_fraction:g}) = 0)"
+        raise ValueError(f"test_fraction={test_fraction:g} of {n} samples holds out no test sample: {why}")
+    return train_idx, test_idx
 
 
 def provided_validation(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -121,7 +121,7 @@ import torch
 
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset, check_test_labels
-from lossbench.data._files import read_bytes
+from lossbench.data._files import read_bytes, split_lines
 from lossbench.data._tabular import FLOAT32_MAX
 from lossbench.data.splits import (
     DEFAULT_TEST_FRACTION,
@@ -291,7 +291,7 @@ def _read_text_frame(
     text = _decode(data, path, encoding)
     kept = [
         (i, line)
-        for i, line in enumerate(re.split(r"\r\n|\r|\n", text), 1)
+        for i, line in enumerate(split_lines(text), 1)
         if line.strip() and not (comment and line.lstrip().startswith(comment))
     ]
     if not kept:

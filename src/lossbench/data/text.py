@@ -57,7 +57,7 @@ import torch
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset
 from lossbench.data._files import read_text
-from lossbench.data.splits import DEFAULT_TEST_FRACTION, VALIDATION_MASK, _check_fraction, train_test_indices
+from lossbench.data.splits import VALIDATION_MASK, resolve_test_fraction, train_test_indices
 from lossbench.data.text_bags import TokenBags
 from lossbench.data.text_tokens import get_tokenizer, tokenize
 
@@ -482,17 +482,3 @@ def load_text_table(
         # the folder's name, also for a relative path ("train.tsv"); a file at / gives its stem
         name=Path(os.path.abspath(train_path)).parent.name or Path(train_path).stem,
     )
-
-
-def resolve_test_fraction(test_path: Any, test_fraction: float | None) -> float:
-    """The test fraction a loader uses: none with a test file, the default without one."""
-    if test_path is not None:
-        if test_fraction is not None:
-            raise ValueError(
-                f"test_fraction={test_fraction!r} and test_path={str(test_path)!r} exclude each other"
-            )
-        return 0.0
-    if test_fraction is None:
-        return DEFAULT_TEST_FRACTION
-    _check_fraction("test_fraction", test_fraction)
-    return test_fraction

@@ -14,7 +14,7 @@ import functools
 from pathlib import Path
 
 from lossbench.data._dataset import Dataset
-from lossbench.data._files import read_text
+from lossbench.data._files import read_text, visible_entries
 from lossbench.data.text import Documents, TextOptions, read_splits, text_loader
 
 
@@ -23,11 +23,11 @@ def list_documents(folder: Path) -> list[tuple[str, Path]]:
     if not folder.is_dir():
         raise ValueError(f"text folder not found: {folder}")
     found = []
-    classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = [d for d in visible_entries(folder) if d.is_dir()]
     if not classes:
         raise ValueError(f"{folder}: no class sub-folders (expected {folder}/<class>/<document>)")
     for d in classes:
-        files = sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith("."))
+        files = [f for f in visible_entries(d) if f.is_file()]
         if not files:
             raise ValueError(f"{d}: class folder holds no documents")
         found.extend((d.name, f) for f in files)

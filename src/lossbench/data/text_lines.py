@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbench.data._dataset import Dataset
-from lossbench.data._files import read_text
+from lossbench.data._files import read_text, split_lines
 from lossbench.data.text import Documents, TextOptions, read_splits, text_loader
 
 TREC_LABELS = ("coarse", "fine")
@@ -30,7 +30,7 @@ LineParser = Callable[[str, str], tuple[str, str]]  # (line, "file:line") -> (la
 
 def read_lines(path: Path, parse: LineParser) -> Documents:
     texts, labels, where = [], [], []
-    for number, line in enumerate(read_text(path).splitlines(), 1):
+    for number, line in enumerate(split_lines(read_text(path)), 1):
         if not line.strip():
             continue
         label, text = parse(line, f"{path}:{number}")
