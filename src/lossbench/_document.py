@@ -2,7 +2,8 @@
 
 Both renderings come from the same blocks, so the two files say the same thing.  Text is plain
 but for `code` spans, which the HTML shows as code; a ``Markdown`` block is kept as written in
-the markdown and shown preformatted in the HTML.
+the markdown and shown preformatted in the HTML.  Text that holds a user's names (a method named
+``<img ...>``) is shown as written in both: the markdown escapes what it would read as HTML.
 """
 
 from __future__ import annotations
@@ -56,17 +57,45 @@ STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}"
          "font-size:13px;text-align:left;vertical-align:top}th{background:#f3f3f3}img{max-width:100%}")  # fmt: skip
 
 
+_CODE = re.compile(r"`([^`]+)`")  # a `code` span: shown as written by both renderings
+# What markdown would take for raw HTML or an entity: '&', '<' where a tag, comment or autolink could
+# start, '>' opening a line (a quote).  Only those, so that "p <= 0.05" and "a -> b" stay as written.
+_MARKUP = re.compile(r"&|<(?=[A-Za-z/!?])|(?m:^ {0,3}>)")
+_LINE_END = re.compile(r"\r\n?|\n")  # ends a heading or a table row early
+
+
+def _text(text: object) -> str:
+    """Text for the markdown, shown as written: outside its `code` spans (verbatim there), markup
+    written as entities."""
+    text = str(text)
+    code = [span.span() for span in _CODE.finditer(text)]
+
+    def entity(m: re.Match) -> str:
+        if any(start <= m.start() < end for start, end in code):
+            return m.group()
+        return m.group().replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+    return _MARKUP.sub(entity, text)
+
+
+def _line(text: object) -> str:
+    """Text on one line of the markdown (a heading, a table cell)."""
+    return _LINE_END.sub(" ", _text(text))
+
+
 def to_markdown(blocks: list[Block], out: Path) -> str:
     lines: list[str] = []
     for b in blocks:
         if isinstance(b, Heading):
-            lines += ["#" * b.level + " " + b.text, ""]
-        elif isinstance(b, (Para, Markdown)):
+            lines += ["#" * b.level + " " + _line(b.text), ""]
+        elif isinstance(b, Para):
+            lines += [_text(b.text), ""]
+        elif isinstance(b, Markdown):
             lines += [b.text, ""]
         elif isinstance(b, Bullets):
-            lines += [f"- {item}" for item in b.items] + [""]
+            lines += [f"- {_text(item)}" for item in b.items] + [""]
         elif isinstance(b, Table):
-            cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+            cell = lambda s: _line(s).replace("|", "\\|")  # noqa: E731
             lines.append("| " + " | ".join(map(cell, b.header)) + " |")
             lines.append("|" + "---|" * len(b.header))
             lines += ["| " + " | ".join(map(cell, row)) + " |" for row in b.rows]
@@ -78,7 +107,7 @@ def to_markdown(blocks: list[Block], out: Path) -> str:
 
 def _inline(text: str) -> str:
     """Escaped text with `code` spans as <code>."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(text)))
+    return _CODE.sub(r"<code>\1</code>", html.escape(str(text)))
 
 
 def to_html(blocks: list[Block], title: str) -> str:

@@ -30,15 +30,17 @@ def constant_difference(treatment, baseline) -> tuple[float | None, float]:
 
 
 def tied_within(values, rounding: float) -> np.ndarray:
-    """``values`` with each run of values within ``rounding`` of its sorted neighbour made equal to the
-    run's smallest: ties that the scores' rounding cannot tell apart (a rank reads them as tied)."""
+    """``values`` with each run of values within ``rounding`` of the run's smallest (in sorted order) made
+    equal to it: ties that the scores' rounding cannot tell apart (a rank reads them as tied).  Each value
+    is compared with the run's smallest, not with its sorted neighbour: every two values of a run are then
+    within ``rounding``, and a chain of small steps (0, 0.6 r, 1.2 r) never ties values more than r apart."""
     x = np.asarray(values, dtype=float).copy()
     if rounding <= 0 or x.size < 2:
         return x
     order = np.argsort(x, kind="stable")
     size = x[order]
     for i in range(1, size.size):
-        if size[i] - size[i - 1] <= rounding:
+        if size[i] - size[i - 1] <= rounding:  # (size[i - 1] is the run's smallest by now)
             size[i] = size[i - 1]
     x[order] = size
     return x

@@ -44,13 +44,14 @@ ENV = {"lossbench": "0.1.0", "commit": "abc1234", "torch": "2.13.0", "threads": 
 
 
 def hand_storage(spec, scores: dict[str, list[float]], chosen_lr: dict[str, float],
-                 validation: str | None = None, flag_nan: bool = True) -> optuna.storages.BaseStorage:  # fmt: skip
-    """Each method's two tuning trials and its final runs' test scores (nan: a diverged run) on wine;
-    ``validation``: what the tuning runs' records say of their validation split (else nothing);
-    ``flag_nan``: whether a nan score's record says the run diverged (a finite model may score nan)."""
+                 validation: str | None = None, flag_nan: bool = True, label: str = "wine") -> optuna.storages.BaseStorage:  # fmt: skip
+    """Each method's two tuning trials and its final runs' test scores (nan: a diverged run) on wine
+    (``label``: the spec's label for it); ``validation``: what the tuning runs' records say of their
+    validation split (else nothing); ``flag_nan``: whether a nan score's record says the run diverged
+    (a finite model may score nan)."""
     storage = optuna.storages.InMemoryStorage()
     for name, values in scores.items():
-        tune = optuna.create_study(storage=storage, study_name=study_name(spec.name, "tune", "wine", name), direction="maximize")
+        tune = optuna.create_study(storage=storage, study_name=study_name(spec.name, "tune", label, name), direction="maximize")
         for i, lr in enumerate((0.01, chosen_lr[name])):
             record = {"metrics": {"accuracy": 0.5 + i / 10}, "seed": i, "worker": "h:1", "seconds": 0.1,
                       "environment": ENV, "sizes": {"fit": 114, "scored": 28}}  # fmt: skip
@@ -59,7 +60,7 @@ def hand_storage(spec, scores: dict[str, list[float]], chosen_lr: dict[str, floa
             tune.add_trial(optuna.trial.create_trial(params={"lr": lr, "weight_decay": 1e-4}, value=0.5 + i / 10,
                                                      distributions={"lr": LR, "weight_decay": WD},
                                                      user_attrs={RUN_ATTR: record}))  # fmt: skip
-        final = optuna.create_study(storage=storage, study_name=study_name(spec.name, "final", "wine", name), direction="maximize")
+        final = optuna.create_study(storage=storage, study_name=study_name(spec.name, "final", label, name), direction="maximize")
         config = {"lr": chosen_lr[name], "weight_decay": 1e-4}
         final.set_user_attr(CHOSEN_FROM_ATTR, 1)
         final.set_user_attr(CONFIG_ATTR, config)

@@ -32,6 +32,13 @@ def method_colours(spec: Spec) -> Colours:
     return {name: to_hex(cmap(i % cmap.N)) for i, name in enumerate(names)}
 
 
+def _shown(text: object) -> str:
+    """A name from the spec (label, method, parameter, choice) as matplotlib draws it as written: '$'
+    escaped, as text between two is a formula to matplotlib (``cost$x^$`` raised ValueError, and no
+    report was written).  The metrics' names are the bench's own."""
+    return str(text).replace("$", r"\$")
+
+
 def _mean_curve(runs, key: str) -> tuple[np.ndarray | None, set[int]]:
     """The mean curve over ``runs`` of ``key`` (each epoch's nan values left out: a diverged run's) and
     the indices of the runs left out of some epoch's mean."""
@@ -59,14 +66,14 @@ def learning_curves(result: DatasetResult, colours: Colours) -> bytes:
         left_out += len(nan_loss | nan_metric)
         colour = colours[row.method.name]
         if loss is not None:
-            ax_loss.plot(np.arange(1, len(loss) + 1), loss, label=row.method.name, color=colour)
+            ax_loss.plot(np.arange(1, len(loss) + 1), loss, label=_shown(row.method.name), color=colour)
         if metric is not None:
-            ax_metric.plot(np.arange(1, len(metric) + 1), metric, label=row.method.name, color=colour)
+            ax_metric.plot(np.arange(1, len(metric) + 1), metric, label=_shown(row.method.name), color=colour)
     ax_loss.set(xlabel="epoch", ylabel="training loss (each method's own)", title="training loss")
     ax_metric.set(xlabel="epoch", ylabel=f"test {result.metric}", title=f"test {result.metric}")
     ax_metric.legend(fontsize=8)
     note = f"; {left_out} diverged run(s) left out of the epochs where they are nan" if left_out else ""
-    fig.suptitle(f"{result.dataset.label}: learning curves (mean over seeds{note})")
+    fig.suptitle(_shown(f"{result.dataset.label}: learning curves (mean over seeds{note})"))
     return _png(fig)
 
 
@@ -91,7 +98,7 @@ def hyperparameter_scatter(result: DatasetResult, spec: Spec, colours: Colours) 
                        label="chosen")  # fmt: skip
             ax.legend(fontsize=7)
         if grid is not None:
-            ax.set_xticks(range(len(grid)), ["default" if c is None else f"{c:g}" if _number(c) else str(c) for c in grid])
+            ax.set_xticks(range(len(grid)), [_shown("default" if c is None else f"{c:g}" if _number(c) else c) for c in grid])
             ax.set_xlim(-0.5, len(grid) - 0.5)
         elif getattr(dist, "log", False) or (isinstance(spec.search.get(key), FloatRange) and spec.search[key].log):
             ax.set_xscale("log")
@@ -101,10 +108,10 @@ def hyperparameter_scatter(result: DatasetResult, spec: Spec, colours: Colours) 
                 # were most of the figure's drawing time (under a decade they are its only labels)
                 ax.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=True))
                 ax.xaxis.set_minor_locator(NullLocator())
-        ax.set(xlabel=key, ylabel=f"validation {result.metric}", title=row.method.name)
+        ax.set(xlabel=_shown(key), ylabel=f"validation {result.metric}", title=_shown(row.method.name))
     for ax in list(axes.flat)[len(rows) :]:
         ax.axis("off")
-    fig.suptitle(f"{result.dataset.label}: tuning trials")
+    fig.suptitle(_shown(f"{result.dataset.label}: tuning trials"))
     return _png(fig)
 
 
@@ -128,10 +135,10 @@ def budget_curves(result: DatasetResult, colours: Colours) -> bytes:
     for row in result.trained_methods:
         curve = row.budget_curve()
         if curve:
-            ax.plot(np.arange(1, len(curve) + 1), curve, marker=".", label=row.method.name, color=colours[row.method.name])
+            ax.plot(np.arange(1, len(curve) + 1), curve, marker=".", label=_shown(row.method.name), color=colours[row.method.name])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="tuning trials spent", ylabel=f"best validation {result.metric}",
-           title=f"{result.dataset.label}: tuning budget")  # fmt: skip
+           title=_shown(f"{result.dataset.label}: tuning budget"))  # fmt: skip
     ax.legend(fontsize=8)
     return _png(fig)
 

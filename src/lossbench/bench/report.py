@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import io
+import itertools
 import json
 import math
 from pathlib import Path
@@ -36,8 +37,26 @@ REPORT_MANIFEST = ".lossbench-report.json"
 NOT_RECORDED = "not recorded (runs stored before lossbench recorded it)"
 
 
-def _fmt(x: float | None, digits: int = 4) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+DIGITS = 4  # a score's decimals in the report; a leaderboard prints more where its ranks need them (_digits)
+
+
+def _fmt(x: float | None, digits: int = DIGITS, sign: str = "") -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:{sign}.{digits}f}"
+
+
+def _digits(result: DatasetResult) -> int:
+    """The decimals that print apart every two neighbours in rank that are not tied, and every
+    difference from a baseline not tied with it: 4, or more, as ties are judged at the scores' float32
+    rounding, far below 4 decimals (0.98124 and 0.98116 both printed 0.9812, ranked 1 and 2)."""
+    ranked = [r for r in result.methods if not math.isnan(r.rank)]  # (best first)
+    base = next((r for r in ranked if r.method.name == result.baseline), None)
+    apart = [(a.summaries[result.metric].mean, b.summaries[result.metric].mean)
+             for a, b in itertools.pairwise(ranked) if a.rank != b.rank]  # fmt: skip
+    apart += [(abs(r.paired.mean_difference), 0.0) for r in ranked if r.paired and base and r.rank != base.rank]
+    digits = DIGITS
+    while digits < 17 and any(_fmt(a, digits) == _fmt(b, digits) for a, b in apart):  # (17: any two doubles)
+        digits += 1
+    return digits
 
 
 def _value(v: Any) -> str:
@@ -55,13 +74,13 @@ def _rank(r: MethodResult) -> str:
     return "-" if math.isnan(r.rank) else f"{r.rank:g}" + (" (tie)" if r.tied else "")
 
 
-def _vs_baseline(r: MethodResult, baseline: str | None) -> str:
+def _vs_baseline(r: MethodResult, baseline: str | None, digits: int = DIGITS) -> str:
     if r.paired is None:
         return "baseline" if r.method.name == baseline else "-"
     p = r.paired
     constant = " (the same on every seed)" if p.same_on_every_seed else ""
-    return (f"{p.mean_difference:+.4f} [{p.ci_low:+.4f}, {p.ci_high:+.4f}]{constant}, p {format_p(p.p_value)}, "
-            f"Holm {format_p(r.p_holm)}")  # fmt: skip
+    d = [_fmt(x, digits, "+") for x in (p.mean_difference, p.ci_low, p.ci_high)]
+    return f"{d[0]} [{d[1]}, {d[2]}]{constant}, p {format_p(p.p_value)}, Holm {format_p(r.p_holm)}"
 
 
 def leaderboard_header(result: DatasetResult) -> list[str]:
@@ -73,7 +92,7 @@ def leaderboard_header(result: DatasetResult) -> list[str]:
 
 def leaderboard_rows(result: DatasetResult) -> list[list[str]]:
     """One display row per method, best first (cells in :func:`leaderboard_header`'s order)."""
-    rows = []
+    rows, digits = [], _digits(result)
     for r in result.methods:
         s = r.summaries.get(result.metric)
         status = "" if r.complete else f" (incomplete: {len(r.runs)}/{len(r.seeds)} seeds)"
@@ -81,10 +100,10 @@ def leaderboard_rows(result: DatasetResult) -> list[list[str]]:
         if diverged:
             status += f" ({diverged} diverged)"
         final = ",".join(str(r.runs[k].number) for k in sorted(r.runs))
-        paired = [_vs_baseline(r, result.baseline)] if result.baseline is not None else []
+        paired = [_vs_baseline(r, result.baseline, digits)] if result.baseline is not None else []
         rows.append([
-            _rank(r), r.method.name + status, f"{_fmt(s.mean)} ± {_fmt(s.std)}" if s else "-",
-            f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]" if s else "-", *paired,
+            _rank(r), r.method.name + status, f"{_fmt(s.mean, digits)} ± {_fmt(s.std, digits)}" if s else "-",
+            f"[{_fmt(s.ci_low, digits)}, {_fmt(s.ci_high, digits)}]" if s else "-", *paired,
             _params(r.config, r.edges), f"tune #{r.chosen_trial}; final #{final}" if r.runs else "-",
         ])  # fmt: skip
     return rows
@@ -257,8 +276,15 @@ def _paired(spec: Spec) -> str:
             "a difference the same on every seed, one test example on each, say, leaves the t-test no variance: its "
             "p is the limit 0, marked 'the same on every seed'), Holm-adjusted across every other method of the data "
             "set (one not complete yet counts as p = 1, so a report in progress adjusts no less than the finished "
-            "study). The intervals and tests are over seeds: conditional on the test split and on each method's "
-            "chosen configuration")
+            f"study). The intervals and tests are over seeds: {_conditional(spec)}")
+
+
+def _conditional(spec: Spec) -> str:
+    """What the intervals over seeds hold fixed: with ``resample_splits`` each seed has a split of its own."""
+    if spec.resample_splits:
+        return ("each seed with its own train/test split (resample_splits), so they include the variation over "
+                "splits; conditional on each method's chosen configuration")  # fmt: skip
+    return "conditional on the test split and on each method's chosen configuration"
 
 
 def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) -> list[Block]:
@@ -289,10 +315,12 @@ SLUG_BYTES = 100
 def _slug(result: DatasetResult) -> str:
     """The dataset label as a file name: as it is where it is one, else with its other characters replaced
     and a digest of the label added ("wine a" and "wine_a" are two data sets, and two plots).  A label
-    longer than ``SLUG_BYTES`` (UTF-8) is cut there, on a character boundary, and gets the digest too."""
+    longer than ``SLUG_BYTES`` (UTF-8) is cut there, on a character boundary, and gets the digest too; so
+    does one with upper case (or any letter case-folding changes): "Adult" and "adult" are one file name
+    where case does not count (macOS, Windows), and lower-case labels keep their names."""
     label = result.dataset.label
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
-    if slug == label and len(label.encode()) <= SLUG_BYTES:
+    if slug == label and len(label.encode()) <= SLUG_BYTES and slug == slug.casefold():
         return slug
     cut = slug.encode()[:SLUG_BYTES].decode(errors="ignore")  # (drops a character the cut split)
     return f"{cut}-{hashlib.sha256(label.encode()).hexdigest()[:8]}"
@@ -301,11 +329,19 @@ def _slug(result: DatasetResult) -> str:
 # -- CSV ----------------------------------------------------------------------------------------
 
 
+# A text cell starting with one of these is a formula to a spreadsheet (a method named "=1+1"); a leading
+# "'" keeps it text.  Numbers are written as they are (-0.5 stays a number).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> Any:
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
 def _csv(header: list[str], rows: list[list[Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([_csv_cell(v) for v in row] for row in [header, *rows])
     return buf.getvalue()
 
 

@@ -526,6 +526,9 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         _no_unknown(m, set(MethodSpec.__dataclass_fields__), where)
         mname = _take(m, "name", str, where)
         where = f"{source} method {mname!r}"
+        # (the name is a table cell, a line of the report, a plot label and a study name)
+        if not mname or mname != mname.strip() or not mname.isprintable():
+            raise SpecError(f"{where}: a method name must be non-empty, without control characters or surrounding spaces")
         decision = _take(m, "decision", str, where, _default(MethodSpec, "decision"))
         if decision not in DECISIONS:
             raise SpecError(f"{where}: decision must be one of {DECISIONS}, got {decision!r}")

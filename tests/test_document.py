@@ -1,0 +1,35 @@
+"""The markdown rendering of a report's blocks shows text as written (the ledger's and the bench's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lossbench._document import Bullets, Heading, Markdown, Para, Table, to_markdown
+
+
+def md(*blocks) -> str:
+    return to_markdown(list(blocks), Path("."))
+
+
+def test_plain_text_is_written_as_it_is():
+    # what REPRODUCTIONS.md holds: comparisons and arrows are no markup, nor is a `code` span's content
+    text = "p = 0.0041 <= alpha; treatment < baseline, eps2 < eps1; -log p -> 1; `a <b> & c`; a > b"
+    assert md(Heading(2, text), Para(text), Bullets([text]), Table(["h"], [[text]])) == (
+        f"## {text}\n\n{text}\n\n- {text}\n\n| h |\n|---|\n| {text} |\n"
+    )
+
+
+def test_html_and_entities_in_text_are_escaped_outside_code_spans():
+    text = "<img src=x onerror=alert(1)> &amp; <!-- x --> <https://x.org> `<b>`"
+    escaped = "&lt;img src=x onerror=alert(1)> &amp;amp; &lt;!-- x --> &lt;https://x.org> `<b>`"
+    assert md(Para(text)) == f"{escaped}\n"
+    assert md(Heading(1, text)) == f"# {escaped}\n"
+    assert md(Bullets([text])) == f"- {escaped}\n"
+    assert md(Table([text], [[text]])) == f"| {escaped} |\n|---|\n| {escaped} |\n"
+    assert md(Para("> quoted\n> twice")) == "&gt; quoted\n&gt; twice\n"
+    assert md(Markdown("<b>kept</b>")) == "<b>kept</b>\n"  # (markdown kept as written)
+
+
+def test_a_line_ending_never_ends_a_table_row_or_a_heading_early():
+    assert md(Table(["a\rb"], [["c\r\nd", "e\nf|g"]])) == "| a b |\n|---|\n| c d | e f\\|g |\n"
+    assert md(Heading(2, "wine\n# injected")) == "## wine # injected\n"
