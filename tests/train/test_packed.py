@@ -395,3 +395,32 @@ def test_a_shared_calls_row_options_follow_their_changes_and_are_kept_once():
     first = packed._row_tensors[next(iter(packed._row_tensors))][1]
     packed(logits, y)
     assert packed._row_tensors[next(iter(packed._row_tensors))][1] is first  # the same values: no new tensor
+
+
+def test_a_packed_gradient_normaliser_goes_on_from_each_instances_state_and_keeps_it():
+    """As fit does: two fit_packed calls with the same instances (or a restored state) continue each
+    run's moving norm, and each instance's state_dict holds its run's (the hook kept them to itself)."""
+    from lossbench.train.clipping import GradientNormalizer
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 5, generator=g), torch.randint(0, 3, (64,), generator=g)
+
+    def model(seed):
+        torch.manual_seed(seed)
+        return LinearClassifier(5, 3)
+
+    alone, ones = [model(s) for s in (1, 2)], [GradientNormalizer(momentum=m) for m in (0.9, 0.5)]
+    for net, t, s in zip(alone, ones, (1, 2)):
+        gen = torch.Generator().manual_seed(s)
+        for _ in range(2):
+            fit(net, LOSSES.get("cross_entropy").module(), x, y, epochs=1, batch_size=16, lr=0.5, transforms=[t], generator=gen)
+    nets, packed_ones = [model(s) for s in (1, 2)], [GradientNormalizer(momentum=m) for m in (0.9, 0.5)]
+    pm, gens = PackedModel(nets), [torch.Generator().manual_seed(s) for s in (1, 2)]
+    for _ in range(2):
+        fit_packed(pm, [LOSSES.get("cross_entropy").module(), LOSSES.get("cross_entropy").module()], x, y, epochs=1, batch_size=16, lrs=[0.5, 0.5],
+                   transforms=[[t] for t in packed_ones], generators=gens)  # fmt: skip
+    pm.unstack_into(nets)
+    for a, b, ta, tb in zip(alone, nets, ones, packed_ones):
+        torch.testing.assert_close(tb.state_dict()["moving_norm"], ta.state_dict()["moving_norm"])
+        for p, q in zip(a.parameters(), b.parameters()):
+            torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-5)

@@ -138,8 +138,17 @@ class GradientNormalizer(Transform):
 
         def hook(grads: list[torch.Tensor], stats: dict[str, torch.Tensor]) -> None:
             norm = run_norms(grads).detach()
-            if not moving:
-                moving.append(norm.clone())
+            if not moving:  # each run's own EMA goes on (restored, or an earlier fit's), else starts at its norm
+                kept = [t._moving_norm for t in runs]
+                if all(m is None for m in kept):
+                    moving.append(norm.clone())
+                else:
+                    fresh = torch.tensor([m is None for m in kept], device=norm.device)
+                    earlier = torch.stack([norm[k] if m is None else m.to(norm).reshape(()) for k, m in enumerate(kept)])
+                    momentum = hyperparameter(runs, "momentum", norm)
+                    moving.append(torch.where(fresh, norm, earlier * momentum + norm * (1 - momentum)))
+                for k, t in enumerate(runs):  # (views: the state each instance keeps follows the EMA updated in place)
+                    t._moving_norm = moving[0][k]
             else:
                 momentum = hyperparameter(runs, "momentum", norm)
                 moving[0].mul_(momentum).add_(norm * (1 - momentum))
