@@ -424,3 +424,16 @@ def test_a_packed_gradient_normaliser_goes_on_from_each_instances_state_and_keep
         torch.testing.assert_close(tb.state_dict()["moving_norm"], ta.state_dict()["moving_norm"])
         for p, q in zip(a.parameters(), b.parameters()):
             torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-5)
+
+
+def test_a_shared_loss_group_of_runs_whose_options_differ_beyond_the_row_options_is_refused():
+    """One call gives every run of a group its first run's options: focal with gamma 0 and 3 in one
+    group without gamma per row would train the second run as cross-entropy."""
+    focal = LOSSES.get("focal").module
+    with pytest.raises(ValueError, match=r"shared_loss group \[0, 1\]: run 1 differs from run 0 in option 'gamma'"):
+        PackedLosses([focal(gamma=0.0), focal(gamma=3.0)], shared_loss=[[0, 1]])
+    with pytest.raises(ValueError, match="run 1 differs from run 0 in its loss"):
+        PackedLosses([focal(), LOSSES.get("cross_entropy").module()], shared_loss=[[0, 1]])
+    shared = PackedLosses([focal(gamma=0.0), focal(gamma=3.0)], shared_loss=[[0, 1]], row_options=["gamma"])
+    assert shared.groups == [[0, 1]]
+    assert PackedLosses([focal(gamma=2), focal()], shared_loss=[[0, 1]]).groups == [[0, 1]]  # (2 is the default, 2.0)

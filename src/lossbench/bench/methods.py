@@ -168,6 +168,9 @@ class LossAdapter(nn.Module):
     def option(self, name: str) -> Any:
         return self.loss.option(name)
 
+    def options(self) -> dict[str, Any]:
+        return self.loss.options()
+
     def unwrapped(self) -> nn.Module:
         """The loss itself where it takes the bench's logits and targets as they are, else this
         adapter: what a training loop should call (one module call fewer per step)."""

@@ -202,6 +202,10 @@ class LossModule(nn.Module):
             return self.function(logits, target, **options)
         return self.function(logits, target, reduction=reduction, **options)
 
+    def options(self) -> dict[str, Any]:
+        """The options given to the module (tensors included), by name; :meth:`option` reads any one."""
+        return {**self._options, **self._buffers}
+
     def option(self, name: str) -> Any:
         """The value this module calls its function with for ``name`` (given, or the function's default)."""
         if name in self._options:

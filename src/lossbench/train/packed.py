@@ -410,6 +410,7 @@ class PackedLosses:
         # each group's row option's last tensor (by rows, device, dtype), with its values: they change only with a schedule
         self._row_tensors: dict[tuple[Any, ...], tuple[tuple[Any, ...], torch.Tensor]] = {}
         groups = [sorted(g) for g in shared_loss or () if len(g) > 1]
+        _check_shared(self.losses, groups, {*row_options, batch_groups})
         grouped = {k for group in groups for k in group}
         groups += [[k] for k in range(len(self.losses)) if k not in grouped]
         options = _CallOptions(tuple(row_options), batch_groups, dict(row_none or {}))
@@ -493,6 +494,29 @@ class PackedLosses:
                 if numbers:
                     self._row_tensors[key] = (spelled, overrides[name])
         return overrides
+
+
+def _check_shared(losses: Sequence[LossFn], groups: Sequence[Sequence[int]], per_row: Collection[str | None]) -> None:
+    """A group's one call takes its first run's options for every run: the others must have the same loss
+    and options, but those given per row (the bench groups runs so; a caller of fit_packed might not)."""
+    for group in groups:
+        first = losses[group[0]]
+        for k in group[1:]:
+            other, name = losses[k], None
+            if (type(other), type(getattr(other, "loss", None))) != (type(first), type(getattr(first, "loss", None))):
+                name = "its loss"
+            elif hasattr(first, "options") and hasattr(other, "options"):
+                name = next((f"option {n!r}" for n in sorted({*first.options(), *other.options()} - set(per_row))
+                             if not _same_option(first.option(n), other.option(n))), None)  # fmt: skip
+            if name is not None:
+                raise ValueError(f"shared_loss group {list(group)}: run {k} differs from run {group[0]} in {name}, which "
+                                 f"is no row option: one call would give it run {group[0]}'s")  # fmt: skip
+
+
+def _same_option(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
+    return a == b
 
 
 def _apart(groups: Sequence[tuple[list[int], _CallOptions]],
