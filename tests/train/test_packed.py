@@ -437,3 +437,16 @@ def test_a_shared_loss_group_of_runs_whose_options_differ_beyond_the_row_options
     shared = PackedLosses([focal(gamma=0.0), focal(gamma=3.0)], shared_loss=[[0, 1]], row_options=["gamma"])
     assert shared.groups == [[0, 1]]
     assert PackedLosses([focal(gamma=2), focal()], shared_loss=[[0, 1]]).groups == [[0, 1]]  # (2 is the default, 2.0)
+
+
+def test_held_out_targets_with_ignored_entries_get_calls_of_their_own():
+    """A shared call averages its rows evenly: a run whose targets hold ignore_index must be scored alone."""
+    ce = LOSSES.get("cross_entropy").module
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(2, 8, 3, generator=g), torch.randint(0, 3, (8,), generator=g)
+    y[:3] = -100
+    losses = PackedLosses([ce(), ce()], shared_loss=[[0, 1]])
+    scored = losses.for_targets(y)(logits, y.expand(2, 8))
+    alone = torch.stack([ce()(logits[k], y) for k in range(2)])
+    torch.testing.assert_close(scored, alone)
+    assert losses.for_targets(y.clamp(min=0)) is losses  # (no ignored target: the shared call as it is)

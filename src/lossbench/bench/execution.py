@@ -605,7 +605,7 @@ def train_and_score_packed(
         logits = packed.eval_logits(split.x_eval, batch_size=EVAL_BATCH)
         val = None if split.x_val is None else packed.eval_logits(split.x_val, batch_size=EVAL_BATCH)
         with torch.no_grad():  # every run's before any run's epoch end moves its loss's schedule on
-            heldout = stage_losses[-1](logits, split.y_eval.expand(len(runs), *split.y_eval.shape))
+            heldout = stage_losses[-1].for_targets(split.y_eval)(logits, split.y_eval.expand(len(runs), *split.y_eval.shape))
         metric = scores[0].heldout_metric
         counted = metric.count_runs(logits) if count_together and metric.deferred(logits[0]) else None
         for k, run in enumerate(scores):
