@@ -116,3 +116,22 @@ def test_ties_are_judged_against_the_runs_smallest_so_a_chain_never_ties_values_
     assert list(tied_within([1.2, 0.0, 0.6], 1.0)) == [1.2, 0.0, 0.0]
     assert list(tied_within([0.0, 0.6, 1.2, 1.5], 1.0)) == [0.0, 0.0, 1.2, 1.2]
     assert np.array_equal(tied_within([0.3, 0.3], 0.0), [0.3, 0.3])
+
+
+def test_a_name_starting_with_an_underscore_stays_in_the_legend():
+    """matplotlib leaves labels that start with '_' out of a legend: such a method vanished from it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lossbench.bench.plots import _shown
+
+    fig, ax = plt.subplots()
+    try:
+        ax.plot([0, 1], label=_shown("_x"))
+        ax.plot([1, 0], label=_shown("ce"))
+        shown = [t.get_text() for t in ax.legend().get_texts()]
+    finally:
+        plt.close(fig)
+    assert [t.lstrip("\u200b") for t in shown] == ["_x", "ce"]

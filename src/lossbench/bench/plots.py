@@ -35,8 +35,10 @@ def method_colours(spec: Spec) -> Colours:
 def _shown(text: object) -> str:
     """A name from the spec (label, method, parameter, choice) as matplotlib draws it as written: '$'
     escaped, as text between two is a formula to matplotlib (``cost$x^$`` raised ValueError, and no
-    report was written).  The metrics' names are the bench's own."""
-    return str(text).replace("$", r"\$")
+    report was written); a leading '_' behind a zero-width space, as a legend leaves out labels that
+    start with one.  The metrics' names are the bench's own."""
+    text = str(text).replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text
 
 
 def _mean_curve(runs, key: str) -> tuple[np.ndarray | None, set[int]]:
