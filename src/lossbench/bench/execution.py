@@ -599,13 +599,14 @@ def train_and_score_packed(
     # (the decision rule reads the logits as they are: the pack's held-out metric counted at once)
     count_together = all(run.decision == "argmax" for run in scores)
 
-    stage_losses: list[PackedLosses] = []  # each stage's losses and how they share calls, in training and held out
+    # each stage's losses and how they share calls: in training, and on the held-out targets (for_targets, once)
+    stage_losses: list[tuple[PackedLosses, PackedLosses]] = []
 
     def on_epoch_end(epoch: int, rows: list[dict[str, float]]) -> None:
         logits = packed.eval_logits(split.x_eval, batch_size=EVAL_BATCH)
         val = None if split.x_val is None else packed.eval_logits(split.x_val, batch_size=EVAL_BATCH)
         with torch.no_grad():  # every run's before any run's epoch end moves its loss's schedule on
-            heldout = stage_losses[-1].for_targets(split.y_eval)(logits, split.y_eval.expand(len(runs), *split.y_eval.shape))
+            heldout = stage_losses[-1][1](logits, split.y_eval.expand(len(runs), *split.y_eval.shape))
         metric = scores[0].heldout_metric
         counted = metric.count_runs(logits) if count_together and metric.deferred(logits[0]) else None
         for k, run in enumerate(scores):
@@ -621,9 +622,10 @@ def train_and_score_packed(
             info, losses = now[a].method.loss, [run.loss for run in scores[a:b]]
             shared = _shared_loss(now[a].method, [stage.params for stage in now[a:b]])
             parts.append(PackedLosses(losses, shared, info.row_params, info.batch_groups, info.row_none))
-        stage_losses.append(parts[0] if len(parts) == 1 else PackedLosses.join(parts))
+        trained = parts[0] if len(parts) == 1 else PackedLosses.join(parts)
+        stage_losses.append((trained, trained.for_targets(split.y_eval)))
         fit_packed(
-            packed, stage_losses[-1], split.x_fit, split.y_fit,
+            packed, trained, split.x_fit, split.y_fit,
             lrs=[params["lr"] * first.lr_scale for params, _ in runs],
             weight_decays=[params.get("weight_decay", 0.0) for params, _ in runs],
             transforms=[s.method.transform_list(s.params) for s in now], generators=generators, on_epoch_end=on_epoch_end,

@@ -105,9 +105,17 @@ class Claim:
         and the report refuses to judge runs made under another.  An analysis claim is decided by its
         ``rule_text``; a bench claim by the fields the judge reads (its ``rule_text`` only describes them)."""
         if self.kind == "analysis":
-            return {"rule_text": self.rule_text}
+            return _analysis_decision(self.rule_text)
         return {"metric": self.metric, "treatment": self.treatment, "baseline": self.baseline, "scope": self.scope,
                 "ranking": self.ranking, "rule": dataclasses.asdict(self.rule)}  # fmt: skip
+
+    def earlier_decisions(self) -> list[dict[str, Any]]:
+        """The decisions of its earlier rules (``amended_from``), as :meth:`decision` gave them."""
+        return [_analysis_decision(text) for text in self.amended_from]
+
+
+def _analysis_decision(rule_text: str) -> dict[str, Any]:
+    return {"rule_text": rule_text}
 
 
 CLAIMS: dict[str, Claim] = {}

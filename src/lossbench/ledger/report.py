@@ -165,7 +165,7 @@ def decision_provenance(storage, claim: Claim) -> str:
     else:
         runs = [(claim.id, r) for b in BUDGETS for r in invocations(storage, claim, b)]
     bare = [r["started"][:10] for owner, r in runs if owner != claim.id or r.get("decision") is None]
-    earlier = [{"rule_text": text} for text in claim.amended_from]
+    earlier = claim.earlier_decisions()
     amended = [r["started"][:10] for owner, r in runs if owner == claim.id and r.get("decision") in earlier]
     if amended:  # (decision_changes accepts them only where a later run was made under this rule)
         return (f"Decision rule, amended after {len(amended)} of its {len(runs)} `claims run` invocations (of "

@@ -80,7 +80,7 @@ def decision_changes(storage, claim: Claim, budget: str, variation: str = "fixed
     as it is now: the stored analysis is the latest run's."""
     now, changes = claim.decision(), []
     runs = invocations(storage, claim, budget, variation)
-    earlier = [{"rule_text": text} for text in claim.amended_from]
+    earlier = claim.earlier_decisions()
     for i, run in enumerate(runs):
         stored = run.get("decision")
         if stored is None or (stored in earlier and any(r.get("decision") == now for r in runs[i + 1 :])):

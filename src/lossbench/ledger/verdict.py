@@ -314,6 +314,13 @@ def _rejects(p: float, alpha: float) -> bool:
     return bool(p <= alpha)  # nan compares False: an undefined test shows nothing
 
 
+def _shown_by(tests: _Tests, rule: Rule) -> _Shown:
+    """What one dataset's tests show: each side at alpha, a no-difference claim's sides beyond the margin at alpha / 2."""
+    a, side = rule.alpha, _side(rule)
+    return _Shown(positive=_rejects(tests.positive, a), negative=_rejects(tests.negative, a),
+                  within=_rejects(tests.within, a), above=_rejects(tests.above, side), below=_rejects(tests.below, side))
+
+
 def _reason(
     word: str, rule: Rule, tests: _Tests, shown: _Shown, low: float, high: float, evidence: str, units: Units,
     sides: tuple[float, float] | None = None,
@@ -392,12 +399,7 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule, *, uni
     ``ValueError`` for empty, non-1-D, non-finite (nan: a diverged run) or differently long inputs.
     """
     _check_rule(rule)
-    t = _finite_1d("treatment", treatment)
-    b = _finite_1d("baseline", baseline)
-    if t.size != b.size:
-        raise ValueError(
-            f"baseline has {b.size} scores but treatment has {t.size}: paired scores need the same seeds"
-        )
+    t, b = _paired_scores(treatment, baseline)
     n = t.size
     d = t - b
     if n < 2:
@@ -412,10 +414,11 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule, *, uni
         method = f"constant difference over {n} seeds (zero variance: decided by its value)"
     else:
         estimate = float(d.mean())
-        ci = stats.ttest_1samp(d, 0.0).confidence_interval(rule.ci_level)
+        t_test = stats.ttest_1samp(d, 0.0)
+        ci = t_test.confidence_interval(rule.ci_level)
         low, high = float(ci.low), float(ci.high)
         if rule.direction == "equal":
-            wide = stats.ttest_1samp(d, 0.0).confidence_interval(1 - rule.alpha)
+            wide = t_test.confidence_interval(1 - rule.alpha)
             sides = (float(wide.low), float(wide.high))
         method = f"paired t over {n} seeds"
 
@@ -426,14 +429,7 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule, *, uni
         return float(stats.ttest_1samp(d, m, alternative=side).pvalue)
 
     tests = _run_tests(p, rule)
-    a = rule.alpha
-    shown = _Shown(
-        positive=_rejects(tests.positive, a),
-        negative=_rejects(tests.negative, a),
-        within=_rejects(tests.within, a),
-        above=_rejects(tests.above, _side(rule)),
-        below=_rejects(tests.below, _side(rule)),
-    )
+    shown = _shown_by(tests, rule)
     word = _decide(rule, shown)
     evidence = f"{method}, mean difference {units.value(estimate)}"
     effect = Effect(estimate, low, high, rule.ci_level, tests.claim(rule), n, method)
@@ -455,9 +451,7 @@ def censored_paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rul
     give p = 0.125).  No interval: the differences are bounds; the estimate is the stand-ins' mean difference.
     """
     _check_rule(rule)
-    t, b = _finite_1d("treatment", treatment), _finite_1d("baseline", baseline)
-    if t.size != b.size:
-        raise ValueError(f"baseline has {b.size} scores but treatment has {t.size}: paired scores need the same seeds")
+    t, b = _paired_scores(treatment, baseline)
     cut_t, cut_b = t >= censored_from, b >= censored_from
     low = np.where(cut_b, -np.inf, np.where(cut_t, censored_from, t) - b)  # d's bounds per seed
     high = np.where(cut_t, np.inf, t - np.where(cut_b, censored_from, b))
@@ -468,13 +462,7 @@ def censored_paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rul
         return float(stats.binom.sf(k - 1, n, 0.5))
 
     tests = _run_tests(p, rule)
-    shown = _Shown(
-        positive=_rejects(tests.positive, rule.alpha),
-        negative=_rejects(tests.negative, rule.alpha),
-        within=_rejects(tests.within, rule.alpha),
-        above=_rejects(tests.above, _side(rule)),
-        below=_rejects(tests.below, _side(rule)),
-    )
+    shown = _shown_by(tests, rule)
     word = _decide(rule, shown)
     estimate = float(np.mean(np.minimum(t, censored_from) - np.minimum(b, censored_from)))
     method = f"sign test over {n} seeds, {censored} with a run censored at {censored_from:g}"
@@ -809,6 +797,13 @@ def _is_real(v) -> bool:
 def _check_rule(rule) -> None:
     if not isinstance(rule, Rule):
         raise ValueError(f"rule must be a Rule, got {type(rule).__name__}")
+
+
+def _paired_scores(treatment, baseline) -> tuple[np.ndarray, np.ndarray]:
+    t, b = _finite_1d("treatment", treatment), _finite_1d("baseline", baseline)
+    if t.size != b.size:
+        raise ValueError(f"baseline has {b.size} scores but treatment has {t.size}: paired scores need the same seeds")
+    return t, b
 
 
 def _finite_1d(name: str, values) -> np.ndarray:

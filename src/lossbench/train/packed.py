@@ -300,7 +300,7 @@ def fit_packed(
             loss.to(device)
 
     ignoring = _ignoring(losses, y_train)
-    step = _PackedStep(packed, transforms, grouped.for_targets(y_train))  # (alone, a run's mean counts its kept targets)
+    step = _PackedStep(packed, transforms, grouped.apart(ignoring))  # (alone, a run's mean counts its kept targets)
     if step.per_sample and ignoring:
         raise ValueError("a per-sample transform of a packed run averages over every sample, and some targets are "
                          "at the loss's ignore_index: train these runs one at a time (fit drops them)")  # fmt: skip
@@ -399,8 +399,8 @@ class PackedLosses:
     A shared call averages each run's rows evenly, so a run whose loss has per-class weights (``CLASS_WEIGHTS``,
     a mean divided by their sum) or is batch-level without ``batch_groups`` (its rows would mix with the
     group's; LDAM's deferred re-weighting, which sets weights mid-run, is registered so) keeps a call of
-    its own, and so do runs whose targets hold the loss's ``ignore_index`` (:meth:`for_targets`, which
-    :func:`fit_packed` calls with its training targets; call it with other targets before scoring them).
+    its own, and so do runs whose targets hold the loss's ``ignore_index`` (:meth:`for_targets`; :func:`fit_packed`
+    splits them apart for its training targets; call it with other targets before scoring them).
     """
 
     def __init__(self, losses: Sequence[LossFn], shared_loss: Sequence[Sequence[int]] | None = None,
