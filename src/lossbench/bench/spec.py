@@ -663,7 +663,7 @@ def _check_settings_apply(spec: Spec, source: str) -> None:
     if spec.search_order and spec.sampler != "python-random":
         raise SpecError(f"{source}: search_order is the python-random sampler's draw order; sampler {spec.sampler!r} ignores it")
     from lossbench.data import DATASETS, load_dataset
-    from lossbench.data.splits import SEED_BITS
+    from lossbench.data.splits import SEED_BITS, check_split_seed
 
     for i, d in enumerate(spec.datasets):
         if "data_dir" in d.params:  # the runner passes --data-dir to every loader itself
@@ -679,10 +679,11 @@ def _check_settings_apply(spec: Spec, source: str) -> None:
         split = d.params.get("split", arguments["split"].default if "split" in arguments else None)
         if spec.resample_splits and "seed" in arguments and split in SEED_BITS:
             last = max(evaluation_seeds(spec))  # (each evaluation seed draws the loader's split)
-            if last >= 2 ** SEED_BITS[split]:
+            try:
+                check_split_seed(last, split)
+            except ValueError as err:
                 raise SpecError(f"{source} datasets[{i}] ({d.name}): resample_splits draws a {split} split per "
-                                f"evaluation seed (seed * 1000 + i, up to {last}), which takes seeds below "
-                                f"2**{SEED_BITS[split]}; use a smaller seed")  # fmt: skip
+                                f"evaluation seed (seed * 1000 + i, up to {last}): {err}; use a smaller seed") from None  # fmt: skip
         # The default metric stands for each task's headline (micro-F1 on multi-label sets); a metric
         # named otherwise must exist for every dataset's task, else another one would be maximised.
         metrics = SELECTION_METRICS.get(info.task, (spec.selection_metric,))

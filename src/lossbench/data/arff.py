@@ -35,7 +35,7 @@ from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset, check_test_labels
 from lossbench.data._files import finite_float, read_text, split_lines
 from lossbench.data._tabular import FLOAT32_MAX, Column, encode_columns
-from lossbench.data.splits import _check_seed, resolve_test_fraction, train_test_indices
+from lossbench.data.splits import check_split_seed, resolve_test_fraction, train_test_indices
 
 NUMERIC_TYPES = ("numeric", "real", "integer")
 
@@ -236,7 +236,7 @@ def read_arff(path: Path | str, *, cache: bool = True) -> ArffTable:
 
 def _check_split(test_path: Path | str | None, test_fraction: float | None, seed: int) -> float:
     """The test fraction to split by (0 with a test file), the arguments checked before any file is read."""
-    _check_seed(seed, "stratified")
+    check_split_seed(seed, "stratified")
     return resolve_test_fraction(test_path, test_fraction)
 
 

@@ -37,7 +37,8 @@ def check_seed(seed: int, bits: int, what: str) -> None:
         raise ValueError(f"seed must be an int in [0, 2**{bits}) {what}, got {seed!r}")
 
 
-def _check_seed(seed: int, split: str) -> None:
+def check_split_seed(seed: int, split: str) -> None:
+    """Refuse a ``seed`` the ``split`` (a key of ``SEED_BITS``) cannot take."""
     check_seed(seed, SEED_BITS[split], f"for the {split} split")
 
 
@@ -104,7 +105,7 @@ def stratified_split(
     always keeps at least one sample in training (a singleton stays there).
     """
     _check_fraction("val_fraction", val_fraction)
-    _check_seed(seed, "stratified")
+    check_split_seed(seed, "stratified")
     groups = stratification_groups(y.detach().cpu())
     n = groups.numel()
     if n < 2:
@@ -174,7 +175,7 @@ def random_split(n: int, test_fraction: float, seed: int) -> tuple[torch.Tensor,
     from sklearn.model_selection import train_test_split
 
     _check_fraction("test_fraction", test_fraction)
-    _check_seed(seed, "random")
+    check_split_seed(seed, "random")
     fit, held = train_test_split(range(n), test_size=test_fraction, random_state=seed)
     return torch.as_tensor(fit, dtype=torch.int64), torch.as_tensor(held, dtype=torch.int64)
 

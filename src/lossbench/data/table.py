@@ -126,7 +126,7 @@ from lossbench.data._tabular import FLOAT32_MAX
 from lossbench.data.splits import (
     DEFAULT_TEST_FRACTION,
     _check_fraction,
-    _check_seed,
+    check_split_seed,
     random_split,
     stratified_split,
 )
@@ -880,7 +880,7 @@ def load_table(
     if split not in SPLITS:
         raise ValueError(f"split={split!r}, expected one of {SPLITS}")
     _check_fraction("test_fraction", test_fraction)
-    _check_seed(seed, split)  # (here, before the file is read; the split checks it again)
+    check_split_seed(seed, split)  # (here, before the file is read; the split checks it again)
     if sep == "":
         raise ValueError("sep='' separates nothing; give a delimiter, 'whitespace', or None to pick one")
     if not (isinstance(max_categories, int) and max_categories >= 1):
