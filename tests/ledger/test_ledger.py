@@ -182,6 +182,26 @@ def test_a_bench_claims_provenance_counts_the_runs_of_its_studies_by_any_claim(t
     assert "1 of the 1 `claims run` invocations that ran its studies, of 2026-12-04, stored no decision of this claim" in text
 
 
+def test_concurrent_claims_runs_each_keep_their_record(tmp_path, monkeypatch):
+    from lossbench.ledger.runs import _record_wall_time, all_invocations, ledger_study
+
+    storage = open_storage(default_storage_url(tmp_path))
+    claim = get_claim("exact-toy-1d")
+    older = {"started": "2026-12-03T20:21:00+00:00", "wall_seconds": 1.0, "study": None}
+    ledger_study(storage).set_user_attr("runs:exact-toy-1d:quick:fixed", [older])  # a storage's records before
+    # Writing a record reads no other: two invocations of one claim (two processes, say) cannot drop each other's.
+    monkeypatch.setattr(optuna.Study, "user_attrs", property(lambda self: pytest.fail("a record read the others")))
+    first = record_invocation(storage, claim, "quick", "fixed", time.time() - 60, None)
+    second = record_invocation(storage, claim, "quick", "fixed", time.time() - 30, None)
+    monkeypatch.undo()
+    _record_wall_time(storage, claim, "quick", "fixed", first, time.time() - 90)
+    runs = invocations(storage, claim, "quick")
+    assert [r.get("id") for r in runs] == [None, first, second]  # first to last, the older list's among them
+    assert runs[1]["wall_seconds"] == pytest.approx(90.0, abs=5) and runs[2]["wall_seconds"] == pytest.approx(30.0, abs=5)
+    assert [r.get("id") for r in all_invocations(storage)] == [None, first, second]
+    assert invocations(storage, claim, "paper") == []
+
+
 def test_the_ledger_lists_the_rule_changes_made_after_its_storage_first_runs(tmp_path):
     from lossbench.ledger.report import rule_changes
     from lossbench.ledger.runs import ledger_study

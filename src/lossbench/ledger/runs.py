@@ -46,30 +46,39 @@ def _key(kind: str, claim_id: str, budget: str, variation: str = "fixed") -> str
 
 
 def record_invocation(storage, claim: Claim, budget: str, variation: str, started: float, spec_name: str | None) -> str:
-    """Appends a `claims run` (started at ``started``, its wall time until now) to the claim's; returns its id."""
-    study = ledger_study(storage)
-    key = _key("runs", claim.id, budget, variation)
-    runs = list(study.user_attrs.get(key, []))
-    runs.append({
+    """Records a `claims run` (started at ``started``, its wall time until now) of the claim; returns its id.
+
+    Each invocation is a user attribute of its own (``run:<claim>:<budget>:<variation>:<id>``):
+    concurrent invocations of one claim each write only their own, where a read-then-write of one
+    list could lose one of them.  Storages written before keep a list per claim (``runs:...``),
+    which :func:`invocations` reads alongside."""
+    run = {
         "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_seconds": round(time.time() - started, 1), "study": spec_name, "decision": claim.decision(),
-        "id": uuid.uuid4().hex, **provenance(),
-    })  # fmt: skip
-    study.set_user_attr(key, runs)
-    return runs[-1]["id"]
+        "started_at": started, "wall_seconds": round(time.time() - started, 1), "study": spec_name,
+        "decision": claim.decision(), "id": uuid.uuid4().hex, **provenance(),
+    }  # fmt: skip
+    ledger_study(storage).set_user_attr(_key("run", claim.id, budget, variation) + f":{run['id']}", run)
+    return run["id"]
 
 
 def _record_wall_time(storage, claim: Claim, budget: str, variation: str, invocation: str, started: float) -> None:
     """The wall time, until now, of the invocation :func:`record_invocation` recorded as ``invocation``."""
     study = ledger_study(storage)
-    key = _key("runs", claim.id, budget, variation)
-    runs = [dict(r, wall_seconds=round(time.time() - started, 1)) if r.get("id") == invocation else r
-            for r in study.user_attrs.get(key, [])]  # fmt: skip
-    study.set_user_attr(key, runs)
+    key = _key("run", claim.id, budget, variation) + f":{invocation}"
+    study.set_user_attr(key, dict(study.user_attrs[key], wall_seconds=round(time.time() - started, 1)))
+
+
+def _start(run: dict[str, Any]) -> tuple[str, float]:
+    """An invocation's place in time (a list of an older storage is in that order already: sorts are stable)."""
+    return run["started"], run.get("started_at", 0.0)
 
 
 def invocations(storage, claim: Claim, budget: str, variation: str = "fixed") -> list[dict[str, Any]]:
-    return list(ledger_study(storage).user_attrs.get(_key("runs", claim.id, budget, variation), []))
+    """The claim's `claims run` invocations at ``budget`` and ``variation``, first to last."""
+    attrs = ledger_study(storage).user_attrs
+    own = _key("run", claim.id, budget, variation) + ":"
+    runs = list(attrs.get(_key("runs", claim.id, budget, variation), []))
+    return sorted(runs + [r for key, r in attrs.items() if key.startswith(own)], key=_start)
 
 
 def decision_changes(storage, claim: Claim, budget: str, variation: str = "fixed") -> list[str]:
@@ -91,9 +100,13 @@ def decision_changes(storage, claim: Claim, budget: str, variation: str = "fixed
 
 
 def _all_by_claim(storage) -> list[tuple[str, dict[str, Any]]]:
-    """Every `claims run` this storage recorded, with the claim it ran: (claim id, invocation)."""
-    return [(key.split(":")[1], r) for key, value in ledger_study(storage).user_attrs.items() if key.startswith("runs:")
-            for r in value]  # fmt: skip
+    """Every `claims run` this storage recorded, with the claim it ran: (claim id, invocation), first to last."""
+    found = []
+    for key, value in ledger_study(storage).user_attrs.items():
+        kind, _, rest = key.partition(":")
+        claim = rest.split(":")[0]
+        found += [(claim, r) for r in value] if kind == "runs" else [(claim, value)] if kind == "run" else []
+    return sorted(found, key=lambda pair: _start(pair[1]))
 
 
 def study_invocations(storage, study: str) -> list[tuple[str, dict[str, Any]]]:
