@@ -70,14 +70,16 @@ def test_costs_for_several_tasks_and_mismatched_shapes():
         error_rate(torch.randn(3, 10, 6), torch.randint(0, 6, (12,)))
 
 
-def reference_mgs_update(model, x, y, lr, n, sigma, mix, alpha, seed):
-    """MGS written out candidate by candidate, with full Gaussian log-densities."""
+def reference_mgs_update(model, x, y, lr, n, noise, mix, alpha, seed, max_norm=1.0):
+    """One MGS step as the released code takes it (wellecks/mgs, seq_level/gpt2/guided/utils.py:
+    ``mle_grad``, ``perturb``, ``compute_weight``, ``parameter_weighted_average``, ``update``),
+    candidate by candidate, then plain SGD at ``lr``."""
     params = list(model.parameters())
     grads = torch.autograd.grad(cross_entropy(model(x), y), params)
-    u = [-lr * g for g in grads]
+    total = torch.sqrt(sum((g * g).sum() for g in grads))
+    g = [-gr * min(1.0, max_norm / (total.item() + 1e-6)) for gr in grads]  # clip_grad_norm_
     gen = torch.Generator().manual_seed(seed)  # the same draws, in the same order, as MGS
-    guided = torch.rand(n, generator=gen) >= mix
-    noise = [sigma * torch.randn((n, *p.shape), generator=gen, dtype=p.dtype) for p in params]
+    noises = [noise * gt.abs().mean() * torch.randn((n, *gt.shape), generator=gen, dtype=gt.dtype) for gt in g]
 
     def cost(delta):
         probe = copy.deepcopy(model)
@@ -86,30 +88,33 @@ def reference_mgs_update(model, x, y, lr, n, sigma, mix, alpha, seed):
                 p.add_(d)
         return 1 - (probe(x).argmax(1) == y).double().mean()
 
-    def log_normal(delta, mean):
-        return sum(torch.distributions.Normal(m, sigma).log_prob(d).sum() for d, m in zip(delta, mean))
-
-    zero = [torch.zeros_like(p) for p in params]
-    c0, log_w, deltas = cost(zero), [], []
+    c0, log_w, epsilons = cost([torch.zeros_like(p) for p in params]), [], []
     for i in range(n):
-        delta = [z[i] + (ui if guided[i] else 0) for z, ui in zip(noise, u)]
-        log_p = log_normal(delta, zero)
-        log_q = torch.logaddexp(math.log(mix) + log_p, math.log(1 - mix) + log_normal(delta, u))
-        log_w.append(-(cost(delta) - c0) / alpha + log_p - log_q)
-        deltas.append(delta)
+        eps = [z[i] + (gt if i < round(n * (1 - mix)) else 0) for z, gt in zip(noises, g)]
+        eps_eps = sum((e * e).sum() for e in eps)
+        eps_nabla = sum((gt * e).sum() for gt, e in zip(g, eps))
+        nabla_nabla = sum((gt * gt).sum() for gt in g)
+        q = mix * torch.exp(-0.5 * eps_eps) + (1 - mix) * torch.exp(-0.5 * eps_eps + eps_nabla - 0.5 * nabla_nabla)
+        log_w.append((c0 - cost(eps)) / alpha - torch.log(q))
+        epsilons.append(eps)
     w = torch.softmax(torch.stack(log_w), 0)
-    return [p.detach() + sum(w[i] * deltas[i][k] for i in range(n)) for k, p in enumerate(params)], w
+    direction = [sum(w[i] * epsilons[i][k] for i in range(n)) for k in range(len(params))]
+    norm = torch.sqrt(sum((d * d).sum() for d in direction))
+    step = [-d * min(1.0, max_norm / (norm.item() + 1e-6)) for d in direction]  # the update's clip_grad_norm_
+    return [p.detach() - lr * s for p, s in zip(params, step)], w, direction, g
 
 
-def test_mgs_update_matches_candidate_by_candidate_reference():
+def test_mgs_update_matches_the_released_codes_step():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)).double()
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(30, 5, generator=gen, dtype=torch.float64), torch.randint(0, 3, (30,), generator=gen)
-    kw = dict(n=12, sigma=0.05, mix=0.4, alpha=0.02, seed=7)
-    expected, w = reference_mgs_update(model, x, y, lr=0.5, **kw)
+    kw = dict(n=12, noise=1.0, mix=0.4, alpha=0.02, seed=7)
+    expected, w, direction, g = reference_mgs_update(copy.deepcopy(model), x, y, lr=0.5, **kw)
     assert 1.5 < 1 / (w**2).sum() < 11.5, "the case should mix several candidates"
-    mgs = MGS(n_samples=kw["n"], sigma=kw["sigma"], mix=kw["mix"], alpha=kw["alpha"], seed=kw["seed"])
+    # the guided candidates carry weight: the update leans along the surrogate's step
+    assert sum((d * gt).sum() for d, gt in zip(direction, g)) > 0.3 * sum((gt * gt).sum() for gt in g)
+    mgs = MGS(n_samples=kw["n"], noise=kw["noise"], mix=kw["mix"], alpha=kw["alpha"], seed=kw["seed"])
     stats = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.5), [mgs])(x, y)
     for p, e in zip(model.parameters(), expected):
         torch.testing.assert_close(p.detach(), e)
@@ -124,7 +129,7 @@ def test_mgs_chunked_evaluation_equals_whole():
         torch.manual_seed(0)
         model = nn.Linear(4, 3)
         step = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
-                          [("mgs", {"seed": 3, "chunk_size": chunk, "sigma": 0.1})])
+                          [("mgs", {"seed": 3, "chunk_size": chunk, "n_samples": 8})])
         step(x, y)
         finals.append(model.weight.detach().clone())
     torch.testing.assert_close(finals[0], finals[1])
@@ -154,7 +159,7 @@ def test_mgs_on_accuracy_improves_a_ce_trained_linear_model_on_digits(seed):
         generator=torch.Generator().manual_seed(1))
     val_before, train_before = accuracy(model, x_va, y_va), accuracy(model, x_tr, y_tr)
     history = fit(model, CrossEntropyLoss(), x_tr, y_tr, epochs=3, batch_size=256, lr=0.01, momentum=0.0,
-                  transforms=[("mgs", {"sigma": 0.03, "alpha": 0.01, "n_samples": 32, "seed": seed})],
+                  transforms=[("mgs", {"n_samples": 32, "seed": seed})],
                   generator=torch.Generator().manual_seed(2))
     assert accuracy(model, x_va, y_va) >= val_before
     assert accuracy(model, x_tr, y_tr) > train_before + 0.01, "the optimised cost (training error) must fall"
@@ -184,8 +189,8 @@ def test_mgs_accepts_macro_f1_and_a_callable_cost():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"n_samples": 0}, "n_samples"), ({"sigma": 0.0}, "sigma"), ({"mix": 1.0}, "mix"),
-     ({"alpha": -1.0}, "alpha"), ({"metric": "auc"}, "metric")],
+    [({"n_samples": 0}, "n_samples"), ({"noise": 0.0}, "noise"), ({"mix": 1.0}, "mix"),
+     ({"alpha": -1.0}, "alpha"), ({"max_norm": 0.0}, "max_norm"), ({"metric": "auc"}, "metric")],
 )
 def test_mgs_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

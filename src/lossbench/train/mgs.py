@@ -17,30 +17,31 @@ from lossbench.train.metrics import COSTS, Cost
 
 
 class MGS(Transform):
-    """Replace the optimizer's step by a cost-weighted mean of sampled candidate updates.
+    """Replace the optimizer's step by MGS's (Welleck & Cho, arXiv 2006.03158), as its released code takes it.
 
-    With ``u`` the update the wrapped optimizer proposes from the surrogate loss's gradient
-    (``u = -eta grad L~`` for plain SGD at lr ``eta``), draw ``n_samples`` candidates from the
-    mixture ``q = mix N(0, sigma^2 I) + (1 - mix) N(u, sigma^2 I)``, evaluate the cost
-    ``c = 1 - metric`` on the batch at ``theta + D_i`` and update by ``sum_i w_i D_i`` with
-    self-normalised weights (a softmax of log-weights)
+    With ``g = -grad L~`` the surrogate loss's gradient (after the gradient transforms before this
+    one) clipped to total norm ``max_norm``, draw ``n_samples`` candidates ``D_i = g + e_i`` (the
+    guided ones, a ``1 - mix`` share) or ``D_i = e_i`` (the rest), ``e_i`` Gaussian noise whose std
+    in each parameter tensor is ``noise`` times the mean ``|g|`` of that tensor; evaluate the cost
+    ``c = 1 - metric`` on the batch at ``theta + D_i``; weight the candidates by the self-normalised
 
-        w_i ∝ exp(-[c(theta + D_i) - c(theta)] / alpha) N(D_i; 0, sigma^2 I) / q(D_i).
+        w_i ∝ exp(-[c(theta + D_i) - c(theta)] / alpha) / q(D_i),   q = mix N(0, I) + (1 - mix) N(g, I),
 
-    The ``N(0, sigma^2 I)`` factor makes the weights an importance-sampling estimate, with ``q``
-    as the proposal, of the cost-tilted random-search step
-    ``E_{D ~ N(0, sigma^2 I)}[D e^{-c/alpha}] / E[e^{-c/alpha}]`` (Su, kexue.fm/archives/7521,
-    reading optimisation as sampling); ``N(D; 0, sigma^2 I) / q(D) <= 1 / mix`` keeps the weights
-    tame.  Read literally as ``e^{-dc/alpha} / q``, the weights carry ``1/q``, which grows like
-    ``exp(|D|^2 / 2 sigma^2)`` and spreads over candidates by order ``sqrt(d)`` nats for ``d``
-    parameters: they collapse onto one candidate whatever its cost.
+    and hand ``-sum_i w_i D_i``, clipped to ``max_norm``, to the optimizer as the parameters'
+    gradient.  So the lr scales the step, not the candidates, and ``q`` is the mixture at unit
+    variance, whatever the noise's scale: the released code's ``perturb``, ``compute_weight`` and
+    ``update`` (wellecks/mgs, ``seq_level/gpt2/guided/utils.py``; its defaults: 4 samples, noise 1
+    relative to the mean ``|g|``, ``beta = 1 / alpha = 100``, gradient norm 1, the two components in
+    turn).  With the noise that small against unit variance, ``1/q`` spreads the weights little and
+    the costs decide.  (Read with ``q`` at the noise's own scale, as SPEC's formula would, ``1/q``
+    grows like ``exp(|D|^2 / 2 s^2)`` and spreads over candidates by order ``sqrt(d)`` nats for ``d``
+    parameters: the weights collapse onto one candidate whatever its cost.)
 
-    Only the model's parameters are sampled; trained loss parameters take the optimizer's step.
-    Candidates are evaluated in one ``torch.func.vmap`` over ``functional_call`` with the model in
-    eval mode (in ``chunk_size`` pieces when given); the gradient transforms before this one see
-    the surrogate gradient, so clipping shapes ``u``.  ``metric`` is ``"accuracy"``,
-    ``"macro_f1"`` (see :mod:`lossbench.train.metrics` for the target kinds they read: class
-    indices, one logit per binary or multi-label decision) or a callable
+    Only the model's parameters are sampled; trained loss parameters take the optimizer's step with
+    their own gradient.  Candidates are evaluated in one ``torch.func.vmap`` over
+    ``functional_call`` with the model in eval mode (in ``chunk_size`` pieces when given).
+    ``metric`` is ``"accuracy"``, ``"macro_f1"`` (see :mod:`lossbench.train.metrics` for the target
+    kinds they read: class indices, one logit per binary or multi-label decision) or a callable
     ``(logits (n, *model output), target) -> cost (n,)``.
     """
 
@@ -49,18 +50,20 @@ class MGS(Transform):
 
     def __init__(
         self,
-        n_samples: int = 16,
-        sigma: float = 0.01,
+        n_samples: int = 4,
+        noise: float = 1.0,
         mix: float = 0.5,
         alpha: float = 0.01,
+        max_norm: float = 1.0,
         metric: str | Cost = "accuracy",
         chunk_size: int | None = None,
         seed: int | None = None,
     ) -> None:
         check_count("n_samples", n_samples)
-        check_positive("sigma", sigma)
+        check_positive("noise", noise)
         check_interval("mix", mix, 0.0, 1.0, closed="neither")
         check_positive("alpha", alpha)
+        check_positive("max_norm", max_norm)
         if isinstance(metric, str):
             if metric not in COSTS:
                 raise ValueError(f"metric must be one of {sorted(COSTS)} or a callable, got {metric!r}")
@@ -69,7 +72,7 @@ class MGS(Transform):
             self._cost = metric
         else:
             raise ValueError(f"metric must be one of {sorted(COSTS)} or a callable, got {metric!r}")
-        self.n_samples, self.sigma, self.mix, self.alpha = n_samples, sigma, mix, alpha
+        self.n_samples, self.noise, self.mix, self.alpha, self.max_norm = n_samples, noise, mix, alpha, max_norm
         self.metric, self.chunk_size, self.seed = metric, chunk_size, seed
         self._generator: torch.Generator | None = None
         self._generator_state: torch.Tensor | None = None  # loaded before bind: applied there
@@ -110,36 +113,34 @@ class MGS(Transform):
     def update(self, grads: list[torch.Tensor], ctx: StepContext) -> None:
         params = self._sampled
         with torch.no_grad():
-            theta = [p.detach().clone() for p in params]
-            ctx.optimizer.step()
-            proposed = [p - t for p, t in zip(params, theta)]
-            for p, t in zip(params, theta):
-                p.copy_(t)
-            deltas, log_ratio = self._sample(proposed)
+            g = [-p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            torch.nn.utils.clip_grads_with_norm_(g, self.max_norm, torch.nn.utils.get_total_norm(g))
+            theta = [p.detach() for p in params]
+            deltas, log_q = self._sample(g)
             costs = self._costs(ctx, theta, deltas)
-            log_w = -(costs[1:] - costs[0]) / self.alpha + log_ratio
-            weights = torch.softmax(log_w, dim=0)
-            for p, t, d in zip(params, theta, deltas):
-                p.copy_(t + torch.tensordot(weights.to(d.dtype), d[1:], dims=1))
+            weights = torch.softmax(-(costs[1:] - costs[0]) / self.alpha - log_q, dim=0)
+            for p, d in zip(params, deltas):
+                p.grad = -torch.tensordot(weights.to(d.dtype), d[1:], dims=1)
+            torch.nn.utils.clip_grad_norm_(params, self.max_norm)
+        ctx.optimizer.step()
         self.record(ctx, "cost", costs[0])
         self.record(ctx, "ess", 1.0 / (weights * weights).sum())
 
-    def _sample(self, proposed: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Candidates ``D`` (with a zero row 0 for theta itself) and ``log N(D; 0, s^2) - log q(D)``."""
-        n, s, ref = self.n_samples, self.sigma, proposed[0]
-        guided = torch.rand(n, generator=self._generator, device=ref.device) >= self.mix
-        deltas, excess = [], 0.0
-        for u in proposed:
-            noise = s * torch.randn((n, *u.shape), generator=self._generator, device=u.device, dtype=u.dtype)
-            d = noise + guided.view(-1, *([1] * u.ndim)).to(u.dtype) * u
-            # |D|^2 - |D - u|^2 = 2 D.u - |u|^2, formed directly to avoid cancelling large terms
-            excess = excess + 2 * (d * u).flatten(1).sum(1) - u.pow(2).sum()
-            deltas.append(torch.cat([torch.zeros_like(u)[None], d]))
-        # log N(D; 0, s^2) - log q(D) = -log(mix + (1 - mix) N(D; u, s^2) / N(D; 0, s^2))
-        log_ratio = -torch.logaddexp(
-            torch.full_like(excess, math.log(self.mix)), math.log1p(-self.mix) + excess / (2 * s * s)
-        )
-        return deltas, log_ratio.float()
+    def _sample(self, g: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Candidates ``D`` (with a zero row 0 for theta itself) and ``log q(D)`` up to a constant."""
+        n, ref = self.n_samples, g[0]
+        guided = (torch.arange(n, device=ref.device) < round(n * (1 - self.mix))).to(ref.dtype)
+        deltas, squares, along = [], 0.0, 0.0
+        for gt in g:
+            scale = self.noise * gt.abs().mean()
+            e = scale * torch.randn((n, *gt.shape), generator=self._generator, device=gt.device, dtype=gt.dtype)
+            d = e + guided.view(-1, *([1] * gt.ndim)) * gt
+            squares = squares + d.pow(2).flatten(1).sum(1)  # |D|^2
+            along = along + (d * gt).flatten(1).sum(1) - 0.5 * gt.pow(2).sum()  # D.g - |g|^2 / 2
+            deltas.append(torch.cat([torch.zeros_like(gt)[None], d]))
+        # log q = log(mix e^(-|D|^2/2) + (1 - mix) e^(-|D - g|^2/2)), |D - g|^2 / 2 = |D|^2 / 2 - (D.g - |g|^2 / 2)
+        log_q = -0.5 * squares + torch.logaddexp(torch.full_like(along, math.log(self.mix)), math.log1p(-self.mix) + along)
+        return deltas, log_q.float()
 
     def _costs(self, ctx: StepContext, theta: list[torch.Tensor], deltas: list[torch.Tensor]) -> torch.Tensor:
         model, x, y = ctx.model, ctx.x, ctx.y
@@ -161,10 +162,11 @@ register_transform(
     MGS,
     reference="arXiv 2006.03158; Su, kexue.fm/archives/7521",
     hyperparams=(
-        HyperParam("n_samples", 16, IntRange(4, 64, log=True), "candidate updates per step"),
-        HyperParam("sigma", 0.01, FloatRange(1e-4, 0.1, log=True), "std of each mixture component"),
-        HyperParam("mix", 0.5, FloatRange(0.1, 0.9), "weight of the unguided N(0, sigma^2 I) component"),
-        HyperParam("alpha", 0.01, FloatRange(1e-3, 1.0, log=True), "temperature of the cost weights"),
+        HyperParam("n_samples", 4, IntRange(4, 64, log=True), "candidate updates per step"),
+        HyperParam("noise", 1.0, FloatRange(0.1, 10.0, log=True), "the noise's std, in units of each tensor's mean |g|"),
+        HyperParam("mix", 0.5, FloatRange(0.1, 0.9), "share of unguided candidates (noise only), and their weight in q"),
+        HyperParam("alpha", 0.01, FloatRange(1e-3, 1.0, log=True), "temperature of the cost weights (1 / beta)"),
+        HyperParam("max_norm", 1.0, None, "norm the gradient and the update are clipped to"),
         HyperParam("metric", "accuracy", None, "cost = 1 - metric: accuracy or macro_f1"),
     ),
 )
