@@ -4,7 +4,6 @@ its effect on a real task (scikit-learn's digits) with accuracy itself as the op
 from __future__ import annotations
 
 import copy
-import math
 
 import pytest
 import torch
