@@ -280,6 +280,20 @@ def test_a_per_dataset_claim_must_hold_on_every_dataset():
     assert not up.effect.spans_datasets and up.effect.interval_label == "90 % CI"
 
 
+def test_a_dataset_decided_by_a_constant_difference_is_named_so():
+    """p = 0 from the same difference on every seed is the t-test's limit at zero variance: the verdict says so."""
+    from lossbench.ledger.judge import every_dataset
+    from lossbench.ledger.verdict import paired_verdict
+
+    rule = Rule("greater", delta=0.005)
+    constant = paired_verdict([0.95, 0.94, 0.96], [0.96, 0.95, 0.97], rule)  # one point lower on each seed
+    varied = paired_verdict([0.70, 0.71, 0.70], [0.80, 0.80, 0.80], rule)
+    assert constant.effect.constant and not varied.effect.constant and constant.p_opposite == 0.0
+    reason = every_dataset([constant, varied], ["a", "b"]).reason
+    assert "a (p = 0: the same difference on all 3 seeds, zero variance, Holm-adjusted 0)" in reason
+    assert "b (p = " in reason and reason.count("zero variance") == 1
+
+
 def test_the_opposite_on_one_of_several_datasets_contradicts_only_after_holms_correction():
     """Any of k datasets showing the opposite by chance is a union of k tests: at alpha = 0.05 a claim
     without any effect would be contradicted on 3 datasets in about 14 % of studies without the correction."""

@@ -22,6 +22,7 @@ from lossbench.bench.storage import run_record
 from lossbench.ledger.records import Claim, Published
 from lossbench.ledger.verdict import (
     POINTS,
+    RANKED_METHODS,
     Effect,
     Ranking,
     Verdict,
@@ -142,6 +143,11 @@ def _defined(pick: Callable[[list[float]], float], values: list[float]) -> float
     return pick(kept) if kept else math.nan
 
 
+def _zero_variance(v: Verdict) -> str:
+    """Says that a p of 0 is the t-test's limit at zero variance, not a measured tail."""
+    return f": the same difference on all {v.effect.n} seeds, zero variance" if v.effect.constant else ""
+
+
 def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
     """A per-dataset claim over several datasets: it holds where it holds on every dataset.
 
@@ -166,7 +172,7 @@ def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
     else:
         word = "inconclusive"
     counts = ", ".join(f"{w} on {', '.join(n for n, x in zip(names, words) if x == w)}" for w in dict.fromkeys(words))
-    shown = [(kept, f"{n} (p = {v.p_opposite:.3g}, Holm-adjusted {a:.3g})")
+    shown = [(kept, f"{n} (p = {v.p_opposite:.3g}{_zero_variance(v)}, Holm-adjusted {a:.3g})")
              for n, v, a, kept in zip(names, verdicts, adjusted, opposed) if v.word == "contradicted"]  # fmt: skip
     kept_on, dropped = [t for k, t in shown if k], [t for k, t in shown if not k]
     if kept_on:
@@ -180,8 +186,8 @@ def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
     estimates = [v.effect.estimate for v in verdicts]
     first = verdicts[0].effect
     mean = sum(estimates) / len(estimates)
-    tests = "paired t over seeds" + (", or the sign test where counts are censored"
-                                     if any(v.effect.method.startswith("sign test") for v in verdicts) else "")
+    signs = [v.effect.method.startswith("sign test") for v in verdicts]
+    tests = "sign test over seeds" if all(signs) else "paired t over seeds" + (", or the sign test where counts are censored" if any(signs) else "")
     effect = Effect(mean, _defined(min, [v.effect.ci_low for v in verdicts]), _defined(max, [v.effect.ci_high for v in verdicts]),
                     first.ci_level, _defined(max, [v.effect.p_value for v in verdicts]), len(verdicts),
                     f"per dataset: {tests}; the claim must hold on every dataset (Holm over the datasets "
@@ -228,5 +234,5 @@ def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget
     if claim.ranking and not missing and len(cells) >= 2:
         # (over the methods run on every dataset: a method restricted to some has no rank on the others)
         scores = pd.DataFrame({label: {m: c.mean for m, c in row.items()} for label, row in cells.items()}).T.dropna(axis=1)
-        table = ranking(scores) if scores.shape[1] >= 2 else None
+        table = ranking(scores) if scores.shape[1] >= RANKED_METHODS else None
     return Outcome(claim, spec, budget, variation, cells, datasets, verdict, table, compute, runs, missing)

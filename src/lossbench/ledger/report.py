@@ -85,8 +85,11 @@ def rule_text(claim: Claim) -> str:
                "bootstrap interval)" if claim.scope == "across-datasets"
                else "over several datasets it must hold on every one, and the opposite shown on one contradicts it after "
                "Holm's correction over the datasets (lossbench.ledger.judge.every_dataset)")  # fmt: skip
-    return (f"{claim.treatment} scores {word} {claim.baseline} in test {claim.metric}; one-sided tests "
-            f"at alpha = {r.alpha}{delta} (lossbench.ledger.verdict); {combine}") + (f". {claim.rule_text}" if claim.rule_text else "")  # fmt: skip
+    tests = (f"equivalence (two one-sided tests at alpha = {r.alpha}{delta}), contradicted by a difference beyond the "
+             f"margin on either side at alpha / 2" if r.direction == "equal"
+             else f"one-sided tests at alpha = {r.alpha}{delta}")  # fmt: skip
+    return (f"{claim.treatment} scores {word} {claim.baseline} in test {claim.metric}; {tests} "
+            f"(lossbench.ledger.verdict); {combine}") + (f". {claim.rule_text}" if claim.rule_text else "")  # fmt: skip
 
 
 # --- what the storage holds ------------------------------------------------------------------

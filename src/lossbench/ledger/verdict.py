@@ -199,7 +199,8 @@ class Effect:
     claim; nan where undefined.  ``n``: seeds or datasets.  ``method``: the tests, in words.
     ``spans_datasets``: a per-dataset claim over several datasets, whose ``ci_low``/``ci_high``
     are the lowest and highest ends of the per-dataset ``ci_level`` intervals, not an interval of
-    ``estimate`` (see ``lossbench.ledger.judge.every_dataset``).
+    ``estimate`` (see ``lossbench.ledger.judge.every_dataset``).  ``constant``: the same difference on
+    every seed, decided by its value (zero variance: the t-test's p is 0 or 1).
     """
 
     estimate: float
@@ -210,6 +211,7 @@ class Effect:
     n: int
     method: str
     spans_datasets: bool = False
+    constant: bool = False
 
     @property
     def interval_label(self) -> str:
@@ -432,7 +434,7 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule, *, uni
     shown = _shown_by(tests, rule)
     word = _decide(rule, shown)
     evidence = f"{method}, mean difference {units.value(estimate)}"
-    effect = Effect(estimate, low, high, rule.ci_level, tests.claim(rule), n, method)
+    effect = Effect(estimate, low, high, rule.ci_level, tests.claim(rule), n, method, constant=constant)
     reason = _reason(word, rule, tests, shown, low, high, evidence, units, sides)
     return Verdict(word, rule, effect, reason, _opposite(rule, tests), _unopposed(rule, shown))
 
@@ -660,6 +662,9 @@ class Ranking:
     n_datasets: int
 
 
+RANKED_METHODS = 3  # the fewest methods a ranking takes: scipy's Friedman test needs 3
+
+
 def ranking(scores: pd.DataFrame, *, alpha: float = 0.05) -> Ranking:
     """Rank methods (columns) over datasets (rows) from scores where higher is better.
 
@@ -679,9 +684,9 @@ def ranking(scores: pd.DataFrame, *, alpha: float = 0.05) -> Ranking:
     if not _is_real(alpha) or not 0 < alpha < 1:
         raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
     n, k = scores.shape
-    if k < 3:
+    if k < RANKED_METHODS:
         raise ValueError(
-            f"scores must have at least 3 methods (columns) for the Friedman test, "
+            f"scores must have at least {RANKED_METHODS} methods (columns) for the Friedman test, "
             f"got {k}: {list(scores.columns)}"
         )
     if n < 2:
