@@ -49,7 +49,8 @@ def test_the_quick_budget_reduces_the_paper_protocol(claim_id):
     build = analysis_study if claim.kind == "analysis" else (lambda i, b: study_spec(get_claim(i), b))
     quick, paper = build(claim_id, "quick"), build(claim_id, "paper")
     assert quick.name == f"{claim.protocol}.quick" and paper.name == f"{claim.protocol}.paper"
-    assert quick.trials < paper.trials and quick.seeds < paper.seeds and quick.train.epochs < paper.train.epochs
+    # (the clipping analysis keeps its 7 seeds: its sign test needs them)
+    assert quick.trials < paper.trials and quick.seeds <= paper.seeds and quick.train.epochs < paper.train.epochs
     assert claim.deviations and (claim.rule is not None or claim.kind == "analysis")
 
 
@@ -78,42 +79,40 @@ def _epochs(clip: list[float], smooth: list[float], none: list[float]) -> dict:
 
 
 def test_the_clipping_rule_holds_only_when_both_clipped_methods_are_faster_everywhere():
-    assert clipping_verdict(_epochs([2, 3, 2], [3, 3, 2], [6, 8, 7]))[0].word == "holds"
-    word, parts = clipping_verdict(_epochs([2, 3, 2], [6, 9, 7], [6, 8, 7]))
+    none = [6, 8, 7, 7, 6, 8, 7]
+    assert clipping_verdict(_epochs([2, 3, 2, 3, 2, 3, 2], [3, 3, 2, 4, 3, 3, 2], none))[0].word == "holds"
+    word, parts = clipping_verdict(_epochs([2, 3, 2, 3, 2, 3, 2], [6, 9, 7, 8, 6, 9, 7], none))
     assert word != "holds" and parts["d1/clip"].word == "holds" and parts["d1/clip_smooth"].word != "holds"
-    assert clipping_verdict(_epochs([10, 13, 11], [3, 3, 2], [6, 8, 7]))[0].word == "contradicted"
-    # slower on both data sets at p = 0.017 each: over the four comparisons Holm does not keep it
-    overall, parts = clipping_verdict(_epochs([9, 10, 11], [3, 3, 2], [6, 8, 7]))
-    assert parts["d1/clip"].word == "contradicted" and overall.word == "inconclusive" and "Holm" in overall.reason
-    # the cases are listed with the word each counts with, not the one it has alone
-    assert "d1/clip +3.00 (inconclusive (contradicted alone; not kept by Holm's correction))" in clipping_cases(parts)
-    assert "d1/clip_smooth -4.33 (holds)" in clipping_cases(parts)
-    assert clipping_verdict(_epochs([6, 8, 7], [6, 8, 7], [6, 8, 7]))[0].word == "equivalent"  # within one epoch
+    slower = [10, 13, 11, 12, 10, 13, 11]  # slower on every seed: p = 1/128 on each of the four comparisons
+    overall, parts = clipping_verdict(_epochs(slower, [3, 3, 2, 4, 3, 3, 2], none))
+    assert overall.word == "contradicted" and parts["d1/clip"].p_opposite == pytest.approx(1 / 128)
+    # slower on 6 of 7 seeds (p = 1/16 alone): over the four comparisons Holm does not keep it
+    overall, parts = clipping_verdict(_epochs([9, 10, 11, 9, 10, 11, 2], [3, 3, 2, 4, 3, 3, 2], none))
+    assert parts["d1/clip"].word != "holds" and overall.word == "inconclusive"
+    # the cases are listed with the word each counts with
+    assert "d1/clip_smooth -4.14 (holds)" in clipping_cases(parts)
+    same = [6, 8, 7, 7, 6, 8, 7]
+    assert clipping_verdict(_epochs(same, same, same))[0].word == "equivalent"  # within one epoch on every seed
     # no run reached the target (each counts 13 = 12 epochs + 1): that shows no equal speed
-    never = _epochs([13, 13, 13], [13, 13, 13], [13, 13, 13])
-    assert clipping_verdict(never)[0].word == "equivalent"  # without saying which count means "never"
-    overall, parts = clipping_verdict(never, never=13.0)
+    overall, parts = clipping_verdict(_epochs(*[[13] * 7] * 3), never=13.0)
     assert overall.word == "inconclusive" and parts["d1/clip"].word == "inconclusive"
     assert "no run of either method reached the target" in parts["d1/clip"].reason
 
 
-
 @pytest.mark.parametrize("never", [13.0, 14.0])
 def test_a_run_that_never_reached_the_target_is_a_bound_not_a_value(never):
-    """The quick run's MNIST cells: smooth clipping 11, 11 and never against 9, 9, 11 were differences
-    2, 2, 2 only by the stand-in 13 (constant: p = 0 by the t-test's limit); with 14 the verdict changed.
-    Read as bounds, the verdict cannot depend on the stand-in."""
-    epochs = {"digits": {"clip": [5.0, 5, 5], "clip_smooth": [7.0, 8, 5], "none": [never] * 3},
-              "mnist": {"clip": [never] * 3, "clip_smooth": [11.0, 11, never], "none": [9.0, 9, 11]}}  # fmt: skip
-    overall, parts = clipping_verdict(epochs, never=never)
-    assert overall.word == "inconclusive" and all(v.word == "inconclusive" for v in parts.values())
-    assert "sign test over 3 seeds, 1 with a run censored" in parts["mnist/clip_smooth"].reason
-    # the span of the intervals is the t-tests' cells', whichever dataset comes first (a sign test has none)
-    timed = {"d1": {"clip": [5.0, 6, 5], "clip_smooth": [6.0, 7, 5], "none": [8.0, 9, 9]}}
-    spans = [clipping_verdict(dict(order), never=never)[0].effect for order in
-             ([*timed.items(), *epochs.items()], [*epochs.items(), *timed.items()])]  # fmt: skip
-    assert all(not math.isnan(e.ci_low) for e in spans) and spans[0].ci_low == spans[1].ci_low
-    assert "or the sign test where counts are censored" in spans[0].method
+    """A run that never reached the target counts as a bound, whatever its stand-in: the verdict cannot depend
+    on the stand-in, and a baseline that never reached it is at least as strong a case as one that just did."""
+    reached = {"digits": {"clip": [5.0] * 7, "clip_smooth": [7.0, 8, 5, 7, 8, 5, 6], "none": [12.0] * 7}}
+    censored = {"digits": {**reached["digits"], "none": [never] * 7}}
+    for epochs in (reached, censored):
+        overall, parts = clipping_verdict(epochs, never=never)
+        assert overall.word == "holds" and all(v.effect.p_value == pytest.approx(1 / 128) for v in parts.values())
+        assert "sign test over 7 seeds" in parts["digits/clip"].reason and overall.effect.method.startswith("per dataset: sign test")
+    mixed = {"mnist": {"clip": [never] * 7, "clip_smooth": [11.0, 11, never, 11, 11, never, 11], "none": [9.0, 9, 11, 9, 9, 11, 9]}}
+    overall, parts = clipping_verdict(mixed, never=never)
+    assert parts["mnist/clip_smooth"].word != "holds" and "2 with a run censored" in parts["mnist/clip_smooth"].reason
+
 
 def test_the_clipping_analysis_reads_the_stored_training_curves(tmp_path, monkeypatch):
     tiny = parse_spec({

@@ -324,25 +324,22 @@ def analysis_study(claim_id: str, budget: str):
 def clipping_verdict(epochs: dict[str, dict[str, list[float]]], never: float | None = None):
     """``epochs[dataset][method]``: per seed, epochs to the target (a run that never reaches it counts
     ``never``, the run's epochs + 1).  Per dataset and clipped method a paired verdict (direction
-    "less", margin one epoch) against the unclipped runs of the same seeds: the paired t-test where every
-    run reached the target, else the sign test of ``verdict.censored_paired_verdict`` (a run that never
-    reached it took more than its epochs, not ``never``); the claim holds where every
+    "less", margin one epoch) against the unclipped runs of the same seeds: the sign test of
+    ``verdict.censored_paired_verdict`` for every pair (a run that never reached the target took more
+    than its epochs, not ``never``; one test for every pair, so that a baseline that never reaches the
+    target cannot give a weaker word than one that just does); the claim holds where every
     one holds (``ledger.judge.every_dataset``: contradicted if the opposite is shown on any after Holm's correction
     over them, equivalent if every one is).
     Where no run of either method reached the target the pair shows nothing: inconclusive, not the
     equal speed that the equal counts would say."""
     from lossbench.ledger.judge import every_dataset
-    from lossbench.ledger.verdict import Rule, censored_paired_verdict, paired_verdict
+    from lossbench.ledger.verdict import Rule, censored_paired_verdict
 
     rule = Rule("less", alpha=0.05, delta=EPOCHS_DELTA)
     verdicts, names = [], []
     for label, row in epochs.items():
         for method in CLIPPED:
-            pair = row[method], row[UNCLIPPED]
-            if never is not None and any(e >= never for e in [*pair[0], *pair[1]]):  # (their counts are bounds)
-                verdict = censored_paired_verdict(*pair, rule, censored_from=never)
-            else:
-                verdict = paired_verdict(*pair, rule)
+            verdict = censored_paired_verdict(row[method], row[UNCLIPPED], rule, censored_from=math.inf if never is None else never)
             if never is not None and all(e == never for e in [*row[method], *row[UNCLIPPED]]):
                 verdict = dataclasses.replace(verdict, word="inconclusive", p_opposite=math.nan, unopposed="inconclusive",
                                               reason="inconclusive: no run of either method reached the target")  # fmt: skip

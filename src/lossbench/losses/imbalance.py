@@ -183,8 +183,8 @@ def weighted_cross_entropy(
     the batch's targets), so a batch's mean never depends on which classes share it and rows
     of packed runs may share one call.  Target: class indices ``(B,)``.
 
-    Reference: PyTorch ``F.cross_entropy(weight=...)``; Su, "class imbalance: weights or
-    losses" (kexue.fm/archives/7615) for re-weighting against logit adjustment.
+    Reference: PyTorch ``F.cross_entropy(weight=...)``; Su, "Mitigating class imbalance
+    via mutual information" (kexue.fm/archives/7615) for re-weighting against logit adjustment.
     """
     x, _, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     check_positive("power", power, allow_zero=True)

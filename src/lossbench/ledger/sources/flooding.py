@@ -36,7 +36,8 @@ _QUICK = {
 }  # fmt: skip
 _QUICK_NOTE = ("2,000 training samples of MNIST and of Dry Bean (stratified), an MLP of width 256, 30 epochs, "
                "6 trials, 3 seeds")  # fmt: skip
-_PAPER_NOTE = "MNIST and Dry Bean whole, an MLP of width 500, 100 epochs, 20 trials (the grid's 20 values of b), 5 seeds"
+_PAPER_NOTE = ("MNIST and Dry Bean whole, an MLP of width 500, 100 epochs, 20 trials (random draws of b from its grid "
+               "of 20 values and of the lr: not every b is tried), 5 seeds")
 
 _DEVIATIONS = (
     "The paper's benchmark protocol (models, optimiser, epochs per data set) is not in its released code; the "
