@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import optuna
 import pytest
 import torch
+import torch.nn.functional as F
 from optuna.trial import TrialState
+from torch import nn
 
 from lossbench.bench.execution import (
     DataCache,
@@ -18,6 +22,9 @@ from lossbench.bench.methods import resolve_method
 from lossbench.bench.runner import Runner
 from lossbench.bench.spec import parse_spec
 from lossbench.bench.storage import ALONE_ATTR, open_storage, run_record
+from lossbench.losses import LOSSES, loss_module, register_loss
+from lossbench.models import MODELS, ModelInfo, register_model
+from lossbench.registry import FloatRange, HyperParam
 
 METHODS = [
     {"name": "ce", "loss": "cross_entropy"},
@@ -228,3 +235,130 @@ def test_runs_of_a_searched_model_pack_by_configuration_and_store_what_they_stor
         assert packed_params == params and record["pack"] == 1
         for metric, value in record["metrics"].items():
             assert packed_record["metrics"][metric] == pytest.approx(value, rel=1e-4, abs=1e-5)
+
+
+def counts_weighted_ce(logits, target, *, class_counts, power=1.0, reduction="mean", validate=True):
+    """A plugin loss as the README's recipe allows: class weights from the split's counts, PyTorch's weighted mean
+    (divided by the batch's summed weights, not the even mean of its rows that a shared call takes)."""
+    weight = (class_counts.sum() / (len(class_counts) * class_counts)) ** power
+    return F.cross_entropy(logits, target, weight=weight.to(logits.dtype), reduction=reduction)
+
+
+@pytest.fixture
+def weighted_plugin_loss():
+    register_loss("counts_weighted_ce_for_test", counts_weighted_ce, loss_module(counts_weighted_ce, "CountsWeightedCE"),
+                  signature="softmax", reference="a test", requires=("class_counts",),
+                  hyperparams=(HyperParam("power", 1.0, FloatRange(0.5, 2.0)),))  # fmt: skip
+    yield "counts_weighted_ce_for_test"
+    LOSSES.remove("counts_weighted_ce_for_test")
+
+
+@pytest.mark.parametrize("stage", ["tune", "final"])
+def test_runs_of_a_plugin_loss_whose_mean_is_weighted_store_what_they_store_alone(weighted_plugin_loss, stage):
+    # the runs share no call (each run's loss is checked on a few training rows): the unit still packs
+    spec = _spec(methods=[{"name": "cw", "loss": weighted_plugin_loss, "params": {"power": 2.0}}])
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], stage)
+    method = resolve_method(spec.methods[0])
+    assert unpackable(split, method, spec) is None
+    runs = [({"lr": 0.3, "weight_decay": 1e-3}, 1), ({"lr": 0.1, "weight_decay": 1e-4}, 2)]
+    for (params, seed), result in zip(runs, train_and_score_packed(split, method, runs, spec)):
+        _assert_results_equal(result, train_and_score(split, method, params, spec, seed))
+
+
+class _EvalHalves(nn.Module):  # a forward that reads self.training: its logits halved in eval mode
+    def __init__(self, d, o):
+        super().__init__()
+        self.fc = nn.Linear(d, o)
+
+    def forward(self, x):
+        out = self.fc(x)
+        return out if self.training else out / 2
+
+
+class _EvalSyncs(_EvalHalves):  # in eval mode, a step vmap cannot map (a Python number of a tensor)
+    def forward(self, x):
+        out = self.fc(x)
+        return out if self.training else out * (1.0 if out.sum().item() == out.sum().item() else 2.0)
+
+
+class _Frozen(nn.Module):  # fixed random features (requires_grad=False), a trained head
+    def __init__(self, d, o):
+        super().__init__()
+        self.proj = nn.Parameter(torch.randn(8, d) / d**0.5, requires_grad=False)
+        self.head = nn.Linear(8, o)
+
+    def forward(self, x):
+        return self.head(torch.relu(x @ self.proj.T))
+
+
+class _Indexed(nn.Module):  # an index table held as an integer Parameter
+    def __init__(self, d, o):
+        super().__init__()
+        self.perm = nn.Parameter(torch.randperm(d), requires_grad=False)
+        self.fc = nn.Linear(d, o)
+
+    def forward(self, x):
+        return self.fc(x[:, self.perm])
+
+
+class _Unused(nn.Module):  # a layer the forward never uses
+    def __init__(self, d, o):
+        super().__init__()
+        self.fc, self.aux = nn.Linear(d, o), nn.Linear(d, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class _Tied(nn.Module):  # the same Parameter in two layers
+    def __init__(self, d, o):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, o)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.head(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+PLUGIN_MODELS = {"eval_halves": _EvalHalves, "eval_syncs": _EvalSyncs, "frozen": _Frozen, "indexed": _Indexed,
+                 "unused": _Unused, "tied": _Tied}  # fmt: skip
+
+
+@pytest.fixture
+def plugin_model(request):
+    name = f"{request.param}_for_test"
+    cls = PLUGIN_MODELS[request.param]
+    register_model(ModelInfo(name, lambda ds, num_outputs: cls(math.prod(ds.input_shape), num_outputs), ("tabular",), (),
+                             "a test", request.param))  # fmt: skip
+    yield name
+    MODELS.remove(name)
+
+
+@pytest.mark.parametrize("plugin_model, reason", [
+    ("eval_syncs", "_for_test' does not run packed (RuntimeError"),  # (alone it scores in eval mode, and so does a pack)
+    ("frozen", "_for_test': its parameter proj is frozen (requires_grad=False)"),
+    ("indexed", "_for_test': its parameter perm is not floating-point (torch.int64)"),
+    ("unused", "_for_test': its parameter aux.weight gets no gradient (unused by its forward)"),
+    ("tied", "_for_test': its parameter b.weight is a.weight (tied or shared parameters)"),
+], indirect=["plugin_model"])  # fmt: skip
+def test_a_plugin_model_a_pack_cannot_train_as_alone_trains_one_run_at_a_time_and_says_why(plugin_model, reason, tmp_path):
+    spec = _spec(methods=METHODS[:1], train={"model": plugin_model, "epochs": 1, "batch_size": 32}, trials=2, seeds=2)
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    assert reason in unpackable(split, resolve_method(spec.methods[0]), spec)
+    if plugin_model.startswith("frozen"):  # every run completes, one at a time, its record saying why
+        runner = Runner(spec, open_storage(f"sqlite:///{tmp_path}/s.db", spec.heartbeat_interval), torch.device("cpu"), pack=4)
+        runner.run()
+        trials = [t for study in (runner.units[0].tune, runner.units[0].final) for t in study.get_trials()]
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+        assert all(reason in run_record(t)[ALONE_ATTR] for t in trials)
+
+
+@pytest.mark.parametrize("plugin_model", ["eval_halves"], indirect=True)
+def test_a_plugin_model_whose_forward_reads_its_mode_scores_packed_in_eval_mode_as_alone(plugin_model):
+    spec = _spec(methods=METHODS[:1], train={"model": plugin_model, "epochs": 2, "batch_size": 32})
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    method = resolve_method(spec.methods[0])
+    assert unpackable(split, method, spec) is None
+    runs = [({"lr": 0.1, "weight_decay": 1e-2}, 1), ({"lr": 0.3, "weight_decay": 1e-3}, 2)]
+    for (params, seed), result in zip(runs, train_and_score_packed(split, method, runs, spec)):
+        _assert_results_equal(result, train_and_score(split, method, params, spec, seed))

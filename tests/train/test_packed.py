@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from lossbench.losses import LOSSES
+from lossbench.losses import LOSSES, loss_module
 from lossbench.models.linear import LinearClassifier
 from lossbench.models.mlp import MLP
 from lossbench.train import TRANSFORMS, fit
@@ -20,6 +21,7 @@ from lossbench.train.packed import (
     batch_rows,
     faster_alone,
     fit_packed,
+    mean_probe,
     unpackable_model,
 )
 
@@ -450,3 +452,100 @@ def test_held_out_targets_with_ignored_entries_get_calls_of_their_own():
     alone = torch.stack([ce()(logits[k], y) for k in range(2)])
     torch.testing.assert_close(scored, alone)
     assert losses.for_targets(y.clamp(min=0)) is losses  # (no ignored target: the shared call as it is)
+
+
+def counts_weighted_ce(logits, target, *, class_counts, power=1.0, reduction="mean", validate=True):
+    """A user's loss written the PyTorch way: class weights from the counts, F.cross_entropy's weighted mean
+    (divided by the batch's summed weights), under an option that is not named ``weight``."""
+    weight = (class_counts.sum() / (len(class_counts) * class_counts)) ** power
+    return F.cross_entropy(logits, target, weight=weight.to(logits.dtype), reduction=reduction)
+
+
+CountsWeightedCE = loss_module(counts_weighted_ce, "CountsWeightedCE")
+
+
+def test_a_loss_whose_mean_is_not_the_even_mean_of_its_rows_keeps_a_call_of_its_own():
+    # the shared call's even mean of a run's rows is not a weighted mean: the losses are checked on a few rows of the
+    # data (mean_probe), whatever their options are named
+    x, y = _data()
+    counts = torch.bincount(y, minlength=3).double()
+    alone = []
+    for seed, lr, wd in zip(SEEDS, LRS, DECAYS):
+        model = _model("linear", seed)
+        history = fit(model, CountsWeightedCE(class_counts=counts, power=2.0), x, y, lr=lr, weight_decay=wd,
+                      generator=torch.Generator().manual_seed(seed), **BASE)  # fmt: skip
+        alone.append((model, history))
+    models = [_model("linear", seed) for seed in SEEDS]
+    packed = PackedModel(models)
+    losses = [CountsWeightedCE(class_counts=counts, power=2.0) for _ in SEEDS]
+    histories = fit_packed(packed, losses, x, y, lrs=LRS, weight_decays=DECAYS, shared_loss=[list(range(len(SEEDS)))],
+                           generators=[torch.Generator().manual_seed(s) for s in SEEDS], **BASE)  # fmt: skip
+    packed.unstack_into(models)
+    _assert_same(alone, list(zip(models, histories)))
+    probe = mean_probe(packed, x, y)
+    assert len(set(probe[1].tolist())) == 3 and probe[0].shape == (len(probe[1]), 3)
+    assert PackedLosses(losses[:2], [[0, 1]], probe=probe).groups == [[0], [1]]
+    plain = [LOSSES.get(name).module(class_counts=counts) if "class_counts" in LOSSES.get(name).requires
+             else LOSSES.get(name).module() for name in ("cross_entropy", "focal", "weighted_cross_entropy") for _ in range(2)]  # fmt: skip
+    assert PackedLosses(plain, [[0, 1], [2, 3], [4, 5]], probe=probe).groups == [[0, 1], [2, 3], [4, 5]]  # (their means are)
+
+
+class _EvalHalves(nn.Module):
+    """A forward that reads ``self.training``: its logits halved in eval mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(x)
+        return out if self.training else out / 2
+
+
+def test_a_pack_trains_in_training_mode_and_scores_in_eval_mode_as_a_run_alone():
+    torch.manual_seed(0)
+    models = [_EvalHalves() for _ in range(2)]
+    for model in models:
+        model.eval()  # (the pack trains in training mode whatever its models' mode, as fit does)
+    x = torch.randn(5, 6)
+    packed = PackedModel(models)
+    with torch.no_grad():
+        trained = torch.stack([m.train()(x) for m in models])
+        scored = torch.stack([m.eval()(x) for m in models])
+    torch.testing.assert_close(packed(torch.stack([x, x])).detach(), trained)
+    torch.testing.assert_close(packed.eval_logits(x), scored)
+    torch.testing.assert_close(packed.eval_logits(x, batch_size=2), scored)
+    torch.testing.assert_close(packed(torch.stack([x, x])).detach(), trained)  # (back in training mode)
+
+
+class _Frozen(nn.Module):
+    def __init__(self, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+        self.scale = nn.Parameter(torch.ones(3, dtype=dtype), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) * self.scale
+
+
+class _Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+        self.b.weight = self.a.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+@pytest.mark.parametrize("model, reason", [
+    (_Frozen(), "its parameter scale is frozen (requires_grad=False)"),
+    (_Frozen(torch.int64), "its parameter scale is not floating-point (torch.int64)"),
+    (_Tied(), "its parameter b.weight is a.weight (tied or shared parameters)"),
+], ids=["frozen", "integer", "tied"])  # fmt: skip
+def test_a_model_whose_parameters_a_pack_cannot_train_as_alone_is_refused(model, reason):
+    # a pack trains each parameter as a float leaf of its own: a frozen one would train (or its backward fail), a
+    # tied one would be untied in the pack's copy of the model
+    assert unpackable_model(model) == reason
+    with pytest.raises(ValueError, match=f"cannot be packed: {reason}".replace("(", r"\(").replace(")", r"\)")):
+        PackedModel([model, model])

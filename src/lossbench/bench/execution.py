@@ -54,6 +54,7 @@ from lossbench.train.packed import (
     PackedModel,
     faster_alone,
     fit_packed,
+    mean_probe,
     stretches,
     unpackable_model,
 )
@@ -584,7 +585,8 @@ def train_and_score_packed(
     :func:`pack_key` is the same (each method's runs side by side, in one stretch), and runs share a
     pack only with runs of their :func:`model_config`.  Runs of one
     method whose loss arguments are equal share one loss call per step when the loss is a mean of
-    per-sample terms.  Each run's ``seconds`` is the pack's time divided among its runs.
+    per-sample terms (checked for each stage's losses, on a few rows of the training part: ``PackedLosses``'s
+    probe).  Each run's ``seconds`` is the pack's time divided among its runs.
     """
     start = time.perf_counter()
     methods = [method] * len(runs) if isinstance(method, Method) else list(method)
@@ -599,8 +601,10 @@ def train_and_score_packed(
     # (the decision rule reads the logits as they are: the pack's held-out metric counted at once)
     count_together = all(run.decision == "argmax" for run in scores)
 
-    # each stage's losses and how they share calls: in training, and on the held-out targets (for_targets, once)
+    # each stage's losses and how they share calls: in training, and on the held-out targets (for_targets, once);
+    # a run whose loss's mean is not the even mean of its rows (a plugin's weighted mean) keeps calls of its own
     stage_losses: list[tuple[PackedLosses, PackedLosses]] = []
+    probe = mean_probe(packed, split.x_fit, split.y_fit)
 
     def on_epoch_end(epoch: int, rows: list[dict[str, float]]) -> None:
         logits = packed.eval_logits(split.x_eval, batch_size=EVAL_BATCH)
@@ -621,7 +625,7 @@ def train_and_score_packed(
         for a, b in stretches([id(stage.method) for stage in now]):
             info, losses = now[a].method.loss, [run.loss for run in scores[a:b]]
             shared = _shared_loss(now[a].method, [stage.params for stage in now[a:b]])
-            parts.append(PackedLosses(losses, shared, info.row_params, info.batch_groups, info.row_none))
+            parts.append(PackedLosses(losses, shared, info.row_params, info.batch_groups, info.row_none, probe))
         trained = parts[0] if len(parts) == 1 else PackedLosses.join(parts)
         stage_losses.append((trained, trained.for_targets(split.y_eval)))
         fit_packed(
@@ -661,7 +665,8 @@ def _shared_loss(method: Method, params: list[dict[str, Any]]) -> list[list[int]
     """Groups of runs whose losses take the same arguments, but for the loss's row parameters (one
     loss call per step for each group, each row with its run's row parameters; a row parameter at
     None groups apart unless the loss gives its None a value per row, ``row_none``); a batch-level
-    loss only where it computes each run's rows as their own batch (``batch_groups``)."""
+    loss only where it computes each run's rows as their own batch (``batch_groups``).  ``PackedLosses``
+    then splits off each run whose loss's mean is not the even mean of its rows (checked on its probe)."""
     shared: dict[Any, list[int]] = {}
     needs = set(method.loss.requires)  # the split's class counts: the same for every run of the unit
     rows, defaults = method.loss.row_params, {h.name: h.default for h in method.loss.hyperparams}
@@ -716,8 +721,9 @@ def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
 
 def _model_unpackable(split: Split, method: Method, spec: Spec,
                       params: dict[str, Any]) -> tuple[str | None, torch.Tensor | None]:  # fmt: skip
-    """Why the model at ``params`` cannot train packed (None when it can: stateless, and its packed
-    outputs are its outputs alone), and where it can, two runs' outputs alone on a small batch."""
+    """Why the model at ``params`` cannot train packed (None when it can: stateless, every parameter given
+    a gradient, and its packed outputs are its outputs alone, in training and in eval mode), and where it
+    can, two runs' outputs alone on a small batch."""
     models = [_build_run_model(split, method, spec, seed, params) for seed in (0, 1)]
     own = model_config(spec, params) or method.spec.model_params
     where = f"model {spec.train.model!r}" + (f" with {model_kwargs(spec, method, params)}" if own else "")
@@ -726,13 +732,22 @@ def _model_unpackable(split: Split, method: Method, spec: Spec,
         return f"{where}: {reason}", None
     x = split.x_fit[:8]
     try:
-        together = PackedModel(models)(torch.stack([x, x]))
+        packed = PackedModel(models)
+        together = packed(torch.stack([x, x]))
+        # a parameter the forward leaves out gets no gradient (alone the optimiser skips it; a pack's one backward fails)
+        grads = torch.autograd.grad(together.sum(), packed.params, allow_unused=True)
+        scored = packed.eval_logits(x)
     except Exception as err:  # noqa: BLE001 - any failure to run packed means: train one at a time
         return f"{where} does not run packed ({type(err).__name__}: {err})", None
+    unused = [name for name, grad in zip(packed.names, grads) if grad is None]
+    if unused:
+        return f"{where}: its parameter {unused[0]} gets no gradient (unused by its forward)", None
     with torch.no_grad():
         alone = torch.stack([m(x) for m in models])
-    if together.shape != alone.shape or not torch.allclose(together.detach(), alone, rtol=1e-4, atol=1e-5):
-        return f"{where} gives other outputs packed than alone", None
+    for mode, out, own in (("", together.detach(), alone),
+                           (" in eval mode", scored, torch.stack([eval_logits(m, x) for m in models]))):  # fmt: skip
+        if out.shape != own.shape or not torch.allclose(out, own, rtol=1e-4, atol=1e-5):
+            return f"{where} gives other outputs packed than alone{mode}", None
     return None, alone
 
 

@@ -42,20 +42,34 @@ PackedEpochCallback = Callable[[int, list[dict[str, float]]], Any]
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's and AdamW's defaults
 PER_RUN_FROM = 1 << 16  # elements of one run's parameter from which the optimiser updates it run by run (CPU)
 # Per-class weights whose weighted mean divides by the batch's summed weights of its targets (cross-entropy's
-# weight, focal's alpha): a shared call's even mean over a run's rows is not that mean.
+# weight, focal's alpha): a shared call's even mean over a run's rows is not that mean.  PackedLosses goes by
+# these names only where it has no probe batch to check each loss itself on (see mean_probe).
 CLASS_WEIGHTS = ("weight", "alpha")
+PROBE_ROWS = 24  # rows of mean_probe's batch
 
 
 def unpackable_model(model: nn.Module) -> str | None:
     """Why ``model`` cannot be packed (None when it can): vmap-ed runs share no state, so a model
     with buffers (BatchNorm's running statistics) or live dropout (whose draws would differ from
-    the run's own) trains only one run at a time."""
+    the run's own) trains only one run at a time; a pack trains every parameter as a float leaf of
+    its own, so a model with a parameter that is not floating-point, frozen (``requires_grad=False``:
+    alone the optimiser leaves it, packed it would be trained or fail) or tied to another (the same
+    Parameter under two names: a pack's copy of the model unties it) does too."""
     buffers = [name for name, _ in model.named_buffers()]
     if buffers:
         return f"it has buffers ({', '.join(buffers[:3])})"
     dropout = [n for n, m in model.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
     if dropout:
         return f"it has dropout ({', '.join(dropout[:3])})"
+    first: dict[int, str] = {}  # each Parameter's first name
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            return f"its parameter {name} is {first[id(p)]} (tied or shared parameters)"
+        first[id(p)] = name
+        if not p.is_floating_point():
+            return f"its parameter {name} is not floating-point ({p.dtype})"
+        if not p.requires_grad:
+            return f"its parameter {name} is frozen (requires_grad=False)"
     return None
 
 
@@ -94,7 +108,7 @@ class PackedModel:
         self.names = list(params)
         self.params = [params[n] for n in self.names]  # leaf tensors (K, ...), requires_grad
         self.size = len(models)
-        self._base = copy.deepcopy(models[0]).to("meta")
+        self._base = copy.deepcopy(models[0]).to("meta").train()  # (training mode, as fit trains; eval_logits: eval mode)
 
         fast = _own_packed_forward(self._base)
         if fast is not None:  # the model's batched matrix products: vmap's cost per call is most of a small step
@@ -109,15 +123,20 @@ class PackedModel:
         self._shared = vmap(call, in_dims=(0, None))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``(K, B, ...)`` inputs, one batch per run -> ``(K, B, outputs)``."""
+        """``(K, B, ...)`` inputs, one batch per run -> ``(K, B, outputs)``, in training mode."""
         return self._each(self.params, x)
 
     @torch.no_grad()
     def eval_logits(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-        """Every run's outputs on the same ``x``: ``(K, N, outputs)``, ``batch_size`` rows at a time."""
-        if x.shape[0] <= batch_size:
-            return self._shared(self.params, x)
-        return torch.cat([self._shared(self.params, x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)], 1)
+        """Every run's outputs on the same ``x``: ``(K, N, outputs)``, ``batch_size`` rows at a time, in eval
+        mode (as :func:`lossbench.train.eval_logits` scores a run alone; a forward may read ``self.training``)."""
+        self._base.eval()
+        try:
+            if x.shape[0] <= batch_size:
+                return self._shared(self.params, x)
+            return torch.cat([self._shared(self.params, x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)], 1)
+        finally:
+            self._base.train()
 
     def run_params(self, k: int) -> list[torch.Tensor]:
         """Views of run ``k``'s parameters (in-place edits reach the pack)."""
@@ -258,8 +277,8 @@ def fit_packed(
     remaining arguments are ``fit``'s and hold for every run.  ``shared_loss`` lists groups of
     runs whose losses are the same function (same class and arguments) of per-sample terms: a
     group's rows go through one call with ``reduction="none"`` instead of one call per run (runs
-    whose loss's mean is not an even mean of their rows keep calls of their own: see :class:`PackedLosses`;
-    so do runs whose targets ``y_train`` hold their loss's ``ignore_index``).
+    whose loss's mean is not an even mean of their rows, checked on a few rows of ``y_train``, keep calls
+    of their own: see :class:`PackedLosses`; so do runs whose targets ``y_train`` hold their loss's ``ignore_index``).
     ``row_options`` names loss options in which a group's runs may differ: each call reads every
     run's value (``loss.option(name)``) and passes them as one ``(rows,)`` tensor (``name=...``), each
     row with its run's value (``row_none``: the value that stands for a None there, if any).  ``batch_groups`` names the loss argument that takes a group's number of
@@ -279,7 +298,13 @@ def fit_packed(
             raise ValueError("shared_loss, row_options, batch_groups and row_none come with the PackedLosses, not beside it")
         grouped = losses
     else:
-        grouped = PackedLosses(losses, shared_loss, row_options, batch_groups, row_none)
+        probe = None  # (where runs share calls: each run's loss is checked on a batch of the data, mean_probe)
+        if any(len(group) > 1 for group in shared_loss or ()):
+            for loss in losses:
+                if isinstance(loss, nn.Module):
+                    loss.to(packed.params[0].device)
+            probe = mean_probe(packed, x_train, y_train)
+        grouped = PackedLosses(losses, shared_loss, row_options, batch_groups, row_none, probe)
     losses = grouped.losses
     k_runs = packed.size
     weight_decays = [0.0] * k_runs if weight_decays is None else list(weight_decays)
@@ -364,6 +389,38 @@ def _ignoring(losses: Sequence[LossFn], y: torch.Tensor) -> set[int]:
     return {k for k, value in enumerate(ignores) if value is not None and found[value]}
 
 
+def mean_probe(packed: PackedModel, x: torch.Tensor, y: torch.Tensor,
+               size: int = PROBE_ROWS) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """A small batch on which :class:`PackedLosses` checks that a run's loss is the even mean of its rows
+    (:func:`even_mean`): targets from ``y`` whose classes occur unevenly (class indices: one row of the first
+    class present, two of the second, three of the third, one of the fourth, ...; targets below 0, as
+    ``ignore_index``, left out; other targets: the first ``size`` rows) and random logits of the pack's
+    output shape, on its device.  (A weighted mean equals the even one on a batch of one class only.)"""
+    if y.ndim == 1 and not y.is_floating_point():
+        rows: list[torch.Tensor] = []
+        for i, c in enumerate(torch.unique(y[y >= 0]).tolist()):
+            rows.append((y == c).nonzero().flatten()[: i % 3 + 1])
+            if sum(map(len, rows)) >= size:
+                break
+        idx = torch.cat(rows) if rows else torch.arange(min(size, len(y)), device=y.device)
+    else:
+        idx = torch.arange(min(size, len(y)), device=y.device)
+    device = packed.params[0].device
+    shape = packed.eval_logits(x[idx.to(x.device)].to(device)).shape[1:]  # (the rows together: a model may normalise them)
+    logits = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=packed.params[0].dtype)
+    return logits.mul_(2).to(device), y[idx].to(device)
+
+
+def even_mean(loss: LossFn, logits: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether ``loss(logits, y)`` (its ``reduction="mean"``) is, up to round-off, the even mean of its rows
+    of ``reduction="none"`` as a shared call of :class:`PackedLosses` takes it (an elementwise loss's rows: each
+    sample's mean): PyTorch's weighted mean (``weight=``, divided by the batch's summed weights) is not."""
+    with torch.no_grad():
+        mean, out = loss(logits, y, reduction="mean"), loss(logits, y, reduction="none")
+        rows = out.reshape(len(logits), -1).mean(1) if out.ndim > 1 else out
+        return mean.numel() == 1 and bool(torch.allclose(mean.reshape(()), rows.mean(), rtol=1e-5, atol=1e-6))
+
+
 def stretches(keys: Sequence[Any]) -> list[tuple[int, int]]:
     """``(start, stop)`` of each stretch of equal neighbouring keys (a pack's runs of one method)."""
     bounds = [0, *(k for k in range(1, len(keys)) if keys[k] != keys[k - 1]), len(keys)]
@@ -396,16 +453,19 @@ class PackedLosses:
     Runs in one group of ``shared_loss`` (see :func:`fit_packed`) go through one call with
     ``reduction="none"``, their row options (``row_options``; a None as ``row_none`` says) one value per row and, with
     ``batch_groups``, the group's number of runs under that name; any other run through a call of its own.
-    A shared call averages each run's rows evenly, so a run whose loss has per-class weights (``CLASS_WEIGHTS``,
-    a mean divided by their sum) or is batch-level without ``batch_groups`` (its rows would mix with the
-    group's; LDAM's deferred re-weighting, which sets weights mid-run, is registered so) keeps a call of
-    its own, and so do runs whose targets hold the loss's ``ignore_index`` (:meth:`for_targets`; :func:`fit_packed`
+    A shared call averages each run's rows evenly, so a run whose loss's ``reduction="mean"`` is not that even
+    mean keeps a call of its own: checked on ``probe``'s logits and targets (:func:`mean_probe`: :func:`even_mean`;
+    without a probe, a loss with per-class weights, ``CLASS_WEIGHTS``, a mean divided by their sum), once, so
+    a loss whose mean changes mid-run must say so otherwise (LDAM's deferred re-weighting is batch-level).
+    So does a run whose loss is batch-level without ``batch_groups`` (its rows would mix with the group's), and
+    runs whose targets hold the loss's ``ignore_index`` (:meth:`for_targets`; :func:`fit_packed`
     splits them apart for its training targets; call it with other targets before scoring them).
     """
 
     def __init__(self, losses: Sequence[LossFn], shared_loss: Sequence[Sequence[int]] | None = None,
                  row_options: Sequence[str] = (), batch_groups: str | None = None,
-                 row_none: Mapping[str, float] | None = None) -> None:  # fmt: skip
+                 row_none: Mapping[str, float] | None = None,
+                 probe: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:  # fmt: skip
         self.losses = list(losses)
         # each group's row option's last tensor (by rows, device, dtype), with its values: they change only with a schedule
         self._row_tensors: dict[tuple[Any, ...], tuple[tuple[Any, ...], torch.Tensor]] = {}
@@ -414,9 +474,12 @@ class PackedLosses:
         grouped = {k for group in groups for k in group}
         groups += [[k] for k in range(len(self.losses)) if k not in grouped]
         options = _CallOptions(tuple(row_options), batch_groups, dict(row_none or {}))
-        alone = {k for k, loss in enumerate(self.losses)
-                 if any(isinstance(loss_option(loss, name), torch.Tensor) for name in CLASS_WEIGHTS)
-                 or (batch_groups is None and batch_level(loss))}  # fmt: skip
+        alone = {k for k in grouped if batch_groups is None and batch_level(self.losses[k])}
+        if probe is None:  # (no batch to check the losses on: their options' names say)
+            alone |= {k for k in grouped
+                      if any(isinstance(loss_option(self.losses[k], name), torch.Tensor) for name in CLASS_WEIGHTS)}  # fmt: skip
+        else:
+            alone |= {k for k in grouped - alone if not even_mean(self.losses[k], *probe)}
         self._set_groups(_apart([(group, options) for group in groups], alone))
 
     @classmethod
