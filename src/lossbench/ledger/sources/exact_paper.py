@@ -122,7 +122,7 @@ register_claim(
         rule=Rule("equal", alpha=0.05, delta=0.005),
         rule_text="A no-difference claim: it holds when the mean difference is shown to lie within half an accuracy "
         "point (both one-sided Wilcoxon tests over the datasets reject and the bootstrap interval lies inside)",
-        deviations=_TABLE1_DEVIATIONS[:2],
+        deviations=_TABLE1_DEVIATIONS[:2] + _TABLE1_DEVIATIONS[3:5],  # (not the relaxations' temperature: no relaxation runs)
         fits_this_machine=("quick",),
     )
 )
@@ -156,15 +156,20 @@ register_claim(
         },
         rule=Rule("greater", alpha=0.05, delta=0.001),
         deviations=(
-            "The preset exact-mnist is lossbench's reading of the paper's text (M3, SGD with momentum, EXACT with the "
-            "gradient normaliser and a sigma schedule whose end is tuned), not a transcription of the released "
-            "Table 2 configs (github ivan-chai/exact, mdn-metric/configs/exact/templates), which differ: 150 epochs "
-            "(30 here); augmentation by translations of up to 0.2 and rotations of up to 20 degrees (none here); SGD "
-            "weight decay fixed at 1e-4 (searched in [1e-6, 1e-3] here); lr searched in [1e-3, 1] ([1e-3, 0.5] here); "
-            "gradient clipping searched in [0.01, 10] for the losses other than EXACT (none here); EXACT's margin "
-            "searched in [0, 10] (not searched here; the released best MNIST setting: lr 0.5, minimum variance 1, "
-            "margin 0.5); EXACT's probability by Genz's estimator with 16 samples (the quadrature here); validation "
-            "on fold 0 of 5, 20 % (10 % here).",
+            "The preset exact-mnist follows the released Table 2 configs (github ivan-chai/exact, "
+            "mdn-metric/configs/exact/templates) since 2026-12-06 (before: lossbench's reading of the paper's text, "
+            "30 epochs, lr up to 0.5, 20 trials, a 10 % validation part, the lr decayed every step and no clipping "
+            "for the other losses; the quick run before it gave holds, +1.86 [+1.36, +2.35], with an unclipped CE). "
+            "What still differs: no augmentation (the configs translate by up to 0.2 and rotate by up to 20 "
+            "degrees); weight decay searched in [1e-6, 1e-3] (the configs fix 1e-4); EXACT's margin searched over "
+            "lossbench's grid None, 0.5, 1, 2, 5 (the configs: in [0, 10]; their best MNIST setting lr 0.5, minimum "
+            "variance 1, margin 0.5); EXACT's probability by the quadrature (the configs: Genz's estimator with 16 "
+            "samples); validation on a stratified random 20 % (the configs: fold 0 of 5, a contiguous fifth); the lr "
+            "and sigma schedules reach their ends at the last epoch (the configs' stop one epoch short); the other "
+            "losses' own searches (hinge's margin in [0, 10], the relaxations' temperature schedules, Poly-1's "
+            "epsilon in [0, 2]) are lossbench's registered ones.",
+            "The paper does not claim EXACT ahead on MNIST alone: its gap, 0.03 points, lies within its standard "
+            "deviations, and under this record's rule (a 0.1-point margin) its own numbers would not show it.",
             "The quick budget trains lossbench's small CNN (three conv blocks) instead of M3, on 6,000 images "
             "for 3 epochs: M3 takes 3.6 s per batch of 256 on one core of this machine (measured), about an "
             "hour per run of the protocol. Scores are below the paper's; only the direction is compared, between "
