@@ -7,9 +7,7 @@ import math
 import optuna
 import pytest
 import torch
-import torch.nn.functional as F
 from optuna.trial import TrialState
-from torch import nn
 
 from lossbench.bench.execution import (
     DataCache,
@@ -25,6 +23,8 @@ from lossbench.bench.storage import ALONE_ATTR, open_storage, run_record
 from lossbench.losses import LOSSES, loss_module, register_loss
 from lossbench.models import MODELS, ModelInfo, register_model
 from lossbench.registry import FloatRange, HyperParam
+from tests import user_code
+from tests.user_code import counts_weighted_ce
 
 METHODS = [
     {"name": "ce", "loss": "cross_entropy"},
@@ -237,13 +237,6 @@ def test_runs_of_a_searched_model_pack_by_configuration_and_store_what_they_stor
             assert packed_record["metrics"][metric] == pytest.approx(value, rel=1e-4, abs=1e-5)
 
 
-def counts_weighted_ce(logits, target, *, class_counts, power=1.0, reduction="mean", validate=True):
-    """A plugin loss as the README's recipe allows: class weights from the split's counts, PyTorch's weighted mean
-    (divided by the batch's summed weights, not the even mean of its rows that a shared call takes)."""
-    weight = (class_counts.sum() / (len(class_counts) * class_counts)) ** power
-    return F.cross_entropy(logits, target, weight=weight.to(logits.dtype), reduction=reduction)
-
-
 @pytest.fixture
 def weighted_plugin_loss():
     register_loss("counts_weighted_ce_for_test", counts_weighted_ce, loss_module(counts_weighted_ce, "CountsWeightedCE"),
@@ -265,69 +258,10 @@ def test_runs_of_a_plugin_loss_whose_mean_is_weighted_store_what_they_store_alon
         _assert_results_equal(result, train_and_score(split, method, params, spec, seed))
 
 
-class _EvalHalves(nn.Module):  # a forward that reads self.training: its logits halved in eval mode
-    def __init__(self, d, o):
-        super().__init__()
-        self.fc = nn.Linear(d, o)
-
-    def forward(self, x):
-        out = self.fc(x)
-        return out if self.training else out / 2
-
-
-class _EvalSyncs(_EvalHalves):  # in eval mode, a step vmap cannot map (a Python number of a tensor)
-    def forward(self, x):
-        out = self.fc(x)
-        return out if self.training else out * (1.0 if out.sum().item() == out.sum().item() else 2.0)
-
-
-class _Frozen(nn.Module):  # fixed random features (requires_grad=False), a trained head
-    def __init__(self, d, o):
-        super().__init__()
-        self.proj = nn.Parameter(torch.randn(8, d) / d**0.5, requires_grad=False)
-        self.head = nn.Linear(8, o)
-
-    def forward(self, x):
-        return self.head(torch.relu(x @ self.proj.T))
-
-
-class _Indexed(nn.Module):  # an index table held as an integer Parameter
-    def __init__(self, d, o):
-        super().__init__()
-        self.perm = nn.Parameter(torch.randperm(d), requires_grad=False)
-        self.fc = nn.Linear(d, o)
-
-    def forward(self, x):
-        return self.fc(x[:, self.perm])
-
-
-class _Unused(nn.Module):  # a layer the forward never uses
-    def __init__(self, d, o):
-        super().__init__()
-        self.fc, self.aux = nn.Linear(d, o), nn.Linear(d, 2)
-
-    def forward(self, x):
-        return self.fc(x)
-
-
-class _Tied(nn.Module):  # the same Parameter in two layers
-    def __init__(self, d, o):
-        super().__init__()
-        self.a, self.b, self.head = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, o)
-        self.b.weight = self.a.weight
-
-    def forward(self, x):
-        return self.head(torch.relu(self.b(torch.relu(self.a(x)))))
-
-
-PLUGIN_MODELS = {"eval_halves": _EvalHalves, "eval_syncs": _EvalSyncs, "frozen": _Frozen, "indexed": _Indexed,
-                 "unused": _Unused, "tied": _Tied}  # fmt: skip
-
-
 @pytest.fixture
 def plugin_model(request):
     name = f"{request.param}_for_test"
-    cls = PLUGIN_MODELS[request.param]
+    cls = user_code.MODELS[request.param]
     register_model(ModelInfo(name, lambda ds, num_outputs: cls(math.prod(ds.input_shape), num_outputs), ("tabular",), (),
                              "a test", request.param))  # fmt: skip
     yield name

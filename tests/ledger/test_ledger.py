@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import types
 
 import optuna
 import pytest
@@ -183,21 +184,23 @@ def test_a_bench_claims_provenance_counts_the_runs_of_its_studies_by_any_claim(t
 
 
 def test_concurrent_claims_runs_each_keep_their_record(tmp_path, monkeypatch):
+    from lossbench.ledger import runs as runs_module
     from lossbench.ledger.runs import _record_wall_time, all_invocations, ledger_study
 
     storage = open_storage(default_storage_url(tmp_path))
     claim = get_claim("exact-toy-1d")
     older = {"started": "2026-12-03T20:21:00+00:00", "wall_seconds": 1.0, "study": None}
     ledger_study(storage).set_user_attr("runs:exact-toy-1d:quick:fixed", [older])  # a storage's records before
+    monkeypatch.setattr(runs_module, "time", types.SimpleNamespace(time=lambda: 1.8e9))  # (now, for the wall times)
     # Writing a record reads no other: two invocations of one claim (two processes, say) cannot drop each other's.
-    monkeypatch.setattr(optuna.Study, "user_attrs", property(lambda self: pytest.fail("a record read the others")))
-    first = record_invocation(storage, claim, "quick", "fixed", time.time() - 60, None)
-    second = record_invocation(storage, claim, "quick", "fixed", time.time() - 30, None)
-    monkeypatch.undo()
-    _record_wall_time(storage, claim, "quick", "fixed", first, time.time() - 90)
+    with monkeypatch.context() as no_reads:
+        no_reads.setattr(optuna.Study, "user_attrs", property(lambda self: pytest.fail("a record read the others")))
+        first = record_invocation(storage, claim, "quick", "fixed", 1.8e9 - 60, None)
+        second = record_invocation(storage, claim, "quick", "fixed", 1.8e9 - 30, None)
+    _record_wall_time(storage, claim, "quick", "fixed", first, 1.8e9 - 90)
     runs = invocations(storage, claim, "quick")
     assert [r.get("id") for r in runs] == [None, first, second]  # first to last, the older list's among them
-    assert runs[1]["wall_seconds"] == pytest.approx(90.0, abs=5) and runs[2]["wall_seconds"] == pytest.approx(30.0, abs=5)
+    assert [r["wall_seconds"] for r in runs] == [1.0, 90.0, 30.0]  # (the first's own record updated)
     assert [r.get("id") for r in all_invocations(storage)] == [None, first, second]
     assert invocations(storage, claim, "paper") == []
 

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lossbench.losses import LOSSES, loss_module
@@ -24,6 +23,7 @@ from lossbench.train.packed import (
     mean_probe,
     unpackable_model,
 )
+from tests.user_code import EvalHalves, Frozen, Indexed, Tied, counts_weighted_ce
 
 SEEDS, LRS, DECAYS = [3, 4, 5, 6], [0.1, 0.5, 0.05, 1.0], [0.0, 1e-3, 1e-2, 0.1]
 
@@ -454,13 +454,6 @@ def test_held_out_targets_with_ignored_entries_get_calls_of_their_own():
     assert losses.for_targets(y.clamp(min=0)) is losses  # (no ignored target: the shared call as it is)
 
 
-def counts_weighted_ce(logits, target, *, class_counts, power=1.0, reduction="mean", validate=True):
-    """A user's loss written the PyTorch way: class weights from the counts, F.cross_entropy's weighted mean
-    (divided by the batch's summed weights), under an option that is not named ``weight``."""
-    weight = (class_counts.sum() / (len(class_counts) * class_counts)) ** power
-    return F.cross_entropy(logits, target, weight=weight.to(logits.dtype), reduction=reduction)
-
-
 CountsWeightedCE = loss_module(counts_weighted_ce, "CountsWeightedCE")
 
 
@@ -490,21 +483,23 @@ def test_a_loss_whose_mean_is_not_the_even_mean_of_its_rows_keeps_a_call_of_its_
     assert PackedLosses(plain, [[0, 1], [2, 3], [4, 5]], probe=probe).groups == [[0, 1], [2, 3], [4, 5]]  # (their means are)
 
 
-class _EvalHalves(nn.Module):
-    """A forward that reads ``self.training``: its logits halved in eval mode."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(6, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.fc(x)
-        return out if self.training else out / 2
+def test_a_weighted_mean_is_found_even_where_the_probe_batch_weighs_one_on_average():
+    # classes in proportions 1:2:3 and balanced weights n / (C n_c): on the probe's 1, 2 and 3 rows of them the
+    # weights average 1 and the weighted mean is the even one; each class's rows alone show the weights
+    y = torch.cat([torch.full((n,), c) for c, n in enumerate((100, 200, 300))])
+    x = torch.randn(len(y), 6, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(y).double()
+    losses = [CountsWeightedCE(class_counts=counts) for _ in range(2)]
+    probe = mean_probe(PackedModel([_model("linear", s) for s in (0, 1)]), x, y)
+    assert torch.bincount(probe[1]).tolist() == [1, 2, 3]
+    mixed = losses[0](*probe, reduction="none").mean()
+    torch.testing.assert_close(losses[0](*probe), mixed)  # (the whole probe batch alone would miss it)
+    assert PackedLosses(losses, [[0, 1]], probe=probe).groups == [[0], [1]]
 
 
 def test_a_pack_trains_in_training_mode_and_scores_in_eval_mode_as_a_run_alone():
     torch.manual_seed(0)
-    models = [_EvalHalves() for _ in range(2)]
+    models = [EvalHalves(6, 3) for _ in range(2)]
     for model in models:
         model.eval()  # (the pack trains in training mode whatever its models' mode, as fit does)
     x = torch.randn(5, 6)
@@ -518,30 +513,10 @@ def test_a_pack_trains_in_training_mode_and_scores_in_eval_mode_as_a_run_alone()
     torch.testing.assert_close(packed(torch.stack([x, x])).detach(), trained)  # (back in training mode)
 
 
-class _Frozen(nn.Module):
-    def __init__(self, dtype: torch.dtype = torch.float32) -> None:
-        super().__init__()
-        self.fc = nn.Linear(6, 3)
-        self.scale = nn.Parameter(torch.ones(3, dtype=dtype), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x) * self.scale
-
-
-class _Tied(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b, self.head = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 3)
-        self.b.weight = self.a.weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.b(torch.relu(self.a(x)))))
-
-
 @pytest.mark.parametrize("model, reason", [
-    (_Frozen(), "its parameter scale is frozen (requires_grad=False)"),
-    (_Frozen(torch.int64), "its parameter scale is not floating-point (torch.int64)"),
-    (_Tied(), "its parameter b.weight is a.weight (tied or shared parameters)"),
+    (Frozen(6, 3), "its parameter proj is frozen (requires_grad=False)"),
+    (Indexed(6, 3), "its parameter perm is not floating-point (torch.int64)"),
+    (Tied(6, 3), "its parameter b.weight is a.weight (tied or shared parameters)"),
 ], ids=["frozen", "integer", "tied"])  # fmt: skip
 def test_a_model_whose_parameters_a_pack_cannot_train_as_alone_is_refused(model, reason):
     # a pack trains each parameter as a float leaf of its own: a frozen one would train (or its backward fail), a

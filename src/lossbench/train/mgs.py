@@ -21,7 +21,7 @@ class MGS(Transform):
 
     With ``g = -grad L~`` the surrogate loss's gradient (after the gradient transforms before this
     one) clipped to total norm ``max_norm``, draw ``n_samples`` candidates ``D_i = g + e_i`` (the
-    guided ones, a ``1 - mix`` share) or ``D_i = e_i`` (the rest), ``e_i`` Gaussian noise whose std
+    guided ones, a ``1 - mix`` share rounded up, spread evenly from the first) or ``D_i = e_i`` (the rest), ``e_i`` Gaussian noise whose std
     in each parameter tensor is ``noise`` times the mean ``|g|`` of that tensor; evaluate the cost
     ``c = 1 - metric`` on the batch at ``theta + D_i``; weight the candidates by the self-normalised
 
@@ -113,8 +113,8 @@ class MGS(Transform):
     def update(self, grads: list[torch.Tensor], ctx: StepContext) -> None:
         params = self._sampled
         with torch.no_grad():
+            torch.nn.utils.clip_grad_norm_(params, self.max_norm)  # (in place, as the code's mle_grad clips)
             g = [-p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            torch.nn.utils.clip_grads_with_norm_(g, self.max_norm, torch.nn.utils.get_total_norm(g))
             theta = [p.detach() for p in params]
             deltas, log_q = self._sample(g)
             costs = self._costs(ctx, theta, deltas)
@@ -129,7 +129,10 @@ class MGS(Transform):
     def _sample(self, g: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Candidates ``D`` (with a zero row 0 for theta itself) and ``log q(D)`` up to a constant."""
         n, ref = self.n_samples, g[0]
-        guided = (torch.arange(n, device=ref.device) < round(n * (1 - self.mix))).to(ref.dtype)
+        # ceil(n (1 - mix)) guided candidates spread evenly, the first one guided: the code's i % 2 == 0 at mix 0.5
+        share = 1 - self.mix
+        guided = torch.tensor([math.ceil((i + 1) * share) - math.ceil(i * share) for i in range(n)], dtype=ref.dtype,
+                              device=ref.device)  # fmt: skip
         deltas, squares, along = [], 0.0, 0.0
         for gt in g:
             scale = self.noise * gt.abs().mean()

@@ -395,7 +395,7 @@ def mean_probe(packed: PackedModel, x: torch.Tensor, y: torch.Tensor,
     (:func:`even_mean`): targets from ``y`` whose classes occur unevenly (class indices: one row of the first
     class present, two of the second, three of the third, one of the fourth, ...; targets below 0, as
     ``ignore_index``, left out; other targets: the first ``size`` rows) and random logits of the pack's
-    output shape, on its device.  (A weighted mean equals the even one on a batch of one class only.)"""
+    output shape, on its device."""
     if y.ndim == 1 and not y.is_floating_point():
         rows: list[torch.Tensor] = []
         for i, c in enumerate(torch.unique(y[y >= 0]).tolist()):
@@ -411,14 +411,24 @@ def mean_probe(packed: PackedModel, x: torch.Tensor, y: torch.Tensor,
     return logits.mul_(2).to(device), y[idx].to(device)
 
 
-def even_mean(loss: LossFn, logits: torch.Tensor, y: torch.Tensor) -> bool:
+def even_mean(loss: LossFn, logits: torch.Tensor, y: torch.Tensor, classes: int = 3) -> bool:
     """Whether ``loss(logits, y)`` (its ``reduction="mean"``) is, up to round-off, the even mean of its rows
     of ``reduction="none"`` as a shared call of :class:`PackedLosses` takes it (an elementwise loss's rows: each
-    sample's mean): PyTorch's weighted mean (``weight=``, divided by the batch's summed weights) is not."""
+    sample's mean), on the whole batch and, for class-index targets, on the rows of each of its first
+    ``classes`` classes alone.  PyTorch's weighted mean (``weight=``, divided by the batch's summed weights) is
+    not, but it agrees where the batch's mean weight is 1 (balanced weights on a batch in the data's class
+    proportions); on one class's rows it is the mean of the unweighted losses and the rows' even mean is
+    ``w_c`` times that, so a class weight other than 1 shows there."""
+    parts = [slice(None)]
+    if y.ndim == 1 and not y.is_floating_point():
+        parts += [y == c for c in torch.unique(y[y >= 0])[:classes]]
     with torch.no_grad():
-        mean, out = loss(logits, y, reduction="mean"), loss(logits, y, reduction="none")
-        rows = out.reshape(len(logits), -1).mean(1) if out.ndim > 1 else out
-        return mean.numel() == 1 and bool(torch.allclose(mean.reshape(()), rows.mean(), rtol=1e-5, atol=1e-6))
+        for part in parts:
+            mean, out = loss(logits[part], y[part], reduction="mean"), loss(logits[part], y[part], reduction="none")
+            rows = out.reshape(len(out), -1).mean(1) if out.ndim > 1 else out
+            if mean.numel() != 1 or not torch.allclose(mean.reshape(()), rows.mean(), rtol=1e-5, atol=1e-6):
+                return False
+    return True
 
 
 def stretches(keys: Sequence[Any]) -> list[tuple[int, int]]:

@@ -1,0 +1,86 @@
+"""A user's own loss and models, as the README's recipes allow, that a pack must not train as it trains
+the registered ones (shared by the packed trainer's tests and the bench's)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def counts_weighted_ce(logits, target, *, class_counts, power=1.0, reduction="mean", validate=True):
+    """Class weights from the counts and PyTorch's weighted mean (divided by the batch's summed weights, not
+    the even mean of its rows that a shared call takes), under an option that is not named ``weight``."""
+    weight = (class_counts.sum() / (len(class_counts) * class_counts)) ** power
+    return F.cross_entropy(logits, target, weight=weight.to(logits.dtype), reduction=reduction)
+
+
+class EvalHalves(nn.Module):
+    """A forward that reads ``self.training``: its logits halved in eval mode."""
+
+    def __init__(self, d: int, o: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(d, o)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(x)
+        return out if self.training else out / 2
+
+
+class EvalSyncs(EvalHalves):
+    """In eval mode, a step vmap cannot map (a Python number of a tensor)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(x)
+        return out if self.training else out * (1.0 if out.sum().item() == out.sum().item() else 2.0)
+
+
+class Frozen(nn.Module):
+    """Fixed random features (``requires_grad=False``), a trained head."""
+
+    def __init__(self, d: int, o: int) -> None:
+        super().__init__()
+        self.proj = nn.Parameter(torch.randn(8, d) / d**0.5, requires_grad=False)
+        self.head = nn.Linear(8, o)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(x @ self.proj.T))
+
+
+class Indexed(nn.Module):
+    """An index table held as an integer Parameter."""
+
+    def __init__(self, d: int, o: int) -> None:
+        super().__init__()
+        self.perm = nn.Parameter(torch.randperm(d), requires_grad=False)
+        self.fc = nn.Linear(d, o)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x[:, self.perm])
+
+
+class Unused(nn.Module):
+    """A layer the forward never uses."""
+
+    def __init__(self, d: int, o: int) -> None:
+        super().__init__()
+        self.fc, self.aux = nn.Linear(d, o), nn.Linear(d, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+class Tied(nn.Module):
+    """The same Parameter in two layers."""
+
+    def __init__(self, d: int, o: int) -> None:
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, o)
+        self.b.weight = self.a.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+MODELS = {"eval_halves": EvalHalves, "eval_syncs": EvalSyncs, "frozen": Frozen, "indexed": Indexed,
+          "unused": Unused, "tied": Tied}  # fmt: skip
