@@ -18,6 +18,7 @@ from lossbench.train.packed import (
     PackedLosses,
     PackedModel,
     batch_rows,
+    even_mean,
     faster_alone,
     fit_packed,
     mean_probe,
@@ -481,6 +482,24 @@ def test_a_loss_whose_mean_is_not_the_even_mean_of_its_rows_keeps_a_call_of_its_
     plain = [LOSSES.get(name).module(class_counts=counts) if "class_counts" in LOSSES.get(name).requires
              else LOSSES.get(name).module() for name in ("cross_entropy", "focal", "weighted_cross_entropy") for _ in range(2)]  # fmt: skip
     assert PackedLosses(plain, [[0, 1], [2, 3], [4, 5]], probe=probe).groups == [[0, 1], [2, 3], [4, 5]]  # (their means are)
+
+
+@pytest.mark.parametrize("name", [n for n in LOSSES.names() if LOSSES.get(n).signature in ("softmax", "sigmoid", "multilabel")])
+def test_lossbench_s_own_losses_have_even_means_as_a_pack_reads_them_by_name(name):
+    # a pack skips the probe for lossbench's own losses and reads only their class-weight options: at their defaults
+    # each one's mean is the even mean of its rows, on the probe's uneven classes and on each class alone
+    info = LOSSES.get(name)
+    gen = torch.Generator().manual_seed(0)
+    if info.signature == "softmax":
+        y = torch.cat([torch.full((n,), c) for c, n in enumerate((30, 60, 90))])
+        counts = torch.bincount(y).double()
+    else:
+        y = (torch.rand(60, 4, generator=gen) < 0.3).float()
+        counts = y.sum(0).double()
+    x = torch.randn(len(y), 6, generator=gen)
+    loss = info.module(**({"class_counts": counts} if "class_counts" in info.requires else {}))
+    pack = PackedModel([LinearClassifier(6, 3 if y.ndim == 1 else 4, zero_first_logit=False) for _ in range(2)])
+    assert packed_module._own_loss(loss) and even_mean(loss, *mean_probe(pack, x, y))
 
 
 def test_a_weighted_mean_is_found_even_where_the_probe_batch_weighs_one_on_average():

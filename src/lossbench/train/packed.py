@@ -411,6 +411,12 @@ def mean_probe(packed: PackedModel, x: torch.Tensor, y: torch.Tensor,
     return logits.mul_(2).to(device), y[idx].to(device)
 
 
+def _own_loss(loss: LossFn) -> bool:
+    """Whether ``loss`` is lossbench's own (its class or function defined in lossbench), whose means a test checks
+    with :func:`even_mean`: a pack reads their class weights by name, faster than a probe per run."""
+    return (getattr(loss, "__module__", None) or type(loss).__module__).startswith("lossbench.")
+
+
 def even_mean(loss: LossFn, logits: torch.Tensor, y: torch.Tensor, classes: int = 3) -> bool:
     """Whether ``loss(logits, y)`` (its ``reduction="mean"``) is, up to round-off, the even mean of its rows
     of ``reduction="none"`` as a shared call of :class:`PackedLosses` takes it (an elementwise loss's rows: each
@@ -464,8 +470,9 @@ class PackedLosses:
     ``reduction="none"``, their row options (``row_options``; a None as ``row_none`` says) one value per row and, with
     ``batch_groups``, the group's number of runs under that name; any other run through a call of its own.
     A shared call averages each run's rows evenly, so a run whose loss's ``reduction="mean"`` is not that even
-    mean keeps a call of its own: checked on ``probe``'s logits and targets (:func:`mean_probe`: :func:`even_mean`;
-    without a probe, a loss with per-class weights, ``CLASS_WEIGHTS``, a mean divided by their sum), once, so
+    mean keeps a call of its own: a user's loss checked on ``probe``'s logits and targets (:func:`mean_probe`:
+    :func:`even_mean`); lossbench's own losses, and any without a probe, where they have per-class weights
+    (``CLASS_WEIGHTS``, a mean divided by their sum); once, so
     a loss whose mean changes mid-run must say so otherwise (LDAM's deferred re-weighting is batch-level).
     So does a run whose loss is batch-level without ``batch_groups`` (its rows would mix with the group's), and
     runs whose targets hold the loss's ``ignore_index`` (:meth:`for_targets`; :func:`fit_packed`
@@ -485,11 +492,14 @@ class PackedLosses:
         groups += [[k] for k in range(len(self.losses)) if k not in grouped]
         options = _CallOptions(tuple(row_options), batch_groups, dict(row_none or {}))
         alone = {k for k in grouped if batch_groups is None and batch_level(self.losses[k])}
-        if probe is None:  # (no batch to check the losses on: their options' names say)
-            alone |= {k for k in grouped
-                      if any(isinstance(loss_option(self.losses[k], name), torch.Tensor) for name in CLASS_WEIGHTS)}  # fmt: skip
-        else:
-            alone |= {k for k in grouped - alone if not even_mean(self.losses[k], *probe)}
+        for k in grouped - alone:
+            loss = self.losses[k]
+            if probe is None or _own_loss(loss):  # (lossbench's losses: their means are even but for class weights)
+                uneven = any(isinstance(loss_option(loss, name), torch.Tensor) for name in CLASS_WEIGHTS)
+            else:  # a user's loss: checked on the probe's rows
+                uneven = not even_mean(loss, *probe)
+            if uneven:
+                alone.add(k)
         self._set_groups(_apart([(group, options) for group in groups], alone))
 
     @classmethod
