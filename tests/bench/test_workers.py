@@ -172,8 +172,8 @@ def test_a_killed_run_leaves_no_local_worker_running(tmp_path, stop):
         _wait_for(lambda: _workers(proc.pid), "the local worker to start")
         (worker,) = _workers(proc.pid)  # (not a short-lived git or other child of the starter)
         proc.send_signal(stop)
-        proc.communicate(timeout=300)
-        assert proc.returncode == (128 + signal.SIGTERM if stop == signal.SIGTERM else -signal.SIGKILL)
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == (128 + signal.SIGTERM if stop == signal.SIGTERM else -signal.SIGKILL), out
         _wait_for(lambda: not _running(worker), "the worker to stop")
         if stop == signal.SIGTERM:  # (stopped with it: no log to read)
             assert not list((tmp_path / "out").glob("*.worker-*.log"))

@@ -126,6 +126,14 @@ def test_mgs_update_matches_the_released_codes_step(n, scale, alpha):
     assert stats["mgs/ess"] == pytest.approx((1 / (w**2).sum()).item(), rel=1e-5)
 
 
+def test_the_guided_candidates_are_spread_as_the_released_code_alternates_them():
+    from lossbench.train.mgs import guided_candidates
+
+    assert guided_candidates(4, 0.5) == [1, 0, 1, 0] and guided_candidates(5, 0.5) == [1, 0, 1, 0, 1]  # i % 2 == 0
+    assert sum(guided_candidates(10, 0.7)) == 3 and sum(guided_candidates(20, 0.85)) == 3  # (no float round-up)
+    assert guided_candidates(4, 0.9) == [1, 0, 0, 0]  # at least one
+
+
 def test_mgs_chunked_evaluation_equals_whole():
     torch.manual_seed(0)
     x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))

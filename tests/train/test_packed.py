@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lossbench.losses import LOSSES, loss_module
@@ -514,6 +515,37 @@ def test_a_weighted_mean_is_found_even_where_the_probe_batch_weighs_one_on_avera
     mixed = losses[0](*probe, reduction="none").mean()
     torch.testing.assert_close(losses[0](*probe), mixed)  # (the whole probe batch alone would miss it)
     assert PackedLosses(losses, [[0, 1]], probe=probe).groups == [[0], [1]]
+
+
+def test_a_user_loss_whose_mean_is_uneven_keeps_calls_of_its_own_whatever_it_wraps_or_weighs():
+    import functools
+
+    from lossbench.losses import cross_entropy
+
+    y = torch.cat([torch.full((n,), c) for c, n in enumerate(int(300 * 0.8**c) + 2 for c in range(26))])  # a long tail
+    x = torch.randn(len(y), 6, generator=torch.Generator().manual_seed(0))
+    pack = PackedModel([LinearClassifier(6, 26, zero_first_logit=False) for _ in range(2)])
+    tail = torch.where(torch.arange(26) >= 14, 2.0, 1.0)  # weights on the tail classes only
+
+    @functools.wraps(cross_entropy)  # (its module and name lossbench's, its code the user's)
+    def wrapped(logits, target, reduction="mean", **kwargs):
+        return cross_entropy(logits, target, weight=tail, reduction=reduction)
+
+    def leaves_ignored_out(logits, target, reduction="mean"):  # F.cross_entropy's ignore_index, unreadable to a pack
+        return F.cross_entropy(logits, target, reduction=reduction)
+
+    assert not packed_module._own_loss(wrapped) and packed_module._own_loss(cross_entropy)
+    assert packed_module._own_loss(LOSSES.get("cross_entropy").module()) and not packed_module._own_loss(CountsWeightedCE(class_counts=tail))
+    probe = mean_probe(pack, x, y)
+    assert set(probe[1].tolist()) == set(range(26))  # every class, the tail's included
+    assert PackedLosses([wrapped, wrapped], [[0, 1]], probe=probe).groups == [[0], [1]]
+    ignored = y.clone()
+    ignored[::5] = -100
+    probe = mean_probe(pack, x, ignored)
+    assert -100 in probe[1].tolist()
+    assert PackedLosses([leaves_ignored_out] * 2, [[0, 1]], probe=probe).groups == [[0], [1]]
+    plain = lambda logits, target, reduction="mean": F.cross_entropy(logits, target.clamp(min=0), reduction=reduction)  # noqa: E731
+    assert PackedLosses([plain] * 2, [[0, 1]], probe=probe).groups == [[0, 1]]  # (an even mean still shares)
 
 
 def test_a_pack_trains_in_training_mode_and_scores_in_eval_mode_as_a_run_alone():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -21,8 +22,9 @@ class MGS(Transform):
 
     With ``g = -grad L~`` the surrogate loss's gradient (after the gradient transforms before this
     one) clipped to total norm ``max_norm``, draw ``n_samples`` candidates ``D_i = g + e_i`` (the
-    guided ones, a ``1 - mix`` share rounded up, spread evenly from the first) or ``D_i = e_i`` (the rest), ``e_i`` Gaussian noise whose std
-    in each parameter tensor is ``noise`` times the mean ``|g|`` of that tensor; evaluate the cost
+    guided ones, a ``1 - mix`` share rounded up: :func:`guided_candidates`) or ``D_i = e_i`` (the
+    rest), ``e_i`` Gaussian noise whose std in each parameter tensor is ``noise`` times the mean
+    ``|g|`` of that tensor; evaluate the cost
     ``c = 1 - metric`` on the batch at ``theta + D_i``; weight the candidates by the self-normalised
 
         w_i ∝ exp(-[c(theta + D_i) - c(theta)] / alpha) / q(D_i),   q = mix N(0, I) + (1 - mix) N(g, I),
@@ -129,10 +131,7 @@ class MGS(Transform):
     def _sample(self, g: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Candidates ``D`` (with a zero row 0 for theta itself) and ``log q(D)`` up to a constant."""
         n, ref = self.n_samples, g[0]
-        # ceil(n (1 - mix)) guided candidates spread evenly, the first one guided: the code's i % 2 == 0 at mix 0.5
-        share = 1 - self.mix
-        guided = torch.tensor([math.ceil((i + 1) * share) - math.ceil(i * share) for i in range(n)], dtype=ref.dtype,
-                              device=ref.device)  # fmt: skip
+        guided = torch.tensor(guided_candidates(n, self.mix), dtype=ref.dtype, device=ref.device)
         deltas, squares, along = [], 0.0, 0.0
         for gt in g:
             scale = self.noise * gt.abs().mean()
@@ -159,6 +158,13 @@ class MGS(Transform):
         finally:
             model.train(was_training)
         return self._cost(logits, y).float()
+
+
+def guided_candidates(n: int, mix: float) -> list[int]:
+    """Which of ``n`` candidates are guided (1) or noise only (0): ``ceil(n (1 - mix))`` guided ones spread
+    evenly, the first one guided (the released code's ``i % 2 == 0`` at mix 0.5, odd ``n`` included)."""
+    share = 1 - Fraction(repr(float(mix)))  # (exact: 1 - 0.7 is 0.30000000000000004 in floats)
+    return [math.ceil((i + 1) * share) - math.ceil(i * share) for i in range(n)]
 
 
 register_transform(

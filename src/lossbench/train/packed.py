@@ -15,8 +15,11 @@ read only its own slice, so a diverging run leaves the others as they would be u
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -45,7 +48,8 @@ PER_RUN_FROM = 1 << 16  # elements of one run's parameter from which the optimis
 # weight, focal's alpha): a shared call's even mean over a run's rows is not that mean.  PackedLosses goes by
 # these names only where it has no probe batch to check each loss itself on (see mean_probe).
 CLASS_WEIGHTS = ("weight", "alpha")
-PROBE_ROWS = 24  # rows of mean_probe's batch
+PROBE_ROWS = 300  # at most this many rows in mean_probe's batch
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # lossbench's own code: its losses' means are tested (_own_loss)
 
 
 def unpackable_model(model: nn.Module) -> str | None:
@@ -392,16 +396,17 @@ def _ignoring(losses: Sequence[LossFn], y: torch.Tensor) -> set[int]:
 def mean_probe(packed: PackedModel, x: torch.Tensor, y: torch.Tensor,
                size: int = PROBE_ROWS) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """A small batch on which :class:`PackedLosses` checks that a run's loss is the even mean of its rows
-    (:func:`even_mean`): targets from ``y`` whose classes occur unevenly (class indices: one row of the first
-    class present, two of the second, three of the third, one of the fourth, ...; targets below 0, as
-    ``ignore_index``, left out; other targets: the first ``size`` rows) and random logits of the pack's
-    output shape, on its device."""
+    (:func:`even_mean`): for class-index targets, rows of every class in ``y``, unevenly (one row of the first
+    class, two of the second, three of the third, one of the fourth, ...; at most ``size`` rows), and a row of
+    each negative value ``y`` holds (an ``ignore_index``: a loss that leaves such rows out of its mean shows
+    there); other targets: the first ``size`` rows; with random logits of the pack's output shape, on its
+    device."""
     if y.ndim == 1 and not y.is_floating_point():
-        rows: list[torch.Tensor] = []
+        rows = [(y == c).nonzero().flatten()[:1] for c in torch.unique(y[y < 0]).tolist()]
         for i, c in enumerate(torch.unique(y[y >= 0]).tolist()):
-            rows.append((y == c).nonzero().flatten()[: i % 3 + 1])
             if sum(map(len, rows)) >= size:
                 break
+            rows.append((y == c).nonzero().flatten()[: i % 3 + 1])
         idx = torch.cat(rows) if rows else torch.arange(min(size, len(y)), device=y.device)
     else:
         idx = torch.arange(min(size, len(y)), device=y.device)
@@ -411,23 +416,34 @@ def mean_probe(packed: PackedModel, x: torch.Tensor, y: torch.Tensor,
     return logits.mul_(2).to(device), y[idx].to(device)
 
 
+@functools.lru_cache(maxsize=None)
+def _defined_in_lossbench(code: Any) -> bool:
+    try:
+        return Path(inspect.getfile(code)).resolve().is_relative_to(PACKAGE_DIR)
+    except TypeError:  # (a partial, a built-in: not lossbench's own)
+        return False
+
+
 def _own_loss(loss: LossFn) -> bool:
-    """Whether ``loss`` is lossbench's own (its class or function defined in lossbench), whose means a test checks
-    with :func:`even_mean`: a pack reads their class weights by name, faster than a probe per run."""
-    return (getattr(loss, "__module__", None) or type(loss).__module__).startswith("lossbench.")
+    """Whether ``loss`` is lossbench's own, by where its code is defined (a loss module's function, else its
+    class; a plain function's own code, which a ``functools.wraps`` wrapper does not take from what it wraps):
+    a test checks their means with :func:`even_mean`, and a pack reads their class weights by name instead of
+    probing each run."""
+    code = getattr(type(loss), "function", None) if isinstance(loss, nn.Module) else loss
+    return _defined_in_lossbench(type(loss) if code is None else code)
 
 
-def even_mean(loss: LossFn, logits: torch.Tensor, y: torch.Tensor, classes: int = 3) -> bool:
+def even_mean(loss: LossFn, logits: torch.Tensor, y: torch.Tensor) -> bool:
     """Whether ``loss(logits, y)`` (its ``reduction="mean"``) is, up to round-off, the even mean of its rows
     of ``reduction="none"`` as a shared call of :class:`PackedLosses` takes it (an elementwise loss's rows: each
-    sample's mean), on the whole batch and, for class-index targets, on the rows of each of its first
-    ``classes`` classes alone.  PyTorch's weighted mean (``weight=``, divided by the batch's summed weights) is
-    not, but it agrees where the batch's mean weight is 1 (balanced weights on a batch in the data's class
-    proportions); on one class's rows it is the mean of the unweighted losses and the rows' even mean is
-    ``w_c`` times that, so a class weight other than 1 shows there."""
+    sample's mean), on the whole batch and, for class-index targets, on the rows of each class alone.
+    PyTorch's weighted mean (``weight=``, divided by the batch's summed weights) is not, but it agrees where
+    the batch's mean weight is 1 (balanced weights on a batch in the data's class proportions); on one
+    class's rows it is the mean of the unweighted losses and the rows' even mean is ``w_c`` times that, so
+    a class weight other than 1 shows there; so does a mean that leaves out ignored targets' rows."""
     parts = [slice(None)]
     if y.ndim == 1 and not y.is_floating_point():
-        parts += [y == c for c in torch.unique(y[y >= 0])[:classes]]
+        parts += [y == c for c in torch.unique(y[y >= 0])]
     with torch.no_grad():
         for part in parts:
             mean, out = loss(logits[part], y[part], reduction="mean"), loss(logits[part], y[part], reduction="none")
