@@ -479,10 +479,10 @@ def test_a_loss_whose_mean_is_not_the_even_mean_of_its_rows_keeps_a_call_of_its_
     _assert_same(alone, list(zip(models, histories)))
     probe = mean_probe(packed, x, y)
     assert len(set(probe[1].tolist())) == 3 and probe[0].shape == (len(probe[1]), 3)
-    assert PackedLosses(losses[:2], [[0, 1]], probe=probe).groups == [[0], [1]]
+    assert PackedLosses(losses[:2], [[0, 1]], probe=lambda: probe).groups == [[0], [1]]
     plain = [LOSSES.get(name).module(class_counts=counts) if "class_counts" in LOSSES.get(name).requires
              else LOSSES.get(name).module() for name in ("cross_entropy", "focal", "weighted_cross_entropy") for _ in range(2)]  # fmt: skip
-    assert PackedLosses(plain, [[0, 1], [2, 3], [4, 5]], probe=probe).groups == [[0, 1], [2, 3], [4, 5]]  # (their means are)
+    assert PackedLosses(plain, [[0, 1], [2, 3], [4, 5]], probe=lambda: probe).groups == [[0, 1], [2, 3], [4, 5]]  # (their means are)
 
 
 @pytest.mark.parametrize("name", [n for n in LOSSES.names() if LOSSES.get(n).signature in ("softmax", "sigmoid", "multilabel")])
@@ -514,7 +514,7 @@ def test_a_weighted_mean_is_found_even_where_the_probe_batch_weighs_one_on_avera
     assert torch.bincount(probe[1]).tolist() == [1, 2, 3]
     mixed = losses[0](*probe, reduction="none").mean()
     torch.testing.assert_close(losses[0](*probe), mixed)  # (the whole probe batch alone would miss it)
-    assert PackedLosses(losses, [[0, 1]], probe=probe).groups == [[0], [1]]
+    assert PackedLosses(losses, [[0, 1]], probe=lambda: probe).groups == [[0], [1]]
 
 
 def test_a_user_loss_whose_mean_is_uneven_keeps_calls_of_its_own_whatever_it_wraps_or_weighs():
@@ -538,14 +538,14 @@ def test_a_user_loss_whose_mean_is_uneven_keeps_calls_of_its_own_whatever_it_wra
     assert packed_module._own_loss(LOSSES.get("cross_entropy").module()) and not packed_module._own_loss(CountsWeightedCE(class_counts=tail))
     probe = mean_probe(pack, x, y)
     assert set(probe[1].tolist()) == set(range(26))  # every class, the tail's included
-    assert PackedLosses([wrapped, wrapped], [[0, 1]], probe=probe).groups == [[0], [1]]
+    assert PackedLosses([wrapped, wrapped], [[0, 1]], probe=lambda: probe).groups == [[0], [1]]
     ignored = y.clone()
     ignored[::5] = -100
     probe = mean_probe(pack, x, ignored)
     assert -100 in probe[1].tolist()
-    assert PackedLosses([leaves_ignored_out] * 2, [[0, 1]], probe=probe).groups == [[0], [1]]
+    assert PackedLosses([leaves_ignored_out] * 2, [[0, 1]], probe=lambda: probe).groups == [[0], [1]]
     plain = lambda logits, target, reduction="mean": F.cross_entropy(logits, target.clamp(min=0), reduction=reduction)  # noqa: E731
-    assert PackedLosses([plain] * 2, [[0, 1]], probe=probe).groups == [[0, 1]]  # (an even mean still shares)
+    assert PackedLosses([plain] * 2, [[0, 1]], probe=lambda: probe).groups == [[0, 1]]  # (an even mean still shares)
 
 
 def test_a_pack_trains_in_training_mode_and_scores_in_eval_mode_as_a_run_alone():

@@ -20,6 +20,7 @@ each epoch's losses being those of the loss it trained with.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -604,7 +605,7 @@ def train_and_score_packed(
     # each stage's losses and how they share calls: in training, and on the held-out targets (for_targets, once);
     # a run whose loss's mean is not the even mean of its rows (a plugin's weighted mean) keeps calls of its own
     stage_losses: list[tuple[PackedLosses, PackedLosses]] = []
-    probe = mean_probe(packed, split.x_fit, split.y_fit)
+    probe = functools.cache(lambda: mean_probe(packed, split.x_fit, split.y_fit))  # (made where a user's loss needs it)
 
     def on_epoch_end(epoch: int, rows: list[dict[str, float]]) -> None:
         logits = packed.eval_logits(split.x_eval, batch_size=EVAL_BATCH)

@@ -45,6 +45,11 @@ def _key(kind: str, claim_id: str, budget: str, variation: str = "fixed") -> str
     return f"{kind}:{claim_id}:{budget}:{variation}"
 
 
+def _invocation_key(claim: Claim, budget: str, variation: str, invocation: str) -> str:
+    """The user attribute of one `claims run` (with ``invocation`` empty: the prefix every one of them has)."""
+    return _key("run", claim.id, budget, variation) + f":{invocation}"
+
+
 def record_invocation(storage, claim: Claim, budget: str, variation: str, started: float, spec_name: str | None) -> str:
     """Records a `claims run` (started at ``started``, its wall time until now) of the claim; returns its id.
 
@@ -57,14 +62,14 @@ def record_invocation(storage, claim: Claim, budget: str, variation: str, starte
         "started_at": started, "wall_seconds": round(time.time() - started, 1), "study": spec_name,
         "decision": claim.decision(), "id": uuid.uuid4().hex, **provenance(),
     }  # fmt: skip
-    ledger_study(storage).set_user_attr(_key("run", claim.id, budget, variation) + f":{run['id']}", run)
+    ledger_study(storage).set_user_attr(_invocation_key(claim, budget, variation, run["id"]), run)
     return run["id"]
 
 
 def _record_wall_time(storage, claim: Claim, budget: str, variation: str, invocation: str, started: float) -> None:
     """The wall time, until now, of the invocation :func:`record_invocation` recorded as ``invocation``."""
     study = ledger_study(storage)
-    key = _key("run", claim.id, budget, variation) + f":{invocation}"
+    key = _invocation_key(claim, budget, variation, invocation)
     study.set_user_attr(key, dict(study.user_attrs[key], wall_seconds=round(time.time() - started, 1)))
 
 
@@ -76,7 +81,7 @@ def _start(run: dict[str, Any]) -> tuple[str, float]:
 def invocations(storage, claim: Claim, budget: str, variation: str = "fixed") -> list[dict[str, Any]]:
     """The claim's `claims run` invocations at ``budget`` and ``variation``, first to last."""
     attrs = ledger_study(storage).user_attrs
-    own = _key("run", claim.id, budget, variation) + ":"
+    own = _invocation_key(claim, budget, variation, "")
     runs = list(attrs.get(_key("runs", claim.id, budget, variation), []))
     return sorted(runs + [r for key, r in attrs.items() if key.startswith(own)], key=_start)
 

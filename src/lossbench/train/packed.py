@@ -297,17 +297,16 @@ def fit_packed(
     that draws random numbers (EXACT's ``estimator="genz"``) draws from one stream for every run, so
     not what it draws alone: the caller keeps such losses out (``lossbench.bench.execution.unpackable``).
     """
+    device = packed.params[0].device
+    for loss in losses.losses if isinstance(losses, PackedLosses) else losses:
+        if isinstance(loss, nn.Module):
+            loss.to(device)  # (before a user's loss is checked on the probe's rows, on the pack's device)
     if isinstance(losses, PackedLosses):
         if shared_loss is not None or row_options or batch_groups is not None or row_none:
             raise ValueError("shared_loss, row_options, batch_groups and row_none come with the PackedLosses, not beside it")
         grouped = losses
     else:
-        probe = None  # (where runs share calls: each run's loss is checked on a batch of the data, mean_probe)
-        if any(len(group) > 1 for group in shared_loss or ()):
-            for loss in losses:
-                if isinstance(loss, nn.Module):
-                    loss.to(packed.params[0].device)
-            probe = mean_probe(packed, x_train, y_train)
+        probe = functools.cache(lambda: mean_probe(packed, x_train, y_train))
         grouped = PackedLosses(losses, shared_loss, row_options, batch_groups, row_none, probe)
     losses = grouped.losses
     k_runs = packed.size
@@ -322,11 +321,8 @@ def fit_packed(
                              "the models' only (train it with fit, or freeze them)")  # fmt: skip
     check_lr_schedule(lrs, lr_final, lr_schedule)
     steps_per_epoch, samples = check_epoch_shape(x_train, y_train, epochs, batch_size, repeat, drop_last)
-    n, device = x_train.shape[0], packed.params[0].device
+    n = x_train.shape[0]
     x_train, y_train = x_train.to(device), y_train.to(device)
-    for loss in losses:
-        if isinstance(loss, nn.Module):
-            loss.to(device)
 
     ignoring = _ignoring(losses, y_train)
     step = _PackedStep(packed, transforms, grouped.apart(ignoring))  # (alone, a run's mean counts its kept targets)
@@ -486,8 +482,9 @@ class PackedLosses:
     ``reduction="none"``, their row options (``row_options``; a None as ``row_none`` says) one value per row and, with
     ``batch_groups``, the group's number of runs under that name; any other run through a call of its own.
     A shared call averages each run's rows evenly, so a run whose loss's ``reduction="mean"`` is not that even
-    mean keeps a call of its own: a user's loss checked on ``probe``'s logits and targets (:func:`mean_probe`:
-    :func:`even_mean`); lossbench's own losses, and any without a probe, where they have per-class weights
+    mean keeps a call of its own: a user's loss checked on the logits and targets ``probe()`` gives (called only
+    for such a loss: :func:`mean_probe`, :func:`even_mean`); lossbench's own losses, and any without a probe,
+    where they have per-class weights
     (``CLASS_WEIGHTS``, a mean divided by their sum); once, so
     a loss whose mean changes mid-run must say so otherwise (LDAM's deferred re-weighting is batch-level).
     So does a run whose loss is batch-level without ``batch_groups`` (its rows would mix with the group's), and
@@ -498,7 +495,7 @@ class PackedLosses:
     def __init__(self, losses: Sequence[LossFn], shared_loss: Sequence[Sequence[int]] | None = None,
                  row_options: Sequence[str] = (), batch_groups: str | None = None,
                  row_none: Mapping[str, float] | None = None,
-                 probe: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:  # fmt: skip
+                 probe: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:  # fmt: skip
         self.losses = list(losses)
         # each group's row option's last tensor (by rows, device, dtype), with its values: they change only with a schedule
         self._row_tensors: dict[tuple[Any, ...], tuple[tuple[Any, ...], torch.Tensor]] = {}
@@ -513,7 +510,7 @@ class PackedLosses:
             if probe is None or _own_loss(loss):  # (lossbench's losses: their means are even but for class weights)
                 uneven = any(isinstance(loss_option(loss, name), torch.Tensor) for name in CLASS_WEIGHTS)
             else:  # a user's loss: checked on the probe's rows
-                uneven = not even_mean(loss, *probe)
+                uneven = not even_mean(loss, *probe())
             if uneven:
                 alone.add(k)
         self._set_groups(_apart([(group, options) for group in groups], alone))
