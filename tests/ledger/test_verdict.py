@@ -577,3 +577,26 @@ def test_a_no_difference_claim_over_datasets_is_contradicted_only_by_its_alpha_o
     d = np.array([0.93, 0.95, 0.94, 0.96]) - np.array([0.90, 0.90, 0.91, 0.90])
     wide = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
     assert f"95% CI [{wide.low:.4g}, {wide.high:.4g}], the sides' interval" in p.reason
+
+
+def test_a_reason_says_why_equivalence_is_not_shown_where_the_two_conditions_disagree():
+    # the Wilcoxon TOST rejects (p = 0.027) but one large dataset keeps the interval's top above +delta
+    x = [0.03, 0.0019, 0.0003, -0.0016, 0.0011, 0.0039, 0.0028, -0.0021, -0.0038, -0.0019, 0.0001]
+    v = across_datasets_verdict(x, Rule("greater", 0.05, 0.005), n_resamples=2000)
+    assert v.word == "inconclusive" and v.effect.ci_high > 0.005
+    assert "for D within +-delta the Wilcoxon TOST agrees but the interval does not" in v.reason
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_difference_on_the_margin_up_to_rounding_is_not_said_to_lie_inside_it():
+    t, b = [float(np.float32(0.95))] * 3, [float(np.float32(0.945))] * 3  # 0.005 up to float32's rounding
+    above = paired_verdict(t, b, Rule("greater", 0.05, 0.005))
+    assert above.word == "holds" and "lies within" not in above.reason
+    on_margin = paired_verdict(t, b, Rule("equal", 0.05, 0.005))  # one side is undefined there: no p to print
+    assert on_margin.word == "inconclusive" and "undefined on the margin's side" in on_margin.reason
+
+
+@pytest.mark.parametrize("rounding", [math.nan, -1e-3, math.inf])
+def test_across_datasets_refuses_a_rounding_that_is_no_finite_number_at_least_0(rounding):
+    with pytest.raises(ValueError, match="rounding must be a finite number >= 0"):
+        across_datasets_verdict([0.02, 0.03, 0.04, 0.05, 0.06, 0.07], Rule("greater"), rounding=rounding)

@@ -139,6 +139,32 @@ def test_ignored_targets_are_excluded(info):
         )
 
 
+@pytest.mark.parametrize("info", [i for i in ALL if i.signature == "softmax" and with_ignored(i, torch.zeros(1)) is not None],
+                         ids=lambda i: i.name)  # fmt: skip
+def test_an_ignored_row_with_an_infinite_logit_leaves_the_gradient_finite(info):
+    """An ignored row is computed at a placeholder class 0 and masked out; a -inf logit there (a masked
+    class) must not put inf * 0 = NaN into the batch's gradient (validate=False lets -inf through)."""
+    logits, target, kw = make_case(info, batch=9, seed=5)
+    target_ign, kept = with_ignored(info, target)
+    x = logits.clone()
+    x[~kept, 0] = -torch.inf
+    x.requires_grad_(True)
+    value = call(info, x, target_ign, validate=False, **kw)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(x.grad).all(), info.name
+    assert torch.count_nonzero(x.grad[~kept]) == 0
+
+
+def test_soft_truncation_of_a_row_with_a_rival_at_minus_inf_is_its_limit():
+    """-K s of a -inf rival is +inf: its softmax weight takes the whole row, the true class's weight is 0."""
+    from lossbench.losses import soft_truncation
+
+    x = torch.tensor([[-torch.inf, 1.0, 2.0, 0.5], [0.3, 0.2, 0.1, 0.0]], requires_grad=True)
+    value = soft_truncation(x, torch.tensor([1, 0]), reduction="none", validate=False)
+    value.sum().backward()
+    assert value[0] == 0.0 and torch.isfinite(value[1]) and torch.isfinite(x.grad).all()
+
+
 @pytest.mark.parametrize("info", ALL, ids=ids)
 def test_module_equals_function(info):
     logits, target, kw = make_case(info, dtype=torch.float32, seed=6)
@@ -193,6 +219,24 @@ def test_hyperparameter_defaults_are_accepted(info):
     for p in info.hyperparams:
         kw[p.name] = p.default
     assert torch.isfinite(call(info, logits, target, **kw))
+
+
+@pytest.mark.parametrize("counts", [None, "abc", ["a", "b", "c"]])
+@pytest.mark.parametrize("validate", [True, False])
+@pytest.mark.parametrize("info", [i for i in ALL if "class_counts" in i.requires], ids=lambda i: i.name)
+def test_class_counts_that_are_no_numbers_are_refused_by_name(info, validate, counts):
+    logits, target, kw = make_case(info)
+    with pytest.raises(ValueError, match="class_counts"):
+        call(info, logits, target, **{**kw, "class_counts": counts, "validate": validate})
+
+
+def test_class_weights_of_no_counts_are_refused_by_name():
+    from lossbench.losses import balanced_class_weights, effective_number_weights
+
+    for weights in (balanced_class_weights, effective_number_weights):
+        for counts in (None, "abc", ["a", "b"]):
+            with pytest.raises(ValueError, match="class_counts"):
+                weights(counts)
 
 
 @pytest.mark.parametrize("info", [i for i in ALL if "class_counts" in i.requires], ids=lambda i: i.name)

@@ -203,8 +203,39 @@ def test_mgs_accepts_macro_f1_and_a_callable_cost():
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"n_samples": 0}, "n_samples"), ({"noise": 0.0}, "noise"), ({"mix": 1.0}, "mix"),
-     ({"alpha": -1.0}, "alpha"), ({"max_norm": 0.0}, "max_norm"), ({"metric": "auc"}, "metric")],
+     ({"alpha": -1.0}, "alpha"), ({"max_norm": 0.0}, "max_norm"), ({"metric": "auc"}, "metric"),
+     ({"chunk_size": -1}, "chunk_size"), ({"chunk_size": 0}, "chunk_size"), ({"seed": "a"}, "seed"), ({"seed": 1.5}, "seed")],
 )
 def test_mgs_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MGS(**kwargs)
+
+
+def test_costs_count_in_float32_at_least():
+    """bfloat16 holds integers exactly up to 256 only: one wrong sample in 1000 must still count."""
+    target = torch.zeros(1000, dtype=torch.long)
+    logits = torch.zeros(2, 1000, 3)
+    logits[:, :, 0] = 1.0
+    logits[1, 0, 1] = 2.0  # candidate 1 misclassifies one sample
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        assert error_rate(logits.to(dtype), target).tolist() == pytest.approx([0.0, 0.001], abs=1e-7), dtype
+        assert float(macro_f1_cost(logits.to(dtype), target)[1]) == pytest.approx(float(macro_f1_cost(logits, target)[1]), rel=1e-6), dtype
+
+
+class _ScaledLinear(nn.Module):
+    """A model with a 0-d parameter (a learned output scale)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.scale = nn.Linear(4, 3), nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x):
+        return self.lin(x) * self.scale
+
+
+def test_mgs_steps_a_model_with_a_0_d_parameter():
+    torch.manual_seed(0)
+    model, x, y = _ScaledLinear(), torch.randn(32, 4), torch.randint(0, 3, (32,))
+    before = model.scale.detach().clone()
+    stats = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), [MGS(seed=0)])(x, y)
+    assert 0.0 <= stats["mgs/cost"] <= 1.0 and not torch.equal(model.scale.detach(), before)

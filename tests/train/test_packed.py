@@ -575,3 +575,27 @@ def test_a_model_whose_parameters_a_pack_cannot_train_as_alone_is_refused(model,
     assert unpackable_model(model) == reason
     with pytest.raises(ValueError, match=f"cannot be packed: {reason}".replace("(", r"\(").replace(")", r"\)")):
         PackedModel([model, model])
+
+
+@pytest.mark.parametrize("transform", ["clip_norm", "grad_normalizer"])
+def test_a_norm_transform_packs_a_model_with_a_0_d_parameter_as_alone(transform):
+    """A 0-d parameter's packed gradient is (K,): each run's norm takes it as the run's one entry."""
+    from tests.train.test_mgs import _ScaledLinear
+
+    x, y = torch.randn(64, 4, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 3
+    alone = []
+    for seed, lr in zip(SEEDS[:2], LRS[:2]):
+        torch.manual_seed(seed)
+        model = _ScaledLinear()
+        history = fit(model, LOSSES.get("cross_entropy").module(), x, y, epochs=2, batch_size=16, lr=lr, transforms=[transform],
+                      generator=torch.Generator().manual_seed(seed))  # fmt: skip
+        alone.append((model, history))
+    models = []
+    for seed in SEEDS[:2]:
+        torch.manual_seed(seed)
+        models.append(_ScaledLinear())
+    packed = PackedModel(models)
+    histories = fit_packed(packed, [LOSSES.get("cross_entropy").module() for _ in range(2)], x, y, epochs=2, batch_size=16, lrs=LRS[:2],
+                           generators=[torch.Generator().manual_seed(s) for s in SEEDS[:2]], transforms=[[transform]] * 2)  # fmt: skip
+    packed.unstack_into(models)
+    _assert_same(alone, list(zip(models, histories)))

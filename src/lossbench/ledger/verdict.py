@@ -325,16 +325,17 @@ def _shown_by(tests: _Tests, rule: Rule) -> _Shown:
 
 def _reason(
     word: str, rule: Rule, tests: _Tests, shown: _Shown, low: float, high: float, evidence: str, units: Units,
-    sides: tuple[float, float] | None = None,
+    sides: tuple[float, float] | None = None, rounding: float = 0.0,
 ) -> str:
     """One sentence: the word, the decisive test or bound, then the evidence summary.  ``sides``: for an
-    "equal" claim, the ``(1 - alpha)`` interval, which matches its tests beyond the margin (each at alpha / 2)."""
+    "equal" claim, the ``(1 - alpha)`` interval, which matches its tests beyond the margin (each at alpha / 2).
+    ``rounding``: the scores' rounding, within which a bound equal to +-delta counts as on the margin."""
     ci = f"{rule.ci_level:.0%} CI {units.interval(low, high)}" if not math.isnan(low) else "no interval: a sign test"
     if sides is not None and word != "holds":
         ci += f"; {1 - rule.alpha:.0%} CI {units.interval(*sides)}, the sides' interval"
     a = f"alpha = {rule.alpha:g}"
     margin = f"+-delta = {units.value(rule.delta)}" if rule.delta is not None else ""
-    inside = rule.delta is not None and -rule.delta < low and high < rule.delta
+    inside = rule.delta is not None and -rule.delta + rounding < low and high < rule.delta - rounding
     if rule.direction == "equal":
         if word == "holds":
             lead = f"holds: equivalence within {margin} is shown (TOST p = {tests.within:.3g} <= {a}; {ci})"
@@ -345,10 +346,12 @@ def _reason(
                 f"(p = {p:.3g} <= alpha / 2 = {_side(rule):g} on that side; {ci})"
             )
         else:
+            # (a side is undefined where the difference is constant and on the margin: no p to print for it)
+            beyond = (f"p = {min(tests.above, tests.below):.3g} on the nearer side"
+                      if not (math.isnan(tests.above) or math.isnan(tests.below)) else "undefined on the margin's side")  # fmt: skip
             lead = (
                 f"inconclusive: neither equivalence within {margin} (TOST p = {tests.within:.3g}) nor a "
-                f"difference beyond it (p = {np.fmin(tests.above, tests.below):.3g} on the nearer side, against "
-                f"alpha / 2 = {_side(rule):g}) is shown at {a} ({ci})"
+                f"difference beyond it ({beyond}, against alpha / 2 = {_side(rule):g}) is shown at {a} ({ci})"
             )
         return f"{lead}; {evidence}"
     sign, other = (">", "<") if rule.direction == "greater" else ("<", ">")
@@ -435,7 +438,7 @@ def paired_verdict(treatment: ArrayLike, baseline: ArrayLike, rule: Rule, *, uni
     word = _decide(rule, shown)
     evidence = f"{method}, mean difference {units.value(estimate)}"
     effect = Effect(estimate, low, high, rule.ci_level, tests.claim(rule), n, method, constant=constant)
-    reason = _reason(word, rule, tests, shown, low, high, evidence, units, sides)
+    reason = _reason(word, rule, tests, shown, low, high, evidence, units, sides, rounding)
     return Verdict(word, rule, effect, reason, _opposite(rule, tests), _unopposed(rule, shown))
 
 
@@ -538,6 +541,8 @@ def across_datasets_verdict(
     _check_rule(rule)
     if not isinstance(n_resamples, numbers.Integral) or n_resamples < 1:
         raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    if not (isinstance(rounding, numbers.Real) and math.isfinite(rounding) and rounding >= 0):  # (nan: no comparison holds)
+        raise ValueError(f"rounding must be a finite number >= 0, got {rounding!r}")
     x = _named_differences(differences)
     n = x.size
     if n < 2:
@@ -573,19 +578,23 @@ def across_datasets_verdict(
             f"2**-{nonzero} = {floor:.3g} is attainable"
         )
     # a side shown by one of the two conditions alone (the reader sees the interval beside the p-value)
+    checks: tuple[tuple[str, float, bool, float, str], ...]
     if rule.direction == "equal":
-        checks = (("> +delta", tests.above, sides[0] > dl + r), ("< -delta", tests.below, sides[1] < -dl - r))
-        level, said = _side(rule), "alpha / 2"
+        checks = (("> +delta", tests.above, sides[0] > dl + r, _side(rule), "alpha / 2"),
+                  ("< -delta", tests.below, sides[1] < -dl - r, _side(rule), "alpha / 2"))  # fmt: skip
     else:
-        checks = (("> 0", tests.positive, low > r), ("< 0", tests.negative, high < -r))
-        level, said = a, "alpha"
-    for name, p_side, beyond in checks:
-        if _rejects(p_side, level) != beyond:
-            evidence += (f"; for D {name} the {'interval' if beyond else 'Wilcoxon test'} agrees but the "
-                         f"{f'Wilcoxon test (p > {said})' if beyond else 'interval'} does not, and a comparison is "
+        checks = (("> 0", tests.positive, low > r, a, "alpha"), ("< 0", tests.negative, high < -r, a, "alpha"))
+    if dl is not None:  # equivalence too needs both
+        checks += (("within +-delta", tests.within, -dl + r < low and high < dl - r, a, "alpha"),)
+    for name, p_side, beyond, at, said in checks:
+        test = "Wilcoxon TOST" if name == "within +-delta" else "Wilcoxon test"
+        if _rejects(p_side, at) != beyond:
+            evidence += (f"; for D {name} the {'interval' if beyond else test} agrees but the "
+                         f"{f'{test} (p > {said})' if beyond else 'interval'} does not, and a comparison is "
                          "shown only where both do")  # fmt: skip
     effect = Effect(estimate, low, high, rule.ci_level, tests.claim(rule), n, method)
-    reason = _reason(word, rule, tests, shown, low, high, evidence, units, sides if rule.direction == "equal" else None)
+    reason = _reason(word, rule, tests, shown, low, high, evidence, units, sides if rule.direction == "equal" else None,
+                     rounding)
     return Verdict(word, rule, effect, reason)
 
 

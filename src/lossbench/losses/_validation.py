@@ -174,9 +174,19 @@ def check_class_weight(weight: torch.Tensor | None, num_classes: int, name: str 
         raise ValueError(f"{name} must hold finite non-negative values")
 
 
+def as_counts(counts: object, name: str = "class_counts") -> torch.Tensor:
+    """``counts`` as a tensor, refused by name where torch could not read numbers from it (None, text)."""
+    if counts is None or isinstance(counts, (str, bytes)):
+        raise ValueError(f"{name} must be the per-class counts (or priors), got {counts!r}")
+    try:
+        return torch.as_tensor(counts)
+    except (TypeError, ValueError, RuntimeError) as err:  # (torch's words for a list of text or of None)
+        raise ValueError(f"{name} must be the per-class counts (or priors), got {counts!r}") from err
+
+
 def check_class_counts(counts: torch.Tensor, num_classes: int, name: str = "class_counts") -> torch.Tensor:
     """Per-class training counts (or priors) used to form log-priors: positive and finite."""
-    counts = torch.as_tensor(counts)
+    counts = as_counts(counts, name)
     if counts.shape != (num_classes,):
         raise ValueError(f"{name} must have shape ({num_classes},), got {tuple(counts.shape)}")
     if not bool(torch.isfinite(counts).all()) or bool((counts <= 0).any()):
@@ -226,15 +236,20 @@ def softmax_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Check a (logits (B, C), class-index target (B,)) pair.
 
-    Returns the logits in the compute dtype, the target with ignored entries replaced by 0
-    (safe to ``gather`` with) and the boolean mask of valid entries.
+    Returns the logits in the compute dtype (without ``validate``, an ignored row's as zeros: its placeholder
+    class 0 may hold ``-inf``, whose ``inf * 0`` in a loss's masked-out terms would put NaN in the gradient), the target
+    with ignored entries replaced by 0 (safe to ``gather`` with) and the boolean mask of valid entries.
     """
     check_reduction(reduction)
     check_logits(logits, 2, validate)
     check_index_target(target, logits.shape[1], logits.shape[:1], ignore_index, validate)
     valid = target != ignore_index
     safe = torch.where(valid, target, torch.zeros_like(target)).long()
-    return logits.to(compute_dtype(logits)), safe, valid
+    x = logits.to(compute_dtype(logits))
+    # (validate refuses non-finite logits; on the CPU a check is cheaper than the copy, which most calls do not need)
+    if not validate and (x.device.type != "cpu" or not bool(valid.all())):
+        x = torch.where(valid[:, None], x, 0.0)
+    return x, safe, valid
 
 
 def sigmoid_inputs(

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import torch
 
-from lossbench.losses._validation import check_class_counts, check_interval
+from lossbench.losses._validation import as_counts, check_class_counts, check_interval
 
 
 def _counts(class_counts: torch.Tensor | Sequence[float]) -> tuple[torch.Tensor, torch.dtype]:
     """The counts as a float64 vector, and the dtype to return weights in."""
-    counts = torch.as_tensor(class_counts)
+    counts = as_counts(class_counts)
     if counts.ndim != 1 or counts.numel() == 0:
         raise ValueError(
             "class_counts must be a non-empty 1-D sequence of per-class counts, "

@@ -15,6 +15,7 @@ import torch
 
 from lossbench.losses._registry import LossModule, loss_module, register_loss
 from lossbench.losses._validation import (
+    as_counts,
     check_class_counts,
     check_count,
     check_interval,
@@ -44,7 +45,7 @@ def _counts_like(class_counts: torch.Tensor, x: torch.Tensor, validate: bool) ->
     if validate:
         counts = check_class_counts(class_counts, x.shape[-1])
     else:
-        counts = torch.as_tensor(class_counts)
+        counts = as_counts(class_counts)
         if counts.shape != (x.shape[-1],):
             raise ValueError(f"class_counts must have shape ({x.shape[-1]},), got {tuple(counts.shape)}")
     return counts.to(dtype=x.dtype, device=x.device)
@@ -98,7 +99,7 @@ def logit_adjust(
     check_positive("tau", tau, allow_zero=True)
     x = logits.to(compute_dtype(logits))
     # logits to predict with, not a loss value: in the model's dtype
-    return (x - tau * _log_priors(torch.as_tensor(class_counts), x, validate=True)).to(logits.dtype)
+    return (x - tau * _log_priors(as_counts(class_counts), x, validate=True)).to(logits.dtype)
 
 
 def balanced_softmax(

@@ -121,7 +121,8 @@ def soft_truncation(
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     check_positive("sharpness", sharpness)
     log_p = log_softmax(x).gather(1, y[:, None]).squeeze(1)
-    weight = F.softmax(-sharpness * x, dim=1).gather(1, y[:, None]).squeeze(1)
+    # (a -inf logit's -K s is +inf, and softmax's inf - inf NaN: as the largest float it keeps the limit, weight 0 elsewhere)
+    weight = F.softmax(torch.nan_to_num(-sharpness * x, nan=math.nan), dim=1).gather(1, y[:, None]).squeeze(1)
     per_sample = -weight * log_p
     return loss_output(masked_reduce(per_sample, reduction, valid), logits)
 

@@ -122,7 +122,7 @@ def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
 def run_norms(grads: Sequence[torch.Tensor]) -> torch.Tensor:
     """Each run's global L2 norm (K,) of stacked gradients (K, ...), computed as :func:`global_norm`
     computes one run's: the norm of the per-tensor norms."""
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads], 1), dim=1)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1) for g in grads], 1), dim=1)
 
 
 def per_run(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

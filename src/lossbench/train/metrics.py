@@ -48,12 +48,17 @@ def _decisions(
     )
 
 
+def _count_dtype(logits: torch.Tensor) -> torch.dtype:
+    """Counts in at least float32: bfloat16 holds integers exactly only up to 256 (one sample in a batch of 1000 lost)."""
+    return torch.promote_types(logits.dtype, torch.float32)
+
+
 def error_rate(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
     """``1 - accuracy`` per candidate, ``(n, ...) -> (n,)``; for multi-label targets the share
     of wrong label decisions (Hamming loss)."""
     pred, truth, valid, _, _ = _decisions(logits, target, ignore_index)
     correct = (pred == truth) & valid
-    return 1 - correct.sum(-1).to(logits.dtype) / valid.sum().clamp(min=1)
+    return 1 - correct.sum(-1).to(_count_dtype(logits)) / valid.sum().clamp(min=1)
 
 
 def macro_f1_cost(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -65,7 +70,7 @@ def macro_f1_cost(logits: torch.Tensor, target: torch.Tensor, ignore_index: int 
     (one with neither targets nor predictions at 0), as ``torchmetrics``' multi-label macro F1.
     """
     pred, truth, valid, num_classes, multilabel = _decisions(logits, target, ignore_index)
-    dtype = logits.dtype
+    dtype = _count_dtype(logits)
     if multilabel:  # (n, B*L) -> per label: positives only
         labels = target.shape[-1]
         p = (pred * valid).reshape(pred.shape[0], -1, labels).to(dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
@@ -62,6 +63,10 @@ class MGS(Transform):
         seed: int | None = None,
     ) -> None:
         check_count("n_samples", n_samples)
+        if chunk_size is not None:
+            check_count("chunk_size", chunk_size)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
         check_positive("noise", noise)
         check_interval("mix", mix, 0.0, 1.0, closed="neither")
         check_positive("alpha", alpha)
@@ -137,8 +142,8 @@ class MGS(Transform):
             scale = self.noise * gt.abs().mean()
             e = scale * torch.randn((n, *gt.shape), generator=self._generator, device=gt.device, dtype=gt.dtype)
             d = e + guided.view(-1, *([1] * gt.ndim)) * gt
-            squares = squares + d.pow(2).flatten(1).sum(1)  # |D|^2
-            along = along + (d * gt).flatten(1).sum(1) - 0.5 * gt.pow(2).sum()  # D.g - |g|^2 / 2
+            squares = squares + d.pow(2).reshape(n, -1).sum(1)  # |D|^2 (reshape: a 0-d parameter's d is (n,))
+            along = along + (d * gt).reshape(n, -1).sum(1) - 0.5 * gt.pow(2).sum()  # D.g - |g|^2 / 2
             deltas.append(torch.cat([torch.zeros_like(gt)[None], d]))
         # log q = log(mix e^(-|D|^2/2) + (1 - mix) e^(-|D - g|^2/2)), |D - g|^2 / 2 = |D|^2 / 2 - (D.g - |g|^2 / 2)
         log_q = -0.5 * squares + torch.logaddexp(torch.full_like(along, math.log(self.mix)), math.log1p(-self.mix) + along)
