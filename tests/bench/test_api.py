@@ -159,18 +159,27 @@ def test_a_spec_searches_model_hyperparameters_under_model_prefix():
         parse_spec(spec_table(**{"modelx.depth": {"choices": [1, 2]}}))
 
 
-def test_a_test_frame_is_encoded_with_the_data_and_matched_by_column_name():
+def test_a_test_frame_is_encoded_as_the_data_and_matched_by_column_name():
     from lossbench.bench.api import _in_memory
 
     train = pd.DataFrame({"color": ["red", "green"] * 3, "v": [1.0, 2, 3, 4, 5, 6], "y": [0, 1] * 3})
     test = pd.DataFrame({"y": [0, 1, 1], "v": [7.0, 8, 9], "color": ["blue", "red", "green"]})  # other order, a new category
     data, _, _ = _in_memory(train, test, 0.2, "y", "d")
-    assert data.x_train.shape[1] == data.x_test.shape[1] == 4  # v and one column per color of either frame
+    alone, _, _ = _in_memory(train, None, 0.2, "y", "d")
+    assert data.x_train.shape[1] == data.x_test.shape[1] == alone.x_train.shape[1] == 3  # v and the data's colors only
     assert data.x_test[:, 0].tolist() == [7.0, 8.0, 9.0]
     assert data.x_test[1, 1:].tolist() == data.x_train[0, 1:].tolist()  # red, as training's first row
     assert data.x_test[2, 1:].tolist() == data.x_train[1, 1:].tolist()  # green
-    blue = data.x_test[0, 1:]
-    assert blue.sum() == 1 and not (data.x_train[:, 1:] == blue).all(1).any()  # a column of its own
+    assert data.x_test[0, 1:].tolist() == [0.0, 0.0]  # blue, which the data lacks: zeros, as the table loader's
+
+
+@pytest.mark.parametrize("given", [[1, None] * 3, ["a", "b", None, "a", "b", "a"], [0.0, 1.0, float("nan")] * 2])
+def test_a_missing_label_in_arrays_is_named_before_the_labels_are_read(given):
+    from lossbench.bench.api import _in_memory
+
+    with pytest.raises(ValueError) as err:  # (it blamed a test split not given, or called NaN a fraction)
+        _in_memory((torch.randn(6, 3), given), None, 0.2, None, "d")
+    assert str(err.value).startswith("data: the labels (y) are missing a value at sample ")
 
 
 @pytest.mark.parametrize(

@@ -123,3 +123,21 @@ def test_boolean_columns_are_features():
     assert torch.equal(x[:, 2], torch.tensor((df.a > 0).tolist(), dtype=torch.float32))
     assert torch.equal(x[:, 3], torch.tensor((df.b > 0).tolist(), dtype=torch.float32))
     assert torch.equal(x[:, 6:].sum(1), torch.ones(len(df)))
+
+
+def test_a_label_column_named_twice_is_refused(tmp_path):
+    df = frame()
+    df.insert(0, "kind2", df["kind"])
+    df.columns = ["kind", *df.columns[1:]]  # (pandas' frame[label] is then a DataFrame)
+    assert refused(tmp_path, df).startswith("data: the DataFrame has 2 columns named 'kind', the label column")
+
+
+def test_a_test_column_of_another_kind_than_the_datas_is_refused(tmp_path):
+    df = frame()
+    df["rooms"] = np.arange(len(df)) % 5  # numbers in the data ...
+    test = df.copy()
+    test["rooms"] = test["rooms"].astype(str)  # ... text in the test frame: 5 and "5" would be other features
+    with pytest.raises(ValueError) as err:
+        compare(df, test=test, label="kind", methods=["cross_entropy"], out=tmp_path / "out", **TINY)
+    assert str(err.value) == "test: column 'rooms' holds text, the data's numbers; give it the data's type"
+    assert not (tmp_path / "out").exists()

@@ -127,3 +127,16 @@ def test_a_multilabel_label_without_a_positive_training_row_is_warned_of(monkeyp
                        "methods": [{"name": "bce", "loss": "bce"}]})  # fmt: skip
     with pytest.warns(UserWarning, match=r"dataset 'synthetic_multilabel': label\(s\) \['c'\] have no positive training row"):
         DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+
+
+def test_a_resampled_final_split_of_a_given_test_file_is_the_fixed_one(tmp_path):
+    """A table with its test_path draws no split by seed: every evaluation seed reads the one fixed split."""
+    rows = "".join(f"{i % 7},{i % 5},{'ab'[i % 2]}\n" for i in range(40))
+    (tmp_path / "tr.csv").write_text("a,b,y\n" + rows)
+    (tmp_path / "te.csv").write_text("a,b,y\n" + rows[:60])
+    table = {"name": "table", "params": {"path": str(tmp_path / "tr.csv"), "test_path": str(tmp_path / "te.csv")}}
+    with pytest.warns(UserWarning, match="resample_splits cannot apply"):
+        spec = parse_spec({"name": "given", "seeds": 2, "resample_splits": True, "datasets": [table],
+                           "methods": [{"name": "ce", "loss": "cross_entropy"}]})  # fmt: skip
+    cache = DataCache(spec, torch.device("cpu"))
+    assert cache.get(spec.datasets[0], "final", 1) is cache.get(spec.datasets[0], "final")

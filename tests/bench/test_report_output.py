@@ -102,6 +102,18 @@ def test_the_protocol_says_what_the_intervals_hold_fixed(resample):
     assert "each method's chosen configuration" in text
 
 
+def test_the_protocol_says_which_datasets_resample_splits_and_which_keep_their_fixed_split():
+    given = {"name": "table", "params": {"path": "t.csv", "test_path": "u.csv"}, "label": "given"}
+    with pytest.warns(UserWarning, match="resample_splits cannot apply"):
+        spec = parse_spec({"name": "out", "trials": 2, "seeds": 3, "resample_splits": True, "baseline": "ce",
+                           "datasets": ["wine", "adult", given], "methods": [{"name": "ce", "loss": "cross_entropy"},
+                                                                             {"name": "f", "loss": "focal"}]})  # fmt: skip
+    text = _protocol(spec, [])
+    assert "on wine, each seed with its own train/test split (resample_splits)" in text
+    assert "adult, given: the fixed test split on every seed" in text
+    assert "conditional on each method's chosen configuration" in text
+
+
 def test_labels_that_differ_in_case_only_get_plot_files_apart_where_case_does_not_count():
     def slug(label):
         return _slug(SimpleNamespace(dataset=SimpleNamespace(label=label)))

@@ -72,6 +72,8 @@ def test_defaults_fill_in():
         ({"train": {"early_stopping": True, "epochs": 1}}, "early_stopping chooses among epochs"),
         ({"seed": 2**62}, "seed must lie in"),
         ({"seed": -1}, "seed must lie in"),
+        ({"search": {"seed": {"choices": [0, 2**64 + 1]}}}, r"\[search\]\.seed: seed must lie in .*got 18446744073709551617"),
+        ({"search": {"seed": {"choices": [-1, 3]}}}, r"\[search\]\.seed: seed must lie in"),
         ({"heartbeat_interval": 10**11}, "heartbeat_interval must lie in"),
         ({"datasets": [{"name": "table", "params": {"path": "t.csv", "data_dir": "x"}}]},
          r"datasets\[0\] \(table\): params.data_dir .* given by --data-dir"),
@@ -144,3 +146,18 @@ def test_resampled_splits_refuse_evaluation_seeds_the_loaders_split_cannot_take(
     stratified = {"name": "table", "params": {"path": "t.csv"}}  # (the table's default split takes seeds below 2**64)
     assert parse_spec({**spec, "datasets": [stratified]}).seed == 5_000_000
     assert parse_spec({**spec, "seed": 4_000_000, "datasets": [table]}).seed == 4_000_000
+
+
+def test_resampled_splits_warn_of_each_dataset_whose_test_split_is_fixed():
+    """A set shipped with its test file, or given a test_path, keeps its split: say so, do not ignore it."""
+    spec = {**MINIMAL, "seed": 5_000_000, "resample_splits": True}
+    given = {"name": "table", "params": {"path": "t.csv", "test_path": "u.csv", "split": "random"}, "label": "given"}
+    with pytest.warns(UserWarning) as caught:
+        parse_spec({**spec, "datasets": ["wine", "adult", given]})
+    messages = [str(w.message) for w in caught]
+    assert messages == [
+        "spec datasets[1] (adult): resample_splits cannot apply, its test split is fixed (its loader draws none); "
+        "its final runs keep it",
+        "spec datasets[2] (given): resample_splits cannot apply, its test split is fixed (test_path is given); "
+        "its final runs keep it",
+    ]  # (and the given split's seed, which its loader never draws, is not refused)

@@ -212,3 +212,19 @@ def test_split_arguments_are_checked_before_the_file_is_read(tmp_path):
             load(absent, seed=-1)
         with pytest.raises(ValueError, match=r"test_fraction=0.3 and test_path='.*absent-test.arff' exclude each other"):
             load(absent, test_path=test, test_fraction=0.3)  # (was ignored: the test file made the split)
+
+
+def test_declared_classes_no_row_holds_are_kept_with_a_warning_or_dropped_on_request(tmp_path):
+    """`class {yes,no,maybe}` without a `maybe` row: kept by default (stored studies' class sets), named in a
+    warning that points at drop_empty_classes, which keeps the classes the rows hold (count-based losses need it)."""
+    path = write(tmp_path / "t.arff", ARFF.replace("class {yes,no}", "class {maybe,yes,no}"))
+    test_path = write(tmp_path / "test.arff", ARFF.replace("class {yes,no}", "class {maybe,yes,no}"))
+    with pytest.warns(UserWarning, match=r"declares class\(es\) \['maybe'\] that no row holds.*drop_empty_classes=True"):
+        kept = load_arff(path, test_path=test_path)
+    assert kept.class_names == ["maybe", "yes", "no"] and kept.y_train.tolist() == [1, 2, 1, 2, 1, 2]
+    dropped = load_arff(path, test_path=test_path, drop_empty_classes=True)
+    assert dropped.class_names == ["yes", "no"]
+    assert dropped.y_train.tolist() == dropped.y_test.tolist() == [0, 1, 0, 1, 0, 1]
+    assert torch.bincount(dropped.y_train, minlength=dropped.num_classes).tolist() == [3, 3]  # (no class of 0 rows)
+    split = load_arff(path, test_fraction=0.5, drop_empty_classes=True)
+    assert split.class_names == ["yes", "no"] and sorted(set(split.y_test.tolist())) == [0, 1]

@@ -246,6 +246,23 @@ def test_a_class_only_the_generated_test_split_has_is_warned_of(tmp_path):
         assert load_table(path).class_names == ["w", "x", "z"]  # (stratified: a class keeps a row in training)
 
 
+@pytest.mark.parametrize(
+    "test, result",
+    [("a,c,y\n", "no data rows below its header line"),  # its guess alone: no row below to compare with
+     ("a,c,y\n?,red,x\n?,blue,z\n", None)],  # its guess alone: no column holds numbers below a name
+)  # fmt: skip
+def test_a_test_file_is_read_with_the_training_files_header(tmp_path, test, result):
+    train = write(tmp_path / "tr.csv", "a,c,y\n1,red,x\n3,blue,z\n2,red,x\n4,blue,z\n")
+    test_path = write(tmp_path / "te.csv", test)
+    if result is not None:  # (it read as headerless, and the columns were blamed)
+        with pytest.raises(ValueError, match=rf"te.csv: {result}$"):
+            load_table(train, test_path=test_path)
+        return
+    ds = load_table(train, test_path=test_path, standardize=False)
+    assert ds.meta["feature_names"] == ["a", "c-blue", "c-red"] and ds.y_test.tolist() == [0, 1]
+    assert ds.x_test[:, 0].tolist() == [2.5, 2.5]  # (the training mean: the column is all missing there)
+
+
 @pytest.mark.parametrize("text", ["a,b,label\n", "label\n", "a,b,label\n\n# note\n"])
 @pytest.mark.parametrize("label", ["label", "last"])
 def test_a_header_only_file_says_it_has_no_data_rows(tmp_path, text, label):

@@ -99,6 +99,17 @@ def test_unknown_test_label_names_file_and_line(tmp_path):
         load(tmp_path, test="sentence\tlabel\nfine\t1\nodd\t2\n")
 
 
+@pytest.mark.parametrize("part", ["test", "dev"])
+def test_a_test_or_dev_label_training_never_sees_is_refused_with_label_names_too(tmp_path, part):
+    """label_names may name a class no training row has; a test or dev row of it is refused all the same."""
+    odd = write(tmp_path / f"{part}.tsv", "sentence\tlabel\nfine\t1\nodd\t2\n")
+    kw = {"dev_path": odd, "test": "sentence\tlabel\nfine\t1\n"} if part == "dev" else {"test": odd.read_text()}
+    with pytest.raises(ValueError, match=rf"{part}.tsv:3: labels \['2'\] do not occur in the training data"):
+        load(tmp_path, label_names=["0", "1", "2"], cache=False, **kw)
+    assert load_text_table(write(tmp_path / "all.tsv", TRAIN), test_fraction=0.34, label_names=["0", "1", "2"],
+                           cache=False).class_names == ["0", "1", "2"]  # (a class without rows stays a class)
+
+
 def test_unlabelled_test_file_is_explained(tmp_path):
     with pytest.raises(ValueError, match=r"test.tsv: no column 'label' in the header \(index, sentence\)"):
         load(tmp_path, test="index\tsentence\n0\tsome text\n")

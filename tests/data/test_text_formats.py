@@ -152,6 +152,9 @@ def test_an_empty_label_is_refused_by_line(tmp_path):
 
     with pytest.raises(ValueError, match=r"t.tsv:3: the label is empty"):
         read_text_table(write(tmp_path / "t.tsv", "sentence\tlabel\ngood\tpos\nbad\t \n"))
+    for line in ("__label__ hello there", "__label__"):  # (a class named "")
+        with pytest.raises(ValueError, match=r"train.txt:2: the label is empty \(__label__ with nothing after it\)$"):
+            load_fasttext_file(write(tmp_path / "train.txt", f"__label__pos good\n{line}\n__label__neg bad\n"), cache=False)
 
 
 def test_records_split_at_line_ends_only(tmp_path):

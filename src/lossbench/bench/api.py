@@ -138,8 +138,9 @@ def compare(
     labels ``(N,)`` of any sortable kind, or 0/1 ``(N, C)`` for multi-label), a pandas DataFrame
     whose ``label`` column holds the class (text and category columns are one-hot encoded, at most
     ``MAX_CATEGORIES`` values each; missing cells and date or time columns are refused), or a
-    map-style torch ``Dataset`` of ``(x, y)`` pairs.  ``test``: the test split in the same form;
-    without it a stratified ``test_fraction`` is held out (by seed, so ``resample_splits`` works).
+    map-style torch ``Dataset`` of ``(x, y)`` pairs.  ``test``: the test split in the same form (a
+    test frame's columns of the data's kinds, one-hot over the data's categories only); without it a
+    stratified ``test_fraction`` is held out (by seed, so ``resample_splits`` works).
     ``model``: a registered model name, or a factory ``(dataset, seed, **hyperparameters) ->
     nn.Module`` (``dataset`` a ``lossbench.data.Dataset``; a ``num_outputs`` argument, if it has
     one, gets the logit width a loss needs).  ``model_search``: ``{hyperparameter: space}`` in the
@@ -440,8 +441,8 @@ def _in_memory(data: Any, test: Any, test_fraction: float, label: str | None, da
         x_test, y_test = _arrays(test, label, "test")
         if _is_frame(data) != _is_frame(test):
             raise ValueError("test: give it as the data is given, both as DataFrames or neither")
-        if _is_frame(data):  # one-hot columns from both frames, matched by name
-            x, x_test = _joint_frame_features(data, test, label)
+        if _is_frame(data):  # the test frame's columns encoded as the data's
+            x_test = _test_frame_features(data, test, label)
         if x_test.shape[1:] != x.shape[1:]:
             raise ValueError(
                 f"test: its samples have shape {tuple(x_test.shape[1:])}, the data's {tuple(x.shape[1:])}"
@@ -506,18 +507,22 @@ def _is_frame(obj: Any) -> bool:
     return pd is not None and isinstance(obj, pd.DataFrame)
 
 
-def _joint_frame_features(data: Any, test: Any, label: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both frames' features one-hot encoded together (the same column for the same category in both;
-    the test frame's columns matched to the data's by name)."""
-    import pandas as pd
-
+def _test_frame_features(data: Any, test: Any, label: str) -> torch.Tensor:
+    """The test frame's features encoded as the data's: its columns matched to the data's by name, each
+    numbers where the data's are (else one would be a number in training and a category in test), one-hot
+    over the data's categories only, as the table loader's (nothing from the test rows shapes the
+    features: a category the data lacks is all zeros)."""
     ours, theirs = set(map(str, data.columns)), set(map(str, test.columns))
     missing, extra = sorted(ours - theirs), sorted(theirs - ours)
     if missing or extra:
         raise ValueError(f"test: its columns differ from the data's (missing {missing}, extra {extra})")
-    both = pd.concat([data, test[list(data.columns)]], ignore_index=True)
-    x, _ = _frame(both, label, "data and test")
-    return x[: len(data)], x[len(data) :]
+    test = test[list(data.columns)]
+    for name in data.columns:
+        kinds = ["text" if _one_hot_encoded(f[name]) else "numbers" for f in (data, test)]
+        if name != label and kinds[0] != kinds[1]:
+            raise ValueError(f"test: column {name!r} holds {kinds[1]}, the data's {kinds[0]}; give it the data's type")
+    x_test, _ = _frame(test, label, "test", list(_one_hot(data.drop(columns=[label])).columns))
+    return x_test
 
 
 def _arrays(obj: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]:
@@ -549,7 +554,22 @@ def _arrays(obj: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]:
                          f"map-style torch Dataset; got {type(obj).__name__}")  # fmt: skip
     if len(x) != len(y):
         raise ValueError(f"{what}: x has {len(x)} rows but y has {len(y)}")
+    _refuse_missing_labels(y, what)
     return _features(x.detach().cpu(), what), y
+
+
+def _refuse_missing_labels(y: Any, what: str) -> None:
+    """A label that is None or NaN, named before the labels are read as classes (a None among names
+    would read as a number, a NaN as a fraction)."""
+    import numpy as np
+
+    if isinstance(y, torch.Tensor):
+        gaps = torch.isnan(y).reshape(len(y), -1).any(1).tolist() if y.is_floating_point() else []
+    else:
+        gaps = [v is None or (isinstance(v, (float, np.floating)) and bool(np.isnan(v))) for v in y]
+    if any(gaps):
+        i = gaps.index(True)
+        raise ValueError(f"{what}: the labels (y) are missing a value at sample {i} ({y[i]!r}); give every sample a label")
 
 
 def _tensor_or_names(value: Any) -> Any:
@@ -562,7 +582,23 @@ def _tensor_or_names(value: Any) -> Any:
     return torch.from_numpy(array) if array.dtype.kind in "biuf" else array.astype(object)
 
 
-def _frame(frame: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]:
+def _one_hot_encoded(column: Any) -> bool:
+    """Whether ``pd.get_dummies`` one-hot encodes the column (text or category), else it stays numbers."""
+    import pandas as pd
+
+    return isinstance(column.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(column.dtype)
+
+
+def _one_hot(others: Any, columns: list[str] | None = None) -> Any:
+    """The features, text and category columns one-hot; with ``columns`` (the data's), over those only."""
+    import pandas as pd
+
+    features = pd.get_dummies(others, dtype=float)
+    return features if columns is None else features.reindex(columns=columns, fill_value=0.0)
+
+
+def _frame(frame: Any, label: str | None, what: str, columns: list[str] | None = None) -> tuple[torch.Tensor, Any]:
+    """Features and labels of a DataFrame; ``columns``: the data's one-hot columns, for a test frame."""
     import numpy as np
     import pandas as pd
 
@@ -577,6 +613,9 @@ def _frame(frame: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]
         raise ValueError(
             f"label={label!r} is no column of the {what} DataFrame; its columns: {list(map(str, frame.columns))}"
         )
+    if list(frame.columns).count(label) > 1:  # (frame[label] would be a DataFrame)
+        raise ValueError(f"{what}: the DataFrame has {list(frame.columns).count(label)} columns named {label!r}, "
+                         "the label column; rename or drop all but one")  # fmt: skip
     labels = frame[label]
     if labels.isna().any():
         raise ValueError(
@@ -585,7 +624,7 @@ def _frame(frame: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]
     others = frame.drop(columns=[label])
     for name, column in others.items():
         category = isinstance(column.dtype, pd.CategoricalDtype)
-        encoded = category or pd.api.types.is_string_dtype(column.dtype)  # what get_dummies one-hot encodes
+        encoded = _one_hot_encoded(column)
         kind = pd.api.types.infer_dtype(column)
         if (not encoded and column.dtype.kind not in "biuf") or kind in _TIMES:
             # dates would come as nanoseconds (~1e18), swamping every other feature, or one-hot per date
@@ -604,7 +643,7 @@ def _frame(frame: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]
                 f"{what}: column {name!r} holds {count} distinct values, more than max_categories="
                 f"{MAX_CATEGORIES} for one-hot encoding; drop it or encode it as numbers"
             )
-    features = pd.get_dummies(others, dtype=float)  # text or category columns: one-hot
+    features = _one_hot(others, columns)
     if features.shape[1] == 0:
         raise ValueError(f"{what}: the DataFrame has no column besides the label column {label!r}")
     try:

@@ -43,9 +43,17 @@ from lossbench.bench.metrics import (
     metrics_of_runs,
     selection_metric,
 )
-from lossbench.bench.spec import SEED_PARAM, THEN_PREFIX, DatasetSpec, Spec, SpecError, model_hyperparameter
+from lossbench.bench.spec import (
+    SEED_PARAM,
+    THEN_PREFIX,
+    DatasetSpec,
+    Spec,
+    SpecError,
+    model_hyperparameter,
+    resamples_split,
+)
 from lossbench.bench.storage import OWN_VALIDATION
-from lossbench.data import Dataset, class_counts, get_dataset_info, load_dataset, stratified_split
+from lossbench.data import Dataset, class_counts, load_dataset, stratified_split
 from lossbench.data.splits import provided_validation, random_split, select_train, standardize
 from lossbench.models import build_model
 from lossbench.train import eval_logits, fit, get_transform, make_transform, reads_per_sample
@@ -130,9 +138,9 @@ class DataCache:
     def get(self, ds: DatasetSpec, stage: str, split_seed: int | None = None) -> Split:
         """The stage's split; ``split_seed`` loads the dataset with that ``seed`` (a resampled split).
 
-        A dataset whose loader has no ``seed`` (one shipped with its test file) keeps its split.
+        A dataset whose test split is fixed (``spec.resamples_split``) keeps it.
         """
-        if split_seed is not None and "seed" not in get_dataset_info(ds.name).params():
+        if split_seed is not None and not resamples_split(ds):
             split_seed = None
         key = (ds.label, stage, split_seed)
         if key not in self._splits:

@@ -24,7 +24,7 @@ from lossbench._provenance import version_line
 from lossbench.bench.methods import Method, resolve_method
 from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS
 from lossbench.bench.results import EDGE_FRACTION, EDGE_GRID, DatasetResult, MethodResult, scored_as_diverged
-from lossbench.bench.spec import MethodSpec, Spec
+from lossbench.bench.spec import MethodSpec, Spec, resamples_split
 from lossbench.bench.stats import format_p
 from lossbench.bench.storage import ALONE_ATTR, OWN_VALIDATION, PACKING_OFF, VALIDATION_ATTR, run_record
 from lossbench.registry import Choice, FloatRange, SearchSpace
@@ -280,11 +280,28 @@ def _paired(spec: Spec) -> str:
 
 
 def _conditional(spec: Spec) -> str:
-    """What the intervals over seeds hold fixed: with ``resample_splits`` each seed has a split of its own."""
-    if spec.resample_splits:
-        return ("each seed with its own train/test split (resample_splits), so they include the variation over "
-                "splits; conditional on each method's chosen configuration")  # fmt: skip
-    return "conditional on the test split and on each method's chosen configuration"
+    """What the intervals over seeds hold fixed: with ``resample_splits`` each seed has a split of its own
+    on the data sets whose split it draws (``resamples_split``); the others keep their fixed test split."""
+    chosen = "on each method's chosen configuration"
+    if not spec.resample_splits:
+        return f"conditional on the test split and {chosen}"
+    groups: dict[bool | None, list[str]] = {}
+    for d in spec.datasets:
+        try:
+            drawn = resamples_split(d)
+        except ValueError:  # (a plugin's dataset, its plugin not imported here)
+            drawn = None
+        groups.setdefault(drawn, []).append(d.label)
+    own = "each seed with its own train/test split (resample_splits), so they include the variation over splits"
+    if set(groups) == {True}:
+        return f"{own}; conditional {chosen}"
+    parts = [f"on {', '.join(groups[True])}, {own}"] if True in groups else []
+    if False in groups:
+        parts.append(f"{', '.join(groups[False])}: the fixed test split on every seed (shipped with the data or given "
+                     "as test_path; resample_splits does not draw it), conditional on it")  # fmt: skip
+    if None in groups:
+        parts.append(f"{', '.join(groups[None])}: not known here (its dataset is not registered: pass --plugins)")
+    return f"{'; '.join(parts)}; conditional {chosen}"
 
 
 def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) -> list[Block]:

@@ -13,6 +13,7 @@ import inspect
 import json
 import math
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -494,6 +495,8 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         isinstance(seed_space, Choice) and all(isinstance(o, int) and not isinstance(o, bool) for o in seed_space.options)
     ):
         raise SpecError(f"{source} [search].seed: the seed is searched over integer choices, got {seed_space}")
+    for option in seed_space.options if seed_space is not None else ():
+        _check_seed(option, f"{source} [search].seed")
 
     datasets = []
     for i, d in enumerate(_take(data, "datasets", list, source)):
@@ -603,8 +606,7 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         _check_early_stopping(spec, source)
     if not 1 <= spec.heartbeat_interval <= MAX_HEARTBEAT_S:  # (a stale trial's deadline is a date: past years overflow it)
         raise SpecError(f"{source}: heartbeat_interval must lie in [1, {MAX_HEARTBEAT_S}] seconds, got {spec.heartbeat_interval}")
-    if not 0 <= spec.seed < 2**32:  # (a run's seed is derived from it by products that must stay in int64)
-        raise SpecError(f"{source}: seed must lie in [0, 2**32), got {spec.seed}")
+    _check_seed(spec.seed, source)
     try:  # before the registries are read: what the plugins register resolves like a built-in
         import_plugins(plugins)
     except PluginError as err:
@@ -616,6 +618,13 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         if ranges:
             raise SpecError(f"{source}: the python-random sampler draws from choices only; these are ranges: {ranges}")
     return spec
+
+
+def _check_seed(seed: int, where: str) -> None:
+    """The study seed and each searched training seed: a run's seed is derived from the study seed by
+    products that must stay in int64, and torch takes a searched one as it is."""
+    if not 0 <= seed < 2**32:
+        raise SpecError(f"{where}: seed must lie in [0, 2**32), got {seed}")
 
 
 def _method_model_params(m: dict[str, Any], search: dict[str, Any], where: str) -> dict[str, Any]:
@@ -677,7 +686,11 @@ def _check_settings_apply(spec: Spec, source: str) -> None:
             if key in arguments:  # unknown keys: refused, with the dataset's parameters, when loaded
                 check_value(f"{source} datasets[{i}] ({d.name})", f"params.{key}", value, arguments[key])
         split = d.params.get("split", arguments["split"].default if "split" in arguments else None)
-        if spec.resample_splits and "seed" in arguments and split in SEED_BITS:
+        if spec.resample_splits and not resamples_split(d):  # (a warning: stored claims resample adult and keep it)
+            warnings.warn(f"{source} datasets[{i}] ({d.label}): resample_splits cannot apply, its test split is fixed "
+                          f"({'test_path is given' if 'seed' in arguments else 'its loader draws none'}); its final "
+                          "runs keep it", stacklevel=2)  # fmt: skip
+        elif spec.resample_splits and split in SEED_BITS:
             last = max(evaluation_seeds(spec))  # (each evaluation seed draws the loader's split)
             try:
                 check_split_seed(last, split)
@@ -690,6 +703,16 @@ def _check_settings_apply(spec: Spec, source: str) -> None:
         if spec.selection_metric != _default(Spec, "selection_metric") and spec.selection_metric not in metrics:
             raise SpecError(f"{source}: selection_metric {spec.selection_metric!r} does not exist for "
                             f"{info.task} dataset {d.label!r} (it has {metrics})")  # fmt: skip
+
+
+def resamples_split(d: DatasetSpec) -> bool:
+    """Whether ``resample_splits`` gives the dataset a train/test split per evaluation seed: its loader
+    draws the split by a ``seed`` and no ``test_path`` is given (a set shipped with its test file, as
+    adult, mnist or sst2, or compare()'s ``test=``, keeps its split).  A ValueError for a dataset not
+    registered in this process."""
+    from lossbench.data import get_dataset_info
+
+    return "seed" in get_dataset_info(d.name).params() and d.params.get("test_path") is None
 
 
 def evaluation_seeds(spec: Spec) -> list[int]:

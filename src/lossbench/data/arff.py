@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,6 +305,7 @@ def load_arff(
     class_attribute: str | int | None = None,
     test_fraction: float | None = None,
     seed: int = 0,
+    drop_empty_classes: bool = False,
     name: str | None = None,
     source: str | None = None,
     cache: bool = True,
@@ -313,6 +315,9 @@ def load_arff(
     ``class_attribute``: a name, an index, or None for the last attribute; it must be nominal, and
     hold at least 2 classes in ``path`` (a test file's classes must occur there).  Without
     ``test_path``, a seeded stratified split holds out ``test_fraction`` of the rows.
+    The classes are the attribute's declared values, in their order, rows or not (a warning names
+    those no row of ``path`` holds: count-based losses refuse a class with no training sample);
+    ``drop_empty_classes=True`` keeps only the values rows of ``path`` hold.
     """
     path = Path(path)
     test_fraction = _check_split(test_path, test_fraction, seed)
@@ -338,6 +343,16 @@ def load_arff(
         )
     if test_path is not None:
         check_test_labels(y[:n], y[n:], list(cls.categories), f"test_path={str(test_path)!r}")
+    classes = list(cls.categories)
+    empty = [c for i, c in enumerate(classes) if i not in present]
+    if drop_empty_classes:  # (declared order kept: codes renumbered over the values held)
+        codes = torch.zeros(len(classes), dtype=torch.long)
+        codes[present] = torch.arange(len(present))
+        y, classes = codes[y], [classes[i] for i in present]
+    elif empty:  # (the default stays: stored studies of the paper's UCI sets have these classes)
+        warnings.warn(f"{path}: class attribute {cls.name!r} declares class(es) {empty[:5]} that no row holds; "
+                      "kept as classes without a sample, which count-based losses (balanced_softmax, logit "
+                      "adjustment) refuse: drop_empty_classes=True drops them", stacklevel=2)  # fmt: skip
     train_idx, test_idx, x_train, x_test, names, split = _split_features(tables, y, [k], test_fraction, seed)
     return Dataset(
         name=name or table.relation or path.stem,
@@ -346,7 +361,7 @@ def load_arff(
         y_train=y[train_idx],
         x_test=x_test,
         y_test=y[test_idx],
-        class_names=list(cls.categories),
+        class_names=classes,
         feature_kind="tabular",
         source=source or f"ARFF {path} ({split})",
         meta={"feature_names": names},

@@ -677,7 +677,8 @@ register_dataset(
         load_arff,
         "multiclass",
         "tabular",
-        "a Weka ARFF file (class attribute last or named); seeded stratified test split or test_path",
+        "a Weka ARFF file (class attribute last or named; drop_empty_classes=True drops declared classes no row "
+        "holds); seeded stratified test split or test_path",
         "your files: path=",
     )
 )

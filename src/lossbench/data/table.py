@@ -24,8 +24,9 @@ Reading (pandas):
 - Blank lines are skipped, and so are lines starting with ``comment`` when it is given.
 - ``header=None`` guesses: the first row is a header when none of its fields is missing (its
   first may be empty: see below) and some column holds a non-number there and only numbers
-  below it (all-nominal files are therefore read as headerless: pass ``header=True``).  ``True``
-  / ``False`` say it.  A header read as data is refused: with a header, a label equal to the
+  below it (all-nominal files are therefore read as headerless: pass ``header=True``); a
+  ``test_path`` is read with the training file's guess.  ``True`` / ``False`` say it.
+  A header read as data is refused: with a header, a label equal to the
   label column's name (a repeated header line); with a guessed "no header", a first row that
   holds no number and whose label no later row of any file has (pass ``header=True``, or
   ``False`` if that row is data).  A header that names a column twice (``age,age``) is an error
@@ -725,7 +726,9 @@ def _parse(
         frame, has_header, index, where, text = _read_frame(
             p,
             sep=sep,
-            header=header,
+            # a test file takes the training file's decision: guessed alone, its header line with no row
+            # below, or over a column all missing, reads as data
+            header=headers[0] if headers else header,
             missing=missing,
             strip=strip,
             comment=comment,

@@ -55,7 +55,7 @@ from typing import Any
 import torch
 
 from lossbench.data._cache import cached
-from lossbench.data._dataset import Dataset
+from lossbench.data._dataset import Dataset, check_test_labels
 from lossbench.data._files import read_text
 from lossbench.data.splits import VALIDATION_MASK, resolve_test_fraction, train_test_indices
 from lossbench.data.text_bags import TokenBags
@@ -77,6 +77,9 @@ LAYOUTS = ("bags", "padded")
 # Tokens kept per document: a bag of embeddings gains little past a few pages, and 20 Newsgroups'
 # longest posts (100k characters) would otherwise set the width of every padded row.
 DEFAULT_MAX_LENGTH = 2048
+# Part of the parse-cache key, bumped when entries parsed before may hold what is now refused.  1: a
+# dev or test label training never sees, with label_names too; fastText's empty label (text_lines).
+PARSE_VERSION = 1
 UNKNOWN_WARN_SHARE = 0.2  # warn above this share of unknown test tokens
 CSV_FIELD_LIMIT = 2**31 - 1  # the largest value csv.field_size_limit takes on every platform
 
@@ -198,14 +201,20 @@ def encode_text(
         "lowercase": lowercase,
         "max_length": max_length,
         "layout": layout,
+        "version": PARSE_VERSION,
     }
 
     def parse() -> dict[str, Any]:
         train, test, dev = read()
         classes = class_order(train.labels, label_names)
+        files = [d for d in (dev, test) if d is not None]
         train, test = _test_split(train, test, test_fraction, seed, classes)
         parts = [train] + ([dev] if dev is not None else []) + [test]
         ys = [label_ids(d, classes) for d in parts]
+        for part, y in zip(parts[1:], ys[1:]):  # a dev or test file's label training never sees (in label_names, too)
+            unseen = torch.isin(y, ys[0], invert=True).nonzero().flatten()
+            if len(unseen) and any(part is f for f in files):
+                check_test_labels(ys[0], y, classes, part.where[int(unseen[0])])
         tokens = [tok.split(d.texts) for d in parts]
         if hash_buckets is not None:
             vocab: list[str] = []

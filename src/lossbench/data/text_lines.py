@@ -1,8 +1,8 @@
 """Label-first line formats: one document per line, its label(s) in front.
 
 - fastText (``fasttext_file``): ``__label__pos some text``; the label is what follows the
-  ``label_prefix``.  A line with several labels (``__label__a __label__b text``) is an error
-  naming the file and line: these loaders are single-label.
+  ``label_prefix``.  A line with several labels (``__label__a __label__b text``), or an empty one
+  (``__label__ text``), is an error naming the file and line: these loaders are single-label.
 - TREC question classification (``trec_file``): ``DESC:manner How did serfdom develop ?``;
   ``label="coarse"`` takes ``DESC`` (6 classes in TREC), ``label="fine"`` the whole
   ``DESC:manner`` (50; fine names such as ``other`` recur under several coarse ones).
@@ -55,6 +55,8 @@ def fasttext_parser(label_prefix: str) -> LineParser:
                 f"{where}: {found}; a fastText line here starts with exactly one "
                 f"{label_prefix}<label> (multi-label lines are not supported)"
             )
+        if not labels[0]:  # ("__label__ text": a class named "", as text_table refuses)
+            raise ValueError(f"{where}: the label is empty ({label_prefix} with nothing after it)")
         return labels[0], rest
 
     return parse
