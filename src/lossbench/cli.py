@@ -9,16 +9,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
-import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lossbench._table import format_table
-from lossbench.bench.defaults import DEFAULT_JOBS, DEFAULT_OUT, DEFAULT_PACK, DEFAULT_THREADS, STOP_SIGNALS
+from lossbench.bench import stops
+from lossbench.bench.defaults import DEFAULT_JOBS, DEFAULT_OUT, DEFAULT_PACK, DEFAULT_THREADS
 
 LEDGER_OUT = "lossbench-ledger"  # where `lossbench claims` keeps its database and writes the ledger
 STORAGE_ENV = "LOSSBENCH_STORAGE"  # bench.storage.STORAGE_ENV (not imported: `lossbench losses` stays light)
@@ -649,49 +648,19 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-class Stopped(KeyboardInterrupt):
-    """A stop by a signal other than Ctrl-C (``kill``, a closed terminal), taken as Ctrl-C is: the
-    same clean-up (the held trials queued again, local workers stopped), exit status 128 + signal."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_stopped(signum: int, frame: Any) -> None:
-    raise Stopped(signum)
-
-
-@contextlib.contextmanager
-def _stops_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP stop the command as Ctrl-C does (by default they end the process at once,
-    leaving its local workers running and its trials held until they go stale)."""
-    if threading.current_thread() is not threading.main_thread():  # (signal handlers belong to the main thread)
-        yield
-        return
-    stops = [getattr(signal, s) for s in STOP_SIGNALS if hasattr(signal, s)]
-    # (a signal set to be ignored stays so: nohup's SIGHUP, which a closed terminal must not turn into a stop)
-    before = {s: signal.signal(s, _raise_stopped) for s in stops if signal.getsignal(s) is not signal.SIG_IGN}
-    try:
-        yield
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in OPTUNA_COMMANDS:
         _quiet_optuna()
     url = _given_storage(args)
     try:
-        with _stops_on_signals():
+        with stops.taken():
             return int(args.func(args) or 0)
     except KeyboardInterrupt as err:
-        # Finished trials are stored; the interrupted one is failed and not counted.
-        print("lossbench: interrupted; the same command resumes where it stopped", file=sys.stderr)
-        return 128 + err.signum if isinstance(err, Stopped) else 130
+        return _interrupted(err)
     except Exception as err:
+        if (stop := stops.stop_in(err)) is not None:  # (a library's error raised while the stop was)
+            return _interrupted(stop)
         mask = _masker(url)
         if isinstance(err, ValueError) and _ours(err) and not os.environ.get("LOSSBENCH_TRACEBACK"):
             # bad input (spec, names, files, storage): one clear line, no traceback
@@ -701,6 +670,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # an internal error keeps its traceback, as Python prints it
         print(mask("".join(traceback.format_exception(err))), end="", file=sys.stderr)  # the password masked
         return 1
+
+
+def _interrupted(stop: KeyboardInterrupt) -> int:
+    # Finished trials are stored; the interrupted one is failed and not counted.
+    print("lossbench: interrupted; the same command resumes where it stopped", file=sys.stderr)
+    return 128 + stop.signum if isinstance(stop, stops.Stopped) else 130
 
 
 if __name__ == "__main__":

@@ -705,3 +705,82 @@ def test_runs_whose_recording_fails_are_queued_again_not_left_running(tmp_path, 
     assert all(t.system_attrs.get("retry_history") == [] for t in trials if t.state == TrialState.WAITING)
     monkeypatch.undo()
     _assert_resumes_into(spec, storage, clean)
+
+
+def _chosen(storage, spec):
+    from lossbench.bench.storage import CONFIG_ATTR
+
+    return {m.name: optuna.load_study(study_name=study_name(spec.name, "final", d.label, m.name), storage=storage).user_attrs[CONFIG_ATTR]
+            for d, m in spec.units()}  # fmt: skip
+
+
+@pytest.mark.parametrize("at", [1, 3, 7, 12])
+def test_a_stop_signal_during_a_commit_waits_for_it_and_the_study_resumes_into_the_uninterrupted_one(tmp_path, monkeypatch, at):
+    """A signal handled inside SQLAlchemy's commit turned into an AssertionError (the trial failed for good,
+    the command exited 1) and kept SQLite's write lock: stop signals wait for the storage call to return."""
+    import sqlalchemy.engine.base as engine
+
+    from lossbench.bench import stops
+
+    spec, clean, storage = _clean_and_cut(tmp_path)
+    real, commits = engine.RootTransaction._deactivate_from_connection, []
+
+    def deactivate(self):
+        if threading.current_thread() is threading.main_thread():
+            commits.append(1)
+            if len(commits) == at:
+                signal.raise_signal(signal.SIGTERM)  # its handler runs at the next bytecode: inside this commit
+        return real(self)
+
+    runner = Runner(spec, storage, torch.device("cpu"), pack=8)  # (its studies made: counted from the run's start)
+    monkeypatch.setattr(engine.RootTransaction, "_deactivate_from_connection", deactivate)
+    with stops.taken(), pytest.raises(stops.Stopped):
+        runner.run()
+    monkeypatch.undo()
+    assert len(commits) >= at
+    trials = [t for ts in all_trials(storage, spec).values() for t in ts]
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert not [t for t in trials if "Stopped" not in t.user_attrs.get("error", "Stopped")], "failed by another error"
+    _assert_resumes_into(spec, storage, clean)
+    assert _chosen(storage, spec) == _chosen(clean, spec)
+
+
+def test_a_second_stop_signal_during_a_storage_call_stops_at_once():
+    from lossbench.bench import stops
+
+    calls = []
+
+    @stops.held
+    def storage_call(signals):
+        for _ in range(signals):
+            signal.raise_signal(signal.SIGTERM)
+            calls.append(1)  # not reached after the second
+
+    with stops.taken():
+        with pytest.raises(stops.Stopped):
+            storage_call(1)
+        assert calls == [1]  # the call returned, then stopped
+        with pytest.raises(stops.Stopped):
+            storage_call(2)
+        assert calls == [1, 1]
+
+
+def test_a_retried_draw_keeps_its_place_in_the_budget_and_in_ties():
+    """A killed run's retry is numbered after the draws that followed it: by number the budget and a tie
+    would go otherwise than in the uninterrupted study."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from lossbench.bench.storage import choose
+
+    def trial(number, lr, failed=None, value=1.0):
+        t = create_trial(value=value, params={"lr": lr}, distributions={"lr": FloatDistribution(0.01, 1.0)},
+                         system_attrs={} if failed is None else {"failed_trial": failed})  # fmt: skip
+        t.number = number
+        return t
+
+    # draw 0 was killed (trial 0), trials 1-3 are draws 1-3, trial 4 retries draw 0: every value ties
+    retried = [trial(1, 0.2), trial(2, 0.3), trial(3, 0.4), trial(4, 0.1, failed=0)]
+    assert [t.params["lr"] for t in budget_trials(retried, 3)] == [0.1, 0.2, 0.3]
+    for tie_break in ("earliest", "train_metric"):
+        assert choose(retried, tie_break).params["lr"] == 0.1

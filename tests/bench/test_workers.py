@@ -183,11 +183,11 @@ def test_a_killed_run_leaves_no_local_worker_running(tmp_path, stop):
 
 def test_a_signal_set_to_be_ignored_stays_ignored():
     """Under nohup SIGHUP is ignored: a closed terminal must not stop the run."""
-    from lossbench.cli import _stops_on_signals
+    from lossbench.bench import stops
 
     before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        with _stops_on_signals():
+        with stops.taken():
             assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
             assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # (taken as Ctrl-C is)
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN

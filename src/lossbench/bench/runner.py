@@ -49,6 +49,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lossbench._checks import check_count
 from lossbench._provenance import provenance
+from lossbench.bench import stops
 from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.bench.execution import (
     STAGES,
@@ -82,6 +83,7 @@ from lossbench.bench.storage import (
     budget_trials,
     check_inputs,
     current_choice,
+    draw_number,
     final_runs,
     record_inputs,
     register_spec,
@@ -102,7 +104,7 @@ def worker_id() -> str:
 def draw_index(trial: FrozenTrial | optuna.Trial, trials: list[FrozenTrial]) -> int:
     """Which fresh draw a tuning trial is: a retried trial (Optuna's retry of a dead worker's
     trial) is the draw of the trial it retries, so kills and retries change no draw."""
-    root = trial.system_attrs.get("failed_trial", trial.number)
+    root = draw_number(trial)
     return sum(1 for t in trials if t.number < root and "failed_trial" not in t.system_attrs)
 
 
@@ -348,7 +350,7 @@ class Runner:
                 "a study runs on a storage from open_storage(url, spec.heartbeat_interval); this one only checks specs"
             )
         poll = poll or min(2.0, float(self.spec.heartbeat_interval))
-        with _older_objects_frozen():
+        with _older_objects_frozen(), stops.taken(("SIGINT",)):  # (Ctrl-C held in storage calls, for a library caller too)
             while True:
                 self._heartbeats = Heartbeats(self.storage)
                 try:
@@ -534,12 +536,12 @@ class Runner:
                 ])  # fmt: skip
                 outcomes, failure = self._train(packs)
             except BaseException as err:  # nothing trained: the trials fail, the error keeps its traceback
-                stopped = isinstance(err, KeyboardInterrupt)
+                stopped = stops.stop_in(err) is not None
                 self._abandon(every, err, requeue=stopped or len(packs) > 1, counted=not stopped)
                 raise
             if failure is not None:
                 err, raised, untrained, requeue = failure
-                stopped = isinstance(err, KeyboardInterrupt)
+                stopped = stops.stop_in(err) is not None
                 try:
                     self._finish(packs, outcomes)
                 except BaseException as also:  # noqa: BLE001 - the training error is the one to report (its runs still fail)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -39,6 +40,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from lossbench._paths import inside
+from lossbench.bench import stops
 from lossbench.bench.metrics import selection_metric, task_of_metrics
 from lossbench.bench.spec import Spec, SpecError, spec_from_json, spec_growth
 
@@ -394,6 +396,14 @@ class HeartbeatStorage(RDBStorage):
             session.close()
 
 
+# Every call of the storage, Optuna's own included (its cached storage calls private ones too), with stop
+# signals held until it returns (bench.stops: an interrupt inside a commit left the transaction half-done
+# and SQLite's write lock held).
+for _name in dir(HeartbeatStorage):
+    if not _name.startswith("__") and inspect.isfunction(inspect.getattr_static(HeartbeatStorage, _name)):  # (methods)
+        setattr(HeartbeatStorage, _name, stops.held(getattr(HeartbeatStorage, _name)))
+
+
 def _stored_datetime(when: datetime, column: str) -> datetime | None:
     """``when`` (local time) as Optuna's ``trials`` table stores it in ``column`` (Optuna 5
     converts to naive UTC on the model; older versions store local time): asked of the model."""
@@ -680,9 +690,16 @@ def run_record(trial: FrozenTrial) -> dict[str, Any]:
     return trial.user_attrs.get(RUN_ATTR, {})
 
 
+def draw_number(trial: FrozenTrial) -> int:
+    """Where a tuning trial's draw comes in the study: its number, or a retry's the number of the trial it
+    retries (a retry is numbered after the draws that followed its trial: by number, a killed and resumed
+    study would budget and break ties otherwise than an uninterrupted one)."""
+    return trial.system_attrs.get("failed_trial", trial.number)
+
+
 def budget_trials(trials: list[FrozenTrial], budget: int) -> list[FrozenTrial]:
-    """The first ``budget`` complete trials by number: the method's equal tuning budget."""
-    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number)
+    """The first ``budget`` complete trials by draw (:func:`draw_number`): the method's equal tuning budget."""
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=draw_number)
     return complete[:budget]
 
 
@@ -690,7 +707,7 @@ TIE_TOLERANCE = 1e-6  # validation scores this close are equal (the EXACT paper'
 
 
 def choose(trials: list[FrozenTrial], tie_break: str = "earliest", metric: str = "accuracy") -> FrozenTrial:
-    """Best validation score; ties go to the earliest trial.
+    """Best validation score; ties go to the earliest draw (:func:`draw_number`).
 
     With ``tie_break="train_metric"`` the trials are scanned in order as the EXACT paper's code
     does: a trial replaces the best when its validation score is higher, or equal within 1e-6
@@ -698,9 +715,9 @@ def choose(trials: list[FrozenTrial], tie_break: str = "earliest", metric: str =
     task's headline where the task lacks ``metric``).
     """
     if tie_break == "earliest":
-        return max(trials, key=lambda t: (t.value, -t.number))
+        return max(trials, key=lambda t: (t.value, -draw_number(t)))
     best, best_val, best_fit = None, -math.inf, -math.inf
-    for t in sorted(trials, key=lambda t: t.number):
+    for t in sorted(trials, key=draw_number):
         scores = run_record(t).get("metrics", {})
         fit = scores.get(f"train_{selection_metric(metric, task_of_metrics(scores))}", math.nan)
         fit = -math.inf if math.isnan(fit) else fit
