@@ -76,6 +76,18 @@ def test_compare_takes_tensors_with_a_test_split_and_a_registered_model(tmp_path
                      name="tensors", dataset_label="blobs", out=tmp_path, **TINY)  # fmt: skip
     assert result.spec.name == "tensors" and result.complete
     assert set(result.leaderboard["dataset"]) == {"blobs"}
+    assert result.leaderboard["p_value"].isna().all()  # (no baseline: blank cells, NaN in the DataFrame)
+    assert result.leaderboard["accuracy_mean"].dtype == float and result.leaderboard["rank"].tolist() in ([1, 2], [1, 1])
+
+
+def test_the_leaderboard_keeps_names_a_csv_reader_would_change(tmp_path):
+    # read back from the CSV, "None" and "NA" came back NaN and "-x" as "'-x" (the spreadsheet formula guard)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 3, generator=g), torch.arange(40) % 2
+    methods = [{"name": "None", "loss": "cross_entropy"}, {"name": "-hinge", "loss": "hinge"}]
+    result = compare((x, y), methods=methods, dataset_label="NA", out=tmp_path, **TINY)
+    assert set(result.leaderboard["method"]) == {"None", "-hinge"} and set(result.leaderboard["dataset"]) == {"NA"}
+    assert "'-hinge" in (tmp_path / "leaderboard.csv").read_text()  # the file keeps its guard
     runs = pd.read_csv(tmp_path / "runs.csv")
     assert len(runs) == 2 * 2
 

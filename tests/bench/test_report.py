@@ -105,7 +105,9 @@ def test_a_diverged_run_counts_as_the_worst_score_in_the_rank_and_the_paired_tes
     titles = []
     monkeypatch.setattr(Figure, "suptitle", lambda self, text, **kw: titles.append(text))
     write_report(spec, [wine], tmp_path)
-    assert "| 2 | wild (2 diverged) |" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "| 2 | wild (2 diverged) |" in report
+    assert "| wild (2 of 3 runs diverged, left out) |" in report  # the other metrics' table says whose means are partial
     # runs.csv says which runs diverged, so its rows give the leaderboard's numbers
     runs = list(csv.DictReader((tmp_path / "runs.csv").open()))
     assert [(r["method"], r["diverged"], r["accuracy"]) for r in runs][3:] == [("wild", "1", "nan"), ("wild", "1", "nan"),

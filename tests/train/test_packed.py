@@ -568,7 +568,11 @@ def test_a_pack_trains_in_training_mode_and_scores_in_eval_mode_as_a_run_alone()
     (Frozen(6, 3), "its parameter proj is frozen (requires_grad=False)"),
     (Indexed(6, 3), "its parameter perm is not floating-point (torch.int64)"),
     (Tied(6, 3), "its parameter b.weight is a.weight (tied or shared parameters)"),
-], ids=["frozen", "integer", "tied"])  # fmt: skip
+    (nn.Sequential(nn.Embedding(10, 4, padding_idx=0), nn.Flatten(), nn.Linear(8, 3)),
+     "its embedding 0 has padding_idx (vmap would train the other runs' padding rows)"),
+    (nn.Sequential(nn.Embedding(10, 4, max_norm=1.0), nn.Flatten(), nn.Linear(8, 3)),
+     "its embedding 0 has max_norm (it renormalises the table in place)"),
+], ids=["frozen", "integer", "tied", "padding_idx", "max_norm"])  # fmt: skip
 def test_a_model_whose_parameters_a_pack_cannot_train_as_alone_is_refused(model, reason):
     # a pack trains each parameter as a float leaf of its own: a frozen one would train (or its backward fail), a
     # tied one would be untied in the pack's copy of the model
@@ -599,3 +603,39 @@ def test_a_norm_transform_packs_a_model_with_a_0_d_parameter_as_alone(transform)
                            generators=[torch.Generator().manual_seed(s) for s in SEEDS[:2]], transforms=[[transform]] * 2)  # fmt: skip
     packed.unstack_into(models)
     _assert_same(alone, list(zip(models, histories)))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_a_vmapped_models_large_parameters_update_run_by_run_as_alone(optimizer, monkeypatch):
+    """vmap's gradient of an nn.Linear weight is strided; torch's fused CPU kernels of the run-by-run update
+    read a run's slice as contiguous (a user's 784-128-10 MLP trained to another loss)."""
+    monkeypatch.setattr(packed_module, "PER_RUN_FROM", 1)  # (every parameter run by run, small as it is)
+    x, y = _data()
+
+    def model(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(6, 7), nn.ReLU(), nn.Linear(7, 3))
+
+    options = dict(epochs=2, batch_size=32, optimizer=optimizer, momentum=0.9 if optimizer == "sgd" else 0.0)
+    alone = []
+    for seed, lr, wd in zip(SEEDS, LRS, DECAYS):
+        m = model(seed)
+        history = fit(m, LOSSES.get("cross_entropy").module(), x, y, lr=lr * 0.1, weight_decay=wd,
+                      generator=torch.Generator().manual_seed(seed), **options)  # fmt: skip
+        alone.append((m, history))
+    models = [model(seed) for seed in SEEDS]
+    packed = PackedModel(models)
+    histories = fit_packed(packed, [LOSSES.get("cross_entropy").module() for _ in SEEDS], x, y, lrs=[lr * 0.1 for lr in LRS],
+                           weight_decays=DECAYS, generators=[torch.Generator().manual_seed(s) for s in SEEDS], **options)  # fmt: skip
+    packed.unstack_into(models)
+    _assert_same(alone, list(zip(models, histories)))
+
+
+def test_models_of_another_class_are_not_packed_together():
+    # the pack runs models[0]'s forward with every run's parameters
+    class Scaled(LinearClassifier):  # the same parameters, another forward
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    with pytest.raises(ValueError, match="packed models must be of one class"):
+        PackedModel([LinearClassifier(6, 3), Scaled(6, 3)])

@@ -19,7 +19,6 @@ import dis
 import functools
 import hashlib
 import inspect
-import io
 import os
 import re
 import sys
@@ -185,7 +184,7 @@ def _run(
     import pandas as pd
 
     from lossbench.bench.console import run_progress, say_alone
-    from lossbench.bench.report import check_report_folder, incomplete, leaderboard_csv, write_report
+    from lossbench.bench.report import check_report_folder, incomplete, leaderboard_records, write_report
     from lossbench.bench.results import collect
     from lossbench.bench.runner import Runner
     from lossbench.bench.storage import check_storage_url, masked, open_storage, storage_url
@@ -209,7 +208,8 @@ def _run(
     finally:
         optuna.logging.set_verbosity(verbosity)
     files = write_report(spec, results, out)
-    board = pd.read_csv(io.StringIO(leaderboard_csv(results)))
+    header, rows = leaderboard_records(results)
+    board = pd.DataFrame(rows, columns=header)
     return Comparison(spec, board, tuple(files), masked(url), not incomplete(results))
 
 

@@ -117,7 +117,9 @@ def _secondary(result: DatasetResult) -> Table:
         for m in other:
             s = r.summaries.get(m)
             cells.append(f"{_fmt(s.mean)} ± {_fmt(s.std)} [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]" if s and s.n else "-")
-        rows.append([r.method.name, *cells])
+        diverged = r.diverged_runs(result.metric)  # (their metrics are nan: these means leave them out)
+        left_out = f" ({diverged} of {len(r.runs)} runs diverged, left out)" if diverged else ""
+        rows.append([r.method.name + left_out, *cells])
     lower = [m for m in other if m in LOWER_IS_BETTER]
     header = ["method", *(f"test {m}" + (" (lower is better)" if m in lower else "") for m in other)]
     return Table(header, rows)
@@ -363,10 +365,14 @@ def _csv(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _blank(x: float | None) -> Any:
-    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else x
+    """None for a missing number (an empty CSV cell; a DataFrame's NaN)."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
-def leaderboard_csv(results: list[DatasetResult]) -> str:
+def leaderboard_records(results: list[DatasetResult]) -> tuple[list[str], list[list[Any]]]:
+    """The leaderboard's header and rows, values as they are (None where blank): ``leaderboard.csv``'s
+    cells and :func:`lossbench.bench.compare`'s DataFrame (read back from the CSV, a method named
+    "None" or "-x" came back NaN or "'-x")."""
     metrics = sorted({m for r in results for m in METRICS[r.task]})
     header = ["dataset", "selection_metric", "rank", "tied", "method", "loss", "transforms", "seeds_done",
               "diverged_runs", "mean_difference_vs_baseline", "difference_ci_low", "difference_ci_high",
@@ -380,16 +386,20 @@ def leaderboard_csv(results: list[DatasetResult]) -> str:
             row = [
                 result.dataset.label, result.metric, _blank(r.rank), r.tied, r.method.name, r.method.loss,
                 "+".join(t.name for t in r.method.transforms), len(r.runs), r.diverged_runs(result.metric),
-                p.mean_difference if p else "", _blank(p.ci_low) if p else "", _blank(p.ci_high) if p else "",
-                p.same_on_every_seed if p else "", _blank(p.p_value) if p else "", _blank(r.p_holm), r.chosen_trial,
+                p.mean_difference if p else None, _blank(p.ci_low) if p else None, _blank(p.ci_high) if p else None,
+                p.same_on_every_seed if p else None, _blank(p.p_value) if p else None, _blank(r.p_holm), r.chosen_trial,
                 " ".join(str(r.runs[k].number) for k in sorted(r.runs)), json.dumps(r.config, sort_keys=True),
                 json.dumps(r.edges, sort_keys=True),
             ]  # fmt: skip
             for m in metrics:
                 s = r.summaries.get(m)
-                row += [_blank(s.mean), _blank(s.std), _blank(s.ci_low), _blank(s.ci_high)] if s else ["", "", "", ""]
+                row += [_blank(s.mean), _blank(s.std), _blank(s.ci_low), _blank(s.ci_high)] if s else [None] * 4
             rows.append(row)
-    return _csv(header, rows)
+    return header, rows
+
+
+def leaderboard_csv(results: list[DatasetResult]) -> str:
+    return _csv(*leaderboard_records(results))
 
 
 def runs_csv(results: list[DatasetResult]) -> str:

@@ -58,7 +58,8 @@ def unpackable_model(model: nn.Module) -> str | None:
     the run's own) trains only one run at a time; a pack trains every parameter as a float leaf of
     its own, so a model with a parameter that is not floating-point, frozen (``requires_grad=False``:
     alone the optimiser leaves it, packed it would be trained or fail) or tied to another (the same
-    Parameter under two names: a pack's copy of the model unties it) does too."""
+    Parameter under two names: a pack's copy of the model unties it) does too, and so does an
+    ``nn.Embedding`` with ``padding_idx`` or ``max_norm`` where vmap maps the model."""
     buffers = [name for name, _ in model.named_buffers()]
     if buffers:
         return f"it has buffers ({', '.join(buffers[:3])})"
@@ -74,6 +75,12 @@ def unpackable_model(model: nn.Module) -> str | None:
             return f"its parameter {name} is not floating-point ({p.dtype})"
         if not p.requires_grad:
             return f"its parameter {name} is frozen (requires_grad=False)"
+    if _own_packed_forward(model) is None:  # (vmap: torch's rule for an embedding keeps run 0's padding row only)
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Embedding) and (m.padding_idx is not None or m.max_norm is not None):
+                what = "padding_idx (vmap would train the other runs' padding rows)" if m.padding_idx is not None else \
+                    "max_norm (it renormalises the table in place)"
+                return f"its embedding {name} has {what}"
     return None
 
 
@@ -96,7 +103,9 @@ def _own_packed_forward(model: nn.Module) -> Callable[..., torch.Tensor] | None:
 
 class PackedModel:
     """K models of one architecture as stacked parameters ``(K, ...)``; ``self(x)`` maps each
-    run's batch ``x[k]`` through run ``k``'s weights, :meth:`eval_logits` one shared input."""
+    run's batch ``x[k]`` through run ``k``'s weights, :meth:`eval_logits` one shared input.  Every
+    run computes as ``models[0]`` does with its own parameters: the models must be of one class and
+    configured alike (the bench packs runs of one ``model_config``)."""
 
     def __init__(self, models: Sequence[nn.Module]) -> None:
         if not models:
@@ -108,6 +117,8 @@ class PackedModel:
         shapes = [[(n, p.shape) for n, p in m.named_parameters()] for m in models]
         if any(s != shapes[0] for s in shapes[1:]):
             raise ValueError("packed models must have the same parameters and shapes")
+        if any(type(m) is not type(models[0]) for m in models):  # (the pack runs models[0]'s forward for all)
+            raise ValueError(f"packed models must be of one class, got {sorted({type(m).__name__ for m in models})}")
         params, _ = stack_module_state(list(models))
         self.names = list(params)
         self.params = [params[n] for n in self.names]  # leaf tensors (K, ...), requires_grad
@@ -196,6 +207,7 @@ class PackedOptimizer:
             # whole pack's went to memory several times a step; by torch.optim's fused kernels, with the run's
             # own numbers, as a run alone takes them (su-sst2's packed Adam steps took 4-5x the runs' own).
             rates = lr.tolist() if rates is None else rates
+            g = g.contiguous()  # (the fused kernels read a run's slice as contiguous: vmap's gradients may be strided)
             for k in range(len(p)):
                 if self.name == "sgd":  # (a zeroed buffer: momentum x 0 + g is the first step's g, as torch's own start)
                     sgd_update([p[k]], [g[k]], [state["momentum"][k] if self.momentum else None], fused=True,
