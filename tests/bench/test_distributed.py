@@ -784,3 +784,10 @@ def test_a_retried_draw_keeps_its_place_in_the_budget_and_in_ties():
     assert [t.params["lr"] for t in budget_trials(retried, 3)] == [0.1, 0.2, 0.3]
     for tie_break in ("earliest", "train_metric"):
         assert choose(retried, tie_break).params["lr"] == 0.1
+    # the budget curve reads the draws in that order too: the retried draw 0 first
+    from lossbench.bench.results import MethodResult
+    from lossbench.bench.spec import MethodSpec
+
+    scored = [trial(1, 0.2, value=0.5), trial(2, 0.3, value=0.7), trial(4, 0.1, failed=0, value=0.9)]
+    result = MethodResult(MethodSpec("ce", "cross_entropy"), "tune", "final", scored, None, None, {}, [])
+    assert result.budget_curve() == [0.9, 0.9, 0.9]

@@ -92,7 +92,7 @@ def test_report_numbers_trace_to_stored_trials(finished):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(PLOT_KINDS)
     assert not math.isnan(wine.method("ce").rank)
-    # Budget curve: the best validation score after n trials, by trial number.
+    # Budget curve: the best validation score after n trials, in draw order (here: by trial number, no retries).
     values = [t.value for t in sorted(ce.tune_trials, key=lambda t: t.number)]
     assert ce.budget_curve() == [max(values[: n + 1]) for n in range(len(values))]
 

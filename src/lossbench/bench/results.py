@@ -30,6 +30,7 @@ from lossbench.bench.storage import (
     CONFIG_ATTR,
     budget_trials,
     current_choice,
+    draw_number,
     final_runs,
     run_record,
     scored_through,
@@ -57,7 +58,7 @@ class MethodResult:
     method: MethodSpec
     tune_study: str
     final_study: str
-    tune_trials: list[FrozenTrial]  # the equal budget: first `trials` complete, by number
+    tune_trials: list[FrozenTrial]  # the equal budget: first `trials` complete, by draw (storage.budget_trials)
     chosen_trial: int | None
     config: dict[str, Any] | None
     runs: dict[int, FrozenTrial]  # evaluation seed -> final run
@@ -87,11 +88,11 @@ class MethodResult:
         return {s: diverged_score(metric) if scored_as_diverged(t, metric) else metric_of(t, metric) for s, t in self.runs.items()}
 
     def budget_curve(self) -> list[float]:
-        """Best validation score after each number of tuning trials (1, 2, ... by trial number):
-        what a smaller budget would have found, so a report can show which method needs the
-        least tuning."""
+        """Best validation score after each number of tuning trials (1, 2, ... in draw order, as the
+        budget counts them: a retry in its draw's place): what a smaller budget would have found, so a
+        report can show which method needs the least tuning."""
         best, curve = -math.inf, []
-        for trial in sorted(self.tune_trials, key=lambda t: t.number):
+        for trial in sorted(self.tune_trials, key=draw_number):
             value = trial.value if trial.value is not None and trial.value == trial.value else -math.inf
             best = max(best, value)
             curve.append(best if best > -math.inf else math.nan)
