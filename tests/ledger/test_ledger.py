@@ -403,3 +403,40 @@ def test_a_bench_claims_decision_is_stored_before_its_runs_and_an_interrupted_on
         run_claim(tiny_claim, "quick", storage, torch.device("cpu"))
     (stored,) = invocations(storage, tiny_claim, "quick")
     assert stored["decision"] == tiny_claim.decision() and stored["wall_seconds"] >= 0 and stored["id"]
+
+
+def test_an_amended_rule_is_said_so_whatever_runs_are_stored(tmp_path):
+    # the runs made under the earlier rules may be gone (another storage, a new database): the record still says it
+    from lossbench.ledger.report import decision_provenance
+
+    storage = open_storage(default_storage_url(tmp_path))
+    old = get_claim("exact-toy-1d")
+    new = dataclasses.replace(old, rule_text="The amended rule.", amended_from=(old.rule_text, "An older rule."))
+    record_invocation(storage, new, "quick", "fixed", time.time(), None)
+    assert decision_provenance(storage, new).startswith("Decision rule, amended 2 times (the deviations say what changed")
+    assert decision_provenance(storage, old) == "Decision rule, fixed before any run (stored with every run, and unchanged)"
+
+
+def test_an_analysis_claims_budget_and_variation_are_refused_before_any_work(tmp_path, capsys):
+    # an analysis's result is stored by budget: one under an unknown budget would never be read
+    assert main(["claims", "run", "exact-toy-1d", "--budget", "foo", "--out", str(tmp_path)]) == 2
+    assert main(["claims", "run", "exact-toy-1d", "--variation", "bogus", "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / "lossbench.db").exists()
+    err = capsys.readouterr().err
+    assert "--budget must be one of" in err and "runs the variations ('fixed',), not 'bogus'" in err
+
+
+def test_an_analysis_of_a_bench_study_is_refused_when_that_studys_protocol_changed(tmp_path, monkeypatch):
+    from lossbench.bench.storage import register_spec
+    from lossbench.ledger.analyses import analysis_study
+    from lossbench.ledger.report import collect_entries
+    from lossbench.ledger.runs import AnalysisResult, store_analysis
+
+    claim = next(c for c in all_claims() if c.kind == "analysis" and c.protocol is not None)
+    storage = open_storage(default_storage_url(tmp_path))
+    spec = analysis_study(claim.id, "quick")
+    register_spec(storage, dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=spec.train.epochs + 1)))
+    record_invocation(storage, claim, "quick", "fixed", time.time(), None)
+    store_analysis(storage, claim, "quick", AnalysisResult("inconclusive", "stored"))
+    with pytest.raises(SpecError, match=rf"claim {claim.id!r} \(quick, fixed\) was run under another record.*train.epochs"):
+        collect_entries(storage)

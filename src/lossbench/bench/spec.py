@@ -50,6 +50,11 @@ class SpecError(ValueError):
     """A spec that cannot run; the message names the field and what was expected."""
 
 
+class FixedSplitWarning(UserWarning):
+    """``resample_splits`` on a data set whose test split is fixed: its final runs keep that split (a
+    claim's record says so in its deviations, and the ledger builds its specs without this warning)."""
+
+
 @dataclass(frozen=True)
 class Schedule:
     """A per-epoch geometric schedule of a loss or transform parameter (numpy.geomspace's terms):
@@ -689,7 +694,7 @@ def _check_settings_apply(spec: Spec, source: str) -> None:
         if spec.resample_splits and not resamples_split(d):  # (a warning: stored claims resample adult and keep it)
             warnings.warn(f"{source} datasets[{i}] ({d.label}): resample_splits cannot apply, its test split is fixed "
                           f"({'test_path is given' if 'seed' in arguments else 'its loader draws none'}); its final "
-                          "runs keep it", stacklevel=2)  # fmt: skip
+                          "runs keep it", FixedSplitWarning, stacklevel=2)  # fmt: skip
         elif spec.resample_splits and split in SEED_BITS:
             last = max(evaluation_seeds(spec))  # (each evaluation seed draws the loader's split)
             try:

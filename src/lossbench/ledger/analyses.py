@@ -304,8 +304,7 @@ def epochs_to_target(curve: list[float], target: float) -> int | None:
 def analysis_study(claim_id: str, budget: str):
     """The spec of an analysis claim's study: its record's preset with the budget's overrides, named
     ``<preset>.<budget>`` (as ``ledger.protocol.study_spec`` names a bench claim's study)."""
-    from lossbench.bench.spec import parse_spec
-    from lossbench.ledger.protocol import _override, preset_document
+    from lossbench.ledger.protocol import _override, preset_document, quietly_parsed
     from lossbench.ledger.records import BUDGETS, get_claim
 
     claim = get_claim(claim_id)
@@ -318,7 +317,7 @@ def analysis_study(claim_id: str, budget: str):
     for key, value in (claim.budgets[budget].overrides if budget in claim.budgets else {}).items():
         _override(document, key, value, where)
     document["name"] = f"{document['name']}.{budget}"
-    return parse_spec(document, where)
+    return quietly_parsed(document, where)
 
 
 def clipping_verdict(epochs: dict[str, dict[str, list[float]]], never: float | None = None):

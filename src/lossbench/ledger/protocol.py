@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import copy
 import sys
+import warnings
 from typing import Any
 
-from lossbench.bench.spec import Spec, SpecError, TrainConfig, parse_spec, preset_text
+from lossbench.bench.spec import FixedSplitWarning, Spec, SpecError, TrainConfig, parse_spec, preset_text
 from lossbench.ledger.records import BUDGETS, Claim
 
 if sys.version_info >= (3, 11):
@@ -65,6 +66,14 @@ def _override(document: dict[str, Any], key: str, value: Any, where: str) -> Non
     table[last] = copy.deepcopy(value)
 
 
+def quietly_parsed(document: dict[str, Any], where: str) -> Spec:
+    """A claim's spec: a data set whose test split is fixed keeps it in the resampled variation, which the
+    claim's record says (no warning each time the ledger builds the spec)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FixedSplitWarning)
+        return parse_spec(document, where)
+
+
 def study_spec(claim: Claim, budget: str, variation: str = "fixed") -> Spec:
     """The spec a claim runs at ``budget`` ("quick" or "paper") and ``variation``."""
     if budget not in BUDGETS:
@@ -82,4 +91,4 @@ def study_spec(claim: Claim, budget: str, variation: str = "fixed") -> Spec:
     document["name"] = f"{document['name']}.{budget}" + ("" if variation == "fixed" else f".{variation}")
     if variation == "resampled":
         document["resample_splits"] = True
-    return parse_spec(document, where)
+    return quietly_parsed(document, where)

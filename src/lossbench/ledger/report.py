@@ -17,8 +17,9 @@ import optuna
 
 from lossbench._document import Block, Bullets, Heading, Image, Markdown, Para, Table, to_html, to_markdown
 from lossbench._paths import atomic_write, inside
-from lossbench.bench.spec import SpecError, spec_growth
+from lossbench.bench.spec import Spec, SpecError, spec_growth
 from lossbench.bench.storage import stored_fingerprint, stored_spec, stored_spec_names
+from lossbench.ledger.analyses import analysis_study
 from lossbench.ledger.judge import SECONDARY, Cell, DatasetOutcome, Outcome, counted_word, judge
 from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import BUDGETS, Claim, all_claims
@@ -114,20 +115,28 @@ def collect_entries(storage: optuna.storages.BaseStorage) -> list[Entry]:
                 result = stored_analysis(storage, claim, budget)
                 if result is not None:
                     _check_unchanged(claim, budget, "fixed", decision_changes(storage, claim, budget))
+                    if claim.protocol is not None:  # (an analysis of a study of the bench: that study's protocol too)
+                        _check_unchanged(claim, budget, "fixed", _study_changes(storage, analysis_study(claim.id, budget), stored))
                     analyses[budget] = result
                 continue
             for variation in claim.variations:
                 spec = study_spec(claim, budget, variation)
                 if spec.name in stored:
                     _check_unchanged(claim, budget, variation, decision_changes(storage, claim, budget, variation))
-                    if stored_fingerprint(storage, spec.name) != spec.fingerprint():
-                        grown, changed = spec_growth(stored_spec(storage, spec.name), spec)
-                        _check_unchanged(claim, budget, variation, [f"study {spec.name!r}: {c}" for c in changed + grown])
+                    _check_unchanged(claim, budget, variation, _study_changes(storage, spec, stored))
                     outcomes.append(judge(claim, spec, storage, budget, variation))
         entries.append(Entry(claim, outcomes, analyses))
     return entries
 
 
+
+
+def _study_changes(storage, spec: Spec, stored: set[str]) -> list[str]:
+    """How the stored study of ``spec``'s name differs from ``spec`` (none where it is not stored)."""
+    if spec.name not in stored or stored_fingerprint(storage, spec.name) == spec.fingerprint():
+        return []
+    grown, changed = spec_growth(stored_spec(storage, spec.name), spec)
+    return [f"study {spec.name!r}: {c}" for c in changed + grown]
 
 
 def _check_unchanged(claim: Claim, budget: str, variation: str, changes: list[str]) -> None:
@@ -175,11 +184,16 @@ def decision_provenance(storage, claim: Claim) -> str:
                 f"{', '.join(sorted(set(amended)))}, made under an earlier rule; "
                 f"{len(bare)} stored none): the verdict is that of the latest run, under the rule as it is now; "
                 "the deviations say what changed and why. The rule now")  # fmt: skip
+    if claim.amended_from:  # (the runs under its earlier rules are no longer stored: the record says it all the same)
+        times = len(claim.amended_from)
+        return (f"Decision rule, amended {times} time{'s' if times != 1 else ''} (the deviations say what changed and "
+                f"why; {len(runs) - len(bare)} of the {len(runs)} stored `claims run` invocations stored the rule as it is "
+                "now). The rule now")  # fmt: skip
     if not bare:
         return "Decision rule, fixed before any run" + (" (stored with every run, and unchanged)" if runs else "")
-    return (f"Decision rule, written in the claim's record before its runs ({len(bare)} of the {len(runs)} `claims run` "
-            f"invocations that ran its studies, of {', '.join(sorted(set(bare)))}, stored no decision of this claim: "
-            "for those the record's history is the evidence, not a check)")  # fmt: skip
+    return (f"Decision rule, not checked against its runs ({len(bare)} of the {len(runs)} `claims run` invocations "
+            f"that ran its studies, of {', '.join(sorted(set(bare)))}, stored no decision of this claim: for those "
+            "the record's history and its deviations are the evidence)")  # fmt: skip
 
 
 def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
@@ -301,7 +315,7 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
                            f"at alpha = {r.alpha}."))  # fmt: skip
         path = inside(out, ASSETS, f"cd-{c.id}-{o.budget}-{o.variation}.png")
         atomic_write(path, cd_diagram_png(r))
-        blocks.append(Image(f"critical difference diagram, {c.id} ({o.budget})", path))
+        blocks.append(Image(f"critical difference diagram, {c.id} ({o.budget}, {o.variation})", path))
     return blocks
 
 
