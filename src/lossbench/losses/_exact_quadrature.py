@@ -322,7 +322,8 @@ class ExactRowsLoss(torch.autograd.Function):
                 b = logits.shape[0]
                 ctx.settings = settings, valid, True
                 ctx.save_for_backward(logits, target, ways, out)
-                return out[:b] if reduction == "none" else out[b]
+                # (a copy, not a view of the saved buffer: a caller's in-place `loss /= steps` must work)
+                return out[:b].clone() if reduction == "none" else out[b].clone()
         per_sample, reduced, grad, ways, rule, valid = _rows(
             logits, target, num_nodes, need_grad, scale, clip, None, kind, ignore_index, reduction, native, standardize
         )
