@@ -93,9 +93,9 @@ def exact(
 
     The gradient with respect to the margins is integrated in the same pass (hand-written backward,
     memory ``O(B C)``); gradients reach the logits and ``sigma``, and double backprop (a gradient
-    penalty) works.  On CPU (float32/float64) the quadrature runs as one fused C kernel, compiled
-    with the system's C compiler on first use and cached; where none is available (a warning
-    says why), on CUDA and in half precision it runs as PyTorch operations.  Both compute the same
+    penalty) works.  On CPU the quadrature runs as one fused C kernel (half precision computed in
+    float32), compiled with the system's C compiler on first use and cached; where none is available
+    (a warning says why) and on CUDA it runs as PyTorch operations.  Both compute the same
     rule (see ``_exact_native``; ``LOSSBENCH_EXACT_KERNEL=0`` turns the kernel off).
 
     The paper's recipe, each part optional:
