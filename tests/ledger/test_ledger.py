@@ -339,7 +339,9 @@ def test_the_last_run_named_is_the_newest_whichever_claim_ran_it():
 
     runs = [{"started": "2026-12-05T13:05:00+00:00", "host": "new", "threads": 1, "lossbench": "0.1.0", "commit": "b-dirty"},
             {"started": "2026-12-04T09:00:00+00:00", "host": "old", "threads": 1, "lossbench": "0.1.0", "commit": "a"}]  # fmt: skip
-    assert _last_run(runs) == ", the last on new with 1 torch thread(s), lossbench 0.1.0, commit b-dirty"
+    assert _last_run(runs) == (", the last on new with 1 torch thread(s), lossbench 0.1.0, commit b-dirty; the invocations "
+                               "ran at commits a, b-dirty")  # (the study's trials keep none: each run's code is one of these)
+    assert _last_run(runs[:1]) == ", the last on new with 1 torch thread(s), lossbench 0.1.0, commit b-dirty"
 
 
 def test_the_resampled_note_names_the_units_whose_tuning_chose_otherwise():

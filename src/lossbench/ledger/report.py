@@ -324,7 +324,10 @@ def _last_run(runs: list[dict]) -> str:
         return ""
     r = max(runs, key=lambda run: run["started"])  # (runs come claim by claim, each claim's in time order)
     commit = f", commit {r['commit']}" if r.get("commit") else ""
-    return f", the last on {r['host']} with {r['threads']} torch thread(s), lossbench {r['lossbench']}{commit}"
+    # (a study's trials keep no commit: every invocation's says which code its runs may have come from)
+    commits = list(dict.fromkeys(run["commit"] for run in sorted(runs, key=lambda run: run["started"]) if run.get("commit")))
+    every = f"; the invocations ran at commits {', '.join(commits)}" if len(commits) > 1 else ""
+    return f", the last on {r['host']} with {r['threads']} torch thread(s), lossbench {r['lossbench']}{commit}{every}"
 
 
 def _mean(values: list[float]) -> float:
