@@ -791,3 +791,29 @@ def test_a_retried_draw_keeps_its_place_in_the_budget_and_in_ties():
     scored = [trial(1, 0.2, value=0.5), trial(2, 0.3, value=0.7), trial(4, 0.1, failed=0, value=0.9)]
     result = MethodResult(MethodSpec("ce", "cross_entropy"), "tune", "final", scored, None, None, {}, [])
     assert result.budget_curve() == [0.9, 0.9, 0.9]
+
+
+def test_a_tuning_draw_whose_training_raises_is_failed_with_its_error_and_a_new_draw_takes_its_place(tmp_path, monkeypatch):
+    from lossbench.bench import runner as runner_module
+    from lossbench.bench.storage import ERROR_ATTR
+
+    spec = load_spec(write_spec(tmp_path / "tiny.toml", trials=3, epochs=1))
+    storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
+    real, doomed = runner_module.train_and_score, []
+
+    def fails_on_one_draw(split, method, params, spec_, seed):
+        if split.stage == "tune" and method.name == "ce":
+            doomed.append(doomed[0] if doomed else params["lr"])  # (ce's first draw is the doomed one)
+            if params["lr"] == doomed[0]:
+                raise RuntimeError("this draw always fails")
+        return real(split, method, params, spec_, seed)
+
+    monkeypatch.setattr(runner_module, "train_and_score", fails_on_one_draw)
+    with pytest.raises(RuntimeError, match="this draw always fails"):  # (a training error stops the run, said)
+        Runner(spec, storage, torch.device("cpu"), pack=1).run()
+    Runner(spec, storage, torch.device("cpu"), pack=1).run()  # the same command again finishes the study
+    assert_complete_and_counted_once(storage, spec)
+    tune = all_trials(storage, spec)[("tune", "ce")]
+    (failed,) = [t for t in tune if t.state == TrialState.FAIL]
+    assert failed.params["lr"] == doomed[0] and "this draw always fails" in failed.user_attrs[ERROR_ATTR]
+    assert doomed[0] not in [t.params["lr"] for t in budget_trials(tune, spec.trials)]  # a new draw took its place
