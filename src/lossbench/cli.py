@@ -421,18 +421,15 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 def cmd_claims_run(args: argparse.Namespace) -> int:
     from lossbench.bench.console import console, run_progress
-    from lossbench.ledger.protocol import study_spec
-    from lossbench.ledger.records import BUDGETS, get_claim
+    from lossbench.ledger.protocol import check_run, study_spec
+    from lossbench.ledger.records import get_claim
     from lossbench.ledger.runs import run_claim
 
     claim = get_claim(args.claim)
     variations = tuple(dict.fromkeys(args.variation)) if args.variation else None  # (each once)
     # A bad budget or variation is refused before any work (an analysis's too: its result is stored by budget).
-    if args.budget not in BUDGETS:
-        raise ValueError(f"--budget must be one of {BUDGETS}, got {args.budget!r}")
-    unknown = [v for v in variations or () if v not in claim.variations]
-    if unknown:
-        raise ValueError(f"claim {claim.id!r} runs the variations {claim.variations}, not {unknown[0]!r}")
+    for variation in variations or claim.variations:
+        check_run(claim, args.budget, variation)
     specs = [study_spec(claim, args.budget, v) for v in variations or claim.variations] if claim.kind == "bench" else []
     if claim.kind == "analysis" and claim.protocol is not None:  # (an analysis that reads a study of the bench)
         from lossbench.ledger.analyses import analysis_study

@@ -304,12 +304,11 @@ def epochs_to_target(curve: list[float], target: float) -> int | None:
 def analysis_study(claim_id: str, budget: str):
     """The spec of an analysis claim's study: its record's preset with the budget's overrides, named
     ``<preset>.<budget>`` (as ``ledger.protocol.study_spec`` names a bench claim's study)."""
-    from lossbench.ledger.protocol import _override, preset_document, quietly_parsed
-    from lossbench.ledger.records import BUDGETS, get_claim
+    from lossbench.ledger.protocol import _override, check_run, preset_document, quietly_parsed
+    from lossbench.ledger.records import get_claim
 
     claim = get_claim(claim_id)
-    if budget not in BUDGETS:
-        raise ValueError(f"--budget must be one of {BUDGETS}, got {budget!r}")
+    check_run(claim, budget)
     if claim.protocol is None:
         raise ValueError(f"claim {claim_id!r} names no preset to run")
     where = f"claim {claim_id!r} ({budget})"

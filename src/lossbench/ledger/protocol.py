@@ -74,12 +74,17 @@ def quietly_parsed(document: dict[str, Any], where: str) -> Spec:
         return parse_spec(document, where)
 
 
-def study_spec(claim: Claim, budget: str, variation: str = "fixed") -> Spec:
-    """The spec a claim runs at ``budget`` ("quick" or "paper") and ``variation``."""
+def check_run(claim: Claim, budget: str, variation: str = "fixed") -> None:
+    """A budget and a variation the claim runs, else a SpecError naming the option."""
     if budget not in BUDGETS:
         raise SpecError(f"--budget must be one of {BUDGETS}, got {budget!r}")
     if variation not in claim.variations:
         raise SpecError(f"claim {claim.id!r} runs the variations {claim.variations}, not {variation!r}")
+
+
+def study_spec(claim: Claim, budget: str, variation: str = "fixed") -> Spec:
+    """The spec a claim runs at ``budget`` ("quick" or "paper") and ``variation``."""
+    check_run(claim, budget, variation)
     if claim.kind != "bench" or claim.protocol is None:
         raise SpecError(f"claim {claim.id!r} is an analysis, not a study of the bench")
     where = f"claim {claim.id!r} ({budget})"

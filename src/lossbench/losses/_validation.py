@@ -236,20 +236,25 @@ def softmax_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Check a (logits (B, C), class-index target (B,)) pair.
 
-    Returns the logits in the compute dtype (without ``validate``, an ignored row's as zeros: its placeholder
-    class 0 may hold ``-inf``, whose ``inf * 0`` in a loss's masked-out terms would put NaN in the gradient), the target
-    with ignored entries replaced by 0 (safe to ``gather`` with) and the boolean mask of valid entries.
+    Returns the logits in the compute dtype (an ignored row's as :func:`without_ignored_rows` gives it), the
+    target with ignored entries replaced by 0 (safe to ``gather`` with) and the boolean mask of valid entries.
     """
     check_reduction(reduction)
     check_logits(logits, 2, validate)
     check_index_target(target, logits.shape[1], logits.shape[:1], ignore_index, validate)
     valid = target != ignore_index
     safe = torch.where(valid, target, torch.zeros_like(target)).long()
-    x = logits.to(compute_dtype(logits))
-    # (validate refuses non-finite logits; on the CPU a check is cheaper than the copy, which most calls do not need)
-    if not validate and (x.device.type != "cpu" or not bool(valid.all())):
-        x = torch.where(valid[:, None], x, 0.0)
-    return x, safe, valid
+    return without_ignored_rows(logits.to(compute_dtype(logits)), valid, validate), safe, valid
+
+
+def without_ignored_rows(x: torch.Tensor, valid: torch.Tensor, validate: bool) -> torch.Tensor:
+    """Logits ``(B, C)`` with the rows ``valid`` leaves out as zeros, where they could hold non-finite values
+    (without ``validate``, which refuses them): a loss computes those rows at a placeholder and masks them
+    out, and an ``inf * 0`` there would still put NaN in the batch's statistics and gradients."""
+    # (on the CPU a check is cheaper than the copy, which most calls do not need)
+    if validate or (x.device.type == "cpu" and bool(valid.all())):
+        return x
+    return torch.where(valid[:, None], x, 0.0)
 
 
 def sigmoid_inputs(

@@ -29,6 +29,7 @@ from lossbench.losses._validation import (
     compute_dtype,
     loss_output,
     masked_reduce,
+    without_ignored_rows,
 )
 from lossbench.registry import Choice, FloatRange, HyperParam
 
@@ -178,8 +179,7 @@ def exact(
     if (standardize and not in_kernel) or not fused:
         valid = target != ignore_index
         y = torch.where(valid, target, 0).long()
-        if not validate:  # (an ignored row's inf logit would put inf * 0 = NaN into the batch's statistics and gradients)
-            x = torch.where(valid[:, None], x, 0.0)
+        x = without_ignored_rows(x, valid, validate)
         if standardize:
             x = _standardize(x, valid, eps, groups)
     if fused:

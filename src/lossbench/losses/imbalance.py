@@ -99,7 +99,7 @@ def logit_adjust(
     check_positive("tau", tau, allow_zero=True)
     x = logits.to(compute_dtype(logits))
     # logits to predict with, not a loss value: in the model's dtype
-    return (x - tau * _log_priors(as_counts(class_counts), x, validate=True)).to(logits.dtype)
+    return (x - tau * _log_priors(class_counts, x, validate=True)).to(logits.dtype)
 
 
 def balanced_softmax(
