@@ -58,6 +58,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -385,6 +386,8 @@ def accuracy_table() -> None:
             cells.append(f"{float((log_p_of(cases, num_nodes=k).exp() - ref.exp()).abs().max()):.1e}")
         print(f"{k:>10}" + "".join(f"{cell:>11}" for cell in cells))
 
+    two_groups_table()
+
     gen = torch.Generator().manual_seed(1)
     logits = torch.randn(BATCH, 10, generator=gen, dtype=torch.float64)
     target = torch.randint(0, 10, (BATCH,), generator=gen)
@@ -398,6 +401,44 @@ def accuracy_table() -> None:
     )
 
 
+def two_group_cases(num_classes: int) -> np.ndarray:
+    """Margins of rows whose rivals' maximum can have two modes (the rule's known gap): one to three
+    close rivals and the rest in a cluster a few sigma behind, as a grid and drawn at random."""
+    rivals = num_classes - 1
+    grid = [np.concatenate([[a], np.full(rivals - 1, a + b)]) for a in (-2, -1, 0, 1, 2, 3) for b in np.arange(1, 8.5, 0.5)]
+    rng = np.random.default_rng(num_classes)
+    drawn = []
+    for gap in (3.0, 4.0, 5.0, 6.0):
+        for spread in (0.3, 1.0):
+            for _ in range(10):
+                close = rng.normal(0.0, 0.5, rng.integers(1, 4))
+                rest = gap + rng.normal(0.0, spread, rivals - close.size)
+                drawn.append(np.concatenate([close, rest]) + rng.normal())
+    return np.stack(grid + drawn)
+
+
+def two_groups_table() -> None:
+    from tests.losses.test_exact import log_p_of, reference_log_p
+
+    classes = (10, 100, 1000)
+    print(
+        "\naccuracy, float64, the known gap: close rivals and a cluster a few sigma behind (two_group_cases): "
+        "max |P - P_ref| and rows off by more than 1e-6"
+    )
+    print(f"{'num_nodes':>10}" + "".join(f"{'C=' + str(c):>20}" for c in classes))
+    refs = {}
+    for c in classes:
+        cases = two_group_cases(c)
+        refs[c] = cases, torch.tensor([reference_log_p(m) for m in cases], dtype=torch.float64)
+    for k in (16, 32, 64, 128):
+        cells = []
+        for c in classes:
+            cases, ref = refs[c]
+            error = (log_p_of(cases, num_nodes=k).exp() - ref.exp()).abs()
+            cells.append(f"{float(error.max()):.1e} ({int((error > 1e-6).sum())}/{len(cases)})")
+        print(f"{k:>10}" + "".join(f"{cell:>20}" for cell in cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30, help="round-robin repeats per timing (default 30)")
@@ -406,6 +447,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, nargs="+", default=[10, 100], help="C of the training-loop table")
     parser.add_argument("--loop-only", action="store_true", help="only the training-loop table")
     parser.add_argument("--skip-accuracy", action="store_true", help="only time and measure memory")
+    parser.add_argument("--accuracy-only", action="store_true", help="only the accuracy tables (no timing)")
     parser.add_argument("--baseline", metavar="REF", help="also time the quadrature of this git revision")
     parser.add_argument("--memory-child", nargs=2, metavar=("METHOD", "C"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -421,6 +463,9 @@ def main() -> None:
     )
     kernel = "fused kernel" if _exact_native.kernel() else f"PyTorch ({_exact_native.unavailable_reason()})"
     print(f"EXACT on CPU: {kernel}")
+    if args.accuracy_only:
+        accuracy_table()
+        return
     baseline = (args.baseline, baseline_exact(args.baseline)) if args.baseline else None
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if cuda else [])
     for device in devices:

@@ -71,10 +71,11 @@ def exact(
     adaptive quadrature (QUADPACK) on margins in ``[-20, 20]`` with up to 100 classes,
     ``|P - P_ref| < 2e-7`` and the relative error of ``-log P`` is below 1e-7 down to
     ``P = 1e-100`` with the default 16 nodes in float64; float32 adds its rounding (about 1e-6).  Not
-    covered (a known gap): a row whose rivals' maximum has two modes, one close rival and many a few
-    sigma behind it, where the rule sits on one mode: ``6e-4`` off at 100 classes with one rival tied
-    and 98 four sigma behind (2.4e-7 at 10 classes; ``num_nodes=64`` is exact there).
-    ``benchmarks/bench_exact.py`` measures the accuracy/speed trade-off of ``num_nodes``.
+    covered (a known gap): a row whose rivals' maximum has two modes, a few close rivals and a cluster
+    a few sigma behind them, where the rule's nodes miss part of one mode: up to ``2e-7`` off at 10
+    classes, ``6e-4`` at 100 and ``6e-2`` at 1000; ``num_nodes=32`` is exact to ``3e-8`` at 100 classes
+    and ``num_nodes=128`` to ``2e-8`` at 1000 (``benchmarks/bench_exact.py --accuracy-only``, which
+    also measures the accuracy/speed trade-off of ``num_nodes``).
 
     For a confident row (``P`` near 1) the loss ``1 - P`` is integrated directly as the probability
     that some rival wins (the same rule with the true class's factor mirrored; far in the tail, where
