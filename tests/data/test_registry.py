@@ -156,7 +156,9 @@ def test_resolver_downloads_then_verifies_once(tmp_path, monkeypatch):
         m.setattr(RemoteFile, "check", lambda self, data, where: checks.append(where))
         assert resolver("file.bin") == path and checks == []  # this file version already passed
     path.write_bytes(b"changed!")
-    with pytest.raises(ValueError, match="matches none of the published checksums"):
+    # one line that names the file and where the published one comes from
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: .*matches none of the published checksums.*"
+                       f"replace it with the published one \\({re.escape(rf.urls[0])}[^\n]*$"):
         resolver("file.bin")
 
 

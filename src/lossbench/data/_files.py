@@ -182,6 +182,11 @@ class RemoteFile:
     def find(self, directory: Path) -> Path | None:
         return next((p for p in self.candidates(directory) if p.is_file()), None)
 
+    @property
+    def source(self) -> str:
+        """Where the published file comes from: its URLs, else its homepage."""
+        return ", ".join(self.urls) if self.urls else self.homepage or "no public download"
+
     def check(self, data: bytes, where: str) -> None:
         """Raise ValueError unless ``data`` (the file's bytes) matches a known digest.
 
@@ -201,7 +206,8 @@ class RemoteFile:
         known = ", ".join((*self.sha256, *self.archive_sha256))
         raise ValueError(
             f"{where}: SHA-256 {raw} matches none of the published checksums ({known}); the file is "
-            "corrupt or a different version: delete it to download it again, or pass verify=False"
+            f"corrupt or a different version: replace it with the published one ({self.source}; deleted, "
+            "it is downloaded again where the network allows), or pass verify=False"
         )
 
 
@@ -242,8 +248,7 @@ def missing_files_message(
     dataset: str, directory: Path, missing: Sequence[RemoteFile], reasons: Sequence[str]
 ) -> str:
     where = "\n".join(
-        f"  {rf.name}: " + (", ".join(rf.urls) if rf.urls else rf.homepage or "no public download")
-        for rf in missing
+        f"  {rf.name}: {rf.source}" for rf in missing
     )
     tried = ("\nnot downloaded: " + "; ".join(reasons)) if reasons else ""
     return (
