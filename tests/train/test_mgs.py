@@ -200,6 +200,27 @@ def test_mgs_accepts_macro_f1_and_a_callable_cost():
     assert costs["macro_f1"] != costs["accuracy"]  # the same model and batches, another metric
 
 
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1"])
+def test_mgs_leaves_out_the_targets_its_loss_ignores_whatever_their_index(metric):
+    """The same batch with its ignored targets marked -100 or, by the loss's own ignore_index, -1: the same
+    costs and the same step (the costs used to count the -1 targets as errors, and macro F1 raised)."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 4, generator=gen), torch.randint(0, 3, (32,), generator=gen)
+    results = []
+    for ignore in (-100, -1):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 3)
+        marked = y.clone()
+        marked[::4] = ignore
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        step = build_step(model, CrossEntropyLoss(ignore_index=ignore), optimizer, [("mgs", {"seed": 0, "metric": metric})])
+        results.append((step(x, marked)["mgs/cost"], [p.detach().clone() for p in model.parameters()]))
+    (cost, params), (cost_other, params_other) = results
+    assert cost_other == pytest.approx(cost) and 0.0 < cost < 1.0
+    for p, q in zip(params, params_other):
+        torch.testing.assert_close(p, q)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"n_samples": 0}, "n_samples"), ({"noise": 0.0}, "noise"), ({"mix": 1.0}, "mix"),

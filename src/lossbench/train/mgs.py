@@ -13,7 +13,7 @@ from torch.func import functional_call, vmap
 
 from lossbench._checks import check_count, check_interval, check_positive
 from lossbench.registry import FloatRange, HyperParam, IntRange
-from lossbench.train._base import StepContext, Transform, check_state_keys
+from lossbench.train._base import StepContext, Transform, check_state_keys, loss_option
 from lossbench.train._registry import register_transform
 from lossbench.train.metrics import COSTS, Cost
 
@@ -44,7 +44,8 @@ class MGS(Transform):
     their own gradient.  Candidates are evaluated in one ``torch.func.vmap`` over
     ``functional_call`` with the model in eval mode (in ``chunk_size`` pieces when given).
     ``metric`` is ``"accuracy"``, ``"macro_f1"`` (see :mod:`lossbench.train.metrics` for the target
-    kinds they read: class indices, one logit per binary or multi-label decision) or a callable
+    kinds they read: class indices, one logit per binary or multi-label decision; the targets the
+    loss ignores, by its ``ignore_index``, are left out) or a callable
     ``(logits (n, *model output), target) -> cost (n,)``.
     """
 
@@ -162,6 +163,9 @@ class MGS(Transform):
             logits = vmap(logits_at, chunk_size=self.chunk_size)(*deltas)
         finally:
             model.train(was_training)
+        ignore = loss_option(ctx.loss, "ignore_index")  # (the loss's own: its ignored targets are no decisions)
+        if isinstance(self.metric, str) and ignore is not None:
+            return self._cost(logits, y, ignore_index=ignore).float()
         return self._cost(logits, y).float()
 
 
