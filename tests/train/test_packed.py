@@ -25,7 +25,7 @@ from lossbench.train.packed import (
     mean_probe,
     unpackable_model,
 )
-from tests.user_code import EvalHalves, Frozen, Indexed, Tied, counts_weighted_ce
+from tests.user_code import EvalHalves, Frozen, Indexed, Tied, Unused, counts_weighted_ce
 
 SEEDS, LRS, DECAYS = [3, 4, 5, 6], [0.1, 0.5, 0.05, 1.0], [0.0, 1e-3, 1e-2, 0.1]
 
@@ -276,6 +276,11 @@ def test_what_cannot_pack_is_refused():
     for trained in (LOSSES.get("beta_bernoulli_relaxation").module(), LOSSES.get("exact").module(learn_sigma=True)):
         with pytest.raises(ValueError, match=f"run 1's loss {type(trained).__name__} has trainable parameters"):
             fit_packed(packed, [loss, trained], x, y, epochs=1, batch_size=32, lrs=[0.1, 0.1], generators=gens)
+    # a per-sample transform after another loss wrapper, as TrainStep refuses it (it raised an IndexError)
+    for chain in (["flooding", "iflood"], ["iflood", "iflood"]):
+        with pytest.raises(ValueError, match=r"run 0's per-sample transforms \['iflood'\] must come first"):
+            fit_packed(packed, [loss, loss], x, y, epochs=1, batch_size=32, lrs=[0.1, 0.1], generators=gens,
+                       transforms=[chain] * 2)  # fmt: skip
     # a per-sample transform on a batch-level loss, as TrainStep refuses it (with or without a shared call)
     batch = LOSSES.get("exact").module(standardize=True)
     for sharing in ({}, {"shared_loss": [[0, 1]], "batch_groups": "groups"}):
@@ -579,6 +584,18 @@ def test_a_model_whose_parameters_a_pack_cannot_train_as_alone_is_refused(model,
     assert unpackable_model(model) == reason
     with pytest.raises(ValueError, match=f"cannot be packed: {reason}".replace("(", r"\(").replace(")", r"\)")):
         PackedModel([model, model])
+
+
+def test_a_model_with_a_parameter_its_forward_leaves_out_is_refused_at_its_first_step():
+    # alone the optimiser skips such a parameter; a pack's one backward raised autograd's error (the bench
+    # trains such a model one run at a time: tests/bench/test_packing.py)
+    x, y = _data()
+    torch.manual_seed(0)
+    packed = PackedModel([Unused(x.shape[1], 3), Unused(x.shape[1], 3)])
+    loss = LOSSES.get("cross_entropy").module()
+    with pytest.raises(ValueError, match="parameter aux.weight gets no gradient .* train such a model with fit"):
+        fit_packed(packed, [loss, loss], x, y, epochs=1, batch_size=32, lrs=[0.1, 0.1],
+                   generators=[torch.Generator().manual_seed(s) for s in (0, 1)])  # fmt: skip
 
 
 @pytest.mark.parametrize("transform", ["clip_norm", "grad_normalizer"])

@@ -169,8 +169,12 @@ def batch_level(loss: LossFn) -> bool:
 
 
 def check_per_sample_loss(transforms: Sequence[Transform], loss: LossFn, run: str = "") -> None:
-    """Refuse a chain whose first loss wrapper reads per-sample losses (iFlood) on a batch-level loss: its
-    values per sample would couple the batch.  ``run`` names the run in the message (a packed step's)."""
+    """Refuse a chain with a per-sample loss wrapper (iFlood) after another loss wrapper (it would get the
+    other's scalar), or first on a batch-level loss (its values per sample would couple the batch).  ``run``
+    names the run in the message (a packed step's)."""
+    late = [t.name for t in [t for t in transforms if t.stage == "objective"][1:] if t.per_sample]
+    if late:
+        raise ValueError(f"{run}per-sample transforms {late} must come first among the loss wrappers")
     if reads_per_sample(transforms) and batch_level(loss):
         first = next(t for t in transforms if t.stage == "objective")
         raise ValueError(f"{first.name} needs one loss per sample; {run}{type(loss).__name__} is a batch-level loss")

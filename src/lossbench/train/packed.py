@@ -729,6 +729,8 @@ class _PackedStep:
             StepContext(model=packed._base, loss=loss, optimizer=None, params=packed.run_params(k))
             for k, loss in enumerate(values.losses)
         ]
+        for k, (ts, loss) in enumerate(zip(runs, values.losses)):
+            check_per_sample_loss(ts, loss, f"run {k}'s ")
         for ts, ctx in zip(runs, contexts):
             for t in ts:
                 t.bind(ctx)
@@ -738,8 +740,6 @@ class _PackedStep:
         if len(flags) > 1:
             raise ValueError("runs whose first objective transform is per-sample and runs whose is not cannot share a pack")
         self.per_sample = flags.pop()
-        for k, (ts, loss) in enumerate(zip(runs, values.losses)):
-            check_per_sample_loss(ts, loss, f"run {k}'s ")
 
     def run(self, x: torch.Tensor, y: torch.Tensor, opt: PackedOptimizer,
             lr: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:  # fmt: skip
@@ -751,7 +751,11 @@ class _PackedStep:
         parts = [{"loss": s.part(loss)} for s in self.segments]
         objectives = [s.objective(s.part(values), s.part(x), s.part(y), s.part(logits), st) for s, st in zip(self.segments, parts)]
         total = objectives[0] if len(objectives) == 1 else torch.cat(objectives)
-        grads = list(torch.autograd.grad(total.sum(), self.packed.params))
+        grads = list(torch.autograd.grad(total.sum(), self.packed.params, allow_unused=True))
+        unused = [name for name, g in zip(self.packed.names, grads) if g is None]
+        if unused:  # (alone the optimiser skips such a parameter; a pack would decay and step it)
+            raise ValueError(f"the model's parameter {unused[0]} gets no gradient (its forward leaves it out): "
+                             "a pack cannot train it as alone; train such a model with fit, one run at a time")
         for s, st in zip(self.segments, parts):
             s.gradients([s.part(g) for g in grads], st)
         opt.step(grads, lr)

@@ -76,11 +76,8 @@ class TrainStep:
         if len(updates) > 1:
             raise ValueError(f"at most one update transform per step, got {[t.name for t in updates]}")
         self._update = updates[0] if updates else None
-        late = [t.name for t in self._objective[1:] if t.per_sample]
-        if late:
-            raise ValueError(f"per-sample transforms {late} must come first among the loss wrappers")
-        self._per_sample = reads_per_sample(self._objective)
         check_per_sample_loss(self._objective, loss)
+        self._per_sample = reads_per_sample(self._objective)
         self._takes_reduction = takes_reduction(loss)
         if self._per_sample and not self._takes_reduction:
             first = next(t for t in self._objective if t.per_sample)
