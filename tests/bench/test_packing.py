@@ -269,7 +269,7 @@ def plugin_model(request):
 
 
 @pytest.mark.parametrize("plugin_model, reason", [
-    ("eval_syncs", "_for_test' does not run packed (RuntimeError"),  # (alone it scores in eval mode, and so does a pack)
+    ("eval_syncs", "_for_test' does not run packed (ValueError: EvalSyncs's forward cannot run packed: under torch.func.vmap"),  # (alone it scores in eval mode, and so does a pack)
     ("frozen", "_for_test': its parameter proj is frozen (requires_grad=False)"),
     ("indexed", "_for_test': its parameter perm is not floating-point (torch.int64)"),
     ("unused", "_for_test': its parameter aux.weight gets no gradient (unused by its forward)"),

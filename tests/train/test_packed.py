@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ from lossbench.train.packed import (
     mean_probe,
     unpackable_model,
 )
-from tests.user_code import EvalHalves, Frozen, Indexed, Tied, Unused, counts_weighted_ce
+from tests.user_code import EvalHalves, EvalSyncs, Frozen, Indexed, Tied, Unused, counts_weighted_ce
 
 SEEDS, LRS, DECAYS = [3, 4, 5, 6], [0.1, 0.5, 0.05, 1.0], [0.0, 1e-3, 1e-2, 0.1]
 
@@ -584,6 +585,29 @@ def test_a_model_whose_parameters_a_pack_cannot_train_as_alone_is_refused(model,
     assert unpackable_model(model) == reason
     with pytest.raises(ValueError, match=f"cannot be packed: {reason}".replace("(", r"\(").replace(")", r"\)")):
         PackedModel([model, model])
+
+
+class _FunctionalDropout(nn.Module):
+    """Dropout as a function call (no module for unpackable_model to see)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(self.fc(x), 0.5, training=self.training)
+
+
+@pytest.mark.parametrize("model, mode, said", [
+    (_FunctionalDropout(), "train", "called random operation"),
+    (EvalSyncs(4, 3), "eval", "calling .item()"),
+], ids=["random-op", "item"])  # fmt: skip
+def test_a_forward_vmap_cannot_map_is_refused_with_what_it_means_for_a_pack(model, mode, said):
+    packed, x = PackedModel([model, model]), torch.randn(5, 4)
+    run = (lambda: packed(torch.stack([x, x]))) if mode == "train" else (lambda: packed.eval_logits(x))
+    with pytest.raises(ValueError, match=f"^{type(model).__name__}'s forward cannot run packed: .*{re.escape(said)}.*"
+                       "train it with fit, one run at a time$"):  # fmt: skip
+        run()
 
 
 def test_a_model_with_a_parameter_its_forward_leaves_out_is_refused_at_its_first_step():

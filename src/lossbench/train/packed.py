@@ -134,8 +134,24 @@ class PackedModel:
         def call(p: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
             return functional_call(self._base, dict(zip(self.names, p)), (x,))
 
-        self._each = vmap(call)
-        self._shared = vmap(call, in_dims=(0, None))
+        self._each = self._explained(vmap(call))
+        self._shared = self._explained(vmap(call, in_dims=(0, None)))
+
+    def _explained(self, mapped: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        """``mapped`` whose failures under vmap (``.item()``, a random op, data-dependent control flow) say
+        what they mean for a pack, instead of vmap's advice on its own flags."""
+        name = type(self._base).__name__
+
+        def run(p: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            try:
+                return mapped(p, x)
+            except RuntimeError as err:
+                if not str(err).startswith("vmap"):
+                    raise
+                raise ValueError(f"{name}'s forward cannot run packed: under torch.func.vmap it raised "
+                                 f"{str(err).splitlines()[0]!r}; train it with fit, one run at a time") from err
+
+        return run
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``(K, B, ...)`` inputs, one batch per run -> ``(K, B, outputs)``, in training mode."""
