@@ -342,6 +342,9 @@ def test_the_last_run_named_is_the_newest_whichever_claim_ran_it():
     assert _last_run(runs) == (", the last on new with 1 torch thread(s), lossbench 0.1.0, commit b-dirty; the invocations "
                                "ran at commits a, b-dirty")  # (the study's trials keep none: each run's code is one of these)
     assert _last_run(runs[:1]) == ", the last on new with 1 torch thread(s), lossbench 0.1.0, commit b-dirty"
+    # a commit corrected after the fact (recorded before changed checkouts were named -dirty) says why
+    runs[1] = {**runs[1], "commit": "c", "correction": "recorded as a, which lacks the code it ran"}
+    assert _last_run(runs).endswith("ran at commits c, b-dirty; c: recorded as a, which lacks the code it ran")
 
 
 def test_the_resampled_note_names_the_units_whose_tuning_chose_otherwise():

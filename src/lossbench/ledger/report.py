@@ -327,7 +327,9 @@ def _last_run(runs: list[dict]) -> str:
     # (a study's trials keep no commit: every invocation's says which code its runs may have come from)
     commits = list(dict.fromkeys(run["commit"] for run in sorted(runs, key=lambda run: run["started"]) if run.get("commit")))
     every = f"; the invocations ran at commits {', '.join(commits)}" if len(commits) > 1 else ""
-    return f", the last on {r['host']} with {r['threads']} torch thread(s), lossbench {r['lossbench']}{commit}{every}"
+    # (a record's commit corrected after the fact keeps why, and the report says it)
+    corrected = "".join(f"; {run['commit']}: {run['correction']}" for run in runs if run.get("correction"))
+    return f", the last on {r['host']} with {r['threads']} torch thread(s), lossbench {r['lossbench']}{commit}{every}{corrected}"
 
 
 def _mean(values: list[float]) -> float:
