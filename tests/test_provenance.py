@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -34,6 +35,23 @@ def test_a_checkout_with_changes_under_the_package_is_marked_dirty(tmp_path):
     (package / "new.py").unlink()
     (package / "code.py").write_text("x = 2\n")
     assert describe_checkout(package) == f"{commit}-dirty"
+
+
+def test_reading_the_checkout_writes_nothing_in_it(tmp_path):
+    # git status refreshes a stale index in place (taking .git/index.lock): a write outside --out, and a lock a
+    # developer's commit in that checkout could meet
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "code.py").write_text("x = 1\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "first")
+    later = (package / "code.py").stat().st_mtime + 100
+    os.utime(package / "code.py", (later, later))  # the same content, its stat data stale in the index
+    index = tmp_path / ".git" / "index"
+    before = (index.read_bytes(), index.stat().st_mtime_ns)
+    assert describe_checkout(package) and not describe_checkout(package).endswith("-dirty")
+    assert (index.read_bytes(), index.stat().st_mtime_ns) == before
 
 
 def test_outside_a_checkout_there_is_no_commit(tmp_path):

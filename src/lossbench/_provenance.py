@@ -28,8 +28,10 @@ def describe_checkout(directory: Path) -> str | None:
 
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10,
-                                  check=False)  # fmt: skip
+            # --no-optional-locks: a status would take .git/index.lock and may rewrite the index (a write outside
+            # --out, and a developer's concurrent commit in that checkout could fail on the lock)
+            done = subprocess.run(["git", "--no-optional-locks", "-C", str(directory), *args], capture_output=True,
+                                  text=True, timeout=10, check=False)  # fmt: skip
         except (OSError, subprocess.SubprocessError):
             return None
         return done.stdout if done.returncode == 0 else None

@@ -147,3 +147,17 @@ def test_a_name_starting_with_an_underscore_stays_in_the_legend():
     finally:
         plt.close(fig)
     assert [t.lstrip("\u200b") for t in shown] == ["_x", "ce"]
+
+
+def test_a_study_without_finished_runs_draws_its_plots_without_warnings():
+    """Reported in progress, no method has a curve yet: the legend had no entries (three matplotlib warnings)."""
+    import warnings
+
+    from lossbench.bench.plots import budget_curves, learning_curves
+
+    row = SimpleNamespace(method=SimpleNamespace(name="ce"), runs={}, budget_curve=lambda: [])
+    result = SimpleNamespace(trained_methods=[row], metric="accuracy", dataset=SimpleNamespace(label="wine"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for draw in (learning_curves, budget_curves):
+            assert draw(result, {"ce": "C0"}).startswith(b"\x89PNG")

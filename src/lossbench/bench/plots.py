@@ -73,7 +73,7 @@ def learning_curves(result: DatasetResult, colours: Colours) -> bytes:
             ax_metric.plot(np.arange(1, len(metric) + 1), metric, label=_shown(row.method.name), color=colour)
     ax_loss.set(xlabel="epoch", ylabel="training loss (each method's own)", title="training loss")
     ax_metric.set(xlabel="epoch", ylabel=f"test {result.metric}", title=f"test {result.metric}")
-    ax_metric.legend(fontsize=8)
+    _legend(ax_metric, 8)
     note = f"; {left_out} diverged run(s) left out of the epochs where they are nan" if left_out else ""
     fig.suptitle(_shown(f"{result.dataset.label}: learning curves (mean over seeds{note})"))
     return _png(fig)
@@ -141,8 +141,16 @@ def budget_curves(result: DatasetResult, colours: Colours) -> bytes:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="tuning trials spent", ylabel=f"best validation {result.metric}",
            title=_shown(f"{result.dataset.label}: tuning budget"))  # fmt: skip
-    ax.legend(fontsize=8)
+    _legend(ax, 8)
     return _png(fig)
+
+
+def _legend(ax, fontsize: int) -> None:
+    """The axes' legend, or where no method has a curve yet (a study in progress) a note saying so."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=fontsize)
+    else:
+        ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
 
 
 def _png(fig) -> bytes:
