@@ -100,7 +100,7 @@ def _read_images(files: list[Path], channels: int | None, size: tuple[int, int] 
         elif (im.height, im.width) != expected:
             raise ValueError(
                 f"{f}: image is {im.height}x{im.width} but earlier images are {expected[0]}x{expected[1]}; "
-                "pass size=(H, W) to resize"
+                "pass size=[H, W] (a spec or the command line; size=(H, W) in Python) to resize"
             )
         if out is None:
             out = np.empty((len(files), channels, *expected), dtype=np.uint8)
