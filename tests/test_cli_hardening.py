@@ -388,3 +388,54 @@ def test_report_of_every_study_reads_every_spec_before_writing_any_report(stored
     line = refused(capsys, ["report", "--storage", f"sqlite:///{copy}", "--out", str(out)])
     assert "lb_never_imported" in line
     assert not out.exists() or not any(out.rglob("*.html"))
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("sqlite:///{tmp}/s/study.db?timeout=60", "a SQLite URL takes no query string; give the file alone, e.g. sqlite:///{tmp}/s/study.db"),
+    ("sqlite:///~/lb/x.db", "'~' is not expanded in a URL"),
+    ("sqlite://", "is a SQLite database in memory"),
+    ("sqlite:///:memory:", "is a SQLite database in memory"),
+])  # fmt: skip
+@pytest.mark.parametrize("command", ["run", "report", "worker"])
+def test_a_sqlite_url_that_would_keep_the_study_elsewhere_is_refused_before_work(url, expected, command, capsys, tmp_path,
+                                                                                 monkeypatch):  # fmt: skip
+    # a query string became part of the file's name, '~' a folder of that name here, and a database in
+    # memory kept nothing (nor could local workers see it): each refused, naming the URL, nothing made
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    url, expected = url.format(tmp=tmp_path), expected.format(tmp=tmp_path)
+    out = tmp_path / "out"
+    argv = {"run": ["run", str(spec_file(tmp_path)), "--out", str(out), "--device", "cpu"],
+            "report": ["report", "--out", str(out)], "worker": ["worker", "tiny", "--device", "cpu"]}[command]  # fmt: skip
+    line = refused(capsys, [*argv, "--storage", url])
+    assert f"storage {url!r}" in line and expected in line
+    assert not out.exists() and not (tmp_path / "s").exists() and list(work.iterdir()) == []
+
+
+def test_out_through_a_link_to_nothing_is_refused_before_the_storage_is_touched(capsys, tmp_path):
+    (tmp_path / "dl").symlink_to(tmp_path / "missing" / "x")  # (mkdir through it fails: "File exists")
+    db = tmp_path / "s.db"
+    line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(tmp_path / "dl" / "sub"), "--device", "cpu",
+                            "--storage", f"sqlite:///{db}"])  # fmt: skip
+    assert f"--out {tmp_path / 'dl' / 'sub'}: {tmp_path / 'dl'} is a link to {tmp_path / 'missing' / 'x'}, which does not exist" in line
+    assert not db.exists() and not (tmp_path / "missing").exists()
+
+
+def test_out_where_no_folder_can_be_made_is_refused_before_the_storage_is_touched(capsys, tmp_path, monkeypatch):
+    # root in /sys: os.access says writable, mkdir says "Operation not permitted"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if Path(path).parent == locked:
+            raise PermissionError(1, "Operation not permitted", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    db = tmp_path / "s.db"
+    line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(locked / "out"), "--device", "cpu",
+                            "--storage", f"sqlite:///{db}"])  # fmt: skip
+    assert f"--out {locked / 'out'}: cannot create a folder in {locked}: Operation not permitted" in line
+    assert not db.exists() and list(locked.iterdir()) == []

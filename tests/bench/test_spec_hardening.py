@@ -3,6 +3,7 @@ those): what stays allowed, the storage's limits, and the split check on its own
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import types
@@ -158,3 +159,30 @@ def test_a_search_order_name_nothing_searches_is_refused_before_any_work():
         Runner(parse_spec({**base, "search_order": ["lr", "weigth_decay"]}), optuna.storages.InMemoryStorage(), torch.device("cpu"))
     Runner(parse_spec({**base, "search_order": ["weight_decay", "loss.epsilon", "lr"]}), optuna.storages.InMemoryStorage(),
            torch.device("cpu"))  # fmt: skip
+
+
+def test_a_sqlite_url_is_parsed_as_a_url(tmp_path):
+    # the default URL quotes its folder: a '?' or '%' there is part of the path, not a query string or an escape
+    from lossbench.bench.storage import check_storage_url, default_storage_url, sqlite_path
+
+    for name in ("a?b=1", "p%20q", "~x", "at@c:d#e"):
+        (tmp_path / name).mkdir()
+        assert sqlite_path(default_storage_url(tmp_path / name)) == (tmp_path / name / "lossbench.db").resolve()
+    assert sqlite_path(f"sqlite:///{tmp_path}/x.db") == tmp_path / "x.db"
+    assert sqlite_path("postgresql://u@h/db") is None and sqlite_path("not a url") is None
+    for url, expected in [(f"sqlite:///{tmp_path}/x.db?timeout=60", "takes no query string"),
+                          ("sqlite:///~/x.db", "write the path out"), ("sqlite+pysqlite://", "in memory"),
+                          ("sqlite:///", "in memory")]:  # fmt: skip
+        for check in (check_storage_url, open_storage):  # (open_storage: a storage opened from Python)
+            with pytest.raises(SpecError, match=f"^storage {re.escape(repr(url))}.*{expected}"):
+                check(url)
+    assert list(tmp_path.glob("x.db*")) == []
+
+
+def test_compare_refuses_a_storage_in_memory_before_any_work(tmp_path):
+    from lossbench.bench.api import compare
+
+    x, y = torch.randn(40, 3), torch.arange(40) % 2
+    with pytest.raises(SpecError, match="^storage 'sqlite://' is a SQLite database in memory"):
+        compare((x, y), methods=["cross_entropy"], out=tmp_path / "out", storage="sqlite://", trials=2, seeds=2, epochs=1)
+    assert not (tmp_path / "out").exists()

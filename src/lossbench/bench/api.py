@@ -22,6 +22,7 @@ import inspect
 import os
 import re
 import sys
+import tempfile
 import types
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -71,15 +72,22 @@ def resolve_device(name: str | torch.device, what: str = "device") -> torch.devi
 
 def check_writable_folder(out: str | Path, what: str = "out") -> None:
     """``out`` is a folder this user can write, or can be made: checked before any work, so a run
-    never ends unable to write its report (nothing is created here)."""
+    never ends unable to write its report (nothing is left here: a probe folder is made and removed)."""
     if not str(out).strip():
         raise ValueError(f"{what} must name a folder, got {str(out)!r}")
     path = Path(out).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    # A link to nothing does not exist, but no folder can be made through it (mkdir says it exists).
+    existing = next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
+    if not existing.exists():
+        raise ValueError(f"{what} {out}: {existing} is a link to {os.readlink(existing)}, which does not exist")
     if not existing.is_dir():
         raise ValueError(f"{what} {out}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {out}: {existing} is not writable by this user")
+    try:  # os.access does not know everything (root in /sys, a read-only mount's ACLs): try
+        os.rmdir(tempfile.mkdtemp(prefix=".lossbench-probe-", dir=existing))
+    except OSError as err:
+        raise ValueError(f"{what} {out}: cannot create a folder in {existing}: {err.strerror or err}") from None
 
 
 def preflight(spec: Spec, data_dir: str | None) -> None:

@@ -58,8 +58,9 @@ EMPTY_FILE_GRACE_S = 2.0  # a worker creating the file this moment leaves it emp
 
 
 def default_storage_url(out_dir: str | Path) -> str:
-    """The SQLite file in ``out_dir`` (refused where a link there points outside it)."""
-    return f"sqlite:///{inside(out_dir, DB_FILE)}"
+    """The SQLite file in ``out_dir`` (refused where a link there points outside it), quoted as a URL:
+    a '?' or '%' in the folder's name is part of the path, not a query string or an escape."""
+    return sqlalchemy.engine.URL.create("sqlite", database=str(inside(out_dir, DB_FILE))).render_as_string()
 
 
 def storage_url(given: str | None, out_dir: str | Path | None) -> str:
@@ -74,8 +75,27 @@ def storage_url(given: str | None, out_dir: str | Path | None) -> str:
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The file of a ``sqlite:///`` URL, else None."""
-    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    """The file of a ``sqlite:///`` URL, which lossbench opens itself (:func:`_sqlite_connection`), else
+    None.  Refused: a SQLite database in memory (by any driver), and for this one what would put the
+    study elsewhere than the file the URL seems to name: a query string, a path starting with '~'."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:  # not a URL: check_storage_url says why
+        return None
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    if parsed.database in (None, "", ":memory:"):  # (SQLAlchemy opens an empty path in memory too)
+        raise SpecError(f"storage {url!r} is a SQLite database in memory: nothing would be kept and local workers "
+                        "(--jobs) would not see it; give a file, e.g. sqlite:///study.db")  # fmt: skip
+    if parsed.drivername != "sqlite":
+        return None  # another driver named (sqlite+pysqlite, ...): SQLAlchemy opens it, its query string read
+    if "?" in url:  # (_sqlite_connection takes no connect arguments: it once made the query part of the file's name)
+        raise SpecError(f"storage {url!r}: a SQLite URL takes no query string; give the file alone, "
+                        f"e.g. sqlite:///{parsed.database}")  # fmt: skip
+    if parsed.database.startswith("~"):
+        raise SpecError(f"storage {url!r}: '~' is not expanded in a URL (a folder named '~' would be made); "
+                        f"write the path out, e.g. sqlite:///{os.path.expanduser(parsed.database)}")  # fmt: skip
+    return Path(parsed.database)
 
 
 def check_sqlite_file(path: Path, create: bool) -> None:
@@ -117,8 +137,9 @@ MAX_RETRIES = 3
 
 def check_storage_url(url: str) -> None:
     """Refuse, before any work, a storage that cannot open for what its URL says: not a URL, an
-    unknown database or a missing driver, or a SQLite file SQLite would misread.  Nothing is created
-    and nothing connects (a server that is down is found when the storage opens)."""
+    unknown database or a missing driver, a SQLite URL :func:`sqlite_path` refuses (in memory, say), or a
+    SQLite file SQLite would misread.  Nothing is created and nothing connects (a server that is down is
+    found when the storage opens)."""
     path = sqlite_path(url)
     if path is not None:
         check_sqlite_file(path, create=True)
