@@ -15,6 +15,12 @@ def counts_weighted_ce(logits, target, *, class_counts, power=1.0, reduction="me
     return F.cross_entropy(logits, target, weight=weight.to(logits.dtype), reduction=reduction)
 
 
+def mean_only_ce(logits, target, *, reduction="mean", validate=True):
+    """Takes ``reduction`` and ignores it: the batch's mean whatever it says (no value per sample for
+    ``reduction="none"``)."""
+    return F.cross_entropy(logits, target)
+
+
 class EvalHalves(nn.Module):
     """A forward that reads ``self.training``: its logits halved in eval mode."""
 

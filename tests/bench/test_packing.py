@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from lossbench.bench.execution import (
     DataCache,
+    check_unit,
     spread_model,
     train_and_score,
     train_and_score_packed,
@@ -18,13 +19,13 @@ from lossbench.bench.execution import (
 )
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.runner import Runner
-from lossbench.bench.spec import parse_spec
+from lossbench.bench.spec import SpecError, parse_spec
 from lossbench.bench.storage import ALONE_ATTR, open_storage, run_record
 from lossbench.losses import LOSSES, loss_module, register_loss
 from lossbench.models import MODELS, ModelInfo, register_model
 from lossbench.registry import FloatRange, HyperParam
 from tests import user_code
-from tests.user_code import counts_weighted_ce
+from tests.user_code import counts_weighted_ce, mean_only_ce
 
 METHODS = [
     {"name": "ce", "loss": "cross_entropy"},
@@ -256,6 +257,53 @@ def test_runs_of_a_plugin_loss_whose_mean_is_weighted_store_what_they_store_alon
     runs = [({"lr": 0.3, "weight_decay": 1e-3}, 1), ({"lr": 0.1, "weight_decay": 1e-4}, 2)]
     for (params, seed), result in zip(runs, train_and_score_packed(split, method, runs, spec)):
         _assert_results_equal(result, train_and_score(split, method, params, spec, seed))
+
+
+@pytest.fixture
+def mean_only_plugin_loss():
+    register_loss("mean_only_ce_for_test", mean_only_ce, loss_module(mean_only_ce, "MeanOnlyCE"), signature="softmax",
+                  reference="a test")  # fmt: skip
+    yield "mean_only_ce_for_test"
+    LOSSES.remove("mean_only_ce_for_test")
+
+
+def test_a_plugin_loss_that_ignores_reduction_none_trains_one_run_at_a_time_and_refuses_per_sample_transforms(
+    mean_only_plugin_loss, tmp_path
+):
+    # a pack's runs would share a call with reduction="none" (it crashed reshaping the scalar); alone it trains
+    spec = _spec(methods=[{"name": "mean", "loss": mean_only_plugin_loss}], trials=2, seeds=2,
+                 train={"model": "linear", "epochs": 1, "batch_size": 32})  # fmt: skip
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    reason = "loss 'mean_only_ce_for_test' returns shape () for reduction='none', not one value per sample (8,)"
+    assert unpackable(split, resolve_method(spec.methods[0]), spec) == reason
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db", spec.heartbeat_interval)
+    runner = Runner(spec, storage, torch.device("cpu"), pack=4)
+    runner.run()
+    trials = [t for study in (runner.units[0].tune, runner.units[0].final) for t in study.get_trials()]
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert all(run_record(t)[ALONE_ATTR] == reason for t in trials)
+    # a per-sample transform reads reduction="none" alone too: refused before any run
+    iflood = _spec(methods=[{"name": "mean+iflood", "loss": mean_only_plugin_loss, "transforms": ["iflood"]}])
+    with pytest.raises(SpecError, match=r"is refused: transform 'iflood' reads per-sample losses; loss "
+                                        r"'mean_only_ce_for_test' returns shape \(\) for reduction='none'"):  # fmt: skip
+        check_unit(split, resolve_method(iflood.methods[0]), iflood)
+
+
+def test_a_plugin_loss_without_the_reduction_argument_it_promises_is_refused_before_any_work():
+    # a training step calls a loss module with reduction=: such a loss failed in its first trial, after the
+    # study was stored (with --pack 1 too)
+    def no_reduction_ce(logits, target, *, validate=True):
+        return torch.nn.functional.cross_entropy(logits, target)
+
+    register_loss("no_reduction_ce_for_test", no_reduction_ce, loss_module(no_reduction_ce, "NoReductionCE"),
+                  signature="softmax", reference="a test")  # fmt: skip
+    try:
+        spec = _spec(methods=[{"name": "bare", "loss": "no_reduction_ce_for_test"}])
+        split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+        with pytest.raises(SpecError, match=r"method 'bare' on .* is refused: .*no_reduction_ce\(\) got an unexpected keyword argument 'reduction'"):
+            check_unit(split, resolve_method(spec.methods[0]), spec)
+    finally:
+        LOSSES.remove("no_reduction_ce_for_test")
 
 
 @pytest.fixture

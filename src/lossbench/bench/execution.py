@@ -67,6 +67,7 @@ from lossbench.train.packed import (
     stretches,
     unpackable_model,
 )
+from lossbench.train.step import takes_reduction
 
 STAGES = ("tune", "final")
 MIN_STD = 1e-6  # the std floor of per-stage standardisation (as the EXACT paper's code)
@@ -337,9 +338,17 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
             try:
                 with torch.no_grad():
                     loss = stage.method.build_loss(stage.params, requirements, split.task, validate=True)
-                    loss.to(logits.device)(logits, split.y_fit[:8])
-                for name, kwargs in stage.method.transform_list(stage.params):
+                    # called as a training step calls it: a loss without the reduction= it promises fails here
+                    loss.to(logits.device)(logits, split.y_fit[:8], **({"reduction": "mean"} if takes_reduction(loss) else {}))
+                transforms = stage.method.transform_list(stage.params)
+                for name, kwargs in transforms:
                     make_transform((name, kwargs))
+                factories = [get_transform(name).factory for name, _ in transforms]
+                reason = _not_per_sample(loss, logits, split.y_fit[:8]) if reads_per_sample(factories) else None
+                if reason is not None:  # (a run alone would fail at its first step)
+                    first = next(n for (n, _), f in zip(transforms, factories) if f.stage == "objective")
+                    raise ValueError(f"transform {first!r} reads per-sample losses; loss {stage.method.loss.name!r} "
+                                     f"{reason}")  # fmt: skip
                 lr, decay = params.get("lr", 0.1), params.get("weight_decay", 0.0)
                 check_optimizer(spec.train.optimizer, lr, [decay], spec.train.weight_decay_on)
             except (ValueError, TypeError) as err:
@@ -791,7 +800,25 @@ def _loss_unpackable(split: Split, stage: Stage, options: dict[str, Any], logits
         states = _rng_states(logits.device)
         loss(logits.requires_grad_(), y).backward()
         drew = any(not torch.equal(a, b) for a, b in zip(states, _rng_states(logits.device)))
-    return f"loss {name} draws random numbers" if drew else None
+    if drew:
+        return f"loss {name} draws random numbers"
+    if not _shared_loss(stage.method, [stage.params] * 2):  # (batch-level: a call per run, reduction="mean")
+        return None
+    try:  # a pack's runs share one call with reduction="none"
+        reason = _not_per_sample(loss, logits.detach(), y)
+    except Exception as err:  # noqa: BLE001 - any failure of that call means: train one at a time
+        reason = f"raises {type(err).__name__} for reduction='none': {err}"
+    return None if reason is None else f"loss {name} {reason}"
+
+
+def _not_per_sample(loss: Callable[..., torch.Tensor], logits: torch.Tensor, y: torch.Tensor) -> str | None:
+    """What is wrong with ``loss``'s ``reduction="none"`` values where the bench reads one per sample (a
+    pack's shared call, a per-sample transform): None where they are ``(B,)``, or ``(B, ...)`` per element."""
+    with torch.no_grad():
+        out = loss(logits, y, reduction="none")
+    if out.shape[:1] == logits.shape[:1]:
+        return None
+    return f"returns shape {tuple(out.shape)} for reduction='none', not one value per sample ({len(logits)},)"
 
 
 def _rng_states(device: torch.device) -> list[torch.Tensor]:
