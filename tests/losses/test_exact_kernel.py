@@ -203,8 +203,11 @@ def test_margins_formed_in_the_kernel_equal_the_margins_path(kernel, c, sigma):
     unclipped = exact(w, target, sigma=sigma, log_loss=True, reduction="none", margin=1e30)
     unclipped.sum().backward()
     assert torch.equal(unclipped, fused) and torch.equal(w.grad, x.grad)
-    assert torch.autograd.gradcheck(lambda a: exact(a, target[:4], sigma=sigma), (logits[:4].clone().requires_grad_(True),))
-    assert torch.autograd.gradgradcheck(lambda a: exact(a, target[:4], sigma=sigma), (logits[:4].clone().requires_grad_(True),))
+    # at 100 classes a full Jacobian by finite differences takes seconds: a random projection of it there
+    fast = c >= 100
+    four = (logits[:4].clone().requires_grad_(True),)
+    assert torch.autograd.gradcheck(lambda a: exact(a, target[:4], sigma=sigma), four, fast_mode=fast)
+    assert torch.autograd.gradgradcheck(lambda a: exact(a, target[:4], sigma=sigma), four, fast_mode=fast)
 
 
 # --- the kernel cache loads nothing another user could have planted -------------------------------
