@@ -10,14 +10,32 @@ own ``monkeypatch``, which restores these afterwards.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 
+def pytest_collection_modifyitems(items):
+    # The tests that start processes first: with the suite split between processes (pytest -n) they
+    # then run side by side instead of leaving one process alone with the last of them.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def _shared_dir(tmp_path_factory, name: str) -> Path:
+    """A folder of this test run: under ``pytest -n`` one for all its processes (pytest's base
+    folder of the run, private to the user), so that real data sets parse and the kernel compiles
+    once per run, not once per process; their entries are written atomically."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return tmp_path_factory.mktemp(name)
+    folder = tmp_path_factory.getbasetemp().parent / name
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def session_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("lossbench-cache")
+    return _shared_dir(tmp_path_factory, "lossbench-cache")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,7 +43,7 @@ def hermetic_caches(session_cache, tmp_path_factory):
     # session-scoped, so set before any module- or session-scoped fixture of a test file runs
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LOSSBENCH_CACHE_DIR", str(session_cache))
-        mp.setenv("LOSSBENCH_KERNEL_DIR", str(tmp_path_factory.mktemp("lossbench-kernels")))
+        mp.setenv("LOSSBENCH_KERNEL_DIR", str(_shared_dir(tmp_path_factory, "lossbench-kernels")))
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
         mp.setenv("MPLCONFIGDIR", str(tmp_path_factory.mktemp("matplotlib")))
         yield
