@@ -129,6 +129,34 @@ def test_a_multilabel_label_without_a_positive_training_row_is_warned_of(monkeyp
         DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
 
 
+def test_a_class_absent_from_the_scoring_rows_is_warned_of(monkeypatch):
+    import warnings
+
+    from lossbench.bench import execution
+    from lossbench.data import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    y_train = torch.tensor([0, 1] * 20 + [2])  # "c": one training row, which the stratified split keeps in training
+    y_test = torch.tensor([0, 1] * 5)  # ... and no test row
+    data = Dataset("t", "multiclass", torch.randn(41, 4, generator=g), y_train, torch.randn(10, 4, generator=g), y_test,
+                   ["a", "b", "c"], "tabular", "test")  # fmt: skip
+    monkeypatch.setattr(execution, "load_dataset", lambda *a, **k: data)
+    spec = parse_spec({"name": "t", "trials": 2, "seeds": 2, "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    said = [str(w.message) for w in caught]
+    assert len(said) == 2, said
+    for part, stage in (("validation", "tune"), ("test", "final")):
+        assert any(f"dataset 'wine': class(es) ['c'] have training rows but none in the {part} rows" in m
+                   and f"score the {stage} runs" in m for m in said), said  # fmt: skip
+    data.y_test[0] = 2  # in the test rows: only the validation part lacks it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    assert [("validation" in str(w.message)) for w in caught] == [True]
+
+
 def test_a_resampled_final_split_of_a_given_test_file_is_the_fixed_one(tmp_path):
     """A table with its test_path draws no split by seed: every evaluation seed reads the one fixed split."""
     rows = "".join(f"{i % 7},{i % 5},{'ab'[i % 2]}\n" for i in range(40))

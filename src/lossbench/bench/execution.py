@@ -129,6 +129,23 @@ def _warn_unlearnable_labels(data: Dataset) -> None:
                       "alike", stacklevel=2)  # fmt: skip
 
 
+def _warn_unscored_classes(split: Split) -> None:
+    """Warn of classes a single-label run trains on that the part scoring it lacks (a rare class the
+    stratified split keeps whole in training, a test file without it): balanced accuracy leaves them
+    out and macro-F1 counts them only where a run predicts them, so the scores rest on fewer classes."""
+    if split.task != "multiclass":
+        return
+    kept = class_counts(split.y_eval[split.y_eval >= 0], split.task, split.num_classes) == 0
+    absent = [name for name, fit, missing in zip(split.dataset.class_names, split.class_counts.tolist(), kept.tolist())
+              if fit > 0 and missing]  # fmt: skip
+    if absent:
+        part = "validation" if split.stage == "tune" else "test"
+        warnings.warn(f"dataset {split.dataset.name!r}: class(es) {absent[:5]}{' ...' if len(absent) > 5 else ''} have "
+                      f"training rows but none in the {part} rows ({len(split.y_eval)}) that score the {split.stage} "
+                      "runs: balanced accuracy leaves them out and macro-F1 counts them only where a run predicts "
+                      "them", stacklevel=3)  # fmt: skip
+
+
 class DataCache:
     """Loads each dataset once per process and keeps both stages' splits on the device."""
 
@@ -153,7 +170,9 @@ class DataCache:
             if data.task == "multilabel" and split_seed is None:
                 _warn_unlearnable_labels(data)
             for s in STAGES:
-                self._splits[(ds.label, s, split_seed)] = self._split(data, s)
+                self._splits[(ds.label, s, split_seed)] = split = self._split(data, s)
+                if split_seed is None:
+                    _warn_unscored_classes(split)
         return self._splits[key]
 
     def digests(self) -> dict[str, str]:
