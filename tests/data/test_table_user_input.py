@@ -270,3 +270,19 @@ def test_a_header_only_file_says_it_has_no_data_rows(tmp_path, text, label):
     path = write(tmp_path / "t.csv", text)
     with pytest.raises(ValueError, match=r"t.csv: no data rows below its header line$"):
         load_table(path, label=label, comment="#")
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
+@pytest.mark.parametrize("hint, sep", [("sep=;", None), ("sep=\t", None), ("sep=;", ";")])
+def test_an_excel_delimiter_line_names_the_delimiter_and_is_no_row(tmp_path, hint, sep, end):
+    d = hint[-1]
+    rows = [f"a{d}b{d}label", f"1{d}2{d}x", f"3{d}4{d}y", f"5{d}6{d}x", f"7{d}8{d}y"]
+    path = write(tmp_path / "t.csv", end.join([hint, *rows]) + end)  # (was: "t.csv:2: expected 1 fields, got 3")
+    ds = load_table(path, sep=sep, test_fraction=0.5, standardize=False)
+    assert ds.meta["feature_names"] == ["a", "b"] and ds.class_names == ["x", "y"]
+    assert sorted(ds.x_train[:, 0].tolist() + ds.x_test[:, 0].tolist()) == [1.0, 3.0, 5.0, 7.0]
+    bad = write(tmp_path / "bad.csv", end.join([hint, rows[0], rows[1] + d + "9", *rows[2:]]) + end)
+    with pytest.raises(ValueError, match=r"bad.csv:3: expected 3 fields, got 4$"):  # lines counted as in the file
+        load_table(bad, sep=sep, test_fraction=0.5)
+    with pytest.raises(ValueError, match=r"only.csv: no data rows$"):
+        load_table(write(tmp_path / "only.csv", hint + end), sep=sep)

@@ -17,7 +17,9 @@ Reading (pandas):
   comma if the first data line holds one, else tab if it holds one, else runs of whitespace; a
   first line with semicolons and no comma or tab is read with ``;`` (the CSV of decimal-comma
   locales) in a ``.csv``, and elsewhere where it holds no space either.
-  ``sep="whitespace"`` asks for the latter.  Double quotes quote fields (pandas' default).
+  ``sep="whitespace"`` asks for the latter.  A first line ``sep=X`` (the delimiter line Excel
+  reads and some tools write) is no row: it names the delimiter where ``sep`` is None.
+  Double quotes quote fields (pandas' default).
   ``decimal=","`` reads numbers written ``1,5`` (text files); without it they are text, so that no
   header is found: the error that says so points to ``sep=";", decimal=","`` when the first line
   holds semicolons and no comma.
@@ -295,6 +297,10 @@ def _read_text_frame(
         for i, line in enumerate(split_lines(text), 1)
         if line.strip() and not (comment and line.lstrip().startswith(comment))
     ]
+    hint = re.fullmatch(r"sep=(.)", kept[0][1]) if kept else None  # Excel's delimiter line
+    if hint:
+        kept = kept[1:]
+        sep = hint.group(1) if sep is None else sep
     if not kept:
         raise ValueError(f"{path}: no data rows")
     if sep is None:
