@@ -185,3 +185,11 @@ def test_a_run_keeps_older_objects_out_of_the_garbage_collectors_passes_and_rest
         assert (gc.get_freeze_count() > 0) == frozen_before  # (frozen objects freed meanwhile leave the count)
     finally:
         gc.unfreeze()
+
+
+def test_a_waiting_worker_says_when_a_stopped_runs_trials_are_retried(tmp_path):
+    # after a double Ctrl-C a rerun waits for the stopped run's trials: it says for how long at most
+    spec = load_spec(write_spec(tmp_path / "spec.toml"))  # (heartbeat_interval = 1)
+    runner = Runner(spec, open_storage(default_storage_url(tmp_path / "out"), spec.heartbeat_interval), torch.device("cpu"))
+    assert runner._waiting_for() == ("waiting for trials running in other workers; a stopped run's are retried once 3 s "
+                                     "without a heartbeat")  # fmt: skip

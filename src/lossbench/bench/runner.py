@@ -382,8 +382,14 @@ class Runner:
                 return
             if not worked:  # the next look at each unit fails the trials that went stale meanwhile
                 if progress:
-                    progress(self.done_runs(), self.total_runs(), "waiting for trials running in other workers", "waiting")
+                    progress(self.done_runs(), self.total_runs(), self._waiting_for(), "waiting")
                 time.sleep(poll)
+
+    def _waiting_for(self) -> str:
+        """What a worker with nothing to start waits for: a run stopped by Ctrl-C or a kill leaves its
+        trials running until their heartbeats are a grace period old (then they are retried here)."""
+        return (f"waiting for trials running in other workers; a stopped run's are retried once "
+                f"{self.storage.grace_period:g} s without a heartbeat")  # fmt: skip
 
     def _gather(self, group: list[Unit], settled: set[str],
                 progress: Callable[[int, int, str, str], None] | None) -> tuple[list[_Started], bool]:  # fmt: skip
