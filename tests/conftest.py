@@ -2,8 +2,9 @@
 
 Without this, any test that loads a dataset or calls ``exact()`` would write the parse cache and the
 compiled kernel into the user's ``~/.cache/lossbench`` (and a subprocess's matplotlib its font cache
-into ``~/.cache/matplotlib``).  The folders are per session, not per test: real datasets parse once
-and the kernel compiles once (about a second).  pytest's base temporary folder is the user's own and
+into ``~/.cache/matplotlib``).  The folders are per session, not per test (under ``pytest -n`` the
+parse cache and the kernel's are shared by the run's processes): real datasets parse once and the
+kernel compiles once (a few seconds).  pytest's base temporary folder is the user's own and
 0700, so the kernel's trust check accepts them.  A test that needs other folders sets them with its
 own ``monkeypatch``, which restores these afterwards.
 """
