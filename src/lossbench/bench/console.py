@@ -70,12 +70,13 @@ def unit_lines(title: str, emit: Callable[[str], None]) -> ProgressCallback:
     """A progress callback that emits one line the first time each unit is done, e.g.
     ``tiny: wine / ce done (28/36 runs of the study done, 00:01:02 elapsed)``, and one when the
     worker starts waiting for others (again after it ran something)."""
-    started, finished, waiting = time.monotonic(), set(), [False]
+    started, finished, waiting = time.monotonic(), set(), False
 
     def update(done: int, total: int, unit: str, status: str = "ran") -> None:
-        if status == "waiting" and not waiting[0]:
+        nonlocal waiting
+        if status == "waiting" and not waiting:
             emit(f"{title}: {unit}")
-        waiting[0] = status == "waiting"
+        waiting = status == "waiting"
         if status != "done" or unit in finished:
             return
         finished.add(unit)

@@ -135,9 +135,9 @@ def _warn_unscored_classes(split: Split) -> None:
     out and macro-F1 counts them only where a run predicts them, so the scores rest on fewer classes."""
     if split.task != "multiclass":
         return
-    kept = class_counts(split.y_eval[split.y_eval >= 0], split.task, split.num_classes) == 0
-    absent = [name for name, fit, missing in zip(split.dataset.class_names, split.class_counts.tolist(), kept.tolist())
-              if fit > 0 and missing]  # fmt: skip
+    # (as subsample_train finds a class it leaves without training rows; negative targets are ignored ones)
+    unscored = (split.class_counts > 0) & (class_counts(split.y_eval[split.y_eval >= 0], split.task, split.num_classes) == 0)
+    absent = [split.dataset.class_names[i] for i in unscored.nonzero().flatten().tolist()]
     if absent:
         part = "validation" if split.stage == "tune" else "test"
         warnings.warn(f"dataset {split.dataset.name!r}: class(es) {absent[:5]}{' ...' if len(absent) > 5 else ''} have "

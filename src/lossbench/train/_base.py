@@ -172,9 +172,9 @@ def check_per_sample_loss(transforms: Sequence[Transform], loss: LossFn, run: st
     """Refuse a chain with a per-sample loss wrapper (iFlood) after another loss wrapper (it would get the
     other's scalar), or first on a batch-level loss (its values per sample would couple the batch).  ``run``
     names the run in the message (a packed step's)."""
-    late = [t.name for t in [t for t in transforms if t.stage == "objective"][1:] if t.per_sample]
+    wrappers = [t for t in transforms if t.stage == "objective"]
+    late = [t.name for t in wrappers[1:] if t.per_sample]
     if late:
         raise ValueError(f"{run}per-sample transforms {late} must come first among the loss wrappers")
     if reads_per_sample(transforms) and batch_level(loss):
-        first = next(t for t in transforms if t.stage == "objective")
-        raise ValueError(f"{first.name} needs one loss per sample; {run}{type(loss).__name__} is a batch-level loss")
+        raise ValueError(f"{wrappers[0].name} needs one loss per sample; {run}{type(loss).__name__} is a batch-level loss")
