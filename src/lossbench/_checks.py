@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 
 import torch
 
@@ -76,3 +77,13 @@ def check_interval(name: str, value: float, low: float, high: float, *, closed: 
         lb = "[" if closed in ("both", "left") else "("
         rb = "]" if closed in ("both", "right") else ")"
         raise ValueError(f"{name} must lie in {lb}{low}, {high}{rb}, got {value}")
+
+
+def first_few(items: Iterable[object], limit: int = 5, sep: str | None = None) -> str:
+    """``items`` for a message, cut after ``limit`` with how many more: as a list (``['a', 'b'] and 3
+    more``), or joined by ``sep`` (``a; b; and 3 more``)."""
+    items = list(items)
+    if sep is None:
+        shown = repr(items[:limit])
+        return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+    return sep.join(map(str, items[:limit])) + (f"{sep}and {len(items) - limit} more" if len(items) > limit else "")

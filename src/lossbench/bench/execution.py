@@ -31,6 +31,7 @@ from typing import Any
 import optuna
 import torch
 
+from lossbench._checks import first_few
 from lossbench.bench.methods import Method, check_compatible, output_width, set_loss_option
 from lossbench.bench.metrics import (
     DECIDED,
@@ -124,7 +125,7 @@ def _warn_unlearnable_labels(data: Dataset) -> None:
     weigh on every method's macro scores alike."""
     empty = [name for name, count in zip(data.class_names, data.y_train.sum(0).tolist()) if count == 0]
     if empty:
-        warnings.warn(f"dataset {data.name!r}: label(s) {empty[:5]}{' ...' if len(empty) > 5 else ''} have no positive "
+        warnings.warn(f"dataset {data.name!r}: label(s) {first_few(empty)} have no positive "
                       "training row: no method can learn them, and their scores weigh on every method's macro metrics "
                       "alike", stacklevel=2)  # fmt: skip
 
@@ -140,7 +141,7 @@ def _warn_unscored_classes(split: Split) -> None:
     absent = [split.dataset.class_names[i] for i in unscored.nonzero().flatten().tolist()]
     if absent:
         part = "validation" if split.stage == "tune" else "test"
-        warnings.warn(f"dataset {split.dataset.name!r}: class(es) {absent[:5]}{' ...' if len(absent) > 5 else ''} have "
+        warnings.warn(f"dataset {split.dataset.name!r}: class(es) {first_few(absent)} have "
                       f"training rows but none in the {part} rows ({len(split.y_eval)}) that score the {split.stage} "
                       "runs: balanced accuracy leaves them out and macro-F1 counts them only where a run predicts "
                       "them", stacklevel=3)  # fmt: skip

@@ -39,6 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from lossbench._checks import first_few
 from lossbench._paths import inside
 from lossbench.bench import stops
 from lossbench.bench.metrics import selection_metric, task_of_metrics
@@ -126,7 +127,7 @@ def check_sqlite_file(path: Path, create: bool) -> None:
     except sqlite3.DatabaseError:
         return  # a corrupt file: opening the storage says so
     if tables and "studies" not in tables:  # (Optuna's schema; an empty database is a new one)
-        raise SpecError(f"database {path} is a SQLite file of something else (tables {sorted(tables)[:5]}), not a lossbench database")
+        raise SpecError(f"database {path} is a SQLite file of something else (tables {first_few(sorted(tables))}), not a lossbench database")
 
 
 # A failed trial of a dead or interrupted worker queued again with its parameters (and seed), its draw
@@ -569,9 +570,8 @@ def register_spec(storage: optuna.storages.BaseStorage, spec: Spec) -> list[str]
     other = other_plugins(attrs[SPEC_ATTR], spec.plugins)
     grown, changed = ([], [other]) if other else spec_growth(spec_from_json(attrs[SPEC_ATTR]), spec)
     if changed:
-        shown = "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise SpecError(
-            f"the storage already holds a study {spec.name!r} run with a different spec ({shown}); a stored study "
+            f"the storage already holds a study {spec.name!r} run with a different spec ({first_few(changed, 3, '; ')}); a stored study "
             f"only grows (more trials or seeds, new datasets or methods); give the changed spec a new name, "
             f"or use another --out / --storage"
         )

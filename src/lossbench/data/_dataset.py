@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from lossbench._checks import first_few
+
 # Dataset.meta key of a validation split the source provides (a dev file), bool (N_train,): True
 # on its rows of x_train.  The bench then tunes on the other rows and scores on these.
 VALIDATION_MASK = "validation_mask"
@@ -22,7 +24,7 @@ def check_test_labels(y_train: torch.Tensor, y_test: torch.Tensor, class_names: 
     predict them only by chance); ``what`` names the test part in the message."""
     unseen = sorted(set(y_test.tolist()) - set(y_train.tolist()))
     if unseen:
-        raise ValueError(f"{what}: labels {[class_names[i] for i in unseen][:5]} do not occur in the training data "
+        raise ValueError(f"{what}: labels {first_few(class_names[i] for i in unseen)} do not occur in the training data "
                          "(training never sees them)")  # fmt: skip
 
 

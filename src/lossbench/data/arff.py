@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from lossbench._checks import first_few
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset, check_test_labels
 from lossbench.data._files import finite_float, read_text, split_lines
@@ -350,7 +351,7 @@ def load_arff(
         codes[present] = torch.arange(len(present))
         y, classes = codes[y], [classes[i] for i in present]
     elif empty:  # (the default stays: stored studies of the paper's UCI sets have these classes)
-        warnings.warn(f"{path}: class attribute {cls.name!r} declares class(es) {empty[:5]} that no row holds; "
+        warnings.warn(f"{path}: class attribute {cls.name!r} declares class(es) {first_few(empty)} that no row holds; "
                       "kept as classes without a sample, which count-based losses (balanced_softmax, logit "
                       "adjustment) refuse: drop_empty_classes=True drops them", stacklevel=2)  # fmt: skip
     train_idx, test_idx, x_train, x_test, names, split = _split_features(tables, y, [k], test_fraction, seed)

@@ -122,6 +122,7 @@ from typing import Any
 
 import torch
 
+from lossbench._checks import first_few
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset, check_test_labels
 from lossbench.data._files import read_bytes, split_lines
@@ -623,7 +624,7 @@ def _split(
     unseen = sorted(set(y[test_idx].tolist()) - set(y[train_idx].tolist()))
     if unseen:
         warnings.warn(f"{paths[0]}: the {split} split (test_fraction={test_fraction:g}, seed={seed}) puts every row of "
-                      f"classes {[classes[i] for i in unseen][:5]} in the test part: the model never trains on them",
+                      f"classes {first_few(classes[i] for i in unseen)} in the test part: the model never trains on them",
                       stacklevel=3)  # fmt: skip
     return train_idx, test_idx
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 
+from lossbench._checks import first_few
 from lossbench._document import Block, Bullets, Heading, Image, Markdown, Para, Table, to_html, to_markdown
 from lossbench._paths import atomic_write, inside
 from lossbench.bench.spec import Spec, SpecError, spec_growth
@@ -141,7 +142,7 @@ def _study_changes(storage, spec: Spec, stored: set[str]) -> list[str]:
 
 def _check_unchanged(claim: Claim, budget: str, variation: str, changes: list[str]) -> None:
     if changes:
-        shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+        shown = first_few(changes, 3, "; ")
         raise SpecError(
             f"claim {claim.id!r} ({budget}, {variation}) was run under another record than it has now ({shown}); "
             "a verdict judges runs by the rule and protocol fixed before them: restore the record, or run the "
