@@ -13,7 +13,7 @@ def md(*blocks) -> str:
 
 def test_plain_text_is_written_as_it_is():
     # what REPRODUCTIONS.md holds: comparisons and arrows are no markup, nor is a `code` span's content
-    text = "p = 0.0041 <= alpha; treatment < baseline, eps2 < eps1; -log p -> 1; `a <b> & c`; a > b"
+    text = "p = 0.0041 <= alpha; treatment < baseline, eps2 < eps1; -log p -> 1; `a <b> & c`; a > b; +1.2 [+0.1, +2.3]"
     assert md(Heading(2, text), Para(text), Bullets([text]), Table(["h"], [[text]])) == (
         f"## {text}\n\n{text}\n\n- {text}\n\n| h |\n|---|\n| {text} |\n"
     )
@@ -33,3 +33,14 @@ def test_html_and_entities_in_text_are_escaped_outside_code_spans():
 def test_a_line_ending_never_ends_a_table_row_or_a_heading_early():
     assert md(Table(["a\rb"], [["c\r\nd", "e\nf|g"]])) == "| a b |\n|---|\n| c d | e f\\|g |\n"
     assert md(Heading(2, "wine\n# injected")) == "## wine # injected\n"
+
+
+def test_links_and_escaped_backticks_in_text_are_escaped_outside_code_spans():
+    # a method's name "[click](url)" is no link, nor an image; a backslash before a backtick would
+    # keep that backtick from opening the code span the renderings see (its content then raw HTML)
+    assert md(Para("[click](https://e.vil/x) ![p](https://e.vil/p.png) [a][ref]")) == (
+        "\\[click](https://e.vil/x) !\\[p](https://e.vil/p.png) \\[a][ref]\n"
+    )
+    assert md(Para("\\`<img src=x onerror=alert(1)>` a\\b")) == "\\\\`<img src=x onerror=alert(1)>` a\\\\b\n"
+    assert md(Para("`[x](y) \\`")) == "`[x](y) \\`\n"  # (verbatim inside a code span)
+    assert md(Table(["a\\|b"], [])) == "| a\\\\\\|b |\n|---|\n"

@@ -3,7 +3,8 @@
 Both renderings come from the same blocks, so the two files say the same thing.  Text is plain
 but for `code` spans, which the HTML shows as code; a ``Markdown`` block is kept as written in
 the markdown and shown preformatted in the HTML.  Text that holds a user's names (a method named
-``<img ...>``) is shown as written in both: the markdown escapes what it would read as HTML.
+``<img ...>``) is shown as written in both: the markdown escapes what it would read as HTML or a link
+(emphasis marks stay as written).
 """
 
 from __future__ import annotations
@@ -58,22 +59,25 @@ STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}"
 
 
 _CODE = re.compile(r"`([^`]+)`")  # a `code` span: shown as written by both renderings
-# What markdown would take for raw HTML or an entity: '&', '<' where a tag, comment or autolink could
-# start, '>' opening a line (a quote).  Only those, so that "p <= 0.05" and "a -> b" stay as written.
-_MARKUP = re.compile(r"&|<(?=[A-Za-z/!?])|(?m:^ {0,3}>)")
+# What markdown would take for raw HTML, an entity or a link: '&', '<' where a tag, comment or autolink
+# could start, '>' opening a line (a quote), '[' opening "[text](url)" or "[text][ref]" (an image too), and
+# every backslash (one before a backtick would keep that backtick from opening the `code` span it opens
+# here).  Only those, so that "p <= 0.05", "a -> b" and "[+0.15, +2.29]" stay as written.
+_MARKUP = re.compile(r"&|<(?=[A-Za-z/!?])|(?m:^ {0,3}>)|\[(?=[^\[\]]*\][(\[])|\\")
+_ESCAPED = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "\\[", "\\": "\\\\"}
 _LINE_END = re.compile(r"\r\n?|\n")  # ends a heading or a table row early
 
 
 def _text(text: object) -> str:
     """Text for the markdown, shown as written: outside its `code` spans (verbatim there), markup
-    written as entities."""
+    written as entities or backslash escapes."""
     text = str(text)
     code = [span.span() for span in _CODE.finditer(text)]
 
     def entity(m: re.Match) -> str:
         if any(start <= m.start() < end for start, end in code):
             return m.group()
-        return m.group().replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return "".join(_ESCAPED.get(c, c) for c in m.group())
 
     return _MARKUP.sub(entity, text)
 

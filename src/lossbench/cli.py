@@ -163,7 +163,8 @@ def _finish(spec, storage, out: str) -> int:
         where = f" ({err.filename})" if err.filename else ""  # (a full disk names no file)
         raise ValueError(f"cannot write the report in {out}: {err.strerror or err}{where}; the results "
                          "are stored: `lossbench report --out <folder>` writes it elsewhere") from None  # fmt: skip
-    console.print(f"report: {files[0]} (also {', '.join(p.name for p in files[1:] if p.parent == files[0].parent)} and plots/)")
+    also = ", ".join(p.name for p in files[1:] if p.parent == files[0].parent)
+    console.print(f"report: {files[0]} (also {also} and plots/)", markup=False, highlight=False)  # (a path may hold [])
     missing = incomplete(results)
     if missing:
         console.print(f"[yellow]{len(missing)} method(s) are not complete yet; the report shows what is stored.")
@@ -231,7 +232,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     runner = Runner(spec, storage, device, data_dir=args.data_dir, pack=args.pack)
     with run_progress(f"{spec.name} (worker)") as progress:
         runner.run(progress)
-    console.print(f"study {spec.name!r} is complete; `lossbench report --storage ...` writes the report")
+    console.print(f"study {spec.name!r} is complete; `lossbench report --storage ...` writes the report", markup=False)
     return 0
 
 
@@ -444,7 +445,8 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
     storage = _ledger_storage(args, heartbeat_interval=min((s.heartbeat_interval for s in specs), default=None))
     run_claim(claim, args.budget, storage, device, data_dir=args.data_dir, variations=variations, progress=run_progress,
               pack=args.pack, alongside=lambda study: _local_workers(args, study, url))  # fmt: skip
-    console.print(f"claim {claim.id} ({args.budget}) done; `lossbench claims report --out {args.out}` writes the ledger")
+    console.print(f"claim {claim.id} ({args.budget}) done; `lossbench claims report --out {args.out}` writes the ledger",
+                  markup=False, highlight=False)
     return 0
 
 

@@ -52,6 +52,23 @@ def test_a_method_name_cannot_add_html_or_lines_to_the_markdown(tmp_path):
     assert "<td>&lt;img src=x onerror=alert(1)&gt;</td>" in (tmp_path / "report.html").read_text()  # (as before)
 
 
+def test_a_baseline_named_like_terminal_markup_is_printed_as_written(tmp_path, monkeypatch):
+    # the "vs <baseline>" column's header was read as rich markup: "[/b]" raised MarkupError after the runs
+    # and no report was written; "[red]x" printed as "vs x"
+    import io
+
+    from rich.console import Console
+
+    from lossbench.bench import console as console_module
+
+    for baseline in ("[/b]", "[red]x"):
+        results = report(tmp_path / baseline.strip("[/]"), {baseline: [0.8, 0.82, 0.84], "ce": [0.7, 0.72, 0.74]}, baseline=baseline)
+        out = io.StringIO()
+        monkeypatch.setattr(console_module, "console", Console(file=out, width=300, color_system=None))
+        console_module.print_leaderboards(results)
+        assert f"vs {baseline}" in out.getvalue()
+
+
 @pytest.mark.parametrize("name", ["ce\n# injected", "ce\rx", "ce\tx", " ce", "ce ", ""])
 def test_a_method_name_with_control_characters_or_surrounding_spaces_is_refused(name):
     with pytest.raises(SpecError, match="a method name must be non-empty") as error:
@@ -84,6 +101,15 @@ def test_a_difference_from_the_baseline_that_is_not_a_tie_never_prints_zero(tmp_
     (wine,) = report(tmp_path, {"a": [0.98126] * 3, "b": [0.98124] * 3}, baseline="b")
     assert [r.rank for r in wine.methods] == [1, 2]
     assert leaderboard_rows(wine)[0][4].startswith("+0.00002 [")
+
+
+def test_ranks_and_the_paired_test_judge_ties_at_one_rounding(tmp_path):
+    # the paired test read 6e-7 on every seed as 0 (the largest score's rounding), the ranks did not (the
+    # largest mean's): ranked 1 and 2 with a difference of 0, printed with 17 decimals to show it apart
+    (wine,) = report(tmp_path, {"a": [0.9 + 6e-7, 0.1 + 6e-7, 0.5 + 6e-7], "b": [0.9, 0.1, 0.5]}, baseline="b")
+    assert [(r.rank, r.tied) for r in wine.methods] == [(1, True), (1, True)]
+    rows = {row[1]: row for row in leaderboard_rows(wine)}
+    assert rows["a"][2] == "0.5000 ± 0.4000" and rows["a"][4].startswith("+0.0000 [+0.0000, +0.0000], p 1.000")
 
 
 def test_means_apart_at_four_decimals_keep_four(tmp_path):

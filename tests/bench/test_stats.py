@@ -28,6 +28,11 @@ def test_paired_test_matches_scipy_and_handles_degenerate_cases():
     rounded = paired_test([0.91, 0.92, 0.9300005], [0.90, 0.91, 0.92])
     assert rounded.p_value == 0.0 and rounded.ci_low == rounded.ci_high
     assert math.isnan(paired_test([1.0], [0.5]).p_value)
+    # equal totals of correct samples stored as float32 scores: a mean difference of round-off is 0
+    f32 = lambda counts: [float(np.float32(c / 178)) for c in counts]  # noqa: E731
+    even = paired_test(f32([121, 153, 119]), f32([119, 157, 117]))
+    assert np.mean(np.subtract(f32([121, 153, 119]), f32([119, 157, 117]))) != 0
+    assert even.mean_difference == 0.0 and even.ci_low < 0 < even.ci_high
     with pytest.raises(ValueError, match="equally many"):
         paired_test([1.0, 2.0], [1.0])
 

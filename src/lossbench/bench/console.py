@@ -93,7 +93,7 @@ def print_leaderboards(results: list[DatasetResult]) -> None:
         header = leaderboard_header(result)
         shown = len(header) - 2  # rank, method, score, CI (, vs baseline): not the hyperparameters and trials
         for key in header[:shown]:
-            table.add_column(key, overflow="fold")
+            table.add_column(escape(key), overflow="fold")  # (the baseline's name in "vs <baseline>")
         for row in leaderboard_rows(result):
             table.add_row(*(escape(cell) for cell in row[:shown]))
         console.print(table)

@@ -52,7 +52,8 @@ def _digits(result: DatasetResult) -> int:
     base = next((r for r in ranked if r.method.name == result.baseline), None)
     apart = [(a.summaries[result.metric].mean, b.summaries[result.metric].mean)
              for a, b in itertools.pairwise(ranked) if a.rank != b.rank]  # fmt: skip
-    apart += [(abs(r.paired.mean_difference), 0.0) for r in ranked if r.paired and base and r.rank != base.rank]
+    apart += [(abs(r.paired.mean_difference), 0.0) for r in ranked
+              if r.paired and r.paired.mean_difference and base and r.rank != base.rank]  # fmt: skip
     digits = DIGITS
     while digits < 17 and any(_fmt(a, digits) == _fmt(b, digits) for a, b in apart):  # (17: any two doubles)
         digits += 1

@@ -224,8 +224,9 @@ def _score(rows: list[MethodResult], task: str, metric: str, baseline: str | Non
             for m in METRICS[task]
         }  # fmt: skip
     means = [r.summaries[metric].mean if r.complete else math.nan for r in rows]
-    complete = [m for m in means if m == m]  # means equal up to the scores' rounding tie
-    means = list(tied_within(means, score_rounding(complete))) if complete else means
+    # means equal up to the scores' rounding tie: that of the largest score, as the paired test reads it
+    scored = [list(r.scored(metric).values()) for r in rows if r.complete]
+    means = list(tied_within(means, score_rounding(*scored))) if scored else means
     for r, mean, rank in zip(rows, means, ranks(means, higher_is_better=metric not in LOWER_IS_BETTER, ties="min")):
         r.rank = rank if r.complete else math.nan
         r.tied = r.complete and sum(1 for m in means if m == mean) > 1

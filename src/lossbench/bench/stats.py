@@ -74,14 +74,15 @@ def paired_test(method: Sequence[float], baseline: Sequence[float], confidence: 
     if n < 2:
         return PairedTest(n, float(np.mean(a - b)) if n else math.nan, math.nan)
     diff = a - b
-    shift, _ = constant_difference(a, b)  # (the ledger's rule: scores are float32 computations)
+    shift, rounding = constant_difference(a, b)  # (the ledger's rule: scores are float32 computations)
     if shift is not None:  # the same difference on every seed: the t-test has no variance
         if shift == 0.0:
             return PairedTest(n, 0.0, 1.0, 0.0, 0.0)
         return PairedTest(n, shift, 0.0, shift, shift)  # (the t-test's limit, as the ledger's rule reads it)
     low, high = _t_interval(diff, confidence)
     p_value = float(stats.ttest_rel(a, b).pvalue)
-    return PairedTest(n, float(diff.mean()), p_value, max(low, bounds[0]), min(high, bounds[1]))
+    mean = float(diff.mean())  # (equal totals give a mean of float32 round-off: 0, not -0.0000 in the report)
+    return PairedTest(n, 0.0 if abs(mean) <= rounding else mean, p_value, max(low, bounds[0]), min(high, bounds[1]))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
