@@ -193,3 +193,32 @@ def test_a_plain_pytorch_loss_takes_its_own_reduction():
         expected = float(nn.functional.cross_entropy(model(x), y, reduction="sum"))
     stats = build_step(model, nn.CrossEntropyLoss(reduction="sum"), torch.optim.SGD(model.parameters(), lr=0.1))(x, y)
     assert stats["loss"] == pytest.approx(expected)  # the loss's own reduction, not a mean forced on it
+
+
+def test_iflood_refuses_a_class_weighted_mean_and_takes_an_even_one():
+    # a weighted mean divides by the batch's summed weights: the even mean of the samples' weighted losses
+    # made iflood(b = 0) a step 3.4x the plain one on this batch, its "loss" statistic 3.96 for 1.17
+    from lossbench.models.linear import LinearClassifier
+    from lossbench.train.packed import PackedModel, fit_packed
+
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.tensor([1, 1, 1, 0, 2, 1, 0, 1])
+    weighted = LOSSES.get("cross_entropy").module(weight=torch.tensor([1.0, 5.0, 0.2], dtype=torch.float64))
+    model = nn.Linear(4, 3).double()
+    step = build_step(model, weighted, torch.optim.SGD(model.parameters(), lr=1.0), [("iflood", {"b": 0.0})])
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"iflood averages the samples' losses evenly, but the mean of CrossEntropyLoss is not"):
+        step(x, y)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # (refused before the update)
+    with pytest.raises(ValueError, match=r"the mean of run 0's CrossEntropyLoss is not their even mean"):
+        fit_packed(PackedModel([LinearClassifier(4, 3)]), [LOSSES.get("cross_entropy").module(weight=torch.tensor([1.0, 5.0, 0.2]))],
+                   x.float(), y, epochs=1, batch_size=8, lrs=[0.1], generators=[torch.Generator()],
+                   transforms=[[("iflood", {"b": 0.1})]])  # fmt: skip
+    # sigmoid focal's per-class alpha weighs each entry and its mean stays even: iflood takes it
+    targets = (torch.rand(8, 3, generator=torch.Generator().manual_seed(0)) > 0.5).double()
+    focal = LOSSES.get("sigmoid_focal").module(alpha=torch.tensor([0.25, 0.5, 0.9], dtype=torch.float64))
+    stats = []
+    for transforms in ([], [("iflood", {"b": 0.0})]):
+        model = nn.Linear(4, 3).double()
+        torch.nn.init.constant_(model.weight, 0.1), torch.nn.init.constant_(model.bias, -0.2)
+        stats.append(build_step(model, focal, torch.optim.SGD(model.parameters(), lr=1.0), transforms)(x, targets))
+    assert stats[1]["loss"] == pytest.approx(stats[0]["loss"])

@@ -175,6 +175,28 @@ def test_gradient_normalizer_follows_the_ema_of_the_norm():
     assert moving < 0.01, "the floor 0.01 must have been reached"
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gradient_norms_of_half_precision_gradients_are_taken_in_float32(dtype):
+    # in float16 a norm above 65504 was inf, the moving norm inf for good and every later update 0; in
+    # bfloat16 the moving norm of 1.03125-norm gradients stayed at 1.0 (its steps below bfloat16's spacing)
+    from lossbench.train._base import run_norms
+
+    ctx = StepContext(model=nn.Linear(1, 1), loss=cross_entropy, optimizer=None, params=[])
+    norm = GradientNormalizer()
+    norm.gradients([torch.full((100,), 1e4, dtype=dtype)], ctx)
+    assert ctx.stats["grad_normalizer/grad_norm"].item() == pytest.approx(1e5, rel=1e-2)
+    grads = [torch.ones(4, dtype=dtype)]
+    norm.gradients(grads, ctx)
+    assert torch.isfinite(norm._moving_norm) and grads[0].dtype == dtype and (grads[0] > 0).all()
+    slow = GradientNormalizer()
+    slow.gradients([torch.ones(1, dtype=dtype)], ctx)
+    for _ in range(100):
+        slow.gradients([torch.full((1,), 1.03125, dtype=dtype)], ctx)
+    assert slow._moving_norm.item() == pytest.approx(1.03125, abs=1e-5)
+    stacked = [torch.full((2, 100), 1e4, dtype=dtype)]  # (a pack's runs)
+    assert run_norms(stacked).tolist() == pytest.approx([1e5, 1e5], rel=1e-2)
+
+
 def test_step_returns_floats_and_run_returns_tensors():
     x, y = blobs(n=20)
     model = mlp()

@@ -112,17 +112,29 @@ def check_state_keys(transform: Transform, state: Mapping[str, Any], keys: Seque
         )
 
 
+def _norm_dtype(grads: Sequence[torch.Tensor]) -> torch.dtype | None:
+    """float32 for half-precision gradients (a float16 norm overflows past 65504 and a bfloat16 moving
+    average stops moving), else None: their own dtype."""
+    return torch.float32 if any(g.dtype in (torch.float16, torch.bfloat16) for g in grads) else None
+
+
 def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """The L2 norm of all gradients together, as one vector (0-d tensor, no host sync)."""
+    """The L2 norm of all gradients together, as one vector (0-d tensor, no host sync; float32 at least)."""
     if not grads:
         raise ValueError("grads must hold at least one tensor")
-    return torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+    dtype = _norm_dtype(grads)
+    if dtype is None:
+        return torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, dtype=dtype) for g in grads]))
 
 
 def run_norms(grads: Sequence[torch.Tensor]) -> torch.Tensor:
     """Each run's global L2 norm (K,) of stacked gradients (K, ...), computed as :func:`global_norm`
     computes one run's: the norm of the per-tensor norms."""
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1) for g in grads], 1), dim=1)
+    dtype = _norm_dtype(grads)
+    return torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1, dtype=dtype) for g in grads], 1), dim=1
+    )
 
 
 def per_run(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -168,13 +180,47 @@ def batch_level(loss: LossFn) -> bool:
     return value not in (None, False)
 
 
-def check_per_sample_loss(transforms: Sequence[Transform], loss: LossFn, run: str = "") -> None:
+def even_mean(loss: LossFn, logits: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether ``loss(logits, y)`` (its ``reduction="mean"``) is, up to round-off, the even mean of its rows
+    of ``reduction="none"`` as a shared call of :class:`PackedLosses` takes it (an elementwise loss's rows: each
+    sample's mean), on the whole batch and, for class-index targets, on the rows of each class alone.
+    PyTorch's weighted mean (``weight=``, divided by the batch's summed weights) is not, but it agrees where
+    the batch's mean weight is 1 (balanced weights on a batch in the data's class proportions); on one
+    class's rows it is the mean of the unweighted losses and the rows' even mean is ``w_c`` times that, so
+    a class weight other than 1 shows there; so does a mean that leaves out ignored targets' rows."""
+    parts = [slice(None)]
+    if y.ndim == 1 and not y.is_floating_point():
+        parts += [y == c for c in torch.unique(y[y >= 0])]
+    with torch.no_grad():
+        for part in parts:
+            mean, out = loss(logits[part], y[part], reduction="mean"), loss(logits[part], y[part], reduction="none")
+            rows = out.reshape(len(out), -1).mean(1) if out.ndim > 1 else out
+            if mean.numel() != 1 or not torch.allclose(mean.reshape(()), rows.mean(), rtol=1e-5, atol=1e-6):
+                return False
+    return True
+
+
+def check_per_sample_loss(transforms: Sequence[Transform], loss: LossFn, run: str = "",
+                          batch: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:  # fmt: skip
     """Refuse a chain with a per-sample loss wrapper (iFlood) after another loss wrapper (it would get the
-    other's scalar), or first on a batch-level loss (its values per sample would couple the batch).  ``run``
-    names the run in the message (a packed step's)."""
+    other's scalar), or first on a batch-level loss (its values per sample would couple the batch), or, given
+    logits and class-index targets (``batch()``), on a loss whose mean over the rows it counts is not their
+    even mean (a class-weighted mean): the wrapper averages them evenly, so at b = 0 it would not be the
+    loss.  ``run`` names the run in the message (a packed step's)."""
     wrappers = [t for t in transforms if t.stage == "objective"]
     late = [t.name for t in wrappers[1:] if t.per_sample]
     if late:
         raise ValueError(f"{run}per-sample transforms {late} must come first among the loss wrappers")
     if reads_per_sample(transforms) and batch_level(loss):
         raise ValueError(f"{wrappers[0].name} needs one loss per sample; {run}{type(loss).__name__} is a batch-level loss")
+    if batch is not None and reads_per_sample(transforms):
+        logits, y = batch()
+        if y.ndim == 1 and not y.is_floating_point():
+            ignore = loss_option(loss, "ignore_index")  # (left out of both means: see StepRunner's per-sample values)
+            kept = (y >= 0) & (y < logits.shape[-1]) & (y != ignore if ignore is not None else True)
+            if not even_mean(loss, logits[kept], y[kept]):
+                raise ValueError(
+                    f"{wrappers[0].name} averages the samples' losses evenly, but the mean of {run}{type(loss).__name__} "
+                    "is not their even mean (a class-weighted mean divides by the batch's summed weights): at b = 0 "
+                    "it would not be the loss; drop the class weights, or flood the mean (flooding)"
+                )

@@ -34,6 +34,7 @@ from lossbench.train._base import (
     StepContext,
     batch_level,
     check_per_sample_loss,
+    even_mean,
     loss_option,
     per_run,
     reads_per_sample,
@@ -329,12 +330,12 @@ def fit_packed(
     for loss in losses.losses if isinstance(losses, PackedLosses) else losses:
         if isinstance(loss, nn.Module):
             loss.to(device)  # (before a user's loss is checked on the probe's rows, on the pack's device)
+    probe = functools.cache(lambda: mean_probe(packed, x_train, y_train))
     if isinstance(losses, PackedLosses):
         if shared_loss is not None or row_options or batch_groups is not None or row_none:
             raise ValueError("shared_loss, row_options, batch_groups and row_none come with the PackedLosses, not beside it")
         grouped = losses
     else:
-        probe = functools.cache(lambda: mean_probe(packed, x_train, y_train))
         grouped = PackedLosses(losses, shared_loss, row_options, batch_groups, row_none, probe)
     losses = grouped.losses
     k_runs = packed.size
@@ -353,7 +354,7 @@ def fit_packed(
     x_train, y_train = x_train.to(device), y_train.to(device)
 
     ignoring = _ignoring(losses, y_train)
-    step = _PackedStep(packed, transforms, grouped.apart(ignoring))  # (alone, a run's mean counts its kept targets)
+    step = _PackedStep(packed, transforms, grouped.apart(ignoring), probe)  # (alone, a run's mean counts its kept targets)
     if step.per_sample and ignoring:
         raise ValueError("a per-sample transform of a packed run averages over every sample, and some targets are "
                          "at the loss's ignore_index: train these runs one at a time (fit drops them)")  # fmt: skip
@@ -455,26 +456,6 @@ def _own_loss(loss: LossFn) -> bool:
     probing each run."""
     code = getattr(type(loss), "function", None) if isinstance(loss, nn.Module) else loss
     return _defined_in_lossbench(type(loss) if code is None else code)
-
-
-def even_mean(loss: LossFn, logits: torch.Tensor, y: torch.Tensor) -> bool:
-    """Whether ``loss(logits, y)`` (its ``reduction="mean"``) is, up to round-off, the even mean of its rows
-    of ``reduction="none"`` as a shared call of :class:`PackedLosses` takes it (an elementwise loss's rows: each
-    sample's mean), on the whole batch and, for class-index targets, on the rows of each class alone.
-    PyTorch's weighted mean (``weight=``, divided by the batch's summed weights) is not, but it agrees where
-    the batch's mean weight is 1 (balanced weights on a batch in the data's class proportions); on one
-    class's rows it is the mean of the unweighted losses and the rows' even mean is ``w_c`` times that, so
-    a class weight other than 1 shows there; so does a mean that leaves out ignored targets' rows."""
-    parts = [slice(None)]
-    if y.ndim == 1 and not y.is_floating_point():
-        parts += [y == c for c in torch.unique(y[y >= 0])]
-    with torch.no_grad():
-        for part in parts:
-            mean, out = loss(logits[part], y[part], reduction="mean"), loss(logits[part], y[part], reduction="none")
-            rows = out.reshape(len(out), -1).mean(1) if out.ndim > 1 else out
-            if mean.numel() != 1 or not torch.allclose(mean.reshape(()), rows.mean(), rtol=1e-5, atol=1e-6):
-                return False
-    return True
 
 
 def stretches(keys: Sequence[Any]) -> list[tuple[int, int]]:
@@ -734,6 +715,7 @@ class _PackedStep:
         packed: PackedModel,
         transforms: Sequence[Sequence[TransformSpec]],
         values: PackedLosses,
+        probe: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         self.packed, self.values = packed, values
         runs = [[make_transform(t) for t in ts] for ts in transforms]
@@ -746,7 +728,7 @@ class _PackedStep:
             for k, loss in enumerate(values.losses)
         ]
         for k, (ts, loss) in enumerate(zip(runs, values.losses)):
-            check_per_sample_loss(ts, loss, f"run {k}'s ")
+            check_per_sample_loss(ts, loss, f"run {k}'s ", probe)
         for ts, ctx in zip(runs, contexts):
             for t in ts:
                 t.bind(ctx)

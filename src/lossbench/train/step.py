@@ -108,6 +108,8 @@ class TrainStep:
         else:  # (a plain PyTorch loss, say: its own reduction)
             value = self.loss(logits, y)
         if self._per_sample:
+            if ctx.step == 0:  # (a class-weighted mean shows on the first batch's classes)
+                check_per_sample_loss(self._objective, self.loss, batch=lambda: (logits.detach(), y))
             value = self._per_sample_values(value, y, logits)
         raw = value.detach() if value.ndim == 0 else value.detach().mean()
         for t in self._objective:
