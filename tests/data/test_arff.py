@@ -89,6 +89,14 @@ def test_sparse_rows(tmp_path):
     assert t.values.tolist() == [[2.5, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 0]]
 
 
+def test_a_quoted_question_mark_is_a_category_and_a_sparse_value_may_be_quoted(tmp_path):
+    # only a bare ? is missing (Weka); a quoted value in a sparse row may hold a comma
+    header = "@relation q\n@attribute x numeric\n@attribute c {'?',a,'x,y'}\n@attribute class {p,n}\n@data\n"
+    t = parse_arff(write(tmp_path / "q.arff", header + "1,'?',p\n2,?,n\n{0 3, 1 'x,y', 2 n}\n{0 4, 1 '?'}\n"))
+    assert t.values[:, 1].tolist()[:1] == [0.0] and torch.isnan(t.values[1, 1])
+    assert t.values[2].tolist() == [3.0, 2.0, 1.0] and t.values[3].tolist() == [4.0, 0.0, 0.0]
+
+
 @pytest.mark.parametrize(
     "row, message",
     [

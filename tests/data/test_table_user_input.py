@@ -100,6 +100,32 @@ def test_a_decimal_comma_table_says_so_and_reads_with_decimal(tmp_path):
         load_table(tmp_path / "dc.csv", decimal=",,")
 
 
+@pytest.mark.parametrize("first", ["NA,2.5,z", "-,2.5,z", "a,2.5,z"])
+def test_a_first_row_with_a_missing_spelling_or_a_decimal_number_is_data_not_a_header(tmp_path, first):
+    # "NA,2.5,z" was taken for a header: its row, and class z with it, gone without a word
+    path = write(tmp_path / "t.csv", first + "\n" + "".join(f"{i},{i}.5,{'xy'[i % 2]}\n" for i in range(1, 7)))
+    cell = first.split(",")[0]
+    with pytest.raises(ValueError, match=rf"t.csv:1: column 0 holds numbers and '{cell}', which is not among"):
+        load_table(path)
+    # a header may still name columns 0, 1 (pandas' to_csv of an array's frame)
+    path = write(tmp_path / "h.csv", "0,1,label\n" + "".join(f"{i},{i}.5,{'xy'[i % 2]}\n" for i in range(1, 7)))
+    assert load_table(path, standardize=False).meta["feature_names"] == ["0", "1"]
+
+
+def test_a_column_of_decimal_comma_numbers_is_refused_with_the_hint(tmp_path):
+    # every cell "4,45": read as text, each value one category (a one-hot feature per number), silently
+    rows = "".join(f"{i},{i * 7 % 10};{i % 3};{'xy'[i % 2]}\n" for i in range(20))
+    path = write(tmp_path / "t.csv", "a;b;label\n" + rows)
+    with pytest.raises(ValueError, match=r"t.csv:2: column 'a' holds numbers written with a decimal comma \('0,0'\): "
+                                         r"pass decimal=','"):  # fmt: skip
+        load_table(path)
+    assert load_table(path, decimal=",", standardize=False).x_train.shape[1] == 2
+    assert load_table(path, nominal=["a"]).x_train.shape[1] > 2  # (categories, as asked)
+    quoted = write(tmp_path / "q.csv", "a,b,label\n" + "".join(f'"{i},5",{i},{"xy"[i % 2]}\n' for i in range(6)))
+    with pytest.raises(ValueError, match="decimal comma"):
+        load_table(quoted)
+
+
 def test_repeated_header_names_are_refused(tmp_path):
     path = write(tmp_path / "t.csv", "age,age,height,height,species\n" + "1,2,3,4,x\n5,6,7,8,y\n" * 3)
     with pytest.raises(ValueError, match=r"t.csv:1: the header names column\(s\) 'age', 'height' more than once; "

@@ -244,12 +244,18 @@ def fetch(rf: RemoteFile, directory: Path, timeout: float = DOWNLOAD_TIMEOUT_S) 
     raise DataUnavailableError(f"{rf.name}: {reasons}")
 
 
+def _recognised(rf: RemoteFile) -> str:
+    """How a file put in place by hand is recognised: the archive member it is, and its digest."""
+    inside = f" (the file {rf.member} in that archive)" if rf.member else ""
+    if rf.sha256:  # (of the payload: a .gz file's decompressed)
+        return f"{inside}, SHA-256 {rf.sha256[0]}" + (" once decompressed" if rf.name.endswith((".gz", ".bz2")) else "")
+    return f"{inside}, SHA-256 of the file as published {rf.archive_sha256[0]}" if rf.archive_sha256 else inside
+
+
 def missing_files_message(
     dataset: str, directory: Path, missing: Sequence[RemoteFile], reasons: Sequence[str]
 ) -> str:
-    where = "\n".join(
-        f"  {rf.name}: {rf.source}" for rf in missing
-    )
+    where = "\n".join(f"  {rf.name}: {rf.source}{_recognised(rf)}" for rf in missing)
     tried = ("\nnot downloaded: " + "; ".join(reasons)) if reasons else ""
     return (
         f"dataset {dataset!r}: missing {', '.join(rf.name for rf in missing)} in {directory}{tried}\n"

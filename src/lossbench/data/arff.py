@@ -69,11 +69,19 @@ def _unquote(token: str) -> str:
     return token
 
 
-def split_values(text: str, where: str) -> list[str]:
-    """Comma-separated values, honouring ``'``/``"`` quotes and backslash escapes; unquoted."""
+class Quoted(str):
+    """A value that was quoted: ``'?'`` is the category ``?``, not a missing value."""
+
+
+_SPARSE_INDEX = re.compile(r"\s*\d+\s+")  # a sparse entry's index, before its value
+
+
+def split_values(text: str, where: str, sparse: bool = False) -> list[str]:
+    """Comma-separated values, honouring ``'``/``"`` quotes and backslash escapes; unquoted (a quoted one
+    as :class:`Quoted`).  ``sparse``: the entries of a sparse row, ``index value``, whose value may be quoted."""
     if "'" not in text and '"' not in text:
         return [v.strip() for v in text.split(",")]
-    out, buf, quote, i = [], [], None, 0
+    out, buf, quote, quoted, i = [], [], None, False, 0
     while i < len(text):
         ch = text[i]
         if quote:
@@ -84,18 +92,23 @@ def split_values(text: str, where: str) -> list[str]:
                 quote = None
             else:
                 buf.append(ch)
-        elif ch in "'\"" and not "".join(buf).strip():
-            quote, buf = ch, []
+        elif ch in "'\"" and (not "".join(buf).strip() or (sparse and _SPARSE_INDEX.fullmatch("".join(buf)))):
+            quote, quoted = ch, True
+            buf = [] if not "".join(buf).strip() else [*"".join(buf).strip(), " "]
         elif ch == ",":
-            out.append("".join(buf).strip())
-            buf = []
+            out.append(_value("".join(buf), quoted))
+            buf, quoted = [], False
         else:
             buf.append(ch)
         i += 1
     if quote:
         raise ValueError(f"{where}: unterminated {quote} quote")
-    out.append("".join(buf).strip())
+    out.append(_value("".join(buf), quoted))
     return out
+
+
+def _value(text: str, quoted: bool) -> str:
+    return Quoted(text.strip()) if quoted else text.strip()
 
 
 def _strip_comment(line: str) -> str:
@@ -140,7 +153,7 @@ def _parse_attribute(rest: str, where: str) -> Column:
     if type_text.startswith("{"):
         if not type_text.endswith("}"):
             raise ValueError(f"{where}: nominal attribute {name!r} lacks its closing brace")
-        values = tuple(split_values(type_text[1:-1], where))
+        values = tuple(map(str, split_values(type_text[1:-1], where)))  # (plain text: the parse cache keeps it)
         if not values or any(v == "" for v in values) or len(set(values)) != len(values):
             raise ValueError(f"{where}: nominal attribute {name!r} has empty or repeated values {values}")
         return Column(name, values)
@@ -190,7 +203,7 @@ def parse_arff(path: Path | str) -> ArffTable:
             extra = " (instance weights {w} are not supported)" if row and row[-1].startswith("{") else ""
             raise ValueError(f"{where}: expected {len(columns)} values, got {len(row)}{extra}")
         for token, conv, col in zip(row, converters, columns):
-            if token == "?":
+            if token == "?" and not isinstance(token, Quoted):  # ('?' quoted: the category)
                 values.append(math.nan)
             elif conv is None:
                 values.append(finite_float(token, where, f"attribute {col.name!r}:"))
@@ -214,7 +227,7 @@ def _parse_sparse(line: str, columns: list[Column], where: str) -> list[str]:
         raise ValueError(f"{where}: sparse row lacks its closing brace (instance weights are not supported)")
     row = ["0" if c.categories is None else c.categories[0] for c in columns]
     body = line[1:-1].strip()
-    for entry in split_values(body, where) if body else []:
+    for entry in split_values(body, where, sparse=True) if body else []:
         parts = entry.split(None, 1)
         try:
             index = int(parts[0])
@@ -224,7 +237,7 @@ def _parse_sparse(line: str, columns: list[Column], where: str) -> list[str]:
             ) from None
         if not 0 <= index < len(columns) or len(parts) != 2:
             raise ValueError(f"{where}: bad sparse entry {entry!r} ({len(columns)} attributes)")
-        row[index] = parts[1]
+        row[index] = Quoted(parts[1]) if isinstance(entry, Quoted) else parts[1]
     return row
 
 

@@ -25,8 +25,8 @@ Reading (pandas):
   holds semicolons and no comma.
 - Blank lines are skipped, and so are lines starting with ``comment`` when it is given.
 - ``header=None`` guesses: the first row is a header when none of its fields is missing (its
-  first may be empty: see below) and some column holds a non-number there and only numbers
-  below it (all-nominal files are therefore read as headerless: pass ``header=True``); a
+  first may be empty: see below), one of pandas' missing spellings (``NA``, ``null``, ...) or a number
+  with decimals, and some column holds a non-number there and only numbers below it (all-nominal files are therefore read as headerless: pass ``header=True``); a
   ``test_path`` is read with the training file's guess.  ``True`` / ``False`` say it.
   A header read as data is refused: with a header, a label equal to the
   label column's name (a repeated header line); with a guessed "no header", a first row that
@@ -65,7 +65,8 @@ Features and labels (the paper's ``extract_features_labels``):
   ``null``, ...) whatever their count: list them in ``missing=[...]`` (or pass ``decimal=","``), or
   the column in ``nominal=[...]``.  As nominal it would be a category per distinct value.  A value
   that recurs (``2, 3, 4, 5more``) makes a nominal column; ``paper_rules`` refuses only the missing
-  spellings;
+  spellings.  A column whose every cell is a number written with a decimal comma (``4,45``, without
+  ``decimal=","``) is an error too, not a category per value;
 - classes: the sorted distinct labels (numerically for a numeric column, which must then hold
   integers; text labels are stripped of surrounding spaces, as the text loader's are, and of
   ``label_strip``'s characters at both ends, so ``" x"`` and ``"x "`` are one class ``x``); a
@@ -214,6 +215,13 @@ def _is_number(value: Any, decimal: str = ".") -> bool:
     return True
 
 
+def _data_only(value: Any, decimal: str) -> bool:
+    """Whether a first-row field marks that row as data: one of pandas' missing spellings, or a number
+    with decimals (a header may name columns 0, 1, 2, as pandas' ``to_csv`` of an array writes them)."""
+    text = str(value).strip()
+    return text in NA_SPELLINGS or (_is_number(text, decimal) and not re.fullmatch(r"[-+]?\d+", text))
+
+
 def _looks_like_header(sample: Any, missing: Sequence[str], decimal: str) -> bool:
     """The first row of ``sample`` names the columns (module docstring).
 
@@ -227,6 +235,8 @@ def _looks_like_header(sample: Any, missing: Sequence[str], decimal: str) -> boo
 
     first, rest = sample.iloc[0], sample.iloc[1:]
     if len(sample) < 2 or any(absent(v) for v in first.iloc[1:]):
+        return False
+    if any(_data_only(v, decimal) for v in first):  # ("NA,2.5,z": a data row, its NA a stray cell)
         return False
     if absent(first.iloc[0]) and first.iloc[0] != "":  # "" there: an index column's
         return False
@@ -548,6 +558,7 @@ def _category(value: Any) -> str:
 # take unless listed in ``missing``: in a column of numbers, one of them is refused by name.
 NA_SPELLINGS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
                           "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})  # fmt: skip
+_DECIMAL_COMMA = re.compile(r"[-+]?\d*,\d+")  # a number written 1,5 (read as one with decimal=",")
 # A column of numbers but for this share of its cells, or a single cell, is refused (module docstring).
 STRAY_SHARE = 0.05
 
@@ -679,8 +690,13 @@ def _features(
         few = len(tokens) <= max(1.0, STRAY_SHARE * int(cells.notna().sum()))
         stray = not paper and few and len(set(tokens)) == len(tokens)  # (a value that recurs is a category)
         spelled_missing = (any if not paper else all)(t in NA_SPELLINGS for t in tokens)  # (the paper's: only all)
+        commas = decimal != "," and c not in nominal and [bool(_DECIMAL_COMMA.fullmatch(t)) for t in tokens]
+        if commas and all(commas) and len(commas) == int(cells.notna().sum()):  # (every cell: "4,45", "0,90", ...)
+            raise ValueError(f"{where[text[0]]}: column {c!r} holds numbers written with a decimal comma ({token!r}): "
+                             "pass decimal=',' to read them as numbers, or the column in nominal=[...] to read each "
+                             "value as a category")  # fmt: skip
         if numbers_but and (stray or spelled_missing):
-            comma = decimal != "," and re.fullmatch(r"[-+]?\d*,\d+", token.strip())  # a decimal comma in a ';' table
+            comma = commas and commas[0]  # a decimal comma in a ';' table
             hint = ", or pass decimal=',' for numbers written 1,5" if comma else ""
             if spelled_missing and not stray:  # name the missing spelling, not the first other cell
                 i = next(i for i, t in zip(text, tokens) if t in NA_SPELLINGS)
