@@ -184,10 +184,20 @@ def test_another_programs_sqlite_file_or_a_link_out_of_out_is_refused(capsys, tm
     assert "not inside the output folder" in line and not (tmp_path / "elsewhere.db").exists()
 
 
-def test_corrupt_database_is_one_line(capsys, tmp_path):
+def test_corrupt_database_is_one_line(capsys, tmp_path, stored):
     stale_file(tmp_path / "out" / "lossbench.db", b"SQLite format 3\x00" + b"\xff" * 5000)
     line = refused(capsys, ["report", "--out", str(tmp_path / "out")])
-    assert "cannot open storage" in line and "DatabaseError" in line
+    assert "lossbench.db is corrupt (" in line and "restore it from a copy" in line
+    # pages past the schema overwritten: the first reads passed, Optuna's traceback came later
+    db = tmp_path / "later" / "lossbench.db"
+    db.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(stored[1])) as source:
+        source.execute("VACUUM INTO ?", (str(db),))  # (one file, the write-ahead log's pages in it)
+    data = bytearray(db.read_bytes())
+    data[-8192:] = b"\x5a" * 8192
+    stale_file(db, bytes(data))
+    line = refused(capsys, ["report", "--out", str(db.parent), "--storage", f"sqlite:///{db}"])
+    assert f"database {db} is corrupt (SQLite's quick check: " in line
 
 
 def test_out_that_is_a_file_is_refused_before_work(capsys, tmp_path):
@@ -395,6 +405,10 @@ def test_report_of_every_study_reads_every_spec_before_writing_any_report(stored
     ("sqlite:///~/lb/x.db", "'~' is not expanded in a URL"),
     ("sqlite://", "is a SQLite database in memory"),
     ("sqlite:///:memory:", "is a SQLite database in memory"),
+    # another driver's URL skipped every check (a foreign, empty or in-memory database, a query string)
+    ("sqlite+pysqlite:///file:x?mode=memory&uri=true", "a SQLite URL takes no query string"),
+    ("sqlite+aiosqlite:///{tmp}/s/study.db", "lossbench opens SQLite files itself, with Python's sqlite3; give the file as "
+                                             "sqlite:///{tmp}/s/study.db"),
 ])  # fmt: skip
 @pytest.mark.parametrize("command", ["run", "report", "worker"])
 def test_a_sqlite_url_that_would_keep_the_study_elsewhere_is_refused_before_work(url, expected, command, capsys, tmp_path,
@@ -439,3 +453,27 @@ def test_out_where_no_folder_can_be_made_is_refused_before_the_storage_is_touche
                             "--storage", f"sqlite:///{db}"])  # fmt: skip
     assert f"--out {locked / 'out'}: cannot create a folder in {locked}: Operation not permitted" in line
     assert not db.exists() and list(locked.iterdir()) == []
+
+
+def test_the_claims_listing_imports_no_plugin_a_shared_storage_names(capsys, tmp_path):
+    # `lossbench claims` read a stored study's spec with its plugins imported (claims report and report refuse)
+    import json
+    import sys
+
+    import optuna
+
+    from lossbench.bench.storage import FINGERPRINT_ATTR, SPEC_ATTR, open_storage, register_spec
+    from lossbench.ledger.protocol import study_spec
+    from lossbench.ledger.records import all_claims
+
+    claim = next(c for c in all_claims() if c.kind == "bench")
+    spec = study_spec(claim, "quick", "fixed")
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    storage = open_storage(url)
+    register_spec(storage, spec)
+    study = optuna.load_study(study_name=spec.name, storage=storage)
+    study.set_user_attr(SPEC_ATTR, json.dumps({**json.loads(study.user_attrs[SPEC_ATTR]), "plugins": ["lb_never_imported"]}))
+    study.set_user_attr(FINGERPRINT_ATTR, "another")
+    capsys.readouterr()  # (Optuna's note of the study created)
+    line = refused(capsys, ["claims", "--storage", url])
+    assert "lb_never_imported" in line and "lb_never_imported" not in sys.modules

@@ -77,6 +77,33 @@ def test_write_report_refuses_a_planted_link_in_the_output_folder(tmp_path):
     assert list(elsewhere.iterdir()) == []
 
 
+def test_a_link_in_the_output_folder_to_a_file_inside_it_is_refused_before_any_run(tmp_path):
+    # report.md -> lossbench.db: the report replaced the database (every trial lost); a dangling link was
+    # refused only after the whole run; a worker's log linked to the database moved it aside
+    from lossbench.bench.report import check_report_folder, write_report
+    from lossbench.bench.spec import load_preset
+    from lossbench.bench.workers import LocalWorkers
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "lossbench.db").write_bytes(b"the study")
+    (out / "report.md").symlink_to("lossbench.db")
+    for check in (lambda: check_report_folder(out, "builtin"), lambda: write_report(load_preset("builtin"), [], out)):
+        with pytest.raises(ValueError, match=r"refusing to write .*out/report.md: it is a symbolic link \(to lossbench.db\)"):
+            check()
+    (out / "report.md").unlink()
+    (out / "plots").mkdir()
+    (out / "plots" / "wine_curves.png").symlink_to(out / "gone.png")  # dangling
+    with pytest.raises(ValueError, match=r"plots/wine_curves.png: it is a symbolic link"):
+        check_report_folder(out, "builtin")
+    (out / "plots" / "wine_curves.png").unlink()
+    (out / "builtin.worker-1.log").symlink_to("lossbench.db")
+    with pytest.raises(ValueError, match=r"builtin.worker-1.log: it is a symbolic link"):
+        with LocalWorkers(1, "builtin", "sqlite:///x.db", str(out)):
+            pass
+    assert (out / "lossbench.db").read_bytes() == b"the study"
+
+
 def test_storage_errors_never_show_the_password():
     from lossbench.bench.spec import SpecError
     from lossbench.bench.storage import masked, open_storage

@@ -33,11 +33,19 @@ def check_name(name: object, what: str) -> str:
 
 
 def inside(root: str | Path, *parts: str) -> Path:
-    """``root / parts``, refused unless it resolves to a path below ``root`` (resolved too)."""
+    """``root / parts``, refused unless it resolves to a path below ``root`` (resolved too) with no symbolic
+    link on the way below ``root``: a link planted in the output folder would have a report replace what it
+    points to (``report.md`` -> ``lossbench.db``: the database)."""
     base = Path(root).resolve()
     path = base.joinpath(*parts).resolve()
     if path != base and base not in path.parents:
         raise ValueError(f"refusing to write {path}: it is not inside the output folder {base}")
+    below = base
+    for part in parts:
+        below = below / part
+        if below.is_symlink():
+            raise ValueError(f"refusing to write {below}: it is a symbolic link (to {os.readlink(below)}) in the "
+                             f"output folder {base}; remove it")  # fmt: skip
     return path
 
 

@@ -164,7 +164,7 @@ def _finish(spec, storage, out: str) -> int:
         raise ValueError(f"cannot write the report in {out}: {err.strerror or err}{where}; the results "
                          "are stored: `lossbench report --out <folder>` writes it elsewhere") from None  # fmt: skip
     also = ", ".join(p.name for p in files[1:] if p.parent == files[0].parent)
-    console.print(f"report: {files[0]} (also {also} and plots/)", markup=False, highlight=False)  # (a path may hold [])
+    console.print(f"report: {files[0]} (also {also} and plots/)", markup=False, highlight=False, soft_wrap=True)  # (a path may hold [])
     missing = incomplete(results)
     if missing:
         console.print(f"[yellow]{len(missing)} method(s) are not complete yet; the report shows what is stored.")
@@ -404,9 +404,12 @@ def cmd_claims(args: argparse.Namespace) -> int:
     status = {}
     read = args.out and Path(args.out, "lossbench.db").exists() or args.storage or os.environ.get(STORAGE_ENV)
     if read:
+        from lossbench.bench.plugins import reading_only
         from lossbench.ledger.report import collect_entries
 
-        for e in collect_entries(_ledger_storage(args, create=False)):
+        with reading_only():  # (as claims report: another spec in a shared storage may name plugins)
+            entries = collect_entries(_ledger_storage(args, create=False))
+        for e in entries:
             words = [f"{o.budget}/{o.variation}: {o.verdict.word if o.verdict else 'incomplete'}" for o in e.outcomes]
             words += [f"{b}: {a.word}" for b, a in e.analyses.items()]
             status[e.claim.id] = "; ".join(words) or "not run"

@@ -441,8 +441,14 @@ def trials_csv(results: list[DatasetResult]) -> str:
 
 def check_report_folder(out_dir: str | Path, study: str, where: str = "--out") -> None:
     """Refuse a folder where study ``study``'s report would replace files lossbench did not write (a
-    report file there without lossbench's manifest or database) or another study's report."""
+    report file there without lossbench's manifest or database) or another study's report, or where a
+    report file or plot is a symbolic link (see ``lossbench._paths.inside``): before any run, not after."""
     out = Path(out_dir)
+    for name in (*REPORT_FILES, REPORT_MANIFEST, "plots"):
+        inside(out, name)
+    if (out / "plots").is_dir():
+        for entry in (out / "plots").iterdir():
+            inside(out, "plots", entry.name)
     present = [name for name in REPORT_FILES if (out / name).exists()] + (["plots/"] if (out / "plots").exists() else [])
     if not present:
         return

@@ -81,15 +81,16 @@ def sqlite_path(url: str) -> Path | None:
     study elsewhere than the file the URL seems to name: a query string, a path starting with '~'."""
     try:
         parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:  # not a URL: check_storage_url says why
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # not a URL (or a port that is no number): check_storage_url says why
         return None
     if parsed.get_backend_name() != "sqlite":
         return None
     if parsed.database in (None, "", ":memory:"):  # (SQLAlchemy opens an empty path in memory too)
         raise SpecError(f"storage {url!r} is a SQLite database in memory: nothing would be kept and local workers "
                         "(--jobs) would not see it; give a file, e.g. sqlite:///study.db")  # fmt: skip
-    if parsed.drivername != "sqlite":
-        return None  # another driver named (sqlite+pysqlite, ...): SQLAlchemy opens it, its query string read
+    if parsed.drivername not in ("sqlite", "sqlite+pysqlite"):  # (pysqlite: Python's sqlite3, as lossbench opens it)
+        raise SpecError(f"storage {url!r}: lossbench opens SQLite files itself, with Python's sqlite3; give the file "
+                        f"as sqlite:///{parsed.database}")  # fmt: skip
     if "?" in url:  # (_sqlite_connection takes no connect arguments: it once made the query part of the file's name)
         raise SpecError(f"storage {url!r}: a SQLite URL takes no query string; give the file alone, "
                         f"e.g. sqlite:///{parsed.database}")  # fmt: skip
@@ -101,7 +102,8 @@ def sqlite_path(url: str) -> Path | None:
 
 def check_sqlite_file(path: Path, create: bool) -> None:
     """Refuse what SQLite would silently turn into a new, empty database, or fail on later: a
-    directory, an empty (0-byte) or foreign file, a missing one where ``create`` is False."""
+    directory, an empty (0-byte), foreign or corrupt file (SQLite's quick check), a missing one where
+    ``create`` is False."""
     if path.is_dir():
         raise SpecError(f"database {path} is a directory, not a SQLite file")
     if not path.exists():
@@ -124,8 +126,14 @@ def check_sqlite_file(path: Path, create: bool) -> None:
     try:
         with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
             tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError:
-        return  # a corrupt file: opening the storage says so
+            problems = [" ".join(text.split()) for (text,) in db.execute("PRAGMA quick_check(3)")]  # (ms for 15 MB)
+    except sqlite3.OperationalError:
+        return  # (busy, locked, or a read-only folder: opening the storage says so)
+    except sqlite3.DatabaseError as err:
+        raise SpecError(f"database {path} is corrupt ({err}); restore it from a copy") from None
+    if problems != ["ok"]:
+        raise SpecError(f"database {path} is corrupt (SQLite's quick check: {first_few(problems, 3, '; ')}); "
+                        "restore it from a copy")  # fmt: skip
     if tables and "studies" not in tables:  # (Optuna's schema; an empty database is a new one)
         raise SpecError(f"database {path} is a SQLite file of something else (tables {first_few(sorted(tables))}), not a lossbench database")
 
