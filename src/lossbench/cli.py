@@ -111,9 +111,13 @@ def _init_arguments(factory, registered: set[str]) -> str:
 def cmd_toy(args: argparse.Namespace) -> int:
     from lossbench.ledger.toy_1d import results_table, run_toy
 
-    temperatures = [None if t <= 0 else t for t in args.temperature]
-    if not all(s > 0 for s in args.sigma):
-        raise ValueError(f"--sigma values must be > 0, got {args.sigma}")
+    import math
+
+    if not all(math.isfinite(t) and t >= 0 for t in args.temperature):
+        raise ValueError(f"--temperature values must be finite and >= 0 (0: no temperature), got {args.temperature}")
+    if not all(math.isfinite(s) and s > 0 for s in args.sigma):
+        raise ValueError(f"--sigma values must be finite and > 0, got {args.sigma}")
+    temperatures = [None if t == 0 else t for t in args.temperature]
     print("EXACT paper's 1-D example: points (-0.25,-1), (0,-1), (0.25,+1); model sign((x - b) / T)")
     print(results_table(run_toy(temperatures, exact_sigmas=args.sigma)))
     print("exact: expected accuracy under Gaussian noise sigma on each logit, f = x - b (sigma acts as T)")

@@ -83,6 +83,9 @@ def test_toy_command_prints_exact_rows(capsys):
     out = capsys.readouterr().out
     assert "exact(sigma=0.1)" in out and "0.128" in out and "exact(learned_sigma)" in out
     assert main(["toy", "--sigma", "0"]) == 2
+    for bad in (["--temperature", "-1"], ["--temperature", "inf"], ["--temperature", "nan"], ["--sigma", "nan"]):
+        assert main(["toy", *bad]) == 2  # (-1 ran as no temperature, inf as one, nan failed in the loss)
+        assert f"--{bad[0].strip('-')} values must be finite" in capsys.readouterr().err
 
 
 def test_an_optimal_set_with_a_perfect_threshold_contradicts_the_miss_claim(monkeypatch):
