@@ -112,6 +112,14 @@ def test_a_first_row_with_a_missing_spelling_or_a_decimal_number_is_data_not_a_h
     assert load_table(path, standardize=False).meta["feature_names"] == ["0", "1"]
 
 
+def test_blank_and_comment_lines_inside_a_quoted_field_are_part_of_it(tmp_path):
+    # they were dropped before the parser saw the quotes: "a\n\nb" read as "a\nb", rows out of step
+    text = 'txt,n,label\n"a\n\nb",1,x\n"a\nb",2,y\n# a comment\n\n"x\n# not one",3,x\nc,4,y\nd,5,x\ne,6,y\n'
+    data = load_table(write(tmp_path / "t.csv", text), comment="#", nominal=["txt"], standardize=False)
+    assert len(data.y_train) + len(data.y_test) == 6
+    assert {"txt-a\n\nb", "txt-a\nb", "txt-x\n# not one"} <= set(data.meta["feature_names"])
+
+
 def test_a_column_of_decimal_comma_numbers_is_refused_with_the_hint(tmp_path):
     # every cell "4,45": read as text, each value one category (a one-hot feature per number), silently
     rows = "".join(f"{i},{i * 7 % 10};{i % 3};{'xy'[i % 2]}\n" for i in range(20))

@@ -23,7 +23,8 @@ Reading (pandas):
   ``decimal=","`` reads numbers written ``1,5`` (text files); without it they are text, so that no
   header is found: the error that says so points to ``sep=";", decimal=","`` when the first line
   holds semicolons and no comma.
-- Blank lines are skipped, and so are lines starting with ``comment`` when it is given.
+- Blank lines are skipped, and so are lines starting with ``comment`` when it is given (but for
+  lines inside a quoted field).
 - ``header=None`` guesses: the first row is a header when none of its fields is missing (its
   first may be empty: see below), one of pandas' missing spellings (``NA``, ``null``, ...) or a number
   with decimals, and some column holds a non-number there and only numbers below it (all-nominal files are therefore read as headerless: pass ``header=True``); a
@@ -303,11 +304,11 @@ def _read_text_frame(
     except OSError as err:
         raise ValueError(f"{path}: cannot read the file ({err.strerror or err})") from None
     text = _decode(data, path, encoding)
-    kept = [
-        (i, line)
-        for i, line in enumerate(split_lines(text), 1)
-        if line.strip() and not (comment and line.lstrip().startswith(comment))
-    ]
+    kept, quoted = [], False  # (quoted: the line goes on a field a double quote opened, blank or not)
+    for i, line in enumerate(split_lines(text), 1):
+        if quoted or (line.strip() and not (comment and line.lstrip().startswith(comment))):
+            kept.append((i, line))
+        quoted ^= line.count('"') % 2 == 1
     hint = re.fullmatch(r"sep=(.)", kept[0][1]) if kept else None  # Excel's delimiter line
     if hint:
         kept = kept[1:]
