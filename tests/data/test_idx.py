@@ -105,3 +105,13 @@ def test_a_test_label_training_never_shows_is_refused(tmp_path):
     write(tmp_path / "t10k-labels-idx1-ubyte", idx_bytes(np.array([0, 1, 2, 3], np.uint8)))
     with pytest.raises(ValueError, match=r"test_labels='.*t10k-labels-idx1-ubyte': labels \['3'\] do not occur in the training"):
         load_idx_dir(tmp_path, cache=False)
+
+
+def test_labels_that_skip_values_warn_of_the_classes_without_a_row(tmp_path):
+    # labels {0, 5}: six classes, four of them without a sample, silently (the ARFF loader warns)
+    write_idx_set(tmp_path, gz=False)
+    write(tmp_path / "train-labels-idx1-ubyte", idx_bytes(np.array([0, 5, 0, 5, 0, 5], np.uint8)))
+    write(tmp_path / "t10k-labels-idx1-ubyte", idx_bytes(np.array([0, 5, 5, 0], np.uint8)))
+    with pytest.warns(UserWarning, match=r"class\(es\) \['1', '2', '3', '4'\] have no training row"):
+        data = load_idx_dir(tmp_path, cache=False)
+    assert data.num_classes == 6

@@ -12,10 +12,12 @@ from __future__ import annotations
 import math
 import re
 import struct
+import warnings
 from pathlib import Path
 
 import torch
 
+from lossbench._checks import first_few
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset, check_test_labels
 from lossbench.data._files import read_bytes
@@ -143,6 +145,11 @@ def load_idx(
             f"{paths[1]}: labels reach {num_classes - 1} but only {len(class_names)} class names were given"
         )
     check_test_labels(p["y_train"], p["y_test"], list(class_names), f"test_labels={str(paths[3])!r}")
+    empty = sorted(set(range(len(class_names))) - set(p["y_train"].tolist()))
+    if empty:  # (as the ARFF loader warns of declared classes without a row)
+        warnings.warn(f"{paths[1]}: class(es) {first_few(class_names[i] for i in empty)} have no training row (labels "
+                      "are read as 0 .. the largest); kept as classes without a sample, which count-based losses "
+                      "(balanced_softmax, logit adjustment) refuse", stacklevel=2)  # fmt: skip
 
     def images(x: torch.Tensor) -> torch.Tensor:
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
