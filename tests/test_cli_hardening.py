@@ -200,6 +200,15 @@ def test_corrupt_database_is_one_line(capsys, tmp_path, stored):
     assert f"database {db} is corrupt (SQLite's quick check: " in line
 
 
+@pytest.mark.parametrize("command", ["run", "datasets"])
+def test_a_data_dir_that_is_a_file_is_refused(command, capsys, tmp_path):
+    # (built-in sets read no file: the run went on, the option silently ignored)
+    (tmp_path / "afile").write_text("not a folder")
+    argv = ["run", str(spec_file(tmp_path)), "--out", str(tmp_path / "out"), "--device", "cpu"] if command == "run" else ["datasets", "wine"]
+    line = refused(capsys, [*argv, "--data-dir", str(tmp_path / "afile")])
+    assert line == f"lossbench: error: --data-dir {tmp_path / 'afile'} is not a folder" and not (tmp_path / "out").exists()
+
+
 def test_out_that_is_a_file_is_refused_before_work(capsys, tmp_path):
     (tmp_path / "taken").write_text("not a folder")
     line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(tmp_path / "taken" / "out"), "--device", "cpu"])

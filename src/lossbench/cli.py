@@ -665,6 +665,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_optuna()
     url = _given_storage(args)
     try:
+        data_dir = getattr(args, "data_dir", None)
+        if data_dir and Path(data_dir).exists() and not Path(data_dir).is_dir():  # (built-in sets never read it)
+            raise ValueError(f"--data-dir {data_dir} is not a folder")
         with stops.taken():
             return int(args.func(args) or 0)
     except KeyboardInterrupt as err:
