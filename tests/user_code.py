@@ -15,6 +15,14 @@ def counts_weighted_ce(logits, target, *, class_counts, power=1.0, reduction="me
     return F.cross_entropy(logits, target, weight=weight.to(logits.dtype), reduction=reduction)
 
 
+def hardest_half_ce(logits, target, *, reduction="mean", validate=True):
+    """Online hard example mining: each row's cross-entropy where it is at least the batch's median, else 0
+    (doubled): the mean is the even mean of the rows, but a row depends on the rest of the batch."""
+    ce = F.cross_entropy(logits, target, reduction="none")
+    rows = ce * (ce >= ce.median()) * 2
+    return rows if reduction == "none" else rows.sum() if reduction == "sum" else rows.mean()
+
+
 def mean_only_ce(logits, target, *, reduction="mean", validate=True):
     """Takes ``reduction`` and ignores it: the batch's mean whatever it says (no value per sample for
     ``reduction="none"``)."""

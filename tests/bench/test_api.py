@@ -303,3 +303,66 @@ def test_a_factory_digest_follows_a_long_chain_of_functions(tmp_path, monkeypatc
         digests.append(_code_digest(importlib.import_module(f"lb_chain_{width}").f399))
         monkeypatch.delitem(sys.modules, f"lb_chain_{width}")
     assert digests[0] != digests[1]  # the edit at the chain's far end is seen
+
+
+def test_a_factory_digest_reads_a_callable_instances_settings_and_library_aliases(tmp_path, monkeypatch):
+    # Factory(2) and Factory(256) were one study (the second call returned the first's results), as were
+    # a module-level ACT = nn.ReLU and ACT = nn.Tanh
+    import importlib
+    import sys
+
+    from lossbench.bench.api import _code_digest
+
+    class Factory:
+        def __init__(self, width):
+            self.width = width
+
+        def __call__(self, dataset, seed):
+            return nn.Sequential(nn.Linear(dataset.input_shape[0], self.width), nn.Linear(self.width, 2))
+
+        def make(self, dataset, seed):
+            return self(dataset, seed)
+
+    assert _code_digest(Factory(2)) == _code_digest(Factory(2)) != _code_digest(Factory(256))
+    assert _code_digest(Factory(2).make) != _code_digest(Factory(256).make)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    digests = []
+    for act in ("ReLU", "Tanh"):
+        (tmp_path / "lb_factory_alias.py").write_text(
+            f"from torch import nn\nACT = nn.{act}\n\ndef make(dataset, seed):\n    return nn.Sequential(nn.Linear(3, 2), ACT())\n")
+        monkeypatch.delitem(sys.modules, "lb_factory_alias", raising=False)
+        importlib.invalidate_caches()
+        digests.append(_code_digest(importlib.import_module("lb_factory_alias").make))
+    assert digests[0] != digests[1]
+
+
+def test_a_factory_that_returns_one_model_again_is_refused(tmp_path):
+    # every run trained the one module in turn (packed: every seed from the same weights, std 0)
+    net = nn.Linear(4, 2)
+    x, y = torch.randn(40, 4), torch.arange(40) % 2
+    with pytest.raises(ValueError, match=r"returned a model it returned before .* a factory must build a new model on each call"):
+        compare((x, y), model=lambda dataset, seed: net, methods=["cross_entropy"], out=tmp_path / "out", **TINY)
+
+
+@pytest.mark.parametrize("column", [lambda y: y[:, None], lambda y: y.numpy().reshape(-1, 1)])
+def test_labels_of_one_column_are_refused(tmp_path, column):
+    # (N, 1) labels ran as one multi-label label, scored by micro-F1
+    x, y = torch.randn(40, 4), torch.arange(40) % 2
+    with pytest.raises(ValueError, match=r"labels of shape \(40, 1\): one column reads as one multi-label label; pass y.ravel\(\)"):
+        compare((x, column(y)), methods=["binary_cross_entropy"], out=tmp_path / "out", **TINY)
+
+
+def test_a_model_that_returns_no_tensor_is_one_line(tmp_path):
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.linear(x), x
+
+    x, y = torch.randn(40, 4), torch.arange(40) % 2
+    with pytest.raises(ValueError, match=r"returns tuple, not a tensor of logits") as err:
+        compare((x, y), model=lambda dataset, seed: Pair(), methods=["cross_entropy"], out=tmp_path / "out", **TINY)
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()

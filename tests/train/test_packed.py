@@ -15,7 +15,7 @@ from lossbench.models.linear import LinearClassifier
 from lossbench.models.mlp import MLP
 from lossbench.train import TRANSFORMS, fit
 from lossbench.train import packed as packed_module
-from lossbench.train._base import Transform
+from lossbench.train._base import Transform, batch_level
 from lossbench.train.packed import (
     PackedLosses,
     PackedModel,
@@ -26,7 +26,16 @@ from lossbench.train.packed import (
     mean_probe,
     unpackable_model,
 )
-from tests.user_code import EvalHalves, EvalSyncs, Frozen, Indexed, Tied, Unused, counts_weighted_ce
+from tests.user_code import (
+    EvalHalves,
+    EvalSyncs,
+    Frozen,
+    Indexed,
+    Tied,
+    Unused,
+    counts_weighted_ce,
+    hardest_half_ce,
+)
 
 SEEDS, LRS, DECAYS = [3, 4, 5, 6], [0.1, 0.5, 0.05, 1.0], [0.0, 1e-3, 1e-2, 0.1]
 
@@ -463,6 +472,24 @@ def test_held_out_targets_with_ignored_entries_get_calls_of_their_own():
 
 
 CountsWeightedCE = loss_module(counts_weighted_ce, "CountsWeightedCE")
+HardestHalfCE = loss_module(hardest_half_ce, "HardestHalfCE")
+
+
+def test_a_loss_whose_rows_depend_on_the_batch_keeps_a_call_of_its_own():
+    # its mean is the even mean of its rows, but a shared call's median was the pack's, not the run's
+    x, y = _data()
+    alone = []
+    for seed, lr, wd in zip(SEEDS, LRS, DECAYS):
+        model = _model("linear", seed)
+        alone.append((model, fit(model, HardestHalfCE(), x, y, lr=lr, weight_decay=wd,
+                                 generator=torch.Generator().manual_seed(seed), **BASE)))  # fmt: skip
+    models = [_model("linear", seed) for seed in SEEDS]
+    packed = PackedModel(models)
+    histories = fit_packed(packed, [HardestHalfCE() for _ in SEEDS], x, y, lrs=LRS, weight_decays=DECAYS,
+                           shared_loss=[list(range(len(SEEDS)))], generators=[torch.Generator().manual_seed(s) for s in SEEDS],
+                           **BASE)  # fmt: skip
+    packed.unstack_into(models)
+    _assert_same(alone, list(zip(models, histories)))
 
 
 def test_a_loss_whose_mean_is_not_the_even_mean_of_its_rows_keeps_a_call_of_its_own():
@@ -506,7 +533,8 @@ def test_lossbench_s_own_losses_have_even_means_as_a_pack_reads_them_by_name(nam
     x = torch.randn(len(y), 6, generator=gen)
     loss = info.module(**({"class_counts": counts} if "class_counts" in info.requires else {}))
     pack = PackedModel([LinearClassifier(6, 3 if y.ndim == 1 else 4, zero_first_logit=False) for _ in range(2)])
-    assert packed_module._own_loss(loss) and even_mean(loss, *mean_probe(pack, x, y))
+    # (a batch-level loss, soft F1, never shares a call by rows: its rows depend on the batch, which even_mean sees)
+    assert packed_module._own_loss(loss) and even_mean(loss, *mean_probe(pack, x, y)) is not batch_level(loss)
 
 
 def test_a_weighted_mean_is_found_even_where_the_probe_batch_weighs_one_on_average():

@@ -24,6 +24,7 @@ import re
 import sys
 import tempfile
 import types
+import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -317,9 +318,17 @@ def _code_digest(factory: Any) -> str:
             simple = isinstance(value, (int, float, complex, str, bytes, bool, type(None), type))
             parts.append(stable(value) if simple else type(value).__qualname__.encode())
 
+    def state(instance: Any) -> None:  # a callable instance's or a bound method's own: Factory(width=256)
+        for attr, member in sorted(getattr(instance, "__dict__", {}).items()):
+            parts.append(stable((attr, member)) if _setting(member) else f"{attr}: {type(member).__qualname__}".encode())
+
     def read(name: str, value: Any) -> None:
         if _setting(value):  # a module-level setting (a width, a list of widths)
             parts.append(stable((name, value)))
+            return
+        if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, type)) and not own_code(value):
+            # a library's class or function by the name the code reads (ACT = nn.ReLU, then nn.Tanh)
+            parts.append(f"{name} = {getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}".encode())
             return
         if id(value) in seen or not (isinstance(value, (types.FunctionType, type)) and own_code(value)):
             return
@@ -344,12 +353,16 @@ def _code_digest(factory: Any) -> str:
     if isinstance(factory, types.MethodType):  # Net.build (a classmethod), zoo.make: the function, and its class
         owner = factory.__self__
         todo.append(("", owner if isinstance(owner, type) else type(owner)))
+        if not isinstance(owner, type):
+            state(owner)
         factory = factory.__func__
     if isinstance(factory, types.FunctionType):
         seen.add(id(factory))
         function(factory)  # (even where it is not your own code: its settings count)
     else:  # a class, or an instance whose class is callable
         todo.append(("", factory if isinstance(factory, type) else type(factory)))
+        if not isinstance(factory, type):
+            state(factory)
     while todo:  # (a worklist, not recursion: a long chain of functions naming each other is fine)
         read(*todo.popleft())
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:8]
@@ -421,6 +434,8 @@ def _model_info(
     hyper = [HyperParam(k, None if p.default is p.empty else p.default) for k, p in named.items()]
     hyper += [HyperParam(k, None) for k in sorted(given - set(named))]  # taken by its **kwargs
 
+    built: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()  # the parameters returned
+
     def build(dataset: Dataset, num_outputs: int, **hyperparameters: Any) -> nn.Module:
         if not outputs and num_outputs != dataset.num_classes:
             raise ValueError(f"model {name} gives one logit per class, but the loss needs {num_outputs} "
@@ -430,6 +445,10 @@ def _model_info(
         module = factory(dataset, torch.initial_seed(), **extra, **hyperparameters)
         if not isinstance(module, nn.Module):
             raise TypeError(f"model {name} returned {type(module).__name__}, not a torch.nn.Module")
+        if any(built.get(id(p)) is p for p in module.parameters()):
+            raise ValueError(f"model {name} returned a model it returned before (its parameters are the same): a "
+                             "factory must build a new model on each call, or every run trains the one model in turn")  # fmt: skip
+        built.update((id(p), p) for p in module.parameters())
         return module
 
     return ModelInfo(
@@ -703,6 +722,9 @@ def _labels(y: Any, what: str) -> tuple[str, torch.Tensor, list[str]]:
     """The task, the labels as the bench keeps them and the class names (sorted label values)."""
     import numpy as np
 
+    if getattr(y, "ndim", None) == 2 and y.shape[1] == 1:  # (y.reshape(-1, 1), df[["label"]].values)
+        raise ValueError(f"{what}: labels of shape {tuple(y.shape)}: one column reads as one multi-label label; pass "
+                         "y.ravel(), shape (samples,), for class labels (two classes: binary)")  # fmt: skip
     if isinstance(y, torch.Tensor) and y.ndim == 2:
         if not ((y == 0) | (y == 1)).all():
             raise ValueError(f"{what}: 2-D labels are multi-label rows and hold 0 and 1 only")

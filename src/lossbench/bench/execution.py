@@ -346,6 +346,9 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
     model.to(split.x_fit.device)
     with torch.no_grad():
         logits = model(split.x_fit[:8])  # the loss checks its arguments when called
+    if not isinstance(logits, torch.Tensor):
+        raise SpecError(f"{where}: model {spec.train.model!r} returns {type(logits).__name__}, not a tensor of logits "
+                        "(samples, outputs)")  # fmt: skip
     _check_last_batch(model, split, spec, where)
     needed = (len(split.x_fit[:8]), output_width(method.loss, split.task, split.num_classes))
     if logits.shape != needed:

@@ -187,15 +187,22 @@ def even_mean(loss: LossFn, logits: torch.Tensor, y: torch.Tensor) -> bool:
     PyTorch's weighted mean (``weight=``, divided by the batch's summed weights) is not, but it agrees where
     the batch's mean weight is 1 (balanced weights on a batch in the data's class proportions); on one
     class's rows it is the mean of the unweighted losses and the rows' even mean is ``w_c`` times that, so
-    a class weight other than 1 shows there; so does a mean that leaves out ignored targets' rows."""
-    parts = [slice(None)]
+    a class weight other than 1 shows there; so does a mean that leaves out ignored targets' rows.  And
+    whether each row's value is its own, the same in a call on part of the batch (a row may not depend on the
+    others: one that keeps the hardest half of the batch's samples would read the other runs' rows)."""
+    parts = [torch.arange(len(y), device=y.device) % 2 == 0]  # every other row
     if y.ndim == 1 and not y.is_floating_point():
         parts += [y == c for c in torch.unique(y[y >= 0])]
     with torch.no_grad():
-        for part in parts:
+        whole = loss(logits, y, reduction="none")
+        if whole.ndim == 0 or len(whole) != len(y):  # (no row per sample: soft F1's per-class values)
+            return False
+        for part in [slice(None), *parts]:
             mean, out = loss(logits[part], y[part], reduction="mean"), loss(logits[part], y[part], reduction="none")
             rows = out.reshape(len(out), -1).mean(1) if out.ndim > 1 else out
             if mean.numel() != 1 or not torch.allclose(mean.reshape(()), rows.mean(), rtol=1e-5, atol=1e-6):
+                return False
+            if out.shape != whole[part].shape or not torch.allclose(out, whole[part], rtol=1e-5, atol=1e-6):
                 return False
     return True
 
@@ -221,6 +228,7 @@ def check_per_sample_loss(transforms: Sequence[Transform], loss: LossFn, run: st
             if not even_mean(loss, logits[kept], y[kept]):
                 raise ValueError(
                     f"{wrappers[0].name} averages the samples' losses evenly, but the mean of {run}{type(loss).__name__} "
-                    "is not their even mean (a class-weighted mean divides by the batch's summed weights): at b = 0 "
-                    "it would not be the loss; drop the class weights, or flood the mean (flooding)"
+                    "is not their even mean, or a row depends on the others (a class-weighted mean divides by the "
+                    "batch's summed weights): at b = 0 it would not be the loss; drop the class weights, or flood the "
+                    "mean (flooding)"
                 )
