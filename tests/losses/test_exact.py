@@ -866,6 +866,38 @@ def test_the_loss_may_be_scaled_in_place_as_cross_entropys(backend, reduction):
     torch.testing.assert_close(scaled.grad, 2 * plain.grad)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_a_loss_with_a_far_row_may_be_scaled_in_place_too(backend, reduction):
+    # -log P with a rival 1500 margins ahead (sigma 0.01 at the schedule's end): the row left to Python
+    # returned views of the kernel's buffer, and `loss /= steps` raised
+    x = torch.randn(8, 10, generator=torch.Generator().manual_seed(0))
+    x[0, 3] += 15.0
+    y = torch.zeros(8, dtype=torch.long)
+    plain = x.clone().requires_grad_(True)
+    exact(plain, y, sigma=0.01, log_loss=True, reduction=reduction).sum().backward()
+    scaled = x.clone().requires_grad_(True)
+    loss = exact(scaled, y, sigma=0.01, log_loss=True, reduction=reduction)
+    loss /= 4
+    loss.sum().backward()
+    torch.testing.assert_close(scaled.grad, plain.grad / 4)
+
+
+def test_an_ignored_rows_infinite_logit_leaves_a_gradient_penalty_finite(backend):
+    # the double backward built the margins of every row: -inf - -inf in the ignored one made it nan
+    x = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(14))
+    finite = x.clone()
+    x[1, 2] = -torch.inf
+    y = torch.tensor([0, -100, 2, 3])
+    penalties = []
+    for logits in (x, finite):
+        logits = logits.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(exact(logits, y, validate=False), logits, create_graph=True)
+        assert not g[1].any()
+        penalties.append((g**2).sum())
+    torch.testing.assert_close(penalties[0], penalties[1])
+    penalties[0].backward()
+
+
 @pytest.mark.parametrize("kwargs", [{"standardize": True, "groups": 2}, {"sigma": "learned"}], ids=["standardize", "learned sigma"])
 @pytest.mark.parametrize("classes", [2, 4])
 def test_an_ignored_rows_infinite_logit_leaves_the_rest_finite_without_validation(backend, kwargs, classes):

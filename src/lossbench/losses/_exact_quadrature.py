@@ -329,7 +329,7 @@ class ExactRowsLoss(torch.autograd.Function):
         )
         ctx.settings = settings, valid, False
         ctx.save_for_backward(logits, target, ways, grad, *rule)
-        return per_sample if reduced is None else reduced
+        return (per_sample if reduced is None else reduced).clone()  # (views of the kernel's buffer: see above)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -348,7 +348,8 @@ class ExactRowsLoss(torch.autograd.Function):
             rule = _exact_native.views(saved[0], b, c, num_nodes, False)[3]
         keep = target != ignore_index
         y = torch.where(keep, target, 0).long()
-        x = logits if standardize is None else _standardize(logits, keep, standardize)
+        x = torch.where(keep[:, None], logits, 0.0)  # (an ignored row may hold inf: inf - inf made its gradient nan)
+        x = x if standardize is None else _standardize(x, keep, standardize)
         margins = _margins_of_logits(x, y, scale, clip)[0]
         per_sample = _loss_of_value(_log_values_at_rule(margins, y, ways, rule, num_nodes), ways, kind)[0]
         per_sample = torch.where(keep, per_sample, 0.0)
