@@ -58,9 +58,10 @@ def test_min_count_and_max_vocab(tmp_path):
 
 def test_hashing_ids_are_stable_and_in_range(tmp_path):
     a, b = (load(tmp_path, hash_buckets=7, layout="padded", cache=c) for c in (True, False))
-    assert a.vocab_size == 8 and torch.equal(a.x_train, b.x_train)
+    assert a.vocab_size == 9 and torch.equal(a.x_train, b.x_train)
     nonpad = a.x_train[a.x_train != 0]
-    assert nonpad.min() >= 1 and nonpad.max() <= 7
+    assert nonpad.min() >= 2 and nonpad.max() <= 8  # (bucket 0 is id 2: the out-of-vocabulary id 1 is no bucket)
+    assert a.meta["unknown_test_tokens"] == 0.0
     # the same token gets the same id in both splits
     assert a.x_train[0, 0] == a.x_test[0, 0]
 
@@ -68,6 +69,9 @@ def test_hashing_ids_are_stable_and_in_range(tmp_path):
 def test_max_length_truncates(tmp_path):
     ds = load(tmp_path, max_length=2, layout="padded")
     assert ds.x_train.shape == (3, 2) and ds.x_test.shape == (2, 2)
+    # the vocabulary holds the tokens the documents keep: one only past the cut is unknown, as the model never sees it
+    kept = {t for row in ds.x_train.tolist() for t in row} - {0, 1}
+    assert set(range(2, ds.vocab_size)) == kept
     bags = load(tmp_path, max_length=2)
     assert bags.x_train.lengths.tolist() == [2, 2, 2] and bags.x_test.lengths.tolist() == [2, 1]
     assert torch.equal(bags.x_train.padded(), ds.x_train)

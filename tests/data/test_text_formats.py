@@ -47,7 +47,7 @@ def test_latin1_posts_load_and_one_folder_takes_a_test_fraction(tmp_path):
     everything = load_text_folder(
         root, test_fraction=0.25, seed=3, tokenizer="char", hash_buckets=50, cache=False
     )
-    assert everything.vocab_size == 51
+    assert everything.vocab_size == 52  # (pad, out-of-vocabulary, 50 buckets)
 
 
 def test_folder_errors_name_the_folder(tmp_path):

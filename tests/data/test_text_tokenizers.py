@@ -60,7 +60,11 @@ def test_a_user_tokenizer_file_from_the_library(tmp_path):
         t for e in tok.encode_batch(["low lower", "new newer"], add_special_tokens=False) for t in e.tokens
     ]
     assert set(expected) <= set(ds.meta["vocab"]) and ds.meta["tokenizer"] == str(path)
-    # the file's own [UNK] (for "zzz", whose letters it never saw) is the out-of-vocabulary id
+    # the file's own [UNK] (for "zzz", whose letters it never saw) is the out-of-vocabulary id, and takes no
+    # place in the vocabulary (its training occurrences made it one of the counted tokens)
     assert set(ds.x_test[1].tolist()) == {1}
+    unknown_in_training = load(tmp_path, train + "__label__a zzz zzz zzz\n", "__label__a low\n__label__b new\n",
+                               tokenizer=str(path))  # fmt: skip
+    assert "[UNK]" not in unknown_in_training.meta["vocab"]
     with pytest.raises(ValueError, match=r"tokenizer=.*bad.json.*not a Hugging Face tokenizer file"):
         load(tmp_path, tokenizer=str(write(tmp_path / "bad.json", "{}")))

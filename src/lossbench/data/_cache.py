@@ -28,7 +28,7 @@ from lossbench.data._files import CACHE_DIR_ENV, RemoteFile, atomic_write, defau
 
 # Bump when a loader's parsed output changes, so stale entries are rebuilt.  2: loaders refuse
 # non-finite values, which entries parsed before may hold.
-CACHE_VERSION = 5  # 3: a nominal value is one category whichever file it came from; 4: lines split at line ends only, hidden entries of folders skipped; 5: a table's first row with a missing spelling or a number with decimals is data, a column of decimal-comma numbers refused, ARFF's quoted '?' a category, blank and comment lines kept inside a quoted field
+CACHE_VERSION = 5  # 3: a nominal value is one category whichever file it came from; 4: lines split at line ends only, hidden entries of folders skipped; 5: a table's first row with a missing spelling or a number with decimals is data, a column of decimal-comma numbers refused, ARFF's quoted '?' a category, blank and comment lines kept inside a quoted field, text ids: hashed buckets from 2, a vocabulary of the tokens kept
 
 
 def fingerprint(paths: Sequence[Path]) -> list[list[Any]]:

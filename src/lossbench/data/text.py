@@ -12,9 +12,9 @@ Tokens (``tokenizer``): ``"word"``, ``"char"`` or a Hugging Face ``tokenizer.jso
 ``text_tokens``).  Ids: ``0`` is padding; with a vocabulary (built on the training documents
 only: tokens seen at least ``min_count`` times, the ``max_vocab`` most frequent, ties broken
 alphabetically) ``1`` is the out-of-vocabulary id and known tokens are ``2, 3, ...`` by
-decreasing frequency; with ``hash_buckets=B`` (the hashing trick, Weinberger et al. 2009) a
-token's id is ``1 + crc32(token) mod B``.  When more than a fifth of the test tokens are
-unknown a warning says which tokenizer to try.
+decreasing frequency (the tokens the documents keep, see Layout); with ``hash_buckets=B`` (the
+hashing trick, Weinberger et al. 2009) a token's id is ``2 + crc32(token) mod B``.  When more than a
+fifth of the test tokens are unknown a warning says which tokenizer to try.
 
 Layout: each document keeps its first ``max_length`` ids (``DEFAULT_MAX_LENGTH``; None keeps
 all).  ``layout="bags"`` stores them as flat ids plus offsets (``TokenBags``: memory follows
@@ -216,16 +216,16 @@ def encode_text(
             if len(unseen) and any(part is f for f in files):
                 check_test_labels(ys[0], y, classes, part.where[int(unseen[0])])
         tokens = [tok.split(d.texts) for d in parts]
-        if hash_buckets is not None:
+        if hash_buckets is not None:  # (bucket b is id 2 + b: none shares the out-of-vocabulary id)
             vocab: list[str] = []
-            vocab_size = hash_buckets + 1
-            ids = lambda t: OOV_ID if t == tok.unknown else 1 + zlib.crc32(t.encode()) % hash_buckets
+            vocab_size = hash_buckets + 2
+            ids = lambda t: OOV_ID if t == tok.unknown else 2 + zlib.crc32(t.encode()) % hash_buckets
         else:
-            vocab = build_vocabulary(tokens[0], min_count, max_vocab)
+            # the tokens a model trains on: those kept in a document, and not a tokenizer's own unknown one
+            kept = [[t for t in doc[:max_length] if t != tok.unknown] for doc in tokens[0]]
+            vocab = build_vocabulary(kept, min_count, max_vocab)
             vocab_size = len(vocab)
             index = {t: i for i, t in enumerate(vocab)}
-            if tok.unknown is not None:
-                index.pop(tok.unknown, None)
             ids = lambda t: index.get(t, OOV_ID)
         rows = [[[ids(t) for t in doc] for doc in split] for split in tokens]
         test_ids = list(chain.from_iterable(rows[-1]))
