@@ -486,3 +486,14 @@ def test_the_claims_listing_imports_no_plugin_a_shared_storage_names(capsys, tmp
     capsys.readouterr()  # (Optuna's note of the study created)
     line = refused(capsys, ["claims", "--storage", url])
     assert "lb_never_imported" in line and "lb_never_imported" not in sys.modules
+
+
+def test_the_python_random_sampler_refuses_a_losss_registered_range_before_anything_is_stored(capsys, tmp_path):
+    # focal's gamma is searched over its registered range: the spec was stored, then every trial failed
+    # (FloatDistribution has no choices) and its retries were queued
+    spec = spec_file(tmp_path, top='[search]\nlr = { choices = [0.1, 0.01] }\nweight_decay = { choices = [0.0, 0.001] }\n').read_text()
+    spec = spec.replace('sampler = "random"', 'sampler = "python-random"') + '\n[[methods]]\nname = "f"\nloss = "focal"\n'
+    (tmp_path / "pr.toml").write_text(spec)
+    line = refused(capsys, ["run", str(tmp_path / "pr.toml"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert "method 'f': the python-random sampler draws from choices only; these are ranges: ['loss.gamma']" in line
+    assert not (tmp_path / "out").exists()

@@ -290,6 +290,12 @@ class Runner:
 
     def _validated(self, dataset: DatasetSpec, method_spec: MethodSpec) -> Method:
         method = resolve_method(method_spec)
+        if self.spec.sampler == "python-random":  # (the spec checks its own ranges; a loss's registered ones show here)
+            ranges = [k for k, d in method.search_space(self.spec.search).items()
+                      if not isinstance(d, optuna.distributions.CategoricalDistribution)]  # fmt: skip
+            if ranges:
+                raise SpecError(f"method {method.name!r}: the python-random sampler draws from choices only; these are "
+                                f"ranges: {ranges} (give them choices in the method's search table)")  # fmt: skip
         split = self.cache.get(dataset, "tune")  # fails early on missing files or bad names
         check_compatible(method.loss, split.task, split.num_classes, f"method {method.name!r} on {dataset.label!r}")
         check_unit(split, method, self.spec)  # model, loss and transforms at every end of the search
