@@ -161,3 +161,17 @@ def test_resampled_splits_warn_of_each_dataset_whose_test_split_is_fixed():
         "spec datasets[2] (given): resample_splits cannot apply, its test split is fixed (test_path is given); "
         "its final runs keep it",
     ]  # (and the given split's seed, which its loader never draws, is not refused)
+
+
+def test_a_range_with_whole_ends_for_a_whole_number_hyperparameter_is_searched_in_whole_numbers():
+    # TOML's { low = 4, high = 8 } reached Optuna as floats: 6.0 samples, refused as no positive integer
+    import optuna
+
+    spec = parse_spec({"name": "x", "datasets": ["wine"], "methods": [
+        {"name": "m", "loss": "cross_entropy", "transforms": ["mgs"], "search": {"mgs.n_samples": {"low": 4, "high": 8}}},
+        {"name": "h", "loss": "hinge", "search": {"loss.p": {"low": 1, "high": 2}, "loss.margin": {"low": 0, "high": 2}}},
+    ]})  # fmt: skip
+    mgs, hinge = (resolve_method(m).search_space(spec.search) for m in spec.methods)
+    assert mgs["mgs.n_samples"] == optuna.distributions.IntDistribution(4, 8)
+    assert hinge["loss.p"] == optuna.distributions.IntDistribution(1, 2)
+    assert hinge["loss.margin"] == optuna.distributions.FloatDistribution(0.0, 2.0)  # (a decimal hyperparameter)

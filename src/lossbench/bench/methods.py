@@ -26,6 +26,15 @@ def _distribution(space: FloatRange | IntRange | Choice) -> Distribution:
     return optuna.distributions.CategoricalDistribution(list(space.options))
 
 
+def _whole(space: FloatRange | IntRange | Choice, param: HyperParam) -> FloatRange | IntRange | Choice:
+    """A spec's range with whole ends for a whole-number hyperparameter (registered as an integer range, or
+    an int by default: MGS's n_samples) as an integer range: TOML's ``{ low = 4, high = 8 }`` is read as floats."""
+    whole = isinstance(param.space, IntRange) or type(param.default) is int
+    if whole and isinstance(space, FloatRange) and float(space.low).is_integer() and float(space.high).is_integer():
+        return IntRange(int(space.low), int(space.high), space.log)
+    return space
+
+
 def suggest(trial: optuna.Trial, name: str, dist: Distribution) -> Any:
     """Ask the trial for one parameter (returns the enqueued value for enqueued trials)."""
     if isinstance(dist, optuna.distributions.FloatDistribution):
@@ -106,7 +115,7 @@ class Method:
             for p in params:
                 key = f"{prefix}.{p.name}"
                 if _tuned(self.spec, key, fixed, p.space):
-                    space[key] = _distribution(self.spec.search.get(key, p.space))
+                    space[key] = _distribution(_whole(self.spec.search.get(key, p.space), p))
         # The search table may also tune a loss argument that is no registered hyperparameter
         # (EXACT's sigma_min); registered ones were decided above.
         registered = {f"{prefix}.{p.name}" for prefix, _, params in own for p in params}
