@@ -118,7 +118,9 @@ def test_readme_example_spec_is_valid():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = re.search(r"```toml\n(.*?)```", readme, re.S).group(1)
     spec = parse_spec(tomllib.loads(block), "README example")
-    assert [m.name for m in spec.methods] == ["ce", "focal", "ce+flooding", "ce+posthoc"]
+    assert [m.name for m in spec.methods] == ["ce", "focal", "ce+flooding", "ce+mgs", "ce+posthoc"]
+    then = spec.method("ce+mgs").then
+    assert then.epochs == 2 and then.lr_scale == 0.1 and [t.name for t in then.transforms] == ["mgs"]
     assert spec.method("ce+posthoc").decision == "logit_adjusted" and spec.method("ce").decision == "argmax"
     assert spec.train.early_stopping is False and spec.train.weight_decay_on == "all"
     focal = resolve_method(spec.method("focal"))
