@@ -366,3 +366,13 @@ def test_a_model_that_returns_no_tensor_is_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"returns tuple, not a tensor of logits") as err:
         compare((x, y), model=lambda dataset, seed: Pair(), methods=["cross_entropy"], out=tmp_path / "out", **TINY)
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+
+
+def test_integer_features_float32_cannot_hold_are_refused(tmp_path):
+    # features are float32: an id of 16777217 rounded to 16777216 silently
+    x, y = torch.arange(40 * 3).reshape(40, 3), torch.arange(40) % 2
+    x[5, 1] = 2**24 + 1
+    with pytest.raises(ValueError, match=r"integer features reach 16777217, beyond 2\*\*24"):
+        compare((x, y), methods=["cross_entropy"], out=tmp_path / "out", **TINY)
+    x[5, 1] = 2**24  # (exact in float32)
+    assert compare((x, y), methods=["cross_entropy"], out=tmp_path / "out", **TINY).complete

@@ -697,7 +697,11 @@ def _features(x: torch.Tensor, what: str, columns: list[str] | None = None) -> t
         or x.dtype in (torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
     ):
         raise ValueError(f"{what}: features must be numbers, got {x.dtype}")
-    x = x.to(torch.float32, copy=True)  # never a view of the caller's array
+    if not x.is_floating_point() and x.dtype != torch.bool and len(x) and int(x.abs().max()) > 2**24:
+        # (features are float32: an id such as 16777217 would round to another)
+        raise ValueError(f"{what}: integer features reach {int(x.abs().max())}, beyond 2**24, which float32 (the "
+                         "features' type) cannot hold exactly; rescale them or map them to smaller ids")  # fmt: skip
+    x = x.to(torch.float32, copy=True)  # never a view of the caller's array (features are float32)
     bad = (~torch.isfinite(x)).reshape(len(x), -1)
     if bad.any():
         row, col = (int(i) for i in bad.nonzero()[0])
