@@ -139,15 +139,19 @@ def test_ignored_targets_are_excluded(info):
         )
 
 
-@pytest.mark.parametrize("info", [i for i in ALL if i.signature == "softmax" and with_ignored(i, torch.zeros(1)) is not None],
-                         ids=lambda i: i.name)  # fmt: skip
-def test_an_ignored_row_with_an_infinite_logit_leaves_the_gradient_finite(info):
-    """An ignored row is computed at a placeholder class 0 and masked out; a -inf logit there (a masked
-    class) must not put inf * 0 = NaN into the batch's gradient (validate=False lets -inf through)."""
+@pytest.mark.parametrize("info", [i for i in ALL if with_ignored(i, torch.zeros(1)) is not None], ids=lambda i: i.name)
+@pytest.mark.parametrize("where", ["placeholder", "whole"])
+def test_an_ignored_row_with_an_infinite_logit_leaves_the_gradient_finite(info, where):
+    """An ignored row (or entry) is computed at a placeholder and masked out; a -inf logit there (a masked
+    class, or the whole row) must not put inf * 0 = NaN into the batch's gradient (validate=False lets -inf
+    through; PyTorch's cross-entropy kernel masks the value, not the gradient's NaN)."""
     logits, target, kw = make_case(info, batch=9, seed=5)
     target_ign, kept = with_ignored(info, target)
     x = logits.clone()
-    x[~kept, 0] = -torch.inf
+    if info.signature == "softmax" and where == "placeholder":
+        x[~kept, 0] = -torch.inf
+    else:
+        x[~kept] = -torch.inf
     x.requires_grad_(True)
     value = call(info, x, target_ign, validate=False, **kw)
     value.backward()
@@ -292,3 +296,11 @@ def test_a_hyperparameter_tensor_of_several_values_is_refused_with_its_name(name
     with pytest.raises(ValueError, match=f"{key} must be a number or a one-element tensor"):
         info.function(logits, target, **kwargs)
     info.function(logits, target, **{key: value[:1]})  # one value: taken
+
+
+def test_an_infinite_class_count_is_named():
+    # (the message listed "classes [] have counts []": inf is > 0)
+    from lossbench.losses import balanced_softmax
+
+    with pytest.raises(ValueError, match=r"class_counts must be positive and finite for every class .*classes \[1\] have counts \[inf\]"):
+        balanced_softmax(torch.randn(2, 3), torch.tensor([0, 1]), class_counts=torch.tensor([3.0, torch.inf, 2.0]))

@@ -7,6 +7,7 @@ shape, dtype and hyperparameter checks are cheap and always run.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
 
@@ -190,9 +191,9 @@ def check_class_counts(counts: torch.Tensor, num_classes: int, name: str = "clas
     if counts.shape != (num_classes,):
         raise ValueError(f"{name} must have shape ({num_classes},), got {tuple(counts.shape)}")
     if not bool(torch.isfinite(counts).all()) or bool((counts <= 0).any()):
-        bad = [i for i, c in enumerate(counts.tolist()) if not c > 0]
+        bad = [i for i, c in enumerate(counts.tolist()) if not (math.isfinite(c) and c > 0)]
         raise ValueError(
-            f"{name} must be positive for every class (a log-prior of a class never seen is -inf); "
+            f"{name} must be positive and finite for every class (a log-prior of a class never seen is -inf); "
             f"classes {bad} have counts {[counts.tolist()[i] for i in bad]}"
         )
     return counts
@@ -250,11 +251,12 @@ def softmax_inputs(
 def without_ignored_rows(x: torch.Tensor, valid: torch.Tensor, validate: bool) -> torch.Tensor:
     """Logits ``(B, C)`` with the rows ``valid`` leaves out as zeros, where they could hold non-finite values
     (without ``validate``, which refuses them): a loss computes those rows at a placeholder and masks them
-    out, and an ``inf * 0`` there would still put NaN in the batch's statistics and gradients."""
+    out, and an ``inf * 0`` there would still put NaN in the batch's statistics and gradients.  ``valid``
+    may also mask entries (its shape the logits', or their leading dimensions: an n-way loss's tasks)."""
     # (on the CPU a check is cheaper than the copy, which most calls do not need)
     if validate or (x.device.type == "cpu" and bool(valid.all())):
         return x
-    return torch.where(valid[:, None], x, 0.0)
+    return torch.where(valid.reshape(*valid.shape, *(1,) * (x.ndim - valid.ndim)), x, 0.0)
 
 
 def sigmoid_inputs(
@@ -275,4 +277,4 @@ def sigmoid_inputs(
     else:
         valid = target != ignore_index
         t = torch.where(valid, target, torch.zeros_like(target)).to(dtype)
-    return logits.to(dtype), t, valid
+    return without_ignored_rows(logits.to(dtype), valid, validate), t, valid

@@ -15,6 +15,7 @@ from lossbench.losses._validation import (
     check_reduction,
     compute_dtype,
     loss_output,
+    without_ignored_rows,
 )
 from lossbench.registry import FloatRange, HyperParam
 
@@ -52,6 +53,8 @@ def cross_entropy(
     check_index_target(target, logits.shape[1], logits.shape[:1], ignore_index, validate)
     dtype = compute_dtype(logits)
     x = logits if logits.dtype == dtype else logits.to(dtype)
+    if not validate:  # (an ignored row's -inf: PyTorch's kernel masks its value, not its gradient's nan)
+        x = without_ignored_rows(x, target != ignore_index, validate)
     check_positive("temperature", temperature)
     check_interval("label_smoothing", label_smoothing, 0.0, 1.0)
     check_class_weight(weight, x.shape[1])

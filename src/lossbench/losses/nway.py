@@ -13,6 +13,7 @@ from lossbench.losses._validation import (
     compute_dtype,
     loss_output,
     reduce,
+    without_ignored_rows,
 )
 
 
@@ -46,8 +47,8 @@ def nway_mclass(
     check_logits(logits, 3, validate)
     b, n, m = logits.shape
     check_index_target(target, m, (b, n), ignore_index, validate)
-    x = logits.to(compute_dtype(logits))
     valid = target != ignore_index
+    x = without_ignored_rows(logits.to(compute_dtype(logits)), valid, validate)
     y = torch.where(valid, target, torch.zeros_like(target)).long()
     lowest = torch.finfo(x.dtype).min
     rivals = torch.ones_like(x, dtype=torch.bool).scatter_(2, y[..., None], False)
