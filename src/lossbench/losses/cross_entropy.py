@@ -15,7 +15,7 @@ from lossbench.losses._validation import (
     check_reduction,
     compute_dtype,
     loss_output,
-    without_ignored_rows,
+    without_ignored_targets,
 )
 from lossbench.registry import FloatRange, HyperParam
 
@@ -54,7 +54,7 @@ def cross_entropy(
     dtype = compute_dtype(logits)
     x = logits if logits.dtype == dtype else logits.to(dtype)
     if not validate:  # (an ignored row's -inf: PyTorch's kernel masks its value, not its gradient's nan)
-        x = without_ignored_rows(x, target != ignore_index, validate)
+        x = without_ignored_targets(x, target, ignore_index)
     check_positive("temperature", temperature)
     check_interval("label_smoothing", label_smoothing, 0.0, 1.0)
     check_class_weight(weight, x.shape[1])
