@@ -78,8 +78,9 @@ def test_progress_lines_name_each_unit_once_when_it_is_done():
     update = unit_lines("s", lines.append)
     wait = "waiting for trials running in other workers"
     for done, unit, status in ((1, "a / ce", "ran"), (2, "a / ce", "done"), (2, "a / ce", "done"), (2, wait, "waiting"),
-                               (2, wait, "waiting"), (3, "a / hinge", "ran"), (3, wait, "waiting"), (4, "a / hinge", "done")):  # fmt: skip
+                               (2, "a / ce", "done"), (2, wait, "waiting"), (3, "a / hinge", "ran"), (3, wait, "waiting"),
+                               (4, "a / hinge", "done")):  # fmt: skip
         update(done, 4, unit, status)
-    # (a wait is said once, and again after the worker ran something)
+    # (a wait is said once, though each poll finds the done units again, and again after the worker ran something)
     assert [line.split(" (")[0] for line in lines] == ["s: a / ce done", f"s: {wait}", f"s: {wait}", "s: a / hinge done"]
     assert "(2/4 runs of the study done, " in lines[0]

@@ -162,6 +162,21 @@ def test_empty_database_is_not_turned_into_a_new_one(command, capsys, tmp_path):
     assert db.stat().st_size == 0 and sorted(p.name for p in db.parent.iterdir()) == ["lossbench.db"]
 
 
+def test_a_database_killed_as_sqlite_created_it_is_a_new_one(capsys, tmp_path):
+    # a kill just after SQLite made the file leaves it 0 bytes with its journal: the rerun refused it as empty
+    import subprocess
+    import sys
+
+    db = tmp_path / "out" / "lossbench.db"
+    db.parent.mkdir()
+    subprocess.run([sys.executable, "-c", "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+                    "c.execute('BEGIN'); c.execute('CREATE TABLE x (a)'); os._exit(0)", str(db)], check=True)  # fmt: skip
+    assert db.stat().st_size == 0 and (tmp_path / "out" / "lossbench.db-journal").exists()
+    stale_file(db, b"")  # (its age: no other worker is creating it)
+    assert main(["run", str(spec_file(tmp_path)), "--out", str(db.parent), "--device", "cpu"]) == 0
+    assert db.stat().st_size > 0 and (db.parent / "report.md").exists()
+
+
 def test_foreign_file_or_folder_as_database(capsys, tmp_path):
     stale_file(tmp_path / "a" / "lossbench.db", b"name,value\n1,2\n")
     assert "is not a SQLite file" in refused(capsys, ["report", "--out", str(tmp_path / "a")])

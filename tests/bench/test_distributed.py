@@ -745,6 +745,32 @@ def test_a_stop_signal_during_a_commit_waits_for_it_and_the_study_resumes_into_t
     assert _chosen(storage, spec) == _chosen(clean, spec)
 
 
+def test_a_stop_signal_inside_start_trials_fails_and_queues_the_trials_that_call_started(tmp_path, monkeypatch):
+    """The stop waited for start_trials to return and was raised there: its trials (hinge's, the pack's second
+    unit) were never listed as started, so they stayed RUNNING until stale instead of being queued again."""
+    from lossbench.bench import stops
+    from lossbench.bench.storage import HeartbeatStorage
+
+    spec, clean, storage = _clean_and_cut(tmp_path)
+    inner, calls = HeartbeatStorage.start_trials.__wrapped__, []
+
+    def start_trials(self, *args, **kwargs):
+        out = inner(self, *args, **kwargs)  # committed
+        calls.append(1)
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGTERM)  # within the held storage call
+        return out
+
+    monkeypatch.setattr(HeartbeatStorage, "start_trials", stops.held(start_trials))
+    with stops.taken(), pytest.raises(stops.Stopped):
+        Runner(spec, storage, torch.device("cpu"), pack=8).run()
+    monkeypatch.undo()
+    trials = [t for ts in all_trials(storage, spec).values() for t in ts]
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert sum(t.state == TrialState.FAIL for t in trials) == sum(t.state == TrialState.WAITING for t in trials) > 0
+    _assert_resumes_into(spec, storage, clean)
+
+
 def test_a_second_stop_signal_during_a_storage_call_stops_at_once():
     from lossbench.bench import stops
 

@@ -76,7 +76,7 @@ def unit_lines(title: str, emit: Callable[[str], None]) -> ProgressCallback:
         nonlocal waiting
         if status == "waiting" and not waiting:
             emit(f"{title}: {unit}")
-        waiting = status == "waiting"
+        waiting = status == "waiting" or (waiting and status != "ran")  # (a unit found done again: still waiting)
         if status != "done" or unit in finished:
             return
         finished.add(unit)

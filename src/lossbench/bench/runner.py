@@ -408,14 +408,15 @@ class Runner:
             for unit in group:
                 if unit.label in settled:
                     continue
-                status = self._start_next(unit, room)
-                if isinstance(status, _Started):
-                    started.append(status)
-                    room[status.stage] -= len(status.started)
-                elif status != "later":
+                with stops.holding():  # (a stop inside start_trials: its trials listed first, then failed below)
+                    status = self._start_next(unit, room)
+                    if isinstance(status, _Started):
+                        started.append(status)
+                        room[status.stage] -= len(status.started)
+                if not isinstance(status, _Started) and status != "later":
                     settled.add(unit.label)
                     waiting |= status == "waiting"
-                    if progress:
+                    if progress and status == "done":  # (a unit waiting on others: said once, below, for all)
                         progress(self.done_runs(), self.total_runs(), unit.label, status)
         except BaseException as err:  # (a grown spec, Ctrl-C, the storage): none of them trained
             self._abandon([(s, t) for s in started for t in s.started], err, requeue=True, counted=False)

@@ -48,22 +48,32 @@ def _on_signal(signum: int, frame: Any) -> None:
     raise _interrupt(signum)
 
 
+@contextlib.contextmanager
+def holding() -> Iterator[None]:
+    """Within the block, stop signals on the main thread are held and raised when it ends: a storage call,
+    or one and what must follow it before a stop can be taken (the trials it started kept where the
+    clean-up finds them, to fail and queue them again)."""
+    global _depth, _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if not _depth and _pending is not None:
+            signum, _pending = _pending, None
+            raise _interrupt(signum)
+
+
 def held(function: F) -> F:
     """``function`` (a storage call) with stop signals on the main thread held until it returns."""
 
     @functools.wraps(function)
     def call(*args: Any, **kwargs: Any) -> Any:
-        global _depth, _pending
-        if threading.current_thread() is not threading.main_thread():
+        with holding():
             return function(*args, **kwargs)
-        _depth += 1
-        try:
-            return function(*args, **kwargs)
-        finally:
-            _depth -= 1
-            if not _depth and _pending is not None:
-                signum, _pending = _pending, None
-                raise _interrupt(signum)
 
     return call  # type: ignore[return-value]
 

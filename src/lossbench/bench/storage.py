@@ -118,6 +118,8 @@ def check_sqlite_file(path: Path, create: bool) -> None:
         size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(len(SQLITE_MAGIC))
+    if size == 0 and create and any(path.with_name(path.name + end).exists() for end in ("-journal", "-wal")):
+        return  # a database killed as SQLite created it: its journal rolls it back to a new one
     if size == 0:
         raise SpecError(f"database {path} is an empty (0-byte) file, not a lossbench database; "
                         "delete it to start a new study there")  # fmt: skip
