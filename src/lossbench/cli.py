@@ -109,9 +109,9 @@ def _init_arguments(factory, registered: set[str]) -> str:
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
-    from lossbench.ledger.toy_1d import results_table, run_toy
-
     import math
+
+    from lossbench.ledger.toy_1d import results_table, run_toy
 
     if not all(math.isfinite(t) and t >= 0 for t in args.temperature):
         raise ValueError(f"--temperature values must be finite and >= 0 (0: no temperature), got {args.temperature}")
