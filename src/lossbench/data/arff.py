@@ -92,9 +92,8 @@ def split_values(text: str, where: str, sparse: bool = False) -> list[str]:
                 quote = None
             else:
                 buf.append(ch)
-        elif ch in "'\"" and (not "".join(buf).strip() or (sparse and _SPARSE_INDEX.fullmatch("".join(buf)))):
-            quote, quoted = ch, True
-            buf = [] if not "".join(buf).strip() else [*"".join(buf).strip(), " "]
+        elif ch in "'\"" and (not (head := "".join(buf)).strip() or (sparse and _SPARSE_INDEX.fullmatch(head))):
+            quote, quoted, buf = ch, True, [head.strip(), " "] if head.strip() else []
         elif ch == ",":
             out.append(_value("".join(buf), quoted))
             buf, quoted = [], False

@@ -198,7 +198,8 @@ def even_mean(loss: LossFn, logits: torch.Tensor, y: torch.Tensor) -> bool:
         if whole.ndim == 0 or len(whole) != len(y):  # (no row per sample: soft F1's per-class values)
             return False
         for part in [slice(None), *parts]:
-            mean, out = loss(logits[part], y[part], reduction="mean"), loss(logits[part], y[part], reduction="none")
+            mean = loss(logits[part], y[part], reduction="mean")
+            out = whole if isinstance(part, slice) else loss(logits[part], y[part], reduction="none")
             rows = out.reshape(len(out), -1).mean(1) if out.ndim > 1 else out
             if mean.numel() != 1 or not torch.allclose(mean.reshape(()), rows.mean(), rtol=1e-5, atol=1e-6):
                 return False
