@@ -582,6 +582,47 @@ def test_a_user_loss_whose_mean_is_uneven_keeps_calls_of_its_own_whatever_it_wra
     assert PackedLosses([plain] * 2, [[0, 1]], probe=lambda: probe).groups == [[0, 1]]  # (an even mean still shares)
 
 
+def _positives_weigh_four(logits, target, *, reduction="mean", validate=True):
+    """A user's BCE whose mean divides by the summed weights (positives weigh 4): not the even mean of its rows."""
+    w = 1.0 + 3.0 * target.float()
+    rows = w * F.binary_cross_entropy_with_logits(logits, target.float(), reduction="none")
+    return rows if reduction == "none" else rows.sum() / w.sum() if reduction == "mean" else rows.sum()
+
+
+def test_a_user_loss_fed_through_the_bench_s_adapter_is_judged_as_the_user_s_and_trains_as_alone():
+    # the bench wraps a binary sigmoid loss in its LossAdapter (defined in lossbench): the pack judges the wrapped
+    # loss, probes its uneven mean and gives each run a call of its own, so packed training is training alone
+    from lossbench.bench.methods import LossAdapter
+
+    user = loss_module(_positives_weigh_four, "PositivesWeighFour")
+    adapter = lambda: LossAdapter(user(validate=False), "sigmoid", "multiclass")  # noqa: E731
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 6, generator=gen)
+    y = (x[:, 0] + 0.5 * torch.randn(300, generator=gen) > 0.8).long()
+    seeds, opts = [3, 4], dict(epochs=3, batch_size=32, lr_final=None)
+
+    def model(seed):
+        torch.manual_seed(seed)
+        return LinearClassifier(6, 1)
+
+    assert not packed_module._own_loss(adapter())
+    bce = LOSSES.get("binary_cross_entropy").module()
+    assert packed_module._own_loss(LossAdapter(bce, "sigmoid", "multiclass"))
+    soft_f1 = LOSSES.get("soft_f1").module()
+    assert batch_level(soft_f1) and batch_level(LossAdapter(soft_f1, "sigmoid", "multiclass"))
+    alone = []
+    for seed in seeds:
+        m = model(seed)
+        alone.append((m, fit(m, adapter(), x, y, lr=0.5, generator=torch.Generator().manual_seed(seed), **opts)))
+    models = [model(seed) for seed in seeds]
+    packed = PackedModel(models)
+    assert PackedLosses([adapter(), adapter()], [[0, 1]], probe=lambda: mean_probe(packed, x, y)).groups == [[0], [1]]
+    histories = fit_packed(packed, [adapter() for _ in seeds], x, y, lrs=[0.5, 0.5], shared_loss=[[0, 1]],
+                           generators=[torch.Generator().manual_seed(s) for s in seeds], **opts)  # fmt: skip
+    packed.unstack_into(models)
+    _assert_same(alone, list(zip(models, histories)))
+
+
 def test_a_pack_trains_in_training_mode_and_scores_in_eval_mode_as_a_run_alone():
     torch.manual_seed(0)
     models = [EvalHalves(6, 3) for _ in range(2)]

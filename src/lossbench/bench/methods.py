@@ -180,6 +180,11 @@ class LossAdapter(nn.Module):
     def options(self) -> dict[str, Any]:
         return self.loss.options()
 
+    @property
+    def adapted_loss(self) -> nn.Module:
+        """The loss this adapter feeds: what a pack judges (``train._base.adapted_loss``)."""
+        return self.loss
+
     def unwrapped(self) -> nn.Module:
         """The loss itself where it takes the bench's logits and targets as they are, else this
         adapter: what a training loop should call (one module call fewer per step)."""

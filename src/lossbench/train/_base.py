@@ -169,8 +169,16 @@ def loss_option(loss: LossFn, name: str) -> Any:
         return None
 
 
+def adapted_loss(loss: LossFn) -> LossFn:
+    """The loss an adapter feeds (its ``adapted_loss``, as the bench's ``LossAdapter`` has), else ``loss``: what a
+    pack inspects (whose code it is, whether it couples its rows), where it calls the adapter."""
+    inner = getattr(loss, "adapted_loss", None)
+    return loss if inner is None else adapted_loss(inner)
+
+
 def batch_level(loss: LossFn) -> bool:
     """Whether a registered loss's module couples its batch's rows (always, or with an option set)."""
+    loss = adapted_loss(loss)
     if getattr(loss, "batch_level", False):
         return True
     when = getattr(loss, "batch_level_when", None)

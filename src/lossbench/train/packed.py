@@ -32,6 +32,7 @@ from torch.optim.sgd import sgd as sgd_update
 from lossbench.train._base import (
     LossFn,
     StepContext,
+    adapted_loss,
     batch_level,
     check_per_sample_loss,
     even_mean,
@@ -325,6 +326,9 @@ def fit_packed(
     A pack trains the models' parameters only: a loss with trainable parameters is refused.  A loss
     that draws random numbers (EXACT's ``estimator="genz"``) draws from one stream for every run, so
     not what it draws alone: the caller keeps such losses out (``lossbench.bench.execution.unpackable``).
+    Build the losses with ``validate=False``, as the bench does: a validating loss checks a shared call's
+    logits, so one run's non-finite logits would stop every run sharing its call, where trained alone
+    only that run stops.
     """
     device = packed.params[0].device
     for loss in losses.losses if isinstance(losses, PackedLosses) else losses:
@@ -453,7 +457,8 @@ def _own_loss(loss: LossFn) -> bool:
     """Whether ``loss`` is lossbench's own, by where its code is defined (a loss module's function, else its
     class; a plain function's own code, which a ``functools.wraps`` wrapper does not take from what it wraps):
     a test checks their means with :func:`even_mean`, and a pack reads their class weights by name instead of
-    probing each run."""
+    probing each run.  An adapter's loss is judged, not the adapter."""
+    loss = adapted_loss(loss)
     code = getattr(type(loss), "function", None) if isinstance(loss, nn.Module) else loss
     return _defined_in_lossbench(type(loss) if code is None else code)
 
