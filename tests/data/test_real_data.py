@@ -19,7 +19,7 @@ from .conftest import need_data
 # name: (train rows, test rows, classes, per-sample feature shape)
 EXPECTED = {
     "mnist": (60000, 10000, 10, (1, 28, 28)),
-    "sst2": (67349, 1821, 2, None),
+    "sst2": (67349 + 872, 1821, 2, None),  # train.tsv's phrases, then dev.tsv's sentences (the validation split)
     "adult": (32561, 16281, 2, (105,)),
     "car": (1382, 346, 4, (21,)),  # 1728 rows, 20 % stratified test split
     "letter": (16000, 4000, 26, (16,)),  # 20000 rows
@@ -48,6 +48,17 @@ def test_sst2_dev_split_and_vocabulary():
     ds = load_dataset("sst2", data_dir=need_data("sst2"), test_split="dev")
     assert len(ds.y_test) == 872 and ds.class_counts.long().tolist() == [29780, 37569]
     assert ds.meta["vocab"][2] == "the" and (ds.x_train[:, 0] != 0).all()
+
+
+def test_sst2_validates_on_dev_s_sentences_not_on_pieces_of_its_training_phrases():
+    from lossbench.data.splits import provided_validation
+
+    shared = need_data("sst2")
+    ds, on_dev = load_dataset("sst2", data_dir=shared), load_dataset("sst2", data_dir=shared, test_split="dev")
+    fit_idx, val_idx = provided_validation(ds)
+    assert val_idx.tolist() == list(range(67349, 67349 + 872))  # dev.tsv's rows, after train.tsv's
+    assert torch.equal(ds.y_train[val_idx], on_dev.y_test) and ds.meta["vocab"] == on_dev.meta["vocab"]  # (train.tsv's)
+    assert provided_validation(on_dev) is None
 
 
 def test_uci_class_totals():
