@@ -168,3 +168,26 @@ def test_a_resampled_final_split_of_a_given_test_file_is_the_fixed_one(tmp_path)
                            "methods": [{"name": "ce", "loss": "cross_entropy"}]})  # fmt: skip
     cache = DataCache(spec, torch.device("cpu"))
     assert cache.get(spec.datasets[0], "final", 1) is cache.get(spec.datasets[0], "final")
+
+
+def test_a_resampled_split_of_a_generated_set_re_splits_the_same_data(monkeypatch):
+    """synthetic's seed draws its data and its split: a resampled split keeps the tuning split's data (its data_seed)."""
+    from lossbench.bench import execution
+    from lossbench.data import load_dataset
+
+    spec = parse_spec({"name": "gen", "seeds": 3, "resample_splits": True,
+                       "datasets": [{"name": "synthetic", "params": {"n_samples": 200, "seed": 7}}],
+                       "methods": [{"name": "ce", "loss": "cross_entropy"}]})  # fmt: skip
+    asked = []
+    monkeypatch.setattr(execution, "load_dataset", lambda name, **kw: asked.append(kw) or load_dataset(name, **kw))
+    cache = DataCache(spec, torch.device("cpu"))
+    fixed, other = cache.get(spec.datasets[0], "final"), cache.get(spec.datasets[0], "final", 1)
+    assert [(kw["seed"], kw.get("data_seed")) for kw in asked] == [(7, None), (1, 7)]
+    assert "seed=7)" in fixed.dataset.source and "seed=7)" in other.dataset.source  # the same generator call ...
+    assert not torch.equal(fixed.dataset.y_test, other.dataset.y_test)  # ... split anew
+
+    def labels(ds):
+        return sorted(torch.cat([ds.y_train, ds.y_test]).tolist())
+
+    drawn = load_dataset("synthetic", n_samples=200, seed=1)  # (without data_seed the seed draws other data)
+    assert labels(other.dataset) == labels(fixed.dataset) and "seed=1)" in drawn.source

@@ -54,7 +54,7 @@ from lossbench.bench.spec import (
     resamples_split,
 )
 from lossbench.bench.storage import OWN_VALIDATION
-from lossbench.data import Dataset, class_counts, load_dataset, stratified_split
+from lossbench.data import Dataset, class_counts, get_dataset_info, load_dataset, stratified_split
 from lossbench.data.splits import provided_validation, random_split, select_train, standardize
 from lossbench.models import build_model
 from lossbench.train import eval_logits, fit, get_transform, make_transform, reads_per_sample
@@ -147,6 +147,15 @@ def _warn_unscored_classes(split: Split) -> None:
                       "them", stacklevel=3)  # fmt: skip
 
 
+def _kept_data(ds: DatasetSpec) -> dict[str, Any]:
+    """For a loader whose ``seed`` also draws its data (a generator's ``data_seed`` left unset): its seed as
+    ``data_seed``, so that a resampled split re-splits the same data instead of drawing new data."""
+    loader = get_dataset_info(ds.name).params()
+    if "data_seed" not in loader or ds.params.get("data_seed") is not None:
+        return {}
+    return {"data_seed": ds.params.get("seed", loader["seed"])}
+
+
 class DataCache:
     """Loads each dataset once per process and keeps both stages' splits on the device."""
 
@@ -163,7 +172,7 @@ class DataCache:
             split_seed = None
         key = (ds.label, stage, split_seed)
         if key not in self._splits:
-            params = ds.params if split_seed is None else {**ds.params, "seed": split_seed}
+            params = ds.params if split_seed is None else {**ds.params, "seed": split_seed, **_kept_data(ds)}
             # (named by the spec's label, as messages name it, not by a file's stem)
             data = replace(load_dataset(ds.name, data_dir=self.data_dir, **params), name=ds.label)
             if ds.max_train is not None and ds.max_train < len(data.y_train):

@@ -75,9 +75,12 @@ def load_sklearn(name: str, *, test_fraction: float = DEFAULT_TEST_FRACTION, see
     )
 
 
-def _check_generator_seed(seed: int) -> None:
-    # the generators take the seed as random_state: NumPy's legacy generator, as the random split does
-    check_seed(seed, SEED_BITS["random"], "for scikit-learn's generator")
+def _generator_seed(seed: int, data_seed: int | None) -> int:
+    """The generator's seed: ``data_seed``, else ``seed`` (checked: the generators take it as random_state,
+    NumPy's legacy generator, as the random split does)."""
+    chosen = seed if data_seed is None else data_seed
+    check_seed(chosen, SEED_BITS["random"], "for scikit-learn's generator")
+    return chosen
 
 
 def class_weights(num_classes: int, imbalance: float) -> list[float]:
@@ -99,16 +102,18 @@ def load_synthetic(
     flip_y: float = 0.01,
     test_fraction: float = DEFAULT_TEST_FRACTION,
     seed: int = 0,
+    data_seed: int | None = None,
 ) -> Dataset:
     """``sklearn.datasets.make_classification`` (Guyon 2003's Madelon design), seeded.
 
     ``imbalance`` is the ratio of the largest to the smallest class, with the exponential
     profile of ``long_tail`` across classes (1 = balanced); ``flip_y`` is the fraction of
-    labels randomly reassigned (label noise).
+    labels randomly reassigned (label noise).  ``seed`` draws the data and the train/test split,
+    ``data_seed`` (when given) the data alone: the bench's resampled splits keep the data it drew.
     """
     from sklearn.datasets import make_classification
 
-    _check_generator_seed(seed)
+    data_seed = _generator_seed(seed, data_seed)
     if n_classes < 2:
         raise ValueError(f"n_classes must be >= 2, got {n_classes!r}")
     x, y = make_classification(
@@ -120,7 +125,7 @@ def load_synthetic(
         weights=class_weights(n_classes, imbalance),
         class_sep=class_sep,
         flip_y=flip_y,
-        random_state=seed,
+        random_state=data_seed,
     )
     return _tabular(
         "synthetic",
@@ -129,7 +134,7 @@ def load_synthetic(
         torch.as_tensor(y, dtype=torch.int64),
         [str(i) for i in range(n_classes)],
         f"scikit-learn make_classification(n={n_samples}, d={n_features}, C={n_classes}, "
-        f"imbalance={imbalance:g}, seed={seed})",
+        f"imbalance={imbalance:g}, seed={data_seed})",
         test_fraction,
         seed,
     )
@@ -143,16 +148,18 @@ def load_synthetic_multilabel(
     avg_labels: int = 2,
     test_fraction: float = DEFAULT_TEST_FRACTION,
     seed: int = 0,
+    data_seed: int | None = None,
 ) -> Dataset:
     """``sklearn.datasets.make_multilabel_classification`` (McCallum 1999's generative model), seeded.
 
-    ``avg_labels`` is the mean number of positive labels per sample; samples may have none.
+    ``avg_labels`` is the mean number of positive labels per sample; samples may have none.  ``seed`` and
+    ``data_seed``: as :func:`load_synthetic`'s.
     """
     from sklearn.datasets import make_multilabel_classification
 
-    _check_generator_seed(seed)
+    data_seed = _generator_seed(seed, data_seed)
     x, y = make_multilabel_classification(
-        n_samples=n_samples, n_features=n_features, n_classes=n_labels, n_labels=avg_labels, random_state=seed
+        n_samples=n_samples, n_features=n_features, n_classes=n_labels, n_labels=avg_labels, random_state=data_seed
     )
     return _tabular(
         "synthetic_multilabel",
@@ -161,7 +168,7 @@ def load_synthetic_multilabel(
         torch.as_tensor(y, dtype=torch.float32),
         [f"label{i}" for i in range(n_labels)],
         f"scikit-learn make_multilabel_classification(n={n_samples}, d={n_features}, "
-        f"L={n_labels}, seed={seed})",
+        f"L={n_labels}, seed={data_seed})",
         test_fraction,
         seed,
     )
