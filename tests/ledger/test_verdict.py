@@ -600,3 +600,13 @@ def test_a_difference_on_the_margin_up_to_rounding_is_not_said_to_lie_inside_it(
 def test_across_datasets_refuses_a_rounding_that_is_no_finite_number_at_least_0(rounding):
     with pytest.raises(ValueError, match="rounding must be a finite number >= 0"):
         across_datasets_verdict([0.02, 0.03, 0.04, 0.05, 0.06, 0.07], Rule("greater"), rounding=rounding)
+
+
+def test_an_equivalence_claim_contradicted_below_names_the_negative_margin_and_one_seed_prints_no_interval():
+    from lossbench.ledger.report import effect
+
+    below = paired_verdict([0.90, 0.91, 0.92], [0.95, 0.955, 0.965], Rule("equal", 0.05, 0.005), units=POINTS)
+    assert below.word == "contradicted" and "below -delta = -0.50 points" in below.reason
+    above = paired_verdict([0.95, 0.955, 0.965], [0.90, 0.91, 0.92], Rule("equal", 0.05, 0.005), units=POINTS)
+    assert above.word == "contradicted" and "above +delta = 0.50 points" in above.reason
+    assert effect(paired_verdict([0.9], [0.8], Rule("greater", 0.05, 0.005))) == "+10.00 [-, -]"

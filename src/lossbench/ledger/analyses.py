@@ -360,6 +360,7 @@ def clipping_accelerates(budget: str, storage=None, device=None, data_dir=None, 
     needs, per seed, to bring its training loss to ``TARGET_FRACTION * ln C``; judged by
     :func:`clipping_verdict`."""
     from lossbench.bench.results import collect
+    from lossbench.bench.spec import evaluation_seeds
     from lossbench.bench.storage import run_record
 
     if storage is None:
@@ -375,8 +376,10 @@ def clipping_accelerates(budget: str, storage=None, device=None, data_dir=None, 
         classes = runner.cache.get(result.dataset, "final").num_classes
         target = TARGET_FRACTION * math.log(classes)
         for r in result.methods:
-            reached = []
-            for seed in sorted(r.runs):
+            reached = []  # in the order of the evaluation seeds: the methods' runs pair up seed by seed
+            for seed in evaluation_seeds(spec):
+                if seed not in r.runs:
+                    raise ValueError(f"study {spec.name!r}: {label} / {r.method.name} has no run of evaluation seed {seed}")
                 curve = run_record(r.runs[seed])["curves"]["train_loss"]
                 n = epochs_to_target(curve, target)
                 reached.append(never if n is None else float(n))

@@ -234,5 +234,5 @@ def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget
     if claim.ranking and not missing and len(cells) >= 2:
         # (over the methods run on every dataset: a method restricted to some has no rank on the others)
         scores = pd.DataFrame({label: {m: c.mean for m, c in row.items()} for label, row in cells.items()}).T.dropna(axis=1)
-        table = ranking(scores) if scores.shape[1] >= RANKED_METHODS else None
+        table = ranking(scores, alpha=claim.rule.alpha) if scores.shape[1] >= RANKED_METHODS else None
     return Outcome(claim, spec, budget, variation, cells, datasets, verdict, table, compute, runs, missing)

@@ -340,9 +340,9 @@ def _reason(
         if word == "holds":
             lead = f"holds: equivalence within {margin} is shown (TOST p = {tests.within:.3g} <= {a}; {ci})"
         elif word == "contradicted":
-            side, p = ("above +delta", tests.above) if shown.above else ("below -delta", tests.below)
+            side, p, edge = ("above +delta", tests.above, rule.delta) if shown.above else ("below -delta", tests.below, -rule.delta)
             lead = (
-                f"contradicted: the difference is shown to lie {side} = {units.value(rule.delta)} "
+                f"contradicted: the difference is shown to lie {side} = {units.value(edge)} "
                 f"(p = {p:.3g} <= alpha / 2 = {_side(rule):g} on that side; {ci})"
             )
         else:
