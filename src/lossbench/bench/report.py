@@ -295,7 +295,8 @@ def _conditional(spec: Spec) -> str:
         except ValueError:  # (a plugin's dataset, its plugin not imported here)
             drawn = None
         groups.setdefault(drawn, []).append(d.label)
-    own = "each seed with its own train/test split (resample_splits), so they include the variation over splits"
+    own = ("each seed with its own train/test split (resample_splits), so they include the variation over splits "
+           "(the configuration was chosen on the first split, whose training rows hold most of the others' test rows)")
     if set(groups) == {True}:
         return f"{own}; conditional {chosen}"
     parts = [f"on {', '.join(groups[True])}, {own}"] if True in groups else []
