@@ -165,7 +165,8 @@ def test_the_report_says_which_runs_stored_the_decision_they_ran_under(tmp_path)
     ledger_study(storage).set_user_attr(key, [{"started": "2026-12-03T20:21:00+00:00", "wall_seconds": 1.0, "study": None}])
     record_invocation(storage, claim, "quick", "fixed", time.time(), None)
     text = decision_provenance(storage, claim)
-    assert "1 of the 2 `claims run` invocations that ran its studies, of 2026-12-03, stored no decision of this claim" in text
+    assert text.startswith("Decision rule, stored with 1 of the 2 `claims run` invocations that ran its studies (the other "
+                           "1, of 2026-12-03, stored no decision of this claim: ")  # fmt: skip
     assert decision_changes(storage, claim, "quick") == []
     reworded = dataclasses.replace(claim, rule_text="Another rule.")
     assert [c.split(":")[0] for c in decision_changes(storage, reworded, "quick")] == ["rule_text"]
@@ -181,6 +182,7 @@ def test_a_bench_claims_provenance_counts_the_runs_of_its_studies_by_any_claim(t
     ledger_study(storage).set_user_attr("runs:another-claim:quick:fixed", [ran])  # it ran the shared study
     text = decision_provenance(storage, tiny_claim)
     assert "1 of the 1 `claims run` invocations that ran its studies, of 2026-12-04, stored no decision of this claim" in text
+    assert text.startswith("Decision rule, not checked against its runs (")
 
 
 def test_concurrent_claims_runs_each_keep_their_record(tmp_path, monkeypatch):

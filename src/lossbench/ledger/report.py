@@ -193,9 +193,12 @@ def decision_provenance(storage, claim: Claim) -> str:
                 "now). The rule now")  # fmt: skip
     if not bare:
         return "Decision rule, fixed before any run" + (" (stored with every run, and unchanged)" if runs else "")
+    dates, evidence = ", ".join(sorted(set(bare))), "for those the record's history and its deviations are the evidence"
+    if len(bare) < len(runs):  # (a run made by another claim of a shared study stored that claim's decision)
+        return (f"Decision rule, stored with {len(runs) - len(bare)} of the {len(runs)} `claims run` invocations that ran "
+                f"its studies (the other {len(bare)}, of {dates}, stored no decision of this claim: {evidence})")  # fmt: skip
     return (f"Decision rule, not checked against its runs ({len(bare)} of the {len(runs)} `claims run` invocations "
-            f"that ran its studies, of {', '.join(sorted(set(bare)))}, stored no decision of this claim: for those "
-            "the record's history and its deviations are the evidence)")  # fmt: skip
+            f"that ran its studies, of {dates}, stored no decision of this claim: {evidence})")  # fmt: skip
 
 
 def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
