@@ -120,5 +120,13 @@ register_claim(
         f"parameter gradients at least {LATE_COSINE_MIN:g}, both having moved towards 1 since the first epoch; "
         f"contradicted when the last ratio exceeds {FAR_RATIO:g} or the last cosine is below {FAR_COSINE:g}; "
         "inconclusive otherwise",
+        deviations=(
+            "A weakness of this rule, found by a review after the runs (2026-12-06; the rule stays as written before "
+            "them): the cosine is already 0.91 after the first epoch, when 98 % of the training samples still have "
+            "p_y < 0.5 (p_y is then alike across samples, which aligns the two gradients for another reason), and it "
+            "swings from epoch to epoch without a trend (0.70 to 0.97 over epochs 2 to 12), so its 'moved towards 1' "
+            "is decided by the last epoch's draw: a run ending at epoch 5, 8 or 9 would have been inconclusive. Only "
+            "the ratio moves steadily towards 1.",
+        ),
     )
 )
