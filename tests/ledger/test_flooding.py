@@ -83,6 +83,10 @@ def test_the_tuning_cost_rule_gives_each_word():
     assert tuning_cost_verdict({"a": costly["a"], "b": cheap["a"]})[0] == "inconclusive"
     middle = {"a": {"flooding": 2, "gradient_penalty": 1, "ascent_descent": 3}}
     assert tuning_cost_verdict(middle)[0] == "inconclusive"
+    # a method none of whose trials scored (every one nan) decides nothing on its dataset
+    unscored = {"a": {**costly["a"], "ascent_descent": None}}
+    word, reason = tuning_cost_verdict({**unscored, "b": costly["a"]})
+    assert word == "inconclusive" and "no finite validation score of some method on ['a']" in reason
 
 
 def test_the_tuning_cost_analysis_runs_its_study_and_reads_it(monkeypatch, tmp_path):

@@ -233,18 +233,21 @@ def run_study(spec, storage, device, data_dir, pack, progress, reads: str):
 
 
 def tuning_cost_verdict(needs: dict[str, dict[str, int]]) -> tuple[str, str]:
-    """``needs[dataset][method]``: trials to reach. Holds when on every dataset flooding needs more
+    """``needs[dataset][method]``: trials to reach (None: no finite score; its dataset decides nothing). Holds when on every dataset flooding needs more
     trials than each other trick; contradicted when on every dataset it needs no more than the
     cheaper of the two; inconclusive otherwise."""
     others = [m for m in TRICKS if m != "flooding"]
-    more = [d for d, n in needs.items() if all(n["flooding"] > n[m] for m in others)]
-    no_more = [d for d, n in needs.items() if n["flooding"] <= min(n[m] for m in others)]
+    unscored = [d for d, n in needs.items() if any(n[m] is None for m in TRICKS)]  # (a method without a finite score)
+    scored = {d: n for d, n in needs.items() if d not in unscored}
+    more = [d for d, n in scored.items() if all(n["flooding"] > n[m] for m in others)]
+    no_more = [d for d, n in scored.items() if n["flooding"] <= min(n[m] for m in others)]
     if needs and len(more) == len(needs):
         return "holds", "on every dataset flooding needs more trials than the penalty and the alternating variant"
     if needs and len(no_more) == len(needs):
         return "contradicted", "on every dataset flooding needs no more trials than the cheaper of the other two"
     return "inconclusive", (f"flooding needs the most trials on {more or 'no dataset'} and no more than the "
-                            f"cheapest on {no_more or 'no dataset'}")  # fmt: skip
+                            f"cheapest on {no_more or 'no dataset'}"
+                            + (f"; no finite validation score of some method on {unscored}" if unscored else ""))  # fmt: skip
 
 
 def flooding_tuning_cost(budget: str, storage=None, device=None, data_dir=None, pack=None, progress=None) -> AnalysisResult:
@@ -266,21 +269,22 @@ def flooding_tuning_cost(budget: str, storage=None, device=None, data_dir=None, 
         needs[label] = {}
         for r in result.methods:
             curve = r.budget_curve()
-            n = trials_to_reach(curve)
+            n = trials_to_reach(curve) if curve and curve[-1] == curve[-1] else None  # (None: no trial scored)
             needs[label][r.method.name] = n
             trials = ", ".join(str(t.number) for t in sorted(r.tune_trials, key=lambda t: t.number))
-            rows.append(f"| {label} | {r.method.name} | {n} | {curve[-1]:.4f} | "
+            rows.append(f"| {label} | {r.method.name} | {'-' if n is None else n} | {(curve or [math.nan])[-1]:.4f} | "
                         f"{' '.join(f'{v:.3f}' for v in curve)} | {r.tune_study}: {trials} |")  # fmt: skip
     word, reason = tuning_cost_verdict(needs)
-    mean = {m: sum(n[m] for n in needs.values()) / len(needs) for m in TRICKS}
-    cheapest = min(TRICKS, key=lambda m: (mean[m], TRICKS.index(m)))
+    counted = {m: [n[m] for n in needs.values() if n[m] is not None] for m in TRICKS}
+    mean = {m: sum(c) / len(c) if c else math.nan for m, c in counted.items()}
+    cheapest = min(TRICKS, key=lambda m: (mean[m] if counted[m] else math.inf, TRICKS.index(m)))
     reason += f"; mean trials to come within {WITHIN * 100:g} points of the best: " + ", ".join(
         f"{m} {mean[m]:.1f}" for m in TRICKS) + f" (least tuning: {cheapest})"  # fmt: skip
     details = (f"Study {spec.name!r}: {spec.trials} tuning trials per method, random search. Trials to reach = "
                f"the first n whose best-so-far validation {spec.selection_metric} is within {WITHIN} of the best "
                "of the whole budget.\n\n| dataset | method | trials to reach | best | best after n = 1, 2, ... | "
                "trials (study: numbers) |\n|---|---|---|---|---|---|\n" + "\n".join(rows))  # fmt: skip
-    measured = {f"{d}/{m}": float(n) for d, row in needs.items() for m, n in row.items()}
+    measured = {f"{d}/{m}": math.nan if n is None else float(n) for d, row in needs.items() for m, n in row.items()}
     return AnalysisResult(word, reason + ".", measured, details)
 
 
