@@ -35,6 +35,7 @@ from tests.user_code import (
     Unused,
     counts_weighted_ce,
     hardest_half_ce,
+    positives_weigh_four_bce,
 )
 
 SEEDS, LRS, DECAYS = [3, 4, 5, 6], [0.1, 0.5, 0.05, 1.0], [0.0, 1e-3, 1e-2, 0.1]
@@ -473,6 +474,7 @@ def test_held_out_targets_with_ignored_entries_get_calls_of_their_own():
 
 CountsWeightedCE = loss_module(counts_weighted_ce, "CountsWeightedCE")
 HardestHalfCE = loss_module(hardest_half_ce, "HardestHalfCE")
+PositivesWeighFourBCE = loss_module(positives_weigh_four_bce, "PositivesWeighFourBCE")
 
 
 def test_a_loss_whose_rows_depend_on_the_batch_keeps_a_call_of_its_own():
@@ -582,20 +584,12 @@ def test_a_user_loss_whose_mean_is_uneven_keeps_calls_of_its_own_whatever_it_wra
     assert PackedLosses([plain] * 2, [[0, 1]], probe=lambda: probe).groups == [[0, 1]]  # (an even mean still shares)
 
 
-def _positives_weigh_four(logits, target, *, reduction="mean", validate=True):
-    """A user's BCE whose mean divides by the summed weights (positives weigh 4): not the even mean of its rows."""
-    w = 1.0 + 3.0 * target.float()
-    rows = w * F.binary_cross_entropy_with_logits(logits, target.float(), reduction="none")
-    return rows if reduction == "none" else rows.sum() / w.sum() if reduction == "mean" else rows.sum()
-
-
 def test_a_user_loss_fed_through_the_bench_s_adapter_is_judged_as_the_user_s_and_trains_as_alone():
     # the bench wraps a binary sigmoid loss in its LossAdapter (defined in lossbench): the pack judges the wrapped
     # loss, probes its uneven mean and gives each run a call of its own, so packed training is training alone
     from lossbench.bench.methods import LossAdapter
 
-    user = loss_module(_positives_weigh_four, "PositivesWeighFour")
-    adapter = lambda: LossAdapter(user(validate=False), "sigmoid", "multiclass")  # noqa: E731
+    adapter = lambda: LossAdapter(PositivesWeighFourBCE(validate=False), "sigmoid", "multiclass")  # noqa: E731
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(300, 6, generator=gen)
     y = (x[:, 0] + 0.5 * torch.randn(300, generator=gen) > 0.8).long()

@@ -233,9 +233,9 @@ def run_study(spec, storage, device, data_dir, pack, progress, reads: str):
 
 
 def tuning_cost_verdict(needs: dict[str, dict[str, int]]) -> tuple[str, str]:
-    """``needs[dataset][method]``: trials to reach (None: no finite score; its dataset decides nothing). Holds when on every dataset flooding needs more
-    trials than each other trick; contradicted when on every dataset it needs no more than the
-    cheaper of the two; inconclusive otherwise."""
+    """``needs[dataset][method]``: trials to reach (None: no finite score; its dataset decides nothing).
+    Holds when on every dataset flooding needs more trials than each other trick; contradicted when on
+    every dataset it needs no more than the cheaper of the two; inconclusive otherwise."""
     others = [m for m in TRICKS if m != "flooding"]
     unscored = [d for d, n in needs.items() if any(n[m] is None for m in TRICKS)]  # (a method without a finite score)
     scored = {d: n for d, n in needs.items() if d not in unscored}
