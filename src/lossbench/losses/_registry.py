@@ -170,8 +170,12 @@ class LossModule(nn.Module):
     """Base of the module twins: stores the function's keyword arguments, calls the function.
 
     Tensor arguments (class weights, class counts, ...) become buffers so that ``.to(device)``
-    moves them with the module.
+    moves them with the module.  Class counts keep their dtype when the module is cast
+    (``.half()``, ``.to(torch.bfloat16)``): a half holds whole numbers exactly only up to 2048 and
+    none above 65504, and the functions cast the counts to the logits' dtype themselves.
     """
+
+    _KEEPS_DTYPE = ("class_counts",)
 
     function: Callable[..., torch.Tensor]
     batch_level = False  # set by register_loss: the loss couples its batch's rows (no value per sample of its own)
@@ -190,6 +194,15 @@ class LossModule(nn.Module):
         self._reduction: str | None = self._options.pop("reduction", None)
         if self._reduction is not None:
             check_reduction(self._reduction)  # when built, not at the first step
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> LossModule:
+        before = {name: self._buffers[name] for name in self._KEEPS_DTYPE if self._buffers.get(name) is not None}
+        super()._apply(fn, recurse)
+        for name, tensor in before.items():
+            moved = self._buffers[name]
+            if moved.dtype != tensor.dtype:  # cast from the original: the cast one has lost its values
+                self._buffers[name] = tensor.to(device=moved.device)
+        return self
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, reduction: str | None = None, **overrides: Any
