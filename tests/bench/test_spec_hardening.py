@@ -3,6 +3,7 @@ those): what stays allowed, the storage's limits, and the split check on its own
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import threading
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from lossbench.bench.methods import check_validation_part, resolve_method
-from lossbench.bench.spec import SpecError, load_preset, load_spec, parse_spec
+from lossbench.bench.spec import SpecError, load_preset, load_spec, parse_spec, spec_from_json
 from lossbench.bench.storage import STORAGE_ENV, check_sqlite_file, open_storage, register_spec, storage_url
 
 BASE = {"name": "s", "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}]}
@@ -127,6 +128,26 @@ def test_momentum_with_an_optimizer_that_ignores_it_is_refused():
     with pytest.raises(SpecError, match="momentum applies to the sgd optimizer only"):
         parse_spec({**base, "train": {"optimizer": "adam", "momentum": 0.5}})
     parse_spec({**base, "train": {"optimizer": "adam"}})  # the default is no setting of the user's
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"train": {"optimizer": "adam", "momentum": 0.9}}, "momentum applies to the sgd optimizer only"),
+     ({"train": {"lr_final": 0.0, "lr_schedule": "step"}}, "lr_schedule shapes the lr's decay to lr_final"),
+     ({"train": {"lr_final": 0.0, "lr_schedule": "epoch"}}, "lr_schedule shapes the lr's decay to lr_final"),
+     ({"datasets": ["wine", "synthetic_multilabel"], "selection_metric": "accuracy"},
+      r"selection_metric 'accuracy' does not exist for multilabel dataset .*leave selection_metric out .*\(micro_f1 here\)")],
+)  # fmt: skip
+def test_a_setting_the_study_ignores_is_refused_where_written_even_at_its_default(changes, message):
+    with pytest.raises(SpecError, match=message):
+        spec(**changes)
+    left_out = {k: v for k, v in changes.items() if k != "selection_metric"}
+    if "train" in changes:
+        left_out["train"] = {k: v for k, v in changes["train"].items() if k not in ("momentum", "lr_schedule")}
+    # Left out, it is accepted; its stored form, which writes every key, is read back
+    accepted = spec(**left_out)
+    assert all(k in json.loads(accepted.to_json())["train"] for k in ("momentum", "lr_schedule"))
+    assert spec_from_json(accepted.to_json()) == accepted
 
 
 def test_a_bad_middle_of_the_search_space_is_blamed_on_itself():

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbench._paths import check_name
-from lossbench.bench.metrics import DECISIONS
+from lossbench.bench.metrics import DECISIONS, selection_metric
 from lossbench.bench.plugins import PluginError, check_plugin_name, import_plugins
 from lossbench.registry import Choice, FloatRange
 from lossbench.train.vocabulary import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_ON
@@ -434,10 +434,13 @@ def _stage(value: Any, where: str) -> StageSpec:
     )  # fmt: skip
 
 
-def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
+def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written: bool = False) -> Spec:
     """Build a :class:`Spec` from a parsed TOML document, checking every field.
 
-    Every default is the dataclass field's (:func:`_default`), written once.
+    Every default is the dataclass field's (:func:`_default`), written once.  A setting the study
+    would ignore is refused where it is written, even at its default value, unless
+    ``every_key_written``: a stored spec (:func:`spec_from_json`) writes every key, so there a key
+    says nothing of what its author wrote.
     """
     top = set(Spec.__dataclass_fields__)
     _no_unknown(data, top, source)
@@ -475,8 +478,6 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         raise SpecError(f"{where}: repeat_to_batches must be >= 0, got {train.repeat_to_batches}")
     if not 0 <= train.momentum < 1:
         raise SpecError(f"{where}: momentum must lie in [0, 1), got {train.momentum}")
-    if train.optimizer != "sgd" and train.momentum != _default(TrainConfig, "momentum"):
-        raise SpecError(f"{where}: momentum applies to the sgd optimizer only; {train.optimizer} would ignore it")
 
     search_table = _take(data, "search", dict, source, None)
     search = _default(Spec, "search")
@@ -616,7 +617,8 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         import_plugins(plugins)
     except PluginError as err:
         raise SpecError(f"{source}: {err}") from None
-    _check_settings_apply(spec, source)
+    written = set() if every_key_written else {*data, *(f"train.{key}" for key in train_table)}
+    _check_settings_apply(spec, source, written)
     if spec.sampler == "python-random":
         ranges = [k for k, v in search.items() if not isinstance(v, Choice)]
         ranges += [f"{m.name}: {k}" for m in methods for k, v in m.search.items() if not isinstance(v, Choice)]
@@ -666,8 +668,15 @@ def _check_early_stopping(spec: Spec, source: str) -> None:
                         "(it scores the last epoch, not the kept one); use tie_break = 'earliest'")  # fmt: skip
 
 
-def _check_settings_apply(spec: Spec, source: str) -> None:
-    """Refuse settings the study would silently ignore."""
+def _check_settings_apply(spec: Spec, source: str, written: set[str]) -> None:
+    """Refuse settings the study would silently ignore: at any value but their default, and at that too
+    where ``written`` (the keys the spec writes, ``train.<key>`` for [train]'s) holds them."""
+    train, where = spec.train, f"{source} [train]"
+    if train.optimizer != "sgd" and ("train.momentum" in written or train.momentum != _default(TrainConfig, "momentum")):
+        raise SpecError(f"{where}: momentum applies to the sgd optimizer only; {train.optimizer} would ignore it")
+    if train.lr_final is None and "train.lr_schedule" in written:  # (stored specs before this check may hold one)
+        raise SpecError(f"{where}: lr_schedule shapes the lr's decay to lr_final, and lr_final = 0 keeps the lr "
+                        "constant; drop one of the two")  # fmt: skip
     for m in spec.methods:
         known = {d.label for d in spec.datasets} | {d.name for d in spec.datasets}
         absent = [x for x in m.datasets or () if x not in known]
@@ -705,9 +714,12 @@ def _check_settings_apply(spec: Spec, source: str) -> None:
         # The default metric stands for each task's headline (micro-F1 on multi-label sets); a metric
         # named otherwise must exist for every dataset's task, else another one would be maximised.
         metrics = SELECTION_METRICS.get(info.task, (spec.selection_metric,))
-        if spec.selection_metric != _default(Spec, "selection_metric") and spec.selection_metric not in metrics:
+        default = spec.selection_metric == _default(Spec, "selection_metric")
+        if (not default or "selection_metric" in written) and spec.selection_metric not in metrics:
+            headline = selection_metric(spec.selection_metric, info.task)
+            hint = f"; leave selection_metric out to select each task by its headline metric ({headline} here)"
             raise SpecError(f"{source}: selection_metric {spec.selection_metric!r} does not exist for "
-                            f"{info.task} dataset {d.label!r} (it has {metrics})")  # fmt: skip
+                            f"{info.task} dataset {d.label!r} (it has {metrics}){hint if default else ''}")  # fmt: skip
 
 
 def resamples_split(d: DatasetSpec) -> bool:
@@ -746,7 +758,7 @@ def spec_from_json(text: str) -> Spec:
             del m["datasets"]
         if m.get("then") is None:
             m.pop("then", None)
-    return parse_spec(data, "stored spec")
+    return parse_spec(data, "stored spec", every_key_written=True)
 
 
 
