@@ -200,6 +200,28 @@ def test_a_sqlite_url_is_parsed_as_a_url(tmp_path):
     assert list(tmp_path.glob("x.db*")) == []
 
 
+def test_a_database_that_cannot_be_written_is_read_and_refused_for_runs(tmp_path, monkeypatch):
+    """On read-only media SQLite cannot make the write-ahead log's shared-memory file: readers open the
+    file as immutable; a run is refused before any work; a log not folded into the file is read only
+    with the shared-memory file that came with it."""
+    from lossbench.bench import storage as storage_module
+
+    url = f"sqlite:///{tmp_path}/x.db"
+    writer = open_storage(url)
+    optuna.create_study(storage=writer, study_name="kept").set_user_attr("a", 1)
+    writer.engine.dispose()  # the last connection folds the log into the file
+    assert not (tmp_path / "x.db-wal").exists()
+    monkeypatch.setattr(storage_module, "_read_only", lambda path: True)  # (root writes anywhere the mode allows)
+    reader = open_storage(url, create=False)
+    assert optuna.load_study(storage=reader, study_name="kept").user_attrs == {"a": 1}
+    with pytest.raises(SpecError, match=r"x.db cannot be written \(read-only file, folder or file system\): a run"):
+        open_storage(url, 30)
+    (tmp_path / "x.db-shm").unlink(missing_ok=True)  # (SQLite's read-only check made one: this folder is writable)
+    (tmp_path / "x.db-wal").write_bytes(b"\0" * 32)
+    with pytest.raises(SpecError, match="its write-ahead log x.db-wal cannot be read there without its x.db-shm file"):
+        open_storage(url, create=False)
+
+
 def test_compare_refuses_a_storage_in_memory_before_any_work(tmp_path):
     from lossbench.bench.api import compare
 

@@ -23,7 +23,7 @@ import re
 import sqlite3
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -189,7 +189,10 @@ def open_storage(url: str, heartbeat_interval: int | None = None, *, create: boo
     """
     engine_kwargs = {}
     path = sqlite_path(url)
-    if path is not None:
+    if path is not None and _read_only(path):
+        engine_kwargs = {"creator": _read_only_connection(path, heartbeat_interval is not None)}
+        check_sqlite_file(path, create)
+    elif path is not None:
         check_sqlite_file(path, create)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -530,6 +533,29 @@ def _new_trial(
         distributions={}, user_attrs=user_attrs or {}, system_attrs=system_attrs or {}, intermediate_values={},
         trial_id=trial_id,
     )  # fmt: skip
+
+
+def _read_only(path: Path) -> bool:
+    """Whether an existing database lies where it cannot be written (a read-only file, folder or file system)."""
+    return path.is_file() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+
+
+def _read_only_connection(path: Path, writes: bool) -> Callable[[], sqlite3.Connection]:
+    """Connections for reading a database that cannot be written (a report of a copy on read-only
+    media, say), refused before any work for a run (``writes``).  SQLite's write-ahead log needs a
+    shared-memory file beside the database, which cannot be made there: without a log the file is
+    read as immutable (nothing can change it there); a log not yet folded into the file is read
+    through the shared-memory file that came with it, and without one cannot be read at all."""
+    if writes:
+        raise SpecError(f"database {path} cannot be written (read-only file, folder or file system): a run stores "
+                        "its trials there; copy it to a writable folder")  # fmt: skip
+    log, shared = (path.with_name(path.name + end) for end in ("-wal", "-shm"))
+    if not (log.is_file() and log.stat().st_size > 0):
+        return lambda: sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True, check_same_thread=False)
+    if not shared.is_file():
+        raise SpecError(f"database {path} cannot be written and its write-ahead log {log.name} cannot be read there "
+                        f"without its {shared.name} file; copy the database with its log to a writable folder")  # fmt: skip
+    return lambda: sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
 
 
 def _sqlite_connection(path: Path) -> sqlite3.Connection:
