@@ -75,7 +75,6 @@ class Claim:
     # An analysis claim's earlier rule texts, in order: its runs made under one of them are history once a
     # later run was made under the rule as it is now (a deviation says what changed, when and why).
     amended_from: tuple[str, ...] = ()
-    fits_this_machine: tuple[str, ...] = ("quick",)  # budgets a 2-core CPU runs in reasonable time
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -95,7 +95,6 @@ register_claim(
         rule_text="The verdict decides EXACT against cross-entropy; the ranking of every method is shown beside it, "
         "not judged (the statement's 'than every other surrogate loss' has no rule here)",
         deviations=_TABLE1_DEVIATIONS,
-        fits_this_machine=("quick", "paper"),
     )
 )
 
@@ -133,7 +132,6 @@ register_claim(
         rule_text="A no-difference claim: it holds when the mean difference is shown to lie within half an accuracy "
         "point (both one-sided Wilcoxon tests over the datasets reject and the bootstrap interval lies inside)",
         deviations=_TABLE1_DEVIATIONS[:2] + _TABLE1_DEVIATIONS[3:5],  # (not the relaxations' temperature: no relaxation runs)
-        fits_this_machine=("quick",),
     )
 )
 
@@ -189,7 +187,6 @@ register_claim(
             "under-trained CNNs: the source's gap (0.03 points) lies within its own standard deviations, so a "
             "quick verdict says nothing about it.",
         ),
-        fits_this_machine=("quick",),
     )
 )
 
