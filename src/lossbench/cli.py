@@ -254,7 +254,7 @@ def _report(args: argparse.Namespace) -> int:
 
     url = _storage_url(args, args.out)
     _writable_folder(args.out)
-    storage = open_storage(url, create=False)
+    storage = open_storage(url, create=False, reading=True)
     names = [args.study] if args.study else stored_spec_names(storage)
     if not names:
         raise ValueError(f"storage {masked(url)!r} holds no lossbench study")
@@ -394,10 +394,11 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ledger_storage(args: argparse.Namespace, create: bool = True, heartbeat_interval: int | None = None):
+def _ledger_storage(args: argparse.Namespace, create: bool = True, heartbeat_interval: int | None = None,
+                    reading: bool = False):  # fmt: skip
     from lossbench.bench.storage import open_storage
 
-    return open_storage(_storage_url(args, args.out), heartbeat_interval, create=create)
+    return open_storage(_storage_url(args, args.out), heartbeat_interval, create=create, reading=reading)
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
@@ -412,7 +413,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
         from lossbench.ledger.report import collect_entries
 
         with reading_only():  # (as claims report: another spec in a shared storage may name plugins)
-            entries = collect_entries(_ledger_storage(args, create=False))
+            entries = collect_entries(_ledger_storage(args, create=False, reading=True))
         for e in entries:
             words = [f"{o.budget}/{o.variation}: {o.verdict.word if o.verdict else 'incomplete'}" for o in e.outcomes]
             words += [f"{b}: {a.word}" for b, a in e.analyses.items()]
@@ -467,7 +468,7 @@ def cmd_claims_report(args: argparse.Namespace) -> int:
         raise ValueError(f"no ledger database in {args.out}; run `lossbench claims run ID --out {args.out}` first")
     _writable_folder(args.out)
     check_ledger_folder(args.out)
-    storage = _ledger_storage(args, create=False)
+    storage = _ledger_storage(args, create=False, reading=True)
     label = f"`{Path(args.out, 'lossbench.db')}`" if url is None else f"`{masked(url)}`"  # never print a password
     with reading_only():  # (the ledger's studies use no plugins; another spec in a shared storage may name some)
         paths = write_ledger(storage, args.out, label)

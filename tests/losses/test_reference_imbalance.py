@@ -186,18 +186,23 @@ def test_focal_module_keeps_alpha_as_a_buffer(batch):
     torch.testing.assert_close(module(x, y), L.focal(x, y, gamma=1.5, alpha=alpha.double()))
 
 
-@pytest.mark.parametrize("cast", [lambda m: m.half(), lambda m: m.to(torch.bfloat16), lambda m: m.float()])
-def test_a_cast_module_keeps_its_class_counts(batch, cast):
-    """A half holds no count above 65504 and rounds those above 2048: the counts keep their dtype, the
-    class weights follow the cast as PyTorch's own losses' do."""
+@pytest.mark.parametrize(
+    ("cast", "cast_to"),
+    [(lambda m: m.half(), torch.float16), (lambda m: m.to(torch.bfloat16), torch.bfloat16),
+     (lambda m: m.float(), torch.float32), (lambda m: m.double(), torch.float64)],
+)  # fmt: skip
+def test_a_cast_module_keeps_its_class_counts(batch, cast, cast_to):
+    """A half holds no count above 65504 and rounds those above 2048: the counts are cast no lower than
+    float32, which holds them exactly; the class weights follow the cast as PyTorch's own losses' do."""
     x, y = batch
     counts = torch.tensor([70001.0, 2049.0, 300.0, 30.0, 5.0], dtype=torch.float64)
     for make in (L.LogitAdjustedCrossEntropyLoss, L.BalancedSoftmaxLoss):
         module = cast(make(class_counts=counts, reduction="none"))
-        assert module.class_counts.dtype == torch.float64 and torch.equal(module.class_counts, counts)
+        assert module.class_counts.dtype == torch.promote_types(cast_to, torch.float32)
+        assert torch.equal(module.class_counts.double(), counts)
         torch.testing.assert_close(module(x, y), make(class_counts=counts, reduction="none")(x, y))
     weighted = cast(L.FocalLoss(gamma=1.0, alpha=torch.linspace(0.25, 2.0, 5, dtype=torch.float64)))
-    assert weighted.alpha.dtype != torch.float64
+    assert weighted.alpha.dtype == cast_to
 
 
 # ---------------------------------------------------------------- truncation

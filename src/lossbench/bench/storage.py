@@ -179,18 +179,21 @@ def _storage_error(url: str, err: Exception) -> SpecError:
     return SpecError(f"cannot open storage {masked(url)!r}: {type(err).__name__}: {reason}")
 
 
-def open_storage(url: str, heartbeat_interval: int | None = None, *, create: bool = True) -> RDBStorage:
+def open_storage(
+    url: str, heartbeat_interval: int | None = None, *, create: bool = True, reading: bool = False
+) -> RDBStorage:
     """An RDB storage; with a heartbeat, trials of a killed worker are failed and retried.
 
     A trial whose heartbeat stops for ``3 x heartbeat_interval`` seconds is marked failed and a
     copy with the same parameters (and seed) is queued, so an interrupted run is re-done once
     and never counted twice (only complete trials count).  A SQLite file is checked first
-    (:func:`check_sqlite_file`); without ``create`` it must exist.
+    (:func:`check_sqlite_file`); without ``create`` it must exist.  ``reading``: the caller only
+    reads (a report), so a SQLite file that cannot be written is opened for reading, not refused.
     """
     engine_kwargs = {}
     path = sqlite_path(url)
     if path is not None and _read_only(path):
-        engine_kwargs = {"creator": _read_only_connection(path, heartbeat_interval is not None)}
+        engine_kwargs = {"creator": _read_only_connection(path, reading)}
         check_sqlite_file(path, create)
     elif path is not None:
         check_sqlite_file(path, create)
@@ -535,27 +538,32 @@ def _new_trial(
     )  # fmt: skip
 
 
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)
+
+
 def _read_only(path: Path) -> bool:
     """Whether an existing database lies where it cannot be written (a read-only file, folder or file system)."""
-    return path.is_file() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+    return path.is_file() and not (_writable(path) and _writable(path.parent))
 
 
-def _read_only_connection(path: Path, writes: bool) -> Callable[[], sqlite3.Connection]:
+def _read_only_connection(path: Path, reading: bool) -> Callable[[], sqlite3.Connection]:
     """Connections for reading a database that cannot be written (a report of a copy on read-only
-    media, say), refused before any work for a run (``writes``).  SQLite's write-ahead log needs a
-    shared-memory file beside the database, which cannot be made there: without a log the file is
-    read as immutable (nothing can change it there); a log not yet folded into the file is read
-    through the shared-memory file that came with it, and without one cannot be read at all."""
-    if writes:
-        raise SpecError(f"database {path} cannot be written (read-only file, folder or file system): a run stores "
-                        "its trials there; copy it to a writable folder")  # fmt: skip
+    media, say); refused, before any work, to a command that writes (not ``reading``).  SQLite reads
+    a database in write-ahead-log mode through a shared-memory file beside it, made where the folder
+    allows; where it cannot be made and none is there, no process has the database open (a writer
+    keeps one), so the file is read as immutable, and a log left beside it cannot be read at all."""
+    if not reading:
+        raise SpecError(f"database {path} cannot be written (read-only file, folder or file system) and this "
+                        "command writes to it; copy it to a writable folder")  # fmt: skip
+    uri = path.resolve().as_uri()
     log, shared = (path.with_name(path.name + end) for end in ("-wal", "-shm"))
-    if not (log.is_file() and log.stat().st_size > 0):
-        return lambda: sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True, check_same_thread=False)
-    if not shared.is_file():
+    if shared.is_file() or _writable(path.parent):
+        return lambda: sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+    if log.is_file() and log.stat().st_size > 0:
         raise SpecError(f"database {path} cannot be written and its write-ahead log {log.name} cannot be read there "
                         f"without its {shared.name} file; copy the database with its log to a writable folder")  # fmt: skip
-    return lambda: sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+    return lambda: sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
 
 
 def _sqlite_connection(path: Path) -> sqlite3.Connection:

@@ -41,6 +41,15 @@ def ledger_study(storage: optuna.storages.BaseStorage) -> optuna.Study:
     return optuna.create_study(storage=storage, study_name=LEDGER_STUDY, load_if_exists=True)
 
 
+def _ledger_attrs(storage: optuna.storages.BaseStorage) -> dict[str, Any]:
+    """The ledger study's user attributes, read without writing (a storage that cannot be written is read
+    too); none where no claim ran there."""
+    try:
+        return optuna.load_study(storage=storage, study_name=LEDGER_STUDY).user_attrs
+    except KeyError:
+        return {}
+
+
 def _key(kind: str, claim_id: str, budget: str, variation: str = "fixed") -> str:
     return f"{kind}:{claim_id}:{budget}:{variation}"
 
@@ -80,7 +89,7 @@ def _start(run: dict[str, Any]) -> tuple[str, float]:
 
 def invocations(storage, claim: Claim, budget: str, variation: str = "fixed") -> list[dict[str, Any]]:
     """The claim's `claims run` invocations at ``budget`` and ``variation``, first to last."""
-    attrs = ledger_study(storage).user_attrs
+    attrs = _ledger_attrs(storage)
     own = _invocation_key(claim, budget, variation, "")
     runs = list(attrs.get(_key("runs", claim.id, budget, variation), []))
     return sorted(runs + [r for key, r in attrs.items() if key.startswith(own)], key=_start)
@@ -107,7 +116,7 @@ def decision_changes(storage, claim: Claim, budget: str, variation: str = "fixed
 def _all_by_claim(storage) -> list[tuple[str, dict[str, Any]]]:
     """Every `claims run` this storage recorded, with the claim it ran: (claim id, invocation), first to last."""
     found = []
-    for key, value in ledger_study(storage).user_attrs.items():
+    for key, value in _ledger_attrs(storage).items():
         kind, _, rest = key.partition(":")
         claim = rest.split(":")[0]
         found += [(claim, r) for r in value] if kind == "runs" else [(claim, value)] if kind == "run" else []
@@ -143,7 +152,7 @@ def store_analysis(storage, claim: Claim, budget: str, result: AnalysisResult) -
 
 
 def stored_analysis(storage, claim: Claim, budget: str) -> AnalysisResult | None:
-    data = ledger_study(storage).user_attrs.get(_key("analysis", claim.id, budget))
+    data = _ledger_attrs(storage).get(_key("analysis", claim.id, budget))
     return AnalysisResult(**data) if data else None
 
 

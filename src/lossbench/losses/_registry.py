@@ -170,7 +170,7 @@ class LossModule(nn.Module):
     """Base of the module twins: stores the function's keyword arguments, calls the function.
 
     Tensor arguments (class weights, class counts, ...) become buffers so that ``.to(device)``
-    moves them with the module.  Class counts keep their dtype when the module is cast
+    moves them with the module.  Class counts are cast no lower than float32 when the module is
     (``.half()``, ``.to(torch.bfloat16)``): a half holds whole numbers exactly only up to 2048 and
     none above 65504, and the functions cast the counts to the logits' dtype themselves.
     """
@@ -200,8 +200,9 @@ class LossModule(nn.Module):
         super()._apply(fn, recurse)
         for name, tensor in before.items():
             moved = self._buffers[name]
-            if moved.dtype != tensor.dtype:  # cast from the original: the cast one has lost its values
-                self._buffers[name] = tensor.to(device=moved.device)
+            kept = torch.promote_types(moved.dtype, torch.float32)  # (float64 where cast to it; MPS has none)
+            if moved.dtype != kept:  # cast from the original: the cast one has lost its values
+                self._buffers[name] = tensor.to(device=moved.device, dtype=kept)
         return self
 
     def forward(
