@@ -278,7 +278,7 @@ def flooding_tuning_cost(budget: str, storage=None, device=None, data_dir=None, 
         needs[label] = {}
         for r in result.methods:
             curve = r.budget_curve()
-            n = trials_to_reach(curve) if curve and curve[-1] == curve[-1] else None  # (None: no trial scored)
+            n = trials_to_reach(curve) if curve and not math.isnan(curve[-1]) else None  # (None: no trial scored)
             needs[label][r.method.name] = n
             trials = ", ".join(str(t.number) for t in sorted(r.tune_trials, key=lambda t: t.number))
             rows.append(f"| {label} | {r.method.name} | {'-' if n is None else n} | {(curve or [math.nan])[-1]:.4f} | "

@@ -106,6 +106,16 @@ register_claim(
     )
 )
 
+
+def _late_rule(far_cosine: float) -> str:
+    """su-ce-late's rule with its contradiction below the median cosine ``far_cosine`` (amended once, in that)."""
+    return (f"Measured along a cross-entropy run over the training set, each epoch, and read by the medians over "
+            f"the last 1/{LATE_SHARE} of the epochs (rounded up). Holds when the median of the mean -log p_y / (1 - p_y) "
+            f"is at most {LATE_RATIO_MAX:g} and the median cosine between the two losses' parameter gradients at least "
+            f"{LATE_COSINE_MIN:g}; contradicted when the ratio's median exceeds {FAR_RATIO:g} or the cosine's is below "
+            f"{far_cosine:g}; inconclusive otherwise")  # fmt: skip
+
+
 register_claim(
     Claim(
         id="su-ce-late",
@@ -116,21 +126,15 @@ register_claim(
         "and cross-entropy's gradient points where smooth accuracy's does.",
         kind="analysis",
         analysis=ce_behaves_like_smooth_accuracy,
-        rule_text=f"Measured along a cross-entropy run over the training set, each epoch, and read by the medians over "
-        f"the last 1/{LATE_SHARE} of the epochs (rounded up). Holds when the median of the mean -log p_y / (1 - p_y) is "
-        f"at most {LATE_RATIO_MAX:g} and the median cosine between the two losses' parameter gradients at least "
-        f"{LATE_COSINE_MIN:g}; contradicted when the ratio's median exceeds {FAR_RATIO:g} or the cosine's is below "
-        f"{FAR_COSINE:g}; inconclusive otherwise",
-        # (the first until 2026-12-06, the second the same day: see the last deviation)
+        rule_text=_late_rule(FAR_COSINE),
+        # (the first until 2026-12-06, the second, its contradiction at a cosine below 0.9, the same day: see the
+        # last deviation)
         amended_from=(
             "Measured along a cross-entropy run over the training set, each epoch. Holds when at the last epoch the "
             "mean of -log p_y / (1 - p_y) is at most 1.1 and the cosine between the two losses' parameter gradients at "
             "least 0.9, both having moved towards 1 since the first epoch; contradicted when the last ratio exceeds "
             "1.5 or the last cosine is below 0.5; inconclusive otherwise",
-            "Measured along a cross-entropy run over the training set, each epoch, and read by the medians over the "
-            "last 1/4 of the epochs (rounded up). Holds when the median of the mean -log p_y / (1 - p_y) is at most 1.1 "
-            "and the median cosine between the two losses' parameter gradients at least 0.99; contradicted when the "
-            "ratio's median exceeds 1.5 or the cosine's is below 0.9; inconclusive otherwise",
+            _late_rule(0.9),
         ),
         deviations=(
             "The rule was amended on 2026-12-06, after a review of the quick run, which it had judged 'holds' (ratio "
