@@ -159,6 +159,30 @@ def test_an_ignored_row_with_an_infinite_logit_leaves_the_gradient_finite(info, 
     assert torch.count_nonzero(x.grad[~kept]) == 0
 
 
+SOFTMAX = [i for i in ALL if i.signature == "softmax"]
+
+
+@pytest.mark.parametrize("info", SOFTMAX, ids=lambda i: i.name)
+def test_a_masked_rival_at_minus_inf_gives_the_limit(info):
+    """A masked class (-inf logit, not the target; validate=False lets it through) is a class that
+    cannot win: the value and gradient are finite and equal the limit of a very low logit, and the
+    masked class gets no gradient."""
+    logits, target, kw = make_case(info, dtype=torch.float64, seed=8)
+    rival = (target + 1) % logits.shape[1]
+    rows = torch.arange(logits.shape[0])
+    masked, low = logits.clone(), logits.clone()
+    masked[rows, rival], low[rows, rival] = -torch.inf, -1e4
+    masked.requires_grad_(True), low.requires_grad_(True)
+    value = call(info, masked, target, validate=False, **kw)
+    value.backward()
+    limit = call(info, low, target, validate=False, **kw)
+    limit.backward()
+    assert torch.isfinite(value) and torch.isfinite(masked.grad).all(), info.name
+    torch.testing.assert_close(value, limit)
+    torch.testing.assert_close(masked.grad, low.grad)
+    assert torch.count_nonzero(masked.grad[rows, rival]) == 0
+
+
 def test_soft_truncation_of_a_row_with_a_rival_at_minus_inf_is_its_limit():
     """-K s of a -inf rival is +inf: its softmax weight takes the whole row, the true class's weight is 0."""
     from lossbench.losses import soft_truncation

@@ -160,9 +160,15 @@ def one_vs_all_focal(
         gamma: focusing parameter ``>= 0``; BagofTricks-LT uses 2; 0 is one-vs-all binary cross-entropy.
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
-    one_hot = F.one_hot(y, x.shape[1]).to(x.dtype)
-    per_sample = sigmoid_focal(x, one_hot, gamma=gamma, alpha=None, reduction="none", validate=False).sum(1)
-    return loss_output(masked_reduce(per_sample, reduction, valid), logits)
+    check_positive("gamma", gamma, allow_zero=True)
+    # Each class's side picked, not weighted by its 0/1 target: a masked rival's (-inf) positive side
+    # is inf, and 0 * inf a NaN in the value and the gradient.
+    true = F.one_hot(y, x.shape[1]).bool()
+    log_p, log_q = F.logsigmoid(x), F.logsigmoid(-x)
+    negative = (-log_q * torch.exp(gamma * log_p)).masked_fill(true, 0).sum(1)
+    x_y = x.gather(1, y[:, None]).squeeze(1)
+    positive = -F.logsigmoid(x_y) * torch.exp(gamma * F.logsigmoid(-x_y))
+    return loss_output(masked_reduce(positive + negative, reduction, valid), logits)
 
 
 FocalLoss = loss_module(focal, "FocalLoss")
