@@ -299,6 +299,21 @@ def test_a_dataset_decided_by_a_constant_difference_is_named_so():
     assert "b (p = " in reason and reason.count("zero variance") == 1
 
 
+def test_an_equal_claims_opposite_names_its_doubled_p_as_such():
+    """An "equal" rule tests each side at alpha / 2 and compares the nearer side's p, doubled, with alpha:
+    the dataset's own reason shows the side's p, the summary the doubled one, and says which it is."""
+    from lossbench.ledger.judge import every_dataset
+    from lossbench.ledger.verdict import paired_verdict
+
+    rule = Rule("equal", delta=0.005)
+    apart = paired_verdict([0.92, 0.93, 0.925, 0.94, 0.935], [0.90, 0.90, 0.905, 0.91, 0.90], rule)
+    assert apart.word == "contradicted"
+    side = float(apart.reason.split("(p = ")[1].split(" ")[0])
+    assert apart.p_opposite == pytest.approx(2 * side, rel=1e-2)
+    reason = every_dataset([apart, apart], ["a", "b"]).reason
+    assert f"a (p = {apart.p_opposite:.3g} (the nearer side's, doubled), Holm-adjusted" in reason
+
+
 def test_the_opposite_on_one_of_several_datasets_contradicts_only_after_holms_correction():
     """Any of k datasets showing the opposite by chance is a union of k tests: at alpha = 0.05 a claim
     without any effect would be contradicted on 3 datasets in about 14 % of studies without the correction."""

@@ -172,7 +172,10 @@ def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
     else:
         word = "inconclusive"
     counts = ", ".join(f"{w} on {', '.join(n for n, x in zip(names, words) if x == w)}" for w in dict.fromkeys(words))
-    shown = [(kept, f"{n} (p = {v.p_opposite:.3g}{_zero_variance(v)}, Holm-adjusted {a:.3g})")
+    # an "equal" rule's p_opposite is the nearer side's p doubled (each side is tested at alpha / 2): say so,
+    # since the dataset's own reason shows the side's p against alpha / 2
+    doubled = " (the nearer side's, doubled)" if verdicts[0].rule.direction == "equal" else ""
+    shown = [(kept, f"{n} (p = {v.p_opposite:.3g}{doubled}{_zero_variance(v)}, Holm-adjusted {a:.3g})")
              for n, v, a, kept in zip(names, verdicts, adjusted, opposed) if v.word == "contradicted"]  # fmt: skip
     kept_on, dropped = [t for k, t in shown if k], [t for k, t in shown if not k]
     if kept_on:
