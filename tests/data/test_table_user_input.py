@@ -320,3 +320,55 @@ def test_an_excel_delimiter_line_names_the_delimiter_and_is_no_row(tmp_path, hin
         load_table(bad, sep=sep, test_fraction=0.5)
     with pytest.raises(ValueError, match=r"only.csv: no data rows$"):
         load_table(write(tmp_path / "only.csv", hint + end), sep=sep)
+
+
+def test_a_number_is_one_category_whether_a_file_holds_text_beside_it_or_not(tmp_path):
+    # pandas types each file on its own: "1.50" beside "big" stays text, alone it is 1.5; both were
+    # encoded, the test rows' as a category training never had (all zeros), without a word
+    train = write(tmp_path / "tr.csv", "a,code,label\n1,1.50,x\n2,2.00,y\n3,big,x\n4,1.50,y\n5,2.00,x\n6,big,y\n")
+    test = write(tmp_path / "te.csv", "a,code,label\n1,1.50,x\n2,2.00,y\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = load_table(train, test_path=test, standardize=False)
+    assert data.meta["feature_names"] == ["a", "code-1.5", "code-2", "code-big"]
+    assert data.x_test.tolist() == [[1, 1, 0, 0], [2, 0, 1, 0]]
+    # and the other way: digits in the training file, beside text in the test file
+    zips = write(tmp_path / "z.csv", "zip,label\n02134,x\n02135,y\n02134,y\n02135,x\n")
+    other = write(tmp_path / "zt.csv", "zip,label\n02134,x\nK1A0B1,y\n")
+    with pytest.warns(UserWarning, match=r"zt.csv:3: column 'zip' holds a value no training row has, as do 1 test "
+                                         r"row\(s\) in all \(\['K1A0B1'\]\): encoded as none of the training's categories"):  # fmt: skip
+        data = load_table(zips, test_path=other, nominal=["zip"], standardize=False)
+    assert data.meta["feature_names"] == ["zip-2134", "zip-2135"] and data.x_test.tolist() == [[1, 0], [0, 0]]
+
+
+def test_a_label_spelled_missing_is_refused_among_numbers_and_warned_of_among_text(tmp_path):
+    # R's write.csv writes a missing label NA: it was a class of its own
+    rows = "a,b,label\n0.5,1.5,1\n2.5,0.5,2\n1.5,2.5,NA\n0.25,1.25,1\n2.2,0.7,2\n"
+    with pytest.raises(ValueError, match=r"n.csv:4: label column 'label' holds numbers and 'NA', one of pandas' "
+                                         r"missing spellings; list it in missing=\[...\] if it means no label"):  # fmt: skip
+        load_table(write(tmp_path / "n.csv", rows))
+    assert load_table(tmp_path / "n.csv", missing=["NA"], test_fraction=0.5).class_names == ["1", "2"]
+    text = write(tmp_path / "t.csv", '"","a","label"\n"1",0.5,"x"\n"2",2.5,"y"\n"3",1.5,NA\n"4",0.2,"x"\n"5",2.2,"y"\n')
+    with pytest.warns(UserWarning, match=r"t.csv:4: the label 'NA' \(1 row\(s\)\) is read as a class, though it is "
+                                         r"one of pandas' missing spellings"):  # fmt: skip
+        assert load_table(text, test_fraction=0.4).class_names == ["NA", "x", "y"]
+
+
+@pytest.mark.parametrize("names", ["0,1", "2019,2020"])
+def test_a_header_of_counting_numbers_above_a_text_label_is_a_header(tmp_path, names):
+    # pandas' to_csv of an array's frame, or years: read as data, a class 'label' of one row
+    body = "0.5,1.5,cat\n2.5,0.5,dog\n1.5,2.5,cat\n0.25,1.25,dog\n2.25,0.75,cat\n1.75,0.5,dog\n"
+    data = load_table(write(tmp_path / "h.csv", f"{names},label\n" + body), standardize=False)
+    assert data.class_names == ["cat", "dog"] and data.meta["feature_names"] == names.split(",")
+    assert len(data.y_train) + len(data.y_test) == 6
+    # a header the guess cannot tell (its name repeated below, in another column) is refused, not read as data
+    odd = write(tmp_path / "o.csv", f"{names},kind,label\n" + body.replace(",cat", ",kind,cat").replace(",dog", ",b,dog"))
+    with pytest.raises(ValueError, match=r"o.csv:1: the first row looks like a header read as data \(numbers that "
+                                         r"count up by one as column names do, and its label 'label' is in no other row\)"):  # fmt: skip
+        load_table(odd)
+
+
+def test_a_separator_that_is_no_regular_expression_is_one_line(tmp_path):
+    path = write(tmp_path / "t.csv", "a,label\n1,x\n2,y\n")
+    with pytest.raises(ValueError, match=r"^sep='\|\+' is neither one character nor a valid regular expression"):
+        load_table(path, sep="|+")

@@ -147,6 +147,35 @@ def test_a_file_mixing_utf8_and_other_bytes_is_refused_at_its_first_such_line(tm
     assert read_text(write(tmp_path / "utf8.tsv", codecs.BOM_UTF8 + "café\tneg\n".encode())) == "café\tneg\n"
 
 
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_text_with_a_utf16_or_utf32_byte_order_mark_is_read_as_such(tmp_path, codec):
+    # Windows' "Unicode" text: read as Latin-1 it was a vocabulary of NULs and single letters
+    from lossbench.data._files import read_text
+
+    bom = {"utf-16-be": codecs.BOM_UTF16_BE}.get(codec, b"")  # (Python's utf-16 / utf-32 write their own)
+    assert read_text(write(tmp_path / "t.txt", bom + "Café froid\nbon\n".encode(codec))) == "Café froid\nbon\n"
+    root = tmp_path / "news"
+    for cls, texts in DOCS.items():
+        for i, text in enumerate(texts):
+            write(root / cls / f"{i:05d}", bom + text.encode(codec))
+    ds = load_text_folder(root, test_fraction=0.34, seed=0, cache=False)
+    assert {"orbit", "engine", "oil"} <= set(ds.meta["vocab"]) and "\x00" not in ds.meta["vocab"]
+
+
+def test_a_text_holding_nul_characters_is_refused_by_line(tmp_path):
+    from lossbench.data._files import read_text
+
+    no_mark = write(tmp_path / "u16.tsv", "sentence\tlabel\ngood\tpos\n".encode("utf-16-le"))  # (valid UTF-8)
+    with pytest.raises(ValueError, match=r"u16.tsv:1: the text holds a NUL character: UTF-16 text without its "
+                                         r"byte-order mark, or not a text file; save it as UTF-8$"):  # fmt: skip
+        read_text(no_mark)
+    with pytest.raises(ValueError, match=r"bin.txt:2: the text holds a NUL character"):
+        read_text(write(tmp_path / "bin.txt", b"caf\xe9\r\nx\x00y\n"))  # (Latin-1)
+    broken = write(tmp_path / "odd.txt", codecs.BOM_UTF16_LE + "ok".encode("utf-16-le") + b"\x00")  # an odd byte
+    with pytest.raises(ValueError, match=r"odd.txt: not UTF-16 text after its UTF-16 byte-order mark"):
+        read_text(broken)
+
+
 def test_an_empty_label_is_refused_by_line(tmp_path):
     from lossbench.data.text import read_text_table
 

@@ -104,6 +104,17 @@ def split_lines(text: str) -> list[str]:
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
+# Byte-order marks that are no UTF-8 (0xFE, 0xFF never occur in it): such a file is read in its own encoding
+# (Windows' "Unicode" text and Excel's "Unicode text" are UTF-16).  (UTF-32-LE's starts with UTF-16-LE's: it comes first.)
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # fmt: skip
+
+
+def utf_bom(data: bytes) -> str | None:
+    """The encoding a UTF-16 or UTF-32 byte-order mark at the start of ``data`` names, else None."""
+    return next((encoding for mark, encoding in BOMS if data.startswith(mark)), None)
+
+
 def read_text(path: Path | str) -> str:
     """A (possibly compressed) text file, decoded as UTF-8 (BOM dropped), else as Latin-1.
 
@@ -113,12 +124,20 @@ def read_text(path: Path | str) -> str:
     UTF-8 file), or that starts with UTF-8's byte-order mark, is refused where a byte is not UTF-8,
     naming its line: read as Latin-1, every UTF-8 character would turn into two others.  (A Latin-1
     file may hold a pair of bytes that reads as UTF-8, "é" before a no-break space; it is the rarer
-    kind there.)
+    kind there.)  A file that starts with a UTF-16 or UTF-32 byte-order mark is read in that encoding;
+    a text that holds a NUL character (UTF-16 without its mark, or no text at all) is refused.
     """
     data = read_bytes(path)
+    wide = utf_bom(data)
+    if wide:
+        try:
+            return _no_nul(data.decode(wide), path)
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not {wide.upper()} text after its {wide.upper()} byte-order mark "
+                             f"(at byte {err.start}); save it as UTF-8") from None  # fmt: skip
     body = data[len(codecs.BOM_UTF8) :] if data.startswith(codecs.BOM_UTF8) else data
     try:
-        return body.decode("utf-8")
+        return _no_nul(body.decode("utf-8"), path)
     except UnicodeDecodeError as err:
         characters = _UTF8_CHARACTER.findall(body)
         foreign = len(body.translate(None, _ASCII)) - sum(map(len, characters))  # high bytes outside UTF-8 characters
@@ -127,7 +146,16 @@ def read_text(path: Path | str) -> str:
             line = (before.count(b"\n") if b"\n" in body else before.count(b"\r")) + 1
             raise ValueError(f"{path}:{line}: byte 0x{body[err.start]:02x} is not UTF-8, where the file holds UTF-8 "
                              "characters: it mixes encodings; save it as UTF-8") from None  # fmt: skip
-        return data.decode("latin-1")
+        return _no_nul(data.decode("latin-1"), path)
+
+
+def _no_nul(text: str, path: Path | str) -> str:
+    at = text.find("\x00")
+    if at >= 0:
+        line = len(split_lines(text[:at]))
+        raise ValueError(f"{path}:{line}: the text holds a NUL character: UTF-16 text without its byte-order mark, "
+                         "or not a text file; save it as UTF-8")  # fmt: skip
+    return text
 
 
 _UTF8_CHARACTER = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")

@@ -27,11 +27,13 @@ Reading (pandas):
   lines inside a quoted field).
 - ``header=None`` guesses: the first row is a header when none of its fields is missing (its
   first may be empty: see below), one of pandas' missing spellings (``NA``, ``null``, ...) or a number
-  with decimals, and some column holds a non-number there and only numbers below it (all-nominal files are therefore read as headerless: pass ``header=True``); a
+  with decimals, and some column holds a non-number there and only numbers below it (all-nominal files are therefore read as headerless: pass ``header=True``),
+  or its numbers are integers that count up by one (``0,1,label``: pandas' ``to_csv`` of an array; years)
+  and no row below repeats its other fields in their columns; a
   ``test_path`` is read with the training file's guess.  ``True`` / ``False`` say it.
   A header read as data is refused: with a header, a label equal to the
   label column's name (a repeated header line); with a guessed "no header", a first row that
-  holds no number and whose label no later row of any file has (pass ``header=True``, or
+  holds no number (or numbers that count up by one) and whose label no later row of any file has (pass ``header=True``, or
   ``False`` if that row is data).  A header that names a column twice (``age,age``) is an error
   naming both (pandas would read ``age``, ``age.1``).
 - A header whose first field is empty is pandas' ``to_csv`` of a frame with its index (R's
@@ -39,7 +41,8 @@ Reading (pandas):
   (``read_csv(index_col=0)`` reads it so); positions still count it.
 - ``missing``: the cell texts that mean "missing" (an empty field only if ``""`` is listed;
   pandas' default list -- ``NA``, ``null``, ... -- is not used, and one of those in a column of
-  numbers is an error naming file, line and column: as text it would make the column nominal).
+  numbers is an error naming file, line and column: as text it would make the column nominal; as a
+  label, one among numbers is an error, one among text a warning: a class may be called ``None``).
   ``strip=True`` strips spaces around text cells first (UCI's comma-and-space files write `` ?``, which is otherwise no
   ``?``).  A row with fewer fields than the first is padded with missing values (as pandas
   does); one with more is an error naming the file and line.
@@ -77,7 +80,10 @@ Features and labels (the paper's ``extract_features_labels``):
   sets);
 - nominal columns are one-hot encoded over their sorted values, a missing value being the
   category ``"nan"``, at most ``max_categories`` values (50 in the paper) per column; a value
-  no training row has is all zeros; the one-hot block of column ``c`` (features ``c-value``)
+  no training row has is all zeros (a warning names the first test row that holds one); where
+  pandas reads a column's cells as numbers in one file and as text in another (it types each file
+  on its own: a column of numbers only, or beside text), a number is one category however it was
+  written (``1.50``, ``1.5``; not under ``paper_rules``); the one-hot block of column ``c`` (features ``c-value``)
   replaces it at the end of the feature list, numeric columns keeping their order;
 - missing numeric values (``impute``): ``"mean"`` -- the column's mean over every labelled row
   read (test file included, before any split: the paper's rule), ``"train_mean"`` -- the mean
@@ -112,9 +118,9 @@ copies while their cells do not (Excel's metadata).  Parsed tables are cached (`
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import io
+import math
 import numbers
 import re
 import warnings
@@ -127,7 +133,7 @@ import torch
 from lossbench._checks import first_few
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset, check_test_labels
-from lossbench.data._files import read_bytes, split_lines
+from lossbench.data._files import read_bytes, split_lines, utf_bom
 from lossbench.data._tabular import FLOAT32_MAX
 from lossbench.data.splits import (
     DEFAULT_TEST_FRACTION,
@@ -148,13 +154,10 @@ HEADER_SAMPLE_ROWS = 50
 # dropped (a header with an empty first field was read as data); 3: a column of numbers with a cell such
 # as "NA" is refused (it was one-hot encoded); 4: unlabelled rows counted per file, the label column named;
 # 5: the training file types the columns, labels stripped of spaces; 6: nominal=[...], stray cells that recur;
-# 7: a missing spelling among numbers refused whatever else the column holds.
-PARSE_VERSION = 7
+# 7: a missing spelling among numbers refused whatever else the column holds; 8: a number is one category
+# however a file wrote it, a label spelled missing refused or warned of, a header of counting numbers refused.
+PARSE_VERSION = 8
 WHITESPACE = r"\s+"
-# Byte-order marks that are no UTF-8 (0xFE, 0xFF never occur in it): such a file is read in its own encoding.
-# (UTF-32-LE's starts with UTF-16-LE's: it comes first.)
-BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # fmt: skip
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -173,7 +176,7 @@ def _is_excel(path: Path) -> bool:
 
 
 def _decode(data: bytes, path: Path, encoding: str) -> str:
-    bom = next((c for mark, c in BOMS if data.startswith(mark)), None)
+    bom = utf_bom(data)
     utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
     if utf8 and bom:
         encoding = bom  # (Excel's "Unicode text" is UTF-16 with a BOM)
@@ -246,6 +249,12 @@ def _looks_like_header(sample: Any, missing: Sequence[str], decimal: str) -> boo
         name = first.iloc[j]
         if below and name != "" and not _is_number(name) and all(_is_number(v, decimal) for v in below):
             return True
+    # Columns named by numbers that count up by one (0, 1, 2: pandas' to_csv of an array; years) beside
+    # names that no row below repeats in their column (a text label column's name).
+    counted = [int(v) for v in first if isinstance(v, str) and re.fullmatch(r"[-+]?\d+", v.strip())]
+    named = [j for j, v in enumerate(first) if isinstance(v, str) and v.strip() and not _is_number(v, decimal)]
+    if len(counted) >= 2 and all(b - a == 1 for a, b in zip(counted, counted[1:])) and named:
+        return all(first.iloc[j] not in set(rest.iloc[:, j]) for j in named)
     return False
 
 
@@ -336,6 +345,8 @@ def _read_text_frame(
             raise ValueError(f"{path}: unreadable table ({msg})") from None
         except pd.errors.EmptyDataError:
             raise ValueError(f"{path}: no data rows") from None
+        except re.error as err:  # (pandas reads a sep of more than one character as a regular expression)
+            raise ValueError(f"sep={sep!r} is neither one character nor a valid regular expression ({err})") from None
 
     index = False
     if header is not False:  # (with header=True only its line: R's write.table has one field fewer there)
@@ -504,6 +515,7 @@ def _refuse_header_as_data(
     guessed: bool,
     label_col: Any,
     why: str = "",
+    paper: bool = False,
 ) -> None:
     """A header line read as data makes its label a class of its own and numeric columns nominal."""
     import pandas as pd
@@ -522,9 +534,13 @@ def _refuse_header_as_data(
         elif guessed:  # guessed "no header", but the first row holds no number, its label no other row's
             v, first = labels.iloc[0], frame.iloc[0]
             names = all(not _is_number(c) for c in first if isinstance(c, str) or not pd.isna(c))
-            if isinstance(v, str) and names and v not in later:
+            # ... or its numbers count up by one, as column names do (0, 1, 2: pandas' to_csv of an array; years)
+            counted = [float(c) for c in first.drop(label_col) if _is_number(c) and not pd.isna(c)]
+            counting = not paper and len(counted) >= 2 and all(b - a == 1 for a, b in zip(counted, counted[1:]))
+            if isinstance(v, str) and not _is_number(v) and (names or counting) and v not in later:
+                what = "no number" if names else "numbers that count up by one as column names do"
                 raise ValueError(
-                    f"{where[0]}: the first row looks like a header read as data (no number, and its label "
+                    f"{where[0]}: the first row looks like a header read as data ({what}, and its label "
                     f"{v!r} is in no other row); pass header=True, or header=False if it is data{why}"
                 )
 
@@ -555,6 +571,15 @@ def _category(value: Any) -> str:
     return str(value)
 
 
+def _number_category(value: Any) -> str:
+    """:func:`_category`, a text that is a number written as its number: a file whose column holds text
+    too keeps "1.50" and "02134" as written, one whose column holds numbers only has 1.5 and 2134."""
+    if isinstance(value, str) and _is_number(value):
+        number = float(value)
+        return _class_name(number) if math.isfinite(number) else value
+    return _category(value)
+
+
 # pandas' default spellings of a missing value (read_csv's na_values), which this loader does not
 # take unless listed in ``missing``: in a column of numbers, one of them is refused by name.
 NA_SPELLINGS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
@@ -577,12 +602,24 @@ def _check_range(values: Any, c: Any, where: list[str], texts: list[str | None])
 
 
 def _labels(
-    labels: Any, label_col: Any, where: list[str], texts: list[str | None], path: Path
+    labels: Any, label_col: Any, where: list[str], texts: list[str | None], path: Path, paper: bool
 ) -> tuple[Any, list[str], list[tuple[str, str]]]:
-    """Class indices, class names, and pairs of names that differ only by a trailing '.' (warned of)."""
+    """Class indices, class names, and pairs of names that differ only by a trailing '.' (warned of).
+
+    A label that is one of pandas' missing spellings (R writes a missing label ``NA``) and not listed in
+    ``missing`` is refused among numbers and warned of among text (a class may be called ``None``)."""
     import numpy as np
     import pandas as pd
 
+    spelled = [i for i, v in enumerate(labels) if isinstance(v, str) and v in NA_SPELLINGS]
+    if spelled and not paper:
+        i, others = spelled[0], labels[[not (isinstance(v, str) and v in NA_SPELLINGS) for v in labels]]
+        advice = "list it in missing=[...] if it means no label (such rows are dropped, counted in a warning)"
+        if len(others) and pd.to_numeric(others, errors="coerce").notna().all():
+            raise ValueError(f"{where[i]}: label column {label_col!r} holds numbers and {labels.iloc[i]!r}, one of "
+                             f"pandas' missing spellings; {advice}")  # fmt: skip
+        warnings.warn(f"{where[i]}: the label {labels.iloc[i]!r} ({len(spelled)} row(s)) is read as a class, though it "
+                      f"is one of pandas' missing spellings; {advice}", stacklevel=4)  # fmt: skip
     try:
         labels = pd.to_numeric(labels)
     except (ValueError, TypeError):
@@ -707,8 +744,17 @@ def _features(
                              f"column in nominal=[...] to read each value as a category")  # fmt: skip
         col = col.astype(object).fillna("nan")  # (a column of numbers read as nominal: "nan" is no float)
         if not all(isinstance(v, str) for v in set(col)):
-            col = col.map(_category)  # mixed cell types (Excel, or files read apart) sort as text
+            # mixed cell types (Excel, or files read apart) sort as text; outside the paper's rules a number
+            # is one category however a file wrote it (the paper's sets keep the categories they had)
+            col = col.map(_category if paper else _number_category)
         categories = sorted(set(col[fit]))
+        known = set(categories)
+        unseen = [i for i in np.flatnonzero(~fit) if col.iloc[i] not in known]  # (a test file's rows)
+        if unseen:
+            values = first_few(dict.fromkeys(col.iloc[i] for i in unseen))
+            warnings.warn(f"{where[unseen[0]]}: column {c!r} holds a value no training row has, as do {len(unseen)} "
+                          f"test row(s) in all ({values}): encoded as none of the training's categories (all zeros)",
+                          stacklevel=4)  # fmt: skip
         if len(categories) > max_categories:
             # (a column of numbers but for some cells: the first of those named, where it is)
             what = f"{where[text[0]]}: column {c!r} is not numeric (this line holds {token!r})" if numbers_but \
@@ -785,7 +831,7 @@ def _parse(
     label_col = _label_column(label, kept, columns, headers[0], paths[0], why)
     if label_col in categorical:
         raise ValueError(f"{paths[0]}: nominal={list(nominal)} names the label column {label_col!r}")
-    _refuse_header_as_data(frames, wheres, headers, header is None, label_col, why)
+    _refuse_header_as_data(frames, wheres, headers, header is None, label_col, why, paper)
     data = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
     frame = data.drop(columns=dropped)
     where = [w for ws in wheres for w in ws]
@@ -803,7 +849,7 @@ def _parse(
     text = [t for t, keep in zip(text, labelled) if keep]
     if len(frame) == 0:
         raise ValueError(f"{paths[0]}: no row has a label in column {label_col!r}")
-    y, classes, dotted = _labels(frame[label_col], label_col, where, text, paths[0])
+    y, classes, dotted = _labels(frame[label_col], label_col, where, text, paths[0], paper)
     n_first = int(labelled[files == 0].sum())
     # the rows that type the columns: the training file's (every row of a single file: the split comes later,
     # so that they do not change with its seed), or every row (the paper's, before its split)
