@@ -178,6 +178,29 @@ def test_a_unit_that_trains_one_run_at_a_time_says_why_in_its_records_the_consol
     assert Runner(spec, off, torch.device("cpu"), pack=1).alone() == []  # (the user turned packing off)
 
 
+def test_tpe_is_asked_alike_for_units_that_pack_and_units_that_do_not(tmp_path, monkeypatch):
+    """Runs asked together do not see each other's results: a unit that cannot pack asked its tuning runs one
+    at a time got TPE's history after each, its pack-mates' units one update per batch (a protocol per method)."""
+    spec = _spec(methods=[METHODS[0], {"name": "gp", "loss": "cross_entropy", "transforms": ["gradient_penalty"]}],
+                 sampler="tpe", trials=4, seeds=2, train={"model": "linear", "epochs": 1, "batch_size": 32})  # fmt: skip
+    asked: dict[tuple[str, str], list[int]] = {}
+    ask = Runner._ask
+
+    def recording(self, unit, stage, trials, started):
+        asked.setdefault((unit.method.name, stage), []).append(len(started))
+        return ask(self, unit, stage, trials, started)
+
+    monkeypatch.setattr(Runner, "_ask", recording)
+    storage = open_storage(f"sqlite:///{tmp_path}/tpe.db", spec.heartbeat_interval)
+    runner = Runner(spec, storage, torch.device("cpu"), pack=8)
+    assert [label for label, _ in runner.alone()] == ["wine / gp"]
+    runner.run()
+    assert asked[("ce", "tune")] == asked[("gp", "tune")] == [2, 2]  # TPE's start-up count (half of 4 trials)
+    assert asked[("ce", "final")] == [2] and asked[("gp", "final")] == [1, 1]  # (queued seeds: no sampler)
+    gp = [run_record(t) for t in runner.units[1].tune.get_trials()]
+    assert [r["pack"] for r in gp] == [1] * 4 and all(ALONE_ATTR in r for r in gp)
+
+
 def _model_search_spec(search, **extra):
     return _spec(**{"methods": METHODS[:2], "train": {"model": "mlp", "model_params": {"depth": 1}, "epochs": 2, "batch_size": 32},
                     "search": {"lr": {"low": 0.01, "high": 1.0, "log": True}, **search}, **extra})  # fmt: skip

@@ -329,11 +329,12 @@ class Runner:
     def _pack_size(self, unit: Unit, wanted: int, stage: str) -> int:
         """How many runs to ask at once: ``wanted`` within the pack limit; one for a unit that does
         not pack.  TPE is asked at most its start-up count at once (runs asked together do not
-        see each other's results, as with that many parallel workers)."""
-        cap = 1 if unit.alone(stage) is not None else self.pack
+        see each other's results, as with that many parallel workers), and as many for a unit that
+        does not pack (its runs then train one after another): which methods pack must not change
+        how the sampler tunes them, in one study."""
         if stage == "tune" and self.spec.sampler == "tpe":
-            cap = min(cap, self._tpe_startup())
-        return max(1, min(cap, wanted))
+            return max(1, min(self.pack, self._tpe_startup(), wanted))
+        return max(1, min(1 if unit.alone(stage) is not None else self.pack, wanted))
 
     def _tpe_startup(self) -> int:
         return min(10, self.spec.trials // 2 or 1)
