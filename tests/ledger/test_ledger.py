@@ -185,6 +185,26 @@ def test_a_bench_claims_provenance_counts_the_runs_of_its_studies_by_any_claim(t
     assert text.startswith("Decision rule, not checked against its runs (")
 
 
+def test_a_study_deleted_and_run_anew_counts_the_worker_time_of_its_new_runs_only(tiny_claim, tmp_path, monkeypatch):
+    """The runs of the invocations before the deletion are gone: their wall time is not the stored study's."""
+    from lossbench.bench.storage import register_spec, study_created
+    from lossbench.ledger import runs as runs_module
+    from lossbench.ledger.runs import ledger_study, study_wall_time
+
+    storage = open_storage(default_storage_url(tmp_path))
+    spec = study_spec(tiny_claim, "quick")
+    old = {"started": "2026-12-03T20:21:00+00:00", "started_at": 1.0e9, "wall_seconds": 50.0, "study": spec.name}
+    ledger_study(storage).set_user_attr("runs:another-claim:quick:fixed", [old])  # (a study stored before it was dated)
+    assert study_created(storage, spec.name) is None
+    assert study_wall_time(storage, spec.name) == (50.0, [old])  # not stored: every invocation counts, as before
+    monkeypatch.setattr(runs_module, "time", types.SimpleNamespace(time=lambda: 2.0e9 + 40))
+    register_spec(storage, spec)  # run anew (the old study deleted)
+    assert study_created(storage, spec.name) >= 1.7e9
+    new = record_invocation(storage, tiny_claim, "quick", "fixed", 2.0e9, spec.name)  # its 40 s end after the creation
+    wall, runs = study_wall_time(storage, spec.name)
+    assert wall == 40.0 and [r.get("id") for r in runs] == [new]
+
+
 def test_concurrent_claims_runs_each_keep_their_record(tmp_path, monkeypatch):
     from lossbench.ledger import runs as runs_module
     from lossbench.ledger.runs import _record_wall_time, all_invocations, ledger_study

@@ -47,6 +47,7 @@ from lossbench.bench.spec import Spec, SpecError, spec_from_json, spec_growth
 
 SPEC_ATTR = "lossbench_spec"
 FINGERPRINT_ATTR = "lossbench_fingerprint"
+CREATED_ATTR = "lossbench_created"  # when the study was first recorded (unix time): a study deleted and run anew is a new one
 HISTORY_ATTR = "lossbench_history"  # the fingerprints a grown study's spec replaced, and what each growth added
 DATA_ATTR = "lossbench_data"  # per dataset label, the digest of the data the study's runs trained on
 CODE_ATTR = "lossbench_plugins"  # per plugin, the digest of its code the study's runs ran (plugins.code_digests)
@@ -607,7 +608,8 @@ def register_spec(storage: optuna.storages.BaseStorage, spec: Spec) -> list[str]
     stored = attrs.get(FINGERPRINT_ATTR)
     if stored is None:
         check_study_names(spec)
-        set_study_attrs(storage, study, {SPEC_ATTR: spec.to_json(), FINGERPRINT_ATTR: spec.fingerprint()})
+        set_study_attrs(storage, study, {SPEC_ATTR: spec.to_json(), FINGERPRINT_ATTR: spec.fingerprint(),
+                                         CREATED_ATTR: time.time()})  # fmt: skip
         return []
     if stored == spec.fingerprint():
         return []
@@ -659,6 +661,16 @@ def record_inputs(storage: optuna.storages.BaseStorage, name: str, data: dict[st
     changed = {key: value for key, value in attrs.items() if study.user_attrs.get(key, {}) != value}
     if changed:
         set_study_attrs(storage, study, changed)
+
+
+def study_created(storage: optuna.storages.BaseStorage, name: str) -> float | None:
+    """When study ``name`` was first recorded (unix time; None where it is not stored, or was stored before
+    this was recorded)."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    return storage.get_study_user_attrs(study_id).get(CREATED_ATTR)
 
 
 def stored_fingerprint(storage: optuna.storages.BaseStorage, name: str) -> str | None:

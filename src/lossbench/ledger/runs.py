@@ -21,6 +21,7 @@ import torch
 
 from lossbench._provenance import provenance
 from lossbench.bench.defaults import DEFAULT_PACK
+from lossbench.bench.storage import study_created
 from lossbench.ledger.records import Claim
 
 LEDGER_STUDY = "lossbench-ledger"
@@ -129,8 +130,11 @@ def study_invocations(storage, study: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def study_wall_time(storage, study: str) -> tuple[float, list[dict[str, Any]]]:
-    """Wall time of every `claims run` of a study, whichever claim started it."""
-    runs = [r for _, r in study_invocations(storage, study)]
+    """Wall time of every `claims run` of a study, whichever claim started it; of a study deleted and run
+    anew, only the invocations that ran on after it was recorded again (the others' runs are gone)."""
+    created = study_created(storage, study)
+    runs = [r for _, r in study_invocations(storage, study)
+            if created is None or r.get("started_at", 0.0) + r["wall_seconds"] >= created]  # fmt: skip
     return sum(r["wall_seconds"] for r in runs), runs
 
 
