@@ -80,10 +80,10 @@ Features and labels (the paper's ``extract_features_labels``):
   sets);
 - nominal columns are one-hot encoded over their sorted values, a missing value being the
   category ``"nan"``, at most ``max_categories`` values (50 in the paper) per column; a value
-  no training row has is all zeros (a warning names the first test row that holds one); where
-  pandas reads a column's cells as numbers in one file and as text in another (it types each file
-  on its own: a column of numbers only, or beside text), a number is one category however it was
-  written (``1.50``, ``1.5``; not under ``paper_rules``); the one-hot block of column ``c`` (features ``c-value``)
+  no training row has is all zeros (a warning names the first test row that holds one); where a
+  column holds numbers read as numbers in some rows and as text in others (pandas types each text
+  file on its own: a column of numbers only, or beside text; Excel types each cell), a number is
+  one category however it was written (``1.50``, ``1.5``; not under ``paper_rules``); the one-hot block of column ``c`` (features ``c-value``)
   replaces it at the end of the feature list, numeric columns keeping their order;
 - missing numeric values (``impute``): ``"mean"`` -- the column's mean over every labelled row
   read (test file included, before any split: the paper's rule), ``"train_mean"`` -- the mean
