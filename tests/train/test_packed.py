@@ -137,6 +137,16 @@ def test_training_without_weight_decay_as_fit_does():
                    weight_decays=[1e-3], generators=[torch.Generator()], weight_decay_on="none", **BASE)  # fmt: skip
 
 
+def test_runs_that_share_one_transform_object_are_refused():
+    # its state (the gradient normaliser's moving norm) would be every run's: passed [[t]] * K, say
+    x, y = _data()
+    shared = TRANSFORMS.get("grad_normalizer").factory()
+    ce = LOSSES.get("cross_entropy").module()
+    with pytest.raises(ValueError, match=r"^runs 0 and 1 share one GradientNormalizer object: give each run its own"):
+        fit_packed(PackedModel([_model("linear", 0), _model("linear", 1)]), [ce, ce], x, y, lrs=[0.1, 0.1],
+                   generators=[torch.Generator(), torch.Generator()], transforms=[[shared]] * 2, **BASE)  # fmt: skip
+
+
 @pytest.mark.parametrize("schedule", ["step", "epoch"])
 def test_epoch_layout_and_lr_schedule(schedule):
     _assert_same(*_both_ways(kind="mlp", lr_schedule=schedule, repeat=3, drop_last=True, **BASE))

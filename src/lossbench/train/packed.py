@@ -32,6 +32,7 @@ from torch.optim.sgd import sgd as sgd_update
 from lossbench.train._base import (
     LossFn,
     StepContext,
+    Transform,
     adapted_loss,
     batch_level,
     check_per_sample_loss,
@@ -347,6 +348,12 @@ def fit_packed(
     transforms = [[] for _ in range(k_runs)] if transforms is None else transforms
     if not (len(losses) == len(lrs) == len(generators) == len(weight_decays) == len(transforms) == k_runs):
         raise ValueError(f"a pack of {k_runs} runs needs {k_runs} losses, lrs, generators, weight decays and transform lists")
+    owner: dict[int, int] = {}
+    for k, chain in enumerate(transforms):  # (a transform's state, a moving norm say, is its run's)
+        for t in chain:
+            if isinstance(t, Transform) and owner.setdefault(id(t), k) != k:
+                raise ValueError(f"runs {owner[id(t)]} and {k} share one {type(t).__name__} object: give each run its "
+                                 "own (or the transform's name)")  # fmt: skip
     for k, loss in enumerate(losses):
         trained = [name for name, p in loss.named_parameters() if p.requires_grad] if isinstance(loss, nn.Module) else []
         if trained:  # (its gradient is never taken: they would stay as they are)
