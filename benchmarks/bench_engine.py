@@ -30,6 +30,7 @@ for that).  Then the built-in preset's trials per minute are measured on a fresh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -37,13 +38,14 @@ import time
 from pathlib import Path
 from unittest import mock
 
+import optuna
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lossbench.bench.execution import DataCache, train_and_score  # noqa: E402
 from lossbench.bench.methods import resolve_method  # noqa: E402
-from lossbench.bench.runner import Runner  # noqa: E402
+from lossbench.bench.runner import Heartbeats, Runner  # noqa: E402
 from lossbench.bench.spec import load_preset, parse_spec  # noqa: E402
 from lossbench.bench.storage import default_storage_url, open_storage  # noqa: E402
 from lossbench.losses import cross_entropy  # noqa: E402
@@ -108,14 +110,33 @@ def bare_loop(split, spec, seed, per_epoch_eval=False):
         return float((model(split.x_eval).argmax(1) == split.y_eval).float().mean())
 
 
+@contextlib.contextmanager
+def one_trial_runner(spec, folder):
+    """A runner on a fresh SQLite file that trains one run per call (``--pack 1``), its heartbeats kept
+    as ``Runner.run`` keeps them."""
+    runner = Runner(spec, open_storage(default_storage_url(folder), spec.heartbeat_interval), torch.device("cpu"), pack=1)
+    runner._heartbeats = Heartbeats(runner.storage)
+    with runner._heartbeats:
+        yield runner
+    runner._heartbeats = None
+
+
+def tune_one(runner, unit) -> None:
+    """One tuning trial of ``unit`` as the runner makes it: started, asked (TPE), trained, scored and told."""
+    started = runner._start_next(unit, {"tune": 1, "final": 1})
+    if isinstance(started, str):
+        raise RuntimeError(f"no tuning trial to start ({started}): raise the spec's trials")
+    runner._run_pack([started])
+
+
 def tuner_storage_seconds(spec, result, trials: int) -> float:
     """Median seconds per tuning trial with the training replaced by ``result``: Optuna and storage only."""
-    with tempfile.TemporaryDirectory() as tmp, mock.patch("lossbench.bench.runner.train_and_score", return_value=result):
-        runner = Runner(spec, open_storage(default_storage_url(tmp), spec.heartbeat_interval), torch.device("cpu"))
+    with tempfile.TemporaryDirectory() as tmp, mock.patch("lossbench.bench.runner.train_and_score", return_value=result), \
+            one_trial_runner(spec, tmp) as runner:  # fmt: skip
         unit, times = runner.units[0], []
-        for n in range(trials + 2):  # two warm-up trials
+        for _ in range(trials + 2):  # two warm-up trials
             t0 = time.perf_counter()
-            runner._tune_one(unit, n)
+            tune_one(runner, unit)
             times.append(time.perf_counter() - t0)
     return statistics.median(times[2:])
 
@@ -127,6 +148,7 @@ def main() -> None:
     parser.add_argument("--skip-preset", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # (each ask builds an in-memory study, which Optuna announces)
     print(f"torch {torch.__version__}, {args.threads} CPU threads, medians of {args.repeats} interleaved repeats\n")
     print(f"{'workload':38s} {'bare s':>8s} {'bare+val s':>11s} {'engine s':>9s} {'trial s':>8s} "
           f"{'engine/bare':>12s} {'engine/(bare+val)':>18s} {'trial/bare':>11s} {'tuner+storage ms':>17s}")  # fmt: skip
@@ -134,8 +156,7 @@ def main() -> None:
         spec = spec_for(dataset, dparams, model, mparams, epochs, batch)
         split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
         method = resolve_method(spec.methods[0])
-        with tempfile.TemporaryDirectory() as tmp:
-            runner = Runner(spec, open_storage(default_storage_url(tmp), spec.heartbeat_interval), torch.device("cpu"))
+        with tempfile.TemporaryDirectory() as tmp, one_trial_runner(spec, tmp) as runner:
             unit = runner.units[0]
             times = {"bare": [], "bare+val": [], "engine": [], "trial": []}
             for r in range(args.repeats + 1):  # the first round warms up and is dropped
@@ -146,7 +167,7 @@ def main() -> None:
                 t.append(time.perf_counter())
                 result = train_and_score(split, method, PARAMS, spec, seed=r)
                 t.append(time.perf_counter())
-                runner._tune_one(unit, r)
+                tune_one(runner, unit)
                 t.append(time.perf_counter())
                 if r:
                     for key, start, end in zip(times, t, t[1:]):
