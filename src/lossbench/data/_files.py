@@ -127,17 +127,21 @@ def read_text(path: Path | str) -> str:
     kind there.)  A file that starts with a UTF-16 or UTF-32 byte-order mark is read in that encoding;
     a text that holds a NUL character (UTF-16 without its mark, or no text at all) is refused.
     """
-    data = read_bytes(path)
+    return _no_nul(_decoded(read_bytes(path), path), path)
+
+
+def _decoded(data: bytes, path: Path | str) -> str:
+    """``data`` as :func:`read_text` decodes it (NUL characters not yet checked)."""
     wide = utf_bom(data)
     if wide:
         try:
-            return _no_nul(data.decode(wide), path)
+            return data.decode(wide)
         except UnicodeDecodeError as err:
             raise ValueError(f"{path}: not {wide.upper()} text after its {wide.upper()} byte-order mark "
                              f"(at byte {err.start}); save it as UTF-8") from None  # fmt: skip
     body = data[len(codecs.BOM_UTF8) :] if data.startswith(codecs.BOM_UTF8) else data
     try:
-        return _no_nul(body.decode("utf-8"), path)
+        return body.decode("utf-8")
     except UnicodeDecodeError as err:
         characters = _UTF8_CHARACTER.findall(body)
         foreign = len(body.translate(None, _ASCII)) - sum(map(len, characters))  # high bytes outside UTF-8 characters
@@ -146,7 +150,7 @@ def read_text(path: Path | str) -> str:
             line = (before.count(b"\n") if b"\n" in body else before.count(b"\r")) + 1
             raise ValueError(f"{path}:{line}: byte 0x{body[err.start]:02x} is not UTF-8, where the file holds UTF-8 "
                              "characters: it mixes encodings; save it as UTF-8") from None  # fmt: skip
-        return _no_nul(data.decode("latin-1"), path)
+        return data.decode("latin-1")
 
 
 def _no_nul(text: str, path: Path | str) -> str:

@@ -226,6 +226,12 @@ def _data_only(value: Any, decimal: str) -> bool:
     return text in NA_SPELLINGS or (_is_number(text, decimal) and not re.fullmatch(r"[-+]?\d+", text))
 
 
+def _counts_up(numbers: Sequence[float]) -> bool:
+    """Whether ``numbers`` count up by one, as numbers naming columns do (0, 1, 2: pandas' ``to_csv`` of
+    an array; years): at least two of them."""
+    return len(numbers) >= 2 and all(b - a == 1 for a, b in zip(numbers, numbers[1:]))
+
+
 def _looks_like_header(sample: Any, missing: Sequence[str], decimal: str) -> bool:
     """The first row of ``sample`` names the columns (module docstring).
 
@@ -249,11 +255,11 @@ def _looks_like_header(sample: Any, missing: Sequence[str], decimal: str) -> boo
         name = first.iloc[j]
         if below and name != "" and not _is_number(name) and all(_is_number(v, decimal) for v in below):
             return True
-    # Columns named by numbers that count up by one (0, 1, 2: pandas' to_csv of an array; years) beside
+    # Columns named by numbers that count up by one (_counts_up) beside
     # names that no row below repeats in their column (a text label column's name).
     counted = [int(v) for v in first if isinstance(v, str) and re.fullmatch(r"[-+]?\d+", v.strip())]
     named = [j for j, v in enumerate(first) if isinstance(v, str) and v.strip() and not _is_number(v, decimal)]
-    if len(counted) >= 2 and all(b - a == 1 for a, b in zip(counted, counted[1:])) and named:
+    if _counts_up(counted) and named:
         return all(first.iloc[j] not in set(rest.iloc[:, j]) for j in named)
     return False
 
@@ -534,9 +540,9 @@ def _refuse_header_as_data(
         elif guessed:  # guessed "no header", but the first row holds no number, its label no other row's
             v, first = labels.iloc[0], frame.iloc[0]
             names = all(not _is_number(c) for c in first if isinstance(c, str) or not pd.isna(c))
-            # ... or its numbers count up by one, as column names do (0, 1, 2: pandas' to_csv of an array; years)
+            # ... or its numbers count up by one, as column names do
             counted = [float(c) for c in first.drop(label_col) if _is_number(c) and not pd.isna(c)]
-            counting = not paper and len(counted) >= 2 and all(b - a == 1 for a, b in zip(counted, counted[1:]))
+            counting = not paper and _counts_up(counted)
             if isinstance(v, str) and not _is_number(v) and (names or counting) and v not in later:
                 what = "no number" if names else "numbers that count up by one as column names do"
                 raise ValueError(
