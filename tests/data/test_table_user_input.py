@@ -83,6 +83,14 @@ def test_a_utf16_file_read_as_another_encoding_says_utf16(tmp_path):
         load_table(path, encoding="ascii")
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_a_table_holding_a_nul_character_is_refused_naming_its_line(tmp_path, encoding):
+    # (UTF-16 without its byte-order mark reads as ASCII with a NUL after each letter)
+    path = write(tmp_path / "t.csv", b"size,kind\n1,x\n2,y\x00\n3,x\n4,y\n")
+    with pytest.raises(ValueError, match=r"t.csv:3: the text holds a NUL character"):
+        load_table(path, label="kind", encoding=encoding)
+
+
 def test_a_decimal_comma_table_says_so_and_reads_with_decimal(tmp_path):
     rows = "".join(f"{i},5;{i + 1},25;{'ab'[i % 2]}\n" for i in range(8))
     for name in ("dc.csv", "dc.txt"):

@@ -127,7 +127,7 @@ def read_text(path: Path | str) -> str:
     kind there.)  A file that starts with a UTF-16 or UTF-32 byte-order mark is read in that encoding;
     a text that holds a NUL character (UTF-16 without its mark, or no text at all) is refused.
     """
-    return _no_nul(_decoded(read_bytes(path), path), path)
+    return no_nul(_decoded(read_bytes(path), path), path)
 
 
 def _decoded(data: bytes, path: Path | str) -> str:
@@ -153,7 +153,8 @@ def _decoded(data: bytes, path: Path | str) -> str:
         return data.decode("latin-1")
 
 
-def _no_nul(text: str, path: Path | str) -> str:
+def no_nul(text: str, path: Path | str) -> str:
+    """``text`` if it holds no NUL character, else a one-line error naming its line."""
     at = text.find("\x00")
     if at >= 0:
         line = len(split_lines(text[:at]))

@@ -133,7 +133,7 @@ import torch
 from lossbench._checks import first_few
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset, check_test_labels
-from lossbench.data._files import read_bytes, split_lines, utf_bom
+from lossbench.data._files import no_nul, read_bytes, split_lines, utf_bom
 from lossbench.data._tabular import FLOAT32_MAX
 from lossbench.data.splits import (
     DEFAULT_TEST_FRACTION,
@@ -155,8 +155,9 @@ HEADER_SAMPLE_ROWS = 50
 # as "NA" is refused (it was one-hot encoded); 4: unlabelled rows counted per file, the label column named;
 # 5: the training file types the columns, labels stripped of spaces; 6: nominal=[...], stray cells that recur;
 # 7: a missing spelling among numbers refused whatever else the column holds; 8: a number is one category
-# however a file wrote it, a label spelled missing refused or warned of, a header of counting numbers refused.
-PARSE_VERSION = 8
+# however a file wrote it, a label spelled missing refused or warned of, a header of counting numbers refused;
+# 9: a text holding a NUL character refused.
+PARSE_VERSION = 9
 WHITESPACE = r"\s+"
 
 
@@ -181,7 +182,7 @@ def _decode(data: bytes, path: Path, encoding: str) -> str:
     if utf8 and bom:
         encoding = bom  # (Excel's "Unicode text" is UTF-16 with a BOM)
     try:
-        return data.decode("utf-8-sig" if utf8 and not bom else encoding)
+        return no_nul(data.decode("utf-8-sig" if utf8 and not bom else encoding), path)
     except LookupError:
         raise ValueError(f"encoding={encoding!r} is not a known text encoding") from None
     except UnicodeDecodeError as err:
