@@ -753,3 +753,50 @@ def test_models_of_another_class_are_not_packed_together():
 
     with pytest.raises(ValueError, match="packed models must be of one class"):
         PackedModel([LinearClassifier(6, 3), Scaled(6, 3)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("per_run", [False, True], ids=["the pack at once", "run by run (large parameters)"])
+def test_a_half_precision_pack_trains_as_its_runs_alone(dtype, optimizer, per_run, monkeypatch):
+    # Alone, torch's fused SGD on the CPU left whole vector blocks of a half tensor unmoved (fit now takes
+    # its other SGD there); packed, Adam's eps of 1e-8 was 0 in float16: a zero gradient (the zero
+    # feature's weights) gave 0 / 0.  The pack computes in float32, as the fused kernels do.
+    if per_run:
+        monkeypatch.setattr(packed_module, "PER_RUN_FROM", 1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 40, generator=g)
+    x[:, 5] = 0
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    x = x.to(dtype)
+
+    def model(seed):
+        torch.manual_seed(seed)
+        return LinearClassifier(40, 3).to(dtype)
+
+    start = [model(s).linear.weight.detach().clone() for s in SEEDS[:2]]
+    options = {"epochs": 2, "batch_size": 32, "optimizer": optimizer, "momentum": 0.9}
+    alone, models = [], [model(s) for s in SEEDS[:2]]
+    for seed, lr, m in zip(SEEDS, LRS, models):
+        alone.append(fit(m, LOSSES.get("cross_entropy").module(), x, y, lr=lr / 10, generator=torch.Generator().manual_seed(seed), **options))
+    packed_models = [model(s) for s in SEEDS[:2]]
+    packed = PackedModel(packed_models)
+    histories = fit_packed(packed, [LOSSES.get("cross_entropy").module()] * 2, x, y, lrs=[lr / 10 for lr in LRS[:2]],
+                           generators=[torch.Generator().manual_seed(s) for s in SEEDS[:2]], **options)  # fmt: skip
+    packed.unstack_into(packed_models)
+    for w0, m1, m2, h1, h2 in zip(start, models, packed_models, alone, histories):
+        for m in (m1, m2):
+            assert torch.isfinite(m.linear.weight).all()
+            moved = (m.linear.weight != w0).float().mean().item()
+            assert moved > 0.9  # (all but the zero feature's weights, 3 of 120)
+        torch.testing.assert_close(m2.linear.weight.float(), m1.linear.weight.float(), rtol=0.05, atol=0.02)
+        assert [r["loss"] for r in h2] == pytest.approx([r["loss"] for r in h1], rel=0.02)
+
+
+def test_runs_that_share_one_generator_are_refused():
+    # each would draw its epoch order after the other's draws: neither the order it has alone
+    x, y = _data()
+    ce, g = LOSSES.get("cross_entropy").module(), torch.Generator()
+    with pytest.raises(ValueError, match=r"^run 1 shares its generator with an earlier run: give each run its own$"):
+        fit_packed(PackedModel([_model("linear", 0), _model("linear", 1)]), [ce, ce], x, y, lrs=[0.1, 0.1],
+                   generators=[g, g], **BASE)  # fmt: skip

@@ -112,10 +112,13 @@ def check_state_keys(transform: Transform, state: Mapping[str, Any], keys: Seque
         )
 
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
 def _norm_dtype(grads: Sequence[torch.Tensor]) -> torch.dtype | None:
     """float32 for half-precision gradients (a float16 norm overflows past 65504 and a bfloat16 moving
     average stops moving), else None: their own dtype."""
-    return torch.float32 if any(g.dtype in (torch.float16, torch.bfloat16) for g in grads) else None
+    return torch.float32 if any(g.dtype in HALF_DTYPES for g in grads) else None
 
 
 def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
@@ -137,9 +140,10 @@ def run_norms(grads: Sequence[torch.Tensor]) -> torch.Tensor:
     )
 
 
-def per_run(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(K,) values shaped to broadcast over ``like``'s (K, ...) trailing dimensions, on its device."""
-    return values.to(like.device, like.dtype).view(-1, *([1] * (like.ndim - 1)))
+def per_run(values: torch.Tensor, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(K,) values shaped to broadcast over ``like``'s (K, ...) trailing dimensions, on its device, in
+    ``dtype`` (default ``like``'s)."""
+    return values.to(like.device, dtype or like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
 def hyperparameter(runs: Sequence[Transform], name: str, like: torch.Tensor) -> torch.Tensor:

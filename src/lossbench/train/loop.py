@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lossbench._checks import check_positive
-from lossbench.train._base import LossFn
+from lossbench.train._base import HALF_DTYPES, LossFn
 from lossbench.train._registry import TransformSpec
 from lossbench.train.step import build_step, trainable_parameters
 from lossbench.train.vocabulary import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_ON
@@ -38,16 +38,13 @@ def make_optimizer(
     matrices and kernels, not biases), as the EXACT paper's code does; ``"none"`` trains
     without weight decay (a nonzero ``weight_decay`` is then refused).
 
-    ``fused`` (default: wherever every parameter is a dense floating-point tensor on a device of
-    ``FUSED_DEVICES``) selects PyTorch's fused kernel, one call per step instead of several ops
+    ``fused`` (default: where :func:`fused_applies`) selects PyTorch's fused kernel, one call per step instead of several ops
     per parameter: the same update up to rounding, and on small models the step's largest cost.
     """
     check_optimizer(name, lr, [weight_decay], weight_decay_on)
     params = list(params)
     if fused is None:
-        fused = bool(params) and all(
-            p.is_floating_point() and not p.is_sparse and p.device.type in FUSED_DEVICES for p in params
-        )
+        fused = fused_applies(name, params)
     groups: list[Any] = params
     if weight_decay_on == "weights":
         decayed = [p for p in params if p.ndim >= 2]
@@ -58,6 +55,19 @@ def make_optimizer(
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, fused=fused)
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused)
+
+
+def fused_applies(name: str, params: Sequence[torch.Tensor]) -> bool:
+    """Whether PyTorch's fused kernel of optimizer ``name`` serves every parameter: dense floating-point
+    tensors on a device of ``FUSED_DEVICES``, but not SGD's on the CPU in half precision (torch 2.12-2.13's
+    fused SGD skips whole vector blocks of a float16/bfloat16 tensor there, pytorch/pytorch#191763: most
+    weights never move).  Fused Adam and AdamW compute half-precision tensors in float32, which their
+    other implementations do not (Adam's eps of 1e-8 is 0 in float16: a zero gradient gives 0 / 0)."""
+    return bool(params) and all(
+        p.is_floating_point() and not p.is_sparse and p.device.type in FUSED_DEVICES
+        and not (name == "sgd" and p.device.type == "cpu" and p.dtype in HALF_DTYPES)
+        for p in params
+    )  # fmt: skip
 
 
 def check_optimizer(name: str, lr: float, weight_decays: Sequence[float], weight_decay_on: str = "all") -> None:

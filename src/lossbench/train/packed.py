@@ -30,6 +30,7 @@ from torch.optim.adamw import adamw as adamw_update
 from torch.optim.sgd import sgd as sgd_update
 
 from lossbench.train._base import (
+    HALF_DTYPES,
     LossFn,
     StepContext,
     Transform,
@@ -42,7 +43,7 @@ from lossbench.train._base import (
     reads_per_sample,
 )
 from lossbench.train._registry import TransformSpec, make_transform
-from lossbench.train.loop import check_epoch_shape, check_lr_schedule, check_optimizer
+from lossbench.train.loop import check_epoch_shape, check_lr_schedule, check_optimizer, fused_applies
 
 PackedEpochCallback = Callable[[int, list[dict[str, float]]], Any]
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's and AdamW's defaults
@@ -184,6 +185,11 @@ class PackedModel:
                 target.copy_(source)
 
 
+def _compute_dtype(p: torch.Tensor) -> torch.dtype:
+    """The dtype the optimiser computes ``p``'s update in: float32 for half precision (see ``_update``)."""
+    return torch.float32 if p.dtype in HALF_DTYPES else p.dtype
+
+
 class PackedOptimizer:
     """``sgd`` (momentum, no dampening), ``adam`` and ``adamw`` as torch.optim computes them, with
     each run's own learning rate and weight decay: ``lr`` per step and ``weight_decays`` are (K,).
@@ -205,7 +211,7 @@ class PackedOptimizer:
         self.name, self.momentum, self.params = name, momentum, list(params)
         decays = bool((weight_decays != 0).any())
         decaying = [decays and (weight_decay_on == "all" or p.ndim >= 3) for p in self.params]
-        self._decay = [per_run(weight_decays, p) if d else None for p, d in zip(self.params, decaying)]
+        self._decay = [per_run(weight_decays, p, _compute_dtype(p)) if d else None for p, d in zip(self.params, decaying)]
         # (run by run: each run's decay as given, in double, as torch.optim takes a run's number)
         self._run_decays = [weight_decays.tolist() if d else [0.0] * len(weight_decays) for d in decaying]
         self._state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
@@ -219,8 +225,8 @@ class PackedOptimizer:
         for p, g, wd, run_decays, state in zip(self.params, grads, self._decay, self._run_decays, self._state):
             if first:
                 self._start(p, state)
-            if p.device.type != "cpu" or p[0].numel() < PER_RUN_FROM:
-                self._update(p, g, per_run(lr, p), wd, state, first)
+            if p.device.type != "cpu" or p[0].numel() < PER_RUN_FROM or not fused_applies(self.name, [p]):
+                self._update(p, g, lr, wd, state, first)
                 continue
             # A large parameter (an embedding table) run by run: each run's slice stays in cache, where the
             # whole pack's went to memory several times a step; by torch.optim's fused kernels, with the run's
@@ -247,8 +253,22 @@ class PackedOptimizer:
 
     def _update(self, p: torch.Tensor, g: torch.Tensor, lr: torch.Tensor, wd: torch.Tensor | None,
                 state: dict[str, torch.Tensor], first: bool) -> None:  # fmt: skip
-        """One update of a pack's parameter ``p``, each run with its ``lr`` and ``wd`` (broadcasting against
-        it), as torch.optim computes it."""
+        """One update of a pack's parameter ``p``, each run with its ``lr`` ((K,)) and ``wd`` (broadcasting
+        against it), as torch.optim computes it; a half-precision parameter and its state in float32, stored
+        back, as torch's fused kernels compute them (in float16, Adam's eps of 1e-8 is 0, and each run's lr
+        would be rounded alike at every step)."""
+        if _compute_dtype(p) == p.dtype:
+            self._apply(p, g, per_run(lr, p), wd, state, first)
+            return
+        wide = {name: t.float() for name, t in state.items()}
+        work = p.float()
+        self._apply(work, g.float(), per_run(lr, work), wd, wide, first)
+        p.copy_(work)
+        for name, t in wide.items():
+            state[name].copy_(t)
+
+    def _apply(self, p: torch.Tensor, g: torch.Tensor, lr: torch.Tensor, wd: torch.Tensor | None,
+               state: dict[str, torch.Tensor], first: bool) -> None:  # fmt: skip
         if self.name == "sgd":
             if wd is not None:
                 g = g + wd * p
@@ -348,6 +368,9 @@ def fit_packed(
     transforms = [[] for _ in range(k_runs)] if transforms is None else transforms
     if not (len(losses) == len(lrs) == len(generators) == len(weight_decays) == len(transforms) == k_runs):
         raise ValueError(f"a pack of {k_runs} runs needs {k_runs} losses, lrs, generators, weight decays and transform lists")
+    shared = [k for k, g in enumerate(generators) if any(g is other for other in generators[:k])]
+    if shared:  # (each would draw its epoch order after the others' draws: none the order it has alone)
+        raise ValueError(f"run {shared[0]} shares its generator with an earlier run: give each run its own")
     owner: dict[int, int] = {}
     for k, chain in enumerate(transforms):  # (a transform's state, a moving norm say, is its run's)
         for t in chain:
@@ -369,8 +392,11 @@ def fit_packed(
     if step.per_sample and ignoring:
         raise ValueError("a per-sample transform of a packed run averages over every sample, and some targets are "
                          "at the loss's ignore_index: train these runs one at a time (fit drops them)")  # fmt: skip
+    # The runs' lr and decay in double, as a run alone has them: on the device, but on the CPU where the
+    # device has no double (MPS)
+    numbers = torch.device("cpu") if device.type == "mps" else device
     opt = PackedOptimizer(
-        packed.params, optimizer, torch.tensor(weight_decays, dtype=torch.float64, device=device),
+        packed.params, optimizer, torch.tensor(weight_decays, dtype=torch.float64, device=numbers),
         momentum=momentum, weight_decay_on=weight_decay_on,
     )  # fmt: skip
     per_step = lr_schedule == "step"
@@ -380,8 +406,8 @@ def fit_packed(
         (lr_final / lr) ** (1.0 / (total - 1)) if lr_final is not None and total > 1 and lr_final < lr else 1.0
         for lr in lrs
     ]
-    lr_now = torch.tensor(list(lrs), dtype=torch.float64, device=device)
-    gamma = torch.tensor(gammas, dtype=torch.float64, device=device)
+    lr_now = torch.tensor(list(lrs), dtype=torch.float64, device=numbers)
+    gamma = torch.tensor(gammas, dtype=torch.float64, device=numbers)
     decays = any(g != 1.0 for g in gammas)
     starts = range(0, steps_per_epoch * batch_size, batch_size)
 
