@@ -152,3 +152,44 @@ def test_f1_thresholds_between_neighbouring_floats_keep_the_upper_row_positive()
     logits = torch.tensor([[above], [1.0000001192092896], [-3.0]])
     threshold = f1_thresholds(logits, torch.tensor([[1.0], [0.0], [0.0]]))
     assert (logits[:, 0] > threshold).tolist() == [True, False, False]
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e8, 1e30])
+def test_f1_thresholds_past_the_last_or_first_row_hold_at_any_scale(scale):
+    # every row positive (label 0: the cut below the last row) or none (label 1: above the first); at 1e8
+    # the last row's score minus 2 rounds back onto it
+    logits = torch.tensor([[3.0, 1.0], [2.0, 0.5], [1.0, 0.2]]) * scale
+    thresholds = f1_thresholds(logits, torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]))
+    assert (logits > thresholds).tolist() == [[True, False]] * 3
+
+
+def test_a_thresholds_run_whose_training_logits_overflow_is_scored_as_diverged(monkeypatch):
+    # its held-out logits may be finite; without thresholds its label metrics would read logit 0 instead
+    from lossbench.bench import execution
+
+    fitted = execution._thresholds
+    overflowing = []
+
+    def fit_part_overflows(fit_logits, split):
+        fit_logits = fit_logits.clone()
+        fit_logits[0, 0] = math.inf
+        overflowing.append(fitted(fit_logits, split))
+        return overflowing[-1]
+
+    monkeypatch.setattr(execution, "_thresholds", fit_part_overflows)
+    spec = parse_spec(
+        {
+            "name": "ml", "trials": 1, "seeds": 2, "train": {"model": "linear", "epochs": 2},
+            "datasets": ["synthetic_multilabel"],
+            "methods": [{"name": "bce", "loss": "binary_cross_entropy"},
+                        {"name": "bce_thr", "loss": "binary_cross_entropy", "decision": "thresholds"},
+                        {"name": "bce_read", "runs_of": "bce", "decision": "thresholds"}],
+        }
+    )  # fmt: skip
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "final")
+    params = {"lr": 0.1, "weight_decay": 1e-4}
+    plain, tuned = (train_and_score(split, resolve_method(m), params, spec, seed=1) for m in spec.methods[:2])
+    assert overflowing == [None, None]  # (bce's run scored its reader's rule)
+    assert plain.metrics["diverged"] == 0.0 and plain.metrics["macro_f1"] == plain.metrics["macro_f1"]
+    assert plain.decided["thresholds"]["diverged"] == 1.0 and math.isnan(plain.decided["thresholds"]["macro_f1"])
+    assert tuned.metrics["diverged"] == 1.0 and all(math.isnan(v) for k, v in tuned.metrics.items() if k != "diverged")

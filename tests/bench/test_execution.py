@@ -157,6 +157,30 @@ def test_a_class_absent_from_the_scoring_rows_is_warned_of(monkeypatch):
     assert [("validation" in str(w.message)) for w in caught] == [True]
 
 
+def test_a_label_without_positive_scoring_rows_is_warned_of(monkeypatch):
+    import warnings
+
+    from lossbench.bench import execution
+    from lossbench.data import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    y_train = (torch.rand(60, 3, generator=g) < 0.5).float()
+    y_test = y_train[:10].clone()
+    y_test[:, 2] = 0  # "z": positive training rows, none among the test rows
+    data = Dataset("t", "multilabel", torch.randn(60, 4, generator=g), y_train, torch.randn(10, 4, generator=g), y_test,
+                   ["x", "y", "z"], "tabular", "test")  # fmt: skip
+    monkeypatch.setattr(execution, "load_dataset", lambda *a, **k: data)
+    spec = parse_spec({"name": "t", "trials": 2, "seeds": 2, "datasets": ["synthetic_multilabel"],
+                       "methods": [{"name": "bce", "loss": "binary_cross_entropy"}]})  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    said = [str(w.message) for w in caught if "none in the" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("dataset 'synthetic_multilabel': label(s) ['z'] have training rows "
+                                                 "but none in the test rows (10) that score the final runs: every "
+                                                 "method's average precision of them is 0"), said  # fmt: skip
+
+
 def test_a_resampled_final_split_of_a_given_test_file_is_the_fixed_one(tmp_path):
     """A table with its test_path draws no split by seed: every evaluation seed reads the one fixed split."""
     rows = "".join(f"{i % 7},{i % 5},{'ab'[i % 2]}\n" for i in range(40))

@@ -115,6 +115,8 @@ def test_a_diverged_run_counts_as_the_worst_score_in_the_rank_and_the_paired_tes
     (board,) = [r for r in csv.DictReader((tmp_path / "leaderboard.csv").open()) if r["method"] == "wild"]
     assert float(board["accuracy_mean"]) == pytest.approx(np.mean([0.0 if r["diverged"] == "1" else float(r["accuracy"])
                                                                    for r in runs if r["method"] == "wild"]))  # fmt: skip
+    # the CSV says how many runs each mean is over: the ranked metric's counts the diverged runs, the others' not
+    assert (board["accuracy_n"], board["macro_f1_n"], board["macro_f1_mean"]) == ("3", "1", "0.97")
     # the learning curves' means leave the diverged runs' nan epochs out, and say so
     assert "wine: learning curves (mean over seeds; 2 diverged run(s) left out of the epochs where they are nan)" in titles
 

@@ -187,3 +187,28 @@ def test_a_study_without_finished_runs_draws_its_plots_without_warnings():
         warnings.simplefilter("error")
         for draw in (learning_curves, budget_curves):
             assert draw(result, {"ce": "C0"}).startswith(b"\x89PNG")
+
+
+def test_the_curves_of_a_thresholds_method_say_they_read_logit_0_and_dot_its_final_score(monkeypatch):
+    # its epochs read logit 0 (the thresholds are set when a run ends): the curve alone put it below
+    # a method that the leaderboard ranks under it
+    from lossbench.bench import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or b"")
+
+    def run(curve, final):
+        return SimpleNamespace(user_attrs={"run": {"curves": {"train_loss": [1.0, 0.5], "heldout_macro_f1": curve},
+                                                   "metrics": {"macro_f1": final}}})  # fmt: skip
+
+    rows = [
+        SimpleNamespace(method=SimpleNamespace(name="bce", decision="argmax"), runs={0: run([0.2, 0.3], 0.3)}),
+        SimpleNamespace(method=SimpleNamespace(name="bce_thr", decision="thresholds"),
+                        runs={0: run([0.2, 0.25], 0.4), 1: run([0.2, 0.25], 0.5)}),
+    ]  # fmt: skip
+    result = SimpleNamespace(trained_methods=rows, metric="macro_f1", dataset=SimpleNamespace(label="sml"))
+    plots.learning_curves(result, {"bce": "C0", "bce_thr": "C1"})
+    lines = figures[0].axes[1].get_lines()
+    assert [(line.get_label(), line.get_linestyle()) for line in lines[:2]] == [
+        ("bce", "-"), ("bce_thr (epochs at logit 0; dot: thresholds)", "--")]  # fmt: skip
+    assert list(lines[2].get_xdata()) == [2] and list(lines[2].get_ydata()) == [pytest.approx(0.45)]

@@ -133,18 +133,21 @@ def _warn_unlearnable_labels(data: Dataset) -> None:
 def _warn_unscored_classes(split: Split) -> None:
     """Warn of classes a single-label run trains on that the part scoring it lacks (a rare class the
     stratified split keeps whole in training, a test file without it): balanced accuracy leaves them
-    out and macro-F1 counts them only where a run predicts them, so the scores rest on fewer classes."""
-    if split.task != "multiclass":
-        return
+    out and macro-F1 counts them only where a run predicts them, so the scores rest on fewer classes.
+    Multi-label: labels with positive training rows but none there score an average precision of 0
+    for every method (scikit-learn's convention), and an F1 of 0 wherever a run predicts them."""
     # (as subsample_train finds a class it leaves without training rows; negative targets are ignored ones)
-    unscored = (split.class_counts > 0) & (class_counts(split.y_eval[split.y_eval >= 0], split.task, split.num_classes) == 0)
+    held_out = split.y_eval == 1 if split.task == "multilabel" else split.y_eval[split.y_eval >= 0]
+    unscored = (split.class_counts > 0) & (class_counts(held_out, split.task, split.num_classes) == 0)
     absent = [split.dataset.class_names[i] for i in unscored.nonzero().flatten().tolist()]
     if absent:
         part = "validation" if split.stage == "tune" else "test"
-        warnings.warn(f"dataset {split.dataset.name!r}: class(es) {first_few(absent)} have "
-                      f"training rows but none in the {part} rows ({len(split.y_eval)}) that score the {split.stage} "
-                      "runs: balanced accuracy leaves them out and macro-F1 counts them only where a run predicts "
-                      "them", stacklevel=3)  # fmt: skip
+        effect = ("every method's average precision of them is 0 (their share of mAP alike for all) and their F1 0 "
+                  "wherever a run predicts them" if split.task == "multilabel" else
+                  "balanced accuracy leaves them out and macro-F1 counts them only where a run predicts them")  # fmt: skip
+        warnings.warn(f"dataset {split.dataset.name!r}: {'label(s)' if split.task == 'multilabel' else 'class(es)'} "
+                      f"{first_few(absent)} have training rows but none in the {part} rows ({len(split.y_eval)}) that "
+                      f"score the {split.stage} runs: {effect}", stacklevel=3)  # fmt: skip
 
 
 def _kept_data(ds: DatasetSpec) -> dict[str, Any]:
@@ -403,8 +406,13 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
 
 def _thresholds(fit_logits: torch.Tensor, split: Split) -> torch.Tensor | None:
     """Decision "thresholds": each label's threshold from the fit part (None where those logits are not
-    all finite: the run diverged and is scored as diverged)."""
+    all finite: the run diverged, and its label metrics through the thresholds are nan: see ``_diverged``)."""
     return f1_thresholds(fit_logits, split.y_fit) if bool(torch.isfinite(fit_logits).all()) else None
+
+
+def _diverged(metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` as a diverged run's: every one nan, ``diverged`` 1."""
+    return {name: math.nan for name in metrics} | {"diverged": 1.0}
 
 
 def _decided(logits: torch.Tensor, rule: str, split: Split, thresholds: torch.Tensor | None) -> torch.Tensor:
@@ -544,12 +552,17 @@ class _RunScores:
         if self.decision == "thresholds":
             self.thresholds = _thresholds(fit(), split)
         metrics = self.metrics(scored, split.y_eval) if metrics is None else dict(metrics)
+        if self.decision == "thresholds" and self.thresholds is None:  # (its held-out logits may be finite)
+            metrics = _diverged(metrics)
         labels = tuple(name for name in METRICS[split.task] if name in DECIDED)
         decided = {}
         for rule in self.readers:  # the same held-out logits, through each reader's rule
-            read = _decided(scored, rule, split, _thresholds(fit(), split) if rule == "thresholds" else None)
+            thresholds = _thresholds(fit(), split) if rule == "thresholds" else None
+            read = _decided(scored, rule, split, thresholds)
             values = compute_metrics(scored, split.y_eval, split.task, split.num_classes, labels, read)
-            decided[rule] = {name: values[name] for name in labels}
+            if rule == "thresholds" and thresholds is None:
+                values = _diverged(values)
+            decided[rule] = {name: values[name] for name in (*labels, "diverged")}
         if self.stopping:
             metrics[BEST_EPOCH] = float(len(self.train_loss) - 1 if self.best is None else self.best[1])
         if self.spec.tie_break == "train_metric" and split.stage == "tune":

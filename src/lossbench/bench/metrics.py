@@ -80,10 +80,12 @@ def f1_thresholds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     ends = torch.cat([scores[:-1] > scores[1:], torch.ones_like(scores[:1], dtype=torch.bool)])
     best = torch.where(ends, f1, -1.0).argmax(dim=0)  # index k - 1 of the first best cut
     above = scores.gather(0, best[None]).squeeze(0)
-    below = torch.cat([scores[1:], scores[-1:] - 2]).gather(0, best[None]).squeeze(0)  # past the last row: 1 lower
+    # past the last row: 1 lower (below it however large it is: at |logit| > 1e7, 2 lower rounds onto it)
+    last = torch.minimum(scores[-1:] - 2, torch.nextafter(scores[-1:], torch.tensor(-math.inf)))
+    below = torch.cat([scores[1:], last]).gather(0, best[None]).squeeze(0)
     thresholds = (above + below) / 2
     thresholds = torch.where(thresholds >= above, below, thresholds)  # (neighbouring floats: the midpoint rounds onto above)
-    return torch.where(hits[-1] > 0, thresholds, scores[0] + 1)
+    return torch.where(hits[-1] > 0, thresholds, torch.maximum(scores[0] + 1, torch.nextafter(scores[0], torch.tensor(math.inf))))
 
 
 def decide(logits: torch.Tensor, rule: str, class_counts: torch.Tensor, thresholds: torch.Tensor | None = None) -> torch.Tensor:

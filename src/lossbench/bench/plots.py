@@ -16,6 +16,7 @@ from matplotlib.ticker import LogFormatter, MaxNLocator, NullLocator
 from optuna.distributions import CategoricalDistribution
 
 from lossbench.bench.methods import resolve_method
+from lossbench.bench.metrics import DECIDED
 from lossbench.bench.results import DatasetResult
 from lossbench.bench.spec import Spec
 from lossbench.bench.storage import run_record
@@ -57,7 +58,9 @@ def _mean_curve(runs, key: str) -> tuple[np.ndarray | None, set[int]]:
 
 def learning_curves(result: DatasetResult, colours: Colours) -> bytes:
     """Mean over evaluation seeds of each method's training loss and test metric per epoch; the title
-    says how many runs' nan epochs (diverged) the means leave out."""
+    says how many runs' nan epochs (diverged) the means leave out.  A method deciding by per-label
+    thresholds sets them when its runs end: its epochs read logit 0 (dashed), and a dot gives the mean
+    of its final scores, through the thresholds, which the leaderboard ranks."""
     fig = Figure(figsize=(11, 4))
     ax_loss, ax_metric = fig.subplots(1, 2)
     left_out = 0
@@ -69,8 +72,20 @@ def learning_curves(result: DatasetResult, colours: Colours) -> bytes:
         colour = colours[row.method.name]
         if loss is not None:
             ax_loss.plot(np.arange(1, len(loss) + 1), loss, label=_shown(row.method.name), color=colour)
-        if metric is not None:
-            ax_metric.plot(np.arange(1, len(metric) + 1), metric, label=_shown(row.method.name), color=colour)
+        if metric is None:
+            continue
+        epochs = np.arange(1, len(metric) + 1)
+        if row.method.decision != "thresholds" or result.metric not in DECIDED:
+            ax_metric.plot(epochs, metric, label=_shown(row.method.name), color=colour)
+            continue
+        ax_metric.plot(epochs, metric, label=_shown(f"{row.method.name} (epochs at logit 0; dot: thresholds)"),
+                       color=colour, linestyle="--")  # fmt: skip
+        final = [run_record(t).get("metrics", {}).get(result.metric, math.nan) for t in runs]
+        final = [v for v in final if v == v]
+        if final:
+            ax_metric.plot([epochs[-1]], [sum(final) / len(final)], marker="o", color=colour)
+    for ax in (ax_loss, ax_metric):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.set(xlabel="epoch", ylabel="training loss (each method's own)", title="training loss")
     ax_metric.set(xlabel="epoch", ylabel=f"test {result.metric}", title=f"test {result.metric}")
     _legend(ax_metric, 8)

@@ -380,7 +380,9 @@ def leaderboard_records(results: list[DatasetResult]) -> tuple[list[str], list[l
               "diverged_runs", "mean_difference_vs_baseline", "difference_ci_low", "difference_ci_high",
               "difference_same_on_every_seed", "p_value", "p_holm", "chosen_tune_trial", "final_trials", "config",
               "at_range_edge"]  # fmt: skip
-    header += [f"{m}_{s}" for m in metrics for s in ("mean", "std", "ci_low", "ci_high")]
+    # (<metric>_n: the runs summarised: the ranked metric counts a diverged run as its worst score, the
+    # others leave it out)
+    header += [f"{m}_{s}" for m in metrics for s in ("mean", "std", "ci_low", "ci_high", "n")]
     rows = []
     for result in results:
         for r in result.methods:
@@ -395,7 +397,7 @@ def leaderboard_records(results: list[DatasetResult]) -> tuple[list[str], list[l
             ]  # fmt: skip
             for m in metrics:
                 s = r.summaries.get(m)
-                row += [_blank(s.mean), _blank(s.std), _blank(s.ci_low), _blank(s.ci_high)] if s else [None] * 4
+                row += [_blank(s.mean), _blank(s.std), _blank(s.ci_low), _blank(s.ci_high), s.n] if s else [None] * 5
             rows.append(row)
     return header, rows
 
