@@ -610,3 +610,9 @@ def test_an_equivalence_claim_contradicted_below_names_the_negative_margin_and_o
     above = paired_verdict([0.95, 0.955, 0.965], [0.90, 0.91, 0.92], Rule("equal", 0.05, 0.005), units=POINTS)
     assert above.word == "contradicted" and "above +delta = 0.50 points" in above.reason
     assert effect(paired_verdict([0.9], [0.8], Rule("greater", 0.05, 0.005))) == "+10.00 [-, -]"
+
+
+@pytest.mark.parametrize(("rule", "word"), [(Rule("greater", delta=0.005), "equivalent"), (Rule("greater"), "inconclusive")])
+def test_a_difference_of_0_on_every_seed_says_its_directional_p_is_undefined(rule, word):
+    v = paired_verdict([0.9, 0.8, 0.7], [0.9, 0.8, 0.7], rule)
+    assert v.word == word and "p undefined: the difference is 0 on every seed" in v.reason and "nan" not in v.reason

@@ -356,6 +356,8 @@ def _reason(
         return f"{lead}; {evidence}"
     sign, other = (">", "<") if rule.direction == "greater" else ("<", ">")
     p_claim, p_other = tests.claim(rule), (tests.negative if rule.direction == "greater" else tests.positive)
+    undefined = math.isnan(p_claim) and math.isnan(p_other)  # (the difference 0 on every seed: no side to test)
+    p_claim_shown = "p undefined: the difference is 0 on every seed" if undefined else f"p = {p_claim:.3g}"
     small = f", though it lies within {margin}" if inside else ""
     if word == "holds":
         lead = f"holds: treatment {sign} baseline is shown (one-sided p = {p_claim:.3g} <= {a}; {ci}{small})"
@@ -366,7 +368,7 @@ def _reason(
         )
     elif word == "equivalent":
         lead = (
-            f"equivalent: treatment {sign} baseline is not shown (p = {p_claim:.3g}) but equivalence "
+            f"equivalent: treatment {sign} baseline is not shown ({p_claim_shown}) but equivalence "
             f"within {margin} is (TOST p = {tests.within:.3g} <= {a}; {ci})"
         )
     else:
@@ -375,10 +377,10 @@ def _reason(
             if rule.delta is None
             else f"equivalence within {margin} is not shown (TOST p = {tests.within:.3g})"
         )
-        lead = (
-            f"inconclusive: neither treatment {sign} baseline (p = {p_claim:.3g}) nor the opposite "
-            f"(p = {p_other:.3g}) is shown at {a} ({ci}), and {no_margin}"
-        )
+        tested = (f"neither treatment {sign} baseline nor the opposite is shown at {a} ({p_claim_shown}; {ci})" if undefined
+                  else f"neither treatment {sign} baseline (p = {p_claim:.3g}) nor the opposite (p = {p_other:.3g}) is "
+                  f"shown at {a} ({ci})")  # fmt: skip
+        lead = f"inconclusive: {tested}, and {no_margin}"
     return f"{lead}; {evidence}"
 
 
