@@ -8,7 +8,7 @@ import pytest
 from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import all_claims, get_claim
 
-IDS = ["su-zlpr-thresholds", "su-zlpr-vs-bce", "asl-beats-focal", "asl-focal-beats-bce", "asl-beats-focal-source",
+IDS = ["su-zlpr-thresholds", "su-zlpr-weighted", "su-zlpr-vs-bce", "asl-beats-focal", "asl-focal-beats-bce", "asl-beats-focal-source",
        "asl-focal-beats-bce-source"]
 
 
@@ -35,7 +35,11 @@ def test_the_claims_share_one_study_per_budget_and_metric_and_the_quick_one_is_s
     assert sorted(c.id for c in claims) == sorted(IDS)
     studies = {(c.metric, study_spec(c, "quick").name, study_spec(c, "quick").selection_metric) for c in claims}
     # the mAP claims' trials are chosen by mAP: the macro-F1 study's choice read ASL's shifted probabilities against it
-    assert studies == {("macro_f1", "multilabel.quick", "macro_f1"), ("map", "multilabel-map.quick", "map")}
+    assert studies == {("macro_f1", "multilabel.quick", "macro_f1"), ("map", "multilabel-map.quick", "map"),
+                       ("macro_f1", "multilabel-weighted.quick", "macro_f1")}  # fmt: skip
+    # Su's own baseline: BCE with its positive weight searched, read through tuned thresholds
+    weighted = {m.name: m for m in study_spec(get_claim("su-zlpr-weighted"), "quick").methods}
+    assert weighted["bce_weighted"].decision == "thresholds" and "loss.pos_weight" in weighted["bce_weighted"].search
     quick, paper = study_spec(claims[0], "quick"), study_spec(claims[0], "paper")
     assert quick.trials < paper.trials and quick.seeds < paper.seeds and quick.train.epochs < paper.train.epochs
     decisions = {m.name: m.decision for m in quick.methods}
