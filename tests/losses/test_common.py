@@ -107,7 +107,7 @@ def test_reduction_consistency(info):
         assert none.shape[0] == logits.shape[0], "per-sample losses keep the batch dimension"
 
 
-@pytest.mark.parametrize("info", [i for i in ALL if not i.batch_level and i.batch_level_when is None], ids=lambda i: i.name)
+@pytest.mark.parametrize("info", [i for i in ALL if not i.batch_level and not i.batch_level_when], ids=lambda i: i.name)
 def test_a_per_sample_loss_gives_each_sample_what_it_gives_it_alone(info):
     # what lets runs share a call (packed trials put several runs' rows in one batch): a loss whose
     # values depend on the batch must be registered batch-level

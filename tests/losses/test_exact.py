@@ -260,6 +260,43 @@ def test_groups_standardise_each_block_of_rows_on_its_own(backend, reduction):
             exact(x, target, groups=bad, **options)
 
 
+@pytest.mark.parametrize("groups", [1, 3])
+def test_log_of_mean_is_minus_log_of_each_batchs_mean_p(backend, groups):
+    # Su's reading of the paper's log-loss, -log E[P]: each sample's gradient weighed by 1 / mean P, not 1 / P
+    logits, target = make_inputs(b=12, c=5, seed=9)
+    target[4] = -100
+    x = logits.clone().requires_grad_(True)
+    rows = exact(x, target, log_of_mean=True, groups=groups, reduction="none", sigma=0.7)
+    p = torch.exp(-exact(x, target, log_loss=True, reduction="none", sigma=0.7))
+    expected = []
+    for block, kept in zip(p.chunk(groups), (target != -100).chunk(groups)):
+        expected.append(torch.where(kept, -torch.log(block[kept].mean()), 0.0))
+    expected = torch.cat(expected)
+    torch.testing.assert_close(rows, expected)
+    weights = torch.linspace(0.5, 2.0, 12, dtype=torch.float64)
+    (g1,) = torch.autograd.grad((rows * weights).sum(), x)
+    (g2,) = torch.autograd.grad((expected * weights).sum(), x)
+    torch.testing.assert_close(g1, g2)
+    mean = exact(x, target, log_of_mean=True, groups=groups, sigma=0.7)
+    torch.testing.assert_close(mean, expected[target != -100].mean())
+    assert torch.autograd.gradcheck(lambda t: exact(t, target, log_of_mean=True, groups=groups), (x,))
+    with pytest.raises(ValueError, match="log_loss .* and log_of_mean .* are two losses: set one"):
+        exact(x, target, log_of_mean=True, log_loss=True)
+    with pytest.raises(ValueError, match="log_of_mean must be True or False"):
+        ExactLoss(log_of_mean=1)
+
+
+def test_log_of_mean_keeps_its_precision_for_small_p_and_in_half_precision(backend):
+    logits = torch.zeros(4, 5, dtype=torch.float64)
+    logits[:, 1] = 40.0  # a rival far ahead on every row: P ~ 1e-200
+    target = torch.zeros(4, dtype=torch.long)
+    torch.testing.assert_close(exact(logits, target, log_of_mean=True), exact(logits, target, log_loss=True))
+    logits, target = make_inputs(b=12, c=5, seed=9)
+    half = exact(logits.half(), target, log_of_mean=True)
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.double(), exact(logits.half().double(), target, log_of_mean=True), atol=2e-3, rtol=2e-3)
+
+
 def test_standardize_with_equal_logits_has_finite_gradients(backend):
     x = torch.zeros(4, 3, requires_grad=True)
     loss = exact(x, torch.tensor([0, 1, 2, 0]), standardize=True)

@@ -211,10 +211,12 @@ def test_the_losses_may_come_grouped_with_how_they_share_calls(loss):
                    shared_loss=[[0]], **BASE)  # fmt: skip
 
 
+@pytest.mark.parametrize("option", ["standardize", "log_of_mean"])
 @pytest.mark.parametrize("shared", [True, False], ids=["one call, a group per run", "one call per run"])
-def test_a_batch_level_loss_shares_a_call_as_one_group_per_run(shared):
-    # EXACT's batch standardisation (a mean and std per run's batch) and the paper's recipe around it
-    kwargs = [{"standardize": True, "sigma": s, "margin": 1.0} for s in (0.5, 0.5, 0.5, 0.5)]
+def test_a_batch_level_loss_shares_a_call_as_one_group_per_run(shared, option):
+    # EXACT's batch standardisation (a mean and std per run's batch) and the paper's recipe around it;
+    # -log of each run's batch's mean P
+    kwargs = [{option: True, "sigma": s, "margin": 1.0} for s in (0.5, 0.5, 0.5, 0.5)]
     both = _both_ways(loss="exact", loss_kwargs=kwargs, transforms=["grad_normalizer"], shared=shared,
                       batch_groups="groups" if shared else None, **BASE)  # fmt: skip
     _assert_same(*both)

@@ -269,14 +269,15 @@ def _resolve(spec: MethodSpec) -> Method:
             if key not in known:
                 raise SpecError(f"{where}: transform {t.name!r} has no parameter {key!r}; it takes {sorted(known)}")
             check_value(where, f"{t.name}.{key}", value, signature[key])
-        when = loss.batch_level_when  # (searched, by the method's table or the registered space, it may be set)
-        searched = when is not None and _tuned(spec, f"loss.{when}", spec.params,
-                                               next((p.space for p in loss.hyperparams if p.name == when), None))
-        settings = {**spec.params, **({when: True} if searched else {})}
+        # (searched, by the method's table or the registered space, an option may be set)
+        searched = [when for when in loss.batch_level_when
+                    if _tuned(spec, f"loss.{when}", spec.params, next((p.space for p in loss.hyperparams if p.name == when), None))]  # fmt: skip
+        settings = {**spec.params, **dict.fromkeys(searched, True)}
         if not compatible(t.name, loss, settings):
+            when = next((w for w in loss.batch_level_when if settings.get(w) not in (None, False)), None)
             raise SpecError(f"{where}: transform {t.name!r} needs per-sample losses; {loss.name!r} is batch-level"
                             f"{'' if loss.batch_level else f' with {when} set'}"
-                            f"{f' (its search may set it: fix params.{when} = false)' if searched else ''}")  # fmt: skip
+                            f"{f' (its search may set it: fix params.{when} = false)' if when in searched else ''}")  # fmt: skip
         transforms.append((t.name, dict(t.params), params))
         options.update({f"{t.name}.{p.name}": signature[p.name] for p in params})
     method = Method(spec, loss, tuple(transforms))

@@ -42,9 +42,9 @@ class LossInfo:
     ``requires`` names data-dependent arguments the caller must supply (e.g. ``class_counts``
     from the training split).  ``batch_level`` losses (soft F1, Dice) are not a mean of
     per-sample terms; their ``reduction="none"`` output is documented per loss.
-    ``batch_level_when`` names an argument that makes the loss batch-level when set (not None or
-    False): EXACT's ``standardize`` (one mean and std over the whole batch), LDAM's ``drw_start``
-    (a weighted mean, divided by the batch's summed weights).  ``batch_groups`` names the argument
+    ``batch_level_when`` names the arguments that make the loss batch-level when set (not None or
+    False): EXACT's ``standardize`` (one mean and std over the whole batch) and ``log_of_mean`` (-log of
+    the batch's mean P), LDAM's ``drw_start`` (a weighted mean, divided by the batch's summed weights).  ``batch_groups`` names the argument
     with which such a loss takes ``G`` batches stacked in one call, ``G`` equal consecutive blocks of
     rows each computed as its own batch (EXACT's ``groups``): packed runs then share one call.
     ``row_params`` names hyperparameters the function also takes as one value per sample (a ``(B,)``
@@ -65,7 +65,7 @@ class LossInfo:
     hyperparams: tuple[HyperParam, ...] = ()
     requires: tuple[str, ...] = ()
     batch_level: bool = False
-    batch_level_when: str | None = None
+    batch_level_when: tuple[str, ...] = ()
     batch_groups: str | None = None
     row_params: tuple[str, ...] = ()
     row_none: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}), hash=False)  # (read-only)
@@ -74,8 +74,7 @@ class LossInfo:
     def is_batch_level(self, kwargs: Mapping[str, Any]) -> bool:
         """Whether the loss called with ``kwargs`` couples the samples of its batch, so that
         rows of different runs share one call only as separate groups (``batch_groups``)."""
-        switch = None if self.batch_level_when is None else kwargs.get(self.batch_level_when)
-        return self.batch_level or switch not in (None, False)
+        return self.batch_level or any(kwargs.get(name) not in (None, False) for name in self.batch_level_when)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -95,7 +94,7 @@ def register_loss(
     hyperparams: tuple[HyperParam, ...] = (),
     requires: tuple[str, ...] = (),
     batch_level: bool = False,
-    batch_level_when: str | None = None,
+    batch_level_when: str | tuple[str, ...] = (),
     batch_groups: str | None = None,
     row_params: tuple[str, ...] = (),
     row_none: Mapping[str, float] | None = None,
@@ -129,8 +128,10 @@ def register_loss(
             raise ValueError(f"loss {name!r}: {where} must take {argument}= (the bench passes it: a loss function "
                              "takes reduction= and validate=, and lossbench.losses.loss_module(function, name) "
                              "builds its module)")  # fmt: skip
-    if batch_level_when is not None and batch_level_when not in params and batch_level_when not in module_params:
-        raise ValueError(f"loss {name!r}: neither {function.__name__} nor {module.__name__} takes {batch_level_when!r}")
+    batch_level_when = (batch_level_when,) if isinstance(batch_level_when, str) else tuple(batch_level_when)
+    for when in batch_level_when:
+        if when not in params and when not in module_params:
+            raise ValueError(f"loss {name!r}: neither {function.__name__} nor {module.__name__} takes {when!r}")
     if batch_groups is not None:  # the packed step passes it to the module
         forward = inspect.signature(module.forward).parameters
         module_takes = batch_groups in forward or any(p.kind is p.VAR_KEYWORD for p in forward.values())
@@ -140,7 +141,7 @@ def register_loss(
             )
     if batch_level:  # what a training step reads off the module (per-sample transforms refuse it)
         module.batch_level = True
-    if batch_level_when is not None:
+    if batch_level_when:
         module.batch_level_when = batch_level_when
     doc = inspect.getdoc(function) or ""
     info = LossInfo(
@@ -179,7 +180,7 @@ class LossModule(nn.Module):
 
     function: Callable[..., torch.Tensor]
     batch_level = False  # set by register_loss: the loss couples its batch's rows (no value per sample of its own)
-    batch_level_when: str | None = None  # set by register_loss: the option that makes it batch-level when set
+    batch_level_when: tuple[str, ...] = ()  # set by register_loss: the options that make it batch-level when set
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()

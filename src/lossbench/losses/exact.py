@@ -53,6 +53,7 @@ def exact(
     reduction: str = "mean",
     validate: bool = True,
     groups: int = 1,
+    log_of_mean: bool = False,
 ) -> torch.Tensor:
     """EXACT loss ``1 - P(y|x)`` (or ``-log P(y|x)``), ``P`` = probability that ``argmax(s + sigma eps) = y``.
 
@@ -133,6 +134,10 @@ def exact(
         margin: optional clip ``>= 0`` of ``s_y - s_j`` (in logit units, before dividing by sigma), or a
             per-sample tensor of the target's shape.
         log_loss: return ``-log P`` instead of ``1 - P``.
+        log_of_mean: return ``-log`` of the batch's mean ``P`` (``-log E[P]``, as Su reads the paper's
+            log-loss) instead of a per-sample loss: a batch-level loss, each sample's gradient ``1 / mean P``
+            times its own ``-dP``, where ``log_loss`` weighs it by ``1 / P``.  ``reduction="none"`` gives each
+            row its batch's (its group's) value, whose mean is that value; not with ``log_loss``.
         standardize: batch standardisation of the logits (see above).
         eps: added to the batch standard deviation when standardising.
         num_nodes: quadrature nodes (even, ``>= 2``), half on each side of the mode.
@@ -140,11 +145,21 @@ def exact(
         samples: Monte Carlo samples per row of the ``"genz"`` estimator (``>= 1``).
         generator: the ``torch.Generator`` (on the logits' device) of the ``"genz"`` draws.
         groups: the rows (flattened) are ``groups`` equal consecutive blocks, separate batches stacked
-            in one call (packed runs): ``standardize`` takes each block's own mean and std.
+            in one call (packed runs): ``standardize`` takes each block's own mean and std, ``log_of_mean``
+            each block's own mean ``P``.
 
     ``reduction="mean"`` averages over the non-ignored samples (the expected error rate);
     ``reduction="none"`` returns the target's shape.
     """
+    if log_of_mean is not False:
+        check_bool("log_of_mean", log_of_mean)
+        if log_loss is not False:
+            raise ValueError("log_loss (the mean of -log P) and log_of_mean (-log of the mean P) are two losses: set one")
+        per_row = exact(logits, target, sigma=sigma, margin=margin, log_loss=True, standardize=standardize, eps=eps,
+                        num_nodes=num_nodes, estimator=estimator, samples=samples, generator=generator,
+                        ignore_index=ignore_index, reduction="none", validate=validate, groups=groups)  # fmt: skip
+        check_reduction(reduction)
+        return _log_of_mean(per_row, target != ignore_index, groups, reduction)
     batch_shape, logits2d, target = _flatten(logits, target, ignore_index)
     check_reduction(reduction)
     check_logits(logits2d, 2, validate)
@@ -203,6 +218,19 @@ def exact(
     if reduction == "none" and out.shape != batch_shape:
         out = out.reshape(batch_shape)
     return loss_output(out, logits)
+
+
+def _log_of_mean(minus_log_p: torch.Tensor, valid: torch.Tensor, groups: int, reduction: str) -> torch.Tensor:
+    """``-log`` of each group's mean ``P`` over its valid rows, from the rows' ``-log P``: in log space (a
+    log-sum-exp), so that a batch of small ``P`` keeps its precision; every valid row holds its group's
+    value (a group without one: 0), reduced over the valid rows."""
+    shape, dtype = minus_log_p.shape, minus_log_p.dtype
+    wide = minus_log_p.float() if dtype in (torch.float16, torch.bfloat16) else minus_log_p  # (float32 at least)
+    rows, kept = wide.reshape(groups, -1), valid.reshape(groups, -1)
+    count = kept.sum(1).to(rows.dtype)
+    log_mean = torch.logsumexp(torch.where(kept, -rows, -math.inf), dim=1) - count.clamp(min=1).log()
+    value = torch.where(count > 0, -log_mean, 0.0)
+    return masked_reduce(value[:, None].expand_as(rows).reshape(shape), reduction, valid.reshape(shape)).to(dtype)
 
 
 def _flatten(
@@ -351,6 +379,7 @@ class ExactLoss(nn.Module):
         ignore_index: int = -100,
         reduction: str = "mean",
         validate: bool = True,
+        log_of_mean: bool = False,
     ) -> None:
         super().__init__()
         check_positive("sigma", sigma)
@@ -360,8 +389,11 @@ class ExactLoss(nn.Module):
         check_positive("eps", eps)
         if margin is not None and not isinstance(margin, torch.Tensor):
             check_positive("margin", margin, allow_zero=True)
-        for name, switch in (("learn_sigma", learn_sigma), ("log_loss", log_loss), ("standardize", standardize)):
+        for name, switch in (("learn_sigma", learn_sigma), ("log_loss", log_loss), ("standardize", standardize),
+                             ("log_of_mean", log_of_mean)):  # fmt: skip
             check_bool(name, switch)
+        if log_loss and log_of_mean:
+            raise ValueError("log_loss (the mean of -log P) and log_of_mean (-log of the mean P) are two losses: set one")
         _check_estimator(estimator, samples, generator, log_loss)
         if sigma_min is not None:
             check_positive("sigma_min", sigma_min)
@@ -375,6 +407,7 @@ class ExactLoss(nn.Module):
             self.log_sigma = None
             self.sigma = float(sigma)
         self.margin, self.log_loss, self.standardize, self.eps = margin, log_loss, standardize, eps
+        self.log_of_mean = log_of_mean
         self.num_nodes, self.ignore_index = num_nodes, ignore_index
         self.estimator, self.samples, self.generator = estimator, samples, generator
         self.reduction, self.validate = reduction, validate
@@ -406,6 +439,7 @@ class ExactLoss(nn.Module):
             reduction=reduction or self.reduction,
             validate=self.validate,
             groups=groups,
+            log_of_mean=self.log_of_mean,
         )
 
     def option(self, name: str) -> Any:
@@ -441,7 +475,7 @@ class ExactLoss(nn.Module):
             estimator = f", estimator={self.estimator!r}, samples={self.samples}"
         return (
             f"sigma={sigma}, margin={self.margin}, log_loss={self.log_loss}, "
-            f"standardize={self.standardize}{estimator}"
+            f"standardize={self.standardize}{estimator}" + (", log_of_mean=True" if self.log_of_mean else "")
         )
 
 
@@ -450,7 +484,7 @@ register_loss(
     exact,
     ExactLoss,
     signature="softmax",
-    batch_level_when="standardize",
+    batch_level_when=("standardize", "log_of_mean"),
     batch_groups="groups",
     row_params=("sigma", "margin"),
     row_none={"margin": math.inf},  # no clip
@@ -470,6 +504,7 @@ register_loss(
             "standardize", False, Choice((False, True)), "one mean/std standardisation of the batch's logits"
         ),
         HyperParam("log_loss", False, None, "-log P instead of 1 - P"),
+        HyperParam("log_of_mean", False, None, "-log of the batch's mean P (a batch-level loss) instead of 1 - P"),
         HyperParam("num_nodes", 16, None, "quadrature nodes"),
         HyperParam(
             "estimator",

@@ -185,11 +185,11 @@ def batch_level(loss: LossFn) -> bool:
     loss = adapted_loss(loss)
     if getattr(loss, "batch_level", False):
         return True
-    when = getattr(loss, "batch_level_when", None)
-    if when is None:
-        return False
-    value = vars(loss)[when] if when in vars(loss) else loss_option(loss, when)  # (a module's own setting, or its function's)
-    return value not in (None, False)
+    for when in getattr(loss, "batch_level_when", ()):
+        value = vars(loss)[when] if when in vars(loss) else loss_option(loss, when)  # (a module's own setting, or its function's)
+        if value not in (None, False):
+            return True
+    return False
 
 
 def even_mean(loss: LossFn, logits: torch.Tensor, y: torch.Tensor) -> bool:
