@@ -75,7 +75,40 @@ register_claim(
         baseline="exact",
         budgets={"quick": _SST2_QUICK, "paper": _SST2_PAPER},
         rule=Rule("less", alpha=0.05, delta=0.005),
-        deviations=_SST2_DEVIATIONS,
+        deviations=_SST2_DEVIATIONS + (
+            "Found by a review after the runs (2026-12-06): Su's variant is -log E[P], the log of the mean over the "
+            "data, where exact_log here is the per-sample mean of -log P, which weighs each sample's gradient by "
+            "1 / P, the reweighting towards wrong samples that Su credits for cross-entropy's advantage. So this "
+            "claim tests another loss than Su's, and its verdict does not answer his; su-exact-logp-mean tests his.",
+        ),
+    )
+)
+
+# Su's -log variant as he writes it, -log E[P] (the log outside the expectation: per batch, -log of its mean P),
+# against EXACT's 1 - P in a study of their own; written on 2026-12-06, before its runs, when a review found
+# that su-exact-logp's exact_log is the per-sample -log P.
+_MEAN = {"name": "su-sst2-mean", "baseline": "exact", "methods.keep": ["exact"],
+         "methods.add": [{"name": "exact_log_mean", "like": "exact", "params": {"log_of_mean": True}}]}  # fmt: skip
+register_claim(
+    Claim(
+        id="su-exact-logp-mean",
+        title="EXACT's -log E[P] variant does worse than its 1 - P",
+        source=f"{POST}, the experiment section",
+        url=URL,
+        statement="The EXACT paper says optimising -log E[p(y|x)] does better than E[1 - p(y|x)]; Su found this "
+        "variant could not even match 1 - P. Here -log E[P] is -log of each batch's mean P (lossbench's "
+        "exact(log_of_mean=True)).",
+        protocol="su-sst2",
+        treatment="exact_log_mean",
+        baseline="exact",
+        budgets={"quick": Budget({**_SST2_QUICK.overrides, **_MEAN}, _SST2_QUICK.note + "; EXACT and its -log E[P] only"),
+                 "paper": Budget(_MEAN, _SST2_PAPER.note.split(" (")[0] + "; EXACT and its -log E[P] only")},  # fmt: skip
+        rule=Rule("less", alpha=0.05, delta=0.005),
+        deviations=_SST2_DEVIATIONS + (
+            "The expectation over the data is estimated per batch of 64: the loss is -log of the batch's mean P, whose "
+            "gradient weighs each sample by 1 / (the batch's mean P), where the whole data's mean would weigh all "
+            "alike; EXACT's 1 - P is tuned anew in this study, beside it.",
+        ),
     )
 )
 
