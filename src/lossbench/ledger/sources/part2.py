@@ -53,6 +53,9 @@ _SOFTF1_DEVIATIONS = (
     "(single-label) and logit > 0 (multi-label), no threshold tuning for any method.",
     "The F1-weighted BCE weighs its terms by one soft F1 pooled over every label of the batch (a micro F), while the "
     "claims are judged on macro-F1; a per-label F, as the macro soft F1 computes, is another reading of Su's formula.",
+    "Su's soft F1 is that of a binary task's positive class, used to fine-tune a model whose cross-entropy has nearly "
+    "converged; the macro soft F1 over classes (softmax, single-label) or labels (sigmoid, multi-label) is "
+    "lossbench's extension, and the quick budget's first stage (6 epochs) may stop short of that convergence.",
 )
 
 
@@ -94,7 +97,7 @@ _softf1(
     "https://kexue.fm/archives/7708",
     "Replacing p by log p in the gradient of the soft F1 gives a BCE whose positive and negative terms are weighted "
     "by (1 - F/2) and F/2 (F the batch's soft F1, gradient stopped); trained from scratch it reaches a higher F1 "
-    "than plain BCE.",
+    "than plain BCE (lossbench's reading: Su derives the loss and reports no result for it).",
     "f1_weighted_bce", "bce",
 )
 

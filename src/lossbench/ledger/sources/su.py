@@ -183,6 +183,11 @@ register_claim(
             "either), found 0.9 inside the band the quick run's cosines swing through (runs ending at 2, 3, 5, 6, 8, "
             "9 or 10 of its epochs would have been contradicted), and the threshold went back to the old rule's 0.5. "
             "Both runs were judged again under it; their verdicts did not change.",
+            "Su states the approximation on expectations, E[-log p_y] ~ 1 - E[p_y]; the rule reads the mean over "
+            "samples of each one's ratio -log p_y / (1 - p_y), which nears 1 once most samples fit even where a few "
+            "badly wrong ones keep the ratio of the means far above it (98 % of samples at p_y = 0.999 and 2 % at "
+            "0.01: a mean ratio of 1.07, a ratio of means of about 4.5). The gradients' cosine, lossbench's addition, "
+            "reads the whole batch. Noted by a review on 2026-12-06, after the runs.",
         ),
     )
 )

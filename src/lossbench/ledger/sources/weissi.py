@@ -16,7 +16,8 @@ register_claim(
         source="Su Jianlin, kexue.fm/archives/7681, after Liu et al. 2020 (arXiv 2008.02965)",
         url="https://kexue.fm/archives/7681",
         statement="L2 weight decay penalises rescalings of a ReLU network that leave its function unchanged; "
-        "WEISSI, invariant to them, generalises better: higher test accuracy than L2 under the same tuning.",
+        "WEISSI, invariant to them, generalises better: higher test accuracy than L2 under the same tuning. The "
+        "result is Liu et al.'s; Su gives the argument, reports no experiment, and warns that only trying it tells.",
         protocol="weissi",
         metric="accuracy",
         treatment="weissi",
