@@ -57,9 +57,12 @@ def check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
 def compute_dtype(logits: torch.Tensor) -> torch.dtype:
     """float32 for half-precision inputs, the input dtype otherwise."""
-    return torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
+    return torch.float32 if logits.dtype in HALF_DTYPES else logits.dtype
 
 
 def loss_output(loss: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

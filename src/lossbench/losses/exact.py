@@ -152,9 +152,7 @@ def exact(
     ``reduction="none"`` returns the target's shape.
     """
     if log_of_mean is not False:
-        check_bool("log_of_mean", log_of_mean)
-        if log_loss is not False:
-            raise ValueError("log_loss (the mean of -log P) and log_of_mean (-log of the mean P) are two losses: set one")
+        _check_log_options(log_loss, log_of_mean)
         per_row = exact(logits, target, sigma=sigma, margin=margin, log_loss=True, standardize=standardize, eps=eps,
                         num_nodes=num_nodes, estimator=estimator, samples=samples, generator=generator,
                         ignore_index=ignore_index, reduction="none", validate=validate, groups=groups)  # fmt: skip
@@ -220,12 +218,19 @@ def exact(
     return loss_output(out, logits)
 
 
+def _check_log_options(log_loss: bool, log_of_mean: bool) -> None:
+    check_bool("log_loss", log_loss)
+    check_bool("log_of_mean", log_of_mean)
+    if log_loss and log_of_mean:
+        raise ValueError("log_loss (the mean of -log P) and log_of_mean (-log of the mean P) are two losses: set one")
+
+
 def _log_of_mean(minus_log_p: torch.Tensor, valid: torch.Tensor, groups: int, reduction: str) -> torch.Tensor:
     """``-log`` of each group's mean ``P`` over its valid rows, from the rows' ``-log P``: in log space (a
     log-sum-exp), so that a batch of small ``P`` keeps its precision; every valid row holds its group's
     value (a group without one: 0), reduced over the valid rows."""
     shape, dtype = minus_log_p.shape, minus_log_p.dtype
-    wide = minus_log_p.float() if dtype in (torch.float16, torch.bfloat16) else minus_log_p  # (float32 at least)
+    wide = minus_log_p.to(compute_dtype(minus_log_p))
     rows, kept = wide.reshape(groups, -1), valid.reshape(groups, -1)
     count = kept.sum(1).to(rows.dtype)
     log_mean = torch.logsumexp(torch.where(kept, -rows, -math.inf), dim=1) - count.clamp(min=1).log()
@@ -389,11 +394,9 @@ class ExactLoss(nn.Module):
         check_positive("eps", eps)
         if margin is not None and not isinstance(margin, torch.Tensor):
             check_positive("margin", margin, allow_zero=True)
-        for name, switch in (("learn_sigma", learn_sigma), ("log_loss", log_loss), ("standardize", standardize),
-                             ("log_of_mean", log_of_mean)):  # fmt: skip
+        for name, switch in (("learn_sigma", learn_sigma), ("standardize", standardize)):
             check_bool(name, switch)
-        if log_loss and log_of_mean:
-            raise ValueError("log_loss (the mean of -log P) and log_of_mean (-log of the mean P) are two losses: set one")
+        _check_log_options(log_loss, log_of_mean)
         _check_estimator(estimator, samples, generator, log_loss)
         if sigma_min is not None:
             check_positive("sigma_min", sigma_min)

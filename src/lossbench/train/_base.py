@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from lossbench.losses._validation import HALF_DTYPES
+
 LossFn = Callable[..., torch.Tensor]
 # A packed step's hook for K runs' instances of one transform: objective hooks map the runs'
 # values ((K,) means, or (K, B) per-sample) to their objectives (K,); gradient hooks edit the
@@ -110,9 +112,6 @@ def check_state_keys(transform: Transform, state: Mapping[str, Any], keys: Seque
         raise ValueError(
             f"{type(transform).__name__}.load_state_dict expects the keys {sorted(keys)}, got {sorted(state)}"
         )
-
-
-HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _norm_dtype(grads: Sequence[torch.Tensor]) -> torch.dtype | None:

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from lossbench._checks import check_positive
-from lossbench.train._base import HALF_DTYPES, LossFn
+from lossbench.losses._validation import HALF_DTYPES
+from lossbench.train._base import LossFn
 from lossbench.train._registry import TransformSpec
 from lossbench.train.step import build_step, trainable_parameters
 from lossbench.train.vocabulary import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_ON

@@ -29,8 +29,8 @@ from torch.optim.adam import adam as adam_update
 from torch.optim.adamw import adamw as adamw_update
 from torch.optim.sgd import sgd as sgd_update
 
+from lossbench.losses._validation import compute_dtype
 from lossbench.train._base import (
-    HALF_DTYPES,
     LossFn,
     StepContext,
     Transform,
@@ -185,11 +185,6 @@ class PackedModel:
                 target.copy_(source)
 
 
-def _compute_dtype(p: torch.Tensor) -> torch.dtype:
-    """The dtype the optimiser computes ``p``'s update in: float32 for half precision (see ``_update``)."""
-    return torch.float32 if p.dtype in HALF_DTYPES else p.dtype
-
-
 class PackedOptimizer:
     """``sgd`` (momentum, no dampening), ``adam`` and ``adamw`` as torch.optim computes them, with
     each run's own learning rate and weight decay: ``lr`` per step and ``weight_decays`` are (K,).
@@ -211,7 +206,7 @@ class PackedOptimizer:
         self.name, self.momentum, self.params = name, momentum, list(params)
         decays = bool((weight_decays != 0).any())
         decaying = [decays and (weight_decay_on == "all" or p.ndim >= 3) for p in self.params]
-        self._decay = [per_run(weight_decays, p, _compute_dtype(p)) if d else None for p, d in zip(self.params, decaying)]
+        self._decay = [per_run(weight_decays, p, compute_dtype(p)) if d else None for p, d in zip(self.params, decaying)]
         # (run by run: each run's decay as given, in double, as torch.optim takes a run's number)
         self._run_decays = [weight_decays.tolist() if d else [0.0] * len(weight_decays) for d in decaying]
         self._state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
@@ -257,7 +252,7 @@ class PackedOptimizer:
         against it), as torch.optim computes it; a half-precision parameter and its state in float32, stored
         back, as torch's fused kernels compute them (in float16, Adam's eps of 1e-8 is 0, and each run's lr
         would be rounded alike at every step)."""
-        if _compute_dtype(p) == p.dtype:
+        if compute_dtype(p) == p.dtype:
             self._apply(p, g, per_run(lr, p), wd, state, first)
             return
         wide = {name: t.float() for name, t in state.items()}
