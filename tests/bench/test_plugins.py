@@ -111,6 +111,27 @@ def test_a_plugin_in_a_folder_a_shared_group_may_write_is_refused(tmp_path, monk
     assert "lb_group_planted" not in sys.modules
 
 
+def test_a_module_a_plugin_imports_from_a_folder_others_may_write_is_refused(tmp_path, monkeypatch):
+    # the plugin's own package is safe; a subpackage its code imports is not
+    mine = tmp_path / "mine"
+    sub = mine / "lb_pkg_planted" / "sub"
+    sub.mkdir(parents=True)
+    (mine / "lb_pkg_planted" / "__init__.py").write_text("from lb_pkg_planted.sub import planted\n")
+    (sub / "__init__.py").write_text("")
+    (sub / "planted.py").write_text("raise RuntimeError('planted code ran')\n")
+    sub.chmod(0o777)
+    monkeypatch.syspath_prepend(str(mine))
+    with pytest.raises(SpecError, match=r"module 'lb_pkg_planted.sub', which plugin 'lb_pkg_planted' imports, is "
+                                        "found in .*sub, which is writable by its group and other users"):  # fmt: skip
+        parse_spec(minimal(plugins=["lb_pkg_planted"]))
+    assert "lb_pkg_planted.sub.planted" not in sys.modules
+    sub.chmod(0o755)
+    for name in [m for m in sys.modules if m.startswith("lb_pkg_planted")]:  # (a failed import leaves its parents)
+        del sys.modules[name]
+    with pytest.raises(RuntimeError, match="planted code ran"):  # now its code runs (and raises, as written)
+        parse_spec(minimal(plugins=["lb_pkg_planted"]))
+
+
 @pytest.mark.parametrize("where", ["a folder above", "its __pycache__"])
 def test_a_plugin_others_could_swap_or_recompile_is_refused(where, tmp_path, monkeypatch):
     top = tmp_path / "top"

@@ -21,6 +21,7 @@ import contextvars
 import functools
 import hashlib
 import importlib
+import importlib.abc
 import importlib.util
 import keyword
 import os
@@ -158,16 +159,50 @@ def _import(name: str) -> None:
                               "(install it, or add its folder to PYTHONPATH)")  # fmt: skip
         _check_location(name, found)
         try:
-            importlib.import_module(module)
+            with _checking_imports(name):
+                importlib.import_module(module)
         except ImportError as err:
             raise PluginError(f"plugin {name!r} failed to import: {err}") from err
 
 
-def _check_location(name: str, found: ModuleSpec) -> None:
+class _CheckingFinder(importlib.abc.MetaPathFinder):
+    """While a plugin is imported: every module its code imports from outside this Python's installation
+    (a submodule, a module beside it) is checked as the plugin itself is before its code runs."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> ModuleSpec | None:
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            found = finder.find_spec(fullname, path, target)
+            if found is None:
+                continue
+            if found.has_location and found.origin is not None and not installed(found.origin):
+                _check_location(self.name, found, fullname)
+            return found
+        return None
+
+
+@contextlib.contextmanager
+def _checking_imports(name: str) -> Iterator[None]:
+    finder = _CheckingFinder(name)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
+def _check_location(name: str, found: ModuleSpec, imported: str | None = None) -> None:
     """Refuse a module whose file, folder, (for a package) parent folder or compiled copy
     (``__pycache__``, what the import actually runs) another user may write (every user, or a group
     other than the user's private one: ``_paths.others_can_write``, the caches' rule), or below a
-    folder another user may write without the sticky bit (they could swap the folders under it)."""
+    folder another user may write without the sticky bit (they could swap the folders under it).
+    ``imported``: a module the plugin's code imports, checked as it is imported."""
+    subject = f"plugin {name!r}" if imported is None else f"module {imported!r}, which plugin {name!r} imports,"
+    refuse = functools.partial(_refuse, subject)
     if not found.has_location or found.origin is None:
         return  # built-in, frozen or a namespace package (its modules are checked one by one)
     origin = Path(found.origin)
@@ -181,15 +216,15 @@ def _check_location(name: str, found: ModuleSpec) -> None:
     for place in places:
         existing = next((p for p in (place, *place.parents) if p.exists()), None)  # a zip's member: the zip
         if existing is not None and others_can_write(existing.stat()):
-            _refuse(name, existing, f"is {writable_by_others(existing.stat())}")
+            refuse(existing, f"is {writable_by_others(existing.stat())}")
         if existing is not None and mine is not None and existing.stat().st_uid not in mine:
-            _refuse(name, existing, f"user {existing.stat().st_uid} owns (they may change its code)")
+            refuse(existing, f"user {existing.stat().st_uid} owns (they may change its code)")
     for folder in origin.resolve().parents:
         st = folder.stat()
         if others_can_write(st) and not st.st_mode & stat.S_ISVTX:
-            _refuse(name, folder, f"is {writable_by_others(st)} without the sticky bit (they may swap the folders in it)")
+            refuse(folder, f"is {writable_by_others(st)} without the sticky bit (they may swap the folders in it)")
         if mine is not None and st.st_uid not in mine and not st.st_mode & stat.S_ISVTX:
-            _refuse(name, folder, f"user {st.st_uid} owns (they may swap the folders in it)")
+            refuse(folder, f"user {st.st_uid} owns (they may swap the folders in it)")
 
 
 def trusted_owners() -> set[int]:
@@ -201,6 +236,6 @@ def trusted_owners() -> set[int]:
     return {0, os.getuid(), Path(sys.prefix).stat().st_uid, Path(lossbench.__file__).stat().st_uid}
 
 
-def _refuse(name: str, place: Path, why: str) -> None:
-    raise PluginError(f"plugin {name!r} is found in {place}, which {why}; refusing to run code from there "
+def _refuse(subject: str, place: Path, why: str) -> None:
+    raise PluginError(f"{subject} is found in {place}, which {why}; refusing to run code from there "
                       "(move it to a folder only you can write)")  # fmt: skip
