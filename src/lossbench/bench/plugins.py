@@ -6,7 +6,8 @@ plugin registers works on remote workers too.  They are imported by module name 
 import system, from ``sys.path`` as this process has it (its installed packages, ``PYTHONPATH``),
 never from a path written in a spec or a shared storage; and a module found in a folder that every
 user may write (``/tmp``, say) or that another user owns (but root or the owner of this Python or of
-lossbench itself, whose code runs anyway) is refused, as they could have put it there.
+lossbench itself, whose code runs anyway) is refused, as they could have put it there; so is a module the
+plugin's code imports from such a place while it is imported.
 A command that only reads a storage (``lossbench report``) imports the plugins its stored specs name
 only when asked to (``--plugins``): any user of a shared storage may have written those names, and
 even an installed module may do things on import (``antigravity`` opens a browser).
