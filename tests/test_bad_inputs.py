@@ -168,6 +168,8 @@ SPEC_CASES = [
     ("methods.0.search", {"loss.label_smoothing": {"choices": ["a", "b"]}}, "loss.label_smoothing"),
     ("methods.0.datasets", ["digits"], "digits"),
     ("methods.0.schedule", {"loss.temperature": {"start": 0.0, "end": 1.0}}, "schedule.loss.temperature"),
+    ("methods.0.schedule", {"loss.label_smoothing": {"start": 0.5, "end": 2.0}},
+     "the end of its schedule {'loss.label_smoothing': 2.0} is refused: label_smoothing"),
     ("methods+", {"name": "ce", "loss": "hinge"}, "repeated"),
     ("methods+", {"name": "fl", "loss": "cross_entropy", "transforms": FLOOD, "search": {"flooding.b": [0.0, 0.2]}}, "flooding.b"),
     ("methods+", {"name": "ex", "loss": "exact", "search": {"loss.standardize": [0.0, 1.0]}}, "loss.standardize"),

@@ -368,11 +368,13 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
                         f"{needed[0]} samples; loss {method.loss.name!r} needs {needed} "
                         "(a model builds num_outputs logits)")  # fmt: skip
 
-    def attempt(params: dict[str, Any], which: slice, what: str) -> None:
+    def attempt(params: dict[str, Any], which: slice, what: str, scheduled_end: bool = False) -> None:
         for stage in stages(method, params, spec)[which]:
             try:
                 with torch.no_grad():
                     loss = stage.method.build_loss(stage.params, requirements, split.task, validate=True)
+                    for key, schedule in stage.method.spec.schedule.items() if scheduled_end else ():
+                        set_loss_option(loss.loss, key[5:], schedule.end)  # (built at its start: its first epoch's value)
                     # called as a training step calls it: a loss without the reduction= it promises fails here
                     loss.to(logits.device)(logits, split.y_fit[:8], **({"reduction": "mean"} if takes_reduction(loss) else {}))
                 transforms = stage.method.transform_list(stage.params)
@@ -394,6 +396,9 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
     fixed |= {f"{name}.{k}": v for name, given, _ in method.transforms for k, v in given.items()}
     with_fixed = f" with the method's fixed parameters {fixed}" if fixed else ""  # (a bad one is there, not in the middle)
     attempt(middle, slice(None), f"the middle of the search space {middle}{with_fixed}")
+    ends = {key: schedule.end for st in stages(method, middle, spec) for key, schedule in st.method.spec.schedule.items()}
+    if ends:  # (a schedule runs from its start to its end, one way: both ends bound its values)
+        attempt(middle, slice(None), f"the end of its schedule {ends}", scheduled_end=True)
     for key, dist in space.items():
         for value in _ends(dist):
             params = {**middle, key: value}
