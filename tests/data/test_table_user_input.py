@@ -380,3 +380,13 @@ def test_a_separator_that_is_no_regular_expression_is_one_line(tmp_path):
     path = write(tmp_path / "t.csv", "a,label\n1,x\n2,y\n")
     with pytest.raises(ValueError, match=r"^sep='\|\+' is neither one character nor a valid regular expression"):
         load_table(path, sep="|+")
+
+
+@pytest.mark.parametrize("text, options", [
+    ("label\nx\ny\nx\ny\n", {"header": True}),
+    ("a,b,label\n1,?,x\n2,?,y\n3,?,x\n4,?,y\n", {"label": "label", "drop": ["a"], "missing": ["?"]}),
+], ids=["the label alone", "every feature dropped or missing"])  # fmt: skip
+def test_a_table_without_a_feature_column_is_refused(tmp_path, text, options):
+    path = write(tmp_path / "t.csv", text)
+    with pytest.raises(ValueError, match=r"t.csv: no feature column besides the label column 'label'.*nothing to learn from"):
+        load_table(path, test_fraction=0.5, **options)

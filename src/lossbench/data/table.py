@@ -1010,6 +1010,10 @@ def load_table(
     y = p["y"]
     train_idx, test_idx = _split(y, p["n_first"], paths, p["classes"], split, test_fraction, seed)
     x, names, all_missing = _impute(p["x"], train_idx, impute, p["where"], p["features"])
+    if not names:
+        dropped = f" ({len(all_missing)} missing in every training row, dropped)" if all_missing else ""
+        raise ValueError(f"{', '.join(map(str, paths))}: no feature column besides the label column {p['label']!r}"
+                         f"{dropped}: nothing to learn from")  # fmt: skip
     x_train, x_test = x[train_idx], x[test_idx]
     stats = None
     if standardize:
