@@ -139,6 +139,7 @@ def tiny_model(dataset, seed, width=4):
         ({"label": "kind", "model": lambda dataset: None}, "takes (dataset, seed"),
         ({"label": "kind", "model": lambda dataset, seed, width: None}, "'width' has no default"),
         ({"label": "kind", "plugins": ["not a module"]}, "is not a module name"),
+        ({"label": "kind", "pack": 0}, "pack must be a positive integer, got 0"),
     ],
 )
 def test_bad_input_is_one_line_naming_it_before_any_work(tmp_path, kwargs, message):
@@ -148,6 +149,12 @@ def test_bad_input_is_one_line_naming_it_before_any_work(tmp_path, kwargs, messa
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not out.exists()  # refused before anything was written
     assert not [n for n in DATASETS.names() if n.startswith("compare-")]
+
+
+def test_data_without_rows_are_refused_in_one_line(tmp_path):
+    with pytest.raises(ValueError, match=r"^data: no rows$"):
+        compare((np.zeros((0, 3), np.float32), np.zeros(0, int)), methods=["cross_entropy"], out=tmp_path / "out", **TINY)
+    assert not (tmp_path / "out").exists()
 
 
 def test_non_finite_features_are_refused_with_their_row_and_column(tmp_path):

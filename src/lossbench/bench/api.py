@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lossbench._checks import check_count
 from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.bench.plugins import own_code
 from lossbench.bench.spec import MODEL_PREFIX, Spec, TrainConfig, parse_spec
@@ -198,6 +199,7 @@ def _run(
     from lossbench.bench.runner import Runner
     from lossbench.bench.storage import check_storage_url, masked, open_storage, storage_url
 
+    check_count("pack", pack)  # (before the storage is made: Runner checks it too late for that)
     check_writable_folder(out)
     check_report_folder(out, spec.name, "out")
     verbosity = optuna.logging.get_verbosity()
@@ -581,6 +583,8 @@ def _arrays(obj: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]:
                          f"map-style torch Dataset; got {type(obj).__name__}")  # fmt: skip
     if len(x) != len(y):
         raise ValueError(f"{what}: x has {len(x)} rows but y has {len(y)}")
+    if len(y) == 0:
+        raise ValueError(f"{what}: no rows")
     _refuse_missing_labels(y, what)
     return _features(x.detach().cpu(), what), y
 
