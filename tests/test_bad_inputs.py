@@ -128,7 +128,7 @@ FLOOD = [{"name": "flooding", "params": {"b": 0.1}}]
 SPEC_CASES = [
     ("name", "", "name"), ("name", "../up", "name"), ("name", 5, "'name'"),
     ("trials", "many", "'trials'"), ("trials", 0, "trials"), ("trials", 1.5, "'trials'"),
-    ("seeds", 1, "seeds"), ("sampler", "grid", "sampler"),
+    ("seeds", 1, "seeds"), ("seeds", 200_000, "seeds must be at most 1,000"), ("sampler", "grid", "sampler"),
     ("val_fraction", 0, "val_fraction"), ("val_fraction", 1.5, "val_fraction"), ("val_fraction", NAN, "val_fraction"),
     ("val_fraction", "x", "'val_fraction'"), ("val_fraction", 0.001, "val_fraction"), ("val_fraction", 0.01, "val_fraction"),
     ("val_split", "kfold", "val_split"), ("selection_metric", "f2", "selection_metric"),

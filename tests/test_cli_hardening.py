@@ -274,6 +274,15 @@ def test_spec_that_is_not_utf8(capsys, tmp_path):
     assert f"{path}:1: not UTF-8 text (byte 0xe9)" in refused(capsys, ["run", str(path)])
 
 
+def test_a_spec_with_a_utf8_byte_order_mark_reads_as_without(tmp_path):
+    from lossbench.bench.spec import load_spec
+
+    plain = spec_file(tmp_path)
+    marked = tmp_path / "marked.toml"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())  # (as some Windows editors save UTF-8)
+    assert load_spec(marked) == load_spec(plain)
+
+
 @pytest.mark.slow
 def test_ctrl_c_prints_one_line(tmp_path):
     """A Ctrl-C in a trial: Optuna's traceback and failure lines are not shown, only lossbench's line."""

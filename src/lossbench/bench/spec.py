@@ -41,6 +41,7 @@ SAMPLERS = ("tpe", "random", "python-random")
 VAL_SPLITS = ("stratified", "random")  # random: scikit-learn's unstratified train_test_split
 TIE_BREAKS = ("earliest", "train_metric")
 MAX_HEARTBEAT_S = 86_400  # a day between a running trial's heartbeats at most
+MAX_SEEDS = 1_000  # evaluation runs per method, queued at once: far beyond any protocol, short of a typo's millions
 SEED_PARAM = "seed"  # a searched "seed" is the tuning run's training seed (the EXACT paper tunes it)
 MODEL_PREFIX = "model."  # [search] model.<name>: a model hyperparameter, searched for every method alike
 THEN_PREFIX = "then."  # then.loss.<p>, then.<transform>.<p>: a two-stage method's second-stage hyperparameters
@@ -598,6 +599,9 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
         raise SpecError(f"{source}: trials and seeds must be >= 1, got {spec.trials}, {spec.seeds}")
     if spec.seeds < 2:
         raise SpecError(f"{source}: seeds must be >= 2 for a confidence interval and a paired test")
+    if spec.seeds > MAX_SEEDS:
+        raise SpecError(f"{source}: seeds must be at most {MAX_SEEDS:,} (each method's evaluation runs, queued at once), "
+                        f"got {spec.seeds:,}")  # fmt: skip
     _one_of(spec.sampler, SAMPLERS, f"{source}: sampler")
     _one_of(spec.val_split, VAL_SPLITS, f"{source}: val_split")
     _one_of(spec.tie_break, TIE_BREAKS, f"{source}: tie_break")
@@ -769,7 +773,7 @@ def load_spec(path: str | Path) -> Spec:
     except OSError as err:
         raise SpecError(f"cannot read spec file {str(path)!r}: {err.strerror}") from None
     try:
-        text = raw.decode("utf-8")  # TOML is UTF-8
+        text = raw.decode("utf-8-sig")  # TOML is UTF-8 (a byte-order mark, as some editors write, dropped)
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise SpecError(f"{path}:{line}: not UTF-8 text (byte {raw[err.start]:#04x}); a TOML spec must be UTF-8") from None

@@ -827,9 +827,10 @@ def final_runs(
     """One complete run per evaluation seed (the earliest, should a seed have been run twice); with
     ``chosen`` and ``config``, only runs of that choice (:func:`runs_choice`)."""
     runs: dict[int, FrozenTrial] = {}
+    wanted = set(seeds)
     for t in sorted(trials, key=lambda t: t.number):
         seed = t.user_attrs.get("seed")
         mine = chosen is None or runs_choice(t, chosen, config or {})
-        if t.state == TrialState.COMPLETE and seed in seeds and seed not in runs and mine:
+        if t.state == TrialState.COMPLETE and seed in wanted and seed not in runs and mine:
             runs[seed] = t
     return runs
