@@ -141,6 +141,8 @@ SPEC_CASES = [
     ("train.epochs", "x", "'epochs'"), ("train.batch_size", 0, "batch_size"), ("train.lr_final", -1.0, "lr_final"),
     ("train.lr_final", INF, "lr_final"), ("train.lr_final", NAN, "lr_final"), ("train.lr_schedule", "x", "lr_schedule"),
     ("train.weight_decay_on", "x", "weight_decay_on"), ("train.repeat_to_batches", -1, "repeat_to_batches"),
+    ("train.repeat_to_batches", 10**8, "repeat_to_batches must lie in [0, 100,000]"),
+    ("train", {"epochs": 1, "model": "mlp", "model_params": {"width": 10**10}}, "model 'mlp' with {'width': 10000000000"),
     ("train.drop_last", "x", "'drop_last'"), ("train.standardize", 1, "'standardize'"), ("train.nope", 1, "nope"),
     ("search.lr", {"low": 1e-3, "high": INF}, "[search].lr"), ("search.lr", {"low": NAN, "high": 1.0}, "[search].lr"),
     ("search.lr", {"low": -INF, "high": 1.0}, "[search].lr"), ("search.lr", [1.0, 0.1], "[search].lr"),

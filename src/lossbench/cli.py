@@ -204,10 +204,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_options(args: argparse.Namespace) -> None:
     """--pack, --threads and --jobs checked (before any work) and the threads set."""
     from lossbench._checks import check_count
-    from lossbench.bench.workers import set_threads
+    from lossbench.bench.workers import check_local, set_threads
 
     check_count("--pack", args.pack)
-    check_count("--jobs", getattr(args, "jobs", 1))
+    check_local("--jobs", getattr(args, "jobs", 1))
     set_threads(args.threads)
 
 

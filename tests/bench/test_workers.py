@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -193,3 +194,15 @@ def test_a_signal_set_to_be_ignored_stays_ignored():
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+@pytest.mark.parametrize("option", ["--jobs", "--threads"])
+def test_thousands_of_local_workers_or_threads_are_refused_before_any_work(option, tmp_path, capsys):
+    from lossbench.cli import main
+
+    most = 4 * (os.cpu_count() or 1)
+    out = tmp_path / "out"
+    assert main(["run", "--out", str(out), option, str(most + 1)]) == 2
+    line = capsys.readouterr().err.splitlines()[0]
+    assert line == f"lossbench: error: {option} must be at most {most} (4 per core of this machine's {os.cpu_count()}), got {most + 1}"
+    assert not out.exists()

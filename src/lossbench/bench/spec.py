@@ -41,6 +41,7 @@ SAMPLERS = ("tpe", "random", "python-random")
 VAL_SPLITS = ("stratified", "random")  # random: scikit-learn's unstratified train_test_split
 TIE_BREAKS = ("earliest", "train_metric")
 MAX_HEARTBEAT_S = 86_400  # a day between a running trial's heartbeats at most
+MAX_REPEAT_TO_BATCHES = 100_000  # batches per epoch a repeated training set may reach (the EXACT paper's: 500)
 MAX_SEEDS = 1_000  # evaluation runs per method, queued at once: far beyond any protocol, short of a typo's millions
 SEED_PARAM = "seed"  # a searched "seed" is the tuning run's training seed (the EXACT paper tunes it)
 MODEL_PREFIX = "model."  # [search] model.<name>: a model hyperparameter, searched for every method alike
@@ -475,8 +476,8 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
     _one_of(train.weight_decay_on, WEIGHT_DECAY_ON, f"{where}: weight_decay_on")
     if train.epochs < 1 or train.batch_size < 1:
         raise SpecError(f"{where}: epochs and batch_size must be >= 1, got {train.epochs}, {train.batch_size}")
-    if train.repeat_to_batches < 0:
-        raise SpecError(f"{where}: repeat_to_batches must be >= 0, got {train.repeat_to_batches}")
+    if not 0 <= train.repeat_to_batches <= MAX_REPEAT_TO_BATCHES:
+        raise SpecError(f"{where}: repeat_to_batches must lie in [0, {MAX_REPEAT_TO_BATCHES:,}], got {train.repeat_to_batches}")
     if not 0 <= train.momentum < 1:
         raise SpecError(f"{where}: momentum must lie in [0, 1), got {train.momentum}")
 

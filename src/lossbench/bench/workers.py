@@ -31,9 +31,18 @@ from lossbench.bench.defaults import STOP_SIGNALS
 from lossbench.bench.storage import STORAGE_ENV
 
 
+def check_local(name: str, count: int) -> None:
+    """A count of threads or local workers: a positive integer, at most 4 per core of this machine (more
+    only slows the work down; a typo's thousands exhaust the machine)."""
+    check_count(name, count)
+    most = 4 * (os.cpu_count() or 1)
+    if count > most:
+        raise ValueError(f"{name} must be at most {most} (4 per core of this machine's {os.cpu_count()}), got {count}")
+
+
 def set_threads(threads: int) -> None:
-    """torch's intra-op threads for this process (checked: a positive integer)."""
-    check_count("--threads", threads)
+    """torch's intra-op threads for this process (checked: :func:`check_local`)."""
+    check_local("--threads", threads)
     torch.set_num_threads(threads)
 
 
