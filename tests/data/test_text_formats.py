@@ -194,3 +194,12 @@ def test_records_split_at_line_ends_only(tmp_path):
     trec = write(tmp_path / "trec.label", b"DESC:manner Why so\x85 ?\nNUM:dist How far ?\n" * 2)  # Latin-1
     ds = load_trec_file(trec, test_fraction=0.5, cache=False)
     assert len(ds.y_train) + len(ds.y_test) == 4
+
+
+def test_a_one_class_text_table_is_refused_naming_its_files(tmp_path):
+    # the set is named by its folder ("d"): the message names the files too
+    from lossbench.data.text import load_text_table
+
+    train = write(tmp_path / "d" / "train.tsv", "sentence\tlabel\nhello world\t1\ngood day\t1\n")
+    with pytest.raises(ValueError, match=r"dataset 'd' \(text tables .*train.tsv.*\): 1 class\(es\)"):
+        load_text_table(train, test_path=train, cache=False)

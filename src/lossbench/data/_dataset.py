@@ -51,8 +51,8 @@ class Dataset:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        def fail(what: str) -> None:
-            raise ValueError(f"dataset {self.name!r}: {what}")
+        def fail(what: str) -> None:  # (named by its source too: a loader names a set by its folder, say)
+            raise ValueError(f"dataset {self.name!r} ({self.source}): {what}")
 
         if self.task not in TASKS:
             fail(f"task={self.task!r}, expected one of {TASKS}")
