@@ -104,6 +104,24 @@ def test_a_link_in_the_output_folder_to_a_file_inside_it_is_refused_before_any_r
     assert (out / "lossbench.db").read_bytes() == b"the study"
 
 
+@pytest.mark.parametrize("beside", ["-wal", "-shm", "-journal"])
+def test_a_link_beside_the_database_in_the_output_folder_is_refused(tmp_path, capsys, beside):
+    # a dangling -journal link left an empty database behind that blocked every later run; -wal gave a traceback
+    from lossbench.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f"lossbench.db{beside}").symlink_to(tmp_path / "elsewhere")
+    assert main(["run", "--out", str(out)]) == 2
+    line = capsys.readouterr().err.splitlines()[0]
+    assert line.startswith("lossbench: error: refusing to write") and "not inside the output folder" in line
+    assert sorted(p.name for p in out.iterdir()) == [f"lossbench.db{beside}"]
+    (out / f"lossbench.db{beside}").unlink()
+    (out / f"lossbench.db{beside}").symlink_to("gone")  # (inside the folder, dangling)
+    assert main(["run", "--out", str(out)]) == 2
+    assert f"lossbench.db{beside}: it is a symbolic link" in capsys.readouterr().err.splitlines()[0]
+
+
 def test_storage_errors_never_show_the_password():
     from lossbench.bench.spec import SpecError
     from lossbench.bench.storage import masked, open_storage

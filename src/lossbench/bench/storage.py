@@ -60,8 +60,11 @@ EMPTY_FILE_GRACE_S = 2.0  # a worker creating the file this moment leaves it emp
 
 
 def default_storage_url(out_dir: str | Path) -> str:
-    """The SQLite file in ``out_dir`` (refused where a link there points outside it), quoted as a URL:
-    a '?' or '%' in the folder's name is part of the path, not a query string or an escape."""
+    """The SQLite file in ``out_dir`` (refused where it or a file SQLite keeps beside it is a link, which
+    could point outside it), quoted as a URL: a '?' or '%' in the folder's name is part of the path, not a
+    query string or an escape."""
+    for beside in ("-wal", "-shm", "-journal"):
+        inside(out_dir, DB_FILE + beside)
     return sqlalchemy.engine.URL.create("sqlite", database=str(inside(out_dir, DB_FILE))).render_as_string()
 
 
