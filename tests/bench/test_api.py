@@ -383,3 +383,27 @@ def test_integer_features_float32_cannot_hold_are_refused(tmp_path):
         compare((x, y), methods=["cross_entropy"], out=tmp_path / "out", **TINY)
     x[5, 1] = 2**24  # (exact in float32)
     assert compare((x, y), methods=["cross_entropy"], out=tmp_path / "out", **TINY).complete
+
+
+def test_each_resampled_split_is_loaded_before_anything_is_stored(tmp_path, monkeypatch):
+    # with resample_splits each evaluation seed draws its split, which max_train may leave without a class:
+    # found after the whole tuning stage before, and the stored spec could not be fixed
+    from lossbench.bench import execution
+    from lossbench.bench.spec import evaluation_seeds
+
+    loaded = execution.DataCache.get
+
+    def get(self, ds, stage, split_seed=None):
+        if stage == "final" and split_seed == evaluation_seeds(self.spec)[1]:
+            raise ValueError("max_train=8 leaves class(es) 'z' with no training sample")
+        return loaded(self, ds, stage, split_seed)
+
+    monkeypatch.setattr(execution.DataCache, "get", get)
+    from lossbench.bench.api import _run  # (the path of lossbench run and compare())
+
+    spec = parse_spec({"name": "rs", "trials": 1, "seeds": 2, "resample_splits": True, "train": {"epochs": 1},
+                       "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}]})  # fmt: skip
+    out = tmp_path / "out"
+    with pytest.raises(SpecError, match=r"dataset 'wine', the split of evaluation seed 1 \(resample_splits\): max_train=8"):
+        _run(spec, out, None, torch.device("cpu"), 1, False)
+    assert not out.exists()

@@ -36,7 +36,15 @@ from torch import nn
 from lossbench._checks import check_count
 from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.bench.plugins import own_code
-from lossbench.bench.spec import MODEL_PREFIX, Spec, TrainConfig, parse_spec
+from lossbench.bench.spec import (
+    MODEL_PREFIX,
+    Spec,
+    SpecError,
+    TrainConfig,
+    evaluation_seeds,
+    parse_spec,
+    resamples_split,
+)
 from lossbench.data import DATASETS, DEFAULT_TEST_FRACTION, Dataset, DatasetInfo, check_test_labels
 from lossbench.data.splits import train_test_indices
 from lossbench.data.table import MAX_CATEGORIES
@@ -103,6 +111,13 @@ def preflight(spec: Spec, data_dir: str | None) -> None:
     runner = Runner(spec, optuna.storages.InMemoryStorage(), torch.device("cpu"), data_dir=data_dir)
     for dataset in {d.label: d for d, _ in spec.units()}.values():
         check_validation_part(runner.cache.get(dataset, "tune"), spec, f"dataset {dataset.label!r}")
+        if spec.resample_splits and resamples_split(dataset):  # (each seed's split, loaded now, not after tuning)
+            for seed in evaluation_seeds(spec):
+                try:
+                    runner.cache.get(dataset, "final", seed)
+                except ValueError as err:
+                    raise SpecError(f"dataset {dataset.label!r}, the split of evaluation seed {seed} (resample_splits): "
+                                    f"{err}") from None  # fmt: skip
 
 
 @dataclass(frozen=True)
