@@ -565,9 +565,9 @@ class _RunScores:
             thresholds = _thresholds(fit(), split) if rule == "thresholds" else None
             read = _decided(scored, rule, split, thresholds)
             values = compute_metrics(scored, split.y_eval, split.task, split.num_classes, labels, read)
-            if rule == "thresholds" and thresholds is None:
-                values = _diverged(values)
-            decided[rule] = {name: values[name] for name in (*labels, "diverged")}
+            decided[rule] = {name: values[name] for name in labels}
+            if rule == "thresholds" and thresholds is None:  # (read as diverged: see above)
+                decided[rule] = _diverged(decided[rule])
         if self.stopping:
             metrics[BEST_EPOCH] = float(len(self.train_loss) - 1 if self.best is None else self.best[1])
         if self.spec.tie_break == "train_metric" and split.stage == "tune":
