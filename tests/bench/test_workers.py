@@ -206,3 +206,27 @@ def test_thousands_of_local_workers_or_threads_are_refused_before_any_work(optio
     line = capsys.readouterr().err.splitlines()[0]
     assert line == f"lossbench: error: {option} must be at most {most} (4 per core of this machine's {os.cpu_count()}), got {most + 1}"
     assert not out.exists()
+
+
+def test_an_interrupted_start_leaves_no_worker_logs(tmp_path, monkeypatch):
+    from lossbench.bench import workers
+
+    started = []
+
+    class Interrupted(_FakeWorker):
+        def __init__(self, command, stdout, **kwargs):
+            if len(started) == 2:
+                raise KeyboardInterrupt  # (Ctrl-C while the third worker starts)
+            super().__init__(command, stdout, **kwargs)
+            started.append(self)
+
+        def wait(self):
+            self.returncode = 130  # stopped
+            return 130
+
+    monkeypatch.setattr(workers.subprocess, "Popen", Interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        with LocalWorkers(4, "s", "sqlite:///x.db", str(out)):
+            pass
+    assert len(started) == 2 and list(out.iterdir()) == []

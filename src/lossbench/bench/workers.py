@@ -119,9 +119,12 @@ class LocalWorkers:
                                             stdin=subprocess.DEVNULL)  # fmt: skip
                 self._procs.append((proc, log))
         except BaseException:
-            for proc, _ in self._procs:  # (no __exit__ follows a failed __enter__: none may run on alone)
+            for proc, log in self._procs:  # (no __exit__ follows a failed __enter__: none may run on alone)
                 proc.terminate()
-                proc.wait()
+                if proc.wait() == 0 or proc.returncode in STOPPED:  # (stopped by us: nothing to read)
+                    log.unlink(missing_ok=True)
+            for log in logs[len(self._procs) :]:  # (opened, its worker not started)
+                log.unlink(missing_ok=True)
             raise
         return self
 
