@@ -76,9 +76,10 @@ def test_hinge_averaged_over_the_rivals_is_the_exact_papers(batch, margin):
         L.multi_class_hinge(x[:, :1], torch.zeros_like(y), average="rivals")
 
 
-def test_hinge_rejects_unsupported_p(batch):
+@pytest.mark.parametrize("p", [3, True])
+def test_hinge_rejects_unsupported_p(batch, p):
     with pytest.raises(ValueError, match="p must be 1 or 2"):
-        L.multi_class_hinge(*batch, p=3)
+        L.multi_class_hinge(*batch, p=p)
 
 
 def test_smooth_accuracy_is_one_minus_true_class_probability(batch):

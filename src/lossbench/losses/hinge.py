@@ -71,7 +71,7 @@ def multi_class_hinge(
 
 
 def _check_power(name: str, value: float) -> None:
-    if value not in (1, 2):
+    if isinstance(value, bool) or value not in (1, 2):  # (True == 1: a switch is no power)
         raise ValueError(f"{name} must be 1 or 2, got {value!r}")
 
 
