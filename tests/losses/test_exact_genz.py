@@ -173,6 +173,7 @@ def test_reduction_and_ignored_targets_as_for_the_quadrature():
         ({"estimator": "genz", "samples": 2.5}, "samples"),
         ({"estimator": "genz", "generator": 3}, "generator"),
         ({"estimator": "genz", "log_loss": True}, "log_loss"),
+        ({"estimator": "genz", "log_of_mean": True}, r"log_of_mean=True is not available with estimator='genz'"),
         ({"estimator": "genz", "sigma": 0.0}, "sigma"),
     ],
 )

@@ -151,12 +151,13 @@ def exact(
     ``reduction="mean"`` averages over the non-ignored samples (the expected error rate);
     ``reduction="none"`` returns the target's shape.
     """
-    if log_of_mean is not False:
+    if log_of_mean is not False:  # (its own checks before any work; the call below checks the rest)
         _check_log_options(log_loss, log_of_mean)
+        _check_estimator(estimator, samples, generator, "log_of_mean")
+        check_reduction(reduction)
         per_row = exact(logits, target, sigma=sigma, margin=margin, log_loss=True, standardize=standardize, eps=eps,
                         num_nodes=num_nodes, estimator=estimator, samples=samples, generator=generator,
                         ignore_index=ignore_index, reduction="none", validate=validate, groups=groups)  # fmt: skip
-        check_reduction(reduction)
         return _log_of_mean(per_row, target != ignore_index, groups, reduction)
     batch_shape, logits2d, target = _flatten(logits, target, ignore_index)
     check_reduction(reduction)
@@ -166,7 +167,7 @@ def exact(
     if c < 2:
         raise ValueError(f"logits must have at least 2 classes, got shape {tuple(logits.shape)}")
     _check_num_nodes(num_nodes)
-    _check_estimator(estimator, samples, generator, log_loss)
+    _check_estimator(estimator, samples, generator, "log_loss" if log_loss else None)
     if type(groups) is not int or groups < 1 or logits2d.shape[0] % groups:
         raise ValueError(f"groups must be a positive integer that divides the {logits2d.shape[0]} rows, got {groups!r}")
     if isinstance(margin, torch.Tensor):
@@ -290,16 +291,17 @@ def _check_num_nodes(num_nodes: object) -> None:
         raise ValueError(f"num_nodes must be an even integer >= 2, got {num_nodes!r}")
 
 
-def _check_estimator(estimator: str, samples: int, generator: torch.Generator | None, log_loss: bool) -> None:
+def _check_estimator(estimator: str, samples: int, generator: torch.Generator | None, log: str | None) -> None:
+    """``log``: the log option set (``log_loss`` or ``log_of_mean``), if any."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    if estimator == "genz" and log_loss:
+    if estimator == "genz" and log is not None:
         raise ValueError(
-            "log_loss=True is not available with estimator='genz' (-log of a Monte Carlo estimate that "
+            f"{log}=True is not available with estimator='genz' (-log of a Monte Carlo estimate that "
             "may be 0 is infinite and biased); use estimator='quadrature'"
         )
 
@@ -397,7 +399,7 @@ class ExactLoss(nn.Module):
         for name, switch in (("learn_sigma", learn_sigma), ("standardize", standardize)):
             check_bool(name, switch)
         _check_log_options(log_loss, log_of_mean)
-        _check_estimator(estimator, samples, generator, log_loss)
+        _check_estimator(estimator, samples, generator, "log_loss" if log_loss else "log_of_mean" if log_of_mean else None)
         if sigma_min is not None:
             check_positive("sigma_min", sigma_min)
             if learn_sigma:
