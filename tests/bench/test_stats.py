@@ -22,11 +22,15 @@ def test_paired_test_matches_scipy_and_handles_degenerate_cases():
     assert t.p_value == pytest.approx(sps.ttest_rel(a, b).pvalue)
     assert t.mean_difference == pytest.approx(np.mean(np.subtract(a, b)))
     assert paired_test(a, a).p_value == 1.0
-    constant = paired_test([x + 0.01 for x in b], b)  # a shift the same on every seed: the t-test's limit
-    assert constant.p_value == 0.0 and constant.ci_low == constant.ci_high == pytest.approx(0.01)
+    # a shift the same on every seed: no variance, the exact sign-flip test's p (2 of the 2^4 sign patterns)
+    constant = paired_test([x + 0.01 for x in b], b)
+    assert constant.p_value == 0.125 and constant.ci_low == constant.ci_high == pytest.approx(0.01)
+    assert constant.same_on_every_seed
+    flips = sps.permutation_test(([0.01] * 4,), np.mean, permutation_type="samples", n_resamples=np.inf)
+    assert constant.p_value == pytest.approx(flips.pvalue)  # SciPy's exact sign-flip test
     # the same within the float32 rounding of the scores, as the ledger reads them (numpy's allclose did not)
     rounded = paired_test([0.91, 0.92, 0.9300005], [0.90, 0.91, 0.92])
-    assert rounded.p_value == 0.0 and rounded.ci_low == rounded.ci_high
+    assert rounded.p_value == 0.25 and rounded.ci_low == rounded.ci_high
     assert math.isnan(paired_test([1.0], [0.5]).p_value)
     # equal totals of correct samples stored as float32 scores: a mean difference of round-off is 0
     f32 = lambda counts: [float(np.float32(c / 178)) for c in counts]  # noqa: E731

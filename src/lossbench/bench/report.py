@@ -277,7 +277,8 @@ def _paired(spec: Spec) -> str:
         return "no baseline named, so no paired tests"
     return (f"paired t-test against `{spec.baseline}` over seeds (difference = method - baseline, with its 95% CI; "
             "a difference the same on every seed, one test example on each, say, leaves the t-test no variance: its "
-            "p is the limit 0, marked 'the same on every seed'), Holm-adjusted across every other method of the data "
+            "p is then the exact sign-flip test's, 2 / 2^n over n seeds, marked 'the same on every seed'), "
+            "Holm-adjusted across every other method of the data "
             "set (one not complete yet counts as p = 1, so a report in progress adjusts no less than the finished "
             f"study). The intervals and tests are over seeds: {_conditional(spec)}")
 

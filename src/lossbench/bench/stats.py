@@ -53,8 +53,13 @@ class PairedTest:
 
     @property
     def same_on_every_seed(self) -> bool:
-        """A non-zero difference the same on every seed: no variance, p the t-test's limit 0 (see paired_test)."""
+        """A non-zero difference the same on every seed: no variance, p the sign-flip test's (see paired_test)."""
         return self.mean_difference != 0 and self.ci_low == self.ci_high
+
+
+def sign_flip_p(n: int) -> float:
+    """Two-sided p of the exact sign-flip test when all ``n`` paired differences are equal and non-zero."""
+    return 2.0 ** (1 - n)
 
 
 def paired_test(method: Sequence[float], baseline: Sequence[float], confidence: float = 0.95,
@@ -64,8 +69,10 @@ def paired_test(method: Sequence[float], baseline: Sequence[float], confidence: 
     difference lies in [lo - hi, hi - lo]).
 
     Identical scores on every seed give p = 1; fewer than two pairs give nan.  A non-zero difference
-    that is the same on every seed (within the scores' float32 rounding) leaves the t-test no variance:
-    p is its limit, 0, as differences that nearly are constant get p near 0 (the report marks it).
+    that is the same on every seed (within the scores' float32 rounding) leaves the t-test no variance
+    (its limit, p = 0, would read 2 seeds as conclusive): p is then the exact sign-flip permutation
+    test's, 2 / 2^n (of the 2^n equally likely signs, all alike is the most extreme pair of
+    outcomes), the least p n paired seeds can give; the report marks it.
     """
     a, b = np.asarray(method, dtype=float), np.asarray(baseline, dtype=float)
     if len(a) != len(b):
@@ -78,7 +85,7 @@ def paired_test(method: Sequence[float], baseline: Sequence[float], confidence: 
     if shift is not None:  # the same difference on every seed: the t-test has no variance
         if shift == 0.0:
             return PairedTest(n, 0.0, 1.0, 0.0, 0.0)
-        return PairedTest(n, shift, 0.0, shift, shift)  # (the t-test's limit, as the ledger's rule reads it)
+        return PairedTest(n, shift, sign_flip_p(n), shift, shift)  # (the ledger's rule reads the t-test's limit, 0)
     low, high = _t_interval(diff, confidence)
     p_value = float(stats.ttest_rel(a, b).pvalue)
     mean = float(diff.mean())  # (equal totals give a mean of float32 round-off: 0, not -0.0000 in the report)
