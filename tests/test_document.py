@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lossbench._document import Bullets, Heading, Markdown, Para, Table, to_markdown
+import pytest
+
+from lossbench._document import Bullets, Heading, Markdown, Para, Table, to_html, to_markdown
 
 
 def md(*blocks) -> str:
@@ -44,3 +46,19 @@ def test_links_and_escaped_backticks_in_text_are_escaped_outside_code_spans():
     assert md(Para("\\`<img src=x onerror=alert(1)>` a\\b")) == "\\\\`<img src=x onerror=alert(1)>` a\\\\b\n"
     assert md(Para("`[x](y) \\`")) == "`[x](y) \\`\n"  # (verbatim inside a code span)
     assert md(Table(["a\\|b"], [])) == "| a\\\\\\|b |\n|---|\n"
+
+
+def test_a_name_with_backticks_inside_a_code_span_renders_no_html():
+    # a method named "<img ...>`" inside the report's `...` spans: paired one by one, the backticks
+    # left markdown an unclosed span and the name raw HTML; paired by run length as CommonMark does, none
+    markdown_it = pytest.importorskip("markdown_it")
+    for name in ("<img src=x onerror=alert(1)>`", "`<img src=x onerror=alert(1)>", "a``<img src=x>"):
+        text = f"against `{name}` over seeds"
+        rendered = markdown_it.MarkdownIt("commonmark").enable("table").render(
+            md(Heading(2, text), Para(text), Bullets([text]), Table(["h"], [[text]]))
+        )
+        assert "<img" not in rendered, (name, rendered)
+        assert "<img" not in to_html([Para(text)], "t") and "&lt;img" in to_html([Para(text)], "t")
+    # a span of two backticks holds one, in both renderings
+    assert md(Para("``a`b`` <i>")) == "``a`b`` &lt;i>\n"
+    assert "<code>a`b</code> &lt;i&gt;" in to_html([Para("``a`b`` <i>")], "t")

@@ -58,7 +58,10 @@ STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}"
          "font-size:13px;text-align:left;vertical-align:top}th{background:#f3f3f3}img{max-width:100%}")  # fmt: skip
 
 
-_CODE = re.compile(r"`([^`]+)`")  # a `code` span: shown as written by both renderings
+# A `code` span, shown as written by both renderings, paired as CommonMark pairs them: a run of backticks
+# closes at the next run of the same length (a name ending in a backtick inside a span would otherwise
+# leave its opening backtick unclosed for markdown, and the span's content raw HTML there).
+_CODE = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
 # What markdown would take for raw HTML, an entity or a link: '&', '<' where a tag, comment or autolink
 # could start, '>' opening a line (a quote), '[' opening "[text](url)" or "[text][ref]" (an image too), and
 # every backslash (one before a backtick would keep that backtick from opening the `code` span it opens
@@ -111,7 +114,7 @@ def to_markdown(blocks: list[Block], out: Path) -> str:
 
 def _inline(text: str) -> str:
     """Escaped text with `code` spans as <code>."""
-    return _CODE.sub(r"<code>\1</code>", html.escape(str(text)))
+    return _CODE.sub(r"<code>\2</code>", html.escape(str(text)))
 
 
 def to_html(blocks: list[Block], title: str) -> str:
