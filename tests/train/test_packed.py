@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
@@ -802,3 +803,24 @@ def test_runs_that_share_one_generator_are_refused():
     with pytest.raises(ValueError, match=r"^run 1 shares its generator with an earlier run: give each run its own$"):
         fit_packed(PackedModel([_model("linear", 0), _model("linear", 1)]), [ce, ce], x, y, lrs=[0.1, 0.1],
                    generators=[g, g], **BASE)  # fmt: skip
+
+
+def test_a_run_with_non_finite_logits_trains_per_sample_transforms_alone_as_in_a_pack():
+    # a run that diverged before (a two-stage method's first stage, say) reaches iflood with NaN logits:
+    # the even-mean check judges the loss on stand-in logits, alone as in a pack, not the NaN ones (alone it
+    # raised the class-weights error and the bench retried the trial, where the pack recorded it diverged)
+    x, y = _data()
+    loss = LOSSES.get("cross_entropy").module(validate=False)
+    models = [_model("linear", s) for s in (0, 1)]
+    with torch.no_grad():
+        models[0].linear.weight.fill_(float("nan"))
+    alone = fit(copy.deepcopy(models[0]), loss, x, y, lr=0.1, transforms=[("iflood", {"b": 0.1})],
+                generator=torch.Generator().manual_seed(0), **BASE)  # fmt: skip
+    packed = fit_packed(PackedModel(models), [loss, loss], x, y, lrs=[0.1, 0.1], transforms=[[("iflood", {"b": 0.1})]] * 2,
+                        generators=[torch.Generator().manual_seed(s) for s in (0, 1)], **BASE)  # fmt: skip
+    assert all(math.isnan(r["loss"]) for r in alone) and all(math.isnan(r["loss"]) for r in packed[0])
+    assert all(math.isfinite(r["loss"]) for r in packed[1])
+    # a class-weighted mean is still refused alone, from the first batch
+    weighted = LOSSES.get("cross_entropy").module(validate=False, weight=torch.tensor([1.0, 3.0, 0.5]))
+    with pytest.raises(ValueError, match="is not their even mean"):
+        fit(_model("linear", 0), weighted, x, y, lr=0.1, transforms=[("iflood", {"b": 0.1})], **BASE)

@@ -191,6 +191,13 @@ def batch_level(loss: LossFn) -> bool:
     return False
 
 
+def probe_logits(shape: Sequence[int], dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """Finite stand-in logits on which :func:`even_mean` judges a loss: the same for a run alone and in a pack,
+    whatever the model's state (a run whose logits are already NaN is a diverged run, not a weighted mean)."""
+    logits = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    return logits.mul_(2).to(device)
+
+
 def even_mean(loss: LossFn, logits: torch.Tensor, y: torch.Tensor) -> bool:
     """Whether ``loss(logits, y)`` (its ``reduction="mean"``) is, up to round-off, the even mean of its rows
     of ``reduction="none"`` as a shared call of :class:`PackedLosses` takes it (an elementwise loss's rows: each

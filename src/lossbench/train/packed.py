@@ -40,6 +40,7 @@ from lossbench.train._base import (
     even_mean,
     loss_option,
     per_run,
+    probe_logits,
     reads_per_sample,
 )
 from lossbench.train._registry import TransformSpec, make_transform
@@ -469,8 +470,7 @@ def mean_probe(packed: PackedModel, x: torch.Tensor, y: torch.Tensor,
         idx = torch.arange(min(size, len(y)), device=y.device)
     device = packed.params[0].device
     shape = packed.eval_logits(x[idx.to(x.device)].to(device)).shape[1:]  # (the rows together: a model may normalise them)
-    logits = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=packed.params[0].dtype)
-    return logits.mul_(2).to(device), y[idx].to(device)
+    return probe_logits(shape, packed.params[0].dtype, device), y[idx].to(device)
 
 
 @functools.lru_cache(maxsize=None)

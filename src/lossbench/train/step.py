@@ -14,6 +14,7 @@ from lossbench.train._base import (
     Transform,
     check_per_sample_loss,
     loss_option,
+    probe_logits,
     reads_per_sample,
 )
 from lossbench.train._registry import TransformSpec, make_transform
@@ -109,7 +110,8 @@ class TrainStep:
             value = self.loss(logits, y)
         if self._per_sample:
             if ctx.step == 0:  # (a class-weighted mean shows on the first batch's classes)
-                check_per_sample_loss(self._objective, self.loss, batch=lambda: (logits.detach(), y))
+                probe = lambda: (probe_logits(logits.shape, logits.dtype, logits.device), y)  # noqa: E731
+                check_per_sample_loss(self._objective, self.loss, batch=probe)
             value = self._per_sample_values(value, y, logits)
         raw = value.detach() if value.ndim == 0 else value.detach().mean()
         for t in self._objective:
