@@ -14,7 +14,9 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,6 +160,43 @@ def test_a_failing_compiler_reports_its_error(tmp_path, monkeypatch):
     monkeypatch.setenv(_exact_native.KERNEL_DIR_ENV, str(tmp_path / "kernels"))
     with pytest.warns(RuntimeWarning, match="out of disk"):
         assert _exact_native.kernel() is None
+
+
+def test_the_compiler_runs_as_cc_says_with_its_temporary_files_in_the_private_build_folder(tmp_path, monkeypatch):
+    # $CC is a command line ("ccache gcc"); the compiler's own temporary files go to the build folder, never to
+    # a $TMPDIR another user may write; a build folder a killed build left an hour ago is removed, a recent one kept
+    log = tmp_path / "log"
+    fake = tmp_path / "cc"
+    fake.write_text(f'#!/bin/sh\n[ "$2" = --version ] && echo "cc (fake) 1.0" && exit 0\n'
+                    f'echo "$TMPDIR" >> {log}; echo "$@" >> {log}; exit 1\n')  # fmt: skip
+    fake.chmod(0o755)
+    kernels = tmp_path / "kernels"
+    kernels.mkdir(mode=0o700)
+    stale, recent = kernels / "build-stale", kernels / "build-recent"
+    stale.mkdir(), recent.mkdir()
+    os.utime(stale, (time.time() - 2 * 3600,) * 2)
+    monkeypatch.setattr(_exact_native, "_STATE", {})
+    monkeypatch.setenv("CC", f"{fake} --fake-option")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv(_exact_native.KERNEL_DIR_ENV, str(kernels))
+    with pytest.warns(RuntimeWarning, match="unavailable"):
+        assert _exact_native.kernel() is None
+    tmpdir, args = log.read_text().splitlines()[:2]
+    assert Path(tmpdir).parent == kernels.resolve() and Path(tmpdir).name.startswith("build-")
+    assert args.startswith("--fake-option -pipe ")
+    assert not stale.exists() and recent.exists()
+
+
+def test_an_interrupted_build_leaves_the_next_call_to_try_again(monkeypatch):
+    monkeypatch.setattr(_exact_native, "_STATE", {})
+
+    def interrupted(compiler):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_exact_native, "_build", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _exact_native.kernel()
+    assert "functions" not in _exact_native._STATE  # (it had cached None: the kernel off for the process)
 
 
 def test_other_tensors_take_the_pytorch_path():

@@ -29,11 +29,13 @@ import hashlib
 import math
 import os
 import platform
+import shlex
 import shutil
 import stat
 import subprocess
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -129,35 +131,57 @@ def _cpu_signature() -> str:
     return "\n".join(sorted(set(keep)))
 
 
+def _command(compiler: str) -> list[str]:
+    """``compiler`` as a command line, as ``$CC`` is read (``ccache gcc``, ``gcc -O0``)."""
+    return shlex.split(compiler)
+
+
 def library_path(compiler: str) -> Path:
     """Where the library built by ``compiler`` is cached (the cache directory checked and created)."""
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+    version = subprocess.run([*_command(compiler), "--version"], capture_output=True, text=True, check=True).stdout
     key = hashlib.sha256(
         "\0".join([SOURCE.read_text(), " ".join(FLAGS + LINK), version, platform.machine(), _cpu_signature()]).encode()
     ).hexdigest()[:16]
     return _trusted_dir(_kernel_dir()) / f"exact-{key}.so"
 
 
+_BUILD_PREFIX = "build-"  # a build's temporary folder in the cache
+_STALE_BUILD_S = 3600  # a build folder this old was left by a killed build (a build takes seconds)
+
+
 def _build(compiler: str) -> Path:
     target = library_path(compiler)
-    if os.path.lexists(target):
-        _check_own_file(target)
-        return target
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        objects = []
-        for name, defines in (("f32", ()), ("f64", ("-DREAL_DOUBLE",))):
-            obj = Path(tmp) / f"{name}.o"
-            _run([compiler, *FLAGS, *defines, "-c", str(SOURCE), "-o", str(obj)])
-            objects.append(str(obj))
-        library = Path(tmp) / "exact.so"
-        _run([compiler, *objects, *LINK, "-o", str(library)])
-        library.chmod(0o700)  # whatever the umask: a group-writable library would be refused
-        os.replace(library, target)  # atomic: concurrent builders write the same bytes
+    if not os.path.lexists(target):
+        _remove_stale_builds(target.parent)
+        with tempfile.TemporaryDirectory(prefix=_BUILD_PREFIX, dir=target.parent) as tmp:
+            # The compiler's own temporary files go to the private build folder too (-pipe: none for the
+            # assembly): in a $TMPDIR another user can write, they could replace one before it is read.
+            env = {**os.environ, "TMPDIR": tmp}
+            objects = []
+            for name, defines in (("f32", ()), ("f64", ("-DREAL_DOUBLE",))):
+                obj = Path(tmp) / f"{name}.o"
+                _run([*_command(compiler), "-pipe", *FLAGS, *defines, "-c", str(SOURCE), "-o", str(obj)], env)
+                objects.append(str(obj))
+            library = Path(tmp) / "exact.so"
+            _run([*_command(compiler), *objects, *LINK, "-o", str(library)], env)
+            library.chmod(0o700)  # whatever the umask: a group-writable library would be refused
+            os.replace(library, target)  # atomic: concurrent builders write the same bytes
+    _check_own_file(target)  # (the one just built too: loaded only as what the checks allow)
     return target
 
 
-def _run(command: list[str]) -> None:
-    done = subprocess.run(command, capture_output=True, text=True)
+def _remove_stale_builds(folder: Path) -> None:
+    """Remove build folders a killed build left (a concurrent build's is recent: kept)."""
+    for entry in folder.glob(f"{_BUILD_PREFIX}*"):
+        try:
+            if entry.is_dir() and not entry.is_symlink() and time.time() - entry.lstat().st_mtime > _STALE_BUILD_S:
+                shutil.rmtree(entry)
+        except OSError:  # (another process removing it too: nothing to do)
+            pass
+
+
+def _run(command: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr.strip()}")
 
@@ -224,19 +248,22 @@ def kernel() -> dict[torch.dtype, ctypes._CFuncPtr] | None:
         return _STATE["functions"]
     with _LOCK:
         if "functions" not in _STATE:
-            _STATE["functions"] = None
             compiler = os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), "cc")
             try:
-                if shutil.which(compiler) is None:
+                if not _command(compiler) or shutil.which(_command(compiler)[0]) is None:
                     raise RuntimeError(f"no C compiler {compiler!r} on PATH (set $CC)")
-                _STATE["functions"] = _declare(ctypes.CDLL(str(_build(compiler))))
-            except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as error:  # AttributeError: no entry points
+                functions = _declare(ctypes.CDLL(str(_build(compiler))))
+            except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError, ValueError) as error:
+                # (AttributeError: no entry points; ValueError: a $CC shlex cannot read)
+                functions = None
                 _STATE["error"] = str(error)
                 warnings.warn(
                     f"lossbench: the fused EXACT kernel is unavailable, using the slower PyTorch path: {error}",
                     RuntimeWarning,
                     stacklevel=3,
                 )
+            # (set only once decided: an interrupted build, Ctrl-C in a notebook, leaves the next call to try again)
+            _STATE["functions"] = functions
     return _STATE["functions"]
 
 
