@@ -7,7 +7,8 @@ import os
 import optuna
 import pytest
 
-from lossbench._paths import atomic_write, check_name, inside, user_cache_root
+from lossbench._paths import atomic_write, check_name, inside, untrusted_reason, user_cache_root
+from tests.permissions import grant_acl
 
 
 @pytest.mark.parametrize("name", ["..", ".", ".hidden", "a/b", "/abs", "a\\b", "a:b", "tab\there", " pad", "", "x" * 129])
@@ -142,3 +143,19 @@ def test_user_cache_root_ignores_an_empty_or_relative_xdg_cache_home(xdg, monkey
     assert user_cache_root() == tmp_path / ".cache" / "lossbench"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert user_cache_root() == tmp_path / "xdg" / "lossbench"
+
+
+@pytest.mark.parametrize("default", [False, True], ids=["access ACL", "default ACL"])
+def test_a_folder_another_user_may_write_through_an_acl_is_untrusted(tmp_path, default):
+    # with an ACL the mode's group bits are its mask (rwx for a named user shows as the group's): the mode
+    # alone read drwxrwx--- as the private group's folder and trusted it
+    folder = tmp_path / "kernels"
+    folder.mkdir(mode=0o700)
+    assert untrusted_reason(folder) is None
+    grant_acl(folder, uid=12345, default=default)
+    reason = untrusted_reason(folder)
+    assert reason is not None and "writable by user 12345 through its" in reason
+    reading = tmp_path / "read-only-acl"
+    reading.mkdir(mode=0o700)
+    grant_acl(reading, uid=12345, perm=0o5, default=default)  # read and search only: nothing to change
+    assert untrusted_reason(reading) is None

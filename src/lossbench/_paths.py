@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import tempfile
 from pathlib import Path
 
@@ -87,25 +88,65 @@ class UntrustedDirError(RuntimeError):
     """A cache directory another user could change: nothing is read from or written to it."""
 
 
-def writable_by_others(st: os.stat_result) -> str:
-    who = {0o020: "its group", 0o002: "other users", 0o022: "its group and other users"}[st.st_mode & 0o022]
-    return f"writable by {who} (mode {stat.filemode(st.st_mode)})"
-
-
-def others_can_write(st: os.stat_result) -> bool:
-    """Whether a user other than this one may write the directory: by its mode, but for a group that is
-    this user's private group (named as the user, their primary group, no other member: the usual setup
-    under umask 002, where ``~/.cache`` and the like are group-writable)."""
-    if st.st_mode & 0o002 or not st.st_mode & 0o020:
-        return bool(st.st_mode & 0o002)
+def _private_group(gid: int) -> bool:
+    """Whether group ``gid`` is this user's private group (named as the user, their primary group, no other
+    member: the usual setup under umask 002, where ``~/.cache`` and the like are group-writable)."""
     try:
         import grp
         import pwd
 
-        user, group = pwd.getpwuid(os.geteuid()), grp.getgrgid(st.st_gid)
+        user, group = pwd.getpwuid(os.geteuid()), grp.getgrgid(gid)
     except (ImportError, KeyError):
-        return True
-    return not (st.st_gid == user.pw_gid and group.gr_name == user.pw_name and set(group.gr_mem) <= {user.pw_name})
+        return False
+    return gid == user.pw_gid and group.gr_name == user.pw_name and set(group.gr_mem) <= {user.pw_name}
+
+
+# POSIX ACLs as Linux stores them (posix_acl_xattr.h): a 4-byte version, then (tag, perm, id) entries.
+_ACL_ACCESS, _ACL_DEFAULT = "system.posix_acl_access", "system.posix_acl_default"
+_ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK, _ACL_OTHER, _ACL_WRITE = 0x02, 0x04, 0x08, 0x10, 0x20, 0o2
+
+
+def _acl(path: str | Path, name: str) -> list[tuple[int, int, int]] | None:
+    """The entries of ``path``'s ACL ``name``; None where it has none (or the system keeps none)."""
+    try:
+        data = os.getxattr(path, name)
+    except (OSError, AttributeError):  # (no such ACL, no ACL support, no xattrs on this system)
+        return None
+    return [struct.unpack_from("<HHI", data, at) for at in range(4, len(data) - 7, 8)]
+
+
+def _acl_writer(entries: list[tuple[int, int, int]], st: os.stat_result) -> str | None:
+    """Who besides this user an ACL lets write (its mask applied to named entries and the group)."""
+    mask = next((perm for tag, perm, _ in entries if tag == _ACL_MASK), 0o7)
+    for tag, perm, who in entries:
+        if tag == _ACL_USER and who != os.geteuid() and perm & mask & _ACL_WRITE:
+            return f"user {who}"
+        gid = st.st_gid if tag == _ACL_GROUP_OBJ else who
+        if tag in (_ACL_GROUP_OBJ, _ACL_GROUP) and perm & mask & _ACL_WRITE and not _private_group(gid):
+            return f"group {gid}"
+        if tag == _ACL_OTHER and perm & _ACL_WRITE:
+            return "other users"
+    return None
+
+
+def others_write(path: str | Path, st: os.stat_result | None = None) -> str | None:
+    """How a user other than this one may write ``path`` ("writable by ..."), else None: by its mode, or by
+    its POSIX ACLs where it has them (there the mode's group bits are the ACL's mask, and a named user
+    shows only there), and for a directory by the default ACL its new files would get.  A group that is
+    this user's private group counts as no one else."""
+    st = st or os.stat(path)
+    mode = stat.filemode(st.st_mode)
+    access, default = _acl(path, _ACL_ACCESS), _acl(path, _ACL_DEFAULT)
+    for entries, kind in ((access, "ACL"), (default, "default ACL (its new files')")):
+        who = _acl_writer(entries, st) if entries else None
+        if who:
+            return f"writable by {who} through its {kind} (mode {mode})"
+    if access:  # (the ACL covers the mode's bits)
+        return None
+    who = [w for bit, w in ((0o020, "its group"), (0o002, "other users")) if st.st_mode & bit]
+    if who == ["its group"] and _private_group(st.st_gid):
+        return None
+    return f"writable by {' and '.join(who)} (mode {mode})" if who else None
 
 
 def untrusted_reason(path: str | Path) -> str | None:
@@ -131,12 +172,12 @@ def untrusted_reason(path: str | Path) -> str | None:
                 return f"{directory} is not a directory"
             if st.st_uid != uid:
                 return f"{directory} is owned by uid {st.st_uid}, not by you (uid {uid})"
-            if others_can_write(st):
-                return f"{directory} is {writable_by_others(st)}"
+            if others := others_write(directory, st):
+                return f"{directory} is {others}"
         elif st.st_uid not in (0, uid):
             return f"{directory} is owned by uid {st.st_uid}, neither you (uid {uid}) nor root"
-        elif others_can_write(st) and not st.st_mode & stat.S_ISVTX:
-            return f"{directory} is {writable_by_others(st)} without the sticky bit"
+        elif (others := others_write(directory, st)) and not st.st_mode & stat.S_ISVTX:
+            return f"{directory} is {others} without the sticky bit"
     return None
 
 

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from lossbench.bench.spec import SpecError, parse_spec
 from lossbench.bench.storage import default_storage_url, run_record, study_name
-from tests.permissions import group_writable
+from tests.permissions import grant_acl, group_writable
 
 from .conftest import ROOT
 
@@ -109,6 +109,19 @@ def test_a_plugin_in_a_folder_a_shared_group_may_write_is_refused(tmp_path, monk
     with pytest.raises(SpecError, match="which is writable by its group"):
         parse_spec(minimal(plugins=["lb_group_planted"]))
     assert "lb_group_planted" not in sys.modules
+
+
+def test_a_plugin_file_another_user_may_write_through_an_acl_is_refused(tmp_path, monkeypatch):
+    """The mode (-rw-r--r--, or -rw-rw---- with a mask) hides a named user's write access; the ACL shows it."""
+    folder = tmp_path / "mine"
+    folder.mkdir(mode=0o700)
+    plugin = folder / "lb_acl_planted.py"
+    plugin.write_text("raise RuntimeError('planted code ran')\n")
+    grant_acl(plugin, uid=12345, perm=0o6)
+    monkeypatch.syspath_prepend(str(folder))
+    with pytest.raises(SpecError, match="which is writable by user 12345 through its ACL"):
+        parse_spec(minimal(plugins=["lb_acl_planted"]))
+    assert "lb_acl_planted" not in sys.modules
 
 
 def test_a_module_a_plugin_imports_from_a_folder_others_may_write_is_refused(tmp_path, monkeypatch):

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator
 from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec
 from pathlib import Path
 
-from lossbench._paths import others_can_write, writable_by_others
+from lossbench._paths import others_write
 
 
 class PluginError(ValueError):
@@ -199,7 +199,7 @@ def _checking_imports(name: str) -> Iterator[None]:
 def _check_location(name: str, found: ModuleSpec, imported: str | None = None) -> None:
     """Refuse a module whose file, folder, (for a package) parent folder or compiled copy
     (``__pycache__``, what the import actually runs) another user may write (every user, or a group
-    other than the user's private one: ``_paths.others_can_write``, the caches' rule), or below a
+    other than the user's private one: ``_paths.others_write``, the caches' rule), or below a
     folder another user may write without the sticky bit (they could swap the folders under it).
     ``imported``: a module the plugin's code imports, checked as it is imported."""
     subject = f"plugin {name!r}" if imported is None else f"module {imported!r}, which plugin {name!r} imports,"
@@ -216,14 +216,14 @@ def _check_location(name: str, found: ModuleSpec, imported: str | None = None) -
     mine = trusted_owners() if hasattr(os, "getuid") else None  # (no owners to compare on Windows)
     for place in places:
         existing = next((p for p in (place, *place.parents) if p.exists()), None)  # a zip's member: the zip
-        if existing is not None and others_can_write(existing.stat()):
-            refuse(existing, f"is {writable_by_others(existing.stat())}")
+        if existing is not None and (others := others_write(existing)):
+            refuse(existing, f"is {others}")
         if existing is not None and mine is not None and existing.stat().st_uid not in mine:
             refuse(existing, f"user {existing.stat().st_uid} owns (they may change its code)")
     for folder in origin.resolve().parents:
         st = folder.stat()
-        if others_can_write(st) and not st.st_mode & stat.S_ISVTX:
-            refuse(folder, f"is {writable_by_others(st)} without the sticky bit (they may swap the folders in it)")
+        if (others := others_write(folder, st)) and not st.st_mode & stat.S_ISVTX:
+            refuse(folder, f"is {others} without the sticky bit (they may swap the folders in it)")
         if mine is not None and st.st_uid not in mine and not st.st_mode & stat.S_ISVTX:
             refuse(folder, f"user {st.st_uid} owns (they may swap the folders in it)")
 
