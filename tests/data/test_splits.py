@@ -143,3 +143,15 @@ def test_a_test_split_holding_out_nothing_is_refused(y, fraction, why):
     # stratified_split itself returns the empty part: the bench refuses an empty validation part naming
     # the spec's val_fraction (bench.methods.check_validation_part)
     assert len(stratified_split(y, fraction)[1]) == 0
+
+
+def test_standardize_finds_a_constant_column_whose_float_std_is_not_zero():
+    # ten copies of 123456.789: torch's std is 1.5e-11, so the column was scaled and a test value 123457 became 1e10
+    train = torch.full((10, 1), 123456.789, dtype=torch.float64)
+    assert train.std(0, unbiased=False).item() > 1e-12  # (the case: not 0)
+    _, te, stats = standardize(train, torch.tensor([[123457.0]], dtype=torch.float64))
+    assert stats["constant"].tolist() == [True] and stats["std"].tolist() == [1.0]
+    assert te.item() == pytest.approx(0.211, abs=1e-3)
+    # tiny values that differ are no constant
+    _, _, stats = standardize(torch.tensor([[0.0], [1e-13]], dtype=torch.float64), torch.zeros(1, 1))
+    assert stats["constant"].tolist() == [False]

@@ -241,7 +241,9 @@ def standardize(
     t64 = train.double()
     mean = t64.mean(0) if len(t64) else torch.zeros(t64.shape[1:], dtype=torch.float64)
     std = t64.std(0, unbiased=False) if len(t64) else torch.ones_like(mean)
-    constant = std <= 1e-12  # (torch's std of equal values is exactly 0)
+    # exact: the std of equal values need not be 0 (ten copies of 123456.789: 1.5e-11), and a threshold on it
+    # would also catch columns of tiny but different values
+    constant = (t64.amax(0) == t64.amin(0)) if len(t64) else torch.zeros_like(mean, dtype=torch.bool)
     if min_std is not None:
         std = std.clamp(min=min_std)
     else:
