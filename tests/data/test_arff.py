@@ -236,3 +236,20 @@ def test_declared_classes_no_row_holds_are_kept_with_a_warning_or_dropped_on_req
     assert torch.bincount(dropped.y_train, minlength=dropped.num_classes).tolist() == [3, 3]  # (no class of 0 rows)
     split = load_arff(path, test_fraction=0.5, drop_empty_classes=True)
     assert split.class_names == ["yes", "no"] and sorted(set(split.y_test.tolist())) == [0, 1]
+
+
+def test_a_repeated_attribute_name_is_refused_naming_the_line(tmp_path):
+    # accepted (Weka refuses it): class_attribute='a' then meant the first of the two
+    text = "@relation r\n@attribute a numeric\n@attribute b numeric\n@attribute a {x,y}\n@data\n1,2,x\n"
+    with pytest.raises(ValueError, match=r"r.arff:4: attribute 'a' is declared twice \(first on line 2\); rename one"):
+        parse_arff(write(tmp_path / "r.arff", text))
+
+
+@pytest.mark.parametrize("row", ["{0 1, 0 2, 3 q}", "{3 q, 0 1}"])
+def test_sparse_indices_repeated_or_out_of_order_are_refused(tmp_path, row):
+    # accepted (Weka refuses both): the last value given for an index silently won
+    header = "@relation s\n@attribute a numeric\n@attribute b {x,y}\n@attribute c numeric\n"
+    header += "@attribute class {p,q}\n@data\n"
+    with pytest.raises(ValueError, match=r"s.arff:7: sparse entry '(0 2|0 1)' comes after index (0|3); a sparse row "
+                                         r"lists each attribute index once, in increasing order"):  # fmt: skip
+        parse_arff(write(tmp_path / "s.arff", header + row + "\n"))

@@ -172,7 +172,7 @@ def test_parse_cache_hits_and_invalidates(tmp_path, fresh_cache, monkeypatch):
     assert len(calls) == 1 and torch.equal(a.x_train, b.x_train)
     entries = list(fresh_cache.iterdir())
     assert [e.name for e in entries] == [
-        cache_path("arff", {}, [path]).name
+        cache_path("arff", {"version": arff_module.PARSE_VERSION}, [path]).name
     ]  # written atomically: no temp files
     write(path, ARFF.replace("6.0, green", "6.5, green"))
     c = load_arff(path)
@@ -192,10 +192,10 @@ def test_parse_cache_hits_and_invalidates(tmp_path, fresh_cache, monkeypatch):
 def test_unreadable_cache_entry_is_rebuilt_with_a_warning(tmp_path, fresh_cache):
     path = write(tmp_path / "t.arff", ARFF)
     load_arff(path)
-    cache_path("arff", {}, [path]).write_bytes(b"garbage")
+    cache_path("arff", {"version": arff_module.PARSE_VERSION}, [path]).write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="unreadable parse cache"):
         ds = load_arff(path)
-    assert len(ds.y_train) == 5 and cache_path("arff", {}, [path]).read_bytes() != b"garbage"
+    assert len(ds.y_train) == 5 and cache_path("arff", {"version": arff_module.PARSE_VERSION}, [path]).read_bytes() != b"garbage"
 
 
 # --- a cache folder another user could write is neither read nor written (as the kernel cache) ------

@@ -6,6 +6,7 @@ Format: https://waikato.github.io/weka-wiki/formats_and_processing/arff_stable/ 
 ...}``, omitted entries are 0 -- for a nominal attribute its first declared value).  Names and
 values may be quoted with ``'`` or ``"``; ``%`` outside quotes starts a comment, at the start of a
 line or after its values (as Weka reads it); ``?`` is a missing value.
+An attribute name declared twice and a sparse row whose indices repeat or go down are errors, as in Weka.
 ``string``, ``date`` and ``relational`` attributes, instance weights and numbers beyond float32's
 range (the features' type) are rejected with a clear error.  gzip/bzip2 files are read transparently.
 
@@ -40,6 +41,9 @@ from lossbench.data._tabular import FLOAT32_MAX, Column, encode_columns
 from lossbench.data.splits import check_split_seed, resolve_test_fraction, train_test_indices
 
 NUMERIC_TYPES = ("numeric", "real", "integer")
+# Part of the parse-cache key, bumped when entries parsed before may hold what is now refused.  1: attribute
+# names declared twice, sparse indices repeated or out of order.
+PARSE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,7 @@ def parse_arff(path: Path | str) -> ArffTable:
     lines = split_lines(read_text(path))
     in_data = False
     converters: list[Any] = []
+    declared: dict[str, int] = {}  # attribute name -> its line
     for lineno, raw in enumerate(lines, 1):
         line = _strip_comment(raw).strip()
         if not line:
@@ -185,7 +190,12 @@ def parse_arff(path: Path | str) -> ArffTable:
             if keyword == "@relation":
                 relation = _unquote(rest)
             elif keyword == "@attribute":
-                columns.append(_parse_attribute(rest, where))
+                column = _parse_attribute(rest, where)
+                if column.name in declared:  # (Weka refuses it: which column a name means would be a guess)
+                    raise ValueError(f"{where}: attribute {column.name!r} is declared twice (first on line "
+                                     f"{declared[column.name]}); rename one")  # fmt: skip
+                declared[column.name] = lineno
+                columns.append(column)
             elif keyword == "@data":
                 if not columns:
                     raise ValueError(f"{where}: @data before any @attribute")
@@ -226,6 +236,7 @@ def _parse_sparse(line: str, columns: list[Column], where: str) -> list[str]:
         raise ValueError(f"{where}: sparse row lacks its closing brace (instance weights are not supported)")
     row = ["0" if c.categories is None else c.categories[0] for c in columns]
     body = line[1:-1].strip()
+    previous = -1
     for entry in split_values(body, where, sparse=True) if body else []:
         parts = entry.split(None, 1)
         try:
@@ -236,6 +247,10 @@ def _parse_sparse(line: str, columns: list[Column], where: str) -> list[str]:
             ) from None
         if not 0 <= index < len(columns) or len(parts) != 2:
             raise ValueError(f"{where}: bad sparse entry {entry!r} ({len(columns)} attributes)")
+        if index <= previous:  # (Weka refuses it: a repeated index would silently keep its last value)
+            raise ValueError(f"{where}: sparse entry {entry!r} comes after index {previous}; a sparse row lists each "
+                             "attribute index once, in increasing order")  # fmt: skip
+        previous = index
         row[index] = Quoted(parts[1]) if isinstance(entry, Quoted) else parts[1]
     return row
 
@@ -244,7 +259,7 @@ def read_arff(path: Path | str, *, cache: bool = True) -> ArffTable:
     """``parse_arff`` through the parse cache."""
     path = Path(path)
     return ArffTable.from_payload(
-        cached("arff", {}, [path], lambda: parse_arff(path).to_payload(), cache=cache)
+        cached("arff", {"version": PARSE_VERSION}, [path], lambda: parse_arff(path).to_payload(), cache=cache)
     )
 
 
