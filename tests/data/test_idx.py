@@ -115,3 +115,18 @@ def test_labels_that_skip_values_warn_of_the_classes_without_a_row(tmp_path):
     with pytest.warns(UserWarning, match=r"class\(es\) \['1', '2', '3', '4'\] have no training row"):
         data = load_idx_dir(tmp_path, cache=False)
     assert data.num_classes == 6
+
+
+def test_a_label_far_beyond_the_others_is_refused(tmp_path):
+    # one label 3,000,000 made 3,000,001 classes with a warning (2**31 - 1 would exhaust memory)
+    write_idx_set(tmp_path, gz=False)
+    write(tmp_path / "train-labels-idx1-ubyte", idx_bytes(np.array([0, 1, 2, 0, 3_000_000, 2], np.int32)))
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte: record 4 has the label 3000000, which would make "
+                                         r"3000001 classes \(0 .. the largest\) for 4 distinct labels; refused above "
+                                         r"1000 classes and 10x the distinct labels"):  # fmt: skip
+        load_idx_dir(tmp_path, cache=False)
+    # labels that skip values within the rule load, with the warning above
+    write(tmp_path / "train-labels-idx1-ubyte", idx_bytes(np.array([0, 1, 2, 0, 39, 2], np.int32)))
+    write(tmp_path / "t10k-labels-idx1-ubyte", idx_bytes(np.array([0, 1, 2, 39], np.int32)))
+    with pytest.warns(UserWarning, match="have no training row"):
+        assert load_idx_dir(tmp_path, cache=False).num_classes == 40

@@ -31,6 +31,10 @@ IDX_TYPES = {
     0x0E: (">f8", 8),
 }
 SPLIT_PREFIXES = {"train": ("train",), "test": ("t10k", "test")}
+# Labels are read as classes 0 .. the largest; beyond this many classes, and more than SPARSE_LABELS times the
+# distinct labels the files hold, they are refused: a stray label (3,000,000) would make millions of classes.
+MAX_SPARSE_CLASSES = 1000
+SPARSE_LABELS = 10
 
 
 def read_idx(path: Path | str) -> torch.Tensor:
@@ -122,7 +126,8 @@ def load_idx(
 ) -> Dataset:
     """An image Dataset from four IDX files (images ``(N, H, W)``, labels ``(N,)``).
 
-    ``class_names`` defaults to ``"0" .. str(max label)``.
+    ``class_names`` defaults to ``"0" .. str(max label)``; without it, labels that would make more than
+    ``MAX_SPARSE_CLASSES`` classes and ``SPARSE_LABELS`` times the distinct labels are refused.
     """
     paths = [Path(p) for p in (train_images, train_labels, test_images, test_labels)]
 
@@ -138,6 +143,13 @@ def load_idx(
 
     p = cached("idx", {}, paths, parse, cache=cache)
     num_classes = max(int(p["y_train"].max()), int(p["y_test"].max())) + 1
+    distinct = len(torch.cat([p["y_train"], p["y_test"]]).unique())
+    if class_names is None and num_classes > MAX_SPARSE_CLASSES and num_classes > SPARSE_LABELS * distinct:
+        k, y = (1, p["y_train"]) if int(p["y_train"].max()) == num_classes - 1 else (3, p["y_test"])
+        raise ValueError(f"{paths[k]}: record {int(y.argmax())} has the label {num_classes - 1}, which would make "
+                         f"{num_classes} classes (0 .. the largest) for {distinct} distinct labels; refused above "
+                         f"{MAX_SPARSE_CLASSES} classes and {SPARSE_LABELS}x the distinct labels: relabel the files, "
+                         "or pass class_names= for every class")  # fmt: skip
     if class_names is None:
         class_names = [str(i) for i in range(num_classes)]
     elif len(class_names) < num_classes:
