@@ -213,3 +213,35 @@ def test_a_relative_path_names_the_dataset_after_its_folder(tmp_path, monkeypatc
     assert load_text_table("train.tsv", "test.tsv").name == "reviews"  # was '' (Path("train.tsv").parent)
     monkeypatch.chdir(tmp_path)
     assert load_text_table("reviews/train.tsv", "reviews/test.tsv").name == "reviews"
+
+
+def test_a_stray_quote_merging_rows_is_refused_naming_its_line(tmp_path):
+    # csv read leniently: three rows became one text 'Great movie,1\nBad one,0\nAwful" indeed'
+    merged = 'text,label\nfine,1\n"Great movie,1\nBad one,0\n"Awful" indeed,0\nok,1\n'
+    with pytest.raises(ValueError, match=r"train.csv:3: the '\"' that opens a quoted field here swallows the line "
+                                         r"ends up to line 5 \(read strictly, ',' expected after '\"'\)"):  # fmt: skip
+        load(tmp_path, merged, "text,label\nok,1\n", suffix=".csv", text_column="text")
+    with pytest.raises(ValueError, match=r"test.csv:3: the '\"' that opens a quoted field here swallows the line "
+                                         r"ends up to line 3 \(read strictly, unexpected end of data\)"):  # fmt: skip
+        load(tmp_path, "text,label\nfine,1\nbad,0\n", 'text,label\nok,1\n"odd,0\n', suffix=".csv", text_column="text")
+    # a quoted cell of text over lines, commas and blank lines included, is a cell, its row named by its first line
+    cell = 'text,label\nfine,1\n"Dear all,\n\nit was bad, sadly",0\nok,1\n'
+    ds = load(tmp_path, cell, "text,label\nok,1\n", suffix=".csv", text_column="text", cache=False)
+    assert ds.y_train.tolist() == [1, 0, 1] and "sadly" in ds.meta["vocab"]
+    with pytest.raises(ValueError, match=r"test.csv:2: label '2' is not one of the classes"):
+        load(tmp_path, cell, 'text,label\n"late\nline",2\n', suffix=".csv", text_column="text", cache=False)
+
+
+def test_a_headerless_file_read_with_a_header_is_refused(tmp_path):
+    # header=True (the default) ate the first row of a file without one
+    rows = "good film\tpos\nbad film\tneg\nfine film\tpos\n"
+    with pytest.raises(ValueError, match=r"train.tsv:1: the header's label cell 'pos' is also the label of line 3: "
+                                         r"a first row of data read as the header\? pass header=False"):  # fmt: skip
+        load(tmp_path, rows, TEST, text_column=0, label_column=1)
+    assert load(tmp_path, rows, "good\tpos\n", text_column=0, label_column=1, header=False).y_train.tolist() == [1, 0, 1]
+
+
+def test_label_names_that_repeat_a_name_are_refused(tmp_path):
+    # ['1', '0', '1'] made three classes, the last never a target
+    with pytest.raises(ValueError, match=r"label_names=\['1', '0', '1'\] names '1' more than once; name each class once"):
+        load(tmp_path, label_names=["1", "0", "1"])

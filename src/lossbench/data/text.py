@@ -21,15 +21,19 @@ all).  ``layout="bags"`` stores them as flat ids plus offsets (``TokenBags``: me
 the tokens kept, not documents x longest); ``layout="padded"`` pads rows with 0 to the longest
 kept row, the ``(N, L)`` tensor the bench's packed training needs.
 
-Labels: class order is ``label_names`` when given, else the training labels sorted
+Labels: class order is ``label_names`` when given (each name once), else the training labels sorted
 (numerically when all are integers); a test or dev label unseen in training is an error
 naming its file and line.
 
 The table reader: the delimiter follows the extension (``.tsv`` -> tab, otherwise comma)
 unless given.  TSV is read without quote handling (GLUE's files contain bare ``"``), CSV with
-the standard double-quote rules; fields of any length load.  With ``header=True`` the first row
+the standard double-quote rules; fields of any length load.  A quoted field over lines is a cell of
+text, but one that a strict reading refuses (its closing quote not followed by a delimiter, or none) or
+that leaves the row a wrong field count is rows merged by a stray quote: an error naming the line where
+it opens.  With ``header=True`` the first row
 names the columns and ``text_column``/``label_column`` may be names or 0-based indices; without
-a header they must be indices.  Blank lines are skipped; a row with a different number of
+a header they must be indices.  A header whose label cell is a label of the rows below is a headerless
+file's first row: an error suggesting ``header=False``.  Blank lines are skipped; a row with a different number of
 fields than the header (or the first row) is an error naming the file and line.  A text column
 holding only numbers is refused (that is a numeric table: the ``table`` loader reads it).
 GLUE's SST-2 format (``sentence<TAB>label`` with a header) works with the defaults.
@@ -78,8 +82,9 @@ LAYOUTS = ("bags", "padded")
 # longest posts (100k characters) would otherwise set the width of every padded row.
 DEFAULT_MAX_LENGTH = 2048
 # Part of the parse-cache key, bumped when entries parsed before may hold what is now refused.  1: a
-# dev or test label training never sees, with label_names too; fastText's empty label (text_lines).
-PARSE_VERSION = 1
+# dev or test label training never sees, with label_names too; fastText's empty label (text_lines).  2: rows
+# merged by a stray quote, a header whose label cell is a label of the rows below.
+PARSE_VERSION = 2
 UNKNOWN_WARN_SHARE = 0.2  # warn above this share of unknown test tokens
 CSV_FIELD_LIMIT = 2**31 - 1  # the largest value csv.field_size_limit takes on every platform
 
@@ -188,6 +193,11 @@ def encode_text(
     warn when too many test tokens are unknown (``meta["unknown_test_tokens"]``)."""
     options = {"min_count": min_count, "max_vocab": max_vocab, "hash_buckets": hash_buckets}
     check_text_options(**options, max_length=max_length, layout=layout, tokenizer=tokenizer)
+    names = [str(n) for n in label_names or ()]  # (as class_order names the classes)
+    repeated = sorted({n for n in names if names.count(n) > 1}, key=names.index)
+    if repeated:  # (one class twice would be two classes, one of them never a target)
+        raise ValueError(f"label_names={label_names!r} names {', '.join(map(repr, repeated))} more than once; "
+                         "name each class once")  # fmt: skip
     tok = get_tokenizer(tokenizer, lowercase)
     if tok.name not in ("word", "char"):  # a file: its content is part of the cache key
         sources = [*sources, Path(tok.name)]
@@ -407,6 +417,27 @@ def _is_number(cell: str) -> bool:
     return True
 
 
+def _refuse_merged_rows(
+    row: list[str], raw: list[str], width: int | None, start: int, path: Path, delimiter: str
+) -> None:
+    """Refuse a row whose quoted field swallowed line ends where a stray quote merged rows: read strictly, the
+    quote closes where no delimiter follows (``"Awful" indeed``) or never, or the row has the wrong field count.
+    A quoted cell of text that spans lines is read as it is."""
+    try:
+        strict = list(csv.reader(raw, delimiter=delimiter, strict=True))
+    except csv.Error as err:
+        why = f"read strictly, {err}"
+    else:
+        if len(strict) == 1 and (width is None or len(row) == width):
+            return
+        why = f"the row has {len(row)} fields, not {width}"
+    field = next((i for i, f in enumerate(row) if "\n" in f or "\r" in f), 0)
+    opened = start + sum(f.count("\n") for f in row[:field])
+    raise ValueError(f"{path}:{opened}: the '\"' that opens a quoted field here swallows the line ends up to line "
+                     f"{start + len(raw) - 1} ({why}): rows merged by a stray quote; close it, write it twice (\"\") "
+                     "inside a quoted field, or remove it")  # fmt: skip
+
+
 def read_text_table(
     path: Path | str,
     *,
@@ -419,17 +450,23 @@ def read_text_table(
     path = Path(path)
     delimiter = delimiter or _delimiter_for(path)
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter, quoting=quoting)
-    names, width = None, None
+    raw = io.StringIO(read_text(path), newline="").readlines()  # (kept: a row spanning lines is read again)
+    reader = csv.reader(iter(raw), delimiter=delimiter, quoting=quoting)
+    names, width, header_at = None, None, None
     texts, labels, lines = [], [], []
+    end = 0  # the last line of the row before
     try:
         with _long_csv_fields():
             for row in reader:
+                start, end = end + 1, reader.line_num
+                if any("\n" in f or "\r" in f for f in row):  # a quoted field spans lines: text, or merged rows
+                    _refuse_merged_rows(row, raw[start - 1 : end], width, start, path, delimiter)
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
                 if width is None:
                     width = len(row)
                     names = [c.strip() for c in row] if header else None
+                    header_at = start
                     t = _column_index(text_column, names, path, "text_column")
                     lab = _column_index(label_column, names, path, "label_column")
                     for col, what in ((t, "text_column"), (lab, "label_column")):  # (an index, with a header too)
@@ -443,11 +480,15 @@ def read_text_table(
                     raise ValueError(f"{path}:{reader.line_num}: the label is empty")
                 texts.append(row[t])
                 labels.append(row[lab].strip())
-                lines.append(reader.line_num)
+                lines.append(start)
     except csv.Error as err:
         raise ValueError(f"{path}:{reader.line_num}: {err}") from None
     if not texts:
         raise ValueError(f"{path}: no data rows")
+    if names is not None and names[lab] in labels:  # (a headerless file's first row read as its header)
+        again = lines[labels.index(names[lab])]
+        raise ValueError(f"{path}:{header_at}: the header's label cell {names[lab]!r} is also the label of line {again}: "
+                         "a first row of data read as the header? pass header=False (and column indices)")  # fmt: skip
     if all(_is_number(s) or not s.strip() for s in texts):
         column = names[t] if names else t
         raise ValueError(
