@@ -19,7 +19,9 @@ Reading (pandas):
   locales) in a ``.csv``, and elsewhere where it holds no space either.
   ``sep="whitespace"`` asks for the latter.  A first line ``sep=X`` (the delimiter line Excel
   reads and some tools write) is no row: it names the delimiter where ``sep`` is None.
-  Double quotes quote fields (pandas' default).
+  Double quotes quote fields as pandas reads them: a quote opens one only at a field's start (``12" screen``
+  is text).  A quoted field that swallows a line end after text holding the delimiter (rows a stray quote
+  merged), or is never closed, is an error naming the line where it opens; one over lines of text is a cell.
   ``decimal=","`` reads numbers written ``1,5`` (text files); without it they are text, so that no
   header is found: the error that says so points to ``sep=";", decimal=","`` when the first line
   holds semicolons and no comma.
@@ -27,10 +29,14 @@ Reading (pandas):
   lines inside a quoted field).
 - ``header=None`` guesses: the first row is a header when none of its fields is missing (its
   first may be empty: see below), one of pandas' missing spellings (``NA``, ``null``, ...) or a number
-  with decimals, and some column holds a non-number there and only numbers below it (all-nominal files are therefore read as headerless: pass ``header=True``),
-  or its numbers are integers that count up by one (``0,1,label``: pandas' ``to_csv`` of an array; years)
+  with decimals, and some column holds a name with a letter or digit there (``.``, ``-`` are a data row's
+  placeholders) and only numbers below it (all-nominal files are therefore read as headerless: pass ``header=True``),
+  or its fields are ``0, 1, 2, ...`` (pandas' ``to_csv`` of an array; two columns ``0,1`` only over numbers
+  with decimals), or its numbers are integers that count up by one (``0,1,label``; years)
   and no row below repeats its other fields in their columns; a
-  ``test_path`` is read with the training file's guess.  ``True`` / ``False`` say it.
+  ``test_path`` is read with the training file's guess.  ``True`` / ``False`` say it.  A guessed header
+  that names a column by a number and whose label column's name is a token like the labels below it
+  (``a,2,z`` over ``x``, ``y``) is warned of.
   A header read as data is refused: with a header, a label equal to the
   label column's name (a repeated header line); with a guessed "no header", a first row that
   holds no number (or numbers that count up by one) and whose label no later row of any file has (pass ``header=True``, or
@@ -72,7 +78,7 @@ Features and labels (the paper's ``extract_features_labels``):
   spellings.  A column whose every cell is a number written with a decimal comma (``4,45``, without
   ``decimal=","``) is an error too, not a category per value;
 - classes: the sorted distinct labels (numerically for a numeric column, which must then hold
-  integers; text labels are stripped of surrounding spaces, as the text loader's are, and of
+  integers, kept exact: from 2**53 on, a column pandas read as floats is refused; text labels are stripped of surrounding spaces, as the text loader's are, and of
   ``label_strip``'s characters at both ends, so ``" x"`` and ``"x "`` are one class ``x``); a
   table with a single class is an error, and labels that differ only by a trailing ``.`` (``z``,
   ``z.``) are warned of (``label_strip="."`` makes them one).  The paper maps numeric labels
@@ -156,8 +162,10 @@ HEADER_SAMPLE_ROWS = 50
 # 5: the training file types the columns, labels stripped of spaces; 6: nominal=[...], stray cells that recur;
 # 7: a missing spelling among numbers refused whatever else the column holds; 8: a number is one category
 # however a file wrote it, a label spelled missing refused or warned of, a header of counting numbers refused;
-# 9: a text holding a NUL character refused.
-PARSE_VERSION = 9
+# 9: a text holding a NUL character refused; 10: warnings in the payload, quotes open at a field's start, rows
+# merged by a stray quote refused, headers of columns 0, 1, 2 found, placeholders no header names, integer
+# labels exact beyond 2**53.
+PARSE_VERSION = 10
 WHITESPACE = r"\s+"
 
 
@@ -254,11 +262,19 @@ def _looks_like_header(sample: Any, missing: Sequence[str], decimal: str) -> boo
     for j in range(sample.shape[1]):
         below = [v for v in rest.iloc[:, j] if not absent(v)]
         name = first.iloc[j]
-        if below and name != "" and not _is_number(name) and all(_is_number(v, decimal) for v in below):
+        # (a name holds a letter or digit: ".", "-" over numbers are placeholders in a data row)
+        if below and re.search(r"[^\W_]", name) and not _is_number(name) and all(_is_number(v, decimal) for v in below):
             return True
     # Columns named by numbers that count up by one (_counts_up) beside
     # names that no row below repeats in their column (a text label column's name).
     counted = [int(v) for v in first if isinstance(v, str) and re.fullmatch(r"[-+]?\d+", v.strip())]
+    if counted == list(range(len(first) - (first.iloc[0] == ""))) and len(counted) >= 2:
+        # every column named 0, 1, 2, ...: pandas' to_csv of an array (and its index column); two columns "0,1"
+        # name columns only over numbers with decimals (a data row of integers may read 0,1)
+        cells = [str(v).strip() for v in rest.to_numpy().ravel() if not absent(v)]
+        decimals = any(_is_number(v, decimal) and not re.fullmatch(r"[-+]?\d+", v) for v in cells)
+        if len(counted) >= 3 or decimals:
+            return True
     named = [j for j, v in enumerate(first) if isinstance(v, str) and v.strip() and not _is_number(v, decimal)]
     if _counts_up(counted) and named:
         return all(first.iloc[j] not in set(rest.iloc[:, j]) for j in named)
@@ -301,6 +317,61 @@ def _strip_cells(frame: Any, missing: Sequence[str]) -> Any:
     return frame
 
 
+def _quoted_records(
+    lines: list[str], first: int, skip: Any, sep: str, path: Path
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """The (number, text) of the lines from ``lines[first]`` on that pandas is given (blank and comment lines
+    dropped, but inside a quoted field), and of those that start a row.
+
+    Quotes follow pandas' rules: a double quote opens a quoted field only at a field's start (``12" screen`` is
+    text), ``""`` inside one is a quote, and the next quote closes it.  A quoted field that swallows a line end
+    after text holding the delimiter (a stray quote merging rows), or runs to the end of the file, is an error
+    naming the line where it opens; one spanning lines of text alone is a cell."""
+    if len(sep) == 1:
+        delimiter = lambda text: sep in text  # noqa: E731
+        field_start = lambda line, k: k == 0 or line[k - 1] == sep  # noqa: E731
+    else:  # (pandas reads a longer sep, WHITESPACE included, as a regular expression)
+        delimiter = lambda text: re.search(sep, text) is not None  # noqa: E731
+        field_start = lambda line, k: not line[:k].strip() or re.search(f"(?:{sep})$", line[:k]) is not None  # noqa: E731
+    kept: list[tuple[int, str]] = []
+    starts: list[tuple[int, str]] = []
+    opened = None  # the line of an open quoted field
+    for number, line in enumerate(lines[first:], first + 1):
+        if opened is None:
+            if skip(line):
+                continue
+            starts.append((number, line))
+        kept.append((number, line))
+        if opened is None and '"' not in line:
+            continue
+        j = text_from = 0  # where to look on; where the quoted text on this line starts
+        while True:
+            k = line.find('"', j)
+            if opened is None:
+                while k > 0 and not field_start(line, k):
+                    k = line.find('"', k + 1)
+                if k < 0:
+                    break
+                opened, text_from = number, k + 1
+            else:
+                while 0 <= k < len(line) - 1 and line[k + 1] == '"':
+                    k = line.find('"', k + 2)
+                if k < 0:
+                    break
+                opened = None
+            j = k + 1
+        if opened is not None and delimiter(line[text_from:]):
+            raise ValueError(
+                f"{path}:{opened}: the '\"' that opens a quoted field here swallows the line end of line {number}, "
+                f"after text holding the delimiter {sep!r}: rows merged by a stray quote; close it, write it twice "
+                "(\"\") inside a quoted field, or remove it"
+            )
+    if opened is not None:
+        raise ValueError(f"{path}:{opened}: the '\"' that opens a quoted field here is never closed (it runs to "
+                         "the end of the file); close it, or remove it")  # fmt: skip
+    return kept, starts
+
+
 def _read_text_frame(
     path: Path,
     sep: str | None,
@@ -320,21 +391,26 @@ def _read_text_frame(
     except OSError as err:
         raise ValueError(f"{path}: cannot read the file ({err.strerror or err})") from None
     text = _decode(data, path, encoding)
-    kept, quoted = [], False  # (quoted: the line goes on a field a double quote opened, blank or not)
-    for i, line in enumerate(split_lines(text), 1):
-        if quoted or (line.strip() and not (comment and line.lstrip().startswith(comment))):
-            kept.append((i, line))
-        quoted ^= line.count('"') % 2 == 1
-    hint = re.fullmatch(r"sep=(.)", kept[0][1]) if kept else None  # Excel's delimiter line
+    lines = split_lines(text)
+    skip = lambda line: not line.strip() or bool(comment and line.lstrip().startswith(comment))  # noqa: E731
+    # (no quoted field is open before the first row, so these first lines need no quote rules)
+    first = next((i for i, line in enumerate(lines) if not skip(line)), None)
+    hint = re.fullmatch(r"sep=(.)", lines[first]) if first is not None else None  # Excel's delimiter line
     if hint:
-        kept = kept[1:]
         sep = hint.group(1) if sep is None else sep
-    if not kept:
+        first = next((i for i in range(first + 1, len(lines)) if not skip(lines[i])), None)
+    if first is None:
         raise ValueError(f"{path}: no data rows")
     if sep is None:
-        sep = _auto_sep(path, kept[0][1])
+        sep = _auto_sep(path, lines[first])
     elif sep == "whitespace":
         sep = WHITESPACE
+    if len(sep) > 1:  # (pandas reads a sep of more than one character as a regular expression)
+        try:
+            re.compile(sep)
+        except re.error as err:
+            raise ValueError(f"sep={sep!r} is neither one character nor a valid regular expression ({err})") from None
+    kept, starts = _quoted_records(lines, first, skip, sep, path)
     body = "\n".join(line for _, line in kept) + "\n"
 
     def read(**more: Any) -> Any:
@@ -352,19 +428,16 @@ def _read_text_frame(
             raise ValueError(f"{path}: unreadable table ({msg})") from None
         except pd.errors.EmptyDataError:
             raise ValueError(f"{path}: no data rows") from None
-        except re.error as err:  # (pandas reads a sep of more than one character as a regular expression)
-            raise ValueError(f"sep={sep!r} is neither one character nor a valid regular expression ({err})") from None
 
     index = False
     if header is not False:  # (with header=True only its line: R's write.table has one field fewer there)
         sample = read(header=None, dtype=str, nrows=HEADER_SAMPLE_ROWS + 1 if header is None else 1, na_values=[])
         header, index = _sniff_header(sample, header, missing, f"{path}:{kept[0][0]}", repeated_ok, decimal)
     frame = read(header=0 if header else None)
-    rows = kept[1 if header else 0 :]
-    if len(rows) == len(frame):
+    rows = starts[1 if header else 0 :]
+    if len(rows) == len(frame):  # (each row's first line: a quoted field may span lines)
         return frame, header, index, [f"{path}:{i}" for i, _ in rows], [line for _, line in rows]
-    # A quoted field spans lines: count rows instead.
-    return (
+    return (  # (pandas counted rows otherwise: count rows instead)
         frame,
         header,
         index,
@@ -552,6 +625,25 @@ def _refuse_header_as_data(
                 )
 
 
+def _shape(text: str) -> str:
+    """A token's kind, letter by letter: ``"x"`` and ``"z"`` are ``"a"``, ``"B2"`` is ``"A9"``."""
+    text = re.sub(r"\d", "9", text)
+    return re.sub(r"[^\W\d_]", lambda m: "A" if m.group().isupper() else "a", text)
+
+
+def _warn_label_like_name(frames: list[Any], label_col: Any, path: Path, notes: list[str]) -> None:
+    """A guessed header that names a column by a number (``a,2,z``) and whose label column's name is shaped as
+    every label below it (``z`` over ``x``, ``y``), no label itself, may be a data row whose class occurs once:
+    warned of (``a,b,y`` over labels ``x``, ``z`` is a header; ``a,2,z`` may be too)."""
+    name = str(label_col).strip()
+    labels = {v.strip() for f in frames for v in f[label_col] if isinstance(v, str) and v.strip()}
+    numbered = any(_is_number(c) for c in frames[0].columns if isinstance(c, str))
+    if numbered and labels and name not in labels and all(_shape(v) == _shape(name) for v in labels):
+        notes.append(f"{path}: the first row is read as a header, but its label column's name {name!r} is a token "
+                     f"like the labels below it ({first_few(sorted(labels))}) and no row's label: if that row is "
+                     "data, pass header=False")  # fmt: skip
+
+
 def _header_hint(first_line: str | None, decimal: str) -> str:
     """Why a header guess may have failed: numbers with decimal commas (``1,5``) are no numbers, so no
     column is a name over numbers.  Such tables separate fields with ';'."""
@@ -609,12 +701,13 @@ def _check_range(values: Any, c: Any, where: list[str], texts: list[str | None])
 
 
 def _labels(
-    labels: Any, label_col: Any, where: list[str], texts: list[str | None], path: Path, paper: bool
+    labels: Any, label_col: Any, where: list[str], texts: list[str | None], path: Path, paper: bool, notes: list[str]
 ) -> tuple[Any, list[str], list[tuple[str, str]]]:
     """Class indices, class names, and pairs of names that differ only by a trailing '.' (warned of).
 
     A label that is one of pandas' missing spellings (R writes a missing label ``NA``) and not listed in
-    ``missing`` is refused among numbers and warned of among text (a class may be called ``None``)."""
+    ``missing`` is refused among numbers and warned of among text (a class may be called ``None``): the
+    warning is added to ``notes``, which the loader warns of after the parse cache."""
     import numpy as np
     import pandas as pd
 
@@ -625,13 +718,16 @@ def _labels(
         if len(others) and pd.to_numeric(others, errors="coerce").notna().all():
             raise ValueError(f"{where[i]}: label column {label_col!r} holds numbers and {labels.iloc[i]!r}, one of "
                              f"pandas' missing spellings; {advice}")  # fmt: skip
-        warnings.warn(f"{where[i]}: the label {labels.iloc[i]!r} ({len(spelled)} row(s)) is read as a class, though it "
-                      f"is one of pandas' missing spellings; {advice}", stacklevel=4)  # fmt: skip
+        notes.append(f"{where[i]}: the label {labels.iloc[i]!r} ({len(spelled)} row(s)) is read as a class, though it "
+                     f"is one of pandas' missing spellings; {advice}")  # fmt: skip
     try:
         labels = pd.to_numeric(labels)
     except (ValueError, TypeError):
         pass
-    if pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels):
+    if pd.api.types.is_integer_dtype(labels):
+        values = labels.to_numpy()  # (exact: as float64, integers beyond 2**53 would merge into one class)
+        classes_raw = sorted(set(values.tolist()))
+    elif pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels):
         values = labels.to_numpy(dtype=np.float64)
         _check_range(values, label_col, where, texts)
         if not np.all(values == np.round(values)):
@@ -640,6 +736,11 @@ def _labels(
                 f"{where[i]}: label column {label_col!r} holds the non-integer number {float(values[i])!r}; "
                 "a class label must be a category or an integer (is label= the right column?)"
             )
+        if np.any(np.abs(values) >= 2**53):  # (pandas read the column as floats: a missing cell, a "1.0")
+            i = int(np.flatnonzero(np.abs(values) >= 2**53)[0])
+            raise ValueError(f"{where[i]}: label column {label_col!r} holds {float(values[i])!r} read as a floating-point "
+                             "number, which cannot tell integers from 2**53 on apart (2**53 + 1 reads as 2**53); write "
+                             "the labels as integers in every row, or as text (e.g. with a prefix)")  # fmt: skip
         classes_raw = sorted(set(values.tolist()))
     else:
         labels = labels.map(_category)
@@ -695,11 +796,12 @@ def _features(
     decimal: str,
     path: Path,
     paper: bool,
+    notes: list[str],
     nominal: Collection[Any] = (),
 ) -> tuple[Any, list[str]]:
     """The feature matrix (float64, NaN missing) and names; ``fit``: the rows (bool) whose cells decide
     each column's type and categories (module docstring); ``nominal``: columns read as categories
-    whatever they hold.  ``paper``: stray cells make a column nominal."""
+    whatever they hold.  ``paper``: stray cells make a column nominal.  Warnings go to ``notes``."""
     import numpy as np
     import pandas as pd
 
@@ -759,9 +861,8 @@ def _features(
         unseen = [i for i in np.flatnonzero(~fit) if col.iloc[i] not in known]  # (a test file's rows)
         if unseen:
             values = first_few(dict.fromkeys(col.iloc[i] for i in unseen))
-            warnings.warn(f"{where[unseen[0]]}: column {c!r} holds a value no training row has, as do {len(unseen)} "
-                          f"test row(s) in all ({values}): encoded as none of the training's categories (all zeros)",
-                          stacklevel=4)  # fmt: skip
+            notes.append(f"{where[unseen[0]]}: column {c!r} holds a value no training row has, as do {len(unseen)} "
+                         f"test row(s) in all ({values}): encoded as none of the training's categories (all zeros)")
         if len(categories) > max_categories:
             # (a column of numbers but for some cells: the first of those named, where it is)
             what = f"{where[text[0]]}: column {c!r} is not numeric (this line holds {token!r})" if numbers_but \
@@ -839,6 +940,9 @@ def _parse(
     if label_col in categorical:
         raise ValueError(f"{paths[0]}: nominal={list(nominal)} names the label column {label_col!r}")
     _refuse_header_as_data(frames, wheres, headers, header is None, label_col, why, paper)
+    notes: list[str] = []  # warnings, given after the parse cache (so that a cached load gives them too)
+    if header is None and headers[0]:
+        _warn_label_like_name(frames, label_col, paths[0], notes)
     data = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
     frame = data.drop(columns=dropped)
     where = [w for ws in wheres for w in ws]
@@ -856,7 +960,7 @@ def _parse(
     text = [t for t, keep in zip(text, labelled) if keep]
     if len(frame) == 0:
         raise ValueError(f"{paths[0]}: no row has a label in column {label_col!r}")
-    y, classes, dotted = _labels(frame[label_col], label_col, where, text, paths[0], paper)
+    y, classes, dotted = _labels(frame[label_col], label_col, where, text, paths[0], paper, notes)
     n_first = int(labelled[files == 0].sum())
     # the rows that type the columns: the training file's (every row of a single file: the split comes later,
     # so that they do not change with its seed), or every row (the paper's, before its split)
@@ -864,7 +968,7 @@ def _parse(
     features = frame.drop(columns=[label_col])
     x, names = _features(
         features, fit, where, text, max_categories=max_categories, decimal=decimal, path=paths[0], paper=paper,
-        nominal=categorical,
+        notes=notes, nominal=categorical,
     )  # fmt: skip
     return {
         "x": torch.from_numpy(x),
@@ -877,6 +981,7 @@ def _parse(
         "label": label_col,
         "unlabelled": unlabelled,  # per file: (rows without a label, rows)
         "digest": digest,
+        "warnings": notes,
     }
 
 
@@ -1004,6 +1109,8 @@ def load_table(
             if n:
                 warnings.warn(f"{f}: {n} of {of} rows have no label (column {p['label']!r}) and are dropped",
                               stacklevel=2)  # fmt: skip
+    for note in p["warnings"]:
+        warnings.warn(note, stacklevel=2)
     for plain, dotted in p["dotted"]:
         warnings.warn(f"{', '.join(map(str, paths))}: labels {plain!r} and {dotted!r} differ only by a trailing "
                       "'.'; pass label_strip='.' if they are one class", stacklevel=2)  # fmt: skip
