@@ -521,3 +521,31 @@ def test_the_python_random_sampler_refuses_a_losss_registered_range_before_anyth
     line = refused(capsys, ["run", str(tmp_path / "pr.toml"), "--out", str(tmp_path / "out"), "--device", "cpu"])
     assert "method 'f': the python-random sampler draws from choices only; these are ranges: ['loss.gamma']" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_an_out_another_user_owns_or_may_write_is_refused_before_work(capsys, tmp_path):
+    # its owner, or another user allowed to write it, could put links in it that send the report elsewhere
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(shared), "--device", "cpu"])
+    assert line.startswith(f"lossbench: error: --out {shared}: {shared} is writable by its group and other users")
+    assert "use a folder of your own" in line and list(shared.iterdir()) == []
+    if os.geteuid() == 0:  # (root may give a folder away)
+        theirs = tmp_path / "theirs"
+        theirs.mkdir()
+        os.chown(theirs, 12345, -1)
+        line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(theirs), "--device", "cpu"])
+        assert f"{theirs} is owned by uid 12345, not by you" in line and list(theirs.iterdir()) == []
+    # a folder to be made below one of the user's own is theirs: accepted (and made by the run)
+    assert main(["run", str(spec_file(tmp_path)), "--out", str(tmp_path / "new" / "out"), "--device", "cpu"]) == 0
+
+
+def test_another_studys_manifest_refuses_the_folder_before_its_report_files_are_there(capsys, tmp_path):
+    # a study's report in progress writes its manifest first and its files a second later: a second study
+    # checking in between saw no report file and replaced the first one's report
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lossbench-report.json").write_text('{"study": "other"}')
+    line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(out), "--device", "cpu"])
+    assert "holds the report of study 'other'" in line and sorted(p.name for p in out.iterdir()) == [".lossbench-report.json"]

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from lossbench._checks import check_count
+from lossbench._paths import others_write
 from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.bench.plugins import own_code
 from lossbench.bench.spec import (
@@ -94,6 +95,12 @@ def check_writable_folder(out: str | Path, what: str = "out") -> None:
         raise ValueError(f"{what} {out}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {out}: {existing} is not writable by this user")
+    if existing == path and hasattr(os, "geteuid"):  # (a folder made here is this user's own; Windows: no owners)
+        st = os.stat(path)
+        others = f"owned by uid {st.st_uid}, not by you" if st.st_uid != os.geteuid() else others_write(path, st)
+        if others:  # (its owner or another writer could put links in it that send the report's files elsewhere)
+            raise ValueError(f"{what} {out}: {path} is {others}: another user could redirect lossbench's writes "
+                             "from there; use a folder of your own")  # fmt: skip
     try:  # os.access does not know everything (root in /sys, a read-only mount's ACLs): try
         os.rmdir(tempfile.mkdtemp(prefix=".lossbench-probe-", dir=existing))
     except OSError as err:

@@ -454,9 +454,9 @@ def check_report_folder(out_dir: str | Path, study: str, where: str = "--out") -
         for entry in (out / "plots").iterdir():
             inside(out, "plots", entry.name)
     present = [name for name in REPORT_FILES if (out / name).exists()] + (["plots/"] if (out / "plots").exists() else [])
-    if not present:
-        return
     manifest = out / REPORT_MANIFEST
+    # (the manifest whether or not report files are there yet: another study's report in progress writes
+    # it first and its first file a second later, and would have been silently replaced)
     if manifest.is_file():
         try:
             owner = json.loads(manifest.read_text()).get("study")
@@ -465,7 +465,7 @@ def check_report_folder(out_dir: str | Path, study: str, where: str = "--out") -
         if owner != study:
             raise ValueError(f"{where} {out} holds the report of study {owner!r}; give study {study!r} another folder "
                              "(a storage holding both writes each in its own folder: `lossbench report --out DIR`)")  # fmt: skip
-    elif not (out / "lossbench.db").exists():  # (a report of an older lossbench sits beside its database)
+    elif present and not (out / "lossbench.db").exists():  # (a report of an older lossbench sits beside its database)
         raise ValueError(f"{where} {out} holds {', '.join(present)}, which lossbench did not write there; choose a new "
                          "or empty folder, or move them")  # fmt: skip
 

@@ -114,7 +114,9 @@ class LocalWorkers:
                   file=sys.stderr, flush=True)  # fmt: skip
         try:
             for log in logs:
-                with open(log, "w", encoding="utf-8") as stream:
+                # (O_NOFOLLOW: a link planted at the log's name would truncate what it points to)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+                with os.fdopen(os.open(log, flags, 0o666), "w", encoding="utf-8") as stream:
                     proc = subprocess.Popen(self.command(), env=env, stdout=stream, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL)  # fmt: skip
                 self._procs.append((proc, log))
