@@ -53,6 +53,10 @@ class Image:
 
 Block = Heading | Para | Markdown | Bullets | Table | Image
 
+# The reports' figures are drawn in matplotlib's own default style, whatever a matplotlibrc in the working
+# folder or the user's settings say (one with text.usetex broke every report, after all the runs).
+PLOT_STYLE = "default"
+
 STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}"
          "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;"
          "font-size:13px;text-align:left;vertical-align:top}th{background:#f3f3f3}img{max-width:100%}")  # fmt: skip

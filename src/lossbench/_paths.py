@@ -45,7 +45,11 @@ def inside(root: str | Path, *parts: str) -> Path:
     for part in parts:
         below = below / part
         if below.is_symlink():
-            raise ValueError(f"refusing to write {below}: it is a symbolic link (to {os.readlink(below)}) in the "
+            try:
+                target = os.readlink(below)
+            except OSError:  # (removed since: still refused, a link was there)
+                target = "?"
+            raise ValueError(f"refusing to write {below}: it is a symbolic link (to {target}) in the "
                              f"output folder {base}; remove it")  # fmt: skip
     return path
 

@@ -386,3 +386,18 @@ def test_a_mean_curve_where_every_run_diverged_is_nan_without_a_warning(monkeypa
     mean, left_out = plots._mean_curve(runs, "train_loss")
     assert mean[0] == 1.5 and math.isnan(mean[1]) and left_out == {0, 1}
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]  # (nanmean's "Mean of empty slice")
+
+
+def test_the_figures_ignore_the_users_matplotlib_settings(tmp_path):
+    # a matplotlibrc in the working folder (read when matplotlib is imported) with text.usetex broke every
+    # report after all the runs; each figure is drawn in matplotlib's default style instead
+    import matplotlib
+
+    spec = parse_spec({"name": "styled", "trials": 2, "seeds": 3, "datasets": ["wine"],
+                       "methods": [{"name": "ce", "loss": "cross_entropy"}]})  # fmt: skip
+    results = collect(spec, hand_storage(spec, {"ce": SCORES["ce"]}, {"ce": 0.05}, None))
+    write_report(spec, results, tmp_path / "plain")
+    with matplotlib.rc_context({"text.usetex": True, "axes.facecolor": "red", "lines.linewidth": 9.0}):
+        write_report(spec, results, tmp_path / "styled")
+    plain = sorted((tmp_path / "plain" / "plots").iterdir())
+    assert plain and all(p.read_bytes() == (tmp_path / "styled" / "plots" / p.name).read_bytes() for p in plain)

@@ -464,6 +464,8 @@ def test_cd_diagram_is_a_png_and_leaves_pyplot_alone(tmp_path):
     cd_diagram_png(r, buffer)
     assert buffer.getvalue() == png
     assert matplotlib.get_backend(auto_select=False) == backend and plt.get_fignums() == figures
+    with matplotlib.rc_context({"text.usetex": True, "axes.facecolor": "red"}):  # (a user's matplotlibrc: ignored)
+        assert cd_diagram_png(r) == png
     with pytest.raises(ValueError, match="ranking must be a Ranking"):
         cd_diagram_png(r.mean_ranks)
     assert isinstance(r, Ranking)

@@ -9,12 +9,13 @@ import io
 import math
 
 import numpy as np
-from matplotlib import colormaps
+from matplotlib import colormaps, style
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no backend chosen for the process
 from matplotlib.ticker import LogFormatter, MaxNLocator, NullLocator
 from optuna.distributions import CategoricalDistribution
 
+from lossbench._document import PLOT_STYLE
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.metrics import DECIDED
 from lossbench.bench.results import DatasetResult
@@ -56,6 +57,7 @@ def _mean_curve(runs, key: str) -> tuple[np.ndarray | None, set[int]]:
     return mean, {k for k, row in zip(kept, values) if np.isnan(row).any()}
 
 
+@style.context(PLOT_STYLE)
 def learning_curves(result: DatasetResult, colours: Colours) -> bytes:
     """Mean over evaluation seeds of each method's training loss and test metric per epoch; the title
     says how many runs' nan epochs (diverged) the means leave out.  A method deciding by per-label
@@ -94,6 +96,7 @@ def learning_curves(result: DatasetResult, colours: Colours) -> bytes:
     return _png(fig)
 
 
+@style.context(PLOT_STYLE)
 def hyperparameter_scatter(result: DatasetResult, spec: Spec, colours: Colours) -> bytes:
     """Validation metric of every tuning trial against the method's main hyperparameter."""
     rows = [r for r in result.trained_methods if r.tune_trials]
@@ -145,6 +148,7 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+@style.context(PLOT_STYLE)
 def budget_curves(result: DatasetResult, colours: Colours) -> bytes:
     """Each method's best validation score after n tuning trials, n = 1 .. the budget."""
     fig = Figure(figsize=(6, 4))

@@ -747,22 +747,26 @@ def cd_diagram_png(ranking: Ranking, path: str | os.PathLike | BinaryIO | None =
     process's backend are left alone.
     """
     import scikit_posthocs
+    from matplotlib import style
     from matplotlib.figure import Figure
+
+    from lossbench._document import PLOT_STYLE
 
     if not isinstance(ranking, Ranking):
         raise ValueError(f"ranking must be a Ranking from ranking(), got {type(ranking).__name__}")
     k = len(ranking.mean_ranks)
-    fig = Figure(figsize=(7, 1.2 + 0.3 * k))
-    ax = fig.add_subplot()
-    # The critical difference goes in the title: scikit-posthocs draws its bar over the tick labels.
-    scikit_posthocs.critical_difference_diagram(ranking.mean_ranks, ranking.nemenyi_p, alpha=ranking.alpha, ax=ax)
-    ax.set_title(
-        f"mean rank over {ranking.n_datasets} datasets (1 = best); Nemenyi critical difference "
-        f"{ranking.critical_difference:.2f} at alpha = {ranking.alpha:g}",
-        pad=24, fontsize="medium",
-    )  # fmt: skip
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight", dpi=150)
+    with style.context(PLOT_STYLE):
+        fig = Figure(figsize=(7, 1.2 + 0.3 * k))
+        ax = fig.add_subplot()
+        # The critical difference goes in the title: scikit-posthocs draws its bar over the tick labels.
+        scikit_posthocs.critical_difference_diagram(ranking.mean_ranks, ranking.nemenyi_p, alpha=ranking.alpha, ax=ax)
+        ax.set_title(
+            f"mean rank over {ranking.n_datasets} datasets (1 = best); Nemenyi critical difference "
+            f"{ranking.critical_difference:.2f} at alpha = {ranking.alpha:g}",
+            pad=24, fontsize="medium",
+        )  # fmt: skip
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight", dpi=150)
     png = buf.getvalue()
     if path is not None:
         if hasattr(path, "write"):
