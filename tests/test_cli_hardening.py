@@ -371,6 +371,20 @@ def test_claims_report_refuses_to_replace_a_ledger_file_lossbench_did_not_write(
     check_ledger_folder(out)
 
 
+def test_claims_report_refuses_a_plots_name_beside_no_ledger_of_lossbenchs(capsys, tmp_path):
+    from lossbench.ledger.report import check_ledger_folder
+
+    out = tmp_path / "ledger"
+    (out / "reproductions").mkdir(parents=True)
+    (out / "lossbench.db").write_bytes(b"")
+    (out / "reproductions" / "cd-x-quick-fixed.png").write_bytes(b"my figure")
+    line = refused(capsys, ["claims", "report", "--out", str(out)])
+    assert "holds reproductions/cd-x-quick-fixed.png, which lossbench did not write there" in line
+    assert (out / "reproductions" / "cd-x-quick-fixed.png").read_bytes() == b"my figure"
+    (out / "REPRODUCTIONS.md").write_text("# lossbench claims ledger\n")  # beside the ledger they belong to: replaced
+    check_ledger_folder(out)
+
+
 def test_a_missing_postgresql_driver_names_the_extra_that_brings_it(monkeypatch):
     from lossbench.bench.spec import SpecError
     from lossbench.bench.storage import open_storage

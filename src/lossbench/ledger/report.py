@@ -39,6 +39,7 @@ from lossbench.ledger.verdict import CHANGES_AFTER_RUNS, POINTS, Verdict, cd_dia
 
 LEDGER_TITLE = "lossbench claims ledger"
 ASSETS = "reproductions"  # beside REPRODUCTIONS.md: the HTML ledger and the plots
+CD_PLOTS = "cd-*.png"  # the critical-difference plots' names there (* = claim-budget-variation)
 REFERENCE = f"`{ASSETS}/lossbench.db`"  # the storage of the project's own REPRODUCTIONS.md
 
 # --- numbers as the ledger prints them ---------------------------------------------------------
@@ -318,7 +319,7 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
         blocks.append(Para(f"Ranking of {which} over {r.n_datasets} datasets (mean rank, 1 = best): {ranks}. "
                            f"Friedman p = {_num(r.friedman_p)}; Nemenyi critical difference {r.critical_difference:.2f} "
                            f"at alpha = {r.alpha}."))  # fmt: skip
-        path = inside(out, ASSETS, f"cd-{c.id}-{o.budget}-{o.variation}.png")
+        path = inside(out, ASSETS, CD_PLOTS.replace("*", f"{c.id}-{o.budget}-{o.variation}"))
         atomic_write(path, cd_diagram_png(r))
         blocks.append(Image(f"critical difference diagram, {c.id} ({o.budget}, {o.variation})", path))
     return blocks
@@ -393,11 +394,17 @@ def _ledger_files(out_dir: str | Path) -> tuple[Path, Path]:
 
 def check_ledger_folder(out_dir: str | Path, where: str = "--out") -> None:
     """Refuse a folder where the ledger would replace a REPRODUCTIONS.md or ledger.html that lossbench
-    did not write (the ledger's own begin with its title)."""
-    for path, mark in zip(_ledger_files(out_dir), (f"# {LEDGER_TITLE}", f"<title>{LEDGER_TITLE}</title>")):
+    did not write (the ledger's own begin with its title), or a critical-difference plot's name beside no
+    ledger of lossbench's (a PNG carries no mark of its own: the ledger it belongs to is its mark)."""
+    files = _ledger_files(out_dir)
+    for path, mark in zip(files, (f"# {LEDGER_TITLE}", f"<title>{LEDGER_TITLE}</title>")):
         if path.is_file() and mark not in path.read_bytes()[:4096].decode(errors="replace"):
             raise ValueError(f"{where} {out_dir} holds {path.name}, which lossbench did not write there; choose a new "
                              "or empty folder, or move it")  # fmt: skip
+    plots = sorted(files[1].parent.glob(CD_PLOTS)) if files[1].parent.is_dir() else []
+    if plots and not any(path.is_file() for path in files):
+        raise ValueError(f"{where} {out_dir} holds {ASSETS}/{plots[0].name}, which lossbench did not write there (no "
+                         "ledger beside it); choose a new or empty folder, or move it")  # fmt: skip
 
 
 def write_ledger(storage: optuna.storages.BaseStorage, out_dir: str | Path, storage_label: str) -> list[Path]:
