@@ -545,3 +545,19 @@ def test_weighted_cross_entropy_is_pytorch_with_sklearn_balanced_weights(batch, 
     # "mean": the weighted per-sample losses over the counted targets, not over their summed weights
     expected = {"none": per_sample, "sum": per_sample.sum(), "mean": per_sample.sum() / (y != -100).sum()}[reduction]
     torch.testing.assert_close(weighted_cross_entropy(x, y, class_counts=COUNTS, power=power, reduction=reduction), expected)
+
+
+def test_focal_at_gamma_0_stays_finite_where_a_log_of_one_minus_p_is_minus_inf():
+    # (1 - p)^0 is 1 also where log(1 - p) = -inf (a masked rival; a true class with every rival masked):
+    # exp(0 * -inf) was NaN in the value and the gradient
+    inf = float("inf")
+    x = torch.tensor([[2.0, -inf, 0.5]], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0])
+    value = L.one_vs_all_focal(x, y, gamma=0.0, validate=False)
+    value.backward()
+    expected = -F.logsigmoid(torch.tensor(2.0, dtype=torch.float64)) - F.logsigmoid(torch.tensor(-0.5, dtype=torch.float64))
+    torch.testing.assert_close(value, expected)
+    assert torch.isfinite(x.grad).all() and x.grad[0, 1] == 0
+    sure = torch.tensor([[3.0, -inf, -inf]], dtype=torch.float64, requires_grad=True)  # p_y = 1: log(1 - p_y) = -inf
+    L.focal(sure, y, gamma=0.0, validate=False).backward()
+    assert torch.isfinite(sure.grad).all()

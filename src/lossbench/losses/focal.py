@@ -5,7 +5,8 @@ how well it is already fitted.  The modulating factor is computed as
 ``exp(gamma * log(1 - p_t))`` with ``log(1 - p_t)`` taken from log-probabilities (the
 log-sum-exp of the other classes, or ``logsigmoid(-x)``), never as ``1 - p_t`` of a rounded
 probability: so ``gamma`` in ``[0, 1)`` and saturated logits keep finite values and gradients,
-and ``gamma = 0`` is cross-entropy exactly.
+and ``gamma = 0`` is cross-entropy exactly, sample by sample (a reduction sums in its own order:
+equal up to round-off).
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ from lossbench.registry import FloatRange, HyperParam
 
 _REFERENCE = "Lin et al., 'Focal Loss for Dense Object Detection', ICCV 2017, arXiv 1708.02002"
 _GAMMA = HyperParam("gamma", 2.0, FloatRange(0.0, 5.0), "focusing parameter; 0 is cross-entropy")
+
+
+def _modulating(gamma: float | torch.Tensor, log_rest: torch.Tensor) -> torch.Tensor:
+    """``(1 - p)^gamma`` as ``exp(gamma log(1 - p))``; at ``gamma = 0`` it is 1 also where ``log(1 - p)`` is
+    ``-inf`` (a masked rival, a saturated logit), where ``0 * -inf`` made the value and gradient NaN."""
+    return torch.exp((gamma * log_rest).nan_to_num(nan=0.0))
 
 
 def focal(
@@ -65,7 +72,7 @@ def focal(
     log_p = log_softmax(x)
     log_p_true = log_p.gather(1, y[:, None]).squeeze(1)
     log_rest = torch.logsumexp(log_p.scatter(1, y[:, None], torch.finfo(x.dtype).min), dim=1)
-    per_sample = -log_p_true * torch.exp(gamma * log_rest)
+    per_sample = -log_p_true * _modulating(gamma, log_rest)
     w_valid = None
     if alpha is not None:
         w_valid = torch.where(valid, alpha.to(x)[y], torch.zeros_like(per_sample))
@@ -102,7 +109,8 @@ def sigmoid_focal(
 
     ``log p`` and ``log(1 - p)`` are ``logsigmoid(x)`` and ``logsigmoid(-x)``.  A probability
     target ``t`` gives the expectation ``t FL_pos + (1 - t) FL_neg`` (linear in ``t``, so
-    ``gamma = 0, alpha=None`` is BCE with soft targets exactly); for 0/1 targets this equals
+    ``gamma = 0, alpha=None`` is BCE with soft targets, up to round-off: ``logsigmoid`` is not the
+    formula ``F.binary_cross_entropy_with_logits`` rounds by); for 0/1 targets this equals
     ``torchvision.ops.sigmoid_focal_loss``, which for soft targets instead multiplies BCE by
     ``(1 - p_t)^gamma`` with ``p_t = t p + (1 - t)(1 - p)``.
 
@@ -125,8 +133,8 @@ def sigmoid_focal(
     x, t, valid = sigmoid_inputs(logits, target, ignore_index, reduction, validate)
     check_positive("gamma", gamma, allow_zero=True)
     log_p, log_q = F.logsigmoid(x), F.logsigmoid(-x)
-    positive = -log_p * torch.exp(gamma * log_q)
-    negative = -log_q * torch.exp(gamma * log_p)
+    positive = -log_p * _modulating(gamma, log_q)
+    negative = -log_q * _modulating(gamma, log_p)
     if alpha is not None:
         a = _positive_weight(alpha, x, validate)
         positive, negative = a * positive, (1 - a) * negative
@@ -165,9 +173,9 @@ def one_vs_all_focal(
     # is inf, and 0 * inf a NaN in the value and the gradient.
     true = F.one_hot(y, x.shape[1]).bool()
     log_p, log_q = F.logsigmoid(x), F.logsigmoid(-x)
-    negative = (-log_q * torch.exp(gamma * log_p)).masked_fill(true, 0).sum(1)
+    negative = (-log_q * _modulating(gamma, log_p)).masked_fill(true, 0).sum(1)
     x_y = x.gather(1, y[:, None]).squeeze(1)
-    positive = -F.logsigmoid(x_y) * torch.exp(gamma * F.logsigmoid(-x_y))
+    positive = -F.logsigmoid(x_y) * _modulating(gamma, F.logsigmoid(-x_y))
     return loss_output(masked_reduce(positive + negative, reduction, valid), logits)
 
 

@@ -4,7 +4,8 @@ Logit adjustment and balanced softmax add the log class prior to the logits insi
 cross-entropy, so the model learns scores calibrated for a *balanced* test distribution;
 LDAM subtracts a larger margin from the true-class logit of rarer classes.  All three take
 ``class_counts`` ``(C,)`` from the training split (priors, i.e. counts divided by their sum,
-work equally); every count must be positive.
+work equally for the adjustments and LDAM's margins, but not for LDAM's deferred re-weighting,
+whose effective-number weights need the counts themselves); every count must be positive.
 """
 
 from __future__ import annotations
