@@ -551,6 +551,15 @@ def test_an_out_another_user_owns_or_may_write_is_refused_before_work(capsys, tm
         os.chown(theirs, 12345, -1)
         line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(theirs), "--device", "cpu"])
         assert f"{theirs} is owned by uid 12345, not by you" in line and list(theirs.iterdir()) == []
+        # nor may --out be made in it: they could swap the new folder for a link
+        line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(theirs / "new"), "--device", "cpu"])
+        assert f"{theirs} is owned by uid 12345, neither you nor root" in line and list(theirs.iterdir()) == []
+    line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(shared / "new"), "--device", "cpu"])
+    assert f"{shared} is writable by its group and other users" in line and list(shared.iterdir()) == []
+    sticky = tmp_path / "sticky"  # as /tmp: others cannot rename what this user makes there
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    assert main(["run", str(spec_file(tmp_path)), "--out", str(sticky / "out"), "--device", "cpu"]) == 0
     # a folder to be made below one of the user's own is theirs: accepted (and made by the run)
     assert main(["run", str(spec_file(tmp_path)), "--out", str(tmp_path / "new" / "out"), "--device", "cpu"]) == 0
 

@@ -159,3 +159,9 @@ def test_a_folder_another_user_may_write_through_an_acl_is_untrusted(tmp_path, d
     reading.mkdir(mode=0o700)
     grant_acl(reading, uid=12345, perm=0o5, default=default)  # read and search only: nothing to change
     assert untrusted_reason(reading) is None
+    if default:  # a folder above with a default ACL gives no one write access to it: trusted below it
+        below = folder / "below"
+        below.mkdir(mode=0o700)
+        for name in ("system.posix_acl_access", "system.posix_acl_default"):  # (what it inherited: removed)
+            os.removexattr(below, name)
+        assert untrusted_reason(below) is None

@@ -48,7 +48,8 @@ class Table:
 @dataclass
 class Image:
     alt: str
-    path: Path  # written under the report's folder; the markdown links it, the HTML embeds it
+    path: Path  # under the report's folder; the markdown links it, the HTML embeds it
+    data: bytes | None = None  # its PNG where the file is written after the markdown (else read from path)
 
 
 Block = Heading | Para | Markdown | Bullets | Table | Image
@@ -138,7 +139,7 @@ def to_html(blocks: list[Block], title: str) -> str:
             body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in b.rows)
             parts.append(f"<table><tr>{head}</tr>{body}</table>")
         else:
-            data = base64.b64encode(b.path.read_bytes()).decode()
+            data = base64.b64encode(b.data if b.data is not None else b.path.read_bytes()).decode()
             parts.append(f"<img alt='{html.escape(b.alt)}' src='data:image/png;base64,{data}'>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -133,14 +133,15 @@ def _acl_writer(entries: list[tuple[int, int, int]], st: os.stat_result) -> str 
     return None
 
 
-def others_write(path: str | Path, st: os.stat_result | None = None) -> str | None:
+def others_write(path: str | Path, st: os.stat_result | None = None, new_files: bool = False) -> str | None:
     """How a user other than this one may write ``path`` ("writable by ..."), else None: by its mode, or by
     its POSIX ACLs where it has them (there the mode's group bits are the ACL's mask, and a named user
-    shows only there), and for a directory by the default ACL its new files would get.  A group that is
+    shows only there), and with ``new_files`` (a directory lossbench writes in) by the default ACL that its
+    new files and folders would get (a folder above gives no one write access by it).  A group that is
     this user's private group counts as no one else."""
     st = st or os.stat(path)
     mode = stat.filemode(st.st_mode)
-    access, default = _acl(path, _ACL_ACCESS), _acl(path, _ACL_DEFAULT)
+    access, default = _acl(path, _ACL_ACCESS), _acl(path, _ACL_DEFAULT) if new_files else None
     for entries, kind in ((access, "ACL"), (default, "default ACL (its new files')")):
         who = _acl_writer(entries, st) if entries else None
         if who:
@@ -176,7 +177,7 @@ def untrusted_reason(path: str | Path) -> str | None:
                 return f"{directory} is not a directory"
             if st.st_uid != uid:
                 return f"{directory} is owned by uid {st.st_uid}, not by you (uid {uid})"
-            if others := others_write(directory, st):
+            if others := others_write(directory, st, new_files=True):
                 return f"{directory} is {others}"
         elif st.st_uid not in (0, uid):
             return f"{directory} is owned by uid {st.st_uid}, neither you (uid {uid}) nor root"

@@ -482,3 +482,30 @@ def test_an_analysis_of_a_bench_study_is_refused_when_that_studys_protocol_chang
     store_analysis(storage, claim, "quick", AnalysisResult("inconclusive", "stored"))
     with pytest.raises(SpecError, match=rf"claim {claim.id!r} \(quick, fixed\) was run under another record.*train.epochs"):
         collect_entries(storage)
+
+
+def test_an_interrupted_ledger_report_leaves_no_plot_that_the_next_one_would_refuse(tmp_path, monkeypatch):
+    # the critical-difference plots are written after REPRODUCTIONS.md, which marks them as the ledger's: a
+    # report interrupted before it left plots beside no ledger, and every later report refused the folder
+    from lossbench._document import Image, Para
+    from lossbench.ledger import report as ledger_report
+
+    out = tmp_path / "ledger"
+    plot = out.resolve() / "reproductions" / "cd-x-quick-fixed.png"
+    monkeypatch.setattr(ledger_report, "collect_entries", lambda storage: [])
+    monkeypatch.setattr(ledger_report, "ledger_blocks", lambda *a: [Para("text"), Image("cd", plot, b"\x89PNG bytes")])
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ledger_report, "to_markdown", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_ledger(None, out, "a test storage")
+    assert not plot.exists()
+    ledger_report.check_ledger_folder(out)  # (the next report may write)
+    monkeypatch.undo()
+    monkeypatch.setattr(ledger_report, "collect_entries", lambda storage: [])
+    monkeypatch.setattr(ledger_report, "ledger_blocks", lambda *a: [Para("text"), Image("cd", plot, b"\x89PNG bytes")])
+    md, page = write_ledger(None, out, "a test storage")
+    assert plot.read_bytes() == b"\x89PNG bytes" and "cd-x-quick-fixed.png" in md.read_text()
+    assert "data:image/png;base64," in page.read_text()

@@ -21,6 +21,7 @@ import hashlib
 import inspect
 import os
 import re
+import stat
 import sys
 import tempfile
 import types
@@ -95,12 +96,16 @@ def check_writable_folder(out: str | Path, what: str = "out") -> None:
         raise ValueError(f"{what} {out}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {out}: {existing} is not writable by this user")
-    if existing == path and hasattr(os, "geteuid"):  # (a folder made here is this user's own; Windows: no owners)
-        st = os.stat(path)
-        others = f"owned by uid {st.st_uid}, not by you" if st.st_uid != os.geteuid() else others_write(path, st)
-        if others:  # (its owner or another writer could put links in it that send the report's files elsewhere)
-            raise ValueError(f"{what} {out}: {path} is {others}: another user could redirect lossbench's writes "
-                             "from there; use a folder of your own")  # fmt: skip
+    if hasattr(os, "geteuid"):  # (Windows: no owners to compare)
+        st, me = os.stat(existing), os.geteuid()
+        if existing == path:  # its owner or another writer could put links in it that send the report elsewhere
+            others = f"owned by uid {st.st_uid}, not by you" if st.st_uid != me else others_write(path, st, new_files=True)
+        else:  # the folder --out is made in: its owner, or a writer without the sticky bit, could swap it for a link
+            others = (f"owned by uid {st.st_uid}, neither you nor root" if st.st_uid not in (0, me)
+                      else None if st.st_mode & stat.S_ISVTX else others_write(existing, st))  # fmt: skip
+        if others:
+            raise ValueError(f"{what} {out}: {existing} is {others}: another user could redirect lossbench's writes "
+                             "from there; use a folder of your own (or make this one yours: chown, chmod go-w)")  # fmt: skip
     try:  # os.access does not know everything (root in /sys, a read-only mount's ACLs): try
         os.rmdir(tempfile.mkdtemp(prefix=".lossbench-probe-", dir=existing))
     except OSError as err:

@@ -216,7 +216,7 @@ def _check_location(name: str, found: ModuleSpec, imported: str | None = None) -
     mine = trusted_owners() if hasattr(os, "getuid") else None  # (no owners to compare on Windows)
     for place in places:
         existing = next((p for p in (place, *place.parents) if p.exists()), None)  # a zip's member: the zip
-        if existing is not None and (others := others_write(existing)):
+        if existing is not None and (others := others_write(existing, new_files=True)):  # (__pycache__'s new files)
             refuse(existing, f"is {others}")
         if existing is not None and mine is not None and existing.stat().st_uid not in mine:
             refuse(existing, f"user {existing.stat().st_uid} owns (they may change its code)")

@@ -85,7 +85,7 @@ def paired_test(method: Sequence[float], baseline: Sequence[float], confidence: 
     if shift is not None:  # the same difference on every seed: the t-test has no variance
         if shift == 0.0:
             return PairedTest(n, 0.0, 1.0, 0.0, 0.0)
-        return PairedTest(n, shift, sign_flip_p(n), shift, shift)  # (the ledger's rule reads the t-test's limit, 0)
+        return PairedTest(n, shift, sign_flip_p(n), shift, shift)  # (the ledger's own test, verdict.py, reads the limit 0)
     low, high = _t_interval(diff, confidence)
     p_value = float(stats.ttest_rel(a, b).pvalue)
     mean = float(diff.mean())  # (equal totals give a mean of float32 round-off: 0, not -0.0000 in the report)

@@ -320,8 +320,7 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
                            f"Friedman p = {_num(r.friedman_p)}; Nemenyi critical difference {r.critical_difference:.2f} "
                            f"at alpha = {r.alpha}."))  # fmt: skip
         path = inside(out, ASSETS, CD_PLOTS.replace("*", f"{c.id}-{o.budget}-{o.variation}"))
-        atomic_write(path, cd_diagram_png(r))
-        blocks.append(Image(f"critical difference diagram, {c.id} ({o.budget}, {o.variation})", path))
+        blocks.append(Image(f"critical difference diagram, {c.id} ({o.budget}, {o.variation})", path, cd_diagram_png(r)))
     return blocks
 
 
@@ -416,5 +415,9 @@ def write_ledger(storage: optuna.storages.BaseStorage, out_dir: str | Path, stor
     blocks = ledger_blocks(entries, storage, out, storage_label)
     md, page = _ledger_files(out)
     atomic_write(md, to_markdown(blocks, out))
+    # The plots after the markdown, which marks them as the ledger's (see check_ledger_folder): an interrupted
+    # report leaves no plot without its ledger, which the next one would refuse as not lossbench's.
+    for image in (b for b in blocks if isinstance(b, Image) and b.data is not None):
+        atomic_write(image.path, image.data)
     atomic_write(page, to_html(blocks, LEDGER_TITLE))
     return [md, page]
