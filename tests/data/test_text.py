@@ -232,6 +232,16 @@ def test_a_stray_quote_merging_rows_is_refused_naming_its_line(tmp_path):
         load(tmp_path, cell, 'text,label\n"late\nline",2\n', suffix=".csv", text_column="text", cache=False)
 
 
+def test_a_multi_line_cell_in_a_row_of_the_wrong_width_is_a_field_count_error(tmp_path):
+    # strictly valid CSV: was "rows merged by a stray quote (the row has 3 fields, not 2)"
+    wide = 'text,label\nfine,1\n"two\nlines",0,extra\nok,1\n'
+    with pytest.raises(ValueError, match=r"train.csv:3: expected 2 fields, got 3 \(the row runs to line 4: a quoted "
+                                         r"field holds line ends\)$"):  # fmt: skip
+        load(tmp_path, wide, "text,label\nok,1\n", suffix=".csv", text_column="text")
+    with pytest.raises(ValueError, match=r"train.csv:3: expected 2 fields, got 1 \("):
+        load(tmp_path, 'text,label\nfine,1\n"two\nlines"\nok,1\n', "text,label\nok,1\n", suffix=".csv", text_column="text")
+
+
 def test_a_headerless_file_read_with_a_header_is_refused(tmp_path):
     # header=True (the default) ate the first row of a file without one
     rows = "good film\tpos\nbad film\tneg\nfine film\tpos\n"

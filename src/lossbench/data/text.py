@@ -28,9 +28,9 @@ naming its file and line.
 The table reader: the delimiter follows the extension (``.tsv`` -> tab, otherwise comma)
 unless given.  TSV is read without quote handling (GLUE's files contain bare ``"``), CSV with
 the standard double-quote rules; fields of any length load.  A quoted field over lines is a cell of
-text, but one that a strict reading refuses (its closing quote not followed by a delimiter, or none) or
-that leaves the row a wrong field count is rows merged by a stray quote: an error naming the line where
-it opens.  With ``header=True`` the first row
+text, but one that a strict reading refuses (its closing quote not followed by a delimiter, or none) is rows merged
+by a stray quote: an error naming the line where it opens (a row over lines of the wrong width is the
+field-count error below, naming its first line).  With ``header=True`` the first row
 names the columns and ``text_column``/``label_column`` may be names or 0-based indices; without
 a header they must be indices.  A header whose label cell is a label of the rows below is a headerless
 file's first row: an error suggesting ``header=False``.  Blank lines are skipped; a row with a different number of
@@ -418,19 +418,20 @@ def _is_number(cell: str) -> bool:
 
 
 def _refuse_merged_rows(
-    row: list[str], raw: list[str], width: int | None, start: int, path: Path, delimiter: str
+    row: list[str], raw: list[str], start: int, path: Path, delimiter: str
 ) -> None:
     """Refuse a row whose quoted field swallowed line ends where a stray quote merged rows: read strictly, the
-    quote closes where no delimiter follows (``"Awful" indeed``) or never, or the row has the wrong field count.
-    A quoted cell of text that spans lines is read as it is."""
+    quote closes where no delimiter follows (``"Awful" indeed``) or never.  A quoted cell of text that spans
+    lines is read as it is, and a wrong field count there is the caller's plain field-count error (a strict
+    reading cannot tell merged rows from a multi-line cell in a row of the wrong width)."""
     try:
         strict = list(csv.reader(raw, delimiter=delimiter, strict=True))
     except csv.Error as err:
         why = f"read strictly, {err}"
     else:
-        if len(strict) == 1 and (width is None or len(row) == width):
+        if len(strict) == 1:
             return
-        why = f"the row has {len(row)} fields, not {width}"
+        why = f"read strictly, {len(strict)} rows"
     field = next((i for i, f in enumerate(row) if "\n" in f or "\r" in f), 0)
     opened = start + sum(f.count("\n") for f in row[:field])
     raise ValueError(f"{path}:{opened}: the '\"' that opens a quoted field here swallows the line ends up to line "
@@ -460,7 +461,7 @@ def read_text_table(
             for row in reader:
                 start, end = end + 1, reader.line_num
                 if any("\n" in f or "\r" in f for f in row):  # a quoted field spans lines: text, or merged rows
-                    _refuse_merged_rows(row, raw[start - 1 : end], width, start, path, delimiter)
+                    _refuse_merged_rows(row, raw[start - 1 : end], start, path, delimiter)
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
                 if width is None:
@@ -474,8 +475,9 @@ def read_text_table(
                             raise ValueError(f"{what}={col} is out of range for {path} ({width} columns)")
                     if header:
                         continue
-                if len(row) != width:
-                    raise ValueError(f"{path}:{reader.line_num}: expected {width} fields, got {len(row)}")
+                if len(row) != width:  # (a row over lines is named by its first, as below)
+                    over = f" (the row runs to line {end}: a quoted field holds line ends)" if end > start else ""
+                    raise ValueError(f"{path}:{start}: expected {width} fields, got {len(row)}{over}")
                 if not row[lab].strip():  # (it would become a class named "")
                     raise ValueError(f"{path}:{reader.line_num}: the label is empty")
                 texts.append(row[t])
