@@ -20,8 +20,13 @@ Reading (pandas):
   ``sep="whitespace"`` asks for the latter.  A first line ``sep=X`` (the delimiter line Excel
   reads and some tools write) is no row: it names the delimiter where ``sep`` is None.
   Double quotes quote fields as pandas reads them: a quote opens one only at a field's start (``12" screen``
-  is text).  A quoted field that swallows a line end after text holding the delimiter (rows a stray quote
-  merged), or is never closed, is an error naming the line where it opens; one over lines of text is a cell.
+  is text); a ``sep`` of more than one character other than whitespace is a regular expression that pandas
+  splits lines with, quotes and all, so there no quote rule applies.  A quoted field may span lines (a cell,
+  delimiters and all); a row whose quoted field does is refused where a strict (RFC 4180) reading fails, a
+  closing quote followed by neither the delimiter nor the line end (``"Awful" indeed``: rows a stray quote
+  merged), naming the line where that quote opens, and where it has another number of fields than the first
+  row, naming its line.  A quote never closed is an error naming its line.  Rows that a stray quote merged
+  into one strictly valid row of the right width cannot be told from a multi-line cell: they load as one.
   ``decimal=","`` reads numbers written ``1,5`` (text files); without it they are text, so that no
   header is found: the error that says so points to ``sep=";", decimal=","`` when the first line
   holds semicolons and no comma.
@@ -164,8 +169,9 @@ HEADER_SAMPLE_ROWS = 50
 # however a file wrote it, a label spelled missing refused or warned of, a header of counting numbers refused;
 # 9: a text holding a NUL character refused; 10: warnings in the payload, quotes open at a field's start, rows
 # merged by a stray quote refused, headers of columns 0, 1, 2 found, placeholders no header names, integer
-# labels exact beyond 2**53.
-PARSE_VERSION = 10
+# labels exact beyond 2**53; 11: a multi-line quoted cell holding the delimiter loaded again, quotes ignored with
+# a regular-expression sep.
+PARSE_VERSION = 11
 WHITESPACE = r"\s+"
 
 
@@ -317,25 +323,35 @@ def _strip_cells(frame: Any, missing: Sequence[str]) -> Any:
     return frame
 
 
+def _honours_quotes(sep: str) -> bool:
+    """Whether pandas reads quoted fields with ``sep``: one character, or runs of whitespace (its C engine); a
+    longer sep is a regular expression that its python engine splits lines with, quotes and all."""
+    return len(sep) == 1 or sep == WHITESPACE
+
+
 def _quoted_records(
     lines: list[str], first: int, skip: Any, sep: str, path: Path
-) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]], list[tuple[int, int, int]]]:
     """The (number, text) of the lines from ``lines[first]`` on that pandas is given (blank and comment lines
-    dropped, but inside a quoted field), and of those that start a row.
+    dropped, but inside a quoted field), of those that start a row, and the (first line, line where the quote
+    opens, last line) of each row whose quoted field spans lines (judged by ``_check_spanning_rows``).
 
     Quotes follow pandas' rules: a double quote opens a quoted field only at a field's start (``12" screen`` is
-    text), ``""`` inside one is a quote, and the next quote closes it.  A quoted field that swallows a line end
-    after text holding the delimiter (a stray quote merging rows), or runs to the end of the file, is an error
-    naming the line where it opens; one spanning lines of text alone is a cell."""
+    text), ``""`` inside one is a quote, and the next quote closes it.  A quoted field that runs to the end of
+    the file is an error naming the line where it opens.  Where pandas does not honour quotes (a regular
+    expression ``sep``), none of this applies."""
+    if not _honours_quotes(sep):
+        kept = [(n, line) for n, line in enumerate(lines[first:], first + 1) if not skip(line)]
+        return kept, kept, []
     if len(sep) == 1:
-        delimiter = lambda text: sep in text  # noqa: E731
         field_start = lambda line, k: k == 0 or line[k - 1] == sep  # noqa: E731
-    else:  # (pandas reads a longer sep, WHITESPACE included, as a regular expression)
-        delimiter = lambda text: re.search(sep, text) is not None  # noqa: E731
-        field_start = lambda line, k: not line[:k].strip() or re.search(f"(?:{sep})$", line[:k]) is not None  # noqa: E731
+    else:  # (runs of whitespace)
+        field_start = lambda line, k: k == 0 or line[k - 1] in " \t"  # noqa: E731
     kept: list[tuple[int, str]] = []
     starts: list[tuple[int, str]] = []
+    spans: list[tuple[int, int, int]] = []
     opened = None  # the line of an open quoted field
+    span_from = None  # (first line, line of the quote) of the row whose quoted field swallowed a line end
     for number, line in enumerate(lines[first:], first + 1):
         if opened is None:
             if skip(line):
@@ -344,7 +360,7 @@ def _quoted_records(
         kept.append((number, line))
         if opened is None and '"' not in line:
             continue
-        j = text_from = 0  # where to look on; where the quoted text on this line starts
+        j = 0  # where to look on
         while True:
             k = line.find('"', j)
             if opened is None:
@@ -352,7 +368,7 @@ def _quoted_records(
                     k = line.find('"', k + 1)
                 if k < 0:
                     break
-                opened, text_from = number, k + 1
+                opened = number
             else:
                 while 0 <= k < len(line) - 1 and line[k + 1] == '"':
                     k = line.find('"', k + 2)
@@ -360,16 +376,77 @@ def _quoted_records(
                     break
                 opened = None
             j = k + 1
-        if opened is not None and delimiter(line[text_from:]):
-            raise ValueError(
-                f"{path}:{opened}: the '\"' that opens a quoted field here swallows the line end of line {number}, "
-                f"after text holding the delimiter {sep!r}: rows merged by a stray quote; close it, write it twice "
-                "(\"\") inside a quoted field, or remove it"
-            )
+        if opened is not None and span_from is None:
+            span_from = (starts[-1][0], opened)
+        elif opened is None and span_from is not None:
+            spans.append((*span_from, number))
+            span_from = None
     if opened is not None:
         raise ValueError(f"{path}:{opened}: the '\"' that opens a quoted field here is never closed (it runs to "
                          "the end of the file); close it, or remove it")  # fmt: skip
-    return kept, starts
+    return kept, starts, spans
+
+
+def _fields(text: str, sep: str, line: int = 1) -> tuple[int, str | None]:
+    """The number of fields of one row's ``text`` as pandas reads it, and why a strict reading (RFC 4180) fails
+    there, or None: a closing quote that neither the delimiter nor the line end follows, or none.  ``sep``: one
+    character, or WHITESPACE; ``line``: the file line ``text`` starts on."""
+    runs = sep == WHITESPACE
+    delimiter = (lambda c: c in " \t") if runs else (lambda c: c == sep)  # noqa: E731
+    i, n, count, why = 0, len(text), 0, None
+    if runs:
+        while i < n and delimiter(text[i]):
+            i += 1
+    while True:
+        count += 1
+        if i < n and text[i] == '"':
+            i += 1
+            while True:
+                k = text.find('"', i)
+                if k < 0:
+                    return count, why or "a quote is never closed"
+                i = k + 1
+                if text[i : i + 1] != '"':
+                    break
+                i += 1
+            if i < n and not delimiter(text[i]) and text[i] != "\n" and why is None:
+                why = f"the quote closed on line {line + text.count(chr(10), 0, i)} is followed by {text[i]!r}"
+        while i < n and not delimiter(text[i]) and text[i] != "\n":  # (pandas reads on as text)
+            i += 1
+        if i >= n or text[i] == "\n":
+            return count, why
+        i += 1
+        if runs:
+            while i < n and delimiter(text[i]):
+                i += 1
+            if i >= n or text[i] == "\n":  # (trailing whitespace makes no field)
+                return count, why
+
+
+def _check_spanning_rows(
+    lines: list[str], starts: list[tuple[int, str]], spans: list[tuple[int, int, int]], sep: str, path: Path
+) -> None:
+    """Refuse the rows whose quoted field spans lines where a stray quote merged rows: a strict reading fails
+    there (``"Awful" indeed``), or the row has another number of fields than the first row (one more than a
+    header of R's ``write.table``).  A valid multi-line cell (``"Hello, world<newline>again"``) is read as it is.
+    Lines that a stray quote merged and that a strict reading takes as one row of the right width cannot be
+    told from such a cell."""
+    if not spans:
+        return
+    ends = {begin: end for begin, _, end in spans}
+    row = lambda begin: "\n".join(lines[begin - 1 : ends.get(begin, begin)])  # noqa: E731
+    width = _fields(row(starts[0][0]), sep)[0]
+    if len(starts) > 1 and _fields(row(starts[1][0]), sep)[0] == width + 1:
+        width += 1  # (pandas reads the first column as the index)
+    for begin, opened, end in spans:
+        count, why = _fields(row(begin), sep, begin)
+        if why is not None:
+            raise ValueError(f"{path}:{opened}: the '\"' that opens a quoted field here swallows the line ends up to "
+                             f"line {end} (read strictly, {why}): rows merged by a stray quote; close it, write it "
+                             "twice (\"\") inside a quoted field, or remove it")  # fmt: skip
+        if count != width and begin != starts[0][0]:
+            raise ValueError(f"{path}:{begin}: expected {width} fields, got {count} (the row runs to line {end}: a "
+                             "quoted field holds line ends)")  # fmt: skip
 
 
 def _read_text_frame(
@@ -410,7 +487,8 @@ def _read_text_frame(
             re.compile(sep)
         except re.error as err:
             raise ValueError(f"sep={sep!r} is neither one character nor a valid regular expression ({err})") from None
-    kept, starts = _quoted_records(lines, first, skip, sep, path)
+    kept, starts, spans = _quoted_records(lines, first, skip, sep, path)
+    _check_spanning_rows(lines, starts, spans, sep, path)
     body = "\n".join(line for _, line in kept) + "\n"
 
     def read(**more: Any) -> Any:
@@ -422,8 +500,8 @@ def _read_text_frame(
         except pd.errors.ParserError as err:
             msg = " ".join(str(err).split())
             m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
-            if m and int(m.group(2)) <= len(kept):
-                line = kept[int(m.group(2)) - 1][0]
+            if m and int(m.group(2)) <= len(starts):  # (pandas counts rows, not lines)
+                line = starts[int(m.group(2)) - 1][0]
                 raise ValueError(f"{path}:{line}: expected {m.group(1)} fields, got {m.group(3)}") from None
             raise ValueError(f"{path}: unreadable table ({msg})") from None
         except pd.errors.EmptyDataError:
