@@ -142,3 +142,41 @@ def test_quotes_are_no_rule_where_pandas_ignores_them(tmp_path):
         data = load_table(write(tmp_path / "r.txt", text), sep="::", standardize=False, test_fraction=0.5)
     assert 'b-"quoted' in data.meta["feature_names"]
 
+
+def _integers(rows: int) -> str:
+    return "".join(f"{i % 5},{i * 3 % 7},{i % 2 + 2},{i % 4}\n" for i in range(1, rows + 1))
+
+
+def test_a_header_guessed_from_its_integers_alone_is_warned_of_where_its_label_is_a_label(tmp_path):
+    # a headerless file of integers whose first row is 0,1,2,3: read as pandas' to_csv header, a row lost unsaid
+    path = write(tmp_path / "i.csv", "0,1,2,3\n" + _integers(11))
+    with pytest.warns(UserWarning, match=r"i.csv: the first row \(0,1,2,3\) is read as the header, as pandas' to_csv "
+                                         r"writes one for an array, but its label column's name '3' is also a label "
+                                         r"below \(.*i.csv:4\): if that row is data, pass header=False"):  # fmt: skip
+        data = load_table(path, standardize=False)
+    assert len(data.y_train) + len(data.y_test) == 11
+    told = load_table(path, header=False, standardize=False)
+    assert len(told.y_train) + len(told.y_test) == 12
+    # labels written as floats compare as numbers; a label column of text too
+    floats = write(tmp_path / "f.csv", "0,1,2,3\n" + "".join(f"{i}.5,{i}.25,{i}.0,{i % 4}.0\n" for i in range(12)))
+    with pytest.warns(UserWarning, match=r"f.csv: the first row \(0,1,2,3\) is read as the header"):
+        load_table(floats, standardize=False)
+    with pytest.warns(UserWarning, match=r"t.csv: the first row \(0,1,2,3\) is read as the header"):
+        load_table(write(tmp_path / "t.csv", "0,1,2,3\n" + _integers(11).replace(",0\n", ",x\n")), standardize=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no label 3: nothing to warn of
+        load_table(write(tmp_path / "n.csv", "0,1,2,3\n" + _integers(11).replace(",3\n", ",1\n")), standardize=False)
+
+
+def test_a_repeated_header_of_numbers_is_told_from_a_label_equal_to_its_name(tmp_path):
+    # a label "3" among text labels under a column "3" was refused as a repeated header line, a label 3 among
+    # numbers not (text compared with a number); now a row repeating every number of the header is the header
+    text = "0,1,2,3\n" + _integers(11).replace(",0\n", ",x\n")
+    data = load_table(write(tmp_path / "t.csv", text), header=True, standardize=False)
+    assert data.class_names == ["1", "2", "3", "x"]
+    twice = write(tmp_path / "c.csv", "0,1,2,3\n" + _integers(11) + "0,1,2,3\n" + _integers(5))
+    with pytest.raises(ValueError, match=r"c.csv:13: the label 3 is the label column's name and the row's other "
+                                         r"cells repeat the header's: a header line read as data; remove it$"):  # fmt: skip
+        load_table(twice, header=True)
+    with pytest.raises(ValueError, match=r"c.csv:13: .* remove it \(or pass header=False if the first row is data too\)"):
+        load_table(twice)

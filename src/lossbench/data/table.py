@@ -41,9 +41,12 @@ Reading (pandas):
   and no row below repeats its other fields in their columns; a
   ``test_path`` is read with the training file's guess.  ``True`` / ``False`` say it.  A guessed header
   that names a column by a number and whose label column's name is a token like the labels below it
-  (``a,2,z`` over ``x``, ``y``) is warned of.
+  (``a,2,z`` over ``x``, ``y``) is warned of, and so is a header guessed from its integers alone (``0,1,2,3``)
+  whose label column's name is also a label below, as a number (``3``, ``3.0``): a headerless file's first
+  row may be data (``header=False``).
   A header read as data is refused: with a header, a label equal to the
-  label column's name (a repeated header line); with a guessed "no header", a first row that
+  label column's name (a repeated header line; under a column named by a number, a row that repeats, as
+  numbers, every such name: a label ``3`` alone under a column ``3`` is a class); with a guessed "no header", a first row that
   holds no number (or numbers that count up by one) and whose label no later row of any file has (pass ``header=True``, or
   ``False`` if that row is data).  A header that names a column twice (``age,age``) is an error
   naming both (pandas would read ``age``, ``age.1``).
@@ -170,8 +173,8 @@ HEADER_SAMPLE_ROWS = 50
 # 9: a text holding a NUL character refused; 10: warnings in the payload, quotes open at a field's start, rows
 # merged by a stray quote refused, headers of columns 0, 1, 2 found, placeholders no header names, integer
 # labels exact beyond 2**53; 11: a multi-line quoted cell holding the delimiter loaded again, quotes ignored with
-# a regular-expression sep.
-PARSE_VERSION = 11
+# a regular-expression sep; 12: a header guessed from integers alone warned of, a repeated header of numbers refused.
+PARSE_VERSION = 12
 WHITESPACE = r"\s+"
 
 
@@ -676,6 +679,7 @@ def _refuse_header_as_data(
     paper: bool = False,
 ) -> None:
     """A header line read as data makes its label a class of its own and numeric columns nominal."""
+    import numpy as np
     import pandas as pd
 
     later = {v for f in frames for v in f[label_col].iloc[1:]}  # the labels of the rows after the first
@@ -683,11 +687,22 @@ def _refuse_header_as_data(
         labels = frame[label_col]
         if has_header:  # a repeated header line (files concatenated)
             name = str(label_col).strip()
-            hits = [i for i, v in enumerate(labels) if isinstance(v, str) and v.strip() == name]
+            if _is_number(name):
+                # a column named by a number (pandas' to_csv of an array): a label equal to it, as a number, may be
+                # a class; a repeated header line repeats every such name in its column
+                numbered = [c for c in frame.columns if _is_number(str(c).strip())]
+                same = np.logical_and.reduce([_equals_number(frame[c], str(c)) for c in numbered])
+                hits = np.flatnonzero(same).tolist()
+            else:
+                hits = [i for i, v in enumerate(labels) if isinstance(v, str) and v.strip() == name]
             if hits:
+                also = " (or pass header=False if the first row is data too)" if guessed else ""
+                v = labels.iloc[hits[0]]
+                v = v.item() if isinstance(v, np.generic) else v  # (3, not np.int64(3))
                 raise ValueError(
-                    f"{where[hits[0]]}: the label {labels.iloc[hits[0]]!r} is the label column's name: "
-                    "a header line read as data; remove it"
+                    f"{where[hits[0]]}: the label {v!r} is the label column's name"
+                    + (" and the row's other cells repeat the header's" if _is_number(name) else "")
+                    + f": a header line read as data; remove it{also}"
                 )
         elif guessed:  # guessed "no header", but the first row holds no number, its label no other row's
             v, first = labels.iloc[0], frame.iloc[0]
@@ -701,6 +716,37 @@ def _refuse_header_as_data(
                     f"{where[0]}: the first row looks like a header read as data ({what}, and its label "
                     f"{v!r} is in no other row); pass header=True, or header=False if it is data{why}"
                 )
+
+
+def _equals_number(column: Any, name: str) -> Any:
+    """Which cells of ``column`` equal the number ``name`` as numbers (3, 3.0, "3", " 3.0" all equal "3")."""
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(column):
+        return np.zeros(len(column), dtype=bool)
+    values = pd.to_numeric(column.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
+    return (values == float(name)).to_numpy()
+
+
+def _warn_counted_header(
+    frames: list[Any], wheres: list[list[str]], label_col: Any, indexed: bool, path: Path, notes: list[str]
+) -> None:
+    """A guessed header found only by its integers (``0,1,2,3``: pandas' to_csv of an array) whose label column's
+    name is also a label below (``3``) may be a headerless file's first row of data: warned of."""
+    import numpy as np
+
+    names = [str(c).strip() for c in frames[0].columns[1 if indexed else 0 :]]
+    name = str(label_col).strip()
+    if not all(re.fullmatch(r"[-+]?\d+", c) for c in names):  # (a name beside them: not counting alone)
+        return
+    for frame, where in zip(frames, wheres):
+        hits = np.flatnonzero(_equals_number(frame[label_col], name))
+        if len(hits):
+            notes.append(f"{path}: the first row ({','.join(names)}) is read as the header, as pandas' to_csv writes "
+                         f"one for an array, but its label column's name {name!r} is also a label below "
+                         f"({where[hits[0]]}): if that row is data, pass header=False")  # fmt: skip
+            return
 
 
 def _shape(text: str) -> str:
@@ -1021,6 +1067,7 @@ def _parse(
     notes: list[str] = []  # warnings, given after the parse cache (so that a cached load gives them too)
     if header is None and headers[0]:
         _warn_label_like_name(frames, label_col, paths[0], notes)
+        _warn_counted_header(frames, wheres, label_col, indexed[0], paths[0], notes)
     data = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
     frame = data.drop(columns=dropped)
     where = [w for ws in wheres for w in ws]
