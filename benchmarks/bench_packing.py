@@ -11,10 +11,8 @@ the two sides alternate: ``--rounds`` repeats the pair in alternating order and 
   trial (wall clock, noisy on a busy machine) and SQL statements per trial (counted with a
   SQLAlchemy ``before_cursor_execute`` listener on the storage's engine: deterministic).  The
   study is the built-in preset's first data set with five methods, tuned with TPE, which the
-  runner asks at most its start-up count (10) of trials at once: the first 10 draws are TPE's
-  random ones either way; each of the next 10 sees the 10 trials finished before its pack
-  instead of the 10 to 19 finished before it alone, so from the 11th trial on packed and
-  unpacked TPE suggest differently (random samplers draw the same either way).
+  runner asks its start-up count (10) of trials at once at every pack (since 2026-12-06: before,
+  ``--pack 1`` asked one at a time and TPE suggested differently from the 11th trial on).
   ``--against REV`` measures the tuner of git revision ``REV`` too (its ``src`` exported to a
   temporary folder), each side in its own process, alternating, and prints both side by side.
 - ``journal``: Optuna's own ask and tell per trial (no lossbench code; random sampler) on an RDB
@@ -23,8 +21,7 @@ the two sides alternate: ``--rounds`` repeats the pair in alternating order and 
   would never be failed and retried, and lossbench does not offer it.
 - ``builtin``: the built-in preset end to end (``Runner.run``, 3 data sets x 6 methods x (20
   trials + 5 seeds)), packed and not; and whether the two leaderboards agree (same chosen
-  configuration and test scores to round-off).  The preset tunes with TPE (see ``tuner`` for
-  where packing changes its suggestions), so the chosen configurations may differ there.
+  configuration and test scores to round-off: TPE is asked alike at every pack).
 - ``where``: where ``Runner.run``'s time goes on the built-in preset, packed and not, side by side
   (``--rounds`` alternating, medians): wall-clock seconds inside the sampler's asks, building the
   runs' models, the epoch-end callbacks (held-out curves), the final scores, EXACT's kernel calls

@@ -542,7 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="where dataset files are found or downloaded to")
         p.add_argument("--pack", type=int, default=DEFAULT_PACK,
                        help=f"runs trained at once as one batched model (of one dataset's units that allow it) "
-                            f"(default {DEFAULT_PACK}; 1: one run at a time)")  # fmt: skip
+                            f"(default {DEFAULT_PACK}; 1: one run at a time); a speed setting: the sampler is "
+                            "asked alike at every pack, and the results are the same up to float round-off")  # fmt: skip
         p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                        help=f"torch threads per process (default {DEFAULT_THREADS}, which holds up on a busy machine)")
         if jobs:

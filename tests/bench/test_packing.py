@@ -201,6 +201,28 @@ def test_tpe_is_asked_alike_for_units_that_pack_and_units_that_do_not(tmp_path, 
     assert [r["pack"] for r in gp] == [1] * 4 and all(ALONE_ATTR in r for r in gp)
 
 
+def test_tpe_tunes_alike_whatever_the_pack(tmp_path):
+    """--pack is a speed setting: TPE is asked its start-up count at once at every pack (--pack 1 asked one at a
+    time, so TPE saw each run's result before the next: another tuning, other chosen configurations), and a pack
+    smaller than that trains the asked runs in calls of at most --pack."""
+    spec = _spec(methods=METHODS[:2], sampler="tpe", trials=6, seeds=2)
+    results = {}
+    for pack in (1, 2, 64):
+        storage = open_storage(f"sqlite:///{tmp_path}/tpe{pack}.db", spec.heartbeat_interval)
+        runner = Runner(spec, storage, torch.device("cpu"), pack=pack)
+        runner.run()
+        results[pack] = {(unit.method.name, stage, t.number): (t.params, run_record(t))
+                         for unit in runner.units for stage, study in (("tune", unit.tune), ("final", unit.final))
+                         for t in study.get_trials() if t.state == TrialState.COMPLETE}  # fmt: skip
+        assert max(record["pack"] for _, record in results[pack].values()) <= pack
+    for pack in (2, 64):
+        assert results[pack].keys() == results[1].keys()
+        for key, (params, record) in results[1].items():
+            assert results[pack][key][0] == params, key  # the same draws: TPE saw the same history
+            for metric, value in record["metrics"].items():
+                assert results[pack][key][1]["metrics"][metric] == pytest.approx(value, rel=1e-4, abs=1e-5)
+
+
 def _model_search_spec(search, **extra):
     return _spec(**{"methods": METHODS[:2], "train": {"model": "mlp", "model_params": {"depth": 1}, "epochs": 2, "batch_size": 32},
                     "search": {"lr": {"low": 0.01, "high": 1.0, "log": True}, **search}, **extra})  # fmt: skip

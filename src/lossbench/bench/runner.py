@@ -328,16 +328,20 @@ class Runner:
 
     def _pack_size(self, unit: Unit, wanted: int, stage: str) -> int:
         """How many runs to ask at once: ``wanted`` within the pack limit; one for a unit that does
-        not pack.  TPE is asked at most its start-up count at once (runs asked together do not
-        see each other's results, as with that many parallel workers), and as many for a unit that
-        does not pack (its runs then train one after another): which methods pack must not change
-        how the sampler tunes them, in one study."""
+        not pack.  TPE is asked its start-up count at once (runs asked together do not see each
+        other's results, as with that many parallel workers) whatever the pack (a unit that does not
+        pack, or ``--pack 1``, trains them one after another; a smaller pack, in calls of that many):
+        neither which methods pack nor ``--pack`` may change how the sampler tunes them."""
         if stage == "tune" and self.spec.sampler == "tpe":
-            return max(1, min(self.pack, self._tpe_startup(), wanted))
+            return max(1, min(self._tpe_batch(), wanted))
         return max(1, min(1 if unit.alone(stage) is not None else self.pack, wanted))
 
     def _tpe_startup(self) -> int:
         return min(10, self.spec.trials // 2 or 1)
+
+    def _tpe_batch(self) -> int:
+        """How many tuning runs TPE is asked at once (0 for another sampler: asked by the pack)."""
+        return self._tpe_startup() if self.spec.sampler == "tpe" else 0
 
     # -- progress ------------------------------------------------------------------------------
 
@@ -404,7 +408,7 @@ class Runner:
         ``--pack`` runs per stage (the stages' runs train apart: their splits differ), and whether a
         unit waits for other workers.  A unit done or waiting joins ``settled``."""
         started: list[_Started] = []
-        waiting, room = False, dict.fromkeys(STAGES, self.pack)
+        waiting, room = False, {**dict.fromkeys(STAGES, self.pack), "tune": max(self.pack, self._tpe_batch())}
         try:
             for unit in group:
                 if unit.label in settled:
@@ -676,7 +680,8 @@ class Runner:
                 together.setdefault((id(split), model_config(self.spec, params)), []).append(key)
             else:
                 calls.append([key])
-        calls = list(together.values()) + calls
+        # (a pack holds at most --pack runs: TPE's batch, asked whatever the pack, may train in several)
+        calls = [keys[i : i + self.pack] for keys in together.values() for i in range(0, len(keys), self.pack)] + calls
         for n, keys in enumerate(calls):
             later = [k for rest in calls[n + 1 :] for k in rest]
             units = [[k for k in keys if k[0] == j] for j in dict.fromkeys(j for j, _ in keys)]
