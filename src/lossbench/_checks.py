@@ -8,9 +8,27 @@ from __future__ import annotations
 
 import math
 import numbers
+import traceback
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
+
+PACKAGE_DIR = Path(__file__).resolve().parent  # lossbench's own code
+_LIBRARIES = (PACKAGE_DIR, Path(torch.__file__).resolve().parent)
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (a one-line error quotes it)."""
+    return (str(err).splitlines() or [""])[0]
+
+
+def raised_at(err: BaseException) -> str:
+    """`` (at FILE:LINE)``: the last frame of ``err``'s traceback in code other than lossbench's and torch's
+    (a plugin's model or loss), so a one-line error still points to the line to fix; '' where none is."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__)
+              if not any(Path(f.filename).resolve().is_relative_to(lib) for lib in _LIBRARIES)]  # fmt: skip
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
 def largest_magnitude(x: torch.Tensor) -> torch.Tensor:

@@ -389,3 +389,30 @@ def test_a_plugin_model_whose_forward_reads_its_mode_scores_packed_in_eval_mode_
     runs = [({"lr": 0.1, "weight_decay": 1e-2}, 1), ({"lr": 0.3, "weight_decay": 1e-3}, 2)]
     for (params, seed), result in zip(runs, train_and_score_packed(split, method, runs, spec)):
         _assert_results_equal(result, train_and_score(split, method, params, spec, seed))
+
+
+def test_a_plugin_loss_or_model_that_raises_on_the_data_is_refused_in_one_line_naming_its_line():
+    # torch's RuntimeError from a user's loss or model (a float target, a wrong input width) was a
+    # 50-line traceback naming neither the method nor the dataset
+    def float_target_ce(logits, target, *, reduction="mean", validate=True):
+        return torch.nn.functional.cross_entropy(logits, target.float(), reduction=reduction)
+
+    register_loss("float_target_ce_for_test", float_target_ce, loss_module(float_target_ce, "FloatTargetCE"),
+                  signature="softmax", reference="a test")  # fmt: skip
+    register_model(ModelInfo("narrow_for_test", lambda ds, num_outputs: torch.nn.Linear(3, num_outputs), ("tabular",), (),
+                             "a test", "narrow"))  # fmt: skip
+    try:
+        spec = _spec(methods=[{"name": "bare", "loss": "float_target_ce_for_test"}])
+        split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+        with pytest.raises(SpecError) as err:
+            check_unit(split, resolve_method(spec.methods[0]), spec)
+        message = str(err.value)
+        assert "\n" not in message and message.startswith("method 'bare' on 'wine': the middle of the search space")
+        assert "fails: RuntimeError: expected" in message and f"(at {__file__}:" in message
+        spec = _spec(methods=METHODS[:1], train={"model": "narrow_for_test", "epochs": 1, "batch_size": 32})
+        with pytest.raises(SpecError, match=r"^method 'ce' on 'wine': model 'narrow_for_test' fails on 8 samples of the "
+                                            r"data: RuntimeError: mat1 and mat2 shapes cannot be multiplied[^\n]*$"):
+            check_unit(split, resolve_method(spec.methods[0]), spec)
+    finally:
+        LOSSES.remove("float_target_ce_for_test")
+        MODELS.remove("narrow_for_test")

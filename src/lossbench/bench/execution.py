@@ -31,7 +31,7 @@ from typing import Any
 import optuna
 import torch
 
-from lossbench._checks import first_few
+from lossbench._checks import first_few, first_line, raised_at
 from lossbench.bench.methods import Method, check_compatible, output_width, set_loss_option
 from lossbench.bench.metrics import (
     DECIDED,
@@ -356,8 +356,12 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
     model = _check_model(split, method, spec, middle, where)
     requirements = {"class_counts": split.class_counts.to(split.x_fit.device)}
     model.to(split.x_fit.device)
-    with torch.no_grad():
-        logits = model(split.x_fit[:8])  # the loss checks its arguments when called
+    try:
+        with torch.no_grad():
+            logits = model(split.x_fit[:8])  # the loss checks its arguments when called
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:  # (a plugin model's forward, say)
+        raise SpecError(f"{where}: model {spec.train.model!r} fails on {len(split.x_fit[:8])} samples of the data: "
+                        f"{type(err).__name__}: {first_line(err)}{raised_at(err)}") from None
     if not isinstance(logits, torch.Tensor):
         raise SpecError(f"{where}: model {spec.train.model!r} returns {type(logits).__name__}, not a tensor of logits "
                         "(samples, outputs)")  # fmt: skip
@@ -390,6 +394,8 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
                 check_optimizer(spec.train.optimizer, lr, [decay], spec.train.weight_decay_on)
             except (ValueError, TypeError) as err:
                 raise SpecError(f"{where}: {what} is refused: {err}") from None
+            except (RuntimeError, IndexError) as err:  # (a plugin loss's own error on a batch of the data, say)
+                raise SpecError(f"{where}: {what} fails: {type(err).__name__}: {first_line(err)}{raised_at(err)}") from None
 
     # the middle first: a bad one would be blamed on whichever end was checked beside it
     fixed = {f"loss.{k}": v for k, v in method.spec.params.items()}

@@ -29,6 +29,7 @@ from torch.optim.adam import adam as adam_update
 from torch.optim.adamw import adamw as adamw_update
 from torch.optim.sgd import sgd as sgd_update
 
+from lossbench._checks import PACKAGE_DIR  # (lossbench's own code: its losses' means are tested, _own_loss)
 from lossbench.losses._validation import compute_dtype
 from lossbench.train._base import (
     LossFn,
@@ -54,7 +55,6 @@ PER_RUN_FROM = 1 << 16  # elements of one run's parameter from which the optimis
 # these names only where it has no probe batch to check each loss itself on (see mean_probe).
 CLASS_WEIGHTS = ("weight", "alpha")
 PROBE_ROWS = 300  # at most this many rows in mean_probe's batch
-PACKAGE_DIR = Path(__file__).resolve().parents[1]  # lossbench's own code: its losses' means are tested (_own_loss)
 
 
 def unpackable_model(model: nn.Module) -> str | None:
