@@ -572,3 +572,15 @@ def test_another_studys_manifest_refuses_the_folder_before_its_report_files_are_
     (out / ".lossbench-report.json").write_text('{"study": "other"}')
     line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(out), "--device", "cpu"])
     assert "holds the report of study 'other'" in line and sorted(p.name for p in out.iterdir()) == [".lossbench-report.json"]
+
+
+def test_a_listing_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path):
+    # `lossbench losses | head -1`: a BrokenPipeError traceback and exit status 1 before; now the status a
+    # program killed by SIGPIPE has, and nothing on stderr
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LOSSBENCH_CACHE_DIR": str(tmp_path / "cache")}
+    reader = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE)
+    reader.wait(timeout=60)  # (gone before the listing is written: its first write meets the closed pipe)
+    proc = subprocess.run([sys.executable, "-m", "lossbench", "losses"], stdout=reader.stdin, stderr=subprocess.PIPE,
+                          text=True, env=env, timeout=300)  # fmt: skip
+    reader.stdin.close()
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -674,6 +675,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except KeyboardInterrupt as err:
         return _interrupted(err)
+    except BrokenPipeError:  # (`lossbench datasets | head`: the reader has what it wanted)
+        # What is left in stdout's buffer cannot be written either: point stdout elsewhere, or Python's
+        # own flush at exit prints the same error again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except Exception as err:
         if (stop := stops.stop_in(err)) is not None:  # (a library's error raised while the stop was)
             return _interrupted(stop)
