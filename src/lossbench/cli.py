@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -402,6 +402,19 @@ def _ledger_storage(args: argparse.Namespace, create: bool = True, heartbeat_int
     return open_storage(_storage_url(args, args.out), heartbeat_interval, create=create, reading=reading)
 
 
+@contextlib.contextmanager
+def _judging() -> Iterator[Callable[[str], None] | None]:
+    """On a terminal, each claim's judging said on stderr as it starts (the whole ledger takes minutes),
+    one line rewritten and cleared at the end; elsewhere nothing (a log keeps its lines and errors)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    try:
+        yield lambda line: print(f"\r\x1b[K{line}", end="", file=sys.stderr, flush=True)
+    finally:
+        print("\r\x1b[K", end="", file=sys.stderr, flush=True)
+
+
 def cmd_claims(args: argparse.Namespace) -> int:
     from lossbench.ledger.records import all_claims
 
@@ -413,8 +426,8 @@ def cmd_claims(args: argparse.Namespace) -> int:
         from lossbench.bench.plugins import reading_only
         from lossbench.ledger.report import collect_entries
 
-        with reading_only():  # (as claims report: another spec in a shared storage may name plugins)
-            entries = collect_entries(_ledger_storage(args, create=False, reading=True))
+        with reading_only(), _judging() as say:  # (as claims report: another spec in a shared storage may name plugins)
+            entries = collect_entries(_ledger_storage(args, create=False, reading=True), say)
         for e in entries:
             words = [f"{o.budget}/{o.variation}: {o.verdict.word if o.verdict else 'incomplete'}" for o in e.outcomes]
             words += [f"{b}: {a.word}" for b, a in e.analyses.items()]
@@ -425,7 +438,8 @@ def cmd_claims(args: argparse.Namespace) -> int:
     if not read:  # ("not run" above means: not in this storage, which does not exist)
         print(f"(no runs read: {Path(args.out or '.', 'lossbench.db')} does not exist. The project's own runs are its "
               "reference ledger, REPRODUCTIONS.md; in a clone, `lossbench claims --storage "
-              "sqlite:///reproductions/lossbench.db` reads their status, judging each claim anew: a few minutes)")  # fmt: skip
+              "sqlite:///reproductions/lossbench.db` reads their status, judging each claim anew: about ten minutes on a "
+              "2-core machine)")  # fmt: skip
     return 0
 
 
@@ -471,8 +485,8 @@ def cmd_claims_report(args: argparse.Namespace) -> int:
     check_ledger_folder(args.out)
     storage = _ledger_storage(args, create=False, reading=True)
     label = f"`{Path(args.out, 'lossbench.db')}`" if url is None else f"`{masked(url)}`"  # never print a password
-    with reading_only():  # (the ledger's studies use no plugins; another spec in a shared storage may name some)
-        paths = write_ledger(storage, args.out, label)
+    with reading_only(), _judging() as say:  # (the ledger's studies use no plugins; a shared storage's may)
+        paths = write_ledger(storage, args.out, label, say)
     for path in paths:
         print(f"wrote {path}")
     return 0

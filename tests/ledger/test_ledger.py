@@ -126,7 +126,9 @@ def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_
     assert len(optuna.load_study(study_name=d.treatment.final_study, storage=storage).get_trials()) == before
     assert len(invocations(storage, tiny_claim, "quick")) == 2
 
-    md, page = write_ledger(storage, tmp_path / "ledger", "a test storage")
+    said: list[str] = []
+    md, page = write_ledger(storage, tmp_path / "ledger", "a test storage", said.append)
+    assert said[0].startswith("judging claim 1/") and f": {TINY.id}" in " ".join(said)  # (minutes in all: said as it goes)
     text = md.read_text()
     assert f"## {TINY.id}: {TINY.title}" in text and "/ 97.00 ± 1.00" in text
     assert "the source's number after the slash" in text
@@ -492,7 +494,7 @@ def test_an_interrupted_ledger_report_leaves_no_plot_that_the_next_one_would_ref
 
     out = tmp_path / "ledger"
     plot = out.resolve() / "reproductions" / "cd-x-quick-fixed.png"
-    monkeypatch.setattr(ledger_report, "collect_entries", lambda storage: [])
+    monkeypatch.setattr(ledger_report, "collect_entries", lambda storage, progress=None: [])
     monkeypatch.setattr(ledger_report, "ledger_blocks", lambda *a: [Para("text"), Image("cd", plot, b"\x89PNG bytes")])
 
     def interrupted(*args):
@@ -504,7 +506,7 @@ def test_an_interrupted_ledger_report_leaves_no_plot_that_the_next_one_would_ref
     assert not plot.exists()
     ledger_report.check_ledger_folder(out)  # (the next report may write)
     monkeypatch.undo()
-    monkeypatch.setattr(ledger_report, "collect_entries", lambda storage: [])
+    monkeypatch.setattr(ledger_report, "collect_entries", lambda storage, progress=None: [])
     monkeypatch.setattr(ledger_report, "ledger_blocks", lambda *a: [Para("text"), Image("cd", plot, b"\x89PNG bytes")])
     md, page = write_ledger(None, out, "a test storage")
     assert plot.read_bytes() == b"\x89PNG bytes" and "cd-x-quick-fixed.png" in md.read_text()

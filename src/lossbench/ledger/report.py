@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,12 +107,16 @@ class Entry:
     analyses: dict[str, AnalysisResult]  # analysis claims: budget -> result
 
 
-def collect_entries(storage: optuna.storages.BaseStorage) -> list[Entry]:
+def collect_entries(storage: optuna.storages.BaseStorage, progress: Callable[[str], None] | None = None) -> list[Entry]:
     """Every claim's stored runs judged by its record, which must be the one they ran under (the
-    decision and the protocol: a verdict comes from the rule fixed before the run)."""
+    decision and the protocol: a verdict comes from the rule fixed before the run).  ``progress`` is
+    told each claim as its judging starts (the whole ledger takes minutes)."""
     stored = set(stored_spec_names(storage))
     entries = []
-    for claim in all_claims():
+    claims = all_claims()
+    for n, claim in enumerate(claims, 1):
+        if progress is not None:
+            progress(f"judging claim {n}/{len(claims)}: {claim.id}")
         outcomes, analyses = [], {}
         for budget in BUDGETS:
             if claim.kind == "analysis":
@@ -406,12 +411,14 @@ def check_ledger_folder(out_dir: str | Path, where: str = "--out") -> None:
                          "ledger beside it); choose a new or empty folder, or move it")  # fmt: skip
 
 
-def write_ledger(storage: optuna.storages.BaseStorage, out_dir: str | Path, storage_label: str) -> list[Path]:
+def write_ledger(storage: optuna.storages.BaseStorage, out_dir: str | Path, storage_label: str,
+                 progress: Callable[[str], None] | None = None) -> list[Path]:  # fmt: skip
     """Write REPRODUCTIONS.md, and reproductions/ledger.html with the plots, under ``out_dir`` (refused
-    first where they would replace files lossbench did not write: :func:`check_ledger_folder`)."""
+    first where they would replace files lossbench did not write: :func:`check_ledger_folder`);
+    ``progress`` as :func:`collect_entries` takes it."""
     check_ledger_folder(out_dir)
     out = inside(out_dir)
-    entries = collect_entries(storage)
+    entries = collect_entries(storage, progress)
     blocks = ledger_blocks(entries, storage, out, storage_label)
     md, page = _ledger_files(out)
     atomic_write(md, to_markdown(blocks, out))
