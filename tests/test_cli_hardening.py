@@ -584,3 +584,15 @@ def test_a_listing_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path):
                           text=True, env=env, timeout=300)  # fmt: skip
     reader.stdin.close()
     assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+
+
+def test_a_study_without_a_baseline_says_so_as_it_starts(capsys, tmp_path):
+    # no baseline, no paired tests: said only in the report's protocol line before
+    spec = spec_file(tmp_path, "two")
+    spec.write_text(spec.read_text() + '\n[[methods]]\nname = "focal"\nloss = "focal"\n')
+    assert main(["run", str(spec), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert "two: no baseline named: the report ranks the methods by their means, with no paired tests" in capsys.readouterr().out
+    with_baseline = spec_file(tmp_path, "paired", top='baseline = "ce"')
+    with_baseline.write_text(with_baseline.read_text() + '\n[[methods]]\nname = "focal"\nloss = "focal"\n')
+    assert main(["run", str(with_baseline), "--out", str(tmp_path / "out2"), "--device", "cpu"]) == 0
+    assert "no baseline named" not in capsys.readouterr().out

@@ -177,7 +177,7 @@ def _finish(spec, storage, out: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lossbench.bench.console import run_progress, say_alone
+    from lossbench.bench.console import run_progress, say_alone, say_unpaired
     from lossbench.bench.report import check_report_folder
     from lossbench.bench.runner import Runner
     from lossbench.bench.spec import load_preset, load_spec
@@ -197,6 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if runner.grown:
         print(f"{spec.name}: the stored study grows ({'; '.join(runner.grown)}); its stored runs are reused", flush=True)
     say_alone(runner.alone())
+    say_unpaired(spec)
     with _local_workers(args, spec.name, url), run_progress(f"{spec.name}") as progress:
         runner.run(progress)
     return _finish(runner.spec, storage, args.out)  # the spec it finished: another worker may have grown the study

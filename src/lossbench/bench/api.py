@@ -220,7 +220,7 @@ def _run(
     import optuna
     import pandas as pd
 
-    from lossbench.bench.console import run_progress, say_alone
+    from lossbench.bench.console import run_progress, say_alone, say_unpaired
     from lossbench.bench.report import check_report_folder, incomplete, leaderboard_records, write_report
     from lossbench.bench.results import collect
     from lossbench.bench.runner import Runner
@@ -239,6 +239,7 @@ def _run(
         runner = Runner(spec, store, device, pack=pack)
         if progress:
             say_alone(runner.alone())
+            say_unpaired(spec)
         with run_progress(spec.name) if progress else contextlib.nullcontext(None) as callback:
             runner.run(callback)
         spec = runner.spec  # the spec it finished: another worker may have grown the study

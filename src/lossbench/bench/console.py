@@ -25,6 +25,7 @@ from rich.table import Table
 
 from lossbench.bench.report import leaderboard_header, leaderboard_rows
 from lossbench.bench.results import DatasetResult
+from lossbench.bench.spec import Spec
 
 console = Console()
 
@@ -38,6 +39,13 @@ def say_alone(alone: list[tuple[str, str]]) -> None:
     sweep of such units takes many times longer, and the user may be able to change why."""
     for label, reason in alone:
         console.print(f"{label}: trains one run at a time ({reason})", markup=False, highlight=False, soft_wrap=True)
+
+
+def say_unpaired(spec: Spec) -> None:
+    """A study without a baseline gets no paired tests: said as it starts, not only in the report's protocol."""
+    if spec.baseline is None and len(spec.methods) > 1:
+        console.print(f"{spec.name}: no baseline named: the report ranks the methods by their means, with no paired "
+                      'tests (set baseline = "<method>" for them)', markup=False, highlight=False, soft_wrap=True)  # fmt: skip
 
 
 @contextlib.contextmanager
