@@ -843,3 +843,33 @@ def test_a_tuning_draw_whose_training_raises_is_failed_with_its_error_and_a_new_
     (failed,) = [t for t in tune if t.state == TrialState.FAIL]
     assert failed.params["lr"] == doomed[0] and "this draw always fails" in failed.user_attrs[ERROR_ATTR]
     assert doomed[0] not in [t.params["lr"] for t in budget_trials(tune, spec.trials)]  # a new draw took its place
+
+
+@pytest.mark.parametrize("message", ["table studies already exists", "UNIQUE constraint failed: alembic_version.version_num"])
+def test_a_storage_whose_tables_another_process_is_creating_opens_after_it(tmp_path, monkeypatch, message):
+    # two `lossbench run` started together on a new SQLite file both create Optuna's tables: the second
+    # failed with one of these errors (about one start in four) where opening again finds the tables whole
+    from lossbench.bench import storage as storage_module
+
+    real, calls = storage_module.HeartbeatStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            real(*args, **kwargs)  # (the other process's tables, made meanwhile)
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, Exception(message))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage_module, "HeartbeatStorage", racing)
+    storage = storage_module.open_storage(f"sqlite:///{tmp_path}/new.db", 1)
+    assert len(calls) == 2 and storage.get_all_studies() == []
+    calls.clear()
+
+    def broken(*args, **kwargs):  # another database error is no race: reported at once
+        calls.append(1)
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(storage_module, "HeartbeatStorage", broken)
+    with pytest.raises(Exception, match="disk I/O error"):
+        storage_module.open_storage(f"sqlite:///{tmp_path}/other.db", 1)
+    assert len(calls) == 1

@@ -217,9 +217,23 @@ def open_storage(
                     "grace_period": 3 * heartbeat_interval,
                     "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
                 }
-            return HeartbeatStorage(_with_driver(url), engine_kwargs=engine_kwargs, **kwargs)
+            for attempt in range(SCHEMA_ATTEMPTS):
+                try:
+                    return HeartbeatStorage(_with_driver(url), engine_kwargs=engine_kwargs, **kwargs)
+                except sqlalchemy.exc.DatabaseError as err:
+                    # Two processes creating one new storage's tables at once: the second meets the first's
+                    # (a table that "already exists", Optuna's version row twice); the tables are whole by
+                    # the time it fails, and opening again finds them.
+                    if attempt + 1 == SCHEMA_ATTEMPTS or not _SCHEMA_RACE.search(str(err)):
+                        raise
+                    time.sleep(0.1 * (attempt + 1))
     except Exception as err:  # SQLAlchemy raises many kinds; all mean the same to the user
         raise _storage_error(url, err) from None
+    raise AssertionError("unreachable")  # (the loop returns or raises)
+
+
+SCHEMA_ATTEMPTS = 3
+_SCHEMA_RACE = re.compile(r"already exists|UNIQUE constraint failed: alembic_version|duplicate key value", re.IGNORECASE)
 
 
 def masked(url: str) -> str:
@@ -422,7 +436,7 @@ class HeartbeatStorage(RDBStorage):
                 _insert_params(session, [(copy_id, name, value, trial.distributions[name]) for name, value in trial.params.items()])
         if given_up:  # a tuning draw is then replaced by a new one: the study no longer tunes what it would have
             warnings.warn(f"{len(given_up)} run(s) failed {MAX_RETRIES + 1} times and are not retried again: "
-                          f"{', '.join(given_up)}; last error: {reason}", stacklevel=2)  # fmt: skip
+                          f"{', '.join(given_up)}; last error: {reason}", stacklevel=3)  # fmt: skip (3: past stops' wrapper)
         return [t._trial_id for _, t in trials if t._trial_id in failed]
 
     @contextlib.contextmanager
