@@ -469,9 +469,30 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
     storage = _ledger_storage(args, heartbeat_interval=min((s.heartbeat_interval for s in specs), default=None))
     run_claim(claim, args.budget, storage, device, data_dir=args.data_dir, variations=variations, progress=run_progress,
               pack=args.pack, alongside=lambda study: _local_workers(args, study, url))  # fmt: skip
+    for line in _verdict_lines(claim, args.budget, variations or claim.variations, storage):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"claim {claim.id} ({args.budget}) done; `lossbench claims report --out {args.out}` writes the ledger",
                   markup=False, highlight=False)
     return 0
+
+
+def _verdict_lines(claim, budget: str, variations: Sequence[str], storage) -> list[str]:
+    """The verdict of each study just run, by the claim's rule (the ledger's report gives its reasons and cells)."""
+    from lossbench.ledger.judge import judge
+    from lossbench.ledger.protocol import study_spec
+    from lossbench.ledger.report import effect
+    from lossbench.ledger.runs import stored_analysis
+
+    if claim.kind == "analysis":
+        result = stored_analysis(storage, claim, budget)
+        return [f"claim {claim.id} ({budget}): {result.word}"] if result is not None else []
+    lines = []
+    for variation in variations:
+        verdict = judge(claim, study_spec(claim, budget, variation), storage, budget, variation).verdict
+        if verdict is not None:
+            lines.append(f"claim {claim.id} ({budget}, {variation} split): {verdict.word}, {claim.treatment} - "
+                         f"{claim.baseline} {effect(verdict)} points")  # fmt: skip
+    return lines
 
 
 def cmd_claims_report(args: argparse.Namespace) -> int:

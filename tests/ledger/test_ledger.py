@@ -511,3 +511,14 @@ def test_an_interrupted_ledger_report_leaves_no_plot_that_the_next_one_would_ref
     md, page = write_ledger(None, out, "a test storage")
     assert plot.read_bytes() == b"\x89PNG bytes" and "cd-x-quick-fixed.png" in md.read_text()
     assert "data:image/png;base64," in page.read_text()
+
+
+def test_claims_run_ends_with_the_verdict_of_each_study_it_ran(tiny_claim, tmp_path, capsys):
+    # it said only "done"; the verdict took a second command (claims report)
+    assert main(["claims", "run", tiny_claim.id, "--out", str(tmp_path / "bench"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith(f"claim {tiny_claim.id} (quick, fixed split): "))
+    word = line.split(": ", 1)[1].split(",")[0]
+    assert word in VERDICTS and " points" in line and "hinge - ce " in line
+    assert main(["claims", "run", "exact-toy-1d", "--out", str(tmp_path / "analysis")]) == 0
+    assert "claim exact-toy-1d (quick): holds" in capsys.readouterr().out
