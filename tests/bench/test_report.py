@@ -401,3 +401,20 @@ def test_the_figures_ignore_the_users_matplotlib_settings(tmp_path):
         write_report(spec, results, tmp_path / "styled")
     plain = sorted((tmp_path / "plain" / "plots").iterdir())
     assert plain and all(p.read_bytes() == (tmp_path / "styled" / "plots" / p.name).read_bytes() for p in plain)
+
+
+def test_each_dataset_says_which_methods_the_paired_tests_tell_apart_from_the_baseline(tmp_path):
+    # the ranking orders means; with few seeds most of its steps are noise, which the report did not say
+    spec = parse_spec({"name": "flat", "trials": 2, "seeds": 5, "baseline": "ce", "datasets": ["wine"],
+                       "methods": [{"name": "ce", "loss": "cross_entropy"}, {"name": "same", "loss": "cross_entropy"},
+                                   {"name": "better", "loss": "cross_entropy"}]})  # fmt: skip
+    ce = [0.90, 0.91, 0.92, 0.90, 0.91]
+    scores = {"ce": ce, "same": [0.91, 0.90, 0.92, 0.91, 0.90], "better": [0.95, 0.97, 0.96, 0.98, 0.96]}
+    (wine,) = collect(spec, hand_storage(spec, scores, dict.fromkeys(scores, 0.05)))
+    assert wine.method("better").p_holm < 0.05 < wine.method("same").p_holm
+    write_report(spec, [wine], tmp_path / "apart")
+    md = (tmp_path / "apart" / "report.md").read_text()
+    assert "Shown to differ from `ce` after Holm's correction at 0.05: `better` (above); the other 1 tested are not." in md
+    (flat,) = collect(spec, hand_storage(spec, {**scores, "better": ce}, dict.fromkeys(scores, 0.05)))
+    write_report(spec, [flat], tmp_path / "flat")
+    assert "No method is shown to differ from `ce` after Holm's correction at 0.05 (2 tested)" in (tmp_path / "flat" / "report.md").read_text()

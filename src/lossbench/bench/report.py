@@ -25,7 +25,7 @@ from lossbench.bench.methods import Method, resolve_method
 from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS
 from lossbench.bench.results import EDGE_FRACTION, EDGE_GRID, DatasetResult, MethodResult, scored_as_diverged
 from lossbench.bench.spec import MethodSpec, Spec, resamples_split
-from lossbench.bench.stats import format_p
+from lossbench.bench.stats import SIGNIFICANCE, format_p
 from lossbench.bench.storage import ALONE_ATTR, OWN_VALIDATION, PACKING_OFF, VALIDATION_ATTR, run_record
 from lossbench.registry import Choice, FloatRange, SearchSpace
 
@@ -82,6 +82,21 @@ def _vs_baseline(r: MethodResult, baseline: str | None, digits: int = DIGITS) ->
     constant = " (the same on every seed)" if p.same_on_every_seed else ""
     d = [_fmt(x, digits, "+") for x in (p.mean_difference, p.ci_low, p.ci_high)]
     return f"{d[0]} [{d[1]}, {d[2]}]{constant}, p {format_p(p.p_value)}, Holm {format_p(r.p_holm)}"
+
+
+def paired_summary(result: DatasetResult) -> str:
+    """Which methods the paired tests tell apart from the baseline after Holm's correction: the ranking
+    orders means, and with few seeds most of its steps are within the noise."""
+    tested = [r for r in result.methods if r.paired is not None and not math.isnan(r.p_holm)]
+    apart = [r for r in tested if r.p_holm < SIGNIFICANCE]
+    level = f"after Holm's correction at {SIGNIFICANCE:g}"
+    if not apart:
+        return (f"No method is shown to differ from `{result.baseline}` {level} ({len(tested)} tested): the ranking "
+                "above orders means that these seeds do not tell apart from the baseline's.")  # fmt: skip
+    said = ", ".join(f"`{r.method.name}` ({'above' if r.paired.mean_difference > 0 else 'below'})" for r in apart)
+    rest = len(tested) - len(apart)
+    others = f"; the other {rest} tested are not" if rest else f" (all {len(tested)} tested)"
+    return f"Shown to differ from `{result.baseline}` {level}: {said}{others}."
 
 
 def leaderboard_header(result: DatasetResult) -> list[str]:
@@ -317,6 +332,8 @@ def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) -> 
     for result in results:
         out += [Heading(2, f"{result.dataset.label} (test {result.metric})"), Para(split_sizes(result)),
                 Table(leaderboard_header(result), leaderboard_rows(result))]  # fmt: skip
+        if result.baseline is not None:
+            out.append(Para(paired_summary(result)))
         if any(r.edges for r in result.methods):
             out.append(Para(f"(lower edge) / (upper edge): chosen within {EDGE_FRACTION:.0%} of an end of its "
                             "search range (on its sampling scale), or the smallest / largest of a grid of "

@@ -114,6 +114,7 @@ def ranks(means: Sequence[float], higher_is_better: bool = True, ties: str = "av
 
 
 P_FLOOR = 0.001  # smaller p-values print as "< 0.001": three decimals would say 0.000
+SIGNIFICANCE = 0.05  # the level at which the report says a method differs from the baseline (Holm-adjusted)
 
 
 def format_p(p: float) -> str:
