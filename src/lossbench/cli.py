@@ -590,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run or resume a study and print its leaderboard", epilog=_presets_epilog)
     p.add_argument("spec", nargs="?", help="a study spec (TOML); default: the built-in preset")
     p.add_argument("--preset", help="a built-in spec by name (default: builtin; listed below)")
-    p.add_argument("--out", default=DEFAULT_OUT, help="report directory, and SQLite file when no --storage")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"report directory, and SQLite file when no --storage (default {DEFAULT_OUT})")
     common(p)
     p.set_defaults(func=cmd_run)
 
@@ -602,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="rebuild the report from storage alone")
     p.add_argument("study", nargs="?", help="the study name (default: every study in the storage)")
-    p.add_argument("--out", default=DEFAULT_OUT, help="report directory (and SQLite file when no --storage)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"report directory (and SQLite file when no --storage; default {DEFAULT_OUT})")
     p.add_argument("--storage", help=STORAGE_HELP)
     p.add_argument("--plugins", action="store_true",
                    help="import the plugins the stored specs name (modules on this process's sys.path); without it "
@@ -622,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     # (a subcommand's --out and --storage default to what `claims` was given before it: SUPPRESS keeps that)
     q = claims.add_parser("run", help="run (or resume, or join) one claim's study")
     q.add_argument("claim", help="a claim id (`lossbench claims` lists them)")
-    q.add_argument("--budget", default="quick", help="quick (minutes on a CPU) or paper (the source's protocol)")
+    q.add_argument("--budget", default="quick", help="quick (default: minutes on a CPU) or paper (the source's protocol)")
     q.add_argument("--variation", action="append", help="fixed or resampled (default: every one the claim declares)")
     q.add_argument("--out", default=argparse.SUPPRESS, help=out_help)
     common(q, storage_default=argparse.SUPPRESS)
