@@ -55,6 +55,16 @@ def _assert_results_equal(packed, alone):
         assert packed.curves[key] == pytest.approx(values, rel=1e-4, abs=1e-5), key
 
 
+def _stored_runs(spec, tmp_path, pack: int, name: str) -> dict:
+    """Run the study at ``pack``; its complete runs by (method, stage, trial number): (params, record)."""
+    storage = open_storage(f"sqlite:///{tmp_path}/{name}{pack}.db", spec.heartbeat_interval)
+    runner = Runner(spec, storage, torch.device("cpu"), pack=pack)
+    runner.run()
+    return {(unit.method.name, stage, t.number): (t.params, run_record(t))
+            for unit in runner.units for stage, study in (("tune", unit.tune), ("final", unit.final))
+            for t in study.get_trials() if t.state == TrialState.COMPLETE}  # fmt: skip
+
+
 @pytest.mark.parametrize("index", range(len(METHODS)))
 @pytest.mark.parametrize("stage", ["tune", "final"])
 def test_a_packed_run_stores_what_it_stores_alone(index, stage):
@@ -91,18 +101,7 @@ def test_a_unit_whose_search_reaches_an_unpackable_loss_does_not_pack(option, re
 
 def test_a_packed_study_chooses_and_scores_what_an_unpacked_one_does(tmp_path):
     spec = _spec(methods=METHODS[:2])
-    results = {}
-    for pack in (1, 8):
-        storage = open_storage(f"sqlite:///{tmp_path}/pack{pack}.db", spec.heartbeat_interval)
-        runner = Runner(spec, storage, torch.device("cpu"), pack=pack)
-        runner.run()
-        results[pack] = {
-            (unit.method.name, stage, t.number): (t.params, run_record(t))
-            for unit in runner.units
-            for stage, study in (("tune", unit.tune), ("final", unit.final))
-            for t in study.get_trials()
-            if t.state == TrialState.COMPLETE
-        }
+    results = {pack: _stored_runs(spec, tmp_path, pack, "pack") for pack in (1, 8)}
     assert results[1].keys() == results[8].keys()
     for key, (params, record) in results[1].items():
         packed_params, packed_record = results[8][key]
@@ -206,15 +205,9 @@ def test_tpe_tunes_alike_whatever_the_pack(tmp_path):
     time, so TPE saw each run's result before the next: another tuning, other chosen configurations), and a pack
     smaller than that trains the asked runs in calls of at most --pack."""
     spec = _spec(methods=METHODS[:2], sampler="tpe", trials=6, seeds=2)
-    results = {}
-    for pack in (1, 2, 64):
-        storage = open_storage(f"sqlite:///{tmp_path}/tpe{pack}.db", spec.heartbeat_interval)
-        runner = Runner(spec, storage, torch.device("cpu"), pack=pack)
-        runner.run()
-        results[pack] = {(unit.method.name, stage, t.number): (t.params, run_record(t))
-                         for unit in runner.units for stage, study in (("tune", unit.tune), ("final", unit.final))
-                         for t in study.get_trials() if t.state == TrialState.COMPLETE}  # fmt: skip
-        assert max(record["pack"] for _, record in results[pack].values()) <= pack
+    results = {pack: _stored_runs(spec, tmp_path, pack, "tpe") for pack in (1, 2, 64)}
+    for pack, runs in results.items():
+        assert max(record["pack"] for _, record in runs.values()) <= pack
     for pack in (2, 64):
         assert results[pack].keys() == results[1].keys()
         for key, (params, record) in results[1].items():
@@ -264,14 +257,7 @@ def test_a_model_searched_over_many_configurations_tunes_one_run_at_a_time_and_p
 
 def test_runs_of_a_searched_model_pack_by_configuration_and_store_what_they_store_alone(tmp_path):
     spec = _model_search_spec({"model.width": {"choices": [4, 8]}})
-    results = {}
-    for pack in (1, 8):
-        storage = open_storage(f"sqlite:///{tmp_path}/width{pack}.db", spec.heartbeat_interval)
-        runner = Runner(spec, storage, torch.device("cpu"), pack=pack)
-        runner.run()
-        results[pack] = {(unit.method.name, stage, t.number): (t.params, run_record(t))
-                         for unit in runner.units for stage, study in (("tune", unit.tune), ("final", unit.final))
-                         for t in study.get_trials() if t.state == TrialState.COMPLETE}  # fmt: skip
+    results = {pack: _stored_runs(spec, tmp_path, pack, "width") for pack in (1, 8)}
     assert results[1].keys() == results[8].keys()
     tuning = [(params["model.width"], record["pack"]) for (_, stage, _), (params, record) in results[8].items() if stage == "tune"]
     for width in (4, 8):  # both methods' 4 trials together, a pack per width
