@@ -20,7 +20,7 @@ from lossbench.bench.execution import (
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.runner import Runner
 from lossbench.bench.spec import SpecError, parse_spec
-from lossbench.bench.storage import ALONE_ATTR, open_storage, run_record
+from lossbench.bench.storage import ALONE_ATTR, RETRY_ALONE_ATTR, open_storage, run_record
 from lossbench.losses import LOSSES, loss_module, register_loss
 from lossbench.models import MODELS, ModelInfo, register_model
 from lossbench.registry import FloatRange, HyperParam
@@ -402,3 +402,45 @@ def test_a_plugin_loss_or_model_that_raises_on_the_data_is_refused_in_one_line_n
     finally:
         LOSSES.remove("float_target_ce_for_test")
         MODELS.remove("narrow_for_test")
+
+
+def test_a_killed_packs_runs_are_retried_each_alone_and_the_study_ends_as_an_uninterrupted_one(tmp_path):
+    # a kill fails every run of a pack; counted against each, four kills gave up the whole pack's draws (a
+    # review: every method of the data set tuned on other configurations). Retried alone, a later kill
+    # counts against the run it hit only
+    import sqlalchemy
+
+    from lossbench.bench.runner import _fail_stale
+
+    def killed(runner):  # its heartbeats a minute old, past the grace period: any worker fails its runs as stale
+        with runner.storage.engine.begin() as connection:
+            connection.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-60 seconds')"))
+        for unit in runner.units:
+            _fail_stale(unit.tune)
+
+    spec = _spec(methods=METHODS[:2], heartbeat_interval=10)
+    clean = _stored_runs(spec, tmp_path, 8, "clean")
+    storage = open_storage(f"sqlite:///{tmp_path}/killed.db", spec.heartbeat_interval)
+    runner = Runner(spec, storage, torch.device("cpu"), pack=8)
+    (group,) = runner.groups
+    started, _ = runner._gather(group, set(), None)  # a pack of both units' tuning runs started ...
+    assert [len(s.started) for s in started] == [4, 4]
+    killed(runner)  # ... and its worker killed
+    retries = [t for unit in runner.units for t in unit.tune.get_trials() if t.state == TrialState.WAITING]
+    assert len(retries) == 8 and all(t.system_attrs[RETRY_ALONE_ATTR] for t in retries)
+    assert all(t.system_attrs["retry_history"] == [t.system_attrs["failed_trial"]] for t in retries)
+    again = Runner(spec, storage, torch.device("cpu"), pack=8)
+    (group,) = again.groups
+    (lone,) = again._gather(group, set(), None)[0]  # one retry, alone, though both units have work
+    assert len(lone.started) == 1 and lone.started[0].system_attrs[RETRY_ALONE_ATTR]
+    killed(again)  # (that one killed too: counted against it alone)
+    histories = [t.system_attrs["retry_history"] for u in again.units for t in u.tune.get_trials() if t.state == TrialState.WAITING]
+    assert sorted(map(len, histories)) == [1] * 7 + [2]
+    again.run()
+    resumed = {(unit.method.name, stage, t.number): (t.params, run_record(t))
+               for unit in again.units for stage, study in (("tune", unit.tune), ("final", unit.final))
+               for t in study.get_trials() if t.state == TrialState.COMPLETE}  # fmt: skip
+    retried = [record for (_, stage, _), (_, record) in resumed.items() if stage == "tune"]
+    assert len(retried) == 8 and {r["pack"] for r in retried} == {1}
+    by_draw = lambda runs: sorted((m, s, str(p), round(r["metrics"]["accuracy"], 4)) for (m, s, _), (p, r) in runs.items())  # noqa: E731
+    assert by_draw(resumed) == by_draw(clean)  # the same draws, choices and scores as the uninterrupted study

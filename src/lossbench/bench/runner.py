@@ -76,6 +76,7 @@ from lossbench.bench.storage import (
     DECIDED_ATTR,
     DIRECTION,
     PACKING_OFF,
+    RETRY_ALONE_ATTR,
     RUN_ATTR,
     VALIDATION_ATTR,
     HeartbeatStorage,
@@ -219,6 +220,11 @@ class _Started:
     known: list[FrozenTrial]  # the stage's trials as last read, the started ones included
     started: list[FrozenTrial]
     asked: list[optuna.Trial | None] = field(default_factory=list)
+
+    @property
+    def alone(self) -> bool:
+        """A killed run's retry (:data:`RETRY_ALONE_ATTR`): started, trained and finished on its own."""
+        return any(t.system_attrs.get(RETRY_ALONE_ATTR) for t in self.started)
 
 
 class Runner:
@@ -414,10 +420,12 @@ class Runner:
                 if unit.label in settled:
                     continue
                 with stops.holding():  # (a stop inside start_trials: its trials listed first, then failed below)
-                    status = self._start_next(unit, room)
+                    status = self._start_next(unit, room, fresh=not started)
                     if isinstance(status, _Started):
                         started.append(status)
                         room[status.stage] -= len(status.started)
+                        if status.alone:  # (nothing joins it: a kill during another run would fail it too)
+                            break
                 if not isinstance(status, _Started) and status != "later":
                     settled.add(unit.label)
                     waiting |= status == "waiting"
@@ -428,7 +436,7 @@ class Runner:
             raise
         return started, waiting
 
-    def _start_next(self, unit: Unit, room: dict[str, int]) -> _Started | str:
+    def _start_next(self, unit: Unit, room: dict[str, int], fresh: bool) -> _Started | str:
         """Start the unit's next trials if it has work no worker is doing and they fit in its stage's
         ``room`` runs: the started trials, or 'later' (they do not fit), 'waiting' (others are running what
         is left) or 'done'.  One read of the unit's current study per call."""
@@ -442,7 +450,7 @@ class Runner:
                 wanted = self.spec.trials - len(budget) - sum(1 for t in trials if t.state == TrialState.RUNNING)
                 if wanted <= 0:
                     return "waiting"  # other workers are running the rest: work on another unit meanwhile
-                return self._start(unit, unit.tune, "tune", trials, self._pack_size(unit, wanted, "tune"), room["tune"])
+                return self._start(unit, unit.tune, "tune", trials, self._pack_size(unit, wanted, "tune"), room["tune"], fresh)
             if any(t.state == TrialState.RUNNING for t in trials):
                 return "waiting"  # the choice must see every trial that may still enter the budget
             self._config(unit, budget)
@@ -463,7 +471,7 @@ class Runner:
         waiting = sum(1 for t in final if t.state == TrialState.WAITING)  # (those of an earlier choice are pruned)
         if not waiting:
             return "waiting"
-        return self._start(unit, unit.final, "final", final, self._pack_size(unit, waiting, "final"), room["final"])
+        return self._start(unit, unit.final, "final", final, self._pack_size(unit, waiting, "final"), room["final"], fresh)
 
     def _read(self, study: optuna.Study) -> list[FrozenTrial]:
         """The study's trials: as this worker last read or wrote them when the storage's counts of
@@ -510,16 +518,22 @@ class Runner:
         return best.params
 
     def _start(self, unit: Unit, study: optuna.Study, stage: str, trials: list[FrozenTrial], size: int,
-               room: int) -> _Started | str:  # fmt: skip
+               room: int, fresh: bool) -> _Started | str:  # fmt: skip
         """Start ``size`` trials (queued ones of ``trials``, the study as last read, first; new ones only
         when tuning) if they fit in ``room`` runs ('later' if not; 'waiting' when there was nothing to
-        start: every queued run was taken by another worker meanwhile)."""
+        start: every queued run was taken by another worker meanwhile).  A killed run's retry starts
+        alone, in a pack of its own (``fresh``: nothing started in this one yet; else 'later')."""
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        lone = [t for t in waiting if t.system_attrs.get(RETRY_ALONE_ATTR)]
+        if lone:
+            if not fresh:
+                return "later"
+            waiting, size = lone[:1], 1
         if size > room:
             return "later"
         sid = study._study_id
         self._known.pop(sid, None)  # until the pack is finished as planned: read afresh next time
-        waiting = [t for t in trials if t.state == TrialState.WAITING]
-        started = self.storage.start_trials(sid, size, waiting, create=stage == "tune")
+        started = self.storage.start_trials(sid, size, waiting, create=stage == "tune" and not lone)
         if not started:
             return "waiting"
         known = trials + [t for t in started if t.number >= len(trials)]
@@ -872,4 +886,4 @@ def _fail_stale(study: optuna.Study) -> None:
         return
     stale = storage._get_stale_trial_ids(study._study_id)
     if stale:
-        storage.fail_trials([(study._study_id, storage.get_trial(i)) for i in stale], STALE, retry=True)
+        storage.fail_trials([(study._study_id, storage.get_trial(i)) for i in stale], STALE, retry=True, alone=True)

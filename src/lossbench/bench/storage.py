@@ -233,6 +233,10 @@ def open_storage(
 
 
 SCHEMA_ATTEMPTS = 3
+# A retry of a run whose worker was killed (stale) trains, and is started, on its own: a kill fails every run
+# of a pack, and counting it against each would give up a whole pack's draws after a few kills that at most
+# one of them caused; alone, a later kill counts against the run it hit only.
+RETRY_ALONE_ATTR = "retry_alone"
 _SCHEMA_RACE = re.compile(r"already exists|UNIQUE constraint failed: alembic_version|duplicate key value", re.IGNORECASE)
 
 
@@ -407,14 +411,15 @@ class HeartbeatStorage(RDBStorage):
                 session.execute(insert(models.TrialValueModel.__table__), rows)
         return [o.trial_id for o in done]
 
-    def fail_trials(self, trials: Sequence[tuple[int, FrozenTrial]], reason: str, retry: bool, counted: bool = True) -> list[int]:
+    def fail_trials(self, trials: Sequence[tuple[int, FrozenTrial]], reason: str, retry: bool, counted: bool = True,
+                    alone: bool = False) -> list[int]:  # fmt: skip
         """Fail the running trials ``(study_id, trial as stored)`` with the error ``reason`` and, with
         ``retry``, queue a copy of each failed here as Optuna's retry of a stale trial does (its
         parameters and attributes but the error, the draw it retries, at most ``MAX_RETRIES`` times;
         without ``counted``, a run stopped for no fault of its own, the retry is not counted against
-        them), in one transaction: no worker sees them failed before their retries are queued (it
-        would draw new trials in their place).  Returns the ids failed here (the others were no longer
-        running)."""
+        them; with ``alone``, each copy marked to train and start alone, :data:`RETRY_ALONE_ATTR`), in one
+        transaction: no worker sees them failed before their retries are queued (it would draw new trials
+        in their place).  Returns the ids failed here (the others were no longer running)."""
         complete = _stored_datetime(datetime.now(), "datetime_complete")
         given_up = []
         with self._transaction() as session:
@@ -422,6 +427,8 @@ class HeartbeatStorage(RDBStorage):
             _insert_attrs(session, models.TrialUserAttributeModel, [(i, {ERROR_ATTR: reason}) for i in failed], replace=True)
             for study_id, trial in trials if retry else ():
                 system = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
+                if alone:
+                    system[RETRY_ALONE_ATTR] = True
                 if counted:
                     system["retry_history"] = [*system["retry_history"], trial.number]
                 if trial._trial_id not in failed:
