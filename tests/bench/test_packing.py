@@ -404,7 +404,7 @@ def test_a_plugin_loss_or_model_that_raises_on_the_data_is_refused_in_one_line_n
         MODELS.remove("narrow_for_test")
 
 
-def test_a_killed_packs_runs_are_retried_each_alone_and_the_study_ends_as_an_uninterrupted_one(tmp_path):
+def test_a_killed_packs_runs_are_retried_each_alone_and_the_study_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
     # a kill fails every run of a pack; counted against each, four kills gave up the whole pack's draws (a
     # review: every method of the data set tuned on other configurations). Retried alone, a later kill
     # counts against the run it hit only
@@ -418,16 +418,25 @@ def test_a_killed_packs_runs_are_retried_each_alone_and_the_study_ends_as_an_uni
         for unit in runner.units:
             _fail_stale(unit.tune)
 
-    spec = _spec(methods=METHODS[:2], heartbeat_interval=10)
+    class Killed(BaseException):
+        """The worker's end in the middle of training (a killed process neither trains nor fails anything)."""
+
+    def training_killed(self, packs):
+        assert [len(p.started) for p in packs] == [2, 2]  # both units' first TPE batch, their draws stored
+        raise Killed
+
+    spec = _spec(methods=METHODS[:2], sampler="tpe", heartbeat_interval=10)
     clean = _stored_runs(spec, tmp_path, 8, "clean")
     storage = open_storage(f"sqlite:///{tmp_path}/killed.db", spec.heartbeat_interval)
     runner = Runner(spec, storage, torch.device("cpu"), pack=8)
-    (group,) = runner.groups
-    started, _ = runner._gather(group, set(), None)  # a pack of both units' tuning runs started ...
-    assert [len(s.started) for s in started] == [4, 4]
-    killed(runner)  # ... and its worker killed
+    with monkeypatch.context() as patch:
+        patch.setattr(Runner, "_train", training_killed)
+        patch.setattr(Runner, "_abandon", lambda self, *args, **kwargs: None)
+        with pytest.raises(Killed):
+            runner.run()
+    killed(runner)
     retries = [t for unit in runner.units for t in unit.tune.get_trials() if t.state == TrialState.WAITING]
-    assert len(retries) == 8 and all(t.system_attrs[RETRY_ALONE_ATTR] for t in retries)
+    assert len(retries) == 4 and all(t.system_attrs[RETRY_ALONE_ATTR] for t in retries)
     assert all(t.system_attrs["retry_history"] == [t.system_attrs["failed_trial"]] for t in retries)
     again = Runner(spec, storage, torch.device("cpu"), pack=8)
     (group,) = again.groups
@@ -435,12 +444,45 @@ def test_a_killed_packs_runs_are_retried_each_alone_and_the_study_ends_as_an_uni
     assert len(lone.started) == 1 and lone.started[0].system_attrs[RETRY_ALONE_ATTR]
     killed(again)  # (that one killed too: counted against it alone)
     histories = [t.system_attrs["retry_history"] for u in again.units for t in u.tune.get_trials() if t.state == TrialState.WAITING]
-    assert sorted(map(len, histories)) == [1] * 7 + [2]
+    assert sorted(map(len, histories)) == [1] * 3 + [2]
     again.run()
     resumed = {(unit.method.name, stage, t.number): (t.params, run_record(t))
                for unit in again.units for stage, study in (("tune", unit.tune), ("final", unit.final))
                for t in study.get_trials() if t.state == TrialState.COMPLETE}  # fmt: skip
-    retried = [record for (_, stage, _), (_, record) in resumed.items() if stage == "tune"]
-    assert len(retried) == 8 and {r["pack"] for r in retried} == {1}
+    tuned = {unit.method.name: unit.tune.get_trials() for unit in again.units}
+    retried = [run_record(t)["pack"] for trials in tuned.values() for t in trials
+               if t.state == TrialState.COMPLETE and "failed_trial" in t.system_attrs]  # fmt: skip
+    assert retried == [1] * 4
+    # the retries first, then the units pack again (a unit holding one had waited, one run at a time, for
+    # every unit before it to finish); their seeds in packs of 2 or 4, as the units' stages line up
+    assert {record["pack"] for (_, stage, _), (_, record) in resumed.items() if stage == "final"} <= {2, 4}
     by_draw = lambda runs: sorted((m, s, str(p), round(r["metrics"]["accuracy"], 4)) for (m, s, _), (p, r) in runs.items())  # noqa: E731
     assert by_draw(resumed) == by_draw(clean)  # the same draws, choices and scores as the uninterrupted study
+
+
+def test_runs_killed_before_their_draws_were_stored_are_retried_together_and_not_counted(tmp_path):
+    # no run of that pack trained; retried alone, each later retry's draw would have seen the one before
+    # (TPE drew otherwise, a review found); retried together they are asked as they were
+    import sqlalchemy
+
+    from lossbench.bench.runner import _fail_stale
+
+    spec = _spec(methods=METHODS[:2], sampler="tpe", trials=8, heartbeat_interval=10)
+    clean = _stored_runs(spec, tmp_path, 8, "clean")
+    storage = open_storage(f"sqlite:///{tmp_path}/early.db", spec.heartbeat_interval)
+    runner = Runner(spec, storage, torch.device("cpu"), pack=8)
+    (group,) = runner.groups
+    assert [len(s.started) for s in runner._gather(group, set(), None)[0]] == [4, 4]  # started, not yet asked
+    with storage.engine.begin() as connection:
+        connection.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-60 seconds')"))
+    for unit in runner.units:
+        _fail_stale(unit.tune)
+    retries = [t for unit in runner.units for t in unit.tune.get_trials() if t.state == TrialState.WAITING]
+    assert len(retries) == 8 and not any(RETRY_ALONE_ATTR in t.system_attrs or t.system_attrs["retry_history"] for t in retries)
+    again = Runner(spec, storage, torch.device("cpu"), pack=8)
+    again.run()
+    resumed = {(unit.method.name, stage, t.number): (t.params, run_record(t))
+               for unit in again.units for stage, study in (("tune", unit.tune), ("final", unit.final))
+               for t in study.get_trials() if t.state == TrialState.COMPLETE}  # fmt: skip
+    by_draw = lambda runs: sorted((m, s, str(p), round(r["metrics"]["accuracy"], 4)) for (m, s, _), (p, r) in runs.items())  # noqa: E731
+    assert by_draw(resumed) == by_draw(clean)

@@ -256,6 +256,7 @@ class Runner:
         if inputs is not None:
             record_inputs(storage, spec.name, *inputs)
         self._known: dict[int, list[FrozenTrial]] = {}  # per study id, its trials as this worker last read or wrote them
+        self._lone: set[str] = set()  # units whose killed run's retry waits to start alone (see _start)
         self._heartbeats: Heartbeats | None = None  # while running
         self._setup(resolved)
 
@@ -415,8 +416,11 @@ class Runner:
         unit waits for other workers.  A unit done or waiting joins ``settled``."""
         started: list[_Started] = []
         waiting, room = False, {**dict.fromkeys(STAGES, self.pack), "tune": max(self.pack, self._tpe_batch())}
+        # A unit holding a killed run's retry goes first, where the retry can start alone (else it waited,
+        # and its unit with it, until every unit before it was done: the study's packs lost for the rest).
+        order = sorted(group, key=lambda u: u.label not in self._lone)
         try:
-            for unit in group:
+            for unit in order:
                 if unit.label in settled:
                     continue
                 with stops.holding():  # (a stop inside start_trials: its trials listed first, then failed below)
@@ -525,10 +529,12 @@ class Runner:
         alone, in a pack of its own (``fresh``: nothing started in this one yet; else 'later')."""
         waiting = [t for t in trials if t.state == TrialState.WAITING]
         lone = [t for t in waiting if t.system_attrs.get(RETRY_ALONE_ATTR)]
+        self._lone.discard(unit.label)
         if lone:
             if not fresh:
+                self._lone.add(unit.label)  # (first in the next gather)
                 return "later"
-            waiting, size = lone[:1], 1
+            waiting, size = lone, 1  # (the first of them another worker has not taken)
         if size > room:
             return "later"
         sid = study._study_id

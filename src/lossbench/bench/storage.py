@@ -427,9 +427,12 @@ class HeartbeatStorage(RDBStorage):
             _insert_attrs(session, models.TrialUserAttributeModel, [(i, {ERROR_ATTR: reason}) for i in failed], replace=True)
             for study_id, trial in trials if retry else ():
                 system = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
-                if alone:
+                # (a run killed before its pack stored its parameters never trained: not counted, and retried
+                # with its pack-mates, asked together again as before, so that TPE draws what it drew)
+                trained = bool(trial.params)
+                if alone and trained:
                     system[RETRY_ALONE_ATTR] = True
-                if counted:
+                if counted and (trained or not alone):
                     system["retry_history"] = [*system["retry_history"], trial.number]
                 if trial._trial_id not in failed:
                     continue
