@@ -553,7 +553,7 @@ def test_an_out_another_user_owns_or_may_write_is_refused_before_work(capsys, tm
         assert f"{theirs} is owned by uid 12345, not by you" in line and list(theirs.iterdir()) == []
         # nor may --out be made in it: they could swap the new folder for a link
         line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(theirs / "new"), "--device", "cpu"])
-        assert f"{theirs} is owned by uid 12345, neither you nor root" in line and list(theirs.iterdir()) == []
+        assert f"{theirs} is owned by uid 12345, neither you (uid 0) nor root" in line and list(theirs.iterdir()) == []
     line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(shared / "new"), "--device", "cpu"])
     assert f"{shared} is writable by its group and other users" in line and list(shared.iterdir()) == []
     sticky = tmp_path / "sticky"  # as /tmp: others cannot rename what this user makes there

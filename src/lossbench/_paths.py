@@ -154,6 +154,25 @@ def others_write(path: str | Path, st: os.stat_result | None = None, new_files: 
     return f"writable by {' and '.join(who)} (mode {mode})" if who else None
 
 
+def own_folder_reason(directory: Path, st: os.stat_result) -> str | None:
+    """Why another user could change what lossbench writes in ``directory``, a folder of its own (``st`` its
+    stat): owned by another user, or writable by one (its new files by its default ACL too); else None."""
+    uid = os.geteuid()
+    if st.st_uid != uid:
+        return f"owned by uid {st.st_uid}, not by you (uid {uid})"
+    return others_write(directory, st, new_files=True)
+
+
+def parent_folder_reason(directory: Path, st: os.stat_result) -> str | None:
+    """Why another user could swap what is made in ``directory``, a folder above lossbench's (``st`` its stat):
+    owned by a user other than this one or root, or writable by one without the sticky bit; else None."""
+    uid = os.geteuid()
+    if st.st_uid not in (0, uid):
+        return f"owned by uid {st.st_uid}, neither you (uid {uid}) nor root"
+    others = None if st.st_mode & stat.S_ISVTX else others_write(directory, st)
+    return f"{others} without the sticky bit" if others else None
+
+
 def untrusted_reason(path: str | Path) -> str | None:
     """Why another user could change what lies in the directory ``path``, else None.
 
@@ -165,7 +184,6 @@ def untrusted_reason(path: str | Path) -> str | None:
     """
     if not hasattr(os, "geteuid"):  # (Windows: no owners to compare; its folders' ACLs are the user's business)
         return None
-    uid = os.geteuid()
     real = Path(path).expanduser().resolve()
     existing = real
     while not existing.exists():
@@ -175,14 +193,10 @@ def untrusted_reason(path: str | Path) -> str | None:
         if directory == real:  # the directory itself: this user's alone
             if not stat.S_ISDIR(st.st_mode):
                 return f"{directory} is not a directory"
-            if st.st_uid != uid:
-                return f"{directory} is owned by uid {st.st_uid}, not by you (uid {uid})"
-            if others := others_write(directory, st, new_files=True):
-                return f"{directory} is {others}"
-        elif st.st_uid not in (0, uid):
-            return f"{directory} is owned by uid {st.st_uid}, neither you (uid {uid}) nor root"
-        elif (others := others_write(directory, st)) and not st.st_mode & stat.S_ISVTX:
-            return f"{directory} is {others} without the sticky bit"
+            if reason := own_folder_reason(directory, st):
+                return f"{directory} is {reason}"
+        elif reason := parent_folder_reason(directory, st):
+            return f"{directory} is {reason}"
     return None
 
 

@@ -21,7 +21,6 @@ import hashlib
 import inspect
 import os
 import re
-import stat
 import sys
 import tempfile
 import types
@@ -35,7 +34,7 @@ import torch
 from torch import nn
 
 from lossbench._checks import check_count
-from lossbench._paths import others_write
+from lossbench._paths import own_folder_reason, parent_folder_reason
 from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.bench.plugins import own_code
 from lossbench.bench.spec import (
@@ -97,14 +96,11 @@ def check_writable_folder(out: str | Path, what: str = "out") -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {out}: {existing} is not writable by this user")
     if hasattr(os, "geteuid"):  # (Windows: no owners to compare)
-        st, me = os.stat(existing), os.geteuid()
-        if existing == path:  # its owner or another writer could put links in it that send the report elsewhere
-            others = f"owned by uid {st.st_uid}, not by you" if st.st_uid != me else others_write(path, st, new_files=True)
-        else:  # the folder --out is made in: its owner, or a writer without the sticky bit, could swap it for a link
-            others = (f"owned by uid {st.st_uid}, neither you nor root" if st.st_uid not in (0, me)
-                      else None if st.st_mode & stat.S_ISVTX else others_write(existing, st))  # fmt: skip
-        if others:
-            raise ValueError(f"{what} {out}: {existing} is {others}: another user could redirect lossbench's writes "
+        # --out itself: its owner or another writer could put links in it that send the report elsewhere; the
+        # folder it is made in: its owner, or a writer without the sticky bit, could swap it for a link
+        rule = own_folder_reason if existing == path else parent_folder_reason
+        if reason := rule(existing, os.stat(existing)):
+            raise ValueError(f"{what} {out}: {existing} is {reason}: another user could redirect lossbench's writes "
                              "from there; use a folder of your own (or make this one yours: chown, chmod go-w)")  # fmt: skip
     try:  # os.access does not know everything (root in /sys, a read-only mount's ACLs): try
         os.rmdir(tempfile.mkdtemp(prefix=".lossbench-probe-", dir=existing))
