@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import optuna
 import pytest
@@ -88,40 +89,42 @@ def test_a_missing_plugin_is_one_line_naming_it():
         parse_spec(minimal(plugins=["lb_no_such_plugin"]))
 
 
+def plant(folder: Path, name: str) -> Path:
+    """A plugin module in ``folder`` (made 0700 where missing) that raises if its code ever runs."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    module = folder / f"{name}.py"
+    module.write_text("raise RuntimeError('planted code ran')\n")
+    return module
+
+
+def refused_unrun(monkeypatch, folder: Path, name: str, match: str) -> None:
+    """Plugin ``name``, on sys.path from ``folder``, is refused with ``match`` and its code never runs."""
+    monkeypatch.syspath_prepend(str(folder))
+    with pytest.raises(SpecError, match=match):
+        parse_spec(minimal(plugins=[name]))
+    assert name not in sys.modules
+
+
 def test_a_plugin_in_a_folder_every_user_may_write_is_refused(tmp_path, monkeypatch):
     shared = tmp_path / "shared"
-    shared.mkdir()
-    (shared / "lb_planted.py").write_text("raise RuntimeError('planted code ran')\n")
+    plant(shared, "lb_planted")
     shared.chmod(0o777)
-    monkeypatch.syspath_prepend(str(shared))
-    with pytest.raises(SpecError, match="which is writable by its group and other users"):
-        parse_spec(minimal(plugins=["lb_planted"]))
-    assert "lb_planted" not in sys.modules
+    refused_unrun(monkeypatch, shared, "lb_planted", "which is writable by its group and other users")
 
 
 def test_a_plugin_in_a_folder_a_shared_group_may_write_is_refused(tmp_path, monkeypatch):
     """As the caches' rule: a group other than the user's private one may write there."""
     shared = tmp_path / "shared"
-    shared.mkdir()
-    (shared / "lb_group_planted.py").write_text("raise RuntimeError('planted code ran')\n")
+    plant(shared, "lb_group_planted")
     group_writable(shared)
-    monkeypatch.syspath_prepend(str(shared))
-    with pytest.raises(SpecError, match="which is writable by its group"):
-        parse_spec(minimal(plugins=["lb_group_planted"]))
-    assert "lb_group_planted" not in sys.modules
+    refused_unrun(monkeypatch, shared, "lb_group_planted", "which is writable by its group")
 
 
 def test_a_plugin_file_another_user_may_write_through_an_acl_is_refused(tmp_path, monkeypatch):
     """The mode (-rw-r--r--, or -rw-rw---- with a mask) hides a named user's write access; the ACL shows it."""
     folder = tmp_path / "mine"
-    folder.mkdir(mode=0o700)
-    plugin = folder / "lb_acl_planted.py"
-    plugin.write_text("raise RuntimeError('planted code ran')\n")
-    grant_acl(plugin, uid=12345, perm=0o6)
-    monkeypatch.syspath_prepend(str(folder))
-    with pytest.raises(SpecError, match="which is writable by user 12345 through its ACL"):
-        parse_spec(minimal(plugins=["lb_acl_planted"]))
-    assert "lb_acl_planted" not in sys.modules
+    grant_acl(plant(folder, "lb_acl_planted"), uid=12345, perm=0o6)
+    refused_unrun(monkeypatch, folder, "lb_acl_planted", "which is writable by user 12345 through its ACL")
 
 
 def test_a_module_a_plugin_imports_from_a_folder_others_may_write_is_refused(tmp_path, monkeypatch):
@@ -157,10 +160,7 @@ def test_a_plugin_others_could_swap_or_recompile_is_refused(where, tmp_path, mon
     else:
         (folder / "__pycache__").mkdir()
         (folder / "__pycache__").chmod(0o777)  # a planted .pyc of the right size and time would run
-    monkeypatch.syspath_prepend(str(folder))
-    with pytest.raises(SpecError, match="writable by its group and other users"):
-        parse_spec(minimal(plugins=[name]))
-    assert name not in sys.modules
+    refused_unrun(monkeypatch, folder, name, "writable by its group and other users")
     top.chmod(0o777 | stat.S_ISVTX)  # sticky (as /tmp): folders in it stay their owners'
     if where == "a folder above":
         parse_spec(minimal(plugins=[name]))
@@ -175,10 +175,7 @@ def test_a_plugin_another_user_owns_or_could_swap_is_refused(owned, tmp_path, mo
     folder.mkdir(parents=True)
     (folder / "lb_owned.py").write_text("VALUE = 1\n")
     os.chown(folder / "lb_owned.py" if owned == "the module" else top, 1234, 1234)  # (mode 755: only they may write)
-    monkeypatch.syspath_prepend(str(folder))
-    with pytest.raises(SpecError, match="which user 1234 owns"):
-        parse_spec(minimal(plugins=["lb_owned"]))
-    assert "lb_owned" not in sys.modules
+    refused_unrun(monkeypatch, folder, "lb_owned", "which user 1234 owns")
     # the owner of this Python or of lossbench (an environment an administrator keeps) is trusted already
     from lossbench.bench import plugins
 
