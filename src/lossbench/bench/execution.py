@@ -333,7 +333,7 @@ def _check_model(split: Split, method: Method, spec: Spec, params: dict[str, Any
         model = build_model(spec.train.model, split.dataset, num_outputs=output_width(method.loss, split.task, split.num_classes),
                             **kwargs)  # fmt: skip
     except (ValueError, TypeError, RuntimeError, MemoryError) as err:  # (RuntimeError: torch's allocator, say)
-        raise SpecError(f"{where}: model {spec.train.model!r} with {kwargs}: {err}".splitlines()[0]) from None
+        raise SpecError(f"{where}: model {spec.train.model!r} with {kwargs}: {first_line(err)}") from None
     stage_losses = (method.loss,) if method.then is None else (method.loss, method.then.loss)
     for loss in stage_losses:
         if not loss.shift_invariant and getattr(model, "zero_first_logit", False):

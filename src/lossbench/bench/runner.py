@@ -222,7 +222,7 @@ class _Started:
     asked: list[optuna.Trial | None] = field(default_factory=list)
 
     @property
-    def alone(self) -> bool:
+    def lone_retry(self) -> bool:
         """A killed run's retry (:data:`RETRY_ALONE_ATTR`): started, trained and finished on its own."""
         return any(t.system_attrs.get(RETRY_ALONE_ATTR) for t in self.started)
 
@@ -339,8 +339,8 @@ class Runner:
         other's results, as with that many parallel workers) whatever the pack (a unit that does not
         pack, or ``--pack 1``, trains them one after another; a smaller pack, in calls of that many):
         neither which methods pack nor ``--pack`` may change how the sampler tunes them."""
-        if stage == "tune" and self.spec.sampler == "tpe":
-            return max(1, min(self._tpe_batch(), wanted))
+        if stage == "tune" and (batch := self._tpe_batch()):
+            return max(1, min(batch, wanted))
         return max(1, min(1 if unit.alone(stage) is not None else self.pack, wanted))
 
     def _tpe_startup(self) -> int:
@@ -428,7 +428,7 @@ class Runner:
                     if isinstance(status, _Started):
                         started.append(status)
                         room[status.stage] -= len(status.started)
-                        if status.alone:  # (nothing joins it: a kill during another run would fail it too)
+                        if status.lone_retry:  # (nothing joins it: a kill during another run would fail it too)
                             break
                 if not isinstance(status, _Started) and status != "later":
                     settled.add(unit.label)
