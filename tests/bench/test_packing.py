@@ -165,14 +165,14 @@ def test_a_unit_that_trains_one_run_at_a_time_says_why_in_its_records_the_consol
     runner = Runner(spec, storage, torch.device("cpu"), pack=8)
     assert [label for label, _ in runner.alone()] == ["wine / mgs"]
     say_alone(runner.alone())
-    assert capsys.readouterr().out.startswith("wine / mgs: trains one run at a time (transform 'mgs' reads the model itself)")
+    assert capsys.readouterr().out.startswith("wine / mgs: trains one run at a time (transform 'mgs' replaces the optimiser step)")
     runner.run()
     records = {unit.method.name: [run_record(t) for study in (unit.tune, unit.final) for t in study.get_trials()]
                for unit in runner.units}  # fmt: skip
-    assert {r.get(ALONE_ATTR) for r in records["mgs"]} == {"transform 'mgs' reads the model itself"}
+    assert {r.get(ALONE_ATTR) for r in records["mgs"]} == {"transform 'mgs' replaces the optimiser step"}
     assert all(ALONE_ATTR not in r for r in records["ce"])
     row = dict(provenance(collect(spec, storage)).rows)["training calls"]
-    assert row == "packed, up to 2 runs per call; one run at a time: mgs on wine (transform 'mgs' reads the model itself)"
+    assert row == "packed, up to 2 runs per call; one run at a time: mgs on wine (transform 'mgs' replaces the optimiser step)"
     off = open_storage(f"sqlite:///{tmp_path}/off.db", spec.heartbeat_interval)
     assert Runner(spec, off, torch.device("cpu"), pack=1).alone() == []  # (the user turned packing off)
 

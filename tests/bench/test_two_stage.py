@@ -79,7 +79,7 @@ def test_a_packed_two_stage_unit_trains_as_its_runs_alone():
 def test_a_second_stage_that_cannot_pack_says_why():
     spec = _spec(_method({"loss": "cross_entropy", "epochs": 1, "transforms": ["mgs"]}))
     split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
-    assert unpackable(split, resolve_method(spec.methods[0]), spec) == "transform 'mgs' reads the model itself"
+    assert unpackable(split, resolve_method(spec.methods[0]), spec) == "transform 'mgs' replaces the optimiser step"
 
 
 def test_the_second_stage_is_searched_under_its_prefix():

@@ -130,7 +130,10 @@ def test_fit_trains_the_loss_parameters():
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"lr": 0.0}, "lr"),
-     ({"lr_final": -1.0}, "lr_final"), ({"optimizer": "rmsprop"}, "optimizer")],
+     ({"lr_final": -1.0}, "lr_final"), ({"optimizer": "rmsprop"}, "optimizer"),
+     ({"epochs": True}, "epochs must be a positive integer, got True"),  # (a bool is an int to isinstance)
+     ({"batch_size": True}, "batch_size must be a positive integer, got True"),
+     ({"momentum": -1.0}, r"momentum must lie in \[0.0, 1.0\), got -1.0"), ({"momentum": 1.5}, "momentum must lie in")],
 )
 def test_fit_rejects_bad_arguments(kwargs, match):
     x, y = blobs(n=20)

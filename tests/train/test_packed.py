@@ -163,7 +163,8 @@ def test_runs_below_lr_final_keep_their_lr_packed_as_alone(schedule):
     "transforms",
     [[("flooding", {"b": 0.6})], [("iflood", {"b": 0.5})], [("clip_norm", {"max_norm": 0.3})],
      [("clip_norm_smooth", {"max_norm": 0.3})], ["grad_normalizer"], [("flooding", {"b": 0.6}), ("clip_norm", {"max_norm": 0.5})],
-     [("clip_norm", {"max_norm": 0.5}), ("iflood", {"b": 0.5})]],  # a gradient transform listed before a per-sample one
+     [("clip_norm", {"max_norm": 0.5}), ("iflood", {"b": 0.5})],  # a gradient transform listed before a per-sample one
+     [("ascent_descent", {"ascent_ratio": 0.3}), ("clip_norm", {"max_norm": 0.3})]],  # its sign flip on odd steps, run by run
 )  # fmt: skip
 @pytest.mark.parametrize("shared", [True, False])
 @pytest.mark.parametrize("hooks", [True, False])
@@ -289,9 +290,16 @@ def test_what_cannot_pack_is_refused():
     packed = PackedModel([_model("linear", s) for s in (0, 1)])
     loss = LOSSES.get("cross_entropy").module()
     gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
-    with pytest.raises(ValueError, match="gradient_penalty.*packed"):
+    with pytest.raises(ValueError, match="packed step cannot run it: transform 'gradient_penalty' does not pack"):
         fit_packed(packed, [loss, loss], x, y, epochs=1, batch_size=32, lrs=[0.1, 0.1], generators=gens,
                    transforms=[["gradient_penalty"]] * 2)  # fmt: skip
+    with pytest.raises(ValueError, match="packed step cannot run it: transform 'mgs' replaces the optimiser step"):
+        fit_packed(packed, [loss, loss], x, y, epochs=1, batch_size=32, lrs=[0.1, 0.1], generators=gens,
+                   transforms=[["mgs"]] * 2)  # fmt: skip
+    for momentum in (-0.1, 1.0):  # (as fit refuses it: torch's SGD takes momentum >= 0, and >= 1 never decays)
+        with pytest.raises(ValueError, match=rf"momentum must lie in \[0.0, 1.0\), got {momentum}"):
+            fit_packed(packed, [loss, loss], x, y, epochs=1, batch_size=32, lrs=[0.1, 0.1], generators=gens,
+                       momentum=momentum)  # fmt: skip
     with pytest.raises(ValueError, match="2 runs"):
         fit_packed(packed, [loss], x, y, epochs=1, batch_size=32, lrs=[0.1, 0.1], generators=gens)
     with pytest.raises(ValueError, match="lr"):

@@ -57,7 +57,7 @@ from lossbench.bench.storage import OWN_VALIDATION
 from lossbench.data import Dataset, class_counts, get_dataset_info, load_dataset, stratified_split
 from lossbench.data.splits import provided_validation, random_split, select_train, standardize
 from lossbench.models import build_model
-from lossbench.train import eval_logits, fit, get_transform, make_transform, reads_per_sample
+from lossbench.train import eval_logits, fit, get_transform, make_transform, packing_refusal, reads_per_sample
 from lossbench.train.loop import check_optimizer
 from lossbench.train.packed import (
     PackedLosses,
@@ -761,9 +761,9 @@ def unpackable(split: Split, method: Method, spec: Spec) -> str | None:
     space = method.search_space(spec.search)
     middle = {k: _middle(d) for k, d in space.items()}
     plan = stages(method, middle, spec)
-    heavy = [name for s in plan for name, _ in s.method.transform_list({}) if not get_transform(name).factory.packs]
-    if heavy:
-        return f"transform {heavy[0]!r} reads the model itself"
+    refused = [r for s in plan for name, _ in s.method.transform_list({}) for r in [packing_refusal(get_transform(name).factory)] if r]
+    if refused:
+        return refused[0]
     # The model at every end of its searched hyperparameters (runs pack with the runs of their model
     # configuration, see model_config): a searched dropout, say, may make some configurations unable to pack.
     alone, configs = None, []

@@ -23,7 +23,7 @@ from lossbench._paths import check_name
 from lossbench.bench.metrics import DECISIONS, selection_metric
 from lossbench.bench.plugins import PluginError, check_plugin_name, import_plugins
 from lossbench.registry import Choice, FloatRange
-from lossbench.train.vocabulary import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_ON
+from lossbench.train.vocabulary import LR_SCHEDULES, MOMENTUM_BELOW, OPTIMIZERS, WEIGHT_DECAY_ON
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -478,8 +478,8 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
         raise SpecError(f"{where}: epochs and batch_size must be >= 1, got {train.epochs}, {train.batch_size}")
     if not 0 <= train.repeat_to_batches <= MAX_REPEAT_TO_BATCHES:
         raise SpecError(f"{where}: repeat_to_batches must lie in [0, {MAX_REPEAT_TO_BATCHES:,}], got {train.repeat_to_batches}")
-    if not 0 <= train.momentum < 1:
-        raise SpecError(f"{where}: momentum must lie in [0, 1), got {train.momentum}")
+    if not 0 <= train.momentum < MOMENTUM_BELOW:
+        raise SpecError(f"{where}: momentum must lie in [0, {MOMENTUM_BELOW:g}), got {train.momentum}")
 
     search_table = _take(data, "search", dict, source, None)
     search = _default(Spec, "search")

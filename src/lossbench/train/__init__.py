@@ -14,7 +14,7 @@ hyperparameters' defaults and search spaces.
 
 import importlib
 
-from lossbench.train._base import StepContext, Transform, global_norm, reads_per_sample
+from lossbench.train._base import StepContext, Transform, global_norm, packing_refusal, reads_per_sample
 from lossbench.train._registry import (
     TRANSFORMS,
     TransformInfo,
@@ -69,6 +69,7 @@ __all__ = [
     "TransformInfo",
     "Transform",
     "StepContext",
+    "packing_refusal",
     "reads_per_sample",
     "get_transform",
     "make_transform",

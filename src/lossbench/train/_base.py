@@ -156,6 +156,15 @@ def scale_(grads: list[torch.Tensor], factor: torch.Tensor | float) -> None:
         torch._foreach_mul_(grads, factor)
 
 
+def packing_refusal(transform: Any) -> str | None:
+    """Why a transform (its class or an instance) cannot run in a packed step; None where it can."""
+    if transform.stage == "update":
+        return f"transform {transform.name!r} replaces the optimiser step"
+    if not transform.packs:
+        return f"transform {transform.name!r} does not pack (its class leaves Transform.packs False: it may read the model)"
+    return None
+
+
 def reads_per_sample(transforms: Sequence[Any]) -> bool:
     """Whether a step with this chain of transforms (instances or their classes) hands its objective
     transforms the per-sample losses: the first loss wrapper decides, as ``fit`` applies them."""

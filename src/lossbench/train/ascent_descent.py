@@ -24,6 +24,7 @@ class AscentDescent(Transform):
 
     name = "ascent_descent"
     stage = "gradient"
+    packs = True  # (its sign flip reads only its run's step count and gradients)
 
     def __init__(self, ascent_ratio: float = 0.5) -> None:
         check_interval("ascent_ratio", ascent_ratio, 0.0, 1.0, closed="right")

@@ -9,12 +9,12 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from lossbench._checks import check_positive
+from lossbench._checks import check_interval, check_positive
 from lossbench.losses._validation import HALF_DTYPES
 from lossbench.train._base import LossFn
 from lossbench.train._registry import TransformSpec
 from lossbench.train.step import build_step, trainable_parameters
-from lossbench.train.vocabulary import LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_ON
+from lossbench.train.vocabulary import LR_SCHEDULES, MOMENTUM_BELOW, OPTIMIZERS, WEIGHT_DECAY_ON
 
 OptimizerSpec = Union[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]]
 EpochCallback = Callable[[int, dict[str, float]], Any]
@@ -42,7 +42,7 @@ def make_optimizer(
     ``fused`` (default: where :func:`fused_applies`) selects PyTorch's fused kernel, one call per step instead of several ops
     per parameter: the same update up to rounding, and on small models the step's largest cost.
     """
-    check_optimizer(name, lr, [weight_decay], weight_decay_on)
+    check_optimizer(name, lr, [weight_decay], weight_decay_on, momentum)
     params = list(params)
     if fused is None:
         fused = fused_applies(name, params)
@@ -71,12 +71,15 @@ def fused_applies(name: str, params: Sequence[torch.Tensor]) -> bool:
     )  # fmt: skip
 
 
-def check_optimizer(name: str, lr: float, weight_decays: Sequence[float], weight_decay_on: str = "all") -> None:
+def check_optimizer(name: str, lr: float, weight_decays: Sequence[float], weight_decay_on: str = "all",
+                    momentum: float = 0.0) -> None:  # fmt: skip
     """What :func:`make_optimizer` and the packed optimizer refuse, without building one (the
     first torch optimizer of a process costs about a second: it imports torch's compiler)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS} or a factory params -> Optimizer, got {name!r}")
     check_positive("lr", lr)
+    if name == "sgd":  # (Adam's betas are fixed: momentum is not read)
+        check_interval("momentum", momentum, 0.0, MOMENTUM_BELOW, closed="left")
     for wd in weight_decays:
         check_positive("weight_decay", wd, allow_zero=True)
     if weight_decay_on not in WEIGHT_DECAY_ON:
@@ -198,9 +201,9 @@ def check_epoch_shape(
     x_train: torch.Tensor, y_train: torch.Tensor, epochs: int, batch_size: int, repeat: int, drop_last: bool
 ) -> tuple[int, int]:
     """Refuse a bad epoch layout; returns (steps per epoch, samples per epoch)."""
-    if not isinstance(epochs, int) or epochs < 1:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     n = x_train.shape[0]
     if n == 0 or y_train.shape[0] != n:

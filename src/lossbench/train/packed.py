@@ -40,6 +40,7 @@ from lossbench.train._base import (
     check_per_sample_loss,
     even_mean,
     loss_option,
+    packing_refusal,
     per_run,
     probe_logits,
     reads_per_sample,
@@ -203,7 +204,7 @@ class PackedOptimizer:
         momentum: float = 0.9,
         weight_decay_on: str = "all",
     ) -> None:
-        check_optimizer(name, 1.0, weight_decays.tolist(), weight_decay_on)  # (each run's lr is checked by fit_packed)
+        check_optimizer(name, 1.0, weight_decays.tolist(), weight_decay_on, momentum)  # (each run's lr is checked by fit_packed)
         self.name, self.momentum, self.params = name, momentum, list(params)
         decays = bool((weight_decays != 0).any())
         decaying = [decays and (weight_decay_on == "all" or p.ndim >= 3) for p in self.params]
@@ -752,10 +753,9 @@ class _PackedStep:
     ) -> None:
         self.packed, self.values = packed, values
         runs = [[make_transform(t) for t in ts] for ts in transforms]
-        for ts in runs:
-            for t in ts:
-                if not t.packs or t.stage == "update":
-                    raise ValueError(f"transform {t.name!r} cannot run in a packed step (it reads the model itself)")
+        refused = next((r for ts in runs for t in ts for r in [packing_refusal(t)] if r is not None), None)
+        if refused is not None:
+            raise ValueError(f"a packed step cannot run it: {refused}")
         contexts = [
             StepContext(model=packed._base, loss=loss, optimizer=None, params=packed.run_params(k))
             for k, loss in enumerate(values.losses)
