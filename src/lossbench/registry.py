@@ -8,8 +8,9 @@ any sub-package can use it.
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, Union
 
@@ -84,6 +85,19 @@ class HyperParam:
                 f"hyperparameter {self.name!r}: default {self.default!r} lies outside its "
                 f"search space {self.space!r}"
             )
+
+
+def check_hyperparams(owner: str, hyperparams: Sequence[HyperParam], parameters: Mapping[str, inspect.Parameter]) -> None:
+    """Each hyperparameter is an argument of its ``owner``'s signature (``parameters``), with its default where the
+    signature has one: a listing or a report that shows the registered default must show what a call without it
+    computes."""
+    for p in hyperparams:
+        if p.name not in parameters:
+            raise ValueError(f"{owner} has no argument {p.name!r}")
+        own = parameters[p.name].default
+        if own is not inspect.Parameter.empty and own != p.default:
+            raise ValueError(f"{owner}: hyperparameter {p.name!r} is registered with default {p.default!r}, "
+                             f"its signature's is {own!r}")
 
 
 class Registry(Generic[T]):

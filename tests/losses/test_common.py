@@ -328,3 +328,35 @@ def test_an_infinite_class_count_is_named():
 
     with pytest.raises(ValueError, match=r"class_counts must be positive and finite for every class .*classes \[1\] have counts \[inf\]"):
         balanced_softmax(torch.randn(2, 3), torch.tensor([0, 1]), class_counts=torch.tensor([3.0, torch.inf, 2.0]))
+
+
+@pytest.mark.parametrize("info", [i for i in ALL if i.signature in ("softmax", "nway", "multilabel_sparse")], ids=lambda i: i.name)
+def test_a_uint8_target_gives_what_its_int64_twin_gives(info):
+    """-100 is 156 in uint8: compared in the target's own dtype, ignore_index dropped class 156 (and let an
+    out-of-range 156 through); every class-index target is read as int64."""
+    classes = 200
+    logits, target, _ = make_case(info, batch=6, classes=classes, seed=3)
+    target.view(-1)[0] = 156
+    if info.signature == "multilabel_sparse":
+        target = torch.stack([torch.randperm(classes)[:3] for _ in range(6)])
+        target[0, 0] = 156
+    kw = {"class_counts": torch.arange(1.0, classes + 1, dtype=torch.float64)} if "class_counts" in info.requires else {}
+    wide = call(info, logits, target, reduction="none", **kw)
+    narrow = call(info, logits, target.to(torch.uint8), reduction="none", **kw)
+    torch.testing.assert_close(narrow, wide)
+    with pytest.raises(ValueError, match="target has class index 156 outside"):
+        call(info, logits[..., :100], target.to(torch.uint8), **kw | ({"class_counts": kw["class_counts"][:100]} if kw else {}))
+
+
+def test_a_hyperparameter_registered_with_another_default_than_its_function_s_is_refused():
+    """A listing or a report shows the registered default: it must be what a call without it computes."""
+    from lossbench.losses import register_loss
+    from lossbench.registry import HyperParam
+
+    info = LOSSES.get("cross_entropy")
+    with pytest.raises(ValueError, match="hyperparameter 'label_smoothing' is registered with default 0.1, its signature's is 0.0"):
+        register_loss("ce-copy", info.function, info.module, signature="softmax", reference="-",
+                      hyperparams=(HyperParam("label_smoothing", 0.1),))  # fmt: skip
+    assert "ce-copy" not in LOSSES.names()
+    smoothing = LOSSES.get("label_smoothing")
+    assert smoothing.module().option("label_smoothing") == {p.name: p.default for p in smoothing.hyperparams}["label_smoothing"]

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lossbench.losses import LOSSES
+from lossbench.registry import HyperParam
 from lossbench.train import (
     TRANSFORMS,
     Transform,
@@ -17,6 +18,7 @@ from lossbench.train import (
     compatible,
     get_transform,
     make_transform,
+    register_transform,
     trainable_parameters,
 )
 from tests.losses.cases import extra_kwargs, logits_shape, make_target
@@ -53,6 +55,12 @@ def test_bad_specs_raise_clear_errors():
         make_transform(("flooding", {"level": 0.1}))
     with pytest.raises(ValueError, match="b must be finite and >= 0, got -0.1"):
         make_transform(("flooding", {"b": -0.1}))
+    # (a listing shows the registered default: it must be what the class builds without it)
+    flooding = get_transform("flooding").factory
+    copy = type("FloodingCopy", (flooding,), {"name": "flooding-copy"})
+    with pytest.raises(ValueError, match="hyperparameter 'b' is registered with default 0.5, its signature's is 0.05"):
+        register_transform(copy, reference="-", hyperparams=(HyperParam("b", 0.5),))
+    assert "flooding-copy" not in TRANSFORMS.names()
     with pytest.raises(ValueError, match="transforms entries"):
         make_transform(3)
     model = nn.Linear(3, 2)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lossbench.losses._validation import check_number, check_reduction
-from lossbench.registry import HyperParam, Registry
+from lossbench.registry import HyperParam, Registry, check_hyperparams
 
 # What a loss consumes.  The registry drives the bench and the generic tests from these.
 SIGNATURES: dict[str, str] = {
@@ -108,9 +108,10 @@ def register_loss(
     if signature not in SIGNATURES:
         raise ValueError(f"unknown loss signature {signature!r}; known: {sorted(SIGNATURES)}")
     params = inspect.signature(function).parameters
-    for p in (*hyperparams, *(HyperParam(r, None) for r in requires)):
-        if p.name not in params:
-            raise ValueError(f"loss {name!r}: {function.__name__} has no argument {p.name!r}")
+    check_hyperparams(f"loss {name!r}: {function.__name__}", hyperparams, params)
+    for r in requires:
+        if r not in params:
+            raise ValueError(f"loss {name!r}: {function.__name__} has no argument {r!r}")
     unknown = [r for r in row_params if r not in {p.name for p in hyperparams}]
     if unknown:
         raise ValueError(f"loss {name!r}: row_params {unknown} are not among its hyperparameters")

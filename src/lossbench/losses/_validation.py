@@ -105,9 +105,11 @@ def check_index_target(
     ignore_index: int,
     validate: bool,
     name: str = "target",
-) -> None:
+) -> torch.Tensor:
     """Class-index targets: integer dtype, given shape, values in [0, C) or ``ignore_index``
-    (which must not be a class: every target of that class would be dropped)."""
+    (which must not be a class: every target of that class would be dropped).  Returns the target
+    as int64 (itself when it is): compared in a narrower dtype, ``ignore_index`` would wrap
+    (-100 is 156 in uint8, a class of its own)."""
     check_ignore_index(ignore_index, range(num_classes))
     if not isinstance(target, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
@@ -118,10 +120,11 @@ def check_index_target(
         )
     if tuple(target.shape) != tuple(batch_shape):
         raise ValueError(f"{name} must have shape {tuple(batch_shape)}, got {tuple(target.shape)}")
+    target = target.long()
     if validate and target.numel():
         low, high = torch.aminmax(target)
         if 0 <= int(low) and int(high) < num_classes:  # the common case in one op
-            return
+            return target
         bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
         if bool(bad.any()):
             value = int(target[bad][0])
@@ -129,6 +132,7 @@ def check_index_target(
                 f"{name} has class index {value} outside [0, {num_classes}) "
                 f"(and it is not ignore_index={ignore_index})"
             )
+    return target
 
 
 def check_binary_target(
@@ -245,9 +249,9 @@ def softmax_inputs(
     """
     check_reduction(reduction)
     check_logits(logits, 2, validate)
-    check_index_target(target, logits.shape[1], logits.shape[:1], ignore_index, validate)
+    target = check_index_target(target, logits.shape[1], logits.shape[:1], ignore_index, validate)
     valid = target != ignore_index
-    safe = torch.where(valid, target, torch.zeros_like(target)).long()
+    safe = torch.where(valid, target, torch.zeros_like(target))
     return without_ignored_rows(logits.to(compute_dtype(logits)), valid, validate), safe, valid
 
 

@@ -50,7 +50,7 @@ def cross_entropy(
     # PyTorch's kernel masks ignore_index itself: only the checks of softmax_inputs are needed.
     check_reduction(reduction)
     check_logits(logits, 2, validate)
-    check_index_target(target, logits.shape[1], logits.shape[:1], ignore_index, validate)
+    target = check_index_target(target, logits.shape[1], logits.shape[:1], ignore_index, validate)
     dtype = compute_dtype(logits)
     x = logits if logits.dtype == dtype else logits.to(dtype)
     if not validate:  # (an ignored row's -inf: PyTorch's kernel masks its value, not its gradient's nan)
@@ -62,7 +62,7 @@ def cross_entropy(
     scaled = x if temperature == 1.0 else x / temperature
     loss = _softmax.cross_entropy(
         scaled,
-        target if target.dtype == torch.int64 else target.long(),
+        target,
         weight=None if weight is None else weight.to(x.dtype),
         ignore_index=ignore_index,
         reduction=reduction,
@@ -92,5 +92,5 @@ register_loss(
     signature="softmax",
     reference="Szegedy et al. 2016, arXiv 1512.00567 (PyTorch's definition)",
     summary="Cross-entropy with tuned label smoothing eps (PyTorch's definition).",
-    hyperparams=(HyperParam("label_smoothing", 0.1, FloatRange(0.0, 0.3), "smoothing eps"),),
+    hyperparams=(HyperParam("label_smoothing", 0.0, FloatRange(0.0, 0.3), "smoothing eps (0: cross-entropy, as untuned)"),),
 )

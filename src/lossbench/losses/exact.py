@@ -158,12 +158,12 @@ def exact(
         per_row = exact(logits, target, sigma=sigma, margin=margin, log_loss=True, standardize=standardize, eps=eps,
                         num_nodes=num_nodes, estimator=estimator, samples=samples, generator=generator,
                         ignore_index=ignore_index, reduction="none", validate=validate, groups=groups)  # fmt: skip
-        return _log_of_mean(per_row, target != ignore_index, groups, reduction)
+        return _log_of_mean(per_row, target.long() != ignore_index, groups, reduction)  # (as exact read it: int64)
     batch_shape, logits2d, target = _flatten(logits, target, ignore_index)
     check_reduction(reduction)
     check_logits(logits2d, 2, validate)
     c = logits2d.shape[1]
-    check_index_target(target, c, logits2d.shape[:1], ignore_index, validate)
+    target = check_index_target(target, c, logits2d.shape[:1], ignore_index, validate)
     if c < 2:
         raise ValueError(f"logits must have at least 2 classes, got shape {tuple(logits.shape)}")
     _check_num_nodes(num_nodes)
@@ -248,7 +248,7 @@ def _flatten(
     if logits.ndim == 0:
         raise ValueError("logits must have shape (..., C) with a class dimension, got a 0-d tensor")
     batch_shape = tuple(logits.shape[:-1])
-    check_index_target(target, logits.shape[-1], batch_shape, ignore_index, validate=False)
+    target = check_index_target(target, logits.shape[-1], batch_shape, ignore_index, validate=False)
     return batch_shape, logits.reshape(-1, logits.shape[-1]), target.reshape(-1)
 
 

@@ -111,7 +111,7 @@ def zlpr_sparse(
             f"{tuple(logits.shape)}, got {shape}"
         )
     b, c = logits.shape
-    check_index_target(target, c, target.shape, ignore_index, validate)
+    target = check_index_target(target, c, target.shape, ignore_index, validate)
     listed = target != ignore_index
     if validate:
         _check_no_repeats(target, listed, ignore_index)

@@ -46,10 +46,10 @@ def nway_mclass(
     check_reduction(reduction)
     check_logits(logits, 3, validate)
     b, n, m = logits.shape
-    check_index_target(target, m, (b, n), ignore_index, validate)
+    target = check_index_target(target, m, (b, n), ignore_index, validate)
     valid = target != ignore_index
     x = without_ignored_rows(logits.to(compute_dtype(logits)), valid, validate)
-    y = torch.where(valid, target, torch.zeros_like(target)).long()
+    y = torch.where(valid, target, torch.zeros_like(target))
     lowest = torch.finfo(x.dtype).min
     rivals = torch.ones_like(x, dtype=torch.bool).scatter_(2, y[..., None], False)
     margins = torch.where(rivals, x - x.gather(2, y[..., None]), torch.full_like(x, lowest))

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from lossbench.registry import HyperParam, Registry, defaults
+from lossbench.registry import HyperParam, Registry, check_hyperparams, defaults
 from lossbench.train._base import STAGES, Transform
 
 
@@ -47,10 +47,7 @@ def register_transform(
     ``ValueError``."""
     if factory.stage not in STAGES:
         raise ValueError(f"transform {factory.name!r}: stage must be one of {STAGES}, got {factory.stage!r}")
-    params = inspect.signature(factory.__init__).parameters
-    for p in hyperparams:
-        if p.name not in params:
-            raise ValueError(f"transform {factory.name!r}: {factory.__name__} has no argument {p.name!r}")
+    check_hyperparams(f"transform {factory.name!r}: {factory.__name__}", hyperparams, inspect.signature(factory.__init__).parameters)
     doc = inspect.getdoc(factory) or ""
     info = TransformInfo(
         name=factory.name,
