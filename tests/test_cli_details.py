@@ -84,3 +84,24 @@ def test_progress_lines_name_each_unit_once_when_it_is_done():
     # (a wait is said once, though each poll finds the done units again, and again after the worker ran something)
     assert [line.split(" (")[0] for line in lines] == ["s: a / ce done", f"s: {wait}", f"s: {wait}", "s: a / hinge done"]
     assert "(2/4 runs of the study done, " in lines[0]
+
+
+def test_warnings_are_one_line_each_once_with_the_place_only_outside_lossbench(tmp_path, capsys, monkeypatch):
+    import warnings
+
+    from lossbench.cli import _warnings_as_lines
+
+    monkeypatch.chdir(tmp_path)
+    rows = "".join(f"{i},blue,{'xy'[i % 2]}\n" for i in range(10))
+    Path("tiny.csv").write_text("a,color,species\n" + rows)
+    assert main(["datasets", "table", "path=tiny.csv", "label=species"]) == 0
+    err = capsys.readouterr().err
+    said = "lossbench: warning: tiny.csv: feature(s) constant in the training rows, centred only (not scaled): 'color-blue'\n"
+    assert err == said  # (Python's form named lossbench's file and printed its line of code)
+    with _warnings_as_lines(lambda text: text.replace("secret", "***")):
+        for _ in range(2):  # (a filter reset between them, as Optuna's and torch's catch_warnings do)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                warnings.warn("a user's secret", UserWarning, stacklevel=1)
+    line = capsys.readouterr().err.splitlines()
+    assert len(line) == 1 and re.fullmatch(r"lossbench: warning: a user's \*\*\* \(.*test_cli_details\.py:\d+\)", line[0])

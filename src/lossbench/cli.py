@@ -12,10 +12,12 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from lossbench._checks import PACKAGE_DIR
 from lossbench._table import format_table
 from lossbench.bench import stops
 from lossbench.bench.defaults import DEFAULT_JOBS, DEFAULT_OUT, DEFAULT_PACK, DEFAULT_THREADS
@@ -707,7 +709,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir = getattr(args, "data_dir", None)
         if data_dir and Path(data_dir).exists() and not Path(data_dir).is_dir():  # (built-in sets never read it)
             raise ValueError(f"--data-dir {data_dir} is not a folder")
-        with stops.taken():
+        with stops.taken(), _warnings_as_lines(_masker(url)):
             return int(args.func(args) or 0)
     except KeyboardInterrupt as err:
         return _interrupted(err)
@@ -728,6 +730,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # an internal error keeps its traceback, as Python prints it
         print(mask("".join(traceback.format_exception(err))), end="", file=sys.stderr)  # the password masked
         return 1
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(mask: Callable[[str], str]) -> Iterator[None]:
+    """Warnings as ``lossbench: warning: ...`` lines, each text once (Optuna's and torch's catch_warnings
+    reset Python's record of those already shown); lossbench's own without the line of its code Python
+    prints with them (a user's data is the matter, not where lossbench noticed it), others with their place."""
+    shown: set[tuple[type[Warning], str]] = set()
+    before = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:  # fmt: skip
+        text = mask(str(message))
+        if (category, text) in shown:
+            return
+        shown.add((category, text))
+        ours = Path(filename).resolve().is_relative_to(PACKAGE_DIR)
+        print(f"lossbench: warning: {text}" + ("" if ours else f" ({filename}:{lineno})"), file=file or sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = before
 
 
 def _interrupted(stop: KeyboardInterrupt) -> int:

@@ -380,6 +380,10 @@ def test_non_utf8_text_names_the_line(tmp_path):
         load_table(path)
     ds = load_table(path, encoding="latin-1", test_fraction=0.5)
     assert ds.class_names == ["café", "x"]
+    # a binary file is no text in any encoding: said so, not sent after encoding= (NumPy's .npy header)
+    binary = write(tmp_path / "x.npy", b"\x93NUMPY\x01\x00v\x00{'descr': '<f8'}\n" + bytes(16))
+    with pytest.raises(ValueError, match=r"x.npy:1: the text holds a NUL character: .* or not a text file"):
+        load_table(binary, label=0)
 
 
 def test_single_class_and_bad_labels(tmp_path):

@@ -203,6 +203,8 @@ def _decode(data: bytes, path: Path, encoding: str) -> str:
     except LookupError:
         raise ValueError(f"encoding={encoding!r} is not a known text encoding") from None
     except UnicodeDecodeError as err:
+        if not bom:  # a binary file (NumPy's .npy, say): its NUL bytes say so, which no encoding= cures
+            no_nul(data.decode("latin-1"), path)
         line = data[: err.start].count(b"\n") + 1
         advice = (
             f"it starts with a {bom.upper()} byte-order mark: pass encoding={bom!r}"
