@@ -109,16 +109,14 @@ def check_writable_folder(out: str | Path, what: str = "out") -> None:
 
 
 def preflight(spec: Spec, data_dir: str | None) -> None:
-    """Every check the runner makes before it stores a spec, and the tuning splits' validation
-    parts, made against a storage in memory: a refused spec leaves no folder or database behind."""
+    """Every check the runner makes before it stores a spec (the tuning splits' validation parts among
+    them, as they load), made against a storage in memory: a refused spec leaves no folder or database behind."""
     import optuna
 
-    from lossbench.bench.methods import check_validation_part
     from lossbench.bench.runner import Runner
 
     runner = Runner(spec, optuna.storages.InMemoryStorage(), torch.device("cpu"), data_dir=data_dir)
     for dataset in {d.label: d for d, _ in spec.units()}.values():
-        check_validation_part(runner.cache.get(dataset, "tune"), spec, f"dataset {dataset.label!r}")
         if spec.resample_splits and resamples_split(dataset):  # (each seed's split, loaded now, not after tuning)
             for seed in evaluation_seeds(spec):
                 try:

@@ -32,7 +32,13 @@ import optuna
 import torch
 
 from lossbench._checks import first_few, first_line, raised_at
-from lossbench.bench.methods import Method, check_compatible, output_width, set_loss_option
+from lossbench.bench.methods import (
+    Method,
+    check_compatible,
+    check_validation_part,
+    output_width,
+    set_loss_option,
+)
 from lossbench.bench.metrics import (
     DECIDED,
     DECISION_TASKS,
@@ -185,6 +191,8 @@ class DataCache:
             for s in STAGES:
                 self._splits[(ds.label, s, split_seed)] = split = self._split(data, s)
                 if split_seed is None:
+                    if s == "tune":  # (a refusal first: its warning of the classes left unscored would say it twice)
+                        check_validation_part(split, self.spec, f"dataset {ds.label!r}")
                     _warn_unscored_classes(split)
         return self._splits[key]
 
