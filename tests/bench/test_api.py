@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from lossbench.bench import Comparison, compare
-from lossbench.bench.spec import SpecError, parse_spec
+from lossbench.bench.spec import SpecError, parse_spec, spec_from_json
 from lossbench.data import DATASETS
 from lossbench.models import MODELS
+from lossbench.registry import FloatRange, IntRange
 
 pd = pytest.importorskip("pandas")
 
@@ -78,6 +79,9 @@ def test_compare_takes_tensors_with_a_test_split_and_a_registered_model(tmp_path
     assert set(result.leaderboard["dataset"]) == {"blobs"}
     assert result.leaderboard["p_value"].isna().all()  # (no baseline: blank cells, NaN in the DataFrame)
     assert result.leaderboard["accuracy_mean"].dtype == float and result.leaderboard["rank"].tolist() in ([1, 2], [1, 1])
+    with pytest.raises(ValueError, match="test_fraction=0.5 and test= exclude each other"):  # (it was ignored)
+        compare((x[:36], y[:36]), test=(x[36:], y[36:]), test_fraction=0.5, methods=["cross_entropy"], out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
 
 
 def test_the_leaderboard_keeps_names_a_csv_reader_would_change(tmp_path):
@@ -176,6 +180,20 @@ def test_a_spec_searches_model_hyperparameters_under_model_prefix():
         parse_spec(spec_table(**{"model.width": {"choices": [4, 8]}}))
     with pytest.raises(SpecError, match=r"unknown field\(s\) \['modelx.depth'\]"):
         parse_spec(spec_table(**{"modelx.depth": {"choices": [1, 2]}}))
+    # a whole-number hyperparameter's range is searched in whole numbers (TOML's ends are read as floats),
+    # a fractional one's as floats; as the stored spec is read back
+    spec = parse_spec(spec_table(**{"model.depth": {"low": 1, "high": 3}, "model.dropout": {"low": 0, "high": 0.5}}))
+    assert spec.search["model.depth"] == IntRange(1, 3) and spec.search["model.dropout"] == FloatRange(0.0, 0.5)
+    assert spec_from_json(spec.to_json()) == spec
+
+
+def test_a_user_model_s_whole_number_hyperparameter_is_searched_in_whole_numbers(tmp_path):
+    def mlp(dataset, seed, width=4):  # (a float width: torch's Linear refuses it)
+        return nn.Sequential(nn.Linear(dataset.input_shape[0], width), nn.ReLU(), nn.Linear(width, dataset.num_classes))
+
+    result = compare(frame(), label="kind", model=mlp, model_search={"width": {"low": 2, "high": 6}},
+                     methods=["cross_entropy"], out=tmp_path, **TINY)  # fmt: skip
+    assert all(type(json.loads(config)["model.width"]) is int for config in result.leaderboard["config"])
 
 
 def test_a_test_frame_is_encoded_as_the_data_and_matched_by_column_name():
@@ -183,7 +201,7 @@ def test_a_test_frame_is_encoded_as_the_data_and_matched_by_column_name():
 
     train = pd.DataFrame({"color": ["red", "green"] * 3, "v": [1.0, 2, 3, 4, 5, 6], "y": [0, 1] * 3})
     test = pd.DataFrame({"y": [0, 1, 1], "v": [7.0, 8, 9], "color": ["blue", "red", "green"]})  # other order, a new category
-    data, _, _ = _in_memory(train, test, 0.2, "y", "d")
+    data, _, _ = _in_memory(train, test, None, "y", "d")
     alone, _, _ = _in_memory(train, None, 0.2, "y", "d")
     assert data.x_train.shape[1] == data.x_test.shape[1] == alone.x_train.shape[1] == 3  # v and the data's colors only
     assert data.x_test[:, 0].tolist() == [7.0, 8.0, 9.0]
@@ -212,8 +230,18 @@ def test_test_labels_are_checked_on_their_own(test_labels, message):
     x, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
     labels = torch.tensor(test_labels) if not isinstance(test_labels[0], str) else test_labels
     with pytest.raises(ValueError) as err:
-        _in_memory((x, y), (torch.randn(3, 3), labels), 0.2, None, "d")
+        _in_memory((x, y), (torch.randn(3, 3), labels), None, None, "d")
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_labels_that_mix_names_and_numbers_are_blamed_on_their_part():
+    from lossbench.bench.api import _in_memory
+
+    mixed = np.array([1, "a"] * 5, dtype=object)
+    with pytest.raises(ValueError, match="^data: its labels mix names and numbers"):  # (it blamed test, not given)
+        _in_memory((torch.randn(10, 3), mixed), None, None, None, "d")
+    with pytest.raises(ValueError, match="^test: its labels mix names and numbers"):
+        _in_memory((torch.randn(10, 3), ["a", "b"] * 5), (torch.randn(10, 3), mixed), None, None, "d")
 
 
 def test_an_edited_model_factory_is_another_model(tmp_path):
@@ -228,6 +256,24 @@ def test_an_edited_model_factory_is_another_model(tmp_path):
         return lambda dataset, seed: nn.Linear(dataset.input_shape[0], width)
 
     assert _code_digest(factory(4)) == _code_digest(factory(4)) != _code_digest(factory(8))
+
+    def stack(widths):  # a closed-over tuple of settings counts by its values, a closed-over class by its code
+        return lambda dataset, seed: nn.Sequential(*[nn.Linear(dataset.input_shape[0], w) for w in widths])
+
+    def build(cls):
+        return lambda dataset, seed: cls(dataset.input_shape[0], 2)
+
+    class Net(nn.Linear):
+        pass
+
+    before = _code_digest(build(Net))
+
+    class Net(nn.Linear):  # noqa: F811 - edited in place, as in a notebook
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    assert _code_digest(stack((16, 32))) == _code_digest(stack((16, 32))) != _code_digest(stack((64, 64)))
+    assert before != _code_digest(build(Net)) and _code_digest(build(nn.Linear)) != _code_digest(build(nn.Bilinear))
     assert _code_digest(functools.partial(tiny_model, width=4)) != _code_digest(functools.partial(tiny_model, width=5))
     assert _code_digest(tiny_model) != _code_digest(lambda dataset, seed, width=4: nn.Linear(dataset.input_shape[0], 2))
     module = tmp_path / "lb_factory_mod.py"  # the same code in another process: the same digest

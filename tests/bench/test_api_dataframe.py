@@ -54,6 +54,16 @@ def test_a_date_or_time_column_is_refused(tmp_path, column):
     assert message.startswith("data: column 'when' holds ") and "convert it to numbers (e.g. days" in message
 
 
+@pytest.mark.parametrize("values", [list(range(60)), [0.5 * i for i in range(60)], [i if i % 2 else i + 0.5 for i in range(60)]],
+                         ids=["integers", "floats", "mixed"])  # fmt: skip
+def test_numbers_held_as_python_objects_are_refused_not_one_hot_encoded(tmp_path, values):
+    df = frame()
+    df["age"] = pd.Series(values, dtype=object, index=df.index)  # (read back from JSON, say): each age would be a category
+    message = refused(tmp_path, df)
+    assert message.startswith("data: column 'age' holds numbers as Python objects (dtype object)")
+    assert "pd.to_numeric(frame['age'])" in message
+
+
 @pytest.mark.parametrize(
     "column, missing",
     [
@@ -117,7 +127,7 @@ def test_boolean_columns_are_features():
     df["flag"] = df.a > 0  # numpy bool
     df["nullable"] = pd.array(df.b > 0, dtype="boolean")
     df["text_bool"] = pd.Series(list(df.a > 0), index=df.index, dtype=object)  # one-hot, True and False
-    data, _, _ = _in_memory(df, df, 0.2, "kind", "d")
+    data, _, _ = _in_memory(df, df, None, "kind", "d")
     x = data.x_test  # a, b, flag, nullable, then the one-hot blocks: colour, text_bool
     assert x.shape[1] == 2 + 1 + 1 + 2 + 2
     assert torch.equal(x[:, 2], torch.tensor((df.a > 0).tolist(), dtype=torch.float32))

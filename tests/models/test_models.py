@@ -150,6 +150,13 @@ def test_mlp_explicit_widths_and_dropout():
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(7, 5), (5, 4), (4, 3)]
     assert sum(isinstance(m, torch.nn.Dropout) for m in model.modules()) == 2
+    # a width or depth beside explicit widths, or a width without a hidden layer, would change nothing
+    for settings, said in (({"widths": (5,), "width": 64}, "widths = \\[5\\] sets the hidden layers"),
+                           ({"widths": (5,), "depth": 3}, "depth = 3 would do nothing"),
+                           ({"depth": 0, "width": 64}, "width = 64 with depth = 0")):  # fmt: skip
+        with pytest.raises(ValueError, match=said):
+            build_model("mlp", toy("tabular"), **settings)
+    assert len([m for m in build_model("mlp", toy("tabular"), depth=0).modules() if isinstance(m, torch.nn.Linear)]) == 1
 
 
 def test_m3_is_an_et_al_architecture():

@@ -149,7 +149,7 @@ def compare(
     methods: Sequence[str | dict[str, Any]] | None = None,
     out: str | Path,
     test: Any = None,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
+    test_fraction: float | None = None,
     label: str | None = None,
     model: str | Callable[..., nn.Module] | None = None,
     model_search: dict[str, Any] | None = None,
@@ -170,7 +170,8 @@ def compare(
     ``MAX_CATEGORIES`` values each; missing cells and date or time columns are refused), or a
     map-style torch ``Dataset`` of ``(x, y)`` pairs.  ``test``: the test split in the same form (a
     test frame's columns of the data's kinds, one-hot over the data's categories only); without it a
-    stratified ``test_fraction`` is held out (by seed, so ``resample_splits`` works).
+    stratified ``test_fraction`` (default ``DEFAULT_TEST_FRACTION``, 0.2) is held out (by seed, so
+    ``resample_splits`` works); with it, a ``test_fraction`` is refused.
     ``model``: a registered model name, or a factory ``(dataset, seed, **hyperparameters) ->
     nn.Module`` (``dataset`` a ``lossbench.data.Dataset``; a ``num_outputs`` argument, if it has
     one, gets the logit width a loss needs).  ``model_search``: ``{hyperparameter: space}`` in the
@@ -335,12 +336,12 @@ def _code_digest(factory: Any) -> str:
                 value = cell.cell_contents
             except ValueError:  # an empty cell
                 value = None
-            # a closed-over setting (a width) or function counts; a container's contents may change
-            # between calls (a list the factory appends to), so only its type does
-            if isinstance(value, types.FunctionType):
+            # a closed-over setting (a width, a tuple of widths) counts by its value, a function or class by
+            # its code (make(Net): an edited Net is another study); anything else by its type: a list's or a
+            # dict's contents may change between calls (a list the factory appends to)
+            if isinstance(value, (types.FunctionType, type)):
                 todo.append(("", value))
-            simple = isinstance(value, (int, float, complex, str, bytes, bool, type(None), type))
-            parts.append(stable(value) if simple else type(value).__qualname__.encode())
+            parts.append(stable(value) if _setting(value, frozen=True) else type(value).__qualname__.encode())
 
     def state(instance: Any) -> None:  # a callable instance's or a bound method's own: Factory(width=256)
         for attr, member in sorted(getattr(instance, "__dict__", {}).items()):
@@ -407,13 +408,14 @@ def _globals_read(code: types.CodeType) -> Iterator[tuple[str, str | None]]:
             yield ins.argval, after.argval if after is not None and after.opname in _ATTRIBUTE_LOADS else None
 
 
-def _setting(value: Any) -> bool:
-    """A plain value a factory may read as a setting: a number, a string or a container of them."""
+def _setting(value: Any, frozen: bool = False) -> bool:
+    """A plain value a factory may read as a setting: a number, a string or a container of them (``frozen``:
+    a tuple or frozenset only, whose contents cannot change)."""
     if isinstance(value, (int, float, complex, str, bytes, bool, type(None))):
         return True
-    if isinstance(value, (tuple, list, set, frozenset)):
-        return all(_setting(v) for v in value)
-    return isinstance(value, dict) and all(_setting(k) and _setting(v) for k, v in value.items())
+    if isinstance(value, (tuple, frozenset) if frozen else (tuple, list, set, frozenset)):
+        return all(_setting(v, frozen) for v in value)
+    return not frozen and isinstance(value, dict) and all(_setting(k) and _setting(v) for k, v in value.items())
 
 
 def _method(m: Any) -> dict[str, Any]:
@@ -484,9 +486,12 @@ def _model_info(
 # The data
 
 
-def _in_memory(data: Any, test: Any, test_fraction: float, label: str | None, dataset_label: str
+def _in_memory(data: Any, test: Any, test_fraction: float | None, label: str | None, dataset_label: str
                ) -> tuple[Dataset, Callable[..., Dataset], str]:  # fmt: skip
     """The data as a Dataset (split at seed 0), its loader and a digest of its content."""
+    if test is not None and test_fraction is not None:  # (as the file loaders refuse a test_path with one)
+        raise ValueError(f"test_fraction={test_fraction!r} and test= exclude each other: the test split is given")
+    test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
     x, y = _arrays(data, label, "data")
     if test is not None:
         x_test, y_test = _arrays(test, label, "test")
@@ -545,8 +550,7 @@ def _joined(y: Any, y_test: Any) -> Any:
             raise ValueError(f"test: its label rows have shape {tuple(y_test.shape[1:])}, the data's {tuple(y.shape[1:])}")
         return torch.cat([y, y_test])  # (the common dtype: each part's values were checked as labels)
     values = [v.item() if isinstance(v, torch.Tensor) else v for v in [*y, *y_test]]
-    kinds = {isinstance(v, str) for v in values}
-    if len(kinds) > 1:
+    if len(y_test) and len({isinstance(v, str) for v in values}) > 1:  # (each part's own mix: _labels)
         raise ValueError("test: its labels and the data's must be both names or both numbers")
     return values
 
@@ -679,6 +683,10 @@ def _frame(frame: Any, label: str | None, what: str, columns: list[str] | None =
         category = isinstance(column.dtype, pd.CategoricalDtype)
         encoded = _one_hot_encoded(column)
         kind = pd.api.types.infer_dtype(column)
+        if column.dtype == object and pd.api.types.infer_dtype(column, skipna=True) in _NUMBERS:
+            raise ValueError(f"{what}: column {name!r} holds numbers as Python objects (dtype object), which would be "
+                             f"one-hot encoded as categories; convert it, e.g. frame[{name!r}] = "
+                             f"pd.to_numeric(frame[{name!r}])")  # fmt: skip
         if (not encoded and column.dtype.kind not in "biuf") or kind in _TIMES:
             # dates would come as nanoseconds (~1e18), swamping every other feature, or one-hot per date
             raise ValueError(
@@ -708,6 +716,8 @@ def _frame(frame: Any, label: str | None, what: str, columns: list[str] | None =
     return _features(x, what, list(map(str, features.columns))), y
 
 
+# pandas.api.types.infer_dtype's names for numbers (of a column of objects: read as numbers, not categories)
+_NUMBERS = frozenset({"integer", "floating", "mixed-integer-float", "decimal", "complex"})
 # pandas.api.types.infer_dtype's names for dates and times (of a typed column or one of objects)
 _TIMES = frozenset({"datetime64", "datetime", "date", "time", "timedelta64", "timedelta", "period"})
 
@@ -764,6 +774,8 @@ def _labels(y: Any, what: str) -> tuple[str, torch.Tensor, list[str]]:
         raise ValueError(
             f"{what}: labels must have shape (samples,) or (samples, labels), got {values.shape}"
         )
+    if values.dtype == object and len({isinstance(v, str) for v in values.tolist()}) > 1:  # (np.unique cannot sort them)
+        raise ValueError(f"{what}: its labels mix names and numbers; give them as one or the other")
     if values.dtype.kind == "f" and not np.all(np.isfinite(values) & (values == np.round(values))):
         raise ValueError(f"{what}: labels are class labels (integers or names), not fractions: {values[:5]}")
     classes, codes = np.unique(values, return_inverse=True)

@@ -22,7 +22,7 @@ from typing import Any
 from lossbench._paths import check_name
 from lossbench.bench.metrics import DECISIONS, selection_metric
 from lossbench.bench.plugins import PluginError, check_plugin_name, import_plugins
-from lossbench.registry import Choice, FloatRange
+from lossbench.registry import Choice, FloatRange, IntRange, whole_range
 from lossbench.train.vocabulary import LR_SCHEDULES, MOMENTUM_BELOW, OPTIMIZERS, WEIGHT_DECAY_ON
 
 if sys.version_info >= (3, 11):
@@ -145,7 +145,7 @@ class MethodSpec:
     loss: str
     params: dict[str, Any] = field(default_factory=dict)
     transforms: tuple[TransformSpec, ...] = ()
-    search: dict[str, FloatRange | Choice] = field(default_factory=dict)
+    search: dict[str, FloatRange | IntRange | Choice] = field(default_factory=dict)
     datasets: tuple[str, ...] | None = None  # restrict to these dataset labels
     schedule: dict[str, Schedule] = field(default_factory=dict)  # keyed like search; set per epoch
     # How held-out logits become predictions (bench.metrics.DECISIONS): the arg-max, or a post-hoc
@@ -622,6 +622,7 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
         import_plugins(plugins)
     except PluginError as err:
         raise SpecError(f"{source}: {err}") from None
+    spec = replace(spec, search=_whole_model_ranges(spec.search, spec.train.model))
     written = set() if every_key_written else {*data, *(f"train.{key}" for key in train_table)}
     _check_settings_apply(spec, source, written)
     if spec.sampler == "python-random":
@@ -630,6 +631,21 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
         if ranges:
             raise SpecError(f"{source}: the python-random sampler draws from choices only; these are ranges: {ranges}")
     return spec
+
+
+def _whole_model_ranges(search: dict[str, Any], model: str) -> dict[str, Any]:
+    """``[search]`` with each ``model.<name>`` range of a whole-number hyperparameter of the model (a width,
+    a depth) as an integer range, as a loss's are (:func:`~lossbench.registry.whole_range`); a model not
+    registered is refused where the runs are checked."""
+    if not any(model_hyperparameter(k) for k in search):
+        return search
+    # (imported here only: a spec searching no model hyperparameter reads no model)
+    from lossbench.models import MODELS
+
+    if model not in MODELS:
+        return search
+    params = {p.name: p for p in MODELS.get(model).hyperparams}
+    return {k: whole_range(r, params[name]) if (name := model_hyperparameter(k)) in params else r for k, r in search.items()}
 
 
 def _check_seed(seed: int, where: str) -> None:

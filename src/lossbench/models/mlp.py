@@ -46,6 +46,9 @@ class MLP(nn.Module):
         return _packed.sequential([(f"net.{i}", m) for i, m in enumerate(self.net)], params, x, shared)
 
 
+WIDTH, DEPTH = 256, 2  # the defaults: explicit widths leave them so
+
+
 def _build(
     ds: Any, num_outputs: int, *, width: int, depth: int, dropout: float, widths: Sequence[int] | None, cosine_head: bool
 ) -> MLP:
@@ -54,7 +57,12 @@ def _build(
     if widths is None:
         if not (isinstance(depth, int) and depth >= 0):
             raise ValueError(f"depth must be an int >= 0, got {depth!r}")
+        if depth == 0 and width != WIDTH:  # (a searched width would be reported as chosen, and change nothing)
+            raise ValueError(f"width = {width!r} with depth = 0: no hidden layer has a width; drop one of the two")
         widths = [width] * depth
+    elif (width, depth) != (WIDTH, DEPTH):
+        raise ValueError(f"widths = {list(widths)!r} sets the hidden layers, and width = {width!r}, depth = {depth!r} "
+                         "would do nothing beside it; drop one of the two")  # fmt: skip
     return MLP(math.prod(ds.input_shape), num_outputs, widths, dropout, cosine_head)
 
 
@@ -64,8 +72,8 @@ register_model(
         _build,
         ("tabular", "image"),
         (
-            HyperParam("width", 256, IntRange(32, 1024, log=True), "units per hidden layer"),
-            HyperParam("depth", 2, IntRange(1, 4), "hidden layers"),
+            HyperParam("width", WIDTH, IntRange(32, 1024, log=True), "units per hidden layer"),
+            HyperParam("depth", DEPTH, IntRange(1, 4), "hidden layers"),
             HyperParam("dropout", 0.0, FloatRange(0.0, 0.5), "dropout after each hidden ReLU"),
             HyperParam(
                 "widths", None, None, "explicit hidden widths, e.g. (512, 128); overrides width and depth"
