@@ -453,3 +453,19 @@ def test_each_resampled_split_is_loaded_before_anything_is_stored(tmp_path, monk
     with pytest.raises(SpecError, match=r"dataset 'wine', the split of evaluation seed 1 \(resample_splits\): max_train=8"):
         _run(spec, out, None, torch.device("cpu"), 1, False)
     assert not out.exists()
+
+
+def test_images_are_taken_channels_first_and_in_the_unit_range_or_said_otherwise():
+    import warnings
+
+    from lossbench.bench.api import _in_memory
+
+    y = torch.arange(20) % 2
+    with pytest.raises(ValueError, match=r"^data: images of shape \(20, 8, 8, 3\) look channels-last; .*permute"):
+        _in_memory((torch.rand(20, 8, 8, 3), y), None, None, None, "d")
+    with pytest.warns(UserWarning, match=r"^data: image values reach 255; the built-in image sets are in \[0, 1\]"):
+        _in_memory((torch.full((20, 3, 8, 8), 255, dtype=torch.uint8), y), None, None, None, "d")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data, _, _ = _in_memory((torch.rand(20, 3, 8, 8), y), None, None, None, "d")
+    assert data.feature_kind == "image" and data.input_shape == (3, 8, 8)

@@ -24,6 +24,7 @@ import re
 import sys
 import tempfile
 import types
+import warnings
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -748,10 +749,19 @@ def _features(x: torch.Tensor, what: str, columns: list[str] | None = None) -> t
     return x
 
 
+IMAGE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: an image's channel count, first or (refused) last
+
+
 def _feature_kind(x: torch.Tensor, what: str) -> str:
     if x.ndim == 2:
         return "tabular"
     if x.ndim == 4:
+        if x.shape[1] not in IMAGE_CHANNELS and x.shape[-1] in IMAGE_CHANNELS:  # (NumPy's and PIL's layout)
+            raise ValueError(f"{what}: images of shape {tuple(x.shape)} look channels-last; give them as (samples, "
+                             "channels, height, width), e.g. x.permute(0, 3, 1, 2) or np.moveaxis(x, -1, 1)")  # fmt: skip
+        if len(x) and float(x.max()) > 1.0:  # (the built-in image sets and models take [0, 1])
+            warnings.warn(f"{what}: image values reach {float(x.max()):g}; the built-in image sets are in [0, 1] "
+                          "(8-bit pixels divided by 255), which the models' learning rates assume", stacklevel=4)  # fmt: skip
         return "image"
     raise ValueError(
         f"{what}: x has shape {tuple(x.shape)}; expected (samples, features) or (samples, channels, height, width)"
