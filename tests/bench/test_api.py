@@ -469,3 +469,12 @@ def test_images_are_taken_channels_first_and_in_the_unit_range_or_said_otherwise
         warnings.simplefilter("error")
         data, _, _ = _in_memory((torch.rand(20, 3, 8, 8), y), None, None, None, "d")
     assert data.feature_kind == "image" and data.input_shape == (3, 8, 8)
+
+
+def test_one_hot_label_rows_are_read_as_multi_label_and_said_so():
+    from lossbench.bench.api import _in_memory
+
+    y = torch.nn.functional.one_hot(torch.arange(20) % 3, 3)
+    with pytest.warns(UserWarning, match=r"^data: every label row holds exactly one 1 \(one-hot\): read as multi-label"):
+        data, _, _ = _in_memory((torch.randn(20, 4), y), None, None, None, "d")
+    assert data.task == "multilabel"

@@ -778,6 +778,9 @@ def _labels(y: Any, what: str) -> tuple[str, torch.Tensor, list[str]]:
     if isinstance(y, torch.Tensor) and y.ndim == 2:
         if not ((y == 0) | (y == 1)).all():
             raise ValueError(f"{what}: 2-D labels are multi-label rows and hold 0 and 1 only")
+        if len(y) and bool((y.sum(1) == 1).all()):
+            warnings.warn(f"{what}: every label row holds exactly one 1 (one-hot): read as multi-label, one decision per "
+                          "label; for one class per sample give class indices, y.argmax(1)", stacklevel=4)  # fmt: skip
         return "multilabel", y.to(torch.float32), [str(j) for j in range(y.shape[1])]
     values = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y, dtype=object)
     if values.ndim != 1:
