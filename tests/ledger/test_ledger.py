@@ -156,6 +156,27 @@ def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_
     records.CLAIMS[TINY.id] = tiny_claim
 
 
+def test_a_metric_whose_computation_changed_after_the_runs_is_left_out_or_refused(tiny_claim, tmp_path, monkeypatch):
+    # (runs stored before a metric's change hold another quantity under its name: nll from clamped probabilities)
+    import datetime
+
+    from lossbench.bench import metrics
+
+    storage = open_storage(default_storage_url(tmp_path), study_spec(tiny_claim, "quick").heartbeat_interval)
+    run_claim(tiny_claim, "quick", storage, torch.device("cpu"))
+    spec, later = study_spec(tiny_claim, "quick"), datetime.datetime(2100, 1, 1)
+    monkeypatch.setitem(metrics.METRIC_CHANGES, "nll", (later, "another way"))
+    outcome = judge(tiny_claim, spec, storage, "quick", "fixed")
+    (d,) = outcome.datasets
+    assert d.treatment.outdated == ("nll",) and d.treatment.secondary["nll"] != d.treatment.secondary["nll"]  # nan
+    assert d.treatment.secondary["ece"] == d.treatment.secondary["ece"]  # (unchanged metrics kept)
+    md, _ = write_ledger(storage, tmp_path / "ledger", "a test storage")
+    assert "Left out (-): nll of runs stored before 2100-01-01 00:00 UTC, which computed it another way." in md.read_text()
+    monkeypatch.setitem(metrics.METRIC_CHANGES, "accuracy", (later, "another way"))  # the claim's own metric: no verdict
+    with pytest.raises(ValueError, match="runs of wine / ce computed accuracy before it changed \\(another way\\)"):
+        judge(tiny_claim, spec, storage, "quick", "fixed")
+
+
 def test_the_report_says_which_runs_stored_the_decision_they_ran_under(tmp_path):
     from lossbench.ledger.report import decision_provenance
     from lossbench.ledger.runs import decision_changes, ledger_study

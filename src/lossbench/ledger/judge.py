@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from lossbench.bench.metrics import METRIC_CHANGES, computed_before_change
 from lossbench.bench.results import DatasetResult, MethodResult, collect, metric_of, scored_as_diverged
 from lossbench.bench.spec import Spec
 from lossbench.bench.stats import holm
@@ -51,6 +52,7 @@ class Cell:
     final_trials: list[int]
     tune_study: str
     final_study: str
+    outdated: tuple[str, ...] = ()  # secondary metrics its runs computed before they changed (left out: nan)
 
     @property
     def mean(self) -> float:
@@ -105,8 +107,15 @@ def _cell(result: DatasetResult, r: MethodResult, claim: Claim) -> Cell:
     scored = r.scored(metric)
     scores = [scored[s] for s in seeds]
     diverged = sum(scored_as_diverged(r.runs[s], metric) for s in seeds)
-    secondary = {}
+    if any(computed_before_change(metric, t.datetime_start) for t in r.runs.values()):
+        raise ValueError(f"claim {claim.id!r}: runs of {result.dataset.label} / {r.method.name} computed {metric} "
+                         f"before it changed ({METRIC_CHANGES[metric][1]}); run the study again")  # fmt: skip
+    secondary, outdated = {}, []
     for m in SECONDARY:
+        if any(computed_before_change(m, t.datetime_start) for t in r.runs.values()):
+            secondary[m] = math.nan  # (another quantity under its name: left out, not mixed with the current one)
+            outdated.append(m)
+            continue
         values = [metric_of(t, m) for t in r.runs.values()]
         values = [v for v in values if v == v]
         secondary[m] = sum(values) / len(values) if values else math.nan
@@ -115,7 +124,7 @@ def _cell(result: DatasetResult, r: MethodResult, claim: Claim) -> Cell:
         dataset=label, method=r.method.name, scores=scores, diverged=diverged,
         published=claim.published.get(label, {}).get(r.method.name), secondary=secondary,
         chosen_trial=r.chosen_trial, config=r.config, final_trials=[r.runs[s].number for s in sorted(r.runs)],
-        tune_study=r.tune_study, final_study=r.final_study,
+        tune_study=r.tune_study, final_study=r.final_study, outdated=tuple(outdated),
     )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ import optuna
 from lossbench._checks import first_few
 from lossbench._document import Block, Bullets, Heading, Image, Markdown, Para, Table, to_html, to_markdown
 from lossbench._paths import atomic_write, inside
+from lossbench.bench.metrics import METRIC_CHANGES
 from lossbench.bench.spec import Spec, SpecError, spec_growth
 from lossbench.bench.storage import stored_fingerprint, stored_spec, stored_spec_names
 from lossbench.ledger.analyses import analysis_study
@@ -316,6 +317,11 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
                                      f"#{cell.chosen_trial}" if cell.chosen_trial is not None else "-",
                                      ",".join(map(str, cell.final_trials)) or "-", cell.final_study])  # fmt: skip
         blocks += [Para("Secondary metrics (means over seeds) and the trials behind each number:"), Table(sec_header, sec_rows)]
+        outdated = sorted({m for row in o.cells.values() for cell in row.values() for m in cell.outdated})
+        if outdated:
+            blocks.append(Para("Left out (-): " + "; ".join(
+                f"{m} of runs stored before {METRIC_CHANGES[m][0]:%Y-%m-%d %H:%M} UTC, which computed it {METRIC_CHANGES[m][1]}"
+                for m in outdated) + ". The runs' logits are not kept; running the study again computes it anew."))  # fmt: skip
     if o.ranking is not None:
         r = o.ranking
         ranks = ", ".join(f"{m} {v:.2f}" for m, v in r.mean_ranks.items())

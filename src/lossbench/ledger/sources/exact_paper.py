@@ -76,7 +76,7 @@ _TABLE1_DEVIATIONS = (
 _TABLE1_QUICK = Budget(
     {"trials": 4, "seeds": 3, "train.repeat_to_batches": 50},
     "4 of the 20 drawn trials, 3 seeds, epochs of int(50 * 256 / n) passes over the n training rows instead of "
-    "int(500 * 256 / n), at least one (34 to 127 batches: one pass on adult and dry-bean; the rest as the paper)",
+    "int(500 * 256 / n), at least one (one pass on adult and dry-bean, about 50 batches on the others: a tenth of the paper's ~500)",
 )
 
 register_claim(
@@ -136,14 +136,20 @@ register_claim(
         rule=Rule("equal", alpha=0.05, delta=0.005),
         rule_text="A no-difference claim: it holds when the mean difference is shown to lie within half an accuracy "
         "point (both one-sided Wilcoxon tests over the datasets reject and the bootstrap interval lies inside)",
-        deviations=_TABLE1_DEVIATIONS[:2] + _TABLE1_DEVIATIONS[3:5],  # (not the relaxations' temperature: no relaxation runs)
+        deviations=_TABLE1_DEVIATIONS[:5] + (
+            "On the four two-class sets (adult, audit-risk, breast-cancer, cylinder-bands) the paper's estimator is "
+            "exact (one rival: Genz's integral has one dimension, which it computes in closed form), so only the six "
+            "sets of three classes or more can show a difference; the Wilcoxon tests count the four as ties within "
+            "rounding. Noted by a review on 2026-12-07, after the runs.",
+        ),
     )
 )
 
 register_claim(
     Claim(
         id="exact-table2-mnist",
-        title="EXACT beats cross-entropy on MNIST (Table 2: M3, SGD; the quick budget a small CNN)",
+        title="EXACT scores above cross-entropy on MNIST (Table 2: M3, SGD, 99.67 vs 99.64, within the paper's std; "
+        "the quick budget a small CNN)",
         source=f"{PAPER}, Table 2, MNIST row, SGD",
         url=URL,
         statement="With the M3 model and SGD, EXACT reaches 99.67 ± 0.05 % test accuracy on MNIST, "
@@ -254,8 +260,9 @@ register_claim(
         title="With a temperature, cross-entropy and hinge do find the 100 %-accurate threshold",
         source="Su Jianlin, 'How to train your accuracy?' (kexue.fm/archives/9098), on the EXACT paper's example",
         url="https://kexue.fm/archives/9098",
-        statement="The paper's 1-D example only shows the effect of a missing temperature: with f = (x - b) / T "
-        "and T = 0.1, cross-entropy and hinge reach a 100 %-accurate b.",
+        statement="The paper's 1-D example only shows the effect of a missing temperature: with a tunable "
+        "temperature (Su: f = k(x - b)) cross-entropy and hinge reach a 100 %-accurate b; lossbench tests it at a "
+        "fixed f = (x - b) / T, T = 0.1 (its choice, not Su's).",
         kind="analysis",
         analysis=toy_temperature_finds_it,
         rule_text="Holds when, with T = 0.1, every optimal b of cross-entropy and of the hinge on the grid is "

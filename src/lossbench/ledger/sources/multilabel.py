@@ -25,7 +25,7 @@ _THRESHOLDS = (
     "BCE's thresholds are tuned per label for F1 on the run's training part, not on a separate hold-out (the "
     "EXACT paper's code also tunes one threshold per class, but for binary accuracy, on its validation part "
     "while searching and on the training set in its final runs); thresholds fitted to the rows a model trained on "
-    "are over-fitted to them, which likely weakens BCE with thresholds, where Su sets them on a validation set."
+    "are over-fitted to them, which likely weakens BCE with thresholds (the post does not say how Su set his)."
 )
 _POS_WEIGHT = (
     "BCE gets no positive/negative weight: binary_cross_entropy's pos_weight could be searched, but the preset does "
@@ -134,7 +134,7 @@ _claim(
      "the synthetic sets, beyond the margin, and Scene was inconclusive.",),
 )
 # Su's own comparison: ZLPR, untuned, against binary classification whose positive/negative weight is tuned
-# (the post: "手动调整正负样本的权重", then thresholds set after training); written on 2026-12-06 before its runs.
+# (the post: "手动调整正负样本的权重"; the tuned thresholds are lossbench's); written on 2026-12-06 before its runs.
 _WEIGHTED = {"name": "multilabel-weighted", "baseline": "bce_weighted", "methods.keep": ["bce_thresholds", "zlpr"],
              "methods.add": [{"name": "bce_weighted", "like": "bce_thresholds",
                               "search": {"loss.pos_weight": {"low": 1.0, "high": 100.0, "log": True}}}]}  # fmt: skip
@@ -145,7 +145,7 @@ register_claim(
         source=f"{ZLPR}, its conclusion",
         url=ZLPR_URL,
         statement="Su tried ZLPR on several multi-label tasks and found it to match binary classification with "
-        "finely tuned weights (sigmoid + BCE, positives weighed against negatives, thresholds set after training), "
+        "finely tuned weights (sigmoid + BCE, positives weighed against negatives; the thresholds are lossbench's addition), "
         "and expects little gain over such a baseline: ZLPR read at 0, with no weight or threshold tuned, scores "
         "within 1 point of macro-F1 of BCE whose positive weight (one for every label) is searched like any "
         "hyperparameter and whose per-label thresholds are tuned.",

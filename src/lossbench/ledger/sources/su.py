@@ -36,7 +36,7 @@ _SST2_DEVIATIONS = (
     "SST-2 has two classes, where EXACT's P is a closed form, Phi((s_y - s_other) / (sqrt 2 sigma)): 1 - P is a "
     "probit-smoothed 0-1 loss and -log P a probit log-loss, a near relative of cross-entropy's logistic one. So on "
     "these data the claims compare those two losses, not EXACT's integral over several rivals.",
-    "Each method gets the same 10 trials, but EXACT's search adds sigma, margin and standardize to CE's lr and "
+    "Each method gets the same number of trials (10; 4 at the quick budget), but EXACT's search adds sigma, margin and standardize to CE's lr and "
     "weight decay: its wider space is searched more thinly.",
     "Since 2026-12-06 tuning validates on GLUE's dev.tsv (872 whole sentences; at the quick budget the 95 of them "
     "its 8,000 stratified rows keep) and the final runs train on train.tsv and dev.tsv together. Before, the "
