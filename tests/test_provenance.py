@@ -68,3 +68,10 @@ def test_files_no_commit_holds_have_no_commit(tmp_path):
     installed.mkdir(parents=True)
     (installed / "code.py").write_text("x = 1\n")
     assert describe_checkout(installed) is None
+
+
+def test_the_provenance_names_the_cpu():
+    # (another CPU's vector code rounds otherwise: a long run's scores differ past round-off)
+    from lossbench._provenance import cpu_model, provenance
+
+    assert isinstance(cpu_model(), str) and cpu_model().strip() and provenance()["cpu"] == cpu_model()

@@ -51,13 +51,28 @@ def version_line() -> str:
     return f"lossbench {__version__}" + (f" (commit {commit})" if commit else "")
 
 
+@functools.cache
+def cpu_model() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo; else what platform says): another CPU's vector code
+    rounds otherwise, and a long training run carries the difference into its scores."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance() -> dict[str, Any]:
-    """lossbench's version and commit, torch's version and threads, the host and Python."""
+    """lossbench's version and commit, torch's version and threads, the host, its CPU and Python."""
     import torch
 
     from lossbench import __version__
 
     return {
         "lossbench": __version__, "commit": git_commit(), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "host": socket.gethostname(), "python": platform.python_version(),
+        "threads": torch.get_num_threads(), "host": socket.gethostname(), "cpu": cpu_model(),
+        "python": platform.python_version(),
     }  # fmt: skip

@@ -345,7 +345,7 @@ def _last_run(runs: list[dict]) -> str:
     every = f"; the invocations ran at commits {', '.join(commits)}" if len(commits) > 1 else ""
     # (a record's commit corrected after the fact keeps why, and the report says it)
     corrected = "".join(f"; {run['commit']}: {run['correction']}" for run in runs if run.get("correction"))
-    return f", the last on {r['host']} with {r['threads']} torch thread(s), lossbench {r['lossbench']}{commit}{every}{corrected}"
+    return f", the last on {r['host']}{f' ({cpu})' if (cpu := r.get('cpu')) else ''} with {r['threads']} torch thread(s), lossbench {r['lossbench']}{commit}{every}{corrected}"
 
 
 def _mean(values: list[float]) -> float:
