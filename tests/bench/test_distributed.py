@@ -368,6 +368,35 @@ def test_a_ctrl_c_resumes_into_the_uninterrupted_study(tmp_path, monkeypatch):
     assert tuned_configs(storage, spec) == tuned_configs(clean, spec)
 
 
+def test_a_ctrl_c_inside_a_tpe_batch_resumes_its_retries_before_the_next_batch_is_asked(tmp_path, monkeypatch):
+    # trials 4: TPE asks 2 at a time; --pack 1 trains them one after another.  A Ctrl-C on the second run of
+    # the first batch queues it again; resumed, its retry once started beside draw 2, which TPE then asked from
+    # draw 0 alone (the uninterrupted study asks it from draws 0 and 1): another configuration was tuned.
+    from lossbench.bench import runner as runner_module
+
+    path = write_spec(tmp_path / "tiny.toml", trials=4, epochs=1)
+    path.write_text(path.read_text().replace('sampler = "random"', 'sampler = "tpe"'))  # (random draws read no history)
+    spec = load_spec(path)
+    clean = open_storage(default_storage_url(tmp_path / "clean"), spec.heartbeat_interval)
+    Runner(spec, clean, torch.device("cpu"), pack=1).run()
+    storage = open_storage(default_storage_url(tmp_path / "cut"), spec.heartbeat_interval)
+    calls, real = [], runner_module.train_and_score
+
+    def interrupted_second_run(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "train_and_score", interrupted_second_run)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(spec, storage, torch.device("cpu"), pack=1).run()
+    monkeypatch.setattr(runner_module, "train_and_score", real)
+    Runner(spec, storage, torch.device("cpu"), pack=1).run()
+    assert_complete_and_counted_once(storage, spec)
+    assert tuned_configs(storage, spec) == tuned_configs(clean, spec)
+
+
 def _clean_and_cut(tmp_path):
     """The tiny spec (ce and hinge share their packs), run once without interruption, and a fresh storage."""
     spec = load_spec(write_spec(tmp_path / "tiny.toml", trials=4, epochs=1))

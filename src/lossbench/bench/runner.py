@@ -523,8 +523,8 @@ class Runner:
 
     def _start(self, unit: Unit, study: optuna.Study, stage: str, trials: list[FrozenTrial], size: int,
                room: int, fresh: bool) -> _Started | str:  # fmt: skip
-        """Start ``size`` trials (queued ones of ``trials``, the study as last read, first; new ones only
-        when tuning) if they fit in ``room`` runs ('later' if not; 'waiting' when there was nothing to
+        """Start ``size`` trials (queued ones of ``trials``, the study as last read; new ones only when
+        tuning and none is queued) if they fit in ``room`` runs ('later' if not; 'waiting' when there was nothing to
         start: every queued run was taken by another worker meanwhile).  A killed run's retry starts
         alone, in a pack of its own (``fresh``: nothing started in this one yet; else 'later')."""
         waiting = [t for t in trials if t.state == TrialState.WAITING]
@@ -539,7 +539,9 @@ class Runner:
             return "later"
         sid = study._study_id
         self._known.pop(sid, None)  # until the pack is finished as planned: read afresh next time
-        started = self.storage.start_trials(sid, size, waiting, create=stage == "tune" and not lone)
+        # Queued retries start before any new draw: a draw asked beside them would be asked without their results,
+        # which an uninterrupted study's next draws see (TPE asks a batch from the batches finished before it).
+        started = self.storage.start_trials(sid, size, waiting, create=stage == "tune" and not waiting)
         if not started:
             return "waiting"
         known = trials + [t for t in started if t.number >= len(trials)]
