@@ -474,7 +474,7 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
     for line in _verdict_lines(claim, args.budget, variations or claim.variations, storage):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"claim {claim.id} ({args.budget}) done; `lossbench claims report --out {args.out}` writes the ledger",
-                  markup=False, highlight=False)
+                  markup=False, highlight=False, soft_wrap=True)  # (a command to paste: never broken across lines)
     return 0
 
 

@@ -230,3 +230,19 @@ def test_an_interrupted_start_leaves_no_worker_logs(tmp_path, monkeypatch):
         with LocalWorkers(4, "s", "sqlite:///x.db", str(out)):
             pass
     assert len(started) == 2 and list(out.iterdir()) == []
+
+
+def test_threads_limit_the_native_pools_too():
+    # (--threads set torch's alone: scikit-learn's analysis claim ran on every core, OpenMP and BLAS at 2 each)
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from lossbench.bench.workers import set_threads
+
+    before, pools = torch.get_num_threads(), {p["prefix"]: p["num_threads"] for p in threadpool_info()}
+    try:
+        set_threads(1)
+        assert torch.get_num_threads() == 1 and all(p["num_threads"] == 1 for p in threadpool_info())
+    finally:
+        torch.set_num_threads(before)
+        threadpool_limits(pools)

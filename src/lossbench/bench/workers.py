@@ -41,9 +41,13 @@ def check_local(name: str, count: int) -> None:
 
 
 def set_threads(threads: int) -> None:
-    """torch's intra-op threads for this process (checked: :func:`check_local`)."""
+    """torch's intra-op threads for this process (checked: :func:`check_local`), and the native thread pools'
+    (OpenMP, BLAS: scikit-learn's and NumPy's, through threadpoolctl) alike, which torch's setting leaves alone."""
     check_local("--threads", threads)
     torch.set_num_threads(threads)
+    from threadpoolctl import threadpool_limits  # (scikit-learn's dependency: installed with the bench)
+
+    threadpool_limits(threads)
 
 
 PARENT_ENV = "LOSSBENCH_PARENT_PID"  # a local worker's starter: the worker stops when it is gone
