@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-PACKAGE_DIR = Path(__file__).resolve().parent  # lossbench's own code
+from lossbench._paths import PACKAGE_DIR
+
 _LIBRARIES = (PACKAGE_DIR, Path(torch.__file__).resolve().parent)
 
 

@@ -14,6 +14,8 @@ import struct
 import tempfile
 from pathlib import Path
 
+PACKAGE_DIR = Path(__file__).resolve().parent  # lossbench's own code
+
 # Optuna keeps study names in a VARCHAR(512) and ours are "<spec>:<stage>:<dataset>:<method>".
 MAX_NAME_LENGTH = 128
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from lossbench._checks import PACKAGE_DIR
+from lossbench._paths import PACKAGE_DIR
 from lossbench._table import format_table
 from lossbench.bench import stops
 from lossbench.bench.defaults import DEFAULT_JOBS, DEFAULT_OUT, DEFAULT_PACK, DEFAULT_THREADS

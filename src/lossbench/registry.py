@@ -87,16 +87,6 @@ class HyperParam:
             )
 
 
-def whole_range(space: FloatRange | IntRange | Choice, param: HyperParam) -> FloatRange | IntRange | Choice:
-    """A spec's range with whole ends for a whole-number hyperparameter (registered as an integer range, or
-    an int by default: MGS's n_samples, a model's width) as an integer range: TOML's ``{ low = 4, high = 8 }``
-    is read as floats."""
-    whole = isinstance(param.space, IntRange) or type(param.default) is int
-    if whole and isinstance(space, FloatRange) and float(space.low).is_integer() and float(space.high).is_integer():
-        return IntRange(int(space.low), int(space.high), space.log)
-    return space
-
-
 def check_hyperparams(owner: str, hyperparams: Sequence[HyperParam], parameters: Mapping[str, inspect.Parameter]) -> None:
     """Each hyperparameter is an argument of its ``owner``'s signature (``parameters``), with its default where the
     signature has one: a listing or a report that shows the registered default must show what a call without it

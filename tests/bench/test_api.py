@@ -180,15 +180,15 @@ def test_a_spec_searches_model_hyperparameters_under_model_prefix():
         parse_spec(spec_table(**{"model.width": {"choices": [4, 8]}}))
     with pytest.raises(SpecError, match=r"unknown field\(s\) \['modelx.depth'\]"):
         parse_spec(spec_table(**{"modelx.depth": {"choices": [1, 2]}}))
-    # a whole-number hyperparameter's range is searched in whole numbers (TOML's ends are read as floats),
-    # a fractional one's as floats; as the stored spec is read back
+    # a model hyperparameter's range with ends written as integers is searched in whole numbers, a fractional
+    # one's as floats; as the stored spec is read back
     spec = parse_spec(spec_table(**{"model.depth": {"low": 1, "high": 3}, "model.dropout": {"low": 0, "high": 0.5}}))
     assert spec.search["model.depth"] == IntRange(1, 3) and spec.search["model.dropout"] == FloatRange(0.0, 0.5)
     assert spec_from_json(spec.to_json()) == spec
 
 
 def test_a_user_model_s_whole_number_hyperparameter_is_searched_in_whole_numbers(tmp_path):
-    def mlp(dataset, seed, width=4):  # (a float width: torch's Linear refuses it)
+    def mlp(dataset, seed, width):  # (a float width: torch's Linear refuses it; no default to tell it is whole)
         return nn.Sequential(nn.Linear(dataset.input_shape[0], width), nn.ReLU(), nn.Linear(width, dataset.num_classes))
 
     result = compare(frame(), label="kind", model=mlp, model_search={"width": {"low": 2, "high": 6}},
@@ -472,9 +472,17 @@ def test_images_are_taken_channels_first_and_in_the_unit_range_or_said_otherwise
 
 
 def test_one_hot_label_rows_are_read_as_multi_label_and_said_so():
+    import warnings
+
     from lossbench.bench.api import _in_memory
 
     y = torch.nn.functional.one_hot(torch.arange(20) % 3, 3)
-    with pytest.warns(UserWarning, match=r"^data: every label row holds exactly one 1 \(one-hot\): read as multi-label"):
-        data, _, _ = _in_memory((torch.randn(20, 4), y), None, None, None, "d")
-    assert data.task == "multilabel"
+    with pytest.warns(UserWarning, match=r"^data: every label row holds exactly one 1 \(one-hot\): read as multi-label") as said:
+        data, _, _ = _in_memory((torch.randn(20, 4), y), (torch.randn(6, 4), y[:6]), None, None, "d")
+    assert data.task == "multilabel" and len(said) == 1  # (once, from the training rows: not per part)
+    # multi-label data whose small test part happens to hold one label per row: nothing to say
+    multi = y.clone()
+    multi[::2, 0] = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _in_memory((torch.randn(20, 4), multi), (torch.randn(6, 4), y[1:7]), None, None, "d")

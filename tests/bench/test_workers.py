@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -237,12 +239,22 @@ def test_threads_limit_the_native_pools_too():
     import torch
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from lossbench.bench.workers import set_threads
+    from lossbench.bench.workers import NATIVE_THREADS_ENV, set_threads
 
     before, pools = torch.get_num_threads(), {p["prefix"]: p["num_threads"] for p in threadpool_info()}
     try:
-        set_threads(1)
-        assert torch.get_num_threads() == 1 and all(p["num_threads"] == 1 for p in threadpool_info())
+        with pytest.MonkeyPatch.context() as env:  # (set_threads sets the variables pools read as they load)
+            for name in NATIVE_THREADS_ENV:
+                env.delenv(name, raising=False)
+            set_threads(1)
+            assert torch.get_num_threads() == 1 and all(p["num_threads"] == 1 for p in threadpool_info())
+            assert all(os.environ[name] == "1" for name in NATIVE_THREADS_ENV)
     finally:
         torch.set_num_threads(before)
         threadpool_limits(pools)
+    # a pool loaded after the setting (scikit-learn's OpenMP, imported only by the analysis that fits it)
+    script = ("from lossbench.bench.workers import set_threads; set_threads(1); import sklearn.linear_model; "
+              "from threadpoolctl import threadpool_info; print(max(p['num_threads'] for p in threadpool_info()))")
+    clean = {k: v for k, v in os.environ.items() if k not in NATIVE_THREADS_ENV}
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=clean,
+                          check=True).stdout.strip() == "1"  # fmt: skip

@@ -164,7 +164,7 @@ def test_a_metric_whose_computation_changed_after_the_runs_is_left_out_or_refuse
 
     storage = open_storage(default_storage_url(tmp_path), study_spec(tiny_claim, "quick").heartbeat_interval)
     run_claim(tiny_claim, "quick", storage, torch.device("cpu"))
-    spec, later = study_spec(tiny_claim, "quick"), datetime.datetime(2100, 1, 1)
+    spec, later = study_spec(tiny_claim, "quick"), datetime.datetime(2100, 1, 1, tzinfo=datetime.timezone.utc)
     monkeypatch.setitem(metrics.METRIC_CHANGES, "nll", (later, "another way"))
     outcome = judge(tiny_claim, spec, storage, "quick", "fixed")
     (d,) = outcome.datasets
@@ -175,6 +175,24 @@ def test_a_metric_whose_computation_changed_after_the_runs_is_left_out_or_refuse
     monkeypatch.setitem(metrics.METRIC_CHANGES, "accuracy", (later, "another way"))  # the claim's own metric: no verdict
     with pytest.raises(ValueError, match="runs of wine / ce computed accuracy before it changed \\(another way\\)"):
         judge(tiny_claim, spec, storage, "quick", "fixed")
+
+
+def test_a_run_is_placed_before_or_after_a_metric_change_in_utc_whatever_the_local_zone(monkeypatch):
+    # (Optuna reads its datetimes back as naive local time: in Tokyo a run two hours before the change read 9 h later)
+    import datetime
+    import time
+
+    from lossbench.bench.metrics import METRIC_CHANGES, computed_before_change
+
+    change = METRIC_CHANGES["nll"][0]
+    for zone in ("UTC", "Asia/Tokyo", "America/Los_Angeles"):
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+        for hours, before in ((-2, True), (2, False)):
+            local = (change + datetime.timedelta(hours=hours)).astimezone().replace(tzinfo=None)  # as Optuna gives it
+            assert computed_before_change("nll", local) is before, (zone, hours)
+    monkeypatch.undo()
+    time.tzset()
 
 
 def test_the_report_says_which_runs_stored_the_decision_they_ran_under(tmp_path):

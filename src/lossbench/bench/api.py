@@ -511,6 +511,9 @@ def _in_memory(data: Any, test: Any, test_fraction: float | None, label: str | N
     kind = _feature_kind(x, "data")
     task, y_all, classes = _labels(_joined(y, y_test), "data")
     y, y_test = y_all[: len(x)], y_all[len(x) :]
+    if task == "multilabel" and len(y) and bool((y.sum(1) == 1).all()):  # (the training rows decide the task)
+        warnings.warn("data: every label row holds exactly one 1 (one-hot): read as multi-label, one decision per "
+                      "label; for one class per sample give class indices, y.argmax(1)", stacklevel=3)  # fmt: skip
     if test is not None and task == "multiclass":
         check_test_labels(y, y_test, classes, "test")
     digest = hashlib.sha256()
@@ -778,9 +781,6 @@ def _labels(y: Any, what: str) -> tuple[str, torch.Tensor, list[str]]:
     if isinstance(y, torch.Tensor) and y.ndim == 2:
         if not ((y == 0) | (y == 1)).all():
             raise ValueError(f"{what}: 2-D labels are multi-label rows and hold 0 and 1 only")
-        if len(y) and bool((y.sum(1) == 1).all()):
-            warnings.warn(f"{what}: every label row holds exactly one 1 (one-hot): read as multi-label, one decision per "
-                          "label; for one class per sample give class indices, y.argmax(1)", stacklevel=4)  # fmt: skip
         return "multilabel", y.to(torch.float32), [str(j) for j in range(y.shape[1])]
     values = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y, dtype=object)
     if values.ndim != 1:

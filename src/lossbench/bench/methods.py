@@ -12,7 +12,7 @@ from torch import nn
 
 from lossbench.bench.spec import THEN_PREFIX, MethodSpec, SpecError, check_value, value_kinds
 from lossbench.losses import LOSSES, LossInfo
-from lossbench.registry import Choice, FloatRange, HyperParam, IntRange, whole_range
+from lossbench.registry import Choice, FloatRange, HyperParam, IntRange
 from lossbench.train import TRANSFORMS, compatible
 
 Distribution = optuna.distributions.BaseDistribution
@@ -24,6 +24,15 @@ def _distribution(space: FloatRange | IntRange | Choice) -> Distribution:
     if isinstance(space, IntRange):
         return optuna.distributions.IntDistribution(space.low, space.high, log=space.log)
     return optuna.distributions.CategoricalDistribution(list(space.options))
+
+
+def _whole(space: FloatRange | IntRange | Choice, param: HyperParam) -> FloatRange | IntRange | Choice:
+    """A spec's range with whole ends for a whole-number hyperparameter (registered as an integer range, or
+    an int by default: MGS's n_samples) as an integer range: TOML's ``{ low = 4, high = 8 }`` is read as floats."""
+    whole = isinstance(param.space, IntRange) or type(param.default) is int
+    if whole and isinstance(space, FloatRange) and float(space.low).is_integer() and float(space.high).is_integer():
+        return IntRange(int(space.low), int(space.high), space.log)
+    return space
 
 
 def suggest(trial: optuna.Trial, name: str, dist: Distribution) -> Any:
@@ -106,7 +115,7 @@ class Method:
             for p in params:
                 key = f"{prefix}.{p.name}"
                 if _tuned(self.spec, key, fixed, p.space):
-                    space[key] = _distribution(whole_range(self.spec.search.get(key, p.space), p))
+                    space[key] = _distribution(_whole(self.spec.search.get(key, p.space), p))
         # The search table may also tune a loss argument that is no registered hyperparameter
         # (EXACT's sigma_min); registered ones were decided above.
         registered = {f"{prefix}.{p.name}" for prefix, _, params in own for p in params}

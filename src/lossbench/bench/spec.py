@@ -22,7 +22,7 @@ from typing import Any
 from lossbench._paths import check_name
 from lossbench.bench.metrics import DECISIONS, selection_metric
 from lossbench.bench.plugins import PluginError, check_plugin_name, import_plugins
-from lossbench.registry import Choice, FloatRange, IntRange, whole_range
+from lossbench.registry import Choice, FloatRange, IntRange
 from lossbench.train.vocabulary import LR_SCHEDULES, MOMENTUM_BELOW, OPTIMIZERS, WEIGHT_DECAY_ON
 
 if sys.version_info >= (3, 11):
@@ -346,7 +346,9 @@ def _no_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
         raise SpecError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
 
 
-def _range(value: Any, where: str) -> FloatRange | Choice:
+def _range(value: Any, where: str, whole: bool = False) -> FloatRange | IntRange | Choice:
+    """A search range or grid; with ``whole`` (a model hyperparameter's: a width, a depth), ends written as
+    integers make an integer range (the model's registry is not read here: a report reads specs without it)."""
     if isinstance(value, list) and len(value) == 2:
         value = {"low": value[0], "high": value[1]}
     if not isinstance(value, dict):
@@ -360,6 +362,8 @@ def _range(value: Any, where: str) -> FloatRange | Choice:
     high = _take(value, "high", float, where)
     log = _take(value, "log", bool, where, _default(FloatRange, "log"))
     try:
+        if whole and type(value["low"]) is int and type(value["high"]) is int:
+            return IntRange(value["low"], value["high"], log)
         return FloatRange(low, high, log)
     except ValueError as error:  # the range's own checks, named by the spec's field
         raise SpecError(f"{where}: {error}") from None
@@ -492,7 +496,8 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
         fixed = sorted(k for k in search_table if model_hyperparameter(k) in train.model_params)
         if fixed:
             raise SpecError(f"{source} [search]: {fixed} searched but fixed in [train] model_params; drop one of the two")
-        search.update({k: _range(v, f"{source} [search].{k}") for k, v in search_table.items()})
+        search.update({k: _range(v, f"{source} [search].{k}", whole=model_hyperparameter(k) is not None)
+                       for k, v in search_table.items()})  # fmt: skip
     if train.weight_decay_on == "none":  # training without weight decay: nothing of it to search
         if search_table is not None and "weight_decay" in search_table and "weight_decay" in search:
             raise SpecError(f"{source} [search]: weight_decay is searched but [train] weight_decay_on = 'none' "
@@ -622,7 +627,6 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
         import_plugins(plugins)
     except PluginError as err:
         raise SpecError(f"{source}: {err}") from None
-    spec = replace(spec, search=_whole_model_ranges(spec.search, spec.train.model))
     written = set() if every_key_written else {*data, *(f"train.{key}" for key in train_table)}
     _check_settings_apply(spec, source, written)
     if spec.sampler == "python-random":
@@ -631,21 +635,6 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
         if ranges:
             raise SpecError(f"{source}: the python-random sampler draws from choices only; these are ranges: {ranges}")
     return spec
-
-
-def _whole_model_ranges(search: dict[str, Any], model: str) -> dict[str, Any]:
-    """``[search]`` with each ``model.<name>`` range of a whole-number hyperparameter of the model (a width,
-    a depth) as an integer range, as a loss's are (:func:`~lossbench.registry.whole_range`); a model not
-    registered is refused where the runs are checked."""
-    if not any(model_hyperparameter(k) for k in search):
-        return search
-    # (imported here only: a spec searching no model hyperparameter reads no model)
-    from lossbench.models import MODELS
-
-    if model not in MODELS:
-        return search
-    params = {p.name: p for p in MODELS.get(model).hyperparams}
-    return {k: whole_range(r, params[name]) if (name := model_hyperparameter(k)) in params else r for k, r in search.items()}
 
 
 def _check_seed(seed: int, where: str) -> None:

@@ -40,14 +40,20 @@ def check_local(name: str, count: int) -> None:
         raise ValueError(f"{name} must be at most {most} (4 per core of this machine's {os.cpu_count()}), got {count}")
 
 
+NATIVE_THREADS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # read as a pool loads
+
+
 def set_threads(threads: int) -> None:
     """torch's intra-op threads for this process (checked: :func:`check_local`), and the native thread pools'
-    (OpenMP, BLAS: scikit-learn's and NumPy's, through threadpoolctl) alike, which torch's setting leaves alone."""
+    (OpenMP, BLAS: scikit-learn's and NumPy's) alike, which torch's setting leaves alone: those loaded already
+    through threadpoolctl, those loaded later (scikit-learn's OpenMP, imported by the analysis that fits it) by
+    the variables they read as they load."""
     check_local("--threads", threads)
     torch.set_num_threads(threads)
     from threadpoolctl import threadpool_limits  # (scikit-learn's dependency: installed with the bench)
 
     threadpool_limits(threads)
+    os.environ.update(dict.fromkeys(NATIVE_THREADS_ENV, str(threads)))
 
 
 PARENT_ENV = "LOSSBENCH_PARENT_PID"  # a local worker's starter: the worker stops when it is gone

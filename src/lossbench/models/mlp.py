@@ -76,7 +76,7 @@ register_model(
             HyperParam("depth", DEPTH, IntRange(1, 4), "hidden layers"),
             HyperParam("dropout", 0.0, FloatRange(0.0, 0.5), "dropout after each hidden ReLU"),
             HyperParam(
-                "widths", None, None, "explicit hidden widths, e.g. (512, 128); overrides width and depth"
+                "widths", None, None, "explicit hidden widths, e.g. (512, 128), instead of width and depth (left at their defaults)"
             ),
             HyperParam("cosine_head", False, None, "output layer of cosine similarities (no bias), as LDAM's code"),
         ),

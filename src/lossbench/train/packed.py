@@ -29,7 +29,7 @@ from torch.optim.adam import adam as adam_update
 from torch.optim.adamw import adamw as adamw_update
 from torch.optim.sgd import sgd as sgd_update
 
-from lossbench._checks import PACKAGE_DIR  # (lossbench's own code: its losses' means are tested, _own_loss)
+from lossbench._paths import PACKAGE_DIR  # (lossbench's own code: its losses' means are tested, _own_loss)
 from lossbench.losses._validation import compute_dtype
 from lossbench.train._base import (
     LossFn,
