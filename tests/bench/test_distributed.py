@@ -341,60 +341,45 @@ def test_jobs_runs_local_workers_on_one_study(tmp_path):
     assert not list(out.glob("*.worker-*.log"))
 
 
-def test_a_ctrl_c_resumes_into_the_uninterrupted_study(tmp_path, monkeypatch):
-    # the interrupted pack's trials are failed and queued again, as a dead worker's are: their draws
-    # are retried, not skipped (the resumed study once tuned draws 4-7 where the uninterrupted one tunes 0-3)
+def _ctrl_c_on_the_second_call_then_resume(tmp_path, monkeypatch, spec, trainer: str, pack: int) -> None:
+    """Run ``spec`` uninterrupted, then again with a Ctrl-C in the runner's second ``trainer`` call and resumed:
+    the resumed study is the uninterrupted one."""
     from lossbench.bench import runner as runner_module
 
-    spec = load_spec(write_spec(tmp_path / "tiny.toml", trials=4, epochs=1))
     clean = open_storage(default_storage_url(tmp_path / "clean"), spec.heartbeat_interval)
-    Runner(spec, clean, torch.device("cpu")).run()
+    Runner(spec, clean, torch.device("cpu"), pack=pack).run()
     storage = open_storage(default_storage_url(tmp_path / "cut"), spec.heartbeat_interval)
-    calls = []
-    real = runner_module.train_and_score_packed
+    calls, real = [], getattr(runner_module, trainer)
 
-    def interrupted_second_pack(*args, **kwargs):
+    def interrupted_second_call(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "train_and_score_packed", interrupted_second_pack)
+    monkeypatch.setattr(runner_module, trainer, interrupted_second_call)
     with pytest.raises(KeyboardInterrupt):
-        Runner(spec, storage, torch.device("cpu"), pack=2).run()
-    monkeypatch.setattr(runner_module, "train_and_score_packed", real)
-    Runner(spec, storage, torch.device("cpu"), pack=2).run()
+        Runner(spec, storage, torch.device("cpu"), pack=pack).run()
+    monkeypatch.setattr(runner_module, trainer, real)
+    Runner(spec, storage, torch.device("cpu"), pack=pack).run()
     assert_complete_and_counted_once(storage, spec)
     assert tuned_configs(storage, spec) == tuned_configs(clean, spec)
+
+
+def test_a_ctrl_c_resumes_into_the_uninterrupted_study(tmp_path, monkeypatch):
+    # the interrupted pack's trials are failed and queued again, as a dead worker's are: their draws
+    # are retried, not skipped (the resumed study once tuned draws 4-7 where the uninterrupted one tunes 0-3)
+    spec = load_spec(write_spec(tmp_path / "tiny.toml", trials=4, epochs=1))
+    _ctrl_c_on_the_second_call_then_resume(tmp_path, monkeypatch, spec, "train_and_score_packed", pack=2)
 
 
 def test_a_ctrl_c_inside_a_tpe_batch_resumes_its_retries_before_the_next_batch_is_asked(tmp_path, monkeypatch):
     # trials 4: TPE asks 2 at a time; --pack 1 trains them one after another.  A Ctrl-C on the second run of
     # the first batch queues it again; resumed, its retry once started beside draw 2, which TPE then asked from
     # draw 0 alone (the uninterrupted study asks it from draws 0 and 1): another configuration was tuned.
-    from lossbench.bench import runner as runner_module
-
     path = write_spec(tmp_path / "tiny.toml", trials=4, epochs=1)
     path.write_text(path.read_text().replace('sampler = "random"', 'sampler = "tpe"'))  # (random draws read no history)
-    spec = load_spec(path)
-    clean = open_storage(default_storage_url(tmp_path / "clean"), spec.heartbeat_interval)
-    Runner(spec, clean, torch.device("cpu"), pack=1).run()
-    storage = open_storage(default_storage_url(tmp_path / "cut"), spec.heartbeat_interval)
-    calls, real = [], runner_module.train_and_score
-
-    def interrupted_second_run(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(runner_module, "train_and_score", interrupted_second_run)
-    with pytest.raises(KeyboardInterrupt):
-        Runner(spec, storage, torch.device("cpu"), pack=1).run()
-    monkeypatch.setattr(runner_module, "train_and_score", real)
-    Runner(spec, storage, torch.device("cpu"), pack=1).run()
-    assert_complete_and_counted_once(storage, spec)
-    assert tuned_configs(storage, spec) == tuned_configs(clean, spec)
+    _ctrl_c_on_the_second_call_then_resume(tmp_path, monkeypatch, load_spec(path), "train_and_score", pack=1)
 
 
 def _clean_and_cut(tmp_path):
