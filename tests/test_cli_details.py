@@ -105,3 +105,13 @@ def test_warnings_are_one_line_each_once_with_the_place_only_outside_lossbench(t
                 warnings.warn("a user's secret", UserWarning, stacklevel=1)
     line = capsys.readouterr().err.splitlines()
     assert len(line) == 1 and re.fullmatch(r"lossbench: warning: a user's \*\*\* \(.*test_cli_details\.py:\d+\)", line[0])
+
+
+def test_a_claims_id_given_for_a_preset_points_to_the_preset_its_study_runs(capsys):
+    assert main(["presets", "su-flooding-penalty"]) == 2
+    said = capsys.readouterr().err.splitlines()[0]
+    assert said.startswith("lossbench: error: 'su-flooding-penalty' is a claim, not a preset: its study runs preset "
+                           "'flooding' (`lossbench presets flooding`), at the quick budget with ")  # fmt: skip
+    assert said.endswith("`lossbench claims run su-flooding-penalty` runs it")
+    assert main(["presets", "exact-toy-1d"]) == 2
+    assert "'exact-toy-1d' is a claim, not a preset: an analysis with no preset" in capsys.readouterr().err

@@ -386,6 +386,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
     from lossbench.bench.spec import load_preset, preset_names, preset_text
 
     if args.name:
+        if args.name not in preset_names():
+            _not_a_claim(args.name)
         load_preset(args.name)  # an unknown name is a one-line error
         print(preset_text(args.name), end="")
         return 0
@@ -396,6 +398,19 @@ def cmd_presets(args: argparse.Namespace) -> int:
         rows.append((name, ", ".join(f"{n} {word}{'s' * (n != 1)}" for n, word in counts)))
     print(format_table(("preset", "study"), rows))
     return 0
+
+
+def _not_a_claim(name: str) -> None:
+    """A claim's id given for a preset: refused with the preset its study runs (where the claim has one)."""
+    from lossbench.ledger.records import all_claims
+
+    claim = next((c for c in all_claims() if c.id == name), None)
+    if claim is None:
+        return
+    quick = claim.budgets.get("quick")
+    study = (f"its study runs preset {claim.protocol!r} (`lossbench presets {claim.protocol}`)"
+             + (f", at the quick budget with {quick.note}" if quick else "")) if claim.protocol else "an analysis with no preset"
+    raise ValueError(f"{name!r} is a claim, not a preset: {study}; `lossbench claims run {name}` runs it")  # fmt: skip
 
 
 def _ledger_storage(args: argparse.Namespace, create: bool = True, heartbeat_interval: int | None = None,
