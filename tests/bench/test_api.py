@@ -268,7 +268,7 @@ def test_an_edited_model_factory_is_another_model(tmp_path):
 
     before = _code_digest(build(Net))
 
-    class Net(nn.Linear):  # noqa: F811 - edited in place, as in a notebook
+    class Net(nn.Linear):  # edited in place, as in a notebook
         def forward(self, x):
             return 2 * super().forward(x)
 

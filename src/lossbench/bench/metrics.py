@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import torch
@@ -42,13 +42,13 @@ ECE_BINS = 15  # the expected calibration error's equal-width confidence bins
 # before. A run stored earlier holds another quantity under the name, and its logits are not kept to compute it
 # again (the claims ledger leaves such values out: lossbench.ledger.judge).
 METRIC_CHANGES: dict[str, tuple[datetime, str]] = {
-    "nll": (datetime(2026, 12, 5, 5, 1, 27, tzinfo=timezone.utc), "from probabilities clamped at 1e-12 (a sample's "
-            "loss at most 27.6 nats)"),
-    "bce": (datetime(2026, 12, 5, 5, 1, 27, tzinfo=timezone.utc), "from probabilities clamped at 1e-7 (a label's "
-            "loss at most 16 nats)"),
-    "map": (datetime(2026, 12, 5, 10, 26, 54, tzinfo=timezone.utc), "from float32 sigmoid probabilities, which tie "
-            "every logit above ~17"),
-}
+    "nll": (datetime(2026, 12, 5, 5, 1, 27, tzinfo=UTC),
+            "from probabilities clamped at 1e-12 (a sample's loss at most 27.6 nats)"),
+    "bce": (datetime(2026, 12, 5, 5, 1, 27, tzinfo=UTC),
+            "from probabilities clamped at 1e-7 (a label's loss at most 16 nats)"),
+    "map": (datetime(2026, 12, 5, 10, 26, 54, tzinfo=UTC),
+            "from float32 sigmoid probabilities, which tie every logit above ~17"),
+}  # fmt: skip
 ARGMAX = frozenset({"accuracy", "macro_f1", "balanced_accuracy"})  # multiclass metrics of the arg-max only
 DECIDED = ARGMAX | {"micro_f1"}  # the label metrics: those that read the decision rule's scores
 
@@ -57,7 +57,7 @@ def computed_before_change(metric: str, started: datetime | None) -> bool:
     """Whether a run started at ``started`` computed ``metric`` as it was before its change (:data:`METRIC_CHANGES`).
     A naive ``started`` is local time, as Optuna reads its datetimes back (5.x stores UTC, 4.x local time)."""
     change = METRIC_CHANGES.get(metric)
-    return change is not None and started is not None and started.astimezone(timezone.utc) < change[0]
+    return change is not None and started is not None and started.astimezone(UTC) < change[0]
 
 
 def diverged_score(metric: str) -> float:
