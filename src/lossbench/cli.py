@@ -387,7 +387,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
     if args.name:
         if args.name not in preset_names():
-            _not_a_claim(args.name)
+            _refuse_claim_id(args.name)
         load_preset(args.name)  # an unknown name is a one-line error
         print(preset_text(args.name), end="")
         return 0
@@ -400,7 +400,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_a_claim(name: str) -> None:
+def _refuse_claim_id(name: str) -> None:
     """A claim's id given for a preset: refused with the preset its study runs (where the claim has one)."""
     from lossbench.ledger.records import all_claims
 
@@ -599,7 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
                             f"(default {DEFAULT_PACK}; 1: one run at a time); a speed setting: the sampler is "
                             "asked alike at every pack, and the results are the same up to float round-off")  # fmt: skip
         p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                       help=f"torch threads per process (default {DEFAULT_THREADS}, which holds up on a busy machine)")
+                       help=f"torch's threads per process, and its OpenMP and BLAS pools' (default {DEFAULT_THREADS}, which "
+                            "holds up on a busy machine)")  # fmt: skip
         if jobs:
             p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                            help=f"local worker processes on the same storage, this one included (default {DEFAULT_JOBS})")
