@@ -313,8 +313,8 @@ def test_a_worker_paused_past_the_grace_period_goes_on(tmp_path, monkeypatch):
     runner = Runner(spec, storage, torch.device("cpu"))
     original, paused = Runner._train, []
 
-    def train(self, packs):
-        outcomes = original(self, packs)
+    def train(self, packs, stored):
+        outcomes = original(self, packs, stored)
         if not paused:  # what another worker does while this one sleeps: fail it as stale, queue a retry
             trial = packs[0].started[0]
             paused.append(trial.number)
@@ -667,22 +667,24 @@ def test_runs_stopped_for_no_fault_of_their_own_keep_their_draws_however_often(t
     _assert_resumes_into(spec, storage, clean)
 
 
-def test_the_training_error_is_raised_when_recording_the_runs_before_it_fails(tmp_path, monkeypatch):
+def test_runs_of_the_calls_before_a_failing_call_are_recorded_as_their_call_ends(tmp_path, monkeypatch):
+    # at --pack 6, ce's two final runs and hinge's four tuning runs train in two calls: ce's are stored before
+    # hinge's call starts (a kill there loses none of them), so the storage failing after it loses nothing
     from lossbench.bench import runner as runner_module
     from lossbench.bench.storage import HeartbeatStorage
 
     spec = load_spec(write_spec(tmp_path / "tiny.toml", trials=4, epochs=1))
     storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
-
-    real, real_finish, failed = runner_module.train_and_score_packed, HeartbeatStorage.finish_trials, []
+    real, real_finish, failed, complete_then = runner_module.train_and_score_packed, HeartbeatStorage.finish_trials, [], []
 
     def hinge_tuning_fails(split, methods, runs, spec_):  # (ce's final seeds trained in the call before)
         if {m.name for m in methods} == {"hinge"} and split.stage == "tune":
+            complete_then.append([t.state for t in all_trials(storage, spec)[("final", "ce")]])
             failed.append(1)
             raise RuntimeError("hinge fell over")
         return real(split, methods, runs, spec_)
 
-    def busy(self, outcomes):  # recording ce's final runs fails once hinge's call has raised
+    def busy(self, outcomes):
         if failed:
             raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
         return real_finish(self, outcomes)
@@ -691,12 +693,82 @@ def test_the_training_error_is_raised_when_recording_the_runs_before_it_fails(tm
     monkeypatch.setattr(HeartbeatStorage, "finish_trials", busy)
     with pytest.raises(RuntimeError, match="hinge fell over") as raised:
         Runner(spec, storage, torch.device("cpu"), pack=6).run()
+    assert complete_then == [[TrialState.COMPLETE] * 2]  # stored while hinge's call trained
+    assert not getattr(raised.value, "__notes__", [])
+    trials = all_trials(storage, spec)
+    assert [t.state for t in trials[("tune", "hinge")]] == [TrialState.FAIL] * 4
+    assert [t.state for t in trials[("final", "ce")]] == [TrialState.COMPLETE] * 2
+
+
+def test_the_training_error_is_raised_when_recording_the_runs_before_it_fails(tmp_path, monkeypatch):
+    # ce and hinge tune in one pack, which raises; apart, ce's runs train and hinge's raise again; recording
+    # ce's then fails: hinge's error is the one raised, and ce's runs are queued again, uncounted
+    from lossbench.bench import runner as runner_module
+    from lossbench.bench.storage import HeartbeatStorage
+
+    spec = load_spec(write_spec(tmp_path / "tiny.toml", trials=4, epochs=1))
+    storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
+    real, real_finish, failed = runner_module.train_and_score_packed, HeartbeatStorage.finish_trials, []
+
+    def hinge_tuning_fails(split, methods, runs, spec_):
+        if "hinge" in {m.name for m in methods} and split.stage == "tune":
+            failed.append(1)
+            raise RuntimeError("hinge fell over")
+        return real(split, methods, runs, spec_)
+
+    def busy(self, outcomes):
+        if len(failed) == 2:  # (hinge raised in the pack and alone)
+            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+        return real_finish(self, outcomes)
+
+    monkeypatch.setattr(runner_module, "train_and_score_packed", hinge_tuning_fails)
+    monkeypatch.setattr(HeartbeatStorage, "finish_trials", busy)
+    with pytest.raises(RuntimeError, match="hinge fell over") as raised, pytest.warns(RuntimeWarning, match="apart"):
+        Runner(spec, storage, torch.device("cpu")).run()
     assert any("recording the runs trained before it failed" in note for note in raised.value.__notes__)
     trials = all_trials(storage, spec)
     assert [t.state for t in trials[("tune", "hinge")]] == [TrialState.FAIL] * 4
-    # ce's final runs trained but were not recorded: failed and queued again, none left running until stale
-    assert [t.state for t in trials[("final", "ce")]] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
-    assert [t.system_attrs.get("retry_history") for t in trials[("final", "ce")][2:]] == [[], []]
+    # ce's runs trained but were not recorded: failed and queued again, none left running until stale
+    assert [t.state for t in trials[("tune", "ce")]] == [TrialState.FAIL] * 4 + [TrialState.WAITING] * 4
+    assert [t.system_attrs.get("retry_history") for t in trials[("tune", "ce")][4:]] == [[]] * 4
+
+
+def test_a_call_whose_recording_fails_queues_its_runs_and_the_later_calls_runs_again(tmp_path, monkeypatch):
+    # TPE asks 2 tuning runs at once; --pack 1 trains them in two calls, the first recorded as it ends:
+    # where that fails, neither run counts against its draw, and the resumed study is the uninterrupted one
+    from lossbench.bench import runner as runner_module
+    from lossbench.bench.storage import HeartbeatStorage
+
+    path = write_spec(tmp_path / "tiny.toml", trials=4, epochs=1)
+    path.write_text(path.read_text().replace('sampler = "random"', 'sampler = "tpe"'))
+    spec = load_spec(path)
+    clean = open_storage(default_storage_url(tmp_path / "clean"), spec.heartbeat_interval)
+    Runner(spec, clean, torch.device("cpu"), pack=1).run()
+    storage = open_storage(default_storage_url(tmp_path / "cut"), spec.heartbeat_interval)
+    real, real_finish, trained = runner_module.train_and_score, HeartbeatStorage.finish_trials, []
+
+    def counted(*args, **kwargs):
+        trained.append(1)
+        return real(*args, **kwargs)
+
+    def busy_once(self, outcomes):
+        if len(trained) == 1:
+            trained.append(0)  # (once)
+            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+        return real_finish(self, outcomes)
+
+    monkeypatch.setattr(runner_module, "train_and_score", counted)
+    monkeypatch.setattr(HeartbeatStorage, "finish_trials", busy_once)
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="database is locked"):
+        Runner(spec, storage, torch.device("cpu"), pack=1).run()
+    assert trained == [1, 0]  # the second run of the batch did not train
+    (first_unit,) = [ts for (stage, _), ts in all_trials(storage, spec).items() if stage == "tune" and ts]
+    assert [t.state for t in first_unit] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
+    assert [t.system_attrs["retry_history"] for t in first_unit[2:]] == [[], []]
+    monkeypatch.undo()
+    Runner(spec, storage, torch.device("cpu"), pack=1).run()
+    assert_complete_and_counted_once(storage, spec)
+    assert tuned_configs(storage, spec) == tuned_configs(clean, spec)
 
 
 def test_runs_whose_recording_fails_are_queued_again_not_left_running(tmp_path, monkeypatch):

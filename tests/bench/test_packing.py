@@ -421,7 +421,7 @@ def test_a_killed_packs_runs_are_retried_each_alone_and_the_study_ends_as_an_uni
     class Killed(BaseException):
         """The worker's end in the middle of training (a killed process neither trains nor fails anything)."""
 
-    def training_killed(self, packs):
+    def training_killed(self, packs, stored):
         assert [len(p.started) for p in packs] == [2, 2]  # both units' first TPE batch, their draws stored
         raise Killed
 

@@ -564,6 +564,7 @@ class Runner:
         if self._heartbeats is None:
             raise RuntimeError("trials run within Runner.run, which keeps their heartbeats")
         every = [(p, t) for p in packs for t in p.started]
+        stored: dict[tuple[int, int], bool] = {}  # (pack, run) recorded so far -> finished by this worker
         with self._heartbeats.beating([t._trial_id for _, t in every]):
             try:
                 for p in packs:
@@ -574,7 +575,7 @@ class Runner:
                     for distributions in [a.distributions]  # (a deep copy per read)
                     for name, value in a.params.items() if name not in t.params  # (a retry holds its own)
                 ])  # fmt: skip
-                outcomes, failure = self._train(packs)
+                outcomes, failure = self._train(packs, stored)
             except BaseException as err:  # nothing trained: the trials fail, the error keeps its traceback
                 stopped = stops.stop_in(err) is not None
                 self._abandon(every, err, requeue=stopped or len(packs) > 1, counted=not stopped)
@@ -583,38 +584,47 @@ class Runner:
                 err, raised, untrained, requeue = failure
                 stopped = stops.stop_in(err) is not None
                 try:
-                    self._finish(packs, outcomes)
+                    self._finish(packs, outcomes, stored)
                 except BaseException as also:  # noqa: BLE001 - the training error is the one to report (its runs still fail)
                     err.add_note(f"recording the runs trained before it failed ({type(also).__name__}: {also})")
-                    trained = [(p, t) for p, per in zip(packs, outcomes) for t, (o, _) in zip(p.started, per) if o is not None]
+                    trained = [(p, p.started[i]) for j, p in enumerate(packs) for i, (o, _) in enumerate(outcomes[j])
+                               if o is not None and (j, i) not in stored]  # fmt: skip
                     self._abandon(trained, also, requeue=True, counted=False)  # (not recorded: not their fault)
                 self._abandon([(packs[j], packs[j].started[i]) for j, i in raised], err, requeue=stopped or requeue,
                               counted=not stopped)  # fmt: skip
                 self._abandon([(packs[j], packs[j].started[i]) for j, i in untrained], err, requeue=True, counted=False)
                 raise err
             try:
-                self._finish(packs, outcomes)
+                self._finish(packs, outcomes, stored)
             except BaseException as err:  # one transaction: none was recorded, and none is left running until stale
-                self._abandon(every, err, requeue=True, counted=False)
+                self._abandon([(p, p.started[i]) for j, p in enumerate(packs) for i in range(len(p.started)) if (j, i) not in stored],
+                              err, requeue=True, counted=False)  # fmt: skip
                 raise
 
-    def _finish(self, packs: list[_Started], outcomes: list[list[tuple[Outcome | None, RunResult | None]]]) -> None:
-        """Record the outcomes (None: a run that did not train, left to the caller) in one transaction."""
-        finished = set(self.storage.finish_trials([o for per in outcomes for o, _ in per if o is not None]))
-        for p, per in zip(packs, outcomes):
-            for trial, (outcome, result) in zip(p.started, per):
-                if outcome is None:
-                    continue
-                if outcome.trial_id not in finished:
-                    warnings.warn(
-                        f"{p.unit.label} ({p.stage}): trial #{trial.number} was failed as stale while this worker "
-                        "was paused past the heartbeat grace period; its result is dropped and its retry runs instead",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
-                elif result is not None and self.on_trial:
-                    self.on_trial(p.unit.label, p.stage, result)
-            if all(o is not None and o.trial_id in finished for o, _ in per):  # the storage holds what was read, with these finished
+    def _finish(self, packs: list[_Started], outcomes: list[list[tuple[Outcome | None, RunResult | None]]],
+                stored: dict[tuple[int, int], bool], keys: list[tuple[int, int]] | None = None) -> None:  # fmt: skip
+        """Record in one transaction the outcomes of ``keys`` ((pack, run) pairs; default: every one not yet
+        ``stored``; an outcome None is a run that did not train, left to the caller), and add them to ``stored``."""
+        if keys is None:
+            keys = [(j, i) for j, per in enumerate(outcomes) for i, (o, _) in enumerate(per) if o is not None and (j, i) not in stored]
+        if not keys:
+            return
+        finished = set(self.storage.finish_trials([outcomes[j][i][0] for j, i in keys]))
+        for j, i in keys:
+            p, (outcome, result) = packs[j], outcomes[j][i]
+            stored[(j, i)] = outcome.trial_id in finished
+            if not stored[(j, i)]:
+                warnings.warn(
+                    f"{p.unit.label} ({p.stage}): trial #{p.started[i].number} was failed as stale while this worker "
+                    "was paused past the heartbeat grace period; its result is dropped and its retry runs instead",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            elif result is not None and self.on_trial:
+                self.on_trial(p.unit.label, p.stage, result)
+        for j, (p, per) in enumerate(zip(packs, outcomes)):
+            if any(k[0] == j for k in keys) and all(stored.get((j, i), False) for i in range(len(per))):
+                # the storage holds what was read, with these finished
                 done = {t.number: _as_finished(t, a, o) for t, a, (o, _) in zip(p.started, p.asked, per)}
                 self._known[p.study._study_id] = [done.get(t.number, t) for t in p.known]
 
@@ -669,7 +679,7 @@ class Runner:
             asked.append(trial)
         return asked
 
-    def _train(self, packs: list[_Started]) -> tuple[
+    def _train(self, packs: list[_Started], stored: dict[tuple[int, int], bool]) -> tuple[
         list[list[tuple[Outcome | None, RunResult | None]]],
         tuple[BaseException, list[tuple[int, int]], list[tuple[int, int]], bool] | None,
     ]:  # fmt: skip
@@ -680,7 +690,9 @@ class Runner:
         made, and whether the failed runs are queued again (their draws kept: several units' runs of
         which none is known to be the cause).  A call of several units' runs that raises (but for
         Ctrl-C) is made again unit by unit (:meth:`_train_apart`): a failing method or plugin fails
-        its own trials, not those of the methods it shared a pack with."""
+        its own trials, not those of the methods it shared a pack with.  A call's runs are recorded as it
+        ends where calls follow it (``stored``; TPE's batch at a small ``--pack``): a kill in a later call
+        loses none of them."""
         prepared: dict[tuple[int, int], tuple[Method, FrozenTrial, dict[str, Any], int, Split]] = {}
         for j, p in enumerate(packs):
             for i, (trial, asked) in enumerate(zip(p.started, p.asked)):
@@ -718,9 +730,17 @@ class Runner:
                 return outcomes, (err, keys, later, len(units) > 1)
             else:
                 unrecorded = self._record(outcomes, packs, prepared, keys, results)
-                if unrecorded is None:
-                    continue
-                return outcomes, (unrecorded, keys, later, isinstance(unrecorded, KeyboardInterrupt))
+                if unrecorded is not None:
+                    return outcomes, (unrecorded, keys, later, isinstance(unrecorded, KeyboardInterrupt))
+                if later:
+                    try:
+                        self._finish(packs, outcomes, stored, keys)
+                    except BaseException as err:  # noqa: BLE001 - raised by the caller; not recorded: not the runs' fault
+                        for j, i in keys:
+                            if (j, i) not in stored:
+                                outcomes[j][i] = (None, None)
+                        return outcomes, (err, [], [k for k in keys if k not in stored] + later, False)
+                continue
             failure = self._train_apart(outcomes, packs, prepared, units, said)
             if failure is not None:
                 err, raised, untrained, requeue = failure
