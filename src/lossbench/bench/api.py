@@ -686,8 +686,8 @@ def _frame(frame: Any, label: str | None, what: str, columns: list[str] | None =
     for name, column in others.items():
         category = isinstance(column.dtype, pd.CategoricalDtype)
         encoded = _one_hot_encoded(column)
-        kind = pd.api.types.infer_dtype(column)
-        if column.dtype == object and pd.api.types.infer_dtype(column, skipna=True) in _NUMBERS:
+        kind = pd.api.types.infer_dtype(column)  # (missing cells skipped)
+        if column.dtype == object and kind in _NUMBERS:
             raise ValueError(f"{what}: column {name!r} holds numbers as Python objects (dtype object), which would be "
                              f"one-hot encoded as categories; convert it, e.g. frame[{name!r}] = "
                              f"pd.to_numeric(frame[{name!r}])")  # fmt: skip

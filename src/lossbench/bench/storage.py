@@ -148,6 +148,13 @@ def check_sqlite_file(path: Path, create: bool) -> None:
 # kept (``failed_trial``), at most this many times (HeartbeatStorage.fail_trials; Optuna's own stale
 # check, which lossbench's runner does not use, the same by its callback).
 MAX_RETRIES = 3
+# Two processes creating one new database race to create its schema: the loser tries again, at most this often.
+SCHEMA_ATTEMPTS = 3
+# A retry of a run whose worker was killed (stale) trains, and is started, on its own: a kill fails every run
+# of a pack, and counting it against each would give up a whole pack's draws after a few kills that at most
+# one of them caused; alone, a later kill counts against the run it hit only.
+RETRY_ALONE_ATTR = "retry_alone"
+_SCHEMA_RACE = re.compile(r"already exists|UNIQUE constraint failed: alembic_version|duplicate key value", re.IGNORECASE)
 
 
 def check_storage_url(url: str) -> None:
@@ -230,14 +237,6 @@ def open_storage(
     except Exception as err:  # SQLAlchemy raises many kinds; all mean the same to the user
         raise _storage_error(url, err) from None
     raise AssertionError("unreachable")  # (the loop returns or raises)
-
-
-SCHEMA_ATTEMPTS = 3
-# A retry of a run whose worker was killed (stale) trains, and is started, on its own: a kill fails every run
-# of a pack, and counting it against each would give up a whole pack's draws after a few kills that at most
-# one of them caused; alone, a later kill counts against the run it hit only.
-RETRY_ALONE_ATTR = "retry_alone"
-_SCHEMA_RACE = re.compile(r"already exists|UNIQUE constraint failed: alembic_version|duplicate key value", re.IGNORECASE)
 
 
 def masked(url: str) -> str:
