@@ -12,6 +12,7 @@ import copy
 import inspect
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,8 @@ for _info in LOSSES.values():
 @pytest.mark.parametrize("info, name, bad", LOSS_CASES)
 def test_loss_refuses_bad_hyperparameter(info, name, bad):
     logits, target, kwargs = make_case(info)
-    with pytest.raises(ValueError) as err:
+    # the losses' checks (lossbench._checks): "<name> must ..., got <the value's repr>"
+    with pytest.raises(ValueError, match=rf"^{re.escape(name)} must .*, got {re.escape(repr(bad))}") as err:
         if name in inspect.signature(info.function).parameters:
             info.function(logits, target, **kwargs, **{name: bad})
         else:  # a module-only option

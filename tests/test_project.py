@@ -77,4 +77,6 @@ def test_cli_toy_prints_the_papers_optima():
 
 def test_cli_bad_argument_is_an_error():
     out = run_cli("no-such-command")
-    assert out.returncode != 0
+    assert out.returncode == 2  # argparse's usage error
+    assert out.stderr.startswith("usage: lossbench")
+    assert "lossbench: error: argument command: invalid choice: 'no-such-command'" in out.stderr

@@ -137,9 +137,24 @@ def test_a_second_stage_whose_loss_reads_other_logits_is_refused_before_any_run(
         check_unit(split, resolve_method(spec.methods[0]), spec)
 
 
-def test_early_stopping_chooses_among_both_stages_epochs():
-    result = _run(_spec(_method({"loss": "cross_entropy", "epochs": 3}), early_stopping=True))
-    assert len(result.curves["train_loss"]) == 6 and 0 <= result.metrics["best_epoch"] <= 5
+@pytest.mark.parametrize(
+    ("params", "then", "stage"),
+    [
+        # stage two goes on improving: one of its epochs wins
+        (PARAMS, {"loss": "cross_entropy", "epochs": 3}, 2),
+        # stage one reaches the best at once, and stage two's ten-fold step makes it worse
+        ({"lr": 0.5, "weight_decay": 1e-4}, {"loss": "cross_entropy", "epochs": 3, "lr_scale": 10.0}, 1),
+    ],
+)
+def test_early_stopping_chooses_among_both_stages_epochs(params, then, stage):
+    result = _run(_spec(_method(then), early_stopping=True), params)
+    (key,) = [k for k in result.curves if k.startswith("heldout_") and k != "heldout_loss"]
+    curve, metric = result.curves[key], key.removeprefix("heldout_")
+    assert len(result.curves["train_loss"]) == len(curve) == 6
+    best = curve.index(max(curve))  # the first best epoch: a tie keeps the earlier
+    assert (best < 3) == (stage == 1)  # the case is the one it is meant to be
+    assert result.metrics["best_epoch"] == best
+    assert result.metrics[metric] == pytest.approx(curve[best])
 
 
 def test_a_spec_without_a_second_stage_keeps_its_fingerprint_and_one_with_it_round_trips():

@@ -127,7 +127,9 @@ def test_the_clipping_analysis_reads_the_stored_training_curves(tmp_path, monkey
     monkeypatch.setattr(analyses, "TARGET_FRACTION", 0.5)  # reachable in 4 epochs of a linear model on wine
     storage = open_storage(f"sqlite:///{tmp_path / 'c.db'}", tiny.heartbeat_interval)
     result = analyses.clipping_accelerates("quick", storage=storage, device=torch.device("cpu"))
-    assert result.word in ("holds", "contradicted", "equivalent", "inconclusive")
+    # two seeds cannot show a direction (a sign test's p is at least 1/4) and clip_smooth is more than one
+    # epoch slower than none: not the same speed either
+    assert result.word == "inconclusive", result.reason
     assert set(result.measured) == {"wine/none", "wine/clip", "wine/clip_smooth"}
     assert all(1 <= v <= tiny.train.epochs + 1 for v in result.measured.values())
     assert "clipping-tiny" in result.details and "wine/clip" in result.reason
