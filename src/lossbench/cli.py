@@ -484,6 +484,9 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
     for spec in specs:
         _preflight(spec, args.data_dir)  # a spec that cannot run (missing files, say) leaves no database behind
     storage = _ledger_storage(args, heartbeat_interval=min((s.heartbeat_interval for s in specs), default=None))
+    if args.fresh:
+        for spec in specs:
+            _delete_study(storage, spec.name, args.budget, claim.id)
     run_claim(claim, args.budget, storage, device, data_dir=args.data_dir, variations=variations, progress=run_progress,
               pack=args.pack, alongside=lambda study: _local_workers(args, study, url))  # fmt: skip
     for line in _verdict_lines(claim, args.budget, variations or claim.variations, storage):
@@ -491,6 +494,36 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
     console.print(f"claim {claim.id} ({args.budget}) done; `lossbench claims report --out {args.out}` writes the ledger",
                   markup=False, highlight=False, soft_wrap=True)  # (a command to paste: never broken across lines)
     return 0
+
+
+def _delete_study(storage, name: str, budget: str, claim_id: str) -> None:
+    """``claims run --fresh``: study ``name``'s stored runs deleted, saying so (and which other claims read them)."""
+    from lossbench.bench.console import console
+
+    studies, trials = storage.delete_spec_studies(name)
+    if not studies:  # (a study not run yet)
+        return
+    others = [c for c in _claims_of_study(name, budget) if c != claim_id]
+    also = f"; it served claims {', '.join(others)} too, judged from the new runs" if others else ""
+    console.print(f"deleted study {name} and its {trials} stored runs, to run it anew{also}",
+                  markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+
+
+def _claims_of_study(name: str, budget: str) -> list[str]:
+    """The claims whose runs at ``budget`` are study ``name``'s (claims of one protocol share a study)."""
+    from lossbench.ledger.analyses import analysis_study
+    from lossbench.ledger.protocol import study_spec
+    from lossbench.ledger.records import all_claims
+
+    found = []
+    for claim in all_claims():
+        if claim.protocol is None:
+            continue
+        names = {analysis_study(claim.id, budget).name} if claim.kind == "analysis" else \
+            {study_spec(claim, budget, v).name for v in claim.variations}
+        if name in names:
+            found.append(claim.id)
+    return found
 
 
 def _verdict_lines(claim, budget: str, variations: Sequence[str], storage) -> list[str]:
@@ -643,6 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--budget", default="quick", help="quick (default: minutes on a CPU) or paper (the source's protocol)")
     q.add_argument("--variation", action="append", help="fixed or resampled (default: every one the claim declares)")
     q.add_argument("--out", default=argparse.SUPPRESS, help=out_help)
+    q.add_argument("--fresh", action="store_true",
+                   help="delete the stored runs of the studies it runs first (any other claim's that share them too), "
+                        "and run them anew with this lossbench")  # fmt: skip
     common(q, storage_default=argparse.SUPPRESS)
     q.set_defaults(func=cmd_claims_run)
     q = claims.add_parser("report", help="write REPRODUCTIONS.md and reproductions/ledger.html from storage")

@@ -109,7 +109,7 @@ def _cell(result: DatasetResult, r: MethodResult, claim: Claim) -> Cell:
     diverged = sum(scored_as_diverged(r.runs[s], metric) for s in seeds)
     if any(computed_before_change(metric, t.datetime_start) for t in r.runs.values()):
         raise ValueError(f"claim {claim.id!r}: runs of {result.dataset.label} / {r.method.name} computed {metric} "
-                         f"before it changed ({METRIC_CHANGES[metric][1]}); run the study again")  # fmt: skip
+                         f"before it changed ({METRIC_CHANGES[metric][1]}); run its study anew (`lossbench claims run {claim.id} --fresh` with its budget and variation)")  # fmt: skip
     secondary, outdated = {}, []
     for m in SECONDARY:
         if any(computed_before_change(m, t.datetime_start) for t in r.runs.values()):

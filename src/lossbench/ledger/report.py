@@ -321,7 +321,7 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
         if outdated:
             blocks.append(Para("Left out (-): " + "; ".join(
                 f"{m} of runs stored before {METRIC_CHANGES[m][0]:%Y-%m-%d %H:%M} UTC, which computed it {METRIC_CHANGES[m][1]}"
-                for m in outdated) + ". The runs' logits are not kept; running the study again computes it anew."))  # fmt: skip
+                for m in outdated) + ". The runs' logits are not kept; `lossbench claims run ... --fresh` runs the study anew."))  # fmt: skip
     if o.ranking is not None:
         r = o.ranking
         ranks = ", ".join(f"{m} {v:.2f}" for m, v in r.mean_ranks.items())
