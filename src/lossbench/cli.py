@@ -484,46 +484,63 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
     for spec in specs:
         _preflight(spec, args.data_dir)  # a spec that cannot run (missing files, say) leaves no database behind
     storage = _ledger_storage(args, heartbeat_interval=min((s.heartbeat_interval for s in specs), default=None))
-    if args.fresh:
-        for spec in specs:
-            _delete_study(storage, spec.name, args.budget, claim.id)
+    readers = _delete_studies(storage, _studies_run(claim, args.budget, specs), args.budget, claim.id) if args.fresh else []
     run_claim(claim, args.budget, storage, device, data_dir=args.data_dir, variations=variations, progress=run_progress,
               pack=args.pack, alongside=lambda study: _local_workers(args, study, url))  # fmt: skip
     for line in _verdict_lines(claim, args.budget, variations or claim.variations, storage):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+    for reader in readers:  # (their stored results were read from the deleted runs)
+        run_claim(reader, args.budget, storage, device, data_dir=args.data_dir, progress=run_progress, pack=args.pack)
+        for line in _verdict_lines(reader, args.budget, reader.variations, storage):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"claim {claim.id} ({args.budget}) done; `lossbench claims report --out {args.out}` writes the ledger",
                   markup=False, highlight=False, soft_wrap=True)  # (a command to paste: never broken across lines)
     return 0
 
 
-def _delete_study(storage, name: str, budget: str, claim_id: str) -> None:
-    """``claims run --fresh``: study ``name``'s stored runs deleted, saying so (and which other claims read them)."""
+def _delete_studies(storage, names: list[str], budget: str, claim_id: str) -> list:
+    """``claims run --fresh``: the stored runs of studies ``names`` deleted, saying so; returns the analysis claims
+    that read them (to be judged again from the new runs), and names the other claims that share them."""
     from lossbench.bench.console import console
+    from lossbench.ledger.records import get_claim
 
-    studies, trials = storage.delete_spec_studies(name)
-    if not studies:  # (a study not run yet)
-        return
-    others = [c for c in _claims_of_study(name, budget) if c != claim_id]
-    also = f"; it served claims {', '.join(others)} too, judged from the new runs" if others else ""
-    console.print(f"deleted study {name} and its {trials} stored runs, to run it anew{also}",
+    studies, trials = storage.delete_spec_studies(names)
+    if not studies:  # (not run yet)
+        return []
+    sharing, readers = _claims_of_studies(set(names), budget)
+    others = [c for c in sharing if c != claim_id]
+    also = f"; claims {', '.join(others)} share it" if others else ""
+    also += f"; analyses {', '.join(readers)} read it and are judged again after it" if readers else ""
+    console.print(f"deleted {', '.join(names)} ({studies} studies, {trials} trials) to run anew{also}",
                   markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+    return [get_claim(c) for c in readers if c != claim_id]
 
 
-def _claims_of_study(name: str, budget: str) -> list[str]:
-    """The claims whose runs at ``budget`` are study ``name``'s (claims of one protocol share a study)."""
-    from lossbench.ledger.analyses import analysis_study
+def _studies_run(claim, budget: str, specs: list) -> list[str]:
+    """The studies a claim runs at ``budget``: a bench claim's ``specs``, the study an analysis reads (if any)."""
+    from lossbench.ledger.analyses import study_read
+
+    if claim.kind == "bench":
+        return [s.name for s in specs]
+    name = study_read(claim.id, budget)
+    return [] if name is None else [name]
+
+
+def _claims_of_studies(names: set[str], budget: str) -> tuple[list[str], list[str]]:
+    """The bench claims whose runs at ``budget`` are among studies ``names`` (claims of one protocol share a study),
+    and the analysis claims that read one of them."""
+    from lossbench.ledger.analyses import study_read
     from lossbench.ledger.protocol import study_spec
     from lossbench.ledger.records import all_claims
 
-    found = []
+    sharing, readers = [], []
     for claim in all_claims():
-        if claim.protocol is None:
-            continue
-        names = {analysis_study(claim.id, budget).name} if claim.kind == "analysis" else \
-            {study_spec(claim, budget, v).name for v in claim.variations}
-        if name in names:
-            found.append(claim.id)
-    return found
+        if claim.kind == "analysis":
+            if study_read(claim.id, budget) in names:
+                readers.append(claim.id)
+        elif any(study_spec(claim, budget, v).name in names for v in claim.variations):
+            sharing.append(claim.id)
+    return sharing, readers
 
 
 def _verdict_lines(claim, budget: str, variations: Sequence[str], storage) -> list[str]:
@@ -677,8 +694,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--variation", action="append", help="fixed or resampled (default: every one the claim declares)")
     q.add_argument("--out", default=argparse.SUPPRESS, help=out_help)
     q.add_argument("--fresh", action="store_true",
-                   help="delete the stored runs of the studies it runs first (any other claim's that share them too), "
-                        "and run them anew with this lossbench")  # fmt: skip
+                   help="delete the stored runs of the studies it runs (or an analysis reads) first, in one transaction, "
+                        "and run them anew with this lossbench; claims that share them are judged from the new runs, "
+                        "analyses that read them are run again")  # fmt: skip
     common(q, storage_default=argparse.SUPPRESS)
     q.set_defaults(func=cmd_claims_run)
     q = claims.add_parser("report", help="write REPRODUCTIONS.md and reproductions/ledger.html from storage")

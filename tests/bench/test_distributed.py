@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -698,6 +699,37 @@ def test_runs_of_the_calls_before_a_failing_call_are_recorded_as_their_call_ends
     trials = all_trials(storage, spec)
     assert [t.state for t in trials[("tune", "hinge")]] == [TrialState.FAIL] * 4
     assert [t.state for t in trials[("final", "ce")]] == [TrialState.COMPLETE] * 2
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["packed", "trained apart"])
+def test_a_calls_runs_are_stored_before_the_next_call_trains(tmp_path, monkeypatch, apart):
+    # at --pack 4 ce's and hinge's final runs train in one call, ce2's tuning runs in the next; where the first
+    # call raised and its units trained apart, their runs are stored before the next call as well
+    from lossbench.bench import runner as runner_module
+
+    path = write_spec(tmp_path / "tiny.toml", trials=2, epochs=1)
+    path.write_text(path.read_text() + '\n[[methods]]\nname = "ce2"\nloss = "cross_entropy"\n')
+    spec = load_spec(path)
+    storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
+    real, seen = runner_module.train_and_score_packed, []
+
+    class Killed(BaseException):
+        """The worker's end (nothing after it is looked at)."""
+
+    def packed(split, methods, runs, spec_):
+        names = {m.name for m in methods}
+        if apart and split.stage == "final" and names == {"ce", "hinge"}:
+            raise RuntimeError("the pack fell over")
+        if split.stage == "tune" and names == {"ce2"}:
+            seen.append({m: [t.state for t in trials] for (stage, m), trials in all_trials(storage, spec).items()
+                         if stage == "final" and m != "ce2"})  # fmt: skip
+            raise Killed
+        return real(split, methods, runs, spec_)
+
+    monkeypatch.setattr(runner_module, "train_and_score_packed", packed)
+    with pytest.raises(Killed), (pytest.warns(RuntimeWarning, match="apart") if apart else contextlib.nullcontext()):
+        Runner(spec, storage, torch.device("cpu"), pack=4).run()
+    assert seen == [{"ce": [TrialState.COMPLETE] * 2, "hinge": [TrialState.COMPLETE] * 2}]
 
 
 def test_the_training_error_is_raised_when_recording_the_runs_before_it_fails(tmp_path, monkeypatch):

@@ -596,7 +596,7 @@ class Runner:
                 raise err
             try:
                 self._finish(packs, outcomes, stored)
-            except BaseException as err:  # one transaction: none was recorded, and none is left running until stale
+            except BaseException as err:  # one transaction: none of these was recorded, and none is left running until stale
                 self._abandon([(p, p.started[i]) for j, p in enumerate(packs) for i in range(len(p.started)) if (j, i) not in stored],
                               err, requeue=True, counted=False)  # fmt: skip
                 raise
@@ -732,20 +732,34 @@ class Runner:
                 unrecorded = self._record(outcomes, packs, prepared, keys, results)
                 if unrecorded is not None:
                     return outcomes, (unrecorded, keys, later, isinstance(unrecorded, KeyboardInterrupt))
-                if later:
-                    try:
-                        self._finish(packs, outcomes, stored, keys)
-                    except BaseException as err:  # noqa: BLE001 - raised by the caller; not recorded: not the runs' fault
-                        for j, i in keys:
-                            if (j, i) not in stored:
-                                outcomes[j][i] = (None, None)
-                        return outcomes, (err, [], [k for k in keys if k not in stored] + later, False)
+                failure = self._store_early(packs, outcomes, stored, keys, later)
+                if failure is not None:
+                    return outcomes, failure
                 continue
             failure = self._train_apart(outcomes, packs, prepared, units, said)
             if failure is not None:
                 err, raised, untrained, requeue = failure
                 return outcomes, (err, raised, untrained + later, requeue)
+            failure = self._store_early(packs, outcomes, stored, keys, later)
+            if failure is not None:
+                return outcomes, failure
         return outcomes, None
+
+    def _store_early(self, packs: list[_Started], outcomes: list[list[tuple[Outcome | None, RunResult | None]]],
+                     stored: dict[tuple[int, int], bool], keys: list[tuple[int, int]], later: list[tuple[int, int]],
+                     ) -> tuple[BaseException, list[tuple[int, int]], list[tuple[int, int]], bool] | None:  # fmt: skip
+        """Record the call's runs ``keys`` now where calls follow it (``later``); where that fails, the failure to
+        return (the call's runs and the later calls' queued again, uncounted: not their fault), their outcomes None."""
+        if not later:
+            return None
+        try:
+            self._finish(packs, outcomes, stored, [k for k in keys if outcomes[k[0]][k[1]][0] is not None])
+        except BaseException as err:  # noqa: BLE001 - raised by the caller
+            unstored = [k for k in keys if k not in stored]
+            for j, i in unstored:
+                outcomes[j][i] = (None, None)
+            return err, [], unstored + later, False
+        return None
 
     def _train_apart(self, outcomes: list[list[tuple[Outcome | None, RunResult | None]]], packs: list[_Started],
                      prepared: dict[tuple[int, int], tuple[Method, FrozenTrial, dict[str, Any], int, Split]],

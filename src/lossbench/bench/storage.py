@@ -332,23 +332,26 @@ class HeartbeatStorage(RDBStorage):
             silent = [t.trial_id for t in running if t.datetime_start is not None and t.datetime_start < cutoff]
         return stale + [trial_id for trial_id in silent if trial_id not in stale]
 
-    def delete_spec_studies(self, spec_name: str) -> tuple[int, int]:
-        """Delete study ``spec_name`` and its units' studies (:func:`study_name`) with all their trials, in one
-        transaction, so that the study runs anew with none of its old runs beside the new ones; refused (a
+    def delete_spec_studies(self, spec_names: Sequence[str]) -> tuple[int, int]:
+        """Delete the studies ``spec_names`` and their units' studies (:func:`study_name`) with all their trials,
+        in one transaction, so that they run anew with none of their old runs beside the new ones; refused (a
         ``SpecError``, nothing deleted) where a worker runs any of their trials (those a killed worker left
         running count until they are stale).  Returns the numbers of studies and trials deleted."""
         studies, trials = models.StudyModel, models.TrialModel
-        units = [studies.study_name.startswith(f"{spec_name}:{stage}:", autoescape=True) for stage in ("tune", "final")]
-        named = select(studies.study_id).where(sqlalchemy.or_(studies.study_name == spec_name, *units))
+        prefixes = tuple(f"{name}:{stage}:" for name in spec_names for stage in ("tune", "final"))
         with self._transaction() as session:
-            ids = list(session.scalars(named))
-            running = {study_id: set(session.scalars(select(trials.trial_id).where(
-                trials.study_id == study_id, trials.state == TrialState.RUNNING))) for study_id in ids}  # fmt: skip
-        live = sum(len(found - set(self._get_stale_trial_ids(study_id))) for study_id, found in running.items() if found)
-        if live:
-            raise SpecError(f"study {spec_name!r} has {live} run(s) in progress in a worker: stop it, or wait until "
-                            "they end, before running the study anew")  # fmt: skip
-        with self._transaction() as session:
+            # (names compared here: SQL's LIKE ignores case on SQLite)
+            ids = [i for i, name in session.execute(select(studies.study_id, studies.study_name))
+                   if name in spec_names or name.startswith(prefixes)]  # fmt: skip
+            for study_id in ids:  # (no worker starts or finishes a trial of them meanwhile, where rows lock)
+                _lock_study(session, study_id)
+            running = session.execute(select(trials.study_id, trials.trial_id).where(
+                trials.study_id.in_(ids), trials.state == TrialState.RUNNING)).all()  # fmt: skip
+            stale = {i for study_id in {s for s, _ in running} for i in self._get_stale_trial_ids(study_id)}
+            live = [i for _, i in running if i not in stale]
+            if live:
+                raise SpecError(f"{len(live)} run(s) of {', '.join(map(repr, spec_names))} in progress in a worker: "
+                                "stop it, or wait until they end, before running the study anew")  # fmt: skip
             count = session.scalar(select(func.count()).select_from(trials).where(trials.study_id.in_(ids)))
             for study in session.scalars(select(studies).where(studies.study_id.in_(ids))):
                 session.delete(study)  # (Optuna's relationships delete its trials, their parameters and attributes)

@@ -314,6 +314,18 @@ def epochs_to_target(curve: list[float], target: float) -> int | None:
     return next((e for e, v in enumerate(curve, 1) if v <= target), None)
 
 
+def study_read(claim_id: str, budget: str) -> str | None:
+    """The name of the bench study an analysis claim reads at ``budget`` (None: it reads none): its own
+    (:func:`analysis_study`), or for the tuning-cost analysis that of :data:`TUNING_STUDY_CLAIM`."""
+    from lossbench.ledger.protocol import study_spec
+    from lossbench.ledger.records import get_claim
+
+    claim = get_claim(claim_id)
+    if claim.analysis is flooding_tuning_cost:
+        return study_spec(get_claim(TUNING_STUDY_CLAIM), budget).name
+    return None if claim.protocol is None else analysis_study(claim_id, budget).name
+
+
 def analysis_study(claim_id: str, budget: str):
     """The spec of an analysis claim's study: its record's preset with the budget's overrides, named
     ``<preset>.<budget>`` (as ``ledger.protocol.study_spec`` names a bench claim's study)."""

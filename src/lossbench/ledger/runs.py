@@ -99,11 +99,12 @@ def invocations(storage, claim: Claim, budget: str, variation: str = "fixed") ->
 def decision_changes(storage, claim: Claim, budget: str, variation: str = "fixed") -> list[str]:
     """How the claim's decision (:meth:`Claim.decision`) differs from the one stored with its runs at
     ``budget`` and ``variation`` (``"key: stored -> now"``, for each key that decides it now; runs
-    recorded before decisions were stored have none to compare).  A run made under one of an analysis
+    recorded before decisions were stored have none to compare; nor do runs of a study since deleted and run
+    anew, ``claims run --fresh``: their runs are gone).  A run made under one of an analysis
     claim's earlier rules (``Claim.amended_from``) is history where a later run was made under the rule
     as it is now: the stored analysis is the latest run's."""
     now, changes = claim.decision(), []
-    runs = invocations(storage, claim, budget, variation)
+    runs = [r for r in invocations(storage, claim, budget, variation) if not _before_anew(storage, r)]
     earlier = claim.earlier_decisions()
     for i, run in enumerate(runs):
         stored = run.get("decision")
@@ -132,10 +133,15 @@ def study_invocations(storage, study: str) -> list[tuple[str, dict[str, Any]]]:
 def study_wall_time(storage, study: str) -> tuple[float, list[dict[str, Any]]]:
     """Wall time of every `claims run` of a study, whichever claim started it; of a study deleted and run
     anew, only the invocations that ran on after it was recorded again (the others' runs are gone)."""
-    created = study_created(storage, study)
-    runs = [r for _, r in study_invocations(storage, study)
-            if created is None or r.get("started_at", 0.0) + r["wall_seconds"] >= created]  # fmt: skip
+    runs = [r for _, r in study_invocations(storage, study) if not _before_anew(storage, r)]
     return sum(r["wall_seconds"] for r in runs), runs
+
+
+def _before_anew(storage, run: dict[str, Any]) -> bool:
+    """Whether the invocation ``run`` ended before its study was recorded anew (deleted and run again: the runs
+    it made are gone)."""
+    created = None if run.get("study") is None else study_created(storage, run["study"])
+    return created is not None and run.get("started_at", 0.0) + run["wall_seconds"] < created
 
 
 def all_invocations(storage) -> list[dict[str, Any]]:
