@@ -502,18 +502,17 @@ def _delete_studies(storage, names: list[str], budget: str, claim_id: str) -> li
     """``claims run --fresh``: the stored runs of studies ``names`` deleted, saying so; returns the analysis claims
     that read them (to be judged again from the new runs), and names the other claims that share them."""
     from lossbench.bench.console import console
-    from lossbench.ledger.records import get_claim
 
+    sharing, readers = _claims_of_studies(set(names), budget)  # (before anything is deleted)
+    sharing, readers = [c for c in sharing if c.id != claim_id], [c for c in readers if c.id != claim_id]
     studies, trials = storage.delete_spec_studies(names)
     if not studies:  # (not run yet)
         return []
-    sharing, readers = _claims_of_studies(set(names), budget)
-    others = [c for c in sharing if c != claim_id]
-    also = f"; claims {', '.join(others)} share it" if others else ""
-    also += f"; analyses {', '.join(readers)} read it and are judged again after it" if readers else ""
+    also = f"; claims {', '.join(c.id for c in sharing)} share it" if sharing else ""
+    also += f"; analyses {', '.join(c.id for c in readers)} read it and are judged again after it" if readers else ""
     console.print(f"deleted {', '.join(names)} ({studies} studies, {trials} trials) to run anew{also}",
                   markup=False, highlight=False, soft_wrap=True)  # fmt: skip
-    return [get_claim(c) for c in readers if c != claim_id]
+    return readers
 
 
 def _studies_run(claim, budget: str, specs: list) -> list[str]:
@@ -526,7 +525,7 @@ def _studies_run(claim, budget: str, specs: list) -> list[str]:
     return [] if name is None else [name]
 
 
-def _claims_of_studies(names: set[str], budget: str) -> tuple[list[str], list[str]]:
+def _claims_of_studies(names: set[str], budget: str) -> tuple[list, list]:
     """The bench claims whose runs at ``budget`` are among studies ``names`` (claims of one protocol share a study),
     and the analysis claims that read one of them."""
     from lossbench.ledger.analyses import study_read
@@ -537,9 +536,9 @@ def _claims_of_studies(names: set[str], budget: str) -> tuple[list[str], list[st
     for claim in all_claims():
         if claim.kind == "analysis":
             if study_read(claim.id, budget) in names:
-                readers.append(claim.id)
+                readers.append(claim)
         elif any(study_spec(claim, budget, v).name in names for v in claim.variations):
-            sharing.append(claim.id)
+            sharing.append(claim)
     return sharing, readers
 
 
