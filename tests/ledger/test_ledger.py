@@ -4,6 +4,7 @@ the report, and the `lossbench claims` command."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import time
 import types
 
@@ -249,6 +250,38 @@ def test_a_study_deleted_and_run_anew_counts_the_worker_time_of_its_new_runs_onl
     new = record_invocation(storage, tiny_claim, "quick", "fixed", 2.0e9, spec.name)  # its 40 s end after the creation
     wall, runs = study_wall_time(storage, spec.name)
     assert wall == 40.0 and [r.get("id") for r in runs] == [new]
+
+
+def test_a_study_whose_units_ran_anew_before_studies_were_dated_counts_the_invocations_of_its_stored_runs(
+    tiny_claim, tmp_path
+):
+    """Without the study's date (recorded before it was kept), an invocation that ended before its first
+    stored run started made only runs that are gone: its time and decision are not the stored study's."""
+    from lossbench.bench.storage import study_name
+    from lossbench.ledger.report import decision_provenance
+    from lossbench.ledger.runs import ledger_study, study_wall_time
+
+    storage = open_storage(default_storage_url(tmp_path))
+    spec = study_spec(tiny_claim, "quick")
+    gone = {"started": "2001-09-09T01:46:40+00:00", "wall_seconds": 50.0, "study": spec.name}  # (no started_at: older)
+    now = time.time() - 5
+    kept = {"started": datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat(), "started_at": now,
+            "wall_seconds": 60.0, "study": spec.name}
+    ledger_study(storage).set_user_attr("runs:another-claim:quick:fixed", [gone, kept])
+    assert study_wall_time(storage, spec.name) == (110.0, [gone, kept])  # no run stored: nothing to tell them apart
+    optuna.create_study(study_name=study_name(spec.name, "tune", "digits", "ce"), storage=storage).ask()
+    assert study_wall_time(storage, spec.name) == (60.0, [kept])
+    assert "1 of the 1 `claims run` invocations that ran its studies" in decision_provenance(storage, tiny_claim)
+
+
+def test_the_summary_says_which_declared_variation_of_a_run_budget_was_not_run(tmp_path):
+    from lossbench.ledger.report import Entry, summary_rows
+
+    claim = dataclasses.replace(TINY, variations=("fixed", "resampled"))
+    ran = types.SimpleNamespace(budget="quick", variation="resampled", verdict=None, missing=["wine"], runs=0,
+                                compute_seconds=0.0, spec=types.SimpleNamespace(name="nothing-stored"))  # fmt: skip
+    rows = summary_rows([Entry(claim, [ran], {})], open_storage(default_storage_url(tmp_path)))
+    assert [r[2:5] for r in rows] == [["quick", "resampled", "incomplete (1 units)"], ["quick", "fixed", "not run"]]
 
 
 def test_concurrent_claims_runs_each_keep_their_record(tmp_path, monkeypatch):

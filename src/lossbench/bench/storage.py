@@ -338,11 +338,8 @@ class HeartbeatStorage(RDBStorage):
         ``SpecError``, nothing deleted) where a worker runs any of their trials (those a killed worker left
         running count until they are stale).  Returns the numbers of studies and trials deleted."""
         studies, trials = models.StudyModel, models.TrialModel
-        prefixes = tuple(f"{name}:{stage}:" for name in spec_names for stage in ("tune", "final"))
         with self._transaction() as session:
-            # (names compared here: SQL's LIKE ignores case on SQLite)
-            ids = [i for i, name in session.execute(select(studies.study_id, studies.study_name))
-                   if name in spec_names or name.startswith(prefixes)]  # fmt: skip
+            ids = _spec_study_ids(session, spec_names)
             for study_id in ids:  # (no worker starts or finishes a trial of them meanwhile, where rows lock)
                 _lock_study(session, study_id)
             running = session.execute(select(trials.study_id, trials.trial_id).where(
@@ -356,6 +353,17 @@ class HeartbeatStorage(RDBStorage):
             for study in session.scalars(select(studies).where(studies.study_id.in_(ids))):
                 session.delete(study)  # (Optuna's relationships delete its trials, their parameters and attributes)
         return len(ids), count or 0
+
+    def first_run_started(self, spec_name: str) -> float | None:
+        """When the first stored run of the study ``spec_name`` started (unix time; None where none is stored):
+        the first trial made in it or its units' studies."""
+        trials = models.TrialModel.__table__
+        with self._transaction() as session:
+            ids = _spec_study_ids(session, [spec_name])
+            first = session.scalar(select(func.min(trials.c.trial_id)).where(
+                trials.c.study_id.in_(ids), trials.c.datetime_start.is_not(None)))  # fmt: skip
+        # (the start as Optuna reads it back: local time, stored as UTC or local by its version)
+        return None if first is None else self.get_trial(first).datetime_start.timestamp()
 
     # -- a pack of trials ----------------------------------------------------------------------
 
@@ -519,6 +527,15 @@ def _take(session: Session, trial_id: int, now: datetime | None = None) -> bool:
     start = _stored_datetime(now or datetime.now(), "datetime_start")
     query = update(trials).where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
     return bool(session.execute(query.values(state=TrialState.RUNNING, datetime_start=start)).rowcount)
+
+
+def _spec_study_ids(session: Session, spec_names: Sequence[str]) -> list[int]:
+    """The ids of the studies ``spec_names`` and of their units' studies (:func:`study_name`)."""
+    prefixes = tuple(f"{name}:{stage}:" for name in spec_names for stage in ("tune", "final"))
+    studies = models.StudyModel
+    # (names compared here: SQL's LIKE ignores case on SQLite)
+    return [i for i, name in session.execute(select(studies.study_id, studies.study_name))
+            if name in spec_names or name.startswith(prefixes)]  # fmt: skip
 
 
 def _lock_study(session: Session, study_id: int) -> None:

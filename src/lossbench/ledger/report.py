@@ -167,10 +167,13 @@ def summary_rows(entries: list[Entry], storage) -> list[list[str]]:
         c = e.claim
         if not e.outcomes and not e.analyses:
             rows.append([c.id, c.title, "-", "-", "not run", "-", "-", "-"])
-        for o in e.outcomes:
+        for i, o in enumerate(e.outcomes):
             word = o.verdict.word if o.verdict else f"incomplete ({len(o.missing)} units)"
             rows.append([c.id, c.title, o.budget, o.variation, word, effect(o.verdict),
                          f"{o.runs} runs, {duration(o.compute_seconds)}", duration(study_wall_time(storage, o.spec.name)[0])])  # fmt: skip
+            if i + 1 == len(e.outcomes) or e.outcomes[i + 1].budget != o.budget:  # a variation of this budget not run
+                ran = {r.variation for r in e.outcomes if r.budget == o.budget}
+                rows += [[c.id, c.title, o.budget, v, "not run", "-", "-", "-"] for v in c.variations if v not in ran]
         for budget, a in e.analyses.items():
             rows.append([c.id, c.title, budget, "-", a.word, "-", "-", duration(analysis_wall_time(storage, c, budget, a)[0])])
     return rows

@@ -21,7 +21,7 @@ import torch
 
 from lossbench._provenance import provenance
 from lossbench.bench.defaults import DEFAULT_PACK
-from lossbench.bench.storage import study_created
+from lossbench.bench.storage import HeartbeatStorage, study_created
 from lossbench.ledger.records import Claim
 
 LEDGER_STUDY = "lossbench-ledger"
@@ -104,7 +104,9 @@ def decision_changes(storage, claim: Claim, budget: str, variation: str = "fixed
     claim's earlier rules (``Claim.amended_from``) is history where a later run was made under the rule
     as it is now: the stored analysis is the latest run's."""
     now, changes = claim.decision(), []
-    runs = [r for r in invocations(storage, claim, budget, variation) if not _before_anew(storage, r)]
+    runs = invocations(storage, claim, budget, variation)
+    since = {study: _runs_since(storage, study) for study in {r.get("study") for r in runs} - {None}}
+    runs = [r for r in runs if not _ended_before(r, since.get(r.get("study")))]
     earlier = claim.earlier_decisions()
     for i, run in enumerate(runs):
         stored = run.get("decision")
@@ -126,22 +128,33 @@ def _all_by_claim(storage) -> list[tuple[str, dict[str, Any]]]:
 
 
 def study_invocations(storage, study: str) -> list[tuple[str, dict[str, Any]]]:
-    """Every `claims run` of a study, whichever claim started it (claims share studies): (claim id, invocation)."""
-    return [(claim, r) for claim, r in _all_by_claim(storage) if r.get("study") == study]
+    """Every `claims run` of a study whose runs are stored, whichever claim started it (claims share studies):
+    (claim id, invocation); of a study deleted and run anew, the invocations that ran on after its stored
+    runs began (the others' runs are gone)."""
+    since = _runs_since(storage, study)
+    return [(claim, r) for claim, r in _all_by_claim(storage) if r.get("study") == study and not _ended_before(r, since)]
 
 
 def study_wall_time(storage, study: str) -> tuple[float, list[dict[str, Any]]]:
-    """Wall time of every `claims run` of a study, whichever claim started it; of a study deleted and run
-    anew, only the invocations that ran on after it was recorded again (the others' runs are gone)."""
-    runs = [r for _, r in study_invocations(storage, study) if not _before_anew(storage, r)]
+    """Wall time of the `claims run` invocations of a study that made its stored runs (:func:`study_invocations`)."""
+    runs = [r for _, r in study_invocations(storage, study)]
     return sum(r["wall_seconds"] for r in runs), runs
 
 
-def _before_anew(storage, run: dict[str, Any]) -> bool:
-    """Whether the invocation ``run`` ended before its study was recorded anew (deleted and run again: the runs
-    it made are gone)."""
-    created = None if run.get("study") is None else study_created(storage, run["study"])
-    return created is not None and run.get("started_at", 0.0) + run["wall_seconds"] < created
+def _ended_before(run: dict[str, Any], since: float | None) -> bool:
+    """Whether the invocation ``run`` ended before ``since`` (None: never)."""
+    started = run.get("started_at") or dt.datetime.fromisoformat(run["started"]).timestamp()  # (older records: to the second)
+    return since is not None and started + run["wall_seconds"] < since
+
+
+def _runs_since(storage, study: str) -> float | None:
+    """Since when the study's stored runs were made: when the study was recorded (anew, where it was deleted and
+    run again), or, for a study recorded before that time was kept, when its first stored run started (its
+    units' studies deleted and run again by hand left their record as it was)."""
+    created = study_created(storage, study)
+    if created is None and isinstance(storage, HeartbeatStorage):
+        created = storage.first_run_started(study)
+    return created
 
 
 def all_invocations(storage) -> list[dict[str, Any]]:
