@@ -121,6 +121,9 @@ def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_
     # a metric the runs never computed is refused, not read as nan (every run "diverged", an "equivalent" claim)
     with pytest.raises(ValueError, match="the runs of wine / ce have no metric 'micro_f1' \\(their metrics: accuracy"):
         judge(dataclasses.replace(tiny_claim, metric="micro_f1"), spec, storage, "quick", "fixed")
+    # a method name the study does not have is refused, not read as a claim with no data set to judge
+    with pytest.raises(SpecError, match=f"claim '{TINY.id}': its baseline 'cross_entropy' is not a method of study"):
+        judge(dataclasses.replace(tiny_claim, baseline="cross_entropy"), spec, storage, "quick", "fixed")
 
     # running again resumes: nothing is trained twice, the invocation is recorded
     before = len(final.get_trials())

@@ -17,7 +17,7 @@ import pandas as pd
 
 from lossbench.bench.metrics import METRIC_CHANGES, computed_before_change
 from lossbench.bench.results import DatasetResult, MethodResult, collect, metric_of, scored_as_diverged
-from lossbench.bench.spec import Spec
+from lossbench.bench.spec import Spec, SpecError
 from lossbench.bench.stats import holm
 from lossbench.bench.storage import run_record
 from lossbench.ledger.records import Claim, Published
@@ -209,6 +209,9 @@ def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
 
 def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget: str, variation: str) -> Outcome:
     """Read the study back and apply the claim's rule (per dataset, then over datasets)."""
+    for role, name in (("treatment", claim.treatment), ("baseline", claim.baseline)):
+        if name not in {m.name for m in spec.methods}:  # (else every data set would be left out: 0 units judged)
+            raise SpecError(f"claim {claim.id!r}: its {role} {name!r} is not a method of study {spec.name!r}")
     results = collect(spec, storage)
     cells: dict[str, dict[str, Cell]] = {}
     missing, compute, runs = [], 0.0, 0
