@@ -17,7 +17,7 @@ from scipy import stats as sps
 
 from lossbench.bench.metrics import METRICS
 from lossbench.bench.plots import hyperparameter_scatter, method_colours
-from lossbench.bench.report import _protocol, leaderboard_header, write_report
+from lossbench.bench.report import _protocol, leaderboard_header, method_settings, write_report
 from lossbench.bench.results import DatasetResult, MethodResult, collect, range_edges
 from lossbench.bench.spec import evaluation_seeds, parse_spec
 from lossbench.bench.stats import format_p, paired_test, ranks, summarize
@@ -418,3 +418,17 @@ def test_each_dataset_says_which_methods_the_paired_tests_tell_apart_from_the_ba
     (flat,) = collect(spec, hand_storage(spec, {**scores, "better": ce}, dict.fromkeys(scores, 0.05)))
     write_report(spec, [flat], tmp_path / "flat")
     assert "No method is shown to differ from `ce` after Holm's correction at 0.05 (2 tested)" in (tmp_path / "flat" / "report.md").read_text()
+
+
+def test_a_two_stage_methods_second_stage_has_its_own_settings_row():
+    # its searched keys (then.loss.gamma, then.mgs.noise) were looked up among the first stage's: the report raised
+    spec = parse_spec({"name": "two", "datasets": ["wine"], "methods": [
+        {"name": "ce", "loss": "cross_entropy"},
+        {"name": "ce_then_focal", "loss": "cross_entropy",
+         "then": {"loss": "focal", "epochs": 2, "lr_scale": 0.1, "transforms": ["mgs"]},
+         "search": {"then.mgs.noise": {"low": 0.5, "high": 2.0}}}]})  # fmt: skip
+    rows = {r[0]: r for r in method_settings(spec).rows}
+    then = rows["ce_then_focal, then 2 epochs at lr x 0.1"]
+    assert then[1] == "focal" and "then.loss.gamma in 0 .. 5" in then[5] and "then.mgs.noise in 0.5 .. 2" in then[5]
+    assert "mgs(" in then[4] and "noise" not in then[4]  # searched, so not among the fixed settings
+    assert "then." not in rows["ce_then_focal"][5] and rows["ce_then_focal"][4] == "-"

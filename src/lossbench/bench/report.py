@@ -24,7 +24,7 @@ from lossbench._provenance import version_line
 from lossbench.bench.methods import Method, resolve_method
 from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS
 from lossbench.bench.results import EDGE_FRACTION, EDGE_GRID, DatasetResult, MethodResult, scored_as_diverged
-from lossbench.bench.spec import MethodSpec, Spec, resamples_split
+from lossbench.bench.spec import THEN_PREFIX, Spec, resamples_split
 from lossbench.bench.stats import SIGNIFICANCE, format_p
 from lossbench.bench.storage import ALONE_ATTR, OWN_VALIDATION, PACKING_OFF, VALIDATION_ATTR, run_record
 from lossbench.registry import Choice, FloatRange, SearchSpace
@@ -152,7 +152,8 @@ def _space(space: FloatRange | SearchSpace) -> str:
 
 def method_settings(spec: Spec) -> Table:
     """Every method's settings that are not tuned (fixed by the spec, scheduled, or the loss's and
-    transforms' defaults) and what is tuned, with the ranges searched."""
+    transforms' defaults) and what is tuned, with the ranges searched; a two-stage method's second
+    stage on a row of its own."""
     rows = []
     for m in spec.methods:
         datasets = ", ".join(m.datasets) if m.datasets else "all"
@@ -161,28 +162,39 @@ def method_settings(spec: Spec) -> Table:
             rows.append([m.name, loss_name, "-", "-", "-", f"none: the runs of {m.runs_of}, read through the decision {m.decision}", datasets])
             continue
         method = resolve_method(m)
-        tuned = method.search_space(spec.search)
-        loss = dict(m.params)
-        loss.update({p.name: p.default for p in method.loss.hyperparams
-                     if f"loss.{p.name}" not in tuned and p.name not in m.params and f"loss.{p.name}" not in m.schedule})  # fmt: skip
-        schedules = [f"{k}: {_value(s.start)} -> {_value(s.end)} per epoch (geometric"
-                     + ("" if s.endpoint else ", the last epoch short of the end") + ")" for k, s in m.schedule.items()]  # fmt: skip
-        transforms = []
-        for name, fixed, params in method.transforms:
-            settings = {**{p.name: p.default for p in params if f"{name}.{p.name}" not in tuned}, **fixed}
-            transforms.append(f"{name}({_params(settings)})" if settings else name)
-        searched = [f"{k} in {_space(_searched(spec, m, method, k))}" for k in tuned]
-        rows.append([m.name, loss_name, _params(loss), "; ".join(schedules) or "-", "; ".join(transforms) or "-",
-                     "; ".join(searched) or "-", datasets])  # fmt: skip
+        tuned = list(method.search_space(spec.search))
+        first = [k for k in tuned if not k.startswith(THEN_PREFIX)]
+        rows.append([m.name, loss_name, *_stage_settings(spec, method, first, m.schedule), datasets])
+        if method.then is not None and m.then is not None:
+            then = [k[len(THEN_PREFIX) :] for k in tuned if k.startswith(THEN_PREFIX)]
+            name = f"{m.name}, then {m.then.epochs} epoch{'s' if m.then.epochs != 1 else ''} at lr x {_value(m.then.lr_scale)}"
+            rows.append([name, m.then.loss, *_stage_settings(spec, method.then, then, {}, THEN_PREFIX), datasets])
     return Table(["method", "loss", "fixed loss settings", "schedules", "transforms", "searched", "datasets"], rows)
 
 
-def _searched(spec: Spec, m: MethodSpec, method: Method, key: str) -> FloatRange | SearchSpace:
-    """The range or grid a key is searched over, as the spec or the registry gives it."""
+def _stage_settings(spec: Spec, method: Method, tuned: list[str], schedule: dict[str, Any], shown_as: str = "") -> list[str]:
+    """A stage's fixed loss settings, schedules, transforms and searched keys (``tuned``, as the stage's
+    own search space names them; shown with ``shown_as`` before them, as the runs' parameters are named)."""
+    m = method.spec
+    loss = dict(m.params)
+    loss.update({p.name: p.default for p in method.loss.hyperparams
+                 if f"loss.{p.name}" not in tuned and p.name not in m.params and f"loss.{p.name}" not in schedule})  # fmt: skip
+    schedules = [f"{k}: {_value(s.start)} -> {_value(s.end)} per epoch (geometric"
+                 + ("" if s.endpoint else ", the last epoch short of the end") + ")" for k, s in schedule.items()]  # fmt: skip
+    transforms = []
+    for name, fixed, params in method.transforms:
+        settings = {**{p.name: p.default for p in params if f"{name}.{p.name}" not in tuned}, **fixed}
+        transforms.append(f"{name}({_params(settings)})" if settings else name)
+    searched = [f"{shown_as}{k} in {_space(_searched(spec, method, k))}" for k in tuned]
+    return [_params(loss), "; ".join(schedules) or "-", "; ".join(transforms) or "-", "; ".join(searched) or "-"]
+
+
+def _searched(spec: Spec, method: Method, key: str) -> FloatRange | SearchSpace:
+    """The range or grid a key of a stage's search space is searched over, as the spec or the registry gives it."""
     if key in spec.search:
         return spec.search[key]
-    if key in m.search:
-        return m.search[key]
+    if key in method.spec.search:
+        return method.spec.search[key]
     prefix, name = key.split(".", 1)
     params = method.loss.hyperparams if prefix == "loss" else next(ps for t, _, ps in method.transforms if t == prefix)
     return next(p.space for p in params if p.name == name)
