@@ -319,6 +319,10 @@ def test_a_second_study_in_the_same_out_does_not_replace_the_first_ones_report(c
     line = refused(capsys, ["run", str(spec_file(tmp_path, "second")), "--out", str(out), "--device", "cpu"])
     assert "holds the report of study 'first'" in line and (out / "report.md").read_text() == before
     assert main(["run", str(spec_file(tmp_path, "first")), "--out", str(out), "--device", "cpu"]) == 0  # its own: resumed
+    capsys.readouterr()
+    before = (out / "report.md").read_text()
+    line = refused(capsys, ["report", "frist", "--out", str(out)])  # a misspelt study: said as such, not as the folder's
+    assert "no study 'frist' in this storage" in line and (out / "report.md").read_text() == before
 
 
 def test_a_full_disk_while_writing_the_report_is_one_line_without_a_missing_file_name(stored, capsys, tmp_path, monkeypatch):
