@@ -402,12 +402,15 @@ def test_a_missing_postgresql_driver_names_the_extra_that_brings_it(monkeypatch)
 @pytest.mark.parametrize(("url", "expected"), [
     ("nosuchdialect://x", "NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:nosuchdialect"),
     ("not a url", "ArgumentError"),
+    ("mysql://u@h/db", "ModuleNotFoundError: import of MySQLdb halted; None in sys.modules (lossbench's storages are SQLite, built "
+                       "in, and PostgreSQL"),
 ])  # fmt: skip
 def test_a_storage_that_cannot_open_is_refused_before_the_data_loads(url, expected, capsys, tmp_path, monkeypatch):
     from lossbench.bench import api
 
     loaded = []
     monkeypatch.setattr(api, "preflight", lambda *a: loaded.append(a))
+    monkeypatch.setitem(sys.modules, "MySQLdb", None)  # (an import of MySQL's driver fails, installed or not)
     out = tmp_path / "out"
     line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(out), "--device", "cpu", "--storage", url])
     assert f"cannot open storage {url!r}: {expected}" in line

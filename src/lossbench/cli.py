@@ -610,7 +610,7 @@ def _presets_epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lossbench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="lossbench", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--version", action=_Version, help="print lossbench's version (and git commit) and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 

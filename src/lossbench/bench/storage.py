@@ -187,6 +187,8 @@ def _storage_error(url: str, err: Exception) -> SpecError:
     reason = " ".join(masked_text(str(err), url).split())  # drivers write several lines
     if isinstance(err, ImportError) and url.split("://")[0] in ("postgresql", "postgresql+psycopg2"):
         reason += " (PostgreSQL's driver comes with lossbench's postgres extra: pip install 'lossbench[postgres]')"
+    elif isinstance(err, ImportError):
+        reason += " (lossbench's storages are SQLite, built in, and PostgreSQL: pip install 'lossbench[postgres]')"
     return SpecError(f"cannot open storage {masked(url)!r}: {type(err).__name__}: {reason}")
 
 
