@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lossbench.losses import LOSSES, LossInfo
+from lossbench.losses import LOSSES, LossInfo, LossModule
 from lossbench.losses._validation import REDUCTIONS
 
 from .cases import extra_kwargs, make_case, make_target, with_ignored
@@ -360,3 +360,36 @@ def test_a_hyperparameter_registered_with_another_default_than_its_function_s_is
     assert "ce-copy" not in LOSSES.names()
     smoothing = LOSSES.get("label_smoothing")
     assert smoothing.module().option("label_smoothing") == {p.name: p.default for p in smoothing.hyperparams}["label_smoothing"]
+
+
+def _other_value(space):
+    """A value of ``space`` to set a hyperparameter to: a range's middle, a grid's last option."""
+    from lossbench.registry import Choice
+
+    if isinstance(space, Choice):
+        return [o for o in space.options if o is not None][-1]
+    return (space.low * space.high) ** 0.5 if space.log else (space.low + space.high) / 2
+
+
+TWINS = [i for i in ALL if issubclass(i.module, LossModule)]
+
+
+@pytest.mark.parametrize("info", TWINS, ids=lambda i: i.name)
+def test_a_module_twins_arguments_read_and_set_as_attributes(info):
+    # as torch's loss modules' (criterion.reduction = "none"): a set value was silently ignored, a read raised
+    logits, target, kw = make_case(info, dtype=torch.float32, seed=11)
+    module = info.module(**kw)
+    assert module.reduction == "mean"
+    module.reduction = "none"
+    torch.testing.assert_close(module(logits, target), call(info, logits, target, reduction="none", **kw))
+    with pytest.raises(ValueError, match="reduction"):
+        module.reduction = "average"
+    for h in info.hyperparams:
+        if h.space is None:
+            continue
+        assert getattr(module, h.name) == h.default
+        value = _other_value(h.space)
+        setattr(module, h.name, value)
+        assert getattr(module, h.name) == value and f"{h.name}={value!r}" in repr(module)
+        kw[h.name] = value  # (the ones set before it kept)
+        torch.testing.assert_close(module(logits, target), call(info, logits, target, reduction="none", **kw))

@@ -186,16 +186,39 @@ class LossModule(nn.Module):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
         bound = _module_signature(type(self)).bind(**kwargs)
-        self._options: dict[str, Any] = {}
+        options: dict[str, Any] = {}
         for key, value in bound.arguments.items():
             if isinstance(value, torch.Tensor):
                 self.register_buffer(key, value)
             else:
-                self._options[key] = value
+                options[key] = value
         # Kept apart so that a call overriding it builds no merged kwargs dict (one per step).
-        self._reduction: str | None = self._options.pop("reduction", None)
+        self._reduction: str | None = options.pop("reduction", None)
         if self._reduction is not None:
             check_reduction(self._reduction)  # when built, not at the first step
+        self._options = options  # (last: from here on the arguments read and set as attributes)
+
+    # The function's arguments read and set as attributes, as torch's loss modules have theirs
+    # (criterion.reduction = "none"; a scheduled focal.gamma = 1.0): they live in _options and _buffers.
+    def __getattr__(self, name: str) -> Any:
+        if "_options" in self.__dict__ and name in _module_signature(type(self)).parameters:
+            if name == "reduction":
+                return self._reduction if self._reduction is not None else _module_signature(type(self)).parameters[name].default
+            return self.option(name)
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_options" not in self.__dict__ or name not in _module_signature(type(self)).parameters:
+            super().__setattr__(name, value)
+        elif name == "reduction":
+            check_reduction(value)
+            self.__dict__["_reduction"] = value
+        elif isinstance(value, torch.Tensor):  # a buffer, as a tensor given when built (moved by .to(device))
+            self._options.pop(name, None)
+            self._buffers[name] = value
+        else:
+            self._buffers.pop(name, None)
+            self._options[name] = value
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> LossModule:
         before = {name: self._buffers[name] for name in self._KEEPS_DTYPE if self._buffers.get(name) is not None}

@@ -251,7 +251,8 @@ class LDAMLoss(LossModule):
         # not in the state_dict: set_epoch recomputes it, and a fresh module (no weight before the first
         # call) then loads the state of one that is re-weighting
         weight = None if weight is None else weight.to(self.class_counts.device)
-        self.register_buffer("weight", weight, persistent=False)
+        self._buffers["weight"] = weight  # (register_buffer's, by hand: weight reads as an option, None, until set)
+        self._non_persistent_buffers_set.add("weight")
 
 
 register_loss(
