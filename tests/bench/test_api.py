@@ -398,6 +398,14 @@ def test_a_factory_that_returns_one_model_again_is_refused(tmp_path):
         compare((x, y), model=lambda dataset, seed: net, methods=["cross_entropy"], out=tmp_path / "out", **TINY)
 
 
+def test_a_model_instance_is_refused_as_no_factory(tmp_path):
+    # (an nn.Module is callable: it was called as a factory with the data set, "forward() takes 2 positional arguments")
+    x, y = torch.randn(40, 4), torch.arange(40) % 2
+    with pytest.raises(ValueError, match=r"model must be a registered model name or a factory .* got a Linear instance"):
+        compare((x, y), model=nn.Linear(4, 2), methods=["cross_entropy"], out=tmp_path / "out", **TINY)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("column", [lambda y: y[:, None], lambda y: y.numpy().reshape(-1, 1)])
 def test_labels_of_one_column_are_refused(tmp_path, column):
     # (N, 1) labels ran as one multi-label label, scored by micro-F1

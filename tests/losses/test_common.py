@@ -393,3 +393,21 @@ def test_a_module_twins_arguments_read_and_set_as_attributes(info):
         assert getattr(module, h.name) == value and f"{h.name}={value!r}" in repr(module)
         kw[h.name] = value  # (the ones set before it kept)
         torch.testing.assert_close(module(logits, target), call(info, logits, target, reduction="none", **kw))
+
+
+def test_a_float_target_marked_with_ignore_index_says_it_marks_integer_targets():
+    from lossbench.losses import binary_cross_entropy
+
+    target = torch.tensor([[1.0, 0.0], [-100.0, 1.0]])
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]; found values outside \(ignore_index marks integer targets only"):
+        binary_cross_entropy(torch.zeros(2, 2), target)
+    binary_cross_entropy(torch.zeros(2, 2), target.long())  # the same labels as integers: the -100 ignored
+
+
+def test_a_module_twin_names_itself_and_its_arguments_for_a_positional_or_misspelt_one():
+    from lossbench.losses import FocalLoss
+
+    with pytest.raises(TypeError, match=r"^FocalLoss takes keyword arguments only \(gamma, alpha, .*\), got 1 positional$"):
+        FocalLoss(2.0)
+    with pytest.raises(TypeError, match=r"^FocalLoss: got an unexpected keyword argument 'gama'; it takes gamma, alpha, "):
+        FocalLoss(gama=2.0)

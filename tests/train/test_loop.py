@@ -219,3 +219,10 @@ def test_readme_example_runs():
     exec(compile(code, "README.md", "exec"), namespace)
     assert set(namespace["stats"]) >= {"loss", "objective", "flooding/flooded", "clip_norm/grad_norm"}
     assert len(namespace["history"]) == 5 and "iflood/flooded" in namespace["history"][0]
+
+
+def test_fit_refuses_an_optimizer_built_already_naming_the_argument():
+    x, y = blobs()
+    model = mlp()
+    with pytest.raises(ValueError, match=r"optimizer must be one of .* or a factory params -> Optimizer, got Adam"):
+        fit(model, CrossEntropyLoss(), x, y, epochs=1, batch_size=64, lr=0.01, optimizer=torch.optim.Adam(model.parameters()))

@@ -191,6 +191,9 @@ def compare(
     table["datasets"] = [{"name": data_name, "label": dataset_label}]
     entries: list[tuple[Registry, str, Any]] = [(DATASETS, data_name, DatasetInfo(
         data_name, "builtin", loader, dataset.task, dataset.feature_kind, f"{dataset_label} ({SOURCE})", SOURCE))]  # fmt: skip
+    if isinstance(model, nn.Module):  # (callable too: it would be called as a factory, with the data set)
+        raise ValueError(f"model must be a registered model name or a factory (dataset, seed, **hyperparameters) -> "
+                         f"nn.Module building a fresh one for each run, got a {type(model).__name__} instance")  # fmt: skip
     if callable(model):
         train = table.setdefault("train", {})
         info = _model_info(

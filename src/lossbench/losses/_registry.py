@@ -185,7 +185,11 @@ class LossModule(nn.Module):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
-        bound = _module_signature(type(self)).bind(**kwargs)
+        signature = _module_signature(type(self))
+        try:
+            bound = signature.bind(**kwargs)
+        except TypeError as err:  # (a misspelt argument: named with the class and what it takes)
+            raise TypeError(f"{type(self).__name__}: {err}; it takes {', '.join(signature.parameters)}") from None
         options: dict[str, Any] = {}
         for key, value in bound.arguments.items():
             if isinstance(value, torch.Tensor):
@@ -274,7 +278,9 @@ def loss_module(function: Callable[..., torch.Tensor], name: str) -> type[LossMo
     """Build the ``nn.Module`` twin of a functional loss, with the function's keyword signature."""
     sig = _keyword_signature(function)
 
-    def __init__(self: LossModule, **kwargs: Any) -> None:
+    def __init__(self: LossModule, *args: Any, **kwargs: Any) -> None:
+        if args:
+            raise TypeError(f"{name} takes keyword arguments only ({', '.join(sig.parameters)}), got {len(args)} positional")
         LossModule.__init__(self, **kwargs)
 
     __init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]

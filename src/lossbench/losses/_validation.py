@@ -148,7 +148,8 @@ def check_binary_target(
         return
     if target.is_floating_point():
         if bool(((target < 0) | (target > 1) | torch.isnan(target)).any()):
-            raise ValueError(f"{name} must hold probabilities in [0, 1]; found values outside")
+            ignored = " (ignore_index marks integer targets only: give them as integers)" if bool((target == ignore_index).any()) else ""
+            raise ValueError(f"{name} must hold probabilities in [0, 1]; found values outside{ignored}")
     else:
         t = target.long()
         if bool(((t != 0) & (t != 1) & (t != ignore_index)).any()):
@@ -200,7 +201,7 @@ def check_class_counts(counts: torch.Tensor, num_classes: int, name: str = "clas
     if not bool(torch.isfinite(counts).all()) or bool((counts <= 0).any()):
         bad = [i for i, c in enumerate(counts.tolist()) if not (math.isfinite(c) and c > 0)]
         raise ValueError(
-            f"{name} must be positive and finite for every class (a log-prior of a class never seen is -inf); "
+            f"{name} must be positive and finite for every class (a class never seen has no log-prior and no weight); "
             f"classes {bad} have counts {[counts.tolist()[i] for i in bad]}"
         )
     return counts

@@ -144,6 +144,9 @@ def fit(
         opt = make_optimizer(
             params, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, weight_decay_on=weight_decay_on
         )
+    elif isinstance(optimizer, torch.optim.Optimizer) or not callable(optimizer):  # (built for other parameters)
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS} or a factory params -> Optimizer, "
+                         f"got {type(optimizer).__name__} (an optimizer built already: pass lambda params: ...)")  # fmt: skip
     else:
         opt = optimizer(params)
     step = build_step(model, loss, opt, transforms)
