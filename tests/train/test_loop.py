@@ -226,3 +226,19 @@ def test_fit_refuses_an_optimizer_built_already_naming_the_argument():
     model = mlp()
     with pytest.raises(ValueError, match=r"optimizer must be one of .* or a factory params -> Optimizer, got Adam"):
         fit(model, CrossEntropyLoss(), x, y, epochs=1, batch_size=64, lr=0.01, optimizer=torch.optim.Adam(model.parameters()))
+
+
+def test_iflood_judges_the_losss_mean_on_the_first_batch_with_a_target_not_ignored():
+    # a first batch of ignored targets only was judged a class-weighted mean (an empty mean is nan)
+    x, y = blobs()
+    ignored = torch.full((32,), -100)
+    model = mlp()
+    step = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), ["iflood"])
+    step(x[:32], ignored)
+    assert step(x[:32], y[:32])["loss"] > 0
+    model = mlp()
+    weighted = CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0]))
+    step = build_step(model, weighted, torch.optim.SGD(model.parameters(), lr=0.1), ["iflood"])
+    step(x[:32], ignored)  # (nothing to judge it on yet)
+    with pytest.raises(ValueError, match="iflood averages the samples' losses evenly, but the mean of CrossEntropyLoss"):
+        step(x[:32], y[:32])

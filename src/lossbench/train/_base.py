@@ -236,12 +236,13 @@ def even_mean(loss: LossFn, logits: torch.Tensor, y: torch.Tensor) -> bool:
 
 
 def check_per_sample_loss(transforms: Sequence[Transform], loss: LossFn, run: str = "",
-                          batch: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:  # fmt: skip
+                          batch: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None) -> bool:  # fmt: skip
     """Refuse a chain with a per-sample loss wrapper (iFlood) after another loss wrapper (it would get the
     other's scalar), or first on a batch-level loss (its values per sample would couple the batch), or, given
     logits and class-index targets (``batch()``), on a loss whose mean over the rows it counts is not their
     even mean (a class-weighted mean): the wrapper averages them evenly, so at b = 0 it would not be the
-    loss.  ``run`` names the run in the message (a packed step's)."""
+    loss.  ``run`` names the run in the message (a packed step's).  Returns False where the batch's rows
+    are all ignored targets, which show nothing of the mean: a later batch's are to be checked."""
     wrappers = [t for t in transforms if t.stage == "objective"]
     late = [t.name for t in wrappers[1:] if t.per_sample]
     if late:
@@ -253,6 +254,8 @@ def check_per_sample_loss(transforms: Sequence[Transform], loss: LossFn, run: st
         if y.ndim == 1 and not y.is_floating_point():
             ignore = loss_option(loss, "ignore_index")  # (left out of both means: see StepRunner's per-sample values)
             kept = (y >= 0) & (y < logits.shape[-1]) & (y != ignore if ignore is not None else True)
+            if not bool(kept.any()):
+                return False
             if not even_mean(loss, logits[kept], y[kept]):
                 raise ValueError(
                     f"{wrappers[0].name} averages the samples' losses evenly, but the mean of {run}{type(loss).__name__} "
@@ -260,3 +263,4 @@ def check_per_sample_loss(transforms: Sequence[Transform], loss: LossFn, run: st
                     "batch's summed weights): at b = 0 it would not be the loss; drop the class weights, or flood the "
                     "mean (flooding)"
                 )
+    return True

@@ -79,6 +79,7 @@ class TrainStep:
         self._update = updates[0] if updates else None
         check_per_sample_loss(self._objective, loss)
         self._per_sample = reads_per_sample(self._objective)
+        self._mean_checked = False  # (on the first batch with a target that is not ignored)
         self._takes_reduction = takes_reduction(loss)
         if self._per_sample and not self._takes_reduction:
             first = next(t for t in self._objective if t.per_sample)
@@ -109,9 +110,9 @@ class TrainStep:
         else:  # (a plain PyTorch loss, say: its own reduction)
             value = self.loss(logits, y)
         if self._per_sample:
-            if ctx.step == 0:  # (a class-weighted mean shows on the first batch's classes)
+            if not self._mean_checked:  # (a class-weighted mean shows on the first batch's classes)
                 probe = lambda: (probe_logits(logits.shape, logits.dtype, logits.device), y)  # noqa: E731
-                check_per_sample_loss(self._objective, self.loss, batch=probe)
+                self._mean_checked = check_per_sample_loss(self._objective, self.loss, batch=probe)
             value = self._per_sample_values(value, y, logits)
         raw = value.detach() if value.ndim == 0 else value.detach().mean()
         for t in self._objective:
