@@ -130,3 +130,22 @@ def test_failed_trials_and_their_retries_appear_together(tmp_path, monkeypatch):
                       rf"\(failed as trials \[0, 1, 2, {tired.number}\]\); last error: tired"):  # (said: a new draw takes its place)
         assert storage.fail_trials([(study._study_id, tired)], "tired", retry=True) == [tired._trial_id]
     assert len([t for t in study.get_trials() if t.state == TrialState.WAITING]) == 2
+
+
+def test_two_workers_that_counted_the_same_trials_queue_or_create_the_missing_ones_once(tmp_path):
+    # both found an evaluation seed missing (or a tuning trial to start) in the same read and both queued it:
+    # runs trained twice; now the second, whose count is out of date, queues and creates nothing
+    from collections import Counter
+
+    url = default_storage_url(tmp_path)
+    study = optuna.create_study(storage=open_storage(url, 10), study_name="counted")
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+    a, b = (open_storage(url, 10) for _ in range(2))
+    sid = study._study_id
+    counted = Counter(t.state for t in a.get_all_trials(sid))  # both workers' read, before either writes
+    assert len(a.queue_trials(sid, {}, [{"seed": 1}], counted)) == 1
+    assert b.queue_trials(sid, {}, [{"seed": 1}], counted) is None
+    assert b.start_trials(sid, 2, [], create=True, expect=counted) is None
+    assert [t.state for t in b.get_all_trials(sid)] == [TrialState.COMPLETE, TrialState.WAITING]
+    now = Counter(t.state for t in b.get_all_trials(sid))
+    assert len(b.start_trials(sid, 2, [], create=True, expect=now)) == 2  # counted afresh: made

@@ -454,7 +454,9 @@ class Runner:
                 wanted = self.spec.trials - len(budget) - sum(1 for t in trials if t.state == TrialState.RUNNING)
                 if wanted <= 0:
                     return "waiting"  # other workers are running the rest: work on another unit meanwhile
-                return self._start(unit, unit.tune, "tune", trials, self._pack_size(unit, wanted, "tune"), room["tune"], fresh)
+                started = self._start(unit, unit.tune, "tune", trials, self._pack_size(unit, wanted, "tune"), room["tune"], fresh)
+                # (another worker started or finished some of them since they were read: count them again)
+                return self._start_next(unit, room, fresh) if started == "changed" else started
             if any(t.state == TrialState.RUNNING for t in trials):
                 return "waiting"  # the choice must see every trial that may still enter the budget
             self._config(unit, budget)
@@ -470,7 +472,11 @@ class Runner:
         missing = [seed for seed in self.seeds if seed not in done and seed not in queued]
         if missing:
             queued_now = [{"seed": seed, CHOSEN_FROM_ATTR: chosen} for seed in missing]
-            final = final + self.storage.queue_trials(unit.final._study_id, config, queued_now)
+            queued_here = self.storage.queue_trials(unit.final._study_id, config, queued_now, Counter(t.state for t in final))
+            if queued_here is None:  # another worker changed them since they were read (it queued the same seeds, say)
+                self._known.pop(unit.final._study_id, None)
+                return self._start_next(unit, room, fresh)
+            final = final + queued_here
             self._known[unit.final._study_id] = final
         waiting = sum(1 for t in final if t.state == TrialState.WAITING)  # (those of an earlier choice are pruned)
         if not waiting:
@@ -525,8 +531,9 @@ class Runner:
                room: int, fresh: bool) -> _Started | str:  # fmt: skip
         """Start ``size`` trials (queued ones of ``trials``, the study as last read; new ones only when
         tuning and none is queued) if they fit in ``room`` runs ('later' if not; 'waiting' when there was nothing to
-        start: every queued run was taken by another worker meanwhile).  A killed run's retry starts
-        alone, in a pack of its own (``fresh``: nothing started in this one yet; else 'later')."""
+        start: every queued run was taken by another worker meanwhile; 'changed' when new ones were to be made
+        and another worker changed the study's trials since ``trials`` were read: nothing started).  A killed
+        run's retry starts alone, in a pack of its own (``fresh``: nothing started in this one yet; else 'later')."""
         waiting = [t for t in trials if t.state == TrialState.WAITING]
         lone = [t for t in waiting if t.system_attrs.get(RETRY_ALONE_ATTR)]
         self._lone.discard(unit.label)
@@ -541,7 +548,10 @@ class Runner:
         self._known.pop(sid, None)  # until the pack is finished as planned: read afresh next time
         # Queued retries start before any new draw: a draw asked beside them would be asked without their results,
         # which an uninterrupted study's next draws see (TPE asks a batch from the batches finished before it).
-        started = self.storage.start_trials(sid, size, waiting, create=stage == "tune" and not waiting)
+        create = stage == "tune" and not waiting
+        started = self.storage.start_trials(sid, size, waiting, create, Counter(t.state for t in trials) if create else None)
+        if started is None:
+            return "changed"
         if not started:
             return "waiting"
         known = trials + [t for t in started if t.number >= len(trials)]

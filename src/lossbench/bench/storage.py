@@ -23,7 +23,7 @@ import re
 import sqlite3
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -373,19 +373,22 @@ class HeartbeatStorage(RDBStorage):
         """How many trials of the study are in each state, in one statement: a trial is created or
         changes state only forwards (waiting, running, finished), so any change by any worker
         changes these counts; equal counts mean nothing changed since a worker last looked."""
-        trials = models.TrialModel.__table__
-        query = select(trials.c.state, func.count()).where(trials.c.study_id == study_id).group_by(trials.c.state)
         with self._transaction() as session:
-            return dict(session.execute(query).all())
+            return _state_counts(session, study_id)
 
     def start_trials(
-        self, study_id: int, count: int, waiting: Sequence[FrozenTrial], create: bool = True
-    ) -> list[FrozenTrial]:
+        self, study_id: int, count: int, waiting: Sequence[FrozenTrial], create: bool = True,
+        expect: Mapping[TrialState, int] | None = None,
+    ) -> list[FrozenTrial] | None:  # fmt: skip
         """Start up to ``count`` trials, each with its first heartbeat, in one transaction: the
         ``waiting`` trials first, in their order (one another worker took meanwhile is skipped),
-        then, with ``create``, new ones for the rest.  Returns them as RUNNING frozen trials."""
+        then, with ``create``, new ones for the rest.  Returns them as RUNNING frozen trials; None,
+        with nothing started, where the study's trials by state are no longer ``expect`` (what the
+        caller counted them to decide how many to create: another worker decided meanwhile)."""
         now = datetime.now()
         with self._transaction() as session:
+            if expect is not None and not _unchanged(session, study_id, expect):
+                return None
             taken = []
             for trial in waiting:
                 if len(taken) == count:
@@ -401,11 +404,16 @@ class HeartbeatStorage(RDBStorage):
         return started
 
     def queue_trials(
-        self, study_id: int, fixed_params: dict[str, Any], user_attrs: Sequence[dict[str, Any]]
-    ) -> list[FrozenTrial]:
+        self, study_id: int, fixed_params: dict[str, Any], user_attrs: Sequence[dict[str, Any]],
+        expect: Mapping[TrialState, int] | None = None,
+    ) -> list[FrozenTrial] | None:  # fmt: skip
         """Queue one WAITING trial per entry of ``user_attrs``, each to run with ``fixed_params``,
-        in one transaction: what Optuna's ``enqueue_trial`` stores, for many trials at once."""
+        in one transaction: what Optuna's ``enqueue_trial`` stores, for many trials at once.  None,
+        with nothing queued, where the study's trials by state are no longer ``expect`` (as
+        :meth:`start_trials`: two workers that found the same runs missing would queue them twice)."""
         with self._transaction() as session:
+            if expect is not None and not _unchanged(session, study_id, expect):
+                return None
             new = _insert_trials(session, study_id, len(user_attrs), TrialState.WAITING, None)
             system = {"fixed_params": fixed_params}
             _insert_attrs(session, models.TrialSystemAttributeModel, [(trial_id, system) for trial_id, _ in new])
@@ -540,12 +548,29 @@ def _spec_study_ids(session: Session, spec_names: Sequence[str]) -> list[int]:
             if name in spec_names or name.startswith(prefixes)]  # fmt: skip
 
 
-def _lock_study(session: Session, study_id: int) -> None:
+def _lock_study(session: Session, study_id: int, at_once: bool = False) -> None:
     """Take the study's row lock until the session's transaction ends, so that writers of what the
     study holds queue instead of interleaving.  SQLite has no row locks (the statement would only
-    read): there a transaction's first write takes the one writer lock, which serialises them."""
+    read): there a transaction's first write takes the one writer lock, which serialises them;
+    ``at_once`` takes it now, by a write that changes nothing, so that what the transaction reads
+    next no other writer changes before it ends."""
     if session.get_bind().dialect.name != "sqlite":
         models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+    elif at_once:
+        studies = models.StudyModel.__table__
+        session.execute(update(studies).where(studies.c.study_id == study_id).values(study_name=studies.c.study_name))
+
+
+def _state_counts(session: Session, study_id: int) -> dict[TrialState, int]:
+    trials = models.TrialModel.__table__
+    query = select(trials.c.state, func.count()).where(trials.c.study_id == study_id).group_by(trials.c.state)
+    return dict(session.execute(query).all())
+
+
+def _unchanged(session: Session, study_id: int, expect: Mapping[TrialState, int]) -> bool:
+    """Whether the study's trials by state are ``expect`` (zero counts left out), read under its lock."""
+    _lock_study(session, study_id, at_once=True)
+    return _state_counts(session, study_id) == {state: n for state, n in expect.items() if n}
 
 
 def _insert_trials(
