@@ -132,6 +132,8 @@ def test_adding_a_method_and_a_dataset_adds_only_their_units(storage):
         ({"seeds": 2}, "seeds: 3 -> 2 (a study only grows)"),
         ({"methods": [METHODS[0], {"name": "hinge", "loss": "hinge", "params": {"margin": 2.0}}]}, "method 'hinge'.params"),
         ({"methods": METHODS[:1]}, "method 'hinge' removed"),
+        ({"datasets": [{"name": "wine", "max_train": 100}]},
+         "dataset 'wine' removed (now 'wine[max_train=100]': other parameters make another data set)"),
         ({"trials": 3, "sampler": "tpe"}, "sampler: \"random\" -> \"tpe\""),  # growth with another change: refused
     ],
 )

@@ -252,9 +252,11 @@ def spec_growth(old: Spec, new: Spec) -> tuple[list[str], list[str]]:
     ):
         stored = {key(x): d for x, d in zip(olds, a[f"{kind}s"])}
         given = {key(x): d for x, d in zip(news, b[f"{kind}s"])}
+        named = {key(x): x.name for x in (*olds, *news)}  # (a dataset's label names its parameters too)
         for label, item in stored.items():
             if label not in given:
-                changed.append(f"{kind} {label!r} removed")
+                now = [g for g in given if g not in stored and named[g] == named[label]]  # (a method's name is its key)
+                changed.append(f"{kind} {label!r} removed" + (f" (now {now[0]!r}: other parameters make another data set)" if now else ""))
             else:
                 changed += _differences(item, given[label], f"{kind} {label!r}")
         grown += [f"{kind} {label!r} added" for label in given if label not in stored]
