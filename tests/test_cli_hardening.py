@@ -603,3 +603,21 @@ def test_a_study_without_a_baseline_says_so_as_it_starts(capsys, tmp_path):
     with_baseline.write_text(with_baseline.read_text() + '\n[[methods]]\nname = "focal"\nloss = "focal"\n')
     assert main(["run", str(with_baseline), "--out", str(tmp_path / "out2"), "--device", "cpu"]) == 0
     assert "no baseline named" not in capsys.readouterr().out
+
+
+def test_a_storage_out_of_disk_space_during_a_run_is_one_line_saying_the_command_resumes(capsys, tmp_path, monkeypatch):
+    # SQLite's "database or disk is full", met while storing a pack's parameters, printed Optuna's whole traceback
+    import sqlite3
+
+    import sqlalchemy
+
+    from lossbench.bench.storage import HeartbeatStorage
+
+    def full(self, params):
+        raise sqlalchemy.exc.OperationalError("INSERT INTO trial_params ...", {}, sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(HeartbeatStorage, "set_trials_params", full)
+    assert main(["run", str(spec_file(tmp_path)), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == ("lossbench: error: the storage's disk is full (database or disk is full); free some "
+                                   "space, then the same command resumes where it stopped")  # fmt: skip

@@ -791,6 +791,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (stop := stops.stop_in(err)) is not None:  # (a library's error raised while the stop was)
             return _interrupted(stop)
         mask = _masker(url)
+        if _storage_full(err) and not os.environ.get("LOSSBENCH_TRACEBACK"):
+            # (what was stored before stays: the transaction that met the full disk is rolled back)
+            print(f"lossbench: error: the storage's disk is full ({mask(_storage_full(err))}); free some space, then "
+                  "the same command resumes where it stopped\n(set LOSSBENCH_TRACEBACK=1 for the traceback)", file=sys.stderr)  # fmt: skip
+            return 1
         if isinstance(err, ValueError) and _ours(err) and not os.environ.get("LOSSBENCH_TRACEBACK"):
             # bad input (spec, names, files, storage): one clear line, no traceback
             print(f"lossbench: error: {mask(str(err))}\n(set LOSSBENCH_TRACEBACK=1 for the traceback)", file=sys.stderr)
@@ -799,6 +804,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # an internal error keeps its traceback, as Python prints it
         print(mask("".join(traceback.format_exception(err))), end="", file=sys.stderr)  # the password masked
         return 1
+
+
+def _storage_full(err: BaseException) -> str | None:
+    """The database's own words where ``err`` comes of a storage out of disk space (SQLite's SQLITE_FULL,
+    PostgreSQL's disk_full), else None; the driver's error is the cause or context of what reaches here."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if getattr(err, "orig", None) is not None:  # (SQLAlchemy's wrapper: the driver's own words)
+            err = err.orig
+            continue
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if "database or disk is full" in text or type(err).__name__ == "DiskFull":
+            return text
+        err = err.__cause__ or err.__context__
+    return None
 
 
 @contextlib.contextmanager
