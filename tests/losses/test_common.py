@@ -411,3 +411,13 @@ def test_a_module_twin_names_itself_and_its_arguments_for_a_positional_or_misspe
         FocalLoss(2.0)
     with pytest.raises(TypeError, match=r"^FocalLoss: got an unexpected keyword argument 'gama'; it takes gamma, alpha, "):
         FocalLoss(gama=2.0)
+
+
+@pytest.mark.parametrize("name, argument", [("cross_entropy", "weight"), ("hinge", "weight"), ("focal", "alpha")])
+def test_validate_false_reads_no_class_weight_values(name, argument):
+    # (reading them waits for an accelerator on every step; on meta tensors it raised)
+    info = LOSSES.get(name)
+    x, y = torch.zeros(4, 3, device="meta"), torch.zeros(4, dtype=torch.int64, device="meta")
+    assert info.function(x, y, validate=False, **{argument: torch.ones(3, device="meta")}).shape == ()
+    with pytest.raises(ValueError, match=f"{argument} must hold finite non-negative values"):
+        info.function(torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64), **{argument: torch.tensor([1.0, -1.0, 1.0])})

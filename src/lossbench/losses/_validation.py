@@ -173,13 +173,15 @@ def check_dense_target(target: torch.Tensor, shape: Sequence[int], validate: boo
         raise ValueError(f"{name} must hold values in [0, 1]; found values outside")
 
 
-def check_class_weight(weight: torch.Tensor | None, num_classes: int, name: str = "weight") -> None:
+def check_class_weight(weight: torch.Tensor | None, num_classes: int, name: str = "weight", validate: bool = True) -> None:
+    """Per-class weights: a ``(C,)`` tensor; with ``validate``, of finite non-negative values (reading them waits
+    for an accelerator: a hot path's ``validate=False`` skips it)."""
     if weight is None:
         return
     if not isinstance(weight, torch.Tensor) or weight.shape != (num_classes,):
         shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
         raise ValueError(f"{name} must be a tensor of shape ({num_classes},), got {shape}")
-    if bool((weight < 0).any()) or not bool(torch.isfinite(weight).all()):
+    if validate and (bool((weight < 0).any()) or not bool(torch.isfinite(weight).all())):
         raise ValueError(f"{name} must hold finite non-negative values")
 
 

@@ -57,7 +57,7 @@ def cross_entropy(
         x = without_ignored_targets(x, target, ignore_index)
     check_positive("temperature", temperature)
     check_interval("label_smoothing", label_smoothing, 0.0, 1.0)
-    check_class_weight(weight, x.shape[1])
+    check_class_weight(weight, x.shape[1], validate=validate)
     # PyTorch's fused kernel is this loss exactly; the temperature only rescales its input.
     scaled = x if temperature == 1.0 else x / temperature
     loss = _softmax.cross_entropy(

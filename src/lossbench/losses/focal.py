@@ -68,7 +68,7 @@ def focal(
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     gamma = row_param("gamma", gamma, x, partial(check_positive, allow_zero=True), validate)
-    check_class_weight(alpha, x.shape[1], name="alpha")
+    check_class_weight(alpha, x.shape[1], name="alpha", validate=validate)
     log_p = log_softmax(x)
     log_p_true = log_p.gather(1, y[:, None]).squeeze(1)
     log_rest = torch.logsumexp(log_p.scatter(1, y[:, None], torch.finfo(x.dtype).min), dim=1)

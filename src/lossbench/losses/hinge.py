@@ -54,7 +54,7 @@ def multi_class_hinge(
     # 0: the perceptron loss (the EXACT paper's grid has it)
     margin = row_param("margin", margin, x, partial(check_positive, allow_zero=True), validate)
     p = row_param("p", p, x, _check_power, validate)
-    check_class_weight(weight, x.shape[1])
+    check_class_weight(weight, x.shape[1], validate=validate)
     true = x.gather(1, y[:, None])
     terms = torch.clamp((margin[:, None] if isinstance(margin, torch.Tensor) else margin) - true + x, min=0)
     if isinstance(p, torch.Tensor):  # each row's own power, as ** 1 and ** 2 compute it (the same bits)
