@@ -54,7 +54,7 @@ def test_a_loaders_name_parameter_reaches_it(tmp_path, capsys):
         (["iris", "nope"], "unknown dataset 'nope'"),
         (["iris", "seed=1.5"], "datasets iris: seed = 1.5 must be int (float given)"),  # typed as in a spec
         (["table", "path=x.csv", "standardize=False"], "standardize = 'False' must be bool"),  # TOML's is false
-        (["table", "path=x.csv", "drop=city"], '(str given) (a list is written [..., ...], its texts quoted: ["a", "b"])'),
+        (["table", "path=x.csv", "drop=city"], '(str given) (a list is written [..., ...]: numbers as [1.0, 2.0], texts quoted as ["a", "b"])'),
     ],
 )
 def test_bad_requests_are_one_line_before_anything_loads(argv, expected, capsys):

@@ -606,3 +606,19 @@ def test_claims_run_ends_with_the_verdict_of_each_study_it_ran(tiny_claim, tmp_p
     assert word in VERDICTS and " points" in line and "hinge - ce " in line
     assert main(["claims", "run", "exact-toy-1d", "--out", str(tmp_path / "analysis")]) == 0
     assert "claim exact-toy-1d (quick): holds" in capsys.readouterr().out
+
+
+def test_a_studys_first_run_is_the_one_that_started_first_not_the_one_made_first(tmp_path):
+    # (a queued evaluation seed is made before a tuning trial that starts before it)
+    from lossbench.bench.storage import study_name
+
+    storage = open_storage(default_storage_url(tmp_path))
+    at = datetime.datetime(2026, 12, 7, 4, 0, 0)  # naive local time, as Optuna gives it back
+    for stage, seconds in (("final", 3.0), ("tune", 1.5)):
+        study = optuna.create_study(study_name=study_name("s", stage, "wine", "ce"), storage=storage)
+        start = at + datetime.timedelta(seconds=seconds)
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=0, state=optuna.trial.TrialState.COMPLETE, value=1.0, values=None, datetime_start=start,
+            datetime_complete=start, params={}, distributions={}, user_attrs={}, system_attrs={},
+            intermediate_values={}, trial_id=0))  # fmt: skip
+    assert storage.first_run_started("s") == (at + datetime.timedelta(seconds=1.5)).timestamp()

@@ -421,3 +421,21 @@ def test_validate_false_reads_no_class_weight_values(name, argument):
     assert info.function(x, y, validate=False, **{argument: torch.ones(3, device="meta")}).shape == ()
     with pytest.raises(ValueError, match=f"{argument} must hold finite non-negative values"):
         info.function(torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64), **{argument: torch.tensor([1.0, -1.0, 1.0])})
+
+
+def test_a_parameter_given_or_set_trains_with_the_model_and_a_module_names_its_own_arguments():
+    from torch import nn
+
+    from lossbench.losses import FocalLoss, LDAMLoss
+    from lossbench.train import trainable_parameters
+
+    model = nn.Linear(4, 3)
+    for focal in (FocalLoss(alpha=nn.Parameter(torch.ones(3))), FocalLoss()):
+        focal.alpha = nn.Parameter(torch.ones(3))  # (was kept as a buffer: it took part in the loss, never trained)
+        assert [n for n, _ in focal.named_parameters()] == ["alpha"] and len(trainable_parameters(model, focal)) == 3
+        focal(model(torch.randn(5, 4)), torch.tensor([0, 1, 2, 0, 1])).backward()
+        assert focal.alpha.grad is not None
+        focal.alpha = torch.ones(3)  # a tensor again: a buffer, no longer trained
+        assert not list(focal.parameters()) and list(focal.state_dict()) == ["alpha"]
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'drw_begin'; it takes class_counts, .*, drw_start, drw_beta$"):
+        LDAMLoss(class_counts=[1, 2, 3], drw_begin=0.8)

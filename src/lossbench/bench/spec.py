@@ -332,7 +332,7 @@ def check_value(where: str, key: str, value: Any, param: inspect.Parameter) -> N
     types, other = kinds
     ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
     if not (ok or (other and isinstance(value, list))):
-        listed = ' (a list is written [..., ...], its texts quoted: ["a", "b"])' if other and not isinstance(value, list) else ""
+        listed = ' (a list is written [..., ...]: numbers as [1.0, 2.0], texts quoted as ["a", "b"])' if other and not isinstance(value, list) else ""
         raise SpecError(f"{where}: {key} = {value!r} must be {param.annotation} ({type(value).__name__} given){listed}")
 
 

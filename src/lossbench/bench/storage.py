@@ -362,8 +362,8 @@ class HeartbeatStorage(RDBStorage):
         trials = models.TrialModel.__table__
         with self._transaction() as session:
             ids = _spec_study_ids(session, [spec_name])
-            first = session.scalar(select(func.min(trials.c.trial_id)).where(
-                trials.c.study_id.in_(ids), trials.c.datetime_start.is_not(None)))  # fmt: skip
+            first = session.scalar(select(trials.c.trial_id).where(
+                trials.c.study_id.in_(ids), trials.c.datetime_start.is_not(None)).order_by(trials.c.datetime_start).limit(1))  # fmt: skip
         # (the start as Optuna reads it back: local time, stored as UTC or local by its version)
         return None if first is None else self.get_trial(first).datetime_start.timestamp()
 

@@ -188,11 +188,15 @@ class LossModule(nn.Module):
         signature = _module_signature(type(self))
         try:
             bound = signature.bind(**kwargs)
-        except TypeError as err:  # (a misspelt argument: named with the class and what it takes)
-            raise TypeError(f"{type(self).__name__}: {err}; it takes {', '.join(signature.parameters)}") from None
+        except TypeError as err:  # (a misspelt argument: named with the class and what it takes, its own too)
+            own = [n for n, p in inspect.signature(type(self).__init__).parameters.items()
+                   if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in signature.parameters]  # fmt: skip
+            raise TypeError(f"{type(self).__name__}: {err}; it takes {', '.join([*signature.parameters, *own])}") from None
         options: dict[str, Any] = {}
         for key, value in bound.arguments.items():
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, nn.Parameter):  # (trained with the model: trainable_parameters finds it)
+                self.register_parameter(key, value)
+            elif isinstance(value, torch.Tensor):
                 self.register_buffer(key, value)
             else:
                 options[key] = value
@@ -217,12 +221,15 @@ class LossModule(nn.Module):
         elif name == "reduction":
             check_reduction(value)
             self.__dict__["_reduction"] = value
-        elif isinstance(value, torch.Tensor):  # a buffer, as a tensor given when built (moved by .to(device))
-            self._options.pop(name, None)
-            self._buffers[name] = value
-        else:
-            self._buffers.pop(name, None)
-            self._options[name] = value
+        else:  # (each name in one place: the options, the parameters or the buffers)
+            for held in (self._options, self._parameters, self._buffers):
+                held.pop(name, None)
+            if isinstance(value, nn.Parameter):  # trained with the model, as one given when built
+                self._parameters[name] = value
+            elif isinstance(value, torch.Tensor):  # a buffer, as a tensor given when built (moved by .to(device))
+                self._buffers[name] = value
+            else:
+                self._options[name] = value
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> LossModule:
         before = {name: self._buffers[name] for name in self._KEEPS_DTYPE if self._buffers.get(name) is not None}
@@ -240,14 +247,14 @@ class LossModule(nn.Module):
         """``reduction`` overrides the stored one for this call (per-sample values for iFlood, say), and
         ``overrides`` stored options (a packed step's per-row hyperparameters)."""
         reduction = self._reduction if reduction is None else reduction
-        options = {**self._options, **self._buffers, **overrides}  # (a stored tensor is a buffer: overridable too)
+        options = {**self._options, **self._buffers, **self._parameters, **overrides}  # (stored tensors: overridable too)
         if reduction is None:
             return self.function(logits, target, **options)
         return self.function(logits, target, reduction=reduction, **options)
 
     def options(self) -> dict[str, Any]:
         """The options given to the module (tensors included), by name; :meth:`option` reads any one."""
-        return {**self._options, **self._buffers}
+        return {**self._options, **self._buffers, **self._parameters}
 
     def option(self, name: str) -> Any:
         """The value this module calls its function with for ``name`` (given, or the function's default)."""
@@ -255,6 +262,8 @@ class LossModule(nn.Module):
             return self._options[name]
         if name in self._buffers:  # (a tensor argument)
             return self._buffers[name]
+        if name in self._parameters:  # (a trained one)
+            return self._parameters[name]
         return _module_signature(type(self)).parameters[name].default
 
     def extra_repr(self) -> str:
