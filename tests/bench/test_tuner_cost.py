@@ -226,3 +226,30 @@ def test_what_a_runner_knows_of_its_studies_is_what_the_storage_holds(tmp_path, 
     unit = runner.units[0]
     optuna.load_study(study_name=unit.tune.study_name, storage=fresh).enqueue_trial({"lr": 0.1})
     assert [t.state for t in runner._read(unit.tune)][-1] == TrialState.WAITING
+
+
+def test_a_worker_whose_count_of_a_units_runs_is_out_of_date_reads_them_again_and_queues_none_twice(tmp_path, monkeypatch):
+    # another worker queues a unit's evaluation seeds between this one's read and its queue_trials: this one
+    # queued them too, and both copies trained
+    from lossbench.bench.storage import HeartbeatStorage
+
+    from .test_distributed import all_trials
+
+    _stub_training(monkeypatch)
+    spec = load_spec(write_spec(tmp_path / "spec.toml", trials=2))
+    storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
+    real, raced = HeartbeatStorage.queue_trials, []
+
+    def another_worker_first(self, study_id, fixed_params, user_attrs, expect=None):
+        if study_id not in raced:
+            raced.append(study_id)
+            real(self, study_id, fixed_params, user_attrs)  # (its own read was current)
+        return real(self, study_id, fixed_params, user_attrs, expect)
+
+    monkeypatch.setattr(HeartbeatStorage, "queue_trials", another_worker_first)
+    Runner(spec, storage, torch.device("cpu"), pack=1).run()
+    assert len(raced) == len(spec.units())
+    for (stage, method), trials in all_trials(storage, spec).items():
+        if stage == "final":
+            seeds = [t.user_attrs["seed"] for t in trials]
+            assert sorted(seeds) == sorted(set(seeds)) and all(t.state == TrialState.COMPLETE for t in trials), method
