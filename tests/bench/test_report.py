@@ -17,7 +17,13 @@ from scipy import stats as sps
 
 from lossbench.bench.metrics import METRICS
 from lossbench.bench.plots import hyperparameter_scatter, method_colours
-from lossbench.bench.report import _protocol, leaderboard_header, method_settings, write_report
+from lossbench.bench.report import (
+    _protocol,
+    leaderboard_header,
+    method_settings,
+    paired_summary,
+    write_report,
+)
 from lossbench.bench.results import DatasetResult, MethodResult, collect, range_edges
 from lossbench.bench.spec import evaluation_seeds, parse_spec
 from lossbench.bench.stats import format_p, paired_test, ranks, summarize
@@ -418,6 +424,9 @@ def test_each_dataset_says_which_methods_the_paired_tests_tell_apart_from_the_ba
     (flat,) = collect(spec, hand_storage(spec, {**scores, "better": ce}, dict.fromkeys(scores, 0.05)))
     write_report(spec, [flat], tmp_path / "flat")
     assert "No method is shown to differ from `ce` after Holm's correction at 0.05 (2 tested)" in (tmp_path / "flat" / "report.md").read_text()
+    # a baseline with no runs on the data set: nothing was tested, said so (not "these seeds do not tell apart")
+    (alone,) = collect(spec, hand_storage(spec, {k: v for k, v in scores.items() if k != "ce"}, dict.fromkeys(scores, 0.05)))
+    assert paired_summary(alone) == "No paired test: the baseline `ce` has no complete runs on this data set."
 
 
 def test_a_two_stage_methods_second_stage_has_its_own_settings_row():

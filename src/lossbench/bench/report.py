@@ -90,6 +90,8 @@ def paired_summary(result: DatasetResult) -> str:
     tested = [r for r in result.methods if r.paired is not None and not math.isnan(r.p_holm)]
     apart = [r for r in tested if r.p_holm < SIGNIFICANCE]
     level = f"after Holm's correction at {SIGNIFICANCE:g}"
+    if not tested and not any(r.method.name == result.baseline and r.complete for r in result.methods):
+        return f"No paired test: the baseline `{result.baseline}` has no complete runs on this data set."
     if not apart:
         return (f"No method is shown to differ from `{result.baseline}` {level} ({len(tested)} tested): the ranking "
                 "above orders means that these seeds do not tell apart from the baseline's.")  # fmt: skip
@@ -283,7 +285,8 @@ def _protocol(spec: Spec, results: list[DatasetResult]) -> str:
             f"re-trained with {spec.seeds} seeds on {final} and scored on the test split. Model "
             f"`{spec.train.model}`, optimiser {spec.train.optimizer}, {spec.train.epochs} epochs, batch "
             f"{spec.train.batch_size}. Mean ± sample std over seeds, Student-t 95% CI clipped to the metric's "
-            f"range; {_paired(spec)}. Tied means share the best rank they span.")  # fmt: skip
+            f"range; a diverged run (non-finite logits) counts as the metric's worst value in them, the ranks and "
+            f"the tests, and is left out of the secondary metrics; {_paired(spec)}. Tied means share the best rank they span.")  # fmt: skip
 
 
 def _validation(spec: Spec, results: list[DatasetResult]) -> str:
@@ -302,7 +305,7 @@ def _validation(spec: Spec, results: list[DatasetResult]) -> str:
 def _paired(spec: Spec) -> str:
     if spec.baseline is None:
         return "no baseline named, so no paired tests"
-    return (f"paired t-test against `{spec.baseline}` over seeds (difference = method - baseline, with its 95% CI; "
+    return (f"two-sided paired t-test against `{spec.baseline}` over seeds (difference = method - baseline, with its 95% CI; "
             "a difference the same on every seed, one test example on each, say, leaves the t-test no variance: its "
             "p is then the exact sign-flip test's, 2 / 2^n over n seeds, marked 'the same on every seed'), "
             "Holm-adjusted across every other method of the data "

@@ -72,7 +72,8 @@ def paired_test(method: Sequence[float], baseline: Sequence[float], confidence: 
     that is the same on every seed (within the scores' float32 rounding) leaves the t-test no variance
     (its limit, p = 0, would read 2 seeds as conclusive): p is then the exact sign-flip permutation
     test's, 2 / 2^n (of the 2^n equally likely signs, all alike is the most extreme pair of
-    outcomes), the least p n paired seeds can give; the report marks it.
+    outcomes), the least p that test can give with n seeds; the report marks it.  The two tests differ
+    there: differences that vary by one test example get the t-test's p, which may be smaller.
     """
     a, b = np.asarray(method, dtype=float), np.asarray(baseline, dtype=float)
     if len(a) != len(b):
