@@ -207,7 +207,7 @@ class LossModule(nn.Module):
         self._options = options  # (last: from here on the arguments read and set as attributes)
 
     # The function's arguments read and set as attributes, as torch's loss modules have theirs
-    # (criterion.reduction = "none"; a scheduled focal.gamma = 1.0): they live in _options and _buffers.
+    # (criterion.reduction = "none"; a scheduled focal.gamma = 1.0): they live in _options, _buffers and _parameters.
     def __getattr__(self, name: str) -> Any:
         if "_options" in self.__dict__ and name in _module_signature(type(self)).parameters:
             if name == "reduction":
