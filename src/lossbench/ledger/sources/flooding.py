@@ -50,7 +50,8 @@ _DEVIATIONS = (
     "baseline; the paper chooses b by validation accuracy with the other settings fixed. That grid is lossbench's "
     "(SPEC section 7 gives it as Su's, which his post does not say: found by a review on 2026-12-06). The released "
     "demo (run_demo_synth.py) puts b = 0 among its candidates (0, 0.26, 0.27, 0.28 with SGD) and takes the best "
-    "by validation accuracy over all of them, so there validation may switch flooding off; lossbench's grid "
+    "by validation accuracy over all of them (its last epoch's, on clean labels, where training has 10 % label "
+    "noise), so there validation may switch flooding off; lossbench's grid "
     "leaves 0 out, so flooding is always on (a stricter test of 'improves', which cannot end 'equivalent' by "
     "switching it off).",
     "With weight decay, its strength is searched over lossbench's default range (1e-6 .. 1e-2, log) for both "
