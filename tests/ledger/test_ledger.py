@@ -280,11 +280,13 @@ def test_a_study_whose_units_ran_anew_before_studies_were_dated_counts_the_invoc
 def test_the_summary_says_which_declared_variation_of_a_run_budget_was_not_run(tmp_path):
     from lossbench.ledger.report import Entry, summary_rows
 
-    claim = dataclasses.replace(TINY, variations=("fixed", "resampled"))
+    claim = dataclasses.replace(TINY, variations=("fixed", "resampled"),
+                                budgets={**TINY.budgets, "paper": Budget({}, "the preset as written")})  # fmt: skip
     ran = types.SimpleNamespace(budget="quick", variation="resampled", verdict=None, missing=["wine"], runs=0,
                                 compute_seconds=0.0, spec=types.SimpleNamespace(name="nothing-stored"))  # fmt: skip
     rows = summary_rows([Entry(claim, [ran], {})], open_storage(default_storage_url(tmp_path)))
-    assert [r[2:5] for r in rows] == [["quick", "resampled", "incomplete (1 units)"], ["quick", "fixed", "not run"]]
+    assert [r[2:5] for r in rows] == [["quick", "resampled", "incomplete (1 units)"], ["quick", "fixed", "not run"],
+                                      ["paper", "-", "not run"]]  # (a declared budget nothing ran at, too)
 
 
 def test_concurrent_claims_runs_each_keep_their_record(tmp_path, monkeypatch):
@@ -622,3 +624,14 @@ def test_a_studys_first_run_is_the_one_that_started_first_not_the_one_made_first
             datetime_complete=start, params={}, distributions={}, user_attrs={}, system_attrs={},
             intermediate_values={}, trial_id=0))  # fmt: skip
     assert storage.first_run_started("s") == (at + datetime.timedelta(seconds=1.5)).timestamp()
+
+
+def test_a_per_dataset_claims_summary_effect_reads_as_a_span_not_an_interval():
+    # "contradicted | +2.59 [-2.44, +8.98]" read as an interval of the mean that contradicted a claim it covers
+    from lossbench.ledger.report import effect
+    from lossbench.ledger.verdict import Effect, Verdict
+
+    span = Effect(0.0259, -0.0244, 0.0898, 0.9, 0.01, 3, "per dataset", spans_datasets=True)
+    assert effect(Verdict("contradicted", Rule("greater"), span, "")) == "+2.59 (span -2.44 .. +8.98)"
+    mean = dataclasses.replace(span, spans_datasets=False)
+    assert effect(Verdict("inconclusive", Rule("greater"), mean, "")) == "+2.59 [-2.44, +8.98]"
