@@ -231,7 +231,8 @@ def test_a_bench_claims_provenance_counts_the_runs_of_its_studies_by_any_claim(t
     ran = {"started": "2026-12-04T03:00:00+00:00", "wall_seconds": 1.0, "study": study, "decision": {"metric": "x"}}
     ledger_study(storage).set_user_attr("runs:another-claim:quick:fixed", [ran])  # it ran the shared study
     text = decision_provenance(storage, tiny_claim)
-    assert "1 of the 1 `claims run` invocations that ran its studies, of 2026-12-04, stored no decision of this claim" in text
+    assert ("1 of the 1 `claims run` invocations that ran its studies, of 2026-12-04; made by `claims run` of "
+            "another-claim, stored no decision of this claim") in text  # (the claim whose rule those runs stored)
     assert text.startswith("Decision rule, not checked against its runs (")
 
 

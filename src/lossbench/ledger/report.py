@@ -209,6 +209,9 @@ def decision_provenance(storage, claim: Claim) -> str:
     if not bare:
         return "Decision rule, fixed before any run" + (" (stored with every run, and unchanged)" if runs else "")
     dates, evidence = ", ".join(sorted(set(bare))), "for those the record's history and its deviations are the evidence"
+    others = sorted({owner for owner, _ in runs if owner != claim.id})  # (claims that share a study ran it, with their rules)
+    if others:
+        dates += f"; made by `claims run` of {', '.join(others)}"
     if len(bare) < len(runs):  # (a run made by another claim of a shared study stored that claim's decision)
         return (f"Decision rule, stored with {len(runs) - len(bare)} of the {len(runs)} `claims run` invocations that ran "
                 f"its studies (the other {len(bare)}, of {dates}, stored no decision of this claim: {evidence})")  # fmt: skip
