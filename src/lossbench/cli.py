@@ -791,9 +791,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (stop := stops.stop_in(err)) is not None:  # (a library's error raised while the stop was)
             return _interrupted(stop)
         mask = _masker(url)
-        if _storage_full(err) and not os.environ.get("LOSSBENCH_TRACEBACK"):
+        full = _storage_full(err)
+        if full is not None and not os.environ.get("LOSSBENCH_TRACEBACK"):
             # (what was stored before stays: the transaction that met the full disk is rolled back)
-            print(f"lossbench: error: the storage's disk is full ({mask(_storage_full(err))}); free some space, then "
+            print(f"lossbench: error: the storage's disk is full ({mask(full)}); free some space, then "
                   "the same command resumes where it stopped\n(set LOSSBENCH_TRACEBACK=1 for the traceback)", file=sys.stderr)  # fmt: skip
             return 1
         if isinstance(err, ValueError) and _ours(err) and not os.environ.get("LOSSBENCH_TRACEBACK"):
@@ -815,7 +816,7 @@ def _storage_full(err: BaseException) -> str | None:
         if getattr(err, "orig", None) is not None:  # (SQLAlchemy's wrapper: the driver's own words)
             err = err.orig
             continue
-        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        text = next(iter(str(err).strip().splitlines()), "")
         if "database or disk is full" in text or type(err).__name__ == "DiskFull":
             return text
         err = err.__cause__ or err.__context__

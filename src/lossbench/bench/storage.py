@@ -358,7 +358,7 @@ class HeartbeatStorage(RDBStorage):
 
     def first_run_started(self, spec_name: str) -> float | None:
         """When the first stored run of the study ``spec_name`` started (unix time; None where none is stored):
-        the first trial made in it or its units' studies."""
+        the trial of it or its units' studies that started first (not the one made first: a queued seed waits)."""
         trials = models.TrialModel.__table__
         with self._transaction() as session:
             ids = _spec_study_ids(session, [spec_name])

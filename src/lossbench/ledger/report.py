@@ -169,16 +169,18 @@ def summary_rows(entries: list[Entry], storage) -> list[list[str]]:
         c = e.claim
         if not e.outcomes and not e.analyses:
             rows.append([c.id, c.title, "-", "-", "not run", "-", "-", "-"])
-        for i, o in enumerate(e.outcomes):
-            word = o.verdict.word if o.verdict else f"incomplete ({len(o.missing)} units)"
-            rows.append([c.id, c.title, o.budget, o.variation, word, effect(o.verdict),
-                         f"{o.runs} runs, {duration(o.compute_seconds)}", duration(study_wall_time(storage, o.spec.name)[0])])  # fmt: skip
-            if i + 1 == len(e.outcomes) or e.outcomes[i + 1].budget != o.budget:  # a variation of this budget not run
-                ran = {r.variation for r in e.outcomes if r.budget == o.budget}
-                rows += [[c.id, c.title, o.budget, v, "not run", "-", "-", "-"] for v in c.variations if v not in ran]
-        if e.outcomes:  # a budget the claim declares that nothing was run at (the paper budget of a GPU-scale study)
-            rows += [[c.id, c.title, b, "-", "not run", "-", "-", "-"] for b in BUDGETS
-                     if b in c.budgets and all(o.budget != b for o in e.outcomes)]  # fmt: skip
+        for budget in BUDGETS if e.outcomes else ():
+            at = [o for o in e.outcomes if o.budget == budget]
+            for o in at:
+                word = o.verdict.word if o.verdict else f"incomplete ({len(o.missing)} units)"
+                rows.append([c.id, c.title, o.budget, o.variation, word, effect(o.verdict),
+                             f"{o.runs} runs, {duration(o.compute_seconds)}", duration(study_wall_time(storage, o.spec.name)[0])])  # fmt: skip
+            # a declared variation of a budget run, or a declared budget, that nothing was run at (a GPU-scale paper budget)
+            if at:
+                missing = [v for v in c.variations if v not in {o.variation for o in at}]
+            else:
+                missing = ["-"] if budget in c.budgets else []
+            rows += [[c.id, c.title, budget, v, "not run", "-", "-", "-"] for v in missing]
         for budget, a in e.analyses.items():
             rows.append([c.id, c.title, budget, "-", a.word, "-", "-", duration(analysis_wall_time(storage, c, budget, a)[0])])
     return rows

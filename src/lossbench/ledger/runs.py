@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import inspect
 import time
 import uuid
@@ -104,9 +105,8 @@ def decision_changes(storage, claim: Claim, budget: str, variation: str = "fixed
     claim's earlier rules (``Claim.amended_from``) is history where a later run was made under the rule
     as it is now: the stored analysis is the latest run's."""
     now, changes = claim.decision(), []
-    runs = invocations(storage, claim, budget, variation)
-    since = {study: _runs_since(storage, study) for study in {r.get("study") for r in runs} - {None}}
-    runs = [r for r in runs if not _ended_before(r, since.get(r.get("study")))]
+    gone = _runs_gone(storage)
+    runs = [r for r in invocations(storage, claim, budget, variation) if not gone(r)]
     earlier = claim.earlier_decisions()
     for i, run in enumerate(runs):
         stored = run.get("decision")
@@ -131,8 +131,8 @@ def study_invocations(storage, study: str) -> list[tuple[str, dict[str, Any]]]:
     """Every `claims run` of a study whose runs are stored, whichever claim started it (claims share studies):
     (claim id, invocation); of a study deleted and run anew, the invocations that ran on after its stored
     runs began (the others' runs are gone)."""
-    since = _runs_since(storage, study)
-    return [(claim, r) for claim, r in _all_by_claim(storage) if r.get("study") == study and not _ended_before(r, since)]
+    gone = _runs_gone(storage)
+    return [(claim, r) for claim, r in _all_by_claim(storage) if r.get("study") == study and not gone(r)]
 
 
 def study_wall_time(storage, study: str) -> tuple[float, list[dict[str, Any]]]:
@@ -141,10 +141,17 @@ def study_wall_time(storage, study: str) -> tuple[float, list[dict[str, Any]]]:
     return sum(r["wall_seconds"] for r in runs), runs
 
 
-def _ended_before(run: dict[str, Any], since: float | None) -> bool:
-    """Whether the invocation ``run`` ended before ``since`` (None: never)."""
-    started = run.get("started_at") or dt.datetime.fromisoformat(run["started"]).timestamp()  # (older records: to the second)
-    return since is not None and started + run["wall_seconds"] < since
+def _runs_gone(storage) -> Callable[[dict[str, Any]], bool]:
+    """Whether an invocation's runs are gone: it ended before its study's stored runs began (the study deleted and
+    run anew); each study's beginning read once."""
+    since = functools.cache(lambda study: _runs_since(storage, study))
+
+    def gone(run: dict[str, Any]) -> bool:
+        began = None if run.get("study") is None else since(run["study"])
+        started = run.get("started_at") or dt.datetime.fromisoformat(run["started"]).timestamp()  # (older records: to the second)
+        return began is not None and started + run["wall_seconds"] < began
+
+    return gone
 
 
 def _runs_since(storage, study: str) -> float | None:
