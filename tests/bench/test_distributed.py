@@ -186,6 +186,52 @@ def test_kill_minus_9_then_resume(tmp_path):
     assert before == {k: len(v) for k, v in all_trials(storage, spec).items()}
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_kill_minus_9_then_resume_at_once_tunes_what_an_uninterrupted_tpe_study_tunes(tmp_path):
+    # A worker killed on this machine: its process is gone, so its running trials are stale at once (a
+    # heartbeat grace of 30 minutes here) and the resumed study retries them before TPE is asked again.
+    # Waiting out the grace instead, it asked TPE's next draws from fewer finished trials than these.
+    path = write_spec(tmp_path / "spec.toml", name="crash", trials=6, epochs=8, batch_size=16, dataset="digits")
+    path.write_text(path.read_text().replace('sampler = "random"', 'sampler = "tpe"').replace("heartbeat_interval = 1", "heartbeat_interval = 600"))
+    spec = load_spec(path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # (as the command's workers: the same numbers, so TPE reads the same history)
+    try:
+        clean = open_storage(default_storage_url(tmp_path / "clean"), spec.heartbeat_interval)
+        Runner(spec, clean, torch.device("cpu"), pack=1).run()
+        out = tmp_path / "out"
+        proc = cli("run", str(path), "--out", str(out), "--pack", "1", "--threads", "1")
+        try:
+            def tuned_and_running():
+                try:
+                    with sqlite3.connect(out / "lossbench.db", timeout=1) as db:
+                        states = dict(db.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+                except sqlite3.Error:
+                    return False
+                return states.get("COMPLETE", 0) >= 1 and states.get("RUNNING", 0) >= 1
+
+            assert wait_for(lambda: (out / "lossbench.db").exists() and tuned_and_running()), (
+                proc.stdout.read() if proc.poll() is not None else "timeout")  # fmt: skip
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        storage = open_storage(default_storage_url(out), spec.heartbeat_interval)
+        for (stage, method), trials in all_trials(storage, spec).items():
+            running = sorted(t._trial_id for t in trials if t.state == TrialState.RUNNING)
+            study = optuna.load_study(study_name=study_name(spec.name, stage, spec.datasets[0].label, method), storage=storage)
+            assert sorted(storage._get_stale_trial_ids(study._study_id)) == running, (stage, method)
+        Runner(spec, storage, torch.device("cpu"), pack=1).run()
+    finally:
+        torch.set_num_threads(threads)
+    assert_complete_and_counted_once(storage, spec)
+    assert tuned_configs(storage, spec) == tuned_configs(clean, spec)
+    failed = [t for ts in all_trials(storage, spec).values() for t in ts if t.state == TrialState.FAIL]
+    assert failed and all(t.user_attrs["error"].startswith("stale") for t in failed)
+
+
 def tuned_configs(storage, spec):
     """Per tuning study, the parameters of each complete trial by its draw (retries are their draw)."""
     out = {}

@@ -404,9 +404,10 @@ class Runner:
                 time.sleep(poll)
 
     def _waiting_for(self) -> str:
-        """What a worker with nothing to start waits for: a run stopped by Ctrl-C or a kill leaves its
-        trials running until their heartbeats are a grace period old (then they are retried here)."""
-        return (f"waiting for trials running in other workers; a stopped run's are retried once "
+        """What a worker with nothing to start waits for: live workers' trials, or those of a worker on
+        another machine (or one this process cannot see) that stopped, until their heartbeats are a grace
+        period old (then they are retried here; a stopped worker's on this machine are retried at once)."""
+        return (f"waiting for trials running in other workers; a stopped worker's are retried once "
                 f"{self.storage.grace_period:g} s without a heartbeat")  # fmt: skip
 
     def _gather(self, group: list[Unit], settled: set[str],
@@ -926,13 +927,14 @@ class Heartbeats:
         self._thread.join()
 
 
-STALE = "stale: its worker stopped beating for the grace period"  # a stale trial's error
+STALE = "stale: its worker stopped (its process ended here, or it sent no heartbeat for the grace period)"  # a stale trial's error
 
 
 def _fail_stale(study: optuna.Study) -> None:
-    """Fail the study's stale trials (their worker stopped beating) and queue each again with its draw,
-    in one transaction (:meth:`HeartbeatStorage.fail_trials`): Optuna's own check commits the failures
-    before it queues the retries, and another worker in between drew new trials in their place."""
+    """Fail the study's stale trials (their worker's process ended on this machine, or it stopped beating)
+    and queue each again with its draw, in one transaction (:meth:`HeartbeatStorage.fail_trials`): Optuna's
+    own check commits the failures before it queues the retries, and another worker in between drew new
+    trials in their place."""
     storage = getattr(study._storage, "_backend", study._storage)  # (Optuna wraps an RDB storage in a cache)
     if getattr(storage, "heartbeat_interval", None) is None:  # (no heartbeats: nothing goes stale, as Optuna's)
         return

@@ -41,8 +41,9 @@ from sqlalchemy.orm import Session
 
 from lossbench._checks import first_few
 from lossbench._paths import inside
-from lossbench.bench import stops
+from lossbench.bench import processes, stops
 from lossbench.bench.metrics import selection_metric, task_of_metrics
+from lossbench.bench.processes import WORKER_ATTR
 from lossbench.bench.spec import Spec, SpecError, spec_from_json, spec_growth
 
 SPEC_ATTR = "lossbench_spec"
@@ -286,7 +287,10 @@ class HeartbeatStorage(RDBStorage):
     on it for ever (:meth:`start_trials` records the first beat with the trial; other tools and
     older workers may not).  Here such a trial is stale once it started more than the grace period ago
     (by the clocks of the worker that started it and the one checking, which should agree to
-    within the grace period), and is failed and retried like any other.
+    within the grace period), and is failed and retried like any other.  A trial started by
+    :meth:`start_trials` records its worker process (:mod:`lossbench.bench.processes`): where that process
+    is gone from this machine, the trial is stale at once (a killed run resumed here retries its runs
+    before asking new draws, as an uninterrupted one would have them).
 
     The pack methods (:meth:`start_trials`, :meth:`queue_trials`, :meth:`set_trials_params`,
     :meth:`record_heartbeats`, :meth:`finish_trials`) write the rows Optuna's own ``ask``, ``tell``
@@ -332,7 +336,8 @@ class HeartbeatStorage(RDBStorage):
                 .all()
             )
             silent = [t.trial_id for t in running if t.datetime_start is not None and t.datetime_start < cutoff]
-        return stale + [trial_id for trial_id in silent if trial_id not in stale]
+            dead = _dead_workers_trials(session, study_id)
+        return stale + [trial_id for trial_id in dict.fromkeys(silent + dead) if trial_id not in stale]
 
     def delete_spec_studies(self, spec_names: Sequence[str]) -> tuple[int, int]:
         """Delete the studies ``spec_names`` and their units' studies (:func:`study_name`) with all their trials,
@@ -401,6 +406,13 @@ class HeartbeatStorage(RDBStorage):
             started = taken + [_new_trial(trial_id, number, TrialState.RUNNING, now) for trial_id, number in new]
             if started:  # the beat lands with the trial: no instant where a started trial has none
                 session.execute(insert(models.TrialHeartbeatModel.__table__), [{"trial_id": t._trial_id} for t in started])
+                worker = processes.this_process()  # (so that a worker here retries them at once should this one die)
+                if worker is not None:
+                    system = models.TrialSystemAttributeModel
+                    _insert_attrs(session, system, [(t._trial_id, {WORKER_ATTR: worker}) for t in taken], replace=True)
+                    _insert_attrs(session, system, [(t._trial_id, {WORKER_ATTR: worker}) for t in started[len(taken) :]])
+                    for t in started:
+                        t.system_attrs[WORKER_ATTR] = worker
         return started
 
     def queue_trials(
@@ -468,7 +480,8 @@ class HeartbeatStorage(RDBStorage):
             failed = _finish(session, [t._trial_id for _, t in trials], TrialState.FAIL, complete)
             _insert_attrs(session, models.TrialUserAttributeModel, [(i, {ERROR_ATTR: reason}) for i in failed], replace=True)
             for study_id, trial in trials if retry else ():
-                system = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
+                own = {k: v for k, v in trial.system_attrs.items() if k != WORKER_ATTR}  # (the retry's worker records its own)
+                system = {"failed_trial": trial.number, "retry_history": [], **own}
                 # (a run killed before its pack stored its parameters never trained: not counted, and retried
                 # with its pack-mates, asked together again as before, so that TPE draws what it drew)
                 trained = bool(trial.params)
@@ -529,6 +542,27 @@ def _finish(session: Session, trial_ids: list[int], state: TrialState, when: dat
     if session.get_bind().dialect.update_returning:
         return {trial_id for (trial_id,) in session.execute(query.returning(trials.c.trial_id))}
     return {trial_id for trial_id in trial_ids if session.execute(query.where(trials.c.trial_id == trial_id)).rowcount}
+
+
+def _dead_workers_trials(session: Session, study_id: int) -> list[int]:
+    """The study's running trials whose worker process is gone from this machine (:func:`processes.gone`):
+    stale at once, without waiting for their heartbeats to age (one statement, none off Linux)."""
+    if processes.this_process() is None:
+        return []
+    trials, attrs = models.TrialModel.__table__, models.TrialSystemAttributeModel.__table__
+    rows = session.execute(
+        select(attrs.c.trial_id, attrs.c.value_json)
+        .join(trials, trials.c.trial_id == attrs.c.trial_id)
+        .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING, attrs.c.key == WORKER_ATTR)
+    ).all()
+    return [trial_id for trial_id, value in rows if processes.gone(_json_or_none(value))]
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _take(session: Session, trial_id: int, now: datetime | None = None) -> bool:
