@@ -563,6 +563,13 @@ def test_an_out_another_user_owns_or_may_write_is_refused_before_work(capsys, tm
         assert f"{theirs} is owned by uid 12345, neither you (uid 0) nor root" in line and list(theirs.iterdir()) == []
     line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(shared / "new"), "--device", "cpu"])
     assert f"{shared} is writable by its group and other users" in line and list(shared.iterdir()) == []
+    # nor a folder of the user's own that exists there, or one below it: while a run trains, another user
+    # could rename it and put a link to elsewhere in its place (checked only when --out was new, before)
+    mine = shared / "mine"
+    mine.mkdir(mode=0o755)
+    for out in (mine, mine / "sub"):
+        line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(out), "--device", "cpu"])
+        assert f"{shared} is writable by its group and other users" in line and list(mine.iterdir()) == []
     sticky = tmp_path / "sticky"  # as /tmp: others cannot rename what this user makes there
     sticky.mkdir()
     sticky.chmod(0o1777)

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from lossbench._checks import check_count
-from lossbench._paths import own_folder_reason, parent_folder_reason
+from lossbench._paths import untrusted_reason
 from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.bench.plugins import own_code
 from lossbench.bench.spec import (
@@ -96,13 +96,12 @@ def check_writable_folder(out: str | Path, what: str = "out") -> None:
         raise ValueError(f"{what} {out}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {out}: {existing} is not writable by this user")
-    if hasattr(os, "geteuid"):  # (Windows: no owners to compare)
-        # --out itself: its owner or another writer could put links in it that send the report elsewhere; the
-        # folder it is made in: its owner, or a writer without the sticky bit, could swap it for a link
-        rule = own_folder_reason if existing == path else parent_folder_reason
-        if reason := rule(existing, os.stat(existing)):
-            raise ValueError(f"{what} {out}: {existing} is {reason}: another user could redirect lossbench's writes "
-                             "from there; use a folder of your own (or make this one yours: chown, chmod go-w)")  # fmt: skip
+    # --out itself: its owner or another writer could put links in it that send the report elsewhere; any
+    # folder above it: its owner, or a writer without the sticky bit, could swap --out for a link, also
+    # while a run trains (every folder up to / checked, whether --out exists yet or not)
+    if reason := untrusted_reason(path):
+        raise ValueError(f"{what} {out}: {reason}: another user could redirect lossbench's writes "
+                         "from there; use a folder of your own (or make this one yours: chown, chmod go-w)")  # fmt: skip
     try:  # os.access does not know everything (root in /sys, a read-only mount's ACLs): try
         os.rmdir(tempfile.mkdtemp(prefix=".lossbench-probe-", dir=existing))
     except OSError as err:
