@@ -8,6 +8,7 @@ that is not one plain component, and :func:`inside` proves a path lies below its
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import struct
@@ -79,6 +80,19 @@ def atomic_write(path: Path, data: str | bytes, private: bool = False) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_regular_file(path: str | Path) -> bytes:
+    """The bytes of ``path``, a regular file (a link to one): a directory, FIFO, socket or device raises an
+    OSError saying so before anything is read (a FIFO blocked for ever, ``/dev/zero`` filled the memory)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # (a FIFO opens without waiting for a writer)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", str(path))
+        return f.read()
 
 
 def user_cache_root() -> Path:

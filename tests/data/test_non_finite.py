@@ -6,10 +6,13 @@ the format's missing value (``?``).  Each test writes its own tiny file.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from lossbench.data import load_adult, load_idx, parse_arff, read_idx
+from lossbench.data import load_adult, load_dataset, load_idx, parse_arff, read_idx
 
 from .writers import idx_bytes, write, write_idx_set
 
@@ -65,3 +68,25 @@ def test_a_directory_given_for_a_file_is_one_line(tmp_path):
     (tmp_path / "d.arff").mkdir()
     with pytest.raises(ValueError, match=r"cannot read .*d\.arff: Is a directory"):
         parse_arff(tmp_path / "d.arff")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize("loader", ["arff", "fasttext_file", "table"])
+def test_a_fifo_or_a_device_is_refused_before_it_is_read(tmp_path, loader):
+    # a FIFO blocked the loader for ever (nothing writes to it), /dev/zero filled the memory
+    fifo = tmp_path / "data.csv"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        if not path.exists():
+            continue
+        with pytest.raises(ValueError, match=r"not a regular file \(a FIFO, socket or device\)"):
+            load_dataset(loader, path=str(path))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_spec_file_that_is_a_fifo_is_refused(tmp_path):
+    from lossbench.bench.spec import SpecError, load_spec
+
+    os.mkfifo(tmp_path / "spec.toml")
+    with pytest.raises(SpecError, match=r"cannot read spec file .*: not a regular file"):
+        load_spec(tmp_path / "spec.toml")

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from lossbench._paths import check_name
+from lossbench._paths import check_name, read_regular_file
 from lossbench.bench.metrics import DECISIONS, selection_metric
 from lossbench.bench.plugins import PluginError, check_plugin_name, import_plugins
 from lossbench.registry import Choice, FloatRange, IntRange
@@ -777,7 +777,7 @@ def spec_from_json(text: str) -> Spec:
 def load_spec(path: str | Path) -> Spec:
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path)
     except OSError as err:
         raise SpecError(f"cannot read spec file {str(path)!r}: {err.strerror}") from None
     try:

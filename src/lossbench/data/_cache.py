@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from lossbench._paths import UntrustedDirError, trusted_dir
+from lossbench._paths import UntrustedDirError, read_regular_file, trusted_dir
 from lossbench.data._files import CACHE_DIR_ENV, RemoteFile, atomic_write, default_cache_dir, unreadable
 
 # Bump when a loader's parsed output changes, so stale entries are rebuilt.  2: loaders refuse
@@ -117,7 +117,11 @@ def verify_once(path: Path, rf: RemoteFile) -> None:
     stamp = None if directory is None else directory / _key(fingerprint([path]), rf.sha256, rf.archive_sha256)
     if stamp is not None and stamp.is_file():
         return
-    rf.check(path.read_bytes(), str(path))
+    try:
+        data = read_regular_file(path)
+    except OSError as err:
+        raise unreadable(path, err) from None
+    rf.check(data, str(path))
     if stamp is None:
         return
     try:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lossbench._paths import atomic_write, make_private_dirs, user_cache_root
+from lossbench._paths import atomic_write, make_private_dirs, read_regular_file, user_cache_root
 
 DATA_DIR_ENV = "LOSSBENCH_DATA_DIR"
 CACHE_DIR_ENV = "LOSSBENCH_CACHE_DIR"
@@ -79,10 +79,10 @@ def unreadable(path: Path | str, err: OSError) -> ValueError:
 
 
 def read_bytes(path: Path | str) -> bytes:
-    """The decompressed content of a file."""
+    """The decompressed content of a regular file (a directory, FIFO or device refused before it is read)."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path)
     except OSError as err:
         raise unreadable(path, err) from None
     return decompress(raw, path)

@@ -185,6 +185,8 @@ def _check_file(path: Path, what: str) -> None:
     if path.is_dir():
         raise ValueError(f"{what}={str(path)!r} is a directory, expected a table file")
     if not path.is_file():
+        if path.exists():
+            raise ValueError(f"{what}={str(path)!r} is not a regular file (a FIFO, socket or device), expected a table file")
         where = "" if path.is_absolute() else f" (a relative path, read from {Path.cwd()})"
         raise ValueError(f"{what}={str(path)!r}: no such file{where}")
 
