@@ -833,7 +833,7 @@ def _warnings_as_lines(mask: Callable[[str], str]) -> Iterator[None]:
 
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
              line: str | None = None) -> None:  # fmt: skip
-        text = mask(str(message))
+        text = mask(str(message)).removeprefix("lossbench: ")  # (a library warning that names lossbench: said once)
         if (category, text) in shown:
             return
         shown.add((category, text))

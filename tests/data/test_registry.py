@@ -356,3 +356,21 @@ def test_a_truncated_download_tries_the_next_url(tmp_path, monkeypatch):
     monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: Truncated())
     with pytest.raises(DataUnavailableError, match=r"https://first.invalid/file.bin: IncompleteRead\(3 bytes"):
         fetch(RemoteFile("file.bin", urls[:1], sha256=(sha256(b"payload"),)), tmp_path / "data2")
+
+
+def test_the_default_data_folder_is_read_only_where_no_other_user_could_change_it(tmp_path, monkeypatch):
+    # another user who made (or may write) the default data folder could change its files or plant links
+    # that send a download elsewhere; a folder named by data_dir is the user's own choice
+    xdg = tmp_path / "shared"
+    (xdg / "lossbench" / "data").mkdir(parents=True)
+    xdg.chmod(0o777)  # (no sticky bit: anyone may swap lossbench/ for their own)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    monkeypatch.delenv("LOSSBENCH_DATA_DIR", raising=False)
+    with pytest.raises(DataUnavailableError, match=rf"dataset 'uci-car': not reading the default data folder "
+                                                    rf"{xdg}/lossbench/data: {xdg} is writable by .* point --data-dir"):  # fmt: skip
+        load_dataset("uci-car", download=False)
+    with pytest.raises(DataUnavailableError, match="missing car/car.data in"):  # (the named folder is read: no files there)
+        load_dataset("uci-car", tmp_path / "mine", download=False)
+    xdg.chmod(0o1777)  # sticky, as /tmp: what this user made there stays theirs
+    with pytest.raises(DataUnavailableError, match="missing car/car.data in"):
+        load_dataset("uci-car", download=False)

@@ -11,14 +11,17 @@ Three kinds of entries:
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lossbench._paths import untrusted_reason
 from lossbench.data._cache import verify_once
 from lossbench.data._dataset import Dataset
 from lossbench.data._files import (
+    DATA_DIR_ENV,
     DataUnavailableError,
     RemoteFile,
     default_data_dir,
@@ -141,6 +144,19 @@ class FileResolver:
         return path
 
 
+def _check_default_data_dir(name: str) -> None:
+    """The default data folder (in the user's cache) holds what was downloaded for them: read from, and
+    downloaded into, only where no other user could change it (the parse cache's rule).  A folder named
+    by --data-dir or $LOSSBENCH_DATA_DIR is the user's choice (a shared, read-only copy, say)."""
+    folder = default_data_dir()
+    if reason := untrusted_reason(folder):
+        raise DataUnavailableError(
+            f"dataset {name!r}: not reading the default data folder {folder}: {reason}: another user could change "
+            f"its files, or what is downloaded into it; put the files in a folder of your own and point --data-dir "
+            f"(data_dir=, ${DATA_DIR_ENV}) at it"
+        )
+
+
 def load_dataset(
     name: str,
     /,  # positional only: a loader's own ``name=`` parameter (idx, arff, table, ...) reaches it
@@ -175,6 +191,8 @@ def load_dataset(
     if required:
         raise ValueError(f"dataset {name!r} needs parameter(s) {', '.join(required)}")
     if info.kind == "files":
+        if data_dir is None and not os.environ.get(DATA_DIR_ENV):
+            _check_default_data_dir(name)
         ds = info.loader(FileResolver(info, info.directory(data_dir), download, verify), **params)
     else:
         ds = info.loader(**params)
