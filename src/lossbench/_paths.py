@@ -66,7 +66,8 @@ def _umask() -> int:
 def atomic_write(path: Path, data: str | bytes, private: bool = False) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same directory and a rename.
 
-    A reader sees the old file or the new one, never half of one.  The file gets the mode the
+    A reader sees the old file or the new one, never half of one, also after a crash of the system: the
+    data reach the disk before the rename, and the rename before this returns.  The file gets the mode the
     umask gives new files (mkstemp's 0600 would hide reports and downloads from other users), or
     0600 where ``private`` (a cache entry: under umask 002 the umask's would let the group rewrite it).
     """
@@ -75,11 +76,30 @@ def atomic_write(path: Path, data: str | bytes, private: bool = False) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o600 if private else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """The folder's entries to disk (the rename above); where the system cannot sync a folder (Windows, some
+    network file systems refuse it with EINVAL) the rename stands as the file system keeps it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # (Windows opens no folder)
+        return
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 def read_regular_file(path: str | Path) -> bytes:
