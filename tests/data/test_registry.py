@@ -99,6 +99,14 @@ def test_fetch_rejects_a_checksum_mismatch_and_leaves_nothing(tmp_path):
     assert not (tmp_path / "data").exists() or os.listdir(tmp_path / "data") == []
 
 
+def test_a_download_that_cannot_be_written_is_one_line_naming_the_folder(tmp_path):
+    # downloaded and checked, but the data folder is a file (or read-only, or full): the OSError came as a traceback
+    rf = remote(tmp_path, b"payload", sha256=(sha256(b"payload"),))
+    blocker = write(tmp_path / "data", "a file where the data folder should be")
+    with pytest.raises(DataUnavailableError, match=rf"^file.bin: downloaded, but cannot be written to {blocker}: "):
+        fetch(rf, blocker)
+
+
 def test_fetch_extracts_a_zip_member(tmp_path):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:

@@ -269,9 +269,13 @@ def fetch(rf: RemoteFile, directory: Path, timeout: float = DOWNLOAD_TIMEOUT_S) 
             failures.append(f"{url}: {getattr(err, 'reason', err)}")
             continue
         dest = directory / rf.name
-        if dest.parent.resolve().is_relative_to(user_cache_root().resolve()):
-            make_private_dirs(dest.parent)  # (the user cache's folders stay this user's: see _paths.trusted_dir)
-        atomic_write(dest, data)
+        try:
+            if dest.parent.resolve().is_relative_to(user_cache_root().resolve()):
+                make_private_dirs(dest.parent)  # (the user cache's folders stay this user's: see _paths.trusted_dir)
+            atomic_write(dest, data)
+        except OSError as err:  # (downloaded and checked, but it cannot be kept there: the folder is the matter)
+            raise DataUnavailableError(f"{rf.name}: downloaded, but cannot be written to {dest.parent}: "
+                                       f"{err.strerror or err}") from None  # fmt: skip
         return dest
     reasons = "; ".join(failures) if failures else "no public download URL"
     raise DataUnavailableError(f"{rf.name}: {reasons}")
