@@ -54,3 +54,9 @@ def test_synthetic_sets_refuse_a_seed_scikit_learn_cannot_take(name, seed):
 def test_a_test_fraction_holding_out_nothing_is_refused():
     with pytest.raises(ValueError, match=r"test_fraction=0.001 of 150 samples holds out no test sample"):
         load_dataset("iris", test_fraction=0.001)
+
+
+def test_more_informative_features_than_features_are_refused_by_their_name():
+    # scikit-learn blamed n_redundant, which the loader derives: "Got -7 instead"
+    with pytest.raises(ValueError, match=r"n_informative must lie in \[1, n_features=3\], got 10"):
+        load_dataset("synthetic", n_features=3)

@@ -130,3 +130,20 @@ def test_a_label_far_beyond_the_others_is_refused(tmp_path):
     write(tmp_path / "t10k-labels-idx1-ubyte", idx_bytes(np.array([0, 1, 2, 39], np.int32)))
     with pytest.warns(UserWarning, match="have no training row"):
         assert load_idx_dir(tmp_path, cache=False).num_classes == 40
+
+
+def test_test_images_of_another_idx_type_than_the_training_images_are_refused(tmp_path):
+    # bytes are scaled to [0, 1] and other types read as they are: int16 test images beside uint8 training
+    # images were on a 255 times larger scale, silently
+    arrays = write_idx_set(tmp_path, gz=False)
+    write(tmp_path / "t10k-images-idx3-ubyte", idx_bytes(arrays["t10k-images-idx3-ubyte"].astype(np.int16)))
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte: images of IDX type int16, the training images' uint8"):
+        load_idx_dir(tmp_path, cache=False)
+
+
+def test_too_few_class_names_name_the_file_that_holds_the_largest_label(tmp_path):
+    write_idx_set(tmp_path, gz=False)
+    write(tmp_path / "train-labels-idx1-ubyte", idx_bytes(np.array([0, 1, 0, 1, 0, 1], np.uint8)))
+    write(tmp_path / "t10k-labels-idx1-ubyte", idx_bytes(np.array([0, 1, 2, 1], np.uint8)))
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte: record 2 has the label 2, but only 2 class names"):
+        load_idx_dir(tmp_path, class_names=["a", "b"], cache=False)

@@ -102,6 +102,9 @@ def test_long_tail_is_seeded_and_respects_available_counts():
 def test_long_tail_rejects_bad_input():
     with pytest.raises(ValueError, match="rho must be a finite number >= 1"):
         long_tail(dataset([5, 5]), rho=0.5)
+    for seed in (-1, 2**64, 1.5, True):  # (1.5 was read as 1 and recorded as 1.5; 2**64 failed inside torch)
+        with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*64\) for the long-tail subsample"):
+            long_tail(dataset([5, 5]), rho=2, seed=seed)
     y = torch.eye(2)[torch.tensor([0, 1, 0])]
     ml = Dataset(
         "ml", "multilabel", torch.zeros(3, 1), y, torch.zeros(3, 1), y, ["a", "b"], "tabular", "test"

@@ -514,3 +514,13 @@ def test_a_whitespace_table_whose_header_holds_a_semicolon_stays_whitespace(tmp_
     path.write_text("f1 f2 cls;grp\n" + "".join(f"{i} {i + 1} {'ab'[i % 2]}\n" for i in range(10)))
     data = load_table(path, label="last", standardize=False)
     assert data.class_names == ["a", "b"] and data.x_train.shape[1] == 2
+
+
+def test_a_test_fraction_beside_a_test_file_is_refused(tmp_path):
+    # the test file's rows are the test split: a test_fraction given with it was ignored without a word
+    train = write(tmp_path / "train.csv", "a,y\n" + "".join(f"{i},{'pq'[i % 2]}\n" for i in range(20)))
+    test = write(tmp_path / "test.csv", "a,y\n1,p\n2,q\n")
+    with pytest.raises(ValueError, match=r"test_fraction=0.5 and test_path='.*test.csv' exclude each other"):
+        load_table(train, test_path=test, test_fraction=0.5)
+    assert load_table(train, test_path=test).x_test.shape == (2, 1)
+    assert load_table(train, test_fraction=0.5).x_test.shape == (10, 1)

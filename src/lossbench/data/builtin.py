@@ -116,6 +116,8 @@ def load_synthetic(
     data_seed = _generator_seed(seed, data_seed)
     if n_classes < 2:
         raise ValueError(f"n_classes must be >= 2, got {n_classes!r}")
+    if not 1 <= n_informative <= n_features:  # (scikit-learn would blame n_redundant, which is derived here)
+        raise ValueError(f"n_informative must lie in [1, n_features={n_features}], got {n_informative!r}")
     x, y = make_classification(
         n_samples=n_samples,
         n_features=n_features,

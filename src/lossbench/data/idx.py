@@ -139,6 +139,9 @@ def load_idx(
                 f"{paths[2]}: image size {tuple(x_test.shape[1:])} differs from "
                 f"the training images' {tuple(x_train.shape[1:])}"
             )
+        if x_train.dtype != x_test.dtype:  # (bytes are scaled to [0, 1], other types read as they are)
+            raise ValueError(f"{paths[2]}: images of IDX type {str(x_test.dtype).removeprefix('torch.')}, the training "
+                             f"images' {str(x_train.dtype).removeprefix('torch.')}: the two parts would be on different scales")  # fmt: skip
         return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
     p = cached("idx", {}, paths, parse, cache=cache)
@@ -153,8 +156,10 @@ def load_idx(
     if class_names is None:
         class_names = [str(i) for i in range(num_classes)]
     elif len(class_names) < num_classes:
+        k, y = (1, p["y_train"]) if int(p["y_train"].max()) == num_classes - 1 else (3, p["y_test"])
         raise ValueError(
-            f"{paths[1]}: labels reach {num_classes - 1} but only {len(class_names)} class names were given"
+            f"{paths[k]}: record {int(y.argmax())} has the label {num_classes - 1}, but only {len(class_names)} "
+            "class names were given"
         )
     check_test_labels(p["y_train"], p["y_test"], list(class_names), f"test_labels={str(paths[3])!r}")
     empty = sorted(set(range(len(class_names))) - set(p["y_train"].tolist()))

@@ -210,6 +210,7 @@ def long_tail(ds: Dataset, rho: float = 100.0, seed: int = 0) -> Dataset:
         raise ValueError(f"long_tail needs a single-label dataset, {ds.name!r} is {ds.task}")
     if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho >= 1):
         raise ValueError(f"rho must be a finite number >= 1, got {rho!r}")
+    check_seed(seed, 64, "for the long-tail subsample (long_tail_seed)")
     counts = ds.class_counts
     if (counts == 0).any():
         empty = [ds.class_names[i] for i in torch.nonzero(counts == 0).flatten().tolist()]

@@ -106,8 +106,8 @@ Features and labels (the paper's ``extract_features_labels``):
 
 Split and scaling (the paper's ``run.py``):
 
-- with ``test_path`` its rows are the test split; otherwise ``test_fraction`` of the rows is held
-  out by ``split="random"`` -- ``sklearn.model_selection.train_test_split(test_size=test_fraction,
+- with ``test_path`` its rows are the test split (a ``test_fraction`` beside it is refused); otherwise
+  ``test_fraction`` of the rows (default 0.2) is held out by ``split="random"`` -- ``sklearn.model_selection.train_test_split(test_size=test_fraction,
   random_state=seed)``, unstratified, the rows kept in the order it returns (the paper's
   split) -- or ``split="stratified"`` -- lossbench's seeded ``stratified_split`` (sorted rows);
   a class that only the test rows have is an error with a ``test_path`` and a warning with a split
@@ -150,10 +150,9 @@ from lossbench.data._dataset import Dataset, check_test_labels
 from lossbench.data._files import no_nul, read_bytes, split_lines, utf_bom
 from lossbench.data._tabular import FLOAT32_MAX
 from lossbench.data.splits import (
-    DEFAULT_TEST_FRACTION,
-    _check_fraction,
     check_split_seed,
     random_split,
+    resolve_test_fraction,
     stratified_split,
 )
 from lossbench.data.splits import standardize as scale
@@ -1159,7 +1158,7 @@ def load_table(
     max_categories: int = MAX_CATEGORIES,
     nominal: Sequence[str | int] = (),
     impute: str = "train_mean",
-    test_fraction: float = DEFAULT_TEST_FRACTION,
+    test_fraction: float | None = None,
     split: str = "stratified",
     seed: int = 0,
     standardize: bool = True,
@@ -1193,7 +1192,7 @@ def load_table(
         raise ValueError(f"impute={impute!r}, expected one of {IMPUTE}")
     if split not in SPLITS:
         raise ValueError(f"split={split!r}, expected one of {SPLITS}")
-    _check_fraction("test_fraction", test_fraction)
+    test_fraction = resolve_test_fraction(test_path, test_fraction)  # (None: the default; refused beside a test file)
     check_split_seed(seed, split)  # (here, before the file is read; the split checks it again)
     if sep == "":
         raise ValueError("sep='' separates nothing; give a delimiter, 'whitespace', or None to pick one")
