@@ -283,6 +283,18 @@ def test_a_spec_with_a_utf8_byte_order_mark_reads_as_without(tmp_path):
     assert load_spec(marked) == load_spec(plain)
 
 
+def test_a_ctrl_c_of_a_command_that_stores_nothing_says_only_interrupted(capsys, monkeypatch):
+    # "the same command resumes where it stopped" is said of the commands that train (run, worker, claims run)
+    from lossbench import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_datasets", interrupted)
+    assert cli.main(["datasets"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["lossbench: interrupted"]
+
+
 @pytest.mark.slow
 def test_ctrl_c_prints_one_line(tmp_path):
     """A Ctrl-C in a trial: Optuna's traceback and failure lines are not shown, only lossbench's line."""

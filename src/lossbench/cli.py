@@ -781,7 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with stops.taken(), _warnings_as_lines(_masker(url)):
             return int(args.func(args) or 0)
     except KeyboardInterrupt as err:
-        return _interrupted(err)
+        return _interrupted(err, args.func)
     except BrokenPipeError:  # (`lossbench datasets | head`: the reader has what it wanted)
         # What is left in stdout's buffer cannot be written either: point stdout elsewhere, or Python's
         # own flush at exit prints the same error again.
@@ -789,7 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGPIPE
     except Exception as err:
         if (stop := stops.stop_in(err)) is not None:  # (a library's error raised while the stop was)
-            return _interrupted(stop)
+            return _interrupted(stop, args.func)
         mask = _masker(url)
         full = _storage_full(err)
         if full is not None and not os.environ.get("LOSSBENCH_TRACEBACK"):
@@ -847,9 +847,10 @@ def _warnings_as_lines(mask: Callable[[str], str]) -> Iterator[None]:
         warnings.showwarning = before
 
 
-def _interrupted(stop: KeyboardInterrupt) -> int:
-    # Finished trials are stored; the interrupted one is failed and not counted.
-    print("lossbench: interrupted; the same command resumes where it stopped", file=sys.stderr)
+def _interrupted(stop: KeyboardInterrupt, command: Callable[..., Any]) -> int:
+    # Finished trials are stored; the interrupted one is failed and not counted (the commands that train).
+    resumes = "; the same command resumes where it stopped" if command in (cmd_run, cmd_worker, cmd_claims_run) else ""
+    print(f"lossbench: interrupted{resumes}", file=sys.stderr)
     return 128 + stop.signum if isinstance(stop, stops.Stopped) else 130
 
 
