@@ -187,9 +187,10 @@ def test_a_run_keeps_older_objects_out_of_the_garbage_collectors_passes_and_rest
         gc.unfreeze()
 
 
-def test_a_waiting_worker_says_when_a_stopped_runs_trials_are_retried(tmp_path):
-    # after a double Ctrl-C a rerun waits for the stopped run's trials: it says for how long at most
+def test_a_waiting_worker_says_when_a_stopped_workers_trials_are_retried(tmp_path):
+    # a worker waiting for the trials of another (on another machine, where it cannot see the process) says
+    # for how long at most: a stopped worker's are retried once their heartbeats are the grace period old
     spec = load_spec(write_spec(tmp_path / "spec.toml"))  # (heartbeat_interval = 1)
     runner = Runner(spec, open_storage(default_storage_url(tmp_path / "out"), spec.heartbeat_interval), torch.device("cpu"))
-    assert runner._waiting_for() == ("waiting for trials running in other workers; a stopped run's are retried once 3 s "
-                                     "without a heartbeat")  # fmt: skip
+    assert runner._waiting_for() == ("waiting for trials running in other workers; a stopped worker's are retried once "
+                                     "3 s without a heartbeat")  # fmt: skip
