@@ -82,13 +82,14 @@ def test_the_tuning_cost_rule_gives_each_word():
     cheap = {"a": {"flooding": 1, "gradient_penalty": 1, "ascent_descent": 3}}
     assert tuning_cost_verdict({**costly, "b": costly["a"]})[0] == "holds"
     assert tuning_cost_verdict({**cheap, "b": cheap["a"]})[0] == "contradicted"
-    assert tuning_cost_verdict({"a": costly["a"], "b": cheap["a"]})[0] == "inconclusive"
+    word, reason = tuning_cost_verdict({"a": costly["a"], "b": cheap["a"]})
+    assert word == "inconclusive" and reason == "flooding needs the most trials on a and no more than the cheapest on b"
     middle = {"a": {"flooding": 2, "gradient_penalty": 1, "ascent_descent": 3}}
     assert tuning_cost_verdict(middle)[0] == "inconclusive"
     # a method none of whose trials scored (every one nan) decides nothing on its dataset
     unscored = {"a": {**costly["a"], "ascent_descent": None}}
     word, reason = tuning_cost_verdict({**unscored, "b": costly["a"]})
-    assert word == "inconclusive" and "no finite validation score of some method on ['a']" in reason
+    assert word == "inconclusive" and reason.endswith("; no finite validation score of some method on a")
 
 
 def test_the_tuning_cost_analysis_runs_its_study_and_reads_it(monkeypatch, tmp_path):

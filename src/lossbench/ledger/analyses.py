@@ -254,9 +254,12 @@ def tuning_cost_verdict(needs: dict[str, dict[str, int]]) -> tuple[str, str]:
         return "holds", "on every dataset flooding needs more trials than the penalty and the alternating variant"
     if needs and len(no_more) == len(needs):
         return "contradicted", "on every dataset flooding needs no more trials than the cheaper of the other two"
-    return "inconclusive", (f"flooding needs the most trials on {more or 'no dataset'} and no more than the "
-                            f"cheapest on {no_more or 'no dataset'}"
-                            + (f"; no finite validation score of some method on {unscored}" if unscored else ""))  # fmt: skip
+    def listed(datasets: list[str]) -> str:
+        return ", ".join(datasets) or "no dataset"
+
+    return "inconclusive", (f"flooding needs the most trials on {listed(more)} and no more than the "
+                            f"cheapest on {listed(no_more)}"
+                            + (f"; no finite validation score of some method on {listed(unscored)}" if unscored else ""))  # fmt: skip
 
 
 def flooding_tuning_cost(budget: str, storage=None, device=None, data_dir=None, pack=None, progress=None) -> AnalysisResult:
@@ -290,7 +293,7 @@ def flooding_tuning_cost(budget: str, storage=None, device=None, data_dir=None, 
     reason += f"; mean trials to come within {WITHIN * 100:g} points of the best: " + ", ".join(
         f"{m} {mean[m]:.1f}" for m in TRICKS) + f" (least tuning: {cheapest})"  # fmt: skip
     details = (f"Study {spec.name!r}: {spec.trials} tuning trials per method, random search. Trials to reach = "
-               f"the first n whose best-so-far validation {spec.selection_metric} is within {WITHIN} of the best "
+               f"the first n whose best-so-far validation {spec.selection_metric} is within {WITHIN * 100:g} points of the best "
                "of the whole budget.\n\n| dataset | method | trials to reach | best | best after n = 1, 2, ... | "
                "trials (study: numbers) |\n|---|---|---|---|---|---|\n" + "\n".join(rows))  # fmt: skip
     measured = {f"{d}/{m}": math.nan if n is None else float(n) for d, row in needs.items() for m, n in row.items()}
