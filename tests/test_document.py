@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lossbench._document import Bullets, Heading, Markdown, Para, Table, to_html, to_markdown
+from lossbench._document import Bullets, Heading, Link, Markdown, Para, Table, to_html, to_markdown
 
 
 def md(*blocks) -> str:
@@ -62,3 +62,20 @@ def test_a_name_with_backticks_inside_a_code_span_renders_no_html():
     # a span of two backticks holds one, in both renderings
     assert md(Para("``a`b`` <i>")) == "``a`b`` &lt;i>\n"
     assert "<code>a`b</code> &lt;i&gt;" in to_html([Para("``a`b`` <i>")], "t")
+
+
+def test_a_heading_anchor_and_a_table_link_to_it_in_both_renderings():
+    # the ledger's summary links each claim and verdict to its section; a link's text stays text (']' and '|'
+    # escaped) and its anchor is a plain name, refused otherwise (it is written raw into both renderings)
+    blocks = [Heading(2, "claim: title", "claim.quick"), Table(["verdict"], [[Link("holds] |x", "claim.quick")]])]
+    assert md(*blocks) == '<a id="claim.quick"></a>\n\n## claim: title\n\n| verdict |\n|---|\n| [holds\\] \\|x](#claim.quick) |\n'
+    page = to_html(blocks, "t")
+    assert "<h2 id='claim.quick'>claim: title</h2>" in page and "<td><a href='#claim.quick'>holds] |x</a></td>" in page
+    markdown_it = pytest.importorskip("markdown_it")
+    rendered = markdown_it.MarkdownIt("commonmark").enable("table").render(md(*blocks))
+    assert '<a href="#claim.quick">holds] |x</a>' in rendered
+    for bad in ("a b", "'x", "<i>", "-x"):
+        with pytest.raises(ValueError, match="an anchor is letters, digits"):
+            md(Heading(2, "t", bad))
+        with pytest.raises(ValueError, match="an anchor is letters, digits"):
+            to_html([Table(["h"], [[Link("t", bad)]])], "t")

@@ -20,6 +20,15 @@ from pathlib import Path
 class Heading:
     level: int
     text: str
+    anchor: str | None = None  # a name a Link can point at (letters, digits, '-', '_', '.')
+
+
+@dataclass(frozen=True)
+class Link:
+    """A table cell's text that points at a Heading's anchor in the same document."""
+
+    text: str
+    anchor: str
 
 
 @dataclass
@@ -42,7 +51,7 @@ class Bullets:
 @dataclass
 class Table:
     header: list[str]
-    rows: list[list[str]]
+    rows: list[list[str | Link]]
 
 
 @dataclass
@@ -95,11 +104,30 @@ def _line(text: object) -> str:
     return _LINE_END.sub(" ", _text(text))
 
 
+_ANCHOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _anchor(name: str) -> str:
+    if not _ANCHOR.fullmatch(name):  # (written raw into both renderings: nothing to escape there)
+        raise ValueError(f"an anchor is letters, digits, '-', '_' and '.', got {name!r}")
+    return name
+
+
+def _md_cell(c: str | Link) -> str:
+    """A table cell on one line, its '|' escaped; a Link's text (']' escaped too) pointing at its anchor."""
+    if not isinstance(c, Link):
+        return _line(c).replace("|", "\\|")
+    return f"[{_line(c.text).replace('|', chr(92) + '|').replace(']', chr(92) + ']')}](#{_anchor(c.anchor)})"
+
+
 def to_markdown(blocks: list[Block], out: Path) -> str:
     lines: list[str] = []
     for b in blocks:
         if isinstance(b, Heading):
-            lines += ["#" * b.level + " " + _line(b.text), ""]
+            # (an explicit anchor: the one markdown viewers derive from a heading's text differs from one
+            # viewer to another and changes with the text)
+            anchor = [f'<a id="{_anchor(b.anchor)}"></a>', ""] if b.anchor else []
+            lines += anchor + ["#" * b.level + " " + _line(b.text), ""]
         elif isinstance(b, Para):
             lines += [_text(b.text), ""]
         elif isinstance(b, Markdown):
@@ -107,10 +135,9 @@ def to_markdown(blocks: list[Block], out: Path) -> str:
         elif isinstance(b, Bullets):
             lines += [f"- {_text(item)}" for item in b.items] + [""]
         elif isinstance(b, Table):
-            cell = lambda s: _line(s).replace("|", "\\|")  # noqa: E731
-            lines.append("| " + " | ".join(map(cell, b.header)) + " |")
+            lines.append("| " + " | ".join(map(_md_cell, b.header)) + " |")
             lines.append("|" + "---|" * len(b.header))
-            lines += ["| " + " | ".join(map(cell, row)) + " |" for row in b.rows]
+            lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in b.rows]
             lines.append("")
         else:
             lines += [f"![{b.alt}]({b.path.relative_to(out).as_posix()})", ""]
@@ -122,12 +149,17 @@ def _inline(text: str) -> str:
     return _CODE.sub(r"<code>\2</code>", html.escape(str(text)))
 
 
+def _cell(c: str | Link) -> str:
+    return f"<a href='#{_anchor(c.anchor)}'>{_inline(c.text)}</a>" if isinstance(c, Link) else _inline(c)
+
+
 def to_html(blocks: list[Block], title: str) -> str:
     parts = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
              f"<style>{STYLE}</style></head><body>"]  # fmt: skip
     for b in blocks:
         if isinstance(b, Heading):
-            parts.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
+            anchor = f" id='{_anchor(b.anchor)}'" if b.anchor else ""
+            parts.append(f"<h{b.level}{anchor}>{_inline(b.text)}</h{b.level}>")
         elif isinstance(b, Para):
             parts.append(f"<p>{_inline(b.text)}</p>")
         elif isinstance(b, Markdown):
@@ -136,7 +168,7 @@ def to_html(blocks: list[Block], title: str) -> str:
             parts.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, Table):
             head = "".join(f"<th>{_inline(h)}</th>" for h in b.header)
-            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in b.rows)
+            body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in b.rows)
             parts.append(f"<table><tr>{head}</tr>{body}</table>")
         else:
             data = base64.b64encode(b.data if b.data is not None else b.path.read_bytes()).decode()

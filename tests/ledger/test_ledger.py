@@ -12,6 +12,7 @@ import optuna
 import pytest
 import torch
 
+from lossbench._document import Para
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.spec import SpecError
 from lossbench.bench.storage import default_storage_url, open_storage
@@ -20,7 +21,7 @@ from lossbench.ledger import records
 from lossbench.ledger.judge import judge
 from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import BUDGETS, Budget, Claim, Published, all_claims, get_claim
-from lossbench.ledger.report import write_ledger
+from lossbench.ledger.report import outcome_blocks, write_ledger
 from lossbench.ledger.runs import (
     AnalysisResult,
     analysis_wall_time,
@@ -125,6 +126,11 @@ def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_
     with pytest.raises(SpecError, match=f"claim '{TINY.id}': its baseline 'cross_entropy' is not a method of study"):
         judge(dataclasses.replace(tiny_claim, baseline="cross_entropy"), spec, storage, "quick", "fixed")
 
+    # a study whose runs decide other claims too says which, in the outcome's section
+    paras = [b.text for b in outcome_blocks(outcome, storage, tmp_path, ["other-claim", "third-claim"]) if isinstance(b, Para)]
+    assert "The same runs also decide 2 other claim(s), each at this budget and split: other-claim, third-claim." in paras
+    assert not [p for p in (b.text for b in outcome_blocks(outcome, storage, tmp_path) if isinstance(b, Para)) if "also decide" in p]
+
     # running again resumes: nothing is trained twice, the invocation is recorded
     before = len(final.get_trials())
     run_claim(tiny_claim, "quick", storage, torch.device("cpu"))
@@ -142,8 +148,10 @@ def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_
     assert "Differences are hinge - ce in accuracy points." in text
     assert outcome.verdict.word in text and f"#{d.treatment.chosen_trial}" in text
     html = page.read_text()
-    assert f"<h2>{TINY.id}: {TINY.title}</h2>" in html  # the claim's section, and its row in the summary table
-    assert f"<td>{TINY.id}</td><td>{TINY.title}</td><td>quick</td><td>fixed</td><td>inconclusive</td>" in html
+    assert f"<h2 id='{TINY.id}'>{TINY.id}: {TINY.title}</h2>" in html  # the claim's section, and its row in the summary table
+    assert (f"<td><a href='#{TINY.id}'>{TINY.id}</a></td><td>{TINY.title}</td><td>quick</td><td>fixed</td>"
+            f"<td><a href='#{TINY.id}.quick.fixed'>inconclusive</a></td>") in html  # (linked to its sections)
+    assert f'<a id="{TINY.id}.quick.fixed"></a>\n\n### quick budget, fixed split: inconclusive' in text
     # one dataset ranks nothing: no critical-difference diagram, neither embedded nor written beside the page
     assert "<img" not in html and not list(md.parent.rglob("*.png"))
     assert md.parent == (tmp_path / "ledger").resolve()
@@ -279,6 +287,7 @@ def test_a_study_whose_units_ran_anew_before_studies_were_dated_counts_the_invoc
 
 
 def test_the_summary_says_which_declared_variation_of_a_run_budget_was_not_run(tmp_path):
+    from lossbench._document import Link
     from lossbench.ledger.report import Entry, summary_rows
 
     claim = dataclasses.replace(TINY, variations=("fixed", "resampled"),
@@ -286,8 +295,9 @@ def test_the_summary_says_which_declared_variation_of_a_run_budget_was_not_run(t
     ran = types.SimpleNamespace(budget="quick", variation="resampled", verdict=None, missing=["wine"], runs=0,
                                 compute_seconds=0.0, spec=types.SimpleNamespace(name="nothing-stored"))  # fmt: skip
     rows = summary_rows([Entry(claim, [ran], {})], open_storage(default_storage_url(tmp_path)))
-    assert [r[2:5] for r in rows] == [["quick", "resampled", "incomplete (1 units)"], ["quick", "fixed", "not run"],
-                                      ["paper", "-", "not run"]]  # (a declared budget nothing ran at, too)
+    assert [r[2:5] for r in rows] == [["quick", "resampled", Link("incomplete (1 units)", f"{claim.id}.quick.resampled")],
+                                      ["quick", "fixed", "not run"], ["paper", "-", "not run"]]  # (a declared budget nothing ran at, too)
+    assert {r[0] for r in rows} == {Link(claim.id, claim.id)}  # (each row's claim links to its section)
 
 
 def test_concurrent_claims_runs_each_keep_their_record(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ Two kinds of claim:
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,7 +121,12 @@ def _analysis_decision(rule_text: str) -> dict[str, Any]:
 CLAIMS: dict[str, Claim] = {}
 
 
+CLAIM_ID = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")  # (the ledger's anchors join an id, a budget and a split with '.')
+
+
 def register_claim(claim: Claim) -> Claim:
+    if not CLAIM_ID.fullmatch(claim.id):
+        raise ValueError(f"claim id {claim.id!r}: lower-case letters and digits in words joined by '-'")
     if claim.id in CLAIMS:
         raise ValueError(f"claim {claim.id!r} is registered twice")
     CLAIMS[claim.id] = claim

@@ -10,14 +10,25 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 
 from lossbench._checks import first_few
-from lossbench._document import Block, Bullets, Heading, Image, Markdown, Para, Table, to_html, to_markdown
+from lossbench._document import (
+    Block,
+    Bullets,
+    Heading,
+    Image,
+    Link,
+    Markdown,
+    Para,
+    Table,
+    to_html,
+    to_markdown,
+)
 from lossbench._paths import atomic_write, inside
 from lossbench.bench.metrics import METRIC_CHANGES
 from lossbench.bench.spec import Spec, SpecError, spec_growth
@@ -163,26 +174,36 @@ def _check_unchanged(claim: Claim, budget: str, variation: str, changes: list[st
 # --- the ledger ----------------------------------------------------------------------------------
 
 
-def summary_rows(entries: list[Entry], storage) -> list[list[str]]:
-    rows = []
+def section_anchor(claim_id: str, budget: str | None = None, variation: str | None = None) -> str:
+    """The anchor of a claim's section, or of one of its outcomes (a budget; a bench claim's split too): parts
+    joined by '.', which no claim id holds (with '-', claim 'a' at budget 'quick' would be claim 'a-quick')."""
+    return ".".join(p for p in (claim_id, budget, variation) if p)
+
+
+def summary_rows(entries: list[Entry], storage) -> list[list[str | Link]]:
+    """One row per claim, budget and split: the claim linked to its section, the verdict to its outcome's."""
+    rows: list[list[str | Link]] = []
     for e in entries:
         c = e.claim
+        claim = Link(c.id, section_anchor(c.id))
         if not e.outcomes and not e.analyses:
-            rows.append([c.id, c.title, "-", "-", "not run", "-", "-", "-"])
+            rows.append([claim, c.title, "-", "-", "not run", "-", "-", "-"])
         for budget in BUDGETS if e.outcomes else ():
             at = [o for o in e.outcomes if o.budget == budget]
             for o in at:
                 word = o.verdict.word if o.verdict else f"incomplete ({len(o.missing)} units)"
-                rows.append([c.id, c.title, o.budget, o.variation, word, effect(o.verdict),
-                             f"{o.runs} runs, {duration(o.compute_seconds)}", duration(study_wall_time(storage, o.spec.name)[0])])  # fmt: skip
+                rows.append([claim, c.title, o.budget, o.variation, Link(word, section_anchor(c.id, o.budget, o.variation)),
+                             effect(o.verdict), f"{o.runs} runs, {duration(o.compute_seconds)}",
+                             duration(study_wall_time(storage, o.spec.name)[0])])  # fmt: skip
             # a declared variation of a budget run, or a declared budget, that nothing was run at (a GPU-scale paper budget)
             if at:
                 missing = [v for v in c.variations if v not in {o.variation for o in at}]
             else:
                 missing = ["-"] if budget in c.budgets else []
-            rows += [[c.id, c.title, budget, v, "not run", "-", "-", "-"] for v in missing]
+            rows += [[claim, c.title, budget, v, "not run", "-", "-", "-"] for v in missing]
         for budget, a in e.analyses.items():
-            rows.append([c.id, c.title, budget, "-", a.word, "-", "-", duration(analysis_wall_time(storage, c, budget, a)[0])])
+            rows.append([claim, c.title, budget, "-", Link(a.word, section_anchor(c.id, budget)), "-", "-",
+                         duration(analysis_wall_time(storage, c, budget, a)[0])])  # fmt: skip
     return rows
 
 
@@ -221,10 +242,11 @@ def decision_provenance(storage, claim: Claim) -> str:
             f"that ran its studies, of {dates}, stored no decision of this claim: {evidence})")  # fmt: skip
 
 
-def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
+def claim_blocks(e: Entry, storage, out: Path, deciders: dict[str, list[str]] | None = None) -> list[Block]:
+    """A claim's section; ``deciders``: per study name, the claims whose verdicts its runs give (shared studies)."""
     c = e.claim
     blocks: list[Block] = [
-        Heading(2, f"{c.id}: {c.title}"),
+        Heading(2, f"{c.id}: {c.title}", section_anchor(c.id)),
         Para(f"Source: {c.source} ({c.url}). Claim: {c.statement}"),
         Para(f"{decision_provenance(storage, c)}: {rule_text(c).rstrip('.')}."),
     ]
@@ -234,7 +256,7 @@ def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
     if c.deviations:
         blocks += [Para("Where lossbench differs from the source:"), Bullets(list(c.deviations))]
     for budget, a in e.analyses.items():
-        blocks += [Heading(3, f"{budget}: {a.word}"), Para(a.reason)]
+        blocks += [Heading(3, f"{budget}: {a.word}", section_anchor(c.id, budget)), Para(a.reason)]
         if a.details:
             blocks.append(Markdown(a.details))
         seconds, runs = analysis_wall_time(storage, c, budget, a)
@@ -242,7 +264,7 @@ def claim_blocks(e: Entry, storage, out: Path) -> list[Block]:
         blocks.append(Para(f"Took {duration(seconds)}{summed}."))
     fixed = {o.budget: o for o in e.outcomes if o.variation == "fixed"}
     for o in e.outcomes:
-        blocks += outcome_blocks(o, storage, out)
+        blocks += outcome_blocks(o, storage, out, [d for d in (deciders or {}).get(o.spec.name, []) if d != c.id])
         if o.variation != "fixed" and o.budget in fixed and o.verdict and fixed[o.budget].verdict:
             note = resampling_note(fixed[o.budget].verdict, o.verdict, POINTS)
             blocks.append(Para((note or "The verdict is the same on resampled splits as on the fixed split.")
@@ -280,13 +302,14 @@ def _dataset_word(d: DatasetOutcome | None) -> str:
     return "-" if d is None or d.verdict is None else counted_word(d.word, d.verdict)
 
 
-def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
+def outcome_blocks(o: Outcome, storage, out: Path, shared_with: Sequence[str] = ()) -> list[Block]:
+    """One outcome's section; ``shared_with``: the other claims whose verdicts the same study's runs give."""
     c = o.claim
     scope = "over the datasets" if len(o.datasets) > 1 else "on the dataset"
     variation = ("the source's fixed split; seeds vary initialisation and data order" if o.variation == "fixed"
                  else "a new train/test split per seed; seeds vary the split too")  # fmt: skip
     word = o.verdict.word if o.verdict else "incomplete"
-    blocks: list[Block] = [Heading(3, f"{o.budget} budget, {o.variation} split: {word}")]
+    blocks: list[Block] = [Heading(3, f"{o.budget} budget, {o.variation} split: {word}", section_anchor(c.id, o.budget, o.variation))]
     if o.verdict:
         e = o.verdict.effect
         spans = (f"; their mean over the datasets {effect(o.verdict)} ({e.interval_label}; {e.method})"
@@ -300,6 +323,9 @@ def outcome_blocks(o: Outcome, storage, out: Path) -> list[Block]:
     blocks.append(Para(f"Study `{o.spec.name}`: {o.runs} runs, {duration(o.compute_seconds)} of training summed over "
                        f"runs, {duration(wall)} of worker time (wall time summed over {len(runs)} "
                        f"invocation(s) of `lossbench claims run`{_last_run(runs)})."))  # fmt: skip
+    if shared_with:  # (the same runs, another treatment, baseline or rule: read together, they are not independent)
+        blocks.append(Para(f"The same runs also decide {len(shared_with)} other claim(s), each at this budget and split: "
+                           f"{', '.join(shared_with)}."))  # fmt: skip
     methods = [m.name for m in o.spec.methods]
     show_paper = any(cell.published for row in o.cells.values() for cell in row.values())
     # (a claim on the mean over the datasets: a dataset's own paired word informs, it does not count)
@@ -411,8 +437,12 @@ def ledger_blocks(entries: list[Entry], storage, out: Path, storage_label: str) 
                "worker time"],
               summary_rows(entries, storage)),  # fmt: skip
     ]
+    deciders: dict[str, list[str]] = {}
     for e in entries:
-        blocks += claim_blocks(e, storage, out)
+        for o in e.outcomes:
+            deciders.setdefault(o.spec.name, []).append(e.claim.id)
+    for e in entries:
+        blocks += claim_blocks(e, storage, out, deciders)
     return blocks
 
 
