@@ -298,6 +298,10 @@ def test_the_summary_says_which_declared_variation_of_a_run_budget_was_not_run(t
     assert [r[2:5] for r in rows] == [["quick", "resampled", Link("incomplete (1 units)", f"{claim.id}.quick.resampled")],
                                       ["quick", "fixed", "not run"], ["paper", "-", "not run"]]  # (a declared budget nothing ran at, too)
     assert {r[0] for r in rows} == {Link(claim.id, claim.id)}  # (each row's claim links to its section)
+    assert {r[1] for r in rows} == {claim.title}
+    reading = dataclasses.replace(claim, reading=True)  # (a claim the source does not make in these words: marked)
+    rows = summary_rows([Entry(reading, [ran], {})], open_storage(default_storage_url(tmp_path)))
+    assert {r[1] for r in rows} == {f"{claim.title} (lossbench's reading of the source)"}
 
 
 def test_concurrent_claims_runs_each_keep_their_record(tmp_path, monkeypatch):

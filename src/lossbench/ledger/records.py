@@ -57,6 +57,9 @@ class Claim:
     url: str
     statement: str  # the claim, in the source's words where possible
     kind: str = "bench"
+    # The claim tested is lossbench's reading of the source (a question its text prompts, a gain it implies but
+    # does not report), not one the source makes: marked on the ledger page; the statement says which part is whose.
+    reading: bool = False
     # bench claims
     protocol: str | None = None  # preset name: the source's protocol at the paper budget
     metric: str = "accuracy"

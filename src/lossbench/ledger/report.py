@@ -174,6 +174,9 @@ def _check_unchanged(claim: Claim, budget: str, variation: str, changes: list[st
 # --- the ledger ----------------------------------------------------------------------------------
 
 
+READING = "lossbench's reading of the source"  # said of a claim marked ``reading`` (records.Claim)
+
+
 def section_anchor(claim_id: str, budget: str | None = None, variation: str | None = None) -> str:
     """The anchor of a claim's section, or of one of its outcomes (a budget; a bench claim's split too): parts
     joined by '.', which no claim id holds (with '-', claim 'a' at budget 'quick' would be claim 'a-quick')."""
@@ -186,13 +189,14 @@ def summary_rows(entries: list[Entry], storage) -> list[list[str | Link]]:
     for e in entries:
         c = e.claim
         claim = Link(c.id, section_anchor(c.id))
+        title = f"{c.title} ({READING})" if c.reading else c.title
         if not e.outcomes and not e.analyses:
-            rows.append([claim, c.title, "-", "-", "not run", "-", "-", "-"])
+            rows.append([claim, title, "-", "-", "not run", "-", "-", "-"])
         for budget in BUDGETS if e.outcomes else ():
             at = [o for o in e.outcomes if o.budget == budget]
             for o in at:
                 word = o.verdict.word if o.verdict else f"incomplete ({len(o.missing)} units)"
-                rows.append([claim, c.title, o.budget, o.variation, Link(word, section_anchor(c.id, o.budget, o.variation)),
+                rows.append([claim, title, o.budget, o.variation, Link(word, section_anchor(c.id, o.budget, o.variation)),
                              effect(o.verdict), f"{o.runs} runs, {duration(o.compute_seconds)}",
                              duration(study_wall_time(storage, o.spec.name)[0])])  # fmt: skip
             # a declared variation of a budget run, or a declared budget, that nothing was run at (a GPU-scale paper budget)
@@ -200,9 +204,9 @@ def summary_rows(entries: list[Entry], storage) -> list[list[str | Link]]:
                 missing = [v for v in c.variations if v not in {o.variation for o in at}]
             else:
                 missing = ["-"] if budget in c.budgets else []
-            rows += [[claim, c.title, budget, v, "not run", "-", "-", "-"] for v in missing]
+            rows += [[claim, title, budget, v, "not run", "-", "-", "-"] for v in missing]
         for budget, a in e.analyses.items():
-            rows.append([claim, c.title, budget, "-", Link(a.word, section_anchor(c.id, budget)), "-", "-",
+            rows.append([claim, title, budget, "-", Link(a.word, section_anchor(c.id, budget)), "-", "-",
                          duration(analysis_wall_time(storage, c, budget, a)[0])])  # fmt: skip
     return rows
 
@@ -247,7 +251,9 @@ def claim_blocks(e: Entry, storage, out: Path, deciders: dict[str, list[str]] | 
     c = e.claim
     blocks: list[Block] = [
         Heading(2, f"{c.id}: {c.title}", section_anchor(c.id)),
-        Para(f"Source: {c.source} ({c.url}). Claim: {c.statement}"),
+        Para(f"Source: {c.source} ({c.url}). Claim: {c.statement}"
+             + (f" (This claim is {READING}: the source does not make it in these words; the statement says "
+                "which part is the source's.)" if c.reading else "")),
         Para(f"{decision_provenance(storage, c)}: {rule_text(c).rstrip('.')}."),
     ]
     if c.kind == "bench":
@@ -431,7 +437,8 @@ def ledger_blocks(entries: list[Entry], storage, out: Path, storage_label: str) 
              "claim that must hold on each of several datasets, the mean of the per-dataset effects with the span from "
              f"the lowest to the highest end of their {level} intervals (no interval of that mean: the datasets decide); "
              "training time is the runs' own time summed, worker time the wall time of the `lossbench claims run` "
-             "invocations summed."),  # fmt: skip
+             f"invocations summed. A title marked ({READING}) is a claim the source does not make in those words: a "
+             "question its text prompts, or a gain it implies without reporting one."),  # fmt: skip
         *rule_changes(storage),
         Table(["claim", "title", "budget", "split", "verdict", f"effect, points [{level} interval] or (span)", "training time",
                "worker time"],

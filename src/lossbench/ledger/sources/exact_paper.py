@@ -120,6 +120,7 @@ register_claim(
         statement="The paper estimates P(correct) by Genz Monte Carlo with 16 samples (lossbench measures the "
         "estimate's std at 0.005-0.03 for C = 4..10). "
         "lossbench's question: does that noise change Table 1's results, against the exact 1-D quadrature?",
+        reading=True,
         protocol="exact-table1",
         metric="accuracy",
         treatment="exact_genz",

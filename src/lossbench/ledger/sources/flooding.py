@@ -187,6 +187,7 @@ register_claim(
         "but brings in the choice of eps1 / eps2 ('there is no free lunch in this world'). lossbench's question, "
         "prompted by that remark: does flooding's b make it costlier to tune than the gradient penalty and the "
         "alternating variant?",
+        reading=True,
         kind="analysis",
         analysis=flooding_tuning_cost,
         rule_text="Read from the tuning trials of the study of su-flooding-penalty (run first if absent): per data "

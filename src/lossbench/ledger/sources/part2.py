@@ -66,7 +66,7 @@ def _softf1(id: str, title: str, source: str, url: str, statement: str, treatmen
             own: tuple[str, ...] = ()) -> None:  # fmt: skip
     register_claim(
         Claim(
-            id=id, title=title, source=source, url=url, statement=statement, protocol="softf1", metric="macro_f1",
+            id=id, title=title, source=source, url=url, statement=statement, reading=True, protocol="softf1", metric="macro_f1",
             treatment=treatment, baseline=baseline, budgets={"quick": _SOFTF1_QUICK, "paper": _SOFTF1_PAPER},
             rule=Rule("greater", alpha=0.05, delta=0.005), deviations=own + _SOFTF1_DEVIATIONS,
             rule_text="Per data set: a one-sided paired t-test over seeds of treatment - baseline test macro-F1; the "
