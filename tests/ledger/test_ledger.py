@@ -128,7 +128,9 @@ def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_
 
     # a study whose runs decide other claims too says which, in the outcome's section
     paras = [b.text for b in outcome_blocks(outcome, storage, tmp_path, ["other-claim", "third-claim"]) if isinstance(b, Para)]
-    assert "The same runs also decide 2 other claim(s), each at this budget and split: other-claim, third-claim." in paras
+    assert "The same runs also decide 2 other claims, each at this budget and split: other-claim, third-claim." in paras
+    paras = [b.text for b in outcome_blocks(outcome, storage, tmp_path, ["other-claim"]) if isinstance(b, Para)]
+    assert "The same runs also decide the claim other-claim at this budget and split." in paras
     assert not [p for p in (b.text for b in outcome_blocks(outcome, storage, tmp_path) if isinstance(b, Para)) if "also decide" in p]
 
     # running again resumes: nothing is trained twice, the invocation is recorded

@@ -330,8 +330,10 @@ def outcome_blocks(o: Outcome, storage, out: Path, shared_with: Sequence[str] = 
                        f"runs, {duration(wall)} of worker time (wall time summed over {len(runs)} "
                        f"invocation(s) of `lossbench claims run`{_last_run(runs)})."))  # fmt: skip
     if shared_with:  # (the same runs, another treatment, baseline or rule: read together, they are not independent)
-        blocks.append(Para(f"The same runs also decide {len(shared_with)} other claim(s), each at this budget and split: "
-                           f"{', '.join(shared_with)}."))  # fmt: skip
+        which = (f"the claim {shared_with[0]}" if len(shared_with) == 1
+                 else f"{len(shared_with)} other claims, each")  # fmt: skip
+        blocks.append(Para(f"The same runs also decide {which} at this budget and split"
+                           + (f": {', '.join(shared_with)}." if len(shared_with) > 1 else ".")))  # fmt: skip
     methods = [m.name for m in o.spec.methods]
     show_paper = any(cell.published for row in o.cells.values() for cell in row.values())
     # (a claim on the mean over the datasets: a dataset's own paired word informs, it does not count)
