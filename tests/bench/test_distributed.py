@@ -118,6 +118,28 @@ def test_a_retried_tuning_trial_trains_with_its_draws_seed(tmp_path, monkeypatch
     assert {draw_index(t, trials): run_record(t)["seed"] for t in done} == {k: base + k for k in range(spec.trials)}
 
 
+def kill_once_running(proc, db, complete: int) -> None:
+    """SIGKILL ``proc`` once its SQLite storage ``db`` holds ``complete`` finished trials and a running one."""
+
+    def ready():
+        if not db.exists():
+            return False
+        try:  # (the file read directly: cheap, and never holds up the writer)
+            with sqlite3.connect(db, timeout=1) as connection:
+                states = dict(connection.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+        except sqlite3.Error:
+            return False
+        return states.get("COMPLETE", 0) >= complete and states.get("RUNNING", 0) >= 1
+
+    try:
+        assert wait_for(ready), proc.stdout.read() if proc.poll() is not None else "timeout"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.mark.slow
 def test_kill_minus_9_then_resume(tmp_path):
     # Slow trials (many small batches) so that the kill lands inside one.
@@ -125,25 +147,7 @@ def test_kill_minus_9_then_resume(tmp_path):
     spec = load_spec(spec_path)
     out = tmp_path / "out"
     storage_url = default_storage_url(out)
-    proc = cli("run", str(spec_path), "--out", str(out))
-    try:
-        def some_complete_and_one_running():
-            # Read the SQLite file directly: cheap, and never holds up the writer.
-            if not (out / "lossbench.db").exists():
-                return False
-            try:
-                with sqlite3.connect(out / "lossbench.db", timeout=1) as db:
-                    states = dict(db.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
-            except sqlite3.Error:
-                return False
-            return states.get("COMPLETE", 0) >= 2 and states.get("RUNNING", 0) >= 1
-
-        assert wait_for(some_complete_and_one_running), proc.stdout.read() if proc.poll() is not None else "timeout"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_once_running(cli("run", str(spec_path), "--out", str(out)), out / "lossbench.db", complete=2)
     storage = open_storage(storage_url, spec.heartbeat_interval)
     interrupted = [t for ts in all_trials(storage, spec).values() for t in ts if t.state == TrialState.RUNNING]
     assert interrupted  # one run, or a whole pack of them
@@ -202,22 +206,7 @@ def test_kill_minus_9_then_resume_at_once_tunes_what_an_uninterrupted_tpe_study_
         Runner(spec, clean, torch.device("cpu"), pack=1).run()
         out = tmp_path / "out"
         proc = cli("run", str(path), "--out", str(out), "--pack", "1", "--threads", "1")
-        try:
-            def tuned_and_running():
-                try:
-                    with sqlite3.connect(out / "lossbench.db", timeout=1) as db:
-                        states = dict(db.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
-                except sqlite3.Error:
-                    return False
-                return states.get("COMPLETE", 0) >= 1 and states.get("RUNNING", 0) >= 1
-
-            assert wait_for(lambda: (out / "lossbench.db").exists() and tuned_and_running()), (
-                proc.stdout.read() if proc.poll() is not None else "timeout")  # fmt: skip
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        kill_once_running(proc, out / "lossbench.db", complete=1)
         storage = open_storage(default_storage_url(out), spec.heartbeat_interval)
         for (stage, method), trials in all_trials(storage, spec).items():
             running = sorted(t._trial_id for t in trials if t.state == TrialState.RUNNING)
