@@ -141,3 +141,32 @@ def test_deleting_a_study_leaves_other_studies_and_refuses_while_a_worker_runs_i
     left = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     assert left == set(names) - {"s.quick", "s.quick:tune:wine:ce", "s.quick:final:wine:ce"}
     assert storage.delete_spec_studies(["s.quick"]) == (0, 0)  # (nothing stored: nothing to do)
+
+
+def test_a_run_a_worker_starts_while_the_stale_runs_are_read_is_not_deleted(tmp_path, monkeypatch):
+    # the live-run check read the stale runs in a transaction of its own nested in the delete's, which committed
+    # the delete's locks, and read the running ones before it: a run started then was neither, and was deleted
+    url = default_storage_url(tmp_path)
+    storage, worker = open_storage(url, heartbeat_interval=1), open_storage(url, heartbeat_interval=1)
+    study = optuna.create_study(storage=storage, study_name="s.quick:tune:wine:ce")
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+    study.ask()  # a killed worker's run (no heartbeat): stale once the grace period is past
+    real, started = storage_module.datetime, []
+
+    class Later(real):
+        @classmethod
+        def now(cls, tz=None):
+            return real.now(tz) + storage_module.timedelta(seconds=60)
+
+    monkeypatch.setattr(storage_module, "datetime", Later)
+    stale = storage_module.HeartbeatStorage._get_stale_trial_ids
+
+    def a_worker_starts_a_run_meanwhile(self, study_id):
+        if not started:
+            started.append(worker.start_trials(study._study_id, 1, [], True))
+        return stale(self, study_id)
+
+    monkeypatch.setattr(storage_module.HeartbeatStorage, "_get_stale_trial_ids", a_worker_starts_a_run_meanwhile)
+    with pytest.raises(SpecError, match="1 run\\(s\\) of 's.quick' in progress in a worker"):
+        storage.delete_spec_studies(["s.quick"])
+    assert len(optuna.load_study(study_name="s.quick:tune:wine:ce", storage=storage).get_trials()) == 3

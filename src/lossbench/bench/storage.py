@@ -345,14 +345,21 @@ class HeartbeatStorage(RDBStorage):
         ``SpecError``, nothing deleted) where a worker runs any of their trials (those a killed worker left
         running count until they are stale).  Returns the numbers of studies and trials deleted."""
         studies, trials = models.StudyModel, models.TrialModel
+
+        def running(session: Session) -> list[tuple[int, int]]:
+            return session.execute(select(trials.study_id, trials.trial_id).where(
+                trials.study_id.in_(_spec_study_ids(session, spec_names)), trials.state == TrialState.RUNNING)).all()  # fmt: skip
+
+        # The stale trials first, in transactions of their own (a nested one would commit this one's locks): a
+        # trial started after is running and not stale, so the check below errs on the side of refusing.
+        with self._transaction() as session:
+            ran = {study_id for study_id, _ in running(session)}
+        stale = {i for study_id in ran for i in self._get_stale_trial_ids(study_id)}
         with self._transaction() as session:
             ids = _spec_study_ids(session, spec_names)
-            for study_id in ids:  # (no worker starts or finishes a trial of them meanwhile, where rows lock)
-                _lock_study(session, study_id)
-            running = session.execute(select(trials.study_id, trials.trial_id).where(
-                trials.study_id.in_(ids), trials.state == TrialState.RUNNING)).all()  # fmt: skip
-            stale = {i for study_id in {s for s, _ in running} for i in self._get_stale_trial_ids(study_id)}
-            live = [i for _, i in running if i not in stale]
+            for study_id in ids:  # no worker starts or finishes a trial of them until this transaction ends
+                _lock_study(session, study_id, at_once=True)
+            live = [i for _, i in running(session) if i not in stale]
             if live:
                 raise SpecError(f"{len(live)} run(s) of {', '.join(map(repr, spec_names))} in progress in a worker: "
                                 "stop it, or wait until they end, before running the study anew")  # fmt: skip
