@@ -582,6 +582,12 @@ def test_an_out_another_user_owns_or_may_write_is_refused_before_work(capsys, tm
     for out in (mine, mine / "sub"):
         line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(out), "--device", "cpu"])
         assert f"{shared} is writable by its group and other users" in line and list(mine.iterdir()) == []
+        assert "give that folder the sticky bit, chmod +t" in line  # (a shared folder is not made one's own)
+    # nor a link there to a folder of the user's own elsewhere: the link itself could be swapped
+    (shared / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(shared / "link"), "--device", "cpu"])
+    assert f"{shared} is writable by its group and other users" in line and list((tmp_path / "elsewhere").iterdir()) == []
     sticky = tmp_path / "sticky"  # as /tmp: others cannot rename what this user makes there
     sticky.mkdir()
     sticky.chmod(0o1777)

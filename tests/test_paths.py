@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+import socket
+from pathlib import Path
 
 import optuna
 import pytest
 
-from lossbench._paths import atomic_write, check_name, inside, untrusted_reason, user_cache_root
+from lossbench._paths import (
+    atomic_write,
+    check_name,
+    inside,
+    read_regular_file,
+    untrusted_reason,
+    user_cache_root,
+)
 from tests.permissions import grant_acl
 
 
@@ -165,3 +174,22 @@ def test_a_folder_another_user_may_write_through_an_acl_is_untrusted(tmp_path, d
         for name in ("system.posix_acl_access", "system.posix_acl_default"):  # (what it inherited: removed)
             os.removexattr(below, name)
         assert untrusted_reason(below) is None
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX") or not Path("/proc/self/fd").is_dir(), reason="needs Unix sockets and /proc")
+def test_read_regular_file_refuses_sockets_and_folders_and_keeps_no_descriptor(tmp_path):
+    # a socket failed with "No such device or address" (open's ENXIO); a folder left its descriptor open
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "s"))
+    try:
+        with pytest.raises(OSError, match="not a regular file"):
+            read_regular_file(tmp_path / "s")
+    finally:
+        server.close()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(IsADirectoryError):
+            read_regular_file(tmp_path)
+    assert len(os.listdir("/proc/self/fd")) == before
+    (tmp_path / "f").write_bytes(b"a\r\nb\x1ac")
+    assert read_regular_file(tmp_path / "f") == b"a\r\nb\x1ac"

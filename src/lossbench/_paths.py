@@ -105,13 +105,26 @@ def _sync_folder(folder: Path) -> None:
 def read_regular_file(path: str | Path) -> bytes:
     """The bytes of ``path``, a regular file (a link to one): a directory, FIFO, socket or device raises an
     OSError saying so before anything is read (a FIFO blocked for ever, ``/dev/zero`` filled the memory)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # (a FIFO opens without waiting for a writer)
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
+
+    def refused(mode: int) -> OSError:
         if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+            return IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        return OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", str(path))
+
+    mode = os.stat(path).st_mode  # (a socket cannot be opened at all: said before trying)
+    if not stat.S_ISREG(mode):
+        raise refused(mode)
+    # (a FIFO put there since opens without waiting for a writer; O_BINARY: Windows would translate line ends)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode  # (what was opened, if the path changed since)
         if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", str(path))
+            raise refused(mode)
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
         return f.read()
 
 

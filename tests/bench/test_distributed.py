@@ -19,6 +19,7 @@ from optuna.storages._rdb import models
 from optuna.trial import TrialState
 from sqlalchemy import Insert, event
 
+from lossbench.bench import processes
 from lossbench.bench.execution import run_seed
 from lossbench.bench.runner import Runner, draw_index
 from lossbench.bench.spec import evaluation_seeds, load_spec
@@ -191,6 +192,7 @@ def test_kill_minus_9_then_resume(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not processes.can_tell(), reason="no /proc to tell processes by (not Linux): the heartbeats decide")
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_kill_minus_9_then_resume_at_once_tunes_what_an_uninterrupted_tpe_study_tunes(tmp_path):
     # A worker killed on this machine: its process is gone, so its running trials are stale at once (a

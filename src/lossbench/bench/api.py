@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from lossbench._checks import check_count
-from lossbench._paths import untrusted_reason
+from lossbench._paths import parent_folder_reason, untrusted_reason
 from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.bench.plugins import own_code
 from lossbench.bench.spec import (
@@ -98,10 +98,16 @@ def check_writable_folder(out: str | Path, what: str = "out") -> None:
         raise ValueError(f"{what} {out}: {existing} is not writable by this user")
     # --out itself: its owner or another writer could put links in it that send the report elsewhere; any
     # folder above it: its owner, or a writer without the sticky bit, could swap --out for a link, also
-    # while a run trains (every folder up to / checked, whether --out exists yet or not)
-    if reason := untrusted_reason(path):
-        raise ValueError(f"{what} {out}: {reason}: another user could redirect lossbench's writes "
-                         "from there; use a folder of your own (or make this one yours: chown, chmod go-w)")  # fmt: skip
+    # while a run trains (every folder up to / checked, whether --out exists yet or not, on the way as
+    # written too, where a link leads elsewhere: the folder holding the link could swap it)
+    reason = untrusted_reason(path) or next(
+        (f"{p} is {r}" for p in path.parents if p.exists() and (r := parent_folder_reason(p, os.stat(p)))), None)
+    if reason:
+        own = reason.startswith(f"{path.resolve()} is ")
+        fix = ("or make this one yours: chown, chmod go-w" if own else
+               "or give that folder the sticky bit, chmod +t, as /tmp has, so that what you make there stays yours")
+        raise ValueError(f"{what} {out}: {reason}: another user could redirect lossbench's writes from there; use a "
+                         f"folder of your own ({fix})")  # fmt: skip
     try:  # os.access does not know everything (root in /sys, a read-only mount's ACLs): try
         os.rmdir(tempfile.mkdtemp(prefix=".lossbench-probe-", dir=existing))
     except OSError as err:

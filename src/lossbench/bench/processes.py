@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 from typing import Any
 
-WORKER_ATTR = "lossbench_worker"  # a started trial's system attribute: this_process() of the worker that started it
+WORKER_ATTR = "lossbench_worker"  # a started trial's system attribute: this_process() of its worker
 
 
 def _start_ticks(pid: int) -> tuple[int, str] | None:
@@ -34,30 +35,53 @@ def _start_ticks(pid: int) -> tuple[int, str] | None:
 
 @functools.cache
 def _machine() -> str | None:
-    """This boot of this kernel and this PID namespace, as one text; None where Linux's files are missing."""
+    """This host, this boot of its kernel, this PID namespace and time namespace, as one text; None where
+    Linux's files are missing, or where ``/proc`` is another PID namespace's (its numbers are not ours)."""
     try:
+        if os.readlink("/proc/self") != str(os.getpid()):  # (a /proc mounted from another PID namespace)
+            return None
         with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
             boot = f.read().strip()
-        namespace = os.stat("/proc/self/ns/pid")
+        spaces = [os.stat(f"/proc/self/ns/{kind}") for kind in ("pid", "time") if os.path.exists(f"/proc/self/ns/{kind}")]
     except OSError:
         return None
-    return f"{boot}:{namespace.st_dev}:{namespace.st_ino}"
-
-
-def this_process() -> dict[str, Any] | None:
-    """What identifies this process to another on the same machine (None where it cannot be told)."""
-    machine, pid = _machine(), os.getpid()
-    started = _start_ticks(pid)
-    if machine is None or started is None:
+    if not spaces:
         return None
-    return {"machine": machine, "pid": pid, "start": started[0]}
+    # (the host's name too: machines restored from one memory snapshot share their boot id; a time namespace
+    # shifts the start times /proc gives by its own offset)
+    return ":".join([socket.gethostname(), boot, *(f"{st.st_dev}.{st.st_ino}" for st in spaces)])
 
 
-def gone(record: Any) -> bool:
-    """Whether the process a :func:`this_process` record names has ended: True only where it was made on
-    this machine's boot, in this PID namespace, and its process number is free, or a zombie's, or taken
-    by a process that started at another time; False wherever that cannot be known."""
-    if not isinstance(record, dict) or record.get("machine") is None or record.get("machine") != _machine():
+@functools.cache
+def _own_start(pid: int) -> int | None:
+    """This process's start time (keyed by its pid: a forked child asks for its own)."""
+    started = _start_ticks(pid)
+    return None if started is None else started[0]
+
+
+def can_tell() -> bool:
+    """Whether processes on this machine can be told apart here (:func:`this_process` gives a record)."""
+    return _machine() is not None and _own_start(os.getpid()) is not None
+
+
+def this_process(trial_id: int) -> dict[str, Any] | None:
+    """What identifies this process, running the trial ``trial_id``, to another on the same machine (None
+    where it cannot be told).  The trial's id is part of it: a record copied with a trial's attributes to a
+    retry (Optuna's retry of a stale trial copies them all) names no process of the copy."""
+    if not can_tell():
+        return None
+    pid = os.getpid()
+    return {"machine": _machine(), "pid": pid, "start": _own_start(pid), "trial": trial_id}
+
+
+def gone(record: Any, trial_id: int) -> bool:
+    """Whether the process a :func:`this_process` record of the trial ``trial_id`` names has ended: True only
+    where it was made for this trial, on this machine's boot, in this PID namespace, and its process number
+    is free, or a zombie's, or taken by a process that started at another time; False wherever that cannot
+    be known."""
+    if not isinstance(record, dict) or record.get("trial") != trial_id or type(trial_id) is not int:
+        return False
+    if record.get("machine") is None or record.get("machine") != _machine():
         return False
     pid, start = record.get("pid"), record.get("start")
     if type(pid) is not int or type(start) is not int or pid <= 0:

@@ -413,13 +413,15 @@ class HeartbeatStorage(RDBStorage):
             started = taken + [_new_trial(trial_id, number, TrialState.RUNNING, now) for trial_id, number in new]
             if started:  # the beat lands with the trial: no instant where a started trial has none
                 session.execute(insert(models.TrialHeartbeatModel.__table__), [{"trial_id": t._trial_id} for t in started])
-                worker = processes.this_process()  # (so that a worker here retries them at once should this one die)
-                if worker is not None:
+                # (so that a worker here retries them at once should this one die; a queued trial may hold a
+                # copy of a dead trial's record, which names another trial: replaced)
+                if processes.can_tell():
+                    workers = {t._trial_id: processes.this_process(t._trial_id) for t in started}
                     system = models.TrialSystemAttributeModel
-                    _insert_attrs(session, system, [(t._trial_id, {WORKER_ATTR: worker}) for t in taken], replace=True)
-                    _insert_attrs(session, system, [(t._trial_id, {WORKER_ATTR: worker}) for t in started[len(taken) :]])
+                    _insert_attrs(session, system, [(t._trial_id, {WORKER_ATTR: workers[t._trial_id]}) for t in taken], replace=True)
+                    _insert_attrs(session, system, [(t._trial_id, {WORKER_ATTR: workers[t._trial_id]}) for t in started[len(taken) :]])
                     for t in started:
-                        t.system_attrs[WORKER_ATTR] = worker
+                        t.system_attrs[WORKER_ATTR] = workers[t._trial_id]
         return started
 
     def queue_trials(
@@ -554,7 +556,7 @@ def _finish(session: Session, trial_ids: list[int], state: TrialState, when: dat
 def _dead_workers_trials(session: Session, study_id: int) -> list[int]:
     """The study's running trials whose worker process is gone from this machine (:func:`processes.gone`):
     stale at once, without waiting for their heartbeats to age (one statement, none off Linux)."""
-    if processes.this_process() is None:
+    if not processes.can_tell():
         return []
     trials, attrs = models.TrialModel.__table__, models.TrialSystemAttributeModel.__table__
     rows = session.execute(
@@ -562,7 +564,7 @@ def _dead_workers_trials(session: Session, study_id: int) -> list[int]:
         .join(trials, trials.c.trial_id == attrs.c.trial_id)
         .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING, attrs.c.key == WORKER_ATTR)
     ).all()
-    return [trial_id for trial_id, value in rows if processes.gone(_json_or_none(value))]
+    return [trial_id for trial_id, value in rows if processes.gone(_json_or_none(value), trial_id)]
 
 
 def _json_or_none(text: str) -> Any:

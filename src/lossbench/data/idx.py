@@ -139,12 +139,12 @@ def load_idx(
                 f"{paths[2]}: image size {tuple(x_test.shape[1:])} differs from "
                 f"the training images' {tuple(x_train.shape[1:])}"
             )
-        if x_train.dtype != x_test.dtype:  # (bytes are scaled to [0, 1], other types read as they are)
-            raise ValueError(f"{paths[2]}: images of IDX type {str(x_test.dtype).removeprefix('torch.')}, the training "
-                             f"images' {str(x_train.dtype).removeprefix('torch.')}: the two parts would be on different scales")  # fmt: skip
         return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
     p = cached("idx", {}, paths, parse, cache=cache)
+    if p["x_train"].dtype != p["x_test"].dtype:  # (bytes are scaled to [0, 1], other types read as they are)
+        raise ValueError(f"{paths[2]}: images of IDX type {str(p['x_test'].dtype).removeprefix('torch.')}, the training "
+                         f"images' {str(p['x_train'].dtype).removeprefix('torch.')}: the two parts would be on different scales")  # fmt: skip
     num_classes = max(int(p["y_train"].max()), int(p["y_test"].max())) + 1
     distinct = len(torch.cat([p["y_train"], p["y_test"]]).unique())
     if class_names is None and num_classes > MAX_SPARSE_CLASSES and num_classes > SPARSE_LABELS * distinct:
