@@ -26,6 +26,7 @@ from lossbench.ledger.runs import (
     AnalysisResult,
     analysis_wall_time,
     invocations,
+    ledger_study,
     record_invocation,
     run_claim,
     store_analysis,
@@ -173,6 +174,11 @@ def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_
     # (without the source's numbers the table says so, instead of pointing after a slash)
     assert "the source gives no number for these datasets" in md.read_text() and "after the slash" not in md.read_text()
     records.CLAIMS[TINY.id] = tiny_claim
+    # a study run anew tells its history: the invocations whose runs were deleted before its own
+    ledger_study(storage).set_user_attr("runs:another-claim:quick:fixed", [
+        {"started": "2001-09-09T01:46:40+00:00", "started_at": 1.0e9, "wall_seconds": 5.0, "study": spec.name}])  # fmt: skip
+    paras = [b.text for b in outcome_blocks(outcome, storage, tmp_path) if isinstance(b, Para)]
+    assert any(p.startswith("Run anew: the runs of its earlier `claims run` invocations (2001-09-09) were deleted") for p in paras)
 
 
 def test_a_metric_whose_computation_changed_after_the_runs_is_left_out_or_refused(tiny_claim, tmp_path, monkeypatch):
@@ -250,7 +256,7 @@ def test_a_study_deleted_and_run_anew_counts_the_worker_time_of_its_new_runs_onl
     """The runs of the invocations before the deletion are gone: their wall time is not the stored study's."""
     from lossbench.bench.storage import register_spec, study_created
     from lossbench.ledger import runs as runs_module
-    from lossbench.ledger.runs import ledger_study, study_wall_time
+    from lossbench.ledger.runs import ledger_study, replaced_invocations, study_wall_time
 
     storage = open_storage(default_storage_url(tmp_path))
     spec = study_spec(tiny_claim, "quick")
@@ -264,6 +270,7 @@ def test_a_study_deleted_and_run_anew_counts_the_worker_time_of_its_new_runs_onl
     new = record_invocation(storage, tiny_claim, "quick", "fixed", 2.0e9, spec.name)  # its 40 s end after the creation
     wall, runs = study_wall_time(storage, spec.name)
     assert wall == 40.0 and [r.get("id") for r in runs] == [new]
+    assert replaced_invocations(storage, spec.name) == [old]  # (the study's history: told on the page beside the new runs)
 
 
 def test_a_study_whose_units_ran_anew_before_studies_were_dated_counts_the_invocations_of_its_stored_runs(

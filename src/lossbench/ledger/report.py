@@ -44,6 +44,7 @@ from lossbench.ledger.runs import (
     decision_changes,
     invocations,
     provenance,
+    replaced_invocations,
     stored_analysis,
     study_invocations,
     study_wall_time,
@@ -329,6 +330,11 @@ def outcome_blocks(o: Outcome, storage, out: Path, shared_with: Sequence[str] = 
     blocks.append(Para(f"Study `{o.spec.name}`: {o.runs} runs, {duration(o.compute_seconds)} of training summed over "
                        f"runs, {duration(wall)} of worker time (wall time summed over {len(runs)} "
                        f"invocation(s) of `lossbench claims run`{_last_run(runs)})."))  # fmt: skip
+    replaced = sorted({r["started"][:10] for r in replaced_invocations(storage, o.spec.name)})
+    if replaced:  # (the study's history: what its numbers no longer are)
+        blocks.append(Para(f"Run anew: the runs of its earlier `claims run` invocations ({', '.join(replaced)}) were "
+                           "deleted before these (`claims run --fresh`, or by hand); the record's deviations say why, and "
+                           "none of their runs is counted here."))  # fmt: skip
     if shared_with:  # (the same runs, another treatment, baseline or rule: read together, they are not independent)
         which = (f"the claim {shared_with[0]}" if len(shared_with) == 1
                  else f"{len(shared_with)} other claims, each")  # fmt: skip

@@ -135,6 +135,13 @@ def study_invocations(storage, study: str) -> list[tuple[str, dict[str, Any]]]:
     return [(claim, r) for claim, r in _all_by_claim(storage) if r.get("study") == study and not gone(r)]
 
 
+def replaced_invocations(storage, study: str) -> list[dict[str, Any]]:
+    """The `claims run` invocations of a study whose runs are gone: the study was deleted (``--fresh``, or by
+    hand) and run anew after them; its history, told beside the new runs (:func:`study_invocations`)."""
+    gone = _runs_gone(storage)
+    return [r for _, r in _all_by_claim(storage) if r.get("study") == study and gone(r)]
+
+
 def study_wall_time(storage, study: str) -> tuple[float, list[dict[str, Any]]]:
     """Wall time of the `claims run` invocations of a study that made its stored runs (:func:`study_invocations`)."""
     runs = [r for _, r in study_invocations(storage, study)]
