@@ -333,8 +333,8 @@ def outcome_blocks(o: Outcome, storage, out: Path, shared_with: Sequence[str] = 
     replaced = sorted({r["started"][:10] for r in replaced_invocations(storage, o.spec.name)})
     if replaced:  # (the study's history: what its numbers no longer are)
         blocks.append(Para(f"Run anew: the runs of its earlier `claims run` invocations ({', '.join(replaced)}) were "
-                           "deleted before these (`claims run --fresh`, or by hand); the record's deviations say why, and "
-                           "none of their runs is counted here."))  # fmt: skip
+                           "deleted before these (with `claims run --fresh`, or by hand, after a change of the code, a "
+                           "metric or the protocol), and none of them is counted here."))  # fmt: skip
     if shared_with:  # (the same runs, another treatment, baseline or rule: read together, they are not independent)
         which = (f"the claim {shared_with[0]}" if len(shared_with) == 1
                  else f"{len(shared_with)} other claims, each")  # fmt: skip
