@@ -314,6 +314,54 @@ def test_workers_storing_a_study_attribute_at_once_take_turns(postgres_url):
     assert optuna.load_study(study_name="attrs-at-once", storage=storage).user_attrs == {"chosen_from": 3, "config": {"lr": 0.1}}
 
 
+@pytest.mark.slow
+def test_a_worker_taking_a_queued_run_of_a_study_being_deleted_takes_nothing(postgres_url):
+    """claims run --fresh deletes a study after checking that no worker runs it: a worker that took one of its
+    queued runs after the check (taking locks the trial's row, not the study's) had that run deleted under it.
+    The deleter locks the trials' rows too: the worker waits, then finds the run gone.  The deleter is held after
+    its locks until PostgreSQL reports the worker waiting on one."""
+    storage, worker = open_storage(postgres_url, heartbeat_interval=10), open_storage(postgres_url, heartbeat_interval=10)
+    study = optuna.create_study(study_name="gone.quick:tune:wine:ce", storage=storage)
+    study.enqueue_trial({"x": 1.0})
+    (queued,) = study.get_trials()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_deleter(conn, clause, *_):
+        trials = models.TrialModel.__table__  # (the trials' lock: the study's row is locked just before)
+        if (threading.current_thread().name == "deleter" and getattr(clause, "_for_update_arg", None) is not None
+                and trials in clause.get_final_froms()):  # fmt: skip
+            locked.set()
+            release.wait(300)
+
+    def waiting_on_a_lock():
+        with storage.engine.connect() as conn:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            return conn.execute(sqlalchemy.text(query)).scalar() > 0
+
+    results: dict[str, object] = {}
+
+    def run(name, call):
+        try:
+            results[name] = call()
+        except Exception as e:  # noqa: BLE001 (reported by the assertions below)
+            results[name] = e
+
+    event.listen(storage.engine, "after_execute", hold_the_deleter)
+    try:
+        deleter = threading.Thread(target=run, args=("deleter", lambda: storage.delete_spec_studies(["gone.quick"])), name="deleter")
+        taker = threading.Thread(target=run, args=("taker", lambda: worker.start_trials(study._study_id, 1, [queued], False)))
+        deleter.start()
+        assert locked.wait(300), "the deleter never locked the trials"
+        taker.start()
+        assert wait_for(waiting_on_a_lock, timeout=300), ("the worker never waited for the deleter", results)
+    finally:
+        release.set()
+        deleter.join(300)
+        taker.join(300)
+        event.remove(storage.engine, "after_execute", hold_the_deleter)
+    assert results == {"deleter": (1, 1), "taker": []}
+
+
 def test_a_retry_of_a_trial_that_died_before_sampling_samples_its_own_draw(tmp_path, monkeypatch):
     """The worker picks a trial before Optuna fails a stale one and pops its retry: the retry
     must still sample the dead trial's draw, not the next one (a resumed study = an uninterrupted one)."""

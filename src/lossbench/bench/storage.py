@@ -359,6 +359,8 @@ class HeartbeatStorage(RDBStorage):
             ids = _spec_study_ids(session, spec_names)
             for study_id in ids:  # no worker starts or finishes a trial of them until this transaction ends
                 _lock_study(session, study_id, at_once=True)
+            if session.get_bind().dialect.name != "sqlite":  # (taking a queued trial locks its row, not the study's)
+                session.execute(select(trials.trial_id).where(trials.study_id.in_(ids)).with_for_update())
             live = [i for _, i in running(session) if i not in stale]
             if live:
                 raise SpecError(f"{len(live)} run(s) of {', '.join(map(repr, spec_names))} in progress in a worker: "
