@@ -58,6 +58,7 @@ from typing import Any
 
 import torch
 
+from lossbench._checks import first_few
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset, check_test_labels
 from lossbench.data._files import read_text
@@ -255,6 +256,12 @@ def encode_text(
         }
 
     p = cached("text", params, sources, parse, cache=cache)
+    fitted = p["y_train"][: len(p["y_train"]) - p["n_dev"]]  # (the training rows, not the dev file's)
+    empty = sorted(set(range(len(p["classes"]))) - set(fitted.tolist()))
+    if empty:  # (a class of label_names no training row has; as the IDX and ARFF loaders warn)
+        warnings.warn(f"{sources[0]}: class(es) {first_few(p['classes'][i] for i in empty)} of label_names have no "
+                      "training row; kept as classes without a sample, which count-based losses (balanced_softmax, "
+                      "logit adjustment) refuse", stacklevel=2)  # fmt: skip
     x_train, x_test = TokenBags(*p["train"]), TokenBags(*p["test"])
     if layout == "padded":
         length = max(1, x_train.width, x_test.width)
