@@ -104,6 +104,8 @@ def test_a_quoted_question_mark_is_a_category_and_a_sparse_value_may_be_quoted(t
         ("1.0, red, 10", r"t.arff:10: expected 4 values, got 3"),
         ("1.0, red, ten, yes", r"t.arff:10: attribute 'weight': 'ten' is not a number"),
         ("1.0, red, 10, yes, {2}", r"t.arff:10: expected 4 values, got 5 \(instance weights"),
+        # (a sparse row's weight read as an entry: "sparse entry '{2' does not start with an attribute index")
+        ("{0 1.0, 3 yes}, {2}", r"t.arff:10: sparse row with an instance weight \(\{2\}\): instance weights are not supported"),
     ],
 )
 def test_malformed_rows_name_file_and_line(tmp_path, row, message):

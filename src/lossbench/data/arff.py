@@ -231,7 +231,13 @@ def parse_arff(path: Path | str) -> ArffTable:
     return ArffTable(relation, columns, table, torch.tensor(line_numbers, dtype=torch.int64))
 
 
+_SPARSE_WEIGHT = re.compile(r"\}\s*,\s*\{\s*[-+0-9.eE]+\s*\}$")  # a sparse row's instance weight: "{0 1, 2 x}, {0.5}"
+
+
 def _parse_sparse(line: str, columns: list[Column], where: str) -> list[str]:
+    if _SPARSE_WEIGHT.search(line):
+        raise ValueError(f"{where}: sparse row with an instance weight ({line[line.rindex('{'):]}): instance weights are "
+                         "not supported")  # fmt: skip
     if not line.endswith("}"):
         raise ValueError(f"{where}: sparse row lacks its closing brace (instance weights are not supported)")
     row = ["0" if c.categories is None else c.categories[0] for c in columns]
