@@ -75,7 +75,8 @@ def find_idx_files(directory: Path | str) -> dict[str, Path]:
 
     Roles ``train_images``, ``train_labels``, ``test_images``, ``test_labels`` match
     ``{train|t10k|test}-{images|labels}[-.]idx{3|1}-ubyte[.gz]`` (MNIST's and Fashion-MNIST's
-    names, with or without gzip).
+    names, with or without gzip); where a file and its ``.gz`` are both there (one decompressed beside the
+    download), the uncompressed one is read.
     """
     directory = Path(directory)
     if not directory.is_dir():
