@@ -362,6 +362,55 @@ def test_a_worker_taking_a_queued_run_of_a_study_being_deleted_takes_nothing(pos
     assert results == {"deleter": (1, 1), "taker": []}
 
 
+@pytest.mark.slow
+def test_a_worker_failing_and_requeuing_its_runs_while_the_study_is_deleted_does_not_deadlock(postgres_url):
+    """A stopped worker fails its runs and queues their retries (fail_trials: the trials' rows, then the study's row
+    where a retry is created) while claims run --fresh deletes the study (the study's row, then the trials'):
+    PostgreSQL found a deadlock.  fail_trials now locks the study first; the worker is held after its update of
+    the trials until PostgreSQL reports the deleter waiting."""
+    storage, worker = open_storage(postgres_url, heartbeat_interval=10), open_storage(postgres_url, heartbeat_interval=10)
+    study = optuna.create_study(study_name="requeued.quick:tune:wine:ce", storage=storage)
+    study.enqueue_trial({"x": 1.0})
+    (queued,) = study.get_trials()
+    (running,) = worker.start_trials(study._study_id, 1, [queued], False)
+    updated, release = threading.Event(), threading.Event()
+
+    def hold_the_worker(conn, clause, *_):
+        if (threading.current_thread().name == "failer" and isinstance(clause, sqlalchemy.Update)
+                and clause.table is models.TrialModel.__table__):  # fmt: skip
+            updated.set()
+            release.wait(300)
+
+    def waiting_on_a_lock():
+        with storage.engine.connect() as conn:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            return conn.execute(sqlalchemy.text(query)).scalar() > 0
+
+    results: dict[str, object] = {}
+
+    def run(name, call):
+        try:
+            results[name] = call()
+        except Exception as e:  # noqa: BLE001 (reported by the assertions below)
+            results[name] = e
+
+    fail = lambda: worker.fail_trials([(study._study_id, worker.get_trial(running._trial_id))], "stopped", True)  # noqa: E731
+    event.listen(worker.engine, "after_execute", hold_the_worker)
+    try:
+        failer = threading.Thread(target=run, args=("failer", fail), name="failer")
+        deleter = threading.Thread(target=run, args=("deleter", lambda: storage.delete_spec_studies(["requeued.quick"])))
+        failer.start()
+        assert updated.wait(300), "the worker never failed its run"
+        deleter.start()
+        assert wait_for(waiting_on_a_lock, timeout=300), ("the deleter never waited for the worker", results)
+    finally:
+        release.set()
+        failer.join(300)
+        deleter.join(300)
+        event.remove(worker.engine, "after_execute", hold_the_worker)
+    assert results == {"failer": [running._trial_id], "deleter": (1, 2)}  # (the failed run and its queued retry)
+
+
 def test_a_retry_of_a_trial_that_died_before_sampling_samples_its_own_draw(tmp_path, monkeypatch):
     """The worker picks a trial before Optuna fails a stale one and pops its retry: the retry
     must still sample the dead trial's draw, not the next one (a resumed study = an uninterrupted one)."""

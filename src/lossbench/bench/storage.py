@@ -356,7 +356,7 @@ class HeartbeatStorage(RDBStorage):
             ran = {study_id for study_id, _ in running(session)}
         stale = {i for study_id in ran for i in self._get_stale_trial_ids(study_id)}
         with self._transaction() as session:
-            ids = _spec_study_ids(session, spec_names)
+            ids = sorted(_spec_study_ids(session, spec_names))  # (locked in id order, as fail_trials locks them)
             for study_id in ids:  # no worker starts or finishes a trial of them until this transaction ends
                 _lock_study(session, study_id, at_once=True)
             if session.get_bind().dialect.name != "sqlite":  # (taking a queued trial locks its row, not the study's)
@@ -488,6 +488,10 @@ class HeartbeatStorage(RDBStorage):
         complete = _stored_datetime(datetime.now(), "datetime_complete")
         given_up = []
         with self._transaction() as session:
+            # The studies' rows first, in a fixed order, as every writer that locks both (the delete of --fresh,
+            # a trial's creation) takes them: a retry's creation locks its study after _finish locked the trials
+            for study_id in sorted({study_id for study_id, _ in trials}) if retry else ():
+                _lock_study(session, study_id)
             failed = _finish(session, [t._trial_id for _, t in trials], TrialState.FAIL, complete)
             _insert_attrs(session, models.TrialUserAttributeModel, [(i, {ERROR_ATTR: reason}) for i in failed], replace=True)
             for study_id, trial in trials if retry else ():
