@@ -111,9 +111,10 @@ def test_a_test_or_dev_label_training_never_sees_is_refused_with_label_names_too
     with pytest.raises(ValueError, match=rf"{part}.tsv:3: labels \['2'\] do not occur in the training data"):
         load(tmp_path, label_names=["0", "1", "2"], cache=False, **kw)
     # a class without rows stays a class, with a warning (as the IDX and ARFF loaders give)
-    with pytest.warns(UserWarning, match=r"all.tsv: class\(es\) \['2'\] of label_names have no training row"):
+    with pytest.warns(UserWarning, match=r"class\(es\) \['2'\] of label_names have no training row") as seen:
         data = load_text_table(write(tmp_path / "all.tsv", TRAIN), test_fraction=0.34, label_names=["0", "1", "2"], cache=False)
     assert data.class_names == ["0", "1", "2"]
+    assert [w.filename for w in seen if "label_names" in str(w.message)] == [__file__]  # (the loader's caller)
 
 
 def test_unlabelled_test_file_is_explained(tmp_path):

@@ -256,12 +256,6 @@ def encode_text(
         }
 
     p = cached("text", params, sources, parse, cache=cache)
-    fitted = p["y_train"][: len(p["y_train"]) - p["n_dev"]]  # (the training rows, not the dev file's)
-    empty = sorted(set(range(len(p["classes"]))) - set(fitted.tolist()))
-    if empty:  # (a class of label_names no training row has; as the IDX and ARFF loaders warn)
-        warnings.warn(f"{sources[0]}: class(es) {first_few(p['classes'][i] for i in empty)} of label_names have no "
-                      "training row; kept as classes without a sample, which count-based losses (balanced_softmax, "
-                      "logit adjustment) refuse", stacklevel=2)  # fmt: skip
     x_train, x_test = TokenBags(*p["train"]), TokenBags(*p["test"])
     if layout == "padded":
         length = max(1, x_train.width, x_test.width)
@@ -333,6 +327,13 @@ def text_loader(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
         unknown = dataset.meta["unknown_test_tokens"]
         if unknown > UNKNOWN_WARN_SHARE:  # warned here, so the warning names the loader's caller
             warnings.warn(_unknown_message(dataset.name, unknown, dataset.meta["tokenizer"]), stacklevel=2)
+        dev = dataset.meta.get(VALIDATION_MASK)
+        fitted = dataset.y_train if dev is None else dataset.y_train[~dev]  # (the training rows, not the dev file's)
+        empty = sorted(set(range(dataset.num_classes)) - set(fitted.tolist()))
+        if empty:  # (a class of label_names no training row has; as the IDX and ARFF loaders warn)
+            warnings.warn(f"{dataset.name}: class(es) {first_few(dataset.class_names[i] for i in empty)} of label_names "
+                          "have no training row; kept as classes without a sample, which count-based losses "
+                          "(balanced_softmax, logit adjustment) refuse", stacklevel=2)  # fmt: skip
         return dataset
 
     load.__signature__ = signature  # type: ignore[attr-defined]
