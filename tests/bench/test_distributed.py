@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -269,6 +270,21 @@ def test_two_workers_share_one_postgresql_study(tmp_path, postgres_url):
     assert "pgpair" in (tmp_path / "report" / "report.md").read_text() and "ce" in text
 
 
+def waiting_on_a_lock(storage) -> bool:
+    """Whether PostgreSQL reports a session of the storage's database waiting on a lock."""
+    with storage.engine.connect() as conn:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        return conn.execute(sqlalchemy.text(query)).scalar() > 0
+
+
+def record_into(results: dict, name: str, call) -> None:
+    """``results[name]``: what ``call()`` returned, or the exception it raised (a thread's outcome, for asserting)."""
+    try:
+        results[name] = call()
+    except Exception as e:  # noqa: BLE001 (reported by the assertions of the test)
+        results[name] = e
+
+
 @pytest.mark.slow
 def test_workers_storing_a_study_attribute_at_once_take_turns(postgres_url):
     """Two workers that finish a unit's tuning together both store its choice on the final study
@@ -285,11 +301,6 @@ def test_workers_storing_a_study_attribute_at_once_take_turns(postgres_url):
             inserted.set()
             release.wait(300)
 
-    def waiting_on_a_lock():
-        with storage.engine.connect() as conn:
-            query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            return conn.execute(sqlalchemy.text(query)).scalar() > 0
-
     errors = []
 
     def store():
@@ -304,7 +315,7 @@ def test_workers_storing_a_study_attribute_at_once_take_turns(postgres_url):
         first.start()
         assert inserted.wait(300), "the first writer never inserted"
         second.start()
-        assert wait_for(waiting_on_a_lock, timeout=300), "the second writer never waited for the first"
+        assert wait_for(lambda: waiting_on_a_lock(storage), timeout=300), "the second writer never waited for the first"
     finally:
         release.set()
         first.join(300)
@@ -333,19 +344,8 @@ def test_a_worker_taking_a_queued_run_of_a_study_being_deleted_takes_nothing(pos
             locked.set()
             release.wait(300)
 
-    def waiting_on_a_lock():
-        with storage.engine.connect() as conn:
-            query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            return conn.execute(sqlalchemy.text(query)).scalar() > 0
-
     results: dict[str, object] = {}
-
-    def run(name, call):
-        try:
-            results[name] = call()
-        except Exception as e:  # noqa: BLE001 (reported by the assertions below)
-            results[name] = e
-
+    run = functools.partial(record_into, results)
     event.listen(storage.engine, "after_execute", hold_the_deleter)
     try:
         deleter = threading.Thread(target=run, args=("deleter", lambda: storage.delete_spec_studies(["gone.quick"])), name="deleter")
@@ -353,7 +353,7 @@ def test_a_worker_taking_a_queued_run_of_a_study_being_deleted_takes_nothing(pos
         deleter.start()
         assert locked.wait(300), "the deleter never locked the trials"
         taker.start()
-        assert wait_for(waiting_on_a_lock, timeout=300), ("the worker never waited for the deleter", results)
+        assert wait_for(lambda: waiting_on_a_lock(storage), timeout=300), ("the worker never waited for the deleter", results)
     finally:
         release.set()
         deleter.join(300)
@@ -381,19 +381,8 @@ def test_a_worker_failing_and_requeuing_its_runs_while_the_study_is_deleted_does
             updated.set()
             release.wait(300)
 
-    def waiting_on_a_lock():
-        with storage.engine.connect() as conn:
-            query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            return conn.execute(sqlalchemy.text(query)).scalar() > 0
-
     results: dict[str, object] = {}
-
-    def run(name, call):
-        try:
-            results[name] = call()
-        except Exception as e:  # noqa: BLE001 (reported by the assertions below)
-            results[name] = e
-
+    run = functools.partial(record_into, results)
     fail = lambda: worker.fail_trials([(study._study_id, worker.get_trial(running._trial_id))], "stopped", True)  # noqa: E731
     event.listen(worker.engine, "after_execute", hold_the_worker)
     try:
@@ -402,7 +391,7 @@ def test_a_worker_failing_and_requeuing_its_runs_while_the_study_is_deleted_does
         failer.start()
         assert updated.wait(300), "the worker never failed its run"
         deleter.start()
-        assert wait_for(waiting_on_a_lock, timeout=300), ("the deleter never waited for the worker", results)
+        assert wait_for(lambda: waiting_on_a_lock(storage), timeout=300), ("the deleter never waited for the worker", results)
     finally:
         release.set()
         failer.join(300)
