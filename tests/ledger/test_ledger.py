@@ -271,6 +271,9 @@ def test_a_study_deleted_and_run_anew_counts_the_worker_time_of_its_new_runs_onl
     wall, runs = study_wall_time(storage, spec.name)
     assert wall == 40.0 and [r.get("id") for r in runs] == [new]
     assert replaced_invocations(storage, spec.name) == [old]  # (the study's history: told on the page beside the new runs)
+    killed = {**old, "ended": False}  # (killed with -9 before the study was run anew: against its date, gone all the same)
+    ledger_study(storage).set_user_attr("runs:another-claim:quick:fixed", [killed])
+    assert replaced_invocations(storage, spec.name) == [killed]
 
 
 def test_a_study_whose_units_ran_anew_before_studies_were_dated_counts_the_invocations_of_its_stored_runs(
@@ -280,7 +283,7 @@ def test_a_study_whose_units_ran_anew_before_studies_were_dated_counts_the_invoc
     stored run started made only runs that are gone: its time and decision are not the stored study's."""
     from lossbench.bench.storage import study_name
     from lossbench.ledger.report import decision_provenance
-    from lossbench.ledger.runs import ledger_study, study_wall_time
+    from lossbench.ledger.runs import replaced_invocations, study_wall_time
 
     storage = open_storage(default_storage_url(tmp_path))
     spec = study_spec(tiny_claim, "quick")
@@ -293,6 +296,14 @@ def test_a_study_whose_units_ran_anew_before_studies_were_dated_counts_the_invoc
     optuna.create_study(study_name=study_name(spec.name, "tune", "digits", "ce"), storage=storage).ask()
     assert study_wall_time(storage, spec.name) == (60.0, [kept])
     assert "1 of the 1 `claims run` invocations that ran its studies" in decision_provenance(storage, tiny_claim)
+    assert replaced_invocations(storage, spec.name) == [gone]
+    # an invocation killed with -9 never recorded its end: against the first stored run's start it may have made
+    # that run, so it is not called replaced (nor its time left out); one that ended is, as before
+    killed = {**gone, "started_at": 1.0e9, "ended": False}
+    ledger_study(storage).set_user_attr("runs:another-claim:quick:fixed", [killed, kept])
+    assert replaced_invocations(storage, spec.name) == [] and study_wall_time(storage, spec.name) == (110.0, [killed, kept])
+    ledger_study(storage).set_user_attr("runs:another-claim:quick:fixed", [{**killed, "ended": True}, kept])
+    assert replaced_invocations(storage, spec.name) == [{**killed, "ended": True}]
 
 
 def test_the_summary_says_which_declared_variation_of_a_run_budget_was_not_run(tmp_path):

@@ -71,6 +71,7 @@ def record_invocation(storage, claim: Claim, budget: str, variation: str, starte
     run = {
         "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
         "started_at": started, "wall_seconds": round(time.time() - started, 1), "study": spec_name,
+        "ended": False,  # (until its wall time is recorded at its end: a killed invocation's end is unknown)
         "decision": claim.decision(), "id": uuid.uuid4().hex, **provenance(),
     }  # fmt: skip
     ledger_study(storage).set_user_attr(_invocation_key(claim, budget, variation, run["id"]), run)
@@ -81,7 +82,7 @@ def _record_wall_time(storage, claim: Claim, budget: str, variation: str, invoca
     """The wall time, until now, of the invocation :func:`record_invocation` recorded as ``invocation``."""
     study = ledger_study(storage)
     key = _invocation_key(claim, budget, variation, invocation)
-    study.set_user_attr(key, dict(study.user_attrs[key], wall_seconds=round(time.time() - started, 1)))
+    study.set_user_attr(key, dict(study.user_attrs[key], wall_seconds=round(time.time() - started, 1), ended=True))
 
 
 def _start(run: dict[str, Any]) -> tuple[str, float]:
@@ -154,21 +155,25 @@ def _runs_gone(storage) -> Callable[[dict[str, Any]], bool]:
     since = functools.cache(lambda study: _runs_since(storage, study))
 
     def gone(run: dict[str, Any]) -> bool:
-        began = None if run.get("study") is None else since(run["study"])
+        began, dated = (None, True) if run.get("study") is None else since(run["study"])
+        if began is None or (not dated and run.get("ended") is False):
+            # (a killed invocation's end is unknown: against the first stored run's start, which is all an undated
+            # study has, it may have made that run; against the study's date it ended before, or it ran on)
+            return False
         started = run.get("started_at") or dt.datetime.fromisoformat(run["started"]).timestamp()  # (older records: to the second)
-        return began is not None and started + run["wall_seconds"] < began
+        return started + run["wall_seconds"] < began
 
     return gone
 
 
-def _runs_since(storage, study: str) -> float | None:
-    """Since when the study's stored runs were made: when the study was recorded (anew, where it was deleted and
-    run again), or, for a study recorded before that time was kept, when its first stored run started (its
-    units' studies deleted and run again by hand left their record as it was)."""
+def _runs_since(storage, study: str) -> tuple[float | None, bool]:
+    """Since when the study's stored runs were made, and whether that is the study's date: when the study was
+    recorded (anew, where it was deleted and run again), or, for a study recorded before that time was kept, when
+    its first stored run started (its units' studies deleted and run again by hand left their record as it was)."""
     created = study_created(storage, study)
     if created is None and isinstance(storage, HeartbeatStorage):
-        created = storage.first_run_started(study)
-    return created
+        return storage.first_run_started(study), False
+    return created, True
 
 
 def all_invocations(storage) -> list[dict[str, Any]]:
