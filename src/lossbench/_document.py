@@ -115,9 +115,11 @@ def _anchor(name: str) -> str:
 
 def _md_cell(c: str | Link) -> str:
     """A table cell on one line, its '|' escaped; a Link's text (']' escaped too) pointing at its anchor."""
+    text = _line(c.text if isinstance(c, Link) else c).replace("|", "\\|")
     if not isinstance(c, Link):
-        return _line(c).replace("|", "\\|")
-    return f"[{_line(c.text).replace('|', chr(92) + '|').replace(']', chr(92) + ']')}](#{_anchor(c.anchor)})"
+        return text
+    shown = text.replace("]", "\\]")
+    return f"[{shown}](#{_anchor(c.anchor)})"
 
 
 def to_markdown(blocks: list[Block], out: Path) -> str:

@@ -346,14 +346,14 @@ class HeartbeatStorage(RDBStorage):
         running count until they are stale).  Returns the numbers of studies and trials deleted."""
         studies, trials = models.StudyModel, models.TrialModel
 
-        def running(session: Session) -> list[tuple[int, int]]:
+        def running(session: Session, ids: list[int]) -> list[tuple[int, int]]:
             return session.execute(select(trials.study_id, trials.trial_id).where(
-                trials.study_id.in_(_spec_study_ids(session, spec_names)), trials.state == TrialState.RUNNING)).all()  # fmt: skip
+                trials.study_id.in_(ids), trials.state == TrialState.RUNNING)).all()  # fmt: skip
 
         # The stale trials first, in transactions of their own (a nested one would commit this one's locks): a
         # trial started after is running and not stale, so the check below errs on the side of refusing.
         with self._transaction() as session:
-            ran = {study_id for study_id, _ in running(session)}
+            ran = {study_id for study_id, _ in running(session, _spec_study_ids(session, spec_names))}
         stale = {i for study_id in ran for i in self._get_stale_trial_ids(study_id)}
         with self._transaction() as session:
             ids = sorted(_spec_study_ids(session, spec_names))  # (locked in id order, as fail_trials locks them)
@@ -361,7 +361,7 @@ class HeartbeatStorage(RDBStorage):
                 _lock_study(session, study_id, at_once=True)
             if session.get_bind().dialect.name != "sqlite":  # (taking a queued trial locks its row, not the study's)
                 session.execute(select(trials.trial_id).where(trials.study_id.in_(ids)).with_for_update())
-            live = [i for _, i in running(session) if i not in stale]
+            live = [i for _, i in running(session, ids) if i not in stale]
             if live:
                 raise SpecError(f"{len(live)} run(s) of {', '.join(map(repr, spec_names))} in progress in a worker: "
                                 "stop it, or wait until they end, before running the study anew")  # fmt: skip
@@ -418,12 +418,12 @@ class HeartbeatStorage(RDBStorage):
                 # (so that a worker here retries them at once should this one die; a queued trial may hold a
                 # copy of a dead trial's record, which names another trial: replaced)
                 if processes.can_tell():
-                    workers = {t._trial_id: processes.this_process(t._trial_id) for t in started}
+                    records = [(t._trial_id, {WORKER_ATTR: processes.this_process(t._trial_id)}) for t in started]
                     system = models.TrialSystemAttributeModel
-                    _insert_attrs(session, system, [(t._trial_id, {WORKER_ATTR: workers[t._trial_id]}) for t in taken], replace=True)
-                    _insert_attrs(session, system, [(t._trial_id, {WORKER_ATTR: workers[t._trial_id]}) for t in started[len(taken) :]])
-                    for t in started:
-                        t.system_attrs[WORKER_ATTR] = workers[t._trial_id]
+                    _insert_attrs(session, system, records[: len(taken)], replace=True)
+                    _insert_attrs(session, system, records[len(taken) :])
+                    for t, (_, record) in zip(started, records):
+                        t.system_attrs.update(record)
         return started
 
     def queue_trials(

@@ -28,6 +28,17 @@ def check_test_labels(y_train: torch.Tensor, y_test: torch.Tensor, class_names: 
                          "(training never sees them)")  # fmt: skip
 
 
+def classes_without_rows(y_train: torch.Tensor, class_names: list[str], where: str, named: str = "",
+                         why: str = "") -> str | None:  # fmt: skip
+    """The warning for the classes that no training row holds, kept as classes without a sample (``named``: whose
+    names they are; ``why``: how the loader came to have them); None where every class has a row."""
+    empty = sorted(set(range(len(class_names))) - set(y_train.tolist()))
+    if not empty:
+        return None
+    return (f"{where}: class(es) {first_few(class_names[i] for i in empty)}{named} have no training row{why}; kept as "
+            "classes without a sample, which count-based losses (balanced_softmax, logit adjustment) refuse")
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """Train and test tensors with their metadata.

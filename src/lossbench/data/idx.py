@@ -17,9 +17,8 @@ from pathlib import Path
 
 import torch
 
-from lossbench._checks import first_few
 from lossbench.data._cache import cached
-from lossbench.data._dataset import Dataset, check_test_labels
+from lossbench.data._dataset import Dataset, check_test_labels, classes_without_rows
 from lossbench.data._files import read_bytes
 
 IDX_TYPES = {
@@ -163,11 +162,9 @@ def load_idx(
             "class names were given"
         )
     check_test_labels(p["y_train"], p["y_test"], list(class_names), f"test_labels={str(paths[3])!r}")
-    empty = sorted(set(range(len(class_names))) - set(p["y_train"].tolist()))
-    if empty:  # (as the ARFF loader warns of declared classes without a row)
-        warnings.warn(f"{paths[1]}: class(es) {first_few(class_names[i] for i in empty)} have no training row (labels "
-                      "are read as 0 .. the largest); kept as classes without a sample, which count-based losses "
-                      "(balanced_softmax, logit adjustment) refuse", stacklevel=2)  # fmt: skip
+    # (as the ARFF loader warns of declared classes without a row)
+    if note := classes_without_rows(p["y_train"], list(class_names), str(paths[1]), why=" (labels are read as 0 .. the largest)"):
+        warnings.warn(note, stacklevel=2)
 
     def images(x: torch.Tensor) -> torch.Tensor:
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()

@@ -58,9 +58,8 @@ from typing import Any
 
 import torch
 
-from lossbench._checks import first_few
 from lossbench.data._cache import cached
-from lossbench.data._dataset import Dataset, check_test_labels
+from lossbench.data._dataset import Dataset, check_test_labels, classes_without_rows
 from lossbench.data._files import read_text
 from lossbench.data.splits import VALIDATION_MASK, resolve_test_fraction, train_test_indices
 from lossbench.data.text_bags import TokenBags
@@ -329,11 +328,8 @@ def text_loader(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
             warnings.warn(_unknown_message(dataset.name, unknown, dataset.meta["tokenizer"]), stacklevel=2)
         dev = dataset.meta.get(VALIDATION_MASK)
         fitted = dataset.y_train if dev is None else dataset.y_train[~dev]  # (the training rows, not the dev file's)
-        empty = sorted(set(range(dataset.num_classes)) - set(fitted.tolist()))
-        if empty:  # (a class of label_names no training row has; as the IDX and ARFF loaders warn)
-            warnings.warn(f"{dataset.name}: class(es) {first_few(dataset.class_names[i] for i in empty)} of label_names "
-                          "have no training row; kept as classes without a sample, which count-based losses "
-                          "(balanced_softmax, logit adjustment) refuse", stacklevel=2)  # fmt: skip
+        if note := classes_without_rows(fitted, dataset.class_names, dataset.name, named=" of label_names"):
+            warnings.warn(note, stacklevel=2)  # (as the IDX and ARFF loaders warn)
         return dataset
 
     load.__signature__ = signature  # type: ignore[attr-defined]

@@ -132,15 +132,22 @@ def study_invocations(storage, study: str) -> list[tuple[str, dict[str, Any]]]:
     """Every `claims run` of a study whose runs are stored, whichever claim started it (claims share studies):
     (claim id, invocation); of a study deleted and run anew, the invocations that ran on after its stored
     runs began (the others' runs are gone)."""
-    gone = _runs_gone(storage)
-    return [(claim, r) for claim, r in _all_by_claim(storage) if r.get("study") == study and not gone(r)]
+    return _study_history(storage, study)[False]
 
 
 def replaced_invocations(storage, study: str) -> list[dict[str, Any]]:
     """The `claims run` invocations of a study whose runs are gone: the study was deleted (``--fresh``, or by
     hand) and run anew after them; its history, told beside the new runs (:func:`study_invocations`)."""
-    gone = _runs_gone(storage)
-    return [r for _, r in _all_by_claim(storage) if r.get("study") == study and gone(r)]
+    return [r for _, r in _study_history(storage, study)[True]]
+
+
+def _study_history(storage, study: str) -> dict[bool, list[tuple[str, dict[str, Any]]]]:
+    """The study's `claims run` invocations, (claim id, invocation), by whether their runs are gone."""
+    gone, history = _runs_gone(storage), {False: [], True: []}
+    for claim, r in _all_by_claim(storage):
+        if r.get("study") == study:
+            history[gone(r)].append((claim, r))
+    return history
 
 
 def study_wall_time(storage, study: str) -> tuple[float, list[dict[str, Any]]]:

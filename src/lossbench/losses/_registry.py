@@ -194,12 +194,7 @@ class LossModule(nn.Module):
             raise TypeError(f"{type(self).__name__}: {err}; it takes {', '.join([*signature.parameters, *own])}") from None
         options: dict[str, Any] = {}
         for key, value in bound.arguments.items():
-            if isinstance(value, nn.Parameter):  # (trained with the model: trainable_parameters finds it)
-                self.register_parameter(key, value)
-            elif isinstance(value, torch.Tensor):
-                self.register_buffer(key, value)
-            else:
-                options[key] = value
+            self._hold(key, value, options)
         # Kept apart so that a call overriding it builds no merged kwargs dict (one per step).
         self._reduction: str | None = options.pop("reduction", None)
         if self._reduction is not None:
@@ -221,15 +216,21 @@ class LossModule(nn.Module):
         elif name == "reduction":
             check_reduction(value)
             self.__dict__["_reduction"] = value
-        else:  # (each name in one place: the options, the parameters or the buffers)
-            for held in (self._options, self._parameters, self._buffers):
-                held.pop(name, None)
-            if isinstance(value, nn.Parameter):  # trained with the model, as one given when built
-                self._parameters[name] = value
-            elif isinstance(value, torch.Tensor):  # a buffer, as a tensor given when built (moved by .to(device))
-                self._buffers[name] = value
-            else:
-                self._options[name] = value
+        else:
+            self._hold(name, value, self._options)
+
+    def _hold(self, name: str, value: Any, options: dict[str, Any]) -> None:
+        """An argument where its kind lives, and only there: a parameter (``nn.Parameter``: trained with the
+        model, ``trainable_parameters`` finds it), a buffer (another tensor: moved by ``.to(device)``) or one of
+        ``options`` (anything else)."""
+        for held in (options, self._parameters, self._buffers):
+            held.pop(name, None)
+        if isinstance(value, nn.Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, torch.Tensor):
+            self._buffers[name] = value
+        else:
+            options[name] = value
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> LossModule:
         before = {name: self._buffers[name] for name in self._KEEPS_DTYPE if self._buffers.get(name) is not None}
