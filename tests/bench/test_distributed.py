@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import signal
 import socket
@@ -277,12 +276,38 @@ def waiting_on_a_lock(storage) -> bool:
         return conn.execute(sqlalchemy.text(query)).scalar() > 0
 
 
-def record_into(results: dict, name: str, call) -> None:
-    """``results[name]``: what ``call()`` returned, or the exception it raised (a thread's outcome, for asserting)."""
+def held_until_the_other_waits(engine, held_at, first, second, storage) -> dict[str, object]:
+    """Run ``first`` = (name, call) in a thread of that name, held after the statement of ``engine`` that
+    ``held_at(clause)`` picks until PostgreSQL reports ``storage``'s database waiting on a lock, which ``second``,
+    started in a thread of its own meanwhile, must be; returns each one's outcome by name (its value, or the
+    exception it raised)."""
+    reached, release, results = threading.Event(), threading.Event(), {}
+
+    def hold(conn, clause, *_):
+        if threading.current_thread().name == first[0] and held_at(clause):
+            reached.set()
+            release.wait(300)
+
+    def record(name, call):
+        try:
+            results[name] = call()
+        except Exception as e:  # noqa: BLE001 (reported by the test's assertions)
+            results[name] = e
+
+    threads = [threading.Thread(target=record, args=(name, call), name=name) for name, call in (first, second)]
+    event.listen(engine, "after_execute", hold)
     try:
-        results[name] = call()
-    except Exception as e:  # noqa: BLE001 (reported by the assertions of the test)
-        results[name] = e
+        threads[0].start()
+        assert reached.wait(300), f"{first[0]} never reached the statement it is held after"
+        threads[1].start()
+        assert wait_for(lambda: waiting_on_a_lock(storage), timeout=300), (f"{second[0]} never waited for {first[0]}", results)
+    finally:
+        release.set()
+        for thread in threads:
+            if thread.ident is not None:  # (started)
+                thread.join(300)
+        event.remove(engine, "after_execute", hold)  # (not while the held thread is inside it)
+    return results
 
 
 @pytest.mark.slow
@@ -294,34 +319,13 @@ def test_workers_storing_a_study_attribute_at_once_take_turns(postgres_url):
     storage = open_storage(postgres_url)
     study = optuna.create_study(study_name="attrs-at-once", storage=storage)
     table = models.StudyUserAttributeModel.__table__
-    inserted, release = threading.Event(), threading.Event()
-
-    def hold_the_first(conn, clause, *_):
-        if threading.current_thread().name == "first" and isinstance(clause, Insert) and clause.table is table:
-            inserted.set()
-            release.wait(300)
-
-    errors = []
 
     def store():
-        try:
-            set_study_attrs(storage, study, {"chosen_from": 3, "config": {"lr": 0.1}})
-        except Exception as e:  # noqa: BLE001 (reported by the assertion below)
-            errors.append(e)
+        return set_study_attrs(storage, study, {"chosen_from": 3, "config": {"lr": 0.1}})
 
-    event.listen(storage.engine, "after_execute", hold_the_first)
-    try:
-        first, second = (threading.Thread(target=store, name=name) for name in ("first", "second"))
-        first.start()
-        assert inserted.wait(300), "the first writer never inserted"
-        second.start()
-        assert wait_for(lambda: waiting_on_a_lock(storage), timeout=300), "the second writer never waited for the first"
-    finally:
-        release.set()
-        first.join(300)
-        second.join(300)
-        event.remove(storage.engine, "after_execute", hold_the_first)  # (not while the first is inside it)
-    assert errors == []
+    results = held_until_the_other_waits(storage.engine, lambda clause: isinstance(clause, Insert) and clause.table is table,
+                                         ("first", store), ("second", store), storage)  # fmt: skip
+    assert results == {"first": None, "second": None}  # (neither raised)
     assert optuna.load_study(study_name="attrs-at-once", storage=storage).user_attrs == {"chosen_from": 3, "config": {"lr": 0.1}}
 
 
@@ -335,30 +339,15 @@ def test_a_worker_taking_a_queued_run_of_a_study_being_deleted_takes_nothing(pos
     study = optuna.create_study(study_name="gone.quick:tune:wine:ce", storage=storage)
     study.enqueue_trial({"x": 1.0})
     (queued,) = study.get_trials()
-    locked, release = threading.Event(), threading.Event()
+    trials = models.TrialModel.__table__
 
-    def hold_the_deleter(conn, clause, *_):
-        trials = models.TrialModel.__table__  # (the trials' lock: the study's row is locked just before)
-        if (threading.current_thread().name == "deleter" and getattr(clause, "_for_update_arg", None) is not None
-                and trials in clause.get_final_froms()):  # fmt: skip
-            locked.set()
-            release.wait(300)
+    def trials_locked(clause):  # (the trials' lock: the study's row is locked just before)
+        return getattr(clause, "_for_update_arg", None) is not None and trials in clause.get_final_froms()
 
-    results: dict[str, object] = {}
-    run = functools.partial(record_into, results)
-    event.listen(storage.engine, "after_execute", hold_the_deleter)
-    try:
-        deleter = threading.Thread(target=run, args=("deleter", lambda: storage.delete_spec_studies(["gone.quick"])), name="deleter")
-        taker = threading.Thread(target=run, args=("taker", lambda: worker.start_trials(study._study_id, 1, [queued], False)))
-        deleter.start()
-        assert locked.wait(300), "the deleter never locked the trials"
-        taker.start()
-        assert wait_for(lambda: waiting_on_a_lock(storage), timeout=300), ("the worker never waited for the deleter", results)
-    finally:
-        release.set()
-        deleter.join(300)
-        taker.join(300)
-        event.remove(storage.engine, "after_execute", hold_the_deleter)
+    results = held_until_the_other_waits(
+        storage.engine, trials_locked, ("deleter", lambda: storage.delete_spec_studies(["gone.quick"])),
+        ("taker", lambda: worker.start_trials(study._study_id, 1, [queued], False)), storage,
+    )  # fmt: skip
     assert results == {"deleter": (1, 1), "taker": []}
 
 
@@ -373,30 +362,12 @@ def test_a_worker_failing_and_requeuing_its_runs_while_the_study_is_deleted_does
     study.enqueue_trial({"x": 1.0})
     (queued,) = study.get_trials()
     (running,) = worker.start_trials(study._study_id, 1, [queued], False)
-    updated, release = threading.Event(), threading.Event()
-
-    def hold_the_worker(conn, clause, *_):
-        if (threading.current_thread().name == "failer" and isinstance(clause, sqlalchemy.Update)
-                and clause.table is models.TrialModel.__table__):  # fmt: skip
-            updated.set()
-            release.wait(300)
-
-    results: dict[str, object] = {}
-    run = functools.partial(record_into, results)
-    fail = lambda: worker.fail_trials([(study._study_id, worker.get_trial(running._trial_id))], "stopped", True)  # noqa: E731
-    event.listen(worker.engine, "after_execute", hold_the_worker)
-    try:
-        failer = threading.Thread(target=run, args=("failer", fail), name="failer")
-        deleter = threading.Thread(target=run, args=("deleter", lambda: storage.delete_spec_studies(["requeued.quick"])))
-        failer.start()
-        assert updated.wait(300), "the worker never failed its run"
-        deleter.start()
-        assert wait_for(lambda: waiting_on_a_lock(storage), timeout=300), ("the deleter never waited for the worker", results)
-    finally:
-        release.set()
-        failer.join(300)
-        deleter.join(300)
-        event.remove(worker.engine, "after_execute", hold_the_worker)
+    trials = models.TrialModel.__table__
+    results = held_until_the_other_waits(
+        worker.engine, lambda clause: isinstance(clause, sqlalchemy.Update) and clause.table is trials,
+        ("failer", lambda: worker.fail_trials([(study._study_id, worker.get_trial(running._trial_id))], "stopped", True)),
+        ("deleter", lambda: storage.delete_spec_studies(["requeued.quick"])), storage,
+    )  # fmt: skip
     assert results == {"failer": [running._trial_id], "deleter": (1, 2)}  # (the failed run and its queued retry)
 
 
