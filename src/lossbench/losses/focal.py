@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._softmax import log_softmax
+from lossbench.losses._softmax import at_target, log_rival_mass, log_softmax
 from lossbench.losses._validation import (
     check_class_weight,
     check_interval,
@@ -70,8 +70,7 @@ def focal(
     gamma = row_param("gamma", gamma, x, partial(check_positive, allow_zero=True), validate)
     check_class_weight(alpha, x.shape[1], name="alpha", validate=validate)
     log_p = log_softmax(x)
-    log_p_true = log_p.gather(1, y[:, None]).squeeze(1)
-    log_rest = torch.logsumexp(log_p.scatter(1, y[:, None], torch.finfo(x.dtype).min), dim=1)
+    log_p_true, log_rest = at_target(log_p, y), log_rival_mass(log_p, y)
     per_sample = -log_p_true * _modulating(gamma, log_rest)
     w_valid = None
     if alpha is not None:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._softmax import log_softmax
+from lossbench.losses._softmax import log_softmax_at
 from lossbench.losses._validation import (
     check_bool,
     check_interval,
@@ -148,7 +148,7 @@ def poly1_cross_entropy(
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     epsilon = row_param("epsilon", epsilon, x, lambda name, v: check_interval(name, v, -1.0, math.inf), validate)
-    log_p = log_softmax(x).gather(1, y[:, None]).squeeze(1)
+    log_p = log_softmax_at(x, y)
     per_sample = -log_p + epsilon * (1 - log_p.exp())
     return loss_output(masked_reduce(per_sample, reduction, valid), logits)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._softmax import log_softmax
+from lossbench.losses._softmax import log_softmax_at
 from lossbench.losses._validation import loss_output, masked_reduce, sigmoid_inputs, softmax_inputs
 
 _REFERENCE = "Su, 'How to train your accuracy', kexue.fm/archives/9098"
@@ -26,7 +26,7 @@ def smooth_accuracy(
     rivals' sum): below about 1e-6 a float32 value keeps few digits, which no training step feels.
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
-    p_true = log_softmax(x).gather(1, y[:, None]).squeeze(1).exp()
+    p_true = log_softmax_at(x, y).exp()
     return loss_output(masked_reduce(1 - p_true, reduction, valid), logits)
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._softmax import log_softmax
+from lossbench.losses._softmax import log_softmax_at
 from lossbench.losses._validation import (
     check_interval,
     check_positive,
@@ -67,7 +67,7 @@ def hard_truncation(
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     _check_threshold(threshold)
-    log_p = log_softmax(x).gather(1, y[:, None]).squeeze(1)
+    log_p = log_softmax_at(x, y)
     keep = valid & (log_p <= math.log(threshold))
     loss = torch.where(keep, -log_p, torch.zeros_like(log_p))
     return loss_output(reduce(loss, reduction, valid), logits)
@@ -120,7 +120,7 @@ def soft_truncation(
     """
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     check_positive("sharpness", sharpness)
-    log_p = log_softmax(x).gather(1, y[:, None]).squeeze(1)
+    log_p = log_softmax_at(x, y)
     # (a -inf logit's -K s is +inf, and softmax's inf - inf NaN: as the largest float it keeps the limit, weight 0 elsewhere)
     weight = F.softmax(torch.nan_to_num(-sharpness * x, nan=math.nan), dim=1).gather(1, y[:, None]).squeeze(1)
     per_sample = -weight * log_p
