@@ -421,11 +421,12 @@ def _ledger_storage(args: argparse.Namespace, create: bool = True, heartbeat_int
 
 
 @contextlib.contextmanager
-def _judging() -> Iterator[Callable[[str], None] | None]:
-    """On a terminal, each claim's judging said on stderr as it starts (the whole ledger takes minutes),
-    one line rewritten and cleared at the end; elsewhere nothing (a log keeps its lines and errors)."""
+def _judging() -> Iterator[Callable[[str], None]]:
+    """Each claim's judging said on stderr as it starts (the whole ledger takes minutes): on a terminal one
+    line rewritten and cleared at the end; elsewhere (a CI log) one line per claim, so that a log shows it
+    working, and stdout keeps only the table."""
     if not sys.stderr.isatty():
-        yield None
+        yield lambda line: print(line, file=sys.stderr, flush=True)
         return
     try:
         yield lambda line: print(f"\r\x1b[K{line}", end="", file=sys.stderr, flush=True)

@@ -670,3 +670,17 @@ def test_a_per_dataset_claims_summary_effect_reads_as_a_span_not_an_interval():
     assert effect(Verdict("contradicted", Rule("greater"), span, "")) == "+2.59 (span -2.44 .. +8.98)"
     mean = dataclasses.replace(span, spans_datasets=False)
     assert effect(Verdict("inconclusive", Rule("greater"), mean, "")) == "+2.59 [-2.44, +8.98]"
+
+
+def test_judging_without_a_terminal_is_one_line_per_claim_on_stderr(tmp_path, capsys):
+    """A CI log shows the ledger's minutes of judging as they go (stderr, a line per claim); stdout keeps the table."""
+    from lossbench.bench.storage import default_storage_url, open_storage
+    from lossbench.ledger.records import all_claims
+
+    open_storage(default_storage_url(tmp_path), None)  # an empty storage: each claim judged "not run"
+    assert main(["claims", "--out", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    claims = all_claims()
+    lines = err.splitlines()
+    assert lines[0] == f"judging claim 1/{len(claims)}: {claims[0].id}" and len(lines) == len(claims)
+    assert "\r" not in err and "judging" not in out and claims[-1].id in out
