@@ -76,6 +76,29 @@ def test_hinge_averaged_over_the_rivals_is_the_exact_papers(batch, margin):
         L.multi_class_hinge(x[:, :1], torch.zeros_like(y), average="rivals")
 
 
+@pytest.mark.parametrize("layout", ["row-major", "class-major"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hinge_rows_that_meet_every_margin_are_exactly_zero_and_small_terms_keep_their_digits(dtype, layout):
+    """The true class's own term is left out, not added and taken off again: a row that meets every margin
+    reads exactly 0 at any margin and power (margin 0.7 squared rounds otherwise), a row with one rival just
+    inside a large margin keeps that term's digits, with per-row powers too (a packed call's rows)."""
+    rows, classes = 2048, 10  # (at least 4096 entries: a packed step's layout and size)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(rows, classes, generator=gen, dtype=dtype)
+    y = torch.randint(0, classes, (rows,), generator=gen)
+    x = x.scatter(1, y[:, None], 50.0)  # every margin met
+    x[1] = 0.0
+    x[1, y[1]] = 10.0 - 3e-6  # at margin 10 each rival (at 0) lies about 3e-6 inside it
+    if layout == "class-major":
+        x = x.t().contiguous().t()
+    for margin, p in ((0.7, 2), (0.1, 1), (0.1, torch.tensor([1.0, 2.0], dtype=torch.float64).repeat(rows // 2))):
+        out = L.multi_class_hinge(x, y, margin=margin, p=p, reduction="none", validate=False)
+        assert out.dtype == dtype and bool((out[2:] == 0).all()) and bool((out >= 0).all())
+    out = L.multi_class_hinge(x, y, margin=10.0, reduction="none", validate=False)
+    ref = (classes - 1) * (10.0 - float(x[1, y[1]])) / classes  # (the inside as the dtype holds it)
+    assert abs(float(out[1]) - ref) < 1e-5 * ref
+
+
 @pytest.mark.parametrize("p", [3, True])
 def test_hinge_rejects_unsupported_p(batch, p):
     with pytest.raises(ValueError, match="p must be 1 or 2"):
