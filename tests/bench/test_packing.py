@@ -486,3 +486,22 @@ def test_runs_killed_before_their_draws_were_stored_are_retried_together_and_not
                for t in study.get_trials() if t.state == TrialState.COMPLETE}  # fmt: skip
     by_draw = lambda runs: sorted((m, s, str(p), round(r["metrics"]["accuracy"], 4)) for (m, s, _), (p, r) in runs.items())  # noqa: E731
     assert by_draw(resumed) == by_draw(clean)
+
+
+def test_runs_of_one_method_in_separate_loss_calls_train_grouped_and_come_back_in_order():
+    """EXACT runs with and without standardize share no loss call: interleaved, the pack trains them grouped
+    (no gather of the whole pack's logits each step) and returns each run's result in the caller's order."""
+    from lossbench.bench.execution import _by_loss_call
+
+    spec = _spec()
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    ce, exact = resolve_method(spec.methods[0]), resolve_method(spec.methods[4])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    runs = [({**study.ask(exact.search_space(spec.search)).params, "loss.standardize": k % 2 == 1}, 20 + k) for k in range(4)]
+    runs = [({"lr": 0.1, "weight_decay": 1e-4}, 1)] + runs
+    methods = [ce] + [exact] * 4
+    assert _by_loss_call(methods, runs, spec) == [0, 1, 3, 2, 4]
+    assert _by_loss_call([ce] + [exact] * 2, [runs[0], runs[1], runs[3]], spec) is None  # (already grouped)
+    packed = train_and_score_packed(split, methods, runs, spec)
+    for method, (params, seed), result in zip(methods, runs, packed):
+        _assert_results_equal(result, train_and_score(split, method, params, spec, seed))

@@ -682,6 +682,13 @@ def train_and_score_packed(
     methods = [method] * len(runs) if isinstance(method, Method) else list(method)
     if len(methods) != len(runs) or len({pack_key(split, m, spec) for m in methods}) > 1:
         raise ValueError("a pack takes one method per run, all of one pack_key")
+    order = _by_loss_call(methods, runs, spec)
+    if order is not None:  # trained in that order, returned in the caller's
+        trained = train_and_score_packed(split, [methods[k] for k in order], [runs[k] for k in order], spec)
+        results: list[RunResult] = [trained[0]] * len(runs)
+        for at, k in enumerate(order):
+            results[k] = trained[at]
+        return results
     if len({model_config(spec, params) for params, _ in runs}) > 1:  # (the pack's runs share one architecture)
         raise ValueError("a pack's runs must have the same searched model hyperparameters")
     packed = PackedModel([_build_run_model(split, m, spec, seed, params) for m, (params, seed) in zip(methods, runs)])
@@ -738,6 +745,19 @@ def train_and_score_packed(
     seconds = (time.perf_counter() - start) / len(runs)
     return [run.result(lambda k=k: fit_logits_of(k), seconds, None if together is None else together[k])
             for k, run in enumerate(scores)]  # fmt: skip
+
+
+def _by_loss_call(methods: Sequence[Method], runs: Sequence[tuple[dict[str, Any], int]], spec: Spec) -> list[int] | None:
+    """The runs in an order where each method's runs that share a loss call (:func:`_shared_loss`, in the first
+    stage) lie side by side, or None where they already do: a shared call takes a slice of the pack's logits,
+    where groups out of order cost a gather of the whole pack's logits (and its backward) at every step, and
+    each loss its rows in the row-major layout (runs of EXACT with and without ``standardize``, say)."""
+    order: list[int] = []
+    for a, b in stretches([id(m) for m in methods]):
+        params = [stages(methods[a], p, spec)[0].params for p, _ in runs[a:b]]
+        grouped = [a + k for group in _shared_loss(methods[a], params) for k in group]
+        order += grouped + [k for k in range(a, b) if k not in grouped]  # (runs in no shared call: after, in order)
+    return None if order == sorted(order) else order
 
 
 def pack_key(split: Split, method: Method, spec: Spec) -> tuple[Any, ...]:
