@@ -49,7 +49,8 @@ def refused(capsys, argv: list[str]) -> str:
     """Run the command in-process; it must fail with one 'lossbench: error:' line and return it."""
     assert main(argv) == 2
     err = capsys.readouterr().err
-    first, hint = err.rstrip("\n").split("\n")
+    lines = [line for line in err.rstrip("\n").split("\n") if not line.startswith("judging claim ")]  # (progress)
+    first, hint = lines
     assert first.startswith("lossbench: error: ") and hint == "(set LOSSBENCH_TRACEBACK=1 for the traceback)"
     return first
 
@@ -604,6 +605,16 @@ def test_another_studys_manifest_refuses_the_folder_before_its_report_files_are_
     (out / ".lossbench-report.json").write_text('{"study": "other"}')
     line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(out), "--device", "cpu"])
     assert "holds the report of study 'other'" in line and sorted(p.name for p in out.iterdir()) == [".lossbench-report.json"]
+
+
+@pytest.mark.parametrize("text", ["", "{not json", "[]", '{"other": 1}'], ids=["empty", "broken", "list", "no study"])
+def test_a_damaged_report_manifest_is_named_not_read_as_study_none(capsys, tmp_path, text):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lossbench-report.json").write_text(text)
+    line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(out), "--device", "cpu"])
+    assert "its report manifest .lossbench-report.json is unreadable (not a report manifest)" in line
+    assert "None" not in line and sorted(p.name for p in out.iterdir()) == [".lossbench-report.json"]
 
 
 def test_a_listing_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path):

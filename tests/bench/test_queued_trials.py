@@ -149,3 +149,24 @@ def test_two_workers_that_counted_the_same_trials_queue_or_create_the_missing_on
     assert [t.state for t in b.get_all_trials(sid)] == [TrialState.COMPLETE, TrialState.WAITING]
     now = Counter(t.state for t in b.get_all_trials(sid))
     assert len(b.start_trials(sid, 2, [], create=True, expect=now)) == 2  # counted afresh: made
+
+
+def test_a_failing_rollback_is_noted_on_the_error_that_failed_the_transaction(tmp_path, monkeypatch):
+    """The connection that failed the work fails the rollback too: the work's error is the one raised."""
+    storage = open_storage(default_storage_url(tmp_path), None)
+
+    class Gone:
+        def commit(self):
+            raise OSError("the commit's failure")
+
+        def rollback(self):
+            raise ConnectionError("no connection")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(storage, "scoped_session", lambda: Gone())
+    with pytest.raises(OSError, match="the commit's failure") as raised:
+        with storage._transaction():
+            pass
+    assert raised.value.__notes__ == ["the rollback failed too (ConnectionError: no connection)"]

@@ -73,6 +73,21 @@ def test_unreadable_image_is_named(tmp_path):
         load_image_folder(tmp_path)
 
 
+def test_an_image_past_pillows_size_limit_is_named(tmp_path):
+    """A header claiming 20000 x 20000 pixels: Pillow's DecompressionBombError (no OSError) named the file nowhere."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    gray_tree(tmp_path)
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+    (tmp_path / "train" / "cat" / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b""))
+    with pytest.raises(ValueError, match=r"bomb.png: not a readable image \(Image size \(400000000 pixels\)"):
+        load_image_folder(tmp_path, cache=False)
+
+
 def test_empty_class_folder_and_missing_split(tmp_path):
     gray_tree(tmp_path)
     (tmp_path / "train" / "empty").mkdir()

@@ -197,13 +197,19 @@ def test_parse_cache_hits_and_invalidates(tmp_path, fresh_cache, monkeypatch):
     assert len(calls) == 4 and not torch.equal(d.x_train, c.x_train)
 
 
-def test_unreadable_cache_entry_is_rebuilt_with_a_warning(tmp_path, fresh_cache):
+@pytest.mark.parametrize("damage", [b"garbage", b"hello world" * 10, "a list"], ids=["short", "KeyError", "no dict"])
+def test_unreadable_cache_entry_is_rebuilt_with_a_warning(tmp_path, fresh_cache, damage):
     path = write(tmp_path / "t.arff", ARFF)
     load_arff(path)
-    cache_path("arff", {"version": arff_module.PARSE_VERSION}, [path]).write_bytes(b"garbage")
+    entry = cache_path("arff", {"version": arff_module.PARSE_VERSION}, [path])
+    if damage == "a list":
+        torch.save([1, 2], entry)
+    else:  # (b"hello world" * 10 made torch.load raise KeyError: 101, which went through as a traceback)
+        entry.write_bytes(damage)
+    damaged = entry.read_bytes()
     with pytest.warns(UserWarning, match="unreadable parse cache"):
         ds = load_arff(path)
-    assert len(ds.y_train) == 5 and cache_path("arff", {"version": arff_module.PARSE_VERSION}, [path]).read_bytes() != b"garbage"
+    assert len(ds.y_train) == 5 and entry.read_bytes() != damaged
 
 
 # --- a cache folder another user could write is neither read nor written (as the kernel cache) ------

@@ -684,3 +684,24 @@ def test_judging_without_a_terminal_is_one_line_per_claim_on_stderr(tmp_path, ca
     lines = err.splitlines()
     assert lines[0] == f"judging claim 1/{len(claims)}: {claims[0].id}" and len(lines) == len(claims)
     assert "\r" not in err and "judging" not in out and claims[-1].id in out
+
+
+def test_a_run_that_fails_keeps_its_error_when_its_wall_time_cannot_be_recorded_either(tiny_claim, tmp_path, monkeypatch):
+    """A storage that fails the run fails the wall time's write too: the run's error is raised, the other noted."""
+    from lossbench.ledger import runs as runs_module
+
+    storage = open_storage(default_storage_url(tmp_path), study_spec(tiny_claim, "quick").heartbeat_interval)
+
+    def run(self, *args, **kwargs):
+        raise RuntimeError("the run's own failure")
+
+    def record(*args, **kwargs):
+        raise OSError("disk full")
+
+    from lossbench.bench.runner import Runner
+
+    monkeypatch.setattr(Runner, "run", run)
+    monkeypatch.setattr(runs_module, "_record_wall_time", record)
+    with pytest.raises(RuntimeError, match="the run's own failure") as raised:
+        run_claim(tiny_claim, "quick", storage, torch.device("cpu"))
+    assert raised.value.__notes__ == ["its wall time was not recorded either (OSError: disk full)"]

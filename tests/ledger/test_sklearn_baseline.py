@@ -32,3 +32,31 @@ def test_the_rule_gives_each_word(ours, word):
 def test_the_claim_is_an_analysis_with_its_rule_written_out():
     claim = get_claim("exact-table1-sklearn")
     assert claim.kind == "analysis" and "0.5 points" in claim.rule_text
+
+
+
+def test_a_fit_warns_of_nothing_but_non_convergence(recwarn, monkeypatch):
+    """Only lbfgs's convergence warnings are silenced: a deprecation (penalty=None's, say) reaches the user."""
+    import warnings
+
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from lossbench.ledger.sklearn_baseline import _fit_score
+
+    gen = np.random.default_rng(0)
+    x, y = gen.normal(size=(60, 4)), np.arange(60) % 3
+    warnings.simplefilter("always")
+    for reg in (0, 0.01):  # (no penalty as C = inf: no FutureWarning from scikit-learn 1.8 on)
+        train, held = _fit_score(x, y, [(x, y), (x[:10], y[:10])], 0, reg)
+        assert 0 <= held <= 1 and train > 0.3
+    assert [str(w.message) for w in recwarn.list] == []
+    fit = LogisticRegression.fit
+
+    def deprecated_fit(self, *args, **kwargs):
+        warnings.warn("made up deprecation", FutureWarning, stacklevel=2)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", deprecated_fit)
+    with pytest.warns(FutureWarning, match="made up"):  # (a filter for every warning swallowed it)
+        _fit_score(x, y, [(x, y)], 0, 0.01)

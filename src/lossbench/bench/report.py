@@ -491,9 +491,11 @@ def check_report_folder(out_dir: str | Path, study: str, where: str = "--out") -
     # it first and its first file a second later, and would have been silently replaced)
     if manifest.is_file():
         try:
-            owner = json.loads(manifest.read_text()).get("study")
-        except (OSError, ValueError, AttributeError):
-            owner = None
+            owner = json.loads(manifest.read_text())["study"]
+        except (OSError, ValueError, TypeError, KeyError) as err:  # (lossbench writes it whole: someone else's, or damaged)
+            reason = err.strerror if isinstance(err, OSError) else "not a report manifest"
+            raise ValueError(f"{where} {out}: its report manifest {REPORT_MANIFEST} is unreadable ({reason}); delete it "
+                             f"if {out} holds study {study!r}'s report, or give the study another folder") from None  # fmt: skip
         if owner != study:
             raise ValueError(f"{where} {out} holds the report of study {owner!r}; give study {study!r} another folder "
                              "(a storage holding both writes each in its own folder: `lossbench report --out DIR`)")  # fmt: skip

@@ -525,8 +525,8 @@ class HeartbeatStorage(RDBStorage):
         try:
             yield session
             session.commit()
-        except BaseException:
-            session.rollback()
+        except BaseException as err:
+            _roll_back(session, err)
             raise
         finally:
             session.close()
@@ -840,9 +840,18 @@ def set_study_attrs(storage: optuna.storages.BaseStorage, study: optuna.Study, a
             session.execute(delete(table).where(table.c.study_id == study._study_id, table.c.key.in_(list(attrs))))
             session.execute(insert(table), rows)
             session.commit()
-        except BaseException:
-            session.rollback()
+        except BaseException as err:
+            _roll_back(session, err)
             raise
+
+
+def _roll_back(session: Session, err: BaseException) -> None:
+    """Roll back the session whose work raised ``err``: where the rollback fails too (the connection that
+    failed the work is gone), ``err`` stays the error raised and the rollback's is noted on it."""
+    try:
+        session.rollback()
+    except Exception as also:
+        err.add_note(f"the rollback failed too ({type(also).__name__}: {also})")
 
 
 def other_plugins(text: str, plugins: Sequence[str]) -> str | None:

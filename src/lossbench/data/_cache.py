@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import pickle
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -94,10 +93,13 @@ def cached(
     fp = fingerprint(sources)
     path = directory / cache_path(kind, params, sources).name
     if path.is_file():
-        try:
+        try:  # (a damaged file fails torch.load in many ways, KeyError and IndexError among them: all a cache miss)
             stored = torch.load(path, weights_only=True)
-        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
-            warnings.warn(f"unreadable parse cache {path} ({err}); parsing the sources again", stacklevel=2)
+            if not (isinstance(stored, dict) and "payload" in stored):
+                raise ValueError("not a parse cache entry")
+        except Exception as err:
+            warnings.warn(f"unreadable parse cache {path} ({type(err).__name__}: {err}); parsing the sources again",
+                          stacklevel=2)  # fmt: skip
         else:
             if stored.get("version") == CACHE_VERSION and stored.get("fingerprint") == fp:
                 return stored["payload"]

@@ -51,7 +51,7 @@ def _open(f: Path):
 
     try:
         return Image.open(f)
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:  # (the bomb's is no OSError)
         raise ValueError(f"{f}: not a readable image ({err})") from None
 
 

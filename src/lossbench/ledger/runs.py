@@ -252,5 +252,10 @@ def run_claim(
                 else:
                     with progress(f"{claim.id} ({budget}, {variation})") as update:
                         runner.run(update)
-        finally:
-            _record_wall_time(storage, claim, budget, variation, invocation, started)
+        except BaseException as err:
+            try:
+                _record_wall_time(storage, claim, budget, variation, invocation, started)
+            except Exception as also:  # (a storage that failed the run likely fails this too: the run's error comes first)
+                err.add_note(f"its wall time was not recorded either ({type(also).__name__}: {also})")
+            raise
+        _record_wall_time(storage, claim, budget, variation, invocation, started)

@@ -36,11 +36,14 @@ def paper_draws() -> list[tuple[int, float]]:
 
 
 def _fit_score(x, y, xs_eval, seed: int, reg: float) -> list[float]:
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    model = LogisticRegression(C=1 / (reg or 1), penalty=None if reg == 0 else "l2", max_iter=100000, random_state=seed)
+    # no penalty as C = inf (the same fit, bit for bit: scikit-learn's own reading of penalty=None, which it
+    # deprecates in 1.8 and removes in 1.10)
+    model = LogisticRegression(C=np.inf if reg == 0 else 1 / reg, max_iter=100000, random_state=seed)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # lbfgs's convergence chatter; its result is what the paper scored
+        warnings.simplefilter("ignore", ConvergenceWarning)  # lbfgs's chatter; its result is what the paper scored
         model.fit(x, y)
     return [float((model.predict(xe) == ye).mean()) for xe, ye in xs_eval]
 
