@@ -68,8 +68,8 @@ def compute_dtype(logits: torch.Tensor) -> torch.dtype:
 def loss_output(loss: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """A loss's value as every loss returns it: in the logits' dtype (CONVENTIONS: computed in float32 at
     least, returned in the input dtype).  So a float16 value past 65504 (a sum, or LDAM's scaled margins,
-    at logits of 1e4) is inf while its gradient, computed in float32, stays finite: train such losses
-    in float32, or under ``torch.autocast``, which gives them float32 logits."""
+    at logits of 1e4) is inf while its gradient, computed in float32, stays finite: give such losses float32
+    logits (``logits.float()``; ``torch.autocast`` passes a model's half-precision logits on as they are)."""
     return loss if loss.dtype == logits.dtype else loss.to(logits.dtype)
 
 
@@ -263,8 +263,9 @@ def without_ignored_rows(x: torch.Tensor, valid: torch.Tensor, validate: bool) -
     (without ``validate``, which refuses them): a loss computes those rows at a placeholder and masks them
     out, and an ``inf * 0`` there would still put NaN in the batch's statistics and gradients.  ``valid``
     may also mask entries (its shape the logits', or their leading dimensions: an n-way loss's tasks)."""
-    # (on the CPU a check is cheaper than the copy, which most calls do not need)
-    if validate or (x.device.type == "cpu" and bool(valid.all())):
+    # (on the CPU a check is cheaper than the copy, which most calls do not need; not where the check could
+    # not be made, under torch.compile or torch.func: a host sync there breaks the graph or the transform)
+    if validate or (x.device.type == "cpu" and not traced(valid) and bool(valid.all())):
         return x
     return torch.where(valid.reshape(*valid.shape, *(1,) * (x.ndim - valid.ndim)), x, 0.0)
 
@@ -273,9 +274,21 @@ def without_ignored_targets(x: torch.Tensor, target: torch.Tensor, ignore_index:
     """:func:`without_ignored_rows` (unvalidated) for class-index targets, cheap in the common case of a hot
     path: on the CPU, targets all >= 0 with a negative ``ignore_index`` need no mask (one min, a third of the
     cost of a comparison and an all: 8 against 24 us for 5120 targets)."""
-    if x.device.type == "cpu" and len(target) and ignore_index < 0 <= int(target.min()):
+    if x.device.type == "cpu" and len(target) and not traced(target) and ignore_index < 0 <= int(target.min()):
         return x
     return without_ignored_rows(x, target != ignore_index, False)
+
+
+def traced(t: torch.Tensor) -> bool:
+    """Whether ``t`` is seen by ``torch.compile`` or a ``torch.func`` transform (vmap, grad), where reading its
+    values on the host (a shortcut's check) would break the graph or fail the transform."""
+    return torch.compiler.is_compiling() or functorch_wrapped(t)
+
+
+def functorch_wrapped(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a ``torch.func`` transform's tensor (vmap's batched, grad's wrapped)."""
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)  # (no public API says so)
+    return bool(wrapped is not None and wrapped(t))
 
 
 def sigmoid_inputs(

@@ -27,6 +27,7 @@ from lossbench.losses._validation import (
     check_positive,
     check_reduction,
     compute_dtype,
+    functorch_wrapped,
     loss_output,
     masked_reduce,
     without_ignored_rows,
@@ -36,6 +37,10 @@ from lossbench.registry import Choice, FloatRange, HyperParam
 ESTIMATORS = ("quadrature", "genz")
 
 
+# Outside torch.compile's trace: the quadrature is a hand-written autograd.Function around a C kernel (a graph
+# break in any case), and traced, every new float sigma (a schedule's) was a guard that failed: a recompile
+# per value until dynamo's limit, then eager with a warning.
+@torch.compiler.disable
 def exact(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -151,6 +156,9 @@ def exact(
     ``reduction="mean"`` averages over the non-ignored samples (the expected error rate);
     ``reduction="none"`` returns the target's shape.
     """
+    if isinstance(logits, torch.Tensor) and functorch_wrapped(logits):
+        raise ValueError("exact: torch.func transforms (vmap, grad, jacrev, ...) are not supported: its quadrature "
+                         "is a hand-written autograd.Function; take per-sample gradients with a loop over torch.autograd")  # fmt: skip
     if log_of_mean is not False:  # (its own checks before any work; the call below checks the rest)
         _check_log_options(log_loss, log_of_mean)
         _check_estimator(estimator, samples, generator, "log_of_mean")
@@ -417,6 +425,7 @@ class ExactLoss(nn.Module):
         self.estimator, self.samples, self.generator = estimator, samples, generator
         self.reduction, self.validate = reduction, validate
 
+    @torch.compiler.disable  # (as exact: its float sigma, set by a schedule, is no guard of a compiled graph)
     def forward(
         self,
         logits: torch.Tensor,

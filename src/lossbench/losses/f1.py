@@ -154,7 +154,7 @@ def macro_soft_f1(
     zero = torch.zeros_like(x)
     p = torch.where(keep, log_p.exp(), zero)
     q = torch.where(keep, -torch.expm1(log_p), zero)
-    t = torch.where(keep, F.one_hot(y, x.shape[1]).to(x.dtype), zero)
+    t = torch.where(keep, zero.scatter(1, y[:, None], 1.0), zero)  # (one-hot by scatter: F.one_hot reads the values, no vmap)
     loss = _soft_f1_error(p, q, t, (0,), eps)
     return loss_output(reduce(loss, reduction), logits)
 

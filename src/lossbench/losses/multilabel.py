@@ -118,7 +118,7 @@ def zlpr_sparse(
     x = logits.to(compute_dtype(logits))
     # Padding points at a spare column C, dropped after the scatter.
     index = torch.where(listed, target, torch.full_like(target, c)).long()
-    positive = torch.zeros(b, c + 1, dtype=torch.bool, device=x.device).scatter_(1, index, True)[:, :c]
+    positive = torch.zeros(b, c + 1, dtype=torch.bool, device=x.device).scatter(1, index, True)[:, :c]  # (out of place: vmap)
     s_pos = x.gather(1, torch.where(listed, index, torch.zeros_like(index)))
     loss = _log1p_sum_exp(-s_pos, listed) + _log1p_sum_exp(x, ~positive)
     return loss_output(reduce(loss, reduction), logits)

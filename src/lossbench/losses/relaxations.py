@@ -126,10 +126,11 @@ def _check_probability(name: str, value: float | torch.Tensor, validate: bool) -
     """``prior_weight`` and ``theta`` of the Beta-Bernoulli relaxation lie in the open ``(0, 1)``: the paper's
     code learns each as a sigmoid, and the module stores their logits (1 would be an infinite one)."""
     check_numbers(name, value)
-    if validate or not isinstance(value, torch.Tensor):
-        v = torch.as_tensor(value, dtype=torch.float64)
-        if not bool(((v > 0) & (v < 1)).all()):
-            raise ValueError(f"{name} must lie in (0, 1), got {v.tolist()}")
+    if not isinstance(value, torch.Tensor):  # numbers checked as numbers: no tensor, no host sync (torch.compile)
+        if not all(0 < v < 1 for v in (value if isinstance(value, (list, tuple)) else (value,))):
+            raise ValueError(f"{name} must lie in (0, 1), got {value}")
+    elif validate and not bool(((value > 0) & (value < 1)).all()):
+        raise ValueError(f"{name} must lie in (0, 1), got {value.tolist()}")
 
 
 def poly1_cross_entropy(

@@ -1,0 +1,68 @@
+"""With ``validate=False`` the losses run under ``torch.func`` and trace whole under ``torch.compile``;
+EXACT runs outside the compiled graph and refuses ``torch.func`` by name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch._dynamo
+from torch._dynamo.testing import CompileCounter
+from torch.func import grad, vmap
+
+from lossbench.losses import LOSSES, ExactLoss, exact_sigma_schedule
+
+from .cases import make_case
+
+ALL = [LOSSES.get(n) for n in LOSSES.names()]
+FUSED = {"exact"}  # a hand-written autograd.Function around a C kernel
+
+
+@pytest.mark.parametrize("info", [i for i in ALL if i.name not in FUSED], ids=lambda i: i.name)
+def test_per_sample_gradients_by_torch_func_match_a_loop(info):
+    """vmap(grad(...)) over the rows, as functorch's per-sample-gradient recipe: the CPU shortcuts of
+    validate=False read no value on the host there (they stopped every loss but ZLPR's, vmap's error)."""
+    logits, target, kwargs = make_case(info, dtype=torch.float32)
+
+    def one(row, t):
+        return info.function(row[None], t[None], validate=False, **kwargs)
+
+    per_row = vmap(grad(one))(logits, target)
+    for k in range(len(logits)):
+        torch.testing.assert_close(per_row[k], grad(one)(logits[k], target[k]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("info", [i for i in ALL if i.name not in FUSED], ids=lambda i: i.name)
+def test_a_model_and_its_loss_trace_as_one_graph(info):
+    logits, target, kwargs = make_case(info, dtype=torch.float32)
+    model = torch.nn.Linear(logits.shape[-1], logits.shape[-1])
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(lambda x, t: info.function(model(x), t, validate=False, **kwargs))(logits, target)
+    assert explained.graph_break_count == 0, [str(r.reason)[:200] for r in explained.break_reasons]
+
+
+def test_exact_refuses_torch_func_by_name():
+    logits, target = torch.randn(4, 5), torch.randint(0, 5, (4,))
+    loss = ExactLoss(validate=False)
+    with pytest.raises(ValueError, match="exact: torch.func transforms .* are not supported"):
+        vmap(grad(lambda x, t: loss(x[None], t[None])))(logits, target)
+
+
+def test_a_compiled_step_with_exact_recompiles_nothing_as_sigma_follows_its_schedule():
+    """The loss runs outside the graph: a float sigma set each step was a failing guard, one recompile per value
+    until dynamo's limit (then eager, with a warning)."""
+    torch.manual_seed(0)
+    model, loss = torch.nn.Linear(7, 5), ExactLoss(validate=False)
+    x, y = torch.randn(6, 7), torch.randint(0, 5, (6,))
+    eager = []
+    for step in range(6):
+        loss.sigma = exact_sigma_schedule(step / 4, 16)
+        eager.append(loss(model(x), y))
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    step_fn = torch.compile(lambda a, b: loss(model(a), b), backend=counter)
+    for step in range(6):
+        loss.sigma = exact_sigma_schedule(step / 4, 16)
+        value = step_fn(x, y)
+        value.backward()
+        assert float(value.detach()) == pytest.approx(float(eager[step].detach()), rel=1e-6)
+    assert counter.frame_count == 1
