@@ -123,6 +123,34 @@ def test_compressed_file_verifies_by_payload(tmp_path):
         RemoteFile("x.gz", sha256=(sha256(b"other"),)).check(data, "x.gz")
 
 
+def test_a_download_must_match_a_digest_where_a_copy_placed_by_hand_passes_on_its_format(tmp_path):
+    """Published only compressed, with no payload digest (Fashion-MNIST): an uncompressed file placed by hand
+    passes on its format checks, a downloaded one (a mirror over http could send anything) does not."""
+    archive = write(tmp_path / "x.gz", b"payload", "gzip").read_bytes()
+    rf = RemoteFile("x.gz", archive_sha256=(sha256(archive),))
+    rf.check(b"forged", "placed by hand")
+    rf.check(archive, "the published archive", downloaded=True)
+    with pytest.raises(ValueError, match=r"downloaded: SHA-256 .* matches none"):
+        rf.check(b"forged", "downloaded", downloaded=True)
+    server = write(tmp_path / "server" / "x.gz", b"forged")
+    with pytest.raises(DataUnavailableError, match="matches none"):
+        fetch(RemoteFile("x.gz", (server.as_uri(),), archive_sha256=(sha256(archive),)), tmp_path / "data")
+
+
+def test_a_download_or_a_payload_past_its_bound_is_refused_before_it_fills_memory(tmp_path, monkeypatch):
+    from lossbench.data import _files
+
+    bomb = write(tmp_path / "bomb.gz", b"\0" * 5000, "gzip").read_bytes()  # (a gzip bomb in small)
+    monkeypatch.setattr(_files, "DECOMPRESSED_LIMIT", 4096)
+    with pytest.raises(ValueError, match="bomb.gz: more than 0 GiB once decompressed"):
+        _files.decompress(bomb, "bomb.gz")
+    assert _files.decompress(write(tmp_path / "ok.gz", b"\0" * 4096, "gzip").read_bytes(), "ok.gz") == b"\0" * 4096
+    monkeypatch.setattr(_files, "DOWNLOAD_LIMIT", 3)
+    server = write(tmp_path / "server" / "file.bin", b"payload")
+    with pytest.raises(DataUnavailableError, match="larger than 0 MiB"):
+        fetch(RemoteFile("file.bin", (server.as_uri(),), sha256=(sha256(b"payload"),)), tmp_path / "data")
+
+
 def test_failed_download_says_where_to_put_the_files(tmp_path, monkeypatch):
     seen = []
 

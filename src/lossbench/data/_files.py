@@ -35,6 +35,9 @@ from lossbench._paths import atomic_write, make_private_dirs, read_regular_file,
 DATA_DIR_ENV = "LOSSBENCH_DATA_DIR"
 CACHE_DIR_ENV = "LOSSBENCH_CACHE_DIR"
 DOWNLOAD_TIMEOUT_S = 10.0
+# Bounds on a file's bytes as downloaded and once decompressed: far above every published data set's (MNIST's
+# largest, 47 MB decompressed), far below what a mirror's gzip bomb would take of memory.
+DOWNLOAD_LIMIT, DECOMPRESSED_LIMIT = 1 << 30, 4 << 30
 
 
 def default_data_dir() -> Path:
@@ -60,14 +63,20 @@ def compression(data: bytes) -> str | None:
 def decompress(data: bytes, path: Path | str) -> bytes:
     """The payload of ``data`` (gzip or bzip2 by magic bytes; anything else is returned as is)."""
     kind = compression(data)
+    if kind is None:
+        return data
+    chunks, size = [], 0
     try:
-        if kind == "gzip":
-            return gzip.decompress(data)
-        if kind == "bzip2":
-            return bz2.decompress(data)
+        buffer = io.BytesIO(data)
+        with gzip.GzipFile(fileobj=buffer) if kind == "gzip" else bz2.BZ2File(buffer) as stream:  # (in pieces: a bomb stops at the bound)
+            while size <= DECOMPRESSED_LIMIT and (chunk := stream.read(1 << 26)):
+                chunks.append(chunk)
+                size += len(chunk)
     except (OSError, EOFError, ValueError, zlib.error) as err:
         raise ValueError(f"{path}: corrupt or truncated {kind} file ({err})") from None
-    return data
+    if size > DECOMPRESSED_LIMIT:
+        raise ValueError(f"{path}: more than {DECOMPRESSED_LIMIT >> 30} GiB once decompressed, more than any data set")
+    return b"".join(chunks)
 
 
 def unreadable(path: Path | str, err: OSError) -> ValueError:
@@ -220,11 +229,12 @@ class RemoteFile:
         """Where the published file comes from: its URLs, else its homepage."""
         return ", ".join(self.urls) if self.urls else self.homepage or "no public download"
 
-    def check(self, data: bytes, where: str) -> None:
+    def check(self, data: bytes, where: str, downloaded: bool = False) -> None:
         """Raise ValueError unless ``data`` (the file's bytes) matches a known digest.
 
-        A file for which no digest can apply (an uncompressed copy of a file published only
-        as a compressed archive with unknown payload digest) passes: its format checks remain.
+        A file put in place by hand for which no digest can apply (an uncompressed copy of a file
+        published only as a compressed archive with unknown payload digest) passes: its format checks
+        remain.  A ``downloaded`` one must match: a mirror (over http, say) could send any bytes.
         """
         if not (self.sha256 or self.archive_sha256):
             return
@@ -232,9 +242,9 @@ class RemoteFile:
         if raw in self.archive_sha256 or raw in self.sha256:
             return
         if compression(data) is not None:
-            if sha256(decompress(data, where)) in self.sha256:
+            if self.sha256 and sha256(decompress(data, where)) in self.sha256:
                 return
-        elif not self.sha256:
+        elif not (self.sha256 or downloaded):
             return
         known = ", ".join((*self.sha256, *self.archive_sha256))
         raise ValueError(
@@ -257,11 +267,15 @@ def fetch(rf: RemoteFile, directory: Path, timeout: float = DOWNLOAD_TIMEOUT_S) 
     for url in rf.urls:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
-                data = response.read()
+                data = response.read(DOWNLOAD_LIMIT + 1)
+            if len(data) > DOWNLOAD_LIMIT:
+                raise ValueError(f"larger than {DOWNLOAD_LIMIT >> 20} MiB, more than any published file")
             if rf.member is not None:
                 with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                    if archive.getinfo(rf.member).file_size > DOWNLOAD_LIMIT:
+                        raise ValueError(f"{rf.member} is larger than {DOWNLOAD_LIMIT >> 20} MiB")
                     data = archive.read(rf.member)
-            rf.check(data, url)
+            rf.check(data, url, downloaded=True)
         # (HTTPException: a truncated body raises IncompleteRead, which is no OSError; the next URL is tried)
         except (
             urllib.error.URLError, OSError, http.client.HTTPException, zipfile.BadZipFile, KeyError, ValueError

@@ -103,7 +103,9 @@ MNIST_SHA256 = {
     ),
 }
 
-FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
+# (the repository's own copies first: over https; the S3 website serves http only, which the digests guard)
+FASHION_MIRRORS = ("https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+                   "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/")
 # Digests of Zalando's published gzip files (as listed by torchvision).  The decompressed
 # payload digests are not published and no copy was at hand to compute them, so a file
 # re-compressed by another mirror fails verification (load with verify=False after checking
