@@ -1,8 +1,8 @@
 """A report as a list of blocks, rendered as markdown and as one self-contained HTML page.
 
 Both renderings come from the same blocks, so the two files say the same thing.  Text is plain
-but for `code` spans, which the HTML shows as code; a ``Markdown`` block is kept as written in
-the markdown and shown preformatted in the HTML.  Text that holds a user's names (a method named
+but for `code` spans, which the HTML shows as code; a ``Markdown`` block keeps its markdown (a table) in
+the markdown and is shown preformatted in the HTML.  Text that holds a user's names (a method named
 ``<img ...>``) is shown as written in both: the markdown escapes what it would read as HTML or a link
 (emphasis marks stay as written).
 """
@@ -38,7 +38,8 @@ class Para:
 
 @dataclass
 class Markdown:
-    """Markdown kept as written (an analysis's table); the HTML shows it preformatted."""
+    """Markdown kept as written (an analysis's table), but for raw HTML and links, escaped as in any text;
+    the HTML shows it preformatted."""
 
     text: str
 
@@ -74,14 +75,17 @@ STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}"
 
 # A `code` span, shown as written by both renderings, paired as CommonMark pairs them: a run of backticks
 # closes at the next run of the same length (a name ending in a backtick inside a span would otherwise
-# leave its opening backtick unclosed for markdown, and the span's content raw HTML there).
-_CODE = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
+# leave its opening backtick unclosed for markdown, and the span's content raw HTML there), on the same
+# line (a new line may start a block first, a blank line, a heading or an HTML block, which no span crosses).
+_CODE = re.compile(r"(?<!`)(`+)(?!`)([^\n]+?)(?<!`)\1(?!`)")
 # What markdown would take for raw HTML, an entity or a link: '&', '<' where a tag, comment or autolink
-# could start, '>' opening a line (a quote), '[' opening "[text](url)" or "[text][ref]" (an image too), and
-# every backslash (one before a backtick would keep that backtick from opening the `code` span it opens
-# here).  Only those, so that "p <= 0.05", "a -> b" and "[+0.15, +2.29]" stay as written.
-_MARKUP = re.compile(r"&|<(?=[A-Za-z/!?])|(?m:^ {0,3}>)|\[(?=[^\[\]]*\][(\[])|\\")
-_ESCAPED = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "\\[", "\\": "\\\\"}
+# could start, '>' opening a line (a quote), '[' opening "[text](url)" or "[text][ref]" (an image too), ']'
+# closing one or a reference's definition ("](", "][", "]:": the link's text may hold a code span, which hid
+# its ']' from the '[' rule), and every backslash (one before a backtick would keep that backtick from
+# opening the `code` span it opens here).  Only those, so that "p <= 0.05", "a -> b" and "[+0.15, +2.29]"
+# stay as written.
+_MARKUP = re.compile(r"&|<(?=[A-Za-z/!?])|(?m:^ {0,3}>)|\[(?=[^\[\]]*\][(\[])|\](?=[(\[:])|\\")
+_ESCAPED = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "\\[", "]": "\\]", "\\": "\\\\"}
 _LINE_END = re.compile(r"\r\n?|\n")  # ends a heading or a table row early
 
 
@@ -132,8 +136,8 @@ def to_markdown(blocks: list[Block], out: Path) -> str:
             lines += anchor + ["#" * b.level + " " + _line(b.text), ""]
         elif isinstance(b, Para):
             lines += [_text(b.text), ""]
-        elif isinstance(b, Markdown):
-            lines += [b.text, ""]
+        elif isinstance(b, Markdown):  # (its tables kept; no raw HTML or link: the text may come from a shared storage)
+            lines += [_text(b.text), ""]
         elif isinstance(b, Bullets):
             lines += [f"- {_text(item)}" for item in b.items] + [""]
         elif isinstance(b, Table):
