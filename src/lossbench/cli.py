@@ -200,7 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{spec.name}: the stored study grows ({'; '.join(runner.grown)}); its stored runs are reused", flush=True)
     say_alone(runner.alone())
     say_unpaired(spec)
-    with _local_workers(args, spec.name, url), run_progress(f"{spec.name}") as progress:
+    with _local_workers(args, spec.name, url, spec.plugins), run_progress(f"{spec.name}") as progress:
         runner.run(progress)
     return _finish(runner.spec, storage, args.out)  # the spec it finished: another worker may have grown the study
 
@@ -215,11 +215,13 @@ def _run_options(args: argparse.Namespace) -> None:
     set_threads(args.threads)
 
 
-def _local_workers(args: argparse.Namespace, study: str, url: str):
-    """``--jobs - 1`` worker processes joining ``study`` (a context manager that waits for them)."""
+def _local_workers(args: argparse.Namespace, study: str, url: str, plugins: Sequence[str] = ()):
+    """``--jobs - 1`` worker processes joining ``study``, whose spec names ``plugins`` (a context manager that
+    waits for them)."""
     from lossbench.bench.workers import LocalWorkers
 
     options = ["--pack", str(args.pack), "--threads", str(args.threads), "--device", args.device]
+    options += [option for plugin in plugins for option in ("--plugin", plugin)]
     if args.data_dir:
         options += ["--data-dir", args.data_dir]
     return LocalWorkers(args.jobs - 1, study, url, args.out, options)
@@ -235,7 +237,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     url = _storage_url(args, None)
     _run_options(args)
     device = _device(args.device)
-    spec = stored_spec(open_storage(url, create=False), args.study)
+    # (the plugins it was given, or none: a stored spec naming others is refused unread, as any user of a
+    # shared storage may have written it)
+    spec = stored_spec(open_storage(url, create=False), args.study, args.plugins)
     storage = open_storage(url, spec.heartbeat_interval, create=False)
     runner = Runner(spec, storage, device, data_dir=args.data_dir, pack=args.pack)
     with run_progress(f"{spec.name} (worker)") as progress:
@@ -664,6 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="join a study stored at --storage from another process or machine")
     p.add_argument("study", help="the study (spec) name")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                   help="a plugin the stored spec names, in its order (repeatable); a stored spec that names others is "
+                        "refused unread, as any user of a shared storage may write names")  # fmt: skip
     common(p, f"SQLAlchemy URL of the shared trial storage (default: ${STORAGE_ENV}, which keeps a password "
               "off the command line; one of the two is required)", jobs=False)  # fmt: skip
     p.set_defaults(func=cmd_worker)

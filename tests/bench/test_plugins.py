@@ -81,6 +81,13 @@ def test_a_plugin_name_that_is_no_module_name_is_refused(name):
         parse_spec(minimal(plugins=[name]))
 
 
+@pytest.mark.parametrize("name", ["unittest.__main__", "__main__"])
+def test_a_packages_main_is_no_plugin(name):
+    # importing pip.__main__ or unittest.__main__ runs that program with lossbench's own arguments
+    with pytest.raises(SpecError, match="is a package's __main__, a program"):
+        parse_spec(minimal(plugins=[name]))
+
+
 def test_a_missing_plugin_is_one_line_naming_it():
     with pytest.raises(
         SpecError,
@@ -279,11 +286,14 @@ def test_a_spec_with_plugins_runs_under_a_worker_in_another_process(tmp_path):
     stored = finished(lossbench("-c", REGISTER, str(spec_path), url, plugin_dir=plugins))
     assert stored.startswith("exit 0"), stored
 
-    # A worker whose environment lacks the plugin says so in one line and runs nothing.
-    alone = finished(lossbench("-m", "lossbench", "worker", "plugged", "--storage", url))
+    # A worker not told the spec's plugins refuses the spec unread (a shared storage's spec may name any
+    # module, and importing one runs it); one whose environment lacks the plugin says so; neither runs anything.
+    untold = finished(lossbench("-m", "lossbench", "worker", "plugged", "--storage", url, plugin_dir=plugins))
+    assert untold.startswith("exit 2") and f"plugins ['{PLUGIN}'] against []); refused unread" in untold, untold
+    alone = finished(lossbench("-m", "lossbench", "worker", "plugged", "--plugin", PLUGIN, "--storage", url))
     assert alone.startswith("exit 2") and f"plugin '{PLUGIN}': no module '{PLUGIN}'" in alone, alone
 
-    worker = lossbench("-m", "lossbench", "worker", "plugged", "--storage", url, plugin_dir=plugins)
+    worker = lossbench("-m", "lossbench", "worker", "plugged", "--plugin", PLUGIN, "--storage", url, plugin_dir=plugins)
     printed = finished(worker)
     assert printed.startswith("exit 0") and "study 'plugged' is complete" in printed, printed
     for method in ("ce", "hinge"):
@@ -381,3 +391,18 @@ def test_a_plugin_digest_reads_the_modules_beside_it_that_its_import_loaded(tmp_
     # its modules, and not another package's
     json_digest = code_digests(["json"])["json"]
     assert json_digest == code_digests(["json.decoder"])["json.decoder"] != code_digests(["csv"])["csv"]
+
+
+def test_local_workers_are_told_the_specs_plugins_in_order():
+    # `run --jobs N` with a spec that names plugins: its workers, told none, refused the stored spec unread
+    import argparse
+
+    from lossbench.cli import _local_workers
+
+    args = argparse.Namespace(pack=64, threads=1, device="cpu", data_dir=None, jobs=3, out="out")
+    workers = _local_workers(args, "study", "sqlite:///x.db", ("b_plugin", "a_plugin"))
+    command = workers.command()
+    assert command[command.index("worker"):] == [
+        "worker", "--pack", "64", "--threads", "1", "--device", "cpu", "--plugin", "b_plugin", "--plugin", "a_plugin",
+        "--", "study",
+    ]  # fmt: skip

@@ -48,6 +48,8 @@ def check_plugin_name(name: object) -> str:
     if not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
         raise PluginError(f"plugin {name!r} is not a module name (Python identifiers joined by dots, "
                           "such as my_models or my_package.losses)")  # fmt: skip
+    if parts[-1] == "__main__":  # (a package's command line, run with lossbench's arguments when imported)
+        raise PluginError(f"plugin {name!r} is a package's __main__, a program, not a module of definitions")
     return name
 
 
