@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 import struct
 import tempfile
@@ -220,6 +221,15 @@ def parent_folder_reason(directory: Path, st: os.stat_result) -> str | None:
         return f"owned by uid {st.st_uid}, neither you (uid {uid}) nor root"
     others = None if st.st_mode & stat.S_ISVTX else others_write(directory, st)
     return f"{others} without the sticky bit" if others else None
+
+
+def program_on_path(name: str) -> str | None:
+    """``name`` (a program) as an absolute path found on PATH's absolute folders only, or None: an empty or
+    relative entry (``PATH=:/usr/bin``, a common slip) would run a file of that name from the working folder."""
+    if os.sep in name:  # (a path given: itself, if absolute)
+        return name if os.path.isabs(name) and os.access(name, os.X_OK) else None
+    folders = [d for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if os.path.isabs(d)]
+    return shutil.which(name, path=os.pathsep.join(folders))
 
 
 def untrusted_reason(path: str | Path) -> str | None:

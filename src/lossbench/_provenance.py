@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from lossbench._paths import program_on_path
+
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
@@ -26,11 +28,15 @@ def describe_checkout(directory: Path) -> str | None:
     ``directory`` is changed or not yet committed (that commit alone would not give the same code);
     None outside a checkout or where the checkout tracks no file under ``directory``."""
 
+    program = program_on_path("git")  # (from PATH's absolute folders: never a ./git of the working folder)
+
     def git(*args: str) -> str | None:
+        if program is None:
+            return None
         try:
             # --no-optional-locks: a status would take .git/index.lock and may rewrite the index (a write outside
             # --out, and a developer's concurrent commit in that checkout could fail on the lock)
-            done = subprocess.run(["git", "--no-optional-locks", "-C", str(directory), *args], capture_output=True,
+            done = subprocess.run([program, "--no-optional-locks", "-C", str(directory), *args], capture_output=True,
                                   text=True, timeout=10, check=False)  # fmt: skip
         except (OSError, subprocess.SubprocessError):
             return None

@@ -187,6 +187,30 @@ def test_the_compiler_runs_as_cc_says_with_its_temporary_files_in_the_private_bu
     assert not stale.exists() and recent.exists()
 
 
+def test_the_compiler_is_never_a_file_of_the_working_folder_nor_one_others_can_write(tmp_path, monkeypatch):
+    # PATH=":/usr/bin" (an empty entry, a common slip) ran a ./cc of the working folder, and its library was loaded
+    planted = tmp_path / "cc"
+    planted.write_text("#!/bin/sh\necho planted\n")
+    planted.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", ":" + os.environ.get("PATH", ""))
+    found = _exact_native.program_on_path("cc")
+    assert found is None or Path(found).parent != tmp_path
+    monkeypatch.setenv("PATH", ".")
+    assert _exact_native.program_on_path("cc") is None
+    with pytest.raises(RuntimeError, match="no C compiler './cc' in PATH's absolute folders"):
+        _exact_native._trusted_compiler("./cc")  # (a relative $CC)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "cc").write_text("#!/bin/sh\n")
+    (shared / "cc").chmod(0o755)
+    shared.chmod(0o777)  # (no sticky bit: anyone may replace the cc in it)
+    with pytest.raises(RuntimeError, match=f"{shared} is writable by .* another user could change what it builds"):
+        _exact_native._trusted_compiler(f"{shared / 'cc'} -O0")
+    shared.chmod(0o755)
+    assert _exact_native._trusted_compiler(f"{shared / 'cc'} -O0") == f"{shared / 'cc'} -O0"
+
+
 def test_an_interrupted_build_leaves_the_next_call_to_try_again(monkeypatch):
     monkeypatch.setattr(_exact_native, "_STATE", {})
 

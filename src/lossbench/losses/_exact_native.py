@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from lossbench._paths import UntrustedDirError, trusted_dir, user_cache_root
+from lossbench._paths import UntrustedDirError, others_write, program_on_path, trusted_dir, user_cache_root
 from lossbench.losses import _exact_rules as rules
 from lossbench.losses import _exact_special as special
 
@@ -129,6 +129,20 @@ def _cpu_signature() -> str:
         return platform.processor()
     keep = [line for line in text.splitlines() if line.startswith(("model name", "flags", "Features"))]
     return "\n".join(sorted(set(keep)))
+
+
+def _trusted_compiler(compiler: str) -> str:
+    """``compiler`` (``$CC``'s form) with its program as an absolute path, found on PATH's absolute folders only
+    (a relative entry would run a ``cc`` of the working folder) and writable by no other user, nor its folder:
+    what it builds is loaded into this process."""
+    command = _command(compiler)
+    program = program_on_path(command[0]) if command else None
+    if program is None:
+        raise RuntimeError(f"no C compiler {compiler!r} in PATH's absolute folders (set $CC)")
+    for place in (Path(program), Path(program).parent, Path(program).resolve(), Path(program).resolve().parent):
+        if reason := others_write(place):
+            raise RuntimeError(f"the C compiler {program}: {place} is {reason}, so another user could change what it builds")
+    return shlex.join([program, *command[1:]])
 
 
 def _command(compiler: str) -> list[str]:
@@ -248,11 +262,9 @@ def kernel() -> dict[torch.dtype, ctypes._CFuncPtr] | None:
         return _STATE["functions"]
     with _LOCK:
         if "functions" not in _STATE:
-            compiler = os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), "cc")
+            compiler = os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if program_on_path(c)), "cc")
             try:
-                if not _command(compiler) or shutil.which(_command(compiler)[0]) is None:
-                    raise RuntimeError(f"no C compiler {compiler!r} on PATH (set $CC)")
-                functions = _declare(ctypes.CDLL(str(_build(compiler))))
+                functions = _declare(ctypes.CDLL(str(_build(_trusted_compiler(compiler)))))
             except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError, ValueError) as error:
                 # (AttributeError: no entry points; ValueError: a $CC shlex cannot read)
                 functions = None
