@@ -79,12 +79,12 @@ STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}"
 # line (a new line may start a block first, a blank line, a heading or an HTML block, which no span crosses).
 _CODE = re.compile(r"(?<!`)(`+)(?!`)([^\n]+?)(?<!`)\1(?!`)")
 # What markdown would take for raw HTML, an entity or a link: '&', '<' where a tag, comment or autolink
-# could start, '>' opening a line (a quote), '[' opening "[text](url)" or "[text][ref]" (an image too), ']'
-# closing one or a reference's definition ("](", "][", "]:": the link's text may hold a code span, which hid
-# its ']' from the '[' rule), and every backslash (one before a backtick would keep that backtick from
-# opening the `code` span it opens here).  Only those, so that "p <= 0.05", "a -> b" and "[+0.15, +2.29]"
-# stay as written.
-_MARKUP = re.compile(r"&|<(?=[A-Za-z/!?])|(?m:^ {0,3}>)|\[(?=[^\[\]]*\][(\[])|\](?=[(\[:])|\\")
+# could start, '>' opening a line (a quote), '[' opening a line (a reference's definition, "[ref]: url") or
+# "[text](url)" or "[text][ref]" (an image too), ']' closing one ("](", "]["; the link's text may hold a code
+# span, which hid its ']' from the '[' rule), and every backslash (one before a backtick would keep that
+# backtick from opening the `code` span it opens here).  Only those, so that "p <= 0.05", "a -> b",
+# "[+0.15, +2.29]" and "mnist[max_train=8000]:l2" stay as written.
+_MARKUP = re.compile(r"&|<(?=[A-Za-z/!?])|(?m:^ {0,3}[>\[])|\[(?=[^\[\]]*\][(\[])|\](?=[(\[])|\\")
 _ESCAPED = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "\\[", "]": "\\]", "\\": "\\\\"}
 _LINE_END = re.compile(r"\r\n?|\n")  # ends a heading or a table row early
 
