@@ -79,12 +79,14 @@ STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}"
 # line (a new line may start a block first, a blank line, a heading or an HTML block, which no span crosses).
 _CODE = re.compile(r"(?<!`)(`+)(?!`)([^\n]+?)(?<!`)\1(?!`)")
 # What markdown would take for raw HTML, an entity or a link: '&', '<' where a tag, comment or autolink
-# could start, '>' opening a line (a quote), '[' opening a line (a reference's definition, "[ref]: url") or
-# "[text](url)" or "[text][ref]" (an image too), ']' closing one ("](", "]["; the link's text may hold a code
-# span, which hid its ']' from the '[' rule), and every backslash (one before a backtick would keep that
-# backtick from opening the `code` span it opens here).  Only those, so that "p <= 0.05", "a -> b",
-# "[+0.15, +2.29]" and "mnist[max_train=8000]:l2" stay as written.
-_MARKUP = re.compile(r"&|<(?=[A-Za-z/!?])|(?m:^ {0,3}[>\[])|\[(?=[^\[\]]*\][(\[])|\](?=[(\[])|\\")
+# could start, '>' opening a line (a quote), '[' opening "[text](url)" or "[text][ref]" (an image too), ']'
+# closing one ("](", "]["; the link's text may hold a code span, which hid its ']' from the '[' rule), and
+# every backslash (one before a backtick would keep that backtick from opening the `code` span it opens
+# here); in a block of text (not a table cell or a heading) a '[' opening a line too, a reference's
+# definition ("[ref]: url").  Only those, so that "p <= 0.05", "a -> b", "[+0.15, +2.29]" and
+# "mnist[max_train=8000]:l2" stay as written.
+_MARKUP = re.compile(r"&|<(?=[A-Za-z/!?])|(?m:^ {0,3}>)|\[(?=[^\[\]]*\][(\[])|\](?=[(\[])|\\")
+_DEFINITION = re.compile(r"(?m)^( {0,3})\[")  # a block's line that opens with '[' (no code span crosses lines)
 _ESCAPED = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "\\[", "]": "\\]", "\\": "\\\\"}
 _LINE_END = re.compile(r"\r\n?|\n")  # ends a heading or a table row early
 
@@ -101,6 +103,11 @@ def _text(text: object) -> str:
         return "".join(_ESCAPED.get(c, c) for c in m.group())
 
     return _MARKUP.sub(entity, text)
+
+
+def _block_text(text: object) -> str:
+    """:func:`_text` of a paragraph, a list item or a Markdown block, where a line may define a link."""
+    return _DEFINITION.sub(r"\1\\[", _text(text))
 
 
 def _line(text: object) -> str:
@@ -135,11 +142,11 @@ def to_markdown(blocks: list[Block], out: Path) -> str:
             anchor = [f'<a id="{_anchor(b.anchor)}"></a>', ""] if b.anchor else []
             lines += anchor + ["#" * b.level + " " + _line(b.text), ""]
         elif isinstance(b, Para):
-            lines += [_text(b.text), ""]
+            lines += [_block_text(b.text), ""]
         elif isinstance(b, Markdown):  # (its tables kept; no raw HTML or link: the text may come from a shared storage)
-            lines += [_text(b.text), ""]
+            lines += [_block_text(b.text), ""]
         elif isinstance(b, Bullets):
-            lines += [f"- {_text(item)}" for item in b.items] + [""]
+            lines += [f"- {_block_text(item)}" for item in b.items] + [""]
         elif isinstance(b, Table):
             lines.append("| " + " | ".join(map(_md_cell, b.header)) + " |")
             lines.append("|" + "---|" * len(b.header))
