@@ -89,9 +89,19 @@ def test_a_heading_anchor_and_a_table_link_to_it_in_both_renderings():
     "`linear\n\n<script>alert(1)</script>\n\n`",  # a span across a blank line: CommonMark ends it there
     "`x\n<script>alert(1)</script>`",  # a new line that starts an HTML block
     "[a]\n\n[a]: https://e.vil/x",  # a reference and its definition
-], ids=["code span in a link", "blank line", "HTML block", "reference"])
+    "`a\n`<script>alert(1)</script>` x`",  # a backtick unpaired on its line: CommonMark pairs it with the next
+    "```\ncode\n```\n<script>alert(1)</script>\n```",  # a fence closed early, another left open
+], ids=["code span in a link", "blank line", "HTML block", "reference", "span across a line", "fences"])
 def test_user_text_renders_no_script_or_link_whatever_its_backticks_and_lines(text):
     markdown_it = pytest.importorskip("markdown_it")
-    for block in (Para(text), Bullets([text]), Markdown(text)):
+    for block in (Para(text), Bullets([text]), Markdown(text), Heading(2, text), Table(["h"], [[text]])):
         rendered = markdown_it.MarkdownIt("commonmark").enable("table").render(md(block))
         assert "<script" not in rendered and "<a " not in rendered, (block, rendered)
+
+
+def test_a_markdown_blocks_fenced_code_is_kept_as_written_and_a_fence_left_open_is_closed():
+    # an analysis's table in a fence (the toy claims'): its brackets and spacing as written, not escaped
+    table = "method  b\n------  ---------------\nhinge   [0.750, 1.000] <b>"
+    assert md(Markdown(f"Optimal b:\n\n```\n{table}\n```")) == f"Optimal b:\n\n```\n{table}\n```\n"
+    assert md(Markdown("```python\n<b>")) == "```\n<b>\n```\n"  # (info string dropped, the fence closed)
+    assert md(Markdown("x `a` <i>")) == "x `a` &lt;i>\n"

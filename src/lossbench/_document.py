@@ -82,12 +82,14 @@ _CODE = re.compile(r"(?<!`)(`+)(?!`)([^\n]+?)(?<!`)\1(?!`)")
 # could start, '>' opening a line (a quote), '[' opening "[text](url)" or "[text][ref]" (an image too), ']'
 # closing one ("](", "]["; the link's text may hold a code span, which hid its ']' from the '[' rule), and
 # every backslash (one before a backtick would keep that backtick from opening the `code` span it opens
-# here); in a block of text (not a table cell or a heading) a '[' opening a line too, a reference's
-# definition ("[ref]: url").  Only those, so that "p <= 0.05", "a -> b", "[+0.15, +2.29]" and
-# "mnist[max_train=8000]:l2" stay as written.
-_MARKUP = re.compile(r"&|<(?=[A-Za-z/!?])|(?m:^ {0,3}>)|\[(?=[^\[\]]*\][(\[])|\](?=[(\[])|\\")
+# here), and every backtick no span here pairs (CommonMark pairs across a line break: such a backtick
+# would open a span there that ends inside one of these, leaving its content raw); in a block of text (not
+# a table cell or a heading) a '[' opening a line too, a reference's definition ("[ref]: url").  Only
+# those, so that "p <= 0.05", "a -> b", "[+0.15, +2.29]" and "mnist[max_train=8000]:l2" stay as written.
+_MARKUP = re.compile(r"&|<(?=[A-Za-z/!?])|(?m:^ {0,3}>)|\[(?=[^\[\]]*\][(\[])|\](?=[(\[])|\\|`+")
 _DEFINITION = re.compile(r"(?m)^( {0,3})\[")  # a block's line that opens with '[' (no code span crosses lines)
-_ESCAPED = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "\\[", "]": "\\]", "\\": "\\\\"}
+_ESCAPED = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "\\[", "]": "\\]", "\\": "\\\\", "`": "\\`"}
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")  # a line that opens or closes a fenced code block
 _LINE_END = re.compile(r"\r\n?|\n")  # ends a heading or a table row early
 
 
@@ -110,9 +112,32 @@ def _block_text(text: object) -> str:
     return _DEFINITION.sub(r"\1\\[", _text(text))
 
 
+def _markdown_block(text: str) -> str:
+    """A Markdown block's text: its fenced code blocks as written (code: nothing in them is markup), the rest
+    as :func:`_block_text`; the fences paired as CommonMark pairs them, and one left open closed at the
+    block's end (the rest of the document would be code)."""
+    out, prose, fence = [], [], None
+    for line in _LINE_END.split(text):
+        mark = _FENCE.match(line)
+        if fence is None and mark is None:
+            prose.append(line)
+        elif fence is None:  # opening: only its fence kept (an info string would be a class name)
+            out += [_block_text("\n".join(prose))] if prose else []
+            prose, fence = [], mark.group(1)
+            out.append(fence)
+        else:
+            out.append(line)
+            closing = mark is not None and mark.group(1)[0] == fence[0] and len(mark.group(1)) >= len(fence)
+            if closing and not line.strip().strip(fence[0]):
+                fence = None
+    out += [_block_text("\n".join(prose))] if prose else []
+    return "\n".join(out + ([fence] if fence else []))
+
+
 def _line(text: object) -> str:
-    """Text on one line of the markdown (a heading, a table cell)."""
-    return _LINE_END.sub(" ", _text(text))
+    """Text on one line of the markdown (a heading, a table cell): its line ends made spaces first, so that
+    its `code` spans pair as the markdown will read them."""
+    return _text(_LINE_END.sub(" ", str(text)))
 
 
 _ANCHOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -144,7 +169,7 @@ def to_markdown(blocks: list[Block], out: Path) -> str:
         elif isinstance(b, Para):
             lines += [_block_text(b.text), ""]
         elif isinstance(b, Markdown):  # (its tables kept; no raw HTML or link: the text may come from a shared storage)
-            lines += [_block_text(b.text), ""]
+            lines += [_markdown_block(b.text), ""]
         elif isinstance(b, Bullets):
             lines += [f"- {_block_text(item)}" for item in b.items] + [""]
         elif isinstance(b, Table):
