@@ -223,13 +223,18 @@ def parent_folder_reason(directory: Path, st: os.stat_result) -> str | None:
     return f"{others} without the sticky bit" if others else None
 
 
+def absolute_path() -> str:
+    """``$PATH`` without its empty or relative entries (``PATH=:/usr/bin``, a common slip, finds programs in
+    the working folder): for the programs lossbench runs, and for what they run in turn (a compiler's ``as``)."""
+    return os.pathsep.join(d for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if os.path.isabs(d))
+
+
 def program_on_path(name: str) -> str | None:
-    """``name`` (a program) as an absolute path found on PATH's absolute folders only, or None: an empty or
-    relative entry (``PATH=:/usr/bin``, a common slip) would run a file of that name from the working folder."""
-    if os.sep in name:  # (a path given: itself, if absolute)
+    """``name`` (a program) as an absolute path found on :func:`absolute_path`, or None; a path given is
+    itself where it is absolute."""
+    if os.sep in name:
         return name if os.path.isabs(name) and os.access(name, os.X_OK) else None
-    folders = [d for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if os.path.isabs(d)]
-    return shutil.which(name, path=os.pathsep.join(folders))
+    return shutil.which(name, path=absolute_path())
 
 
 def untrusted_reason(path: str | Path) -> str | None:

@@ -211,6 +211,21 @@ def test_the_compiler_is_never_a_file_of_the_working_folder_nor_one_others_can_w
     assert _exact_native._trusted_compiler(f"{shared / 'cc'} -O0") == f"{shared / 'cc'} -O0"
 
 
+def test_the_compiler_and_what_it_runs_see_paths_absolute_folders_only(tmp_path, monkeypatch):
+    # $CC = "ccache gcc": ccache looks gcc up on PATH, and gcc its assembler: neither in the working folder
+    log = tmp_path / "log"
+    fake = tmp_path / "cc"
+    fake.write_text(f'#!/bin/sh\necho "$PATH" >> {log}\n[ "$1" = --version ] && echo "cc (fake) 1.0" && exit 0\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(_exact_native, "_STATE", {})
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setenv("PATH", ":relative/bin:/usr/bin::/bin")
+    monkeypatch.setenv(_exact_native.KERNEL_DIR_ENV, str(tmp_path / "kernels"))
+    with pytest.warns(RuntimeWarning, match="unavailable"):
+        assert _exact_native.kernel() is None
+    assert set(log.read_text().splitlines()) == {"/usr/bin:/bin"}
+
+
 def test_an_interrupted_build_leaves_the_next_call_to_try_again(monkeypatch):
     monkeypatch.setattr(_exact_native, "_STATE", {})
 

@@ -41,7 +41,14 @@ from pathlib import Path
 
 import torch
 
-from lossbench._paths import UntrustedDirError, others_write, program_on_path, trusted_dir, user_cache_root
+from lossbench._paths import (
+    UntrustedDirError,
+    absolute_path,
+    others_write,
+    program_on_path,
+    trusted_dir,
+    user_cache_root,
+)
 from lossbench.losses import _exact_rules as rules
 from lossbench.losses import _exact_special as special
 
@@ -152,7 +159,8 @@ def _command(compiler: str) -> list[str]:
 
 def library_path(compiler: str) -> Path:
     """Where the library built by ``compiler`` is cached (the cache directory checked and created)."""
-    version = subprocess.run([*_command(compiler), "--version"], capture_output=True, text=True, check=True).stdout
+    version = subprocess.run([*_command(compiler), "--version"], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PATH": absolute_path()}).stdout  # fmt: skip
     key = hashlib.sha256(
         "\0".join([SOURCE.read_text(), " ".join(FLAGS + LINK), version, platform.machine(), _cpu_signature()]).encode()
     ).hexdigest()[:16]
@@ -170,7 +178,9 @@ def _build(compiler: str) -> Path:
         with tempfile.TemporaryDirectory(prefix=_BUILD_PREFIX, dir=target.parent) as tmp:
             # The compiler's own temporary files go to the private build folder too (-pipe: none for the
             # assembly): in a $TMPDIR another user can write, they could replace one before it is read.
-            env = {**os.environ, "TMPDIR": tmp}
+            # (and PATH's absolute folders only: a wrapper's compiler, ccache's gcc, or the compiler's own
+            # assembler is looked up there too)
+            env = {**os.environ, "TMPDIR": tmp, "PATH": absolute_path()}
             objects = []
             for name, defines in (("f32", ()), ("f64", ("-DREAL_DOUBLE",))):
                 obj = Path(tmp) / f"{name}.o"
