@@ -152,6 +152,12 @@ def _trusted_compiler(compiler: str) -> str:
     return shlex.join([program, *command[1:]])
 
 
+def _compiler_env(**more: str) -> dict[str, str]:
+    """The compiler's environment: PATH's absolute folders only (a wrapper's compiler, ccache's gcc, or the
+    compiler's own assembler is looked up there too), and ``more``."""
+    return {**os.environ, "PATH": absolute_path(), **more}
+
+
 def _command(compiler: str) -> list[str]:
     """``compiler`` as a command line, as ``$CC`` is read (``ccache gcc``, ``gcc -O0``)."""
     return shlex.split(compiler)
@@ -160,7 +166,7 @@ def _command(compiler: str) -> list[str]:
 def library_path(compiler: str) -> Path:
     """Where the library built by ``compiler`` is cached (the cache directory checked and created)."""
     version = subprocess.run([*_command(compiler), "--version"], capture_output=True, text=True, check=True,
-                             env={**os.environ, "PATH": absolute_path()}).stdout  # fmt: skip
+                             env=_compiler_env()).stdout  # fmt: skip
     key = hashlib.sha256(
         "\0".join([SOURCE.read_text(), " ".join(FLAGS + LINK), version, platform.machine(), _cpu_signature()]).encode()
     ).hexdigest()[:16]
@@ -178,9 +184,7 @@ def _build(compiler: str) -> Path:
         with tempfile.TemporaryDirectory(prefix=_BUILD_PREFIX, dir=target.parent) as tmp:
             # The compiler's own temporary files go to the private build folder too (-pipe: none for the
             # assembly): in a $TMPDIR another user can write, they could replace one before it is read.
-            # (and PATH's absolute folders only: a wrapper's compiler, ccache's gcc, or the compiler's own
-            # assembler is looked up there too)
-            env = {**os.environ, "TMPDIR": tmp, "PATH": absolute_path()}
+            env = _compiler_env(TMPDIR=tmp)
             objects = []
             for name, defines in (("f32", ()), ("f64", ("-DREAL_DOUBLE",))):
                 obj = Path(tmp) / f"{name}.o"

@@ -270,6 +270,12 @@ def without_ignored_rows(x: torch.Tensor, valid: torch.Tensor, validate: bool) -
     return torch.where(valid.reshape(*valid.shape, *(1,) * (x.ndim - valid.ndim)), x, 0.0)
 
 
+def one_hot(target: torch.Tensor, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Class-index targets ``(B,)`` as one-hot rows shaped as ``like`` ``(B, C)`` (its dtype, or ``dtype``): by
+    an out-of-place scatter, which ``torch.func.vmap`` batches, where ``F.one_hot`` reads the targets' values."""
+    return torch.zeros_like(like, dtype=dtype).scatter(1, target[:, None], 1)
+
+
 def without_ignored_targets(x: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """:func:`without_ignored_rows` (unvalidated) for class-index targets, cheap in the common case of a hot
     path: on the CPU, targets all >= 0 with a negative ``ignore_index`` need no mask (one min, a third of the

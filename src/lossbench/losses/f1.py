@@ -34,6 +34,7 @@ from lossbench.losses._validation import (
     check_positive,
     loss_output,
     masked_reduce,
+    one_hot,
     reduce,
     sigmoid_inputs,
     softmax_inputs,
@@ -154,7 +155,7 @@ def macro_soft_f1(
     zero = torch.zeros_like(x)
     p = torch.where(keep, log_p.exp(), zero)
     q = torch.where(keep, -torch.expm1(log_p), zero)
-    t = torch.where(keep, zero.scatter(1, y[:, None], 1.0), zero)  # (one-hot by scatter: F.one_hot reads the values, no vmap)
+    t = torch.where(keep, one_hot(y, x), zero)
     loss = _soft_f1_error(p, q, t, (0,), eps)
     return loss_output(reduce(loss, reduction), logits)
 

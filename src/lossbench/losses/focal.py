@@ -25,6 +25,7 @@ from lossbench.losses._validation import (
     check_positive,
     loss_output,
     masked_reduce,
+    one_hot,
     row_param,
     sigmoid_inputs,
     softmax_inputs,
@@ -170,7 +171,7 @@ def one_vs_all_focal(
     check_positive("gamma", gamma, allow_zero=True)
     # Each class's side picked, not weighted by its 0/1 target: a masked rival's (-inf) positive side
     # is inf, and 0 * inf a NaN in the value and the gradient.
-    true = torch.zeros_like(x, dtype=torch.bool).scatter(1, y[:, None], True)  # (not F.one_hot: it reads y, no vmap)
+    true = one_hot(y, x, torch.bool)
     log_p, log_q = F.logsigmoid(x), F.logsigmoid(-x)
     negative = (-log_q * _modulating(gamma, log_p)).masked_fill(true, 0).sum(1)
     x_y = x.gather(1, y[:, None]).squeeze(1)
