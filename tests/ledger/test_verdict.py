@@ -289,6 +289,16 @@ def test_across_effect_is_scipys_wilcoxon_and_bootstrap():
     assert across_datasets_verdict(pd.Series(diffs), Rule("greater"), n_resamples=2000, seed=7) == v
 
 
+def test_named_differences_get_one_verdict_in_any_order():
+    # (six differences whose bootstrap interval crosses the margin's bound in some orders of the draws: holds, or not)
+    diffs = {"d0": -0.0077, "d1": 0.0088, "d2": 0.013, "d3": 0.0113, "d4": 0.0087, "d5": 0.004}
+    rule = Rule("greater", 0.05, 0.005)
+    orders = [sorted(diffs), ["d0", "d1", "d3", "d4", "d5", "d2"], sorted(diffs, reverse=True)]
+    verdicts = {across_datasets_verdict({k: diffs[k] for k in order}, rule) for order in orders}
+    assert len(verdicts) == 1
+    assert across_datasets_verdict(pd.Series(diffs)[::-1], rule) == verdicts.pop()
+
+
 def test_zeros_and_ties_get_the_exact_permutation_p_value():
     # Pratt: the zero takes rank 1 and drops out; the rest rank 2, 3, 4 and are all positive, so of
     # the 2**3 equally likely sign patterns only this one reaches T+ = 9: p = 1/8.

@@ -236,9 +236,7 @@ def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget
         if len(datasets) == 1:
             verdict = datasets[0].verdict
         elif claim.scope == "across-datasets":
-            # (by dataset name: the bootstrap's draws would otherwise follow the spec's order of them)
-            differences = {d.dataset: score_difference(d.treatment.mean, d.baseline.mean)
-                           for d in sorted(datasets, key=lambda d: d.dataset)}  # fmt: skip
+            differences = {d.dataset: score_difference(d.treatment.mean, d.baseline.mean) for d in datasets}
             rounding = score_rounding(*[(d.treatment.mean, d.baseline.mean) for d in datasets])
             verdict = across_datasets_verdict(differences, claim.rule, rounding=rounding, units=POINTS)
         else:

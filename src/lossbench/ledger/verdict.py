@@ -509,10 +509,10 @@ def across_datasets_verdict(
     """Verdict for a claim about the mean over datasets (e.g. a table's mean row).
 
     ``differences``: per dataset, the mean over seeds of treatment - baseline (a mapping from
-    dataset name, a pandas Series or a sequence).  The estimate is their mean.  ``rounding``: the
-    scores' rounding (:func:`score_rounding` of the means the differences come from): a difference
-    within it of 0 or of +-delta counts as equal to it, and differences within it of each other as
-    tied (one test sample's difference, 0.005 of 200, is 0.004999995 or 0.0050000548 from float32
+    dataset name or a pandas Series, taken in name order; or a sequence, in its order).  The
+    estimate is their mean.  ``rounding``: the scores' rounding (:func:`score_rounding` of the means
+    the differences come from): a difference within it of 0 or of +-delta counts as equal to it, and
+    differences within it of each other as tied (one test sample's difference, 0.005 of 200, is 0.004999995 or 0.0050000548 from float32
     accuracies; by their last bits TOST would hold or not).
 
     A comparison counts as *shown* (see the module's rule) when both of these agree:
@@ -845,10 +845,12 @@ def _finite_1d(name: str, values) -> np.ndarray:
 
 
 def _named_differences(differences) -> np.ndarray:
+    # Named differences in name order: the bootstrap and a Monte Carlo p draw datasets by position, so
+    # the same named differences in another order would get another interval, even another word.
     if isinstance(differences, pd.Series):
-        names, values = list(differences.index), list(differences.to_numpy())
+        names, values = _by_name(list(differences.index), list(differences.to_numpy()))
     elif isinstance(differences, Mapping):
-        names, values = list(differences.keys()), list(differences.values())
+        names, values = _by_name(list(differences.keys()), list(differences.values()))
     elif isinstance(differences, (str, bytes)) or not isinstance(differences, Sequence | np.ndarray):
         raise ValueError(
             f"differences must be a mapping or sequence of numbers, got {type(differences).__name__}"
@@ -869,3 +871,8 @@ def _named_differences(differences) -> np.ndarray:
             f"differences[{names[bad[0]]!r}] is {x[bad[0]]}: every dataset's difference must be finite"
         )
     return x
+
+
+def _by_name(names: list, values: list) -> tuple[list, list]:
+    order = sorted(range(len(names)), key=lambda k: str(names[k]))
+    return [names[k] for k in order], [values[k] for k in order]
