@@ -44,9 +44,9 @@ Reading (pandas):
   (``a,2,z`` over ``x``, ``y``) is warned of, and so is a header guessed from its integers alone (``0,1,2,3``)
   whose label column's name is also a label below, as a number (``3``, ``3.0``): a headerless file's first
   row may be data (``header=False``).
-  A header read as data is refused: with a header, a label equal to the
-  label column's name (a repeated header line; under a column named by a number, a row that repeats, as
-  numbers, every such name: a label ``3`` alone under a column ``3`` is a class); with a guessed "no header", a first row that
+  A header read as data is refused: with a header, a row that repeats it (a repeated header line: its label
+  the label column's name and every other cell its column's; under columns named by numbers, as numbers:
+  a label ``3`` alone under a column ``3``, or ``y`` under ``y``, is a class); with a guessed "no header", a first row that
   holds no number (or numbers that count up by one) and whose label no later row of any file has (pass ``header=True``, or
   ``False`` if that row is data).  A header that names a column twice (``age,age``) is an error
   naming both (pandas would read ``age``, ``age.1``).
@@ -102,7 +102,10 @@ Features and labels (the paper's ``extract_features_labels``):
 - missing numeric values (``impute``): ``"mean"`` -- the column's mean over every labelled row
   read (test file included, before any split: the paper's rule), ``"train_mean"`` -- the mean
   over the training rows only (nothing from the test rows leaks in), ``"error"`` -- an error
-  naming file, line and column.  Columns with no value to average are dropped.
+  naming file, line and column.  A column with no value in the rows that type the columns (the training
+  file's; every row without a test file or with ``"mean"``) is dropped, with a warning; one whose values a
+  drawn split puts only in its test rows is set to one value in every row, with a warning: whatever the
+  seed, the same features.
 
 Split and scaling (the paper's ``run.py``):
 
@@ -172,8 +175,9 @@ HEADER_SAMPLE_ROWS = 50
 # 9: a text holding a NUL character refused; 10: warnings in the payload, quotes open at a field's start, rows
 # merged by a stray quote refused, headers of columns 0, 1, 2 found, placeholders no header names, integer
 # labels exact beyond 2**53; 11: a multi-line quoted cell holding the delimiter loaded again, quotes ignored with
-# a regular-expression sep; 12: a header guessed from integers alone warned of, a repeated header of numbers refused.
-PARSE_VERSION = 12
+# a regular-expression sep; 12: a header guessed from integers alone warned of, a repeated header of numbers refused;
+# 13: a label equal to its column's name alone is a class, a header guessed past trailing empty columns.
+PARSE_VERSION = 13
 WHITESPACE = r"\s+"
 
 
@@ -264,8 +268,13 @@ def _looks_like_header(sample: Any, missing: Sequence[str], decimal: str) -> boo
     def absent(v: Any) -> bool:
         return pd.isna(v) or v in missing
 
+    if len(sample) < 2:  # (an empty sheet too: no row to look at)
+        return False
+    # trailing columns empty in every row (each line ending in the delimiter) have no name to look at
+    while sample.shape[1] > 1 and all(pd.isna(v) or v == "" for v in sample.iloc[:, -1]):
+        sample = sample.iloc[:, :-1]
     first, rest = sample.iloc[0], sample.iloc[1:]
-    if len(sample) < 2 or any(absent(v) for v in first.iloc[1:]):
+    if any(absent(v) for v in first.iloc[1:]):
         return False
     if any(_data_only(v, decimal) for v in first):  # ("NA,2.5,z": a data row, its NA a stray cell)
         return False
@@ -696,16 +705,15 @@ def _refuse_header_as_data(
                 numbered = [c for c in frame.columns if _is_number(str(c).strip())]
                 same = np.logical_and.reduce([_equals_number(frame[c], str(c)) for c in numbered])
                 hits = np.flatnonzero(same).tolist()
-            else:
-                hits = [i for i, v in enumerate(labels) if isinstance(v, str) and v.strip() == name]
+            else:  # (a label alone equal to its column's name, "y" under column "y", is a class)
+                hits = _repeated_header_rows(frame, label_col)
             if hits:
                 also = " (or pass header=False if the first row is data too)" if guessed else ""
                 v = labels.iloc[hits[0]]
                 v = v.item() if isinstance(v, np.generic) else v  # (3, not np.int64(3))
                 raise ValueError(
-                    f"{where[hits[0]]}: the label {v!r} is the label column's name"
-                    + (" and the row's other cells repeat the header's" if _is_number(name) else "")
-                    + f": a header line read as data; remove it{also}"
+                    f"{where[hits[0]]}: the label {v!r} is the label column's name and the row's other cells repeat "
+                    f"the header's: a header line read as data; remove it{also}"
                 )
         elif guessed:  # guessed "no header", but the first row holds no number, its label no other row's
             v, first = labels.iloc[0], frame.iloc[0]
@@ -719,6 +727,23 @@ def _refuse_header_as_data(
                     f"{where[0]}: the first row looks like a header read as data ({what}, and its label "
                     f"{v!r} is in no other row); pass header=True, or header=False if it is data{why}"
                 )
+
+
+def _repeated_header_rows(frame: Any, label_col: Any) -> list[int]:
+    """The rows whose label is the label column's name and whose other cells repeat their columns' names but
+    where empty (an index column's: pandas names it ``Unnamed: 0``), at least one of them."""
+    import numpy as np
+    import pandas as pd
+
+    def named(c: Any) -> Any:
+        return frame[c].map(lambda v: isinstance(v, str) and v.strip() == str(c).strip()).to_numpy(bool)
+
+    empty = [frame[c].map(lambda v: pd.isna(v) or v == "").to_numpy(bool) for c in frame.columns if c != label_col]
+    others = [named(c) for c in frame.columns if c != label_col]
+    if not others:
+        return []
+    repeats = np.logical_and.reduce([n | e for n, e in zip(others, empty)]) & np.logical_or.reduce(others)
+    return np.flatnonzero(named(label_col) & repeats).tolist()
 
 
 def _equals_number(column: Any, name: str) -> Any:
@@ -1117,8 +1142,11 @@ def _parse(
 
 
 def _impute(
-    x: torch.Tensor, train_idx: torch.Tensor, impute: str, where: list[str], names: list[str]
-) -> tuple[torch.Tensor, list[str], list[str]]:
+    x: torch.Tensor, train_idx: torch.Tensor, n_first: int, impute: str, where: list[str], names: list[str]
+) -> tuple[torch.Tensor, list[str], list[str], list[str]]:
+    """``x`` imputed, the kept names, the columns dropped (no value in the rows that type the columns: every
+    row for ``"mean"``, else the training file's, so that no seed changes the features) and those kept with no
+    value in the training rows (a drawn split's: set to the fill value in every row, so they weigh nothing)."""
     missing = torch.isnan(x)
     if impute == "error":
         if missing.any():
@@ -1127,14 +1155,15 @@ def _impute(
                 f"{where[i]}: column {names[j]!r} is missing a value; pass impute='mean' or 'train_mean' "
                 "to fill it"
             )
-        return x, names, []
+        return x, names, [], []
     rows = x if impute == "mean" else x[train_idx]
     count = (~torch.isnan(rows)).sum(0)
     mean = torch.nansum(rows, 0) / count.clamp(min=1)
-    keep = count > 0
-    x = torch.where(missing, mean.expand_as(x), x)[:, keep]
+    keep = (~missing[: len(x) if impute == "mean" else n_first]).any(0)
+    unseen = keep & (count == 0)
+    x = torch.where(missing | unseen, mean.expand_as(x), x)[:, keep]
     dropped = [n for n, k in zip(names, keep.tolist()) if not k]
-    return x, [n for n, k in zip(names, keep.tolist()) if k], dropped
+    return x, [n for n, k in zip(names, keep.tolist()) if k], dropped, [n for n, u in zip(names, unseen.tolist()) if u]
 
 
 # --- the loader ---------------------------------------------------------------------------------
@@ -1244,26 +1273,32 @@ def load_table(
                       "'.'; pass label_strip='.' if they are one class", stacklevel=2)  # fmt: skip
     y = p["y"]
     train_idx, test_idx = _split(y, p["n_first"], paths, p["classes"], split, test_fraction, seed)
-    x, names, all_missing = _impute(p["x"], train_idx, impute, p["where"], p["features"])
-    if not names:
-        dropped = f" ({len(all_missing)} missing in every training row, dropped)" if all_missing else ""
-        raise ValueError(f"{', '.join(map(str, paths))}: no feature column besides the label column {p['label']!r}"
-                         f"{dropped}: nothing to learn from")  # fmt: skip
-    x_train, x_test = x[train_idx], x[test_idx]
-    stats = None
-    if standardize:
-        x_train, x_test, stats = scale(x_train, x_test, min_std=STD_FLOOR if read["paper"] else None)
-        constant = [n for n, c in zip(names, stats["constant"].tolist()) if c]
-        if constant and not read["paper"]:
-            listed = ", ".join(map(repr, constant[:10])) + (f", ... ({len(constant)} in all)"
-                                                            if len(constant) > 10 else "")  # fmt: skip
-            warnings.warn(f"{paths[0]}: feature(s) constant in the training rows, centred only (not scaled): "
-                          f"{listed}", stacklevel=2)  # fmt: skip
     how = (
         f"test file {paths[1]}"
         if test_path is not None
         else f"{split} split, test_fraction={test_fraction:g}, seed={seed}"
     )
+    x, names, all_missing, unseen = _impute(p["x"], train_idx, p["n_first"], impute, p["where"], p["features"])
+    rows = "row of the training file" if test_path is not None and impute != "mean" else "row"
+    if not names:
+        dropped = f" ({len(all_missing)} missing in every {rows}, dropped)" if all_missing else ""
+        raise ValueError(f"{', '.join(map(str, paths))}: no feature column besides the label column {p['label']!r}"
+                         f"{dropped}: nothing to learn from")  # fmt: skip
+    if all_missing and not read["paper"]:  # (the catalog tells the uci-* sets' empty columns)
+        warnings.warn(f"{paths[0]}: column(s) missing in every {rows}, dropped: {first_few(all_missing)}", stacklevel=2)
+    if unseen:
+        warnings.warn(f"{paths[0]}: column(s) with no value in the training rows of the {how}, set to one value in "
+                      f"every row (they weigh nothing): {first_few(unseen)}", stacklevel=2)  # fmt: skip
+    x_train, x_test = x[train_idx], x[test_idx]
+    stats = None
+    if standardize:
+        x_train, x_test, stats = scale(x_train, x_test, min_std=STD_FLOOR if read["paper"] else None)
+        constant = [n for n, c in zip(names, stats["constant"].tolist()) if c and n not in unseen]
+        if constant and not read["paper"]:
+            listed = ", ".join(map(repr, constant[:10])) + (f", ... ({len(constant)} in all)"
+                                                            if len(constant) > 10 else "")  # fmt: skip
+            warnings.warn(f"{paths[0]}: feature(s) constant in the training rows, centred only (not scaled): "
+                          f"{listed}", stacklevel=2)  # fmt: skip
     return Dataset(
         name=name or paths[0].stem,
         task="multiclass",
