@@ -115,3 +115,14 @@ def test_a_claims_id_given_for_a_preset_points_to_the_preset_its_study_runs(caps
     assert said.endswith("`lossbench claims run su-flooding-penalty` runs it")
     assert main(["presets", "exact-toy-1d"]) == 2
     assert "'exact-toy-1d' is a claim, not a preset: an analysis with no preset" in capsys.readouterr().err
+
+
+def test_run_and_claims_refuse_what_is_not_theirs_before_any_work(tmp_path, capsys):
+    # run --preset with a claim's id says how to run the claim, as presets does; nothing is written
+    assert main(["run", "--preset", "su-flooding-penalty", "--out", str(tmp_path / "out")]) == 2
+    assert "is a claim, not a preset" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    # claims reads its runs from --out's lossbench.db: a file there is refused, not read as "no runs"
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["claims", "--out", str(afile)]) == 2
+    assert capsys.readouterr().err.splitlines()[0] == f"lossbench: error: --out {afile} is not a folder"

@@ -182,12 +182,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lossbench.bench.console import run_progress, say_alone, say_unpaired
     from lossbench.bench.report import check_report_folder
     from lossbench.bench.runner import Runner
-    from lossbench.bench.spec import load_preset, load_spec
+    from lossbench.bench.spec import load_spec
     from lossbench.bench.storage import open_storage
 
     if args.spec and args.preset:
         raise ValueError("give a spec file or --preset, not both")
-    spec = load_spec(args.spec) if args.spec else load_preset(args.preset or "builtin")
+    spec = load_spec(args.spec) if args.spec else _preset(args.preset or "builtin")
     _run_options(args)
     device = _device(args.device)
     _writable_folder(args.out)
@@ -390,9 +390,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
     from lossbench.bench.spec import load_preset, preset_names, preset_text
 
     if args.name:
-        if args.name not in preset_names():
-            _refuse_claim_id(args.name)
-        load_preset(args.name)  # an unknown name is a one-line error
+        _preset(args.name)  # an unknown name is a one-line error
         print(preset_text(args.name), end="")
         return 0
     rows = []
@@ -402,6 +400,15 @@ def cmd_presets(args: argparse.Namespace) -> int:
         rows.append((name, ", ".join(f"{n} {word}{'s' * (n != 1)}" for n, word in counts)))
     print(format_table(("preset", "study"), rows))
     return 0
+
+
+def _preset(name: str):
+    """The preset ``name``; a claim's id given for one is refused with the command that runs the claim."""
+    from lossbench.bench.spec import load_preset, preset_names
+
+    if name not in preset_names():
+        _refuse_claim_id(name)
+    return load_preset(name)
 
 
 def _refuse_claim_id(name: str) -> None:
@@ -441,6 +448,8 @@ def _judging() -> Iterator[Callable[[str], None]]:
 def cmd_claims(args: argparse.Namespace) -> int:
     from lossbench.ledger.records import all_claims
 
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():  # (where its lossbench.db is read)
+        raise ValueError(f"--out {args.out} is not a folder")
     claims = all_claims()
     rows = []
     status = {}
@@ -461,8 +470,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
     if not read:  # ("not run" above means: not in this storage, which does not exist)
         print(f"(no runs read: {Path(args.out or '.', 'lossbench.db')} does not exist. The project's own runs are its "
               "reference ledger, REPRODUCTIONS.md; in a clone, `lossbench claims --storage "
-              "sqlite:///reproductions/lossbench.db` reads their status, judging each claim anew: about ten minutes on a "
-              "2-core machine)")  # fmt: skip
+              "sqlite:///reproductions/lossbench.db` reads their status, judging each claim anew: minutes)")  # fmt: skip
     return 0
 
 

@@ -289,7 +289,8 @@ def test_a_spec_with_plugins_runs_under_a_worker_in_another_process(tmp_path):
     # A worker not told the spec's plugins refuses the spec unread (a shared storage's spec may name any
     # module, and importing one runs it); one whose environment lacks the plugin says so; neither runs anything.
     untold = finished(lossbench("-m", "lossbench", "worker", "plugged", "--storage", url, plugin_dir=plugins))
-    assert untold.startswith("exit 2") and f"plugins ['{PLUGIN}'] against []); refused unread" in untold, untold
+    assert untold.startswith("exit 2") and (f"plugins ['{PLUGIN}'] against []); refused unread; if you trust them, give --plugin {PLUGIN}, in this order"
+                                           in untold), untold
     alone = finished(lossbench("-m", "lossbench", "worker", "plugged", "--plugin", PLUGIN, "--storage", url))
     assert alone.startswith("exit 2") and f"plugin '{PLUGIN}': no module '{PLUGIN}'" in alone, alone
 
@@ -308,7 +309,7 @@ def test_a_spec_with_plugins_runs_under_a_worker_in_another_process(tmp_path):
     # The report of a study whose spec names plugins imports them only when told to.
     out = str(tmp_path / "report")
     refused = finished(lossbench("-m", "lossbench", "report", "--storage", url, "--out", out, plugin_dir=plugins))
-    assert refused.startswith("exit 2") and "--plugins" in refused, refused
+    assert refused.startswith("exit 2") and "study 'plugged': stored spec: the spec imports plugins" in refused and "--plugins" in refused, refused
     written = finished(lossbench("-m", "lossbench", "report", "--storage", url, "--out", out, "--plugins", plugin_dir=plugins))
     assert written.startswith("exit 0") and (tmp_path / "report" / "report.md").is_file(), written
 

@@ -22,6 +22,7 @@ from lossbench.bench.report import (
     leaderboard_header,
     method_settings,
     paired_summary,
+    split_sizes,
     write_report,
 )
 from lossbench.bench.results import DatasetResult, MethodResult, collect, range_edges
@@ -441,3 +442,11 @@ def test_a_two_stage_methods_second_stage_has_its_own_settings_row():
     assert then[1] == "focal" and "then.loss.gamma in 0 .. 5" in then[5] and "then.mgs.noise in 0.5 .. 2" in then[5]
     assert "mgs(" in then[4] and "noise" not in then[4]  # searched, so not among the fixed settings
     assert "then." not in rows["ce_then_focal"][5] and rows["ce_then_focal"][4] == "-"
+
+
+def test_a_dataset_with_no_runs_yet_says_so():
+    spec = parse_spec({"name": "going", "trials": 2, "seeds": 3, "baseline": "ce", "datasets": ["wine", "breast_cancer"],
+                       "methods": [{"name": "ce", "loss": "cross_entropy"}]})  # fmt: skip
+    results = collect(spec, hand_storage(spec, {"ce": [0.8, 0.9, 0.85]}, {"ce": 0.05}))
+    assert [split_sizes(r) for r in results] == [
+        "Samples: tuning runs: 114 fit / 28 validation; final runs: 142 train / 36 test.", "Samples: no runs stored yet."]

@@ -177,3 +177,12 @@ def test_every_stored_spec_keeps_its_stored_fingerprint():
     assert rows
     for spec_json, fingerprint in rows:
         assert spec_from_json(json.loads(spec_json)).fingerprint() == json.loads(fingerprint)
+
+
+def test_the_leaderboard_names_both_stages_loss_and_transforms():
+    from lossbench.bench.report import _loss_and_transforms
+
+    spec = _spec(_method(), _method({"loss": "focal", "epochs": 1, "transforms": ["mgs"]}, name="ce+mgs"),
+                 _method({"loss": "focal", "epochs": 1}, name="two", transforms=["flooding"]))  # fmt: skip
+    assert [_loss_and_transforms(m) for m in spec.methods] == [
+        ("cross_entropy", ""), ("cross_entropy, then focal", "-, then mgs"), ("cross_entropy, then focal", "flooding, then -")]

@@ -24,7 +24,7 @@ from lossbench._provenance import version_line
 from lossbench.bench.methods import Method, resolve_method
 from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS
 from lossbench.bench.results import EDGE_FRACTION, EDGE_GRID, DatasetResult, MethodResult, scored_as_diverged
-from lossbench.bench.spec import THEN_PREFIX, Spec, resamples_split
+from lossbench.bench.spec import THEN_PREFIX, MethodSpec, Spec, resamples_split
 from lossbench.bench.stats import SIGNIFICANCE, format_p
 from lossbench.bench.storage import ALONE_ATTR, OWN_VALIDATION, PACKING_OFF, VALIDATION_ATTR, run_record
 from lossbench.registry import Choice, FloatRange, SearchSpace
@@ -270,6 +270,8 @@ def split_sizes(result: DatasetResult) -> str:
         if sizes:
             listed = " or ".join(f"{a} {words[0]} / {b} {words[1]}" for a, b in sorted(sizes))
             parts.append(f"{stage} runs: {listed}")
+    if not parts and not any(r.tune_trials or r.runs for r in result.methods):
+        return "Samples: no runs stored yet."
     return "Samples: " + "; ".join(parts) + "." if parts else f"Samples: {NOT_RECORDED}."
 
 
@@ -404,6 +406,14 @@ def _blank(x: float | None) -> Any:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
+def _loss_and_transforms(m: MethodSpec) -> tuple[str, str]:
+    """A method's loss and its transforms joined by "+" (a second stage's after ", then ", as the report's
+    methods table shows it)."""
+    stages = [m] if m.then is None else [m, m.then]
+    chains = ["+".join(t.name for t in s.transforms) for s in stages]
+    return ", then ".join(s.loss for s in stages), ", then ".join(c or "-" for c in chains) if any(chains) else ""
+
+
 def leaderboard_records(results: list[DatasetResult]) -> tuple[list[str], list[list[Any]]]:
     """The leaderboard's header and rows, values as they are (None where blank): ``leaderboard.csv``'s
     cells and :func:`lossbench.bench.compare`'s DataFrame (read back from the CSV, a method named
@@ -421,8 +431,7 @@ def leaderboard_records(results: list[DatasetResult]) -> tuple[list[str], list[l
         for r in result.methods:
             p = r.paired
             row = [
-                result.dataset.label, result.metric, _blank(r.rank), r.tied, r.method.name, r.method.loss,
-                "+".join(t.name for t in r.method.transforms), len(r.runs), r.diverged_runs(result.metric),
+                result.dataset.label, result.metric, _blank(r.rank), r.tied, r.method.name, *_loss_and_transforms(r.method), len(r.runs), r.diverged_runs(result.metric),
                 p.mean_difference if p else None, _blank(p.ci_low) if p else None, _blank(p.ci_high) if p else None,
                 p.same_on_every_seed if p else None, _blank(p.p_value) if p else None, _blank(r.p_holm), r.chosen_trial,
                 " ".join(str(r.runs[k].number) for k in sorted(r.runs)), json.dumps(r.config, sort_keys=True),

@@ -874,8 +874,13 @@ def stored_spec(storage: RDBStorage, name: str, plugins: Sequence[str] | None = 
         raise SpecError(f"study {name!r} in this storage was not created by lossbench")
     other = None if plugins is None else other_plugins(text, plugins)
     if other:
-        raise SpecError(f"study {name!r}: the stored spec is not this one ({other}); refused unread")
-    return spec_from_json(text)
+        stored = json.loads(text).get("plugins") or []
+        fix = f"; if you trust them, give {' '.join(f'--plugin {p}' for p in stored)}, in this order" if stored else ""
+        raise SpecError(f"study {name!r}: the stored spec is not this one ({other}); refused unread{fix}")
+    try:
+        return spec_from_json(text)
+    except ValueError as err:  # (its plugins refused by a command that only reads, say: which study's)
+        raise type(err)(f"study {name!r}: {err}") from None
 
 
 def stored_spec_names(storage: RDBStorage) -> list[str]:
