@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -413,14 +415,16 @@ def test_a_module_twin_names_itself_and_its_arguments_for_a_positional_or_misspe
         FocalLoss(gama=2.0)
 
 
-@pytest.mark.parametrize("name, argument", [("cross_entropy", "weight"), ("hinge", "weight"), ("focal", "alpha")])
+@pytest.mark.parametrize("name, argument", [("cross_entropy", "weight"), ("hinge", "weight"), ("focal", "alpha"), ("ldam", "weight")])
 def test_validate_false_reads_no_class_weight_values(name, argument):
     # (reading them waits for an accelerator on every step; on meta tensors it raised)
     info = LOSSES.get(name)
+    counts = {"class_counts": (5, 3, 1)} if "class_counts" in info.requires else {}
     x, y = torch.zeros(4, 3, device="meta"), torch.zeros(4, dtype=torch.int64, device="meta")
-    assert info.function(x, y, validate=False, **{argument: torch.ones(3, device="meta")}).shape == ()
-    with pytest.raises(ValueError, match=f"{argument} must hold finite non-negative values"):
-        info.function(torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64), **{argument: torch.tensor([1.0, -1.0, 1.0])})
+    assert info.function(x, y, validate=False, **counts, **{argument: torch.ones(3, device="meta")}).shape == ()
+    for bad in ([1.0, -1.0, 1.0], [1.0, math.nan, 1.0]):
+        with pytest.raises(ValueError, match=f"{argument} must hold finite non-negative values"):
+            info.function(torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64), **counts, **{argument: torch.tensor(bad)})
 
 
 def test_a_parameter_given_or_set_trains_with_the_model_and_a_module_names_its_own_arguments():

@@ -18,6 +18,7 @@ from lossbench.losses._registry import LossModule, loss_module, register_loss
 from lossbench.losses._validation import (
     as_counts,
     check_class_counts,
+    check_class_weight,
     check_count,
     check_interval,
     check_logits,
@@ -152,6 +153,7 @@ def ldam(
     x, y, _ = softmax_inputs(logits, target, ignore_index, reduction, validate)
     check_positive("max_margin", max_margin, allow_zero=True)
     check_positive("scale", scale)
+    check_class_weight(weight, x.shape[1], validate=validate)  # (its cross-entropy below does not look at them)
     margins = _counts_like(class_counts, x, validate) ** -0.25
     margins = margins * (max_margin / margins.max())
     adjusted = x.scatter_add(1, y[:, None], -margins[y][:, None])
