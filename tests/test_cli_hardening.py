@@ -67,7 +67,7 @@ def stored(tmp_path_factory):
     base = tmp_path_factory.mktemp("stored")
     db = base / "elsewhere" / "study.db"
     output = io.StringIO()  # not a terminal, as in a CI log
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(output):
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         mp.setenv("LOSSBENCH_STORAGE", f"sqlite:///{db}")
         assert main(["run", str(spec_file(base)), "--out", str(base / "out"), "--device", "cpu"]) == 0
     return base, db, output.getvalue()
@@ -634,11 +634,11 @@ def test_a_study_without_a_baseline_says_so_as_it_starts(capsys, tmp_path):
     spec = spec_file(tmp_path, "two")
     spec.write_text(spec.read_text() + '\n[[methods]]\nname = "focal"\nloss = "focal"\n')
     assert main(["run", str(spec), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
-    assert "two: no baseline named: the report ranks the methods by their means, with no paired tests" in capsys.readouterr().out
+    assert "two: no baseline named: the report ranks the methods by their means, with no paired tests" in capsys.readouterr().err
     with_baseline = spec_file(tmp_path, "paired", top='baseline = "ce"')
     with_baseline.write_text(with_baseline.read_text() + '\n[[methods]]\nname = "focal"\nloss = "focal"\n')
     assert main(["run", str(with_baseline), "--out", str(tmp_path / "out2"), "--device", "cpu"]) == 0
-    assert "no baseline named" not in capsys.readouterr().out
+    assert "no baseline named" not in capsys.readouterr().err
 
 
 def test_a_storage_out_of_disk_space_during_a_run_is_one_line_saying_the_command_resumes(capsys, tmp_path, monkeypatch):

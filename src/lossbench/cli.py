@@ -197,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     storage = open_storage(url, spec.heartbeat_interval)
     runner = Runner(spec, storage, device, data_dir=args.data_dir, pack=args.pack)
     if runner.grown:
-        print(f"{spec.name}: the stored study grows ({'; '.join(runner.grown)}); its stored runs are reused", flush=True)
+        print(f"{spec.name}: the stored study grows ({'; '.join(runner.grown)}); its stored runs are reused", file=sys.stderr)
     say_alone(runner.alone())
     say_unpaired(spec)
     with _local_workers(args, spec.name, url, spec.plugins), run_progress(f"{spec.name}") as progress:

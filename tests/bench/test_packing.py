@@ -165,7 +165,7 @@ def test_a_unit_that_trains_one_run_at_a_time_says_why_in_its_records_the_consol
     runner = Runner(spec, storage, torch.device("cpu"), pack=8)
     assert [label for label, _ in runner.alone()] == ["wine / mgs"]
     say_alone(runner.alone())
-    assert capsys.readouterr().out.startswith("wine / mgs: trains one run at a time (transform 'mgs' replaces the optimiser step)")
+    assert capsys.readouterr().err.startswith("wine / mgs: trains one run at a time (transform 'mgs' replaces the optimiser step)")
     runner.run()
     records = {unit.method.name: [run_record(t) for study in (unit.tune, unit.final) for t in study.get_trials()]
                for unit in runner.units}  # fmt: skip

@@ -367,7 +367,7 @@ def test_the_progress_bar_shows_titles_and_units_as_written(monkeypatch):
     from lossbench.bench import console as console_module
 
     out = io.StringIO()
-    monkeypatch.setattr(console_module, "console", Console(file=out, width=300, force_terminal=True, color_system=None))
+    monkeypatch.setattr(console_module, "status", Console(file=out, width=300, force_terminal=True, color_system=None))
     # (before: the bracketed part was taken for a style and dropped, and "[/x]" raised MarkupError)
     with console_module.run_progress("study [/x]") as update:
         update(1, 4, "table[path=a.csv] / ce[/x]", "ran")

@@ -1,8 +1,8 @@
 """Terminal output with rich: progress while a study runs, the leaderboard when it is done.
 
-On a terminal the progress is a live bar.  Where output is not a terminal (a CI log, a file),
-a bar would print nothing until the end, so each (dataset, method) unit prints one line as it
-finishes instead.
+On a terminal the progress is a live bar.  Where it is not a terminal (a CI log, a file), a bar
+would print nothing until the end, so each (dataset, method) unit prints one line as it finishes
+instead.  Progress and notices go to stderr, the leaderboards to stdout.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from lossbench.bench.results import DatasetResult
 from lossbench.bench.spec import Spec
 
 console = Console()
+# Progress and notices go to stderr: stdout keeps the results (`lossbench run > results.txt`).
+status = Console(stderr=True)
 
 # What Runner.run passes: runs done and in all, the unit (or what the worker waits for), and the
 # unit's status after its step ("ran", "waiting", "done").
@@ -38,13 +40,13 @@ def say_alone(alone: list[tuple[str, str]]) -> None:
     """One line per unit whose runs train one at a time though packing is on (``Runner.alone``): a
     sweep of such units takes many times longer, and the user may be able to change why."""
     for label, reason in alone:
-        console.print(f"{label}: trains one run at a time ({reason})", markup=False, highlight=False, soft_wrap=True)
+        status.print(f"{label}: trains one run at a time ({reason})", markup=False, highlight=False, soft_wrap=True)
 
 
 def say_unpaired(spec: Spec) -> None:
     """A study without a baseline gets no paired tests: said as it starts, not only in the report's protocol."""
     if spec.baseline is None and len(spec.methods) > 1:
-        console.print(f"{spec.name}: no baseline named: the report ranks the methods by their means, with no paired "
+        status.print(f"{spec.name}: no baseline named: the report ranks the methods by their means, with no paired "
                       'tests (set baseline = "<method>" for them)', markup=False, highlight=False, soft_wrap=True)  # fmt: skip
 
 
@@ -52,8 +54,8 @@ def say_unpaired(spec: Spec) -> None:
 def run_progress(title: str) -> Iterator[ProgressCallback]:
     """A progress bar over all runs (tuning trials + evaluation seeds) of a study on a terminal,
     one line per finished unit elsewhere."""
-    if not console.is_terminal:
-        yield unit_lines(title, lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+    if not status.is_terminal:
+        yield unit_lines(title, lambda line: status.print(line, markup=False, highlight=False, soft_wrap=True))
         return
     with Progress(
         # Titles and unit labels are text, not markup: "table[path=a.csv]" or a method named "[/x]".
@@ -63,7 +65,7 @@ def run_progress(title: str) -> Iterator[ProgressCallback]:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[unit]}", markup=False),
-        console=console,
+        console=status,
         transient=False,
     ) as progress:
         task = progress.add_task(title, total=None, unit="")
