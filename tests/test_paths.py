@@ -10,13 +10,18 @@ import optuna
 import pytest
 
 from lossbench._paths import (
+    _private_group,
     atomic_write,
     check_name,
     inside,
+    program_reason,
     read_regular_file,
+    trusted_path,
     untrusted_reason,
     user_cache_root,
 )
+from lossbench._provenance import describe_checkout
+from lossbench.losses import _exact_native
 from tests.permissions import grant_acl
 
 
@@ -193,3 +198,57 @@ def test_read_regular_file_refuses_sockets_and_folders_and_keeps_no_descriptor(t
     assert len(os.listdir("/proc/self/fd")) == before
     (tmp_path / "f").write_bytes(b"a\r\nb\x1ac")
     assert read_regular_file(tmp_path / "f") == b"a\r\nb\x1ac"
+
+
+def _program(folder: Path, name: str, owner: int | None = None) -> Path:
+    folder.mkdir(exist_ok=True)
+    program = folder / name
+    program.write_text("#!/bin/sh\nexit 1\n")
+    program.chmod(0o755)
+    if owner is not None:
+        os.chown(program, owner, owner)
+    return program
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_program_another_user_owns_or_could_change_is_not_run(tmp_path, monkeypatch):
+    # a compiler (or git) owned by another user passed where no one else could write it: its owner can change it
+    theirs = _program(tmp_path / "theirs", "cc", owner=1234)
+    assert program_reason(theirs) == f"{theirs} is owned by uid 1234"
+    with pytest.raises(RuntimeError, match=f"the C compiler {theirs}: {theirs} is owned by uid 1234, so another"):
+        _exact_native._trusted_compiler(str(theirs))
+    folder = tmp_path / "folder"
+    mine = _program(folder, "cc")
+    os.chown(folder, 1234, 1234)  # (its owner may replace the cc in it)
+    assert program_reason(mine) == f"{folder} is owned by uid 1234"
+    # git too: no commit named from another user's git first on PATH
+    _program(tmp_path / "theirs", "git", owner=1234)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'theirs'}:{os.environ.get('PATH', '')}")
+    assert describe_checkout(Path(__file__).parent) is None
+
+
+def test_what_the_compiler_runs_is_looked_up_in_folders_no_one_else_can_add_to(tmp_path, monkeypatch):
+    # gcc runs "as" and "ld" from PATH: a folder anyone may write (sticky or not) could hold a planted "as"
+    open_to_all, sticky, own = tmp_path / "open", tmp_path / "sticky", tmp_path / "own"
+    for folder, mode in ((open_to_all, 0o777), (sticky, 0o1777), (own, 0o755)):
+        folder.mkdir()
+        folder.chmod(mode)
+    monkeypatch.setenv("PATH", f"{open_to_all}:{sticky}:{own}:relative:/usr/bin")
+    assert trusted_path() == f"{own}:/usr/bin"
+    assert _exact_native._compiler_env()["PATH"] == f"{own}:/usr/bin"
+
+
+def test_a_group_that_is_another_accounts_primary_group_is_not_private(monkeypatch):
+    import pwd
+
+    me = pwd.getpwuid(os.geteuid())
+    _private_group.cache_clear()
+    monkeypatch.setattr(pwd, "getpwall", lambda: [me])
+    if not _private_group(me.pw_gid):
+        _private_group.cache_clear()
+        pytest.skip("this user has no private group")
+    _private_group.cache_clear()
+    other = pwd.struct_passwd(("other", "x", me.pw_uid + 1, me.pw_gid, "", "/", "/bin/sh"))
+    monkeypatch.setattr(pwd, "getpwall", lambda: [me, other])
+    assert not _private_group(me.pw_gid)  # (its member list leaves "other" out: the group is theirs as much)
+    _private_group.cache_clear()

@@ -9,10 +9,12 @@ that is not one plain component, and :func:`inside` proves a path lies below its
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import shutil
 import stat
 import struct
+import sys
 import tempfile
 from pathlib import Path
 
@@ -142,17 +144,20 @@ class UntrustedDirError(RuntimeError):
     """A cache directory another user could change: nothing is read from or written to it."""
 
 
+@functools.lru_cache(maxsize=None)
 def _private_group(gid: int) -> bool:
     """Whether group ``gid`` is this user's private group (named as the user, their primary group, no other
-    member: the usual setup under umask 002, where ``~/.cache`` and the like are group-writable)."""
+    member, nor another account's primary group: the usual setup under umask 002, where ``~/.cache`` and the
+    like are group-writable).  A group's member list leaves out the accounts whose primary group it is."""
     try:
         import grp
         import pwd
 
         user, group = pwd.getpwuid(os.geteuid()), grp.getgrgid(gid)
+        sharing = any(p.pw_gid == gid and p.pw_uid != user.pw_uid for p in pwd.getpwall())
     except (ImportError, KeyError):
         return False
-    return gid == user.pw_gid and group.gr_name == user.pw_name and set(group.gr_mem) <= {user.pw_name}
+    return gid == user.pw_gid and group.gr_name == user.pw_name and set(group.gr_mem) <= {user.pw_name} and not sharing
 
 
 # POSIX ACLs as Linux stores them (posix_acl_xattr.h): a 4-byte version, then (tag, perm, id) entries.
@@ -227,6 +232,56 @@ def absolute_path() -> str:
     """``$PATH`` without its empty or relative entries (``PATH=:/usr/bin``, a common slip, finds programs in
     the working folder): for the programs lossbench runs, and for what they run in turn (a compiler's ``as``)."""
     return os.pathsep.join(d for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if os.path.isabs(d))
+
+
+def trusted_owners() -> set[int]:
+    """The users whose files lossbench may run or import (a plugin, a compiler, git): root, this user, and
+    whoever owns this Python's installation or lossbench's own code (they could change those already: a
+    shared environment an administrator keeps, say)."""
+    return {0, os.getuid(), Path(sys.prefix).stat().st_uid, PACKAGE_DIR.stat().st_uid}
+
+
+def _folders_reason(folder: Path, strict: bool) -> str | None:
+    """Why another user could change what is found in ``folder`` (links resolved): it or a folder above it is
+    owned by someone not in :func:`trusted_owners`, or writable by another user; the sticky bit excuses the
+    folders above (others cannot rename what is in them) and, unless ``strict``, ``folder`` itself (where a
+    program found there stays; strict: where a program could be added, a compiler's ``as`` say)."""
+    mine, real = trusted_owners(), folder.resolve()
+    for directory in (real, *real.parents):
+        st = os.stat(directory)
+        if st.st_mode & stat.S_ISVTX and (directory != real or not strict):
+            continue
+        if st.st_uid not in mine:
+            return f"{directory} is owned by uid {st.st_uid}"
+        if others := others_write(directory, st):
+            return f"{directory} is {others}"
+    return None
+
+
+def program_reason(program: str | Path) -> str | None:
+    """Why another user could change the program ``program`` (an absolute path), or what runs as it: it (and
+    what its link points to) owned by someone not in :func:`trusted_owners` or writable by another user, or
+    its folder or one above (:func:`_folders_reason`); else None.  Windows: None (no owners to compare)."""
+    if not hasattr(os, "geteuid"):
+        return None
+    mine = trusted_owners()
+    for place in dict.fromkeys((Path(program), Path(program).resolve())):
+        st = os.stat(place)
+        if st.st_uid not in mine:
+            return f"{place} is owned by uid {st.st_uid}"
+        if others := others_write(place, st):
+            return f"{place} is {others}"
+        if reason := _folders_reason(place.parent, strict=False):
+            return reason
+    return None
+
+
+def trusted_path() -> str:
+    """:func:`absolute_path` without the folders another user could put a program in (:func:`_folders_reason`,
+    strict): the search path of what a program lossbench runs runs in turn (a compiler's ``as`` and ``ld``)."""
+    keep = [d for d in absolute_path().split(os.pathsep)
+            if os.path.isdir(d) and (not hasattr(os, "geteuid") or _folders_reason(Path(d), strict=True) is None)]  # fmt: skip
+    return os.pathsep.join(keep)
 
 
 def program_on_path(name: str) -> str | None:

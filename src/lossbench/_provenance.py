@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from lossbench._paths import program_on_path
+from lossbench._paths import program_on_path, program_reason
 
 
 @functools.lru_cache(maxsize=1)
@@ -29,6 +29,8 @@ def describe_checkout(directory: Path) -> str | None:
     None outside a checkout or where the checkout tracks no file under ``directory``."""
 
     program = program_on_path("git")  # (from PATH's absolute folders: never a ./git of the working folder)
+    if program is not None and program_reason(program) is not None:  # (another user's git: no commit named)
+        program = None
 
     def git(*args: str) -> str | None:
         if program is None:

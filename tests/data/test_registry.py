@@ -291,6 +291,35 @@ def test_an_untrusted_parse_cache_is_neither_read_nor_written(tmp_path, monkeypa
         assert _cache.cached("toy", {}, [source], build) == {"v": "parsed"}
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_an_entry_or_stamp_of_another_user_in_a_trusted_cache_is_not_taken(tmp_path, monkeypatch):
+    # (a folder whose group is this user's private one, while another account has that group as its primary
+    # group, let that account replace entries: whatever lets a file in, one not this user's is not taken)
+    shared_cache(tmp_path, monkeypatch)
+    source = write(tmp_path / "source.txt", "x")
+
+    def build():
+        return {"v": "parsed"}
+
+    _cache.cached("toy", {}, [source], build)
+    entry = _cache.cache_path("toy", {}, [source])
+    torch.save({**torch.load(entry, weights_only=True), "payload": {"v": "planted"}}, entry)
+    os.chown(entry, 12345, 12345)
+    with pytest.warns(UserWarning, match=r"unreadable parse cache .*not a cache entry of yours \(owner uid 12345"):
+        assert _cache.cached("toy", {}, [source], build) == {"v": "parsed"}
+    assert entry.stat().st_uid == 0  # (rewritten: this user's again)
+    rf = remote(tmp_path, b"payload", sha256=(sha256(b"payload"),))
+    info = DatasetInfo("toy", "files", lambda resolve: None, "multiclass", "tabular", "s", "o", files=(rf,), subdir="toy")
+    resolver = FileResolver(info, tmp_path / "data" / "toy", download=True, verify=True)
+    path = resolver("file.bin")
+    path.write_bytes(b"changed!")
+    stamp = _cache._trusted_cache("verified") / _cache._key(_cache.fingerprint([path]), rf.sha256, rf.archive_sha256)
+    stamp.write_bytes(b"")
+    os.chown(stamp, 12345, 12345)
+    with pytest.raises(ValueError, match="matches none of the published checksums"):
+        resolver("file.bin")
+
+
 def test_nothing_is_created_below_a_cache_parent_anyone_can_write(tmp_path, monkeypatch):
     cache = shared_cache(tmp_path, monkeypatch)
     cache.parent.mkdir()

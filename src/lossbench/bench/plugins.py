@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator
 from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec
 from pathlib import Path
 
-from lossbench._paths import others_write
+from lossbench._paths import others_write, trusted_owners
 
 
 class PluginError(ValueError):
@@ -228,15 +228,6 @@ def _check_location(name: str, found: ModuleSpec, imported: str | None = None) -
             refuse(folder, f"is {others} without the sticky bit (they may swap the folders in it)")
         if mine is not None and st.st_uid not in mine and not st.st_mode & stat.S_ISVTX:
             refuse(folder, f"user {st.st_uid} owns (they may swap the folders in it)")
-
-
-def trusted_owners() -> set[int]:
-    """The users whose files a plugin may live in: root, this user, and whoever owns this Python's
-    installation or lossbench's own code (they could change those already: a shared environment an
-    administrator keeps, say)."""
-    import lossbench
-
-    return {0, os.getuid(), Path(sys.prefix).stat().st_uid, Path(lossbench.__file__).stat().st_uid}
 
 
 def _refuse(subject: str, place: Path, why: str) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import stat
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -68,6 +70,24 @@ def _trusted_cache(subdir: str = "") -> Path | None:
         return None
 
 
+def _yours(st: os.stat_result) -> bool:
+    """Whether a cache file is what lossbench writes there: a regular file (no link) of this user that no one
+    else may write (0600).  Another's, even in a directory of this user's, is never read as parsed data nor
+    taken as a stamp (the directory's trust rule counts a group shared with no one else as no one's)."""
+    mine = not hasattr(os, "geteuid") or st.st_uid == os.geteuid()
+    return stat.S_ISREG(st.st_mode) and mine and not st.st_mode & 0o022
+
+
+def _entry_bytes(path: Path) -> bytes:
+    """The entry's bytes, read from what was checked (opened without following a link, then checked)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not _yours(st):
+            raise ValueError(f"not a cache entry of yours (owner uid {st.st_uid}, mode {stat.filemode(st.st_mode)})")
+        return f.read()
+
+
 def cache_path(kind: str, params: dict[str, Any], sources: Sequence[Path]) -> Path:
     return default_cache_dir() / f"{kind}-{_key(kind, params, [str(Path(p).resolve()) for p in sources])}.pt"
 
@@ -94,7 +114,7 @@ def cached(
     path = directory / cache_path(kind, params, sources).name
     if path.is_file():
         try:  # (a damaged file fails torch.load in many ways, KeyError and IndexError among them: all a cache miss)
-            stored = torch.load(path, weights_only=True)
+            stored = torch.load(io.BytesIO(_entry_bytes(path)), weights_only=True)
             if not (isinstance(stored, dict) and "payload" in stored):
                 raise ValueError("not a parse cache entry")
         except Exception as err:
@@ -117,7 +137,7 @@ def verify_once(path: Path, rf: RemoteFile) -> None:
     """``rf.check`` the file at ``path``, skipped when this (path, size, mtime) already passed."""
     directory = _trusted_cache("verified")  # None: a stamp there could be planted, so the file is checked
     stamp = None if directory is None else directory / _key(fingerprint([path]), rf.sha256, rf.archive_sha256)
-    if stamp is not None and stamp.is_file():
+    if stamp is not None and stamp.is_file() and _yours(os.lstat(stamp)):
         return
     try:
         data = read_regular_file(path)

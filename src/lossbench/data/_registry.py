@@ -122,6 +122,13 @@ class FileResolver:
 
     def __init__(self, info: DatasetInfo, directory: Path, download: bool, verify: bool) -> None:
         self.info, self.directory, self.download, self.verify = info, directory, download, verify
+        self.unchecked: list[Path] = []  # downloaded now with no digest of their bytes: checked by their content
+
+    def drop_unchecked(self) -> None:
+        """Delete the files downloaded now that no digest of their bytes checked, where their content failed
+        the loader's check: kept, a later load (verify=False, say) would take them as they are."""
+        for path in self.unchecked:
+            path.unlink(missing_ok=True)
 
     def __call__(self, name: str) -> Path:
         rf = self.info.file(name)
@@ -139,6 +146,8 @@ class FileResolver:
                 raise DataUnavailableError(
                     missing_files_message(self.info.name, self.directory, missing, [str(err)])
                 ) from None
+            if not (rf.sha256 or rf.archive_sha256):
+                self.unchecked.append(path)
         if self.verify:
             verify_once(path, rf)
         return path

@@ -433,16 +433,22 @@ def _table_set_loader(ts: TableSet):
     def read(resolve: FileResolver, options: dict[str, Any]) -> Dataset:
         path = resolve(ts.data.name)
         test = resolve(ts.test.name) if ts.test is not None else None
-        return load_table(
-            path,
-            test_path=test,
-            **ts.read,
-            **options,
-            content_sha256=ts.content_sha256 if resolve.verify else None,
-            name=ts.name,
-            source=f"{ts.origin}; files in {path.parent}",
-            paper_rules=True,  # (every TableSet is one of the paper's: EXACT_UCI_SETS)
-        )
+        try:
+            return load_table(
+                path,
+                test_path=test,
+                **ts.read,
+                **options,
+                content_sha256=ts.content_sha256 if resolve.verify else None,
+                name=ts.name,
+                source=f"{ts.origin}; files in {path.parent}",
+                paper_rules=True,  # (every TableSet is one of the paper's: EXACT_UCI_SETS)
+            )
+        except ValueError as err:
+            if resolve.unchecked:  # (downloaded now and checked by its cells only: not kept)
+                resolve.drop_unchecked()
+                raise ValueError(f"{err} (the download is deleted)") from None
+            raise
 
     if ts.test is not None:
 

@@ -43,10 +43,10 @@ import torch
 
 from lossbench._paths import (
     UntrustedDirError,
-    absolute_path,
-    others_write,
     program_on_path,
+    program_reason,
     trusted_dir,
+    trusted_path,
     user_cache_root,
 )
 from lossbench.losses import _exact_rules as rules
@@ -140,22 +140,22 @@ def _cpu_signature() -> str:
 
 def _trusted_compiler(compiler: str) -> str:
     """``compiler`` (``$CC``'s form) with its program as an absolute path, found on PATH's absolute folders only
-    (a relative entry would run a ``cc`` of the working folder) and writable by no other user, nor its folder:
-    what it builds is loaded into this process."""
+    (a relative entry would run a ``cc`` of the working folder), and owned and writable by no other user, nor
+    its folders (``_paths.program_reason``): what it builds is loaded into this process."""
     command = _command(compiler)
     program = program_on_path(command[0]) if command else None
     if program is None:
         raise RuntimeError(f"no C compiler {compiler!r} in PATH's absolute folders (set $CC)")
-    for place in (Path(program), Path(program).parent, Path(program).resolve(), Path(program).resolve().parent):
-        if reason := others_write(place):
-            raise RuntimeError(f"the C compiler {program}: {place} is {reason}, so another user could change what it builds")
+    if reason := program_reason(program):
+        raise RuntimeError(f"the C compiler {program}: {reason}, so another user could change what it builds")
     return shlex.join([program, *command[1:]])
 
 
 def _compiler_env(**more: str) -> dict[str, str]:
-    """The compiler's environment: PATH's absolute folders only (a wrapper's compiler, ccache's gcc, or the
-    compiler's own assembler is looked up there too), and ``more``."""
-    return {**os.environ, "PATH": absolute_path(), **more}
+    """The compiler's environment: PATH's folders that no other user could put a program in
+    (``_paths.trusted_path``: a wrapper's compiler, ccache's gcc, the compiler's own ``as`` and ``ld`` are
+    looked up there), and ``more``."""
+    return {**os.environ, "PATH": trusted_path(), **more}
 
 
 def _command(compiler: str) -> list[str]:
