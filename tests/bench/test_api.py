@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import collections
+import functools
 import json
 import os
+import re
 import textwrap
 
 import numpy as np
@@ -31,7 +34,7 @@ def frame(n: int = 60, seed: int = 0):
 
 
 def test_compare_runs_a_user_model_on_a_dataframe(tmp_path):
-    seen = []
+    seen = collections.deque()  # (a list of settings it appends to would count by its value: a new study each call)
 
     def mlp(dataset, seed, width=4):
         seen.append((seed, width, dataset.input_shape))
@@ -429,6 +432,33 @@ def test_a_model_that_returns_no_tensor_is_one_line(tmp_path):
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("where", ["factory", "forward"])
+def test_any_error_of_a_users_factory_or_forward_is_one_line_before_any_work(tmp_path, where):
+    class Keyed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear, self.cfg = nn.Linear(4, 2), {}
+
+        def forward(self, x):
+            return self.linear(x) * self.cfg["scale"]
+
+    def factory(dataset, seed):
+        return Keyed() if where == "forward" else nn.Linear(dataset.n_features, 2)
+
+    x, y = torch.randn(40, 4), torch.arange(40) % 2
+    error = "KeyError: 'scale'" if where == "forward" else "AttributeError: 'Dataset' object has no attribute 'n_features'"
+    with pytest.raises(ValueError, match=re.escape(error)) as err:
+        compare((x, y), model=factory, methods=["cross_entropy"], out=tmp_path / "out", **TINY)
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+
+
+def test_compare_gives_the_callers_random_generator_back_as_it_was(tmp_path):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    compare(frame(), label="kind", methods=["cross_entropy"], out=tmp_path, **TINY)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_integer_features_float32_cannot_hold_are_refused(tmp_path):
     # features are float32: an id of 16777217 rounded to 16777216 silently
     x, y = torch.arange(40 * 3).reshape(40, 3), torch.arange(40) % 2
@@ -494,3 +524,52 @@ def test_one_hot_label_rows_are_read_as_multi_label_and_said_so():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _in_memory((torch.randn(20, 4), multi), (torch.randn(6, 4), y[1:7]), None, None, "d")
+
+
+def test_a_searched_model_configuration_that_cannot_pack_trains_one_run_at_a_time(tmp_path):
+    # the unit's check tries each searched value with the others at their middle: (True, "bn") was never built,
+    # and a pack of such runs raised in the middle of the study (its trials failed, the same call failing again)
+    def combo(dataset, seed, use_norm=False, norm="none"):
+        layers = [nn.Linear(dataset.input_shape[0], 4)]
+        if use_norm and norm == "bn":
+            layers.append(nn.BatchNorm1d(4))  # (running statistics: buffers, which a pack cannot keep per run)
+        return nn.Sequential(*layers, nn.ReLU(), nn.Linear(4, dataset.num_classes))
+
+    space = {"use_norm": {"choices": [False, True]}, "norm": {"choices": ["none", "bn"]}}
+    with pytest.warns(RuntimeWarning, match=r"its runs with \{'model.norm': 'bn', 'model.use_norm': True\} train one "
+                                            r"at a time \(.*buffers"):  # fmt: skip
+        result = compare(frame(), label="kind", model=combo, model_search=space, methods=["cross_entropy"],
+                         out=tmp_path, **{**TINY, "trials": 12})  # fmt: skip
+    assert result.complete
+    import optuna
+
+    from lossbench.bench.storage import ALONE_ATTR, run_record
+
+    records = [(t.params, run_record(t)) for s in optuna.get_all_study_summaries(result.storage)
+               for t in optuna.load_study(study_name=s.study_name, storage=result.storage).get_trials()]  # fmt: skip
+    batch_norm = [r for p, r in records if p.get("model.use_norm") and p.get("model.norm") == "bn"]
+    assert batch_norm and all(r["pack"] == 1 and "buffers" in r[ALONE_ATTR] for r in batch_norm)
+    assert any(r.get("pack", 0) > 1 for p, r in records if not (p.get("model.use_norm") and p.get("model.norm") == "bn"))
+
+
+def test_a_factory_is_another_study_where_a_list_dict_or_tensor_it_closes_over_changes():
+    # (counted by their type only, or by a repr that elides a large tensor's middle: an edited model's call
+    # took the stored study of the old one, its results without training)
+    from lossbench.bench.api import _code_digest
+
+    def make(setting):
+        def factory(dataset, seed):
+            return nn.Linear(dataset.input_shape[0], len(setting))
+        return factory
+
+    def init(dataset, seed, weights=None):
+        return nn.Linear(dataset.input_shape[0], 2)
+
+    big, edited = torch.zeros(100, 100), torch.zeros(100, 100)
+    edited[50, 50] = 1.0
+    pairs = [(make([2]), make([256, 256])), (make({"width": 2}), make({"width": 3})),
+             (make(torch.zeros(3)), make(torch.ones(3))), (make(np.zeros(3)), make(np.ones(3))),
+             (functools.partial(init, weights=big), functools.partial(init, weights=edited))]  # fmt: skip
+    for one, other in pairs:
+        assert _code_digest(one) != _code_digest(other)
+        assert _code_digest(one) == _code_digest(one)

@@ -83,6 +83,12 @@ def test_a_missing_cell_in_any_column_is_refused_with_its_row_label(tmp_path, co
     assert f"data: column {column!r} is missing a value (row 'r7')" in refused(tmp_path, df)
 
 
+def test_an_infinite_cell_names_its_row_label_as_a_missing_one_does(tmp_path):
+    df = frame()
+    df.loc["r7", "a"] = np.inf  # (named by its position, 7, where a missing cell of it is named 'r7')
+    assert "data: row 'r7', column 'a' is not a finite number" in refused(tmp_path, df)
+
+
 def test_a_missing_label_names_its_row_label(tmp_path):
     df = frame()
     df.loc["r3", "kind"] = None

@@ -235,17 +235,20 @@ def _run(
     check_report_folder(out, spec.name, "out")
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise; restored below
+    # (each run seeds torch's generators with its own seed: the caller's are given back as they were)
+    cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []  # (manual_seed seeds each)
     try:
-        url = storage_url(storage, out)
-        check_storage_url(url)
-        preflight(spec, None)
-        store = open_storage(url, spec.heartbeat_interval)
-        runner = Runner(spec, store, device, pack=pack)
-        if progress:
-            say_alone(runner.alone())
-            say_unpaired(spec)
-        with run_progress(spec.name) if progress else contextlib.nullcontext(None) as callback:
-            runner.run(callback)
+        with torch.random.fork_rng(devices=cuda):
+            url = storage_url(storage, out)
+            check_storage_url(url)
+            preflight(spec, None)
+            store = open_storage(url, spec.heartbeat_interval)
+            runner = Runner(spec, store, device, pack=pack)
+            if progress:
+                say_alone(runner.alone())
+                say_unpaired(spec)
+            with run_progress(spec.name) if progress else contextlib.nullcontext(None) as callback:
+                runner.run(callback)
         spec = runner.spec  # the spec it finished: another worker may have grown the study
         results = collect(spec, store)
     finally:
@@ -315,6 +318,8 @@ def _code_digest(factory: Any) -> str:
     todo: collections.deque[tuple[str, Any]] = collections.deque()  # (what names it, the object): read in turn
 
     def text(value: Any) -> str:  # sets in sorted order (their repr's order follows PYTHONHASHSEED)
+        if (array := _array_bytes(value)) is not None:  # (a repr elides the middle of a large one)
+            return f"{type(value).__name__}({value.dtype}, {tuple(value.shape)}, {hashlib.sha256(array).hexdigest()})"
         if isinstance(value, (set, frozenset)):
             return "{" + ", ".join(sorted(map(text, value))) + "}"
         if isinstance(value, (tuple, list)):
@@ -345,12 +350,13 @@ def _code_digest(factory: Any) -> str:
                 value = cell.cell_contents
             except ValueError:  # an empty cell
                 value = None
-            # a closed-over setting (a width, a tuple of widths) counts by its value, a function or class by
-            # its code (make(Net): an edited Net is another study); anything else by its type: a list's or a
-            # dict's contents may change between calls (a list the factory appends to)
+            # a closed-over setting (a width, a list or dict of them, a tensor) counts by its value as the call
+            # finds it, a function or class by its code (make(Net): an edited Net is another study); anything
+            # else by its type (a factory that appends settings to a list it closes over makes a new study
+            # each call: the price of never taking another configuration's stored runs as its own)
             if isinstance(value, (types.FunctionType, type)):
                 todo.append(("", value))
-            parts.append(stable(value) if _setting(value, frozen=True) else type(value).__qualname__.encode())
+            parts.append(stable(value) if _setting(value) else type(value).__qualname__.encode())
 
     def state(instance: Any) -> None:  # a callable instance's or a bound method's own: Factory(width=256)
         for attr, member in sorted(getattr(instance, "__dict__", {}).items()):
@@ -417,14 +423,27 @@ def _globals_read(code: types.CodeType) -> Iterator[tuple[str, str | None]]:
             yield ins.argval, after.argval if after is not None and after.opname in _ATTRIBUTE_LOADS else None
 
 
-def _setting(value: Any, frozen: bool = False) -> bool:
-    """A plain value a factory may read as a setting: a number, a string or a container of them (``frozen``:
-    a tuple or frozenset only, whose contents cannot change)."""
-    if isinstance(value, (int, float, complex, str, bytes, bool, type(None))):
+def _setting(value: Any) -> bool:
+    """A plain value a factory may read as a setting: a number, a string, a tensor or array (by its bytes), or
+    a container of them."""
+    if isinstance(value, (int, float, complex, str, bytes, bool, type(None))) or _array_bytes(value) is not None:
         return True
-    if isinstance(value, (tuple, frozenset) if frozen else (tuple, list, set, frozenset)):
-        return all(_setting(v, frozen) for v in value)
-    return not frozen and isinstance(value, dict) and all(_setting(k) and _setting(v) for k, v in value.items())
+    if isinstance(value, (tuple, list, set, frozenset)):
+        return all(_setting(v) for v in value)
+    return isinstance(value, dict) and all(_setting(k) and _setting(v) for k, v in value.items())
+
+
+def _array_bytes(value: Any) -> bytes | None:
+    """A tensor's or a NumPy array's values as bytes (None for anything else, and an array of objects)."""
+    if isinstance(value, torch.Tensor):
+        try:
+            return value.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes()
+        except (RuntimeError, TypeError):  # (a sparse, quantized or meta tensor: by its type, as any other object)
+            return None
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(value, np.ndarray) and value.dtype != object:
+        return np.ascontiguousarray(value).tobytes()
+    return None
 
 
 def _method(m: Any) -> dict[str, Any]:
@@ -725,7 +744,7 @@ def _frame(frame: Any, label: str | None, what: str, columns: list[str] | None =
         raise ValueError(f"{what}: a feature column does not convert to numbers: {err}") from None
     numeric = labels.dtype.kind in "biuf"
     y = _tensor_or_names(labels.to_numpy()) if numeric else labels.map(str).to_numpy(dtype=object)
-    return _features(x, what, list(map(str, features.columns))), y
+    return _features(x, what, list(map(str, features.columns)), features.index), y
 
 
 # pandas.api.types.infer_dtype's names for numbers (of a column of objects: read as numbers, not categories)
@@ -739,7 +758,9 @@ def _first(frame: Any, mask: Any) -> Any:
     return frame.index[mask.to_numpy()].tolist()[0]
 
 
-def _features(x: torch.Tensor, what: str, columns: list[str] | None = None) -> torch.Tensor:
+def _features(x: torch.Tensor, what: str, columns: list[str] | None = None, index: Any = None) -> torch.Tensor:
+    """``x`` as float32 features, checked (``columns``: the names, ``index``: a frame's row labels, which
+    an error names as ``frame.loc`` takes them)."""
     if not (
         x.is_floating_point()
         or x.dtype in (torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
@@ -754,8 +775,9 @@ def _features(x: torch.Tensor, what: str, columns: list[str] | None = None) -> t
     if bad.any():
         row, col = (int(i) for i in bad.nonzero()[0])
         where = f"column {columns[col]!r}" if columns else f"feature {col}"
+        label = row if index is None else index[row : row + 1].tolist()[0]
         raise ValueError(
-            f"{what}: row {row}, {where} is not a finite number (missing values must be filled first)"
+            f"{what}: row {label!r}, {where} is not a finite number (missing values must be filled first)"
         )
     return x
 

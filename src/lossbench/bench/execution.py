@@ -342,6 +342,9 @@ def _check_model(split: Split, method: Method, spec: Spec, params: dict[str, Any
                             **kwargs)  # fmt: skip
     except (ValueError, TypeError, RuntimeError, MemoryError) as err:  # (RuntimeError: torch's allocator, say)
         raise SpecError(f"{where}: model {spec.train.model!r} with {kwargs}: {first_line(err)}") from None
+    except Exception as err:  # noqa: BLE001 - a factory's own (dataset.n_features: AttributeError), in one line
+        raise SpecError(f"{where}: model {spec.train.model!r} with {kwargs} fails: {type(err).__name__}: "
+                        f"{first_line(err)}{raised_at(err)}") from None
     stage_losses = (method.loss,) if method.then is None else (method.loss, method.then.loss)
     for loss in stage_losses:
         if not loss.shift_invariant and getattr(model, "zero_first_logit", False):
@@ -367,7 +370,7 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
     try:
         with torch.no_grad():
             logits = model(split.x_fit[:8])  # the loss checks its arguments when called
-    except (RuntimeError, ValueError, TypeError, IndexError) as err:  # (a plugin model's forward, say)
+    except Exception as err:  # noqa: BLE001 - a plugin model's forward, say (self.cfg["scale"]: KeyError)
         raise SpecError(f"{where}: model {spec.train.model!r} fails on {len(split.x_fit[:8])} samples of the data: "
                         f"{type(err).__name__}: {first_line(err)}{raised_at(err)}") from None
     if not isinstance(logits, torch.Tensor):
@@ -402,7 +405,7 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
                 check_optimizer(spec.train.optimizer, lr, [decay], spec.train.weight_decay_on)
             except (ValueError, TypeError) as err:
                 raise SpecError(f"{where}: {what} is refused: {err}") from None
-            except (RuntimeError, IndexError) as err:  # (a plugin loss's own error on a batch of the data, say)
+            except Exception as err:  # noqa: BLE001 - a plugin loss's own error on a batch of the data, say
                 raise SpecError(f"{where}: {what} fails: {type(err).__name__}: {first_line(err)}{raised_at(err)}") from None
 
     # the middle first: a bad one would be blamed on whichever end was checked beside it
@@ -859,6 +862,13 @@ def _model_unpackable(split: Split, method: Method, spec: Spec,
         if out.shape != own.shape or not torch.allclose(out, own, rtol=1e-4, atol=1e-5):
             return f"{where} gives other outputs packed than alone{mode}", None
     return None, alone
+
+
+def configuration_unpackable(split: Split, method: Method, spec: Spec, params: dict[str, Any]) -> str | None:
+    """Why runs of the searched model configuration of ``params`` cannot train packed, though their unit packs
+    (None: they can): :func:`unpackable` tries each searched model hyperparameter at its ends, the others at
+    the middle, not every combination of them (batch norm only where two choices meet, say)."""
+    return _model_unpackable(split, method, spec, params)[0]
 
 
 def spread_model(method: Method, spec: Spec) -> str | None:

@@ -57,6 +57,7 @@ from lossbench.bench.execution import (
     RunResult,
     Split,
     check_unit,
+    configuration_unpackable,
     model_config,
     pack_key,
     run_seed,
@@ -258,6 +259,7 @@ class Runner:
         self._known: dict[int, list[FrozenTrial]] = {}  # per study id, its trials as this worker last read or wrote them
         self._lone: set[str] = set()  # units whose killed run's retry waits to start alone (see _start)
         self._heartbeats: Heartbeats | None = None  # while running
+        self._configurations: dict[tuple[str, Any], str | None] = {}  # (unit, model configuration): why alone
         self._setup(resolved)
 
     def _resolve(self, spec: Spec) -> list[tuple[DatasetSpec, Method]]:
@@ -721,7 +723,7 @@ class Runner:
         together: dict[Any, list[tuple[int, int]]] = {}  # packing units' runs, by split and model configuration
         calls: list[list[tuple[int, int]]] = []
         for key, (_, _, params, _, split) in prepared.items():
-            if packs[key[0]].unit.alone(packs[key[0]].stage) is None:
+            if self._alone(packs[key[0]], params, split) is None:
                 together.setdefault((id(split), model_config(self.spec, params)), []).append(key)
             else:
                 calls.append([key])
@@ -755,6 +757,21 @@ class Runner:
             if failure is not None:
                 return outcomes, failure
         return outcomes, None
+
+    def _alone(self, started: _Started, params: dict[str, Any], split: Split) -> str | None:
+        """Why a run trains one at a time: its unit's reason for the stage, else its model configuration's
+        (checked once per unit and configuration, the first time one is trained, with a warning where it
+        cannot pack)."""
+        unit = started.unit
+        if (reason := unit.alone(started.stage)) is not None or not (config := model_config(self.spec, params)):
+            return reason
+        if (unit.label, config) not in self._configurations:
+            reason = configuration_unpackable(split, unit.method, self.spec, params)
+            self._configurations[(unit.label, config)] = reason
+            if reason is not None:
+                warnings.warn(f"{unit.label}: its runs with {dict(config)} train one at a time ({reason})", RuntimeWarning,
+                              stacklevel=2)  # fmt: skip
+        return self._configurations[(unit.label, config)]
 
     def _store_early(self, packs: list[_Started], outcomes: list[list[tuple[Outcome | None, RunResult | None]]],
                      stored: dict[tuple[int, int], bool], keys: list[tuple[int, int]], later: list[tuple[int, int]],
@@ -834,7 +851,7 @@ class Runner:
                           "seconds": round(result.seconds, 4), "pack": len(keys)}  # fmt: skip
                 if result.decided:
                     record[DECIDED_ATTR] = result.decided
-                alone = packs[key[0]].unit.alone(packs[key[0]].stage)
+                alone = self._alone(packs[key[0]], prepared[key][2], split)
                 if alone is not None:
                     record[ALONE_ATTR] = alone
                 record.update(environment=self.environment, sizes={"fit": len(split.y_fit), "scored": len(split.y_eval)})
