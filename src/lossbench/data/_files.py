@@ -103,6 +103,21 @@ def visible_entries(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
+def files_below(folder: Path) -> list[Path]:
+    """Every regular file below ``folder``, in its sub-folders too (as torchvision's ImageFolder finds a
+    class's samples), sorted, hidden names skipped; a folder reached again through a link is read once."""
+    found, seen, todo = [], set(), [folder]
+    while todo:
+        current = todo.pop()
+        if current.resolve() in seen:
+            continue
+        seen.add(current.resolve())
+        entries = visible_entries(current)
+        found += [p for p in entries if p.is_file()]
+        todo += [p for p in reversed(entries) if p.is_dir()]
+    return sorted(found)
+
+
 def split_lines(text: str) -> list[str]:
     """``text`` split at line ends only (``\\n``, ``\\r\\n``, ``\\r``).  ``str.splitlines`` also splits at
     form feeds, \\x1c-\\x1e, U+2028/U+2029 and \\x85 (a Windows-1252 ellipsis read as Latin-1), which

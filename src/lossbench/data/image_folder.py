@@ -1,9 +1,10 @@
 """Image classification trees: ``root/<split>/<class>/<image>`` (torchvision's ImageFolder layout).
 
 Classes are the training split's sub-directories, sorted by name; the test split may use a
-subset of them.  Hidden folders and files (names starting with ``.``) are skipped, as in
-``text_folder``.  Images (``.png .jpg .jpeg .bmp .gif .tif .tiff .webp``, read with Pillow)
-become ``float32 (N, C, H, W)`` in ``[0, 1]``:
+subset of them; a class's images are the files in its folder and in the folders below it, as
+ImageFolder reads them (a file without an image suffix is skipped, with a warning).  Hidden folders
+and files (names starting with ``.``) are skipped, as in ``text_folder``.  Images (``.png .jpg .jpeg
+.bmp .gif .tif .tiff .webp .ppm .pgm .pbm``, read with Pillow) become ``float32 (N, C, H, W)`` in ``[0, 1]``:
 
 - channels: ``channels=1`` converts to grayscale (Pillow's ``L``: ITU-R 601-2 luma),
   ``channels=3`` to RGB; ``None`` picks 1 when every image is grayscale, else 3;
@@ -17,18 +18,21 @@ become ``float32 (N, C, H, W)`` in ``[0, 1]``:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 
+from lossbench._checks import first_few
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset
-from lossbench.data._files import visible_entries
+from lossbench.data._files import files_below, visible_entries
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 WIDE = 65535  # the full scale of 16-bit grayscale, as 255 is of 8-bit images
-PARSE_VERSION = 2  # 2: 16-bit images scaled by 65535 (were clipped at 255); part of the parse-cache key
+PARSE_VERSION = 3  # 2: 16-bit images scaled by 65535 (were clipped at 255); 3: a class's sub-folders read, PPM/PGM/PBM
+# images; part of the parse-cache key
 
 
 def _list_split(root: Path, split: str) -> list[tuple[str, list[Path]]]:
@@ -37,9 +41,13 @@ def _list_split(root: Path, split: str) -> list[tuple[str, list[Path]]]:
         raise ValueError(f"image folder split not found: {folder} (root= holds train/<class>/ and test/<class>/ folders of images)")
     classes = []
     for d in (p for p in visible_entries(folder) if p.is_dir()):
-        images = [p for p in visible_entries(d) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        files = files_below(d)  # (its sub-folders' too, as torchvision's ImageFolder reads a class)
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         if not images:
             raise ValueError(f"{d}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        if others := [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]:  # (skipped, as ImageFolder does)
+            warnings.warn(f"{d}: {len(others)} file(s) without an image suffix not read: {first_few(p.name for p in others)}",
+                          stacklevel=3)  # fmt: skip
         classes.append((d.name, images))
     if not classes:
         raise ValueError(f"{folder}: no class sub-directories")

@@ -61,7 +61,7 @@ import torch
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset, check_test_labels, classes_without_rows
 from lossbench.data._files import read_text
-from lossbench.data.splits import VALIDATION_MASK, resolve_test_fraction, train_test_indices
+from lossbench.data.splits import VALIDATION_MASK, check_split_seed, resolve_test_fraction, train_test_indices
 from lossbench.data.text_bags import TokenBags
 from lossbench.data.text_tokens import get_tokenizer, tokenize
 
@@ -83,8 +83,9 @@ LAYOUTS = ("bags", "padded")
 DEFAULT_MAX_LENGTH = 2048
 # Part of the parse-cache key, bumped when entries parsed before may hold what is now refused.  1: a
 # dev or test label training never sees, with label_names too; fastText's empty label (text_lines).  2: rows
-# merged by a stray quote, a header whose label cell is a label of the rows below.
-PARSE_VERSION = 2
+# merged by a stray quote, a header whose label cell is a label of the rows below.  3: documents cut at max_length
+# counted; a TREC line's tab, a fastText label after the text, a tokenizer file's padding and truncation.
+PARSE_VERSION = 3
 UNKNOWN_WARN_SHARE = 0.2  # warn above this share of unknown test tokens
 CSV_FIELD_LIMIT = 2**31 - 1  # the largest value csv.field_size_limit takes on every platform
 
@@ -193,6 +194,7 @@ def encode_text(
     warn when too many test tokens are unknown (``meta["unknown_test_tokens"]``)."""
     options = {"min_count": min_count, "max_vocab": max_vocab, "hash_buckets": hash_buckets}
     check_text_options(**options, max_length=max_length, layout=layout, tokenizer=tokenizer)
+    check_split_seed(seed, "stratified")  # (with a test file too: no setting is silently taken whatever it is)
     names = [str(n) for n in label_names or ()]  # (as class_order names the classes)
     repeated = sorted({n for n in names if names.count(n) > 1}, key=names.index)
     if repeated:  # (one class twice would be two classes, one of them never a target)
@@ -252,9 +254,14 @@ def encode_text(
             "vocab": vocab,
             "vocab_size": vocab_size,
             "unknown": unknown,
+            "cut": [sum(len(doc) > max_length for doc in split) for split in tokens] if max_length else [],
         }
 
     p = cached("text", params, sources, parse, cache=cache)
+    if cut := sum(p["cut"]):
+        warnings.warn(f"{name}: {cut} of {len(p['y_train']) + len(p['y_test'])} documents are longer than max_length="
+                      f"{max_length} tokens and keep their first {max_length} (max_length=None keeps them whole)",
+                      stacklevel=3)  # fmt: skip
     x_train, x_test = TokenBags(*p["train"]), TokenBags(*p["test"])
     if layout == "padded":
         length = max(1, x_train.width, x_test.width)
@@ -410,6 +417,9 @@ def _column_index(column: str | int, header: list[str] | None, path: Path, what:
         )
     if column not in header:
         raise ValueError(f"{path}: no column {column!r} in the header ({', '.join(header)}) for {what}")
+    if header.count(column) > 1:  # (as the table loader refuses a repeated header name: which one is meant?)
+        raise ValueError(f"{path}: the header names column {column!r} {header.count(column)} times, for {what}; "
+                         "rename one, or pass a 0-based index")  # fmt: skip
     return header.index(column)
 
 
@@ -477,6 +487,9 @@ def read_text_table(
                     for col, what in ((t, "text_column"), (lab, "label_column")):  # (an index, with a header too)
                         if not -width <= col < width:
                             raise ValueError(f"{what}={col} is out of range for {path} ({width} columns)")
+                    if t % width == lab % width:  # (the labels would be the text: every test row right)
+                        raise ValueError(f"{path}: text_column={text_column!r} and label_column={label_column!r} are "
+                                         "one column; the text and the label are two")  # fmt: skip
                     if header:
                         continue
                 if len(row) != width:  # (a row over lines is named by its first, as below)

@@ -1,7 +1,7 @@
 """Folders of documents, one sub-folder per class (as 20 Newsgroups is shipped).
 
-``path/<class>/<document>``: every regular file in a class folder is one document (names
-starting with ``.`` are skipped), read as UTF-8 or, failing that, Latin-1 (20 Newsgroups' posts
+``path/<class>/<document>``: every regular file in a class folder, its sub-folders' too, is one
+document (names starting with ``.`` are skipped), read as UTF-8 or, failing that, Latin-1 (20 Newsgroups' posts
 hold Latin-1 bytes); ``.gz``/``.bz2`` files are decompressed.  Classes are the training folder's
 sub-folders; a test (``test_path``) or dev (``dev_path``) folder may hold a subset of them.
 Without ``test_path`` a seeded stratified ``test_fraction`` of the documents is held out.
@@ -14,7 +14,7 @@ import functools
 from pathlib import Path
 
 from lossbench.data._dataset import Dataset
-from lossbench.data._files import read_text, visible_entries
+from lossbench.data._files import files_below, read_text, visible_entries
 from lossbench.data.text import Documents, TextOptions, read_splits, text_loader
 
 
@@ -27,7 +27,7 @@ def list_documents(folder: Path) -> list[tuple[str, Path]]:
     if not classes:
         raise ValueError(f"{folder}: no class sub-folders (expected {folder}/<class>/<document>)")
     for d in classes:
-        files = [f for f in visible_entries(d) if f.is_file()]
+        files = files_below(d)
         if not files:
             raise ValueError(f"{d}: class folder holds no documents")
         found.extend((d.name, f) for f in files)

@@ -57,6 +57,10 @@ def fasttext_parser(label_prefix: str) -> LineParser:
             )
         if not labels[0]:  # ("__label__ text": a class named "", as text_table refuses)
             raise ValueError(f"{where}: the label is empty ({label_prefix} with nothing after it)")
+        later = next((w for w in rest.split() if w.startswith(label_prefix)), None)
+        if later is not None:  # (fastText reads a label anywhere on the line: kept as a word, it would be a feature)
+            raise ValueError(f"{where}: a second label {later!r} after the text; a fastText line here starts with "
+                             f"exactly one {label_prefix}<label> (multi-label lines are not supported)")  # fmt: skip
         return labels[0], rest
 
     return parse
@@ -64,7 +68,8 @@ def fasttext_parser(label_prefix: str) -> LineParser:
 
 def trec_parser(label: str) -> LineParser:
     def parse(line: str, where: str) -> tuple[str, str]:
-        head, _, text = line.strip().partition(" ")
+        head, *rest = line.strip().split(None, 1)  # (a tab after the label, as some copies have, or a space)
+        text = rest[0] if rest else ""
         coarse, colon, fine = head.partition(":")
         if not (colon and coarse and fine):
             raise ValueError(f"{where}: expected 'COARSE:fine text' (TREC), got {line[:60]!r}")

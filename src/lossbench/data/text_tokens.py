@@ -63,6 +63,10 @@ def get_tokenizer(spec: str | Path, lowercase: bool = True) -> Tokenizer:
         hf = HFTokenizer.from_file(str(spec))
     except Exception as err:  # noqa: BLE001 - the library raises a bare Exception for a malformed file
         raise ValueError(f"tokenizer={str(spec)!r}: not a Hugging Face tokenizer file ({err})") from None
+    # a file saved with padding or truncation on would pad each split's documents to its longest (its pad token a
+    # word, the split's length a feature) or cut them at its own length: the words only, max_length cuts them
+    hf.no_padding()
+    hf.no_truncation()
 
     def split(texts: list[str]) -> list[list[str]]:
         return [e.tokens for e in hf.encode_batch(texts, add_special_tokens=False)]
