@@ -264,15 +264,18 @@ def program_reason(program: str | Path) -> str | None:
     its folder or one above (:func:`_folders_reason`); else None.  Windows: None (no owners to compare)."""
     if not hasattr(os, "geteuid"):
         return None
-    mine = trusted_owners()
-    for place in dict.fromkeys((Path(program), Path(program).resolve())):
-        st = os.stat(place)
-        if st.st_uid not in mine:
-            return f"{place} is owned by uid {st.st_uid}"
-        if others := others_write(place, st):
-            return f"{place} is {others}"
-        if reason := _folders_reason(place.parent, strict=False):
+    hops, place = [Path(program)], Path(program)
+    while place.is_symlink() and len(hops) < 40:  # (each link's folder: /usr/bin/cc -> /etc/alternatives/cc -> ...)
+        place = place.parent / os.readlink(place)
+        hops.append(place)
+    for hop in hops:
+        if reason := _folders_reason(hop.parent, strict=False):
             return reason
+    st = os.stat(program)  # (what the links lead to)
+    if st.st_uid not in trusted_owners():
+        return f"{Path(program).resolve()} is owned by uid {st.st_uid}"
+    if others := others_write(Path(program).resolve(), st):
+        return f"{Path(program).resolve()} is {others}"
     return None
 
 
