@@ -221,10 +221,14 @@ def test_a_program_another_user_owns_or_could_change_is_not_run(tmp_path, monkey
     mine = _program(folder, "cc")
     os.chown(folder, 1234, 1234)  # (its owner may replace the cc in it)
     assert program_reason(mine) == f"{folder} is owned by uid 1234"
-    link = tmp_path / "own" / "cc"  # (a link in a folder of yours to it: the link's target folder counts too)
-    link.parent.mkdir()
-    link.symlink_to(mine)
-    assert program_reason(link) == f"{folder} is owned by uid 1234"
+    # a link of yours to a link in another's folder to a compiler of yours: its owner may point it elsewhere
+    real = _program(tmp_path / "real", "cc")
+    middle, link = tmp_path / "middle", tmp_path / "own" / "cc"
+    middle.mkdir(), link.parent.mkdir()
+    (middle / "cc").symlink_to(real)
+    os.chown(middle, 1234, 1234)
+    link.symlink_to(middle / "cc")
+    assert program_reason(link) == f"{middle} is owned by uid 1234"
     # git too: no commit named from another user's git first on PATH
     _program(tmp_path / "theirs", "git", owner=1234)
     monkeypatch.setenv("PATH", f"{tmp_path / 'theirs'}:{os.environ.get('PATH', '')}")
