@@ -969,3 +969,17 @@ def test_the_sigma_schedule_refuses_a_switch_or_an_epoch_that_is_no_number():
 def test_one_close_rival_and_a_cluster_behind_it(backend):
     m = np.concatenate([[0.0], np.full(98, 4.0)])  # logits (0, 0, -4 x 98), the true class first
     assert abs(float(log_p_of(m).exp()) - math.exp(reference_log_p(m))) < 1e-6
+
+
+def test_the_module_keeps_its_scheduled_sigma_checks_a_tensor_margin_and_shows_its_options():
+    from lossbench.losses import ExactLoss
+
+    loss = ExactLoss(sigma=2.0, sigma_min=0.1, num_nodes=8, reduction="sum", ignore_index=-1)
+    assert repr(loss) == "ExactLoss(sigma=2.0, sigma_min=0.1, num_nodes=8, ignore_index=-1, reduction='sum')"
+    assert repr(ExactLoss()) == "ExactLoss(sigma=1.0)"
+    loss.set_epoch(5, 10)  # (a plain attribute: state_dict left the schedule's sigma out)
+    resumed = ExactLoss(sigma=2.0, sigma_min=0.1, num_nodes=8, reduction="sum", ignore_index=-1)
+    resumed.load_state_dict(loss.state_dict())
+    assert resumed.sigma == loss.sigma < 2.0
+    with pytest.raises(ValueError, match=r"margin must hold values >= 0"):
+        ExactLoss(margin=torch.tensor([1.0, -1.0]))  # (refused at its first call only)

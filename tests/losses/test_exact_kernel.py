@@ -775,3 +775,29 @@ def test_a_sigma_and_margin_per_row_with_standardised_groups_as_the_pytorch_path
         scale_g = float(grad.abs().max())  # (each path sums the rule's terms in its own order)
         torch.testing.assert_close(grad / scale_g, out["pytorch", groups][1] / scale_g, rtol=0, atol=1e-9)
     assert not torch.allclose(out["kernel", 1][0], out["kernel", 4][0])  # the premise: the groups' own statistics
+
+
+INF = math.inf
+
+
+@needs_kernel
+@pytest.mark.parametrize("row", [[INF, 0.0, 0.0], [-INF, 0.0, 0.0], [0.0, INF, 0.0], [0.0, math.nan, 0.0]],
+                         ids=["true +inf", "true -inf", "rival +inf", "rival nan"])  # fmt: skip
+@pytest.mark.parametrize("options", [{}, {"log_loss": True}, {"margin": 1.0}, {"standardize": True}], ids=repr)
+def test_non_finite_logits_give_the_kernels_limits_on_both_paths(row, options, monkeypatch):
+    # (validate=False lets them through: +inf true gave the PyTorch path a nan column, s_y - s_y; -inf margins a nan
+    # water level; the kernel read a nan standardisation as margins, and a nan row's -log P gradient as 0)
+    logits = torch.tensor([row, [0.3, -0.2, 0.1], [1.0, 2.0, -1.0]], dtype=torch.float64)
+    target = torch.tensor([0, 1, 2])
+    got = []
+    for enabled in (True, False):
+        monkeypatch.setattr(_exact_native, "enabled", enabled)
+        x = logits.clone().requires_grad_(True)
+        loss = exact(x, target, reduction="none" if not options.get("standardize") else "mean", validate=False, **options)
+        loss.sum().backward()
+        got.append((loss.detach(), x.grad))
+    (value, grad), (torch_value, torch_grad) = got
+    assert torch.allclose(value, torch_value, equal_nan=True, atol=1e-9), (value, torch_value)
+    assert torch.allclose(grad, torch_grad, equal_nan=True, atol=1e-9), (grad, torch_grad)
+    if math.isnan(row[1]) or options.get("standardize"):  # (a nan, or a spread with an infinite logit: nan)
+        assert torch.isnan(value).any() and torch.isnan(grad[0]).all()

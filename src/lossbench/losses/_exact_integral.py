@@ -445,7 +445,10 @@ def _far_log_p_and_grad(m: torch.Tensor, true_class: torch.Tensor, num_nodes: in
     if m.dtype != torch.float64:
         return _in_float64(m.double(), true_class, num_nodes, need_grad, m.dtype)
     log_p, below = _water_level(m, true_class)
-    return log_p, below.neg_() if need_grad else None
+    # a rival infinitely far ahead (an infinite logit): P is 0 and has no gradient, the limit the kernel gives
+    lost = torch.isneginf(m).any(1)
+    log_p = log_p.masked_fill(lost, -math.inf)
+    return log_p, below.masked_fill_(lost[:, None], 0.0).neg_() if need_grad else None
 
 
 def _log_value_and_grad_by_ways(

@@ -948,6 +948,7 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
      -(A / d) (x - mean) / ((count - 1) std) on those rows, A = sum g (x - mean) (the mean's own term
      vanishes: each row's gradient sums to 0). */
   double mean = 0.0, d = 1.0, per_std = 0.0;
+  const int logits = scale > 0; /* (read before a nan spread makes the scale nan: scores are logits still) */
   if (standardize) {
     double sum = 0.0, squares = 0.0, count = (double)valid * (double)c;
     for (int64_t i = 0; i < b; ++i)
@@ -958,8 +959,9 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
     for (int64_t i = 0; i < b; ++i)
       if (target[i] != ignore_index)
         for (int64_t col = 0; col < c; ++col) squares += (scores[i * c + col] - mean) * (scores[i * c + col] - mean);
-    const double var = squares / (count - 1), std = sqrt(var > TINY ? var : TINY); /* torch's clamp_min(tiny) */
-    d = std + eps, per_std = var > TINY ? 1.0 / ((count - 1) * std) : 0.0;
+    /* torch's clamp_min(tiny), which passes a nan (a non-finite score) on: so does !(var <= TINY) */
+    const double var = squares / (count - 1), std = sqrt(!(var <= TINY) ? var : TINY);
+    d = std + eps, per_std = !(var <= TINY) ? 1.0 / ((count - 1) * std) : 0.0;
     scale /= d, clip *= d;
   }
   stats[0] = mean, stats[1] = d, stats[2] = per_std;
@@ -987,7 +989,6 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
     REAL *lane_work = lane_log_w + (size_t)k_nodes * LANES;
     int64_t *idx = (int64_t *)(work + work_size + lane_size), *kept_idx = idx + r;
     char *clipped = (char *)(kept_idx + r), *lane_clipped = clipped + c;
-    const int logits = scale > 0;
 #pragma omp for schedule(static)
     for (int64_t block = 0; block < b; block += LANES) {
       const int64_t block_end = block + LANES < b ? block + LANES : b;
@@ -1015,16 +1016,26 @@ int SUFFIX(lossbench_exact_rows)(const REAL *scores, const int64_t *target, int6
         /* the clip compared in the logits' dtype, as the PyTorch path clamps (a tie keeps its gradient) */
         const REAL top = logits ? row[y] : 0, clip_r = (REAL)row_c, clipped_x = -clip_r * factor;
         REAL high = SENTINEL;
+        int has_nan = 0;
         const int j = r;
         for (int part = 0; part < 2; ++part) {
           const int64_t from = part ? y + 1 : 0, to = part ? c : y;
-#pragma omp simd reduction(max : high)
+#pragma omp simd reduction(max : high) reduction(| : has_nan)
           for (int64_t col = from; col < to; ++col) {
             const int cut = logits && top - row[col] > clip_r;
             const REAL value = cut ? clipped_x : (row[col] - top) * factor;
             xr[col - part] = value, clipped[col - part] = (char)cut;
             high = value > high ? value : high;
+            has_nan |= value != value;
           }
+        }
+        if (has_nan) { /* a nan logit, or scale (validate=False): the row's loss and gradient nan, as torch's */
+          value[i] = NAN, mu[i] = 0;
+          for (int q = 0; q < k_nodes; ++q) rule[q] = 0, rule_w[q] = 0;
+          if (g)
+            for (int64_t col = 0; col < c; ++col) g[col] = NAN;
+          if (ways && choose) ways[i] = WAY_P;
+          continue;
         }
         rival_columns(idx, j, y);
         for (int pad = j; pad < rp; ++pad) xr[pad] = SENTINEL;

@@ -88,12 +88,18 @@ def _to_logits(
     return grad.scatter_(1, y, grad.sum(1, keepdim=True).neg_())
 
 
+def _true_column_zero(d: torch.Tensor, true_class: torch.Tensor) -> torch.Tensor:
+    """``d`` with the true class's column 0 (it is ``s_y - s_y``, nan for an infinite ``s_y``, which the
+    kernel never forms; its gradient, +1 and -1 to ``s_y``, cancels either way)."""
+    return d.masked_fill(torch.zeros_like(d, dtype=torch.bool).scatter_(1, true_class[:, None], True), 0.0)
+
+
 def _margins_of_logits(
     logits: torch.Tensor, true_class: torch.Tensor, scale: float | torch.Tensor, clip: float | torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The margins ``min(s_y - s_j, clip) scale`` (B, C) of the logits and where no clip binds (None
     without a clip), by out-of-place ops (differentiable); ``scale`` and ``clip``: numbers or one per row."""
-    d = logits.gather(1, true_class[:, None]) - logits
+    d = _true_column_zero(logits.gather(1, true_class[:, None]) - logits, true_class)
     scale, clip = _by_row(scale, d), _by_row(clip, d)
     if clip is None:
         return d * scale, None
@@ -304,7 +310,8 @@ class ExactRowsLoss(torch.autograd.Function):
     every row's way, loss and gradient (see ``_exact_native.rows``); the backward scales that gradient.
     Under ``create_graph=True`` it differentiates the quadrature at the same nodes instead, as
     :class:`WinLogProbability` does.  Results equal ``log_win_and_lose``'s followed by the same loss
-    and reduction, up to rounding.
+    and reduction, up to rounding and the rule's own error (the two stop Newton's method at slightly
+    different modes: in float64 about 1e-8 relative in ``-log P`` at 100 classes, more with few nodes).
     """
 
     @staticmethod

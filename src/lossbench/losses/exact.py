@@ -8,6 +8,7 @@ paper's estimator is the option ``estimator="genz"``.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from typing import Any
@@ -18,7 +19,13 @@ from torch import nn
 from lossbench.losses import _exact_native
 from lossbench.losses._exact_genz import genz_win_probability
 from lossbench.losses._exact_native import MINUS_LOG_P, ONE_MINUS_P
-from lossbench.losses._exact_quadrature import ExactRowsLoss, _by_row, _standardize, log_win_and_lose
+from lossbench.losses._exact_quadrature import (
+    ExactRowsLoss,
+    _by_row,
+    _standardize,
+    _true_column_zero,
+    log_win_and_lose,
+)
 from lossbench.losses._registry import register_loss
 from lossbench.losses._validation import (
     check_bool,
@@ -227,6 +234,10 @@ def exact(
     return loss_output(out, logits)
 
 
+def _same(a: Any, b: Any) -> bool:
+    return not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor) and a == b
+
+
 def _check_log_options(log_loss: bool, log_of_mean: bool) -> None:
     check_bool("log_loss", log_loss)
     check_bool("log_of_mean", log_of_mean)
@@ -264,7 +275,7 @@ def _margins(
     x: torch.Tensor, y: torch.Tensor, sigma: float | torch.Tensor, margin: float | None
 ) -> torch.Tensor:
     """Scaled margins ``min(s_y - s_j, margin) / sigma`` (B, C), zero in the true class's column."""
-    d = x.gather(1, y[:, None]) - x  # s_y - s_j for every class j, zero at j = y
+    d = _true_column_zero(x.gather(1, y[:, None]) - x, y)  # s_y - s_j for every class j, zero at j = y
     if margin is not None:  # (clamp: a tie keeps its whole gradient, as in the kernel)
         d = d.clamp(max=_by_row(margin, d))
     if isinstance(sigma, torch.Tensor):
@@ -402,7 +413,10 @@ class ExactLoss(nn.Module):
         check_reduction(reduction)
         _check_num_nodes(num_nodes)
         check_positive("eps", eps)
-        if margin is not None and not isinstance(margin, torch.Tensor):
+        if isinstance(margin, torch.Tensor):  # (its values here, not at the first call)
+            if bool(torch.isnan(margin).any()) or bool((margin < 0).any()):
+                raise ValueError(f"margin must hold values >= 0 (inf for no clip), got {margin}")
+        elif margin is not None:
             check_positive("margin", margin, allow_zero=True)
         for name, switch in (("learn_sigma", learn_sigma), ("standardize", standardize)):
             check_bool(name, switch)
@@ -464,9 +478,12 @@ class ExactLoss(nn.Module):
         return getattr(self, name)
 
     def get_extra_state(self) -> dict:
-        return {"generator": None if self.generator is None else self.generator.get_state()}
+        # (sigma: where a schedule or a hand set it, a plain attribute that state_dict would leave out)
+        return {"generator": None if self.generator is None else self.generator.get_state(), "sigma": self.sigma}
 
     def set_extra_state(self, state: dict) -> None:
+        if isinstance(state, dict) and state.get("sigma") is not None and self.log_sigma is None:
+            self.sigma = float(state["sigma"])
         saved = state.get("generator") if isinstance(state, dict) else None
         if saved is None:
             return
@@ -483,14 +500,12 @@ class ExactLoss(nn.Module):
             self.sigma = exact_sigma_schedule(epoch, num_epochs, self.sigma0, self.sigma_min)
 
     def extra_repr(self) -> str:
-        sigma = "learned" if self.log_sigma is not None else self.sigma
-        estimator = ""
-        if self.estimator != "quadrature":
-            estimator = f", estimator={self.estimator!r}, samples={self.samples}"
-        return (
-            f"sigma={sigma}, margin={self.margin}, log_loss={self.log_loss}, "
-            f"standardize={self.standardize}{estimator}" + (", log_of_mean=True" if self.log_of_mean else "")
-        )
+        """sigma, then every option whose value is not its default."""
+        defaults = {k: p.default for k, p in inspect.signature(ExactLoss.__init__).parameters.items()}
+        shown = ("sigma_min", "margin", "log_loss", "log_of_mean", "standardize", "eps", "num_nodes", "estimator",
+                 "samples", "ignore_index", "reduction")  # fmt: skip
+        options = [f"{k}={getattr(self, k)!r}" for k in shown if not _same(getattr(self, k), defaults[k])]
+        return ", ".join([f"sigma={'learned' if self.log_sigma is not None else self.sigma}", *options])
 
 
 register_loss(
