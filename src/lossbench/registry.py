@@ -48,6 +48,8 @@ class IntRange:
     def __post_init__(self) -> None:
         if not self.low < self.high:
             raise ValueError(f"IntRange needs low < high, got low={self.low}, high={self.high}")
+        if self.log and self.low < 1:
+            raise ValueError(f"a log range of integers needs low >= 1, got low={self.low}")
 
     def __contains__(self, value: object) -> bool:
         return isinstance(value, int) and self.low <= value <= self.high

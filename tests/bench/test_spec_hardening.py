@@ -238,3 +238,41 @@ def test_compare_refuses_a_storage_in_memory_before_any_work(tmp_path):
     with pytest.raises(SpecError, match="^storage 'sqlite://' is a SQLite database in memory"):
         compare((x, y), methods=["cross_entropy"], out=tmp_path / "out", storage="sqlite://", trials=2, seeds=2, epochs=1)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_review_of_specs_finds_each_of_these_refused_in_one_line_before_any_work():
+    import copy
+
+    base = {"name": "t", "trials": 2, "seeds": 2, "train": {"model": "mlp", "epochs": 1},
+            "datasets": [{"name": "wine"}], "methods": [{"name": "ce", "loss": "cross_entropy"}]}  # fmt: skip
+    cases = [
+        (lambda d: d.update(search={"model": {"width": {"low": 4, "high": 8}}}), r'quote it \("model.width" = \{\.\.\.\}\)'),
+        (lambda d: d["methods"][0].update(loss="focal", schedule={"loss": {"gamma": {"start": 1.0, "end": 2.0}}}),
+         r'schedule.loss: holds tables \(gamma\) .* quote it \("loss.gamma" = \{\.\.\.\}\)'),
+        (lambda d: d["methods"][0].update(transforms=["flooding", {"name": "flooding", "params": {"b": 0.1}}]),
+         "transform 'flooding' is listed twice"),
+        (lambda d: d["methods"][0].update(datasets=[]), r"datasets = \[\] names no dataset"),
+        (lambda d: d.update(search={"model.width": {"low": 0, "high": 8, "log": True}}), "a log range of integers needs low >= 1"),
+        (lambda d: d["train"].update(lr_final=100.0), "lr_final = 100 is at or above every searched lr"),
+        (lambda d: d.update(trials=10**12), "trials must be at most 100,000"),
+        (lambda d: d["train"].update(epochs=10**9), "epochs must be at most 100,000"),
+        (lambda d: d.update(datasets=[{"name": "wine", "label": "w2"}, {"name": "digits", "label": "wine"}])
+         or d["methods"][0].update(datasets=["wine"]), "datasets entry 'wine' is one data set's label and another's name"),
+    ]  # fmt: skip
+    for mutate, message in cases:
+        spec = copy.deepcopy(base)
+        mutate(spec)
+        with pytest.raises(SpecError, match=message):
+            for method in parse_spec(spec, "x.toml").methods:
+                resolve_method(method)
+
+
+def test_the_search_is_drawn_in_one_order_from_the_toml_and_from_the_stored_spec():
+    # (a worker reading the stored spec, its keys sorted, drew other hyperparameters than the run that wrote it)
+    spec = parse_spec({"name": "t", "trials": 2, "seeds": 2, "train": {"model": "mlp", "epochs": 1},
+                       "search": {"seed": {"choices": [0, 1, 2]}, "model.width": {"low": 4, "high": 64}},
+                       "datasets": [{"name": "wine"}], "methods": [{"name": "ce", "loss": "cross_entropy",
+                       "search": {"loss.label_smoothing": {"low": 0.0, "high": 0.2}, "loss.temperature": {"low": 0.5, "high": 2.0}}}]})  # fmt: skip
+    stored = spec_from_json(spec.to_json())
+    assert list(resolve_method(spec.methods[0]).search_space(spec.search)) == list(
+        resolve_method(stored.methods[0]).search_space(stored.search))

@@ -445,3 +445,12 @@ def test_the_default_data_folder_is_read_only_where_no_other_user_could_change_i
     xdg.chmod(0o1777)  # sticky, as /tmp: what this user made there stays theirs
     with pytest.raises(DataUnavailableError, match="missing car/car.data in"):
         load_dataset("uci-car", download=False)
+
+
+@pytest.mark.parametrize("params, message", [({"n_samples": -5}, "n_samples must be an int >= 2"),
+                                             ({"n_samples": 10**14}, r"n_samples x n_features must be at most")])  # fmt: skip
+@pytest.mark.parametrize("name", ["synthetic", "synthetic_multilabel"])
+def test_a_synthetic_sets_counts_are_checked_in_one_line(name, params, message):
+    # (scikit-learn's traceback, or numpy's MemoryError for 14 PiB)
+    with pytest.raises(ValueError, match=message):
+        load_dataset(name, **params)

@@ -44,10 +44,16 @@ def say_alone(alone: list[tuple[str, str]]) -> None:
 
 
 def say_unpaired(spec: Spec) -> None:
-    """A study without a baseline gets no paired tests: said as it starts, not only in the report's protocol."""
+    """A study without a baseline, or whose baseline leaves some data sets out, gets no paired tests (there): said
+    as it starts, not only in the report."""
     if spec.baseline is None and len(spec.methods) > 1:
         status.print(f"{spec.name}: no baseline named: the report ranks the methods by their means, with no paired "
                       'tests (set baseline = "<method>" for them)', markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+    baseline = next((m for m in spec.methods if m.name == spec.baseline), None)
+    left = [d.label for d in spec.datasets if baseline is not None and not baseline.runs_on(d)]
+    if left:
+        status.print(f"{spec.name}: the baseline {baseline.name!r} does not run on {', '.join(left)}: no paired tests "
+                     "there", markup=False, highlight=False, soft_wrap=True)  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -258,6 +258,9 @@ def _resolve(spec: MethodSpec) -> Method:
         check_value(where, f"params.{key}", value, arguments[key])
     transforms = []
     options = {f"loss.{k}": p for k, p in arguments.items()}
+    twice = next((t.name for i, t in enumerate(spec.transforms) if t.name in {u.name for u in spec.transforms[:i]}), None)
+    if twice is not None:  # (its copies share their keys <transform>.<param>: a search or schedule would set both)
+        raise SpecError(f"{where}: transform {twice!r} is listed twice; list it once")
     for t in spec.transforms:
         if t.name not in TRANSFORMS:
             raise SpecError(f"{where}: unknown transform {t.name!r}; registered: {', '.join(TRANSFORMS.names())}")

@@ -90,6 +90,8 @@ def paired_summary(result: DatasetResult) -> str:
     tested = [r for r in result.methods if r.paired is not None and not math.isnan(r.p_holm)]
     apart = [r for r in tested if r.p_holm < SIGNIFICANCE]
     level = f"after Holm's correction at {SIGNIFICANCE:g}"
+    if not tested and all(r.method.name != result.baseline for r in result.methods):
+        return f"No paired test: the baseline `{result.baseline}` does not run on this data set (its `datasets` leave it out)."
     if not tested and not any(r.method.name == result.baseline and r.complete for r in result.methods):
         return f"No paired test: the baseline `{result.baseline}` has no complete runs on this data set."
     if not apart:

@@ -43,6 +43,8 @@ TIE_BREAKS = ("earliest", "train_metric")
 MAX_HEARTBEAT_S = 86_400  # a day between a running trial's heartbeats at most
 MAX_REPEAT_TO_BATCHES = 100_000  # batches per epoch a repeated training set may reach (the EXACT paper's: 500)
 MAX_SEEDS = 1_000  # evaluation runs per method, queued at once: far beyond any protocol, short of a typo's millions
+MAX_TRIALS = 100_000  # tuning trials per method and epochs per stage: as far beyond, short of a typo's
+MAX_EPOCHS = 100_000
 SEED_PARAM = "seed"  # a searched "seed" is the tuning run's training seed (the EXACT paper tunes it)
 MODEL_PREFIX = "model."  # [search] model.<name>: a model hyperparameter, searched for every method alike
 THEN_PREFIX = "then."  # then.loss.<p>, then.<transform>.<p>: a two-stage method's second-stage hyperparameters
@@ -357,6 +359,7 @@ def _range(value: Any, where: str, whole: bool = False) -> FloatRange | IntRange
         raise SpecError(
             f"{where}: a search range is {{low = ..., high = ..., log = false}} or {{choices = [...]}}, got {value!r}"
         )
+    _refuse_unquoted_dotted_key(value, where)
     if "choices" in value or "options" in value:  # "options": the stored (JSON) spelling
         return _choices(value, where)
     _no_unknown(value, {"low", "high", "log"}, where)
@@ -391,9 +394,18 @@ def _choices(value: dict[str, Any], where: str) -> Choice:
     return Choice(options)
 
 
+def _refuse_unquoted_dotted_key(value: dict[str, Any], where: str) -> None:
+    """A table of tables where a range or schedule goes: TOML reads an unquoted ``loss.gamma = {...}`` so."""
+    if value and all(isinstance(v, dict) for v in value.values()):
+        first = f"{where.rsplit('.', 1)[-1].rsplit(' ', 1)[-1]}.{next(iter(value))}"
+        raise SpecError(f"{where}: holds tables ({', '.join(value)}) where one range or schedule goes: TOML reads an "
+                        f'unquoted dotted key as nested tables; quote it ("{first}" = {{...}})')  # fmt: skip
+
+
 def _schedule(value: Any, where: str) -> Schedule:
     if not isinstance(value, dict):
         raise SpecError(f"{where}: a schedule is {{start = ..., end = ..., endpoint = true}}, got {value!r}")
+    _refuse_unquoted_dotted_key(value, where)
     _no_unknown(value, {"start", "end", "endpoint"}, where)
     sched = Schedule(
         _take(value, "start", float, where), _take(value, "end", float, where),
@@ -433,6 +445,8 @@ def _stage(value: Any, where: str) -> StageSpec:
     epochs = _take(value, "epochs", int, where)
     if epochs < 1:
         raise SpecError(f"{where}: epochs must be >= 1, got {epochs}")
+    if epochs > MAX_EPOCHS:
+        raise SpecError(f"{where}: epochs must be at most {MAX_EPOCHS:,}, got {epochs:,}")
     lr_scale = _take(value, "lr_scale", float, where, _default(StageSpec, "lr_scale"))
     if not (math.isfinite(lr_scale) and lr_scale > 0):
         raise SpecError(f"{where}: lr_scale must be a finite number > 0, got {lr_scale}")
@@ -482,6 +496,8 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
     _one_of(train.weight_decay_on, WEIGHT_DECAY_ON, f"{where}: weight_decay_on")
     if train.epochs < 1 or train.batch_size < 1:
         raise SpecError(f"{where}: epochs and batch_size must be >= 1, got {train.epochs}, {train.batch_size}")
+    if train.epochs > MAX_EPOCHS:
+        raise SpecError(f"{where}: epochs must be at most {MAX_EPOCHS:,}, got {train.epochs:,}")
     if not 0 <= train.repeat_to_batches <= MAX_REPEAT_TO_BATCHES:
         raise SpecError(f"{where}: repeat_to_batches must lie in [0, {MAX_REPEAT_TO_BATCHES:,}], got {train.repeat_to_batches}")
     if not 0 <= train.momentum < MOMENTUM_BELOW:
@@ -493,13 +509,19 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
         shared = {"lr", "weight_decay", SEED_PARAM}
         unknown = sorted(k for k in search_table if k not in shared and model_hyperparameter(k) is None)
         if unknown:
+            dotted = next((k for k in unknown if isinstance(search_table[k], dict) and search_table[k]
+                           and all(isinstance(v, dict) for v in search_table[k].values())), None)  # fmt: skip
+            quote = (f'; an unquoted dotted key is nested tables in TOML: quote it ("{dotted}.'
+                     f'{next(iter(search_table[dotted]))}" = {{...}})') if dotted else ""  # fmt: skip
             raise SpecError(f"{source} [search]: unknown field(s) {unknown}; allowed: {sorted(shared)} "
-                            f"and {MODEL_PREFIX}<name> for a model hyperparameter")  # fmt: skip
+                            f"and {MODEL_PREFIX}<name> for a model hyperparameter{quote}")  # fmt: skip
         fixed = sorted(k for k in search_table if model_hyperparameter(k) in train.model_params)
         if fixed:
             raise SpecError(f"{source} [search]: {fixed} searched but fixed in [train] model_params; drop one of the two")
+        # (in name order, as the stored spec's JSON reads back: the order the sampler draws them in, whichever
+        # process asks, a worker reading the stored spec or the one that wrote it)
         search.update({k: _range(v, f"{source} [search].{k}", whole=model_hyperparameter(k) is not None)
-                       for k, v in search_table.items()})  # fmt: skip
+                       for k, v in sorted(search_table.items())})  # fmt: skip
     if train.weight_decay_on == "none":  # training without weight decay: nothing of it to search
         if search_table is not None and "weight_decay" in search_table and "weight_decay" in search:
             raise SpecError(f"{source} [search]: weight_decay is searched but [train] weight_decay_on = 'none' "
@@ -559,7 +581,9 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
             methods.append(MethodSpec(name=mname, loss="", decision=decision, runs_of=runs_of))
             continue
         only = _take(m, "datasets", list, where, None)
-        search_m = {k: _range(v, f"{where} search.{k}") for k, v in _take(m, "search", dict, where, {}).items()}
+        if only == []:  # (it would train nothing, and the report would say it runs on all)
+            raise SpecError(f"{where}: datasets = [] names no dataset; leave it out to run on every dataset")
+        search_m = {k: _range(v, f"{where} search.{k}") for k, v in sorted(_take(m, "search", dict, where, {}).items())}
         schedule = {k: _schedule(v, f"{where} schedule.{k}") for k, v in _take(m, "schedule", dict, where, {}).items()}
         both = sorted(set(schedule) & set(search_m))
         if both:
@@ -607,6 +631,8 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
         raise SpecError(f"{source}: trials and seeds must be >= 1, got {spec.trials}, {spec.seeds}")
     if spec.seeds < 2:
         raise SpecError(f"{source}: seeds must be >= 2 for a confidence interval and a paired test")
+    if spec.trials > MAX_TRIALS:
+        raise SpecError(f"{source}: trials must be at most {MAX_TRIALS:,}, got {spec.trials:,}")
     if spec.seeds > MAX_SEEDS:
         raise SpecError(f"{source}: seeds must be at most {MAX_SEEDS:,} (each method's evaluation runs, queued at once), "
                         f"got {spec.seeds:,}")  # fmt: skip
@@ -689,8 +715,18 @@ def _check_settings_apply(spec: Spec, source: str, written: set[str]) -> None:
     if train.lr_final is None and "train.lr_schedule" in written:  # (stored specs before this check may hold one)
         raise SpecError(f"{where}: lr_schedule shapes the lr's decay to lr_final, and lr_final = 0 keeps the lr "
                         "constant; drop one of the two")  # fmt: skip
+    lrs = spec.search.get("lr")
+    top = None if lrs is None else max(lrs.options) if isinstance(lrs, Choice) else lrs.high
+    if train.lr_final is not None and top is not None and train.lr_final >= top:  # (a run's lr decays to lr_final)
+        raise SpecError(f"{where}: lr_final = {train.lr_final:g} is at or above every searched lr (at most {top:g}): "
+                        "no run's lr would decay; lower it, or set lr_final = 0 for a constant lr")  # fmt: skip
     for m in spec.methods:
         known = {d.label for d in spec.datasets} | {d.name for d in spec.datasets}
+        for x in m.datasets or ():
+            matched = [d.label for d in spec.datasets if x in (d.label, d.name)]
+            if len(matched) > 1 and x in {d.label for d in spec.datasets} and x in {d.name for d in spec.datasets}:
+                raise SpecError(f"{source} method {m.name!r}: datasets entry {x!r} is one data set's label and another's "
+                                f"name ({', '.join(matched)}); name them by their labels")  # fmt: skip
         absent = [x for x in m.datasets or () if x not in known]
         if absent:
             raise SpecError(f"{source} method {m.name!r}: datasets {absent} are not datasets of the spec "

@@ -83,6 +83,18 @@ def _generator_seed(seed: int, data_seed: int | None) -> int:
     return chosen
 
 
+MAX_VALUES = 10**8  # a synthetic set's n_samples x n_features: 800 MB as drawn (float64), far beyond a benchmark's
+
+
+def _check_size(n_samples: object, n_features: object) -> None:
+    """Counts scikit-learn would refuse with a traceback, or draw until the memory runs out: one line first."""
+    for name, value in (("n_samples", n_samples), ("n_features", n_features)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "n_samples" else 1):
+            raise ValueError(f"{name} must be an int >= {2 if name == 'n_samples' else 1}, got {value!r}")
+    if n_samples * n_features > MAX_VALUES:
+        raise ValueError(f"n_samples x n_features must be at most {MAX_VALUES:,}, got {n_samples:,} x {n_features:,}")
+
+
 def class_weights(num_classes: int, imbalance: float) -> list[float]:
     """Class proportions ``w_i ∝ imbalance^(-i/(C-1))``: the long-tail profile of ``long_tail``."""
     if not imbalance >= 1:
@@ -114,6 +126,7 @@ def load_synthetic(
     from sklearn.datasets import make_classification
 
     data_seed = _generator_seed(seed, data_seed)
+    _check_size(n_samples, n_features)
     if n_classes < 2:
         raise ValueError(f"n_classes must be >= 2, got {n_classes!r}")
     if not 1 <= n_informative <= n_features:  # (scikit-learn would blame n_redundant, which is derived here)
@@ -160,6 +173,7 @@ def load_synthetic_multilabel(
     from sklearn.datasets import make_multilabel_classification
 
     data_seed = _generator_seed(seed, data_seed)
+    _check_size(n_samples, n_features)
     x, y = make_multilabel_classification(
         n_samples=n_samples, n_features=n_features, n_classes=n_labels, n_labels=avg_labels, random_state=data_seed
     )
