@@ -18,6 +18,8 @@ from lossbench.bench.metrics import (
     accuracy,
     class_probabilities,
     compute_metrics,
+    decide,
+    f1_thresholds,
     metrics_of_runs,
 )
 from lossbench.losses._validation import all_finite
@@ -202,3 +204,24 @@ def test_metrics_of_runs_are_compute_metrics_run_by_run_bit_for_bit(n, c, dtype)
 def test_metrics_of_runs_leave_one_binary_logit_and_no_rows_to_compute_metrics():
     assert metrics_of_runs(torch.zeros(3, 5, 1), torch.zeros(5, dtype=torch.long), 2) is None
     assert metrics_of_runs(torch.zeros(3, 0, 4), torch.zeros(0, dtype=torch.long), 4) is None
+
+
+def test_a_small_positive_binary_logit_is_the_positive_class():
+    # (its float32 probabilities tie at 0.5, and the arg-max of a tie read it as class 0)
+    s, y = torch.tensor([5e-8, 5e-8, -1.0, 1.0]), torch.tensor([1, 1, 0, 0])
+    one = compute_metrics(s, y, "multiclass", 2, ("accuracy", "balanced_accuracy", "macro_f1"))
+    assert one == compute_metrics(torch.stack([torch.zeros(4), s], 1), y, "multiclass", 2, tuple(one)[:3]) | {"diverged": 0.0}
+    assert one["accuracy"] == pytest.approx(0.75)
+
+
+def test_half_precision_thresholds_part_the_rows_they_were_tuned_on():
+    fit, target = torch.tensor([[1.0078125], [1.015625]], dtype=torch.bfloat16), torch.tensor([[0.0], [1.0]])
+    scores = decide(fit, "thresholds", torch.ones(1), f1_thresholds(fit, target))
+    assert (scores > 0).flatten().tolist() == [False, True]
+
+
+def test_float64_logits_are_scored_in_float64_alike_packed_and_alone():
+    logits, target = torch.tensor([[1e8, 1e8 + 1, 0.0]], dtype=torch.float64), torch.tensor([1])
+    alone = compute_metrics(logits, target, "multiclass", 3)
+    assert alone["accuracy"] == 1.0 and alone["nll"] == pytest.approx(math.log1p(math.exp(-1)))
+    assert metrics_of_runs(logits[None], target, 3)[0]["accuracy"] == 1.0

@@ -91,7 +91,7 @@ def f1_thresholds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     one side together).  A label with no positive row gets a threshold above every score (no row
     predicted positive).
     """
-    scores, order = logits.detach().float().sort(dim=0, descending=True)
+    scores, order = _at_least_float32(logits.detach()).sort(dim=0, descending=True)
     hits = target.float().gather(0, order).cumsum(0)  # TP_k for k = 1..N, per label
     k = torch.arange(1, len(scores) + 1, device=scores.device, dtype=scores.dtype)[:, None]
     f1 = 2 * hits / (k + hits[-1:])  # P = hits[-1]
@@ -118,7 +118,8 @@ def decide(logits: torch.Tensor, rule: str, class_counts: torch.Tensor, threshol
     if rule == "thresholds":
         if thresholds is None:
             raise ValueError("decision 'thresholds' needs the labels' thresholds")
-        return logits - thresholds.to(logits)
+        wide = _at_least_float32(logits)  # (in half precision a threshold rounds onto the scores it parts)
+        return wide - thresholds.to(wide)
     if rule != "logit_adjusted":
         raise ValueError(f"unknown decision rule {rule!r}; known: {DECISIONS}")
     counts = class_counts.to(device=logits.device, dtype=torch.float64).clamp_min(1.0)
@@ -140,10 +141,15 @@ def task_of_metrics(metrics: Mapping[str, float]) -> str:
     return "multilabel" if "micro_f1" in metrics else "multiclass"
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or in its own dtype where that is wider (float64 logits keep what float32 would lose)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def class_probabilities(logits: torch.Tensor, task: str, log: bool = False) -> torch.Tensor:
     """(N, C) probabilities; a single binary logit s becomes (sigma(-s), sigma(s)).  ``log``: their logs,
     from the logits (a probability of 1e-30 keeps its log)."""
-    logits = logits.float()
+    logits = _at_least_float32(logits)
     if task == "multilabel":
         return F.logsigmoid(logits) if log else torch.sigmoid(logits)
     if logits.ndim == 1 or logits.shape[-1] == 1:
@@ -230,7 +236,8 @@ def compute_metrics(
         probs = (decided > 0).float() if set(names) & DECIDED else None
         read = {"bce": logits.float(), "map": ranks_in_unit(logits) if "map" in names else None}
         return {name: _multilabel(name, read.get(name, probs), target, num_classes) for name in names} | {"diverged": 0.0}
-    # A single binary logit has no arg-max: its metrics all read the two probabilities.
+    # A single binary logit s: its probabilities are (sigma(-s), sigma(s)); its labels the arg-max of (-s, s), which
+    # is s > 0 (the float32 sigmoid of an s below ~6e-8 is 0.5 both ways, an arg-max tie read as class 0)
     wide = logits.ndim == 2 and logits.shape[1] > 1
     probs = functools.cache(lambda: class_probabilities(logits, task))
 
@@ -239,7 +246,7 @@ def compute_metrics(
             return class_probabilities(logits, task, log=True)
         if name not in DECIDED:
             return probs()
-        return decided if wide else probs() if decided is logits else class_probabilities(decided, task)
+        return decided if wide else torch.stack([-decided.reshape(-1), decided.reshape(-1)], dim=1)
 
     return {name: _multiclass(name, read(name), target, num_classes) for name in names} | {"diverged": 0.0}
 
@@ -253,7 +260,7 @@ def metrics_of_runs(logits: torch.Tensor, target: torch.Tensor, num_classes: int
     if classes < 2 or rows == 0:
         return None
     finite = [math.isfinite(v) for v in logits.detach().abs().amax((1, 2)).tolist()]  # (as all_finite: before the cast)
-    logits = logits.detach().float()
+    logits = _at_least_float32(logits.detach())
     targets = target.expand(k_runs, -1)
     kw = {"num_classes": num_classes, "validate_args": False, "multidim_average": "samplewise"}
     preds = logits.argmax(dim=2)
@@ -263,7 +270,7 @@ def metrics_of_runs(logits: torch.Tensor, target: torch.Tensor, num_classes: int
     log_probs = torch.log_softmax(logits, dim=2)
     probs = torch.softmax(logits, dim=2)
     confidence, predicted = probs.max(dim=2)
-    ece = _calibration_errors(confidence, (predicted == targets).float()).tolist()
+    ece = _calibration_errors(confidence.float(), (predicted == targets).float()).tolist()  # (torchmetrics: float32)
     out = []
     for k in range(k_runs):
         if not finite[k]:
