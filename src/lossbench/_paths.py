@@ -271,11 +271,12 @@ def program_reason(program: str | Path) -> str | None:
     for hop in hops:
         if reason := _folders_reason(hop.parent, strict=False):
             return reason
-    st = os.stat(program)  # (what the links lead to)
+    target = Path(program).resolve()  # (what the links lead to)
+    st = os.stat(target)
     if st.st_uid not in trusted_owners():
-        return f"{Path(program).resolve()} is owned by uid {st.st_uid}"
-    if others := others_write(Path(program).resolve(), st):
-        return f"{Path(program).resolve()} is {others}"
+        return f"{target} is owned by uid {st.st_uid}"
+    if others := others_write(target, st):
+        return f"{target} is {others}"
     return None
 
 

@@ -433,7 +433,8 @@ def leaderboard_records(results: list[DatasetResult]) -> tuple[list[str], list[l
         for r in result.methods:
             p = r.paired
             row = [
-                result.dataset.label, result.metric, _blank(r.rank), r.tied, r.method.name, *_loss_and_transforms(r.method), len(r.runs), r.diverged_runs(result.metric),
+                result.dataset.label, result.metric, _blank(r.rank), r.tied, r.method.name,
+                *_loss_and_transforms(r.method), len(r.runs), r.diverged_runs(result.metric),
                 p.mean_difference if p else None, _blank(p.ci_low) if p else None, _blank(p.ci_high) if p else None,
                 p.same_on_every_seed if p else None, _blank(p.p_value) if p else None, _blank(r.p_holm), r.chosen_trial,
                 " ".join(str(r.runs[k].number) for k in sorted(r.runs)), json.dumps(r.config, sort_keys=True),

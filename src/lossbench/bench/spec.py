@@ -508,13 +508,12 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
     if search_table is not None:
         shared = {"lr", "weight_decay", SEED_PARAM}
         unknown = sorted(k for k in search_table if k not in shared and model_hyperparameter(k) is None)
+        for k in unknown:  # (model.width = {...} unquoted: a table "model" of tables)
+            if isinstance(search_table[k], dict):
+                _refuse_unquoted_dotted_key(search_table[k], f"{source} [search].{k}")
         if unknown:
-            dotted = next((k for k in unknown if isinstance(search_table[k], dict) and search_table[k]
-                           and all(isinstance(v, dict) for v in search_table[k].values())), None)  # fmt: skip
-            quote = (f'; an unquoted dotted key is nested tables in TOML: quote it ("{dotted}.'
-                     f'{next(iter(search_table[dotted]))}" = {{...}})') if dotted else ""  # fmt: skip
             raise SpecError(f"{source} [search]: unknown field(s) {unknown}; allowed: {sorted(shared)} "
-                            f"and {MODEL_PREFIX}<name> for a model hyperparameter{quote}")  # fmt: skip
+                            f"and {MODEL_PREFIX}<name> for a model hyperparameter")  # fmt: skip
         fixed = sorted(k for k in search_table if model_hyperparameter(k) in train.model_params)
         if fixed:
             raise SpecError(f"{source} [search]: {fixed} searched but fixed in [train] model_params; drop one of the two")
@@ -720,11 +719,12 @@ def _check_settings_apply(spec: Spec, source: str, written: set[str]) -> None:
     if train.lr_final is not None and top is not None and train.lr_final >= top:  # (a run's lr decays to lr_final)
         raise SpecError(f"{where}: lr_final = {train.lr_final:g} is at or above every searched lr (at most {top:g}): "
                         "no run's lr would decay; lower it, or set lr_final = 0 for a constant lr")  # fmt: skip
+    labels, names = {d.label for d in spec.datasets}, {d.name for d in spec.datasets}
+    known = labels | names
     for m in spec.methods:
-        known = {d.label for d in spec.datasets} | {d.name for d in spec.datasets}
         for x in m.datasets or ():
-            matched = [d.label for d in spec.datasets if x in (d.label, d.name)]
-            if len(matched) > 1 and x in {d.label for d in spec.datasets} and x in {d.name for d in spec.datasets}:
+            matched = [d.label for d in spec.datasets if x in (d.label, d.name)] if x in labels and x in names else []
+            if len(matched) > 1:  # (one set's label, another's name: the entry would take both)
                 raise SpecError(f"{source} method {m.name!r}: datasets entry {x!r} is one data set's label and another's "
                                 f"name ({', '.join(matched)}); name them by their labels")  # fmt: skip
         absent = [x for x in m.datasets or () if x not in known]

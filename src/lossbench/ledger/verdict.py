@@ -512,7 +512,8 @@ def across_datasets_verdict(
     dataset name or a pandas Series, taken in name order; or a sequence, in its order).  The
     estimate is their mean.  ``rounding``: the scores' rounding (:func:`score_rounding` of the means
     the differences come from): a difference within it of 0 or of +-delta counts as equal to it, and
-    differences within it of each other as tied (one test sample's difference, 0.005 of 200, is 0.004999995 or 0.0050000548 from float32
+    differences within it of each other as tied (one test sample's difference, 0.005 of 200, is
+    0.004999995 or 0.0050000548 from float32
     accuracies; by their last bits TOST would hold or not).
 
     A comparison counts as *shown* (see the module's rule) when both of these agree:
