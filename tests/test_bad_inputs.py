@@ -216,7 +216,7 @@ def test_spec_field_is_refused_in_one_line_before_any_work(path, value, named, t
     assert main(["run", str(spec), "--out", str(out), "--device", "cpu"]) == 2
     line, hint = capsys.readouterr().err.rstrip("\n").split("\n")
     assert line.startswith("lossbench: error: ") and hint.startswith("(set LOSSBENCH_TRACEBACK=1")
-    assert named in line, line
+    assert named in line and f"error: {spec}" in line, line  # (refused while parsing or after: the file named)
     assert not out.exists()
 
 

@@ -150,6 +150,20 @@ def _writable_folder(out: str) -> None:
     check_writable_folder(out, "--out")
 
 
+@contextlib.contextmanager
+def _named(source: str):
+    """A refusal of the spec after it parsed (its model, data and methods checked against each other, or
+    against the stored study) names the spec's file, as a refusal while parsing does."""
+    from lossbench.bench.spec import SpecError
+
+    try:
+        yield
+    except ValueError as err:
+        if not _ours(err) or str(err).startswith(source):
+            raise
+        raise SpecError(f"{source}: {err}") from err
+
+
 def _preflight(spec, data_dir: str | None) -> None:
     """The runner's checks against a storage in memory: a refused spec leaves nothing behind."""
     from lossbench.bench.api import preflight
@@ -193,9 +207,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     _writable_folder(args.out)
     check_report_folder(args.out, spec.name)
     url = _storage_url(args, args.out)
-    _preflight(spec, args.data_dir)  # nothing is created before the spec is known to run
-    storage = open_storage(url, spec.heartbeat_interval)
-    runner = Runner(spec, storage, device, data_dir=args.data_dir, pack=args.pack)
+    with _named(args.spec or f"preset {args.preset or 'builtin'!r}"):
+        _preflight(spec, args.data_dir)  # nothing is created before the spec is known to run
+        storage = open_storage(url, spec.heartbeat_interval)
+        runner = Runner(spec, storage, device, data_dir=args.data_dir, pack=args.pack)
     if runner.grown:
         print(f"{spec.name}: the stored study grows ({'; '.join(runner.grown)}); its stored runs are reused", file=sys.stderr)
     say_alone(runner.alone())
