@@ -241,7 +241,7 @@ def trusted_owners() -> set[int]:
     return {0, os.getuid(), Path(sys.prefix).stat().st_uid, PACKAGE_DIR.stat().st_uid}
 
 
-def _folders_reason(folder: Path, strict: bool) -> str | None:
+def folders_reason(folder: Path, strict: bool) -> str | None:
     """Why another user could change what is found in ``folder`` (links resolved): it or a folder above it is
     owned by someone not in :func:`trusted_owners`, or writable by another user; the sticky bit excuses the
     folders above (others cannot rename what is in them) and, unless ``strict``, ``folder`` itself (where a
@@ -261,7 +261,7 @@ def _folders_reason(folder: Path, strict: bool) -> str | None:
 def program_reason(program: str | Path) -> str | None:
     """Why another user could change the program ``program`` (an absolute path), or what runs as it: it (and
     what its link points to) owned by someone not in :func:`trusted_owners` or writable by another user, or
-    its folder or one above (:func:`_folders_reason`); else None.  Windows: None (no owners to compare)."""
+    its folder or one above (:func:`folders_reason`); else None.  Windows: None (no owners to compare)."""
     if not hasattr(os, "geteuid"):
         return None
     hops, place = [Path(program)], Path(program)
@@ -269,7 +269,7 @@ def program_reason(program: str | Path) -> str | None:
         place = place.parent / os.readlink(place)
         hops.append(place)
     for hop in hops:
-        if reason := _folders_reason(hop.parent, strict=False):
+        if reason := folders_reason(hop.parent, strict=False):
             return reason
     target = Path(program).resolve()  # (what the links lead to)
     st = os.stat(target)
@@ -281,10 +281,10 @@ def program_reason(program: str | Path) -> str | None:
 
 
 def trusted_path() -> str:
-    """:func:`absolute_path` without the folders another user could put a program in (:func:`_folders_reason`,
+    """:func:`absolute_path` without the folders another user could put a program in (:func:`folders_reason`,
     strict): the search path of what a program lossbench runs runs in turn (a compiler's ``as`` and ``ld``)."""
     keep = [d for d in absolute_path().split(os.pathsep)
-            if os.path.isdir(d) and (not hasattr(os, "geteuid") or _folders_reason(Path(d), strict=True) is None)]  # fmt: skip
+            if os.path.isdir(d) and (not hasattr(os, "geteuid") or folders_reason(Path(d), strict=True) is None)]  # fmt: skip
     return os.pathsep.join(keep)
 
 

@@ -182,11 +182,13 @@ def test_a_plugin_another_user_owns_or_could_swap_is_refused(owned, tmp_path, mo
     folder.mkdir(parents=True)
     (folder / "lb_owned.py").write_text("VALUE = 1\n")
     os.chown(folder / "lb_owned.py" if owned == "the module" else top, 1234, 1234)  # (mode 755: only they may write)
-    refused_unrun(monkeypatch, folder, "lb_owned", "which user 1234 owns")
+    refused_unrun(monkeypatch, folder, "lb_owned", "which user 1234 owns" if owned == "the module" else "top is owned by uid 1234")
     # the owner of this Python or of lossbench (an environment an administrator keeps) is trusted already
+    from lossbench import _paths
     from lossbench.bench import plugins
 
-    monkeypatch.setattr(plugins, "trusted_owners", lambda: {0, os.getuid(), 1234})
+    for module in (plugins, _paths):  # (the plugin's own places, and the folders above it)
+        monkeypatch.setattr(module, "trusted_owners", lambda: {0, os.getuid(), 1234})
     parse_spec(minimal(plugins=["lb_owned"]))
     assert sys.modules.pop("lb_owned").VALUE == 1
 

@@ -27,7 +27,6 @@ import importlib.util
 import keyword
 import os
 import site
-import stat
 import sys
 import sysconfig
 import types
@@ -35,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec
 from pathlib import Path
 
-from lossbench._paths import others_write, trusted_owners
+from lossbench._paths import folders_reason, others_write, trusted_owners
 
 
 class PluginError(ValueError):
@@ -222,12 +221,10 @@ def _check_location(name: str, found: ModuleSpec, imported: str | None = None) -
             refuse(existing, f"is {others}")
         if existing is not None and mine is not None and existing.stat().st_uid not in mine:
             refuse(existing, f"user {existing.stat().st_uid} owns (they may change its code)")
-    for folder in origin.resolve().parents:
-        st = folder.stat()
-        if (others := others_write(folder, st)) and not st.st_mode & stat.S_ISVTX:
-            refuse(folder, f"is {others} without the sticky bit (they may swap the folders in it)")
-        if mine is not None and st.st_uid not in mine and not st.st_mode & stat.S_ISVTX:
-            refuse(folder, f"user {st.st_uid} owns (they may swap the folders in it)")
+    # every folder above, unless sticky (others cannot rename what is in it): the programs' rule
+    if mine is not None and (reason := folders_reason(origin.resolve().parent, strict=False)):
+        raise PluginError(f"{subject} is found in {origin.parent}, but {reason} (they may swap the folders in it); "
+                          "refusing to run code from there (move it to a folder only you can write)")  # fmt: skip
 
 
 def _refuse(subject: str, place: Path, why: str) -> None:
