@@ -144,6 +144,39 @@ def test_fit_rejects_bad_arguments(kwargs, match):
         fit(mlp(), CrossEntropyLoss(), x, y[:-1], epochs=1, batch_size=4, lr=0.1)
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"transforms": ["flodding"]}, "unknown transform 'flodding'"), ({"transforms": ["mgs", "mgs"]}, "one update"),
+     ({"momentum": 1.5}, "momentum"), ({"weight_decay_on": "x"}, "weight_decay_on"), ({"optimizer": "x"}, "optimizer"),
+     ({"on_epoch_end": 3}, "on_epoch_end must be a function"), ({"generator": 3}, "generator must be a torch.Generator"),
+     ({"x_train": torch.tensor(1.0)}, "x_train must be a tensor"), ({"y_train": torch.tensor(1)}, "y_train must be a tensor"),
+     ({"x_train": blobs(n=20)[0].numpy()}, "x_train must be a tensor with one row per sample, got ndarray")],
+)
+def test_fit_refuses_before_the_model_moves_or_trains(kwargs, match):
+    """Every argument is checked before the model goes to the device (here 'meta': its weights would be lost)."""
+    x, y = blobs(n=20)
+    model = mlp()
+    before = [p.detach().clone() for p in model.parameters()]
+    args = {"x_train": x, "y_train": y, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        fit(model, CrossEntropyLoss(), args.pop("x_train"), args.pop("y_train"), epochs=1, batch_size=4, lr=0.1,
+            device="meta", **args)  # fmt: skip
+    assert all(p.device.type == "cpu" and torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_fit_takes_none_for_no_transforms_and_a_step_refuses_an_empty_batch():
+    x, y = blobs(n=20)
+    model = mlp()
+    assert len(fit(model, CrossEntropyLoss(), x, y, epochs=2, batch_size=8, lr=0.1, transforms=None)) == 2
+    step = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    step(x[:4], y[:4])
+    before = [p.detach().clone() for p in model.parameters()]
+    for xs, ys, name in ((x[:0], y[:0], "x"), (x[:2], y[:0], "y")):
+        with pytest.raises(ValueError, match=rf"{name} must be a batch of at least one sample, got shape \(0"):
+            step(xs, ys)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))  # (momentum did not move them)
+
+
 def test_weight_decay_on_none_trains_without_decay_and_refuses_one():
     x, y = blobs(n=20)
     model = mlp()

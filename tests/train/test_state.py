@@ -33,11 +33,12 @@ def resumed_run(spec, saved, load_before_bind: bool = True, with_state: bool = T
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     if with_state and load_before_bind:
-        transform.load_state_dict(saved["transform"])
+        transform.load_state_dict(saved["step"]["transforms"][0])
     step = build_step(model, CrossEntropyLoss(), optimizer, transforms=[transform])
     if with_state and not load_before_bind:
-        transform.load_state_dict(saved["transform"])
-    step.ctx.step = saved["step"]  # the step's own count (Su's ascent/descent alternates on it)
+        step.load_state_dict(saved["step"])  # the transform's state and the step's count (ascent/descent reads it)
+    else:
+        step.ctx.step = saved["step"]["step"]
     return model, step
 
 
@@ -51,7 +52,7 @@ def original_and_saved(spec, data, at: int):
     step = build_step(model, CrossEntropyLoss(), optimizer, transforms=[transform])
     run_steps(model, step, data[:at])
     saved = copy.deepcopy(
-        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "transform": transform.state_dict(), "step": step.ctx.step}
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step.state_dict()}
     )
     return run_steps(model, step, data[at:]), saved
 
@@ -105,6 +106,20 @@ def test_gradient_normalizer_state_is_its_moving_norm_and_a_copy():
 def test_mgs_refuses_a_seeded_state_without_a_seed():
     data = batches()
     _, saved = original_and_saved(SPECS["mgs"], data, at=2)
-    assert saved["transform"]["generator"] is not None
+    assert saved["step"]["transforms"][0]["generator"] is not None
     with pytest.raises(ValueError, match="seed"):
-        MGS().load_state_dict(saved["transform"])
+        MGS().load_state_dict(saved["step"]["transforms"][0])
+
+
+def test_a_steps_state_holds_its_count_so_ascent_descent_resumes_in_phase():
+    """Su's ascent/descent alternates on the step's count: saved at an odd step, a step restored by
+    TrainStep.load_state_dict continues as the original; one that starts counting afresh does not."""
+    data = batches()
+    expected, saved = original_and_saved(SPECS["ascent_descent"], data, at=3)
+    model, step = resumed_run(SPECS["ascent_descent"], saved, load_before_bind=False)
+    assert step.ctx.step == 3 and same(run_steps(model, step, data[3:]), expected)
+    model, step = resumed_run(SPECS["ascent_descent"], saved)
+    step.ctx.step = 0  # (a fresh step's count)
+    assert not same(run_steps(model, step, data[3:]), expected)
+    with pytest.raises(ValueError, match=r"a step with 1 transform\(s\), got keys \['step'\]"):
+        step.load_state_dict({"step": 3})

@@ -13,7 +13,7 @@ from lossbench._checks import check_interval, check_positive
 from lossbench.losses._validation import HALF_DTYPES
 from lossbench.train._base import LossFn
 from lossbench.train._registry import TransformSpec
-from lossbench.train.step import build_step, trainable_parameters
+from lossbench.train.step import build_step, make_chain, trainable_parameters
 from lossbench.train.vocabulary import LR_SCHEDULES, MOMENTUM_BELOW, OPTIMIZERS, WEIGHT_DECAY_ON
 
 OptimizerSpec = Union[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]]
@@ -130,8 +130,16 @@ def fit(
     plus ``epoch`` and ``lr`` (the last step's).  ``on_epoch_end(epoch, row)`` may add entries
     to the row (validation metrics, say) and stops training by returning True.
     """
+    # every argument checked before the model moves or trains
     steps_per_epoch, samples = check_epoch_shape(x_train, y_train, epochs, batch_size, repeat, drop_last)
     check_lr_schedule([lr], lr_final, lr_schedule)
+    if isinstance(optimizer, str):
+        check_optimizer(optimizer, lr, [weight_decay], weight_decay_on, momentum)
+    transforms = make_chain(transforms)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if on_epoch_end is not None and not callable(on_epoch_end):
+        raise ValueError(f"on_epoch_end must be a function (epoch, row) or None, got {type(on_epoch_end).__name__}")
 
     device = torch.device(device) if device is not None else x_train.device
     model.to(device)
@@ -208,6 +216,10 @@ def check_epoch_shape(
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for name, tensor in (("x_train", x_train), ("y_train", y_train)):
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim == 0:
+            raise ValueError(f"{name} must be a tensor with one row per sample, got "
+                             f"{'a 0-d tensor' if isinstance(tensor, torch.Tensor) else type(tensor).__name__}")  # fmt: skip
     n = x_train.shape[0]
     if n == 0 or y_train.shape[0] != n:
         raise ValueError(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +19,22 @@ from lossbench.train._base import (
     reads_per_sample,
 )
 from lossbench.train._registry import TransformSpec, make_transform
+
+
+def make_chain(transforms: Sequence[TransformSpec] | TransformSpec | None) -> list[Transform]:
+    """The transforms of a step, built from names, ``(name, kwargs)`` pairs or instances (one alone, or None
+    for none) and checked as a chain: at most one update transform."""
+    if transforms is None:
+        return []
+    if isinstance(transforms, (str, Transform)):
+        transforms = [transforms]
+    elif isinstance(transforms, Mapping) or not isinstance(transforms, Iterable):
+        raise ValueError(f"transforms must be a list of names, (name, kwargs) pairs or Transforms, got {transforms!r}")
+    chain = [make_transform(t) for t in transforms]
+    updates = [t.name for t in chain if t.stage == "update"]
+    if len(updates) > 1:
+        raise ValueError(f"at most one update transform per step, got {updates}")
+    return chain
 
 
 def trainable_parameters(model: nn.Module, loss: LossFn) -> list[nn.Parameter]:
@@ -68,14 +85,10 @@ class TrainStep:
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        if isinstance(transforms, (str, Transform)):
-            transforms = [transforms]
-        self.transforms = [make_transform(t) for t in transforms]
+        self.transforms = make_chain(transforms)
         self._objective = [t for t in self.transforms if t.stage == "objective"]
         self._gradient = [t for t in self.transforms if t.stage == "gradient"]
         updates = [t for t in self.transforms if t.stage == "update"]
-        if len(updates) > 1:
-            raise ValueError(f"at most one update transform per step, got {[t.name for t in updates]}")
         self._update = updates[0] if updates else None
         check_per_sample_loss(self._objective, loss)
         self._per_sample = reads_per_sample(self._objective)
@@ -102,6 +115,9 @@ class TrainStep:
             t.bind(self.ctx)
 
     def run(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor | float]:
+        for name, given in (("x", x), ("y", y)):  # (an empty batch would step on nan statistics; x may be no tensor)
+            if isinstance(given, torch.Tensor) and (given.ndim == 0 or len(given) == 0):
+                raise ValueError(f"{name} must be a batch of at least one sample, got shape {tuple(given.shape)}")
         ctx = self.ctx
         ctx.x, ctx.y, ctx.stats = x, y, {}
         ctx.logits = logits = self.model(x)
@@ -160,6 +176,21 @@ class TrainStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         return {k: float(v) for k, v in self.run(x, y).items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the step carries from one call to the next: its count of steps (Su's ascent/descent
+        alternates on it) and each transform's state, in the chain's order.  The model's and the
+        optimizer's states are theirs to save."""
+        return {"step": self.ctx.step, "transforms": [t.state_dict() for t in self.transforms]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (of a step with the same chain of transforms)."""
+        if set(state) != {"step", "transforms"} or len(state["transforms"]) != len(self.transforms):
+            raise ValueError(f"state must be a TrainStep.state_dict() of a step with {len(self.transforms)} "
+                             f"transform(s), got keys {sorted(state)}")  # fmt: skip
+        for t, saved in zip(self.transforms, state["transforms"]):
+            t.load_state_dict(saved)
+        self.ctx.step = int(state["step"])
 
     def __repr__(self) -> str:
         return f"TrainStep(transforms={self.transforms!r}, optimizer={type(self.optimizer).__name__})"
