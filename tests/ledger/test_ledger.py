@@ -705,3 +705,18 @@ def test_a_run_that_fails_keeps_its_error_when_its_wall_time_cannot_be_recorded_
     with pytest.raises(RuntimeError, match="the run's own failure") as raised:
         run_claim(tiny_claim, "quick", storage, torch.device("cpu"))
     assert raised.value.__notes__ == ["its wall time was not recorded either (OSError: disk full)"]
+
+
+def test_a_dataset_where_both_methods_diverged_on_every_seed_is_inconclusive(tmp_path, monkeypatch):
+    """Each diverged run scores 0, so two failures give a constant difference 0: read as equivalence within
+    the margin before (equivalent), though nothing was learned about the claim."""
+    overrides = {**TINY.budgets["quick"].overrides, "search.lr": [1e36, 1e38], "train.epochs": 4}  # (inf logits)
+    claim = dataclasses.replace(TINY, id="tiny-diverged", budgets={"quick": Budget(overrides, "tiny")})
+    monkeypatch.setitem(records.CLAIMS, claim.id, claim)
+    spec = study_spec(claim, "quick")
+    storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
+    run_claim(claim, "quick", storage, torch.device("cpu"))
+    outcome = judge(claim, spec, storage, "quick", "fixed")
+    (d,) = outcome.datasets
+    assert d.treatment.diverged == d.baseline.diverged == 3 and d.treatment.scores == d.baseline.scores == [0.0] * 3
+    assert outcome.verdict.word == "inconclusive" and "both methods diverged on every one of the 3 seeds" in outcome.verdict.reason

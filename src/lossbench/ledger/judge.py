@@ -2,7 +2,8 @@
 
 Scores are the stored test metrics of the final runs, seed by seed; a diverged run (non-finite
 logits) scores 0, the EXACT paper's rule for a run whose weights became NaN, fixed here before
-any run.  Every number keeps the trial numbers it came from.
+any run; a dataset where both methods diverged on every seed is inconclusive (added 2026-12-07,
+when no stored study had such a dataset).  Every number keeps the trial numbers it came from.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from lossbench.ledger.verdict import (
     Ranking,
     Verdict,
     across_datasets_verdict,
+    both_failed,
     paired_verdict,
     ranking,
     score_difference,
@@ -230,6 +232,8 @@ def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget
         t, b = row[claim.treatment], row[claim.baseline]
         complete = len(t.scores) == len(b.scores) == spec.seeds
         verdict = paired_verdict(t.scores, b.scores, claim.rule, units=POINTS) if complete else None
+        if complete and t.diverged == b.diverged == spec.seeds:
+            verdict = both_failed(claim.rule, spec.seeds, verdict.effect.estimate)
         datasets.append(DatasetOutcome(label, t, b, verdict, verdict.word if verdict else None))
     verdict = None
     if datasets and all(d.verdict is not None for d in datasets):

@@ -390,6 +390,15 @@ def _too_few(rule: Rule, estimate: float, n: int, unit: str, method: str) -> Ver
     return Verdict("inconclusive", rule, effect, reason)
 
 
+def both_failed(rule: Rule, n: int, estimate: float = 0.0) -> Verdict:
+    """A dataset where treatment and baseline both diverged on every one of ``n`` seeds: scored as the
+    caller's rule scores a diverged run, they give a constant difference that would read as equivalence
+    (or, over nothing, as a claimed gain), but two failures show nothing about the claim."""
+    effect = Effect(estimate, math.nan, math.nan, rule.ci_level, math.nan, n, f"both diverged on {n} seeds")
+    return Verdict("inconclusive", rule, effect, f"inconclusive: both methods diverged on every one of the {n} seeds; "
+                   "two failures cannot show a difference or its absence")  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------
 # One dataset: paired seeds
 # --------------------------------------------------------------------------------------------
