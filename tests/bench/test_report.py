@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import html
 import math
@@ -152,6 +153,8 @@ def test_the_protocol_says_which_validation_split_and_training_part_the_runs_had
                        "methods": [{"name": "ce", "loss": "cross_entropy"}]})  # fmt: skip
     carved, own = (collect(spec, hand_storage(spec, {"ce": SCORES["ce"]}, {"ce": 0.05}, v)) for v in (None, OWN_VALIDATION))
     assert "scored on a 20% stratified validation split" in _protocol(spec, carved)  # (a record that does not say: the spec's)
+    eighth = dataclasses.replace(spec, val_fraction=0.125)  # (12% before: a whole percent, rounded half to even)
+    assert "scored on a 12.5% stratified validation split" in _protocol(eighth, carved)
     assert "scored on each data set's own validation split" in _protocol(spec, own)
     final = ("re-trained with 3 seeds on the tuning runs' fit part (the validation part held out to choose each run's epoch"
              if stopping else "re-trained with 3 seeds on the full training split and scored on the test split")  # fmt: skip
@@ -421,13 +424,17 @@ def test_each_dataset_says_which_methods_the_paired_tests_tell_apart_from_the_ba
     assert wine.method("better").p_holm < 0.05 < wine.method("same").p_holm
     write_report(spec, [wine], tmp_path / "apart")
     md = (tmp_path / "apart" / "report.md").read_text()
-    assert "Shown to differ from `ce` after Holm's correction at 0.05: `better` (above); the other 1 tested are not." in md
+    assert ("Shown to differ from `ce` after Holm's correction at 0.05, each as its tuning chose it (seeds re-train one "
+            "configuration): `better` (above); the other 1 tested is not.") in md  # fmt: skip
     (flat,) = collect(spec, hand_storage(spec, {**scores, "better": ce}, dict.fromkeys(scores, 0.05)))
     write_report(spec, [flat], tmp_path / "flat")
     assert "No method is shown to differ from `ce` after Holm's correction at 0.05 (2 tested)" in (tmp_path / "flat" / "report.md").read_text()
     # a baseline with no runs on the data set: nothing was tested, said so (not "these seeds do not tell apart")
     (alone,) = collect(spec, hand_storage(spec, {k: v for k, v in scores.items() if k != "ce"}, dict.fromkeys(scores, 0.05)))
     assert paired_summary(alone) == "No paired test: the baseline `ce` has no complete runs on this data set."
+    # the baseline alone: nothing else to test (it said "No method is shown to differ ... (0 tested)")
+    (only,) = collect(spec, hand_storage(spec, {"ce": ce}, {"ce": 0.05}))
+    assert paired_summary(only) == "No paired test: no other method has complete runs beside the baseline `ce` here."
 
 
 def test_a_two_stage_methods_second_stage_has_its_own_settings_row():

@@ -94,13 +94,18 @@ def paired_summary(result: DatasetResult) -> str:
         return f"No paired test: the baseline `{result.baseline}` does not run on this data set (its `datasets` leave it out)."
     if not tested and not any(r.method.name == result.baseline and r.complete for r in result.methods):
         return f"No paired test: the baseline `{result.baseline}` has no complete runs on this data set."
+    if not tested:
+        return f"No paired test: no other method has complete runs beside the baseline `{result.baseline}` here."
     if not apart:
         return (f"No method is shown to differ from `{result.baseline}` {level} ({len(tested)} tested): the ranking "
                 "above orders means that these seeds do not tell apart from the baseline's.")  # fmt: skip
     said = ", ".join(f"`{r.method.name}` ({'above' if r.paired.mean_difference > 0 else 'below'})" for r in apart)
     rest = len(tested) - len(apart)
-    others = f"; the other {rest} tested are not" if rest else f" (all {len(tested)} tested)"
-    return f"Shown to differ from `{result.baseline}` {level}: {said}{others}."
+    others = (f"; the other {rest} tested {'is' if rest == 1 else 'are'} not" if rest else
+              f" ({'the one' if len(tested) == 1 else f'all {len(tested)}'} tested)")  # fmt: skip
+    # (over seeds of each method's chosen configuration: a copy of the baseline can differ by its tuning alone)
+    return (f"Shown to differ from `{result.baseline}` {level}, each as its tuning chose it (seeds re-train one "
+            f"configuration): {said}{others}.")  # fmt: skip
 
 
 def leaderboard_header(result: DatasetResult) -> list[str]:
@@ -296,7 +301,7 @@ def _protocol(spec: Spec, results: list[DatasetResult]) -> str:
 def _validation(spec: Spec, results: list[DatasetResult]) -> str:
     """The validation split the tuning runs were scored on, as their records say (a record that does
     not say: the spec's split of the training data)."""
-    carved = f"a {spec.val_fraction:.0%} {spec.val_split} validation split"
+    carved = f"a {100 * spec.val_fraction:g}% {spec.val_split} validation split"
     own = [result.dataset.label for result in results
            if any(run_record(t).get(VALIDATION_ATTR) == OWN_VALIDATION for r in result.methods for t in r.tune_trials)]  # fmt: skip
     if not own:
