@@ -216,8 +216,8 @@ def check_epoch_shape(
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    for name, tensor in (("x_train", x_train), ("y_train", y_train)):
-        if not isinstance(tensor, torch.Tensor) or tensor.ndim == 0:
+    for name, tensor in (("x_train", x_train), ("y_train", y_train)):  # (or a tensor-like batch: token bags, say)
+        if not (hasattr(tensor, "to") and len(getattr(tensor, "shape", ()))):
             raise ValueError(f"{name} must be a tensor with one row per sample, got "
                              f"{'a 0-d tensor' if isinstance(tensor, torch.Tensor) else type(tensor).__name__}")  # fmt: skip
     n = x_train.shape[0]
