@@ -257,6 +257,10 @@ def test_labels_differing_only_by_spaces_are_one_class(tmp_path):
                                          r"label_strip='.' if they are one class$"):  # fmt: skip
         assert load_table(dots, test_fraction=0.34).class_names == ["x", "z", "z."]
     assert load_table(dots, test_fraction=0.34, label_strip=".").class_names == ["x", "z"]
+    cased = write(tmp_path / "c.csv", "a,y\n1,Yes\n2,yes\n3,No\n4,yes\n5,Yes\n6,No\n")
+    with pytest.warns(UserWarning, match=r"c.csv: labels 'Yes', 'yes' differ only by case and are 2 classes; write "
+                                         r"them alike if they are one$"):  # fmt: skip
+        assert load_table(cased, test_fraction=0.34).class_names == ["No", "Yes", "yes"]
 
 
 @pytest.mark.parametrize("big", ["1e300", "1.7e308", "-4e38"])

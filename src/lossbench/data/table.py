@@ -176,8 +176,9 @@ HEADER_SAMPLE_ROWS = 50
 # merged by a stray quote refused, headers of columns 0, 1, 2 found, placeholders no header names, integer
 # labels exact beyond 2**53; 11: a multi-line quoted cell holding the delimiter loaded again, quotes ignored with
 # a regular-expression sep; 12: a header guessed from integers alone warned of, a repeated header of numbers refused;
-# 13: a label equal to its column's name alone is a class, a header guessed past trailing empty columns.
-PARSE_VERSION = 13
+# 13: a label equal to its column's name alone is a class, a header guessed past trailing empty columns;
+# 14: labels differing only by case warned of.
+PARSE_VERSION = 14
 WHITESPACE = r"\s+"
 
 
@@ -898,6 +899,12 @@ def _labels(
         labels = labels.map(_category)
         classes_raw = sorted(set(labels))
         values = labels.to_numpy(dtype=object)
+        by_case: dict[str, list[str]] = {}
+        for c in classes_raw:
+            by_case.setdefault(str(c).casefold(), []).append(str(c))
+        if alike := next((names for names in by_case.values() if len(names) > 1), None):
+            notes.append(f"{path}: labels {', '.join(map(repr, alike))} differ only by case and are "
+                         f"{len(alike)} classes; write them alike if they are one")  # fmt: skip
     if len(classes_raw) < 2:
         raise ValueError(
             f"{path}: label column {label_col!r} holds a single class ({_class_name(classes_raw[0])!r}); "
