@@ -67,6 +67,8 @@ def test_a_baseline_named_like_terminal_markup_is_printed_as_written(tmp_path, m
         monkeypatch.setattr(console_module, "console", Console(file=out, width=300, color_system=None))
         console_module.print_leaderboards(results)
         assert f"vs {baseline}" in out.getvalue()
+        # and the line saying which methods the paired tests tell apart, as the report has it
+        assert f"No method is shown to differ from `{baseline}` after Holm's correction" in out.getvalue()
 
 
 @pytest.mark.parametrize("name", ["ce\n# injected", "ce\rx", "ce\tx", " ce", "ce ", ""])

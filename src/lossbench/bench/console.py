@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lossbench.bench.report import leaderboard_header, leaderboard_rows
+from lossbench.bench.report import leaderboard_header, leaderboard_rows, paired_summary
 from lossbench.bench.results import DatasetResult
 from lossbench.bench.spec import Spec
 
@@ -113,3 +113,5 @@ def print_leaderboards(results: list[DatasetResult]) -> None:
         for row in leaderboard_rows(result):
             table.add_row(*(escape(cell) for cell in row[:shown]))
         console.print(table)
+        if result.baseline is not None:  # (the ranking orders means: which of its steps the seeds tell apart)
+            console.print(paired_summary(result), markup=False, highlight=False, soft_wrap=True)
