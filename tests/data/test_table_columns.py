@@ -73,3 +73,23 @@ def test_a_header_is_found_where_every_line_ends_with_the_delimiter(tmp_path):
     path = write(tmp_path / "tc.csv", "a,b,y,\n1,2,x,\n3,4,z,\n5,6,x,\n7,8,z,\n9,10,x,\n")
     data, _ = _load(path, label="y", test_fraction=0.4)
     assert data.class_names == ["x", "z"] and data.meta["feature_names"] == ["a", "b"]
+
+
+def test_a_column_of_dates_is_warned_of_as_it_is_read(tmp_path):
+    """Excel gives dates as dates (read as one number each), a CSV as text (a category per date): both were silent."""
+    import datetime
+
+    sheet = openpyxl.Workbook()
+    sheet.active.append(["when", "a", "y"])
+    for i in range(12):
+        sheet.active.append([datetime.datetime(2020, 1, i + 1), i, "xz"[i % 2]])
+    sheet.save(tmp_path / "d.xlsx")
+    data, said = _load(tmp_path / "d.xlsx", test_fraction=0.25)
+    assert data.meta["feature_names"] == ["when", "a"]
+    assert any("d.xlsx: column 'when' holds dates or durations, read as one number each" in s for s in said), said
+    text = write(tmp_path / "d.csv", "when,a,y\n" + "".join(f"2020-01-{i + 1:02d},{i},{'xz'[i % 2]}\n" for i in range(12)))
+    data, said = _load(text, test_fraction=0.25)
+    assert data.meta["feature_names"][0] == "a" and len(data.meta["feature_names"]) == 1 + 12
+    assert any("d.csv: column 'when' holds dates as text ('2020-01-" in s and "a feature per date (12)" in s for s in said)
+    plain = write(tmp_path / "p.csv", "kind,a,y\n" + "".join(f"{'uvw'[i % 3]},{i},{'xz'[i % 2]}\n" for i in range(12)))
+    assert not [s for s in _load(plain, test_fraction=0.25)[1] if "dates" in s]

@@ -177,7 +177,7 @@ HEADER_SAMPLE_ROWS = 50
 # labels exact beyond 2**53; 11: a multi-line quoted cell holding the delimiter loaded again, quotes ignored with
 # a regular-expression sep; 12: a header guessed from integers alone warned of, a repeated header of numbers refused;
 # 13: a label equal to its column's name alone is a class, a header guessed past trailing empty columns;
-# 14: labels differing only by case warned of.
+# 14: labels differing only by case warned of, and dates (numbers from Excel, categories from text).
 PARSE_VERSION = 14
 WHITESPACE = r"\s+"
 
@@ -984,6 +984,9 @@ def _features(
                     f"{held} there; list it in missing=[...] if it means a missing value, or the column in nominal=[...]"
                 )
             features[c] = values
+            if pd.api.types.is_datetime64_any_dtype(col) or pd.api.types.is_timedelta64_dtype(col):  # (Excel's cells)
+                notes.append(f"{path}: column {c!r} holds dates or durations, read as one number each (a date's "
+                             "nanoseconds since 1970, a duration's in all); drop it (drop=[...]) if it is no feature")  # fmt: skip
             if not pd.api.types.is_bool_dtype(values):
                 _check_range(values.to_numpy(dtype=np.float64, na_value=np.nan), c, where, texts)
             continue
@@ -1031,10 +1034,21 @@ def _features(
                 f"{what} and holds {len(categories)} distinct values, more than "
                 f"max_categories={max_categories}; drop it (drop=[...]) or raise max_categories"
             )
+        if len(categories) > 2 and _all_dates(categories):  # (a CSV's dates are text: a category per date)
+            notes.append(f"{path}: column {c!r} holds dates as text ({categories[0]!r}, ...), one-hot encoded: a "
+                         f"feature per date ({len(categories)}); drop it (drop=[...]) or write it as numbers")  # fmt: skip
         onehot = pd.get_dummies(col).reindex(columns=categories, fill_value=False)  # (a value fit never saw: zeros)
         features = features.drop(columns=[c]).join(onehot.add_prefix(f"{c}-"))
     matrix = np.array(features.astype(float).to_numpy(dtype=np.float64), order="C")  # a writable copy
     return matrix, [str(c) for c in features.columns]
+
+
+_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?|\d{1,2}[/.]\d{1,2}[/.]\d{2,4}")
+
+
+def _all_dates(categories: list[str]) -> bool:
+    """Whether every category is written as a calendar date (2020-01-31, 2020-01-31 12:00, 31/01/2020, 1.31.20)."""
+    return all(_DATE.fullmatch(str(v).strip()) for v in categories)
 
 
 def _parse(
