@@ -118,7 +118,8 @@ def fit(
     rate decays exponentially, step by step, from ``lr`` at the first step to ``lr_final`` at
     the last; with ``lr_schedule="epoch"`` it decays once per epoch instead, reaching
     ``lr_final`` at the last epoch (a per-epoch StepLR, as the EXACT paper's code).  Either way a run
-    whose ``lr`` is at or below ``lr_final``, or with a single step (epoch) to schedule, keeps its ``lr``.  An epoch is ``repeat`` passes over the data in one shuffled order
+    whose ``lr`` is at or below ``lr_final``, or with a single step (epoch) to schedule, keeps its
+    ``lr``.  An epoch is ``repeat`` passes over the data in one shuffled order
     (``randperm(repeat * n) % n``, as a repeated dataset in a shuffling loader), cut into batches;
     ``drop_last`` drops the last, smaller one.  ``optimizer`` is a name from ``OPTIMIZERS`` (built
     by :func:`make_optimizer`, fused where PyTorch can) or a factory ``params -> Optimizer``,
