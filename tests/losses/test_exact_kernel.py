@@ -238,11 +238,66 @@ def test_an_interrupted_build_leaves_the_next_call_to_try_again(monkeypatch):
     assert "functions" not in _exact_native._STATE  # (it had cached None: the kernel off for the process)
 
 
-def test_other_tensors_take_the_pytorch_path():
+def test_other_tensors_take_the_pytorch_path(monkeypatch):
     m = torch.zeros(4, 5)
     assert not _exact_native.applies(m.half(), 16)
     assert not _exact_native.applies(m[:, :2], 16)  # two classes: the closed form
     assert not _exact_native.applies(m, 2 * (_exact_native.MAX_HALF_NODES + 1))
+    monkeypatch.setattr(_exact_native, "MAX_CLASSES", 5)  # (the kernel counts a row's padded rivals in int)
+    assert not _exact_native.applies(m, 16) and _exact_native.applies(m[:, :4], 16) is (_exact_native.kernel() is not None)
+
+
+@needs_kernel
+def test_threads_making_their_first_calls_at_once_get_the_values_of_one_thread(kernel, monkeypatch):
+    """Each thread's first call of a (num_nodes, dtype) builds its rule's tables and the cache keeps one: the
+    kernel read the others' by address after they were freed (0.69 off in a loss in [0, 1], found by a review)."""
+    import threading
+
+    gen = torch.Generator().manual_seed(14)
+    x = {dt: torch.randn(500, 12, generator=gen, dtype=dt) * 2 for dt in (torch.float32, torch.float64)}
+    target = torch.randint(0, 12, (500,), generator=gen)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # (the threads race, not OpenMP's)
+    nodes = range(4, 40, 2)
+    for cache in (_exact_native._tables, _exact_native.constants, exact_rules.half_range_rule):
+        cache.cache_clear()  # (cold: every thread's call below is a first one)
+    barrier, results = threading.Barrier(3), {}
+
+    def worker(w: int) -> None:
+        for n in nodes:
+            for dt in x:
+                barrier.wait()
+                results[w, n, dt] = exact(x[dt], target, num_nodes=n, reduction="none")
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3 * len(nodes) * 2
+    wrong = [(w, n, dt) for (w, n, dt), v in results.items()
+             if not torch.equal(v, exact(x[dt], target, num_nodes=n, reduction="none"))]  # fmt: skip
+    assert not wrong
+
+
+def test_a_target_on_another_device_is_refused_not_read_by_the_kernel():
+    logits, target = torch.randn(6, 5), torch.randint(0, 5, (6,))
+    for validate in (True, False):  # (a meta target's pointer, read by the kernel, ended the process)
+        with pytest.raises(ValueError, match=r"target must be on the logits' device cpu, got meta"):
+            exact(logits, target.to("meta"), validate=validate)
+    with pytest.raises(ValueError, match="target must be on the CPU with the scores, got meta"):
+        _exact_native.rows(logits, target.to("meta"), 16, False)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_child_forked_while_the_kernels_lock_is_held_takes_its_own():
+    """A child forked while another thread builds the kernel (its lock held: seconds on first use) waited on
+    that lock forever."""
+    with _exact_native._LOCK:
+        pid = os.fork()
+        if pid == 0:  # the child: the lock it inherited is not the one it takes
+            os._exit(0 if _exact_native._LOCK.acquire(timeout=10) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def graph_nodes(t: torch.Tensor) -> set[str]:

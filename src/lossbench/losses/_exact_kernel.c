@@ -528,7 +528,7 @@ static REAL one_row(const REAL *xr, const int64_t *idx, int r, int n, int comple
     if (xm[j] - low_shift > k->saturated) xm[kept] = xm[j], kept_idx[kept] = idx[j], ++kept;
   Nodes nd = {.lam = node_lam, .by_node = r < BY_NODE_BELOW, .kept = kept, .kept_p = PAD(kept),
               .k_nodes = k_nodes, .kp = kp};
-  nd.v = node_lam + (size_t)(nd.by_node ? kept * kp : k_nodes * nd.kept_p);
+  nd.v = node_lam + (nd.by_node ? (size_t)kept * kp : (size_t)k_nodes * nd.kept_p); /* (size_t before the product) */
   node_terms(&nd, xm, offsets_out, x, lam, log_phi, k);
   for (int i = 0; i < kp; ++i) /* a node where every rival's lam underflows gets weight 0, not nan */
     nd.s[i] = i >= k_nodes ? 1 : (nd.s[i] >= TINY ? nd.s[i] : TINY);

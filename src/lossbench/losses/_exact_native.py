@@ -62,6 +62,7 @@ SWITCH_ENV = "LOSSBENCH_EXACT_KERNEL"
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-fPIC", "-fopenmp", "-fno-math-errno", "-fno-trapping-math")
 LINK = ("-shared", "-fopenmp", "-lmvec", "-lm")
 MAX_HALF_NODES = 128  # the kernel keeps a row's node sums on the stack
+MAX_CLASSES = 2**30  # the kernel counts a row's rivals (padded) in int; more classes take the PyTorch path
 # The numerical constants the kernel reads, in the order of the enum in _exact_kernel.c (a test
 # checks the names): (name, entries).  Their values come from _exact_special and _exact_rules, where
 # the PyTorch path reads the same ones, or (Newton's start only) from below; see :func:`constants`.
@@ -92,6 +93,16 @@ enabled = os.environ.get(SWITCH_ENV, "1") != "0"
 
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
+
+
+def _new_lock() -> None:
+    """A forked child's own lock: one held by another thread at the fork (building the kernel) stays held there."""
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock)
 
 
 def _kernel_dir() -> Path:
@@ -265,7 +276,8 @@ def log_ndtr_and_mills(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.detach().contiguous()
     log_phi, lam = torch.empty_like(x), torch.empty_like(x)
     fn = kernel()[x.dtype, "log_ndtr_and_mills"]
-    if fn(x.data_ptr(), x.numel(), constants(x.dtype).data_ptr(), log_phi.data_ptr(), lam.data_ptr()):
+    table = constants(x.dtype)  # (held until the call returns, as rows' tables)
+    if fn(x.data_ptr(), x.numel(), table.data_ptr(), log_phi.data_ptr(), lam.data_ptr()):
         raise ValueError("the tail series has more terms than the kernel holds")
     return log_phi, lam
 
@@ -303,7 +315,7 @@ def applies(m: torch.Tensor, num_nodes: int) -> bool:
         enabled
         and m.device.type == "cpu"
         and m.dtype in (torch.float32, torch.float64)
-        and m.shape[1] >= 3
+        and 3 <= m.shape[1] < MAX_CLASSES
         and num_nodes // 2 <= MAX_HALF_NODES
         and kernel() is not None
     )
@@ -384,7 +396,12 @@ def rows(
     out = torch.empty(b * (2 + 4 * n + (c if need_grad else 0)) + 1, dtype=m.dtype)
     at, size = out.data_ptr(), out.element_size()
     counts, stats = (ctypes.c_int64 * 3)(), (ctypes.c_double * 3)()
-    hermite_x, hermite_log_w, table = _tables(num_nodes, m.dtype)[3]
+    if target.device.type != "cpu":  # (the kernel would read a device's pointer on the host)
+        raise ValueError(f"target must be on the CPU with the scores, got {target.device}")
+    # (the tables' tuple held until the call returns: two threads' first calls each build their own, and the
+    # cache keeps one; tables read by address from an entry it dropped were freed under the kernel)
+    tables = _tables(num_nodes, m.dtype)
+    hermite_x, hermite_log_w, table = tables[3]
     threads = torch.get_num_threads() if b * c * num_nodes >= _PARALLEL_TERMS else 1
     status = kernel()[m.dtype](
         m.data_ptr(), target.data_ptr(), ways.data_ptr() if ways is not None else None, choose, ignore_index, b, c,

@@ -178,6 +178,8 @@ def exact(
     check_reduction(reduction)
     check_logits(logits2d, 2, validate)
     c = logits2d.shape[1]
+    if isinstance(target, torch.Tensor) and target.device != logits2d.device:  # (the kernel reads both on the host)
+        raise ValueError(f"target must be on the logits' device {logits2d.device}, got {target.device}")
     target = check_index_target(target, c, logits2d.shape[:1], ignore_index, validate)
     if c < 2:
         raise ValueError(f"logits must have at least 2 classes, got shape {tuple(logits.shape)}")
