@@ -573,3 +573,41 @@ def test_a_factory_is_another_study_where_a_list_dict_or_tensor_it_closes_over_c
     for one, other in pairs:
         assert _code_digest(one) != _code_digest(other)
         assert _code_digest(one) == _code_digest(one)
+
+
+def test_compare_from_two_threads_gives_what_each_call_gives_alone(tmp_path):
+    """Two calls at once on one data set collided in the registries ('already registered'), drew each other's
+    seeds from torch's global generator and broke matplotlib's shared state in the plots (found by a review)."""
+    import threading
+
+    x = torch.randn(60, 3, generator=torch.Generator().manual_seed(1))
+    y = (x[:, 0] > 0).long()
+    methods = {"a": ["cross_entropy"], "b": ["focal"]}
+    alone = {k: compare((x, y), methods=m, out=tmp_path / f"alone-{k}", **TINY).leaderboard for k, m in methods.items()}
+    together, errors = {}, []
+
+    def call(k: str) -> None:
+        try:
+            together[k] = compare((x, y), methods=methods[k], out=tmp_path / f"thread-{k}", **TINY).leaderboard
+        except Exception as err:  # (reported below, with the others)
+            errors.append(err)
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in methods]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for k in methods:
+        assert together[k]["accuracy_mean"].tolist() == alone[k]["accuracy_mean"].tolist()
+        assert together[k]["config"].tolist() == alone[k]["config"].tolist()
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_compare_trains_under_a_callers_no_grad_or_inference_mode(tmp_path, mode):
+    x = torch.randn(60, 3, generator=torch.Generator().manual_seed(2))
+    y = (x[:, 0] > 0).long()
+    plain = compare((x, y), methods=["cross_entropy"], out=tmp_path / "plain", **TINY).leaderboard
+    with torch.no_grad() if mode == "no_grad" else torch.inference_mode():  # (no_grad: a backward-less error before)
+        under = compare((x, y), methods=["cross_entropy"], out=tmp_path / mode, **TINY).leaderboard
+    assert under["accuracy_mean"].tolist() == plain["accuracy_mean"].tolist()

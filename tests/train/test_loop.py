@@ -164,6 +164,16 @@ def test_fit_refuses_before_the_model_moves_or_trains(kwargs, match):
     assert all(p.device.type == "cpu" and torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_fit_trains_under_a_callers_no_grad_or_inference_mode(mode):
+    x, y = blobs(n=40)
+    plain, under = mlp(), mlp()
+    fit(plain, CrossEntropyLoss(), x, y, epochs=2, batch_size=8, lr=0.1, generator=torch.Generator().manual_seed(0))
+    with mode():  # ("element 0 of tensors does not require grad" before)
+        fit(under, CrossEntropyLoss(), x, y, epochs=2, batch_size=8, lr=0.1, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), under.parameters()))
+
+
 def test_fit_takes_none_for_no_transforms_and_a_step_refuses_an_empty_batch():
     x, y = blobs(n=20)
     model = mlp()

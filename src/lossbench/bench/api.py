@@ -23,6 +23,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import types
 import warnings
 import weakref
@@ -187,7 +188,22 @@ def compare(
     (``trials``, ``seeds``, ``plugins``, ...) or ``[train]`` field (``epochs``, ``model_params``,
     ...), overriding ``spec``.  ``name``: the study's name, by default one derived from the spec,
     so the same call resumes its stored study.  The process's torch threads are left as they are.
+    Calls from several threads run one after another: the registries they add the data and model to,
+    torch's global generator that seeds each run's model, and matplotlib's style are the process's.
     """
+    with _ONE_AT_A_TIME:
+        return _compare(data, methods, out, test, test_fraction, label, model, model_search, name, dataset_label,
+                        spec, storage, device, pack, progress, options)  # fmt: skip
+
+
+# (see compare's docstring: two calls at once collided in the registries and drew each other's seeds)
+_ONE_AT_A_TIME = threading.RLock()
+
+
+@torch.inference_mode(False)  # (models and data built as normal tensors, trained, under a caller's inference mode)
+@torch.enable_grad()
+def _compare(data, methods, out, test, test_fraction, label, model, model_search, name, dataset_label, spec, storage,
+             device, pack, progress, options) -> Comparison:  # fmt: skip
     table = _spec_table(spec, options, methods, model_search)
     if name is not None:
         table["name"] = name

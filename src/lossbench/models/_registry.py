@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,9 @@ def register_model(info: ModelInfo) -> ModelInfo:
     return MODELS.add(info.name, info)
 
 
+_SEEDING = threading.Lock()
+
+
 def build_model(
     name: str, dataset: Any, *, num_outputs: int | None = None, seed: int | None = None, **hyperparams: Any
 ) -> nn.Module:
@@ -43,8 +47,9 @@ def build_model(
     ``input_shape``, ``num_classes``, ``task`` and ``vocab_size`` are used).
 
     ``num_outputs``: logit width, default ``dataset.num_classes`` (pass 1 for a single-logit
-    sigmoid loss on a two-class set).  ``seed``: build under ``torch.manual_seed(seed)``
-    without disturbing the global RNG state; otherwise the global RNG initialises the weights.
+    sigmoid loss on a two-class set).  ``seed``: build with the CPU's generator seeded with it (the
+    draws of ``torch.manual_seed(seed)``) without disturbing the global RNG state, one thread at a
+    time; otherwise the global RNG initialises the weights.
     Unset hyperparameters take their registered defaults.
     """
     info = MODELS.get(name)
@@ -66,6 +71,6 @@ def build_model(
     kwargs = {**defaults(info.hyperparams), **hyperparams}
     if seed is None:
         return info.factory(dataset, num_outputs, **kwargs)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with _SEEDING, torch.random.fork_rng(devices=[]):  # (one thread at a time: the generator is the process's)
+        torch.default_generator.manual_seed(seed)  # (the CPU's only: fork_rng gives back no accelerator's state)
         return info.factory(dataset, num_outputs, **kwargs)

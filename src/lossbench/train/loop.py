@@ -87,6 +87,8 @@ def check_optimizer(name: str, lr: float, weight_decays: Sequence[float], weight
     check_no_decay(weight_decay_on, weight_decays)
 
 
+@torch.inference_mode(False)  # (trains under a caller's no_grad or inference mode too)
+@torch.enable_grad()
 def fit(
     model: nn.Module,
     loss: LossFn,

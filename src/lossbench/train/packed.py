@@ -294,6 +294,8 @@ class PackedOptimizer:
         p.sub_(exp_avg.mul(step_size).div_(denom))
 
 
+@torch.inference_mode(False)  # (trains under a caller's no_grad or inference mode too)
+@torch.enable_grad()
 def fit_packed(
     packed: PackedModel,
     losses: Sequence[LossFn] | PackedLosses,
