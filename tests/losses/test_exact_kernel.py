@@ -288,6 +288,22 @@ def test_a_target_on_another_device_is_refused_not_read_by_the_kernel():
         _exact_native.rows(logits, target.to("meta"), 16, False)
 
 
+@needs_kernel
+def test_the_kernels_tables_and_outputs_stay_on_the_cpu_whatever_the_default_device(kernel):
+    """Under a caller's default device (cuda, say; meta here) the rule's cached tables and the outputs were made
+    there, and the kernel read their addresses on the host: the process ended."""
+    gen = torch.Generator().manual_seed(3)
+    logits, target = torch.randn(40, 12, generator=gen, requires_grad=True), torch.randint(0, 12, (40,), generator=gen)
+    expected = exact(logits, target)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    for cache in (_exact_native._tables, _exact_native.constants, exact_rules.half_range_rule):
+        cache.cache_clear()  # (built below, under the default device)
+    with torch.device("meta"):
+        value = exact(logits, target)
+        (grad,) = torch.autograd.grad(value, logits)
+    assert value.device.type == "cpu" and torch.equal(value, expected) and torch.equal(grad, expected_grad)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
 def test_a_child_forked_while_the_kernels_lock_is_held_takes_its_own():
     """A child forked while another thread builds the kernel (its lock held: seconds on first use) waited on

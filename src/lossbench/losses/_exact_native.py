@@ -241,6 +241,7 @@ def _declare(library: ctypes.CDLL) -> dict[torch.dtype, ctypes._CFuncPtr]:
 
 
 @functools.lru_cache(maxsize=None)
+@rules.on_cpu
 def constants(dtype: torch.dtype) -> torch.Tensor:
     """The kernel's numerical constants for ``dtype`` (float64, CPU), laid out as ``CONSTANT_NAMES``."""
     values = {
@@ -328,6 +329,7 @@ NO_INDEX = -(2**63)  # an ignore_index that no target equals
 
 
 @functools.lru_cache(maxsize=None)
+@rules.on_cpu
 def _tables(num_nodes: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int, int]]:
     """The rule's nodes, log weights and the constants for ``dtype``, and their addresses (kept alive here)."""
     nodes, log_w = rules.half_range_rule(num_nodes // 2)
@@ -388,12 +390,12 @@ def rows(
     if isinstance(clip, torch.Tensor):
         row_clip, clip = _per_row("clip", clip, b), math.inf
     if choose:
-        ways = torch.empty(b, dtype=torch.int64)
+        ways = torch.empty(b, dtype=torch.int64, device="cpu")  # (whatever a caller made the default device)
     elif ways is not None and (ways.dtype != torch.int64 or not ways.is_contiguous()):
         ways = ways.to(torch.int64).contiguous()
     # one allocation for the outputs: value (B + 1, the reduced value last), mu (B), offsets and log
     # weights (B, 2 n each) (, gradient (B, C))
-    out = torch.empty(b * (2 + 4 * n + (c if need_grad else 0)) + 1, dtype=m.dtype)
+    out = torch.empty(b * (2 + 4 * n + (c if need_grad else 0)) + 1, dtype=m.dtype, device="cpu")
     at, size = out.data_ptr(), out.element_size()
     counts, stats = (ctypes.c_int64 * 3)(), (ctypes.c_double * 3)()
     if target.device.type != "cpu":  # (the kernel would read a device's pointer on the host)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -52,7 +54,20 @@ _UNION_BOUND = 0.5
 _FAR_MARGIN = {torch.float32: 1e3, torch.float64: 1e7}
 
 
+def on_cpu(build: Callable[..., Any]) -> Callable[..., Any]:
+    """``build`` with the CPU as torch's default device: the tables are the CPU's whatever device a caller made
+    the default (``torch.set_default_device("cuda")``: the fused kernel would read a GPU's addresses)."""
+
+    @functools.wraps(build)
+    def on_the_cpu(*args: Any) -> Any:
+        with torch.device("cpu"):
+            return build(*args)
+
+    return on_the_cpu
+
+
 @functools.lru_cache(maxsize=None)
+@on_cpu
 def _gauss_legendre_cpu(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Gauss-Legendre rule on ``[-1, 1]`` by Newton's method on ``P_n`` (float64; no eigensolver)."""
     x = torch.cos(math.pi * (torch.arange(1, n + 1, dtype=torch.float64) - 0.25) / (n + 0.5))
@@ -84,6 +99,7 @@ _F64 = {"dtype": torch.float64}
 
 
 @functools.lru_cache(maxsize=None)
+@on_cpu
 def _half_range_recurrence(n: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Recurrence coefficients of the orthonormal polynomials of ``exp(-x^2)`` on ``[0, inf)``.
 
@@ -120,6 +136,7 @@ def _half_range_recurrence(n: int) -> tuple[torch.Tensor, torch.Tensor, float]:
 
 
 @functools.lru_cache(maxsize=None)
+@on_cpu
 def _half_range_log_rule(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Nodes and log weights of the ``n``-point Gauss rule for ``int_0^inf exp(-x^2) f(x) dx`` (float64).
 
@@ -158,6 +175,7 @@ def _half_range_hermite_cpu(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=None)
+@on_cpu
 def half_range_rule(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``n`` half-range nodes ``x_i`` and the log weights ``log w_i + x_i^2`` (float64, CPU) of
     the rule for ``int_0^inf exp(-x^2) f(x) dx`` applied to ``exp(x^2) f(x)``: what this module's
@@ -167,6 +185,7 @@ def half_range_rule(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=None)
+@on_cpu
 def _rule(
     n: int, dtype: torch.dtype, device: torch.device, secant: float = _SECANT
 ) -> tuple[torch.Tensor, ...]:
