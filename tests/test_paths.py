@@ -10,6 +10,7 @@ import optuna
 import pytest
 
 from lossbench._paths import (
+    NoCacheFolder,
     _private_group,
     atomic_write,
     check_name,
@@ -157,6 +158,31 @@ def test_user_cache_root_ignores_an_empty_or_relative_xdg_cache_home(xdg, monkey
     assert user_cache_root() == tmp_path / ".cache" / "lossbench"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert user_cache_root() == tmp_path / "xdg" / "lossbench"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX homes")
+@pytest.mark.parametrize("home", ["", "relhome", None])
+def test_user_cache_root_takes_the_password_databases_home_for_an_empty_relative_or_unset_home(home, monkeypatch, tmp_path):
+    """Python reads HOME='' as '/' and a relative HOME below the working folder: the caches (and the kernel) were
+    made there; without HOME nor an account's home, Path.home()'s RuntimeError was a traceback."""
+    import pwd
+
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: pwd.struct_passwd(("me", "x", uid, 0, "", str(tmp_path), "/bin/sh")))
+    if home is None:
+        monkeypatch.delenv("HOME", raising=False)
+    else:
+        monkeypatch.setenv("HOME", home)
+    assert user_cache_root() == tmp_path / ".cache" / "lossbench"
+
+    def no_account(uid):
+        raise KeyError(uid)
+
+    monkeypatch.setattr(pwd, "getpwuid", no_account)
+    given = "$HOME is unset" if home is None else f"$HOME is {home!r}"
+    with pytest.raises(NoCacheFolder, match=rf"no folder for lossbench's cache: \{given} and this user has no home .*XDG_CACHE_HOME"):
+        user_cache_root()
+    assert issubclass(NoCacheFolder, OSError) and issubclass(NoCacheFolder, ValueError)  # (optional caches / one line)
 
 
 @pytest.mark.parametrize("default", [False, True], ids=["access ACL", "default ACL"])

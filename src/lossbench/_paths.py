@@ -131,13 +131,39 @@ def read_regular_file(path: str | Path) -> bytes:
         return f.read()
 
 
+class NoCacheFolder(OSError, ValueError):
+    """No absolute folder for lossbench's cache (an OSError where a cache is optional, a refusal in one
+    line where a command needs one: the data folder)."""
+
+
 def user_cache_root() -> Path:
     """lossbench's folder in the user's cache: ``$XDG_CACHE_HOME/lossbench``, else ``~/.cache/lossbench``
     (the parse cache, downloads and the EXACT kernel go below it unless their own variables say).
     A relative ``XDG_CACHE_HOME`` is ignored, as the XDG base directory specification says: it would
-    put the cache wherever the command happens to run."""
+    put the cache wherever the command happens to run; so is an empty or relative ``HOME`` (the
+    user's home folder in the password database instead), which Python reads as ``/`` or the working
+    folder.  Without either: :class:`NoCacheFolder`, saying what to set."""
     xdg = Path(os.environ.get("XDG_CACHE_HOME") or "").expanduser()
-    return (xdg if xdg.is_absolute() else Path.home() / ".cache") / "lossbench"
+    return (xdg if xdg.is_absolute() else _home() / ".cache") / "lossbench"
+
+
+def _home() -> Path:
+    home = os.environ.get("HOME", "")
+    if os.path.isabs(home):
+        return Path(home)
+    if os.name == "nt":
+        return Path.home()  # (USERPROFILE)
+    try:
+        import pwd
+
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError):  # (an account without an entry: a container run under an arbitrary uid)
+        home = ""
+    if not os.path.isabs(home):
+        given = f"$HOME is {os.environ['HOME']!r}" if "HOME" in os.environ else "$HOME is unset"
+        raise NoCacheFolder(f"no folder for lossbench's cache: {given} and this user has no home folder in the password "
+                            "database; set $XDG_CACHE_HOME to an absolute folder of yours")  # fmt: skip
+    return Path(home)
 
 
 class UntrustedDirError(RuntimeError):

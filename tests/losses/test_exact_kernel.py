@@ -137,6 +137,19 @@ def test_build_is_cached_by_content(kernel, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left
 
 
+@needs_kernel
+def test_a_damaged_library_is_built_again_once(kernel, tmp_path, monkeypatch):
+    """An empty library (a full disk while it was written, a power cut) was taken as built: every later process
+    ran without the kernel, warning 'file too short' (found by a review)."""
+    monkeypatch.setenv(_exact_native.KERNEL_DIR_ENV, str(tmp_path))
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    library = _exact_native._build(compiler)
+    library.write_bytes(b"")
+    with pytest.warns(RuntimeWarning, match=r"does not load .*; building it again"):
+        loaded = _exact_native._load(compiler)
+    assert library.stat().st_size > 0 and _exact_native._declare(loaded)[torch.float64] is not None
+
+
 def test_without_a_compiler_the_pytorch_path_is_used_with_a_warning(tmp_path, monkeypatch):
     monkeypatch.setattr(_exact_native, "_STATE", {})  # as if nothing had been built in this process
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))

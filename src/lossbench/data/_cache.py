@@ -55,8 +55,9 @@ _WARNED: set[str] = set()  # the reasons already warned of: one warning each per
 def _trusted_cache(subdir: str = "") -> Path | None:
     """The parse cache directory (or its ``subdir``) resolved, created if absent; None, with a warning
     the first time, where another user could change it or it cannot be made."""
-    root = default_cache_dir()
+    root = f"${CACHE_DIR_ENV}"  # (named so, where not even its default can be found)
     try:
+        root = default_cache_dir()
         return trusted_dir(root / subdir if subdir else root)
     except (UntrustedDirError, OSError) as err:
         reason = str(err)

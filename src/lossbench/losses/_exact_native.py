@@ -204,9 +204,24 @@ def _build(compiler: str) -> Path:
             library = Path(tmp) / "exact.so"
             _run([*_command(compiler), *objects, *LINK, "-o", str(library)], env)
             library.chmod(0o700)  # whatever the umask: a group-writable library would be refused
+            with open(library, "rb") as written:  # (on disk before it is named: a power cut leaves no empty library)
+                os.fsync(written.fileno())
             os.replace(library, target)  # atomic: concurrent builders write the same bytes
     _check_own_file(target)  # (the one just built too: loaded only as what the checks allow)
     return target
+
+
+def _load(compiler: str) -> ctypes.CDLL:
+    """The kernel's library, built where absent; one that does not load (left damaged: a full disk, say) is
+    removed and built once more, instead of leaving the kernel off in every later process."""
+    library = _build(compiler)
+    try:
+        return ctypes.CDLL(str(library))
+    except OSError as error:
+        warnings.warn(f"lossbench: the EXACT kernel's library {library} does not load ({error}); building it again",
+                      RuntimeWarning, stacklevel=4)  # fmt: skip
+        library.unlink(missing_ok=True)
+        return ctypes.CDLL(str(_build(compiler)))
 
 
 def _remove_stale_builds(folder: Path) -> None:
@@ -291,7 +306,7 @@ def kernel() -> dict[torch.dtype, ctypes._CFuncPtr] | None:
         if "functions" not in _STATE:
             compiler = os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if program_on_path(c)), "cc")
             try:
-                functions = _declare(ctypes.CDLL(str(_build(_trusted_compiler(compiler)))))
+                functions = _declare(_load(_trusted_compiler(compiler)))
             except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError, ValueError) as error:
                 # (AttributeError: no entry points; ValueError: a $CC shlex cannot read)
                 functions = None
