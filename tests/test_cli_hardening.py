@@ -657,3 +657,13 @@ def test_a_storage_out_of_disk_space_during_a_run_is_one_line_saying_the_command
     err = capsys.readouterr().err
     assert err.splitlines()[0] == ("lossbench: error: the storage's disk is full (database or disk is full); free some "
                                    "space, then the same command resumes where it stopped")  # fmt: skip
+
+
+def test_a_terminal_that_cannot_show_the_leaderboards_characters_gets_them_escaped(tmp_path):
+    """On an ASCII (or Latin-1) stdout the leaderboard's '±' raised UnicodeEncodeError after the runs, before the
+    report was written: nothing but the database was left (found by a review)."""
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "lossbench", "run", str(spec_file(tmp_path)), "--out", str(tmp_path / "out"),
+                           "--threads", "1"], capture_output=True, env=env, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    assert b"\\xb1" in done.stdout and (tmp_path / "out" / "report.html").exists()

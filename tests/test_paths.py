@@ -13,6 +13,7 @@ from lossbench._paths import (
     NoCacheFolder,
     _private_group,
     atomic_write,
+    atomic_write_all,
     check_name,
     inside,
     program_reason,
@@ -286,3 +287,29 @@ def test_a_group_that_is_another_accounts_primary_group_is_not_private(monkeypat
     monkeypatch.setattr(pwd, "getpwall", lambda: [me, other])
     assert not _private_group(me.pw_gid)  # (its member list leaves "other" out: the group is theirs as much)
     _private_group.cache_clear()
+
+
+def test_atomic_write_all_leaves_every_old_file_where_one_write_fails(tmp_path, monkeypatch):
+    """A report rewritten onto a full disk kept some old files beside new ones (report.md said 3 trials, report.html
+    2); now all or none, and the error names the file (a failed write on an open file names none)."""
+    import errno as errno_module
+
+    files = [tmp_path / "a.md", tmp_path / "plots" / "b.png", tmp_path / "c.html"]
+    atomic_write_all([(p, f"old {p.name}") for p in files])
+    calls, real_fsync = [], os.fsync
+
+    def full_on_the_third(fd):
+        calls.append(fd)
+        if len(calls) == 3:
+            raise OSError(errno_module.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_on_the_third)
+    with pytest.raises(OSError, match="No space left on device") as err:
+        atomic_write_all([(p, f"new {p.name}") for p in files])
+    assert err.value.filename == str(files[2])
+    assert [p.read_text() for p in files] == [f"old {p.name}" for p in files]
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.md", "b.png", "c.html"]  # (no temporaries)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    atomic_write_all([(p, f"new {p.name}") for p in files])
+    assert [p.read_text() for p in files] == [f"new {p.name}" for p in files]

@@ -16,6 +16,7 @@ import stat
 import struct
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent  # lossbench's own code
@@ -74,19 +75,35 @@ def atomic_write(path: Path, data: str | bytes, private: bool = False) -> None:
     umask gives new files (mkstemp's 0600 would hide reports and downloads from other users), or
     0600 where ``private`` (a cache entry: under umask 002 the umask's would let the group rewrite it).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    atomic_write_all([(path, data)], private)
+
+
+def atomic_write_all(files: Sequence[tuple[Path, str | bytes]], private: bool = False) -> None:
+    """Write each ``(path, data)`` as :func:`atomic_write` does, all or none: every file is written to its
+    temporary file first and renamed only once all are on disk, so a full disk midway leaves the old files
+    as they were (a report's files, old and new mixed, would disagree).  An error names the file it met."""
+    temporaries: list[str] = []
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600 if private else 0o666 & ~_umask())
-        os.replace(tmp, path)
+        for path, data in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temporaries.append(tmp)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data.encode() if isinstance(data, str) else data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as err:  # (a write to an open file names none: ENOSPC, EFBIG)
+                raise OSError(err.errno, err.strerror, str(path)) from None
+            os.chmod(tmp, 0o600 if private else 0o666 & ~_umask())
+        for (path, _), tmp in zip(files, temporaries):
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in temporaries:
+            Path(tmp).unlink(missing_ok=True)
         raise
-    _sync_folder(path.parent)
+    for folder in dict.fromkeys(path.parent for path, _ in files):
+        _sync_folder(folder)
 
 
 def _sync_folder(folder: Path) -> None:

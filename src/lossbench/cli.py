@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import signal
 import sys
@@ -801,6 +802,9 @@ def _quiet_optuna() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # (an ASCII or Latin-1 terminal: a '±' or a name it cannot show, escaped
+        if isinstance(stream, io.TextIOWrapper):  # instead of a UnicodeEncodeError after the runs, before the report)
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     if args.command in OPTUNA_COMMANDS:
         _quiet_optuna()

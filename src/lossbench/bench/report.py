@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbench._document import Block, Heading, Image, Para, Table, to_html, to_markdown
-from lossbench._paths import atomic_write, inside
+from lossbench._paths import atomic_write, atomic_write_all, inside
 from lossbench._provenance import version_line
 from lossbench.bench.methods import Method, resolve_method
 from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS
@@ -348,7 +348,8 @@ def _conditional(spec: Spec) -> str:
     return f"{'; '.join(parts)}; conditional {chosen}"
 
 
-def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) -> list[Block]:
+def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, tuple[Path, bytes]]) -> list[Block]:
+    """The report's document; ``plots``: each figure's path and PNG (written with the report's files)."""
     out: list[Block] = [Heading(1, f"lossbench report: {spec.name}"), Para(_protocol(spec, results)),
                         Heading(2, "Provenance"), provenance(results),
                         Heading(2, "Methods"), method_settings(spec),
@@ -365,9 +366,9 @@ def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, Path]) -> 
         if len(METRICS[result.task]) > 1:
             out += [Para("Other test metrics, mean ± std [95% CI]:"), _secondary(result)]
         for kind, alt in zip(PLOT_KINDS, ("learning curves", "tuning trials", "tuning budget")):
-            path = plots.get(f"{_slug(result)}_{kind}")
-            if path is not None:
-                out.append(Image(alt, path))
+            figure = plots.get(f"{_slug(result)}_{kind}")
+            if figure is not None:
+                out.append(Image(alt, *figure))
     return out
 
 
@@ -534,15 +535,13 @@ def write_report(spec: Spec, results: list[DatasetResult], out_dir: str | Path) 
     atomic_write(inside(out_dir, REPORT_MANIFEST), json.dumps({"study": spec.name}))
 
     colours = method_colours(spec)
-    plots: dict[str, Path] = {}
+    plots: dict[str, tuple[Path, bytes]] = {}
     for result in results:
         slug = _slug(result)
         figures = (learning_curves(result, colours), hyperparameter_scatter(result, spec, colours),
                    budget_curves(result, colours))  # fmt: skip
         for kind, png in zip(PLOT_KINDS, figures):
-            path = inside(out_dir, "plots", f"{slug}_{kind}.png")
-            atomic_write(path, png)
-            plots[f"{slug}_{kind}"] = path
+            plots[f"{slug}_{kind}"] = inside(out_dir, "plots", f"{slug}_{kind}.png"), png
     document = blocks(spec, results, plots)
     files = {
         "report.md": to_markdown(document, Path(out_dir).resolve()),
@@ -552,9 +551,9 @@ def write_report(spec: Spec, results: list[DatasetResult], out_dir: str | Path) 
         "report.html": to_html(document, f"lossbench report: {spec.name}"),
     }
     paths = [inside(out_dir, name) for name in files]
-    for path, text in zip(paths, files.values()):
-        atomic_write(path, text)
-    return paths + list(plots.values())
+    # all or none: a disk filling midway leaves the old report whole, not old and new files side by side
+    atomic_write_all([*zip(paths, files.values()), *plots.values()])
+    return paths + [path for path, _ in plots.values()]
 
 
 def incomplete(results: list[DatasetResult]) -> list[MethodResult]:

@@ -29,7 +29,7 @@ from lossbench._document import (
     to_html,
     to_markdown,
 )
-from lossbench._paths import atomic_write, inside
+from lossbench._paths import atomic_write_all, inside
 from lossbench.bench.metrics import METRIC_CHANGES
 from lossbench.bench.spec import Spec, SpecError, spec_growth
 from lossbench.bench.storage import stored_fingerprint, stored_spec, stored_spec_names
@@ -491,10 +491,9 @@ def write_ledger(storage: optuna.storages.BaseStorage, out_dir: str | Path, stor
     entries = collect_entries(storage, progress)
     blocks = ledger_blocks(entries, storage, out, storage_label)
     md, page = _ledger_files(out)
-    atomic_write(md, to_markdown(blocks, out))
-    # The plots after the markdown, which marks them as the ledger's (see check_ledger_folder): an interrupted
-    # report leaves no plot without its ledger, which the next one would refuse as not lossbench's.
-    for image in (b for b in blocks if isinstance(b, Image) and b.data is not None):
-        atomic_write(image.path, image.data)
-    atomic_write(page, to_html(blocks, LEDGER_TITLE))
+    # All or none (a full disk midway leaves the old ledger whole), renamed in this order: the plots after the
+    # markdown, which marks them as the ledger's (see check_ledger_folder): an interrupted report leaves no plot
+    # without its ledger, which the next one would refuse as not lossbench's.
+    images = [(b.path, b.data) for b in blocks if isinstance(b, Image) and b.data is not None]
+    atomic_write_all([(md, to_markdown(blocks, out)), *images, (page, to_html(blocks, LEDGER_TITLE))])
     return [md, page]
