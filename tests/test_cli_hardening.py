@@ -667,3 +667,16 @@ def test_a_terminal_that_cannot_show_the_leaderboards_characters_gets_them_escap
                            "--threads", "1"], capture_output=True, env=env, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
     assert b"\\xb1" in done.stdout and (tmp_path / "out" / "report.html").exists()
+
+
+def test_an_out_sqlite_cannot_open_or_a_url_cannot_hold_is_one_line_before_work(tmp_path, capsys):
+    """A database path past SQLite's 512 bytes (its journal's included) failed as 'unable to open database file'
+    after --out was made; an --out named in bytes that are no UTF-8 was a traceback (found by a review)."""
+    deep = tmp_path
+    while len(str(deep / "lossbench.db-journal").encode()) < 512:
+        deep = deep / ("d" * min(100, 512 - len(str(deep / "lossbench.db-journal").encode())))
+    line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(deep)])
+    assert "its database's path has" in line and "more than SQLite opens (503)" in line and not deep.exists()
+    latin = os.fsdecode(bytes(tmp_path) + b"/r\xe9sultats")
+    line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", latin])
+    assert "its path is not UTF-8 text" in line and not Path(latin).exists()

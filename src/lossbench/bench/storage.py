@@ -57,6 +57,7 @@ DB_FILE = "lossbench.db"
 # any local user sees it in the process list).
 STORAGE_ENV = "LOSSBENCH_STORAGE"
 SQLITE_MAGIC = b"SQLite format 3\x00"
+SQLITE_PATH_MAX = 512  # SQLite's unix VFS opens file names shorter than this (MAX_PATHNAME), in bytes
 EMPTY_FILE_GRACE_S = 2.0  # a worker creating the file this moment leaves it empty for microseconds
 
 
@@ -66,7 +67,17 @@ def default_storage_url(out_dir: str | Path) -> str:
     query string or an escape."""
     for beside in ("-wal", "-shm", "-journal"):
         inside(out_dir, DB_FILE + beside)
-    return sqlalchemy.engine.URL.create("sqlite", database=str(inside(out_dir, DB_FILE))).render_as_string()
+    database = str(inside(out_dir, DB_FILE))
+    try:
+        database.encode()
+    except UnicodeEncodeError:  # (a name of bytes that are no UTF-8, as a Latin-1 system wrote it)
+        raise ValueError(f"--out {out_dir}: its path is not UTF-8 text, which a storage URL must be; use a folder "
+                         "named in UTF-8, or --storage sqlite:///<path>") from None  # fmt: skip
+    longest = SQLITE_PATH_MAX - 1 - len("-journal")  # (the journal's path too, beside it)
+    if len(database.encode()) > longest:
+        raise ValueError(f"--out {out_dir}: its database's path has {len(database.encode())} bytes, more than SQLite "
+                         f"opens ({longest}); use a shorter --out, or --storage sqlite:///<shorter path>")  # fmt: skip
+    return sqlalchemy.engine.URL.create("sqlite", database=database).render_as_string()
 
 
 def storage_url(given: str | None, out_dir: str | Path | None) -> str:
