@@ -137,6 +137,13 @@ def test_build_is_cached_by_content(kernel, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left
 
 
+def test_a_kernel_cache_that_cannot_be_made_names_the_variable_to_set(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(_exact_native.KERNEL_DIR_ENV, str(tmp_path / "file" / "kernels"))  # (below a file: none)
+    with pytest.raises(OSError, match=r"^cannot make the kernel cache .*kernels: .*; set \$LOSSBENCH_KERNEL_DIR to a "):
+        _exact_native.library_path(shutil.which("cc") or shutil.which("gcc") or "cc")
+
+
 @needs_kernel
 def test_a_damaged_library_is_built_again_once(kernel, tmp_path, monkeypatch):
     """An empty library (a full disk while it was written, a power cut) was taken as built: every later process

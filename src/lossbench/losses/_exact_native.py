@@ -126,6 +126,9 @@ def _trusted_dir(path: Path) -> Path:
         raise UntrustedCacheError(
             f"refusing the kernel cache {path}: {error}; use a directory of your own (chmod 700) or set ${KERNEL_DIR_ENV}"
         ) from None
+    except OSError as error:  # (read-only, or no home: the warning says what to set)
+        raise OSError(f"cannot make the kernel cache {path}: {error.strerror or error}; set ${KERNEL_DIR_ENV} to a "
+                      "folder of yours") from None  # fmt: skip
 
 
 def _check_own_file(path: Path) -> None:
@@ -181,7 +184,11 @@ def library_path(compiler: str) -> Path:
     key = hashlib.sha256(
         "\0".join([SOURCE.read_text(), " ".join(FLAGS + LINK), version, platform.machine(), _cpu_signature()]).encode()
     ).hexdigest()[:16]
-    return _trusted_dir(_kernel_dir()) / f"exact-{key}.so"
+    try:
+        folder = _kernel_dir()
+    except OSError as error:  # (no home folder to put it in)
+        raise OSError(f"{error}; or set ${KERNEL_DIR_ENV}") from None
+    return _trusted_dir(folder) / f"exact-{key}.so"
 
 
 _BUILD_PREFIX = "build-"  # a build's temporary folder in the cache
