@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -79,6 +80,47 @@ def test_seed_makes_construction_reproducible_without_touching_global_rng(name, 
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert any(not torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point())
+
+
+def test_a_factory_building_its_parts_with_seeds_does_not_wait_on_itself(monkeypatch):
+    """The seeding lock held while a factory runs: one that builds seeded parts (an ensemble) deadlocked."""
+    from torch import nn
+
+    from lossbench.models._registry import ModelInfo
+
+    def ensemble(dataset, num_outputs):
+        return nn.ModuleList([build_model("mlp", dataset, num_outputs=num_outputs, seed=i) for i in range(2)])
+
+    monkeypatch.setitem(MODELS._entries, "ensemble2", ModelInfo("ensemble2", ensemble, ("tabular",), (), "test", "two"))
+    ds = toy("tabular")
+    a, b = build_model("ensemble2", ds, seed=0), build_model("mlp", ds, seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(a[1].parameters(), b.parameters()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_child_forked_while_another_thread_builds_a_seeded_model_builds_its_own():
+    """The lock another thread held at the fork stayed held in the child: its first build_model(seed=) hung."""
+    import threading
+
+    from lossbench.models import _registry
+
+    inside, done = threading.Event(), threading.Event()
+
+    def building() -> None:  # (a factory still running in another thread)
+        with _registry._SEEDING:
+            inside.set()
+            done.wait(30)
+
+    other = threading.Thread(target=building)
+    other.start()
+    inside.wait(30)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if _registry._SEEDING.acquire(timeout=10) else 1)
+    done.set()
+    other.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def test_models_built_with_seeds_in_threads_have_their_seeds_weights():

@@ -23,7 +23,6 @@ import os
 import re
 import sys
 import tempfile
-import threading
 import types
 import warnings
 import weakref
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from lossbench._checks import check_count
+from lossbench._locks import ForkSafeLock
 from lossbench._paths import parent_folder_reason, untrusted_reason
 from lossbench.bench.defaults import DEFAULT_PACK
 from lossbench.bench.plugins import own_code
@@ -197,7 +197,7 @@ def compare(
 
 
 # (see compare's docstring: two calls at once collided in the registries and drew each other's seeds)
-_ONE_AT_A_TIME = threading.RLock()
+_ONE_AT_A_TIME = ForkSafeLock(reentrant=True)
 
 
 @torch.inference_mode(False)  # (models and data built as normal tensors, trained, under a caller's inference mode)

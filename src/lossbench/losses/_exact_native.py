@@ -34,13 +34,13 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
+from lossbench._locks import ForkSafeLock
 from lossbench._paths import (
     UntrustedDirError,
     program_on_path,
@@ -91,18 +91,8 @@ _PARALLEL_TERMS = 1 << 15
 # Tests and benchmarks flip this to compare with the PyTorch path.
 enabled = os.environ.get(SWITCH_ENV, "1") != "0"
 
-_LOCK = threading.Lock()
+_LOCK = ForkSafeLock()  # (a child forked while another thread builds the kernel takes a free one)
 _STATE: dict[str, object] = {}
-
-
-def _new_lock() -> None:
-    """A forked child's own lock: one held by another thread at the fork (building the kernel) stays held there."""
-    global _LOCK
-    _LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock)
 
 
 def _kernel_dir() -> Path:

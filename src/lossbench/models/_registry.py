@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lossbench._locks import ForkSafeLock
 from lossbench.registry import HyperParam, Registry, defaults
 
 
@@ -37,7 +37,7 @@ def register_model(info: ModelInfo) -> ModelInfo:
     return MODELS.add(info.name, info)
 
 
-_SEEDING = threading.Lock()
+_SEEDING = ForkSafeLock(reentrant=True)  # (a factory may build its parts with seeds too)
 
 
 def build_model(
@@ -47,9 +47,8 @@ def build_model(
     ``input_shape``, ``num_classes``, ``task`` and ``vocab_size`` are used).
 
     ``num_outputs``: logit width, default ``dataset.num_classes`` (pass 1 for a single-logit
-    sigmoid loss on a two-class set).  ``seed``: build with the CPU's generator seeded with it (the
-    draws of ``torch.manual_seed(seed)``) without disturbing the global RNG state, one thread at a
-    time; otherwise the global RNG initialises the weights.
+    sigmoid loss on a two-class set).  ``seed``: build under ``torch.manual_seed(seed)`` without
+    disturbing the global RNG state, one thread at a time; otherwise the global RNG initialises the weights.
     Unset hyperparameters take their registered defaults.
     """
     info = MODELS.get(name)
@@ -71,6 +70,8 @@ def build_model(
     kwargs = {**defaults(info.hyperparams), **hyperparams}
     if seed is None:
         return info.factory(dataset, num_outputs, **kwargs)
-    with _SEEDING, torch.random.fork_rng(devices=[]):  # (one thread at a time: the generator is the process's)
-        torch.default_generator.manual_seed(seed)  # (the CPU's only: fork_rng gives back no accelerator's state)
+    # one thread at a time (the generators are the process's), the accelerators' states given back where CUDA runs
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with _SEEDING, torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
         return info.factory(dataset, num_outputs, **kwargs)
