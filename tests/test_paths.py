@@ -186,6 +186,24 @@ def test_user_cache_root_takes_the_password_databases_home_for_an_empty_relative
     assert issubclass(NoCacheFolder, OSError) and issubclass(NoCacheFolder, ValueError)  # (optional caches / one line)
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX homes")
+def test_a_tilde_in_the_cache_variables_is_the_home_user_cache_root_finds(monkeypatch, tmp_path):
+    """expanduser reads HOME='' as '/': XDG_CACHE_HOME=~/xdg put the caches in /xdg."""
+    import pwd
+
+    from lossbench.data._files import default_cache_dir, default_data_dir
+    from lossbench.losses._exact_native import _kernel_dir
+
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: pwd.struct_passwd(("me", "x", uid, 0, "", str(tmp_path), "/bin/sh")))
+    monkeypatch.setenv("HOME", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", "~/xdg")
+    assert user_cache_root() == tmp_path / "xdg" / "lossbench"
+    for variable, where in (("LOSSBENCH_DATA_DIR", default_data_dir), ("LOSSBENCH_CACHE_DIR", default_cache_dir),
+                            ("LOSSBENCH_KERNEL_DIR", _kernel_dir)):  # fmt: skip
+        monkeypatch.setenv(variable, "~/mine")
+        assert where() == tmp_path / "mine", variable
+
+
 @pytest.mark.parametrize("default", [False, True], ids=["access ACL", "default ACL"])
 def test_a_folder_another_user_may_write_through_an_acl_is_untrusted(tmp_path, default):
     # with an ACL the mode's group bits are its mask (rwx for a named user shows as the group's): the mode
@@ -311,5 +329,11 @@ def test_atomic_write_all_leaves_every_old_file_where_one_write_fails(tmp_path, 
     assert [p.read_text() for p in files] == [f"old {p.name}" for p in files]
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.md", "b.png", "c.html"]  # (no temporaries)
     monkeypatch.setattr(os, "fsync", real_fsync)
+    files[1].unlink()
+    files[1].mkdir()  # a folder where a file goes: found before any rename
+    with pytest.raises(IsADirectoryError) as err:
+        atomic_write_all([(p, f"new {p.name}") for p in files])
+    assert err.value.filename == str(files[1]) and files[0].read_text() == "old a.md"
+    files[1].rmdir()
     atomic_write_all([(p, f"new {p.name}") for p in files])
     assert [p.read_text() for p in files] == [f"new {p.name}" for p in files]

@@ -81,10 +81,13 @@ def atomic_write(path: Path, data: str | bytes, private: bool = False) -> None:
 def atomic_write_all(files: Sequence[tuple[Path, str | bytes]], private: bool = False) -> None:
     """Write each ``(path, data)`` as :func:`atomic_write` does, all or none: every file is written to its
     temporary file first and renamed only once all are on disk, so a full disk midway leaves the old files
-    as they were (a report's files, old and new mixed, would disagree).  An error names the file it met."""
+    as they were (a report's files, old and new mixed, would disagree); a folder where a file goes is found
+    before any rename.  An error names the file it met."""
     temporaries: list[str] = []
     try:
         for path, data in files:
+            if path.is_dir() and not path.is_symlink():  # (its rename would fail after the others')
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             temporaries.append(tmp)
@@ -160,16 +163,24 @@ def user_cache_root() -> Path:
     put the cache wherever the command happens to run; so is an empty or relative ``HOME`` (the
     user's home folder in the password database instead), which Python reads as ``/`` or the working
     folder.  Without either: :class:`NoCacheFolder`, saying what to set."""
-    xdg = Path(os.environ.get("XDG_CACHE_HOME") or "").expanduser()
+    xdg = expanded(os.environ.get("XDG_CACHE_HOME") or "")
     return (xdg if xdg.is_absolute() else _home() / ".cache") / "lossbench"
 
 
+def expanded(value: str) -> Path:
+    """A path a variable gives, its leading ``~`` this user's home as :func:`user_cache_root` finds it (Python's
+    ``expanduser`` reads an empty ``HOME`` as ``/``)."""
+    if value == "~" or value.startswith(("~/", "~" + os.sep)):
+        return _home() / value[2:]
+    return Path(value).expanduser()  # (~name: that user's)
+
+
 def _home() -> Path:
+    if os.name == "nt":
+        return Path.home()  # (USERPROFILE: Python reads no HOME there)
     home = os.environ.get("HOME", "")
     if os.path.isabs(home):
         return Path(home)
-    if os.name == "nt":
-        return Path.home()  # (USERPROFILE)
     try:
         import pwd
 

@@ -208,9 +208,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _writable_folder(args.out)
     check_report_folder(args.out, spec.name)
     url = _storage_url(args, args.out)
-    with _named(args.spec or f"preset {args.preset or 'builtin'!r}"):
+    source = str(Path(args.spec)) if args.spec else f"preset {args.preset or 'builtin'!r}"  # (as its parse names it)
+    with _named(source):
         _preflight(spec, args.data_dir)  # nothing is created before the spec is known to run
-        storage = open_storage(url, spec.heartbeat_interval)
+    storage = open_storage(url, spec.heartbeat_interval)
+    with _named(source):  # (a spec the stored study refuses)
         runner = Runner(spec, storage, device, data_dir=args.data_dir, pack=args.pack)
     if runner.grown:
         print(f"{spec.name}: the stored study grows ({'; '.join(runner.grown)}); its stored runs are reused", file=sys.stderr)

@@ -92,4 +92,6 @@ def test_a_column_of_dates_is_warned_of_as_it_is_read(tmp_path):
     assert data.meta["feature_names"][0] == "a" and len(data.meta["feature_names"]) == 1 + 12
     assert any("d.csv: column 'when' holds dates as text ('2020-01-" in s and "a feature per date (12)" in s for s in said)
     plain = write(tmp_path / "p.csv", "kind,a,y\n" + "".join(f"{'uvw'[i % 3]},{i},{'xz'[i % 2]}\n" for i in range(12)))
-    assert not [s for s in _load(plain, test_fraction=0.25)[1] if "dates" in s]
+    assert not [s for s in _load(plain, test_fraction=0.25)[1] if "holds dates" in s]
+    versions = write(tmp_path / "v.csv", "version,a,y\n" + "".join(f"1.{i % 3}.2{i % 4},{i},{'xz'[i % 2]}\n" for i in range(12)))
+    assert not [s for s in _load(versions, test_fraction=0.25)[1] if "holds dates" in s]  # (1.0.20: no month 0, no year)

@@ -8,6 +8,7 @@ saturated at every node, the far tail, the node counts, threads.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import re
@@ -152,9 +153,16 @@ def test_a_damaged_library_is_built_again_once(kernel, tmp_path, monkeypatch):
     compiler = shutil.which("cc") or shutil.which("gcc")
     library = _exact_native._build(compiler)
     library.write_bytes(b"")
-    with pytest.warns(RuntimeWarning, match=r"does not load .*; building it again"):
+    with pytest.warns(RuntimeWarning, match=r"is damaged .*; building it again"):
         loaded = _exact_native._load(compiler)
     assert library.stat().st_size > 0 and _exact_native._declare(loaded)[torch.float64] is not None
+    # a whole library that cannot load (a noexec mount, say) is not rebuilt in every process: the error stands
+    real = ctypes.CDLL
+    monkeypatch.setattr(ctypes, "CDLL", lambda path: (_ for _ in ()).throw(OSError(f"{path}: failed to map segment")))
+    stamp = library.stat().st_mtime_ns
+    with pytest.raises(OSError, match="failed to map segment"):
+        _exact_native._load(compiler)
+    assert library.stat().st_mtime_ns == stamp and real is not ctypes.CDLL
 
 
 def test_without_a_compiler_the_pytorch_path_is_used_with_a_warning(tmp_path, monkeypatch):

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lossbench._paths import atomic_write, make_private_dirs, read_regular_file, user_cache_root
+from lossbench._paths import atomic_write, expanded, make_private_dirs, read_regular_file, user_cache_root
 
 DATA_DIR_ENV = "LOSSBENCH_DATA_DIR"
 CACHE_DIR_ENV = "LOSSBENCH_CACHE_DIR"
@@ -43,13 +43,13 @@ DOWNLOAD_LIMIT, DECOMPRESSED_LIMIT = 1 << 30, 4 << 30
 def default_data_dir() -> Path:
     """``$LOSSBENCH_DATA_DIR``, else ``~/.cache/lossbench/data``."""
     env = os.environ.get(DATA_DIR_ENV)
-    return Path(env).expanduser() if env else user_cache_root() / "data"
+    return expanded(env) if env else user_cache_root() / "data"
 
 
 def default_cache_dir() -> Path:
     """``$LOSSBENCH_CACHE_DIR``, else ``~/.cache/lossbench/parsed``."""
     env = os.environ.get(CACHE_DIR_ENV)
-    return Path(env).expanduser() if env else user_cache_root() / "parsed"
+    return expanded(env) if env else user_cache_root() / "parsed"
 
 
 def compression(data: bytes) -> str | None:

@@ -1043,12 +1043,22 @@ def _features(
     return matrix, [str(c) for c in features.columns]
 
 
-_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?|\d{1,2}[/.]\d{1,2}[/.]\d{2,4}")
+_DATE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?|(\d{1,2})[/.](\d{1,2})[/.](\d{4})")
 
 
 def _all_dates(categories: list[str]) -> bool:
-    """Whether every category is written as a calendar date (2020-01-31, 2020-01-31 12:00, 31/01/2020, 1.31.20)."""
-    return all(_DATE.fullmatch(str(v).strip()) for v in categories)
+    """Whether every category is written as a calendar date (2020-01-31, 2020-01-31 12:00, 31/01/2020, 1.31.2020:
+    a four-digit year and a month and day that exist, in either order where the year comes last; 1.10.20 may be a
+    version)."""
+    for v in categories:
+        match = _DATE.fullmatch(str(v).strip())
+        if match is None:
+            return False
+        year, month, day, *_, first, second, _year = match.groups()
+        parts = (int(month), int(day)) if year else (int(first), int(second))
+        if not any(1 <= m <= 12 and 1 <= d <= 31 for m, d in ((parts,) if year else (parts, parts[::-1]))):
+            return False
+    return True
 
 
 def _parse(

@@ -43,6 +43,7 @@ import torch
 from lossbench._locks import ForkSafeLock
 from lossbench._paths import (
     UntrustedDirError,
+    expanded,
     program_on_path,
     program_reason,
     trusted_dir,
@@ -98,7 +99,7 @@ _STATE: dict[str, object] = {}
 def _kernel_dir() -> Path:
     env = os.environ.get(KERNEL_DIR_ENV)
     if env:
-        return Path(env).expanduser()
+        return expanded(env)
     return user_cache_root() / "kernels"
 
 
@@ -181,6 +182,7 @@ def library_path(compiler: str) -> Path:
     return _trusted_dir(folder) / f"exact-{key}.so"
 
 
+_SMALLEST_LIBRARY = 4096  # bytes: a shared library is larger (its ELF header and tables); a damaged one may be cut short
 _BUILD_PREFIX = "build-"  # a build's temporary folder in the cache
 _STALE_BUILD_S = 3600  # a build folder this old was left by a killed build (a build takes seconds)
 
@@ -215,7 +217,11 @@ def _load(compiler: str) -> ctypes.CDLL:
     try:
         return ctypes.CDLL(str(library))
     except OSError as error:
-        warnings.warn(f"lossbench: the EXACT kernel's library {library} does not load ({error}); building it again",
+        with open(library, "rb") as f:
+            whole = f.read(4) == b"\x7fELF" and os.fstat(f.fileno()).st_size >= _SMALLEST_LIBRARY
+        if whole:  # (a library that cannot load anyway, a noexec mount say: rebuilt in every process otherwise)
+            raise
+        warnings.warn(f"lossbench: the EXACT kernel's library {library} is damaged ({error}); building it again",
                       RuntimeWarning, stacklevel=4)  # fmt: skip
         library.unlink(missing_ok=True)
         return ctypes.CDLL(str(_build(compiler)))
