@@ -22,8 +22,8 @@ from lossbench.train._registry import TransformSpec, make_transform
 
 
 def make_chain(transforms: Sequence[TransformSpec] | TransformSpec | None) -> list[Transform]:
-    """The transforms of a step, built from names, ``(name, kwargs)`` pairs or instances (one alone, or None
-    for none) and checked as a chain: at most one update transform."""
+    """The transforms of a step, built from a list of names, ``(name, kwargs)`` pairs or instances (a name or
+    an instance alone too; None for none) and checked as a chain: at most one update transform."""
     if transforms is None:
         return []
     if isinstance(transforms, (str, Transform)):
