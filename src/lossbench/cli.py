@@ -677,13 +677,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--pack", type=int, default=DEFAULT_PACK,
                        help=f"runs trained at once as one batched model (of one dataset's units that allow it) "
                             f"(default {DEFAULT_PACK}; 1: one run at a time); a speed setting: the sampler is "
-                            "asked alike at every pack, and the results are the same up to float round-off")  # fmt: skip
+                            "asked alike at every pack and each step agrees to float round-off, which long or "
+                            "unstable training can carry into its scores (compare studies at one pack)")  # fmt: skip
         p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                        help=f"torch's threads per process, and its OpenMP and BLAS pools' (default {DEFAULT_THREADS}, which "
                             "holds up on a busy machine)")  # fmt: skip
         if jobs:
             p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
-                           help=f"local worker processes on the same storage, this one included (default {DEFAULT_JOBS})")
+                           help=f"local worker processes on the same storage, this one included (default {DEFAULT_JOBS}); "
+                                "with TPE, several tune other configurations than one")  # fmt: skip
 
     p = sub.add_parser("run", help="run or resume a study and print its leaderboard", epilog=_presets_epilog)
     p.add_argument("spec", nargs="?", help="a study spec (TOML); default: the built-in preset")
