@@ -17,6 +17,7 @@ import contextlib
 import copy
 import dis
 import functools
+import gc
 import hashlib
 import inspect
 import os
@@ -249,10 +250,14 @@ def _run(
     check_count("pack", pack)  # (before the storage is made: Runner checks it too late for that)
     check_writable_folder(out)
     check_report_folder(out, spec.name, "out")
+    # An earlier call's garbage in cycles (its plots' parser frames, ~9 MB) collected before the runner freezes the
+    # heap (gc.freeze): frozen with the rest, it outlived the study, as full passes after the unfreeze are rare.
+    gc.collect()
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise; restored below
     # (each run seeds torch's generators with its own seed: the caller's are given back as they were)
     cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []  # (manual_seed seeds each)
+    store = None
     try:
         with torch.random.fork_rng(devices=cuda):
             url = storage_url(storage, out)
@@ -269,10 +274,19 @@ def _run(
         results = collect(spec, store)
     finally:
         optuna.logging.set_verbosity(verbosity)
+        if store is not None:
+            _closed(store)
     files = write_report(spec, results, out)
     header, rows = leaderboard_records(results)
     board = pd.DataFrame(rows, columns=header)
     return Comparison(spec, board, tuple(files), masked(url), not incomplete(results))
+
+
+def _closed(storage) -> None:
+    """The call's storage closed: its engine's connections (a SQLite file's descriptors) now, not whenever the
+    collector reaches them (a notebook's calls ran out of descriptors)."""
+    storage.remove_session()
+    storage.engine.dispose()
 
 
 @contextlib.contextmanager
