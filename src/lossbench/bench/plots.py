@@ -176,5 +176,4 @@ def _png(fig) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    fig.clear()  # (its artists hold cycles: freed now, not at the collector's next full pass)
     return buf.getvalue()
