@@ -680,3 +680,16 @@ def test_an_out_sqlite_cannot_open_or_a_url_cannot_hold_is_one_line_before_work(
     latin = os.fsdecode(bytes(tmp_path) + b"/r\xe9sultats")
     line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", latin])
     assert "its path is not UTF-8 text" in line and not Path(latin).exists()
+
+
+def test_run_loads_each_data_set_once(tmp_path, monkeypatch):
+    """The preflight's runner loaded every data set, then the run's own loaded them again (a large table's parse
+    twice; found by a review at scale): the run takes the preflight's data."""
+    import collections
+
+    from lossbench.bench import execution
+
+    loads, load = collections.Counter(), execution.load_dataset
+    monkeypatch.setattr(execution, "load_dataset", lambda name, **kw: loads.update([name]) or load(name, **kw))
+    assert main(["run", str(spec_file(tmp_path)), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert loads and set(loads.values()) == {1}, loads

@@ -165,11 +165,12 @@ def _named(source: str):
         raise SpecError(f"{source}: {err}") from err
 
 
-def _preflight(spec, data_dir: str | None) -> None:
-    """The runner's checks against a storage in memory: a refused spec leaves nothing behind."""
+def _preflight(spec, data_dir: str | None):
+    """The runner's checks against a storage in memory: a refused spec leaves nothing behind.  Returns the data
+    they loaded, for the runner."""
     from lossbench.bench.api import preflight
 
-    preflight(spec, data_dir)
+    return preflight(spec, data_dir)
 
 
 def _finish(spec, storage, out: str) -> int:
@@ -210,10 +211,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     url = _storage_url(args, args.out)
     source = str(Path(args.spec)) if args.spec else f"preset {args.preset or 'builtin'!r}"  # (as its parse names it)
     with _named(source):
-        _preflight(spec, args.data_dir)  # nothing is created before the spec is known to run
+        data = _preflight(spec, args.data_dir)  # nothing is created before the spec is known to run
     storage = open_storage(url, spec.heartbeat_interval)
     with _named(source):  # (a spec the stored study refuses)
-        runner = Runner(spec, storage, device, data_dir=args.data_dir, pack=args.pack)
+        runner = Runner(spec, storage, device, data_dir=args.data_dir, pack=args.pack, data=data)
     if runner.grown:
         print(f"{spec.name}: the stored study grows ({'; '.join(runner.grown)}); its stored runs are reused", file=sys.stderr)
     say_alone(runner.alone())

@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -54,6 +54,9 @@ from lossbench.data.splits import train_test_indices
 from lossbench.data.table import MAX_CATEGORIES
 from lossbench.models import MODELS, ModelInfo
 from lossbench.registry import HyperParam, Registry
+
+if TYPE_CHECKING:
+    from lossbench.bench.execution import DataCache
 
 SOURCE = "in memory (lossbench.bench.compare)"  # a generated dataset's and model's stated origin
 
@@ -116,9 +119,10 @@ def check_writable_folder(out: str | Path, what: str = "out") -> None:
         raise ValueError(f"{what} {out}: cannot create a folder in {existing}: {err.strerror or err}") from None
 
 
-def preflight(spec: Spec, data_dir: str | None) -> None:
+def preflight(spec: Spec, data_dir: str | None) -> DataCache:
     """Every check the runner makes before it stores a spec (the tuning splits' validation parts among
-    them, as they load), made against a storage in memory: a refused spec leaves no folder or database behind."""
+    them, as they load), made against a storage in memory: a refused spec leaves no folder or database behind.
+    Returns the data it loaded (on the CPU), for the runner that runs the spec (``Runner(data=...)``)."""
     import optuna
 
     from lossbench.bench.runner import Runner
@@ -132,6 +136,7 @@ def preflight(spec: Spec, data_dir: str | None) -> None:
                 except ValueError as err:
                     raise SpecError(f"dataset {dataset.label!r}, the split of evaluation seed {seed} (resample_splits): "
                                     f"{err}") from None  # fmt: skip
+    return runner.cache
 
 
 @dataclass(frozen=True)
@@ -262,9 +267,9 @@ def _run(
         with torch.random.fork_rng(devices=cuda):
             url = storage_url(storage, out)
             check_storage_url(url)
-            preflight(spec, None)
+            data = preflight(spec, None)
             store = open_storage(url, spec.heartbeat_interval)
-            runner = Runner(spec, store, device, pack=pack)
+            runner = Runner(spec, store, device, pack=pack, data=data)
             if progress:
                 say_alone(runner.alone())
                 say_unpaired(spec)
