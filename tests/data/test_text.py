@@ -3,6 +3,8 @@ numeric tables refused, long fields, test fractions and a provided dev file."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -75,6 +77,18 @@ def test_max_length_truncates(tmp_path):
     bags = load(tmp_path, max_length=2)
     assert bags.x_train.lengths.tolist() == [2, 2, 2] and bags.x_test.lengths.tolist() == [2, 1]
     assert torch.equal(bags.x_train.padded(), ds.x_train)
+
+
+def test_padding_to_one_outlier_is_warned_of_with_the_max_length_to_set(tmp_path):
+    """One 5,000-token line made 50,000 rows of 39 tokens 2,048 wide, with only the cut's warning (found by a review)."""
+    rows = "".join(f"{i % 2}\t{' '.join(['w'] * (3 + i % 5))}\n" for i in range(200))
+    plain = write(tmp_path / "plain.tsv", rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (no warning without an outlier)
+        assert load_text_table(plain, text_column=1, label_column=0, header=False, layout="padded", cache=False).x_train.shape[1] == 7
+    long = write(tmp_path / "long.tsv", rows + f"1\t{' '.join(['w'] * 400)}\n")
+    with pytest.warns(UserWarning, match=r"padded to the longest, 400 tokens, where 99 % have at most 7: max_length=7 "):
+        load_text_table(long, text_column=1, label_column=0, header=False, layout="padded", cache=False)
 
 
 def test_csv_with_quotes_and_index_columns_without_header(tmp_path):
