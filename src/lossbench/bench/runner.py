@@ -243,8 +243,7 @@ class Runner:
     ) -> None:
         check_count("pack", pack)
         self.storage, self.device, self.pack, self.data_dir = storage, device, pack, data_dir
-        # the data a preflight of this spec loaded (on this device), taken instead of loading them again
-        self._loaded = data if data is not None and (data.spec, data.device, data.data_dir) == (spec, device, data_dir) else None
+        self._loaded = data  # (a preflight's of this spec, taken where it loaded on this device: see _resolve)
         self.on_trial = on_trial
         self.environment = {**provenance(), "device": str(device)}  # what each run's record says it ran with
         # Every name, file and pairing is checked before anything is written to the storage.
@@ -267,8 +266,9 @@ class Runner:
 
     def _resolve(self, spec: Spec) -> list[tuple[DatasetSpec, Method]]:
         self.spec, self.seeds = spec, evaluation_seeds(spec)
-        loaded, self._loaded = getattr(self, "_loaded", None), None
-        self.cache = loaded if loaded is not None and loaded.spec is spec else DataCache(spec, self.device, self.data_dir)
+        loaded, self._loaded = self._loaded, None  # (the data a preflight of this spec loaded: not loaded again)
+        same = loaded is not None and (loaded.spec, loaded.device, loaded.data_dir) == (spec, self.device, self.data_dir)
+        self.cache = loaded if same else DataCache(spec, self.device, self.data_dir)
         resolved = [(d, self._validated(d, m)) for d, m in spec.units()]
         _check_search_order(spec, [m for _, m in resolved])
         return resolved
