@@ -209,6 +209,9 @@ def test_a_resampled_split_of_a_generated_set_re_splits_the_same_data(monkeypatc
     assert [(kw["seed"], kw.get("data_seed")) for kw in asked] == [(7, None), (1, 7)]
     assert "seed=7)" in fixed.dataset.source and "seed=7)" in other.dataset.source  # the same generator call ...
     assert not torch.equal(fixed.dataset.y_test, other.dataset.y_test)  # ... split anew
+    # a seed's split keeps the final runs' copy only (a tuning copy per seed was kept for the whole study, unused)
+    label = spec.datasets[0].label
+    assert set(cache._splits) == {(label, "final", 1), (label, "final", None), (label, "tune", None)}
 
     def labels(ds):
         return sorted(torch.cat([ds.y_train, ds.y_test]).tolist())

@@ -188,7 +188,8 @@ class DataCache:
                 data = subsample_train(data, ds.max_train, self.spec.seed)
             if data.task == "multilabel" and split_seed is None:
                 _warn_unlearnable_labels(data)
-            for s in STAGES:
+            # a resampled split: only the stage asked (the final runs': another copy of the data per seed otherwise)
+            for s in STAGES if split_seed is None else (stage,):
                 self._splits[(ds.label, s, split_seed)] = split = self._split(data, s)
                 if split_seed is None:
                     if s == "tune":  # (a refusal first: its warning of the classes left unscored would say it twice)
