@@ -1198,7 +1198,9 @@ def _impute(
     mean = torch.nansum(rows, 0) / count.clamp(min=1)
     keep = (~missing[: len(x) if impute == "mean" else n_first]).any(0)
     unseen = keep & (count == 0)
-    x = torch.where(missing | unseen, mean.expand_as(x), x)[:, keep]
+    x = torch.where(missing | unseen, mean.expand_as(x), x)
+    if not bool(keep.all()):  # (a column dropped; else no second copy of the whole matrix)
+        x = x[:, keep]
     dropped = [n for n, k in zip(names, keep.tolist()) if not k]
     return x, [n for n, k in zip(names, keep.tolist()) if k], dropped, [n for n, u in zip(names, unseen.tolist()) if u]
 
