@@ -31,6 +31,3 @@ class ForkSafeLock:
 
     def release(self) -> None:
         self._lock.release()
-
-    def locked(self) -> bool:
-        return self._lock.locked() if hasattr(self._lock, "locked") else False

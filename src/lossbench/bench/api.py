@@ -54,6 +54,7 @@ from lossbench.data.splits import train_test_indices
 from lossbench.data.table import MAX_CATEGORIES
 from lossbench.models import MODELS, ModelInfo
 from lossbench.registry import HyperParam, Registry
+from lossbench.train._base import trains
 
 if TYPE_CHECKING:
     from lossbench.bench.execution import DataCache
@@ -206,8 +207,7 @@ def compare(
 _ONE_AT_A_TIME = ForkSafeLock(reentrant=True)
 
 
-@torch.inference_mode(False)  # (models and data built as normal tensors, trained, under a caller's inference mode)
-@torch.enable_grad()
+@trains  # (models and data built as normal tensors too, under a caller's inference mode)
 def _compare(data, methods, out, test, test_fraction, label, model, model_search, name, dataset_label, spec, storage,
              device, pack, progress, options) -> Comparison:  # fmt: skip
     table = _spec_table(spec, options, methods, model_search)

@@ -69,13 +69,13 @@ def default_storage_url(out_dir: str | Path) -> str:
         inside(out_dir, DB_FILE + beside)
     database = str(inside(out_dir, DB_FILE))
     try:
-        database.encode()
+        size = len(database.encode())
     except UnicodeEncodeError:  # (a name of bytes that are no UTF-8, as a Latin-1 system wrote it)
         raise ValueError(f"--out {out_dir}: its path is not UTF-8 text, which a storage URL must be; use a folder "
                          "named in UTF-8, or --storage sqlite:///<path>") from None  # fmt: skip
     longest = SQLITE_PATH_MAX - 1 - len("-journal")  # (the journal's path too, beside it)
-    if len(database.encode()) > longest:
-        raise ValueError(f"--out {out_dir}: its database's path has {len(database.encode())} bytes, more than SQLite "
+    if size > longest:
+        raise ValueError(f"--out {out_dir}: its database's path has {size} bytes, more than SQLite "
                          f"opens ({longest}); use a shorter --out, or --storage sqlite:///<shorter path>")  # fmt: skip
     return sqlalchemy.engine.URL.create("sqlite", database=database).render_as_string()
 

@@ -740,11 +740,12 @@ def _repeated_header_rows(frame: Any, label_col: Any) -> list[int]:
         return rows[c].map(lambda v: isinstance(v, str) and v.strip() == str(c).strip()).to_numpy(bool)
 
     candidates = np.flatnonzero(named(frame, label_col))  # (usually none: the other columns then go unread)
-    rows = frame.iloc[candidates]
-    empty = [rows[c].map(lambda v: pd.isna(v) or v == "").to_numpy(bool) for c in frame.columns if c != label_col]
-    others = [named(rows, c) for c in frame.columns if c != label_col]
-    if not others or not len(candidates):
+    columns = [c for c in frame.columns if c != label_col]
+    if not columns or not len(candidates):
         return []
+    rows = frame.iloc[candidates]
+    empty = [rows[c].map(lambda v: pd.isna(v) or v == "").to_numpy(bool) for c in columns]
+    others = [named(rows, c) for c in columns]
     repeats = np.logical_and.reduce([n | e for n, e in zip(others, empty)]) & np.logical_or.reduce(others)
     return candidates[repeats].tolist()
 

@@ -106,6 +106,12 @@ class Transform:
         return f"{type(self).__name__}({args})"
 
 
+def trains(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` run with gradients on whatever a caller's ``no_grad`` or inference mode (it trains: under them it
+    met an autograd error, or built inference tensors that never learned)."""
+    return torch.inference_mode(False)(torch.enable_grad()(fn))
+
+
 def check_state_keys(transform: Transform, state: Mapping[str, Any], keys: Sequence[str]) -> None:
     """Refuse a state dict whose keys are not ``keys`` (another transform's state, say)."""
     if set(state) != set(keys):

@@ -11,7 +11,7 @@ from torch import nn
 
 from lossbench._checks import check_interval, check_positive
 from lossbench.losses._validation import HALF_DTYPES
-from lossbench.train._base import LossFn
+from lossbench.train._base import LossFn, trains
 from lossbench.train._registry import TransformSpec
 from lossbench.train.step import build_step, make_chain, trainable_parameters
 from lossbench.train.vocabulary import LR_SCHEDULES, MOMENTUM_BELOW, OPTIMIZERS, WEIGHT_DECAY_ON
@@ -87,8 +87,7 @@ def check_optimizer(name: str, lr: float, weight_decays: Sequence[float], weight
     check_no_decay(weight_decay_on, weight_decays)
 
 
-@torch.inference_mode(False)  # (trains under a caller's no_grad or inference mode too)
-@torch.enable_grad()
+@trains
 def fit(
     model: nn.Module,
     loss: LossFn,

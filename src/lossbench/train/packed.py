@@ -44,6 +44,7 @@ from lossbench.train._base import (
     per_run,
     probe_logits,
     reads_per_sample,
+    trains,
 )
 from lossbench.train._registry import TransformSpec, make_transform
 from lossbench.train.loop import check_epoch_shape, check_lr_schedule, check_optimizer, fused_applies
@@ -294,8 +295,7 @@ class PackedOptimizer:
         p.sub_(exp_avg.mul(step_size).div_(denom))
 
 
-@torch.inference_mode(False)  # (trains under a caller's no_grad or inference mode too)
-@torch.enable_grad()
+@trains
 def fit_packed(
     packed: PackedModel,
     losses: Sequence[LossFn] | PackedLosses,
