@@ -296,6 +296,30 @@ def test_xlsx_through_pandas(tmp_path):
         load_table(path, sheet="nope")
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 1 << 16])
+def test_content_digest_spells_each_cell(monkeypatch, chunk):
+    """The bytes hashed, spelled out by hand: names, then rows of cells (numbers as repr(float), missing
+    as nothing), whatever the column's dtype and however many rows are hashed at once."""
+    import hashlib
+
+    import lossbench.data.table as table
+
+    monkeypatch.setattr(table, "_DIGEST_ROWS", chunk)
+    frame = pd.DataFrame({
+        "f": [1.5, float("nan"), -0.0], "i": np.array([3, -2**62, 7]), "u": np.array([2**63 + 2, 0, 1], dtype=np.uint64),
+        "b": [True, False, True], "s": ["x|y", None, ""], "mixed": ["a", 2, 2.5],
+        "Int64": pd.array([None, 4, 5], dtype="Int64"), "cat": pd.Categorical(["p", None, "q"]),
+    })  # fmt: skip
+    rows = ["1.5\x1f3.0\x1f9.223372036854776e+18\x1fTrue\x1fx|y\x1fa\x1f\x1fp",
+            "\x1f-4.611686018427388e+18\x1f0.0\x1fFalse\x1f\x1f2.0\x1f4.0\x1f",
+            "-0.0\x1f7.0\x1f1.0\x1fTrue\x1f\x1f2.5\x1f5.0\x1fq"]  # fmt: skip
+    spelled = "\x1d" + "\x1f".join(frame.columns) + "".join("\x1e" + r for r in rows)
+    assert content_digest(frame) == hashlib.sha256(spelled.encode()).hexdigest()
+    both = "\x1d" + "\x1f".join(frame.columns) + "\x1e" + rows[0] + "\x1d" + "\x1f".join(frame.columns) + "\x1e" + rows[0]
+    assert content_digest(frame.iloc[:1], frame.iloc[:1]) == hashlib.sha256(both.encode()).hexdigest()
+    assert content_digest(pd.DataFrame(index=range(2))) == hashlib.sha256("\x1d\x1e\x1e".encode()).hexdigest()
+
+
 def test_content_digest_ignores_excel_metadata(tmp_path):
     frame = pd.DataFrame({"a": [1, 2, 3], "label": ["x", "y", "x"]})
     one, two = tmp_path / "one.xlsx", tmp_path / "two.xlsx"

@@ -617,16 +617,40 @@ def _cell_text(value: Any) -> str:
     return str(value)
 
 
+_DIGEST_ROWS = 1 << 16  # rows hashed per chunk: the chunk's text is built whole, so memory stays bounded
+
+
+def _column_texts(column: Any) -> list[str]:
+    """:func:`_cell_text` of each cell of a frame column: a numpy float, integer or bool column's cells are
+    Python floats, ints and bools (as a row of ``itertuples`` gives them), spelled without the per-cell tests."""
+    import numpy as np
+
+    kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else "-"  # (not pandas' nullable dtypes)
+    if kind == "f":
+        return ["" if v != v else repr(v) for v in column.tolist()]
+    if kind in ("i", "u"):
+        return [repr(float(v)) for v in column.tolist()]
+    if kind == "b":
+        return ["True" if v else "False" for v in column.tolist()]
+    return [_cell_text(v) for v in column]
+
+
 def content_digest(*frames: Any) -> str:
     """SHA-256 of parsed tables' cells: column names, then rows, numbers as ``repr(float)``.
 
-    It identifies the data whatever bytes (Excel metadata, line endings) carried it.
+    It identifies the data whatever bytes (Excel metadata, line endings) carried it.  The bytes hashed are
+    each frame's ``"\\x1d"`` and column names joined by ``"\\x1f"``, then per row ``"\\x1e"`` and its cells'
+    texts joined by ``"\\x1f"`` (built a column and a chunk of rows at a time: one row at a time was most of
+    a large table's parse).
     """
     h = hashlib.sha256()
     for frame in frames:
         h.update(("\x1d" + "\x1f".join(map(str, frame.columns))).encode())
-        for row in frame.itertuples(index=False, name=None):
-            h.update(("\x1e" + "\x1f".join(map(_cell_text, row))).encode())
+        for start in range(0, len(frame), _DIGEST_ROWS):
+            part = frame.iloc[start : start + _DIGEST_ROWS]
+            columns = [_column_texts(part.iloc[:, j]) for j in range(part.shape[1])]
+            rows = zip(*columns) if columns else [()] * len(part)  # (a row of no cells is still a row)
+            h.update("".join(["\x1e" + "\x1f".join(row) for row in rows]).encode())
     return h.hexdigest()
 
 
