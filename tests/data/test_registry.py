@@ -225,6 +225,27 @@ def test_parse_cache_hits_and_invalidates(tmp_path, fresh_cache, monkeypatch):
     assert len(calls) == 4 and not torch.equal(d.x_train, c.x_train)
 
 
+def test_the_parse_cache_removes_its_least_recently_used_entries_past_its_limit(tmp_path, fresh_cache, monkeypatch):
+    sources = [write(tmp_path / f"{name}.txt", name) for name in "abcd"]
+    built = []
+    build = lambda k: lambda: built.append(k) or {"x": torch.zeros(256)}  # noqa: E731
+    for k in range(3):
+        _cache.cached("toy", {}, [sources[k]], build(k))
+    entries = [_cache.cache_path("toy", {}, [s]) for s in sources]
+    size = entries[0].stat().st_size
+    for k, entry in enumerate(entries[:3]):  # written in that order, a, b, c; then a is read: b is the least recent
+        os.utime(entry, ns=(k * 10**9, k * 10**9))
+    _cache.cached("toy", {}, [sources[0]], build(0))
+    assert built == [0, 1, 2] and entries[0].stat().st_mtime_ns > 2 * 10**9  # a hit marks its entry used
+    monkeypatch.setattr(_cache, "CACHE_LIMIT_BYTES", 3 * size)
+    _cache.cached("toy", {}, [sources[3]], build(3))  # a fourth entry: one must go
+    assert [e.exists() for e in entries] == [True, False, True, True]
+    monkeypatch.setattr(_cache, "CACHE_LIMIT_BYTES", size // 2)  # an entry larger than the limit is kept alone
+    _cache.cached("toy", {}, [sources[1]], build(1))
+    assert built == [0, 1, 2, 3, 1] and [e.exists() for e in entries] == [False, True, False, False]
+    assert sorted(p.name for p in fresh_cache.iterdir()) == [entries[1].name]  # (no temporary file left)
+
+
 @pytest.mark.parametrize("damage", [b"garbage", b"hello world" * 10, "a list"], ids=["short", "KeyError", "no dict"])
 def test_unreadable_cache_entry_is_rebuilt_with_a_warning(tmp_path, fresh_cache, damage):
     path = write(tmp_path / "t.arff", ARFF)

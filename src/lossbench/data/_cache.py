@@ -2,7 +2,8 @@
 
 An entry is keyed by the loader kind, its parameters and the source paths, and stores the
 sources' (path, size, mtime) fingerprint: when a source changes, the next load re-parses and
-overwrites the entry.  Entries are written atomically; an unreadable entry is re-built with a
+overwrites the entry.  Past ``CACHE_LIMIT_BYTES`` in all, writing an entry removes the least recently
+used others.  Entries are written atomically; an unreadable entry is re-built with a
 warning, and a cache directory that cannot be written only costs speed (with a warning).
 
 The cache directory gets the kernel cache's trust rule (``_paths.trusted_dir``): a directory another
@@ -30,6 +31,11 @@ from lossbench.data._files import CACHE_DIR_ENV, RemoteFile, atomic_write, defau
 # Bump when a loader's parsed output changes, so stale entries are rebuilt.  2: loaders refuse
 # non-finite values, which entries parsed before may hold.
 CACHE_VERSION = 5  # 3: a nominal value is one category whichever file it came from; 4: lines split at line ends only, hidden entries of folders skipped; 5: a table's first row with a missing spelling or a number with decimals is data, a column of decimal-comma numbers refused, ARFF's quoted '?' a category, blank and comment lines kept inside a quoted field, text ids: hashed buckets from 2, a vocabulary of the tokens kept
+
+
+# What the entries may hold in all: past it, writing an entry removes the least recently used others (a
+# hit marks its entry used), so that sources parsed once (temporary files, say) do not fill the disk.
+CACHE_LIMIT_BYTES = 4 << 30
 
 
 def fingerprint(paths: Sequence[Path]) -> list[list[Any]]:
@@ -118,11 +124,14 @@ def cached(
             stored = torch.load(io.BytesIO(_entry_bytes(path)), weights_only=True)
             if not (isinstance(stored, dict) and "payload" in stored):
                 raise ValueError("not a parse cache entry")
+        except FileNotFoundError:  # (evicted by another process since is_file: a plain miss)
+            pass
         except Exception as err:
             warnings.warn(f"unreadable parse cache {path} ({type(err).__name__}: {err}); parsing the sources again",
                           stacklevel=2)  # fmt: skip
         else:
             if stored.get("version") == CACHE_VERSION and stored.get("fingerprint") == fp:
+                _mark_used(path)
                 return stored["payload"]
     payload = build()
     buffer = io.BytesIO()
@@ -131,7 +140,42 @@ def cached(
         atomic_write(path, buffer.getvalue(), private=True)
     except OSError as err:
         warnings.warn(f"could not write parse cache {path} ({err}); the next load parses again", stacklevel=2)
+    else:
+        _evict(directory, keep=path)
     return payload
+
+
+def _mark_used(path: Path) -> None:
+    """Set the entry's time to now: eviction removes the entries least recently written or read first."""
+    try:
+        os.utime(path, follow_symlinks=False)
+    except OSError:  # (a read-only cache: only the order of a later eviction changes)
+        pass
+
+
+def _evict(directory: Path, keep: Path) -> None:
+    """Remove this user's entries of ``directory``, least recently used first, until they hold at most
+    ``CACHE_LIMIT_BYTES`` in all; ``keep`` (the entry just written) stays whatever its size."""
+    entries = []
+    for p in directory.glob("*.pt"):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:  # (removed meanwhile by another process)
+            continue
+        if _yours(st):
+            entries.append((st.st_mtime_ns, st.st_size, p))
+    total = sum(size for _, size, _ in entries)
+    for _, size, p in sorted(entries):
+        if total <= CACHE_LIMIT_BYTES:
+            return
+        if p == keep:
+            continue
+        try:
+            p.unlink(missing_ok=True)
+        except OSError as err:
+            warnings.warn(f"could not remove parse cache entry {p} ({err}); the cache holds more than its limit", stacklevel=3)
+            return
+        total -= size
 
 
 def verify_once(path: Path, rf: RemoteFile) -> None:
