@@ -13,6 +13,7 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
+from lossbench.bench import metrics as metrics_module
 from lossbench.bench.metrics import (
     EpochScores,
     accuracy,
@@ -181,11 +182,13 @@ def test_a_multilabel_score_just_above_zero_is_a_positive_label():
     assert metrics["micro_f1"] == 1.0 and metrics["macro_f1"] == 1.0
 
 
+@pytest.mark.parametrize("chunk", [8, 3], ids=["one pass", "chunks of 3 runs"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("n", "c"), [(1, 2), (7, 3), (360, 10), (513, 14), (40, 30)])
-def test_metrics_of_runs_are_compute_metrics_run_by_run_bit_for_bit(n, c, dtype):
-    """A pack's final scores in one pass: the same floats as each run's own compute_metrics, with
-    runs that diverged, predict one class only, tie, or miss classes of the target."""
+def test_metrics_of_runs_are_compute_metrics_run_by_run_bit_for_bit(n, c, dtype, chunk, monkeypatch):
+    """A pack's final scores in one pass (or a few: memory): the same floats as each run's own compute_metrics,
+    with runs that diverged, predict one class only, tie, or miss classes of the target."""
+    monkeypatch.setattr(metrics_module, "METRICS_CHUNK_ELEMENTS", chunk * n * c)
     gen = torch.Generator().manual_seed(n * c)
     logits = torch.randn(8, n, c, generator=gen, dtype=dtype) * torch.tensor([0.1, 1, 4, 30, 1, 1, 1, 1], dtype=dtype)[:, None, None]
     logits[4, :, 0] += 50  # one class predicted everywhere

@@ -251,6 +251,9 @@ def compute_metrics(
     return {name: _multiclass(name, read(name), target, num_classes) for name in names} | {"diverged": 0.0}
 
 
+METRICS_CHUNK_ELEMENTS = 1 << 24  # run x row x class entries scored at once by metrics_of_runs (~0.5 GiB)
+
+
 def metrics_of_runs(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[dict[str, float]] | None:
     """:func:`compute_metrics` of each of K runs' (K, N, C) single-label logits against one target, read
     by arg-max, in a few calls for every run instead of a dozen per run (bit for bit the same values:
@@ -259,6 +262,11 @@ def metrics_of_runs(logits: torch.Tensor, target: torch.Tensor, num_classes: int
     k_runs, rows, classes = logits.shape
     if classes < 2 or rows == 0:
         return None
+    # runs a chunk at a time: torchmetrics' sample-wise scores take ~24 bytes per run x row x class, the
+    # probabilities 8 more (a run's values do not depend on the others': the same bits in any chunks)
+    chunk = max(1, METRICS_CHUNK_ELEMENTS // (rows * classes))
+    if k_runs > chunk:
+        return [m for a in range(0, k_runs, chunk) for m in metrics_of_runs(logits[a : a + chunk], target, num_classes)]
     finite = [math.isfinite(v) for v in logits.detach().abs().amax((1, 2)).tolist()]  # (as all_finite: before the cast)
     logits = _at_least_float32(logits.detach())
     targets = target.expand(k_runs, -1)
