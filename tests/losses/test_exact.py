@@ -297,6 +297,35 @@ def test_log_of_mean_keeps_its_precision_for_small_p_and_in_half_precision(backe
     torch.testing.assert_close(half.double(), exact(logits.half().double(), target, log_of_mean=True), atol=2e-3, rtol=2e-3)
 
 
+def test_log_of_mean_of_half_logits_beyond_the_half_range_has_the_float32_gradient(backend):
+    # every row's -log P above 65504: computed from float16 rows they were inf before the mean (a nan gradient)
+    logits = torch.tensor([[6.0, 0, 0], [0, 7, 0], [0, 0, 8], [6, 0, 0]])
+    target = torch.tensor([1, 2, 0, 2])
+    grads = []
+    for dtype in (torch.float16, torch.float32):
+        x = logits.to(dtype).requires_grad_(True)
+        value = exact(x, target, log_of_mean=True, sigma=0.01)
+        assert value.dtype == dtype
+        grads.append(torch.autograd.grad(value, x)[0].float())
+    assert torch.isfinite(grads[0]).all()
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("options", [{}, {"margin": 1.0}, {"log_loss": True}, {"standardize": True}], ids=str)
+def test_autocast_leaves_the_loss_in_float32(backend, dtype, options):
+    # its matrix products (placing the rule on the PyTorch path) ran in half precision under autocast:
+    # an error where they met float32 tensors, a gradient off by 3e-3 elsewhere
+    logits, target = make_inputs(b=24, c=6, seed=3)
+    x = logits.float().requires_grad_(True)
+    plain = exact(x, target, **options)
+    with torch.autocast("cpu", dtype=dtype):
+        cast = exact(x, target, **options)
+    assert cast.dtype == torch.float32
+    torch.testing.assert_close(cast, plain, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(torch.autograd.grad(cast, x)[0], torch.autograd.grad(plain, x)[0], rtol=1e-5, atol=1e-7)
+
+
 def test_standardize_with_equal_logits_has_finite_gradients(backend):
     x = torch.zeros(4, 3, requires_grad=True)
     loss = exact(x, torch.tensor([0, 1, 2, 0]), standardize=True)

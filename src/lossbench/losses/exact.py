@@ -8,6 +8,7 @@ paper's estimator is the option ``estimator="genz"``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -47,7 +48,24 @@ ESTIMATORS = ("quadrature", "genz")
 # Outside torch.compile's trace: the quadrature is a hand-written autograd.Function around a C kernel (a graph
 # break in any case), and traced, every new float sigma (a schedule's) was a guard that failed: a recompile
 # per value until dynamo's limit, then eager with a warning.
+def _autocast_off(fn: Any) -> Any:
+    """``fn`` with autocast turned off on the logits' device: under it the quadrature's matrix products
+    (placing the rule, PyTorch path) ran in half precision (an error where their result met float32
+    tensors, a gradient off by 3e-3 elsewhere); the loss computes in at least float32, as every loss does."""
+
+    @functools.wraps(fn)
+    def wrapped(logits: Any, *args: Any, **kwargs: Any) -> Any:
+        device = logits.device.type if isinstance(logits, torch.Tensor) else None
+        if device is not None and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return fn(logits, *args, **kwargs)
+        return fn(logits, *args, **kwargs)
+
+    return wrapped
+
+
 @torch.compiler.disable
+@_autocast_off
 def exact(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -170,10 +188,12 @@ def exact(
         _check_log_options(log_loss, log_of_mean)
         _check_estimator(estimator, samples, generator, "log_of_mean")
         check_reduction(reduction)
-        per_row = exact(logits, target, sigma=sigma, margin=margin, log_loss=True, standardize=standardize, eps=eps,
+        wide = logits.to(compute_dtype(logits)) if isinstance(logits, torch.Tensor) else logits  # (a half row's -log P
+        # beyond its range would be inf before the mean: a nan gradient)
+        per_row = exact(wide, target, sigma=sigma, margin=margin, log_loss=True, standardize=standardize, eps=eps,
                         num_nodes=num_nodes, estimator=estimator, samples=samples, generator=generator,
                         ignore_index=ignore_index, reduction="none", validate=validate, groups=groups)  # fmt: skip
-        return _log_of_mean(per_row, target.long() != ignore_index, groups, reduction)  # (as exact read it: int64)
+        return loss_output(_log_of_mean(per_row, target.long() != ignore_index, groups, reduction), logits)  # (target as exact read it: int64)
     batch_shape, logits2d, target = _flatten(logits, target, ignore_index)
     check_reduction(reduction)
     check_logits(logits2d, 2, validate)
