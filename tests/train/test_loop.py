@@ -271,6 +271,24 @@ def test_fit_refuses_an_optimizer_built_already_naming_the_argument():
         fit(model, CrossEntropyLoss(), x, y, epochs=1, batch_size=64, lr=0.01, optimizer=torch.optim.Adam(model.parameters()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_iflood_takes_a_half_precision_model(dtype):
+    # its first-batch judgement read the probe's losses rounded to the model's dtype: an even mean refused
+    from lossbench.losses import ExactLoss
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 6, generator=gen).to(dtype), torch.randint(0, 4, (32,), generator=gen)
+    for loss in (CrossEntropyLoss(), ExactLoss()):
+        model = nn.Linear(6, 4).to(dtype)
+        step = build_step(model, loss, torch.optim.SGD(model.parameters(), lr=0.1), ["iflood"])
+        assert torch.isfinite(torch.as_tensor(step(x, y)["loss"]))
+    weighted = CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0, 4.0]))  # (a weighted mean is still refused)
+    model = nn.Linear(6, 4).to(dtype)
+    step = build_step(model, weighted, torch.optim.SGD(model.parameters(), lr=0.1), ["iflood"])
+    with pytest.raises(ValueError, match="iflood averages the samples' losses evenly"):
+        step(x, y)
+
+
 def test_iflood_judges_the_losss_mean_on_the_first_batch_with_a_target_not_ignored():
     # a first batch of ignored targets only was judged a class-weighted mean (an empty mean is nan)
     x, y = blobs()

@@ -208,7 +208,10 @@ def batch_level(loss: LossFn) -> bool:
 
 def probe_logits(shape: Sequence[int], dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
     """Finite stand-in logits on which :func:`even_mean` judges a loss: the same for a run alone and in a pack,
-    whatever the model's state (a run whose logits are already NaN is a diverged run, not a weighted mean)."""
+    whatever the model's state (a run whose logits are already NaN is a diverged run, not a weighted mean).
+    In at least float32: a half-precision model's losses rounded to its dtype differ from their even mean
+    by more than the test's tolerance (every loss computes in float32, so the verdict is that of float32)."""
+    dtype = torch.promote_types(dtype, torch.float32)
     logits = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
     return logits.mul_(2).to(device)
 
