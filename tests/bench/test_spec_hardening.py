@@ -65,6 +65,27 @@ def test_study_names_must_fit_optunas_column():
         register_spec(optuna.storages.InMemoryStorage(), long)
 
 
+def test_two_units_may_not_spell_one_study_name():
+    # a ':' in a method's name and in a data set's parameters spelled two units' study names alike: the second
+    # unit's runs were the first's (its leaderboard row showed the other method's runs), silently
+    datasets = [{"name": "wine", "label": "wine[a="}, {"name": "wine", "params": {"a": ":"}}]
+    methods = [{"name": "]:ce", "loss": "hinge", "datasets": ["wine[a="]},
+               {"name": "ce", "loss": "cross_entropy", "datasets": ["wine[a=:]"]}]  # fmt: skip
+    with pytest.raises(SpecError, match=re.escape("method 'ce' on 'wine[a=:]' and method ']:ce' on 'wine[a=' would "
+                                                  "share the study 's:final:wine[a=:]:ce'")):  # fmt: skip
+        register_spec(optuna.storages.InMemoryStorage(), spec(datasets=datasets, methods=methods))
+    methods[0]["name"] = "hinge"
+    register_spec(optuna.storages.InMemoryStorage(), spec(datasets=datasets, methods=methods))
+
+
+def test_a_label_spelled_from_parameters_holds_no_control_characters():
+    # (an explicit label is one plain name; one spelled from the parameters reached the terminal and reports raw)
+    with pytest.raises(SpecError, match=r"datasets\[0\]: its label 'wine\[a=x\\x1b\[1m\]', spelled from its parameters, "
+                                        "holds control characters; give it a label"):  # fmt: skip
+        spec(datasets=[{"name": "wine", "params": {"a": "x\x1b[1m"}}])
+    assert spec(datasets=[{"name": "wine", "params": {"a": "x\x1b[1m"}, "label": "w"}]).datasets[0].label == "w"
+
+
 def test_storage_url_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv(STORAGE_ENV, raising=False)
     assert storage_url(None, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'lossbench.db'}"

@@ -394,3 +394,11 @@ def test_a_table_without_a_feature_column_is_refused(tmp_path, text, options):
     path = write(tmp_path / "t.csv", text)
     with pytest.raises(ValueError, match=r"t.csv: no feature column besides the label column 'label'.*nothing to learn from"):
         load_table(path, test_fraction=0.5, **options)
+
+
+def test_a_summary_shows_class_names_with_control_characters_escaped(tmp_path):
+    # (`lossbench datasets` printed a file's class names raw: a terminal's escape sequences, a line break)
+    rows = "".join(f"{i},{name}\n" for i in range(8) for name in ("\x1b[31mred", '"a\nb"', "plain"))
+    ds = load_table(write(tmp_path / "t.csv", "x,label\n" + rows), test_fraction=0.25)
+    summary = ds.summary()
+    assert summary.isprintable() and "'\\x1b[31mred'=" in summary and "'a\\nb'=" in summary and "plain=" in summary

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,6 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from lossbench.bench.report import leaderboard_header, leaderboard_rows, paired_summary
 from lossbench.bench.results import DatasetResult
@@ -105,13 +105,14 @@ def unit_lines(title: str, emit: Callable[[str], None]) -> ProgressCallback:
 def print_leaderboards(results: list[DatasetResult]) -> None:
     """A compact leaderboard per dataset; the report files add hyperparameters and trial ids."""
     for result in results:
-        table = Table(title=escape(f"{result.dataset.label}: test {result.metric}"), title_justify="left")  # (labels hold [])
+        # (as Text: names hold [] and markup; rich's escape() doubled a trailing backslash)
+        table = Table(title=Text(f"{result.dataset.label}: test {result.metric}"), title_justify="left")
         header = leaderboard_header(result)
         shown = len(header) - 2  # rank, method, score, CI (, vs baseline): not the hyperparameters and trials
         for key in header[:shown]:
-            table.add_column(escape(key), overflow="fold")  # (the baseline's name in "vs <baseline>")
+            table.add_column(Text(key), overflow="fold")  # (the baseline's name in "vs <baseline>")
         for row in leaderboard_rows(result):
-            table.add_row(*(escape(cell) for cell in row[:shown]))
+            table.add_row(*(Text(cell) for cell in row[:shown]))
         console.print(table)
         if result.baseline is not None:  # (the ranking orders means: which of its steps the seeds tell apart)
             console.print(paired_summary(result), markup=False, highlight=False, soft_wrap=True)

@@ -741,11 +741,20 @@ def study_name(spec_name: str, stage: str, dataset: str, method: str) -> str:
 
 def check_study_names(spec: Spec) -> None:
     """Every study name fits Optuna's column (VARCHAR(512): PostgreSQL and MySQL refuse longer
-    values, SQLite keeps them), checked before a new spec is stored."""
+    values, SQLite keeps them) and is its unit's own, checked before a new spec is stored: a ``:`` in
+    a method's name or a data set's parameters can spell two units' names alike, and the second
+    unit's runs would be the first's."""
     from optuna.storages._rdb.models import MAX_INDEXED_STRING_LENGTH
 
+    units: dict[str, tuple[str, str]] = {}
     for dataset, method in spec.units():
         name = study_name(spec.name, "final", dataset.label, method.name)  # "final" is the longer stage
+        other = units.setdefault(name, (dataset.label, method.name))
+        if other != (dataset.label, method.name):
+            raise SpecError(
+                f"spec {spec.name[:40]!r}: method {method.name!r} on {dataset.label!r} and method {other[1]!r} on "
+                f"{other[0]!r} would share the study {name!r}; rename a method or give a data set a label"
+            )
         if len(name) > MAX_INDEXED_STRING_LENGTH:
             raise SpecError(
                 f"spec {spec.name[:40]!r}: study name {name[:60]!r}... has {len(name)} characters; Optuna "

@@ -138,7 +138,9 @@ class Dataset:
 
     def summary(self) -> str:
         counts = self.class_counts.to(torch.int64).tolist()
-        head = ", ".join(f"{n}={k}" for n, k in zip(self.class_names[:12], counts[:12]))
+        shown = [n if str(n).isprintable() else repr(n) for n in self.class_names[:12]]  # (a file's class names: no
+        # escape sequence or line break reaches the terminal)
+        head = ", ".join(f"{n}={k}" for n, k in zip(shown, counts[:12]))
         more = f", ... ({self.num_classes} in all)" if self.num_classes > 12 else ""
         vocab = f", vocab {self.vocab_size}" if self.vocab_size is not None else ""
         return (
