@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lossbench.losses import _exact_native
+from lossbench.losses._eager import outside_compiled_graphs
 from lossbench.losses._exact_genz import genz_win_probability
 from lossbench.losses._exact_native import MINUS_LOG_P, ONE_MINUS_P
 from lossbench.losses._exact_quadrature import (
@@ -64,7 +65,7 @@ def _autocast_off(fn: Any) -> Any:
     return wrapped
 
 
-@torch.compiler.disable
+@outside_compiled_graphs
 @_autocast_off
 def exact(
     logits: torch.Tensor,
@@ -461,7 +462,7 @@ class ExactLoss(nn.Module):
         self.estimator, self.samples, self.generator = estimator, samples, generator
         self.reduction, self.validate = reduction, validate
 
-    @torch.compiler.disable  # (as exact: its float sigma, set by a schedule, is no guard of a compiled graph)
+    @outside_compiled_graphs  # (as exact: its float sigma, set by a schedule, is no guard of a compiled graph)
     def forward(
         self,
         logits: torch.Tensor,
