@@ -162,6 +162,23 @@ def test_user_cache_root_ignores_an_empty_or_relative_xdg_cache_home(xdg, monkey
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX homes")
+@pytest.mark.parametrize("variable", ["XDG_CACHE_HOME", "XDG_CONFIG_HOME"])
+def test_a_command_leaves_no_matplotlib_folder_below_the_working_folder(variable, tmp_path):
+    """matplotlib takes a relative XDG folder as it is: its font cache landed in the working folder."""
+    import subprocess
+    import sys
+
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
+    env.update({"HOME": str(home), variable: "relative"})
+    code = "from lossbench.cli import main; import sys; main(['presets', 'builtin']); assert 'matplotlib' in sys.modules"
+    done = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(work.iterdir()) == [] and (home / ".cache" / "matplotlib").is_dir()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX homes")
 @pytest.mark.parametrize("home", ["", "relhome", None])
 def test_user_cache_root_takes_the_password_databases_home_for_an_empty_relative_or_unset_home(home, monkeypatch, tmp_path):
     """Python reads HOME='' as '/' and a relative HOME below the working folder: the caches (and the kernel) were

@@ -167,6 +167,23 @@ def user_cache_root() -> Path:
     return (xdg if xdg.is_absolute() else _home() / ".cache") / "lossbench"
 
 
+def keep_matplotlib_at_home() -> None:
+    """Point matplotlib (``$MPLCONFIGDIR``, unless set) at ``~/.cache/matplotlib`` where it would make its
+    folders below the working folder: it takes a relative ``XDG_CACHE_HOME``, ``XDG_CONFIG_HOME`` or ``HOME``
+    as it is, and writes its font cache there on first import (torchmetrics imports it), which lossbench's
+    own caches never do (:func:`user_cache_root`).  Before matplotlib is imported; otherwise nothing."""
+    if os.environ.get("MPLCONFIGDIR") or "matplotlib" in sys.modules:
+        return
+    bases = [os.environ.get(xdg) or os.path.join(os.environ.get("HOME", ""), dot) for xdg, dot in
+             (("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"))]  # (as matplotlib reads them)  # fmt: skip
+    if all(os.path.isabs(b) for b in bases) or os.name == "nt":
+        return
+    try:
+        os.environ["MPLCONFIGDIR"] = str(_home() / ".cache" / "matplotlib")
+    except NoCacheFolder:  # (no home folder at all: left as it is)
+        return
+
+
 def expanded(value: str) -> Path:
     """A path a variable gives, its leading ``~`` this user's home as :func:`user_cache_root` finds it (Python's
     ``expanduser`` reads an empty ``HOME`` as ``/``)."""

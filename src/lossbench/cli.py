@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from lossbench._paths import PACKAGE_DIR
+from lossbench._paths import PACKAGE_DIR, keep_matplotlib_at_home
 from lossbench._table import format_table
 from lossbench.bench import stops
 from lossbench.bench.defaults import DEFAULT_JOBS, DEFAULT_OUT, DEFAULT_PACK, DEFAULT_THREADS
@@ -811,6 +811,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(stream, io.TextIOWrapper):  # instead of a UnicodeEncodeError after the runs, before the report)
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
+    keep_matplotlib_at_home()  # (nothing written below the working folder: it may be anyone's)
     if args.command in OPTUNA_COMMANDS:
         _quiet_optuna()
     url = _given_storage(args)

@@ -121,5 +121,15 @@ def test_a_steps_state_holds_its_count_so_ascent_descent_resumes_in_phase():
     model, step = resumed_run(SPECS["ascent_descent"], saved)
     step.ctx.step = 0  # (a fresh step's count)
     assert not same(run_steps(model, step, data[3:]), expected)
-    with pytest.raises(ValueError, match=r"a step with 1 transform\(s\), got keys \['step'\]"):
+    with pytest.raises(ValueError, match=r"keys 'step' and 'transforms'\), got keys \['step'\]"):
         step.load_state_dict({"step": 3})
+
+
+def test_a_step_refuses_the_state_of_another_chain_and_says_how_they_differ():
+    model = torch.nn.Linear(5, 3)
+    two = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), ["flooding", "clip_norm"])
+    one = build_step(model, CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), ["flooding"])
+    with pytest.raises(ValueError, match=r"^state is that of a step with 2 transform\(s\); this step has 1$"):
+        one.load_state_dict(two.state_dict())
+    with pytest.raises(ValueError, match=r"state must be a TrainStep.state_dict\(\) \(keys 'step' and 'transforms'\), got keys \['model'\]"):
+        one.load_state_dict({"model": {}})

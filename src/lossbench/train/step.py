@@ -185,9 +185,11 @@ class TrainStep:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (of a step with the same chain of transforms)."""
-        if set(state) != {"step", "transforms"} or len(state["transforms"]) != len(self.transforms):
-            raise ValueError(f"state must be a TrainStep.state_dict() of a step with {len(self.transforms)} "
-                             f"transform(s), got keys {sorted(state)}")  # fmt: skip
+        if set(state) != {"step", "transforms"}:
+            raise ValueError(f"state must be a TrainStep.state_dict() (keys 'step' and 'transforms'), got keys {sorted(state)}")
+        if len(state["transforms"]) != len(self.transforms):
+            raise ValueError(f"state is that of a step with {len(state['transforms'])} transform(s); this step has "
+                             f"{len(self.transforms)}")  # fmt: skip
         for t, saved in zip(self.transforms, state["transforms"]):
             t.load_state_dict(saved)
         self.ctx.step = int(state["step"])
