@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -443,3 +444,18 @@ def test_a_parameter_given_or_set_trains_with_the_model_and_a_module_names_its_o
         assert not list(focal.parameters()) and list(focal.state_dict()) == ["alpha"]
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'drw_begin'; it takes class_counts, .*, drw_start, drw_beta$"):
         LDAMLoss(class_counts=[1, 2, 3], drw_begin=0.8)
+
+
+PER_CLASS = {"weight", "alpha", "class_counts", "pos_weight"}  # tensor arguments of one value per class
+
+
+@pytest.mark.parametrize("info", [i for i in ALL if PER_CLASS & set(inspect.signature(i.function).parameters)], ids=lambda i: i.name)
+def test_a_per_class_argument_on_the_cpu_follows_the_logits_device(info):
+    """Logits on an accelerator with class weights made on the CPU (cross-entropy's and hinge's weight raised
+    a device mismatch).  The meta device stands in for CUDA here: no values, the same device rule."""
+    logits, target, kwargs = make_case(info, dtype=torch.float32)
+    classes = logits.shape[-1]
+    for name in PER_CLASS & set(inspect.signature(info.function).parameters):
+        kwargs.setdefault(name, torch.linspace(0.5, 2.0, classes))
+    out = info.function(logits.to("meta"), target.to("meta"), validate=False, **kwargs)
+    assert out.device.type == "meta"

@@ -662,7 +662,7 @@ def _arrays(obj: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]:
         x = torch.stack([torch.as_tensor(a) for a, _ in items])
         labels = [b for _, b in items]
         y = (
-            torch.stack(labels)
+            torch.stack(labels).detach().cpu()  # (a Dataset may yield its labels on an accelerator)
             if all(isinstance(b, torch.Tensor) for b in labels)
             else _tensor_or_names(labels)
         )

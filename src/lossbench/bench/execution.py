@@ -144,6 +144,7 @@ def _warn_unscored_classes(split: Split) -> None:
     for every method (scikit-learn's convention), and an F1 of 0 wherever a run predicts them."""
     # (as subsample_train finds a class it leaves without training rows; negative targets are ignored ones)
     held_out = split.y_eval == 1 if split.task == "multilabel" else split.y_eval[split.y_eval >= 0]
+    held_out = held_out.to(split.class_counts.device)  # (the split's counts stay on the CPU; its targets move)
     unscored = (split.class_counts > 0) & (class_counts(held_out, split.task, split.num_classes) == 0)
     absent = [split.dataset.class_names[i] for i in unscored.nonzero().flatten().tolist()]
     if absent:

@@ -63,7 +63,7 @@ def cross_entropy(
     loss = _softmax.cross_entropy(
         scaled,
         target,
-        weight=None if weight is None else weight.to(x.dtype),
+        weight=None if weight is None else weight.to(x),  # (dtype and device: a CPU weight for CUDA logits)
         ignore_index=ignore_index,
         reduction=reduction,
         label_smoothing=label_smoothing,

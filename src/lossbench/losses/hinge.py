@@ -68,7 +68,7 @@ def multi_class_hinge(
     per_sample = (terms * rivals).sum(1) / (x.shape[1] - AVERAGES[average])
     w_valid = None
     if weight is not None:
-        w_valid = torch.where(valid, weight.to(x.dtype)[y], torch.zeros_like(per_sample))
+        w_valid = torch.where(valid, weight.to(x)[y], torch.zeros_like(per_sample))  # (a CPU weight for CUDA logits)
         per_sample = per_sample * w_valid
     return loss_output(masked_reduce(per_sample, reduction, valid, w_valid), logits)
 
