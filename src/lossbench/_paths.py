@@ -282,7 +282,10 @@ def others_write(path: str | Path, st: os.stat_result | None = None, new_files: 
 
 def own_folder_reason(directory: Path, st: os.stat_result) -> str | None:
     """Why another user could change what lossbench writes in ``directory``, a folder of its own (``st`` its
-    stat): owned by another user, or writable by one (its new files by its default ACL too); else None."""
+    stat): owned by another user, or writable by one (its new files by its default ACL too); else None.  Windows:
+    None (no owners to compare; its folders' ACLs are the user's business, as in :func:`untrusted_reason`)."""
+    if not hasattr(os, "geteuid"):
+        return None
     uid = os.geteuid()
     if st.st_uid != uid:
         return f"owned by uid {st.st_uid}, not by you (uid {uid})"
@@ -291,7 +294,10 @@ def own_folder_reason(directory: Path, st: os.stat_result) -> str | None:
 
 def parent_folder_reason(directory: Path, st: os.stat_result) -> str | None:
     """Why another user could swap what is made in ``directory``, a folder above lossbench's (``st`` its stat):
-    owned by a user other than this one or root, or writable by one without the sticky bit; else None."""
+    owned by a user other than this one or root, or writable by one without the sticky bit; else None (Windows:
+    None, as :func:`own_folder_reason`)."""
+    if not hasattr(os, "geteuid"):
+        return None
     uid = os.geteuid()
     if st.st_uid not in (0, uid):
         return f"owned by uid {st.st_uid}, neither you (uid {uid}) nor root"

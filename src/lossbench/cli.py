@@ -827,7 +827,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # What is left in stdout's buffer cannot be written either: point stdout elsewhere, or Python's
         # own flush at exit prints the same error again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + signal.SIGPIPE
+        return 128 + getattr(signal, "SIGPIPE", 13)  # (Windows has no SIGPIPE)
     except Exception as err:
         if (stop := stops.stop_in(err)) is not None:  # (a library's error raised while the stop was)
             return _interrupted(stop, args.func)

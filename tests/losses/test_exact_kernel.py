@@ -15,6 +15,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -177,6 +178,19 @@ def test_without_a_compiler_the_pytorch_path_is_used_with_a_warning(tmp_path, mo
         warnings.simplefilter("error")  # warned once, not on every call
         again = exact(logits, target, reduction="none")
     torch.testing.assert_close(loss, again)
+
+
+@pytest.mark.parametrize("platform", ["darwin", "win32"])
+def test_off_linux_no_compiler_is_asked_and_the_pytorch_path_is_used_with_one_warning(platform, tmp_path, monkeypatch):
+    # (Apple clang takes no -fopenmp, libmvec is glibc's; a Mac without a compiler offered to install one)
+    monkeypatch.setattr(_exact_native, "_STATE", {})
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.setattr(_exact_native, "_trusted_compiler", lambda c: pytest.fail("a compiler was looked for"))
+    logits, target = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 5, (8,))
+    with pytest.warns(RuntimeWarning, match=f"EXACT kernel is unavailable.*Linux only.*not on {platform}"):
+        loss = exact(logits, target, reduction="none")
+    monkeypatch.setattr(_exact_native, "enabled", False)
+    torch.testing.assert_close(loss, exact(logits, target, reduction="none"))
 
 
 def test_a_failing_compiler_reports_its_error(tmp_path, monkeypatch):

@@ -122,8 +122,8 @@ def decide(logits: torch.Tensor, rule: str, class_counts: torch.Tensor, threshol
         return wide - thresholds.to(wide)
     if rule != "logit_adjusted":
         raise ValueError(f"unknown decision rule {rule!r}; known: {DECISIONS}")
-    counts = class_counts.to(device=logits.device, dtype=torch.float64).clamp_min(1.0)
-    log_prior = (counts / counts.sum()).log().to(logits.dtype)
+    counts = class_counts.to(device="cpu", dtype=torch.float64).clamp_min(1.0)  # (on the CPU: MPS has no float64)
+    log_prior = (counts / counts.sum()).log().to(device=logits.device, dtype=logits.dtype)
     if logits.ndim == 2 and logits.shape[1] == counts.numel():
         return logits - log_prior
     # one logit s = log(p1 / p0) per row: the adjustment is that of the log odds
@@ -310,7 +310,8 @@ def ranks_in_unit(logits: torch.Tensor) -> torch.Tensor:
     above ~17 at 1.0 (confident rows tie, and AP would change with the logits' scale)."""
     columns = logits.T.contiguous()  # (in their own dtype: a cast could tie them)
     below = torch.searchsorted(columns.sort(dim=1).values, columns)  # the first index >= each: the count below
-    return below.T.to(torch.float64) / max(len(logits), 1)
+    # (float32 on MPS, which has no float64: counts below 2^24 over one N keep their order exactly)
+    return below.T.to(torch.float32 if logits.device.type == "mps" else torch.float64) / max(len(logits), 1)
 
 
 class EpochScores:

@@ -84,7 +84,7 @@ def gone(record: Any, trial_id: int) -> bool:
     if record.get("machine") is None or record.get("machine") != _machine():
         return False
     pid, start = record.get("pid"), record.get("start")
-    if type(pid) is not int or type(start) is not int or pid <= 0:
+    if type(pid) is not int or type(start) is not int or pid <= 0 or os.name == "nt":  # (there os.kill ends the process)
         return False
     try:
         os.kill(pid, 0)  # (signal 0: only whether the process exists; a process of another user still does)

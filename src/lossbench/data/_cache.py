@@ -81,8 +81,9 @@ def _yours(st: os.stat_result) -> bool:
     """Whether a cache file is what lossbench writes there: a regular file (no link) of this user that no one
     else may write (0600).  Another's, even in a directory of this user's, is never read as parsed data nor
     taken as a stamp (the directory's trust rule counts a group shared with no one else as no one's)."""
-    mine = not hasattr(os, "geteuid") or st.st_uid == os.geteuid()
-    return stat.S_ISREG(st.st_mode) and mine and not st.st_mode & 0o022
+    if not hasattr(os, "geteuid"):  # (Windows: no owner to compare, and every writable file's mode reads 0o666)
+        return stat.S_ISREG(st.st_mode)
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 def _entry_bytes(path: Path) -> bytes:

@@ -33,6 +33,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -124,8 +125,10 @@ def _trusted_dir(path: Path) -> Path:
 
 def _check_own_file(path: Path) -> None:
     """Refuse to load a file that is not a regular file of this user, writable by no one else."""
-    uid = os.geteuid()
     st = os.lstat(path)
+    if not hasattr(os, "geteuid"):  # (not built off Linux: see kernel)
+        raise UntrustedCacheError(f"refusing to load {path}: no owner to check on this system")
+    uid = os.geteuid()
     if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
         raise UntrustedCacheError(
             f"refusing to load {path}: not a regular file owned by you (uid {uid}) and writable only by you "
@@ -309,6 +312,9 @@ def kernel() -> dict[torch.dtype, ctypes._CFuncPtr] | None:
         if "functions" not in _STATE:
             compiler = os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if program_on_path(c)), "cc")
             try:
+                if not sys.platform.startswith("linux"):  # (and no compiler asked: a Mac without one offers to install it)
+                    raise OSError(f"it is built on Linux only (GCC's OpenMP and glibc's vector maths, libmvec), not "
+                                  f"on {sys.platform}; the PyTorch path computes the same rule")  # fmt: skip
                 functions = _declare(_load(_trusted_compiler(compiler)))
             except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError, ValueError) as error:
                 # (AttributeError: no entry points; ValueError: a $CC shlex cannot read)

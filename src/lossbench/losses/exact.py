@@ -49,14 +49,18 @@ ESTIMATORS = ("quadrature", "genz")
 # Outside torch.compile's trace: the quadrature is a hand-written autograd.Function around a C kernel (a graph
 # break in any case), and traced, every new float sigma (a schedule's) was a guard that failed: a recompile
 # per value until dynamo's limit, then eager with a warning.
-def _autocast_off(fn: Any) -> Any:
+def _full_precision(fn: Any) -> Any:
     """``fn`` with autocast turned off on the logits' device: under it the quadrature's matrix products
     (placing the rule, PyTorch path) ran in half precision (an error where their result met float32
-    tensors, a gradient off by 3e-3 elsewhere); the loss computes in at least float32, as every loss does."""
+    tensors, a gradient off by 3e-3 elsewhere); the loss computes in at least float32, as every loss does.
+    On Apple's MPS, which has no float64 (the rule's placement needs it), it computes on the CPU."""
 
     @functools.wraps(fn)
     def wrapped(logits: Any, *args: Any, **kwargs: Any) -> Any:
         device = logits.device.type if isinstance(logits, torch.Tensor) else None
+        if device == "mps":  # (its tensors to the CPU and its value back: the gradient follows both moves)
+            cpu = lambda v: v.cpu() if isinstance(v, torch.Tensor) else v  # noqa: E731
+            return fn(logits.cpu(), *map(cpu, args), **{k: cpu(v) for k, v in kwargs.items()}).to(logits.device)
         if device is not None and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
             with torch.autocast(device, enabled=False):
                 return fn(logits, *args, **kwargs)
@@ -66,7 +70,7 @@ def _autocast_off(fn: Any) -> Any:
 
 
 @outside_compiled_graphs
-@_autocast_off
+@_full_precision
 def exact(
     logits: torch.Tensor,
     target: torch.Tensor,
