@@ -832,3 +832,17 @@ def test_a_run_with_non_finite_logits_trains_per_sample_transforms_alone_as_in_a
     weighted = LOSSES.get("cross_entropy").module(validate=False, weight=torch.tensor([1.0, 3.0, 0.5]))
     with pytest.raises(ValueError, match="is not their even mean"):
         fit(_model("linear", 0), weighted, x, y, lr=0.1, transforms=[("iflood", {"b": 0.1})], **BASE)
+
+
+def test_a_packed_hook_makes_its_runs_hyperparameters_once_and_again_where_they_change():
+    """(K,) values copied to an accelerator at every step waited for it: one tensor per values, dtype and device."""
+    from lossbench.train._base import hyperparameter
+    from lossbench.train.flooding import Flooding
+
+    runs, like = [Flooding(b=0.1), Flooding(b=0.0)], torch.zeros(2, dtype=torch.float64)
+    first = hyperparameter(runs, "b", like)
+    assert hyperparameter(runs, "b", like) is first and first.tolist() == [0.1, 0.0]
+    assert hyperparameter(runs, "b", like.float()).dtype == torch.float32
+    runs[1].b = -0.0  # (a change, even of a zero's sign, is a new tensor)
+    changed = hyperparameter(runs, "b", like)
+    assert changed is not first and math.copysign(1.0, changed[1].item()) == -1.0

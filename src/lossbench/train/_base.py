@@ -9,6 +9,7 @@ sync per step.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -152,8 +153,14 @@ def per_run(values: torch.Tensor, like: torch.Tensor, dtype: torch.dtype | None 
 
 
 def hyperparameter(runs: Sequence[Transform], name: str, like: torch.Tensor) -> torch.Tensor:
-    """The runs' values of one hyperparameter as a (K,) tensor of ``like``'s dtype and device."""
-    return torch.tensor([getattr(t, name) for t in runs], dtype=like.dtype, device=like.device)
+    """The runs' values of one hyperparameter as a (K,) tensor of ``like``'s dtype and device, read-only: made
+    once per values, dtype and device (a copy to an accelerator at each step waited for the device)."""
+    return _values(tuple(float(getattr(t, name)).hex() for t in runs), like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _values(spelled: tuple[str, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.tensor([float.fromhex(v) for v in spelled], dtype=dtype, device=device)
 
 
 def scale_(grads: list[torch.Tensor], factor: torch.Tensor | float) -> None:
