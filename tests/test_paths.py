@@ -162,6 +162,28 @@ def test_user_cache_root_ignores_an_empty_or_relative_xdg_cache_home(xdg, monkey
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX homes")
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"HOME": "{tmp}"}, None), ({"HOME": ""}, None),  # (matplotlib reads an empty HOME as /: absolute)
+    ({"HOME": "{tmp}", "XDG_CACHE_HOME": "{tmp}/c", "XDG_CONFIG_HOME": "{tmp}/k"}, None),
+    ({"HOME": "{tmp}", "XDG_CACHE_HOME": "rel"}, "{tmp}/.cache/matplotlib"),
+    ({"HOME": "{tmp}", "MPLCONFIGDIR": "{tmp}/mine", "XDG_CONFIG_HOME": "rel"}, "{tmp}/mine"),
+])  # fmt: skip
+def test_matplotlib_is_pointed_home_only_where_its_own_rule_reads_a_relative_folder(env, expected, monkeypatch, tmp_path):
+    import sys
+
+    from lossbench._paths import keep_matplotlib_at_home
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(sys, "modules", {k: v for k, v in sys.modules.items() if k != "matplotlib"})
+    for name in ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+    keep_matplotlib_at_home()
+    assert os.environ.get("MPLCONFIGDIR") == (None if expected is None else expected.format(tmp=tmp_path))
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX homes")
 @pytest.mark.parametrize("variable", ["XDG_CACHE_HOME", "XDG_CONFIG_HOME"])
 def test_a_command_leaves_no_matplotlib_folder_below_the_working_folder(variable, tmp_path):
     """matplotlib takes a relative XDG folder as it is: its font cache landed in the working folder."""

@@ -174,14 +174,17 @@ def keep_matplotlib_at_home() -> None:
     own caches never do (:func:`user_cache_root`).  Before matplotlib is imported; otherwise nothing."""
     if os.environ.get("MPLCONFIGDIR") or "matplotlib" in sys.modules:
         return
-    bases = [os.environ.get(xdg) or os.path.join(os.environ.get("HOME", ""), dot) for xdg, dot in
-             (("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"))]  # (as matplotlib reads them)  # fmt: skip
-    if all(os.path.isabs(b) for b in bases) or os.name == "nt":
+    try:  # (the folders matplotlib's own rule would make: its _get_config_or_cache_dir)
+        if sys.platform.startswith(("linux", "freebsd")):
+            bases = [os.environ.get(xdg) or str(Path.home() / dot) for xdg, dot in
+                     (("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"))]  # fmt: skip
+        else:  # (macOS: ~/.matplotlib; Windows: %LOCALAPPDATA% or ~\.matplotlib)
+            bases = [str(Path.home())]
+        home = _home()
+    except (RuntimeError, NoCacheFolder):  # (no home folder at all: left as it is)
         return
-    try:
-        os.environ["MPLCONFIGDIR"] = str(_home() / ".cache" / "matplotlib")
-    except NoCacheFolder:  # (no home folder at all: left as it is)
-        return
+    if not all(os.path.isabs(b) for b in bases):
+        os.environ["MPLCONFIGDIR"] = str(home / ".cache" / "matplotlib")
 
 
 def expanded(value: str) -> Path:

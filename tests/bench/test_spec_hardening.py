@@ -81,8 +81,10 @@ def test_two_units_may_not_spell_one_study_name():
 def test_a_label_spelled_from_parameters_holds_no_control_characters():
     # (an explicit label is one plain name; one spelled from the parameters reached the terminal and reports raw)
     with pytest.raises(SpecError, match=r"datasets\[0\]: its label 'wine\[a=x\\x1b\[1m\]', spelled from its parameters, "
-                                        "holds control characters; give it a label"):  # fmt: skip
+                                        "holds non-printable characters; give it a label"):  # fmt: skip
         spec(datasets=[{"name": "wine", "params": {"a": "x\x1b[1m"}}])
+    stored = spec(datasets=[{"name": "wine", "params": {"a": "x"}}]).to_json().replace('"x"', '"x\\u001b[1m"')
+    assert spec_from_json(stored).datasets[0].params == {"a": "x\x1b[1m"}  # (stored before the check: still read)
     assert spec(datasets=[{"name": "wine", "params": {"a": "x\x1b[1m"}, "label": "w"}]).datasets[0].label == "w"
 
 

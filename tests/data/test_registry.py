@@ -237,13 +237,17 @@ def test_the_parse_cache_removes_its_least_recently_used_entries_past_its_limit(
         os.utime(entry, ns=(k * 10**9, k * 10**9))
     _cache.cached("toy", {}, [sources[0]], build(0))
     assert built == [0, 1, 2] and entries[0].stat().st_mtime_ns > 2 * 10**9  # a hit marks its entry used
+    own = fresh_cache / "my-model.pt"  # (a file of the user's own in the folder: never an entry to remove)
+    torch.save({"w": torch.zeros(4096)}, own)
+    os.chmod(own, 0o600)
+    os.utime(own, ns=(0, 0))
     monkeypatch.setattr(_cache, "CACHE_LIMIT_BYTES", 3 * size)
     _cache.cached("toy", {}, [sources[3]], build(3))  # a fourth entry: one must go
     assert [e.exists() for e in entries] == [True, False, True, True]
     monkeypatch.setattr(_cache, "CACHE_LIMIT_BYTES", size // 2)  # an entry larger than the limit is kept alone
     _cache.cached("toy", {}, [sources[1]], build(1))
     assert built == [0, 1, 2, 3, 1] and [e.exists() for e in entries] == [False, True, False, False]
-    assert sorted(p.name for p in fresh_cache.iterdir()) == [entries[1].name]  # (no temporary file left)
+    assert sorted(p.name for p in fresh_cache.iterdir()) == sorted([entries[1].name, own.name])  # (no temporary file)
 
 
 @pytest.mark.parametrize("damage", [b"garbage", b"hello world" * 10, "a list"], ids=["short", "KeyError", "no dict"])

@@ -554,9 +554,10 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
         datasets.append(
             DatasetSpec(_take(d, "name", str, where), dict(_take(d, "params", dict, where, {})), max_train, label)
         )
-        if not datasets[-1].label.isprintable():  # (a label spelled from parameters: a report's cell, a terminal's line)
-            raise SpecError(f"{where}: its label {datasets[-1].label!r}, spelled from its parameters, holds control "
-                            "characters; give it a label = \"...\"")  # fmt: skip
+        # (a label spelled from parameters: a report's cell, a terminal's line; a stored spec is read as it was stored)
+        if not every_key_written and not datasets[-1].label.isprintable():
+            raise SpecError(f"{where}: its label {datasets[-1].label!r}, spelled from its parameters, holds "
+                            "non-printable characters; give it a label = \"...\"")  # fmt: skip
     if not datasets:
         raise SpecError(f"{source}: 'datasets' is empty; name at least one dataset")
 

@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import warnings
 from collections.abc import Callable, Sequence
@@ -100,6 +101,9 @@ def cache_path(kind: str, params: dict[str, Any], sources: Sequence[Path]) -> Pa
     return default_cache_dir() / f"{kind}-{_key(kind, params, [str(Path(p).resolve()) for p in sources])}.pt"
 
 
+_ENTRY_NAME = re.compile(r"[a-z_]+-[0-9a-f]{24}\.pt")  # cache_path's names (a loader kind, _key's 24 digits)
+
+
 def cached(
     kind: str,
     params: dict[str, Any],
@@ -148,8 +152,8 @@ def cached(
 
 def _mark_used(path: Path) -> None:
     """Set the entry's time to now: eviction removes the entries least recently written or read first."""
-    try:
-        os.utime(path, follow_symlinks=False)
+    try:  # (not following a link where the system can: Windows cannot, and raised NotImplementedError)
+        os.utime(path, follow_symlinks=os.utime not in os.supports_follow_symlinks)
     except OSError:  # (a read-only cache: only the order of a later eviction changes)
         pass
 
@@ -158,7 +162,9 @@ def _evict(directory: Path, keep: Path) -> None:
     """Remove this user's entries of ``directory``, least recently used first, until they hold at most
     ``CACHE_LIMIT_BYTES`` in all; ``keep`` (the entry just written) stays whatever its size."""
     entries = []
-    for p in directory.glob("*.pt"):
+    for p in directory.glob("*-*.pt"):
+        if not _ENTRY_NAME.fullmatch(p.name):  # (only what cache_path names: the folder may hold a user's own .pt files)
+            continue
         try:
             st = os.lstat(p)
         except FileNotFoundError:  # (removed meanwhile by another process)

@@ -626,7 +626,7 @@ def _column_texts(column: Any) -> list[str]:
     import numpy as np
 
     kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else "-"  # (not pandas' nullable dtypes)
-    if kind == "f":
+    if kind == "f" and column.dtype.itemsize <= 8:  # (a long double's cells are numpy scalars: the generic path)
         return ["" if v != v else repr(v) for v in column.tolist()]
     if kind in ("i", "u"):
         return [repr(float(v)) for v in column.tolist()]
