@@ -381,10 +381,14 @@ def test_atomic_write_all_leaves_every_old_file_where_one_write_fails(tmp_path, 
 def test_without_user_ids_as_on_windows_an_output_folder_and_cache_entries_are_taken(monkeypatch, tmp_path):
     """Windows has no os.geteuid: every `lossbench run` failed on it checking --out; and every file's mode reads
     0o666 there, so no parse cache entry was ever taken (parsed again, with a warning, on every load)."""
+    from lossbench import _paths
     from lossbench.bench.api import check_writable_folder
+    from lossbench.data import _cache
     from lossbench.data._cache import _yours
 
     monkeypatch.delattr(os, "geteuid")
+    monkeypatch.setattr(_paths, "OWNERS", False)
+    monkeypatch.setattr(_cache, "OWNERS", False)
     check_writable_folder(tmp_path / "out", "--out")
     assert _yours(os.stat_result((0o100666, 0, 0, 1, 0, 0, 10, 0, 0, 0)))
     assert not _yours(os.stat_result((0o040777, 0, 0, 1, 0, 0, 10, 0, 0, 0)))  # (a folder is no entry)

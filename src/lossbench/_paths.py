@@ -23,6 +23,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent  # lossbench's own code
 
 # Optuna keeps study names in a VARCHAR(512) and ours are "<spec>:<stage>:<dataset>:<method>".
 MAX_NAME_LENGTH = 128
+# Whether files have owners to compare with this user (POSIX); Windows has no user ids (its ACLs are the user's business).
+OWNERS = hasattr(os, "geteuid")
 
 
 def check_name(name: object, what: str) -> str:
@@ -287,7 +289,7 @@ def own_folder_reason(directory: Path, st: os.stat_result) -> str | None:
     """Why another user could change what lossbench writes in ``directory``, a folder of its own (``st`` its
     stat): owned by another user, or writable by one (its new files by its default ACL too); else None.  Windows:
     None (no owners to compare; its folders' ACLs are the user's business, as in :func:`untrusted_reason`)."""
-    if not hasattr(os, "geteuid"):
+    if not OWNERS:
         return None
     uid = os.geteuid()
     if st.st_uid != uid:
@@ -299,7 +301,7 @@ def parent_folder_reason(directory: Path, st: os.stat_result) -> str | None:
     """Why another user could swap what is made in ``directory``, a folder above lossbench's (``st`` its stat):
     owned by a user other than this one or root, or writable by one without the sticky bit; else None (Windows:
     None, as :func:`own_folder_reason`)."""
-    if not hasattr(os, "geteuid"):
+    if not OWNERS:
         return None
     uid = os.geteuid()
     if st.st_uid not in (0, uid):
@@ -342,7 +344,7 @@ def program_reason(program: str | Path) -> str | None:
     """Why another user could change the program ``program`` (an absolute path), or what runs as it: it (and
     what its link points to) owned by someone not in :func:`trusted_owners` or writable by another user, or
     its folder or one above (:func:`folders_reason`); else None.  Windows: None (no owners to compare)."""
-    if not hasattr(os, "geteuid"):
+    if not OWNERS:
         return None
     hops, place = [Path(program)], Path(program)
     while place.is_symlink() and len(hops) < 40:  # (each link's folder: /usr/bin/cc -> /etc/alternatives/cc -> ...)
@@ -364,7 +366,7 @@ def trusted_path() -> str:
     """:func:`absolute_path` without the folders another user could put a program in (:func:`folders_reason`,
     strict): the search path of what a program lossbench runs runs in turn (a compiler's ``as`` and ``ld``)."""
     keep = [d for d in absolute_path().split(os.pathsep)
-            if os.path.isdir(d) and (not hasattr(os, "geteuid") or folders_reason(Path(d), strict=True) is None)]  # fmt: skip
+            if os.path.isdir(d) and (not OWNERS or folders_reason(Path(d), strict=True) is None)]  # fmt: skip
     return os.pathsep.join(keep)
 
 
@@ -385,7 +387,7 @@ def untrusted_reason(path: str | Path) -> str | None:
     no one else where that group is this user's private group.  Where ``path`` does not exist yet,
     its existing ancestors are checked as directories above it: nothing made below them can be changed.
     """
-    if not hasattr(os, "geteuid"):  # (Windows: no owners to compare; its folders' ACLs are the user's business)
+    if not OWNERS:
         return None
     real = Path(path).expanduser().resolve()
     existing = real

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec
 from pathlib import Path
 
-from lossbench._paths import folders_reason, others_write, trusted_owners
+from lossbench._paths import OWNERS, folders_reason, others_write, trusted_owners
 
 
 class PluginError(ValueError):
@@ -214,7 +214,7 @@ def _check_location(name: str, found: ModuleSpec, imported: str | None = None) -
     if origin.suffix == ".py":
         cached = Path(importlib.util.cache_from_source(str(origin)))
         places += [cached, cached.parent]
-    mine = trusted_owners() if hasattr(os, "getuid") else None  # (no owners to compare on Windows)
+    mine = trusted_owners() if OWNERS else None
     for place in places:
         existing = next((p for p in (place, *place.parents) if p.exists()), None)  # a zip's member: the zip
         if existing is not None and (others := others_write(existing, new_files=True)):  # (__pycache__'s new files)

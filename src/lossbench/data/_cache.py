@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from lossbench._paths import UntrustedDirError, read_regular_file, trusted_dir
+from lossbench._paths import OWNERS, UntrustedDirError, read_regular_file, trusted_dir
 from lossbench.data._files import CACHE_DIR_ENV, RemoteFile, atomic_write, default_cache_dir, unreadable
 
 # Bump when a loader's parsed output changes, so stale entries are rebuilt.  2: loaders refuse
@@ -82,7 +82,7 @@ def _yours(st: os.stat_result) -> bool:
     """Whether a cache file is what lossbench writes there: a regular file (no link) of this user that no one
     else may write (0600).  Another's, even in a directory of this user's, is never read as parsed data nor
     taken as a stamp (the directory's trust rule counts a group shared with no one else as no one's)."""
-    if not hasattr(os, "geteuid"):  # (Windows: no owner to compare, and every writable file's mode reads 0o666)
+    if not OWNERS:  # (Windows: every writable file's mode reads 0o666 there)
         return stat.S_ISREG(st.st_mode)
     return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
