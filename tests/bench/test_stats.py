@@ -51,3 +51,28 @@ def test_holm_adjustment():
 def test_ranks_best_first_with_ties_and_nan_last():
     assert ranks([0.8, 0.9, 0.8, math.nan]) == [2.5, 1.0, 2.5, 4.0]
     assert ranks([0.3, 0.1, math.nan], higher_is_better=False) == [2.0, 1.0, 3.0]
+
+
+def test_a_mean_difference_within_the_scores_rounding_is_zero_and_not_shown_to_differ():
+    # nine differences of 0.95 r and one of -0.1 r (r: the scores' float32 rounding): the report printed
+    # +0.0000 beside p < 0.001 and "shown to differ (below)", and tied the two in rank
+    from lossbench._paired import score_rounding
+
+    base = np.full(10, 0.5)
+    r = score_rounding(base, base)
+    method = base + np.array([0.95 * r] * 9 + [-0.1 * r])
+    test = paired_test(method, base)
+    assert test.mean_difference == 0.0 and test.p_value == 1.0
+    assert sps.ttest_rel(method, base).pvalue < 1e-3  # (what the t-test alone said)
+
+
+def test_a_given_rounding_decides_the_test_as_the_reports_rank_ties_do():
+    # a constant +7e-7: beyond the pair's own rounding (4.8e-7), within that of a report whose scores reach 1.0
+    from lossbench._paired import score_rounding
+
+    base = np.full(7, 0.5)
+    method = base + 7e-7
+    assert paired_test(method, base).p_value == pytest.approx(2.0**-6)
+    wider = score_rounding(base, np.ones(7))
+    test = paired_test(method, base, rounding=wider)
+    assert test.mean_difference == 0.0 and test.p_value == 1.0

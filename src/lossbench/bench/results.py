@@ -226,7 +226,8 @@ def _score(rows: list[MethodResult], task: str, metric: str, baseline: str | Non
     means = [r.summaries[metric].mean if r.complete else math.nan for r in rows]
     # means equal up to the scores' rounding tie: that of the largest score, as the paired test reads it
     scored = [list(r.scored(metric).values()) for r in rows if r.complete]
-    means = list(tied_within(means, score_rounding(*scored))) if scored else means
+    rounding = score_rounding(*scored) if scored else None  # (one threshold for the ranks' ties and the paired tests)
+    means = list(tied_within(means, rounding)) if scored else means
     for r, mean, rank in zip(rows, means, ranks(means, higher_is_better=metric not in LOWER_IS_BETTER, ties="min")):
         r.rank = rank if r.complete else math.nan
         r.tied = r.complete and sum(1 for m in means if m == mean) > 1
@@ -239,7 +240,8 @@ def _score(rows: list[MethodResult], task: str, metric: str, baseline: str | Non
         if r.complete:
             common = sorted(set(r.runs) & set(base.runs))
             mine, theirs = r.scored(metric), base.scored(metric)
-            r.paired = paired_test([mine[s] for s in common], [theirs[s] for s in common], bounds=(low - high, high - low))
+            r.paired = paired_test([mine[s] for s in common], [theirs[s] for s in common], bounds=(low - high, high - low),
+                                   rounding=rounding)
     # Holm's family is every other method of the data set: one not tested yet (nan) counts as p = 1, so
     # a report of a study in progress never adjusts a p-value less than the finished study would.
     ps = [r.paired.p_value if r.paired is not None else math.nan for r in others]

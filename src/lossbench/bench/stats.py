@@ -63,7 +63,7 @@ def sign_flip_p(n: int) -> float:
 
 
 def paired_test(method: Sequence[float], baseline: Sequence[float], confidence: float = 0.95,
-                bounds: tuple[float, float] = (-math.inf, math.inf)) -> PairedTest:
+                bounds: tuple[float, float] = (-math.inf, math.inf), rounding: float | None = None) -> PairedTest:
     """Two-sided paired t-test over seeds (each seed fixes initialisation and data order), with the
     Student-t interval of the mean difference clipped to ``bounds`` (for a metric in [lo, hi] a
     difference lies in [lo - hi, hi - lo]).
@@ -73,7 +73,10 @@ def paired_test(method: Sequence[float], baseline: Sequence[float], confidence: 
     (its limit, p = 0, would read 2 seeds as conclusive): p is then the exact sign-flip permutation
     test's, 2 / 2^n (of the 2^n equally likely signs, all alike is the most extreme pair of
     outcomes), the least p that test can give with n seeds; the report marks it.  The two tests differ
-    there: differences that vary by one test example get the t-test's p, which may be smaller.
+    there: differences that vary by one test example get the t-test's p, which may be smaller.  A mean
+    difference within the rounding is 0 with p = 1, however the differences vary below it.  ``rounding``:
+    the scores' float32 rounding, by default these two methods' (a report ties its ranks by all of theirs,
+    and passes that, so that a rank tie and the test read one threshold).
     """
     a, b = np.asarray(method, dtype=float), np.asarray(baseline, dtype=float)
     if len(a) != len(b):
@@ -82,15 +85,16 @@ def paired_test(method: Sequence[float], baseline: Sequence[float], confidence: 
     if n < 2:
         return PairedTest(n, float(np.mean(a - b)) if n else math.nan, math.nan)
     diff = a - b
-    shift, rounding = constant_difference(a, b)  # (the ledger's rule: scores are float32 computations)
+    shift, rounding = constant_difference(a, b, rounding)  # (the ledger's rule: scores are float32 computations)
     if shift is not None:  # the same difference on every seed: the t-test has no variance
         if shift == 0.0:
             return PairedTest(n, 0.0, 1.0, 0.0, 0.0)
         return PairedTest(n, shift, sign_flip_p(n), shift, shift)  # (the ledger's own test, verdict.py, reads the limit 0)
     low, high = _t_interval(diff, confidence)
-    p_value = float(stats.ttest_rel(a, b).pvalue)
-    mean = float(diff.mean())  # (equal totals give a mean of float32 round-off: 0, not -0.0000 in the report)
-    return PairedTest(n, 0.0 if abs(mean) <= rounding else mean, p_value, max(low, bounds[0]), min(high, bounds[1]))
+    low, high, mean = max(low, bounds[0]), min(high, bounds[1]), float(diff.mean())
+    if abs(mean) <= rounding:  # (equal totals give a mean of float32 round-off: 0, not shown to differ from 0)
+        return PairedTest(n, 0.0, 1.0, low, high)
+    return PairedTest(n, mean, float(stats.ttest_rel(a, b).pvalue), low, high)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
