@@ -23,7 +23,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent  # lossbench's own code
 
 # Optuna keeps study names in a VARCHAR(512) and ours are "<spec>:<stage>:<dataset>:<method>".
 MAX_NAME_LENGTH = 128
-# Whether files have owners to compare with this user (POSIX); Windows has no user ids (its ACLs are the user's business).
+# Whether files have owners to compare with this user (POSIX): Windows has no user ids (its ACLs are the
+# user's business).
 OWNERS = hasattr(os, "geteuid")
 
 
