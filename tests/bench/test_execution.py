@@ -178,7 +178,7 @@ def test_a_label_without_positive_scoring_rows_is_warned_of(monkeypatch):
     said = [str(w.message) for w in caught if "none in the" in str(w.message)]
     assert len(said) == 1 and said[0].startswith("dataset 'synthetic_multilabel': label(s) ['z'] have training rows "
                                                  "but none in the test rows (10) that score the final runs: every "
-                                                 "method's average precision of them is 0"), said  # fmt: skip
+                                                 "method's average precision and F1 of them are 0, predicted or not"), said  # fmt: skip
 
 
 def test_a_resampled_final_split_of_a_given_test_file_is_the_fixed_one(tmp_path):

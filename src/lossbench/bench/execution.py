@@ -141,7 +141,7 @@ def _warn_unscored_classes(split: Split) -> None:
     stratified split keeps whole in training, a test file without it): balanced accuracy leaves them
     out and macro-F1 counts them only where a run predicts them, so the scores rest on fewer classes.
     Multi-label: labels with positive training rows but none there score an average precision of 0
-    for every method (scikit-learn's convention), and an F1 of 0 wherever a run predicts them."""
+    and an F1 of 0 for every method, predicted or not (scikit-learn's conventions, zero_division 0)."""
     # (as subsample_train finds a class it leaves without training rows; negative targets are ignored ones)
     held_out = split.y_eval == 1 if split.task == "multilabel" else split.y_eval[split.y_eval >= 0]
     held_out = held_out.to(split.class_counts.device)  # (the split's counts stay on the CPU; its targets move)
@@ -149,8 +149,8 @@ def _warn_unscored_classes(split: Split) -> None:
     absent = [split.dataset.class_names[i] for i in unscored.nonzero().flatten().tolist()]
     if absent:
         part = "validation" if split.stage == "tune" else "test"
-        effect = ("every method's average precision of them is 0 (their share of mAP alike for all) and their F1 0 "
-                  "wherever a run predicts them" if split.task == "multilabel" else
+        effect = ("every method's average precision and F1 of them are 0, predicted or not (their share of mAP "
+                  "and macro-F1 alike for all)" if split.task == "multilabel" else
                   "balanced accuracy leaves them out and macro-F1 counts them only where a run predicts them")  # fmt: skip
         warnings.warn(f"dataset {split.dataset.name!r}: {'label(s)' if split.task == 'multilabel' else 'class(es)'} "
                       f"{first_few(absent)} have training rows but none in the {part} rows ({len(split.y_eval)}) that "

@@ -88,8 +88,8 @@ def f1_thresholds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
     Predicting the k highest-scored rows positive gives F1 = 2 TP_k / (k + P); the threshold sits
     halfway between the k-th and (k+1)-th scores, which must differ (rows of equal scores fall on
-    one side together).  A label with no positive row gets a threshold above every score (no row
-    predicted positive).
+    one side together).  A label with no positive row gets a threshold above every one of these rows'
+    scores (none of them predicted positive; a later row scored higher still is).
     """
     scores, order = _at_least_float32(logits.detach()).sort(dim=0, descending=True)
     hits = target.float().gather(0, order).cumsum(0)  # TP_k for k = 1..N, per label
