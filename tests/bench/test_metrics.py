@@ -182,13 +182,13 @@ def test_a_multilabel_score_just_above_zero_is_a_positive_label():
     assert metrics["micro_f1"] == 1.0 and metrics["macro_f1"] == 1.0
 
 
-@pytest.mark.parametrize("chunk", [8, 3], ids=["one pass", "chunks of 3 runs"])
+@pytest.mark.parametrize("together", [True, False], ids=["together", "run by run"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("n", "c"), [(1, 2), (7, 3), (360, 10), (513, 14), (40, 30)])
-def test_metrics_of_runs_are_compute_metrics_run_by_run_bit_for_bit(n, c, dtype, chunk, monkeypatch):
-    """A pack's final scores in one pass (or a few: memory): the same floats as each run's own compute_metrics,
-    with runs that diverged, predict one class only, tie, or miss classes of the target."""
-    monkeypatch.setattr(metrics_module, "METRICS_CHUNK_ELEMENTS", chunk * n * c)
+def test_metrics_of_runs_are_compute_metrics_run_by_run_bit_for_bit(n, c, dtype, together, monkeypatch):
+    """A pack's final scores in one pass (or run by run past TOGETHER_MAX): the same floats as each run's own
+    compute_metrics, with runs that diverged, predict one class only, tie, or miss classes of the target."""
+    monkeypatch.setattr(metrics_module, "TOGETHER_MAX", n * c if together else n * c - 1)
     gen = torch.Generator().manual_seed(n * c)
     logits = torch.randn(8, n, c, generator=gen, dtype=dtype) * torch.tensor([0.1, 1, 4, 30, 1, 1, 1, 1], dtype=dtype)[:, None, None]
     logits[4, :, 0] += 50  # one class predicted everywhere

@@ -304,7 +304,7 @@ def test_content_digest_spells_each_cell(monkeypatch, chunk):
 
     import lossbench.data.table as table
 
-    monkeypatch.setattr(table, "_DIGEST_ROWS", chunk)
+    monkeypatch.setattr(table, "_DIGEST_CELLS", chunk * 8)  # (chunk rows of the frame's 8 columns)
     frame = pd.DataFrame({
         "f": [1.5, float("nan"), -0.0], "i": np.array([3, -2**62, 7]), "u": np.array([2**63 + 2, 0, 1], dtype=np.uint64),
         "b": [True, False, True], "s": ["x|y", None, ""], "mixed": ["a", 2, 2.5],

@@ -617,7 +617,7 @@ def _cell_text(value: Any) -> str:
     return str(value)
 
 
-_DIGEST_ROWS = 1 << 16  # rows hashed per chunk: the chunk's text is built whole, so memory stays bounded
+_DIGEST_CELLS = 1 << 20  # cells hashed per chunk of rows: the chunk's text is built whole, so memory stays bounded
 
 
 def _column_texts(column: Any) -> list[str]:
@@ -646,8 +646,9 @@ def content_digest(*frames: Any) -> str:
     h = hashlib.sha256()
     for frame in frames:
         h.update(("\x1d" + "\x1f".join(map(str, frame.columns))).encode())
-        for start in range(0, len(frame), _DIGEST_ROWS):
-            part = frame.iloc[start : start + _DIGEST_ROWS]
+        step = max(1, _DIGEST_CELLS // max(1, frame.shape[1]))  # (rows per chunk by cells: a wide table's are many)
+        for start in range(0, len(frame), step):
+            part = frame.iloc[start : start + step]
             columns = [_column_texts(part.iloc[:, j]) for j in range(part.shape[1])]
             rows = zip(*columns) if columns else [()] * len(part)  # (a row of no cells is still a row)
             h.update("".join(["\x1e" + "\x1f".join(row) for row in rows]).encode())
