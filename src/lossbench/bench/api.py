@@ -230,6 +230,7 @@ def _compare(data, methods, out, test, test_fraction, label, model, model_search
         train["model"] = info.name
     elif model is not None:
         table.setdefault("train", {})["model"] = model
+    del dataset  # (its tensors, a copy of the data the loader gives the runs, are not held through the study)
     with contextlib.ExitStack() as stack:
         for registry, key, entry in entries:
             stack.enter_context(_registered(registry, key, entry))
