@@ -525,9 +525,20 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
         run_claim(reader, args.budget, storage, device, data_dir=args.data_dir, progress=run_progress, pack=args.pack)
         for line in _verdict_lines(reader, args.budget, reader.variations, storage):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
-    console.print(f"claim {claim.id} ({args.budget}) done; `lossbench claims report --out {args.out}` writes the ledger",
+    console.print(f"claim {claim.id} ({args.budget}) done; `lossbench claims report --out {args.out}"
+                  f"{_where(args, out=False)}` writes the ledger",
                   markup=False, highlight=False, soft_wrap=True)  # (a command to paste: never broken across lines)
     return 0
+
+
+def _where(args: argparse.Namespace, out: bool = True) -> str:
+    """The options that name a claims command's storage for another such command: ``--storage`` as given
+    (its password masked: $LOSSBENCH_STORAGE keeps one off the command line), else ``--out`` (with ``out``)."""
+    from lossbench.bench.storage import masked
+
+    if args.storage:
+        return f" --storage {masked(args.storage)}"
+    return f" --out {args.out}" if out and not os.environ.get(STORAGE_ENV) else ""
 
 
 def _delete_studies(storage, names: list[str], budget: str, claim_id: str) -> list:
@@ -606,7 +617,7 @@ def cmd_claims_report(args: argparse.Namespace) -> int:
     storage = _ledger_storage(args, create=False, reading=True)
     label = f"`{Path(args.out, 'lossbench.db')}`" if url is None else f"`{masked(url)}`"  # never print a password
     with reading_only(), _judging() as say:  # (the ledger's studies use no plugins; a shared storage's may)
-        paths = write_ledger(storage, args.out, label, say)
+        paths = write_ledger(storage, args.out, label, say, _where(args))
     for path in paths:
         print(f"wrote {path}")
     return 0

@@ -407,6 +407,20 @@ def test_the_claims_command(tmp_path, capsys):
     assert "adult" in err
 
 
+def test_the_commands_a_claims_command_suggests_name_its_storage(tmp_path, capsys, monkeypatch):
+    # a `claims run --storage URL` suggested `claims report --out DIR` (no ledger database there), and a report's
+    # "not run yet" a `claims run` into the default folder (the report read would still say "not run")
+    monkeypatch.delenv("LOSSBENCH_STORAGE", raising=False)
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    assert main(["claims", "run", "exact-toy-1d", "--storage", url, "--out", str(tmp_path / "o")]) == 0
+    assert f"`lossbench claims report --out {tmp_path / 'o'} --storage {url}` writes the ledger" in capsys.readouterr().out
+    out = tmp_path / "ledger"
+    assert main(["claims", "run", "exact-toy-1d", "--out", str(out)]) == 0
+    assert main(["claims", "report", "--out", str(out)]) == 0
+    assert f"Not run yet: `lossbench claims run su-toy-temperature --budget quick --out {out}`." in (
+        out / "REPRODUCTIONS.md").read_text()  # fmt: skip
+
+
 def test_a_per_dataset_claim_must_hold_on_every_dataset():
     from lossbench.ledger.judge import every_dataset
     from lossbench.ledger.verdict import paired_verdict

@@ -247,7 +247,7 @@ def decision_provenance(storage, claim: Claim) -> str:
             f"that ran its studies, of {dates}, stored no decision of this claim: {evidence})")  # fmt: skip
 
 
-def claim_blocks(e: Entry, storage, out: Path, deciders: dict[str, list[str]] | None = None) -> list[Block]:
+def claim_blocks(e: Entry, storage, out: Path, deciders: dict[str, list[str]] | None = None, where: str = "") -> list[Block]:
     """A claim's section; ``deciders``: per study name, the claims whose verdicts its runs give (shared studies)."""
     c = e.claim
     blocks: list[Block] = [
@@ -280,7 +280,7 @@ def claim_blocks(e: Entry, storage, out: Path, deciders: dict[str, list[str]] | 
                                f"on the fixed split, {_same_choices(fixed[o.budget], o)}: a check of the split's part, "
                                "not an independent study.)"))  # fmt: skip
     if not e.outcomes and not e.analyses:
-        blocks.append(Para(f"Not run yet: `lossbench claims run {c.id} --budget quick`."))
+        blocks.append(Para(f"Not run yet: `lossbench claims run {c.id} --budget quick{where}`."))
     return blocks
 
 
@@ -424,7 +424,7 @@ def rule_changes(storage) -> list[Block]:
             Bullets([f"{day}: {what}; {effect}." for day, what, effect in later])]  # fmt: skip
 
 
-def ledger_blocks(entries: list[Entry], storage, out: Path, storage_label: str) -> list[Block]:
+def ledger_blocks(entries: list[Entry], storage, out: Path, storage_label: str, where: str = "") -> list[Block]:
     info = provenance()
     # an effect's interval is the (1 - 2 alpha) one of its claim's rule (verdict.py)
     levels = {f"{1 - 2 * e.claim.rule.alpha:.0%}".replace("%", " %") for e in entries if e.claim.rule is not None}
@@ -457,7 +457,7 @@ def ledger_blocks(entries: list[Entry], storage, out: Path, storage_label: str) 
         for o in e.outcomes:
             deciders.setdefault(o.spec.name, []).append(e.claim.id)
     for e in entries:
-        blocks += claim_blocks(e, storage, out, deciders)
+        blocks += claim_blocks(e, storage, out, deciders, where)
     return blocks
 
 
@@ -482,14 +482,15 @@ def check_ledger_folder(out_dir: str | Path, where: str = "--out") -> None:
 
 
 def write_ledger(storage: optuna.storages.BaseStorage, out_dir: str | Path, storage_label: str,
-                 progress: Callable[[str], None] | None = None) -> list[Path]:  # fmt: skip
+                 progress: Callable[[str], None] | None = None, where: str = "") -> list[Path]:  # fmt: skip
     """Write REPRODUCTIONS.md, and reproductions/ledger.html with the plots, under ``out_dir`` (refused
     first where they would replace files lossbench did not write: :func:`check_ledger_folder`);
-    ``progress`` as :func:`collect_entries` takes it."""
+    ``progress`` as :func:`collect_entries` takes it; ``where``: the options that name this storage in the
+    command a claim not run yet is run with (" --out DIR", say)."""
     check_ledger_folder(out_dir)
     out = inside(out_dir)
     entries = collect_entries(storage, progress)
-    blocks = ledger_blocks(entries, storage, out, storage_label)
+    blocks = ledger_blocks(entries, storage, out, storage_label, where)
     md, page = _ledger_files(out)
     # All or none (a full disk midway leaves the old ledger whole), renamed in this order: the plots after the
     # markdown, which marks them as the ledger's (see check_ledger_folder): an interrupted report leaves no plot
