@@ -464,11 +464,16 @@ def _judging() -> Iterator[Callable[[str], None]]:
         print("\r\x1b[K", end="", file=sys.stderr, flush=True)
 
 
+def _no_file_out(args: argparse.Namespace) -> None:
+    """Refuse an --out that is a file (where a claims command reads its lossbench.db), in those words."""
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is not a folder")
+
+
 def cmd_claims(args: argparse.Namespace) -> int:
     from lossbench.ledger.records import all_claims
 
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():  # (where its lossbench.db is read)
-        raise ValueError(f"--out {args.out} is not a folder")
+    _no_file_out(args)
     claims = all_claims()
     rows = []
     status = {}
@@ -610,6 +615,7 @@ def cmd_claims_report(args: argparse.Namespace) -> int:
     from lossbench.ledger.report import check_ledger_folder, write_ledger
 
     url = args.storage or os.environ.get(STORAGE_ENV)
+    _no_file_out(args)
     if url is None and not Path(args.out, "lossbench.db").exists():
         raise ValueError(f"no ledger database in {args.out}; run `lossbench claims run ID --out {args.out}` first")
     _writable_folder(args.out)

@@ -402,7 +402,10 @@ def test_the_claims_command(tmp_path, capsys):
     assert main(["claims", "run", "exact-table1", "--variation", "fixed", "--data-dir", str(empty), "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "lossbench.db").exists()  # refused before anything was written
     assert main(["claims", "report", "--out", str(tmp_path)]) == 2
+    (tmp_path / "a-file").write_text("x")
+    assert main(["claims", "report", "--out", str(tmp_path / "a-file")]) == 2
     err = capsys.readouterr().err
+    assert f"--out {tmp_path / 'a-file'} is not a folder" in err
     assert "unknown claim 'nope'" in err and "--budget must be one of" in err and "no ledger database" in err
     assert "adult" in err
 
