@@ -173,7 +173,7 @@ def binary_cross_entropy(
     if pos_weight is not None:
         check_numbers("pos_weight", pos_weight)
         # (in the logits' dtype, checked where it was given: a CPU weight for CUDA logits costs no sync)
-        w = pos_weight.to(x.dtype) if isinstance(pos_weight, torch.Tensor) else torch.as_tensor(pos_weight, dtype=x.dtype)
+        w = torch.as_tensor(pos_weight, dtype=x.dtype)
         labels = x.shape[-1] if x.ndim else 1
         if w.ndim > 1 or w.numel() not in (1, labels):
             raise ValueError(
@@ -181,7 +181,7 @@ def binary_cross_entropy(
             )
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
             raise ValueError(f"pos_weight must hold finite non-negative values, got {w.tolist()}")
-        positive_term = w.to(x.device) * positive_term
+        positive_term = w.to(x) * positive_term
     per_element = -(positive_term + (1 - t) * F.logsigmoid(-x))
     return loss_output(masked_reduce(per_element, reduction, valid), logits)
 
