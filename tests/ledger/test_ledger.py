@@ -14,6 +14,7 @@ import torch
 
 from lossbench._document import Para
 from lossbench.bench.methods import resolve_method
+from lossbench.bench.runner import Runner
 from lossbench.bench.spec import SpecError
 from lossbench.bench.storage import default_storage_url, open_storage
 from lossbench.cli import main
@@ -21,7 +22,7 @@ from lossbench.ledger import records
 from lossbench.ledger.judge import judge
 from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import BUDGETS, Budget, Claim, Published, all_claims, get_claim
-from lossbench.ledger.report import outcome_blocks, write_ledger
+from lossbench.ledger.report import collect_entries, outcome_blocks, write_ledger
 from lossbench.ledger.runs import (
     AnalysisResult,
     analysis_wall_time,
@@ -179,6 +180,21 @@ def test_a_claim_runs_through_the_bench_and_lands_in_the_ledger(tiny_claim, tmp_
         {"started": "2001-09-09T01:46:40+00:00", "started_at": 1.0e9, "wall_seconds": 5.0, "study": spec.name}])  # fmt: skip
     paras = [b.text for b in outcome_blocks(outcome, storage, tmp_path) if isinstance(b, Para)]
     assert any(p.startswith("Run anew: the runs of its earlier `claims run` invocations (2001-09-09) were deleted") for p in paras)
+
+
+def test_a_users_own_study_under_a_claims_study_name_is_left_out_not_judged_nor_refused(tiny_claim, tmp_path):
+    # (a study `lossbench run` made in a shared storage, under the name a claim's study has)
+    spec = study_spec(tiny_claim, "quick")
+    storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
+    Runner(spec, storage, torch.device("cpu")).run()
+    with pytest.warns(UserWarning, match=f"study '{spec.name}' in this storage was not made by `lossbench claims run` "
+                                         f"\\(no invocation .*left out of .*{TINY.id} \\(quick, fixed\\)"):  # fmt: skip
+        entries = collect_entries(storage)
+    assert [e.outcomes for e in entries if e.claim.id == TINY.id] == [[]]
+    # a claims run of that study makes its runs the claim's (resumed: the spec is the same)
+    run_claim(tiny_claim, "quick", storage, torch.device("cpu"))
+    (entry,) = [e for e in collect_entries(storage) if e.claim.id == TINY.id]
+    assert [o.verdict.word for o in entry.outcomes] == ["inconclusive"]
 
 
 def test_a_metric_whose_computation_changed_after_the_runs_is_left_out_or_refused(tiny_claim, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +126,11 @@ class Entry:
 def collect_entries(storage: optuna.storages.BaseStorage, progress: Callable[[str], None] | None = None) -> list[Entry]:
     """Every claim's stored runs judged by its record, which must be the one they ran under (the
     decision and the protocol: a verdict comes from the rule fixed before the run).  ``progress`` is
-    told each claim as its judging starts (the whole ledger takes minutes)."""
+    told each claim as its judging starts (the whole ledger takes minutes).  A study under a claim's
+    study name that no `claims run` made (a user's own study in a shared storage) is not the claim's:
+    warned of and left out, the other claims judged."""
     stored = set(stored_spec_names(storage))
+    foreign: dict[str, list[str]] = {}
     entries = []
     claims = all_claims()
     for n, claim in enumerate(claims, 1):
@@ -144,11 +148,16 @@ def collect_entries(storage: optuna.storages.BaseStorage, progress: Callable[[st
                 continue
             for variation in claim.variations:
                 spec = study_spec(claim, budget, variation)
-                if spec.name in stored:
+                if spec.name in stored and not study_invocations(storage, spec.name):
+                    foreign.setdefault(spec.name, []).append(f"{claim.id} ({budget}, {variation})")
+                elif spec.name in stored:
                     _check_unchanged(claim, budget, variation, decision_changes(storage, claim, budget, variation))
                     _check_unchanged(claim, budget, variation, _study_changes(storage, spec, stored))
                     outcomes.append(judge(claim, spec, storage, budget, variation))
         entries.append(Entry(claim, outcomes, analyses))
+    for name, left_out in foreign.items():
+        warnings.warn(f"study {name!r} in this storage was not made by `lossbench claims run` (no invocation of a claim "
+                      f"recorded for its runs): not judged, left out of {first_few(left_out, 3, '; ')}", stacklevel=2)  # fmt: skip
     return entries
 
 
