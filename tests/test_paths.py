@@ -33,9 +33,17 @@ def test_check_name_refuses_what_is_not_one_plain_component(name):
         check_name(name, "study name")
 
 
-@pytest.mark.parametrize("name", ["builtin", "exact-table1.quick", "my study 2", "étude_α"])
+@pytest.mark.parametrize("name", ["builtin", "exact-table1.quick", "my study 2", "étude_α", "conference", "lpt0"])
 def test_check_name_accepts_plain_names(name):
     assert check_name(name, "study name") == name
+
+
+@pytest.mark.parametrize("name", ["a?b", "a*", "x|y", 'say "hi"', "<b>", "trailing.", "con", "NUL", "nul.quick", "Com1", "lpt9 .x", "com¹"])
+def test_a_new_name_is_one_every_system_can_use_a_stored_one_need_not_be(name):
+    # (a study run on Linux may be reported on Windows, into a folder of its name)
+    with pytest.raises(ValueError, match="study name must (be a name every system|not be a name Windows keeps)"):
+        check_name(name, "study name")
+    assert check_name(name, "study name", portable=False) == name
 
 
 def test_inside_refuses_every_escape(tmp_path):

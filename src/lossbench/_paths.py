@@ -28,8 +28,16 @@ MAX_NAME_LENGTH = 128
 OWNERS = hasattr(os, "geteuid")
 
 
-def check_name(name: object, what: str) -> str:
-    """``name`` if it can be one path component of its own; else a ValueError naming ``what``."""
+# What Windows refuses in a file name (on top of '/', '\\', ':' and control characters): a study run on one
+# system may be reported on another, so a new name is refused these everywhere.
+NOT_PORTABLE = '<>"|?*'
+# Windows' device names, refused as a name's stem in any case ("nul.quick" is NUL).
+DEVICE_NAMES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{d}{i}" for d in ("COM", "LPT") for i in "123456789¹²³")})
+
+
+def check_name(name: object, what: str, portable: bool = True) -> str:
+    """``name`` if it can be one path component of its own; else a ValueError naming ``what``.  ``portable``:
+    one on Windows too (else a name stored before, read back, needs only to be one component here)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"{what} must be a non-empty string, got {name!r}")
     if len(name) > MAX_NAME_LENGTH:
@@ -40,6 +48,11 @@ def check_name(name: object, what: str) -> str:
             f"{what} must be one plain name (no ':', '/', '\\', control characters, leading '.' or "
             f"surrounding spaces), got {name!r}"
         )
+    if portable and (any(c in NOT_PORTABLE for c in name) or name.endswith(".")):
+        raise ValueError(f"{what} must be a name every system can use for a file (none of {NOT_PORTABLE} nor a "
+                         f"trailing '.'), got {name!r}")  # fmt: skip
+    if portable and name.split(".")[0].rstrip().upper() in DEVICE_NAMES:
+        raise ValueError(f"{what} must not be a name Windows keeps for a device (CON, NUL, COM1, ...), got {name!r}")
     return name
 
 

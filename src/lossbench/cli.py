@@ -286,7 +286,7 @@ def _report(args: argparse.Namespace) -> int:
     if not names:
         raise ValueError(f"storage {masked(url)!r} holds no lossbench study")
     # A shared storage can hold any name: each must be one plain folder name below --out.
-    outs = {name: args.out if len(names) == 1 else str(inside(args.out, check_name(name, "stored study name"))) for name in names}
+    outs = {name: args.out if len(names) == 1 else str(inside(args.out, check_name(name, "stored study name", portable=False))) for name in names}
     specs = {name: stored_spec(storage, name) for name in names}  # (every spec read first: a misspelt study is named as such)
     for name, out in outs.items():  # (and every folder checked before any report is written)
         check_report_folder(out, name)

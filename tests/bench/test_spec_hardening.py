@@ -65,6 +65,16 @@ def test_study_names_must_fit_optunas_column():
         register_spec(optuna.storages.InMemoryStorage(), long)
 
 
+def test_a_new_spec_name_is_refused_what_windows_cannot_name_a_folder_a_stored_one_is_read():
+    with pytest.raises(SpecError, match="name must be a name every system can use for a file .*got 'what\\?'"):
+        spec(name="what?")
+    with pytest.raises(SpecError, match="name must not be a name Windows keeps for a device .*got 'aux.quick'"):
+        spec(name="aux.quick")
+    stored = spec(name="what").to_json().replace('"what"', '"what?"')
+    assert spec_from_json(stored).name == "what?"  # (a study stored before the check: still reported)
+    assert spec(datasets=[{"name": "wine", "label": "wine?"}]).datasets[0].label == "wine?"  # (its plots: a slug)
+
+
 def test_two_units_may_not_spell_one_study_name():
     # a ':' in a method's name and in a data set's parameters spelled two units' study names alike: the second
     # unit's runs were the first's (its leaderboard row showed the other method's runs), silently

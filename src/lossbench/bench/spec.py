@@ -467,8 +467,8 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
     top = set(Spec.__dataclass_fields__)
     _no_unknown(data, top, source)
     name = _take(data, "name", str, source)
-    try:  # the name becomes storage keys and, in `lossbench report`, a folder under --out
-        check_name(name, "name")
+    try:  # the name becomes storage keys and, in `lossbench report`, a folder under --out (a stored one: as it was stored)
+        check_name(name, "name", portable=not every_key_written)
     except ValueError as err:
         raise SpecError(f"{source}: {err}") from None
     plugins = tuple(_take(data, "plugins", list, source, []))
@@ -545,7 +545,7 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, every_key_written:
         label = _take(d, "label", str, where, None)
         if label is not None:
             try:
-                check_name(label, "label")
+                check_name(label, "label", portable=False)  # (its plots' file names are slugs of it)
             except ValueError as err:
                 raise SpecError(f"{where}: {err}") from None
         max_train = _take(d, "max_train", int, where, _default(DatasetSpec, "max_train"))
