@@ -402,6 +402,18 @@ def test_claims_report_refuses_a_plots_name_beside_no_ledger_of_lossbenchs(capsy
     check_ledger_folder(out)
 
 
+def test_claims_reads_the_database_of_an_out_no_other_user_could_write_only(capsys, tmp_path):
+    shared = tmp_path / "ledger"
+    shared.mkdir()
+    (shared / "lossbench.db").write_bytes(b"")  # (planted: its statuses would be listed as the ledger's)
+    shared.chmod(0o777)
+    line = refused(capsys, ["claims", "--out", str(shared)])
+    assert line.startswith(f"lossbench: error: --out {shared}: {shared} is writable by its group and other users")
+    assert "another user could have put its lossbench.db there" in line
+    shared.chmod(0o755)
+    assert main(["claims", "--out", str(tmp_path / "none")]) == 0  # (no database there: nothing read, nothing checked)
+
+
 def test_a_missing_postgresql_driver_names_the_extra_that_brings_it(monkeypatch):
     from lossbench.bench.spec import SpecError
     from lossbench.bench.storage import open_storage
@@ -526,18 +538,21 @@ def test_the_claims_listing_imports_no_plugin_a_shared_storage_names(capsys, tmp
     # `lossbench claims` read a stored study's spec with its plugins imported (claims report and report refuse)
     import json
     import sys
+    import time
 
     import optuna
 
     from lossbench.bench.storage import FINGERPRINT_ATTR, SPEC_ATTR, open_storage, register_spec
     from lossbench.ledger.protocol import study_spec
     from lossbench.ledger.records import all_claims
+    from lossbench.ledger.runs import record_invocation
 
     claim = next(c for c in all_claims() if c.kind == "bench")
     spec = study_spec(claim, "quick", "fixed")
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     storage = open_storage(url)
     register_spec(storage, spec)
+    record_invocation(storage, claim, "quick", "fixed", time.time(), spec.name)  # (the claim's study: its spec is read)
     study = optuna.load_study(study_name=spec.name, storage=storage)
     study.set_user_attr(SPEC_ATTR, json.dumps({**json.loads(study.user_attrs[SPEC_ATTR]), "plugins": ["lb_never_imported"]}))
     study.set_user_attr(FINGERPRINT_ATTR, "another")

@@ -477,7 +477,14 @@ def cmd_claims(args: argparse.Namespace) -> int:
     claims = all_claims()
     rows = []
     status = {}
-    read = args.out and Path(args.out, "lossbench.db").exists() or args.storage or os.environ.get(STORAGE_ENV)
+    given = args.storage or os.environ.get(STORAGE_ENV)
+    read = given or args.out and Path(args.out, "lossbench.db").exists()
+    if read and not given:  # (--out's database: read only from a folder no other user could have put it in)
+        from lossbench._paths import untrusted_reason
+
+        if reason := untrusted_reason(args.out):
+            raise ValueError(f"--out {args.out}: {reason}: another user could have put its lossbench.db there; use a "
+                             "folder of your own")  # fmt: skip
     if read:
         from lossbench.bench.plugins import reading_only
         from lossbench.ledger.report import collect_entries
