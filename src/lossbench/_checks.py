@@ -43,6 +43,13 @@ def all_finite(x: torch.Tensor) -> bool:
     return x.numel() == 0 or math.isfinite(float(largest_magnitude(x)))
 
 
+def _finite(value: float) -> bool:
+    """``math.isfinite(value)`` spelled as comparisons (False for nan): under ``torch.compile`` a float
+    hyperparameter that changed between calls is traced as a symbolic float, which comparisons guard
+    and ``math.isfinite`` cannot take (a graph break, an error with ``fullgraph=True``)."""
+    return -math.inf < value < math.inf
+
+
 def check_number(name: str, value: object) -> None:
     """A real number (or a one-element tensor): a string, a boolean or a tensor of several values
     given for a hyperparameter is refused by name, not by a failed comparison deep inside a loss."""
@@ -82,7 +89,7 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     norm or flood level gives NaN or a silent no-op, never what was meant."""
     check_number(name, value)
     ok = value >= 0 if allow_zero else value > 0
-    if not ok or not math.isfinite(value):
+    if not ok or not _finite(value):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be finite and {bound}, got {value}")
 
@@ -92,7 +99,7 @@ def check_interval(name: str, value: float, low: float, high: float, *, closed: 
     check_number(name, value)
     lo_ok = value >= low if closed in ("both", "left") else value > low
     hi_ok = value <= high if closed in ("both", "right") else value < high
-    if not (lo_ok and hi_ok and math.isfinite(value)):
+    if not (lo_ok and hi_ok and _finite(value)):
         lb = "[" if closed in ("both", "left") else "("
         rb = "]" if closed in ("both", "right") else ")"
         raise ValueError(f"{name} must lie in {lb}{low}, {high}{rb}, got {value}")

@@ -10,6 +10,7 @@ from torch._dynamo.testing import CompileCounter
 from torch.func import grad, vmap
 
 from lossbench.losses import LOSSES, ExactLoss, exact_sigma_schedule
+from lossbench.registry import FloatRange
 
 from .cases import make_case
 
@@ -38,6 +39,28 @@ def test_a_model_and_its_loss_trace_as_one_graph(info):
     torch._dynamo.reset()
     explained = torch._dynamo.explain(lambda x, t: info.function(model(x), t, validate=False, **kwargs))(logits, target)
     assert explained.graph_break_count == 0, [str(r.reason)[:200] for r in explained.break_reasons]
+
+
+SCHEDULED = [(i, h) for i in ALL if i.name not in FUSED for h in i.hyperparams
+             if isinstance(h.default, float) and isinstance(h.space, FloatRange)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("info", "hp"), SCHEDULED, ids=lambda x: x.name)
+def test_a_float_hyperparameter_changed_between_calls_keeps_one_graph(info, hp):
+    """A schedule (``focal.gamma`` set each epoch): the second value recompiles once, as a symbolic float,
+    which the hyperparameter's checks compare (``math.isfinite`` of it broke the graph: an error under
+    ``fullgraph=True``); later values reuse that graph."""
+    logits, target, kwargs = make_case(info, dtype=torch.float32)
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    step = torch.compile(lambda x, t, v: info.function(x, t, validate=False, **kwargs, **{hp.name: v}),
+                         backend=counter, fullgraph=True)  # fmt: skip
+    top = min(hp.space.high, 2 * hp.default) if hp.default > 0 else hp.space.high
+    values = (hp.default, *(hp.default + k * (top - hp.default) / 4 for k in (1, 2, 3)))
+    for v in values:
+        torch.testing.assert_close(step(logits, target, v), info.function(logits, target, **kwargs, **{hp.name: v}))
+    # (PyTorch's F.cross_entropy takes label_smoothing as a constant of its graph: one graph per value)
+    assert counter.frame_count <= (len(values) if hp.name == "label_smoothing" else 2)
 
 
 def test_exact_refuses_torch_func_by_name():

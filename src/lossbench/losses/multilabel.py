@@ -9,8 +9,6 @@ should exceed every negative one and 0 should sit between them, so class ``i`` i
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -225,7 +223,7 @@ def asymmetric_loss(
     log_p, log_not_p = F.logsigmoid(x), F.logsigmoid(-x)
     positive = torch.exp(gamma_pos * log_not_p) * log_p
     if clip > 0:
-        log_not_p_m = torch.logaddexp(log_not_p, torch.full_like(x, math.log(clip))).clamp(max=0)
+        log_not_p_m = torch.logaddexp(log_not_p, torch.log(x.new_zeros(()) + clip)).clamp(max=0)
         # The clamp keeps p_m ** gamma_neg's gradient finite where p_m = 0; log(1 - p_m) = 0 there.
         weight_neg = (torch.sigmoid(x) - clip).clamp(min=torch.finfo(x.dtype).tiny) ** gamma_neg
     else:
