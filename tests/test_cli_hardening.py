@@ -402,6 +402,19 @@ def test_claims_report_refuses_a_plots_name_beside_no_ledger_of_lossbenchs(capsy
     check_ledger_folder(out)
 
 
+def test_an_error_or_warning_line_shows_escape_sequences_as_text_and_names_as_written(capsys, tmp_path):
+    # (a spec's key, a file's or a folder's name reach messages as written: they must not drive the terminal)
+    spec = spec_file(tmp_path).read_text().replace('loss = "cross_entropy"', 'loss = "cross_entropy"\nsearch = {"\\u001b]0;x\\u0007k" = "bad"}')
+    (tmp_path / "esc.toml").write_text(spec)
+    line = refused(capsys, ["run", str(tmp_path / "esc.toml"), "--out", str(tmp_path / "out")])
+    assert "\x1b" not in line and "\x07" not in line and "search.\\x1b]0;x\\x07k" in line
+    from lossbench.bench.console import console, status
+
+    for shown in (console, status):  # (rich's emoji codes: a method named "ce:skull:" printed as named)
+        shown.print("ce:skull:", markup=False, highlight=False)
+    assert capsys.readouterr() == ("ce:skull:\n", "ce:skull:\n")
+
+
 def test_claims_reads_the_database_of_an_out_no_other_user_could_write_only(capsys, tmp_path):
     shared = tmp_path / "ledger"
     shared.mkdir()

@@ -32,6 +32,15 @@ def raised_at(err: BaseException) -> str:
     return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
+def printable(text: str) -> str:
+    """``text`` for a terminal: each character a terminal would act on (an escape sequence's ESC, a bidi
+    control, a carriage return) written as its Python escape; line breaks and tabs kept.  A file's name or
+    contents, or a spec's keys, reach messages as they are written."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in "\n\t" else ascii(c)[1:-1] for c in text)
+
+
 def largest_magnitude(x: torch.Tensor) -> torch.Tensor:
     """``max |x|`` as a 0-d tensor (``x`` non-empty): finite exactly when every entry is, since
     the maximum propagates nan."""

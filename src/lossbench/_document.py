@@ -151,10 +151,10 @@ def _anchor(name: str) -> str:
 
 def _md_cell(c: str | Link) -> str:
     """A table cell on one line, its '|' escaped; a Link's text (']' escaped too) pointing at its anchor."""
-    text = _line(c.text if isinstance(c, Link) else c).replace("|", "\\|")
     if not isinstance(c, Link):
-        return text
-    shown = text.replace("]", "\\]")
+        return _line(c).replace("|", "\\|")
+    # (each ']' escaped once: escaping the escaped text again made _line's '\]' a '\\' and a live ']')
+    shown = "\\]".join(_line(part).replace("|", "\\|") for part in str(c.text).split("]"))
     return f"[{shown}](#{_anchor(c.anchor)})"
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from lossbench._checks import printable
 from lossbench._paths import PACKAGE_DIR, keep_matplotlib_at_home
 from lossbench._table import format_table
 from lossbench.bench import stops
@@ -364,7 +365,7 @@ def dataset_counts(ds, val_fraction: float) -> list[str]:
         n = ds.input_shape[0]
         features = f"{n} feature{'s' * (n != 1)}" if ds.feature_kind == "tabular" else f"images {' x '.join(map(str, ds.input_shape))}"
     return [f"  train {n_train} (the bench tunes on {len(fit)} and validates on {len(val)}: {how}), test {len(ds.y_test)}",
-            f"  {ds.num_classes} {labels}; {features}", f"  source: {ds.source}"]  # fmt: skip
+            f"  {ds.num_classes} {labels}; {features}", f"  source: {printable(ds.source)}"]  # fmt: skip
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -811,12 +812,13 @@ def _given_storage(args: argparse.Namespace) -> str | None:
 
 
 def _masker(url: str | None):
-    """A function hiding ``url``'s password in a text (the identity without a URL)."""
+    """A function making a message fit for the terminal: ``url``'s password hidden, characters a terminal
+    would act on escaped (:func:`lossbench._checks.printable`)."""
     if not url:
-        return lambda text: text
+        return printable
     from lossbench.bench.storage import masked_text
 
-    return lambda text: masked_text(text, url)
+    return lambda text: printable(masked_text(text, url))
 
 
 OPTUNA_COMMANDS = ("run", "worker", "report", "claims")  # the commands that import Optuna

@@ -27,9 +27,10 @@ from lossbench.bench.report import leaderboard_header, leaderboard_rows, paired_
 from lossbench.bench.results import DatasetResult
 from lossbench.bench.spec import Spec
 
-console = Console()
+# No emoji codes: a method named "ce:skull:" is printed as written, as the report writes it.
+console = Console(emoji=False)
 # Progress and notices go to stderr: stdout keeps the results (`lossbench run > results.txt`).
-status = Console(stderr=True)
+status = Console(stderr=True, emoji=False)
 
 # What Runner.run passes: runs done and in all, the unit (or what the worker waits for), and the
 # unit's status after its step ("ran", "waiting", "done").

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from lossbench._checks import first_few
+from lossbench._checks import first_few, printable
 
 # Dataset.meta key of a validation split the source provides (a dev file), bool (N_train,): True
 # on its rows of x_train.  The bench then tunes on the other rows and scores on these.
@@ -144,7 +144,7 @@ class Dataset:
         more = f", ... ({self.num_classes} in all)" if self.num_classes > 12 else ""
         vocab = f", vocab {self.vocab_size}" if self.vocab_size is not None else ""
         return (
-            f"{self.name}: {self.task}, {self.feature_kind} {self.input_shape}{vocab}; "
+            f"{printable(self.name)}: {self.task}, {self.feature_kind} {self.input_shape}{vocab}; "
             f"train {len(self.y_train)}, test {len(self.y_test)}; train counts: {head}{more}"
         )
 
