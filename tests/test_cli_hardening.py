@@ -492,6 +492,24 @@ def test_report_of_every_study_reads_every_spec_before_writing_any_report(stored
     assert not out.exists() or not any(out.rglob("*.html"))
 
 
+def test_report_of_every_study_refuses_two_names_one_folder_where_case_does_not_count(stored, capsys, tmp_path):
+    import shutil
+
+    from lossbench.bench.spec import parse_spec
+    from lossbench.bench.storage import open_storage, register_spec
+
+    base, db, _ = stored
+    copy = tmp_path / "copy.db"
+    shutil.copy(db, copy)
+    storage = open_storage(f"sqlite:///{copy}")
+    for name in ("Wine", "wine"):
+        register_spec(storage, parse_spec({"name": name, "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}]}))
+    out = tmp_path / "reports"
+    line = refused(capsys, ["report", "--storage", f"sqlite:///{copy}", "--out", str(out)])
+    assert "studies 'Wine' and 'wine' would share one folder where letter case does not count" in line
+    assert not out.exists() or not list(out.iterdir())
+
+
 @pytest.mark.parametrize(("url", "expected"), [
     ("sqlite:///{tmp}/s/study.db?timeout=60", "a SQLite URL takes no query string; give the file alone, e.g. sqlite:///{tmp}/s/study.db"),
     ("sqlite:///~/lb/x.db", "'~' is not expanded in a URL"),

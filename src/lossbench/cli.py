@@ -288,6 +288,11 @@ def _report(args: argparse.Namespace) -> int:
         raise ValueError(f"storage {masked(url)!r} holds no lossbench study")
     # A shared storage can hold any name: each must be one plain folder name below --out.
     outs = {name: args.out if len(names) == 1 else str(inside(args.out, check_name(name, "stored study name", portable=False))) for name in names}
+    folded: dict[str, str] = {}
+    for name in names if len(names) > 1 else ():  # (one folder where case does not count: macOS, Windows)
+        if (other := folded.setdefault(name.casefold(), name)) != name:
+            raise ValueError(f"studies {other!r} and {name!r} would share one folder where letter case does not count; "
+                             f"report each with --study NAME and an --out of its own")  # fmt: skip
     specs = {name: stored_spec(storage, name) for name in names}  # (every spec read first: a misspelt study is named as such)
     for name, out in outs.items():  # (and every folder checked before any report is written)
         check_report_folder(out, name)
