@@ -197,6 +197,23 @@ def test_a_users_own_study_under_a_claims_study_name_is_left_out_not_judged_nor_
     assert [o.verdict.word for o in entry.outcomes] == ["inconclusive"]
 
 
+def test_a_study_an_analysis_claim_ran_is_a_claims_study_for_the_bench_claim_that_shares_it(tiny_claim, tmp_path, monkeypatch):
+    from lossbench.ledger.analyses import analysis_study
+
+    def analysis(budget, storage, device):  # (an analysis that reads a study of the bench, as the flooding cost's)
+        Runner(analysis_study("tiny-analysis", budget), storage, device).run()
+        return AnalysisResult("holds", "ran the study")
+
+    reader = Claim(id="tiny-analysis", title="t", source="a test", url="-", statement="s", kind="analysis",
+                   protocol="builtin", budgets={"quick": TINY.budgets["quick"]}, analysis=analysis, rule_text="r")  # fmt: skip
+    monkeypatch.setitem(records.CLAIMS, reader.id, reader)
+    assert analysis_study(reader.id, "quick").name == study_spec(tiny_claim, "quick").name  # (one study, shared)
+    storage = open_storage(default_storage_url(tmp_path), study_spec(tiny_claim, "quick").heartbeat_interval)
+    run_claim(reader, "quick", storage, torch.device("cpu"))
+    (entry,) = [e for e in collect_entries(storage) if e.claim.id == TINY.id]  # (no warning of a study no claim made)
+    assert [o.verdict.word for o in entry.outcomes] == ["inconclusive"]
+
+
 def test_a_metric_whose_computation_changed_after_the_runs_is_left_out_or_refused(tiny_claim, tmp_path, monkeypatch):
     # (runs stored before a metric's change hold another quantity under its name: nll from clamped probabilities)
     import datetime

@@ -224,6 +224,7 @@ def run_claim(
     callback, once per study (``lossbench.bench.console.run_progress`` is one).
     """
     from lossbench.bench.runner import Runner
+    from lossbench.ledger.analyses import analysis_study
     from lossbench.ledger.protocol import study_spec
 
     if claim.kind == "analysis":
@@ -234,7 +235,9 @@ def run_claim(
         result = claim.analysis(budget, **{k: v for k, v in context.items() if k in wanted})
         result.seconds = round(time.time() - started, 1)
         store_analysis(storage, claim, budget, result)
-        record_invocation(storage, claim, budget, "fixed", started, None)
+        # (the bench study it ran, where it ran one: a bench claim sharing that study counts these runs as made by a claim)
+        study = None if claim.protocol is None else analysis_study(claim.id, budget).name
+        record_invocation(storage, claim, budget, "fixed", started, study)
         return
     # Build every variation's runner first: a bad spec or a missing file stops before any work.
     runners = []
