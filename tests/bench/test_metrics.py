@@ -57,6 +57,9 @@ def test_compute_metrics_accuracy_and_divergence():
     logits[0, 0] = float("nan")
     out = compute_metrics(logits, target, "multiclass", 2, ("accuracy",))
     assert out["diverged"] == 1.0 and out["accuracy"] != out["accuracy"]
+    for task, empty in (("multiclass", torch.zeros(0, dtype=torch.long)), ("multilabel", torch.zeros(0, 2))):
+        with pytest.raises(ValueError, match="compute_metrics needs at least one sample"):  # (torchmetrics' reshape error)
+            compute_metrics(torch.zeros(0, 2), empty, task, 2)
 
 
 def test_compute_metrics_argmax_metrics_read_the_logits_and_the_others_the_probabilities():

@@ -226,6 +226,8 @@ def compute_metrics(
     counts it.
     """
     names = METRICS[task] if names is None else names
+    if len(target) == 0:  # (torchmetrics fails on no rows; the bench refuses an empty split before this)
+        raise ValueError("compute_metrics needs at least one sample, got an empty target")
     logits = logits.detach() if logits.requires_grad else logits  # held-out logits come without a graph
     decided = logits if decided is None else decided.detach()
     if not all_finite(logits):
