@@ -21,8 +21,6 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import (
     multiclass_calibration_error,
-    multiclass_f1_score,
-    multiclass_recall,
     multilabel_average_precision,
     multilabel_f1_score,
 )
@@ -182,17 +180,52 @@ def _multiclass(name: str, probs: torch.Tensor, target: torch.Tensor, num_classe
     if name == "accuracy":
         return accuracy(probs, target)
     if name == "macro_f1":
-        return float(multiclass_f1_score(probs, target, average="macro", **kw))
+        return float(_macro_f1(*_class_stats(probs.argmax(-1), target, num_classes)))
     if name == "balanced_accuracy":
         # The mean recall over the classes in the target (scikit-learn's balanced_accuracy_score), as
         # torchmetrics' macro recall computes it but for its weights: those also count a class that is
         # predicted yet absent from the target, as a recall of 0.
-        return float(_balanced(multiclass_recall(probs, target, average=None, **kw), target, num_classes))
+        return float(_balanced(_recalls(*_class_stats(probs.argmax(-1), target, num_classes)), target, num_classes))
     if name == "nll":  # (probs: the log-probabilities here, see compute_metrics: a capped log under-counts)
         return float(F.nll_loss(probs, target))
     if name == "ece":
         return float(multiclass_calibration_error(probs, target, n_bins=ECE_BINS, norm="l1", **kw))
     raise ValueError(f"unknown multiclass metric {name!r}; known: {METRICS['multiclass']}")
+
+
+def _class_stats(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """True positives, false positives and false negatives (int64, (..., C)) of (..., N) predicted classes
+    against the (N,) target, for each leading index (a pack's runs) at once.  By counts of classes, in memory
+    N + C: torchmetrics' global counts go through a C x C confusion matrix (12.6 GB at 40,000 classes), its
+    sample-wise ones through (runs, N, C) one-hot tensors."""
+    lead = preds.shape[:-1]
+    offsets = torch.arange(math.prod(lead), device=preds.device).view(*lead, 1) * num_classes
+    predicted, true = (preds + offsets).flatten(), (target.expand_as(preds) + offsets).flatten()
+    size = math.prod(lead) * num_classes
+    tp = torch.bincount(true[predicted == true], minlength=size).view(*lead, num_classes)
+    return tp, torch.bincount(predicted, minlength=size).view(*lead, num_classes) - tp, \
+        torch.bincount(true, minlength=size).view(*lead, num_classes) - tp  # fmt: skip
+
+
+def _safe_divide(num: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
+    """``num / denom`` in float32 (at least), 0 where ``denom`` is 0, as torchmetrics divides."""
+    num = num if num.is_floating_point() else num.float()
+    denom = denom if denom.is_floating_point() else denom.float()
+    return torch.where(denom != 0, num / denom, torch.zeros((), dtype=num.dtype, device=num.device))
+
+
+def _macro_f1(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    """The mean F1 over the classes predicted or in the target, from :func:`_class_stats`: torchmetrics'
+    ``multiclass_f1_score(average="macro")``, operation for operation (bit for bit: tests/bench/test_metrics.py)."""
+    score = _safe_divide(2.0 * tp, 2.0 * tp + 1.0 * fn + fp)
+    weights = torch.ones_like(score)
+    weights[tp + fp + fn == 0] = 0.0
+    return _safe_divide(weights * score, weights.sum(-1, keepdim=True)).sum(-1)
+
+
+def _recalls(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    """Each class's recall (0 where it is absent from the target), as torchmetrics' ``multiclass_recall(average=None)``."""
+    return _safe_divide(tp, tp + fn)
 
 
 def _balanced(recall: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -253,16 +286,16 @@ def compute_metrics(
     return {name: _multiclass(name, read(name), target, num_classes) for name in names} | {"diverged": 0.0}
 
 
-# Rows x classes up to which metrics_of_runs scores a pack's runs together: torchmetrics' sample-wise F1 and
-# recall cost ~24 bytes and some time per run x row x class, one run's global scores about a row's (2000
-# classes, 5600 rows: 0.8 s a run together, 0.12 s alone; 10 classes, 360 rows: 0.25 ms against 0.6 ms).
+# Rows x classes up to which metrics_of_runs scores a pack's runs together: its softmax and log-softmax are
+# two more (runs, rows, classes) tensors, where one run at a time holds one run's (and small packs gain most:
+# 10 classes, 360 rows: 0.25 ms a run together against 0.6 ms alone).
 TOGETHER_MAX = 1 << 14
 
 
 def metrics_of_runs(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[dict[str, float]] | None:
     """:func:`compute_metrics` of each of K runs' (K, N, C) single-label logits against one target, read
     by arg-max, in a few calls for every run instead of a dozen per run (bit for bit the same values:
-    torchmetrics' sample-wise F1 and recall, the calibration bins of every run at once;
+    every run's class counts and calibration bins at once;
     tests/bench/test_metrics.py compares them), where rows x classes is at most TOGETHER_MAX (beyond it, run by run).
     None where that does not apply (one binary logit per row)."""
     k_runs, rows, classes = logits.shape
@@ -273,11 +306,10 @@ def metrics_of_runs(logits: torch.Tensor, target: torch.Tensor, num_classes: int
     finite = [math.isfinite(v) for v in logits.detach().abs().amax((1, 2)).tolist()]  # (as all_finite: before the cast)
     logits = _at_least_float32(logits.detach())
     targets = target.expand(k_runs, -1)
-    kw = {"num_classes": num_classes, "validate_args": False, "multidim_average": "samplewise"}
     preds = logits.argmax(dim=2)
     correct = (preds == targets).sum(1).tolist()
-    f1 = multiclass_f1_score(preds, targets, average="macro", **kw).tolist()
-    balanced = _balanced(multiclass_recall(preds, targets, average=None, **kw), target, num_classes).tolist()
+    stats = _class_stats(preds, target, num_classes)
+    f1, balanced = _macro_f1(*stats).tolist(), _balanced(_recalls(*stats), target, num_classes).tolist()
     log_probs = torch.log_softmax(logits, dim=2)
     probs = torch.softmax(logits, dim=2)
     confidence, predicted = probs.max(dim=2)
