@@ -331,6 +331,9 @@ def test_an_infinite_class_count_is_named():
 
     with pytest.raises(ValueError, match=r"class_counts must be positive and finite for every class .*classes \[1\] have counts \[inf\]"):
         balanced_softmax(torch.randn(2, 3), torch.tensor([0, 1]), class_counts=torch.tensor([3.0, torch.inf, 2.0]))
+    # many classes unseen: the first few named, the rest counted (the whole list ran to 189,000 characters)
+    with pytest.raises(ValueError, match=r"classes \[0, 1, 2, 3, 4\] and 19995 more have counts \[0.0, 0.0, 0.0, 0.0, 0.0\] and 19995 more$"):
+        balanced_softmax(torch.randn(2, 20004), torch.tensor([0, 1]), class_counts=torch.cat([torch.zeros(20000), torch.ones(4)]))
 
 
 @pytest.mark.parametrize("info", [i for i in ALL if i.signature in ("softmax", "nway", "multilabel_sparse")], ids=lambda i: i.name)

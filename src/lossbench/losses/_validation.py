@@ -21,6 +21,7 @@ from lossbench._checks import (  # noqa: F401  (the losses read them from here)
     check_number,
     check_numbers,
     check_positive,
+    first_few,
     largest_magnitude,
 )
 
@@ -201,10 +202,11 @@ def check_class_counts(counts: torch.Tensor, num_classes: int, name: str = "clas
     if counts.shape != (num_classes,):
         raise ValueError(f"{name} must have shape ({num_classes},), got {tuple(counts.shape)}")
     if not bool(torch.isfinite(counts).all()) or bool((counts <= 0).any()):
-        bad = [i for i, c in enumerate(counts.tolist()) if not (math.isfinite(c) and c > 0)]
+        values = counts.tolist()
+        bad = [i for i, c in enumerate(values) if not (math.isfinite(c) and c > 0)]
         raise ValueError(
             f"{name} must be positive and finite for every class (a class never seen has no log-prior and no weight); "
-            f"classes {bad} have counts {[counts.tolist()[i] for i in bad]}"
+            f"classes {first_few(bad)} have counts {first_few(values[i] for i in bad)}"
         )
     return counts
 
