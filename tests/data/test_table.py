@@ -467,6 +467,18 @@ def test_a_column_of_numbers_names_its_first_other_cell(tmp_path):
         load_table(path, label="kind", max_categories=5)
 
 
+def test_one_hot_features_past_the_cells_lossbench_encodes_are_refused_before_encoding(tmp_path, monkeypatch):
+    from lossbench.data import table
+
+    rows = "".join(f"{i},{'abcdef'[i % 6]},{'uvw'[i % 3]},{'xy'[i % 2]}\n" for i in range(12))
+    path = write(tmp_path / "t.csv", "a,b,c,kind\n" + rows)
+    monkeypatch.setattr(table, "MAX_ONEHOT_CELLS", 12 * 8)  # (b's 6 features fit; c's 3 more do not)
+    with pytest.raises(ValueError, match=r"t.csv: column 'c''s 3 values bring the one-hot features to 9 over 12 rows, "
+                                         r"0.0 GiB as float64 \(at most 0\); drop it"):  # fmt: skip
+        load_table(path, label="kind", cache=False)
+    assert load_table(path, label="kind", drop=["c"], cache=False).input_shape == (1 + 6,)
+
+
 def test_test_file_with_other_columns(tmp_path):
     train = write(tmp_path / "a.csv", "a,label\n1,x\n2,y\n")
     test = write(tmp_path / "b.csv", "a,b,label\n1,2,x\n")

@@ -165,6 +165,9 @@ SPLITS = ("random", "stratified")
 IMPUTE = ("mean", "train_mean", "error")
 STD_FLOOR = 1e-6  # the paper's run.py: np.maximum(np.std(X, axis=0), 1e-6); the uci-* sets only
 MAX_CATEGORIES = 50  # the paper's one_hot_categorical
+# The one-hot blocks' cells (rows x their features) a table may make: 8 GiB as the float64 matrix; a raised
+# max_categories on a column of ids asked numpy for 37 GiB, and its MemoryError came as a traceback.
+MAX_ONEHOT_CELLS = 1 << 30
 HEADER_SAMPLE_ROWS = 50
 # Part of the parse-cache key: bump when the parsed output of load_table changes.  2: an index column is
 # dropped (a header with an empty first field was read as data); 3: a column of numbers with a cell such
@@ -994,6 +997,7 @@ def _features(
 
     rows = np.flatnonzero(fit)
     encoded: dict[Any, Any] = {}  # nominal column -> its one-hot block
+    width = 0  # the one-hot blocks' features so far
     for c in list(features.columns):
         col = features[c]
         numeric = c not in nominal
@@ -1067,6 +1071,11 @@ def _features(
         if len(categories) > 2 and _all_dates(categories):  # (a CSV's dates are text: a category per date)
             notes.append(f"{path}: column {c!r} holds dates as text ({categories[0]!r}, ...), one-hot encoded: a "
                          f"feature per date ({len(categories)}); drop it (drop=[...]) or write it as numbers")  # fmt: skip
+        width += len(categories)
+        if len(col) * width > MAX_ONEHOT_CELLS:
+            raise ValueError(f"{path}: column {c!r}'s {len(categories)} values bring the one-hot features to {width} over "
+                             f"{len(col)} rows, {len(col) * width * 8 / 2**30:.1f} GiB as float64 (at most "
+                             f"{MAX_ONEHOT_CELLS * 8 / 2**30:.0f}); drop it (drop=[...]) or lower max_categories")  # fmt: skip
         onehot = pd.get_dummies(col).reindex(columns=categories, fill_value=False)  # (a value fit never saw: zeros)
         encoded[c] = onehot.add_prefix(f"{c}-")
     # the numbers in their order, then each nominal column's one-hot block (joined once: a join per column copied all)
