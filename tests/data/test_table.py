@@ -474,7 +474,7 @@ def test_one_hot_features_past_the_cells_lossbench_encodes_are_refused_before_en
     path = write(tmp_path / "t.csv", "a,b,c,kind\n" + rows)
     monkeypatch.setattr(table, "MAX_ONEHOT_CELLS", 12 * 8)  # (b's 6 features fit; c's 3 more do not)
     with pytest.raises(ValueError, match=r"t.csv: column 'c''s 3 values bring the one-hot features to 9 over 12 rows, "
-                                         r"0.0 GiB as float64 \(at most 0\); drop it"):  # fmt: skip
+                                         r"0.0 GiB as float64 \(at most 0 GiB\); drop it"):  # fmt: skip
         load_table(path, label="kind", cache=False)
     assert load_table(path, label="kind", drop=["c"], cache=False).input_shape == (1 + 6,)
 

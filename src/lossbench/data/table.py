@@ -1075,7 +1075,7 @@ def _features(
         if len(col) * width > MAX_ONEHOT_CELLS:
             raise ValueError(f"{path}: column {c!r}'s {len(categories)} values bring the one-hot features to {width} over "
                              f"{len(col)} rows, {len(col) * width * 8 / 2**30:.1f} GiB as float64 (at most "
-                             f"{MAX_ONEHOT_CELLS * 8 / 2**30:.0f}); drop it (drop=[...]) or lower max_categories")  # fmt: skip
+                             f"{MAX_ONEHOT_CELLS * 8 / 2**30:.0f} GiB); drop it (drop=[...]) or lower max_categories")  # fmt: skip
         onehot = pd.get_dummies(col).reindex(columns=categories, fill_value=False)  # (a value fit never saw: zeros)
         encoded[c] = onehot.add_prefix(f"{c}-")
     # the numbers in their order, then each nominal column's one-hot block (joined once: a join per column copied all)
