@@ -200,6 +200,20 @@ def test_tpe_is_asked_alike_for_units_that_pack_and_units_that_do_not(tmp_path, 
     assert [r["pack"] for r in gp] == [1] * 4 and all(ALONE_ATTR in r for r in gp)
 
 
+def test_a_pack_holds_as_many_runs_as_its_held_out_outputs_fit(tmp_path, monkeypatch):
+    import types
+
+    from lossbench.bench import execution, runner
+
+    # (5,000 classes, 10,000 held-out rows: 0.4 GB of outputs and temporaries a run, five in a pack's 2 GiB)
+    big = types.SimpleNamespace(x_eval=torch.empty(8000, 0), x_val=torch.empty(2000, 0), num_classes=5000)
+    assert execution.runs_that_fit(big) == 5
+    assert execution.runs_that_fit(types.SimpleNamespace(x_eval=torch.empty(10**6, 0), x_val=None, num_classes=10**5)) == 1
+    monkeypatch.setattr(runner, "runs_that_fit", lambda split: 2)
+    runs = _stored_runs(_spec(methods=METHODS[:2], trials=6, seeds=3), tmp_path, 64, "fit")
+    assert max(record["pack"] for _, record in runs.values()) == 2
+
+
 def test_tpe_tunes_alike_whatever_the_pack(tmp_path):
     """--pack is a speed setting: TPE is asked its start-up count at once at every pack (--pack 1 asked one at a
     time, so TPE saw each run's result before the next: another tuning, other chosen configurations), and a pack

@@ -670,6 +670,18 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
     return run.result(lambda: eval_logits(model, split.x_fit, batch_size=EVAL_BATCH), time.perf_counter() - start)
 
 
+# The held-out outputs one pack may hold: each run's logits on the test and validation parts at every epoch's end,
+# with its loss's and metrics' temporaries, counted as two float32 copies.  Past it the runs train in several packs
+# (5,000 classes, 50,000 rows: a pack of 8 peaked 1.7 GB above one run at a time; TPE asks 20 at once).
+PACK_OUTPUT_BYTES = 2 << 30
+
+
+def runs_that_fit(split: Split) -> int:
+    """How many runs one pack on ``split`` may hold within :data:`PACK_OUTPUT_BYTES` (at least one)."""
+    rows = len(split.x_eval) + (0 if split.x_val is None else len(split.x_val))
+    return max(1, PACK_OUTPUT_BYTES // (2 * 4 * rows * max(1, split.num_classes)))
+
+
 def train_and_score_packed(
     split: Split, method: Method | Sequence[Method], runs: Sequence[tuple[dict[str, Any], int]], spec: Spec
 ) -> list[RunResult]:

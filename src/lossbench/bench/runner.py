@@ -61,6 +61,7 @@ from lossbench.bench.execution import (
     model_config,
     pack_key,
     run_seed,
+    runs_that_fit,
     spread_model,
     train_and_score,
     train_and_score_packed,
@@ -731,8 +732,10 @@ class Runner:
                 together.setdefault((id(split), model_config(self.spec, params)), []).append(key)
             else:
                 calls.append([key])
-        # (a pack holds at most --pack runs: TPE's batch, asked whatever the pack, may train in several)
-        calls = [keys[i : i + self.pack] for keys in together.values() for i in range(0, len(keys), self.pack)] + calls
+        # (a pack holds at most --pack runs, and as many as its held-out outputs fit: TPE's batch, asked whatever
+        # the pack, may train in several)
+        sizes = {key: min(self.pack, runs_that_fit(prepared[keys[0]][4])) for key, keys in together.items()}
+        calls = [keys[i : i + sizes[key]] for key, keys in together.items() for i in range(0, len(keys), sizes[key])] + calls
         for n, keys in enumerate(calls):
             later = [k for rest in calls[n + 1 :] for k in rest]
             units = [[k for k in keys if k[0] == j] for j in dict.fromkeys(j for j, _ in keys)]
