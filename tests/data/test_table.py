@@ -467,6 +467,13 @@ def test_a_column_of_numbers_names_its_first_other_cell(tmp_path):
         load_table(path, label="kind", max_categories=5)
 
 
+def test_a_label_column_of_ids_is_named_as_such_where_it_leaves_no_test_rows(tmp_path):
+    path = write(tmp_path / "ids.csv", "x,id\n" + "".join(f"{i / 3},row{i}\n" for i in range(30)))
+    with pytest.raises(ValueError, match=r"ids.csv: the stratified split .* of 30 labelled rows leaves the test split "
+                                         r"empty \(each of the 30 rows is a class of its own: is the label column an id\?\)"):  # fmt: skip
+        load_table(path, label="id", cache=False)
+
+
 def test_one_hot_features_past_the_cells_lossbench_encodes_are_refused_before_encoding(tmp_path, monkeypatch):
     from lossbench.data import table
 

@@ -964,9 +964,11 @@ def _split(
         random_split(n, test_fraction, seed) if split == "random" else stratified_split(y, val_fraction=test_fraction, seed=seed)
     )
     if len(test_idx) == 0 or len(train_idx) == 0:
+        single = len(classes) == n and n > 1  # (a column of ids: every row its own class)
+        why = f" (each of the {n} rows is a class of its own: is the label column an id?)" if single else ""
         raise ValueError(
             f"{paths[0]}: the {split} split with test_fraction={test_fraction:g} of {n} labelled rows "
-            f"leaves the {'test' if len(train_idx) else 'training'} split empty"
+            f"leaves the {'test' if len(train_idx) else 'training'} split empty{why}"
         )
     unseen = sorted(set(y[test_idx].tolist()) - set(y[train_idx].tolist()))
     if unseen:
