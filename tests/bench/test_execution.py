@@ -37,6 +37,20 @@ def test_the_last_curve_point_is_the_final_score(metric, method):
     assert result.metrics["diverged"] == 0.0
 
 
+def test_a_run_trains_alike_whatever_the_size_of_its_held_out_part():
+    # EXACT's Monte Carlo estimator on the held-out rows at each epoch's end drew from the training's generator:
+    # ten test rows fewer moved the training losses from the second epoch on
+    import dataclasses
+
+    spec = parse_spec({"name": "g", "trials": 2, "seeds": 2, "train": {"model": "linear", "epochs": 3, "batch_size": 32},
+                       "datasets": ["wine"], "methods": [{"name": "ex", "loss": "exact", "params": {"estimator": "genz"}}]})  # fmt: skip
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "final")
+    method, params = resolve_method(spec.methods[0]), {"lr": 0.1, "weight_decay": 1e-4}
+    whole = train_and_score(split, method, params, spec, seed=3)
+    fewer = dataclasses.replace(split, x_eval=split.x_eval[:-10], y_eval=split.y_eval[:-10])
+    assert train_and_score(fewer, method, params, spec, seed=3).curves["train_loss"] == whole.curves["train_loss"]
+
+
 def test_a_diverging_run_has_nan_curves_and_is_flagged():
     spec = _spec(lr_final=0.0)  # a constant, absurd learning rate: the logits overflow
     split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")

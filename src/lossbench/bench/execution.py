@@ -641,6 +641,25 @@ def _fit_options(spec: Spec, split: Split, stage: Stage) -> dict[str, Any]:
     )  # fmt: skip
 
 
+def held_out_draws_apart(split: Split) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """An epoch's end scored with a copy of the random generators: what the held-out part's scoring draws (EXACT's
+    Monte Carlo estimator on the held-out rows, a model that draws in eval mode) leaves the training's draws as
+    they were, so that a run trains alike whatever the size of its held-out part (a genz run's losses moved with
+    the number of test rows)."""
+    device = split.x_fit.device
+    devices = [device] if device.type == "cuda" else []
+
+    def wrap(epoch_end: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(epoch_end)
+        def apart(*args: Any) -> Any:
+            with torch.random.fork_rng(devices=devices):
+                return epoch_end(*args)
+
+        return apart
+
+    return wrap
+
+
 @functools.cache
 def _optimizer_imported() -> None:
     """Build a throwaway torch optimizer once per process: the first one imports torch's compiler (about a
@@ -656,6 +675,7 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
     run = _RunScores(split, method, spec)
     generator = torch.Generator().manual_seed(seed)  # one for the whole run: stage 2 goes on drawing from it
 
+    @held_out_draws_apart(split)
     def on_epoch_end(epoch: int, stats: dict[str, float]) -> None:
         val = None if split.x_val is None else eval_logits(model, split.x_val, batch_size=EVAL_BATCH)
         run.epoch_end(run.stage.first_epoch + epoch, stats, eval_logits(model, split.x_eval, batch_size=EVAL_BATCH), val)
@@ -720,6 +740,7 @@ def train_and_score_packed(
     stage_losses: list[tuple[PackedLosses, PackedLosses]] = []
     probe = functools.cache(lambda: mean_probe(packed, split.x_fit, split.y_fit))  # (made where a user's loss needs it)
 
+    @held_out_draws_apart(split)
     def on_epoch_end(epoch: int, rows: list[dict[str, float]]) -> None:
         logits = packed.eval_logits(split.x_eval, batch_size=EVAL_BATCH)
         val = None if split.x_val is None else packed.eval_logits(split.x_val, batch_size=EVAL_BATCH)
