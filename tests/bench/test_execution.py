@@ -100,6 +100,33 @@ def test_a_model_that_gives_another_width_than_the_loss_needs_is_refused_before_
         MODELS.remove(name)
 
 
+class _InPlaceAfterTanh(torch.nn.Linear):
+    def forward(self, x):
+        h = torch.tanh(super().forward(x))
+        return h.mul_(0.5)  # (tanh's backward needs its output: autograd refuses the backward pass)
+
+
+class _BrokenWhenScoring(torch.nn.Linear):
+    def forward(self, x):
+        return super().forward(x) if self.training else self.missing(x)
+
+
+@pytest.mark.parametrize(("model", "mode"), [(_InPlaceAfterTanh, "its backward pass"), (_BrokenWhenScoring, "eval mode")])
+def test_a_model_that_fails_in_its_backward_pass_or_in_eval_mode_is_refused_before_any_run(model, mode):
+    # (its forward in training mode ran: the first run failed with a traceback after the study was stored)
+    from lossbench.models import MODELS, ModelInfo, register_model
+
+    register_model(ModelInfo("broken_for_test", lambda ds, k: model(ds.input_shape[0], k), ("tabular",), (), "none", "a test"))
+    try:
+        spec = parse_spec({"name": "b", "trials": 2, "seeds": 2, "train": {"model": "broken_for_test", "epochs": 1},
+                           "datasets": ["wine"], "methods": [{"name": "ce", "loss": "cross_entropy"}]})  # fmt: skip
+        split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+        with pytest.raises(SpecError, match=f"model 'broken_for_test' fails in {mode} on 8 samples of the data: "):
+            check_unit(split, resolve_method(spec.methods[0]), spec)
+    finally:
+        MODELS.remove("broken_for_test")
+
+
 def test_a_batchnorm_model_whose_epochs_end_with_one_sample_is_refused_before_any_run():
     from torch import nn
 

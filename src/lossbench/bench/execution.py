@@ -356,6 +356,24 @@ def _check_model(split: Split, method: Method, spec: Spec, params: dict[str, Any
     return model
 
 
+def _check_training_and_eval(model: torch.nn.Module, x: torch.Tensor, what: str) -> None:
+    """The model's backward pass and its forward in eval mode (scoring) on ``x``, which a run needs past the
+    forward in training mode: a failure is refused before anything is stored (else the first run failed with
+    a traceback, and the study, stored with the model's code, refused the fixed model)."""
+    for step, mode in ((lambda: model(x).sum().backward(), "its backward pass"), (lambda: model.eval()(x), "eval mode")):
+        try:
+            if mode == "eval mode":
+                with torch.no_grad():
+                    step()
+            elif any(p.requires_grad for p in model.parameters()):
+                step()
+        except Exception as err:  # noqa: BLE001 - a plugin model's code (an in-place op on a saved tensor, say)
+            raise SpecError(f"{what} fails in {mode} on {len(x)} samples of the data: "
+                            f"{type(err).__name__}: {first_line(err)}{raised_at(err)}") from None
+        finally:
+            model.train()
+
+
 def check_unit(split: Split, method: Method, spec: Spec) -> None:
     """Build the model, the loss and the transforms at every end of every search range, so a spec
     that cannot run is refused before anything is stored (not in its first trial)."""
@@ -384,6 +402,7 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
         raise SpecError(f"{where}: model {spec.train.model!r} gives outputs of shape {tuple(logits.shape)} for "
                         f"{needed[0]} samples; loss {method.loss.name!r} needs {needed} "
                         "(a model builds num_outputs logits)")  # fmt: skip
+    _check_training_and_eval(model, split.x_fit[:8], f"{where}: model {spec.train.model!r}")
 
     def attempt(params: dict[str, Any], which: slice, what: str, scheduled_end: bool = False) -> None:
         for stage in stages(method, params, spec)[which]:
