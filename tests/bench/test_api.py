@@ -401,6 +401,25 @@ def test_a_factory_that_returns_one_model_again_is_refused(tmp_path):
         compare((x, y), model=lambda dataset, seed: net, methods=["cross_entropy"], out=tmp_path / "out", **TINY)
 
 
+def test_a_registered_factory_that_returns_one_model_again_is_refused_a_shared_frozen_part_is_not():
+    # (a plugin's factory went unchecked: packed and one-at-a-time scores disagreed, the seed fixed no weights)
+    from lossbench.data import load_dataset
+    from lossbench.models import MODELS, ModelInfo, build_model, register_model
+
+    cached, frozen = nn.Linear(13, 3), nn.Linear(13, 13).requires_grad_(False)
+    register_model(ModelInfo("cached_for_test", lambda ds, k: cached, ("tabular",), (), "none", "a test"))
+    register_model(ModelInfo("frozen_for_test", lambda ds, k: nn.Sequential(frozen, nn.Linear(13, k)), ("tabular",), (), "none", "a test"))
+    try:
+        wine = load_dataset("wine")
+        build_model("cached_for_test", wine, seed=0)
+        with pytest.raises(ValueError, match="model 'cached_for_test' returned a model it returned before"):
+            build_model("cached_for_test", wine, seed=1)
+        assert build_model("frozen_for_test", wine)[0] is build_model("frozen_for_test", wine)[0]
+    finally:
+        MODELS.remove("cached_for_test")
+        MODELS.remove("frozen_for_test")
+
+
 def test_a_model_instance_is_refused_as_no_factory(tmp_path):
     # (an nn.Module is callable: it was called as a factory with the data set, "forward() takes 2 positional arguments")
     x, y = torch.randn(40, 4), torch.arange(40) % 2

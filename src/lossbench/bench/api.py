@@ -26,7 +26,6 @@ import sys
 import tempfile
 import types
 import warnings
-import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -524,8 +523,6 @@ def _model_info(
     hyper = [HyperParam(k, None if p.default is p.empty else p.default) for k, p in named.items()]
     hyper += [HyperParam(k, None) for k in sorted(given - set(named))]  # taken by its **kwargs
 
-    built: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()  # the parameters returned
-
     def build(dataset: Dataset, num_outputs: int, **hyperparameters: Any) -> nn.Module:
         if not outputs and num_outputs != dataset.num_classes:
             raise ValueError(f"model {name} gives one logit per class, but the loss needs {num_outputs} "
@@ -535,11 +532,7 @@ def _model_info(
         module = factory(dataset, torch.initial_seed(), **extra, **hyperparameters)
         if not isinstance(module, nn.Module):
             raise TypeError(f"model {name} returned {type(module).__name__}, not a torch.nn.Module")
-        if any(built.get(id(p)) is p for p in module.parameters()):
-            raise ValueError(f"model {name} returned a model it returned before (its parameters are the same): a "
-                             "factory must build a new model on each call, or every run trains the one model in turn")  # fmt: skip
-        built.update((id(p), p) for p in module.parameters())
-        return module
+        return module  # (one it returned before is refused by build_model)
 
     return ModelInfo(
         name, build, (feature_kind,), tuple(hyper), SOURCE, f"{name}, a model factory given to compare"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,22 @@ def register_model(info: ModelInfo) -> ModelInfo:
 
 
 _SEEDING = ForkSafeLock(reentrant=True)  # (a factory may build its parts with seeds too)
+# The trainable parameters each model name's factory has handed out (while they live): a factory that returns a
+# model it returned before (a cache of built models, say) would have every run train the one model in turn.
+_HANDED_OUT: dict[str, weakref.WeakValueDictionary[int, torch.Tensor]] = {}
+
+
+def _new(name: str, module: nn.Module) -> nn.Module:
+    """``module``, refused where its factory returned one with its trainable parameters before (frozen ones, a
+    pretrained part shared by every run, may be the same)."""
+    trained = [p for p in module.parameters() if p.requires_grad] if isinstance(module, nn.Module) else []
+    with _SEEDING:
+        seen = _HANDED_OUT.setdefault(name, weakref.WeakValueDictionary())
+        if any(seen.get(id(p)) is p for p in trained):
+            raise ValueError(f"model {name!r} returned a model it returned before (its trainable parameters are the "
+                             "same): a factory must build a new model on each call, or every run trains the one model in turn")  # fmt: skip
+        seen.update((id(p), p) for p in trained)
+    return module
 
 
 def build_model(
@@ -69,9 +86,9 @@ def build_model(
         raise ValueError(f"num_outputs must be a positive int, got {num_outputs!r}")
     kwargs = {**defaults(info.hyperparams), **hyperparams}
     if seed is None:
-        return info.factory(dataset, num_outputs, **kwargs)
+        return _new(name, info.factory(dataset, num_outputs, **kwargs))
     # one thread at a time (the generators are the process's), the accelerators' states given back where CUDA runs
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     with _SEEDING, torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
-        return info.factory(dataset, num_outputs, **kwargs)
+        return _new(name, info.factory(dataset, num_outputs, **kwargs))
