@@ -82,6 +82,35 @@ def test_seed_makes_construction_reproducible_without_touching_global_rng(name, 
     assert any(not torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point())
 
 
+def test_a_factory_drawing_from_numpy_or_python_is_reproducible_by_seed_in_build_model_and_in_a_run(monkeypatch):
+    # (a plugin's weights drawn with np.random or random: a study's runs differed from one call to the next)
+    import random
+
+    import numpy as np
+    from torch import nn
+
+    from lossbench.bench.execution import _seed_run
+    from lossbench.models._registry import ModelInfo
+
+    def drawn(dataset, num_outputs):
+        layer = nn.Linear(dataset.input_shape[0], num_outputs)
+        with torch.no_grad():
+            layer.weight.copy_(torch.as_tensor(np.random.randn(*layer.weight.shape) + random.random()))
+        return layer
+
+    monkeypatch.setitem(MODELS._entries, "drawn", ModelInfo("drawn", drawn, ("tabular",), (), "test", "drawn"))
+    ds = toy("tabular")
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    a, b, c = (build_model("drawn", ds, seed=s).weight for s in (3, 3, 4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert np.array_equal(np.random.get_state()[1], numpy_state[1]) and random.getstate() == python_state  # (given back)
+    weights = []
+    for _ in range(2):  # (the bench seeds the run's generators, then builds)
+        _seed_run(3, torch.device("cpu"))
+        weights.append(build_model("drawn", ds).weight)
+    assert torch.equal(*weights)
+
+
 def test_a_factory_building_its_parts_with_seeds_does_not_wait_on_itself(monkeypatch):
     """The seeding lock held while a factory runs: one that builds seeded parts (an ensemble) deadlocked."""
     from torch import nn

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import functools
 import math
+import random
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 
@@ -630,13 +632,16 @@ def stage_loss(split: Split, stage: Stage) -> Any:
 
 
 def _seed_run(seed: int, device: torch.device) -> None:
-    """``torch.manual_seed(seed)`` for a run on ``device``.  On the CPU only the CPU's generator: the
-    same draws, without queueing a seed for each accelerator PyTorch knows, each with a stack trace
-    recorded (about 0.5 ms a call, once per run)."""
+    """``torch.manual_seed(seed)`` for a run on ``device``, and NumPy's and Python's generators (a plugin's
+    model may draw its weights from either: its runs differed from one call to the next).  On the CPU only
+    the CPU's torch generator: the same draws, without queueing a seed for each accelerator PyTorch knows,
+    each with a stack trace recorded (about 0.5 ms a call, once per run)."""
     if device.type == "cpu":
         torch.default_generator.manual_seed(seed)
     else:
         torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 def _build_run_model(split: Split, method: Method, spec: Spec, seed: int, params: dict[str, Any]) -> torch.nn.Module:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,8 +66,9 @@ def build_model(
     ``input_shape``, ``num_classes``, ``task`` and ``vocab_size`` are used).
 
     ``num_outputs``: logit width, default ``dataset.num_classes`` (pass 1 for a single-logit
-    sigmoid loss on a two-class set).  ``seed``: build under ``torch.manual_seed(seed)`` without
-    disturbing the global RNG state, one thread at a time; otherwise the global RNG initialises the weights.
+    sigmoid loss on a two-class set).  ``seed``: build under ``torch.manual_seed(seed)`` (Python's and NumPy's
+    generators seeded too) without disturbing the global RNG states, one thread at a time; otherwise the global
+    RNG initialises the weights.
     Unset hyperparameters take their registered defaults.
     """
     info = MODELS.get(name)
@@ -89,6 +92,27 @@ def build_model(
         return _new(name, info.factory(dataset, num_outputs, **kwargs))
     # one thread at a time (the generators are the process's), the accelerators' states given back where CUDA runs
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with _SEEDING, torch.random.fork_rng(devices=cuda):
+    with _SEEDING, torch.random.fork_rng(devices=cuda), _python_and_numpy_seeded(seed):
         torch.manual_seed(seed)
         return _new(name, info.factory(dataset, num_outputs, **kwargs))
+
+
+@contextlib.contextmanager
+def _python_and_numpy_seeded(seed: int) -> Iterator[None]:
+    """Python's and (where it is installed) NumPy's generators seeded with ``seed``, given back after: a factory
+    may draw its weights from them."""
+    try:
+        import numpy as np
+    except ImportError:  # (the core library needs torch only)
+        np = None
+    python = random.getstate()
+    numpy = None if np is None else np.random.get_state()
+    random.seed(seed)
+    if np is not None:
+        np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        if np is not None:
+            np.random.set_state(numpy)
