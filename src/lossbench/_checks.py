@@ -6,6 +6,7 @@ targets, reductions) stay in ``lossbench.losses._validation``.
 
 from __future__ import annotations
 
+import importlib
 import math
 import numbers
 import traceback
@@ -16,7 +17,7 @@ import torch
 
 from lossbench._paths import PACKAGE_DIR
 
-_LIBRARIES = (PACKAGE_DIR, Path(torch.__file__).resolve().parent)
+_LIBRARIES = (PACKAGE_DIR, Path(torch.__file__).resolve().parent, Path(importlib.__file__).resolve().parent)
 
 
 def first_line(err: BaseException) -> str:
@@ -25,10 +26,10 @@ def first_line(err: BaseException) -> str:
 
 
 def raised_at(err: BaseException) -> str:
-    """`` (at FILE:LINE)``: the last frame of ``err``'s traceback in code other than lossbench's and torch's
+    """`` (at FILE:LINE)``: the last frame of ``err``'s traceback in code other than lossbench's, torch's and importlib's
     (a plugin's model or loss), so a one-line error still points to the line to fix; '' where none is."""
-    frames = [f for f in traceback.extract_tb(err.__traceback__)
-              if not any(Path(f.filename).resolve().is_relative_to(lib) for lib in _LIBRARIES)]  # fmt: skip
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith("<frozen ")
+              and not any(Path(f.filename).resolve().is_relative_to(lib) for lib in _LIBRARIES)]  # fmt: skip
     return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 

@@ -105,13 +105,17 @@ def check_hyperparams(owner: str, hyperparams: Sequence[HyperParam], parameters:
 class Registry(Generic[T]):
     """An ordered name -> entry mapping with clear errors for unknown or duplicate names."""
 
+    every: list[Registry[Any]] = []  # (a plugin whose import fails takes back what it registered, in each)
+
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        Registry.every.append(self)
 
     def add(self, name: str, entry: T) -> T:
         if name in self._entries:
-            raise ValueError(f"{self.kind} {name!r} is already registered")
+            raise ValueError(f"{self.kind} {name!r} is already registered (lossbench's own, or registered before: "
+                             "give yours another name)")  # fmt: skip
         self._entries[name] = entry
         return entry
 

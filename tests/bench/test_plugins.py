@@ -96,6 +96,38 @@ def test_a_missing_plugin_is_one_line_naming_it():
         parse_spec(minimal(plugins=["lb_no_such_plugin"]))
 
 
+def test_a_plugin_that_fails_to_import_is_one_line_and_leaves_nothing_registered(tmp_path, monkeypatch):
+    # (a traceback; and what it registered before failing stayed: the fixed plugin, imported again in the same
+    # process, met "model ... is already registered")
+    from lossbench.models import MODELS
+
+    folder = tmp_path / "plugins"
+    folder.mkdir(mode=0o700)
+    module = folder / "lb_half_registered.py"
+    body = textwrap.dedent("""
+        from torch import nn
+        from lossbench.models import ModelInfo, register_model
+        register_model(ModelInfo("lb_half_a", lambda ds, k: nn.Linear(ds.input_shape[0], k), ("tabular",), (), "-", "-"))
+        raise RuntimeError("a bug in the second model")
+    """)
+    module.write_text(body)
+    monkeypatch.syspath_prepend(str(folder))
+    with pytest.raises(SpecError, match=rf"plugin 'lb_half_registered' failed to import: RuntimeError: a bug in the "
+                                        rf"second model \(at {module}:5\)$"):  # fmt: skip
+        parse_spec(minimal(plugins=["lb_half_registered"]))
+    assert "lb_half_a" not in MODELS.names() and "lb_half_registered" not in sys.modules
+    module.write_text(body.replace('raise RuntimeError("a bug in the second model")', ""))  # fixed: imports
+    try:
+        parse_spec(minimal(plugins=["lb_half_registered"]))
+        assert "lb_half_a" in MODELS.names()
+    finally:
+        MODELS.remove("lb_half_a")
+        sys.modules.pop("lb_half_registered", None)
+    (folder / "lb_half_syntax.py").write_text("def broken(:\n")
+    with pytest.raises(SpecError, match=r"plugin 'lb_half_syntax' failed to import: SyntaxError: .*line 1\)$"):
+        parse_spec(minimal(plugins=["lb_half_syntax"]))
+
+
 def plant(folder: Path, name: str) -> Path:
     """A plugin module in ``folder`` (made 0700 where missing) that raises if its code ever runs."""
     folder.mkdir(mode=0o700, exist_ok=True)
@@ -151,8 +183,8 @@ def test_a_module_a_plugin_imports_from_a_folder_others_may_write_is_refused(tmp
     sub.chmod(0o755)
     for name in [m for m in sys.modules if m.startswith("lb_pkg_planted")]:  # (a failed import leaves its parents)
         del sys.modules[name]
-    with pytest.raises(RuntimeError, match="planted code ran"):  # now its code runs (and raises, as written)
-        parse_spec(minimal(plugins=["lb_pkg_planted"]))
+    with pytest.raises(SpecError, match="failed to import: RuntimeError: planted code ran"):  # now its code runs (and
+        parse_spec(minimal(plugins=["lb_pkg_planted"]))  # raises, as written)
 
 
 @pytest.mark.parametrize("where", ["a folder above", "its __pycache__"])

@@ -34,7 +34,9 @@ from collections.abc import Iterable, Iterator
 from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec
 from pathlib import Path
 
+from lossbench._checks import first_line, raised_at
 from lossbench._paths import OWNERS, folders_reason, others_write, trusted_owners
+from lossbench.registry import Registry
 
 
 class PluginError(ValueError):
@@ -160,11 +162,18 @@ def _import(name: str) -> None:
             raise PluginError(f"plugin {name!r}: no module {module!r} on this process's sys.path "
                               "(install it, or add its folder to PYTHONPATH)")  # fmt: skip
         _check_location(name, found)
+        registered = [(registry, set(registry.names())) for registry in Registry.every]
         try:
             with _checking_imports(name):
                 importlib.import_module(module)
-        except ImportError as err:
-            raise PluginError(f"plugin {name!r} failed to import: {err}") from err
+        except Exception as err:  # noqa: BLE001 - the plugin's own code (a SyntaxError, a name it registers twice)
+            for registry, before in registered:  # (its registrations made before it failed: a retry in the same
+                for added in set(registry.names()) - before:  # process, once fixed, met "already registered")
+                    registry.remove(added)
+            if isinstance(err, PluginError):  # (a module it imports, refused by its place)
+                raise
+            said = str(err) if isinstance(err, ImportError) else f"{type(err).__name__}: {first_line(err)}{raised_at(err)}"
+            raise PluginError(f"plugin {name!r} failed to import: {said}") from err
 
 
 class _CheckingFinder(importlib.abc.MetaPathFinder):
