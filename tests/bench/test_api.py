@@ -8,6 +8,7 @@ import json
 import os
 import re
 import textwrap
+import types
 
 import numpy as np
 import pytest
@@ -449,6 +450,17 @@ def test_a_model_that_returns_no_tensor_is_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"returns tuple, not a tensor of logits") as err:
         compare((x, y), model=lambda dataset, seed: Pair(), methods=["cross_entropy"], out=tmp_path / "out", **TINY)
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+
+    class Output(nn.Module):  # (a Hugging Face model's output: its logits an attribute)
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return types.SimpleNamespace(logits=self.linear(x))
+
+    with pytest.raises(ValueError, match=r"returns SimpleNamespace, not a tensor of logits \(samples, outputs\); return its .logits"):
+        compare((x, y), model=lambda dataset, seed: Output(), methods=["cross_entropy"], out=tmp_path / "out", **TINY)
 
 
 @pytest.mark.parametrize("where", ["factory", "forward"])

@@ -396,8 +396,9 @@ def check_unit(split: Split, method: Method, spec: Spec) -> None:
         raise SpecError(f"{where}: model {spec.train.model!r} fails on {len(split.x_fit[:8])} samples of the data: "
                         f"{type(err).__name__}: {first_line(err)}{raised_at(err)}") from None
     if not isinstance(logits, torch.Tensor):
+        hint = "; return its .logits" if isinstance(getattr(logits, "logits", None), torch.Tensor) else ""  # (a Hugging Face output)
         raise SpecError(f"{where}: model {spec.train.model!r} returns {type(logits).__name__}, not a tensor of logits "
-                        "(samples, outputs)")  # fmt: skip
+                        f"(samples, outputs){hint}")  # fmt: skip
     _check_last_batch(model, split, spec, where)
     needed = (len(split.x_fit[:8]), output_width(method.loss, split.task, split.num_classes))
     if logits.shape != needed:
