@@ -84,6 +84,18 @@ def test_progress_lines_name_each_unit_once_when_it_is_done():
     # (a wait is said once, though each poll finds the done units again, and again after the worker ran something)
     assert [line.split(" (")[0] for line in lines] == ["s: a / ce done", f"s: {wait}", f"s: {wait}", "s: a / hinge done"]
     assert "(2/4 runs of the study done, " in lines[0]
+    # units found done before this process ran anything (a resumed study): one line, not one each as if just done
+    lines.clear()
+    update = unit_lines("s", lines.append)
+    for done, unit, status in ((2, "a / ce", "done"), (4, "a / hinge", "done"), (5, "b / ce", "ran"), (6, "b / ce", "done")):
+        update(done, 6, unit, status)
+    assert lines[0] == "s: 2 unit(s) were done before (a / ce, a / hinge); the rest run now"
+    assert lines[1].startswith("s: b / ce done (6/6 runs of the study done, ") and len(lines) == 2
+    lines.clear()
+    update = unit_lines("s", lines.append)
+    for done, unit in ((2, "a / ce"), (4, "a / hinge")):  # (a finished study run again)
+        update(done, 4, unit, "done")
+    assert lines == ["s: every run of the study is done (4 stored): nothing left to run"]
 
 
 def test_warnings_are_one_line_each_once_with_the_place_only_outside_lossbench(tmp_path, capsys, monkeypatch):

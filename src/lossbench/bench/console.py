@@ -23,6 +23,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from lossbench._checks import first_few
 from lossbench.bench.report import leaderboard_header, leaderboard_rows, paired_summary
 from lossbench.bench.results import DatasetResult
 from lossbench.bench.spec import Spec
@@ -86,17 +87,29 @@ def run_progress(title: str) -> Iterator[ProgressCallback]:
 def unit_lines(title: str, emit: Callable[[str], None]) -> ProgressCallback:
     """A progress callback that emits one line the first time each unit is done, e.g.
     ``tiny: wine / ce done (28/36 runs of the study done, 00:01:02 elapsed)``, and one when the
-    worker starts waiting for others (again after it ran something)."""
-    started, finished, waiting = time.monotonic(), set(), False
+    worker starts waiting for others (again after it ran something).  Units found done before this
+    process ran a run (a study resumed, or run again once finished) are said in one line, not as if
+    they had just been done."""
+    started, finished, waiting, ran = time.monotonic(), set(), False, False
+    before: list[str] = []  # units found done before this process ran a run
 
     def update(done: int, total: int, unit: str, status: str = "ran") -> None:
-        nonlocal waiting
+        nonlocal waiting, ran
+        if status == "ran" and not ran:
+            ran = True
+            if before:
+                emit(f"{title}: {len(before)} unit(s) were done before ({first_few(before, 3, ', ')}); the rest run now")
         if status == "waiting" and not waiting:
             emit(f"{title}: {unit}")
         waiting = status == "waiting" or (waiting and status != "ran")  # (a unit found done again: still waiting)
         if status != "done" or unit in finished:
             return
         finished.add(unit)
+        if not ran:
+            before.append(unit)
+            if done == total:
+                emit(f"{title}: every run of the study is done ({total} stored): nothing left to run")
+            return
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - started))
         emit(f"{title}: {unit} done ({done}/{total} runs of the study done, {elapsed} elapsed)")
 
