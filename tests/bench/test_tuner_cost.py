@@ -228,6 +228,22 @@ def test_what_a_runner_knows_of_its_studies_is_what_the_storage_holds(tmp_path, 
     assert [t.state for t in runner._read(unit.tune)][-1] == TrialState.WAITING
 
 
+def test_the_study_names_of_a_storage_are_read_without_its_trials(tmp_path, monkeypatch):
+    # (Optuna's study summaries read every trial of every study: 10 s of a report at 20,000 trials, twice)
+    from lossbench.bench.results import collect
+    from lossbench.bench.storage import stored_spec_names
+
+    _stub_training(monkeypatch)
+    spec = load_spec(write_spec(tmp_path / "spec.toml", trials=3))
+    storage = open_storage(default_storage_url(tmp_path), spec.heartbeat_interval)
+    Runner(spec, storage, torch.device("cpu")).run()
+    monkeypatch.setattr(optuna, "get_all_study_summaries", None)  # (called: a TypeError)
+    with monkeypatch.context() as reads:
+        reads.setattr(type(storage), "get_all_trials", lambda *a, **k: pytest.fail("a trial read to list the studies"))
+        assert stored_spec_names(storage) == [spec.name]
+    assert len(collect(spec, storage)) == len(spec.datasets)  # (its studies' trials read, no other's)
+
+
 def test_a_worker_whose_count_of_a_units_runs_is_out_of_date_reads_them_again_and_queues_none_twice(tmp_path, monkeypatch):
     # another worker queues a unit's evaluation seeds between this one's read and its queue_trials: this one
     # queued them too, and both copies trained

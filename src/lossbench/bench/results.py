@@ -34,6 +34,7 @@ from lossbench.bench.storage import (
     final_runs,
     run_record,
     scored_through,
+    stored_study_names,
     study_name,
 )
 
@@ -129,7 +130,7 @@ def _task_of(trials: list[FrozenTrial]) -> str:
 def collect(spec: Spec, storage: optuna.storages.BaseStorage) -> list[DatasetResult]:
     seeds = evaluation_seeds(spec)
     results = []
-    existing = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    existing = stored_study_names(storage)
     for dataset in spec.datasets:
         rows = []
         for method in (m for m in spec.methods if m.runs_on(dataset) and m.runs_of is None):

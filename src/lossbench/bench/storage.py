@@ -904,11 +904,13 @@ def stored_spec(storage: RDBStorage, name: str, plugins: Sequence[str] | None = 
 
 
 def stored_spec_names(storage: RDBStorage) -> list[str]:
-    names = []
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        if SPEC_ATTR in summary.user_attrs:
-            names.append(summary.study_name)
-    return sorted(names)
+    # (the studies alone: Optuna's study summaries read every trial of every study, 10 s at 20,000 trials)
+    return sorted(study.study_name for study in storage.get_all_studies() if SPEC_ATTR in study.user_attrs)
+
+
+def stored_study_names(storage: optuna.storages.BaseStorage) -> set[str]:
+    """Every study's name in ``storage``, its trials unread (see :func:`stored_spec_names`)."""
+    return {study.study_name for study in storage.get_all_studies()}
 
 
 # -- what a stored study holds, and which of its trials count (read by the runner and the report alike) --
