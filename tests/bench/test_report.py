@@ -278,6 +278,8 @@ def test_one_colour_per_method_in_spec_order(report):
     assert list(colours) == [m.name for m in spec.methods] and len(set(colours.values())) == len(colours)
     many = parse_spec({"name": "m", "datasets": ["wine"], "methods": [{"name": f"m{i}", "loss": "cross_entropy"} for i in range(15)]})
     assert len(set(method_colours(many).values())) == 15
+    more = parse_spec({"name": "m", "datasets": ["wine"], "methods": [{"name": f"m{i}", "loss": "cross_entropy"} for i in range(40)]})
+    assert len(set(method_colours(more).values())) == 40  # (tab20's colours repeated beyond twenty)
 
 
 # -- the statistics behind it -------------------------------------------------------------------

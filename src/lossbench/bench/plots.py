@@ -27,11 +27,13 @@ Colours = dict[str, str]
 
 
 def method_colours(spec: Spec) -> Colours:
-    """One colour per method, by its place in the spec: tab10, or tab20 beyond ten methods (the
-    colours repeat only beyond twenty)."""
+    """One colour per method, by its place in the spec: tab10, tab20 beyond ten methods, and beyond twenty
+    (where tab20's repeated) as many hues of turbo, spread over it."""
     names = [m.name for m in spec.methods]
+    if len(names) > 20:
+        return {name: to_hex(colormaps["turbo"](i / (len(names) - 1))) for i, name in enumerate(names)}
     cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
-    return {name: to_hex(cmap(i % cmap.N)) for i, name in enumerate(names)}
+    return {name: to_hex(cmap(i)) for i, name in enumerate(names)}
 
 
 def _shown(text: object) -> str:
@@ -164,9 +166,15 @@ def budget_curves(result: DatasetResult, colours: Colours) -> bytes:
     return _png(fig)
 
 
+LEGEND_INSIDE = 10  # methods a legend lists inside its axes; more go beside them
+
+
 def _legend(ax, fontsize: int) -> None:
     """The axes' legend, or where no method has a curve yet (a study in progress) a note saying so."""
-    if ax.get_legend_handles_labels()[0]:
+    handles = ax.get_legend_handles_labels()[0]
+    if len(handles) > LEGEND_INSIDE:  # (beside the axes, in columns: forty methods' legend covered them, cut off)
+        ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.02, 1), ncol=-(-len(handles) // 25))
+    elif handles:
         ax.legend(fontsize=fontsize)
     else:
         ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
@@ -175,5 +183,5 @@ def _legend(ax, fontsize: int) -> None:
 def _png(fig) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")  # (a legend beside the axes kept whole)
     return buf.getvalue()
