@@ -214,6 +214,29 @@ def test_a_study_an_analysis_claim_ran_is_a_claims_study_for_the_bench_claim_tha
     assert [o.verdict.word for o in entry.outcomes] == ["inconclusive"]
 
 
+def test_the_flooding_tuning_cost_analysis_makes_the_penalty_claims_study_a_claims_study(tmp_path, monkeypatch):
+    # (it runs su-flooding-penalty's study but has no protocol of its own: it recorded no study, and the penalty
+    # claim's verdict was left out as of a study no claims run made)
+    from lossbench.ledger import analyses
+    from lossbench.ledger.report import _made_by_claims
+
+    claim = get_claim("su-flooding-tuning-cost")
+
+    def stub(budget):
+        return AnalysisResult("inconclusive", "not run here")
+
+    monkeypatch.setattr(analyses, "flooding_tuning_cost", stub)
+    monkeypatch.setitem(records.CLAIMS, claim.id, dataclasses.replace(claim, analysis=stub))
+    name = study_spec(get_claim("su-flooding-penalty"), "quick").name
+    storage = open_storage(default_storage_url(tmp_path))
+    assert not _made_by_claims(storage, name, "quick")
+    run_claim(records.CLAIMS[claim.id], "quick", storage, torch.device("cpu"))
+    assert [r["study"] for r in invocations(storage, claim, "quick")] == [name] and _made_by_claims(storage, name, "quick")
+    older = open_storage(default_storage_url(tmp_path / "older"))  # (an invocation recorded before: study None)
+    record_invocation(older, claim, "quick", "fixed", time.time(), None)
+    assert _made_by_claims(older, name, "quick") and not _made_by_claims(older, name, "paper")
+
+
 def test_a_metric_whose_computation_changed_after_the_runs_is_left_out_or_refused(tiny_claim, tmp_path, monkeypatch):
     # (runs stored before a metric's change hold another quantity under its name: nll from clamped probabilities)
     import datetime

@@ -34,7 +34,7 @@ from lossbench._paths import atomic_write_all, inside
 from lossbench.bench.metrics import METRIC_CHANGES
 from lossbench.bench.spec import Spec, SpecError, spec_growth
 from lossbench.bench.storage import stored_fingerprint, stored_spec, stored_spec_names
-from lossbench.ledger.analyses import analysis_study
+from lossbench.ledger.analyses import analysis_study, study_read
 from lossbench.ledger.judge import SECONDARY, Cell, DatasetOutcome, Outcome, counted_word, judge
 from lossbench.ledger.protocol import study_spec
 from lossbench.ledger.records import BUDGETS, Claim, all_claims
@@ -148,7 +148,7 @@ def collect_entries(storage: optuna.storages.BaseStorage, progress: Callable[[st
                 continue
             for variation in claim.variations:
                 spec = study_spec(claim, budget, variation)
-                if spec.name in stored and not study_invocations(storage, spec.name):
+                if spec.name in stored and not _made_by_claims(storage, spec.name, budget):
                     foreign.setdefault(spec.name, []).append(f"{claim.id} ({budget}, {variation})")
                 elif spec.name in stored:
                     _check_unchanged(claim, budget, variation, decision_changes(storage, claim, budget, variation))
@@ -161,6 +161,13 @@ def collect_entries(storage: optuna.storages.BaseStorage, progress: Callable[[st
     return entries
 
 
+
+
+def _made_by_claims(storage, study: str, budget: str) -> bool:
+    """Whether a `claims run` made the stored study: one recorded it, or (recorded before analyses named the
+    study they ran) an analysis claim that runs it was run at ``budget``."""
+    return bool(study_invocations(storage, study)) or any(
+        c.kind == "analysis" and study_read(c.id, budget) == study and invocations(storage, c, budget) for c in all_claims())
 
 
 def _study_changes(storage, spec: Spec, stored: set[str]) -> list[str]:

@@ -224,7 +224,7 @@ def run_claim(
     callback, once per study (``lossbench.bench.console.run_progress`` is one).
     """
     from lossbench.bench.runner import Runner
-    from lossbench.ledger.analyses import analysis_study
+    from lossbench.ledger.analyses import study_read
     from lossbench.ledger.protocol import study_spec
 
     if claim.kind == "analysis":
@@ -236,8 +236,7 @@ def run_claim(
         result.seconds = round(time.time() - started, 1)
         store_analysis(storage, claim, budget, result)
         # (the bench study it ran, where it ran one: a bench claim sharing that study counts these runs as made by a claim)
-        study = None if claim.protocol is None else analysis_study(claim.id, budget).name
-        record_invocation(storage, claim, budget, "fixed", started, study)
+        record_invocation(storage, claim, budget, "fixed", started, study_read(claim.id, budget))
         return
     # Build every variation's runner first: a bad spec or a missing file stops before any work.
     runners = []
