@@ -483,11 +483,17 @@ def test_any_error_of_a_users_factory_or_forward_is_one_line_before_any_work(tmp
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
 
 
-def test_compare_gives_the_callers_random_generator_back_as_it_was(tmp_path):
-    torch.manual_seed(123)
-    before = torch.get_rng_state()
-    compare(frame(), label="kind", methods=["cross_entropy"], out=tmp_path, **TINY)
-    assert torch.equal(torch.get_rng_state(), before)
+def test_compare_gives_the_callers_random_generators_back_as_they_were(tmp_path):
+    import random
+
+    compare(frame(), label="kind", methods=["cross_entropy"], out=tmp_path / "first", **TINY)  # (modules it imports
+    torch.manual_seed(123)  # the first time may draw as they load: rich's does)
+    np.random.seed(123)
+    random.seed(123)
+    before = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    compare(frame(), label="kind", methods=["cross_entropy"], out=tmp_path / "second", **TINY)
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert np.array_equal(np.random.get_state()[1], before[1]) and random.getstate() == before[2]  # (runs seed them too)
 
 
 def test_integer_features_float32_cannot_hold_are_refused(tmp_path):

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from lossbench._checks import check_count
+from lossbench._generators import python_and_numpy_kept
 from lossbench._locks import ForkSafeLock
 from lossbench._paths import parent_folder_reason, untrusted_reason
 from lossbench.bench.defaults import DEFAULT_PACK
@@ -260,11 +261,11 @@ def _run(
     gc.collect()
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise; restored below
-    # (each run seeds torch's generators with its own seed: the caller's are given back as they were)
+    # (each run seeds torch's, Python's and NumPy's generators with its own seed: the caller's are given back as they were)
     cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []  # (manual_seed seeds each)
     store = None
     try:
-        with torch.random.fork_rng(devices=cuda):
+        with torch.random.fork_rng(devices=cuda), python_and_numpy_kept():
             url = storage_url(storage, out)
             check_storage_url(url)
             data = preflight(spec, None)

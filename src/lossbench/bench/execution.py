@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import functools
 import math
-import random
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 
 from lossbench._checks import first_few, first_line, raised_at
+from lossbench._generators import seed_python_and_numpy
 from lossbench.bench.methods import (
     Method,
     check_compatible,
@@ -641,8 +640,7 @@ def _seed_run(seed: int, device: torch.device) -> None:
         torch.default_generator.manual_seed(seed)
     else:
         torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
+    seed_python_and_numpy(seed)
 
 
 def _build_run_model(split: Split, method: Method, spec: Spec, seed: int, params: dict[str, Any]) -> torch.nn.Module:

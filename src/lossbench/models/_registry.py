@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import random
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from lossbench._generators import python_and_numpy_kept, seed_python_and_numpy
 from lossbench._locks import ForkSafeLock
 from lossbench.registry import HyperParam, Registry, defaults
 
@@ -92,27 +91,7 @@ def build_model(
         return _new(name, info.factory(dataset, num_outputs, **kwargs))
     # one thread at a time (the generators are the process's), the accelerators' states given back where CUDA runs
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with _SEEDING, torch.random.fork_rng(devices=cuda), _python_and_numpy_seeded(seed):
+    with _SEEDING, torch.random.fork_rng(devices=cuda), python_and_numpy_kept():
         torch.manual_seed(seed)
+        seed_python_and_numpy(seed)
         return _new(name, info.factory(dataset, num_outputs, **kwargs))
-
-
-@contextlib.contextmanager
-def _python_and_numpy_seeded(seed: int) -> Iterator[None]:
-    """Python's and (where it is installed) NumPy's generators seeded with ``seed``, given back after: a factory
-    may draw its weights from them."""
-    try:
-        import numpy as np
-    except ImportError:  # (the core library needs torch only)
-        np = None
-    python = random.getstate()
-    numpy = None if np is None else np.random.get_state()
-    random.seed(seed)
-    if np is not None:
-        np.random.seed(seed % 2**32)
-    try:
-        yield
-    finally:
-        random.setstate(python)
-        if np is not None:
-            np.random.set_state(numpy)
