@@ -104,25 +104,25 @@ def test_a_plugin_that_fails_to_import_is_one_line_and_leaves_nothing_registered
     folder = tmp_path / "plugins"
     folder.mkdir(mode=0o700)
     module = folder / "lb_half_registered.py"
-    body = textwrap.dedent("""
-        from torch import nn
-        from lossbench.models import ModelInfo, register_model
-        register_model(ModelInfo("lb_half_a", lambda ds, k: nn.Linear(ds.input_shape[0], k), ("tabular",), (), "-", "-"))
-        raise RuntimeError("a bug in the second model")
-    """)
+    register = 'register_model(ModelInfo("{}", lambda ds, k: nn.Linear(ds.input_shape[0], k), ("tabular",), (), "-", "-"))'
+    head = "from torch import nn\nfrom lossbench.models import ModelInfo, register_model\n"
+    (folder / "lb_half_helper.py").write_text(head + register.format("lb_half_b") + "\n")  # (a module of one's own)
+    body = head + "import lb_half_helper\n" + register.format("lb_half_a") + '\nraise RuntimeError("a bug in the second model")\n'
     module.write_text(body)
     monkeypatch.syspath_prepend(str(folder))
     with pytest.raises(SpecError, match=rf"plugin 'lb_half_registered' failed to import: RuntimeError: a bug in the "
                                         rf"second model \(at {module}:5\)$"):  # fmt: skip
         parse_spec(minimal(plugins=["lb_half_registered"]))
-    assert "lb_half_a" not in MODELS.names() and "lb_half_registered" not in sys.modules
+    assert not {"lb_half_a", "lb_half_b"} & set(MODELS.names()) and not {"lb_half_registered", "lb_half_helper"} & set(sys.modules)
     module.write_text(body.replace('raise RuntimeError("a bug in the second model")', ""))  # fixed: imports
     try:
         parse_spec(minimal(plugins=["lb_half_registered"]))
-        assert "lb_half_a" in MODELS.names()
+        assert {"lb_half_a", "lb_half_b"} <= set(MODELS.names())  # (the module it imports registered again too)
     finally:
-        MODELS.remove("lb_half_a")
-        sys.modules.pop("lb_half_registered", None)
+        for name in ("lb_half_a", "lb_half_b"):
+            MODELS.remove(name)
+        for name in ("lb_half_registered", "lb_half_helper"):
+            sys.modules.pop(name, None)
     (folder / "lb_half_syntax.py").write_text("def broken(:\n")
     with pytest.raises(SpecError, match=r"plugin 'lb_half_syntax' failed to import: SyntaxError: .*line 1\)$"):
         parse_spec(minimal(plugins=["lb_half_syntax"]))

@@ -162,14 +162,20 @@ def _import(name: str) -> None:
             raise PluginError(f"plugin {name!r}: no module {module!r} on this process's sys.path "
                               "(install it, or add its folder to PYTHONPATH)")  # fmt: skip
         _check_location(name, found)
-        registered = [(registry, set(registry.names())) for registry in Registry.every]
+        registered, loaded = [(registry, set(registry.names())) for registry in Registry.every], set(sys.modules)
         try:
             with _checking_imports(name):
                 importlib.import_module(module)
         except Exception as err:  # noqa: BLE001 - the plugin's own code (a SyntaxError, a name it registers twice)
-            for registry, before in registered:  # (its registrations made before it failed: a retry in the same
-                for added in set(registry.names()) - before:  # process, once fixed, met "already registered")
+            # What it registered before it failed is taken back (a retry in the same process, once fixed, met
+            # "already registered"), and so are the modules of your own code it imported, whose import did
+            # registrations too (left loaded, a retry would not import them again: their names lost)
+            for registry, before in registered:
+                for added in set(registry.names()) - before:
                     registry.remove(added)
+            for imported in set(sys.modules) - loaded:
+                if own_code(sys.modules[imported]):
+                    del sys.modules[imported]
             if isinstance(err, PluginError):  # (a module it imports, refused by its place)
                 raise
             said = str(err) if isinstance(err, ImportError) else f"{type(err).__name__}: {first_line(err)}{raised_at(err)}"
