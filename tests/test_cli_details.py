@@ -89,13 +89,18 @@ def test_progress_lines_name_each_unit_once_when_it_is_done():
     update = unit_lines("s", lines.append)
     for done, unit, status in ((2, "a / ce", "done"), (4, "a / hinge", "done"), (5, "b / ce", "ran"), (6, "b / ce", "done")):
         update(done, 6, unit, status)
-    assert lines[0] == "s: 2 unit(s) were done before (a / ce, a / hinge); the rest run now"
+    assert lines[0] == "s: 2 unit(s) were done before (a / ce, a / hinge)"
     assert lines[1].startswith("s: b / ce done (6/6 runs of the study done, ") and len(lines) == 2
     lines.clear()
     update = unit_lines("s", lines.append)
     for done, unit in ((2, "a / ce"), (4, "a / hinge")):  # (a finished study run again)
         update(done, 4, unit, "done")
     assert lines == ["s: every run of the study is done (4 stored): nothing left to run"]
+    lines.clear()
+    update = unit_lines("s", lines.append)
+    for done, unit, status in ((0, wait, "waiting"), (2, "a / ce", "done"), (4, "a / hinge", "done")):
+        update(done, 4, unit, status)  # (a worker that only waits: the units others finish meanwhile, one by one)
+    assert [line.split(" (")[0] for line in lines] == [f"s: {wait}", "s: a / ce done", "s: a / hinge done"]
 
 
 def test_warnings_are_one_line_each_once_with_the_place_only_outside_lossbench(tmp_path, capsys, monkeypatch):

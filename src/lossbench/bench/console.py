@@ -91,14 +91,14 @@ def unit_lines(title: str, emit: Callable[[str], None]) -> ProgressCallback:
     process ran a run (a study resumed, or run again once finished) are said in one line, not as if
     they had just been done."""
     started, finished, waiting, ran = time.monotonic(), set(), False, False
-    before: list[str] = []  # units found done before this process ran a run
+    before: list[str] = []  # units found done before this process ran a run or waited
 
     def update(done: int, total: int, unit: str, status: str = "ran") -> None:
         nonlocal waiting, ran
-        if status == "ran" and not ran:
-            ran = True
+        if status in ("ran", "waiting") and not ran:  # (this process at work, or waiting on others': units done from
+            ran = True  # now on are said one by one)
             if before:
-                emit(f"{title}: {len(before)} unit(s) were done before ({first_few(before, 3, ', ')}); the rest run now")
+                emit(f"{title}: {len(before)} unit(s) were done before ({first_few(before, 3, ', ')})")
         if status == "waiting" and not waiting:
             emit(f"{title}: {unit}")
         waiting = status == "waiting" or (waiting and status != "ran")  # (a unit found done again: still waiting)
