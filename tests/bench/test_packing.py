@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import optuna
@@ -206,11 +207,17 @@ def test_a_pack_holds_as_many_runs_as_its_held_out_outputs_fit(tmp_path, monkeyp
     from lossbench.bench import execution, runner
 
     # (5,000 classes, 10,000 held-out rows: 0.4 GB of outputs and temporaries a run, five in a pack's 2 GiB)
-    big = types.SimpleNamespace(x_eval=torch.empty(8000, 0), x_val=torch.empty(2000, 0), num_classes=5000)
-    assert execution.runs_that_fit(big) == 5
-    assert execution.runs_that_fit(types.SimpleNamespace(x_eval=torch.empty(10**6, 0), x_val=None, num_classes=10**5)) == 1
-    monkeypatch.setattr(runner, "runs_that_fit", lambda split: 2)
-    runs = _stored_runs(_spec(methods=METHODS[:2], trials=6, seeds=3), tmp_path, 64, "fit")
+    spec = _spec(methods=METHODS[:2], trials=6, seeds=3, tie_break="earliest")
+    methods = [resolve_method(m) for m in spec.methods]
+    big = types.SimpleNamespace(x_eval=torch.empty(8000, 0), x_val=torch.empty(2000, 0), x_fit=torch.empty(30000, 0),
+                                num_classes=5000, stage="tune")  # fmt: skip
+    assert execution.runs_that_fit(big, methods, spec) == 5
+    # (a tuning run whose ties are broken by the training metric scores its fit part too: 40,000 rows, one)
+    assert execution.runs_that_fit(big, methods, dataclasses.replace(spec, tie_break="train_metric")) == 1
+    huge = types.SimpleNamespace(x_eval=torch.empty(10**6, 0), x_val=None, x_fit=big.x_fit, num_classes=10**5, stage="final")
+    assert execution.runs_that_fit(huge, methods, spec) == 1
+    monkeypatch.setattr(runner, "runs_that_fit", lambda split, methods, spec: 2)
+    runs = _stored_runs(spec, tmp_path, 64, "fit")
     assert max(record["pack"] for _, record in runs.values()) == 2
 
 

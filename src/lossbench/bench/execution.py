@@ -719,9 +719,14 @@ def train_and_score(split: Split, method: Method, params: dict[str, Any], spec: 
 PACK_OUTPUT_BYTES = 2 << 30
 
 
-def runs_that_fit(split: Split) -> int:
-    """How many runs one pack on ``split`` may hold within :data:`PACK_OUTPUT_BYTES` (at least one)."""
+def runs_that_fit(split: Split, methods: Sequence[Method], spec: Spec) -> int:
+    """How many runs of ``methods`` one pack on ``split`` may hold within :data:`PACK_OUTPUT_BYTES` (at least one):
+    their logits on the held-out rows, and on the fit part where a run scores it too (a tie broken by the
+    training metric, thresholds fitted on it)."""
     rows = len(split.x_eval) + (0 if split.x_val is None else len(split.x_val))
+    if split.stage == "tune" and spec.tie_break == "train_metric" or any(
+            "thresholds" in (m.spec.decision, *spec.read_through(m.name)) for m in methods):  # fmt: skip
+        rows += len(split.x_fit)
     return max(1, PACK_OUTPUT_BYTES // (2 * 4 * rows * max(1, split.num_classes)))
 
 

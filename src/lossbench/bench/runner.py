@@ -743,7 +743,8 @@ class Runner:
                 calls.append([key])
         # (a pack holds at most --pack runs, and as many as its held-out outputs fit: TPE's batch, asked whatever
         # the pack, may train in several)
-        sizes = {key: min(self.pack, runs_that_fit(prepared[keys[0]][4])) for key, keys in together.items()}
+        sizes = {key: min(self.pack, runs_that_fit(prepared[keys[0]][4], [prepared[k][0] for k in keys], self.spec))
+                 for key, keys in together.items()}  # fmt: skip
         calls = [keys[i : i + sizes[key]] for key, keys in together.items() for i in range(0, len(keys), sizes[key])] + calls
         for n, keys in enumerate(calls):
             later = [k for rest in calls[n + 1 :] for k in rest]
