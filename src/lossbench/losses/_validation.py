@@ -53,6 +53,15 @@ def row_param(
     return value.to(like.dtype)
 
 
+def log_of_number(value: float, like: torch.Tensor) -> float | torch.Tensor:
+    """``math.log(value)`` of a hyperparameter; under ``torch.compile`` a 0-d tensor of ``like``'s dtype and device
+    instead, so that a value changing between calls is traced as a number that varies (``math.log`` of it
+    compiled a graph per value).  Eager calls keep the float64 log they had."""
+    if torch.compiler.is_compiling():
+        return torch.log(like.new_zeros(()) + value)
+    return math.log(value)
+
+
 def check_reduction(reduction: str) -> None:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")

@@ -85,8 +85,9 @@ def _positive_weight(alpha: float | torch.Tensor, x: torch.Tensor, validate: boo
     if not isinstance(alpha, torch.Tensor) or alpha.ndim == 0:
         check_number("alpha", alpha)  # before float(), which takes a boolean and fails on a string
         check_interval("alpha", float(alpha), 0.0, 1.0)
-        # (0 + alpha: a value torch.compile traces as it changes; torch.as_tensor of it recompiled at each one)
-        return torch.zeros((), dtype=x.dtype, device=x.device) + alpha
+        if torch.compiler.is_compiling() and not isinstance(alpha, torch.Tensor):  # (0 + alpha: a value traced as it
+            return x.new_zeros(()) + alpha  # changes; torch.as_tensor of it compiled a graph per value)
+        return torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
     if alpha.ndim != 1 or x.ndim == 0 or alpha.shape[0] != x.shape[-1]:
         expected = f"({x.shape[-1]},)" if x.ndim else "a scalar"
         raise ValueError(f"alpha must be a scalar or a tensor of shape {expected}, got {tuple(alpha.shape)}")

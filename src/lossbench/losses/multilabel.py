@@ -22,6 +22,7 @@ from lossbench.losses._validation import (
     check_positive,
     check_reduction,
     compute_dtype,
+    log_of_number,
     loss_output,
     masked_reduce,
     reduce,
@@ -223,7 +224,7 @@ def asymmetric_loss(
     log_p, log_not_p = F.logsigmoid(x), F.logsigmoid(-x)
     positive = torch.exp(gamma_pos * log_not_p) * log_p
     if clip > 0:
-        log_not_p_m = torch.logaddexp(log_not_p, torch.log(x.new_zeros(()) + clip)).clamp(max=0)
+        log_not_p_m = torch.logaddexp(log_not_p, torch.full_like(x, 0.0) + log_of_number(clip, x)).clamp(max=0)
         # The clamp keeps p_m ** gamma_neg's gradient finite where p_m = 0; log(1 - p_m) = 0 there.
         weight_neg = (torch.sigmoid(x) - clip).clamp(min=torch.finfo(x.dtype).tiny) ** gamma_neg
     else:

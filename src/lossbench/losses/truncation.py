@@ -21,6 +21,7 @@ from lossbench.losses._softmax import log_softmax_at
 from lossbench.losses._validation import (
     check_interval,
     check_positive,
+    log_of_number,
     loss_output,
     masked_reduce,
     reduce,
@@ -68,7 +69,7 @@ def hard_truncation(
     x, y, valid = softmax_inputs(logits, target, ignore_index, reduction, validate)
     _check_threshold(threshold)
     log_p = log_softmax_at(x, y)
-    keep = valid & (log_p <= torch.log(log_p.new_zeros(()) + threshold))  # (math.log would recompile under torch.compile as m changes)
+    keep = valid & (log_p <= log_of_number(threshold, log_p))
     loss = torch.where(keep, -log_p, torch.zeros_like(log_p))
     return loss_output(reduce(loss, reduction, valid), logits)
 
@@ -92,7 +93,7 @@ def binary_hard_truncation(
     """
     x, t, valid = sigmoid_inputs(logits, target, ignore_index, reduction, validate)
     _check_threshold(threshold)
-    edge = torch.logit(x.new_zeros(()) + threshold)  # (math.log would recompile under torch.compile as m changes)
+    edge = log_of_number(threshold / (1 - threshold), x)
     positive = torch.where(x > edge, torch.zeros_like(x), -F.logsigmoid(x))
     negative = torch.where(x < -edge, torch.zeros_like(x), -F.logsigmoid(-x))
     per_element = t * positive + (1 - t) * negative
