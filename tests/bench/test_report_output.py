@@ -198,7 +198,7 @@ def test_the_curves_of_a_thresholds_method_say_they_read_logit_0_and_dot_its_fin
     from lossbench.bench import plots
 
     figures = []
-    monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or b"")
+    monkeypatch.setattr(plots, "_png", lambda fig, whole=False: figures.append(fig) or b"")
 
     def run(curve, final):
         return SimpleNamespace(user_attrs={"run": {"curves": {"train_loss": [1.0, 0.5], "heldout_macro_f1": curve},

@@ -92,10 +92,10 @@ def learning_curves(result: DatasetResult, colours: Colours) -> bytes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.set(xlabel="epoch", ylabel="training loss (each method's own)", title="training loss")
     ax_metric.set(xlabel="epoch", ylabel=f"test {result.metric}", title=f"test {result.metric}")
-    _legend(ax_metric, 8)
+    beside = _legend(ax_metric, 8)
     note = f"; {left_out} diverged run(s) left out of the epochs where they are nan" if left_out else ""
     fig.suptitle(_shown(f"{result.dataset.label}: learning curves (mean over seeds{note})"))
-    return _png(fig)
+    return _png(fig, whole=beside)
 
 
 @style.context(PLOT_STYLE)
@@ -162,26 +162,30 @@ def budget_curves(result: DatasetResult, colours: Colours) -> bytes:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="tuning trials spent", ylabel=f"best validation {result.metric}",
            title=_shown(f"{result.dataset.label}: tuning budget"))  # fmt: skip
-    _legend(ax, 8)
-    return _png(fig)
+    return _png(fig, whole=_legend(ax, 8))
 
 
 LEGEND_INSIDE = 10  # methods a legend lists inside its axes; more go beside them
 
 
-def _legend(ax, fontsize: int) -> None:
-    """The axes' legend, or where no method has a curve yet (a study in progress) a note saying so."""
+def _legend(ax, fontsize: int) -> bool:
+    """The axes' legend, or where no method has a curve yet (a study in progress) a note saying so; True where
+    the legend went beside the axes."""
     handles = ax.get_legend_handles_labels()[0]
     if len(handles) > LEGEND_INSIDE:  # (beside the axes, in columns: forty methods' legend covered them, cut off)
         ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.02, 1), ncol=-(-len(handles) // 25))
-    elif handles:
+        return True
+    if handles:
         ax.legend(fontsize=fontsize)
     else:
         ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
+    return False
 
 
-def _png(fig) -> bytes:
+def _png(fig, whole: bool = False) -> bytes:
+    """The figure as PNG bytes; ``whole``: cropped to all it draws (a legend beside the axes), a second drawing
+    of it, so only then."""
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")  # (a legend beside the axes kept whole)
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight" if whole else None)
     return buf.getvalue()
