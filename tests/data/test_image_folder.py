@@ -84,8 +84,34 @@ def test_an_image_past_pillows_size_limit_is_named(tmp_path):
     gray_tree(tmp_path)
     header = chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
     (tmp_path / "train" / "cat" / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b""))
-    with pytest.raises(ValueError, match=r"bomb.png: not a readable image \(Image size \(400000000 pixels\)"):
+    with pytest.raises(ValueError, match=r"bomb.png: not a readable image \(DecompressionBombError: Image size \(400000000 pixels\)"):
         load_image_folder(tmp_path, cache=False)
+
+
+def test_an_image_pillows_parser_refuses_with_a_value_error_is_named(tmp_path):
+    # (a text PGM with a typo in its header: Pillow's ValueError came as a traceback, the file unnamed)
+    gray_tree(tmp_path)
+    (tmp_path / "train" / "cat" / "typo.pgm").write_bytes(b"P2\n6 x\n255\n" + b"0 " * 30)
+    with pytest.raises(ValueError, match=r"typo.pgm: not a readable image \(ValueError: invalid literal"):
+        load_image_folder(tmp_path, cache=False)
+
+
+def test_a_photo_turned_by_its_exif_orientation_is_read_as_it_is_shown(tmp_path):
+    # (a phone stores its pixels as the sensor read them, and the turn in EXIF: read as stored, the photo was
+    # sideways, and refused beside upright ones of the same shape as it is shown)
+    upright = np.zeros((8, 6, 3), dtype=np.uint8)
+    upright[:4, :, 0] = 255  # red above, blue below
+    upright[4:, :, 2] = 255
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            save(tmp_path / split / cls / "plain.png", upright)
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, -1)))  # (8 x 6 turned: 6 high, 8 wide)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # (turn it a quarter counter-clockwise to show it)
+    stored.save(tmp_path / "train" / "a" / "phone.png", exif=exif.tobytes())
+    data = load_image_folder(tmp_path, cache=False)
+    assert data.input_shape == (3, 8, 6)
+    assert all(torch.equal(image, data.x_train[0]) for image in data.x_train)
 
 
 def test_empty_class_folder_and_missing_split(tmp_path):

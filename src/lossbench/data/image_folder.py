@@ -13,11 +13,14 @@ and files (names starting with ``.``) are skipped, as in ``text_folder``.  Image
   range and are refused (a ValueError names the file);
 - size: ``size=None`` requires every image to have the training split's first image size
   (a ValueError names the first that differs); ``size=(H, W)`` or an int resizes every image
-  with bilinear filtering (no cropping, so the aspect ratio may change).
+  with bilinear filtering (no cropping, so the aspect ratio may change);
+- orientation: an EXIF orientation tag (a phone's photo) is applied, so an image is read as it is shown
+  (torchvision's ImageFolder reads the pixels as stored).
 """
 
 from __future__ import annotations
 
+import struct
 import warnings
 from pathlib import Path
 
@@ -31,7 +34,8 @@ from lossbench.data._files import files_below, visible_entries
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 WIDE = 65535  # the full scale of 16-bit grayscale, as 255 is of 8-bit images
-PARSE_VERSION = 3  # 2: 16-bit images scaled by 65535 (were clipped at 255); 3: a class's sub-folders read, PPM/PGM/PBM
+PARSE_VERSION = 4  # 2: 16-bit images scaled by 65535 (were clipped at 255); 3: a class's sub-folders read, PPM/PGM/PBM;
+# 4: EXIF orientation applied
 # images; part of the parse-cache key
 
 
@@ -54,13 +58,19 @@ def _list_split(root: Path, split: str) -> list[tuple[str, list[Path]]]:
     return classes
 
 
+# What Pillow raises for a damaged file, past its OSErrors: a bomb's error, and the parsers' own ValueError (a
+# PGM's text header, a TIFF's dimensions, a PNG's oversized text chunk), SyntaxError, struct.error, IndexError.
+_DAMAGED = (OSError, ValueError, SyntaxError, struct.error, IndexError, TypeError)
+ORIENTATION = 0x0112  # the EXIF tag of how a camera turned the pixels it stored
+
+
 def _open(f: Path):
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         return Image.open(f)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:  # (the bomb's is no OSError)
-        raise ValueError(f"{f}: not a readable image ({err})") from None
+    except (*_DAMAGED, Image.DecompressionBombError) as err:  # (the bomb's is no OSError)
+        raise ValueError(f"{f}: not a readable image ({type(err).__name__}: {err})") from None
 
 
 def _wide_gray(im, f: Path):
@@ -79,7 +89,7 @@ def _wide_gray(im, f: Path):
 def _read_images(files: list[Path], channels: int | None, size: tuple[int, int] | None) -> torch.Tensor:
     """The images as uint8, or uint16 when one is 16-bit (8-bit ones times 257: the same fraction)."""
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     if channels is None:  # Image.open reads only the header: a cheap first pass
         gray = True
@@ -94,13 +104,17 @@ def _read_images(files: list[Path], channels: int | None, size: tuple[int, int] 
         wide = None
         with _open(f) as im:
             try:
+                if im.getexif().get(ORIENTATION, 1) != 1:  # (as it is shown: a phone's photo stores its pixels turned)
+                    im = ImageOps.exif_transpose(im)
                 if im.mode in ("I", "F") or im.mode.startswith("I;"):
                     wide = _wide_gray(im, f)
                     im = Image.fromarray(wide.astype(np.float32))  # mode F: resized without clipping
                 else:
                     im = im.convert(mode)
-            except OSError as err:
-                raise ValueError(f"{f}: not a readable image ({err})") from None
+            except (*_DAMAGED, Image.DecompressionBombError) as err:
+                if isinstance(err, ValueError) and str(err).startswith(str(f)):  # (_wide_gray's own refusal)
+                    raise
+                raise ValueError(f"{f}: not a readable image ({type(err).__name__}: {err})") from None
         if size is not None:
             im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         elif expected is None:
