@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 from lossbench.data import load_fasttext_file
-from lossbench.data.text_tokens import get_tokenizer, tokenize_chars
+from lossbench.data.text_tokens import get_tokenizer, tokenize, tokenize_chars
 
 from .writers import write
 
@@ -20,6 +20,13 @@ def load(tmp_path, train=TRAIN_ZH, test=TEST_ZH, **kw):
     return load_fasttext_file(
         write(tmp_path / "train.txt", train), write(tmp_path / "test.txt", test), cache=False, **kw
     )
+
+
+def test_word_tokens_keep_their_combining_marks_and_one_spelling_of_an_accent():
+    # (Python's \\w takes no combining mark: Hindi's vowel signs, Arabic's vowels and a decomposed accent each split
+    # their word into characters, and 'café' typed two ways was two tokens)
+    assert tokenize("हिन्दी भाषा") == ["हिन्दी", "भाषा"] and tokenize("مُحَمَّد") == ["مُحَمَّد"]
+    assert tokenize("Cafe\u0301 café.") == ["café", "café", "."] and tokenize("it's 3.5!") == ["it", "'", "s", "3", ".", "5", "!"]
 
 
 def test_char_tokens_drop_whitespace():

@@ -84,8 +84,9 @@ DEFAULT_MAX_LENGTH = 2048
 # Part of the parse-cache key, bumped when entries parsed before may hold what is now refused.  1: a
 # dev or test label training never sees, with label_names too; fastText's empty label (text_lines).  2: rows
 # merged by a stray quote, a header whose label cell is a label of the rows below.  3: documents cut at max_length
-# counted; a TREC line's tab, a fastText label after the text, a tokenizer file's padding and truncation.
-PARSE_VERSION = 3
+# counted; a TREC line's tab, a fastText label after the text, a tokenizer file's padding and truncation.  4: the
+# word tokenizer keeps combining marks in their words, on the text's NFC form.
+PARSE_VERSION = 4
 UNKNOWN_WARN_SHARE = 0.2  # warn above this share of unknown test tokens
 CSV_FIELD_LIMIT = 2**31 - 1  # the largest value csv.field_size_limit takes on every platform
 
