@@ -76,6 +76,16 @@ def test_fasttext_lines_with_a_dev_file_as_the_validation_split(tmp_path):
     assert ds.x_train[2].tolist() == [vocab.index("great"), vocab.index("acting")]  # tab after the label
 
 
+def test_documents_without_a_token_are_warned_of_and_a_training_part_of_only_such_refused(tmp_path):
+    # (a file of labels without text loaded as a data set with nothing to learn from, without a word)
+    lines = "".join(f"__label__{'ab'[i % 2]} {'good film' if i % 3 else ''}\n" for i in range(12))
+    with pytest.warns(UserWarning, match=r": 4 of 12 documents hold no token \(the first: .*t.txt:\d+\)"):
+        load_fasttext_file(write(tmp_path / "t.txt", lines), test_fraction=0.25, cache=False)
+    empty = "".join(f"__label__{'ab'[i % 2]}\n" for i in range(12))
+    with pytest.raises(ValueError, match=r"e.txt:\d+: no training document holds a token \(every text is empty\)"):
+        load_fasttext_file(write(tmp_path / "e.txt", empty), test_fraction=0.25, cache=False)
+
+
 def test_fasttext_several_labels_or_none_on_a_line_are_errors(tmp_path):
     with pytest.raises(
         ValueError, match=r"train.txt:2: 2 labels \(a, b\); a fastText line here starts with exactly one"

@@ -85,7 +85,7 @@ DEFAULT_MAX_LENGTH = 2048
 # dev or test label training never sees, with label_names too; fastText's empty label (text_lines).  2: rows
 # merged by a stray quote, a header whose label cell is a label of the rows below.  3: documents cut at max_length
 # counted; a TREC line's tab, a fastText label after the text, a tokenizer file's padding and truncation.  4: the
-# word tokenizer keeps combining marks in their words, on the text's NFC form.
+# word tokenizer keeps combining marks in their words, on the text's NFC form; empty documents counted.
 PARSE_VERSION = 4
 UNKNOWN_WARN_SHARE = 0.2  # warn above this share of unknown test tokens
 CSV_FIELD_LIMIT = 2**31 - 1  # the largest value csv.field_size_limit takes on every platform
@@ -242,6 +242,10 @@ def encode_text(
             if len(unseen) and any(part is f for f in files):
                 check_test_labels(ys[0], y, classes, part.where[int(unseen[0])])
         tokens = [tok.split(d.texts) for d in parts]
+        first_empty = next((d.where[i] for d, split in zip(parts, tokens) for i, doc in enumerate(split) if not doc), None)
+        if all(not doc for split in tokens[:-1] for doc in split):
+            raise ValueError(f"{parts[0].where[0]}: no training document holds a token (every text is empty): is the "
+                             "text where the loader reads it?")  # fmt: skip
         if hash_buckets is not None:  # (bucket b is id 2 + b: none shares the out-of-vocabulary id)
             vocab: list[str] = []
             vocab_size = hash_buckets + 2
@@ -269,6 +273,7 @@ def encode_text(
             "vocab_size": vocab_size,
             "unknown": unknown,
             "cut": [sum(len(doc) > max_length for doc in split) for split in tokens] if max_length else [],
+            "empty": [sum(not doc for doc in split) for split in tokens], "first_empty": first_empty,
         }
 
     p = cached("text", params, sources, parse, cache=cache)
@@ -276,6 +281,9 @@ def encode_text(
         warnings.warn(f"{name}: {cut} of {len(p['y_train']) + len(p['y_test'])} documents are longer than max_length="
                       f"{max_length} tokens and keep their first {max_length} (max_length=None keeps them whole)",
                       stacklevel=3)  # fmt: skip
+    if none := sum(p["empty"]):  # (a model reads nothing there: its bias alone decides)
+        warnings.warn(f"{name}: {none} of {len(p['y_train']) + len(p['y_test'])} documents hold no token (the first: "
+                      f"{p['first_empty']})", stacklevel=3)  # fmt: skip
     x_train, x_test = TokenBags(*p["train"]), TokenBags(*p["test"])
     if layout == "padded":
         length = max(1, x_train.width, x_test.width)
