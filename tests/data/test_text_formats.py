@@ -50,6 +50,14 @@ def test_latin1_posts_load_and_one_folder_takes_a_test_fraction(tmp_path):
     assert everything.vocab_size == 52  # (pad, out-of-vocabulary, 50 buckets)
 
 
+def test_text_that_is_not_utf8_is_read_as_windows_1252():
+    # (Windows' "ANSI" text: its curly quotes and dashes, bytes 0x80-0x9f, were Latin-1's control characters,
+    # tokens of their own; the five bytes Windows-1252 leaves undefined read as Latin-1 reads them)
+    from lossbench.data._files import _decoded
+
+    assert _decoded(b"\x93Caf\xe9\x94 \x96 5 \x80 \x81", "t") == "\u201cCaf\xe9\u201d \u2013 5 \u20ac \x81"
+
+
 def test_folder_errors_name_the_folder(tmp_path):
     with pytest.raises(ValueError, match=r"text folder not found: .*missing"):
         load_text_folder(tmp_path / "missing")

@@ -31,7 +31,7 @@ from lossbench.data._files import CACHE_DIR_ENV, RemoteFile, atomic_write, defau
 
 # Bump when a loader's parsed output changes, so stale entries are rebuilt.  2: loaders refuse
 # non-finite values, which entries parsed before may hold.
-CACHE_VERSION = 5  # 3: a nominal value is one category whichever file it came from; 4: lines split at line ends only, hidden entries of folders skipped; 5: a table's first row with a missing spelling or a number with decimals is data, a column of decimal-comma numbers refused, ARFF's quoted '?' a category, blank and comment lines kept inside a quoted field, text ids: hashed buckets from 2, a vocabulary of the tokens kept
+CACHE_VERSION = 6  # 3: a nominal value is one category whichever file it came from; 4: lines split at line ends only, hidden entries of folders skipped; 5: a table's first row with a missing spelling or a number with decimals is data, a column of decimal-comma numbers refused, ARFF's quoted '?' a category, blank and comment lines kept inside a quoted field, text ids: hashed buckets from 2, a vocabulary of the tokens kept; 6: a file that is not UTF-8 read as Windows-1252 (was Latin-1)
 
 
 # What the entries may hold in all: past it, writing an entry removes the least recently used others (a

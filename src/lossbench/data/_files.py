@@ -140,10 +140,12 @@ def utf_bom(data: bytes) -> str | None:
 
 
 def read_text(path: Path | str) -> str:
-    """A (possibly compressed) text file, decoded as UTF-8 (BOM dropped), else as Latin-1.
+    """A (possibly compressed) text file, decoded as UTF-8 (BOM dropped), else as Windows-1252.
 
-    Latin-1 maps every byte to a character, so old ARFF/CSV files in that encoding load
-    instead of failing; UTF-8 is tried first because it is strict and the common case.  A file
+    Windows-1252 (Latin-1 but for 0x80-0x9f, where it has curly quotes, dashes and the euro sign where
+    Latin-1 has control characters; its five undefined bytes read as Latin-1's) maps every byte to a
+    character, so old ARFF/CSV files and Windows' "ANSI" text load instead of failing; UTF-8 is tried
+    first because it is strict and the common case.  A file
     whose UTF-8 characters outnumber its bytes that are not UTF-8 (a Latin-1 line pasted into a
     UTF-8 file), or that starts with UTF-8's byte-order mark, is refused where a byte is not UTF-8,
     naming its line: read as Latin-1, every UTF-8 character would turn into two others.  (A Latin-1
@@ -174,7 +176,12 @@ def _decoded(data: bytes, path: Path | str) -> str:
             line = (before.count(b"\n") if b"\n" in body else before.count(b"\r")) + 1
             raise ValueError(f"{path}:{line}: byte 0x{body[err.start]:02x} is not UTF-8, where the file holds UTF-8 "
                              "characters: it mixes encodings; save it as UTF-8") from None  # fmt: skip
-        return data.decode("latin-1")
+        return data.decode("latin-1").translate(_WINDOWS_1252)
+
+
+# Latin-1's control characters 0x80-0x9f as Windows-1252 reads those bytes (curly quotes, dashes, the euro sign), but
+# for the five it leaves undefined
+_WINDOWS_1252 = {b: bytes([b]).decode("cp1252") for b in range(0x80, 0xA0) if b not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
 
 
 def no_nul(text: str, path: Path | str) -> str:
