@@ -88,6 +88,15 @@ def test_an_image_past_pillows_size_limit_is_named(tmp_path):
         load_image_folder(tmp_path, cache=False)
 
 
+def test_a_link_to_nothing_is_warned_of_as_it_is_skipped(tmp_path):
+    # (left out unsaid: a class's count one lower)
+    gray_tree(tmp_path)
+    (tmp_path / "train" / "cat" / "moved.png").symlink_to(tmp_path / "gone.png")
+    with pytest.warns(UserWarning, match=r"train/cat: links to nothing skipped: \['moved.png'\]"):
+        data = load_image_folder(tmp_path, cache=False)
+    assert len(data.y_train) == 6
+
+
 def test_an_image_pillows_parser_refuses_with_a_value_error_is_named(tmp_path):
     # (a text PGM with a typo in its header: Pillow's ValueError came as a traceback, the file unnamed)
     gray_tree(tmp_path)

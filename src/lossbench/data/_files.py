@@ -24,12 +24,14 @@ import os
 import re
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lossbench._checks import first_few
 from lossbench._paths import atomic_write, expanded, make_private_dirs, read_regular_file, user_cache_root
 
 DATA_DIR_ENV = "LOSSBENCH_DATA_DIR"
@@ -115,6 +117,8 @@ def files_below(folder: Path) -> list[Path]:
         entries = visible_entries(current)
         found += [p for p in entries if p.is_file()]
         todo += [p for p in reversed(entries) if p.is_dir()]
+        if dangling := [p.name for p in entries if p.is_symlink() and not p.exists()]:  # (else left out unsaid)
+            warnings.warn(f"{current}: links to nothing skipped: {first_few(dangling)}", stacklevel=3)
     return sorted(found)
 
 
