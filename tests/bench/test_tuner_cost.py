@@ -3,6 +3,7 @@ Optuna's own ask, tell and enqueue write (on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from datetime import datetime, timedelta
@@ -226,6 +227,41 @@ def test_what_a_runner_knows_of_its_studies_is_what_the_storage_holds(tmp_path, 
     unit = runner.units[0]
     optuna.load_study(study_name=unit.tune.study_name, storage=fresh).enqueue_trial({"lr": 0.1})
     assert [t.state for t in runner._read(unit.tune)][-1] == TrialState.WAITING
+
+
+def test_tpe_suggests_from_a_history_kept_between_packs_what_it_suggests_from_one_built_anew(tmp_path, monkeypatch):
+    # (each pack built the samplers' history anew, Optuna copying every finished trial: quadratic in a unit's trials)
+    import hashlib
+    import json
+
+    def one(split, method, params, spec, seed):  # (scores that differ by configuration: TPE's history matters)
+        score = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).digest()[0] / 255
+        return RunResult({"accuracy": score, "diverged": 0.0}, {"train_loss": [0.0] * spec.train.epochs}, 0.0)
+
+    monkeypatch.setattr(runner_module, "train_and_score", one)
+    monkeypatch.setattr(runner_module, "train_and_score_packed", lambda split, method, runs, spec: [one(split, method, p, spec, s) for p, s in runs])
+    spec = dataclasses.replace(load_spec(write_spec(tmp_path / "spec.toml", trials=24)), sampler="tpe")
+
+    def tuned(name: str, pack: int) -> list:
+        runner = Runner(spec, open_storage(default_storage_url(tmp_path / name), spec.heartbeat_interval), torch.device("cpu"), pack=pack)
+        runner.run()
+        read = 0
+        for unit in runner.units:  # (what the samplers read last: the tuning trials finished by then, in order)
+            kept = [t for t in runner._histories[unit.label].study.get_trials() if t.state == TrialState.COMPLETE]
+            stored, read = unit.tune.get_trials(), read + len(kept)
+            assert [(t.params, t.values) for t in kept] == [(t.params, t.values) for t in stored[: len(kept)]]
+        assert read > 0
+        return [(unit.label, [t.params for t in unit.tune.get_trials()]) for unit in runner.units]
+
+    kept = {pack: tuned(f"kept{pack}", pack) for pack in (2, 64)}
+    keeping = Runner._history
+
+    def anew(self, unit, trials):  # (the history built anew at every pack, as before)
+        self._histories.pop(unit.label, None)
+        return keeping(self, unit, trials)
+
+    monkeypatch.setattr(Runner, "_history", anew)
+    assert kept[2] == kept[64] == tuned("anew2", 2)
 
 
 def test_the_study_names_of_a_storage_are_read_without_its_trials(tmp_path, monkeypatch):
