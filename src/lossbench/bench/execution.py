@@ -361,18 +361,18 @@ def _check_training_and_eval(model: torch.nn.Module, x: torch.Tensor, what: str)
     """The model's backward pass and its forward in eval mode (scoring) on ``x``, which a run needs past the
     forward in training mode: a failure is refused before anything is stored (else the first run failed with
     a traceback, and the study, stored with the model's code, refused the fixed model)."""
-    for step, mode in ((lambda: model(x).sum().backward(), "its backward pass"), (lambda: model.eval()(x), "eval mode")):
-        try:
-            if mode == "eval mode":
-                with torch.no_grad():
-                    step()
-            elif any(p.requires_grad for p in model.parameters()):
-                step()
-        except Exception as err:  # noqa: BLE001 - a plugin model's code (an in-place op on a saved tensor, say)
-            raise SpecError(f"{what} fails in {mode} on {len(x)} samples of the data: "
-                            f"{type(err).__name__}: {first_line(err)}{raised_at(err)}") from None
-        finally:
-            model.train()
+    mode = "its backward pass"
+    try:
+        if any(p.requires_grad for p in model.parameters()):
+            model(x).sum().backward()
+        mode = "eval mode"
+        with torch.no_grad():
+            model.eval()(x)
+    except Exception as err:  # noqa: BLE001 - a plugin model's code (an in-place op on a saved tensor, say)
+        raise SpecError(f"{what} fails in {mode} on {len(x)} samples of the data: "
+                        f"{type(err).__name__}: {first_line(err)}{raised_at(err)}") from None
+    finally:
+        model.train()
 
 
 def check_unit(split: Split, method: Method, spec: Spec) -> None:

@@ -684,7 +684,7 @@ class Runner:
         space = unit.method.search_space(self.spec.search)
         history = self._history(unit, trials) if stage == "tune" else optuna.create_study(direction=DIRECTION)
         asked: list[optuna.Trial | None] = []
-        draw_of = draw_indexer(trials)
+        draw_of = draw_indexer(trials) if stage == "tune" else None
         for t in started:
             given = {**t.system_attrs.get("fixed_params", {}), **t.params}
             if stage == "final":
