@@ -20,8 +20,10 @@ and files (names starting with ``.``) are skipped, as in ``text_folder``.  Image
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -64,13 +66,26 @@ _DAMAGED = (OSError, ValueError, SyntaxError, struct.error, IndexError, TypeErro
 ORIENTATION = 0x0112  # the EXIF tag of how a camera turned the pixels it stored
 
 
-def _open(f: Path):
+@contextlib.contextmanager
+def _readable(f: Path) -> Iterator[None]:
+    """What Pillow raises for the damaged file ``f`` within, as one ValueError naming it."""
     from PIL import Image
 
     try:
-        return Image.open(f)
+        yield
     except (*_DAMAGED, Image.DecompressionBombError) as err:  # (the bomb's is no OSError)
         raise ValueError(f"{f}: not a readable image ({type(err).__name__}: {err})") from None
+
+
+def _open(f: Path):
+    from PIL import Image
+
+    with _readable(f):
+        return Image.open(f)
+
+
+def _wide_mode(im) -> bool:
+    return im.mode in ("I", "F") or im.mode.startswith("I;")
 
 
 def _wide_gray(im, f: Path):
@@ -102,19 +117,14 @@ def _read_images(files: list[Path], channels: int | None, size: tuple[int, int] 
     out = None
     for i, f in enumerate(files):
         wide = None
-        with _open(f) as im:
-            try:
-                if im.getexif().get(ORIENTATION, 1) != 1:  # (as it is shown: a phone's photo stores its pixels turned)
-                    im = ImageOps.exif_transpose(im)
-                if im.mode in ("I", "F") or im.mode.startswith("I;"):
-                    wide = _wide_gray(im, f)
-                    im = Image.fromarray(wide.astype(np.float32))  # mode F: resized without clipping
-                else:
-                    im = im.convert(mode)
-            except (*_DAMAGED, Image.DecompressionBombError) as err:
-                if isinstance(err, ValueError) and str(err).startswith(str(f)):  # (_wide_gray's own refusal)
-                    raise
-                raise ValueError(f"{f}: not a readable image ({type(err).__name__}: {err})") from None
+        with _open(f) as im, _readable(f):  # (its pixels decoded here)
+            if im.getexif().get(ORIENTATION, 1) != 1:  # (as it is shown: a phone's photo stores its pixels turned)
+                im = ImageOps.exif_transpose(im)
+            im = im if _wide_mode(im) else im.convert(mode)
+            im.load()
+        if _wide_mode(im):
+            wide = _wide_gray(im, f)
+            im = Image.fromarray(wide.astype(np.float32))  # mode F: resized without clipping
         if size is not None:
             im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         elif expected is None:
