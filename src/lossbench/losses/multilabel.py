@@ -224,7 +224,9 @@ def asymmetric_loss(
     log_p, log_not_p = F.logsigmoid(x), F.logsigmoid(-x)
     positive = torch.exp(gamma_pos * log_not_p) * log_p
     if clip > 0:
-        log_not_p_m = torch.logaddexp(log_not_p, torch.full_like(x, 0.0) + log_of_number(clip, x)).clamp(max=0)
+        log_clip = log_of_number(clip, x)  # (a number, filled as before; a 0-d tensor while compiling, broadcast)
+        log_clip = torch.full_like(x, log_clip) if isinstance(log_clip, float) else log_clip
+        log_not_p_m = torch.logaddexp(log_not_p, log_clip).clamp(max=0)
         # The clamp keeps p_m ** gamma_neg's gradient finite where p_m = 0; log(1 - p_m) = 0 there.
         weight_neg = (torch.sigmoid(x) - clip).clamp(min=torch.finfo(x.dtype).tiny) ** gamma_neg
     else:
