@@ -10,17 +10,15 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from lossbench._ranking import Ranking, cd_diagram_png, ranking
 from lossbench.ledger.verdict import (
     POINTS,
     VERDICTS,
     Effect,
-    Ranking,
     Rule,
     Verdict,
     across_datasets_verdict,
-    cd_diagram_png,
     paired_verdict,
-    ranking,
     resampling_note,
     score_difference,
     score_rounding,

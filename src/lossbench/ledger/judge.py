@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from lossbench._ranking import RANKED_METHODS, Ranking, ranking
 from lossbench.bench.metrics import METRIC_CHANGES, computed_before_change
 from lossbench.bench.results import DatasetResult, MethodResult, collect, metric_of, scored_as_diverged
 from lossbench.bench.spec import Spec, SpecError
@@ -24,14 +25,11 @@ from lossbench.bench.storage import run_record
 from lossbench.ledger.records import Claim, Published
 from lossbench.ledger.verdict import (
     POINTS,
-    RANKED_METHODS,
     Effect,
-    Ranking,
     Verdict,
     across_datasets_verdict,
     both_failed,
     paired_verdict,
-    ranking,
     score_difference,
     score_rounding,
 )

@@ -31,6 +31,7 @@ from lossbench._document import (
     to_markdown,
 )
 from lossbench._paths import atomic_write_all, inside
+from lossbench._ranking import cd_diagram_png
 from lossbench.bench.metrics import METRIC_CHANGES
 from lossbench.bench.spec import Spec, SpecError, spec_growth
 from lossbench.bench.storage import stored_fingerprint, stored_spec, stored_spec_names
@@ -50,7 +51,7 @@ from lossbench.ledger.runs import (
     study_invocations,
     study_wall_time,
 )
-from lossbench.ledger.verdict import CHANGES_AFTER_RUNS, POINTS, Verdict, cd_diagram_png, resampling_note
+from lossbench.ledger.verdict import CHANGES_AFTER_RUNS, POINTS, Verdict, resampling_note
 
 LEDGER_TITLE = "lossbench claims ledger"
 ASSETS = "reproductions"  # beside REPRODUCTIONS.md: the HTML ledger and the plots
