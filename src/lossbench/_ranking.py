@@ -37,6 +37,7 @@ class Ranking:
     critical_difference: float
     alpha: float
     n_datasets: int
+    ranks: pd.DataFrame  # each method's rank on each dataset (rows), the columns in ``mean_ranks`` order
 
 
 RANKED_METHODS = 3  # the fewest methods a ranking takes: scipy's Friedman test needs 3
@@ -88,9 +89,8 @@ def ranking(scores: pd.DataFrame, *, alpha: float = 0.05) -> Ranking:
     rounding = score_rounding(values)
     values = np.stack([tied_within(row, rounding) for row in values])
     scores = pd.DataFrame(values, index=scores.index, columns=scores.columns)
-    mean_ranks = (
-        scores.rank(axis=1, ascending=False, method="average").mean(axis=0).sort_values(kind="stable")
-    )
+    each = scores.rank(axis=1, ascending=False, method="average")
+    mean_ranks = each.mean(axis=0).sort_values(kind="stable")
     if np.all(values == values[:, :1]):
         stat, p = math.nan, math.nan  # every dataset ties all methods: chi-square is 0/0
     else:
@@ -101,7 +101,7 @@ def ranking(scores: pd.DataFrame, *, alpha: float = 0.05) -> Ranking:
     nemenyi = scikit_posthocs.posthoc_nemenyi_friedman(scores).loc[order, order]
     q_alpha = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
     cd = float(q_alpha * math.sqrt(k * (k + 1) / (6 * n)))
-    return Ranking(mean_ranks, stat, p, nemenyi, cd, alpha, n)
+    return Ranking(mean_ranks, stat, p, nemenyi, cd, alpha, n, each[list(mean_ranks.index)])
 
 
 def cd_diagram_png(ranking: Ranking, path: str | os.PathLike | BinaryIO | None = None) -> bytes:

@@ -175,12 +175,13 @@ def _preflight(spec, data_dir: str | None):
 
 
 def _finish(spec, storage, out: str) -> int:
-    from lossbench.bench.console import console, print_leaderboards
+    from lossbench.bench.console import console, print_across, print_leaderboards
     from lossbench.bench.report import incomplete, write_report
     from lossbench.bench.results import collect
 
     results = collect(spec, storage)
     print_leaderboards(results)
+    print_across(spec, results)
     try:
         files = write_report(spec, results, out)
     except OSError as err:  # read-only, full, or a folder where a report file goes

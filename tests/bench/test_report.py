@@ -52,12 +52,13 @@ ENV = {"lossbench": "0.1.0", "commit": "abc1234", "torch": "2.13.0", "threads": 
 
 
 def hand_storage(spec, scores: dict[str, list[float]], chosen_lr: dict[str, float],
-                 validation: str | None = None, flag_nan: bool = True, label: str = "wine") -> optuna.storages.BaseStorage:  # fmt: skip
+                 validation: str | None = None, flag_nan: bool = True, label: str = "wine",
+                 storage: optuna.storages.BaseStorage | None = None) -> optuna.storages.BaseStorage:  # fmt: skip
     """Each method's two tuning trials and its final runs' test scores (nan: a diverged run) on wine
     (``label``: the spec's label for it); ``validation``: what the tuning runs' records say of their
     validation split (else nothing); ``flag_nan``: whether a nan score's record says the run diverged
-    (a finite model may score nan)."""
-    storage = optuna.storages.InMemoryStorage()
+    (a finite model may score nan); ``storage``: one to add them to (else a new one in memory)."""
+    storage = optuna.storages.InMemoryStorage() if storage is None else storage
     for name, values in scores.items():
         tune = optuna.create_study(storage=storage, study_name=study_name(spec.name, "tune", label, name), direction="maximize")
         for i, lr in enumerate((0.01, chosen_lr[name])):

@@ -24,8 +24,8 @@ from rich.table import Table
 from rich.text import Text
 
 from lossbench._checks import first_few
-from lossbench.bench.report import leaderboard_header, leaderboard_rows, paired_summary
-from lossbench.bench.results import DatasetResult
+from lossbench.bench.report import across_summary, leaderboard_header, leaderboard_rows, paired_summary
+from lossbench.bench.results import DatasetResult, across_datasets
 from lossbench.bench.spec import Spec
 
 # No emoji codes: a method named "ce:skull:" is printed as written, as the report writes it.
@@ -130,3 +130,12 @@ def print_leaderboards(results: list[DatasetResult]) -> None:
         console.print(table)
         if result.baseline is not None:  # (the ranking orders means: which of its steps the seeds tell apart)
             console.print(paired_summary(result), markup=False, highlight=False, soft_wrap=True)
+
+
+def print_across(spec: Spec, results: list[DatasetResult]) -> None:
+    """One paragraph per metric ranked over the data sets: the methods by mean rank, and what the ranks tell apart."""
+    for across in across_datasets(spec, results):
+        r = across.ranking
+        ranks = "" if r is None else ": mean rank " + ", ".join(f"{name} {rank:.2f}" for name, rank in r.mean_ranks.items())
+        console.print(f"Across the data sets (test {across.metric}){ranks}. {across_summary(across)}",
+                      markup=False, highlight=False, soft_wrap=True)  # fmt: skip

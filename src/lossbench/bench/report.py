@@ -23,7 +23,15 @@ from lossbench._paths import atomic_write, atomic_write_all, inside
 from lossbench._provenance import version_line
 from lossbench.bench.methods import Method, resolve_method
 from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS
-from lossbench.bench.results import EDGE_FRACTION, EDGE_GRID, DatasetResult, MethodResult, scored_as_diverged
+from lossbench.bench.results import (
+    EDGE_FRACTION,
+    EDGE_GRID,
+    AcrossDatasets,
+    DatasetResult,
+    MethodResult,
+    across_datasets,
+    scored_as_diverged,
+)
 from lossbench.bench.spec import THEN_PREFIX, MethodSpec, Spec, resamples_split
 from lossbench.bench.stats import SIGNIFICANCE, format_p
 from lossbench.bench.storage import ALONE_ATTR, OWN_VALIDATION, PACKING_OFF, VALIDATION_ATTR, run_record
@@ -282,6 +290,40 @@ def split_sizes(result: DatasetResult) -> str:
     return "Samples: " + "; ".join(parts) + "." if parts else f"Samples: {NOT_RECORDED}."
 
 
+def across_table(across: AcrossDatasets) -> Table:
+    """The methods by mean rank over the data sets, with each one's mean test score and rank on each."""
+    r = across.ranking
+    header = ["mean rank", "method", *(f"{label}: mean (rank)" for label in r.ranks.index)]
+    rows = [[f"{r.mean_ranks[name]:.2f}", name, *(f"{_fmt(across.scores.at[label, name])} ({r.ranks.at[label, name]:g})"
+                                                  for label in r.ranks.index)] for name in r.mean_ranks.index]  # fmt: skip
+    return Table(header, rows)
+
+
+def across_summary(across: AcrossDatasets) -> str:
+    """What the ranks over the data sets tell apart (Friedman's test, then Nemenyi's post hoc), and what they
+    leave out."""
+    left = []
+    if across.waiting:
+        left.append(f"{', '.join(across.waiting)} (a method's runs there are not complete yet)")
+    if across.partial:
+        left.append(f"{', '.join(f'`{name}`' for name in across.partial)} (not run on every data set)")
+    left_out = f" Left out: {'; '.join(left)}." if left else ""
+    r = across.ranking
+    if r is None:
+        return f"Not ranked yet: a ranking takes two data sets with every method's runs complete.{left_out}"
+    k = len(r.mean_ranks)
+    if math.isnan(r.friedman_p):
+        return f"Every data set ties all {k} methods: there is no ranking to test.{left_out}"
+    tested = (f"Over {r.n_datasets} data sets, Friedman's test that the {k} methods rank alike gives p "
+              f"{format_p(r.friedman_p)}; Nemenyi's critical difference at {r.alpha:g} is {r.critical_difference:.2f} "
+              f"(the largest gap two mean ranks can have is {k - 1})")  # fmt: skip
+    order = list(r.mean_ranks.index)
+    apart = [f"`{a}` above `{b}`" for i, a in enumerate(order) for b in order[i + 1:] if r.nemenyi_p.at[a, b] <= r.alpha]
+    if r.friedman_p > r.alpha or not apart:
+        return f"{tested}: these data sets do not tell the methods apart by their ranks.{left_out}"
+    return f"{tested}: it tells apart {', '.join(apart)}; no other two.{left_out}"
+
+
 # -- the document -------------------------------------------------------------------------------
 
 
@@ -348,8 +390,10 @@ def _conditional(spec: Spec) -> str:
     return f"{'; '.join(parts)}; conditional {chosen}"
 
 
-def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, tuple[Path, bytes]]) -> list[Block]:
-    """The report's document; ``plots``: each figure's path and PNG (written with the report's files)."""
+def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, tuple[Path, bytes]],
+           acrosses: list[AcrossDatasets] | None = None) -> list[Block]:  # fmt: skip
+    """The report's document; ``plots``: each figure's path and PNG (written with the report's files);
+    ``acrosses``: :func:`across_datasets`'s rankings (computed here when not given)."""
     out: list[Block] = [Heading(1, f"lossbench report: {spec.name}"), Para(_protocol(spec, results)),
                         Heading(2, "Provenance"), provenance(results),
                         Heading(2, "Methods"), method_settings(spec),
@@ -369,7 +413,22 @@ def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, tuple[Path
             figure = plots.get(f"{_slug(result)}_{kind}")
             if figure is not None:
                 out.append(Image(alt, *figure))
+    for across in across_datasets(spec, results) if acrosses is None else acrosses:
+        out.append(Heading(2, f"Across the data sets (test {across.metric})"))
+        if across.ranking is not None:
+            out += [Para("Each data set ranks the methods by their mean test score (1 = best; tied means share the "
+                         "average of the ranks they span, as Friedman's test takes them, where a leaderboard above gives "
+                         "them the best); the methods are listed by their mean rank over the data sets."),
+                    across_table(across)]  # fmt: skip
+        out.append(Para(across_summary(across)))
+        figure = plots.get(_ranks_plot(across))
+        if figure is not None:
+            out.append(Image("critical-difference diagram", *figure))
     return out
+
+
+def _ranks_plot(across: AcrossDatasets) -> str:
+    return f"ranks_{across.metric}"  # (a data set's plots end in one of PLOT_KINDS, never a metric's name)
 
 
 # A plot's name is the slug plus a digest and "_<kind>.png": far below the 255-byte file name limit.
@@ -529,6 +588,7 @@ def write_report(spec: Spec, results: list[DatasetResult], out_dir: str | Path) 
 
     Every path is checked to lie inside ``out_dir`` (see ``lossbench._paths.inside``).
     """
+    from lossbench._ranking import cd_diagram_png
     from lossbench.bench.plots import budget_curves, hyperparameter_scatter, learning_curves, method_colours
 
     check_report_folder(out_dir, spec.name)
@@ -542,7 +602,12 @@ def write_report(spec: Spec, results: list[DatasetResult], out_dir: str | Path) 
                    budget_curves(result, colours))  # fmt: skip
         for kind, png in zip(PLOT_KINDS, figures):
             plots[f"{slug}_{kind}"] = inside(out_dir, "plots", f"{slug}_{kind}.png"), png
-    document = blocks(spec, results, plots)
+    acrosses = across_datasets(spec, results)
+    for across in acrosses:
+        if across.ranking is not None and not math.isnan(across.ranking.friedman_p):
+            name = _ranks_plot(across)
+            plots[name] = inside(out_dir, "plots", f"{name}.png"), cd_diagram_png(across.ranking)
+    document = blocks(spec, results, plots, acrosses)
     files = {
         "report.md": to_markdown(document, Path(out_dir).resolve()),
         "leaderboard.csv": leaderboard_csv(results),

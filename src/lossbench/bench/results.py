@@ -11,9 +11,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
+import pandas as pd
 from optuna.trial import FrozenTrial
 
 from lossbench._paired import score_rounding, tied_within
+from lossbench._ranking import RANKED_METHODS, Ranking, ranking
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.metrics import (
     LOWER_IS_BETTER,
@@ -24,7 +26,7 @@ from lossbench.bench.metrics import (
     task_of_metrics,
 )
 from lossbench.bench.spec import SEED_PARAM, DatasetSpec, MethodSpec, Spec, evaluation_seeds
-from lossbench.bench.stats import PairedTest, Summary, holm, paired_test, ranks, summarize
+from lossbench.bench.stats import SIGNIFICANCE, PairedTest, Summary, holm, paired_test, ranks, summarize
 from lossbench.bench.storage import (
     CHOSEN_FROM_ATTR,
     CONFIG_ATTR,
@@ -119,6 +121,44 @@ class DatasetResult:
     def trained_methods(self) -> list[MethodResult]:
         """The methods that trained their runs (a method reading another's, ``runs_of``, has none of its own)."""
         return [m for m in self.methods if m.trained]
+
+
+@dataclass
+class AcrossDatasets:
+    """The methods ranked over the data sets scored in one ``metric`` (Friedman's test and Nemenyi's post hoc on
+    each method's mean test score per data set: :func:`lossbench._ranking.ranking`)."""
+
+    metric: str
+    scores: pd.DataFrame  # rows: the data sets ranked over (labels); columns: the methods; the means over seeds
+    ranking: Ranking | None  # None until two data sets have every method complete
+    waiting: list[str]  # data sets left out: a method's runs there are not complete yet (or have no score in metric)
+    partial: list[str]  # methods left out: they do not run on every data set of the metric
+
+
+def across_datasets(spec: Spec, results: list[DatasetResult]) -> list[AcrossDatasets]:
+    """One ranking per metric that two or more data sets are scored in, over the methods that run on all of them
+    (in the spec's order), where three or more do (the fewest Friedman's test takes: two methods are compared by
+    each data set's paired test)."""
+    by_metric: dict[str, list[DatasetResult]] = {}
+    for result in results:
+        by_metric.setdefault(result.metric, []).append(result)
+    out = []
+    for metric, group in by_metric.items():
+        named = [{r.method.name for r in result.methods} for result in group]
+        seen = [m.name for m in spec.methods if any(m.name in names for names in named)]
+        everywhere = [name for name in seen if all(name in names for names in named)]
+        if len(group) < 2 or len(everywhere) < RANKED_METHODS:
+            continue
+        means = {result.dataset.label: [result.method(name).summaries[metric].mean if result.method(name).complete
+                                        else math.nan for name in everywhere] for result in group}  # fmt: skip
+        labels = [label for label, row in means.items() if all(math.isfinite(v) for v in row)]
+        scores = pd.DataFrame([means[label] for label in labels], index=labels, columns=everywhere, dtype=float)
+        out.append(AcrossDatasets(  # (a selection metric reads higher as better, as the ranking does: SELECTION_METRICS)
+            metric, scores, ranking(scores, alpha=SIGNIFICANCE) if len(labels) >= 2 else None,
+            waiting=[label for label in means if label not in labels],
+            partial=[name for name in seen if name not in everywhere],
+        ))  # fmt: skip
+    return out
 
 
 def _task_of(trials: list[FrozenTrial]) -> str:
