@@ -558,6 +558,9 @@ def test_the_opposite_on_one_of_several_datasets_contradicts_only_after_holms_co
     assert every_dataset([weak, none, strong], ["a", "b", "c"]).word == "contradicted"
     held = every_dataset([strong, none, none], ["a", "b", "c"])
     assert held.word == "contradicted" and "the opposite is shown on a" in held.reason and "Holm-adjusted" in held.reason
+    both = every_dataset([strong, weak, none], ["a", "b", "c"])  # a's opposite kept, b's not: both named
+    assert both.word == "contradicted" and "the opposite is shown on a (p = " in both.reason
+    assert "The opposite shown on b (p = " in both.reason and "alone is not kept by Holm's correction" in both.reason
     # a dataset whose opposite is not kept counts with the word its rule gives without it
     tiny = paired_verdict([0.7995, 0.7996, 0.7994, 0.7995], [0.80] * 4, rule)  # opposite and within both shown
     assert tiny.word == "contradicted" and tiny.unopposed == "equivalent"
@@ -793,3 +796,30 @@ def test_a_dataset_where_both_methods_diverged_on_every_seed_is_inconclusive(tmp
     (d,) = outcome.datasets
     assert d.treatment.diverged == d.baseline.diverged == 3 and d.treatment.scores == d.baseline.scores == [0.0] * 3
     assert outcome.verdict.word == "inconclusive" and "both methods diverged on every one of the 3 seeds" in outcome.verdict.reason
+
+
+def test_a_claim_over_the_mean_of_the_datasets_leaves_out_those_where_both_methods_diverged():
+    """Both diverged on every seed: each scored 0, a difference of 0 that would count as evidence of equivalence
+    in a claim over the mean of the datasets (two such datasets beside three small differences made an "equal"
+    claim hold)."""
+    from lossbench.ledger.judge import Cell, DatasetOutcome, _over_the_mean
+    from lossbench.ledger.verdict import both_failed, paired_verdict
+
+    rule = Rule("equal", alpha=0.05, delta=0.005)
+
+    def dataset(name, treatment, baseline, failed=False):
+        cells = [Cell(name, m, scores, 3 if failed else 0, None, {}, None, None, [], "t", "f")
+                 for m, scores in (("t", treatment), ("b", baseline))]  # fmt: skip
+        verdict = both_failed(rule, 3) if failed else paired_verdict(treatment, baseline, rule)
+        return DatasetOutcome(name, *cells, verdict, verdict.word, failed)
+
+    judged = [dataset("d3", [0.9] * 3, [0.9] * 3), dataset("d4", [0.901] * 3, [0.9] * 3),
+              dataset("d5", [0.898] * 3, [0.9] * 3)]  # fmt: skip
+    failed = [dataset("d1", [0.0] * 3, [0.0] * 3, True), dataset("d2", [0.0] * 3, [0.0] * 3, True)]
+    alone = _over_the_mean(judged, rule, 3)
+    verdict = _over_the_mean(failed + judged, rule, 3)
+    assert alone.word == verdict.word == "inconclusive"  # (3 datasets: no Wilcoxon p below 1/8)
+    assert verdict.effect == alone.effect
+    assert verdict.reason == alone.reason + (" Left out: d1, d2, where both methods diverged on every seed (two "
+                                             "failures show nothing about the claim).")  # fmt: skip
+    assert _over_the_mean(failed, rule, 3).word == "inconclusive"

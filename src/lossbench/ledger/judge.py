@@ -8,6 +8,7 @@ when no stored study had such a dataset).  Every number keeps the trial numbers 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from lossbench.ledger.records import Claim, Published
 from lossbench.ledger.verdict import (
     POINTS,
     Effect,
+    Rule,
     Verdict,
     across_datasets_verdict,
     both_failed,
@@ -76,6 +78,7 @@ class DatasetOutcome:
     # the word the claim counts on this dataset: the verdict's, but for a per-dataset claim over several datasets
     # an opposite that Holm's correction over them does not keep (see every_dataset)
     word: str | None = None
+    both_failed: bool = False  # both methods diverged on every seed: the dataset shows nothing about the claim
 
 
 @dataclass
@@ -192,9 +195,9 @@ def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
                   f"correction over the {len(verdicts)} tests at alpha = {alpha:g}.")  # fmt: skip
     else:
         reason = f"{word}: the claim is per dataset; by dataset: {counts}."
-        if dropped:
-            reason += (f" The opposite shown on {', '.join(dropped)} alone is not kept by Holm's correction over "
-                       f"the {len(verdicts)} tests at alpha = {alpha:g}.")  # fmt: skip
+    if dropped:  # (beside a kept opposite too: the reader of the reason sees every dataset that showed one)
+        reason += (f" The opposite shown on {', '.join(dropped)} alone is not kept by Holm's correction over "
+                   f"the {len(verdicts)} tests at alpha = {alpha:g}.")  # fmt: skip
     estimates = [v.effect.estimate for v in verdicts]
     first = verdicts[0].effect
     mean = sum(estimates) / len(estimates)
@@ -205,6 +208,22 @@ def every_dataset(verdicts: list[Verdict], names: list[str]) -> Verdict:
                     f"per dataset: {tests}; the claim must hold on every dataset (Holm over the datasets "
                     "for the opposite)", spans_datasets=True)  # fmt: skip
     return Verdict(word, verdicts[0].rule, effect, reason)
+
+
+def _over_the_mean(datasets: list[DatasetOutcome], rule: Rule, seeds: int) -> Verdict:
+    """A claim about the mean over the datasets, from each dataset's mean difference; a dataset where both methods
+    diverged on every seed is left out (its difference of 0 would count as evidence of equivalence), and said."""
+    judged = [d for d in datasets if not d.both_failed]
+    if not judged:
+        return both_failed(rule, seeds)
+    differences = {d.dataset: score_difference(d.treatment.mean, d.baseline.mean) for d in judged}
+    rounding = score_rounding(*[(d.treatment.mean, d.baseline.mean) for d in judged])
+    verdict = across_datasets_verdict(differences, rule, rounding=rounding, units=POINTS)
+    left = [d.dataset for d in datasets if d.both_failed]
+    if not left:
+        return verdict
+    return dataclasses.replace(verdict, reason=f"{verdict.reason} Left out: {', '.join(left)}, where both methods "
+                               "diverged on every seed (two failures show nothing about the claim).")  # fmt: skip
 
 
 def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget: str, variation: str) -> Outcome:
@@ -230,17 +249,16 @@ def judge(claim: Claim, spec: Spec, storage: optuna.storages.BaseStorage, budget
         t, b = row[claim.treatment], row[claim.baseline]
         complete = len(t.scores) == len(b.scores) == spec.seeds
         verdict = paired_verdict(t.scores, b.scores, claim.rule, units=POINTS) if complete else None
-        if complete and t.diverged == b.diverged == spec.seeds:
+        failed = complete and t.diverged == b.diverged == spec.seeds
+        if failed:
             verdict = both_failed(claim.rule, spec.seeds, verdict.effect.estimate)
-        datasets.append(DatasetOutcome(label, t, b, verdict, verdict.word if verdict else None))
+        datasets.append(DatasetOutcome(label, t, b, verdict, verdict.word if verdict else None, failed))
     verdict = None
     if datasets and all(d.verdict is not None for d in datasets):
         if len(datasets) == 1:
             verdict = datasets[0].verdict
         elif claim.scope == "across-datasets":
-            differences = {d.dataset: score_difference(d.treatment.mean, d.baseline.mean) for d in datasets}
-            rounding = score_rounding(*[(d.treatment.mean, d.baseline.mean) for d in datasets])
-            verdict = across_datasets_verdict(differences, claim.rule, rounding=rounding, units=POINTS)
+            verdict = _over_the_mean(datasets, claim.rule, spec.seeds)
         else:
             verdict = every_dataset([d.verdict for d in datasets], [d.dataset for d in datasets])
             for d, word in zip(datasets, holm_words([d.verdict for d in datasets])[0]):
