@@ -748,6 +748,16 @@ def test_a_per_dataset_claims_summary_effect_reads_as_a_span_not_an_interval():
     assert effect(Verdict("inconclusive", Rule("greater"), mean, "")) == "+2.59 [-2.44, +8.98]"
 
 
+def test_an_effect_the_same_on_every_seed_reads_so_not_as_an_interval_of_zero_width():
+    # "-5.56 [-5.56, -5.56]" from three seeds read as a precise effect: zero variance measures no precision
+    from lossbench.ledger.report import effect
+    from lossbench.ledger.verdict import paired_verdict
+
+    constant = paired_verdict([0.9444] * 3, [1.0] * 3, Rule("greater", 0.05, 0.005))
+    assert constant.effect.constant and effect(constant) == "-5.56 (the same on every seed)"
+    assert effect(paired_verdict([0.94, 0.95, 0.93], [1.0] * 3, Rule("greater", 0.05, 0.005))).endswith("]")
+
+
 def test_judging_without_a_terminal_is_one_line_per_claim_on_stderr(tmp_path, capsys):
     """A CI log shows the ledger's minutes of judging as they go (stderr, a line per claim); stdout keeps the table."""
     from lossbench.bench.storage import default_storage_url, open_storage

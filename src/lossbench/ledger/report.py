@@ -81,6 +81,9 @@ def paper(cell: Cell) -> str:
     return f"{p.mean:.2f}" + (f" ± {p.std:.2f}" if p.std is not None else "")
 
 
+CONSTANT = "the same on every seed"  # an effect's cell where every seed gives the same difference
+
+
 def effect(v: Verdict | None) -> str:
     if v is None:
         return "-"
@@ -88,6 +91,8 @@ def effect(v: Verdict | None) -> str:
     low, high = ("-" if math.isnan(end) else f"{scale * end:+.2f}" for end in (e.ci_low, e.ci_high))
     if e.spans_datasets:  # (no interval of the mean: the datasets' own intervals decide such a claim)
         return f"{scale * e.estimate:+.2f} (span {low} .. {high})"
+    if e.constant:  # (zero variance: an interval of zero width, which measures no precision)
+        return f"{scale * e.estimate:+.2f} ({CONSTANT})"
     return f"{scale * e.estimate:+.2f} [{low}, {high}]"
 
 
@@ -460,8 +465,11 @@ def ledger_blocks(entries: list[Entry], storage, out: Path, storage_label: str, 
              "splits: `fixed` keeps one train/test split for every seed, `resampled` draws a new one per seed. "
              f"Effects are treatment minus baseline in points of the claim's metric with their {level} interval; for a "
              "claim that must hold on each of several datasets, the mean of the per-dataset effects with the span from "
-             f"the lowest to the highest end of their {level} intervals (no interval of that mean: the datasets decide); "
-             "training time is the runs' own time summed, worker time the wall time of the `lossbench claims run` "
+             f"the lowest to the highest end of their {level} intervals (no interval of that mean: the datasets decide). "
+             "A difference the same on every seed (one test example on each, say) has no variance: the rule decides it "
+             "by its sign, as the t-test's limit (p = 0, an interval of zero width), however few the seeds, where an "
+             f"exact sign-flip test could give no p below 2 / 2^n over n seeds; its effect reads '{CONSTANT}'. "
+             "Training time is the runs' own time summed, worker time the wall time of the `lossbench claims run` "
              f"invocations summed. A title marked ({READING}) is a claim the source does not make in those words: a "
              "question its text prompts, or a gain it implies without reporting one."),  # fmt: skip
         *rule_changes(storage),

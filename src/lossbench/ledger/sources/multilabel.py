@@ -62,6 +62,8 @@ _TRAIN_PY_DEVIATION = (
     "ASL's train.py, whose settings are quoted here as the source's, was released after the paper (the authors' "
     "own training code was not released; they say train.py reproduced the MS-COCO results: github Alibaba-MIIL/ASL "
     "issues 1 and 55); its settings are the paper's recommended ones.",
+    "SPEC.md lists ASL as gamma_neg 4, gamma_pos 1, clip 0.05: the defaults of losses.py's AsymmetricLoss, which "
+    "train.py overrides with gamma_pos 0; asl_source takes train.py's. Noted on 2026-12-07, after the runs.",
     "ASL's losses.py sums the loss over the batch's entries (-loss.sum()) and train.py gives Adam a weight decay "
     "of 1e-4 in its parameter groups, which Adam adds to the gradient: against a per-entry mean, as lossbench "
     "computes every multi-label loss, that is about 1e-4 / (128 x 80), 1e-8, at its batch of 128 and 80 labels, "
