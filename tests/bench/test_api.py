@@ -421,6 +421,26 @@ def test_a_registered_factory_that_returns_one_model_again_is_refused_a_shared_f
         MODELS.remove("frozen_for_test")
 
 
+def test_a_factory_is_checked_under_a_seed_it_can_hand_to_numpy(tmp_path):
+    # (the checks built the model on torch's unseeded initial seed, a 64-bit number: np.random.seed refused it)
+    def factory(dataset, seed):
+        np.random.seed(seed)
+        return nn.Linear(dataset.input_shape[0], dataset.num_classes)
+
+    x, y = torch.randn(40, 4), torch.arange(40) % 2
+    torch.seed()  # (a fresh process's initial seed: 64 bits)
+    assert compare((x, y), model=factory, methods=["cross_entropy"], out=tmp_path / "out", **TINY).complete
+
+
+@pytest.mark.parametrize("model", [lambda: nn.Identity(), lambda: nn.Linear(2, 2).requires_grad_(False)])
+def test_a_model_without_trainable_parameters_is_refused_before_any_work(tmp_path, model):
+    # (the first run failed with the optimizer's "optimizer got an empty parameter list", after the database was made)
+    x, y = torch.randn(40, 4), torch.arange(40) % 2
+    with pytest.raises(ValueError, match=r"has no trainable parameters \(none, or every one frozen"):
+        compare((x[:, :2], y), model=lambda dataset, seed: model(), methods=["cross_entropy"], out=tmp_path / "out", **TINY)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_model_instance_is_refused_as_no_factory(tmp_path):
     # (an nn.Module is callable: it was called as a factory with the data set, "forward() takes 2 positional arguments")
     x, y = torch.randn(40, 4), torch.arange(40) % 2

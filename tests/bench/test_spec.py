@@ -50,6 +50,10 @@ def test_defaults_fill_in():
         ({"val_fraction": 1.5}, "val_fraction"),
         ({"val_fraction": 0.99}, r"val_fraction must lie in \(0, 0.5\], got 0.99"),  # (tuning would fit on 1 %)
         ({"colour": "red"}, "unknown field"),
+        # (two numbers were read as a range, where a user meant two choices; three were refused)
+        ({"search": {"lr": [0.01, 0.1]}}, r"\[search\].lr: a bare list \[0.01, 0.1\] is neither a range nor a grid: "
+                                          r"write \{choices = \[0.01, 0.1\]\} for a grid"),
+        ({"search": {"model.width": [16, 32, 64]}}, r"a bare list \[16, 32, 64\] is neither a range nor a grid"),
         ({"name": "a:b"}, "name must be"),
         ({"name": ".."}, "name must be"),
         ({"name": "."}, "name must be"),
@@ -65,7 +69,7 @@ def test_defaults_fill_in():
         ({"train": {"epochs": 0}}, "epochs and batch_size"),
         ({"search": {"lr": {"low": 1.0, "high": 0.1}}}, "needs low < high"),
         ({"search": {"lr": {"low": 0.0, "high": 0.1, "log": True}}}, "log range needs low > 0"),
-        ({"search": {"momentum": [0.1, 0.9]}}, "unknown field"),
+        ({"search": {"momentum": {"low": 0.1, "high": 0.9}}}, "unknown field"),
         ({"train": {"weight_decay_on": "none"}, "search": {"weight_decay": {"choices": [0.0, 1e-4]}}},
          "weight_decay_on = 'none' decays nothing"),
         ({"train": {"early_stopping": "yes"}}, "'early_stopping' must be bool"),

@@ -49,8 +49,8 @@ def test_directory_given_as_spec(tmp_path):
 
 def test_settings_that_do_tune_stay_allowed():
     exact = {"name": "ex", "loss": "exact", "params": {"sigma": 10, "estimator": "genz", "samples": 16},
-             "search": {"loss.standardize": {"choices": [False, True]}, "loss.sigma_min": [0.01, 0.1]}}  # fmt: skip
-    flooded = {"name": "fl", "loss": "cross_entropy", "transforms": ["flooding"], "search": {"flooding.b": [0.0, 0.2]}}
+             "search": {"loss.standardize": {"choices": [False, True]}, "loss.sigma_min": {"low": 0.01, "high": 0.1}}}  # fmt: skip
+    flooded = {"name": "fl", "loss": "cross_entropy", "transforms": ["flooding"], "search": {"flooding.b": {"low": 0.0, "high": 0.2}}}
     for method in spec(methods=[exact, flooded]).methods:
         resolve_method(method)
 

@@ -104,7 +104,7 @@ def test_the_second_stage_is_searched_under_its_prefix():
         (_method({"loss": "cross_entropy", "epochs": 1, "lr_scale": -1.0}), "lr_scale must be a finite number > 0"),
         (_method({"loss": "cross_entropy", "epochs": 1, "step": 2}), "unknown field(s) ['step']"),
         (_method({"loss": "cross_entropy", "epochs": 1.5}), "field 'epochs' must be int"),
-        (_method(search={"then.loss.gamma": [0, 1]}), "search keys ['then.loss.gamma'] tune a second stage, but"),
+        (_method(search={"then.loss.gamma": {"low": 0, "high": 1}}), "search keys ['then.loss.gamma'] tune a second stage, but"),
         ({**_method(), "then": "focal"}, "field 'then' must be dict"),
     ],
 )
@@ -118,7 +118,7 @@ def test_a_bad_second_stage_is_one_line_naming_it(method, message):
     ("then", "search", "message"),
     [
         ({"loss": "no_such_loss", "epochs": 1}, {}, "method 'm then': unknown loss 'no_such_loss'"),
-        ({"loss": "focal", "epochs": 1}, {"then.loss.nope": [0, 1]}, "method 'm then': search key 'loss.nope'"),
+        ({"loss": "focal", "epochs": 1}, {"then.loss.nope": {"low": 0, "high": 1}}, "method 'm then': search key 'loss.nope'"),
         ({"loss": "focal", "epochs": 1, "params": {"nope": 1}}, {}, "loss 'focal' has no parameter 'nope'"),
         ({"loss": "cross_entropy", "epochs": 1, "transforms": ["nope"]}, {}, "unknown transform 'nope'"),
     ],
@@ -161,7 +161,7 @@ def test_a_spec_without_a_second_stage_keeps_its_fingerprint_and_one_with_it_rou
     plain = _spec(_method())
     assert "then" not in json.loads(plain.to_json())["methods"][0]  # as a spec stored before the field existed
     staged = _spec(_method({"loss": "focal", "epochs": 2, "params": {"gamma": 1.0}, "transforms": ["clip_norm"],
-                            "lr_scale": 0.1}, search={"then.clip_norm.max_norm": [0.1, 1.0]}))  # fmt: skip
+                            "lr_scale": 0.1}, search={"then.clip_norm.max_norm": {"low": 0.1, "high": 1.0}}))  # fmt: skip
     again = spec_from_json(staged.to_json())
     assert again == staged and again.fingerprint() == staged.fingerprint() != plain.fingerprint()
 

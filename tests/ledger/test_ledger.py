@@ -796,7 +796,7 @@ def test_a_run_that_fails_keeps_its_error_when_its_wall_time_cannot_be_recorded_
 def test_a_dataset_where_both_methods_diverged_on_every_seed_is_inconclusive(tmp_path, monkeypatch):
     """Each diverged run scores 0, so two failures give a constant difference 0: read as equivalence within
     the margin before (equivalent), though nothing was learned about the claim."""
-    overrides = {**TINY.budgets["quick"].overrides, "search.lr": [1e36, 1e38], "train.epochs": 4}  # (inf logits)
+    overrides = {**TINY.budgets["quick"].overrides, "search.lr": {"low": 1e36, "high": 1e38}, "train.epochs": 4}  # (inf logits)
     claim = dataclasses.replace(TINY, id="tiny-diverged", budgets={"quick": Budget(overrides, "tiny")})
     monkeypatch.setitem(records.CLAIMS, claim.id, claim)
     spec = study_spec(claim, "quick")

@@ -338,16 +338,25 @@ def model_kwargs(spec: Spec, method: Method, params: dict[str, Any]) -> dict[str
     return {**spec.train.model_params, **method.spec.model_params, **{k: v for k, v in searched.items() if k is not None}}
 
 
+# The seed the checks build models under, as a run builds its own under its seed: a factory reads it (a user's factory
+# seeding NumPy with it failed on torch's unseeded initial seed, a 64-bit number), and the process's generators stay
+# as they were.
+CHECK_SEED = 0
+
+
 def _check_model(split: Split, method: Method, spec: Spec, params: dict[str, Any], where: str) -> torch.nn.Module:
     kwargs = model_kwargs(spec, method, params)
     try:
         model = build_model(spec.train.model, split.dataset, num_outputs=output_width(method.loss, split.task, split.num_classes),
-                            **kwargs)  # fmt: skip
+                            seed=CHECK_SEED, **kwargs)  # fmt: skip
     except (ValueError, TypeError, RuntimeError, MemoryError) as err:  # (RuntimeError: torch's allocator, say)
         raise SpecError(f"{where}: model {spec.train.model!r} with {kwargs}: {first_line(err)}") from None
     except Exception as err:  # noqa: BLE001 - a factory's own (dataset.n_features: AttributeError), in one line
         raise SpecError(f"{where}: model {spec.train.model!r} with {kwargs} fails: {type(err).__name__}: "
                         f"{first_line(err)}{raised_at(err)}") from None
+    if not any(p.requires_grad for p in model.parameters()):  # (the optimizer's bare error came in the first run)
+        raise SpecError(f"{where}: model {spec.train.model!r} with {kwargs} has no trainable parameters (none, or "
+                        "every one frozen: requires_grad False); a run would have nothing to train")  # fmt: skip
     stage_losses = (method.loss,) if method.then is None else (method.loss, method.then.loss)
     for loss in stage_losses:
         if not loss.shift_invariant and getattr(model, "zero_first_logit", False):
@@ -363,8 +372,7 @@ def _check_training_and_eval(model: torch.nn.Module, x: torch.Tensor, what: str)
     a traceback, and the study, stored with the model's code, refused the fixed model)."""
     mode = "its backward pass"
     try:
-        if any(p.requires_grad for p in model.parameters()):
-            model(x).sum().backward()
+        model(x).sum().backward()  # (a model without trainable parameters is refused before: _check_model)
         mode = "eval mode"
         with torch.no_grad():
             model.eval()(x)

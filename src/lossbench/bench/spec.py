@@ -353,8 +353,9 @@ def _no_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
 def _range(value: Any, where: str, whole: bool = False) -> FloatRange | IntRange | Choice:
     """A search range or grid; with ``whole`` (a model hyperparameter's: a width, a depth), ends written as
     integers make an integer range (the model's registry is not read here: a report reads specs without it)."""
-    if isinstance(value, list) and len(value) == 2:
-        value = {"low": value[0], "high": value[1]}
+    if isinstance(value, list):  # (two numbers read as a range, where a user meant two choices: [16, 64])
+        raise SpecError(f"{where}: a bare list {value!r} is neither a range nor a grid: write {{choices = {value!r}}} "
+                        "for a grid, or {low = ..., high = ...} for a range")  # fmt: skip
     if not isinstance(value, dict):
         raise SpecError(
             f"{where}: a search range is {{low = ..., high = ..., log = false}} or {{choices = [...]}}, got {value!r}"
