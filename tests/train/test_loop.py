@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -303,3 +305,20 @@ def test_iflood_judges_the_losss_mean_on_the_first_batch_with_a_target_not_ignor
     step(x[:32], ignored)  # (nothing to judge it on yet)
     with pytest.raises(ValueError, match="iflood averages the samples' losses evenly, but the mean of CrossEntropyLoss"):
         step(x[:32], y[:32])
+
+
+def test_an_epoch_whose_steps_reach_both_infinities_records_nan_as_the_packed_trainer_does():
+    # (math.fsum raised "-inf + inf in fsum": a diverging run ended the whole fit where fit_packed recorded nan)
+    from lossbench.models.linear import LinearClassifier
+    from lossbench.train.packed import PackedModel, fit_packed
+
+    def infinite(logits, y, reduction="mean"):  # +inf on class-0 rows, -inf on the others
+        v = logits[:, 1] * 0 + torch.where(y == 0, float("inf"), float("-inf"))
+        return v.mean() if reduction == "mean" else v
+
+    x, y = torch.randn(8, 6), torch.tensor([0, 1] * 4)
+    torch.manual_seed(0)
+    alone = fit(LinearClassifier(6, 3), infinite, x, y, epochs=1, batch_size=1, lr=0.1)
+    (packed,) = fit_packed(PackedModel([LinearClassifier(6, 3)]), [infinite], x, y, epochs=1, batch_size=1, lrs=[0.1],
+                           generators=[torch.Generator().manual_seed(0)])  # fmt: skip
+    assert math.isnan(alone[0]["loss"]) and math.isnan(packed[0]["loss"])

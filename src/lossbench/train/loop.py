@@ -251,9 +251,18 @@ def _totals(values: dict[str, list[torch.Tensor | float]]) -> dict[str, float]:
         numbers = [float(v) for v in flat]
     totals, start = {}, 0
     for key, vals in values.items():
-        totals[key] = math.fsum(numbers[start : start + len(vals)])
+        totals[key] = _sum(numbers[start : start + len(vals)])
         start += len(vals)
     return totals
+
+
+def _sum(numbers: list[float]) -> float:
+    """The exact sum; nan where +inf and -inf meet, inf past the largest double, as the packed trainer's
+    float64 sum gives (``math.fsum`` raises on both: a diverging run ended the whole fit)."""
+    try:
+        return math.fsum(numbers)
+    except (ValueError, OverflowError):
+        return sum(numbers)
 
 
 @torch.no_grad()
