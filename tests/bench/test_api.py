@@ -117,6 +117,27 @@ def test_compare_takes_a_map_style_torch_dataset(tmp_path):
     assert result.complete and len(result.leaderboard) == 2
 
 
+class Ragged(Pairs):
+    """Item 7's features and item 9's label a shape apart from the others' (``shape`` says which)."""
+
+    def __init__(self, n: int, shape: str) -> None:
+        super().__init__(n)
+        self.shape = shape
+
+    def __getitem__(self, i: int):
+        x, y = super().__getitem__(i)
+        return (x[:2] if i == 7 and self.shape == "x" else x), (y[None] if i == 9 and self.shape == "y" else y)
+
+
+def test_a_torch_datasets_samples_of_two_shapes_are_one_line_naming_them(tmp_path):
+    # (torch.stack's "stack expects each tensor to be equal size", naming no input)
+    with pytest.raises(ValueError, match=r"^data: the torch Dataset's samples differ in shape: item 0's x is \(3,\), item 7's \(2,\);"):
+        compare(Ragged(40, "x"), methods=["cross_entropy"], out=tmp_path / "out", test_fraction=0.25, **TINY)
+    with pytest.raises(ValueError, match=r"^data: the torch Dataset's labels differ in shape: item 0's y is \(\), item 9's \(1,\)$"):
+        compare(Ragged(40, "y"), methods=["cross_entropy"], out=tmp_path / "out", test_fraction=0.25, **TINY)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_factory_of_one_logit_for_a_sigmoid_loss_takes_num_outputs(tmp_path):
     widths = []
 

@@ -286,3 +286,22 @@ def test_fasttext_pools_over_non_padding_tokens():
         assert torch.allclose(out[0], model.fc(pooled), atol=1e-6)
         assert torch.allclose(out[1], model.fc.bias, atol=1e-6)  # padding only -> zero vector
     assert math.prod(model.embedding.weight.shape) == 50 * 8
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("factory", torch.nn.Linear(2, 2), r"factory must be a function .* got Linear"),
+    ("factory", "linear", r"factory must be a function .* got str"),
+    ("feature_kinds", "tabular", r"feature_kinds must be a tuple of one or more of \('tabular', 'image', 'text'\), got 'tabular'"),
+    ("feature_kinds", ("tables",), r"feature_kinds must be .*, got \('tables',\)"),
+    ("feature_kinds", (), r"feature_kinds must be .*, got \(\)"),
+    ("hyperparams", (("width", 8),), r"hyperparams must be a tuple of lossbench.registry.HyperParam, got \(\('width', 8\),\)"),
+])  # fmt: skip
+def test_a_model_registration_is_checked_when_it_is_made(field, value, message):
+    # (a string of kinds was read by substring; a plain tuple failed only where a spec built the model)
+    from lossbench.models import ModelInfo
+
+    fields = dict(name="mine", factory=lambda dataset, k: torch.nn.Linear(2, k), feature_kinds=("tabular",),
+                  hyperparams=(), reference="none", summary="a test")  # fmt: skip
+    ModelInfo(**fields)
+    with pytest.raises(ValueError, match=f"^model 'mine': {message}"):
+        ModelInfo(**{**fields, field: value})

@@ -654,8 +654,18 @@ def _arrays(obj: Any, label: str | None, what: str) -> tuple[torch.Tensor, Any]:
         items = [obj[i] for i in range(len(obj))]
         if not items or not all(isinstance(it, (tuple, list)) and len(it) == 2 for it in items):
             raise ValueError(f"{what}: a torch Dataset must yield (x, y) pairs and hold at least one")
-        x = torch.stack([torch.as_tensor(a) for a, _ in items])
+        features = [torch.as_tensor(a) for a, _ in items]
+        odd = next((i for i, a in enumerate(features) if a.shape != features[0].shape), None)
+        if odd is not None:  # (torch.stack's own error named no input)
+            raise ValueError(f"{what}: the torch Dataset's samples differ in shape: item 0's x is "
+                             f"{tuple(features[0].shape)}, item {odd}'s {tuple(features[odd].shape)}; "
+                             "lossbench stacks them into one tensor (pad or resize them to one shape)")  # fmt: skip
+        x = torch.stack(features)
         labels = [b for _, b in items]
+        odd = next((i for i, b in enumerate(labels) if isinstance(b, torch.Tensor) and b.shape != labels[0].shape), None)
+        if odd is not None and isinstance(labels[0], torch.Tensor):
+            raise ValueError(f"{what}: the torch Dataset's labels differ in shape: item 0's y is "
+                             f"{tuple(labels[0].shape)}, item {odd}'s {tuple(labels[odd].shape)}")  # fmt: skip
         y = (
             torch.stack(labels).detach().cpu()  # (a Dataset may yield its labels on an accelerator)
             if all(isinstance(b, torch.Tensor) for b in labels)

@@ -12,6 +12,7 @@ from torch import nn
 
 from lossbench._generators import python_and_numpy_kept, seed_python_and_numpy
 from lossbench._locks import ForkSafeLock
+from lossbench.data._dataset import FEATURE_KINDS
 from lossbench.registry import HyperParam, Registry, defaults
 
 
@@ -28,6 +29,19 @@ class ModelInfo:
     hyperparams: tuple[HyperParam, ...]
     reference: str
     summary: str
+
+    def __post_init__(self) -> None:  # (checked at registration, not where a spec first builds the model)
+        where = f"model {self.name!r}"
+        if not callable(self.factory) or isinstance(self.factory, nn.Module):
+            raise ValueError(f"{where}: factory must be a function (dataset, num_outputs, **hyperparams) -> nn.Module, "
+                             f"got {type(self.factory).__name__}")  # fmt: skip
+        if not isinstance(self.feature_kinds, tuple) or not self.feature_kinds or any(
+                k not in FEATURE_KINDS for k in self.feature_kinds):  # fmt: skip
+            raise ValueError(f"{where}: feature_kinds must be a tuple of one or more of {FEATURE_KINDS}, "
+                             f"got {self.feature_kinds!r}")  # fmt: skip
+        if not isinstance(self.hyperparams, tuple) or any(not isinstance(h, HyperParam) for h in self.hyperparams):
+            raise ValueError(f"{where}: hyperparams must be a tuple of lossbench.registry.HyperParam, "
+                             f"got {self.hyperparams!r}")  # fmt: skip
 
 
 MODELS: Registry[ModelInfo] = Registry("model")
