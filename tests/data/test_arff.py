@@ -38,6 +38,15 @@ def test_parse_keeps_codes_and_missing_values(tmp_path):
     assert t.line_numbers.tolist() == [10, 11, 13, 14, 15, 16]
 
 
+def test_a_nominal_type_may_follow_its_name_without_a_space(tmp_path):
+    # (Weka reads "class{yes,no}"; it was refused as "attribute 'class{yes,no}' has no type")
+    glued = ARFF.replace("@attribute class {yes,no}", "@attribute class{yes,no}").replace(
+        "@attribute colour {red", "@attribute colour{red")
+    t = parse_arff(write(tmp_path / "t.arff", glued))
+    assert [c.name for c in t.columns] == ["size cm", "colour", "weight", "class"]
+    assert t.columns[1].categories == ("red", "dark blue", "green") and t.columns[3].categories == ("yes", "no")
+
+
 def test_features_one_hot_and_standardised_on_train(tmp_path):
     path = write(tmp_path / "t.arff", ARFF)
     test_path = write(tmp_path / "test.arff", ARFF.split("@data")[0] + "@data\n7.0, green, ?, no\n")

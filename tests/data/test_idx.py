@@ -147,3 +147,18 @@ def test_too_few_class_names_name_the_file_that_holds_the_largest_label(tmp_path
     write(tmp_path / "t10k-labels-idx1-ubyte", idx_bytes(np.array([0, 1, 2, 1], np.uint8)))
     with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte: record 2 has the label 2, but only 2 class names"):
         load_idx_dir(tmp_path, class_names=["a", "b"], cache=False)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_float64_images_beyond_float32s_range_are_refused_naming_the_record(tmp_path, cache, monkeypatch):
+    # (finite in float64, they were read as float32's inf; the table and ARFF loaders refuse such values)
+    monkeypatch.setenv("LOSSBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    arrays = write_idx_set(tmp_path / "set", gz=False)
+    for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
+        images = arrays[name].astype(np.float64)
+        if name.startswith("t10k"):
+            images[2, 1, 3] = 1e39
+        write(tmp_path / "set" / name, idx_bytes(images))
+    for _ in range(2 if cache else 1):  # (a second load reads the parse cache's entry)
+        with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte: record 2 holds a value beyond float32's range"):
+            load_idx_dir(tmp_path / "set", cache=cache)

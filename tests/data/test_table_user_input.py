@@ -402,3 +402,24 @@ def test_a_summary_shows_class_names_with_control_characters_escaped(tmp_path):
     ds = load_table(write(tmp_path / "t.csv", "x,label\n" + rows), test_fraction=0.25)
     summary = ds.summary()
     assert summary.isprintable() and "'\\x1b[31mred'=" in summary and "'a\\nb'=" in summary and "plain=" in summary
+
+
+@pytest.mark.parametrize("header", ["a,b,y,\n", ""])
+def test_lines_ending_in_the_delimiter_leave_the_label_in_the_last_filled_column(tmp_path, header):
+    # (every line of many tools' tables ends in a comma: label="last" took the empty column after it and refused
+    # the file, "no row has a label in column 'Unnamed: 3'")
+    rows = "".join(f"{i},0.{i},{'yes' if i % 2 else 'no'},\n" for i in range(1, 21))
+    with pytest.warns(UserWarning, match="missing in every row, dropped"):
+        ds = load_table(write(tmp_path / "t.csv", header + rows))
+    assert list(ds.class_names) == ["no", "yes"] and ds.x_train.shape[1] == 2
+    with pytest.raises(ValueError, match=r"no column left for label='first' after the drops \(the others are empty"):
+        load_table(write(tmp_path / "e.csv", "a,b\n,\n,\n,\n"), label="first", header=True)
+
+
+def test_a_header_name_is_found_without_the_spaces_after_its_delimiter(tmp_path):
+    # ("a, b, y": the names are " b" and " y", and label="y" was "no such column ... (columns: a,  b,  y)")
+    rows = "".join(f"{i}, 0.{i}, {'yes' if i % 2 else 'no'}\n" for i in range(1, 21))
+    ds = load_table(write(tmp_path / "t.csv", "a, b, y\n" + rows), label="y", drop=["b"])
+    assert list(ds.class_names) == ["no", "yes"] and ds.x_train.shape[1] == 1
+    with pytest.raises(ValueError, match=r"label='z': no such column"):
+        load_table(write(tmp_path / "t.csv", "a, b, y\n" + rows), label="z")

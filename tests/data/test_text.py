@@ -272,3 +272,17 @@ def test_label_names_that_repeat_a_name_are_refused(tmp_path):
     # ['1', '0', '1'] made three classes, the last never a target
     with pytest.raises(ValueError, match=r"label_names=\['1', '0', '1'\] names '1' more than once; name each class once"):
         load(tmp_path, label_names=["1", "0", "1"])
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_labels_that_differ_only_by_case_are_warned_of_as_the_table_loader_does(tmp_path, cache, monkeypatch):
+    # ("yes" and "Yes " loaded as two classes, silently)
+    monkeypatch.setenv("LOSSBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    rows = "sentence,label\n" + "".join(f"doc {'ab'[i % 2]},{'yes' if i % 3 else 'Yes '}\n" for i in range(12))
+    path = write(tmp_path / "t.csv", rows)
+    for _ in range(2 if cache else 1):  # (the second load from the parse cache warns too)
+        with pytest.warns(UserWarning, match=r"labels 'Yes', 'yes' differ only by case and are 2 classes"):
+            load_text_table(path, test_fraction=0.25, cache=cache)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (the classes the user names are as named)
+        load_text_table(path, test_fraction=0.25, label_names=["yes", "Yes"], cache=False)

@@ -39,6 +39,19 @@ def classes_without_rows(y_train: torch.Tensor, class_names: list[str], where: s
             "classes without a sample, which count-based losses (balanced_softmax, logit adjustment) refuse")
 
 
+def classes_alike_by_case(class_names: list[str], where: str) -> str | None:
+    """The warning for labels that differ only by letter case ("yes", "Yes"): two classes, where a user most likely
+    meant one; None where there are none."""
+    by_case: dict[str, list[str]] = {}
+    for name in class_names:
+        by_case.setdefault(str(name).casefold(), []).append(str(name))
+    alike = next((names for names in by_case.values() if len(names) > 1), None)
+    if alike is None:
+        return None
+    return (f"{where}: labels {', '.join(map(repr, alike))} differ only by case and are {len(alike)} classes; write "
+            "them alike if they are one")
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """Train and test tensors with their metadata.

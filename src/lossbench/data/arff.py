@@ -146,6 +146,9 @@ def _split_name(rest: str, where: str) -> tuple[str, str]:
             raise ValueError(f"{where}: unterminated quote in attribute name")
         return _unquote(rest[: end + 1]), rest[end + 1 :].strip()
     parts = rest.split(None, 1)
+    brace = parts[0].find("{")
+    if brace > 0:  # ("class{yes,no}": Weka reads the brace as a token of its own)
+        return parts[0][:brace], rest[brace:].strip()
     if len(parts) < 2:
         raise ValueError(f"{where}: attribute {rest!r} has no type")
     return parts[0], parts[1].strip()

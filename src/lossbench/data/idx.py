@@ -20,6 +20,7 @@ import torch
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset, check_test_labels, classes_without_rows
 from lossbench.data._files import read_bytes
+from lossbench.data._tabular import FLOAT32_MAX
 
 IDX_TYPES = {
     0x08: ("u1", 1),
@@ -142,6 +143,12 @@ def load_idx(
         return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
     p = cached("idx", {}, paths, parse, cache=cache)
+    for key, path in (("x_train", paths[0]), ("x_test", paths[2])):  # (after the cache: an entry read back too)
+        x = p[key]
+        if x.is_floating_point() and x.dtype.itemsize > 4 and bool((x.abs() > FLOAT32_MAX).any()):
+            record = int((x.abs() > FLOAT32_MAX).flatten(1).any(1).nonzero()[0])
+            raise ValueError(f"{path}: record {record} holds a value beyond float32's range (±{FLOAT32_MAX:.4g}), "
+                             "in which the images are read")  # fmt: skip
     if p["x_train"].dtype != p["x_test"].dtype:  # (bytes are scaled to [0, 1], other types read as they are)
         raise ValueError(f"{paths[2]}: images of IDX type {str(p['x_test'].dtype).removeprefix('torch.')}, the training "
                          f"images' {str(p['x_train'].dtype).removeprefix('torch.')}: the two parts would be on different scales")  # fmt: skip

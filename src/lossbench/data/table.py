@@ -149,7 +149,7 @@ import torch
 
 from lossbench._checks import first_few
 from lossbench.data._cache import cached
-from lossbench.data._dataset import Dataset, check_test_labels
+from lossbench.data._dataset import Dataset, check_test_labels, classes_alike_by_case
 from lossbench.data._files import no_nul, read_bytes, split_lines, utf_bom
 from lossbench.data._tabular import FLOAT32_MAX
 from lossbench.data.splits import (
@@ -675,22 +675,38 @@ def _column(spec: str | int, columns: list[Any], header: bool, path: Path, what:
             f"{what}={spec!r} is a column name but {path} is read without a header; pass an index{why}"
         )
     if spec not in columns:
+        spaced = [c for c in columns if isinstance(c, str) and c.strip() == spec.strip()]
+        if len(spaced) == 1:  # ("a, b, y": its header names are " b" and " y")
+            return spaced[0]
         listed = ", ".join(map(str, columns))
         raise ValueError(f"{what}={spec!r}: no such column in {path} (columns: {listed})")
     return spec
 
 
 def _label_column(
-    label: str | int, kept: list[Any], columns: list[Any], header: bool, path: Path, why: str = ""
+    label: str | int, kept: list[Any], columns: list[Any], header: bool, path: Path, why: str = "",
+    frames: Sequence[Any] = (),
 ) -> Any:
+    """The label's column; "last" and "first" pass over columns empty in every row of ``frames`` (each line
+    ending in the delimiter, as many tools write a table, gave an empty last column)."""
     if label in ("last", "first"):
-        if not kept:
-            raise ValueError(f"{path}: no column left for label={label!r} after the drops")
-        return kept[-1] if label == "last" else kept[0]
+        order = kept[::-1] if label == "last" else kept
+        found = next((c for c in order if not all(_empty_column(frame[c]) for frame in frames)), None)
+        if found is None:
+            raise ValueError(f"{path}: no column left for label={label!r} after the drops"
+                             + (" (the others are empty in every row)" if kept else ""))  # fmt: skip
+        return found
     col = _column(label, columns, header, path, "label", why)
     if col not in kept:
         raise ValueError(f"label={label!r} names a dropped column of {path}")
     return col
+
+
+def _empty_column(values: Any) -> bool:
+    """Whether every cell is missing or blank (stops at the first filled one)."""
+    import pandas as pd
+
+    return all(pd.isna(v) or (isinstance(v, str) and not v.strip()) for v in values)
 
 
 def _refuse_header_only(
@@ -930,12 +946,8 @@ def _labels(
         labels = labels.map(_category)
         classes_raw = sorted(set(labels))
         values = labels.to_numpy(dtype=object)
-        by_case: dict[str, list[str]] = {}
-        for c in classes_raw:
-            by_case.setdefault(str(c).casefold(), []).append(str(c))
-        if alike := next((names for names in by_case.values() if len(names) > 1), None):
-            notes.append(f"{path}: labels {', '.join(map(repr, alike))} differ only by case and are "
-                         f"{len(alike)} classes; write them alike if they are one")  # fmt: skip
+        if note := classes_alike_by_case(classes_raw, str(path)):
+            notes.append(note)
     if len(classes_raw) < 2:
         raise ValueError(
             f"{path}: label column {label_col!r} holds a single class ({_class_name(classes_raw[0])!r}); "
@@ -1162,7 +1174,7 @@ def _parse(
     if categorical & set(dropped):
         raise ValueError(f"{paths[0]}: nominal={list(nominal)} names dropped column(s) {sorted(map(str, categorical & set(dropped)))}")
     kept = [c for c in columns if c not in dropped]
-    label_col = _label_column(label, kept, columns, headers[0], paths[0], why)
+    label_col = _label_column(label, kept, columns, headers[0], paths[0], why, frames)
     if label_col in categorical:
         raise ValueError(f"{paths[0]}: nominal={list(nominal)} names the label column {label_col!r}")
     _refuse_header_as_data(frames, wheres, headers, header is None, label_col, why, paper)

@@ -59,7 +59,7 @@ from typing import Any
 import torch
 
 from lossbench.data._cache import cached
-from lossbench.data._dataset import Dataset, check_test_labels, classes_without_rows
+from lossbench.data._dataset import Dataset, check_test_labels, classes_alike_by_case, classes_without_rows
 from lossbench.data._files import read_text
 from lossbench.data.splits import VALIDATION_MASK, check_split_seed, resolve_test_fraction, train_test_indices
 from lossbench.data.text_bags import TokenBags
@@ -277,6 +277,8 @@ def encode_text(
         }
 
     p = cached("text", params, sources, parse, cache=cache)
+    if label_names is None and (note := classes_alike_by_case(p["classes"], name)):  # (as the table loader warns)
+        warnings.warn(note, stacklevel=3)
     if cut := sum(p["cut"]):
         warnings.warn(f"{name}: {cut} of {len(p['y_train']) + len(p['y_test'])} documents are longer than max_length="
                       f"{max_length} tokens and keep their first {max_length} (max_length=None keeps them whole)",
