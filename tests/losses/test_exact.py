@@ -218,6 +218,19 @@ def test_margin_clipping_is_min_of_margin_and_difference():
     torch.testing.assert_close(clipped, exact(x, target, sigma=0.6, reduction="none"))
 
 
+def test_a_margin_of_inf_clips_nothing_as_a_number_a_0d_tensor_or_a_module_setting():
+    # (inf clipped nothing in a per-sample margin, but a number or 0-d tensor of inf was refused, and ExactLoss
+    # took a 0-d tensor of inf when built to refuse it at the first call)
+    logits, target = make_inputs(b=6, c=5, seed=4)
+    free = exact(logits, target, sigma=0.6, reduction="none")
+    for margin in (math.inf, torch.tensor(math.inf), torch.full((6,), math.inf, dtype=torch.float64)):
+        torch.testing.assert_close(exact(logits, target, margin=margin, sigma=0.6, reduction="none"), free)
+    for margin in (math.inf, torch.tensor(math.inf)):
+        torch.testing.assert_close(ExactLoss(margin=margin, sigma=0.6, reduction="none")(logits, target), free)
+    with pytest.raises(ValueError, match="margin"):
+        exact(logits, target, margin=-math.inf)
+
+
 def test_per_sample_sigma_equals_row_by_row_calls(backend):
     logits, target = make_inputs(b=4, c=7, seed=5)
     sigma = torch.tensor([0.2, 1.0, 3.0, 0.05], dtype=torch.float64)

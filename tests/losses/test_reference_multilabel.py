@@ -220,6 +220,17 @@ def test_asl_equals_the_official_formula(batch, gammas_clip):
     torch.testing.assert_close(a.grad, b.grad)
 
 
+def test_asl_keeps_the_gradient_of_confidently_wrong_negatives_in_float32():
+    # (the weight (sigmoid(s) - clip) ** 4 read sigmoid(s) rounded to 1 from s = 17 in float32: its factor of the
+    # gradient was 0, the gradient about 39 % short)
+    grads = []
+    for dtype in (torch.float32, torch.float64):
+        x = torch.tensor([17.0, 20.0, 30.0], dtype=dtype, requires_grad=True)
+        L.asymmetric_loss(x, torch.zeros(3), reduction="sum").backward()
+        grads.append(x.grad.double())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=0.0)
+
+
 def test_asl_without_focusing_or_shift_is_binary_cross_entropy(batch):
     x, t = batch
     torch.testing.assert_close(

@@ -167,7 +167,7 @@ def exact(
         sigma: noise standard deviation ``> 0``: float, scalar tensor or per-sample tensor ``(...)`` or
             ``(..., 1)``.
         margin: optional clip ``>= 0`` of ``s_y - s_j`` (in logit units, before dividing by sigma), or a
-            per-sample tensor of the target's shape.
+            per-sample tensor of the target's shape; ``inf`` (a number or a value of the tensor) clips nothing.
         log_loss: return ``-log P`` instead of ``1 - P``.
         log_of_mean: return ``-log`` of the batch's mean ``P`` (``-log E[P]``, as Su reads the paper's
             log-loss) instead of a per-sample loss: a batch-level loss, each sample's gradient ``1 / mean P``
@@ -214,6 +214,8 @@ def exact(
         raise ValueError(f"groups must be a positive integer that divides the {logits2d.shape[0]} rows, got {groups!r}")
     if isinstance(margin, torch.Tensor):
         margin = _check_row_margin(margin, batch_shape, logits2d, validate)
+    elif _no_clip(margin):  # (inf clips nothing, as in a per-sample margin)
+        margin = None
     elif margin is not None and not (type(margin) is float and 0.0 <= margin < math.inf):  # (the common case)
         check_positive("margin", margin, allow_zero=True)  # 0 is in the paper's grid
     dtype = compute_dtype(logits2d)
@@ -310,14 +312,21 @@ def _margins(
     return d if sigma == 1.0 else d / sigma
 
 
+def _no_clip(margin: object) -> bool:
+    """A number margin of ``inf``: no clip, as ``None`` (and as ``inf`` in a per-sample margin)."""
+    return isinstance(margin, (int, float)) and not isinstance(margin, bool) and margin == math.inf
+
+
 def _check_row_margin(
     margin: torch.Tensor, batch_shape: tuple[int, ...], like: torch.Tensor, validate: bool
-) -> float | torch.Tensor:
+) -> float | torch.Tensor | None:
     """A margin given as a tensor: 0-d, its number (checked as one); else one per sample (the target's
     shape, or with a trailing 1, on the logits' device, values ``>= 0``, ``inf`` for no clip) flattened
     to ``(N,)``."""
     batch_shape = tuple(batch_shape)
     if margin.ndim == 0 and not margin.requires_grad:
+        if _no_clip(float(margin)):
+            return None
         check_positive("margin", float(margin), allow_zero=True)
         return float(margin)
     if (not margin.is_floating_point() or tuple(margin.shape) not in (batch_shape, (*batch_shape, 1))
@@ -443,7 +452,7 @@ class ExactLoss(nn.Module):
         if isinstance(margin, torch.Tensor):  # (its values here, not at the first call)
             if bool(torch.isnan(margin).any()) or bool((margin < 0).any()):
                 raise ValueError(f"margin must hold values >= 0 (inf for no clip), got {margin}")
-        elif margin is not None:
+        elif margin is not None and not _no_clip(margin):
             check_positive("margin", margin, allow_zero=True)
         for name, switch in (("learn_sigma", learn_sigma), ("standardize", standardize)):
             check_bool(name, switch)

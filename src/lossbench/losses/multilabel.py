@@ -228,7 +228,8 @@ def asymmetric_loss(
         log_clip = torch.full_like(x, log_clip) if isinstance(log_clip, float) else log_clip
         log_not_p_m = torch.logaddexp(log_not_p, log_clip).clamp(max=0)
         # The clamp keeps p_m ** gamma_neg's gradient finite where p_m = 0; log(1 - p_m) = 0 there.
-        weight_neg = (torch.sigmoid(x) - clip).clamp(min=torch.finfo(x.dtype).tiny) ** gamma_neg
+        # (p - clip as (1 - clip) - sigmoid(-s): sigmoid(s) rounds to 1 from s = 17 in float32, and its gradient to 0)
+        weight_neg = ((1 - clip) - torch.sigmoid(-x)).clamp(min=torch.finfo(x.dtype).tiny) ** gamma_neg
     else:
         log_not_p_m, weight_neg = log_not_p, torch.exp(gamma_neg * log_p)
     per_element = -(t * positive + (1 - t) * weight_neg * log_not_p_m)
