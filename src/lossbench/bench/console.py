@@ -8,6 +8,7 @@ instead.  Progress and notices go to stderr, the leaderboards to stdout.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -30,6 +31,12 @@ from lossbench.bench.spec import Spec
 
 # No emoji codes: a method named "ce:skull:" is printed as written, as the report writes it.
 console = Console(emoji=False)
+# Rich lays out for 80 columns where stdout is no terminal (`lossbench run > results.txt`, a CI log), which broke a
+# leaderboard's paired-test cells over five lines each: a file takes the tables' own width, up to this (COLUMNS,
+# where set, still decides).
+FILE_WIDTH = 200
+if not console.is_terminal and "COLUMNS" not in os.environ:
+    console.width = FILE_WIDTH
 # Progress and notices go to stderr: stdout keeps the results (`lossbench run > results.txt`).
 status = Console(stderr=True, emoji=False)
 
