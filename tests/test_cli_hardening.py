@@ -84,7 +84,9 @@ def test_storage_url_comes_from_the_environment(stored, tmp_path, monkeypatch, c
     assert main(["report", "--out", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "report.md").is_file()
     assert main(["worker", "tiny", "--device", "cpu"]) == 0  # no --storage needed
-    assert "is complete" in capsys.readouterr().out
+    printed = capsys.readouterr()  # (notices on stderr: stdout keeps the results)
+    assert "is complete" in printed.err and "is complete" not in printed.out
+    assert "report: " in printed.err and "report: " not in printed.out
 
 
 def test_progress_without_a_terminal_is_one_line_per_finished_unit(stored):
@@ -507,6 +509,8 @@ def test_report_of_every_study_refuses_two_names_one_folder_where_case_does_not_
     out = tmp_path / "reports"
     line = refused(capsys, ["report", "--storage", f"sqlite:///{copy}", "--out", str(out)])
     assert "studies 'Wine' and 'wine' would share one folder where letter case does not count" in line
+    # (it named an option that does not exist, --study: the name is the report command's argument)
+    assert line.endswith("report each by its name, with a folder of its own: lossbench report NAME --out DIR")
     assert not out.exists() or not list(out.iterdir())
 
 

@@ -175,7 +175,7 @@ def _preflight(spec, data_dir: str | None):
 
 
 def _finish(spec, storage, out: str) -> int:
-    from lossbench.bench.console import console, print_across, print_leaderboards
+    from lossbench.bench.console import print_across, print_leaderboards, status
     from lossbench.bench.report import incomplete, write_report
     from lossbench.bench.results import collect
 
@@ -189,10 +189,11 @@ def _finish(spec, storage, out: str) -> int:
         raise ValueError(f"cannot write the report in {out}: {err.strerror or err}{where}; the results "
                          "are stored: `lossbench report --out <folder>` writes it elsewhere") from None  # fmt: skip
     also = ", ".join(p.name for p in files[1:] if p.parent == files[0].parent)
-    console.print(f"report: {files[0]} (also {also} and plots/)", markup=False, highlight=False, soft_wrap=True)  # (a path may hold [])
+    # (notices, on stderr: stdout keeps the results, `lossbench run > results.txt`)
+    status.print(f"report: {files[0]} (also {also} and plots/)", markup=False, highlight=False, soft_wrap=True)  # (a path may hold [])
     missing = incomplete(results)
     if missing:
-        console.print(f"[yellow]{len(missing)} method(s) are not complete yet; the report shows what is stored.")
+        status.print(f"[yellow]{len(missing)} method(s) are not complete yet; the report shows what is stored.")
     return 0
 
 
@@ -249,7 +250,7 @@ def _local_workers(args: argparse.Namespace, study: str, url: str, plugins: Sequ
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from lossbench.bench.console import console, run_progress
+    from lossbench.bench.console import run_progress, status
     from lossbench.bench.runner import Runner
     from lossbench.bench.storage import open_storage, stored_spec
     from lossbench.bench.workers import stop_with_parent
@@ -265,7 +266,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     runner = Runner(spec, storage, device, data_dir=args.data_dir, pack=args.pack)
     with run_progress(f"{spec.name} (worker)") as progress:
         runner.run(progress)
-    console.print(f"study {spec.name!r} is complete; `lossbench report --storage ...` writes the report", markup=False)
+    status.print(f"study {spec.name!r} is complete; `lossbench report --storage ...` writes the report", markup=False)
     return 0
 
 
@@ -293,7 +294,7 @@ def _report(args: argparse.Namespace) -> int:
     for name in names if len(names) > 1 else ():  # (one folder where case does not count: macOS, Windows)
         if (other := folded.setdefault(name.casefold(), name)) != name:
             raise ValueError(f"studies {other!r} and {name!r} would share one folder where letter case does not count; "
-                             f"report each with --study NAME and an --out of its own")  # fmt: skip
+                             "report each by its name, with a folder of its own: lossbench report NAME --out DIR")  # fmt: skip
     specs = {name: stored_spec(storage, name) for name in names}  # (every spec read first: a misspelt study is named as such)
     for name, out in outs.items():  # (and every folder checked before any report is written)
         check_report_folder(out, name)
