@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from rich.console import Console
 from rich.progress import (
@@ -29,14 +29,20 @@ from lossbench.bench.report import across_summary, leaderboard_header, leaderboa
 from lossbench.bench.results import DatasetResult, across_datasets
 from lossbench.bench.spec import Spec
 
-# No emoji codes: a method named "ce:skull:" is printed as written, as the report writes it.
-console = Console(emoji=False)
 # Rich lays out for 80 columns where stdout is no terminal (`lossbench run > results.txt`, a CI log), which broke a
 # leaderboard's paired-test cells over five lines each: a file takes the tables' own width, up to this (COLUMNS,
 # where set, still decides).
 FILE_WIDTH = 200
-if not console.is_terminal and "COLUMNS" not in os.environ:
-    console.width = FILE_WIDTH
+
+
+def _widened(out: Console, environ: Mapping[str, str]) -> Console:
+    if not out.is_terminal and "COLUMNS" not in environ:
+        out.width = FILE_WIDTH
+    return out
+
+
+# No emoji codes: a method named "ce:skull:" is printed as written, as the report writes it.
+console = _widened(Console(emoji=False), os.environ)
 # Progress and notices go to stderr: stdout keeps the results (`lossbench run > results.txt`).
 status = Console(stderr=True, emoji=False)
 
