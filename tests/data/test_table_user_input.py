@@ -423,3 +423,12 @@ def test_a_header_name_is_found_without_the_spaces_after_its_delimiter(tmp_path)
     assert list(ds.class_names) == ["no", "yes"] and ds.x_train.shape[1] == 1
     with pytest.raises(ValueError, match=r"label='z': no such column"):
         load_table(write(tmp_path / "t.csv", "a, b, y\n" + rows), label="z")
+
+
+def test_a_note_above_the_table_is_named_with_the_comment_option_that_skips_it(tmp_path):
+    # ("t.csv:2: expected 1 fields, got 3" said nothing of the note line that set the width)
+    path = write(tmp_path / "t.csv", "# exported by tool\na,b,y\n" + ROWS)
+    with pytest.raises(ValueError, match=r"t.csv:2: expected 1 fields, got 3 \(line 1, '# exported by tool', sets the "
+                                         r"width: a note above the table\? pass comment='#'\)$"):  # fmt: skip
+        load_table(path, cache=False)
+    assert list(load_table(path, comment="#", cache=False).class_names) == ["a", "b"]

@@ -521,7 +521,10 @@ def _read_text_frame(
             m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
             if m and int(m.group(2)) <= len(starts):  # (pandas counts rows, not lines)
                 line = starts[int(m.group(2)) - 1][0]
-                raise ValueError(f"{path}:{line}: expected {m.group(1)} fields, got {m.group(3)}") from None
+                opening = lines[starts[0][0] - 1].lstrip()  # (a note above the table, "# exported by ...")
+                note = (f" (line {starts[0][0]}, {opening[:30]!r}, sets the width: a note above the table? pass "
+                        f"comment={opening[0]!r})" if opening[:1] in ("#", "%", ";") and comment is None else "")  # fmt: skip
+                raise ValueError(f"{path}:{line}: expected {m.group(1)} fields, got {m.group(3)}{note}") from None
             raise ValueError(f"{path}: unreadable table ({msg})") from None
         except pd.errors.EmptyDataError:
             raise ValueError(f"{path}: no data rows") from None
