@@ -54,6 +54,9 @@ _DEVIATIONS = (
     "noise), so there validation may switch flooding off; lossbench's grid "
     "leaves 0 out, so flooding is always on (a stricter test of 'improves', which cannot end 'equivalent' by "
     "switching it off).",
+    "The paper's benchmark experiments are read by a review (2026-12-07, after the runs) as choosing b from "
+    "{0.00, 0.01, ..., 0.10} on validation, from memory of the paper's text, which the project could not open to "
+    "check: if so, there validation can switch flooding off too, and its grid is the lower half of lossbench's.",
     "With weight decay, its strength is searched over lossbench's default range (1e-6 .. 1e-2, log) for both "
     "methods; the paper fixes one value.",
     "Early stopping as the paper describes it: the epoch with the best validation accuracy is kept and its test "

@@ -69,6 +69,10 @@ _TRAIN_PY_DEVIATION = (
     "computes every multi-label loss, that is about 1e-4 / (128 x 80), 1e-8, at its batch of 128 and 80 labels, "
     "below the searched range (1e-6 .. 1e-3); Adam's step itself does not depend on the loss's scale. Noted on "
     "2026-12-06, after the runs.",
+    "ASL's train.py also trains with OneCycleLR (max lr 1e-4, pct_start 0.2), a model EMA (0.9997) whose validation "
+    "mAP counts when higher, 80 epochs stopped after 40, batch 128, Cutout and RandAugment, and weight decay off the "
+    "biases and norms; the preset trains every method alike with its own schedule, batch and epochs (no EMA, "
+    "decay on every parameter). Noted on 2026-12-07, after the runs.",
 )
 # The mAP claims run their own study, chosen by mAP (the macro-F1 claims' study chooses by macro-F1 at logit 0,
 # which reads ASL's shifted probabilities against it), with the methods they compare: BCE, ASL and focal tuned,
@@ -101,7 +105,7 @@ _GRADIENT_DEVIATION = (
 
 
 def _claim(id: str, title: str, source: str, url: str, statement: str, treatment: str, baseline: str,
-           metric: str, rule: Rule, own_deviations: tuple[str, ...] = ()) -> None:  # fmt: skip
+           metric: str, rule: Rule, own_deviations: tuple[str, ...] = (), reading: bool = False) -> None:  # fmt: skip
     by_map, settings_of_source = metric == "map", treatment.endswith("_source")
     settings = _DEVIATIONS[:-1] + _SOURCE_DEVIATION if settings_of_source else _DEVIATIONS
     compared = {treatment, baseline}
@@ -113,11 +117,17 @@ def _claim(id: str, title: str, source: str, url: str, statement: str, treatment
     register_claim(
         Claim(
             id=id, title=title, source=source, url=url, statement=statement, protocol="multilabel", metric=metric,
-            treatment=treatment, baseline=baseline, rule=rule,
+            treatment=treatment, baseline=baseline, rule=rule, reading=reading,
             budgets=_MAP_BUDGETS if by_map else {"quick": _QUICK, "paper": _PAPER},
             deviations=settings + (_MAP_HISTORY if by_map and not settings_of_source else ()) + own_deviations,
         )
     )  # fmt: skip
+
+
+# (Su claims that ZLPR needs no threshold and matches binary classification with finely tuned weights; the two
+# claims below are lossbench's readings of that, as a review noted on 2026-12-07)
+_READING = ("Marked as lossbench's reading of the source on 2026-12-07, after the runs: Su does not compare ZLPR with "
+            "BCE read at 0.5 or with BCE whose thresholds are tuned; his claim is su-zlpr-weighted's.")
 
 
 _claim(
@@ -133,7 +143,9 @@ _claim(
     ("The rule, written before the runs, tests 'matches or beats' one-sided with a 1-point margin: a difference "
      "shown below 0 but inside the margin reads contradicted, where the source's 'matches' would read as "
      "equivalence. Noted on 2026-12-06, after the runs, in which BCE with thresholds led by 5.3 to 6.8 points on "
-     "the synthetic sets, beyond the margin, and Scene was inconclusive.",),
+     "the synthetic sets, beyond the margin, and Scene was inconclusive.",
+     _READING),
+    reading=True,
 )
 # Su's own comparison: ZLPR, untuned, against binary classification whose positive/negative weight is tuned
 # (the post: "手动调整正负样本的权重"; the tuned thresholds are lossbench's); written on 2026-12-06 before its runs.
@@ -175,7 +187,7 @@ _claim(
     "Without threshold tuning (ZLPR at 0, BCE at probability 0.5, the same logit 0), ZLPR's macro-F1 is "
     "higher: its loss ranks each sample's positive labels above its negative ones, the positives above 0 and the "
     "negatives below it.",
-    "zlpr", "bce", "macro_f1", Rule("greater", alpha=0.05, delta=0.01),
+    "zlpr", "bce", "macro_f1", Rule("greater", alpha=0.05, delta=0.01), (_READING,), reading=True,
 )
 _claim(
     "asl-beats-focal",
