@@ -168,7 +168,7 @@ SPEC_CASES = [
     ("methods.0.transforms", [{"name": "flooding", "params": {"b": "x"}}], "flooding.b"),
     ("methods.0.transforms", [{"name": "flooding", "params": {"b": INF}}], "b"),
     ("methods.0.transforms", ["nope"], "'nope'"),
-    ("methods.0.search", {"loss.temperature": [0.1, INF]}, "loss.temperature"),
+    ("methods.0.search", {"loss.temperature": {"low": 0.1, "high": INF}}, "loss.temperature"),
     ("methods.0.search", {"loss.temperature": {"low": 0.0, "high": 1.0}}, "temperature"),
     ("methods.0.search", {"loss.ignore_index": {"choices": [0, 1]}}, "loss.ignore_index"),
     ("methods.0.search", {"loss.weight": {"low": 0.0, "high": 1.0}}, "loss.weight"),

@@ -514,7 +514,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 
 def cmd_claims_run(args: argparse.Namespace) -> int:
-    from lossbench.bench.console import console, run_progress
+    from lossbench.bench.console import console, run_progress, status
     from lossbench.ledger.protocol import check_run, study_spec
     from lossbench.ledger.records import get_claim
     from lossbench.ledger.runs import run_claim
@@ -545,7 +545,7 @@ def cmd_claims_run(args: argparse.Namespace) -> int:
         run_claim(reader, args.budget, storage, device, data_dir=args.data_dir, progress=run_progress, pack=args.pack)
         for line in _verdict_lines(reader, args.budget, reader.variations, storage):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
-    console.print(f"claim {claim.id} ({args.budget}) done; `lossbench claims report --out {args.out}"
+    status.print(f"claim {claim.id} ({args.budget}) done; `lossbench claims report --out {args.out}"
                   f"{_where(args, out=False)}` writes the ledger",
                   markup=False, highlight=False, soft_wrap=True)  # (a command to paste: never broken across lines)
     return 0

@@ -4,6 +4,7 @@ written by hand: what it ranks, what it leaves out, and what it says."""
 from __future__ import annotations
 
 import numpy as np
+import optuna
 import pytest
 from scipy import stats as sps
 
@@ -123,3 +124,41 @@ def test_data_sets_that_tie_every_method_are_said_to_and_drawn_no_diagram(tmp_pa
     md = (tmp_path / "report.md").read_text()
     assert "Every data set ties all 3 methods: there is no ranking to test." in md
     assert not (tmp_path / "plots" / "ranks_accuracy.png").exists()
+
+
+def test_friedman_rejecting_with_no_pair_apart_says_both():
+    # ("... gives p 0.035; ...: these data sets do not tell the methods apart": the sentence denied its own test)
+    ranks = [[2, 3, 4, 1], [4, 3, 1, 2], [4, 2, 3, 1], [2, 4, 3, 1], [2, 3, 4, 1], [4, 2, 3, 1]]
+    labels = [f"d{i}" for i in range(6)]
+    spec = parse_spec({"name": "across", "trials": 2, "seeds": 3,
+                       "datasets": [{"name": "wine", "label": d} for d in labels],
+                       "methods": [{"name": m, "loss": "cross_entropy"} for m in "abcd"]})  # fmt: skip
+    scores = {d: {m: [1 - r / 10] * 3 for m, r in zip("abcd", row)} for d, row in zip(labels, ranks)}
+    (across,) = across_datasets(spec, collect(spec, _storage(spec, scores)))
+    assert across.ranking.friedman_p < 0.05
+    assert across_summary(across).endswith("Friedman's test rejects that the methods rank alike, but no two mean "
+                                           "ranks differ by the critical difference: Nemenyi's post hoc tells no pair apart.")
+
+
+def test_three_methods_of_which_fewer_run_everywhere_are_said_to_give_no_ranking(tmp_path):
+    # (the section vanished, naming nothing)
+    spec = _spec(only={"c": ["wine", "digits"]})
+    scores = {d: {m: v for m, v in SCORES[d].items() if m != "c" or d != "breast_cancer"} for d in DATASETS}
+    results = collect(spec, _storage(spec, scores))
+    (across,) = across_datasets(spec, results)
+    assert across.ranking is None and across.partial == ["c"] and across.waiting == []
+    assert across_summary(across) == ("No ranking: it takes 3 methods run on every data set, and 2 are. "
+                                      "Left out: `c` (not run on every data set).")
+    write_report(spec, results, tmp_path)
+    assert "No ranking: it takes 3 methods" in (tmp_path / "report.md").read_text()
+
+
+def test_multi_label_sets_without_runs_yet_are_filed_under_their_own_metric():
+    # (with no runs their task read as multiclass: "Across the data sets (test accuracy)", the pending sets apart)
+    spec = parse_spec({"name": "ml", "trials": 2, "seeds": 3,
+                       "datasets": [{"name": "synthetic_multilabel", "label": f"ml{i}"} for i in range(2)],
+                       "methods": [{"name": m, "loss": m} for m in ("binary_cross_entropy", "zlpr", "asymmetric_loss")]})  # fmt: skip
+    results = collect(spec, optuna.storages.InMemoryStorage())
+    assert [r.metric for r in results] == ["micro_f1", "micro_f1"]
+    (across,) = across_datasets(spec, results)
+    assert across.metric == "micro_f1" and across.ranking is None and across.waiting == ["ml0", "ml1"]

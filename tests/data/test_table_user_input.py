@@ -432,3 +432,7 @@ def test_a_note_above_the_table_is_named_with_the_comment_option_that_skips_it(t
                                          r"width: a note above the table\? pass comment='#'\)$"):  # fmt: skip
         load_table(path, cache=False)
     assert list(load_table(path, comment="#", cache=False).class_names) == ["a", "b"]
+    # (a header's empty first cell before a ';' delimiter is no note)
+    rows = "".join(f"{i};0.{i};{'yes' if i % 2 else 'no'}\n" for i in range(12)) + "12;0.5;no;extra\n"
+    with pytest.raises(ValueError, match=r"s.csv:14: expected 3 fields, got 4$"):
+        load_table(write(tmp_path / "s.csv", ";a;y\n" + rows), cache=False)

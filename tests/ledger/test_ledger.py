@@ -472,7 +472,7 @@ def test_the_commands_a_claims_command_suggests_name_its_storage(tmp_path, capsy
     monkeypatch.delenv("LOSSBENCH_STORAGE", raising=False)
     url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     assert main(["claims", "run", "exact-toy-1d", "--storage", url, "--out", str(tmp_path / "o")]) == 0
-    assert f"`lossbench claims report --out {tmp_path / 'o'} --storage {url}` writes the ledger" in capsys.readouterr().out
+    assert f"`lossbench claims report --out {tmp_path / 'o'} --storage {url}` writes the ledger" in capsys.readouterr().err  # (a notice: stderr)
     out = tmp_path / "ledger"
     assert main(["claims", "run", "exact-toy-1d", "--out", str(out)]) == 0
     assert main(["claims", "report", "--out", str(out)]) == 0

@@ -21,6 +21,7 @@ from typing import Any
 from lossbench._document import Block, Heading, Image, Para, Table, to_html, to_markdown
 from lossbench._paths import atomic_write, atomic_write_all, inside
 from lossbench._provenance import version_line
+from lossbench._ranking import RANKED_METHODS
 from lossbench.bench.methods import Method, resolve_method
 from lossbench.bench.metrics import LOWER_IS_BETTER, METRICS
 from lossbench.bench.results import (
@@ -309,6 +310,9 @@ def across_summary(across: AcrossDatasets) -> str:
         left.append(f"{', '.join(f'`{name}`' for name in across.partial)} (not run on every data set)")
     left_out = f" Left out: {'; '.join(left)}." if left else ""
     r = across.ranking
+    if r is None and len(across.scores.columns) < RANKED_METHODS:
+        return (f"No ranking: it takes {RANKED_METHODS} methods run on every data set, and "
+                f"{len(across.scores.columns)} are.{left_out}")  # fmt: skip
     if r is None:
         return f"Not ranked yet: a ranking takes two data sets with every method's runs complete.{left_out}"
     k = len(r.mean_ranks)
@@ -319,8 +323,11 @@ def across_summary(across: AcrossDatasets) -> str:
               f"(the largest gap two mean ranks can have is {k - 1})")  # fmt: skip
     order = list(r.mean_ranks.index)
     apart = [f"`{a}` above `{b}`" for i, a in enumerate(order) for b in order[i + 1:] if r.nemenyi_p.at[a, b] <= r.alpha]
-    if r.friedman_p > r.alpha or not apart:
+    if r.friedman_p > r.alpha:
         return f"{tested}: these data sets do not tell the methods apart by their ranks.{left_out}"
+    if not apart:
+        return (f"{tested}: Friedman's test rejects that the methods rank alike, but no two mean ranks differ by the "
+                f"critical difference: Nemenyi's post hoc tells no pair apart.{left_out}")  # fmt: skip
     return f"{tested}: it tells apart {', '.join(apart)}; no other two.{left_out}"
 
 

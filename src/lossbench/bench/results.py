@@ -131,14 +131,15 @@ class AcrossDatasets:
     metric: str
     scores: pd.DataFrame  # rows: the data sets ranked over (labels); columns: the methods; the means over seeds
     ranking: Ranking | None  # None until two data sets have every method complete
-    waiting: list[str]  # data sets left out: a method's runs there are not complete yet (or have no score in metric)
+    waiting: list[str]  # data sets left out: a method's runs there are not complete yet
     partial: list[str]  # methods left out: they do not run on every data set of the metric
 
 
 def across_datasets(spec: Spec, results: list[DatasetResult]) -> list[AcrossDatasets]:
     """One ranking per metric that two or more data sets are scored in, over the methods that run on all of them
     (in the spec's order), where three or more do (the fewest Friedman's test takes: two methods are compared by
-    each data set's paired test)."""
+    each data set's paired test); where the study has three methods but fewer run everywhere, an entry without a
+    ranking that names them."""
     by_metric: dict[str, list[DatasetResult]] = {}
     for result in results:
         by_metric.setdefault(result.metric, []).append(result)
@@ -147,24 +148,33 @@ def across_datasets(spec: Spec, results: list[DatasetResult]) -> list[AcrossData
         named = [{r.method.name for r in result.methods} for result in group]
         seen = [m.name for m in spec.methods if any(m.name in names for names in named)]
         everywhere = [name for name in seen if all(name in names for names in named)]
-        if len(group) < 2 or len(everywhere) < RANKED_METHODS:
+        if len(group) < 2 or len(seen) < RANKED_METHODS:
             continue
         means = {result.dataset.label: [result.method(name).summaries[metric].mean if result.method(name).complete
                                         else math.nan for name in everywhere] for result in group}  # fmt: skip
+        # (fewer than three methods on every data set: none ranked, the section says why)
         labels = [label for label, row in means.items() if all(math.isfinite(v) for v in row)]
+        labels = labels if len(everywhere) >= RANKED_METHODS else []
         scores = pd.DataFrame([means[label] for label in labels], index=labels, columns=everywhere, dtype=float)
         out.append(AcrossDatasets(  # (a selection metric reads higher as better, as the ranking does: SELECTION_METRICS)
             metric, scores, ranking(scores, alpha=SIGNIFICANCE) if len(labels) >= 2 else None,
-            waiting=[label for label in means if label not in labels],
+            waiting=[label for label in means if label not in labels] if len(everywhere) >= RANKED_METHODS else [],
             partial=[name for name in seen if name not in everywhere],
         ))  # fmt: skip
     return out
 
 
-def _task_of(trials: list[FrozenTrial]) -> str:
+def _task_of(trials: list[FrozenTrial], dataset: DatasetSpec) -> str:
+    """The task its stored runs' metrics say; with none yet, the registered dataset's (a multi-label set's metric
+    read as multiclass filed it under accuracy), else multiclass (a plugin's dataset not registered here)."""
     for t in trials:
         return task_of_metrics(run_record(t).get("metrics", {}))
-    return "multiclass"
+    from lossbench.data import get_dataset_info  # (here only: a report of stored runs reads no data)
+
+    try:
+        return get_dataset_info(dataset.name).task
+    except ValueError:
+        return "multiclass"
 
 
 def collect(spec: Spec, storage: optuna.storages.BaseStorage) -> list[DatasetResult]:
@@ -202,7 +212,7 @@ def collect(spec: Spec, storage: optuna.storages.BaseStorage) -> list[DatasetRes
                 r.edges = range_edges(r.config, resolve_method(r.method).search_space(spec.search))
         rows = _with_readers(spec, dataset, rows)
         all_runs = [t for r in rows for t in r.runs.values()] + [t for r in rows for t in r.tune_trials]
-        task = _task_of(all_runs)
+        task = _task_of(all_runs, dataset)
         metric = selection_metric(spec.selection_metric, task)
         _score(rows, task, metric, spec.baseline)
         order = sorted(range(len(rows)), key=lambda i: (math.inf if math.isnan(rows[i].rank) else rows[i].rank, i))

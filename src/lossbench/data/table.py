@@ -521,9 +521,12 @@ def _read_text_frame(
             m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
             if m and int(m.group(2)) <= len(starts):  # (pandas counts rows, not lines)
                 line = starts[int(m.group(2)) - 1][0]
-                opening = lines[starts[0][0] - 1].lstrip()  # (a note above the table, "# exported by ...")
+                # (a note above the table, "# exported by ...", set the width the next line breaks; not a delimiter)
+                opening = lines[starts[0][0] - 1].lstrip()
+                noted = (opening[:1] in ("#", "%", ";") and opening[:1] != sep and comment is None
+                         and len(starts) > 1 and line == starts[1][0])  # fmt: skip
                 note = (f" (line {starts[0][0]}, {opening[:30]!r}, sets the width: a note above the table? pass "
-                        f"comment={opening[0]!r})" if opening[:1] in ("#", "%", ";") and comment is None else "")  # fmt: skip
+                        f"comment={opening[0]!r})" if noted else "")  # fmt: skip
                 raise ValueError(f"{path}:{line}: expected {m.group(1)} fields, got {m.group(3)}{note}") from None
             raise ValueError(f"{path}: unreadable table ({msg})") from None
         except pd.errors.EmptyDataError:

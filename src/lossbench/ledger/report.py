@@ -468,7 +468,7 @@ def ledger_blocks(entries: list[Entry], storage, out: Path, storage_label: str, 
              f"the lowest to the highest end of their {level} intervals (no interval of that mean: the datasets decide). "
              "A difference the same on every seed (one test example on each, say) has no variance: the rule decides it "
              "by its sign, as the t-test's limit (p = 0, an interval of zero width), however few the seeds, where an "
-             f"exact sign-flip test could give no p below 2 / 2^n over n seeds; its effect reads '{CONSTANT}'. "
+             f"exact sign-flip test could give no p below 2^-n over n seeds (one-sided); its effect reads '{CONSTANT}'. "
              "Training time is the runs' own time summed, worker time the wall time of the `lossbench claims run` "
              f"invocations summed. A title marked ({READING}) is a claim the source does not make in those words: a "
              "question its text prompts, or a gain it implies without reporting one."),  # fmt: skip
