@@ -68,6 +68,15 @@ Block = Heading | Para | Markdown | Bullets | Table | Image
 # folder or the user's settings say (one with text.usetex broke every report, after all the runs).
 PLOT_STYLE = "default"
 
+
+def drawn_as_written(text: object) -> str:
+    """A name from the spec (label, method, parameter, choice) as matplotlib draws it as written: '$'
+    escaped, as text between two is a formula to matplotlib (``cost$x^$`` raised ValueError, and no
+    report was written); a leading '_' behind a zero-width space, as a legend leaves out labels that
+    start with one."""
+    text = str(text).replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text
+
 STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}"
          "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;"
          "font-size:13px;text-align:left;vertical-align:top}th{background:#f3f3f3}img{max-width:100%}")  # fmt: skip

@@ -8,6 +8,7 @@ import io
 import math
 import numbers
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -104,28 +105,37 @@ def ranking(scores: pd.DataFrame, *, alpha: float = 0.05) -> Ranking:
     return Ranking(mean_ranks, stat, p, nemenyi, cd, alpha, n, each[list(mean_ranks.index)])
 
 
-def cd_diagram_png(ranking: Ranking, path: str | os.PathLike | BinaryIO | None = None) -> bytes:
+def cd_diagram_png(
+    ranking: Ranking, path: str | os.PathLike | BinaryIO | None = None, colours: Mapping[str, str] | None = None
+) -> bytes:
     """Critical-difference diagram (``scikit_posthocs.critical_difference_diagram``) as PNG bytes.
 
     Methods joined by a bar are not significantly different (Nemenyi p > alpha); the title gives
-    the critical difference.  Also written to ``path`` (a file name or a binary file)
-    when given.  Draws on a bare ``matplotlib.figure.Figure``, so pyplot's state and the
-    process's backend are left alone.
+    the critical difference; each label the method's mean rank to two decimals, as the tables print it.
+    ``colours``: each method's colour (a report's other figures' where given; else by rank).  Also written
+    to ``path`` (a file name or a binary file) when given.  Draws on a bare ``matplotlib.figure.Figure``,
+    so pyplot's state and the process's backend are left alone.
     """
     import scikit_posthocs
     from matplotlib import style
     from matplotlib.figure import Figure
 
-    from lossbench._document import PLOT_STYLE
+    from lossbench._document import PLOT_STYLE, drawn_as_written
 
     if not isinstance(ranking, Ranking):
         raise ValueError(f"ranking must be a Ranking from ranking(), got {type(ranking).__name__}")
     k = len(ranking.mean_ranks)
+    drawn = {name: drawn_as_written(name) for name in ranking.mean_ranks.index}  # ('$' in a name broke the report)
+    palette = None if colours is None else {drawn[name]: colours[name] for name in drawn}
     with style.context(PLOT_STYLE):
         fig = Figure(figsize=(7, 1.2 + 0.3 * k))
         ax = fig.add_subplot()
         # The critical difference goes in the title: scikit-posthocs draws its bar over the tick labels.
-        scikit_posthocs.critical_difference_diagram(ranking.mean_ranks, ranking.nemenyi_p, alpha=ranking.alpha, ax=ax)
+        scikit_posthocs.critical_difference_diagram(
+            ranking.mean_ranks.rename(index=drawn), ranking.nemenyi_p.rename(index=drawn, columns=drawn),
+            alpha=ranking.alpha, ax=ax, color_palette=palette,
+            label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
+        )  # fmt: skip
         ax.set_title(
             f"mean rank over {ranking.n_datasets} datasets (1 = best); Nemenyi critical difference "
             f"{ranking.critical_difference:.2f} at alpha = {ranking.alpha:g}",

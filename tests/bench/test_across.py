@@ -162,3 +162,36 @@ def test_multi_label_sets_without_runs_yet_are_filed_under_their_own_metric():
     assert [r.metric for r in results] == ["micro_f1", "micro_f1"]
     (across,) = across_datasets(spec, results)
     assert across.metric == "micro_f1" and across.ranking is None and across.waiting == ["ml0", "ml1"]
+
+
+def test_the_diagram_draws_names_as_written_in_the_reports_colours_and_the_tables_ranks(tmp_path, monkeypatch):
+    # ('$' in a method name broke the report after every run; the diagram coloured methods by rank, not as the
+    # other figures, and labelled a mean rank of 2.83 "2.8", of 11.67 "12")
+    import scikit_posthocs
+
+    from lossbench.bench.plots import method_colours
+
+    names = ("a", "cost$x^$", "c")
+    spec = _spec(methods=names)
+    scores = {d: dict(zip(names, SCORES[d].values())) for d in DATASETS}
+    drawn = []
+    diagram = scikit_posthocs.critical_difference_diagram
+    monkeypatch.setattr(scikit_posthocs, "critical_difference_diagram",
+                        lambda ranks, p, **kw: drawn.append((ranks, kw)) or diagram(ranks, p, **kw))  # fmt: skip
+    write_report(spec, collect(spec, _storage(spec, scores)), tmp_path)
+    ((ranks, kw),) = drawn
+    colours = method_colours(spec)
+    assert kw["color_palette"] == {"a": colours["a"], r"cost\$x^\$": colours["cost$x^$"], "c": colours["c"]}
+    assert kw["label_fmt_left"] == "{label} ({rank:.2f})" and r"cost\$x^\$" in ranks.index
+    assert (tmp_path / "plots" / "ranks_accuracy.png").is_file()
+
+
+def test_the_across_table_prints_apart_two_means_a_data_set_ranks_apart():
+    # ("0.9812 (1)" and "0.9812 (2)" beside each other: 0.98124 and 0.98116, as the leaderboard prints them)
+    from lossbench.bench.report import across_table
+
+    spec = _spec()
+    scores = {**SCORES, "wine": {"a": [0.98124] * 3, "b": [0.98116] * 3, "c": [0.5] * 3}}
+    (across,) = across_datasets(spec, collect(spec, _storage(spec, scores)))
+    rows = {row[1]: row for row in across_table(across).rows}
+    assert rows["a"][2] == "0.98124 (1)" and rows["b"][2] == "0.98116 (2)"

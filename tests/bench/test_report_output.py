@@ -166,12 +166,12 @@ def test_a_name_starting_with_an_underscore_stays_in_the_legend():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lossbench.bench.plots import _shown
+    from lossbench._document import drawn_as_written
 
     fig, ax = plt.subplots()
     try:
-        ax.plot([0, 1], label=_shown("_x"))
-        ax.plot([1, 0], label=_shown("ce"))
+        ax.plot([0, 1], label=drawn_as_written("_x"))
+        ax.plot([1, 0], label=drawn_as_written("ce"))
         shown = [t.get_text() for t in ax.legend().get_texts()]
     finally:
         plt.close(fig)

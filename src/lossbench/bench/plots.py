@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no backe
 from matplotlib.ticker import LogFormatter, MaxNLocator, NullLocator
 from optuna.distributions import CategoricalDistribution
 
-from lossbench._document import PLOT_STYLE
+from lossbench._document import PLOT_STYLE, drawn_as_written
 from lossbench.bench.methods import resolve_method
 from lossbench.bench.metrics import DECIDED
 from lossbench.bench.results import DatasetResult
@@ -34,15 +34,6 @@ def method_colours(spec: Spec) -> Colours:
         return {name: to_hex(colormaps["turbo"](i / (len(names) - 1))) for i, name in enumerate(names)}
     cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
     return {name: to_hex(cmap(i)) for i, name in enumerate(names)}
-
-
-def _shown(text: object) -> str:
-    """A name from the spec (label, method, parameter, choice) as matplotlib draws it as written: '$'
-    escaped, as text between two is a formula to matplotlib (``cost$x^$`` raised ValueError, and no
-    report was written); a leading '_' behind a zero-width space, as a legend leaves out labels that
-    start with one.  The metrics' names are the bench's own."""
-    text = str(text).replace("$", r"\$")
-    return "\u200b" + text if text.startswith("_") else text
 
 
 def _mean_curve(runs, key: str) -> tuple[np.ndarray | None, set[int]]:
@@ -75,14 +66,14 @@ def learning_curves(result: DatasetResult, colours: Colours) -> bytes:
         left_out += len(nan_loss | nan_metric)
         colour = colours[row.method.name]
         if loss is not None:
-            ax_loss.plot(np.arange(1, len(loss) + 1), loss, label=_shown(row.method.name), color=colour)
+            ax_loss.plot(np.arange(1, len(loss) + 1), loss, label=drawn_as_written(row.method.name), color=colour)
         if metric is None:
             continue
         epochs = np.arange(1, len(metric) + 1)
         if row.method.decision != "thresholds" or result.metric not in DECIDED:
-            ax_metric.plot(epochs, metric, label=_shown(row.method.name), color=colour)
+            ax_metric.plot(epochs, metric, label=drawn_as_written(row.method.name), color=colour)
             continue
-        ax_metric.plot(epochs, metric, label=_shown(f"{row.method.name} (epochs at logit 0; dot: thresholds)"),
+        ax_metric.plot(epochs, metric, label=drawn_as_written(f"{row.method.name} (epochs at logit 0; dot: thresholds)"),
                        color=colour, linestyle="--")  # fmt: skip
         final = [run_record(t).get("metrics", {}).get(result.metric, math.nan) for t in runs]
         final = [v for v in final if v == v]
@@ -94,7 +85,7 @@ def learning_curves(result: DatasetResult, colours: Colours) -> bytes:
     ax_metric.set(xlabel="epoch", ylabel=f"test {result.metric}", title=f"test {result.metric}")
     beside = _legend(ax_metric, 8)
     note = f"; {left_out} diverged run(s) left out of the epochs where they are nan" if left_out else ""
-    fig.suptitle(_shown(f"{result.dataset.label}: learning curves (mean over seeds{note})"))
+    fig.suptitle(drawn_as_written(f"{result.dataset.label}: learning curves (mean over seeds{note})"))
     return _png(fig, whole=beside)
 
 
@@ -120,7 +111,7 @@ def hyperparameter_scatter(result: DatasetResult, spec: Spec, colours: Colours) 
                        label="chosen")  # fmt: skip
             ax.legend(fontsize=7)
         if grid is not None:
-            ax.set_xticks(range(len(grid)), [_shown("default" if c is None else f"{c:g}" if _number(c) else c) for c in grid])
+            ax.set_xticks(range(len(grid)), [drawn_as_written("default" if c is None else f"{c:g}" if _number(c) else c) for c in grid])
             ax.set_xlim(-0.5, len(grid) - 0.5)
         elif getattr(dist, "log", False) or (isinstance(spec.search.get(key), FloatRange) and spec.search[key].log):
             ax.set_xscale("log")
@@ -130,10 +121,10 @@ def hyperparameter_scatter(result: DatasetResult, spec: Spec, colours: Colours) 
                 # were most of the figure's drawing time (under a decade they are its only labels)
                 ax.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=True))
                 ax.xaxis.set_minor_locator(NullLocator())
-        ax.set(xlabel=_shown(key), ylabel=f"validation {result.metric}", title=_shown(row.method.name))
+        ax.set(xlabel=drawn_as_written(key), ylabel=f"validation {result.metric}", title=drawn_as_written(row.method.name))
     for ax in list(axes.flat)[len(rows) :]:
         ax.axis("off")
-    fig.suptitle(_shown(f"{result.dataset.label}: tuning trials"))
+    fig.suptitle(drawn_as_written(f"{result.dataset.label}: tuning trials"))
     return _png(fig)
 
 
@@ -158,10 +149,10 @@ def budget_curves(result: DatasetResult, colours: Colours) -> bytes:
     for row in result.trained_methods:
         curve = row.budget_curve()
         if curve:
-            ax.plot(np.arange(1, len(curve) + 1), curve, marker=".", label=_shown(row.method.name), color=colours[row.method.name])
+            ax.plot(np.arange(1, len(curve) + 1), curve, marker=".", label=drawn_as_written(row.method.name), color=colours[row.method.name])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="tuning trials spent", ylabel=f"best validation {result.metric}",
-           title=_shown(f"{result.dataset.label}: tuning budget"))  # fmt: skip
+           title=drawn_as_written(f"{result.dataset.label}: tuning budget"))  # fmt: skip
     return _png(fig, whole=_legend(ax, 8))
 
 

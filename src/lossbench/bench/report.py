@@ -292,10 +292,16 @@ def split_sizes(result: DatasetResult) -> str:
 
 
 def across_table(across: AcrossDatasets) -> Table:
-    """The methods by mean rank over the data sets, with each one's mean test score and rank on each."""
-    r = across.ranking
+    """The methods by mean rank over the data sets, with each one's mean test score and rank on each (in the
+    decimals that print apart two means a data set ranks apart, as a leaderboard's do: :func:`_digits`)."""
+    r, scores = across.ranking, across.scores
+    apart = [(scores.at[label, a], scores.at[label, b]) for label in r.ranks.index
+             for a, b in itertools.combinations(r.ranks.columns, 2) if r.ranks.at[label, a] != r.ranks.at[label, b]]  # fmt: skip
+    digits = DIGITS
+    while digits < 17 and any(_fmt(a, digits) == _fmt(b, digits) for a, b in apart):
+        digits += 1
     header = ["mean rank", "method", *(f"{label}: mean (rank)" for label in r.ranks.index)]
-    rows = [[f"{r.mean_ranks[name]:.2f}", name, *(f"{_fmt(across.scores.at[label, name])} ({r.ranks.at[label, name]:g})"
+    rows = [[f"{r.mean_ranks[name]:.2f}", name, *(f"{_fmt(scores.at[label, name], digits)} ({r.ranks.at[label, name]:g})"
                                                   for label in r.ranks.index)] for name in r.mean_ranks.index]  # fmt: skip
     return Table(header, rows)
 
@@ -613,7 +619,7 @@ def write_report(spec: Spec, results: list[DatasetResult], out_dir: str | Path) 
     for across in acrosses:
         if across.ranking is not None and not math.isnan(across.ranking.friedman_p):
             name = _ranks_plot(across)
-            plots[name] = inside(out_dir, "plots", f"{name}.png"), cd_diagram_png(across.ranking)
+            plots[name] = inside(out_dir, "plots", f"{name}.png"), cd_diagram_png(across.ranking, colours=colours)
     document = blocks(spec, results, plots, acrosses)
     files = {
         "report.md": to_markdown(document, Path(out_dir).resolve()),
