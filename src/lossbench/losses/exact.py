@@ -336,9 +336,14 @@ def _check_row_margin(
             f"for no clip, without gradient, on the logits' device {like.device}), got a {margin.dtype} tensor "
             f"of shape {tuple(margin.shape)} on {margin.device}"
         )
-    if validate and not bool((margin >= 0).all()):
-        raise ValueError("margin must be >= 0 (inf for no clip); found a value outside")
+    if validate:
+        _check_margin_values(margin)
     return margin.reshape(-1)
+
+
+def _check_margin_values(margin: torch.Tensor) -> None:
+    if not bool((margin >= 0).all()):  # (nan compares False)
+        raise ValueError("margin must hold values >= 0 (inf for no clip); found a value outside")
 
 
 def _check_num_nodes(num_nodes: object) -> None:
@@ -450,8 +455,7 @@ class ExactLoss(nn.Module):
         _check_num_nodes(num_nodes)
         check_positive("eps", eps)
         if isinstance(margin, torch.Tensor):  # (its values here, not at the first call)
-            if bool(torch.isnan(margin).any()) or bool((margin < 0).any()):
-                raise ValueError(f"margin must hold values >= 0 (inf for no clip), got {margin}")
+            _check_margin_values(margin)
         elif margin is not None and not _no_clip(margin):
             check_positive("margin", margin, allow_zero=True)
         for name, switch in (("learn_sigma", learn_sigma), ("standardize", standardize)):
