@@ -17,6 +17,12 @@ def test_su_ce_late_reads_the_late_epochs_medians_not_the_last_epoch():
     assert (word, late) == ("holds", 3) and cosine >= LATE_COSINE_MIN
 
 
+def test_su_ce_late_refuses_a_diverged_epoch_a_median_would_have_hidden():
+    # (statistics.median puts a nan anywhere in its order: a diverged epoch was read as holds)
+    with pytest.raises(ValueError, match=r"epoch 10's ratio is nan: the run diverged"):
+        judge_late_epochs([2.0] * 9 + [float("nan"), 1.0, 1.05], [0.5] * 9 + [0.99, 0.995, 0.999])
+
+
 @pytest.mark.parametrize(
     ("ratio", "cosine", "word"),
     [(1.01, LATE_COSINE_MIN, "holds"), (1.2, 0.999, "inconclusive"), (1.6, 0.999, "contradicted"),
@@ -43,3 +49,13 @@ def test_su_ce_late_keeps_its_earlier_rules():
     first, second = claim.amended_from
     assert "at the last epoch" in first and "medians" in second and "below 0.9;" in second
     assert claim.rule_text.replace(f"below {FAR_COSINE:g};", "below 0.9;") == second
+
+
+def test_the_least_tuned_trick_names_each_of_a_tie():
+    # (a tie named the first of TRICKS, flooding, as "least tuning" alone)
+    from lossbench.ledger.analyses import TRICKS, least_tuning
+
+    first, second, third = TRICKS
+    assert least_tuning({first: 2.0, second: 2.0, third: 3.0}) == f"{first} and {second}"
+    assert least_tuning({first: 3.0, second: float("nan"), third: 1.5}) == third
+    assert least_tuning({m: float("nan") for m in TRICKS}) == "-"

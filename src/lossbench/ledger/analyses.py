@@ -78,6 +78,10 @@ LATE_SHARE = 4  # "late in training": the last quarter of the epochs (rounded up
 def judge_late_epochs(ratios: list[float], cosines: list[float]) -> tuple[str, int, float, float]:
     """su-ce-late's rule on the per-epoch measurements: (verdict, late epochs, their median ratio and cosine)."""
     late = -(-len(ratios) // LATE_SHARE)
+    for name, values in (("ratio", ratios), ("cosine", cosines)):  # (statistics.median places a nan anywhere)
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if bad is not None:
+            raise ValueError(f"su-ce-late: epoch {bad + 1}'s {name} is {values[bad]}: the run diverged, nothing to judge")
     ratio, cosine = statistics.median(ratios[-late:]), statistics.median(cosines[-late:])
     if ratio <= LATE_RATIO_MAX and cosine >= LATE_COSINE_MIN:
         return "holds", late, ratio, cosine
@@ -242,9 +246,10 @@ def run_study(spec, storage, device, data_dir, pack, progress, reads: str):
 
 
 def tuning_cost_verdict(needs: dict[str, dict[str, int]]) -> tuple[str, str]:
-    """``needs[dataset][method]``: trials to reach (None: no finite score; its dataset decides nothing).
-    Holds when on every dataset flooding needs more trials than each other trick; contradicted when on
-    every dataset it needs no more than the cheaper of the two; inconclusive otherwise."""
+    """``needs[dataset][method]``: trials to reach (None: no finite score, and then its dataset can show neither
+    word: the verdict is inconclusive).  Holds when on every dataset flooding needs more trials than each other
+    trick; contradicted when on every dataset it needs no more than the cheaper of the two; inconclusive
+    otherwise."""
     others = [m for m in TRICKS if m != "flooding"]
     unscored = [d for d, n in needs.items() if any(n[m] is None for m in TRICKS)]  # (a method without a finite score)
     scored = {d: n for d, n in needs.items() if d not in unscored}
@@ -260,6 +265,14 @@ def tuning_cost_verdict(needs: dict[str, dict[str, int]]) -> tuple[str, str]:
     return "inconclusive", (f"flooding needs the most trials on {listed(more)} and no more than the "
                             f"cheapest on {listed(no_more)}"
                             + (f"; no finite validation score of some method on {listed(unscored)}" if unscored else ""))  # fmt: skip
+
+
+def least_tuning(means: dict[str, float]) -> str:
+    """The methods with the fewest mean trials to reach (each of a tie, in TRICKS' order: the first alone read
+    as the one), or "-" where none has a mean."""
+    finite = [m for m in TRICKS if math.isfinite(means.get(m, math.nan))]
+    least = min((means[m] for m in finite), default=math.nan)
+    return " and ".join(m for m in finite if means[m] == least) or "-"
 
 
 def flooding_tuning_cost(budget: str, storage=None, device=None, data_dir=None, pack=None, progress=None) -> AnalysisResult:
@@ -289,9 +302,8 @@ def flooding_tuning_cost(budget: str, storage=None, device=None, data_dir=None, 
     word, reason = tuning_cost_verdict(needs)
     counted = {m: [n[m] for n in needs.values() if n[m] is not None] for m in TRICKS}
     mean = {m: sum(c) / len(c) if c else math.nan for m, c in counted.items()}
-    cheapest = min(TRICKS, key=lambda m: (mean[m] if counted[m] else math.inf, TRICKS.index(m)))
     reason += f"; mean trials to come within {WITHIN * 100:g} points of the best: " + ", ".join(
-        f"{m} {mean[m]:.1f}" for m in TRICKS) + f" (least tuning: {cheapest})"  # fmt: skip
+        f"{m} {mean[m]:.1f}" for m in TRICKS) + f" (least tuning: {least_tuning(mean)})"  # fmt: skip
     details = (f"Study {spec.name!r}: {spec.trials} tuning trials per method, random search. Trials to reach = "
                f"the first n whose best-so-far validation {spec.selection_metric} is within {WITHIN * 100:g} points of the best "
                "of the whole budget.\n\n| dataset | method | trials to reach | best | best after n = 1, 2, ... | "

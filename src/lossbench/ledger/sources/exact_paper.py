@@ -274,7 +274,11 @@ register_claim(
         rule_text="Holds when, with sigma = 0.1, every optimal b of EXACT (1 - P) on the grid of b is 100 % accurate; "
         "contradicted when an optimum is less than 100 % accurate",
         deviations=("Added on 2026-12-05, after the two other records of the example had run (toy_1d.py already "
-                    "solved EXACT's rows for their tables); this record was written before its own run.",),
+                    "solved EXACT's rows for their tables); this record was written before its own run.",
+                    "sigma plays the part of a temperature: at sigma = 1 EXACT misses too (its optimum b = 2.0, at the "
+                    "grid's edge, 2/3 accurate, as cross-entropy at T = 1), so the statement's contrast is of a small "
+                    "sigma against no temperature, as su-toy-temperature's is of a small temperature (noted by a "
+                    "review on 2026-12-07, after the run).",),
     )
 )
 
