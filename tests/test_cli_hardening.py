@@ -624,6 +624,7 @@ def test_an_out_another_user_owns_or_may_write_is_refused_before_work(capsys, tm
         # nor may --out be made in it: they could swap the new folder for a link
         line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(theirs / "new"), "--device", "cpu"])
         assert f"{theirs} is owned by uid 12345, neither you (uid 0) nor root" in line and list(theirs.iterdir()) == []
+        assert "chmod +t" not in line  # (no mode of another user's folder makes it safe)
     line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(shared / "new"), "--device", "cpu"])
     assert f"{shared} is writable by its group and other users" in line and list(shared.iterdir()) == []
     # nor a folder of the user's own that exists there, or one below it: while a run trains, another user
@@ -642,6 +643,12 @@ def test_an_out_another_user_owns_or_may_write_is_refused_before_work(capsys, tm
     sticky = tmp_path / "sticky"  # as /tmp: others cannot rename what this user makes there
     sticky.mkdir()
     sticky.chmod(0o1777)
+    if os.geteuid() == 0:  # (root may give a link away) ... but what another user made there stays theirs: a link
+        (sticky / "their-link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # they could repoint
+        os.lchown(sticky / "their-link", 12345, -1)  # (mid-run: the report was written in their folder)
+        line = refused(capsys, ["run", str(spec_file(tmp_path)), "--out", str(sticky / "their-link"), "--device", "cpu"])
+        assert f"{sticky / 'their-link'} is a link owned by uid 12345, neither you (uid 0) nor root" in line
+        assert list((tmp_path / "elsewhere").iterdir()) == [] and "chmod" not in line
     assert main(["run", str(spec_file(tmp_path)), "--out", str(sticky / "out"), "--device", "cpu"]) == 0
     # a folder to be made below one of the user's own is theirs: accepted (and made by the run)
     assert main(["run", str(spec_file(tmp_path)), "--out", str(tmp_path / "new" / "out"), "--device", "cpu"]) == 0

@@ -392,10 +392,21 @@ def program_on_path(name: str) -> str | None:
     return shutil.which(name, path=absolute_path())
 
 
+def _foreign_link(path: Path) -> str | None:
+    """Why a symbolic link on the way to ``path`` as written could be pointed elsewhere by another user: one owned
+    by a user other than this one or root (made by them in a sticky folder such as /tmp, which keeps it theirs)."""
+    uid = os.geteuid()
+    for link in (*reversed(path.parents), path):
+        if link.is_symlink() and (owner := os.lstat(link).st_uid) not in (0, uid):
+            return f"{link} is a link owned by uid {owner}, neither you (uid {uid}) nor root, who could point it elsewhere"
+    return None
+
+
 def untrusted_reason(path: str | Path) -> str | None:
     """Why another user could change what lies in the directory ``path``, else None.
 
-    ``path`` (symbolic links resolved) must be a directory this user owns that no one else can write,
+    ``path`` (symbolic links resolved, and each link on the way as written this user's or root's) must be a
+    directory this user owns that no one else can write,
     and every directory above it owned by this user or root and writable by no one else unless sticky
     (as ``/tmp``: others cannot rename what this user made there); writable by its group counts as by
     no one else where that group is this user's private group.  Where ``path`` does not exist yet,
@@ -403,6 +414,8 @@ def untrusted_reason(path: str | Path) -> str | None:
     """
     if not OWNERS:
         return None
+    if reason := _foreign_link(Path(path).expanduser().absolute()):
+        return reason
     real = Path(path).expanduser().resolve()
     existing = real
     while not existing.exists():

@@ -110,10 +110,11 @@ def check_writable_folder(out: str | Path, what: str = "out") -> None:
         (f"{p} is {r}" for p in path.parents if p.exists() and (r := parent_folder_reason(p, os.stat(p)))), None)
     if reason:
         own = reason.startswith(f"{path.resolve()} is ")
-        fix = ("or make this one yours: chown, chmod go-w" if own else
+        owned = "owned by uid" in reason  # (another user's folder or link: no mode of it helps)
+        fix = ("or make this one yours: chown, chmod go-w" if own else "" if owned else
                "or give that folder the sticky bit, chmod +t, as /tmp has, so that what you make there stays yours")
         raise ValueError(f"{what} {out}: {reason}: another user could redirect lossbench's writes from there; use a "
-                         f"folder of your own ({fix})")  # fmt: skip
+                         f"folder of your own{f' ({fix})' if fix else ''}")  # fmt: skip
     try:  # os.access does not know everything (root in /sys, a read-only mount's ACLs): try
         os.rmdir(tempfile.mkdtemp(prefix=".lossbench-probe-", dir=existing))
     except OSError as err:
