@@ -37,6 +37,41 @@ def mean_only_ce(logits, target, *, reduction="mean", validate=True):
     return F.cross_entropy(logits, target)
 
 
+def _scaled_ce(logits, target, scale, reduction):
+    rows = F.cross_entropy(logits * scale, target, reduction="none")
+    return rows if reduction == "none" else rows.sum() if reduction == "sum" else rows.mean()
+
+
+def scaled_ce(logits, target, *, scale=1.0, reduction="mean", validate=True):
+    """Cross-entropy of the logits times ``scale``, a number or one per row: a row option kept row by row."""
+    per_row = scale[:, None] if isinstance(scale, torch.Tensor) else scale
+    return _scaled_ce(logits, target, per_row, reduction)
+
+
+def scale_read_as_a_number_ce(logits, target, *, scale=1.0, reduction="mean", validate=True):
+    """Declares ``scale`` a row option but reads it as one number (a tensor's float() fails beyond one value)."""
+    return _scaled_ce(logits, target, float(scale), reduction)
+
+
+def scale_averaged_ce(logits, target, *, scale=1.0, reduction="mean", validate=True):
+    """Declares ``scale`` a row option but averages a tensor of them: a shared call gives each run the mean."""
+    return _scaled_ce(logits, target, scale.mean() if isinstance(scale, torch.Tensor) else scale, reduction)
+
+
+def numpy_dropout_ce(logits, target, *, reduction="mean", validate=True):
+    """Cross-entropy of a random half of the rows, drawn from NumPy's generator (a pack's runs would share its stream)."""
+    import numpy as np
+
+    keep = torch.as_tensor(np.random.rand(len(target)) < 0.5, dtype=logits.dtype)
+    rows = F.cross_entropy(logits, target, reduction="none") * keep * 2
+    return rows if reduction == "none" else rows.sum() if reduction == "sum" else rows.mean()
+
+
+def ignore_zero_ce(logits, target, *, ignore_index=0, reduction="mean", validate=True):
+    """Cross-entropy whose ignore_index defaults to 0, a class index."""
+    return F.cross_entropy(logits, target, ignore_index=ignore_index, reduction=reduction)
+
+
 class EvalHalves(nn.Module):
     """A forward that reads ``self.training``: its logits halved in eval mode."""
 

@@ -34,3 +34,10 @@ def python_and_numpy_kept() -> Iterator[None]:
         random.setstate(python)
         if np is not None:
             np.random.set_state(numpy)
+
+
+def python_and_numpy_state() -> tuple:
+    """Python's and NumPy's generators' states, comparable with ``==`` (to tell whether code drew from either)."""
+    np = _numpy()
+    numpy = None if np is None else np.random.get_state()
+    return random.getstate(), None if numpy is None else (numpy[0], numpy[1].tobytes(), *numpy[2:])

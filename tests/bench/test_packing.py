@@ -24,9 +24,17 @@ from lossbench.bench.spec import SpecError, parse_spec
 from lossbench.bench.storage import ALONE_ATTR, RETRY_ALONE_ATTR, open_storage, run_record
 from lossbench.losses import LOSSES, loss_module, register_loss
 from lossbench.models import MODELS, ModelInfo, register_model
-from lossbench.registry import FloatRange, HyperParam
+from lossbench.registry import Choice, FloatRange, HyperParam
 from tests import user_code
-from tests.user_code import counts_weighted_ce, mean_only_ce
+from tests.user_code import (
+    counts_weighted_ce,
+    ignore_zero_ce,
+    mean_only_ce,
+    numpy_dropout_ce,
+    scale_averaged_ce,
+    scale_read_as_a_number_ce,
+    scaled_ce,
+)
 
 METHODS = [
     {"name": "ce", "loss": "cross_entropy"},
@@ -527,3 +535,43 @@ def test_runs_of_one_method_in_separate_loss_calls_train_grouped_and_come_back_i
     packed = train_and_score_packed(split, methods, runs, spec)
     for method, (params, seed), result in zip(methods, runs, packed):
         _assert_results_equal(result, train_and_score(split, method, params, spec, seed))
+
+
+@pytest.mark.parametrize("function, reason", [
+    (scaled_ce, None),
+    (scale_read_as_a_number_ce, "given one scale per row, raises"),
+    (scale_averaged_ce, "), gives its rows other values than with each row's own"),
+])  # fmt: skip
+def test_a_plugin_losss_row_option_is_checked_to_be_kept_row_by_row(fresh_registries, function, reason):
+    # (row_params were taken at their word: a loss reading its row option as one number failed mid-study with a
+    # traceback at --pack 64, one averaging them trained every run of a shared call on the mean, silently)
+    register_loss("row_scale_for_test", function, loss_module(function, "RowScale"), signature="softmax",
+                  reference="a test", hyperparams=(HyperParam("scale", 1.0, FloatRange(0.5, 5.0)),),
+                  row_params=("scale",))  # fmt: skip
+    spec = _spec(methods=[{"name": "rs", "loss": "row_scale_for_test"}])
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    found = unpackable(split, resolve_method(spec.methods[0]), spec)
+    assert found is None if reason is None else reason in found and found.startswith("loss 'row_scale_for_test'")
+
+
+def test_a_plugin_loss_that_tunes_or_defaults_ignore_index_to_a_class_is_refused(fresh_registries):
+    # (the bench owns ignore_index; a registration's search space chose 0, a default of 0 dropped class 0: silently)
+    register_loss("ignore_zero_for_test", ignore_zero_ce, loss_module(ignore_zero_ce, "IgnoreZero"),
+                  signature="softmax", reference="a test")  # fmt: skip
+    with pytest.raises(SpecError, match=r"loss 'ignore_zero_for_test' defaults ignore_index to 0, a class index"):
+        resolve_method(_spec(methods=[{"name": "z", "loss": "ignore_zero_for_test"}]).methods[0])
+    tuned = lambda logits, target, *, ignore_index=-100, reduction="mean", validate=True: ignore_zero_ce(  # noqa: E731
+        logits, target, ignore_index=ignore_index, reduction=reduction)
+    register_loss("ignore_tuned_for_test", tuned, loss_module(tuned, "IgnoreTuned"), signature="softmax",
+                  reference="a test", hyperparams=(HyperParam("ignore_index", -100, Choice((-100, 0))),))  # fmt: skip
+    with pytest.raises(SpecError, match=r"registers a search space for ignore_index, which the bench sets"):
+        resolve_method(_spec(methods=[{"name": "t", "loss": "ignore_tuned_for_test"}]).methods[0])
+
+
+def test_a_plugin_loss_drawing_from_numpy_trains_one_run_at_a_time(fresh_registries):
+    # (only torch's generators were watched: a loss drawing from NumPy's packed, its runs sharing one stream)
+    register_loss("numpy_dropout_for_test", numpy_dropout_ce, loss_module(numpy_dropout_ce, "NumpyDropout"),
+                  signature="softmax", reference="a test")  # fmt: skip
+    spec = _spec(methods=[{"name": "np", "loss": "numpy_dropout_for_test"}])
+    split = DataCache(spec, torch.device("cpu")).get(spec.datasets[0], "tune")
+    assert unpackable(split, resolve_method(spec.methods[0]), spec) == "loss 'numpy_dropout_for_test' draws random numbers"

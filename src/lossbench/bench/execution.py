@@ -32,7 +32,7 @@ import optuna
 import torch
 
 from lossbench._checks import first_few, first_line, raised_at
-from lossbench._generators import seed_python_and_numpy
+from lossbench._generators import python_and_numpy_kept, python_and_numpy_state, seed_python_and_numpy
 from lossbench.bench.methods import (
     Method,
     check_compatible,
@@ -64,6 +64,7 @@ from lossbench.bench.storage import OWN_VALIDATION
 from lossbench.data import Dataset, class_counts, get_dataset_info, load_dataset, stratified_split
 from lossbench.data.splits import provided_validation, random_split, select_train, standardize
 from lossbench.models import build_model
+from lossbench.registry import Choice, FloatRange, IntRange
 from lossbench.train import eval_logits, fit, get_transform, make_transform, packing_refusal, reads_per_sample
 from lossbench.train.loop import check_optimizer
 from lossbench.train.packed import (
@@ -72,6 +73,7 @@ from lossbench.train.packed import (
     faster_alone,
     fit_packed,
     mean_probe,
+    row_values_unkept,
     stretches,
     unpackable_model,
 )
@@ -963,16 +965,18 @@ def model_config(spec: Spec, params: dict[str, Any]) -> tuple[tuple[str, Any], .
 
 def _loss_unpackable(split: Split, stage: Stage, options: dict[str, Any], logits: torch.Tensor, y: torch.Tensor) -> str | None:
     """Why the stage's loss (with its searched ``options``) cannot train packed: trained parameters (a
-    pack trains the models' only) or random draws (a pack's runs would share one stream), on the CPU's
-    generator or the logits' device's."""
+    pack trains the models' only) or random draws (a pack's runs would share one stream), on torch's CPU
+    generator or the logits' device's, NumPy's or Python's; or, for a shared call, values that are not one per
+    sample, or row options not kept row by row."""
     loss = stage_loss(split, stage).unwrapped()
     name = f"{stage.method.loss.name!r} with {options}" if options else repr(stage.method.loss.name)
     if isinstance(loss, torch.nn.Module) and any(p.requires_grad for p in loss.parameters()):
         return f"loss {name} has trained parameters"
-    with torch.random.fork_rng(devices=[logits.device] if logits.device.type == "cuda" else []):
-        states = _rng_states(logits.device)
+    with torch.random.fork_rng(devices=[logits.device] if logits.device.type == "cuda" else []), python_and_numpy_kept():
+        states, others = _rng_states(logits.device), python_and_numpy_state()
         loss(logits.requires_grad_(), y).backward()
         drew = any(not torch.equal(a, b) for a, b in zip(states, _rng_states(logits.device)))
+        drew = drew or python_and_numpy_state() != others  # (a user's loss drawing from NumPy or Python's random)
     if drew:
         return f"loss {name} draws random numbers"
     if not _shared_loss(stage.method, [stage.params] * 2):  # (batch-level: a call per run, reduction="mean")
@@ -981,7 +985,29 @@ def _loss_unpackable(split: Split, stage: Stage, options: dict[str, Any], logits
         reason = _not_per_sample(loss, logits.detach(), y)
     except Exception as err:  # noqa: BLE001 - any failure of that call means: train one at a time
         reason = f"raises {type(err).__name__} for reduction='none': {err}"
+    # ... each run's rows with its own row options (a user's loss may read them as one number)
+    reason = reason or row_values_unkept(loss, _two_row_values(stage.method.loss, loss), logits.detach(), y)
     return None if reason is None else f"loss {name} {reason}"
+
+
+def _two_row_values(info: Any, loss: Any) -> dict[str, tuple[Any, Any]]:
+    """For each row option of the loss a number set on it now and another its registered space holds (the end
+    farther from it, or another choice), where both are numbers: what two runs of a shared call could take."""
+    out = {}
+    for p in info.hyperparams:
+        now = loss.option(p.name) if p.name in info.row_params else None
+        if isinstance(now, bool) or not isinstance(now, (int, float)):
+            continue
+        if isinstance(p.space, (FloatRange, IntRange)):
+            other = p.space.low if abs(now - p.space.low) > abs(now - p.space.high) else p.space.high
+        elif isinstance(p.space, Choice):
+            other = next((c for c in p.space.options if isinstance(c, (int, float)) and not isinstance(c, bool)
+                          and c != now), now)  # fmt: skip
+        else:
+            continue
+        if other != now:
+            out[p.name] = (now, other)
+    return out
 
 
 def _not_per_sample(loss: Callable[..., torch.Tensor], logits: torch.Tensor, y: torch.Tensor) -> str | None:

@@ -213,6 +213,19 @@ def dense_to_index_lists(target: torch.Tensor, pad: int = -100) -> torch.Tensor:
 # Loss arguments a spec may not set: the bench decides them.
 BENCH_OWNED = {"ignore_index": "the bench's targets hold no ignored entries, so it would only drop a real class "
                                "(or change nothing)"}  # fmt: skip
+def _check_bench_owned(where: str, loss: Any, arguments: dict[str, inspect.Parameter]) -> None:
+    """A loss's own registration may not tune what the bench sets, nor default it to what drops a class (a user's
+    loss registering ignore_index with a search space, or with 0 for its default, trained without class 0)."""
+    for p in loss.hyperparams:
+        if p.name in BENCH_OWNED and p.space is not None:
+            raise SpecError(f"{where}: loss {loss.name!r} registers a search space for {p.name}, which the bench sets: "
+                            f"{BENCH_OWNED[p.name]}; register it without one")  # fmt: skip
+    default = arguments["ignore_index"].default if "ignore_index" in arguments else None
+    if isinstance(default, int) and not isinstance(default, bool) and default >= 0:
+        raise SpecError(f"{where}: loss {loss.name!r} defaults ignore_index to {default}, a class index: every target "
+                        "of that class would be ignored; default it to a negative number (-100, as PyTorch)")  # fmt: skip
+
+
 def _check_search(where: str, key: str, space: FloatRange | Choice, param: inspect.Parameter) -> None:
     """A search range or grid that can tune this argument: a number range for a number, every
     choice of the argument's type."""
@@ -258,6 +271,7 @@ def _resolve(spec: MethodSpec) -> Method:
     loss = LOSSES.get(spec.loss)
     names = {p.name for p in loss.hyperparams}
     arguments = {k: v for k, v in _loss_arguments(loss).items() if k not in loss.requires}
+    _check_bench_owned(where, loss, arguments)
     accepted = set(arguments)
     for key, value in spec.params.items():
         if key not in accepted:

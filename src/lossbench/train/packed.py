@@ -29,6 +29,7 @@ from torch.optim.adam import adam as adam_update
 from torch.optim.adamw import adamw as adamw_update
 from torch.optim.sgd import sgd as sgd_update
 
+from lossbench._checks import first_line
 from lossbench._paths import PACKAGE_DIR  # (lossbench's own code: its losses' means are tested, _own_loss)
 from lossbench.losses._validation import compute_dtype
 from lossbench.train._base import (
@@ -492,6 +493,30 @@ def _own_loss(loss: LossFn) -> bool:
     loss = adapted_loss(loss)
     code = getattr(type(loss), "function", None) if isinstance(loss, nn.Module) else loss
     return _defined_in_lossbench(type(loss) if code is None else code)
+
+
+def row_values_unkept(loss: LossFn, values: Mapping[str, tuple[Any, Any]], logits: torch.Tensor,
+                      y: torch.Tensor) -> str | None:  # fmt: skip
+    """Why a pack's shared call of a user's ``loss`` would not give each run's rows its own value of a row option
+    (None where it does, or where the loss is lossbench's own: the tests check those): for each ``values[name] =
+    (a, b)``, a call with ``a`` for the first half of the rows and ``b`` for the rest must give each half what a
+    call with its value alone gives (a loss that read the option as one number failed mid-study, or averaged it)."""
+    if _own_loss(loss):
+        return None
+    half = len(y) // 2
+    for name, (a, b) in values.items():
+        dtype = torch.float64 if logits.device.type == "cpu" else logits.dtype  # (as _row_values gives them)
+        per_row = torch.tensor([a] * half + [b] * (len(y) - half), dtype=dtype, device=logits.device)
+        try:
+            with torch.no_grad():
+                shared = loss(logits, y, reduction="none", **{name: per_row})
+                alone = torch.cat([loss(logits[:half], y[:half], reduction="none", **{name: a}),
+                                   loss(logits[half:], y[half:], reduction="none", **{name: b})])  # fmt: skip
+        except Exception as err:  # noqa: BLE001 - a user's loss: any failure means its runs train one at a time
+            return f"given one {name} per row, raises {type(err).__name__}: {first_line(err)}"
+        if shared.shape != alone.shape or not torch.allclose(shared.double(), alone.double(), rtol=1e-4, atol=1e-6):
+            return f"given one {name} per row ({a!r} and {b!r}), gives its rows other values than with each row's own"
+    return None
 
 
 def stretches(keys: Sequence[Any]) -> list[tuple[int, int]]:
