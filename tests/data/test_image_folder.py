@@ -173,3 +173,11 @@ def test_hidden_folders_and_files_are_skipped(tmp_path):
     (tmp_path / "train" / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07")  # macOS's AppleDouble file: no image
     ds = load_image_folder(tmp_path, cache=False)
     assert ds.class_names == ["cat", "dog"] and len(ds.y_train) == 6
+
+
+def test_images_beside_the_class_folders_are_warned_of(tmp_path):
+    # (an image loose in train/ was dropped without a word, where a non-image in a class folder was warned of)
+    gray_tree(tmp_path)
+    save(tmp_path / "train" / "stray.png", np.zeros((6, 5), dtype=np.uint8))
+    with pytest.warns(UserWarning, match=r"train: 1 file\(s\) beside the class folders not read: \['stray.png'\]"):
+        assert len(load_image_folder(tmp_path, cache=False).y_train) == 6

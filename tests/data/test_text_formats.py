@@ -221,3 +221,17 @@ def test_a_one_class_text_table_is_refused_naming_its_files(tmp_path):
     train = write(tmp_path / "d" / "train.tsv", "sentence\tlabel\nhello world\t1\ngood day\t1\n")
     with pytest.raises(ValueError, match=r"dataset 'd' \(text tables .*train.tsv.*\): 1 class\(es\)"):
         load_text_table(train, test_path=train, cache=False)
+
+
+def test_a_folder_of_split_folders_is_refused_and_loose_files_warned_of(tmp_path):
+    # (IMDb's layout, train/<class>/ and test/<class>/, loaded as two classes named train and test, silently;
+    # documents beside the class folders were dropped without a word)
+    write_folder(tmp_path / "imdb" / "train")
+    write_folder(tmp_path / "imdb" / "test")
+    with pytest.raises(ValueError, match=r"imdb: its sub-folders test, train are splits, not classes .* give "
+                                         r"path=.*imdb/test and test_path= the other"):  # fmt: skip
+        load_text_folder(tmp_path / "imdb", cache=False)
+    loose = write_folder(tmp_path / "loose")
+    write(loose / "README.txt", "about the data")
+    with pytest.warns(UserWarning, match=r"loose: 1 file\(s\) beside the class folders not read: \['README.txt'\]"):
+        load_text_folder(loose, test_fraction=0.34, cache=False)

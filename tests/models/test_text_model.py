@@ -48,3 +48,17 @@ def test_the_training_loop_batches_bags():
     assert history[-1]["loss"] < history[0]["loss"]
     logits = eval_logits(model, ds.x_test, batch_size=5)  # several slices, concatenated
     assert logits.shape == (16, 2) and (logits.argmax(1) == ds.y_test).all()
+
+
+def test_the_out_of_vocabulary_embedding_starts_at_zero():
+    # (no training row holds it where every training token is in the vocabulary: its random start never trained
+    # and added the same noise to every test document with an unknown word)
+    from lossbench.data._dataset import PAD_ID
+    from lossbench.data.text import OOV_ID
+    from lossbench.models.text import OOV_ID as MODEL_OOV_ID
+    from lossbench.models.text import PAD_ID as MODEL_PAD_ID
+
+    assert (OOV_ID, PAD_ID) == (MODEL_OOV_ID, MODEL_PAD_ID)  # (the model keeps its own copies: it imports torch only)
+    model = build_model("fasttext", dataset(), seed=0, embed_dim=4)
+    weight = model.embedding.weight
+    assert torch.count_nonzero(weight[OOV_ID]) == 0 and torch.count_nonzero(weight[OOV_ID + 1]) > 0

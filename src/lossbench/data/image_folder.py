@@ -46,7 +46,11 @@ def _list_split(root: Path, split: str) -> list[tuple[str, list[Path]]]:
     if not folder.is_dir():
         raise ValueError(f"image folder split not found: {folder} (root= holds train/<class>/ and test/<class>/ folders of images)")
     classes = []
-    for d in (p for p in visible_entries(folder) if p.is_dir()):
+    entries = visible_entries(folder)
+    if loose := [p for p in entries if not p.is_dir()]:  # (read as nothing: an image is a file in a class folder)
+        warnings.warn(f"{folder}: {len(loose)} file(s) beside the class folders not read: {first_few(p.name for p in loose)}",
+                      stacklevel=3)  # fmt: skip
+    for d in (p for p in entries if p.is_dir()):
         files = files_below(d)  # (its sub-folders' too, as torchvision's ImageFolder reads a class)
         images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         if not images:

@@ -12,6 +12,7 @@ from lossbench.models._registry import ModelInfo, register_model
 from lossbench.registry import Choice, FloatRange, HyperParam, IntRange
 
 PAD_ID = 0  # lossbench.data's padding id (kept here so models import torch only)
+OOV_ID = 1  # lossbench.data's id of a token outside the vocabulary (as PAD_ID, kept here)
 
 
 class BagOfEmbeddings(nn.Module):
@@ -20,7 +21,10 @@ class BagOfEmbeddings(nn.Module):
     The architecture of fastText (Joulin et al. 2017, "Bag of Tricks for Efficient Text
     Classification", arXiv 1607.01759) without its n-gram features and hierarchical softmax:
     ``nn.EmbeddingBag`` with ``padding_idx`` leaves padding out of the mean or sum (a row of
-    padding only gives the zero vector).  Embeddings start from PyTorch's ``N(0, 1)``.
+    padding only gives the zero vector).  Embeddings start from PyTorch's ``N(0, 1)``, but the out-of-vocabulary
+    token's at zero: with every training token in the vocabulary (``min_count=1``) no training row holds it, so
+    its row never trains, and a random one added the same noise to every test document with an unknown word
+    (fastText drops such words; here they count in a mean as zero vectors).
 
     Input: padded token ids ``int64 (B, L)``, or ragged documents as flat ids plus offsets
     (anything with ``ids`` and ``offsets`` ``(B + 1,)`` tensors, as lossbench.data's
@@ -36,6 +40,9 @@ class BagOfEmbeddings(nn.Module):
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
         self.embedding = nn.EmbeddingBag(vocab_size, embed_dim, mode=mode, padding_idx=PAD_ID)
+        if vocab_size > OOV_ID:
+            with torch.no_grad():
+                self.embedding.weight[OOV_ID].zero_()
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(embed_dim, num_outputs)
 
