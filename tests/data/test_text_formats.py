@@ -103,6 +103,9 @@ def test_fasttext_several_labels_or_none_on_a_line_are_errors(tmp_path):
         )
     with pytest.raises(ValueError, match=r"train.txt:1: no labels"):
         load_fasttext_file(write(tmp_path / "train.txt", "text without label\n"), cache=False)
+    # (a line whose only label follows its text was said to hold "no labels")
+    with pytest.raises(ValueError, match=r"train.txt:1: its label '__label__b' follows the text; a fastText line"):
+        load_fasttext_file(write(tmp_path / "train.txt", "hello __label__b\n"), cache=False)
     ds = load_fasttext_file(
         write(tmp_path / "t.txt", "#A one\n#B two\n" * 3), label_prefix="#", test_fraction=0.34, cache=False
     )

@@ -49,6 +49,9 @@ def fasttext_parser(label_prefix: str) -> LineParser:
             head, *tail = rest.split(None, 1)
             labels.append(head[len(label_prefix) :])
             rest = tail[0] if tail else ""
+        if not labels and (later := next((w for w in rest.split() if w.startswith(label_prefix)), None)):
+            raise ValueError(f"{where}: its label {later!r} follows the text; a fastText line here starts with "
+                             f"exactly one {label_prefix}<label>")  # fmt: skip
         if len(labels) != 1:
             found = "no labels" if not labels else f"{len(labels)} labels ({', '.join(labels)})"
             raise ValueError(
