@@ -74,10 +74,3 @@ def log_rival_mass(log_p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         shift = v.scatter(0, y, -math.inf).amax(0, keepdim=True).clamp_(min=floor)
     rest = (v - shift).scatter_(0, y, 0.0).exp().sum(0) - 1  # (in place: the subtraction's backward keeps nothing)
     return shift.squeeze(0) + rest.clamp(min=torch.finfo(v.dtype).tiny).log()
-
-
-def sigmoid(z: torch.Tensor) -> torch.Tensor:
-    """``torch.sigmoid`` whose gradient stays relatively exact where the value rounds to 1: for ``z > 0`` as
-    ``1 - sigmoid(-z)``, whose slope autograd reads from the small ``sigmoid(-z)`` (``sigmoid(17)`` is 1 in
-    float32, and its slope ``s (1 - s)`` read from it 0, where it is 4e-8)."""
-    return torch.where(z > 0, 1 - torch.sigmoid(-z), torch.sigmoid(z))

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._softmax import log_softmax_at, sigmoid
+from lossbench.losses._softmax import log_softmax_at
 from lossbench.losses._validation import (
     check_bool,
     check_interval,
@@ -59,8 +59,8 @@ def sigmoid_relaxation(
     ICML 2013; multi-class form as in the EXACT paper's baselines.  Target: class indices.
     """
     return _sum_over_rivals(
-        lambda d: sigmoid(-d), logits, target, temperature, ignore_index, reduction, validate
-    )  # (its slope exact where the value rounds to 1: _softmax.sigmoid)
+        lambda d: torch.sigmoid(-d), logits, target, temperature, ignore_index, reduction, validate
+    )
 
 
 def polynomial_relaxation(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from lossbench.losses._registry import loss_module, register_loss
-from lossbench.losses._softmax import log_softmax_at, sigmoid
+from lossbench.losses._softmax import log_softmax_at
 from lossbench.losses._validation import loss_output, masked_reduce, sigmoid_inputs, softmax_inputs
 
 _REFERENCE = "Su, 'How to train your accuracy', kexue.fm/archives/9098"
@@ -43,9 +43,8 @@ def binary_smooth_accuracy(
     Target: same shape as the logits, 0/1 labels or probabilities ``t`` in [0, 1].
     """
     x, t, valid = sigmoid_inputs(logits, target, ignore_index, reduction, validate)
-    # (the miss itself, not 1 minus the hit: 1 - sigmoid(17) is 0 in float32, sigmoid(-17) is 4e-8; and its slope
-    # where it rounds to 1: _softmax.sigmoid)
-    miss = t * sigmoid(-x) + (1 - t) * sigmoid(x)
+    # (the miss itself, not 1 minus the hit: 1 - sigmoid(17) is 0 in float32, sigmoid(-17) is 4e-8)
+    miss = t * torch.sigmoid(-x) + (1 - t) * torch.sigmoid(x)
     return loss_output(masked_reduce(miss, reduction, valid), logits)
 
 
