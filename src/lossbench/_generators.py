@@ -23,21 +23,24 @@ def seed_python_and_numpy(seed: int) -> None:
         np.random.seed(seed % 2**32)
 
 
+def _states() -> tuple:
+    np = _numpy()
+    return random.getstate(), None if np is None else np.random.get_state()
+
+
 @contextlib.contextmanager
 def python_and_numpy_kept() -> Iterator[None]:
     """Python's and NumPy's generators given back after the block in the states they had before it."""
-    np = _numpy()
-    python, numpy = random.getstate(), None if np is None else np.random.get_state()
+    python, numpy = _states()
     try:
         yield
     finally:
         random.setstate(python)
-        if np is not None:
-            np.random.set_state(numpy)
+        if numpy is not None:
+            _numpy().random.set_state(numpy)
 
 
 def python_and_numpy_state() -> tuple:
     """Python's and NumPy's generators' states, comparable with ``==`` (to tell whether code drew from either)."""
-    np = _numpy()
-    numpy = None if np is None else np.random.get_state()
-    return random.getstate(), None if numpy is None else (numpy[0], numpy[1].tobytes(), *numpy[2:])
+    python, numpy = _states()
+    return python, None if numpy is None else (numpy[0], numpy[1].tobytes(), *numpy[2:])

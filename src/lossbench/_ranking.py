@@ -102,7 +102,7 @@ def ranking(scores: pd.DataFrame, *, alpha: float = 0.05) -> Ranking:
     nemenyi = scikit_posthocs.posthoc_nemenyi_friedman(scores).loc[order, order]
     q_alpha = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
     cd = float(q_alpha * math.sqrt(k * (k + 1) / (6 * n)))
-    return Ranking(mean_ranks, stat, p, nemenyi, cd, alpha, n, each[list(mean_ranks.index)])
+    return Ranking(mean_ranks, stat, p, nemenyi, cd, alpha, n, each[order])
 
 
 def cd_diagram_png(

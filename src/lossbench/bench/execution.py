@@ -994,8 +994,8 @@ def _two_row_values(info: Any, loss: Any) -> dict[str, tuple[Any, Any]]:
     """For each row option of the loss a number set on it now and another its registered space holds (the end
     farther from it, or another choice), where both are numbers: what two runs of a shared call could take."""
     out = {}
-    for p in info.hyperparams:
-        now = loss.option(p.name) if p.name in info.row_params else None
+    for p in (h for h in info.hyperparams if h.name in info.row_params):
+        now = loss.option(p.name)
         if isinstance(now, bool) or not isinstance(now, (int, float)):
             continue
         if isinstance(p.space, (FloatRange, IntRange)):

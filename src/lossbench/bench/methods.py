@@ -213,6 +213,8 @@ def dense_to_index_lists(target: torch.Tensor, pad: int = -100) -> torch.Tensor:
 # Loss arguments a spec may not set: the bench decides them.
 BENCH_OWNED = {"ignore_index": "the bench's targets hold no ignored entries, so it would only drop a real class "
                                "(or change nothing)"}  # fmt: skip
+
+
 def _check_bench_owned(where: str, loss: Any, arguments: dict[str, inspect.Parameter]) -> None:
     """A loss's own registration may not tune what the bench sets, nor default it to what drops a class (a user's
     loss registering ignore_index with a search space, or with 0 for its default, trained without class 0)."""

@@ -404,9 +404,9 @@ def _conditional(spec: Spec) -> str:
 
 
 def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, tuple[Path, bytes]],
-           acrosses: list[AcrossDatasets] | None = None) -> list[Block]:  # fmt: skip
+           acrosses: list[AcrossDatasets]) -> list[Block]:  # fmt: skip
     """The report's document; ``plots``: each figure's path and PNG (written with the report's files);
-    ``acrosses``: :func:`across_datasets`'s rankings (computed here when not given)."""
+    ``acrosses``: :func:`across_datasets`'s rankings."""
     out: list[Block] = [Heading(1, f"lossbench report: {spec.name}"), Para(_protocol(spec, results)),
                         Heading(2, "Provenance"), provenance(results),
                         Heading(2, "Methods"), method_settings(spec),
@@ -426,7 +426,7 @@ def blocks(spec: Spec, results: list[DatasetResult], plots: dict[str, tuple[Path
             figure = plots.get(f"{_slug(result)}_{kind}")
             if figure is not None:
                 out.append(Image(alt, *figure))
-    for across in across_datasets(spec, results) if acrosses is None else acrosses:
+    for across in acrosses:
         out.append(Heading(2, f"Across the data sets (test {across.metric})"))
         if across.ranking is not None:
             out += [Para("Each data set ranks the methods by their mean test score (1 = best; tied means share the "

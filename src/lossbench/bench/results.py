@@ -130,7 +130,7 @@ class AcrossDatasets:
 
     metric: str
     scores: pd.DataFrame  # rows: the data sets ranked over (labels); columns: the methods; the means over seeds
-    ranking: Ranking | None  # None until two data sets have every method complete
+    ranking: Ranking | None  # None until two data sets have every method complete, or where fewer than three run on all
     waiting: list[str]  # data sets left out: a method's runs there are not complete yet
     partial: list[str]  # methods left out: they do not run on every data set of the metric
 
@@ -150,15 +150,15 @@ def across_datasets(spec: Spec, results: list[DatasetResult]) -> list[AcrossData
         everywhere = [name for name in seen if all(name in names for names in named)]
         if len(group) < 2 or len(seen) < RANKED_METHODS:
             continue
-        means = {result.dataset.label: [result.method(name).summaries[metric].mean if result.method(name).complete
-                                        else math.nan for name in everywhere] for result in group}  # fmt: skip
         # (fewer than three methods on every data set: none ranked, the section says why)
+        means = {} if len(everywhere) < RANKED_METHODS else {
+            result.dataset.label: [result.method(name).summaries[metric].mean if result.method(name).complete
+                                   else math.nan for name in everywhere] for result in group}  # fmt: skip
         labels = [label for label, row in means.items() if all(math.isfinite(v) for v in row)]
-        labels = labels if len(everywhere) >= RANKED_METHODS else []
         scores = pd.DataFrame([means[label] for label in labels], index=labels, columns=everywhere, dtype=float)
         out.append(AcrossDatasets(  # (a selection metric reads higher as better, as the ranking does: SELECTION_METRICS)
             metric, scores, ranking(scores, alpha=SIGNIFICANCE) if len(labels) >= 2 else None,
-            waiting=[label for label in means if label not in labels] if len(everywhere) >= RANKED_METHODS else [],
+            waiting=[label for label in means if label not in labels],
             partial=[name for name in seen if name not in everywhere],
         ))  # fmt: skip
     return out

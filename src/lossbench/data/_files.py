@@ -105,6 +105,16 @@ def visible_entries(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
+def class_folders(folder: Path, stacklevel: int = 2) -> list[Path]:
+    """``folder``'s visible sub-folders, one per class; files beside them, which no loader reads (an image or a
+    document is a file in its class's folder), are warned of (``stacklevel`` as for the caller's own warning)."""
+    entries = visible_entries(folder)
+    if loose := [p for p in entries if not p.is_dir()]:
+        warnings.warn(f"{folder}: {len(loose)} file(s) beside the class folders not read: {first_few(p.name for p in loose)}",
+                      stacklevel=stacklevel + 1)  # fmt: skip
+    return [p for p in entries if p.is_dir()]
+
+
 def files_below(folder: Path) -> list[Path]:
     """Every regular file below ``folder``, in its sub-folders too (as torchvision's ImageFolder finds a
     class's samples), sorted, hidden names skipped; a folder reached again through a link is read once."""

@@ -145,8 +145,9 @@ def load_idx(
     p = cached("idx", {}, paths, parse, cache=cache)
     for key, path in (("x_train", paths[0]), ("x_test", paths[2])):  # (after the cache: an entry read back too)
         x = p[key]
-        if x.is_floating_point() and x.dtype.itemsize > 4 and bool((x.abs() > FLOAT32_MAX).any()):
-            record = int((x.abs() > FLOAT32_MAX).flatten(1).any(1).nonzero()[0])
+        beyond = (x.abs() > FLOAT32_MAX).flatten(1).any(1) if x.is_floating_point() and x.dtype.itemsize > 4 else None
+        if beyond is not None and bool(beyond.any()):
+            record = int(beyond.nonzero()[0])
             raise ValueError(f"{path}: record {record} holds a value beyond float32's range (±{FLOAT32_MAX:.4g}), "
                              "in which the images are read")  # fmt: skip
     if p["x_train"].dtype != p["x_test"].dtype:  # (bytes are scaled to [0, 1], other types read as they are)

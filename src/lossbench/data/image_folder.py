@@ -31,7 +31,7 @@ import torch
 from lossbench._checks import first_few
 from lossbench.data._cache import cached
 from lossbench.data._dataset import Dataset
-from lossbench.data._files import files_below, visible_entries
+from lossbench.data._files import class_folders, files_below
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
@@ -46,11 +46,7 @@ def _list_split(root: Path, split: str) -> list[tuple[str, list[Path]]]:
     if not folder.is_dir():
         raise ValueError(f"image folder split not found: {folder} (root= holds train/<class>/ and test/<class>/ folders of images)")
     classes = []
-    entries = visible_entries(folder)
-    if loose := [p for p in entries if not p.is_dir()]:  # (read as nothing: an image is a file in a class folder)
-        warnings.warn(f"{folder}: {len(loose)} file(s) beside the class folders not read: {first_few(p.name for p in loose)}",
-                      stacklevel=3)  # fmt: skip
-    for d in (p for p in entries if p.is_dir()):
+    for d in class_folders(folder, stacklevel=3):
         files = files_below(d)  # (its sub-folders' too, as torchvision's ImageFolder reads a class)
         images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         if not images:

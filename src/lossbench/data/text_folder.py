@@ -11,12 +11,10 @@ Tokens, ids, layout and the provided validation split as in ``lossbench.data.tex
 from __future__ import annotations
 
 import functools
-import warnings
 from pathlib import Path
 
-from lossbench._checks import first_few
 from lossbench.data._dataset import Dataset
-from lossbench.data._files import files_below, read_text, visible_entries
+from lossbench.data._files import class_folders, files_below, read_text, visible_entries
 from lossbench.data.text import Documents, TextOptions, read_splits, text_loader
 
 # Sub-folder names that are a data set's splits, not its classes.
@@ -28,8 +26,7 @@ def list_documents(folder: Path) -> list[tuple[str, Path]]:
     if not folder.is_dir():
         raise ValueError(f"text folder not found: {folder}")
     found = []
-    entries = visible_entries(folder)
-    classes = [d for d in entries if d.is_dir()]
+    classes = class_folders(folder)
     if not classes:
         raise ValueError(f"{folder}: no class sub-folders (expected {folder}/<class>/<document>)")
     splits = [d for d in classes if d.name.lower() in SPLIT_NAMES]
@@ -37,9 +34,6 @@ def list_documents(folder: Path) -> list[tuple[str, Path]]:
         names = ", ".join(d.name for d in splits)
         raise ValueError(f"{folder}: its sub-folders {names} are splits, not classes (each holds only folders); "
                          f"give path={folder / splits[0].name} and test_path= the other")  # fmt: skip
-    if loose := [e for e in entries if not e.is_dir()]:  # (read as nothing: a document is a file in a class folder)
-        warnings.warn(f"{folder}: {len(loose)} file(s) beside the class folders not read: {first_few(e.name for e in loose)}",
-                      stacklevel=2)  # fmt: skip
     for d in classes:
         files = files_below(d)
         if not files:

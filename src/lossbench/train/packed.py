@@ -495,6 +495,12 @@ def _own_loss(loss: LossFn) -> bool:
     return _defined_in_lossbench(type(loss) if code is None else code)
 
 
+def _row_dtype(like: torch.Tensor) -> torch.dtype:
+    """The dtype of a shared call's row options: double on the CPU (EXACT's kernel takes sigma in double), else the
+    logits'."""
+    return torch.float64 if like.device.type == "cpu" else like.dtype
+
+
 def row_values_unkept(loss: LossFn, values: Mapping[str, tuple[Any, Any]], logits: torch.Tensor,
                       y: torch.Tensor) -> str | None:  # fmt: skip
     """Why a pack's shared call of a user's ``loss`` would not give each run's rows its own value of a row option
@@ -505,8 +511,7 @@ def row_values_unkept(loss: LossFn, values: Mapping[str, tuple[Any, Any]], logit
         return None
     half = len(y) // 2
     for name, (a, b) in values.items():
-        dtype = torch.float64 if logits.device.type == "cpu" else logits.dtype  # (as _row_values gives them)
-        per_row = torch.tensor([a] * half + [b] * (len(y) - half), dtype=dtype, device=logits.device)
+        per_row = torch.tensor([a] * half + [b] * (len(y) - half), dtype=_row_dtype(logits), device=logits.device)
         try:
             with torch.no_grad():
                 shared = loss(logits, y, reduction="none", **{name: per_row})
@@ -653,7 +658,7 @@ class PackedLosses:
                 values = [options.row_none.get(name) if v is None else v for v in values]
                 if None in values:
                     raise ValueError(f"loss option {name!r} is None for some runs of a shared call and has no value per row (row_none)")
-                dtype = torch.float64 if like.device.type == "cpu" else like.dtype  # (EXACT's kernel takes sigma in double)
+                dtype = _row_dtype(like)
                 key = (tuple(group), name, batch, like.device, dtype)
                 numbers = all(type(v) in (int, float) for v in values)  # (tensors would compare by identity)
                 spelled = tuple(map(repr, values))  # (repr tells -0.0 from 0.0, which == does not)
