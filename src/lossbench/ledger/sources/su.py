@@ -36,6 +36,11 @@ _SST2_DEVIATIONS = (
     "SST-2 has two classes, where EXACT's P is a closed form, Phi((s_y - s_other) / (sqrt 2 sigma)): 1 - P is a "
     "probit-smoothed 0-1 loss and -log P a probit log-loss, a near relative of cross-entropy's logistic one. So on "
     "these data the claims compare those two losses, not EXACT's integral over several rivals.",
+    "The stored runs were made before the fastText model's unknown-token embedding started at zero (2026-12-07): "
+    "with every training token in the vocabulary that row never trained, and its random start added the same "
+    "noise to every dev and test sentence with an unknown word (about half of SST-2's test sentences) for every "
+    "method alike. They have not been re-run since; a claims run --fresh of the study would train from the new "
+    "start, and these verdicts stand until then as the old code's.",
     "Each method gets the same number of trials (10; 4 at the quick budget), but EXACT's search adds sigma, margin and standardize to CE's lr and "
     "weight decay: its wider space is searched more thinly.",
     "Since 2026-12-06 tuning validates on GLUE's dev.tsv (872 whole sentences; at the quick budget the 95 of them "
